@@ -1,0 +1,41 @@
+# The two commands a new user runs: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint typecheck pytest bench debian-test-tools clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## make run: serve the bundled demo site on http://127.0.0.1:8080
+run: $(STAMP)
+	$(BIN)/twistd --nodaemon --pidfile= wsgi --app twistwsgi.demo.app:application \
+		--listen tcp:8080:interface=127.0.0.1
+
+## make test: the whole suite (ruff, mypy, pytest)
+test: $(STAMP) debian-test-tools lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Real-client tests drive curl; install it from Debian when it is missing.
+debian-test-tools:
+	@command -v curl >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q curl; \
+		else echo "curl missing and not root: curl tests will be skipped"; fi; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,845 @@
+"""The HTTP/1.1 protocol through raw bytes: persistence, pipelining, framing, timeouts,
+limits and flow control. Handlers here are small Exchange handlers (no WSGI), so the
+protocol is tested on its own; responses are parsed with h11.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.protocol import (
+    BODY_HIGH_WATER,
+    DISPATCH_BUFFER,
+    DRAIN_LIMIT,
+    LINGER_TIMEOUT,
+    HTTP11Exchange,
+)
+from twistwsgi.http.settings import HttpSettings
+from twistwsgi.testing import Connection, connect, parse_responses
+
+GET = b"GET /%s HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+
+def get(path: bytes = b"") -> bytes:
+    return GET % path
+
+
+class Echo:
+    """Answers every request with its path, at once."""
+
+    def __init__(self) -> None:
+        self.seen: list[Exchange] = []
+
+    def handle(self, exchange: Exchange) -> None:
+        self.seen.append(exchange)
+        exchange.start_response(200, [(b"Content-Type", b"text/plain")])
+        exchange.finish(exchange.request.path)
+
+
+class Held:
+    """Keeps every exchange for the test to answer later."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Exchange] = []
+
+    def handle(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+
+
+class BodyCollector:
+    """Attaches a receiver and records what arrives."""
+
+    def __init__(self, respond: bool = True) -> None:
+        self.respond = respond
+        self.exchanges: list[Exchange] = []
+        self.bodies: list[list[bytes]] = []
+        self.finished: list[bool] = []
+        self.failures: list[Exception] = []
+
+    def handle(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+        pieces: list[bytes] = []
+        self.bodies.append(pieces)
+        collector = self
+
+        class Receiver:
+            def body_received(self, data: bytes) -> None:
+                pieces.append(data)
+
+            def body_finished(self) -> None:
+                collector.finished.append(True)
+                if collector.respond:
+                    exchange.start_response(200, [])
+                    exchange.finish(b"".join(pieces))
+
+            def body_failed(self, reason: Exception) -> None:
+                collector.failures.append(reason)
+
+        exchange.receive_body(Receiver())
+
+
+def open_connection(handler: Any, **settings: Any) -> Connection:
+    return connect(handler, settings=HttpSettings(**settings))
+
+
+def streamed_post(length: int, path: bytes = b"/") -> bytes:
+    """A POST head with Content-Length ``length`` and enough body to be dispatched
+    before the body is complete (DISPATCH_BUFFER bytes).
+    """
+    return (
+        b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % (path, length)
+        + b"x" * DISPATCH_BUFFER
+    )
+
+
+# -- persistence ----------------------------------------------------------------------
+
+
+def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    """HTTP/1.1 connections persist by default (RFC 9112 9.3)."""
+    connection = open_connection(Echo())
+    for path in (b"a", b"b", b"c"):
+        connection.send(get(path))
+    responses = parse_responses(connection.take())
+    assert [r.body for r in responses] == [b"/a", b"/b", b"/c"]
+    assert all(r.header(b"connection") is None for r in responses)
+    assert not connection.is_closed()
+
+
+def test_connection_close_request_closes_after_response() -> None:
+    """A request with Connection: close gets its response, then the connection ends."""
+    connection = open_connection(Echo())
+    connection.send(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"connection") == b"close"
+    assert connection.is_closed()
+
+
+def test_http10_closes_unless_keep_alive_is_asked_for() -> None:
+    """HTTP/1.0 closes after the response by default (RFC 9112 9.3)."""
+    connection = open_connection(Echo())
+    connection.send(b"GET /x HTTP/1.0\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"connection") == b"close"
+    assert connection.is_closed()
+
+
+def test_http10_keep_alive_persists_with_a_length() -> None:
+    """HTTP/1.0 with Connection: keep-alive persists and says so."""
+    connection = open_connection(Echo())
+    connection.send(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    raw = connection.take()
+    assert b"Connection: keep-alive\r\n" in raw.split(b"\r\n\r\n")[0] + b"\r\n"
+    assert not connection.is_closed()
+    connection.send(b"GET /y HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert connection.take().endswith(b"/y")
+
+
+def test_http10_streamed_response_is_close_delimited() -> None:
+    """An HTTP/1.0 response without a length ends when the connection closes."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    [exchange] = held.exchanges
+    exchange.start_response(200, [])
+    exchange.write(b"part one ")
+    exchange.finish(b"part two")
+    raw = connection.take()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head and b"Content-Length" not in head
+    assert b"Connection: close" in head
+    assert body == b"part one part two"
+    assert connection.is_closed()
+
+
+def test_idle_keep_alive_connection_closes_after_timeout() -> None:
+    """An idle persistent connection is closed after keepalive_timeout."""
+    connection = open_connection(Echo(), keepalive_timeout=5.0)
+    connection.send(get())
+    connection.take()
+    connection.clock.advance(4.9)
+    assert not connection.is_closed()
+    connection.clock.advance(0.2)
+    assert connection.is_closed()
+    assert connection.take() == b""
+
+
+def test_new_connection_without_bytes_closes_quietly_after_header_timeout() -> None:
+    """A connection that never sends a byte is closed without a 408."""
+    connection = open_connection(Echo(), header_timeout=10.0)
+    connection.clock.advance(10.1)
+    assert connection.is_closed()
+    assert connection.take() == b""
+
+
+# -- pipelining -----------------------------------------------------------------------
+
+
+def test_pipelined_responses_come_in_request_order() -> None:
+    """Responses to pipelined requests are sent strictly in order, even when a later
+    handler is ready first (RFC 9112 9.3.2).
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get(b"1") + get(b"2") + get(b"3"))
+    # Only the first is dispatched while it is unanswered.
+    assert len(held.exchanges) == 1
+    assert connection.transport.producerState == "paused"
+    first = held.exchanges[0]
+    first.start_response(200, [])
+    first.finish(b"one")
+    assert len(held.exchanges) == 2
+    held.exchanges[1].start_response(200, [])
+    held.exchanges[1].finish(b"two")
+    held.exchanges[2].start_response(200, [])
+    held.exchanges[2].finish(b"three")
+    assert [r.body for r in parse_responses(connection.take())] == [b"one", b"two", b"three"]
+    assert connection.transport.producerState == "producing"
+
+
+def test_error_after_pipelined_requests_waits_for_their_responses() -> None:
+    """A malformed request behind a pending one is answered after it."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get(b"ok") + b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n")
+    assert connection.take() == b""
+    [exchange] = held.exchanges
+    exchange.start_response(200, [])
+    exchange.finish(b"fine")
+    responses = parse_responses(connection.take())
+    assert [r.status for r in responses] == [200, 400]
+    assert len(held.exchanges) == 1
+
+
+# -- framing --------------------------------------------------------------------------
+
+
+def test_single_write_response_gets_content_length() -> None:
+    """A response finished in one call is length-delimited, not chunked."""
+    connection = open_connection(Echo())
+    connection.send(get(b"hello"))
+    raw = connection.take()
+    assert b"Content-Length: 6\r\n" in raw
+    assert b"Transfer-Encoding" not in raw
+
+
+def test_streamed_response_is_chunked() -> None:
+    """A response written in pieces without a length uses chunked coding, and the
+    empty write is not sent as a (terminating) empty chunk.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    [exchange] = held.exchanges
+    exchange.start_response(200, [(b"X-Kind", b"stream")])
+    exchange.write(b"abc")
+    exchange.write(b"")
+    exchange.write(b"defg")
+    exchange.finish()
+    raw = connection.take()
+    assert b"Transfer-Encoding: chunked\r\n" in raw
+    [response] = parse_responses(raw)
+    assert response.body == b"abcdefg"
+    assert response.header(b"x-kind") == b"stream"
+
+
+def test_head_response_has_headers_and_no_body() -> None:
+    """HEAD gets the headers GET would (including the length), never a body."""
+    connection = open_connection(Echo())
+    connection.send(b"HEAD /abc HTTP/1.1\r\nHost: a\r\n\r\n")
+    raw = connection.take()
+    assert raw.endswith(b"\r\n\r\n")
+    [response] = parse_responses(raw, [b"HEAD"])
+    assert response.header(b"content-length") == b"4"
+    assert response.body == b""
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_body_statuses_send_no_body(status: int) -> None:
+    """204 and 304 carry no body and no chunked framing (RFC 9110 15.3.5, 15.4.5)."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    [exchange] = held.exchanges
+    exchange.start_response(status, [(b"Content-Length", b"5")])
+    exchange.finish(b"ignored")
+    raw = connection.take()
+    assert raw.endswith(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in raw
+    assert (b"Content-Length" in raw) is (status == 304)
+    [response] = parse_responses(raw)
+    assert response.status == status
+
+
+def test_handler_hop_by_hop_headers_are_dropped_but_close_is_honoured() -> None:
+    """Hop-by-hop fields from a handler are not sent; Connection: close closes."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    [exchange] = held.exchanges
+    exchange.start_response(
+        200,
+        [
+            (b"Transfer-Encoding", b"gzip"),
+            (b"Keep-Alive", b"timeout=99"),
+            (b"Connection", b"close"),
+            (b"Upgrade", b"h2c"),
+        ],
+    )
+    exchange.finish(b"x")
+    raw = connection.take()
+    head = raw.split(b"\r\n\r\n")[0]
+    assert b"gzip" not in head and b"timeout=99" not in head and b"h2c" not in head
+    assert b"Connection: close" in head
+    assert connection.is_closed()
+
+
+def test_short_response_aborts_the_connection() -> None:
+    """A response that ends before its Content-Length cannot be delimited: abort."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    [exchange] = held.exchanges
+    exchange.start_response(200, [(b"Content-Length", b"10")])
+    exchange.finish(b"short")
+    assert connection.is_closed()
+
+
+def test_long_response_is_truncated_to_its_content_length() -> None:
+    """Bytes beyond the declared Content-Length are not sent."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    [exchange] = held.exchanges
+    exchange.start_response(200, [(b"Content-Length", b"3")])
+    exchange.finish(b"abcdef")
+    [response] = parse_responses(connection.take())
+    assert response.body == b"abc"
+
+
+def test_date_and_server_are_added_once() -> None:
+    """Date and Server are added unless the handler set them."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get() + get())
+    held.exchanges[0].start_response(200, [])
+    held.exchanges[0].finish()
+    held.exchanges[1].start_response(200, [(b"Server", b"mine"), (b"Date", b"x")])
+    held.exchanges[1].finish()
+    first, second = parse_responses(connection.take())
+    assert first.header(b"server") == b"twistwsgi"
+    assert first.header(b"date") is not None
+    assert second.header_values(b"server") == [b"mine"]
+    assert second.header_values(b"date") == [b"x"]
+
+
+# -- request bodies -------------------------------------------------------------------
+
+
+def test_content_length_body_is_delivered() -> None:
+    """A Content-Length body reaches the receiver, then body_finished."""
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel")
+    connection.send(b"lo")
+    assert b"".join(collector.bodies[0]) == b"hello"
+    assert parse_responses(connection.take())[0].body == b"hello"
+
+
+def test_chunked_body_is_decoded() -> None:
+    """A chunked body is decoded before it reaches the receiver."""
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-Sum: 1\r\n\r\n"
+    )
+    assert parse_responses(connection.take())[0].body == b"abcde"
+
+
+def test_small_body_is_received_before_the_handler_runs() -> None:
+    """A small body arrives whole before the handler is called, so a slow client
+    never holds a handler (or a worker thread).
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")
+    assert collector.exchanges == []
+    connection.send(b"67890")
+    assert len(collector.exchanges) == 1
+    assert collector.bodies[0] == [b"12345", b"67890"]
+
+
+def test_slow_small_body_times_out_without_reaching_the_handler() -> None:
+    """A small body that stalls is answered 408 by the server alone."""
+    collector = BodyCollector()
+    connection = open_connection(collector, body_timeout=5.0)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")
+    connection.clock.advance(5.1)
+    [response] = parse_responses(connection.take())
+    assert response.status == 408
+    assert collector.exchanges == []
+
+
+def test_malformed_small_chunked_body_never_reaches_the_handler() -> None:
+    """A malformed chunk in a body still being buffered is refused with 400 before
+    any handler sees the request.
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"3\r\nabc\r\n")
+    connection.send(b"zz\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.status == 400
+    assert collector.exchanges == []
+
+
+def test_unread_small_rest_of_body_is_drained_and_the_connection_kept() -> None:
+    """A handler that answers without reading a streamed body whose rest is small
+    keeps the connection: the rest is discarded, and the next request is served.
+    """
+    connection = open_connection(Echo())
+    connection.send(streamed_post(DISPATCH_BUFFER + DRAIN_LIMIT, b"/a"))
+    connection.send(b"y" * DRAIN_LIMIT + get(b"b"))
+    responses = parse_responses(connection.take())
+    assert [r.body for r in responses] == [b"/a", b"/b"]
+    assert not connection.is_closed()
+
+
+def test_unread_large_body_closes_after_response() -> None:
+    """A large unread body is not drained: the response says close, and the
+    server lingers (reading and discarding) before closing.
+    """
+    connection = open_connection(Echo())
+    connection.send(streamed_post(900000, b"/a"))
+    # The handler answered as soon as it was dispatched, long before the body was
+    # complete; the connection can only be closed, after a linger.
+    [response] = parse_responses(connection.take())
+    assert response.body == b"/a"
+    connection.send(b"x" * 5000)
+    assert not connection.is_closed()
+    connection.clock.advance(LINGER_TIMEOUT + 0.1)
+    assert connection.is_closed()
+
+
+def test_body_buffer_pauses_reading_until_receiver_attaches() -> None:
+    """Unread body beyond the high-water mark stops reading from the client."""
+    held = Held()
+    connection = open_connection(held, max_body=0)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n")
+    connection.send(b"x" * (BODY_HIGH_WATER + 1))
+    assert connection.transport.producerState == "paused"
+    received: list[bytes] = []
+
+    class Receiver:
+        def body_received(self, data: bytes) -> None:
+            received.append(data)
+
+        def body_finished(self) -> None:
+            pass
+
+        def body_failed(self, reason: Exception) -> None:
+            pass
+
+    held.exchanges[0].receive_body(Receiver())
+    assert sum(map(len, received)) == BODY_HIGH_WATER + 1
+    assert connection.transport.producerState == "producing"
+
+
+def test_pause_body_stops_reading() -> None:
+    """pause_body and resume_body drive the transport's reading."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(streamed_post(DISPATCH_BUFFER * 2))
+    exchange = held.exchanges[0]
+    exchange.pause_body()
+    assert connection.transport.producerState == "paused"
+    exchange.resume_body()
+    assert connection.transport.producerState == "producing"
+
+
+def test_max_body_is_decided_from_content_length() -> None:
+    """A Content-Length over max_body is refused with 413 before any body byte."""
+    held = Held()
+    connection = open_connection(held, max_body=100)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.status == 413
+    assert held.exchanges == []
+
+
+def test_chunked_body_over_limit_fails_the_receiver_and_answers_413() -> None:
+    """A chunked body that grows past max_body is cut off with 413."""
+    collector = BodyCollector()
+    connection = open_connection(collector, max_body=DISPATCH_BUFFER + 10)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"%x\r\n" % DISPATCH_BUFFER + b"x" * DISPATCH_BUFFER + b"\r\n")
+    assert len(collector.exchanges) == 1  # streamed: dispatched before the limit
+    connection.send(b"8\r\n12345678\r\n8\r\n12345678\r\n")
+    assert len(collector.failures) == 1
+    [response] = parse_responses(connection.take())
+    assert response.status == 413
+    assert response.header(b"connection") == b"close"
+
+
+def test_malformed_chunk_after_dispatch_fails_the_body() -> None:
+    """A body that turns out malformed after the head was accepted fails the
+    receiver; the server answers 400 since the handler had not responded.
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"%x\r\n" % DISPATCH_BUFFER + b"x" * DISPATCH_BUFFER + b"\r\n")
+    connection.send(b"zz\r\n")
+    assert len(collector.failures) == 1
+    [response] = parse_responses(connection.take())
+    assert response.status == 400
+
+
+# -- Expect: 100-continue -------------------------------------------------------------
+
+
+def test_continue_is_sent_only_when_the_handler_asks() -> None:
+    """100 Continue goes out on continue_body(), not when the head arrives."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert connection.take() == b""
+    held.exchanges[0].continue_body()
+    assert connection.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    held.exchanges[0].continue_body()
+    assert connection.take() == b""
+
+
+def test_refusing_without_continue_closes_the_connection() -> None:
+    """A final response sent instead of 100 Continue closes the connection, since
+    the client may or may not send the body (RFC 9110 10.1.1).
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\nExpect: 100-continue\r\n\r\n"
+    )
+    exchange = held.exchanges[0]
+    exchange.start_response(403, [])
+    exchange.finish(b"not for you")
+    [response] = parse_responses(connection.take())
+    assert response.status == 403
+    assert response.header(b"connection") == b"close"
+
+
+def test_continue_after_response_started_is_not_sent() -> None:
+    """No 100 Continue once a final response has begun."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    )
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.write(b"early")
+    exchange.continue_body()
+    assert b"100 Continue" not in connection.take()
+
+
+def test_expect_continue_on_http10_is_ignored() -> None:
+    """HTTP/1.0 clients do not wait for 100 Continue (RFC 9110 10.1.1)."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+    assert held.exchanges == []  # no 100-continue: the body is buffered first
+    connection.send(b"abc")
+    held.exchanges[0].continue_body()
+    assert connection.take() == b""
+
+
+# -- timeouts -------------------------------------------------------------------------
+
+
+def test_slow_head_gets_408() -> None:
+    """A client that trickles its head is cut off after header_timeout (total, not
+    idle), with 408.
+    """
+    connection = open_connection(Echo(), header_timeout=10.0)
+    connection.send(b"GET / HTTP/1.1\r\n")
+    for _ in range(9):
+        connection.clock.advance(1.0)
+        connection.send(b"X-A: b\r\n")
+    assert connection.take() == b""
+    connection.clock.advance(1.1)
+    [response] = parse_responses(connection.take())
+    assert response.status == 408
+    assert response.header(b"connection") == b"close"
+
+
+def test_stalled_body_gets_408() -> None:
+    """A body that stops arriving is cut off after body_timeout of silence."""
+    collector = BodyCollector()
+    connection = open_connection(collector, body_timeout=5.0)
+    connection.send(streamed_post(DISPATCH_BUFFER + 10))
+    for _ in range(3):
+        connection.clock.advance(4.0)
+        connection.send(b"x")
+    connection.clock.advance(5.1)
+    assert len(collector.failures) == 1
+    [response] = parse_responses(connection.take())
+    assert response.status == 408
+
+
+def test_body_timeout_does_not_run_while_the_server_pauses_reading() -> None:
+    """While the server holds the client back (flow control), the body timer stops."""
+    held = Held()
+    connection = open_connection(held, body_timeout=5.0)
+    connection.send(streamed_post(DISPATCH_BUFFER + 10))
+    held.exchanges[0].pause_body()
+    connection.clock.advance(60.0)
+    assert connection.take() == b""
+    assert not connection.is_closed()
+
+
+def test_body_timeout_waits_for_100_continue() -> None:
+    """A client waiting for 100 Continue is not timed out for not sending its body."""
+    held = Held()
+    connection = open_connection(held, body_timeout=5.0)
+    connection.send(
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    )
+    connection.clock.advance(60.0)
+    assert connection.take() == b""
+
+
+def test_client_that_stops_reading_is_aborted_after_send_timeout() -> None:
+    """While the transport pauses the server's writes for send_timeout, the
+    connection is aborted.
+    """
+    held = Held()
+    connection = open_connection(held, send_timeout=10.0)
+    connection.send(get())
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.write(b"x" * 100)
+    connection.protocol.pauseProducing()  # what the transport does when its buffer fills
+    connection.clock.advance(9.0)
+    assert not connection.is_closed()
+    connection.protocol.resumeProducing()
+    connection.clock.advance(9.0)
+    assert not connection.is_closed()
+    connection.protocol.pauseProducing()
+    connection.clock.advance(10.1)
+    assert connection.is_closed()
+
+
+# -- write flow control ---------------------------------------------------------------
+
+
+def test_handler_producer_follows_the_transport() -> None:
+    """A producer registered on the exchange is paused and resumed with the client."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    exchange = held.exchanges[0]
+    events: list[str] = []
+
+    class Producer:
+        def pauseProducing(self) -> None:
+            events.append("pause")
+
+        def resumeProducing(self) -> None:
+            events.append("resume")
+
+        def stopProducing(self) -> None:
+            events.append("stop")
+
+    exchange.start_response(200, [])
+    exchange.registerProducer(Producer(), True)  # type: ignore[arg-type]
+    connection.protocol.pauseProducing()
+    connection.protocol.resumeProducing()
+    exchange.unregisterProducer()
+    connection.protocol.pauseProducing()
+    assert events == ["pause", "resume"]
+
+
+def test_producer_registered_while_paused_starts_paused() -> None:
+    """Registering during a pause pauses the new producer at once."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    events: list[str] = []
+
+    class Producer:
+        def pauseProducing(self) -> None:
+            events.append("pause")
+
+        def resumeProducing(self) -> None:
+            events.append("resume")
+
+        def stopProducing(self) -> None:
+            events.append("stop")
+
+    connection.protocol.pauseProducing()
+    held.exchanges[0].registerProducer(Producer(), True)  # type: ignore[arg-type]
+    assert events == ["pause"]
+
+
+# -- errors and lifecycle -------------------------------------------------------------
+
+
+def test_handler_exception_before_response_is_500() -> None:
+    """A handler that raises before responding produces a 500, and the server
+    keeps serving other connections.
+    """
+
+    class Broken:
+        def handle(self, exchange: Exchange) -> None:
+            raise RuntimeError("boom")
+
+    connection = open_connection(Broken())
+    connection.send(get())
+    [response] = parse_responses(connection.take())
+    assert response.status == 500
+    assert b"boom" not in response.body
+
+
+def test_error_response_lingers_then_closes() -> None:
+    """After an error response the server keeps reading (and discarding) for a
+    while, so the client sees the response, then closes.
+    """
+    connection = open_connection(Echo())
+    connection.send(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.status == 400
+    connection.send(b"more bytes the client was still sending")
+    assert connection.take() == b""
+    assert not connection.is_closed()
+    connection.clock.advance(LINGER_TIMEOUT + 0.1)
+    assert connection.is_closed()
+
+
+def test_client_gone_ends_the_exchange_with_a_failure() -> None:
+    """Losing the connection tells on_close listeners, with a failure."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(streamed_post(DISPATCH_BUFFER + 10))
+    exchange = held.exchanges[0]
+    reasons: list[Any] = []
+    exchange.on_close(reasons.append)
+    failures: list[Exception] = []
+
+    class Receiver:
+        def body_received(self, data: bytes) -> None:
+            pass
+
+        def body_finished(self) -> None:
+            pass
+
+        def body_failed(self, reason: Exception) -> None:
+            failures.append(reason)
+
+    exchange.receive_body(Receiver())
+    connection.protocol.connectionLost(Failure(ConnectionLost()))
+    assert exchange.finished
+    assert len(reasons) == 1 and reasons[0] is not None
+    assert len(failures) == 1
+    exchange.start_response(200, [])  # a late handler is ignored, not an error
+    exchange.finish(b"late")
+    assert connection.take() == b""
+
+
+def test_abort_drops_the_connection() -> None:
+    """abort() drops the connection without completing the response."""
+    held = Held()
+    transport = StringTransport()
+    connection = connect(held, transport=transport)
+    connection.send(get())
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.write(b"partial")
+    exchange.abort()
+    assert transport.disconnecting
+
+
+def test_response_log_sees_every_ended_exchange() -> None:
+    """The response log is called once per dispatched exchange, with its status."""
+    logged: list[tuple[int, int]] = []
+
+    def log(exchange: HTTP11Exchange) -> None:
+        logged.append((exchange.status, exchange.body_sent))
+
+    connection = connect(Echo(), response_log=log)
+    connection.send(get(b"a") + get(b"bb"))
+    assert logged == [(200, 2), (200, 3)]
+
+
+def test_shutdown_closes_idle_connections_and_finishes_busy_ones() -> None:
+    """close_when_idle: an idle connection closes now; a busy one after its response,
+    which says Connection: close.
+    """
+    clock = Clock()
+    held = Held()
+    idle = connect(held, clock=clock)
+    busy = connect(held, clock=clock)
+    busy.factory = idle.factory  # not used: each connect has its own factory
+    busy.send(get())
+    idle.protocol.close_when_idle()
+    busy.protocol.close_when_idle()
+    assert idle.is_closed()
+    assert not busy.is_closed()
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.finish(b"done")
+    [response] = parse_responses(busy.take())
+    assert response.header(b"connection") == b"close"
+    assert busy.is_closed()
+
+
+def test_factory_shut_down_fires_when_the_last_connection_closes() -> None:
+    """HTTPFactory.shut_down's Deferred fires once every connection is gone."""
+    held = Held()
+    connection = connect(held)
+    connection.send(get())
+    done: list[object] = []
+    connection.factory.shut_down().addCallback(done.append)
+    assert done == []
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.finish()
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+    assert done == [None]
+
+
+def test_upgrade_request_is_answered_then_closed() -> None:
+    """An Upgrade request is served as an ordinary request; bytes of the other
+    protocol are discarded and the connection closes after the response.
+    """
+    connection = open_connection(Echo())
+    connection.send(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        b"\x81\x05hello"
+    )
+    [response] = parse_responses(connection.take())
+    assert response.body == b"/ws"
+    assert response.header(b"connection") == b"close"
+
+
+def test_upgrade_request_with_body_delivers_the_body() -> None:
+    """Httptools skips the body of an Upgrade request; the protocol parses it."""
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nContent-Length: 5\r\n\r\nhel"
+    )
+    connection.send(b"lo")
+    [response] = parse_responses(connection.take())
+    assert response.body == b"hello"
+    assert response.header(b"connection") == b"close"

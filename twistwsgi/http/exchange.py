@@ -1,0 +1,104 @@
+"""The Exchange: the one interface between a protocol and the handlers behind it.
+
+A protocol (HTTP/1.1 today, HTTP/2 later) turns each request into an :class:`Exchange`
+and gives it to a :class:`Handler`. The handler sees the request facts
+(:class:`RequestHead`), reads the body through a :class:`BodyReceiver` it attaches,
+pausing and resuming it, and writes the response through ``start_response``,
+``write`` (an ``IConsumer``: a producer registered on it is paused while the client
+is not reading), ``send_file`` (handing an open file to the reactor), ``finish`` and
+``abort``. Handlers never see framing, keep-alive, pipelining or timeouts, so they do
+not change when another protocol produces the Exchange.
+
+Everything here runs in the reactor thread. A handler that works in other threads
+(the WSGI bridge) hands its calls back to the reactor itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import IO, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+
+from twistwsgi.http.request import Address, RequestHead
+
+__all__ = ["Address", "BodyReceiver", "Exchange", "Handler", "RequestHead"]
+
+
+class BodyReceiver(Protocol):
+    """Where an exchange delivers its request body (in the reactor thread)."""
+
+    def body_received(self, data: bytes) -> None:
+        """Take the next piece of the body."""
+
+    def body_finished(self) -> None:
+        """The whole body has been received."""
+
+    def body_failed(self, reason: Exception) -> None:
+        """The body will never be complete: malformed, too large, timed out or lost."""
+
+
+class Exchange(Protocol):
+    """One request and its response, as a handler sees them (reactor thread only).
+
+    Attributes:
+        request: the request facts.
+        response_started: whether ``start_response`` has been called.
+        finished: whether the response is complete, aborted, or the client is gone;
+            every response method is then a no-op.
+    """
+
+    request: RequestHead
+    response_started: bool
+    finished: bool
+
+    def receive_body(self, receiver: BodyReceiver) -> None:
+        """Attach the receiver for the request body; buffered pieces arrive at once."""
+
+    def continue_body(self) -> None:
+        """Say the handler wants the body now (sends ``100 Continue`` if it was asked for)."""
+
+    def pause_body(self) -> None:
+        """Stop the body from arriving until :meth:`resume_body` (flow control)."""
+
+    def resume_body(self) -> None:
+        """Let the body arrive again after :meth:`pause_body`."""
+
+    def start_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
+    ) -> None:
+        """Set the status and header fields; sent with the first body bytes."""
+
+    def write(self, data: bytes) -> None:
+        """Send a piece of the response body."""
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Register a producer that is paused while the client is not reading."""
+
+    def unregisterProducer(self) -> None:
+        """Remove the producer registered with :meth:`registerProducer`."""
+
+    def send_file(self, file: IO[bytes], offset: int, count: int) -> Deferred[None]:
+        """Send ``count`` bytes of ``file`` from ``offset`` as the body; fires when sent."""
+
+    def finish(self, data: bytes = b"") -> None:
+        """Send ``data`` as the last body bytes and complete the response."""
+
+    def abort(self) -> None:
+        """Give up on the response: the connection is dropped without more bytes."""
+
+    def on_close(self, callback: Callable[[Failure | None], object]) -> None:
+        """Call ``callback`` once the exchange ends.
+
+        It gets ``None`` when the response was sent whole, a failure when it was
+        aborted or the connection was lost.
+        """
+
+
+class Handler(Protocol):
+    """Something that answers exchanges: a WSGI bridge, a file server, a router."""
+
+    def handle(self, exchange: Exchange) -> None:
+        """Answer ``exchange``; may return before the response is complete."""

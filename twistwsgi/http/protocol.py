@@ -1,0 +1,1312 @@
+"""The HTTP/1.1 server protocol: a Twisted ``Protocol`` driving the ``httptools`` parser.
+
+This module owns everything about the wire between the socket and the
+:class:`~twistwsgi.http.exchange.Exchange`: request parsing and the checks llhttp leaves
+to the server, limits and timeouts, persistent connections, pipelining (responses
+strictly in request order), ``Expect: 100-continue``, response framing (length,
+chunked, or close-delimited), flow control in both directions, error responses, and
+the lingering close after an error. Handlers see none of it.
+
+Flow control. Reading stops (``transport.pauseProducing``) while a pipelined request
+waits behind the one being answered, while a handler holds more unread body than
+:data:`BODY_HIGH_WATER`, and after an error. Writing: the protocol is registered as the
+transport's streaming producer for the life of the connection and forwards
+``pauseProducing``/``resumeProducing`` to the producer a handler registered on its
+exchange, so a handler never outruns its client.
+
+Timeouts use one lazily re-armed ``IDelayedCall`` per connection: moving a deadline
+later costs nothing, the call re-arms itself when it fires early.
+
+Everything here runs in the reactor thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+from typing import IO, TYPE_CHECKING, Any
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistwsgi.http import rules
+from twistwsgi.http.exchange import Handler
+from twistwsgi.http.request import Address, RequestHead
+from twistwsgi.http.rules import RequestError
+from twistwsgi.http.sendfile import send_file
+from twistwsgi.http.settings import HttpSettings
+from twistwsgi.http.transport import write_now
+from twistwsgi.http.wire import DateCache, chunk, status_line
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITransport
+
+__all__ = [
+    "BODY_HIGH_WATER",
+    "HTTP11Exchange",
+    "HTTP11Protocol",
+    "HTTPFactory",
+    "ResponseLog",
+]
+
+_log = Logger(namespace="twistwsgi.http")
+
+#: Unread request body the protocol buffers for a handler before it stops reading.
+BODY_HIGH_WATER = 256 * 1024
+#: A request with a body is handed to its handler once the body is complete or this
+#: much of it has arrived: small bodies are received whole first, so a slow client
+#: never holds a worker thread and a malformed body is refused before any handler
+#: sees the request (nginx buffers request bodies for the same reasons). A request
+#: with ``Expect: 100-continue`` is handed over at once: the handler decides.
+DISPATCH_BUFFER = 64 * 1024
+#: Seconds to keep reading (and discarding) after an error response, so the client
+#: sees the response instead of a reset caused by closing with unread data
+#: (RFC 9112 9.6, "tear-down"; nginx's lingering close).
+LINGER_TIMEOUT = 5.0
+#: Unread request body the protocol discards after a response to keep the connection.
+DRAIN_LIMIT = 64 * 1024
+
+_CRLF0 = b"0\r\n\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Read(Enum):
+    """Where the parser is in the current request message."""
+
+    IDLE = "idle"  # between messages: no byte of the next request yet
+    HEAD = "head"  # request line and header section
+    BODY = "body"  # message body (and trailers)
+    STOPPED = "stopped"  # no more parsing on this connection (error, upgrade, closing)
+
+
+class _Framing(Enum):
+    """How the response body is delimited (RFC 9112 6.3)."""
+
+    NONE = "none"  # no body at all (HEAD, 1xx, 204, 304)
+    LENGTH = "length"  # Content-Length
+    CHUNKED = "chunked"  # Transfer-Encoding: chunked
+    CLOSE = "close"  # until the connection closes (HTTP/1.0 without a length)
+
+
+class _Timeout(Enum):
+    """What the connection's single deadline stands for."""
+
+    IDLE = "idle"  # close quietly: no request bytes pending
+    HEAD = "head"  # 408: the head took too long
+    BODY = "body"  # 408: the body stalled
+    SEND = "send"  # abort: the client stopped reading the response
+    LINGER = "linger"  # close: done discarding after an error
+
+
+ResponseLog = Callable[["HTTP11Exchange"], None]
+
+
+class HTTPFactory(Factory):
+    """Builds :class:`HTTP11Protocol` connections that all answer with one handler.
+
+    The factory is what a listening endpoint needs
+    (``serverFromString(reactor, "tcp:8080").listen(factory)``). It also tracks its
+    connections so that :meth:`shut_down` can close the idle ones and let the busy
+    ones finish.
+
+    Attributes:
+        handler: answers every exchange.
+        settings: limits and timeouts.
+        clock: source of time and timers.
+        response_log: called once per completed exchange (the access log).
+        connections: the live connections.
+        date_cache: shared ``Date`` value.
+        shutting_down: set once :meth:`shut_down` was called.
+    """
+
+    noisy = False  # no "Starting factory" line per listener
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        settings: HttpSettings,
+        clock: IReactorTime,
+        response_log: ResponseLog | None = None,
+    ) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.clock = clock
+        self.response_log = response_log
+        self.connections: set[HTTP11Protocol] = set()
+        self.date_cache = DateCache(settings.server_header)
+        self.shutting_down = False
+        self._all_closed: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress | None) -> HTTP11Protocol:
+        """Create the protocol for one accepted connection."""
+        protocol = HTTP11Protocol(self)
+        protocol.factory = self
+        return protocol
+
+    def shut_down(self) -> Deferred[None]:
+        """Close idle connections now and busy ones after their current response.
+
+        Returns:
+            A Deferred that fires once every connection is closed. The caller decides
+            how long to wait (the graceful timeout) before calling :meth:`abort_all`.
+        """
+        self.shutting_down = True
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        return self._when_all_closed()
+
+    def abort_all(self) -> None:
+        """Drop every remaining connection at once."""
+        for connection in list(self.connections):
+            connection.abort_connection()
+
+    def _when_all_closed(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        if not self.connections:
+            waiter.callback(None)
+        else:
+            self._all_closed.append(waiter)
+        return waiter
+
+    def connection_opened(self, connection: HTTP11Protocol) -> None:
+        """Track a new connection (called by the protocol)."""
+        self.connections.add(connection)
+
+    def connection_closed(self, connection: HTTP11Protocol) -> None:
+        """Forget a closed connection; fire shutdown waiters when none are left."""
+        self.connections.discard(connection)
+        if not self.connections and self._all_closed:
+            waiters, self._all_closed = self._all_closed, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+def _address(address: IAddress) -> Address | None:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        return (host, port)
+    return None
+
+
+@implementer(IPushProducer)
+class HTTP11Protocol(Protocol):
+    """One HTTP/1.1 connection (reactor thread only).
+
+    The parser callbacks (``on_*``) are called by ``httptools`` from inside
+    ``feed_data``; they collect the request and raise :class:`RequestError` to refuse
+    it. Exchanges are dispatched to the handler after ``feed_data`` returns, never
+    from inside a callback, so a handler that answers synchronously cannot re-enter
+    the parser.
+    """
+
+    transport: ITransport
+
+    def __init__(self, factory: HTTPFactory) -> None:
+        self._factory = factory
+        self._settings = factory.settings
+        self._clock = factory.clock
+        self._parser = httptools.HttpRequestParser(self)
+        self._read = _Read.IDLE
+        # Queue of requests in arrival order: the first is being answered; a
+        # RequestError entry is an error response to send in its turn.
+        self._queue: deque[HTTP11Exchange | RequestError] = deque()
+        self._parsing: HTTP11Exchange | None = None
+        self._read_pauses: set[str] = set()
+        self._write_paused = False
+        self._response_producer: IPushProducer | None = None
+        self._close_when_idle = False
+        self._closed = False
+        self._scheme = "http"
+        self._peer: Address | None = None
+        self._local: Address | None = None
+        # Current message being parsed.
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._head_bytes = 0
+        self._hosts: list[bytes] = []
+        self._content_length: bytes | None = None
+        self._transfer_encodings: list[bytes] = []
+        self._connection: bytes | None = None
+        self._expect: bytes | None = None
+        self._body_bytes = 0
+        self._upgraded = False
+        self._skipped_body: _SkippedBody | None = None
+        # The one deadline of this connection.
+        self._deadline: float | None = None
+        self._deadline_kind = _Timeout.IDLE
+        self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0
+        # The last Host value that passed validation: a connection sends the same
+        # one with every request.
+        self._valid_host = b""
+
+    # -- connection lifecycle ---------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Register as the transport's producer and start the first-request timer."""
+        transport = self.transport
+        self._peer = _address(transport.getPeer())
+        self._local = _address(transport.getHost())
+        if ISSLTransport.providedBy(transport):
+            self._scheme = "https"
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            # Responses go out in one write; Nagle would only delay the next one.
+            set_no_delay(True)
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._factory.connection_opened(self)
+        if self._factory.shutting_down:
+            self._lose_connection()
+            return
+        # A new connection gets the header timeout for its first request, as nginx's
+        # client_header_timeout; an empty connection is then closed quietly.
+        self._set_deadline(self._settings.header_timeout, _Timeout.IDLE)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Tell every pending exchange that its client is gone."""
+        self._closed = True
+        self._read = _Read.STOPPED
+        self._deadline = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        queue, self._queue = self._queue, deque()
+        for entry in queue:
+            if isinstance(entry, HTTP11Exchange):
+                entry.connection_lost(reason)
+        if self._parsing is not None and self._parsing not in queue:
+            self._parsing.connection_lost(reason)
+        self._parsing = None
+        self._factory.connection_closed(self)
+
+    def close_when_idle(self) -> None:
+        """Close now if no request is in progress, else after the current response."""
+        self._close_when_idle = True
+        if not self._queue and self._read is _Read.IDLE:
+            self._lose_connection()
+
+    def abort_connection(self) -> None:
+        """Drop the connection without sending anything more."""
+        if not self._closed:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _lose_connection(self) -> None:
+        self._read = _Read.STOPPED
+        self.transport.loseConnection()
+
+    # -- producer for the transport (write side flow control) -------------------
+
+    def pauseProducing(self) -> None:
+        """The client is not reading: pause the handler's producer, start send timer."""
+        self._write_paused = True
+        if self._response_producer is not None:
+            self._response_producer.pauseProducing()
+        self._set_deadline(self._settings.send_timeout, _Timeout.SEND)
+
+    def resumeProducing(self) -> None:
+        """The client caught up: resume the handler's producer."""
+        self._write_paused = False
+        if self._deadline_kind is _Timeout.SEND:
+            self._update_read_deadline()
+        if self._response_producer is not None:
+            self._response_producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The connection is going away; ``connectionLost`` does the cleanup."""
+        if self._response_producer is not None:
+            producer, self._response_producer = self._response_producer, None
+            producer.stopProducing()
+
+    def set_response_producer(self, producer: IPushProducer | None) -> None:
+        """Forward write-side pauses to ``producer`` (``None`` to stop forwarding)."""
+        self._response_producer = producer
+        if producer is not None and self._write_paused:
+            producer.pauseProducing()
+
+    def note_write_progress(self) -> None:
+        """A file sender made progress: push the send deadline back."""
+        self._set_deadline(self._settings.send_timeout, _Timeout.SEND)
+
+    # -- read side flow control ---------------------------------------------------
+
+    def pause_reading(self, reason: str) -> None:
+        """Stop reading from the client until every pause reason is lifted."""
+        if not self._read_pauses and not self._closed:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self._read_pauses.add(reason)
+        if self._deadline_kind is _Timeout.BODY:
+            # Not the client's fault: do not time the body out while we hold it.
+            self._deadline = None
+
+    def resume_reading(self, reason: str) -> None:
+        """Lift one pause reason; read again when none is left."""
+        if not self._read_pauses or reason not in self._read_pauses:
+            return
+        self._read_pauses.discard(reason)
+        if not self._read_pauses and not self._closed and self._read is not _Read.STOPPED:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self._update_read_deadline()
+
+    # -- timeouts -------------------------------------------------------------------
+
+    def _set_deadline(self, seconds: float, kind: _Timeout) -> None:
+        deadline = self._clock.seconds() + seconds
+        self._deadline = deadline
+        self._deadline_kind = kind
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(seconds, self._timer_fired)
+            self._timer_at = deadline
+        elif self._timer_at > deadline:
+            # Rare: deadlines mostly move later, which the timer handles when it
+            # fires early and re-arms.
+            timer.reset(seconds)
+            self._timer_at = deadline
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._closed:
+            return
+        now = self._clock.seconds()
+        if now < deadline:
+            self._timer = self._clock.callLater(deadline - now, self._timer_fired)
+            self._timer_at = deadline
+            return
+        self._deadline = None
+        kind = self._deadline_kind
+        if kind is _Timeout.SEND:
+            _log.info("Client {peer} stopped reading the response; aborting", peer=self._peer)
+            self.abort_connection()
+        elif kind is _Timeout.IDLE or kind is _Timeout.LINGER:
+            self.transport.loseConnection()
+        elif kind is _Timeout.HEAD:
+            self._fail(RequestError(408, "The request head took too long to arrive"))
+        else:
+            self._fail(RequestError(408, "The request body stopped arriving"))
+
+    def _update_read_deadline(self) -> None:
+        """Set the deadline the read state calls for (after a state change)."""
+        read = self._read
+        if read is _Read.BODY:
+            exchange = self._parsing
+            if self._read_pauses or (exchange is not None and exchange.awaiting_continue):
+                self._deadline = None
+            else:
+                self._set_deadline(self._settings.body_timeout, _Timeout.BODY)
+        elif read is _Read.IDLE:
+            if self._queue:
+                self._deadline = None  # a handler is working; nothing to wait for
+            else:
+                self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
+        elif read is _Read.STOPPED:
+            self._deadline = None
+        # HEAD keeps the deadline set when the head began: it is a total, not idle.
+
+    # -- bytes in -------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Feed the parser; refuse malformed requests; dispatch ready exchanges."""
+        read = self._read
+        if read is _Read.STOPPED:
+            return  # discarding: lingering close or a closed connection
+        if self._skipped_body is not None:
+            self._feed_skipped_body(data)
+        else:
+            if read is _Read.IDLE:
+                self._read = read = _Read.HEAD
+                self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+            if read is _Read.HEAD:
+                self._head_bytes += len(data)
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                self._upgrade(data[upgrade.args[0] :])
+            except httptools.HttpParserError as error:
+                self._fail(_refusal(error))
+            else:
+                if self._read is _Read.HEAD:
+                    self._check_head_size()
+        if self._queue and not self._closed:
+            first = self._queue[0]
+            if isinstance(first, HTTP11Exchange) and not first.dispatched and first.ready:
+                self._dispatch(first)
+
+    def _check_head_size(self) -> None:
+        # llhttp buffers a field line until it is complete, so a client that never
+        # ends its head would grow memory without this raw count.
+        settings = self._settings
+        if self._head_bytes > settings.max_header_total + settings.max_request_line:
+            # on_url refuses a long target (414) as it arrives; what is left is the
+            # header section.
+            self._fail(RequestError(431, "Request header fields too large"))
+
+    # -- parser callbacks (httptools calls these from feed_data) --------------------
+
+    def on_message_begin(self) -> None:
+        """Reset the per-message state."""
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._hosts = []
+        self._content_length = None
+        self._transfer_encodings = []
+        self._connection = None
+        self._expect = None
+        self._body_bytes = 0
+        if self._read is not _Read.HEAD:
+            # A pipelined request starting inside a chunk that finished another one.
+            self._read = _Read.HEAD
+            self._head_bytes = 0
+            self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+
+    def on_url(self, part: bytes) -> None:
+        """Collect the request-target (llhttp may hand it over in pieces)."""
+        url = self._url + part
+        if len(url) > self._settings.max_request_line:
+            raise RequestError(414, "Request-target too long")
+        self._url = url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Check and collect one field line of the header or trailer section."""
+        if value[-1:] in (b" ", b"\t"):
+            # llhttp strips leading whitespace only; RFC 9110 5.5 excludes both.
+            value = value.rstrip(b" \t")
+        settings = self._settings
+        size = len(name) + len(value) + 2
+        if size > settings.max_header_field:
+            raise RequestError(431, "A request header field is too large")
+        self._header_bytes += size
+        if self._header_bytes > settings.max_header_total:
+            raise RequestError(431, "Request header fields too large")
+        if self._read is _Read.BODY:
+            self.check_trailer(name)
+            return
+        headers = self._headers
+        if len(headers) >= settings.max_header_count:
+            raise RequestError(431, "Too many request header fields")
+        headers.append((name, value))
+        lower = name.lower()
+        if lower == b"host":
+            self._hosts.append(value)
+        elif lower == b"content-length":
+            self._content_length = value
+        elif lower == b"transfer-encoding":
+            self._transfer_encodings.append(value)
+        elif lower == b"connection":
+            self._connection = (
+                value if self._connection is None else self._connection + b"," + value
+            )
+        elif lower == b"expect":
+            if self._expect is not None:
+                raise RequestError(400, "Duplicate Expect field")
+            self._expect = value
+
+    def check_trailer(self, name: bytes) -> None:
+        """Refuse a trailer field that RFC 9110 6.5.1 forbids."""
+        if name.lower() in rules.FORBIDDEN_TRAILERS:
+            raise RequestError(400, f"Field not allowed in a trailer: {name.decode('latin-1')}")
+
+    def on_headers_complete(self) -> None:
+        """Apply the head rules and queue the exchange."""
+        parser = self._parser
+        version_text = parser.get_http_version()
+        if version_text == "1.1":
+            version = b"1.1"
+        elif version_text == "1.0":
+            version = b"1.0"
+        else:
+            raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
+        method: bytes = parser.get_method()
+        target = self._url
+        hosts = self._hosts
+        host = b""
+        if hosts:
+            if len(hosts) > 1:
+                raise RequestError(400, "Duplicate Host field")
+            host = hosts[0]
+            if host != self._valid_host:
+                if not rules.is_valid_host(host):
+                    raise RequestError(400, "Malformed Host field")
+                self._valid_host = host
+        elif version == b"1.1":
+            raise RequestError(400, "Missing Host field")  # RFC 9112 3.2
+        chunked = False
+        if self._transfer_encodings:
+            if version == b"1.0":
+                # RFC 9112 6.1: a server must treat TE in an HTTP/1.0 request as
+                # faulty framing.
+                raise RequestError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+            chunked = rules.transfer_coding_is_chunked(self._transfer_encodings)
+        content_length = None if self._content_length is None else int(self._content_length)
+        max_body = self._settings.max_body
+        if max_body and content_length is not None and content_length > max_body:
+            raise RequestError(413, "Request body too large")
+        expects_continue = False
+        if self._expect is not None:
+            if self._expect.strip().lower() != b"100-continue":
+                raise RequestError(417, "Only the 100-continue expectation is supported")
+            # RFC 9110 10.1.1: ignore 100-continue from HTTP/1.0 and without a body.
+            expects_continue = version == b"1.1" and (chunked or bool(content_length))
+        if target[:1] == b"/" and b"#" not in target and method != b"CONNECT":
+            # origin-form, by far the most common (RFC 9112 3.2.1)
+            path, _, query = target.partition(b"?")
+            authority = host
+        else:
+            form = rules.classify_target(method, target)
+            if form is rules.TargetForm.AUTHORITY:
+                raise RequestError(501, "CONNECT is not supported")
+            path, query, split_authority = rules.split_target(form, target)
+            authority = host if split_authority is None else split_authority
+        decoded_path = rules.unquote_path(path) if b"%" in path else path
+        options = rules.connection_options(self._connection) if self._connection else set()
+        keep_alive = b"close" not in options if version == b"1.1" else b"keep-alive" in options
+        head = RequestHead(
+            method=method,
+            target=target,
+            path=path,
+            decoded_path=decoded_path,
+            query=query,
+            version=version,
+            headers=self._headers,
+            authority=authority,
+            content_length=content_length,
+            chunked=chunked,
+            scheme=self._scheme,
+            peer=self._peer,
+            local=self._local,
+        )
+        exchange = HTTP11Exchange(
+            self,
+            head,
+            keep_alive=keep_alive,
+            expects_continue=expects_continue,
+        )
+        self._parsing = exchange
+        self._queue.append(exchange)
+        if len(self._queue) > 1:
+            # Pipelined: answer in order; stop reading until this one's turn.
+            self.pause_reading("pipeline")
+        self._read = _Read.BODY
+        self._update_read_deadline()
+
+    def on_body(self, data: bytes) -> None:
+        """Hand a piece of the body to the exchange being parsed."""
+        self._body_bytes += len(data)
+        max_body = self._settings.max_body
+        if max_body and self._body_bytes > max_body:
+            raise RequestError(413, "Request body too large")
+        exchange = self._parsing
+        if exchange is not None:
+            exchange.body_arrived(data)
+        if self._deadline_kind is _Timeout.BODY and self._deadline is not None:
+            self._deadline = self._clock.seconds() + self._settings.body_timeout
+
+    def on_message_complete(self) -> None:
+        """Mark the body complete; the connection is idle for reading again."""
+        exchange = self._parsing
+        if exchange is not None and exchange.request.has_body and self._parser.should_upgrade():
+            # httptools skips the body of an Upgrade request; _upgrade parses it.
+            return
+        self._parsing = None
+        self._read = _Read.IDLE
+        self._head_bytes = 0
+        if exchange is not None:
+            exchange.body_complete()
+        self._update_read_deadline()
+
+    # -- dispatch and completion --------------------------------------------------------
+
+    def _dispatch(self, exchange: HTTP11Exchange) -> None:
+        exchange.dispatched = True
+        try:
+            self._factory.handler.handle(exchange)
+        except Exception:
+            _log.failure("Handler failed for {target!r}", target=exchange.request.target)
+            if not exchange.finished:
+                if exchange.response_started:
+                    exchange.abort()
+                else:
+                    exchange.send_error(RequestError(500, "Internal server error"))
+
+    def exchange_done(self, exchange: HTTP11Exchange, keep_alive: bool) -> None:
+        """Move on after ``exchange``'s response is complete (called by the exchange)."""
+        if self._closed:
+            return
+        if self._queue and self._queue[0] is exchange:
+            self._queue.popleft()
+        self._response_producer = None
+        if not keep_alive or self.closing:
+            self._close_after_response(exchange)
+            return
+        if not exchange.body_done:
+            if exchange.unread_body_bounded(DRAIN_LIMIT):
+                exchange.discard_body()
+            else:
+                self._close_after_response(exchange)
+                return
+        self.resume_reading("pipeline")
+        if self._queue:
+            first = self._queue[0]
+            if isinstance(first, RequestError):
+                self._queue.popleft()
+                self._send_error_response(first)
+            elif not first.dispatched and first.ready:
+                self._dispatch(first)
+        elif self._read is _Read.IDLE:
+            self._update_read_deadline()
+
+    def _close_after_response(self, exchange: HTTP11Exchange | None) -> None:
+        """Close after the response (lingering if the client may still be sending).
+
+        Reading on for a while lets the client see the response rather than a reset.
+        """
+        self._read = _Read.STOPPED
+        self._read_pauses.clear()
+        self._queue.clear()
+        body_pending = exchange is not None and not exchange.body_done
+        if not body_pending and self._parsing is None:
+            self.transport.loseConnection()
+            return
+        self._linger()
+
+    def _linger(self) -> None:
+        self._read = _Read.STOPPED
+        self._read_pauses.clear()
+        if not self._closed:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        if lose_write is not None:
+            lose_write()
+        self._set_deadline(LINGER_TIMEOUT, _Timeout.LINGER)
+
+    # -- refusals -----------------------------------------------------------------------
+
+    def _fail(self, error: RequestError) -> None:
+        """Refuse the request being parsed (or time it out): no more parsing."""
+        if self._closed or self._read is _Read.STOPPED:
+            return
+        self._read = _Read.STOPPED
+        exchange = self._parsing
+        self._parsing = None
+        if exchange is not None:
+            # The head was accepted and handed on; only its body failed.
+            exchange.body_error(error)
+            if exchange.dispatched and not exchange.finished:
+                if exchange.response_started:
+                    exchange.abort()
+                else:
+                    exchange.send_error(error)
+                return
+            if not exchange.dispatched and self._queue and self._queue[-1] is exchange:
+                self._queue.pop()
+        if self._queue:
+            self._queue.append(error)
+            self.pause_reading("error")
+        else:
+            self._send_error_response(error)
+
+    def _send_error_response(self, error: RequestError) -> None:
+        """Write a complete error response with ``Connection: close`` and linger."""
+        _log.info(
+            "Refused a request from {peer}: {status} {detail}",
+            peer=self._peer,
+            status=error.status,
+            detail=error.detail,
+        )
+        write_now(self.transport, self.error_response_bytes(error, include_body=True))
+        self._linger()
+
+    def log_response(self, exchange: HTTP11Exchange) -> None:
+        """Hand an ended exchange to the response log (the access log)."""
+        response_log = self._factory.response_log
+        if response_log is not None:
+            try:
+                response_log(exchange)
+            except Exception:
+                _log.failure("The access log failed")
+
+    def error_response_bytes(self, error: RequestError, *, include_body: bool) -> bytes:
+        """Serialise a short plain-text error response that closes the connection."""
+        body = error.detail.encode("utf-8") + b"\n"
+        fields = [
+            status_line(error.status),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            b"Connection: close\r\n",
+        ]
+        fields.append(self._factory.date_cache.get_fields(self._clock.seconds()))
+        fields.append(b"\r\n")
+        if include_body:
+            fields.append(body)
+        return b"".join(fields)
+
+    def _upgrade(self, tail: bytes) -> None:
+        """Llhttp stopped after an ``Upgrade`` request: no more HTTP on this connection.
+
+        No handler takes over a connection yet, so the request is answered as an
+        ordinary one (RFC 9110 7.8 lets a server ignore Upgrade) and the connection
+        closes after it. httptools skips the body of such a request; when it has one,
+        :class:`_SkippedBody` parses it from the bytes that follow the head. Anything
+        after the body belongs to the other protocol and is discarded.
+        """
+        self._upgraded = True
+        exchange = self._parsing
+        if exchange is not None:
+            self._skipped_body = _SkippedBody(self, exchange.request)
+            self._feed_skipped_body(tail)
+        else:
+            self._read = _Read.STOPPED
+            self.pause_reading("upgrade")
+
+    def _feed_skipped_body(self, data: bytes) -> None:
+        skipped = self._skipped_body
+        assert skipped is not None
+        try:
+            skipped.parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._skipped_body = None
+            self._fail(_refusal(error))
+            return
+        if skipped.complete:
+            self._skipped_body = None
+            exchange = self._parsing
+            self._parsing = None
+            self._read = _Read.STOPPED
+            self.pause_reading("upgrade")
+            if exchange is not None:
+                exchange.body_complete()
+
+    def date_fields(self, date: bool, server: bool) -> bytes:
+        """The ``Date`` and/or ``Server`` field lines for now, ending in CRLF."""
+        cache = self._factory.date_cache
+        if date and server:
+            return cache.get_fields(self._clock.seconds())
+        lines = b""
+        if date:
+            lines = b"Date: " + cache.get(self._clock.seconds()) + b"\r\n"
+        if server and cache.server:
+            lines += b"Server: " + cache.server + b"\r\n"
+        return lines
+
+    @property
+    def settings(self) -> HttpSettings:
+        """The connection's limits and timeouts."""
+        return self._settings
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The connection's clock."""
+        return self._clock
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection closes after the current response."""
+        return self._close_when_idle or self._upgraded or self._factory.shutting_down
+
+    def update_read_deadline(self) -> None:
+        """Re-evaluate the read deadline after an exchange changed its body state."""
+        self._update_read_deadline()
+
+
+def _refusal(error: Exception) -> RequestError:
+    """Map a parser exception to the refusal to answer with."""
+    if isinstance(error, httptools.HttpParserCallbackError):
+        cause = error.__context__
+        if isinstance(cause, RequestError):
+            return cause
+        _log.failure(
+            "Unexpected error while parsing a request",
+            failure=Failure(cause) if isinstance(cause, BaseException) else None,
+        )
+        return RequestError(500, "Internal server error")
+    if isinstance(error, httptools.HttpParserInvalidMethodError):
+        return RequestError(400, "Invalid request method")
+    reason = str(error)
+    if reason == "Invalid HTTP version":
+        return RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
+    return RequestError(400, reason)
+
+
+class _SkippedBody:
+    """Parses the body httptools skipped after the head of an Upgrade request.
+
+    A second parser is primed with a head that declares the same framing, so the
+    body gets the same length, chunk and limit checks as any other.
+
+    Attributes:
+        parser: the body-only parser.
+        complete: set when the body has been read whole.
+    """
+
+    def __init__(self, protocol: HTTP11Protocol, request: RequestHead) -> None:
+        self._protocol = protocol
+        self.complete = False
+        self._in_body = False
+        self.parser = httptools.HttpRequestParser(self)
+        framing = (
+            b"Transfer-Encoding: chunked"
+            if request.chunked
+            else b"Content-Length: %d" % (request.content_length or 0)
+        )
+        self.parser.feed_data(b"PUT / HTTP/1.1\r\nHost: body\r\n" + framing + b"\r\n\r\n")
+
+    def on_body(self, data: bytes) -> None:
+        """Hand a piece of the body to the protocol, with its limit checks."""
+        self._protocol.on_body(data)
+
+    def on_headers_complete(self) -> None:
+        """The primed head is done; field lines from now on are trailers."""
+        self._in_body = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Check a trailer field."""
+        if self._in_body:
+            self._protocol.check_trailer(name)
+
+    def on_message_complete(self) -> None:
+        """The body is complete."""
+        self.complete = True
+
+
+# Response fields the server looks at: framing, persistence, Date and Server.
+_MANAGED_FIELDS = rules.HOP_BY_HOP | {b"content-length", b"date", b"server"}
+
+
+class _Body(Enum):
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class HTTP11Exchange:
+    """The HTTP/1.1 implementation of :class:`~twistwsgi.http.exchange.Exchange`.
+
+    Response heads are serialised lazily, with the first body bytes, so that a
+    response written as ``start_response`` then ``finish(body)`` goes out in one
+    ``write`` with an exact ``Content-Length`` instead of chunked framing.
+
+    Attributes:
+        request: the request facts.
+        dispatched: whether the handler was given this exchange.
+        response_started: whether ``start_response`` was called.
+        finished: whether the exchange is over (sent, aborted or lost).
+        status: the response status (0 before ``start_response``).
+        body_sent: response body bytes written, framing excluded.
+        started_at: when the request head was complete, by the protocol's clock.
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_error",
+        "_body_pending",
+        "_body_pending_size",
+        "_body_received",
+        "_close_callbacks",
+        "_content_length",
+        "_continue",
+        "_discarding",
+        "_framing",
+        "_head_pending",
+        "_keep_alive",
+        "_protocol",
+        "_reason",
+        "_receiver",
+        "_response_headers",
+        "body_sent",
+        "dispatched",
+        "finished",
+        "request",
+        "response_started",
+        "started_at",
+        "status",
+    )
+
+    def __init__(
+        self,
+        protocol: HTTP11Protocol,
+        request: RequestHead,
+        *,
+        keep_alive: bool,
+        expects_continue: bool,
+    ) -> None:
+        self._protocol = protocol
+        self.request = request
+        self._keep_alive = keep_alive
+        # None: no 100-continue involved; False: asked for, not sent; True: sent.
+        self._continue: bool | None = False if expects_continue else None
+        self._body = _Body.RECEIVING if request.has_body else _Body.COMPLETE
+        self._body_error: Exception | None = None
+        self._body_pending: list[bytes] = []
+        self._body_pending_size = 0
+        self._body_received = 0
+        self._receiver: Any = None
+        self._discarding = False
+        self._close_callbacks: list[Callable[[Failure | None], object]] = []
+        self.dispatched = False
+        self.response_started = False
+        self.finished = False
+        self.status = 0
+        self._reason: bytes | None = None
+        self._response_headers: list[tuple[bytes, bytes]] = []
+        self._head_pending = False
+        self._framing = _Framing.NONE
+        self._content_length = 0
+        self.body_sent = 0
+        self.started_at = protocol.clock.seconds()
+
+    # -- request body -----------------------------------------------------------------
+
+    @property
+    def body_done(self) -> bool:
+        """Whether the request body has been received whole (or there is none)."""
+        return self._body is _Body.COMPLETE
+
+    @property
+    def ready(self) -> bool:
+        """Whether the exchange can be handed to its handler (see DISPATCH_BUFFER)."""
+        return (
+            self._body is not _Body.RECEIVING
+            or self._continue is False
+            or self._body_pending_size >= DISPATCH_BUFFER
+        )
+
+    @property
+    def awaiting_continue(self) -> bool:
+        """Whether the client waits for ``100 Continue`` before sending the body."""
+        return self._continue is False and self._body is _Body.RECEIVING
+
+    def receive_body(self, receiver: Any) -> None:
+        """Attach the body receiver and deliver what is already buffered."""
+        self._receiver = receiver
+        pending, self._body_pending = self._body_pending, []
+        had = self._body_pending_size
+        self._body_pending_size = 0
+        for data in pending:
+            receiver.body_received(data)
+        if had > BODY_HIGH_WATER:
+            self._protocol.resume_reading("body-buffer")
+        if self._body is _Body.COMPLETE:
+            receiver.body_finished()
+        elif self._body is _Body.FAILED:
+            assert self._body_error is not None
+            receiver.body_failed(self._body_error)
+
+    def continue_body(self) -> None:
+        """Send ``100 Continue`` if the client asked for it and nothing was sent yet."""
+        if self._continue is False and not self.finished and not self.response_started:
+            self._continue = True
+            write_now(self._protocol.transport, _CONTINUE)
+            self._protocol.update_read_deadline()
+
+    def pause_body(self) -> None:
+        """Stop reading from the client until :meth:`resume_body`."""
+        if self._body is _Body.RECEIVING:
+            self._protocol.pause_reading("body")
+
+    def resume_body(self) -> None:
+        """Read from the client again."""
+        self._protocol.resume_reading("body")
+
+    def body_arrived(self, data: bytes) -> None:
+        """Take a piece of the body from the protocol."""
+        self._body_received += len(data)
+        if self._discarding:
+            return
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.body_received(data)
+            return
+        self._body_pending.append(data)
+        self._body_pending_size += len(data)
+        if self._body_pending_size > BODY_HIGH_WATER:
+            self._protocol.pause_reading("body-buffer")
+
+    def body_complete(self) -> None:
+        """The protocol parsed the end of the body."""
+        self._body = _Body.COMPLETE
+        self._protocol.resume_reading("body")
+        if self._discarding:
+            return
+        if self._receiver is not None:
+            self._receiver.body_finished()
+
+    def body_error(self, error: Exception) -> None:
+        """The body will never be complete."""
+        if self._body is not _Body.RECEIVING:
+            return
+        self._body = _Body.FAILED
+        self._body_error = error
+        if self._receiver is not None and not self._discarding:
+            self._receiver.body_failed(error)
+
+    def unread_body_bounded(self, limit: int) -> bool:
+        """Whether the unread rest of the body is known to be at most ``limit``."""
+        if self._body is _Body.FAILED or self._continue is False:
+            return False
+        length = self.request.content_length
+        if length is None:
+            return False
+        return length - self._body_received <= limit
+
+    def discard_body(self) -> None:
+        """Drop the rest of the body as it arrives, to keep the connection."""
+        self._discarding = True
+        self._body_pending = []
+        self._protocol.resume_reading("body")
+        self._protocol.resume_reading("body-buffer")
+
+    # -- response -----------------------------------------------------------------------
+
+    def start_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
+    ) -> None:
+        """Record the status and fields; they are sent with the first body bytes."""
+        if self.finished:
+            return
+        if self.response_started:
+            raise RuntimeError("start_response called twice")
+        self.response_started = True
+        self.status = status
+        self._reason = reason
+        self._response_headers = headers
+        self._head_pending = True
+
+    def _head(self, final_length: int | None) -> bytes:
+        """Serialise the head, deciding framing and persistence (RFC 9112 6, 9.3).
+
+        Args:
+            final_length: the whole body's length when it is already known (the
+                response is finished with this write), else ``None``.
+        """
+        self._head_pending = False
+        request = self.request
+        status = self.status
+        protocol = self._protocol
+        keep_alive = self._keep_alive and not protocol.closing
+        lines = [status_line(status, self._reason)]
+        append = lines.append
+        content_length: int | None = None
+        has_date = has_server = False
+        for name, value in self._response_headers:
+            lower = name.lower()
+            if lower in _MANAGED_FIELDS:
+                if lower in rules.HOP_BY_HOP:
+                    # The server frames the message and decides persistence itself;
+                    # an application asking for Connection: close gets it.
+                    if lower == b"connection" and b"close" in rules.connection_options(value):
+                        keep_alive = False
+                    continue
+                if lower == b"content-length":
+                    if status == 204 or status < 200:
+                        continue  # RFC 9110 8.6: never with 1xx or 204
+                    try:
+                        content_length = int(value)
+                    except ValueError:
+                        content_length = -1
+                    if content_length < 0 or not value.isdigit():
+                        _log.error("Dropped an invalid Content-Length: {value!r}", value=value)
+                        content_length = None
+                        continue
+                elif lower == b"date":
+                    has_date = True
+                else:
+                    has_server = True
+            append(name + b": " + value + b"\r\n")
+        if request.method == b"HEAD" or status in (204, 304) or status < 200:
+            framing = _Framing.NONE
+            if (
+                content_length is None
+                and final_length
+                and request.method == b"HEAD"
+                and status not in (204, 304)
+            ):
+                # A HEAD answer carries the length a GET would have (RFC 9110 9.3.2).
+                append(b"Content-Length: %d\r\n" % final_length)
+        elif content_length is not None:
+            framing = _Framing.LENGTH
+        elif final_length is not None:
+            framing = _Framing.LENGTH
+            content_length = final_length
+            append(b"Content-Length: %d\r\n" % final_length)
+        elif request.version == b"1.1":
+            framing = _Framing.CHUNKED
+            append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            framing = _Framing.CLOSE
+            keep_alive = False
+        if self._continue is False and self._body is _Body.RECEIVING:
+            # The client still waits for 100 Continue; it may or may not send the
+            # body now, so the connection cannot be reused (RFC 9110 10.1.1).
+            keep_alive = False
+        self._framing = framing
+        self._content_length = content_length or 0
+        self._keep_alive = keep_alive
+        if not (has_date and has_server):
+            append(protocol.date_fields(not has_date, not has_server))
+        if not keep_alive:
+            append(b"Connection: close\r\n\r\n")
+        elif request.version == b"1.0":
+            append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            append(b"\r\n")
+        return b"".join(lines)
+
+    def _frame(self, data: bytes) -> bytes:
+        framing = self._framing
+        if framing is _Framing.CHUNKED:
+            self.body_sent += len(data)
+            return chunk(data)
+        if framing is _Framing.NONE:
+            return b""
+        if framing is _Framing.LENGTH:
+            room = self._content_length - self.body_sent
+            if len(data) > room:
+                _log.error(
+                    "Response to {target!r} is longer than its Content-Length; truncated",
+                    target=self.request.target,
+                )
+                data = data[:room]
+                self._keep_alive = False
+        self.body_sent += len(data)
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Send a piece of the body (with the head, the first time)."""
+        if self.finished or not data:
+            return
+        if not self.response_started:
+            raise RuntimeError("write called before start_response")
+        out = self._head(None) + self._frame(data) if self._head_pending else self._frame(data)
+        if out:
+            write_now(self._protocol.transport, out)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Have ``producer`` paused while the client is not reading (push only)."""
+        if not streaming:
+            raise ValueError("Exchanges take streaming (push) producers only")
+        self._protocol.set_response_producer(producer)
+
+    def unregisterProducer(self) -> None:
+        """Stop forwarding flow-control events."""
+        self._protocol.set_response_producer(None)
+
+    def send_file(self, file: IO[bytes], offset: int, count: int) -> Deferred[None]:
+        """Send ``count`` bytes of ``file`` from ``offset`` with zero-copy where possible.
+
+        The head must declare ``Content-Length: count`` (or the response is a HEAD).
+        The Deferred fires once the bytes are handed to the kernel; the caller then
+        calls :meth:`finish`. It fails if the connection is lost or the file ends
+        early.
+        """
+        if not self.response_started:
+            raise RuntimeError("send_file called before start_response")
+        if self.finished:
+            return Deferred()
+        head = self._head(None) if self._head_pending else b""
+        transport = self._protocol.transport
+        if head:
+            transport.write(head)
+        if self._framing is _Framing.NONE or count == 0:
+            done: Deferred[None] = Deferred()
+            done.callback(None)
+            return done
+        if self._framing is not _Framing.LENGTH or count != self._content_length - self.body_sent:
+            raise RuntimeError("send_file needs a Content-Length equal to the bytes sent")
+        self.body_sent += count
+        return send_file(
+            transport,
+            file,
+            offset=offset,
+            count=count,
+            streaming_producer=self._protocol,
+            on_progress=self._protocol.note_write_progress,
+        )
+
+    def finish(self, data: bytes = b"") -> None:
+        """Send ``data`` as the last body bytes and complete the response."""
+        if self.finished:
+            return
+        if not self.response_started:
+            raise RuntimeError("finish called before start_response")
+        if self._head_pending:
+            out = self._head(self.body_sent + len(data)) + self._frame(data)
+        else:
+            out = self._frame(data) if data else b""
+        if self._framing is _Framing.CHUNKED:
+            out += _CRLF0
+        if out:
+            write_now(self._protocol.transport, out)
+        if self._framing is _Framing.LENGTH and self.body_sent < self._content_length:
+            _log.error(
+                "Response to {target!r} ended {missing} bytes short of its Content-Length;"
+                " closing the connection",
+                target=self.request.target,
+                missing=self._content_length - self.body_sent,
+            )
+            self.abort()
+            return
+        self._ended(None)
+        self._protocol.exchange_done(self, self._keep_alive and self._framing is not _Framing.CLOSE)
+
+    def send_error(self, error: RequestError) -> None:
+        """Answer with a server-generated error response and close the connection."""
+        if self.finished or self.response_started:
+            return
+        self.response_started = True
+        self.status = error.status
+        include_body = self.request.method != b"HEAD"
+        data = self._protocol.error_response_bytes(error, include_body=include_body)
+        self._keep_alive = False
+        write_now(self._protocol.transport, data)
+        self._ended(None)
+        self._protocol.exchange_done(self, False)
+
+    def abort(self) -> None:
+        """Drop the connection: the client sees an incomplete response."""
+        if self.finished:
+            return
+        self._keep_alive = False
+        self._ended(Failure(ConnectionDone("response aborted")))
+        self._protocol.abort_connection()
+
+    def on_close(self, callback: Callable[[Failure | None], object]) -> None:
+        """Call ``callback`` when the exchange ends (``None`` if the response was sent)."""
+        self._close_callbacks.append(callback)
+
+    def _ended(self, reason: Failure | None) -> None:
+        """Mark the exchange over, tell its listeners, and log it."""
+        self.finished = True
+        self._protocol.set_response_producer(None)
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(reason)
+            except Exception:
+                _log.failure("Exchange close callback failed")
+        if self.dispatched:
+            self._protocol.log_response(self)
+
+    def connection_lost(self, reason: Failure) -> None:
+        """The client is gone: end the exchange and fail an unfinished body."""
+        if self._body is _Body.RECEIVING:
+            self.body_error(ConnectionError("The client closed the connection"))
+        if self.finished:
+            return
+        self._ended(reason)

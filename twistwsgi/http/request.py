@@ -1,0 +1,100 @@
+"""The facts of one HTTP request, as a plain value (no Twisted).
+
+Protocols build a :class:`RequestHead` once the request head is received and checked;
+handlers and the pure layers beneath them (environ building, routing, file lookup)
+read it. It carries bytes exactly as received, plus the few values the protocol has
+already derived (effective authority, body framing, decoded path).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Address", "RequestHead"]
+
+#: A host and port pair, as the socket reports it.
+Address = tuple[str, int]
+
+
+class RequestHead:
+    """The facts of one request, as received and checked by the protocol.
+
+    Treated as immutable. A plain slotted class rather than a frozen dataclass: it
+    is built once per request, and a frozen dataclass sets every field through
+    ``object.__setattr__``.
+
+    Attributes:
+        method: the method token, e.g. ``b"GET"``.
+        target: the request-target exactly as received.
+        path: the path part of the target, still percent-encoded (``b""`` for the
+            asterisk and authority forms).
+        decoded_path: ``path`` percent-decoded (RFC 3986 2.1), as PEP 3333 hands it
+            to applications.
+        query: the query part of the target, without the ``?``.
+        version: ``b"1.0"`` or ``b"1.1"``.
+        headers: every field line in order, names as received.
+        authority: the effective host and port: the absolute-form target's
+            authority, else the ``Host`` field, else ``b""`` (HTTP/1.0 only).
+        content_length: the declared body length, or ``None``.
+        chunked: whether the body uses the chunked transfer coding.
+        scheme: ``"https"`` on a TLS connection, else ``"http"``.
+        peer: the client's address and port, ``None`` on a UNIX socket.
+        local: the server's address and port, ``None`` on a UNIX socket.
+    """
+
+    __slots__ = (
+        "authority",
+        "chunked",
+        "content_length",
+        "decoded_path",
+        "headers",
+        "local",
+        "method",
+        "path",
+        "peer",
+        "query",
+        "scheme",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: bytes,
+        target: bytes,
+        path: bytes,
+        decoded_path: bytes,
+        query: bytes,
+        version: bytes,
+        headers: list[tuple[bytes, bytes]],
+        authority: bytes,
+        content_length: int | None,
+        chunked: bool,
+        scheme: str,
+        peer: Address | None,
+        local: Address | None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.decoded_path = decoded_path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.authority = authority
+        self.content_length = content_length
+        self.chunked = chunked
+        self.scheme = scheme
+        self.peer = peer
+        self.local = local
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a request body follows the head."""
+        return self.chunked or bool(self.content_length)
+
+    def header(self, name: bytes) -> bytes | None:
+        """Return the first value of field ``name`` (lower-case), or ``None``."""
+        for field, value in self.headers:
+            if field.lower() == name:
+                return value
+        return None

@@ -1,0 +1,249 @@
+"""HTTP/1.1 message rules that llhttp leaves to the server, as pure functions.
+
+llhttp (through ``httptools``) already refuses most malformed syntax: bad tokens in
+field names, control characters in values, obs-fold, bare CR/LF line endings,
+Content-Length with Transfer-Encoding, duplicate Content-Length, signed, hex or
+overflowing lengths and chunk sizes. What HTTP semantics add on top is decided here:
+``Host`` rules, request-target forms, transfer codings, ``Expect``, forbidden trailer
+fields, ``Connection`` options and the percent-decoding of the path. Nothing in this
+module imports Twisted; the protocol calls these functions and turns a
+:class:`RequestError` into a response on the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+
+__all__ = [
+    "FORBIDDEN_TRAILERS",
+    "HOP_BY_HOP",
+    "RequestError",
+    "TargetForm",
+    "classify_target",
+    "connection_options",
+    "is_valid_host",
+    "reason_phrase",
+    "split_target",
+    "transfer_coding_is_chunked",
+    "unquote_path",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestError(Exception):
+    """A request the server refuses, with the status to answer it with.
+
+    Attributes:
+        status: the 4xx/5xx status code sent to the client.
+        detail: a short, client-safe sentence; it becomes the response body and
+            the log line.
+    """
+
+    status: int
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.detail}"
+
+
+# RFC 9110 7.6.1: hop-by-hop fields a server never forwards and a WSGI application
+# must not set (PEP 3333, "Other HTTP Features"). Lower-case.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# RFC 9110 6.5.1: fields a sender must not put in a trailer section because they
+# control framing, routing, authentication, request modifiers or content handling.
+# A request that carries one of them in its trailers is refused rather than having
+# the field silently dropped, since a peer that sent it may act on it.
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        b"transfer-encoding",
+        b"content-length",
+        b"host",
+        b"trailer",
+        b"te",
+        b"connection",
+        b"keep-alive",
+        b"upgrade",
+        b"expect",
+        b"max-forwards",
+        b"cache-control",
+        b"pragma",
+        b"range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"if-range",
+        b"authorization",
+        b"proxy-authorization",
+        b"cookie",
+        b"set-cookie",
+        b"content-encoding",
+        b"content-type",
+        b"content-range",
+        b"www-authenticate",
+        b"proxy-authenticate",
+        b"age",
+        b"expires",
+        b"date",
+        b"location",
+        b"retry-after",
+        b"vary",
+        b"warning",
+    }
+)
+
+
+def reason_phrase(status: int) -> bytes:
+    """Return the standard reason phrase for ``status`` (RFC 9110 15), or ``b""``."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def connection_options(value: bytes) -> set[bytes]:
+    """Split a ``Connection`` field value into lower-case option tokens (RFC 9110 7.6.1)."""
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+
+
+def transfer_coding_is_chunked(values: list[bytes]) -> bool:
+    """Decide the framing a request's ``Transfer-Encoding`` field lines describe.
+
+    Args:
+        values: every ``Transfer-Encoding`` field value of the request, in order.
+
+    Returns:
+        ``True`` when the codings end in a single ``chunked`` and nothing else is
+        applied (the only coding this server decodes).
+
+    Raises:
+        RequestError: 400 when ``chunked`` is not the final coding or appears twice
+            (RFC 9112 6.3, item 4: the length cannot be determined), 501 when
+            ``chunked`` is final but another coding is applied too (RFC 9112 6.1: a
+            coding the server does not understand).
+    """
+    codings = [
+        coding.strip().lower() for value in values for coding in value.split(b",") if coding.strip()
+    ]
+    if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+        raise RequestError(400, "Transfer-Encoding must end with a single chunked coding")
+    if len(codings) != 1:
+        raise RequestError(501, "Transfer codings other than chunked are not supported")
+    return True
+
+
+# RFC 3986 3.2.2 host (reg-name, IPv4address, IP-literal) and 3.2.3 port, as they may
+# appear in a Host field (RFC 9110 7.2). reg-name allows sub-delims and pct-encoded;
+# anything else (spaces, "/", "@", "\", controls) is a malformed Host and a 400.
+_REG_NAME = rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_IP_LITERAL = rb"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+_HOST_RE = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")(?::[0-9]*)?")
+
+
+def is_valid_host(value: bytes) -> bool:
+    """Return whether ``value`` is a syntactically valid ``Host`` field value."""
+    return _HOST_RE.fullmatch(value) is not None
+
+
+class TargetForm(Enum):
+    """The four request-target forms of RFC 9112 3.2."""
+
+    ORIGIN = "origin"
+    ABSOLUTE = "absolute"
+    AUTHORITY = "authority"
+    ASTERISK = "asterisk"
+
+
+_ABSOLUTE_RE = re.compile(rb"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<authority>[^/?#]*)")
+
+
+def classify_target(method: bytes, target: bytes) -> TargetForm:
+    """Classify ``target`` and check that its form fits ``method`` (RFC 9112 3.2).
+
+    Raises:
+        RequestError: 400 for a form the method does not allow (``*`` other than
+            with OPTIONS, authority-form other than with CONNECT, CONNECT with
+            anything else), for a fragment (not part of any request-target form),
+            and for an absolute-form that is not ``http`` or ``https``.
+    """
+    if b"#" in target:
+        raise RequestError(400, "A request-target cannot contain a fragment")
+    if method == b"CONNECT":
+        if target.startswith(b"/") or b"/" in target or b"@" in target:
+            raise RequestError(400, "CONNECT requires an authority-form request-target")
+        return TargetForm.AUTHORITY
+    if target.startswith(b"/"):
+        return TargetForm.ORIGIN
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise RequestError(400, "The asterisk-form request-target is only for OPTIONS")
+        return TargetForm.ASTERISK
+    match = _ABSOLUTE_RE.match(target)
+    if match is None:
+        raise RequestError(400, "Malformed request-target")
+    if match["scheme"].lower() not in (b"http", b"https"):
+        raise RequestError(400, "Only http and https absolute-form targets are accepted")
+    if not match["authority"] or not is_valid_host(match["authority"]):
+        raise RequestError(400, "Malformed authority in the request-target")
+    return TargetForm.ABSOLUTE
+
+
+def split_target(form: TargetForm, target: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """Split a classified target into ``(path, query, authority)``.
+
+    The path stays percent-encoded. ``authority`` is only set for absolute-form,
+    where RFC 9112 3.2.2 says it replaces the ``Host`` field.
+    """
+    if form is TargetForm.ORIGIN:
+        path, _, query = target.partition(b"?")
+        return path, query, None
+    if form is TargetForm.ABSOLUTE:
+        match = _ABSOLUTE_RE.match(target)
+        assert match is not None  # classify_target accepted it
+        rest = target[match.end() :]
+        path, _, query = rest.partition(b"?")
+        return path or b"/", query, match["authority"]
+    # asterisk-form and authority-form have no path.
+    return b"", b"", None
+
+
+_PERCENT_RE = re.compile(rb"%([0-9A-Fa-f]{2})?")
+
+
+def unquote_path(path: bytes) -> bytes:
+    """Percent-decode a request path into raw bytes (RFC 3986 2.1).
+
+    PEP 3333 hands ``PATH_INFO`` to the application decoded. A ``%`` that does not
+    start a valid escape, or an escape that decodes to NUL, makes the request
+    ambiguous for every later layer (routing, file lookup), so it is refused.
+
+    Raises:
+        RequestError: 400 for a malformed escape or an encoded NUL.
+    """
+    if b"%" not in path:
+        return path
+
+    def decode(match: re.Match[bytes]) -> bytes:
+        digits = match.group(1)
+        if digits is None:
+            raise RequestError(400, "Malformed percent-encoding in the request path")
+        byte = int(digits, 16)
+        if byte == 0:
+            raise RequestError(400, "Encoded NUL in the request path")
+        return bytes((byte,))
+
+    return _PERCENT_RE.sub(decode, path)

@@ -1,0 +1,217 @@
+"""Sending an open file as a response body from the reactor, zero-copy where possible.
+
+On a plain TCP or UNIX-socket transport the bytes go from the page cache to the socket
+with ``os.sendfile``: no copy through Python, no thread held. Twisted has no sendfile
+support of its own (twisted/twisted#11395), so this works beside the transport: the
+sender registers as the transport's *pull* producer, waits until the transport's own
+buffer is empty (the head and anything before it must go first), then calls
+``sendfile`` on the socket until the kernel's buffer is full, and asks the transport
+to tell it when the socket is writable again (``startWriting``: the transport's
+``doWrite`` finds its buffer empty and calls ``resumeProducing`` on its pull
+producer). On TLS, or with a file that has no descriptor, the file is read in pieces
+and written through the transport, one piece per ``resumeProducing``, so memory stays
+at one piece whatever the file's size.
+
+Runs in the reactor thread. Disk reads (and ``sendfile``'s page-cache misses) block
+the reactor briefly, as they do in nginx without ``aio``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPullProducer, IPushProducer
+from zope.interface import implementer
+
+__all__ = ["READ_CHUNK", "SENDFILE_CHUNK", "send_file"]
+
+#: Most bytes one ``sendfile`` call may send, so one large file cannot keep the reactor
+#: from serving other connections.
+SENDFILE_CHUNK = 4 * 1024 * 1024
+#: Bytes read per step when the file cannot be sent with ``sendfile``.
+READ_CHUNK = 64 * 1024
+
+
+def _file_descriptor(file: IO[bytes]) -> int | None:
+    try:
+        return file.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def send_file(
+    transport: Any,
+    file: IO[bytes],
+    *,
+    offset: int,
+    count: int,
+    streaming_producer: IPushProducer,
+    on_progress: Callable[[], None],
+) -> Deferred[None]:
+    """Send ``count`` bytes of ``file`` from ``offset`` through ``transport``.
+
+    Args:
+        transport: the connection's transport.
+        file: an open binary file; it is not closed here.
+        offset: where to start in the file.
+        count: how many bytes to send.
+        streaming_producer: the producer registered on the transport now (the
+            protocol); it is unregistered while the file goes out and registered again
+            afterwards.
+        on_progress: called after each step that sent bytes (send timeout).
+
+    Returns:
+        A Deferred that fires when every byte is handed to the transport or kernel,
+        and fails with ``ConnectionLost`` if the client goes away or with ``OSError``
+        if the file is shorter than ``count`` or cannot be read.
+    """
+    descriptor = _file_descriptor(file)
+    sender: _FileSender
+    if descriptor is not None and isinstance(transport, tcp.Connection):
+        sender = _ZeroCopySender(transport, descriptor, offset, count, on_progress)
+    else:
+        sender = _CopyingSender(transport, file, offset, count, on_progress)
+    transport.unregisterProducer()
+    sender.restore = lambda: _reregister(transport, streaming_producer)
+    transport.registerProducer(sender, False)
+    return sender.done
+
+
+def _reregister(transport: Any, producer: IPushProducer) -> None:
+    if not getattr(transport, "disconnected", False) and not getattr(
+        transport, "disconnecting", False
+    ):
+        transport.registerProducer(producer, True)
+
+
+@implementer(IPullProducer)
+class _FileSender:
+    """Common state of the two senders: progress, completion and failure."""
+
+    def __init__(
+        self, transport: Any, offset: int, count: int, on_progress: Callable[[], None]
+    ) -> None:
+        self.transport = transport
+        self.offset = offset
+        self.remaining = count
+        self.on_progress = on_progress
+        self.done: Deferred[None] = Deferred()
+        self.restore: Callable[[], None] = lambda: None
+        self.over = False
+
+    def resumeProducing(self) -> None:
+        """Send the next piece (called by the transport when it wants data)."""
+        raise NotImplementedError
+
+    def stopProducing(self) -> None:
+        """The connection is gone."""
+        if not self.over:
+            self.over = True
+            self.done.errback(ConnectionLost("The client went away during a file response"))
+
+    def complete(self) -> None:
+        """Every byte is out: give the transport back to the protocol."""
+        self.over = True
+        self.transport.unregisterProducer()
+        self.restore()
+        self.done.callback(None)
+
+    def fail(self, error: Exception) -> None:
+        """The file could not be sent; the caller aborts the response."""
+        self.over = True
+        self.transport.unregisterProducer()
+        self.done.errback(error)
+
+
+class _ZeroCopySender(_FileSender):
+    """``os.sendfile`` straight to the socket of a TCP or UNIX transport."""
+
+    def __init__(
+        self,
+        transport: tcp.Connection,
+        descriptor: int,
+        offset: int,
+        count: int,
+        on_progress: Callable[[], None],
+    ) -> None:
+        super().__init__(transport, offset, count, on_progress)
+        self._descriptor = descriptor
+        self._socket = transport.fileno()
+
+    def resumeProducing(self) -> None:
+        """Send what the kernel takes now; ask to be called when it takes more."""
+        if self.over:
+            return
+        transport = self.transport
+        # Bytes the transport still buffers (the head) must reach the socket first.
+        if len(transport.dataBuffer) - transport.offset or transport._tempDataLen:
+            transport.startWriting()
+            return
+        try:
+            sent = os.sendfile(
+                self._socket,
+                self._descriptor,
+                self.offset,
+                min(self.remaining, SENDFILE_CHUNK),
+            )
+        except BlockingIOError:
+            sent = -1
+        except OSError as error:
+            self.fail(error)
+            return
+        if sent == 0:
+            self.fail(OSError(f"File ended {self.remaining} bytes early"))
+            return
+        if sent > 0:
+            self.offset += sent
+            self.remaining -= sent
+            self.on_progress()
+        if self.remaining == 0:
+            self.complete()
+        else:
+            transport.startWriting()
+
+
+class _CopyingSender(_FileSender):
+    """Reads the file in pieces and writes them through the transport (TLS)."""
+
+    def __init__(
+        self,
+        transport: Any,
+        file: IO[bytes],
+        offset: int,
+        count: int,
+        on_progress: Callable[[], None],
+    ) -> None:
+        super().__init__(transport, offset, count, on_progress)
+        self._file = file
+        self._descriptor = _file_descriptor(file)
+
+    def resumeProducing(self) -> None:
+        """Write the next piece of the file."""
+        if self.over:
+            return
+        size = min(self.remaining, READ_CHUNK)
+        try:
+            if self._descriptor is not None:
+                data = os.pread(self._descriptor, size, self.offset)
+            else:
+                self._file.seek(self.offset)
+                data = self._file.read(size)
+        except OSError as error:
+            self.fail(error)
+            return
+        if not data:
+            self.fail(OSError(f"File ended {self.remaining} bytes early"))
+            return
+        self.offset += len(data)
+        self.remaining -= len(data)
+        self.transport.write(data)
+        self.on_progress()
+        if self.remaining == 0:
+            self.complete()

@@ -1,0 +1,46 @@
+"""Limits and timeouts the HTTP/1.1 protocol enforces, as one frozen value.
+
+The defaults follow nginx where nginx has a counterpart (``large_client_header_buffers
+4 8k``, ``client_max_body_size 1m``, ``client_header_timeout``/``client_body_timeout``/
+``send_timeout 60s``) so that users moving from nginx meet the same behaviour. The
+config layer builds this value from the command line or the config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["HttpSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """What the HTTP/1.1 protocol accepts and how long it waits.
+
+    Attributes:
+        max_request_line: longest request-target in bytes; longer is 414.
+        max_header_field: longest single field line (name, colon, value); longer is 431.
+        max_header_count: most field lines in the header (or trailer) section; more is
+            431.
+        max_header_total: largest header section in bytes; larger is 431.
+        max_body: largest request body in bytes, ``0`` for no limit; larger is 413,
+            decided from Content-Length before any of the body is read.
+        keepalive_timeout: seconds an idle persistent connection is kept open.
+        header_timeout: seconds a client has to send a whole request head; 408 after.
+        body_timeout: seconds the server waits between two reads of a request body
+            it has asked for; 408 after.
+        send_timeout: seconds a client may leave a response unread before the
+            connection is aborted.
+        server_header: value of the ``Server`` field, empty to send none.
+    """
+
+    max_request_line: int = 8192
+    max_header_field: int = 8192
+    max_header_count: int = 100
+    max_header_total: int = 32768
+    max_body: int = 1024 * 1024
+    keepalive_timeout: float = 5.0
+    header_timeout: float = 60.0
+    body_timeout: float = 60.0
+    send_timeout: float = 60.0
+    server_header: bytes = b"twistwsgi"
