@@ -1,0 +1,794 @@
+"""The PEP 3333 bridge, through raw bytes: environ, input, start_response, write(),
+iteration, close(), file_wrapper, errors and back-pressure. Every application is
+wrapped in ``wsgiref.validate.validator``; responses are parsed with h11.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from wsgiref.validate import validator
+
+import pytest
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import alsoProvides
+
+from twistwsgi.http.protocol import DISPATCH_BUFFER
+from twistwsgi.testing import (
+    CallQueue,
+    Connection,
+    PullingTransport,
+    SynchronousReactorThreads,
+    SynchronousThreadPool,
+    TrackingPool,
+    capture_log_events,
+    connect,
+    parse_responses,
+)
+from twistwsgi.wsgi import (
+    IN_FLIGHT_HIGH_WATER,
+    ClientDisconnected,
+    FileWrapper,
+    WSGIHandler,
+)
+
+App = Callable[[dict[str, Any], Any], Any]
+HOST = b"Host: example.com\r\n"
+TEXT = [("Content-Type", "text/plain")]
+
+
+def serve(
+    app: App,
+    *,
+    threaded: bool = True,
+    script_name: bytes = b"",
+    transport: StringTransport | None = None,
+    validate: bool = True,
+) -> Connection:
+    """Serve ``app`` synchronously (the pool and reactor run calls at once)."""
+    handler = WSGIHandler(
+        validator(app) if validate else app,
+        reactor=SynchronousReactorThreads(),
+        threadpool=SynchronousThreadPool() if threaded else None,
+        script_name=script_name,
+    )
+    return connect(handler, transport=transport)
+
+
+MODES = [pytest.param(True, id="threads"), pytest.param(False, id="inline")]
+
+
+def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+
+
+class EnvironCapture:
+    """Answers 200 and keeps the environ it was called with."""
+
+    def __init__(self) -> None:
+        self.environ: dict[str, Any] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.environ = dict(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+# -- environ --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_environ_has_every_pep3333_key(threaded: bool) -> None:
+    """Every key PEP 3333 requires is there, plus wsgi.input_terminated."""
+    capture = EnvironCapture()
+    connection = serve(capture, threaded=threaded)
+    connection.send(b"GET /a/b?x=1 HTTP/1.1\r\n" + HOST + b"\r\n")
+    environ = capture.environ
+    for key in (
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "wsgi.version",
+        "wsgi.url_scheme",
+        "wsgi.input",
+        "wsgi.errors",
+        "wsgi.multithread",
+        "wsgi.multiprocess",
+        "wsgi.run_once",
+        "wsgi.file_wrapper",
+    ):
+        assert key in environ, key
+    assert environ["wsgi.input_terminated"] is True
+    assert environ["wsgi.version"] == (1, 0)
+    assert environ["wsgi.multithread"] is threaded
+    assert environ["wsgi.run_once"] is False
+    assert environ["PATH_INFO"] == "/a/b"
+    assert environ["QUERY_STRING"] == "x=1"
+    assert environ["REMOTE_ADDR"] == "127.0.0.1"
+    assert environ["REMOTE_PORT"] == "54321"
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("example.com", "80")
+    assert environ["wsgi.url_scheme"] == "http"
+
+
+def test_script_name_is_split_from_the_mount_prefix() -> None:
+    """Mounted under /app, the prefix goes to SCRIPT_NAME and the rest to PATH_INFO."""
+    capture = EnvironCapture()
+    connection = serve(capture, script_name=b"/app")
+    connection.send(b"GET /app/users/7 HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert capture.environ["SCRIPT_NAME"] == "/app"
+    assert capture.environ["PATH_INFO"] == "/users/7"
+    connection.send(b"GET /app HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert (capture.environ["SCRIPT_NAME"], capture.environ["PATH_INFO"]) == ("/app", "")
+
+
+def test_paths_are_latin1_decoded_bytes() -> None:
+    """PEP 3333: PATH_INFO holds the decoded bytes as latin-1 str, so UTF-8 paths
+    round-trip through .encode('latin-1').
+    """
+    capture = EnvironCapture()
+    connection = serve(capture)
+    connection.send(b"GET /caf%C3%A9/%20x HTTP/1.1\r\n" + HOST + b"\r\n")
+    path = capture.environ["PATH_INFO"]
+    assert path.encode("latin-1").decode("utf-8") == "/café/ x"
+    assert capture.environ["REQUEST_URI"] == "/caf%C3%A9/%20x"
+
+
+@pytest.mark.parametrize(
+    ("host", "name", "port"),
+    [
+        (b"Example.COM:8080", "example.com", "8080"),
+        (b"[::1]:8443", "[::1]", "8443"),
+        (b"[::1]", "[::1]", "80"),
+        (b"example.com", "example.com", "80"),
+    ],
+)
+def test_server_name_and_port_come_from_host(host: bytes, name: str, port: str) -> None:
+    """SERVER_NAME/SERVER_PORT come from Host, lower-cased, IPv6 brackets kept."""
+    capture = EnvironCapture()
+    connection = serve(capture)
+    connection.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert (capture.environ["SERVER_NAME"], capture.environ["SERVER_PORT"]) == (name, port)
+
+
+def test_server_name_falls_back_to_the_socket_without_host() -> None:
+    """An HTTP/1.0 request without Host gets the listening address."""
+    capture = EnvironCapture()
+    connection = serve(capture)
+    connection.send(b"GET / HTTP/1.0\r\n\r\n")
+    assert (capture.environ["SERVER_NAME"], capture.environ["SERVER_PORT"]) == (
+        "127.0.0.1",
+        "8080",
+    )
+
+
+def test_url_scheme_is_https_over_tls() -> None:
+    """On a TLS transport, wsgi.url_scheme is https and the default port 443."""
+    transport = StringTransport()
+    alsoProvides(transport, ISSLTransport)
+    capture = EnvironCapture()
+    connection = serve(capture, transport=transport)
+    connection.send(b"GET / HTTP/1.1\r\nHost: secure.example\r\n\r\n")
+    assert capture.environ["wsgi.url_scheme"] == "https"
+    assert capture.environ["SERVER_PORT"] == "443"
+
+
+def test_wsgi_errors_go_to_the_log() -> None:
+    """Lines written to wsgi.errors become log events."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.errors"].write("first line\nsecond ")
+        environ["wsgi.errors"].write("line\n")
+        environ["wsgi.errors"].flush()
+        start_response("200 OK", TEXT)
+        return []
+
+    with capture_log_events() as events:
+        serve(app).send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    lines = [e["line"] for e in events if e.get("log_namespace") == "twistwsgi.wsgi.errors"]
+    assert lines == ["first line", "second line"]
+
+
+# -- wsgi.input -----------------------------------------------------------------------
+
+
+def read_all_app(reader: Callable[[Any], bytes]) -> App:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = reader(environ["wsgi.input"])
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+
+    return app
+
+
+def read_in_pieces(stream: Any) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        part = stream.read(3)
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+
+
+READERS: dict[str, Callable[[Any], bytes]] = {
+    "read(n)": read_in_pieces,
+    "readline": lambda stream: b"".join(iter(stream.readline, b"")),
+    "readlines": lambda s: b"".join(s.readlines()),
+    "iteration": b"".join,
+}
+
+
+@pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("reader", list(READERS))
+def test_input_reads_a_chunked_body(reader: str, threaded: bool) -> None:
+    """wsgi.input returns the decoded chunked body through every read method."""
+    connection = serve(read_all_app(READERS[reader]), threaded=threaded)
+    connection.send(
+        b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"6\r\nline1\n\r\n8\r\nline2\nxy\r\n0\r\n\r\n"
+    )
+    [response] = parse_responses(connection.take())
+    assert response.body == b"line1\nline2\nxy"
+
+
+def test_readline_respects_its_size_limit() -> None:
+    """readline(n) stops after n bytes even without a newline."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        first = stream.readline(4)
+        rest = stream.readline()
+        start_response("200 OK", TEXT)
+        return [first + b"|" + rest]
+
+    connection = serve(app)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 9\r\n\r\nabcdefgh\n")
+    assert parse_responses(connection.take())[0].body == b"abcd|efgh\n"
+
+
+class StreamingUpload:
+    """Real worker threads, with the test thread playing the reactor."""
+
+    def __init__(self, app: App) -> None:
+        self.calls = CallQueue()
+        self.pool = TrackingPool(1)
+        self.pool.start()
+        handler = WSGIHandler(validator(app), reactor=self.calls, threadpool=self.pool)
+        self.connection = connect(handler)
+
+    def send(self, data: bytes) -> None:
+        self.connection.send(data)
+        self.calls.run_pending()
+
+    def finish(self) -> bytes:
+        self.calls.run_until(lambda: self.pool.idle)
+        self.pool.stop()
+        return self.connection.take()
+
+
+def test_100_continue_is_sent_on_the_first_read_only() -> None:
+    """With Expect: 100-continue the application runs before the body is sent, and
+    100 Continue goes out only when it first reads wsgi.input.
+    """
+    reading = threading.Event()
+    go_on = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        go_on.wait(10)
+        reading.set()
+        body = environ["wsgi.input"].read(5)
+        start_response("200 OK", TEXT)
+        return [body]
+
+    upload = StreamingUpload(app)
+    upload.send(b"PUT / HTTP/1.1\r\n" + HOST + b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert upload.connection.take() == b""  # the app runs, but has not read yet
+    go_on.set()
+    upload.calls.run_until(reading.is_set)
+    upload.calls.run_until(lambda: b"100 Continue" in upload.connection.transport.value())
+    upload.send(b"hello")
+    responses = parse_responses(upload.finish())
+    assert [r.status for r in responses] == [100, 200]
+    assert responses[1].body == b"hello"
+
+
+def test_refusing_an_upload_without_reading_sends_no_continue() -> None:
+    """An application that answers without reading never causes 100 Continue, and
+    the connection is closed after its answer.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("413 Content Too Large", [("Content-Type", "text/plain")])
+        return [b"no thanks"]
+
+    upload = StreamingUpload(app)
+    upload.send(
+        b"PUT / HTTP/1.1\r\n" + HOST + b"Content-Length: 500\r\nExpect: 100-continue\r\n\r\n"
+    )
+    raw = upload.finish()
+    assert b"100 Continue" not in raw
+    [response] = parse_responses(raw)
+    assert response.status == 413
+    assert response.header(b"connection") == b"close"
+
+
+def test_large_upload_streams_through_a_bounded_buffer() -> None:
+    """A body larger than every buffer reaches the application in pieces while
+    the client is paused whenever the application falls behind.
+    """
+    total = 3 * 1024 * 1024
+    received = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        size = 0
+        while True:
+            part = stream.read(65536)
+            if not part:
+                break
+            size += len(part)
+            received.append(size)
+        start_response("200 OK", TEXT)
+        return [str(size).encode()]
+
+    upload = StreamingUpload(app)
+    upload.connection.factory.settings = upload.connection.factory.settings
+    upload.connection.protocol._settings = type(upload.connection.protocol._settings)(max_body=0)
+    upload.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n" % total)
+    piece = b"z" * 65536
+    sent = 0
+    transport = upload.connection.transport
+    while sent < total:
+        if transport.producerState == "paused":
+            # The server stopped reading: only the application's reads resume it.
+            upload.calls.run_until(lambda: transport.producerState == "producing")
+            continue
+        upload.send(piece)
+        sent += len(piece)
+    responses = parse_responses(upload.finish())
+    assert responses[0].body == str(total).encode()
+
+
+# -- start_response, write() and iteration ------------------------------------------
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_list_response_goes_out_with_a_content_length(threaded: bool) -> None:
+    """A one-element list response is sent whole, length-delimited."""
+    connection = serve(hello, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    raw = connection.take()
+    assert b"Content-Length: 13\r\n" in raw
+    assert parse_responses(raw)[0].body == b"Hello, World!"
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_generator_with_empty_chunks_is_streamed(threaded: bool) -> None:
+    """A generator's chunks are sent in order; empty ones are skipped, not sent as
+    the terminating chunk; start_response may be called inside the generator.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b""
+        yield b"one "
+        yield b""
+        yield b"two"
+
+    connection = serve(app, threaded=threaded)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.body == b"one two"
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_write_callable_sends_before_the_iterable(threaded: bool) -> None:
+    """Bytes passed to write() go out before those of the returned iterable."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"returned"]
+
+    connection = serve(app, threaded=threaded)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert parse_responses(connection.take())[0].body == b"written returned"
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_exc_info_before_headers_are_sent_replaces_the_response(threaded: bool) -> None:
+    """start_response with exc_info before anything is sent replaces the status."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("oops")
+        except ValueError:
+            import sys
+
+            start_response(
+                "503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info()
+            )
+        return [b"sorry"]
+
+    connection = serve(app, threaded=threaded)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (503, b"sorry")
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_exc_info_after_headers_are_sent_reraises_and_aborts(threaded: bool) -> None:
+    """start_response with exc_info after the head went out re-raises; the server
+    can only abort the connection.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        try:
+            raise ValueError("late")
+        except ValueError:
+            import sys
+
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        yield b"never"
+
+    connection = serve(app, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert connection.is_closed()
+    assert b"never" not in connection.take()
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_start_response_twice_without_exc_info_is_an_error(threaded: bool) -> None:
+    """A second start_response without exc_info is an application error: 500."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", TEXT)
+        start_response("201 Created", TEXT)
+        return [b""]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert parse_responses(connection.take())[0].status == 500
+
+
+@pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-Evil", "a\r\nSet-Cookie: x=1")],
+        [("Bad Name", "x")],
+        [("X-Bytes", b"bytes")],
+        ("not", "a list"),
+    ],
+    ids=["newline-in-value", "space-in-name", "bytes-value", "tuple-not-list"],
+)
+def test_invalid_response_headers_are_a_500(threaded: bool, headers: Any) -> None:
+    """Headers that would corrupt the response (header injection) are refused when
+    start_response is called; the client gets a 500, not the bad bytes.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", headers)
+        return [b"body"]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    raw = connection.take()
+    assert b"Set-Cookie" not in raw
+    assert parse_responses(raw)[0].status == 500
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_exception_before_headers_is_a_500_with_the_traceback_in_the_log(
+    threaded: bool,
+) -> None:
+    """An application exception before anything is sent becomes a 500; the
+    traceback is logged, not sent; the connection keeps serving.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("secret detail")
+        start_response("200 OK", TEXT)
+        return [b"fine"]
+
+    with capture_log_events() as events:
+        connection = serve(app, threaded=threaded)
+        connection.send(b"GET /boom HTTP/1.1\r\n" + HOST + b"\r\n")
+        connection.send(b"GET /ok HTTP/1.1\r\n" + HOST + b"\r\n")
+    first, second = parse_responses(connection.take())
+    assert first.status == 500
+    assert b"secret" not in first.body
+    assert second.body == b"fine"
+    failures = [e for e in events if "log_failure" in e]
+    assert any("secret detail" in str(e["log_failure"].value) for e in failures)
+
+
+# -- close() --------------------------------------------------------------------------
+
+
+class ClosingBody:
+    """An iterable that records close() calls and can fail part-way."""
+
+    def __init__(self, chunks: list[bytes], fail_at: int | None = None) -> None:
+        self.chunks = chunks
+        self.fail_at = fail_at
+        self.closed = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for index, chunk in enumerate(self.chunks):
+            if index == self.fail_at:
+                raise RuntimeError("failed while iterating")
+            yield chunk
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("fail_at", [None, 0, 1])
+def test_close_is_called_exactly_once(threaded: bool, fail_at: int | None) -> None:
+    """close() is called once, whether iteration completes or the app fails."""
+    body = ClosingBody([b"a", b"b"], fail_at)
+
+    def app(environ: dict[str, Any], start_response: Any) -> ClosingBody:
+        start_response("200 OK", TEXT)
+        return body
+
+    connection = serve(app, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert body.closed == 1
+    if fail_at == 0:
+        assert parse_responses(connection.take())[0].status == 500
+    elif fail_at == 1:
+        assert connection.is_closed()  # head already sent: abort
+
+
+def test_close_is_called_once_when_the_client_goes_away_mid_stream() -> None:
+    """A client that disconnects mid-response stops the iteration; close() runs once."""
+    produced = []
+    closed = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            for number in range(1000):
+                produced.append(number)
+                yield b"x" * 1024
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", TEXT)
+        return Body()
+
+    calls = CallQueue()
+    pool = TrackingPool(1)
+    pool.start()
+    try:
+        connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        calls.run_until(lambda: len(produced) >= 3)
+        connection.protocol.connectionLost(Failure(ConnectionLost()))
+        calls.run_until(lambda: pool.idle)
+    finally:
+        pool.stop()
+    assert closed == [True]
+    assert len(produced) < 1000
+
+
+# -- wsgi.file_wrapper ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_file_wrapper_is_sent_by_the_reactor_and_closed(threaded: bool, tmp_path: Path) -> None:
+    """A wsgi.file_wrapper response of a regular file is handed to the reactor,
+    sent from the file's current position with a Content-Length, and closed.
+    """
+    path = tmp_path / "data.bin"
+    content = os.urandom(200_000)
+    path.write_bytes(content)
+    opened: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        handle = path.open("rb")
+        handle.seek(1000)
+        opened.append(handle)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](handle, 4096)
+
+    connection = serve(app, threaded=threaded, transport=PullingTransport(), validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"content-length") == b"199000"
+    assert response.body == content[1000:]
+    assert opened[0].closed
+
+
+def test_file_wrapper_honours_the_application_content_length(tmp_path: Path) -> None:
+    """With a Content-Length from the app, exactly that many bytes are sent."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"0123456789")
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "4")])
+        return FileWrapper(path.open("rb"))
+
+    connection = serve(app, transport=PullingTransport(), validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert parse_responses(connection.take())[0].body == b"0123"
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_file_wrapper_without_a_descriptor_is_iterated(threaded: bool) -> None:
+    """A file-like object with no descriptor (BytesIO) is read block by block."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", TEXT)
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"in memory" * 100), 7)
+
+    connection = serve(app, threaded=threaded)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert parse_responses(connection.take())[0].body == b"in memory" * 100
+
+
+def test_head_with_a_file_wrapper_sends_no_body(tmp_path: Path) -> None:
+    """HEAD of a file response sends the length and no body."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 5000)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", TEXT)
+        return FileWrapper(path.open("rb"))
+
+    connection = serve(app, transport=PullingTransport(), validate=False)
+    connection.send(b"HEAD / HTTP/1.1\r\n" + HOST + b"\r\n")
+    raw = connection.take()
+    assert raw.endswith(b"\r\n\r\n")
+    assert parse_responses(raw, [b"HEAD"])[0].header(b"content-length") == b"5000"
+
+
+# -- back-pressure ----------------------------------------------------------------------
+
+
+def test_worker_thread_waits_while_the_client_is_not_reading() -> None:
+    """A worker thread that streams faster than the client reads blocks once the
+    transport pauses, so the bytes produced ahead of the client stay bounded.
+    """
+    produced: list[int] = []
+    chunk = b"y" * 16384
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        for number in range(2000):
+            produced.append(number)
+            yield chunk
+
+    calls = CallQueue()
+    pool = TrackingPool(1)
+    pool.start()
+    try:
+        connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        calls.run_until(lambda: len(produced) >= 1)
+        connection.protocol.pauseProducing()  # the transport's buffer is full
+        # The worker may queue up to IN_FLIGHT_HIGH_WATER more bytes, then must wait.
+        bound = IN_FLIGHT_HIGH_WATER // len(chunk) + 3
+        calls.run_until(lambda: _waiting(pool), timeout=10)
+        stalled_at = len(produced)
+        assert stalled_at <= bound
+        calls.run_pending()
+        assert len(produced) == stalled_at
+        connection.protocol.resumeProducing()
+        calls.run_until(lambda: pool.idle)
+    finally:
+        pool.stop()
+    assert len(produced) == 2000
+    [response] = parse_responses(connection.take())
+    assert len(response.body) == 2000 * len(chunk)
+
+
+def _waiting(pool: TrackingPool) -> bool:
+    """Whether a worker of ``pool`` is blocked in the bridge's back-pressure wait."""
+    names_by_thread = {
+        thread.ident: thread.name for thread in threading.enumerate() if thread.ident
+    }
+    for ident, top in sys._current_frames().items():
+        if not names_by_thread.get(ident, "").startswith(pool.name):
+            continue
+        calls = []
+        frame: FrameType | None = top
+        while frame is not None:
+            calls.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if calls[:2] == ["wait", "_send"]:
+            return True
+    return False
+
+
+def test_inline_streaming_pauses_with_the_client() -> None:
+    """In the reactor thread, a streamed result is pulled only while the client
+    reads: a pause stops iteration until resume.
+    """
+    produced: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        for number in range(100):
+            produced.append(number)
+            if number == 10:
+                connection.protocol.pauseProducing()
+            yield b"z" * 100
+
+    connection = serve(app, threaded=False, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert len(produced) == 11
+    connection.protocol.resumeProducing()
+    assert len(produced) == 100
+    assert len(parse_responses(connection.take())[0].body) == 10000
+
+
+def test_body_is_spooled_whole_before_an_inline_app_runs() -> None:
+    """In the reactor thread the application only runs on a complete body."""
+    calls: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        calls.append(len(body))
+        start_response("200 OK", TEXT)
+        return [b"%d" % len(body)]
+
+    size = DISPATCH_BUFFER * 3
+    connection = serve(app, threaded=False)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n" % size)
+    connection.send(b"q" * (size - 1))
+    assert calls == []
+    connection.send(b"q")
+    assert calls == [size]
+
+
+def test_write_after_the_client_left_raises_client_disconnected() -> None:
+    """write() raises ClientDisconnected once the client is gone."""
+    outcome: list[str] = []
+    started = threading.Event()
+    resume = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", TEXT)
+        started.set()
+        resume.wait(10)
+        try:
+            write(b"late")
+        except ClientDisconnected:
+            outcome.append("disconnected")
+        return []
+
+    calls = CallQueue()
+    pool = TrackingPool(1)
+    pool.start()
+    try:
+        connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        calls.run_until(started.is_set)
+        connection.protocol.connectionLost(Failure(ConnectionLost()))
+        resume.set()
+        calls.run_until(lambda: pool.idle)
+    finally:
+        pool.stop()
+    assert outcome == ["disconnected"]

@@ -1,0 +1,139 @@
+r"""The access log: one line per response in the combined log format.
+
+The combined format is what nginx (``log_format combined``), Apache and gunicorn
+write, so existing log tools read it unchanged::
+
+    127.0.0.1 - - [22/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 13 "-" "curl/8"
+
+Quotes, backslashes and bytes outside printable ASCII in the request line, Referer
+and User-Agent are written as ``\\xHH`` (as nginx does), so a client cannot forge log
+lines. Lines go to the Twisted log (the default), to stdout, or to a file opened in
+append mode; :meth:`AccessLog.reopen` reopens the file after log rotation.
+
+Runs in the reactor thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import IO, Protocol
+
+from twisted.logger import Logger
+
+__all__ = ["AccessLog", "LoggedExchange", "escape", "format_combined", "log_time"]
+
+_log = Logger(namespace="twistwsgi.access")
+
+_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class _Request(Protocol):
+    method: bytes
+    target: bytes
+    version: bytes
+    peer: tuple[str, int] | None
+
+    def header(self, name: bytes) -> bytes | None: ...
+
+
+class LoggedExchange(Protocol):
+    """What the access log reads from an ended exchange."""
+
+    @property
+    def request(self) -> _Request:
+        """The request facts."""
+
+    status: int
+    body_sent: int
+
+
+def escape(value: bytes) -> str:
+    r"""Escape ``value`` for a quoted log field (``\\xHH`` for unsafe bytes)."""
+    if not _UNSAFE.search(value):
+        return value.decode("ascii")
+    return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group()[0], value).decode("ascii")
+
+
+def log_time(seconds: float) -> str:
+    """Format ``seconds`` as ``10/Oct/2000:13:55:36 +0000`` (always UTC)."""
+    tm = time.gmtime(seconds)
+    return (
+        f"{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
+        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} +0000"
+    )
+
+
+def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
+    """Format one access-log line (without the newline)."""
+    request = exchange.request
+    peer = request.peer
+    remote = peer[0] if peer else "-"
+    line = escape(b"%s %s HTTP/%s" % (request.method, request.target, request.version))
+    referer = request.header(b"referer")
+    agent = request.header(b"user-agent")
+    status = exchange.status or "-"
+    return (
+        f'{remote} - - [{timestamp}] "{line}" {status} {exchange.body_sent} '
+        f'"{escape(referer) if referer is not None else "-"}" '
+        f'"{escape(agent) if agent is not None else "-"}"'
+    )
+
+
+class _Clock(Protocol):
+    def seconds(self) -> float: ...
+
+
+class AccessLog:
+    """Writes combined-format lines for ended exchanges.
+
+    Args:
+        destination: a file path, ``"-"`` for stdout, or ``""`` for the Twisted log.
+        clock: the time source (the reactor).
+    """
+
+    def __init__(self, destination: str, *, clock: _Clock) -> None:
+        self._destination = destination
+        self._clock = clock
+        self._file: IO[str] | None = None
+        self._second = -1
+        self._timestamp = ""
+        self.reopen()
+
+    def reopen(self) -> None:
+        """(Re)open the destination file, e.g. after logrotate moved it."""
+        if self._destination == "":
+            return
+        old = self._file
+        if self._destination == "-":
+            # A duplicate of descriptor 1: twistd replaces sys.stdout with a file
+            # that feeds its own log, which is not where "-" should go.
+            if old is not None:
+                return
+            target: int | str = os.dup(1)
+        else:
+            target = self._destination
+        self._file = open(target, "a", encoding="ascii", buffering=1)  # noqa: SIM115
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        """Close the destination file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __call__(self, exchange: LoggedExchange) -> None:
+        """Log ``exchange``."""
+        now = self._clock.seconds()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._timestamp = log_time(second)
+        line = format_combined(exchange, self._timestamp)
+        if self._file is not None:
+            self._file.write(line + "\n")
+        else:
+            _log.info("{line}", line=line)

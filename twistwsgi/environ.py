@@ -1,0 +1,125 @@
+"""The PEP 3333 environ for one request, built from its :class:`RequestHead` (no Twisted).
+
+PEP 3333 ("Unicode Issues") says every environ string is a native ``str`` holding the
+request's bytes decoded as ISO-8859-1, so any byte survives the round trip
+(``value.encode("latin-1")``). ``PATH_INFO`` and ``SCRIPT_NAME`` are percent-decoded
+("URL Reconstruction"); ``QUERY_STRING`` is not. Header fields become ``HTTP_*`` keys
+as in CGI (RFC 3875 4.1.18); fields whose names contain ``_`` are dropped, because
+``X-Real-IP`` and ``X_Real_IP`` would otherwise land on the same key and let a client
+forge a header a front proxy set (nginx ``underscores_in_headers off`` and gunicorn's
+``header_map`` behave the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twistwsgi.http.request import RequestHead
+
+__all__ = ["SERVER_SOFTWARE", "build_environ", "environ_key", "split_authority"]
+
+SERVER_SOFTWARE = "twistwsgi"
+
+# Field name (as received) -> environ key, or None for a name that is dropped. Field
+# names repeat across requests, so the conversion is done once per distinct name.
+_KEY_CACHE: dict[bytes, str | None] = {}
+_KEY_CACHE_LIMIT = 4096
+
+
+def environ_key(name: bytes) -> str | None:
+    """Return the environ key for field ``name``, or ``None`` if it is not passed on."""
+    key = _KEY_CACHE.get(name)
+    if key is not None or name in _KEY_CACHE:
+        return key
+    text = name.decode("latin-1")
+    if "_" in text:
+        key = None
+    else:
+        upper = text.upper().replace("-", "_")
+        key = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
+    if len(_KEY_CACHE) < _KEY_CACHE_LIMIT:
+        _KEY_CACHE[name] = key
+    return key
+
+
+_SERVER_CACHE: dict[tuple[bytes, str], tuple[str, str]] = {}
+
+
+def split_authority(authority: bytes, scheme: str) -> tuple[str, str] | None:
+    """Split ``host[:port]`` (IPv6 literals in brackets) into ``(name, port)`` strings.
+
+    The port defaults to the scheme's (80 or 443). Returns ``None`` for an empty
+    authority.
+    """
+    if not authority:
+        return None
+    cached = _SERVER_CACHE.get((authority, scheme))
+    if cached is not None:
+        return cached
+    text = authority.decode("latin-1")
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[: end + 1], text[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = text.partition(":")
+    server = (host.lower(), port or ("443" if scheme == "https" else "80"))
+    if len(_SERVER_CACHE) < _KEY_CACHE_LIMIT:
+        _SERVER_CACHE[(authority, scheme)] = server
+    return server
+
+
+def build_environ(
+    request: RequestHead,
+    *,
+    script_name: bytes,
+    path_info: bytes,
+    base: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Build the environ for ``request`` (without ``wsgi.input``, set by the caller).
+
+    Args:
+        request: the request facts.
+        script_name: the decoded mount prefix the application sits under (``b""`` at
+            the root); no trailing ``/``.
+        path_info: the decoded rest of the path below ``script_name``.
+        base: keys that are the same for every request of this application
+            (``wsgi.version``, ``wsgi.errors``, ...); copied first.
+
+    Returns:
+        A new environ dict.
+    """
+    environ = dict(base)
+    scheme = request.scheme
+    environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+    environ["SCRIPT_NAME"] = script_name.decode("latin-1")
+    environ["PATH_INFO"] = path_info.decode("latin-1")
+    environ["QUERY_STRING"] = request.query.decode("latin-1")
+    environ["REQUEST_URI"] = environ["RAW_URI"] = request.target.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == b"1.1" else "HTTP/1.0"
+    environ["wsgi.url_scheme"] = scheme
+    for name, value in request.headers:
+        key = environ_key(name)
+        if key is None:
+            continue
+        text = value.decode("latin-1")
+        previous = environ.get(key)
+        # RFC 9110 5.3: repeated field lines combine into one comma-separated value.
+        environ[key] = text if previous is None else previous + "," + text
+    if request.authority:
+        # For an absolute-form target this is its authority, which RFC 9112 3.2.2
+        # says replaces the Host field.
+        environ["HTTP_HOST"] = request.authority.decode("latin-1")
+    server = split_authority(request.authority, scheme)
+    if server is None:
+        local = request.local
+        server = (local[0], str(local[1])) if local else ("localhost", "")
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = server
+    peer = request.peer
+    if peer is not None:
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = ""
+    return environ

@@ -1,0 +1,263 @@
+"""Assembling the running server: handler, factory, listeners, worker threads, shutdown.
+
+Two entry points for library users (both documented in ``docs/library.md``):
+
+* :func:`make_factory` builds the Twisted server factory for a WSGI application, to
+  listen with any endpoint: ``serverFromString(reactor, "tcp:8080").listen(factory)``.
+* :class:`ServerService` is an ``IService`` that listens on endpoints, runs the worker
+  threads and shuts down gracefully; it drops into a ``MultiService`` beside other
+  Twisted services. :func:`make_service` builds one from a
+  :class:`~twistwsgi.config.ServerConfig`.
+
+Graceful shutdown (``stopService``, which ``twistd`` calls on SIGTERM and SIGINT):
+stop accepting, close idle keep-alive connections, let in-flight requests finish (their
+responses say ``Connection: close``) for up to the graceful timeout, drop whatever is
+left, then stop the worker threads.
+
+Nothing here imports the global reactor; it is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorFromThreads,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistwsgi.access_log import AccessLog
+from twistwsgi.config import ServerConfig
+from twistwsgi.http.protocol import HTTPFactory, ResponseLog
+from twistwsgi.http.settings import HttpSettings
+from twistwsgi.threads import ThreadPoolLike, WorkerPool
+from twistwsgi.wsgi import WSGIApplication, WSGIHandler
+
+__all__ = ["ListenError", "ServerService", "make_factory", "make_service"]
+
+_log = Logger(namespace="twistwsgi.service")
+
+
+class ListenError(Exception):
+    """An endpoint could not listen; the message is one line naming it."""
+
+
+class _Reactor(IReactorTime, IReactorFromThreads, IReactorCore):
+    """The reactor interfaces the server uses (for type annotations only)."""
+
+
+def make_factory(
+    app: WSGIApplication,
+    *,
+    reactor: Any,
+    threadpool: ThreadPoolLike | None,
+    settings: HttpSettings | None = None,
+    response_log: ResponseLog | None = None,
+    script_name: bytes = b"",
+) -> HTTPFactory:
+    """Build the server factory that answers every request with ``app``.
+
+    Args:
+        app: the WSGI application.
+        reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
+        threadpool: where the application runs (anything with ``callInThread``: a
+            started :class:`~twistwsgi.threads.WorkerPool` or Twisted ``ThreadPool``);
+            ``None`` runs it in the reactor thread.
+        settings: HTTP limits and timeouts (defaults if ``None``).
+        response_log: called for each ended exchange, e.g. an
+            :class:`~twistwsgi.access_log.AccessLog`.
+        script_name: mount the application under this path prefix.
+    """
+    handler = WSGIHandler(app, reactor=reactor, threadpool=threadpool, script_name=script_name)
+    return HTTPFactory(
+        handler,
+        settings=settings or HttpSettings(),
+        clock=reactor,
+        response_log=response_log,
+    )
+
+
+class ServerService(Service):
+    """Listens with one factory on several endpoints; shuts down gracefully.
+
+    Args:
+        factory: the server factory (see :func:`make_factory`).
+        endpoints: ``(description, endpoint)`` pairs; the description names the
+            endpoint in errors and logs.
+        clock: the reactor (for the graceful timeout).
+        pool: a worker pool to start and stop with the service, if any.
+        graceful_timeout: seconds in-flight requests get on shutdown.
+        access_log: closed when the service stops.
+        on_listen_error: called with a one-line message when an endpoint fails to
+            listen at start-up; by default :class:`ListenError` is raised.
+    """
+
+    def __init__(
+        self,
+        factory: HTTPFactory,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        *,
+        clock: IReactorTime,
+        pool: WorkerPool | None = None,
+        graceful_timeout: float = 30.0,
+        access_log: AccessLog | None = None,
+        on_listen_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.factory = factory
+        self._on_listen_error = on_listen_error
+        self._endpoints = list(endpoints)
+        self._clock = clock
+        self._pool = pool
+        self._graceful_timeout = graceful_timeout
+        self._access_log = access_log
+        self.ports: list[IListeningPort] = []
+        self._listening = False
+
+    def privilegedStartService(self) -> None:
+        """Listen on every endpoint (before ``twistd`` drops privileges).
+
+        Raises:
+            ListenError: when an endpoint fails to listen synchronously (port in use,
+                permission denied, missing certificate...).
+        """
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        """Start the worker threads (and listen, if not done already)."""
+        if self._pool is not None:
+            self._pool.start()
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listening:
+            return
+        self._listening = True
+        for description, endpoint in self._endpoints:
+            failed: list[str] = []
+            listening = endpoint.listen(self.factory)
+            listening.addCallbacks(
+                self._listening_on,
+                self._listen_failed,
+                callbackArgs=(description,),
+                errbackArgs=(description, failed),
+            )
+            if failed:
+                # Endpoints that listen synchronously (tcp, ssl, unix, systemd) fail
+                # here, before the server runs: report it as a start-up error.
+                message = f"cannot listen on {description!r}: {failed[0]}"
+                if self._on_listen_error is None:
+                    raise ListenError(message)
+                self._on_listen_error(message)
+                return
+
+    def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
+        failed.append(failure.getErrorMessage())
+        _log.error(
+            "Cannot listen on {description}: {reason}",
+            description=description,
+            reason=failure.getErrorMessage(),
+        )
+
+    def _listening_on(self, port: IListeningPort, description: str) -> None:
+        self.ports.append(port)
+        _log.info(
+            "Listening on {description} ({address})",
+            description=description,
+            address=port.getHost(),
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """Stop accepting, drain in-flight requests, then stop the worker threads."""
+        super().stopService()
+        self._listening = False
+        ports, self.ports = self.ports, []
+        stopped: Deferred[Any] = DeferredList(
+            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
+        )
+        stopped.addCallback(lambda _: self._drain())
+        stopped.addBoth(self._stop_workers)
+        return stopped
+
+    def _drain(self) -> Deferred[None]:
+        factory = self.factory
+        if factory.connections:
+            _log.info(
+                "Shutting down: waiting up to {timeout}s for {count} connection(s)",
+                timeout=self._graceful_timeout,
+                count=len(factory.connections),
+            )
+        drained = factory.shut_down()
+        deadline = self._clock.callLater(self._graceful_timeout, self._give_up)
+
+        def cancel(result: object) -> object:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        drained.addBoth(cancel)
+        return drained
+
+    def _give_up(self) -> None:
+        remaining = len(self.factory.connections)
+        _log.warn("Graceful timeout reached; dropping {count} connection(s)", count=remaining)
+        self.factory.abort_all()
+
+    def _stop_workers(self, result: object) -> None:
+        if self._pool is not None:
+            self._pool.stop(timeout=1.0)
+        if self._access_log is not None:
+            self._access_log.close()
+        if isinstance(result, Failure):
+            _log.failure("Error while shutting down", failure=result)
+
+
+def make_service(
+    config: ServerConfig,
+    app: WSGIApplication,
+    *,
+    reactor: Any,
+    endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+    on_listen_error: Callable[[str], None] | None = None,
+) -> ServerService:
+    """Build a :class:`ServerService` for ``app`` from ``config``.
+
+    Args:
+        config: the validated configuration.
+        app: the loaded WSGI application.
+        reactor: the reactor to run on.
+        endpoints: the endpoints for ``config.listen``, already built (the caller
+            turns endpoint strings into endpoints and reports bad ones).
+        on_listen_error: see :class:`ServerService`.
+    """
+    pool = WorkerPool(config.threads) if config.threads > 0 else None
+    access_log = None
+    response_log: ResponseLog | None = None
+    if config.access_log != "off":
+        access_log = AccessLog(config.access_log, clock=reactor)
+        response_log = access_log
+    factory = make_factory(
+        app,
+        reactor=reactor,
+        threadpool=pool,
+        settings=config.http,
+        response_log=response_log,
+    )
+    return ServerService(
+        factory,
+        endpoints,
+        clock=reactor,
+        pool=pool,
+        graceful_timeout=config.graceful_timeout,
+        access_log=access_log,
+        on_listen_error=on_listen_error,
+    )

@@ -1,0 +1,891 @@
+"""The PEP 3333 bridge: runs a WSGI application for each :class:`Exchange`.
+
+Two ways to run an application:
+
+* On a thread pool (the default). The reactor thread builds nothing but the call
+  object; the worker thread builds the environ, calls the application and iterates
+  its result. Everything that reaches the wire is handed back to the reactor with
+  ``callFromThread``. A response that is a list or tuple goes out in one hop (head and
+  body in one ``write``, with an exact ``Content-Length``); a streamed one goes out
+  chunk by chunk, and the worker thread blocks while the client is not reading (the
+  exchange pauses the call, which is its push producer) or while more than
+  :data:`IN_FLIGHT_HIGH_WATER` bytes wait in the reactor's queue, so memory stays
+  bounded whatever the response size. ``wsgi.input`` streams the body from the
+  reactor through a bounded buffer; the first read sends ``100 Continue`` when the
+  client asked for it, so an application can refuse a large upload unread.
+* In the reactor thread (``threads = 0``), for applications that never block. The
+  body is received whole first (spooled to disk past :data:`SPOOL_SIZE`), then the
+  application runs; a streamed result is pulled one chunk at a time as the client
+  reads.
+
+``wsgi.file_wrapper`` results backed by a regular file are handed to the reactor,
+which sends them with ``os.sendfile`` where the transport allows; the worker thread
+is free at once. ``close()`` on the result is called exactly once in every case
+(PEP 3333, "Specification Details"). An exception before anything is sent becomes a
+500 with the traceback in the log only; after that, the connection is aborted.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Any, TypeAlias
+
+from twisted.internet.interfaces import IPushProducer, IReactorFromThreads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistwsgi.environ import SERVER_SOFTWARE, build_environ
+from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.transport import ReactorInbox
+from twistwsgi.threads import ThreadPoolLike
+
+__all__ = [
+    "INPUT_HIGH_WATER",
+    "IN_FLIGHT_HIGH_WATER",
+    "SPOOL_SIZE",
+    "ClientDisconnected",
+    "FileWrapper",
+    "WSGIApplication",
+    "WSGIHandler",
+]
+
+_log = Logger(namespace="twistwsgi.wsgi")
+_app_errors = Logger(namespace="twistwsgi.wsgi.errors")
+
+ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
+WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+#: Response bytes a worker thread may have queued for the reactor before it waits.
+IN_FLIGHT_HIGH_WATER = 256 * 1024
+#: Request body bytes buffered for ``wsgi.input`` before the client is paused.
+INPUT_HIGH_WATER = 256 * 1024
+#: Request bodies above this size are spooled to a temporary file in inline mode.
+SPOOL_SIZE = 1024 * 1024
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ERROR_BODY = b"Internal Server Error\n"
+_ERROR_HEADERS = [
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"Content-Length", b"%d" % len(_ERROR_BODY)),
+]
+
+
+class ClientDisconnected(OSError):  # noqa: N818 - reads as the event it reports
+    """Raised by ``write()`` (and ``wsgi.input`` reads) once the client is gone."""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper`` (PEP 3333, "Optional Platform-Specific File Handling").
+
+    Iterating it reads ``block_size`` bytes at a time, so it works under any
+    middleware. Returned unwrapped to the server, a regular file is instead sent by
+    the reactor (``os.sendfile`` where possible) from the file's current position.
+
+    Attributes:
+        filelike: the wrapped file.
+        block_size: bytes per iteration step.
+    """
+
+    def __init__(self, filelike: IO[bytes], block_size: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.block_size)
+        if data:
+            return data
+        raise StopIteration
+
+    def close(self) -> None:
+        """Close the wrapped file, if it can be closed."""
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+class _ErrorStream:
+    """``wsgi.errors``: text written by the application goes to the server log.
+
+    Written from worker threads; complete lines are logged one event each.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        """Log every complete line of ``text``; keep a partial last line."""
+        with self._lock:
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+        for line in lines:
+            _app_errors.error("{line}", line=line)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write each of ``lines``."""
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Log a pending partial line."""
+        with self._lock:
+            partial, self._partial = self._partial, ""
+        if partial:
+            _app_errors.error("{line}", line=partial)
+
+
+# Status strings and header pairs repeat across responses; each distinct one is
+# checked and encoded once. Bounded so that varying values cannot grow them.
+_CACHE_LIMIT = 4096
+_status_cache: dict[str, tuple[int, bytes]] = {}
+_header_cache: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _parse_status(status: str) -> tuple[int, bytes]:
+    """Check a PEP 3333 status string (``"200 OK"``) and split it."""
+    if type(status) is str:
+        cached = _status_cache.get(status)
+        if cached is not None:
+            return cached
+    else:
+        raise TypeError(f"status must be a str, not {type(status).__name__}")
+    code = status[:3]
+    if len(status) < 4 or not code.isdigit() or status[3] != " " or int(code) < 100:
+        raise ValueError(f"Malformed status {status!r}: expected 'NNN Reason'")
+    reason = status[4:]
+    if _BAD_VALUE.search(reason):
+        raise ValueError(f"Control character in status {status!r}")
+    parsed = (int(code), reason.encode("latin-1"))
+    if len(_status_cache) < _CACHE_LIMIT:
+        _status_cache[status] = parsed
+    return parsed
+
+
+def _encode_header(item: object) -> tuple[bytes, bytes]:
+    """Check one response header and encode it as ISO-8859-1 bytes.
+
+    A newline in a name or value would let an application (or the user input it
+    echoes) inject header fields, so it is an error here, not on the wire.
+    """
+    if type(item) is not tuple or len(item) != 2:
+        raise TypeError(f"Each response header must be a (name, value) tuple: {item!r}")
+    name, value = item
+    if type(name) is not str or type(value) is not str:
+        raise TypeError(f"Header names and values must be str: {item!r}")
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"Invalid header name {name!r}")
+    if _BAD_VALUE.search(value):
+        raise ValueError(f"Control character in the value of header {name!r}")
+    pair = (name.encode("latin-1"), value.encode("latin-1"))
+    if len(_header_cache) < _CACHE_LIMIT and len(value) <= 128:
+        _header_cache[item] = pair
+    return pair
+
+
+def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Check PEP 3333 response headers and encode them (cached per distinct pair)."""
+    if type(headers) is not list:
+        raise TypeError(f"response_headers must be a list, not {type(headers).__name__}")
+    encoded = []
+    cache = _header_cache
+    for item in headers:
+        try:
+            pair = cache[item]
+        except (KeyError, TypeError):
+            pair = _encode_header(item)
+        encoded.append(pair)
+    return encoded
+
+
+@dataclass(frozen=True)
+class _FileResponse:
+    """A ``wsgi.file_wrapper`` result the reactor can send by itself.
+
+    Attributes:
+        wrapper: the application's result (closed once the file is sent).
+        offset: where sending starts (the file's position when returned).
+        count: how many bytes to send.
+        headers: the response headers, with a Content-Length added if missing.
+    """
+
+    wrapper: FileWrapper
+    offset: int
+    count: int
+    headers: list[tuple[bytes, bytes]]
+
+
+def _file_response(result: object, headers: list[tuple[bytes, bytes]]) -> _FileResponse | None:
+    """Return how to send ``result`` from the reactor, if it is a regular file."""
+    if type(result) is not FileWrapper:
+        return None
+    filelike = result.filelike
+    try:
+        descriptor = filelike.fileno()
+        info = os.fstat(descriptor)
+        offset = filelike.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    available = max(info.st_size - offset, 0)
+    declared = None
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return None
+    if declared is None:
+        headers = [*headers, (b"Content-Length", b"%d" % available)]
+        declared = available
+    return _FileResponse(result, offset, declared, headers)
+
+
+class WSGIHandler:
+    """Answers exchanges with a WSGI application (reactor thread).
+
+    Attributes:
+        app: the WSGI application.
+        script_name: the decoded mount prefix (``b""`` at the root).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        reactor: IReactorFromThreads,
+        threadpool: ThreadPoolLike | None,
+        script_name: bytes = b"",
+        multiprocess: bool = False,
+    ) -> None:
+        self.app = app
+        self.script_name = script_name.rstrip(b"/")
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self.inbox = ReactorInbox(reactor)
+        self._base_environ: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": _ErrorStream(),
+            "wsgi.multithread": threadpool is not None,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        }
+
+    def handle(self, exchange: Exchange) -> None:
+        """Start the application for ``exchange`` (on the pool, or right here)."""
+        path = exchange.request.decoded_path
+        prefix = self.script_name
+        if prefix and path.startswith(prefix):
+            path_info = path[len(prefix) :]
+            script_name = prefix
+        else:
+            path_info = path
+            script_name = b""
+        if self._threadpool is None:
+            _InlineCall(self, exchange, script_name, path_info).start()
+        else:
+            call = _ThreadedCall(self, exchange, script_name, path_info)
+            self._threadpool.callInThread(call.run)
+
+    def environ_for(
+        self, exchange: Exchange, script_name: bytes, path_info: bytes
+    ) -> dict[str, Any]:
+        """Build the environ (without ``wsgi.input``) for ``exchange`` (any thread)."""
+        return build_environ(
+            exchange.request,
+            script_name=script_name,
+            path_info=path_info,
+            base=self._base_environ,
+        )
+
+    @property
+    def reactor(self) -> IReactorFromThreads:
+        """The reactor worker threads hand their results to."""
+        return self._reactor
+
+
+def _close_result(result: object) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            _log.failure("close() of the application's result raised")
+
+
+class _ThreadedInput:
+    """``wsgi.input`` fed by the reactor, read by a worker thread.
+
+    The reactor side (``body_*``) is the exchange's body receiver; the reading side
+    blocks until data, the end of the body, or a failure arrives. The client is paused
+    while more than :data:`INPUT_HIGH_WATER` bytes wait unread.
+    """
+
+    def __init__(self, exchange: Exchange, inbox: ReactorInbox) -> None:
+        self._exchange = exchange
+        self._inbox = inbox
+        self._cond = threading.Condition(threading.Lock())
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._error: Exception | None = None
+        self._paused = False
+        self._asked = False
+
+    # -- reactor thread ---------------------------------------------------------------
+
+    def body_received(self, data: bytes) -> None:
+        """Queue a piece of the body; pause the client above the high-water mark."""
+        with self._cond:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            pause = self._buffered > INPUT_HIGH_WATER and not self._paused
+            if pause:
+                self._paused = True
+            self._cond.notify()
+        if pause:
+            self._exchange.pause_body()
+
+    def body_finished(self) -> None:
+        """The body is complete: readers get what is left, then ``b""``."""
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def body_failed(self, reason: Exception) -> None:
+        """The body will never be complete: readers get an error."""
+        with self._cond:
+            self._error = reason
+            self._cond.notify_all()
+
+    # -- worker thread ------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        """Wait until something can be read (called with the lock held)."""
+        if not self._asked:
+            self._asked = True
+            # PEP 3333: send 100 Continue only when the application asks for the body.
+            self._inbox.call(self._exchange.continue_body)
+        while not self._chunks and not self._done:
+            if self._error is not None:
+                raise ClientDisconnected(f"Request body not received: {self._error}")
+            self._cond.wait()
+
+    def _took(self, count: int) -> None:
+        """Account for ``count`` bytes read; resume the client below half the mark."""
+        self._buffered -= count
+        if self._paused and self._buffered <= INPUT_HIGH_WATER // 2:
+            self._paused = False
+            self._inbox.call(self._exchange.resume_body)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all of the rest if negative or ``None``)."""
+        if size is None or size < 0:
+            parts: list[bytes] = []
+            while True:
+                part = self.read(1 << 20)
+                if not part:
+                    return b"".join(parts)
+                parts.append(part)
+        if size == 0:
+            return b""
+        with self._cond:
+            self._wait()
+            if not self._chunks:
+                return b""
+            data = self._chunks.popleft()
+            if len(data) > size:
+                self._chunks.appendleft(data[size:])
+                data = data[:size]
+            self._took(len(data))
+            return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Read one line, up to ``size`` bytes if ``size`` is not negative."""
+        limit = -1 if size is None else size
+        parts: list[bytes] = []
+        total = 0
+        with self._cond:
+            while limit < 0 or total < limit:
+                self._wait()
+                if not self._chunks:
+                    break
+                data = self._chunks.popleft()
+                room = len(data) if limit < 0 else limit - total
+                end = data.find(b"\n", 0, room)
+                cut = end + 1 if end >= 0 else min(room, len(data))
+                if cut < len(data):
+                    self._chunks.appendleft(data[cut:])
+                parts.append(data[:cut])
+                total += cut
+                self._took(cut)
+                if end >= 0:
+                    break
+        return b"".join(parts)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        """Read lines until the end (or until ``hint`` bytes were read)."""
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+@implementer(IPushProducer)
+class _ThreadedCall:
+    """One application call on a worker thread, and its way back to the reactor.
+
+    ``run`` and the ``start_response``/``write`` callables run in the worker thread;
+    ``_deliver_*`` and the producer methods run in the reactor thread. The condition
+    guards the three values both sides touch: ``_paused``, ``_in_flight``, ``_gone``.
+    """
+
+    def __init__(
+        self, handler: WSGIHandler, exchange: Exchange, script_name: bytes, path_info: bytes
+    ) -> None:
+        self._handler = handler
+        self._exchange = exchange
+        self._call_from_thread = handler.inbox.call
+        self._script_name = script_name
+        self._path_info = path_info
+        self._cond = threading.Condition(threading.Lock())
+        self._paused = False
+        self._in_flight = 0
+        self._gone = False
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] | None = None
+        self._head_sent = False
+        self._input: _ThreadedInput | None = None
+        if exchange.request.has_body:
+            self._input = _ThreadedInput(exchange, handler.inbox)
+            exchange.receive_body(self._input)
+        exchange.on_close(self._exchange_closed)
+
+    # -- reactor thread ----------------------------------------------------------------
+
+    def _exchange_closed(self, reason: Failure | None) -> None:
+        with self._cond:
+            self._gone = True
+            self._cond.notify_all()
+
+    def pauseProducing(self) -> None:
+        """The client stopped reading: the worker waits before its next chunk."""
+        with self._cond:
+            self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The client reads again: wake the worker."""
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self._exchange_closed(None)
+
+    def _start(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        exchange = self._exchange
+        if exchange.finished:
+            return False
+        exchange.start_response(status, headers, reason)
+        return True
+
+    def _deliver_first(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], data: bytes
+    ) -> None:
+        if self._start(status, reason, headers):
+            self._exchange.registerProducer(self, True)
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        self._exchange.write(data)
+        with self._cond:
+            self._in_flight -= len(data)
+            self._cond.notify_all()
+
+    def _deliver_whole(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], data: bytes
+    ) -> None:
+        if self._start(status, reason, headers):
+            self._exchange.finish(data)
+
+    def _deliver_end(self) -> None:
+        exchange = self._exchange
+        exchange.unregisterProducer()
+        exchange.finish()
+
+    def _deliver_file(self, status: int, reason: bytes, response: _FileResponse) -> None:
+        _send_file_result(self._exchange, status, reason, response)
+
+    def _deliver_error(self) -> None:
+        exchange = self._exchange
+        if exchange.finished:
+            return
+        if exchange.response_started:
+            exchange.abort()
+        else:
+            exchange.start_response(500, list(_ERROR_HEADERS))
+            exchange.finish(_ERROR_BODY)
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Call the application and send its response (worker thread)."""
+        exchange = self._exchange
+        environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
+        environ["wsgi.input"] = self._input if self._input is not None else io.BytesIO()
+        result: Iterable[bytes] | None = None
+        handed_over = False
+        try:
+            result = self._handler.app(environ, self._start_response)
+            handed_over = self._respond(result)
+        except Exception:
+            self._failed()
+        finally:
+            if result is not None and not handed_over:
+                _close_result(result)
+
+    def _respond(self, result: Iterable[bytes]) -> bool:
+        """Send ``result``; return whether the reactor now owns (and closes) it."""
+        if not self._head_sent and self._headers is not None:
+            file_response = _file_response(result, self._headers)
+            if file_response is not None:
+                self._head_sent = True
+                self._call_from_thread(
+                    self._deliver_file, self._status, self._reason, file_response
+                )
+                return True
+            if type(result) is list or type(result) is tuple:
+                data = result[0] if len(result) == 1 else b"".join(result)
+                self._head_sent = True
+                self._call_from_thread(
+                    self._deliver_whole, self._status, self._reason, self._headers, data
+                )
+                return False
+        for data in result:
+            if data and not self._send(data):
+                return False
+        if not self._head_sent:
+            if self._headers is None:
+                raise RuntimeError("The application returned without calling start_response")
+            self._head_sent = True
+            self._call_from_thread(
+                self._deliver_whole, self._status, self._reason, self._headers, b""
+            )
+        else:
+            self._call_from_thread(self._deliver_end)
+        return False
+
+    def _send(self, data: bytes) -> bool:
+        """Hand ``data`` to the reactor, waiting while the client is behind."""
+        if self._headers is None:
+            raise RuntimeError("The application sent body bytes before calling start_response")
+        with self._cond:
+            while not self._gone and (self._paused or self._in_flight > IN_FLIGHT_HIGH_WATER):
+                self._cond.wait()
+            if self._gone:
+                return False
+            self._in_flight += len(data)
+            first = not self._head_sent
+            self._head_sent = True
+        if first:
+            self._call_from_thread(
+                self._deliver_first, self._status, self._reason, self._headers, data
+            )
+        else:
+            self._call_from_thread(self._deliver, data)
+        return True
+
+    def _start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self._head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._headers is not None:
+            raise RuntimeError("start_response called a second time without exc_info")
+        code, reason = _parse_status(status)
+        self._headers = _encode_headers(headers)
+        self._status = code
+        self._reason = reason
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        """The ``write()`` callable: send ``data`` now (PEP 3333 "The write() Callable")."""
+        if type(data) is not bytes:
+            raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if data and not self._send(data):
+            raise ClientDisconnected("The client closed the connection")
+
+    def _failed(self) -> None:
+        """Log the exception being handled and answer 500 or abort (worker thread)."""
+        request = self._exchange.request
+        _log.failure(
+            "Exception in the WSGI application for {method} {target}",
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+        )
+        self._head_sent = True
+        self._call_from_thread(self._deliver_error)
+
+
+def _send_file_result(
+    exchange: Exchange, status: int, reason: bytes, response: _FileResponse
+) -> None:
+    """Send a file-backed result from the reactor and close it when done (reactor)."""
+    result = response.wrapper
+    if exchange.finished:
+        _close_result(result)
+        return
+    exchange.start_response(status, response.headers, reason)
+    sent = exchange.send_file(result.filelike, response.offset, response.count)
+
+    def done(_: object) -> None:
+        exchange.finish()
+
+    def failed(failure: Failure) -> None:
+        if not exchange.finished:
+            _log.failure("Sending a wsgi.file_wrapper response failed", failure=failure)
+        exchange.abort()
+
+    sent.addCallbacks(done, failed)
+    sent.addBoth(lambda _: _close_result(result))
+
+
+@implementer(IPushProducer)
+class _InlineCall:
+    """One application call in the reactor thread (``threads = 0``).
+
+    The body is collected first, so the application never waits for the network; a
+    streamed result is pulled only while the client keeps up (this object is the
+    exchange's push producer).
+    """
+
+    def __init__(
+        self, handler: WSGIHandler, exchange: Exchange, script_name: bytes, path_info: bytes
+    ) -> None:
+        self._handler = handler
+        self._exchange = exchange
+        self._script_name = script_name
+        self._path_info = path_info
+        self._body: IO[bytes] | None = None
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] | None = None
+        self._started = False
+        self._result: Iterable[bytes] | None = None
+        self._iterator: Iterator[bytes] | None = None
+        self._paused = False
+        self._producing = False
+        exchange.on_close(self._exchange_closed)
+
+    def start(self) -> None:
+        """Receive the body if there is one, then run the application."""
+        exchange = self._exchange
+        if exchange.request.has_body:
+            # Closed in _exchange_closed, when the exchange ends.
+            self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115
+            # The application cannot be asked first: it runs only on a complete body.
+            exchange.continue_body()
+            exchange.receive_body(self)
+        else:
+            self._run(io.BytesIO())
+
+    # -- body receiver ------------------------------------------------------------------
+
+    def body_received(self, data: bytes) -> None:
+        """Spool a piece of the body."""
+        assert self._body is not None
+        self._body.write(data)
+
+    def body_finished(self) -> None:
+        """Run the application on the complete body."""
+        assert self._body is not None
+        self._body.seek(0)
+        self._run(self._body)
+
+    def body_failed(self, reason: Exception) -> None:
+        """The protocol answers a failed body itself; drop what was spooled."""
+        if self._body is not None:
+            self._body.close()
+
+    # -- the call --------------------------------------------------------------------------
+
+    def _run(self, body: IO[bytes]) -> None:
+        exchange = self._exchange
+        environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
+        environ["wsgi.input"] = body
+        try:
+            result = self._handler.app(environ, self._start_response)
+        except Exception:
+            self._failed()
+            return
+        self._result = result
+        try:
+            if not self._started and self._headers is not None:
+                file_response = _file_response(result, self._headers)
+                if file_response is not None:
+                    self._result = None  # closed by _send_file_result
+                    self._started = True
+                    _send_file_result(exchange, self._status, self._reason, file_response)
+                    return
+                if type(result) is list or type(result) is tuple:
+                    self._started = True
+                    data = result[0] if len(result) == 1 else b"".join(result)
+                    exchange.start_response(self._status, self._headers, self._reason)
+                    self._close()
+                    exchange.finish(data)
+                    return
+            self._iterator = iter(result)
+        except Exception:
+            self._failed()
+            return
+        exchange.registerProducer(self, True)
+        self._produce()
+
+    def _produce(self) -> None:
+        """Pull and send chunks until the client falls behind or the result ends."""
+        if self._producing:
+            return
+        self._producing = True
+        exchange = self._exchange
+        try:
+            while not self._paused and not exchange.finished and self._iterator is not None:
+                try:
+                    data = next(self._iterator)
+                except StopIteration:
+                    self._iterator = None
+                    self._close()
+                    if not self._started:
+                        self._start_now()
+                    exchange.unregisterProducer()
+                    exchange.finish()
+                    return
+                if data:
+                    self._write(data)
+        except Exception:
+            self._failed()
+        finally:
+            self._producing = False
+
+    def _start_now(self) -> None:
+        if self._headers is None:
+            raise RuntimeError("The application returned without calling start_response")
+        self._started = True
+        self._exchange.start_response(self._status, self._headers, self._reason)
+
+    def _start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self._started:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._headers is not None:
+            raise RuntimeError("start_response called a second time without exc_info")
+        code, reason = _parse_status(status)
+        self._headers = _encode_headers(headers)
+        self._status = code
+        self._reason = reason
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        if type(data) is not bytes:
+            raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if self._exchange.finished:
+            raise ClientDisconnected("The client closed the connection")
+        if not data:
+            return
+        if not self._started:
+            self._start_now()
+        self._exchange.write(data)
+
+    def _close(self) -> None:
+        result, self._result = self._result, None
+        if result is not None:
+            _close_result(result)
+
+    def _failed(self) -> None:
+        request = self._exchange.request
+        _log.failure(
+            "Exception in the WSGI application for {method} {target}",
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+        )
+        self._iterator = None
+        self._close()
+        exchange = self._exchange
+        if exchange.finished:
+            return
+        if self._started:
+            exchange.abort()
+        else:
+            self._started = True
+            exchange.start_response(500, list(_ERROR_HEADERS))
+            exchange.finish(_ERROR_BODY)
+
+    # -- producer ---------------------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The client stopped reading: stop pulling chunks."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The client reads again: pull more."""
+        self._paused = False
+        self._produce()
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self._exchange_closed(None)
+
+    def _exchange_closed(self, reason: Failure | None) -> None:
+        self._iterator = None
+        self._close()
+        if self._body is not None:
+            self._body.close()
+            self._body = None
