@@ -23,6 +23,11 @@ class AppLoadError(Exception):
     """The application could not be loaded; the message is one line."""
 
 
+def _one_line(error: Exception) -> str:
+    """An exception's text on one line (validation errors often span several)."""
+    return " / ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def load_app(reference: str) -> Any:
     """Import and return the WSGI callable ``reference`` names.
 
@@ -45,7 +50,7 @@ def load_app(reference: str) -> Any:
     except Exception as error:
         raise AppLoadError(
             f"cannot import module {spec.module!r} for app {reference!r}: "
-            f"{type(error).__name__}: {error}"
+            f"{type(error).__name__}: {_one_line(error)}"
         ) from None
     for part in spec.attribute.split("."):
         try:
@@ -61,7 +66,7 @@ def load_app(reference: str) -> Any:
         except Exception as error:
             raise AppLoadError(
                 f"factory {spec.attribute!r} for app {reference!r} raised "
-                f"{type(error).__name__}: {error}"
+                f"{type(error).__name__}: {_one_line(error)}"
             ) from None
     if not callable(target):
         raise AppLoadError(f"app {reference!r} is a {type(target).__name__}, not a WSGI callable")

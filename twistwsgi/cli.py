@@ -27,9 +27,14 @@ EXIT_CONFIG_ERROR = 2
 
 
 def exit_with_error(message: str) -> NoReturn:
-    """Print ``message`` as one line on stderr and exit with status 2."""
-    sys.stderr.write(f"twistwsgi: error: {message}\n")
-    sys.stderr.flush()
+    """Print ``message`` as one line on stderr and exit with status 2.
+
+    The process's own stderr is used: once ``twistd`` has started logging,
+    ``sys.stderr`` feeds its log rather than the terminal.
+    """
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(f"twistwsgi: error: {message}\n")
+    stream.flush()
     raise SystemExit(EXIT_CONFIG_ERROR)
 
 
@@ -111,6 +116,20 @@ def makeService(options: Options) -> ServerService:
     except AppLoadError as error:
         exit_with_error(str(error))
     endpoints = build_endpoints(reactor, config.listen)
-    return make_service(
+    service = make_service(
         config, app, reactor=reactor, endpoints=endpoints, on_listen_error=exit_with_error
     )
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
+    return service
+
+
+def _exit_zero_after_signal(reactor: Any) -> None:
+    """Make a graceful stop on SIGTERM/SIGINT end with exit status 0.
+
+    ``twistd`` and ``twist`` re-raise the signal that stopped the reactor once it
+    has stopped (the ``_exitSignal`` attribute they read), so the process would
+    report "killed by SIGTERM". For this server SIGTERM is the normal way to end
+    after in-flight requests are drained, and supervisors expect 0 for that.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None

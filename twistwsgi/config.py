@@ -14,6 +14,7 @@ CLI layer builds them with Twisted and reports a failure through the same error.
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -96,14 +97,17 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
 def _duration(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"expected a duration, got a number too large: {value!r}") from None
     else:
         match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", str(value))
         if match is None:
             raise ValueError(f"expected a duration such as 30, 30s, 500ms or 5m, got {value!r}")
         seconds = float(match[1]) * _DURATION_UNITS[match[2] or ""]
-    if seconds < 0:
-        raise ValueError(f"expected a duration >= 0, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a finite duration >= 0, got {value!r}")
     return seconds
 
 
@@ -207,7 +211,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "access_log",
         ACCESS_LOG,
-        "",
+        None,
         "Where the access log (combined format) goes: a file path, - for stdout, or"
         " off. By default it goes to the server log.",
     ),
@@ -321,13 +325,17 @@ def parse_app_spec(text: str) -> AppSpec:
     name = ast.unparse(node.func)
     if not _DOTTED.fullmatch(name):
         raise ValueError(f"{name!r} is not a Python name")
+    if any(kw.arg is None for kw in node.keywords):
+        raise ValueError(f"factory arguments in {rest!r} must be literals")
+    names = [kw.arg for kw in node.keywords]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a keyword argument is repeated in {rest!r}")
     try:
         args = tuple(ast.literal_eval(arg) for arg in node.args)
         kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
-    except ValueError:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        # TypeError: a literal that cannot be built, such as {[1]: 2}.
         raise ValueError(f"factory arguments in {rest!r} must be literals") from None
-    if any(kw.arg is None for kw in node.keywords):
-        raise ValueError(f"factory arguments in {rest!r} must be literals")
     return AppSpec(module, name, (args, kwargs))
 
 
@@ -339,7 +347,7 @@ class ServerConfig:
         app: the application reference (``module:name``), or ``None``.
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
-        access_log: a path, ``-`` (stdout), ``off``, or ``""`` (the server log).
+        access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         graceful_timeout: seconds in-flight requests get on shutdown.
         http: limits and timeouts of the HTTP protocol.
     """
@@ -347,7 +355,7 @@ class ServerConfig:
     app: str | None = None
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
-    access_log: str = ""
+    access_log: str | None = None
     graceful_timeout: float = 30.0
     http: HttpSettings = field(default_factory=HttpSettings)
 

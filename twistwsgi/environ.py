@@ -70,6 +70,19 @@ def split_authority(authority: bytes, scheme: str) -> tuple[str, str] | None:
     return server
 
 
+def _local_server(request: RequestHead, scheme: str) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT from the listening socket (no Host given).
+
+    PEP 3333 says neither may be empty; an IPv6 address is bracketed as it would be
+    in a Host field (RFC 3875 4.1.14), so URL reconstruction gives a valid URL.
+    """
+    local = request.local
+    if local is None:  # a UNIX socket
+        return "localhost", "443" if scheme == "https" else "80"
+    host, port = local
+    return (f"[{host}]" if ":" in host else host), str(port)
+
+
 def build_environ(
     request: RequestHead,
     *,
@@ -113,8 +126,7 @@ def build_environ(
         environ["HTTP_HOST"] = request.authority.decode("latin-1")
     server = split_authority(request.authority, scheme)
     if server is None:
-        local = request.local
-        server = (local[0], str(local[1])) if local else ("localhost", "")
+        server = _local_server(request, scheme)
     environ["SERVER_NAME"], environ["SERVER_PORT"] = server
     peer = request.peer
     if peer is not None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
@@ -137,6 +138,13 @@ class ServerService(Service):
             self._pool.start()
         super().startService()
         self._listen()
+        # Logged from the first turn of the running reactor: from then on signals
+        # are handled (twistd installs its handlers when the reactor starts).
+        self._clock.callLater(0, self._ready)
+
+    def _ready(self) -> None:
+        if self.running:
+            _log.info("Ready: serving on {count} endpoint(s)", count=len(self.ports))
 
     def _listen(self) -> None:
         if self._listening:
@@ -226,7 +234,7 @@ def make_service(
     app: WSGIApplication,
     *,
     reactor: Any,
-    endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+    endpoints: Sequence[tuple[str, IStreamServerEndpoint]] | None = None,
     on_listen_error: Callable[[str], None] | None = None,
 ) -> ServerService:
     """Build a :class:`ServerService` for ``app`` from ``config``.
@@ -235,15 +243,18 @@ def make_service(
         config: the validated configuration.
         app: the loaded WSGI application.
         reactor: the reactor to run on.
-        endpoints: the endpoints for ``config.listen``, already built (the caller
-            turns endpoint strings into endpoints and reports bad ones).
+        endpoints: the endpoints to listen on, as ``(description, endpoint)``; by
+            default they are built from ``config.listen`` with ``serverFromString``
+            (which raises ``ValueError`` for a string it cannot parse).
         on_listen_error: see :class:`ServerService`.
     """
+    if endpoints is None:
+        endpoints = [(text, serverFromString(reactor, text)) for text in config.listen]
     pool = WorkerPool(config.threads) if config.threads > 0 else None
     access_log = None
     response_log: ResponseLog | None = None
     if config.access_log != "off":
-        access_log = AccessLog(config.access_log, clock=reactor)
+        access_log = AccessLog(config.access_log or "", clock=reactor)
         response_log = access_log
     factory = make_factory(
         app,

@@ -33,6 +33,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IProtocolNegotiationFactory,
     IPushProducer,
     IReactorTime,
     ISSLTransport,
@@ -114,6 +115,7 @@ class _Timeout(Enum):
 ResponseLog = Callable[["HTTP11Exchange"], None]
 
 
+@implementer(IProtocolNegotiationFactory)
 class HTTPFactory(Factory):
     """Builds :class:`HTTP11Protocol` connections that all answer with one handler.
 
@@ -150,6 +152,15 @@ class HTTPFactory(Factory):
         self.date_cache = DateCache(settings.server_header)
         self.shutting_down = False
         self._all_closed: list[Deferred[None]] = []
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1.
+
+        Twisted 26.10 always installs an ALPN callback on TLS servers, and with no
+        protocol to choose it fails the handshake of every client that offers ALPN
+        (curl, browsers) with an "internal error" alert.
+        """
+        return [b"http/1.1"]
 
     def buildProtocol(self, addr: IAddress | None) -> HTTP11Protocol:
         """Create the protocol for one accepted connection."""

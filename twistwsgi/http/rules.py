@@ -183,7 +183,9 @@ def classify_target(method: bytes, target: bytes) -> TargetForm:
     if b"#" in target:
         raise RequestError(400, "A request-target cannot contain a fragment")
     if method == b"CONNECT":
-        if target.startswith(b"/") or b"/" in target or b"@" in target:
+        # authority-form is host ":" port (RFC 9112 3.2.3), nothing else.
+        host, sep, port = target.rpartition(b":")
+        if not sep or not host or not port.isdigit() or not is_valid_host(host):
             raise RequestError(400, "CONNECT requires an authority-form request-target")
         return TargetForm.AUTHORITY
     if target.startswith(b"/"):

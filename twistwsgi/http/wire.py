@@ -114,5 +114,10 @@ def serialize_head(line: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes
 
 
 def chunk(data: bytes) -> bytes:
-    """Frame ``data`` as one chunk of the chunked transfer coding (RFC 9112 7.1)."""
+    """Frame ``data`` as one chunk of the chunked transfer coding (RFC 9112 7.1).
+
+    Empty data frames as nothing: a zero-size chunk would end the body.
+    """
+    if not data:
+        return b""
     return b"%x\r\n%s\r\n" % (len(data), data)

@@ -1,0 +1,284 @@
+"""The combined-format access log (``twistwsgi.access_log``): escaping of client
+bytes, the timestamp, the line layout (parsed back with a regex of the combined
+format), and the file, stdout and Twisted-log destinations.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent
+
+from twistwsgi.access_log import AccessLog, escape, format_combined, log_time
+from twistwsgi.testing import capture_log_events
+
+#: The last second of year 9999.
+MAX_SECONDS = 253402300799
+
+# The combined log format (nginx ``log_format combined``).
+COMBINED = re.compile(
+    r'(?P<remote>\S+) - - \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" '
+    r'(?P<status>\S+) (?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)"'
+)
+
+
+@dataclass
+class FakeRequest:
+    """The request facts the access log reads."""
+
+    method: bytes = b"GET"
+    target: bytes = b"/"
+    version: bytes = b"1.1"
+    peer: tuple[str, int] | None = ("192.0.2.7", 51000)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass
+class FakeExchange:
+    """An ended exchange as the access log sees it."""
+
+    request: FakeRequest = field(default_factory=FakeRequest)
+    status: int = 200
+    body_sent: int = 13
+
+
+def unescape(text: str) -> bytes:
+    r"""Undo ``\xHH`` escapes (a reference decoder for escape())."""
+    escaped = re.compile(rb"\\x([0-9A-Fa-f]{2})")
+    return escaped.sub(lambda m: bytes((int(m[1], 16),)), text.encode("ascii"))
+
+
+# -- escape ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"curl/8.5.0", "curl/8.5.0"),
+        (b"", ""),
+        (b'a"b', r"a\x22b"),
+        (b"a\\b", r"a\x5Cb"),
+        (b"\x00\x1f\x7f", r"\x00\x1F\x7F"),
+        (b"line\nbreak\r", r"line\x0Abreak\x0D"),
+        (b"tab\there", r"tab\x09here"),
+        (b"caf\xc3\xa9", r"caf\xC3\xA9"),
+        (b"\xff", r"\xFF"),
+        (b"~ !#$%&'()*+,-./:;<=>?@[]^_`{|}", "~ !#$%&'()*+,-./:;<=>?@[]^_`{|}"),
+    ],
+)
+def test_escape_examples(raw: bytes, text: str) -> None:
+    r"""Printable ASCII passes unchanged; quotes, backslashes, controls, DEL and
+    non-ASCII bytes become ``\xHH`` (nginx's escaping).
+    """
+    assert escape(raw) == text
+
+
+@given(st.binary(max_size=200))
+def test_escape_output_is_safe(raw: bytes) -> None:
+    """For any bytes, the output is printable ASCII with no double quote and no
+    newline, so a client cannot end a quoted field or forge a log line.
+    """
+    text = escape(raw)
+    assert all(0x20 <= ord(char) <= 0x7E for char in text)
+    assert '"' not in text
+    assert "\n" not in text
+
+
+@given(st.binary(max_size=200))
+def test_escape_is_reversible(raw: bytes) -> None:
+    r"""Backslashes are escaped too, so decoding every ``\xHH`` gives the original
+    bytes back: no two inputs log the same.
+    """
+    assert unescape(escape(raw)) == raw
+
+
+# -- log_time -------------------------------------------------------------------------
+
+
+def test_log_time_example() -> None:
+    """The format of Apache's documentation example, always in UTC."""
+    assert log_time(971186136) == "10/Oct/2000:13:55:36 +0000"
+
+
+@given(st.floats(min_value=0, max_value=MAX_SECONDS + 0.999))
+def test_log_time_matches_strftime(seconds: float) -> None:
+    """For any time from 1970 to 9999 the value equals a strftime reference (Python
+    runs in the C locale unless told otherwise, so %b is the English month).
+    """
+    reference = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(seconds))
+    assert log_time(seconds) == reference
+
+
+# -- format_combined ------------------------------------------------------------------
+
+
+def test_format_combined_full_line() -> None:
+    """All fields in the combined layout: peer, time, request line, status, bytes,
+    Referer and User-Agent.
+    """
+    exchange = FakeExchange(
+        FakeRequest(
+            method=b"POST",
+            target=b"/submit?x=1",
+            headers=[(b"Referer", b"https://example.com/"), (b"User-Agent", b"curl/8")],
+        ),
+        status=201,
+        body_sent=42,
+    )
+    line = format_combined(exchange, "10/Oct/2000:13:55:36 +0000")
+    assert line == (
+        '192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] "POST /submit?x=1 HTTP/1.1" 201 42 '
+        '"https://example.com/" "curl/8"'
+    )
+
+
+def test_format_combined_placeholders() -> None:
+    """A missing Referer or User-Agent, a missing peer (UNIX socket) and status 0
+    (no response was started) are each shown as "-".
+    """
+    exchange = FakeExchange(FakeRequest(peer=None, version=b"1.0"), status=0, body_sent=0)
+    match = COMBINED.fullmatch(format_combined(exchange, "01/Jan/1970:00:00:00 +0000"))
+    assert match is not None
+    assert match["remote"] == "-"
+    assert match["request"] == "GET / HTTP/1.0"
+    assert match["status"] == "-"
+    assert match["bytes"] == "0"
+    assert match["referer"] == "-"
+    assert match["agent"] == "-"
+
+
+def test_format_combined_empty_headers_are_not_placeholders() -> None:
+    """An empty Referer is logged as an empty field, distinct from a missing one."""
+    exchange = FakeExchange(FakeRequest(headers=[(b"Referer", b""), (b"User-Agent", b"-")]))
+    match = COMBINED.fullmatch(format_combined(exchange, "01/Jan/1970:00:00:00 +0000"))
+    assert match is not None
+    assert match["referer"] == ""
+    assert match["agent"] == "-"
+
+
+_client_bytes = st.binary(max_size=60)
+
+
+@given(target=_client_bytes, referer=_client_bytes, agent=_client_bytes)
+def test_format_combined_parses_back(target: bytes, referer: bytes, agent: bytes) -> None:
+    """Whatever bytes a client puts in the target, Referer and User-Agent, the line
+    is one combined-format record whose quoted fields decode to those bytes.
+    """
+    exchange = FakeExchange(
+        FakeRequest(target=target, headers=[(b"Referer", referer), (b"User-Agent", agent)])
+    )
+    line = format_combined(exchange, "01/Jan/1970:00:00:00 +0000")
+    match = COMBINED.fullmatch(line)
+    assert match is not None, line
+    assert unescape(match["request"]) == b"GET " + target + b" HTTP/1.1"
+    assert unescape(match["referer"]) == referer
+    assert unescape(match["agent"]) == agent
+
+
+# -- AccessLog ------------------------------------------------------------------------
+
+
+def test_access_log_writes_one_line_per_call(tmp_path: Path) -> None:
+    """Each call appends exactly one line, stamped with the clock's time in UTC."""
+    path = tmp_path / "access.log"
+    clock = Clock()
+    clock.advance(971186136)
+    log = AccessLog(str(path), clock=clock)
+    try:
+        log(FakeExchange(FakeRequest(target=b"/one")))
+        clock.advance(0.5)
+        log(FakeExchange(FakeRequest(target=b"/two")))
+        clock.advance(1)
+        log(FakeExchange(FakeRequest(target=b"/three")))
+    finally:
+        log.close()
+    lines = path.read_text(encoding="ascii").splitlines()
+    assert len(lines) == 3
+    matches = [COMBINED.fullmatch(line) for line in lines]
+    assert all(matches)
+    assert [m["request"] for m in matches if m] == [
+        "GET /one HTTP/1.1",
+        "GET /two HTTP/1.1",
+        "GET /three HTTP/1.1",
+    ]
+    assert [m["time"] for m in matches if m] == [
+        "10/Oct/2000:13:55:36 +0000",
+        "10/Oct/2000:13:55:36 +0000",
+        "10/Oct/2000:13:55:37 +0000",
+    ]
+
+
+def test_access_log_appends_to_an_existing_file(tmp_path: Path) -> None:
+    """The file is opened for appending; earlier content stays."""
+    path = tmp_path / "access.log"
+    path.write_text("earlier line\n", encoding="ascii")
+    log = AccessLog(str(path), clock=Clock())
+    log(FakeExchange())
+    log.close()
+    lines = path.read_text(encoding="ascii").splitlines()
+    assert lines[0] == "earlier line"
+    assert len(lines) == 2
+
+
+def test_reopen_after_rotation(tmp_path: Path) -> None:
+    """After logrotate renames the file, lines keep going to the renamed file until
+    reopen(), and to a new file at the original path after it.
+    """
+    path = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    log = AccessLog(str(path), clock=Clock())
+    try:
+        log(FakeExchange(FakeRequest(target=b"/before")))
+        path.rename(rotated)
+        log(FakeExchange(FakeRequest(target=b"/between")))
+        log.reopen()
+        log(FakeExchange(FakeRequest(target=b"/after")))
+    finally:
+        log.close()
+    old_lines = rotated.read_text(encoding="ascii").splitlines()
+    new_lines = path.read_text(encoding="ascii").splitlines()
+    assert len(old_lines) == 2
+    assert '"GET /before HTTP/1.1"' in old_lines[0]
+    assert '"GET /between HTTP/1.1"' in old_lines[1]
+    assert len(new_lines) == 1
+    assert '"GET /after HTTP/1.1"' in new_lines[0]
+
+
+def test_stdout_destination(capfd: pytest.CaptureFixture[str]) -> None:
+    """The "-" destination writes lines to file descriptor 1."""
+    log = AccessLog("-", clock=Clock())
+    log(FakeExchange(FakeRequest(target=b"/stdout")))
+    log.reopen()  # no effect on stdout
+    log(FakeExchange(FakeRequest(target=b"/again")))
+    log.close()
+    lines = capfd.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert all(COMBINED.fullmatch(line) for line in lines)
+    assert '"GET /stdout HTTP/1.1"' in lines[0]
+
+
+def test_empty_destination_logs_to_twisted() -> None:
+    """With "" as the destination, each line is one event in Twisted's log, in the
+    twistwsgi.access namespace, whose text is the combined line.
+    """
+    clock = Clock()
+    log = AccessLog("", clock=clock)
+    exchange = FakeExchange(FakeRequest(target=b"/logged"))
+    with capture_log_events() as events:
+        log(exchange)
+    access = [event for event in events if event.get("log_namespace") == "twistwsgi.access"]
+    assert len(access) == 1
+    assert formatEvent(access[0]) == format_combined(exchange, log_time(0))

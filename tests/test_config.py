@@ -1,0 +1,545 @@
+"""The settings schema in ``twistwsgi.config``: each kind's parser, the SETTINGS
+declarations themselves, ``build_config`` and its one-line errors, and the
+``--app`` reference parser (which must never execute anything).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from twistwsgi.config import (
+    ACCESS_LOG,
+    APP,
+    DURATION,
+    ENDPOINT,
+    INT,
+    SETTINGS,
+    SIZE,
+    TEXT,
+    AppSpec,
+    ConfigError,
+    Kind,
+    ServerConfig,
+    build_config,
+    parse_app_spec,
+)
+from twistwsgi.http.settings import HttpSettings
+
+
+def flag_source(name: str) -> str:
+    """How the command line names a setting in errors."""
+    return "--" + name.replace("_", "-")
+
+
+# -- kinds ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("0", 0), ("10", 10), (" 7 ", 7), ("007", 7), (0, 0), (16, 16), (10**12, 10**12)],
+)
+def test_int_accepts_whole_numbers(raw: object, value: int) -> None:
+    """INT takes decimal text (surrounding space allowed) or an int from TOML."""
+    assert INT.parse(raw) == value
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "-1", "+1", "1.5", "10k", "0x10", "ten", "1 0", -1, 1.0, 2.5, True, False, None]
+)
+def test_int_refuses_other_values(raw: object) -> None:
+    """Signs, fractions, suffixes, floats and booleans are not whole numbers."""
+    with pytest.raises(ValueError, match="whole number"):
+        INT.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("8192", 8192),
+        ("0", 0),
+        ("64k", 64 * 1024),
+        ("64K", 64 * 1024),
+        ("64kb", 64 * 1024),
+        ("64KB", 64 * 1024),
+        ("10m", 10 * 1024**2),
+        ("10M", 10 * 1024**2),
+        ("10mb", 10 * 1024**2),
+        ("1g", 1024**3),
+        ("2GB", 2 * 1024**3),
+        ("512b", 512),
+        ("512B", 512),
+        (" 10 m ", 10 * 1024**2),
+        (4096, 4096),
+        (0, 0),
+    ],
+)
+def test_size_accepts_suffixes(raw: object, value: int) -> None:
+    """SIZE takes bytes with an optional k/m/g (powers of 1024) and an optional b,
+    in either case, or an int from TOML.
+    """
+    assert SIZE.parse(raw) == value
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "k", "1.5m", "-1", "10t", "10 kk", "10bk", "1e3", "ten", -1, 1.5, True, None]
+)
+def test_size_refuses_other_values(raw: object) -> None:
+    """Fractions, negative sizes, unknown units, floats and booleans are refused."""
+    with pytest.raises(ValueError, match="size"):
+        SIZE.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("0.5", 0.5),
+        ("1.5s", 1.5),
+        ("500ms", 0.5),
+        ("5m", 300.0),
+        ("2.5m", 150.0),
+        ("1h", 3600.0),
+        (" 10 s ", 10.0),
+        ("0", 0.0),
+        (10, 10.0),
+        (0.25, 0.25),
+    ],
+)
+def test_duration_accepts_units(raw: object, seconds: float) -> None:
+    """DURATION takes seconds, or a number with ms, s, m or h, or a TOML number;
+    the result is always a float of seconds.
+    """
+    value = DURATION.parse(raw)
+    assert isinstance(value, float)
+    assert value == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "s", "-1", "-1s", "1d", "1.s", ".5", "5 sec", "1e3", -1, -0.5, True, None]
+)
+def test_duration_refuses_other_values(raw: object) -> None:
+    """Negative durations, unknown units, malformed numbers and booleans are refused."""
+    with pytest.raises(ValueError, match="duration"):
+        DURATION.parse(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(math.nan, id="float-nan"),
+        pytest.param("nan", id="text-nan"),
+        pytest.param(10**400, id="huge-int"),
+    ],
+)
+def test_duration_refuses_nan_and_overflow(raw: object) -> None:
+    """A TOML ``nan`` (a float nan makes every ``callLater`` fail its ``delay >= 0``
+    assertion) and an integer too large for a float (OverflowError) are refused
+    with a ValueError, so build_config can report them in one line.
+    """
+    with pytest.raises(ValueError, match="duration"):
+        DURATION.parse(raw)
+
+
+@given(st.one_of(st.floats(), st.integers(), st.text(max_size=12)))
+def test_duration_returns_a_usable_number_or_value_error(raw: object) -> None:
+    """For any number or text, DURATION either raises ValueError or returns a float
+    that is >= 0 and not NaN.
+    """
+    try:
+        value = DURATION.parse(raw)
+    except ValueError:
+        return
+    assert isinstance(value, float)
+    assert value >= 0
+
+
+@given(st.one_of(st.integers(), st.text(max_size=12), st.floats()))
+def test_int_and_size_return_non_negative_ints_or_value_error(raw: object) -> None:
+    """For any number or text, INT and SIZE raise ValueError or return an int >= 0."""
+    for kind in (INT, SIZE):
+        try:
+            value = kind.parse(raw)
+        except ValueError:
+            continue
+        assert type(value) is int
+        assert value >= 0
+
+
+def test_text_kind() -> None:
+    """TEXT returns strings unchanged and refuses anything else."""
+    assert TEXT.parse(" a b ") == " a b "
+    for raw in (1, None, b"x", ["x"]):
+        with pytest.raises(ValueError, match="string"):
+            TEXT.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("tcp:8080", ("tcp:8080",)),
+        (" tcp:8080 ", ("tcp:8080",)),
+        ("unix:/run/app.sock", ("unix:/run/app.sock",)),
+        (["tcp:80", "ssl:443:privateKey=k.pem"], ("tcp:80", "ssl:443:privateKey=k.pem")),
+        (("tcp:80",), ("tcp:80",)),
+        ("systemd:domain=INET:index=0", ("systemd:domain=INET:index=0",)),
+    ],
+)
+def test_endpoint_accepts_strings_and_lists(raw: object, value: tuple[str, ...]) -> None:
+    """ENDPOINT takes one endpoint string or a list of them, giving a tuple."""
+    assert ENDPOINT.parse(raw) == value
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "8080", [], (), ["tcp:80", ""], [8080], 8080, None])
+def test_endpoint_refuses_other_values(raw: object) -> None:
+    """Empty strings, strings without a colon, empty lists and non-strings are not
+    endpoint strings.
+    """
+    with pytest.raises(ValueError, match=r"endpoint|string"):
+        ENDPOINT.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("-", "-"), ("off", "off"), ("/var/log/access.log", "/var/log/access.log"), (" x ", "x")],
+)
+def test_access_log_values(raw: str, value: str) -> None:
+    """ACCESS_LOG takes a path, "-" or "off", stripped."""
+    assert ACCESS_LOG.parse(raw) == value
+
+
+@pytest.mark.parametrize("raw", ["", "  ", 1, None])
+def test_access_log_refuses_empty_and_non_strings(raw: object) -> None:
+    """An empty access-log value or a non-string is refused."""
+    with pytest.raises(ValueError, match=r"path|string"):
+        ACCESS_LOG.parse(raw)
+
+
+def test_app_kind_checks_the_reference() -> None:
+    """APP returns the stripped reference and refuses what parse_app_spec refuses."""
+    assert APP.parse(" pkg.mod:app ") == "pkg.mod:app"
+    with pytest.raises(ValueError):
+        APP.parse("pkg.mod")
+    with pytest.raises(ValueError):
+        APP.parse(3)
+
+
+# -- the declarations -----------------------------------------------------------------
+
+#: What each kind's parser returns.
+PARSED_TYPE: dict[str, type] = {
+    INT.name: int,
+    SIZE.name: int,
+    DURATION.name: float,
+    TEXT.name: str,
+    ENDPOINT.name: tuple,
+    ACCESS_LOG.name: str,
+    APP.name: str,
+}
+
+
+#: Defaults that are sentinels a user cannot type: access_log "" means "the server
+#: log", the behaviour when the flag is not given.
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.name)
+def test_every_setting_is_declared_completely(setting: Any) -> None:
+    """Each setting has help text and a default of its kind's parsed type that its
+    own kind accepts unchanged (None meaning "not set").
+    """
+    assert setting.help.strip()
+    assert setting.name.isidentifier()
+    assert setting.flag == "--" + setting.name.replace("_", "-")
+    if setting.default is None:
+        return
+    assert isinstance(setting.default, PARSED_TYPE[setting.kind.name])
+    assert setting.kind.parse(setting.default) == setting.default
+
+
+def test_setting_names_are_unique_and_all_used() -> None:
+    """Names are unique, and each one is a field of ServerConfig or HttpSettings, so
+    no setting is parsed and then silently dropped.
+    """
+    names = [setting.name for setting in SETTINGS]
+    assert len(names) == len(set(names))
+    config_fields = {f.name for f in fields(ServerConfig)} - {"http"}
+    http_fields = {f.name for f in fields(HttpSettings)}
+    for name in names:
+        assert name in config_fields | http_fields, name
+    assert config_fields <= set(names)
+
+
+def test_every_kind_has_a_name_and_description() -> None:
+    """Every kind used by a setting has a name and a description for the docs."""
+    kinds: set[Kind] = {setting.kind for setting in SETTINGS}
+    for kind in kinds:
+        assert kind.name
+        assert kind.description.strip()
+
+
+# -- build_config ---------------------------------------------------------------------
+
+
+def test_build_config_defaults() -> None:
+    """With nothing given, the config equals ServerConfig's own defaults (so the
+    declarations and the dataclass agree).
+    """
+    config = build_config({}, source=flag_source)
+    assert config == ServerConfig()
+    assert config.http == HttpSettings()
+    assert config.listen == ("tcp:8080",)
+    assert config.app is None
+
+
+def test_build_config_parses_values() -> None:
+    """Given values are parsed by their kinds; the rest keep their defaults."""
+    config = build_config(
+        {
+            "app": "pkg.mod:create_app('prod')",
+            "listen": ["tcp:80", "unix:/run/a.sock"],
+            "threads": "4",
+            "access_log": "off",
+            "graceful_timeout": "2m",
+        },
+        source=flag_source,
+    )
+    assert config.app == "pkg.mod:create_app('prod')"
+    assert config.listen == ("tcp:80", "unix:/run/a.sock")
+    assert config.threads == 4
+    assert config.access_log == "off"
+    assert config.graceful_timeout == 120.0
+    assert config.http == HttpSettings()
+
+
+def test_http_settings_land_in_config_http() -> None:
+    """Limits and timeouts go into config.http as HttpSettings fields."""
+    config = build_config(
+        {
+            "max_body": "10m",
+            "max_header_count": "50",
+            "max_request_line": "4k",
+            "max_header_field": 1000,
+            "max_header_total": "64k",
+            "keepalive_timeout": "750ms",
+            "header_timeout": "10s",
+            "body_timeout": 20,
+            "send_timeout": "1m",
+        },
+        source=flag_source,
+    )
+    assert config.http == HttpSettings(
+        max_body=10 * 1024**2,
+        max_header_count=50,
+        max_request_line=4096,
+        max_header_field=1000,
+        max_header_total=65536,
+        keepalive_timeout=0.75,
+        header_timeout=10.0,
+        body_timeout=20.0,
+        send_timeout=60.0,
+    )
+    assert config.threads == ServerConfig().threads
+
+
+def test_unknown_setting_names_its_source() -> None:
+    """An unknown name is a ConfigError whose message starts with where it was
+    written, as the ``source`` callable spells it.
+    """
+
+    def toml_source(name: str) -> str:
+        return f"site.toml: server.{name}"
+
+    with pytest.raises(ConfigError) as excinfo:
+        build_config({"thread": 4}, source=toml_source)
+    error = excinfo.value
+    assert error.where == "site.toml: server.thread"
+    assert str(error).startswith("site.toml: server.thread: ")
+    assert "unknown" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "flag"),
+    [
+        ("threads", "many", "--threads"),
+        ("max_body", "1.5m", "--max-body"),
+        ("keepalive_timeout", "5 days", "--keepalive-timeout"),
+        ("listen", "8080", "--listen"),
+        ("app", "nocolon", "--app"),
+        ("access_log", 5, "--access-log"),
+    ],
+)
+def test_bad_value_names_the_flag(name: str, raw: object, flag: str) -> None:
+    """A value that does not parse is a one-line ConfigError naming the flag and
+    quoting the value.
+    """
+    with pytest.raises(ConfigError) as excinfo:
+        build_config({name: raw}, source=flag_source)
+    message = str(excinfo.value)
+    assert excinfo.value.where == flag
+    assert message.startswith(flag + ": ")
+    assert repr(raw) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        pytest.param("graceful_timeout", math.nan, id="nan-duration"),
+        pytest.param("keepalive_timeout", 10**400, id="huge-int-duration"),
+        pytest.param("app", "mod:create_app({[1]: 2})", id="list-as-dict-key"),
+        pytest.param("app", "mod:create_app({[]})", id="list-in-set"),
+    ],
+)
+def test_odd_values_are_config_errors(name: str, raw: object) -> None:
+    """Values a TOML file can hold (nan, integers beyond float range) and app
+    references with unhashable literals are ConfigErrors, never another exception
+    (design: "never a traceback").
+    """
+    with pytest.raises(ConfigError) as excinfo:
+        build_config({name: raw}, source=flag_source)
+    assert excinfo.value.where == flag_source(name)
+
+
+# -- parse_app_spec -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("mod:app", AppSpec("mod", "app")),
+        ("pkg.sub.mod:application", AppSpec("pkg.sub.mod", "application")),
+        ("mod:holder.inner.app", AppSpec("mod", "holder.inner.app")),
+        ("_private:_app2", AppSpec("_private", "_app2")),
+        ("mod:create_app()", AppSpec("mod", "create_app", ((), {}))),
+        ("mod:factories.make()", AppSpec("mod", "factories.make", ((), {}))),
+        ("mod:create_app('prod')", AppSpec("mod", "create_app", (("prod",), {}))),
+        (
+            "mod:create_app('prod', 2, debug=True, opts={'a': [1, 2]})",
+            AppSpec("mod", "create_app", (("prod", 2), {"debug": True, "opts": {"a": [1, 2]}})),
+        ),
+        (
+            "mod:f(b'x', None, -1.5, (1, 'two'), {3})",
+            AppSpec("mod", "f", ((b"x", None, -1.5, (1, "two"), {3}), {})),
+        ),
+        ("mod:f( 1 , key = 'v' )", AppSpec("mod", "f", ((1,), {"key": "v"}))),
+    ],
+)
+def test_parse_app_spec(text: str, spec: AppSpec) -> None:
+    """Gunicorn's syntax: module:name with dotted module and attribute paths, or a
+    factory call whose positional and keyword arguments are Python literals.
+    """
+    assert parse_app_spec(text) == spec
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "mod",
+        ":app",
+        "mod:",
+        "mod.:app",
+        ".mod:app",
+        "1mod:app",
+        "mod:1app",
+        "mod:app-x",
+        "mod:app:x",
+        "mod:app.",
+        "mod:app()x",
+        "mod:app(",
+        "mod:app)",
+        "mod:(1)",
+        "mod:(app)",
+        "mod:f()()",
+        "mod:f(1)(2)",
+        "mod:a[0]()",
+        "mod:f(1,,2)",
+        "mod:lambda: 0",
+        "m-od:app",
+        "mod:app ",
+        "mod :app",
+    ],
+)
+def test_malformed_references_are_value_errors(text: str) -> None:
+    """Anything that is not module:name or module:dotted.factory(literals) is a
+    ValueError.
+    """
+    with pytest.raises(ValueError):
+        parse_app_spec(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mod:f(x)",
+        "mod:f(os.environ)",
+        "mod:f(key=value)",
+        "mod:f(*args)",
+        "mod:f(*[1, 2])",
+        "mod:f(**{'a': 1})",
+        "mod:f(1, **kwargs)",
+        "mod:f(g())",
+        "mod:f([i for i in range(3)])",
+        "mod:f(1 if True else 2)",
+        "mod:f('a' + 'b')",
+        "mod:f(f'{1}')",
+        "mod:f(lambda: 1)",
+        "mod:f(__import__('os').system('x'))",
+    ],
+)
+def test_non_literal_arguments_are_refused(text: str) -> None:
+    """Factory arguments must be literals (``ast.literal_eval``); names, calls,
+    unpacking, comprehensions and expressions are refused with a ValueError.
+    """
+    with pytest.raises(ValueError, match="literal"):
+        parse_app_spec(text)
+
+
+def test_nothing_in_the_reference_is_executed(tmp_path: Path) -> None:
+    """Parsing executes nothing: an argument that would create a file leaves no
+    file behind, in the positional or the keyword position.
+    """
+    marker = tmp_path / "executed"
+    for text in (
+        f"mod:f(open({str(marker)!r}, 'w'))",
+        f"mod:f(x=open({str(marker)!r}, 'w'))",
+        f"mod:f(__import__('pathlib').Path({str(marker)!r}).touch())",
+    ):
+        with pytest.raises(ValueError):
+            parse_app_spec(text)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ["mod:f({[1]: 2})", "mod:f({[]})", "mod:f(x={(1, [2])})"])
+def test_unhashable_literals_are_value_errors(text: str) -> None:
+    """Literals ``ast.literal_eval`` cannot build (a list as a dict key or in a set)
+    are refused with a ValueError, the one error parse_app_spec documents.
+    """
+    with pytest.raises(ValueError):
+        parse_app_spec(text)
+
+
+def test_repeated_keyword_argument_is_refused() -> None:
+    """``f(x=1, x=2)`` is not a valid Python call (the compiler refuses a repeated
+    keyword), so it is a malformed reference rather than a silent ``x=2``.
+    """
+    with pytest.raises(SyntaxError):
+        compile("f(x=1, x=2)", "<app>", "eval")
+    with pytest.raises(ValueError):
+        parse_app_spec("mod:f(x=1, x=2)")
+
+
+@given(st.text(max_size=40))
+def test_parse_app_spec_raises_only_value_error(text: str) -> None:
+    """For any text, parse_app_spec returns an AppSpec or raises ValueError."""
+    try:
+        spec = parse_app_spec(text)
+    except ValueError:
+        return
+    assert spec.module
+    assert spec.attribute
