@@ -1,0 +1,72 @@
+"""Small WSGI applications the socket and end-to-end tests serve.
+
+Importable as ``tests.apps:<name>`` from the repository root, so ``twistd wsgi`` can
+load them in a subprocess. Each is wrapped in ``wsgiref.validate.validator``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+from wsgiref.validate import validator
+
+StartResponse = Any
+
+
+def _hello(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+def _environ(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Answers with the string values of the environ, and the body length, as JSON."""
+    stream = environ["wsgi.input"]
+    size = 0
+    while True:
+        piece = stream.read(65536)
+        if not piece:
+            break
+        size += len(piece)
+    seen = {key: value for key, value in environ.items() if isinstance(value, str)}
+    seen["body_length"] = str(size)
+    payload = json.dumps(seen).encode("ascii")
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    )
+    return [payload]
+
+
+def _file(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Serves the file named by the query string through wsgi.file_wrapper."""
+    path = environ["QUERY_STRING"]
+    size = os.path.getsize(path)
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+    )
+    wrapper: Callable[[IO[bytes]], Iterable[bytes]] = environ["wsgi.file_wrapper"]
+    return wrapper(open(path, "rb"))  # the server closes the wrapper, and so the file
+
+
+def _echo(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Streams the request body back as it is read."""
+    stream = environ["wsgi.input"]
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def body() -> Iterable[bytes]:
+        while True:
+            piece = stream.read(65536)
+            if not piece:
+                return
+            yield piece
+
+    return body()
+
+
+hello = validator(_hello)
+environ = validator(_environ)
+echo = validator(_echo)
+# Not validated: the validator wraps the result, which hides the file wrapper.
+file = _file

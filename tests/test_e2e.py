@@ -1,0 +1,218 @@
+"""End to end: ``twistd -n wsgi`` in a subprocess, on a UNIX socket.
+
+Checks the packaged entry point as a user runs it: the plugin loads, the application
+imports, requests are served and logged, SIGTERM lets an in-flight request finish
+before the process exits 0, and a start-up error is one line with exit status 2.
+Readiness is taken from the server's own "Ready" log line (logged once the reactor
+runs and signals are handled), never from a sleep.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = Path(sys.executable).parent / "twistd"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost")
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class Server:
+    """A twistd process whose output lines are collected by a reader thread."""
+
+    def __init__(self, *args: str, **popen: Any) -> None:
+        command = popen.pop("command", [str(TWISTD), "--nodaemon", "--pidfile=", "wsgi"])
+        self.process = subprocess.Popen(
+            [*command, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})},
+            **popen,
+        )
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.put(raw.decode("utf-8", "replace"))
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Return the first output line containing ``text`` (fail if the process
+        ends first; the timeout only turns a hang into a failure).
+        """
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                status = self.process.poll()
+                raise AssertionError(
+                    f"no {text!r} (exit {status}) in output: {self.seen}"
+                ) from None
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        status = self.process.wait(timeout=60)
+        self._reader.join(timeout=60)  # the pipe is at its end once the process is
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return status
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> Path:
+    # Keep the path short: AF_UNIX paths are limited to about 100 bytes.
+    directory = Path("/tmp") / f"twistwsgi-e2e-{os.getpid()}-{threading.get_ident() % 10000}"
+    directory.mkdir(exist_ok=True)
+    yield_path = directory / "s.sock"
+    return yield_path
+
+
+@pytest.fixture
+def server(socket_path: Path) -> Iterator[Server]:
+    running = Server(
+        "--app", "tests.apps:environ", "--listen", f"unix:{socket_path}", "--access-log", "-"
+    )
+    try:
+        running.wait_for("Ready: serving")
+        yield running
+    finally:
+        running.stop()
+
+
+def test_serves_requests_and_logs_them(server: Server, socket_path: Path) -> None:
+    """A request over the socket reaches the application and is access-logged."""
+    connection = UnixHTTPConnection(socket_path)
+    connection.request("GET", "/hello?x=1", headers={"User-Agent": "e2e-test"})
+    response = connection.getresponse()
+    seen = json.loads(response.read())
+    connection.close()
+    assert response.status == 200
+    assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == ("/hello", "x=1")
+    line = server.wait_for('"GET /hello?x=1 HTTP/1.1" 200')
+    assert '"e2e-test"' in line
+
+
+def test_sigterm_lets_the_request_in_flight_finish(server: Server, socket_path: Path) -> None:
+    """On SIGTERM the server stops accepting, finishes the request in progress
+    (answering with Connection: close), and exits with status 0.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(socket_path))
+    sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+    server.process.send_signal(signal.SIGTERM)
+    server.wait_for("Shutting down: waiting")
+    sock.sendall(b"67890")
+    received = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        received += data
+    sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Connection: close" in head
+    assert json.loads(body)["body_length"] == "10"
+    assert server.stop() == 0
+
+
+def test_unimportable_app_is_one_line_and_exit_2(socket_path: Path) -> None:
+    """A start-up error prints one line naming the problem and exits with 2."""
+    result = subprocess.run(  # noqa: PLW1510 - the exit status is what is checked
+        [
+            str(TWISTD),
+            "--nodaemon",
+            "--pidfile=",
+            "wsgi",
+            "--app",
+            "tests.apps:missing",
+            "--listen",
+            f"unix:{socket_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "twistwsgi: error:" in line]
+    assert errors == [
+        "twistwsgi: error: module 'tests.apps' has no attribute 'missing'"
+        " (app 'tests.apps:missing')"
+    ]
+
+
+def test_systemd_socket_activation() -> None:
+    """A listening socket handed over the way systemd does it (descriptor 3,
+    LISTEN_FDS=1, LISTEN_FDNAMES, LISTEN_PID=the server's pid) is served by a
+    systemd: endpoint.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    descriptor = listener.fileno()
+
+    def as_descriptor_3() -> None:
+        os.dup2(descriptor, 3)  # the duplicate is inheritable
+
+    # LISTEN_PID must name the server itself: the shell sets it to its own pid,
+    # which exec hands on to twistd.
+    server = Server(
+        "--app",
+        "tests.apps:hello",
+        "--listen",
+        "systemd:domain=INET:index=0",
+        command=[
+            "/bin/sh",
+            "-c",
+            'export LISTEN_PID=$$; exec "$0" "$@"',
+            str(TWISTD),
+            "--nodaemon",
+            "--pidfile=",
+            "wsgi",
+        ],
+        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "myapp.socket"},
+        pass_fds=(descriptor, 3),  # 3 is the dup2 target: keep it through close_fds
+        preexec_fn=as_descriptor_3,
+    )
+    listener.close()  # the server holds its own copy now
+    try:
+        server.wait_for("Ready: serving")
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"Hello, World!")
+        connection.close()
+    finally:
+        assert server.stop() == 0

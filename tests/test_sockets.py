@@ -1,0 +1,382 @@
+"""Real sockets on 127.0.0.1:0 with real clients: http.client, curl, httpx.
+
+These cover what in-memory transports cannot: the kernel's TCP, TLS and UNIX-socket
+paths, ``os.sendfile`` on a real socket, the worker pool handing work back to a real
+reactor, and back-pressure from a client that does not read. Clients run in threads
+(``deferToThread``) so the reactor keeps serving meanwhile. Every test closes its
+listeners and waits for the server's connections to close.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h11
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor as global_reactor
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests import apps
+from twistwsgi.http.protocol import HTTPFactory
+from twistwsgi.service import make_factory
+from twistwsgi.threads import WorkerPool
+from twistwsgi.wsgi import WSGIApplication
+
+reactor: Any = global_reactor
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a UNIX socket."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost")
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """Write a throwaway certificate for 127.0.0.1 and localhost; return (key, cert)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path = directory / "key.pem"
+    cert_path = directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+class LoopbackTests(TestCase):
+    """One server per test on the real reactor, with real worker threads."""
+
+    def setUp(self) -> None:
+        self.pool = WorkerPool(4, name="twistwsgi-socket-test")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+
+    async def serve(
+        self, app: WSGIApplication, endpoint: str = "tcp:0:interface=127.0.0.1"
+    ) -> tuple[IListeningPort, HTTPFactory]:
+        factory = make_factory(app, reactor=reactor, threadpool=self.pool)
+        port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
+
+        async def stop() -> None:
+            await maybeDeferred(port.stopListening)
+            await factory.shut_down()
+
+        self.addCleanup(stop)
+        return port, factory
+
+    def url(self, port: IListeningPort, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{port.getHost().port}{path}"  # type: ignore[attr-defined]
+
+    async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await deferToThread(func, *args)
+
+    # -- http.client --------------------------------------------------------------------
+
+    async def test_http_client_reuses_one_connection(self) -> None:
+        """Three requests go over one persistent connection."""
+        port, _factory = await self.serve(apps.environ)
+
+        def client() -> list[dict[str, str]]:
+            connection = http.client.HTTPConnection("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+            seen = []
+            for path in ("/a", "/b?x=1", "/c"):
+                connection.request("POST", path, body=b"hello")
+                response = connection.getresponse()
+                seen.append(json.loads(response.read()))
+                seen[-1]["peer_port"] = str(connection.sock.getsockname()[1])
+            connection.close()
+            return seen
+
+        seen = await self.in_thread(client)
+        self.assertEqual([s["PATH_INFO"] for s in seen], ["/a", "/b", "/c"])
+        self.assertEqual(seen[1]["QUERY_STRING"], "x=1")
+        self.assertEqual({s["body_length"] for s in seen}, {"5"})
+        # One client socket for all three: the connection persisted.
+        self.assertEqual(len({s["peer_port"] for s in seen}), 1)
+        self.assertEqual(seen[0]["REMOTE_PORT"], seen[0]["peer_port"])
+
+    async def test_pipelined_requests_over_a_socket(self) -> None:
+        """Requests sent back to back on one socket are answered in order."""
+        port, _ = await self.serve(apps.environ)
+
+        def pipelined_client() -> list[str]:
+            with socket.create_connection(("127.0.0.1", port.getHost().port)) as sock:  # type: ignore[attr-defined]
+                sock.sendall(
+                    b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % number for number in range(5))
+                )
+                paths: list[str] = []
+                pending = b""
+                while len(paths) < 5:
+                    client = h11.Connection(h11.CLIENT)
+                    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+                    client.send(h11.EndOfMessage())
+                    if pending:
+                        client.receive_data(pending)
+                    body = b""
+                    while True:
+                        event = client.next_event()
+                        if event is h11.NEED_DATA:
+                            client.receive_data(sock.recv(65536))
+                        elif isinstance(event, h11.Data):
+                            body += event.data
+                        elif isinstance(event, h11.EndOfMessage):
+                            break
+                    paths.append(json.loads(body)["PATH_INFO"])
+                    pending = bytes(client.trailing_data[0])
+                return paths
+
+        paths = await self.in_thread(pipelined_client)
+        self.assertEqual(paths, [f"/{number}" for number in range(5)])
+
+    async def test_unix_socket(self) -> None:
+        """A unix: endpoint serves over AF_UNIX; there is no peer address."""
+        path = str(self.directory / "s.sock")
+        await self.serve(apps.environ, f"unix:{path}")
+
+        def client() -> dict[str, str]:
+            connection = UnixHTTPConnection(path)
+            connection.request("GET", "/over-unix")
+            seen: dict[str, str] = json.loads(connection.getresponse().read())
+            connection.close()
+            return seen
+
+        seen = await self.in_thread(client)
+        self.assertEqual(seen["PATH_INFO"], "/over-unix")
+        self.assertEqual(seen["REMOTE_ADDR"], "")
+
+    # -- TLS ------------------------------------------------------------------------------
+
+    async def test_tls_endpoint_says_https(self) -> None:
+        """Over an ssl: endpoint the application sees wsgi.url_scheme https."""
+        key, cert = write_self_signed_certificate(self.directory)
+        port, _ = await self.serve(
+            apps.environ, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+
+        def client() -> dict[str, str]:
+            context = ssl.create_default_context(cafile=str(cert))
+            with httpx.Client(verify=context) as session:
+                response = session.get(self.url(port, "/secure", "https"))
+                seen: dict[str, str] = response.json()
+                return seen
+
+        seen = await self.in_thread(client)
+        self.assertEqual(seen["wsgi.url_scheme"], "https")
+        self.assertEqual(seen["PATH_INFO"], "/secure")
+
+    # -- httpx ------------------------------------------------------------------------------
+
+    async def test_httpx_streams_a_chunked_upload_back(self) -> None:
+        """A chunked upload from httpx is echoed back as it is read."""
+        port, _ = await self.serve(apps.echo)
+        pieces = [os.urandom(50_000) for _ in range(20)]
+
+        def client() -> bytes:
+            with httpx.Client() as session:
+                response = session.post(self.url(port, "/echo"), content=iter(pieces))
+                self.assertEqual(response.status_code, 200)
+                return response.content
+
+        echoed = await self.in_thread(client)
+        self.assertEqual(echoed, b"".join(pieces))
+
+    # -- curl -----------------------------------------------------------------------------------
+
+    def require_curl(self) -> str:
+        curl = shutil.which("curl")
+        if curl is None:
+            self.skipTest("curl is not installed (make test installs it from Debian)")
+        assert curl is not None
+        return curl
+
+    async def test_curl_expect_100_continue(self) -> None:
+        """Curl's Expect: 100-continue upload gets 100 Continue, then the echo."""
+        curl = self.require_curl()
+        port, _ = await self.serve(apps.echo)
+        body = self.directory / "upload.bin"
+        body.write_bytes(os.urandom(300_000))
+
+        def client() -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [
+                    curl,
+                    "-sS",
+                    "-v",
+                    "--http1.1",
+                    "-H",
+                    "Expect: 100-continue",
+                    "--data-binary",
+                    f"@{body}",
+                    self.url(port, "/echo"),
+                ],
+                capture_output=True,
+                check=True,
+            )
+
+        result = await self.in_thread(client)
+        self.assertEqual(result.stdout, body.read_bytes())
+        self.assertIn(b"HTTP/1.1 100 Continue", result.stderr)
+
+    async def test_curl_head(self) -> None:
+        """Curl -I sees the headers a GET would have, with no body."""
+        curl = self.require_curl()
+        port, _ = await self.serve(apps.hello)
+
+        def client() -> bytes:
+            return subprocess.run(
+                [curl, "-sS", "-I", self.url(port)], capture_output=True, check=True
+            ).stdout
+
+        head = await self.in_thread(client)
+        self.assertIn(b"HTTP/1.1 200 OK", head)
+        self.assertIn(b"Content-Length: 13", head)
+
+    # -- sendfile ---------------------------------------------------------------------------------
+
+    async def test_file_wrapper_goes_out_with_sendfile(self) -> None:
+        """A wsgi.file_wrapper response on plain TCP is sent with os.sendfile, and
+        arrives intact.
+        """
+        path = self.directory / "big.bin"
+        content = os.urandom(8 * 1024 * 1024)
+        path.write_bytes(content)
+        calls: list[int] = []
+        real_sendfile = os.sendfile
+
+        def counting_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+            calls.append(count)
+            return real_sendfile(out_fd, in_fd, offset, count)
+
+        self.patch(os, "sendfile", counting_sendfile)
+        port, _ = await self.serve(apps.file)
+
+        def client() -> bytes:
+            connection = http.client.HTTPConnection("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+            connection.request("GET", f"/?{path}")
+            data = connection.getresponse().read()
+            connection.close()
+            return data
+
+        received = await self.in_thread(client)
+        self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(content).digest())
+        self.assertGreater(len(calls), 0)
+
+    # -- back-pressure --------------------------------------------------------------------------
+
+    async def test_a_client_that_does_not_read_stops_the_worker(self) -> None:
+        """A worker streaming to a client that does not read ends up waiting, with
+        only the socket buffers' worth produced; reading resumes it.
+        """
+        produced: list[int] = []
+        chunk = b"r" * 65536
+        total_chunks = 1024  # 64 MiB
+        blocked = threading.Event()
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+            def body() -> Any:
+                for number in range(total_chunks):
+                    produced.append(number)
+                    yield chunk
+
+            return body()
+
+        port, _ = await self.serve(app)
+        sock = socket.create_connection(("127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        def worker_waiting() -> bool:
+            for frame in sys._current_frames().values():
+                names = []
+                current: Any = frame
+                while current is not None:
+                    names.append(current.f_code.co_name)
+                    current = current.f_back
+                if names[:2] == ["wait", "_send"]:
+                    return True
+            return False
+
+        def wait_until_blocked() -> None:
+            # Poll the worker's state; the deadline only turns a hang into a failure.
+            deadline = threading.Event()
+            for _ in range(2000):
+                if worker_waiting():
+                    blocked.set()
+                    return
+                deadline.wait(0.01)
+            raise AssertionError("The worker never waited for the client")
+
+        await self.in_thread(wait_until_blocked)
+        stalled = len(produced)
+        self.assertLess(stalled, total_chunks // 2)
+
+        def drain() -> int:
+            received = 0
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    return received
+                received += len(data)
+                if received >= total_chunks * len(chunk):
+                    return received
+
+        received = await self.in_thread(drain)
+        self.assertGreaterEqual(received, total_chunks * len(chunk))
+        self.assertEqual(len(produced), total_chunks)
