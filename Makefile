@@ -31,6 +31,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## make bench: twistwsgi against its peers with wrk (BENCH_ARGS=--quick for a ~2-minute run)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 # Real-client tests drive curl; install it from Debian when it is missing.
 debian-test-tools:
 	@command -v curl >/dev/null 2>&1 || { \
