@@ -1,0 +1,1 @@
+"""Benchmark suite: twistwsgi against its peers, measured with wrk on loopback (see run.py)."""

@@ -1,0 +1,524 @@
+"""The scenarios and how one is run: every selected server in turn, each measured with wrk.
+
+A scenario has a target (what the servers serve), the servers that take part and one or more
+benches (one wrk measurement each: connections, path, optional Lua script). For each server the
+runner starts it, polls until it answers HTTP, warms it up with a short wrk run, then measures
+each bench while sampling the server's memory, and stops it (its whole process group) before the
+next server starts. A server that does not start is reported with its log's tail; the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness import procs, servers, wrk
+from harness.servers import TWISTWSGI_VARIANTS, WSGI_PEERS, Context, Launch, Target, Unavailable
+
+WSGI_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS)
+IDLE_CONNECTIONS = 5000
+IDLE_OPEN_TIMEOUT_S = 20.0
+STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One wrk measurement: how many connections, which path, which Lua script."""
+
+    slug: str
+    title: str
+    connections: int
+    path: str = "/"
+    script: str | None = None
+    in_quick: bool = True
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario of the issue: what is served, by whom, measured how."""
+
+    number: int
+    slug: str
+    title: str
+    description: str
+    target: Target
+    servers: tuple[str, ...]
+    benches: tuple[Bench, ...]
+    in_quick: bool = False
+    idle_connections: int = 0
+    notes: tuple[str, ...] = ()
+
+
+def _workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+UWSGI_NOTE = (
+    "uWSGI runs behind its own HTTP router (`--http`, one extra process, counted in its RSS) "
+    "with `--http-keepalive`: `--http-socket` closes the connection after every response and "
+    "`--http11-socket` pins each connection to a worker thread until its socket timeout, so "
+    "with more connections than threads the other connections starve."
+)
+THREADS_NOTE = (
+    "Threadpools: twistwsgi `--threads 10`, gunicorn gthread `--threads 10`, waitress "
+    "`--threads=10` (its default is 4), uWSGI `--threads 10`, granian `--blocking-threads 10`; "
+    "`twistd web --wsgi` makes its own pool with Twisted's `ThreadPool` defaults (5 to 20 "
+    "threads, no option to change it). twistwsgi-inline (`--threads 0`) calls the app in the "
+    "reactor thread. No server writes an access log."
+)
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        1,
+        "hello",
+        "Hello world",
+        "The `hello` app (13-byte body, Content-Length), keep-alive connections.",
+        Target("wsgi", "hello"),
+        WSGI_SERVERS,
+        (
+            Bench("hello-c50", "50 connections", 50),
+            Bench("hello-c1", "1 connection (latency)", 1, in_quick=False),
+        ),
+        in_quick=True,
+        notes=(THREADS_NOTE, UWSGI_NOTE),
+    ),
+    Scenario(
+        2,
+        "sleepy",
+        "I/O-bound app (10 ms per request)",
+        "The `sleepy` app waits 10 ms per request, 100 connections: the ceiling is "
+        "threads ÷ 10 ms, so this shows each server's concurrency.",
+        Target("wsgi", "sleepy"),
+        WSGI_SERVERS,
+        (Bench("sleepy-c100", "100 connections", 100),),
+        in_quick=True,
+        notes=(THREADS_NOTE,),
+    ),
+    Scenario(
+        3,
+        "stream",
+        "Streamed 100 KB response",
+        "The `stream_100k` app yields 100 KB in 8 KB chunks without a Content-Length "
+        "(chunked transfer coding on HTTP/1.1), 50 connections.",
+        Target("wsgi", "stream_100k"),
+        WSGI_SERVERS,
+        (Bench("stream-c50", "50 connections", 50),),
+        in_quick=True,
+        notes=("uWSGI needs `--http-auto-chunked` to keep such responses keep-alive.",),
+    ),
+    Scenario(
+        4,
+        "upload",
+        "10 MB upload",
+        "Each request POSTs 10 MB (`wrk/upload.lua`); the `upload` app reads `wsgi.input` "
+        "in 64 KB reads and answers with the byte count. 10 connections. Peak RSS shows "
+        "whether a server buffers whole bodies.",
+        Target("wsgi", "upload"),
+        WSGI_SERVERS,
+        (Bench("upload-c10", "10 connections", 10, script="upload.lua"),),
+        notes=(
+            "twistwsgi runs with `--max-body 0` (no limit) here: its default refuses bodies "
+            "over 1 MiB with 413, and no peer limits bodies by default.",
+        ),
+    ),
+    Scenario(
+        5,
+        "static",
+        "Static files",
+        "A 10 KB and a 1 MB file, 50 connections: twistwsgi (`--static`) against nginx "
+        "(sendfile) and `twistd web --path`.",
+        Target("static"),
+        ("twistwsgi", "nginx", "twistd-web"),
+        (
+            Bench("static-10k", "10 KB file, 50 connections", 50, "/static/10k.bin"),
+            Bench("static-1m", "1 MB file, 50 connections", 50, "/static/1m.bin", in_quick=False),
+        ),
+    ),
+    Scenario(
+        6,
+        "proxy",
+        "Reverse proxy",
+        "A reverse proxy in front of a fast upstream (a separate nginx answering "
+        "`Hello, World!` itself), 50 connections.",
+        Target("proxy"),
+        ("twistwsgi", "nginx", "twistd-web"),
+        (Bench("proxy-c50", "50 connections", 50),),
+        notes=(
+            "twisted.web's proxy is `benchmarks/twisted_proxy.py` (`ReverseProxyResource`): "
+            "HTTP/1.0 to the upstream, a new upstream connection per request.",
+            "nginx keeps up to 64 idle upstream connections (`keepalive 64`).",
+        ),
+    ),
+    Scenario(
+        7,
+        "idle",
+        "5,000 idle keep-alive connections",
+        f"{IDLE_CONNECTIONS:,} connections each send one request and are then held idle "
+        "(`benchmarks/idle_clients.py`); RSS is read before and after they open, then "
+        "hello-world is measured with 50 more connections while they are held.",
+        Target("wsgi", "hello", hold_idle=True),
+        WSGI_SERVERS,
+        (Bench("idle-c50", "hello world, 50 connections, while the idle ones are held", 50),),
+        idle_connections=IDLE_CONNECTIONS,
+        notes=(
+            "`idle held` counts connections that got their response and were still open, once "
+            "all were opened and again after the measurement; RSS per idle connection uses the "
+            "first count. Servers that close or refuse connections show it there. The "
+            "helper opens at most 200 at a time and stops trying after 25 s, so connections "
+            "beyond a server's limit are counted as not held (report.json has the details).",
+            "Limits that may show here, all defaults: waitress `connection_limit` 100, gunicorn "
+            "gthread `--worker-connections` 1000, granian `--backpressure` (backlog ÷ workers, "
+            "1024); gunicorn sync serves one connection at a time and keeps each open for its "
+            "keep-alive time. Connections past a limit wait in the listen queue, and so do wrk's.",
+            "gunicorn gthread runs with `--keep-alive 75` and twistwsgi with "
+            "`--keepalive-timeout 75` here (their defaults, 2 s and 5 s, close idle connections "
+            "before the measurement ends); every other server keeps its default idle timeout.",
+        ),
+    ),
+    Scenario(
+        8,
+        "workers",
+        "Several processes",
+        f"Hello world, 50 connections, every server with {_workers()} processes "
+        "(twistwsgi `--workers`). waitress and twistd web have no multi-process mode.",
+        Target("wsgi", "hello", workers=_workers()),
+        (*TWISTWSGI_VARIANTS, "gunicorn-sync", "gunicorn-gthread", "uwsgi", "granian"),
+        (Bench("workers-c50", "50 connections", 50),),
+    ),
+)
+
+
+@dataclass
+class Settings:
+    """How long to measure, which servers to run, where to put logs."""
+
+    duration_s: int
+    warmup_s: int
+    quick: bool
+    servers: tuple[str, ...]
+    output: Path
+
+
+@dataclass
+class Row:
+    """One server's result in one bench."""
+
+    server: str
+    command: str
+    status: str
+    detail: str = ""
+    wrk: wrk.WrkResult | None = None
+    peak_rss_kib: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with every raw number."""
+        return {
+            "server": self.server,
+            "command": self.command,
+            "status": self.status,
+            "detail": self.detail,
+            "wrk": self.wrk.to_json() if self.wrk else None,
+            "peak_rss_kib": self.peak_rss_kib,
+            "extra": self.extra,
+            "files": self.files,
+        }
+
+
+@dataclass
+class RunningServer:
+    """A started server under measurement."""
+
+    name: str
+    command: str
+    launch: Launch
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def row(self, status: str, detail: str = "", **numbers: Any) -> Row:
+        """A result row for this server."""
+        return Row(self.name, self.command, status, detail, files=self.launch.files, **numbers)
+
+
+class Runner:
+    """Runs scenarios with one `Context` and `Settings`."""
+
+    def __init__(self, context: Context, settings: Settings, bench_dir: Path) -> None:
+        self.context = context
+        self.settings = settings
+        self.bench_dir = bench_dir
+        self.logs = settings.output / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, scenario: Scenario) -> dict[str, Any]:
+        """Run one scenario for every selected server; return its JSON-ready result."""
+        benches = [b for b in scenario.benches if b.in_quick or not self.settings.quick]
+        rows: dict[str, list[Row]] = {bench.slug: [] for bench in benches}
+        notes = list(scenario.notes)
+        with self._fixture(scenario, notes) as target:
+            for name in scenario.servers:
+                if name not in self.settings.servers:
+                    continue
+                print(f"[{scenario.number}. {scenario.slug}] {name}", flush=True)
+                server_rows = self._run_server(scenario, target, name, benches)
+                for bench, row in zip(benches, server_rows, strict=False):
+                    rows[bench.slug].append(row)
+                    _print_row(bench, row)
+        return {
+            "number": scenario.number,
+            "slug": scenario.slug,
+            "title": scenario.title,
+            "description": scenario.description,
+            "notes": notes,
+            "idle_connections": scenario.idle_connections,
+            "benches": [self._bench_json(bench, rows[bench.slug]) for bench in benches],
+        }
+
+    def _bench_json(self, bench: Bench, rows: list[Row]) -> dict[str, Any]:
+        script = self.bench_dir / "wrk" / bench.script if bench.script else None
+        argv = wrk.command(
+            f"http://127.0.0.1:PORT{bench.path}",
+            bench.connections,
+            self.settings.duration_s,
+            script,
+        )
+        return {
+            "slug": bench.slug,
+            "title": bench.title,
+            "connections": bench.connections,
+            "path": bench.path,
+            "wrk_command": wrk.display(argv, self.context.repo),
+            "rows": [row.to_json() for row in rows],
+        }
+
+    @contextlib.contextmanager
+    def _fixture(self, scenario: Scenario, notes: list[str]) -> Iterator[Target]:
+        """Static files or the upstream a scenario needs, for as long as it runs."""
+        target = scenario.target
+        if target.kind == "static":
+            yield replace(target, docroot=self._static_files())
+        elif target.kind == "proxy":
+            with self._upstream(notes) as port:
+                yield replace(target, upstream_port=port)
+        else:
+            yield target
+
+    def _static_files(self) -> Path:
+        docroot = self.context.scratch / "docroot"
+        folder = docroot / "static"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in (docroot, folder):
+            path.chmod(0o755)
+        for name, size in STATIC_FILES.items():
+            path = folder / name
+            if not path.exists() or path.stat().st_size != size:
+                path.write_bytes(os.urandom(size))
+            path.chmod(0o644)
+        return docroot
+
+    @contextlib.contextmanager
+    def _upstream(self, notes: list[str]) -> Iterator[int | None]:
+        if self.context.nginx is None:
+            notes.append("No upstream: nginx is not installed, so no proxy can be measured.")
+            yield None
+            return
+        port = procs.free_port()
+        launch = servers.upstream_launch(self.context, port)
+        notes.append(f"Upstream: `{launch.display(self.context)}`.")
+        log = self.logs / "upstream-nginx.log"
+        with procs.running(launch.argv, cwd=launch.cwd, log_path=log) as proc:
+            readiness = procs.wait_until_ready(proc, port)
+            if not readiness.ready:
+                notes.append(f"The upstream did not start: {procs.tail(log, 5)}")
+                yield None
+            else:
+                yield port
+
+    def _run_server(
+        self, scenario: Scenario, target: Target, name: str, benches: list[Bench]
+    ) -> list[Row]:
+        if target.kind == "proxy" and target.upstream_port is None:
+            return [Row(name, "", "not available", "no upstream") for _ in benches]
+        port = procs.free_port()
+        launch = servers.build(name, self.context, target, port)
+        if launch is None:
+            return []
+        if isinstance(launch, Unavailable):
+            return [Row(name, "", "not available", launch.reason) for _ in benches]
+        command = launch.display(self.context)
+        log = self.logs / f"{scenario.number}-{scenario.slug}-{name}.log"
+        log.unlink(missing_ok=True)
+        try:
+            proc = procs.spawn(launch.argv, cwd=launch.cwd, env=launch.env, log_path=log)
+        except OSError as exc:
+            return [Row(name, command, "failed to start", str(exc)) for _ in benches]
+        server = RunningServer(name, command, launch, proc, port, log)
+        try:
+            return self._measure_server(scenario, server, benches)
+        finally:
+            procs.stop(proc)
+
+    def _measure_server(
+        self, scenario: Scenario, server: RunningServer, benches: list[Bench]
+    ) -> list[Row]:
+        readiness = procs.wait_until_ready(server.proc, server.port, benches[0].path)
+        if not readiness.ready:
+            if readiness.exited_with is not None:
+                why = f"exited with status {readiness.exited_with}"
+            else:
+                why = "did not answer HTTP within 30 s"
+            detail = f"{why}; log tail:\n{procs.tail(server.log)}"
+            return [server.row("failed to start", detail) for _ in benches]
+        rows = []
+        for bench in benches:
+            if scenario.idle_connections:
+                row = self._measure_idle(scenario, server, bench)
+            else:
+                row = self._measure(server, bench)
+            if readiness.status_line and " 200 " not in readiness.status_line + " ":
+                probe = f"readiness probe answered {readiness.status_line!r}"
+                row.detail = f"{probe}; {row.detail}" if row.detail else probe
+            rows.append(row)
+        return rows
+
+    def _wrk_argv(self, port: int, bench: Bench, duration_s: int) -> list[str]:
+        script = self.bench_dir / "wrk" / bench.script if bench.script else None
+        url = f"http://127.0.0.1:{port}{bench.path}"
+        return wrk.command(url, bench.connections, duration_s, script)
+
+    def _warm_up(self, server: RunningServer, bench: Bench) -> None:
+        if self.settings.warmup_s:
+            wrk.run(self._wrk_argv(server.port, bench, self.settings.warmup_s))
+
+    def _measure(self, server: RunningServer, bench: Bench) -> Row:
+        try:
+            self._warm_up(server, bench)
+            peak = procs.PeakRss(server.proc.pid)
+            peak.start()
+            result = wrk.run(self._wrk_argv(server.port, bench, self.settings.duration_s), peak)
+        except RuntimeError as exc:
+            return server.row("error", str(exc))
+        if server.proc.poll() is not None:
+            return server.row("error", f"exited ({server.proc.returncode}) during the run")
+        return server.row("ok", wrk=result, peak_rss_kib=peak.peak_kib())
+
+    def _measure_idle(self, scenario: Scenario, server: RunningServer, bench: Bench) -> Row:
+        try:
+            self._warm_up(server, bench)
+        except RuntimeError as exc:
+            return server.row("error", f"warm-up: {exc}")
+        rss_before = procs.rss_kib(server.proc.pid)
+        helper = procs.spawn(
+            [
+                sys.executable,
+                str(self.bench_dir / "idle_clients.py"),
+                "--port",
+                str(server.port),
+                "--count",
+                str(scenario.idle_connections),
+                "--open-timeout",
+                str(IDLE_OPEN_TIMEOUT_S),
+            ],
+            stdin=subprocess.PIPE,
+            capture_stdout=True,
+        )
+        try:
+            opened = _read_json_line(helper, IDLE_OPEN_TIMEOUT_S + 30.0)
+            rss_with_idle = procs.rss_kib(server.proc.pid)
+            peak = procs.PeakRss(server.proc.pid)
+            peak.start()
+            argv = self._wrk_argv(server.port, bench, self.settings.duration_s)
+            try:
+                result: wrk.WrkResult | None = wrk.run(argv, peak)
+                error = ""
+            except RuntimeError as exc:
+                result, error = None, str(exc)
+            final = _ask_json_line(helper, 30.0)
+        finally:
+            procs.stop(helper)
+        extra = _idle_extra(scenario.idle_connections, opened, final, rss_before, rss_with_idle)
+        if result is None:
+            return server.row("error", error, extra=extra)
+        return server.row("ok", wrk=result, peak_rss_kib=peak.peak_kib(), extra=extra)
+
+
+def _idle_extra(
+    requested: int,
+    opened: dict[str, Any],
+    final: dict[str, Any],
+    rss_before: int,
+    rss_with_idle: int,
+) -> dict[str, Any]:
+    held_after_open = int(opened.get("still_open", 0))
+    per_connection = (rss_with_idle - rss_before) / held_after_open if held_after_open else None
+    return {
+        "idle_requested": requested,
+        "idle_after_open": opened,
+        "idle_after_measurement": final,
+        "held": int(final.get("still_open", 0)),
+        "rss_before_kib": rss_before,
+        "rss_with_idle_kib": rss_with_idle,
+        "kib_per_idle_connection": per_connection,
+    }
+
+
+def _read_json_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """The next JSON line the helper prints, or {} if none comes within ``timeout``."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        return {}
+    line = proc.stdout.readline()
+    try:
+        data: dict[str, Any] = json.loads(line) if line else {}
+    except json.JSONDecodeError:
+        return {}
+    return data
+
+
+def _ask_json_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"report\n")
+        proc.stdin.flush()
+    except BrokenPipeError:
+        return {}
+    return _read_json_line(proc, timeout)
+
+
+def _print_row(bench: Bench, row: Row) -> None:
+    if row.wrk is None:
+        lines = row.detail.splitlines() if row.detail else []
+        status = lines[0] if row.status == "not available" and lines else row.status
+        print(f"    {bench.slug}: {status}", flush=True)
+        if row.status != "not available" and lines:
+            print(f"        {lines[0]}", flush=True)
+        return
+    p99 = row.wrk.percentile("99")
+    rss = (row.peak_rss_kib or 0) / 1024
+    print(
+        f"    {bench.slug}: {row.wrk.requests_per_s:,.0f} req/s, p99 {p99} ms, "
+        f"errors {row.wrk.error_total}, peak RSS {rss:.1f} MiB",
+        flush=True,
+    )
+
+
+def select_scenarios(numbers: list[int] | None, quick: bool) -> list[Scenario]:
+    """The scenarios to run: the numbers given, else all (or the quick subset)."""
+    if numbers:
+        known = {scenario.number: scenario for scenario in SCENARIOS}
+        unknown = [number for number in numbers if number not in known]
+        if unknown:
+            raise SystemExit(f"unknown scenario number(s): {unknown}; known: {sorted(known)}")
+        return [known[number] for number in sorted(set(numbers))]
+    return [scenario for scenario in SCENARIOS if scenario.in_quick or not quick]

@@ -1,0 +1,214 @@
+"""Run the benchmark suite: twistwsgi and its peers, same machine, same run, wrk on loopback.
+
+    python benchmarks/run.py [--quick] [--scenarios 1,2,3] [--servers twistwsgi,gunicorn-sync]
+                             [--duration S] [--warmup S] [--output DIR]
+
+Installs what is missing first (wrk and nginx from Debian's packages when run as root; the peers
+into ``benchmarks/.venv-peers``), runs each selected scenario against each selected server one
+at a time, and writes ``report.json`` (every raw number), ``report.md`` and one PNG chart per
+scenario into the output directory (default ``benchmarks/results``). twistwsgi runs from the
+project's venv (``.venv``, made by ``make test``). Every process started is stopped, also on
+Ctrl-C or SIGTERM. ``--list`` shows the scenarios and servers; ``--render REPORT_JSON`` redraws
+the charts and report.md of an earlier run without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness import environment, procs, report, scenarios, servers
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+QUICK_DURATION_S, QUICK_WARMUP_S = 2, 1
+FULL_DURATION_S, FULL_WARMUP_S = 10, 2
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        description="Benchmark twistwsgi against its peers with wrk on loopback."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"short runs ({QUICK_DURATION_S} s) of scenarios "
+        f"{','.join(str(s.number) for s in scenarios.SCENARIOS if s.in_quick)} "
+        "unless --scenarios is given, without the secondary benches",
+    )
+    parser.add_argument("--scenarios", type=_csv, help="scenario numbers, e.g. 1,2,3")
+    parser.add_argument("--servers", type=_csv, help="server names, e.g. twistwsgi,granian")
+    parser.add_argument("--duration", type=int, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each measurement")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--project-venv", type=Path, default=REPO / ".venv")
+    parser.add_argument("--peers-venv", type=Path, default=BENCH_DIR / ".venv-peers")
+    parser.add_argument(
+        "--no-install", action="store_true", help="install nothing; use what is there"
+    )
+    parser.add_argument("--list", action="store_true", help="list scenarios and servers")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="run nothing: redraw the charts and report.md beside an existing report.json",
+    )
+    return parser.parse_args(argv)
+
+
+def _print_catalogue() -> None:
+    for scenario in scenarios.SCENARIOS:
+        quick = " (quick)" if scenario.in_quick else ""
+        print(f"{scenario.number}. {scenario.slug}: {scenario.title}{quick}")
+        print(f"     servers: {', '.join(scenario.servers)}")
+    print(f"servers: {', '.join(servers.ALL_SERVERS)}")
+
+
+def _selected_servers(names: list[str] | None) -> tuple[str, ...]:
+    if not names:
+        return servers.ALL_SERVERS
+    unknown = [name for name in names if name not in servers.ALL_SERVERS]
+    if unknown:
+        raise SystemExit(f"unknown server(s): {unknown}; known: {list(servers.ALL_SERVERS)}")
+    return tuple(names)
+
+
+def _clear_previous(output: Path) -> None:
+    """Remove the files an earlier run wrote, so nothing stale sits beside the new report."""
+    for pattern in ("report.md", "report.json", "[0-9]-*.png", "logs/*.log"):
+        for path in output.glob(pattern):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    """A temporary directory for configs, files and the peers' import root."""
+    path = Path(tempfile.mkdtemp(prefix="twistwsgi-bench-"))
+    try:
+        path.chmod(0o755)  # nginx's workers may run as nobody
+        app_root = path / "approot"
+        app_root.mkdir()
+        (app_root / "benchmarks").symlink_to(BENCH_DIR, target_is_directory=True)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _draw_charts(peers_python: Path, report_json: Path) -> None:
+    if not peers_python.exists():
+        print("no charts: the peers' venv (with matplotlib) is missing", file=sys.stderr)
+        return
+    done = subprocess.run(
+        [str(peers_python), str(BENCH_DIR / "charts.py"), str(report_json)], check=False
+    )
+    if done.returncode != 0:
+        print("charts.py failed; the report has no charts", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, argv: list[str], open_files: int) -> int:
+    selected = scenarios.select_scenarios(
+        [int(number) for number in args.scenarios] if args.scenarios else None, args.quick
+    )
+    if args.no_install:
+        tools = {tool: path for tool in ("wrk", "nginx") if (path := environment.which(tool))}
+        install_notes: list[str] = []
+    else:
+        tools = environment.ensure_tools()
+        install_notes = environment.ensure_peers_venv(
+            args.peers_venv, BENCH_DIR / "requirements-peers.txt"
+        )
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    _clear_previous(output)
+    duration = args.duration or (QUICK_DURATION_S if args.quick else FULL_DURATION_S)
+    warmup = (
+        args.warmup
+        if args.warmup is not None
+        else (QUICK_WARMUP_S if args.quick else FULL_WARMUP_S)
+    )
+    project_bin = args.project_venv.resolve() / "bin"
+    started = time.monotonic()
+    with _scratch() as scratch:
+        context = servers.Context(
+            repo=REPO,
+            project_bin=project_bin,
+            peers_bin=args.peers_venv.resolve() / "bin",
+            app_root=scratch / "approot",
+            scratch=scratch,
+            nginx=tools.get("nginx"),
+            twistwsgi_help=environment.twistwsgi_help(project_bin / "twistd", REPO),
+        )
+        settings = scenarios.Settings(
+            duration_s=duration,
+            warmup_s=warmup,
+            quick=args.quick,
+            servers=_selected_servers(args.servers),
+            output=output,
+        )
+        runner = scenarios.Runner(context, settings, BENCH_DIR)
+        results = [runner.run(scenario) for scenario in selected]
+    meta: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "quick" if args.quick else "full",
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "elapsed_s": round(time.monotonic() - started),
+        "command": shlex.join(["python", "benchmarks/run.py", *argv]),
+        "machine": environment.machine_facts(),
+        "versions": environment.versions(args.project_venv, args.peers_venv, tools),
+        "install_notes": install_notes,
+        "open_file_limit": open_files,
+    }
+    report_json = output / "report.json"
+    report_json.write_text(json.dumps({"meta": meta, "scenarios": results}, indent=2) + "\n")
+    return _render(report_json, args.peers_venv)
+
+
+def _render(report_json: Path, peers_venv: Path) -> int:
+    """Draw the charts and write report.md beside ``report_json``."""
+    output = report_json.resolve().parent
+    _draw_charts(peers_venv / "bin" / "python", report_json)
+    report_data = json.loads(report_json.read_text())
+    (output / "report.md").write_text(report.render(report_data, output))
+    print(f"wrote {output / 'report.md'} and {report_json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the suite, and whatever happens, stop every process it started."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.list:
+        _print_catalogue()
+        return 0
+    if args.render:
+        return _render(args.render, args.peers_venv)
+    procs.install_cleanup_handlers()
+    open_files = procs.raise_open_file_limit()
+    try:
+        return _run(args, argv, open_files)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process the suite started", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
