@@ -19,6 +19,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +104,8 @@ class LoopbackTests(TestCase):
         self.pool = WorkerPool(4, name="twistwsgi-socket-test")
         self.pool.start()
         self.addCleanup(self.pool.stop)
-        self.directory = Path(self.mktemp())
-        self.directory.mkdir()
+        self.directory = Path(tempfile.mkdtemp(prefix="twistwsgi-test-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
 
     async def serve(
         self, app: WSGIApplication, endpoint: str = "tcp:0:interface=127.0.0.1"
