@@ -44,6 +44,10 @@ def environ_key(name: bytes) -> str | None:
 
 
 _SERVER_CACHE: dict[tuple[bytes, str], tuple[str, str]] = {}
+_METHODS = {
+    method.encode("ascii"): method
+    for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+}
 
 
 def split_authority(authority: bytes, scheme: str) -> tuple[str, str] | None:
@@ -105,7 +109,8 @@ def build_environ(
     """
     environ = dict(base)
     scheme = request.scheme
-    environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+    method = request.method
+    environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
     environ["SCRIPT_NAME"] = script_name.decode("latin-1")
     environ["PATH_INFO"] = path_info.decode("latin-1")
     environ["QUERY_STRING"] = request.query.decode("latin-1")

@@ -716,13 +716,13 @@ class _InlineCall:
         self._iterator: Iterator[bytes] | None = None
         self._paused = False
         self._producing = False
-        exchange.on_close(self._exchange_closed)
 
     def start(self) -> None:
         """Receive the body if there is one, then run the application."""
         exchange = self._exchange
         if exchange.request.has_body:
             # Closed in _exchange_closed, when the exchange ends.
+            exchange.on_close(self._exchange_closed)
             self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115
             # The application cannot be asked first: it runs only on a complete body.
             exchange.continue_body()
@@ -779,6 +779,9 @@ class _InlineCall:
         except Exception:
             self._failed()
             return
+        if self._body is None:
+            # Streaming: stop iterating and close the result if the client goes.
+            exchange.on_close(self._exchange_closed)
         exchange.registerProducer(self, True)
         self._produce()
 

@@ -250,9 +250,9 @@ class HTTP11Protocol(Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._head_bytes = 0
-        self._hosts: list[bytes] = []
+        self._host: bytes | None = None
         self._content_length: bytes | None = None
-        self._transfer_encodings: list[bytes] = []
+        self._transfer_encodings: list[bytes] | None = None
         self._connection: bytes | None = None
         self._expect: bytes | None = None
         self._body_bytes = 0
@@ -475,9 +475,9 @@ class HTTP11Protocol(Protocol):
         self._url = b""
         self._headers = []
         self._header_bytes = 0
-        self._hosts = []
+        self._host = None
         self._content_length = None
-        self._transfer_encodings = []
+        self._transfer_encodings = None
         self._connection = None
         self._expect = None
         self._body_bytes = 0
@@ -515,11 +515,16 @@ class HTTP11Protocol(Protocol):
         headers.append((name, value))
         lower = name.lower()
         if lower == b"host":
-            self._hosts.append(value)
+            if self._host is not None:
+                raise RequestError(400, "Duplicate Host field")
+            self._host = value
         elif lower == b"content-length":
             self._content_length = value
         elif lower == b"transfer-encoding":
-            self._transfer_encodings.append(value)
+            if self._transfer_encodings is None:
+                self._transfer_encodings = [value]
+            else:
+                self._transfer_encodings.append(value)
         elif lower == b"connection":
             self._connection = (
                 value if self._connection is None else self._connection + b"," + value
@@ -546,20 +551,18 @@ class HTTP11Protocol(Protocol):
             raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
         method: bytes = parser.get_method()
         target = self._url
-        hosts = self._hosts
-        host = b""
-        if hosts:
-            if len(hosts) > 1:
-                raise RequestError(400, "Duplicate Host field")
-            host = hosts[0]
+        host = self._host
+        if host is not None:
             if host != self._valid_host:
                 if not rules.is_valid_host(host):
                     raise RequestError(400, "Malformed Host field")
                 self._valid_host = host
         elif version == b"1.1":
             raise RequestError(400, "Missing Host field")  # RFC 9112 3.2
+        else:
+            host = b""
         chunked = False
-        if self._transfer_encodings:
+        if self._transfer_encodings is not None:
             if version == b"1.0":
                 # RFC 9112 6.1: a server must treat TE in an HTTP/1.0 request as
                 # faulty framing.
@@ -603,19 +606,17 @@ class HTTP11Protocol(Protocol):
             peer=self._peer,
             local=self._local,
         )
-        exchange = HTTP11Exchange(
-            self,
-            head,
-            keep_alive=keep_alive,
-            expects_continue=expects_continue,
-        )
+        exchange = HTTP11Exchange(self, head, keep_alive, expects_continue)
         self._parsing = exchange
-        self._queue.append(exchange)
-        if len(self._queue) > 1:
+        queue = self._queue
+        queue.append(exchange)
+        if len(queue) > 1:
             # Pipelined: answer in order; stop reading until this one's turn.
             self.pause_reading("pipeline")
         self._read = _Read.BODY
-        self._update_read_deadline()
+        if chunked or content_length:
+            self._update_read_deadline()
+        # else: on_message_complete follows at once and sets the deadline.
 
     def on_body(self, data: bytes) -> None:
         """Hand a piece of the body to the exchange being parsed."""
@@ -640,7 +641,10 @@ class HTTP11Protocol(Protocol):
         self._head_bytes = 0
         if exchange is not None:
             exchange.body_complete()
-        self._update_read_deadline()
+        if self._queue:
+            self._deadline = None  # a handler is working; nothing to wait for
+        else:
+            self._update_read_deadline()
 
     # -- dispatch and completion --------------------------------------------------------
 
@@ -681,7 +685,7 @@ class HTTP11Protocol(Protocol):
             elif not first.dispatched and first.ready:
                 self._dispatch(first)
         elif self._read is _Read.IDLE:
-            self._update_read_deadline()
+            self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _close_after_response(self, exchange: HTTP11Exchange | None) -> None:
         """Close after the response (lingering if the client may still be sending).
@@ -920,7 +924,6 @@ class HTTP11Exchange:
         finished: whether the exchange is over (sent, aborted or lost).
         status: the response status (0 before ``start_response``).
         body_sent: response body bytes written, framing excluded.
-        started_at: when the request head was complete, by the protocol's clock.
     """
 
     __slots__ = (
@@ -945,7 +948,6 @@ class HTTP11Exchange:
         "finished",
         "request",
         "response_started",
-        "started_at",
         "status",
     )
 
@@ -953,7 +955,6 @@ class HTTP11Exchange:
         self,
         protocol: HTTP11Protocol,
         request: RequestHead,
-        *,
         keep_alive: bool,
         expects_continue: bool,
     ) -> None:
@@ -962,14 +963,16 @@ class HTTP11Exchange:
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.
         self._continue: bool | None = False if expects_continue else None
-        self._body = _Body.RECEIVING if request.has_body else _Body.COMPLETE
+        self._body = (
+            _Body.RECEIVING if request.chunked or request.content_length else _Body.COMPLETE
+        )
         self._body_error: Exception | None = None
         self._body_pending: list[bytes] = []
         self._body_pending_size = 0
         self._body_received = 0
         self._receiver: Any = None
         self._discarding = False
-        self._close_callbacks: list[Callable[[Failure | None], object]] = []
+        self._close_callbacks: list[Callable[[Failure | None], object]] | None = None
         self.dispatched = False
         self.response_started = False
         self.finished = False
@@ -980,7 +983,6 @@ class HTTP11Exchange:
         self._framing = _Framing.NONE
         self._content_length = 0
         self.body_sent = 0
-        self.started_at = protocol.clock.seconds()
 
     # -- request body -----------------------------------------------------------------
 
@@ -1051,6 +1053,8 @@ class HTTP11Exchange:
 
     def body_complete(self) -> None:
         """The protocol parsed the end of the body."""
+        if self._body is _Body.COMPLETE:
+            return  # a request without a body
         self._body = _Body.COMPLETE
         self._protocol.resume_reading("body")
         if self._discarding:
@@ -1299,20 +1303,26 @@ class HTTP11Exchange:
 
     def on_close(self, callback: Callable[[Failure | None], object]) -> None:
         """Call ``callback`` when the exchange ends (``None`` if the response was sent)."""
-        self._close_callbacks.append(callback)
+        if self._close_callbacks is None:
+            self._close_callbacks = [callback]
+        else:
+            self._close_callbacks.append(callback)
 
     def _ended(self, reason: Failure | None) -> None:
         """Mark the exchange over, tell its listeners, and log it."""
         self.finished = True
-        self._protocol.set_response_producer(None)
-        callbacks, self._close_callbacks = self._close_callbacks, []
-        for callback in callbacks:
-            try:
-                callback(reason)
-            except Exception:
-                _log.failure("Exchange close callback failed")
+        protocol = self._protocol
+        protocol.set_response_producer(None)
+        callbacks = self._close_callbacks
+        if callbacks is not None:
+            self._close_callbacks = None
+            for callback in callbacks:
+                try:
+                    callback(reason)
+                except Exception:
+                    _log.failure("Exchange close callback failed")
         if self.dispatched:
-            self._protocol.log_response(self)
+            protocol.log_response(self)
 
     def connection_lost(self, reason: Failure) -> None:
         """The client is gone: end the exchange and fail an unfinished body."""
