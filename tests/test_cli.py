@@ -71,7 +71,7 @@ def test_defaults_apply_when_flags_are_absent() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--threads", "2"], "--app is required"),
+        (["--threads", "2"], "nothing to serve: give --app, --static or --proxy"),
         (["--app", "tests.apps:hello", "--threads", "many"], "--threads: expected a whole number"),
         (["--app", "nocolon"], "--app: expected module:name"),
         (["--app", "tests.apps:hello", "--max-body", "1q"], "--max-body: expected a size"),

@@ -242,6 +242,9 @@ PARSED_TYPE: dict[str, type] = {
     ENDPOINT.name: tuple,
     ACCESS_LOG.name: str,
     APP.name: str,
+    "BOOL": bool,
+    "PREFIX=DIR": tuple,
+    "PREFIX=URL": tuple,
 }
 
 
@@ -267,11 +270,13 @@ def test_setting_names_are_unique_and_all_used() -> None:
     """
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
-    config_fields = {f.name for f in fields(ServerConfig)} - {"http"}
+    # The mount settings become hosts, --config becomes config_file.
+    field_of = {"app": "hosts", "static": "hosts", "proxy": "hosts", "config": "config_file"}
+    config_fields = {f.name for f in fields(ServerConfig)} - {"http", "sources"}
     http_fields = {f.name for f in fields(HttpSettings)}
     for name in names:
-        assert name in config_fields | http_fields, name
-    assert config_fields <= set(names)
+        assert field_of.get(name, name) in config_fields | http_fields, name
+    assert config_fields <= {field_of.get(name, name) for name in names}
 
 
 def test_every_kind_has_a_name_and_description() -> None:
@@ -289,11 +294,19 @@ def test_build_config_defaults() -> None:
     """With nothing given, the config equals ServerConfig's own defaults (so the
     declarations and the dataclass agree).
     """
-    config = build_config({}, source=flag_source)
-    assert config == ServerConfig()
+    config = build_config({"app": "a:b"}, source=flag_source)
+    defaults = ServerConfig()
+    for name in ("listen", "threads", "access_log", "graceful_timeout", "http"):
+        assert getattr(config, name) == getattr(defaults, name), name
     assert config.http == HttpSettings()
     assert config.listen == ("tcp:8080",)
-    assert config.app is None
+    assert config.app == "a:b"
+
+
+def test_nothing_to_serve_is_an_error() -> None:
+    """Without an application, files, an upstream or hosts there is nothing to serve."""
+    with pytest.raises(ConfigError, match="nothing to serve"):
+        build_config({}, source=flag_source)
 
 
 def test_build_config_parses_values() -> None:
@@ -320,6 +333,7 @@ def test_http_settings_land_in_config_http() -> None:
     """Limits and timeouts go into config.http as HttpSettings fields."""
     config = build_config(
         {
+            "app": "a:b",
             "max_body": "10m",
             "max_header_count": "50",
             "max_request_line": "4k",

@@ -167,7 +167,7 @@ def test_unimportable_app_is_one_line_and_exit_2(socket_path: Path) -> None:
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "twistwsgi: error:" in line]
     assert errors == [
-        "twistwsgi: error: module 'tests.apps' has no attribute 'missing'"
+        "twistwsgi: error: --app: module 'tests.apps' has no attribute 'missing'"
         " (app 'tests.apps:missing')"
     ]
 

@@ -10,20 +10,33 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Any, NoReturn
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
 from twisted.python import usage
 
-from twistwsgi.appload import AppLoadError, load_app
-from twistwsgi.config import SETTINGS, ConfigError, ServerConfig, Setting, build_config
+from twistwsgi.config import (
+    BOOL,
+    SETTINGS,
+    ConfigError,
+    ServerConfig,
+    Setting,
+    build_config,
+    read_config_file,
+)
 from twistwsgi.service import ServerService, make_service
+from twistwsgi.site import describe_routing
 
 __all__ = ["Options", "exit_with_error", "makeService"]
 
 EXIT_CONFIG_ERROR = 2
+
+_log = Logger(namespace="twistwsgi.cli")
 
 
 def exit_with_error(message: str) -> NoReturn:
@@ -57,15 +70,21 @@ def _repeatable_option(name: str) -> Any:
 class Options(usage.Options):
     """Command-line options of ``twistd wsgi``, generated from the settings schema."""
 
-    synopsis = "--app MODULE:NAME [options]"
+    synopsis = (
+        "(--app MODULE:NAME | --static PREFIX=DIR | --proxy PREFIX=URL | --config FILE) [options]"
+    )
     longdesc = (
-        "Serve a WSGI application over HTTP/1.1 on any Twisted endpoint. Every option"
-        " is described in docs/cli.md."
+        "Serve WSGI applications, static files and proxied upstreams over HTTP/1.1 on"
+        " any Twisted endpoint. Every option is described in docs/cli.md, the"
+        " configuration file in docs/configuration.md."
     )
     optParameters: list[list[Any]] = [  # noqa: RUF012 - read by Twisted as a class attribute
         [setting.flag[2:], None, None, _help(setting)]
         for setting in SETTINGS
-        if not setting.repeatable
+        if not setting.repeatable and setting.kind is not BOOL
+    ]
+    optFlags: list[list[Any]] = [  # noqa: RUF012 - read by Twisted as a class attribute
+        [setting.flag[2:], None, setting.help] for setting in SETTINGS if setting.kind is BOOL
     ]
 
     def __init__(self) -> None:
@@ -74,17 +93,23 @@ class Options(usage.Options):
         self.config = ServerConfig()
 
     def postOptions(self) -> None:
-        """Validate every given option into a :class:`ServerConfig` (exit 2 if bad)."""
+        """Validate every given option (and the config file) into a ServerConfig.
+
+        Exits with status 2 and one line on stderr when something is wrong.
+        """
         for setting in SETTINGS:
-            if not setting.repeatable and self[setting.flag[2:]] is not None:
-                self.given[setting.name] = self[setting.flag[2:]]
-        flags = {setting.name: setting.flag for setting in SETTINGS}
+            if setting.repeatable:
+                continue
+            value = self[setting.flag[2:]]
+            if setting.kind is BOOL:
+                if value:
+                    self.given[setting.name] = True
+            elif value is not None:
+                self.given[setting.name] = value
         try:
-            self.config = build_config(self.given, source=lambda name: flags.get(name, name))
+            self.config = load_config(self.given)
         except ConfigError as error:
             exit_with_error(str(error))
-        if self.config.app is None:
-            exit_with_error("--app is required (e.g. --app myproject.wsgi:application)")
 
 
 for _setting in SETTINGS:
@@ -92,16 +117,42 @@ for _setting in SETTINGS:
         setattr(Options, "opt_" + _setting.name, _repeatable_option(_setting.name))
 
 
-def build_endpoints(
-    reactor: Any, descriptions: tuple[str, ...]
-) -> list[tuple[str, IStreamServerEndpoint]]:
-    """Turn endpoint strings into endpoints; exit 2 naming a bad one."""
+def load_config(given: dict[str, Any]) -> ServerConfig:
+    """Build the configuration from command-line values and the --config file.
+
+    The file's ``[server]`` values come first; every option given on the command
+    line overrides its counterpart. Called again on SIGHUP to reload.
+
+    Raises:
+        ConfigError: naming the flag, or the file and key path, that is wrong.
+    """
+    flags = {setting.name: setting.flag for setting in SETTINGS}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    hosts: list[Any] = []
+    path = given.get("config")
+    if path is not None:
+        server, hosts = read_config_file(path)
+        name = os.path.basename(path)
+        for key, value in server.items():
+            values[key] = value
+            sources[key] = f"{name}: server.{key}"
+    for key, value in given.items():
+        values[key] = value
+        sources[key] = flags.get(key, key)
+    return build_config(values, source=lambda key: sources.get(key, key), hosts=hosts, file=path)
+
+
+def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStreamServerEndpoint]]:
+    """Turn the endpoint strings into endpoints; exit 2 naming a bad one."""
     endpoints = []
-    for description in descriptions:
+    for description in config.listen:
         try:
             endpoints.append((description, serverFromString(reactor, description)))
         except Exception as error:
-            exit_with_error(f"--listen {description!r}: {type(error).__name__}: {error}")
+            exit_with_error(
+                f"{config.source('listen')} {description!r}: {type(error).__name__}: {error}"
+            )
     return endpoints
 
 
@@ -110,17 +161,43 @@ def makeService(options: Options) -> ServerService:
     from twisted.internet import reactor  # noqa: PLC0415 - installed by twistd first
 
     config = options.config
-    assert config.app is not None
+    endpoints = build_endpoints(reactor, config)
     try:
-        app = load_app(config.app)
-    except AppLoadError as error:
+        service = make_service(
+            config, reactor=reactor, endpoints=endpoints, on_listen_error=exit_with_error
+        )
+    except ConfigError as error:
         exit_with_error(str(error))
-    endpoints = build_endpoints(reactor, config.listen)
-    service = make_service(
-        config, app, reactor=reactor, endpoints=endpoints, on_listen_error=exit_with_error
-    )
+    if config.check_config:
+        sys.stdout.write(describe_routing(config))
+        sys.stdout.write("configuration OK\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
+    reactor.callWhenRunning(_reload_on_sighup, reactor, service, dict(options.given))
     return service
+
+
+def _reload_on_sighup(reactor: Any, service: ServerService, given: dict[str, Any]) -> None:
+    """Install the SIGHUP handler: re-read the configuration and swap it in.
+
+    The handler only schedules the work; the reload runs in the reactor loop.
+    """
+
+    def reload() -> None:
+        try:
+            config = load_config(given)
+        except ConfigError as error:
+            _log.error(
+                "Reload refused, the old configuration keeps serving: {error}", error=str(error)
+            )
+            return
+        service.reload(config)
+
+    def on_signal(number: int, frame: object) -> None:
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGHUP, on_signal)
 
 
 def _exit_zero_after_signal(reactor: Any) -> None:

@@ -1,35 +1,48 @@
 """Every setting of the server, declared once, and the validated :class:`ServerConfig`.
 
 Each :class:`Setting` declares a name, a kind (which parses command-line text and
-checks config-file values), a default and the help text. The command line
-(``twistd wsgi --threads 16``) is generated from these declarations, and the
-reference documentation is too, so the three cannot drift apart. Validation errors
-are :class:`ConfigError` values that name where the bad value came from and what is
-wrong with it, in one line; the CLI prints that line and exits with status 2.
+checks config-file values), a default and the help text. Three tables of them exist:
+:data:`SETTINGS` (the command line and the ``[server]`` table of a config file),
+:data:`HOST_KEYS` (``[[host]]``) and :data:`MOUNT_KEYS` (``[[host.mount]]``). The
+command line (``twistd wsgi --threads 16``) and the reference documentation are
+generated from these declarations, so the three cannot drift apart.
 
-Pure logic: no Twisted import. Endpoint strings are only checked for shape here; the
-CLI layer builds them with Twisted and reports a failure through the same error.
+Validation errors are :class:`ConfigError` values naming where the bad value came
+from (``--threads``, ``site.toml: host[1].mount[0].static``) and what is wrong with
+it, in one line; the CLI prints that line and exits with status 2.
+
+Pure logic: no Twisted import. Endpoint strings are only checked for shape here, and
+applications are not imported; the layer that builds the server does both and reports
+a failure through the same error, with the key path kept in :attr:`MountConfig.where`.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import os
 import re
-from collections.abc import Callable, Mapping
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from twistwsgi.http.settings import HttpSettings
 
 __all__ = [
+    "HOST_KEYS",
+    "MOUNT_KEYS",
     "SETTINGS",
     "AppSpec",
     "ConfigError",
+    "HostConfig",
+    "MountConfig",
     "ServerConfig",
     "Setting",
     "build_config",
     "parse_app_spec",
+    "read_config_file",
 ]
 
 
@@ -158,6 +171,127 @@ ACCESS_LOG = Kind("PATH", _access_log, "a file path, - for stdout, or off")
 APP = Kind("MODULE:NAME", _app, "module:name, or module:factory(args) to call a factory")
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+_HOST_NAME = re.compile(
+    r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?"
+    r"|\[[0-9a-f:.]+\]"
+)
+
+
+def _host_names(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"expected a list of host names, got {value!r}")
+    names = []
+    for item in items:
+        if not isinstance(item, str) or not _HOST_NAME.fullmatch(item.strip().lower()):
+            raise ValueError(f"{item!r} is not a host name (example.com, *.example.org or [::1])")
+        names.append(item.strip())
+    return tuple(names)
+
+
+def _mount_path(value: Any) -> str:
+    text = _text(value).strip()
+    if not text.startswith("/"):
+        raise ValueError(f"a mount path starts with /, got {value!r}")
+    segments = text.split("/")[1:]
+    if "." in segments or ".." in segments or "" in segments[:-1]:
+        raise ValueError(f"a mount path has no empty, . or .. segments, got {value!r}")
+    if any(ord(char) < 0x21 or char in "?#%\\" for char in text):
+        raise ValueError(f"a mount path is a plain path (no spaces, ?, #, % or \\), got {value!r}")
+    return text.rstrip("/") or "/"
+
+
+def _directory(value: Any) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("expected a directory")
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+        raise ValueError(f"directory {text!r} {what}")
+    return path
+
+
+def _upstream(value: Any) -> str:
+    text = _text(value).strip()
+    if text.startswith("unix:"):
+        if len(text) <= len("unix:"):
+            raise ValueError(f"expected unix:/path/to/socket, got {value!r}")
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"expected an upstream URL such as http://127.0.0.1:9000 or "
+            f"unix:/run/app.sock, got {value!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"bad port in upstream URL {value!r}") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
+    return text
+
+
+def _header_value(value: Any) -> str:
+    text = _text(value)
+    if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in text):
+        raise ValueError(f"a header value cannot contain control characters: {value!r}")
+    return text.strip()
+
+
+def _mount_spec(parse_target: Callable[[Any], str]) -> Callable[[Any], tuple[tuple[str, str], ...]]:
+    """A parser for repeatable ``PREFIX=TARGET`` values (``--static``, ``--proxy``)."""
+
+    def parse(value: Any) -> tuple[tuple[str, str], ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"expected PREFIX=TARGET, got {value!r}")
+        specs = []
+        for item in items:
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                prefix, target = item
+            elif isinstance(item, str) and "=" in item:
+                prefix, _, target = item.partition("=")
+            else:
+                raise ValueError(f"expected PREFIX=TARGET (e.g. /static=./static), got {item!r}")
+            specs.append((_mount_path(prefix), parse_target(target)))
+        return tuple(specs)
+
+    return parse
+
+
+BOOL = Kind("BOOL", _boolean, "true or false")
+HOST_NAMES = Kind(
+    "NAMES",
+    _host_names,
+    "a list of host names; *.example.org matches any name ending in .example.org",
+)
+MOUNT_PATH = Kind("PATH", _mount_path, "a URL path prefix starting with /")
+DIRECTORY = Kind("DIR", _directory, "an existing directory")
+UPSTREAM = Kind("URL", _upstream, "http://host:port[/prefix], https://..., or unix:/path")
+HEADER_VALUE = Kind("TEXT", _header_value, "a header field value")
+STATIC_SPEC = Kind(
+    "PREFIX=DIR", _mount_spec(_directory), "a URL prefix and a directory, e.g. /static=./static"
+)
+PROXY_SPEC = Kind(
+    "PREFIX=URL",
+    _mount_spec(_upstream),
+    "a URL prefix and an upstream, e.g. /api=http://127.0.0.1:9000",
+)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its name, kind, default and help.
@@ -168,6 +302,10 @@ class Setting:
         default: the value when none is given.
         help: one or two sentences for ``--help`` and the reference.
         repeatable: whether the flag may be given several times (a list).
+        cli: whether it is a command-line flag.
+        file: whether it is a key of its config-file table.
+        required: whether the table must have it.
+        applies_to: for mount keys, the kinds of mount it is for (empty: all).
     """
 
     name: str
@@ -175,6 +313,10 @@ class Setting:
     default: Any
     help: str
     repeatable: bool = False
+    cli: bool = True
+    file: bool = True
+    required: bool = False
+    applies_to: frozenset[str] = frozenset()
 
     @property
     def flag(self) -> str:
@@ -186,11 +328,44 @@ _DEFAULT_HTTP = HttpSettings()
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
+        "config",
+        TEXT,
+        None,
+        "A TOML configuration file: a [server] table with any of these settings, and"
+        " [[host]] tables for virtual hosts and their mounts. Options given on the"
+        " command line override the file's [server] values.",
+        file=False,
+    ),
+    Setting(
+        "check_config",
+        BOOL,
+        False,
+        "Check the configuration (import the applications, parse the endpoints), print"
+        " the routing table, and exit: 0 if it is valid, 2 if not.",
+        file=False,
+    ),
+    Setting(
         "app",
         APP,
         None,
-        "The WSGI application to serve: module:name, or module:factory() to call a"
-        " factory (literal arguments allowed, e.g. module:create_app('prod')).",
+        "The WSGI application to serve at /: module:name, or module:factory() to call"
+        " a factory (literal arguments allowed, e.g. module:create_app('prod')).",
+    ),
+    Setting(
+        "static",
+        STATIC_SPEC,
+        (),
+        "Serve the files of a directory under a URL prefix: --static /static=./static."
+        " Repeat for several.",
+        repeatable=True,
+    ),
+    Setting(
+        "proxy",
+        PROXY_SPEC,
+        (),
+        "Forward requests under a URL prefix to an upstream server:"
+        " --proxy /api=http://127.0.0.1:9000. Repeat for several.",
+        repeatable=True,
     ),
     Setting(
         "listen",
@@ -281,6 +456,72 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
+#: The kinds of mount, by the key that names what it serves.
+MOUNT_KINDS = ("app", "static", "proxy")
+
+HOST_KEYS: tuple[Setting, ...] = (
+    Setting(
+        "names",
+        HOST_NAMES,
+        None,
+        "The host names this host answers to, matched case-insensitively without the"
+        " port: exact names first, then the longest matching wildcard (*.example.org),"
+        " then the default host.",
+        cli=False,
+        required=True,
+    ),
+    Setting(
+        "default",
+        BOOL,
+        False,
+        "Whether requests for a host name no [[host]] lists land here. At most one"
+        " host is the default; without one, unknown names get 404 (421 over TLS).",
+        cli=False,
+    ),
+)
+
+MOUNT_KEYS: tuple[Setting, ...] = (
+    Setting(
+        "path",
+        MOUNT_PATH,
+        None,
+        "The URL path prefix. The longest prefix that matches wins, on segment"
+        " boundaries: /static matches /static/app.css, never /staticfoo.",
+        cli=False,
+        required=True,
+    ),
+    Setting(
+        "app",
+        APP,
+        None,
+        "Serve a WSGI application here; SCRIPT_NAME is the mount path.",
+        cli=False,
+    ),
+    Setting(
+        "static",
+        DIRECTORY,
+        None,
+        "Serve the files of this directory here.",
+        cli=False,
+    ),
+    Setting(
+        "proxy",
+        UPSTREAM,
+        None,
+        "Forward requests under this path to an upstream HTTP server.",
+        cli=False,
+    ),
+    Setting(
+        "cache_control",
+        HEADER_VALUE,
+        None,
+        "The Cache-Control header sent with every file, e.g. 'public, max-age=31536000,"
+        " immutable' for hashed asset names.",
+        cli=False,
+        applies_to=frozenset({"static"}),
+    ),
+)
+
 
 @dataclass(frozen=True)
 class AppSpec:
@@ -340,40 +581,237 @@ def parse_app_spec(text: str) -> AppSpec:
 
 
 @dataclass(frozen=True)
+class MountConfig:
+    """One mount of a host: a path prefix and what serves it.
+
+    Attributes:
+        path: the prefix, ``/`` or without a trailing slash (``/static``).
+        kind: ``"app"``, ``"static"`` or ``"proxy"``.
+        target: the application reference, directory or upstream URL.
+        options: the mount's other keys (defaults filled in), by name.
+        where: where it was configured, for error messages
+            (``site.toml: host[0].mount[1]`` or ``--static '/s=./s'``).
+    """
+
+    path: str
+    kind: str
+    target: str
+    options: Mapping[str, Any]
+    where: str
+
+    @property
+    def prefix(self) -> bytes:
+        """The prefix as the router compares it (``b""`` for ``/``)."""
+        return b"" if self.path == "/" else self.path.encode("latin-1")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """A virtual host: its names and mounts.
+
+    Attributes:
+        names: host names as configured (empty for the catch-all host the command
+            line makes).
+        default: whether unknown host names land here.
+        mounts: the mounts, in configuration order.
+        where: where it was configured.
+    """
+
+    names: tuple[str, ...]
+    default: bool
+    mounts: tuple[MountConfig, ...]
+    where: str
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The validated configuration the server is built from.
 
     Attributes:
-        app: the application reference (``module:name``), or ``None``.
+        hosts: the virtual hosts; the command line's --app/--static/--proxy make one
+            catch-all host.
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         graceful_timeout: seconds in-flight requests get on shutdown.
         http: limits and timeouts of the HTTP protocol.
+        config_file: the configuration file it was read from, if any (for reload).
+        check_config: whether to check and exit instead of serving.
+        sources: where each server setting given came from (``--listen`` or
+            ``site.toml: server.listen``), for errors found after validation.
     """
 
-    app: str | None = None
+    hosts: tuple[HostConfig, ...] = ()
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
     access_log: str | None = None
     graceful_timeout: float = 30.0
     http: HttpSettings = field(default_factory=HttpSettings)
+    config_file: str | None = None
+    check_config: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from (its flag when it took the default)."""
+        return self.sources.get(name) or "--" + name.replace("_", "-")
+
+    @property
+    def app(self) -> str | None:
+        """The application at ``/`` of the first host, if there is one (a shortcut)."""
+        for host in self.hosts[:1]:
+            for mount in host.mounts:
+                if mount.kind == "app" and mount.path == "/":
+                    return mount.target
+        return None
 
 
 _HTTP_FIELDS = {f.name for f in fields(HttpSettings)}
 
 
-def build_config(values: Mapping[str, Any], *, source: Callable[[str], str]) -> ServerConfig:
-    """Check ``values`` against :data:`SETTINGS` and build a :class:`ServerConfig`.
-
-    Args:
-        values: setting name to raw value (command-line text or config-file value);
-            missing names take their defaults.
-        source: maps a setting name to how the user wrote it (``--threads``, or
-            ``site.toml: server.threads``), for error messages.
+def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
+    """Read a TOML configuration file into its ``[server]`` table and ``[[host]]`` list.
 
     Raises:
-        ConfigError: for an unknown name or a value that does not parse.
+        ConfigError: naming the file, when it cannot be read, is not valid TOML, or
+            has a top-level key other than ``server`` and ``host``.
+    """
+    name = os.path.basename(path) or path
+    try:
+        with open(path, "rb") as stream:
+            document = tomllib.load(stream)
+    except OSError as error:
+        raise ConfigError(path, f"cannot read the configuration file: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, f"not valid TOML: {error}") from None
+    for key in document:
+        if key not in ("server", "host"):
+            raise ConfigError(f"{name}: {key}", "unknown key (expected [server] or [[host]])")
+    server = document.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{name}: server", "expected a table: [server]")
+    hosts = document.get("host", [])
+    if not isinstance(hosts, list):
+        raise ConfigError(f"{name}: host", "expected an array of tables: [[host]]")
+    return server, hosts
+
+
+def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, Any]:
+    """Parse one config-file table against ``keys`` (unknown keys refused)."""
+    if not isinstance(table, dict):
+        raise ConfigError(where, "expected a table")
+    by_name = {key.name: key for key in keys if key.file}
+    parsed: dict[str, Any] = {}
+    for name, raw in table.items():
+        key = by_name.get(name)
+        if key is None:
+            raise ConfigError(f"{where}.{name}", "unknown key")
+        try:
+            parsed[name] = key.kind.parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{where}.{name}", str(error)) from None
+    for key in keys:
+        if key.required and key.name not in parsed:
+            raise ConfigError(f"{where}.{key.name}", "missing (required)")
+    return parsed
+
+
+def _mount(table: Any, where: str) -> MountConfig:
+    parsed = _parse_table(
+        {k: v for k, v in table.items()} if isinstance(table, dict) else table, MOUNT_KEYS, where
+    )
+    kinds = [kind for kind in MOUNT_KINDS if kind in parsed]
+    if len(kinds) != 1:
+        raise ConfigError(where, "a mount needs exactly one of app, static or proxy")
+    kind = kinds[0]
+    options: dict[str, Any] = {}
+    for key in MOUNT_KEYS:
+        if key.name in ("path", *MOUNT_KINDS):
+            continue
+        if key.name in parsed and key.applies_to and kind not in key.applies_to:
+            allowed = " or ".join(sorted(key.applies_to))
+            raise ConfigError(f"{where}.{key.name}", f"only applies to {allowed} mounts")
+        if not key.applies_to or kind in key.applies_to:
+            options[key.name] = parsed.get(key.name, key.default)
+    return MountConfig(parsed["path"], kind, parsed[kind], options, where)
+
+
+def _default_options(kind: str) -> dict[str, Any]:
+    return {
+        key.name: key.default
+        for key in MOUNT_KEYS
+        if key.name not in ("path", *MOUNT_KINDS) and (not key.applies_to or kind in key.applies_to)
+    }
+
+
+def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
+    seen: dict[str, MountConfig] = {}
+    for mount in mounts:
+        if mount.path in seen:
+            raise ConfigError(
+                mount.where,
+                f"path {mount.path!r} is already mounted by {seen[mount.path].where}",
+            )
+        seen[mount.path] = mount
+    if not mounts:
+        raise ConfigError(where, "a host needs at least one [[host.mount]]")
+
+
+def _hosts(raw_hosts: Sequence[Any], file: str) -> tuple[HostConfig, ...]:
+    hosts = []
+    names_seen: dict[str, str] = {}
+    default_where = None
+    for index, table in enumerate(raw_hosts):
+        where = f"{file}: host[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(where, "expected a table: [[host]]")
+        mounts_raw = table.get("mount", [])
+        parsed = _parse_table({k: v for k, v in table.items() if k != "mount"}, HOST_KEYS, where)
+        if not isinstance(mounts_raw, list):
+            raise ConfigError(f"{where}.mount", "expected an array of tables: [[host.mount]]")
+        mounts = tuple(
+            _mount(mount, f"{where}.mount[{number}]") for number, mount in enumerate(mounts_raw)
+        )
+        _check_mounts(mounts, where)
+        for name in parsed["names"]:
+            normal = name.strip().lower().rstrip(".")
+            if normal in names_seen:
+                raise ConfigError(
+                    f"{where}.names",
+                    f"{name!r} is already a name of {names_seen[normal]}",
+                )
+            names_seen[normal] = where
+        default = parsed.get("default", False)
+        if default:
+            if default_where is not None:
+                raise ConfigError(
+                    f"{where}.default", f"{default_where} is already the default host"
+                )
+            default_where = where
+        hosts.append(HostConfig(parsed["names"], default, mounts, where))
+    return tuple(hosts)
+
+
+def build_config(
+    values: Mapping[str, Any],
+    *,
+    source: Callable[[str], str],
+    hosts: Sequence[Any] = (),
+    file: str | None = None,
+) -> ServerConfig:
+    """Check settings and hosts and build a :class:`ServerConfig`.
+
+    Args:
+        values: setting name to raw value (command-line text or ``[server]`` value);
+            missing names take their defaults. The caller merges the command line
+            over the file.
+        source: maps a setting name to how the user wrote it (``--threads``, or
+            ``site.toml: server.threads``), for error messages.
+        hosts: the raw ``[[host]]`` tables of the configuration file.
+        file: the configuration file's path, if any.
+
+    Raises:
+        ConfigError: for an unknown name, a value that does not parse, or a
+            configuration that contradicts itself.
     """
     parsed: dict[str, Any] = {}
     for name, raw in values.items():
@@ -386,11 +824,38 @@ def build_config(values: Mapping[str, Any], *, source: Callable[[str], str]) -> 
             raise ConfigError(source(name), str(error)) from None
     resolved = {setting.name: parsed.get(setting.name, setting.default) for setting in SETTINGS}
     http = HttpSettings(**{k: v for k, v in resolved.items() if k in _HTTP_FIELDS})
+    file_name = os.path.basename(file) if file else "config"
+    host_configs = _hosts(hosts, file_name)
+    single_site: list[MountConfig] = []
+    if resolved["app"] is not None:
+        single_site.append(
+            MountConfig("/", "app", resolved["app"], _default_options("app"), source("app"))
+        )
+    for kind in ("static", "proxy"):
+        for prefix, target in resolved[kind]:
+            where = f"{source(kind)} {prefix}={target}"
+            single_site.append(MountConfig(prefix, kind, target, _default_options(kind), where))
+    if single_site:
+        if host_configs:
+            raise ConfigError(
+                single_site[0].where,
+                "the configuration file has [[host]] tables: put this mount in one of them",
+            )
+        _check_mounts(single_site, "command line")
+        host_configs = (HostConfig((), True, tuple(single_site), "command line"),)
+    if not host_configs:
+        raise ConfigError(
+            "configuration",
+            "nothing to serve: give --app, --static or --proxy, or [[host]] tables in --config",
+        )
     return ServerConfig(
-        app=resolved["app"],
+        hosts=host_configs,
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
         access_log=resolved["access_log"],
         graceful_timeout=resolved["graceful_timeout"],
         http=http,
+        config_file=resolved["config"] or file,
+        check_config=resolved["check_config"],
+        sources={name: source(name) for name in values},
     )

@@ -36,13 +36,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi.access_log import AccessLog
-from twistwsgi.config import ServerConfig
+from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
+from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.site import MountBuilder, SiteBuilder
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
 from twistwsgi.wsgi import WSGIApplication, WSGIHandler
 
-__all__ = ["ListenError", "ServerService", "make_factory", "make_service"]
+__all__ = ["ListenError", "ServerService", "make_factory", "make_service", "standard_builders"]
 
 _log = Logger(namespace="twistwsgi.service")
 
@@ -99,6 +101,9 @@ class ServerService(Service):
         access_log: closed when the service stops.
         on_listen_error: called with a one-line message when an endpoint fails to
             listen at start-up; by default :class:`ListenError` is raised.
+        router: the router whose table :meth:`reload` replaces.
+        site_builder: builds routing tables from configurations (for reload).
+        config: the configuration the service was built from.
     """
 
     def __init__(
@@ -111,9 +116,15 @@ class ServerService(Service):
         graceful_timeout: float = 30.0,
         access_log: AccessLog | None = None,
         on_listen_error: Callable[[str], None] | None = None,
+        router: Router | None = None,
+        site_builder: SiteBuilder | None = None,
+        config: ServerConfig | None = None,
     ) -> None:
         self.factory = factory
         self._on_listen_error = on_listen_error
+        self._router = router
+        self._site_builder = site_builder
+        self.config = config
         self._endpoints = list(endpoints)
         self._clock = clock
         self._pool = pool
@@ -184,6 +195,45 @@ class ServerService(Service):
             address=port.getHost(),
         )
 
+    def reload(self, config: ServerConfig) -> bool:
+        """Serve ``config``'s hosts and mounts from now on, if it builds whole.
+
+        The new routing table is built completely first (applications imported);
+        only then are new requests routed with it. Requests in flight finish with
+        the handlers they started with; no connection is dropped. Limits and
+        timeouts apply to new connections. Listening endpoints and the number of
+        threads need a restart. The access log file is reopened (for log rotation).
+
+        Returns:
+            Whether the new configuration was applied; a failure is logged as one
+            line and the old configuration keeps serving.
+        """
+        if self._access_log is not None:
+            self._access_log.reopen()
+        if self._router is None or self._site_builder is None:
+            _log.warn("Reload ignored: this server was not built from a configuration")
+            return False
+        try:
+            table = self._site_builder.build(config)
+        except ConfigError as error:
+            _log.error(
+                "Reload refused, the old configuration keeps serving: {error}", error=str(error)
+            )
+            return False
+        old = self.config
+        if old is not None:
+            for name in ("listen", "threads"):
+                if getattr(old, name) != getattr(config, name):
+                    _log.warn(
+                        "Reload: {name} changed; it takes effect at the next restart",
+                        name=name,
+                    )
+        self._router.replace(table)
+        self.factory.settings = config.http
+        self.config = config
+        _log.info("Reloaded the configuration: {count} host(s)", count=len(config.hosts))
+        return True
+
     def stopService(self) -> Deferred[None]:
         """Stop accepting, drain in-flight requests, then stop the worker threads."""
         super().stopService()
@@ -231,38 +281,60 @@ class ServerService(Service):
 
 def make_service(
     config: ServerConfig,
-    app: WSGIApplication,
+    app: WSGIApplication | None = None,
     *,
     reactor: Any,
     endpoints: Sequence[tuple[str, IStreamServerEndpoint]] | None = None,
     on_listen_error: Callable[[str], None] | None = None,
+    builders: dict[str, MountBuilder] | None = None,
 ) -> ServerService:
-    """Build a :class:`ServerService` for ``app`` from ``config``.
+    """Build a :class:`ServerService` from ``config``.
 
     Args:
-        config: the validated configuration.
-        app: the loaded WSGI application.
+        config: the validated configuration; its hosts and mounts are imported and
+            built here.
+        app: for library use, a WSGI application object to serve at ``/`` for every
+            host name, instead of ``config.hosts``.
         reactor: the reactor to run on.
         endpoints: the endpoints to listen on, as ``(description, endpoint)``; by
             default they are built from ``config.listen`` with ``serverFromString``
             (which raises ``ValueError`` for a string it cannot parse).
         on_listen_error: see :class:`ServerService`.
+        builders: how static and proxy mounts become handlers (by mount kind); the
+            standard ones by default.
+
+    Raises:
+        ConfigError: when a mount cannot be built (an application that does not
+            import, for instance), naming its key path.
     """
     if endpoints is None:
         endpoints = [(text, serverFromString(reactor, text)) for text in config.listen]
     pool = WorkerPool(config.threads) if config.threads > 0 else None
+    builder = SiteBuilder(
+        reactor=reactor,
+        threadpool=pool,
+        builders=builders if builders is not None else standard_builders(reactor),
+    )
+    if app is not None:
+        if config.hosts:
+            raise ValueError("give either an application or hosts in the configuration")
+        handler = WSGIHandler(app, reactor=reactor, threadpool=pool)
+        table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
+    else:
+        table = builder.build(config)
+    router = Router(table)
     access_log = None
     response_log: ResponseLog | None = None
     if config.access_log != "off":
-        access_log = AccessLog(config.access_log or "", clock=reactor)
+        try:
+            access_log = AccessLog(config.access_log or "", clock=reactor)
+        except OSError as error:
+            raise ConfigError(
+                config.source("access_log"),
+                f"cannot open {config.access_log!r}: {error.strerror}",
+            ) from None
         response_log = access_log
-    factory = make_factory(
-        app,
-        reactor=reactor,
-        threadpool=pool,
-        settings=config.http,
-        response_log=response_log,
-    )
+    factory = HTTPFactory(router, settings=config.http, clock=reactor, response_log=response_log)
     return ServerService(
         factory,
         endpoints,
@@ -271,4 +343,12 @@ def make_service(
         graceful_timeout=config.graceful_timeout,
         access_log=access_log,
         on_listen_error=on_listen_error,
+        router=router,
+        site_builder=builder,
+        config=config,
     )
+
+
+def standard_builders(reactor: Any) -> dict[str, MountBuilder]:
+    """The builders of static and proxy mounts that ship with twistwsgi."""
+    return {}

@@ -292,14 +292,18 @@ class WSGIHandler:
 
     def handle(self, exchange: Exchange) -> None:
         """Start the application for ``exchange`` (on the pool, or right here)."""
-        path = exchange.request.decoded_path
-        prefix = self.script_name
-        if prefix and path.startswith(prefix):
-            path_info = path[len(prefix) :]
-            script_name = prefix
+        route = exchange.route
+        if route is not None:
+            script_name, path_info = route.script_name, route.path_info
         else:
-            path_info = path
-            script_name = b""
+            path = exchange.request.decoded_path
+            prefix = self.script_name
+            if prefix and path.startswith(prefix):
+                path_info = path[len(prefix) :]
+                script_name = prefix
+            else:
+                path_info = path
+                script_name = b""
         if self._threadpool is None:
             _InlineCall(self, exchange, script_name, path_info).start()
         else:

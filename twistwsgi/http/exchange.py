@@ -22,9 +22,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
-from twistwsgi.http.request import Address, RequestHead
+from twistwsgi.http.request import Address, RequestHead, Route
 
-__all__ = ["Address", "BodyReceiver", "Exchange", "Handler", "RequestHead"]
+__all__ = ["Address", "BodyReceiver", "Exchange", "Handler", "RequestHead", "Route"]
 
 
 class BodyReceiver(Protocol):
@@ -45,12 +45,15 @@ class Exchange(Protocol):
 
     Attributes:
         request: the request facts.
+        route: set by a router before it hands the exchange on (mount prefix and
+            the path below it), else ``None``.
         response_started: whether ``start_response`` has been called.
         finished: whether the response is complete, aborted, or the client is gone;
             every response method is then a no-op.
     """
 
     request: RequestHead
+    route: Route | None
     response_started: bool
     finished: bool
 

@@ -45,7 +45,7 @@ from zope.interface import implementer
 
 from twistwsgi.http import rules
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.request import Address, RequestHead
+from twistwsgi.http.request import Address, RequestHead, Route
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
@@ -948,6 +948,7 @@ class HTTP11Exchange:
         "finished",
         "request",
         "response_started",
+        "route",
         "status",
     )
 
@@ -960,6 +961,7 @@ class HTTP11Exchange:
     ) -> None:
         self._protocol = protocol
         self.request = request
+        self.route: Route | None = None
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.
         self._continue: bool | None = False if expects_continue else None

@@ -8,7 +8,9 @@ already derived (effective authority, body framing, decoded path).
 
 from __future__ import annotations
 
-__all__ = ["Address", "RequestHead"]
+from dataclasses import dataclass
+
+__all__ = ["Address", "RequestHead", "Route"]
 
 #: A host and port pair, as the socket reports it.
 Address = tuple[str, int]
@@ -98,3 +100,18 @@ class RequestHead:
             if field.lower() == name:
                 return value
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a router sent a request, for the handler that answers it.
+
+    Attributes:
+        script_name: the mount prefix (decoded, no trailing slash, ``b""`` at the root).
+        path_info: the rest of the decoded path, with dot-segments removed.
+        host: the first configured name of the host, or ``None`` for a catch-all host.
+    """
+
+    script_name: bytes
+    path_info: bytes
+    host: str | None

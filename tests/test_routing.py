@@ -1,0 +1,293 @@
+"""Virtual hosts and mounts: host normalisation and matching, dot-segments, prefixes,
+and the Router on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from twistwsgi.http.exchange import Exchange
+from twistwsgi.routing import (
+    HostTable,
+    Mount,
+    MountTable,
+    Router,
+    RoutingTable,
+    match_prefix,
+    normalize_host,
+    normalize_name,
+    remove_dot_segments,
+)
+from twistwsgi.testing import connect, parse_responses
+
+# -- host names -------------------------------------------------------------------------
+
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+domains = st.lists(labels, min_size=1, max_size=4).map(".".join)
+
+
+@given(domains, st.integers(0, 65535), st.booleans(), st.booleans())
+def test_normalize_host_ignores_case_port_and_trailing_dot(
+    name: str, port: int, with_port: bool, upper: bool
+) -> None:
+    """Case, a port and a trailing dot do not change the normalised name."""
+    written = (name.upper() if upper else name) + "."
+    if with_port:
+        written += f":{port}"
+    assert normalize_host(written.encode()) == name
+
+
+@given(st.sampled_from(["::1", "2001:db8::7", "fe80::1:2"]), st.integers(1, 65535))
+def test_normalize_host_keeps_ipv6_brackets(address: str, port: int) -> None:
+    """[::1]:8080 normalises to [::1], the form names are configured in."""
+    assert normalize_host(f"[{address}]:{port}".encode()) == f"[{address}]"
+    assert normalize_host(f"[{address.upper()}]".encode()) == f"[{address}]"
+
+
+@pytest.mark.parametrize(
+    "authority", [b"", b"a:b", b"[::1", b"[::1]x", b"[::1]:x", b"caf\xc3\xa9.example"]
+)
+def test_malformed_authorities_normalise_to_none(authority: bytes) -> None:
+    """Empty or malformed authorities match no name (only the default host)."""
+    assert normalize_host(authority) is None
+
+
+def test_normalize_name_of_configured_names() -> None:
+    """Configured names are compared lower-case, without a trailing dot."""
+    assert normalize_name(" WWW.Example.COM. ") == "www.example.com"
+    assert normalize_name("*.Example.org") == "*.example.org"
+
+
+def table() -> HostTable[str]:
+    return HostTable(
+        [
+            (["example.com", "www.example.com"], "shop"),
+            (["*.example.org"], "org"),
+            (["*.api.example.org"], "api"),
+            (["[::1]"], "local6"),
+        ],
+        default=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("example.com", "shop"),
+        ("www.example.com", "shop"),
+        ("a.example.org", "org"),
+        ("deep.a.example.org", "org"),
+        ("v1.api.example.org", "api"),  # the longest wildcard wins
+        ("api.example.org", "org"),
+        ("example.org", None),  # *.example.org needs a label before the suffix
+        ("[::1]", "local6"),
+        ("other.net", None),
+        (None, None),
+    ],
+)
+def test_host_lookup_exact_then_longest_wildcard(name: str | None, expected: str | None) -> None:
+    """Exact names first, then the longest wildcard suffix, then the default."""
+    assert table().lookup(name) == expected
+
+
+def test_default_host_catches_unknown_names() -> None:
+    """Unknown names (and no name at all) land on the default."""
+    hosts = HostTable([(["a.example"], "a")], default="fallback")
+    assert hosts.lookup("b.example") == "fallback"
+    assert hosts.lookup(None) == "fallback"
+    assert hosts.lookup("a.example") == "a"
+
+
+def test_exact_name_beats_wildcard() -> None:
+    """An exact name wins over a wildcard that also matches."""
+    hosts = HostTable([(["*.example.org"], "wild"), (["www.example.org"], "exact")], None)
+    assert hosts.lookup("www.example.org") == "exact"
+
+
+@pytest.mark.parametrize(
+    "names", [["a.example", "A.Example."], ["*.x.org", "*.X.org"]], ids=["exact", "wildcard"]
+)
+def test_duplicate_names_are_refused(names: list[str]) -> None:
+    """The same name twice (whatever its case) is a configuration error."""
+    with pytest.raises(ValueError, match="listed twice"):
+        HostTable([([names[0]], 1), ([names[1]], 2)], None)
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"/a/b", b"/a/b"),
+        (b"/a/./b", b"/a/b"),
+        (b"/a/../b", b"/b"),
+        (b"/a/b/..", b"/a/"),
+        (b"/a/b/.", b"/a/b/"),
+        (b"/static/../app/x", b"/app/x"),
+        (b"//a", b"//a"),
+        (b"/..", None),
+        (b"/a/../../etc/passwd", None),
+        (b"/.../x", b"/.../x"),
+        (b"/a.b/c", b"/a.b/c"),
+    ],
+)
+def test_remove_dot_segments(path: bytes, expected: bytes | None) -> None:
+    """Dot-segments are resolved (RFC 3986 5.2.4); climbing above / is refused."""
+    assert remove_dot_segments(path) == expected
+
+
+segments = st.lists(
+    st.sampled_from([b"a", b"b", b".", b"..", b"", b".x", b"x."]), min_size=1, max_size=8
+)
+
+
+@given(segments)
+def test_normalised_paths_have_no_dot_segments_and_are_stable(parts: list[bytes]) -> None:
+    """The result has no . or .. segment and normalising it again changes nothing."""
+    result = remove_dot_segments(b"/" + b"/".join(parts))
+    if result is None:
+        return
+    assert result.startswith(b"/")
+    assert b"." not in result.split(b"/") and b".." not in result.split(b"/")
+    assert remove_dot_segments(result) == result
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix", "matches"),
+    [
+        (b"/static", b"/static", True),
+        (b"/static/", b"/static", True),
+        (b"/static/app.css", b"/static", True),
+        (b"/staticfoo", b"/static", False),
+        (b"/stat", b"/static", False),
+        (b"/anything", b"", True),
+        (b"", b"", True),
+    ],
+)
+def test_prefix_matches_on_segment_boundaries(path: bytes, prefix: bytes, matches: bool) -> None:
+    """/static matches /static and below, never /staticfoo."""
+    assert match_prefix(path, prefix) is matches
+
+
+def test_longest_mount_prefix_wins() -> None:
+    """The most specific mount answers."""
+    mounts = MountTable([Mount(b"", "root"), Mount(b"/api", "api"), Mount(b"/api/v2", "v2")])
+    assert mounts.lookup(b"/api/v2/users") is not None
+    assert mounts.lookup(b"/api/v2/users").target == "v2"  # type: ignore[union-attr]
+    assert mounts.lookup(b"/api/v1").target == "api"  # type: ignore[union-attr]
+    assert mounts.lookup(b"/api2").target == "root"  # type: ignore[union-attr]
+
+
+def test_mount_table_without_root_misses() -> None:
+    """Without a / mount, paths outside every prefix match nothing."""
+    assert MountTable([Mount(b"/api", "api")]).lookup(b"/other") is None
+
+
+def test_two_mounts_at_one_path_are_refused() -> None:
+    """Two mounts with the same prefix are a configuration error."""
+    with pytest.raises(ValueError, match="two mounts at '/x'"):
+        MountTable([Mount(b"/x", 1), Mount(b"/x", 2)])
+
+
+# -- the router on the wire ----------------------------------------------------------------
+
+
+class Recorder:
+    """Answers with its name and the route it was given."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def handle(self, exchange: Exchange) -> None:
+        route = exchange.route
+        assert route is not None
+        body = f"{self.name} {route.script_name.decode()}|{route.path_info.decode()}|{route.host}"
+        exchange.start_response(200, [(b"Content-Type", b"text/plain")])
+        exchange.finish(body.encode())
+
+
+def router(default: bool) -> Router:
+    shop = MountTable([Mount(b"", Recorder("shop")), Mount(b"/static", Recorder("files"))])
+    org = MountTable([Mount(b"/api", Recorder("api"))])
+    hosts: HostTable[Any] = HostTable(
+        [(["example.com", "www.example.com"], shop), (["*.example.org"], org)],
+        default=org if default else None,
+    )
+    names = HostTable(
+        [(["example.com", "www.example.com"], "example.com"), (["*.example.org"], "*.example.org")],
+        default="*.example.org" if default else None,
+    )
+    return Router(RoutingTable(hosts, names))
+
+
+def ask(handler: Any, host: bytes, path: bytes, transport: Any = None) -> tuple[int, bytes]:
+    connection = connect(handler, transport=transport)
+    connection.send(b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    return response.status, response.body
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "expected"),
+    [
+        (b"example.com", b"/cart", b"shop |/cart|example.com"),
+        (b"WWW.Example.com:8080", b"/", b"shop |/|example.com"),
+        (b"example.com", b"/static/app.css", b"files /static|/app.css|example.com"),
+        (b"example.com", b"/staticfoo", b"shop |/staticfoo|example.com"),
+        (b"example.com", b"/static/../cart", b"shop |/cart|example.com"),
+        (b"example.com", b"/static/%2e%2e/cart", b"shop |/cart|example.com"),
+        (b"a.example.org", b"/api/v1", b"api /api|/v1|*.example.org"),
+    ],
+)
+def test_router_picks_host_and_mount(host: bytes, path: bytes, expected: bytes) -> None:
+    """Host first, then the longest mount on the normalised path; the handler gets
+    SCRIPT_NAME and PATH_INFO split at the mount.
+    """
+    assert ask(router(default=False), host, path) == (200, expected)
+
+
+def test_unknown_host_without_default_is_404() -> None:
+    """No match and no default: 404."""
+    assert ask(router(default=False), b"other.net", b"/")[0] == 404
+
+
+def test_unknown_host_over_tls_is_421() -> None:
+    """Over TLS, a name this server does not serve is 421 Misdirected Request."""
+    from twisted.internet.interfaces import ISSLTransport
+    from twisted.internet.testing import StringTransport
+    from zope.interface import alsoProvides
+
+    transport = StringTransport()
+    alsoProvides(transport, ISSLTransport)
+    assert ask(router(default=False), b"other.net", b"/", transport)[0] == 421
+
+
+def test_unknown_host_lands_on_the_default() -> None:
+    """With a default host, unknown names are served by it."""
+    assert ask(router(default=True), b"other.net", b"/api/x") == (
+        200,
+        b"api /api|/x|*.example.org",
+    )
+
+
+def test_path_outside_every_mount_is_404() -> None:
+    """A host without a mount for the path answers 404."""
+    assert ask(router(default=False), b"a.example.org", b"/other")[0] == 404
+
+
+def test_path_above_the_root_is_400() -> None:
+    """A path that climbs above / is refused."""
+    assert ask(router(default=False), b"example.com", b"/a/../../x")[0] == 400
+
+
+def test_replace_swaps_the_table_for_new_requests() -> None:
+    """replace() routes later requests with the new table."""
+    routes = router(default=False)
+    assert ask(routes, b"other.net", b"/api/x")[0] == 404
+    routes.replace(router(default=True).table)
+    assert ask(routes, b"other.net", b"/api/x")[0] == 200

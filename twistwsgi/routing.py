@@ -1,0 +1,271 @@
+"""Virtual hosts and path mounts: which handler answers a request.
+
+Two steps, both pure and both here:
+
+1. **Host.** The request's authority is normalised (:func:`normalize_host`: lower case,
+   port and a trailing dot removed, IPv6 literals kept in brackets) and looked up in a
+   :class:`HostTable`: exact names first, then the longest matching wildcard suffix
+   (``*.example.org`` matches ``a.example.org`` and ``b.a.example.org``, as nginx's
+   ``server_name`` does), then the default host. No match and no default is a 404, or
+   421 (Misdirected Request, RFC 9110 15.5.20) on a TLS connection, since the client
+   sent that name to a server that does not serve it.
+2. **Path.** The decoded path has its dot-segments removed (RFC 3986 5.2.4); a path
+   that climbs above the root is refused. The longest mount prefix wins, on segment
+   boundaries: ``/static`` matches ``/static`` and ``/static/app.css``, never
+   ``/staticfoo``. The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
+
+:class:`Router` is the handler that applies both and hands the exchange on; it
+holds an immutable :class:`RoutingTable`, swapped whole on reload, so a request in
+flight keeps the table it started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from twistwsgi.http.request import Route
+
+if TYPE_CHECKING:
+    from twistwsgi.http.exchange import Exchange, Handler
+
+__all__ = [
+    "HostTable",
+    "Mount",
+    "MountTable",
+    "Route",
+    "Router",
+    "RoutingTable",
+    "match_prefix",
+    "normalize_host",
+    "normalize_name",
+    "remove_dot_segments",
+]
+
+T = TypeVar("T")
+
+
+def normalize_name(name: str) -> str:
+    """Normalise a configured host name: lower case, no trailing dot.
+
+    Wildcards (``*.example.org``) and IPv6 literals (``[::1]``) keep their form.
+    """
+    name = name.strip().lower()
+    if name.endswith(".") and not name.endswith(".."):
+        name = name[:-1]
+    return name
+
+
+def normalize_host(authority: bytes) -> str | None:
+    """Normalise a request's authority to the name a host table is keyed by.
+
+    ``Example.COM:8080`` and ``example.com.`` become ``example.com``;
+    ``[::1]:8443`` becomes ``[::1]``. Returns ``None`` for an empty or malformed
+    authority (which then only the default host answers).
+    """
+    if not authority:
+        return None
+    try:
+        text = authority.decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        rest = text[end + 1 :]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return text[: end + 1]
+    host, sep, port = text.partition(":")
+    if sep and not port.isdigit():
+        return None
+    if host.endswith("."):
+        host = host[:-1]
+    return host or None
+
+
+class HostTable(Generic[T]):
+    """Maps host names to values: exact names, wildcard suffixes, a default.
+
+    Args:
+        entries: ``(names, value)`` pairs; names are normalised here. A name
+            ``*.example.org`` is a wildcard for any name ending in ``.example.org``.
+        default: the value for names nothing else matches, if any.
+
+    Raises:
+        ValueError: when a name appears twice.
+    """
+
+    def __init__(self, entries: Iterable[tuple[Sequence[str], T]], default: T | None) -> None:
+        self._exact: dict[str, T] = {}
+        wildcards: list[tuple[str, T]] = []
+        for names, value in entries:
+            for raw in names:
+                name = normalize_name(raw)
+                if name.startswith("*."):
+                    suffix = name[1:]  # ".example.org"
+                    if any(existing == suffix for existing, _ in wildcards):
+                        raise ValueError(f"host name {raw!r} is listed twice")
+                    wildcards.append((suffix, value))
+                else:
+                    if name in self._exact:
+                        raise ValueError(f"host name {raw!r} is listed twice")
+                    self._exact[name] = value
+        # Longest suffix first: the most specific wildcard wins.
+        wildcards.sort(key=lambda item: len(item[0]), reverse=True)
+        self._wildcards = wildcards
+        self.default = default
+
+    def lookup(self, name: str | None) -> T | None:
+        """Return the value for a normalised name (see :func:`normalize_host`)."""
+        if name is not None:
+            value = self._exact.get(name)
+            if value is not None:
+                return value
+            for suffix, candidate in self._wildcards:
+                if name.endswith(suffix) and len(name) > len(suffix):
+                    return candidate
+        return self.default
+
+
+def remove_dot_segments(path: bytes) -> bytes | None:
+    """Remove ``.`` and ``..`` segments from an absolute path (RFC 3986 5.2.4).
+
+    Returns ``None`` when the path climbs above the root (``/../etc``), which a
+    server should refuse rather than silently clamp. Empty segments (``//``) are
+    kept: they can be meaningful to an application.
+    """
+    if b"." not in path:
+        return path
+    segments = path.split(b"/")
+    output: list[bytes] = []
+    for segment in segments[1:]:
+        if segment == b".":
+            continue
+        if segment == b"..":
+            if not output:
+                return None
+            output.pop()
+            continue
+        output.append(segment)
+    # A trailing "." or ".." leaves a directory: keep its trailing slash.
+    if segments[-1] in (b".", b".."):
+        output.append(b"")
+    return b"/" + b"/".join(output)
+
+
+def match_prefix(path: bytes, prefix: bytes) -> bool:
+    """Whether ``path`` is ``prefix`` or lies below it, on a segment boundary.
+
+    The root prefix ``/`` is stored as ``b""`` and matches everything.
+    """
+    if not prefix:
+        return True
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == 0x2F)
+
+
+@dataclass(frozen=True)
+class Mount(Generic[T]):
+    """A path prefix and what answers under it.
+
+    Attributes:
+        prefix: the decoded prefix without a trailing slash (``b""`` for ``/``).
+        target: the handler (or any value) for requests under the prefix.
+    """
+
+    prefix: bytes
+    target: T
+
+
+class MountTable(Generic[T]):
+    """The mounts of one host, matched longest prefix first.
+
+    Raises:
+        ValueError: when two mounts have the same prefix.
+    """
+
+    def __init__(self, mounts: Iterable[Mount[T]]) -> None:
+        ordered = sorted(mounts, key=lambda mount: len(mount.prefix), reverse=True)
+        seen: set[bytes] = set()
+        for mount in ordered:
+            if mount.prefix in seen:
+                shown = mount.prefix.decode("latin-1") or "/"
+                raise ValueError(f"two mounts at {shown!r}")
+            seen.add(mount.prefix)
+        self.mounts: tuple[Mount[T], ...] = tuple(ordered)
+
+    def lookup(self, path: bytes) -> Mount[T] | None:
+        """Return the mount with the longest prefix that contains ``path``."""
+        for mount in self.mounts:
+            if match_prefix(path, mount.prefix):
+                return mount
+        return None
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Hosts and their mounts: the whole routing decision, immutable.
+
+    Attributes:
+        hosts: host name to the mounts of that host.
+        names: host name to the host's first configured name (for Route.host).
+    """
+
+    hosts: HostTable[MountTable[Handler]]
+    names: HostTable[str]
+
+
+_NOT_FOUND = b"Not Found\n"
+_BAD_PATH = b"Bad Request: the path climbs above the root\n"
+_MISDIRECTED = b"Misdirected Request: this server does not serve that host name\n"
+
+
+def _answer(exchange: Exchange, status: int, body: bytes) -> None:
+    exchange.start_response(
+        status,
+        [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", b"%d" % len(body)),
+        ],
+    )
+    exchange.finish(body)
+
+
+class Router:
+    """The handler that picks the host, then the mount, and hands the exchange on.
+
+    Reactor thread only. :meth:`replace` swaps the table (on reload); exchanges
+    already routed keep their handlers.
+    """
+
+    def __init__(self, table: RoutingTable) -> None:
+        self.table = table
+
+    def replace(self, table: RoutingTable) -> None:
+        """Route new requests with ``table``."""
+        self.table = table
+
+    def handle(self, exchange: Exchange) -> None:
+        """Route ``exchange`` to the handler of its host and path."""
+        table = self.table
+        request = exchange.request
+        name = normalize_host(request.authority)
+        mounts = table.hosts.lookup(name)
+        if mounts is None:
+            if request.scheme == "https":
+                _answer(exchange, 421, _MISDIRECTED)
+            else:
+                _answer(exchange, 404, _NOT_FOUND)
+            return
+        path = remove_dot_segments(request.decoded_path)
+        if path is None:
+            _answer(exchange, 400, _BAD_PATH)
+            return
+        mount = mounts.lookup(path)
+        if mount is None:
+            _answer(exchange, 404, _NOT_FOUND)
+            return
+        exchange.route = Route(mount.prefix, path[len(mount.prefix) :], table.names.lookup(name))
+        mount.target.handle(exchange)
