@@ -245,6 +245,7 @@ PARSED_TYPE: dict[str, type] = {
     "BOOL": bool,
     "PREFIX=DIR": tuple,
     "PREFIX=URL": tuple,
+    "CIDRS": tuple,
 }
 
 

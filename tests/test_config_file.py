@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from twistwsgi.cli import load_config
-from twistwsgi.config import ConfigError, ServerConfig, read_config_file
+from twistwsgi.config import ConfigError, ServerConfig, Upstream, read_config_file
 from twistwsgi.site import SiteBuilder, describe_routing
 
 EXAMPLE = """\
@@ -71,7 +71,7 @@ def test_the_documented_example_loads_as_written(tmp_path: Path) -> None:
     assert shop.mounts[1].options["cache_control"] == "public, max-age=31536000, immutable"
     assert org.default
     assert [(m.path, m.kind, m.target) for m in org.mounts] == [
-        ("/api", "proxy", "http://127.0.0.1:9000")
+        ("/api", "proxy", (Upstream("http://127.0.0.1:9000"),))
     ]
 
 

@@ -843,3 +843,53 @@ def test_upgrade_request_with_body_delivers_the_body() -> None:
     [response] = parse_responses(connection.take())
     assert response.body == b"hello"
     assert response.header(b"connection") == b"close"
+
+
+def test_upgrade_accepted_by_the_handler_becomes_a_tunnel() -> None:
+    """A handler that accepts an Upgrade gets the bytes after the head and every
+    later byte; what it writes reaches the client raw, after the 101 head.
+    """
+    received: list[bytes] = []
+    lost: list[Failure] = []
+
+    class Receiver:
+        def data_received(self, data: bytes) -> None:
+            received.append(data)
+
+        def connection_lost(self, reason: Failure) -> None:
+            lost.append(reason)
+
+    class Upgrader:
+        def handle(self, exchange: Exchange) -> None:
+            assert exchange.upgradable
+            tunnel = exchange.upgrade(
+                [(b"Upgrade", b"echo"), (b"Connection", b"upgrade")], Receiver()
+            )
+            tunnel.write(b"welcome")
+
+    connection = open_connection(Upgrader())
+    connection.send(
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nfirst"
+    )
+    connection.send(b"second")
+    raw = connection.take()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Upgrade: echo" in head and b"Connection: upgrade" in head
+    assert rest == b"welcome"
+    assert received == [b"first", b"second"]
+    connection.clock.advance(3600)  # no HTTP timeouts apply to a tunnel
+    assert not connection.is_closed()
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+    assert len(lost) == 1
+
+
+def test_ordinary_requests_cannot_be_upgraded() -> None:
+    """upgrade() on a request that did not ask to switch protocols is refused."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    exchange = held.exchanges[0]
+    assert not exchange.upgradable
+    with pytest.raises(RuntimeError):
+        exchange.upgrade([], object())  # type: ignore[arg-type]

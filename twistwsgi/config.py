@@ -40,6 +40,7 @@ __all__ = [
     "MountConfig",
     "ServerConfig",
     "Setting",
+    "Upstream",
     "build_config",
     "parse_app_spec",
     "read_config_file",
@@ -223,10 +224,25 @@ def _directory(value: Any) -> str:
     return path
 
 
-def _upstream(value: Any) -> str:
-    text = _text(value).strip()
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream server of a proxy mount.
+
+    Attributes:
+        url: ``http://host:port[/prefix]``, ``https://...`` or ``unix:/path``.
+        weight: its share of the requests relative to the others (default 1).
+    """
+
+    url: str
+    weight: int = 1
+
+    def __str__(self) -> str:
+        return self.url if self.weight == 1 else f"{self.url} weight={self.weight}"
+
+
+def _upstream_url(text: str, value: Any) -> str:
     if text.startswith("unix:"):
-        if len(text) <= len("unix:"):
+        if len(text) <= len("unix:") or not text[len("unix:") :].startswith("/"):
             raise ValueError(f"expected unix:/path/to/socket, got {value!r}")
         return text
     parts = urlsplit(text)
@@ -244,6 +260,73 @@ def _upstream(value: Any) -> str:
     return text
 
 
+def _upstream(value: Any) -> tuple[Upstream, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"expected an upstream URL or a list of them, got {value!r}")
+    upstreams = []
+    for item in items:
+        if isinstance(item, Upstream):
+            upstreams.append(item)
+            continue
+        text = _text(item).strip()
+        url, _, extra = text.partition(" ")
+        weight = 1
+        extra = extra.strip()
+        if extra:
+            match = re.fullmatch(r"weight\s*=\s*([0-9]+)", extra)
+            if match is None or int(match[1]) < 1:
+                raise ValueError(f"expected 'URL' or 'URL weight=N' (N >= 1), got {item!r}")
+            weight = int(match[1])
+        upstreams.append(Upstream(_upstream_url(url, item), weight))
+    return tuple(upstreams)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).strip().lower().replace("-", "_")
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+_NETWORK = re.compile(r"[0-9a-fA-F.:]+(?:/[0-9]{1,3})?")
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    import ipaddress  # noqa: PLC0415 - only needed when networks are configured
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of addresses or networks, got {value!r}")
+    networks = []
+    for item in items:
+        text = _text(item).strip()
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network (CIDR)") from None
+        networks.append(str(network))
+    return tuple(networks)
+
+
+def _url_path(value: Any) -> str:
+    text = _text(value).strip()
+    if not text.startswith("/") or any(ord(char) < 0x21 for char in text):
+        raise ValueError(f"expected a URL path starting with /, got {value!r}")
+    return text
+
+
+def _optional_file(value: Any) -> str:
+    text = _text(value).strip()
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isfile(path):
+        raise ValueError(f"file {text!r} does not exist")
+    return path
+
+
 def _header_value(value: Any) -> str:
     text = _text(value)
     if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in text):
@@ -251,10 +334,10 @@ def _header_value(value: Any) -> str:
     return text.strip()
 
 
-def _mount_spec(parse_target: Callable[[Any], str]) -> Callable[[Any], tuple[tuple[str, str], ...]]:
+def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[str, Any], ...]]:
     """A parser for repeatable ``PREFIX=TARGET`` values (``--static``, ``--proxy``)."""
 
-    def parse(value: Any) -> tuple[tuple[str, str], ...]:
+    def parse(value: Any) -> tuple[tuple[str, Any], ...]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ValueError(f"expected PREFIX=TARGET, got {value!r}")
@@ -280,7 +363,16 @@ HOST_NAMES = Kind(
 )
 MOUNT_PATH = Kind("PATH", _mount_path, "a URL path prefix starting with /")
 DIRECTORY = Kind("DIR", _directory, "an existing directory")
-UPSTREAM = Kind("URL", _upstream, "http://host:port[/prefix], https://..., or unix:/path")
+UPSTREAM = Kind(
+    "UPSTREAMS",
+    _upstream,
+    "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
+    " them; append weight=N to give one a larger share",
+)
+BALANCE = Kind("POLICY", _choice("round_robin", "least_conn"), "round_robin or least_conn")
+NETWORKS = Kind("CIDRS", _networks, "a list of IP addresses or networks (CIDR)")
+URL_PATH = Kind("PATH", _url_path, "a URL path starting with /")
+FILE = Kind("FILE", _optional_file, "an existing file")
 HEADER_VALUE = Kind("TEXT", _header_value, "a header field value")
 STATIC_SPEC = Kind(
     "PREFIX=DIR", _mount_spec(_directory), "a URL prefix and a directory, e.g. /static=./static"
@@ -389,6 +481,14 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Where the access log (combined format) goes: a file path, - for stdout, or"
         " off. By default it goes to the server log.",
+    ),
+    Setting(
+        "trusted_proxies",
+        NETWORKS,
+        (),
+        "Addresses of proxies in front of this server (CIDR networks). Forwarding"
+        " headers (Forwarded, X-Forwarded-*) are believed only from these; from any"
+        " other client they are replaced.",
     ),
     Setting(
         "graceful_timeout",
@@ -520,6 +620,101 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
         applies_to=frozenset({"static"}),
     ),
+    *(
+        Setting(name, kind, default, help_text, cli=False, applies_to=frozenset({"proxy"}))
+        for name, kind, default, help_text in (
+            (
+                "balance",
+                BALANCE,
+                "round_robin",
+                "How requests are spread over several upstreams: round_robin (by weight)"
+                " or least_conn (the one with the fewest requests in progress).",
+            ),
+            (
+                "preserve_host",
+                BOOL,
+                True,
+                "Pass the client's Host header on (true), or send the upstream's own"
+                " host and port (false).",
+            ),
+            (
+                "connect_timeout",
+                DURATION,
+                10.0,
+                "How long connecting to an upstream may take (502 after).",
+            ),
+            (
+                "response_timeout",
+                DURATION,
+                60.0,
+                "How long an upstream may take to send its response head (504 after).",
+            ),
+            (
+                "idle_timeout",
+                DURATION,
+                60.0,
+                "How long a response or request body may stall between two pieces.",
+            ),
+            (
+                "keepalive",
+                INT,
+                32,
+                "Idle connections kept open per upstream for reuse (0: close each one).",
+            ),
+            (
+                "keepalive_timeout",
+                DURATION,
+                60.0,
+                "How long an idle upstream connection is kept.",
+            ),
+            (
+                "max_fails",
+                INT,
+                1,
+                "Failed attempts after which an upstream is left out for fail_timeout"
+                " (0: never left out).",
+            ),
+            (
+                "fail_timeout",
+                DURATION,
+                10.0,
+                "How long an upstream that failed max_fails times is left out.",
+            ),
+            (
+                "health_check",
+                URL_PATH,
+                None,
+                "A path polled on every upstream (GET, 2xx or 3xx is healthy); an"
+                " upstream that fails it gets no requests until it passes again.",
+            ),
+            (
+                "health_interval",
+                DURATION,
+                5.0,
+                "How often health_check is polled.",
+            ),
+            (
+                "retry",
+                BOOL,
+                True,
+                "Retry an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) on"
+                " another upstream when connecting or sending fails before any byte of"
+                " the response; never after.",
+            ),
+            (
+                "tls_verify",
+                BOOL,
+                True,
+                "Verify https upstreams' certificates (against the system's CAs, or tls_ca).",
+            ),
+            (
+                "tls_ca",
+                FILE,
+                None,
+                "A PEM file of CA certificates to verify https upstreams with.",
+            ),
+        )
+    ),
 )
 
 
@@ -587,7 +782,8 @@ class MountConfig:
     Attributes:
         path: the prefix, ``/`` or without a trailing slash (``/static``).
         kind: ``"app"``, ``"static"`` or ``"proxy"``.
-        target: the application reference, directory or upstream URL.
+        target: the application reference (str), the directory (str), or the
+            upstreams (a tuple of :class:`Upstream`).
         options: the mount's other keys (defaults filled in), by name.
         where: where it was configured, for error messages
             (``site.toml: host[0].mount[1]`` or ``--static '/s=./s'``).
@@ -595,7 +791,7 @@ class MountConfig:
 
     path: str
     kind: str
-    target: str
+    target: Any
     options: Mapping[str, Any]
     where: str
 
@@ -633,6 +829,7 @@ class ServerConfig:
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
+        trusted_proxies: networks whose forwarding headers are believed.
         graceful_timeout: seconds in-flight requests get on shutdown.
         http: limits and timeouts of the HTTP protocol.
         config_file: the configuration file it was read from, if any (for reload).
@@ -645,6 +842,7 @@ class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
     access_log: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
     graceful_timeout: float = 30.0
     http: HttpSettings = field(default_factory=HttpSettings)
     config_file: str | None = None
@@ -661,7 +859,7 @@ class ServerConfig:
         for host in self.hosts[:1]:
             for mount in host.mounts:
                 if mount.kind == "app" and mount.path == "/":
-                    return mount.target
+                    return str(mount.target)
         return None
 
 
@@ -853,6 +1051,7 @@ def build_config(
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
         access_log=resolved["access_log"],
+        trusted_proxies=resolved["trusted_proxies"],
         graceful_timeout=resolved["graceful_timeout"],
         http=http,
         config_file=resolved["config"] or file,

@@ -211,10 +211,12 @@ class RoutingTable:
     Attributes:
         hosts: host name to the mounts of that host.
         names: host name to the host's first configured name (for Route.host).
+        handlers: every handler of the table (closed when it is replaced).
     """
 
     hosts: HostTable[MountTable[Handler]]
     names: HostTable[str]
+    handlers: tuple[Handler, ...] = ()
 
 
 _NOT_FOUND = b"Not Found\n"

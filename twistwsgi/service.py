@@ -40,7 +40,7 @@ from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
-from twistwsgi.site import MountBuilder, SiteBuilder
+from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
 from twistwsgi.wsgi import WSGIApplication, WSGIHandler
 
@@ -228,7 +228,9 @@ class ServerService(Service):
                         "Reload: {name} changed; it takes effect at the next restart",
                         name=name,
                     )
+        old_handlers = self._router.table.handlers
         self._router.replace(table)
+        close_handlers(old_handlers)
         self.factory.settings = config.http
         self.config = config
         _log.info("Reloaded the configuration: {count} host(s)", count=len(config.hosts))
@@ -271,6 +273,8 @@ class ServerService(Service):
         self.factory.abort_all()
 
     def _stop_workers(self, result: object) -> None:
+        if self._router is not None:
+            close_handlers(self._router.table.handlers)
         if self._pool is not None:
             self._pool.stop(timeout=1.0)
         if self._access_log is not None:

@@ -13,7 +13,7 @@ fails leaves the old one serving.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twistwsgi.appload import AppLoadError, load_app
@@ -23,10 +23,11 @@ from twistwsgi.routing import HostTable, Mount, MountTable, RoutingTable
 from twistwsgi.threads import ThreadPoolLike
 from twistwsgi.wsgi import WSGIApplication, WSGIHandler
 
-__all__ = ["MountBuilder", "SiteBuilder", "describe_routing"]
+__all__ = ["MountBuilder", "SiteBuilder", "close_handlers", "describe_routing"]
 
-#: Builds the handler of a static or proxy mount (registered by those modules).
-MountBuilder = Callable[[MountConfig], Handler]
+#: Builds the handler of a static or proxy mount from the mount and the whole
+#: configuration (registered by those modules).
+MountBuilder = Callable[[MountConfig, ServerConfig], Handler]
 
 
 class SiteBuilder:
@@ -66,21 +67,28 @@ class SiteBuilder:
         names: list[tuple[tuple[str, ...], str]] = []
         default: MountTable[Handler] | None = None
         default_name: str | None = None
-        for host in config.hosts:
-            table = MountTable([self._mount(mount) for mount in host.mounts])
-            if host.names:
-                entries.append((host.names, table))
-                names.append((host.names, host.names[0]))
-            if host.default:
-                default = table
-                default_name = host.names[0] if host.names else None
+        built: list[Handler] = []
         try:
-            hosts = HostTable(entries, default)
-        except ValueError as error:
-            raise ConfigError("hosts", str(error)) from None
-        return RoutingTable(hosts, HostTable(names, default_name))
+            for host in config.hosts:
+                mounts = [self._mount(mount, config) for mount in host.mounts]
+                built.extend(mount.target for mount in mounts)
+                table = MountTable(mounts)
+                if host.names:
+                    entries.append((host.names, table))
+                    names.append((host.names, host.names[0]))
+                if host.default:
+                    default = table
+                    default_name = host.names[0] if host.names else None
+            try:
+                hosts = HostTable(entries, default)
+            except ValueError as error:
+                raise ConfigError("hosts", str(error)) from None
+        except ConfigError:
+            close_handlers(built)  # a half-built table must not leave timers behind
+            raise
+        return RoutingTable(hosts, HostTable(names, default_name), tuple(built))
 
-    def _mount(self, mount: MountConfig) -> Mount[Handler]:
+    def _mount(self, mount: MountConfig, config: ServerConfig) -> Mount[Handler]:
         if mount.kind == "app":
             app = self._app(mount)
             handler: Handler = WSGIHandler(
@@ -93,7 +101,7 @@ class SiteBuilder:
             builder = self._builders.get(mount.kind)
             if builder is None:
                 raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
-            handler = builder(mount)
+            handler = builder(mount, config)
         return Mount(mount.prefix, handler)
 
     def _app(self, mount: MountConfig) -> WSGIApplication:
@@ -107,6 +115,18 @@ class SiteBuilder:
         return app
 
 
+def close_handlers(handlers: Iterable[Handler]) -> None:
+    """Call ``close()`` on the handlers that have one (proxies: pools and timers).
+
+    Exchanges in flight keep working; only what the handler keeps for future
+    requests is let go.
+    """
+    for handler in handlers:
+        close = getattr(handler, "close", None)
+        if close is not None:
+            close()
+
+
 def _host_title(host: HostConfig) -> str:
     names = ", ".join(host.names) if host.names else "(any host name)"
     return f"{names}{'  [default]' if host.default and host.names else ''}"
@@ -118,6 +138,8 @@ def describe_routing(config: ServerConfig) -> str:
     for host in config.hosts:
         lines.append(f"host {_host_title(host)}")
         for mount in sorted(host.mounts, key=lambda m: len(m.prefix), reverse=True):
-            extra = "".join(f" {name}={value!r}" for name, value in mount.options.items() if value)
-            lines.append(f"  {mount.path:<24} {mount.kind:<6} {mount.target}{extra}")
+            target = mount.target
+            if isinstance(target, tuple):
+                target = ", ".join(str(item) for item in target)
+            lines.append(f"  {mount.path:<24} {mount.kind:<6} {target}")
     return "\n".join(lines) + "\n"

@@ -24,7 +24,16 @@ from twisted.python.failure import Failure
 
 from twistwsgi.http.request import Address, RequestHead, Route
 
-__all__ = ["Address", "BodyReceiver", "Exchange", "Handler", "RequestHead", "Route"]
+__all__ = [
+    "Address",
+    "BodyReceiver",
+    "Exchange",
+    "Handler",
+    "RequestHead",
+    "Route",
+    "Tunnel",
+    "TunnelReceiver",
+]
 
 
 class BodyReceiver(Protocol):
@@ -38,6 +47,41 @@ class BodyReceiver(Protocol):
 
     def body_failed(self, reason: Exception) -> None:
         """The body will never be complete: malformed, too large, timed out or lost."""
+
+
+class TunnelReceiver(Protocol):
+    """Where the bytes of a connection that switched protocols go (reactor thread)."""
+
+    def data_received(self, data: bytes) -> None:
+        """Take bytes the client sent."""
+
+    def connection_lost(self, reason: Failure) -> None:
+        """The client's connection ended."""
+
+
+class Tunnel(Protocol):
+    """The client side of a connection that switched protocols."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client."""
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Pause ``producer`` while the client is not reading."""
+
+    def unregisterProducer(self) -> None:
+        """Stop forwarding flow-control events."""
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client."""
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+
+    def close(self) -> None:
+        """Close the connection after what was written."""
+
+    def abort(self) -> None:
+        """Drop the connection now."""
 
 
 class Exchange(Protocol):
@@ -91,6 +135,13 @@ class Exchange(Protocol):
 
     def abort(self) -> None:
         """Give up on the response: the connection is dropped without more bytes."""
+
+    @property
+    def upgradable(self) -> bool:
+        """Whether :meth:`upgrade` may be called (an Upgrade request, no body)."""
+
+    def upgrade(self, headers: list[tuple[bytes, bytes]], receiver: TunnelReceiver) -> Tunnel:
+        """Switch protocols: send ``101`` with ``headers``, then tunnel raw bytes."""
 
     def on_close(self, callback: Callable[[Failure | None], object]) -> None:
         """Call ``callback`` once the exchange ends.

@@ -61,6 +61,7 @@ __all__ = [
     "HTTP11Protocol",
     "HTTPFactory",
     "ResponseLog",
+    "Tunnel",
 ]
 
 _log = Logger(namespace="twistwsgi.http")
@@ -91,6 +92,7 @@ class _Read(Enum):
     HEAD = "head"  # request line and header section
     BODY = "body"  # message body (and trailers)
     STOPPED = "stopped"  # no more parsing on this connection (error, upgrade, closing)
+    TUNNEL = "tunnel"  # switched protocols: bytes go to a handler's tunnel receiver
 
 
 class _Framing(Enum):
@@ -257,6 +259,8 @@ class HTTP11Protocol(Protocol):
         self._expect: bytes | None = None
         self._body_bytes = 0
         self._upgraded = False
+        self._upgrade_tail: bytes | None = None
+        self._tunnel: Any = None
         self._skipped_body: _SkippedBody | None = None
         # The one deadline of this connection.
         self._deadline: float | None = None
@@ -304,6 +308,9 @@ class HTTP11Protocol(Protocol):
         if self._parsing is not None and self._parsing not in queue:
             self._parsing.connection_lost(reason)
         self._parsing = None
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.connection_lost(reason)
         self._factory.connection_closed(self)
 
     def close_when_idle(self) -> None:
@@ -437,6 +444,9 @@ class HTTP11Protocol(Protocol):
         read = self._read
         if read is _Read.STOPPED:
             return  # discarding: lingering close or a closed connection
+        if read is _Read.TUNNEL:
+            self._tunnel.data_received(data)
+            return
         if self._skipped_body is not None:
             self._feed_skipped_body(data)
         else:
@@ -775,11 +785,13 @@ class HTTP11Protocol(Protocol):
     def _upgrade(self, tail: bytes) -> None:
         """Llhttp stopped after an ``Upgrade`` request: no more HTTP on this connection.
 
-        No handler takes over a connection yet, so the request is answered as an
-        ordinary one (RFC 9110 7.8 lets a server ignore Upgrade) and the connection
-        closes after it. httptools skips the body of such a request; when it has one,
-        :class:`_SkippedBody` parses it from the bytes that follow the head. Anything
-        after the body belongs to the other protocol and is discarded.
+        A handler may accept the upgrade (:meth:`HTTP11Exchange.upgrade`, for a
+        request without a body): the connection then becomes a tunnel, and the bytes
+        that followed the head are its first bytes. Otherwise the request is answered
+        as an ordinary one (RFC 9110 7.8 lets a server ignore Upgrade) and the
+        connection closes after it. httptools skips the body of such a request; when
+        it has one, :class:`_SkippedBody` parses it from the bytes that follow the
+        head. Anything after the body belongs to the other protocol and is discarded.
         """
         self._upgraded = True
         exchange = self._parsing
@@ -787,8 +799,24 @@ class HTTP11Protocol(Protocol):
             self._skipped_body = _SkippedBody(self, exchange.request)
             self._feed_skipped_body(tail)
         else:
+            self._upgrade_tail = tail
             self._read = _Read.STOPPED
             self.pause_reading("upgrade")
+
+    def start_tunnel(self, head: bytes, receiver: Any) -> Tunnel:
+        """Send the 101 head and make the connection a tunnel to ``receiver``."""
+        if self._upgrade_tail is None or self._read is not _Read.STOPPED or self._closed:
+            raise RuntimeError("Only an Upgrade request without a body can be upgraded")
+        tail, self._upgrade_tail = self._upgrade_tail, None
+        write_now(self.transport, head)
+        self._tunnel = receiver
+        self._read = _Read.TUNNEL
+        self._deadline = None
+        self._queue.clear()
+        self.resume_reading("upgrade")
+        if tail:
+            receiver.data_received(tail)
+        return Tunnel(self)
 
     def _feed_skipped_body(self, data: bytes) -> None:
         skipped = self._skipped_body
@@ -898,6 +926,49 @@ class _SkippedBody:
     def on_message_complete(self) -> None:
         """The body is complete."""
         self.complete = True
+
+
+class Tunnel:
+    """A connection that switched protocols (101): raw bytes both ways.
+
+    Made by :meth:`HTTP11Exchange.upgrade`. Bytes from the client go to the
+    receiver's ``data_received``; the end of the connection to its
+    ``connection_lost(reason)``. Reactor thread only.
+    """
+
+    def __init__(self, protocol: HTTP11Protocol) -> None:
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the client."""
+        if data:
+            write_now(self._protocol.transport, data)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Have ``producer`` paused while the client is not reading (push only)."""
+        if not streaming:
+            raise ValueError("Tunnels take streaming (push) producers only")
+        self._protocol.set_response_producer(producer)
+
+    def unregisterProducer(self) -> None:
+        """Stop forwarding flow-control events."""
+        self._protocol.set_response_producer(None)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client (the other side is not keeping up)."""
+        self._protocol.pause_reading("tunnel")
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+        self._protocol.resume_reading("tunnel")
+
+    def close(self) -> None:
+        """Close the connection once what was written has been sent."""
+        self._protocol.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        self._protocol.abort_connection()
 
 
 # Response fields the server looks at: framing, persistence, Date and Server.
@@ -1281,6 +1352,45 @@ class HTTP11Exchange:
             return
         self._ended(None)
         self._protocol.exchange_done(self, self._keep_alive and self._framing is not _Framing.CLOSE)
+
+    @property
+    def upgradable(self) -> bool:
+        """Whether :meth:`upgrade` may be called.
+
+        That is an Upgrade request without a body, with no response begun.
+        """
+        protocol = self._protocol
+        return (
+            protocol._upgrade_tail is not None
+            and not self.response_started
+            and not self.finished
+            and protocol._queue
+            and protocol._queue[0] is self
+        ) is True
+
+    def upgrade(self, headers: list[tuple[bytes, bytes]], receiver: Any) -> Tunnel:
+        """Switch protocols: send ``101`` with ``headers``, then tunnel raw bytes.
+
+        ``headers`` should carry ``Upgrade`` and ``Connection: upgrade`` (RFC 9110
+        7.8); they are sent as given. ``receiver`` gets ``data_received(data)`` for
+        every byte from the client (starting with those that followed the request)
+        and ``connection_lost(reason)`` at the end.
+
+        Raises:
+            RuntimeError: when the request cannot be upgraded (see
+                :attr:`upgradable`).
+        """
+        if not self.upgradable:
+            raise RuntimeError("This exchange cannot switch protocols")
+        lines = [status_line(101)]
+        lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
+        lines.append(self._protocol.date_fields(True, True))
+        lines.append(b"\r\n")
+        self.response_started = True
+        self.status = 101
+        tunnel = self._protocol.start_tunnel(b"".join(lines), receiver)
+        self._ended(None)
+        return tunnel
 
     def send_error(self, error: RequestError) -> None:
         """Answer with a server-generated error response and close the connection."""
