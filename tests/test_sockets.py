@@ -381,3 +381,97 @@ class LoopbackTests(TestCase):
         received = await self.in_thread(drain)
         self.assertGreaterEqual(received, total_chunks * len(chunk))
         self.assertEqual(len(produced), total_chunks)
+
+
+class LargeFileTests(TestCase):
+    """A large static file goes out without its size showing in the server's memory."""
+
+    SIZE = 256 * 1024 * 1024
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="twistwsgi-test-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        # A sparse file: 256 MiB to send, almost nothing on disk.
+        with (self.directory / "large.bin").open("wb") as handle:
+            handle.truncate(self.SIZE)
+
+    async def serve_files(self, endpoint: str) -> IListeningPort:
+        from twistwsgi.http.protocol import HTTPFactory
+        from twistwsgi.http.settings import HttpSettings
+        from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+        from twistwsgi.static import StaticHandler, StaticOptions
+
+        handler = StaticHandler(StaticOptions(root=str(self.directory)))
+        table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
+        factory = HTTPFactory(Router(table), settings=HttpSettings(), clock=reactor)
+        port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
+
+        async def stop() -> None:
+            await maybeDeferred(port.stopListening)
+            await factory.shut_down()
+
+        self.addCleanup(stop)
+        return port
+
+    async def fetch_measuring_memory(self, client: Callable[[], int]) -> tuple[int, int]:
+        """Run ``client`` in a thread; return (bytes it received, peak bytes Python
+        allocated meanwhile).
+        """
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            received = await deferToThread(client)
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        return received, peak
+
+    async def test_large_file_over_tcp_stays_out_of_memory(self) -> None:
+        """256 MiB over plain TCP (sendfile): Python's memory grows by far less than
+        a megabyte-sized fraction of the file.
+        """
+        port = await self.serve_files("tcp:0:interface=127.0.0.1")
+
+        def client() -> int:
+            connection = http.client.HTTPConnection("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+            connection.request("GET", "/large.bin")
+            response = connection.getresponse()
+            received = 0
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+            connection.close()
+            return received
+
+        received, peak = await self.fetch_measuring_memory(client)
+        self.assertEqual(received, self.SIZE)
+        # The client thread's own 1 MiB reads are counted too.
+        self.assertLess(peak, 8 * 1024 * 1024)
+
+    async def test_large_file_over_tls_is_sent_in_bounded_pieces(self) -> None:
+        """256 MiB over TLS (no sendfile): read and written piece by piece as the
+        client takes it, so memory stays bounded too.
+        """
+        key, cert = write_self_signed_certificate(self.directory)
+        port = await self.serve_files(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+
+        def client() -> int:
+            context = ssl.create_default_context(cafile=str(cert))
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1",
+                port.getHost().port,  # type: ignore[attr-defined]
+                context=context,
+            )
+            connection.request("GET", "/large.bin")
+            response = connection.getresponse()
+            received = 0
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+            connection.close()
+            return received
+
+        received, peak = await self.fetch_measuring_memory(client)
+        self.assertEqual(received, self.SIZE)
+        self.assertLess(peak, 16 * 1024 * 1024)

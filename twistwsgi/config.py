@@ -356,6 +356,37 @@ def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tup
 
 
 BOOL = Kind("BOOL", _boolean, "true or false")
+
+
+def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, (dict, tuple, list)):
+        raise ValueError(f"expected a table of header names and values, got {value!r}")
+    items = value.items() if isinstance(value, dict) else value
+    headers = []
+    for item in items:
+        name, text = item
+        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+            raise ValueError(f"{name!r} is not a header name")
+        headers.append((name, _header_value(text)))
+    return tuple(headers)
+
+
+def _file_names(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of file names, got {value!r}")
+    names = []
+    for item in items:
+        text = _text(item).strip()
+        if not text or "/" in text or "\\" in text or text in (".", ".."):
+            raise ValueError(f"{item!r} is not a file name")
+        names.append(text)
+    return tuple(names)
+
+
+HEADER_TABLE = Kind("TABLE", _header_table, "a table of header names and values")
+FILE_NAMES = Kind("NAMES", _file_names, "a list of file names")
+SYMLINKS = Kind("POLICY", _choice("inside", "never"), "inside or never")
 HOST_NAMES = Kind(
     "NAMES",
     _host_names,
@@ -619,6 +650,93 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " immutable' for hashed asset names.",
         cli=False,
         applies_to=frozenset({"static"}),
+    ),
+    *(
+        Setting(name, kind, default, help_text, cli=False, applies_to=frozenset({"static"}))
+        for name, kind, default, help_text in (
+            (
+                "headers",
+                HEADER_TABLE,
+                (),
+                "More headers sent with every file, as a table: headers ="
+                " { X-Frame-Options = 'DENY' }.",
+            ),
+            (
+                "index",
+                FILE_NAMES,
+                ("index.html",),
+                "The files served for a directory (its URL ends in /), tried in order.",
+            ),
+            (
+                "listing",
+                BOOL,
+                False,
+                "List a directory that has no index file (an HTML page); without it,"
+                " such a directory is 403.",
+            ),
+            (
+                "precompressed",
+                BOOL,
+                True,
+                "Send file.br or file.gz instead of file when it exists and the client"
+                " accepts that encoding (with Content-Encoding and Vary:"
+                " Accept-Encoding).",
+            ),
+            (
+                "dotfiles",
+                BOOL,
+                False,
+                "Serve files and directories whose name starts with a dot (.env, .git);"
+                " hidden (404) by default. /.well-known/ is always served.",
+            ),
+            (
+                "symlinks",
+                SYMLINKS,
+                "inside",
+                "Follow symbolic links that stay inside the directory (inside, the"
+                " default; links leading out are 404), or refuse every link (never).",
+            ),
+            (
+                "fallthrough",
+                BOOL,
+                False,
+                "Pass requests for missing files (and any method other than GET and HEAD)"
+                " on to the mount below: the one at the same path, or the longest shorter"
+                " prefix. This is how / can be both an application and a directory.",
+            ),
+            (
+                "internal",
+                BOOL,
+                False,
+                "Serve these files only through an application's X-Accel-Redirect;"
+                " direct requests get 404 (nginx's internal).",
+            ),
+            (
+                "max_ranges",
+                INT,
+                16,
+                "Most byte ranges served in one response; a request asking for more gets"
+                " the whole file.",
+            ),
+            (
+                "memory_cache",
+                SIZE,
+                64 * 1024,
+                "Files up to this size are kept in memory (checked against the file"
+                " system on every request); 0 turns the cache off.",
+            ),
+        )
+    ),
+    Setting(
+        "x_accel_redirect",
+        BOOL,
+        False,
+        "Let the application hand a download to a static mount of the same host: a"
+        " response with X-Accel-Redirect: /uri (a path under a static mount) or"
+        " X-Sendfile: /file/path (inside a static mount's directory) is replaced by that"
+        " file, served by the reactor with ranges and conditional requests.",
+        cli=False,
+        applies_to=frozenset({"app"}),
     ),
     *(
         Setting(name, kind, default, help_text, cli=False, applies_to=frozenset({"proxy"}))
@@ -942,14 +1060,16 @@ def _default_options(kind: str) -> dict[str, Any]:
 
 
 def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
-    seen: dict[str, MountConfig] = {}
+    """Two mounts may share a path only when one is a static mount with fallthrough."""
+    by_path: dict[str, list[MountConfig]] = {}
     for mount in mounts:
-        if mount.path in seen:
+        by_path.setdefault(mount.path, []).append(mount)
+    for path, group in by_path.items():
+        falls = [m for m in group if m.kind == "static" and m.options.get("fallthrough")]
+        if len(group) > 2 or (len(group) == 2 and len(falls) != 1):
             raise ConfigError(
-                mount.where,
-                f"path {mount.path!r} is already mounted by {seen[mount.path].where}",
+                group[-1].where, f"path {path!r} is already mounted by {group[0].where}"
             )
-        seen[mount.path] = mount
     if not mounts:
         raise ConfigError(where, "a host needs at least one [[host.mount]]")
 

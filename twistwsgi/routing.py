@@ -57,13 +57,29 @@ def normalize_name(name: str) -> str:
     return name
 
 
+_HOST_CACHE: dict[bytes, str | None] = {}
+_HOST_CACHE_LIMIT = 1024
+
+
 def normalize_host(authority: bytes) -> str | None:
     """Normalise a request's authority to the name a host table is keyed by.
 
     ``Example.COM:8080`` and ``example.com.`` become ``example.com``;
     ``[::1]:8443`` becomes ``[::1]``. Returns ``None`` for an empty or malformed
-    authority (which then only the default host answers).
+    authority (which then only the default host answers). Results are cached: a
+    server sees the same few authorities over and over.
     """
+    try:
+        return _HOST_CACHE[authority]
+    except KeyError:
+        pass
+    name = _normalize_host(authority)
+    if len(_HOST_CACHE) < _HOST_CACHE_LIMIT:
+        _HOST_CACHE[authority] = name
+    return name
+
+
+def _normalize_host(authority: bytes) -> str | None:
     if not authority:
         return None
     try:
@@ -137,8 +153,8 @@ def remove_dot_segments(path: bytes) -> bytes | None:
     server should refuse rather than silently clamp. Empty segments (``//``) are
     kept: they can be meaningful to an application.
     """
-    if b"." not in path:
-        return path
+    if b"/." not in path:
+        return path  # no segment starts with a dot (most paths; "app.css" is fine)
     segments = path.split(b"/")
     output: list[bytes] = []
     for segment in segments[1:]:

@@ -13,15 +13,25 @@ fails leaves the old one serving.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.config import ConfigError, HostConfig, MountConfig, ServerConfig
 from twistwsgi.http.exchange import Handler
-from twistwsgi.routing import HostTable, Mount, MountTable, RoutingTable
+from twistwsgi.http.rules import RequestError, unquote_path
+from twistwsgi.routing import (
+    HostTable,
+    Mount,
+    MountTable,
+    RoutingTable,
+    match_prefix,
+    remove_dot_segments,
+)
+from twistwsgi.static import StaticHandler, StaticOptions
 from twistwsgi.threads import ThreadPoolLike
-from twistwsgi.wsgi import WSGIApplication, WSGIHandler
+from twistwsgi.wsgi import AccelResolver, WSGIApplication, WSGIHandler
 
 __all__ = ["MountBuilder", "SiteBuilder", "close_handlers", "describe_routing"]
 
@@ -70,8 +80,7 @@ class SiteBuilder:
         built: list[Handler] = []
         try:
             for host in config.hosts:
-                mounts = [self._mount(mount, config) for mount in host.mounts]
-                built.extend(mount.target for mount in mounts)
+                mounts = self._host(host, config, built)
                 table = MountTable(mounts)
                 if host.names:
                     entries.append((host.names, table))
@@ -88,21 +97,55 @@ class SiteBuilder:
             raise
         return RoutingTable(hosts, HostTable(names, default_name), tuple(built))
 
-    def _mount(self, mount: MountConfig, config: ServerConfig) -> Mount[Handler]:
-        if mount.kind == "app":
-            app = self._app(mount)
-            handler: Handler = WSGIHandler(
-                app,
-                reactor=self._reactor,
-                threadpool=self._threadpool,
-                script_name=mount.prefix,
-            )
-        else:
-            builder = self._builders.get(mount.kind)
-            if builder is None:
-                raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
-            handler = builder(mount, config)
-        return Mount(mount.prefix, handler)
+    def _host(
+        self, host: HostConfig, config: ServerConfig, built: list[Handler]
+    ) -> list[Mount[Handler]]:
+        """The mounts of one host, with static fall-through and X-Accel wiring."""
+        statics: list[tuple[MountConfig, StaticHandler]] = []
+        handlers: dict[int, Handler] = {}
+        for index, mount in enumerate(host.mounts):
+            if mount.kind == "static":
+                static = StaticHandler(StaticOptions.from_mount(mount.target, dict(mount.options)))
+                statics.append((mount, static))
+                handlers[index] = static
+        accel = _accel_resolver(statics)
+        for index, mount in enumerate(host.mounts):
+            if mount.kind == "app":
+                handlers[index] = WSGIHandler(
+                    self._app(mount),
+                    reactor=self._reactor,
+                    threadpool=self._threadpool,
+                    script_name=mount.prefix,
+                    accel=accel if mount.options.get("x_accel_redirect") else None,
+                )
+            elif mount.kind != "static":
+                builder = self._builders.get(mount.kind)
+                if builder is None:
+                    raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
+                handlers[index] = builder(mount, config)
+            built.append(handlers[index])
+        # A static mount with fallthrough hands misses to its partner at the same
+        # path, which is then reached only through it, or to the mount below it.
+        partners: set[int] = set()
+        for index, mount in enumerate(host.mounts):
+            handler = handlers[index]
+            if not (isinstance(handler, StaticHandler) and mount.options.get("fallthrough")):
+                continue
+            below = [
+                (other_index, other)
+                for other_index, other in enumerate(host.mounts)
+                if other_index != index and match_prefix(mount.prefix, other.prefix)
+            ]
+            if below:
+                other_index, other = max(below, key=lambda item: len(item[1].prefix))
+                handler.fallback = (other.prefix, handlers[other_index])
+                if other.prefix == mount.prefix:
+                    partners.add(other_index)
+        return [
+            Mount(mount.prefix, handlers[index])
+            for index, mount in enumerate(host.mounts)
+            if index not in partners
+        ]
 
     def _app(self, mount: MountConfig) -> WSGIApplication:
         app = self._apps.get(mount.target)
@@ -113,6 +156,40 @@ class SiteBuilder:
                 raise ConfigError(f"{mount.where}", str(error)) from None
             self._apps[mount.target] = app
         return app
+
+
+def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelResolver:
+    """How an application's X-Accel-Redirect or X-Sendfile finds its file.
+
+    ``X-Accel-Redirect`` holds a URL path: it is decoded, its dot-segments removed,
+    and served by the static mount of the host with the longest matching prefix
+    (``internal`` mounts included). ``X-Sendfile`` holds a file-system path: it is
+    served by the static mount whose directory contains it. Anything else is refused.
+    """
+    by_prefix = sorted(statics, key=lambda item: len(item[0].prefix), reverse=True)
+
+    def resolve(field: bytes, value: bytes) -> tuple[StaticHandler, bytes] | None:
+        if field == b"x-accel-redirect":
+            path, _, _query = value.partition(b"?")
+            try:
+                decoded = unquote_path(path)
+            except RequestError:
+                return None
+            normal = remove_dot_segments(decoded) if decoded.startswith(b"/") else None
+            if normal is None:
+                return None
+            for mount, handler in by_prefix:
+                if match_prefix(normal, mount.prefix):
+                    return handler, normal[len(mount.prefix) :]
+            return None
+        real = os.path.realpath(os.fsdecode(value))
+        for _mount, handler in by_prefix:
+            root = handler.options.root.rstrip("/") + "/"
+            if real.startswith(root):
+                return handler, os.fsencode(real[len(root) - 1 :])
+        return None
+
+    return resolve
 
 
 def close_handlers(handlers: Iterable[Handler]) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "INPUT_HIGH_WATER",
     "IN_FLIGHT_HIGH_WATER",
     "SPOOL_SIZE",
+    "AccelResolver",
     "ClientDisconnected",
     "FileWrapper",
     "WSGIApplication",
@@ -63,6 +64,11 @@ _log = Logger(namespace="twistwsgi.wsgi")
 _app_errors = Logger(namespace="twistwsgi.wsgi.errors")
 
 ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
+#: Finds the file for an application's X-Accel-Redirect or X-Sendfile: given the
+#: field name (lower-case) and value, a file server with a ``serve`` method and the
+#: path below it, or ``None``.
+AccelResolver: TypeAlias = Callable[[bytes, bytes], "tuple[Any, bytes] | None"]
+_ACCEL_FIELDS = (b"x-accel-redirect", b"x-sendfile")
 StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
 WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -263,6 +269,8 @@ class WSGIHandler:
     Attributes:
         app: the WSGI application.
         script_name: the decoded mount prefix (``b""`` at the root).
+        accel: resolves X-Accel-Redirect/X-Sendfile answers to files; ``None`` leaves
+            such headers alone (they are then sent to the client as they are).
     """
 
     def __init__(
@@ -273,8 +281,10 @@ class WSGIHandler:
         threadpool: ThreadPoolLike | None,
         script_name: bytes = b"",
         multiprocess: bool = False,
+        accel: AccelResolver | None = None,
     ) -> None:
         self.app = app
+        self.accel = accel
         self.script_name = script_name.rstrip(b"/")
         self._reactor = reactor
         self._threadpool = threadpool
@@ -325,6 +335,40 @@ class WSGIHandler:
     def reactor(self) -> IReactorFromThreads:
         """The reactor worker threads hand their results to."""
         return self._reactor
+
+
+def _accel_target(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """The X-Accel-Redirect or X-Sendfile field of a response, if it has one."""
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _ACCEL_FIELDS:
+            return lower, value.strip()
+    return None
+
+
+def _serve_accel(
+    exchange: Exchange,
+    accel: AccelResolver,
+    target: tuple[bytes, bytes],
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Answer with the file an application named instead of its own body (reactor)."""
+    if exchange.finished:
+        return
+    resolved = accel(*target)
+    if resolved is None:
+        _log.error(
+            "{field} {value!r} from the application names no file of a static mount",
+            field=target[0].decode("latin-1"),
+            value=target[1],
+        )
+        exchange.start_response(
+            404, [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", b"10")]
+        )
+        exchange.finish(b"Not Found\n")
+        return
+    server, path_info = resolved
+    server.serve(exchange, path_info, headers, internal=True)
 
 
 def _close_result(result: object) -> None:
@@ -584,6 +628,14 @@ class _ThreadedCall:
 
     def _respond(self, result: Iterable[bytes]) -> bool:
         """Send ``result``; return whether the reactor now owns (and closes) it."""
+        accel = self._handler.accel
+        if accel is not None and not self._head_sent and self._headers is not None:
+            target = _accel_target(self._headers)
+            if target is not None:
+                # The file replaces the body: close the result without reading it.
+                self._head_sent = True
+                self._call_from_thread(_serve_accel, self._exchange, accel, target, self._headers)
+                return False
         if not self._head_sent and self._headers is not None:
             file_response = _file_response(result, self._headers)
             if file_response is not None:
@@ -764,6 +816,14 @@ class _InlineCall:
             self._failed()
             return
         self._result = result
+        accel = self._handler.accel
+        if accel is not None and not self._started and self._headers is not None:
+            target = _accel_target(self._headers)
+            if target is not None:
+                self._started = True
+                self._close()
+                _serve_accel(exchange, accel, target, self._headers)
+                return
         try:
             if not self._started and self._headers is not None:
                 file_response = _file_response(result, self._headers)

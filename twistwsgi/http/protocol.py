@@ -45,7 +45,7 @@ from zope.interface import implementer
 
 from twistwsgi.http import rules
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.request import Address, RequestHead, Route
+from twistwsgi.http.request import Address, PreparedHeaders, RequestHead, Route
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
@@ -975,6 +975,78 @@ class Tunnel:
 _MANAGED_FIELDS = rules.HOP_BY_HOP | {b"content-length", b"date", b"server"}
 
 
+class _Fields:
+    """A response's header fields as the protocol sends them, scanned once.
+
+    Attributes:
+        status: the status they were scanned for (Content-Length depends on it).
+        block: the field lines to send, serialised (hop-by-hop fields removed).
+        content_length: the declared length, or ``None``.
+        has_date: whether the handler set ``Date``.
+        has_server: whether the handler set ``Server``.
+        close: whether the handler asked for ``Connection: close``.
+    """
+
+    __slots__ = ("block", "close", "content_length", "has_date", "has_server", "status")
+
+    def __init__(
+        self,
+        status: int,
+        block: bytes,
+        content_length: int | None,
+        *,
+        has_date: bool,
+        has_server: bool,
+        close: bool,
+    ) -> None:
+        self.status = status
+        self.block = block
+        self.content_length = content_length
+        self.has_date = has_date
+        self.has_server = has_server
+        self.close = close
+
+
+def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
+    """Serialise a handler's header fields, keeping what framing needs to know."""
+    lines = []
+    content_length: int | None = None
+    has_date = has_server = close = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _MANAGED_FIELDS:
+            if lower in rules.HOP_BY_HOP:
+                # The server frames the message and decides persistence itself;
+                # a handler asking for Connection: close gets it.
+                if lower == b"connection" and b"close" in rules.connection_options(value):
+                    close = True
+                continue
+            if lower == b"content-length":
+                if status == 204 or status < 200:
+                    continue  # RFC 9110 8.6: never with 1xx or 204
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or not value.isdigit():
+                    _log.error("Dropped an invalid Content-Length: {value!r}", value=value)
+                    continue
+                content_length = declared
+            elif lower == b"date":
+                has_date = True
+            else:
+                has_server = True
+        lines.append(name + b": " + value + b"\r\n")
+    return _Fields(
+        status,
+        b"".join(lines),
+        content_length,
+        has_date=has_date,
+        has_server=has_server,
+        close=close,
+    )
+
+
 class _Body(Enum):
     RECEIVING = "receiving"
     COMPLETE = "complete"
@@ -1187,36 +1259,19 @@ class HTTP11Exchange:
         request = self.request
         status = self.status
         protocol = self._protocol
-        keep_alive = self._keep_alive and not protocol.closing
-        lines = [status_line(status, self._reason)]
+        headers = self._response_headers
+        if type(headers) is PreparedHeaders:
+            fields = headers.wire
+            if not (isinstance(fields, _Fields) and fields.status == status):
+                fields = headers.wire = _scan_fields(headers, status)
+        else:
+            fields = _scan_fields(headers, status)
+        keep_alive = self._keep_alive and not protocol.closing and not fields.close
+        lines = [status_line(status, self._reason), fields.block]
         append = lines.append
-        content_length: int | None = None
-        has_date = has_server = False
-        for name, value in self._response_headers:
-            lower = name.lower()
-            if lower in _MANAGED_FIELDS:
-                if lower in rules.HOP_BY_HOP:
-                    # The server frames the message and decides persistence itself;
-                    # an application asking for Connection: close gets it.
-                    if lower == b"connection" and b"close" in rules.connection_options(value):
-                        keep_alive = False
-                    continue
-                if lower == b"content-length":
-                    if status == 204 or status < 200:
-                        continue  # RFC 9110 8.6: never with 1xx or 204
-                    try:
-                        content_length = int(value)
-                    except ValueError:
-                        content_length = -1
-                    if content_length < 0 or not value.isdigit():
-                        _log.error("Dropped an invalid Content-Length: {value!r}", value=value)
-                        content_length = None
-                        continue
-                elif lower == b"date":
-                    has_date = True
-                else:
-                    has_server = True
-            append(name + b": " + value + b"\r\n")
+        content_length = fields.content_length
+        has_date = fields.has_date
+        has_server = fields.has_server
         if request.method == b"HEAD" or status in (204, 304) or status < 200:
             framing = _Framing.NONE
             if (
@@ -1298,10 +1353,11 @@ class HTTP11Exchange:
     def send_file(self, file: IO[bytes], offset: int, count: int) -> Deferred[None]:
         """Send ``count`` bytes of ``file`` from ``offset`` with zero-copy where possible.
 
-        The head must declare ``Content-Length: count`` (or the response is a HEAD).
-        The Deferred fires once the bytes are handed to the kernel; the caller then
-        calls :meth:`finish`. It fails if the connection is lost or the file ends
-        early.
+        The head must declare a ``Content-Length`` that leaves room for ``count``
+        bytes (or the response is a HEAD); other body bytes may come before and
+        after (multipart ranges). The Deferred fires once the bytes are handed to
+        the kernel; the caller then writes more or calls :meth:`finish`. It fails if
+        the connection is lost or the file ends early.
         """
         if not self.response_started:
             raise RuntimeError("send_file called before start_response")
@@ -1315,8 +1371,8 @@ class HTTP11Exchange:
             done: Deferred[None] = Deferred()
             done.callback(None)
             return done
-        if self._framing is not _Framing.LENGTH or count != self._content_length - self.body_sent:
-            raise RuntimeError("send_file needs a Content-Length equal to the bytes sent")
+        if self._framing is not _Framing.LENGTH or count > self._content_length - self.body_sent:
+            raise RuntimeError("send_file needs a Content-Length that leaves room for the file")
         self.body_sent += count
         return send_file(
             transport,

@@ -8,9 +8,7 @@ already derived (effective authority, body framing, decoded path).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-__all__ = ["Address", "RequestHead", "Route"]
+__all__ = ["Address", "PreparedHeaders", "RequestHead", "Route"]
 
 #: A host and port pair, as the socket reports it.
 Address = tuple[str, int]
@@ -102,9 +100,10 @@ class RequestHead:
         return None
 
 
-@dataclass(frozen=True, slots=True)
 class Route:
     """Where a router sent a request, for the handler that answers it.
+
+    Treated as immutable; a plain slotted class because one is made per request.
 
     Attributes:
         script_name: the mount prefix (decoded, no trailing slash, ``b""`` at the root).
@@ -112,6 +111,32 @@ class Route:
         host: the first configured name of the host, or ``None`` for a catch-all host.
     """
 
-    script_name: bytes
-    path_info: bytes
-    host: str | None
+    __slots__ = ("host", "path_info", "script_name")
+
+    def __init__(self, script_name: bytes, path_info: bytes, host: str | None) -> None:
+        self.script_name = script_name
+        self.path_info = path_info
+        self.host = host
+
+    def __repr__(self) -> str:
+        return f"Route({self.script_name!r}, {self.path_info!r}, {self.host!r})"
+
+
+class PreparedHeaders(list[tuple[bytes, bytes]]):
+    """Response header fields a handler sends unchanged with many responses.
+
+    A plain list of ``(name, value)`` pairs to anything that reads it; a protocol may
+    keep its serialised form in :attr:`wire` (the HTTP/1.1 protocol does), so a file
+    served a thousand times is serialised once. Do not change it after first use.
+
+    Attributes:
+        wire: protocol-specific cache, ``None`` until a protocol fills it.
+    """
+
+    __slots__ = ("wire",)
+
+    def __init__(
+        self, fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        super().__init__(fields)
+        self.wire: object = None

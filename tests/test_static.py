@@ -1,0 +1,568 @@
+"""Static files through the router and the protocol: RFC 9110 conditional and range
+requests, precompressed siblings, directories, fall-through, X-Accel-Redirect, and
+path traversal. The files themselves are the oracle for bodies; h11 parses every
+response, and the standard library's email parser reads multipart/byteranges.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twistwsgi.cli import load_config
+from twistwsgi.routing import Router
+from twistwsgi.site import SiteBuilder
+from twistwsgi.testing import (
+    ParsedResponse,
+    PullingTransport,
+    SynchronousReactorThreads,
+    SynchronousThreadPool,
+    connect,
+    parse_responses,
+)
+
+SECRET = b"top secret, outside the served directory"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A served directory, and a secret file beside it."""
+    root = tmp_path / "www"
+    (root / "css").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "empty").mkdir()
+    (root / "sub").mkdir()
+    (root / "a.txt").write_bytes(b"hello static\n")
+    (root / "css" / "app.css").write_bytes(b"body { color: red }\n")
+    (root / "docs" / "index.html").write_bytes(b"<h1>docs</h1>")
+    (root / "big.bin").write_bytes(os.urandom(200_000))
+    (root / "page.html").write_bytes(b"<p>plain</p>")
+    (root / "page.html.gz").write_bytes(b"gzip bytes")
+    (root / "page.html.br").write_bytes(b"brotli bytes")
+    (root / ".env").write_bytes(b"SECRET=1")
+    (root / "sub" / ".hidden").write_bytes(b"hidden")
+    (root / ".well-known").mkdir()
+    (root / ".well-known" / "acme").write_bytes(b"token")
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(SECRET)
+    (root / "link_out").symlink_to(outside)
+    (root / "link_file").symlink_to(tmp_path / "secret.txt")
+    (root / "link_in").symlink_to(root / "a.txt")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+def config_text(root: Path, options: str = "", app: str | None = None) -> str:
+    text = '[[host]]\nnames = ["files.example"]\ndefault = true\n'
+    text += f'[[host.mount]]\npath = "/static"\nstatic = "{root}"\n{options}\n'
+    if app is not None:
+        text += f'[[host.mount]]\npath = "/"\napp = "{app}"\n'
+    return text
+
+
+def router_for(tmp_path: Path, text: str) -> Router:
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    config = load_config({"config": str(path)})
+    builder = SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool())
+    return Router(builder.build(config))
+
+
+def request(
+    router: Router,
+    target: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    method: bytes = b"GET",
+) -> ParsedResponse:
+    connection = connect(router, transport=PullingTransport())
+    fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    connection.send(
+        method + b" " + target + b" HTTP/1.1\r\nHost: files.example\r\n" + fields + b"\r\n"
+    )
+    [response] = parse_responses(connection.take(), [method])
+    return response
+
+
+@pytest.fixture
+def files(site: Path, tmp_path: Path) -> Router:
+    return router_for(tmp_path, config_text(site))
+
+
+# -- plain GET and HEAD -------------------------------------------------------------------
+
+
+def test_get_sends_the_file_with_validators(files: Router, site: Path) -> None:
+    """GET answers with the bytes, a charset for text, a strong ETag, Last-Modified,
+    Accept-Ranges and nosniff.
+    """
+    response = request(files, b"/static/a.txt")
+    assert response.status == 200
+    assert response.body == (site / "a.txt").read_bytes()
+    assert response.header(b"content-type") == b"text/plain; charset=utf-8"
+    etag = response.header(b"etag")
+    assert etag is not None and etag.startswith(b'"') and not etag.startswith(b"W/")
+    assert response.header(b"last-modified") is not None
+    assert response.header(b"accept-ranges") == b"bytes"
+    assert response.header(b"x-content-type-options") == b"nosniff"
+
+
+def test_large_file_is_sent_whole(files: Router, site: Path) -> None:
+    """A file larger than the memory cache goes out through the file sender intact."""
+    response = request(files, b"/static/big.bin")
+    assert response.body == (site / "big.bin").read_bytes()
+    assert response.header(b"content-type") == b"application/octet-stream"
+
+
+def test_head_has_the_headers_and_no_body(files: Router) -> None:
+    """HEAD sends the same headers (the length included) and no body."""
+    response = request(files, b"/static/big.bin", method=b"HEAD")
+    assert response.header(b"content-length") == b"200000"
+    assert response.body == b""
+
+
+def test_other_methods_get_405_with_allow(files: Router) -> None:
+    """POST and friends are 405 with Allow: GET, HEAD (RFC 9110 15.5.6)."""
+    response = request(files, b"/static/a.txt", method=b"DELETE")
+    assert response.status == 405
+    assert response.header(b"allow") == b"GET, HEAD"
+
+
+def test_a_changed_file_is_never_served_stale(files: Router, site: Path) -> None:
+    """A cached small file is checked on every request: new content, new ETag."""
+    first = request(files, b"/static/a.txt")
+    (site / "a.txt").write_bytes(b"changed content, longer than before\n")
+    second = request(files, b"/static/a.txt")
+    assert second.body == b"changed content, longer than before\n"
+    assert second.header(b"etag") != first.header(b"etag")
+
+
+def test_cache_control_and_extra_headers_from_the_mount(site: Path, tmp_path: Path) -> None:
+    """cache_control and headers options are sent with every file."""
+    router = router_for(
+        tmp_path,
+        config_text(
+            site,
+            'cache_control = "public, max-age=31536000, immutable"\n'
+            'headers = { X-Frame-Options = "DENY" }',
+        ),
+    )
+    response = request(router, b"/static/css/app.css")
+    assert response.header(b"cache-control") == b"public, max-age=31536000, immutable"
+    assert response.header(b"x-frame-options") == b"DENY"
+    assert response.header(b"content-type") == b"text/css; charset=utf-8"
+
+
+# -- conditional requests (RFC 9110 13) ----------------------------------------------------
+
+
+def validators(router: Router, target: bytes = b"/static/a.txt") -> tuple[bytes, bytes]:
+    response = request(router, target)
+    etag = response.header(b"etag")
+    modified = response.header(b"last-modified")
+    assert etag is not None and modified is not None
+    return etag, modified
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({b"if-none-match": "{etag}"}, 304),
+        ({b"if-none-match": "W/{etag}"}, 304),  # weak comparison
+        ({b"if-none-match": '"other", {etag}'}, 304),
+        ({b"if-none-match": "*"}, 304),
+        ({b"if-none-match": '"other"'}, 200),
+        ({b"if-modified-since": "{modified}"}, 304),
+        ({b"if-modified-since": "Sat, 01 Jan 2000 00:00:00 GMT"}, 200),
+        ({b"if-modified-since": "not a date"}, 200),
+        # If-None-Match wins over If-Modified-Since (13.2.2 step 3 before step 4).
+        ({b"if-none-match": '"other"', b"if-modified-since": "{modified}"}, 200),
+        ({b"if-match": "{etag}"}, 200),
+        ({b"if-match": "W/{etag}"}, 412),  # strong comparison
+        ({b"if-match": '"other"'}, 412),
+        ({b"if-match": "*"}, 200),
+        ({b"if-unmodified-since": "Sat, 01 Jan 2000 00:00:00 GMT"}, 412),
+        ({b"if-unmodified-since": "{modified}"}, 200),
+        # If-Match wins over If-Unmodified-Since (step 1 before step 2).
+        ({b"if-match": "{etag}", b"if-unmodified-since": "Sat, 01 Jan 2000 00:00:00 GMT"}, 200),
+        # A failed If-Match is 412 even when If-None-Match would give 304.
+        ({b"if-match": '"other"', b"if-none-match": "{etag}"}, 412),
+    ],
+)
+def test_preconditions_follow_rfc9110_13_2_2(
+    files: Router, fields: dict[bytes, str], status: int
+) -> None:
+    """The four preconditions give 200, 304 or 412 in the RFC's order."""
+    etag, modified = validators(files)
+    headers = [
+        (name, value.format(etag=etag.decode(), modified=modified.decode()).encode())
+        for name, value in fields.items()
+    ]
+    response = request(files, b"/static/a.txt", headers)
+    assert response.status == status
+    if status == 304:
+        assert response.body == b""
+        assert response.header(b"etag") == etag
+
+
+# -- ranges (RFC 9110 14) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "first", "last"),
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=199990-", 199990, 199999),
+        ("bytes=-25", 199975, 199999),
+        ("bytes=100-199999999", 100, 199999),
+        ("bytes=5-5", 5, 5),
+        ("bytes=0-10,5-20", 0, 20),  # overlapping ranges coalesce to one
+    ],
+)
+def test_single_range_is_206(files: Router, site: Path, spec: str, first: int, last: int) -> None:
+    """A satisfiable single range is 206 with Content-Range and exactly those bytes."""
+    response = request(files, b"/static/big.bin", [(b"range", spec.encode())])
+    content = (site / "big.bin").read_bytes()
+    assert response.status == 206
+    assert response.header(b"content-range") == f"bytes {first}-{last}/200000".encode()
+    assert response.body == content[first : last + 1]
+
+
+def test_range_of_a_small_cached_file(files: Router, site: Path) -> None:
+    """Ranges work on files served from memory too."""
+    response = request(files, b"/static/a.txt", [(b"range", b"bytes=6-11")])
+    assert (response.status, response.body) == (206, b"static")
+
+
+def test_multiple_ranges_are_multipart_byteranges(files: Router, site: Path) -> None:
+    """Several ranges come as multipart/byteranges; each part has its Content-Range."""
+    content = (site / "big.bin").read_bytes()
+    response = request(files, b"/static/big.bin", [(b"range", b"bytes=0-99,1000-1099,-50")])
+    assert response.status == 206
+    content_type = response.header(b"content-type")
+    assert content_type is not None and content_type.startswith(b"multipart/byteranges")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type + b"\r\n\r\n" + response.body
+    )
+    parts = list(message.iter_parts())
+    expected = [(0, 99), (1000, 1099), (199950, 199999)]
+    assert len(parts) == 3
+    for part, (first, last) in zip(parts, expected, strict=True):
+        assert part["Content-Range"] == f"bytes {first}-{last}/200000"
+        assert part.get_payload(decode=True) == content[first : last + 1]
+    assert int(response.header(b"content-length") or 0) == len(response.body)
+
+
+def test_unsatisfiable_range_is_416(files: Router) -> None:
+    """A range wholly past the end is 416 with Content-Range: bytes */size."""
+    response = request(files, b"/static/big.bin", [(b"range", b"bytes=300000-")])
+    assert response.status == 416
+    assert response.header(b"content-range") == b"bytes */200000"
+
+
+@pytest.mark.parametrize("spec", [b"bytes=5-1", b"items=0-1", b"bytes=a-b", b"bytes"])
+def test_invalid_range_is_ignored(files: Router, spec: bytes) -> None:
+    """An invalid Range field is ignored: the whole file, 200 (RFC 9110 14.2)."""
+    response = request(files, b"/static/big.bin", [(b"range", spec)])
+    assert (response.status, len(response.body)) == (200, 200000)
+
+
+def test_too_many_ranges_send_the_whole_file(site: Path, tmp_path: Path) -> None:
+    """More ranges than max_ranges: the whole file instead."""
+    router = router_for(tmp_path, config_text(site, "max_ranges = 2"))
+    response = request(router, b"/static/big.bin", [(b"range", b"bytes=0-0,10-10,20-20")])
+    assert (response.status, len(response.body)) == (200, 200000)
+
+
+def test_if_range_with_the_current_etag_allows_the_range(files: Router) -> None:
+    """If-Range with the current strong ETag: the range is served."""
+    etag, _ = validators(files, b"/static/big.bin")
+    response = request(files, b"/static/big.bin", [(b"range", b"bytes=0-3"), (b"if-range", etag)])
+    assert response.status == 206
+
+
+@pytest.mark.parametrize("validator", [b'"stale"', b"Sat, 01 Jan 2000 00:00:00 GMT"])
+def test_if_range_with_a_stale_validator_sends_everything(files: Router, validator: bytes) -> None:
+    """If-Range that no longer matches: the whole file, 200 (RFC 9110 13.1.5)."""
+    response = request(
+        files, b"/static/big.bin", [(b"range", b"bytes=0-3"), (b"if-range", validator)]
+    )
+    assert (response.status, len(response.body)) == (200, 200000)
+
+
+# -- precompressed siblings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "body", "encoding"),
+    [
+        (b"gzip, br", b"brotli bytes", b"br"),
+        (b"gzip", b"gzip bytes", b"gzip"),
+        (b"br;q=0.5, gzip;q=0.9", b"gzip bytes", b"gzip"),
+        (b"identity", b"<p>plain</p>", None),
+        (b"br;q=0", b"<p>plain</p>", None),
+    ],
+)
+def test_precompressed_sibling_is_negotiated(
+    files: Router, accept: bytes, body: bytes, encoding: bytes | None
+) -> None:
+    """file.br/file.gz are sent with Content-Encoding when accepted; Vary is set."""
+    response = request(files, b"/static/page.html", [(b"accept-encoding", accept)])
+    assert response.body == body
+    assert response.header(b"content-encoding") == encoding
+    assert response.header(b"vary") == b"Accept-Encoding"
+    assert response.header(b"content-type") == b"text/html; charset=utf-8"
+
+
+def test_siblings_have_their_own_etags(files: Router) -> None:
+    """Each representation has its own ETag, so caches never mix them."""
+    plain = request(files, b"/static/page.html")
+    gz = request(files, b"/static/page.html", [(b"accept-encoding", b"gzip")])
+    assert plain.header(b"etag") != gz.header(b"etag")
+
+
+def test_precompressed_can_be_switched_off(site: Path, tmp_path: Path) -> None:
+    """Precompressed = false always sends the file itself."""
+    router = router_for(tmp_path, config_text(site, "precompressed = false"))
+    response = request(router, b"/static/page.html", [(b"accept-encoding", b"gzip, br")])
+    assert response.body == b"<p>plain</p>"
+    assert response.header(b"vary") is None
+
+
+# -- directories -------------------------------------------------------------------------
+
+
+def test_directory_without_slash_redirects(files: Router) -> None:
+    """A directory asked for without its trailing slash is 301 to the slash, the
+    query kept.
+    """
+    response = request(files, b"/static/docs?x=1")
+    assert response.status == 301
+    assert response.header(b"location") == b"/static/docs/?x=1"
+
+
+def test_directory_index_is_served(files: Router) -> None:
+    """index.html answers for its directory."""
+    response = request(files, b"/static/docs/")
+    assert (response.status, response.body) == (200, b"<h1>docs</h1>")
+
+
+def test_directory_without_index_is_403_unless_listed(
+    files: Router, site: Path, tmp_path: Path
+) -> None:
+    """No index and no listing: 403; with listing: an HTML page with escaped names."""
+    assert request(files, b"/static/empty/").status == 403
+    (site / "empty" / "<script>alert(1)<b>.txt").write_bytes(b"x")
+    router = router_for(tmp_path, config_text(site, "listing = true"))
+    response = request(router, b"/static/empty/")
+    assert response.status == 200
+    assert b"<script>alert" not in response.body
+    assert b"&lt;script&gt;alert(1)&lt;b&gt;.txt" in response.body
+    assert b'href="%3Cscript%3Ealert%281%29%3Cb%3E.txt"' in response.body
+    listing = request(router, b"/static/")
+    assert b".env" not in listing.body  # dotfiles stay hidden in listings
+
+
+def test_redirect_location_cannot_become_protocol_relative(files: Router) -> None:
+    """A path starting with // redirects to a single-slash path, never //host/."""
+    response = request(files, b"//static/docs")
+    assert response.status in (301, 404)
+    location = response.header(b"location")
+    assert location is None or not location.startswith(b"//")
+
+
+# -- dotfiles, symlinks and traversal -------------------------------------------------------
+
+TRAVERSALS = [
+    b"/static/../secret.txt",
+    b"/static/..%2fsecret.txt",
+    b"/static/..%2Fsecret.txt",
+    b"/static/%2e%2e/secret.txt",
+    b"/static/%2E%2E/secret.txt",
+    b"/static/.%2e/secret.txt",
+    b"/static/%2e./secret.txt",
+    b"/static/%2e%2e%2fsecret.txt",
+    b"/static/..%5csecret.txt",
+    b"/static/..%5Csecret.txt",
+    b"/static/..\\secret.txt",
+    b"/static/%252e%252e/secret.txt",
+    b"/static//../secret.txt",
+    b"/static/./../secret.txt",
+    b"/static/css/../../secret.txt",
+    b"/static/css/%2e%2e/%2e%2e/secret.txt",
+    b"/static/../../../../../../etc/passwd",
+    b"/static/..;/secret.txt",
+    b"/static/..%c0%afsecret.txt",
+    b"/static/%c0%ae%c0%ae/secret.txt",
+    b"/static/%e0%80%ae%e0%80%ae/secret.txt",
+    b"/static//etc/passwd",
+    b"/static/%2fetc%2fpasswd",
+    b"/static/link_out/secret.txt",
+    b"/static/link_file",
+    b"/static/.env",
+    b"/static/%2eenv",
+    b"/static/%2e%65%6e%76",
+    b"/static/sub/.hidden",
+    b"/static/sub/%2ehidden",
+    b"/static/.git/config",
+    b"/static/fifo",
+    b"/static/a.txt/",
+    b"/static/a.txt/..",
+    b"/static/" + b"a" * 400,
+    b"/static/C:%5cWindows%5cwin.ini",
+    b"http://files.example/static/../secret.txt",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS, ids=[t.decode("latin-1")[:40] for t in TRAVERSALS])
+def test_no_path_escapes_the_directory(files: Router, target: bytes) -> None:
+    """Every traversal attempt is refused (404, or 400 for a path above /, or 403 for
+    one that normalises to the directory itself) and never shows the secret or a
+    hidden file.
+    """
+    response = request(files, target)
+    assert response.status in (400, 403, 404), response.status
+    assert SECRET not in response.body
+    assert b"SECRET=1" not in response.body and response.body != b"hidden"
+
+
+@pytest.mark.parametrize("target", [b"/static/a%00.txt", b"/static/%00"])
+def test_encoded_nul_is_refused_before_routing(files: Router, target: bytes) -> None:
+    """An encoded NUL never reaches the file system: 400."""
+    assert request(files, target).status == 400
+
+
+def test_symlink_inside_the_directory_is_followed(files: Router) -> None:
+    """A link to a file inside the directory is served by default."""
+    assert request(files, b"/static/link_in").body == b"hello static\n"
+
+
+def test_symlinks_never_refuses_every_link(site: Path, tmp_path: Path) -> None:
+    """Symlinks = "never": even a link that stays inside is 404."""
+    router = router_for(tmp_path, config_text(site, 'symlinks = "never"'))
+    assert request(router, b"/static/link_in").status == 404
+    assert request(router, b"/static/a.txt").status == 200
+
+
+def test_well_known_is_served_and_dotfiles_can_be_enabled(
+    site: Path, tmp_path: Path, files: Router
+) -> None:
+    """/.well-known/ is always served; dotfiles = true serves other dotfiles."""
+    assert request(files, b"/static/.well-known/acme").body == b"token"
+    router = router_for(tmp_path, config_text(site, "dotfiles = true"))
+    assert request(router, b"/static/.env").body == b"SECRET=1"
+
+
+# -- fall-through and X-Accel-Redirect ----------------------------------------------------
+
+
+def test_fallthrough_lets_one_prefix_be_files_and_an_app(site: Path, tmp_path: Path) -> None:
+    """With fallthrough, existing files are served and the rest (and POST) go to
+    the application mounted at the same path.
+    """
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/"\nstatic = "{site}"\nfallthrough = true\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:environ"\n'
+    )
+    router = router_for(tmp_path, text)
+    assert request(router, b"/a.txt").body == b"hello static\n"
+    missing = request(router, b"/no/such/page")
+    assert missing.status == 200 and b'"PATH_INFO": "/no/such/page"' in missing.body
+    post = request(router, b"/a.txt", [(b"content-length", b"0")], method=b"POST")
+    assert b'"REQUEST_METHOD": "POST"' in post.body
+    assert b'"SCRIPT_NAME": ""' in request(router, b"/empty/").body
+
+
+def accel_app(field: str, value: str) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = b"this body is replaced by the file"
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/pdf"),
+                ("Content-Disposition", 'attachment; filename="report.pdf"'),
+                ("Content-Length", str(len(body))),
+                (field, value),
+            ],
+        )
+        return [body]
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("X-Accel-Redirect", "/protected/big.bin"), ("X-Sendfile", "SITE/big.bin")],
+)
+def test_x_accel_redirect_serves_the_file_instead(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    """An application's X-Accel-Redirect (a URL of an internal static mount) or
+    X-Sendfile (a path inside a static directory) is replaced by that file, with
+    the application's other headers kept and ranges honoured.
+    """
+    import tests.apps
+
+    monkeypatch.setattr(
+        tests.apps, "accel", accel_app(field, value.replace("SITE", str(site))), raising=False
+    )
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/protected"\nstatic = "{site}"\ninternal = true\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:accel"\nx_accel_redirect = true\n'
+    )
+    router = router_for(tmp_path, text)
+    content = (site / "big.bin").read_bytes()
+    response = request(router, b"/download")
+    assert response.status == 200
+    assert response.body == content
+    assert response.header(b"content-disposition") == b'attachment; filename="report.pdf"'
+    assert response.header(b"content-type") == b"application/pdf"
+    assert response.header(b"x-accel-redirect") is None and response.header(b"x-sendfile") is None
+    ranged = request(router, b"/download", [(b"range", b"bytes=10-19")])
+    assert (ranged.status, ranged.body) == (206, content[10:20])
+    # The internal mount is not reachable directly.
+    assert request(router, b"/protected/big.bin").status == 404
+
+
+def test_x_sendfile_outside_every_static_directory_is_refused(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """X-Sendfile naming a file outside the static directories serves nothing."""
+    import tests.apps
+
+    monkeypatch.setattr(
+        tests.apps, "accel", accel_app("X-Sendfile", str(tmp_path / "secret.txt")), raising=False
+    )
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/protected"\nstatic = "{site}"\ninternal = true\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:accel"\nx_accel_redirect = true\n'
+    )
+    response = request(router_for(tmp_path, text), b"/download")
+    assert response.status == 404
+    assert SECRET not in response.body
+
+
+def test_without_the_option_accel_headers_are_passed_on(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without x_accel_redirect the application's answer is sent as it is."""
+    import tests.apps
+
+    monkeypatch.setattr(tests.apps, "accel", accel_app("X-Accel-Redirect", "/x"), raising=False)
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:accel"\n'
+    )
+    response = request(router_for(tmp_path, text), b"/download")
+    assert response.body == b"this body is replaced by the file"
+    assert response.header(b"x-accel-redirect") == b"/x"

@@ -1,0 +1,719 @@
+"""Static files, served from the reactor at nginx grade.
+
+:class:`StaticHandler` answers GET and HEAD for the files under one directory:
+
+- **Paths.** The router has already removed dot-segments. Here, any request whose raw
+  path holds an encoded slash or backslash (``%2f``, ``%5c``) or a backslash is a miss,
+  so is any name starting with a dot (unless ``dotfiles``; ``/.well-known/`` is always
+  served), anything that is not a regular file or directory, and anything a symbolic
+  link takes outside the directory (or any link at all, with ``symlinks = "never"``).
+  Misses are 404, or go to the mount below with ``fallthrough``.
+- **Validators and conditions** (RFC 9110 8.8, 13): a strong ``ETag`` from the inode,
+  size and modification time, ``Last-Modified``; 304 and 412 by the precedence of
+  13.2.2 (:mod:`twistwsgi.files`).
+- **Ranges** (RFC 9110 14): single ranges as 206 with ``Content-Range``, several as
+  ``multipart/byteranges``, ``If-Range``, 416 with ``Content-Range: bytes */N``.
+- **Precompressed siblings**: ``file.br`` or ``file.gz`` when the client accepts it,
+  with ``Content-Encoding`` and ``Vary: Accept-Encoding``.
+- **Directories**: a missing trailing slash is a 301 redirect; index files; an HTML
+  listing only when enabled, otherwise 403.
+- **Sending**: files up to ``memory_cache`` bytes are kept in memory and go out with
+  the head in one write (checked against the file system by a ``stat`` on every
+  request, so a changed file is never served stale); larger ones go out with
+  ``os.sendfile`` on TCP and UNIX sockets, in pieces on TLS, without a thread and
+  without reading them into memory.
+
+The same machinery serves ``X-Accel-Redirect``/``X-Sendfile`` answers of an application
+(:meth:`StaticHandler.serve`), with the application's own headers kept except those
+that describe the file.
+
+Everything here runs in the reactor thread; its disk access (``stat``, ``open``)
+blocks the reactor briefly, as it does in nginx without ``aio``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import stat
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistwsgi import files
+from twistwsgi.http.exchange import Exchange, Handler
+from twistwsgi.http.request import PreparedHeaders, Route
+from twistwsgi.http.wire import http_date
+
+__all__ = ["StaticHandler", "StaticOptions"]
+
+_log = Logger(namespace="twistwsgi.static")
+
+#: Most bytes one mount keeps in memory for its cached small files.
+CACHE_BUDGET = 32 * 1024 * 1024
+#: Most request paths whose file-system path one mount remembers.
+PATH_CACHE_SIZE = 8192
+
+_WANTED = frozenset(
+    {
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"range",
+        b"if-range",
+        b"accept-encoding",
+    }
+)
+_ENCODINGS = (("br", b".br"), ("gzip", b".gz"))
+_WELL_KNOWN = b".well-known"
+# Headers of an application's X-Accel-Redirect answer that describe its own (empty)
+# body rather than the file, and the redirect headers themselves.
+_REPLACED_BY_FILE = frozenset(
+    {
+        b"content-length",
+        b"content-range",
+        b"content-encoding",
+        b"transfer-encoding",
+        b"etag",
+        b"last-modified",
+        b"accept-ranges",
+        b"x-accel-redirect",
+        b"x-sendfile",
+    }
+)
+
+
+@dataclass(frozen=True)
+class StaticOptions:
+    """How one static mount serves its directory (see ``docs/static.md``).
+
+    Attributes:
+        root: the directory, as an absolute real path.
+        cache_control: the ``Cache-Control`` value, if any.
+        headers: more header fields for every file.
+        index: file names served for a directory.
+        listing: whether a directory without an index is listed.
+        precompressed: whether ``.br``/``.gz`` siblings are negotiated.
+        dotfiles: whether names starting with a dot are served.
+        symlinks: ``"inside"`` or ``"never"``.
+        internal: whether only ``X-Accel-Redirect`` reaches these files.
+        max_ranges: most ranges served in one response.
+        memory_cache: files up to this size are kept in memory (0: none).
+    """
+
+    root: str
+    cache_control: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    index: tuple[str, ...] = ("index.html",)
+    listing: bool = False
+    precompressed: bool = True
+    dotfiles: bool = False
+    symlinks: str = "inside"
+    internal: bool = False
+    max_ranges: int = 16
+    memory_cache: int = 64 * 1024
+
+    @classmethod
+    def from_mount(cls, root: str, options: dict[str, Any]) -> StaticOptions:
+        """Build the options of a static mount from its configuration."""
+        return cls(
+            root=os.path.realpath(root),
+            **{key: value for key, value in options.items() if key in _OPTION_NAMES},
+        )
+
+
+_OPTION_NAMES = frozenset(StaticOptions.__dataclass_fields__) - {"root"}
+
+
+class _File:
+    """What is known about one file (or precompressed sibling) of the directory.
+
+    Attributes:
+        signature: device, inode, size and modification time; a different value
+            means a different file.
+        size: its length.
+        etag: its strong entity tag.
+        last_modified: its modification time in whole seconds.
+        content_type: its media type (of the original file for a sibling).
+        encoding: ``"br"``/``"gzip"`` for a precompressed sibling, else ``None``.
+        headers: the header fields every answer with this file carries.
+        full_headers: those and the length: the whole head of a plain 200.
+        data: its content, when it is kept in memory.
+    """
+
+    __slots__ = (
+        "content_type",
+        "data",
+        "encoding",
+        "etag",
+        "full_headers",
+        "headers",
+        "last_modified",
+        "signature",
+        "size",
+    )
+
+    def __init__(
+        self,
+        info: os.stat_result,
+        content_type: str,
+        encoding: str | None,
+        options: StaticOptions,
+    ) -> None:
+        self.signature = _signature(info)
+        self.size = info.st_size
+        self.last_modified = int(info.st_mtime)
+        self.etag = files.etag_for(
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+            "br" if encoding == "br" else "gz" if encoding == "gzip" else "",
+        )
+        self.content_type = content_type
+        self.encoding = encoding
+        self.data: bytes | None = None
+        headers = [
+            (b"Content-Type", content_type.encode("latin-1")),
+            (b"Last-Modified", http_date(self.last_modified)),
+            (b"ETag", self.etag.encode("latin-1")),
+            (b"Accept-Ranges", b"bytes"),
+            (b"X-Content-Type-Options", b"nosniff"),
+        ]
+        if encoding is not None:
+            headers.append((b"Content-Encoding", encoding.encode("ascii")))
+        if options.precompressed:
+            headers.append((b"Vary", b"Accept-Encoding"))
+        if options.cache_control:
+            headers.append((b"Cache-Control", options.cache_control.encode("latin-1")))
+        headers.extend(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in options.headers
+        )
+        self.headers = headers
+        # The head of a plain 200, serialised once by the protocol.
+        self.full_headers = PreparedHeaders([*headers, (b"Content-Length", b"%d" % self.size)])
+
+
+def _signature(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class _Miss(Exception):  # noqa: N818 - control flow, not an error
+    """The request names no file this mount serves (404, or the fallback)."""
+
+
+class _Forbidden(Exception):  # noqa: N818 - control flow, not an error
+    """The file exists but may not be served (403)."""
+
+
+class _Redirect(Exception):  # noqa: N818 - control flow, not an error
+    """A directory was asked for without its trailing slash (301)."""
+
+
+class StaticHandler:
+    """Serves the files of one directory (reactor thread).
+
+    Args:
+        options: how the directory is served.
+        fallback: with ``fallthrough``, the mount (prefix and handler) misses go to.
+    """
+
+    def __init__(
+        self,
+        options: StaticOptions,
+        *,
+        fallback: tuple[bytes, Handler] | None = None,
+    ) -> None:
+        self.options = options
+        self.fallback = fallback
+        self._root = os.fsencode(options.root)
+        self._root_prefix = self._root.rstrip(b"/") + b"/"
+        self._cache: OrderedDict[bytes, _File] = OrderedDict()
+        self._cached_bytes = 0
+        # path_info -> file-system path, or None for a name that is never served
+        # (a dotfile): the mapping is a pure function of the path and the options.
+        self._paths: dict[bytes, bytes | None] = {}
+
+    # -- entry points ---------------------------------------------------------------
+
+    def handle(self, exchange: Exchange) -> None:
+        """Answer a request routed to this mount."""
+        route = exchange.route
+        path_info = route.path_info if route is not None else exchange.request.decoded_path
+        method = exchange.request.method
+        if self.options.internal:
+            _answer(exchange, 404, b"Not Found\n")
+            return
+        if method not in (b"GET", b"HEAD"):
+            if self._fall_through(exchange):
+                return
+            _answer(exchange, 405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
+            return
+        raw = exchange.request.path.lower()
+        if b"%2f" in raw or b"%5c" in raw or b"\\" in raw:
+            self._missed(exchange)  # an encoded separator cannot name a file
+            return
+        self.serve(exchange, path_info)
+
+    def serve(
+        self,
+        exchange: Exchange,
+        path_info: bytes,
+        app_headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        internal: bool = False,
+    ) -> None:
+        """Send the file at ``path_info`` (below the directory) as the response.
+
+        Args:
+            exchange: the request to answer.
+            path_info: the decoded path below the mount, e.g. ``b"/css/app.css"``.
+            app_headers: an application's header fields to keep (X-Accel-Redirect).
+            internal: whether this is an application's redirect (no fallthrough, no
+                directory redirect).
+        """
+        try:
+            path, info = self._resolve(path_info, redirect=not internal)
+        except _Miss:
+            if internal:
+                _answer(exchange, 404, b"Not Found\n")
+            else:
+                self._missed(exchange)
+            return
+        except _Forbidden:
+            _answer(exchange, 403, b"Forbidden\n")
+            return
+        except _Redirect:
+            self._redirect(exchange)
+            return
+        if stat.S_ISDIR(info.st_mode):
+            self._list(exchange, path, path_info)
+            return
+        fields = _request_fields(exchange)
+        entry = self._file(path, info, fields.pop(b"accept-encoding", None))
+        self._send(exchange, entry, path, fields, app_headers)
+
+    def close(self) -> None:
+        """Forget the cached files (the mount is being replaced)."""
+        self._cache.clear()
+        self._cached_bytes = 0
+
+    # -- resolving a path -------------------------------------------------------------
+
+    def _resolve(self, path_info: bytes, *, redirect: bool) -> tuple[bytes, os.stat_result]:
+        """Map ``path_info`` to a file (or, for a listing, a directory) and its stat."""
+        path = self._paths.get(path_info, b"")
+        if path == b"":
+            path = self._map(path_info)
+            if len(self._paths) < PATH_CACHE_SIZE:
+                self._paths[path_info] = path
+        if path is None:
+            raise _Miss
+        below_root = path != self._root
+        info = self._stat(path)
+        if stat.S_ISREG(info.st_mode):
+            if path_info.endswith(b"/"):
+                raise _Miss  # "a.txt/" names a directory that does not exist
+            return path, info
+        if not stat.S_ISDIR(info.st_mode):
+            raise _Miss  # never a device, FIFO or socket
+        if redirect and below_root and not path_info.endswith(b"/"):
+            if self._has_index(path) or self.options.listing:
+                raise _Redirect
+            raise _Miss
+        for index in self.options.index:
+            candidate = path.rstrip(b"/") + b"/" + os.fsencode(index)
+            try:
+                index_info = self._stat(candidate)
+            except _Miss:
+                continue
+            if stat.S_ISREG(index_info.st_mode):
+                return candidate, index_info
+        if self.options.listing:
+            return path, info
+        if self.fallback is not None:
+            raise _Miss
+        raise _Forbidden
+
+    def _map(self, path_info: bytes) -> bytes | None:
+        """The file-system path for ``path_info``, or ``None`` if it is hidden."""
+        names = [name for name in path_info.split(b"/") if name]
+        if not self.options.dotfiles:
+            for position, name in enumerate(names):
+                if name.startswith(b".") and not (position == 0 and name == _WELL_KNOWN):
+                    return None
+        return self._root_prefix + b"/".join(names) if names else self._root
+
+    def _stat(self, path: bytes) -> os.stat_result:
+        """``stat`` a path, enforcing the symbolic-link policy."""
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Miss from None
+        except PermissionError:
+            raise _Forbidden from None
+        except OSError:  # ELOOP, ENAMETOOLONG...
+            raise _Miss from None
+        cached = self._cache.get(path)
+        if cached is not None and cached.signature == _signature(info):
+            return info  # checked when it was cached; the same file since
+        real = os.path.realpath(path)
+        if real != path:
+            if self.options.symlinks == "never":
+                raise _Miss
+            if real != self._root and not real.startswith(self._root_prefix):
+                raise _Miss
+        return info
+
+    def _has_index(self, directory: bytes) -> bool:
+        for index in self.options.index:
+            try:
+                info = self._stat(directory + b"/" + os.fsencode(index))
+            except (_Miss, _Forbidden):
+                continue
+            if stat.S_ISREG(info.st_mode):
+                return True
+        return False
+
+    def _file(self, path: bytes, info: os.stat_result, accept_encoding: bytes | None) -> _File:
+        """The file to send: a precompressed sibling if one suits, else ``path``."""
+        options = self.options
+        if options.precompressed and accept_encoding:
+            available = []
+            siblings: dict[str, tuple[bytes, os.stat_result]] = {}
+            for coding, suffix in _ENCODINGS:
+                try:
+                    sibling_info = self._stat(path + suffix)
+                except (_Miss, _Forbidden):
+                    continue
+                if stat.S_ISREG(sibling_info.st_mode):
+                    available.append(coding)
+                    siblings[coding] = (path + suffix, sibling_info)
+            if available:
+                chosen = files.preferred_encoding(accept_encoding.decode("latin-1"), available)
+                if chosen is not None:
+                    sibling_path, sibling_info = siblings[chosen]
+                    return self._entry(sibling_path, sibling_info, path, chosen)
+        return self._entry(path, info, path, None)
+
+    def _entry(
+        self, path: bytes, info: os.stat_result, original: bytes, encoding: str | None
+    ) -> _File:
+        """The cached facts of ``path``, refreshed if the file changed.
+
+        ``original`` is the file a precompressed sibling stands for: the media type
+        is that of the original.
+        """
+        cached = self._cache.get(path)
+        signature = _signature(info)
+        if cached is not None and cached.signature == signature:
+            return cached
+        entry = _File(info, files.content_type(os.fsdecode(original)), encoding, self.options)
+        if info.st_size <= self.options.memory_cache:
+            data = _read_small(path, signature)
+            if data is not None:
+                entry.data = data
+                self._remember(path, entry, cached)
+        return entry
+
+    def _remember(self, path: bytes, entry: _File, replaced: _File | None) -> None:
+        if replaced is not None:
+            self._cached_bytes -= replaced.size
+        assert entry.data is not None
+        self._cache[path] = entry
+        self._cached_bytes += len(entry.data)
+        while self._cached_bytes > CACHE_BUDGET and self._cache:
+            _, evicted = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted.size
+
+    # -- answering ----------------------------------------------------------------------
+
+    def _missed(self, exchange: Exchange) -> None:
+        if not self._fall_through(exchange):
+            _answer(exchange, 404, b"Not Found\n")
+
+    def _fall_through(self, exchange: Exchange) -> bool:
+        """Hand the exchange to the fallback mount, if there is one."""
+        if self.fallback is None:
+            return False
+        prefix, handler = self.fallback
+        route = exchange.route
+        if route is not None:
+            full = route.script_name + route.path_info
+            exchange.route = Route(prefix, full[len(prefix) :], route.host)
+        handler.handle(exchange)
+        return True
+
+    def _redirect(self, exchange: Exchange) -> None:
+        request = exchange.request
+        # One leading slash: "//evil.example/" would be a protocol-relative URL.
+        location = b"/" + request.path.lstrip(b"/") + b"/"
+        if request.query:
+            location += b"?" + request.query
+        _answer(exchange, 301, b"Moved Permanently\n", [(b"Location", location)])
+
+    def _send(
+        self,
+        exchange: Exchange,
+        entry: _File,
+        path: bytes,
+        fields: dict[bytes, bytes],
+        app_headers: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        request = exchange.request
+        if not fields and not app_headers:
+            # The common case: no preconditions, no Range. One prepared head.
+            exchange.start_response(200, entry.full_headers)
+            if entry.data is not None and request.method == b"GET":
+                exchange.finish(entry.data)
+            else:
+                self._body(exchange, entry, path, [(b"", 0, entry.size)], b"")
+            return
+        method = request.method.decode("latin-1")
+        headers = list(entry.headers)
+        if app_headers:
+            headers = _merge(headers, app_headers)
+        outcome = files.evaluate_preconditions(
+            method=method,
+            etag=entry.etag,
+            last_modified=entry.last_modified,
+            if_match=_text(fields.get(b"if-match")),
+            if_none_match=_text(fields.get(b"if-none-match")),
+            if_modified_since=_text(fields.get(b"if-modified-since")),
+            if_unmodified_since=_text(fields.get(b"if-unmodified-since")),
+        )
+        if outcome is files.Precondition.NOT_MODIFIED:
+            # RFC 9110 15.4.5: the validators and caching fields, no body.
+            kept = [
+                (name, value)
+                for name, value in headers
+                if name in (b"ETag", b"Last-Modified", b"Cache-Control", b"Vary")
+            ]
+            exchange.start_response(304, kept)
+            exchange.finish()
+            return
+        if outcome is files.Precondition.FAILED:
+            _answer(exchange, 412, b"Precondition Failed\n")
+            return
+        size = entry.size
+        range_field = fields.get(b"range")
+        ranges: list[files.ByteRange] | None = None
+        if (
+            range_field is not None
+            and method == "GET"
+            and files.if_range_allows(
+                _text(fields.get(b"if-range")), entry.etag, entry.last_modified
+            )
+        ):
+            parsed = files.parse_range(range_field.decode("latin-1"), size, self.options.max_ranges)
+            if parsed is files.RangeResult.UNSATISFIABLE:
+                _answer(
+                    exchange,
+                    416,
+                    b"Range Not Satisfiable\n",
+                    [(b"Content-Range", b"bytes */%d" % size)],
+                )
+                return
+            if isinstance(parsed, list):
+                ranges = parsed
+        if ranges is None:
+            headers.append((b"Content-Length", b"%d" % size))
+            exchange.start_response(200, headers)
+            self._body(exchange, entry, path, [(b"", 0, size)], b"")
+        elif len(ranges) == 1:
+            [byte_range] = ranges
+            headers.append((b"Content-Range", byte_range.content_range(size).encode("ascii")))
+            headers.append((b"Content-Length", b"%d" % byte_range.length))
+            exchange.start_response(206, headers)
+            self._body(exchange, entry, path, [(b"", byte_range.first, byte_range.length)], b"")
+        else:
+            boundary = os.urandom(12).hex()
+            parts, closing, length = files.multipart_parts(
+                ranges, size, entry.content_type, boundary
+            )
+            headers = [
+                (name, value)
+                for name, value in headers
+                if name not in (b"Content-Type", b"Content-Encoding")
+            ]
+            headers.append(
+                (b"Content-Type", b"multipart/byteranges; boundary=" + boundary.encode("ascii"))
+            )
+            if entry.encoding is not None:
+                headers.append((b"Content-Encoding", entry.encoding.encode("ascii")))
+            headers.append((b"Content-Length", b"%d" % length))
+            exchange.start_response(206, headers)
+            pieces = [(head, byte_range.first, byte_range.length) for head, byte_range in parts]
+            self._body(exchange, entry, path, pieces, closing)
+
+    def _body(
+        self,
+        exchange: Exchange,
+        entry: _File,
+        path: bytes,
+        pieces: list[tuple[bytes, int, int]],
+        closing: bytes,
+    ) -> None:
+        """Send ``(prefix, offset, count)`` pieces of the file, then ``closing``."""
+        if exchange.request.method == b"HEAD":
+            exchange.finish()
+            return
+        data = entry.data
+        if data is not None:
+            exchange.finish(
+                b"".join(prefix + data[offset : offset + count] for prefix, offset, count in pieces)
+                + closing
+            )
+            return
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed when sent
+        except OSError as error:
+            _log.error("Cannot open {path}: {error}", path=os.fsdecode(path), error=error)
+            exchange.abort()
+            return
+        if _signature(os.fstat(handle.fileno())) != entry.signature:
+            # Replaced between stat and open: the head describes the old file.
+            handle.close()
+            exchange.abort()
+            return
+        _send_pieces(exchange, handle, iter(pieces), closing)
+
+    def _list(self, exchange: Exchange, path: bytes, path_info: bytes) -> None:
+        """An HTML page listing the directory (names escaped)."""
+        shown = exchange.request.path.decode("latin-1")
+        rows = []
+        try:
+            with os.scandir(path) as entries:
+                listed = sorted(entries, key=lambda e: (not e.is_dir(), e.name))
+                for item in listed:
+                    name = item.name  # bytes: the directory was opened by a bytes path
+                    if name.startswith(b".") and not self.options.dotfiles:
+                        continue
+                    try:
+                        info = item.stat()
+                    except OSError:
+                        continue
+                    is_dir = stat.S_ISDIR(info.st_mode)
+                    href = urllib.parse.quote(name) + ("/" if is_dir else "")
+                    label = html.escape(os.fsdecode(name) + ("/" if is_dir else ""))
+                    size = "-" if is_dir else f"{info.st_size:,}"
+                    modified = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
+                    rows.append(
+                        f'<tr><td><a href="{href}">{label}</a></td>'
+                        f"<td>{size}</td><td>{modified}</td></tr>"
+                    )
+        except OSError:
+            _answer(exchange, 403, b"Forbidden\n")
+            return
+        title = html.escape(f"Index of {shown}")
+        parent = (
+            '<tr><td><a href="../">../</a></td><td></td><td></td></tr>'
+            if path_info.strip(b"/")
+            else ""
+        )
+        page = (
+            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'
+            f"<body><h1>{title}</h1>\n<table>\n<tr><th>Name</th><th>Size</th>"
+            f"<th>Modified (UTC)</th></tr>\n{parent}{''.join(rows)}\n</table></body></html>\n"
+        ).encode()
+        exchange.start_response(
+            200,
+            [
+                (b"Content-Type", b"text/html; charset=utf-8"),
+                (b"Content-Length", b"%d" % len(page)),
+                (b"X-Content-Type-Options", b"nosniff"),
+                (b"Cache-Control", b"no-cache"),
+            ],
+        )
+        exchange.finish(page if exchange.request.method != b"HEAD" else b"")
+
+
+def _send_pieces(
+    exchange: Exchange,
+    handle: IO[bytes],
+    pieces: Iterator[tuple[bytes, int, int]],
+    closing: bytes,
+) -> None:
+    """Send the file pieces one after the other, then finish and close the file."""
+
+    def next_piece(_: object = None) -> Deferred[None] | None:
+        for prefix, offset, count in pieces:
+            if prefix:
+                exchange.write(prefix)
+            sending = exchange.send_file(handle, offset, count)
+            sending.addCallbacks(next_piece, failed)
+            return sending
+        handle.close()
+        exchange.finish(closing)
+        return None
+
+    def failed(failure: Failure) -> None:
+        handle.close()
+        if not exchange.finished:
+            _log.failure("Sending a file failed", failure=failure)
+        exchange.abort()
+
+    next_piece()
+
+
+def _read_small(path: bytes, signature: tuple[int, int, int, int]) -> bytes | None:
+    """Read a small file whole, if it is still the file that was stat-ed."""
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            if _signature(os.fstat(handle.fileno())) != signature:
+                return None
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _request_fields(exchange: Exchange) -> dict[bytes, bytes]:
+    """The request fields the file rules read, by lower-case name.
+
+    List fields sent on several lines are joined with commas (RFC 9110 5.3).
+    """
+    found: dict[bytes, bytes] = {}
+    for name, value in exchange.request.headers:
+        lower = name.lower()
+        if lower in _WANTED:
+            previous = found.get(lower)
+            found[lower] = value if previous is None else previous + b", " + value
+    return found
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _merge(
+    file_headers: list[tuple[bytes, bytes]], app_headers: Sequence[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The application's headers (but those the file replaces) over the file's."""
+    kept = [(name, value) for name, value in app_headers if name.lower() not in _REPLACED_BY_FILE]
+    app_names = {name.lower() for name, _ in kept}
+    return kept + [(name, value) for name, value in file_headers if name.lower() not in app_names]
+
+
+def _answer(
+    exchange: Exchange,
+    status: int,
+    body: bytes,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """A short plain-text answer (errors and redirects)."""
+    exchange.start_response(
+        status,
+        [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", b"%d" % len(body)),
+            *extra,
+        ],
+    )
+    exchange.finish(body if exchange.request.method != b"HEAD" else b"")
