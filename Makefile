@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml
 
 ## make run: serve the bundled demo site on http://127.0.0.1:8080
 run: $(STAMP)
-	$(BIN)/twistd --nodaemon --pidfile= wsgi --app twistwsgi.demo.app:application \
-		--listen tcp:8080:interface=127.0.0.1
+	$(BIN)/twistd --nodaemon --pidfile= wsgi --config twistwsgi/demo/site.toml
 
 ## make test: the whole suite (ruff, mypy, pytest)
 test: $(STAMP) debian-test-tools lint typecheck pytest

@@ -70,3 +70,21 @@ environ = validator(_environ)
 echo = validator(_echo)
 # Not validated: the validator wraps the result, which hides the file wrapper.
 file = _file
+
+
+def _version(name: bytes) -> Any:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        stream = environ["wsgi.input"]
+        while stream.read(65536):
+            pass
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(name)))]
+        )
+        return [name]
+
+    return validator(app)
+
+
+# Two applications a reload switches between.
+version_a = _version(b"A")
+version_b = _version(b"B")

@@ -8,7 +8,7 @@ from pathlib import Path
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from twistwsgi.reference import cli_reference
+from twistwsgi.reference import cli_reference, configuration_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,8 +16,32 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_cli_reference_is_current() -> None:
     """docs/cli.md is exactly what the settings schema generates."""
     assert (ROOT / "docs" / "cli.md").read_text() == cli_reference(), (
-        "run: python -m twistwsgi.reference > docs/cli.md"
+        "run: python -m twistwsgi.reference"
     )
+
+
+def test_configuration_reference_is_current() -> None:
+    """docs/configuration.md is exactly what the settings schema generates."""
+    assert (ROOT / "docs" / "configuration.md").read_text() == configuration_reference(), (
+        "run: python -m twistwsgi.reference"
+    )
+
+
+def test_configuration_reference_example_is_valid(tmp_path: Path) -> None:
+    """The example at the top of the configuration reference validates (with the
+    static directory it names replaced by one that exists).
+    """
+    from twistwsgi.cli import load_config
+
+    text = configuration_reference().split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "static").mkdir()
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace("/srv/shop/static", str(tmp_path / "static")))
+    config = load_config({"config": str(path)})
+    assert [host.names for host in config.hosts] == [
+        ("example.com", "www.example.com"),
+        ("*.example.org",),
+    ]
 
 
 def test_library_example_runs_two_servers_in_one_reactor() -> None:
@@ -49,3 +73,41 @@ def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     first_block = readme.split("```")[1]
     assert "make run" in first_block and "make test" in first_block
+
+
+def test_annotated_example_config_validates(tmp_path: Path) -> None:
+    """deploy/site.example.toml is valid once its directories exist."""
+    from twistwsgi.cli import load_config
+
+    text = (ROOT / "deploy" / "site.example.toml").read_text()
+    for directory in (
+        "/srv/shop/static",
+        "/srv/shop/media",
+        "/srv/shop/private",
+        "/srv/org/public",
+    ):
+        local = tmp_path / directory.strip("/").replace("/", "_")
+        local.mkdir()
+        text = text.replace(directory, str(local))
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    config = load_config({"config": str(path)})
+    assert len(config.hosts) == 2
+    assert config.http.max_body == 20 * 1024 * 1024
+    assert config.trusted_proxies == ("10.0.0.0/8",)
+
+
+def test_demo_site_builds() -> None:
+    """The configuration `make run` serves validates and builds its routing table."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from twistwsgi.cli import load_config
+    from twistwsgi.site import SiteBuilder, describe_routing
+    from twistwsgi.testing import SynchronousThreadPool
+
+    config = load_config({"config": str(ROOT / "twistwsgi" / "demo" / "site.toml")})
+    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=SynchronousThreadPool()).build(
+        config
+    )
+    assert table.hosts.lookup("docs.localhost") is not None
+    assert "docs.localhost" in describe_routing(config)

@@ -216,3 +216,67 @@ def test_systemd_socket_activation() -> None:
         connection.close()
     finally:
         assert server.stop() == 0
+
+
+def site_config(path: Path, socket_path: Path, app: str) -> None:
+    path.write_text(
+        f'[server]\nlisten = ["unix:{socket_path}"]\n'
+        f'[[host]]\nnames = ["reload.example"]\ndefault = true\n'
+        f'[[host.mount]]\npath = "/"\napp = "{app}"\n'
+    )
+
+
+def test_sighup_swaps_the_configuration_under_traffic(tmp_path: Path, socket_path: Path) -> None:
+    """SIGHUP re-reads the file and swaps the routing table while requests keep
+    coming: none fails, the new application answers afterwards, a request in flight
+    across the reload completes, and a broken file is refused without effect.
+    """
+    config = tmp_path / "site.toml"
+    site_config(config, socket_path, "tests.apps:version_a")
+    server = Server("--config", str(config))
+    try:
+        server.wait_for("Ready: serving")
+        answers: list[bytes] = []
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def traffic() -> None:
+            try:
+                connection = UnixHTTPConnection(socket_path)
+                while not stop.is_set():
+                    connection.request("GET", "/", headers={"Host": "reload.example"})
+                    answers.append(connection.getresponse().read())
+                connection.close()
+            except BaseException as error:
+                failures.append(error)
+
+        worker = threading.Thread(target=traffic)
+        worker.start()
+        # A request in flight across the reload: the application (A) is already
+        # reading its body (Expect: 100-continue hands it over at once).
+        in_flight = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        in_flight.connect(str(socket_path))
+        in_flight.sendall(
+            b"POST / HTTP/1.1\r\nHost: reload.example\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert in_flight.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        in_flight.sendall(b"ab")
+        site_config(config, socket_path, "tests.apps:version_b")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reloaded the configuration")
+        in_flight.sendall(b"cd")
+        assert in_flight.recv(65536).endswith(b"\r\n\r\nA")  # routed before the reload
+        in_flight.close()
+        seen_b = len(answers)
+        config.write_text("[server]\nthreads = 'many'\n")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reload refused")
+        stop.set()
+        worker.join(timeout=30)
+        assert failures == []
+        assert set(answers) == {b"A", b"B"}
+        assert answers.index(b"B") > 0 and b"A" not in answers[answers.index(b"B") :]
+        assert len(answers) > seen_b  # still serving B after the refused reload
+    finally:
+        assert server.stop() == 0

@@ -1031,10 +1031,20 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
     return parsed
 
 
-def _mount(table: Any, where: str) -> MountConfig:
-    parsed = _parse_table(
-        {k: v for k, v in table.items()} if isinstance(table, dict) else table, MOUNT_KEYS, where
-    )
+#: Mount keys holding a file-system path; relative ones are read from the
+#: configuration file's directory.
+_PATH_KEYS = ("static", "tls_ca")
+
+
+def _mount(table: Any, where: str, base: str | None) -> MountConfig:
+    if isinstance(table, dict) and base is not None:
+        table = {
+            key: os.path.join(base, os.path.expanduser(value))
+            if key in _PATH_KEYS and isinstance(value, str)
+            else value
+            for key, value in table.items()
+        }
+    parsed = _parse_table(table, MOUNT_KEYS, where)
     kinds = [kind for kind in MOUNT_KINDS if kind in parsed]
     if len(kinds) != 1:
         raise ConfigError(where, "a mount needs exactly one of app, static or proxy")
@@ -1074,7 +1084,7 @@ def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
         raise ConfigError(where, "a host needs at least one [[host.mount]]")
 
 
-def _hosts(raw_hosts: Sequence[Any], file: str) -> tuple[HostConfig, ...]:
+def _hosts(raw_hosts: Sequence[Any], file: str, base: str | None) -> tuple[HostConfig, ...]:
     hosts = []
     names_seen: dict[str, str] = {}
     default_where = None
@@ -1087,7 +1097,8 @@ def _hosts(raw_hosts: Sequence[Any], file: str) -> tuple[HostConfig, ...]:
         if not isinstance(mounts_raw, list):
             raise ConfigError(f"{where}.mount", "expected an array of tables: [[host.mount]]")
         mounts = tuple(
-            _mount(mount, f"{where}.mount[{number}]") for number, mount in enumerate(mounts_raw)
+            _mount(mount, f"{where}.mount[{number}]", base)
+            for number, mount in enumerate(mounts_raw)
         )
         _check_mounts(mounts, where)
         for name in parsed["names"]:
@@ -1143,7 +1154,8 @@ def build_config(
     resolved = {setting.name: parsed.get(setting.name, setting.default) for setting in SETTINGS}
     http = HttpSettings(**{k: v for k, v in resolved.items() if k in _HTTP_FIELDS})
     file_name = os.path.basename(file) if file else "config"
-    host_configs = _hosts(hosts, file_name)
+    base = os.path.dirname(os.path.abspath(file)) if file else None
+    host_configs = _hosts(hosts, file_name, base)
     single_site: list[MountConfig] = []
     if resolved["app"] is not None:
         single_site.append(

@@ -7,6 +7,9 @@
 * ``/echo`` — POST a body and get it back (reads ``wsgi.input`` in pieces);
 * ``/stream`` — a response streamed in ten chunks, without a Content-Length;
 * ``/error`` — an application exception (the server answers 500 and logs it).
+
+The page's stylesheet and logo come from the static mount at ``/static``, and it links
+to the second virtual host (``docs.localhost``); see ``site.toml`` beside this file.
 """
 
 from __future__ import annotations
@@ -18,15 +21,21 @@ from typing import Any
 StartResponse = Callable[..., Callable[[bytes], object]]
 
 _PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>twistwsgi demo</title></head>
+<html><head><meta charset="utf-8"><title>twistwsgi demo</title>
+<link rel="stylesheet" href="/static/style.css"></head>
 <body>
-<h1>Hello from twistwsgi</h1>
-<p>This page comes from a WSGI application running on a twistwsgi worker thread.</p>
+<h1><img src="/static/logo.svg" alt="" width="48" height="48"> Hello from twistwsgi</h1>
+<p>This page comes from a WSGI application running on a twistwsgi worker thread; its
+stylesheet and logo are static files the same server sends with sendfile.</p>
 <ul>
 <li><a href="/environ">/environ</a>: what the application sees</li>
 <li><a href="/stream">/stream</a>: a streamed response</li>
 <li><a href="/error">/error</a>: an application error (500, traceback in the log)</li>
 <li><code>curl -d hello {host}/echo</code>: the request body, echoed</li>
+<li><a href="/static/style.css">/static/style.css</a>: a static file (try it with
+<code>curl -I</code> to see its ETag)</li>
+<li><a href="http://docs.localhost:8080/">docs.localhost:8080</a>: a second virtual
+host, static files with a directory listing</li>
 </ul>
 </body></html>
 """
