@@ -220,6 +220,58 @@ class LoopbackTests(TestCase):
         self.assertEqual(seen["wsgi.url_scheme"], "https")
         self.assertEqual(seen["PATH_INFO"], "/secure")
 
+    async def test_tls_connection_close_closes_the_socket(self) -> None:
+        """A response to Connection: close over TLS ends with the TLS and TCP close."""
+        key, cert = write_self_signed_certificate(self.directory)
+        port, _ = await self.serve(
+            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+
+        def client() -> bytes:
+            context = ssl.create_default_context(cafile=str(cert))
+            raw = socket.create_connection(address, timeout=30)
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                received = b""
+                # Reads until the server closes; a server that never closes makes
+                # this raise socket.timeout instead of returning.
+                while chunk := tls.recv(65536):
+                    received += chunk
+                return received
+
+        received = await self.in_thread(client)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
+
+    async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:
+        """Shutting down closes an idle keep-alive TLS connection rather than waiting."""
+        key, cert = write_self_signed_certificate(self.directory)
+        port, factory = await self.serve(
+            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        context = ssl.create_default_context(cafile=str(cert))
+        raw = socket.create_connection(address, timeout=30)
+        self.addCleanup(raw.close)
+
+        def first_response() -> tuple[ssl.SSLSocket, bytes]:
+            # The handshake needs the reactor, so it happens off the reactor thread.
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            return tls, tls.recv(65536)
+
+        tls, first = await self.in_thread(first_response)
+        self.addCleanup(tls.close)
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 "), first)
+        await maybeDeferred(port.stopListening)
+        await factory.shut_down()
+
+        def rest() -> bytes:
+            received: bytes = tls.recv(65536)
+            return received
+
+        self.assertEqual(await self.in_thread(rest), b"")
+
     # -- httpx ------------------------------------------------------------------------------
 
     async def test_httpx_streams_a_chunked_upload_back(self) -> None:

@@ -326,7 +326,30 @@ class HTTP11Protocol(Protocol):
 
     def _lose_connection(self) -> None:
         self._read = _Read.STOPPED
-        self.transport.loseConnection()
+        self.close_transport()
+
+    def close_transport(self) -> None:
+        """Close once what was written has been sent, over TCP and TLS alike.
+
+        The protocol stays registered as its transport's producer while it lives, and
+        Twisted's TLS transport defers its close until the producer is unregistered, so
+        the producer goes first or a TLS connection would never close.
+        """
+        transport: Any = self.transport
+        # Transports that expose ``producer`` (TCP, the test doubles) may already have
+        # none after a file response failed; TLS keeps its own and ignores a repeat.
+        if getattr(transport, "producer", True) is not None:
+            transport.unregisterProducer()
+        transport.loseConnection()
+        if self._scheme == "https":
+            # Twisted's TLS then waits for the client's own close_notify before it
+            # closes the TCP connection below, and a client holding an idle connection
+            # never sends one. RFC 8446 6.1 lets the closing side skip that wait, as
+            # nginx does: our close_notify is queued on the TCP transport, which sends
+            # it and everything before it, then closes.
+            lower = getattr(transport, "transport", None)
+            if lower is not None:
+                lower.loseConnection()
 
     # -- producer for the transport (write side flow control) -------------------
 
@@ -413,7 +436,7 @@ class HTTP11Protocol(Protocol):
             _log.info("Client {peer} stopped reading the response; aborting", peer=self._peer)
             self.abort_connection()
         elif kind is _Timeout.IDLE or kind is _Timeout.LINGER:
-            self.transport.loseConnection()
+            self.close_transport()
         elif kind is _Timeout.HEAD:
             self._fail(RequestError(408, "The request head took too long to arrive"))
         else:
@@ -707,7 +730,7 @@ class HTTP11Protocol(Protocol):
         self._queue.clear()
         body_pending = exchange is not None and not exchange.body_done
         if not body_pending and self._parsing is None:
-            self.transport.loseConnection()
+            self.close_transport()
             return
         self._linger()
 
@@ -964,7 +987,7 @@ class Tunnel:
 
     def close(self) -> None:
         """Close the connection once what was written has been sent."""
-        self._protocol.transport.loseConnection()
+        self._protocol.close_transport()
 
     def abort(self) -> None:
         """Drop the connection now."""
