@@ -355,4 +355,7 @@ def make_service(
 
 def standard_builders(reactor: Any) -> dict[str, MountBuilder]:
     """The builders of static and proxy mounts that ship with twistwsgi."""
-    return {}
+    # Imported here: the proxy pulls in the upstream client, needed only when used.
+    from twistwsgi.proxy import proxy_builder  # noqa: PLC0415
+
+    return {"proxy": proxy_builder(reactor)}

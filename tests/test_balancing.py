@@ -1,0 +1,139 @@
+"""Balancing policies and passive health bookkeeping (pure, time passed in)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from twistwsgi.balancing import Balancer, Peer
+
+
+def peers(*weights: int) -> list[Peer[str]]:
+    return [Peer(f"u{index}", f"u{index}", weight) for index, weight in enumerate(weights)]
+
+
+def test_round_robin_is_smooth() -> None:
+    """Weights 5, 1, 1 give nginx's smooth sequence, never five in a row."""
+    group = peers(5, 1, 1)
+    balancer = Balancer(group)
+    picks = [balancer.pick(0.0) for _ in range(7)]
+    assert [p.name for p in picks if p is not None] == ["u0", "u0", "u1", "u0", "u2", "u0", "u0"]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=5))
+def test_round_robin_honours_weights(weights: list[int]) -> None:
+    """Over one cycle of sum(weights) picks, each peer is picked exactly its weight."""
+    group = peers(*weights)
+    balancer = Balancer(group)
+    counts = Counter(balancer.pick(0.0) for _ in range(sum(weights)))
+    assert [counts[peer] for peer in group] == weights
+
+
+def test_least_conn_prefers_fewer_active_per_weight() -> None:
+    """least_conn picks the smallest active/weight; ties go round-robin."""
+    a, b, c = group = peers(1, 2, 1)
+    balancer = Balancer(group, policy="least_conn")
+    a.active, b.active, c.active = 1, 1, 2
+    assert balancer.pick(0.0) is b  # 1/2 beats 1/1 and 2/1
+    a.active = b.active = c.active = 0
+    assert {balancer.pick(0.0) for _ in range(4)} == {a, b, c}
+
+
+def test_least_conn_tracks_acquire_and_release() -> None:
+    """Requests in progress steer new ones to the idle peer."""
+    group = peers(1, 1)
+    balancer = Balancer(group, policy="least_conn")
+    first = balancer.pick(0.0)
+    assert first is not None
+    balancer.acquire(first)
+    second = balancer.pick(0.0)
+    assert second is not first
+    balancer.release(first)
+    assert first.active == 0
+
+
+def test_exclude_skips_tried_peers() -> None:
+    """Peers already tried for a request are not picked again; none left gives None."""
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group)
+    assert balancer.pick(0.0, [a]) is b
+    assert balancer.pick(0.0, [a, b]) is None
+
+
+def test_max_fails_takes_a_peer_out_for_fail_timeout() -> None:
+    """After max_fails failures within fail_timeout, the peer gets no requests for
+    fail_timeout; then one probe request goes through.
+    """
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group, max_fails=2, fail_timeout=10.0)
+    assert not balancer.failed(a, 100.0)
+    assert balancer.failed(a, 101.0)
+    assert not balancer.usable(a, 105.0)
+    assert {balancer.pick(105.0) for _ in range(4)} == {b}
+    assert balancer.usable(a, 111.5)
+    # The probe: once picked, the others wait for its outcome.
+    picks = [balancer.pick(111.5) for _ in range(3)]
+    assert picks.count(a) == 1
+    balancer.succeeded(a)
+    assert a.fails == 0
+    assert balancer.usable(a, 111.6)
+
+
+def test_a_failed_probe_keeps_the_peer_out() -> None:
+    """A probe that fails takes the peer out for another fail_timeout."""
+    a, _b = group = peers(1, 1)
+    balancer = Balancer(group, max_fails=1, fail_timeout=10.0)
+    assert balancer.failed(a, 0.0)
+    assert balancer.usable(a, 10.0)
+    assert balancer.failed(a, 10.0)
+    assert not balancer.usable(a, 15.0)
+
+
+def test_old_failures_are_forgotten() -> None:
+    """Failures further apart than fail_timeout do not add up."""
+    a, _b = group = peers(1, 1)
+    balancer = Balancer(group, max_fails=2, fail_timeout=10.0)
+    balancer.failed(a, 0.0)
+    assert not balancer.failed(a, 20.0)
+    assert balancer.usable(a, 20.0)
+
+
+def test_max_fails_zero_never_takes_out() -> None:
+    """Passive health is off with max_fails = 0."""
+    a, _b = group = peers(1, 1)
+    balancer = Balancer(group, max_fails=0)
+    for when in range(10):
+        balancer.failed(a, float(when))
+    assert balancer.usable(a, 10.0)
+
+
+def test_a_single_upstream_is_never_taken_out_passively() -> None:
+    """With one upstream there is nowhere else to go: failures do not remove it."""
+    (a,) = group = peers(1)
+    balancer = Balancer(group, max_fails=1, fail_timeout=10.0)
+    balancer.failed(a, 0.0)
+    assert balancer.pick(1.0) is a
+
+
+def test_unhealthy_peers_are_not_picked() -> None:
+    """The active health verdict removes a peer, even a single one."""
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group)
+    a.healthy = False
+    assert {balancer.pick(0.0) for _ in range(3)} == {b}
+    (only,) = single = peers(1)
+    only.healthy = False
+    assert Balancer(single).pick(0.0) is None
+
+
+def test_bad_arguments() -> None:
+    """No peers, an unknown policy or a zero weight are refused."""
+    with pytest.raises(ValueError):
+        Balancer([])
+    with pytest.raises(ValueError):
+        Balancer(peers(1), policy="random")
+    with pytest.raises(ValueError):
+        Peer("x", "x", 0)

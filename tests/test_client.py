@@ -1,0 +1,467 @@
+"""The upstream HTTP/1.1 client connection, over StringTransport with a Clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import pytest
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from twistwsgi.http.client import (
+    MAX_RESPONSE_HEAD,
+    ClientConnection,
+    ClientSettings,
+    ErrorKind,
+    UpstreamError,
+)
+
+
+@dataclass
+class Owner:
+    """A pool double: keeps connections when keep is not None."""
+
+    keep: float | None = 30.0
+    made: list[ClientConnection] = field(default_factory=list)
+    reused: list[ClientConnection] = field(default_factory=list)
+    closed: list[ClientConnection] = field(default_factory=list)
+
+    def connection_made(self, connection: ClientConnection) -> None:
+        self.made.append(connection)
+
+    def connection_reusable(self, connection: ClientConnection) -> float | None:
+        if self.keep is not None:
+            self.reused.append(connection)
+        return self.keep
+
+    def connection_closed(self, connection: ClientConnection) -> None:
+        self.closed.append(connection)
+
+
+@dataclass
+class Recorder:
+    """A response handler that records what it is told."""
+
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    body: bytes = b""
+    complete: bool = False
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.events.append(("head", (status, reason, headers)))
+
+    def response_data(self, data: bytes, complete: bool) -> None:
+        self.body += data
+        self.complete = complete
+        self.events.append(("data", (data, complete)))
+
+    def response_failed(self, error: UpstreamError) -> None:
+        self.events.append(("failed", error))
+
+    def response_upgraded(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], tail: bytes
+    ) -> None:
+        self.events.append(("upgraded", (status, headers, tail)))
+
+    def tunnel_data(self, data: bytes) -> None:
+        self.events.append(("tunnel", data))
+
+    def tunnel_closed(self, reason: Failure) -> None:
+        self.events.append(("tunnel-closed", reason))
+
+    def sending_paused(self) -> None:
+        self.events.append(("paused", None))
+
+    def sending_resumed(self) -> None:
+        self.events.append(("resumed", None))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def error(self) -> UpstreamError:
+        failures = [value for kind, value in self.events if kind == "failed"]
+        assert len(failures) == 1, self.events
+        error: UpstreamError = failures[0]
+        return error
+
+
+SETTINGS = ClientSettings(response_timeout=30.0, idle_timeout=10.0, keepalive_timeout=60.0)
+
+
+def connected(owner: Owner | None = None) -> tuple[ClientConnection, StringTransport, Clock, Owner]:
+    owner = owner or Owner()
+    clock = Clock()
+    connection = ClientConnection(owner, SETTINGS, clock)
+    transport = StringTransport()
+    connection.makeConnection(transport)
+    return connection, transport, clock, owner
+
+
+GET = b"GET / HTTP/1.1\r\nHost: u\r\n\r\n"
+
+
+def sent_request(transport: StringTransport) -> tuple[h11.Request, bytes]:
+    """Parse what the connection wrote with h11 as the upstream would."""
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(transport.value())
+    request = server.next_event()
+    assert isinstance(request, h11.Request)
+    body = b""
+    while True:
+        event = server.next_event()
+        if isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return request, body
+        else:
+            raise AssertionError(f"incomplete request: {event!r}")
+
+
+def test_a_response_with_length_is_delivered_in_one_call_and_pooled() -> None:
+    """Head, then the whole body with complete=True in one call; the connection is
+    offered back to its owner and becomes idle.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    assert transport.value() == GET
+    connection.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n\r\nhello"
+    )
+    assert handler.kinds() == ["head", "data"]
+    status, reason, headers = handler.events[0][1]
+    assert (status, reason) == (200, b"OK")
+    assert headers == [(b"Content-Length", b"5"), (b"Set-Cookie", b"a"), (b"Set-Cookie", b"b")]
+    assert handler.events[1][1] == (b"hello", True)
+    assert owner.reused == [connection]
+    assert connection.idle
+
+
+def test_a_chunked_response_streams_and_trailers_are_not_passed() -> None:
+    """A chunked body arrives piece by piece; trailer fields are dropped."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    assert handler.events[-1] == ("data", (b"abc", False))
+    connection.dataReceived(b"2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+    assert handler.body == b"abcde" and handler.complete
+    _status, _reason, headers = handler.events[0][1]
+    assert (b"X-Trailer", b"t") not in headers
+    assert connection.idle
+
+
+def test_connection_close_is_not_reused() -> None:
+    """Connection: close (or HTTP/1.0 without keep-alive) closes after the response."""
+    for response in (
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ):
+        connection, transport, _clock, owner = connected()
+        handler = Recorder()
+        connection.send(GET, handler)
+        connection.dataReceived(response)
+        assert handler.complete
+        assert owner.reused == []
+        assert transport.disconnecting
+
+
+def test_close_delimited_body_ends_at_eof() -> None:
+    """A response without length or chunking ends when the upstream closes cleanly."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npart one, ")
+    connection.dataReceived(b"part two")
+    connection.connectionLost(Failure(ConnectionDone()))
+    assert handler.body == b"part one, part two" and handler.complete
+
+
+def test_close_delimited_body_reset_is_a_failure() -> None:
+    """A reset in a close-delimited body is not a complete response."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npart")
+    connection.connectionLost(Failure(ConnectionLost()))
+    error = handler.error()
+    assert error.kind is ErrorKind.CLOSED and error.response_started
+
+
+def test_head_response_ends_after_its_head_and_is_reused() -> None:
+    """A HEAD response's Content-Length describes a body that is not sent; the
+    connection is reusable and parses the next response correctly.
+    """
+    connection, _transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(b"HEAD / HTTP/1.1\r\nHost: u\r\n\r\n", handler, head_only=True)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-")
+    connection.dataReceived(b"Length: 1000\r\n\r\n")
+    assert handler.complete and handler.body == b""
+    assert owner.reused == [connection]
+    second = Recorder()
+    connection.send(GET, second)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert second.body == b"ok" and second.complete
+
+
+def test_head_response_followed_by_junk_is_not_reused() -> None:
+    """Bytes after a HEAD response's head mean a broken upstream: not reused."""
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(b"HEAD / HTTP/1.1\r\nHost: u\r\n\r\n", handler, head_only=True)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+    assert handler.complete
+    assert owner.reused == []
+    assert transport.disconnecting
+
+
+def test_interim_responses_are_consumed() -> None:
+    """100 Continue and 103 Early Hints are not delivered; the final response is."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+    )
+    assert handler.kinds() == ["head", "data"]
+    status, _reason, headers = handler.events[0][1]
+    assert status == 204 and headers == []
+
+
+def test_switching_protocols_makes_a_tunnel() -> None:
+    """A 101 to an upgrade request hands over the bytes after the head and tunnels."""
+    connection, transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler, upgrade=True)
+    connection.dataReceived(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        b"\x81\x02hi"
+    )
+    kind, (status, headers, tail) = handler.events[0]
+    assert (kind, status, tail) == ("upgraded", 101, b"\x81\x02hi")
+    assert (b"Upgrade", b"websocket") in headers
+    connection.dataReceived(b"more")
+    assert handler.events[-1] == ("tunnel", b"more")
+    transport.clear()
+    connection.tunnel_write(b"to upstream")
+    assert transport.value() == b"to upstream"
+    connection.connectionLost(Failure(ConnectionDone()))
+    assert handler.kinds()[-1] == "tunnel-closed"
+
+
+def test_unrequested_switch_is_a_protocol_error() -> None:
+    """A 101 to a request that did not ask to upgrade is refused."""
+    connection, transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert handler.error().kind is ErrorKind.PROTOCOL
+    assert transport.disconnecting
+
+
+def test_malformed_response_is_a_protocol_error() -> None:
+    """Garbage instead of a status line fails the exchange with PROTOCOL."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+    error = handler.error()
+    assert error.kind is ErrorKind.PROTOCOL and error.response_started
+
+
+def test_oversized_response_head_is_refused() -> None:
+    """A response head that keeps growing is cut off at MAX_RESPONSE_HEAD."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nX-Big: ")
+    for _ in range(MAX_RESPONSE_HEAD // 8192 + 1):
+        connection.dataReceived(b"a" * 8192)
+    assert handler.error().kind is ErrorKind.PROTOCOL
+
+
+def test_unsolicited_bytes_on_an_idle_connection_drop_it() -> None:
+    """An idle connection that receives bytes is aborted, never reused."""
+    connection, transport, _clock, _owner = connected()
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert transport.disconnecting
+    assert not connection.idle
+
+
+def test_extra_response_after_ours_is_a_protocol_error() -> None:
+    """A second response in the same read as ours is refused (before delivery)."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\n\r\n")
+    assert handler.error().kind is ErrorKind.PROTOCOL
+
+
+def test_closed_before_any_response_byte() -> None:
+    """Closing with no response byte is CLOSED without response_started; reused is
+    set when the connection had carried an earlier request.
+    """
+    connection, _transport, _clock, _owner = connected()
+    first = Recorder()
+    connection.send(GET, first)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    second = Recorder()
+    connection.send(GET, second)
+    connection.connectionLost(Failure(ConnectionDone()))
+    error = second.error()
+    assert error.kind is ErrorKind.CLOSED
+    assert not error.response_started and error.reused
+
+
+def test_response_timeout() -> None:
+    """No head within response_timeout: TIMEOUT, connection aborted."""
+    connection, transport, clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    clock.advance(29.9)
+    assert handler.events == []
+    clock.advance(0.2)
+    assert handler.error().kind is ErrorKind.TIMEOUT
+    assert transport.disconnecting
+
+
+def test_response_timeout_starts_after_the_body() -> None:
+    """While a request body streams, the response timeout does not run."""
+    connection, _transport, clock, _owner = connected()
+    handler = Recorder()
+    connection.send(b"POST / HTTP/1.1\r\nHost: u\r\nContent-Length: 4\r\n\r\n", handler, body=True)
+    clock.advance(100)
+    assert handler.events == []
+    connection.write_body(b"data")
+    connection.end_body()
+    clock.advance(30.1)
+    assert handler.error().kind is ErrorKind.TIMEOUT
+
+
+def test_body_idle_timeout() -> None:
+    """A response body that stops for idle_timeout is STALLED; while the proxy holds
+    the upstream back (pause_reading) no timeout runs.
+    """
+    connection, _transport, clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    connection.pause_reading()
+    clock.advance(100)
+    assert "failed" not in handler.kinds()
+    connection.resume_reading()
+    clock.advance(5)
+    connection.dataReceived(b"de")
+    clock.advance(9)
+    assert "failed" not in handler.kinds()
+    clock.advance(1.1)
+    error = handler.error()
+    assert error.kind is ErrorKind.STALLED and error.response_started
+
+
+def test_idle_connections_close_after_their_keep_time() -> None:
+    """An idle connection is closed after the time its owner gave."""
+    connection, transport, clock, _owner = connected(Owner(keep=5.0))
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    clock.advance(4.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+
+
+def test_chunked_request_body_framing() -> None:
+    """A chunked request body is framed in chunks and ended with the last chunk."""
+    connection, transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(
+        b"POST / HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n",
+        handler,
+        body=True,
+        chunked=True,
+    )
+    connection.write_body(b"hello ")
+    connection.write_body(b"")
+    connection.write_body(b"world")
+    connection.end_body()
+    request, body = sent_request(transport)
+    assert request.method == b"POST"
+    assert body == b"hello world"
+
+
+def test_early_response_closes_instead_of_pooling() -> None:
+    """A response that ends before the request body was sent whole leaves the
+    connection unusable: it is closed, and later body writes are ignored.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(
+        b"POST / HTTP/1.1\r\nHost: u\r\nContent-Length: 100\r\n\r\n", handler, body=True
+    )
+    connection.write_body(b"x" * 10)
+    connection.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+    assert handler.complete
+    assert owner.reused == []
+    assert transport.disconnecting
+    size = len(transport.value())
+    connection.write_body(b"y" * 10)
+    assert len(transport.value()) == size
+
+
+def test_flow_control_both_ways() -> None:
+    """The transport pausing us reaches the handler; pause_reading pauses the transport."""
+    connection, transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(b"POST / HTTP/1.1\r\nHost: u\r\nContent-Length: 9\r\n\r\n", handler, body=True)
+    connection.pauseProducing()
+    connection.resumeProducing()
+    assert handler.kinds() == ["paused", "resumed"]
+    connection.pause_reading()
+    assert transport.producerState == "paused"
+    connection.resume_reading()
+    assert transport.producerState == "producing"
+
+
+def test_send_on_a_busy_connection_is_refused() -> None:
+    """Only an idle connection takes a request."""
+    connection, _transport, _clock, _owner = connected()
+    connection.send(GET, Recorder())
+    with pytest.raises(RuntimeError):
+        connection.send(GET, Recorder())
+
+
+def test_owner_hears_about_every_close() -> None:
+    """The owner is told when a connection opens and closes, whatever its state."""
+    connection, _transport, _clock, owner = connected()
+    assert owner.made == [connection]
+    connection.connectionLost(Failure(ConnectionDone()))
+    assert owner.closed == [connection]
+
+
+def test_extra_response_without_reason_phrase_is_refused() -> None:
+    """An unsolicited second response is caught even with an empty reason phrase."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"
+    )
+    assert handler.error().kind is ErrorKind.PROTOCOL
+
+
+def test_zero_timeouts_are_off() -> None:
+    """A response_timeout of 0 never fires."""
+    owner = Owner()
+    clock = Clock()
+    connection = ClientConnection(owner, ClientSettings(response_timeout=0.0), clock)
+    connection.makeConnection(StringTransport())
+    handler = Recorder()
+    connection.send(GET, handler)
+    clock.advance(10_000)
+    assert handler.events == []

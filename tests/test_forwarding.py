@@ -1,0 +1,395 @@
+"""The proxy's pure rules: upstream URLs, path mapping, header rewriting, trust."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+import h11
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from twistwsgi.forwarding import (
+    TrustedProxies,
+    forwarded_element,
+    parse_upstream,
+    request_fields,
+    response_fields,
+    upstream_target,
+)
+from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.rules import unquote_path
+from twistwsgi.routing import remove_dot_segments
+
+
+def head(
+    target: bytes = b"/",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    method: bytes = b"GET",
+    peer: tuple[str, int] | None = ("192.0.2.7", 5555),
+    scheme: str = "http",
+    authority: bytes = b"example.org",
+    content_length: int | None = None,
+    chunked: bool = False,
+) -> RequestHead:
+    path, _, query = target.partition(b"?")
+    return RequestHead(
+        method=method,
+        target=target,
+        path=path,
+        decoded_path=unquote_path(path),
+        query=query,
+        version=b"1.1",
+        headers=headers if headers is not None else [(b"Host", authority)],
+        authority=authority,
+        content_length=content_length,
+        chunked=chunked,
+        scheme=scheme,
+        peer=peer,
+        local=("127.0.0.1", 8080),
+    )
+
+
+def route_for(request: RequestHead, prefix: bytes) -> Route:
+    path = remove_dot_segments(request.decoded_path)
+    assert path is not None
+    return Route(prefix, path[len(prefix) :], None)
+
+
+def fields(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Parse header lines with h11 (as the upstream would), names as sent."""
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: u\r\n" + raw + b"\r\n")
+    event = server.next_event()
+    assert isinstance(event, h11.Request)
+    return [(name, value) for name, value in event.headers.raw_items() if name != b"Host"]
+
+
+def values(pairs: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [value for key, value in pairs if key.lower() == name]
+
+
+# -- upstream URLs -------------------------------------------------------------------------
+
+
+def test_parse_http_upstream_without_path() -> None:
+    """A URL without a path has no prefix; the default port is left out of Host."""
+    address = parse_upstream("http://backend")
+    assert (address.scheme, address.host, address.port) == ("http", "backend", 80)
+    assert address.prefix is None
+    assert address.host_field == b"backend"
+    assert not address.tls
+
+
+def test_parse_https_upstream_with_port_and_prefix() -> None:
+    """An https URL with a port and a path keeps both."""
+    address = parse_upstream("https://api.example.org:8443/v2/")
+    assert address.tls
+    assert address.port == 8443
+    assert address.prefix == b"/v2/"
+    assert address.host_field == b"api.example.org:8443"
+
+
+def test_parse_ipv6_upstream() -> None:
+    """An IPv6 literal is bracketed in the Host value."""
+    address = parse_upstream("http://[::1]:9000")
+    assert address.host == "::1"
+    assert address.host_field == b"[::1]:9000"
+
+
+def test_parse_unix_upstream() -> None:
+    """A unix: URL names a socket path and sends Host: localhost."""
+    address = parse_upstream("unix:/run/app.sock")
+    assert address.scheme == "unix"
+    assert address.socket_path == "/run/app.sock"
+    assert address.host_field == b"localhost"
+    assert address.prefix is None
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "unix:relative", "http://"])
+def test_parse_rejects_other_urls(url: str) -> None:
+    """Anything but http, https or unix:/path is refused."""
+    with pytest.raises(ValueError):
+        parse_upstream(url)
+
+
+# -- path mapping ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mount", "prefix", "target", "expected"),
+    [
+        (b"/api", None, b"/api/users", b"/api/users"),
+        (b"/api", b"/", b"/api/users", b"/users"),
+        (b"/api", b"/v2", b"/api/users", b"/v2/users"),
+        (b"/api", b"/v2/", b"/api/users", b"/v2/users"),
+        (b"/api", b"/v2", b"/api", b"/v2"),
+        (b"/api", b"/", b"/api", b"/"),
+        (b"/api", b"/v2", b"/api/", b"/v2/"),
+        (b"", b"/v2", b"/users", b"/v2/users"),
+        (b"", None, b"/users?a=1&b", b"/users?a=1&b"),
+        (b"/api", b"/", b"/api/x?", b"/x?"),
+        (b"/api", b"/v2", b"/api/a%2Fb?q=%20", b"/v2/a%2Fb?q=%20"),
+    ],
+)
+def test_path_mapping(mount: bytes, prefix: bytes | None, target: bytes, expected: bytes) -> None:
+    """Nginx's proxy_pass rule on segment boundaries; raw path and query forwarded."""
+    request = head(target)
+    assert upstream_target(request, route_for(request, mount), prefix) == expected
+
+
+def test_dot_segments_are_forwarded_normalised() -> None:
+    """A path with dot-segments goes upstream in the normalised form the router used,
+    so it cannot climb out of the upstream's prefix.
+    """
+    request = head(b"/api/../api/%2e%2e/secret")
+    route = route_for(request, b"")
+    assert upstream_target(request, route, None) == b"/secret"
+    request = head(b"/api/x/../y")
+    assert upstream_target(request, route_for(request, b"/api"), b"/v2") == b"/v2/y"
+
+
+def test_encoded_prefix_falls_back_to_reencoding() -> None:
+    """When the raw path does not start with the mount prefix literally, the decoded
+    rest of the path is re-encoded.
+    """
+    request = head(b"/%61pi/a%20b")
+    assert upstream_target(request, route_for(request, b"/api"), b"/v2") == b"/v2/a%20b"
+
+
+def test_asterisk_form_is_kept() -> None:
+    """OPTIONS * goes upstream as * when the upstream has no prefix."""
+    request = RequestHead(
+        method=b"OPTIONS",
+        target=b"*",
+        path=b"",
+        decoded_path=b"",
+        query=b"",
+        version=b"1.1",
+        headers=[],
+        authority=b"x",
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=None,
+        local=None,
+    )
+    assert upstream_target(request, Route(b"", b"", None), None) == b"*"
+
+
+_SEGMENT = st.text(
+    alphabet=st.sampled_from(list("abcXYZ019-._~!$&'()*+,;=:@ %é/?")), min_size=0, max_size=8
+)
+
+
+@given(
+    segments=st.lists(_SEGMENT, max_size=5),
+    mount=st.sampled_from([b"", b"/api", b"/a b"]),
+    prefix=st.sampled_from([None, b"/", b"/v2", b"/v2/"]),
+)
+def test_mapped_path_decodes_to_the_routed_path(
+    segments: list[str], mount: bytes, prefix: bytes | None
+) -> None:
+    """Whatever the client sent, the forwarded path decodes to the upstream prefix
+    followed by the path the router matched below the mount.
+    """
+    from urllib.parse import quote
+
+    raw = (mount + b"/" + "/".join(quote(s, safe="") for s in segments).encode()).replace(
+        b" ", b"%20"
+    )
+    request = head(raw)
+    route = route_for(request, mount)
+    forwarded = upstream_target(request, route, prefix)
+    assert b"?" not in forwarded
+    decoded = unquote_to_bytes(forwarded)
+    if prefix is None:
+        assert decoded == route.script_name + route.path_info
+    elif route.path_info:
+        assert decoded == prefix.rstrip(b"/") + route.path_info
+    else:
+        assert decoded == prefix
+
+
+# -- request fields ----------------------------------------------------------------------------
+
+
+def test_hop_by_hop_and_connection_named_fields_are_removed() -> None:
+    """Connection, the fields it names, Keep-Alive, TE, Trailer, Upgrade,
+    Proxy-Connection and Expect are not forwarded; others keep order and case.
+    """
+    request = head(
+        headers=[
+            (b"Host", b"example.org"),
+            (b"X-One", b"1"),
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"x-secret", b"hidden"),
+            (b"TE", b"trailers"),
+            (b"Trailer", b"X-T"),
+            (b"Proxy-Connection", b"keep-alive"),
+            (b"Upgrade", b"websocket"),
+            (b"Expect", b"100-continue"),
+            (b"accept", b"*/*"),
+        ]
+    )
+    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    names = [name for name, _ in sent]
+    assert names[:2] == [b"X-One", b"accept"]
+    for dropped in (
+        b"connection",
+        b"keep-alive",
+        b"x-secret",
+        b"te",
+        b"trailer",
+        b"proxy-connection",
+        b"upgrade",
+        b"expect",
+    ):
+        assert not values(sent, dropped), dropped
+
+
+def test_repeated_fields_are_kept_separately() -> None:
+    """Repeated request fields (Cookie, Accept) go upstream as separate lines, in order."""
+    request = head(
+        headers=[
+            (b"Host", b"example.org"),
+            (b"Cookie", b"a=1"),
+            (b"Accept", b"text/html"),
+            (b"Cookie", b"b=2"),
+        ]
+    )
+    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    assert values(sent, b"cookie") == [b"a=1", b"b=2"]
+
+
+def test_framing_is_redeclared() -> None:
+    """Content-Length is re-declared as received; a chunked body stays chunked."""
+    request = head(headers=[(b"Content-Length", b"5")], content_length=5, method=b"POST")
+    assert values(fields(request_fields(request, trusted=False, upgrade=False)), b"content-length")
+    request = head(headers=[(b"Transfer-Encoding", b"chunked")], chunked=True, method=b"POST")
+    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    assert values(sent, b"transfer-encoding") == [b"chunked"]
+
+
+def test_upgrade_is_passed_on_when_asked() -> None:
+    """An upgrade request keeps Upgrade and says Connection: upgrade."""
+    request = head(
+        headers=[(b"Host", b"x"), (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+    )
+    sent = fields(request_fields(request, trusted=False, upgrade=True))
+    assert values(sent, b"upgrade") == [b"websocket"]
+    assert values(sent, b"connection") == [b"upgrade"]
+
+
+def test_forwarding_fields_from_an_untrusted_client_are_replaced() -> None:
+    """Spoofed X-Forwarded-*, Forwarded and X-Real-IP from an untrusted client are
+    dropped and replaced with what the proxy saw.
+    """
+    request = head(
+        headers=[
+            (b"Host", b"example.org"),
+            (b"X-Forwarded-For", b"6.6.6.6"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"evil"),
+            (b"Forwarded", b"for=6.6.6.6"),
+            (b"X-Real-IP", b"6.6.6.6"),
+        ]
+    )
+    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    assert values(sent, b"x-forwarded-for") == [b"192.0.2.7"]
+    assert values(sent, b"x-forwarded-proto") == [b"http"]
+    assert values(sent, b"x-forwarded-host") == [b"example.org"]
+    assert values(sent, b"forwarded") == [b"for=192.0.2.7;host=example.org;proto=http"]
+    assert not values(sent, b"x-real-ip")
+
+
+def test_forwarding_fields_from_a_trusted_proxy_are_extended() -> None:
+    """From a trusted proxy, X-Forwarded-For and Forwarded get this hop appended and
+    the incoming proto and host are kept.
+    """
+    request = head(
+        headers=[
+            (b"Host", b"example.org"),
+            (b"X-Forwarded-For", b"203.0.113.1"),
+            (b"X-Forwarded-For", b"10.0.0.1"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"public.example"),
+            (b"Forwarded", b"for=203.0.113.1;proto=https"),
+            (b"X-Real-IP", b"203.0.113.1"),
+        ],
+    )
+    sent = fields(request_fields(request, trusted=True, upgrade=False))
+    assert values(sent, b"x-forwarded-for") == [b"203.0.113.1, 10.0.0.1, 192.0.2.7"]
+    assert values(sent, b"x-forwarded-proto") == [b"https"]
+    assert values(sent, b"x-forwarded-host") == [b"public.example"]
+    assert values(sent, b"forwarded") == [
+        b"for=203.0.113.1;proto=https, for=192.0.2.7;host=example.org;proto=http"
+    ]
+    assert values(sent, b"x-real-ip") == [b"203.0.113.1"]
+
+
+def test_forwarded_for_ipv6_and_unknown() -> None:
+    """RFC 7239 6: IPv6 nodes are bracketed and quoted; a UNIX-socket client is unknown."""
+    assert forwarded_element("2001:db8::1", b"h:8080", "https") == (
+        b'for="[2001:db8::1]";host="h:8080";proto=https'
+    )
+    assert forwarded_element(None, b"", "http") == b"for=unknown;proto=http"
+    request = head(peer=None)
+    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    assert not values(sent, b"x-forwarded-for")
+    assert values(sent, b"forwarded") == [b"for=unknown;host=example.org;proto=http"]
+
+
+# -- response fields ----------------------------------------------------------------------------
+
+
+def test_response_hop_by_hop_removed_and_set_cookie_kept() -> None:
+    """Hop-by-hop response fields and those Connection names are removed;
+    Set-Cookie lines pass unmerged and in order.
+    """
+    kept = response_fields(
+        [
+            (b"Set-Cookie", b"a=1; Path=/"),
+            (b"Connection", b"close, X-Internal"),
+            (b"X-Internal", b"secret"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Set-Cookie", b"b=2, c=3"),
+            (b"Content-Type", b"text/plain"),
+        ]
+    )
+    assert kept == [
+        (b"Set-Cookie", b"a=1; Path=/"),
+        (b"Set-Cookie", b"b=2, c=3"),
+        (b"Content-Type", b"text/plain"),
+    ]
+
+
+# -- trust ----------------------------------------------------------------------------------------
+
+
+def test_trusted_proxies_by_cidr() -> None:
+    """Addresses inside a configured network are trusted, others and None are not;
+    IPv4-mapped IPv6 addresses count as their IPv4 address.
+    """
+    trusted = TrustedProxies(["10.0.0.0/8", "::1"])
+    assert trusted.trusts("10.1.2.3")
+    assert trusted.trusts("::1")
+    assert trusted.trusts("::ffff:10.0.0.5")
+    assert not trusted.trusts("192.0.2.1")
+    assert not trusted.trusts(None)
+    assert not trusted.trusts("not an address")
+    assert not TrustedProxies([]).trusts("10.1.2.3")
+
+
+@given(st.ip_addresses(v=4))
+def test_trust_matches_ipaddress(address: object) -> None:
+    """The cached verdict is the ipaddress module's membership test."""
+    import ipaddress
+
+    trusted = TrustedProxies(["172.16.0.0/12"])
+    expected = ipaddress.ip_address(str(address)) in ipaddress.ip_network("172.16.0.0/12")
+    assert trusted.trusts(str(address)) is expected
+    assert trusted.trusts(str(address)) is expected  # from the cache

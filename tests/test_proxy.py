@@ -1,0 +1,827 @@
+"""The proxy handler driven through the real HTTP/1.1 protocol, with in-memory upstreams.
+
+The client side is :func:`twistwsgi.testing.connect` (StringTransport, Clock); each
+upstream is a fake endpoint whose connections are StringTransports too. What the proxy
+sends upstream is parsed with h11 as a server would; what the client gets, with h11
+as a client would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistwsgi.config import MountConfig, ServerConfig, Upstream
+from twistwsgi.forwarding import UpstreamAddress
+from twistwsgi.http.client import ClientConnection
+from twistwsgi.http.settings import HttpSettings
+from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
+from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
+
+OPTIONS: dict[str, Any] = {
+    "balance": "round_robin",
+    "preserve_host": True,
+    "connect_timeout": 5.0,
+    "response_timeout": 30.0,
+    "idle_timeout": 20.0,
+    "keepalive": 8,
+    "keepalive_timeout": 60.0,
+    "max_fails": 1,
+    "fail_timeout": 10.0,
+    "health_check": None,
+    "health_interval": 5.0,
+    "retry": True,
+    "tls_verify": True,
+    "tls_ca": None,
+}
+
+
+@dataclass
+class UpstreamConnection:
+    """One connection the proxy opened to a fake upstream."""
+
+    protocol: ClientConnection
+    transport: StringTransport
+
+    def request(self) -> tuple[h11.Request, bytes]:
+        """The (first) request sent on this connection, parsed by h11, and its body."""
+        server = h11.Connection(h11.SERVER)
+        server.receive_data(self.transport.value())
+        request = server.next_event()
+        assert isinstance(request, h11.Request), request
+        body = b""
+        while True:
+            event = server.next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage) or event is h11.NEED_DATA:
+                return request, body
+            else:
+                raise AssertionError(event)
+
+    def header(self, name: bytes) -> list[bytes]:
+        request, _ = self.request()
+        return [value for key, value in request.headers if key == name]
+
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def respond(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def take(self) -> bytes:
+        written: bytes = self.transport.value()
+        self.transport.clear()
+        return written
+
+    def close(self, reason: Exception | None = None) -> None:
+        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """An upstream: connects at once (or refuses, or waits) with StringTransports."""
+
+    def __init__(self, address: UpstreamAddress) -> None:
+        self.address = address
+        self.connections: list[UpstreamConnection] = []
+        self.refuse = False
+        self.hold = False
+        self.pending: list[tuple[IProtocolFactory, Deferred[Any]]] = []
+        self.cancelled = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        if self.refuse:
+            return fail(ConnectionRefusedError("refused"))
+        if self.hold:
+
+            def cancel(_: Deferred[Any]) -> None:
+                self.cancelled += 1
+
+            waiting: Deferred[Any] = Deferred(cancel)
+            self.pending.append((factory, waiting))
+            return waiting
+        return succeed(self._open(factory))
+
+    def _open(self, factory: IProtocolFactory) -> ClientConnection:
+        protocol: Any = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 9000))
+        assert isinstance(protocol, ClientConnection)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connections.append(UpstreamConnection(protocol, transport))
+        return protocol
+
+    def complete_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        for factory, waiting in pending:
+            waiting.callback(self._open(factory))
+
+    @property
+    def last(self) -> UpstreamConnection:
+        return self.connections[-1]
+
+
+@dataclass
+class Setup:
+    handler: ProxyHandler
+    endpoints: dict[str, FakeEndpoint]
+    clock: Clock
+    router: Router | None = None
+    clients: list[Connection] = field(default_factory=list)
+
+    def endpoint(self, index: int = 0) -> FakeEndpoint:
+        return list(self.endpoints.values())[index]
+
+    def client(self, settings: HttpSettings | None = None) -> Connection:
+        handler: Any = self.router if self.router is not None else self.handler
+        client = connect(handler, clock=self.clock, settings=settings)
+        self.clients.append(client)
+        return client
+
+
+def make_proxy(
+    urls: tuple[str, ...] = ("http://10.0.0.1:9000",),
+    *,
+    mount: str = "/",
+    weights: tuple[int, ...] | None = None,
+    trusted: tuple[str, ...] = (),
+    routed: bool = False,
+    **options: Any,
+) -> Setup:
+    clock = Clock()
+    endpoints: dict[str, FakeEndpoint] = {}
+
+    def endpoint_factory(address: UpstreamAddress) -> FakeEndpoint:
+        endpoint = FakeEndpoint(address)
+        endpoints[address.url] = endpoint
+        return endpoint
+
+    upstreams = tuple(
+        Upstream(url, weights[index] if weights else 1) for index, url in enumerate(urls)
+    )
+    config = MountConfig(mount, "proxy", upstreams, {**OPTIONS, **options}, "test mount")
+    handler = build_proxy(
+        config,
+        ServerConfig(trusted_proxies=trusted),
+        reactor=clock,
+        endpoint_factory=endpoint_factory,
+    )
+    router = None
+    if routed:
+        table = RoutingTable(
+            HostTable([], MountTable([Mount(config.prefix, handler)])), HostTable([], None)
+        )
+        router = Router(table)
+    return Setup(handler, endpoints, clock, router)
+
+
+def one_response(client: Connection, method: bytes = b"GET") -> Any:
+    (response,) = parse_responses(client.take(), [method])
+    return response
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+# -- forwarding and pooling -----------------------------------------------------------------
+
+
+def test_request_forwarded_and_response_relayed() -> None:
+    """A GET is sent upstream as HTTP/1.1 with the raw target and Host, and the
+    upstream's response reaches the client with its fields.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /a%2Fb?x=1 HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n")
+    upstream = setup.endpoint().last
+    request, _body = upstream.request()
+    assert (request.method, request.target, request.http_version) == (b"GET", b"/a%2Fb?x=1", b"1.1")
+    assert upstream.header(b"host") == [b"example.org"]
+    assert upstream.header(b"accept") == [b"*/*"]
+    assert upstream.header(b"x-forwarded-for") == [b"127.0.0.1"]
+    upstream.respond(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nhello"
+    )
+    response = one_response(client)
+    assert response.status == 200 and response.body == b"hello"
+    assert response.header_values(b"set-cookie") == [b"a=1", b"b=2"]
+
+
+def test_keep_alive_connection_is_reused() -> None:
+    """Sequential requests, from one client or several, share one upstream connection."""
+    setup = make_proxy()
+    first, second = setup.client(), setup.client()
+    for client in (first, second, first):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.endpoint().last.respond(OK)
+        assert one_response(client).body == b"ok"
+    assert len(setup.endpoint().connections) == 1
+
+
+def test_concurrent_requests_use_separate_connections_then_pool() -> None:
+    """Two requests in flight take two connections; both return to the pool."""
+    setup = make_proxy()
+    a, b = setup.client(), setup.client()
+    a.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    b.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint = setup.endpoint()
+    assert len(endpoint.connections) == 2
+    for upstream in endpoint.connections:
+        upstream.respond(OK)
+    pool = setup.handler.group.peers[0].target
+    assert len(pool.idle) == 2
+    a.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(endpoint.connections) == 2
+
+
+def test_keepalive_zero_closes_each_connection() -> None:
+    """A keepalive of 0 closes the upstream connection after every response."""
+    setup = make_proxy(keepalive=0)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(OK)
+    assert setup.endpoint().last.transport.disconnecting
+
+
+def test_preserve_host_off_sends_the_upstreams_host() -> None:
+    """preserve_host = false sends the upstream's own host and port."""
+    setup = make_proxy(("http://backend.internal:9000",), preserve_host=False)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    upstream = setup.endpoint().last
+    assert upstream.header(b"host") == [b"backend.internal:9000"]
+    assert upstream.header(b"x-forwarded-host") == [b"example.org"]
+
+
+def test_trusted_proxy_fields_are_extended() -> None:
+    """A client in trusted_proxies has its X-Forwarded-For extended; an untrusted
+    client's is replaced.
+    """
+    for trusted, expected in ((("127.0.0.0/8",), b"203.0.113.9, 127.0.0.1"), ((), b"127.0.0.1")):
+        setup = make_proxy(trusted=trusted)
+        client = setup.client()
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+        assert setup.endpoint().last.header(b"x-forwarded-for") == [expected]
+
+
+def test_path_mapping_through_the_router() -> None:
+    """Mounted at /api with an upstream path /v2, /api/users?q goes up as /v2/users?q."""
+    setup = make_proxy(("http://10.0.0.1:9000/v2",), mount="/api", routed=True)
+    client = setup.client()
+    client.send(b"GET /api/users?q=%41 HTTP/1.1\r\nHost: x\r\n\r\n")
+    request, _ = setup.endpoint().last.request()
+    assert request.target == b"/v2/users?q=%41"
+
+
+def test_head_request() -> None:
+    """A HEAD response passes its Content-Length and no body; the connection is reused."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    response = one_response(client, b"HEAD")
+    assert response.header(b"content-length") == b"1234" and response.body == b""
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(setup.endpoint().connections) == 1
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+def test_small_body_forwarded_with_length() -> None:
+    """A small POST body goes up with its Content-Length."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world")
+    request, body = setup.endpoint().last.request()
+    assert body == b"hello world"
+    assert (b"content-length", b"11") in request.headers
+
+
+def test_chunked_body_streams_upstream_as_it_arrives() -> None:
+    """A chunked upload is forwarded piece by piece (re-chunked) before it ends."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    big = b"a" * 70_000  # over DISPATCH_BUFFER: the handler runs before the end
+    client.send(b"%x\r\n%b\r\n" % (len(big), big))
+    upstream = setup.endpoint().last
+    request, body = upstream.request()
+    assert (b"transfer-encoding", b"chunked") in request.headers
+    assert body == big
+    client.send(b"5\r\nhello\r\n0\r\n\r\n")
+    _, body = upstream.request()
+    assert body == big + b"hello"
+    assert upstream.protocol._request_done
+
+
+def test_expect_continue_is_answered_when_the_upstream_is_connected() -> None:
+    """Expect: 100-continue gets 100 Continue once the head went upstream, not before;
+    Expect is not forwarded.
+    """
+    setup = make_proxy()
+    setup.endpoint().hold = True
+    client = setup.client()
+    client.send(b"PUT /f HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert client.take() == b""
+    setup.endpoint().complete_pending()
+    assert client.take().startswith(b"HTTP/1.1 100 Continue")
+    upstream = setup.endpoint().last
+    assert upstream.header(b"expect") == []
+    client.send(b"hello")
+    assert upstream.request()[1] == b"hello"
+
+
+def test_upstream_slow_pauses_the_client_and_fast_resumes_it() -> None:
+    """When the upstream stops reading, the client is no longer read; when it
+    reads again, the client is read again.
+    """
+    setup = make_proxy()
+    client = setup.client(HttpSettings(max_body=0))
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    client.send(b"x" * 100_000)
+    upstream = setup.endpoint().last
+    upstream.protocol.pauseProducing()  # the upstream's socket buffer is full
+    assert client.transport.producerState == "paused"
+    upstream.protocol.resumeProducing()
+    assert client.transport.producerState == "producing"
+
+
+def test_slow_client_pauses_the_upstream() -> None:
+    """When the client stops reading, the upstream connection stops being read."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+    client.protocol.pauseProducing()  # the client's socket buffer is full
+    assert upstream.transport.producerState == "paused"
+    client.protocol.resumeProducing()
+    assert upstream.transport.producerState == "producing"
+    upstream.respond(b"a" * 99_000)
+    assert len(one_response(client).body) == 100_000
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_refused_upstream_is_502_naming_it_in_the_log() -> None:
+    """Connection refused: 502 with a short body and a warning naming the upstream."""
+    setup = make_proxy(("http://10.0.0.1:9000",), retry=False)
+    setup.endpoint().refuse = True
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = one_response(client)
+    assert response.status == 502
+    assert response.body.startswith(b"Bad Gateway")
+    text = [e.get("log_format", "") for e in events]
+    assert any("{status} for" in line for line in text)
+    assert any(e.get("upstream") == "http://10.0.0.1:9000" for e in events)
+
+
+def test_reset_before_response_is_502() -> None:
+    """The upstream closing with no response byte (POST: not retried) is a 502."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+    setup.endpoint().last.close(ConnectionLost())
+    assert one_response(client).status == 502
+
+
+def test_malformed_response_is_502() -> None:
+    """An upstream that does not speak HTTP gives a 502."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(b"garbage\r\n\r\n")
+    assert one_response(client).status == 502
+
+
+def test_no_head_within_response_timeout_is_504() -> None:
+    """No response head within response_timeout: 504, upstream connection dropped."""
+    setup = make_proxy()
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.clock.advance(31)
+    response = one_response(client)
+    assert response.status == 504
+    assert response.body.startswith(b"Gateway Timeout")
+    assert setup.endpoint().last.transport.disconnecting
+    assert any(e.get("upstream") == "http://10.0.0.1:9000" for e in events)
+
+
+def test_connect_timeout_is_502() -> None:
+    """Connecting that takes longer than connect_timeout is cancelled: 502."""
+    setup = make_proxy(retry=False)
+    endpoint = setup.endpoint()
+    endpoint.hold = True
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(5.1)
+    assert endpoint.cancelled == 1
+    assert one_response(client).status == 502
+
+
+def test_failure_after_the_head_aborts_the_client() -> None:
+    """Once the head was forwarded, an upstream failure drops the client connection."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+    upstream.close(ConnectionLost())
+    assert client.transport.disconnecting
+    written = client.take()
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert written.endswith(b"\r\n\r\n" + b"a" * 10)  # truncated: 10 of 100 bytes
+
+
+def test_stalled_response_body_aborts_the_client() -> None:
+    """A response body that stops for idle_timeout aborts both connections."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")
+    setup.clock.advance(21)
+    assert upstream.transport.disconnecting
+    assert client.transport.disconnecting
+
+
+def test_client_gone_cancels_the_upstream_request() -> None:
+    """The client closing mid-request drops the upstream connection (not pooled)."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert upstream.transport.disconnecting
+    assert setup.handler.group.peers[0].target.idle == []
+    assert setup.handler.group.peers[0].active == 0
+
+
+def test_client_gone_while_connecting_cancels_the_attempt() -> None:
+    """The client closing while the upstream connects cancels the attempt."""
+    setup = make_proxy()
+    endpoint = setup.endpoint()
+    endpoint.hold = True
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert endpoint.cancelled == 1
+
+
+# -- retries and balancing ---------------------------------------------------------------------
+
+TWO = ("http://10.0.0.1:9000", "http://10.0.0.2:9000")
+
+
+def test_connect_failure_goes_to_the_next_upstream_even_for_post() -> None:
+    """Refused connections never sent the request, so any method moves on."""
+    setup = make_proxy(TWO)
+    setup.endpoint(0).refuse = True
+    client = setup.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    upstream = setup.endpoint(1).last
+    assert upstream.request()[1] == b"hi"
+    upstream.respond(OK)
+    assert one_response(client).status == 200
+
+
+def test_idempotent_request_retried_after_a_reset() -> None:
+    """A GET whose connection broke before any response byte is sent to the other
+    upstream; the broken one is taken out (max_fails = 1).
+    """
+    setup = make_proxy(TWO)
+    client = setup.client()
+    client.send(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = setup.endpoint(0).last
+    first.close(ConnectionLost())
+    second = setup.endpoint(1).last
+    assert second.request()[0].target == b"/r"
+    second.respond(OK)
+    assert one_response(client).status == 200
+    assert not setup.handler.balancer.usable(setup.handler.group.peers[0], setup.clock.seconds())
+
+
+def test_put_with_small_body_is_replayed_on_retry() -> None:
+    """A PUT's body (held, being small) is sent again to the next upstream."""
+    setup = make_proxy(TWO)
+    client = setup.client()
+    client.send(b"PUT /r HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata")
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert setup.endpoint(1).last.request()[1] == b"data"
+
+
+def test_post_is_not_retried_after_it_was_sent() -> None:
+    """A POST that may have reached the upstream is not sent again: 502."""
+    setup = make_proxy(TWO)
+    client = setup.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert setup.endpoint(1).connections == []
+    assert one_response(client).status == 502
+
+
+def test_nothing_is_retried_after_a_response_byte() -> None:
+    """A response that broke after its first byte is never retried."""
+    setup = make_proxy(TWO)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(b"HTTP/1.1 2")
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert setup.endpoint(1).connections == []
+    assert one_response(client).status == 502
+
+
+def test_large_streamed_body_is_not_retried() -> None:
+    """A body larger than REPLAY_LIMIT is streamed, not kept: no retry."""
+    setup = make_proxy(TWO)
+    client = setup.client(HttpSettings(max_body=0))
+    size = REPLAY_LIMIT * 3
+    client.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    client.send(b"z" * size)
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert setup.endpoint(1).connections == []
+    assert one_response(client).status == 502
+
+
+def test_retry_off() -> None:
+    """With retry = false a refused upstream is a 502 even when another exists."""
+    setup = make_proxy(TWO, retry=False)
+    setup.endpoint(0).refuse = True
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    assert setup.endpoint(1).connections == []
+
+
+def test_stale_keepalive_connection_is_retried_on_a_fresh_one() -> None:
+    """A reused connection that breaks before any response byte is retried once on a
+    new connection to the same upstream, without counting a failure.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint = setup.endpoint()
+    endpoint.last.respond(OK)
+    one_response(client)
+    client.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint.connections[0].close(ConnectionDone())
+    assert len(endpoint.connections) == 2
+    endpoint.last.respond(OK)
+    assert one_response(client).status == 200
+    assert setup.handler.group.peers[0].fails == 0
+
+
+def test_timeout_is_not_retried() -> None:
+    """A response timeout is a 504 without trying another upstream."""
+    setup = make_proxy(TWO)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(31)
+    assert setup.endpoint(1).connections == []
+    assert one_response(client).status == 504
+
+
+def test_round_robin_with_weights() -> None:
+    """Weights 2:1 send two requests to the first upstream for each to the second."""
+    setup = make_proxy(TWO, weights=(2, 1))
+    client = setup.client()
+    for _ in range(6):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for endpoint in setup.endpoints.values():
+            for upstream in endpoint.connections:
+                if upstream.protocol._state.value == "busy":
+                    upstream.respond(OK)
+        one_response(client)
+    counts = [
+        sum(len(c.transport.value().split(b"GET ")) - 1 for c in endpoint.connections)
+        for endpoint in setup.endpoints.values()
+    ]
+    assert counts == [4, 2]
+
+
+def test_least_conn_avoids_the_busy_upstream() -> None:
+    """With least_conn, a new request goes to the upstream with nothing in progress."""
+    setup = make_proxy(TWO, balance="least_conn")
+    a, b, c = setup.client(), setup.client(), setup.client()
+    a.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    b.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(OK)  # upstream 0 is free again, 1 is busy
+    c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert setup.endpoint(0).last.take().count(b"GET /c") == 1
+
+
+def test_no_upstream_available_is_502() -> None:
+    """When every upstream is out (active health), the answer is 502 at once."""
+    setup = make_proxy(TWO)
+    for peer in setup.handler.group.peers:
+        peer.healthy = False
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+
+
+# -- active health checks ----------------------------------------------------------------------
+
+
+def test_health_checks_poll_and_take_upstreams_out() -> None:
+    """The health path is polled on each upstream; a 5xx takes it out, a 2xx puts it
+    back; checks stop on close().
+    """
+    setup = make_proxy(TWO, health_check="/healthz", health_interval=5.0)
+    setup.clock.advance(0)
+    first, second = setup.endpoint(0), setup.endpoint(1)
+    assert first.last.request()[0].target == b"/healthz"
+    first.last.respond(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n")
+    second.last.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    peers = setup.handler.group.peers
+    assert [peer.healthy for peer in peers] == [False, True]
+    setup.clock.advance(5)
+    first.last.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert peers[0].healthy
+    setup.handler.close()
+    count = len(first.connections)
+    setup.clock.advance(50)
+    assert len(first.connections) == count
+
+
+def test_health_check_timeout_counts_as_unhealthy() -> None:
+    """A check that does not answer within the interval marks the upstream unhealthy."""
+    setup = make_proxy(("http://10.0.0.1:9000",), health_check="/h", health_interval=2.0)
+    setup.clock.advance(0)
+    setup.clock.advance(2.1)
+    assert not setup.handler.group.peers[0].healthy
+    setup.handler.close()
+
+
+def test_close_closes_idle_connections_and_lets_busy_ones_finish() -> None:
+    """close() closes idle pooled connections; a request in flight still completes,
+    and its connection is closed rather than pooled.
+    """
+    setup = make_proxy()
+    idle_client, busy_client = setup.client(), setup.client()
+    idle_client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(OK)
+    busy_client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # busy_client took the idle connection; make a second idle one.
+    idle_client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint = setup.endpoint()
+    endpoint.connections[1].respond(OK)
+    setup.handler.close()
+    assert endpoint.connections[1].transport.disconnecting
+    endpoint.connections[0].respond(OK)
+    assert one_response(busy_client).status == 200
+    assert endpoint.connections[0].transport.disconnecting
+
+
+# -- protocol switch ---------------------------------------------------------------------------
+
+
+def test_websocket_upgrade_is_tunnelled() -> None:
+    """An Upgrade request goes up with Upgrade and Connection: upgrade; after the
+    upstream's 101 the client gets a 101 and bytes flow both ways until one side closes.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        b"early"
+    )
+    upstream = setup.endpoint().last
+    assert upstream.header(b"upgrade") == [b"websocket"]
+    assert upstream.header(b"connection") == [b"upgrade"]
+    upstream.take()
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nfrom-upstream"
+    )
+    written = client.take()
+    head, _, rest = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    assert b"Connection: upgrade" in head and b"Upgrade: websocket" in head
+    assert rest == b"from-upstream"
+    assert upstream.take() == b"early"
+    client.send(b"ping")
+    assert upstream.take() == b"ping"
+    upstream.respond(b"pong")
+    assert client.take() == b"pong"
+    upstream.close()
+    assert client.transport.disconnecting
+
+
+def test_refused_upgrade_is_an_ordinary_response() -> None:
+    """An upstream that answers an Upgrade request with 200 gives an ordinary response."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    setup.endpoint().last.respond(OK)
+    assert one_response(client).body == b"ok"
+
+
+def test_client_closing_the_tunnel_closes_the_upstream() -> None:
+    """The client leaving a tunnel closes the upstream connection."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert upstream.transport.disconnecting
+    assert setup.handler.group.peers[0].active == 0
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def test_bad_tls_ca_is_a_config_error(tmp_path: Any) -> None:
+    """An unreadable CA file is a ConfigError naming the mount's tls_ca."""
+    import pytest
+
+    from twistwsgi.config import ConfigError
+
+    path = tmp_path / "ca.pem"
+    path.write_text("not a certificate")
+    config = MountConfig(
+        "/", "proxy", (Upstream("https://x"),), {**OPTIONS, "tls_ca": str(path)}, "site.toml: m"
+    )
+    with pytest.raises(ConfigError) as caught:
+        build_proxy(config, ServerConfig(), reactor=Clock())
+    assert caught.value.where == "site.toml: m.tls_ca"
+
+
+def test_standard_builders_include_proxy() -> None:
+    """The service's standard builders build proxy mounts."""
+    from twistwsgi.service import standard_builders
+
+    clock = Clock()
+    builders: dict[str, Callable[..., Any]] = dict(standard_builders(clock))
+    config = MountConfig("/", "proxy", (Upstream("http://127.0.0.1:1"),), OPTIONS, "m")
+    handler = builders["proxy"](config, ServerConfig())
+    assert isinstance(handler, ProxyHandler)
+    handler.close()
+
+
+def test_idle_connections_beyond_keepalive_are_kept_only_briefly() -> None:
+    """With keepalive = 1, a burst of two responses keeps both connections idle, but
+    the one beyond the limit closes after OVERFLOW_IDLE_TIMEOUT and the other stays.
+    """
+    from twistwsgi.upstream import OVERFLOW_IDLE_TIMEOUT
+
+    setup = make_proxy(keepalive=1)
+    a, b = setup.client(), setup.client()
+    a.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    b.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, second = setup.endpoint().connections
+    first.respond(OK)
+    second.respond(OK)
+    assert not first.closed() and not second.closed()
+    setup.clock.advance(OVERFLOW_IDLE_TIMEOUT + 0.1)
+    assert not first.closed()
+    assert second.closed()
+    setup.clock.advance(60)
+    assert first.closed()
+
+
+def test_health_interval_must_be_positive() -> None:
+    """A health check polled every 0 seconds is refused when the mount is built."""
+    import pytest
+
+    from twistwsgi.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_proxy(health_check="/h", health_interval=0.0)
+    assert caught.value.where == "test mount.health_interval"
+
+
+def test_http10_client_without_host_gets_the_upstreams_host() -> None:
+    """An HTTP/1.0 request without Host is sent upstream as HTTP/1.1 with the
+    upstream's own Host, and the response reaches the HTTP/1.0 client.
+    """
+    setup = make_proxy(("http://10.0.0.1:9000",))
+    client = setup.client()
+    client.send(b"GET /old HTTP/1.0\r\n\r\n")
+    upstream = setup.endpoint().last
+    request, _ = upstream.request()
+    assert request.http_version == b"1.1"
+    assert upstream.header(b"host") == [b"10.0.0.1:9000"]
+    upstream.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    written = client.take()
+    assert written.startswith(b"HTTP/1.1 200 OK") and written.endswith(b"\r\n\r\nok")

@@ -1,0 +1,196 @@
+"""Choosing an upstream for each request: balancing policies and health bookkeeping.
+
+Pure logic (no Twisted, time passed in), used by :mod:`twistwsgi.upstream`.
+
+**Policies.** ``round_robin`` is nginx's smooth weighted round-robin: with weights
+5, 1, 1 the picks go a a b a c a a, never five in a row to the heavy one. ``least_conn``
+picks the upstream with the fewest requests in progress relative to its weight
+(``active / weight``), breaking ties by the same weighted round-robin, so idle
+upstreams share the load evenly.
+
+**Passive health** (nginx's ``max_fails``/``fail_timeout``). A failed attempt
+(connecting failed or timed out, the connection broke before a response head, the
+head was malformed or did not come within ``response_timeout``) counts against its
+upstream; failures older than ``fail_timeout`` are forgotten. After ``max_fails``
+failures the upstream gets no requests for ``fail_timeout`` seconds. Then a single
+request is let through as a probe: if it gets a response head the upstream is back,
+if it fails the upstream stays out for another ``fail_timeout``. An HTTP error status
+is a response, not a failure. With only one upstream there is nowhere else to go, so
+passive health is not applied (as nginx): taking the only upstream out would turn a
+brief error into a ``fail_timeout``-long outage.
+
+**Active health** is decided elsewhere (a path polled by :mod:`twistwsgi.upstream`);
+it sets :attr:`Peer.healthy`, and an unhealthy upstream is never picked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["POLICIES", "Balancer", "Peer"]
+
+T = TypeVar("T")
+
+#: The balancing policies, as the configuration names them.
+POLICIES = ("round_robin", "least_conn")
+
+
+class Peer(Generic[T]):
+    """One upstream as the balancer sees it.
+
+    Attributes:
+        target: what the caller attached (the upstream's connection pool).
+        name: names the upstream in logs.
+        weight: its share of requests relative to the others (at least 1).
+        active: requests in progress on it.
+        fails: recent failed attempts.
+        healthy: the active health check's verdict (``True`` without checks).
+    """
+
+    __slots__ = (
+        "_current",
+        "_down_until",
+        "_window_start",
+        "active",
+        "fails",
+        "healthy",
+        "name",
+        "target",
+        "weight",
+    )
+
+    def __init__(self, target: T, name: str, weight: int = 1) -> None:
+        if weight < 1:
+            raise ValueError("a weight is at least 1")
+        self.target = target
+        self.name = name
+        self.weight = weight
+        self.active = 0
+        self.fails = 0
+        self.healthy = True
+        self._current = 0
+        self._down_until = 0.0
+        self._window_start = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.name} weight={self.weight} active={self.active}>"
+
+
+class Balancer(Generic[T]):
+    """Picks peers by policy, counting requests in progress and failures.
+
+    Args:
+        peers: the upstreams, in configuration order.
+        policy: one of :data:`POLICIES`.
+        max_fails: failures within ``fail_timeout`` that take a peer out (0: never).
+        fail_timeout: the failure window and the time a peer stays out.
+    """
+
+    def __init__(
+        self,
+        peers: Sequence[Peer[T]],
+        *,
+        policy: str = "round_robin",
+        max_fails: int = 1,
+        fail_timeout: float = 10.0,
+    ) -> None:
+        if not peers:
+            raise ValueError("a balancer needs at least one peer")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown balancing policy {policy!r}")
+        self.peers = tuple(peers)
+        self.policy = policy
+        # One upstream: passive health is not applied (see the module docstring).
+        self.max_fails = max(0, max_fails) if len(self.peers) > 1 else 0
+        self.fail_timeout = fail_timeout
+        self._single = self.peers[0] if len(self.peers) == 1 else None
+
+    def usable(self, peer: Peer[T], now: float) -> bool:
+        """Whether ``peer`` may get a request now."""
+        if not peer.healthy:
+            return False
+        return not (self.max_fails and peer.fails >= self.max_fails and now < peer._down_until)
+
+    def pick(self, now: float, exclude: Collection[Peer[T]] = ()) -> Peer[T] | None:
+        """Choose the peer for the next attempt, or ``None`` when none is usable.
+
+        Args:
+            now: the current time.
+            exclude: peers already tried for this request.
+        """
+        single = self._single
+        if single is not None:
+            if single.healthy and single not in exclude:
+                return single
+            return None
+        candidates = [peer for peer in self.peers if peer not in exclude and self.usable(peer, now)]
+        if not candidates:
+            return None
+        if self.policy == "least_conn" and len(candidates) > 1:
+            best = candidates[0]
+            ties = [best]
+            for peer in candidates[1:]:
+                # active/weight compared without division.
+                left = peer.active * best.weight
+                right = best.active * peer.weight
+                if left < right:
+                    best = peer
+                    ties = [peer]
+                elif left == right:
+                    ties.append(peer)
+            candidates = ties
+        chosen = self._weighted_round_robin(candidates)
+        if self.max_fails and chosen.fails >= self.max_fails:
+            # A peer back from its time out: this request is the probe; the others
+            # wait for its outcome (or for another fail_timeout).
+            chosen._down_until = now + self.fail_timeout
+        return chosen
+
+    @staticmethod
+    def _weighted_round_robin(candidates: list[Peer[T]]) -> Peer[T]:
+        """Nginx's smooth weighted round-robin over ``candidates``."""
+        if len(candidates) == 1:
+            return candidates[0]
+        total = 0
+        best = candidates[0]
+        for peer in candidates:
+            peer._current += peer.weight
+            total += peer.weight
+            if peer._current > best._current:
+                best = peer
+        best._current -= total
+        return best
+
+    def acquire(self, peer: Peer[T]) -> None:
+        """Count a request starting on ``peer``."""
+        peer.active += 1
+
+    def release(self, peer: Peer[T]) -> None:
+        """Count a request ending on ``peer``."""
+        if peer.active > 0:
+            peer.active -= 1
+
+    def failed(self, peer: Peer[T], now: float) -> bool:
+        """Count a failed attempt on ``peer``.
+
+        Returns:
+            Whether this failure took the peer out (for a log line).
+        """
+        if not self.max_fails:
+            return False
+        if 0 < peer.fails < self.max_fails and now - peer._window_start > self.fail_timeout:
+            peer.fails = 0  # the earlier failures are too old to count
+        if peer.fails == 0:
+            peer._window_start = now
+        peer.fails += 1
+        if peer.fails >= self.max_fails:
+            peer._down_until = now + self.fail_timeout
+            return True
+        return False
+
+    def succeeded(self, peer: Peer[T]) -> None:
+        """An attempt on ``peer`` got a response: forget its failures."""
+        if peer.fails:
+            peer.fails = 0
+            peer._down_until = 0.0

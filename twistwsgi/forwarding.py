@@ -1,0 +1,426 @@
+"""What the reverse proxy sends where: upstream addresses, path mapping, header rewriting.
+
+Pure functions and values (no Twisted), used by :mod:`twistwsgi.proxy` on every
+proxied request and tested on their own.
+
+**Upstream addresses.** :func:`parse_upstream` turns a configured URL
+(``http://host:port[/prefix]``, ``https://...``, ``unix:/path``) into an
+:class:`UpstreamAddress`.
+
+**Path mapping** (nginx's ``proxy_pass`` rule, on segment boundaries). An upstream URL
+without a path passes the request's path unchanged: mounted at ``/api``,
+``/api/users`` goes to the upstream as ``/api/users``. An upstream URL with a path
+replaces the mount prefix with that path: ``http://u:9000/`` sends ``/users``,
+``http://u:9000/v2`` sends ``/v2/users`` (unlike nginx, ``/v2`` and ``/v2/`` both
+give ``/v2/users``: the prefix is joined on a ``/``, never glued to a segment).
+What is forwarded is the request's *raw* path, still percent-encoded as the client
+sent it (``%2F`` stays ``%2F``), and the query string exactly as received. The raw
+path is used only when it means the same as the path the router matched on: its
+start is the mount prefix literally and it has no dot-segments. Otherwise (an
+encoded character in the prefix, or ``/a/../b``) the normalised path the router
+used is re-encoded and sent instead, so an upstream never sees a path that climbs
+out of the prefix it was given (RFC 3986 5.2.4, 6.2.2).
+
+**Request header fields** (:func:`request_fields`). Hop-by-hop fields (RFC 9110
+7.6.1: ``Connection`` and every field it names, ``Keep-Alive``, ``Proxy-Connection``,
+``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``) are not forwarded; the
+framing is re-declared (``Content-Length`` as received, or ``Transfer-Encoding:
+chunked`` for a chunked body, which the proxy re-chunks); ``Expect`` is answered by
+the proxy itself (see :mod:`twistwsgi.proxy`). Every other field is forwarded in
+order, with its name as received, repeated fields kept as separate lines.
+
+**Forwarding fields.** The proxy adds ``X-Forwarded-For`` (the client address),
+``X-Forwarded-Proto`` (``http``/``https``), ``X-Forwarded-Host`` (the client's
+``Host``) and the standard ``Forwarded`` (RFC 7239 4: ``for``, ``host``, ``proto``).
+Fields a client sends with these names are believed only when the client's address
+is in the configured trusted networks (:class:`TrustedProxies`): the proxy then
+appends to ``X-Forwarded-For`` and ``Forwarded`` and keeps the incoming
+``X-Forwarded-Proto``/``-Host``. From any other client they are dropped and
+replaced, as are ``X-Real-IP``, ``X-Forwarded-Port`` and ``X-Forwarded-Prefix``
+(which the proxy does not set but upstream frameworks often believe). A client on a
+UNIX socket has no address: it is untrusted, and is named ``unknown`` in
+``Forwarded`` (RFC 7239 6.3) and left out of ``X-Forwarded-For``.
+
+No ``Via`` field is added: RFC 9110 7.6.3 asks gateways for one, but common upstreams
+change behaviour when they see it (nginx's ``gzip_proxied off`` stops compressing),
+and neither nginx nor Caddy sends it.
+
+**Response header fields** (:func:`response_fields`): hop-by-hop fields and those
+the upstream's ``Connection`` names are removed; everything else, ``Set-Cookie``
+included, passes in order and unmerged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.rules import HOP_BY_HOP, connection_options
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "TrustedProxies",
+    "UpstreamAddress",
+    "forwarded_element",
+    "parse_upstream",
+    "request_fields",
+    "response_fields",
+    "upstream_target",
+]
+
+#: RFC 9110 9.2.2: methods whose intended effect is the same however often they are
+#: sent, so a request that may or may not have reached an upstream can be sent again.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAddress:
+    """Where one upstream listens and how requests to it are addressed.
+
+    Attributes:
+        url: the URL as configured (names the upstream in logs).
+        scheme: ``"http"``, ``"https"`` or ``"unix"``.
+        host: the host name or IP address (``""`` for a UNIX socket).
+        port: the TCP port (``0`` for a UNIX socket).
+        socket_path: the UNIX socket's path (``""`` for TCP).
+        prefix: the URL's path, replacing the mount prefix (``None``: no path, the
+            request path is passed unchanged).
+        host_field: the ``Host`` value naming the upstream itself (``host[:port]``,
+            the port left out when it is the scheme's default).
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    socket_path: str
+    prefix: bytes | None
+    host_field: bytes
+
+    @property
+    def tls(self) -> bool:
+        """Whether connections to this upstream use TLS."""
+        return self.scheme == "https"
+
+
+def parse_upstream(url: str) -> UpstreamAddress:
+    """Parse an upstream URL as the configuration validated it.
+
+    Raises:
+        ValueError: for a URL that is not ``http``, ``https`` or ``unix:/path``.
+    """
+    if url.startswith("unix:"):
+        path = url[len("unix:") :]
+        if not path.startswith("/"):
+            raise ValueError(f"expected unix:/path/to/socket, got {url!r}")
+        return UpstreamAddress(url, "unix", "", 0, path, None, b"localhost")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http or https URL, got {url!r}")
+    default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port
+    host = parts.hostname
+    name = host.encode("ascii") if host.isascii() else host.encode("idna")
+    shown = b"[" + name + b"]" if ":" in host else name
+    if port != default_port:
+        shown += b":%d" % port
+    prefix = parts.path.encode("utf-8") if parts.path else None
+    if prefix is not None:
+        # The configured path is sent as is; only what cannot appear in a
+        # request-target is encoded.
+        prefix = quote(prefix, safe=_PATH_SAFE).encode("ascii")
+    return UpstreamAddress(url, parts.scheme, host, port, "", prefix, shown)
+
+
+# RFC 3986 3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; plus "/".
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_PATH_SAFE_DECODED = "/:@!$&'()*+,;=-._~"
+
+
+def _encode_path(path: bytes) -> bytes:
+    """Percent-encode a decoded path for a request-target (RFC 3986 2.1, 3.3)."""
+    return quote(path, safe=_PATH_SAFE_DECODED).encode("ascii")
+
+
+def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | None) -> bytes:
+    """The origin-form request-target to send upstream (see the module docstring).
+
+    Args:
+        request: the client's request.
+        route: where the router sent it (``None``: not routed, the whole path is
+            below the mount).
+        prefix: the upstream URL's path, or ``None`` when it has none.
+    """
+    target = request.target
+    path = request.path
+    mark = target.find(b"?")
+    query = target[mark:] if mark >= 0 else b""
+    if not path:
+        # asterisk-form (OPTIONS *, RFC 9112 3.2.4): only a root mount gets here.
+        return b"*" if prefix is None else prefix or b"/"
+    if route is None:
+        script, info = b"", request.decoded_path
+    else:
+        script, info = route.script_name, route.path_info
+    # The raw path means what the router matched when decoding it gives the
+    # normalised path (no dot-segments were removed).
+    plain = script + info == request.decoded_path
+    if prefix is None:
+        if plain:
+            return path + query
+        return _encode_path(script + info) + query
+    if (
+        plain
+        and path.startswith(script)
+        and (len(path) == len(script) or path[len(script)] == 0x2F)
+    ):
+        rest = path[len(script) :]
+    else:
+        rest = _encode_path(info)
+    if not rest:
+        return (prefix or b"/") + query
+    return prefix.rstrip(b"/") + rest + query
+
+
+class TrustedProxies:
+    """The networks whose forwarding fields are believed (CIDR), with a lookup cache.
+
+    Args:
+        networks: CIDR strings such as ``10.0.0.0/8`` or ``::1``.
+
+    Raises:
+        ValueError: for a string that is not an address or network.
+    """
+
+    #: Addresses remembered; the cache is emptied when it grows past this.
+    CACHE_SIZE = 4096
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(text.strip(), strict=False) for text in networks)
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str | None) -> bool:
+        """Whether a client at ``address`` (an IP address string) is a trusted proxy."""
+        if address is None or not self.networks:
+            return False
+        known = self._cache.get(address)
+        if known is not None:
+            return known
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            verdict = False
+        else:
+            mapped = getattr(ip, "ipv4_mapped", None)
+            candidates = (ip,) if mapped is None else (ip, mapped)
+            verdict = any(
+                candidate.version == network.version and candidate in network
+                for candidate in candidates
+                for network in self.networks
+            )
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()
+        self._cache[address] = verdict
+        return verdict
+
+
+# RFC 9110 5.6.2 tchar: what a Forwarded parameter value may be without quotes.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _forwarded_value(value: bytes) -> bytes:
+    """A Forwarded parameter value: a token, else a quoted-string (RFC 7239 4)."""
+    if _TOKEN.fullmatch(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def forwarded_element(client: str | None, host: bytes, proto: str) -> bytes:
+    """One ``Forwarded`` element for this hop (RFC 7239 4, 5.2-5.4, 6).
+
+    Args:
+        client: the client's IP address, ``None`` when unknown (a UNIX socket).
+        host: the ``Host`` the client asked for (left out when empty).
+        proto: ``"http"`` or ``"https"``.
+    """
+    if client is None:
+        node = b"unknown"
+    elif ":" in client:
+        node = b'"[' + client.encode("ascii") + b']"'  # RFC 7239 6: IPv6 in brackets, quoted
+    else:
+        node = client.encode("ascii")
+    element = b"for=" + node
+    if host:
+        element += b";host=" + _forwarded_value(host)
+    return element + b";proto=" + proto.encode("ascii")
+
+
+_FORWARDING = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+    }
+)
+# Fields the request loop looks at instead of copying: hop-by-hop, framing (re-declared),
+# Host (set per upstream), Expect (answered here) and the forwarding fields.
+_SPECIAL = HOP_BY_HOP | _FORWARDING | {b"host", b"content-length", b"expect"}
+
+
+def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> bytes:
+    """The request's header field lines for the upstream, except ``Host``.
+
+    Args:
+        request: the client's request.
+        trusted: whether the client is a trusted proxy (its forwarding fields are
+            extended rather than replaced).
+        upgrade: whether to pass the protocol upgrade on (``Upgrade`` and
+            ``Connection: upgrade``, RFC 9110 7.8).
+
+    Returns:
+        The field lines, each ending in CRLF (no empty line after them).
+    """
+    lines: list[bytes] = []
+    append = lines.append
+    special: list[tuple[bytes, bytes, bytes]] | None = None
+    for name, value in request.headers:
+        lower = name.lower()
+        if lower in _SPECIAL:
+            if lower != b"host":
+                if special is None:
+                    special = [(lower, name, value)]
+                else:
+                    special.append((lower, name, value))
+            continue
+        append(name + b": " + value + b"\r\n")
+    if request.chunked:
+        append(b"Transfer-Encoding: chunked\r\n")
+    elif request.content_length is not None:
+        append(b"Content-Length: %d\r\n" % request.content_length)
+    peer = request.peer
+    client = peer[0] if peer is not None else None
+    if special is None:
+        # The common case: nothing hop-by-hop, nothing forwarded before us.
+        append(_forwarding_block(client, request.authority, request.scheme))
+        return b"".join(lines)
+    return _with_special_fields(lines, special, request, client, trusted=trusted, upgrade=upgrade)
+
+
+def _with_special_fields(
+    lines: list[bytes],
+    special: list[tuple[bytes, bytes, bytes]],
+    request: RequestHead,
+    client: str | None,
+    *,
+    trusted: bool,
+    upgrade: bool,
+) -> bytes:
+    """Finish :func:`request_fields` when hop-by-hop or forwarding fields came in."""
+    options: set[bytes] = set()
+    upgrade_value: bytes | None = None
+    forwarded_for: list[bytes] = []
+    forwarded: list[bytes] = []
+    proto: bytes | None = None
+    host: bytes | None = None
+    kept: list[bytes] = []
+    for lower, name, value in special:
+        if lower == b"connection":
+            options |= connection_options(value)
+        elif lower == b"upgrade":
+            upgrade_value = value if upgrade_value is None else upgrade_value + b", " + value
+        elif trusted and lower in _FORWARDING:
+            if lower == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif lower == b"forwarded":
+                forwarded.append(value)
+            elif lower == b"x-forwarded-proto":
+                proto = value if proto is None else proto
+            elif lower == b"x-forwarded-host":
+                host = value if host is None else host
+            else:
+                kept.append(name + b": " + value + b"\r\n")
+    named = options - _SPECIAL
+    if named:
+        # RFC 9110 7.6.1: fields the client's Connection names are hop-by-hop too.
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
+    lines.extend(kept)
+    append = lines.append
+    if upgrade and upgrade_value is not None:
+        append(b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n")
+    authority = request.authority
+    scheme = request.scheme
+    if not (forwarded_for or forwarded or proto is not None or host is not None):
+        append(_forwarding_block(client, authority, scheme))
+        return b"".join(lines)
+    if client is not None:
+        forwarded_for.append(client.encode("ascii"))
+    if forwarded_for:
+        append(b"X-Forwarded-For: " + b", ".join(forwarded_for) + b"\r\n")
+    append(b"X-Forwarded-Proto: " + (proto or scheme.encode("ascii")) + b"\r\n")
+    if host is not None or authority:
+        append(b"X-Forwarded-Host: " + (host if host is not None else authority) + b"\r\n")
+    forwarded.append(forwarded_element(client, authority, scheme))
+    append(b"Forwarded: " + b", ".join(forwarded) + b"\r\n")
+    return b"".join(lines)
+
+
+_blocks: dict[tuple[str | None, bytes, str], bytes] = {}
+#: Forwarding blocks remembered (one per client address and host); emptied when full.
+_BLOCK_CACHE_SIZE = 1024
+
+
+def _forwarding_block(client: str | None, authority: bytes, scheme: str) -> bytes:
+    """The four forwarding field lines this hop adds when none came in (cached)."""
+    key = (client, authority, scheme)
+    block = _blocks.get(key)
+    if block is not None:
+        return block
+    lines = []
+    if client is not None:
+        lines.append(b"X-Forwarded-For: " + client.encode("ascii") + b"\r\n")
+    lines.append(b"X-Forwarded-Proto: " + scheme.encode("ascii") + b"\r\n")
+    if authority:
+        lines.append(b"X-Forwarded-Host: " + authority + b"\r\n")
+    lines.append(b"Forwarded: " + forwarded_element(client, authority, scheme) + b"\r\n")
+    block = b"".join(lines)
+    if len(_blocks) >= _BLOCK_CACHE_SIZE:
+        _blocks.clear()
+    _blocks[key] = block
+    return block
+
+
+def response_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream response's fields to pass to the client (see the module docstring)."""
+    kept: list[tuple[bytes, bytes]] = []
+    append = kept.append
+    options: set[bytes] | None = None
+    for field in headers:
+        name = field[0]
+        # Only names of a hop-by-hop length are lower-cased and looked up.
+        if len(name) in _HOP_LENGTHS:
+            lower = name.lower()
+            if lower in HOP_BY_HOP:
+                if lower == b"connection":
+                    found = connection_options(field[1])
+                    options = found if options is None else options | found
+                continue
+        append(field)
+    if options is not None:
+        named = options - HOP_BY_HOP
+        if named:
+            kept = [(name, value) for name, value in kept if name.lower() not in named]
+    return kept
+
+
+_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)

@@ -1,0 +1,637 @@
+"""HTTP/1.1 client connections to upstream servers, on the ``httptools`` response parser.
+
+One :class:`ClientConnection` carries one request at a time (no pipelining) and is
+reused for the next one when the response allows it (RFC 9112 9.3): HTTP/1.1 without
+``Connection: close``, a response delimited by its length or chunking, and a request
+sent whole. Whoever owns the connection (a pool, :mod:`twistwsgi.upstream`) is asked
+whether to keep it idle after each response.
+
+What the connection owns:
+
+* **Framing.** The request head is written as given (the proxy builds it); a body is
+  written as received, in chunks when the request is chunked. The response is parsed
+  by llhttp: ``1xx`` interim responses are consumed (RFC 9110 15.2: a client must
+  accept them; the proxy does not relay them), ``101`` switches to a tunnel, a
+  response to ``HEAD`` ends after its head (llhttp cannot be told the method, so the
+  parse is stopped there and the parser replaced), a response without length or
+  chunking ends when the upstream closes (RFC 9112 6.3, item 8).
+* **Delivery in batches.** The head and the body bytes of one read go to the
+  :class:`ResponseHandler` after the parser returns, never from inside a parser
+  callback: a handler may then abort or reuse the connection safely, and a small
+  response is handed over with its whole body in one call (one write to the client).
+* **Timeouts** (0 turns one off), with one lazily re-armed timer per connection
+  (moving a deadline later costs nothing): the response head must come within
+  ``response_timeout`` of the request being sent whole; while the upstream stops
+  reading the request body, or between two reads of the response body,
+  ``idle_timeout``; an idle connection is closed after the time its owner gives
+  (``keepalive_timeout``). No timeout runs while the proxy itself holds the upstream
+  back (a slow client), nor in a tunnel.
+* **Flow control.** The connection is its transport's streaming producer: when the
+  upstream stops reading what is written, the handler hears ``sending_paused`` (and
+  stops reading the client). :meth:`ClientConnection.pause_reading` stops reading the
+  upstream (the client is slow).
+* **Limits.** A response head larger than :data:`MAX_RESPONSE_HEAD` is a protocol
+  error, so a broken upstream cannot grow memory.
+
+Everything here runs in the reactor thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httptools
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistwsgi.http.transport import write_now
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITransport
+
+__all__ = [
+    "MAX_RESPONSE_HEAD",
+    "ClientConnection",
+    "ClientSettings",
+    "ConnectionOwner",
+    "ErrorKind",
+    "ResponseHandler",
+    "UpstreamError",
+]
+
+#: Largest response head (status line and fields) accepted from an upstream.
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class ErrorKind(Enum):
+    """Why an upstream exchange failed."""
+
+    CONNECT = "connect"  # no connection: refused, unreachable, timed out
+    CLOSED = "closed"  # the connection closed or broke before the response ended
+    PROTOCOL = "protocol"  # the upstream sent something that is not an HTTP response
+    TIMEOUT = "timeout"  # no response head in time, or the upstream stopped reading
+    STALLED = "stalled"  # the response body stopped arriving
+
+
+class UpstreamError(Exception):
+    """An upstream exchange that failed.
+
+    Attributes:
+        kind: what went wrong.
+        detail: a short description for the log.
+        response_started: whether any byte of a response had arrived.
+        reused: whether the connection had carried an earlier request (a failure
+            with no response byte may then just be a keep-alive race: RFC 9112
+            9.3.1).
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        detail: str,
+        *,
+        response_started: bool = False,
+        reused: bool = False,
+    ) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.response_started = response_started
+        self.reused = reused
+
+
+class ResponseHandler(Protocol):
+    """What receives one response (reactor thread)."""
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The final response head arrived (fields as received, trailers never)."""
+
+    def response_data(self, data: bytes, complete: bool) -> None:
+        """Body bytes (possibly empty); ``complete`` when the response ended with them."""
+
+    def response_failed(self, error: UpstreamError) -> None:
+        """The exchange failed; the connection is closed and no more calls follow."""
+
+    def response_upgraded(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], tail: bytes
+    ) -> None:
+        """The upstream switched protocols (``101``); ``tail`` followed its head.
+
+        From now on bytes arrive through :meth:`tunnel_data` and the end through
+        :meth:`tunnel_closed`.
+        """
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the upstream after a protocol switch."""
+
+    def tunnel_closed(self, reason: Failure) -> None:
+        """The upstream's side of a tunnel ended."""
+
+    def sending_paused(self) -> None:
+        """The upstream is not reading what is written to it: stop sending."""
+
+    def sending_resumed(self) -> None:
+        """The upstream reads again."""
+
+
+class ConnectionOwner(Protocol):
+    """Who keeps connections between requests (a pool)."""
+
+    def connection_made(self, connection: ClientConnection) -> None:
+        """A connection opened."""
+
+    def connection_reusable(self, connection: ClientConnection) -> float | None:
+        """A response ended and the connection may carry another: keep it idle?
+
+        Returns:
+            How long to keep it idle (seconds), or ``None`` to close it.
+        """
+
+    def connection_closed(self, connection: ClientConnection) -> None:
+        """A connection closed (whatever state it was in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Timeouts of upstream connections, in seconds (see the module docstring)."""
+
+    response_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    keepalive_timeout: float = 60.0
+
+
+class _State(Enum):
+    NEW = "new"  # not connected yet
+    IDLE = "idle"  # connected, no request
+    BUSY = "busy"  # a request is in progress
+    TUNNEL = "tunnel"  # switched protocols
+    CLOSED = "closed"
+
+
+class _Deadline(Enum):
+    HEAD = "head"  # the response head must arrive
+    SEND = "send"  # the upstream must read the request body again
+    BODY = "body"  # the next response body bytes must arrive
+    IDLE = "idle"  # an idle connection is closed
+
+
+class _StopAtHeadError(Exception):
+    """Raised from ``on_headers_complete`` to stop parsing after a HEAD response's head."""
+
+
+class _MalformedResponseError(Exception):
+    """Raised from a parser callback for a response the connection refuses."""
+
+
+_CRLFCRLF = b"\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+@implementer(IPushProducer)
+class ClientConnection(TwistedProtocol):
+    """One HTTP/1.1 connection to an upstream (reactor thread only).
+
+    Args:
+        owner: the pool that keeps it between requests.
+        settings: the timeouts.
+        clock: the source of time and timers.
+
+    Attributes:
+        requests: requests sent on this connection so far.
+    """
+
+    transport: ITransport
+
+    def __init__(self, owner: ConnectionOwner, settings: ClientSettings, clock: IReactorTime):
+        self._owner = owner
+        self._settings = settings
+        self._clock = clock
+        self._parser = httptools.HttpResponseParser(self)
+        self._state = _State.NEW
+        self._handler: ResponseHandler | None = None
+        self.requests = 0
+        self._read_paused = False
+        self._send_paused = False
+        # The one deadline of this connection.
+        self._deadline: float | None = None
+        self._deadline_kind = _Deadline.IDLE
+        self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0
+        # The exchange in progress.
+        self._reset_exchange(head_only=False, chunked=False, upgrade=False, body=False)
+
+    def _reset_exchange(self, *, head_only: bool, chunked: bool, upgrade: bool, body: bool) -> None:
+        self._head_only = head_only
+        self._chunked = chunked
+        self._upgrade = upgrade
+        self._request_done = not body
+        self._received = False
+        self._head_bytes = 0
+        self._tail = b""
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._interim = False
+        self._in_body = False
+        self._head_ready = False
+        self._head_sent = False
+        self._keep_alive = False
+        self._complete = False
+        self._body: list[bytes] = []
+
+    # -- state seen by the pool -------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Whether the connection is open and carries no request."""
+        return self._state is _State.IDLE
+
+    @property
+    def reused(self) -> bool:
+        """Whether the connection carried a request before the current one."""
+        return self.requests > 1
+
+    # -- connection lifecycle ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Register as the transport's producer; the connection is idle."""
+        self._state = _State.IDLE
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)  # a request goes out in one write; Nagle would delay it
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._owner.connection_made(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """End the exchange in progress (a close-delimited body ends here)."""
+        state = self._state
+        self._state = _State.CLOSED
+        self._deadline = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        handler, self._handler = self._handler, None
+        try:
+            if handler is None:
+                return
+            if state is _State.TUNNEL:
+                handler.tunnel_closed(reason)
+                return
+            if (
+                self._head_sent
+                and not self._complete
+                and self._until_close()
+                and reason.check(ConnectionDone)
+            ):
+                body, self._body = self._body, []
+                handler.response_data(b"".join(body), True)
+                return
+            handler.response_failed(
+                UpstreamError(
+                    ErrorKind.CLOSED,
+                    "the connection closed before the response was complete"
+                    if self._received
+                    else "the connection closed before a response",
+                    response_started=self._received,
+                    reused=self.reused,
+                )
+            )
+        finally:
+            self._owner.connection_closed(self)
+
+    def _until_close(self) -> bool:
+        """Whether the response's body is delimited by the connection closing."""
+        if self._head_only or self._status in (204, 304):
+            return False
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                return False
+            if lower == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Close once what was written has been sent; no more calls to the handler."""
+        self._handler = None
+        if self._state is not _State.CLOSED:
+            self._state = _State.CLOSED
+            transport: Any = self.transport
+            # A TLS transport only sends its close alert once no producer is
+            # registered; TCP does not care.
+            transport.unregisterProducer()
+            transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection now; no more calls to the handler."""
+        self._handler = None
+        if self._state is not _State.CLOSED:
+            self._state = _State.CLOSED
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(
+        self,
+        head: bytes,
+        handler: ResponseHandler,
+        *,
+        head_only: bool = False,
+        body: bool = False,
+        chunked: bool = False,
+        upgrade: bool = False,
+    ) -> None:
+        """Send a request head; the response goes to ``handler``.
+
+        Args:
+            head: the request line and header section, ending in an empty line.
+            handler: receives the response.
+            head_only: the request is ``HEAD``: the response has no body.
+            body: a body follows (:meth:`write_body`, then :meth:`end_body`).
+            chunked: the body is sent with the chunked coding.
+            upgrade: the request asks to switch protocols (a ``101`` is expected).
+
+        Raises:
+            RuntimeError: when the connection is not idle.
+        """
+        if self._state is not _State.IDLE:
+            raise RuntimeError(f"cannot send on a connection that is {self._state.value}")
+        self._state = _State.BUSY
+        self._handler = handler
+        self.requests += 1
+        self._reset_exchange(head_only=head_only, chunked=chunked, upgrade=upgrade, body=body)
+        if self._read_paused:
+            self.resume_reading()
+        write_now(self.transport, head)
+        if not body:
+            self._set_deadline(self._settings.response_timeout, _Deadline.HEAD)
+        else:
+            # While the body streams, the client's own body timeout governs it.
+            self._deadline = None
+            if self._send_paused:
+                self._set_deadline(self._settings.idle_timeout, _Deadline.SEND)
+
+    def write_body(self, data: bytes) -> None:
+        """Send a piece of the request body."""
+        if self._state is not _State.BUSY or self._request_done or not data:
+            return
+        if self._chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        write_now(self.transport, data)
+
+    def end_body(self) -> None:
+        """The request body is complete."""
+        if self._state is not _State.BUSY or self._request_done:
+            return
+        self._request_done = True
+        if self._chunked:
+            write_now(self.transport, _LAST_CHUNK)
+        if not self._head_ready:
+            self._set_deadline(self._settings.response_timeout, _Deadline.HEAD)
+
+    def tunnel_write(self, data: bytes) -> None:
+        """Send bytes through the tunnel after a protocol switch."""
+        if self._state is _State.TUNNEL and data:
+            write_now(self.transport, data)
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading from the upstream (the client is not keeping up)."""
+        if not self._read_paused and self._state is not _State.CLOSED:
+            self._read_paused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+            if self._deadline_kind is _Deadline.BODY:
+                self._deadline = None  # not the upstream's fault
+
+    def resume_reading(self) -> None:
+        """Read from the upstream again."""
+        if self._read_paused and self._state is not _State.CLOSED:
+            self._read_paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            if self._state is _State.BUSY and self._head_sent and not self._complete:
+                self._set_deadline(self._settings.idle_timeout, _Deadline.BODY)
+
+    def pauseProducing(self) -> None:
+        """The upstream is not reading what we write: tell the handler."""
+        self._send_paused = True
+        if self._state is _State.BUSY and not self._request_done:
+            self._set_deadline(self._settings.idle_timeout, _Deadline.SEND)
+        handler = self._handler
+        if handler is not None:
+            handler.sending_paused()
+
+    def resumeProducing(self) -> None:
+        """The upstream reads again: tell the handler."""
+        self._send_paused = False
+        if self._deadline_kind is _Deadline.SEND and self._deadline is not None:
+            self._deadline = None
+        handler = self._handler
+        if handler is not None:
+            handler.sending_resumed()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; ``connectionLost`` does the cleanup."""
+
+    # -- timeouts -----------------------------------------------------------------------
+
+    def _set_deadline(self, seconds: float, kind: _Deadline) -> None:
+        if seconds <= 0:
+            self._deadline = None  # a timeout of 0 is no timeout
+            return
+        deadline = self._clock.seconds() + seconds
+        self._deadline = deadline
+        self._deadline_kind = kind
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(seconds, self._timer_fired)
+            self._timer_at = deadline
+        elif self._timer_at > deadline:
+            timer.reset(seconds)
+            self._timer_at = deadline
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._state is _State.CLOSED:
+            return
+        now = self._clock.seconds()
+        if now < deadline:
+            self._timer = self._clock.callLater(deadline - now, self._timer_fired)
+            self._timer_at = deadline
+            return
+        self._deadline = None
+        kind = self._deadline_kind
+        settings = self._settings
+        if kind is _Deadline.IDLE:
+            self.close()
+        elif kind is _Deadline.HEAD:
+            self._fail(ErrorKind.TIMEOUT, f"no response head within {settings.response_timeout:g}s")
+        elif kind is _Deadline.SEND:
+            self._fail(
+                ErrorKind.TIMEOUT,
+                f"stopped reading the request body for {settings.idle_timeout:g}s",
+            )
+        else:
+            self._fail(ErrorKind.STALLED, f"the response stopped for {settings.idle_timeout:g}s")
+
+    # -- bytes in -------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse response bytes and hand what they complete to the handler."""
+        state = self._state
+        handler = self._handler
+        if state is _State.TUNNEL:
+            if handler is not None:
+                handler.tunnel_data(data)
+            return
+        if state is not _State.BUSY or handler is None:
+            # An idle connection has nothing to say: bytes now mean it is unusable.
+            self.abort()
+            return
+        self._received = True
+        tail = b""
+        if not self._head_ready:
+            self._head_bytes += len(data)
+            if self._head_only:
+                tail = self._tail + data
+                self._tail = tail[-3:]
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switch:
+            self._switch(data[switch.args[0] :])
+            return
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if not isinstance(cause, _StopAtHeadError):
+                self._fail(ErrorKind.PROTOCOL, str(cause) if cause is not None else str(error))
+                return
+            # The head of a HEAD response: nothing follows it (RFC 9110 9.3.2). Bytes
+            # after it would be a broken upstream: do not reuse the connection then.
+            self._parser = httptools.HttpResponseParser(self)
+            self._complete = True
+            if not tail.endswith(_CRLFCRLF):
+                self._keep_alive = False
+        except httptools.HttpParserError as error:
+            self._fail(ErrorKind.PROTOCOL, str(error))
+            return
+        if not self._head_sent:
+            if not self._head_ready:
+                if self._head_bytes > MAX_RESPONSE_HEAD:
+                    # llhttp keeps an unfinished field line; this bounds what it holds.
+                    self._fail(ErrorKind.PROTOCOL, "the response head is too large")
+                return
+            self._head_sent = True
+            handler.response_head(self._status, self._reason, self._headers)
+            if self._handler is not handler:
+                return  # the handler gave up on the response
+            if not self._complete:
+                self._set_deadline(self._settings.idle_timeout, _Deadline.BODY)
+        body = self._body
+        if self._complete:
+            self._body = []
+            self._response_complete(handler, body[0] if len(body) == 1 else b"".join(body))
+        elif body:
+            self._body = []
+            if self._deadline_kind is _Deadline.BODY and not self._read_paused:
+                self._deadline = self._clock.seconds() + self._settings.idle_timeout
+            handler.response_data(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def _response_complete(self, handler: ResponseHandler, data: bytes) -> None:
+        """Give the connection back (or close it), then deliver the end of the body."""
+        self._handler = None
+        self._deadline = None
+        keep = (
+            self._owner.connection_reusable(self)
+            if self._keep_alive and self._request_done
+            else None
+        )
+        if keep is not None:
+            self._state = _State.IDLE
+            if self._read_paused:
+                self.resume_reading()  # an idle connection must see the upstream close
+            self._set_deadline(keep, _Deadline.IDLE)
+        else:
+            self.close()
+        handler.response_data(data, True)
+
+    def _switch(self, tail: bytes) -> None:
+        """The upstream switched protocols: the connection is a tunnel from now on."""
+        handler = self._handler
+        if handler is None or not self._upgrade or self._status != 101:
+            self._fail(ErrorKind.PROTOCOL, "an unexpected protocol switch")
+            return
+        self._state = _State.TUNNEL
+        self._deadline = None
+        handler.response_upgraded(self._status, self._reason, self._headers, tail)
+
+    def _fail(self, kind: ErrorKind, detail: str) -> None:
+        """Drop the connection and report the failure to the handler."""
+        handler = self._handler
+        started = self._received
+        self.abort()
+        if handler is not None:
+            handler.response_failed(
+                UpstreamError(kind, detail, response_started=started, reused=self.reused)
+            )
+
+    # -- parser callbacks (httptools calls these from feed_data) ------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        """Keep the reason phrase; a response after the end of ours is unsolicited.
+
+        (No ``on_message_begin``: every callback costs, and a status line starts
+        every response.)
+        """
+        if self._complete:
+            raise _MalformedResponseError("the upstream sent an unsolicited response")
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect a field of the head; trailer fields are not passed on."""
+        if not self._in_body:
+            self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Decide what the head means: interim, switch, or the final response."""
+        if self._complete:
+            raise _MalformedResponseError("the upstream sent an unsolicited response")
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                if not self._upgrade:
+                    raise _MalformedResponseError(
+                        "a 101 response to a request that did not ask for it"
+                    )
+                self._status = status
+                return
+            # RFC 9110 15.2: interim responses are consumed here, not relayed.
+            self._interim = True
+            self._headers = []
+            return
+        self._status = status
+        self._keep_alive = parser.should_keep_alive()
+        self._in_body = True
+        self._head_ready = True
+        if self._head_only:
+            raise _StopAtHeadError
+
+    def on_body(self, data: bytes) -> None:
+        """Collect body bytes for delivery after the parser returns."""
+        self._body.append(data)
+
+    def on_message_complete(self) -> None:
+        """The response ended (an interim one just resets the head)."""
+        if self._interim:
+            self._interim = False
+            self._reason = b""
+            return
+        if self._status != 101:
+            self._complete = True

@@ -1,0 +1,666 @@
+"""The reverse proxy handler: each exchange forwarded to a pooled upstream connection.
+
+A proxy mount (``--proxy /api=http://127.0.0.1:9000``, or ``proxy = ...`` in a mount
+table) becomes a :class:`ProxyHandler`. For each request it picks an upstream
+(:mod:`twistwsgi.balancing`), takes an idle keep-alive connection from that
+upstream's pool or opens one (:mod:`twistwsgi.upstream`), sends the request head
+built by :mod:`twistwsgi.forwarding` (path mapping, hop-by-hop removal, forwarding
+fields), streams the body both ways, and returns the connection to the pool when the
+response allows it. One :class:`_Forward` object per request does all of it; it is
+the exchange's body receiver and response producer, and the upstream connection's
+response handler, so a proxied request costs one object and no Deferred once the
+pool is warm.
+
+**Streaming and back-pressure.** The request body goes upstream piece by piece as
+the client sends it (a chunked body is re-chunked, ``Content-Length`` kept). When the
+upstream stops reading, its transport pauses its producer, and the exchange stops
+reading the client (``pause_body``); when the client stops reading the response,
+the exchange pauses its producer (this object), and the upstream connection stops
+reading (``pause_reading``). Memory per proxied request is therefore bounded by
+Twisted's transport buffers, whatever the body sizes: at most about 64 KiB buffered
+towards each side before its producer is paused, plus one read (64 KiB) in flight,
+plus :data:`REPLAY_LIMIT` of request body kept for a retry, plus the exchange's own
+unread-body buffer (``BODY_HIGH_WATER``, 256 KiB, only before the upstream is
+connected): well under 1 MiB.
+
+**100-continue.** The proxy answers ``Expect: 100-continue`` itself (RFC 9110 10.1.1
+lets an intermediary do so): ``100 Continue`` is sent when the request head has
+been written to a connected upstream, so a client with a large upload does not send
+it when no upstream can take it (it gets a 502 instead). ``Expect`` is not forwarded.
+Interim responses from the upstream (``100``, ``103``) are consumed, not relayed.
+
+**Retries.** When connecting fails, the request was never sent, so it goes to the
+next upstream whatever its method. When the connection breaks after the request was
+sent but before any byte of a response, only an idempotent request (RFC 9110 9.2.2)
+whose body is still held (at most :data:`REPLAY_LIMIT` bytes; larger bodies are
+streamed and not kept) is sent again, to another upstream; a reused keep-alive
+connection that the upstream had just closed (RFC 9112 9.3.1) is retried once on a
+fresh connection to the same upstream without counting as its failure. Nothing is
+retried once a response byte has arrived, nor after a response timeout (the upstream
+may still be working on it), nor when the ``retry`` option is off.
+
+**Errors.** No usable upstream, connecting refused or timed out, the connection
+broken or a malformed response before the head: ``502 Bad Gateway``. No response head
+within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text body and
+a warning naming the upstream. Once the head was forwarded, a failure can only be
+shown by aborting the client connection (the client sees a truncated body). When
+the client goes away, the upstream connection is dropped, never pooled mid-response.
+
+**Upgrade.** A request asking to switch protocols (WebSocket) is forwarded with its
+``Upgrade`` field and ``Connection: upgrade``; if the upstream answers ``101``, the
+client gets the ``101`` with the upstream's fields and both connections become a
+tunnel: bytes are copied both ways with the same back-pressure, and either side
+closing closes the other. Tunnels have no timeout. Any other answer is an ordinary
+response.
+
+Everything here runs in the reactor thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistwsgi.balancing import Balancer, Peer
+from twistwsgi.config import ConfigError, MountConfig, ServerConfig
+from twistwsgi.forwarding import (
+    IDEMPOTENT_METHODS,
+    TrustedProxies,
+    parse_upstream,
+    request_fields,
+    response_fields,
+    upstream_target,
+)
+from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
+from twistwsgi.http.exchange import Exchange, Tunnel
+from twistwsgi.upstream import (
+    EndpointFactory,
+    UpstreamGroup,
+    UpstreamPool,
+    client_endpoint,
+    load_trust_root,
+)
+
+__all__ = ["REPLAY_LIMIT", "ProxyHandler", "build_proxy", "proxy_builder"]
+
+_log = Logger(namespace="twistwsgi.proxy")
+
+#: Request body kept to send again on a retry; a longer body is streamed, not kept.
+REPLAY_LIMIT = 64 * 1024
+
+_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
+
+
+class ProxyHandler:
+    """The handler of a proxy mount (see the module docstring).
+
+    Args:
+        group: the mount's upstreams.
+        clock: the source of time.
+        trusted: the networks whose forwarding fields are believed.
+        preserve_host: send the client's ``Host`` (else the upstream's own).
+        retry: send a failed request to another upstream when that is safe.
+        name: the mount, for logs.
+    """
+
+    def __init__(
+        self,
+        group: UpstreamGroup,
+        *,
+        clock: IReactorTime,
+        trusted: TrustedProxies | None = None,
+        preserve_host: bool = True,
+        retry: bool = True,
+        name: str = "/",
+    ) -> None:
+        self.group = group
+        self.balancer: Balancer[UpstreamPool] = group.balancer
+        self.clock = clock
+        self.trusted = trusted or TrustedProxies(())
+        self.preserve_host = preserve_host
+        self.retry = retry
+        self.name = name
+
+    def handle(self, exchange: Exchange) -> None:
+        """Forward ``exchange`` to an upstream."""
+        _Forward(self, exchange).start()
+
+    def close(self) -> None:
+        """Stop health checks and close idle upstream connections (on reload or stop)."""
+        self.group.close()
+
+
+@implementer(IPushProducer)
+class _Forward:
+    """One proxied request, from the choice of upstream to the end of the response."""
+
+    __slots__ = (
+        "_attached",
+        "_body_done",
+        "_body_log",
+        "_body_logged",
+        "_conn",
+        "_connecting",
+        "_done",
+        "_exchange",
+        "_fields",
+        "_has_body",
+        "_last_error",
+        "_peer",
+        "_producing",
+        "_proxy",
+        "_request",
+        "_stale_retried",
+        "_tried",
+        "_tunnel",
+        "_tunnelling",
+        "_upgrade",
+    )
+
+    def __init__(self, proxy: ProxyHandler, exchange: Exchange) -> None:
+        self._proxy = proxy
+        self._exchange = exchange
+        request = exchange.request
+        self._request = request
+        self._conn: ClientConnection | None = None
+        self._peer: Peer[UpstreamPool] | None = None
+        self._tried: list[Peer[UpstreamPool]] = []
+        self._connecting: Deferred[ClientConnection] | None = None
+        self._has_body = has_body = request.has_body
+        self._attached = False  # receive_body was called
+        self._body_done = not has_body
+        self._body_log: list[bytes] | None = [] if has_body else None
+        self._body_logged = 0
+        self._done = False
+        self._producing = False
+        self._stale_retried = False
+        self._last_error: UpstreamError | None = None
+        self._tunnel: Tunnel | None = None
+        self._tunnelling = False
+        self._upgrade = False
+        self._fields = b""
+
+    # -- starting an attempt ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the forwarded fields, then make the first attempt."""
+        exchange = self._exchange
+        request = self._request
+        proxy = self._proxy
+        self._upgrade = upgrade = exchange.upgradable
+        peer = request.peer
+        trusted = proxy.trusted.trusts(peer[0]) if peer is not None else False
+        self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
+        exchange.on_close(self._exchange_closed)
+        if self._has_body:
+            exchange.pause_body()  # until an upstream can take it
+        self._attempt()
+
+    def _attempt(self) -> None:
+        """Pick an upstream not tried yet and use it."""
+        proxy = self._proxy
+        peer = proxy.balancer.pick(proxy.clock.seconds(), self._tried)
+        if peer is None:
+            error = self._last_error
+            if error is None:
+                self._fail_response(502, "no upstream is available", None)
+            elif error.kind is ErrorKind.TIMEOUT:
+                self._fail_response(504, error.detail, None)
+            else:
+                self._fail_response(502, error.detail, None)
+            return
+        self._tried.append(peer)
+        self._use(peer, fresh=False)
+
+    def _use(self, peer: Peer[UpstreamPool], *, fresh: bool) -> None:
+        """Send on an idle connection of ``peer``, or connect to it."""
+        self._proxy.balancer.acquire(peer)
+        self._peer = peer
+        pool = peer.target
+        connection = None if fresh else pool.take()
+        if connection is not None:
+            self._send(connection)
+            return
+        if self._attached:
+            self._exchange.pause_body()
+        connecting = pool.connect()
+        self._connecting = connecting
+        connecting.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, connection: ClientConnection) -> None:
+        self._connecting = None
+        if self._done:
+            connection.close()
+            return
+        self._send(connection)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self._done:
+            return  # cancelled: the client went away
+        error = failure.value
+        if not isinstance(error, UpstreamError):
+            error = UpstreamError(ErrorKind.CONNECT, failure.getErrorMessage())
+        peer = self._peer
+        self._release()
+        self._attempt_failed(error, peer)
+
+    def _send(self, connection: ClientConnection) -> None:
+        """Write the request head (and what is held of the body) on ``connection``."""
+        self._conn = connection
+        request = self._request
+        proxy = self._proxy
+        peer = self._peer
+        assert peer is not None
+        address = peer.target.address
+        authority = request.authority
+        host = authority if proxy.preserve_host and authority else address.host_field
+        target = upstream_target(request, self._exchange.route, address.prefix)
+        head = b"".join(
+            (
+                request.method,
+                b" ",
+                target,
+                b" HTTP/1.1\r\nHost: ",
+                host,
+                b"\r\n",
+                self._fields,
+                b"\r\n",
+            )
+        )
+        connection.send(
+            head,
+            self,
+            head_only=request.method == b"HEAD",
+            body=self._has_body,
+            chunked=request.chunked,
+            upgrade=self._upgrade,
+        )
+        if not self._has_body:
+            return
+        exchange = self._exchange
+        if not self._attached:
+            # First attempt: what the exchange holds arrives now, the rest as it comes.
+            self._attached = True
+            exchange.receive_body(self)
+            if self._conn is not connection:
+                return  # the body failed meanwhile
+            exchange.continue_body()
+        else:
+            # A retry: send what was kept of the body.
+            for piece in self._body_log or ():
+                connection.write_body(piece)
+            if self._body_done:
+                connection.end_body()
+        exchange.resume_body()
+
+    # -- the request body (BodyReceiver) ----------------------------------------------
+
+    def body_received(self, data: bytes) -> None:
+        """Forward a piece of the body, keeping it while a retry could need it."""
+        if self._done:
+            return
+        connection = self._conn
+        log = self._body_log
+        if log is not None:
+            log.append(data)
+            self._body_logged += len(data)
+            if self._body_logged > REPLAY_LIMIT and connection is not None:
+                self._body_log = None  # too long to keep: no retry from now on
+        if connection is not None:
+            connection.write_body(data)
+
+    def body_finished(self) -> None:
+        """The client sent the whole body."""
+        self._body_done = True
+        connection = self._conn
+        if connection is not None and not self._done:
+            connection.end_body()
+
+    def body_failed(self, reason: Exception) -> None:
+        """The client's body broke: the upstream request cannot complete."""
+        if self._done:
+            return
+        self._done = True
+        self._drop_upstream()
+        # The server itself answers the client (400, 408, 413) or closes.
+
+    # -- the response (ResponseHandler) -----------------------------------------------
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """Start the client's response with the upstream's status and fields."""
+        peer = self._peer
+        if peer is not None and peer.fails:
+            self._proxy.balancer.succeeded(peer)
+        self._exchange.start_response(status, response_fields(headers), reason or None)
+
+    def response_data(self, data: bytes, complete: bool) -> None:
+        """Pass body bytes on; at the end, finish the client's response."""
+        exchange = self._exchange
+        if complete:
+            self._conn = None
+            self._done = True
+            self._release()
+            exchange.finish(data)
+            return
+        if not self._producing:
+            self._producing = True
+            exchange.registerProducer(self, True)
+        exchange.write(data)
+
+    def response_failed(self, error: UpstreamError) -> None:
+        """The upstream exchange failed: retry, answer 502/504, or abort the client."""
+        self._conn = None
+        peer = self._peer
+        self._release()
+        if self._done:
+            return
+        self._attempt_failed(error, peer)
+
+    def _attempt_failed(self, error: UpstreamError, peer: Peer[UpstreamPool] | None) -> None:
+        proxy = self._proxy
+        name = peer.name if peer is not None else "?"
+        exchange = self._exchange
+        if exchange.response_started:
+            self._done = True
+            _log.warn(
+                "Upstream {upstream} failed during the response to {method} {target}:"
+                " {detail}; aborting the client connection",
+                upstream=name,
+                method=_text(self._request.method),
+                target=_text(self._request.target),
+                detail=error.detail,
+            )
+            exchange.abort()
+            return
+        if (
+            peer is not None
+            and error.reused
+            and error.kind is ErrorKind.CLOSED
+            and not error.response_started
+            and not self._stale_retried
+            and self._may_resend()
+        ):
+            # Most likely the upstream closed an idle keep-alive connection just as
+            # the request went out (RFC 9112 9.3.1): not a failure of the upstream.
+            self._stale_retried = True
+            self._use(peer, fresh=True)
+            return
+        self._last_error = error
+        if peer is not None and proxy.balancer.failed(peer, proxy.clock.seconds()):
+            _log.warn(
+                "Upstream {upstream} is left out for {seconds:g}s after failing",
+                upstream=name,
+                seconds=proxy.balancer.fail_timeout,
+            )
+        if self._may_retry(error):
+            _log.info(
+                "Upstream {upstream} failed for {method} {target} ({detail}); retrying",
+                upstream=name,
+                method=_text(self._request.method),
+                target=_text(self._request.target),
+                detail=error.detail,
+            )
+            self._attempt()
+            return
+        status = 504 if error.kind is ErrorKind.TIMEOUT else 502
+        self._fail_response(status, error.detail, name)
+
+    def _may_resend(self) -> bool:
+        """Whether the request may be sent again after it may have reached an upstream."""
+        return (
+            self._proxy.retry
+            and self._request.method in IDEMPOTENT_METHODS
+            and not self._upgrade
+            and (not self._attached or self._body_log is not None)
+        )
+
+    def _may_retry(self, error: UpstreamError) -> bool:
+        if not self._proxy.retry or error.response_started:
+            return False
+        if error.kind is ErrorKind.CONNECT:
+            # Nothing was sent; only a body already streamed elsewhere stops it.
+            return not self._attached or self._body_log is not None
+        if error.kind is not ErrorKind.CLOSED:
+            return False  # timeouts: the upstream may still be working on it
+        return self._may_resend()
+
+    def _fail_response(self, status: int, detail: str, upstream: str | None) -> None:
+        """Answer the client with a 502 or 504 (or abort if a response began)."""
+        self._done = True
+        request = self._request
+        _log.warn(
+            "{status} for {method} {target}: upstream {upstream}: {detail}",
+            status=status,
+            method=_text(request.method),
+            target=_text(request.target),
+            upstream=upstream or ", ".join(peer.name for peer in self._tried) or "(none)",
+            detail=detail,
+        )
+        exchange = self._exchange
+        if exchange.finished:
+            return
+        if exchange.response_started:
+            exchange.abort()
+            return
+        if status == 504:
+            body = b"Gateway Timeout: the upstream server did not answer in time\n"
+        else:
+            body = b"Bad Gateway: the upstream server could not be reached\n"
+        exchange.start_response(status, [_TEXT, (b"Content-Length", b"%d" % len(body))])
+        exchange.finish(body)
+
+    # -- flow control -------------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The client is not reading: stop reading the upstream."""
+        connection = self._conn
+        if connection is not None:
+            connection.pause_reading()
+
+    def resumeProducing(self) -> None:
+        """The client reads again."""
+        connection = self._conn
+        if connection is not None:
+            connection.resume_reading()
+
+    def stopProducing(self) -> None:
+        """The client connection is going; ``on_close`` drops the upstream."""
+
+    def sending_paused(self) -> None:
+        """The upstream is not reading: stop reading the client."""
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.pause_reading()
+        elif not self._done:
+            self._exchange.pause_body()
+
+    def sending_resumed(self) -> None:
+        """The upstream reads again."""
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.resume_reading()
+        elif not self._done:
+            self._exchange.resume_body()
+
+    # -- the end of the exchange ----------------------------------------------------------
+
+    def _exchange_closed(self, reason: Failure | None) -> None:
+        """The exchange ended; if our response had not, the client is gone."""
+        if self._done or self._tunnelling:
+            return
+        self._done = True
+        self._drop_upstream()
+
+    def _drop_upstream(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        connection, self._conn = self._conn, None
+        if connection is not None:
+            connection.abort()
+        self._release()
+
+    def _release(self) -> None:
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            self._proxy.balancer.release(peer)
+
+    # -- protocol switch (WebSocket) --------------------------------------------------
+
+    def response_upgraded(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], tail: bytes
+    ) -> None:
+        """The upstream accepted the upgrade: switch the client too and tunnel."""
+        exchange = self._exchange
+        connection = self._conn
+        if self._done or connection is None or not exchange.upgradable:
+            self._drop_upstream()
+            if not self._done:
+                self._fail_response(502, "switched protocols unexpectedly", None)
+            return
+        protocols = b", ".join(value for name, value in headers if name.lower() == b"upgrade")
+        fields = [
+            (name, value)
+            for name, value in response_fields(headers)
+            if name.lower() not in (b"date", b"server")  # the server adds its own
+        ]
+        fields.append((b"Upgrade", protocols))
+        fields.append((b"Connection", b"upgrade"))
+        peer = self._peer
+        if peer is not None and peer.fails:
+            self._proxy.balancer.succeeded(peer)
+        self._tunnelling = True
+        tunnel = exchange.upgrade(fields, self)
+        self._tunnel = tunnel
+        tunnel.registerProducer(self, True)
+        if tail:
+            tunnel.write(tail)
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client through the tunnel."""
+        connection = self._conn
+        if connection is not None:
+            connection.tunnel_write(data)
+
+    def connection_lost(self, reason: Failure) -> None:
+        """The client's side of the tunnel ended: close the upstream's."""
+        self._done = True
+        self._tunnel = None
+        connection, self._conn = self._conn, None
+        if connection is not None:
+            connection.close()
+        self._release()
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the upstream through the tunnel."""
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+
+    def tunnel_closed(self, reason: Failure) -> None:
+        """The upstream's side of the tunnel ended: close the client's."""
+        self._done = True
+        self._conn = None
+        self._release()
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.close()
+
+
+def _text(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+def build_proxy(
+    mount: MountConfig,
+    config: ServerConfig,
+    *,
+    reactor: Any,
+    endpoint_factory: EndpointFactory | None = None,
+) -> ProxyHandler:
+    """Build the handler of a proxy mount from its configuration.
+
+    Args:
+        mount: the mount (``target`` is a tuple of :class:`~twistwsgi.config.Upstream`).
+        config: the whole configuration (for ``trusted_proxies``).
+        reactor: provides time and client connections; health checks start on it.
+        endpoint_factory: how upstream addresses become endpoints (tests pass
+            in-memory ones); by default real TCP, UNIX and TLS endpoints.
+
+    Raises:
+        ConfigError: naming the mount when an upstream or its CA file is unusable.
+    """
+    options = mount.options
+    settings = ClientSettings(
+        response_timeout=options["response_timeout"],
+        idle_timeout=options["idle_timeout"],
+        keepalive_timeout=options["keepalive_timeout"],
+    )
+    if options["health_check"] is not None and options["health_interval"] <= 0:
+        raise ConfigError(f"{mount.where}.health_interval", "must be more than 0")
+    trust_root = None
+    if options.get("tls_ca"):
+        try:
+            trust_root = load_trust_root(options["tls_ca"])
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"{mount.where}.tls_ca", f"cannot load {options['tls_ca']!r}: {error}"
+            ) from None
+    pools: list[tuple[UpstreamPool, int]] = []
+    for upstream in mount.target:
+        try:
+            address = parse_upstream(upstream.url)
+        except ValueError as error:
+            raise ConfigError(mount.where, str(error)) from None
+        if endpoint_factory is not None:
+            endpoint = endpoint_factory(address)
+        else:
+            endpoint = client_endpoint(
+                reactor,
+                address,
+                connect_timeout=options["connect_timeout"],
+                tls_verify=options["tls_verify"],
+                trust_root=trust_root,
+            )
+        pool = UpstreamPool(
+            address,
+            endpoint,
+            settings=settings,
+            clock=reactor,
+            keepalive=options["keepalive"],
+            connect_timeout=options["connect_timeout"],
+        )
+        pools.append((pool, upstream.weight))
+    group = UpstreamGroup(
+        pools,
+        clock=reactor,
+        balance=options["balance"],
+        max_fails=options["max_fails"],
+        fail_timeout=options["fail_timeout"],
+        health_check=options["health_check"],
+        health_interval=options["health_interval"],
+    )
+    return ProxyHandler(
+        group,
+        clock=reactor,
+        trusted=TrustedProxies(config.trusted_proxies),
+        preserve_host=options["preserve_host"],
+        retry=options["retry"],
+        name=mount.path,
+    )
+
+
+def proxy_builder(reactor: Any) -> Callable[[MountConfig, ServerConfig], ProxyHandler]:
+    """The :data:`~twistwsgi.site.MountBuilder` of proxy mounts, on ``reactor``."""
+
+    def build(mount: MountConfig, config: ServerConfig) -> ProxyHandler:
+        return build_proxy(mount, config, reactor=reactor)
+
+    return build
