@@ -453,7 +453,10 @@ class ClientConnection(TwistedProtocol):
             self._timer = self._clock.callLater(seconds, self._timer_fired)
             self._timer_at = deadline
         elif self._timer_at > deadline:
-            timer.reset(seconds)
+            # A new call rather than DelayedCall.reset: moving a call sooner makes
+            # the reactor search its timer heap linearly, one scan per request.
+            timer.cancel()
+            self._timer = self._clock.callLater(seconds, self._timer_fired)
             self._timer_at = deadline
 
     def _timer_fired(self) -> None:

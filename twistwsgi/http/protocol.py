@@ -416,8 +416,10 @@ class HTTP11Protocol(Protocol):
             self._timer_at = deadline
         elif self._timer_at > deadline:
             # Rare: deadlines mostly move later, which the timer handles when it
-            # fires early and re-arms.
-            timer.reset(seconds)
+            # fires early and re-arms. A new call rather than DelayedCall.reset, which
+            # searches the reactor's timer heap linearly to move a call sooner.
+            timer.cancel()
+            self._timer = self._clock.callLater(seconds, self._timer_fired)
             self._timer_at = deadline
 
     def _timer_fired(self) -> None:
