@@ -102,12 +102,23 @@ def test_demo_site_builds() -> None:
     from twisted.internet.testing import MemoryReactorClock
 
     from twistwsgi.cli import load_config
+    from twistwsgi.proxy import ProxyHandler
+    from twistwsgi.service import standard_builders
     from twistwsgi.site import SiteBuilder, describe_routing
+    from twistwsgi.static import StaticHandler
     from twistwsgi.testing import SynchronousThreadPool
 
     config = load_config({"config": str(ROOT / "twistwsgi" / "demo" / "site.toml")})
-    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=SynchronousThreadPool()).build(
-        config
-    )
-    assert table.hosts.lookup("docs.localhost") is not None
+    reactor = MemoryReactorClock()
+    table = SiteBuilder(
+        reactor=reactor,
+        threadpool=SynchronousThreadPool(),
+        builders=standard_builders(reactor),
+    ).build(config)
+    docs_host = table.hosts.lookup("docs.localhost")
+    assert docs_host is not None
+    proxy_mount = docs_host.lookup(b"/app/environ")
+    assert proxy_mount is not None
+    assert isinstance(proxy_mount.target, ProxyHandler)
+    assert isinstance(docs_host.lookup(b"/index.html").target, StaticHandler)  # type: ignore[union-attr]
     assert "docs.localhost" in describe_routing(config)

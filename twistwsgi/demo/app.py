@@ -9,7 +9,8 @@
 * ``/error`` — an application exception (the server answers 500 and logs it).
 
 The page's stylesheet and logo come from the static mount at ``/static``, and it links
-to the second virtual host (``docs.localhost``); see ``site.toml`` beside this file.
+to the second virtual host (``docs.localhost``), whose ``/app`` mount proxies back to
+this application; see ``site.toml`` beside this file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ stylesheet and logo are static files the same server sends with sendfile.</p>
 <code>curl -I</code> to see its ETag)</li>
 <li><a href="http://docs.localhost:8080/">docs.localhost:8080</a>: a second virtual
 host, static files with a directory listing</li>
+<li><a href="http://docs.localhost:8080/app/environ">docs.localhost:8080/app/environ</a>:
+this application again, through the second host's reverse proxy (see the
+<code>HTTP_X_FORWARDED_*</code> keys)</li>
 </ul>
 </body></html>
 """
