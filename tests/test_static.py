@@ -433,6 +433,48 @@ def test_no_path_escapes_the_directory(files: Router, target: bytes) -> None:
     assert b"SECRET=1" not in response.body and response.body != b"hidden"
 
 
+def test_a_large_file_is_resolved_once_then_checked_by_stat(
+    files: Router, site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file sent from disk keeps its checked facts: later requests stat it but do
+    not resolve its path again (an lstat per component), until it changes.
+    """
+    resolved: list[bytes] = []
+    real_realpath = os.path.realpath
+
+    def counting_realpath(path: Any) -> Any:
+        resolved.append(path)
+        return real_realpath(path)
+
+    monkeypatch.setattr(os.path, "realpath", counting_realpath)
+    first = request(files, b"/static/big.bin")
+    second = request(files, b"/static/big.bin")
+    assert len(resolved) == 1
+    assert second.body == first.body == (site / "big.bin").read_bytes()
+    (site / "big.bin").write_bytes(os.urandom(150_000))
+    third = request(files, b"/static/big.bin")
+    assert len(resolved) == 2
+    assert third.body == (site / "big.bin").read_bytes()
+    assert third.header(b"etag") != first.header(b"etag")
+
+
+def test_a_link_swapped_to_point_outside_is_refused_after_caching(
+    files: Router, site: Path, tmp_path: Path
+) -> None:
+    """Remembering a file does not remember its path: a link that pointed inside and
+    now leads out of the directory is refused on the next request.
+    """
+    inside = site / "inside.bin"
+    inside.write_bytes(os.urandom(100_000))
+    (site / "swap").symlink_to(inside)
+    assert request(files, b"/static/swap").status == 200
+    outside = tmp_path / "outside" / "big-secret.bin"
+    outside.write_bytes(SECRET * 4000)
+    (site / "swap").unlink()
+    (site / "swap").symlink_to(outside)
+    assert request(files, b"/static/swap").status == 404
+
+
 @pytest.mark.parametrize("target", [b"/static/a%00.txt", b"/static/%00"])
 def test_encoded_nul_is_refused_before_routing(files: Router, target: bytes) -> None:
     """An encoded NUL never reaches the file system: 400."""

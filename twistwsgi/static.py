@@ -60,6 +60,9 @@ _log = Logger(namespace="twistwsgi.static")
 CACHE_BUDGET = 32 * 1024 * 1024
 #: Most request paths whose file-system path one mount remembers.
 PATH_CACHE_SIZE = 8192
+#: Most files too large for memory whose checked facts (head, symlink policy) one
+#: mount remembers; like nginx's open_file_cache, minus the open descriptor.
+KNOWN_FILES_SIZE = 4096
 
 _WANTED = frozenset(
     {
@@ -237,6 +240,8 @@ class StaticHandler:
         self._root_prefix = self._root.rstrip(b"/") + b"/"
         self._cache: OrderedDict[bytes, _File] = OrderedDict()
         self._cached_bytes = 0
+        # Files sent from disk: their facts without their bytes.
+        self._known: dict[bytes, _File] = {}
         # path_info -> file-system path, or None for a name that is never served
         # (a dotfile): the mapping is a pure function of the path and the options.
         self._paths: dict[bytes, bytes | None] = {}
@@ -304,6 +309,7 @@ class StaticHandler:
         """Forget the cached files (the mount is being replaced)."""
         self._cache.clear()
         self._cached_bytes = 0
+        self._known.clear()
 
     # -- resolving a path -------------------------------------------------------------
 
@@ -361,9 +367,11 @@ class StaticHandler:
             raise _Forbidden from None
         except OSError:  # ELOOP, ENAMETOOLONG...
             raise _Miss from None
-        cached = self._cache.get(path)
+        cached = self._cache.get(path) or self._known.get(path)
         if cached is not None and cached.signature == _signature(info):
-            return info  # checked when it was cached; the same file since
+            # Checked when it was cached and the same file since: resolving the
+            # path again would cost an lstat per component (os.path.realpath).
+            return info
         real = os.path.realpath(path)
         if real != path:
             if self.options.symlinks == "never":
@@ -415,12 +423,24 @@ class StaticHandler:
         signature = _signature(info)
         if cached is not None and cached.signature == signature:
             return cached
+        known = self._known.get(path)
+        if known is not None and known.signature == signature:
+            return known
         entry = _File(info, files.content_type(os.fsdecode(original)), encoding, self.options)
         if info.st_size <= self.options.memory_cache:
             data = _read_small(path, signature)
             if data is not None:
                 entry.data = data
+                self._known.pop(path, None)
                 self._remember(path, entry, cached)
+        else:
+            if cached is not None:
+                # It outgrew the memory cache.
+                del self._cache[path]
+                self._cached_bytes -= cached.size
+            if len(self._known) >= KNOWN_FILES_SIZE:
+                self._known.clear()
+            self._known[path] = entry
         return entry
 
     def _remember(self, path: bytes, entry: _File, replaced: _File | None) -> None:
