@@ -369,6 +369,38 @@ class LoopbackTests(TestCase):
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(content).digest())
         self.assertGreater(len(calls), 0)
 
+    async def test_file_response_head_waits_for_the_file(self) -> None:
+        """Before a file goes out with sendfile, its head is sent with MSG_MORE (as
+        nginx's tcp_nopush does) so the two leave in full segments; the bytes arrive
+        intact and in order.
+        """
+        path = self.directory / "big.bin"
+        content = os.urandom(300_000)
+        path.write_bytes(content)
+        sends: list[tuple[bytes, int]] = []
+        real_send = socket.socket.send
+
+        def recording_send(sock: socket.socket, data: Any, flags: int = 0) -> int:
+            sends.append((bytes(data[:12]), flags))
+            return real_send(sock, data, flags)
+
+        self.patch(socket.socket, "send", recording_send)
+        port, _ = await self.serve(apps.file)
+
+        def client() -> tuple[int, bytes]:
+            connection = http.client.HTTPConnection("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+            connection.request("GET", f"/?{path}")
+            response = connection.getresponse()
+            data = response.read()
+            connection.close()
+            return response.status, data
+
+        status, received = await self.in_thread(client)
+        self.assertEqual(status, 200)
+        self.assertEqual(received, content)
+        heads = [flags for start, flags in sends if start.startswith(b"HTTP/1.1 200")]
+        self.assertEqual(heads, [socket.MSG_MORE])
+
     # -- back-pressure --------------------------------------------------------------------------
 
     async def test_a_client_that_does_not_read_stops_the_worker(self) -> None:

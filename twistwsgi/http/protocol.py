@@ -1390,13 +1390,15 @@ class HTTP11Exchange:
             return Deferred()
         head = self._head(None) if self._head_pending else b""
         transport = self._protocol.transport
-        if head:
-            transport.write(head)
         if self._framing is _Framing.NONE or count == 0:
+            if head:
+                write_now(transport, head)
             done: Deferred[None] = Deferred()
             done.callback(None)
             return done
         if self._framing is not _Framing.LENGTH or count > self._content_length - self.body_sent:
+            if head:
+                write_now(transport, head)
             raise RuntimeError("send_file needs a Content-Length that leaves room for the file")
         self.body_sent += count
         return send_file(
@@ -1406,6 +1408,7 @@ class HTTP11Exchange:
             count=count,
             streaming_producer=self._protocol,
             on_progress=self._protocol.note_write_progress,
+            head=head,
         )
 
     def finish(self, data: bytes = b"") -> None:

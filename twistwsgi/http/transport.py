@@ -27,10 +27,11 @@ __all__ = ["ReactorInbox", "write_now"]
 _log = Logger(namespace="twistwsgi.http")
 
 
-def write_now(transport: Any, data: bytes) -> None:
+def write_now(transport: Any, data: bytes, flags: int = 0) -> None:
     """Write ``data``, sending it straight to the socket when nothing is queued.
 
-    Reactor thread only.
+    ``flags`` go to ``send`` (``MSG_MORE`` for a head a file will follow). Reactor
+    thread only.
     """
     if (
         isinstance(transport, tcp.Connection)
@@ -40,7 +41,7 @@ def write_now(transport: Any, data: bytes) -> None:
         and not transport._tempDataLen
     ):
         try:
-            sent = transport.socket.send(data)
+            sent = transport.socket.send(data, flags)
         except BlockingIOError:
             sent = 0
         except OSError:
