@@ -9,9 +9,9 @@ buffer is empty (the head and anything before it must go first), then calls
 to tell it when the socket is writable again (``startWriting``: the transport's
 ``doWrite`` finds its buffer empty and calls ``resumeProducing`` on its pull
 producer). The head goes first, with ``MSG_MORE`` on TCP so the kernel sends it
-together with the file's first bytes. On TLS, or with a file that has no descriptor, the file is read in pieces
-and written through the transport, one piece per ``resumeProducing``, so memory stays
-at one piece whatever the file's size.
+together with the file's first bytes. On TLS, or with a file that has no descriptor,
+the file is read in pieces and written through the transport, one piece per
+``resumeProducing``, so memory stays at one piece whatever the file's size.
 
 Runs in the reactor thread. Disk reads (and ``sendfile``'s page-cache misses) block
 the reactor briefly, as they do in nginx without ``aio``.
