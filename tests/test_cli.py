@@ -76,6 +76,15 @@ def test_defaults_apply_when_flags_are_absent() -> None:
         (["--app", "nocolon"], "--app: expected module:name"),
         (["--app", "tests.apps:hello", "--max-body", "1q"], "--max-body: expected a size"),
         (["--app", "tests.apps:hello", "--listen", "8080"], "--listen: expected a Twisted"),
+        (
+            ["--app", "tests.apps:hello", "--header-timeout", "0"],
+            "--header-timeout: expected more than 0, got '0'",
+        ),
+        (
+            ["--proxy", "/a=http://127.0.0.1:1 weight=2", "--proxy", "/a=http://127.0.0.1:2"],
+            "twistwsgi: error: --proxy '/a=http://127.0.0.1:2': path '/a' is already mounted"
+            " by --proxy '/a=http://127.0.0.1:1 weight=2'\n",
+        ),
     ],
 )
 def test_bad_options_exit_2_with_one_line(

@@ -19,7 +19,9 @@ from twistwsgi.config import (
     APP,
     DURATION,
     ENDPOINT,
+    HOST_KEYS,
     INT,
+    MOUNT_KEYS,
     SETTINGS,
     SIZE,
     TEXT,
@@ -161,6 +163,82 @@ def test_duration_returns_a_usable_number_or_value_error(raw: object) -> None:
     assert value >= 0
 
 
+#: The settings where 0 has no useful meaning, so it is refused.
+POSITIVE = {setting.name: setting for setting in (*SETTINGS, *MOUNT_KEYS) if setting.positive}
+
+
+def test_which_settings_must_be_more_than_zero() -> None:
+    """Limits that would refuse every request, timeouts that would fire at once and
+    the health-check interval must be more than 0; timeouts where docs/proxy.md
+    gives 0 a meaning, and max_body (0: no limit), may be 0.
+    """
+    assert set(POSITIVE) == {
+        "header_timeout",
+        "body_timeout",
+        "send_timeout",
+        "max_request_line",
+        "max_header_field",
+        "max_header_count",
+        "max_header_total",
+        "health_interval",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "value"),
+    [
+        ("health_interval", "250ms", 0.25),
+        ("health_interval", 0.001, 0.001),
+        ("header_timeout", "1s", 1.0),
+        ("max_request_line", "1", 1),
+        ("max_header_count", 1, 1),
+    ],
+)
+def test_positive_settings_accept_values_above_zero(name: str, raw: object, value: object) -> None:
+    """Any value of the kind above 0 is accepted, however small."""
+    assert POSITIVE[name].parse(raw) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("health_interval", 0),
+        ("health_interval", 0.0),
+        ("health_interval", "0"),
+        ("health_interval", "0ms"),
+        ("health_interval", -1),
+        ("health_interval", -0.5),
+        ("header_timeout", "0s"),
+        ("send_timeout", 0),
+        ("max_request_line", "0k"),
+        ("max_header_count", 0),
+        ("max_header_total", -1),
+    ],
+)
+def test_positive_settings_refuse_zero_and_negative_numbers(name: str, raw: object) -> None:
+    """0 (in any spelling) and negative numbers say what is expected."""
+    with pytest.raises(ValueError, match=r"expected more than 0, got "):
+        POSITIVE[name].parse(raw)
+
+
+@pytest.mark.parametrize("raw", ["-1s", "5 sec", math.nan, True, None])
+def test_positive_settings_keep_the_kinds_own_errors(raw: object) -> None:
+    """A value that is not a duration at all is refused by the kind, as before."""
+    with pytest.raises(ValueError, match="duration"):
+        POSITIVE["health_interval"].parse(raw)
+
+
+@given(st.one_of(st.floats(), st.integers(), st.text(max_size=12)))
+def test_positive_settings_return_more_than_zero_or_value_error(raw: object) -> None:
+    """For any number or text, a positive setting raises ValueError or returns > 0."""
+    for setting in POSITIVE.values():
+        try:
+            value = setting.parse(raw)
+        except ValueError:
+            continue
+        assert value > 0
+
+
 @given(st.one_of(st.integers(), st.text(max_size=12), st.floats()))
 def test_int_and_size_return_non_negative_ints_or_value_error(raw: object) -> None:
     """For any number or text, INT and SIZE raise ValueError or return an int >= 0."""
@@ -262,7 +340,21 @@ def test_every_setting_is_declared_completely(setting: Any) -> None:
     if setting.default is None:
         return
     assert isinstance(setting.default, PARSED_TYPE[setting.kind.name])
-    assert setting.kind.parse(setting.default) == setting.default
+    assert setting.parse(setting.default) == setting.default
+
+
+@pytest.mark.parametrize(
+    "key", (*HOST_KEYS, *MOUNT_KEYS), ids=lambda key: f"{key.name}-{len(key.applies_to)}"
+)
+def test_every_host_and_mount_key_is_declared_completely(key: Any) -> None:
+    """Each [[host]] and [[host.mount]] key has help text and a kind that describes
+    its values, and a default its own kind accepts unchanged (None: not set).
+    """
+    assert key.help.strip()
+    assert key.name.isidentifier()
+    assert key.kind.name and key.kind.description.strip()
+    if key.default is not None:
+        assert key.parse(key.default) == key.default
 
 
 def test_setting_names_are_unique_and_all_used() -> None:

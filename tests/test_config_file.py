@@ -202,3 +202,160 @@ def test_unimportable_app_is_named_by_its_mount(tmp_path: Path) -> None:
         SiteBuilder(reactor=None, threadpool=None).build(config)
     assert str(raised.value).startswith("site.toml: host[0].mount[0]: ")
     assert "has no attribute 'nothing'" in str(raised.value)
+
+
+# -- ranges of proxy and static mount options ---------------------------------------------
+
+PROXY = ONE_HOST + '[[host.mount]]\npath = "/api"\nproxy = "http://127.0.0.1:9000"\n'
+STATIC = ONE_HOST + '[[host.mount]]\npath = "/s"\nstatic = "STATIC"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (PROXY + "keepalive = -1\n", "host[0].mount[1].keepalive: expected a whole number >= 0"),
+        (PROXY + "max_fails = -3\n", "host[0].mount[1].max_fails: expected a whole number >= 0"),
+        (PROXY + "keepalive = 1.5\n", "host[0].mount[1].keepalive: expected a whole number"),
+        (
+            PROXY + "connect_timeout = -1\n",
+            "host[0].mount[1].connect_timeout: expected a duration >= 0, got -1",
+        ),
+        (
+            PROXY + 'response_timeout = "-2s"\n',
+            "host[0].mount[1].response_timeout: expected a duration",
+        ),
+        (
+            PROXY + "idle_timeout = -0.5\n",
+            "host[0].mount[1].idle_timeout: expected a duration >= 0, got -0.5",
+        ),
+        (
+            PROXY + "keepalive_timeout = -1\n",
+            "host[0].mount[1].keepalive_timeout: expected a duration >= 0",
+        ),
+        (
+            PROXY + "fail_timeout = -10\n",
+            "host[0].mount[1].fail_timeout: expected a duration >= 0",
+        ),
+        (
+            PROXY + "connect_timeout = nan\n",
+            "host[0].mount[1].connect_timeout: expected a finite duration, got nan",
+        ),
+        (
+            PROXY + 'health_check = "/h"\nhealth_interval = 0\n',
+            "host[0].mount[1].health_interval: expected more than 0, got 0",
+        ),
+        (
+            PROXY + 'health_check = "/h"\nhealth_interval = "0ms"\n',
+            "host[0].mount[1].health_interval: expected more than 0, got '0ms'",
+        ),
+        (
+            PROXY + 'health_check = "/h"\nhealth_interval = -5\n',
+            "host[0].mount[1].health_interval: expected more than 0, got -5",
+        ),
+        (
+            # Without a health_check the interval is unused, but 0 is still no interval.
+            PROXY + "health_interval = 0\n",
+            "host[0].mount[1].health_interval: expected more than 0",
+        ),
+        (
+            PROXY.replace('9000"', '9000 weight=0"'),
+            "host[0].mount[1].proxy: expected 'URL' or 'URL weight=N' (N >= 1)",
+        ),
+        (
+            PROXY.replace('9000"', '9000 weight=-2"'),
+            "host[0].mount[1].proxy: expected 'URL' or 'URL weight=N' (N >= 1)",
+        ),
+        (STATIC + "max_ranges = -1\n", "host[0].mount[1].max_ranges: expected a whole number"),
+        (STATIC + "memory_cache = -1\n", "host[0].mount[1].memory_cache: expected a size >= 0"),
+        ("[server]\ngraceful_timeout = -1\n" + ONE_HOST, "server.graceful_timeout: expected a"),
+        ("[server]\nthreads = -1\n" + ONE_HOST, "server.threads: expected a whole number >= 0"),
+        (
+            "[server]\nheader_timeout = 0\n" + ONE_HOST,
+            "server.header_timeout: expected more than 0",
+        ),
+        ("[server]\nmax_header_count = 0\n" + ONE_HOST, "server.max_header_count: expected more"),
+    ],
+    ids=lambda value: None if "\n" in value else value.split(":")[0],
+)
+def test_out_of_range_values_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    """Negative counts, timeouts and weights, and a health-check interval that is
+    not more than 0, are one-line errors naming the file and the key path.
+    """
+    message = error_of(tmp_path, text)
+    assert message.startswith("site.toml: ")
+    assert expected in message
+
+
+def test_zero_keeps_its_documented_meaning(tmp_path: Path) -> None:
+    """0 is valid where docs/proxy.md gives it a meaning: a timeout of 0 is no
+    timeout, keepalive_timeout = 0 closes idle connections at once, keepalive = 0
+    keeps none, max_fails = 0 never takes an upstream out.
+    """
+    zeros = (
+        "connect_timeout",
+        "response_timeout",
+        "idle_timeout",
+        "keepalive",
+        "keepalive_timeout",
+        "max_fails",
+        "fail_timeout",
+    )
+    text = PROXY + "".join(f"{name} = 0\n" for name in zeros)
+    text += 'health_check = "/h"\nhealth_interval = "250ms"\n'
+    [host] = load(tmp_path, text).hosts
+    options = host.mounts[1].options
+    assert {name: options[name] for name in zeros} == dict.fromkeys(zeros, 0)
+    assert options["health_interval"] == 0.25
+
+
+# -- command-line mounts are named as typed -------------------------------------------------
+
+
+def test_command_line_mounts_are_named_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --static or --proxy mount is named in errors by the text given on the
+    command line, not by its parsed value (an absolute path, Upstream objects).
+    """
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "files").mkdir()
+    config = load_config(
+        {
+            "app": "tests.apps:hello",
+            "static": ["/s=./files"],
+            "proxy": ["/api=http://127.0.0.1:9000 weight=2", "/b=http://[::1]:81"],
+        }
+    )
+    assert [mount.where for mount in config.hosts[0].mounts] == [
+        "--app",
+        "--static '/s=./files'",
+        "--proxy '/api=http://127.0.0.1:9000 weight=2'",
+        "--proxy '/b=http://[::1]:81'",
+    ]
+    # The parsed values themselves are unchanged.
+    assert config.hosts[0].mounts[1].target == str(tmp_path / "files")
+    assert config.hosts[0].mounts[2].target == (Upstream("http://127.0.0.1:9000", 2),)
+
+
+def test_duplicate_command_line_mounts_are_named_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two mounts at one path: the error quotes both as they were typed."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "files").mkdir()
+    with pytest.raises(ConfigError) as raised:
+        load_config({"static": ["/s=./files"], "proxy": ["/s=http://127.0.0.1:9000 weight=2"]})
+    assert str(raised.value) == (
+        "--proxy '/s=http://127.0.0.1:9000 weight=2': path '/s' is already mounted by"
+        " --static '/s=./files'"
+    )
+
+
+def test_server_table_mounts_are_named_by_file_key_and_text(tmp_path: Path) -> None:
+    """Mounts from [server] static and proxy are named by the file, key and value."""
+    text = '[server]\nproxy = ["/api=http://127.0.0.1:9000"]\nstatic = [["/s", "STATIC"]]\n'
+    [host] = load(tmp_path, text).hosts
+    assert [mount.where for mount in host.mounts] == [
+        f"site.toml: server.static '/s={tmp_path / 'static'}'",
+        "site.toml: server.proxy '/api=http://127.0.0.1:9000'",
+    ]

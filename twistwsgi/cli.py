@@ -56,7 +56,8 @@ def _help(setting: Setting) -> str:
     if setting.repeatable and isinstance(default, tuple):
         default = ", ".join(default)
     shown = f" [default: {default}]" if default not in (None, "") else ""
-    return f"{setting.help}{shown}"
+    more_than_zero = " More than 0." if setting.positive else ""
+    return f"{setting.help}{more_than_zero}{shown}"
 
 
 def _repeatable_option(name: str) -> Any:
@@ -169,6 +170,9 @@ def makeService(options: Options) -> ServerService:
     except ConfigError as error:
         exit_with_error(str(error))
     if config.check_config:
+        # The service never started: stopping it only lets go of what building it
+        # opened (the access log file, the proxies' pools), synchronously.
+        service.stopService()
         sys.stdout.write(describe_routing(config))
         sys.stdout.write("configuration OK\n")
         sys.stdout.flush()

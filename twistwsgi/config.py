@@ -120,8 +120,10 @@ def _duration(value: Any) -> float:
         if match is None:
             raise ValueError(f"expected a duration such as 30, 30s, 500ms or 5m, got {value!r}")
         seconds = float(match[1]) * _DURATION_UNITS[match[2] or ""]
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected a finite duration >= 0, got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"expected a duration >= 0, got {value!r}")
     return seconds
 
 
@@ -161,10 +163,12 @@ def _app(value: Any) -> str:
     return text
 
 
-INT = Kind("INT", _whole_number, "a whole number")
-SIZE = Kind("SIZE", _size, "bytes, with an optional k, m or g suffix (powers of 1024)")
+INT = Kind("INT", _whole_number, "a whole number, 0 or more")
+SIZE = Kind("SIZE", _size, "bytes, 0 or more, with an optional k, m or g suffix (powers of 1024)")
 DURATION = Kind(
-    "SECONDS", _duration, "seconds, or a number with ms, s, m or h (e.g. 500ms, 30s, 5m)"
+    "SECONDS",
+    _duration,
+    "seconds, 0 or more, or a number with ms, s, m or h (e.g. 500ms, 30s, 5m)",
 )
 TEXT = Kind("TEXT", _text, "a string")
 ENDPOINT = Kind("ENDPOINT", _endpoints, "a Twisted server endpoint string")
@@ -292,9 +296,6 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-_NETWORK = re.compile(r"[0-9a-fA-F.:]+(?:/[0-9]{1,3})?")
-
-
 def _networks(value: Any) -> tuple[str, ...]:
     import ipaddress  # noqa: PLC0415 - only needed when networks are configured
 
@@ -398,7 +399,7 @@ UPSTREAM = Kind(
     "UPSTREAMS",
     _upstream,
     "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
-    " them; append weight=N to give one a larger share",
+    " them; append weight=N (1 or more, 1 by default) to give one a larger share",
 )
 BALANCE = Kind("POLICY", _choice("round_robin", "least_conn"), "round_robin or least_conn")
 NETWORKS = Kind("CIDRS", _networks, "a list of IP addresses or networks (CIDR)")
@@ -429,6 +430,9 @@ class Setting:
         file: whether it is a key of its config-file table.
         required: whether the table must have it.
         applies_to: for mount keys, the kinds of mount it is for (empty: all).
+        positive: whether the value must be more than 0, for numbers where 0 has no
+            useful meaning (a limit that refuses every request, a timeout that fires
+            at once, an interval that repeats without pause).
     """
 
     name: str
@@ -440,11 +444,30 @@ class Setting:
     file: bool = True
     required: bool = False
     applies_to: frozenset[str] = frozenset()
+    positive: bool = False
 
     @property
     def flag(self) -> str:
         """The command-line flag."""
         return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: Any) -> Any:
+        """Parse command-line text or a config-file value with the kind, in range.
+
+        Raises:
+            ValueError: with a message saying what was expected.
+        """
+        if self.positive and _is_number(raw) and raw <= 0:
+            # Said before the kind's own ">= 0", which would mislead for these.
+            raise ValueError(f"expected more than 0, got {raw!r}")
+        value = self.kind.parse(raw)
+        if self.positive and value <= 0:
+            raise ValueError(f"expected more than 0, got {raw!r}")
+        return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _DEFAULT_HTTP = HttpSettings()
@@ -539,42 +562,49 @@ SETTINGS: tuple[Setting, ...] = (
         DURATION,
         _DEFAULT_HTTP.header_timeout,
         "How long a client has to send a whole request head (408 after; slowloris defence).",
+        positive=True,
     ),
     Setting(
         "body_timeout",
         DURATION,
         _DEFAULT_HTTP.body_timeout,
         "How long the server waits between two reads of a request body (408 after).",
+        positive=True,
     ),
     Setting(
         "send_timeout",
         DURATION,
         _DEFAULT_HTTP.send_timeout,
         "How long a client may leave a response unread before the connection is dropped.",
+        positive=True,
     ),
     Setting(
         "max_request_line",
         SIZE,
         _DEFAULT_HTTP.max_request_line,
         "Longest request-target accepted (414 above).",
+        positive=True,
     ),
     Setting(
         "max_header_field",
         SIZE,
         _DEFAULT_HTTP.max_header_field,
         "Longest single header field line accepted (431 above).",
+        positive=True,
     ),
     Setting(
         "max_header_count",
         INT,
         _DEFAULT_HTTP.max_header_count,
         "Most header fields accepted in a request (431 above).",
+        positive=True,
     ),
     Setting(
         "max_header_total",
         SIZE,
         _DEFAULT_HTTP.max_header_total,
         "Largest header section accepted, in bytes (431 above).",
+        positive=True,
     ),
     Setting(
         "max_body",
@@ -739,7 +769,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         applies_to=frozenset({"app"}),
     ),
     *(
-        Setting(name, kind, default, help_text, cli=False, applies_to=frozenset({"proxy"}))
+        Setting(
+            name,
+            kind,
+            default,
+            help_text,
+            cli=False,
+            applies_to=frozenset({"proxy"}),
+            # Every other proxy number has a meaning for 0 (see docs/proxy.md).
+            positive=name == "health_interval",
+        )
         for name, kind, default, help_text in (
             (
                 "balance",
@@ -759,19 +798,20 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "connect_timeout",
                 DURATION,
                 10.0,
-                "How long connecting to an upstream may take (502 after).",
+                "How long connecting to an upstream may take (then the next upstream, or"
+                " 502). 0: no limit of its own, the attempt still gives up after 30 s.",
             ),
             (
                 "response_timeout",
                 DURATION,
                 60.0,
-                "How long an upstream may take to send its response head (504 after).",
+                "How long an upstream may take to send its response head (504 after; 0: no limit).",
             ),
             (
                 "idle_timeout",
                 DURATION,
                 60.0,
-                "How long a response or request body may stall between two pieces.",
+                "How long a response or request body may stall between two pieces (0: no limit).",
             ),
             (
                 "keepalive",
@@ -783,7 +823,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "keepalive_timeout",
                 DURATION,
                 60.0,
-                "How long an idle upstream connection is kept.",
+                "How long an idle upstream connection is kept (0: closed at once).",
             ),
             (
                 "max_fails",
@@ -1022,7 +1062,7 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
         if key is None:
             raise ConfigError(f"{where}.{name}", "unknown key")
         try:
-            parsed[name] = key.kind.parse(raw)
+            parsed[name] = key.parse(raw)
         except ValueError as error:
             raise ConfigError(f"{where}.{name}", str(error)) from None
     for key in keys:
@@ -1120,6 +1160,25 @@ def _hosts(raw_hosts: Sequence[Any], file: str, base: str | None) -> tuple[HostC
     return tuple(hosts)
 
 
+def _written_specs(raw: Any) -> list[str]:
+    """The ``PREFIX=TARGET`` values of a ``--static``/``--proxy`` as they were written.
+
+    ``raw`` already parsed (see :func:`_mount_spec`): one string, or a list of
+    strings and ``(prefix, target)`` pairs.
+    """
+    items = [raw] if isinstance(raw, str) else list(raw)
+    written = []
+    for item in items:
+        if isinstance(item, str):
+            written.append(item)
+            continue
+        prefix, target = item
+        if isinstance(target, (list, tuple)):
+            target = ", ".join(str(part) for part in target)
+        written.append(f"{prefix}={target}")
+    return written
+
+
 def build_config(
     values: Mapping[str, Any],
     *,
@@ -1148,7 +1207,7 @@ def build_config(
         if setting is None:
             raise ConfigError(source(name), "unknown setting")
         try:
-            parsed[name] = setting.kind.parse(raw)
+            parsed[name] = setting.parse(raw)
         except ValueError as error:
             raise ConfigError(source(name), str(error)) from None
     resolved = {setting.name: parsed.get(setting.name, setting.default) for setting in SETTINGS}
@@ -1162,8 +1221,11 @@ def build_config(
             MountConfig("/", "app", resolved["app"], _default_options("app"), source("app"))
         )
     for kind in ("static", "proxy"):
-        for prefix, target in resolved[kind]:
-            where = f"{source(kind)} {prefix}={target}"
+        # Errors name a mount by what the user wrote (--static '/s=./s'), not by the
+        # parsed value (an absolute directory, a tuple of Upstream).
+        written = _written_specs(values.get(kind, ()))
+        for (prefix, target), text in zip(resolved[kind], written, strict=True):
+            where = f"{source(kind)} {text!r}"
             single_site.append(MountConfig(prefix, kind, target, _default_options(kind), where))
     if single_site:
         if host_configs:

@@ -51,13 +51,18 @@ def _default(setting: Setting) -> str:
     return f"`{default}`"
 
 
+def _value(setting: Setting) -> str:
+    """The Value column: the kind's name, and the range when it is narrower."""
+    return setting.kind.name + (", more than 0" if setting.positive else "")
+
+
 def cli_reference() -> str:
     """Return the Markdown reference of every command-line option."""
     rows = []
     for setting in SETTINGS:
         repeat = " (repeatable)" if setting.repeatable else ""
         rows.append(
-            f"| `{setting.flag}` | {setting.kind.name}{repeat} | {_default(setting)} "
+            f"| `{setting.flag}` | {_value(setting)}{repeat} | {_default(setting)} "
             f"| {setting.help} |"
         )
     kinds = sorted({(s.kind.name, s.kind.description) for s in SETTINGS})
@@ -151,7 +156,7 @@ def _key_table(keys: tuple[Setting, ...], *, applies: bool = False) -> str:
         required = " (required)" if key.required else ""
         kinds = ", ".join(sorted(key.applies_to)) if key.applies_to else "all"
         rows.append(
-            f"| `{key.name}`{required} | {key.kind.name} | {_default(key)} |"
+            f"| `{key.name}`{required} | {_value(key)} | {_default(key)} |"
             + (f" {kinds} |" if applies else "")
             + f" {key.help} |"
         )
