@@ -359,3 +359,11 @@ def test_server_table_mounts_are_named_by_file_key_and_text(tmp_path: Path) -> N
         f"site.toml: server.static '/s={tmp_path / 'static'}'",
         "site.toml: server.proxy '/api=http://127.0.0.1:9000'",
     ]
+
+
+def test_trusted_proxies_accept_unix_sockets(tmp_path: Path) -> None:
+    """trusted_proxies takes unix: (or unix) beside CIDR networks, normalised to unix:."""
+    text = '[server]\ntrusted_proxies = ["10.0.0.0/8", "unix", "UNIX:"]\n' + ONE_HOST
+    assert load(tmp_path, text).trusted_proxies == ("10.0.0.0/8", "unix:", "unix:")
+    message = error_of(tmp_path, '[server]\ntrusted_proxies = ["unix:/run/x"]\n' + ONE_HOST)
+    assert "site.toml: server.trusted_proxies: 'unix:/run/x' is not an IP address" in message

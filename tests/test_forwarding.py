@@ -393,3 +393,13 @@ def test_trust_matches_ipaddress(address: object) -> None:
     expected = ipaddress.ip_address(str(address)) in ipaddress.ip_network("172.16.0.0/12")
     assert trusted.trusts(str(address)) is expected
     assert trusted.trusts(str(address)) is expected  # from the cache
+
+
+def test_unix_sockets_are_trusted_only_when_configured() -> None:
+    """``unix:`` trusts clients without an address (UNIX sockets), and nothing else."""
+    assert not TrustedProxies(["10.0.0.0/8"]).trusts(None)
+    trusted = TrustedProxies(["unix:"])
+    assert trusted and trusted.trusts(None)
+    assert not trusted.trusts("10.1.2.3")
+    both = TrustedProxies(["10.0.0.0/8", "unix:"])
+    assert both.trusts(None) and both.trusts("10.1.2.3") and not both.trusts("192.0.2.1")

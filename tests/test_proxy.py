@@ -825,3 +825,29 @@ def test_http10_client_without_host_gets_the_upstreams_host() -> None:
     upstream.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
     written = client.take()
     assert written.startswith(b"HTTP/1.1 200 OK") and written.endswith(b"\r\n\r\nok")
+
+
+def test_unix_socket_clients_are_trusted_with_unix_entry() -> None:
+    """trusted_proxies = ["unix:"] believes a front proxy on a UNIX socket: its
+    X-Forwarded-For is kept (nothing appended: the hop has no address) and its
+    X-Forwarded-Proto passes; without the entry they are replaced.
+    """
+    from twisted.internet.address import UNIXAddress
+    from twisted.internet.testing import StringTransport
+
+    for trusted, expected_for, expected_proto in (
+        (("unix:",), [b"203.0.113.9"], [b"https"]),
+        ((), [], [b"http"]),
+    ):
+        setup = make_proxy(trusted=trusted)
+        transport = StringTransport(
+            hostAddress=UNIXAddress("/run/s.sock"), peerAddress=UNIXAddress(None)
+        )
+        client = connect(setup.handler, clock=setup.clock, transport=transport)
+        client.send(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n"
+            b"X-Forwarded-Proto: https\r\n\r\n"
+        )
+        upstream = setup.endpoint().last
+        assert upstream.header(b"x-forwarded-for") == expected_for
+        assert upstream.header(b"x-forwarded-proto") == expected_proto

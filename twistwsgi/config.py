@@ -296,6 +296,10 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+#: The trusted_proxies entry for "every client on a UNIX socket".
+UNIX_SOCKETS = "unix:"
+
+
 def _networks(value: Any) -> tuple[str, ...]:
     import ipaddress  # noqa: PLC0415 - only needed when networks are configured
 
@@ -305,6 +309,11 @@ def _networks(value: Any) -> tuple[str, ...]:
     networks = []
     for item in items:
         text = _text(item).strip()
+        if text.lower() in ("unix", "unix:"):
+            # Every connection over a UNIX socket (nginx's set_real_ip_from unix:):
+            # such a client has no address to match (design: peer is None).
+            networks.append(UNIX_SOCKETS)
+            continue
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
@@ -402,7 +411,11 @@ UPSTREAM = Kind(
     " them; append weight=N (1 or more, 1 by default) to give one a larger share",
 )
 BALANCE = Kind("POLICY", _choice("round_robin", "least_conn"), "round_robin or least_conn")
-NETWORKS = Kind("CIDRS", _networks, "a list of IP addresses or networks (CIDR)")
+NETWORKS = Kind(
+    "CIDRS",
+    _networks,
+    "a list of IP addresses or networks (CIDR), and unix: for every UNIX-socket client",
+)
 URL_PATH = Kind("PATH", _url_path, "a URL path starting with /")
 FILE = Kind("FILE", _optional_file, "an existing file")
 HEADER_VALUE = Kind("TEXT", _header_value, "a header field value")
@@ -540,9 +553,10 @@ SETTINGS: tuple[Setting, ...] = (
         "trusted_proxies",
         NETWORKS,
         (),
-        "Addresses of proxies in front of this server (CIDR networks). Forwarding"
-        " headers (Forwarded, X-Forwarded-*) are believed only from these; from any"
-        " other client they are replaced.",
+        "Addresses of proxies in front of this server (CIDR networks, and unix: for"
+        " a proxy that connects over a UNIX socket). Forwarding headers (Forwarded,"
+        " X-Forwarded-*) are believed only from these; from any other client they are"
+        " replaced.",
     ),
     Setting(
         "graceful_timeout",

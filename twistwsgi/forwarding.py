@@ -63,6 +63,7 @@ from twistwsgi.http.rules import HOP_BY_HOP, connection_options
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "UNIX_SOCKETS",
     "TrustedProxies",
     "UpstreamAddress",
     "forwarded_element",
@@ -75,6 +76,10 @@ __all__ = [
 #: RFC 9110 9.2.2: methods whose intended effect is the same however often they are
 #: sent, so a request that may or may not have reached an upstream can be sent again.
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+#: The ``trusted_proxies`` entry that trusts every client on a UNIX socket (nginx's
+#: ``set_real_ip_from unix:``); the same string as :data:`twistwsgi.config.UNIX_SOCKETS`.
+UNIX_SOCKETS = "unix:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +195,8 @@ class TrustedProxies:
     """The networks whose forwarding fields are believed (CIDR), with a lookup cache.
 
     Args:
-        networks: CIDR strings such as ``10.0.0.0/8`` or ``::1``.
+        networks: CIDR strings such as ``10.0.0.0/8`` or ``::1``, and ``unix:`` for
+            every client on a UNIX socket (which has no address to match).
 
     Raises:
         ValueError: for a string that is not an address or network.
@@ -200,15 +206,26 @@ class TrustedProxies:
     CACHE_SIZE = 4096
 
     def __init__(self, networks: Iterable[str]) -> None:
-        self.networks = tuple(ipaddress.ip_network(text.strip(), strict=False) for text in networks)
+        texts = [text.strip() for text in networks]
+        self.unix_sockets = UNIX_SOCKETS in texts
+        self.networks = tuple(
+            ipaddress.ip_network(text, strict=False) for text in texts if text != UNIX_SOCKETS
+        )
         self._cache: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return bool(self.networks) or self.unix_sockets
 
     def trusts(self, address: str | None) -> bool:
-        """Whether a client at ``address`` (an IP address string) is a trusted proxy."""
-        if address is None or not self.networks:
+        """Whether a client at ``address`` is a trusted proxy.
+
+        Args:
+            address: an IP address string, or ``None`` for a client without one (a
+                UNIX socket), trusted only when ``unix:`` is configured.
+        """
+        if address is None:
+            return self.unix_sockets
+        if not self.networks:
             return False
         known = self._cache.get(address)
         if known is not None:

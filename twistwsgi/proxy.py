@@ -195,7 +195,7 @@ class _Forward:
         proxy = self._proxy
         self._upgrade = upgrade = exchange.upgradable
         peer = request.peer
-        trusted = proxy.trusted.trusts(peer[0]) if peer is not None else False
+        trusted = proxy.trusted.trusts(peer[0] if peer is not None else None)
         self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
         exchange.on_close(self._exchange_closed)
         if self._has_body:
