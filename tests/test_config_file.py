@@ -367,3 +367,26 @@ def test_trusted_proxies_accept_unix_sockets(tmp_path: Path) -> None:
     assert load(tmp_path, text).trusted_proxies == ("10.0.0.0/8", "unix:", "unix:")
     message = error_of(tmp_path, '[server]\ntrusted_proxies = ["unix:/run/x"]\n' + ONE_HOST)
     assert "site.toml: server.trusted_proxies: 'unix:/run/x' is not an IP address" in message
+
+
+def test_server_table_paths_are_read_from_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[server] static and access_log paths, like mount paths, are relative to the
+    file, not to where the server starts; "-" and "off" are not paths.
+    """
+    site = tmp_path / "site"
+    (site / "assets").mkdir(parents=True)
+    config = site / "site.toml"
+    config.write_text(
+        '[server]\nstatic = ["/s=assets", ["/t", "./assets"]]\naccess_log = "logs/access.log"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_config({"config": str(config)})
+    assert [mount.target for mount in loaded.hosts[0].mounts] == [str(site / "assets")] * 2
+    assert loaded.access_log == str(site / "logs" / "access.log")
+    for special in ("-", "off"):
+        config.write_text(f'[server]\nstatic = ["/s=assets"]\naccess_log = "{special}"\n')
+        assert load_config({"config": str(config)}).access_log == special

@@ -1062,7 +1062,38 @@ def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
     hosts = document.get("host", [])
     if not isinstance(hosts, list):
         raise ConfigError(f"{name}: host", "expected an array of tables: [[host]]")
-    return server, hosts
+    return _server_paths_from(server, os.path.dirname(os.path.abspath(path))), hosts
+
+
+def _server_paths_from(server: dict[str, Any], base: str) -> dict[str, Any]:
+    """Read the ``[server]`` table's relative paths from the file's directory.
+
+    As mounts' paths are: a file means the same wherever the server starts. Values of
+    the wrong type are left alone for the parser to refuse.
+    """
+
+    def joined(path: str) -> str:
+        return os.path.join(base, os.path.expanduser(path))
+
+    resolved = dict(server)
+    access_log = resolved.get("access_log")
+    if isinstance(access_log, str) and access_log.strip() not in ("-", "off", ""):
+        resolved["access_log"] = joined(access_log.strip())
+    static = resolved.get("static")
+    if isinstance(static, str):
+        static = [static]
+    if isinstance(static, list):
+        entries: list[Any] = []
+        for entry in static:
+            if isinstance(entry, str) and "=" in entry:
+                prefix, _, directory = entry.partition("=")
+                entries.append(f"{prefix}={joined(directory.strip())}")
+            elif isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str):
+                entries.append([entry[0], joined(entry[1])])
+            else:
+                entries.append(entry)
+        resolved["static"] = entries
+    return resolved
 
 
 def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, Any]:

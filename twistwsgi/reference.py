@@ -145,6 +145,9 @@ new application code also needs a restart. The access log file is reopened (for 
 rotation).
 
 Options given on the command line override the `[server]` values of the file.
+Relative paths in the file (`static` directories, `tls_ca`, `access_log`) are read from
+the file's own directory, so it means the same wherever the server is started; paths
+given on the command line are read from the current directory.
 """
 
 
