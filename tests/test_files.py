@@ -124,6 +124,25 @@ def test_rfc850_date_reads_the_two_digit_year_in_the_fifty_year_window(timestamp
 
 
 @pytest.mark.parametrize(
+    ("value", "year"),
+    [
+        ("Sunday, 29-Nov-76 12:00:00 GMT", 2076),  # 50 years minus two days ahead
+        ("Tuesday, 01-Dec-76 00:00:00 GMT", 2076),  # exactly 50 years ahead
+        ("Tuesday, 01-Dec-76 00:00:01 GMT", 1976),  # one second more
+        ("Thursday, 03-Dec-76 00:00:00 GMT", 1976),
+    ],
+)
+def test_rfc850_window_edge_is_an_instant_not_a_year(value: str, year: int) -> None:
+    """At 2026-12-01 00:00 UTC, a date in December 2076 after that moment is more
+    than 50 years ahead (RFC 9110 5.6.7), though its year is only 50 more.
+    """
+    now = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    parsed = parse_http_date(value, now)
+    assert parsed is not None
+    assert datetime.fromtimestamp(parsed, UTC).year == year
+
+
+@pytest.mark.parametrize(
     "value",
     [
         "Sun, 06 Nov 1994 08:49:37 GMT",

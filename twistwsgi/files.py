@@ -106,10 +106,9 @@ def parse_http_date(value: str, now: float | None = None) -> int | None:
         if match is None:
             continue
         if number == 1:
-            current = time.gmtime(time.time() if now is None else now).tm_year
+            now_struct = time.gmtime(time.time() if now is None else now)
+            current = now_struct.tm_year
             year = current - current % 100 + int(match["year2"])
-            if year > current + 50:
-                year -= 100
         else:
             year = int(match["year"])
         try:
@@ -124,7 +123,20 @@ def parse_http_date(value: str, now: float | None = None) -> int | None:
             )
         except ValueError:
             return None  # a date that does not exist
-        return calendar.timegm(moment.utctimetuple())
+        seconds = calendar.timegm(moment.utctimetuple())
+        if number == 1:
+            # "Appears to be more than 50 years in the future" compares instants, not
+            # years: the same calendar moment 50 years from now is the edge.
+            edge = now_struct[:6]
+            day = 28 if edge[1:3] == (2, 29) else edge[2]
+            limit = calendar.timegm((edge[0] + 50, edge[1], day, *edge[3:6], 0, 0, 0))
+            if seconds > limit:
+                try:
+                    moment = moment.replace(year=year - 100)
+                except ValueError:
+                    return None  # 29 February of a century year that is not leap
+                seconds = calendar.timegm(moment.utctimetuple())
+        return seconds
     return None
 
 
