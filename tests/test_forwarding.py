@@ -150,6 +150,20 @@ def test_dot_segments_are_forwarded_normalised() -> None:
     assert upstream_target(request, route_for(request, b"/api"), b"/v2") == b"/v2/y"
 
 
+def test_unrouted_dot_segments_stay_below_the_prefix() -> None:
+    """Without a Router (a handler used on its own) the path is normalised here, and
+    one that climbs above the root is refused rather than sent out of the prefix.
+    """
+    request = head(b"/a/../b/./c")
+    assert upstream_target(request, None, b"/v2") == b"/v2/b/c"
+    assert upstream_target(request, None, None) == b"/b/c"
+    assert upstream_target(head(b"/plain"), None, b"/v2") == b"/v2/plain"
+    with pytest.raises(ValueError, match="climbs above the root"):
+        upstream_target(head(b"/../admin"), None, b"/v2")
+    with pytest.raises(ValueError):
+        upstream_target(head(b"/%2e%2e/admin"), None, None)
+
+
 def test_encoded_prefix_falls_back_to_reencoding() -> None:
     """When the raw path does not start with the mount prefix literally, the decoded
     rest of the path is re-encoded.
@@ -302,6 +316,30 @@ def test_forwarding_fields_from_an_untrusted_client_are_replaced() -> None:
     assert values(sent, b"x-forwarded-proto") == [b"http"]
     assert values(sent, b"x-forwarded-host") == [b"example.org"]
     assert values(sent, b"forwarded") == [b"for=192.0.2.7;host=example.org;proto=http"]
+    assert not values(sent, b"x-real-ip")
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_underscore_spellings_of_forwarding_fields_are_dropped(trusted: bool) -> None:
+    """X-Forwarded_For and X_Real_IP would reach a CGI-style upstream as the real
+    HTTP_X_FORWARDED_FOR and HTTP_X_REAL_IP: they are never passed on. Other fields
+    with underscores are the upstream's business and pass.
+    """
+    request = head(
+        headers=[
+            (b"Host", b"example.org"),
+            (b"X-Forwarded_For", b"6.6.6.6"),
+            (b"X_Real_IP", b"6.6.6.6"),
+            (b"x_forwarded_proto", b"https"),
+            (b"My_Header", b"kept"),
+        ]
+    )
+    sent = fields(request_fields(request, trusted=trusted, upgrade=False))
+    names = [name.lower() for name, _ in sent]
+    assert b"my_header" in names
+    assert not [name for name in names if b"_" in name and name != b"my_header"]
+    assert values(sent, b"x-forwarded-for") == [b"192.0.2.7"]
+    assert values(sent, b"x-forwarded-proto") == [b"http"]
     assert not values(sent, b"x-real-ip")
 
 

@@ -37,7 +37,11 @@ is in the configured trusted networks (:class:`TrustedProxies`): the proxy then
 appends to ``X-Forwarded-For`` and ``Forwarded`` and keeps the incoming
 ``X-Forwarded-Proto``/``-Host``. From any other client they are dropped and
 replaced, as are ``X-Real-IP``, ``X-Forwarded-Port`` and ``X-Forwarded-Prefix``
-(which the proxy does not set but upstream frameworks often believe). A client on a
+(which the proxy does not set but upstream frameworks often believe). Spellings of
+these names with ``_`` for ``-`` (``X-Forwarded_For``, ``X_Real_IP``) are dropped from
+every client: a CGI-style upstream (WSGI, PHP) maps ``_`` and ``-`` to the same
+``HTTP_X_FORWARDED_FOR`` key, so such a field would pass as the real one (nginx drops
+them with ``underscores_in_headers off``). A client on a
 UNIX socket has no address: it is untrusted, and is named ``unknown`` in
 ``Forwarded`` (RFC 7239 6.3) and left out of ``X-Forwarded-For``.
 
@@ -60,6 +64,7 @@ from urllib.parse import quote, urlsplit
 
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import HOP_BY_HOP, connection_options
+from twistwsgi.routing import remove_dot_segments
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -159,6 +164,9 @@ def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | N
         route: where the router sent it (``None``: not routed, the whole path is
             below the mount).
         prefix: the upstream URL's path, or ``None`` when it has none.
+
+    Raises:
+        ValueError: when, unrouted, the path climbs above the root (``/../x``).
     """
     target = request.target
     path = request.path
@@ -168,7 +176,12 @@ def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | N
         # asterisk-form (OPTIONS *, RFC 9112 3.2.4): only a root mount gets here.
         return b"*" if prefix is None else prefix or b"/"
     if route is None:
-        script, info = b"", request.decoded_path
+        # Not routed (a handler used without the Router): normalise here as the
+        # Router would, so a dot-segment cannot climb out of the upstream's prefix.
+        normal = remove_dot_segments(request.decoded_path)
+        if normal is None:
+            raise ValueError("the path climbs above the root")
+        script, info = b"", normal
     else:
         script, info = route.script_name, route.path_info
     # The raw path means what the router matched when decoding it gives the
@@ -313,7 +326,7 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> byt
     special: list[tuple[bytes, bytes, bytes]] | None = None
     for name, value in request.headers:
         lower = name.lower()
-        if lower in _SPECIAL:
+        if lower in _SPECIAL or (b"_" in lower and lower.replace(b"_", b"-") in _FORWARDING):
             if lower != b"host":
                 if special is None:
                     special = [(lower, name, value)]
@@ -356,7 +369,7 @@ def _with_special_fields(
             options |= connection_options(value)
         elif lower == b"upgrade":
             upgrade_value = value if upgrade_value is None else upgrade_value + b", " + value
-        elif trusted and lower in _FORWARDING:
+        elif trusted and lower in _FORWARDING and b"_" not in lower:
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
             elif lower == b"forwarded":

@@ -40,6 +40,7 @@ __all__ = [
     "match_prefix",
     "normalize_host",
     "normalize_name",
+    "refuse_path_above_root",
     "remove_dot_segments",
 ]
 
@@ -251,6 +252,11 @@ def _answer(exchange: Exchange, status: int, body: bytes) -> None:
     exchange.finish(body)
 
 
+def refuse_path_above_root(exchange: Exchange) -> None:
+    """Answer 400 to a request whose path climbs above the root (``/../x``)."""
+    _answer(exchange, 400, _BAD_PATH)
+
+
 class Router:
     """The handler that picks the host, then the mount, and hands the exchange on.
 
@@ -279,7 +285,7 @@ class Router:
             return
         path = remove_dot_segments(request.decoded_path)
         if path is None:
-            _answer(exchange, 400, _BAD_PATH)
+            refuse_path_above_root(exchange)
             return
         mount = mounts.lookup(path)
         if mount is None:
