@@ -129,6 +129,72 @@ def test_unhealthy_peers_are_not_picked() -> None:
     assert Balancer(single).pick(0.0) is None
 
 
+def test_all_peers_failed_falls_back_to_the_one_back_soonest() -> None:
+    """When every peer is left out after failures, pick still answers (as nginx tries
+    its peers then): the one whose time out ends first, not one already tried.
+    """
+    a, b, c = group = peers(1, 1, 1)
+    balancer = Balancer(group, max_fails=1, fail_timeout=10.0)
+    balancer.failed(b, 0.0)
+    balancer.failed(a, 1.0)
+    balancer.failed(c, 2.0)
+    assert balancer.pick(3.0) is b
+    assert balancer.pick(3.0, [b]) is a
+    assert balancer.pick(3.0, [a, b]) is c
+    assert balancer.pick(3.0, [a, b, c]) is None
+
+
+def test_actively_unhealthy_peers_are_never_the_fallback() -> None:
+    """The fallback is among peers out after failures only; an unhealthy one stays out."""
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group, max_fails=1, fail_timeout=10.0)
+    balancer.failed(a, 0.0)
+    balancer.failed(b, 1.0)
+    a.healthy = False
+    assert balancer.pick(2.0) is b
+    b.healthy = False
+    assert balancer.pick(2.0) is None
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 3), st.floats(0.0, 30.0), st.booleans()),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(0, 3),
+    st.floats(0.0, 30.0),
+    st.sampled_from(["round_robin", "least_conn"]),
+)
+def test_pick_never_excluded_or_unhealthy_and_only_none_when_nothing_is_left(
+    states: list[tuple[bool, int, float, bool]], max_fails: int, now: float, policy: str
+) -> None:
+    """Never an excluded or actively unhealthy peer; some peer whenever a healthy one
+    not excluded exists; a peer still out after failures only when no other is usable,
+    and then the one back soonest.
+    """
+    group = peers(*[1] * len(states))
+    balancer = Balancer(group, policy=policy, max_fails=max_fails, fail_timeout=10.0)
+    exclude = []
+    for peer, (healthy, fails, down_until, excluded) in zip(group, states, strict=True):
+        peer.healthy = healthy
+        peer.fails = fails
+        peer._down_until = down_until
+        if excluded:
+            exclude.append(peer)
+    allowed = [peer for peer in group if peer.healthy and peer not in exclude]
+    usable = [peer for peer in allowed if balancer.usable(peer, now)]
+    chosen = balancer.pick(now, exclude)
+    if not allowed:
+        assert chosen is None
+        return
+    assert chosen in allowed
+    if usable:
+        assert chosen in usable
+    else:
+        assert chosen._down_until == min(peer._down_until for peer in allowed)
+
+
 def test_bad_arguments() -> None:
     """No peers, an unknown policy or a zero weight are refused."""
     with pytest.raises(ValueError):

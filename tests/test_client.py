@@ -465,3 +465,136 @@ def test_zero_timeouts_are_off() -> None:
     connection.send(GET, handler)
     clock.advance(10_000)
     assert handler.events == []
+
+
+# -- an early response, framing and field values, a head alone, close reasons ---------------
+
+
+def test_early_response_aborts_while_the_body_is_unsent() -> None:
+    """A complete response while the request body is still going out (RFC 9112 9.6):
+    the connection is aborted, not closed gracefully, since an upstream that stopped
+    reading would otherwise keep it (and the buffered body) open. A response after the
+    whole request still closes gracefully.
+    """
+    connection, transport, _clock, _owner = connected(Owner(keep=None))
+    handler = Recorder()
+    connection.send(
+        b"POST / HTTP/1.1\r\nHost: u\r\nContent-Length: 100\r\n\r\n", handler, body=True
+    )
+    connection.write_body(b"x" * 10)
+    connection.dataReceived(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+    assert handler.body == b"big!" and handler.complete
+    assert transport.disconnected  # abortConnection, not loseConnection
+
+    connection, transport, _clock, _owner = connected(Owner(keep=None))
+    handler = Recorder()
+    connection.send(b"POST / HTTP/1.1\r\nHost: u\r\nContent-Length: 2\r\n\r\n", handler, body=True)
+    connection.write_body(b"ok")
+    connection.end_body()
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert handler.complete
+    assert transport.disconnecting and not transport.disconnected
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Transfer-Encoding: gzip\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked, gzip\r\n",
+        b"Transfer-Encoding: chunked, chunked\r\n",
+        b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: identity\r\n",
+    ],
+)
+def test_transfer_codings_other_than_chunked_are_a_protocol_error(fields: bytes) -> None:
+    """The proxy can only re-frame a chunked body (RFC 9112 6.1, 7): any other coding,
+    alone or with chunked, is a malformed response (502), not a body run to the close.
+    """
+    connection, transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+    error = handler.error()
+    assert error.kind is ErrorKind.PROTOCOL
+    assert "Transfer-Encoding" in error.detail
+    assert "head" not in handler.kinds()
+    assert transport.disconnecting
+
+
+def test_chunked_alone_in_any_spelling_is_accepted() -> None:
+    """``chunked`` with other case, spaces or an empty list element is still chunked;
+    a HEAD response may name any coding, since it has no body to frame.
+    """
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: , Chunked \r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    assert handler.body == b"ok" and handler.complete
+    head = Recorder()
+    connection.send(b"HEAD / HTTP/1.1\r\nHost: u\r\n\r\n", head, head_only=True)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert head.kinds() == ["head", "data"] and head.complete
+
+
+def test_field_values_lose_surrounding_whitespace() -> None:
+    """A field value excludes the whitespace around it (RFC 9112 5): llhttp drops the
+    leading part, the connection the trailing part, even when split across reads.
+    """
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nX-One:  \t spaced \t \r\nX-Two: sp")
+    connection.dataReceived(b"lit  ")
+    connection.dataReceived(b"\t\r\nX-Empty:   \r\nContent-Length: 0 \r\n\r\n")
+    _status, _reason, headers = handler.events[0][1]
+    assert headers == [
+        (b"X-One", b"spaced"),
+        (b"X-Two", b"split"),
+        (b"X-Empty", b""),
+        (b"Content-Length", b"0"),
+    ]
+
+
+def test_a_head_alone_is_followed_by_empty_data() -> None:
+    """When a read completes the head but carries no body byte of an unfinished
+    response (Server-Sent Events, a long poll), the handler hears response_data(b"",
+    False) at once, so it can send the head on; with body bytes in the same read, or a
+    complete response, there is no such call.
+    """
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert handler.kinds() == ["head", "data"]
+    assert handler.events[1][1] == (b"", False)
+    connection.dataReceived(b"c\r\ndata: hello\n\r\n")
+    assert handler.events[-1] == ("data", (b"data: hello\n", False))
+    connection.dataReceived(b"0\r\n\r\n")
+    assert handler.complete and connection.idle
+
+    second = Recorder()
+    connection.send(GET, second)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n")
+    assert second.events[1:] == [("data", (b"ab", False))]
+    third = Recorder()
+    connection.dataReceived(b"0\r\n\r\n")
+    connection.send(GET, third)
+    connection.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert third.events[1:] == [("data", (b"", True))]
+
+
+def test_closed_error_says_why() -> None:
+    """The CLOSED error's detail carries the reason the connection ended, for the log."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.connectionLost(Failure(ConnectionLost("reset by the upstream's peer")))
+    error = handler.error()
+    assert error.kind is ErrorKind.CLOSED
+    assert "closed before a response" in error.detail
+    assert "reset by the upstream's peer" in error.detail

@@ -101,6 +101,7 @@ class FakeEndpoint:
         self.hold = False
         self.pending: list[tuple[IProtocolFactory, Deferred[Any]]] = []
         self.cancelled = 0
+        self.transport_factory: Callable[[], StringTransport] = StringTransport
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         if self.refuse:
@@ -118,7 +119,7 @@ class FakeEndpoint:
     def _open(self, factory: IProtocolFactory) -> ClientConnection:
         protocol: Any = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 9000))
         assert isinstance(protocol, ClientConnection)
-        transport = StringTransport()
+        transport = self.transport_factory()
         protocol.makeConnection(transport)
         self.connections.append(UpstreamConnection(protocol, transport))
         return protocol
@@ -285,6 +286,20 @@ def test_path_mapping_through_the_router() -> None:
     assert request.target == b"/v2/users?q=%41"
 
 
+def test_unrouted_proxy_refuses_a_path_above_the_root() -> None:
+    """Used without the Router, the handler refuses /../x with 400 as the Router does
+    and normalises other dot-segments, so nothing climbs out of the upstream's /v2.
+    """
+    setup = make_proxy(("http://10.0.0.1:9000/v2",))
+    client = setup.client()
+    client.send(b"GET /%2e%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 400
+    assert not setup.endpoint().connections
+    client.send(b"GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\n")
+    request, _ = setup.endpoint().last.request()
+    assert request.target == b"/v2/b"
+
+
 def test_head_request() -> None:
     """A HEAD response passes its Content-Length and no body; the connection is reused."""
     setup = make_proxy()
@@ -354,6 +369,55 @@ def test_upstream_slow_pauses_the_client_and_fast_resumes_it() -> None:
     client.send(b"x" * 100_000)
     upstream = setup.endpoint().last
     upstream.protocol.pauseProducing()  # the upstream's socket buffer is full
+    assert client.transport.producerState == "paused"
+    upstream.protocol.resumeProducing()
+    assert client.transport.producerState == "producing"
+
+
+class PausingTransport(StringTransport):
+    """An upstream socket whose buffer fills with the first write after the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.writes += 1
+        if self.writes == 2 and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def test_upstream_pausing_while_the_held_body_is_written_keeps_the_client_paused() -> None:
+    """The upstream stops reading while the body the exchange held is written: the
+    client stays unread until the upstream reads again.
+    """
+    setup = make_proxy()
+    setup.endpoint().transport_factory = PausingTransport
+    client = setup.client(HttpSettings(max_body=0))
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    client.send(b"x" * 100_000)
+    upstream = setup.endpoint().last
+    assert upstream.request()[1] == b"x" * 100_000
+    assert client.transport.producerState == "paused"
+    upstream.protocol.resumeProducing()
+    assert client.transport.producerState == "producing"
+
+
+def test_pooled_connection_that_cannot_send_pauses_the_next_body() -> None:
+    """A pooled connection whose upstream had stopped reading pauses the next request's
+    body at once, until the upstream reads again.
+    """
+    setup = make_proxy()
+    client = setup.client(HttpSettings(max_body=0))
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(OK)
+    one_response(client)
+    upstream.protocol.pauseProducing()  # while idle: nobody to tell yet
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    client.send(b"x" * 100_000)
+    assert len(setup.endpoint().connections) == 1
     assert client.transport.producerState == "paused"
     upstream.protocol.resumeProducing()
     assert client.transport.producerState == "producing"
@@ -588,6 +652,51 @@ def test_stale_keepalive_connection_is_retried_on_a_fresh_one() -> None:
     assert setup.handler.group.peers[0].fails == 0
 
 
+def test_stale_keepalive_close_under_a_post_is_502_without_a_failure() -> None:
+    """A reused connection that closes before any response byte under a POST: the POST
+    may have been processed, so it is not sent again (502), but the close is the
+    keep-alive race (RFC 9112 9.3.1), so the upstream is not counted as failed.
+    """
+    setup = make_proxy(TWO)
+    client = setup.client()
+    for _ in range(2):  # one request to each upstream, leaving an idle connection each
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for endpoint in setup.endpoints.values():
+            for upstream in endpoint.connections:
+                if upstream.protocol._state.value == "busy":
+                    upstream.respond(OK)
+        one_response(client)
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    (reused,) = setup.endpoint(0).connections
+    assert reused.take().endswith(b"\r\n\r\nhi")
+    with capture_log_events() as events:
+        reused.close(ConnectionDone())
+    assert one_response(client).status == 502
+    assert [len(endpoint.connections) for endpoint in setup.endpoints.values()] == [1, 1]
+    peers = setup.handler.group.peers
+    assert peers[0].fails == 0
+    assert setup.handler.balancer.usable(peers[0], setup.clock.seconds())
+    assert not any("left out" in e.get("log_format", "") for e in events)
+
+
+def test_all_upstreams_failed_still_tries_the_one_back_soonest() -> None:
+    """When every upstream is left out after failures, a request still goes to the
+    one whose time out ends first rather than getting a 502.
+    """
+    setup = make_proxy(TWO)
+    balancer = setup.handler.balancer
+    first, second = setup.handler.group.peers
+    balancer.failed(second, 0.0)
+    setup.clock.advance(1)
+    balancer.failed(first, 1.0)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert setup.endpoint(0).connections == []
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+    assert second.fails == 0
+
+
 def test_timeout_is_not_retried() -> None:
     """A response timeout is a 504 without trying another upstream."""
     setup = make_proxy(TWO)
@@ -727,6 +836,24 @@ def test_websocket_upgrade_is_tunnelled() -> None:
     assert client.transport.disconnecting
 
 
+def test_tunnel_starts_paused_when_the_upstream_is_not_reading() -> None:
+    """An upstream that stopped reading before its 101 leaves the client unread until
+    it reads again.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.protocol.pauseProducing()
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.take().startswith(b"HTTP/1.1 101")
+    assert client.transport.producerState == "paused"
+    upstream.protocol.resumeProducing()
+    assert client.transport.producerState == "producing"
+
+
 def test_refused_upgrade_is_an_ordinary_response() -> None:
     """An upstream that answers an Upgrade request with 200 gives an ordinary response."""
     setup = make_proxy()
@@ -742,7 +869,10 @@ def test_client_closing_the_tunnel_closes_the_upstream() -> None:
     client = setup.client()
     client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     upstream = setup.endpoint().last
-    upstream.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.take().startswith(b"HTTP/1.1 101")
     client.protocol.connectionLost(Failure(ConnectionDone()))
     assert upstream.transport.disconnecting
     assert setup.handler.group.peers[0].active == 0

@@ -17,10 +17,14 @@ request is let through as a probe: if it gets a response head the upstream is ba
 if it fails the upstream stays out for another ``fail_timeout``. An HTTP error status
 is a response, not a failure. With only one upstream there is nowhere else to go, so
 passive health is not applied (as nginx): taking the only upstream out would turn a
-brief error into a ``fail_timeout``-long outage.
+brief error into a ``fail_timeout``-long outage. For the same reason, when every
+upstream is left out after failures (all restarting at once, say), requests are not
+refused for ``fail_timeout``: each goes to the upstream whose time out ends first, as
+nginx keeps trying its upstreams when all are down.
 
 **Active health** is decided elsewhere (a path polled by :mod:`twistwsgi.upstream`);
-it sets :attr:`Peer.healthy`, and an unhealthy upstream is never picked.
+it sets :attr:`Peer.healthy`, and an unhealthy upstream is never picked, not even
+when no other is left.
 """
 
 from __future__ import annotations
@@ -113,7 +117,11 @@ class Balancer(Generic[T]):
         return not (self.max_fails and peer.fails >= self.max_fails and now < peer._down_until)
 
     def pick(self, now: float, exclude: Collection[Peer[T]] = ()) -> Peer[T] | None:
-        """Choose the peer for the next attempt, or ``None`` when none is usable.
+        """Choose the peer for the next attempt, or ``None`` when none is left.
+
+        When every healthy peer not in ``exclude`` is left out after failures, the one
+        whose time out ends first is chosen all the same (see the module docstring);
+        ``None`` means each peer was tried for this request or is actively unhealthy.
 
         Args:
             now: the current time.
@@ -126,7 +134,7 @@ class Balancer(Generic[T]):
             return None
         candidates = [peer for peer in self.peers if peer not in exclude and self.usable(peer, now)]
         if not candidates:
-            return None
+            return self._back_soonest(exclude)
         if self.policy == "least_conn" and len(candidates) > 1:
             best = candidates[0]
             ties = [best]
@@ -146,6 +154,18 @@ class Balancer(Generic[T]):
             # wait for its outcome (or for another fail_timeout).
             chosen._down_until = now + self.fail_timeout
         return chosen
+
+    def _back_soonest(self, exclude: Collection[Peer[T]]) -> Peer[T] | None:
+        """The healthy peer not in ``exclude`` whose failure time out ends first."""
+        best = None
+        for peer in self.peers:
+            if (
+                peer.healthy
+                and peer not in exclude
+                and (best is None or peer._down_until < best._down_until)
+            ):
+                best = peer
+        return best
 
     @staticmethod
     def _weighted_round_robin(candidates: list[Peer[T]]) -> Peer[T]:

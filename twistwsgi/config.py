@@ -812,8 +812,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "connect_timeout",
                 DURATION,
                 10.0,
-                "How long connecting to an upstream may take (then the next upstream, or"
-                " 502). 0: no limit of its own, the attempt still gives up after 30 s.",
+                "How long connecting to an upstream may take, TLS handshake included (then"
+                " the next upstream, or 502). 0: no limit of its own, the attempt still"
+                " gives up after 30 s.",
             ),
             (
                 "response_timeout",
@@ -836,8 +837,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
             (
                 "keepalive_timeout",
                 DURATION,
-                60.0,
-                "How long an idle upstream connection is kept (0: closed at once).",
+                4.0,
+                "How long an idle upstream connection is kept (0: closed at once); keep it"
+                " below the upstream's own idle timeout (gunicorn's is 2 s).",
             ),
             (
                 "max_fails",

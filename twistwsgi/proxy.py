@@ -33,13 +33,15 @@ Interim responses from the upstream (``100``, ``103``) are consumed, not relayed
 next upstream whatever its method. When the connection breaks after the request was
 sent but before any byte of a response, only an idempotent request (RFC 9110 9.2.2)
 whose body is still held (at most :data:`REPLAY_LIMIT` bytes; larger bodies are
-streamed and not kept) is sent again, to another upstream; a reused keep-alive
-connection that the upstream had just closed (RFC 9112 9.3.1) is retried once on a
-fresh connection to the same upstream without counting as its failure. Nothing is
+streamed and not kept) is sent again, to another upstream. A reused keep-alive
+connection that closes before any response byte is most likely the upstream closing
+it as idle (RFC 9112 9.3.1), so it never counts as the upstream's failure: such a
+request, if it may be sent again, is retried once on a fresh connection to the same
+upstream; any other gets a 502 (it may have been processed). Nothing is
 retried once a response byte has arrived, nor after a response timeout (the upstream
 may still be working on it), nor when the ``retry`` option is off.
 
-**Errors.** No usable upstream, connecting refused or timed out, the connection
+**Errors.** No healthy upstream, connecting refused or timed out, the connection
 broken or a malformed response before the head: ``502 Bad Gateway``. No response head
 within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text body and
 a warning naming the upstream. Once the head was forwarded, a failure can only be
@@ -79,6 +81,7 @@ from twistwsgi.forwarding import (
 )
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
+from twistwsgi.routing import refuse_path_above_root, remove_dot_segments
 from twistwsgi.upstream import (
     EndpointFactory,
     UpstreamGroup,
@@ -129,6 +132,11 @@ class ProxyHandler:
 
     def handle(self, exchange: Exchange) -> None:
         """Forward ``exchange`` to an upstream."""
+        if exchange.route is None and remove_dot_segments(exchange.request.decoded_path) is None:
+            # Not behind the Router, which refuses these: a path that climbs above the
+            # root must not climb out of the upstream's prefix (RFC 3986 5.2.4).
+            refuse_path_above_root(exchange)
+            return
         _Forward(self, exchange).start()
 
     def close(self) -> None:
@@ -161,6 +169,7 @@ class _Forward:
         "_tunnel",
         "_tunnelling",
         "_upgrade",
+        "_upstream_paused",
     )
 
     def __init__(self, proxy: ProxyHandler, exchange: Exchange) -> None:
@@ -184,6 +193,7 @@ class _Forward:
         self._tunnel: Tunnel | None = None
         self._tunnelling = False
         self._upgrade = False
+        self._upstream_paused = False  # the upstream connection stopped reading
         self._fields = b""
 
     # -- starting an attempt ------------------------------------------------------------
@@ -254,6 +264,7 @@ class _Forward:
     def _send(self, connection: ClientConnection) -> None:
         """Write the request head (and what is held of the body) on ``connection``."""
         self._conn = connection
+        self._upstream_paused = False  # a new connection tells its own state in send
         request = self._request
         proxy = self._proxy
         peer = self._peer
@@ -298,7 +309,10 @@ class _Forward:
                 connection.write_body(piece)
             if self._body_done:
                 connection.end_body()
-        exchange.resume_body()
+        if not self._upstream_paused and self._conn is connection:
+            # Unless the upstream stopped reading meanwhile (the writes above may
+            # have filled its buffer): then sending_resumed resumes the client.
+            exchange.resume_body()
 
     # -- the request body (BodyReceiver) ----------------------------------------------
 
@@ -352,7 +366,10 @@ class _Forward:
         if not self._producing:
             self._producing = True
             exchange.registerProducer(self, True)
-        exchange.write(data)
+        if data:
+            exchange.write(data)
+        else:
+            exchange.send_head()  # a head alone (SSE, long poll): the client sees it now
 
     def response_failed(self, error: UpstreamError) -> None:
         """The upstream exchange failed: retry, answer 502/504, or abort the client."""
@@ -379,21 +396,19 @@ class _Forward:
             )
             exchange.abort()
             return
-        if (
-            peer is not None
-            and error.reused
-            and error.kind is ErrorKind.CLOSED
-            and not error.response_started
-            and not self._stale_retried
-            and self._may_resend()
-        ):
-            # Most likely the upstream closed an idle keep-alive connection just as
-            # the request went out (RFC 9112 9.3.1): not a failure of the upstream.
+        # A reused connection closed before any response byte: most likely the
+        # upstream closed it as idle just as the request went out (RFC 9112 9.3.1).
+        # That is no failure of the upstream, whatever happens to the request.
+        stale = error.reused and error.kind is ErrorKind.CLOSED and not error.response_started
+        if stale and peer is not None and not self._stale_retried and self._may_resend():
             self._stale_retried = True
             self._use(peer, fresh=True)
             return
         self._last_error = error
-        if peer is not None and proxy.balancer.failed(peer, proxy.clock.seconds()):
+        # A stale close under a request that may not be sent again (not idempotent,
+        # RFC 9110 9.2.2, or its body not kept) ends in a 502 below, but the
+        # upstream is not counted as failed.
+        if not stale and peer is not None and proxy.balancer.failed(peer, proxy.clock.seconds()):
             _log.warn(
                 "Upstream {upstream} is left out for {seconds:g}s after failing",
                 upstream=name,
@@ -475,6 +490,7 @@ class _Forward:
 
     def sending_paused(self) -> None:
         """The upstream is not reading: stop reading the client."""
+        self._upstream_paused = True
         tunnel = self._tunnel
         if tunnel is not None:
             tunnel.pause_reading()
@@ -483,6 +499,7 @@ class _Forward:
 
     def sending_resumed(self) -> None:
         """The upstream reads again."""
+        self._upstream_paused = False
         tunnel = self._tunnel
         if tunnel is not None:
             tunnel.resume_reading()
@@ -540,6 +557,8 @@ class _Forward:
         tunnel = exchange.upgrade(fields, self)
         self._tunnel = tunnel
         tunnel.registerProducer(self, True)
+        if self._upstream_paused:
+            tunnel.pause_reading()  # the upstream stopped reading before the switch
         if tail:
             tunnel.write(tail)
 

@@ -13,8 +13,11 @@
   connections at rest and never more than the recent concurrency. Connections in use are not
   capped (as nginx's ``keepalive``): the pool bounds what is kept, not concurrency.
   Connecting is bounded by ``connect_timeout`` (the attempt is cancelled; 0: no limit
-  but the endpoint's own 30 s). ``keepalive = 0`` or ``keepalive_timeout = 0`` closes
-  every connection after its response.
+  but the endpoint's own 30 s); over TLS, connecting includes the handshake: a
+  connection is handed out only once the handshake has completed, and a handshake
+  that fails (a certificate that does not verify) or stalls is a connect failure.
+  ``keepalive = 0`` or ``keepalive_timeout = 0`` closes every connection after its
+  response.
 * :func:`client_endpoint` turns an :class:`~twistwsgi.forwarding.UpstreamAddress`
   into a Twisted client endpoint: TCP (an IP literal directly, a name through
   ``HostnameEndpoint``), a UNIX socket, or TLS around TCP. TLS verifies the
@@ -169,7 +172,13 @@ def client_endpoint(
         )
     else:
         creator = _UnverifiedTLS(host)
-    return wrapClientTLS(creator, endpoint)
+    # The clock given: TLS batches small writes on a timer, which must be ours.
+    return wrapClientTLS(creator, endpoint, clock=reactor)
+
+
+def _handshaken(connection: ClientConnection) -> Any:
+    """The connection, or a Deferred of it when its TLS handshake is still going on."""
+    return connection.wait_for_handshake() if connection.handshaking else connection
 
 
 class _ConnectionFactory(Factory):
@@ -236,11 +245,15 @@ class UpstreamPool:
         """Open a new connection.
 
         Returns:
-            A Deferred that fires with the connected :class:`ClientConnection`, or
-            fails with an :class:`UpstreamError` of kind ``CONNECT``. Cancelling it
-            abandons the attempt.
+            A Deferred that fires with the connected :class:`ClientConnection` (over
+            TLS, once its handshake has completed), or fails with an
+            :class:`UpstreamError` of kind ``CONNECT``. Cancelling it abandons the
+            attempt.
         """
-        attempt: Deferred[Any] = self._endpoint.connect(self._factory)
+        # The endpoint's Deferred fires once TCP is connected; the TLS handshake
+        # (if any) is part of connecting, under the same timer.
+        connecting: Deferred[Any] = self._endpoint.connect(self._factory)
+        attempt = connecting.addCallback(_handshaken)
         timed_out: list[bool] = []
 
         def fire_timeout() -> None:
@@ -259,7 +272,7 @@ class UpstreamPool:
             if isinstance(result, Failure):
                 if timed_out:
                     detail = f"connecting timed out after {self._connect_timeout:g}s"
-                elif result.check(CancelledError, ConnectingCancelledError):
+                elif result.check(CancelledError, ConnectingCancelledError, UpstreamError):
                     return result
                 else:
                     detail = result.getErrorMessage()

@@ -31,7 +31,14 @@ What the connection owns:
   stops reading the client). :meth:`ClientConnection.pause_reading` stops reading the
   upstream (the client is slow).
 * **Limits.** A response head larger than :data:`MAX_RESPONSE_HEAD` is a protocol
-  error, so a broken upstream cannot grow memory.
+  error, so a broken upstream cannot grow memory. A ``Transfer-Encoding`` other than
+  ``chunked`` alone is a protocol error too: the body could not be framed for the
+  client.
+* **TLS.** Over TLS a connection is not usable until its handshake completes
+  (``handshakeCompleted``, :class:`~twisted.internet.interfaces.IHandshakeListener`):
+  :meth:`ClientConnection.wait_for_handshake` tells the pool when it is, or why it
+  failed (a certificate that does not verify, the upstream closing), so nothing is
+  written into the TLS layer's unbounded buffer before the upstream can read it.
 
 Everything here runs in the reactor thread.
 """
@@ -43,10 +50,17 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -63,6 +77,7 @@ __all__ = [
     "ErrorKind",
     "ResponseHandler",
     "UpstreamError",
+    "reason_text",
 ]
 
 #: Largest response head (status line and fields) accepted from an upstream.
@@ -113,7 +128,13 @@ class ResponseHandler(Protocol):
         """The final response head arrived (fields as received, trailers never)."""
 
     def response_data(self, data: bytes, complete: bool) -> None:
-        """Body bytes (possibly empty); ``complete`` when the response ended with them."""
+        """Body bytes; ``complete`` when the response ended with them.
+
+        ``data`` may be empty: with ``complete``, at the end of the response; without
+        it, right after a head that arrived with no body bytes (the upstream may send
+        nothing more for a long time, as with Server-Sent Events or a long poll), so
+        the handler can pass the head on at once.
+        """
 
     def response_failed(self, error: UpstreamError) -> None:
         """The exchange failed; the connection is closed and no more calls follow."""
@@ -163,11 +184,12 @@ class ClientSettings:
 
     response_timeout: float = 60.0
     idle_timeout: float = 60.0
-    keepalive_timeout: float = 60.0
+    keepalive_timeout: float = 4.0
 
 
 class _State(Enum):
     NEW = "new"  # not connected yet
+    HANDSHAKE = "handshake"  # connected, the TLS handshake not complete yet
     IDLE = "idle"  # connected, no request
     BUSY = "busy"  # a request is in progress
     TUNNEL = "tunnel"  # switched protocols
@@ -191,9 +213,29 @@ class _MalformedResponseError(Exception):
 
 _CRLFCRLF = b"\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_TRANSFER_ENCODING_LENGTH = len(_TRANSFER_ENCODING)
+_WHITESPACE = b" \t"
 
 
-@implementer(IPushProducer)
+def reason_text(reason: Failure) -> str:
+    """Describe why a connection ended, for the log.
+
+    An OpenSSL error carries a list of ``(library, function, reason)`` entries;
+    their reasons (``certificate verify failed``) say more than the list's ``repr``.
+    """
+    value = reason.value
+    args = getattr(value, "args", ())
+    if args and isinstance(args[0], list):
+        reasons = [
+            str(entry[-1]) for entry in args[0] if isinstance(entry, tuple) and entry and entry[-1]
+        ]
+        if reasons:
+            return "; ".join(reasons)
+    return reason.getErrorMessage()
+
+
+@implementer(IPushProducer, IHandshakeListener)
 class ClientConnection(TwistedProtocol):
     """One HTTP/1.1 connection to an upstream (reactor thread only).
 
@@ -223,6 +265,9 @@ class ClientConnection(TwistedProtocol):
         self._deadline_kind = _Deadline.IDLE
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
+        # Waiting for the TLS handshake: who waits, or why the connection ended first.
+        self._handshake_waiter: Deferred[ClientConnection] | None = None
+        self._handshake_error: UpstreamError | None = None
         # The exchange in progress.
         self._reset_exchange(head_only=False, chunked=False, upgrade=False, body=False)
 
@@ -237,6 +282,7 @@ class ClientConnection(TwistedProtocol):
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._codings: list[bytes] | None = None  # Transfer-Encoding field values
         self._interim = False
         self._in_body = False
         self._head_ready = False
@@ -253,6 +299,11 @@ class ClientConnection(TwistedProtocol):
         return self._state is _State.IDLE
 
     @property
+    def handshaking(self) -> bool:
+        """Whether the connection waits for its TLS handshake to complete."""
+        return self._state is _State.HANDSHAKE
+
+    @property
     def reused(self) -> bool:
         """Whether the connection carried a request before the current one."""
         return self.requests > 1
@@ -260,13 +311,47 @@ class ClientConnection(TwistedProtocol):
     # -- connection lifecycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Register as the transport's producer; the connection is idle."""
-        self._state = _State.IDLE
+        """Register as the transport's producer; idle at once, or after a TLS handshake."""
+        # TLSMemoryBIOProtocol calls handshakeCompleted on an IHandshakeListener.
+        tls = isinstance(self.transport, TLSMemoryBIOProtocol)
+        self._state = _State.HANDSHAKE if tls else _State.IDLE
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)  # a request goes out in one write; Nagle would delay it
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._owner.connection_made(self)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake completed: the connection is usable (called by the TLS layer)."""
+        if self._state is not _State.HANDSHAKE:
+            return
+        self._state = _State.IDLE
+        waiter, self._handshake_waiter = self._handshake_waiter, None
+        if waiter is not None:
+            waiter.callback(self)
+
+    def wait_for_handshake(self) -> Deferred[ClientConnection]:
+        """Wait until the connection is usable.
+
+        Returns:
+            A Deferred that fires with this connection once its TLS handshake has
+            completed (at once without TLS), or fails with an :class:`UpstreamError`
+            of kind ``CONNECT`` when the connection ends first: nothing was sent, so
+            the request may go elsewhere whatever its method. Cancelling it aborts
+            the connection.
+        """
+        if self._handshake_error is not None:
+            return fail(self._handshake_error)
+        if self._state is not _State.HANDSHAKE:
+            return succeed(self)
+
+        def cancel(waiting: Deferred[ClientConnection]) -> None:
+            self._handshake_waiter = None
+            self.abort()
+
+        waiter: Deferred[ClientConnection] = Deferred(cancel)
+        self._handshake_waiter = waiter
+        return waiter
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """End the exchange in progress (a close-delimited body ends here)."""
@@ -277,6 +362,11 @@ class ClientConnection(TwistedProtocol):
             self._timer.cancel()
         self._timer = None
         handler, self._handler = self._handler, None
+        if state is _State.HANDSHAKE:
+            # A certificate that failed to verify, or the upstream closing mid-handshake.
+            self._handshake_error = UpstreamError(
+                ErrorKind.CONNECT, f"the TLS handshake failed: {reason_text(reason)}"
+            )
         try:
             if handler is None:
                 return
@@ -295,15 +385,21 @@ class ClientConnection(TwistedProtocol):
             handler.response_failed(
                 UpstreamError(
                     ErrorKind.CLOSED,
-                    "the connection closed before the response was complete"
-                    if self._received
-                    else "the connection closed before a response",
+                    (
+                        "the connection closed before the response was complete"
+                        if self._received
+                        else "the connection closed before a response"
+                    )
+                    + f" ({reason_text(reason)})",
                     response_started=self._received,
                     reused=self.reused,
                 )
             )
         finally:
             self._owner.connection_closed(self)
+            waiter, self._handshake_waiter = self._handshake_waiter, None
+            if waiter is not None and self._handshake_error is not None:
+                waiter.errback(self._handshake_error)
 
     def _until_close(self) -> bool:
         """Whether the response's body is delimited by the connection closing."""
@@ -376,6 +472,8 @@ class ClientConnection(TwistedProtocol):
             self._deadline = None
             if self._send_paused:
                 self._set_deadline(self._settings.idle_timeout, _Deadline.SEND)
+        if self._send_paused:
+            handler.sending_paused()  # paused while idle: this handler was not told
 
     def write_body(self, data: bytes) -> None:
         """Send a piece of the request body."""
@@ -536,6 +634,11 @@ class ClientConnection(TwistedProtocol):
                 return  # the handler gave up on the response
             if not self._complete:
                 self._set_deadline(self._settings.idle_timeout, _Deadline.BODY)
+                if not self._body:
+                    # The head came alone and the body may take long (Server-Sent
+                    # Events, a long poll): say so, so the head can be passed on now.
+                    handler.response_data(b"", False)
+                    return
         body = self._body
         if self._complete:
             self._body = []
@@ -560,6 +663,12 @@ class ClientConnection(TwistedProtocol):
             if self._read_paused:
                 self.resume_reading()  # an idle connection must see the upstream close
             self._set_deadline(keep, _Deadline.IDLE)
+        elif not self._request_done:
+            # An early response (say a 413) while the body was still going out: the
+            # rest of the body is unwanted and the connection cannot be reused (RFC
+            # 9112 9.3, 9.6). Closing gracefully would wait for an upstream that may
+            # have stopped reading to take what is still buffered: drop it instead.
+            self.abort()
         else:
             self.close()
         handler.response_data(data, True)
@@ -597,9 +706,19 @@ class ClientConnection(TwistedProtocol):
         self._reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Collect a field of the head; trailer fields are not passed on."""
-        if not self._in_body:
-            self._headers.append((name, value))
+        """Collect a field of the head; trailer fields are not passed on.
+
+        llhttp drops the whitespace before a value but keeps what follows it; the
+        field value excludes both (RFC 9112 5).
+        """
+        if self._in_body:
+            return
+        value = value.rstrip(_WHITESPACE)
+        if len(name) == _TRANSFER_ENCODING_LENGTH and name.lower() == _TRANSFER_ENCODING:
+            if self._codings is None:
+                self._codings = []
+            self._codings.append(value)
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         """Decide what the head means: interim, switch, or the final response."""
@@ -618,7 +737,21 @@ class ClientConnection(TwistedProtocol):
             # RFC 9110 15.2: interim responses are consumed here, not relayed.
             self._interim = True
             self._headers = []
+            self._codings = None
             return
+        if (
+            self._codings is not None
+            and not self._head_only
+            and status not in (204, 304)
+            and not _only_chunked(self._codings)
+        ):
+            # The proxy re-frames the body for the client and can only undo chunked
+            # (RFC 9112 6.1, 7); with another coding last, the body would run to
+            # the close (RFC 9112 6.3, item 4) and reach the client mislabelled.
+            raise _MalformedResponseError(
+                "a Transfer-Encoding other than chunked: "
+                + b", ".join(self._codings).decode("latin-1")
+            )
         self._status = status
         self._keep_alive = parser.should_keep_alive()
         self._in_body = True
@@ -638,3 +771,9 @@ class ClientConnection(TwistedProtocol):
             return
         if self._status != 101:
             self._complete = True
+
+
+def _only_chunked(values: list[bytes]) -> bool:
+    """Whether ``Transfer-Encoding`` field values name the chunked coding alone."""
+    codings = [coding.strip().lower() for value in values for coding in value.split(b",")]
+    return [coding for coding in codings if coding] == [b"chunked"]

@@ -5,9 +5,10 @@ and gives it to a :class:`Handler`. The handler sees the request facts
 (:class:`RequestHead`), reads the body through a :class:`BodyReceiver` it attaches,
 pausing and resuming it, and writes the response through ``start_response``,
 ``write`` (an ``IConsumer``: a producer registered on it is paused while the client
-is not reading), ``send_file`` (handing an open file to the reactor), ``finish`` and
-``abort``. Handlers never see framing, keep-alive, pipelining or timeouts, so they do
-not change when another protocol produces the Exchange.
+is not reading), ``send_head`` (the head now, for a body that may be slow to come),
+``send_file`` (handing an open file to the reactor), ``finish`` and ``abort``.
+Handlers never see framing, keep-alive, pipelining or timeouts, so they do not
+change when another protocol produces the Exchange.
 
 Everything here runs in the reactor thread. A handler that works in other threads
 (the WSGI bridge) hands its calls back to the reactor itself.
@@ -116,7 +117,24 @@ class Exchange(Protocol):
     def start_response(
         self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
     ) -> None:
-        """Set the status and header fields; sent with the first body bytes."""
+        """Set the status and header fields; sent with the first body bytes.
+
+        Holding the head until then lets a response finished at once go out in one
+        write with an exact ``Content-Length``, and lets a WSGI application replace
+        its head after an error before any body byte (PEP 3333); :meth:`send_head`
+        sends it sooner.
+        """
+
+    def send_head(self) -> None:
+        """Send the head set by :meth:`start_response` now, without waiting for body bytes.
+
+        For responses whose body may not start for a long time (Server-Sent Events,
+        a long poll): the client sees the status and fields at once. The framing is
+        decided now as for a body of unknown length: the ``Content-Length`` given,
+        else chunked (close-delimited for an HTTP/1.0 client). A no-op when the head
+        was already sent or the exchange is finished; an error before
+        :meth:`start_response`.
+        """
 
     def write(self, data: bytes) -> None:
         """Send a piece of the response body."""

@@ -1081,9 +1081,10 @@ class _Body(Enum):
 class HTTP11Exchange:
     """The HTTP/1.1 implementation of :class:`~twistwsgi.http.exchange.Exchange`.
 
-    Response heads are serialised lazily, with the first body bytes, so that a
-    response written as ``start_response`` then ``finish(body)`` goes out in one
-    ``write`` with an exact ``Content-Length`` instead of chunked framing.
+    Response heads are serialised lazily, with the first body bytes (or at
+    ``send_head``), so that a response written as ``start_response`` then
+    ``finish(body)`` goes out in one ``write`` with an exact ``Content-Length``
+    instead of chunked framing.
 
     Attributes:
         request: the request facts.
@@ -1354,6 +1355,15 @@ class HTTP11Exchange:
                 self._keep_alive = False
         self.body_sent += len(data)
         return data
+
+    def send_head(self) -> None:
+        """Send the pending head now, framing decided for a body of unknown length."""
+        if self.finished:
+            return
+        if not self.response_started:
+            raise RuntimeError("send_head called before start_response")
+        if self._head_pending:
+            write_now(self._protocol.transport, self._head(None))
 
     def write(self, data: bytes) -> None:
         """Send a piece of the body (with the head, the first time)."""
