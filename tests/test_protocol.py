@@ -18,6 +18,8 @@ from twistwsgi.http.protocol import (
     BODY_HIGH_WATER,
     DISPATCH_BUFFER,
     DRAIN_LIMIT,
+    LARGE_BODY,
+    LARGE_BODY_READ_SIZE,
     LINGER_TIMEOUT,
     HTTP11Exchange,
 )
@@ -464,6 +466,34 @@ def test_pause_body_stops_reading() -> None:
     assert connection.transport.producerState == "paused"
     exchange.resume_body()
     assert connection.transport.producerState == "producing"
+
+
+class SocketLikeTransport(StringTransport):
+    """A StringTransport with the read size a TCP transport has."""
+
+    bufferSize = 65536  # noqa: N815 (Twisted's attribute name)
+
+
+def test_large_bodies_are_read_in_larger_pieces_then_back_to_the_default() -> None:
+    """A large or chunked body switches the socket read size up while it streams in;
+    the next request (or a small body) reads with Twisted's default again.
+    """
+    transport = SocketLikeTransport()
+    collector = BodyCollector()
+    connection = connect(collector, transport=transport)
+    sizes = []
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
+    sizes.append(transport.bufferSize)
+    connection.send(streamed_post(LARGE_BODY))
+    sizes.append(transport.bufferSize)
+    connection.send(b"x" * (LARGE_BODY - DISPATCH_BUFFER))
+    sizes.append(transport.bufferSize)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n")
+    sizes.append(transport.bufferSize)
+    connection.send(b"0\r\n\r\n")
+    sizes.append(transport.bufferSize)
+    assert sizes == [65536, LARGE_BODY_READ_SIZE, 65536, LARGE_BODY_READ_SIZE, 65536]
+    assert collector.finished == [True, True, True]
 
 
 def test_max_body_is_decided_from_content_length() -> None:
