@@ -196,10 +196,147 @@ def test_pick_never_excluded_or_unhealthy_and_only_none_when_nothing_is_left(
 
 
 def test_bad_arguments() -> None:
-    """No peers, an unknown policy or a zero weight are refused."""
+    """No peers, an unknown policy, a zero weight or a negative max_conns are refused."""
     with pytest.raises(ValueError):
         Balancer([])
     with pytest.raises(ValueError):
         Balancer(peers(1), policy="random")
     with pytest.raises(ValueError):
         Peer("x", "x", 0)
+    with pytest.raises(ValueError):
+        Balancer(peers(1), max_conns=-1)
+
+
+# -- max_conns ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_conn"])
+def test_a_full_peer_is_skipped(policy: str) -> None:
+    """A peer with max_conns requests in progress is not picked, whatever the policy
+    and weight; once one of its requests ends it is picked again.
+    """
+    a, b = group = peers(5, 1)
+    balancer = Balancer(group, policy=policy, max_conns=2)
+    a.active = 2
+    assert {balancer.pick(0.0) for _ in range(6)} == {b}
+    assert not balancer.busy(0.0)
+    b.active = 2
+    assert balancer.pick(0.0) is None
+    balancer.release(a)
+    assert {balancer.pick(0.0) for _ in range(6)} == {a}
+
+
+def test_all_full_is_busy_not_none_usable() -> None:
+    """Every peer full: pick gives None and busy says waiting helps. Every peer
+    unhealthy or tried: pick gives None too, but busy says nothing is left.
+    """
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group, max_conns=1)
+    a.active = b.active = 1
+    assert balancer.pick(0.0) is None
+    assert balancer.busy(0.0)
+    assert balancer.busy(0.0, [a])  # a retry: the untried peer is full
+    assert balancer.pick(0.0, [a, b]) is None
+    assert not balancer.busy(0.0, [a, b])  # each tried: waiting would not help
+    a.active = b.active = 0
+    a.healthy = b.healthy = False
+    assert balancer.pick(0.0) is None
+    assert not balancer.busy(0.0)
+
+
+def test_a_single_full_upstream_is_busy() -> None:
+    """The one-upstream shortcut honours max_conns too."""
+    (a,) = group = peers(1)
+    balancer = Balancer(group, max_conns=1)
+    balancer.acquire(a)
+    assert balancer.pick(0.0) is None
+    assert balancer.busy(0.0)
+    balancer.release(a)
+    assert balancer.pick(0.0) is a
+    assert not balancer.busy(0.0)
+
+
+def test_full_is_not_failed() -> None:
+    """Being full has no passive-health effect, and a busy peer is waited for rather
+    than replaced by one left out after failures.
+    """
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group, max_conns=1, max_fails=1, fail_timeout=10.0)
+    a.active = 1
+    balancer.failed(b, 0.0)
+    assert balancer.pick(1.0) is None
+    assert balancer.busy(1.0)
+    assert a.fails == 0 and balancer.usable(a, 1.0)
+
+
+def test_the_fallback_after_failures_skips_full_peers() -> None:
+    """When every peer is out after failures, the fallback is the one back soonest
+    among those with room; all of them full is busy.
+    """
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group, max_conns=1, max_fails=1, fail_timeout=10.0)
+    balancer.failed(a, 0.0)
+    balancer.failed(b, 1.0)
+    a.active = 1
+    assert balancer.pick(2.0) is b
+    b.active = 1
+    assert balancer.pick(2.0) is None
+    assert balancer.busy(2.0)
+
+
+def test_no_limit_is_never_busy() -> None:
+    """Without max_conns nothing is full, however many requests are in progress."""
+    a, b = group = peers(1, 1)
+    balancer = Balancer(group)
+    a.active = b.active = 10_000
+    assert balancer.pick(0.0) is not None
+    assert not balancer.busy(0.0)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(), st.integers(0, 3), st.floats(0.0, 30.0), st.booleans(), st.integers(0, 3)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.floats(0.0, 30.0),
+    st.sampled_from(["round_robin", "least_conn"]),
+)
+def test_pick_respects_max_conns_and_busy_explains_none(
+    states: list[tuple[bool, int, float, bool, int]],
+    max_fails: int,
+    max_conns: int,
+    now: float,
+    policy: str,
+) -> None:
+    """A picked peer is never full; pick gives None exactly when nothing is left for
+    the request or busy says every peer it could use is full; busy is never true
+    while pick has a peer to give, nor without max_conns.
+    """
+    group = peers(*[1] * len(states))
+    balancer = Balancer(
+        group, policy=policy, max_fails=max_fails, fail_timeout=10.0, max_conns=max_conns
+    )
+    exclude = []
+    for peer, (healthy, fails, down_until, excluded, active) in zip(group, states, strict=True):
+        peer.healthy = healthy
+        peer.fails = fails
+        peer._down_until = down_until
+        peer.active = active
+        if excluded:
+            exclude.append(peer)
+    allowed = [peer for peer in group if peer.healthy and peer not in exclude]
+    busy = balancer.busy(now, exclude)
+    chosen = balancer.pick(now, exclude)
+    if chosen is not None:
+        assert chosen in allowed
+        assert not max_conns or chosen.active < max_conns
+        assert not busy
+    else:
+        assert busy or not allowed
+    if busy:
+        assert max_conns and allowed

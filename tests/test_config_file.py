@@ -216,6 +216,17 @@ STATIC = ONE_HOST + '[[host.mount]]\npath = "/s"\nstatic = "STATIC"\n'
         (PROXY + "keepalive = -1\n", "host[0].mount[1].keepalive: expected a whole number >= 0"),
         (PROXY + "max_fails = -3\n", "host[0].mount[1].max_fails: expected a whole number >= 0"),
         (PROXY + "keepalive = 1.5\n", "host[0].mount[1].keepalive: expected a whole number"),
+        (PROXY + "max_conns = -1\n", "host[0].mount[1].max_conns: expected a whole number >= 0"),
+        (PROXY + "max_conns = 2.5\n", "host[0].mount[1].max_conns: expected a whole number"),
+        (PROXY + "queue = -5\n", "host[0].mount[1].queue: expected a whole number >= 0"),
+        (
+            PROXY + 'queue_timeout = "-1s"\n',
+            "host[0].mount[1].queue_timeout: expected a duration",
+        ),
+        (
+            PROXY + "queue_timeout = -30\n",
+            "host[0].mount[1].queue_timeout: expected a duration >= 0, got -30",
+        ),
         (
             PROXY + "connect_timeout = -1\n",
             "host[0].mount[1].connect_timeout: expected a duration >= 0, got -1",
@@ -289,7 +300,8 @@ def test_out_of_range_values_name_the_key(tmp_path: Path, text: str, expected: s
 def test_zero_keeps_its_documented_meaning(tmp_path: Path) -> None:
     """0 is valid where docs/proxy.md gives it a meaning: a timeout of 0 is no
     timeout, keepalive_timeout = 0 closes idle connections at once, keepalive = 0
-    keeps none, max_fails = 0 never takes an upstream out.
+    keeps none, max_fails = 0 never takes an upstream out, max_conns = 0 is no limit,
+    queue = 0 lets no request wait.
     """
     zeros = (
         "connect_timeout",
@@ -299,6 +311,9 @@ def test_zero_keeps_its_documented_meaning(tmp_path: Path) -> None:
         "keepalive_timeout",
         "max_fails",
         "fail_timeout",
+        "max_conns",
+        "queue",
+        "queue_timeout",
     )
     text = PROXY + "".join(f"{name} = 0\n" for name in zeros)
     text += 'health_check = "/h"\nhealth_interval = "250ms"\n'
@@ -306,6 +321,19 @@ def test_zero_keeps_its_documented_meaning(tmp_path: Path) -> None:
     options = host.mounts[1].options
     assert {name: options[name] for name in zeros} == dict.fromkeys(zeros, 0)
     assert options["health_interval"] == 0.25
+
+
+def test_connection_limit_defaults_and_values(tmp_path: Path) -> None:
+    """max_conns is off by default (queue 100, queue_timeout 30 s); given values are
+    parsed with their kinds.
+    """
+    [host] = load(tmp_path, PROXY).hosts
+    options = host.mounts[1].options
+    assert (options["max_conns"], options["queue"], options["queue_timeout"]) == (0, 100, 30.0)
+    text = PROXY + 'max_conns = 4\nqueue = 10\nqueue_timeout = "1500ms"\n'
+    [host] = load(tmp_path, text).hosts
+    options = host.mounts[1].options
+    assert (options["max_conns"], options["queue"], options["queue_timeout"]) == (4, 10, 1.5)
 
 
 # -- command-line mounts are named as typed -------------------------------------------------

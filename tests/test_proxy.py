@@ -45,6 +45,9 @@ OPTIONS: dict[str, Any] = {
     "retry": True,
     "tls_verify": True,
     "tls_ca": None,
+    "max_conns": 0,
+    "queue": 100,
+    "queue_timeout": 30.0,
 }
 
 
@@ -981,3 +984,360 @@ def test_unix_socket_clients_are_trusted_with_unix_entry() -> None:
         upstream = setup.endpoint().last
         assert upstream.header(b"x-forwarded-for") == expected_for
         assert upstream.header(b"x-forwarded-proto") == expected_proto
+
+
+# -- max_conns and the queue ------------------------------------------------------------------
+
+
+def requests_sent(upstream: UpstreamConnection) -> list[tuple[bytes, bytes]]:
+    """Every request written on ``upstream``, in order, as (target, body so far),
+    parsed by h11.
+    """
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(upstream.transport.value())
+    requests: list[tuple[bytes, bytes]] = []
+    while True:
+        event = server.next_event()
+        if isinstance(event, h11.Request):
+            requests.append((event.target, b""))
+        elif isinstance(event, h11.Data):
+            target, body = requests[-1]
+            requests[-1] = (target, body + event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            server.send(h11.Response(status_code=200, headers=[(b"Content-Length", b"0")]))
+            server.send(h11.EndOfMessage())
+            server.start_next_cycle()
+        else:
+            return requests
+
+
+def targets_sent(upstream: UpstreamConnection) -> list[bytes]:
+    """The targets of every request written on ``upstream``, in order."""
+    return [target for target, _body in requests_sent(upstream)]
+
+
+def get(client: Connection, target: bytes) -> None:
+    client.send(b"GET %b HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+
+
+def test_max_conns_holds_the_next_request_until_a_response_completes() -> None:
+    """With max_conns = 1 the upstream has one request at a time: the second request
+    waits, unsent, and goes out (on a new connection, keepalive being 0) only once the
+    first response is complete.
+    """
+    setup = make_proxy(max_conns=1, keepalive=0)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    endpoint = setup.endpoint()
+    (first,) = endpoint.connections
+    assert targets_sent(first) == [b"/a"]
+    assert len(setup.handler.waiting) == 1
+    assert setup.handler.group.peers[0].active == 1
+    first.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+    assert len(endpoint.connections) == 1  # the response is not complete yet
+    assert b.take() == b""
+    first.respond(b"cd")
+    assert one_response(a).body == b"abcd"
+    second = endpoint.last
+    assert second is not first and targets_sent(second) == [b"/b"]
+    assert not setup.handler.waiting
+    second.respond(OK)
+    assert one_response(b).body == b"ok"
+    assert setup.handler.group.peers[0].active == 0
+
+
+def test_a_waiter_takes_the_released_keepalive_connection() -> None:
+    """Under the limit keep-alive still works: the waiting request goes out on the
+    connection the finished one gave back, and no connection is opened for it.
+    """
+    setup = make_proxy(max_conns=1)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    endpoint = setup.endpoint()
+    endpoint.last.respond(OK)
+    assert one_response(a).status == 200
+    (only,) = endpoint.connections
+    assert targets_sent(only) == [b"/a", b"/b"]
+    only.respond(OK)
+    assert one_response(b).status == 200
+    assert setup.handler.group.peers[0].target.idle == [only.protocol]
+
+
+def test_waiters_are_served_oldest_first() -> None:
+    """Three waiting requests go upstream in the order they arrived."""
+    setup = make_proxy(max_conns=1)
+    clients = [setup.client() for _ in range(4)]
+    for index, client in enumerate(clients):
+        get(client, b"/%d" % index)
+    (upstream,) = setup.endpoint().connections
+    assert len(setup.handler.waiting) == 3
+    for index, client in enumerate(clients):
+        assert targets_sent(upstream)[-1] == b"/%d" % index
+        upstream.respond(OK)
+        assert one_response(client).status == 200
+    assert targets_sent(upstream) == [b"/0", b"/1", b"/2", b"/3"]
+    assert len(setup.endpoint().connections) == 1
+
+
+def test_a_full_queue_is_503_at_once_without_a_failure() -> None:
+    """Every upstream at max_conns and the queue full: 503 at once, with Retry-After,
+    a short text body and a warning naming the mount's upstreams; nothing counts as
+    an upstream failure.
+    """
+    setup = make_proxy(TWO, max_conns=1, queue=1)
+    a, b, c, d = (setup.client() for _ in range(4))
+    get(a, b"/a")
+    get(b, b"/b")
+    get(c, b"/c")
+    assert len(setup.handler.waiting) == 1
+    with capture_log_events() as events:
+        get(d, b"/d")
+    response = one_response(d)
+    assert response.status == 503
+    assert response.header(b"retry-after") == b"1"
+    assert response.header(b"content-type") == b"text/plain; charset=utf-8"
+    assert response.body.startswith(b"Service Unavailable")
+    assert any(
+        e.get("status") == 503 and e.get("upstream") == ", ".join(TWO) and "queue" in e["detail"]
+        for e in events
+    )
+    assert [peer.fails for peer in setup.handler.group.peers] == [0, 0]
+    assert c.take() == b""  # still waiting
+    assert sum(len(endpoint.connections) for endpoint in setup.endpoints.values()) == 2
+
+
+def test_queue_zero_answers_503_instead_of_waiting() -> None:
+    """With queue = 0 a request finding every upstream full is refused at once."""
+    setup = make_proxy(max_conns=1, queue=0)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    assert one_response(b).status == 503
+    assert len(setup.endpoint().connections) == 1
+
+
+def test_queue_timeout_is_503() -> None:
+    """A request that waited queue_timeout gets 503 and leaves the queue; the slot
+    freed later goes to nobody.
+    """
+    setup = make_proxy(max_conns=1, queue_timeout=5.0)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    setup.clock.advance(4.9)
+    assert b.take() == b""
+    with capture_log_events() as events:
+        setup.clock.advance(0.2)
+    response = one_response(b)
+    assert response.status == 503 and response.header(b"retry-after") == b"1"
+    assert any("within 5s" in e.get("detail", "") for e in events)
+    assert not setup.handler.waiting
+    (upstream,) = setup.endpoint().connections
+    upstream.respond(OK)
+    assert one_response(a).status == 200
+    assert targets_sent(upstream) == [b"/a"]
+    assert setup.handler.group.peers[0].fails == 0
+
+
+def test_queue_timeout_zero_waits_without_limit() -> None:
+    """A queue_timeout of 0 is no limit, as for the other proxy timeouts."""
+    setup = make_proxy(max_conns=1, queue_timeout=0.0, response_timeout=0.0)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    setup.clock.advance(3600)
+    assert b.take() == b""
+    setup.endpoint().last.respond(OK)
+    assert targets_sent(setup.endpoint().last) == [b"/a", b"/b"]
+
+
+def test_a_client_leaving_the_queue_is_forgotten() -> None:
+    """A waiting client that disconnects leaves the queue: the next free slot goes to
+    the waiter after it, without an error, and its timer is gone with it.
+    """
+    setup = make_proxy(max_conns=1, queue_timeout=5.0)
+    a, b, c = setup.client(), setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    get(c, b"/c")
+    with capture_log_events() as events:
+        b.protocol.connectionLost(Failure(ConnectionDone()))
+        assert len(setup.handler.waiting) == 1
+        (upstream,) = setup.endpoint().connections
+        upstream.respond(OK)
+        assert one_response(a).status == 200
+        assert targets_sent(upstream) == [b"/a", b"/c"]
+        setup.clock.advance(6)  # b's and c's queue timers were cancelled
+    assert not [
+        e for e in events if e.get("log_level") is not None and e["log_level"].name == "warn"
+    ]
+    upstream.respond(OK)
+    assert one_response(c).status == 200
+    assert setup.handler.group.peers[0].active == 0
+
+
+def test_a_waiting_large_body_is_not_read_until_the_request_is_sent() -> None:
+    """A large POST (handed to the proxy once DISPATCH_BUFFER of it arrived) that
+    waits for a slot stops reading the client; its body goes up once it is sent.
+    """
+    setup = make_proxy(max_conns=1)
+    a, b = setup.client(), setup.client(HttpSettings(max_body=0))
+    get(a, b"/a")
+    b.send(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
+    assert len(setup.handler.waiting) == 1
+    assert b.transport.producerState == "paused"
+    (upstream,) = setup.endpoint().connections
+    upstream.take()
+    upstream.respond(OK)
+    assert one_response(a).status == 200
+    assert b.transport.producerState == "producing"
+    written = upstream.take()
+    assert written.startswith(b"POST /b HTTP/1.1\r\n")
+    assert written.endswith(b"\r\n\r\n" + b"x" * 100_000)
+
+
+def test_a_waiting_body_is_not_read_until_the_request_is_sent() -> None:
+    """A POST waiting for a slot is not read (flow control), and its 100-continue is
+    not sent; when it goes upstream the client is read again and the body follows.
+    """
+    setup = make_proxy(max_conns=1)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    b.send(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n")
+    assert b.transport.producerState == "paused"
+    assert b.take() == b""  # no 100 Continue while waiting
+    (upstream,) = setup.endpoint().connections
+    upstream.take()
+    upstream.respond(OK)
+    assert one_response(a).status == 200
+    assert b.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert b.transport.producerState == "producing"
+    b.send(b"abcdef")
+    written = upstream.take()
+    assert written.startswith(b"POST /b HTTP/1.1\r\n") and written.endswith(b"\r\n\r\nabcdef")
+
+
+def test_a_retry_finding_the_others_full_waits_in_the_queue() -> None:
+    """A GET whose upstream broke, with the other upstream full, waits at the end of
+    the queue like a new request, and goes to the other upstream when it is free.
+    """
+    setup = make_proxy(TWO, max_conns=1)
+    a, b, c = setup.client(), setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    get(c, b"/c")
+    first, second = setup.endpoint(0).last, setup.endpoint(1).last
+    assert (targets_sent(first), targets_sent(second)) == ([b"/a"], [b"/b"])
+    first.close(ConnectionLost())  # upstream 0 is out now (max_fails = 1)
+    assert a.take() == b""
+    assert len(setup.handler.waiting) == 2
+    second.respond(OK)
+    assert one_response(b).status == 200
+    assert targets_sent(second) == [b"/b", b"/c"]  # c waited longer than a's retry
+    second.respond(OK)
+    assert one_response(c).status == 200
+    assert targets_sent(second) == [b"/b", b"/c", b"/a"]
+    second.respond(OK)
+    assert one_response(a).status == 200
+
+
+def test_a_waiter_with_no_upstream_left_gets_502() -> None:
+    """A waiter whose upstreams all went (active health) gets the 502 of a request
+    that finds none, when a slot frees up.
+    """
+    setup = make_proxy(max_conns=1)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    peer = setup.handler.group.peers[0]
+    peer.healthy = False
+    setup.endpoint().last.respond(OK)
+    assert one_response(a).status == 200
+    assert one_response(b).status == 502
+    assert not setup.handler.waiting
+
+
+def test_a_stale_connection_retry_keeps_its_slot() -> None:
+    """A request retried on a fresh connection after a stale keep-alive close holds on
+    to its slot: the waiter behind it is not sent meanwhile.
+    """
+    setup = make_proxy(max_conns=1)
+    a, b = setup.client(), setup.client()
+    get(a, b"/1")
+    endpoint = setup.endpoint()
+    endpoint.last.respond(OK)
+    one_response(a)
+    get(a, b"/2")  # on the idle connection
+    get(b, b"/b")
+    endpoint.connections[0].close(ConnectionDone())
+    assert len(endpoint.connections) == 2
+    assert targets_sent(endpoint.last) == [b"/2"]
+    assert len(setup.handler.waiting) == 1
+    assert setup.handler.group.peers[0].active == 1
+    endpoint.last.respond(OK)
+    assert one_response(a).status == 200
+    assert targets_sent(endpoint.last) == [b"/2", b"/b"]
+
+
+def test_an_open_tunnel_holds_its_slot() -> None:
+    """A WebSocket tunnel counts against max_conns while it is open."""
+    setup = make_proxy(max_conns=1)
+    ws, b = setup.client(), setup.client()
+    ws.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    tunnel = setup.endpoint().last
+    tunnel.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert ws.take().startswith(b"HTTP/1.1 101")
+    get(b, b"/b")
+    assert len(setup.handler.waiting) == 1
+    tunnel.close()
+    assert targets_sent(setup.endpoint().last) == [b"/b"]
+
+
+def test_health_checks_do_not_count_against_max_conns() -> None:
+    """A health check in progress takes no slot: a request still goes out, and the
+    next one waits for that request only.
+    """
+    setup = make_proxy(max_conns=1, health_check="/h", health_interval=5.0)
+    setup.clock.advance(0)
+    endpoint = setup.endpoint()
+    (check,) = endpoint.connections
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    assert targets_sent(endpoint.last) == [b"/a"]
+    get(b, b"/b")
+    assert len(setup.handler.waiting) == 1
+    check.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert len(setup.handler.waiting) == 1
+    setup.handler.close()
+
+
+def test_a_waiting_retry_holds_the_rest_of_the_body() -> None:
+    """A PUT whose upstream broke mid-body, waiting for the other upstream, stops
+    reading the client; once sent there, the kept part and then the rest follow.
+    """
+    setup = make_proxy(TWO, max_conns=1)
+    a, b = setup.client(), setup.client()
+    # Expect: 100-continue hands the request to the proxy before its body arrives.
+    a.send(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+    a.send(b"x" * 500)
+    get(b, b"/b")
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert len(setup.handler.waiting) == 1
+    assert a.transport.producerState == "paused"
+    second = setup.endpoint(1).last
+    second.respond(OK)
+    assert one_response(b).status == 200
+    assert a.transport.producerState == "producing"
+    a.send(b"y" * 500)
+    assert requests_sent(second) == [(b"/b", b""), (b"/a", b"x" * 500 + b"y" * 500)]
+
+
+def test_connection_limit_options_reach_the_handler() -> None:
+    """max_conns goes to the balancer, queue and queue_timeout to the handler."""
+    setup = make_proxy(max_conns=4, queue=10, queue_timeout=1.5)
+    assert setup.handler.balancer.max_conns == 4
+    assert (setup.handler.queue, setup.handler.queue_timeout) == (10, 1.5)

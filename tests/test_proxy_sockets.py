@@ -64,6 +64,9 @@ OPTIONS: dict[str, Any] = {
     "retry": True,
     "tls_verify": True,
     "tls_ca": None,
+    "max_conns": 0,
+    "queue": 100,
+    "queue_timeout": 30.0,
 }
 
 MB = 1024 * 1024
@@ -268,6 +271,35 @@ class UpstreamApp:
         exchange.finish(body)
 
 
+class HoldingApp:
+    """An upstream that holds every request until told to answer, counting how many
+    it holds at once and over which connections they came.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[Exchange] = []
+        self.active = 0
+        self.most = 0
+        self.peers: set[int] = set()
+
+    def handle(self, exchange: Exchange) -> None:
+        request = exchange.request
+        self.peers.add(request.peer[1] if request.peer else 0)
+        self.active += 1
+        self.most = max(self.most, self.active)
+        self.held.append(exchange)
+        exchange.on_close(self._ended)
+
+    def _ended(self, reason: Failure | None) -> None:
+        self.active -= 1
+
+    def answer_all(self) -> None:
+        held, self.held = self.held, []
+        for exchange in held:
+            exchange.start_response(200, [(b"Content-Length", b"2")])
+            exchange.finish(b"ok")
+
+
 class ProxySocketTests(TestCase):
     """Upstreams and a proxy on the real reactor, clients in threads."""
 
@@ -353,6 +385,27 @@ class ProxySocketTests(TestCase):
         self.assertEqual(sent["x-forwarded-for"], "127.0.0.1")
         self.assertEqual(sent["x-forwarded-proto"], "http")
         self.assertEqual(sent["host"], f"127.0.0.1:{port}")
+
+    async def test_max_conns_queues_the_extra_requests(self) -> None:
+        """Six concurrent clients through max_conns = 2: the upstream never holds more
+        than two requests, the others wait in the proxy and are served in turn, all
+        over the same two kept-alive upstream connections.
+        """
+        app = HoldingApp()
+        upstream_port = await self.listen(app)
+        handler, port = await self.proxy([f"http://127.0.0.1:{upstream_port}"], max_conns=2)
+        clients = [deferToThread(self.get, port, ["/"]) for _ in range(6)]
+        for waiting in (4, 2, 0):
+
+            def reached(waiting: int = waiting) -> bool:
+                return len(app.held) == 2 and len(handler.waiting) == waiting
+
+            await self.wait_for(reached)
+            app.answer_all()
+        results = [await client for client in clients]
+        self.assertEqual([result[0][0] for result in results], [200] * 6)
+        self.assertEqual(app.most, 2)
+        self.assertEqual(len(app.peers), 2)
 
     async def test_round_robin_over_two_upstreams(self) -> None:
         """Requests alternate between two upstreams."""

@@ -188,6 +188,9 @@ OPTIONS: dict[str, Any] = {
     "retry": True,
     "tls_verify": True,
     "tls_ca": None,
+    "max_conns": 0,
+    "queue": 100,
+    "queue_timeout": 30.0,
 }
 
 

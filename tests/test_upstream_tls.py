@@ -62,6 +62,9 @@ OPTIONS: dict[str, Any] = {
     "retry": True,
     "tls_verify": True,
     "tls_ca": None,
+    "max_conns": 0,
+    "queue": 100,
+    "queue_timeout": 30.0,
 }
 
 _PEER = IPv4Address("TCP", "127.0.0.1", 9443)

@@ -22,6 +22,14 @@ upstream is left out after failures (all restarting at once, say), requests are 
 refused for ``fail_timeout``: each goes to the upstream whose time out ends first, as
 nginx keeps trying its upstreams when all are down.
 
+**Connection limit** (nginx's ``max_conns``). With ``max_conns`` set, a peer with that
+many requests in progress (:attr:`Peer.active`) is *full*: it is not picked until one
+of them ends. Full is not failed: it has no effect on passive health. When the only
+peers a request could use are full, :meth:`Balancer.pick` answers ``None`` and
+:meth:`Balancer.busy` says so, so the caller can make the request wait for a free
+slot rather than refuse it. A full peer is not a reason to fall back on one left out
+after failures: the fallback below is for when every peer failed, not for a busy one.
+
 **Active health** is decided elsewhere (a path polled by :mod:`twistwsgi.upstream`);
 it sets :attr:`Peer.healthy`, and an unhealthy upstream is never picked, not even
 when no other is left.
@@ -89,6 +97,7 @@ class Balancer(Generic[T]):
         policy: one of :data:`POLICIES`.
         max_fails: failures within ``fail_timeout`` that take a peer out (0: never).
         fail_timeout: the failure window and the time a peer stays out.
+        max_conns: requests in progress that make a peer full (0: no limit).
     """
 
     def __init__(
@@ -98,16 +107,20 @@ class Balancer(Generic[T]):
         policy: str = "round_robin",
         max_fails: int = 1,
         fail_timeout: float = 10.0,
+        max_conns: int = 0,
     ) -> None:
         if not peers:
             raise ValueError("a balancer needs at least one peer")
         if policy not in POLICIES:
             raise ValueError(f"unknown balancing policy {policy!r}")
+        if max_conns < 0:
+            raise ValueError("max_conns is 0 (no limit) or more")
         self.peers = tuple(peers)
         self.policy = policy
         # One upstream: passive health is not applied (see the module docstring).
         self.max_fails = max(0, max_fails) if len(self.peers) > 1 else 0
         self.fail_timeout = fail_timeout
+        self.max_conns = max_conns
         self._single = self.peers[0] if len(self.peers) == 1 else None
 
     def usable(self, peer: Peer[T], now: float) -> bool:
@@ -117,22 +130,28 @@ class Balancer(Generic[T]):
         return not (self.max_fails and peer.fails >= self.max_fails and now < peer._down_until)
 
     def pick(self, now: float, exclude: Collection[Peer[T]] = ()) -> Peer[T] | None:
-        """Choose the peer for the next attempt, or ``None`` when none is left.
+        """Choose the peer for the next attempt, or ``None`` when none can take it now.
 
         When every healthy peer not in ``exclude`` is left out after failures, the one
-        whose time out ends first is chosen all the same (see the module docstring);
-        ``None`` means each peer was tried for this request or is actively unhealthy.
+        whose time out ends first is chosen all the same (see the module docstring).
+        ``None`` means each peer was tried for this request or is actively unhealthy,
+        or the peers it could use are full: :meth:`busy` tells which.
 
         Args:
             now: the current time.
             exclude: peers already tried for this request.
         """
+        limit = self.max_conns
         single = self._single
         if single is not None:
-            if single.healthy and single not in exclude:
+            if single.healthy and single not in exclude and not (limit and single.active >= limit):
                 return single
             return None
         candidates = [peer for peer in self.peers if peer not in exclude and self.usable(peer, now)]
+        if limit and candidates:
+            candidates = [peer for peer in candidates if peer.active < limit]
+            if not candidates:
+                return None  # busy: wait for one of them rather than fall back
         if not candidates:
             return self._back_soonest(exclude)
         if self.policy == "least_conn" and len(candidates) > 1:
@@ -155,13 +174,36 @@ class Balancer(Generic[T]):
             chosen._down_until = now + self.fail_timeout
         return chosen
 
+    def busy(self, now: float, exclude: Collection[Peer[T]] = ()) -> bool:
+        """Whether no peer can take a request now only because of ``max_conns``.
+
+        True when the peers :meth:`pick` would choose from (those usable now, or
+        when none is, every healthy one) exist and are all full: a request that
+        waits gets one once a request in progress ends. False when :meth:`pick` has
+        a peer to give, and when nothing is left for this request (every peer
+        tried or actively unhealthy): then waiting would not help.
+
+        Args:
+            now: the current time.
+            exclude: peers already tried for this request.
+        """
+        limit = self.max_conns
+        if not limit:
+            return False
+        live = [peer for peer in self.peers if peer not in exclude and self.usable(peer, now)]
+        if not live:
+            live = [peer for peer in self.peers if peer.healthy and peer not in exclude]
+        return bool(live) and all(peer.active >= limit for peer in live)
+
     def _back_soonest(self, exclude: Collection[Peer[T]]) -> Peer[T] | None:
-        """The healthy peer not in ``exclude`` whose failure time out ends first."""
+        """The healthy peer not in ``exclude`` and not full whose time out ends first."""
+        limit = self.max_conns
         best = None
         for peer in self.peers:
             if (
                 peer.healthy
                 and peer not in exclude
+                and not (limit and peer.active >= limit)
                 and (best is None or peer._down_until < best._down_until)
             ):
                 best = peer

@@ -842,6 +842,32 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " below the upstream's own idle timeout (gunicorn's is 2 s).",
             ),
             (
+                "max_conns",
+                INT,
+                0,
+                "Most requests in progress to one upstream at once (0: no limit), as"
+                " nginx's max_conns: set it to the upstream's worker count (gunicorn sync"
+                " --workers) so it is never sent more than it can take. Tunnels count"
+                " while open; health checks do not.",
+            ),
+            (
+                "queue",
+                INT,
+                100,
+                "Requests of the mount that may wait for a free upstream when every one"
+                " is at max_conns (0: none, 503 at once); a request finding the queue"
+                " full gets 503. 100 absorbs a burst many times a worker count while"
+                " bounding the client connections held waiting.",
+            ),
+            (
+                "queue_timeout",
+                DURATION,
+                30.0,
+                "How long a request may wait in the queue before it gets 503 (0: no"
+                " limit). 30 s outlasts a burst, and stays under the 60 s idle timeout of"
+                " common load balancers in front, whose own 504 would otherwise come first.",
+            ),
+            (
                 "max_fails",
                 INT,
                 1,

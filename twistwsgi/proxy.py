@@ -41,6 +41,19 @@ upstream; any other gets a 502 (it may have been processed). Nothing is
 retried once a response byte has arrived, nor after a response timeout (the upstream
 may still be working on it), nor when the ``retry`` option is off.
 
+**Connection limit and queue.** With ``max_conns``, an upstream with that many
+requests in progress (tunnels included) is not picked (:mod:`twistwsgi.balancing`).
+A request for which every upstream it could use is full waits, oldest first, in the
+mount's queue (at most ``queue`` requests), its body unread (``pause_body``), so the
+upstream is never sent more than it can take; whenever a request of the mount gives
+its upstream back, the oldest waiters pick again. A retry that finds every other
+upstream full waits in the queue the same way, at its end: nginx Plus's ``queue``
+also holds a request whose upstream cannot be selected at once, whatever the cause.
+A client that goes away leaves the queue. A full queue, or ``queue_timeout`` spent
+waiting, is ``503 Service Unavailable`` (RFC 9110 15.6.4: a temporary overload, not
+a failure of the upstreams, which are not counted as failed). nginx Plus answers
+502 there; 503 tells the client, and the monitoring, that trying again later helps.
+
 **Errors.** No healthy upstream, connecting refused or timed out, the connection
 broken or a malformed response before the head: ``502 Bad Gateway``. No response head
 within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text body and
@@ -60,11 +73,12 @@ Everything here runs in the reactor thread.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -99,6 +113,11 @@ REPLAY_LIMIT = 64 * 1024
 
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 
+# RFC 9110 10.2.3: a hint for clients that retry (urllib3's Retry honours it on a
+# 503). A queue overflows for as long as a burst lasts, seconds at most: a short
+# pause spreads the retries without keeping clients away longer than the overload.
+_RETRY_AFTER = (b"Retry-After", b"1")
+
 
 class ProxyHandler:
     """The handler of a proxy mount (see the module docstring).
@@ -110,6 +129,12 @@ class ProxyHandler:
         preserve_host: send the client's ``Host`` (else the upstream's own).
         retry: send a failed request to another upstream when that is safe.
         name: the mount, for logs.
+        queue: requests that may wait when every upstream is at ``max_conns``.
+        queue_timeout: seconds a request may wait (0: no limit).
+
+    Attributes:
+        waiting: the requests waiting for a free upstream, oldest first, each with
+            its ``queue_timeout`` timer.
     """
 
     def __init__(
@@ -121,6 +146,8 @@ class ProxyHandler:
         preserve_host: bool = True,
         retry: bool = True,
         name: str = "/",
+        queue: int = 100,
+        queue_timeout: float = 30.0,
     ) -> None:
         self.group = group
         self.balancer: Balancer[UpstreamPool] = group.balancer
@@ -129,6 +156,9 @@ class ProxyHandler:
         self.preserve_host = preserve_host
         self.retry = retry
         self.name = name
+        self.queue = queue
+        self.queue_timeout = queue_timeout
+        self.waiting: OrderedDict[_Forward, IDelayedCall | None] = OrderedDict()
 
     def handle(self, exchange: Exchange) -> None:
         """Forward ``exchange`` to an upstream."""
@@ -140,8 +170,48 @@ class ProxyHandler:
         _Forward(self, exchange).start()
 
     def close(self) -> None:
-        """Stop health checks and close idle upstream connections (on reload or stop)."""
+        """Stop health checks and close idle upstream connections (on reload or stop).
+
+        Requests waiting in the queue stay there: like those in progress, they are
+        served by these upstreams as slots free up (or time out).
+        """
         self.group.close()
+
+    def dispatch(self) -> None:
+        """Give free upstream slots to the waiting requests, oldest first.
+
+        Called when a request gives its upstream back, and before a new request
+        picks (so it does not overtake the waiters when slots freed otherwise, by a
+        health check passing, say). Each waiter picks as a new attempt would; one
+        that is still refused only for want of a slot keeps its place. Waiters that
+        have tried nothing yet all get the same answer from the balancer, so after
+        the first of them is refused the others are skipped.
+        """
+        waiting = self.waiting
+        balancer = self.balancer
+        while waiting:
+            now = self.clock.seconds()
+            fresh_busy = False
+            chosen: _Forward | None = None
+            peer: Peer[UpstreamPool] | None = None
+            for forward in waiting:
+                tried = forward._tried
+                if fresh_busy and not tried:
+                    continue
+                peer = balancer.pick(now, tried)
+                if peer is None and balancer.busy(now, tried):
+                    fresh_busy = fresh_busy or not tried
+                    continue
+                chosen = forward
+                break
+            if chosen is None:
+                return
+            # Out of the loop before the waiter goes on: what it does may end other
+            # requests and come back here.
+            timer = waiting.pop(chosen)
+            if timer is not None and timer.active():
+                timer.cancel()
+            chosen._resume(peer)
 
 
 @implementer(IPushProducer)
@@ -213,33 +283,78 @@ class _Forward:
         self._attempt()
 
     def _attempt(self) -> None:
-        """Pick an upstream not tried yet and use it."""
+        """Pick an upstream not tried yet and use it, or wait for one to be free."""
         proxy = self._proxy
-        peer = proxy.balancer.pick(proxy.clock.seconds(), self._tried)
+        if proxy.waiting:
+            proxy.dispatch()  # the older waiters first
+        now = proxy.clock.seconds()
+        peer = proxy.balancer.pick(now, self._tried)
         if peer is None:
-            error = self._last_error
-            if error is None:
-                self._fail_response(502, "no upstream is available", None)
-            elif error.kind is ErrorKind.TIMEOUT:
-                self._fail_response(504, error.detail, None)
+            if proxy.balancer.busy(now, self._tried):
+                self._wait()
             else:
-                self._fail_response(502, error.detail, None)
+                self._no_upstream()
             return
         self._tried.append(peer)
-        self._use(peer, fresh=False)
+        self._use(peer)
 
-    def _use(self, peer: Peer[UpstreamPool], *, fresh: bool) -> None:
+    def _no_upstream(self) -> None:
+        """No upstream is left for this request: 502, or 504 after a timeout."""
+        error = self._last_error
+        if error is None:
+            self._fail_response(502, "no upstream is available", None)
+        elif error.kind is ErrorKind.TIMEOUT:
+            self._fail_response(504, error.detail, None)
+        else:
+            self._fail_response(502, error.detail, None)
+
+    def _wait(self) -> None:
+        """Every upstream this request could use is full: queue it, or 503."""
+        proxy = self._proxy
+        if len(proxy.waiting) >= proxy.queue:
+            self._overloaded(
+                f"every upstream is at max_conns ({proxy.balancer.max_conns})"
+                f" and the queue ({proxy.queue}) is full"
+            )
+            return
+        if self._attached:
+            self._exchange.pause_body()  # a retry: hold the rest of the body meanwhile
+        timeout = proxy.queue_timeout
+        proxy.waiting[self] = (
+            proxy.clock.callLater(timeout, self._queue_timed_out) if timeout > 0 else None
+        )
+
+    def _queue_timed_out(self) -> None:
+        waiting = self._proxy.waiting
+        if self in waiting:
+            del waiting[self]
+            self._overloaded(
+                f"no upstream had a free connection within {self._proxy.queue_timeout:g}s"
+            )
+
+    def _resume(self, peer: Peer[UpstreamPool] | None) -> None:
+        """Out of the queue (see :meth:`ProxyHandler.dispatch`): use ``peer``."""
+        if peer is None:
+            self._no_upstream()  # every upstream it could use went (unhealthy, say)
+            return
+        self._tried.append(peer)
+        self._use(peer)
+
+    def _use(self, peer: Peer[UpstreamPool]) -> None:
         """Send on an idle connection of ``peer``, or connect to it."""
         self._proxy.balancer.acquire(peer)
         self._peer = peer
-        pool = peer.target
-        connection = None if fresh else pool.take()
+        connection = peer.target.take()
         if connection is not None:
             self._send(connection)
             return
+        self._connect(peer)
+
+    def _connect(self, peer: Peer[UpstreamPool]) -> None:
+        """Open a new connection to ``peer`` (whose slot this request holds)."""
         if self._attached:
             self._exchange.pause_body()
-        connecting = pool.connect()
+        connecting = peer.target.connect()
         self._connecting = connecting
         connecting.addCallbacks(self._connected, self._connect_failed)
 
@@ -257,9 +372,7 @@ class _Forward:
         error = failure.value
         if not isinstance(error, UpstreamError):
             error = UpstreamError(ErrorKind.CONNECT, failure.getErrorMessage())
-        peer = self._peer
-        self._release()
-        self._attempt_failed(error, peer)
+        self._attempt_failed(error)
 
     def _send(self, connection: ClientConnection) -> None:
         """Write the request head (and what is held of the body) on ``connection``."""
@@ -374,18 +487,20 @@ class _Forward:
     def response_failed(self, error: UpstreamError) -> None:
         """The upstream exchange failed: retry, answer 502/504, or abort the client."""
         self._conn = None
-        peer = self._peer
-        self._release()
         if self._done:
+            self._release()
             return
-        self._attempt_failed(error, peer)
+        self._attempt_failed(error)
 
-    def _attempt_failed(self, error: UpstreamError, peer: Peer[UpstreamPool] | None) -> None:
+    def _attempt_failed(self, error: UpstreamError) -> None:
+        """The attempt on ``self._peer`` failed: give its slot back unless it is tried again."""
         proxy = self._proxy
+        peer = self._peer
         name = peer.name if peer is not None else "?"
         exchange = self._exchange
         if exchange.response_started:
             self._done = True
+            self._release()
             _log.warn(
                 "Upstream {upstream} failed during the response to {method} {target}:"
                 " {detail}; aborting the client connection",
@@ -402,7 +517,8 @@ class _Forward:
         stale = error.reused and error.kind is ErrorKind.CLOSED and not error.response_started
         if stale and peer is not None and not self._stale_retried and self._may_resend():
             self._stale_retried = True
-            self._use(peer, fresh=True)
+            # The same upstream again: the request keeps its slot there (max_conns).
+            self._connect(peer)
             return
         self._last_error = error
         # A stale close under a request that may not be sent again (not idempotent,
@@ -414,6 +530,8 @@ class _Forward:
                 upstream=name,
                 seconds=proxy.balancer.fail_timeout,
             )
+        # Counted before the slot is given back, so a waiter given it knows.
+        self._release()
         if self._may_retry(error):
             _log.info(
                 "Upstream {upstream} failed for {method} {target} ({detail}); retrying",
@@ -446,8 +564,13 @@ class _Forward:
             return False  # timeouts: the upstream may still be working on it
         return self._may_resend()
 
+    def _overloaded(self, detail: str) -> None:
+        """Answer 503: the upstreams are busy, not failed (nothing is counted)."""
+        upstreams = ", ".join(peer.name for peer in self._proxy.group.peers)
+        self._fail_response(503, detail, upstreams)
+
     def _fail_response(self, status: int, detail: str, upstream: str | None) -> None:
-        """Answer the client with a 502 or 504 (or abort if a response began)."""
+        """Answer the client with a 502, 503 or 504 (or abort if a response began)."""
         self._done = True
         request = self._request
         _log.warn(
@@ -464,11 +587,16 @@ class _Forward:
         if exchange.response_started:
             exchange.abort()
             return
+        headers = [_TEXT]
         if status == 504:
             body = b"Gateway Timeout: the upstream server did not answer in time\n"
+        elif status == 503:
+            body = b"Service Unavailable: the upstream servers are busy, try again later\n"
+            headers.append(_RETRY_AFTER)
         else:
             body = b"Bad Gateway: the upstream server could not be reached\n"
-        exchange.start_response(status, [_TEXT, (b"Content-Length", b"%d" % len(body))])
+        headers.append((b"Content-Length", b"%d" % len(body)))
+        exchange.start_response(status, headers)
         exchange.finish(body)
 
     # -- flow control -------------------------------------------------------------------
@@ -516,6 +644,11 @@ class _Forward:
         self._drop_upstream()
 
     def _drop_upstream(self) -> None:
+        waiting = self._proxy.waiting
+        if self in waiting:
+            timer = waiting.pop(self)
+            if timer is not None and timer.active():
+                timer.cancel()
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
@@ -527,7 +660,10 @@ class _Forward:
     def _release(self) -> None:
         peer, self._peer = self._peer, None
         if peer is not None:
-            self._proxy.balancer.release(peer)
+            proxy = self._proxy
+            proxy.balancer.release(peer)
+            if proxy.waiting:
+                proxy.dispatch()  # the slot goes to the oldest waiter that can use it
 
     # -- protocol switch (WebSocket) --------------------------------------------------
 
@@ -665,6 +801,7 @@ def build_proxy(
         fail_timeout=options["fail_timeout"],
         health_check=options["health_check"],
         health_interval=options["health_interval"],
+        max_conns=options["max_conns"],
     )
     return ProxyHandler(
         group,
@@ -673,6 +810,8 @@ def build_proxy(
         preserve_host=options["preserve_host"],
         retry=options["retry"],
         name=mount.path,
+        queue=options["queue"],
+        queue_timeout=options["queue_timeout"],
     )
 
 

@@ -11,7 +11,8 @@
   connections beyond ``keepalive`` are kept too, but only for
   :data:`OVERFLOW_IDLE_TIMEOUT` (1 s) unused: the pool holds ``keepalive`` idle
   connections at rest and never more than the recent concurrency. Connections in use are not
-  capped (as nginx's ``keepalive``): the pool bounds what is kept, not concurrency.
+  capped here (as nginx's ``keepalive``): the pool bounds what is kept; concurrency is
+  bounded by the balancer's ``max_conns``, which the proxy applies to requests.
   Connecting is bounded by ``connect_timeout`` (the attempt is cancelled; 0: no limit
   but the endpoint's own 30 s); over TLS, connecting includes the handshake: a
   connection is handed out only once the handshake has completed, and a handshake
@@ -459,6 +460,8 @@ class UpstreamGroup:
         fail_timeout: passive health: the failure window and the time out.
         health_check: a path to poll on every upstream, or ``None``.
         health_interval: seconds between polls.
+        max_conns: requests in progress per upstream at most (0: no limit); health
+            checks are not requests and do not count.
     """
 
     def __init__(
@@ -471,11 +474,16 @@ class UpstreamGroup:
         fail_timeout: float = 10.0,
         health_check: str | None = None,
         health_interval: float = 5.0,
+        max_conns: int = 0,
     ) -> None:
         self.clock = clock
         self.peers = [Peer(pool, pool.name, weight) for pool, weight in pools]
         self.balancer = Balancer(
-            self.peers, policy=balance, max_fails=max_fails, fail_timeout=fail_timeout
+            self.peers,
+            policy=balance,
+            max_fails=max_fails,
+            fail_timeout=fail_timeout,
+            max_conns=max_conns,
         )
         self.checks: list[HealthCheck] = []
         if health_check is not None:
