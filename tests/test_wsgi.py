@@ -520,6 +520,58 @@ def test_exception_before_headers_is_a_500_with_the_traceback_in_the_log(
     assert any("secret detail" in str(e["log_failure"].value) for e in failures)
 
 
+def str_list(environ: dict[str, Any], start_response: Any) -> list[Any]:
+    start_response("200 OK", TEXT)
+    return ["text"]
+
+
+def mixed_list(environ: dict[str, Any], start_response: Any) -> list[Any]:
+    start_response("200 OK", TEXT)
+    return [b"a", "b"]
+
+
+def str_first_chunk(environ: dict[str, Any], start_response: Any) -> Iterator[Any]:
+    start_response("200 OK", TEXT)
+    yield "a"
+
+
+@pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("app", [str_list, mixed_list, str_first_chunk])
+def test_str_body_items_are_a_500_and_the_connection_keeps_serving(
+    threaded: bool, app: App
+) -> None:
+    """PEP 3333 body items are bytes: a str item before anything is sent is an
+    application error (500, logged), not a response cut short or a bare chunk.
+
+    No validator around the app: it would raise first and hide the server's check.
+    """
+    with capture_log_events() as events:
+        connection = serve(app, threaded=threaded, validate=False)
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n")
+    first, second = parse_responses(connection.take())
+    assert first.status == 500 and second.status == 500
+    failures = [e["log_failure"].value for e in events if "log_failure" in e]
+    assert len(failures) == 2 and all(isinstance(value, TypeError) for value in failures)
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_str_chunk_after_the_head_aborts(threaded: bool) -> None:
+    """A str chunk after body bytes went out: the response cannot be fixed, so the
+    connection is dropped rather than ended as if complete.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[Any]:
+        start_response("200 OK", TEXT)
+        yield b"partial"
+        yield "oops"
+
+    connection = serve(app, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert connection.is_closed()
+    assert not connection.take().endswith(b"0\r\n\r\n")
+
+
 # -- close() --------------------------------------------------------------------------
 
 

@@ -371,6 +371,25 @@ def _serve_accel(
     server.serve(exchange, path_info, headers, internal=True)
 
 
+def _not_bytes(data: object) -> str:
+    return f"the application's body items must be bytes, not {type(data).__name__}"
+
+
+def _joined(result: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """The whole body of a list or tuple result.
+
+    PEP 3333 ("Unicode Issues"): body strings are bytestrings. A ``str`` item is an
+    application error, raised here before anything is sent so the client gets a 500
+    rather than a response cut short (``b"".join`` refuses ``str`` items itself).
+    """
+    if len(result) == 1:
+        data = result[0]
+        if type(data) is not bytes:
+            raise TypeError(_not_bytes(data))
+        return data
+    return b"".join(result)
+
+
 def _close_result(result: object) -> None:
     close = getattr(result, "close", None)
     if close is not None:
@@ -645,13 +664,15 @@ class _ThreadedCall:
                 )
                 return True
             if type(result) is list or type(result) is tuple:
-                data = result[0] if len(result) == 1 else b"".join(result)
+                data = _joined(result)
                 self._head_sent = True
                 self._call_from_thread(
                     self._deliver_whole, self._status, self._reason, self._headers, data
                 )
                 return False
         for data in result:
+            if type(data) is not bytes:
+                raise TypeError(_not_bytes(data))
             if data and not self._send(data):
                 return False
         if not self._head_sent:
@@ -833,8 +854,8 @@ class _InlineCall:
                     _send_file_result(exchange, self._status, self._reason, file_response)
                     return
                 if type(result) is list or type(result) is tuple:
+                    data = _joined(result)
                     self._started = True
-                    data = result[0] if len(result) == 1 else b"".join(result)
                     exchange.start_response(self._status, self._headers, self._reason)
                     self._close()
                     exchange.finish(data)
@@ -867,6 +888,8 @@ class _InlineCall:
                     exchange.unregisterProducer()
                     exchange.finish()
                     return
+                if type(data) is not bytes:
+                    raise TypeError(_not_bytes(data))
                 if data:
                     self._write(data)
         except Exception:
