@@ -154,6 +154,18 @@ def test_module_raising_at_import(write_module: WriteModule) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("code", ["0", "'settings missing'", "3"])
+def test_module_calling_sys_exit_at_import(write_module: WriteModule, code: str) -> None:
+    """sys.exit() while importing (or in a factory) is a load error like any other:
+    one line, and the CLI's exit status 2, not the module's own status.
+    """
+    name = write_module(f"import sys\nsys.exit({code})\n")
+    message = load_error(f"{name}:app")
+    assert "SystemExit" in message and repr(f"{name}:app") in message
+    factory = write_module(f"import sys\ndef make():\n    sys.exit({code})\n")
+    assert "SystemExit" in load_error(f"{factory}:make()")
+
+
 def test_module_with_syntax_error(write_module: WriteModule) -> None:
     """A syntax error in the module is reported as SyntaxError, in one line."""
     name = write_module("def app(:\n    pass\n")

@@ -47,7 +47,9 @@ def load_app(reference: str) -> Any:
         sys.path.insert(0, cwd)
     try:
         target: Any = importlib.import_module(spec.module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
+        # SystemExit too: a module that calls sys.exit() while imported (a settings
+        # check, say) must not end the server with its own status and no message.
         raise AppLoadError(
             f"cannot import module {spec.module!r} for app {reference!r}: "
             f"{type(error).__name__}: {_one_line(error)}"
@@ -63,7 +65,7 @@ def load_app(reference: str) -> Any:
         args, kwargs = spec.call
         try:
             target = target(*args, **kwargs)
-        except Exception as error:
+        except (Exception, SystemExit) as error:
             raise AppLoadError(
                 f"factory {spec.attribute!r} for app {reference!r} raised "
                 f"{type(error).__name__}: {_one_line(error)}"
