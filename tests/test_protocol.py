@@ -173,6 +173,19 @@ def test_idle_keep_alive_connection_closes_after_timeout() -> None:
     assert connection.take() == b""
 
 
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_keepalive_timeout_zero_says_connection_close(version: bytes) -> None:
+    """keepalive_timeout 0 disables persistence: each response says Connection: close
+    (RFC 9112 9.6) and the connection closes after it, keep-alive asked for or not.
+    """
+    connection = open_connection(Echo(), keepalive_timeout=0.0)
+    extra = b"Connection: keep-alive\r\n" if version == b"1.0" else b""
+    connection.send(b"GET /a HTTP/%s\r\nHost: a\r\n%s\r\n" % (version, extra))
+    (response,) = parse_responses(connection.take())
+    assert response.header(b"connection") == b"close"
+    assert connection.is_closed()
+
+
 def test_new_connection_without_bytes_closes_quietly_after_header_timeout() -> None:
     """A connection that never sends a byte is closed without a 408."""
     connection = open_connection(Echo(), header_timeout=10.0)

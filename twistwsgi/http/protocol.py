@@ -636,6 +636,10 @@ class HTTP11Protocol(Protocol):
         decoded_path = rules.unquote_path(path) if b"%" in path else path
         options = rules.connection_options(self._connection) if self._connection else set()
         keep_alive = b"close" not in options if version == b"1.1" else b"keep-alive" in options
+        if keep_alive and not self._settings.keepalive_timeout:
+            # keepalive_timeout 0 turns persistence off (as nginx's does): say so in
+            # the response, so no client tries to reuse the connection (RFC 9112 9.6).
+            keep_alive = False
         head = RequestHead(
             method=method,
             target=target,
