@@ -114,7 +114,7 @@ An annotated example lives in
    wins), then the request goes to the host with `default = true`. With no match and
    no default the answer is `404`, or `421 Misdirected Request` over TLS.
 2. **Path.** Dot-segments are resolved first (`/a/../b` is `/b`; a path that climbs
-   above `/` is `400`). The mount with the longest `path` that contains the request's
+   above `/` is `404`). The mount with the longest `path` that contains the request's
    path wins, on segment boundaries: `/static` serves `/static` and `/static/app.css`,
    never `/staticfoo`. No mount: `404`. For an application, the mount path becomes
    `SCRIPT_NAME` and the rest `PATH_INFO`.

@@ -10,7 +10,7 @@ Two steps, both pure and both here:
    421 (Misdirected Request, RFC 9110 15.5.20) on a TLS connection, since the client
    sent that name to a server that does not serve it.
 2. **Path.** The decoded path has its dot-segments removed (RFC 3986 5.2.4); a path
-   that climbs above the root is refused. The longest mount prefix wins, on segment
+   that climbs above the root is a 404 (it names nothing). The longest mount prefix wins, on segment
    boundaries: ``/static`` matches ``/static`` and ``/static/app.css``, never
    ``/staticfoo``. The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
 
@@ -237,7 +237,6 @@ class RoutingTable:
 
 
 _NOT_FOUND = b"Not Found\n"
-_BAD_PATH = b"Bad Request: the path climbs above the root\n"
 _MISDIRECTED = b"Misdirected Request: this server does not serve that host name\n"
 
 
@@ -253,8 +252,13 @@ def _answer(exchange: Exchange, status: int, body: bytes) -> None:
 
 
 def refuse_path_above_root(exchange: Exchange) -> None:
-    """Answer 400 to a request whose path climbs above the root (``/../x``)."""
-    _answer(exchange, 400, _BAD_PATH)
+    """Answer a request whose path climbs above the root (``/../x``): 404.
+
+    There is no such resource, and a traversal attempt learns nothing from the
+    answer: it is the same 404 as for a name that does not exist (nginx answers
+    400 here; the static-files requirement is a plain 404 for every escape).
+    """
+    _answer(exchange, 404, _NOT_FOUND)
 
 
 class Router:

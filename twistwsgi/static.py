@@ -204,8 +204,14 @@ class _File:
         self.full_headers = PreparedHeaders([*headers, (b"Content-Length", b"%d" % self.size)])
 
 
-def _signature(info: os.stat_result) -> tuple[int, int, int, int]:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+def _signature(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What must be unchanged for cached bytes or facts of a file to stay valid.
+
+    The change time too: a file rewritten in place to the same size with its old
+    mtime put back (``cp -p``, ``rsync -t``, ``touch -r``) keeps size and mtime, but
+    its ctime moves, which no user can set.
+    """
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class _Miss(Exception):  # noqa: N818 - control flow, not an error
