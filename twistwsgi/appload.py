@@ -23,7 +23,7 @@ class AppLoadError(Exception):
     """The application could not be loaded; the message is one line."""
 
 
-def _one_line(error: Exception) -> str:
+def _one_line(error: BaseException) -> str:
     """An exception's text on one line (validation errors often span several)."""
     return " / ".join(line.strip() for line in str(error).splitlines() if line.strip())
 

@@ -689,7 +689,7 @@ def _send_pieces(
     next_piece()
 
 
-def _read_small(path: bytes, signature: tuple[int, int, int, int]) -> bytes | None:
+def _read_small(path: bytes, signature: tuple[int, int, int, int, int]) -> bytes | None:
     """Read a small file whole, if it is still the file that was stat-ed."""
     try:
         with open(path, "rb", buffering=0) as handle:
