@@ -239,19 +239,32 @@ def test_sighup_swaps_the_configuration_under_traffic(tmp_path: Path, socket_pat
         answers: list[bytes] = []
         failures: list[BaseException] = []
         stop = threading.Event()
+        progress = threading.Condition()
 
         def traffic() -> None:
             try:
                 connection = UnixHTTPConnection(socket_path)
                 while not stop.is_set():
                     connection.request("GET", "/", headers={"Host": "reload.example"})
-                    answers.append(connection.getresponse().read())
+                    answer = connection.getresponse().read()
+                    with progress:
+                        answers.append(answer)
+                        progress.notify_all()
                 connection.close()
             except BaseException as error:
                 failures.append(error)
+                with progress:
+                    progress.notify_all()
+
+        def wait_for_answers(count: int) -> None:
+            # Progress, not time: the traffic thread may start late on a busy machine.
+            with progress:
+                assert progress.wait_for(lambda: len(answers) >= count or failures, 60)
+            assert failures == []
 
         worker = threading.Thread(target=traffic)
         worker.start()
+        wait_for_answers(1)  # A has answered before the reload
         # A request in flight across the reload: the application (A) is already
         # reading its body (Expect: 100-continue hands it over at once).
         in_flight = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -272,6 +285,7 @@ def test_sighup_swaps_the_configuration_under_traffic(tmp_path: Path, socket_pat
         config.write_text("[server]\nthreads = 'many'\n")
         server.process.send_signal(signal.SIGHUP)
         server.wait_for("Reload refused")
+        wait_for_answers(seen_b + 1)
         stop.set()
         worker.join(timeout=30)
         assert failures == []
