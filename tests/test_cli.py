@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
 from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
 
 from twistwsgi import cli
 from twistwsgi.config import SETTINGS
-from twistwsgi.service import ServerService
+from twistwsgi.service import ServerService, make_service
+from twistwsgi.testing import capture_log_events
 
 
 def parse(*argv: str) -> cli.Options:
@@ -71,7 +79,7 @@ def test_defaults_apply_when_flags_are_absent() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--threads", "2"], "nothing to serve: give --app, --static or --proxy"),
+        (["--threads", "2"], "nothing to serve: give --app, --static, --proxy or --vhost"),
         (["--app", "tests.apps:hello", "--threads", "many"], "--threads: expected a whole number"),
         (["--app", "nocolon"], "--app: expected module:name"),
         (["--app", "tests.apps:hello", "--max-body", "1q"], "--max-body: expected a size"),
@@ -84,6 +92,30 @@ def test_defaults_apply_when_flags_are_absent() -> None:
             ["--proxy", "/a=http://127.0.0.1:1 weight=2", "--proxy", "/a=http://127.0.0.1:2"],
             "twistwsgi: error: --proxy '/a=http://127.0.0.1:2': path '/a' is already mounted"
             " by --proxy '/a=http://127.0.0.1:1 weight=2'\n",
+        ),
+        (
+            ["--vhost", "api.example.com"],
+            "twistwsgi: error: --vhost 'api.example.com': expected NAMES[/PREFIX]=KIND:TARGET",
+        ),
+        (
+            ["--vhost", "a.example=php:index.php"],
+            "twistwsgi: error: --vhost 'a.example=php:index.php': unknown kind 'php'",
+        ),
+        (
+            ["--vhost", "a.example=static:/no/such/dir"],
+            "twistwsgi: error: --vhost 'a.example=static:/no/such/dir': directory"
+            " '/no/such/dir' does not exist\n",
+        ),
+        (
+            ["--vhost", "a.example=app:m:a", "--vhost", "a.example=proxy:http://127.0.0.1:1"],
+            "twistwsgi: error: --vhost 'a.example=proxy:http://127.0.0.1:1': path '/' is"
+            " already mounted by --vhost 'a.example=app:m:a'\n",
+        ),
+        (
+            ["--vhost", "a.example=app:m:a", "--vhost", "*.x,A.EXAMPLE=app:m:b"],
+            "twistwsgi: error: --vhost '*.x,A.EXAMPLE=app:m:b': 'A.EXAMPLE' is already a name"
+            " of --vhost 'a.example=app:m:a'; to add a mount to that host, give all its"
+            " names: a.example\n",
         ),
     ],
 )
@@ -134,3 +166,115 @@ def test_make_service_builds_a_server_service() -> None:
     service = make("--app", "tests.apps:hello", "--listen", "tcp:0:interface=127.0.0.1")
     assert isinstance(service, ServerService)
     assert not service.running
+
+
+def test_vhost_is_repeatable_beside_the_single_site(tmp_path: Path) -> None:
+    """The issue's example: --app and --static make the default host, each --vhost
+    adds a host (or a mount of one, for names given again).
+    """
+    (tmp_path / "static").mkdir()
+    (tmp_path / "docs").mkdir()
+    config = parse(
+        "--app",
+        "shop.wsgi:app",
+        "--static",
+        f"/static={tmp_path / 'static'}",
+        "--vhost",
+        "api.example.com=proxy:http://127.0.0.1:9000",
+        "--vhost",
+        f"docs.example.com=static:{tmp_path / 'docs'}",
+        "--vhost",
+        "docs.example.com/search=app:search:app",
+    ).config
+    assert [(host.names, host.default) for host in config.hosts] == [
+        ((), True),
+        (("api.example.com",), False),
+        (("docs.example.com",), False),
+    ]
+    assert [(m.path, m.kind) for m in config.hosts[2].mounts] == [
+        ("/", "static"),
+        ("/search", "app"),
+    ]
+
+
+def test_check_config_prints_the_vhosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--check-config imports every --vhost application and prints every host."""
+    (tmp_path / "docs").mkdir()
+    options = parse(
+        "--app",
+        "tests.apps:hello",
+        "--vhost",
+        f"docs.example.com,*.docs.example.com=static:{tmp_path / 'docs'}",
+        "--vhost",
+        "*.docs.example.com,docs.example.com/search=app:tests.apps:environ",
+        "--vhost",
+        "api.example.com=proxy:http://127.0.0.1:9000",
+        "--check-config",
+    )
+    with pytest.raises(SystemExit) as raised:
+        cli.makeService(options)
+    assert raised.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == [
+        "host (any host name)",
+        "  /                        app    tests.apps:hello",
+        "host docs.example.com, *.docs.example.com",
+        "  /search                  app    tests.apps:environ",
+        f"  /                        static {tmp_path / 'docs'}",
+        "host api.example.com",
+        "  /                        proxy  http://127.0.0.1:9000",
+        "configuration OK",
+    ]
+
+
+class CallsFromThreads:
+    """Collects what the SIGHUP handler hands to the reactor, for the test to run."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callFromThread(self, function: Callable[[], object]) -> None:
+        self.calls.append(function)
+
+
+def test_sighup_reopens_the_access_log_even_when_the_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logrotate moves the log away and sends SIGHUP: the log is reopened at its
+    path, also when the configuration file no longer validates (which is refused).
+    """
+    log, site = tmp_path / "access.log", tmp_path / "site.toml"
+    site.write_text(
+        f'[server]\nthreads = 0\naccess_log = "{log}"\n'
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    given = {"config": str(site)}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    service.startService()
+    installed: dict[int, Callable[[int, object], None]] = {}
+    # The handler is collected rather than installed: the test calls it itself.
+    monkeypatch.setattr(
+        signal, "signal", lambda number, handler: installed.update({number: handler})
+    )
+    reactor = CallsFromThreads()
+    cli._reload_on_sighup(reactor, service, given)
+
+    def get(path: bytes) -> None:
+        protocol = service.factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+    get(b"/before")
+    log.rename(tmp_path / "access.log.1")
+    site.write_text("[server]\nthreads = 'many'\n")
+    with capture_log_events() as events:
+        installed[signal.SIGHUP](signal.SIGHUP, None)
+        [reload] = reactor.calls
+        reload()
+    assert any("Reload refused" in formatEvent(event) for event in events)
+    get(b"/after")
+    service.stopService()
+    assert "GET /before" in (tmp_path / "access.log.1").read_text()
+    assert "GET /after" in log.read_text() and "/before" not in log.read_text()

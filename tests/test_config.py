@@ -25,10 +25,12 @@ from twistwsgi.config import (
     SETTINGS,
     SIZE,
     TEXT,
+    VHOST_SPEC,
     AppSpec,
     ConfigError,
     Kind,
     ServerConfig,
+    Upstream,
     build_config,
     parse_app_spec,
 )
@@ -324,6 +326,7 @@ PARSED_TYPE: dict[str, type] = {
     "PREFIX=DIR": tuple,
     "PREFIX=URL": tuple,
     "CIDRS": tuple,
+    "NAMES[/PREFIX]=KIND:TARGET": tuple,
 }
 
 
@@ -364,7 +367,13 @@ def test_setting_names_are_unique_and_all_used() -> None:
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
     # The mount settings become hosts, --config becomes config_file.
-    field_of = {"app": "hosts", "static": "hosts", "proxy": "hosts", "config": "config_file"}
+    field_of = {
+        "app": "hosts",
+        "static": "hosts",
+        "proxy": "hosts",
+        "vhost": "hosts",
+        "config": "config_file",
+    }
     config_fields = {f.name for f in fields(ServerConfig)} - {"http", "sources"}
     http_fields = {f.name for f in fields(HttpSettings)}
     for name in names:
@@ -650,3 +659,173 @@ def test_parse_app_spec_raises_only_value_error(text: str) -> None:
         return
     assert spec.module
     assert spec.attribute
+
+
+# -- --vhost NAMES[/PREFIX]=KIND:TARGET ------------------------------------------------
+
+
+def test_vhost_values_parse_into_names_path_kind_and_target(tmp_path: Path) -> None:
+    """Each --vhost is host names, an optional mount path (/ by default), and a kind
+    whose target is parsed as --app, --static or --proxy parse theirs.
+    """
+    specs = VHOST_SPEC.parse(
+        [
+            "api.example.com=proxy:http://127.0.0.1:9000",
+            "docs.example.com/search=app:search:app",
+            f"a.example,*.b.example/files/=STATIC:{tmp_path}",
+            "[::1]=app:mod:create(env='x=y')",
+        ]
+    )
+    assert [(spec.names, spec.path, spec.kind, spec.target) for spec in specs] == [
+        (("api.example.com",), "/", "proxy", (Upstream("http://127.0.0.1:9000"),)),
+        (("docs.example.com",), "/search", "app", "search:app"),
+        (("a.example", "*.b.example"), "/files", "static", str(tmp_path)),
+        (("[::1]",), "/", "app", "mod:create(env='x=y')"),
+    ]
+    assert specs[1].text == "docs.example.com/search=app:search:app"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("api.example.com", "expected NAMES[/PREFIX]=KIND:TARGET"),
+        ("api.example.com=", "expected NAMES[/PREFIX]=KIND:TARGET"),
+        ("=app:m:a", "expected NAMES[/PREFIX]=KIND:TARGET"),
+        ("/api=app:m:a", "no host name before the path"),
+        (
+            "a.example=ftp:x",
+            "unknown kind 'ftp': expected app:MODULE:NAME, static:DIR or proxy:URL",
+        ),
+        ("a.example=app", "nothing after app:"),
+        ("a.example=static: ", "nothing after static:"),
+        ("a b=app:m:a", "'a b' is not a host name"),
+        ("a.example,,b.example=app:m:a", "'' is not a host name"),
+        ("[fe80::1%eth0]=app:m:a", "an IPv6 zone identifier cannot be part of a host name"),
+        ("[::g]=app:m:a", "'[::g]' is not a host name"),
+        ("[1:2]=app:m:a", "'[1:2]' is not an IPv6 address in brackets"),
+        ("a.example/x/../y=app:m:a", "a mount path has no empty, . or .. segments"),
+        ("a.example/x?y=app:m:a", "a mount path is a plain path"),
+        ("a.example=app:nocolon", "expected module:name"),
+        ("a.example=static:/no/such/dir", "directory '/no/such/dir' does not exist"),
+        ("a.example=proxy:ftp://x", "expected an upstream URL"),
+    ],
+)
+def test_bad_vhost_values_name_the_value_as_typed(text: str, problem: str) -> None:
+    """A --vhost that does not parse is one line naming the flag and the value as it
+    was typed (one among several), then the problem.
+    """
+    with pytest.raises(ConfigError) as excinfo:
+        build_config({"vhost": ["ok.example=app:m:a", text]}, source=flag_source)
+    message = str(excinfo.value)
+    assert excinfo.value.where == f"--vhost {text.strip()!r}"
+    assert problem in excinfo.value.problem
+    assert "\n" not in message
+
+
+def test_vhosts_with_the_same_names_are_one_host(tmp_path: Path) -> None:
+    """Several --vhost with the same names (any order, case or trailing dot) are the
+    mounts of one host, named by the first; other names make other hosts. None of
+    them is the default host.
+    """
+    config = build_config(
+        {
+            "vhost": [
+                "b.example,A.example=app:m:a",
+                f"c.example=static:{tmp_path}",
+                "a.example,B.EXAMPLE./api=proxy:http://127.0.0.1:9000",
+            ]
+        },
+        source=flag_source,
+    )
+    first, second = config.hosts
+    assert first.names == ("b.example", "A.example") and not first.default
+    assert [(m.path, m.kind, m.where) for m in first.mounts] == [
+        ("/", "app", "--vhost 'b.example,A.example=app:m:a'"),
+        ("/api", "proxy", "--vhost 'a.example,B.EXAMPLE./api=proxy:http://127.0.0.1:9000'"),
+    ]
+    assert first.where == "--vhost 'b.example,A.example=app:m:a'"
+    assert second.names == ("c.example",) and not second.default
+    # Mounts of --vhost take the defaults of their kind, as --static and --proxy do.
+    assert second.mounts[0].options["index"] == ("index.html",)
+
+
+def test_the_single_site_stays_the_default_host_beside_vhosts(tmp_path: Path) -> None:
+    """--app, --static and --proxy make the default host, which answers every name
+    no --vhost lists; the --vhost hosts come after it.
+    """
+    config = build_config(
+        {
+            "app": "shop.wsgi:app",
+            "static": [f"/static={tmp_path}"],
+            "vhost": ["api.example.com=proxy:http://127.0.0.1:9000"],
+        },
+        source=flag_source,
+    )
+    default, api = config.hosts
+    assert default.default and default.names == ()
+    assert [m.path for m in default.mounts] == ["/", "/static"]
+    assert api.names == ("api.example.com",) and not api.default
+    assert config.app == "shop.wsgi:app"
+
+
+@pytest.mark.parametrize(
+    ("vhosts", "where", "problem"),
+    [
+        (
+            ["a.example=app:m:a", "a.example=app:m:b"],
+            "--vhost 'a.example=app:m:b'",
+            "path '/' is already mounted by --vhost 'a.example=app:m:a'",
+        ),
+        (
+            ["a.example/x=app:m:a", "A.Example./x/=proxy:http://127.0.0.1:1"],
+            "--vhost 'A.Example./x/=proxy:http://127.0.0.1:1'",
+            "path '/x' is already mounted by --vhost 'a.example/x=app:m:a'",
+        ),
+        (
+            ["a.example=app:m:a", "b.example,a.example=app:m:b"],
+            "--vhost 'b.example,a.example=app:m:b'",
+            "'a.example' is already a name of --vhost 'a.example=app:m:a'; to add a mount"
+            " to that host, give all its names: a.example",
+        ),
+        (
+            ["a.example,*.a.example=app:m:a", "a.example/search=app:m:b"],
+            "--vhost 'a.example/search=app:m:b'",
+            "'a.example' is already a name of --vhost 'a.example,*.a.example=app:m:a'; to add"
+            " a mount to that host, give all its names: a.example,*.a.example",
+        ),
+        (
+            # One address, two spellings: the same host, so the same path twice.
+            ["[::1]=app:m:a", "[0:0::1]=app:m:b"],
+            "--vhost '[0:0::1]=app:m:b'",
+            "path '/' is already mounted by --vhost '[::1]=app:m:a'",
+        ),
+        (
+            ["[::1]=app:m:a", "b.example,[0:0::1]=app:m:b"],
+            "--vhost 'b.example,[0:0::1]=app:m:b'",
+            "'[0:0::1]' is already a name of --vhost '[::1]=app:m:a'; to add a mount to"
+            " that host, give all its names: [::1]",
+        ),
+        (
+            ["a.example,a.example=app:m:a"],
+            "--vhost 'a.example,a.example=app:m:a'",
+            "'a.example' is already a name of --vhost 'a.example,a.example=app:m:a'",
+        ),
+    ],
+)
+def test_conflicting_vhosts_are_refused(vhosts: list[str], where: str, problem: str) -> None:
+    """Two mounts at one path of a host, or a name given to two hosts, are errors
+    naming both values as typed (as for the configuration file).
+    """
+    with pytest.raises(ConfigError) as excinfo:
+        build_config({"vhost": vhosts}, source=flag_source)
+    assert (excinfo.value.where, excinfo.value.problem) == (where, problem)
+
+
+@given(st.text(max_size=40))
+def test_vhost_parsing_raises_only_value_error(text: str) -> None:
+    """Whatever is typed, parsing a --vhost returns specs or raises ValueError."""
+    try:
+        specs = VHOST_SPEC.parse(text)
+    except ValueError:
+        return
+    assert all(spec.kind in ("app", "static", "proxy") for spec in specs)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from twistwsgi.cli import load_config
-from twistwsgi.config import ConfigError, ServerConfig, Upstream, read_config_file
+from twistwsgi.config import SETTINGS, ConfigError, ServerConfig, Upstream, read_config_file
+from twistwsgi.reference import configuration_reference
 from twistwsgi.site import SiteBuilder, describe_routing
 
 EXAMPLE = """\
@@ -101,7 +102,7 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
     ("text", "expected"),
     [
         ("[severs]\n", "site.toml: severs: unknown key"),
-        (SERVER + "threds = 4\n" + ONE_HOST, "site.toml: server.threds: unknown setting"),
+        (SERVER + "threds = 4\n" + ONE_HOST, "site.toml: server.threds: unknown key"),
         ("[server]\nthreads = 'many'\n" + ONE_HOST, "site.toml: server.threads: expected a whole"),
         ("[server]\nlisten = 8080\n" + ONE_HOST, "site.toml: server.listen: expected one endpoint"),
         ("[server]\nmax_body = '1q'\n" + ONE_HOST, "site.toml: server.max_body: expected a size"),
@@ -110,6 +111,12 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         ('[[host]]\nname = ["a"]\n', "site.toml: host[0].name: unknown key"),
         ("[[host]]\n[[host.mount]]\npath = '/'\napp = 'a:b'\n", "host[0].names: missing"),
         ('[[host]]\nnames = "a b"\n', "host[0].names: 'a b' is not a host name"),
+        ('[[host]]\nnames = ["[::g]"]\n', "host[0].names: '[::g]' is not a host name"),
+        ('[[host]]\nnames = ["[1:2]"]\n', "host[0].names: '[1:2]' is not an IPv6 address"),
+        (
+            '[[host]]\nnames = ["[fe80::1%eth0]"]\n',
+            "host[0].names: '[fe80::1%eth0]': an IPv6 zone identifier cannot be",
+        ),
         ("[[host]]\nnames = []\n", "host[0].names: expected a list of host names"),
         ('[[host]]\nnames = ["a"]\ndefault = "yes please"\n', "host[0].default: expected true"),
         ('[[host]]\nnames = ["a"]\n', "site.toml: host[0]: a host needs at least one"),
@@ -159,6 +166,11 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             "site.toml: host[1].names: 'A.Example.' is already a name of site.toml: host[0]",
         ),
         (
+            ONE_HOST.replace('"a.example"', '"[::1]"')
+            + '[[host]]\nnames = ["[0:0:0::1]"]\n[[host.mount]]\npath = "/"\napp = "a:b"\n',
+            "site.toml: host[1].names: '[0:0:0::1]' is already a name of site.toml: host[0]",
+        ),
+        (
             ONE_HOST.replace('names = ["a.example"]', 'names = ["a.example"]\ndefault = true')
             + '[[host]]\nnames = ["b"]\ndefault = true\n[[host.mount]]\npath = "/"\napp = "a:b"\n',
             "site.toml: host[1].default: site.toml: host[0] is already the default host",
@@ -195,13 +207,106 @@ def test_command_line_makes_one_catch_all_host() -> None:
     assert [(m.path, m.kind) for m in host.mounts] == [("/", "app"), ("/static", "static")]
 
 
-def test_unimportable_app_is_named_by_its_mount(tmp_path: Path) -> None:
-    """An application that does not import is reported with its mount's key path."""
+def test_unimportable_app_is_named_by_its_key_path(tmp_path: Path) -> None:
+    """An application that does not import is reported at the key that names it
+    (host[0].mount[0].app), like every other error in a mount's keys.
+    """
     config = load(tmp_path, ONE_HOST.replace("tests.apps:hello", "tests.apps:nothing"))
     with pytest.raises(ConfigError) as raised:
         SiteBuilder(reactor=None, threadpool=None).build(config)
-    assert str(raised.value).startswith("site.toml: host[0].mount[0]: ")
+    assert str(raised.value).startswith("site.toml: host[0].mount[0].app: ")
     assert "has no attribute 'nothing'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "where"),
+    [
+        ({"app": "tests.apps:nothing"}, "--app"),
+        (
+            {"vhost": ["a.example/x=app:tests.apps:nothing"]},
+            "--vhost 'a.example/x=app:tests.apps:nothing'",
+        ),
+    ],
+)
+def test_unimportable_command_line_app_is_named_by_its_flag(
+    given: dict[str, Any], where: str
+) -> None:
+    """From the command line, the flag as typed names the application."""
+    with pytest.raises(ConfigError) as raised:
+        SiteBuilder(reactor=None, threadpool=None).build(load_config(given))
+    assert raised.value.where == where
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "check_config = true",
+            "site.toml: server.check_config: unknown key"
+            " (--check-config is a command-line option only)",
+        ),
+        (
+            'config = "other.toml"',
+            "site.toml: server.config: unknown key (--config is a command-line option only)",
+        ),
+        (
+            'vhost = ["b.example=app:a:b"]',
+            "site.toml: server.vhost: unknown key (--vhost is a command-line option only)",
+        ),
+    ],
+)
+def test_command_line_only_settings_are_unknown_keys_in_the_file(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    """--config, --check-config and --vhost have no [server] key: check_config = true
+    would make every start print the routing table and exit without serving.
+    """
+    assert error_of(tmp_path, f"[server]\n{line}\n" + ONE_HOST) == expected
+
+
+def test_configuration_reference_lists_only_file_keys() -> None:
+    """The [server] table of docs/configuration.md lists exactly the settings a file
+    may hold: not config, check_config or vhost.
+    """
+    page = configuration_reference()
+    server = page.split("## `[server]`", 1)[1].split("## `[[host]]`", 1)[0]
+    listed = {row.split("`")[1] for row in server.splitlines() if row.startswith("| `")}
+    assert listed == {setting.name for setting in SETTINGS if setting.file}
+    assert not listed & {"config", "check_config", "vhost"}
+
+
+# -- --vhost beside a configuration file --------------------------------------------------
+
+
+def test_command_line_vhosts_are_added_to_the_files_hosts(tmp_path: Path) -> None:
+    """The hosts of --vhost come after the file's [[host]] tables, and --check-config
+    prints them with the others.
+    """
+    config = load(
+        tmp_path,
+        ONE_HOST,
+        vhost=["b.example=app:tests.apps:hello", "b.example/api=proxy:http://127.0.0.1:9000"],
+    )
+    assert [(host.names, host.where) for host in config.hosts] == [
+        (("a.example",), "site.toml: host[0]"),
+        (("b.example",), "--vhost 'b.example=app:tests.apps:hello'"),
+    ]
+    text = describe_routing(config)
+    assert "host a.example\n" in text
+    assert text.endswith(
+        "host b.example\n"
+        "  /api                     proxy  http://127.0.0.1:9000\n"
+        "  /                        app    tests.apps:hello\n"
+    )
+
+
+def test_a_name_in_the_file_and_in_a_vhost_is_refused(tmp_path: Path) -> None:
+    """A name given both to a [[host]] and to --vhost is the duplicate-name error."""
+    message = error_of(tmp_path, ONE_HOST, vhost=["c.example,A.Example.=app:tests.apps:hello"])
+    assert message == (
+        "--vhost 'c.example,A.Example.=app:tests.apps:hello': 'A.Example.' is already a name"
+        " of site.toml: host[0]"
+    )
 
 
 # -- ranges of proxy and static mount options ---------------------------------------------

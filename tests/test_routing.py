@@ -4,6 +4,7 @@ and the Router on the wire.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -41,11 +42,72 @@ def test_normalize_host_ignores_case_port_and_trailing_dot(
     assert normalize_host(written.encode()) == name
 
 
-@given(st.sampled_from(["::1", "2001:db8::7", "fe80::1:2"]), st.integers(1, 65535))
-def test_normalize_host_keeps_ipv6_brackets(address: str, port: int) -> None:
-    """[::1]:8080 normalises to [::1], the form names are configured in."""
-    assert normalize_host(f"[{address}]:{port}".encode()) == f"[{address}]"
-    assert normalize_host(f"[{address.upper()}]".encode()) == f"[{address}]"
+def ipv6_spellings(address: ipaddress.IPv6Address) -> st.SearchStrategy[str]:
+    """Ways to write one IPv6 address: compressed, partly compressed (0:0::1) or not
+    at all, with or without leading zeros, in any case, and the dotted IPv4 tail of
+    a mapped address.
+    """
+    groups = [group.lstrip("0") or "0" for group in address.exploded.split(":")]
+    forms = [address.compressed, address.exploded, ":".join(groups)]
+    runs = [
+        (start, length)
+        for start in range(8)
+        for length in range(2, 9 - start)
+        if groups[start : start + length] == ["0"] * length
+    ]
+    if runs:
+        # Compress all but the first zero of the longest run: [0:0::1] for [::1].
+        start, length = max(runs, key=lambda run: run[1])
+        head = ":".join(groups[: start + 1])
+        forms.append(head + "::" + ":".join(groups[start + length :]))
+    if address.ipv4_mapped is not None:
+        forms.append(f"::ffff:{address.ipv4_mapped}")
+    return st.sampled_from(forms).flatmap(
+        lambda form: st.sampled_from([form, form.upper(), form.swapcase()])
+    )
+
+
+ipv6_written = (
+    st.ip_addresses(v=6)
+    .map(lambda address: ipaddress.IPv6Address(int(address)))  # typed as either version
+    .flatmap(lambda address: st.tuples(st.just(address), ipv6_spellings(address)))
+)
+
+
+@given(ipv6_written, st.integers(1, 65535), st.booleans())
+def test_normalize_host_compresses_ipv6_literals(
+    written: tuple[ipaddress.IPv6Address, str], port: int, with_port: bool
+) -> None:
+    """Every spelling of an IPv6 address in brackets, with or without a port,
+    normalises to the compressed lower-case form, which is also what a configured
+    name in any spelling normalises to: Host: [0:0::1] finds names = ["[::1]"].
+    """
+    address, form = written
+    authority = f"[{form}]" + (f":{port}" if with_port else "")
+    expected = f"[{address.compressed}]"
+    assert normalize_host(authority.encode()) == expected
+    assert normalize_name(f" [{form}] ") == expected
+    hosts = HostTable([([f"[{form}]"], "six")], default=None)
+    assert hosts.lookup(normalize_host(f"[{address.exploded}]:{port}".encode())) == "six"
+
+
+@pytest.mark.parametrize(
+    "authority",
+    [
+        b"[fe80::1%25eth0]",
+        b"[fe80::1%eth0]:80",
+        b"[::g]",
+        b"[1:2:3]",
+        b"[127.0.0.1]",
+        b"[v1.future]",
+        b"[]",
+    ],
+)
+def test_ipv6_literals_that_are_not_addresses_normalise_to_none(authority: bytes) -> None:
+    """A bracketed literal that is not an IPv6 address, or carries a zone identifier
+    (an interface of the client's own machine), matches no name.
+    """
+    assert normalize_host(authority) is None
 
 
 @pytest.mark.parametrize(
@@ -57,9 +119,13 @@ def test_malformed_authorities_normalise_to_none(authority: bytes) -> None:
 
 
 def test_normalize_name_of_configured_names() -> None:
-    """Configured names are compared lower-case, without a trailing dot."""
+    """Configured names are compared lower-case, without a trailing dot; IPv6
+    literals in their compressed form.
+    """
     assert normalize_name(" WWW.Example.COM. ") == "www.example.com"
     assert normalize_name("*.Example.org") == "*.example.org"
+    assert normalize_name("[0:0:0:0:0:0:0:1]") == "[::1]"
+    assert normalize_name("[2001:DB8:0::7]") == "[2001:db8::7]"
 
 
 def table() -> HostTable[str]:
@@ -85,6 +151,7 @@ def table() -> HostTable[str]:
         ("api.example.org", "org"),
         ("example.org", None),  # *.example.org needs a label before the suffix
         ("[::1]", "local6"),
+        (normalize_host(b"[0:0::1]:8443"), "local6"),
         ("other.net", None),
         (None, None),
     ],

@@ -6,6 +6,8 @@ in-memory protocols, so shutdown is checked without sockets or real time.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +16,18 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tests.apps import hello
+from twistwsgi import cli
 from twistwsgi.config import ServerConfig
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.protocol import HTTP11Protocol, HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import ListenError, ServerService, make_factory, make_service
-from twistwsgi.testing import parse_responses
+from twistwsgi.testing import capture_log_events, parse_responses
 from twistwsgi.threads import WorkerPool
 
 
@@ -186,3 +190,187 @@ def test_library_factory_listens_with_any_endpoint() -> None:
     [(address, listened_factory, _backlog, _mode, _lock)] = reactor.unixServers
     assert address == "/tmp/twistwsgi-test.sock"
     assert listened_factory is factory
+
+
+# -- a site built from the command line, requests through the whole service -----------------
+
+
+def request(service: ServerService, host: bytes, target: bytes) -> bytes:
+    """Send one GET through the service's factory; return what was written back.
+
+    The client then closes the connection, so a shutdown has nothing to wait for.
+    """
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    protocol.connectionLost(Failure(ConnectionDone()))
+    written: bytes = transport.value()
+    return written
+
+
+def test_command_line_vhosts_serve_by_host_name(tmp_path: Path) -> None:
+    """The issue's example, from option parsing to responses: the --app/--static
+    site answers unknown names, each --vhost host its own names (case, port and
+    trailing dot aside), with SCRIPT_NAME at its mount path; the proxy host forwards
+    to its upstream.
+    """
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "app.css").write_bytes(b"body {}\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.html").write_bytes(b"<h1>docs</h1>\n")
+    options = cli.Options()
+    options.parseOptions(
+        [
+            "--app=tests.apps:hello",
+            f"--static=/static={tmp_path / 'static'}",
+            "--vhost=api.example.com=proxy:http://127.0.0.1:9000",
+            f"--vhost=docs.example.com=static:{tmp_path / 'docs'}",
+            "--vhost=docs.example.com/search=app:tests.apps:environ",
+            "--threads=0",
+            "--access-log=off",
+        ]
+    )
+    reactor = MemoryReactorClock()
+    service = make_service(options.config, reactor=reactor, endpoints=[])
+    service.startService()
+
+    def answer(host: bytes, target: bytes) -> tuple[int, bytes]:
+        [response] = parse_responses(request(service, host, target))
+        return response.status, response.body
+
+    assert answer(b"shop.example", b"/") == (200, b"Hello, World!")
+    assert answer(b"shop.example", b"/static/app.css") == (200, b"body {}\n")
+    assert answer(b"docs.example.com", b"/") == (200, b"<h1>docs</h1>\n")
+    assert answer(b"Docs.Example.COM.:8080", b"/static/app.css")[0] == 404
+    status, body = answer(b"docs.example.com", b"/search/q?x=1")
+    environ = json.loads(body)
+    assert (status, environ["SCRIPT_NAME"], environ["PATH_INFO"]) == (200, "/search", "/q")
+    # The proxy host: the request goes to the upstream, whose answer comes back.
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET /v1/items HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+    assert transport.value() == b""
+    [(host, port, connector, _timeout, _bind)] = reactor.tcpClients
+    assert (host, port) == ("127.0.0.1", 9000)
+    upstream = connector.buildProtocol(None)
+    assert upstream is not None
+    upstream_transport = StringTransport()
+    upstream.makeConnection(upstream_transport)
+    sent = upstream_transport.value()
+    assert sent.startswith(b"GET /v1/items HTTP/1.1\r\n")
+    assert b"\r\nHost: api.example.com\r\n" in sent
+    upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nupstream")
+    [response] = parse_responses(transport.value())
+    assert (response.status, response.body) == (200, b"upstream")
+    protocol.connectionLost(Failure(ConnectionDone()))
+    upstream.connectionLost(Failure(ConnectionDone()))
+    service.stopService()
+
+
+# -- reload: what applies, what waits for a restart -----------------------------------------
+
+
+def serve(given: dict[str, Any], **builders: Any) -> tuple[ServerService, MemoryReactorClock]:
+    """Build and start a service from command-line values (no listening, no threads)."""
+    reactor = MemoryReactorClock()
+    config = cli.load_config({"threads": "0", **given})
+    service = make_service(config, reactor=reactor, endpoints=[], builders=builders or None)
+    service.startService()
+    return service, reactor
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_reload_applies_the_new_graceful_timeout() -> None:
+    """After a reload with graceful_timeout = 5, shutdown drops what is left after
+    5 seconds, not after the 30 the server started with.
+    """
+    held = Held()
+    given = {"proxy": ["/=http://127.0.0.1:1"], "access_log": "off"}
+    service, clock = serve(given, proxy=lambda mount, config: held)
+    assert service.reload(cli.load_config({**given, "threads": "0", "graceful_timeout": "5"}))
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(held.exchanges) == 1
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    clock.advance(4.5)
+    assert not aborted(transport)
+    clock.advance(1.0)
+    assert aborted(transport)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert done == [None]
+
+
+def test_reload_switches_the_access_log_to_the_new_path(tmp_path: Path) -> None:
+    """A new access_log path takes effect on reload: later lines go to the new file,
+    the old one is closed and gets no more.
+    """
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    given = {"app": "tests.apps:hello", "access_log": str(old)}
+    service, _clock = serve(given)
+    request(service, b"a", b"/before")
+    assert service.reload(cli.load_config({**given, "threads": "0", "access_log": str(new)}))
+    request(service, b"a", b"/after")
+    assert [line.split('"')[1] for line in lines(old)] == ["GET /before HTTP/1.1"]
+    assert [line.split('"')[1] for line in lines(new)] == ["GET /after HTTP/1.1"]
+    assert service.config is not None and service.config.access_log == str(new)
+    # Off and back on: nothing is logged meanwhile.
+    assert service.reload(cli.load_config({**given, "threads": "0", "access_log": "off"}))
+    request(service, b"a", b"/unlogged")
+    assert service.factory.response_log is None
+    assert service.reload(cli.load_config({**given, "threads": "0"}))
+    request(service, b"a", b"/again")
+    service.stopService()
+    assert [line.split('"')[1] for line in lines(old)] == [
+        "GET /before HTTP/1.1",
+        "GET /again HTTP/1.1",
+    ]
+    assert len(lines(new)) == 1
+
+
+def test_reload_keeps_the_old_access_log_when_the_new_cannot_open(tmp_path: Path) -> None:
+    """An access_log the server cannot open does not break the reload: the rest of
+    the configuration applies, the log keeps going to the old file, one error line
+    says why, and the next reload tries the new path again.
+    """
+    old, unopenable = tmp_path / "old.log", tmp_path / "no-such-dir" / "access.log"
+    given = {"app": "tests.apps:hello", "access_log": str(old)}
+    service, _clock = serve(given)
+    changed = {"app": "tests.apps:environ", "threads": "0", "access_log": str(unopenable)}
+    with capture_log_events() as events:
+        assert service.reload(cli.load_config(changed))
+    errors = [formatEvent(event) for event in events if event["log_level"] == LogLevel.error]
+    assert len(errors) == 1
+    assert str(unopenable) in errors[0] and "No such file or directory" in errors[0]
+    [response] = parse_responses(request(service, b"a", b"/"))
+    assert json.loads(response.body)["PATH_INFO"] == "/"  # the new application
+    assert len(lines(old)) == 1
+    assert service.config is not None and service.config.access_log == str(old)
+    unopenable.parent.mkdir()
+    assert service.reload(cli.load_config(changed))
+    request(service, b"a", b"/")
+    service.stopService()
+    assert (len(lines(old)), len(lines(unopenable))) == (1, 1)
+
+
+def test_reload_warns_only_for_settings_that_need_a_restart(tmp_path: Path) -> None:
+    """Changes to listen and threads are logged as needing a restart; graceful_timeout,
+    access_log and limits are applied without a warning.
+    """
+    given = {"app": "tests.apps:hello", "access_log": "off"}
+    service, _clock = serve(given)
+    applied = {**given, "threads": "0", "graceful_timeout": "1", "max_body": "1k"}
+    applied["access_log"] = str(tmp_path / "access.log")
+    with capture_log_events() as events:
+        assert service.reload(cli.load_config(applied))
+    assert [e for e in events if e["log_level"] >= LogLevel.warn] == []
+    assert service.factory.settings.max_body == 1024
+    with capture_log_events() as events:
+        assert service.reload(cli.load_config({**applied, "threads": "4", "listen": "tcp:81"}))
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert sorted(warnings) == [
+        "Reload: listen changed; it takes effect at the next restart",
+        "Reload: threads changed; it takes effect at the next restart",
+    ]
+    service.stopService()

@@ -72,7 +72,8 @@ class Options(usage.Options):
     """Command-line options of ``twistd wsgi``, generated from the settings schema."""
 
     synopsis = (
-        "(--app MODULE:NAME | --static PREFIX=DIR | --proxy PREFIX=URL | --config FILE) [options]"
+        "(--app MODULE:NAME | --static PREFIX=DIR | --proxy PREFIX=URL"
+        " | --vhost NAMES[/PREFIX]=KIND:TARGET | --config FILE) [options]"
     )
     longdesc = (
         "Serve WSGI applications, static files and proxied upstreams over HTTP/1.1 on"
@@ -122,7 +123,8 @@ def load_config(given: dict[str, Any]) -> ServerConfig:
     """Build the configuration from command-line values and the --config file.
 
     The file's ``[server]`` values come first; every option given on the command
-    line overrides its counterpart. Called again on SIGHUP to reload.
+    line overrides its counterpart. The hosts of ``--vhost`` are added to the file's
+    ``[[host]]`` tables (a name in both is an error). Called again on SIGHUP to reload.
 
     Raises:
         ConfigError: naming the flag, or the file and key path, that is wrong.
@@ -195,6 +197,8 @@ def _reload_on_sighup(reactor: Any, service: ServerService, given: dict[str, Any
             _log.error(
                 "Reload refused, the old configuration keeps serving: {error}", error=str(error)
             )
+            # logrotate's SIGHUP still means "reopen the log", whatever the file says.
+            service.reopen_access_log()
             return
         service.reload(config)
 

@@ -2,7 +2,8 @@
 
 Each :class:`Setting` declares a name, a kind (which parses command-line text and
 checks config-file values), a default and the help text. Three tables of them exist:
-:data:`SETTINGS` (the command line and the ``[server]`` table of a config file),
+:data:`SETTINGS` (the command line and the ``[server]`` table of a config file, where
+the command-line-only ``config``, ``check_config`` and ``vhost`` are unknown keys),
 :data:`HOST_KEYS` (``[[host]]``) and :data:`MOUNT_KEYS` (``[[host.mount]]``). The
 command line (``twistd wsgi --threads 16``) and the reference documentation are
 generated from these declarations, so the three cannot drift apart.
@@ -19,6 +20,7 @@ a failure through the same error, with the key path kept in :attr:`MountConfig.w
 from __future__ import annotations
 
 import ast
+import ipaddress
 import math
 import os
 import re
@@ -41,6 +43,7 @@ __all__ = [
     "ServerConfig",
     "Setting",
     "Upstream",
+    "VhostSpec",
     "build_config",
     "parse_app_spec",
     "read_config_file",
@@ -193,16 +196,47 @@ _HOST_NAME = re.compile(
 )
 
 
+def _ipv6_literal(text: str) -> ipaddress.IPv6Address | None:
+    """The address of a bracketed IPv6 literal (``[::1]``), or ``None``.
+
+    Zone identifiers (``[fe80::1%25eth0]``) are refused: they name an interface of
+    the client's own machine, so no request's Host can usefully carry one.
+    """
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else ""
+    if not inner or "%" in inner:
+        return None
+    try:
+        return ipaddress.IPv6Address(inner)
+    except ValueError:
+        return None
+
+
 def _host_names(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise ValueError(f"expected a list of host names, got {value!r}")
     names = []
     for item in items:
-        if not isinstance(item, str) or not _HOST_NAME.fullmatch(item.strip().lower()):
+        text = item.strip().lower() if isinstance(item, str) else ""
+        if text.startswith("[") and "%" in text:
+            raise ValueError(f"{item!r}: an IPv6 zone identifier cannot be part of a host name")
+        if not _HOST_NAME.fullmatch(text):
             raise ValueError(f"{item!r} is not a host name (example.com, *.example.org or [::1])")
+        if text.startswith("[") and _ipv6_literal(text) is None:
+            raise ValueError(f"{item!r} is not an IPv6 address in brackets (such as [::1])")
         names.append(item.strip())
     return tuple(names)
+
+
+def _name_key(name: str) -> str:
+    """A configured host name as hosts are told apart: ``[0::1]`` is ``[::1]``.
+
+    The same normalisation as :func:`twistwsgi.routing.normalize_name` (which this
+    layer does not import): lower case, no trailing dot, IPv6 literals compressed.
+    """
+    text = name.strip().lower().rstrip(".")
+    address = _ipv6_literal(text)
+    return f"[{address.compressed}]" if address is not None else text
 
 
 def _mount_path(value: Any) -> str:
@@ -301,8 +335,6 @@ UNIX_SOCKETS = "unix:"
 
 
 def _networks(value: Any) -> tuple[str, ...]:
-    import ipaddress  # noqa: PLC0415 - only needed when networks are configured
-
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise ValueError(f"expected a list of addresses or networks, got {value!r}")
@@ -429,6 +461,95 @@ PROXY_SPEC = Kind(
 )
 
 
+class _ItemError(ValueError):
+    """A bad item of a repeatable setting, with the item as it was written.
+
+    Errors then name the one ``--vhost`` that is wrong among several, as mounts are
+    named (``--vhost 'a.example=static:./nope'``), not just the flag.
+    """
+
+    def __init__(self, item: str, problem: str) -> None:
+        super().__init__(problem)
+        self.item = item
+
+
+@dataclass(frozen=True)
+class VhostSpec:
+    """One ``--vhost NAMES[/PREFIX]=KIND:TARGET``, parsed.
+
+    Attributes:
+        names: the host names, as written.
+        path: the mount path (``/`` when none was given).
+        kind: ``"app"``, ``"static"`` or ``"proxy"``.
+        target: parsed as the matching flag parses it: the application reference,
+            the absolute directory, or a tuple of :class:`Upstream`.
+        text: the whole value as written, which names the mount in errors.
+    """
+
+    names: tuple[str, ...]
+    path: str
+    kind: str
+    target: Any
+    text: str
+
+
+_VHOST_SYNTAX = (
+    "expected NAMES[/PREFIX]=KIND:TARGET (e.g. api.example.com=proxy:http://127.0.0.1:9000)"
+)
+
+#: How each kind of ``--vhost`` parses its target: as ``--app``, ``--static`` and
+#: ``--proxy`` parse theirs.
+_VHOST_TARGETS: dict[str, Callable[[Any], Any]] = {
+    "app": _app,
+    "static": _directory,
+    "proxy": _upstream,
+}
+
+
+def _vhost(item: Any) -> VhostSpec:
+    if isinstance(item, VhostSpec):
+        return item
+    text = _text(item).strip()
+    # Host names and the mount path hold no "=", so the first one ends them; the
+    # target may hold more (a factory's keyword arguments, an upstream's path).
+    where, equals, what = text.partition("=")
+    if not equals or not where.strip() or not what.strip():
+        raise _ItemError(text, _VHOST_SYNTAX)
+    names_text, slash, prefix = where.partition("/")
+    if not names_text.strip():
+        raise _ItemError(text, f"no host name before the path; {_VHOST_SYNTAX}")
+    kind, colon, target = what.partition(":")
+    kind = kind.strip().lower()
+    if kind not in _VHOST_TARGETS:
+        raise _ItemError(
+            text, f"unknown kind {kind!r}: expected app:MODULE:NAME, static:DIR or proxy:URL"
+        )
+    if not colon or not target.strip():
+        raise _ItemError(text, f"nothing after {kind}: ({_VHOST_SYNTAX})")
+    try:
+        names = _host_names(names_text.split(","))
+        path = _mount_path("/" + prefix) if slash else "/"
+        parsed = _VHOST_TARGETS[kind](target.strip())
+    except ValueError as error:
+        raise _ItemError(text, str(error)) from None
+    return VhostSpec(names, path, kind, parsed, text)
+
+
+def _vhosts(value: Any) -> tuple[VhostSpec, ...]:
+    items = [value] if isinstance(value, (str, VhostSpec)) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"{_VHOST_SYNTAX}, got {value!r}")
+    return tuple(_vhost(item) for item in items)
+
+
+VHOST_SPEC = Kind(
+    "NAMES[/PREFIX]=KIND:TARGET",
+    _vhosts,
+    "host names separated by commas (*.example.org allowed), an optional mount path"
+    " (/ by default), then app:MODULE:NAME, static:DIR or proxy:URL",
+)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its name, kind, default and help.
@@ -525,6 +646,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Forward requests under a URL prefix to an upstream server:"
         " --proxy /api=http://127.0.0.1:9000. Repeat for several.",
         repeatable=True,
+    ),
+    Setting(
+        "vhost",
+        VHOST_SPEC,
+        (),
+        "Serve a virtual host: NAMES[/PREFIX]=KIND:TARGET, e.g. --vhost"
+        " api.example.com=proxy:http://127.0.0.1:9000 or --vhost"
+        " 'docs.example.com/search=app:search:app'. Repeat with the same NAMES for"
+        " more mounts of that host. The host --app, --static and --proxy make still"
+        " answers every other name. In the configuration file, write [[host]] tables.",
+        repeatable=True,
+        file=False,
     ),
     Setting(
         "listen",
@@ -987,6 +1120,9 @@ class MountConfig:
         options: the mount's other keys (defaults filled in), by name.
         where: where it was configured, for error messages
             (``site.toml: host[0].mount[1]`` or ``--static '/s=./s'``).
+        target_where: where the target itself was configured, when that is more
+            precise than ``where`` (``site.toml: host[0].mount[1].app``); see
+            :attr:`target_source`.
     """
 
     path: str
@@ -994,6 +1130,15 @@ class MountConfig:
     target: Any
     options: Mapping[str, Any]
     where: str
+    target_where: str | None = None
+
+    @property
+    def target_source(self) -> str:
+        """Where the target was configured: the file's key path, or the flag as typed.
+
+        Errors about the target (an application that does not import) name this.
+        """
+        return self.target_where or self.where
 
     @property
     def prefix(self) -> bytes:
@@ -1025,7 +1170,7 @@ class ServerConfig:
 
     Attributes:
         hosts: the virtual hosts; the command line's --app/--static/--proxy make one
-            catch-all host.
+            catch-all host, and each set of names given to --vhost one more.
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
@@ -1087,6 +1232,14 @@ def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
     server = document.get("server", {})
     if not isinstance(server, dict):
         raise ConfigError(f"{name}: server", "expected a table: [server]")
+    for key in server:
+        setting = _BY_NAME.get(key)
+        if setting is None or not setting.file:
+            # check_config = true here would make every start check and exit.
+            problem = "unknown key"
+            if setting is not None:
+                problem += f" ({setting.flag} is a command-line option only)"
+            raise ConfigError(f"{name}: server.{key}", problem)
     hosts = document.get("host", [])
     if not isinstance(hosts, list):
         raise ConfigError(f"{name}: host", "expected an array of tables: [[host]]")
@@ -1171,7 +1324,7 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             raise ConfigError(f"{where}.{key.name}", f"only applies to {allowed} mounts")
         if not key.applies_to or kind in key.applies_to:
             options[key.name] = parsed.get(key.name, key.default)
-    return MountConfig(parsed["path"], kind, parsed[kind], options, where)
+    return MountConfig(parsed["path"], kind, parsed[kind], options, where, f"{where}.{kind}")
 
 
 def _default_options(kind: str) -> dict[str, Any]:
@@ -1197,9 +1350,19 @@ def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
         raise ConfigError(where, "a host needs at least one [[host.mount]]")
 
 
-def _hosts(raw_hosts: Sequence[Any], file: str, base: str | None) -> tuple[HostConfig, ...]:
+def _claim_names(names: Sequence[str], owner: str, where: str, names_seen: dict[str, str]) -> None:
+    """Record that ``owner`` answers to ``names``; a name already taken is an error."""
+    for name in names:
+        key = _name_key(name)
+        if key in names_seen:
+            raise ConfigError(where, f"{name!r} is already a name of {names_seen[key]}")
+        names_seen[key] = owner
+
+
+def _hosts(
+    raw_hosts: Sequence[Any], file: str, base: str | None, names_seen: dict[str, str]
+) -> tuple[HostConfig, ...]:
     hosts = []
-    names_seen: dict[str, str] = {}
     default_where = None
     for index, table in enumerate(raw_hosts):
         where = f"{file}: host[{index}]"
@@ -1214,14 +1377,7 @@ def _hosts(raw_hosts: Sequence[Any], file: str, base: str | None) -> tuple[HostC
             for number, mount in enumerate(mounts_raw)
         )
         _check_mounts(mounts, where)
-        for name in parsed["names"]:
-            normal = name.strip().lower().rstrip(".")
-            if normal in names_seen:
-                raise ConfigError(
-                    f"{where}.names",
-                    f"{name!r} is already a name of {names_seen[normal]}",
-                )
-            names_seen[normal] = where
+        _claim_names(parsed["names"], where, f"{where}.names", names_seen)
         default = parsed.get("default", False)
         if default:
             if default_where is not None:
@@ -1230,6 +1386,47 @@ def _hosts(raw_hosts: Sequence[Any], file: str, base: str | None) -> tuple[HostC
                 )
             default_where = where
         hosts.append(HostConfig(parsed["names"], default, mounts, where))
+    return tuple(hosts)
+
+
+def _vhost_hosts(
+    specs: Sequence[VhostSpec], flag: str, names_seen: dict[str, str]
+) -> tuple[HostConfig, ...]:
+    """The hosts of the ``--vhost`` values: one per set of names, in order.
+
+    Values with the same names (in any order or case) are mounts of one host; a
+    name shared by two different sets, or with a ``[[host]]``, is an error.
+    """
+    groups: dict[frozenset[str], list[VhostSpec]] = {}
+    for spec in specs:
+        groups.setdefault(frozenset(_name_key(name) for name in spec.names), []).append(spec)
+    hosts = []
+    names_of: dict[str, tuple[str, ...]] = {}
+    for group in groups.values():
+        mounts = tuple(
+            MountConfig(
+                spec.path,
+                spec.kind,
+                spec.target,
+                _default_options(spec.kind),
+                f"{flag} {spec.text!r}",
+            )
+            for spec in group
+        )
+        where = mounts[0].where
+        _check_mounts(mounts, where)
+        for name in group[0].names:
+            owner = names_seen.get(_name_key(name), "")
+            if owner in names_of:
+                # Most likely a mount meant for that host, with only some of its names.
+                raise ConfigError(
+                    where,
+                    f"{name!r} is already a name of {owner}; to add a mount to that host,"
+                    f" give all its names: {','.join(names_of[owner])}",
+                )
+        _claim_names(group[0].names, where, where, names_seen)
+        names_of[where] = group[0].names
+        hosts.append(HostConfig(group[0].names, False, mounts, where))
     return tuple(hosts)
 
 
@@ -1281,13 +1478,16 @@ def build_config(
             raise ConfigError(source(name), "unknown setting")
         try:
             parsed[name] = setting.parse(raw)
+        except _ItemError as error:
+            raise ConfigError(f"{source(name)} {error.item!r}", str(error)) from None
         except ValueError as error:
             raise ConfigError(source(name), str(error)) from None
     resolved = {setting.name: parsed.get(setting.name, setting.default) for setting in SETTINGS}
     http = HttpSettings(**{k: v for k, v in resolved.items() if k in _HTTP_FIELDS})
     file_name = os.path.basename(file) if file else "config"
     base = os.path.dirname(os.path.abspath(file)) if file else None
-    host_configs = _hosts(hosts, file_name, base)
+    names_seen: dict[str, str] = {}
+    host_configs = _hosts(hosts, file_name, base, names_seen)
     single_site: list[MountConfig] = []
     if resolved["app"] is not None:
         single_site.append(
@@ -1308,10 +1508,13 @@ def build_config(
             )
         _check_mounts(single_site, "command line")
         host_configs = (HostConfig((), True, tuple(single_site), "command line"),)
+    # Added to the file's hosts: a name in both is the duplicate-name error.
+    host_configs += _vhost_hosts(resolved["vhost"], source("vhost"), names_seen)
     if not host_configs:
         raise ConfigError(
             "configuration",
-            "nothing to serve: give --app, --static or --proxy, or [[host]] tables in --config",
+            "nothing to serve: give --app, --static, --proxy or --vhost,"
+            " or [[host]] tables in --config",
         )
     return ServerConfig(
         hosts=host_configs,

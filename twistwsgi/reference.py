@@ -33,6 +33,11 @@ is taken) is printed as one line on stderr and the process exits with status 2.
 Sizes accept `k`, `m` and `g` suffixes (powers of 1024); durations accept `ms`, `s`,
 `m` and `h` suffixes (a bare number is seconds).
 
+`--vhost NAMES[/PREFIX]=KIND:TARGET` serves virtual hosts without a configuration
+file, for example `--vhost api.example.com=proxy:http://127.0.0.1:9000` and
+`--vhost docs.example.com/search=app:search:app`; see [several sites from the command
+line](configuration.md#one-process-several-sites-from-the-command-line).
+
 | Option | Value | Default | |
 |---|---|---|---|
 """
@@ -105,6 +110,27 @@ proxy = "http://127.0.0.1:9000"
 An annotated example lives in
 [`deploy/site.example.toml`](../deploy/site.example.toml).
 
+## One process, several sites from the command line
+
+For a few sites without a file, `--vhost NAMES[/PREFIX]=KIND:TARGET` adds a virtual
+host from the command line, with the mounts' default options. `NAMES` is one or more
+host names separated by commas (`*.example.org` allowed), `PREFIX` the mount path (`/`
+when left out), and `KIND:TARGET` is `app:MODULE:NAME`, `static:DIR` or `proxy:URL`.
+Repeat `--vhost` with the same names for more mounts of one host. The host that
+`--app`, `--static` and `--proxy` make answers every name no `--vhost` lists:
+
+```
+twistd -n wsgi --app shop.wsgi:app --static /static=./static \\
+    --vhost api.example.com=proxy:http://127.0.0.1:9000 \\
+    --vhost docs.example.com=static:/srv/docs \\
+    --vhost docs.example.com/search=app:search:app
+```
+
+With `--config`, the hosts of `--vhost` are added to the file's `[[host]]` tables; a
+name in both is an error, as a name in two tables is. Without `--app`, `--static`,
+`--proxy` or a `default = true` host, a request for a name nobody lists gets `404`
+(`421` over TLS). Mount options (`cache_control`, `balance`, ...) need the file.
+
 ## How requests are routed
 
 1. **Host.** The request's host name (the `Host` header, or the authority of an
@@ -136,15 +162,22 @@ are imported, the endpoints parsed) and prints the routing table.
 
 ## Reloading
 
-`SIGHUP` (`systemctl reload`, `kill -HUP`) re-reads the file and swaps the hosts and
-mounts in without dropping a connection: requests in progress finish with the
+`SIGHUP` (`systemctl reload`, `kill -HUP`) re-reads the file and swaps the new
+configuration in without dropping a connection: requests in progress finish with the
 configuration they started with. A file that does not validate is refused with a log
-line and the old configuration keeps serving. Limits and timeouts apply to new
-connections; `listen` and `threads` need a restart. Python caches imported modules, so
-new application code also needs a restart. The access log file is reopened (for log
-rotation).
+line and the old configuration keeps serving. On reload:
 
-Options given on the command line override the `[server]` values of the file.
+- **applied:** the hosts and their mounts, `trusted_proxies`, `graceful_timeout`,
+  `access_log` (the new destination is opened before the old one is closed; if it
+  cannot be opened, a log line says why and the log keeps going where it went), and
+  the limits and timeouts of `[server]` (for connections accepted from then on);
+- **needs a restart:** `listen` and `threads` (a change is logged as a warning), and
+  new application code, since Python caches imported modules.
+
+The access log file is reopened on every `SIGHUP`, for log rotation.
+
+Options given on the command line override the `[server]` values of the file, on
+reload too; `--config`, `--check-config` and `--vhost` exist only on the command line.
 Relative paths in the file (`static` directories, `tls_ca`, `access_log`) are read from
 the file's own directory, so it means the same wherever the server is started; paths
 given on the command line are read from the current directory.

@@ -21,6 +21,7 @@ flight keeps the table it started with.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -50,12 +51,31 @@ T = TypeVar("T")
 def normalize_name(name: str) -> str:
     """Normalise a configured host name: lower case, no trailing dot.
 
-    Wildcards (``*.example.org``) and IPv6 literals (``[::1]``) keep their form.
+    Wildcards (``*.example.org``) keep their form; IPv6 literals take the one a
+    request's is normalised to (``[0:0::1]`` is ``[::1]``, see :func:`normalize_host`).
     """
     name = name.strip().lower()
+    if name.startswith("["):
+        # Configuration validation refuses a literal that is not an address.
+        return _ipv6_literal(name) or name
     if name.endswith(".") and not name.endswith(".."):
         name = name[:-1]
     return name
+
+
+def _ipv6_literal(text: str) -> str | None:
+    """``[address]`` in the compressed lower-case form of :mod:`ipaddress`, or ``None``.
+
+    Compressing makes every spelling of one address (``[0:0::1]``, ``[::0001]``) the
+    same name. A zone identifier (``[fe80::1%25eth0]``, RFC 6874) is refused: it names
+    an interface of the client's machine, which is nothing this server can match.
+    """
+    if not (text.startswith("[") and text.endswith("]")) or "%" in text:
+        return None
+    try:
+        return f"[{ipaddress.IPv6Address(text[1:-1]).compressed}]"
+    except ValueError:
+        return None
 
 
 _HOST_CACHE: dict[bytes, str | None] = {}
@@ -66,8 +86,9 @@ def normalize_host(authority: bytes) -> str | None:
     """Normalise a request's authority to the name a host table is keyed by.
 
     ``Example.COM:8080`` and ``example.com.`` become ``example.com``;
-    ``[::1]:8443`` becomes ``[::1]``. Returns ``None`` for an empty or malformed
-    authority (which then only the default host answers). Results are cached: a
+    ``[0:0::1]:8443`` becomes ``[::1]``. Returns ``None`` for an empty or malformed
+    authority, an IPv6 literal that is not an address or has a zone identifier
+    (which then only the default host answers). Results are cached: a
     server sees the same few authorities over and over.
     """
     try:
@@ -94,7 +115,7 @@ def _normalize_host(authority: bytes) -> str | None:
         rest = text[end + 1 :]
         if rest and not (rest.startswith(":") and rest[1:].isdigit()):
             return None
-        return text[: end + 1]
+        return _ipv6_literal(text[: end + 1])
     host, sep, port = text.partition(":")
     if sep and not port.isdigit():
         return None

@@ -20,6 +20,7 @@ Nothing here imports the global reactor; it is passed in.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -200,22 +201,26 @@ class ServerService(Service):
 
         The new routing table is built completely first (applications imported);
         only then are new requests routed with it. Requests in flight finish with
-        the handlers they started with; no connection is dropped. Limits and
-        timeouts apply to new connections. Listening endpoints and the number of
-        threads need a restart. The access log file is reopened (for log rotation).
+        the handlers they started with; no connection is dropped. What applies:
+        hosts and mounts (with ``trusted_proxies``, which the proxy mounts are
+        built with), the graceful timeout, the access log destination, and limits
+        and timeouts (for new connections). Listening endpoints and the number of
+        threads need a restart: a change to them is logged as a warning. The access
+        log file is reopened (for log rotation) even when the new routing table
+        cannot be built.
 
         Returns:
             Whether the new configuration was applied; a failure is logged as one
             line and the old configuration keeps serving.
         """
-        if self._access_log is not None:
-            self._access_log.reopen()
         if self._router is None or self._site_builder is None:
+            self.reopen_access_log()
             _log.warn("Reload ignored: this server was not built from a configuration")
             return False
         try:
             table = self._site_builder.build(config)
         except ConfigError as error:
+            self.reopen_access_log()
             _log.error(
                 "Reload refused, the old configuration keeps serving: {error}", error=str(error)
             )
@@ -232,9 +237,58 @@ class ServerService(Service):
         self._router.replace(table)
         close_handlers(old_handlers)
         self.factory.settings = config.http
+        self._graceful_timeout = config.graceful_timeout
+        if old is not None and old.access_log != config.access_log:
+            config = self._switch_access_log(old, config)
+        else:
+            self.reopen_access_log()
         self.config = config
         _log.info("Reloaded the configuration: {count} host(s)", count=len(config.hosts))
         return True
+
+    def reopen_access_log(self) -> None:
+        """Reopen the access log file, after log rotation.
+
+        If that fails, lines keep going to the open file and one log line says why:
+        SIGHUP must never break the running server.
+        """
+        if self._access_log is None:
+            return
+        try:
+            self._access_log.reopen()
+        except OSError as error:
+            # A reload must not stop the server: the old file object still works
+            # (if it was moved away, lines go to its new name).
+            _log.error(
+                "Cannot reopen the access log, still writing to the open file: {error}",
+                error=error.strerror or str(error),
+            )
+
+    def _switch_access_log(self, old: ServerConfig, config: ServerConfig) -> ServerConfig:
+        """Send the access log to ``config.access_log`` instead of ``old``'s.
+
+        The new destination is opened before the old one is closed. If it cannot be
+        opened, the old one stays (reopened) and the returned configuration says so,
+        so that the next reload tries the new destination again.
+        """
+        new_log: AccessLog | None = None
+        if config.access_log != "off":
+            try:
+                new_log = AccessLog(config.access_log or "", clock=self._clock)
+            except OSError as error:
+                _log.error(
+                    "Reload: cannot open the access log {path!r} ({error});"
+                    " it keeps going where it went",
+                    path=config.access_log,
+                    error=error.strerror or str(error),
+                )
+                self.reopen_access_log()
+                return replace(config, access_log=old.access_log)
+        previous, self._access_log = self._access_log, new_log
+        self.factory.response_log = new_log
+        if previous is not None:
+            previous.close()
+        return config
 
     def stopService(self) -> Deferred[None]:
         """Stop accepting, drain in-flight requests, then stop the worker threads."""

@@ -153,7 +153,7 @@ class SiteBuilder:
             try:
                 app = self._load(mount.target)
             except AppLoadError as error:
-                raise ConfigError(f"{mount.where}", str(error)) from None
+                raise ConfigError(mount.target_source, str(error)) from None
             self._apps[mount.target] = app
         return app
 
