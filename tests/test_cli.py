@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from twistwsgi import cli
 from twistwsgi.config import SETTINGS
+from twistwsgi.dispatch import log_context_skipped, restore_log_context
 from twistwsgi.service import ServerService, make_service
 from twistwsgi.testing import capture_log_events
 
@@ -131,6 +132,13 @@ def test_bad_options_exit_2_with_one_line(
     assert expected in err
 
 
+@pytest.fixture(autouse=True)
+def _twisted_log_context_restored() -> Any:
+    """Put Twisted's event dispatch back: makeService tunes it for the process."""
+    yield
+    restore_log_context()
+
+
 def make(*argv: str) -> Any:
     return cli.makeService(parse(*argv))
 
@@ -166,6 +174,7 @@ def test_make_service_builds_a_server_service() -> None:
     service = make("--app", "tests.apps:hello", "--listen", "tcp:0:interface=127.0.0.1")
     assert isinstance(service, ServerService)
     assert not service.running
+    assert log_context_skipped()  # the command line's process-wide dispatch tuning
 
 
 def test_vhost_is_repeatable_beside_the_single_site(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from twistwsgi.config import (
     build_config,
     read_config_file,
 )
+from twistwsgi.dispatch import skip_log_context
 from twistwsgi.service import ServerService, make_service
 from twistwsgi.site import describe_routing
 
@@ -181,6 +182,9 @@ def makeService(options: Options) -> ServerService:
         raise SystemExit(0)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
     reactor.callWhenRunning(_reload_on_sighup, reactor, service, dict(options.given))
+    # The process is ours: dispatch socket events without Twisted's per-event log
+    # context, which nothing of ours reads (see twistwsgi.dispatch for the gain).
+    skip_log_context()
     return service
 
 
