@@ -8,8 +8,9 @@ its log prefix and pushes a log context holding it before calling the handler. O
 events from ``twisted.logger.Logger``, which twistwsgi uses throughout, do not.
 
 The push costs more than its use here: measured on loopback with ``wrk -t1 -c50``,
-same run, alternating, dispatching without it served 9% more hello-world requests
-with ``--threads 0``, 15% more proxied requests and 38% more 10 KB static files.
+runs alternating with and without it (two series, machine load differing),
+dispatching without it served 9-14% more hello-world requests with
+``--threads 0``, 15-18% more proxied requests and 13-38% more 10 KB static files.
 :func:`skip_log_context` replaces the function with one that calls the handler
 directly. Errors are still caught and logged, with the connection's prefix, as
 before; what is lost is the prefix on legacy log lines that Twisted itself writes
