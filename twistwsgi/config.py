@@ -702,7 +702,8 @@ SETTINGS: tuple[Setting, ...] = (
         "keepalive_timeout",
         DURATION,
         _DEFAULT_HTTP.keepalive_timeout,
-        "How long an idle persistent connection stays open.",
+        "How long an idle persistent connection stays open (0: no keep-alive, every"
+        " response says Connection: close).",
     ),
     Setting(
         "header_timeout",
