@@ -144,6 +144,22 @@ def test_all_peers_failed_falls_back_to_the_one_back_soonest() -> None:
     assert balancer.pick(3.0, [a, b, c]) is None
 
 
+def test_next_recovery_is_the_first_cool_down_to_end() -> None:
+    """The time the first peer out after failures may be tried again; actively
+    unhealthy peers and cool-downs already over do not count.
+    """
+    a, b, _ = group = peers(1, 1, 1)
+    balancer = Balancer(group, max_fails=1, fail_timeout=10.0)
+    assert balancer.next_recovery(0.0) is None
+    balancer.failed(a, 0.0)
+    balancer.failed(b, 4.0)
+    assert balancer.next_recovery(5.0) == 10.0
+    a.healthy = False
+    assert balancer.next_recovery(5.0) == 14.0
+    assert balancer.next_recovery(14.0) is None
+    assert Balancer(group, max_fails=0).next_recovery(5.0) is None
+
+
 def test_actively_unhealthy_peers_are_never_the_fallback() -> None:
     """The fallback is among peers out after failures only; an unhealthy one stays out."""
     a, b = group = peers(1, 1)

@@ -1341,3 +1341,105 @@ def test_connection_limit_options_reach_the_handler() -> None:
     setup = make_proxy(max_conns=4, queue=10, queue_timeout=1.5)
     assert setup.handler.balancer.max_conns == 4
     assert (setup.handler.queue, setup.handler.queue_timeout) == (10, 1.5)
+
+
+# -- capacity that comes back without a request ending --------------------------------------
+
+WEBSOCKET = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_a_waiter_is_served_when_a_cool_down_ends() -> None:
+    """B is out after a failure and A's only slot is held by a tunnel: a request waits
+    (queue_timeout 0, no limit). When B's time out ends, nothing is released, but
+    the waiter is sent to B then, not left waiting for an unrelated request.
+    """
+    setup = make_proxy(TWO, max_conns=1, queue_timeout=0.0)
+    a_end, b_end = setup.endpoint(0), setup.endpoint(1)
+    tunnel = setup.client()
+    tunnel.send(WEBSOCKET)
+    a_end.last.respond(SWITCHED)
+    b_end.refuse = True
+    first = setup.client()
+    get(first, b"/first")  # B refused: out for fail_timeout (10 s); waits for A
+    b_end.refuse = False
+    second = setup.client()
+    get(second, b"/second")
+    assert len(setup.handler.waiting) == 2
+    setup.clock.advance(9.9)
+    assert not b_end.connections
+    setup.clock.advance(0.2)
+    assert len(b_end.connections) == 1
+    # /first already tried B: it waits for A; /second, fresh, goes to B.
+    assert targets_sent(b_end.last) == [b"/second"]
+    assert len(setup.handler.waiting) == 1
+
+
+def test_a_waiter_is_served_when_a_health_check_passes() -> None:
+    """B fails its health check, A's only slot is held: a request waits. B passing
+    its next check serves the waiter at once.
+    """
+    setup = make_proxy(TWO, max_conns=1, queue_timeout=0.0, health_check="/h")
+    setup.clock.advance(0)
+    a_end, b_end = setup.endpoint(0), setup.endpoint(1)
+    b_end.last.respond(b"HTTP/1.1 503 Down\r\nContent-Length: 0\r\n\r\n")
+    a_end.last.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    tunnel = setup.client()
+    tunnel.send(WEBSOCKET)
+    a_end.last.respond(SWITCHED)
+    waiter = setup.client()
+    get(waiter, b"/w")
+    assert len(setup.handler.waiting) == 1
+    setup.clock.advance(5.0)  # the next checks
+    checks = len(b_end.connections)
+    b_end.last.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert not setup.handler.waiting
+    assert len(b_end.connections) == checks + 1
+    assert targets_sent(b_end.last) == [b"/w"]
+
+
+def test_a_waiter_is_served_when_a_probe_succeeds() -> None:
+    """A is back from its time out and its probe (a long event stream) gets its head:
+    A takes requests again, so the waiter goes there without waiting for a release.
+    """
+    setup = make_proxy(TWO, max_conns=2, queue_timeout=0.0)
+    a_end = setup.endpoint(0)
+    a_end.refuse = True
+    x = setup.client()
+    get(x, b"/x")  # A refused: out for 10 s; /x goes to B
+    a_end.refuse = False
+    y = setup.client()
+    get(y, b"/y")  # B is full now
+    setup.clock.advance(11)
+    probe = setup.client()
+    get(probe, b"/events")  # A's probe: the others wait for its outcome
+    waiter = setup.client()
+    get(waiter, b"/w")
+    assert len(setup.handler.waiting) == 1
+    a_end.last.respond(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert not setup.handler.waiting
+    assert targets_sent(a_end.last) == [b"/w"]
+
+
+def test_a_long_queue_failing_at_once_is_answered_without_recursion() -> None:
+    """Waiters whose connects fail synchronously (a refused UNIX connect, no file
+    descriptors) give their slot back from inside dispatch: every one is answered
+    502, none is lost, however long the queue.
+    """
+    count = 300
+    setup = make_proxy(max_conns=1, queue=count, keepalive=0)
+    holder = setup.client()
+    get(holder, b"/a")
+    waiters = [setup.client() for _ in range(count)]
+    for waiter in waiters:
+        get(waiter, b"/w")
+    setup.endpoint().refuse = True
+    with capture_log_events() as events:
+        setup.endpoint().last.respond(OK)
+    assert not [event for event in events if event.get("log_failure") is not None]
+    assert one_response(holder).status == 200
+    assert [one_response(waiter).status for waiter in waiters] == [502] * count
+    assert not setup.handler.waiting
+    assert setup.handler.group.peers[0].active == 0

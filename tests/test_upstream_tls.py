@@ -43,7 +43,7 @@ from twistwsgi.http.protocol import HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.proxy import ProxyHandler, build_proxy
 from twistwsgi.testing import capture_log_events, connect, parse_responses
-from twistwsgi.upstream import UpstreamPool, load_trust_root
+from twistwsgi.upstream import CONNECT_BACKSTOP, UpstreamPool, load_trust_root
 
 reactor: Any = global_reactor
 
@@ -210,14 +210,16 @@ class Recorder:
         pass
 
 
-def make_pool(endpoint: IStreamClientEndpoint, clock: Clock) -> UpstreamPool:
+def make_pool(
+    endpoint: IStreamClientEndpoint, clock: Clock, connect_timeout: float = 5.0
+) -> UpstreamPool:
     return UpstreamPool(
         parse_upstream("https://localhost:9443"),
         endpoint,
         settings=ClientSettings(),
         clock=clock,
         keepalive=4,
-        connect_timeout=5.0,
+        connect_timeout=connect_timeout,
     )
 
 
@@ -300,6 +302,30 @@ def test_a_stalled_handshake_is_a_connect_timeout(certificates: Certificates) ->
     assert isinstance(error, UpstreamError)
     assert (error.kind, error.detail) == (ErrorKind.CONNECT, "connecting timed out after 5s")
     assert transport.disconnected  # aborted
+
+
+def test_a_stalled_handshake_gives_up_without_a_connect_timeout(
+    certificates: Certificates,
+) -> None:
+    """connect_timeout 0 is "no limit of its own": the endpoint's backstop covers TCP
+    only, so the pool's own backstop must cover the handshake, or it waits forever.
+    """
+    clock = Clock()
+    upstream = MemoryUpstream(None, clock)
+    pool = make_pool(
+        wrapClientTLS(client_tls(certificates.trusted), upstream, clock=clock), clock, 0.0
+    )
+    results = outcome(pool.connect())
+    (transport,) = upstream.silent
+    clock.advance(CONNECT_BACKSTOP - 0.1)
+    assert results == []
+    clock.advance(0.2)
+    (failure,) = results
+    error = failure.value
+    assert isinstance(error, UpstreamError)
+    assert error.kind is ErrorKind.CONNECT
+    assert error.detail == f"connecting timed out after {CONNECT_BACKSTOP}s"
+    assert transport.disconnected
 
 
 def test_cancelling_during_the_handshake_drops_the_connection(

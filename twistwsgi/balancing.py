@@ -195,6 +195,21 @@ class Balancer(Generic[T]):
             live = [peer for peer in self.peers if peer.healthy and peer not in exclude]
         return bool(live) and all(peer.active >= limit for peer in live)
 
+    def next_recovery(self, now: float) -> float | None:
+        """When the first peer now out after failures may be tried again, or ``None``.
+
+        Requests waiting for a free peer are looked at again then: a cool-down ending
+        frees capacity without any request ending.
+        """
+        if not self.max_fails:
+            return None
+        ends = [
+            peer._down_until
+            for peer in self.peers
+            if peer.healthy and peer.fails >= self.max_fails and peer._down_until > now
+        ]
+        return min(ends) if ends else None
+
     def _back_soonest(self, exclude: Collection[Peer[T]]) -> Peer[T] | None:
         """The healthy peer not in ``exclude`` and not full whose time out ends first."""
         limit = self.max_conns

@@ -159,6 +159,11 @@ class ProxyHandler:
         self.queue = queue
         self.queue_timeout = queue_timeout
         self.waiting: OrderedDict[_Forward, IDelayedCall | None] = OrderedDict()
+        self._dispatching = False
+        self._dispatch_again = False
+        self._recheck: IDelayedCall | None = None
+        # Capacity also comes back without a request ending: a health check passing.
+        group.on_recovered = self.dispatch
 
     def handle(self, exchange: Exchange) -> None:
         """Forward ``exchange`` to an upstream."""
@@ -186,7 +191,44 @@ class ProxyHandler:
         that is still refused only for want of a slot keeps its place. Waiters that
         have tried nothing yet all get the same answer from the balancer, so after
         the first of them is refused the others are skipped.
+
+        Not re-entered: a waiter that fails at once (a connect refused synchronously)
+        gives its slot back from inside this loop; the nested call only asks for
+        another pass, so a long queue cannot grow the stack.
         """
+        if self._dispatching:
+            self._dispatch_again = True
+            return
+        self._dispatching = True
+        try:
+            self._dispatch_again = True
+            while self._dispatch_again:
+                self._dispatch_again = False
+                self._serve_waiters()
+        finally:
+            self._dispatching = False
+        if self.waiting:
+            self._recheck_at_recovery()
+
+    def _recheck_at_recovery(self) -> None:
+        """Look at the queue again when the first upstream out after failures is back."""
+        now = self.clock.seconds()
+        when = self.balancer.next_recovery(now)
+        if when is None:
+            return
+        recheck = self._recheck
+        if recheck is not None and recheck.active():
+            if recheck.getTime() <= when:
+                return
+            recheck.cancel()
+        self._recheck = self.clock.callLater(when - now, self._recheck_fired)
+
+    def _recheck_fired(self) -> None:
+        self._recheck = None
+        if self.waiting:
+            self.dispatch()
+
+    def _serve_waiters(self) -> None:
         waiting = self.waiting
         balancer = self.balancer
         while waiting:
@@ -463,9 +505,13 @@ class _Forward:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""
         peer = self._peer
+        recovered = False
         if peer is not None and peer.fails:
             self._proxy.balancer.succeeded(peer)
+            recovered = True
         self._exchange.start_response(status, response_fields(headers), reason or None)
+        if recovered and self._proxy.waiting:
+            self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
     def response_data(self, data: bytes, complete: bool) -> None:
         """Pass body bytes on; at the end, finish the client's response."""
@@ -687,8 +733,10 @@ class _Forward:
         fields.append((b"Upgrade", protocols))
         fields.append((b"Connection", b"upgrade"))
         peer = self._peer
+        recovered = False
         if peer is not None and peer.fails:
             self._proxy.balancer.succeeded(peer)
+            recovered = True
         self._tunnelling = True
         tunnel = exchange.upgrade(fields, self)
         self._tunnel = tunnel
@@ -697,6 +745,8 @@ class _Forward:
             tunnel.pause_reading()  # the upstream stopped reading before the switch
         if tail:
             tunnel.write(tail)
+        if recovered and self._proxy.waiting:
+            self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
     def data_received(self, data: bytes) -> None:
         """Bytes from the client through the tunnel."""

@@ -75,6 +75,7 @@ from twistwsgi.http.client import (
 )
 
 __all__ = [
+    "CONNECT_BACKSTOP",
     "EndpointFactory",
     "HealthCheck",
     "UpstreamGroup",
@@ -87,6 +88,10 @@ _log = Logger(namespace="twistwsgi.proxy")
 
 #: Seconds an idle connection beyond ``keepalive`` is kept (see :class:`UpstreamPool`).
 OVERFLOW_IDLE_TIMEOUT = 1.0
+
+#: Seconds a connection attempt (TCP connect and TLS handshake) may take when
+#: ``connect_timeout`` is 0, "no limit of its own": an attempt never waits forever.
+CONNECT_BACKSTOP = 30
 
 #: Builds the client endpoint for an upstream address (tests pass in-memory ones).
 EndpointFactory = Callable[[UpstreamAddress], IStreamClientEndpoint]
@@ -152,7 +157,7 @@ def client_endpoint(
     """
     endpoint: IStreamClientEndpoint
     # Our own timer (UpstreamPool.connect) cancels first; this is a backstop.
-    timeout = math.ceil(connect_timeout) + 1 if connect_timeout > 0 else 30
+    timeout = math.ceil(connect_timeout) + 1 if connect_timeout > 0 else CONNECT_BACKSTOP
     if address.scheme == "unix":
         return UNIXClientEndpoint(reactor, address.socket_path, timeout=timeout)
     host = address.host
@@ -261,18 +266,17 @@ class UpstreamPool:
             timed_out.append(True)
             attempt.cancel()
 
-        timer = (
-            self.clock.callLater(self._connect_timeout, fire_timeout)
-            if self._connect_timeout > 0
-            else None
-        )
+        # 0 ("no limit of its own") still gives up after the endpoint's backstop:
+        # the endpoint's own timeout covers TCP only, not a TLS handshake.
+        limit = self._connect_timeout if self._connect_timeout > 0 else CONNECT_BACKSTOP
+        timer = self.clock.callLater(limit, fire_timeout)
 
         def done(result: Any) -> Any:
             if timer is not None and timer.active():
                 timer.cancel()
             if isinstance(result, Failure):
                 if timed_out:
-                    detail = f"connecting timed out after {self._connect_timeout:g}s"
+                    detail = f"connecting timed out after {limit:g}s"
                 elif result.check(CancelledError, ConnectingCancelledError, UpstreamError):
                     return result
                 else:
@@ -328,6 +332,7 @@ class HealthCheck:
         path: the path (and query) to request.
         interval: seconds between checks; also the time a check may take.
         clock: the source of timers.
+        on_recovered: called when the upstream passes again after failing.
     """
 
     def __init__(
@@ -337,7 +342,10 @@ class HealthCheck:
         path: str,
         interval: float,
         clock: IReactorTime,
+        *,
+        on_recovered: Callable[[], None] | None = None,
     ) -> None:
+        self._on_recovered = on_recovered
         self._pool = pool
         self._peer = peer
         self._head = _HEALTH_HEAD % (path.encode("utf-8"), pool.address.host_field)
@@ -408,6 +416,8 @@ class HealthCheck:
             peer.healthy = healthy
             if healthy:
                 _log.info("Upstream {upstream} passed its health check", upstream=peer.name)
+                if self._on_recovered is not None:
+                    self._on_recovered()  # requests may be waiting for it
             else:
                 _log.warn(
                     "Upstream {upstream} failed its health check ({detail});"
@@ -462,6 +472,10 @@ class UpstreamGroup:
         health_interval: seconds between polls.
         max_conns: requests in progress per upstream at most (0: no limit); health
             checks are not requests and do not count.
+
+    Attributes:
+        on_recovered: called when an upstream passes its health check again (the
+            proxy then serves the requests waiting for a free upstream).
     """
 
     def __init__(
@@ -485,12 +499,24 @@ class UpstreamGroup:
             fail_timeout=fail_timeout,
             max_conns=max_conns,
         )
+        self.on_recovered: Callable[[], None] | None = None
         self.checks: list[HealthCheck] = []
         if health_check is not None:
             for peer in self.peers:
-                check = HealthCheck(peer.target, peer, health_check, health_interval, clock)
+                check = HealthCheck(
+                    peer.target,
+                    peer,
+                    health_check,
+                    health_interval,
+                    clock,
+                    on_recovered=self._recovered,
+                )
                 self.checks.append(check)
                 check.start()
+
+    def _recovered(self) -> None:
+        if self.on_recovered is not None:
+            self.on_recovered()
 
     def close(self) -> None:
         """Stop the health checks and close the idle connections."""
