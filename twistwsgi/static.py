@@ -267,8 +267,8 @@ class StaticHandler:
                 return
             _answer(exchange, 405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
             return
-        raw = exchange.request.path.lower()
-        if b"%2f" in raw or b"%5c" in raw or b"\\" in raw:
+        raw = exchange.request.path
+        if b"\\" in raw or (b"%" in raw and (b"%2f" in raw.lower() or b"%5c" in raw.lower())):
             self._missed(exchange)  # an encoded separator cannot name a file
             return
         self.serve(exchange, path_info)
