@@ -598,3 +598,17 @@ def test_closed_error_says_why() -> None:
     assert error.kind is ErrorKind.CLOSED
     assert "closed before a response" in error.detail
     assert "reset by the upstream's peer" in error.detail
+
+
+def test_a_connection_gone_before_use_is_a_connect_error() -> None:
+    """A connection that ended before the pool handed it out is a connect failure
+    (the request goes elsewhere), never a connection to send on.
+    """
+    connection, _transport, _clock, _owner = connected()
+    connection.connectionLost(Failure(ConnectionDone()))
+    results: list[Any] = []
+    connection.wait_for_handshake().addBoth(results.append)
+    (failure,) = results
+    assert isinstance(failure, Failure)
+    assert failure.check(UpstreamError)
+    assert failure.value.kind is ErrorKind.CONNECT

@@ -183,8 +183,12 @@ def client_endpoint(
 
 
 def _handshaken(connection: ClientConnection) -> Any:
-    """The connection, or a Deferred of it when its TLS handshake is still going on."""
-    return connection.wait_for_handshake() if connection.handshaking else connection
+    """The connection, or a Deferred of it when its TLS handshake is still going on.
+
+    A connection that is neither ready nor handshaking has already ended: that is a
+    connect failure too, never a connection handed out to be sent on.
+    """
+    return connection if connection.idle else connection.wait_for_handshake()
 
 
 class _ConnectionFactory(Factory):

@@ -342,6 +342,10 @@ class ClientConnection(TwistedProtocol):
         """
         if self._handshake_error is not None:
             return fail(self._handshake_error)
+        if self._state is _State.CLOSED:
+            return fail(
+                UpstreamError(ErrorKind.CONNECT, "the connection closed before it could be used")
+            )
         if self._state is not _State.HANDSHAKE:
             return succeed(self)
 
