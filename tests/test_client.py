@@ -610,5 +610,6 @@ def test_a_connection_gone_before_use_is_a_connect_error() -> None:
     connection.wait_for_handshake().addBoth(results.append)
     (failure,) = results
     assert isinstance(failure, Failure)
-    assert failure.check(UpstreamError)
-    assert failure.value.kind is ErrorKind.CONNECT
+    error = failure.value
+    assert isinstance(error, UpstreamError)
+    assert error.kind is ErrorKind.CONNECT

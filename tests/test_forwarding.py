@@ -6,7 +6,7 @@ from urllib.parse import unquote_to_bytes
 
 import h11
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from twistwsgi.forwarding import (
@@ -214,6 +214,8 @@ def test_mapped_path_decodes_to_the_routed_path(
         b" ", b"%20"
     )
     request = head(raw)
+    # A path above the root never reaches the proxy: the Router answers it (404).
+    assume(remove_dot_segments(request.decoded_path) is not None)
     route = route_for(request, mount)
     forwarded = upstream_target(request, route, prefix)
     assert b"?" not in forwarded
