@@ -22,7 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twistwsgi.config import MountConfig, ServerConfig, Upstream
+from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.settings import HttpSettings
@@ -30,24 +30,14 @@ from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
+# The schema's defaults, with what these tests need differently.
 OPTIONS: dict[str, Any] = {
-    "balance": "round_robin",
-    "preserve_host": True,
+    **default_options("proxy"),
     "connect_timeout": 5.0,
     "response_timeout": 30.0,
     "idle_timeout": 20.0,
     "keepalive": 8,
     "keepalive_timeout": 60.0,
-    "max_fails": 1,
-    "fail_timeout": 10.0,
-    "health_check": None,
-    "health_interval": 5.0,
-    "retry": True,
-    "tls_verify": True,
-    "tls_ca": None,
-    "max_conns": 0,
-    "queue": 100,
-    "queue_timeout": 30.0,
 }
 
 

@@ -40,7 +40,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.test_sockets import write_self_signed_certificate
-from twistwsgi.config import MountConfig, ServerConfig, Upstream
+from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.http.protocol import HTTPFactory
@@ -49,24 +49,12 @@ from twistwsgi.proxy import ProxyHandler, _Forward, build_proxy
 
 reactor: Any = global_reactor
 
+# The schema's defaults, with what these tests need differently.
 OPTIONS: dict[str, Any] = {
-    "balance": "round_robin",
-    "preserve_host": True,
-    "connect_timeout": 10.0,
-    "response_timeout": 60.0,
-    "idle_timeout": 60.0,
+    **default_options("proxy"),
     "keepalive": 16,
     "keepalive_timeout": 60.0,
-    "max_fails": 1,
     "fail_timeout": 30.0,
-    "health_check": None,
-    "health_interval": 5.0,
-    "retry": True,
-    "tls_verify": True,
-    "tls_ca": None,
-    "max_conns": 0,
-    "queue": 100,
-    "queue_timeout": 30.0,
 }
 
 MB = 1024 * 1024
@@ -300,11 +288,17 @@ class HoldingApp:
             exchange.finish(b"ok")
 
 
-class ProxySocketTests(TestCase):
-    """Upstreams and a proxy on the real reactor, clients in threads."""
+class ProxySocketHarness(TestCase):
+    """Listeners and a proxy on the real reactor, clients in threads (no tests here).
+
+    ``options`` are the proxy mount's options; a subclass may set its own.
+    """
+
+    options: dict[str, Any] = OPTIONS
+    directory_prefix = "twistwsgi-proxy-"
 
     def setUp(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="twistwsgi-proxy-"))
+        self.directory = Path(tempfile.mkdtemp(prefix=self.directory_prefix))
         self.addCleanup(shutil.rmtree, self.directory, True)
 
     async def listen(self, handler: Any, endpoint: str = "tcp:0:interface=127.0.0.1") -> int:
@@ -318,15 +312,9 @@ class ProxySocketTests(TestCase):
         self.addCleanup(stop)
         return getattr(port.getHost(), "port", 0)
 
-    async def upstream(
-        self, name: str = "up", endpoint: str = "tcp:0:interface=127.0.0.1"
-    ) -> tuple[UpstreamApp, int]:
-        app = UpstreamApp(name)
-        return app, await self.listen(app, endpoint)
-
     async def proxy(self, urls: list[str], **options: Any) -> tuple[ProxyHandler, int]:
         mount = MountConfig(
-            "/", "proxy", tuple(Upstream(url) for url in urls), {**OPTIONS, **options}, "test"
+            "/", "proxy", tuple(Upstream(url) for url in urls), {**self.options, **options}, "test"
         )
         handler = build_proxy(mount, ServerConfig(), reactor=reactor)
         port = await self.listen(handler)
@@ -344,6 +332,16 @@ class ProxySocketTests(TestCase):
 
     async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         return await deferToThread(func, *args)
+
+
+class ProxySocketTests(ProxySocketHarness):
+    """Upstreams and a proxy on the real reactor, clients in threads."""
+
+    async def upstream(
+        self, name: str = "up", endpoint: str = "tcp:0:interface=127.0.0.1"
+    ) -> tuple[UpstreamApp, int]:
+        app = UpstreamApp(name)
+        return app, await self.listen(app, endpoint)
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Wait until ``condition()`` holds; the bound only turns a hang into a failure."""

@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from twistwsgi.config import MountConfig, ServerConfig, Upstream
+from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.exchange import Exchange
@@ -173,24 +173,14 @@ class MemoryUpstream:
         return succeed(protocol)
 
 
+# The schema's defaults, with what these tests need differently.
 OPTIONS: dict[str, Any] = {
-    "balance": "round_robin",
-    "preserve_host": True,
+    **default_options("proxy"),
     "connect_timeout": 5.0,
     "response_timeout": 30.0,
     "idle_timeout": 300.0,
     "keepalive": 8,
     "keepalive_timeout": 60.0,
-    "max_fails": 1,
-    "fail_timeout": 10.0,
-    "health_check": None,
-    "health_interval": 5.0,
-    "retry": True,
-    "tls_verify": True,
-    "tls_ca": None,
-    "max_conns": 0,
-    "queue": 100,
-    "queue_timeout": 30.0,
 }
 
 

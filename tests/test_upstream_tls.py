@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,20 +19,19 @@ import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet import ssl
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from tests.test_proxy_sockets import ProxySocketHarness
 from tests.test_sockets import write_self_signed_certificate
-from twistwsgi.config import MountConfig, ServerConfig, Upstream
+from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress, parse_upstream
 from twistwsgi.http.client import ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange
@@ -47,24 +43,12 @@ from twistwsgi.upstream import CONNECT_BACKSTOP, UpstreamPool, load_trust_root
 
 reactor: Any = global_reactor
 
+# The schema's defaults, with what these tests need differently.
 OPTIONS: dict[str, Any] = {
-    "balance": "round_robin",
-    "preserve_host": True,
+    **default_options("proxy"),
     "connect_timeout": 5.0,
-    "response_timeout": 60.0,
-    "idle_timeout": 60.0,
     "keepalive": 8,
     "keepalive_timeout": 60.0,
-    "max_fails": 1,
-    "fail_timeout": 10.0,
-    "health_check": None,
-    "health_interval": 5.0,
-    "retry": True,
-    "tls_verify": True,
-    "tls_ca": None,
-    "max_conns": 0,
-    "queue": 100,
-    "queue_timeout": 30.0,
 }
 
 _PEER = IPv4Address("TCP", "127.0.0.1", 9443)
@@ -446,23 +430,11 @@ def test_a_single_stalled_upstream_is_a_502(certificates: Certificates) -> None:
 # -- real sockets ------------------------------------------------------------------------------
 
 
-class TLSUpstreamSocketTests(TestCase):
+class TLSUpstreamSocketTests(ProxySocketHarness):
     """TLS upstreams on 127.0.0.1 and the proxy on the real reactor; clients in threads."""
 
-    def setUp(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="twistwsgi-tls-"))
-        self.addCleanup(shutil.rmtree, self.directory, True)
-
-    async def listen(self, handler: Any, endpoint: str) -> int:
-        factory = HTTPFactory(handler, settings=HttpSettings(max_body=0), clock=reactor)
-        port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
-
-        async def stop() -> None:
-            await maybeDeferred(port.stopListening)
-            await factory.shut_down()
-
-        self.addCleanup(stop)
-        return getattr(port.getHost(), "port", 0)
+    options = OPTIONS
+    directory_prefix = "twistwsgi-tls-"
 
     async def tls_upstream(self, answer: Answer) -> tuple[int, Path]:
         directory = self.directory / answer.name
@@ -470,27 +442,6 @@ class TLSUpstreamSocketTests(TestCase):
         key, cert = write_self_signed_certificate(directory)
         endpoint = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
         return await self.listen(answer, endpoint), cert
-
-    async def proxy(self, urls: list[str], **options: Any) -> tuple[ProxyHandler, int]:
-        mount = MountConfig(
-            "/", "proxy", tuple(Upstream(url) for url in urls), {**OPTIONS, **options}, "test"
-        )
-        handler = build_proxy(mount, ServerConfig(), reactor=reactor)
-        port = await self.listen(handler, "tcp:0:interface=127.0.0.1")
-
-        async def close_pools() -> None:
-            handler.close()
-            for _ in range(1000):
-                if not any(peer.target.connections for peer in handler.group.peers):
-                    return
-                await deferLater(reactor, 0.01, lambda: None)
-            raise AssertionError("upstream connections did not close")
-
-        self.addCleanup(close_pools)
-        return handler, port
-
-    async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
-        return await deferToThread(func, *args)
 
     @staticmethod
     def post(port: int, bodies: list[bytes]) -> list[tuple[int, bytes]]:

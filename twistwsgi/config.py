@@ -45,6 +45,7 @@ __all__ = [
     "Upstream",
     "VhostSpec",
     "build_config",
+    "default_options",
     "parse_app_spec",
     "read_config_file",
 ]
@@ -1328,7 +1329,8 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     return MountConfig(parsed["path"], kind, parsed[kind], options, where, f"{where}.{kind}")
 
 
-def _default_options(kind: str) -> dict[str, Any]:
+def default_options(kind: str) -> dict[str, Any]:
+    """The options a mount of ``kind`` gets when it sets none (the schema's defaults)."""
     return {
         key.name: key.default
         for key in MOUNT_KEYS
@@ -1409,7 +1411,7 @@ def _vhost_hosts(
                 spec.path,
                 spec.kind,
                 spec.target,
-                _default_options(spec.kind),
+                default_options(spec.kind),
                 f"{flag} {spec.text!r}",
             )
             for spec in group
@@ -1492,7 +1494,7 @@ def build_config(
     single_site: list[MountConfig] = []
     if resolved["app"] is not None:
         single_site.append(
-            MountConfig("/", "app", resolved["app"], _default_options("app"), source("app"))
+            MountConfig("/", "app", resolved["app"], default_options("app"), source("app"))
         )
     for kind in ("static", "proxy"):
         # Errors name a mount by what the user wrote (--static '/s=./s'), not by the
@@ -1500,7 +1502,7 @@ def build_config(
         written = _written_specs(values.get(kind, ()))
         for (prefix, target), text in zip(resolved[kind], written, strict=True):
             where = f"{source(kind)} {text!r}"
-            single_site.append(MountConfig(prefix, kind, target, _default_options(kind), where))
+            single_site.append(MountConfig(prefix, kind, target, default_options(kind), where))
     if single_site:
         if host_configs:
             raise ConfigError(
