@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
+from twisted.internet import reactor as global_reactor
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
@@ -17,7 +19,12 @@ from twisted.python.failure import Failure
 
 from twistwsgi import cli
 from twistwsgi.config import SETTINGS
-from twistwsgi.dispatch import log_context_skipped, restore_log_context
+from twistwsgi.dispatch import (
+    log_context_skipped,
+    read_generic,
+    reads_inline,
+    restore_log_context,
+)
 from twistwsgi.service import ServerService, make_service
 from twistwsgi.testing import capture_log_events
 
@@ -137,6 +144,7 @@ def _twisted_log_context_restored() -> Any:
     """Put Twisted's event dispatch back: makeService tunes it for the process."""
     yield
     restore_log_context()
+    read_generic(global_reactor)
 
 
 def make(*argv: str) -> Any:
@@ -174,7 +182,9 @@ def test_make_service_builds_a_server_service() -> None:
     service = make("--app", "tests.apps:hello", "--listen", "tcp:0:interface=127.0.0.1")
     assert isinstance(service, ServerService)
     assert not service.running
-    assert log_context_skipped()  # the command line's process-wide dispatch tuning
+    # The command line's process-wide dispatch tuning.
+    assert log_context_skipped()
+    assert reads_inline(global_reactor) == isinstance(global_reactor, EPollReactor)
 
 
 def test_vhost_is_repeatable_beside_the_single_site(tmp_path: Path) -> None:

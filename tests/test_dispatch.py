@@ -1,24 +1,43 @@
-"""Dispatching reactor events without Twisted's per-event log context.
+"""Dispatching reactor events without Twisted's per-event log context, and reading
+TCP connections inline in the epoll reactor's loop.
 
 The unit tests call the replacement directly; the socket test shows the real reactor
 goes through it (a legacy log line written while handling an event has no
 connection prefix any more) and that an exception in a protocol is still logged
-with the connection's prefix and drops only that connection.
+with the connection's prefix and drops only that connection. The read_inline tests
+drive a private epoll reactor one iteration at a time over real loopback sockets and
+check each way a read can end as Twisted's own path ends it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
-from typing import Any
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
 from twisted.internet import reactor as global_reactor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from twistwsgi.dispatch import log_context_skipped, restore_log_context, skip_log_context
+from twistwsgi.dispatch import (
+    log_context_skipped,
+    read_generic,
+    read_inline,
+    reads_inline,
+    restore_log_context,
+    skip_log_context,
+)
 from twistwsgi.testing import capture_log_events
 
 
@@ -112,3 +131,206 @@ class RealReactorTests(TestCase):
         self.assertEqual({e.get("log_system") for e in reads}, {"-"})
         failures = [e["failure"] for e in events if e.get("isError") and "failure" in e]
         self.assertTrue(any(failure.check(RuntimeError) for failure in failures))
+
+
+# -- read_inline: a private epoll reactor, driven one iteration at a time ----------------
+
+
+class _Recorder(Protocol):
+    """Answers each read with its upper case; ``boom`` raises; records how it ended."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: list[Failure] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if b"boom" in data:
+            raise RuntimeError("protocol bug")
+        self.transport.write(data.upper())  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.append(reason)
+
+
+class InlineReads:
+    """A fresh epoll reactor (not the global one) with read_inline applied.
+
+    It listens on a TCP port whose protocols it keeps, and counts the events Twisted's
+    generic path saw.
+    """
+
+    def __init__(self) -> None:
+        self.reactor: Any = cast(Any, EPollReactor())
+        assert read_inline(self.reactor)
+        self.protocols: list[_Recorder] = []
+        self.generic: list[tuple[Any, int]] = []
+        generic = self.reactor._doReadOrWrite
+
+        def counted(selectable: Any, fd: int, event: int) -> None:
+            self.generic.append((selectable, event))
+            generic(selectable, fd, event)
+
+        self.reactor._doReadOrWrite = counted
+        protocols = self.protocols
+
+        class Keeping(Factory):
+            def buildProtocol(self, addr: Any) -> _Recorder:
+                protocol = _Recorder()
+                protocols.append(protocol)
+                return protocol
+
+        factory = Keeping()
+        self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.clients: list[socket.socket] = []
+
+    def connect(self) -> socket.socket:
+        client = socket.create_connection(("127.0.0.1", self.port.getHost().port), timeout=10)
+        client.setblocking(False)
+        self.clients.append(client)
+        count = len(self.protocols)
+        self.spin(lambda: len(self.protocols) > count)
+        return client
+
+    def spin(self, done: Callable[[], bool]) -> None:
+        """Run reactor iterations (each waits for socket events) until ``done()``."""
+        for _ in range(200):
+            if done():
+                return
+            self.reactor.doIteration(0.05)
+        raise AssertionError("the reactor never got there")
+
+    def answer(self, client: socket.socket, size: int) -> bytes:
+        received = b""
+
+        def arrived() -> bool:
+            nonlocal received
+            with contextlib.suppress(BlockingIOError):
+                received += client.recv(100)
+            return len(received) >= size
+
+        self.spin(arrived)
+        return received
+
+    def generic_reads(self, protocol: _Recorder) -> list[int]:
+        """Events with "readable" set that Twisted's own path handled for ``protocol``."""
+        return [
+            event
+            for selectable, event in self.generic
+            if getattr(selectable, "protocol", None) is protocol and event & select.EPOLLIN
+        ]
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.reactor.disconnectAll()
+        self.reactor.waker.connectionLost(None)
+        self.reactor._poller.close()
+
+
+@pytest.fixture
+def inline() -> Iterator[InlineReads]:
+    harness = InlineReads()
+    yield harness
+    harness.close()
+
+
+def test_read_inline_applies_to_epoll_reactors_only() -> None:
+    assert not read_inline(MemoryReactorClock())
+    assert not read_inline(Clock())
+
+    class OwnPolling(EPollReactor):
+        def doPoll(self, timeout: float | None) -> None:
+            super().doPoll(timeout)
+
+        doIteration = doPoll  # noqa: N815 - Twisted's name
+
+    reactor: Any = OwnPolling.__new__(OwnPolling)  # never started: no fds to close
+    assert not read_inline(reactor)
+    assert not reads_inline(reactor)
+
+
+def test_read_inline_is_idempotent_and_undone(inline: InlineReads) -> None:
+    reactor = inline.reactor
+    assert reads_inline(reactor)
+    assert read_inline(reactor)
+    read_generic(reactor)
+    assert not reads_inline(reactor)
+    assert reactor.doIteration.__func__ is EPollReactor.doPoll
+    read_generic(reactor)  # nothing left to undo
+    assert read_inline(reactor)
+
+
+def test_a_tcp_read_reaches_the_protocol_without_the_generic_path(inline: InlineReads) -> None:
+    client = inline.connect()
+    (protocol,) = inline.protocols
+    for word in (b"one", b"two"):
+        client.sendall(word)
+        assert inline.answer(client, 3) == word.upper()
+    assert protocol.received == b"onetwo"
+    assert inline.generic_reads(protocol) == []
+    # The generic path still runs for what is not a connection's read: the accept.
+    assert any(selectable is inline.port for selectable, _ in inline.generic)
+
+
+def test_end_of_stream_is_a_clean_close(inline: InlineReads) -> None:
+    client = inline.connect()
+    (protocol,) = inline.protocols
+    client.shutdown(socket.SHUT_WR)
+    inline.spin(lambda: bool(protocol.lost))
+    protocol.lost[0].trap(ConnectionDone)
+
+
+def test_a_reset_is_a_lost_connection(inline: InlineReads) -> None:
+    client = inline.connect()
+    (protocol,) = inline.protocols
+    # SO_LINGER with a zero timeout: close sends RST.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    inline.spin(lambda: bool(protocol.lost))
+    protocol.lost[0].trap(ConnectionLost)
+
+
+def test_a_protocol_exception_is_logged_and_drops_only_its_connection(
+    inline: InlineReads,
+) -> None:
+    good = inline.connect()
+    bad = inline.connect()
+    good_protocol, bad_protocol = inline.protocols
+    with capture_log_events() as events:
+        bad.sendall(b"boom")
+        inline.spin(lambda: bool(bad_protocol.lost))
+    (failure,) = [e["failure"] for e in events if e.get("isError")]
+    assert failure.check(RuntimeError)
+    (logged,) = [e for e in events if e.get("isError")]
+    assert logged["log_system"] == bad_protocol.transport.logPrefix()  # type: ignore[union-attr]
+    bad_protocol.lost[0].trap(RuntimeError)
+    good.sendall(b"still")
+    assert inline.answer(good, 5) == b"STILL"
+    assert not good_protocol.lost
+
+
+class _ResettingSocket:
+    """A connection's socket whose next receive fails as a reset would."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self._real = real
+
+    def recv(self, size: int) -> bytes:
+        raise ConnectionResetError("reset by peer")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_receive_error_is_a_lost_connection(inline: InlineReads) -> None:
+    # A reset usually comes flagged as a hang-up, which Twisted's own path handles;
+    # this is the reset found by the receive itself.
+    client = inline.connect()
+    (protocol,) = inline.protocols
+    transport: Any = protocol.transport
+    transport.socket = _ResettingSocket(transport.socket)
+    client.sendall(b"x")
+    inline.spin(lambda: bool(protocol.lost))
+    protocol.lost[0].trap(ConnectionLost)
+    assert inline.generic_reads(protocol) == []

@@ -369,12 +369,16 @@ class ProxySocketTests(ProxySocketHarness):
         single kept-alive connection; the client's fields and cookies come through.
         """
         app, upstream_port = await self.upstream()
-        _, port = await self.proxy([f"http://127.0.0.1:{upstream_port}"])
+        handler, port = await self.proxy([f"http://127.0.0.1:{upstream_port}"])
         for _ in range(3):
             results = await self.in_thread(self.get, port, [f"/n{i}?q=1" for i in range(10)])
             assert all(status == 200 for status, _, _ in results)
         self.assertEqual(len(app.peers), 30)
         self.assertEqual(len(set(app.peers)), 1)
+        (connection,) = handler.group.peers[0].target.connections
+        # Reads go to the connection itself, not through the endpoint's wrapper.
+        transport: Any = connection.transport
+        self.assertIs(transport.protocol, connection)
         _status, headers, body = results[0]
         info = json.loads(body)
         self.assertEqual(info["target"], "/n0?q=1")

@@ -29,7 +29,7 @@ from twistwsgi.config import (
     build_config,
     read_config_file,
 )
-from twistwsgi.dispatch import skip_log_context
+from twistwsgi.dispatch import read_inline, skip_log_context
 from twistwsgi.service import ServerService, make_service
 from twistwsgi.site import describe_routing
 
@@ -185,6 +185,7 @@ def makeService(options: Options) -> ServerService:
     # The process is ours: dispatch socket events without Twisted's per-event log
     # context, which nothing of ours reads (see twistwsgi.dispatch for the gain).
     skip_log_context()
+    read_inline(reactor)
     return service
 
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import _WrappingProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -235,6 +236,21 @@ def reason_text(reason: Failure) -> str:
     return reason.getErrorMessage()
 
 
+def _take_reads_from_endpoint_wrapper(connection: ClientConnection) -> None:
+    """Have a TCP or UNIX transport call ``connection`` directly, not the endpoint's wrapper.
+
+    Twisted's client endpoints wrap the protocol in one whose every method only
+    forwards to it: one more call per read for nothing (about 2% of a proxied
+    request, measured with ``wrk -c50``). What is left of its job once this runs,
+    firing the connect Deferred, does not go through the transport. Any other
+    arrangement (TLS, an in-memory transport) is left as it is.
+    """
+    transport: Any = connection.transport
+    wrapper = getattr(transport, "protocol", None)
+    if isinstance(wrapper, _WrappingProtocol) and wrapper._wrappedProtocol is connection:
+        transport.protocol = connection
+
+
 @implementer(IPushProducer, IHandshakeListener)
 class ClientConnection(TwistedProtocol):
     """One HTTP/1.1 connection to an upstream (reactor thread only).
@@ -319,6 +335,7 @@ class ClientConnection(TwistedProtocol):
         if set_no_delay is not None:
             set_no_delay(True)  # a request goes out in one write; Nagle would delay it
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        _take_reads_from_endpoint_wrapper(self)
         self._owner.connection_made(self)
 
     def handshakeCompleted(self) -> None:
