@@ -141,10 +141,12 @@ def test_bad_options_exit_2_with_one_line(
 
 @pytest.fixture(autouse=True)
 def _twisted_log_context_restored() -> Any:
-    """Put Twisted's event dispatch back: makeService tunes it for the process."""
+    """Put the event dispatch back as it was: makeService tunes it for the process."""
+    inline = reads_inline(global_reactor)
     yield
     restore_log_context()
-    read_generic(global_reactor)
+    if not inline:
+        read_generic(global_reactor)
 
 
 def make(*argv: str) -> Any:
@@ -184,6 +186,8 @@ def test_make_service_builds_a_server_service() -> None:
     assert not service.running
     # The command line's process-wide dispatch tuning.
     assert log_context_skipped()
+    read_generic(global_reactor)  # the test session reads inline too (conftest.py)
+    make("--app", "tests.apps:hello", "--listen", "tcp:0:interface=127.0.0.1")
     assert reads_inline(global_reactor) == isinstance(global_reactor, EPollReactor)
 
 
