@@ -342,6 +342,28 @@ def test_siblings_have_their_own_etags(files: Router) -> None:
     assert plain.header(b"etag") != gz.header(b"etag")
 
 
+@pytest.mark.parametrize("sibling_first", [True, False])
+def test_a_sibling_asked_for_by_name_is_its_own_representation(
+    files: Router, sibling_first: bool
+) -> None:
+    """page.html.gz fetched by its own name is a gzip file with no Content-Encoding,
+    and page.html negotiated to it is HTML with Content-Encoding: gzip, whichever
+    was asked for first (the memory cache holds the same bytes for both).
+    """
+    accepted = [(b"accept-encoding", b"gzip")]
+    order = [b"/static/page.html.gz", b"/static/page.html"]
+    responses = {}
+    for target in order if sibling_first else order[::-1]:
+        for _ in range(2):  # the second from the cache
+            responses[target] = response = request(files, target, accepted)
+            assert response.body == b"gzip bytes"
+    direct, negotiated = responses[order[0]], responses[order[1]]
+    assert direct.header(b"content-encoding") is None
+    assert direct.header(b"content-type") != b"text/html; charset=utf-8"
+    assert negotiated.header(b"content-encoding") == b"gzip"
+    assert negotiated.header(b"content-type") == b"text/html; charset=utf-8"
+
+
 def test_precompressed_can_be_switched_off(site: Path, tmp_path: Path) -> None:
     """Precompressed = false always sends the file itself."""
     router = router_for(tmp_path, config_text(site, "precompressed = false"))

@@ -423,14 +423,17 @@ class StaticHandler:
         """The cached facts of ``path``, refreshed if the file changed.
 
         ``original`` is the file a precompressed sibling stands for: the media type
-        is that of the original.
+        is that of the original. A sibling asked for by its own name
+        (``page.html.gz``) is another representation of the same bytes, with no
+        Content-Encoding and a media type of its own: an entry only stands for the
+        one it was made as.
         """
         cached = self._cache.get(path)
         signature = _signature(info)
-        if cached is not None and cached.signature == signature:
+        if cached is not None and cached.signature == signature and cached.encoding == encoding:
             return cached
         known = self._known.get(path)
-        if known is not None and known.signature == signature:
+        if known is not None and known.signature == signature and known.encoding == encoding:
             return known
         entry = _File(info, files.content_type(os.fsdecode(original)), encoding, self.options)
         if info.st_size <= self.options.memory_cache:
