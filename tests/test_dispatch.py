@@ -21,7 +21,8 @@ from typing import Any, cast
 import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -29,7 +30,9 @@ from twisted.internet.threads import deferToThread
 from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
+from twistwsgi import dispatch
 from twistwsgi.dispatch import (
     log_context_skipped,
     read_generic,
@@ -147,20 +150,51 @@ class _Recorder(Protocol):
         self.received += data
         if b"boom" in data:
             raise RuntimeError("protocol bug")
+        if b"done" in data:
+            raise ConnectionDone("the protocol says it is done")
         self.transport.write(data.upper())  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost.append(reason)
 
 
+@implementer(IHalfCloseableProtocol)
+class _HalfCloser(_Recorder):
+    """Says goodbye when the client stops sending, then closes."""
+
+    read_ended = False
+
+    def readConnectionLost(self) -> None:
+        self.read_ended = True
+        self.transport.write(b"BYE")  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class _FailingSocket:
+    """A connection's socket whose receive raises ``error``."""
+
+    def __init__(self, real: socket.socket, error: BaseException) -> None:
+        self._real = real
+        self._error = error
+
+    def recv(self, size: int) -> bytes:
+        raise self._error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 class InlineReads:
     """A fresh epoll reactor (not the global one) with read_inline applied.
 
-    It listens on a TCP port whose protocols it keeps, and counts the events Twisted's
-    generic path saw.
+    It listens on a TCP port whose protocols it keeps, and records the events
+    Twisted's generic path handled, by selectable (the server transport).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, protocol_class: type[_Recorder] = _Recorder) -> None:
         self.reactor: Any = cast(Any, EPollReactor())
         assert read_inline(self.reactor)
         self.protocols: list[_Recorder] = []
@@ -176,21 +210,22 @@ class InlineReads:
 
         class Keeping(Factory):
             def buildProtocol(self, addr: Any) -> _Recorder:
-                protocol = _Recorder()
+                protocol = protocol_class()
                 protocols.append(protocol)
                 return protocol
 
-        factory = Keeping()
-        self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.port = self.reactor.listenTCP(0, Keeping(), interface="127.0.0.1")
         self.clients: list[socket.socket] = []
 
-    def connect(self) -> socket.socket:
+    def connect(self) -> tuple[socket.socket, _Recorder, Any]:
+        """A client socket (non-blocking), its server protocol and transport."""
         client = socket.create_connection(("127.0.0.1", self.port.getHost().port), timeout=10)
         client.setblocking(False)
         self.clients.append(client)
         count = len(self.protocols)
         self.spin(lambda: len(self.protocols) > count)
-        return client
+        protocol = self.protocols[-1]
+        return client, protocol, protocol.transport
 
     def spin(self, done: Callable[[], bool]) -> None:
         """Run reactor iterations (each waits for socket events) until ``done()``."""
@@ -212,12 +247,12 @@ class InlineReads:
         self.spin(arrived)
         return received
 
-    def generic_reads(self, protocol: _Recorder) -> list[int]:
-        """Events with "readable" set that Twisted's own path handled for ``protocol``."""
+    def generic_reads(self, transport: Any) -> list[int]:
+        """Events with "readable" set that Twisted's own path handled for ``transport``."""
         return [
             event
             for selectable, event in self.generic
-            if getattr(selectable, "protocol", None) is protocol and event & select.EPOLLIN
+            if selectable is transport and event & select.EPOLLIN
         ]
 
     def close(self) -> None:
@@ -231,6 +266,13 @@ class InlineReads:
 @pytest.fixture
 def inline() -> Iterator[InlineReads]:
     harness = InlineReads()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def half_closing() -> Iterator[InlineReads]:
+    harness = InlineReads(_HalfCloser)
     yield harness
     harness.close()
 
@@ -250,6 +292,15 @@ def test_read_inline_applies_to_epoll_reactors_only() -> None:
     assert not reads_inline(reactor)
 
 
+def test_read_inline_waits_for_a_check_of_a_new_twisted_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "CHECKED_TWISTED_MAJORS", range(0))
+    reactor: Any = EPollReactor.__new__(EPollReactor)  # never started: no fds to close
+    assert not read_inline(reactor)
+    assert not reads_inline(reactor)
+
+
 def test_read_inline_is_idempotent_and_undone(inline: InlineReads) -> None:
     reactor = inline.reactor
     assert reads_inline(reactor)
@@ -262,28 +313,51 @@ def test_read_inline_is_idempotent_and_undone(inline: InlineReads) -> None:
 
 
 def test_a_tcp_read_reaches_the_protocol_without_the_generic_path(inline: InlineReads) -> None:
-    client = inline.connect()
-    (protocol,) = inline.protocols
+    client, protocol, transport = inline.connect()
     for word in (b"one", b"two"):
         client.sendall(word)
         assert inline.answer(client, 3) == word.upper()
     assert protocol.received == b"onetwo"
-    assert inline.generic_reads(protocol) == []
+    assert inline.generic_reads(transport) == []
     # The generic path still runs for what is not a connection's read: the accept.
     assert any(selectable is inline.port for selectable, _ in inline.generic)
 
 
+# Each way a read can end, handled by the inline path (no readable event of the
+# connection went Twisted's way) with the outcome Twisted's own path gives.
+
+
 def test_end_of_stream_is_a_clean_close(inline: InlineReads) -> None:
-    client = inline.connect()
-    (protocol,) = inline.protocols
+    client, protocol, transport = inline.connect()
     client.shutdown(socket.SHUT_WR)
     inline.spin(lambda: bool(protocol.lost))
     protocol.lost[0].trap(ConnectionDone)
+    assert inline.generic_reads(transport) == []
+
+
+def test_end_of_stream_half_closes_a_half_closeable_protocol(half_closing: InlineReads) -> None:
+    client, protocol, transport = half_closing.connect()
+    assert isinstance(protocol, _HalfCloser)
+    client.shutdown(socket.SHUT_WR)
+    # The protocol can still write after the client stopped sending.
+    assert half_closing.answer(client, 3) == b"BYE"
+    assert protocol.read_ended
+    assert half_closing.generic_reads(transport) == []
+
+
+def test_a_receive_error_is_a_lost_connection(inline: InlineReads) -> None:
+    # A reset usually comes flagged as a hang-up, which Twisted's own path handles
+    # (see the next test); this is the reset found by the receive itself.
+    client, protocol, transport = inline.connect()
+    transport.socket = _FailingSocket(transport.socket, ConnectionResetError("reset"))
+    client.sendall(b"x")
+    inline.spin(lambda: bool(protocol.lost))
+    protocol.lost[0].trap(ConnectionLost)
+    assert inline.generic_reads(transport) == []
 
 
 def test_a_reset_is_a_lost_connection(inline: InlineReads) -> None:
-    client = inline.connect()
-    (protocol,) = inline.protocols
+    client, protocol, _ = inline.connect()
     # SO_LINGER with a zero timeout: close sends RST.
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
@@ -291,46 +365,64 @@ def test_a_reset_is_a_lost_connection(inline: InlineReads) -> None:
     protocol.lost[0].trap(ConnectionLost)
 
 
+def test_any_other_receive_failure_is_logged_and_drops_the_connection(
+    inline: InlineReads,
+) -> None:
+    client, protocol, transport = inline.connect()
+    transport.socket = _FailingSocket(transport.socket, MemoryError("no memory"))
+    with capture_log_events() as events:
+        client.sendall(b"x")
+        inline.spin(lambda: bool(protocol.lost))  # the loop itself did not raise
+    protocol.lost[0].trap(MemoryError)
+    (logged,) = [e for e in events if e.get("isError")]
+    assert logged["failure"].check(MemoryError)
+    assert inline.generic_reads(transport) == []
+
+
 def test_a_protocol_exception_is_logged_and_drops_only_its_connection(
     inline: InlineReads,
 ) -> None:
-    good = inline.connect()
-    bad = inline.connect()
-    good_protocol, bad_protocol = inline.protocols
+    good, good_protocol, _ = inline.connect()
+    bad, bad_protocol, bad_transport = inline.connect()
+    prefix = bad_transport.logPrefix()
     with capture_log_events() as events:
         bad.sendall(b"boom")
         inline.spin(lambda: bool(bad_protocol.lost))
-    (failure,) = [e["failure"] for e in events if e.get("isError")]
-    assert failure.check(RuntimeError)
     (logged,) = [e for e in events if e.get("isError")]
-    assert logged["log_system"] == bad_protocol.transport.logPrefix()  # type: ignore[union-attr]
+    assert logged["failure"].check(RuntimeError)
+    assert logged["log_system"] == prefix
     bad_protocol.lost[0].trap(RuntimeError)
+    assert inline.generic_reads(bad_transport) == []
     good.sendall(b"still")
     assert inline.answer(good, 5) == b"STILL"
     assert not good_protocol.lost
 
 
-class _ResettingSocket:
-    """A connection's socket whose next receive fails as a reset would."""
+def test_an_exception_is_not_taken_for_the_end_of_the_reading_side(
+    half_closing: InlineReads,
+) -> None:
+    # ConnectionDone raised by the protocol ends the whole connection, as in Twisted:
+    # the half-close is for the client ending its stream, not for an exception.
+    client, protocol, transport = half_closing.connect()
+    assert isinstance(protocol, _HalfCloser)
+    with capture_log_events():
+        client.sendall(b"done")
+        half_closing.spin(lambda: bool(protocol.lost))
+    assert not protocol.read_ended
+    protocol.lost[0].trap(ConnectionDone)
+    assert half_closing.generic_reads(transport) == []
 
-    def __init__(self, real: socket.socket) -> None:
-        self._real = real
 
-    def recv(self, size: int) -> bytes:
-        raise ConnectionResetError("reset by peer")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def test_a_receive_error_is_a_lost_connection(inline: InlineReads) -> None:
-    # A reset usually comes flagged as a hang-up, which Twisted's own path handles;
-    # this is the reset found by the receive itself.
-    client = inline.connect()
-    (protocol,) = inline.protocols
-    transport: Any = protocol.transport
-    transport.socket = _ResettingSocket(transport.socket)
-    client.sendall(b"x")
-    inline.spin(lambda: bool(protocol.lost))
-    protocol.lost[0].trap(ConnectionLost)
-    assert inline.generic_reads(protocol) == []
+def test_an_aborted_connection_reads_nothing_more(inline: InlineReads) -> None:
+    client, protocol, transport = inline.connect()
+    transport.pauseProducing()
+    client.sendall(b"late")
+    select.select([transport.socket], [], [], 10)  # the bytes wait to be read
+    # Aborting replaces doRead on the transport (and loses the connection on the
+    # next turn of the loop); reading resumed meanwhile must still read nothing.
+    transport.abortConnection()
+    transport.resumeProducing()
+    inline.spin(lambda: bool(inline.generic_reads(transport)))  # Twisted's path took it
+    inline.reactor.runUntilCurrent()
+    assert protocol.received == b""
+    protocol.lost[0].trap(ConnectionAborted)

@@ -40,10 +40,25 @@ from typing import Any
 from twisted.internet import main, tcp
 from twisted.python import log
 
+import twisted
+
 try:
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # no epoll (not Linux): read_inline applies to nothing
     EPollReactor = None  # type: ignore[assignment,misc]
+
+#: Twisted's major versions whose epoll read path (``doPoll``, ``_doReadOrWrite``,
+#: ``tcp.Connection.doRead`` and ``_dataReceived``) the inline path was checked
+#: against, line by line (last with 26.10). Under a later one, read_inline applies to
+#: nothing until it is checked again: a change there would otherwise be bypassed.
+CHECKED_TWISTED_MAJORS = range(24, 27)
+
+
+def twisted_checked() -> bool:
+    """Whether the running Twisted is one :data:`CHECKED_TWISTED_MAJORS` names."""
+    major = twisted.__version__.split(".", 1)[0]
+    return major.isdigit() and int(major) in CHECKED_TWISTED_MAJORS
+
 
 __all__ = [
     "log_context_skipped",
@@ -52,6 +67,7 @@ __all__ = [
     "reads_inline",
     "restore_log_context",
     "skip_log_context",
+    "twisted_checked",
 ]
 
 # Twisted's own callWithLogger while ours is installed (at most one entry).
@@ -137,16 +153,29 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
         selectable = selectables.get(fd)
         if selectable is None:
             continue
-        if event != readable or not _reads_plain_socket(type(selectable)):
+        if (
+            event != readable
+            or not _reads_plain_socket(type(selectable))
+            # abortConnection (and a client still connecting) replace doRead on the
+            # instance, to read nothing more: that one is Twisted's to call.
+            or "doRead" in selectable.__dict__
+        ):
             log.callWithLogger(selectable, generic, selectable, fd, event)
             continue
         why: Any
+        # Whether the reading side ended (end of stream, a failed receive): a
+        # half-closeable protocol may go on writing. An exception does not count,
+        # as _doReadOrWrite sets inRead only once doRead has returned.
+        in_read = True
         try:
             data = selectable.socket.recv(selectable.bufferSize)
         except BlockingIOError:
             continue
         except OSError:
             why = main.CONNECTION_LOST
+        except BaseException as error:
+            why, in_read = error, False
+            log.err(system=_log_prefix(selectable))
         else:
             if not data:
                 why = main.CONNECTION_DONE
@@ -156,10 +185,10 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
                     continue
                 except BaseException as error:
                     # As _doReadOrWrite: log it, then drop only this connection.
-                    why = error
+                    why, in_read = error, False
                     log.err(system=_log_prefix(selectable))
         try:
-            reactor._disconnectSelectable(selectable, why, True)
+            reactor._disconnectSelectable(selectable, why, in_read)
         except BaseException:
             log.err(system=_log_prefix(selectable))
 
@@ -169,12 +198,14 @@ def read_inline(reactor: Any) -> bool:
 
     Measured gain and what stays the same: see the module docstring. Returns whether it
     applies: only to Twisted's own ``EPollReactor`` (not a subclass that changes how
-    it polls); other reactors are left alone.
+    it polls), under a Twisted version in :data:`CHECKED_TWISTED_MAJORS`; other
+    reactors are left alone.
     """
     if reads_inline(reactor):
         return True
     if (
         EPollReactor is None
+        or not twisted_checked()
         or not isinstance(reactor, EPollReactor)
         or type(reactor).doIteration is not EPollReactor.doPoll
         or "doIteration" in vars(reactor)
