@@ -6,6 +6,7 @@ response, and the standard library's email parser reads multipart/byteranges.
 
 from __future__ import annotations
 
+import builtins
 import email.parser
 import email.policy
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from twistwsgi import static
 from twistwsgi.cli import load_config
 from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder
@@ -364,12 +366,88 @@ def test_a_sibling_asked_for_by_name_is_its_own_representation(
     assert negotiated.header(b"content-type") == b"text/html; charset=utf-8"
 
 
+def test_a_large_sibling_is_sent_from_disk(site: Path, files: Router) -> None:
+    """A sibling above the memory cache's size is read from its own file."""
+    compressed = os.urandom(300_000)
+    (site / "bundle.js").write_bytes(os.urandom(400_000))
+    (site / "bundle.js.gz").write_bytes(compressed)
+    response = request(files, b"/static/bundle.js", [(b"accept-encoding", b"gzip")])
+    assert response.status == 200
+    assert response.header(b"content-encoding") == b"gzip"
+    assert response.body == compressed
+
+
 def test_precompressed_can_be_switched_off(site: Path, tmp_path: Path) -> None:
     """Precompressed = false always sends the file itself."""
     router = router_for(tmp_path, config_text(site, "precompressed = false"))
     response = request(router, b"/static/page.html", [(b"accept-encoding", b"gzip, br")])
     assert response.body == b"<p>plain</p>"
     assert response.header(b"vary") is None
+
+
+# -- a file replaced while it is served ---------------------------------------------------
+
+
+def replace_when_opened(
+    monkeypatch: pytest.MonkeyPatch, target: Path, contents: list[bytes | None]
+) -> list[Path]:
+    """Make the handler's next opens of ``target`` find it replaced (or removed, for
+    ``None``) just before, as a deploy writing a new file and renaming it over the old
+    one would, between the handler's stat and its open. Returns the opened paths.
+    """
+    opened: list[Path] = []
+
+    def opening(path: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(Path(os.fsdecode(path)))
+        if Path(os.fsdecode(path)) == target and contents:
+            content = contents.pop(0)
+            if content is None:
+                target.unlink()
+            else:
+                staged = target.with_name(target.name + ".new")
+                staged.write_bytes(content)
+                staged.replace(target)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(static, "open", opening, raising=False)
+    return opened
+
+
+@pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
+def test_a_file_replaced_after_its_stat_is_served_as_the_new_file(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path, size: int
+) -> None:
+    target = site / "deployed.bin"
+    target.write_bytes(b"o" * size)
+    new = os.urandom(size + 7)
+    replace_when_opened(monkeypatch, target, [new])
+    response = request(files, b"/static/deployed.bin")
+    assert response.status == 200
+    assert response.body == new
+    assert response.header(b"content-length") == b"%d" % len(new)
+
+
+def test_a_file_removed_after_its_stat_is_404(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path
+) -> None:
+    target = site / "gone.bin"
+    target.write_bytes(os.urandom(300_000))
+    replace_when_opened(monkeypatch, target, [None])
+    assert request(files, b"/static/gone.bin").status == 404
+
+
+def test_a_file_that_keeps_changing_is_503(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path
+) -> None:
+    target = site / "busy.bin"
+    target.write_bytes(os.urandom(300_000))
+    replace_when_opened(monkeypatch, target, [os.urandom(300_000) for _ in range(5)])
+    response = request(files, b"/static/busy.bin")
+    assert response.status == 503
+    assert response.header(b"retry-after") == b"1"
+    # And the next request, once it stopped changing, gets it.
+    monkeypatch.undo()
+    assert request(files, b"/static/busy.bin").body == target.read_bytes()
 
 
 # -- directories -------------------------------------------------------------------------

@@ -140,6 +140,7 @@ class _File:
     """What is known about one file (or precompressed sibling) of the directory.
 
     Attributes:
+        path: where it is (the sibling's own path for a precompressed sibling).
         signature: device, inode, size and modification time; a different value
             means a different file.
         size: its length.
@@ -160,17 +161,20 @@ class _File:
         "full_headers",
         "headers",
         "last_modified",
+        "path",
         "signature",
         "size",
     )
 
     def __init__(
         self,
+        path: bytes,
         info: os.stat_result,
         content_type: str,
         encoding: str | None,
         options: StaticOptions,
     ) -> None:
+        self.path = path
         self.signature = _signature(info)
         self.size = info.st_size
         self.last_modified = int(info.st_mtime)
@@ -224,6 +228,10 @@ class _Forbidden(Exception):  # noqa: N818 - control flow, not an error
 
 class _Redirect(Exception):  # noqa: N818 - control flow, not an error
     """A directory was asked for without its trailing slash (301)."""
+
+
+class _Changed(Exception):  # noqa: N818 - control flow, not an error
+    """The file was replaced or removed after it was looked at: look again."""
 
 
 class StaticHandler:
@@ -290,26 +298,38 @@ class StaticHandler:
             internal: whether this is an application's redirect (no fallthrough, no
                 directory redirect).
         """
-        try:
-            path, info = self._resolve(path_info, redirect=not internal)
-        except _Miss:
-            if internal:
-                _answer(exchange, 404, b"Not Found\n")
-            else:
-                self._missed(exchange)
-            return
-        except _Forbidden:
-            _answer(exchange, 403, b"Forbidden\n")
-            return
-        except _Redirect:
-            self._redirect(exchange)
-            return
-        if stat.S_ISDIR(info.st_mode):
-            self._list(exchange, path, path_info)
-            return
-        fields = _request_fields(exchange)
-        entry = self._file(path, info, fields.pop(b"accept-encoding", None))
-        self._send(exchange, entry, path, fields, app_headers)
+        # A file replaced (or removed) between its stat and its opening is looked up
+        # again once: nothing has been sent, so the answer can still describe it.
+        for _attempt in range(2):
+            try:
+                path, info = self._resolve(path_info, redirect=not internal)
+                if stat.S_ISDIR(info.st_mode):
+                    self._list(exchange, path, path_info)
+                    return
+                fields = _request_fields(exchange)
+                entry = self._file(path, info, fields.pop(b"accept-encoding", None))
+                self._send(exchange, entry, fields, app_headers)
+                return
+            except _Miss:
+                if internal:
+                    _answer(exchange, 404, b"Not Found\n")
+                else:
+                    self._missed(exchange)
+                return
+            except _Forbidden:
+                _answer(exchange, 403, b"Forbidden\n")
+                return
+            except _Redirect:
+                self._redirect(exchange)
+                return
+            except _Changed:
+                continue
+            except OSError as error:  # from opening the file: EMFILE, EIO...
+                _log.error("Cannot open {path}: {error}", path=os.fsdecode(path), error=error)
+                _answer(exchange, 500, b"Internal Server Error\n")
+                return
+        _log.warn("{path} changed twice while it was being served", path=os.fsdecode(path))
+        _answer(exchange, 503, b"Service Unavailable\n", [(b"Retry-After", b"1")])
 
     def close(self) -> None:
         """Forget the cached files (the mount is being replaced)."""
@@ -435,7 +455,7 @@ class StaticHandler:
         known = self._known.get(path)
         if known is not None and known.signature == signature and known.encoding == encoding:
             return known
-        entry = _File(info, files.content_type(os.fsdecode(original)), encoding, self.options)
+        entry = _File(path, info, files.content_type(os.fsdecode(original)), encoding, self.options)
         if info.st_size <= self.options.memory_cache:
             data = _read_small(path, signature)
             if data is not None:
@@ -492,18 +512,19 @@ class StaticHandler:
         self,
         exchange: Exchange,
         entry: _File,
-        path: bytes,
         fields: dict[bytes, bytes],
         app_headers: Sequence[tuple[bytes, bytes]],
     ) -> None:
         request = exchange.request
         if not fields and not app_headers:
             # The common case: no preconditions, no Range. One prepared head.
-            exchange.start_response(200, entry.full_headers)
             if entry.data is not None and request.method == b"GET":
+                exchange.start_response(200, entry.full_headers)
                 exchange.finish(entry.data)
-            else:
-                self._body(exchange, entry, path, [(b"", 0, entry.size)], b"")
+                return
+            handle = _open(exchange, entry)
+            exchange.start_response(200, entry.full_headers)
+            self._body(exchange, entry, handle, [(b"", 0, entry.size)], b"")
             return
         method = request.method.decode("latin-1")
         headers = list(entry.headers)
@@ -552,16 +573,18 @@ class StaticHandler:
                 return
             if isinstance(parsed, list):
                 ranges = parsed
+        # Opened before the head goes out, so that the head describes the file sent.
+        handle = _open(exchange, entry)
         if ranges is None:
             headers.append((b"Content-Length", b"%d" % size))
             exchange.start_response(200, headers)
-            self._body(exchange, entry, path, [(b"", 0, size)], b"")
+            self._body(exchange, entry, handle, [(b"", 0, size)], b"")
         elif len(ranges) == 1:
             [byte_range] = ranges
             headers.append((b"Content-Range", byte_range.content_range(size).encode("ascii")))
             headers.append((b"Content-Length", b"%d" % byte_range.length))
             exchange.start_response(206, headers)
-            self._body(exchange, entry, path, [(b"", byte_range.first, byte_range.length)], b"")
+            self._body(exchange, entry, handle, [(b"", byte_range.first, byte_range.length)], b"")
         else:
             boundary = os.urandom(12).hex()
             parts, closing, length = files.multipart_parts(
@@ -580,17 +603,21 @@ class StaticHandler:
             headers.append((b"Content-Length", b"%d" % length))
             exchange.start_response(206, headers)
             pieces = [(head, byte_range.first, byte_range.length) for head, byte_range in parts]
-            self._body(exchange, entry, path, pieces, closing)
+            self._body(exchange, entry, handle, pieces, closing)
 
     def _body(
         self,
         exchange: Exchange,
         entry: _File,
-        path: bytes,
+        handle: IO[bytes] | None,
         pieces: list[tuple[bytes, int, int]],
         closing: bytes,
     ) -> None:
-        """Send ``(prefix, offset, count)`` pieces of the file, then ``closing``."""
+        """Send ``(prefix, offset, count)`` pieces of the file, then ``closing``.
+
+        ``handle`` is the open file (see :func:`_open`); ``None`` when nothing is read
+        from disk (HEAD, or the bytes are in memory).
+        """
         if exchange.request.method == b"HEAD":
             exchange.finish()
             return
@@ -601,17 +628,7 @@ class StaticHandler:
                 + closing
             )
             return
-        try:
-            handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed when sent
-        except OSError as error:
-            _log.error("Cannot open {path}: {error}", path=os.fsdecode(path), error=error)
-            exchange.abort()
-            return
-        if _signature(os.fstat(handle.fileno())) != entry.signature:
-            # Replaced between stat and open: the head describes the old file.
-            handle.close()
-            exchange.abort()
-            return
+        assert handle is not None
         _send_pieces(exchange, handle, iter(pieces), closing)
 
     def _list(self, exchange: Exchange, path: bytes, path_info: bytes) -> None:
@@ -662,6 +679,29 @@ class StaticHandler:
             ],
         )
         exchange.finish(page if exchange.request.method != b"HEAD" else b"")
+
+
+def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
+    """Open the file whose body is about to be sent, if it is read from disk.
+
+    Raises:
+        _Changed: it is no longer the file ``entry`` describes (replaced or removed
+            since its stat), so the head built from ``entry`` would be wrong.
+        _Forbidden: it may not be read.
+        OSError: any other failure to open it.
+    """
+    if exchange.request.method == b"HEAD" or entry.data is not None:
+        return None
+    try:
+        handle = open(entry.path, "rb", buffering=0)  # noqa: SIM115 - closed when sent
+    except FileNotFoundError:
+        raise _Changed from None
+    except PermissionError:
+        raise _Forbidden from None
+    if _signature(os.fstat(handle.fileno())) != entry.signature:
+        handle.close()
+        raise _Changed
+    return handle
 
 
 def _send_pieces(
