@@ -690,6 +690,73 @@ def test_x_accel_redirect_serves_the_file_instead(
     assert request(router, b"/protected/big.bin").status == 404
 
 
+def accel_router(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fields: list[tuple[str, str]]
+) -> Router:
+    """An application answering every request with ``fields`` (an X-Accel-Redirect
+    among them), in front of an internal static mount of ``site``.
+    """
+    import tests.apps
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", fields)
+        return [b""]
+
+    monkeypatch.setattr(tests.apps, "accel", app, raising=False)
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/protected"\nstatic = "{site}"\ninternal = true\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:accel"\nx_accel_redirect = true\n'
+    )
+    return router_for(tmp_path, text)
+
+
+def test_x_accel_keeps_the_files_vary_beside_the_applications(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sibling negotiated after an X-Accel-Redirect varies on Accept-Encoding too,
+    or a shared cache would hand gzip bytes to clients that cannot decode them.
+    """
+    fields = [("Vary", "Cookie"), ("X-Accel-Redirect", "/protected/page.html")]
+    router = accel_router(site, tmp_path, monkeypatch, fields)
+    response = request(router, b"/page", [(b"accept-encoding", b"gzip")])
+    assert response.header(b"content-encoding") == b"gzip"
+    assert response.headers.count((b"vary", b"Cookie, Accept-Encoding")) == 1
+    assert [name for name, _ in response.headers].count(b"vary") == 1
+
+
+def test_x_accel_fields_are_matched_whatever_their_case(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PEP 3333 leaves field names' case to the application: a lower-case
+    content-type still replaces the file's in a multipart answer (and types its
+    parts), and a lower-case cache-control is still repeated on a 304.
+    """
+    fields = [
+        ("content-type", "application/pdf"),
+        ("cache-control", "private, max-age=60"),
+        ("expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+        ("content-location", "/reports/1.pdf"),
+        ("X-Accel-Redirect", "/protected/big.bin"),
+    ]
+    router = accel_router(site, tmp_path, monkeypatch, fields)
+    ranged = request(router, b"/report", [(b"range", b"bytes=0-1,5-6")])
+    assert ranged.status == 206
+    types = [value for name, value in ranged.headers if name == b"content-type"]
+    assert len(types) == 1 and types[0].startswith(b"multipart/byteranges; boundary=")
+    assert b"Content-Type: application/pdf" in ranged.body
+    assert b"application/octet-stream" not in ranged.body
+    etag = request(router, b"/report").header(b"etag")
+    assert etag is not None
+    not_modified = request(router, b"/report", [(b"if-none-match", etag)])
+    assert not_modified.status == 304
+    # RFC 9110 15.4.5: what the 200 would have carried of these.
+    assert not_modified.header(b"cache-control") == b"private, max-age=60"
+    assert not_modified.header(b"expires") == b"Thu, 01 Jan 2037 00:00:00 GMT"
+    assert not_modified.header(b"content-location") == b"/reports/1.pdf"
+    assert not_modified.header(b"etag") == etag
+
+
 def test_x_sendfile_outside_every_static_directory_is_refused(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

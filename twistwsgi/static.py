@@ -76,6 +76,10 @@ _WANTED = frozenset(
     }
 )
 _ENCODINGS = (("br", b".br"), ("gzip", b".gz"))
+# What a 304 repeats of the 200 it stands for (RFC 9110 15.4.5; Date is the server's).
+_KEPT_ON_304 = frozenset(
+    {b"etag", b"last-modified", b"cache-control", b"vary", b"expires", b"content-location"}
+)
 _WELL_KNOWN = b".well-known"
 # Headers of an application's X-Accel-Redirect answer that describe its own (empty)
 # body rather than the file, and the redirect headers themselves.
@@ -541,11 +545,7 @@ class StaticHandler:
         )
         if outcome is files.Precondition.NOT_MODIFIED:
             # RFC 9110 15.4.5: the validators and caching fields, no body.
-            kept = [
-                (name, value)
-                for name, value in headers
-                if name in (b"ETag", b"Last-Modified", b"Cache-Control", b"Vary")
-            ]
+            kept = [(name, value) for name, value in headers if name.lower() in _KEPT_ON_304]
             exchange.start_response(304, kept)
             exchange.finish()
             return
@@ -587,13 +587,17 @@ class StaticHandler:
             self._body(exchange, entry, handle, [(b"", byte_range.first, byte_range.length)], b"")
         else:
             boundary = os.urandom(12).hex()
-            parts, closing, length = files.multipart_parts(
-                ranges, size, entry.content_type, boundary
-            )
+            # Each part has the type the whole file would have had (RFC 9110 14.6):
+            # the application's, after an X-Accel-Redirect that set one.
+            content_type = entry.content_type
+            for name, value in headers:
+                if name.lower() == b"content-type":
+                    content_type = value.decode("latin-1")
+            parts, closing, length = files.multipart_parts(ranges, size, content_type, boundary)
             headers = [
                 (name, value)
                 for name, value in headers
-                if name not in (b"Content-Type", b"Content-Encoding")
+                if name.lower() not in (b"content-type", b"content-encoding")
             ]
             headers.append(
                 (b"Content-Type", b"multipart/byteranges; boundary=" + boundary.encode("ascii"))
@@ -764,10 +768,30 @@ def _text(value: bytes | None) -> str | None:
 def _merge(
     file_headers: list[tuple[bytes, bytes]], app_headers: Sequence[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
-    """The application's headers (but those the file replaces) over the file's."""
+    """The application's headers (but those the file replaces) over the file's.
+
+    ``Vary`` is the exception: both lists count (RFC 9110 12.5.5), so a response
+    negotiated to a precompressed sibling keeps ``Accept-Encoding`` beside what the
+    application's answer varies on.
+    """
     kept = [(name, value) for name, value in app_headers if name.lower() not in _REPLACED_BY_FILE]
     app_names = {name.lower() for name, _ in kept}
-    return kept + [(name, value) for name, value in file_headers if name.lower() not in app_names]
+    merged = kept + [(name, value) for name, value in file_headers if name.lower() not in app_names]
+    file_vary = [value for name, value in file_headers if name.lower() == b"vary"]
+    if not file_vary or b"vary" not in app_names:
+        return merged
+    listed: dict[bytes, bytes] = {}  # by lower-case token, first spelling kept
+    for name, value in merged:
+        if name.lower() == b"vary":
+            for token in value.split(b","):
+                listed.setdefault(token.strip().lower(), token.strip())
+    for value in file_vary:
+        for token in value.split(b","):
+            listed.setdefault(token.strip().lower(), token.strip())
+    # "*" already says it varies on everything (RFC 9110 12.5.5).
+    vary = b"*" if b"*" in listed else b", ".join(token for token in listed.values() if token)
+    others = [(name, value) for name, value in merged if name.lower() != b"vary"]
+    return [*others, (b"Vary", vary)]
 
 
 def _answer(
