@@ -18,8 +18,10 @@ import pytest
 
 from twistwsgi import static
 from twistwsgi.cli import load_config
+from twistwsgi.http.wire import http_date
 from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder
+from twistwsgi.static import StaticHandler, StaticOptions
 from twistwsgi.testing import (
     ParsedResponse,
     PullingTransport,
@@ -79,7 +81,7 @@ def router_for(tmp_path: Path, text: str) -> Router:
 
 
 def request(
-    router: Router,
+    router: Router | StaticHandler,
     target: bytes,
     headers: Iterable[tuple[bytes, bytes]] = (),
     method: bytes = b"GET",
@@ -158,6 +160,27 @@ def test_a_rewrite_keeping_size_and_mtime_is_not_served_stale(files: Router, sit
     assert path.stat().st_size == before.st_size
     second = request(files, b"/static/a.txt")
     assert second.body == bytes(reversed(first.body)) != first.body
+
+
+def test_a_file_dated_in_the_future_is_last_modified_now(site: Path) -> None:
+    """RFC 9110 8.8.2.1: Last-Modified is never later than the response; and a
+    client holding it still sees the file's next change.
+    """
+    clock = [1_800_000_000.0]
+    handler = StaticHandler(StaticOptions(root=str(site)), now=lambda: clock[0])
+    target = site / "future.txt"
+    target.write_bytes(b"from the future")
+    os.utime(target, (2_000_000_000, 2_000_000_000))
+    first = request(handler, b"/future.txt")
+    assert first.header(b"last-modified") == http_date(1_800_000_000)
+    since = [(b"if-modified-since", http_date(1_800_000_000))]
+    assert request(handler, b"/future.txt", since).status == 304
+    clock[0] += 60
+    target.write_bytes(b"changed, still dated ahead")
+    os.utime(target, (2_000_000_000, 2_000_000_000))
+    changed = request(handler, b"/future.txt", since)
+    assert (changed.status, changed.body) == (200, b"changed, still dated ahead")
+    assert changed.header(b"last-modified") == http_date(1_800_000_060)
 
 
 def test_cache_control_and_extra_headers_from_the_mount(site: Path, tmp_path: Path) -> None:
@@ -453,13 +476,19 @@ def test_a_file_that_keeps_changing_is_503(
 # -- directories -------------------------------------------------------------------------
 
 
-def test_directory_without_slash_redirects(files: Router) -> None:
+def test_directory_without_slash_redirects(files: Router, site: Path) -> None:
     """A directory asked for without its trailing slash is 301 to the slash, the
     query kept.
     """
     response = request(files, b"/static/docs?x=1")
     assert response.status == 301
     assert response.header(b"location") == b"/static/docs/?x=1"
+    # The mount's own directory as well (its relative links need the slash).
+    (site / "index.html").write_bytes(b"<a href=a.txt>a</a>")
+    response = request(files, b"/static?x=1")
+    assert response.status == 301
+    assert response.header(b"location") == b"/static/?x=1"
+    assert request(files, b"/static/").body == b"<a href=a.txt>a</a>"
 
 
 def test_directory_index_is_served(files: Router) -> None:
@@ -482,6 +511,28 @@ def test_directory_without_index_is_403_unless_listed(
     assert b'href="%3Cscript%3Ealert%281%29%3Cb%3E.txt"' in response.body
     listing = request(router, b"/static/")
     assert b".env" not in listing.body  # dotfiles stay hidden in listings
+
+
+@pytest.mark.parametrize("symlinks", ["inside", "never"])
+def test_a_listing_shows_what_is_served_and_any_name(
+    site: Path, tmp_path: Path, symlinks: str
+) -> None:
+    """A name that is not UTF-8 is listed (not a 500); a link that answers 404
+    (out of the directory, or any link with symlinks = "never") is not listed.
+    """
+    os.mkdir(os.fsencode(site / "empty") + b"/caf\xe9")
+    router = router_for(tmp_path, config_text(site, f'listing = true\nsymlinks = "{symlinks}"'))
+    listing = request(router, b"/static/empty/")
+    assert listing.status == 200
+    assert "caf\ufffd/".encode() in listing.body
+    assert b'href="caf%E9/"' in listing.body
+    root = request(router, b"/static/").body
+    for link in (b"link_out", b"link_file"):  # lead outside the directory
+        assert link not in root
+        assert request(router, b"/static/" + link).status == 404
+    assert (b"link_in" in root) is (symlinks == "inside")
+    assert request(router, b"/static/link_in").status == (200 if symlinks == "inside" else 404)
+    assert b"a.txt" in root
 
 
 def test_redirect_location_cannot_become_protocol_relative(files: Router) -> None:

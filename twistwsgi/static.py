@@ -39,7 +39,7 @@ import stat
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -149,7 +149,8 @@ class _File:
             means a different file.
         size: its length.
         etag: its strong entity tag.
-        last_modified: its modification time in whole seconds.
+        last_modified: its modification time in whole seconds (or the time the entry
+            was made, if that is earlier).
         content_type: its media type (of the original file for a sibling).
         encoding: ``"br"``/``"gzip"`` for a precompressed sibling, else ``None``.
         headers: the header fields every answer with this file carries.
@@ -177,11 +178,16 @@ class _File:
         content_type: str,
         encoding: str | None,
         options: StaticOptions,
+        *,
+        now: float,
     ) -> None:
         self.path = path
         self.signature = _signature(info)
         self.size = info.st_size
-        self.last_modified = int(info.st_mtime)
+        # RFC 9110 8.8.2.1: never later than the response's Date. A file dated in the
+        # future (a clock skew, an archive) is said to be modified now; the entry
+        # (and its strong ETag) change with the file, not with the clock.
+        self.last_modified = min(int(info.st_mtime), int(now))
         self.etag = files.etag_for(
             info.st_ino,
             info.st_size,
@@ -244,6 +250,7 @@ class StaticHandler:
     Args:
         options: how the directory is served.
         fallback: with ``fallthrough``, the mount (prefix and handler) misses go to.
+        now: the current time in seconds since the epoch (for Last-Modified).
     """
 
     def __init__(
@@ -251,9 +258,11 @@ class StaticHandler:
         options: StaticOptions,
         *,
         fallback: tuple[bytes, Handler] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.options = options
         self.fallback = fallback
+        self._now = now
         self._root = os.fsencode(options.root)
         self._root_prefix = self._root.rstrip(b"/") + b"/"
         self._cache: OrderedDict[bytes, _File] = OrderedDict()
@@ -352,7 +361,6 @@ class StaticHandler:
                 self._paths[path_info] = path
         if path is None:
             raise _Miss
-        below_root = path != self._root
         info = self._stat(path)
         if stat.S_ISREG(info.st_mode):
             if path_info.endswith(b"/"):
@@ -360,7 +368,9 @@ class StaticHandler:
             return path, info
         if not stat.S_ISDIR(info.st_mode):
             raise _Miss  # never a device, FIFO or socket
-        if redirect and below_root and not path_info.endswith(b"/"):
+        # The mount's own directory too ("/static" → "/static/"): relative links in
+        # its index or listing resolve against the slash.
+        if redirect and not path_info.endswith(b"/"):
             if self._has_index(path) or self.options.listing:
                 raise _Redirect
             raise _Miss
@@ -409,6 +419,13 @@ class StaticHandler:
             if real != self._root and not real.startswith(self._root_prefix):
                 raise _Miss
         return info
+
+    def _link_served(self, link: bytes) -> bool:
+        """Whether the symbolic link ``link`` in a listed directory is served."""
+        if self.options.symlinks == "never":
+            return False
+        real = os.path.realpath(link)
+        return real == self._root or real.startswith(self._root_prefix)
 
     def _has_index(self, directory: bytes) -> bool:
         for index in self.options.index:
@@ -459,7 +476,14 @@ class StaticHandler:
         known = self._known.get(path)
         if known is not None and known.signature == signature and known.encoding == encoding:
             return known
-        entry = _File(path, info, files.content_type(os.fsdecode(original)), encoding, self.options)
+        entry = _File(
+            path,
+            info,
+            files.content_type(os.fsdecode(original)),
+            encoding,
+            self.options,
+            now=self._now(),
+        )
         if info.st_size <= self.options.memory_cache:
             data = _read_small(path, signature)
             if data is not None:
@@ -646,13 +670,17 @@ class StaticHandler:
                     name = item.name  # bytes: the directory was opened by a bytes path
                     if name.startswith(b".") and not self.options.dotfiles:
                         continue
+                    if item.is_symlink() and not self._link_served(item.path):
+                        continue  # it answers 404: neither its name nor its facts show
                     try:
                         info = item.stat()
                     except OSError:
                         continue
                     is_dir = stat.S_ISDIR(info.st_mode)
                     href = urllib.parse.quote(name) + ("/" if is_dir else "")
-                    label = html.escape(os.fsdecode(name) + ("/" if is_dir else ""))
+                    # A name need not be UTF-8 (the page is): show what can be shown.
+                    shown_name = name.decode("utf-8", "replace")
+                    label = html.escape(shown_name + ("/" if is_dir else ""))
                     size = "-" if is_dir else f"{info.st_size:,}"
                     modified = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
                     rows.append(
