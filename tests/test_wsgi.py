@@ -5,6 +5,7 @@ wrapped in ``wsgiref.validate.validator``; responses are parsed with h11.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -844,3 +845,159 @@ def test_write_after_the_client_left_raises_client_disconnected() -> None:
     finally:
         pool.stop()
     assert outcome == ["disconnected"]
+
+
+# -- findings of the 2026-12-01 audit ------------------------------------------------------
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_read_n_returns_n_bytes_until_the_end(threaded: bool) -> None:
+    """read(n) has file semantics: short only at the end, however the body arrives
+    (the usual read(CONTENT_LENGTH) idiom, and a chunked body read in one call).
+    """
+    seen: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        seen.append(body.read(int(length)) if length else body.read(1000))
+        start_response("200 OK", TEXT)
+        return [b""]
+
+    connection = serve(app, threaded=threaded)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 10\r\n\r\nhello")
+    connection.send(b"world")
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"5\r\nhello\r\n")
+    connection.send(b"6\r\n world\r\n0\r\n\r\n")
+    assert seen == [b"helloworld", b"hello world"]
+
+
+@pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "600 Odd"])
+def test_a_status_that_is_not_final_is_a_500(threaded: bool, status: str) -> None:
+    """A 1xx (interim, RFC 9110 15.2) or a code past 599 is the application's error."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response(status, [])
+        return [b""]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.status == 500
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_conflicting_content_lengths_are_not_sent(threaded: bool) -> None:
+    """Two different Content-Length fields would let a client or proxy take the
+    wrong one (RFC 9112 6.3): neither is sent (the body's real length is, when the
+    server knows it); a repeated same value is sent once.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        lengths = ["100", "4"] if environ["PATH_INFO"] == "/conflict" else ["4", "4"]
+        start_response("200 OK", [("Content-Length", value) for value in lengths])
+        return [b"abcd"]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events():
+        connection.send(b"GET /conflict HTTP/1.1\r\n" + HOST + b"\r\n")
+        connection.send(b"GET /same HTTP/1.1\r\n" + HOST + b"\r\n")
+    wire = connection.take()
+    assert b"100" not in wire
+    conflict, same = parse_responses(wire)
+    assert conflict.body == same.body == b"abcd"
+    assert conflict.header_values(b"content-length") == [b"4"]
+    assert same.header_values(b"content-length") == [b"4"]
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_file_wrapper_with_a_length_the_protocol_refuses(threaded: bool, tmp_path: Path) -> None:
+    """A Content-Length int() takes but HTTP does not (" 10", "+10") is dropped: the
+    file goes out as an ordinary body, and close() is called.
+    """
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"0123456789")
+    closed: list[bool] = []
+
+    class Tracked(io.FileIO):
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "+10")])
+        return environ["wsgi.file_wrapper"](Tracked(path, "rb"))
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (200, b"0123456789")
+    assert closed == [True]
+
+
+@pytest.mark.parametrize("path", [b"/application", b"/appx/y"])
+def test_the_mount_prefix_ends_at_a_segment(path: bytes) -> None:
+    """script_name=/app does not hold /application (PATH_INFO would not start with /)."""
+    capture = EnvironCapture()
+    connection = serve(capture, script_name=b"/app")
+    connection.send(b"GET " + path + b" HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert capture.environ["SCRIPT_NAME"] == ""
+    assert capture.environ["PATH_INFO"] == path.decode()
+    connection.send(b"GET /app/x HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert (capture.environ["SCRIPT_NAME"], capture.environ["PATH_INFO"]) == ("/app", "/x")
+
+
+class _SwallowingPool:
+    """Runs calls at once and, as WorkerPool does, swallows what they raise."""
+
+    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(BaseException):
+            func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_sys_exit_in_the_application_is_a_500(threaded: bool) -> None:
+    """SystemExit from an application is answered like any exception, not left
+    hanging (on a worker thread nothing else would answer).
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", TEXT)
+        sys.exit(1)
+
+    handler = WSGIHandler(
+        app,
+        reactor=SynchronousReactorThreads(),
+        threadpool=_SwallowingPool() if threaded else None,
+    )
+    connection = connect(handler)
+    with capture_log_events():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert [r.status for r in parse_responses(connection.take())] == [500, 500]
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_wsgi_errors_is_one_stream_per_request(threaded: bool) -> None:
+    """A partial line one request leaves is logged at its end, not glued to the
+    next request's output.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/a":
+            environ["wsgi.errors"].write("request A: partial")
+        else:
+            environ["wsgi.errors"].write("request B: complete\n")
+        start_response("200 OK", TEXT)
+        return [b""]
+
+    connection = serve(app, threaded=threaded)
+    with capture_log_events() as events:
+        connection.send(b"GET /a HTTP/1.1\r\n" + HOST + b"\r\n")
+        connection.send(b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n")
+    lines = [e["line"] for e in events if e.get("log_namespace") == "twistwsgi.wsgi.errors"]
+    assert lines == ["request A: partial", "request B: complete"]

@@ -172,8 +172,12 @@ def _parse_status(status: str) -> tuple[int, bytes]:
     else:
         raise TypeError(f"status must be a str, not {type(status).__name__}")
     code = status[:3]
-    if len(status) < 4 or not code.isdigit() or status[3] != " " or int(code) < 100:
+    if len(status) < 4 or not code.isascii() or not code.isdigit() or status[3] != " ":
         raise ValueError(f"Malformed status {status!r}: expected 'NNN Reason'")
+    if not 200 <= int(code) <= 599:
+        # A 1xx is interim (RFC 9110 15.2): as the answer it would leave the client
+        # waiting for one that never comes. 100 Continue is the server's to send.
+        raise ValueError(f"Status {status!r} is not a final status (200-599)")
     reason = status[4:]
     if _BAD_VALUE.search(reason):
         raise ValueError(f"Control character in status {status!r}")
@@ -253,10 +257,9 @@ def _file_response(result: object, headers: list[tuple[bytes, bytes]]) -> _FileR
     declared = None
     for name, value in headers:
         if name.lower() == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                return None
+            if not value.isdigit():
+                return None  # the protocol drops it: sent as an ordinary body instead
+            declared = int(value)
     if declared is None:
         headers = [*headers, (b"Content-Length", b"%d" % available)]
         declared = available
@@ -291,7 +294,6 @@ class WSGIHandler:
         self.inbox = ReactorInbox(reactor)
         self._base_environ: dict[str, Any] = {
             "wsgi.version": (1, 0),
-            "wsgi.errors": _ErrorStream(),
             "wsgi.multithread": threadpool is not None,
             "wsgi.multiprocess": multiprocess,
             "wsgi.run_once": False,
@@ -308,7 +310,8 @@ class WSGIHandler:
         else:
             path = exchange.request.decoded_path
             prefix = self.script_name
-            if prefix and path.startswith(prefix):
+            # A prefix ends at a segment boundary: /app holds /app/x, not /application.
+            if prefix and (path == prefix or path.startswith(prefix + b"/")):
                 path_info = path[len(prefix) :]
                 script_name = prefix
             else:
@@ -324,12 +327,16 @@ class WSGIHandler:
         self, exchange: Exchange, script_name: bytes, path_info: bytes
     ) -> dict[str, Any]:
         """Build the environ (without ``wsgi.input``) for ``exchange`` (any thread)."""
-        return build_environ(
+        environ = build_environ(
             exchange.request,
             script_name=script_name,
             path_info=path_info,
             base=self._base_environ,
         )
+        # One per request: a partial line one request writes is not finished by
+        # another's (the stream is flushed when the request ends).
+        environ["wsgi.errors"] = _ErrorStream()
+        return environ
 
     @property
     def reactor(self) -> IReactorFromThreads:
@@ -467,24 +474,31 @@ class _ThreadedInput:
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes (all of the rest if negative or ``None``)."""
         if size is None or size < 0:
-            parts: list[bytes] = []
+            pieces: list[bytes] = []
             while True:
-                part = self.read(1 << 20)
-                if not part:
-                    return b"".join(parts)
-                parts.append(part)
+                piece = self.read(1 << 20)
+                if not piece:
+                    return b"".join(pieces)
+                pieces.append(piece)
         if size == 0:
             return b""
+        # File semantics (PEP 3333 "Input and Error Streams"): fewer than ``size``
+        # bytes only at the end of the body, however the client split it up.
+        parts: list[bytes] = []
+        wanted = size
         with self._cond:
-            self._wait()
-            if not self._chunks:
-                return b""
-            data = self._chunks.popleft()
-            if len(data) > size:
-                self._chunks.appendleft(data[size:])
-                data = data[:size]
-            self._took(len(data))
-            return data
+            while wanted > 0:
+                self._wait()
+                if not self._chunks:
+                    break
+                data = self._chunks.popleft()
+                if len(data) > wanted:
+                    self._chunks.appendleft(data[wanted:])
+                    data = data[:wanted]
+                self._took(len(data))
+                parts.append(data)
+                wanted -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readline(self, size: int | None = -1) -> bytes:
         """Read one line, up to ``size`` bytes if ``size`` is not negative."""
@@ -639,11 +653,14 @@ class _ThreadedCall:
         try:
             result = self._handler.app(environ, self._start_response)
             handed_over = self._respond(result)
-        except Exception:
+        except BaseException:
+            # SystemExit and the like too: on a worker thread nothing else would
+            # answer, and the connection (with any request behind it) would hang.
             self._failed()
         finally:
             if result is not None and not handed_over:
                 _close_result(result)
+            environ["wsgi.errors"].flush()
 
     def _respond(self, result: Iterable[bytes]) -> bool:
         """Send ``result``; return whether the reactor now owns (and closes) it."""
@@ -754,7 +771,13 @@ def _send_file_result(
         _close_result(result)
         return
     exchange.start_response(status, response.headers, reason)
-    sent = exchange.send_file(result.filelike, response.offset, response.count)
+    try:
+        sent = exchange.send_file(result.filelike, response.offset, response.count)
+    except Exception:
+        _log.failure("Sending a wsgi.file_wrapper response failed")
+        exchange.abort()
+        _close_result(result)
+        return
 
     def done(_: object) -> None:
         exchange.finish()
@@ -793,6 +816,7 @@ class _InlineCall:
         self._iterator: Iterator[bytes] | None = None
         self._paused = False
         self._producing = False
+        self._errors: _ErrorStream | None = None
 
     def start(self) -> None:
         """Receive the body if there is one, then run the application."""
@@ -831,9 +855,10 @@ class _InlineCall:
         exchange = self._exchange
         environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
         environ["wsgi.input"] = body
+        self._errors = environ["wsgi.errors"]
         try:
             result = self._handler.app(environ, self._start_response)
-        except Exception:
+        except (Exception, SystemExit):
             self._failed()
             return
         self._result = result
@@ -850,6 +875,7 @@ class _InlineCall:
                 file_response = _file_response(result, self._headers)
                 if file_response is not None:
                     self._result = None  # closed by _send_file_result
+                    self._close()  # (what the application logged is flushed)
                     self._started = True
                     _send_file_result(exchange, self._status, self._reason, file_response)
                     return
@@ -938,6 +964,8 @@ class _InlineCall:
         result, self._result = self._result, None
         if result is not None:
             _close_result(result)
+        if self._errors is not None:
+            self._errors.flush()
 
     def _failed(self) -> None:
         request = self._exchange.request

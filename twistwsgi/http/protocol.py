@@ -1069,7 +1069,7 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     """Serialise a handler's header fields, keeping what framing needs to know."""
     lines = []
     content_length: int | None = None
-    has_date = has_server = close = False
+    has_date = has_server = close = conflicting = False
     for name, value in headers:
         lower = name.lower()
         if lower in _MANAGED_FIELDS:
@@ -1082,19 +1082,30 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
             if lower == b"content-length":
                 if status == 204 or status < 200:
                     continue  # RFC 9110 8.6: never with 1xx or 204
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0 or not value.isdigit():
+                if not value.isdigit():
                     _log.error("Dropped an invalid Content-Length: {value!r}", value=value)
                     continue
+                declared = int(value)
+                if content_length is not None:
+                    if declared != content_length:
+                        # RFC 9112 6.3: a recipient cannot tell which is right. Send
+                        # neither; the body is framed by chunks or the close instead.
+                        _log.error(
+                            "Dropped conflicting Content-Length fields: {first} and {second}",
+                            first=content_length,
+                            second=declared,
+                        )
+                        conflicting = True
+                    continue  # one field line, whatever the handler repeated
                 content_length = declared
             elif lower == b"date":
                 has_date = True
             else:
                 has_server = True
         lines.append(name + b": " + value + b"\r\n")
+    if conflicting:
+        lines = [line for line in lines if not line.lower().startswith(b"content-length:")]
+        content_length = None
     return _Fields(
         status,
         b"".join(lines),
