@@ -10,6 +10,7 @@ import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 from twistwsgi.http.client import (
@@ -19,6 +20,7 @@ from twistwsgi.http.client import (
     ErrorKind,
     UpstreamError,
 )
+from twistwsgi.testing import capture_log_events
 
 
 @dataclass
@@ -293,13 +295,88 @@ def test_unsolicited_bytes_on_an_idle_connection_drop_it() -> None:
     assert not connection.idle
 
 
-def test_extra_response_after_ours_is_a_protocol_error() -> None:
-    """A second response in the same read as ours is refused (before delivery)."""
+@pytest.mark.parametrize(
+    "received",
+    [
+        # A second, unsolicited response in the same read as ours.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
+        # A body longer than its Content-Length.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naXYZ",
+    ],
+)
+def test_bytes_after_a_complete_response_end_the_connection(received: bytes) -> None:
+    """The response stands as its framing delimits it (RFC 9112 6.3); what follows in
+    the same read is dropped and the connection is not reused (nginx does the same):
+    how the upstream's bytes happened to be split must not decide the outcome.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    with capture_log_events() as events:
+        connection.dataReceived(received)
+    assert (handler.body, handler.complete) == (b"a", True)
+    assert "failed" not in handler.kinds()
+    assert owner.reused == []
+    assert transport.disconnecting
+    assert any("after the end of its response" in formatEvent(e) for e in events)
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_body_after_a_bodiless_status_ends_the_connection(status: int) -> None:
+    """A 204 or 304 ends at its empty line (RFC 9112 6.3, item 1): a body sent after
+    it in the same read is not relayed and the connection is not reused.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    with capture_log_events():
+        connection.dataReceived(b"HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\nhello" % status)
+    assert handler.events[0] == ("head", (status, b"X", [(b"Content-Length", b"5")]))
+    assert (handler.body, handler.complete) == (b"", True)
+    assert owner.reused == []
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 099 Odd", b"HTTP/1.1 600 Odd"])
+def test_a_status_outside_100_to_599_is_a_protocol_error(status_line: bytes) -> None:
+    """Not an interim response to wait past (RFC 9110 15): a 502 at once."""
     connection, _transport, _clock, _owner = connected()
     handler = Recorder()
     connection.send(GET, handler)
-    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\n\r\n")
-    assert handler.error().kind is ErrorKind.PROTOCOL
+    connection.dataReceived(status_line + b"\r\nContent-Length: 3\r\n\r\nabc")
+    error = handler.error()
+    assert error.kind is ErrorKind.PROTOCOL
+    assert "invalid status code" in error.detail
+
+
+def test_control_bytes_in_the_reason_phrase_are_not_passed_on() -> None:
+    """RFC 9112 4: the standard phrase stands in for one with control bytes."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 O\x00K\x1b[2J\x7f\r\nContent-Length: 0\r\n\r\n")
+    assert handler.events[0] == ("head", (200, b"", [(b"Content-Length", b"0")]))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+    ],
+)
+def test_an_http10_response_is_never_kept(head: bytes) -> None:
+    """Only HTTP/1.1 connections go back to the pool."""
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(head)
+    assert (handler.body, handler.complete) == (b"ok", True)
+    assert owner.reused == []
+    assert transport.disconnecting
 
 
 def test_closed_before_any_response_byte() -> None:
@@ -442,17 +519,6 @@ def test_owner_hears_about_every_close() -> None:
     assert owner.made == [connection]
     connection.connectionLost(Failure(ConnectionDone()))
     assert owner.closed == [connection]
-
-
-def test_extra_response_without_reason_phrase_is_refused() -> None:
-    """An unsolicited second response is caught even with an empty reason phrase."""
-    connection, _transport, _clock, _owner = connected()
-    handler = Recorder()
-    connection.send(GET, handler)
-    connection.dataReceived(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"
-    )
-    assert handler.error().kind is ErrorKind.PROTOCOL
 
 
 def test_zero_timeouts_are_off() -> None:

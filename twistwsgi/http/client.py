@@ -45,6 +45,7 @@ Everything here runs in the reactor thread.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,6 +62,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -216,7 +218,9 @@ _CRLFCRLF = b"\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _TRANSFER_ENCODING_LENGTH = len(_TRANSFER_ENCODING)
+_log = Logger(namespace="twistwsgi.proxy")
 _WHITESPACE = b" \t"
+_CONTROL_IN_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def reason_text(reason: Failure) -> str:
@@ -631,18 +635,23 @@ class ClientConnection(TwistedProtocol):
             return
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
-            if not isinstance(cause, _StopAtHeadError):
+            if isinstance(cause, _StopAtHeadError):
+                # The head of a HEAD response: nothing follows it (RFC 9110 9.3.2).
+                # Bytes after it would be a broken upstream: do not reuse it then.
+                self._parser = httptools.HttpResponseParser(self)
+                self._complete = True
+                if not tail.endswith(_CRLFCRLF):
+                    self._keep_alive = False
+            elif self._complete:
+                self._discard_excess()
+            else:
                 self._fail(ErrorKind.PROTOCOL, str(cause) if cause is not None else str(error))
                 return
-            # The head of a HEAD response: nothing follows it (RFC 9110 9.3.2). Bytes
-            # after it would be a broken upstream: do not reuse the connection then.
-            self._parser = httptools.HttpResponseParser(self)
-            self._complete = True
-            if not tail.endswith(_CRLFCRLF):
-                self._keep_alive = False
         except httptools.HttpParserError as error:
-            self._fail(ErrorKind.PROTOCOL, str(error))
-            return
+            if not self._complete:
+                self._fail(ErrorKind.PROTOCOL, str(error))
+                return
+            self._discard_excess()
         if not self._head_sent:
             if not self._head_ready:
                 if self._head_bytes > MAX_RESPONSE_HEAD:
@@ -669,6 +678,21 @@ class ClientConnection(TwistedProtocol):
             if self._deadline_kind is _Deadline.BODY and not self._read_paused:
                 self._deadline = self._clock.seconds() + self._settings.idle_timeout
             handler.response_data(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def _discard_excess(self) -> None:
+        """Drop the bytes that followed a complete response in the same read.
+
+        They are a body longer than its Content-Length, a 204 or 304 with a body, or
+        a second response. The response stands, as its framing says it ended (RFC 9112 6.3); what
+        follows is dropped, and the connection, whose next bytes cannot be trusted,
+        is not reused (nginx: "upstream sent more data than specified").
+        """
+        _log.warn(
+            "An upstream sent bytes after the end of its response; the connection"
+            " will not be reused"
+        )
+        self._parser = httptools.HttpResponseParser(self)
+        self._keep_alive = False
 
     def _response_complete(self, handler: ResponseHandler, data: bytes) -> None:
         """Give the connection back (or close it), then deliver the end of the body."""
@@ -724,7 +748,10 @@ class ClientConnection(TwistedProtocol):
         """
         if self._complete:
             raise _MalformedResponseError("the upstream sent an unsolicited response")
-        self._reason = reason
+        # RFC 9112 4: HTAB, SP and visible characters only. Another control byte
+        # (a terminal escape, say) would go on to the client: the standard phrase
+        # replaces the phrase then.
+        self._reason = reason if not _CONTROL_IN_REASON.search(reason) else b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a field of the head; trailer fields are not passed on.
@@ -747,6 +774,9 @@ class ClientConnection(TwistedProtocol):
             raise _MalformedResponseError("the upstream sent an unsolicited response")
         parser = self._parser
         status = parser.get_status_code()
+        if not 100 <= status <= 599:
+            # RFC 9110 15: the only valid codes (llhttp takes any three digits).
+            raise _MalformedResponseError(f"an invalid status code: {status:03d}")
         if status < 200:
             if status == 101:
                 if not self._upgrade:
@@ -774,7 +804,9 @@ class ClientConnection(TwistedProtocol):
                 + b", ".join(self._codings).decode("latin-1")
             )
         self._status = status
-        self._keep_alive = parser.should_keep_alive()
+        # Only HTTP/1.1 connections are kept (as documented; nginx too). An HTTP/1.0
+        # response with Transfer-Encoding must not be reused anyway (RFC 9112 6.1).
+        self._keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
         self._in_body = True
         self._head_ready = True
         if self._head_only:
