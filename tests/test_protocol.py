@@ -21,6 +21,8 @@ from twistwsgi.http.protocol import (
     LARGE_BODY,
     LARGE_BODY_READ_SIZE,
     LINGER_TIMEOUT,
+    MAX_PIPELINED,
+    PIPELINE_SLICE,
     HTTP11Exchange,
 )
 from twistwsgi.http.settings import HttpSettings
@@ -231,6 +233,49 @@ def test_error_after_pipelined_requests_waits_for_their_responses() -> None:
     responses = parse_responses(connection.take())
     assert [r.status for r in responses] == [200, 400]
     assert len(held.exchanges) == 1
+
+
+def test_a_long_pipeline_answered_at_once_is_answered_whole() -> None:
+    """Thousands of pipelined requests in one read, each answered as it is dispatched:
+    every one gets its response, in order (dispatch loops; it does not recurse).
+    """
+    echo = Echo()
+    connection = open_connection(echo)
+    count = 2500
+    burst = b"".join(get(b"%d" % number) for number in range(count))
+    connection.send(burst)
+    responses = parse_responses(connection.take())
+    assert [r.body for r in responses] == [b"/%d" % number for number in range(count)]
+    assert connection.transport.producerState == "producing"
+    assert not connection.is_closed()
+
+
+def test_a_pipeline_is_parsed_only_so_far_ahead() -> None:
+    """A read full of pipelined requests behind one that is not answered yet queues
+    only about MAX_PIPELINED of them; the rest stays unparsed bytes, reading stays
+    paused until they are all answered, and later bytes keep their place.
+    """
+    held = Held()
+    connection = open_connection(held)
+    count = 600
+    burst = b"".join(get(b"%d" % number) for number in range(count))
+    assert len(burst) > 4 * PIPELINE_SLICE
+    connection.send(burst)
+    protocol: Any = connection.protocol
+    bound = MAX_PIPELINED + 1 + PIPELINE_SLICE // len(get(b"0"))  # a slice's worth more
+    assert len(protocol._queue) <= bound
+    assert connection.transport.producerState == "paused"
+    connection.send(get(b"last"))  # a transport may still deliver what it had read
+    answered = 0
+    while answered < len(held.exchanges):
+        assert len(protocol._queue) <= bound
+        exchange = held.exchanges[answered]
+        exchange.start_response(200, [])
+        exchange.finish(exchange.request.path)
+        answered += 1
+    paths = [r.body for r in parse_responses(connection.take())]
+    assert paths == [b"/%d" % number for number in range(count)] + [b"/last"]
+    assert connection.transport.producerState == "producing"
 
 
 # -- framing --------------------------------------------------------------------------

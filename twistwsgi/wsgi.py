@@ -124,19 +124,26 @@ class FileWrapper:
             close()
 
 
+# Guards the partial lines of every request's wsgi.errors: writes are rare, and one
+# lock spares each request creating its own.
+_errors_lock = threading.Lock()
+
+
 class _ErrorStream:
     """``wsgi.errors``: text written by the application goes to the server log.
 
-    Written from worker threads; complete lines are logged one event each.
+    One per request (a partial line is never finished by another request's text),
+    written from any thread; complete lines are logged one event each, and a partial
+    last line when the request ends (:meth:`flush`).
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._partial = ""
+    # A class default: a request that never writes (most) costs no more than the
+    # object itself.
+    _partial = ""
 
     def write(self, text: str) -> int:
         """Log every complete line of ``text``; keep a partial last line."""
-        with self._lock:
+        with _errors_lock:
             lines = (self._partial + text).split("\n")
             self._partial = lines.pop()
         for line in lines:
@@ -150,7 +157,9 @@ class _ErrorStream:
 
     def flush(self) -> None:
         """Log a pending partial line."""
-        with self._lock:
+        if not self._partial:
+            return
+        with _errors_lock:
             partial, self._partial = self._partial, ""
         if partial:
             _app_errors.error("{line}", line=partial)

@@ -89,6 +89,14 @@ DISPATCH_BUFFER = 64 * 1024
 LINGER_TIMEOUT = 5.0
 #: Unread request body the protocol discards after a response to keep the connection.
 DRAIN_LIMIT = 64 * 1024
+#: Pipelined requests parsed ahead of the one being answered: llhttp parses a whole
+#: read at once, and one 64 KiB read can hold some 2,000 tiny requests. A read larger
+#: than :data:`PIPELINE_SLICE` is parsed a slice at a time; once more than this many
+#: wait, the rest is held back as unparsed bytes until the queue has room (nginx too
+#: keeps unparsed bytes, not parsed requests), and reading stays paused meanwhile. At
+#: most this many plus what one slice completes (some 40 tiny requests) are queued.
+MAX_PIPELINED = 16
+PIPELINE_SLICE = 1024
 
 _CRLF0 = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -272,6 +280,11 @@ class HTTP11Protocol(Protocol):
         self._upgrade_tail: bytes | None = None
         self._tunnel: Any = None
         self._skipped_body: _SkippedBody | None = None
+        # Received bytes not parsed yet: pipelined requests beyond MAX_PIPELINED.
+        self._held = b""
+        # _advance runs as a loop; a call from inside it only asks for another turn.
+        self._advancing = False
+        self._advance_again = False
         # The one deadline of this connection.
         self._deadline: float | None = None
         self._deadline_kind = _Timeout.IDLE
@@ -482,27 +495,108 @@ class HTTP11Protocol(Protocol):
         if read is _Read.TUNNEL:
             self._tunnel.data_received(data)
             return
+        if self._held:
+            # Requests parsed earlier wait for their turn: keep the bytes in order.
+            self._held += data
+            return
         if self._skipped_body is not None:
             self._feed_skipped_body(data)
+        elif len(data) > PIPELINE_SLICE and read is not _Read.BODY:
+            self._feed_sliced(data)
         else:
-            if read is _Read.IDLE:
-                self._read = read = _Read.HEAD
-                self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
-            if read is _Read.HEAD:
-                self._head_bytes += len(data)
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade as upgrade:
-                self._upgrade(data[upgrade.args[0] :])
-            except httptools.HttpParserError as error:
-                self._fail(_refusal(error))
-            else:
-                if self._read is _Read.HEAD:
-                    self._check_head_size()
-        if self._queue and not self._closed:
-            first = self._queue[0]
-            if isinstance(first, HTTP11Exchange) and not first.dispatched and first.ready:
+            self._feed(data)
+        queue = self._queue
+        if len(queue) == 1 and not self._held:
+            # The common case, one request at a time: dispatch it when it is ready.
+            first = queue[0]
+            if type(first) is HTTP11Exchange and not first.dispatched and first.ready:
                 self._dispatch(first)
+        elif queue or self._held:
+            self._advance()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data``, refusing what is malformed."""
+        read = self._read
+        if read is _Read.IDLE:
+            self._read = read = _Read.HEAD
+            self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+        if read is _Read.HEAD:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade(data[upgrade.args[0] :])
+        except httptools.HttpParserError as error:
+            self._fail(_refusal(error))
+        else:
+            if self._read is _Read.HEAD:
+                self._check_head_size()
+
+    def _feed_sliced(self, data: bytes) -> None:
+        """Parse a large read that may hold many pipelined requests.
+
+        The rest is held back once the queue is full (see :data:`MAX_PIPELINED`).
+        """
+        size = len(data)
+        for start in range(0, size, PIPELINE_SLICE):
+            self._feed(data[start : start + PIPELINE_SLICE])
+            end = start + PIPELINE_SLICE
+            if end >= size:
+                return
+            if self._upgrade_tail is not None:
+                self._upgrade_tail += data[end:]  # the other protocol's bytes
+                return
+            if self._skipped_body is not None:
+                self._feed_skipped_body(data[end:])
+                return
+            if self._read is _Read.STOPPED or self._closed:
+                return
+            if len(self._queue) > MAX_PIPELINED:
+                self._held = data[end:]
+                return
+
+    def _advance(self) -> None:
+        """Answer what can be answered now, in order.
+
+        Dispatch the first queued request when it is ready, send a queued refusal in
+        its turn, and parse held-back bytes once the queue has room. It loops rather
+        than recurses: a handler that answers at once ends its exchange from inside
+        :meth:`_dispatch`, and that call here only asks for another turn, so a long
+        pipeline cannot grow the stack.
+        """
+        if self._advancing:
+            self._advance_again = True
+            return
+        self._advancing = True
+        try:
+            while not self._closed:
+                self._advance_again = False
+                queue = self._queue
+                if queue:
+                    first = queue[0]
+                    if isinstance(first, RequestError):
+                        queue.popleft()
+                        self._send_error_response(first)
+                    elif not first.dispatched and first.ready:
+                        self._dispatch(first)
+                if (
+                    self._held
+                    and len(self._queue) <= MAX_PIPELINED
+                    and self._read is not _Read.STOPPED
+                    and not self._closed
+                ):
+                    held, self._held = self._held, b""
+                    if len(held) > PIPELINE_SLICE and self._read is not _Read.BODY:
+                        self._feed_sliced(held)
+                    else:
+                        self._feed(held)
+                    self._advance_again = True
+                if not self._advance_again:
+                    break
+        finally:
+            self._advancing = False
+        if self._read_pauses and len(self._queue) <= 1 and not self._held:
+            self.resume_reading("pipeline")
 
     def _check_head_size(self) -> None:
         # llhttp buffers a field line until it is complete, so a client that never
@@ -744,15 +838,12 @@ class HTTP11Protocol(Protocol):
             else:
                 self._close_after_response(exchange)
                 return
-        self.resume_reading("pipeline")
-        if self._queue:
-            first = self._queue[0]
-            if isinstance(first, RequestError):
-                self._queue.popleft()
-                self._send_error_response(first)
-            elif not first.dispatched and first.ready:
-                self._dispatch(first)
-        elif self._read is _Read.IDLE:
+        if self._queue or self._held:
+            self._advance()
+            return
+        if self._read_pauses:
+            self.resume_reading("pipeline")
+        if self._read is _Read.IDLE:
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _close_after_response(self, exchange: HTTP11Exchange | None) -> None:
