@@ -981,3 +981,136 @@ def test_ordinary_requests_cannot_be_upgraded() -> None:
     assert not exchange.upgradable
     with pytest.raises(RuntimeError):
         exchange.upgrade([], object())  # type: ignore[arg-type]
+
+
+# -- a client that stops reading --------------------------------------------------------
+
+
+@pytest.mark.parametrize("then", ["idle", "pipelined"])
+def test_a_client_that_never_reads_is_aborted_after_send_timeout(then: str) -> None:
+    """The send deadline holds whatever the read side does next: a keep-alive
+    response completed into a full buffer (the idle close would wait for the client
+    forever) or a pipelined request parsed meanwhile (a handler is working).
+    """
+    held = Held()
+    connection = open_connection(held, send_timeout=10.0, keepalive_timeout=5.0)
+    connection.send(get(b"big"))
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [(b"Content-Length", b"20")])
+    exchange.write(b"x" * 10)
+    connection.protocol.pauseProducing()  # the transport's buffer is full
+    exchange.finish(b"y" * 10)
+    if then == "pipelined":
+        connection.send(get(b"next"))
+    connection.clock.advance(9.9)
+    assert not connection.transport.disconnected  # not aborted yet
+    connection.clock.advance(0.2)
+    assert connection.transport.disconnected  # StringTransport: abortConnection
+
+
+def test_a_client_reading_again_gets_its_keep_alive_back() -> None:
+    """Once the client reads again, the send deadline is gone: the connection idles
+    as usual.
+    """
+    held = Held()
+    connection = open_connection(held, send_timeout=10.0, keepalive_timeout=30.0)
+    connection.send(get(b"big"))
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    connection.protocol.pauseProducing()
+    exchange.finish(b"body")
+    connection.clock.advance(5)
+    connection.protocol.resumeProducing()
+    connection.clock.advance(20)
+    assert not connection.is_closed()
+    connection.clock.advance(11)  # the keep-alive timeout, counted from the response
+    transport: Any = connection.transport
+    assert transport.disconnecting and not transport.disconnected  # closed, not aborted
+
+
+def test_a_head_we_stopped_reading_is_not_timed_out() -> None:
+    """A pipelined head cut by the read, behind requests the server takes long to
+    answer: the server is the one not reading, so no 408 (RFC 9110 15.5.9 is for a
+    slow client); the head gets its full time again once reading resumes.
+    """
+    held = Held()
+    connection = open_connection(held, header_timeout=60.0)
+    connection.send(get(b"1") + get(b"2") + b"GET /3 HTT")
+    connection.clock.advance(61)  # paused: the handlers are slow, not the client
+    held.exchanges[0].start_response(200, [])
+    held.exchanges[0].finish(b"ok")  # one request left queued: reading resumes
+    connection.clock.advance(59)
+    connection.send(b"P/1.1\r\nHost: example.com\r\n\r\n")
+    for number in (1, 2):
+        held.exchanges[number].start_response(200, [])
+        held.exchanges[number].finish(b"ok")
+    assert [r.status for r in parse_responses(connection.take())] == [200, 200, 200]
+
+
+def test_a_head_still_times_out_once_reading_resumed() -> None:
+    held = Held()
+    connection = open_connection(held, header_timeout=60.0)
+    connection.send(get(b"1") + b"GET /2 HTT")
+    connection.clock.advance(100)
+    held.exchanges[0].start_response(200, [])
+    held.exchanges[0].finish(b"ok")
+    connection.clock.advance(61)
+    assert [r.status for r in parse_responses(connection.take())] == [200, 408]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"HEAD / HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n", 417),
+        (b"HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", 413),
+        (b"HEAD /%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ],
+)
+def test_a_refused_head_request_gets_no_body(head: bytes, status: int) -> None:
+    """RFC 9110 9.3.2: the answer to HEAD has no content, a refusal included."""
+    connection = open_connection(Echo())
+    connection.send(head)
+    [response] = parse_responses(connection.take(), [b"HEAD"])  # h11 refuses extra bytes
+    assert response.status == status
+    assert response.body == b""
+    # The same refusal of a GET carries its short explanation.
+    connection = open_connection(Echo())
+    connection.send(b"GET" + head[4:])
+    [response] = parse_responses(connection.take())
+    assert (response.status, bool(response.body)) == (status, True)
+
+
+@pytest.mark.parametrize(
+    "endless",
+    [b"0\r\nX-Trailer: ", b"3;" + b"x" * 10],  # a trailer line; a chunk extension
+)
+def test_endless_chunk_framing_is_refused(endless: bytes) -> None:
+    """Bytes of a chunked body that carry no body byte are bounded like a header
+    section (431): an endless trailer line would otherwise grow memory, and an
+    endless chunk extension would hold the connection.
+    """
+    collector = BodyCollector(respond=False)
+    connection = open_connection(collector, max_header_total=32768)
+    connection.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n" + endless
+    )
+    for _ in range(16):  # 64 KiB more, with no body byte in it
+        connection.send(b"a" * 4096)
+    [response] = parse_responses(connection.take())
+    assert response.status == 431
+    assert collector.exchanges == []  # refused before any handler saw it
+
+
+def test_many_small_chunks_are_not_framing_abuse() -> None:
+    """Chunk framing between body bytes never accumulates: a body of a thousand tiny
+    chunks, each read on its own, is received whole.
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector, max_header_total=1024)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(1000):
+        connection.send(b"1;ext=value\r\n")
+        connection.send(b"x\r\n")
+    connection.send(b"0\r\nX-Done: yes\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (200, b"x" * 1000)

@@ -122,12 +122,15 @@ class _Framing(Enum):
 
 
 class _Timeout(Enum):
-    """What the connection's single deadline stands for."""
+    """What the connection's read-side deadline stands for.
+
+    (The send deadline, for a client that stopped reading the response, is kept
+    apart: it must hold whatever the read side is doing.)
+    """
 
     IDLE = "idle"  # close quietly: no request bytes pending
     HEAD = "head"  # 408: the head took too long
     BODY = "body"  # 408: the body stalled
-    SEND = "send"  # abort: the client stopped reading the response
     LINGER = "linger"  # close: done discarding after an error
 
 
@@ -280,6 +283,9 @@ class HTTP11Protocol(Protocol):
         self._upgrade_tail: bytes | None = None
         self._tunnel: Any = None
         self._skipped_body: _SkippedBody | None = None
+        self._refusing_head = False  # the refused request is a HEAD: no body in the answer
+        # Bytes of a body read since the last body byte (framing, trailers).
+        self._framing_bytes = 0
         # Received bytes not parsed yet: pipelined requests beyond MAX_PIPELINED.
         self._held = b""
         # _advance runs as a loop; a call from inside it only asks for another turn.
@@ -288,6 +294,8 @@ class HTTP11Protocol(Protocol):
         # The one deadline of this connection.
         self._deadline: float | None = None
         self._deadline_kind = _Timeout.IDLE
+        # When the client must have read more of the response (while writes wait).
+        self._send_deadline: float | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
         # The last Host value that passed validation: a connection sends the same
@@ -381,13 +389,12 @@ class HTTP11Protocol(Protocol):
         self._write_paused = True
         if self._response_producer is not None:
             self._response_producer.pauseProducing()
-        self._set_deadline(self._settings.send_timeout, _Timeout.SEND)
+        self._set_send_deadline()
 
     def resumeProducing(self) -> None:
         """The client caught up: resume the handler's producer."""
         self._write_paused = False
-        if self._deadline_kind is _Timeout.SEND:
-            self._update_read_deadline()
+        self._send_deadline = None
         if self._response_producer is not None:
             self._response_producer.resumeProducing()
 
@@ -405,7 +412,7 @@ class HTTP11Protocol(Protocol):
 
     def note_write_progress(self) -> None:
         """A file sender made progress: push the send deadline back."""
-        self._set_deadline(self._settings.send_timeout, _Timeout.SEND)
+        self._set_send_deadline()
 
     # -- read side flow control ---------------------------------------------------
 
@@ -414,8 +421,9 @@ class HTTP11Protocol(Protocol):
         if not self._read_pauses and not self._closed:
             self.transport.pauseProducing()  # type: ignore[attr-defined]
         self._read_pauses.add(reason)
-        if self._deadline_kind is _Timeout.BODY:
-            # Not the client's fault: do not time the body out while we hold it.
+        if self._deadline_kind is _Timeout.BODY or self._deadline_kind is _Timeout.HEAD:
+            # Not the client's fault: do not time a body (or the head of a pipelined
+            # request) out while we are the ones not reading it.
             self._deadline = None
 
     def resume_reading(self, reason: str) -> None:
@@ -433,6 +441,17 @@ class HTTP11Protocol(Protocol):
         deadline = self._clock.seconds() + seconds
         self._deadline = deadline
         self._deadline_kind = kind
+        self._arm(seconds, deadline)
+
+    def _set_send_deadline(self) -> None:
+        """The client has ``send_timeout`` seconds to read on (nginx's send_timeout)."""
+        seconds = self._settings.send_timeout
+        deadline = self._clock.seconds() + seconds
+        self._send_deadline = deadline
+        self._arm(seconds, deadline)
+
+    def _arm(self, seconds: float, deadline: float) -> None:
+        """Have the timer fire by ``deadline`` (``seconds`` from now)."""
         timer = self._timer
         if timer is None:
             self._timer = self._clock.callLater(seconds, self._timer_fired)
@@ -447,25 +466,37 @@ class HTTP11Protocol(Protocol):
 
     def _timer_fired(self) -> None:
         self._timer = None
-        deadline = self._deadline
-        if deadline is None or self._closed:
+        if self._closed:
             return
         now = self._clock.seconds()
-        if now < deadline:
-            self._timer = self._clock.callLater(deadline - now, self._timer_fired)
-            self._timer_at = deadline
+        send_deadline = self._send_deadline
+        if send_deadline is not None and now >= send_deadline:
+            self._send_deadline = None
+            _log.info("Client {peer} stopped reading the response; aborting", peer=self._peer)
+            self.abort_connection()
+            return
+        deadline = self._deadline
+        if deadline is None or now < deadline:
+            due = deadline if send_deadline is None else send_deadline
+            if deadline is not None and send_deadline is not None:
+                due = min(deadline, send_deadline)
+            if due is not None:
+                self._timer = self._clock.callLater(due - now, self._timer_fired)
+                self._timer_at = due
             return
         self._deadline = None
         kind = self._deadline_kind
-        if kind is _Timeout.SEND:
-            _log.info("Client {peer} stopped reading the response; aborting", peer=self._peer)
-            self.abort_connection()
-        elif kind is _Timeout.IDLE or kind is _Timeout.LINGER:
+        if kind is _Timeout.IDLE or kind is _Timeout.LINGER:
             self.close_transport()
         elif kind is _Timeout.HEAD:
             self._fail(RequestError(408, "The request head took too long to arrive"))
         else:
             self._fail(RequestError(408, "The request body stopped arriving"))
+        send_deadline = self._send_deadline
+        if send_deadline is not None and not self._closed:
+            # A graceful close waits for the client to read: it still has only until
+            # the send deadline.
+            self._arm(send_deadline - now, send_deadline)
 
     def _update_read_deadline(self) -> None:
         """Set the deadline the read state calls for (after a state change)."""
@@ -483,7 +514,10 @@ class HTTP11Protocol(Protocol):
                 self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
         elif read is _Read.STOPPED:
             self._deadline = None
-        # HEAD keeps the deadline set when the head began: it is a total, not idle.
+        elif self._deadline is None and not self._read_pauses:
+            # HEAD keeps the deadline set when the head began (a total, not an idle
+            # timeout), unless a pause suspended it: the client gets a new one.
+            self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
 
     # -- bytes in -------------------------------------------------------------------
 
@@ -522,6 +556,8 @@ class HTTP11Protocol(Protocol):
             self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
         if read is _Read.HEAD:
             self._head_bytes += len(data)
+        elif read is _Read.BODY:
+            self._framing_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -529,8 +565,14 @@ class HTTP11Protocol(Protocol):
         except httptools.HttpParserError as error:
             self._fail(_refusal(error))
         else:
-            if self._read is _Read.HEAD:
+            read = self._read
+            if read is _Read.HEAD:
                 self._check_head_size()
+            elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
+                # Reads that carried no body byte: chunk-size lines, extensions and the
+                # trailer section. llhttp holds a trailer field line until it ends, so
+                # without this count one endless line would grow memory without limit.
+                self._fail(RequestError(431, "Chunk framing or trailer section too large"))
 
     def _feed_sliced(self, data: bytes) -> None:
         """Parse a large read that may hold many pipelined requests.
@@ -620,11 +662,15 @@ class HTTP11Protocol(Protocol):
         self._connection = None
         self._expect = None
         self._body_bytes = 0
+        self._framing_bytes = 0
         if self._read is not _Read.HEAD:
             # A pipelined request starting inside a chunk that finished another one.
             self._read = _Read.HEAD
             self._head_bytes = 0
-            self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+            if self._read_pauses:
+                self._deadline = None  # timed once reading resumes (_update_read_deadline)
+            else:
+                self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
 
     def on_url(self, part: bytes) -> None:
         """Collect the request-target (llhttp may hand it over in pieces)."""
@@ -781,6 +827,7 @@ class HTTP11Protocol(Protocol):
     def on_body(self, data: bytes) -> None:
         """Hand a piece of the body to the exchange being parsed."""
         self._body_bytes += len(data)
+        self._framing_bytes = 0
         max_body = self._settings.max_body
         if max_body and self._body_bytes > max_body:
             raise RequestError(413, "Request body too large")
@@ -876,6 +923,7 @@ class HTTP11Protocol(Protocol):
         """Refuse the request being parsed (or time it out): no more parsing."""
         if self._closed or self._read is _Read.STOPPED:
             return
+        self._refusing_head = self._read is not _Read.IDLE and self._parsed_method() == b"HEAD"
         self._read = _Read.STOPPED
         exchange = self._parsing
         self._parsing = None
@@ -904,8 +952,18 @@ class HTTP11Protocol(Protocol):
             status=error.status,
             detail=error.detail,
         )
-        write_now(self.transport, self.error_response_bytes(error, include_body=True))
+        # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
+        body = not self._refusing_head
+        write_now(self.transport, self.error_response_bytes(error, include_body=body))
         self._linger()
+
+    def _parsed_method(self) -> bytes | None:
+        """The method of the request being parsed, once llhttp has read it."""
+        try:
+            method: bytes = self._parser.get_method()
+        except Exception:
+            return None
+        return method
 
     def log_response(self, exchange: HTTP11Exchange) -> None:
         """Hand an ended exchange to the response log (the access log)."""
