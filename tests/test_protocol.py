@@ -1114,3 +1114,44 @@ def test_many_small_chunks_are_not_framing_abuse() -> None:
     connection.send(b"0\r\nX-Done: yes\r\n\r\n")
     [response] = parse_responses(connection.take())
     assert (response.status, response.body) == (200, b"x" * 1000)
+
+
+UPGRADE_POST = b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: foo\r\n"
+FOLLOWING = b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nno"
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [UPGRADE_POST + b"Content-Length: 3\r\n\r\nabc" + FOLLOWING],
+        [UPGRADE_POST + b"Content-Length: 3\r\n\r\nab", b"c" + FOLLOWING],
+        [UPGRADE_POST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + FOLLOWING],
+    ],
+)
+def test_what_follows_an_upgrade_requests_body_is_not_http(parts: list[bytes]) -> None:
+    """After the body of an Upgrade request the connection carries the other
+    protocol (it closes after the answer): those bytes are neither parsed nor
+    mistaken for trailers, and the request is answered normally.
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    for part in parts:
+        connection.send(part)
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (200, b"abc")
+    assert len(collector.exchanges) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"3\r\nabc\r\n0\r\nHost: evil\r\n\r\n", 400),  # a forbidden trailer field
+        (b"100001\r\n" + b"x" * 0x100001 + b"\r\n0\r\n\r\n", 413),  # over max_body
+    ],
+)
+def test_an_upgrade_requests_body_is_refused_with_the_right_status(
+    body: bytes, status: int
+) -> None:
+    connection = open_connection(BodyCollector(), max_body=1024 * 1024)
+    connection.send(UPGRADE_POST + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+    assert [r.status for r in parse_responses(connection.take())] == [status]

@@ -558,21 +558,27 @@ class HTTP11Protocol(Protocol):
             self._head_bytes += len(data)
         elif read is _Read.BODY:
             self._framing_bytes += len(data)
+        tail: bytes | None = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade(data[upgrade.args[0] :])
+            tail = data[upgrade.args[0] :]
         except httptools.HttpParserError as error:
             self._fail(_refusal(error))
-        else:
-            read = self._read
-            if read is _Read.HEAD:
-                self._check_head_size()
-            elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
-                # Reads that carried no body byte: chunk-size lines, extensions and the
-                # trailer section. llhttp holds a trailer field line until it ends, so
-                # without this count one endless line would grow memory without limit.
-                self._fail(RequestError(431, "Chunk framing or trailer section too large"))
+            return
+        if tail is not None:
+            # Outside the except clause: an exception raised while the rest is parsed
+            # must keep its own context (_refusal reads the RequestError from it).
+            self._upgrade(tail)
+            return
+        read = self._read
+        if read is _Read.HEAD:
+            self._check_head_size()
+        elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
+            # Reads that carried no body byte: chunk-size lines, extensions and the
+            # trailer section. llhttp holds a trailer field line until it ends, so
+            # without this count one endless line would grow memory without limit.
+            self._fail(RequestError(431, "Chunk framing or trailer section too large"))
 
     def _feed_sliced(self, data: bytes) -> None:
         """Parse a large read that may hold many pipelined requests.
@@ -1031,9 +1037,10 @@ class HTTP11Protocol(Protocol):
         try:
             skipped.parser.feed_data(data)
         except httptools.HttpParserError as error:
-            self._skipped_body = None
-            self._fail(_refusal(error))
-            return
+            if not skipped.complete:  # (complete: the body ended, the rest is not HTTP)
+                self._skipped_body = None
+                self._fail(_refusal(error))
+                return
         if skipped.complete:
             self._skipped_body = None
             exchange = self._parsing
@@ -1094,6 +1101,10 @@ def _refusal(error: Exception) -> RequestError:
     return RequestError(400, reason)
 
 
+class _BodyEnded(Exception):  # noqa: N818 - control flow, not an error
+    """Stops the body-only parser at the end of the body."""
+
+
 class _SkippedBody:
     """Parses the body httptools skipped after the head of an Upgrade request.
 
@@ -1131,8 +1142,9 @@ class _SkippedBody:
             self._protocol.check_trailer(name)
 
     def on_message_complete(self) -> None:
-        """The body is complete."""
+        """The body is complete: stop there, what follows is the other protocol's."""
         self.complete = True
+        raise _BodyEnded
 
 
 class Tunnel:
