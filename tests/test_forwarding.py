@@ -382,6 +382,18 @@ def test_forwarded_for_ipv6_and_unknown() -> None:
     assert values(sent, b"forwarded") == [b"for=unknown;host=example.org;proto=http"]
 
 
+@pytest.mark.parametrize("special", [False, True])
+def test_a_link_local_clients_zone_is_not_forwarded(special: bool) -> None:
+    """fe80::1%eth0: the zone names this host's interface; RFC 7239 6 has no place
+    for it, and X-Forwarded-For gets the address alone too.
+    """
+    headers = [(b"X-Forwarded-For", b"203.0.113.1")] if special else []
+    request = head(peer=("fe80::1%eth0", 5000), headers=headers)
+    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    assert values(sent, b"x-forwarded-for") == [b"fe80::1"]
+    assert values(sent, b"forwarded") == [b'for="[fe80::1]";host=example.org;proto=http']
+
+
 # -- response fields ----------------------------------------------------------------------------
 
 

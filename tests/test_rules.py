@@ -180,9 +180,10 @@ _ipv_future = st.tuples(
 _ip_literal = st.one_of(_ipv6_text, _ipv_future).map(lambda inner: "[" + inner + "]")
 _port = st.one_of(st.just(""), st.text(string.digits, max_size=6).map(lambda p: ":" + p))
 
-#: ``host [ ":" port ]`` from the RFC 3986 3.2.2/3.2.3 grammar, as bytes.
+#: ``host [ ":" port ]`` from the RFC 3986 3.2.2/3.2.3 grammar, as bytes; an empty
+#: host only alone (RFC 9110 4.2.1: an ``http`` URI's host is never empty).
 hosts = st.tuples(st.one_of(_reg_name, _ipv4, _ip_literal), _port).map(
-    lambda parts: (parts[0] + parts[1]).encode("ascii")
+    lambda parts: (parts[0] + parts[1] if parts[0] else "").encode("ascii")
 )
 
 
@@ -257,6 +258,8 @@ def test_valid_host_examples(host: bytes) -> None:
         b"%4",
         b"%zz.example",
         b"example.com%",
+        b":8080",  # a port with no host (RFC 9110 4.2.1)
+        b":",
     ],
 )
 def test_invalid_host_examples(host: bytes) -> None:

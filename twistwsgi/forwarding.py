@@ -340,6 +340,10 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> byt
         append(b"Content-Length: %d\r\n" % request.content_length)
     peer = request.peer
     client = peer[0] if peer is not None else None
+    if client is not None and "%" in client:
+        # A link-local IPv6 peer comes with its zone ("fe80::1%eth0"): this host's
+        # interface name, meaningless upstream and outside RFC 7239 6's syntax.
+        client = client.partition("%")[0]
     if special is None:
         # The common case: nothing hop-by-hop, nothing forwarded before us.
         append(_forwarding_block(client, request.authority, request.scheme))

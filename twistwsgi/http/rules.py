@@ -155,8 +155,13 @@ _HOST_RE = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")(?::[0-9]*
 
 
 def is_valid_host(value: bytes) -> bool:
-    """Return whether ``value`` is a syntactically valid ``Host`` field value."""
-    return _HOST_RE.fullmatch(value) is not None
+    """Return whether ``value`` is a syntactically valid ``Host`` field value.
+
+    An empty value is (RFC 9112 3.2: for a target URI without an authority); a port
+    with no host before it (``:8080``) is not: an ``http`` URI with an empty host is
+    invalid (RFC 9110 4.2.1), and there would be no name to serve.
+    """
+    return not value.startswith(b":") and _HOST_RE.fullmatch(value) is not None
 
 
 class TargetForm(Enum):
