@@ -973,8 +973,9 @@ class _InlineCall:
         result, self._result = self._result, None
         if result is not None:
             _close_result(result)
-        if self._errors is not None:
-            self._errors.flush()
+        errors = self._errors
+        if errors is not None and errors._partial:
+            errors.flush()
 
     def _failed(self) -> None:
         request = self._exchange.request

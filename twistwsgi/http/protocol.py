@@ -441,7 +441,8 @@ class HTTP11Protocol(Protocol):
         deadline = self._clock.seconds() + seconds
         self._deadline = deadline
         self._deadline_kind = kind
-        self._arm(seconds, deadline)
+        if self._timer is None or self._timer_at > deadline:
+            self._arm(seconds, deadline)  # (mostly the timer is due sooner already)
 
     def _set_send_deadline(self) -> None:
         """The client has ``send_timeout`` seconds to read on (nginx's send_timeout)."""
