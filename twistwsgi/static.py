@@ -313,7 +313,8 @@ class StaticHandler:
         """
         # A file replaced (or removed) between its stat and its opening is looked up
         # again once: nothing has been sent, so the answer can still describe it.
-        for _attempt in range(2):
+        changed = False
+        while True:
             try:
                 path, info = self._resolve(path_info, redirect=not internal)
                 if stat.S_ISDIR(info.st_mode):
@@ -336,7 +337,9 @@ class StaticHandler:
                 self._redirect(exchange)
                 return
             except _Changed:
-                continue
+                if changed:
+                    break
+                changed = True
             except OSError as error:  # from opening the file: EMFILE, EIO...
                 _log.error("Cannot open {path}: {error}", path=os.fsdecode(path), error=error)
                 _answer(exchange, 500, b"Internal Server Error\n")

@@ -538,8 +538,35 @@ class HTTP11Protocol(Protocol):
             self._feed_skipped_body(data)
         elif len(data) > PIPELINE_SLICE and read is not _Read.BODY:
             self._feed_sliced(data)
+            return  # each slice came through here, dispatch included
         else:
-            self._feed(data)
+            if read is _Read.IDLE:
+                self._read = read = _Read.HEAD
+                self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+            if read is _Read.HEAD:
+                self._head_bytes += len(data)
+            elif read is _Read.BODY:
+                self._framing_bytes += len(data)
+            tail: bytes | None = None
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                tail = data[upgrade.args[0] :]
+            except httptools.HttpParserError as error:
+                self._fail(_refusal(error))
+            else:
+                read = self._read
+                if read is _Read.HEAD:
+                    self._check_head_size()
+                elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
+                    # Reads that carried no body byte: chunk-size lines, extensions and
+                    # the trailer section. llhttp holds a trailer field line until it
+                    # ends: without this count, one endless line would grow memory.
+                    self._fail(RequestError(431, "Chunk framing or trailer section too large"))
+            if tail is not None:
+                # Outside the except clause: an exception raised while the rest is
+                # parsed must keep its own context (_refusal reads the RequestError).
+                self._upgrade(tail)
         queue = self._queue
         if len(queue) == 1 and not self._held:
             # The common case, one request at a time: dispatch it when it is ready.
@@ -549,54 +576,19 @@ class HTTP11Protocol(Protocol):
         elif queue or self._held:
             self._advance()
 
-    def _feed(self, data: bytes) -> None:
-        """Parse ``data``, refusing what is malformed."""
-        read = self._read
-        if read is _Read.IDLE:
-            self._read = read = _Read.HEAD
-            self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
-        if read is _Read.HEAD:
-            self._head_bytes += len(data)
-        elif read is _Read.BODY:
-            self._framing_bytes += len(data)
-        tail: bytes | None = None
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            tail = data[upgrade.args[0] :]
-        except httptools.HttpParserError as error:
-            self._fail(_refusal(error))
-            return
-        if tail is not None:
-            # Outside the except clause: an exception raised while the rest is parsed
-            # must keep its own context (_refusal reads the RequestError from it).
-            self._upgrade(tail)
-            return
-        read = self._read
-        if read is _Read.HEAD:
-            self._check_head_size()
-        elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
-            # Reads that carried no body byte: chunk-size lines, extensions and the
-            # trailer section. llhttp holds a trailer field line until it ends, so
-            # without this count one endless line would grow memory without limit.
-            self._fail(RequestError(431, "Chunk framing or trailer section too large"))
-
     def _feed_sliced(self, data: bytes) -> None:
-        """Parse a large read that may hold many pipelined requests.
+        """Take a large read that may hold many pipelined requests a slice at a time.
 
         The rest is held back once the queue is full (see :data:`MAX_PIPELINED`).
         """
         size = len(data)
         for start in range(0, size, PIPELINE_SLICE):
-            self._feed(data[start : start + PIPELINE_SLICE])
             end = start + PIPELINE_SLICE
+            self.dataReceived(data[start:end])
             if end >= size:
                 return
             if self._upgrade_tail is not None:
                 self._upgrade_tail += data[end:]  # the other protocol's bytes
-                return
-            if self._skipped_body is not None:
-                self._feed_skipped_body(data[end:])
                 return
             if self._read is _Read.STOPPED or self._closed:
                 return
@@ -635,10 +627,7 @@ class HTTP11Protocol(Protocol):
                     and not self._closed
                 ):
                     held, self._held = self._held, b""
-                    if len(held) > PIPELINE_SLICE and self._read is not _Read.BODY:
-                        self._feed_sliced(held)
-                    else:
-                        self._feed(held)
+                    self.dataReceived(held)
                     self._advance_again = True
                 if not self._advance_again:
                     break
