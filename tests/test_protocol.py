@@ -1155,3 +1155,13 @@ def test_an_upgrade_requests_body_is_refused_with_the_right_status(
     connection = open_connection(BodyCollector(), max_body=1024 * 1024)
     connection.send(UPGRADE_POST + b"Transfer-Encoding: chunked\r\n\r\n" + body)
     assert [r.status for r in parse_responses(connection.take())] == [status]
+
+
+def test_garbage_after_a_head_request_is_refused_with_a_body() -> None:
+    """A malformed request after an answered HEAD is not taken for a HEAD itself."""
+    connection = open_connection(Echo())
+    connection.send(b"HEAD /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    connection.send(b"\x01\x02 nonsense\r\n\r\n")
+    head, refusal = parse_responses(connection.take(), [b"HEAD", b"GET"])
+    assert (head.status, refusal.status) == (200, 400)
+    assert refusal.body

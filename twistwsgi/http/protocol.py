@@ -919,7 +919,9 @@ class HTTP11Protocol(Protocol):
         """Refuse the request being parsed (or time it out): no more parsing."""
         if self._closed or self._read is _Read.STOPPED:
             return
-        self._refusing_head = self._read is not _Read.IDLE and self._parsed_method() == b"HEAD"
+        # Only once llhttp has read this request's method (its target follows it):
+        # a request that fails earlier leaves the previous request's method there.
+        self._refusing_head = bool(self._url) and self._parsed_method() == b"HEAD"
         self._read = _Read.STOPPED
         exchange = self._parsing
         self._parsing = None
