@@ -22,6 +22,7 @@ from twistwsgi.http.protocol import (
     LARGE_BODY_READ_SIZE,
     LINGER_TIMEOUT,
     MAX_PIPELINED,
+    MAX_QUEUED,
     PIPELINE_SLICE,
     HTTP11Exchange,
 )
@@ -1165,3 +1166,39 @@ def test_garbage_after_a_head_request_is_refused_with_a_body() -> None:
     head, refusal = parse_responses(connection.take(), [b"HEAD", b"GET"])
     assert (head.status, refusal.status) == (200, 400)
     assert refusal.body
+
+
+def test_a_pipeline_behind_a_body_is_cut_at_max_queued() -> None:
+    """A read that starts inside a body is parsed whole, so slices cannot bound what
+    it queues: past MAX_QUEUED the next request is refused (429) in its turn, after
+    every request before it has been answered, and the connection closes.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")
+    burst = b"67890" + b"".join(get(b"%d" % number) for number in range(2000))
+    connection.send(burst)
+    protocol: Any = connection.protocol
+    assert len(protocol._queue) <= MAX_QUEUED + 1  # the refusal waits in the queue too
+    answered = 0
+    while answered < len(held.exchanges):
+        exchange = held.exchanges[answered]
+        exchange.start_response(200, [])
+        exchange.finish(b"ok")
+        answered += 1
+    statuses = [r.status for r in parse_responses(connection.take())]
+    assert statuses == [200] * MAX_QUEUED + [429]
+    connection.clock.advance(LINGER_TIMEOUT)  # the refusal's lingering close
+    assert connection.is_closed()
+
+
+def test_only_the_upgrade_request_itself_is_upgradable() -> None:
+    """A request pipelined before an Upgrade request cannot take its tunnel."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(
+        get(b"0") + b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    [first] = held.exchanges
+    assert first.request.path == b"/0"
+    assert not first.upgradable

@@ -97,6 +97,11 @@ DRAIN_LIMIT = 64 * 1024
 #: most this many plus what one slice completes (some 40 tiny requests) are queued.
 MAX_PIPELINED = 16
 PIPELINE_SLICE = 1024
+#: Requests queued on one connection, at most, whatever the reads: a read that begins
+#: inside a request body is parsed whole, so many requests pipelined behind a body can
+#: still arrive at once. The one past this is refused (429, RFC 6585 4) after the
+#: requests before it are answered, and the connection closes.
+MAX_QUEUED = 8 * MAX_PIPELINED
 
 _CRLF0 = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -791,6 +796,8 @@ class HTTP11Protocol(Protocol):
             peer=self._peer,
             local=self._local,
         )
+        if len(self._queue) >= MAX_QUEUED:
+            raise RequestError(429, "Too many pipelined requests")
         exchange = HTTP11Exchange(self, head, keep_alive, expects_continue)
         self._parsing = exchange
         queue = self._queue
@@ -1648,16 +1655,19 @@ class HTTP11Exchange:
     def upgradable(self) -> bool:
         """Whether :meth:`upgrade` may be called.
 
-        That is an Upgrade request without a body, with no response begun.
+        That is an Upgrade request without a body, with no response begun, and no
+        request before it waiting: parsing stopped at the Upgrade request, so it is
+        the last queued, and it must be the first too.
         """
         protocol = self._protocol
+        queue = protocol._queue
         return (
             protocol._upgrade_tail is not None
             and not self.response_started
             and not self.finished
-            and protocol._queue
-            and protocol._queue[0] is self
-        ) is True
+            and len(queue) == 1
+            and queue[0] is self
+        )
 
     def upgrade(self, headers: list[tuple[bytes, bytes]], receiver: Any) -> Tunnel:
         """Switch protocols: send ``101`` with ``headers``, then tunnel raw bytes.
