@@ -1202,3 +1202,17 @@ def test_only_the_upgrade_request_itself_is_upgradable() -> None:
     [first] = held.exchanges
     assert first.request.path == b"/0"
     assert not first.upgradable
+
+
+def test_requests_pipelined_before_an_upgrade_request_are_all_answered() -> None:
+    """Parsing stops at the Upgrade request, but the requests before it are answered
+    in order, then the Upgrade request (here as an ordinary request), then the close.
+    """
+    echo = Echo()
+    connection = open_connection(echo)
+    upgrade = b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+    burst = b"".join(get(b"%d" % number) for number in range(30)) + upgrade + b"\x00tunnel"
+    connection.send(burst)
+    responses = parse_responses(connection.take())
+    assert [r.body for r in responses] == [b"/%d" % n for n in range(30)] + [b"/chat"]
+    assert connection.is_closed()

@@ -879,7 +879,9 @@ class HTTP11Protocol(Protocol):
         if self._queue and self._queue[0] is exchange:
             self._queue.popleft()
         self._response_producer = None
-        if not keep_alive or self.closing:
+        # (An Upgrade request queued behind this one is not a reason to close: its
+        # own head said so when it was answered. Shutting down is.)
+        if not keep_alive or self._close_when_idle or self._factory.shutting_down:
             self._close_after_response(exchange)
             return
         if not exchange.body_done:
@@ -1073,8 +1075,17 @@ class HTTP11Protocol(Protocol):
 
     @property
     def closing(self) -> bool:
-        """Whether the connection closes after the current response."""
-        return self._close_when_idle or self._upgraded or self._factory.shutting_down
+        """Whether the connection closes after the current response.
+
+        After an Upgrade request, parsing has stopped: the requests pipelined before it
+        are still answered on a kept-alive connection, and the Upgrade request itself,
+        the last one queued, is answered last (or switches protocols).
+        """
+        return (
+            self._close_when_idle
+            or (self._upgraded and len(self._queue) <= 1)
+            or self._factory.shutting_down
+        )
 
     def update_read_deadline(self) -> None:
         """Re-evaluate the read deadline after an exchange changed its body state."""
