@@ -841,3 +841,21 @@ def test_without_the_option_accel_headers_are_passed_on(
     response = request(router_for(tmp_path, text), b"/download")
     assert response.body == b"this body is replaced by the file"
     assert response.header(b"x-accel-redirect") == b"/x"
+
+
+def test_the_memory_cache_lets_the_least_recently_used_file_go(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path
+) -> None:
+    """Over its budget, the cache drops the file asked for longest ago, not the one
+    cached first: a hot file stays in memory.
+    """
+    for name in ("hot", "cold", "new"):
+        (site / f"{name}.bin").write_bytes(os.urandom(10_000))
+    monkeypatch.setattr(static, "CACHE_BUDGET", 25_000)  # room for two of them
+    for target in (b"hot", b"cold", b"hot", b"new"):  # "new" pushes one out
+        assert request(files, b"/static/" + target + b".bin").status == 200
+    opened = replace_when_opened(monkeypatch, site / "unused", [])
+    for target in (b"hot", b"cold"):
+        assert request(files, b"/static/" + target + b".bin").status == 200
+    # Only the cold file had to be read from disk again.
+    assert [path.name for path in opened] == ["cold.bin"]

@@ -475,6 +475,7 @@ class StaticHandler:
         cached = self._cache.get(path)
         signature = _signature(info)
         if cached is not None and cached.signature == signature and cached.encoding == encoding:
+            self._cache.move_to_end(path)  # least recently used first out (_remember)
             return cached
         known = self._known.get(path)
         if known is not None and known.signature == signature and known.encoding == encoding:
