@@ -74,6 +74,14 @@ __all__ = [
 _saved: list[Callable[..., Any]] = []
 
 
+def _log_prefix(logger: Any) -> str:
+    """The connection's log prefix, as Twisted's callWithLogger asks for it."""
+    try:
+        return str(logger.logPrefix())
+    except Exception:
+        return "(buggy logPrefix method)"
+
+
 def _call_without_log_context(logger: Any, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     """Call ``func``; log what it raises as Twisted's version does, prefix included."""
     try:
@@ -81,11 +89,7 @@ def _call_without_log_context(logger: Any, func: Callable[..., Any], *args: Any,
     except KeyboardInterrupt:
         raise
     except BaseException:
-        try:
-            prefix = logger.logPrefix()
-        except Exception:
-            prefix = "(buggy logPrefix method)"
-        log.err(system=prefix)
+        log.err(system=_log_prefix(logger))
         return None
 
 
@@ -123,13 +127,6 @@ def _reads_plain_socket(kind: type) -> bool:
             and getattr(kind, "_dataReceived", None) is tcp.Connection._dataReceived
         )
     return known
-
-
-def _log_prefix(selectable: Any) -> str:
-    try:
-        return str(selectable.logPrefix())
-    except Exception:
-        return "(buggy logPrefix method)"
 
 
 def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:

@@ -415,19 +415,21 @@ class StaticHandler:
             # Checked when it was cached and the same file since: resolving the
             # path again would cost an lstat per component (os.path.realpath).
             return info
-        real = os.path.realpath(path)
-        if real != path:
-            if self.options.symlinks == "never":
-                raise _Miss
-            if real != self._root and not real.startswith(self._root_prefix):
-                raise _Miss
+        if not self._links_allowed(path):
+            raise _Miss
         return info
 
-    def _link_served(self, link: bytes) -> bool:
-        """Whether the symbolic link ``link`` in a listed directory is served."""
+    def _links_allowed(self, path: bytes) -> bool:
+        """Whether ``path`` passes the symbolic-link policy.
+
+        It does when it involves no link, or (``symlinks = "inside"``) when its links
+        lead somewhere inside the directory.
+        """
+        real = os.path.realpath(path)
+        if real == path:
+            return True
         if self.options.symlinks == "never":
             return False
-        real = os.path.realpath(link)
         return real == self._root or real.startswith(self._root_prefix)
 
     def _has_index(self, directory: bytes) -> bool:
@@ -674,7 +676,7 @@ class StaticHandler:
                     name = item.name  # bytes: the directory was opened by a bytes path
                     if name.startswith(b".") and not self.options.dotfiles:
                         continue
-                    if item.is_symlink() and not self._link_served(item.path):
+                    if item.is_symlink() and not self._links_allowed(item.path):
                         continue  # it answers 404: neither its name nor its facts show
                     try:
                         info = item.stat()
@@ -812,12 +814,9 @@ def _merge(
     file_vary = [value for name, value in file_headers if name.lower() == b"vary"]
     if not file_vary or b"vary" not in app_names:
         return merged
+    app_vary = [value for name, value in kept if name.lower() == b"vary"]
     listed: dict[bytes, bytes] = {}  # by lower-case token, first spelling kept
-    for name, value in merged:
-        if name.lower() == b"vary":
-            for token in value.split(b","):
-                listed.setdefault(token.strip().lower(), token.strip())
-    for value in file_vary:
+    for value in app_vary + file_vary:
         for token in value.split(b","):
             listed.setdefault(token.strip().lower(), token.strip())
     # "*" already says it varies on everything (RFC 9110 12.5.5).

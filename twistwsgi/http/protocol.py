@@ -483,10 +483,9 @@ class HTTP11Protocol(Protocol):
             return
         deadline = self._deadline
         if deadline is None or now < deadline:
-            due = deadline if send_deadline is None else send_deadline
-            if deadline is not None and send_deadline is not None:
-                due = min(deadline, send_deadline)
-            if due is not None:
+            pending = [due for due in (deadline, send_deadline) if due is not None]
+            if pending:
+                due = min(pending)
                 self._timer = self._clock.callLater(due - now, self._timer_fired)
                 self._timer_at = due
             return
