@@ -15,6 +15,23 @@ def peers(*weights: int) -> list[Peer[str]]:
     return [Peer(f"u{index}", f"u{index}", weight) for index, weight in enumerate(weights)]
 
 
+def set_states(
+    group: list[Peer[str]], states: list[tuple[bool, int, float, bool, int]]
+) -> list[Peer[str]]:
+    """Give each peer its (healthy, fails, down until, excluded, active) state; return
+    the excluded peers.
+    """
+    exclude = []
+    for peer, (healthy, fails, down_until, excluded, active) in zip(group, states, strict=True):
+        peer.healthy = healthy
+        peer.fails = fails
+        peer._down_until = down_until
+        peer.active = active
+        if excluded:
+            exclude.append(peer)
+    return exclude
+
+
 def test_round_robin_is_smooth() -> None:
     """Weights 5, 1, 1 give nginx's smooth sequence, never five in a row."""
     group = peers(5, 1, 1)
@@ -191,13 +208,7 @@ def test_pick_never_excluded_or_unhealthy_and_only_none_when_nothing_is_left(
     """
     group = peers(*[1] * len(states))
     balancer = Balancer(group, policy=policy, max_fails=max_fails, fail_timeout=10.0)
-    exclude = []
-    for peer, (healthy, fails, down_until, excluded) in zip(group, states, strict=True):
-        peer.healthy = healthy
-        peer.fails = fails
-        peer._down_until = down_until
-        if excluded:
-            exclude.append(peer)
+    exclude = set_states(group, [(*state, 0) for state in states])
     allowed = [peer for peer in group if peer.healthy and peer not in exclude]
     usable = [peer for peer in allowed if balancer.usable(peer, now)]
     chosen = balancer.pick(now, exclude)
@@ -337,14 +348,7 @@ def test_pick_respects_max_conns_and_busy_explains_none(
     balancer = Balancer(
         group, policy=policy, max_fails=max_fails, fail_timeout=10.0, max_conns=max_conns
     )
-    exclude = []
-    for peer, (healthy, fails, down_until, excluded, active) in zip(group, states, strict=True):
-        peer.healthy = healthy
-        peer.fails = fails
-        peer._down_until = down_until
-        peer.active = active
-        if excluded:
-            exclude.append(peer)
+    exclude = set_states(group, states)
     allowed = [peer for peer in group if peer.healthy and peer not in exclude]
     busy = balancer.busy(now, exclude)
     chosen = balancer.pick(now, exclude)

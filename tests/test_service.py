@@ -138,6 +138,26 @@ def test_shutdown_closes_idle_connections_and_waits_for_busy_ones() -> None:
     assert done == [None]
 
 
+def assert_stop_drops_after(
+    service: ServerService,
+    clock: MemoryReactorClock,
+    protocol: HTTP11Protocol,
+    transport: StringTransport,
+    timeout: float,
+) -> None:
+    """Stopping ``service`` keeps the busy connection until ``timeout`` seconds have
+    passed, then drops it, and the shutdown completes.
+    """
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    clock.advance(timeout - 0.5)
+    assert not aborted(transport)
+    clock.advance(1.0)
+    assert aborted(transport)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert done == [None]
+
+
 def test_graceful_timeout_drops_what_is_left() -> None:
     """A request still running after the graceful timeout has its connection
     dropped, and the shutdown completes.
@@ -148,14 +168,7 @@ def test_graceful_timeout_drops_what_is_left() -> None:
     service.startService()
     protocol, transport = open_connection(service.factory)
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    done: list[object] = []
-    service.stopService().addCallback(done.append)
-    clock.advance(29.0)
-    assert not aborted(transport)
-    clock.advance(1.5)
-    assert aborted(transport)
-    protocol.connectionLost(Failure(ConnectionDone()))
-    assert done == [None]
+    assert_stop_drops_after(service, clock, protocol, transport, 30.0)
 
 
 def test_new_connections_during_shutdown_are_closed() -> None:
@@ -292,14 +305,7 @@ def test_reload_applies_the_new_graceful_timeout() -> None:
     protocol, transport = open_connection(service.factory)
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert len(held.exchanges) == 1
-    done: list[object] = []
-    service.stopService().addCallback(done.append)
-    clock.advance(4.5)
-    assert not aborted(transport)
-    clock.advance(1.0)
-    assert aborted(transport)
-    protocol.connectionLost(Failure(ConnectionDone()))
-    assert done == [None]
+    assert_stop_drops_after(service, clock, protocol, transport, 5.0)
 
 
 def test_reload_switches_the_access_log_to_the_new_path(tmp_path: Path) -> None:
