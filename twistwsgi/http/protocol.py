@@ -486,8 +486,7 @@ class HTTP11Protocol(Protocol):
             pending = [due for due in (deadline, send_deadline) if due is not None]
             if pending:
                 due = min(pending)
-                self._timer = self._clock.callLater(due - now, self._timer_fired)
-                self._timer_at = due
+                self._arm(due - now, due)
             return
         self._deadline = None
         kind = self._deadline_kind
