@@ -46,6 +46,7 @@ from zope.interface import implementer
 
 from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.rules import CONTROL_CHARACTERS
 from twistwsgi.http.transport import ReactorInbox
 from twistwsgi.threads import ThreadPoolLike
 
@@ -80,7 +81,7 @@ INPUT_HIGH_WATER = 256 * 1024
 SPOOL_SIZE = 1024 * 1024
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_VALUE = re.compile(CONTROL_CHARACTERS)
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [
     (b"Content-Type", b"text/plain; charset=utf-8"),

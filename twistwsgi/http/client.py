@@ -67,6 +67,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twistwsgi.http.rules import CONTROL_CHARACTERS
 from twistwsgi.http.transport import write_now
 
 if TYPE_CHECKING:
@@ -220,7 +221,7 @@ _TRANSFER_ENCODING = b"transfer-encoding"
 _TRANSFER_ENCODING_LENGTH = len(_TRANSFER_ENCODING)
 _log = Logger(namespace="twistwsgi.proxy")
 _WHITESPACE = b" \t"
-_CONTROL_IN_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_IN_REASON = re.compile(CONTROL_CHARACTERS.encode("ascii"))
 
 
 def reason_text(reason: Failure) -> str:

@@ -18,6 +18,7 @@ from enum import Enum
 from http import HTTPStatus
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "FORBIDDEN_TRAILERS",
     "HOP_BY_HOP",
     "RequestError",
@@ -30,6 +31,11 @@ __all__ = [
     "transfer_coding_is_chunked",
     "unquote_path",
 ]
+
+
+#: The control characters a field value or a reason phrase may not hold: all but HTAB
+#: (RFC 9110 5.5, RFC 9112 4). A regular-expression character class, for str or bytes.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0a-\x1f\x7f]"
 
 
 @dataclass(frozen=True, slots=True)
