@@ -25,6 +25,7 @@ from twistwsgi.config import (
     SETTINGS,
     SIZE,
     TEXT,
+    THREADS,
     VHOST_SPEC,
     AppSpec,
     ConfigError,
@@ -316,6 +317,7 @@ def test_app_kind_checks_the_reference() -> None:
 #: What each kind's parser returns.
 PARSED_TYPE: dict[str, type] = {
     INT.name: int,
+    THREADS.name: int,
     SIZE.name: int,
     DURATION.name: float,
     TEXT.name: str,
@@ -829,3 +831,54 @@ def test_vhost_parsing_raises_only_value_error(text: str) -> None:
     except ValueError:
         return
     assert all(spec.kind in ("app", "static", "proxy") for spec in specs)
+
+
+# -- values an audit found accepted or crashing -------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0", 0), ("1024", 1024), (16, 16)])
+def test_threads_accept_up_to_the_maximum(raw: object, value: int) -> None:
+    """THREADS is a whole number up to MAX_THREADS."""
+    assert THREADS.parse(raw) == value
+
+
+@pytest.mark.parametrize("raw", ["1025", "99999999999999999999", 10**6])
+def test_threads_refuse_more_than_the_maximum(raw: object) -> None:
+    """A few zeros too many is refused here, not by a failed thread start (exit 1)."""
+    with pytest.raises(ConfigError, match=r"--threads: expected at most 1024 threads"):
+        build_config({"threads": raw}, source=flag_source)
+
+
+@pytest.mark.parametrize(
+    ("raw", "networks"),
+    [
+        ("10.0.0.0/8,192.168.0.0/16", ("10.0.0.0/8", "192.168.0.0/16")),
+        ("10.0.0.0/8, 192.168.0.0/16", ("10.0.0.0/8", "192.168.0.0/16")),
+        ("10.0.0.0/8 unix:", ("10.0.0.0/8", "unix:")),
+        (
+            ["10.0.0.1", "192.168.0.0/16,172.16.0.0/12"],
+            ("10.0.0.1/32", "192.168.0.0/16", "172.16.0.0/12"),
+        ),
+    ],
+)
+def test_trusted_proxies_take_a_list_in_one_argument(
+    raw: object, networks: tuple[str, ...]
+) -> None:
+    """On the command line the list is one argument (or the flag is repeated)."""
+    config = build_config({"app": "a:b", "trusted_proxies": raw}, source=flag_source)
+    assert config.trusted_proxies == networks
+
+
+@pytest.mark.parametrize("raw", [",", " "])
+def test_trusted_proxies_refuse_an_empty_list_in_text(raw: str) -> None:
+    """Separators alone name no proxy: a mistake, not "trust nobody"."""
+    with pytest.raises(ConfigError, match="--trusted-proxies: expected addresses"):
+        build_config({"trusted_proxies": raw}, source=flag_source)
+
+
+def test_the_same_endpoint_twice_is_refused() -> None:
+    """Listening twice on one endpoint would fail as "address already in use",
+    which reads like another process holding the port.
+    """
+    with pytest.raises(ConfigError, match="--listen: 'tcp:8080' is given twice"):
+        build_config({"listen": ["tcp:8080", "tcp:8081", "tcp:8080"]}, source=flag_source)

@@ -523,3 +523,41 @@ def test_server_table_paths_are_read_from_the_files_directory(
     for special in ("-", "off"):
         config.write_text(f'[server]\nstatic = ["/s=assets"]\naccess_log = "{special}"\n')
         assert load_config({"config": str(config)}).access_log == special
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("[1]", "expected a table of header names and values"),
+        ('["ab"]', "expected a table of header names and values"),
+        ('[["X-A"]]', "expected a table of header names and values"),
+        ('"X-A: 1"', "expected a table of header names and values"),
+    ],
+)
+def test_mount_headers_must_be_a_table(tmp_path: Path, value: str, problem: str) -> None:
+    """Headers = { Name = "value" }: an array is refused with the key path, not taken
+    apart character by character ("ab" was the header a: b) or left to crash.
+    """
+    text = (
+        '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/s"\nstatic = "STATIC"\n'
+        f"headers = {value}\n"
+    )
+    message = error_of(tmp_path, text)
+    assert "site.toml: host[0].mount[0].headers" in message and problem in message
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    """TOML is UTF-8; a Latin-1 file is a configuration error naming the file."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[server]\napp = "tests.apps:hello"\n# caf\xe9\n')
+    with pytest.raises(ConfigError) as raised:
+        read_config_file(str(path))
+    message = str(raised.value)
+    assert "latin1.toml" in message and "not UTF-8" in message and "0xe9" in message
+    assert "\n" not in message
+
+
+def test_an_empty_config_path_is_named_as_the_flag() -> None:
+    """--config= names the flag rather than printing an empty file name."""
+    with pytest.raises(ConfigError, match=r"^--config: expected the path of a TOML file"):
+        read_config_file("")

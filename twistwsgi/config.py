@@ -151,7 +151,13 @@ def _endpoints(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise ValueError(f"expected one endpoint string or a list of them, got {value!r}")
-    return tuple(_endpoint(item) for item in items)
+    endpoints = tuple(_endpoint(item) for item in items)
+    for index, endpoint in enumerate(endpoints):
+        if endpoint in endpoints[:index]:
+            # The second listen would fail as "address already in use", which reads
+            # like another process holding the port.
+            raise ValueError(f"{endpoint!r} is given twice")
+    return endpoints
 
 
 def _access_log(value: Any) -> str:
@@ -168,6 +174,20 @@ def _app(value: Any) -> str:
 
 
 INT = Kind("INT", _whole_number, "a whole number, 0 or more")
+
+#: Most worker threads: far past any useful size, and below what a process can start
+#: (each thread reserves a stack; a typo of a few zeros must not reach thread start-up).
+MAX_THREADS = 1024
+
+
+def _thread_count(value: Any) -> int:
+    number = _whole_number(value)
+    if number > MAX_THREADS:
+        raise ValueError(f"expected at most {MAX_THREADS} threads, got {value!r}")
+    return number
+
+
+THREADS = Kind("THREADS", _thread_count, f"a whole number from 0 to {MAX_THREADS}")
 SIZE = Kind("SIZE", _size, "bytes, 0 or more, with an optional k, m or g suffix (powers of 1024)")
 DURATION = Kind(
     "SECONDS",
@@ -176,7 +196,7 @@ DURATION = Kind(
 )
 TEXT = Kind("TEXT", _text, "a string")
 ENDPOINT = Kind("ENDPOINT", _endpoints, "a Twisted server endpoint string")
-ACCESS_LOG = Kind("PATH", _access_log, "a file path, - for stdout, or off")
+ACCESS_LOG = Kind("LOG", _access_log, "a file path, - for stdout, or off")
 APP = Kind("MODULE:NAME", _app, "module:name, or module:factory(args) to call a factory")
 
 
@@ -339,9 +359,12 @@ def _networks(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise ValueError(f"expected a list of addresses or networks, got {value!r}")
+    # On the command line a list is one argument: "10.0.0.0/8,192.168.0.0/16".
+    texts = [part for item in items for part in re.split(r"[,\s]+", _text(item)) if part]
+    if items and not texts:
+        raise ValueError(f"expected addresses or networks, got {value!r}")
     networks = []
-    for item in items:
-        text = _text(item).strip()
+    for text in texts:
         if text.lower() in ("unix", "unix:"):
             # Every connection over a UNIX socket (nginx's set_real_ip_from unix:):
             # such a client has no address to match (design: peer is None).
@@ -402,12 +425,17 @@ BOOL = Kind("BOOL", _boolean, "true or false")
 
 
 def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, (dict, tuple, list)):
-        raise ValueError(f"expected a table of header names and values, got {value!r}")
-    items = value.items() if isinstance(value, dict) else value
+    expected = f"expected a table of header names and values, got {value!r}"
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)) and all(
+        isinstance(item, (tuple, list)) and len(item) == 2 for item in value
+    ):
+        items = list(value)  # (name, value) pairs, as a program may give them
+    else:
+        raise ValueError(expected)
     headers = []
-    for item in items:
-        name, text = item
+    for name, text in items:
         if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
             raise ValueError(f"{name!r} is not a header name")
         headers.append((name, _header_value(text)))
@@ -428,14 +456,14 @@ def _file_names(value: Any) -> tuple[str, ...]:
 
 
 HEADER_TABLE = Kind("TABLE", _header_table, "a table of header names and values")
-FILE_NAMES = Kind("NAMES", _file_names, "a list of file names")
-SYMLINKS = Kind("POLICY", _choice("inside", "never"), "inside or never")
+FILE_NAMES = Kind("FILES", _file_names, "a list of file names")
+SYMLINKS = Kind("SYMLINKS", _choice("inside", "never"), "inside or never")
 HOST_NAMES = Kind(
-    "NAMES",
+    "HOSTS",
     _host_names,
     "a list of host names; *.example.org matches any name ending in .example.org",
 )
-MOUNT_PATH = Kind("PATH", _mount_path, "a URL path prefix starting with /")
+MOUNT_PATH = Kind("PREFIX", _mount_path, "a URL path prefix starting with /")
 DIRECTORY = Kind("DIR", _directory, "an existing directory")
 UPSTREAM = Kind(
     "UPSTREAMS",
@@ -443,15 +471,15 @@ UPSTREAM = Kind(
     "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
     " them; append weight=N (1 or more, 1 by default) to give one a larger share",
 )
-BALANCE = Kind("POLICY", _choice("round_robin", "least_conn"), "round_robin or least_conn")
+BALANCE = Kind("BALANCE", _choice("round_robin", "least_conn"), "round_robin or least_conn")
 NETWORKS = Kind(
     "CIDRS",
     _networks,
     "a list of IP addresses or networks (CIDR), and unix: for every UNIX-socket client",
 )
-URL_PATH = Kind("PATH", _url_path, "a URL path starting with /")
+URL_PATH = Kind("URL-PATH", _url_path, "a URL path starting with /")
 FILE = Kind("FILE", _optional_file, "an existing file")
-HEADER_VALUE = Kind("TEXT", _header_value, "a header field value")
+HEADER_VALUE = Kind("VALUE", _header_value, "a header field value")
 STATIC_SPEC = Kind(
     "PREFIX=DIR", _mount_spec(_directory), "a URL prefix and a directory, e.g. /static=./static"
 )
@@ -671,7 +699,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "threads",
-        INT,
+        THREADS,
         10,
         "Threads that run the application. 0 runs it in the reactor thread, for"
         " applications that never block.",
@@ -688,9 +716,10 @@ SETTINGS: tuple[Setting, ...] = (
         NETWORKS,
         (),
         "Addresses of proxies in front of this server (CIDR networks, and unix: for"
-        " a proxy that connects over a UNIX socket). Forwarding headers (Forwarded,"
-        " X-Forwarded-*) are believed only from these; from any other client they are"
-        " replaced.",
+        " a proxy that connects over a UNIX socket), separated by commas; the flag may"
+        " also be repeated. Forwarding headers (Forwarded, X-Forwarded-*) are believed"
+        " only from these; from any other client they are replaced.",
+        repeatable=True,
     ),
     Setting(
         "graceful_timeout",
@@ -1220,6 +1249,8 @@ def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
         ConfigError: naming the file, when it cannot be read, is not valid TOML, or
             has a top-level key other than ``server`` and ``host``.
     """
+    if not path:
+        raise ConfigError("--config", "expected the path of a TOML file, got nothing")
     name = os.path.basename(path) or path
     try:
         with open(path, "rb") as stream:
@@ -1228,6 +1259,13 @@ def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
         raise ConfigError(path, f"cannot read the configuration file: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        # TOML is UTF-8 (toml.io, "Spec"); tomllib lets the decoding error through.
+        raise ConfigError(
+            path,
+            f"not valid TOML: not UTF-8 (byte {error.object[error.start]:#04x}"
+            f" at offset {error.start})",
+        ) from None
     for key in document:
         if key not in ("server", "host"):
             raise ConfigError(f"{name}: {key}", "unknown key (expected [server] or [[host]])")

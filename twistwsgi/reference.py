@@ -174,7 +174,8 @@ line and the old configuration keeps serving. On reload:
 - **needs a restart:** `listen` and `threads` (a change is logged as a warning), and
   new application code, since Python caches imported modules.
 
-The access log file is reopened on every `SIGHUP`, for log rotation.
+The access log file is reopened on every `SIGHUP`, for log rotation; `SIGUSR1` only
+reopens it (nginx's log-rotation signal), without reading the file.
 
 Options given on the command line override the `[server]` values of the file, on
 reload too; `--config`, `--check-config` and `--vhost` exist only on the command line.
@@ -191,8 +192,10 @@ def _key_table(keys: tuple[Setting, ...], *, applies: bool = False) -> str:
     for key in keys:
         required = " (required)" if key.required else ""
         kinds = ", ".join(sorted(key.applies_to)) if key.applies_to else "all"
+        # A repeatable setting is a TOML array in the file (one value is taken too).
+        value = f"{_value(key)} or a list" if key.repeatable else _value(key)
         rows.append(
-            f"| `{key.name}`{required} | {_value(key)} | {_default(key)} |"
+            f"| `{key.name}`{required} | {value} | {_default(key)} |"
             + (f" {kinds} |" if applies else "")
             + f" {key.help} |"
         )
