@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 from twisted.plugin import getPlugins
+from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.scripts._twistd_unix import ServerOptions
 
 from twistwsgi import cli
 from twistwsgi.config import SETTINGS
@@ -26,7 +29,7 @@ from twistwsgi.dispatch import (
     restore_log_context,
     twisted_checked,
 )
-from twistwsgi.service import ServerService, make_service
+from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.testing import capture_log_events
 
 
@@ -283,7 +286,7 @@ def test_sighup_reopens_the_access_log_even_when_the_file_is_refused(
         signal, "signal", lambda number, handler: installed.update({number: handler})
     )
     reactor = CallsFromThreads()
-    cli._reload_on_sighup(reactor, service, given)
+    cli._handle_reload_signals(reactor, service, given)
 
     def get(path: bytes) -> None:
         protocol = service.factory.buildProtocol(None)
@@ -303,3 +306,198 @@ def test_sighup_reopens_the_access_log_even_when_the_file_is_refused(
     service.stopService()
     assert "GET /before" in (tmp_path / "access.log.1").read_text()
     assert "GET /after" in log.read_text() and "/before" not in log.read_text()
+
+
+# -- start-up errors found by an audit ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--app", "tests.apps:hello", "--bogus-flag"], "option --bogus-flag not recognized"),
+        (["--app", "tests.apps:hello", "--threads"], "option --threads requires argument"),
+        (["--app", "tests.apps:hello", "extra"], "Wrong number of arguments"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    argv: list[str], problem: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in a flag is a start-up error like a bad value: one line, status 2,
+    through twistd's own parser as a user runs it (not the usage text and status 1).
+    """
+    with pytest.raises(SystemExit) as raised:
+        ServerOptions().parseOptions(["--nodaemon", "wsgi", *argv])
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("twistwsgi: error: ") and problem in err and "(see --help)" in err
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("tcp:notaport", "the port must be a number, got 'notaport'"),
+        ("tcp:0:bogus=1", "unknown parameter 'bogus' for a tcp: endpoint"),
+        ("systemd:domain=INET:index=0", "no such socket passed by systemd"),
+    ],
+)
+def test_endpoint_errors_say_what_is_wrong(
+    endpoint: str,
+    problem: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Endpoint strings are reported in their own terms, not as int() or a keyword
+    call's TypeError.
+    """
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", endpoint)
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--listen {endpoint!r}: {problem}" in err
+
+
+def test_a_tls_key_that_does_not_load_names_the_files(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not a PEM key is said to be one, not as an OpenSSL tuple alone."""
+    key = tmp_path / "key.pem"
+    key.write_text("not a key\n")
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={key}:certKey={key}")
+    assert raised.value.code == 2
+    assert "cannot load the private key or certificate" in capfd.readouterr().err
+
+
+def test_check_config_does_not_create_the_access_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checking a configuration leaves no file behind."""
+    log = tmp_path / "logs-here" / "access.log"
+    (tmp_path / "logs-here").mkdir()
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--access-log", str(log), "--check-config")
+    assert raised.value.code == 0
+    assert "configuration OK" in capsys.readouterr().out
+    assert not log.exists()
+
+
+def options_under(settings: dict[str, Any]) -> cli.Options:
+    """The plugin's options under a runner (twistd's ServerOptions) set so."""
+    options = parse("--app", "tests.apps:hello")
+    runner = usage.Options()
+    runner.update(settings)
+    options.parent = runner
+    return options
+
+
+def test_a_start_error_removes_twistds_pidfile_and_exits_2(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Under twistd -n the pidfile it wrote is gone after the one-line error, so the
+    next start does not find a stale (or reused) process id.
+    """
+    pidfile = tmp_path / "twistd.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    on_error = cli._start_error_handler(options_under({"pidfile": str(pidfile)}))
+    with pytest.raises(SystemExit) as raised:
+        on_error("cannot listen on 'tcp:80': address in use")
+    assert raised.value.code == 2
+    assert not pidfile.exists()
+    assert capfd.readouterr().err == "twistwsgi: error: cannot listen on 'tcp:80': address in use\n"
+
+
+def test_a_start_error_leaves_another_process_pidfile(tmp_path: Path) -> None:
+    """A pidfile that names another process is not ours to remove."""
+    pidfile = tmp_path / "twistd.pid"
+    pidfile.write_text("1\n")
+    on_error = cli._start_error_handler(options_under({"pidfile": str(pidfile)}))
+    with pytest.raises(SystemExit):
+        on_error("cannot listen")
+    assert pidfile.read_text() == "1\n"
+
+
+def test_a_start_error_in_a_daemon_goes_through_twistd() -> None:
+    """A daemonised twistd's parent waits on a status pipe that only an Exception
+    makes twistd write: the error is raised for it rather than exiting.
+    """
+    on_error = cli._start_error_handler(options_under({"pidfile": "x.pid", "statusPipe": 7}))
+    with pytest.raises(StartError, match="cannot listen on 'tcp:80'"):
+        on_error("cannot listen on 'tcp:80'")
+
+
+def test_sigusr1_reopens_the_access_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nginx's log-rotation signal reopens the log; it does not end the server."""
+    log = tmp_path / "access.log"
+    given = {"app": "tests.apps:hello", "threads": "0", "access_log": str(log)}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    service.startService()
+    installed: dict[int, Callable[[int, object], None]] = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda number, handler: installed.update({number: handler})
+    )
+    reactor = CallsFromThreads()
+    cli._handle_reload_signals(reactor, service, given)
+    log.rename(tmp_path / "access.log.1")
+    installed[signal.SIGUSR1](signal.SIGUSR1, None)
+    [reopen] = reactor.calls
+    reopen()
+    protocol = service.factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+    protocol.connectionLost(Failure(ConnectionDone()))
+    service.stopService()
+    assert "GET /after" in log.read_text()
+
+
+def test_a_reload_that_fails_unexpectedly_keeps_serving_and_reopens_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong while reading the file, the reload is refused with a log
+    line, and the access log is reopened all the same.
+    """
+    given = {"app": "tests.apps:hello", "threads": "0", "access_log": str(tmp_path / "a.log")}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    reopened: list[bool] = []
+    monkeypatch.setattr(service, "reopen_access_log", lambda: reopened.append(True))
+    installed: dict[int, Callable[[int, object], None]] = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda number, handler: installed.update({number: handler})
+    )
+
+    def broken(given: dict[str, Any]) -> Any:
+        raise UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "invalid continuation byte")
+
+    monkeypatch.setattr(cli, "load_config", broken)
+    reactor = CallsFromThreads()
+    cli._handle_reload_signals(reactor, service, given)
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    [reload] = reactor.calls
+    with capture_log_events() as events:
+        reload()
+    assert reopened == [True]
+    assert any("Reload refused" in formatEvent(event) for event in events)
+    service.stopService()
+
+
+def test_a_second_stop_signal_stops_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a graceful stop began, SIGTERM or SIGINT again ends the draining."""
+    installed: dict[int, Callable[[int, object], None]] = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda number, handler: installed.update({number: handler})
+    )
+    stopped: list[bool] = []
+
+    class Service:
+        def stop_now(self) -> None:
+            stopped.append(True)
+
+    reactor = CallsFromThreads()
+    cli._second_signal_stops_now(reactor, Service())  # type: ignore[arg-type]
+    assert set(installed) == {signal.SIGTERM, signal.SIGINT}
+    installed[signal.SIGINT](signal.SIGINT, None)
+    for call in reactor.calls:
+        call()
+    assert stopped == [True]

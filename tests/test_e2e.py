@@ -172,6 +172,54 @@ def test_unimportable_app_is_one_line_and_exit_2(socket_path: Path) -> None:
     ]
 
 
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket is listening on."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    yield holder.getsockname()[1]
+    holder.close()
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["nodaemon", "daemon"])
+def test_a_port_in_use_ends_the_start_and_leaves_no_pidfile(
+    daemon: bool, taken_port: int, tmp_path: Path
+) -> None:
+    """A port that cannot be bound ends the start with the reason on stderr and no
+    pidfile left behind, also when twistd daemonises (its parent waits for the
+    child's status: it must hear of the failure, not wait forever).
+    """
+    pidfile = tmp_path / "twistd.pid"
+    command = [str(TWISTD), f"--pidfile={pidfile}", f"--logfile={tmp_path / 'twistd.log'}"]
+    if not daemon:
+        command.append("--nodaemon")
+    result = subprocess.run(  # noqa: PLW1510 - the exit status is what is checked
+        [
+            *command,
+            "wsgi",
+            "--app",
+            "tests.apps:hello",
+            "--listen",
+            f"tcp:{taken_port}:interface=127.0.0.1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    message = f"cannot listen on 'tcp:{taken_port}:interface=127.0.0.1'"
+    if daemon:
+        # twistd's parent reports what its child raised, with its own status.
+        assert result.returncode == 1
+        assert message[:40] in result.stderr
+    else:
+        assert result.returncode == 2
+        errors = [line for line in result.stderr.splitlines() if "twistwsgi: error:" in line]
+        assert len(errors) == 1 and message in errors[0]
+    assert not pidfile.exists()
+
+
 def test_systemd_socket_activation() -> None:
     """A listening socket handed over the way systemd does it (descriptor 3,
     LISTEN_FDS=1, LISTEN_FDNAMES, LISTEN_PID=the server's pid) is served by a

@@ -26,7 +26,7 @@ from twistwsgi.config import ServerConfig
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.protocol import HTTP11Protocol, HTTPFactory
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.service import ListenError, ServerService, make_factory, make_service
+from twistwsgi.service import ListenError, ServerService, StartError, make_factory, make_service
 from twistwsgi.testing import capture_log_events, parse_responses
 from twistwsgi.threads import WorkerPool
 
@@ -94,7 +94,7 @@ def test_listen_failure_goes_to_the_given_callback() -> None:
         factory,
         [("tcp:80", RefusingEndpoint())],
         clock=MemoryReactorClock(),
-        on_listen_error=messages.append,
+        on_start_error=messages.append,
     )
     service.privilegedStartService()
     assert len(messages) == 1 and "tcp:80" in messages[0]
@@ -193,6 +193,65 @@ def test_worker_pool_starts_and_stops_with_the_service() -> None:
     assert pool.started
     service.stopService()
     assert not pool.started
+
+
+def test_a_second_stop_drops_the_draining_connections_at_once() -> None:
+    """stop_now (a second SIGTERM) ends the graceful stop without waiting for the
+    timeout; before a stop began it does nothing.
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    service = build(held, clock, timeout=30.0)
+    service.startService()
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    service.stop_now()
+    assert not aborted(transport)
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    clock.advance(1.0)
+    with capture_log_events() as events:
+        service.stop_now()
+    assert aborted(transport)
+    assert any("dropping 1 connection(s) now" in formatEvent(event) for event in events)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert done == [None]
+    assert not clock.getDelayedCalls()  # the graceful deadline is cancelled
+
+
+class ThreadLimitedPool(WorkerPool):
+    """A pool whose threads cannot start, as past a process's thread limit."""
+
+    def start(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+
+@pytest.mark.parametrize("with_callback", [False, True])
+def test_worker_threads_that_cannot_start_are_a_one_line_start_error(
+    with_callback: bool,
+) -> None:
+    """Past the thread limit, starting is a StartError naming the count and the
+    remedy (or goes to on_start_error), not a traceback.
+    """
+    clock = MemoryReactorClock()
+    pool = ThreadLimitedPool(5000)
+    factory = make_factory(hello, reactor=clock, threadpool=pool)
+    messages: list[str] = []
+    service = ServerService(
+        factory,
+        [],
+        clock=clock,
+        pool=pool,
+        on_start_error=messages.append if with_callback else None,
+    )
+    expected = "cannot start 5000 worker threads: can't start new thread; lower --threads"
+    if with_callback:
+        service.startService()
+        assert len(messages) == 1 and expected in messages[0]
+    else:
+        with pytest.raises(StartError, match=expected):
+            service.startService()
+    assert not service.running
 
 
 def test_library_factory_listens_with_any_endpoint() -> None:

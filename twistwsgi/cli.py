@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from twisted.internet.endpoints import serverFromString
@@ -30,7 +32,7 @@ from twistwsgi.config import (
     read_config_file,
 )
 from twistwsgi.dispatch import read_inline, skip_log_context
-from twistwsgi.service import ServerService, make_service
+from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.site import describe_routing
 
 __all__ = ["Options", "exit_with_error", "makeService"]
@@ -56,6 +58,8 @@ def _help(setting: Setting) -> str:
     default = setting.default
     if setting.repeatable and isinstance(default, tuple):
         default = ", ".join(default)
+    elif isinstance(default, float) and default.is_integer():
+        default = int(default)  # 30, as the documentation writes it, not 30.0
     shown = f" [default: {default}]" if default not in (None, "") else ""
     more_than_zero = " More than 0." if setting.positive else ""
     return f"{setting.help}{more_than_zero}{shown}"
@@ -94,6 +98,17 @@ class Options(usage.Options):
         super().__init__()
         self.given: dict[str, Any] = {}
         self.config = ServerConfig()
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse the arguments, exiting 2 with one line on a usage error.
+
+        An unknown flag, a missing value or an extra argument is a start-up error
+        like any other.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            exit_with_error(f"{error} (see --help)")
 
     def postOptions(self) -> None:
         """Validate every given option (and the config file) into a ServerConfig.
@@ -154,10 +169,37 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
         try:
             endpoints.append((description, serverFromString(reactor, description)))
         except Exception as error:
-            exit_with_error(
-                f"{config.source('listen')} {description!r}: {type(error).__name__}: {error}"
-            )
+            problem = _endpoint_problem(description, error)
+            exit_with_error(f"{config.source('listen')} {description!r}: {problem}")
     return endpoints
+
+
+def _endpoint_problem(description: str, error: Exception) -> str:
+    """What is wrong with an endpoint string, in the user's terms where it is known.
+
+    ``serverFromString`` reports problems with the exceptions of the code that
+    parses each field (``int()``, a keyword call, an OpenSSL decoder); the common
+    ones are said here in the terms of the string.
+    """
+    kind, _, rest = description.partition(":")
+    kind = kind.strip().lower()
+    if isinstance(error, TypeError) and "unexpected keyword argument" in str(error):
+        name = str(error).rsplit("argument", 1)[-1].strip(" '\"")
+        return f"unknown parameter {name!r} for a {kind}: endpoint"
+    if kind in ("tcp", "ssl") and isinstance(error, ValueError) and "int()" in str(error):
+        port = rest.split(":", 1)[0]
+        return f"the port must be a number, got {port!r}"
+    if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
+        return (
+            "no such socket passed by systemd (start the server from a .socket unit;"
+            f" LISTEN_FDS={os.environ.get('LISTEN_FDS', 'unset')})"
+        )
+    if kind == "ssl" and type(error).__name__ == "Error":  # OpenSSL.SSL.Error / crypto.Error
+        return (
+            "cannot load the private key or certificate (privateKey= and certKey= must"
+            f" name PEM files, the key without a passphrase): {error}"
+        )
+    return f"{type(error).__name__}: {error}"
 
 
 def makeService(options: Options) -> ServerService:
@@ -166,9 +208,15 @@ def makeService(options: Options) -> ServerService:
 
     config = options.config
     endpoints = build_endpoints(reactor, config)
+    if config.check_config:
+        # Checked without creating the access log file (nothing is written to it).
+        config = replace(config, access_log="off")
     try:
         service = make_service(
-            config, reactor=reactor, endpoints=endpoints, on_listen_error=exit_with_error
+            config,
+            reactor=reactor,
+            endpoints=endpoints,
+            on_start_error=_start_error_handler(options),
         )
     except ConfigError as error:
         exit_with_error(str(error))
@@ -181,7 +229,8 @@ def makeService(options: Options) -> ServerService:
         sys.stdout.flush()
         raise SystemExit(0)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
-    reactor.callWhenRunning(_reload_on_sighup, reactor, service, dict(options.given))
+    reactor.addSystemEventTrigger("before", "shutdown", _second_signal_stops_now, reactor, service)
+    reactor.callWhenRunning(_handle_reload_signals, reactor, service, dict(options.given))
     # The process is ours: dispatch socket events without Twisted's per-event log
     # context, which nothing of ours reads (see twistwsgi.dispatch for the gain).
     skip_log_context()
@@ -189,28 +238,89 @@ def makeService(options: Options) -> ServerService:
     return service
 
 
-def _reload_on_sighup(reactor: Any, service: ServerService, given: dict[str, Any]) -> None:
-    """Install the SIGHUP handler: re-read the configuration and swap it in.
+def _start_error_handler(options: Options) -> Callable[[str], None]:
+    """Report a start-up failure after option parsing: one line, exit 2, no pidfile.
 
-    The handler only schedules the work; the reload runs in the reactor loop.
+    Those failures are an endpoint that cannot listen, or worker threads that
+    cannot start.
+
+    ``twistd`` runs the service's start inside its own error handling, which only
+    knows ``Exception``. A daemonised ``twistd`` (no ``-n``) has a parent process
+    waiting for a status on a pipe that only that handling writes: there the error
+    is raised for it, and ``twistd`` removes the pidfile, reports the message and
+    exits with status 1.
+    """
+    runner: Any = getattr(options, "parent", None)
+    runner_settings = runner if isinstance(runner, dict) else {}
+
+    def on_start_error(message: str) -> None:
+        if runner_settings.get("statusPipe") is not None:
+            raise StartError(message)
+        pidfile = runner_settings.get("pidfile")
+        if pidfile:
+            _remove_own_pidfile(pidfile)
+        exit_with_error(message)
+
+    return on_start_error
+
+
+def _remove_own_pidfile(path: str) -> None:
+    """Remove ``twistd``'s pidfile if it names this process (it wrote it at start)."""
+    try:
+        with open(path) as stream:
+            written = stream.read().strip()
+        if written == str(os.getpid()):
+            os.remove(path)
+    except (OSError, ValueError):
+        pass  # not there, or not ours: nothing to clean up
+
+
+def _handle_reload_signals(reactor: Any, service: ServerService, given: dict[str, Any]) -> None:
+    """Install the handlers of SIGHUP (reload) and SIGUSR1 (reopen the access log).
+
+    SIGHUP re-reads the configuration and swaps it in; SIGUSR1 only reopens the
+    access log, as nginx does on USR1 (the signal logrotate recipes send).
+
+    The handlers only schedule the work; it runs in the reactor loop.
     """
 
     def reload() -> None:
         try:
             config = load_config(given)
-        except ConfigError as error:
+        except Exception as error:
+            # A ConfigError names the setting; anything else (a bug, or a file that
+            # vanished mid-read) must not end the server or skip the log reopening.
+            problem = str(error) if isinstance(error, ConfigError) else repr(error)
             _log.error(
-                "Reload refused, the old configuration keeps serving: {error}", error=str(error)
+                "Reload refused, the old configuration keeps serving: {error}", error=problem
             )
             # logrotate's SIGHUP still means "reopen the log", whatever the file says.
             service.reopen_access_log()
             return
         service.reload(config)
 
-    def on_signal(number: int, frame: object) -> None:
+    def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(reload)
 
-    signal.signal(signal.SIGHUP, on_signal)
+    def on_user1(number: int, frame: object) -> None:
+        reactor.callFromThread(service.reopen_access_log)
+
+    signal.signal(signal.SIGHUP, on_hangup)
+    signal.signal(signal.SIGUSR1, on_user1)
+
+
+def _second_signal_stops_now(reactor: Any, service: ServerService) -> None:
+    """Once a graceful stop has begun, SIGTERM or SIGINT again drops what is left.
+
+    Twisted's own handlers would ask the stopping reactor to stop again, which only
+    logs an error; an operator pressing Ctrl-C twice wants the process gone.
+    """
+
+    def on_signal(number: int, frame: object) -> None:
+        reactor.callFromThread(service.stop_now)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, on_signal)
 
 
 def _exit_zero_after_signal(reactor: Any) -> None:

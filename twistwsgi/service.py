@@ -27,6 +27,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IListeningPort,
     IReactorCore,
     IReactorFromThreads,
@@ -45,12 +46,23 @@ from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
 from twistwsgi.wsgi import WSGIApplication, WSGIHandler
 
-__all__ = ["ListenError", "ServerService", "make_factory", "make_service", "standard_builders"]
+__all__ = [
+    "ListenError",
+    "ServerService",
+    "StartError",
+    "make_factory",
+    "make_service",
+    "standard_builders",
+]
 
 _log = Logger(namespace="twistwsgi.service")
 
 
-class ListenError(Exception):
+class StartError(Exception):
+    """The server could not start; the message is one line naming the problem."""
+
+
+class ListenError(StartError):
     """An endpoint could not listen; the message is one line naming it."""
 
 
@@ -100,8 +112,10 @@ class ServerService(Service):
         pool: a worker pool to start and stop with the service, if any.
         graceful_timeout: seconds in-flight requests get on shutdown.
         access_log: closed when the service stops.
-        on_listen_error: called with a one-line message when an endpoint fails to
-            listen at start-up; by default :class:`ListenError` is raised.
+        on_start_error: called with a one-line message when the service cannot
+            start (an endpoint fails to listen, the worker threads cannot be
+            started); by default :class:`ListenError` or :class:`StartError` is
+            raised.
         router: the router whose table :meth:`reload` replaces.
         site_builder: builds routing tables from configurations (for reload).
         config: the configuration the service was built from.
@@ -116,13 +130,13 @@ class ServerService(Service):
         pool: WorkerPool | None = None,
         graceful_timeout: float = 30.0,
         access_log: AccessLog | None = None,
-        on_listen_error: Callable[[str], None] | None = None,
+        on_start_error: Callable[[str], None] | None = None,
         router: Router | None = None,
         site_builder: SiteBuilder | None = None,
         config: ServerConfig | None = None,
     ) -> None:
         self.factory = factory
-        self._on_listen_error = on_listen_error
+        self._on_start_error = on_start_error
         self._router = router
         self._site_builder = site_builder
         self.config = config
@@ -133,6 +147,7 @@ class ServerService(Service):
         self._access_log = access_log
         self.ports: list[IListeningPort] = []
         self._listening = False
+        self._drain_deadline: IDelayedCall | None = None
 
     def privilegedStartService(self) -> None:
         """Listen on every endpoint (before ``twistd`` drops privileges).
@@ -147,7 +162,17 @@ class ServerService(Service):
     def startService(self) -> None:
         """Start the worker threads (and listen, if not done already)."""
         if self._pool is not None:
-            self._pool.start()
+            try:
+                self._pool.start()
+            except RuntimeError as error:  # "can't start new thread": a process limit
+                self._pool.stop(timeout=0)
+                self._start_failed(
+                    StartError(
+                        f"cannot start {self._pool.size} worker threads: {error}; lower"
+                        " --threads or raise the limit (ulimit -u, systemd TasksMax)"
+                    )
+                )
+                return
         super().startService()
         self._listen()
         # Logged from the first turn of the running reactor: from then on signals
@@ -174,11 +199,13 @@ class ServerService(Service):
             if failed:
                 # Endpoints that listen synchronously (tcp, ssl, unix, systemd) fail
                 # here, before the server runs: report it as a start-up error.
-                message = f"cannot listen on {description!r}: {failed[0]}"
-                if self._on_listen_error is None:
-                    raise ListenError(message)
-                self._on_listen_error(message)
+                self._start_failed(ListenError(f"cannot listen on {description!r}: {failed[0]}"))
                 return
+
+    def _start_failed(self, error: StartError) -> None:
+        if self._on_start_error is None:
+            raise error
+        self._on_start_error(str(error))
 
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
         failed.append(failure.getErrorMessage())
@@ -312,6 +339,7 @@ class ServerService(Service):
             )
         drained = factory.shut_down()
         deadline = self._clock.callLater(self._graceful_timeout, self._give_up)
+        self._drain_deadline = deadline
 
         def cancel(result: object) -> object:
             if deadline.active():
@@ -324,6 +352,22 @@ class ServerService(Service):
     def _give_up(self) -> None:
         remaining = len(self.factory.connections)
         _log.warn("Graceful timeout reached; dropping {count} connection(s)", count=remaining)
+        self.factory.abort_all()
+
+    def stop_now(self) -> None:
+        """End a graceful stop at once: drop the connections still draining.
+
+        For a second SIGTERM or SIGINT (Ctrl-C twice), as nginx's fast shutdown.
+        Nothing happens unless a graceful stop is draining.
+        """
+        deadline = self._drain_deadline
+        if deadline is None or not deadline.active():
+            return
+        deadline.cancel()
+        _log.warn(
+            "Stop requested again; dropping {count} connection(s) now",
+            count=len(self.factory.connections),
+        )
         self.factory.abort_all()
 
     def _stop_workers(self, result: object) -> None:
@@ -343,7 +387,7 @@ def make_service(
     *,
     reactor: Any,
     endpoints: Sequence[tuple[str, IStreamServerEndpoint]] | None = None,
-    on_listen_error: Callable[[str], None] | None = None,
+    on_start_error: Callable[[str], None] | None = None,
     builders: dict[str, MountBuilder] | None = None,
 ) -> ServerService:
     """Build a :class:`ServerService` from ``config``.
@@ -357,7 +401,7 @@ def make_service(
         endpoints: the endpoints to listen on, as ``(description, endpoint)``; by
             default they are built from ``config.listen`` with ``serverFromString``
             (which raises ``ValueError`` for a string it cannot parse).
-        on_listen_error: see :class:`ServerService`.
+        on_start_error: see :class:`ServerService`.
         builders: how static and proxy mounts become handlers (by mount kind); the
             standard ones by default.
 
@@ -400,7 +444,7 @@ def make_service(
         pool=pool,
         graceful_timeout=config.graceful_timeout,
         access_log=access_log,
-        on_listen_error=on_listen_error,
+        on_start_error=on_start_error,
         router=router,
         site_builder=builder,
         config=config,
