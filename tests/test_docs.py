@@ -160,9 +160,10 @@ def test_container_file_copies_what_exists_and_runs_a_valid_command() -> None:
             if len(sources) == 1 and destination.startswith("/"):
                 in_image[destination] = ROOT / sources[0]
     (command,) = [json.loads(arguments) for keyword, arguments in instructions if keyword == "CMD"]
-    assert command[:2] == ["twist", "wsgi"]
+    # Log lines as text: without a terminal, `twist` writes each event as JSON.
+    assert command[:4] == ["twist", "--log-format", "text", "wsgi"]
     mapped_arguments: list[str] = []
-    for argument in command[2:]:
+    for argument in command[4:]:
         mapped = argument
         for image_path, local in in_image.items():
             if argument.startswith(image_path + "/"):
@@ -170,7 +171,7 @@ def test_container_file_copies_what_exists_and_runs_a_valid_command() -> None:
         mapped_arguments.append(mapped)
     twist = Path(sys.executable).parent / "twist"
     result = subprocess.run(
-        [str(twist), "wsgi", *mapped_arguments, "--check-config"],
+        [str(twist), *command[1:4], *mapped_arguments, "--check-config"],
         check=False,
         capture_output=True,
         text=True,
