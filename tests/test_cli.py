@@ -501,3 +501,29 @@ def test_a_second_stop_signal_stops_now(monkeypatch: pytest.MonkeyPatch) -> None
     for call in reactor.calls:
         call()
     assert stopped == [True]
+
+
+def test_an_encrypted_tls_key_is_refused_without_a_prompt(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """OpenSSL would ask for a passphrase on the terminal: the server says the key is
+    encrypted instead (a service has no one to type it).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={path}:certKey={path}")
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert f"the private key '{path}' is encrypted; give a key without a passphrase" in err

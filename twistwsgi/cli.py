@@ -166,12 +166,37 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
     """Turn the endpoint strings into endpoints; exit 2 naming a bad one."""
     endpoints = []
     for description in config.listen:
+        encrypted = _encrypted_key(description)
+        if encrypted is not None:
+            # OpenSSL would ask for the passphrase on the terminal (or fail without one).
+            exit_with_error(
+                f"{config.source('listen')} {description!r}: the private key {encrypted}"
+                " is encrypted; give a key without a passphrase"
+            )
         try:
             endpoints.append((description, serverFromString(reactor, description)))
         except Exception as error:
             problem = _endpoint_problem(description, error)
             exit_with_error(f"{config.source('listen')} {description!r}: {problem}")
     return endpoints
+
+
+def _encrypted_key(description: str) -> str | None:
+    """The ``privateKey=`` file of an ``ssl:`` endpoint if it is encrypted, else None."""
+    if not description.lower().startswith("ssl:"):
+        return None
+    for parameter in description.split(":")[1:]:
+        name, _, value = parameter.partition("=")
+        if name == "privateKey" and value:
+            try:
+                with open(value, "rb") as stream:
+                    head = stream.read(4096)
+            except OSError:
+                return None  # serverFromString reports the file itself
+            # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or legacy PEM encryption headers.
+            if b"ENCRYPTED" in head:
+                return repr(value)
+    return None
 
 
 def _endpoint_problem(description: str, error: Exception) -> str:
