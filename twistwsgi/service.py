@@ -331,13 +331,16 @@ class ServerService(Service):
 
     def _drain(self) -> Deferred[None]:
         factory = self.factory
-        if factory.connections:
-            _log.info(
-                "Shutting down: waiting up to {timeout}s for {count} connection(s)",
-                timeout=self._graceful_timeout,
-                count=len(factory.connections),
-            )
         drained = factory.shut_down()
+        # Counted once idle connections were told to close: those are not waited for.
+        busy = sum(1 for connection in factory.connections if connection.draining)
+        if busy:
+            _log.info(
+                "Shutting down: waiting up to {timeout}s for {count} connection(s)"
+                " with a request in progress",
+                timeout=self._graceful_timeout,
+                count=busy,
+            )
         deadline = self._clock.callLater(self._graceful_timeout, self._give_up)
         self._drain_deadline = deadline
 

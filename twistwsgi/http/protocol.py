@@ -355,6 +355,14 @@ class HTTP11Protocol(Protocol):
         if not self._queue and self._read is _Read.IDLE:
             self._lose_connection()
 
+    @property
+    def draining(self) -> bool:
+        """Whether a request is still being read or answered after a shutdown began.
+
+        A connection closing (idle, or lingering after its last response) is not.
+        """
+        return not self._closed and self._read is not _Read.STOPPED
+
     def abort_connection(self) -> None:
         """Drop the connection without sending anything more."""
         if not self._closed:
