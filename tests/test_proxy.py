@@ -19,6 +19,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRef
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -94,9 +95,11 @@ class FakeEndpoint:
         self.hold = False
         self.pending: list[tuple[IProtocolFactory, Deferred[Any]]] = []
         self.cancelled = 0
+        self.attempts = 0
         self.transport_factory: Callable[[], StringTransport] = StringTransport
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        self.attempts += 1
         if self.refuse:
             return fail(ConnectionRefusedError("refused"))
         if self.hold:
@@ -187,6 +190,11 @@ def one_response(client: Connection, method: bytes = b"GET") -> Any:
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+def proxy_log(events: list[dict[str, Any]]) -> list[str]:
+    """The proxy's log lines among ``events``, as an operator reads them."""
+    return [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.proxy"]
 
 
 # -- forwarding and pooling -----------------------------------------------------------------
@@ -573,6 +581,26 @@ def test_idempotent_request_retried_after_a_reset() -> None:
     second.respond(OK)
     assert one_response(client).status == 200
     assert not setup.handler.balancer.usable(setup.handler.group.peers[0], setup.clock.seconds())
+
+
+def test_left_out_is_logged_when_an_upstream_goes_out_not_at_each_failure() -> None:
+    """Requests still reach upstreams that are out (every one refuses here, so each
+    request goes to the one back soonest, then the other); failing there keeps them
+    out without a new warning: one warning per upstream going out.
+    """
+    setup = make_proxy(TWO)
+    for endpoint in setup.endpoints.values():
+        endpoint.refuse = True
+    client = setup.client()
+    with capture_log_events() as events:
+        for _ in range(3):
+            client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert one_response(client).status == 502
+            setup.clock.advance(1)
+    assert [line for line in proxy_log(events) if "left out for" in line] == [
+        f"Upstream {url} is left out for 10s after failing" for url in TWO
+    ]
+    assert [endpoint.attempts for endpoint in setup.endpoints.values()] == [3, 3]
 
 
 def test_put_with_small_body_is_replayed_on_retry() -> None:

@@ -570,12 +570,18 @@ class _Forward:
         # A stale close under a request that may not be sent again (not idempotent,
         # RFC 9110 9.2.2, or its body not kept) ends in a 502 below, but the
         # upstream is not counted as failed.
-        if not stale and peer is not None and proxy.balancer.failed(peer, proxy.clock.seconds()):
-            _log.warn(
-                "Upstream {upstream} is left out for {seconds:g}s after failing",
-                upstream=name,
-                seconds=proxy.balancer.fail_timeout,
-            )
+        if not stale and peer is not None:
+            balancer = proxy.balancer
+            # Warn when the upstream goes out, not at each failure while it is out:
+            # requests still reach it then (the probe, the upstream back soonest when
+            # all are out, requests already in flight) and fail there too.
+            was_in = peer.fails < balancer.max_fails
+            if balancer.failed(peer, proxy.clock.seconds()) and was_in:
+                _log.warn(
+                    "Upstream {upstream} is left out for {seconds:g}s after failing",
+                    upstream=name,
+                    seconds=balancer.fail_timeout,
+                )
         # Counted before the slot is given back, so a waiter given it knows.
         self._release()
         if self._may_retry(error):
