@@ -603,6 +603,35 @@ def test_left_out_is_logged_when_an_upstream_goes_out_not_at_each_failure() -> N
     assert [endpoint.attempts for endpoint in setup.endpoints.values()] == [3, 3]
 
 
+def test_retrying_is_logged_only_when_another_attempt_follows() -> None:
+    """With every upstream refusing, the first failure says which upstream the request
+    is retried on; the last leads to the 502 line, which names it and says why the
+    other is not tried again. A single upstream that refuses logs the 502 alone.
+    """
+    setup = make_proxy(TWO)
+    for endpoint in setup.endpoints.values():
+        endpoint.refuse = True
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    refused = "Connection was refused by other side: refused"
+    assert [line for line in proxy_log(events) if "left out for" not in line] == [
+        f"Upstream http://10.0.0.1:9000 failed for GET /g ({refused}.);"
+        " retrying on http://10.0.0.2:9000",
+        f"502 for GET /g: upstream http://10.0.0.2:9000: {refused}; no other upstream is"
+        " available: http://10.0.0.1:9000 (left out after failures)",
+    ]
+
+    single = make_proxy()
+    single.endpoint().refuse = True
+    client = single.client()
+    with capture_log_events() as events:
+        client.send(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    assert proxy_log(events) == [f"502 for GET /g: upstream http://10.0.0.1:9000: {refused}."]
+
+
 def test_put_with_small_body_is_replayed_on_retry() -> None:
     """A PUT's body (held, being small) is sent again to the next upstream."""
     setup = make_proxy(TWO)
@@ -765,6 +794,41 @@ def test_no_upstream_available_is_502() -> None:
     client = setup.client()
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert one_response(client).status == 502
+
+
+def test_no_upstream_available_names_the_upstreams_and_why() -> None:
+    """The 502 line of a request that found no upstream names each one and says why
+    it is out.
+    """
+    setup = make_proxy(TWO)
+    for peer in setup.handler.group.peers:
+        peer.healthy = False
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    assert proxy_log(events) == [
+        "502 for GET /x: upstream http://10.0.0.1:9000 (failing its health check),"
+        " http://10.0.0.2:9000 (failing its health check): no upstream is available"
+    ]
+
+
+def test_a_failure_with_the_other_upstream_unhealthy_is_one_502_line() -> None:
+    """A GET refused by the only healthy upstream is not retried: no "retrying" line,
+    one 502 line that names the failed upstream and why the other one is not tried.
+    """
+    setup = make_proxy(TWO)
+    setup.handler.group.peers[0].healthy = False
+    setup.endpoint(1).refuse = True
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    assert [line for line in proxy_log(events) if "left out for" not in line] == [
+        "502 for GET /x: upstream http://10.0.0.2:9000: Connection was refused by other side:"
+        " refused; no other upstream is available: http://10.0.0.1:9000 (failing its health"
+        " check)"
+    ]
 
 
 # -- active health checks ----------------------------------------------------------------------
@@ -1259,6 +1323,43 @@ def test_a_retry_finding_the_others_full_waits_in_the_queue() -> None:
     assert targets_sent(second) == [b"/b", b"/c", b"/a"]
     second.respond(OK)
     assert one_response(a).status == 200
+
+
+def test_a_retry_that_waits_in_the_queue_says_so() -> None:
+    """The failure of a request that goes on to wait for a full upstream is logged as
+    such, not as a retry happening now.
+    """
+    setup = make_proxy(TWO, max_conns=1)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    with capture_log_events() as events:
+        setup.endpoint(0).last.close(ConnectionLost())
+    assert len(setup.handler.waiting) == 1
+    assert [line for line in proxy_log(events) if "left out for" not in line] == [
+        "Upstream http://10.0.0.1:9000 failed for GET /a (the connection closed before a"
+        " response (Connection to the other side was lost in a non-clean fashion.));"
+        " waiting in the queue to retry (the other upstreams are full)"
+    ]
+
+
+def test_a_retry_finding_the_queue_full_is_one_503_line() -> None:
+    """A failed request that cannot wait for the full upstream (queue = 0) gets a 503
+    whose line says which upstream failed, and no "retrying" line.
+    """
+    setup = make_proxy(TWO, max_conns=1, queue=0)
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    with capture_log_events() as events:
+        setup.endpoint(0).last.close(ConnectionLost())
+    assert one_response(a).status == 503
+    assert [line for line in proxy_log(events) if "left out for" not in line] == [
+        "503 for GET /a: upstream http://10.0.0.1:9000, http://10.0.0.2:9000: every upstream"
+        " is at max_conns (1) and the queue (0) is full, for a retry after"
+        " http://10.0.0.1:9000 failed (the connection closed before a response (Connection"
+        " to the other side was lost in a non-clean fashion.))"
+    ]
 
 
 def test_a_waiter_with_no_upstream_left_gets_502() -> None:

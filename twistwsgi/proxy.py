@@ -271,7 +271,7 @@ class _Forward:
         "_exchange",
         "_fields",
         "_has_body",
-        "_last_error",
+        "_last_failure",
         "_peer",
         "_producing",
         "_proxy",
@@ -301,7 +301,8 @@ class _Forward:
         self._done = False
         self._producing = False
         self._stale_retried = False
-        self._last_error: UpstreamError | None = None
+        # The upstream and error of the last failed attempt.
+        self._last_failure: tuple[str, UpstreamError] | None = None
         self._tunnel: Tunnel | None = None
         self._tunnelling = False
         self._upgrade = False
@@ -324,8 +325,14 @@ class _Forward:
             exchange.pause_body()  # until an upstream can take it
         self._attempt()
 
-    def _attempt(self) -> None:
-        """Pick an upstream not tried yet and use it, or wait for one to be free."""
+    def _attempt(self, *, retry: bool = False) -> None:
+        """Pick an upstream not tried yet and use it, or wait for one to be free.
+
+        Args:
+            retry: the previous attempt failed (``_last_failure``). Its log line says
+                what follows, so it is written here once that is known: an operator
+                reading "retrying" must find another attempt after it.
+        """
         proxy = self._proxy
         if proxy.waiting:
             proxy.dispatch()  # the older waiters first
@@ -333,32 +340,88 @@ class _Forward:
         peer = proxy.balancer.pick(now, self._tried)
         if peer is None:
             if proxy.balancer.busy(now, self._tried):
-                self._wait()
+                self._wait(retry=retry)
             else:
                 self._no_upstream()
             return
+        if retry:
+            self._log_retry(f"retrying on {peer.name}")
         self._tried.append(peer)
         self._use(peer)
 
-    def _no_upstream(self) -> None:
-        """No upstream is left for this request: 502, or 504 after a timeout."""
-        error = self._last_error
-        if error is None:
-            self._fail_response(502, "no upstream is available", None)
-        elif error.kind is ErrorKind.TIMEOUT:
-            self._fail_response(504, error.detail, None)
-        else:
-            self._fail_response(502, error.detail, None)
+    def _log_retry(self, outcome: str) -> None:
+        """Log the failed attempt that the request goes on from, and how."""
+        assert self._last_failure is not None
+        upstream, error = self._last_failure
+        _log.info(
+            "Upstream {upstream} failed for {method} {target} ({detail}); {outcome}",
+            upstream=upstream,
+            method=_text(self._request.method),
+            target=_text(self._request.target),
+            detail=error.detail,
+            outcome=outcome,
+        )
 
-    def _wait(self) -> None:
-        """Every upstream this request could use is full: queue it, or 503."""
+    def _no_upstream(self) -> None:
+        """No upstream is left for this request: 502, or 504 after a timeout.
+
+        The log line names the upstream that failed last, if any, and why each of
+        the others cannot take the request: after every attempt failed, or with
+        every upstream out, the operator sees which and why in one line.
+        """
+        now = self._proxy.clock.seconds()
+        failure = self._last_failure
+        if failure is None:
+            self._fail_response(502, "no upstream is available", self._unavailable(now, None))
+            return
+        upstream, error = failure
+        detail = error.detail
+        others = self._unavailable(now, upstream)
+        if others:
+            # Twisted's messages end in a full stop; this one goes on.
+            detail = f"{detail.rstrip('.')}; no other upstream is available: {others}"
+        self._fail_response(504 if error.kind is ErrorKind.TIMEOUT else 502, detail, upstream)
+
+    def _unavailable(self, now: float, skip: str | None) -> str:
+        """The mount's upstreams (but ``skip``), each with why this request cannot use it.
+
+        Only called when the balancer has nothing for the request and it is not for
+        want of a free slot: then each upstream is failing its health check, or was
+        tried for this request (and may have been left out after failures since).
+        """
+        balancer = self._proxy.balancer
+        described = []
+        for peer in self._proxy.group.peers:
+            if peer.name == skip:
+                continue
+            if not peer.healthy:
+                why = "failing its health check"
+            elif not balancer.usable(peer, now):
+                why = "left out after failures"
+            else:
+                why = "already tried"
+            described.append(f"{peer.name} ({why})")
+        return ", ".join(described)
+
+    def _wait(self, *, retry: bool = False) -> None:
+        """Every upstream this request could use is full: queue it, or 503.
+
+        Args:
+            retry: the previous attempt failed (see :meth:`_attempt`).
+        """
         proxy = self._proxy
         if len(proxy.waiting) >= proxy.queue:
-            self._overloaded(
+            detail = (
                 f"every upstream is at max_conns ({proxy.balancer.max_conns})"
                 f" and the queue ({proxy.queue}) is full"
             )
+            if retry and self._last_failure is not None:
+                upstream, error = self._last_failure
+                detail = f"{detail}, for a retry after {upstream} failed ({error.detail})"
+            self._overloaded(detail)
             return
+        if retry:
+            self._log_retry("waiting in the queue to retry (the other upstreams are full)")
         if self._attached:
             self._exchange.pause_body()  # a retry: hold the rest of the body meanwhile
         timeout = proxy.queue_timeout
@@ -566,7 +629,7 @@ class _Forward:
             # The same upstream again: the request keeps its slot there (max_conns).
             self._connect(peer)
             return
-        self._last_error = error
+        self._last_failure = (name, error)
         # A stale close under a request that may not be sent again (not idempotent,
         # RFC 9110 9.2.2, or its body not kept) ends in a 502 below, but the
         # upstream is not counted as failed.
@@ -585,14 +648,7 @@ class _Forward:
         # Counted before the slot is given back, so a waiter given it knows.
         self._release()
         if self._may_retry(error):
-            _log.info(
-                "Upstream {upstream} failed for {method} {target} ({detail}); retrying",
-                upstream=name,
-                method=_text(self._request.method),
-                target=_text(self._request.target),
-                detail=error.detail,
-            )
-            self._attempt()
+            self._attempt(retry=True)  # which logs this failure once it knows what follows
             return
         status = 504 if error.kind is ErrorKind.TIMEOUT else 502
         self._fail_response(status, error.detail, name)
@@ -621,7 +677,7 @@ class _Forward:
         upstreams = ", ".join(peer.name for peer in self._proxy.group.peers)
         self._fail_response(503, detail, upstreams)
 
-    def _fail_response(self, status: int, detail: str, upstream: str | None) -> None:
+    def _fail_response(self, status: int, detail: str, upstream: str) -> None:
         """Answer the client with a 502, 503 or 504 (or abort if a response began)."""
         self._done = True
         request = self._request
@@ -630,7 +686,7 @@ class _Forward:
             status=status,
             method=_text(request.method),
             target=_text(request.target),
-            upstream=upstream or ", ".join(peer.name for peer in self._tried) or "(none)",
+            upstream=upstream,
             detail=detail,
         )
         exchange = self._exchange
@@ -726,9 +782,11 @@ class _Forward:
         exchange = self._exchange
         connection = self._conn
         if self._done or connection is None or not exchange.upgradable:
+            peer = self._peer
             self._drop_upstream()
             if not self._done:
-                self._fail_response(502, "switched protocols unexpectedly", None)
+                upstream = peer.name if peer is not None else "?"
+                self._fail_response(502, "switched protocols unexpectedly", upstream)
             return
         protocols = b", ".join(value for name, value in headers if name.lower() == b"upgrade")
         fields = [
