@@ -475,6 +475,49 @@ def test_malformed_response_is_502() -> None:
     assert one_response(client).status == 502
 
 
+def bad_gateway_body(
+    setup: Setup, request: bytes, upstream_does: Callable[[UpstreamConnection], None] | None
+) -> bytes:
+    """The body of the 502 the client gets when the upstream does ``upstream_does``."""
+    client = setup.client()
+    client.send(request)
+    if upstream_does is not None:
+        upstream_does(setup.endpoint().last)
+    response = one_response(client)
+    assert response.status == 502
+    body: bytes = response.body
+    return body
+
+
+def test_502_body_says_what_the_upstream_did_in_general_terms() -> None:
+    """The 502 body tells an upstream that answered badly from one that could not be
+    reached, without the details (they are in the log).
+    """
+    a_get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    a_post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+
+    def garbage(upstream: UpstreamConnection) -> None:
+        upstream.respond(b"garbage\r\n\r\n")
+
+    def truncated_head(upstream: UpstreamConnection) -> None:
+        upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Le")
+        upstream.close(ConnectionLost())
+
+    setup = make_proxy()
+    invalid = b"Bad Gateway: the upstream server sent an invalid response\n"
+    closed = b"Bad Gateway: the upstream server closed the connection\n"
+    assert bad_gateway_body(setup, a_get, garbage) == invalid
+    assert bad_gateway_body(setup, a_get, truncated_head) == closed
+    assert bad_gateway_body(setup, a_post, UpstreamConnection.close) == closed
+    setup.handler.group.peers[0].healthy = False
+    assert bad_gateway_body(setup, a_get, None) == b"Bad Gateway: no upstream server is available\n"
+    setup.handler.group.peers[0].healthy = True
+    setup.endpoint().refuse = True
+    assert bad_gateway_body(setup, a_get, None) == (
+        b"Bad Gateway: the upstream server could not be reached\n"
+    )
+
+
 def test_no_head_within_response_timeout_is_504() -> None:
     """No response head within response_timeout: 504, upstream connection dropped."""
     setup = make_proxy()

@@ -56,8 +56,10 @@ a failure of the upstreams, which are not counted as failed). nginx Plus answers
 
 **Errors.** No healthy upstream, connecting refused or timed out, the connection
 broken or a malformed response before the head: ``502 Bad Gateway``. No response head
-within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text body and
-a warning naming the upstream. Once the head was forwarded, a failure can only be
+within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text body
+saying in general terms what happened (no upstream available, not reached, connection
+closed, invalid response), and a warning with the details that names the upstream and
+why no other one was tried. Once the head was forwarded, a failure can only be
 shown by aborting the client connection (the client sees a truncated body). When
 the client goes away, the upstream connection is dropped, never pooled mid-response.
 
@@ -117,6 +119,22 @@ _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 # 503). A queue overflows for as long as a burst lasts, seconds at most: a short
 # pause spreads the retries without keeping clients away longer than the overload.
 _RETRY_AFTER = (b"Retry-After", b"1")
+
+# The client's answer when no upstream answered, by how the last attempt failed
+# (``None``: no attempt could be made). It says what happened in general terms only:
+# addresses, system errors and parser messages are the operator's, in the log.
+_FAILED: dict[ErrorKind | None, tuple[int, bytes]] = {
+    None: (502, b"Bad Gateway: no upstream server is available\n"),
+    ErrorKind.CONNECT: (502, b"Bad Gateway: the upstream server could not be reached\n"),
+    ErrorKind.CLOSED: (502, b"Bad Gateway: the upstream server closed the connection\n"),
+    ErrorKind.PROTOCOL: (502, b"Bad Gateway: the upstream server sent an invalid response\n"),
+    ErrorKind.TIMEOUT: (504, b"Gateway Timeout: the upstream server did not answer in time\n"),
+    # Only once a response head was relayed, so the client connection is aborted
+    # instead; here for completeness.
+    ErrorKind.STALLED: (502, b"Bad Gateway: the upstream server stopped its response\n"),
+}
+
+_OVERLOADED = b"Service Unavailable: the upstream servers are busy, try again later\n"
 
 
 class ProxyHandler:
@@ -372,7 +390,7 @@ class _Forward:
         now = self._proxy.clock.seconds()
         failure = self._last_failure
         if failure is None:
-            self._fail_response(502, "no upstream is available", self._unavailable(now, None))
+            self._failed(None, "no upstream is available", self._unavailable(now, None))
             return
         upstream, error = failure
         detail = error.detail
@@ -380,7 +398,7 @@ class _Forward:
         if others:
             # Twisted's messages end in a full stop; this one goes on.
             detail = f"{detail.rstrip('.')}; no other upstream is available: {others}"
-        self._fail_response(504 if error.kind is ErrorKind.TIMEOUT else 502, detail, upstream)
+        self._failed(error.kind, detail, upstream)
 
     def _unavailable(self, now: float, skip: str | None) -> str:
         """The mount's upstreams (but ``skip``), each with why this request cannot use it.
@@ -650,8 +668,7 @@ class _Forward:
         if self._may_retry(error):
             self._attempt(retry=True)  # which logs this failure once it knows what follows
             return
-        status = 504 if error.kind is ErrorKind.TIMEOUT else 502
-        self._fail_response(status, error.detail, name)
+        self._failed(error.kind, error.detail, name)
 
     def _may_resend(self) -> bool:
         """Whether the request may be sent again after it may have reached an upstream."""
@@ -675,10 +692,25 @@ class _Forward:
     def _overloaded(self, detail: str) -> None:
         """Answer 503: the upstreams are busy, not failed (nothing is counted)."""
         upstreams = ", ".join(peer.name for peer in self._proxy.group.peers)
-        self._fail_response(503, detail, upstreams)
+        self._fail_response(503, detail, upstreams, _OVERLOADED, _RETRY_AFTER)
 
-    def _fail_response(self, status: int, detail: str, upstream: str) -> None:
-        """Answer the client with a 502, 503 or 504 (or abort if a response began)."""
+    def _failed(self, kind: ErrorKind | None, detail: str, upstream: str) -> None:
+        """Answer 502 or 504 as the failure ``kind`` calls for (``None``: no attempt)."""
+        status, body = _FAILED[kind]
+        self._fail_response(status, detail, upstream, body)
+
+    def _fail_response(
+        self,
+        status: int,
+        detail: str,
+        upstream: str,
+        body: bytes,
+        *fields: tuple[bytes, bytes],
+    ) -> None:
+        """Answer the client with ``status`` and ``body`` (or abort if a response began).
+
+        The ``detail``, which the client is not told, goes to the log.
+        """
         self._done = True
         request = self._request
         _log.warn(
@@ -695,15 +727,7 @@ class _Forward:
         if exchange.response_started:
             exchange.abort()
             return
-        headers = [_TEXT]
-        if status == 504:
-            body = b"Gateway Timeout: the upstream server did not answer in time\n"
-        elif status == 503:
-            body = b"Service Unavailable: the upstream servers are busy, try again later\n"
-            headers.append(_RETRY_AFTER)
-        else:
-            body = b"Bad Gateway: the upstream server could not be reached\n"
-        headers.append((b"Content-Length", b"%d" % len(body)))
+        headers = [_TEXT, *fields, (b"Content-Length", b"%d" % len(body))]
         exchange.start_response(status, headers)
         exchange.finish(body)
 
@@ -786,7 +810,7 @@ class _Forward:
             self._drop_upstream()
             if not self._done:
                 upstream = peer.name if peer is not None else "?"
-                self._fail_response(502, "switched protocols unexpectedly", upstream)
+                self._failed(ErrorKind.PROTOCOL, "switched protocols unexpectedly", upstream)
             return
         protocols = b", ".join(value for name, value in headers if name.lower() == b"upgrade")
         fields = [
