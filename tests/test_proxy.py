@@ -675,6 +675,32 @@ def test_retrying_is_logged_only_when_another_attempt_follows() -> None:
     assert proxy_log(events) == [f"502 for GET /g: upstream http://10.0.0.1:9000: {refused}."]
 
 
+def test_an_upstream_back_after_failures_is_logged_once() -> None:
+    """An upstream left out after failures that answers a request again (the probe)
+    is logged as back, once; later answers log nothing.
+    """
+    setup = make_proxy(TWO)
+    first = setup.endpoint(0)
+    first.refuse = True
+    client = setup.client()
+    with capture_log_events() as events:
+        for _ in range(6):
+            client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            for endpoint in setup.endpoints.values():
+                for upstream in endpoint.connections:
+                    if upstream.protocol._state.value == "busy":
+                        upstream.respond(OK)
+            assert one_response(client).status == 200
+            setup.clock.advance(11)  # past fail_timeout
+            first.refuse = False
+    (connection,) = first.connections
+    assert connection.transport.value().count(b"GET / ") >= 2  # the probe, then more
+    assert [line for line in proxy_log(events) if "left out" in line] == [
+        "Upstream http://10.0.0.1:9000 is left out for 10s after failing",
+        "Upstream http://10.0.0.1:9000 answered; it is no longer left out",
+    ]
+
+
 def test_put_with_small_body_is_replayed_on_retry() -> None:
     """A PUT's body (held, being small) is sent again to the next upstream."""
     setup = make_proxy(TWO)

@@ -585,14 +585,27 @@ class _Forward:
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""
-        peer = self._peer
-        recovered = False
-        if peer is not None and peer.fails:
-            self._proxy.balancer.succeeded(peer)
-            recovered = True
+        recovered = self._answered()
         self._exchange.start_response(status, response_fields(headers), reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
+
+    def _answered(self) -> bool:
+        """The upstream answered: forget its failures.
+
+        Returns:
+            Whether it had failures (requests waiting may be sent to it now).
+        """
+        peer = self._peer
+        if peer is None or not peer.fails:
+            return False
+        balancer = self._proxy.balancer
+        if peer.fails >= balancer.max_fails:
+            # The other half of the "left out" warning: the operator who read that
+            # learns when the upstream takes requests again.
+            _log.info("Upstream {upstream} answered; it is no longer left out", upstream=peer.name)
+        balancer.succeeded(peer)
+        return True
 
     def response_data(self, data: bytes, complete: bool) -> None:
         """Pass body bytes on; at the end, finish the client's response."""
@@ -820,11 +833,7 @@ class _Forward:
         ]
         fields.append((b"Upgrade", protocols))
         fields.append((b"Connection", b"upgrade"))
-        peer = self._peer
-        recovered = False
-        if peer is not None and peer.fails:
-            self._proxy.balancer.succeeded(peer)
-            recovered = True
+        recovered = self._answered()
         self._tunnelling = True
         tunnel = exchange.upgrade(fields, self)
         self._tunnel = tunnel
