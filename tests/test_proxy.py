@@ -1425,9 +1425,27 @@ def test_a_retry_finding_the_queue_full_is_one_503_line() -> None:
     assert one_response(a).status == 503
     assert [line for line in proxy_log(events) if "left out for" not in line] == [
         "503 for GET /a: upstream http://10.0.0.1:9000, http://10.0.0.2:9000: every upstream"
-        " is at max_conns (1) and the queue (0) is full, for a retry after"
+        " it could use is at max_conns (1) and the queue (0) is full, for a retry after"
         " http://10.0.0.1:9000 failed (the connection closed before a response (Connection"
         " to the other side was lost in a non-clean fashion.))"
+    ]
+
+
+def test_a_503_line_says_why_an_upstream_that_is_not_full_was_not_used() -> None:
+    """With one upstream full and the other failing its health check, the 503 line
+    does not have both at max_conns.
+    """
+    setup = make_proxy(TWO, max_conns=1, queue=0)
+    setup.handler.group.peers[0].healthy = False
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    with capture_log_events() as events:
+        get(b, b"/b")
+    assert one_response(b).status == 503
+    assert proxy_log(events) == [
+        "503 for GET /b: upstream http://10.0.0.1:9000, http://10.0.0.2:9000: every upstream"
+        " it could use is at max_conns (1) and the queue (0) is full; it could not use"
+        " http://10.0.0.1:9000 (failing its health check)"
     ]
 
 

@@ -401,11 +401,11 @@ class _Forward:
         self._failed(error.kind, detail, upstream)
 
     def _unavailable(self, now: float, skip: str | None) -> str:
-        """The mount's upstreams (but ``skip``), each with why this request cannot use it.
+        """The upstreams (but ``skip``) out for this request, each with why; full is not out.
 
-        Only called when the balancer has nothing for the request and it is not for
-        want of a free slot: then each upstream is failing its health check, or was
-        tried for this request (and may have been left out after failures since).
+        When the balancer has nothing for the request and it is not for want of a
+        slot, that is every upstream; when the request has to wait (or gets a 503),
+        those left are the full ones, which the log line names already.
         """
         balancer = self._proxy.balancer
         described = []
@@ -416,8 +416,10 @@ class _Forward:
                 why = "failing its health check"
             elif not balancer.usable(peer, now):
                 why = "left out after failures"
-            else:
+            elif peer in self._tried:
                 why = "already tried"
+            else:
+                continue
             described.append(f"{peer.name} ({why})")
         return ", ".join(described)
 
@@ -430,13 +432,15 @@ class _Forward:
         proxy = self._proxy
         if len(proxy.waiting) >= proxy.queue:
             detail = (
-                f"every upstream is at max_conns ({proxy.balancer.max_conns})"
+                f"every upstream it could use is at max_conns ({proxy.balancer.max_conns})"
                 f" and the queue ({proxy.queue}) is full"
             )
             if retry and self._last_failure is not None:
                 upstream, error = self._last_failure
                 detail = f"{detail}, for a retry after {upstream} failed ({error.detail})"
-            self._overloaded(detail)
+                self._overloaded(detail, skip=upstream)
+            else:
+                self._overloaded(detail)
             return
         if retry:
             self._log_retry("waiting in the queue to retry (the other upstreams are full)")
@@ -452,7 +456,8 @@ class _Forward:
         if self in waiting:
             del waiting[self]
             self._overloaded(
-                f"no upstream had a free connection within {self._proxy.queue_timeout:g}s"
+                f"no upstream it could use had a free connection within"
+                f" {self._proxy.queue_timeout:g}s"
             )
 
     def _resume(self, peer: Peer[UpstreamPool] | None) -> None:
@@ -702,9 +707,20 @@ class _Forward:
             return False  # timeouts: the upstream may still be working on it
         return self._may_resend()
 
-    def _overloaded(self, detail: str) -> None:
-        """Answer 503: the upstreams are busy, not failed (nothing is counted)."""
-        upstreams = ", ".join(peer.name for peer in self._proxy.group.peers)
+    def _overloaded(self, detail: str, skip: str | None = None) -> None:
+        """Answer 503: the upstreams are busy, not failed (nothing is counted).
+
+        Args:
+            detail: for the log.
+            skip: an upstream the detail already speaks of.
+        """
+        proxy = self._proxy
+        upstreams = ", ".join(peer.name for peer in proxy.group.peers)
+        # Some upstreams may be out for another reason than being full: say which,
+        # or the line would have them at max_conns too.
+        unavailable = self._unavailable(proxy.clock.seconds(), skip)
+        if unavailable:
+            detail = f"{detail}; it could not use {unavailable}"
         self._fail_response(503, detail, upstreams, _OVERLOADED, _RETRY_AFTER)
 
     def _failed(self, kind: ErrorKind | None, detail: str, upstream: str) -> None:
