@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -17,7 +20,9 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from twistwsgi.access_log import AccessLog, escape, format_combined, log_time
-from twistwsgi.testing import capture_log_events
+from twistwsgi.http.exchange import Exchange, Handler
+from twistwsgi.http.settings import HttpSettings
+from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
 #: The last second of year 9999.
 MAX_SECONDS = 253402300799
@@ -282,3 +287,219 @@ def test_empty_destination_logs_to_twisted() -> None:
     access = [event for event in events if event.get("log_namespace") == "twistwsgi.access"]
     assert len(access) == 1
     assert formatEvent(access[0]) == format_combined(exchange, log_time(0))
+
+
+# -- served connections ---------------------------------------------------------------
+
+#: The access-log timestamp of the served connections below (the Clock's time).
+STAMP = "[10/Oct/2000:13:55:36 +0000]"
+#: The same, after a 10.5-second timeout.
+STAMP_LATER = "[10/Oct/2000:13:55:46 +0000]"
+
+
+class Held:
+    """Keeps every exchange for the test to answer later."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Exchange] = []
+
+    def handle(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+
+
+class Hello:
+    """Answers every request at once."""
+
+    def handle(self, exchange: Exchange) -> None:
+        exchange.start_response(200, [])
+        exchange.finish(b"hello")
+
+
+@contextmanager
+def logged(
+    handler: Handler, **settings: Any
+) -> Iterator[tuple[Connection, Callable[[], list[str]]]]:
+    """One in-memory connection to ``handler`` with an access log to the Twisted log.
+
+    Yields the connection and a function that returns the access lines so far.
+    """
+    clock = Clock()
+    clock.advance(971186136)
+    log = AccessLog("", clock=clock)
+    connection = connect(handler, settings=HttpSettings(**settings), clock=clock, response_log=log)
+    with capture_log_events() as events:
+
+        def lines() -> list[str]:
+            return [
+                formatEvent(event)
+                for event in events
+                if event.get("log_namespace") == "twistwsgi.access"
+            ]
+
+        yield connection, lines
+
+
+def body_length(connection: Connection, method: bytes = b"GET") -> int:
+    """The body length of the one response the server wrote."""
+    [response] = parse_responses(connection.take(), [method])
+    return len(response.body)
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+def test_refusal_with_a_complete_head_logs_its_request_line() -> None:
+    """A request the protocol refuses after reading its head (417 here) is logged
+    like any response: its request line, the status, the body bytes of the error
+    response, and the Referer and User-Agent it sent.
+    """
+    with logged(Hello()) as (connection, lines):
+        connection.send(
+            b"PUT /up?x=1 HTTP/1.1\r\nHost: a\r\nExpect: later\r\n"
+            b"User-Agent: tester/1\r\nReferer: http://r/\r\n\r\n"
+        )
+        sent = body_length(connection)
+        assert sent > 0
+        assert lines() == [
+            f'127.0.0.1 - - {STAMP} "PUT /up?x=1 HTTP/1.1" 417 {sent} "http://r/" "tester/1"'
+        ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "request_line"),
+    [
+        pytest.param(b"GARBAGE\r\n\r\n", 400, "-", id="invalid-method"),
+        pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01", 400, "-", id="tls-hello"),
+        pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, "GET / HTTP/1.1", id="no-host"),
+        pytest.param(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "GET / HTTP/2.0", id="505"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+            400,
+            "GET / HTTP/1.1",
+            id="bad-field-after-one",
+        ),
+        pytest.param(
+            b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 9999999\r\n\r\n",
+            413,
+            "POST /up HTTP/1.1",
+            id="413",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+            "GET / HTTP/1.1",
+            id="501",
+        ),
+    ],
+)
+def test_refusals_are_logged_with_what_was_read_of_the_request_line(
+    raw: bytes, status: int, request_line: str
+) -> None:
+    """Every refusal that sends a response has an access line. The request field is
+    the request line as far as the parser read it, or "-" when nothing usable was
+    read (nginx's $request when no request line was read).
+    """
+    with logged(Hello()) as (connection, lines):
+        connection.send(raw)
+        sent = body_length(connection)
+        assert lines() == [f'127.0.0.1 - - {STAMP} "{request_line}" {status} {sent} "-" "-"']
+
+
+def test_head_timeout_logs_the_partial_request_line() -> None:
+    """408 for a head that never completed: the request field holds the part of
+    the line that arrived (as nginx logs it).
+    """
+    with logged(Hello(), header_timeout=10.0) as (connection, lines):
+        connection.send(b"GET /slow")
+        connection.clock.advance(10.5)
+        sent = body_length(connection)
+        assert lines() == [f'127.0.0.1 - - {STAMP_LATER} "GET /slow" 408 {sent} "-" "-"']
+
+
+def test_head_timeout_before_the_target_logs_a_dash() -> None:
+    """A head that stopped inside its method is logged with "-" as its request."""
+    with logged(Hello(), header_timeout=10.0) as (connection, lines):
+        connection.send(b"GE")
+        connection.clock.advance(10.5)
+        sent = body_length(connection)
+        assert lines() == [f'127.0.0.1 - - {STAMP_LATER} "-" 408 {sent} "-" "-"']
+
+
+def test_refusal_after_a_complete_request_is_not_logged_with_its_line() -> None:
+    """Bytes that refuse the next request on a kept-alive connection are not
+    logged with the previous request's line or fields.
+    """
+    with logged(Hello(), header_timeout=10.0) as (connection, lines):
+        connection.send(b"GET /first HTTP/1.1\r\nHost: a\r\nUser-Agent: ua\r\n\r\n")
+        connection.take()
+        connection.send(b"\r\n")  # (a stray CRLF between requests begins nothing)
+        connection.clock.advance(10.5)
+        sent = body_length(connection)
+        assert lines()[1:] == [f'127.0.0.1 - - {STAMP_LATER} "-" 408 {sent} "-" "-"']
+
+
+def test_too_long_target_is_logged_cut_at_the_limit() -> None:
+    """414: the method and the target that was too long, cut at the limit."""
+    target = b"/" + b"a" * 300
+    with logged(Hello(), max_request_line=100) as (connection, lines):
+        connection.send(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        sent = body_length(connection)
+        [line] = lines()
+        match = COMBINED.fullmatch(line)
+        assert match is not None
+        assert match["request"] == "GET " + target[:100].decode()
+        assert (match["status"], match["bytes"]) == ("414", str(sent))
+
+
+def test_refused_head_request_logs_no_body_bytes() -> None:
+    """The refusal of a HEAD request has no body, so 0 bytes are logged."""
+    with logged(Hello()) as (connection, lines):
+        connection.send(b"HEAD /x HTTP/1.1\r\n\r\n")
+        assert body_length(connection, b"HEAD") == 0
+        assert lines() == [f'127.0.0.1 - - {STAMP} "HEAD /x HTTP/1.1" 400 0 "-" "-"']
+
+
+def test_refusal_queued_behind_a_pipelined_request_is_logged_in_its_turn() -> None:
+    """A refusal waiting behind a request being answered is logged after it."""
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(
+            b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /bad HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"
+        )
+        assert lines() == []
+        [exchange] = held.exchanges
+        exchange.start_response(200, [])
+        exchange.finish(b"fine")
+        _ok, bad = parse_responses(connection.take())
+        assert lines() == [
+            f'127.0.0.1 - - {STAMP} "GET /ok HTTP/1.1" 200 4 "-" "-"',
+            f'127.0.0.1 - - {STAMP} "GET /bad HTTP/1.1" 400 {len(bad.body)} "-" "-"',
+        ]
+
+
+def test_body_refused_before_dispatch_logs_the_request() -> None:
+    """A request whose small chunked body is malformed never reaches the handler;
+    its refusal is logged with the head that was accepted.
+    """
+    with logged(Hello()) as (connection, lines):
+        connection.send(
+            b"POST /form HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"User-Agent: ua\r\n\r\nzz\r\n"
+        )
+        sent = body_length(connection)
+        assert lines() == [f'127.0.0.1 - - {STAMP} "POST /form HTTP/1.1" 400 {sent} "-" "ua"']
+
+
+def test_handler_failure_logs_the_bytes_of_the_500() -> None:
+    """The 500 answered for a handler that raised counts its body bytes."""
+
+    class Broken:
+        def handle(self, exchange: Exchange) -> None:
+            raise RuntimeError("boom")
+
+    with logged(Broken()) as (connection, lines):
+        connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        sent = body_length(connection)
+        assert sent > 0
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET / HTTP/1.1" 500 {sent} "-" "-"']

@@ -25,6 +25,7 @@ from twistwsgi.http.protocol import (
     MAX_QUEUED,
     PIPELINE_SLICE,
     HTTP11Exchange,
+    Refusal,
 )
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.testing import Connection, connect, parse_responses
@@ -861,12 +862,34 @@ def test_response_log_sees_every_ended_exchange() -> None:
     """The response log is called once per dispatched exchange, with its status."""
     logged: list[tuple[int, int]] = []
 
-    def log(exchange: HTTP11Exchange) -> None:
+    def log(exchange: HTTP11Exchange | Refusal) -> None:
         logged.append((exchange.status, exchange.body_sent))
 
     connection = connect(Echo(), response_log=log)
     connection.send(get(b"a") + get(b"bb"))
     assert logged == [(200, 2), (200, 3)]
+
+
+def test_response_log_gets_each_refusal_with_what_was_read() -> None:
+    """A request the protocol refuses itself reaches the response log as a Refusal:
+    its error, the status, the body bytes sent and the request as far as it was read.
+    """
+    logged: list[HTTP11Exchange | Refusal] = []
+    connection = connect(Echo(), response_log=logged.append)
+    connection.send(b"GET /x HTTP/1.1\r\nHost: a\r\nExpect: soon\r\nUser-Agent: ua\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    [refusal] = logged
+    assert isinstance(refusal, Refusal)
+    assert (refusal.status, refusal.error.status, refusal.body_sent) == (
+        417,
+        417,
+        len(response.body),
+    )
+    assert response.body == refusal.error.detail.encode() + b"\n"
+    request = refusal.request
+    assert (request.method, request.target, request.version) == (b"GET", b"/x", b"1.1")
+    assert request.peer == ("127.0.0.1", 54321)
+    assert request.header(b"user-agent") == b"ua"
 
 
 def test_shutdown_closes_idle_connections_and_finishes_busy_ones() -> None:

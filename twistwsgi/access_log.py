@@ -5,10 +5,13 @@ write, so existing log tools read it unchanged::
 
     127.0.0.1 - - [22/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 13 "-" "curl/8"
 
-Quotes, backslashes and bytes outside printable ASCII in the request line, Referer
-and User-Agent are written as ``\\xHH`` (as nginx does), so a client cannot forge log
-lines. Lines go to the Twisted log (the default), to stdout, or to a file opened in
-append mode; :meth:`AccessLog.reopen` reopens the file after log rotation.
+Requests the server refused itself (malformed, too large, too slow: a 4xx or 5xx it
+answers without any handler) are logged too, with the request line as far as it was
+read, or ``"-"`` when none of it was usable. Quotes, backslashes and bytes outside
+printable ASCII in the request line, Referer and User-Agent are written as
+``\\xHH`` (as nginx does), so a client cannot forge log lines. Lines go to the
+Twisted log (the default), to stdout, or to a file opened in append mode;
+:meth:`AccessLog.reopen` reopens the file after log rotation.
 
 Runs in the reactor thread.
 """
@@ -40,7 +43,7 @@ class _Request(Protocol):
 
 
 class LoggedExchange(Protocol):
-    """What the access log reads from an ended exchange."""
+    """What the access log reads from an ended exchange or a refusal."""
 
     @property
     def request(self) -> _Request:
@@ -71,7 +74,10 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     request = exchange.request
     peer = request.peer
     remote = peer[0] if peer else "-"
-    line = escape(b"%s %s HTTP/%s" % (request.method, request.target, request.version))
+    if request.version:
+        line = escape(b"%s %s HTTP/%s" % (request.method, request.target, request.version))
+    else:
+        line = _partial_line(request)
     referer = request.header(b"referer")
     agent = request.header(b"user-agent")
     status = exchange.status or "-"
@@ -80,6 +86,21 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
         f'"{escape(referer) if referer is not None else "-"}" '
         f'"{escape(agent) if agent is not None else "-"}"'
     )
+
+
+def _partial_line(request: _Request) -> str:
+    """The request line of a request refused before its line was read whole.
+
+    nginx logs the raw bytes read of the line, or ``-`` when no byte of one was read
+    (``ngx_http_variable_request_line``: the variable is "not found"). The protocol
+    keeps what llhttp parsed, not raw bytes, so a line that was not a request line
+    at all (a bad method, a TLS handshake on a plain port) is ``-`` here.
+    """
+    if not request.method:
+        return "-"
+    if not request.target:
+        return escape(request.method)
+    return escape(request.method + b" " + request.target)
 
 
 class _Clock(Protocol):

@@ -5,7 +5,9 @@ This module owns everything about the wire between the socket and the
 to the server, limits and timeouts, persistent connections, pipelining (responses
 strictly in request order), ``Expect: 100-continue``, response framing (length,
 chunked, or close-delimited), flow control in both directions, error responses, and
-the lingering close after an error. Handlers see none of it.
+the lingering close after an error. Handlers see none of it. Every response goes to
+the response log (the access log): each dispatched exchange when it ends, and each
+refusal the protocol answered itself, as a :class:`Refusal`.
 
 Flow control. Reading stops (``transport.pauseProducing``) while a pipelined request
 waits behind the one being answered, while a handler holds more unread body than
@@ -45,7 +47,7 @@ from zope.interface import implementer
 
 from twistwsgi.http import rules
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.request import Address, PreparedHeaders, RequestHead, Route
+from twistwsgi.http.request import Address, PartialRequest, PreparedHeaders, RequestHead, Route
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
@@ -60,6 +62,7 @@ __all__ = [
     "HTTP11Exchange",
     "HTTP11Protocol",
     "HTTPFactory",
+    "Refusal",
     "ResponseLog",
     "Tunnel",
 ]
@@ -139,7 +142,34 @@ class _Timeout(Enum):
     LINGER = "linger"  # close: done discarding after an error
 
 
-ResponseLog = Callable[["HTTP11Exchange"], None]
+class Refusal:
+    """A request the protocol refused and answered itself, as the response log sees it.
+
+    The protocol answers these without any handler (malformed requests, limits,
+    timeouts: the table of docs/http.md). Like an ended :class:`HTTP11Exchange`, it
+    has ``request`` (with ``method``, ``target``, ``version``, ``peer`` and
+    ``header()``), ``status`` and ``body_sent``, so a response log can take both.
+
+    Attributes:
+        request: the accepted head when the refusal came after it (a body that was
+            malformed, too large or too slow), else what had been read of it.
+        error: the refusal (its status and the reason given in the response body).
+        status: the status of the error response.
+        body_sent: body bytes of the error response (0 for an answer to HEAD).
+    """
+
+    __slots__ = ("body_sent", "error", "request", "status")
+
+    def __init__(self, request: RequestHead | PartialRequest, error: RequestError) -> None:
+        self.request = request
+        self.error = error
+        self.status = error.status
+        self.body_sent = 0
+
+
+#: Called once per response: an ended exchange that had been dispatched, or a
+#: refusal the protocol answered itself.
+ResponseLog = Callable[["HTTP11Exchange | Refusal"], None]
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -155,7 +185,7 @@ class HTTPFactory(Factory):
         handler: answers every exchange.
         settings: limits and timeouts.
         clock: source of time and timers.
-        response_log: called once per completed exchange (the access log).
+        response_log: called once per ended exchange and per refusal (the access log).
         connections: the live connections.
         date_cache: shared ``Date`` value.
         shutting_down: set once :meth:`shut_down` was called.
@@ -261,8 +291,8 @@ class HTTP11Protocol(Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._read = _Read.IDLE
         # Queue of requests in arrival order: the first is being answered; a
-        # RequestError entry is an error response to send in its turn.
-        self._queue: deque[HTTP11Exchange | RequestError] = deque()
+        # Refusal entry is an error response to send in its turn.
+        self._queue: deque[HTTP11Exchange | Refusal] = deque()
         self._parsing: HTTP11Exchange | None = None
         self._read_pauses: set[str] = set()
         self._write_paused = False
@@ -274,6 +304,9 @@ class HTTP11Protocol(Protocol):
         self._local: Address | None = None
         # Current message being parsed.
         self._url = b""
+        # Whether llhttp has read the whole request line of the current message
+        # (only then is its version the message's own).
+        self._line_read = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._head_bytes = 0
@@ -288,7 +321,6 @@ class HTTP11Protocol(Protocol):
         self._upgrade_tail: bytes | None = None
         self._tunnel: Any = None
         self._skipped_body: _SkippedBody | None = None
-        self._refusing_head = False  # the refused request is a HEAD: no body in the answer
         # Bytes of a body read since the last body byte (framing, trailers).
         self._framing_bytes = 0
         # Received bytes not parsed yet: pipelined requests beyond MAX_PIPELINED.
@@ -564,6 +596,8 @@ class HTTP11Protocol(Protocol):
             except httptools.HttpParserUpgrade as upgrade:
                 tail = data[upgrade.args[0] :]
             except httptools.HttpParserError as error:
+                if _names_a_field(error):
+                    self._line_read = True
                 self._fail(_refusal(error))
             else:
                 read = self._read
@@ -626,7 +660,7 @@ class HTTP11Protocol(Protocol):
                 queue = self._queue
                 if queue:
                     first = queue[0]
-                    if isinstance(first, RequestError):
+                    if isinstance(first, Refusal):
                         queue.popleft()
                         self._send_error_response(first)
                     elif not first.dispatched and first.ready:
@@ -661,6 +695,7 @@ class HTTP11Protocol(Protocol):
     def on_message_begin(self) -> None:
         """Reset the per-message state."""
         self._url = b""
+        self._line_read = False
         self._headers = []
         self._header_bytes = 0
         self._host = None
@@ -682,7 +717,11 @@ class HTTP11Protocol(Protocol):
     def on_url(self, part: bytes) -> None:
         """Collect the request-target (llhttp may hand it over in pieces)."""
         url = self._url + part
-        if len(url) > self._settings.max_request_line:
+        limit = self._settings.max_request_line
+        if len(url) > limit:
+            # Kept, cut at the limit, for the access log (nginx logs what its buffer
+            # holds of such a line).
+            self._url = url[:limit]
             raise RequestError(414, "Request-target too long")
         self._url = url
 
@@ -694,9 +733,11 @@ class HTTP11Protocol(Protocol):
         settings = self._settings
         size = len(name) + len(value) + 2
         if size > settings.max_header_field:
+            self._line_read = True
             raise RequestError(431, "A request header field is too large")
         self._header_bytes += size
         if self._header_bytes > settings.max_header_total:
+            self._line_read = True
             raise RequestError(431, "Request header fields too large")
         if self._read is _Read.BODY:
             self.check_trailer(name)
@@ -733,6 +774,7 @@ class HTTP11Protocol(Protocol):
 
     def on_headers_complete(self) -> None:
         """Apply the head rules and queue the exchange."""
+        self._line_read = True
         parser = self._parser
         version_text = parser.get_http_version()
         if version_text == "1.1":
@@ -855,6 +897,9 @@ class HTTP11Protocol(Protocol):
         self._parsing = None
         self._read = _Read.IDLE
         self._head_bytes = 0
+        # Bytes that follow begin no request until llhttp says so (on_message_begin):
+        # a refusal before that must not be logged with this request's target.
+        self._url = b""
         if self._default_read_size is not None:
             self._set_read_size(None)
         if exchange is not None:
@@ -934,9 +979,6 @@ class HTTP11Protocol(Protocol):
         """Refuse the request being parsed (or time it out): no more parsing."""
         if self._closed or self._read is _Read.STOPPED:
             return
-        # Only once llhttp has read this request's method (its target follows it):
-        # a request that fails earlier leaves the previous request's method there.
-        self._refusing_head = bool(self._url) and self._parsed_method() == b"HEAD"
         self._read = _Read.STOPPED
         exchange = self._parsing
         self._parsing = None
@@ -951,14 +993,36 @@ class HTTP11Protocol(Protocol):
                 return
             if not exchange.dispatched and self._queue and self._queue[-1] is exchange:
                 self._queue.pop()
+            refusal = Refusal(exchange.request, error)
+        else:
+            refusal = Refusal(self._partial_request(), error)
         if self._queue:
-            self._queue.append(error)
+            self._queue.append(refusal)
             self.pause_reading("error")
         else:
-            self._send_error_response(error)
+            self._send_error_response(refusal)
 
-    def _send_error_response(self, error: RequestError) -> None:
-        """Write a complete error response with ``Connection: close`` and linger."""
+    def _partial_request(self) -> PartialRequest:
+        """What was read of the request being refused (parsing has stopped in it)."""
+        target = self._url
+        if not target:
+            # llhttp reads the method before the target, but until the target starts
+            # get_method() returns a leftover (the previous request's method, or
+            # DELETE, method 0), not this request's.
+            return PartialRequest(peer=self._peer)
+        parser = self._parser
+        method: bytes = parser.get_method()
+        # get_http_version() too keeps the previous message's value until llhttp has
+        # read this request line's version.
+        read = self._line_read or bool(self._headers)
+        version = parser.get_http_version().encode("ascii") if read else b""
+        return PartialRequest(
+            method=method, target=target, version=version, headers=self._headers, peer=self._peer
+        )
+
+    def _send_error_response(self, refusal: Refusal) -> None:
+        """Write a complete error response with ``Connection: close``, log it, linger."""
+        error = refusal.error
         _log.info(
             "Refused a request from {peer}: {status} {detail}",
             peer=self._peer,
@@ -966,30 +1030,25 @@ class HTTP11Protocol(Protocol):
             detail=error.detail,
         )
         # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
-        body = not self._refusing_head
+        body = refusal.request.method != b"HEAD"
         write_now(self.transport, self.error_response_bytes(error, include_body=body))
+        if body:
+            refusal.body_sent = len(_error_body(error))
+        self.log_response(refusal)
         self._linger()
 
-    def _parsed_method(self) -> bytes | None:
-        """The method of the request being parsed, once llhttp has read it."""
-        try:
-            method: bytes = self._parser.get_method()
-        except Exception:
-            return None
-        return method
-
-    def log_response(self, exchange: HTTP11Exchange) -> None:
-        """Hand an ended exchange to the response log (the access log)."""
+    def log_response(self, response: HTTP11Exchange | Refusal) -> None:
+        """Hand an ended exchange or a refusal to the response log (the access log)."""
         response_log = self._factory.response_log
         if response_log is not None:
             try:
-                response_log(exchange)
+                response_log(response)
             except Exception:
                 _log.failure("The access log failed")
 
     def error_response_bytes(self, error: RequestError, *, include_body: bool) -> bytes:
         """Serialise a short plain-text error response that closes the connection."""
-        body = error.detail.encode("utf-8") + b"\n"
+        body = _error_body(error)
         fields = [
             status_line(error.status),
             b"Content-Type: text/plain; charset=utf-8\r\n",
@@ -1096,6 +1155,29 @@ class HTTP11Protocol(Protocol):
     def update_read_deadline(self) -> None:
         """Re-evaluate the read deadline after an exchange changed its body state."""
         self._update_read_deadline()
+
+
+def _error_body(error: RequestError) -> bytes:
+    """The body of the error response that answers ``error``."""
+    return error.detail.encode("utf-8") + b"\n"
+
+
+#: Words in llhttp's reasons for a malformed header section (its field lines, the
+#: framing fields): the request line before it was read whole.
+_FIELD_WORDS = ("header", "Content-Length", "Transfer-Encoding")
+
+
+def _names_a_field(error: Exception) -> bool:
+    """Whether llhttp refused the request in its header section (for the access log).
+
+    httptools reports a field line only once the next one begins, so a request that
+    fails in a field line may have reported none; llhttp's reason is all that says
+    its request line was complete.
+    """
+    if isinstance(error, httptools.HttpParserCallbackError):
+        return False
+    reason = str(error)
+    return any(word in reason for word in _FIELD_WORDS)
 
 
 def _refusal(error: Exception) -> RequestError:
@@ -1718,6 +1800,8 @@ class HTTP11Exchange:
         self.status = error.status
         include_body = self.request.method != b"HEAD"
         data = self._protocol.error_response_bytes(error, include_body=include_body)
+        if include_body:
+            self.body_sent = len(_error_body(error))
         self._keep_alive = False
         write_now(self._protocol.transport, data)
         self._ended(None)

@@ -3,12 +3,14 @@
 Protocols build a :class:`RequestHead` once the request head is received and checked;
 handlers and the pure layers beneath them (environ building, routing, file lookup)
 read it. It carries bytes exactly as received, plus the few values the protocol has
-already derived (effective authority, body framing, decoded path).
+already derived (effective authority, body framing, decoded path). A request refused
+before its head was accepted leaves only a :class:`PartialRequest`: what had been
+read of it, for the access log.
 """
 
 from __future__ import annotations
 
-__all__ = ["Address", "PreparedHeaders", "RequestHead", "Route"]
+__all__ = ["Address", "PartialRequest", "PreparedHeaders", "RequestHead", "Route"]
 
 #: A host and port pair, as the socket reports it.
 Address = tuple[str, int]
@@ -94,10 +96,51 @@ class RequestHead:
 
     def header(self, name: bytes) -> bytes | None:
         """Return the first value of field ``name`` (lower-case), or ``None``."""
-        for field, value in self.headers:
-            if field.lower() == name:
-                return value
-        return None
+        return _first_value(self.headers, name)
+
+
+class PartialRequest:
+    """What the protocol had read of a request it refused before accepting its head.
+
+    Parts of the request line not read (or not readable) are ``b""``: a head that
+    stopped inside its method has none of them, one that stopped inside its header
+    section has all three.
+
+    Attributes:
+        method: the method token, or ``b""``.
+        target: the request-target as far as it arrived, or ``b""``.
+        version: e.g. ``b"1.1"`` (any version the client sent), or ``b""``.
+        headers: the field lines read before the refusal.
+        peer: the client's address and port, ``None`` on a UNIX socket.
+    """
+
+    __slots__ = ("headers", "method", "peer", "target", "version")
+
+    def __init__(
+        self,
+        *,
+        method: bytes = b"",
+        target: bytes = b"",
+        version: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        peer: Address | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers if headers is not None else []
+        self.peer = peer
+
+    def header(self, name: bytes) -> bytes | None:
+        """Return the first value of field ``name`` (lower-case), or ``None``."""
+        return _first_value(self.headers, name)
+
+
+def _first_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for field, value in headers:
+        if field.lower() == name:
+            return value
+    return None
 
 
 class Route:
