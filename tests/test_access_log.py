@@ -16,13 +16,28 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent
+from twisted.python.failure import Failure
 
 from twistwsgi.access_log import AccessLog, escape, format_combined, log_time
 from twistwsgi.http.exchange import Exchange, Handler
+from twistwsgi.http.sendfile import READ_CHUNK
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
+from twistwsgi.static import StaticHandler, StaticOptions
+from twistwsgi.testing import (
+    Connection,
+    PullingTransport,
+    SynchronousReactorThreads,
+    SynchronousThreadPool,
+    capture_log_events,
+    connect,
+    parse_responses,
+)
+from twistwsgi.wsgi import WSGIHandler
 
 #: The last second of year 9999.
 MAX_SECONDS = 253402300799
@@ -317,7 +332,7 @@ class Hello:
 
 @contextmanager
 def logged(
-    handler: Handler, **settings: Any
+    handler: Handler, transport: StringTransport | None = None, **settings: Any
 ) -> Iterator[tuple[Connection, Callable[[], list[str]]]]:
     """One in-memory connection to ``handler`` with an access log to the Twisted log.
 
@@ -326,7 +341,13 @@ def logged(
     clock = Clock()
     clock.advance(971186136)
     log = AccessLog("", clock=clock)
-    connection = connect(handler, settings=HttpSettings(**settings), clock=clock, response_log=log)
+    connection = connect(
+        handler,
+        settings=HttpSettings(**settings),
+        clock=clock,
+        response_log=log,
+        transport=transport,
+    )
     with capture_log_events() as events:
 
         def lines() -> list[str]:
@@ -503,3 +524,78 @@ def test_handler_failure_logs_the_bytes_of_the_500() -> None:
         sent = body_length(connection)
         assert sent > 0
         assert lines() == [f'127.0.0.1 - - {STAMP} "GET / HTTP/1.1" 500 {sent} "-" "-"']
+
+
+# -- body bytes -----------------------------------------------------------------------
+
+
+def test_file_sent_whole_logs_its_size(tmp_path: Path) -> None:
+    """A static file sent whole is logged with its size."""
+    (tmp_path / "big.bin").write_bytes(b"x" * 200_000)
+    handler = StaticHandler(StaticOptions(root=str(tmp_path)))
+    transport = PullingTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 54321))
+    with logged(handler, transport=transport) as (connection, lines):
+        connection.send(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert body_length(connection) == 200_000
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /big.bin HTTP/1.1" 200 200000 "-" "-"']
+
+
+def test_aborted_file_download_logs_the_bytes_sent(tmp_path: Path) -> None:
+    """A client that goes away during a static download is logged with the bytes
+    handed to the connection before it went, not the file's size (nginx's
+    $body_bytes_sent).
+    """
+    (tmp_path / "big.bin").write_bytes(b"x" * 200_000)
+    handler = StaticHandler(StaticOptions(root=str(tmp_path)))
+    with logged(handler) as (connection, lines):
+        transport = connection.transport
+        connection.send(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        sender = transport.producer
+        assert sender is not None
+        sender.resumeProducing()  # the transport asks for one piece of the file
+        _head, _, body = transport.value().partition(b"\r\n\r\n")
+        assert len(body) == READ_CHUNK
+        # The client goes away: the transport stops its producer, then tells the
+        # protocol (as Twisted's connectionLost does).
+        sender.stopProducing()
+        connection.protocol.connectionLost(Failure(ConnectionLost()))
+        assert lines() == [
+            f'127.0.0.1 - - {STAMP} "GET /big.bin HTTP/1.1" 200 {READ_CHUNK} "-" "-"'
+        ]
+
+
+def test_streamed_body_logs_payload_bytes_without_chunk_framing() -> None:
+    """A chunked response is logged with the bytes of its body, not of the chunk
+    framing around them.
+    """
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n")
+        [exchange] = held.exchanges
+        exchange.start_response(200, [])
+        exchange.write(b"a" * 100)
+        exchange.write(b"b" * 50)
+        exchange.finish(b"c")
+        [response] = parse_responses(connection.take())
+        assert response.header(b"transfer-encoding") == b"chunked"
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /s HTTP/1.1" 200 151 "-" "-"']
+
+
+def test_streamed_wsgi_body_logs_its_bytes() -> None:
+    """A WSGI application's body, streamed piece by piece (chunked), is logged
+    with its length.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"x" * 1000
+        yield b""
+        yield b"y" * 24
+
+    handler = WSGIHandler(
+        app, reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()
+    )
+    with logged(handler) as (connection, lines):
+        connection.send(b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert body_length(connection) == 1024
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /w HTTP/1.1" 200 1024 "-" "-"']

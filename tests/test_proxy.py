@@ -26,6 +26,7 @@ from zope.interface import implementer
 from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
+from twistwsgi.http.protocol import HTTP11Exchange, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
@@ -141,9 +142,11 @@ class Setup:
     def endpoint(self, index: int = 0) -> FakeEndpoint:
         return list(self.endpoints.values())[index]
 
-    def client(self, settings: HttpSettings | None = None) -> Connection:
+    def client(
+        self, settings: HttpSettings | None = None, response_log: ResponseLog | None = None
+    ) -> Connection:
         handler: Any = self.router if self.router is not None else self.handler
-        client = connect(handler, clock=self.clock, settings=settings)
+        client = connect(handler, clock=self.clock, settings=settings, response_log=response_log)
         self.clients.append(client)
         return client
 
@@ -219,6 +222,22 @@ def test_request_forwarded_and_response_relayed() -> None:
     response = one_response(client)
     assert response.status == 200 and response.body == b"hello"
     assert response.header_values(b"set-cookie") == [b"a=1", b"b=2"]
+
+
+def test_relayed_body_is_counted_for_the_response_log() -> None:
+    """A body relayed piece by piece from the upstream (chunked on both sides) is
+    counted, framing excluded, for the access log.
+    """
+    setup = make_proxy()
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    upstream.respond(b"3e8\r\n" + b"a" * 1000 + b"\r\n")
+    upstream.respond(b"18\r\n" + b"b" * 24 + b"\r\n0\r\n\r\n")
+    assert len(one_response(client).body) == 1024
+    assert [(entry.status, entry.body_sent) for entry in logged] == [(200, 1024)]
 
 
 def test_keep_alive_connection_is_reused() -> None:

@@ -342,8 +342,8 @@ class LoopbackTests(TestCase):
     # -- sendfile ---------------------------------------------------------------------------------
 
     async def test_file_wrapper_goes_out_with_sendfile(self) -> None:
-        """A wsgi.file_wrapper response on plain TCP is sent with os.sendfile, and
-        arrives intact.
+        """A wsgi.file_wrapper response on plain TCP is sent with os.sendfile, arrives
+        intact, and is counted whole for the access log as the kernel takes it.
         """
         path = self.directory / "big.bin"
         content = os.urandom(8 * 1024 * 1024)
@@ -356,7 +356,9 @@ class LoopbackTests(TestCase):
             return real_sendfile(out_fd, in_fd, offset, count)
 
         self.patch(os, "sendfile", counting_sendfile)
-        port, _ = await self.serve(apps.file)
+        port, factory = await self.serve(apps.file)
+        logged: list[Any] = []
+        factory.response_log = logged.append
 
         def client() -> bytes:
             connection = http.client.HTTPConnection("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
@@ -368,6 +370,7 @@ class LoopbackTests(TestCase):
         received = await self.in_thread(client)
         self.assertEqual(hashlib.sha256(received).digest(), hashlib.sha256(content).digest())
         self.assertGreater(len(calls), 0)
+        self.assertEqual([entry.body_sent for entry in logged], [len(content)])
 
     async def test_file_response_head_waits_for_the_file(self) -> None:
         """Before a file goes out with sendfile, its head is sent with MSG_MORE (as

@@ -1395,7 +1395,8 @@ class HTTP11Exchange:
         response_started: whether ``start_response`` was called.
         finished: whether the exchange is over (sent, aborted or lost).
         status: the response status (0 before ``start_response``).
-        body_sent: response body bytes written, framing excluded.
+        body_sent: response body bytes handed to the transport (a file's, to the
+            kernel, as they go), framing excluded.
     """
 
     __slots__ = (
@@ -1408,6 +1409,7 @@ class HTTP11Exchange:
         "_content_length",
         "_continue",
         "_discarding",
+        "_file_pending",
         "_framing",
         "_head_pending",
         "_keep_alive",
@@ -1457,6 +1459,9 @@ class HTTP11Exchange:
         self._framing = _Framing.NONE
         self._content_length = 0
         self.body_sent = 0
+        # Bytes of files handed to send_file and not sent yet: the framing counts
+        # them as written, body_sent only once they are.
+        self._file_pending = 0
 
     # -- request body -----------------------------------------------------------------
 
@@ -1648,7 +1653,7 @@ class HTTP11Exchange:
         if framing is _Framing.NONE:
             return b""
         if framing is _Framing.LENGTH:
-            room = self._content_length - self.body_sent
+            room = self._content_length - self.body_sent - self._file_pending
             if len(data) > room:
                 _log.error(
                     "Response to {target!r} is longer than its Content-Length; truncated",
@@ -1709,20 +1714,31 @@ class HTTP11Exchange:
             done: Deferred[None] = Deferred()
             done.callback(None)
             return done
-        if self._framing is not _Framing.LENGTH or count > self._content_length - self.body_sent:
+        room = self._content_length - self.body_sent - self._file_pending
+        if self._framing is not _Framing.LENGTH or count > room:
             if head:
                 write_now(transport, head)
             raise RuntimeError("send_file needs a Content-Length that leaves room for the file")
-        self.body_sent += count
+        self._file_pending += count
         return send_file(
             transport,
             file,
             offset=offset,
             count=count,
             streaming_producer=self._protocol,
-            on_progress=self._protocol.note_write_progress,
+            on_progress=self._file_progress,
             head=head,
         )
+
+    def _file_progress(self, sent: int) -> None:
+        """Count file bytes as they go out (the sender's progress).
+
+        An aborted download is then logged with the bytes that were sent, as nginx's
+        ``$body_bytes_sent``, not with the size of the file.
+        """
+        self.body_sent += sent
+        self._file_pending -= sent
+        self._protocol.note_write_progress()
 
     def finish(self, data: bytes = b"") -> None:
         """Send ``data`` as the last body bytes and complete the response."""
@@ -1738,15 +1754,17 @@ class HTTP11Exchange:
             out += _CRLF0
         if out:
             write_now(self._protocol.transport, out)
-        if self._framing is _Framing.LENGTH and self.body_sent < self._content_length:
-            _log.error(
-                "Response to {target!r} ended {missing} bytes short of its Content-Length;"
-                " closing the connection",
-                target=self.request.target,
-                missing=self._content_length - self.body_sent,
-            )
-            self.abort()
-            return
+        if self._framing is _Framing.LENGTH:
+            missing = self._content_length - self.body_sent - self._file_pending
+            if missing > 0:
+                _log.error(
+                    "Response to {target!r} ended {missing} bytes short of its"
+                    " Content-Length; closing the connection",
+                    target=self.request.target,
+                    missing=missing,
+                )
+                self.abort()
+                return
         self._ended(None)
         self._protocol.exchange_done(self, self._keep_alive and self._framing is not _Framing.CLOSE)
 

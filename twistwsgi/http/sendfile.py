@@ -59,7 +59,7 @@ def send_file(
     offset: int,
     count: int,
     streaming_producer: IPushProducer,
-    on_progress: Callable[[], None],
+    on_progress: Callable[[int], None],
     head: bytes = b"",
 ) -> Deferred[None]:
     """Send ``head``, then ``count`` bytes of ``file`` from ``offset``, through ``transport``.
@@ -72,7 +72,8 @@ def send_file(
         streaming_producer: the producer registered on the transport now (the
             protocol); it is unregistered while the file goes out and registered again
             afterwards.
-        on_progress: called after each step that sent bytes (send timeout).
+        on_progress: called with the number of bytes after each step that sent some
+            (the send timeout, and the count of body bytes sent).
         head: bytes that go before the file (the response head), if any.
 
     Returns:
@@ -112,7 +113,7 @@ class _FileSender:
     """Common state of the two senders: progress, completion and failure."""
 
     def __init__(
-        self, transport: Any, offset: int, count: int, on_progress: Callable[[], None]
+        self, transport: Any, offset: int, count: int, on_progress: Callable[[int], None]
     ) -> None:
         self.transport = transport
         self.offset = offset
@@ -155,7 +156,7 @@ class _ZeroCopySender(_FileSender):
         descriptor: int,
         offset: int,
         count: int,
-        on_progress: Callable[[], None],
+        on_progress: Callable[[int], None],
     ) -> None:
         super().__init__(transport, offset, count, on_progress)
         self._descriptor = descriptor
@@ -188,7 +189,7 @@ class _ZeroCopySender(_FileSender):
         if sent > 0:
             self.offset += sent
             self.remaining -= sent
-            self.on_progress()
+            self.on_progress(sent)
         if self.remaining == 0:
             self.complete()
         else:
@@ -204,7 +205,7 @@ class _CopyingSender(_FileSender):
         file: IO[bytes],
         offset: int,
         count: int,
-        on_progress: Callable[[], None],
+        on_progress: Callable[[int], None],
     ) -> None:
         super().__init__(transport, offset, count, on_progress)
         self._file = file
@@ -230,6 +231,6 @@ class _CopyingSender(_FileSender):
         self.offset += len(data)
         self.remaining -= len(data)
         self.transport.write(data)
-        self.on_progress()
+        self.on_progress(len(data))
         if self.remaining == 0:
             self.complete()
