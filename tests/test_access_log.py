@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent
@@ -73,6 +73,7 @@ class FakeExchange:
     request: FakeRequest = field(default_factory=FakeRequest)
     status: int = 200
     body_sent: int = 13
+    client_closed: bool = False
 
 
 def unescape(text: str) -> bytes:
@@ -166,18 +167,32 @@ def test_format_combined_full_line() -> None:
 
 
 def test_format_combined_placeholders() -> None:
-    """A missing Referer or User-Agent, a missing peer (UNIX socket) and status 0
-    (no response was started) are each shown as "-".
+    """A missing Referer or User-Agent and a missing peer (UNIX socket) are each
+    shown as "-".
     """
-    exchange = FakeExchange(FakeRequest(peer=None, version=b"1.0"), status=0, body_sent=0)
+    exchange = FakeExchange(FakeRequest(peer=None, version=b"1.0"), status=204, body_sent=0)
     match = COMBINED.fullmatch(format_combined(exchange, "01/Jan/1970:00:00:00 +0000"))
     assert match is not None
     assert match["remote"] == "-"
     assert match["request"] == "GET / HTTP/1.0"
-    assert match["status"] == "-"
+    assert match["status"] == "204"
     assert match["bytes"] == "0"
     assert match["referer"] == "-"
     assert match["agent"] == "-"
+
+
+@pytest.mark.parametrize(
+    ("client_closed", "status"), [(True, "499"), (False, "444")], ids=["client", "server"]
+)
+def test_format_combined_without_a_response(client_closed: bool, status: str) -> None:
+    """An exchange that ended before any response was started still has a
+    three-digit status: nginx's 499 when the client closed the connection, its 444
+    ("closed without a response") when the server dropped it.
+    """
+    exchange = FakeExchange(status=0, body_sent=0, client_closed=client_closed)
+    match = COMBINED.fullmatch(format_combined(exchange, "01/Jan/1970:00:00:00 +0000"))
+    assert match is not None
+    assert (match["status"], match["bytes"]) == (status, "0")
 
 
 def test_format_combined_empty_headers_are_not_placeholders() -> None:
@@ -599,3 +614,70 @@ def test_streamed_wsgi_body_logs_its_bytes() -> None:
         connection.send(b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n")
         assert body_length(connection) == 1024
         assert lines() == [f'127.0.0.1 - - {STAMP} "GET /w HTTP/1.1" 200 1024 "-" "-"']
+
+
+# -- exchanges that ended without a response ------------------------------------------
+
+
+def test_client_closing_before_the_response_logs_499() -> None:
+    """A client that closes the connection while its request is being worked on
+    is logged with 499 (nginx's "client closed request").
+    """
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(b"GET /slow HTTP/1.1\r\nHost: a\r\nUser-Agent: ua\r\n\r\n")
+        connection.protocol.connectionLost(Failure(ConnectionDone()))
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /slow HTTP/1.1" 499 0 "-" "ua"']
+
+
+def test_client_reset_before_the_response_logs_499() -> None:
+    """A reset (an unclean close) is the client's doing too."""
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        connection.protocol.connectionLost(Failure(ConnectionLost()))
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /slow HTTP/1.1" 499 0 "-" "-"']
+
+
+def test_request_dropped_at_the_graceful_timeout_logs_444() -> None:
+    """A request still without a response when the graceful timeout drops its
+    connection (the service calls abort_all) is logged with 444, nginx's code for
+    a connection closed without a response.
+    """
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        factory = connection.factory
+        factory.shut_down()
+        factory.abort_all()
+        assert connection.is_closed()
+        # The transport reports the abort it was asked for.
+        connection.protocol.connectionLost(Failure(ConnectionAborted()))
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /slow HTTP/1.1" 444 0 "-" "-"']
+
+
+def test_handler_abort_before_the_response_logs_444() -> None:
+    """A handler that drops the connection before starting a response (the server's
+    doing, not the client's) is logged with 444.
+    """
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        [exchange] = held.exchanges
+        exchange.abort()
+        connection.protocol.connectionLost(Failure(ConnectionAborted()))
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /x HTTP/1.1" 444 0 "-" "-"']
+
+
+def test_client_closing_during_the_response_keeps_its_status() -> None:
+    """Once a response has started, its status is logged whoever ends it, with the
+    bytes sent so far.
+    """
+    held = Held()
+    with logged(held) as (connection, lines):
+        connection.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        [exchange] = held.exchanges
+        exchange.start_response(200, [(b"Content-Length", b"100")])
+        exchange.write(b"z" * 40)
+        connection.protocol.connectionLost(Failure(ConnectionDone()))
+        assert lines() == [f'127.0.0.1 - - {STAMP} "GET /x HTTP/1.1" 200 40 "-" "-"']

@@ -7,11 +7,13 @@ write, so existing log tools read it unchanged::
 
 Requests the server refused itself (malformed, too large, too slow: a 4xx or 5xx it
 answers without any handler) are logged too, with the request line as far as it was
-read, or ``"-"`` when none of it was usable. Quotes, backslashes and bytes outside
-printable ASCII in the request line, Referer and User-Agent are written as
-``\\xHH`` (as nginx does), so a client cannot forge log lines. Lines go to the
-Twisted log (the default), to stdout, or to a file opened in append mode;
-:meth:`AccessLog.reopen` reopens the file after log rotation.
+read, or ``"-"`` when none of it was usable. An exchange that ended before a
+response was started is logged with nginx's 499 (the client closed the connection)
+or 444 (the server dropped it). Quotes, backslashes and bytes outside printable ASCII
+in the request line, Referer and User-Agent are written as ``\\xHH`` (as nginx
+does), so a client cannot forge log lines. Lines go to the Twisted log (the
+default), to stdout, or to a file opened in append mode; :meth:`AccessLog.reopen`
+reopens the file after log rotation.
 
 Runs in the reactor thread.
 """
@@ -52,6 +54,10 @@ class LoggedExchange(Protocol):
     status: int
     body_sent: int
 
+    @property
+    def client_closed(self) -> bool:
+        """Whether the client closed the connection before the exchange ended."""
+
 
 def escape(value: bytes) -> str:
     r"""Escape ``value`` for a quoted log field (``\\xHH`` for unsafe bytes)."""
@@ -80,7 +86,14 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
         line = _partial_line(request)
     referer = request.header(b"referer")
     agent = request.header(b"user-agent")
-    status = exchange.status or "-"
+    # No response was started: the field still holds three digits, as log parsers
+    # expect. nginx's 499 (NGX_HTTP_CLIENT_CLOSED_REQUEST, ngx_http_request.h) when
+    # the client closed the connection first. When the server dropped it (the
+    # graceful timeout, a handler's abort), nginx's 444, its code for closing "without
+    # any response" (NGX_HTTP_CLOSE); nginx itself logs 000 for a request cut off at
+    # worker_shutdown_timeout (ngx_http_terminate_request(r, 0) leaves the status 0,
+    # which $status prints as "%03ui"), but 000 is no HTTP status code at all.
+    status = exchange.status or (499 if exchange.client_closed else 444)
     return (
         f'{remote} - - [{timestamp}] "{line}" {status} {exchange.body_sent} '
         f'"{escape(referer) if referer is not None else "-"}" '

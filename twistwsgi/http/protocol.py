@@ -156,9 +156,12 @@ class Refusal:
         error: the refusal (its status and the reason given in the response body).
         status: the status of the error response.
         body_sent: body bytes of the error response (0 for an answer to HEAD).
+        client_closed: false: the response was sent (as for :class:`HTTP11Exchange`).
     """
 
     __slots__ = ("body_sent", "error", "request", "status")
+
+    client_closed = False
 
     def __init__(self, request: RequestHead | PartialRequest, error: RequestError) -> None:
         self.request = request
@@ -299,6 +302,7 @@ class HTTP11Protocol(Protocol):
         self._response_producer: IPushProducer | None = None
         self._close_when_idle = False
         self._closed = False
+        self._dropped = False  # the server itself dropped the connection (abort)
         self._scheme = "http"
         self._peer: Address | None = None
         self._local: Address | None = None
@@ -398,7 +402,13 @@ class HTTP11Protocol(Protocol):
     def abort_connection(self) -> None:
         """Drop the connection without sending anything more."""
         if not self._closed:
+            self._dropped = True
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    @property
+    def dropped(self) -> bool:
+        """Whether the server dropped the connection itself (rather than the client)."""
+        return self._dropped
 
     def _lose_connection(self) -> None:
         self._read = _Read.STOPPED
@@ -1397,6 +1407,8 @@ class HTTP11Exchange:
         status: the response status (0 before ``start_response``).
         body_sent: response body bytes handed to the transport (a file's, to the
             kernel, as they go), framing excluded.
+        client_closed: whether the exchange ended because the client closed the
+            connection (before the response was complete).
     """
 
     __slots__ = (
@@ -1418,6 +1430,7 @@ class HTTP11Exchange:
         "_receiver",
         "_response_headers",
         "body_sent",
+        "client_closed",
         "dispatched",
         "finished",
         "request",
@@ -1459,6 +1472,7 @@ class HTTP11Exchange:
         self._framing = _Framing.NONE
         self._content_length = 0
         self.body_sent = 0
+        self.client_closed = False
         # Bytes of files handed to send_file and not sent yet: the framing counts
         # them as written, body_sent only once they are.
         self._file_pending = 0
@@ -1862,4 +1876,5 @@ class HTTP11Exchange:
             self.body_error(ConnectionError("The client closed the connection"))
         if self.finished:
             return
+        self.client_closed = not self._protocol.dropped
         self._ended(reason)
