@@ -40,6 +40,7 @@ from twisted.trial.unittest import TestCase
 
 from tests import apps
 from twistwsgi.http.protocol import HTTPFactory
+from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import make_factory
 from twistwsgi.threads import WorkerPool
 from twistwsgi.wsgi import WSGIApplication
@@ -108,9 +109,12 @@ class LoopbackTests(TestCase):
         self.addCleanup(shutil.rmtree, self.directory, True)
 
     async def serve(
-        self, app: WSGIApplication, endpoint: str = "tcp:0:interface=127.0.0.1"
+        self,
+        app: WSGIApplication,
+        endpoint: str = "tcp:0:interface=127.0.0.1",
+        settings: HttpSettings | None = None,
     ) -> tuple[IListeningPort, HTTPFactory]:
-        factory = make_factory(app, reactor=reactor, threadpool=self.pool)
+        factory = make_factory(app, reactor=reactor, threadpool=self.pool, settings=settings)
         port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
 
         async def stop() -> None:
@@ -242,6 +246,42 @@ class LoopbackTests(TestCase):
 
         received = await self.in_thread(client)
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
+
+    async def test_tls_refusal_reaches_the_client_before_the_close(self) -> None:
+        """A request refused at its head over TLS gets its 413, then the close.
+
+        The lingering close after a refusal must end TLS with close_notify after the
+        response, not shut the TCP socket underneath while the TLS layer still holds
+        the response (the client saw an empty reply).
+        """
+        key, cert = write_self_signed_certificate(self.directory)
+        port, _ = await self.serve(
+            apps.hello,
+            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            HttpSettings(max_body=1000),
+        )
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+
+        def client() -> list[bytes]:
+            context = ssl.create_default_context(cafile=str(cert))
+            answers = []
+            for _ in range(5):
+                raw = socket.create_connection(address, timeout=30)
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(
+                        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n"
+                        + b"x" * 4096
+                    )
+                    received = b""
+                    # Until the server closes; one that never does raises socket.timeout.
+                    while chunk := tls.recv(65536):
+                        received += chunk
+                    answers.append(received)
+            return answers
+
+        for received in await self.in_thread(client):
+            self.assertTrue(received.startswith(b"HTTP/1.1 413 "), received)
+            self.assertIn(b"Connection: close", received)
 
     async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:
         """Shutting down closes an idle keep-alive TLS connection rather than waiting."""

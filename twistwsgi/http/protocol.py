@@ -422,11 +422,7 @@ class HTTP11Protocol(Protocol):
         the producer goes first or a TLS connection would never close.
         """
         transport: Any = self.transport
-        # Transports that expose ``producer`` (TCP, the test doubles) may already have
-        # none after a file response failed; TLS keeps its own and ignores a repeat.
-        if getattr(transport, "producer", True) is not None:
-            transport.unregisterProducer()
-        transport.loseConnection()
+        self._end_sending()
         if self._scheme == "https":
             # Twisted's TLS then waits for the client's own close_notify before it
             # closes the TCP connection below, and a client holding an idle connection
@@ -436,6 +432,20 @@ class HTTP11Protocol(Protocol):
             lower = getattr(transport, "transport", None)
             if lower is not None:
                 lower.loseConnection()
+
+    def _end_sending(self) -> None:
+        """Close once what was written is sent; over TLS, end with close_notify only.
+
+        Over TLS the TCP connection stays open until the client's close_notify (or
+        :meth:`close_transport`'s close below it): the client may read and close in
+        its own time, and its bytes still arriving are read rather than reset.
+        """
+        transport: Any = self.transport
+        # Transports that expose ``producer`` (TCP, the test doubles) may already have
+        # none after a file response failed; TLS keeps its own and ignores a repeat.
+        if getattr(transport, "producer", True) is not None:
+            transport.unregisterProducer()
+        transport.loseConnection()
 
     # -- producer for the transport (write side flow control) -------------------
 
@@ -978,9 +988,19 @@ class HTTP11Protocol(Protocol):
         self._read_pauses.clear()
         if not self._closed:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
-        lose_write = getattr(self.transport, "loseWriteConnection", None)
-        if lose_write is not None:
-            lose_write()
+        if self._scheme == "https":
+            # TLS's own half-close: close_notify after the response (RFC 8446 6.1),
+            # flushed from the TLS layer first; what the client still sends is read
+            # and discarded until it closes or the linger timeout closes TCP. Not
+            # loseWriteConnection: Twisted's TLS wrapper has none and hands the name
+            # to the TCP transport below, whose shutdown would cut the connection
+            # under TLS before the buffered response left (an empty reply).
+            if not self._closed:
+                self._end_sending()
+        else:
+            lose_write = getattr(self.transport, "loseWriteConnection", None)
+            if lose_write is not None:
+                lose_write()
         self._set_deadline(LINGER_TIMEOUT, _Timeout.LINGER)
 
     # -- refusals -----------------------------------------------------------------------
