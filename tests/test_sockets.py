@@ -283,6 +283,29 @@ class LoopbackTests(TestCase):
             self.assertTrue(received.startswith(b"HTTP/1.1 413 "), received)
             self.assertIn(b"Connection: close", received)
 
+    async def test_tls_client_offering_only_http10_over_alpn_connects(self) -> None:
+        """ALPN http/1.0 (curl --http1.0) is accepted, as nginx does."""
+        key, cert = write_self_signed_certificate(self.directory)
+        port, _ = await self.serve(
+            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+
+        def client() -> tuple[str | None, bytes]:
+            context = ssl.create_default_context(cafile=str(cert))
+            context.set_alpn_protocols(["http/1.0"])
+            raw = socket.create_connection(address, timeout=30)
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                received = b""
+                while chunk := tls.recv(65536):
+                    received += chunk
+                return tls.selected_alpn_protocol(), received
+
+        chosen, received = await self.in_thread(client)
+        self.assertEqual(chosen, "http/1.0")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
+
     async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:
         """Shutting down closes an idle keep-alive TLS connection rather than waiting."""
         key, cert = write_self_signed_certificate(self.directory)

@@ -214,13 +214,15 @@ class HTTPFactory(Factory):
         self._all_closed: list[Deferred[None]] = []
 
     def acceptableProtocols(self) -> list[bytes]:
-        """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1.
+        """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1 and HTTP/1.0.
 
         Twisted 26.10 always installs an ALPN callback on TLS servers, and with no
         protocol to choose it fails the handshake of every client that offers ALPN
-        (curl, browsers) with an "internal error" alert.
+        (curl, browsers) with an "internal error" alert. ``http/1.0`` is offered too
+        (both are in the IANA ALPN registry): ``curl --http1.0`` offers only that one,
+        and nginx accepts it.
         """
-        return [b"http/1.1"]
+        return [b"http/1.1", b"http/1.0"]
 
     def buildProtocol(self, addr: IAddress | None) -> HTTP11Protocol:
         """Create the protocol for one accepted connection."""
