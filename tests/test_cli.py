@@ -527,3 +527,74 @@ def test_an_encrypted_tls_key_is_refused_without_a_prompt(
     err = capfd.readouterr().err
     assert err.count("\n") == 1
     assert f"the private key '{path}' is encrypted; give a key without a passphrase" in err
+
+
+def stale_socket(path: Path) -> None:
+    """Leave a socket file nobody listens on, as a crashed server does."""
+    import socket
+
+    left = socket.socket(socket.AF_UNIX)
+    left.bind(str(path))
+    left.close()
+
+
+@pytest.fixture
+def short_directory() -> Any:
+    """A directory short enough for AF_UNIX paths (about 100 bytes at most)."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_stale_unix_socket_is_removed_before_listening(short_directory: Path) -> None:
+    """A socket file left by a crash (nothing listens) would fail the bind."""
+    path = short_directory / "app.sock"
+    stale_socket(path)
+    cli._clear_stale_unix_socket(f"unix:{path}:mode=660")
+    assert not path.exists()
+
+
+def test_a_stale_lock_beside_a_stale_socket_is_removed(short_directory: Path) -> None:
+    """Twisted's lock naming a live process (pid reused) no longer blocks the start
+    when nothing listens on the socket.
+    """
+    path = short_directory / "app.sock"
+    stale_socket(path)
+    os.symlink("1", f"{path}.lock")
+    cli._clear_stale_unix_socket(f"unix:address={path}")
+    assert not path.exists() and not os.path.lexists(f"{path}.lock")
+
+
+def test_a_lock_naming_this_process_is_removed(short_directory: Path) -> None:
+    """Restarted as the same pid (a container's process 1): the lock is not held."""
+    path = short_directory / "app.sock"
+    os.symlink(str(os.getpid()), f"{path}.lock")
+    cli._clear_stale_unix_socket(f"unix:{path}")
+    assert not os.path.lexists(f"{path}.lock")
+
+
+def test_a_socket_something_listens_on_is_left_alone(short_directory: Path) -> None:
+    """Another server's socket and lock are kept: starting beside it must fail."""
+    import socket
+
+    path = short_directory / "app.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(path))
+    listening.listen()
+    os.symlink("1", f"{path}.lock")
+    try:
+        cli._clear_stale_unix_socket(f"unix:{path}")
+        assert path.exists() and os.path.lexists(f"{path}.lock")
+    finally:
+        listening.close()
+
+
+def test_a_file_that_is_not_a_socket_is_left_alone(short_directory: Path) -> None:
+    """Only socket files are removed; anything else is for the bind to report."""
+    path = short_directory / "app.sock"
+    path.write_text("data\n")
+    cli._clear_stale_unix_socket(f"unix:{path}")
+    assert path.read_text() == "data\n"

@@ -172,6 +172,23 @@ def test_unimportable_app_is_one_line_and_exit_2(socket_path: Path) -> None:
     ]
 
 
+def test_starts_over_a_socket_left_by_a_crash(socket_path: Path) -> None:
+    """A socket file (and lock) left by a killed server do not stop the next start."""
+    left = socket.socket(socket.AF_UNIX)
+    left.bind(str(socket_path))
+    left.close()
+    os.symlink("1", f"{socket_path}.lock")  # a live process id: init's
+    running = Server("--app", "tests.apps:hello", "--listen", f"unix:{socket_path}")
+    try:
+        running.wait_for("Ready: serving")
+        connection = UnixHTTPConnection(socket_path)
+        connection.request("GET", "/")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        assert running.stop() == 0
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     """A loopback port another socket is listening on."""

@@ -10,8 +10,11 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -166,6 +169,7 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
     """Turn the endpoint strings into endpoints; exit 2 naming a bad one."""
     endpoints = []
     for description in config.listen:
+        _clear_stale_unix_socket(description)
         encrypted = _encrypted_key(description)
         if encrypted is not None:
             # OpenSSL would ask for the passphrase on the terminal (or fail without one).
@@ -179,6 +183,69 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
             problem = _endpoint_problem(description, error)
             exit_with_error(f"{config.source('listen')} {description!r}: {problem}")
     return endpoints
+
+
+def _unix_path(description: str) -> str | None:
+    """The socket path of a ``unix:`` endpoint string, or None for another kind."""
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() != "unix":
+        return None
+    for parameter in rest.split(":"):
+        name, equals, value = parameter.partition("=")
+        if not equals:
+            return parameter or None
+        if name == "address":
+            return value or None
+    return None
+
+
+def _clear_stale_unix_socket(description: str) -> None:
+    """Remove what a server that crashed left at a ``unix:`` endpoint's path.
+
+    A socket file nobody listens on makes the bind fail ("address already in use"),
+    and Twisted's lock beside it (``PATH.lock``, holding the owner's process id) is
+    taken for a live owner when the id is alive again: that of an unrelated process,
+    or this one's in a container restarted as process 1. Both are removed only when
+    connecting to the socket is refused: a server still listening there keeps its
+    path, and starting beside it fails as it should. gunicorn removes a socket file
+    it finds without asking; this asks first.
+    """
+    path = _unix_path(description)
+    if path is None:
+        return
+    try:
+        is_socket = stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        is_socket = False
+    lock = path + ".lock"
+    if is_socket:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            pass  # nobody listens: stale
+        except OSError:
+            return  # cannot tell (permissions...): let listening report it
+        else:
+            return  # in use
+        finally:
+            probe.close()
+        _log.info("Removing the stale socket {path} (nothing listens on it)", path=path)
+        _remove_quietly(path)
+        _remove_quietly(lock)
+        return
+    try:
+        owner = os.readlink(lock)
+    except OSError:
+        return
+    if owner == str(os.getpid()):
+        _remove_quietly(lock)  # ours cannot be held yet: we have not listened
+
+
+def _remove_quietly(path: str) -> None:
+    # Gone already, or not ours to remove: listening will say what is wrong.
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def _encrypted_key(description: str) -> str | None:
