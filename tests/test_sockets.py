@@ -39,6 +39,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests import apps
+from twistwsgi import cli
 from twistwsgi.http.protocol import HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import make_factory
@@ -96,6 +97,62 @@ def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     )
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+def write_certificate_chain(directory: Path) -> tuple[Path, Path, Path]:
+    """Write a root CA, an intermediate and a leaf for localhost; return the leaf's
+    key, a full-chain file (leaf, then intermediate) and the root certificate.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(subject: str, key: Any, issuer: str, signer: Any, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    middle_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root = issue("Test Root", root_key, "Test Root", root_key, ca=True)
+    middle = issue("Test Intermediate", middle_key, "Test Root", root_key, ca=True)
+    leaf = issue("localhost", leaf_key, "Test Intermediate", middle_key, ca=False)
+    pem = serialization.Encoding.PEM
+    key_path = directory / "leaf-key.pem"
+    key_path.write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    fullchain = directory / "fullchain.pem"
+    fullchain.write_bytes(leaf.public_bytes(pem) + middle.public_bytes(pem))
+    root_path = directory / "root.pem"
+    root_path.write_bytes(root.public_bytes(pem))
+    return key_path, fullchain, root_path
 
 
 class LoopbackTests(TestCase):
@@ -304,6 +361,32 @@ class LoopbackTests(TestCase):
 
         chosen, received = await self.in_thread(client)
         self.assertEqual(chosen, "http/1.0")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
+
+    async def test_tls_full_chain_certificate_file_sends_the_intermediates(self) -> None:
+        """certKey=fullchain.pem (certbot's) serves the chain, as nginx does: a client
+        that trusts only the root verifies the server.
+        """
+        key, fullchain, root = write_certificate_chain(self.directory)
+        description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={fullchain}"
+        config = cli.load_config({"app": "tests.apps:hello", "listen": [description]})
+        [(_, endpoint)] = cli.build_endpoints(reactor, config)
+        factory = make_factory(apps.hello, reactor=reactor, threadpool=self.pool)
+        port: IListeningPort = await endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+
+        def client() -> bytes:
+            context = ssl.create_default_context(cafile=str(root))
+            raw = socket.create_connection(address, timeout=30)
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                received = b""
+                while chunk := tls.recv(65536):
+                    received += chunk
+                return received
+
+        received = await self.in_thread(client)
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
 
     async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -178,7 +180,8 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
                 " is encrypted; give a key without a passphrase"
             )
         try:
-            endpoints.append((description, serverFromString(reactor, description)))
+            with _chain_from_certificate_file(description) as parsed:
+                endpoints.append((description, serverFromString(reactor, parsed)))
         except Exception as error:
             problem = _endpoint_problem(description, error)
             exit_with_error(f"{config.source('listen')} {description!r}: {problem}")
@@ -264,6 +267,45 @@ def _encrypted_key(description: str) -> str | None:
             if b"ENCRYPTED" in head:
                 return repr(value)
     return None
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+@contextlib.contextmanager
+def _chain_from_certificate_file(description: str) -> Iterator[str]:
+    """Give an ``ssl:`` endpoint the chain that follows the certificate in ``certKey``.
+
+    Twisted's ``ssl:`` endpoint takes only the first certificate of ``certKey`` and
+    the intermediates from ``extraCertChain``; nginx's ``ssl_certificate`` and
+    gunicorn's ``--certfile`` take a full-chain file (certbot's ``fullchain.pem``),
+    and a server that silently leaves the intermediates out fails verification at
+    the clients. When ``certKey`` holds more than one certificate and no
+    ``extraCertChain`` is given, the others are handed over as the chain (through a
+    temporary file, which the endpoint reads as it is parsed).
+    """
+    if not description.lower().startswith("ssl:") or "extraCertChain=" in description:
+        yield description
+        return
+    parameters = dict(
+        part.partition("=")[::2] for part in description.split(":")[1:] if "=" in part
+    )
+    certificate_file = parameters.get("certKey") or parameters.get("privateKey")
+    try:
+        with open(certificate_file or "", "rb") as stream:
+            certificates = _PEM_CERTIFICATE.findall(stream.read())
+    except OSError:
+        certificates = []  # serverFromString reports the file
+    if len(certificates) < 2:
+        yield description
+        return
+    with tempfile.NamedTemporaryFile(prefix="twistwsgi-chain-", suffix=".pem") as chain:
+        # Twisted's reader of the chain file expects LF line ends.
+        chain.write(b"\n".join(certificates[1:]).replace(b"\r\n", b"\n") + b"\n")
+        chain.flush()
+        yield f"{description}:extraCertChain={chain.name}"
 
 
 def _endpoint_problem(description: str, error: Exception) -> str:
