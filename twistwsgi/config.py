@@ -767,7 +767,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_header_field",
         SIZE,
         _DEFAULT_HTTP.max_header_field,
-        "Longest single header field line accepted (431 above).",
+        "Longest single header field line accepted (431 above), counted as its name and"
+        " value plus 2 bytes.",
         positive=True,
     ),
     Setting(
@@ -781,7 +782,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_header_total",
         SIZE,
         _DEFAULT_HTTP.max_header_total,
-        "Largest header section accepted, in bytes (431 above).",
+        "Largest header section accepted (431 above), counted as the sum of its field"
+        " lines as --max-header-field counts them.",
         positive=True,
     ),
     Setting(
