@@ -167,13 +167,13 @@ def test_format_combined_full_line() -> None:
 
 
 def test_format_combined_placeholders() -> None:
-    """A missing Referer or User-Agent and a missing peer (UNIX socket) are each
-    shown as "-".
+    """A missing Referer or User-Agent is shown as "-"; a client on a UNIX socket,
+    which has no address, as "unix:" (nginx's $remote_addr there).
     """
     exchange = FakeExchange(FakeRequest(peer=None, version=b"1.0"), status=204, body_sent=0)
     match = COMBINED.fullmatch(format_combined(exchange, "01/Jan/1970:00:00:00 +0000"))
     assert match is not None
-    assert match["remote"] == "-"
+    assert match["remote"] == "unix:"
     assert match["request"] == "GET / HTTP/1.0"
     assert match["status"] == "204"
     assert match["bytes"] == "0"

@@ -79,7 +79,8 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     """Format one access-log line (without the newline)."""
     request = exchange.request
     peer = request.peer
-    remote = peer[0] if peer else "-"
+    # A client on a UNIX socket has no address: nginx's $remote_addr is "unix:" then.
+    remote = peer[0] if peer else "unix:"
     if request.version:
         line = escape(b"%s %s HTTP/%s" % (request.method, request.target, request.version))
     else:
