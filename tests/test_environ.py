@@ -64,7 +64,11 @@ def make_request(
 
 
 def environ_for(
-    request: RequestHead, *, script_name: bytes = b"", path_info: bytes | None = None
+    request: RequestHead,
+    *,
+    script_name: bytes = b"",
+    path_info: bytes | None = None,
+    trusted: bool = False,
 ) -> dict[str, Any]:
     """Build the environ for ``request``, PATH_INFO defaulting to its path."""
     return build_environ(
@@ -72,6 +76,7 @@ def environ_for(
         script_name=script_name,
         path_info=request.decoded_path if path_info is None else path_info,
         base=BASE,
+        trusted=trusted,
     )
 
 
@@ -279,7 +284,8 @@ def test_repeated_headers_are_joined_with_commas() -> None:
 
 def test_underscore_header_does_not_reach_or_merge_into_the_dash_key() -> None:
     """``X_Forwarded_For`` is dropped: it neither appears nor joins the value of
-    ``X-Forwarded-For`` (the header spoofing that nginx and gunicorn also prevent).
+    ``X-Forwarded-For`` (the header spoofing that nginx and gunicorn also prevent),
+    even from a trusted proxy.
     """
     request = make_request(
         headers=[
@@ -288,7 +294,7 @@ def test_underscore_header_does_not_reach_or_merge_into_the_dash_key() -> None:
             (b"X-Forwarded-For", b"192.0.2.1"),
         ]
     )
-    environ = environ_for(request)
+    environ = environ_for(request, trusted=True)
     assert environ["HTTP_X_FORWARDED_FOR"] == "192.0.2.1"
     assert not any("6.6.6.6" in str(value) for value in environ.values())
 
@@ -411,3 +417,62 @@ def test_latin1_round_trip(path_info: bytes, query: bytes, value: bytes, target:
     for key, item in environ.items():
         if "." not in key:
             assert type(item) is str, key
+
+
+# -- forwarding fields and trusted proxies ------------------------------------------------
+
+FORWARDING = [
+    (b"X-Forwarded-For", b"203.0.113.9"),
+    (b"X-Forwarded-Proto", b"https"),
+    (b"X-Forwarded-Host", b"shop.example"),
+    (b"X-Forwarded-Port", b"443"),
+    (b"X-Forwarded-Prefix", b"/shop"),
+    (b"X-Real-IP", b"203.0.113.9"),
+    (b"Forwarded", b"for=203.0.113.9;proto=https"),
+]
+
+
+def test_forwarding_fields_from_an_untrusted_client_are_dropped() -> None:
+    """A client's X-Forwarded-* or Forwarded is its own claim: the application (or a
+    ProxyFix in it) must not take it for a proxy's, and the scheme stays the socket's.
+    """
+    request = make_request(headers=[(b"Host", b"example.com"), *FORWARDING])
+    environ = environ_for(request)
+    assert not [key for key in environ if "FORWARDED" in key or key == "HTTP_X_REAL_IP"]
+    assert environ["wsgi.url_scheme"] == "http"
+    validate(environ)
+
+
+def test_forwarding_fields_from_a_trusted_proxy_reach_the_app() -> None:
+    """From a trusted proxy every field is passed on and X-Forwarded-Proto sets the
+    scheme, and with it the default SERVER_PORT (gunicorn's forwarded_allow_ips).
+    """
+    request = make_request(headers=[(b"Host", b"shop.example"), *FORWARDING])
+    environ = environ_for(request, trusted=True)
+    assert environ["HTTP_X_FORWARDED_FOR"] == "203.0.113.9"
+    assert environ["HTTP_X_REAL_IP"] == "203.0.113.9"
+    assert environ["HTTP_FORWARDED"] == "for=203.0.113.9;proto=https"
+    assert environ["wsgi.url_scheme"] == "https"
+    assert environ["SERVER_PORT"] == "443"
+    validate(environ)
+
+
+@pytest.mark.parametrize(
+    ("fields", "scheme"),
+    [
+        ([(b"X-Forwarded-Proto", b"HTTPS")], "https"),
+        ([(b"X-Forwarded-Proto", b"https, http")], "https"),  # the client-facing proxy's
+        ([(b"X-Forwarded-Proto", b"http")], "http"),
+        ([(b"X-Forwarded-Proto", b"gopher")], "http"),  # not a scheme of ours: ignored
+        ([(b"Forwarded", b'for=1.2.3.4;proto="https", for=5.6.7.8;proto=http')], "https"),
+        ([(b"Forwarded", b"for=1.2.3.4")], "http"),
+        (
+            [(b"X-Forwarded-Proto", b"http"), (b"Forwarded", b"proto=https")],
+            "http",  # X-Forwarded-Proto first, as gunicorn and ProxyFix read it
+        ),
+    ],
+)
+def test_the_scheme_a_trusted_proxy_reports(fields: list[tuple[bytes, bytes]], scheme: str) -> None:
+    """The first value the proxy wrote decides; anything but http/https is ignored."""
+    request = make_request(headers=[(b"Host", b"example.com"), *fields])
+    assert environ_for(request, trusted=True)["wsgi.url_scheme"] == scheme

@@ -456,3 +456,34 @@ def test_reload_warns_only_for_settings_that_need_a_restart(tmp_path: Path) -> N
         "Reload: threads changed; it takes effect at the next restart",
     ]
     service.stopService()
+
+
+@pytest.mark.parametrize(
+    ("peer", "seen"),
+    [
+        ("10.1.2.3", {"wsgi.url_scheme": "https", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}),
+        ("192.0.2.50", {"wsgi.url_scheme": "http", "HTTP_X_FORWARDED_FOR": None}),
+    ],
+    ids=["trusted", "untrusted"],
+)
+def test_trusted_proxies_decide_what_the_application_sees(
+    peer: str, seen: dict[str, str | None]
+) -> None:
+    """--trusted-proxies applies to applications as to proxy mounts: a trusted
+    proxy's fields reach the app and set its scheme; another client's are dropped.
+    """
+    from twisted.internet.address import IPv4Address
+
+    given = {"app": "tests.apps:environ", "threads": "0", "trusted_proxies": "10.0.0.0/8"}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    protocol = service.factory.buildProtocol(IPv4Address("TCP", peer, 40000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET / HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.9\r\n"
+        b"X-Forwarded-Proto: https\r\n\r\n"
+    )
+    [response] = parse_responses(transport.value())
+    environ = json.loads(response.body)
+    for key, value in seen.items():
+        assert environ.get(key) == value, key

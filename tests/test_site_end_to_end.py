@@ -116,7 +116,10 @@ class SiteEndToEndTests(TestCase):
         pool = WorkerPool(2, name="twistwsgi-upstream-test")
         pool.start()
         self.addCleanup(pool.stop)
-        factory = make_factory(apps.environ, reactor=reactor, threadpool=pool)
+        # The site's proxy mount stands in front: the application sees its fields.
+        factory = make_factory(
+            apps.environ, reactor=reactor, threadpool=pool, trusted_proxies=("127.0.0.1",)
+        )
         port: IListeningPort = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             factory
         )

@@ -717,8 +717,11 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "Addresses of proxies in front of this server (CIDR networks, and unix: for"
         " a proxy that connects over a UNIX socket), separated by commas; the flag may"
-        " also be repeated. Forwarding headers (Forwarded, X-Forwarded-*) are believed"
-        " only from these; from any other client they are replaced.",
+        " also be repeated. Forwarding headers (Forwarded, X-Forwarded-*, X-Real-IP) are"
+        " believed only from these: applications see them, with wsgi.url_scheme taken"
+        " from X-Forwarded-Proto, and proxy mounts extend them. From any other client"
+        " they are dropped before an application sees them, and replaced on the way to"
+        " an upstream.",
         repeatable=True,
     ),
     Setting(

@@ -8,6 +8,13 @@ as in CGI (RFC 3875 4.1.18); fields whose names contain ``_`` are dropped, becau
 ``X-Real-IP`` and ``X_Real_IP`` would otherwise land on the same key and let a client
 forge a header a front proxy set (nginx ``underscores_in_headers off`` and gunicorn's
 ``header_map`` behave the same way).
+
+Forwarding fields (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``) reach the
+application only from a trusted proxy, and then ``X-Forwarded-Proto`` (or
+``Forwarded``'s ``proto``) sets ``wsgi.url_scheme``, as gunicorn's
+``forwarded_allow_ips`` does. From any other client they are dropped: the
+application (or a ``ProxyFix`` in it, written for the proxy that used to stand in
+front) would otherwise take a client's claim for the proxy's word.
 """
 
 from __future__ import annotations
@@ -16,8 +23,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from twistwsgi.http.request import RequestHead
+from twistwsgi.http.rules import FORWARDING_FIELDS
 
-__all__ = ["SERVER_SOFTWARE", "build_environ", "environ_key", "split_authority"]
+__all__ = [
+    "SERVER_SOFTWARE",
+    "build_environ",
+    "environ_key",
+    "forwarded_scheme",
+    "split_authority",
+]
 
 SERVER_SOFTWARE = "twistwsgi"
 
@@ -41,6 +55,33 @@ def environ_key(name: bytes) -> str | None:
     if len(_KEY_CACHE) < _KEY_CACHE_LIMIT:
         _KEY_CACHE[name] = key
     return key
+
+
+# The environ keys of the forwarding fields (none holds a "_", so none is dropped).
+_FORWARDING_KEYS = frozenset(
+    f"HTTP_{name.decode().upper().replace('-', '_')}" for name in FORWARDING_FIELDS
+)
+_SCHEMES = {"http": "http", "https": "https"}
+
+
+def forwarded_scheme(environ: Mapping[str, Any]) -> str | None:
+    """The scheme a trusted proxy says the client used, from the environ's fields.
+
+    ``X-Forwarded-Proto`` first, then ``Forwarded``'s ``proto`` (RFC 7239 5.4); the
+    first value of either, the one the client-facing proxy wrote. Anything but http
+    or https is ignored.
+    """
+    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if proto is not None:
+        return _SCHEMES.get(proto.split(",", 1)[0].strip().lower())
+    forwarded = environ.get("HTTP_FORWARDED")
+    if forwarded is None:
+        return None
+    for pair in forwarded.split(",", 1)[0].split(";"):
+        name, _, value = pair.partition("=")
+        if name.strip().lower() == "proto":
+            return _SCHEMES.get(value.strip().strip('"').lower())
+    return None
 
 
 _SERVER_CACHE: dict[tuple[bytes, str], tuple[str, str]] = {}
@@ -93,6 +134,7 @@ def build_environ(
     script_name: bytes,
     path_info: bytes,
     base: Mapping[str, Any],
+    trusted: bool = False,
 ) -> dict[str, Any]:
     """Build the environ for ``request`` (without ``wsgi.input``, set by the caller).
 
@@ -103,6 +145,8 @@ def build_environ(
         path_info: the decoded rest of the path below ``script_name``.
         base: keys that are the same for every request of this application
             (``wsgi.version``, ``wsgi.errors``, ...); copied first.
+        trusted: whether the client is a trusted proxy, whose forwarding fields are
+            passed on and whose ``X-Forwarded-Proto`` sets ``wsgi.url_scheme``.
 
     Returns:
         A new environ dict.
@@ -116,15 +160,17 @@ def build_environ(
     environ["QUERY_STRING"] = request.query.decode("latin-1")
     environ["REQUEST_URI"] = environ["RAW_URI"] = request.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == b"1.1" else "HTTP/1.0"
-    environ["wsgi.url_scheme"] = scheme
     for name, value in request.headers:
         key = environ_key(name)
-        if key is None:
+        if key is None or (key in _FORWARDING_KEYS and not trusted):
             continue
         text = value.decode("latin-1")
         previous = environ.get(key)
         # RFC 9110 5.3: repeated field lines combine into one comma-separated value.
         environ[key] = text if previous is None else previous + "," + text
+    if trusted:
+        scheme = forwarded_scheme(environ) or scheme
+    environ["wsgi.url_scheme"] = scheme
     if request.authority:
         # For an absolute-form target this is its authority, which RFC 9112 3.2.2
         # says replaces the Host field.

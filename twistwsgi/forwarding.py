@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from twistwsgi.http.request import RequestHead, Route
-from twistwsgi.http.rules import HOP_BY_HOP, connection_options
+from twistwsgi.http.rules import FORWARDING_FIELDS, HOP_BY_HOP, connection_options
 from twistwsgi.routing import remove_dot_segments
 
 __all__ = [
@@ -292,20 +292,9 @@ def forwarded_element(client: str | None, host: bytes, proto: str) -> bytes:
     return element + b";proto=" + proto.encode("ascii")
 
 
-_FORWARDING = frozenset(
-    {
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-        b"x-real-ip",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-    }
-)
 # Fields the request loop looks at instead of copying: hop-by-hop, framing (re-declared),
 # Host (set per upstream), Expect (answered here) and the forwarding fields.
-_SPECIAL = HOP_BY_HOP | _FORWARDING | {b"host", b"content-length", b"expect"}
+_SPECIAL = HOP_BY_HOP | FORWARDING_FIELDS | {b"host", b"content-length", b"expect"}
 
 
 def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> bytes:
@@ -326,7 +315,7 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> byt
     special: list[tuple[bytes, bytes, bytes]] | None = None
     for name, value in request.headers:
         lower = name.lower()
-        if lower in _SPECIAL or (b"_" in lower and lower.replace(b"_", b"-") in _FORWARDING):
+        if lower in _SPECIAL or (b"_" in lower and lower.replace(b"_", b"-") in FORWARDING_FIELDS):
             if lower != b"host":
                 if special is None:
                     special = [(lower, name, value)]
@@ -373,7 +362,7 @@ def _with_special_fields(
             options |= connection_options(value)
         elif lower == b"upgrade":
             upgrade_value = value if upgrade_value is None else upgrade_value + b", " + value
-        elif trusted and lower in _FORWARDING and b"_" not in lower:
+        elif trusted and lower in FORWARDING_FIELDS and b"_" not in lower:
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
             elif lower == b"forwarded":

@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 
 from twistwsgi.access_log import AccessLog
 from twistwsgi.config import ConfigError, ServerConfig
+from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
@@ -78,6 +79,7 @@ def make_factory(
     settings: HttpSettings | None = None,
     response_log: ResponseLog | None = None,
     script_name: bytes = b"",
+    trusted_proxies: Sequence[str] = (),
 ) -> HTTPFactory:
     """Build the server factory that answers every request with ``app``.
 
@@ -91,8 +93,17 @@ def make_factory(
         response_log: called for each ended exchange, e.g. an
             :class:`~twistwsgi.access_log.AccessLog`.
         script_name: mount the application under this path prefix.
+        trusted_proxies: addresses or CIDR networks (and ``unix:``) of proxies in
+            front, whose forwarding fields the application sees; from other clients
+            those fields are dropped (see ``--trusted-proxies``).
     """
-    handler = WSGIHandler(app, reactor=reactor, threadpool=threadpool, script_name=script_name)
+    handler = WSGIHandler(
+        app,
+        reactor=reactor,
+        threadpool=threadpool,
+        script_name=script_name,
+        trusted_proxies=TrustedProxies(trusted_proxies),
+    )
     return HTTPFactory(
         handler,
         settings=settings or HttpSettings(),
@@ -423,7 +434,12 @@ def make_service(
     if app is not None:
         if config.hosts:
             raise ValueError("give either an application or hosts in the configuration")
-        handler = WSGIHandler(app, reactor=reactor, threadpool=pool)
+        handler = WSGIHandler(
+            app,
+            reactor=reactor,
+            threadpool=pool,
+            trusted_proxies=TrustedProxies(config.trusted_proxies),
+        )
         table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
     else:
         table = builder.build(config)

@@ -19,6 +19,7 @@ from typing import Any
 
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.config import ConfigError, HostConfig, MountConfig, ServerConfig
+from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.rules import RequestError, unquote_path
 from twistwsgi.routing import (
@@ -109,6 +110,7 @@ class SiteBuilder:
                 statics.append((mount, static))
                 handlers[index] = static
         accel = _accel_resolver(statics)
+        trusted = TrustedProxies(config.trusted_proxies)
         for index, mount in enumerate(host.mounts):
             if mount.kind == "app":
                 handlers[index] = WSGIHandler(
@@ -117,6 +119,7 @@ class SiteBuilder:
                     threadpool=self._threadpool,
                     script_name=mount.prefix,
                     accel=accel if mount.options.get("x_accel_redirect") else None,
+                    trusted_proxies=trusted,
                 )
             elif mount.kind != "static":
                 builder = self._builders.get(mount.kind)

@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.environ import SERVER_SOFTWARE, build_environ
+from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.rules import CONTROL_CHARACTERS
 from twistwsgi.http.transport import ReactorInbox
@@ -284,6 +285,9 @@ class WSGIHandler:
         script_name: the decoded mount prefix (``b""`` at the root).
         accel: resolves X-Accel-Redirect/X-Sendfile answers to files; ``None`` leaves
             such headers alone (they are then sent to the client as they are).
+        trusted_proxies: the clients whose forwarding fields the application sees
+            (and whose ``X-Forwarded-Proto`` sets ``wsgi.url_scheme``); from others
+            those fields are dropped. ``None`` trusts no one.
     """
 
     def __init__(
@@ -295,9 +299,11 @@ class WSGIHandler:
         script_name: bytes = b"",
         multiprocess: bool = False,
         accel: AccelResolver | None = None,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.app = app
         self.accel = accel
+        self.trusted_proxies = trusted_proxies
         self.script_name = script_name.rstrip(b"/")
         self._reactor = reactor
         self._threadpool = threadpool
@@ -337,11 +343,17 @@ class WSGIHandler:
         self, exchange: Exchange, script_name: bytes, path_info: bytes
     ) -> dict[str, Any]:
         """Build the environ (without ``wsgi.input``) for ``exchange`` (any thread)."""
+        request = exchange.request
+        proxies = self.trusted_proxies
+        trusted = proxies is not None and proxies.trusts(
+            request.peer[0] if request.peer is not None else None
+        )
         environ = build_environ(
-            exchange.request,
+            request,
             script_name=script_name,
             path_info=path_info,
             base=self._base_environ,
+            trusted=trusted,
         )
         # One per request: a partial line one request writes is not finished by
         # another's (the stream is flushed when the request ends).

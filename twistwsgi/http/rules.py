@@ -20,6 +20,7 @@ from http import HTTPStatus
 __all__ = [
     "CONTROL_CHARACTERS",
     "FORBIDDEN_TRAILERS",
+    "FORWARDING_FIELDS",
     "HOP_BY_HOP",
     "RequestError",
     "TargetForm",
@@ -66,6 +67,21 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+    }
+)
+
+# Fields a proxy in front sets to say who the client was and how it connected (RFC
+# 7239 Forwarded, and the de facto X-Forwarded-* and X-Real-IP). Believed only from
+# trusted proxies: from anyone else they are a client's claim. Lower-case.
+FORWARDING_FIELDS = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-proto",
+        b"x-real-ip",
     }
 )
 
