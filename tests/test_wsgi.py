@@ -17,7 +17,7 @@ from typing import Any
 from wsgiref.validate import validator
 
 import pytest
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -1001,3 +1001,38 @@ def test_wsgi_errors_is_one_stream_per_request(threaded: bool) -> None:
         connection.send(b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n")
     lines = [e["line"] for e in events if e.get("log_namespace") == "twistwsgi.wsgi.errors"]
     assert lines == ["request A: partial", "request B: complete"]
+
+
+class _QueueingPool:
+    """Keeps calls until the test runs them, as a pool whose threads are all busy."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], Any]] = []
+
+    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.calls.append(lambda: func(*args, **kwargs))
+
+
+def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
+    """A request still waiting for a thread when its client disconnects never
+    reaches the application: the thread goes to requests someone waits for.
+    """
+    called: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        called.append(environ["PATH_INFO"])
+        start_response("200 OK", TEXT)
+        return [b"ok"]
+
+    pool = _QueueingPool()
+    handler = WSGIHandler(app, reactor=SynchronousReactorThreads(), threadpool=pool)
+    gone = connect(handler)
+    gone.send(b"GET /gone HTTP/1.1\r\n" + HOST + b"\r\n")
+    staying = connect(handler)
+    staying.send(b"GET /staying HTTP/1.1\r\n" + HOST + b"\r\n")
+    gone.protocol.connectionLost(Failure(ConnectionDone()))
+    for call in pool.calls:
+        call()
+    assert called == ["/staying"]
+    [response] = parse_responses(staying.take())
+    assert response.status == 200
