@@ -598,3 +598,54 @@ def test_a_file_that_is_not_a_socket_is_left_alone(short_directory: Path) -> Non
     path.write_text("data\n")
     cli._clear_stale_unix_socket(f"unix:{path}")
     assert path.read_text() == "data\n"
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("tcp:8080", "tcp:8080:backlog=511"),
+        ("tcp6:8080:interface=\\:\\:1", "tcp6:8080:interface=\\:\\:1:backlog=511"),
+        ("ssl:8443:privateKey=k.pem", "ssl:8443:privateKey=k.pem:backlog=511"),
+        ("unix:/run/a.sock:mode=660", "unix:/run/a.sock:mode=660:backlog=511"),
+        ("tcp:8080:backlog=2048", "tcp:8080:backlog=2048"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_endpoints_listen_with_nginxs_backlog_unless_given(description: str, expected: str) -> None:
+    """Twisted's backlog of 50 overflows under a burst of connections; 511 is nginx's."""
+    assert cli._with_backlog(description) == expected
+
+
+def test_built_endpoints_listen_with_the_default_backlog() -> None:
+    """The endpoint built from the configuration really listens with it."""
+    from twisted.internet.testing import MemoryReactor
+
+    reactor = MemoryReactor()
+    config = cli.load_config({"app": "tests.apps:hello", "listen": ["tcp:8080"]})
+    [(description, endpoint)] = cli.build_endpoints(reactor, config)
+    endpoint.listen(make_service(config, reactor=MemoryReactorClock(), endpoints=[]).factory)
+    [(port, _factory, backlog, _interface)] = reactor.tcpServers
+    assert (description, port, backlog) == ("tcp:8080", 8080, 511)
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    """A soft limit of 256 (below the hard one) is raised at start-up: each connection
+    holds a descriptor, and the soft limit would end accepting first.
+    """
+    import subprocess
+    import sys
+
+    script = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from twistwsgi.cli import raise_open_files_limit\n"
+        "print(raise_open_files_limit()[0], resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    reported, in_force, hard = (int(value) for value in result.stdout.split())
+    if hard == 256:
+        pytest.skip("the hard limit is 256 here: nothing to raise")
+    assert reported == in_force == (hard if hard != -1 else 1 << 20)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 import stat
@@ -180,12 +181,44 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
                 " is encrypted; give a key without a passphrase"
             )
         try:
-            with _chain_from_certificate_file(description) as parsed:
+            with _chain_from_certificate_file(_with_backlog(description)) as parsed:
                 endpoints.append((description, serverFromString(reactor, parsed)))
         except Exception as error:
             problem = _endpoint_problem(description, error)
             exit_with_error(f"{config.source('listen')} {description!r}: {problem}")
     return endpoints
+
+
+#: The listen backlog when an endpoint string sets none: nginx's on Linux. Twisted's 50
+#: overflows under a burst of new connections (clients then wait for SYN
+#: retransmissions, a second or more each); the kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 511
+
+
+def _with_backlog(description: str) -> str:
+    """``description`` with ``backlog=511`` when it is a kind that takes one and has none."""
+    kind = description.partition(":")[0].strip().lower()
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit.
+
+    Every connection holds a descriptor; the soft limit (often 1024, systemd's default)
+    would end accepting long before memory does, as Go's runtime also decides at start.
+    Returns the ``(soft, hard)`` limits in force afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # a container may refuse; the soft limit stays and is reported
+    return soft, hard
 
 
 def _unix_path(description: str) -> str | None:
@@ -341,6 +374,8 @@ def makeService(options: Options) -> ServerService:
     from twisted.internet import reactor  # noqa: PLC0415 - installed by twistd first
 
     config = options.config
+    if not config.check_config:
+        raise_open_files_limit()
     endpoints = build_endpoints(reactor, config)
     if config.check_config:
         # Checked without creating the access log file (nothing is written to it).
