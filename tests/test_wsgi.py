@@ -1036,3 +1036,31 @@ def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
     assert called == ["/staying"]
     [response] = parse_responses(staying.take())
     assert response.status == 200
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_whitespace_around_header_values_is_not_sent(threaded: bool) -> None:
+    """RFC 9110 5.5: surrounding whitespace is not part of a field value. A padded
+    Content-Length still frames the body; a cookie goes out as its value alone.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response(
+            "200 OK",
+            [
+                *TEXT,
+                ("Content-Length", " 5 "),
+                ("Set-Cookie", " a=1; Path=/"),
+                ("X-Padded", "  v "),
+            ],
+        )
+        yield b"hello"
+
+    connection = serve(app, threaded=threaded)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    raw = connection.take()
+    assert b"Set-Cookie: a=1; Path=/\r\n" in raw and b"X-Padded: v\r\n" in raw
+    [response] = parse_responses(raw)
+    assert response.header(b"content-length") == b"5"
+    assert response.header(b"transfer-encoding") is None
+    assert response.body == b"hello"

@@ -213,7 +213,10 @@ def _encode_header(item: object) -> tuple[bytes, bytes]:
         raise ValueError(f"Invalid header name {name!r}")
     if _BAD_VALUE.search(value):
         raise ValueError(f"Control character in the value of header {name!r}")
-    pair = (name.encode("latin-1"), value.encode("latin-1"))
+    # RFC 9110 5.5: a field value excludes the whitespace around it. Django writes
+    # Set-Cookie with a leading space; " 5" as a Content-Length means 5 (gunicorn
+    # strips both alike).
+    pair = (name.encode("latin-1"), value.strip(" \t").encode("latin-1"))
     if len(_header_cache) < _CACHE_LIMIT and len(value) <= 128:
         _header_cache[item] = pair
     return pair
