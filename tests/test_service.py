@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -487,3 +487,83 @@ def test_trusted_proxies_decide_what_the_application_sees(
     environ = json.loads(response.body)
     for key, value in seen.items():
         assert environ.get(key) == value, key
+
+
+class PausablePort:
+    """A listening port that records being paused and resumed (as tcp.Port reads)."""
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.changes: list[bool] = []
+
+    def stopReading(self) -> None:
+        self.reading = False
+        self.changes.append(False)
+
+    def startReading(self) -> None:
+        self.reading = True
+        self.changes.append(True)
+
+    def stopListening(self) -> None:
+        pass
+
+    def getHost(self) -> str:
+        return "fake"
+
+
+@implementer(IStreamServerEndpoint)
+class PausablePortEndpoint:
+    def __init__(self) -> None:
+        self.port = PausablePort()
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        return succeed(self.port)
+
+
+def test_at_max_connections_the_server_stops_accepting_until_one_closes() -> None:
+    """As nginx at worker_connections: the listening port is paused at the limit
+    (new connections wait in the backlog) and resumed when a connection closes.
+    """
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=2), clock=clock)
+    endpoint = PausablePortEndpoint()
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    port = endpoint.port
+    first, _ = open_connection(factory)
+    assert port.changes == []
+    with capture_log_events() as events:
+        open_connection(factory)
+    assert port.changes == [False]
+    assert any("2 connections open (max_connections)" in formatEvent(e) for e in events)
+    first.connectionLost(Failure(ConnectionDone()))
+    assert port.reading and port.changes == [False, True]
+    service.stopService()
+
+
+def test_a_port_closing_at_the_limit_is_not_resumed() -> None:
+    """Once the service stops, a connection closing does not start the port again."""
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=1), clock=clock)
+    endpoint = PausablePortEndpoint()
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    protocol, _ = open_connection(factory)
+    service.stopService()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert endpoint.port.changes == [False]
+
+
+def test_max_connections_0_follows_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 means the open-files limit less the descriptors kept for everything else."""
+    import resource
+
+    from twistwsgi import service as service_module
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    config = cli.load_config({"app": "tests.apps:hello"})
+    assert service_module.server_settings(config).max_connections == 1024 - 128
+    given = cli.load_config({"app": "tests.apps:hello", "max_connections": "300"})
+    assert service_module.server_settings(given).max_connections == 300
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
+    assert service_module.server_settings(config).max_connections == 0

@@ -775,6 +775,15 @@ SETTINGS: tuple[Setting, ...] = (
         positive=True,
     ),
     Setting(
+        "max_connections",
+        INT,
+        _DEFAULT_HTTP.max_connections,
+        "Most client connections open at once (about: a batch being accepted still gets"
+        " in); at the limit the server stops accepting and new connections wait in the"
+        " listen backlog until one closes (nginx's worker_connections). 0: the"
+        " open-files limit less 128, kept for files, upstream connections and logs.",
+    ),
+    Setting(
         "max_header_count",
         INT,
         _DEFAULT_HTTP.max_header_count,

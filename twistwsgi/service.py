@@ -19,6 +19,7 @@ Nothing here imports the global reactor; it is passed in.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -228,6 +229,8 @@ class ServerService(Service):
 
     def _listening_on(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
+        if hasattr(port, "stopReading"):  # a socket port (TCP, TLS, UNIX, systemd)
+            self.factory.add_listener(port)
         _log.info(
             "Listening on {description} ({address})",
             description=description,
@@ -274,7 +277,7 @@ class ServerService(Service):
         old_handlers = self._router.table.handlers
         self._router.replace(table)
         close_handlers(old_handlers)
-        self.factory.settings = config.http
+        self.factory.settings = server_settings(config)
         self._graceful_timeout = config.graceful_timeout
         if old is not None and old.access_log != config.access_log:
             config = self._switch_access_log(old, config)
@@ -332,6 +335,7 @@ class ServerService(Service):
         """Stop accepting, drain in-flight requests, then stop the worker threads."""
         super().stopService()
         self._listening = False
+        self.factory.remove_listeners()  # closing: a freed slot must not resume them
         ports, self.ports = self.ports, []
         stopped: Deferred[Any] = DeferredList(
             [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
@@ -395,6 +399,26 @@ class ServerService(Service):
             _log.failure("Error while shutting down", failure=result)
 
 
+#: Descriptors the automatic max_connections leaves for everything else: files being
+#: sent, upstream connections, logs, the reactor's own.
+RESERVED_DESCRIPTORS = 128
+
+
+def server_settings(config: ServerConfig) -> HttpSettings:
+    """The HTTP settings of ``config``, with max_connections 0 made concrete.
+
+    0 means "the open-files limit less :data:`RESERVED_DESCRIPTORS`" (at least 64):
+    past that limit a connection could only be accepted to be closed again.
+    """
+    settings = config.http
+    if settings.max_connections:
+        return settings
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return settings
+    return replace(settings, max_connections=max(soft - RESERVED_DESCRIPTORS, 64))
+
+
 def make_service(
     config: ServerConfig,
     app: WSGIApplication | None = None,
@@ -455,7 +479,9 @@ def make_service(
                 f"cannot open {config.access_log!r}: {error.strerror}",
             ) from None
         response_log = access_log
-    factory = HTTPFactory(router, settings=config.http, clock=reactor, response_log=response_log)
+    factory = HTTPFactory(
+        router, settings=server_settings(config), clock=reactor, response_log=response_log
+    )
     return ServerService(
         factory,
         endpoints,

@@ -212,6 +212,9 @@ class HTTPFactory(Factory):
         self.date_cache = DateCache(settings.server_header)
         self.shutting_down = False
         self._all_closed: list[Deferred[None]] = []
+        # Listening ports to pause at max_connections (see connection_opened).
+        self._listeners: list[Any] = []
+        self._accepting = True
 
     def acceptableProtocols(self) -> list[bytes]:
         """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1 and HTTP/1.0.
@@ -255,13 +258,41 @@ class HTTPFactory(Factory):
             self._all_closed.append(waiter)
         return waiter
 
+    def add_listener(self, port: Any) -> None:
+        """Pause ``port`` (its ``stopReading``) while the connection limit is reached."""
+        self._listeners.append(port)
+        if not self._accepting:
+            port.stopReading()
+
+    def remove_listeners(self) -> None:
+        """Forget the listening ports (they are closing): nothing resumes them."""
+        self._listeners = []
+
     def connection_opened(self, connection: HTTP11Protocol) -> None:
         """Track a new connection (called by the protocol)."""
         self.connections.add(connection)
+        limit = self.settings.max_connections
+        if limit and self._accepting and len(self.connections) >= limit:
+            # As nginx at worker_connections: stop accepting; new connections wait in
+            # the listen backlog instead of costing a descriptor each (and, past the
+            # open-files limit, being accepted only to be closed).
+            self._accepting = False
+            _log.warn(
+                "{count} connections open (max_connections): new ones wait until one closes",
+                count=len(self.connections),
+            )
+            for port in self._listeners:
+                port.stopReading()
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
         """Forget a closed connection; fire shutdown waiters when none are left."""
         self.connections.discard(connection)
+        limit = self.settings.max_connections
+        if not self._accepting and (not limit or len(self.connections) < limit):
+            self._accepting = True
+            _log.info("Accepting connections again")
+            for port in self._listeners:
+                port.startReading()
         if not self.connections and self._all_closed:
             waiters, self._all_closed = self._all_closed, []
             for waiter in waiters:

@@ -32,6 +32,8 @@ class HttpSettings:
         send_timeout: seconds a client may leave a response unread before the
             connection is aborted.
         server_header: value of the ``Server`` field, empty to send none.
+        max_connections: most connections open at once, ``0`` for no limit; at the
+            limit new ones wait in the listen backlog (nginx's ``worker_connections``).
     """
 
     max_request_line: int = 8192
@@ -44,3 +46,4 @@ class HttpSettings:
     body_timeout: float = 60.0
     send_timeout: float = 60.0
     server_header: bytes = b"twistwsgi"
+    max_connections: int = 0
