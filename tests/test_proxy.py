@@ -98,9 +98,12 @@ class FakeEndpoint:
         self.cancelled = 0
         self.attempts = 0
         self.transport_factory: Callable[[], StringTransport] = StringTransport
+        self.error: Exception | None = None  # connecting fails with this
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         self.attempts += 1
+        if self.error is not None:
+            return fail(self.error)
         if self.refuse:
             return fail(ConnectionRefusedError("refused"))
         if self.hold:
@@ -1668,3 +1671,44 @@ def test_a_long_queue_failing_at_once_is_answered_without_recursion() -> None:
     assert [one_response(waiter).status for waiter in waiters] == [502] * count
     assert not setup.handler.waiting
     assert setup.handler.group.peers[0].active == 0
+
+
+def test_no_descriptor_left_here_is_503_and_not_the_upstreams_failure() -> None:
+    """socket() failing with EMFILE is this server's shortage: 503 with Retry-After,
+    no retry on another upstream, and no upstream counted as failed (it was never
+    reached; two healthy upstreams were left out for it before).
+    """
+    from twisted.internet.error import ConnectBindError
+
+    setup = make_proxy(("http://10.0.0.1:9000", "http://10.0.0.2:9000"), max_fails=1)
+    first, second = setup.endpoint(0), setup.endpoint(1)
+    first.error = second.error = ConnectBindError(24, "Too many open files")
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = one_response(client)
+    assert response.status == 503
+    assert response.header(b"retry-after") == b"1"
+    assert response.body == b"Service Unavailable: the server is overloaded, try again later\n"
+    assert first.attempts + second.attempts == 1
+    assert not any("left out" in formatEvent(event) for event in events)
+    assert any("cannot open a socket: Too many open files" in formatEvent(e) for e in events)
+    assert all(peer.fails == 0 for peer in setup.handler.group.peers)
+
+
+def test_a_health_check_that_cannot_get_a_socket_gives_no_verdict() -> None:
+    """Out of descriptors here, a check learns nothing about the upstream: it stays as
+    it was, and the next check runs at the next interval.
+    """
+    from twisted.internet.error import ConnectBindError
+
+    setup = make_proxy(("http://10.0.0.1:9000",), health_check="/h", health_interval=2.0)
+    endpoint = setup.endpoint()
+    endpoint.error = ConnectBindError(24, "Too many open files")
+    with capture_log_events() as events:
+        setup.clock.advance(0)
+        setup.clock.advance(2.1)  # past the check's own deadline too
+    assert setup.handler.group.peers[0].healthy
+    assert not any("failed its health check" in formatEvent(event) for event in events)
+    assert endpoint.attempts == 2  # the next check ran at the interval
+    setup.handler.close()

@@ -132,6 +132,8 @@ _FAILED: dict[ErrorKind | None, tuple[int, bytes]] = {
     # Only once a response head was relayed, so the client connection is aborted
     # instead; here for completeness.
     ErrorKind.STALLED: (502, b"Bad Gateway: the upstream server stopped its response\n"),
+    # This server ran out of descriptors or memory: a moment later it may not be.
+    ErrorKind.LOCAL: (503, b"Service Unavailable: the server is overloaded, try again later\n"),
 }
 
 _OVERLOADED = b"Service Unavailable: the upstream servers are busy, try again later\n"
@@ -669,7 +671,8 @@ class _Forward:
         # A stale close under a request that may not be sent again (not idempotent,
         # RFC 9110 9.2.2, or its body not kept) ends in a 502 below, but the
         # upstream is not counted as failed.
-        if not stale and peer is not None:
+        # Out of descriptors here says nothing of the upstream: not counted either.
+        if not stale and peer is not None and error.kind is not ErrorKind.LOCAL:
             balancer = proxy.balancer
             # Warn when the upstream goes out, not at each failure while it is out:
             # requests still reach it then (the probe, the upstream back soonest when
@@ -726,6 +729,9 @@ class _Forward:
     def _failed(self, kind: ErrorKind | None, detail: str, upstream: str) -> None:
         """Answer 502 or 504 as the failure ``kind`` calls for (``None``: no attempt)."""
         status, body = _FAILED[kind]
+        if kind is ErrorKind.LOCAL:
+            self._fail_response(status, detail, upstream, body, _RETRY_AFTER)
+            return
         self._fail_response(status, detail, upstream, body)
 
     def _fail_response(

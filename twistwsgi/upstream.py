@@ -38,7 +38,9 @@ Everything here runs in the reactor thread; the reactor is passed in.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -284,6 +286,11 @@ class UpstreamPool:
                 elif result.check(CancelledError, ConnectingCancelledError, UpstreamError):
                     return result
                 else:
+                    shortage = _local_shortage(result.value)
+                    if shortage is not None:
+                        raise UpstreamError(
+                            ErrorKind.LOCAL, f"this server cannot open a socket: {shortage}"
+                        )
                     detail = result.getErrorMessage()
                 raise UpstreamError(ErrorKind.CONNECT, detail)
             return result
@@ -325,6 +332,24 @@ _HEALTH_HEAD = (
     b"GET %b HTTP/1.1\r\nHost: %b\r\nUser-Agent: twistwsgi-health-check\r\n"
     b"Connection: close\r\n\r\n"
 )
+
+
+#: errno values that say this server, not the upstream, ran out of something.
+_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _local_shortage(error: BaseException | None) -> str | None:
+    """What this server lacks, if connecting failed for want of a socket.
+
+    Twisted reports a socket() that failed with EMFILE as a ConnectBindError whose
+    ``osError`` is the errno; nothing about the upstream is known then.
+    """
+    code = getattr(error, "osError", None)
+    if code is None and isinstance(error, OSError):
+        code = error.errno
+    if code in _SHORTAGES:
+        return os.strerror(code)
+    return None
 
 
 class HealthCheck:
@@ -393,6 +418,13 @@ class HealthCheck:
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting = None
         if failure.check(CancelledError, ConnectingCancelledError):
+            return
+        error = failure.value
+        if isinstance(error, UpstreamError) and error.kind is ErrorKind.LOCAL:
+            # Nothing was learnt about the upstream: no verdict, try again later.
+            self._end_check()
+            if not self._stopped:
+                self._next = self._clock.callLater(self._interval, self._run)
             return
         self._verdict(False, failure.getErrorMessage())
 

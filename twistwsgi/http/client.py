@@ -96,6 +96,7 @@ class ErrorKind(Enum):
     PROTOCOL = "protocol"  # the upstream sent something that is not an HTTP response
     TIMEOUT = "timeout"  # no response head in time, or the upstream stopped reading
     STALLED = "stalled"  # the response body stopped arriving
+    LOCAL = "local"  # this server could not open a socket (out of descriptors, memory)
 
 
 class UpstreamError(Exception):
