@@ -38,7 +38,24 @@ SERVER_SOFTWARE = "twistwsgi"
 # Field name (as received) -> environ key, or None for a name that is dropped. Field
 # names repeat across requests, so the conversion is done once per distinct name.
 _KEY_CACHE: dict[bytes, str | None] = {}
+_UNTRUSTED_CACHE: dict[bytes, str | None] = {}
 _KEY_CACHE_LIMIT = 4096
+
+
+def _untrusted_key(name: bytes) -> str | None:
+    """:func:`environ_key` for a client that is not a trusted proxy (cached like it).
+
+    Forwarding fields are dropped too.
+    """
+    key = _UNTRUSTED_CACHE.get(name)
+    if key is not None or name in _UNTRUSTED_CACHE:
+        return key
+    key = environ_key(name)
+    if key in _FORWARDING_KEYS:
+        key = None
+    if len(_UNTRUSTED_CACHE) < _KEY_CACHE_LIMIT:
+        _UNTRUSTED_CACHE[name] = key
+    return key
 
 
 def environ_key(name: bytes) -> str | None:
@@ -160,9 +177,10 @@ def build_environ(
     environ["QUERY_STRING"] = request.query.decode("latin-1")
     environ["REQUEST_URI"] = environ["RAW_URI"] = request.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == b"1.1" else "HTTP/1.0"
+    key_of = environ_key if trusted else _untrusted_key
     for name, value in request.headers:
-        key = environ_key(name)
-        if key is None or (key in _FORWARDING_KEYS and not trusted):
+        key = key_of(name)
+        if key is None:
             continue
         text = value.decode("latin-1")
         previous = environ.get(key)

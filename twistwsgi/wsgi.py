@@ -306,7 +306,8 @@ class WSGIHandler:
     ) -> None:
         self.app = app
         self.accel = accel
-        self.trusted_proxies = trusted_proxies
+        # None when no address is trusted: the per-request check is then skipped.
+        self.trusted_proxies = trusted_proxies if trusted_proxies else None
         self.script_name = script_name.rstrip(b"/")
         self._reactor = reactor
         self._threadpool = threadpool
@@ -670,13 +671,13 @@ class _ThreadedCall:
 
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
-        with self._cond:
-            if self._gone:
-                # The client left while the request waited for a thread (the access log
-                # has its 499): no application call for an answer nobody will read,
-                # and no thread held by it while live requests wait. nginx drops a
-                # proxied request whose client is gone the same way.
-                return
+        if self._gone:
+            # The client left while the request waited for a thread (the access log
+            # has its 499): no application call for an answer nobody will read, and
+            # no thread held by it while live requests wait. nginx drops a proxied
+            # request whose client is gone the same way. Read without the lock: a
+            # client leaving just now is the same race as leaving a moment later.
+            return
         exchange = self._exchange
         environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
         environ["wsgi.input"] = self._input if self._input is not None else io.BytesIO()
