@@ -649,3 +649,54 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
     if hard == 256:
         pytest.skip("the hard limit is 256 here: nothing to raise")
     assert reported == in_force == (hard if hard != -1 else 1 << 20)
+
+
+def test_a_socket_whose_server_does_not_accept_is_left_alone_without_waiting(
+    short_directory: Path,
+) -> None:
+    """A listening socket with a full backlog (a server paused at max_connections, or
+    hung) makes a blocking connect wait forever; the probe does not block.
+    """
+    import socket
+
+    path = short_directory / "app.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(path))
+    listening.listen(0)
+    fillers = []
+    try:
+        while True:  # fill the backlog; the next connect would block
+            filler = socket.socket(socket.AF_UNIX)
+            filler.setblocking(False)
+            try:
+                filler.connect(str(path))
+            except BlockingIOError:
+                filler.close()
+                break
+            fillers.append(filler)
+        import threading
+
+        # In a thread: a probe that blocks would hang here; the join's timeout only
+        # turns that hang into a failure.
+        probing = threading.Thread(
+            target=cli._clear_stale_unix_socket, args=(f"unix:{path}",), daemon=True
+        )
+        probing.start()
+        probing.join(timeout=30)
+        assert not probing.is_alive()
+        assert path.exists()
+    finally:
+        for filler in fillers:
+            filler.close()
+        listening.close()
+
+
+def test_check_config_leaves_a_stale_socket_in_place(
+    short_directory: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run changes nothing on disk, stale sockets included."""
+    path = short_directory / "app.sock"
+    stale_socket(path)
+    with pytest.raises(SystemExit):
+        make("--app", "tests.apps:hello", "--listen", f"unix:{path}", "--check-config")
+    assert path.exists()

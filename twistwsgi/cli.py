@@ -172,7 +172,8 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
     """Turn the endpoint strings into endpoints; exit 2 naming a bad one."""
     endpoints = []
     for description in config.listen:
-        _clear_stale_unix_socket(description)
+        if not config.check_config:  # a check changes nothing on disk
+            _clear_stale_unix_socket(description)
         encrypted = _encrypted_key(description)
         if encrypted is not None:
             # OpenSSL would ask for the passphrase on the terminal (or fail without one).
@@ -256,12 +257,15 @@ def _clear_stale_unix_socket(description: str) -> None:
     lock = path + ".lock"
     if is_socket:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Never blocking: a server that listens but does not accept (its backlog
+        # full, paused at max_connections, or hung) would hold a blocking connect.
+        probe.setblocking(False)
         try:
             probe.connect(path)
         except ConnectionRefusedError:
             pass  # nobody listens: stale
         except OSError:
-            return  # cannot tell (permissions...): let listening report it
+            return  # in use but not accepting now (EAGAIN), or cannot tell: leave it
         else:
             return  # in use
         finally:
