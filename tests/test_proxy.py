@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
@@ -1712,3 +1713,31 @@ def test_a_health_check_that_cannot_get_a_socket_gives_no_verdict() -> None:
     assert not any("failed its health check" in formatEvent(event) for event in events)
     assert endpoint.attempts == 2  # the next check ran at the interval
     setup.handler.close()
+
+
+def test_no_descriptor_left_before_connecting_by_host_name_is_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of descriptors, an upstream named by host name cannot even be resolved
+    (Twisted's resolver thread fails and the attempt would time out, blamed on the
+    upstream): the shortage is seen before connecting and answered as this server's.
+    """
+    import errno
+    import os
+
+    setup = make_proxy(("http://app.internal:9000",), max_fails=1)
+    client = setup.client()
+    real_open = os.open
+
+    def exhausted(path: Any, *args: Any, **kwargs: Any) -> int:
+        if path == os.devnull:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", exhausted)
+    client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    monkeypatch.undo()
+    response = one_response(client)
+    assert response.status == 503
+    assert setup.endpoint().attempts == 0
+    assert setup.handler.group.peers[0].fails == 0

@@ -46,7 +46,7 @@ from typing import Any
 
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -262,6 +262,13 @@ class UpstreamPool:
             :class:`UpstreamError` of kind ``CONNECT``. Cancelling it abandons the
             attempt.
         """
+        shortage = _descriptor_shortage()
+        if shortage is not None:
+            # Out of descriptors, a host name's resolution fails in Twisted's resolver
+            # thread and the attempt would only time out, blamed on the upstream.
+            return fail(
+                UpstreamError(ErrorKind.LOCAL, f"this server cannot open a socket: {shortage}")
+            )
         # The endpoint's Deferred fires once TCP is connected; the TLS handshake
         # (if any) is part of connecting, under the same timer.
         connecting: Deferred[Any] = self._endpoint.connect(self._factory)
@@ -336,6 +343,20 @@ _HEALTH_HEAD = (
 
 #: errno values that say this server, not the upstream, ran out of something.
 _SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _descriptor_shortage() -> str | None:
+    """What this process lacks to open one more descriptor, if anything.
+
+    Checked before each new upstream connection (pooled ones are reused): one open
+    and close of /dev/null, two system calls.
+    """
+    try:
+        descriptor = os.open(os.devnull, os.O_RDONLY)
+    except OSError as error:
+        return os.strerror(error.errno) if error.errno in _SHORTAGES else None
+    os.close(descriptor)
+    return None
 
 
 def _local_shortage(error: BaseException | None) -> str | None:
