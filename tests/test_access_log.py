@@ -681,3 +681,27 @@ def test_client_closing_during_the_response_keeps_its_status() -> None:
         exchange.write(b"z" * 40)
         connection.protocol.connectionLost(Failure(ConnectionDone()))
         assert lines() == [f'127.0.0.1 - - {STAMP} "GET /x HTTP/1.1" 200 40 "-" "-"']
+
+
+@pytest.mark.parametrize(
+    ("pieces", "request_field"),
+    [
+        ([b"GET /x HTTP/1.1\r\n"], "GET /x HTTP/1.1"),
+        ([b"GET /x HTTP/1.1\r\nHost: a\r\n"], "GET /x HTTP/1.1"),
+        ([b"GET /x HT", b"TP/1.1\r\n"], "GET /x HTTP/1.1"),
+        ([b"GET /x", b" HTTP/1.1\r\nUser-Agent: slow\r\n"], "GET /x HTTP/1.1"),
+        ([b"GET /x HT"], "GET /x"),
+    ],
+)
+def test_head_timeout_after_the_request_line_logs_it_whole(
+    pieces: list[bytes], request_field: str
+) -> None:
+    """A slow client whose request line arrived whole (the common 408) is logged with
+    the whole line, version included, as nginx does; a line cut short stays cut.
+    """
+    with logged(Hello(), header_timeout=10.0) as (connection, lines):
+        for piece in pieces:
+            connection.send(piece)
+        connection.clock.advance(10.5)
+        sent = body_length(connection)
+        assert lines() == [f'127.0.0.1 - - {STAMP_LATER} "{request_field}" 408 {sent} "-" "-"']

@@ -656,6 +656,8 @@ class HTTP11Protocol(Protocol):
                 read = self._read
                 if read is _Read.HEAD:
                     self._check_head_size()
+                    if self._url and not self._line_read:
+                        self._note_line_end(data)
                 elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
                     # Reads that carried no body byte: chunk-size lines, extensions and
                     # the trailer section. llhttp holds a trailer field line until it
@@ -733,6 +735,19 @@ class HTTP11Protocol(Protocol):
             self._advancing = False
         if self._read_pauses and len(self._queue) <= 1 and not self._held:
             self.resume_reading("pipeline")
+
+    def _note_line_end(self, data: bytes) -> None:
+        """Note whether the request line of an unfinished head has been read whole.
+
+        For the access log of a head that then times out (408): llhttp reports a
+        field line only once the next one starts, so nothing else says the version
+        was read. The line ended if a line feed follows the target in ``data``, or,
+        when the target ended in an earlier read, if ``data`` holds one at all.
+        """
+        tail = self._url[-32:]
+        at = data.rfind(tail)
+        if data.find(b"\n", at + len(tail) if at >= 0 else 0) >= 0:
+            self._line_read = True
 
     def _check_head_size(self) -> None:
         # llhttp buffers a field line until it is complete, so a client that never
