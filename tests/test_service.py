@@ -567,3 +567,43 @@ def test_max_connections_0_follows_the_open_files_limit(monkeypatch: pytest.Monk
     assert service_module.server_settings(given).max_connections == 300
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
     assert service_module.server_settings(config).max_connections == 0
+
+
+def test_at_the_limit_idle_keep_alive_connections_are_closed() -> None:
+    """Reaching max_connections closes connections waiting between requests (as
+    nginx drains its keep-alive ones), so waiting clients get in; a connection with
+    a request in progress is kept.
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(max_connections=3), clock=clock)
+    idle = []
+    for _ in range(2):
+        protocol, transport = open_connection(factory)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        exchange = held.exchanges[-1]
+        exchange.start_response(200, [(b"Content-Length", b"0")])
+        exchange.finish()
+        idle.append(transport)
+    busy_protocol, busy = open_connection(factory)
+    busy_protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [transport.disconnecting for transport in idle] == [True, True]
+    assert not busy.disconnecting
+
+
+def test_a_reload_raising_the_limit_resumes_accepting_at_once() -> None:
+    """A paused server given a higher max_connections on reload accepts again without
+    waiting for a connection to close (a long tunnel might never).
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(max_connections=1), clock=clock)
+    endpoint = PausablePortEndpoint()
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    protocol, _ = open_connection(factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # busy: not drained
+    assert endpoint.port.changes == [False]
+    factory.update_settings(HttpSettings(max_connections=10))
+    assert endpoint.port.changes == [False, True]
+    service.stopService()

@@ -277,7 +277,7 @@ class ServerService(Service):
         old_handlers = self._router.table.handlers
         self._router.replace(table)
         close_handlers(old_handlers)
-        self.factory.settings = server_settings(config)
+        self.factory.update_settings(server_settings(config))
         self._graceful_timeout = config.graceful_timeout
         if old is not None and old.access_log != config.access_log:
             config = self._switch_access_log(old, config)

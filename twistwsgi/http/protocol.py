@@ -268,35 +268,63 @@ class HTTPFactory(Factory):
         """Forget the listening ports (they are closing): nothing resumes them."""
         self._listeners = []
 
+    def update_settings(self, settings: HttpSettings) -> None:
+        """Use ``settings`` from now on (a reload); a new connection limit applies at once."""
+        self.settings = settings
+        self._check_capacity()
+
     def connection_opened(self, connection: HTTP11Protocol) -> None:
         """Track a new connection (called by the protocol)."""
         self.connections.add(connection)
         limit = self.settings.max_connections
         if limit and self._accepting and len(self.connections) >= limit:
-            # As nginx at worker_connections: stop accepting; new connections wait in
-            # the listen backlog instead of costing a descriptor each (and, past the
-            # open-files limit, being accepted only to be closed).
-            self._accepting = False
-            _log.warn(
-                "{count} connections open (max_connections): new ones wait until one closes",
-                count=len(self.connections),
-            )
-            for port in self._listeners:
-                port.stopReading()
+            self._check_capacity()
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
         """Forget a closed connection; fire shutdown waiters when none are left."""
         self.connections.discard(connection)
-        limit = self.settings.max_connections
-        if not self._accepting and (not limit or len(self.connections) < limit):
-            self._accepting = True
-            _log.info("Accepting connections again")
-            for port in self._listeners:
-                port.startReading()
+        if not self._accepting:
+            self._check_capacity()
         if not self.connections and self._all_closed:
             waiters, self._all_closed = self._all_closed, []
             for waiter in waiters:
                 waiter.callback(None)
+
+    def _check_capacity(self) -> None:
+        """Pause or resume accepting against ``max_connections``.
+
+        As nginx at worker_connections: at the limit, stop accepting (new connections
+        wait in the listen backlog instead of costing a descriptor each, and past the
+        open-files limit being accepted only to be closed), and close idle keep-alive
+        connections (a batch, as nginx drains them) so that waiting clients get in.
+        """
+        limit = self.settings.max_connections
+        full = bool(limit) and len(self.connections) >= limit
+        if full and self._accepting:
+            self._accepting = False
+            _log.warn(
+                "{count} connections open (max_connections): closing idle ones, new ones"
+                " wait until one closes",
+                count=len(self.connections),
+            )
+            for port in self._listeners:
+                port.stopReading()
+            drained = 0
+            for connection in list(self.connections):
+                if connection.close_if_idle():
+                    drained += 1
+                    if drained >= _IDLE_DRAIN_BATCH:
+                        break
+        elif not full and not self._accepting:
+            self._accepting = True
+            _log.info("Accepting connections again")
+            for port in self._listeners:
+                port.startReading()
+
+
+#: Idle keep-alive connections closed at once when the connection limit is reached
+#: (nginx's ngx_drain_connections closes 32 at a time).
+_IDLE_DRAIN_BATCH = 32
 
 
 def _address(address: IAddress) -> Address | None:
@@ -334,6 +362,7 @@ class HTTP11Protocol(Protocol):
         self._write_paused = False
         self._response_producer: IPushProducer | None = None
         self._close_when_idle = False
+        self._kept_alive = False  # a response was sent and the connection kept open
         self._closed = False
         self._dropped = False  # the server itself dropped the connection (abort)
         self._scheme = "http"
@@ -417,6 +446,23 @@ class HTTP11Protocol(Protocol):
         if tunnel is not None:
             tunnel.connection_lost(reason)
         self._factory.connection_closed(self)
+
+    def close_if_idle(self) -> bool:
+        """Close now if between requests on a persistent connection; say whether.
+
+        A connection that has not had a response yet is not closed: its first
+        request may be on its way (it may be the connection just accepted).
+        """
+        if (
+            not self._kept_alive
+            or self._closed
+            or self._queue
+            or self._read is not _Read.IDLE
+            or self._held
+        ):
+            return False
+        self._lose_connection()
+        return True
 
     def close_when_idle(self) -> None:
         """Close now if no request is in progress, else after the current response."""
@@ -1014,6 +1060,7 @@ class HTTP11Protocol(Protocol):
             return
         if self._read_pauses:
             self.resume_reading("pipeline")
+        self._kept_alive = True
         if self._read is _Read.IDLE:
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
