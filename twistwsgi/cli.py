@@ -428,7 +428,9 @@ def _start_error_handler(options: Options) -> Callable[[str], None]:
 
     def on_start_error(message: str) -> None:
         if runner_settings.get("statusPipe") is not None:
-            raise StartError(message)
+            # twistd passes the first 100 bytes of this to its parent: the cause first.
+            where, separator, cause = message.partition("': ")
+            raise StartError(f"{cause} ({where}')" if separator else message)
         pidfile = runner_settings.get("pidfile")
         if pidfile:
             _remove_own_pidfile(pidfile)

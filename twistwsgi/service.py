@@ -220,11 +220,13 @@ class ServerService(Service):
         self._on_start_error(str(error))
 
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
-        failed.append(failure.getErrorMessage())
+        # The system's reason alone ("[Errno 98] Address already in use"): Twisted's
+        # wording repeats the address the description already names.
+        cause = getattr(failure.value, "socketError", None)
+        reason = str(cause) if isinstance(cause, OSError) else failure.getErrorMessage()
+        failed.append(reason)
         _log.error(
-            "Cannot listen on {description}: {reason}",
-            description=description,
-            reason=failure.getErrorMessage(),
+            "Cannot listen on {description}: {reason}", description=description, reason=reason
         )
 
     def _listening_on(self, port: IListeningPort, description: str) -> None:
