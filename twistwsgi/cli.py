@@ -196,10 +196,28 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
 DEFAULT_BACKLOG = 511
 
 
+def _endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
+    r"""Split an endpoint string into its kind, positional and ``name=value`` parameters.
+
+    Enough for the checks made before Twisted parses the string; ``\:`` escapes are
+    not undone (paths with colons are rare, and Twisted reports what it cannot open).
+    """
+    kind, _, rest = description.partition(":")
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for parameter in rest.split(":") if rest else ():
+        name, equals, value = parameter.partition("=")
+        if equals:
+            named[name] = value
+        else:
+            positional.append(parameter)
+    return kind.strip().lower(), positional, named
+
+
 def _with_backlog(description: str) -> str:
     """``description`` with ``backlog=511`` when it is a kind that takes one and has none."""
-    kind = description.partition(":")[0].strip().lower()
-    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+    kind, _, named = _endpoint_parts(description)
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog" not in named:
         return f"{description}:backlog={DEFAULT_BACKLOG}"
     return description
 
@@ -224,16 +242,10 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 def _unix_path(description: str) -> str | None:
     """The socket path of a ``unix:`` endpoint string, or None for another kind."""
-    kind, _, rest = description.partition(":")
-    if kind.strip().lower() != "unix":
+    kind, positional, named = _endpoint_parts(description)
+    if kind != "unix":
         return None
-    for parameter in rest.split(":"):
-        name, equals, value = parameter.partition("=")
-        if not equals:
-            return parameter or None
-        if name == "address":
-            return value or None
-    return None
+    return named.get("address") or (positional[0] if positional else None) or None
 
 
 def _clear_stale_unix_socket(description: str) -> None:
@@ -290,20 +302,17 @@ def _remove_quietly(path: str) -> None:
 
 def _encrypted_key(description: str) -> str | None:
     """The ``privateKey=`` file of an ``ssl:`` endpoint if it is encrypted, else None."""
-    if not description.lower().startswith("ssl:"):
+    kind, _, named = _endpoint_parts(description)
+    key = named.get("privateKey")
+    if kind != "ssl" or not key:
         return None
-    for parameter in description.split(":")[1:]:
-        name, _, value = parameter.partition("=")
-        if name == "privateKey" and value:
-            try:
-                with open(value, "rb") as stream:
-                    head = stream.read(4096)
-            except OSError:
-                return None  # serverFromString reports the file itself
-            # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or legacy PEM encryption headers.
-            if b"ENCRYPTED" in head:
-                return repr(value)
-    return None
+    try:
+        with open(key, "rb") as stream:
+            head = stream.read(4096)
+    except OSError:
+        return None  # serverFromString reports the file itself
+    # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or legacy PEM encryption headers.
+    return repr(key) if b"ENCRYPTED" in head else None
 
 
 _PEM_CERTIFICATE = re.compile(
@@ -323,13 +332,11 @@ def _chain_from_certificate_file(description: str) -> Iterator[str]:
     ``extraCertChain`` is given, the others are handed over as the chain (through a
     temporary file, which the endpoint reads as it is parsed).
     """
-    if not description.lower().startswith("ssl:") or "extraCertChain=" in description:
+    kind, _, named = _endpoint_parts(description)
+    if kind != "ssl" or "extraCertChain" in named:
         yield description
         return
-    parameters = dict(
-        part.partition("=")[::2] for part in description.split(":")[1:] if "=" in part
-    )
-    certificate_file = parameters.get("certKey") or parameters.get("privateKey")
+    certificate_file = named.get("certKey") or named.get("privateKey")
     try:
         with open(certificate_file or "", "rb") as stream:
             certificates = _PEM_CERTIFICATE.findall(stream.read())
@@ -352,13 +359,12 @@ def _endpoint_problem(description: str, error: Exception) -> str:
     parses each field (``int()``, a keyword call, an OpenSSL decoder); the common
     ones are said here in the terms of the string.
     """
-    kind, _, rest = description.partition(":")
-    kind = kind.strip().lower()
+    kind, positional, _ = _endpoint_parts(description)
     if isinstance(error, TypeError) and "unexpected keyword argument" in str(error):
         name = str(error).rsplit("argument", 1)[-1].strip(" '\"")
         return f"unknown parameter {name!r} for a {kind}: endpoint"
     if kind in ("tcp", "ssl") and isinstance(error, ValueError) and "int()" in str(error):
-        port = rest.split(":", 1)[0]
+        port = positional[0] if positional else ""
         return f"the port must be a number, got {port!r}"
     if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
         return (
