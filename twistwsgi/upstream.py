@@ -266,9 +266,7 @@ class UpstreamPool:
         if shortage is not None:
             # Out of descriptors, a host name's resolution fails in Twisted's resolver
             # thread and the attempt would only time out, blamed on the upstream.
-            return fail(
-                UpstreamError(ErrorKind.LOCAL, f"this server cannot open a socket: {shortage}")
-            )
+            return fail(_shortage_error(shortage))
         # The endpoint's Deferred fires once TCP is connected; the TLS handshake
         # (if any) is part of connecting, under the same timer.
         connecting: Deferred[Any] = self._endpoint.connect(self._factory)
@@ -295,9 +293,7 @@ class UpstreamPool:
                 else:
                     shortage = _local_shortage(result.value)
                     if shortage is not None:
-                        raise UpstreamError(
-                            ErrorKind.LOCAL, f"this server cannot open a socket: {shortage}"
-                        )
+                        raise _shortage_error(shortage)
                     detail = result.getErrorMessage()
                 raise UpstreamError(ErrorKind.CONNECT, detail)
             return result
@@ -354,7 +350,7 @@ def _descriptor_shortage() -> str | None:
     try:
         descriptor = os.open(os.devnull, os.O_RDONLY)
     except OSError as error:
-        return os.strerror(error.errno) if error.errno in _SHORTAGES else None
+        return _local_shortage(error)
     os.close(descriptor)
     return None
 
@@ -371,6 +367,10 @@ def _local_shortage(error: BaseException | None) -> str | None:
     if code in _SHORTAGES:
         return os.strerror(code)
     return None
+
+
+def _shortage_error(shortage: str) -> UpstreamError:
+    return UpstreamError(ErrorKind.LOCAL, f"this server cannot open a socket: {shortage}")
 
 
 class HealthCheck:
