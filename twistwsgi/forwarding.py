@@ -62,7 +62,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.request import Address, RequestHead, Route
 from twistwsgi.http.rules import FORWARDING_FIELDS, HOP_BY_HOP, connection_options
 from twistwsgi.routing import remove_dot_segments
 
@@ -228,6 +228,10 @@ class TrustedProxies:
 
     def __bool__(self) -> bool:
         return bool(self.networks) or self.unix_sockets
+
+    def trusts_peer(self, peer: Address | None) -> bool:
+        """Whether a request's ``peer`` (``None`` on a UNIX socket) is a trusted proxy."""
+        return self.trusts(peer[0] if peer is not None else None)
 
     def trusts(self, address: str | None) -> bool:
         """Whether a client at ``address`` is a trusted proxy.

@@ -337,8 +337,7 @@ class _Forward:
         request = self._request
         proxy = self._proxy
         self._upgrade = upgrade = exchange.upgradable
-        peer = request.peer
-        trusted = proxy.trusted.trusts(peer[0] if peer is not None else None)
+        trusted = proxy.trusted.trusts_peer(request.peer)
         self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
         exchange.on_close(self._exchange_closed)
         if self._has_body:

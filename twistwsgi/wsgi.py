@@ -349,9 +349,7 @@ class WSGIHandler:
         """Build the environ (without ``wsgi.input``) for ``exchange`` (any thread)."""
         request = exchange.request
         proxies = self.trusted_proxies
-        trusted = proxies is not None and proxies.trusts(
-            request.peer[0] if request.peer is not None else None
-        )
+        trusted = proxies is not None and proxies.trusts_peer(request.peer)
         environ = build_environ(
             request,
             script_name=script_name,
