@@ -276,8 +276,7 @@ class HTTPFactory(Factory):
     def connection_opened(self, connection: HTTP11Protocol) -> None:
         """Track a new connection (called by the protocol)."""
         self.connections.add(connection)
-        limit = self.settings.max_connections
-        if limit and self._accepting and len(self.connections) >= limit:
+        if self._accepting:
             self._check_capacity()
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
