@@ -155,6 +155,26 @@ def write_certificate_chain(directory: Path) -> tuple[Path, Path, Path]:
     return key_path, fullchain, root_path
 
 
+def tls_exchange(
+    address: tuple[str, int], cafile: Path, request: bytes, alpn: list[str] | None = None
+) -> tuple[bytes, str | None]:
+    """Send ``request`` over TLS and read until the server closes (blocking; run it in
+    a thread). Returns what was received and the ALPN protocol chosen.
+
+    A server that never closes makes this raise socket.timeout instead of returning.
+    """
+    context = ssl.create_default_context(cafile=str(cafile))
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    raw = socket.create_connection(address, timeout=30)
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(request)
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+        return received, tls.selected_alpn_protocol()
+
+
 class LoopbackTests(TestCase):
     """One server per test on the real reactor, with real worker threads."""
 
@@ -289,19 +309,9 @@ class LoopbackTests(TestCase):
         )
         address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
 
-        def client() -> bytes:
-            context = ssl.create_default_context(cafile=str(cert))
-            raw = socket.create_connection(address, timeout=30)
-            with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                received = b""
-                # Reads until the server closes; a server that never closes makes
-                # this raise socket.timeout instead of returning.
-                while chunk := tls.recv(65536):
-                    received += chunk
-                return received
-
-        received = await self.in_thread(client)
+        received, _ = await self.in_thread(
+            tls_exchange, address, cert, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
 
     async def test_tls_refusal_reaches_the_client_before_the_close(self) -> None:
@@ -319,22 +329,12 @@ class LoopbackTests(TestCase):
         )
         address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
 
+        upload = (
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 4096
+        )
+
         def client() -> list[bytes]:
-            context = ssl.create_default_context(cafile=str(cert))
-            answers = []
-            for _ in range(5):
-                raw = socket.create_connection(address, timeout=30)
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    tls.sendall(
-                        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n"
-                        + b"x" * 4096
-                    )
-                    received = b""
-                    # Until the server closes; one that never does raises socket.timeout.
-                    while chunk := tls.recv(65536):
-                        received += chunk
-                    answers.append(received)
-            return answers
+            return [tls_exchange(address, cert, upload)[0] for _ in range(5)]
 
         for received in await self.in_thread(client):
             self.assertTrue(received.startswith(b"HTTP/1.1 413 "), received)
@@ -348,18 +348,9 @@ class LoopbackTests(TestCase):
         )
         address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
 
-        def client() -> tuple[str | None, bytes]:
-            context = ssl.create_default_context(cafile=str(cert))
-            context.set_alpn_protocols(["http/1.0"])
-            raw = socket.create_connection(address, timeout=30)
-            with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                received = b""
-                while chunk := tls.recv(65536):
-                    received += chunk
-                return tls.selected_alpn_protocol(), received
-
-        chosen, received = await self.in_thread(client)
+        received, chosen = await self.in_thread(
+            tls_exchange, address, cert, b"GET / HTTP/1.0\r\n\r\n", ["http/1.0"]
+        )
         self.assertEqual(chosen, "http/1.0")
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
 
@@ -376,17 +367,9 @@ class LoopbackTests(TestCase):
         self.addCleanup(port.stopListening)
         address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
 
-        def client() -> bytes:
-            context = ssl.create_default_context(cafile=str(root))
-            raw = socket.create_connection(address, timeout=30)
-            with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                received = b""
-                while chunk := tls.recv(65536):
-                    received += chunk
-                return received
-
-        received = await self.in_thread(client)
+        received, _ = await self.in_thread(
+            tls_exchange, address, root, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
 
     async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:
