@@ -265,8 +265,22 @@ class CallsFromThreads:
         self.calls.append(function)
 
 
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> dict[int, Callable[[int, object], None]]:
+    """The signal handlers the code under test installs, by signal number.
+
+    They are collected rather than installed: the test calls them itself.
+    """
+    handlers: dict[int, Callable[[int, object], None]] = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda number, handler: handlers.update({number: handler})
+    )
+    return handlers
+
+
 def test_sighup_reopens_the_access_log_even_when_the_file_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    installed: dict[int, Callable[[int, object], None]],
 ) -> None:
     """Logrotate moves the log away and sends SIGHUP: the log is reopened at its
     path, also when the configuration file no longer validates (which is refused).
@@ -280,11 +294,6 @@ def test_sighup_reopens_the_access_log_even_when_the_file_is_refused(
     given = {"config": str(site)}
     service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
     service.startService()
-    installed: dict[int, Callable[[int, object], None]] = {}
-    # The handler is collected rather than installed: the test calls it itself.
-    monkeypatch.setattr(
-        signal, "signal", lambda number, handler: installed.update({number: handler})
-    )
     reactor = CallsFromThreads()
     cli._handle_reload_signals(reactor, service, given)
 
@@ -432,16 +441,15 @@ def test_a_start_error_in_a_daemon_goes_through_twistd() -> None:
     )
 
 
-def test_sigusr1_reopens_the_access_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigusr1_reopens_the_access_log(
+    tmp_path: Path,
+    installed: dict[int, Callable[[int, object], None]],
+) -> None:
     """Nginx's log-rotation signal reopens the log; it does not end the server."""
     log = tmp_path / "access.log"
     given = {"app": "tests.apps:hello", "threads": "0", "access_log": str(log)}
     service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
     service.startService()
-    installed: dict[int, Callable[[int, object], None]] = {}
-    monkeypatch.setattr(
-        signal, "signal", lambda number, handler: installed.update({number: handler})
-    )
     reactor = CallsFromThreads()
     cli._handle_reload_signals(reactor, service, given)
     log.rename(tmp_path / "access.log.1")
@@ -457,7 +465,9 @@ def test_sigusr1_reopens_the_access_log(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_a_reload_that_fails_unexpectedly_keeps_serving_and_reopens_the_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    installed: dict[int, Callable[[int, object], None]],
 ) -> None:
     """Whatever goes wrong while reading the file, the reload is refused with a log
     line, and the access log is reopened all the same.
@@ -466,10 +476,6 @@ def test_a_reload_that_fails_unexpectedly_keeps_serving_and_reopens_the_log(
     service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
     reopened: list[bool] = []
     monkeypatch.setattr(service, "reopen_access_log", lambda: reopened.append(True))
-    installed: dict[int, Callable[[int, object], None]] = {}
-    monkeypatch.setattr(
-        signal, "signal", lambda number, handler: installed.update({number: handler})
-    )
 
     def broken(given: dict[str, Any]) -> Any:
         raise UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "invalid continuation byte")
@@ -486,12 +492,10 @@ def test_a_reload_that_fails_unexpectedly_keeps_serving_and_reopens_the_log(
     service.stopService()
 
 
-def test_a_second_stop_signal_stops_now(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_stop_signal_stops_now(
+    installed: dict[int, Callable[[int, object], None]],
+) -> None:
     """Once a graceful stop began, SIGTERM or SIGINT again ends the draining."""
-    installed: dict[int, Callable[[int, object], None]] = {}
-    monkeypatch.setattr(
-        signal, "signal", lambda number, handler: installed.update({number: handler})
-    )
     stopped: list[bool] = []
 
     class Service:
