@@ -199,6 +199,14 @@ def one_response(client: Connection, method: bytes = b"GET") -> Any:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
+def answer_busy(setup: Setup) -> None:
+    """Answer OK on every upstream connection that carries a request."""
+    for endpoint in setup.endpoints.values():
+        for upstream in endpoint.connections:
+            if upstream.protocol._state.value == "busy":
+                upstream.respond(OK)
+
+
 def proxy_log(events: list[dict[str, Any]]) -> list[str]:
     """The proxy's log lines among ``events``, as an operator reads them."""
     return [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.proxy"]
@@ -709,10 +717,7 @@ def test_an_upstream_back_after_failures_is_logged_once() -> None:
     with capture_log_events() as events:
         for _ in range(6):
             client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            for endpoint in setup.endpoints.values():
-                for upstream in endpoint.connections:
-                    if upstream.protocol._state.value == "busy":
-                        upstream.respond(OK)
+            answer_busy(setup)
             assert one_response(client).status == 200
             setup.clock.advance(11)  # past fail_timeout
             first.refuse = False
@@ -803,10 +808,7 @@ def test_stale_keepalive_close_under_a_post_is_502_without_a_failure() -> None:
     client = setup.client()
     for _ in range(2):  # one request to each upstream, leaving an idle connection each
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        for endpoint in setup.endpoints.values():
-            for upstream in endpoint.connections:
-                if upstream.protocol._state.value == "busy":
-                    upstream.respond(OK)
+        answer_busy(setup)
         one_response(client)
     client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
     (reused,) = setup.endpoint(0).connections
@@ -855,10 +857,7 @@ def test_round_robin_with_weights() -> None:
     client = setup.client()
     for _ in range(6):
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        for endpoint in setup.endpoints.values():
-            for upstream in endpoint.connections:
-                if upstream.protocol._state.value == "busy":
-                    upstream.respond(OK)
+        answer_busy(setup)
         one_response(client)
     counts = [
         sum(len(c.transport.value().split(b"GET ")) - 1 for c in endpoint.connections)
