@@ -175,16 +175,23 @@ def assert_stop_drops_after(
     assert done == [None]
 
 
+def serving_one_request(
+    timeout: float,
+) -> tuple[ServerService, MemoryReactorClock, HTTP11Protocol, StringTransport]:
+    """A started service with one connection whose request is not answered."""
+    clock = MemoryReactorClock()
+    service = build(Held(), clock, timeout=timeout)
+    service.startService()
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    return service, clock, protocol, transport
+
+
 def test_graceful_timeout_drops_what_is_left() -> None:
     """A request still running after the graceful timeout has its connection
     dropped, and the shutdown completes.
     """
-    clock = MemoryReactorClock()
-    held = Held()
-    service = build(held, clock, timeout=30.0)
-    service.startService()
-    protocol, transport = open_connection(service.factory)
-    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    service, clock, protocol, transport = serving_one_request(timeout=30.0)
     assert_stop_drops_after(service, clock, protocol, transport, 30.0)
 
 
@@ -216,12 +223,7 @@ def test_a_second_stop_drops_the_draining_connections_at_once() -> None:
     """stop_now (a second SIGTERM) ends the graceful stop without waiting for the
     timeout; before a stop began it does nothing.
     """
-    clock = MemoryReactorClock()
-    held = Held()
-    service = build(held, clock, timeout=30.0)
-    service.startService()
-    protocol, transport = open_connection(service.factory)
-    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    service, clock, protocol, transport = serving_one_request(timeout=30.0)
     service.stop_now()
     assert not aborted(transport)
     done: list[object] = []
