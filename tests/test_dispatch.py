@@ -41,6 +41,7 @@ from twistwsgi.dispatch import (
     restore_log_context,
     skip_log_context,
 )
+from twistwsgi.http.transport import HOLD_LIMIT, hold_writes, send_held_writes, write_now
 from twistwsgi.testing import capture_log_events
 
 
@@ -426,3 +427,213 @@ def test_an_aborted_connection_reads_nothing_more(inline: InlineReads) -> None:
     inline.reactor.runUntilCurrent()
     assert protocol.received == b""
     protocol.lost[0].trap(ConnectionAborted)
+
+
+# -- writes held while a batch of events is handled ---------------------------------------
+
+
+class _Writer(_Recorder):
+    """Runs the test's ``script`` on each read and notes what its client could see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: Callable[[Any], None] = lambda transport: None
+        self.peer: socket.socket | None = None
+        self.seen_during = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.script(self.transport)
+        assert self.peer is not None
+        self.seen_during = _waiting(self.peer)
+
+
+def _waiting(client: socket.socket) -> bytes:
+    """What has reached ``client`` and not been read yet (nothing is consumed)."""
+    try:
+        return client.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+@pytest.fixture
+def writing() -> Iterator[InlineReads]:
+    harness = InlineReads(_Writer)
+    yield harness
+    harness.close()
+
+
+def _writer(harness: InlineReads, script: Callable[[Any], None]) -> tuple[socket.socket, _Writer]:
+    client, protocol, _ = harness.connect()
+    assert isinstance(protocol, _Writer)
+    protocol.peer = client
+    protocol.script = script
+    return client, protocol
+
+
+def _receive(harness: InlineReads, client: socket.socket, size: int) -> bytes:
+    """``size`` bytes that reach ``client`` (read as they come, in as few calls as may be)."""
+    received = b""
+
+    def arrived() -> bool:
+        nonlocal received
+        with contextlib.suppress(BlockingIOError):
+            while len(received) < size:
+                chunk = client.recv(1 << 16)
+                if not chunk:
+                    break
+                received += chunk
+        return len(received) >= size
+
+    harness.spin(arrived)
+    return received
+
+
+def _read_until_closed(harness: InlineReads, client: socket.socket) -> bytes:
+    """Everything ``client`` receives until the server closes (a reset ends it too)."""
+    received = b""
+    closed = False
+
+    def ended() -> bool:
+        nonlocal received, closed
+        harness.reactor.runUntilCurrent()  # calls Twisted put off to the next turn
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                try:
+                    chunk = client.recv(1 << 16)
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+                received += chunk
+        return closed
+
+    harness.spin(ended)
+    return received
+
+
+def test_a_write_made_while_a_batch_is_handled_leaves_when_the_batch_ends(
+    writing: InlineReads,
+) -> None:
+    client, protocol = _writer(writing, lambda transport: write_now(transport, b"answer"))
+    client.sendall(b"ask")
+    assert writing.answer(client, 6) == b"answer"
+    assert protocol.seen_during == b""  # held while the protocol was still running
+
+
+def test_without_the_inline_loop_a_write_leaves_at_once(writing: InlineReads) -> None:
+    read_generic(writing.reactor)  # Twisted's own doPoll: nothing holds writes
+    client, protocol = _writer(writing, lambda transport: write_now(transport, b"answer"))
+    client.sendall(b"ask")
+    assert writing.answer(client, 6) == b"answer"
+    assert protocol.seen_during == b"answer"
+
+
+def test_writes_of_one_batch_keep_their_order_through_twisteds_buffer(
+    writing: InlineReads,
+) -> None:
+    def script(transport: Any) -> None:
+        write_now(transport, b"one,")
+        write_now(transport, b"two,")
+        transport.write(b"three,")  # Twisted's path: behind the held bytes
+        write_now(transport, b"four")  # and this one behind it
+
+    client, protocol = _writer(writing, script)
+    client.sendall(b"go")
+    assert writing.answer(client, 18) == b"one,two,three,four"
+    assert protocol.seen_during == b""
+
+
+def test_a_connection_closed_after_a_held_write_sends_it_first(writing: InlineReads) -> None:
+    def script(transport: Any) -> None:
+        write_now(transport, b"last words")
+        transport.loseConnection()
+
+    client, _ = _writer(writing, script)
+    client.sendall(b"bye")
+    assert _read_until_closed(writing, client) == b"last words"
+
+
+def test_a_half_closed_connection_sends_the_held_write_before_its_end(
+    writing: InlineReads,
+) -> None:
+    def script(transport: Any) -> None:
+        write_now(transport, b"then end")
+        transport.loseWriteConnection()
+
+    client, _ = _writer(writing, script)
+    client.sendall(b"x")
+    assert _read_until_closed(writing, client) == b"then end"
+
+
+def test_an_aborted_connection_sends_nothing_it_held(writing: InlineReads) -> None:
+    def script(transport: Any) -> None:
+        write_now(transport, b"never")
+        transport.abortConnection()
+
+    client, protocol = _writer(writing, script)
+    with capture_log_events() as events:
+        client.sendall(b"x")
+        assert _read_until_closed(writing, client) == b""
+    protocol.lost[0].trap(ConnectionAborted)
+    assert not [e for e in events if e.get("isError")]
+
+
+def test_a_write_above_the_limit_leaves_at_once(writing: InlineReads) -> None:
+    big = b"x" * (HOLD_LIMIT + 1)
+    client, protocol = _writer(writing, lambda transport: write_now(transport, big))
+    client.sendall(b"x")
+    writing.spin(lambda: bool(protocol.received))
+    assert protocol.seen_during  # not held (the kernel took what it could)
+
+
+def test_bytes_past_the_limit_go_through_twisteds_flow_control(writing: InlineReads) -> None:
+    def script(transport: Any) -> None:
+        write_now(transport, b"a" * HOLD_LIMIT)
+        write_now(transport, b"b" * 10)  # would pass the limit: Twisted buffers it
+
+    client, protocol = _writer(writing, script)
+    client.sendall(b"x")
+    writing.spin(lambda: bool(protocol.received))
+    assert protocol.seen_during == b""
+    assert _receive(writing, client, HOLD_LIMIT + 10) == b"a" * HOLD_LIMIT + b"b" * 10
+
+
+def test_a_write_with_send_flags_is_never_held(writing: InlineReads) -> None:
+    client, protocol = _writer(
+        writing, lambda transport: write_now(transport, b"now", socket.MSG_DONTWAIT)
+    )
+    client.sendall(b"x")
+    writing.spin(lambda: bool(protocol.received))
+    assert protocol.seen_during == b"now"
+
+
+def test_what_the_kernel_does_not_take_at_the_end_goes_through_twisted(
+    writing: InlineReads,
+) -> None:
+    size = HOLD_LIMIT - 1
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    client, protocol = _writer(writing, lambda transport: write_now(transport, payload))
+    transport: Any = protocol.transport
+    # Small buffers on both sides: the end-of-batch send cannot take it all.
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.sendall(b"x")
+    writing.spin(lambda: bool(protocol.received))
+    assert transport._tempDataLen or len(transport.dataBuffer) > transport.offset  # left over
+    assert _receive(writing, client, size) == payload
+
+
+def test_a_write_outside_a_batch_leaves_at_once(writing: InlineReads) -> None:
+    client, protocol = _writer(writing, lambda transport: None)
+    write_now(protocol.transport, b"unprompted")  # e.g. from a timer or a worker's result
+    assert _waiting(client) == b"unprompted"
+
+
+def test_holding_is_started_once_and_stopped_by_sending() -> None:
+    assert hold_writes()
+    assert not hold_writes()  # nested: the first caller sends
+    send_held_writes()
+    assert hold_writes()
+    send_held_writes()
