@@ -637,3 +637,32 @@ def test_holding_is_started_once_and_stopped_by_sending() -> None:
     send_held_writes()
     assert hold_writes()
     send_held_writes()
+
+
+def test_a_large_batch_sends_what_it_held_every_few_events(
+    writing: InlineReads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "HOLD_EVENTS", 4)
+    handled: list[_Writer] = []
+    first_client_saw: list[bytes] = []
+
+    def answering(protocol: _Writer) -> Callable[[Any], None]:
+        def script(transport: Any) -> None:
+            handled.append(protocol)
+            write_now(transport, b"A")
+            first_client_saw.append(_waiting(cast(socket.socket, handled[0].peer)))
+
+        return script
+
+    clients = []
+    for _ in range(10):
+        client, protocol = _writer(writing, lambda transport: None)
+        protocol.script = answering(protocol)
+        clients.append(client)
+    for client in clients:
+        client.sendall(b"x")  # all ten are readable by the next poll
+    writing.spin(lambda: len(handled) == 10)
+    # The first four answers left together once the fourth event was handled.
+    assert first_client_saw == [b""] * 4 + [b"A"] * 6
+    for client in clients:
+        assert writing.answer(client, 1) == b"A"

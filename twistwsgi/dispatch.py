@@ -133,6 +133,12 @@ def _reads_plain_socket(kind: type) -> bool:
     return known
 
 
+#: The most events handled while writes are held: past it, the writes held so far are
+#: sent before the next events are handled. A response then waits for at most this
+#: many other requests' handling, however many connections one poll reports ready.
+HOLD_EVENTS = 64
+
+
 def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
     """One iteration of ``EPollReactor.doPoll``, reading plain sockets inline.
 
@@ -140,7 +146,8 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
     ``_doReadOrWrite`` → ``doRead`` → ``_dataReceived`` do (receive, hand the bytes to
     the protocol, disconnect on end of stream, error or exception) in one frame.
     Every other event goes through Twisted's own path. Writes held while the batch
-    is handled are sent at its end, whatever happens.
+    is handled are sent at its end, whatever happens, and after every
+    :data:`HOLD_EVENTS` events of a larger batch.
     """
     if timeout is None:
         timeout = -1
@@ -148,12 +155,20 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
         events = reactor._poller.poll(timeout, len(reactor._selectables))
     except InterruptedError:
         return
-    holding = hold_writes()
-    try:
+    if not hold_writes():  # already held by a caller further up, which sends them
         _handle_events(reactor, events)
+        return
+    try:
+        if len(events) <= HOLD_EVENTS:
+            _handle_events(reactor, events)
+        else:
+            for start in range(0, len(events), HOLD_EVENTS):
+                if start:
+                    send_held_writes()
+                    hold_writes()
+                _handle_events(reactor, events[start : start + HOLD_EVENTS])
     finally:
-        if holding:
-            send_held_writes()
+        send_held_writes()
 
 
 def _handle_events(reactor: Any, events: list[tuple[int, int]]) -> None:
