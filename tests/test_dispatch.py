@@ -41,7 +41,7 @@ from twistwsgi.dispatch import (
     restore_log_context,
     skip_log_context,
 )
-from twistwsgi.http.transport import HOLD_LIMIT, hold_writes, send_held_writes, write_now
+from twistwsgi.http.transport import HOLD_LIMIT, after_batch, end_batch, start_batch, write_now
 from twistwsgi.testing import capture_log_events
 
 
@@ -631,12 +631,12 @@ def test_a_write_outside_a_batch_leaves_at_once(writing: InlineReads) -> None:
     assert _waiting(client) == b"unprompted"
 
 
-def test_holding_is_started_once_and_stopped_by_sending() -> None:
-    assert hold_writes()
-    assert not hold_writes()  # nested: the first caller sends
-    send_held_writes()
-    assert hold_writes()
-    send_held_writes()
+def test_a_batch_is_opened_once_and_closed_by_its_end() -> None:
+    assert start_batch()
+    assert not start_batch()  # nested: the first caller ends it
+    end_batch()
+    assert start_batch()
+    end_batch()
 
 
 def test_a_large_batch_sends_what_it_held_every_few_events(
@@ -666,3 +666,46 @@ def test_a_large_batch_sends_what_it_held_every_few_events(
     assert first_client_saw == [b""] * 4 + [b"A"] * 6
     for client in clients:
         assert writing.answer(client, 1) == b"A"
+
+
+def test_a_call_held_in_a_batch_is_made_when_it_ends(writing: InlineReads) -> None:
+    made: list[str] = []
+    made_during: list[list[str]] = []
+
+    def script(transport: Any) -> None:
+        after_batch(made.append, "handed over")
+        made_during.append(list(made))
+
+    client, _ = _writer(writing, script)
+    client.sendall(b"x")
+    writing.spin(lambda: bool(made))
+    assert made_during == [[]]
+    assert made == ["handed over"]
+
+
+def test_a_call_outside_a_batch_is_made_at_once() -> None:
+    made: list[int] = []
+    after_batch(made.append, 1)
+    assert made == [1]
+
+
+def test_a_failing_held_call_is_logged_and_the_rest_of_the_batch_goes_on(
+    writing: InlineReads,
+) -> None:
+    made: list[str] = []
+
+    def fail() -> None:
+        raise RuntimeError("bug in a held call")
+
+    def script(transport: Any) -> None:
+        after_batch(fail)
+        after_batch(made.append, "next")
+        write_now(transport, b"answer")
+
+    client, _ = _writer(writing, script)
+    with capture_log_events() as events:
+        client.sendall(b"x")
+        assert writing.answer(client, 6) == b"answer"
+    assert made == ["next"]
+    (logged,) = [e for e in events if "log_failure" in e]
+    assert logged["log_failure"].check(RuntimeError)

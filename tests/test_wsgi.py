@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
 from twistwsgi.http.protocol import DISPATCH_BUFFER
+from twistwsgi.http.transport import end_batch, start_batch
 from twistwsgi.testing import (
     CallQueue,
     Connection,
@@ -1036,6 +1037,33 @@ def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
     assert called == ["/staying"]
     [response] = parse_responses(staying.take())
     assert response.status == 200
+
+
+def test_a_request_read_in_a_batch_of_events_goes_to_a_thread_when_the_batch_ends() -> None:
+    """The reactor hands out a whole poll batch before waking any worker, which
+    would otherwise take the GIL from it at each of its system calls.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", TEXT)
+        return [b"ok"]
+
+    pool = _QueueingPool()
+    handler = WSGIHandler(validator(app), reactor=SynchronousReactorThreads(), threadpool=pool)
+    connection = connect(handler)
+    assert start_batch()
+    try:
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert pool.calls == []
+    finally:
+        end_batch()
+    [call] = pool.calls
+    call()
+    [response] = parse_responses(connection.take())
+    assert response.status == 200
+    # Outside a batch (a library user's own reactor) it is handed over at once.
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert len(pool.calls) == 2
 
 
 @pytest.mark.parametrize("threaded", MODES)

@@ -44,7 +44,7 @@ from twisted.internet import main, tcp
 from twisted.python import log
 
 import twisted
-from twistwsgi.http.transport import hold_writes, send_held_writes
+from twistwsgi.http.transport import end_batch, start_batch
 
 try:
     from twisted.internet.epollreactor import EPollReactor
@@ -155,7 +155,7 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
         events = reactor._poller.poll(timeout, len(reactor._selectables))
     except InterruptedError:
         return
-    if not hold_writes():  # already held by a caller further up, which sends them
+    if not start_batch():  # opened by a caller further up, which ends it
         _handle_events(reactor, events)
         return
     try:
@@ -164,11 +164,11 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
         else:
             for start in range(0, len(events), HOLD_EVENTS):
                 if start:
-                    send_held_writes()
-                    hold_writes()
+                    end_batch()
+                    start_batch()
                 _handle_events(reactor, events[start : start + HOLD_EVENTS])
     finally:
-        send_held_writes()
+        end_batch()
 
 
 def _handle_events(reactor: Any, events: list[tuple[int, int]]) -> None:

@@ -48,7 +48,7 @@ from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.rules import CONTROL_CHARACTERS
-from twistwsgi.http.transport import ReactorInbox
+from twistwsgi.http.transport import ReactorInbox, after_batch
 from twistwsgi.threads import ThreadPoolLike
 
 __all__ = [
@@ -341,7 +341,7 @@ class WSGIHandler:
             _InlineCall(self, exchange, script_name, path_info).start()
         else:
             call = _ThreadedCall(self, exchange, script_name, path_info)
-            self._threadpool.callInThread(call.run)
+            after_batch(self._threadpool.callInThread, call.run)
 
     def environ_for(
         self, exchange: Exchange, script_name: bytes, path_info: bytes
