@@ -709,3 +709,28 @@ def test_a_failing_held_call_is_logged_and_the_rest_of_the_batch_goes_on(
     assert made == ["next"]
     (logged,) = [e for e in events if "log_failure" in e]
     assert logged["log_failure"].check(RuntimeError)
+
+
+def test_a_write_held_before_the_protocol_fails_still_leaves(writing: InlineReads) -> None:
+    """Sent at once, such a response reached the client before the connection was
+    dropped; held, it must too (Twisted drops its buffer on the way out).
+    """
+
+    def script(transport: Any) -> None:
+        write_now(transport, b"answered")
+        raise RuntimeError("protocol bug after answering")
+
+    client, protocol = _writer(writing, script)
+    with capture_log_events():
+        client.sendall(b"x")
+        assert _read_until_closed(writing, client) == b"answered"
+    protocol.lost[0].trap(RuntimeError)
+
+
+def test_nothing_is_sent_on_an_aborted_connection(writing: InlineReads) -> None:
+    client, protocol = _writer(writing, lambda transport: None)
+    transport: Any = protocol.transport
+    transport.abortConnection()
+    write_now(transport, b"too late")  # outside a batch: would be sent at once
+    assert _waiting(client) == b""
+    assert _read_until_closed(writing, client) == b""

@@ -1066,6 +1066,35 @@ def test_a_request_read_in_a_batch_of_events_goes_to_a_thread_when_the_batch_end
     assert len(pool.calls) == 2
 
 
+class _RefusingPool:
+    """A pool that takes no work (an executor after shutdown, a pool shedding load)."""
+
+    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+@pytest.mark.parametrize("in_batch", [True, False], ids=["in a batch", "outside a batch"])
+def test_a_request_the_pool_refuses_is_a_500(in_batch: bool) -> None:
+    """Handed over at the end of a batch, the refusal reaches no handler that could
+    answer for it: the hand-over itself answers 500 (as outside a batch).
+    """
+    handler = WSGIHandler(
+        validator(hello), reactor=SynchronousReactorThreads(), threadpool=_RefusingPool()
+    )
+    connection = connect(handler)
+    with capture_log_events() as events:
+        opened = start_batch() if in_batch else False
+        try:
+            connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        finally:
+            if opened:
+                end_batch()
+    [response] = parse_responses(connection.take())
+    assert response.status == 500
+    [failure] = [event["log_failure"] for event in events if "log_failure" in event]
+    assert failure.check(RuntimeError)
+
+
 @pytest.mark.parametrize("threaded", MODES)
 def test_whitespace_around_header_values_is_not_sent(threaded: bool) -> None:
     """RFC 9110 5.5: surrounding whitespace is not part of a field value. A padded

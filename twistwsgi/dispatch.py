@@ -44,7 +44,7 @@ from twisted.internet import main, tcp
 from twisted.python import log
 
 import twisted
-from twistwsgi.http.transport import end_batch, start_batch
+from twistwsgi.http.transport import end_batch, send_held_now, start_batch
 
 try:
     from twisted.internet.epollreactor import EPollReactor
@@ -215,6 +215,7 @@ def _handle_events(reactor: Any, events: list[tuple[int, int]]) -> None:
                     why, in_read = error, False
                     log.err(system=_log_prefix(selectable))
         try:
+            send_held_now(selectable)
             reactor._disconnectSelectable(selectable, why, in_read)
         except BaseException:
             log.err(system=_log_prefix(selectable))

@@ -341,7 +341,21 @@ class WSGIHandler:
             _InlineCall(self, exchange, script_name, path_info).start()
         else:
             call = _ThreadedCall(self, exchange, script_name, path_info)
-            after_batch(self._threadpool.callInThread, call.run)
+            # Queued when the reactor has handled its batch of events (see after_batch).
+            after_batch(self._start_in_thread, call)
+
+    def _start_in_thread(self, call: _ThreadedCall) -> None:
+        """Queue ``call`` for a worker; a pool that refuses it is a 500 (reactor thread).
+
+        Raised from here, the exception would reach no one: the hand-over may run
+        after the handler returned, at the end of the batch.
+        """
+        assert self._threadpool is not None
+        try:
+            self._threadpool.callInThread(call.run)
+        except Exception:
+            _log.failure("The thread pool did not take a request")
+            call.answer_error()
 
     def environ_for(
         self, exchange: Exchange, script_name: bytes, path_info: bytes
@@ -655,7 +669,8 @@ class _ThreadedCall:
     def _deliver_file(self, status: int, reason: bytes, response: _FileResponse) -> None:
         _send_file_result(self._exchange, status, reason, response)
 
-    def _deliver_error(self) -> None:
+    def answer_error(self) -> None:
+        """Answer 500, or abort a response already started (reactor thread)."""
         exchange = self._exchange
         if exchange.finished:
             return
@@ -790,7 +805,7 @@ class _ThreadedCall:
             target=request.target.decode("latin-1"),
         )
         self._head_sent = True
-        self._call_from_thread(self._deliver_error)
+        self._call_from_thread(self.answer_error)
 
 
 def _send_file_result(

@@ -40,7 +40,14 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-__all__ = ["ReactorInbox", "after_batch", "end_batch", "start_batch", "write_now"]
+__all__ = [
+    "ReactorInbox",
+    "after_batch",
+    "end_batch",
+    "send_held_now",
+    "start_batch",
+    "write_now",
+]
 
 _log = Logger(namespace="twistwsgi.http")
 
@@ -119,6 +126,18 @@ def end_batch() -> None:
             _log.failure("Could not send a held write")
 
 
+def send_held_now(transport: Any) -> None:
+    """Send what the open batch holds for ``transport`` now, before it is disconnected.
+
+    Twisted drops what a transport buffers when it loses the connection at once
+    (an exception in the protocol does that); a held write was a response already
+    given, as it would have been without the batch.
+    """
+    size = _batch.sizes.pop(transport, None)
+    if size is not None:
+        _send_held(transport, size)
+
+
 def _send_held(transport: tcp.Connection, size: int) -> None:
     if (
         not transport.connected
@@ -149,6 +168,7 @@ def _hold(transport: tcp.Connection, data: bytes) -> bool:
     if (
         transport.connected
         and not transport.disconnecting
+        and not transport._aborting
         and transport.offset == len(transport.dataBuffer)
         # Nothing buffered but what this batch held: the bytes keep their order.
         and transport._tempDataLen == held
@@ -176,6 +196,7 @@ def write_now(transport: Any, data: bytes, flags: int = 0) -> None:
         if (
             transport.connected
             and not transport.disconnecting
+            and not transport._aborting
             and transport.offset == len(transport.dataBuffer)
             and not transport._tempDataLen
         ):
