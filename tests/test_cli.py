@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,86 @@ def test_make_service_builds_a_server_service() -> None:
     make("--app", "tests.apps:hello", "--listen", "tcp:0:interface=127.0.0.1")
     applies = isinstance(global_reactor, EPollReactor) and twisted_checked()
     assert reads_inline(global_reactor) == applies
+
+
+@pytest.fixture
+def collection_settings_restored() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("collection_settings_restored")
+def test_garbage_collection_is_tuned_once_the_reactor_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    when_running: list[Callable[..., object]] = []
+    monkeypatch.setattr(
+        global_reactor, "callWhenRunning", lambda func, *args: when_running.append(func)
+    )
+    make("--app", "tests.apps:hello", "--listen", "tcp:0:interface=127.0.0.1")
+    assert cli.tune_garbage_collection in when_running
+    gc.set_threshold(*cli._INTERPRETER_GC_THRESHOLDS)
+    cli.tune_garbage_collection()
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == cli.YOUNG_GC_THRESHOLD
+
+
+@pytest.mark.usefixtures("collection_settings_restored")
+def test_thresholds_an_application_set_are_kept() -> None:
+    gc.set_threshold(123, 4, 5)
+    cli.tune_garbage_collection()
+    assert gc.get_threshold() == (123, 4, 5)
+
+
+class _RecordingCollector:
+    """Stands in for the ``gc`` module the CLI calls, recording what it asks."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def collect(self) -> int:
+        self.calls.append("collect")
+        return 0
+
+    def freeze(self) -> None:
+        self.calls.append("freeze")
+
+    def unfreeze(self) -> None:
+        self.calls.append("unfreeze")
+
+    def get_threshold(self) -> tuple[int, int, int]:
+        return (1, 1, 1)  # as if the application had set its own
+
+
+def test_a_reload_gives_what_it_replaced_back_to_the_collector(
+    tmp_path: Path,
+    installed: dict[int, Callable[[int, object], None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replaced routing table was frozen with the start-up objects: a reload
+    unfreezes, collects and freezes again; a refused reload replaces nothing.
+    """
+    collector = _RecordingCollector()
+    monkeypatch.setattr(cli, "gc", collector)
+    site = tmp_path / "site.toml"
+    hello_site = '[server]\nthreads = 0\n[[host]]\nnames = ["a.example"]\ndefault = true\n'
+    site.write_text(hello_site + '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n')
+    given = {"config": str(site)}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    reactor = CallsFromThreads()
+    cli._handle_reload_signals(reactor, service, given)
+    site.write_text(hello_site + '[[host.mount]]\npath = "/"\napp = "tests.apps:environ"\n')
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    reactor.calls.pop()()
+    assert collector.calls == ["unfreeze", "collect", "freeze"]
+    site.write_text("[server]\nthreads = 'many'\n")
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    with capture_log_events():
+        reactor.calls.pop()()
+    assert collector.calls == ["unfreeze", "collect", "freeze"]
+    service.stopService()
 
 
 def test_vhost_is_repeatable_beside_the_single_site(tmp_path: Path) -> None:
