@@ -734,3 +734,21 @@ def test_nothing_is_sent_on_an_aborted_connection(writing: InlineReads) -> None:
     write_now(transport, b"too late")  # outside a batch: would be sent at once
     assert _waiting(client) == b""
     assert _read_until_closed(writing, client) == b""
+
+
+def test_an_iteration_inside_a_batch_sends_what_it_held(writing: InlineReads) -> None:
+    """reactor.iterate() from a callback in a batch, waiting for an answer: what it
+    wrote leaves when it returns, not when the outer batch ends.
+    """
+    client, _ = _writer(writing, lambda transport: write_now(transport, b"inner"))
+    assert start_batch()  # the outer batch
+    try:
+        client.sendall(b"x")
+        for _ in range(200):
+            writing.reactor.doIteration(0.05)
+            if _waiting(client):
+                break
+        assert _waiting(client) == b"inner"
+        assert not start_batch()  # still open for its owner
+    finally:
+        end_batch()

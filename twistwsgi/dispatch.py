@@ -155,8 +155,15 @@ def _poll_with_inline_reads(reactor: Any, timeout: float | None) -> None:
         events = reactor._poller.poll(timeout, len(reactor._selectables))
     except InterruptedError:
         return
-    if not start_batch():  # opened by a caller further up, which ends it
-        _handle_events(reactor, events)
+    if not start_batch():
+        # An iteration run from inside a batch (reactor.iterate() in a callback):
+        # what it held is sent before it returns, since its caller may be waiting
+        # for the answers; the outer batch then goes on holding.
+        try:
+            _handle_events(reactor, events)
+        finally:
+            end_batch()
+            start_batch()
         return
     try:
         if len(events) <= HOLD_EVENTS:
