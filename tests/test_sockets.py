@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor as global_reactor
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
@@ -43,6 +43,7 @@ from twistwsgi import cli
 from twistwsgi.http.protocol import HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import make_factory
+from twistwsgi.testing import capture_log_events
 from twistwsgi.threads import WorkerPool
 from twistwsgi.wsgi import WSGIApplication
 
@@ -371,6 +372,67 @@ class LoopbackTests(TestCase):
             tls_exchange, address, root, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )
         self.assertTrue(received.startswith(b"HTTP/1.1 200 "), received)
+
+    async def test_plain_http_to_a_tls_port_gets_a_400_saying_so(self) -> None:
+        """As nginx: "http://" to an HTTPS port is answered in plain text, not with an
+        empty reply; a TLS client on the same port is served as before.
+        """
+        key, cert = write_self_signed_certificate(self.directory)
+        port, _ = await self.serve(
+            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+
+        def plain_client() -> bytes:
+            with socket.create_connection(address, timeout=30) as plain:
+                plain.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                received = b""
+                while chunk := plain.recv(65536):
+                    received += chunk
+                return received
+
+        received = await self.in_thread(plain_client)
+        client = h11.Connection(h11.CLIENT)
+        client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+        client.receive_data(received)
+        response = client.next_event()
+        assert isinstance(response, h11.Response)
+        self.assertEqual(response.status_code, 400)
+        body = client.next_event()
+        assert isinstance(body, h11.Data)
+        self.assertIn(b"HTTPS", body.data)
+        served, _ = await self.in_thread(
+            tls_exchange, address, cert, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(served.startswith(b"HTTP/1.1 200 "), served)
+
+    async def test_a_client_leaving_a_tls_port_before_sending_is_no_error(self) -> None:
+        key, cert = write_self_signed_certificate(self.directory)
+        port, factory = await self.serve(
+            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        closed: Deferred[None] = Deferred()
+        opened = factory.connection_opened
+
+        def note_opened(connection: Any) -> None:
+            opened(connection)
+            lost = connection.connectionLost
+
+            def note_lost(reason: Any) -> None:
+                lost(reason)
+                closed.callback(None)
+
+            connection.connectionLost = note_lost
+
+        factory.connection_opened = note_opened  # type: ignore[method-assign]
+        with capture_log_events() as events:
+            await self.in_thread(lambda: socket.create_connection(address, timeout=30).close())
+            await closed
+        self.assertEqual([e for e in events if e.get("log_failure") or e.get("isError")], [])
+
+    # A connection whose end never reaches the server fails in seconds, not trial's 120.
+    test_a_client_leaving_a_tls_port_before_sending_is_no_error.timeout = 10  # type: ignore[attr-defined]
 
     async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:
         """Shutting down closes an idle keep-alive TLS connection rather than waiting."""

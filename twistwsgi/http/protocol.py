@@ -47,6 +47,7 @@ from zope.interface import implementer
 
 from twistwsgi.http import rules
 from twistwsgi.http.exchange import Handler
+from twistwsgi.http.plain_on_tls import watch_for_plain_http
 from twistwsgi.http.request import Address, PartialRequest, PreparedHeaders, RequestHead, Route
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
@@ -413,6 +414,7 @@ class HTTP11Protocol(Protocol):
         self._local = _address(transport.getHost())
         if ISSLTransport.providedBy(transport):
             self._scheme = "https"
+            watch_for_plain_http(transport)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             # Responses go out in one write; Nagle would only delay the next one.

@@ -1,0 +1,76 @@
+"""Answering plain HTTP sent to a TLS port with a 400, as nginx does.
+
+A client that speaks plain HTTP to an ``ssl:`` endpoint (``http://host:443/``) sends
+a request line where TLS expects a handshake record, and Twisted's TLS layer drops
+the connection: curl reports "Empty reply from server", a browser a vague network
+error. nginx answers ``400 The plain HTTP request was sent to HTTPS port``.
+
+:func:`watch_for_plain_http` puts a check of the first read under the TLS layer of a
+new connection. A first byte that is an ASCII letter cannot start a TLS record (a
+handshake record starts with 0x16, an alert with 0x15, an SSLv2-style hello with
+0x80) but starts every request line: that client gets a plain-text 400 and the
+close. Any other first read goes to TLS, and the check steps aside for good (the
+socket's protocol is the TLS layer again), so it costs nothing after the first read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+
+__all__ = ["PLAIN_HTTP_RESPONSE", "watch_for_plain_http"]
+
+_BODY = b"400 Bad Request: this port speaks HTTPS; the request was sent as plain HTTP.\n"
+
+#: What a plain-HTTP client gets before the close (RFC 9110 15.5.1: 400).
+PLAIN_HTTP_RESPONSE = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_BODY)).encode("ascii") + b"\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" + _BODY
+)
+
+
+def watch_for_plain_http(tls: Any) -> None:
+    """Check the first bytes ``tls``'s socket receives (call from ``connectionMade``).
+
+    Only a TLS layer of Twisted's that sits directly on a TCP or UNIX socket is
+    watched; on anything else this does nothing.
+    """
+    if not isinstance(tls, TLSMemoryBIOProtocol):
+        return
+    socket_transport: Any = tls.transport
+    if not isinstance(socket_transport, tcp.Connection):
+        return
+    current: object = socket_transport.protocol
+    if current is not tls:
+        return
+    check = _FirstReadCheck(tls)
+    check.transport = socket_transport
+    socket_transport.protocol = check
+
+
+class _FirstReadCheck(Protocol):
+    """The socket's protocol until its first read, in front of the TLS layer."""
+
+    def __init__(self, tls: TLSMemoryBIOProtocol) -> None:
+        self._tls = tls
+
+    def dataReceived(self, data: bytes) -> None:
+        """Refuse a plain request; hand anything else to TLS, and step aside."""
+        transport: Any = self.transport
+        transport.protocol = self._tls  # every later event goes straight to TLS
+        if data[:1].isalpha():
+            transport.write(PLAIN_HTTP_RESPONSE)
+            transport.loseConnection()
+            return
+        self._tls.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The client left before sending anything."""
+        self._tls.connectionLost(reason)
