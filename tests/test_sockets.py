@@ -36,10 +36,12 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
 from tests import apps
 from twistwsgi import cli
+from twistwsgi.access_log import AccessLog
 from twistwsgi.http.protocol import HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import make_factory
@@ -378,10 +380,16 @@ class LoopbackTests(TestCase):
         empty reply; a TLS client on the same port is served as before.
         """
         key, cert = write_self_signed_certificate(self.directory)
-        port, _ = await self.serve(
-            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        factory = make_factory(
+            apps.hello,
+            reactor=reactor,
+            threadpool=self.pool,
+            response_log=AccessLog("", clock=reactor),
         )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        endpoint = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        port = await serverFromString(reactor, endpoint).listen(factory)
+        self.addCleanup(port.stopListening)
+        address = ("127.0.0.1", port.getHost().port)
 
         def plain_client() -> bytes:
             with socket.create_connection(address, timeout=30) as plain:
@@ -391,7 +399,8 @@ class LoopbackTests(TestCase):
                     received += chunk
                 return received
 
-        received = await self.in_thread(plain_client)
+        with capture_log_events() as events:
+            received = await self.in_thread(plain_client)
         client = h11.Connection(h11.CLIENT)
         client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
         client.receive_data(received)
@@ -401,6 +410,8 @@ class LoopbackTests(TestCase):
         body = client.next_event()
         assert isinstance(body, h11.Data)
         self.assertIn(b"HTTPS", body.data)
+        [line] = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.access"]
+        self.assertIn(f'"GET / HTTP/1.1" 400 {len(body.data)} ', line)
         served, _ = await self.in_thread(
             tls_exchange, address, cert, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )

@@ -15,6 +15,7 @@ socket's protocol is the TLS layer again), so it costs nothing after the first r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -22,25 +23,33 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["PLAIN_HTTP_RESPONSE", "watch_for_plain_http"]
+__all__ = [
+    "PLAIN_HTTP_BODY",
+    "PLAIN_HTTP_REASON",
+    "PLAIN_HTTP_RESPONSE",
+    "watch_for_plain_http",
+]
 
-_BODY = b"400 Bad Request: this port speaks HTTPS; the request was sent as plain HTTP.\n"
+#: The reason given, in the response body and the log.
+PLAIN_HTTP_REASON = "This port speaks HTTPS; the request was sent as plain HTTP"
+PLAIN_HTTP_BODY = b"400 Bad Request: " + PLAIN_HTTP_REASON.encode("ascii") + b".\n"
 
 #: What a plain-HTTP client gets before the close (RFC 9110 15.5.1: 400).
 PLAIN_HTTP_RESPONSE = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(_BODY)).encode("ascii") + b"\r\n"
+    b"Content-Length: " + str(len(PLAIN_HTTP_BODY)).encode("ascii") + b"\r\n"
     b"Connection: close\r\n"
-    b"\r\n" + _BODY
+    b"\r\n" + PLAIN_HTTP_BODY
 )
 
 
-def watch_for_plain_http(tls: Any) -> None:
+def watch_for_plain_http(tls: Any, on_refused: Callable[[bytes], object]) -> None:
     """Check the first bytes ``tls``'s socket receives (call from ``connectionMade``).
 
-    Only a TLS layer of Twisted's that sits directly on a TCP or UNIX socket is
-    watched; on anything else this does nothing.
+    ``on_refused`` is called with those bytes when they were plain HTTP and got the
+    400 (for the access log). Only a TLS layer of Twisted's that sits directly on a
+    TCP or UNIX socket is watched; on anything else this does nothing.
     """
     if not isinstance(tls, TLSMemoryBIOProtocol):
         return
@@ -50,7 +59,7 @@ def watch_for_plain_http(tls: Any) -> None:
     current: object = socket_transport.protocol
     if current is not tls:
         return
-    check = _FirstReadCheck(tls)
+    check = _FirstReadCheck(tls, on_refused)
     check.transport = socket_transport
     socket_transport.protocol = check
 
@@ -58,8 +67,9 @@ def watch_for_plain_http(tls: Any) -> None:
 class _FirstReadCheck(Protocol):
     """The socket's protocol until its first read, in front of the TLS layer."""
 
-    def __init__(self, tls: TLSMemoryBIOProtocol) -> None:
+    def __init__(self, tls: TLSMemoryBIOProtocol, on_refused: Callable[[bytes], object]) -> None:
         self._tls = tls
+        self._on_refused = on_refused
 
     def dataReceived(self, data: bytes) -> None:
         """Refuse a plain request; hand anything else to TLS, and step aside."""
@@ -68,6 +78,7 @@ class _FirstReadCheck(Protocol):
         if data[:1].isalpha():
             transport.write(PLAIN_HTTP_RESPONSE)
             transport.loseConnection()
+            self._on_refused(data)
             return
         self._tls.dataReceived(data)
 
