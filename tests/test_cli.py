@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,17 @@ def _twisted_log_context_restored() -> Any:
         read_generic(global_reactor)
 
 
+@pytest.fixture(autouse=True)
+def _nothing_left_for_the_reactor_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drop what makeService asks the global reactor to do once it runs.
+
+    That is tuning the garbage collector and installing signal handlers: the first
+    test to run the reactor would do both to the whole test process. (Tests that
+    check those calls record them.)
+    """
+    monkeypatch.setattr(global_reactor, "callWhenRunning", lambda func, *args, **kwargs: None)
+
+
 def make(*argv: str) -> Any:
     return cli.makeService(parse(*argv))
 
@@ -254,7 +266,9 @@ def test_a_reload_gives_what_it_replaced_back_to_the_collector(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The replaced routing table was frozen with the start-up objects: a reload
-    unfreezes, collects and freezes again; a refused reload replaces nothing.
+    unfreezes at once, and freezes again only after the graceful timeout, when the
+    requests that still hold the old table have ended. A refused reload replaces
+    nothing.
     """
     collector = _RecordingCollector()
     monkeypatch.setattr(cli, "gc", collector)
@@ -268,13 +282,29 @@ def test_a_reload_gives_what_it_replaced_back_to_the_collector(
     site.write_text(hello_site + '[[host.mount]]\npath = "/"\napp = "tests.apps:environ"\n')
     installed[signal.SIGHUP](signal.SIGHUP, None)
     reactor.calls.pop()()
-    assert collector.calls == ["unfreeze", "collect", "freeze"]
+    assert collector.calls == ["unfreeze"]
+    assert reactor.later == [(30.0, cli.tune_garbage_collection)]
     site.write_text("[server]\nthreads = 'many'\n")
     installed[signal.SIGHUP](signal.SIGHUP, None)
     with capture_log_events():
         reactor.calls.pop()()
-    assert collector.calls == ["unfreeze", "collect", "freeze"]
+    assert collector.calls == ["unfreeze"]
+    assert len(reactor.later) == 1
     service.stopService()
+
+
+@pytest.mark.usefixtures("collection_settings_restored")
+def test_tuning_again_collects_what_was_frozen_and_has_become_garbage() -> None:
+    class Node:
+        other: Any = None
+
+    cycle = Node()
+    cycle.other = cycle
+    alive = weakref.ref(cycle)
+    cli.tune_garbage_collection()
+    del cycle
+    cli.tune_garbage_collection()
+    assert alive() is None
 
 
 def test_vhost_is_repeatable_beside_the_single_site(tmp_path: Path) -> None:
@@ -341,9 +371,13 @@ class CallsFromThreads:
 
     def __init__(self) -> None:
         self.calls: list[Callable[[], object]] = []
+        self.later: list[tuple[float, Callable[[], object]]] = []
 
     def callFromThread(self, function: Callable[[], object]) -> None:
         self.calls.append(function)
+
+    def callLater(self, delay: float, function: Callable[[], object]) -> None:
+        self.later.append((delay, function))
 
 
 @pytest.fixture
