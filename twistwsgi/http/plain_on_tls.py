@@ -8,9 +8,10 @@ error. nginx answers ``400 The plain HTTP request was sent to HTTPS port``.
 :func:`watch_for_plain_http` puts a check of the first read under the TLS layer of a
 new connection. A first byte that is an ASCII letter cannot start a TLS record (a
 handshake record starts with 0x16, an alert with 0x15, an SSLv2-style hello with
-0x80) but starts every request line: that client gets a plain-text 400 and the
-close. Any other first read goes to TLS, and the check steps aside for good (the
-socket's protocol is the TLS layer again), so it costs nothing after the first read.
+0x80) but starts every request line (after the empty lines RFC 9112 2.2 allows):
+that client gets a plain-text 400 and the close. Any other first read goes to TLS,
+and the check steps aside for good (the socket's protocol is the TLS layer again),
+so it costs nothing after the first read.
 """
 
 from __future__ import annotations
@@ -64,21 +65,33 @@ def watch_for_plain_http(tls: Any, on_refused: Callable[[bytes], object]) -> Non
     socket_transport.protocol = check
 
 
+#: Empty lines waited through before the first read is decided (then TLS decides).
+_MAX_BLANK = 64
+
+
 class _FirstReadCheck(Protocol):
     """The socket's protocol until its first read, in front of the TLS layer."""
 
     def __init__(self, tls: TLSMemoryBIOProtocol, on_refused: Callable[[bytes], object]) -> None:
         self._tls = tls
         self._on_refused = on_refused
+        self._blank = b""
 
     def dataReceived(self, data: bytes) -> None:
         """Refuse a plain request; hand anything else to TLS, and step aside."""
+        data = self._blank + data
+        request = data.lstrip(b"\r\n")
+        if not request and len(data) <= _MAX_BLANK:
+            # RFC 9112 2.2: empty lines may come before a request line; no TLS record
+            # starts with CR or LF either. Wait for the byte that decides.
+            self._blank = data
+            return
         transport: Any = self.transport
         transport.protocol = self._tls  # every later event goes straight to TLS
-        if data[:1].isalpha():
+        if request[:1].isalpha():
             transport.write(PLAIN_HTTP_RESPONSE)
             transport.loseConnection()
-            self._on_refused(data)
+            self._on_refused(request)
             return
         self._tls.dataReceived(data)
 
