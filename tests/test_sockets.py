@@ -739,6 +739,60 @@ class LargeFileTests(TestCase):
         # The client thread's own 1 MiB reads are counted too.
         self.assertLess(peak, 8 * 1024 * 1024)
 
+    async def test_a_request_pipelined_behind_a_large_response_and_a_file_is_answered(
+        self,
+    ) -> None:
+        """A 64 KiB response paused the protocol (Twisted's buffer was full); the file
+        response after it took the producer's place and got the resume, so the app
+        request behind them was never answered. Found by exploratory testing.
+        """
+        from twistwsgi.http.exchange import Handler
+        from twistwsgi.http.protocol import HTTPFactory
+        from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+        from twistwsgi.static import StaticHandler, StaticOptions
+        from twistwsgi.wsgi import WSGIHandler
+
+        files = self.directory / "files"
+        files.mkdir()
+        for size in (13, 65536, 131072):
+            (files / f"f{size}").write_bytes(os.urandom(size))
+        static = StaticHandler(StaticOptions(root=str(files)))
+        app = WSGIHandler(apps.hello, reactor=reactor, threadpool=None)
+        mounts: MountTable[Handler] = MountTable([Mount(b"/s", static), Mount(b"", app)])
+        table = RoutingTable(HostTable([], mounts), HostTable([], None))
+        factory = HTTPFactory(Router(table), settings=HttpSettings(), clock=reactor)
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+        self.addCleanup(factory.shut_down)
+        self.addCleanup(port.stopListening)
+        requests = (
+            b"GET /s/f13 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /s/f65536 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /s/f131072 HTTP/1.1\r\nHost: a\r\nRange: bytes=65530-65545\r\n\r\n"
+            b"GET /app HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+
+        def client() -> list[int]:
+            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10) as sock:
+                sock.sendall(requests)
+                parser = h11.Connection(h11.CLIENT)
+                statuses: list[int] = []
+                for _ in range(4):
+                    # h11 follows the requests (already sent raw) to frame each answer.
+                    parser.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+                    parser.send(h11.EndOfMessage())
+                    while True:
+                        event = parser.next_event()
+                        if event is h11.NEED_DATA:
+                            parser.receive_data(sock.recv(65536))  # times out if stuck
+                        elif isinstance(event, h11.Response):
+                            statuses.append(event.status_code)
+                        elif isinstance(event, h11.EndOfMessage):
+                            parser.start_next_cycle()
+                            break
+                return statuses
+
+        self.assertEqual(await deferToThread(client), [200, 200, 206, 200])
+
     async def test_large_file_over_tls_is_sent_in_bounded_pieces(self) -> None:
         """256 MiB over TLS (no sendfile): read and written piece by piece as the
         client takes it, so memory stays bounded too.

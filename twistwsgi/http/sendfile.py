@@ -106,6 +106,13 @@ def _reregister(transport: Any, producer: IPushProducer) -> None:
         transport, "disconnecting", False
     ):
         transport.registerProducer(producer, True)
+        # The transport may have paused the protocol before the file took its place
+        # (a large response ahead of it in a pipeline); the resume that followed went
+        # to the file sender. Without this the protocol stayed paused, and the next
+        # pipelined request was never answered.
+        full = getattr(transport, "_isSendBufferFull", None)
+        if full is None or not full():
+            producer.resumeProducing()
 
 
 @implementer(IPullProducer)
