@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionLost
 
 from twistwsgi import static
 from twistwsgi.cli import load_config
@@ -27,6 +29,7 @@ from twistwsgi.testing import (
     PullingTransport,
     SynchronousReactorThreads,
     SynchronousThreadPool,
+    capture_log_events,
     connect,
     parse_responses,
 )
@@ -859,3 +862,44 @@ def test_the_memory_cache_lets_the_least_recently_used_file_go(
         assert request(files, b"/static/" + target + b".bin").status == 200
     # Only the cold file had to be read from disk again.
     assert [path.name for path in opened] == ["cold.bin"]
+
+
+class _FailingSend:
+    """An exchange whose file sending fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.finished = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def send_file(self, file: Any, offset: int, count: int) -> Deferred[None]:
+        return fail(self.error)
+
+    def finish(self, data: bytes = b"") -> None:
+        self.finished = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (ConnectionLost("The client went away during a file response"), False),
+        (BrokenPipeError(32, "Broken pipe"), False),
+        (ConnectionResetError(104, "Connection reset by peer"), False),
+        (OSError(5, "Input/output error"), True),
+    ],
+)
+def test_only_a_failure_on_the_server_side_is_logged_as_one(
+    site: Path, error: Exception, logged: bool
+) -> None:
+    """A client leaving mid-file is ordinary (the access log has its bytes)."""
+    exchange = _FailingSend(error)
+    with open(site / "a.txt", "rb") as handle, capture_log_events() as events:
+        static._send_pieces(exchange, handle, iter([(b"", 0, 1)]), b"")  # type: ignore[arg-type]
+    assert exchange.aborted
+    assert bool([e for e in events if "log_failure" in e]) == logged

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -763,7 +764,11 @@ def _send_pieces(
 
     def failed(failure: Failure) -> None:
         handle.close()
-        if not exchange.finished:
+        # A client that leaves mid-file is ordinary (the access log shows the bytes it
+        # got); only a failure on this side (the file, the disk) is worth a traceback.
+        if not exchange.finished and not failure.check(
+            ConnectionLost, BrokenPipeError, ConnectionResetError
+        ):
             _log.failure("Sending a file failed", failure=failure)
         exchange.abort()
 
