@@ -193,8 +193,11 @@ class LoopbackTests(TestCase):
         app: WSGIApplication,
         endpoint: str = "tcp:0:interface=127.0.0.1",
         settings: HttpSettings | None = None,
+        response_log: AccessLog | None = None,
     ) -> tuple[IListeningPort, HTTPFactory]:
-        factory = make_factory(app, reactor=reactor, threadpool=self.pool, settings=settings)
+        factory = make_factory(
+            app, reactor=reactor, threadpool=self.pool, settings=settings, response_log=response_log
+        )
         port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
 
         async def stop() -> None:
@@ -380,16 +383,12 @@ class LoopbackTests(TestCase):
         empty reply; a TLS client on the same port is served as before.
         """
         key, cert = write_self_signed_certificate(self.directory)
-        factory = make_factory(
+        port, _ = await self.serve(
             apps.hello,
-            reactor=reactor,
-            threadpool=self.pool,
+            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
             response_log=AccessLog("", clock=reactor),
         )
-        endpoint = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        port = await serverFromString(reactor, endpoint).listen(factory)
-        self.addCleanup(port.stopListening)
-        address = ("127.0.0.1", port.getHost().port)
+        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
 
         def plain_client() -> bytes:
             with socket.create_connection(address, timeout=30) as plain:
