@@ -141,7 +141,7 @@ def send_held_now(transport: Any) -> None:
 def _send_held(transport: tcp.Connection, size: int) -> None:
     if (
         not transport.connected
-        or "doWrite" in transport.__dict__  # aborted: Twisted drops what it buffered
+        or transport._aborting  # Twisted drops what it buffered
         or transport._tempDataLen != size
         or transport.offset != len(transport.dataBuffer)
     ):
