@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from tests.test_sockets import write_self_signed_certificate
+from tests.test_sockets import tls_endpoint
 from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.exchange import Exchange, Tunnel
@@ -473,10 +473,8 @@ class ProxySocketTests(ProxySocketHarness):
     # -- TLS ------------------------------------------------------------------------------
 
     async def tls_upstream(self) -> tuple[int, Path]:
-        key, cert = write_self_signed_certificate(self.directory)
-        _, port = await self.upstream(
-            "tls", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        )
+        endpoint, cert = tls_endpoint(self.directory)
+        _, port = await self.upstream("tls", endpoint)
         return port, cert
 
     async def test_tls_upstream_verified_against_a_ca_file(self) -> None:

@@ -158,6 +158,12 @@ def write_certificate_chain(directory: Path) -> tuple[Path, Path, Path]:
     return key_path, fullchain, root_path
 
 
+def tls_endpoint(directory: Path) -> tuple[str, Path]:
+    """An ssl: endpoint on 127.0.0.1 with a new self-signed certificate, and its file."""
+    key, cert = write_self_signed_certificate(directory)
+    return f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", cert
+
+
 def tls_exchange(
     address: tuple[str, int], cafile: Path, request: bytes, alpn: list[str] | None = None
 ) -> tuple[bytes, str | None]:
@@ -206,6 +212,9 @@ class LoopbackTests(TestCase):
 
         self.addCleanup(stop)
         return port, factory
+
+    def address(self, port: IListeningPort) -> tuple[str, int]:
+        return ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
 
     def url(self, port: IListeningPort, path: str = "/", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{port.getHost().port}{path}"  # type: ignore[attr-defined]
@@ -291,10 +300,8 @@ class LoopbackTests(TestCase):
 
     async def test_tls_endpoint_says_https(self) -> None:
         """Over an ssl: endpoint the application sees wsgi.url_scheme https."""
-        key, cert = write_self_signed_certificate(self.directory)
-        port, _ = await self.serve(
-            apps.environ, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        )
+        endpoint, cert = tls_endpoint(self.directory)
+        port, _ = await self.serve(apps.environ, endpoint)
 
         def client() -> dict[str, str]:
             context = ssl.create_default_context(cafile=str(cert))
@@ -309,11 +316,9 @@ class LoopbackTests(TestCase):
 
     async def test_tls_connection_close_closes_the_socket(self) -> None:
         """A response to Connection: close over TLS ends with the TLS and TCP close."""
-        key, cert = write_self_signed_certificate(self.directory)
-        port, _ = await self.serve(
-            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        endpoint, cert = tls_endpoint(self.directory)
+        port, _ = await self.serve(apps.hello, endpoint)
+        address = self.address(port)
 
         received, _ = await self.in_thread(
             tls_exchange, address, cert, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -327,13 +332,13 @@ class LoopbackTests(TestCase):
         response, not shut the TCP socket underneath while the TLS layer still holds
         the response (the client saw an empty reply).
         """
-        key, cert = write_self_signed_certificate(self.directory)
+        endpoint, cert = tls_endpoint(self.directory)
         port, _ = await self.serve(
             apps.hello,
-            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            endpoint,
             HttpSettings(max_body=1000),
         )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        address = self.address(port)
 
         upload = (
             b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 4096
@@ -348,11 +353,9 @@ class LoopbackTests(TestCase):
 
     async def test_tls_client_offering_only_http10_over_alpn_connects(self) -> None:
         """ALPN http/1.0 (curl --http1.0) is accepted, as nginx does."""
-        key, cert = write_self_signed_certificate(self.directory)
-        port, _ = await self.serve(
-            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        endpoint, cert = tls_endpoint(self.directory)
+        port, _ = await self.serve(apps.hello, endpoint)
+        address = self.address(port)
 
         received, chosen = await self.in_thread(
             tls_exchange, address, cert, b"GET / HTTP/1.0\r\n\r\n", ["http/1.0"]
@@ -371,7 +374,7 @@ class LoopbackTests(TestCase):
         factory = make_factory(apps.hello, reactor=reactor, threadpool=self.pool)
         port: IListeningPort = await endpoint.listen(factory)
         self.addCleanup(port.stopListening)
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        address = self.address(port)
 
         received, _ = await self.in_thread(
             tls_exchange, address, root, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -382,13 +385,13 @@ class LoopbackTests(TestCase):
         """As nginx: "http://" to an HTTPS port is answered in plain text, not with an
         empty reply; a TLS client on the same port is served as before.
         """
-        key, cert = write_self_signed_certificate(self.directory)
+        endpoint, cert = tls_endpoint(self.directory)
         port, _ = await self.serve(
             apps.hello,
-            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            endpoint,
             response_log=AccessLog("", clock=reactor),
         )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        address = self.address(port)
 
         def plain_client() -> bytes:
             with socket.create_connection(address, timeout=30) as plain:
@@ -417,11 +420,9 @@ class LoopbackTests(TestCase):
         self.assertTrue(served.startswith(b"HTTP/1.1 200 "), served)
 
     async def test_a_client_leaving_a_tls_port_before_sending_is_no_error(self) -> None:
-        key, cert = write_self_signed_certificate(self.directory)
-        port, factory = await self.serve(
-            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        endpoint, _ = tls_endpoint(self.directory)
+        port, factory = await self.serve(apps.hello, endpoint)
+        address = self.address(port)
         closed: Deferred[None] = Deferred()
         opened = factory.connection_opened
 
@@ -446,11 +447,9 @@ class LoopbackTests(TestCase):
 
     async def test_tls_graceful_shutdown_closes_idle_connections(self) -> None:
         """Shutting down closes an idle keep-alive TLS connection rather than waiting."""
-        key, cert = write_self_signed_certificate(self.directory)
-        port, factory = await self.serve(
-            apps.hello, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
-        )
-        address = ("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+        endpoint, cert = tls_endpoint(self.directory)
+        port, factory = await self.serve(apps.hello, endpoint)
+        address = self.address(port)
         context = ssl.create_default_context(cafile=str(cert))
         raw = socket.create_connection(address, timeout=30)
         self.addCleanup(raw.close)
@@ -796,8 +795,8 @@ class LargeFileTests(TestCase):
         """256 MiB over TLS (no sendfile): read and written piece by piece as the
         client takes it, so memory stays bounded too.
         """
-        key, cert = write_self_signed_certificate(self.directory)
-        port = await self.serve_files(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+        endpoint, cert = tls_endpoint(self.directory)
+        port = await self.serve_files(endpoint)
 
         def client() -> int:
             context = ssl.create_default_context(cafile=str(cert))

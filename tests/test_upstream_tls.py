@@ -30,7 +30,7 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from tests.test_proxy_sockets import ProxySocketHarness
-from tests.test_sockets import write_self_signed_certificate
+from tests.test_sockets import tls_endpoint, write_self_signed_certificate
 from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress, parse_upstream
 from twistwsgi.http.client import ClientSettings, ErrorKind, UpstreamError
@@ -439,8 +439,7 @@ class TLSUpstreamSocketTests(ProxySocketHarness):
     async def tls_upstream(self, answer: Answer) -> tuple[int, Path]:
         directory = self.directory / answer.name
         directory.mkdir()
-        key, cert = write_self_signed_certificate(directory)
-        endpoint = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        endpoint, cert = tls_endpoint(directory)
         return await self.listen(answer, endpoint), cert
 
     @staticmethod
