@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor as global_reactor
+from twisted.internet.endpoints import _SystemdParser
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -20,6 +21,7 @@ from twisted.logger import formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.python.systemd import ListenFDs
 from twisted.scripts._twistd_unix import ServerOptions
 
 from twistwsgi import cli
@@ -483,6 +485,30 @@ def test_endpoint_errors_say_what_is_wrong(
     assert f"--listen {endpoint!r}: {problem}" in err
 
 
+@pytest.mark.parametrize(
+    ("descriptors", "names", "passed"),
+    [
+        ([], [], "no such socket passed by systemd (it passed none: start the server from"),
+        ([3], ["http"], "no such socket passed by systemd (it passed 1: index=0 name=http)"),
+    ],
+)
+def test_a_missing_systemd_socket_says_what_systemd_passed(
+    descriptors: list[int],
+    names: list[str],
+    passed: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twisted removes LISTEN_FDS from the environment once it has read it, so the
+    message says what Twisted kept, not the variable (which said "unset" then).
+    """
+    monkeypatch.setattr(_SystemdParser, "_sddaemon", ListenFDs(descriptors, names))
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", "systemd:domain=INET:index=1")
+    assert raised.value.code == 2
+    assert passed in capfd.readouterr().err
+
+
 def test_a_tls_key_that_does_not_load_names_the_files(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -506,6 +532,28 @@ def test_check_config_does_not_create_the_access_log(
     assert raised.value.code == 0
     assert "configuration OK" in capsys.readouterr().out
     assert not log.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [("missing/access.log", "no directory"), (".", "it is a directory")],
+)
+def test_check_config_refuses_an_access_log_a_start_could_not_open(
+    where: str,
+    problem: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A check that passes promises a start that opens its log, as nginx -t does."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--access-log", where, "--check-config")
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--access-log: cannot open {where!r}: {problem}" in err
+    assert not (tmp_path / "missing").exists()
 
 
 def options_under(settings: dict[str, Any]) -> cli.Options:

@@ -505,6 +505,10 @@ def test_directory_without_index_is_403_unless_listed(
 ) -> None:
     """No index and no listing: 403; with listing: an HTML page with escaped names."""
     assert request(files, b"/static/empty/").status == 403
+    # Without the slash it is redirected first, as nginx does: never 404 for a
+    # directory that answers 403 with its slash.
+    redirected = request(files, b"/static/empty")
+    assert (redirected.status, redirected.header(b"location")) == (301, b"/static/empty/")
     (site / "empty" / "<script>alert(1)<b>.txt").write_bytes(b"x")
     router = router_for(tmp_path, config_text(site, "listing = true"))
     response = request(router, b"/static/empty/")
@@ -690,6 +694,8 @@ def test_fallthrough_lets_one_prefix_be_files_and_an_app(site: Path, tmp_path: P
     post = request(router, b"/a.txt", [(b"content-length", b"0")], method=b"POST")
     assert b'"REQUEST_METHOD": "POST"' in post.body
     assert b'"SCRIPT_NAME": ""' in request(router, b"/empty/").body
+    # A directory with nothing to serve is the application's with or without its slash.
+    assert b'"PATH_INFO": "/empty"' in request(router, b"/empty").body
 
 
 def accel_app(field: str, value: str) -> Any:

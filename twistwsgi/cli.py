@@ -353,6 +353,29 @@ def _chain_from_certificate_file(description: str) -> Iterator[str]:
         yield f"{description}:extraCertChain={chain.name}"
 
 
+def _systemd_sockets() -> str:
+    """The sockets systemd passed, as Twisted read them.
+
+    Twisted reads LISTEN_FDS and LISTEN_FDNAMES when its endpoints module is imported
+    and then removes them from the environment (sd_listen_fds(3) asks that of a
+    server), so they are reported from what it kept.
+    """
+    from twisted.internet import endpoints
+
+    listen_fds: Any = getattr(getattr(endpoints, "_SystemdParser", None), "_sddaemon", None)
+    if listen_fds is None:
+        return "start the server from a .socket unit"
+    descriptors = listen_fds.inheritedDescriptors()
+    if not descriptors:
+        return "it passed none: start the server from a .socket unit"
+    names = {fd: name for name, fd in listen_fds.inheritedNamedDescriptors().items()}
+    passed = ", ".join(
+        f"index={index}" + (f" name={names[fd]}" if fd in names else "")
+        for index, fd in enumerate(descriptors)
+    )
+    return f"it passed {len(descriptors)}: {passed}"
+
+
 def _endpoint_problem(description: str, error: Exception) -> str:
     """What is wrong with an endpoint string, in the user's terms where it is known.
 
@@ -368,16 +391,35 @@ def _endpoint_problem(description: str, error: Exception) -> str:
         port = positional[0] if positional else ""
         return f"the port must be a number, got {port!r}"
     if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
-        return (
-            "no such socket passed by systemd (start the server from a .socket unit;"
-            f" LISTEN_FDS={os.environ.get('LISTEN_FDS', 'unset')})"
-        )
+        return f"no such socket passed by systemd ({_systemd_sockets()})"
     if kind == "ssl" and type(error).__name__ == "Error":  # OpenSSL.SSL.Error / crypto.Error
         return (
             "cannot load the private key or certificate (privateKey= and certKey= must"
             f" name PEM files, the key without a passphrase): {error}"
         )
     return f"{type(error).__name__}: {error}"
+
+
+def _access_log_problem(path: str | None) -> str | None:
+    """Why the access log file could not be opened for appending, without creating it.
+
+    --check-config leaves the disk as it found it, so it cannot try the open a start
+    makes; it asks the file system what that open would need (nginx's -t opens its
+    logs, and a start that fails where the check passed is what it is for).
+    """
+    if path is None or path in ("", "-", "off"):
+        return None
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        return f"cannot open {path!r}: it is a directory"
+    if os.path.exists(target):
+        writable = os.access(target, os.W_OK)
+    else:
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory):
+            return f"cannot open {path!r}: no directory {directory!r}"
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    return None if writable else f"cannot open {path!r}: permission denied"
 
 
 def makeService(options: Options) -> ServerService:
@@ -390,6 +432,9 @@ def makeService(options: Options) -> ServerService:
     endpoints = build_endpoints(reactor, config)
     if config.check_config:
         # Checked without creating the access log file (nothing is written to it).
+        problem = _access_log_problem(config.access_log)
+        if problem:
+            exit_with_error(f"{config.source('access_log')}: {problem}")
         config = replace(config, access_log="off")
     try:
         service = make_service(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from twistwsgi.config import HOST_KEYS, MOUNT_KEYS, SETTINGS, Setting
+from twistwsgi.config import BOOL, HOST_KEYS, MOUNT_KEYS, SETTINGS, Setting
 
 __all__ = ["cli_reference", "configuration_reference"]
 
@@ -62,15 +62,22 @@ def _value(setting: Setting) -> str:
 
 
 def cli_reference() -> str:
-    """Return the Markdown reference of every command-line option."""
+    """Return the Markdown reference of every command-line option.
+
+    A BOOL setting is a flag on the command line (given or not, no value), so its row
+    says so instead of naming the kind.
+    """
     rows = []
     for setting in SETTINGS:
+        if setting.kind is BOOL:
+            rows.append(f"| `{setting.flag}` | (a flag, no value) | off | {setting.help} |")
+            continue
         repeat = " (repeatable)" if setting.repeatable else ""
         rows.append(
             f"| `{setting.flag}` | {_value(setting)}{repeat} | {_default(setting)} "
             f"| {setting.help} |"
         )
-    kinds = sorted({(s.kind.name, s.kind.description) for s in SETTINGS})
+    kinds = sorted({(s.kind.name, s.kind.description) for s in SETTINGS if s.kind is not BOOL})
     legend = "\n".join(f"- **{name}**: {description}" for name, description in kinds)
     return _INTRO + "\n".join(rows) + "\n\nValue types:\n\n" + legend + "\n"
 

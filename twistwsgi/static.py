@@ -373,9 +373,11 @@ class StaticHandler:
         if not stat.S_ISDIR(info.st_mode):
             raise _Miss  # never a device, FIFO or socket
         # The mount's own directory too ("/static" → "/static/"): relative links in
-        # its index or listing resolve against the slash.
+        # its index or listing resolve against the slash. A directory with neither is
+        # redirected too, as nginx does, and then refused (403) with its slash; under
+        # a fall-through mount the application gets it, with or without the slash.
         if redirect and not path_info.endswith(b"/"):
-            if self._has_index(path) or self.options.listing:
+            if self._has_index(path) or self.options.listing or self.fallback is None:
                 raise _Redirect
             raise _Miss
         for index in self.options.index:
