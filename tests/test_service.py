@@ -7,6 +7,9 @@ in-memory protocols, so shutdown is checked without sockets or real time.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +101,34 @@ def test_listen_failure_goes_to_the_given_callback() -> None:
     )
     service.privilegedStartService()
     assert len(messages) == 1 and "tcp:80" in messages[0]
+
+
+def test_a_unix_path_another_server_holds_is_said_in_plain_words() -> None:
+    """Twisted's "Couldn't listen on any:b'...': Cannot acquire lock." becomes the
+    reason a user can act on: which process holds the path's lock.
+    """
+    from twisted.internet import reactor
+
+    directory = tempfile.mkdtemp(prefix="tw-", dir="/tmp")  # AF_UNIX paths are short
+    path = f"{directory}/app.sock"
+    os.symlink(str(os.getppid()), f"{path}.lock")  # a live process, as a running server's
+    messages: list[str] = []
+    factory = make_factory(hello, reactor=MemoryReactorClock(), threadpool=None)
+    description = f"unix:{path}"
+    service = ServerService(
+        factory,
+        [(description, serverFromString(reactor, description))],
+        clock=MemoryReactorClock(),
+        on_start_error=messages.append,
+    )
+    try:
+        service.privilegedStartService()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert messages == [
+        f"cannot listen on {description!r}: address already in use:"
+        f" process {os.getppid()} holds its lock file '{path}.lock'"
+    ]
 
 
 def build(held: Held, clock: MemoryReactorClock, timeout: float = 30.0) -> ServerService:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
+from twisted.internet import endpoints as twisted_endpoints
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
@@ -360,9 +361,7 @@ def _systemd_sockets() -> str:
     and then removes them from the environment (sd_listen_fds(3) asks that of a
     server), so they are reported from what it kept.
     """
-    from twisted.internet import endpoints
-
-    listen_fds: Any = getattr(getattr(endpoints, "_SystemdParser", None), "_sddaemon", None)
+    listen_fds: Any = getattr(getattr(twisted_endpoints, "_SystemdParser", None), "_sddaemon", None)
     if listen_fds is None:
         return "start the server from a .socket unit"
     descriptors = listen_fds.inheritedDescriptors()

@@ -19,6 +19,7 @@ Nothing here imports the global reactor; it is passed in.
 
 from __future__ import annotations
 
+import os
 import resource
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -111,6 +112,22 @@ def make_factory(
         clock=reactor,
         response_log=response_log,
     )
+
+
+def _unix_lock_held(path: object) -> str:
+    """Why a UNIX socket path is taken, when Twisted's lock beside it is held.
+
+    Twisted's ``unix:`` port (with the default ``lockfile=1``) takes ``PATH.lock``, a
+    link naming its owner's process id, before it binds; a live owner means another
+    server has the path (a stale socket and lock were already cleared by the CLI).
+    """
+    name = os.fsdecode(path) if isinstance(path, (str, bytes)) else "the socket"
+    lock = f"{name}.lock"
+    try:
+        owner = f"process {os.readlink(lock)}"
+    except OSError:
+        owner = "another process"
+    return f"address already in use: {owner} holds its lock file {lock!r}"
 
 
 class ServerService(Service):
@@ -224,6 +241,8 @@ class ServerService(Service):
         # wording repeats the address the description already names.
         cause = getattr(failure.value, "socketError", None)
         reason = str(cause) if isinstance(cause, OSError) else failure.getErrorMessage()
+        if cause == "Cannot acquire lock":
+            reason = _unix_lock_held(getattr(failure.value, "port", None))
         failed.append(reason)
         _log.error(
             "Cannot listen on {description}: {reason}", description=description, reason=reason
