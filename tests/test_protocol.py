@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 from twistwsgi.http.exchange import Exchange
@@ -27,8 +28,9 @@ from twistwsgi.http.protocol import (
     HTTP11Exchange,
     Refusal,
 )
+from twistwsgi.http.request import describe_peer
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.testing import Connection, connect, parse_responses
+from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
 GET = b"GET /%s HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
@@ -782,6 +784,23 @@ def test_producer_registered_while_paused_starts_paused() -> None:
 
 
 # -- errors and lifecycle -------------------------------------------------------------
+
+
+def test_a_refusal_log_line_names_the_client_as_host_and_port() -> None:
+    """The server log names the client as nginx users read it, not a Python tuple."""
+    connection = open_connection(Echo())
+    with capture_log_events() as events:
+        connection.send(b"GET / HTTP/1.1\r\n\r\n")  # no Host
+    [line] = [formatEvent(e) for e in events if "Refused" in formatEvent(e)]
+    assert line.startswith("Refused a request from 127.0.0.1:54321: 400 ")
+
+
+@pytest.mark.parametrize(
+    ("peer", "text"),
+    [(("203.0.113.7", 80), "203.0.113.7:80"), (("::1", 443), "[::1]:443"), (None, "unix:")],
+)
+def test_describe_peer(peer: tuple[str, int] | None, text: str) -> None:
+    assert describe_peer(peer) == text
 
 
 def test_handler_exception_before_response_is_500() -> None:

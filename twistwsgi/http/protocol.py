@@ -48,7 +48,14 @@ from zope.interface import implementer
 from twistwsgi.http import rules
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_BODY, PLAIN_HTTP_REASON, watch_for_plain_http
-from twistwsgi.http.request import Address, PartialRequest, PreparedHeaders, RequestHead, Route
+from twistwsgi.http.request import (
+    Address,
+    PartialRequest,
+    PreparedHeaders,
+    RequestHead,
+    Route,
+    describe_peer,
+)
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
@@ -618,7 +625,10 @@ class HTTP11Protocol(Protocol):
         send_deadline = self._send_deadline
         if send_deadline is not None and now >= send_deadline:
             self._send_deadline = None
-            _log.info("Client {peer} stopped reading the response; aborting", peer=self._peer)
+            _log.info(
+                "Client {peer} stopped reading the response; aborting",
+                peer=describe_peer(self._peer),
+            )
             self.abort_connection()
             return
         deadline = self._deadline
@@ -1156,7 +1166,9 @@ class HTTP11Protocol(Protocol):
         refusal = Refusal(request, RequestError(400, PLAIN_HTTP_REASON))
         refusal.body_sent = len(PLAIN_HTTP_BODY)
         _log.info(
-            "Refused a request from {peer}: 400 {detail}", peer=self._peer, detail=PLAIN_HTTP_REASON
+            "Refused a request from {peer}: 400 {detail}",
+            peer=describe_peer(self._peer),
+            detail=PLAIN_HTTP_REASON,
         )
         self.log_response(refusal)
 
@@ -1165,7 +1177,7 @@ class HTTP11Protocol(Protocol):
         error = refusal.error
         _log.info(
             "Refused a request from {peer}: {status} {detail}",
-            peer=self._peer,
+            peer=describe_peer(self._peer),
             status=error.status,
             detail=error.detail,
         )

@@ -10,10 +10,29 @@ read of it, for the access log.
 
 from __future__ import annotations
 
-__all__ = ["Address", "PartialRequest", "PreparedHeaders", "RequestHead", "Route"]
+__all__ = [
+    "Address",
+    "PartialRequest",
+    "PreparedHeaders",
+    "RequestHead",
+    "Route",
+    "describe_peer",
+]
 
 #: A host and port pair, as the socket reports it.
 Address = tuple[str, int]
+
+
+def describe_peer(peer: Address | None) -> str:
+    """A client's address for a log line, as ``host:port``.
+
+    ``203.0.113.7:51234``, ``[::1]:51234``, or ``unix:`` for a UNIX-socket client
+    (nginx's ``$remote_addr`` there).
+    """
+    if peer is None:
+        return "unix:"
+    host, port = peer
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class RequestHead:
