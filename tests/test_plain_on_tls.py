@@ -11,7 +11,10 @@ from typing import Any
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from twistwsgi.http.plain_on_tls import PLAIN_HTTP_RESPONSE, _FirstReadCheck
+from twistwsgi.http.plain_on_tls import _FirstReadCheck
+
+#: What the stand-in for the protocol answers a plain request with.
+REFUSAL = b"HTTP/1.1 400 Bad Request\r\n..."
 
 
 class _TLSLayer:
@@ -31,7 +34,12 @@ class _TLSLayer:
 def _checked() -> tuple[_FirstReadCheck, Any, _TLSLayer, list[bytes]]:
     tls = _TLSLayer()
     refused: list[bytes] = []
-    check = _FirstReadCheck(tls, refused.append)  # type: ignore[arg-type]
+
+    def refuse(data: bytes) -> bytes:
+        refused.append(data)
+        return REFUSAL
+
+    check = _FirstReadCheck(tls, refuse)  # type: ignore[arg-type]
     transport: Any = StringTransport()
     transport.protocol = check
     check.transport = transport
@@ -41,7 +49,7 @@ def _checked() -> tuple[_FirstReadCheck, Any, _TLSLayer, list[bytes]]:
 def test_a_request_line_gets_the_400_and_the_close() -> None:
     check, transport, tls, refused = _checked()
     check.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert transport.value() == PLAIN_HTTP_RESPONSE
+    assert transport.value() == REFUSAL
     assert transport.disconnecting
     assert refused == [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]
     assert tls.received == b""
@@ -54,7 +62,7 @@ def test_empty_lines_before_the_request_line_wait_for_the_byte_that_decides() ->
     assert transport.value() == b""
     assert transport.protocol is check
     check.dataReceived(b"\r\nPOST /x HTTP/1.1\r\n")
-    assert transport.value() == PLAIN_HTTP_RESPONSE
+    assert transport.value() == REFUSAL
     assert refused == [b"POST /x HTTP/1.1\r\n"]
     assert tls.received == b""
 

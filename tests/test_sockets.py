@@ -409,6 +409,8 @@ class LoopbackTests(TestCase):
         response = client.next_event()
         assert isinstance(response, h11.Response)
         self.assertEqual(response.status_code, 400)
+        names = {name for name, _ in response.headers}
+        self.assertLessEqual({b"date", b"server", b"connection"}, names)  # as every response
         body = client.next_event()
         assert isinstance(body, h11.Data)
         self.assertIn(b"HTTPS", body.data)

@@ -24,33 +24,19 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
-__all__ = [
-    "PLAIN_HTTP_BODY",
-    "PLAIN_HTTP_REASON",
-    "PLAIN_HTTP_RESPONSE",
-    "watch_for_plain_http",
-]
+__all__ = ["PLAIN_HTTP_REASON", "watch_for_plain_http"]
 
-#: The reason given, in the response body and the log.
+#: Why the request is refused (RFC 9110 15.5.1: 400), for the response body and the log.
 PLAIN_HTTP_REASON = "This port speaks HTTPS; the request was sent as plain HTTP"
-PLAIN_HTTP_BODY = b"400 Bad Request: " + PLAIN_HTTP_REASON.encode("ascii") + b".\n"
-
-#: What a plain-HTTP client gets before the close (RFC 9110 15.5.1: 400).
-PLAIN_HTTP_RESPONSE = (
-    b"HTTP/1.1 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(PLAIN_HTTP_BODY)).encode("ascii") + b"\r\n"
-    b"Connection: close\r\n"
-    b"\r\n" + PLAIN_HTTP_BODY
-)
 
 
-def watch_for_plain_http(tls: Any, on_refused: Callable[[bytes], object]) -> None:
+def watch_for_plain_http(tls: Any, refuse: Callable[[bytes], bytes]) -> None:
     """Check the first bytes ``tls``'s socket receives (call from ``connectionMade``).
 
-    ``on_refused`` is called with those bytes when they were plain HTTP and got the
-    400 (for the access log). Only a TLS layer of Twisted's that sits directly on a
-    TCP or UNIX socket is watched; on anything else this does nothing.
+    ``refuse`` is called with those bytes when they are plain HTTP; it returns the
+    400 response to send in plain text before the close (and logs it). Only a TLS
+    layer of Twisted's that sits directly on a TCP or UNIX socket is watched; on
+    anything else this does nothing.
     """
     if not isinstance(tls, TLSMemoryBIOProtocol):
         return
@@ -60,7 +46,7 @@ def watch_for_plain_http(tls: Any, on_refused: Callable[[bytes], object]) -> Non
     current: object = socket_transport.protocol
     if current is not tls:
         return
-    check = _FirstReadCheck(tls, on_refused)
+    check = _FirstReadCheck(tls, refuse)
     check.transport = socket_transport
     socket_transport.protocol = check
 
@@ -72,9 +58,9 @@ _MAX_BLANK = 64
 class _FirstReadCheck(Protocol):
     """The socket's protocol until its first read, in front of the TLS layer."""
 
-    def __init__(self, tls: TLSMemoryBIOProtocol, on_refused: Callable[[bytes], object]) -> None:
+    def __init__(self, tls: TLSMemoryBIOProtocol, refuse: Callable[[bytes], bytes]) -> None:
         self._tls = tls
-        self._on_refused = on_refused
+        self._refuse = refuse
         self._blank = b""
 
     def dataReceived(self, data: bytes) -> None:
@@ -89,9 +75,8 @@ class _FirstReadCheck(Protocol):
         transport: Any = self.transport
         transport.protocol = self._tls  # every later event goes straight to TLS
         if request[:1].isalpha():
-            transport.write(PLAIN_HTTP_RESPONSE)
+            transport.write(self._refuse(request))
             transport.loseConnection()
-            self._on_refused(request)
             return
         self._tls.dataReceived(data)
 

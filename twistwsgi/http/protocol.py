@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from twistwsgi.http import rules
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.plain_on_tls import PLAIN_HTTP_BODY, PLAIN_HTTP_REASON, watch_for_plain_http
+from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
     Address,
     PartialRequest,
@@ -1156,21 +1156,23 @@ class HTTP11Protocol(Protocol):
             method=method, target=target, version=version, headers=self._headers, peer=self._peer
         )
 
-    def _plain_http_refused(self, data: bytes) -> None:
-        """Log the 400 sent to plain HTTP on this TLS port, with its request line."""
+    def _plain_http_refused(self, data: bytes) -> bytes:
+        """The 400 for plain HTTP on this TLS port, logged with its request line."""
         line = data.split(b"\n", 1)[0].rstrip(b"\r")[: self._settings.max_request_line]
         method, _, rest = line.partition(b" ")
         target, _, protocol = rest.partition(b" ")
         version = protocol[5:] if protocol.startswith(b"HTTP/") else b""
         request = PartialRequest(method=method, target=target, version=version, peer=self._peer)
-        refusal = Refusal(request, RequestError(400, PLAIN_HTTP_REASON))
-        refusal.body_sent = len(PLAIN_HTTP_BODY)
+        error = RequestError(400, PLAIN_HTTP_REASON)
+        refusal = Refusal(request, error)
+        refusal.body_sent = len(_error_body(error))
         _log.info(
             "Refused a request from {peer}: 400 {detail}",
             peer=describe_peer(self._peer),
             detail=PLAIN_HTTP_REASON,
         )
         self.log_response(refusal)
+        return self.error_response_bytes(error, include_body=True)
 
     def _send_error_response(self, refusal: Refusal) -> None:
         """Write a complete error response with ``Connection: close``, log it, linger."""
