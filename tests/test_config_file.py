@@ -526,6 +526,42 @@ def test_server_table_paths_are_read_from_the_files_directory(
 
 
 @pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        (
+            "ssl:443:privateKey=tls/key.pem:certKey=tls/cert.pem",
+            "ssl:443:privateKey=SITE/tls/key.pem:certKey=SITE/tls/cert.pem",
+        ),
+        (
+            "ssl:443:privateKey=/etc/key.pem:extraCertChain=chain.pem:dhParameters=dh.pem",
+            "ssl:443:privateKey=/etc/key.pem:extraCertChain=SITE/chain.pem"
+            ":dhParameters=SITE/dh.pem",
+        ),
+        ("unix:run/app.sock:mode=660", "unix:SITE/run/app.sock:mode=660"),
+        ("unix:address=app.sock", "unix:address=SITE/app.sock"),
+        ("unix:/run/app.sock", "unix:/run/app.sock"),
+        (r"ssl:443:privateKey=a\:b.pem", r"ssl:443:privateKey=SITE/a\:b.pem"),
+        ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_files_named_by_listen_endpoints_are_read_from_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listen: str, expected: str
+) -> None:
+    """As nginx reads a relative ssl_certificate from its configuration directory:
+    the key and certificate files and a UNIX socket path of the file's listen
+    endpoints are relative to the file; other parameters are left as written.
+    """
+    site = tmp_path / "si:te"  # a colon in the directory is escaped in the endpoint
+    site.mkdir()
+    config = site / "site.toml"
+    config.write_text(f"[server]\nlisten = ['{listen}']\n" + ONE_HOST)  # a TOML literal
+    monkeypatch.chdir(tmp_path)
+    loaded = load_config({"config": str(config)})
+    assert loaded.listen == (expected.replace("SITE", str(site).replace(":", "\\:")),)
+
+
+@pytest.mark.parametrize(
     ("value", "problem"),
     [
         ("[1]", "expected a table of header names and values"),

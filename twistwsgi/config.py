@@ -1313,6 +1313,14 @@ def _server_paths_from(server: dict[str, Any], base: str) -> dict[str, Any]:
         return os.path.join(base, os.path.expanduser(path))
 
     resolved = dict(server)
+    listen = resolved.get("listen")
+    if isinstance(listen, str):
+        resolved["listen"] = _endpoint_paths_from(listen, base)
+    elif isinstance(listen, list):
+        resolved["listen"] = [
+            _endpoint_paths_from(entry, base) if isinstance(entry, str) else entry
+            for entry in listen
+        ]
     access_log = resolved.get("access_log")
     if isinstance(access_log, str) and access_log.strip() not in ("-", "off", ""):
         resolved["access_log"] = joined(access_log.strip())
@@ -1331,6 +1339,44 @@ def _server_paths_from(server: dict[str, Any], base: str) -> dict[str, Any]:
                 entries.append(entry)
         resolved["static"] = entries
     return resolved
+
+
+#: Endpoint parameters that name files, by endpoint kind: Twisted's ssl: (the key,
+#: the certificate, the chain, Diffie-Hellman parameters) and unix: (the socket).
+_ENDPOINT_FILE_PARAMETERS = {
+    "ssl": ("privateKey", "certKey", "extraCertChain", "dhParameters"),
+    "unix": ("address",),
+}
+
+
+def _endpoint_paths_from(description: str, base: str) -> str:
+    r"""``description`` with the relative files it names read from ``base``.
+
+    nginx reads a relative ``ssl_certificate`` from its configuration directory; a
+    file's ``listen = "ssl:443:privateKey=key.pem"`` does the same here, as its
+    other paths do. Endpoint strings separate parameters with ``:`` and escape a
+    literal one as ``\:`` (Twisted's syntax), so the joined path is escaped too.
+    The first positional parameter of ``unix:`` is its address.
+    """
+    parts = re.split(r"(?<!\\):", description)
+    kind = parts[0].strip().lower()
+    names = _ENDPOINT_FILE_PARAMETERS.get(kind)
+    if names is None:
+        return description
+    positional = 0
+    for index in range(1, len(parts)):
+        name, equals, value = parts[index].partition("=")
+        if not equals:
+            positional += 1
+            if kind == "unix" and positional == 1:
+                name, value = "address", parts[index]
+            else:
+                continue
+        if name not in names or not value or value.startswith(("/", "~")):
+            continue
+        joined = os.path.join(base, value.replace("\\:", ":")).replace(":", "\\:")
+        parts[index] = f"{name}={joined}" if equals else joined
+    return ":".join(parts)
 
 
 def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, Any]:

@@ -186,9 +186,14 @@ reopens it (nginx's log-rotation signal), without reading the file.
 
 Options given on the command line override the `[server]` values of the file, on
 reload too; `--config`, `--check-config` and `--vhost` exist only on the command line.
-Relative paths in the file (`static` directories, `tls_ca`, `access_log`) are read from
-the file's own directory, so it means the same wherever the server is started; paths
-given on the command line are read from the current directory.
+Relative paths in the file (`static` directories, `tls_ca`, `access_log`, and the
+`privateKey`, `certKey`, `extraCertChain`, `dhParameters` files and UNIX socket paths
+of `listen` endpoints) are read from the file's own directory, as nginx reads its
+certificates from its configuration directory, so the file means the same wherever
+the server is started; paths given on the command line are read from the current
+directory. Applications (`app`) are imported from Python's import path, which starts
+with the current directory, as with gunicorn: start the server from the project's
+root (`WorkingDirectory=` in a systemd unit, `WORKDIR` in a container).
 """
 
 
