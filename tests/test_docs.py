@@ -122,6 +122,11 @@ def test_demo_site_builds() -> None:
     assert isinstance(proxy_mount.target, ProxyHandler)
     assert isinstance(docs_host.lookup(b"/index.html").target, StaticHandler)  # type: ignore[union-attr]
     assert "docs.localhost" in describe_routing(config)
+    # The demo page promises the HTTP_X_FORWARDED_* keys behind its proxy: the
+    # application only sees them from a trusted address, the proxy's own.
+    from twistwsgi.forwarding import TrustedProxies
+
+    assert TrustedProxies(config.trusted_proxies).trusts_peer(("127.0.0.1", 50000))
 
 
 def _container_instructions() -> list[tuple[str, str]]:
