@@ -9,6 +9,7 @@ listeners and waits for the server's connections to close.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -223,6 +224,39 @@ class LoopbackTests(TestCase):
         return await deferToThread(func, *args)
 
     # -- http.client --------------------------------------------------------------------
+
+    async def test_an_application_error_mid_response_leaves_what_was_sent(self) -> None:
+        """An application that raises after its first chunk: the client gets the head
+        and that chunk, then the connection drops, in the reactor thread as on the
+        threadpool. In the reactor thread the chunk waited in the batch's held writes,
+        which the abort threw away: the client got nothing at all.
+        """
+
+        def first_then_raise(environ: dict[str, Any], start_response: Any) -> Any:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"first"
+            raise RuntimeError("after the first chunk")
+
+        for threadpool in (None, self.pool):
+            factory = make_factory(first_then_raise, reactor=reactor, threadpool=threadpool)
+            endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+            port: IListeningPort = await endpoint.listen(factory)
+            self.addCleanup(port.stopListening)
+
+            def client(address: tuple[str, int]) -> bytes:
+                with socket.create_connection(address, timeout=30) as raw:
+                    raw.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                    received = b""
+                    with contextlib.suppress(ConnectionResetError):
+                        while chunk := raw.recv(65536):
+                            received += chunk
+                    return received
+
+            with capture_log_events():
+                received = await self.in_thread(client, self.address(port))
+            self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), (threadpool, received))
+            self.assertIn(b"first", received)
+        self.flushLoggedErrors(RuntimeError)
 
     async def test_http_client_reuses_one_connection(self) -> None:
         """Three requests go over one persistent connection."""

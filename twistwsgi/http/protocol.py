@@ -59,7 +59,7 @@ from twistwsgi.http.request import (
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.http.transport import write_now
+from twistwsgi.http.transport import send_held_now, write_now
 from twistwsgi.http.wire import DateCache, chunk, status_line
 
 if TYPE_CHECKING:
@@ -1989,6 +1989,11 @@ class HTTP11Exchange:
             return
         self._keep_alive = False
         self._ended(Failure(ConnectionDone("response aborted")))
+        # What the handler wrote was given to the client, as it would have been
+        # without the batch that holds it: send it before the abort, which drops
+        # Twisted's buffer (an application failing mid-response left the client
+        # with nothing at all in the reactor thread, and the head on a worker).
+        send_held_now(self._protocol.transport)
         self._protocol.abort_connection()
 
     def on_close(self, callback: Callable[[Failure | None], object]) -> None:
