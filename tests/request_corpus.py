@@ -1151,6 +1151,19 @@ VALID: tuple[Valid, ...] = (
         "RFC 9110 10.1.1: 100-continue is the one expectation a server must support",
     ),
     Valid(
+        "expect-100-continue-on-two-lines",
+        b"POST /upload HTTP/1.1\r\n" + _HOST + b"Expect: 100-continue\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+        ({"REQUEST_METHOD": "POST", "body": b"hello"},),
+        "RFC 9110 5.3: Expect is a list field; two lines are one list of two members",
+    ),
+    Valid(
+        "expect-empty-is-no-expectation",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Expect:\r\nContent-Length: 3\r\n\r\nabc",
+        ({"body": b"abc"},),
+        "RFC 9110 5.6.1: an empty list holds no expectation (nginx ignores it too)",
+    ),
+    Valid(
         "expect-100-continue-mixed-case-chunked",
         _CHUNKED_POST + b"Expect: 100-Continue\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ({"body": b"hello"},),

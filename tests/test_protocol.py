@@ -139,6 +139,19 @@ def test_http10_closes_unless_keep_alive_is_asked_for() -> None:
     assert connection.is_closed()
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [b"Connection: close, keep-alive\r\n", b"Connection: keep-alive\r\nConnection: close\r\n"],
+)
+def test_close_wins_over_keep_alive_on_http10(fields: bytes) -> None:
+    """An HTTP/1.0 client naming both options gets a close (RFC 9112 9.3, 9.6)."""
+    connection = open_connection(Echo())
+    connection.send(b"GET /x HTTP/1.0\r\n" + fields + b"\r\nGET /y HTTP/1.0\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"connection") == b"close"
+    assert connection.is_closed()
+
+
 def test_http10_keep_alive_persists_with_a_length() -> None:
     """HTTP/1.0 with Connection: keep-alive persists and says so."""
     connection = open_connection(Echo())
@@ -1107,12 +1120,19 @@ def test_a_head_still_times_out_once_reading_resumed() -> None:
         (b"HEAD / HTTP/1.1\r\nHost: a\r\nExpect: nope\r\n\r\n", 417),
         (b"HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", 413),
         (b"HEAD /%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        # llhttp refuses the target before handing any of it over.
+        (b"HEAD /\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"HEAD \x7f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ],
 )
-def test_a_refused_head_request_gets_no_body(head: bytes, status: int) -> None:
-    """RFC 9110 9.3.2: the answer to HEAD has no content, a refusal included."""
+@pytest.mark.parametrize("split", [False, True])
+def test_a_refused_head_request_gets_no_body(head: bytes, status: int, split: bool) -> None:
+    """RFC 9110 9.3.2: the answer to HEAD has no content, a refusal included, however
+    the request arrives.
+    """
     connection = open_connection(Echo())
-    connection.send(head)
+    for piece in [head[i : i + 1] for i in range(len(head))] if split else [head]:
+        connection.send(piece)
     [response] = parse_responses(connection.take(), [b"HEAD"])  # h11 refuses extra bytes
     assert response.status == status
     assert response.body == b""
@@ -1121,6 +1141,30 @@ def test_a_refused_head_request_gets_no_body(head: bytes, status: int) -> None:
     connection.send(b"GET" + head[4:])
     [response] = parse_responses(connection.take())
     assert (response.status, bool(response.body)) == (status, True)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"PRI / HTTP/1.0\r\n\r\n",  # llhttp would wait for the rest of a preface
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # HTTP/2 with prior knowledge
+        b"PRI / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+)
+@pytest.mark.parametrize("split", [False, True])
+def test_the_http2_preface_method_is_refused_at_once(request_bytes: bytes, split: bool) -> None:
+    """PRI only starts HTTP/2's connection preface (RFC 9113 3.4): 505 at once, not a
+    wait for the header timeout, and not llhttp's internal wording.
+    """
+    connection = open_connection(Echo())
+    for piece in (
+        [request_bytes[i : i + 1] for i in range(len(request_bytes))] if split else [request_bytes]
+    ):
+        connection.send(piece)
+    response = connection.take()
+    assert response.startswith(b"HTTP/1.1 505 ")
+    assert response.endswith(b"HTTP/2 is not served on this port; use HTTP/1.1\n")
+    assert connection.is_closed() or b"Connection: close" in response
 
 
 @pytest.mark.parametrize(

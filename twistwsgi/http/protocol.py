@@ -380,6 +380,9 @@ class HTTP11Protocol(Protocol):
         # Whether llhttp has read the whole request line of the current message
         # (only then is its version the message's own).
         self._line_read = False
+        # Whether llhttp refused a request-target before handing any of it over (the
+        # method was read whole then); parsing ends with the refusal.
+        self._target_refused = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._head_bytes = 0
@@ -708,13 +711,20 @@ class HTTP11Protocol(Protocol):
             except httptools.HttpParserError as error:
                 if _names_a_field(error):
                     self._line_read = True
+                elif isinstance(error, httptools.HttpParserInvalidURLError):
+                    self._target_refused = True
                 self._fail(_refusal(error))
             else:
                 read = self._read
                 if read is _Read.HEAD:
                     self._check_head_size()
                     if self._url and not self._line_read:
-                        self._note_line_end(data)
+                        if self._parser.get_method() == b"PRI":
+                            # llhttp waits for the rest of HTTP/2's preface after
+                            # the head, until the header timeout: refuse it now.
+                            self._fail(_http2_preface())
+                        else:
+                            self._note_line_end(data)
                 elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
                     # Reads that carried no body byte: chunk-size lines, extensions and
                     # the trailer section. llhttp holds a trailer field line until it
@@ -888,9 +898,8 @@ class HTTP11Protocol(Protocol):
                 value if self._connection is None else self._connection + b"," + value
             )
         elif lower == b"expect":
-            if self._expect is not None:
-                raise RequestError(400, "Duplicate Expect field")
-            self._expect = value
+            # A list field (RFC 9110 10.1.1): several lines are one list (5.3).
+            self._expect = value if self._expect is None else self._expect + b"," + value
 
     def check_trailer(self, name: bytes) -> None:
         """Refuse a trailer field that RFC 9110 6.5.1 forbids."""
@@ -933,10 +942,15 @@ class HTTP11Protocol(Protocol):
             raise RequestError(413, "Request body too large")
         expects_continue = False
         if self._expect is not None:
-            if self._expect.strip().lower() != b"100-continue":
+            # Empty list elements are no expectation (RFC 9110 5.6.1); 100-continue
+            # is the only one defined, and any other gets 417 (10.1.1).
+            members = {m.strip().lower() for m in self._expect.split(b",")} - {b""}
+            if members - {b"100-continue"}:
                 raise RequestError(417, "Only the 100-continue expectation is supported")
             # RFC 9110 10.1.1: ignore 100-continue from HTTP/1.0 and without a body.
-            expects_continue = version == b"1.1" and (chunked or bool(content_length))
+            expects_continue = (
+                bool(members) and version == b"1.1" and (chunked or bool(content_length))
+            )
         if target[:1] == b"/" and b"#" not in target and method != b"CONNECT":
             # origin-form, by far the most common (RFC 9112 3.2.1)
             path, _, query = target.partition(b"?")
@@ -949,7 +963,8 @@ class HTTP11Protocol(Protocol):
             authority = host if split_authority is None else split_authority
         decoded_path = rules.unquote_path(path) if b"%" in path else path
         options = rules.connection_options(self._connection) if self._connection else set()
-        keep_alive = b"close" not in options if version == b"1.1" else b"keep-alive" in options
+        # "close" wins over keep-alive whatever the version (RFC 9112 9.3, 9.6).
+        keep_alive = b"close" not in options and (version == b"1.1" or b"keep-alive" in options)
         if keep_alive and not self._settings.keepalive_timeout:
             # keepalive_timeout 0 turns persistence off (as nginx's does): say so in
             # the response, so no client tries to reuse the connection (RFC 9112 9.6).
@@ -1141,10 +1156,11 @@ class HTTP11Protocol(Protocol):
     def _partial_request(self) -> PartialRequest:
         """What was read of the request being refused (parsing has stopped in it)."""
         target = self._url
-        if not target:
+        if not target and not self._target_refused:
             # llhttp reads the method before the target, but until the target starts
             # get_method() returns a leftover (the previous request's method, or
-            # DELETE, method 0), not this request's.
+            # DELETE, method 0), not this request's. A target refused at its first
+            # bytes started after a method read whole (a HEAD's refusal has no body).
             return PartialRequest(peer=self._peer)
         parser = self._parser
         method: bytes = parser.get_method()
@@ -1334,6 +1350,19 @@ def _names_a_field(error: Exception) -> bool:
     return any(word in reason for word in _FIELD_WORDS)
 
 
+def _http2_preface() -> RequestError:
+    """The answer to the PRI method (505).
+
+    PRI only starts HTTP/2's connection preface (RFC 9113 3.4): whatever follows it,
+    the client speaks a version this port does not.
+    """
+    return RequestError(505, "HTTP/2 is not served on this port; use HTTP/1.1")
+
+
+#: llhttp's reasons for a PRI request it read to the end of its head.
+_LLHTTP_PREFACE_ERRORS = frozenset({"Pause on PRI/Upgrade", "Expected HTTP/2 Connection Preface"})
+
+
 def _refusal(error: Exception) -> RequestError:
     """Map a parser exception to the refusal to answer with."""
     if isinstance(error, httptools.HttpParserCallbackError):
@@ -1348,6 +1377,8 @@ def _refusal(error: Exception) -> RequestError:
     if isinstance(error, httptools.HttpParserInvalidMethodError):
         return RequestError(400, "Invalid request method")
     reason = str(error)
+    if reason in _LLHTTP_PREFACE_ERRORS:
+        return _http2_preface()
     if reason == "Invalid HTTP version":
         return RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
     return RequestError(400, reason)
