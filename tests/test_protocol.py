@@ -603,10 +603,14 @@ def test_malformed_chunk_after_dispatch_fails_the_body() -> None:
     connection = open_connection(collector)
     connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
     connection.send(b"%x\r\n" % DISPATCH_BUFFER + b"x" * DISPATCH_BUFFER + b"\r\n")
-    connection.send(b"zz\r\n")
+    with capture_log_events() as events:
+        connection.send(b"zz\r\n")
     assert len(collector.failures) == 1
     [response] = parse_responses(connection.take())
     assert response.status == 400
+    # Like every refusal, it has its line in the server log (docs/http.md).
+    [line] = [formatEvent(e) for e in events if "Refused" in formatEvent(e)]
+    assert line.startswith("Refused a request from 127.0.0.1:54321: 400 ")
 
 
 # -- Expect: 100-continue -------------------------------------------------------------

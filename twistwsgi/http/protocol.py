@@ -1138,8 +1138,16 @@ class HTTP11Protocol(Protocol):
             exchange.body_error(error)
             if exchange.dispatched and not exchange.finished:
                 if exchange.response_started:
+                    _log.info(
+                        "Dropped the response to {peer}: its request body failed ({status}"
+                        " {detail})",
+                        peer=describe_peer(self._peer),
+                        status=error.status,
+                        detail=error.detail,
+                    )
                     exchange.abort()
                 else:
+                    self._log_refusal(error)
                     exchange.send_error(error)
                 return
             if not exchange.dispatched and self._queue and self._queue[-1] is exchange:
@@ -1182,23 +1190,22 @@ class HTTP11Protocol(Protocol):
         error = RequestError(400, PLAIN_HTTP_REASON)
         refusal = Refusal(request, error)
         refusal.body_sent = len(_error_body(error))
-        _log.info(
-            "Refused a request from {peer}: 400 {detail}",
-            peer=describe_peer(self._peer),
-            detail=PLAIN_HTTP_REASON,
-        )
+        self._log_refusal(error)
         self.log_response(refusal)
         return self.error_response_bytes(error, include_body=True)
 
-    def _send_error_response(self, refusal: Refusal) -> None:
-        """Write a complete error response with ``Connection: close``, log it, linger."""
-        error = refusal.error
+    def _log_refusal(self, error: RequestError) -> None:
         _log.info(
             "Refused a request from {peer}: {status} {detail}",
             peer=describe_peer(self._peer),
             status=error.status,
             detail=error.detail,
         )
+
+    def _send_error_response(self, refusal: Refusal) -> None:
+        """Write a complete error response with ``Connection: close``, log it, linger."""
+        error = refusal.error
+        self._log_refusal(error)
         # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
         body = refusal.request.method != b"HEAD"
         write_now(self.transport, self.error_response_bytes(error, include_body=body))
