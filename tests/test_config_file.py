@@ -94,6 +94,34 @@ def test_check_config_prints_the_routing_table(tmp_path: Path) -> None:
     assert paths.index("/static") < paths.index("/")
 
 
+def test_check_config_shows_the_options_a_mount_changes(tmp_path: Path) -> None:
+    """Options set away from their defaults are printed under their mount, as the
+    file writes them; defaults are not.
+    """
+    (tmp_path / "files").mkdir()
+    text = describe_routing(
+        load(
+            tmp_path,
+            '[[host]]\nnames = ["a.example"]\n'
+            '[[host.mount]]\npath = "/"\nstatic = "files"\nfallthrough = true\n'
+            'internal = false\nindex = ["index.htm", "default.htm"]\n'
+            'cache_control = "public, max-age=60"\n'
+            '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nx_accel_redirect = true\n',
+        )
+    )
+    lines = text.splitlines()
+    static = lines.index(next(line for line in lines if " static " in line))
+    assert lines[static + 1].split() == [
+        'cache_control="public,',
+        'max-age=60"',
+        'index=["index.htm",',
+        '"default.htm"]',
+        "fallthrough=true",
+    ]
+    assert "x_accel_redirect=true" in text
+    assert "internal" not in text  # its default
+
+
 SERVER = '[server]\nlisten = ["tcp:8080"]\n'
 ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
 

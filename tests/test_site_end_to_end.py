@@ -373,6 +373,7 @@ def test_issue_4_example_passes_check_config(
     org = lines.index("host *.example.org  [default]")
     assert [line.split() for line in lines[shop + 1 : org]] == [
         ["/static", "static", str(tmp_path / "static")],
+        ['cache_control="public,', "max-age=31536000,", 'immutable"'],
         ["/", "app", "tests.apps:hello"],
     ]
     assert [line.split() for line in lines[org + 1 : -1]] == [

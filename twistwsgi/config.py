@@ -650,7 +650,8 @@ SETTINGS: tuple[Setting, ...] = (
         BOOL,
         False,
         "Check the configuration (import the applications, parse the endpoints, check"
-        " that the access log file could be opened), print the routing table, and exit: 0"
+        " that the access log file could be opened), print the routing table (each"
+        " mount with the options it sets), and exit: 0"
         " if it is valid, 2 if not. Nothing is written and no port is bound, so an address"
         " another process holds is found only at the start.",
         file=False,

@@ -13,12 +13,19 @@ fails leaves the old one serving.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from twistwsgi.appload import AppLoadError, load_app
-from twistwsgi.config import ConfigError, HostConfig, MountConfig, ServerConfig
+from twistwsgi.config import (
+    ConfigError,
+    HostConfig,
+    MountConfig,
+    ServerConfig,
+    default_options,
+)
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.rules import RequestError, unquote_path
@@ -222,4 +229,28 @@ def describe_routing(config: ServerConfig) -> str:
             if isinstance(target, tuple):
                 target = ", ".join(str(item) for item in target)
             lines.append(f"  {mount.path:<24} {mount.kind:<6} {target}")
+            changed = _changed_options(mount)
+            if changed:
+                lines.append(f"  {'':<24} {'':<6} {changed}")
     return "\n".join(lines) + "\n"
+
+
+def _changed_options(mount: MountConfig) -> str:
+    """The mount's options that differ from their defaults, as ``key=value`` words."""
+    defaults = default_options(mount.kind)
+    return " ".join(
+        f"{name}={_option_text(value)}"
+        for name, value in mount.options.items()
+        if name in defaults and value != defaults[name]
+    )
+
+
+def _option_text(value: object) -> str:
+    """An option's value as the configuration file writes it (TOML's spelling)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_option_text(item) for item in value) + "]"
+    return str(value)
