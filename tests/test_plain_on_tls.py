@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests.test_protocol import Echo
 from twistwsgi.http.plain_on_tls import _FirstReadCheck
+from twistwsgi.testing import connect
 
 #: What the stand-in for the protocol answers a plain request with.
 REFUSAL = b"HTTP/1.1 400 Bad Request\r\n..."
@@ -88,3 +91,21 @@ def test_a_client_leaving_before_a_byte_reaches_the_tls_layer() -> None:
     check, _, tls, _ = _checked()
     check.connectionLost(Failure(ConnectionError("gone")))
     assert len(tls.lost) == 1
+
+
+@pytest.mark.parametrize(("method", "has_body"), [(b"GET", True), (b"HEAD", False)])
+def test_the_protocol_answers_plain_http_as_its_other_refusals(
+    method: bytes, has_body: bool
+) -> None:
+    """The 400 has Date and Server like every response, and no body for HEAD (RFC
+    9110 9.3.2); the access log counts the body bytes sent.
+    """
+    logged: list[Any] = []
+    connection = connect(Echo(), response_log=logged.append)
+    response = connection.protocol._plain_http_refused(method + b" / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nDate: " in head and b"\r\nServer: " in head
+    assert bool(body) is has_body
+    [refusal] = logged
+    assert (refusal.request.method, refusal.body_sent) == (method, len(body))

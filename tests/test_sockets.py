@@ -228,8 +228,9 @@ class LoopbackTests(TestCase):
     async def test_an_application_error_mid_response_leaves_what_was_sent(self) -> None:
         """An application that raises after its first chunk: the client gets the head
         and that chunk, then the connection drops, in the reactor thread as on the
-        threadpool. In the reactor thread the chunk waited in the batch's held writes,
-        which the abort threw away: the client got nothing at all.
+        threadpool, over TCP and TLS. In the reactor thread the chunk waited in the
+        batch's held writes, and over TLS in the socket's buffer; the abort threw them
+        away and the client got nothing at all.
         """
 
         def first_then_raise(environ: dict[str, Any], start_response: Any) -> Any:
@@ -237,25 +238,33 @@ class LoopbackTests(TestCase):
             yield b"first"
             raise RuntimeError("after the first chunk")
 
-        for threadpool in (None, self.pool):
-            factory = make_factory(first_then_raise, reactor=reactor, threadpool=threadpool)
-            endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
-            port: IListeningPort = await endpoint.listen(factory)
-            self.addCleanup(port.stopListening)
+        tls, cert = tls_endpoint(self.directory)
 
-            def client(address: tuple[str, int]) -> bytes:
-                with socket.create_connection(address, timeout=30) as raw:
-                    raw.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-                    received = b""
-                    with contextlib.suppress(ConnectionResetError):
-                        while chunk := raw.recv(65536):
-                            received += chunk
-                    return received
+        def client(address: tuple[str, int], over_tls: bool) -> bytes:
+            raw = socket.create_connection(address, timeout=30)
+            if over_tls:
+                context = ssl.create_default_context(cafile=str(cert))
+                raw = context.wrap_socket(raw, server_hostname="localhost")
+            with raw:
+                raw.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                received = b""
+                with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                    while chunk := raw.recv(65536):
+                        received += chunk
+                return received
 
-            with capture_log_events():
-                received = await self.in_thread(client, self.address(port))
-            self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), (threadpool, received))
-            self.assertIn(b"first", received)
+        for endpoint in ("tcp:0:interface=127.0.0.1", tls):
+            for threadpool in (None, self.pool):
+                factory = make_factory(first_then_raise, reactor=reactor, threadpool=threadpool)
+                port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
+                self.addCleanup(port.stopListening)
+                with capture_log_events():
+                    received = await self.in_thread(
+                        client, self.address(port), endpoint.startswith("ssl:")
+                    )
+                case = (endpoint[:3], "threadpool" if threadpool else "--threads 0", received)
+                self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"), case)
+                self.assertIn(b"first", received, case)
         self.flushLoggedErrors(RuntimeError)
 
     async def test_http_client_reuses_one_connection(self) -> None:

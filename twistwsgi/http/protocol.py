@@ -59,7 +59,7 @@ from twistwsgi.http.request import (
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.http.transport import send_held_now, write_now
+from twistwsgi.http.transport import send_before_abort, write_now
 from twistwsgi.http.wire import DateCache, chunk, status_line
 
 if TYPE_CHECKING:
@@ -1189,10 +1189,12 @@ class HTTP11Protocol(Protocol):
         request = PartialRequest(method=method, target=target, version=version, peer=self._peer)
         error = RequestError(400, PLAIN_HTTP_REASON)
         refusal = Refusal(request, error)
-        refusal.body_sent = len(_error_body(error))
+        # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
+        include_body = method != b"HEAD"
+        refusal.body_sent = len(_error_body(error)) if include_body else 0
         self._log_refusal(error)
         self.log_response(refusal)
-        return self.error_response_bytes(error, include_body=True)
+        return self.error_response_bytes(error, include_body=include_body)
 
     def _log_refusal(self, error: RequestError) -> None:
         _log.info(
@@ -2027,11 +2029,10 @@ class HTTP11Exchange:
             return
         self._keep_alive = False
         self._ended(Failure(ConnectionDone("response aborted")))
-        # What the handler wrote was given to the client, as it would have been
-        # without the batch that holds it: send it before the abort, which drops
-        # Twisted's buffer (an application failing mid-response left the client
-        # with nothing at all in the reactor thread, and the head on a worker).
-        send_held_now(self._protocol.transport)
+        # What the handler wrote was given to the client: send it before the abort,
+        # which drops Twisted's buffers (an application failing mid-response left
+        # the client nothing at all in the reactor thread, and over TLS).
+        send_before_abort(self._protocol.transport)
         self._protocol.abort_connection()
 
     def on_close(self, callback: Callable[[Failure | None], object]) -> None:
