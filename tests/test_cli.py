@@ -536,7 +536,12 @@ def test_check_config_does_not_create_the_access_log(
 
 @pytest.mark.parametrize(
     ("where", "problem"),
-    [("missing/access.log", "no directory"), (".", "it is a directory")],
+    [
+        ("missing/access.log", "no directory"),
+        (".", "it is a directory"),
+        ("newdir/", "it is a directory"),
+        ("dangling.log", "no directory"),  # a link into a missing directory
+    ],
 )
 def test_check_config_refuses_an_access_log_a_start_could_not_open(
     where: str,
@@ -547,6 +552,7 @@ def test_check_config_refuses_an_access_log_a_start_could_not_open(
 ) -> None:
     """A check that passes promises a start that opens its log, as nginx -t does."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "dangling.log").symlink_to(tmp_path / "missing" / "access.log")
     with pytest.raises(SystemExit) as raised:
         make("--app", "tests.apps:hello", "--access-log", where, "--check-config")
     assert raised.value.code == 2

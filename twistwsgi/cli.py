@@ -408,8 +408,9 @@ def _access_log_problem(path: str | None) -> str | None:
     """
     if path is None or path in ("", "-", "off"):
         return None
-    target = os.path.abspath(path)
-    if os.path.isdir(target):
+    # Where the open lands: through symbolic links, a dangling one included.
+    target = os.path.realpath(path)
+    if os.path.isdir(target) or path.endswith(os.sep):
         return f"cannot open {path!r}: it is a directory"
     if os.path.exists(target):
         writable = os.access(target, os.W_OK)

@@ -1355,29 +1355,66 @@ def _endpoint_paths_from(description: str, base: str) -> str:
 
     nginx reads a relative ``ssl_certificate`` from its configuration directory; a
     file's ``listen = "ssl:443:privateKey=key.pem"`` does the same here, as its
-    other paths do. Endpoint strings separate parameters with ``:`` and escape a
-    literal one as ``\:`` (Twisted's syntax), so the joined path is escaped too.
-    The first positional parameter of ``unix:`` is its address.
+    other paths do (``~`` is expanded as theirs is). The string is split as Twisted
+    splits it: parameters at each ``:``, a name at the first ``=`` of a parameter,
+    and ``\`` escaping the character after it; the joined path is escaped the same
+    way. The first positional parameter of ``unix:`` is its address.
     """
-    parts = re.split(r"(?<!\\):", description)
-    kind = parts[0].strip().lower()
+    parameters = _split_escaped(description, ":")
+    kind = parameters[0].strip().lower()
     names = _ENDPOINT_FILE_PARAMETERS.get(kind)
     if names is None:
         return description
     positional = 0
-    for index in range(1, len(parts)):
-        name, equals, value = parts[index].partition("=")
-        if not equals:
+    for index in range(1, len(parameters)):
+        named = _split_escaped(parameters[index], "=", limit=1)
+        if len(named) == 2:
+            name, value = named
+        elif kind == "unix" and positional == 0:
             positional += 1
-            if kind == "unix" and positional == 1:
-                name, value = "address", parts[index]
-            else:
-                continue
-        if name not in names or not value or value.startswith(("/", "~")):
+            name, value = "address", named[0]
+        else:
+            positional += 1
             continue
-        joined = os.path.join(base, value.replace("\\:", ":")).replace(":", "\\:")
-        parts[index] = f"{name}={joined}" if equals else joined
-    return ":".join(parts)
+        written = _unescape(value)
+        path = os.path.expanduser(written)
+        if name not in names or not path or (path == written and os.path.isabs(path)):
+            continue  # not a file, or absolute as written: left as it is
+        if not os.path.isabs(path):
+            path = os.path.join(base, path)
+        parameters[index] = _rebuilt(named, _escape(path))
+    return ":".join(parameters)
+
+
+def _split_escaped(text: str, separator: str, limit: int = -1) -> list[str]:
+    """``text`` split at each ``separator`` no backslash escapes, escapes kept."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == separator and (limit < 0 or len(parts) < limit):
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
+
+
+def _escape(text: str) -> str:
+    return re.sub(r"([\\:=])", r"\\\1", text)
+
+
+def _rebuilt(named: list[str], value: str) -> str:
+    return f"{named[0]}={value}" if len(named) == 2 else value
 
 
 def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, Any]:
