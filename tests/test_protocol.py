@@ -613,6 +613,30 @@ def test_malformed_chunk_after_dispatch_fails_the_body() -> None:
     assert line.startswith("Refused a request from 127.0.0.1:54321: 400 ")
 
 
+def test_a_body_failing_after_the_response_started_drops_it_and_says_so() -> None:
+    """The response cannot become a 400 any more: the connection is dropped, and the
+    server log says why.
+    """
+
+    class StartsAtOnce:
+        def handle(self, exchange: Exchange) -> None:
+            exchange.start_response(200, [])
+            exchange.write(b"partial")
+
+    connection = open_connection(StartsAtOnce())
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"%x\r\n" % DISPATCH_BUFFER + b"x" * DISPATCH_BUFFER + b"\r\n")
+    with capture_log_events() as events:
+        connection.send(b"zz\r\n")
+    assert connection.is_closed()
+    lines = [formatEvent(e) for e in events]
+    assert any(
+        line.startswith("Dropped the response to 127.0.0.1:54321: its request body failed (400")
+        for line in lines
+    ), lines
+    assert not any(line.startswith("Refused") for line in lines)
+
+
 # -- Expect: 100-continue -------------------------------------------------------------
 
 
@@ -1168,7 +1192,7 @@ def test_the_http2_preface_method_is_refused_at_once(request_bytes: bytes, split
     response = connection.take()
     assert response.startswith(b"HTTP/1.1 505 ")
     assert response.endswith(b"HTTP/2 is not served on this port; use HTTP/1.1\n")
-    assert connection.is_closed() or b"Connection: close" in response
+    assert b"\r\nConnection: close\r\n" in response
 
 
 @pytest.mark.parametrize(
