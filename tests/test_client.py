@@ -210,15 +210,40 @@ def test_head_response_ends_after_its_head_and_is_reused() -> None:
     assert second.body == b"ok" and second.complete
 
 
-def test_head_response_followed_by_junk_is_not_reused() -> None:
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"],
+        # A chunked HEAD response with its last chunk sent anyway ends in an empty
+        # line too: reused, the next request got the response that followed it.
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\nTransfer-", b"Encoding: chunked\r\n\r\n0\r\n\r\n"],
+        [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\nx\r\n\r\n"],
+    ],
+)
+def test_head_response_followed_by_junk_is_not_reused(reads: list[bytes]) -> None:
     """Bytes after a HEAD response's head mean a broken upstream: not reused."""
     connection, transport, _clock, owner = connected()
     handler = Recorder()
     connection.send(b"HEAD / HTTP/1.1\r\nHost: u\r\n\r\n", handler, head_only=True)
-    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+    with capture_log_events() as events:
+        for data in reads:
+            connection.dataReceived(data)
     assert handler.complete
     assert owner.reused == []
     assert transport.disconnecting
+    assert any("bytes after the end of its response" in formatEvent(e) for e in events)
+
+
+def test_head_response_after_interim_heads_is_reused() -> None:
+    """Interim heads before a HEAD response's head are not bytes after it."""
+    connection, _transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(b"HEAD / HTTP/1.1\r\nHost: u\r\n\r\n", handler, head_only=True)
+    connection.dataReceived(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+    assert handler.complete
+    assert owner.reused == [connection]
 
 
 def test_interim_responses_are_consumed() -> None:
@@ -284,6 +309,26 @@ def test_oversized_response_head_is_refused() -> None:
     connection.dataReceived(b"HTTP/1.1 200 OK\r\nX-Big: ")
     for _ in range(MAX_RESPONSE_HEAD // 8192 + 1):
         connection.dataReceived(b"a" * 8192)
+    assert handler.error().kind is ErrorKind.PROTOCOL
+
+
+@pytest.mark.parametrize("pieces", [1, 2])
+def test_a_response_head_over_the_limit_is_refused_however_it_arrives(pieces: int) -> None:
+    """A head that ends inside a read is measured too, not only one still arriving
+    (a 70 KB head sent in one write reached the client).
+    """
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    head = (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(b"X-Big-%d: %s\r\n" % (n, b"a" * 4000) for n in range(18))
+        + b"Content-Length: 2\r\n\r\nok"
+    )
+    assert len(head) > MAX_RESPONSE_HEAD
+    size = len(head) // pieces + 1
+    for start in range(0, len(head), size):
+        connection.dataReceived(head[start : start + size])
     assert handler.error().kind is ErrorKind.PROTOCOL
 
 

@@ -300,7 +300,10 @@ class ClientConnection(TwistedProtocol):
         self._request_done = not body
         self._received = False
         self._head_bytes = 0
-        self._tail = b""
+        # A HEAD response's reads until its head is complete, and the interim (1xx)
+        # heads before it: where the final head ends in them says whether more came.
+        self._head_reads: list[bytes] = []
+        self._interim_heads = 0
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -624,12 +627,10 @@ class ClientConnection(TwistedProtocol):
             self.abort()
             return
         self._received = True
-        tail = b""
         if not self._head_ready:
             self._head_bytes += len(data)
             if self._head_only:
-                tail = self._tail + data
-                self._tail = tail[-3:]
+                self._head_reads.append(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as switch:
@@ -642,8 +643,8 @@ class ClientConnection(TwistedProtocol):
                 # Bytes after it would be a broken upstream: do not reuse it then.
                 self._parser = httptools.HttpResponseParser(self)
                 self._complete = True
-                if not tail.endswith(_CRLFCRLF):
-                    self._keep_alive = False
+                if self._bytes_after_head():
+                    self._discard_excess()
             elif self._complete:
                 self._discard_excess()
             else:
@@ -680,6 +681,22 @@ class ClientConnection(TwistedProtocol):
             if self._deadline_kind is _Deadline.BODY and not self._read_paused:
                 self._deadline = self._clock.seconds() + self._settings.idle_timeout
             handler.response_data(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def _bytes_after_head(self) -> bool:
+        """Whether bytes followed the head of a HEAD response in the reads so far.
+
+        llhttp stops at the head (the parser callback raises) without saying where;
+        a head ends at its first empty line, as each interim head before it does
+        (field lines hold no CR or LF: llhttp refuses bare ones and obs-fold).
+        """
+        received = b"".join(self._head_reads)
+        self._head_reads = []
+        end = -len(_CRLFCRLF)
+        for _ in range(self._interim_heads + 1):
+            end = received.find(_CRLFCRLF, end + len(_CRLFCRLF))
+            if end < 0:
+                return False  # not found: cannot happen once llhttp read the head
+        return end + len(_CRLFCRLF) < len(received)
 
     def _discard_excess(self) -> None:
         """Drop the bytes that followed a complete response in the same read.
@@ -789,6 +806,7 @@ class ClientConnection(TwistedProtocol):
                 return
             # RFC 9110 15.2: interim responses are consumed here, not relayed.
             self._interim = True
+            self._interim_heads += 1
             self._headers = []
             self._codings = None
             return
@@ -805,6 +823,10 @@ class ClientConnection(TwistedProtocol):
                 "a Transfer-Encoding other than chunked: "
                 + b", ".join(self._codings).decode("latin-1")
             )
+        if self._head_bytes > MAX_RESPONSE_HEAD and self._head_size() > MAX_RESPONSE_HEAD:
+            # A head that ends inside a read is measured here: the count of reads
+            # while it is unfinished only bounds what llhttp holds.
+            raise _MalformedResponseError("the response head is too large")
         self._status = status
         # Only HTTP/1.1 connections are kept (as documented; nginx too). An HTTP/1.0
         # response with Transfer-Encoding must not be reused anyway (RFC 9112 6.1).
@@ -813,6 +835,11 @@ class ClientConnection(TwistedProtocol):
         self._head_ready = True
         if self._head_only:
             raise _StopAtHeadError
+
+    def _head_size(self) -> int:
+        """The size of the final head as received: status line and field lines."""
+        fields = sum(len(name) + len(value) + 4 for name, value in self._headers)
+        return len(b"HTTP/1.1 200 \r\n\r\n") + len(self._reason) + fields
 
     def on_body(self, data: bytes) -> None:
         """Collect body bytes for delivery after the parser returns."""
