@@ -1171,6 +1171,16 @@ def test_a_refused_head_request_gets_no_body(head: bytes, status: int, split: bo
     assert (response.status, bool(response.body)) == (status, True)
 
 
+def test_the_http2_preface_is_logged_with_its_version() -> None:
+    """The access log shows the whole preface line llhttp read, version included."""
+    logged: list[Any] = []
+    connection = connect(Echo(), response_log=logged.append)
+    connection.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    [refusal] = logged
+    request = refusal.request
+    assert (request.method, request.target, request.version) == (b"PRI", b"*", b"2.0")
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

@@ -713,6 +713,8 @@ class HTTP11Protocol(Protocol):
                     self._line_read = True
                 elif isinstance(error, httptools.HttpParserInvalidURLError):
                     self._target_refused = True
+                elif str(error) in _LLHTTP_PREFACE_ERRORS:
+                    self._line_read = True  # llhttp read PRI's line to its end
                 self._fail(_refusal(error))
             else:
                 read = self._read
