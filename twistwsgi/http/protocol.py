@@ -1189,14 +1189,7 @@ class HTTP11Protocol(Protocol):
         target, _, protocol = rest.partition(b" ")
         version = protocol[5:] if protocol.startswith(b"HTTP/") else b""
         request = PartialRequest(method=method, target=target, version=version, peer=self._peer)
-        error = RequestError(400, PLAIN_HTTP_REASON)
-        refusal = Refusal(request, error)
-        # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
-        include_body = method != b"HEAD"
-        refusal.body_sent = len(_error_body(error)) if include_body else 0
-        self._log_refusal(error)
-        self.log_response(refusal)
-        return self.error_response_bytes(error, include_body=include_body)
+        return self._answer_refusal(Refusal(request, RequestError(400, PLAIN_HTTP_REASON)))
 
     def _log_refusal(self, error: RequestError) -> None:
         _log.info(
@@ -1206,16 +1199,20 @@ class HTTP11Protocol(Protocol):
             detail=error.detail,
         )
 
-    def _send_error_response(self, refusal: Refusal) -> None:
-        """Write a complete error response with ``Connection: close``, log it, linger."""
+    def _answer_refusal(self, refusal: Refusal) -> bytes:
+        """Log ``refusal`` (server log and access log) and return its response."""
         error = refusal.error
         self._log_refusal(error)
         # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
         body = refusal.request.method != b"HEAD"
-        write_now(self.transport, self.error_response_bytes(error, include_body=body))
         if body:
             refusal.body_sent = len(_error_body(error))
         self.log_response(refusal)
+        return self.error_response_bytes(error, include_body=body)
+
+    def _send_error_response(self, refusal: Refusal) -> None:
+        """Write a complete error response with ``Connection: close``, log it, linger."""
+        write_now(self.transport, self._answer_refusal(refusal))
         self._linger()
 
     def log_response(self, response: HTTP11Exchange | Refusal) -> None:
