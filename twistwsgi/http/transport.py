@@ -25,8 +25,8 @@
   with the threadpool, hello world had 0.9 context switches per request. Held, 0.15,
   and +19-23% requests/s (20.1k to 24.8k) in alternating runs.
 * :func:`send_before_abort` offers what a handler wrote to the socket before an
-  abort, which drops Twisted's buffers: the held writes, and over TLS the writes
-  Twisted's TLS transport aggregates and the records below it.
+  abort, which drops Twisted's buffers: the socket's (held writes included), and
+  over TLS the writes Twisted's TLS transport aggregates.
 * :class:`ReactorInbox` runs calls from worker threads in the reactor with one wakeup
   per batch. ``reactor.callFromThread`` writes a byte to the waker pipe for every
   call; under load most of those wakeups are redundant.
@@ -146,22 +146,23 @@ def send_held_now(transport: Any) -> None:
 def send_before_abort(transport: Any) -> None:
     """Send what was written to ``transport`` that the kernel takes now, before an abort.
 
-    ``abortConnection`` drops what Twisted buffers: the writes a batch holds, and over
-    TLS the writes waiting to be encrypted and the records waiting in the socket's
-    buffer below the TLS layer. What a handler wrote before it failed was given to
-    the client (it leaves at once whenever the buffer is empty), so it is offered to
-    the socket first, without waiting for it: what the kernel does not take at once
-    goes with the connection.
+    ``abortConnection`` drops what Twisted buffers in the socket's transport (the
+    writes a batch holds among them) and, over TLS, the writes waiting to be
+    encrypted. What a handler wrote before it failed was given to the client (it
+    leaves at once whenever the buffer is empty), so it is offered to the socket
+    first, without waiting for it: what the kernel does not take at once goes with
+    the connection.
     """
-    send_held_now(transport)
-    if not isinstance(transport, TLSMemoryBIOProtocol):
-        return
-    # Twisted's BufferingTLSTransport keeps small writes to encrypt them together at
-    # the end of the reactor iteration; encrypted now, they join the socket's buffer.
-    flush = getattr(getattr(transport, "_aggregator", None), "flush", None)
-    if flush is not None:
-        flush()
-    below: Any = transport.transport
+    _batch.sizes.pop(transport, None)  # held writes are part of the buffer sent below
+    below: Any = transport
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        # Twisted's BufferingTLSTransport keeps small writes to encrypt them together
+        # at the end of the reactor iteration; encrypted now, they join the socket's
+        # buffer.
+        flush = getattr(getattr(transport, "_aggregator", None), "flush", None)
+        if flush is not None:
+            flush()
+        below = transport.transport
     if (
         not isinstance(below, tcp.Connection)
         or not below.connected
