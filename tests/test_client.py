@@ -260,6 +260,28 @@ def test_interim_responses_are_consumed() -> None:
     assert status == 204 and headers == []
 
 
+@pytest.mark.parametrize("split", [16, 20, 24])
+def test_a_reason_phrase_split_across_reads_is_kept_whole(split: int) -> None:
+    """A phrase split across reads comes from llhttp in pieces; only the last was kept."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    response = b"HTTP/1.1 404 Nothing Here At All\r\nContent-Length: 0\r\n\r\n"
+    connection.dataReceived(response[:split])
+    connection.dataReceived(response[split:])
+    assert handler.events[0] == ("head", (404, b"Nothing Here At All", [(b"Content-Length", b"0")]))
+
+
+def test_a_reason_phrase_with_a_control_byte_in_a_later_piece_is_dropped() -> None:
+    """The check for control bytes sees the whole phrase, however it arrived."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 Fi")
+    connection.dataReceived(b"ne\x1b[31m\r\nContent-Length: 0\r\n\r\n")
+    assert handler.events[0] == ("head", (200, b"", [(b"Content-Length", b"0")]))
+
+
 def test_switching_protocols_makes_a_tunnel() -> None:
     """A 101 to an upgrade request hands over the bytes after the head and tunnels."""
     connection, transport, _clock, _owner = connected()

@@ -760,17 +760,15 @@ class ClientConnection(TwistedProtocol):
     # -- parser callbacks (httptools calls these from feed_data) ------------------------
 
     def on_status(self, reason: bytes) -> None:
-        """Keep the reason phrase; a response after the end of ours is unsolicited.
+        """Collect the reason phrase; a response after the end of ours is unsolicited.
 
-        (No ``on_message_begin``: every callback costs, and a status line starts
-        every response.)
+        llhttp hands a phrase split across reads over in pieces. (No
+        ``on_message_begin``: every callback costs, and a status line starts every
+        response.)
         """
         if self._complete:
             raise _MalformedResponseError("the upstream sent an unsolicited response")
-        # RFC 9112 4: HTAB, SP and visible characters only. Another control byte
-        # (a terminal escape, say) would go on to the client: the standard phrase
-        # replaces the phrase then.
-        self._reason = reason if not _CONTROL_IN_REASON.search(reason) else b""
+        self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect a field of the head; trailer fields are not passed on.
@@ -791,6 +789,11 @@ class ClientConnection(TwistedProtocol):
         """Decide what the head means: interim, switch, or the final response."""
         if self._complete:
             raise _MalformedResponseError("the upstream sent an unsolicited response")
+        if _CONTROL_IN_REASON.search(self._reason):
+            # RFC 9112 4: HTAB, SP and visible characters only. Another control byte
+            # (a terminal escape, say) would go on to the client: the standard
+            # phrase replaces the phrase then.
+            self._reason = b""
         parser = self._parser
         status = parser.get_status_code()
         if not 100 <= status <= 599:
