@@ -52,6 +52,11 @@ class Recorder:
     body: bytes = b""
     complete: bool = False
 
+    def response_interim(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.events.append(("interim", (status, reason, headers)))
+
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.events.append(("head", (status, reason, headers)))
 
@@ -246,18 +251,79 @@ def test_head_response_after_interim_heads_is_reused() -> None:
     assert owner.reused == [connection]
 
 
-def test_interim_responses_are_consumed() -> None:
-    """100 Continue and 103 Early Hints are not delivered; the final response is."""
+INTERIM_THEN_FINAL = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nLink: </b.js>\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+)
+
+
+@pytest.mark.parametrize("piece", [len(INTERIM_THEN_FINAL), 7, 1])
+def test_interim_responses_are_delivered_in_order_before_the_final_head(piece: int) -> None:
+    """Each 1xx head goes to the handler with its fields, before the final head,
+    however the bytes are split; the final response is unaffected.
+    """
+    connection, _transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    for start in range(0, len(INTERIM_THEN_FINAL), piece):
+        connection.dataReceived(INTERIM_THEN_FINAL[start : start + piece])
+    interim = [value for kind, value in handler.events if kind == "interim"]
+    assert interim == [
+        (100, b"Continue", []),
+        (103, b"Early Hints", [(b"Link", b"</a.css>; rel=preload"), (b"Link", b"</b.js>")]),
+    ]
+    kinds = handler.kinds()
+    assert kinds.index("head") > kinds.index("interim") and kinds.count("interim") == 2
+    status, _reason, headers = handler.events[kinds.index("head")][1]
+    assert status == 200 and headers == [(b"Content-Length", b"2")]
+    assert handler.body == b"ok" and handler.complete
+    assert owner.reused == [connection]
+
+
+def test_a_handler_that_gives_up_on_an_interim_response_hears_nothing_more() -> None:
+    """A handler may abort the connection when told of an interim response."""
+    connection, transport, _clock, _owner = connected()
+
+    class GivesUp(Recorder):
+        def response_interim(
+            self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+        ) -> None:
+            super().response_interim(status, reason, headers)
+            connection.abort()
+
+    handler = GivesUp()
+    connection.send(GET, handler)
+    connection.dataReceived(INTERIM_THEN_FINAL)
+    assert handler.kinds() == ["interim"]
+    assert transport.disconnecting
+
+
+def test_an_oversized_interim_head_is_refused() -> None:
+    """The head limit holds for interim heads too: they are relayed to the client."""
     connection, _transport, _clock, _owner = connected()
     handler = Recorder()
     connection.send(GET, handler)
+    big = b"".join(b"X-Big-%d: %s\r\n" % (n, b"a" * 4000) for n in range(18))
     connection.dataReceived(
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-        b"HTTP/1.1 204 No Content\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\n" + big + b"\r\nHTTP/1.1 204 No Content\r\n\r\n"
     )
-    assert handler.kinds() == ["head", "data"]
-    status, _reason, headers = handler.events[0][1]
-    assert status == 204 and headers == []
+    assert "interim" not in handler.kinds()
+    assert handler.error().kind is ErrorKind.PROTOCOL
+
+
+def test_endless_interim_responses_hit_the_head_limit() -> None:
+    """An upstream that sends 1xx heads without end is cut off at the head limit."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 200
+    for _ in range(MAX_RESPONSE_HEAD // len(early) + 2):
+        connection.dataReceived(early)
+        if "failed" in handler.kinds():
+            break
+    assert handler.error().kind is ErrorKind.PROTOCOL
+    assert "head" not in handler.kinds()
 
 
 @pytest.mark.parametrize("split", [16, 20, 24])

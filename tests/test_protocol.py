@@ -696,6 +696,68 @@ def test_expect_continue_on_http10_is_ignored() -> None:
     assert connection.take() == b""
 
 
+# -- interim responses (RFC 9110 15.2) --------------------------------------------------
+
+
+def test_interim_responses_precede_the_final_one() -> None:
+    """send_interim writes 1xx heads at once, fields as given (hop-by-hop and
+    Content-Length left out), and the final response follows on a kept connection.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get(b"page"))
+    exchange = held.exchanges[0]
+    exchange.send_interim(103, [(b"Link", b"</a.css>; rel=preload"), (b"Link", b"</b.js>")])
+    assert connection.take() == (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nLink: </b.js>\r\n\r\n"
+    )
+    exchange.send_interim(
+        104,
+        [(b"Connection", b"close"), (b"Content-Length", b"5"), (b"Upload-Offset", b"0")],
+        b"Upload Resumption Supported",
+    )
+    exchange.start_response(200, [])
+    exchange.finish(b"done")
+    resumption, final = parse_responses(connection.take())
+    assert (resumption.status, resumption.reason) == (104, b"Upload Resumption Supported")
+    assert resumption.headers == [(b"upload-offset", b"0")]
+    assert (final.status, final.body) == (200, b"done")
+    assert final.header(b"connection") is None
+    connection.send(get(b"next"))
+    assert len(held.exchanges) == 2
+
+
+def test_no_interim_response_to_http10_or_after_the_final_one_began() -> None:
+    """An HTTP/1.0 client cannot take 1xx (RFC 9110 15.2); after start_response it
+    would come after the final head.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"GET / HTTP/1.0\r\n\r\n")
+    held.exchanges[0].send_interim(103, [(b"Link", b"</a>")])
+    assert connection.take() == b""
+    other = open_connection(held)
+    other.send(get())
+    exchange = held.exchanges[1]
+    exchange.start_response(200, [])
+    exchange.send_interim(103, [(b"Link", b"</a>")])
+    exchange.finish(b"x")
+    exchange.send_interim(103, [(b"Link", b"</a>")])
+    [response] = parse_responses(other.take())
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("status", [100, 101, 200, 99])
+def test_send_interim_refuses_what_is_not_its_own(status: int) -> None:
+    """100 and 101 belong to continue_body and upgrade; others are not interim."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get())
+    with pytest.raises(ValueError):
+        held.exchanges[0].send_interim(status, [])
+    assert connection.take() == b""
+
+
 # -- timeouts -------------------------------------------------------------------------
 
 

@@ -391,6 +391,40 @@ def test_expect_continue_is_answered_when_the_upstream_is_connected() -> None:
     assert upstream.request()[1] == b"hello"
 
 
+def test_interim_responses_are_relayed_as_they_come() -> None:
+    """A 103 reaches the client before the upstream's final response (RFC 9110 15.2:
+    a proxy must relay 1xx), without hop-by-hop fields; the upstream's own 100 is
+    not relayed (the proxy answers Expect itself).
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Hop\r\n"
+        b"X-Hop: 1\r\nKeep-Alive: timeout=5\r\nLink: </b.js>\r\n\r\n"
+    )
+    [early] = parse_responses(client.take(), complete=False)
+    assert (early.status, early.reason) == (103, b"Early Hints")
+    assert early.headers == [(b"link", b"</a.css>; rel=preload"), (b"link", b"</b.js>")]
+    upstream.respond(OK)
+    response = one_response(client)
+    assert (response.status, response.body) == (200, b"ok")
+    client.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(setup.endpoint().connections) == 1  # the connection was kept
+
+
+def test_interim_responses_are_not_relayed_to_an_http10_client() -> None:
+    """An HTTP/1.0 client would take a 1xx for the final response."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK)
+    response = one_response(client)
+    assert (response.status, response.body) == (200, b"ok")
+
+
 def test_upstream_slow_pauses_the_client_and_fast_resumes_it() -> None:
     """When the upstream stops reading, the client is no longer read; when it
     reads again, the client is read again.

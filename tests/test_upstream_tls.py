@@ -168,6 +168,9 @@ class Recorder:
     complete: bool = False
     errors: list[UpstreamError] = field(default_factory=list)
 
+    def response_interim(self, *args: Any) -> None:
+        raise AssertionError("not sent")
+
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
 

@@ -26,8 +26,10 @@ connected): well under 1 MiB.
 **100-continue.** The proxy answers ``Expect: 100-continue`` itself (RFC 9110 10.1.1
 lets an intermediary do so): ``100 Continue`` is sent when the request head has
 been written to a connected upstream, so a client with a large upload does not send
-it when no upstream can take it (it gets a 502 instead). ``Expect`` is not forwarded.
-Interim responses from the upstream (``100``, ``103``) are consumed, not relayed.
+it when no upstream can take it (it gets a 502 instead). ``Expect`` is not forwarded,
+so an upstream's own ``100`` is consumed. Its other interim responses (``103 Early
+Hints``, ``102``, ``104``) are relayed to an HTTP/1.1 client as they come, hop-by-hop
+fields removed (RFC 9110 15.2); an HTTP/1.0 client cannot take them.
 
 **Retries.** When connecting fails, the request was never sent, so it goes to the
 next upstream whatever its method. When the connection breaks after the request was
@@ -588,6 +590,17 @@ class _Forward:
         # The server itself answers the client (400, 408, 413) or closes.
 
     # -- the response (ResponseHandler) -----------------------------------------------
+
+    def response_interim(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Relay an interim response (RFC 9110 15.2: a proxy must), but not ``100``.
+
+        The proxy answers ``Expect: 100-continue`` itself and does not forward it, so
+        an upstream's ``100`` answers nothing the client asked through it.
+        """
+        if status != 100:
+            self._exchange.send_interim(status, response_fields(headers), reason or None)
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""

@@ -486,6 +486,11 @@ class HealthCheck:
 
     # -- ResponseHandler -----------------------------------------------------------------
 
+    def response_interim(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Only the final status counts."""
+
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """2xx and 3xx are healthy."""
         self._verdict(200 <= status < 400, f"status {status}")

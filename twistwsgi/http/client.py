@@ -10,8 +10,8 @@ What the connection owns:
 
 * **Framing.** The request head is written as given (the proxy builds it); a body is
   written as received, in chunks when the request is chunked. The response is parsed
-  by llhttp: ``1xx`` interim responses are consumed (RFC 9110 15.2: a client must
-  accept them; the proxy does not relay them), ``101`` switches to a tunnel, a
+  by llhttp: ``1xx`` interim responses go to the handler before the final head
+  (RFC 9110 15.2: a proxy relays them), ``101`` switches to a tunnel, a
   response to ``HEAD`` ends after its head (llhttp cannot be told the method, so the
   parse is stopped there and the parser replaced), a response without length or
   chunking ends when the upstream closes (RFC 9112 6.3, item 8).
@@ -31,9 +31,10 @@ What the connection owns:
   stops reading the client). :meth:`ClientConnection.pause_reading` stops reading the
   upstream (the client is slow).
 * **Limits.** A response head larger than :data:`MAX_RESPONSE_HEAD` is a protocol
-  error, so a broken upstream cannot grow memory. A ``Transfer-Encoding`` other than
-  ``chunked`` alone is a protocol error too: the body could not be framed for the
-  client.
+  error, so a broken upstream cannot grow memory; the interim heads before it count
+  towards the same limit, so an upstream sending 1xx without end cannot either. A
+  ``Transfer-Encoding`` other than ``chunked`` alone is a protocol error too: the
+  body could not be framed for the client.
 * **TLS.** Over TLS a connection is not usable until its handshake completes
   (``handshakeCompleted``, :class:`~twisted.internet.interfaces.IHandshakeListener`):
   :meth:`ClientConnection.wait_for_handshake` tells the pool when it is, or why it
@@ -128,6 +129,11 @@ class UpstreamError(Exception):
 
 class ResponseHandler(Protocol):
     """What receives one response (reactor thread)."""
+
+    def response_interim(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """An interim (``1xx``, not ``101``) response head arrived, before the final one."""
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """The final response head arrived (fields as received, trailers never)."""
@@ -304,6 +310,8 @@ class ClientConnection(TwistedProtocol):
         # heads before it: where the final head ends in them says whether more came.
         self._head_reads: list[bytes] = []
         self._interim_heads = 0
+        # Interim heads parsed in this read, delivered after the parser returns.
+        self._interim_pending: list[tuple[int, bytes, list[tuple[bytes, bytes]]]] | None = None
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -655,6 +663,13 @@ class ClientConnection(TwistedProtocol):
                 self._fail(ErrorKind.PROTOCOL, str(error))
                 return
             self._discard_excess()
+        interim = self._interim_pending
+        if interim is not None:
+            self._interim_pending = None
+            for status, reason, headers in interim:
+                handler.response_interim(status, reason, headers)
+                if self._handler is not handler:
+                    return  # the handler gave up on the response
         if not self._head_sent:
             if not self._head_ready:
                 if self._head_bytes > MAX_RESPONSE_HEAD:
@@ -807,9 +822,17 @@ class ClientConnection(TwistedProtocol):
                     )
                 self._status = status
                 return
-            # RFC 9110 15.2: interim responses are consumed here, not relayed.
+            # RFC 9110 15.2: handed to the handler (a proxy relays them) once the
+            # parser returns, in order, before the final head.
+            if self._head_bytes > MAX_RESPONSE_HEAD and self._head_size() > MAX_RESPONSE_HEAD:
+                raise _MalformedResponseError("an interim response head is too large")
             self._interim = True
             self._interim_heads += 1
+            interim = (status, self._reason, self._headers)
+            if self._interim_pending is None:
+                self._interim_pending = [interim]
+            else:
+                self._interim_pending.append(interim)
             self._headers = []
             self._codings = None
             return

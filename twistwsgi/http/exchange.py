@@ -108,6 +108,17 @@ class Exchange(Protocol):
     def continue_body(self) -> None:
         """Say the handler wants the body now (sends ``100 Continue`` if it was asked for)."""
 
+    def send_interim(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
+    ) -> None:
+        """Send an interim response (``102``-``199``, such as ``103 Early Hints``) now.
+
+        RFC 9110 15.2: any number may precede the final response. Nothing is sent to
+        an HTTP/1.0 client (which cannot tell them from the final response), nor once
+        :meth:`start_response` was called or the exchange finished. ``100`` and ``101``
+        are refused (``ValueError``): :meth:`continue_body` and the upgrade own them.
+        """
+
     def pause_body(self) -> None:
         """Stop the body from arriving until :meth:`resume_body` (flow control)."""
 

@@ -1704,6 +1704,18 @@ class HTTP11Exchange:
             write_now(self._protocol.transport, _CONTINUE)
             self._protocol.update_read_deadline()
 
+    def send_interim(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
+    ) -> None:
+        """Send a ``1xx`` head now, unless the client cannot take it (see Exchange)."""
+        if not 102 <= status <= 199:
+            raise ValueError(f"not an interim status for send_interim: {status}")
+        # RFC 9110 15.2: a server must not send a 1xx response to an HTTP/1.0 client.
+        if self.finished or self.response_started or self.request.version != b"1.1":
+            return
+        fields = _scan_fields(headers, status).block
+        write_now(self._protocol.transport, status_line(status, reason) + fields + b"\r\n")
+
     def pause_body(self) -> None:
         """Stop reading from the client until :meth:`resume_body`."""
         if self._body is _Body.RECEIVING:
