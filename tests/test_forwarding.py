@@ -15,6 +15,8 @@ from twistwsgi.forwarding import (
     parse_upstream,
     request_fields,
     response_fields,
+    upgrade_accepted,
+    upgrade_protocols,
     upstream_target,
 )
 from twistwsgi.http.request import RequestHead, Route
@@ -455,3 +457,42 @@ def test_unix_sockets_are_trusted_only_when_configured() -> None:
     assert not trusted.trusts("10.1.2.3")
     both = TrustedProxies(["10.0.0.0/8", "unix:"])
     assert both.trusts(None) and both.trusts("10.1.2.3") and not both.trusts("192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ([(b"Upgrade", b"websocket")], [b"websocket"]),
+        (
+            [(b"upgrade", b"h2c, WebSocket"), (b"Upgrade", b" IRC/6.9 ,")],
+            [b"WebSocket", b"IRC/6.9"],
+        ),
+        ([(b"Upgrade", b"h2c"), (b"Upgrade", b"H2C/1")], []),
+        ([(b"Upgrade", b", ,")], []),
+        ([], []),
+    ],
+)
+def test_upgrade_protocols_leave_out_h2c(
+    fields: list[tuple[bytes, bytes]], expected: list[bytes]
+) -> None:
+    """List members in order (RFC 9110 5.6.1: empty ones ignored), h2c never."""
+    assert upgrade_protocols(head(headers=fields)) == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "answered", "accepted"),
+    [
+        ([b"websocket"], [(b"Upgrade", b"websocket")], True),
+        ([b"websocket"], [(b"upgrade", b"WebSocket")], True),
+        ([b"HTTP/2.0", b"IRC/6.9"], [(b"Upgrade", b"IRC/6.9")], True),
+        ([b"websocket"], [(b"Upgrade", b"websocket, h2c")], False),
+        ([b"websocket"], [(b"Upgrade", b"IRC/6.9")], False),
+        ([b"IRC/6.9"], [(b"Upgrade", b"IRC/7")], False),
+        ([b"websocket"], [], False),
+    ],
+)
+def test_upgrade_accepted_only_for_offered_protocols(
+    requested: list[bytes], answered: list[tuple[bytes, bytes]], accepted: bool
+) -> None:
+    """RFC 9110 7.8: a 101 may only name protocols the request offered."""
+    assert upgrade_accepted(requested, answered) is accepted

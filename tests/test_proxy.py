@@ -1073,6 +1073,56 @@ def test_refused_upgrade_is_an_ordinary_response() -> None:
     assert one_response(client).body == b"ok"
 
 
+@pytest.mark.parametrize("upgrade", [b"h2c", b"H2C", b"h2c, h2c"])
+def test_h2c_is_never_passed_on(upgrade: bytes) -> None:
+    """An upgrade to h2c would make the upstream connection HTTP/2, on which later
+    requests escape the mount's prefix and forwarding fields: it goes as a plain
+    request, without Upgrade, and no 101 is accepted for it.
+    """
+    setup = make_proxy(mount="/public")
+    client = setup.client()
+    client.send(
+        b"GET /public/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: " + upgrade + b"\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+    )
+    upstream = setup.endpoint().last
+    assert upstream.header(b"upgrade") == []
+    assert upstream.header(b"connection") == []
+    assert upstream.header(b"http2-settings") == []
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert one_response(client).status == 502
+    assert upstream.closed()
+
+
+def test_h2c_is_left_out_of_an_upgrade_offering_more() -> None:
+    """Only the protocols that may be passed on are offered upstream."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n"
+    )
+    assert setup.endpoint().last.header(b"upgrade") == [b"websocket"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"Upgrade: h2c\r\n", b"Upgrade: websocket, h2c\r\n", b"Upgrade: IRC/6.9\r\n"],
+)
+def test_a_switch_to_a_protocol_not_asked_for_is_a_502(answer: bytes) -> None:
+    """RFC 9110 7.8: a server must not switch to a protocol the client did not offer."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\n" + answer + b"Connection: Upgrade\r\n\r\n"
+    )
+    assert one_response(client).status == 502
+    assert upstream.closed()
+
+
 def test_client_closing_the_tunnel_closes_the_upstream() -> None:
     """The client leaving a tunnel closes the upstream connection."""
     setup = make_proxy()

@@ -301,6 +301,46 @@ def forwarded_element(client: str | None, host: bytes, proto: str) -> bytes:
 _SPECIAL = HOP_BY_HOP | FORWARDING_FIELDS | {b"host", b"content-length", b"expect"}
 
 
+# Upgrade tokens never passed on. h2c would turn the connection into HTTP/2 to the
+# upstream, where every later request escapes the mount's prefix, host routing and
+# forwarding fields (request smuggling); RFC 9113 3.1 deprecates it anyway.
+_NEVER_UPGRADED = frozenset({b"h2c"})
+
+
+def upgrade_protocols(request: RequestHead) -> list[bytes]:
+    """The protocols of the request's ``Upgrade`` field a proxy may pass on.
+
+    Each list member (RFC 9110 7.8: ``protocol-name ["/" protocol-version]``) in
+    order, ``h2c`` left out; empty when nothing may be upgraded to.
+    """
+    protocols: list[bytes] = []
+    for name, value in request.headers:
+        if name.lower() == b"upgrade":
+            for raw in value.split(b","):
+                member = raw.strip()
+                if member and member.split(b"/", 1)[0].strip().lower() not in _NEVER_UPGRADED:
+                    protocols.append(member)
+    return protocols
+
+
+def upgrade_accepted(requested: list[bytes], answered: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a 101's ``Upgrade`` field names protocols the request offered.
+
+    RFC 9110 7.8: a server must not switch to a protocol the client did not ask
+    for. Names compare case-insensitively (the WebSocket handshake's ``websocket``
+    token is, RFC 6455 4.2.2).
+    """
+    offered = {member.replace(b" ", b"").lower() for member in requested}
+    chosen = [
+        member.strip().replace(b" ", b"").lower()
+        for name, value in answered
+        if name.lower() == b"upgrade"
+        for member in value.split(b",")
+        if member.strip()
+    ]
+    return bool(chosen) and all(member in offered for member in chosen)
+
+
 def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> bytes:
     """The request's header field lines for the upstream, except ``Host``.
 
@@ -365,7 +405,7 @@ def _with_special_fields(
         if lower == b"connection":
             options |= connection_options(value)
         elif lower == b"upgrade":
-            upgrade_value = value if upgrade_value is None else upgrade_value + b", " + value
+            upgrade_value = b""  # the protocols that may be passed on replace it
         elif trusted and lower in FORWARDING_FIELDS and b"_" not in lower:
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
@@ -384,7 +424,9 @@ def _with_special_fields(
     lines.extend(kept)
     append = lines.append
     if upgrade and upgrade_value is not None:
-        append(b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n")
+        protocols = upgrade_protocols(request)
+        if protocols:
+            append(b"Upgrade: " + b", ".join(protocols) + b"\r\nConnection: upgrade\r\n")
     authority = request.authority
     scheme = request.scheme
     if not (forwarded_for or forwarded or proto is not None or host is not None):

@@ -70,7 +70,8 @@ the client goes away, the upstream connection is dropped, never pooled mid-respo
 client gets the ``101`` with the upstream's fields and both connections become a
 tunnel: bytes are copied both ways with the same back-pressure, and either side
 closing closes the other. Tunnels have no timeout. Any other answer is an ordinary
-response.
+response. ``h2c`` is never passed on (:func:`twistwsgi.forwarding.upgrade_protocols`),
+and a ``101`` to a protocol the request did not offer is a ``502``.
 
 Everything here runs in the reactor thread.
 """
@@ -95,6 +96,8 @@ from twistwsgi.forwarding import (
     parse_upstream,
     request_fields,
     response_fields,
+    upgrade_accepted,
+    upgrade_protocols,
     upstream_target,
 )
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
@@ -338,7 +341,8 @@ class _Forward:
         exchange = self._exchange
         request = self._request
         proxy = self._proxy
-        self._upgrade = upgrade = exchange.upgradable
+        # An Upgrade only to protocols never passed on (h2c) goes as a plain request.
+        self._upgrade = upgrade = exchange.upgradable and bool(upgrade_protocols(request))
         trusted = proxy.trusted.trusts_peer(request.peer)
         self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
         exchange.on_close(self._exchange_closed)
@@ -852,7 +856,13 @@ class _Forward:
         """The upstream accepted the upgrade: switch the client too and tunnel."""
         exchange = self._exchange
         connection = self._conn
-        if self._done or connection is None or not exchange.upgradable:
+        if (
+            self._done
+            or connection is None
+            or not exchange.upgradable
+            or not upgrade_accepted(upgrade_protocols(self._request), headers)
+        ):
+            # RFC 9110 7.8: only to a protocol the client asked for (and we passed on).
             peer = self._peer
             self._drop_upstream()
             if not self._done:
