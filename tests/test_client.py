@@ -348,31 +348,6 @@ def test_a_reason_phrase_with_a_control_byte_in_a_later_piece_is_dropped() -> No
     assert handler.events[0] == ("head", (200, b"", [(b"Content-Length", b"0")]))
 
 
-@pytest.mark.parametrize("version", [b"1.2", b"1.9"])
-def test_a_later_http1_minor_version_is_read_as_http11(version: bytes) -> None:
-    """RFC 9110 2.5: a higher minor version is processed as the highest we speak;
-    the response is delivered and its connection kept.
-    """
-    connection, _transport, _clock, owner = connected()
-    handler = Recorder()
-    connection.send(GET, handler)
-    connection.dataReceived(b"HTTP/%s 200 OK\r\nContent-Length: 2\r\n\r\nok" % version)
-    assert handler.events[0][1][0] == 200
-    assert handler.body == b"ok" and handler.complete
-    assert owner.reused == [connection]
-
-
-@pytest.mark.parametrize("status_line", [b"HTTP/2.0 200 OK", b"HTTP/0.9 200 OK", b"HTTP/3.1 103 X"])
-def test_another_major_version_is_a_protocol_error(status_line: bytes) -> None:
-    """Not HTTP/1: nothing of it is relayed."""
-    connection, _transport, _clock, _owner = connected()
-    handler = Recorder()
-    connection.send(GET, handler)
-    connection.dataReceived(status_line + b"\r\nContent-Length: 2\r\n\r\nok")
-    assert handler.kinds() == ["failed"]
-    assert "unsupported version" in handler.error().detail
-
-
 def test_switching_protocols_makes_a_tunnel() -> None:
     """A 101 to an upgrade request hands over the bytes after the head and tunnels."""
     connection, transport, _clock, _owner = connected()

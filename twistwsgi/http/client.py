@@ -282,7 +282,7 @@ class ClientConnection(TwistedProtocol):
         self._owner = owner
         self._settings = settings
         self._clock = clock
-        self._parser = _response_parser(self)
+        self._parser = httptools.HttpResponseParser(self)
         self._state = _State.NEW
         self._handler: ResponseHandler | None = None
         self.requests = 0
@@ -649,7 +649,7 @@ class ClientConnection(TwistedProtocol):
             if isinstance(cause, _StopAtHeadError):
                 # The head of a HEAD response: nothing follows it (RFC 9110 9.3.2).
                 # Bytes after it would be a broken upstream: do not reuse it then.
-                self._parser = _response_parser(self)
+                self._parser = httptools.HttpResponseParser(self)
                 self._complete = True
                 if self._bytes_after_head():
                     self._discard_excess()
@@ -725,7 +725,7 @@ class ClientConnection(TwistedProtocol):
             "An upstream sent bytes after the end of its response; the connection"
             " will not be reused"
         )
-        self._parser = _response_parser(self)
+        self._parser = httptools.HttpResponseParser(self)
         self._keep_alive = False
 
     def _response_complete(self, handler: ResponseHandler, data: bytes) -> None:
@@ -810,11 +810,6 @@ class ClientConnection(TwistedProtocol):
             # phrase replaces the phrase then.
             self._reason = b""
         parser = self._parser
-        version = parser.get_http_version()
-        if version[:2] != "1.":
-            # llhttp is told to take any version, so that a later HTTP/1 minor
-            # version is read as 1.1 (RFC 9110 2.5); another major one is not HTTP/1.
-            raise _MalformedResponseError(f"an unsupported version: HTTP/{version}")
         status = parser.get_status_code()
         if not 100 <= status <= 599:
             # RFC 9110 15: the only valid codes (llhttp takes any three digits).
@@ -859,10 +854,9 @@ class ClientConnection(TwistedProtocol):
             # while it is unfinished only bounds what llhttp holds.
             raise _MalformedResponseError("the response head is too large")
         self._status = status
-        # Only HTTP/1.1 connections (a later 1.x too, read as 1.1) are kept, as
-        # documented (nginx too). An HTTP/1.0 response with Transfer-Encoding must
-        # not be reused anyway (RFC 9112 6.1).
-        self._keep_alive = parser.should_keep_alive() and version != "1.0"
+        # Only HTTP/1.1 connections are kept (as documented; nginx too). An HTTP/1.0
+        # response with Transfer-Encoding must not be reused anyway (RFC 9112 6.1).
+        self._keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
         self._in_body = True
         self._head_ready = True
         if self._head_only:
@@ -885,13 +879,6 @@ class ClientConnection(TwistedProtocol):
             return
         if self._status != 101:
             self._complete = True
-
-
-def _response_parser(connection: ClientConnection) -> httptools.HttpResponseParser:
-    """A response parser that takes any ``HTTP/D.D`` version (checked on the head)."""
-    parser = httptools.HttpResponseParser(connection)
-    parser.set_dangerous_leniencies(lenient_version=True)
-    return parser
 
 
 def _only_chunked(values: list[bytes]) -> bool:

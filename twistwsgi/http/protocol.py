@@ -360,8 +360,6 @@ class HTTP11Protocol(Protocol):
         self._settings = factory.settings
         self._clock = factory.clock
         self._parser = httptools.HttpRequestParser(self)
-        # Any HTTP/D.D version is read; on_headers_complete decides (RFC 9110 2.5).
-        self._parser.set_dangerous_leniencies(lenient_version=True)
         self._read = _Read.IDLE
         # Queue of requests in arrival order: the first is being answered; a
         # Refusal entry is an error response to send in its turn.
@@ -919,12 +917,7 @@ class HTTP11Protocol(Protocol):
             version = b"1.1"
         elif version_text == "1.0":
             version = b"1.0"
-        elif version_text[:2] == "1.":
-            # RFC 9110 2.5: a later minor version is processed as the highest one
-            # this server conforms to (nginx does the same).
-            version = b"1.1"
         else:
-            # RFC 9110 15.6.6: 505 is for a major version the server does not serve.
             raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
         method: bytes = parser.get_method()
         target = self._url
