@@ -312,6 +312,71 @@ def test_an_oversized_interim_head_is_refused() -> None:
     assert handler.error().kind is ErrorKind.PROTOCOL
 
 
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 104 Upload Resumption Supported\r\nContent-Length: 6\r\n\r\nINJECT",
+        b"HTTP/1.1 150 X\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nINJECT\r\n0\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+def test_an_interim_response_declaring_content_is_refused(interim: bytes) -> None:
+    """A 1xx ends at its head (RFC 9112 6.3) and must not declare content (RFC 9110
+    8.6): llhttp read a body for 104-199, and it reached the client in the final one.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(interim + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert handler.kinds() == ["failed"]
+    assert handler.error().kind is ErrorKind.PROTOCOL
+    assert owner.reused == [] and transport.disconnecting
+
+
+def test_an_interim_response_with_content_length_zero_is_fine() -> None:
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert handler.kinds() == ["interim", "head", "data"] and handler.body == b"ok"
+
+
+def test_an_interim_response_in_the_read_of_a_switch_is_delivered_first() -> None:
+    """A 103 and the 101 in one read: the 103 was kept and never handed over."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler, upgrade=True)
+    connection.dataReceived(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert handler.kinds() == ["interim", "upgraded"]
+
+
+@pytest.mark.parametrize("splits", [[35_000], [35_000, 70_100], []])
+def test_interim_heads_and_the_final_head_share_the_limit(splits: list[int]) -> None:
+    """About 70 KB of 103 heads then a small final head is refused however the
+    reads split it (a split at the final head let it through).
+    """
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </%s>\r\n\r\n" % (b"a" * 1000)
+    data = early * 70 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert len(early) * 70 > MAX_RESPONSE_HEAD
+    start = 0
+    for end in [*splits, len(data)]:
+        connection.dataReceived(data[start:end])
+        start = end
+        if "failed" in handler.kinds():
+            break
+    assert handler.error().kind is ErrorKind.PROTOCOL
+    assert "head" not in handler.kinds()
+
+
 def test_endless_interim_responses_hit_the_head_limit() -> None:
     """An upstream that sends 1xx heads without end is cut off at the head limit."""
     connection, _transport, _clock, _owner = connected()

@@ -310,6 +310,7 @@ class ClientConnection(TwistedProtocol):
         # heads before it: where the final head ends in them says whether more came.
         self._head_reads: list[bytes] = []
         self._interim_heads = 0
+        self._interim_size = 0  # of the interim heads, as _head_size measures
         # Interim heads parsed in this read, delivered after the parser returns.
         self._interim_pending: list[tuple[int, bytes, list[tuple[bytes, bytes]]]] | None = None
         self._status = 0
@@ -642,6 +643,8 @@ class ClientConnection(TwistedProtocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as switch:
+            if self._interim_pending is not None and not self._deliver_interim(handler):
+                return  # the handler gave up on the response
             self._switch(data[switch.args[0] :])
             return
         except httptools.HttpParserCallbackError as error:
@@ -663,13 +666,8 @@ class ClientConnection(TwistedProtocol):
                 self._fail(ErrorKind.PROTOCOL, str(error))
                 return
             self._discard_excess()
-        interim = self._interim_pending
-        if interim is not None:
-            self._interim_pending = None
-            for status, reason, headers in interim:
-                handler.response_interim(status, reason, headers)
-                if self._handler is not handler:
-                    return  # the handler gave up on the response
+        if self._interim_pending is not None and not self._deliver_interim(handler):
+            return  # the handler gave up on the response
         if not self._head_sent:
             if not self._head_ready:
                 if self._head_bytes > MAX_RESPONSE_HEAD:
@@ -696,6 +694,15 @@ class ClientConnection(TwistedProtocol):
             if self._deadline_kind is _Deadline.BODY and not self._read_paused:
                 self._deadline = self._clock.seconds() + self._settings.idle_timeout
             handler.response_data(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def _deliver_interim(self, handler: ResponseHandler) -> bool:
+        """Hand over the interim heads parsed in this read; False if the handler gave up."""
+        interim, self._interim_pending = self._interim_pending, None
+        for status, reason, headers in interim or ():
+            handler.response_interim(status, reason, headers)
+            if self._handler is not handler:
+                return False
+        return True
 
     def _bytes_after_head(self) -> bool:
         """Whether bytes followed the head of a HEAD response in the reads so far.
@@ -824,8 +831,16 @@ class ClientConnection(TwistedProtocol):
                 return
             # RFC 9110 15.2: handed to the handler (a proxy relays them) once the
             # parser returns, in order, before the final head.
-            if self._head_bytes > MAX_RESPONSE_HEAD and self._head_size() > MAX_RESPONSE_HEAD:
-                raise _MalformedResponseError("an interim response head is too large")
+            if self._codings is not None or _declares_content(self._headers):
+                # RFC 9110 8.6, RFC 9112 6.1: never in a 1xx, which ends at its head
+                # (RFC 9112 6.3); llhttp would read a body for 104-199, which would
+                # end up in the final response.
+                raise _MalformedResponseError("an interim response with content framing")
+            # The interim heads and the final one share the head limit, however
+            # the reads split them.
+            self._interim_size += self._head_size()
+            if self._interim_size > MAX_RESPONSE_HEAD:
+                raise _MalformedResponseError("the interim response heads are too large")
             self._interim = True
             self._interim_heads += 1
             interim = (status, self._reason, self._headers)
@@ -849,7 +864,10 @@ class ClientConnection(TwistedProtocol):
                 "a Transfer-Encoding other than chunked: "
                 + b", ".join(self._codings).decode("latin-1")
             )
-        if self._head_bytes > MAX_RESPONSE_HEAD and self._head_size() > MAX_RESPONSE_HEAD:
+        if (
+            self._head_bytes > MAX_RESPONSE_HEAD
+            and self._interim_size + self._head_size() > MAX_RESPONSE_HEAD
+        ):
             # A head that ends inside a read is measured here: the count of reads
             # while it is unfinished only bounds what llhttp holds.
             raise _MalformedResponseError("the response head is too large")
@@ -879,6 +897,13 @@ class ClientConnection(TwistedProtocol):
             return
         if self._status != 101:
             self._complete = True
+
+
+def _declares_content(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether fields hold a ``Content-Length`` other than 0."""
+    return any(
+        name.lower() == b"content-length" and value.strip() != b"0" for name, value in headers
+    )
 
 
 def _only_chunked(values: list[bytes]) -> bool:
