@@ -27,7 +27,7 @@ from zope.interface import implementer
 from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
-from twistwsgi.http.protocol import HTTP11Exchange, Refusal, ResponseLog
+from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
@@ -1121,6 +1121,146 @@ def test_a_switch_to_a_protocol_not_asked_for_is_a_502(answer: bytes) -> None:
     )
     assert one_response(client).status == 502
     assert upstream.closed()
+
+
+def test_a_client_leaving_while_its_upgrade_waits_drops_the_upstream_at_once() -> None:
+    """The client is still read while the upstream decides, so its leaving is seen
+    (the upstream connection was held until response_timeout); what it sends on is
+    kept for the tunnel.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        + b"first"
+    )
+    assert client.transport.producerState == "producing"
+    client.send(b"second")
+    upstream = setup.endpoint().last
+    upstream.take()
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert upstream.take() == b"firstsecond"
+    other = setup.client()
+    other.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    waiting = setup.endpoint().last
+    assert other.transport.producerState == "producing"
+    other.protocol.connectionLost(Failure(ConnectionDone()))
+    assert waiting.transport.disconnecting
+
+
+def test_bytes_kept_before_the_switch_are_bounded() -> None:
+    """Over UPGRADE_TAIL_LIMIT kept, the client is no longer read until the switch."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(b"x" * (UPGRADE_TAIL_LIMIT + 1))
+    assert client.transport.producerState == "paused"
+    upstream = setup.endpoint().last
+    upstream.take()
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.transport.producerState == "producing"
+    assert upstream.take() == b"x" * (UPGRADE_TAIL_LIMIT + 1)
+
+
+def test_an_http10_upgrade_is_not_passed_on() -> None:
+    """RFC 9110 7.8: a server must ignore Upgrade in an HTTP/1.0 request."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    assert upstream.header(b"upgrade") == []
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert one_response(client).status == 502
+
+
+def test_an_upgrade_on_a_stale_keepalive_connection_is_retried() -> None:
+    """As a plain GET is: the client's bytes wait in the server until the switch."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint = setup.endpoint()
+    endpoint.last.respond(OK)
+    one_response(client)
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    endpoint.connections[0].close(ConnectionDone())
+    assert len(endpoint.connections) == 2
+    endpoint.last.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.take().startswith(b"HTTP/1.1 101")
+
+
+def test_a_tunnel_whose_upstream_stops_reading_ends_after_idle_timeout() -> None:
+    """Both sockets and the upstream's slot were held for ever (nginx: proxy_send_timeout)."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.take().startswith(b"HTTP/1.1 101")
+    upstream.protocol.pauseProducing()
+    setup.clock.advance(OPTIONS["idle_timeout"] - 1)
+    assert not upstream.closed()
+    setup.clock.advance(2)
+    assert upstream.transport.disconnected  # aborted: it would never drain
+    assert client.transport.disconnecting
+    assert setup.handler.group.peers[0].active == 0
+
+
+def test_a_tunnel_upstream_reading_again_keeps_the_tunnel() -> None:
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    upstream.protocol.pauseProducing()
+    setup.clock.advance(OPTIONS["idle_timeout"] - 1)
+    upstream.protocol.resumeProducing()
+    setup.clock.advance(OPTIONS["idle_timeout"] * 2)
+    assert not upstream.closed() and not client.transport.disconnecting
+
+
+def test_a_client_leaving_a_tunnel_aborts_an_upstream_that_stopped_reading() -> None:
+    """A graceful close would wait for the upstream to take what is buffered."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    upstream.protocol.pauseProducing()
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert upstream.transport.disconnected
+
+
+def test_a_426_keeps_its_upgrade_field() -> None:
+    """RFC 9110 15.5.22: a 426 must carry Upgrade, hop-by-hop elsewhere."""
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    response = one_response(client)
+    assert response.status == 426
+    assert response.header_values(b"upgrade") == [b"websocket"]
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert one_response(client).header_values(b"upgrade") == []
 
 
 def test_client_closing_the_tunnel_closes_the_upstream() -> None:

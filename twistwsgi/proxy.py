@@ -69,7 +69,8 @@ the client goes away, the upstream connection is dropped, never pooled mid-respo
 ``Upgrade`` field and ``Connection: upgrade``; if the upstream answers ``101``, the
 client gets the ``101`` with the upstream's fields and both connections become a
 tunnel: bytes are copied both ways with the same back-pressure, and either side
-closing closes the other. Tunnels have no timeout. Any other answer is an ordinary
+closing closes the other. An idle tunnel has no timeout; one whose upstream stops
+reading is closed after ``idle_timeout``. Any other answer is an ordinary
 response. ``h2c`` is never passed on (:func:`twistwsgi.forwarding.upgrade_protocols`),
 and a ``101`` to a protocol the request did not offer is a ``502``.
 
@@ -609,7 +610,12 @@ class _Forward:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""
         recovered = self._answered()
-        self._exchange.start_response(status, response_fields(headers), reason or None)
+        fields = response_fields(headers)
+        if status == 426:
+            # RFC 9110 15.5.22: a 426 must name the protocols to upgrade to, in
+            # Upgrade, which is otherwise hop-by-hop.
+            fields += [field for field in headers if field[0].lower() == b"upgrade"]
+        self._exchange.start_response(status, fields, reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
@@ -712,7 +718,6 @@ class _Forward:
         return (
             self._proxy.retry
             and self._request.method in IDEMPOTENT_METHODS
-            and not self._upgrade
             and (not self._attached or self._body_log is not None)
         )
 
@@ -901,7 +906,10 @@ class _Forward:
         self._tunnel = None
         connection, self._conn = self._conn, None
         if connection is not None:
-            connection.close()
+            if self._upstream_paused:
+                connection.abort()  # it is not reading: what is buffered would wait forever
+            else:
+                connection.close()
         self._release()
 
     def tunnel_data(self, data: bytes) -> None:

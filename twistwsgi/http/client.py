@@ -558,7 +558,7 @@ class ClientConnection(TwistedProtocol):
     def pauseProducing(self) -> None:
         """The upstream is not reading what we write: tell the handler."""
         self._send_paused = True
-        if self._state is _State.BUSY and not self._request_done:
+        if (self._state is _State.BUSY and not self._request_done) or self._state is _State.TUNNEL:
             self._set_deadline(self._settings.idle_timeout, _Deadline.SEND)
         handler = self._handler
         if handler is not None:
@@ -613,6 +613,13 @@ class ClientConnection(TwistedProtocol):
             self.close()
         elif kind is _Deadline.HEAD:
             self._fail(ErrorKind.TIMEOUT, f"no response head within {settings.response_timeout:g}s")
+        elif kind is _Deadline.SEND and self._state is _State.TUNNEL:
+            handler = self._handler
+            self.abort()
+            if handler is not None:
+                handler.tunnel_closed(
+                    Failure(TimeoutError(f"stopped reading for {settings.idle_timeout:g}s"))
+                )
         elif kind is _Deadline.SEND:
             self._fail(
                 ErrorKind.TIMEOUT,

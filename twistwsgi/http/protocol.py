@@ -118,6 +118,10 @@ _CRLF0 = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+#: Bytes kept after an Upgrade request head while its answer is pending.
+UPGRADE_TAIL_LIMIT = 64 * 1024
+
+
 class _Read(Enum):
     """Where the parser is in the current request message."""
 
@@ -586,7 +590,8 @@ class HTTP11Protocol(Protocol):
         if not self._read_pauses or reason not in self._read_pauses:
             return
         self._read_pauses.discard(reason)
-        if not self._read_pauses and not self._closed and self._read is not _Read.STOPPED:
+        reading = self._read is not _Read.STOPPED or self._upgrade_tail is not None
+        if not self._read_pauses and not self._closed and reading:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
             self._update_read_deadline()
 
@@ -682,6 +687,14 @@ class HTTP11Protocol(Protocol):
         """Feed the parser; refuse malformed requests; dispatch ready exchanges."""
         read = self._read
         if read is _Read.STOPPED:
+            kept = self._upgrade_tail
+            if kept is not None:
+                # An Upgrade request waits for its answer: keep what the client sends
+                # on (the other protocol's first bytes), up to a bound, and read on so
+                # that a client leaving is seen.
+                self._upgrade_tail = kept + data
+                if len(self._upgrade_tail) > UPGRADE_TAIL_LIMIT:
+                    self.pause_reading("upgrade")
             return  # discarding: lingering close or a closed connection
         if read is _Read.TUNNEL:
             self._tunnel.data_received(data)
@@ -1258,7 +1271,8 @@ class HTTP11Protocol(Protocol):
         else:
             self._upgrade_tail = tail
             self._read = _Read.STOPPED
-            self.pause_reading("upgrade")
+            if len(tail) > UPGRADE_TAIL_LIMIT:
+                self.pause_reading("upgrade")
 
     def start_tunnel(self, head: bytes, receiver: Any) -> Tunnel:
         """Send the 101 head and make the connection a tunnel to ``receiver``."""
@@ -1525,9 +1539,10 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     for name, value in headers:
         lower = name.lower()
         if lower in _MANAGED_FIELDS:
-            if lower in rules.HOP_BY_HOP:
+            if lower in rules.HOP_BY_HOP and not (status == 426 and lower == b"upgrade"):
                 # The server frames the message and decides persistence itself;
-                # a handler asking for Connection: close gets it.
+                # a handler asking for Connection: close gets it. (A 426 must say
+                # what to upgrade to, RFC 9110 15.5.22.)
                 if lower == b"connection" and b"close" in rules.connection_options(value):
                     close = True
                 continue
@@ -1989,6 +2004,7 @@ class HTTP11Exchange:
         queue = protocol._queue
         return (
             protocol._upgrade_tail is not None
+            and self.request.version == b"1.1"
             and not self.response_started
             and not self.finished
             and len(queue) == 1
