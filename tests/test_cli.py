@@ -706,6 +706,152 @@ def test_an_encrypted_tls_key_is_refused_without_a_prompt(
     assert f"the private key '{path}' is encrypted; give a key without a passphrase" in err
 
 
+def test_an_encrypted_key_after_the_certificate_in_one_file_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The whole key file is searched: an encrypted key after a certificate (and over
+    4 KB into the file) still got OpenSSL's passphrase prompt.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.test_sockets import write_self_signed_certificate
+
+    _, cert = write_self_signed_certificate(tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(cert.read_bytes() + b"# padding\n" * 500 + key)
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={combined}")
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "is encrypted" in err
+
+
+@pytest.mark.parametrize("repeated", ["certKey", "privateKey", "interface"])
+def test_a_parameter_given_twice_in_an_endpoint_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], repeated: str
+) -> None:
+    """Twisted keeps the last silently: a second certificate would just vanish."""
+    from tests.test_sockets import write_self_signed_certificate
+
+    key, cert = write_self_signed_certificate(tmp_path)
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}:{repeated}={cert}"
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", listen)
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"{repeated}= is given more than once" in err
+
+
+# RFC 7919's ffdhe2048 group, as `openssl genpkey -genparam -algorithm DH -pkeyopt
+# group:ffdhe2048` writes it.
+FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
+
+@pytest.mark.parametrize("content", [None, "not DH parameters\n"])
+def test_dh_parameters_that_do_not_load_are_refused_at_start(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], content: str | None
+) -> None:
+    """Twisted loads them at the first connection: every handshake failed after a
+    start (and --check-config) that said all was well.
+    """
+    from tests.test_sockets import write_self_signed_certificate
+
+    key, cert = write_self_signed_certificate(tmp_path)
+    dh = tmp_path / "dh.pem"
+    if content is not None:
+        dh.write_text(content)
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}:dhParameters={dh}"
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", listen, "--check-config")
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "dhParameters=" in err
+    dh.write_text(FFDHE2048)
+    make("--app", "tests.apps:hello", "--listen", listen)
+
+
+def served_certificate_subject(endpoint: Any) -> str:
+    """The common name of the certificate a new TLS connection would be offered."""
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import SSL
+
+    certificate = SSL.Connection(cli._tls_options(endpoint).getContext()).get_certificate(
+        as_cryptography=True
+    )
+    assert certificate is not None
+    return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def write_certificate(key_path: Path, cert_path: Path, name: str) -> None:
+    """A self-signed certificate for ``name`` over the files at these paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def test_reload_reads_renewed_tls_files_and_keeps_the_old_ones_when_broken(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP kept serving the certificate read at start (a renewed one was never
+    used until a restart); files that no longer load leave the last good ones.
+    """
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    write_certificate(key, cert, "first.example")
+    description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    endpoint = cli._endpoint_for(global_reactor, description)
+    assert served_certificate_subject(endpoint) == "first.example"
+    write_certificate(key, cert, "renewed.example")
+    with capture_log_events() as events:
+        cli.reload_certificates(global_reactor, [(description, endpoint)])
+    assert served_certificate_subject(endpoint) == "renewed.example"
+    assert any("read the TLS files" in formatEvent(event) for event in events)
+    key.write_text("half-written\n")
+    with capture_log_events() as events:
+        cli.reload_certificates(global_reactor, [(description, endpoint)])
+    assert served_certificate_subject(endpoint) == "renewed.example"
+    [error] = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+    assert "were not read again" in error and "cannot load the private key" in error
+
+
 def stale_socket(path: Path) -> None:
     """Leave a socket file nobody listens on, as a crashed server does."""
     import socket

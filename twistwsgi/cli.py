@@ -176,20 +176,74 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
     for description in config.listen:
         if not config.check_config:  # a check changes nothing on disk
             _clear_stale_unix_socket(description)
-        encrypted = _encrypted_key(description)
-        if encrypted is not None:
-            # OpenSSL would ask for the passphrase on the terminal (or fail without one).
-            exit_with_error(
-                f"{config.source('listen')} {description!r}: the private key {encrypted}"
-                " is encrypted; give a key without a passphrase"
-            )
         try:
-            with _chain_from_certificate_file(_with_backlog(description)) as parsed:
-                endpoints.append((description, serverFromString(reactor, parsed)))
-        except Exception as error:
-            problem = _endpoint_problem(description, error)
-            exit_with_error(f"{config.source('listen')} {description!r}: {problem}")
+            endpoints.append((description, _endpoint_for(reactor, description)))
+        except _EndpointError as error:
+            exit_with_error(f"{config.source('listen')} {description!r}: {error}")
     return endpoints
+
+
+class _EndpointError(Exception):
+    """What is wrong with an endpoint string, in one line."""
+
+
+def _endpoint_for(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """Build one endpoint, its TLS context included.
+
+    Raises:
+        _EndpointError: saying what is wrong.
+    """
+    repeated = _repeated_parameter(description)
+    if repeated is not None:
+        # Twisted keeps the last silently: a second certificate (nginx's RSA plus
+        # ECDSA pair) would be dropped without a word.
+        raise _EndpointError(
+            f"{repeated}= is given more than once; an endpoint takes one of each"
+            " (one certificate per listener)"
+        )
+    encrypted = _encrypted_key(description)
+    if encrypted is not None:
+        # OpenSSL would ask for the passphrase on the terminal (or fail without one).
+        raise _EndpointError(
+            f"the private key {encrypted} is encrypted; give a key without a passphrase"
+        )
+    try:
+        with _chain_from_certificate_file(_with_backlog(description)) as parsed:
+            endpoint: IStreamServerEndpoint = serverFromString(reactor, parsed)
+        _build_tls_context(endpoint)
+    except Exception as error:
+        raise _EndpointError(_endpoint_problem(description, error)) from error
+    return endpoint
+
+
+def reload_certificates(reactor: Any, endpoints: list[tuple[str, IStreamServerEndpoint]]) -> None:
+    """Read the certificates and keys of the TLS listeners again (on SIGHUP).
+
+    A listener keeps its socket; connections accepted from now on get a context
+    built from the files as they are now, those open keep theirs. A renewed
+    certificate (certbot's deploy hook: ``systemctl reload``) is then served without
+    a restart, as nginx does on reload. Files that do not load leave the listener
+    with its old context, and one line says why.
+    """
+    for description, endpoint in endpoints:
+        serving = _tls_options(endpoint)
+        if serving is None or not hasattr(serving, "_context"):
+            continue
+        try:
+            fresh = _tls_options(_endpoint_for(reactor, description))
+            assert fresh is not None
+            context = fresh.getContext()
+        except _EndpointError as error:
+            _log.error(
+                "Reload: the TLS files of {listen!r} were not read again, the ones read"
+                " before keep serving: {problem}",
+                listen=description,
+                problem=str(error),
+            )
+            continue
+        # CertificateOptions hands its one cached context to every new connection.
+        serving._context = context
+        _log.info("Reload: read the TLS files of {listen!r} again", listen=description)
 
 
 #: The listen backlog when an endpoint string sets none: nginx's on Linux. Twisted's 50
@@ -302,19 +356,66 @@ def _remove_quietly(path: str) -> None:
         os.remove(path)
 
 
+def _repeated_parameter(description: str) -> str | None:
+    """The first ``name=`` parameter an endpoint string gives twice, else None."""
+    _, _, rest = description.partition(":")
+    seen: set[str] = set()
+    for parameter in rest.split(":") if rest else ():
+        name, equals, _ = parameter.partition("=")
+        if equals:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
+
+
+#: Larger than any PEM key file; what is read to look for encryption.
+_KEY_FILE_READ_LIMIT = 1 << 20
+
+
 def _encrypted_key(description: str) -> str | None:
-    """The ``privateKey=`` file of an ``ssl:`` endpoint if it is encrypted, else None."""
+    """The key file of an ``ssl:`` endpoint if it is encrypted, else None.
+
+    The key is read from ``privateKey=`` (Twisted's default ``server.pem``), which
+    may also hold the certificate, in any order: the whole file is searched.
+    """
     kind, _, named = _endpoint_parts(description)
-    key = named.get("privateKey")
-    if kind != "ssl" or not key:
+    if kind != "ssl":
         return None
+    key = named.get("privateKey") or "server.pem"
     try:
         with open(key, "rb") as stream:
-            head = stream.read(4096)
+            content = stream.read(_KEY_FILE_READ_LIMIT)
     except OSError:
         return None  # serverFromString reports the file itself
     # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or legacy PEM encryption headers.
-    return repr(key) if b"ENCRYPTED" in head else None
+    return repr(key) if b"ENCRYPTED" in content else None
+
+
+def _build_tls_context(endpoint: IStreamServerEndpoint) -> None:
+    """Build a TLS endpoint's OpenSSL context now, so what it loads is checked at start.
+
+    Twisted builds it at the first connection: a ``dhParameters=`` file that is
+    missing or not DH parameters then failed every handshake, after a start that
+    said it was ready (``nginx -t`` refuses it). The context is kept and reused.
+    """
+    options = _tls_options(endpoint)
+    if options is None:
+        return
+    try:
+        options.getContext()
+    except Exception as error:
+        raise _TLSContextError(error) from error
+
+
+def _tls_options(endpoint: IStreamServerEndpoint) -> Any:
+    """The OpenSSL context factory of an ``ssl:`` endpoint, else None."""
+    options = getattr(endpoint, "_sslContextFactory", None)  # SSL4ServerEndpoint's
+    return options if callable(getattr(options, "getContext", None)) else None
+
+
+class _TLSContextError(Exception):
+    """The OpenSSL context of a TLS endpoint could not be built."""
 
 
 _PEM_CERTIFICATE = re.compile(
@@ -391,12 +492,27 @@ def _endpoint_problem(description: str, error: Exception) -> str:
         return f"the port must be a number, got {port!r}"
     if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
         return f"no such socket passed by systemd ({_systemd_sockets()})"
+    if isinstance(error, _TLSContextError):
+        detail = _openssl_reasons(error.__cause__)
+        if "dhParameters" in _endpoint_parts(description)[2]:
+            return f"cannot set up TLS (is dhParameters= a PEM file of DH parameters?): {detail}"
+        return f"cannot set up TLS: {detail}"
     if kind == "ssl" and type(error).__name__ == "Error":  # OpenSSL.SSL.Error / crypto.Error
         return (
             "cannot load the private key or certificate (privateKey= and certKey= must"
             f" name PEM files, the key without a passphrase): {error}"
         )
     return f"{type(error).__name__}: {error}"
+
+
+def _openssl_reasons(error: BaseException | None) -> str:
+    """An OpenSSL error's reasons ("no such file"), not its list of tuples."""
+    details = error.args[0] if error is not None and error.args else None
+    if isinstance(details, list) and all(isinstance(d, tuple) and d for d in details):
+        reasons = [str(detail[-1]) for detail in details if detail[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return str(error) or type(error).__name__
 
 
 def _access_log_problem(path: str | None) -> str | None:
@@ -455,7 +571,9 @@ def makeService(options: Options) -> ServerService:
         raise SystemExit(0)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", _second_signal_stops_now, reactor, service)
-    reactor.callWhenRunning(_handle_reload_signals, reactor, service, dict(options.given))
+    reactor.callWhenRunning(
+        _handle_reload_signals, reactor, service, dict(options.given), endpoints
+    )
     # The process is ours: dispatch socket events without Twisted's per-event log
     # context, which nothing of ours reads (see twistwsgi.dispatch for the gain).
     skip_log_context()
@@ -554,16 +672,26 @@ def _remove_own_pidfile(path: str) -> None:
         pass  # not there, or not ours: nothing to clean up
 
 
-def _handle_reload_signals(reactor: Any, service: ServerService, given: dict[str, Any]) -> None:
+def _handle_reload_signals(
+    reactor: Any,
+    service: ServerService,
+    given: dict[str, Any],
+    endpoints: list[tuple[str, IStreamServerEndpoint]] = [],  # noqa: B006 - never changed
+) -> None:
     """Install the handlers of SIGHUP (reload) and SIGUSR1 (reopen the access log).
 
-    SIGHUP re-reads the configuration and swaps it in; SIGUSR1 only reopens the
-    access log, as nginx does on USR1 (the signal logrotate recipes send).
+    SIGHUP re-reads the configuration and swaps it in, and reads the TLS
+    listeners' certificates and keys again (:func:`reload_certificates`); SIGUSR1
+    only reopens the access log, as nginx does on USR1 (the signal logrotate
+    recipes send).
 
     The handlers only schedule the work; it runs in the reactor loop.
     """
 
     def reload() -> None:
+        # A certificate renewed without a change to the configuration is the common
+        # case (certbot), so this does not wait for the file to load.
+        reload_certificates(reactor, endpoints)
         try:
             config = load_config(given)
         except Exception as error:

@@ -177,7 +177,11 @@ line and the old configuration keeps serving. On reload:
 - **applied:** the hosts and their mounts, `trusted_proxies`, `graceful_timeout`,
   `access_log` (the new destination is opened before the old one is closed; if it
   cannot be opened, a log line says why and the log keeps going where it went), and
-  the limits and timeouts of `[server]` (for connections accepted from then on);
+  the limits and timeouts of `[server]` (for connections accepted from then on), and
+  the certificate, key and chain files of `ssl:` listeners, read again from the same
+  paths (connections accepted from then on get them; if they do not load, for
+  instance half-written, a log line says why and the ones read before keep serving).
+  This happens even when the file itself is refused;
 - **needs a restart:** `listen` and `threads` (a change is logged as a warning), and
   new application code, since Python caches imported modules.
 
