@@ -834,6 +834,50 @@ def test_client_that_stops_reading_is_aborted_after_send_timeout() -> None:
     assert connection.is_closed()
 
 
+class BufferingTransport(StringTransport):
+    """A StringTransport that shows a socket transport's unsent buffer, as Twisted's
+    TCP transport keeps it (``dataBuffer`` from ``offset``, plus ``_tempDataLen``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+    def client_reads(self, count: int) -> None:
+        self.offset += count
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_client_reading_slowly_keeps_getting_send_timeout(tls: bool) -> None:
+    """Twisted resumes writes only once its buffer is empty; a client that reads on,
+    slowly, was aborted at send_timeout all the same (nginx's send_timeout is between
+    two successful writes). Over TLS the buffer is the one of the TCP connection below.
+    """
+    held = Held()
+    socket_transport = BufferingTransport()
+    transport: Any = socket_transport
+    if tls:
+        transport = StringTransport()
+        transport.transport = socket_transport
+    connection = connect(held, settings=HttpSettings(send_timeout=10.0), transport=transport)
+    connection.send(get())
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.write(b"x" * 100)
+    socket_transport.dataBuffer = b"x" * 200_000
+    connection.protocol.pauseProducing()
+    for _ in range(5):
+        connection.clock.advance(9.0)
+        socket_transport.client_reads(1000)
+    assert not connection.is_closed()
+    connection.clock.advance(10.1)  # the last read counts once
+    assert not connection.is_closed()
+    connection.clock.advance(10.1)  # then nothing read for send_timeout
+    assert connection.is_closed()
+
+
 # -- write flow control ---------------------------------------------------------------
 
 

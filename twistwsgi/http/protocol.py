@@ -59,7 +59,7 @@ from twistwsgi.http.request import (
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.http.transport import send_before_abort, write_now
+from twistwsgi.http.transport import send_before_abort, unsent_bytes, write_now
 from twistwsgi.http.wire import DateCache, chunk, status_line
 
 if TYPE_CHECKING:
@@ -413,6 +413,8 @@ class HTTP11Protocol(Protocol):
         self._deadline_kind = _Timeout.IDLE
         # When the client must have read more of the response (while writes wait).
         self._send_deadline: float | None = None
+        # What the transport had not sent when that deadline was set.
+        self._unsent_at_send_deadline: int | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
         # The last Host value that passed validation: a connection sends the same
@@ -609,7 +611,20 @@ class HTTP11Protocol(Protocol):
         seconds = self._settings.send_timeout
         deadline = self._clock.seconds() + seconds
         self._send_deadline = deadline
+        self._unsent_at_send_deadline = unsent_bytes(self.transport)
         self._arm(seconds, deadline)
+
+    def _client_read_since_send_deadline(self) -> bool:
+        """Whether the client took some of what waits since the send deadline was set.
+
+        Twisted resumes a paused producer only once its buffer is empty, which a
+        client reading steadily but slowly may take longer than ``send_timeout`` to
+        reach: as nginx's ``send_timeout`` is the time between two successful
+        writes, any progress gives the client the timeout again.
+        """
+        before = self._unsent_at_send_deadline
+        now = unsent_bytes(self.transport)
+        return before is not None and now is not None and now < before
 
     def _arm(self, seconds: float, deadline: float) -> None:
         """Have the timer fire by ``deadline`` (``seconds`` from now)."""
@@ -631,6 +646,13 @@ class HTTP11Protocol(Protocol):
             return
         now = self._clock.seconds()
         send_deadline = self._send_deadline
+        if (
+            send_deadline is not None
+            and now >= send_deadline
+            and self._client_read_since_send_deadline()
+        ):
+            self._set_send_deadline()
+            send_deadline = self._send_deadline
         if send_deadline is not None and now >= send_deadline:
             self._send_deadline = None
             _log.info(

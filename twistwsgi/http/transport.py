@@ -224,6 +224,22 @@ def _hold(transport: tcp.Connection, data: bytes) -> bool:
     return False
 
 
+def unsent_bytes(transport: Any) -> int | None:
+    """Bytes written to ``transport`` that the kernel has not taken yet (None: unknown).
+
+    What a TCP or UNIX transport still buffers (Twisted's ``dataBuffer`` from
+    ``offset``, plus writes not yet joined to it); over TLS, the buffer of the
+    connection below, where the encrypted bytes wait. A count that went down
+    means the client read some of it.
+    """
+    lower = getattr(transport, "transport", None)
+    connection = lower if lower is not None else transport
+    try:
+        return len(connection.dataBuffer) - connection.offset + connection._tempDataLen  # type: ignore[no-any-return]
+    except (AttributeError, TypeError):
+        return None
+
+
 def write_now(transport: Any, data: bytes, flags: int = 0) -> None:
     """Write ``data``, sending it straight to the socket when nothing is queued.
 
