@@ -357,6 +357,34 @@ class LoopbackTests(TestCase):
         self.assertEqual(seen["wsgi.url_scheme"], "https")
         self.assertEqual(seen["PATH_INFO"], "/secure")
 
+    async def test_tls_sessions_resume_through_the_cli_endpoint(self) -> None:
+        """A returning client resumes its TLS session with a ticket, TLS 1.2 and 1.3
+        (Twisted turns tickets off; nginx resumes by default).
+        """
+        endpoint, cert = tls_endpoint(self.directory)
+        factory = make_factory(apps.hello, reactor=reactor, threadpool=self.pool)
+        port: IListeningPort = await cli._endpoint_for(reactor, endpoint).listen(factory)
+        self.addCleanup(port.stopListening)
+        address = self.address(port)
+
+        def reused(maximum: ssl.TLSVersion) -> list[bool | None]:
+            context = ssl.create_default_context(cafile=str(cert))
+            context.maximum_version = maximum
+            session = None
+            reuses: list[bool | None] = []
+            for _ in range(2):
+                raw = socket.create_connection(address, timeout=30)
+                with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                    tls.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                    while tls.recv(65536):
+                        pass  # a TLS 1.3 ticket comes after the handshake
+                    reuses.append(tls.session_reused)
+                    session = tls.session
+            return reuses
+
+        for maximum in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            self.assertEqual(await self.in_thread(reused, maximum), [False, True], maximum)
+
     async def test_tls_connection_close_closes_the_socket(self) -> None:
         """A response to Connection: close over TLS ends with the TLS and TCP close."""
         endpoint, cert = tls_endpoint(self.directory)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
 
+from OpenSSL import SSL
 from twisted.internet import endpoints as twisted_endpoints
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -402,6 +403,14 @@ def _build_tls_context(endpoint: IStreamServerEndpoint) -> None:
     options = _tls_options(endpoint)
     if options is None:
         return
+    # Stateless session tickets (RFC 5077, RFC 8446 4.6.1), on by default in nginx:
+    # a returning client resumes for a fraction of a full handshake's CPU.
+    # Twisted turns them off (its TLS 1.3 tickets could then never be used) with a
+    # flag its constructor folds into the context options; the key is OpenSSL's,
+    # random per process and per reload.
+    if isinstance(getattr(options, "_options", None), int):
+        options._options &= ~SSL.OP_NO_TICKET
+        options.enableSessionTickets = True
     try:
         options.getContext()
     except Exception as error:
