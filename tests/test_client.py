@@ -344,6 +344,15 @@ def test_an_interim_response_with_content_length_zero_is_fine() -> None:
     assert handler.kinds() == ["interim", "head", "data"] and handler.body == b"ok"
 
 
+def test_a_switch_without_its_fields_is_said_in_our_words() -> None:
+    """RFC 9110 7.8: a 101 names the protocol; llhttp says "Pause on CONNECT/Upgrade"."""
+    connection, _transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler, upgrade=True)
+    connection.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\n\r\nabc")
+    assert handler.error().detail == "a 101 response without Upgrade and Connection: upgrade"
+
+
 def test_an_interim_response_in_the_read_of_a_switch_is_delivered_first() -> None:
     """A 103 and the 101 in one read: the 103 was kept and never handed over."""
     connection, _transport, _clock, _owner = connected()

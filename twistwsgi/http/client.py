@@ -670,7 +670,11 @@ class ClientConnection(TwistedProtocol):
                 return
         except httptools.HttpParserError as error:
             if not self._complete:
-                self._fail(ErrorKind.PROTOCOL, str(error))
+                detail = str(error)
+                if detail == "Pause on CONNECT/Upgrade":
+                    # llhttp's words for a 101 it cannot take as a switch.
+                    detail = "a 101 response without Upgrade and Connection: upgrade"
+                self._fail(ErrorKind.PROTOCOL, detail)
                 return
             self._discard_excess()
         if self._interim_pending is not None and not self._deliver_interim(handler):
