@@ -1263,6 +1263,26 @@ def test_a_426_keeps_its_upgrade_field() -> None:
     assert one_response(client).header_values(b"upgrade") == []
 
 
+def test_a_tunnel_is_logged_when_it_ends_with_the_bytes_it_carried() -> None:
+    """As nginx logs a WebSocket: at the end, with the bytes sent to the client (it
+    was logged at the switch with 0 bytes).
+    """
+    logged: list[Any] = []
+    setup = make_proxy()
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"\r\nhello"
+    )
+    upstream.respond(b"world!")
+    assert logged == []
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    [exchange] = logged
+    assert (exchange.status, exchange.body_sent) == (101, len(b"helloworld!"))
+
+
 def test_client_closing_the_tunnel_closes_the_upstream() -> None:
     """The client leaving a tunnel closes the upstream connection."""
     setup = make_proxy()

@@ -400,6 +400,8 @@ class HTTP11Protocol(Protocol):
         self._upgraded = False
         self._upgrade_tail: bytes | None = None
         self._tunnel: Any = None
+        # The Upgrade request of the tunnel, logged when the connection ends.
+        self._tunnel_exchange: HTTP11Exchange | None = None
         self._skipped_body: _SkippedBody | None = None
         # Bytes of a body read since the last body byte (framing, trailers).
         self._framing_bytes = 0
@@ -462,6 +464,9 @@ class HTTP11Protocol(Protocol):
         tunnel, self._tunnel = self._tunnel, None
         if tunnel is not None:
             tunnel.connection_lost(reason)
+        exchange, self._tunnel_exchange = self._tunnel_exchange, None
+        if exchange is not None:
+            self.log_response(exchange)
         self._factory.connection_closed(self)
 
     def close_if_idle(self) -> bool:
@@ -1296,8 +1301,12 @@ class HTTP11Protocol(Protocol):
             if len(tail) > UPGRADE_TAIL_LIMIT:
                 self.pause_reading("upgrade")
 
-    def start_tunnel(self, head: bytes, receiver: Any) -> Tunnel:
-        """Send the 101 head and make the connection a tunnel to ``receiver``."""
+    def start_tunnel(self, head: bytes, receiver: Any, exchange: HTTP11Exchange) -> Tunnel:
+        """Send the 101 head and make the connection a tunnel to ``receiver``.
+
+        ``exchange`` (the Upgrade request's) counts the bytes sent to the client
+        and is logged when the connection ends.
+        """
         if self._upgrade_tail is None or self._read is not _Read.STOPPED or self._closed:
             raise RuntimeError("Only an Upgrade request without a body can be upgraded")
         tail, self._upgrade_tail = self._upgrade_tail, None
@@ -1307,9 +1316,10 @@ class HTTP11Protocol(Protocol):
         self._deadline = None
         self._queue.clear()
         self.resume_reading("upgrade")
+        self._tunnel_exchange = exchange
         if tail:
             receiver.data_received(tail)
-        return Tunnel(self)
+        return Tunnel(self, exchange)
 
     def _feed_skipped_body(self, data: bytes) -> None:
         skipped = self._skipped_body
@@ -1482,12 +1492,14 @@ class Tunnel:
     ``connection_lost(reason)``. Reactor thread only.
     """
 
-    def __init__(self, protocol: HTTP11Protocol) -> None:
+    def __init__(self, protocol: HTTP11Protocol, exchange: HTTP11Exchange) -> None:
         self._protocol = protocol
+        self._exchange = exchange
 
     def write(self, data: bytes) -> None:
         """Send ``data`` to the client."""
         if data:
+            self._exchange.body_sent += len(data)
             write_now(self._protocol.transport, data)
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
@@ -2053,8 +2065,10 @@ class HTTP11Exchange:
         lines.append(b"\r\n")
         self.response_started = True
         self.status = 101
-        tunnel = self._protocol.start_tunnel(b"".join(lines), receiver)
-        self._ended(None)
+        tunnel = self._protocol.start_tunnel(b"".join(lines), receiver, self)
+        # Logged when the tunnel closes, with the bytes it carried to the client
+        # (nginx's $body_bytes_sent for a WebSocket), not at the switch.
+        self._ended(None, log=False)
         return tunnel
 
     def send_error(self, error: RequestError) -> None:
@@ -2091,8 +2105,8 @@ class HTTP11Exchange:
         else:
             self._close_callbacks.append(callback)
 
-    def _ended(self, reason: Failure | None) -> None:
-        """Mark the exchange over, tell its listeners, and log it."""
+    def _ended(self, reason: Failure | None, *, log: bool = True) -> None:
+        """Mark the exchange over, tell its listeners, and log it (unless told not to)."""
         self.finished = True
         protocol = self._protocol
         protocol.set_response_producer(None)
@@ -2104,7 +2118,7 @@ class HTTP11Exchange:
                     callback(reason)
                 except Exception:
                     _log.failure("Exchange close callback failed")
-        if self.dispatched:
+        if self.dispatched and log:
             protocol.log_response(self)
 
     def connection_lost(self, reason: Failure) -> None:
