@@ -25,7 +25,7 @@ from twisted.python.systemd import ListenFDs
 from twisted.scripts._twistd_unix import ServerOptions
 
 from twistwsgi import cli
-from twistwsgi.config import SETTINGS
+from twistwsgi.config import SETTINGS, ServerConfig
 from twistwsgi.dispatch import (
     log_context_skipped,
     read_generic,
@@ -850,6 +850,39 @@ def test_reload_reads_renewed_tls_files_and_keeps_the_old_ones_when_broken(
     assert served_certificate_subject(endpoint) == "renewed.example"
     [error] = [formatEvent(e) for e in events if e["log_level"].name == "error"]
     assert "were not read again" in error and "cannot load the private key" in error
+
+
+def test_tls_ciphers_choose_what_a_listener_offers(tmp_path: Path) -> None:
+    """--tls-ciphers is nginx's ssl_ciphers: static RSA and CBC can be left out."""
+    from OpenSSL import SSL
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    write_certificate(key, cert, "localhost")
+    description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+
+    def offered(config: ServerConfig) -> list[str]:
+        options = cli._tls_options(cli._endpoint_for(global_reactor, description, config))
+        return list(SSL.Connection(options.getContext()).get_cipher_list())
+
+    default = offered(ServerConfig())
+    assert "AES128-SHA" in default  # Twisted's list keeps static RSA with CBC
+    chosen = offered(ServerConfig(tls_ciphers="ECDHE+AESGCM:ECDHE+CHACHA20"))
+    assert chosen and all("ECDHE" in name or name.startswith("TLS_") for name in chosen)
+    assert "AES128-SHA" not in chosen
+
+
+def test_tls_ciphers_openssl_does_not_know_are_refused_at_start(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    write_certificate(key, cert, "localhost")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", listen, "--tls-ciphers", "NO-SUCH-CIPHER")
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert "--tls-ciphers 'NO-SUCH-CIPHER': OpenSSL knows no cipher in this list" in err
 
 
 def stale_socket(path: Path) -> None:

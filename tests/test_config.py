@@ -325,6 +325,7 @@ PARSED_TYPE: dict[str, type] = {
     ACCESS_LOG.name: str,
     APP.name: str,
     "BOOL": bool,
+    "VERSION": str,
     "PREFIX=DIR": tuple,
     "PREFIX=URL": tuple,
     "CIDRS": tuple,
@@ -882,3 +883,22 @@ def test_the_same_endpoint_twice_is_refused() -> None:
     """
     with pytest.raises(ConfigError, match="--listen: 'tcp:8080' is given twice"):
         build_config({"listen": ["tcp:8080", "tcp:8081", "tcp:8080"]}, source=flag_source)
+
+
+@pytest.mark.parametrize(("given", "parsed"), [("1.3", "1.3"), (1.3, "1.3"), ("1.2", "1.2")])
+def test_tls_min_version_takes_a_string_or_a_toml_number(given: object, parsed: str) -> None:
+    """`tls_min_version = 1.3` in TOML is a float; it means the same as "1.3"."""
+    config = build_config({"app": "a:b", "tls_min_version": given}, source=flag_source)
+    assert config.tls_min_version == parsed
+
+
+@pytest.mark.parametrize("given", ["1.1", "1.0", 1.1, "TLSv1.3", True])
+def test_tls_min_version_refuses_what_is_not_offered(given: object) -> None:
+    with pytest.raises(ConfigError, match=r"--tls-min-version: expected (1\.2 or 1\.3|a string)"):
+        build_config({"app": "a:b", "tls_min_version": given}, source=flag_source)
+
+
+@pytest.mark.parametrize("given", ["", "ECDHE;rm -rf", 5])
+def test_tls_ciphers_must_look_like_a_cipher_list(given: object) -> None:
+    with pytest.raises(ConfigError, match="--tls-ciphers"):
+        build_config({"app": "a:b", "tls_ciphers": given}, source=flag_source)

@@ -43,6 +43,7 @@ from twisted.trial.unittest import TestCase
 from tests import apps
 from twistwsgi import cli
 from twistwsgi.access_log import AccessLog
+from twistwsgi.config import ServerConfig
 from twistwsgi.http.protocol import HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import make_factory
@@ -384,6 +385,29 @@ class LoopbackTests(TestCase):
 
         for maximum in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             self.assertEqual(await self.in_thread(reused, maximum), [False, True], maximum)
+
+    async def test_tls_min_version_13_refuses_a_tls12_client(self) -> None:
+        """--tls-min-version 1.3 is nginx's ssl_protocols TLSv1.3."""
+        endpoint, cert = tls_endpoint(self.directory)
+        factory = make_factory(apps.hello, reactor=reactor, threadpool=self.pool)
+        config = ServerConfig(tls_min_version="1.3")
+        port: IListeningPort = await cli._endpoint_for(reactor, endpoint, config).listen(factory)
+        self.addCleanup(port.stopListening)
+        address = self.address(port)
+
+        def handshake(maximum: ssl.TLSVersion) -> str:
+            context = ssl.create_default_context(cafile=str(cert))
+            context.maximum_version = maximum
+            raw = socket.create_connection(address, timeout=30)
+            try:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    return str(tls.version())
+            except ssl.SSLError as error:
+                return f"refused: {error.reason}"
+
+        self.assertEqual(await self.in_thread(handshake, ssl.TLSVersion.TLSv1_3), "TLSv1.3")
+        refused = await self.in_thread(handshake, ssl.TLSVersion.TLSv1_2)
+        self.assertTrue(refused.startswith("refused"), refused)
 
     async def test_tls_connection_close_closes_the_socket(self) -> None:
         """A response to Connection: close over TLS ends with the TLS and TCP close."""

@@ -178,7 +178,9 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
         if not config.check_config:  # a check changes nothing on disk
             _clear_stale_unix_socket(description)
         try:
-            endpoints.append((description, _endpoint_for(reactor, description)))
+            endpoints.append((description, _endpoint_for(reactor, description, config)))
+        except _TLSSettingError as error:
+            exit_with_error(f"{config.source(error.setting)} {error.value!r}: {error}")
         except _EndpointError as error:
             exit_with_error(f"{config.source('listen')} {description!r}: {error}")
     return endpoints
@@ -188,11 +190,26 @@ class _EndpointError(Exception):
     """What is wrong with an endpoint string, in one line."""
 
 
-def _endpoint_for(reactor: Any, description: str) -> IStreamServerEndpoint:
-    """Build one endpoint, its TLS context included.
+class _TLSSettingError(Exception):
+    """A TLS setting OpenSSL refuses (it names the setting, not the endpoint)."""
+
+    def __init__(self, setting: str, value: str, problem: str) -> None:
+        super().__init__(problem)
+        self.setting = setting
+        self.value = value
+
+
+_TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+
+
+def _endpoint_for(
+    reactor: Any, description: str, config: ServerConfig | None = None
+) -> IStreamServerEndpoint:
+    """Build one endpoint, its TLS context included (with ``config``'s TLS settings).
 
     Raises:
-        _EndpointError: saying what is wrong.
+        _EndpointError: saying what is wrong with the string or its files.
+        _TLSSettingError: when OpenSSL refuses ``tls_ciphers``.
     """
     repeated = _repeated_parameter(description)
     if repeated is not None:
@@ -211,14 +228,38 @@ def _endpoint_for(reactor: Any, description: str) -> IStreamServerEndpoint:
     try:
         with _chain_from_certificate_file(_with_backlog(description)) as parsed:
             endpoint: IStreamServerEndpoint = serverFromString(reactor, parsed)
-        _build_tls_context(endpoint)
+        context = _build_tls_context(endpoint)
     except Exception as error:
         raise _EndpointError(_endpoint_problem(description, error)) from error
+    if context is not None:
+        _apply_tls_settings(context, config or ServerConfig())
     return endpoint
 
 
-def reload_certificates(reactor: Any, endpoints: list[tuple[str, IStreamServerEndpoint]]) -> None:
+def _apply_tls_settings(context: SSL.Context, config: ServerConfig) -> None:
+    """Set a listener's oldest TLS version and TLS 1.2 ciphers, before it is used.
+
+    They are nginx's ``ssl_protocols`` and ``ssl_ciphers``.
+    """
+    context.set_min_proto_version(_TLS_VERSIONS[config.tls_min_version])
+    ciphers = config.tls_ciphers
+    if ciphers:
+        try:
+            context.set_cipher_list(ciphers.encode("ascii"))
+        except (SSL.Error, UnicodeEncodeError) as error:
+            raise _TLSSettingError(
+                "tls_ciphers", ciphers, "OpenSSL knows no cipher in this list"
+            ) from error
+
+
+def reload_certificates(
+    reactor: Any,
+    endpoints: list[tuple[str, IStreamServerEndpoint]],
+    config: ServerConfig | None = None,
+) -> None:
     """Read the certificates and keys of the TLS listeners again (on SIGHUP).
+
+    ``config`` gives the TLS settings to apply (``tls_min_version``, ``tls_ciphers``).
 
     A listener keeps its socket; connections accepted from now on get a context
     built from the files as they are now, those open keep theirs. A renewed
@@ -231,10 +272,10 @@ def reload_certificates(reactor: Any, endpoints: list[tuple[str, IStreamServerEn
         if serving is None or not hasattr(serving, "_context"):
             continue
         try:
-            fresh = _tls_options(_endpoint_for(reactor, description))
+            fresh = _tls_options(_endpoint_for(reactor, description, config))
             assert fresh is not None
             context = fresh.getContext()
-        except _EndpointError as error:
+        except (_EndpointError, _TLSSettingError) as error:
             _log.error(
                 "Reload: the TLS files of {listen!r} were not read again, the ones read"
                 " before keep serving: {problem}",
@@ -393,16 +434,17 @@ def _encrypted_key(description: str) -> str | None:
     return repr(key) if b"ENCRYPTED" in content else None
 
 
-def _build_tls_context(endpoint: IStreamServerEndpoint) -> None:
+def _build_tls_context(endpoint: IStreamServerEndpoint) -> SSL.Context | None:
     """Build a TLS endpoint's OpenSSL context now, so what it loads is checked at start.
 
     Twisted builds it at the first connection: a ``dhParameters=`` file that is
     missing or not DH parameters then failed every handshake, after a start that
-    said it was ready (``nginx -t`` refuses it). The context is kept and reused.
+    said it was ready (``nginx -t`` refuses it). The context is kept and reused
+    (returned; ``None`` for an endpoint without TLS).
     """
     options = _tls_options(endpoint)
     if options is None:
-        return
+        return None
     # Stateless session tickets (RFC 5077, RFC 8446 4.6.1), on by default in nginx:
     # a returning client resumes for a fraction of a full handshake's CPU.
     # Twisted turns them off (its TLS 1.3 tickets could then never be used) with a
@@ -412,9 +454,10 @@ def _build_tls_context(endpoint: IStreamServerEndpoint) -> None:
         options._options &= ~SSL.OP_NO_TICKET
         options.enableSessionTickets = True
     try:
-        options.getContext()
+        context: SSL.Context = options.getContext()
     except Exception as error:
         raise _TLSContextError(error) from error
+    return context
 
 
 def _tls_options(endpoint: IStreamServerEndpoint) -> Any:
@@ -698,9 +741,6 @@ def _handle_reload_signals(
     """
 
     def reload() -> None:
-        # A certificate renewed without a change to the configuration is the common
-        # case (certbot), so this does not wait for the file to load.
-        reload_certificates(reactor, endpoints)
         try:
             config = load_config(given)
         except Exception as error:
@@ -712,7 +752,10 @@ def _handle_reload_signals(
             )
             # logrotate's SIGHUP still means "reopen the log", whatever the file says.
             service.reopen_access_log()
+            # And a renewed certificate (certbot) is read, with the settings in force.
+            reload_certificates(reactor, endpoints, service.config)
             return
+        reload_certificates(reactor, endpoints, config)
         if service.reload(config):
             _after_reload(reactor, config.graceful_timeout)
 

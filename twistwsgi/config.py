@@ -472,6 +472,26 @@ UPSTREAM = Kind(
     " them; append weight=N (1 or more, 1 by default) to give one a larger share",
 )
 BALANCE = Kind("BALANCE", _choice("round_robin", "least_conn"), "round_robin or least_conn")
+
+
+def _tls_ciphers(value: Any) -> str:
+    # An OpenSSL cipher list: checked against OpenSSL when the listeners are built.
+    text = _text(value).strip()
+    if not text or not all(c.isalnum() or c in "+-!:@=_., " for c in text):
+        raise ValueError(f"expected an OpenSSL cipher list such as ECDHE+AESGCM, got {value!r}")
+    return text
+
+
+def _tls_version(value: Any) -> str:
+    # A TOML file may say 1.3 as a number; only those two are versions we take.
+    text = str(value) if isinstance(value, float) else _text(value).strip()
+    if text not in ("1.2", "1.3"):
+        raise ValueError(f"expected 1.2 or 1.3, got {value!r}")
+    return text
+
+
+TLS_VERSION = Kind("VERSION", _tls_version, "1.2 or 1.3")
+TLS_CIPHERS = Kind("CIPHERS", _tls_ciphers, "an OpenSSL cipher list")
 NETWORKS = Kind(
     "CIDRS",
     _networks,
@@ -726,6 +746,22 @@ SETTINGS: tuple[Setting, ...] = (
         " they are dropped before an application sees them, and replaced on the way to"
         " an upstream.",
         repeatable=True,
+    ),
+    Setting(
+        "tls_min_version",
+        TLS_VERSION,
+        "1.2",
+        "Oldest TLS version the ssl: listeners accept (nginx's ssl_protocols): 1.2, or"
+        " 1.3 for TLS 1.3 only. Applied again on SIGHUP.",
+    ),
+    Setting(
+        "tls_ciphers",
+        TLS_CIPHERS,
+        None,
+        "The cipher suites the ssl: listeners offer for TLS 1.2, as an OpenSSL cipher"
+        " list (nginx's ssl_ciphers), e.g. ECDHE+AESGCM:ECDHE+CHACHA20 to leave out"
+        " static RSA and CBC (RFC 9325 4.1). TLS 1.3's suites are OpenSSL's. Default:"
+        " Twisted's list. Applied again on SIGHUP.",
     ),
     Setting(
         "graceful_timeout",
@@ -1224,6 +1260,8 @@ class ServerConfig:
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         trusted_proxies: networks whose forwarding headers are believed.
         graceful_timeout: seconds in-flight requests get on shutdown.
+        tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
+        tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
         http: limits and timeouts of the HTTP protocol.
         config_file: the configuration file it was read from, if any (for reload).
         check_config: whether to check and exit instead of serving.
@@ -1237,6 +1275,8 @@ class ServerConfig:
     access_log: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     graceful_timeout: float = 30.0
+    tls_min_version: str = "1.2"
+    tls_ciphers: str | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
     config_file: str | None = None
     check_config: bool = False
@@ -1664,6 +1704,8 @@ def build_config(
         access_log=resolved["access_log"],
         trusted_proxies=resolved["trusted_proxies"],
         graceful_timeout=resolved["graceful_timeout"],
+        tls_min_version=resolved["tls_min_version"],
+        tls_ciphers=resolved["tls_ciphers"],
         http=http,
         config_file=resolved["config"] or file,
         check_config=resolved["check_config"],
