@@ -1198,6 +1198,30 @@ def test_a_client_that_never_reads_is_aborted_after_send_timeout(then: str) -> N
     assert connection.transport.disconnected  # StringTransport: abortConnection
 
 
+@pytest.mark.parametrize("close", ["connection-close", "keep-alive-timeout"])
+def test_a_close_the_client_never_reads_to_is_aborted_after_send_timeout(close: str) -> None:
+    """Closing waits for the client to take what was written; with less than
+    Twisted's 64 KiB left (no pause, so no send deadline) a client that never read
+    held the connection for ever. The close now has send_timeout too.
+    """
+    held = Held()
+    connection = open_connection(held, send_timeout=10.0, keepalive_timeout=5.0)
+    extra = b"Connection: close\r\n" if close == "connection-close" else b""
+    connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.finish(b"x" * 50_000)
+    transport: Any = connection.transport
+    if close == "keep-alive-timeout":
+        assert not transport.disconnecting
+        connection.clock.advance(5.1)
+    assert transport.disconnecting and not transport.disconnected  # a graceful close
+    connection.clock.advance(9.8)
+    assert not transport.disconnected
+    connection.clock.advance(0.3)
+    assert transport.disconnected  # StringTransport: abortConnection
+
+
 def test_a_client_reading_again_gets_its_keep_alive_back() -> None:
     """Once the client reads again, the send deadline is gone: the connection idles
     as usual.

@@ -542,6 +542,12 @@ class HTTP11Protocol(Protocol):
         its own time, and its bytes still arriving are read rather than reset.
         """
         transport: Any = self.transport
+        if self._send_deadline is None:
+            # The close waits for the client to take what was written (the kernel's
+            # queue included: the socket must turn writable). A client that never
+            # reads would hold it for ever, even when Twisted never paused our writes
+            # (what is left is under its 64 KiB mark): send_timeout bounds it.
+            self._set_send_deadline()
         # Transports that expose ``producer`` (TCP, the test doubles) may already have
         # none after a file response failed; TLS keeps its own and ignores a repeat.
         if getattr(transport, "producer", True) is not None:
