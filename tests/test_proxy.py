@@ -1263,6 +1263,25 @@ def test_a_426_keeps_its_upgrade_field() -> None:
     assert one_response(client).header_values(b"upgrade") == []
 
 
+def test_a_closed_upstream_that_never_takes_its_bytes_is_dropped_after_idle_timeout() -> None:
+    """The client left a tunnel while bytes for the upstream were still buffered
+    (the upstream not reading, but not yet paused): the graceful close waited for
+    ever. It now has idle_timeout.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    client.send(b"x" * 30_000)
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert upstream.transport.disconnecting and not upstream.transport.disconnected
+    setup.clock.advance(OPTIONS["idle_timeout"] + 0.1)
+    assert upstream.transport.disconnected
+
+
 def test_a_tunnel_is_logged_when_it_ends_with_the_bytes_it_carried() -> None:
     """As nginx logs a WebSocket: at the end, with the bytes sent to the client (it
     was logged at the switch with 0 bytes).

@@ -292,6 +292,8 @@ class ClientConnection(TwistedProtocol):
         self._deadline: float | None = None
         self._deadline_kind = _Deadline.IDLE
         self._timer: IDelayedCall | None = None
+        # Drops a closing connection whose upstream does not take what is buffered.
+        self._closing_timer: IDelayedCall | None = None
         self._timer_at = 0.0
         # Waiting for the TLS handshake: who waits, or why the connection ended first.
         self._handshake_waiter: Deferred[ClientConnection] | None = None
@@ -400,6 +402,9 @@ class ClientConnection(TwistedProtocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        closing, self._closing_timer = self._closing_timer, None
+        if closing is not None and closing.active():
+            closing.cancel()
         handler, self._handler = self._handler, None
         if state is _State.HANDSHAKE:
             # A certificate that failed to verify, or the upstream closing mid-handshake.
@@ -462,6 +467,16 @@ class ClientConnection(TwistedProtocol):
             # registered; TCP does not care.
             transport.unregisterProducer()
             transport.loseConnection()
+            seconds = self._settings.idle_timeout
+            if seconds > 0:
+                # The close waits for the upstream to take what is buffered; one that
+                # stopped reading (a stalled tunnel, say) would hold the socket for
+                # ever: it gets idle_timeout, then the connection is dropped.
+                self._closing_timer = self._clock.callLater(seconds, self._close_expired)
+
+    def _close_expired(self) -> None:
+        self._closing_timer = None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def abort(self) -> None:
         """Drop the connection now; no more calls to the handler."""
