@@ -732,6 +732,40 @@ def test_an_encrypted_key_after_the_certificate_in_one_file_is_refused(
     assert err.count("\n") == 1 and "is encrypted" in err
 
 
+def test_an_encrypted_key_behind_an_escaped_path_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    r"""A config file in a directory named site=prod writes site\=prod into its
+    endpoints; the checks read the escaped path and missed the encrypted key.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from twistwsgi.config import escape
+
+    directory = tmp_path / "site=prod"
+    directory.mkdir()
+    key = directory / "key.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(SystemExit) as raised:
+        make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={escape(str(key))}")
+    assert raised.value.code == 2
+    assert "is encrypted" in capfd.readouterr().err
+
+
+def test_the_word_encrypted_in_a_comment_is_not_an_encrypted_key(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    write_certificate(key, cert, "localhost")
+    key.write_bytes(b"# this key is not ENCRYPTED\n" + key.read_bytes())
+    make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={key}:certKey={cert}")
+
+
 @pytest.mark.parametrize("repeated", ["certKey", "privateKey", "interface"])
 def test_a_parameter_given_twice_in_an_endpoint_is_refused(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], repeated: str

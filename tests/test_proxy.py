@@ -1256,6 +1256,7 @@ def test_a_426_keeps_its_upgrade_field() -> None:
     response = one_response(client)
     assert response.status == 426
     assert response.header_values(b"upgrade") == [b"websocket"]
+    assert response.header_values(b"connection") == [b"upgrade"]  # RFC 9110 7.8
     client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
     setup.endpoint().last.respond(
         b"HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n"

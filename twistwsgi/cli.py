@@ -38,7 +38,10 @@ from twistwsgi.config import (
     ServerConfig,
     Setting,
     build_config,
+    escape,
     read_config_file,
+    split_escaped,
+    unescape,
 )
 from twistwsgi.dispatch import read_inline, skip_log_context
 from twistwsgi.service import ServerService, StartError, make_service
@@ -297,18 +300,18 @@ DEFAULT_BACKLOG = 511
 def _endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
     r"""Split an endpoint string into its kind, positional and ``name=value`` parameters.
 
-    Enough for the checks made before Twisted parses the string; ``\:`` escapes are
-    not undone (paths with colons are rare, and Twisted reports what it cannot open).
+    As Twisted splits it: at ``:`` and ``=`` no backslash escapes, escapes then
+    undone (a config file in a directory named ``site=prod`` gives ``site\=prod``).
     """
     kind, _, rest = description.partition(":")
     positional: list[str] = []
     named: dict[str, str] = {}
-    for parameter in rest.split(":") if rest else ():
-        name, equals, value = parameter.partition("=")
-        if equals:
-            named[name] = value
+    for parameter in split_escaped(rest, ":") if rest else ():
+        parts = split_escaped(parameter, "=", limit=1)
+        if len(parts) == 2:
+            named[unescape(parts[0])] = unescape(parts[1])
         else:
-            positional.append(parameter)
+            positional.append(unescape(parameter))
     return kind.strip().lower(), positional, named
 
 
@@ -402,9 +405,10 @@ def _repeated_parameter(description: str) -> str | None:
     """The first ``name=`` parameter an endpoint string gives twice, else None."""
     _, _, rest = description.partition(":")
     seen: set[str] = set()
-    for parameter in rest.split(":") if rest else ():
-        name, equals, _ = parameter.partition("=")
-        if equals:
+    for parameter in split_escaped(rest, ":") if rest else ():
+        parts = split_escaped(parameter, "=", limit=1)
+        if len(parts) == 2:
+            name = unescape(parts[0])
             if name in seen:
                 return name
             seen.add(name)
@@ -430,8 +434,14 @@ def _encrypted_key(description: str) -> str | None:
             content = stream.read(_KEY_FILE_READ_LIMIT)
     except OSError:
         return None  # serverFromString reports the file itself
-    # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or legacy PEM encryption headers.
-    return repr(key) if b"ENCRYPTED" in content else None
+    return repr(key) if _ENCRYPTED_PEM.search(content) else None
+
+
+# PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or a legacy PEM encryption header, not the
+# word anywhere (a comment saying "not ENCRYPTED").
+_ENCRYPTED_PEM = re.compile(
+    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: *4, *ENCRYPTED", re.M
+)
 
 
 def _build_tls_context(endpoint: IStreamServerEndpoint) -> SSL.Context | None:
@@ -504,7 +514,7 @@ def _chain_from_certificate_file(description: str) -> Iterator[str]:
         # Twisted's reader of the chain file expects LF line ends.
         chain.write(b"\n".join(certificates[1:]).replace(b"\r\n", b"\n") + b"\n")
         chain.flush()
-        yield f"{description}:extraCertChain={chain.name}"
+        yield f"{description}:extraCertChain={escape(chain.name)}"
 
 
 def _systemd_sockets() -> str:

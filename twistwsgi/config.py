@@ -1400,14 +1400,14 @@ def _endpoint_paths_from(description: str, base: str) -> str:
     and ``\`` escaping the character after it; the joined path is escaped the same
     way. The first positional parameter of ``unix:`` is its address.
     """
-    parameters = _split_escaped(description, ":")
+    parameters = split_escaped(description, ":")
     kind = parameters[0].strip().lower()
     names = _ENDPOINT_FILE_PARAMETERS.get(kind)
     if names is None:
         return description
     positional = 0
     for index in range(1, len(parameters)):
-        named = _split_escaped(parameters[index], "=", limit=1)
+        named = split_escaped(parameters[index], "=", limit=1)
         if len(named) == 2:
             name, value = named
         elif kind == "unix" and positional == 0:
@@ -1416,17 +1416,17 @@ def _endpoint_paths_from(description: str, base: str) -> str:
         else:
             positional += 1
             continue
-        written = _unescape(value)
+        written = unescape(value)
         path = os.path.expanduser(written)
         if name not in names or not path or (path == written and os.path.isabs(path)):
             continue  # not a file, or absolute as written: left as it is
         if not os.path.isabs(path):
             path = os.path.join(base, path)
-        parameters[index] = _rebuilt(named, _escape(path))
+        parameters[index] = _rebuilt(named, escape(path))
     return ":".join(parameters)
 
 
-def _split_escaped(text: str, separator: str, limit: int = -1) -> list[str]:
+def split_escaped(text: str, separator: str, limit: int = -1) -> list[str]:
     """``text`` split at each ``separator`` no backslash escapes, escapes kept."""
     parts: list[str] = []
     current: list[str] = []
@@ -1445,11 +1445,13 @@ def _split_escaped(text: str, separator: str, limit: int = -1) -> list[str]:
     return parts
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
+    """An endpoint string field with its backslash escapes undone (as Twisted does)."""
     return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """``text`` escaped for an endpoint string field (colon, equals sign, backslash)."""
     return re.sub(r"([\\:=])", r"\\\1", text)
 
 

@@ -1613,6 +1613,10 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     if conflicting:
         lines = [line for line in lines if not line.lower().startswith(b"content-length:")]
         content_length = None
+    if status == 426 and any(line[:8].lower() == b"upgrade:" for line in lines):
+        # RFC 9110 7.8: Upgrade goes with the "upgrade" connection option (a second
+        # Connection line if the server adds "close": the two make one list).
+        lines.append(b"Connection: upgrade\r\n")
     return _Fields(
         status,
         b"".join(lines),
