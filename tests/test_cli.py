@@ -1090,3 +1090,15 @@ def test_check_config_leaves_a_stale_socket_in_place(
     with pytest.raises(SystemExit):
         make("--app", "tests.apps:hello", "--listen", f"unix:{path}", "--check-config")
     assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [([], True), (["--tls-session-tickets", "off"], False)]
+)
+def test_tls_session_tickets_are_on_unless_turned_off(given: list[str], expected: bool) -> None:
+    """A setting on by default takes a value on the command line: a flag could only
+    turn it on.
+    """
+    options = cli.Options()
+    options.parseOptions(["--app", "tests.apps:hello", *given])
+    assert options.config.tls_session_tickets is expected

@@ -326,6 +326,7 @@ PARSED_TYPE: dict[str, type] = {
     APP.name: str,
     "BOOL": bool,
     "VERSION": str,
+    "SWITCH": bool,
     "PREFIX=DIR": tuple,
     "PREFIX=URL": tuple,
     "CIDRS": tuple,

@@ -366,9 +366,14 @@ class LoopbackTests(TestCase):
         factory = make_factory(apps.hello, reactor=reactor, threadpool=self.pool)
         port: IListeningPort = await cli._endpoint_for(reactor, endpoint).listen(factory)
         self.addCleanup(port.stopListening)
+        without = ServerConfig(tls_session_tickets=False)
+        port_without: IListeningPort = await cli._endpoint_for(reactor, endpoint, without).listen(
+            factory
+        )
+        self.addCleanup(port_without.stopListening)
         address = self.address(port)
 
-        def reused(maximum: ssl.TLSVersion) -> list[bool | None]:
+        def reused(maximum: ssl.TLSVersion, address: tuple[str, int]) -> list[bool | None]:
             context = ssl.create_default_context(cafile=str(cert))
             context.maximum_version = maximum
             session = None
@@ -384,7 +389,10 @@ class LoopbackTests(TestCase):
             return reuses
 
         for maximum in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-            self.assertEqual(await self.in_thread(reused, maximum), [False, True], maximum)
+            self.assertEqual(await self.in_thread(reused, maximum, address), [False, True])
+            # --tls-session-tickets false: every connection makes a full handshake.
+            off = await self.in_thread(reused, maximum, self.address(port_without))
+            self.assertEqual(off, [False, False])
 
     async def test_tls_min_version_13_refuses_a_tls12_client(self) -> None:
         """--tls-min-version 1.3 is nginx's ssl_protocols TLSv1.3."""

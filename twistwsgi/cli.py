@@ -231,7 +231,7 @@ def _endpoint_for(
     try:
         with _chain_from_certificate_file(_with_backlog(description)) as parsed:
             endpoint: IStreamServerEndpoint = serverFromString(reactor, parsed)
-        context = _build_tls_context(endpoint)
+        context = _build_tls_context(endpoint, (config or ServerConfig()).tls_session_tickets)
     except Exception as error:
         raise _EndpointError(_endpoint_problem(description, error)) from error
     if context is not None:
@@ -444,7 +444,9 @@ _ENCRYPTED_PEM = re.compile(
 )
 
 
-def _build_tls_context(endpoint: IStreamServerEndpoint) -> SSL.Context | None:
+def _build_tls_context(
+    endpoint: IStreamServerEndpoint, session_tickets: bool = True
+) -> SSL.Context | None:
     """Build a TLS endpoint's OpenSSL context now, so what it loads is checked at start.
 
     Twisted builds it at the first connection: a ``dhParameters=`` file that is
@@ -460,7 +462,7 @@ def _build_tls_context(endpoint: IStreamServerEndpoint) -> SSL.Context | None:
     # Twisted turns them off (its TLS 1.3 tickets could then never be used) with a
     # flag its constructor folds into the context options; the key is OpenSSL's,
     # random per process and per reload.
-    if isinstance(getattr(options, "_options", None), int):
+    if session_tickets and isinstance(getattr(options, "_options", None), int):
         options._options &= ~SSL.OP_NO_TICKET
         options.enableSessionTickets = True
     try:

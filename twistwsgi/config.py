@@ -492,6 +492,9 @@ def _tls_version(value: Any) -> str:
 
 TLS_VERSION = Kind("VERSION", _tls_version, "1.2 or 1.3")
 TLS_CIPHERS = Kind("CIPHERS", _tls_ciphers, "an OpenSSL cipher list")
+# A yes/no setting that is on by default: on the command line it takes a value
+# (--tls-session-tickets off), where a BOOL flag can only turn something on.
+SWITCH = Kind("SWITCH", _boolean, "on or off (also true or false, yes or no)")
 NETWORKS = Kind(
     "CIDRS",
     _networks,
@@ -762,6 +765,14 @@ SETTINGS: tuple[Setting, ...] = (
         " list (nginx's ssl_ciphers), e.g. ECDHE+AESGCM:ECDHE+CHACHA20 to leave out"
         " static RSA and CBC (RFC 9325 4.1). TLS 1.3's suites are OpenSSL's. Default:"
         " Twisted's list. Applied again on SIGHUP.",
+    ),
+    Setting(
+        "tls_session_tickets",
+        SWITCH,
+        True,
+        "Let TLS clients resume sessions with stateless tickets (nginx's"
+        " ssl_session_tickets). The ticket key lives until the next SIGHUP or restart:"
+        " turn them off for strict forward secrecy of TLS 1.2 sessions.",
     ),
     Setting(
         "graceful_timeout",
@@ -1262,6 +1273,7 @@ class ServerConfig:
         graceful_timeout: seconds in-flight requests get on shutdown.
         tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
         tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
+        tls_session_tickets: whether TLS sessions resume with tickets.
         http: limits and timeouts of the HTTP protocol.
         config_file: the configuration file it was read from, if any (for reload).
         check_config: whether to check and exit instead of serving.
@@ -1277,6 +1289,7 @@ class ServerConfig:
     graceful_timeout: float = 30.0
     tls_min_version: str = "1.2"
     tls_ciphers: str | None = None
+    tls_session_tickets: bool = True
     http: HttpSettings = field(default_factory=HttpSettings)
     config_file: str | None = None
     check_config: bool = False
@@ -1708,6 +1721,7 @@ def build_config(
         graceful_timeout=resolved["graceful_timeout"],
         tls_min_version=resolved["tls_min_version"],
         tls_ciphers=resolved["tls_ciphers"],
+        tls_session_tickets=resolved["tls_session_tickets"],
         http=http,
         config_file=resolved["config"] or file,
         check_config=resolved["check_config"],
