@@ -886,3 +886,38 @@ def test_a_connection_gone_before_use_is_a_connect_error() -> None:
     error = failure.value
     assert isinstance(error, UpstreamError)
     assert error.kind is ErrorKind.CONNECT
+
+
+class BufferingTransport(StringTransport):
+    """Shows a socket transport's unsent buffer, as Twisted's TCP transport keeps it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+
+def test_an_upstream_reading_the_body_slowly_is_not_cut_off() -> None:
+    """While the upstream takes some of the request body within each idle_timeout it
+    keeps its connection (as the server's send_timeout); once it takes nothing, the
+    request fails as before.
+    """
+    clock = Clock()
+    owner = Owner()
+    connection = ClientConnection(owner, SETTINGS, clock)
+    transport = BufferingTransport()
+    connection.makeConnection(transport)
+    handler = Recorder()
+    connection.send(
+        b"PUT / HTTP/1.1\r\nHost: u\r\nContent-Length: 900000\r\n\r\n", handler, body=True
+    )
+    transport.dataBuffer = b"x" * 200_000
+    connection.pauseProducing()
+    for _ in range(5):
+        clock.advance(9.0)
+        transport.offset += 1000
+    assert "failed" not in handler.kinds()
+    clock.advance(10.1)  # the last read counts once
+    clock.advance(10.1)
+    assert handler.error().kind is ErrorKind.TIMEOUT

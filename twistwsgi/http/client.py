@@ -69,7 +69,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.http.rules import CONTROL_CHARACTERS
-from twistwsgi.http.transport import write_now
+from twistwsgi.http.transport import unsent_bytes, write_now
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport
@@ -294,6 +294,8 @@ class ClientConnection(TwistedProtocol):
         self._timer: IDelayedCall | None = None
         # Drops a closing connection whose upstream does not take what is buffered.
         self._closing_timer: IDelayedCall | None = None
+        # What the transport had not sent when the send deadline was set.
+        self._unsent_at_send_deadline: int | None = None
         self._timer_at = 0.0
         # Waiting for the TLS handshake: who waits, or why the connection ended first.
         self._handshake_waiter: Deferred[ClientConnection] | None = None
@@ -600,6 +602,8 @@ class ClientConnection(TwistedProtocol):
         deadline = self._clock.seconds() + seconds
         self._deadline = deadline
         self._deadline_kind = kind
+        if kind is _Deadline.SEND:
+            self._unsent_at_send_deadline = unsent_bytes(self.transport)
         timer = self._timer
         if timer is None:
             self._timer = self._clock.callLater(seconds, self._timer_fired)
@@ -611,6 +615,12 @@ class ClientConnection(TwistedProtocol):
             self._timer = self._clock.callLater(seconds, self._timer_fired)
             self._timer_at = deadline
 
+    def _upstream_took_some(self) -> bool:
+        """Whether the upstream took written bytes since the send deadline was set."""
+        before = self._unsent_at_send_deadline
+        now = unsent_bytes(self.transport)
+        return before is not None and now is not None and now < before
+
     def _timer_fired(self) -> None:
         self._timer = None
         deadline = self._deadline
@@ -621,9 +631,13 @@ class ClientConnection(TwistedProtocol):
             self._timer = self._clock.callLater(deadline - now, self._timer_fired)
             self._timer_at = deadline
             return
-        self._deadline = None
         kind = self._deadline_kind
         settings = self._settings
+        if kind is _Deadline.SEND and self._upstream_took_some():
+            # Reading slowly is not stopping (as the server's send_timeout).
+            self._set_deadline(settings.idle_timeout, _Deadline.SEND)
+            return
+        self._deadline = None
         if kind is _Deadline.IDLE:
             self.close()
         elif kind is _Deadline.HEAD:
