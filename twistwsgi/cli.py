@@ -228,14 +228,15 @@ def _endpoint_for(
         raise _EndpointError(
             f"the private key {encrypted} is encrypted; give a key without a passphrase"
         )
+    settings = config or ServerConfig()
     try:
         with _chain_from_certificate_file(_with_backlog(description)) as parsed:
             endpoint: IStreamServerEndpoint = serverFromString(reactor, parsed)
-        context = _build_tls_context(endpoint, (config or ServerConfig()).tls_session_tickets)
+        context = _build_tls_context(endpoint, settings.tls_session_tickets)
     except Exception as error:
         raise _EndpointError(_endpoint_problem(description, error)) from error
     if context is not None:
-        _apply_tls_settings(context, config or ServerConfig())
+        _apply_tls_settings(context, settings)
     return endpoint
 
 
@@ -303,16 +304,26 @@ def _endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
     As Twisted splits it: at ``:`` and ``=`` no backslash escapes, escapes then
     undone (a config file in a directory named ``site=prod`` gives ``site\=prod``).
     """
+    kind, parameters = _endpoint_parameters(description)
+    positional = [value for name, value in parameters if name is None]
+    named = {name: value for name, value in parameters if name is not None}
+    return kind, positional, named
+
+
+def _endpoint_parameters(description: str) -> tuple[str, list[tuple[str | None, str]]]:
+    """An endpoint string's kind and its parameters in order, as Twisted splits them.
+
+    Escapes are undone; a positional parameter comes as ``(None, value)``.
+    """
     kind, _, rest = description.partition(":")
-    positional: list[str] = []
-    named: dict[str, str] = {}
+    parameters: list[tuple[str | None, str]] = []
     for parameter in split_escaped(rest, ":") if rest else ():
         parts = split_escaped(parameter, "=", limit=1)
         if len(parts) == 2:
-            named[unescape(parts[0])] = unescape(parts[1])
+            parameters.append((unescape(parts[0]), unescape(parts[1])))
         else:
-            positional.append(unescape(parameter))
-    return kind.strip().lower(), positional, named
+            parameters.append((None, unescape(parameter)))
+    return kind.strip().lower(), parameters
 
 
 def _with_backlog(description: str) -> str:
@@ -403,12 +414,9 @@ def _remove_quietly(path: str) -> None:
 
 def _repeated_parameter(description: str) -> str | None:
     """The first ``name=`` parameter an endpoint string gives twice, else None."""
-    _, _, rest = description.partition(":")
     seen: set[str] = set()
-    for parameter in split_escaped(rest, ":") if rest else ():
-        parts = split_escaped(parameter, "=", limit=1)
-        if len(parts) == 2:
-            name = unescape(parts[0])
+    for name, _ in _endpoint_parameters(description)[1]:
+        if name is not None:
             if name in seen:
                 return name
             seen.add(name)
