@@ -69,7 +69,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.http.rules import CONTROL_CHARACTERS
-from twistwsgi.http.transport import unsent_bytes, write_now
+from twistwsgi.http.transport import took_some, unsent_bytes, write_now
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport
@@ -615,12 +615,6 @@ class ClientConnection(TwistedProtocol):
             self._timer = self._clock.callLater(seconds, self._timer_fired)
             self._timer_at = deadline
 
-    def _upstream_took_some(self) -> bool:
-        """Whether the upstream took written bytes since the send deadline was set."""
-        before = self._unsent_at_send_deadline
-        now = unsent_bytes(self.transport)
-        return before is not None and now is not None and now < before
-
     def _timer_fired(self) -> None:
         self._timer = None
         deadline = self._deadline
@@ -633,7 +627,7 @@ class ClientConnection(TwistedProtocol):
             return
         kind = self._deadline_kind
         settings = self._settings
-        if kind is _Deadline.SEND and self._upstream_took_some():
+        if kind is _Deadline.SEND and took_some(self.transport, self._unsent_at_send_deadline):
             # Reading slowly is not stopping (as the server's send_timeout).
             self._set_deadline(settings.idle_timeout, _Deadline.SEND)
             return

@@ -59,7 +59,7 @@ from twistwsgi.http.request import (
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.http.transport import send_before_abort, unsent_bytes, write_now
+from twistwsgi.http.transport import send_before_abort, took_some, unsent_bytes, write_now
 from twistwsgi.http.wire import DateCache, chunk, status_line
 
 if TYPE_CHECKING:
@@ -625,18 +625,6 @@ class HTTP11Protocol(Protocol):
         self._unsent_at_send_deadline = unsent_bytes(self.transport)
         self._arm(seconds, deadline)
 
-    def _client_read_since_send_deadline(self) -> bool:
-        """Whether the client took some of what waits since the send deadline was set.
-
-        Twisted resumes a paused producer only once its buffer is empty, which a
-        client reading steadily but slowly may take longer than ``send_timeout`` to
-        reach: as nginx's ``send_timeout`` is the time between two successful
-        writes, any progress gives the client the timeout again.
-        """
-        before = self._unsent_at_send_deadline
-        now = unsent_bytes(self.transport)
-        return before is not None and now is not None and now < before
-
     def _arm(self, seconds: float, deadline: float) -> None:
         """Have the timer fire by ``deadline`` (``seconds`` from now)."""
         timer = self._timer
@@ -660,8 +648,9 @@ class HTTP11Protocol(Protocol):
         if (
             send_deadline is not None
             and now >= send_deadline
-            and self._client_read_since_send_deadline()
+            and took_some(self.transport, self._unsent_at_send_deadline)
         ):
+            # Reading slowly is not stopping: the client gets the timeout again.
             self._set_send_deadline()
             send_deadline = self._send_deadline
         if send_deadline is not None and now >= send_deadline:

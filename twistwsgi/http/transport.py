@@ -240,6 +240,19 @@ def unsent_bytes(transport: Any) -> int | None:
         return None
 
 
+def took_some(transport: Any, unsent_before: int | None) -> bool:
+    """Whether the peer took bytes since :func:`unsent_bytes` was ``unsent_before``.
+
+    The send timeouts (the server's ``send_timeout``, the proxy's ``idle_timeout``
+    towards an upstream) count this as progress, as nginx's ``send_timeout`` is the
+    time between two successful writes: Twisted resumes a paused producer only once
+    its buffer is empty, which a peer reading steadily but slowly may take longer
+    than the timeout to reach.
+    """
+    now = unsent_bytes(transport)
+    return unsent_before is not None and now is not None and now < unsent_before
+
+
 def write_now(transport: Any, data: bytes, flags: int = 0) -> None:
     """Write ``data``, sending it straight to the socket when nothing is queued.
 
