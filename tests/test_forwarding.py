@@ -496,3 +496,12 @@ def test_upgrade_accepted_only_for_offered_protocols(
 ) -> None:
     """RFC 9110 7.8: a 101 may only name protocols the request offered."""
     assert upgrade_accepted(requested, answered) is accepted
+
+
+def test_response_fields_keep_upgrade_only_in_a_426() -> None:
+    """RFC 9110 15.5.22: a 426 names the protocols in Upgrade, in its place;
+    elsewhere Upgrade is hop-by-hop.
+    """
+    fields = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"X-A", b"1")]
+    assert response_fields(fields, 426) == [(b"Upgrade", b"websocket"), (b"X-A", b"1")]
+    assert response_fields(fields, 200) == [(b"X-A", b"1")]

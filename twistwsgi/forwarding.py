@@ -469,8 +469,14 @@ def _forwarding_block(client: str | None, authority: bytes, scheme: str) -> byte
     return block
 
 
-def response_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream response's fields to pass to the client (see the module docstring)."""
+def response_fields(
+    headers: list[tuple[bytes, bytes]], status: int = 0
+) -> list[tuple[bytes, bytes]]:
+    """The upstream response's fields to pass to the client (see the module docstring).
+
+    ``Upgrade`` stays in a ``426``, which must name the protocols to upgrade to
+    (RFC 9110 15.5.22); elsewhere it is hop-by-hop.
+    """
     kept: list[tuple[bytes, bytes]] = []
     append = kept.append
     options: set[bytes] | None = None
@@ -483,7 +489,8 @@ def response_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
                 if lower == b"connection":
                     found = connection_options(field[1])
                     options = found if options is None else options | found
-                continue
+                if lower != b"upgrade" or status != 426:
+                    continue
         append(field)
     if options is not None:
         named = options - HOP_BY_HOP

@@ -610,12 +610,7 @@ class _Forward:
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""
         recovered = self._answered()
-        fields = response_fields(headers)
-        if status == 426:
-            # RFC 9110 15.5.22: a 426 must name the protocols to upgrade to, in
-            # Upgrade, which is otherwise hop-by-hop.
-            fields += [field for field in headers if field[0].lower() == b"upgrade"]
-        self._exchange.start_response(status, fields, reason or None)
+        self._exchange.start_response(status, response_fields(headers, status), reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 

@@ -1564,18 +1564,19 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     """Serialise a handler's header fields, keeping what framing needs to know."""
     lines = []
     content_length: int | None = None
-    has_date = has_server = close = conflicting = False
+    has_date = has_server = close = conflicting = upgrade = False
     for name, value in headers:
         lower = name.lower()
         if lower in _MANAGED_FIELDS:
-            if lower in rules.HOP_BY_HOP and not (status == 426 and lower == b"upgrade"):
-                # The server frames the message and decides persistence itself;
-                # a handler asking for Connection: close gets it. (A 426 must say
-                # what to upgrade to, RFC 9110 15.5.22.)
-                if lower == b"connection" and b"close" in rules.connection_options(value):
-                    close = True
-                continue
-            if lower == b"content-length":
+            if lower in rules.HOP_BY_HOP:
+                if lower != b"upgrade" or status != 426:
+                    # The server frames the message and decides persistence itself;
+                    # a handler asking for Connection: close gets it.
+                    if lower == b"connection" and b"close" in rules.connection_options(value):
+                        close = True
+                    continue
+                upgrade = True  # a 426 must say what to upgrade to (RFC 9110 15.5.22)
+            elif lower == b"content-length":
                 if status == 204 or status < 200:
                     continue  # RFC 9110 8.6: never with 1xx or 204
                 if not value.isdigit():
@@ -1602,7 +1603,7 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     if conflicting:
         lines = [line for line in lines if not line.lower().startswith(b"content-length:")]
         content_length = None
-    if status == 426 and any(line[:8].lower() == b"upgrade:" for line in lines):
+    if upgrade:
         # RFC 9110 7.8: Upgrade goes with the "upgrade" connection option (a second
         # Connection line if the server adds "close": the two make one list).
         lines.append(b"Connection: upgrade\r\n")
