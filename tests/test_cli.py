@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.python.systemd import ListenFDs
 from twisted.scripts._twistd_unix import ServerOptions
 
+from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import SETTINGS, ServerConfig
 from twistwsgi.dispatch import (
@@ -680,24 +681,26 @@ def test_a_second_stop_signal_stops_now(
     assert stopped == [True]
 
 
+def encrypted_key() -> bytes:
+    """A PEM private key (PKCS#8) encrypted with a passphrase."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
 def test_an_encrypted_tls_key_is_refused_without_a_prompt(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """OpenSSL would ask for a passphrase on the terminal: the server says the key is
     encrypted instead (a service has no one to type it).
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
     path = tmp_path / "key.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
-    )
+    path.write_bytes(encrypted_key())
     with pytest.raises(SystemExit) as raised:
         make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={path}:certKey={path}")
     assert raised.value.code == 2
@@ -712,19 +715,9 @@ def test_an_encrypted_key_after_the_certificate_in_one_file_is_refused(
     """The whole key file is searched: an encrypted key after a certificate (and over
     4 KB into the file) still got OpenSSL's passphrase prompt.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from tests.test_sockets import write_self_signed_certificate
-
     _, cert = write_self_signed_certificate(tmp_path)
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"secret"),
-    )
     combined = tmp_path / "combined.pem"
-    combined.write_bytes(cert.read_bytes() + b"# padding\n" * 500 + key)
+    combined.write_bytes(cert.read_bytes() + b"# padding\n" * 500 + encrypted_key())
     with pytest.raises(SystemExit) as raised:
         make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={combined}")
     assert raised.value.code == 2
@@ -738,21 +731,12 @@ def test_an_encrypted_key_behind_an_escaped_path_is_refused(
     r"""A config file in a directory named site=prod writes site\=prod into its
     endpoints; the checks read the escaped path and missed the encrypted key.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from twistwsgi.config import escape
 
     directory = tmp_path / "site=prod"
     directory.mkdir()
     key = directory / "key.pem"
-    key.write_bytes(
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
-    )
+    key.write_bytes(encrypted_key())
     with pytest.raises(SystemExit) as raised:
         make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={escape(str(key))}")
     assert raised.value.code == 2
@@ -760,8 +744,7 @@ def test_an_encrypted_key_behind_an_escaped_path_is_refused(
 
 
 def test_the_word_encrypted_in_a_comment_is_not_an_encrypted_key(tmp_path: Path) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    write_certificate(key, cert, "localhost")
+    key, cert = write_self_signed_certificate(tmp_path)
     key.write_bytes(b"# this key is not ENCRYPTED\n" + key.read_bytes())
     make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={key}:certKey={cert}")
 
@@ -771,8 +754,6 @@ def test_a_parameter_given_twice_in_an_endpoint_is_refused(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], repeated: str
 ) -> None:
     """Twisted keeps the last silently: a second certificate would just vanish."""
-    from tests.test_sockets import write_self_signed_certificate
-
     key, cert = write_self_signed_certificate(tmp_path)
     listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}:{repeated}={cert}"
     with pytest.raises(SystemExit) as raised:
@@ -802,8 +783,6 @@ def test_dh_parameters_that_do_not_load_are_refused_at_start(
     """Twisted loads them at the first connection: every handshake failed after a
     start (and --check-config) that said all was well.
     """
-    from tests.test_sockets import write_self_signed_certificate
-
     key, cert = write_self_signed_certificate(tmp_path)
     dh = tmp_path / "dh.pem"
     if content is not None:
@@ -830,50 +809,17 @@ def served_certificate_subject(endpoint: Any) -> str:
     return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
-def write_certificate(key_path: Path, cert_path: Path, name: str) -> None:
-    """A self-signed certificate for ``name`` over the files at these paths."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-
-
 def test_reload_reads_renewed_tls_files_and_keeps_the_old_ones_when_broken(
     tmp_path: Path,
 ) -> None:
     """SIGHUP kept serving the certificate read at start (a renewed one was never
     used until a restart); files that no longer load leave the last good ones.
     """
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    write_certificate(key, cert, "first.example")
+    key, cert = write_self_signed_certificate(tmp_path, "first.example")
     description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     endpoint = cli._endpoint_for(global_reactor, description)
     assert served_certificate_subject(endpoint) == "first.example"
-    write_certificate(key, cert, "renewed.example")
+    write_self_signed_certificate(tmp_path, "renewed.example")
     with capture_log_events() as events:
         cli.reload_certificates(global_reactor, [(description, endpoint)])
     assert served_certificate_subject(endpoint) == "renewed.example"
@@ -890,8 +836,7 @@ def test_tls_ciphers_choose_what_a_listener_offers(tmp_path: Path) -> None:
     """--tls-ciphers is nginx's ssl_ciphers: static RSA and CBC can be left out."""
     from OpenSSL import SSL
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    write_certificate(key, cert, "localhost")
+    key, cert = write_self_signed_certificate(tmp_path)
     description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
 
     def offered(config: ServerConfig) -> list[str]:
@@ -908,8 +853,7 @@ def test_tls_ciphers_choose_what_a_listener_offers(tmp_path: Path) -> None:
 def test_tls_ciphers_openssl_does_not_know_are_refused_at_start(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    write_certificate(key, cert, "localhost")
+    key, cert = write_self_signed_certificate(tmp_path)
     listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     with pytest.raises(SystemExit) as raised:
         make("--app", "tests.apps:hello", "--listen", listen, "--tls-ciphers", "NO-SUCH-CIPHER")

@@ -197,6 +197,19 @@ def one_response(client: Connection, method: bytes = b"GET") -> Any:
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+WEBSOCKET_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+)
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def open_tunnel(setup: Setup) -> tuple[Connection, UpstreamConnection]:
+    """A client whose WebSocket upgrade the upstream accepted: both ends of the tunnel."""
+    client = setup.client()
+    client.send(WEBSOCKET_UPGRADE)
+    upstream = setup.endpoint().last
+    upstream.respond(SWITCHED)
+    return client, upstream
 
 
 def answer_busy(setup: Setup) -> None:
@@ -1052,12 +1065,10 @@ def test_tunnel_starts_paused_when_the_upstream_is_not_reading() -> None:
     """
     setup = make_proxy()
     client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(WEBSOCKET_UPGRADE)
     upstream = setup.endpoint().last
     upstream.protocol.pauseProducing()
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    upstream.respond(SWITCHED)
     assert client.take().startswith(b"HTTP/1.1 101")
     assert client.transport.producerState == "paused"
     upstream.protocol.resumeProducing()
@@ -1068,7 +1079,7 @@ def test_refused_upgrade_is_an_ordinary_response() -> None:
     """An upstream that answers an Upgrade request with 200 gives an ordinary response."""
     setup = make_proxy()
     client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(WEBSOCKET_UPGRADE)
     setup.endpoint().last.respond(OK)
     assert one_response(client).body == b"ok"
 
@@ -1114,7 +1125,7 @@ def test_a_switch_to_a_protocol_not_asked_for_is_a_502(answer: bytes) -> None:
     """RFC 9110 7.8: a server must not switch to a protocol the client did not offer."""
     setup = make_proxy()
     client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(WEBSOCKET_UPGRADE)
     upstream = setup.endpoint().last
     upstream.respond(
         b"HTTP/1.1 101 Switching Protocols\r\n" + answer + b"Connection: Upgrade\r\n\r\n"
@@ -1138,9 +1149,7 @@ def test_a_client_leaving_while_its_upgrade_waits_drops_the_upstream_at_once() -
     client.send(b"second")
     upstream = setup.endpoint().last
     upstream.take()
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    upstream.respond(SWITCHED)
     assert upstream.take() == b"firstsecond"
     other = setup.client()
     other.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
@@ -1154,14 +1163,12 @@ def test_bytes_kept_before_the_switch_are_bounded() -> None:
     """Over UPGRADE_TAIL_LIMIT kept, the client is no longer read until the switch."""
     setup = make_proxy()
     client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(WEBSOCKET_UPGRADE)
     client.send(b"x" * (UPGRADE_TAIL_LIMIT + 1))
     assert client.transport.producerState == "paused"
     upstream = setup.endpoint().last
     upstream.take()
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    upstream.respond(SWITCHED)
     assert client.transport.producerState == "producing"
     assert upstream.take() == b"x" * (UPGRADE_TAIL_LIMIT + 1)
 
@@ -1173,9 +1180,7 @@ def test_an_http10_upgrade_is_not_passed_on() -> None:
     client.send(b"GET /ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     upstream = setup.endpoint().last
     assert upstream.header(b"upgrade") == []
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    upstream.respond(SWITCHED)
     assert one_response(client).status == 502
 
 
@@ -1187,7 +1192,7 @@ def test_an_upgrade_on_a_stale_keepalive_connection_is_retried() -> None:
     endpoint = setup.endpoint()
     endpoint.last.respond(OK)
     one_response(client)
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(WEBSOCKET_UPGRADE)
     endpoint.connections[0].close(ConnectionDone())
     assert len(endpoint.connections) == 2
     endpoint.last.respond(
@@ -1199,12 +1204,7 @@ def test_an_upgrade_on_a_stale_keepalive_connection_is_retried() -> None:
 def test_a_tunnel_whose_upstream_stops_reading_ends_after_idle_timeout() -> None:
     """Both sockets and the upstream's slot were held for ever (nginx: proxy_send_timeout)."""
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-    upstream = setup.endpoint().last
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    client, upstream = open_tunnel(setup)
     assert client.take().startswith(b"HTTP/1.1 101")
     upstream.protocol.pauseProducing()
     setup.clock.advance(OPTIONS["idle_timeout"] - 1)
@@ -1217,12 +1217,7 @@ def test_a_tunnel_whose_upstream_stops_reading_ends_after_idle_timeout() -> None
 
 def test_a_tunnel_upstream_reading_again_keeps_the_tunnel() -> None:
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-    upstream = setup.endpoint().last
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    client, upstream = open_tunnel(setup)
     upstream.protocol.pauseProducing()
     setup.clock.advance(OPTIONS["idle_timeout"] - 1)
     upstream.protocol.resumeProducing()
@@ -1233,12 +1228,7 @@ def test_a_tunnel_upstream_reading_again_keeps_the_tunnel() -> None:
 def test_a_client_leaving_a_tunnel_aborts_an_upstream_that_stopped_reading() -> None:
     """A graceful close would wait for the upstream to take what is buffered."""
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-    upstream = setup.endpoint().last
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    client, upstream = open_tunnel(setup)
     upstream.protocol.pauseProducing()
     client.protocol.connectionLost(Failure(ConnectionDone()))
     assert upstream.transport.disconnected
@@ -1270,12 +1260,7 @@ def test_a_closed_upstream_that_never_takes_its_bytes_is_dropped_after_idle_time
     ever. It now has idle_timeout.
     """
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-    upstream = setup.endpoint().last
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    client, upstream = open_tunnel(setup)
     client.send(b"x" * 30_000)
     client.protocol.connectionLost(Failure(ConnectionDone()))
     assert upstream.transport.disconnecting and not upstream.transport.disconnected
@@ -1290,7 +1275,7 @@ def test_a_tunnel_is_logged_when_it_ends_with_the_bytes_it_carried() -> None:
     logged: list[Any] = []
     setup = make_proxy()
     client = setup.client(response_log=logged.append)
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    client.send(WEBSOCKET_UPGRADE)
     upstream = setup.endpoint().last
     upstream.respond(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -1306,12 +1291,7 @@ def test_a_tunnel_is_logged_when_it_ends_with_the_bytes_it_carried() -> None:
 def test_client_closing_the_tunnel_closes_the_upstream() -> None:
     """The client leaving a tunnel closes the upstream connection."""
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-    upstream = setup.endpoint().last
-    upstream.respond(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
+    client, upstream = open_tunnel(setup)
     assert client.take().startswith(b"HTTP/1.1 101")
     client.protocol.connectionLost(Failure(ConnectionDone()))
     assert upstream.transport.disconnecting

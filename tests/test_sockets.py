@@ -67,10 +67,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """Write a throwaway certificate for 127.0.0.1 and localhost; return (key, cert)."""
+def write_self_signed_certificate(
+    directory: Path, common_name: str = "localhost"
+) -> tuple[Path, Path]:
+    """Write a throwaway certificate for 127.0.0.1 and localhost (key.pem, cert.pem in
+    ``directory``, replaced if there); return (key, cert).
+    """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
