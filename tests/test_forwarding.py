@@ -252,7 +252,7 @@ def test_hop_by_hop_and_connection_named_fields_are_removed() -> None:
             (b"accept", b"*/*"),
         ]
     )
-    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    sent = fields(request_fields(request, trusted=False))
     names = [name for name, _ in sent]
     assert names[:2] == [b"X-One", b"accept"]
     for dropped in (
@@ -278,16 +278,16 @@ def test_repeated_fields_are_kept_separately() -> None:
             (b"Cookie", b"b=2"),
         ]
     )
-    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    sent = fields(request_fields(request, trusted=False))
     assert values(sent, b"cookie") == [b"a=1", b"b=2"]
 
 
 def test_framing_is_redeclared() -> None:
     """Content-Length is re-declared as received; a chunked body stays chunked."""
     request = head(headers=[(b"Content-Length", b"5")], content_length=5, method=b"POST")
-    assert values(fields(request_fields(request, trusted=False, upgrade=False)), b"content-length")
+    assert values(fields(request_fields(request, trusted=False)), b"content-length")
     request = head(headers=[(b"Transfer-Encoding", b"chunked")], chunked=True, method=b"POST")
-    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    sent = fields(request_fields(request, trusted=False))
     assert values(sent, b"transfer-encoding") == [b"chunked"]
 
 
@@ -296,7 +296,7 @@ def test_upgrade_is_passed_on_when_asked() -> None:
     request = head(
         headers=[(b"Host", b"x"), (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
     )
-    sent = fields(request_fields(request, trusted=False, upgrade=True))
+    sent = fields(request_fields(request, trusted=False, upgrade=upgrade_protocols(request)))
     assert values(sent, b"upgrade") == [b"websocket"]
     assert values(sent, b"connection") == [b"upgrade"]
 
@@ -315,7 +315,7 @@ def test_forwarding_fields_from_an_untrusted_client_are_replaced() -> None:
             (b"X-Real-IP", b"6.6.6.6"),
         ]
     )
-    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    sent = fields(request_fields(request, trusted=False))
     assert values(sent, b"x-forwarded-for") == [b"192.0.2.7"]
     assert values(sent, b"x-forwarded-proto") == [b"http"]
     assert values(sent, b"x-forwarded-host") == [b"example.org"]
@@ -338,7 +338,7 @@ def test_underscore_spellings_of_forwarding_fields_are_dropped(trusted: bool) ->
             (b"My_Header", b"kept"),
         ]
     )
-    sent = fields(request_fields(request, trusted=trusted, upgrade=False))
+    sent = fields(request_fields(request, trusted=trusted))
     names = [name.lower() for name, _ in sent]
     assert b"my_header" in names
     assert not [name for name in names if b"_" in name and name != b"my_header"]
@@ -362,7 +362,7 @@ def test_forwarding_fields_from_a_trusted_proxy_are_extended() -> None:
             (b"X-Real-IP", b"203.0.113.1"),
         ],
     )
-    sent = fields(request_fields(request, trusted=True, upgrade=False))
+    sent = fields(request_fields(request, trusted=True))
     assert values(sent, b"x-forwarded-for") == [b"203.0.113.1, 10.0.0.1, 192.0.2.7"]
     assert values(sent, b"x-forwarded-proto") == [b"https"]
     assert values(sent, b"x-forwarded-host") == [b"public.example"]
@@ -379,7 +379,7 @@ def test_forwarded_for_ipv6_and_unknown() -> None:
     )
     assert forwarded_element(None, b"", "http") == b"for=unknown;proto=http"
     request = head(peer=None)
-    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    sent = fields(request_fields(request, trusted=False))
     assert not values(sent, b"x-forwarded-for")
     assert values(sent, b"forwarded") == [b"for=unknown;host=example.org;proto=http"]
 
@@ -391,7 +391,7 @@ def test_a_link_local_clients_zone_is_not_forwarded(special: bool) -> None:
     """
     headers = [(b"X-Forwarded-For", b"203.0.113.1")] if special else []
     request = head(peer=("fe80::1%eth0", 5000), headers=headers)
-    sent = fields(request_fields(request, trusted=False, upgrade=False))
+    sent = fields(request_fields(request, trusted=False))
     assert values(sent, b"x-forwarded-for") == [b"fe80::1"]
     assert values(sent, b"forwarded") == [b'for="[fe80::1]";host=example.org;proto=http']
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -341,15 +341,16 @@ def upgrade_accepted(requested: list[bytes], answered: list[tuple[bytes, bytes]]
     return bool(chosen) and all(member in offered for member in chosen)
 
 
-def request_fields(request: RequestHead, *, trusted: bool, upgrade: bool) -> bytes:
+def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[bytes] = ()) -> bytes:
     """The request's header field lines for the upstream, except ``Host``.
 
     Args:
         request: the client's request.
         trusted: whether the client is a trusted proxy (its forwarding fields are
             extended rather than replaced).
-        upgrade: whether to pass the protocol upgrade on (``Upgrade`` and
-            ``Connection: upgrade``, RFC 9110 7.8).
+        upgrade: the protocols to pass a protocol upgrade on with (``Upgrade`` and
+            ``Connection: upgrade``, RFC 9110 7.8), from :func:`upgrade_protocols`;
+            empty for none.
 
     Returns:
         The field lines, each ending in CRLF (no empty line after them).
@@ -391,11 +392,10 @@ def _with_special_fields(
     client: str | None,
     *,
     trusted: bool,
-    upgrade: bool,
+    upgrade: Sequence[bytes],
 ) -> bytes:
     """Finish :func:`request_fields` when hop-by-hop or forwarding fields came in."""
     options: set[bytes] = set()
-    upgrade_value: bytes | None = None
     forwarded_for: list[bytes] = []
     forwarded: list[bytes] = []
     proto: bytes | None = None
@@ -404,8 +404,6 @@ def _with_special_fields(
     for lower, name, value in special:
         if lower == b"connection":
             options |= connection_options(value)
-        elif lower == b"upgrade":
-            upgrade_value = b""  # the protocols that may be passed on replace it
         elif trusted and lower in FORWARDING_FIELDS and b"_" not in lower:
             if lower == b"x-forwarded-for":
                 forwarded_for.append(value)
@@ -423,10 +421,8 @@ def _with_special_fields(
         lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
     lines.extend(kept)
     append = lines.append
-    if upgrade and upgrade_value is not None:
-        protocols = upgrade_protocols(request)
-        if protocols:
-            append(b"Upgrade: " + b", ".join(protocols) + b"\r\nConnection: upgrade\r\n")
+    if upgrade:
+        append(b"Upgrade: " + b", ".join(upgrade) + b"\r\nConnection: upgrade\r\n")
     authority = request.authority
     scheme = request.scheme
     if not (forwarded_for or forwarded or proto is not None or host is not None):

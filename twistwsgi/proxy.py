@@ -306,7 +306,7 @@ class _Forward:
         "_tried",
         "_tunnel",
         "_tunnelling",
-        "_upgrade",
+        "_upgrade_protocols",
         "_upstream_paused",
     )
 
@@ -331,7 +331,8 @@ class _Forward:
         self._last_failure: tuple[str, UpstreamError] | None = None
         self._tunnel: Tunnel | None = None
         self._tunnelling = False
-        self._upgrade = False
+        # What the request may be upgraded to (empty: an ordinary request).
+        self._upgrade_protocols: list[bytes] = []
         self._upstream_paused = False  # the upstream connection stopped reading
         self._fields = b""
 
@@ -343,7 +344,9 @@ class _Forward:
         request = self._request
         proxy = self._proxy
         # An Upgrade only to protocols never passed on (h2c) goes as a plain request.
-        self._upgrade = upgrade = exchange.upgradable and bool(upgrade_protocols(request))
+        self._upgrade_protocols = upgrade = (
+            upgrade_protocols(request) if exchange.upgradable else []
+        )
         trusted = proxy.trusted.trusts_peer(request.peer)
         self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
         exchange.on_close(self._exchange_closed)
@@ -540,7 +543,7 @@ class _Forward:
             head_only=request.method == b"HEAD",
             body=self._has_body,
             chunked=request.chunked,
-            upgrade=self._upgrade,
+            upgrade=bool(self._upgrade_protocols),
         )
         if not self._has_body:
             return
@@ -860,7 +863,7 @@ class _Forward:
             self._done
             or connection is None
             or not exchange.upgradable
-            or not upgrade_accepted(upgrade_protocols(self._request), headers)
+            or not upgrade_accepted(self._upgrade_protocols, headers)
         ):
             # RFC 9110 7.8: only to a protocol the client asked for (and we passed on).
             peer = self._peer
