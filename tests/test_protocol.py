@@ -1109,6 +1109,73 @@ def test_upgrade_request_is_answered_then_closed() -> None:
     assert response.header(b"connection") == b"close"
 
 
+# What curl --http2 sends on every http:// request (RFC 7540 3.2), with no body.
+H2C_GET = (
+    b"GET /first HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+)
+
+
+def test_an_ignored_upgrade_keeps_the_connection() -> None:
+    """An Upgrade request answered as an ordinary one, before the client sent
+    anything more, leaves the connection persistent (RFC 9110 7.8: the server may
+    ignore Upgrade, and HTTP/1.1 goes on): curl --http2 on http:// offers h2c on
+    every request, and each used to cost a connection.
+    """
+    echo = Echo()
+    connection = open_connection(echo)
+    connection.send(H2C_GET)
+    connection.send(get(b"second"))
+    first, second = parse_responses(connection.take())
+    assert (first.body, second.body) == (b"/first", b"/second")
+    assert first.header(b"connection") is None
+    assert not connection.is_closed()
+    connection.clock.advance(HttpSettings().keepalive_timeout)  # idle as usual
+    assert connection.is_closed()
+
+
+def test_an_ignored_upgrade_reads_http_sent_after_its_head() -> None:
+    """Bytes the client sends once the answer's head has gone are HTTP again (the
+    client knows the switch did not happen), even while the body is still being
+    sent: they are parsed when the answer is complete.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(H2C_GET)
+    [upgrade] = held.exchanges
+    assert upgrade.upgradable
+    upgrade.start_response(200, [(b"Content-Length", b"4")])
+    upgrade.write(b"ab")
+    connection.send(get(b"next"))
+    assert len(held.exchanges) == 1
+    upgrade.finish(b"cd")
+    assert [e.request.path for e in held.exchanges] == [b"/first", b"/next"]
+    held.exchanges[1].start_response(200, [])
+    held.exchanges[1].finish(b"")
+    responses = parse_responses(connection.take())
+    assert [(r.status, r.body) for r in responses] == [(200, b"abcd"), (200, b"")]
+    assert responses[0].header(b"connection") is None
+    assert not connection.is_closed()
+
+
+def test_an_ignored_upgrade_closes_when_the_client_sent_on_before_the_answer() -> None:
+    """Bytes sent before the answer may be the other protocol's (RFC 9110 7.8 lets a
+    client start it right after the request): the answer says close, and they are
+    never parsed as HTTP.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(H2C_GET)
+    connection.send(get(b"early"))
+    [upgrade] = held.exchanges
+    upgrade.start_response(200, [])
+    upgrade.finish(b"")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"connection") == b"close"
+    assert len(held.exchanges) == 1
+    assert connection.is_closed()
+
+
 def test_upgrade_request_with_body_delivers_the_body() -> None:
     """Httptools skips the body of an Upgrade request; the protocol parses it."""
     collector = BodyCollector()

@@ -1076,10 +1076,16 @@ def test_tunnel_starts_paused_when_the_upstream_is_not_reading() -> None:
 
 
 def test_refused_upgrade_is_an_ordinary_response() -> None:
-    """An upstream that answers an Upgrade request with 200 gives an ordinary response."""
+    """An upstream that answers an Upgrade request with 200 gives an ordinary response,
+    and the client's connection carries its next request.
+    """
     setup = make_proxy()
     client = setup.client()
     client.send(WEBSOCKET_UPGRADE)
+    setup.endpoint().last.respond(OK)
+    assert one_response(client).body == b"ok"
+    assert not client.transport.disconnecting
+    client.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
     setup.endpoint().last.respond(OK)
     assert one_response(client).body == b"ok"
 

@@ -634,6 +634,26 @@ class LoopbackTests(TestCase):
         self.assertEqual(result.stdout, body.read_bytes())
         self.assertIn(b"HTTP/1.1 100 Continue", result.stderr)
 
+    async def test_curl_http2_on_http_reuses_its_connection(self) -> None:
+        """Curl --http2 offers h2c on every http:// request; the offer is ignored
+        (HTTP/1.1 answers) and the next URL goes over the same connection.
+        """
+        curl = self.require_curl()
+        port, _ = await self.serve(apps.environ)
+
+        def client() -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [curl, "-sS", "-v", "--http2", self.url(port, "/a"), self.url(port, "/b")],
+                capture_output=True,
+                check=True,
+            )
+
+        result = await self.in_thread(client)
+        self.assertIn(b"Upgrade: h2c", result.stderr)
+        self.assertIn(b"Re-using existing connection", result.stderr)
+        self.assertIn(b'"PATH_INFO": "/a"', result.stdout)
+        self.assertIn(b'"PATH_INFO": "/b"', result.stdout)
+
     async def test_curl_head(self) -> None:
         """Curl -I sees the headers a GET would have, with no body."""
         curl = self.require_curl()

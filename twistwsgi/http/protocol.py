@@ -1118,6 +1118,11 @@ class HTTP11Protocol(Protocol):
             else:
                 self._close_after_response(exchange)
                 return
+        if self._upgraded and not self._queue:
+            # The Upgrade request was answered without switching, and the head said
+            # the connection stays (see closing): HTTP/1.1 goes on.
+            self._parse_http_again()
+            return
         if self._queue or self._held:
             self._advance()
             return
@@ -1125,6 +1130,26 @@ class HTTP11Protocol(Protocol):
             self.resume_reading("pipeline")
         self._kept_alive = True
         if self._read is _Read.IDLE:
+            self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
+
+    def _parse_http_again(self) -> None:
+        """Read HTTP after an Upgrade request that was answered without switching.
+
+        Llhttp stops for good at an Upgrade request, so a fresh parser takes what the
+        client sent after the answer's head (kept in ``_upgrade_tail``) and what it
+        sends from now on.
+        """
+        tail = self._upgrade_tail or b""
+        self._upgrade_tail = None
+        self._upgraded = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._read = _Read.IDLE
+        self._kept_alive = True
+        self.resume_reading("upgrade")
+        self.resume_reading("pipeline")
+        if tail:
+            self.dataReceived(tail)
+        elif self._read is _Read.IDLE:
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _close_after_response(self, exchange: HTTP11Exchange | None) -> None:
@@ -1275,13 +1300,14 @@ class HTTP11Protocol(Protocol):
         return b"".join(fields)
 
     def _upgrade(self, tail: bytes) -> None:
-        """Llhttp stopped after an ``Upgrade`` request: no more HTTP on this connection.
+        """Llhttp stopped after an ``Upgrade`` request: no more parsing for now.
 
         A handler may accept the upgrade (:meth:`HTTP11Exchange.upgrade`, for a
         request without a body): the connection then becomes a tunnel, and the bytes
         that followed the head are its first bytes. Otherwise the request is answered
         as an ordinary one (RFC 9110 7.8 lets a server ignore Upgrade) and the
-        connection closes after it. httptools skips the body of such a request; when
+        connection closes after it, unless :attr:`closing` let it stay (then
+        :meth:`_parse_http_again` takes over). httptools skips the body of such a request; when
         it has one, :class:`_SkippedBody` parses it from the bytes that follow the
         head. Anything after the body belongs to the other protocol and is discarded.
         """
@@ -1363,11 +1389,15 @@ class HTTP11Protocol(Protocol):
 
         After an Upgrade request, parsing has stopped: the requests pipelined before it
         are still answered on a kept-alive connection, and the Upgrade request itself,
-        the last one queued, is answered last (or switches protocols).
+        the last one queued, is answered last (or switches protocols). Answered
+        without switching, it keeps the connection only if it had no body and the
+        client has sent nothing since: bytes sent before the answer may be the other
+        protocol's (RFC 9110 7.8 lets a client begin it right after the request), and
+        llhttp does not say where an Upgrade request's body ends.
         """
         return (
             self._close_when_idle
-            or (self._upgraded and len(self._queue) <= 1)
+            or (self._upgraded and len(self._queue) <= 1 and self._upgrade_tail != b"")
             or self._factory.shutting_down
         )
 
