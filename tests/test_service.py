@@ -170,19 +170,26 @@ def test_shutdown_closes_idle_connections_and_waits_for_busy_ones() -> None:
 
 
 def test_the_shutdown_line_counts_only_connections_with_a_request() -> None:
-    """Idle keep-alive connections are closed at once: the line counts the others."""
+    """Idle keep-alive connections are closed at once: the line counts the others,
+    including a request that stopped parsing (an Upgrade request, whose answer or
+    101 is pending).
+    """
     clock = MemoryReactorClock()
     service = build(Held(), clock)
     service.startService()
     for _ in range(3):
         open_connection(service.factory)
-    _busy_protocol, _busy = open_connection(service.factory)
-    _busy_protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    busy_protocol, _busy = open_connection(service.factory)
+    busy_protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    upgrading_protocol, _upgrading = open_connection(service.factory)
+    upgrading_protocol.dataReceived(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
     with capture_log_events() as events:
         service.stopService()
     [line] = [formatEvent(event) for event in events if "Shutting down" in formatEvent(event)]
     assert (
-        line == "Shutting down: waiting up to 30.0s for 1 connection(s) with a request in progress"
+        line == "Shutting down: waiting up to 30.0s for 2 connection(s) with a request in progress"
     )
 
 

@@ -496,9 +496,10 @@ class HTTP11Protocol(Protocol):
     def draining(self) -> bool:
         """Whether a request is still being read or answered after a shutdown began.
 
-        A connection closing (idle, or lingering after its last response) is not.
+        A connection closing (idle, or lingering after its last response) is not. One
+        that stopped parsing at an Upgrade request is, while that request is queued.
         """
-        return not self._closed and self._read is not _Read.STOPPED
+        return not self._closed and (self._read is not _Read.STOPPED or bool(self._queue))
 
     def abort_connection(self) -> None:
         """Drop the connection without sending anything more."""
