@@ -850,6 +850,38 @@ def test_tls_ciphers_choose_what_a_listener_offers(tmp_path: Path) -> None:
     assert "AES128-SHA" not in chosen
 
 
+def test_reload_keeps_the_tls_settings_a_listener_was_built_with(tmp_path: Path) -> None:
+    """reload_certificates(reactor, endpoints), as library users call it, rebuilt the
+    contexts with the default settings: a restricted cipher list was lost and session
+    tickets came back on. Given a configuration, it applies that one's (SIGHUP).
+    """
+    from OpenSSL import SSL
+
+    key, cert = write_self_signed_certificate(tmp_path)
+    description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    strict = ServerConfig(tls_ciphers="ECDHE+AESGCM", tls_session_tickets=False)
+    endpoint = cli._endpoint_for(global_reactor, description, strict)
+
+    def ciphers() -> list[str]:
+        context = cli._tls_options(endpoint).getContext()
+        return list(SSL.Connection(context).get_cipher_list())
+
+    def tickets() -> bool:
+        from OpenSSL._util import lib  # pyOpenSSL has no getter for a used context
+
+        context = cli._tls_options(endpoint).getContext()
+        return not lib.SSL_CTX_get_options(context._context) & SSL.OP_NO_TICKET
+
+    restricted = ciphers()
+    assert "AES128-SHA" not in restricted and not tickets()
+    cli.reload_certificates(global_reactor, [(description, endpoint)])
+    assert ciphers() == restricted and not tickets()
+    cli.reload_certificates(global_reactor, [(description, endpoint)], ServerConfig())
+    assert "AES128-SHA" in ciphers() and tickets()
+    cli.reload_certificates(global_reactor, [(description, endpoint)])
+    assert "AES128-SHA" in ciphers() and tickets()  # the settings of the last reload
+
+
 def test_tls_ciphers_openssl_does_not_know_are_refused_at_start(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,7 @@ import socket
 import stat
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -237,7 +238,13 @@ def _endpoint_for(
         raise _EndpointError(_endpoint_problem(description, error)) from error
     if context is not None:
         _apply_tls_settings(context, settings)
+        _TLS_SETTINGS_IN_USE[_tls_options(endpoint)] = settings
     return endpoint
+
+
+#: The configuration each TLS listener's settings came from, by its context factory:
+#: a reload given no configuration applies the same ones again.
+_TLS_SETTINGS_IN_USE: weakref.WeakKeyDictionary[Any, ServerConfig] = weakref.WeakKeyDictionary()
 
 
 def _apply_tls_settings(context: SSL.Context, config: ServerConfig) -> None:
@@ -263,7 +270,9 @@ def reload_certificates(
 ) -> None:
     """Read the certificates and keys of the TLS listeners again (on SIGHUP).
 
-    ``config`` gives the TLS settings to apply (``tls_min_version``, ``tls_ciphers``).
+    ``config`` gives the TLS settings to apply (``tls_min_version``, ``tls_ciphers``,
+    ``tls_session_tickets``); without it, each listener keeps the settings it was
+    built (or last reloaded) with.
 
     A listener keeps its socket; connections accepted from now on get a context
     built from the files as they are now, those open keep theirs. A renewed
@@ -275,8 +284,9 @@ def reload_certificates(
         serving = _tls_options(endpoint)
         if serving is None or not hasattr(serving, "_context"):
             continue
+        settings = config if config is not None else _TLS_SETTINGS_IN_USE.get(serving)
         try:
-            fresh = _tls_options(_endpoint_for(reactor, description, config))
+            fresh = _tls_options(_endpoint_for(reactor, description, settings))
             assert fresh is not None
             context = fresh.getContext()
         except (_EndpointError, _TLSSettingError) as error:
@@ -289,6 +299,7 @@ def reload_certificates(
             continue
         # CertificateOptions hands its one cached context to every new connection.
         serving._context = context
+        _TLS_SETTINGS_IN_USE[serving] = _TLS_SETTINGS_IN_USE[fresh]
         _log.info("Reload: read the TLS files of {listen!r} again", listen=description)
 
 
