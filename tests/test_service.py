@@ -647,3 +647,149 @@ def test_a_reload_raising_the_limit_resumes_accepting_at_once() -> None:
     factory.update_settings(HttpSettings(max_connections=10))
     assert endpoint.port.changes == [False, True]
     service.stopService()
+
+
+# -- the service's life cycle, as a library user drives it ----------------------------------
+
+
+def test_a_stopped_service_serves_again_when_started(tmp_path: Path) -> None:
+    """IService allows stop then start (a MultiService does it to its children): the
+    restarted service listened but closed every connection at once, its access log
+    closed; its proxy mounts' pools and health checks closed too.
+    """
+    log = tmp_path / "access.log"
+    given = {
+        "app": "tests.apps:hello",
+        "proxy": ["/api=http://127.0.0.1:9000"],
+        "access_log": str(log),
+    }
+    reactor = MemoryReactorClock()
+    config = cli.load_config({"threads": "0", **given})
+    endpoints = [("tcp:8080", serverFromString(reactor, "tcp:8080"))]
+    service = make_service(config, reactor=reactor, endpoints=endpoints)
+    service.startService()
+    request(service, b"a", b"/first")
+    proxy_before = proxy_handler(service)
+    stopped: list[object] = []
+    service.stopService().addCallback(stopped.append)
+    assert stopped == [None]
+    assert proxy_before.group.peers[0].target.closed
+    service.startService()
+    assert len(reactor.tcpServers) == 2  # listening again
+    [response] = parse_responses(request(service, b"a", b"/second"))
+    assert (response.status, response.body) == (200, b"Hello, World!")
+    assert [line.split('"')[1] for line in lines(log)] == [
+        "GET /first HTTP/1.1",
+        "GET /second HTTP/1.1",
+    ]
+    proxy_after = proxy_handler(service)
+    assert proxy_after is not proxy_before and not proxy_after.group.peers[0].target.closed
+    service.stopService()
+
+
+def proxy_handler(service: ServerService) -> Any:
+    """The proxy mount's handler of the first host (or the default one)."""
+    router: Any = service._router
+    [handler] = [h for h in router.table.handlers if hasattr(h, "group")]
+    return handler
+
+
+def test_reload_keeps_the_application_of_the_library_form() -> None:
+    """make_service(config, app) then reload(config), to change a limit: the new table
+    came from config's hosts, which that form has none of, and every request was a
+    404 after a reload that reported success. A configuration with hosts is refused.
+    """
+    reactor = MemoryReactorClock()
+    service = make_service(ServerConfig(threads=0, access_log="off"), hello, reactor=reactor)
+    service.startService()
+    assert service.reload(ServerConfig(threads=0, access_log="off", graceful_timeout=5))
+    [response] = parse_responses(request(service, b"a", b"/"))
+    assert (response.status, response.body) == (200, b"Hello, World!")
+    with_hosts = cli.load_config({"threads": "0", "access_log": "off", "app": "tests.apps:environ"})
+    with capture_log_events() as events:
+        assert not service.reload(with_hosts)
+    assert any("built with an application" in formatEvent(event) for event in events)
+    [response] = parse_responses(request(service, b"a", b"/"))
+    assert response.body == b"Hello, World!"
+    service.stopService()
+
+
+@implementer(IStreamServerEndpoint)
+class PendingEndpoint:
+    """Listens asynchronously: the test decides when, or the caller cancels."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.listening: Deferred[Any] = Deferred(lambda _: setattr(self, "cancelled", True))
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        return self.listening
+
+
+def test_a_stop_cancels_a_listen_still_pending() -> None:
+    """Twisted's own endpoint service cancels it: a port that began listening after
+    the stop stayed open, owned by a stopped service.
+    """
+    clock = MemoryReactorClock()
+    endpoint = PendingEndpoint()
+    factory = make_factory(hello, reactor=clock, threadpool=None)
+    service = ServerService(factory, [("onion:80", endpoint)], clock=clock)
+    service.startService()
+    with capture_log_events() as events:
+        service.stopService()
+    assert endpoint.cancelled
+    assert service.ports == []
+    assert not [e for e in events if e["log_level"] in (LogLevel.error, LogLevel.critical)]
+
+
+def test_a_failed_start_closes_what_it_opened_and_fails_again() -> None:
+    """With the second endpoint refused, the first kept listening and a later start
+    reported nothing while serving on half the endpoints.
+    """
+    clock = MemoryReactorClock()
+    factory = make_factory(hello, reactor=clock, threadpool=None)
+    pool = WorkerPool(1)
+    opened = OpeningEndpoint()
+    service = ServerService(
+        factory, [("tcp:8080", opened), ("tcp:80", RefusingEndpoint())], clock=clock, pool=pool
+    )
+    with pytest.raises(ListenError):
+        service.startService()
+    assert service.ports == [] and not service.running and not pool.started
+    assert [port.listening for port in opened.ports] == [False]
+    with pytest.raises(ListenError):
+        service.startService()
+    assert [port.listening for port in opened.ports] == [False, False]
+    assert service.ports == [] and not service.running
+
+
+class FakePort:
+    def __init__(self) -> None:
+        self.listening = True
+
+    def stopListening(self) -> None:
+        self.listening = False
+
+    def getHost(self) -> str:
+        return "fake"
+
+
+@implementer(IStreamServerEndpoint)
+class OpeningEndpoint:
+    """Listens at once, on a port that records whether it was closed."""
+
+    def __init__(self) -> None:
+        self.ports: list[FakePort] = []
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        self.ports.append(FakePort())
+        return succeed(self.ports[-1])
+
+
+def test_a_stopped_service_leaves_no_timer_behind() -> None:
+    """The "Ready" line's call was left pending on the clock after the stop."""
+    clock = MemoryReactorClock()
+    service = build(Held(), clock)
+    service.startService()
+    service.stopService()
+    assert clock.getDelayedCalls() == []

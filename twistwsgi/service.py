@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -142,9 +142,9 @@ class ServerService(Service):
         graceful_timeout: seconds in-flight requests get on shutdown.
         access_log: closed when the service stops.
         on_start_error: called with a one-line message when the service cannot
-            start (an endpoint fails to listen, the worker threads cannot be
-            started); by default :class:`ListenError` or :class:`StartError` is
-            raised.
+            start (an endpoint fails to listen at once, the worker threads cannot
+            be started); by default :class:`ListenError` or :class:`StartError` is
+            raised. An endpoint failing later, while the reactor runs, is logged.
         router: the router whose table :meth:`reload` replaces.
         site_builder: builds routing tables from configurations (for reload).
         config: the configuration the service was built from.
@@ -176,25 +176,44 @@ class ServerService(Service):
         self._access_log = access_log
         self.ports: list[IListeningPort] = []
         self._listening = False
+        # What endpoint.listen returned, so a stop can cancel those still pending.
+        self._listen_calls: list[Deferred[IListeningPort]] = []
         self._drain_deadline: IDelayedCall | None = None
+        self._ready_call: IDelayedCall | None = None
+        self._stopped = False  # stopped since built: a start must set up again
 
     def privilegedStartService(self) -> None:
         """Listen on every endpoint (before ``twistd`` drops privileges).
 
         Raises:
             ListenError: when an endpoint fails to listen synchronously (port in use,
-                permission denied, missing certificate...).
+                permission denied, missing certificate...). The endpoints opened
+                before it are closed again: a later start tries them all anew.
         """
         super().privilegedStartService()
-        self._listen()
+        if self._prepare_restart():
+            self._listen()
 
     def startService(self) -> None:
-        """Start the worker threads (and listen, if not done already)."""
+        """Listen, if not done already, then start the worker threads.
+
+        A service that was stopped may be started again: it serves as before, with
+        the access log reopened and its mounts built anew (their upstream pools
+        and health checks were closed by the stop).
+
+        Raises:
+            ListenError: see :meth:`privilegedStartService`.
+            StartError: when the worker threads cannot be started, or the mounts
+                cannot be built again on a restart.
+        """
+        if not self._prepare_restart() or not self._listen():
+            return
         if self._pool is not None:
             try:
                 self._pool.start()
             except RuntimeError as error:  # "can't start new thread": a process limit
                 self._pool.stop(timeout=0)
+                self._close_ports()
                 self._start_failed(
                     StartError(
                         f"cannot start {self._pool.size} worker threads: {error}; lower"
@@ -203,22 +222,45 @@ class ServerService(Service):
                 )
                 return
         super().startService()
-        self._listen()
         # Logged from the first turn of the running reactor: from then on signals
         # are handled (twistd installs its handlers when the reactor starts).
-        self._clock.callLater(0, self._ready)
+        self._ready_call = self._clock.callLater(0, self._ready)
 
     def _ready(self) -> None:
+        self._ready_call = None
         if self.running:
             _log.info("Ready: serving on {count} endpoint(s)", count=len(self.ports))
 
-    def _listen(self) -> None:
+    def _prepare_restart(self) -> bool:
+        """Undo what a stop closed, once, before listening again; say if it worked."""
+        if not self._stopped:
+            return True
+        if self._router is not None and self._site_builder is not None and self.config is not None:
+            try:
+                table = self._site_builder.build(self.config)
+            except ConfigError as error:
+                self._start_failed(StartError(f"cannot build the mounts again: {error}"))
+                return False
+            self._router.replace(table)
+        self._stopped = False
+        self._drain_deadline = None
+        self.factory.serve_again()
+        self.reopen_access_log()
+        return True
+
+    def _listen(self) -> bool:
+        """Listen on every endpoint, unless done already; say whether it worked.
+
+        On a synchronous failure, the ports opened so far are closed again and the
+        failure is reported (raised, or given to ``on_start_error``).
+        """
         if self._listening:
-            return
+            return True
         self._listening = True
         for description, endpoint in self._endpoints:
             failed: list[str] = []
             listening = endpoint.listen(self.factory)
+            self._listen_calls.append(listening)
             listening.addCallbacks(
                 self._listening_on,
                 self._listen_failed,
@@ -228,8 +270,22 @@ class ServerService(Service):
             if failed:
                 # Endpoints that listen synchronously (tcp, ssl, unix, systemd) fail
                 # here, before the server runs: report it as a start-up error.
+                self._close_ports()
                 self._start_failed(ListenError(f"cannot listen on {description!r}: {failed[0]}"))
-                return
+                return False
+        return True
+
+    def _close_ports(self) -> Deferred[Any]:
+        """Stop listening: close the ports, cancel the listens still pending."""
+        self._listening = False
+        self.factory.remove_listeners()  # closing: a freed slot must not resume them
+        calls, self._listen_calls = self._listen_calls, []
+        for call in calls:
+            call.cancel()  # (nothing happens to one that fired)
+        ports, self.ports = self.ports, []
+        return DeferredList(
+            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
+        )
 
     def _start_failed(self, error: StartError) -> None:
         if self._on_start_error is None:
@@ -237,6 +293,8 @@ class ServerService(Service):
         self._on_start_error(str(error))
 
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
+        if failure.check(CancelledError):
+            return  # the service stopped before this endpoint was listening
         # The system's reason alone ("[Errno 98] Address already in use"): Twisted's
         # wording repeats the address the description already names.
         cause = getattr(failure.value, "socketError", None)
@@ -355,12 +413,11 @@ class ServerService(Service):
     def stopService(self) -> Deferred[None]:
         """Stop accepting, drain in-flight requests, then stop the worker threads."""
         super().stopService()
-        self._listening = False
-        self.factory.remove_listeners()  # closing: a freed slot must not resume them
-        ports, self.ports = self.ports, []
-        stopped: Deferred[Any] = DeferredList(
-            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
-        )
+        self._stopped = True
+        if self._ready_call is not None and self._ready_call.active():
+            self._ready_call.cancel()
+        self._ready_call = None
+        stopped = self._close_ports()
         stopped.addCallback(lambda _: self._drain())
         stopped.addBoth(self._stop_workers)
         return stopped
@@ -471,23 +528,18 @@ def make_service(
     if endpoints is None:
         endpoints = [(text, serverFromString(reactor, text)) for text in config.listen]
     pool = WorkerPool(config.threads) if config.threads > 0 else None
-    builder = SiteBuilder(
-        reactor=reactor,
-        threadpool=pool,
-        builders=builders if builders is not None else standard_builders(reactor),
-    )
+    builder: SiteBuilder
     if app is not None:
         if config.hosts:
             raise ValueError("give either an application or hosts in the configuration")
-        handler = WSGIHandler(
-            app,
+        builder = _ApplicationSite(app, reactor=reactor, threadpool=pool)
+    else:
+        builder = SiteBuilder(
             reactor=reactor,
             threadpool=pool,
-            trusted_proxies=TrustedProxies(config.trusted_proxies),
+            builders=builders if builders is not None else standard_builders(reactor),
         )
-        table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
-    else:
-        table = builder.build(config)
+    table = builder.build(config)
     router = Router(table)
     access_log = None
     response_log: ResponseLog | None = None
@@ -515,6 +567,36 @@ def make_service(
         site_builder=builder,
         config=config,
     )
+
+
+class _ApplicationSite(SiteBuilder):
+    """Builds the routing table of :func:`make_service` given an application.
+
+    That one application at ``/`` for every host name, built again on a reload (with
+    the reloaded ``trusted_proxies``) and on a restart.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, *, reactor: Any, threadpool: ThreadPoolLike | None
+    ) -> None:
+        super().__init__(reactor=reactor, threadpool=threadpool)
+        self._application = app
+
+    def build(self, config: ServerConfig) -> RoutingTable:
+        """The table serving the application; a configuration with hosts is refused.
+
+        Raises:
+            ConfigError: ``config`` has hosts (they would replace the application).
+        """
+        if config.hosts:
+            raise ConfigError("hosts", "this server was built with an application, not with hosts")
+        handler = WSGIHandler(
+            self._application,
+            reactor=self._reactor,
+            threadpool=self._threadpool,
+            trusted_proxies=TrustedProxies(config.trusted_proxies),
+        )
+        return RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
 
 
 def standard_builders(reactor: Any) -> dict[str, MountBuilder]:

@@ -257,6 +257,10 @@ class HTTPFactory(Factory):
             connection.close_when_idle()
         return self._when_all_closed()
 
+    def serve_again(self) -> None:
+        """Accept connections again after :meth:`shut_down` (a restarted service)."""
+        self.shutting_down = False
+
     def abort_all(self) -> None:
         """Drop every remaining connection at once."""
         for connection in list(self.connections):
