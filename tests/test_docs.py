@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 from twisted.internet.address import IPv4Address
@@ -187,3 +189,27 @@ def test_container_file_copies_what_exists_and_runs_a_valid_command() -> None:
     assert "docs.localhost" in result.stdout
     # The published port must reach the server: all interfaces, not the demo's 127.0.0.1.
     assert "listen: tcp:8080\n" in result.stdout
+
+
+def test_library_users_type_check_against_the_package(tmp_path: Path) -> None:
+    """The package ships PEP 561's py.typed: without it a user's mypy skipped it
+    ("missing library stubs or py.typed marker") and the whole API was Any.
+    """
+    script = tmp_path / "user.py"
+    script.write_text(
+        "from twistwsgi.service import make_factory\n"
+        "from twistwsgi.threads import WorkerPool\n"
+        "reveal_type(make_factory)\n"
+        "WorkerPool('four')\n"
+    )
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--config-file", ""]
+    result = subprocess.run(
+        [*mypy, "--cache-dir", str(tmp_path / "cache"), "user.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,  # type errors are expected: the output is checked
+    )
+    assert "py.typed" not in result.stdout, result.stdout
+    assert "-> twistwsgi.http.protocol.HTTPFactory" in result.stdout, result.stdout
+    assert 'incompatible type "str"; expected "int"' in result.stdout, result.stdout
