@@ -793,3 +793,49 @@ def test_a_stopped_service_leaves_no_timer_behind() -> None:
     service.startService()
     service.stopService()
     assert clock.getDelayedCalls() == []
+
+
+def test_make_factory_script_name_is_a_mount() -> None:
+    """Under script_name, the application gets its requests with SCRIPT_NAME set;
+    requests outside the prefix are a 404, as for a mount from the configuration
+    (they reached the application with an empty SCRIPT_NAME).
+    """
+    from tests.apps import environ
+
+    factory = make_factory(
+        environ, reactor=MemoryReactorClock(), threadpool=None, script_name=b"/app/"
+    )
+
+    def answer(target: bytes) -> tuple[int, bytes]:
+        protocol, transport = open_connection(factory)
+        protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        [response] = parse_responses(transport.value())
+        return response.status, response.body
+
+    status, body = answer(b"/app/page")
+    seen = json.loads(body)
+    assert (status, seen["SCRIPT_NAME"], seen["PATH_INFO"]) == (200, "/app", "/page")
+    assert answer(b"/other")[0] == 404
+    assert answer(b"/application")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"script_name": b"app"}, "script_name must be empty or start with '/'"),
+        ({"script_name": "/app"}, "script_name must be bytes"),
+        ({"settings": {"server_header": "custom"}}, "server_header must be bytes"),
+        ({"settings": {"max_body": "1m"}}, "max_body must be an int"),
+        ({"settings": {"keepalive_timeout": None}}, "keepalive_timeout must be a number"),
+        ({"settings": {"max_connections": -1}}, "max_connections must not be negative"),
+    ],
+)
+def test_make_factory_refuses_arguments_that_could_not_serve(
+    arguments: dict[str, Any], message: str
+) -> None:
+    """Each of these was accepted, then left connections unanswered or answered 500."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        given: dict[str, Any] = {"threadpool": None, **arguments}
+        if "settings" in given:
+            given["settings"] = HttpSettings(**given["settings"])
+        make_factory(hello, reactor=MemoryReactorClock(), **given)

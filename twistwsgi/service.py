@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from twistwsgi.access_log import AccessLog
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
@@ -94,20 +95,31 @@ def make_factory(
         settings: HTTP limits and timeouts (defaults if ``None``).
         response_log: called for each ended exchange, e.g. an
             :class:`~twistwsgi.access_log.AccessLog`.
-        script_name: mount the application under this path prefix.
+        script_name: mount the application under this path prefix (``b"/app"``):
+            it gets what is below it, with ``SCRIPT_NAME`` set; other paths are 404,
+            as outside a mount from the configuration.
         trusted_proxies: addresses or CIDR networks (and ``unix:``) of proxies in
             front, whose forwarding fields the application sees; from other clients
             those fields are dropped (see ``--trusted-proxies``).
+
+    Raises:
+        TypeError, ValueError: for a ``script_name`` that is not bytes starting
+            with ``/``.
     """
+    if not isinstance(script_name, bytes):
+        raise TypeError(f"script_name must be bytes, not {script_name!r}")
+    if script_name and not script_name.startswith(b"/"):
+        raise ValueError(f"script_name must be empty or start with '/': {script_name!r}")
     handler = WSGIHandler(
         app,
         reactor=reactor,
         threadpool=threadpool,
-        script_name=script_name,
         trusted_proxies=TrustedProxies(trusted_proxies),
     )
+    prefix = script_name.rstrip(b"/")
+    mounts: MountTable[Handler] = MountTable([Mount(prefix, handler)])
     return HTTPFactory(
-        handler,
+        Router(RoutingTable(HostTable([], mounts), HostTable([], None))),
         settings=settings or HttpSettings(),
         clock=reactor,
         response_log=response_log,

@@ -47,3 +47,38 @@ class HttpSettings:
     send_timeout: float = 60.0
     server_header: bytes = b"twistwsgi"
     max_connections: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse values of the wrong type or sign, which would fail per request.
+
+        Raises:
+            TypeError: a field of the wrong type (``max_body="1m"`` as a flag spells
+                it, a ``str`` server header).
+            ValueError: a negative limit or timeout.
+        """
+        for name in _INTEGERS:
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise TypeError(f"HttpSettings: {name} must be an int, not {value!r}")
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if type(value) not in (int, float):
+                raise TypeError(f"HttpSettings: {name} must be a number, not {value!r}")
+        for name in _INTEGERS + _SECONDS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"HttpSettings: {name} must not be negative")
+        if type(self.server_header) is not bytes:
+            raise TypeError(
+                f"HttpSettings: server_header must be bytes, not {self.server_header!r}"
+            )
+
+
+_INTEGERS = (
+    "max_request_line",
+    "max_header_field",
+    "max_header_count",
+    "max_header_total",
+    "max_body",
+    "max_connections",
+)
+_SECONDS = ("keepalive_timeout", "header_timeout", "body_timeout", "send_timeout")
