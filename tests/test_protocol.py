@@ -18,7 +18,6 @@ from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.protocol import (
     BODY_HIGH_WATER,
     DISPATCH_BUFFER,
-    DRAIN_LIMIT,
     LARGE_BODY,
     LARGE_BODY_READ_SIZE,
     LINGER_TIMEOUT,
@@ -399,6 +398,11 @@ def test_long_response_is_truncated_to_its_content_length() -> None:
     exchange.finish(b"abcdef")
     [response] = parse_responses(connection.take())
     assert response.body == b"abc"
+    # The framing stayed right, and the head promised persistence: no unannounced
+    # close (http.client's next request failed with RemoteDisconnected).
+    assert not connection.is_closed()
+    connection.send(get(b"next"))
+    assert len(held.exchanges) == 2
 
 
 def test_date_and_server_are_added_once() -> None:
@@ -479,31 +483,65 @@ def test_malformed_small_chunked_body_never_reaches_the_handler() -> None:
     assert collector.exchanges == []
 
 
-def test_unread_small_rest_of_body_is_drained_and_the_connection_kept() -> None:
-    """A handler that answers without reading a streamed body whose rest is small
-    keeps the connection: the rest is discarded, and the next request is served.
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_unread_body_is_discarded_and_the_connection_kept(chunked: bool) -> None:
+    """A handler that answers without reading the body (a 403 to an upload, a
+    static 405 to a POST) keeps the connection, whatever the body's size, as nginx
+    does: the rest is read and discarded, and the next request is served. The head
+    said keep-alive; closing after it failed a client's next request
+    (RemoteDisconnected) and dropped a pipelined one.
     """
-    connection = open_connection(Echo())
-    connection.send(streamed_post(DISPATCH_BUFFER + DRAIN_LIMIT, b"/a"))
-    connection.send(b"y" * DRAIN_LIMIT + get(b"b"))
+    connection = open_connection(Echo(), max_body=0)
+    size = 2_000_000
+    if chunked:
+        connection.send(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        piece = b"%x\r\n%s\r\n" % (DISPATCH_BUFFER, b"x" * DISPATCH_BUFFER)
+        for _ in range(size // DISPATCH_BUFFER):
+            connection.send(piece)
+        connection.send(b"0\r\n\r\n" + get(b"b"))
+    else:
+        connection.send(streamed_post(size, b"/a"))
+        rest = size - DISPATCH_BUFFER
+        for _ in range(rest // 1000):
+            connection.send(b"y" * 1000)
+        connection.send(b"y" * (rest % 1000) + get(b"b"))
     responses = parse_responses(connection.take())
     assert [r.body for r in responses] == [b"/a", b"/b"]
+    assert responses[0].header(b"connection") is None
     assert not connection.is_closed()
 
 
-def test_unread_large_body_closes_after_response() -> None:
-    """A large unread body is not drained: the response says close, and the
-    server lingers (reading and discarding) before closing.
+def test_a_body_discarded_after_the_response_is_given_the_body_timeout() -> None:
+    """A client that stops sending the body nobody reads is cut off after
+    body_timeout, as any stalled body is.
     """
-    connection = open_connection(Echo())
+    connection = open_connection(Echo(), body_timeout=7.0)
     connection.send(streamed_post(900000, b"/a"))
-    # The handler answered as soon as it was dispatched, long before the body was
-    # complete; the connection can only be closed, after a linger.
     [response] = parse_responses(connection.take())
     assert response.body == b"/a"
     connection.send(b"x" * 5000)
+    connection.clock.advance(6.9)
     assert not connection.is_closed()
-    connection.clock.advance(LINGER_TIMEOUT + 0.1)
+    connection.clock.advance(0.2)
+    assert connection.is_closed()
+    assert connection.take() == b""  # no 408: it would be read as the next answer
+
+
+@pytest.mark.parametrize(
+    "rest", [b"5\r\nabcdefg\r\n", b"zz\r\n", b"100001\r\n" + b"x" * 0x100001 + b"\r\n0\r\n\r\n"]
+)
+def test_a_discarded_body_that_fails_closes_without_a_second_answer(rest: bytes) -> None:
+    """Malformed (or over max_body) after its response was sent: the 400 or 413 that
+    followed the 200 would be read by the client as the answer to its next request.
+    """
+    connection = open_connection(Echo(), max_body=1024 * 1024)
+    connection.send(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"%x\r\n%s\r\n" % (DISPATCH_BUFFER, b"x" * DISPATCH_BUFFER))
+    [response] = parse_responses(connection.take())
+    assert response.status == 200
+    connection.send(rest)
+    connection.clock.advance(LINGER_TIMEOUT)
+    assert connection.take() == b""
     assert connection.is_closed()
 
 

@@ -98,8 +98,6 @@ DISPATCH_BUFFER = 64 * 1024
 #: sees the response instead of a reset caused by closing with unread data
 #: (RFC 9112 9.6, "tear-down"; nginx's lingering close).
 LINGER_TIMEOUT = 5.0
-#: Unread request body the protocol discards after a response to keep the connection.
-DRAIN_LIMIT = 64 * 1024
 #: Pipelined requests parsed ahead of the one being answered: llhttp parses a whole
 #: read at once, and one 64 KiB read can hold some 2,000 tiny requests. A read larger
 #: than :data:`PIPELINE_SLICE` is parsed a slice at a time; once more than this many
@@ -1118,7 +1116,10 @@ class HTTP11Protocol(Protocol):
             self._close_after_response(exchange)
             return
         if not exchange.body_done:
-            if exchange.unread_body_bounded(DRAIN_LIMIT):
+            if exchange.body_discardable:
+                # Read and drop the rest, whatever its size, as nginx does: the
+                # head promised persistence (RFC 9112 9.3), and the client may
+                # send on until it sees the response. body_timeout still applies.
                 exchange.discard_body()
             else:
                 self._close_after_response(exchange)
@@ -1203,7 +1204,13 @@ class HTTP11Protocol(Protocol):
         if exchange is not None:
             # The head was accepted and handed on; only its body failed.
             exchange.body_error(error)
-            if exchange.dispatched and not exchange.finished:
+            if exchange.finished:
+                # Its response was complete and the rest of the body was being
+                # discarded (exchange_done): an answer now would be taken for the
+                # next request's. The connection just closes.
+                self._close_after_response(None)
+                return
+            if exchange.dispatched:
                 if exchange.response_started:
                     _log.info(
                         "Dropped the response to {peer}: its request body failed ({status}"
@@ -1843,21 +1850,23 @@ class HTTP11Exchange:
         if self._receiver is not None and not self._discarding:
             self._receiver.body_failed(error)
 
-    def unread_body_bounded(self, limit: int) -> bool:
-        """Whether the unread rest of the body is known to be at most ``limit``."""
-        if self._body is _Body.FAILED or self._continue is False:
-            return False
-        length = self.request.content_length
-        if length is None:
-            return False
-        return length - self._body_received <= limit
+    @property
+    def body_discardable(self) -> bool:
+        """Whether the unread rest of the body can be read and dropped.
+
+        Not when it failed, nor when the client still waits for ``100 Continue``
+        (it may never send it; the head said close, RFC 9110 10.1.1).
+        """
+        return self._body is not _Body.FAILED and self._continue is not False
 
     def discard_body(self) -> None:
         """Drop the rest of the body as it arrives, to keep the connection."""
         self._discarding = True
         self._body_pending = []
-        self._protocol.resume_reading("body")
-        self._protocol.resume_reading("body-buffer")
+        protocol = self._protocol
+        protocol.resume_reading("body")
+        protocol.resume_reading("body-buffer")
+        protocol.update_read_deadline()  # body_timeout, as for any body
 
     # -- response -----------------------------------------------------------------------
 
@@ -1952,8 +1961,7 @@ class HTTP11Exchange:
                     "Response to {target!r} is longer than its Content-Length; truncated",
                     target=self.request.target,
                 )
-                data = data[:room]
-                self._keep_alive = False
+                data = data[:room]  # (the framing stays right: the connection too)
         self.body_sent += len(data)
         return data
 
