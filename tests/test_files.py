@@ -914,6 +914,16 @@ def test_preferred_encoding_maximises_quality_then_server_order(
         ("font.woff2", "font/woff2"),
         ("code.wasm", "application/wasm"),
         ("paper.pdf", "application/pdf"),
+        # Media a site serves that Python's table lacks without the host's mime.types.
+        ("segment0.ts", "video/mp2t"),  # HLS segments (nginx's mime.types)
+        ("movie.mkv", "video/matroska"),  # RFC 9559
+        ("song.m4a", "audio/mp4"),  # RFC 4337
+        ("song.flac", "audio/flac"),  # RFC 9639
+        ("meeting.ics", "text/calendar; charset=utf-8"),  # RFC 5545
+        ("photo.jxl", "image/jxl"),
+        ("scene.gltf", "model/gltf+json"),
+        ("scene.glb", "model/gltf-binary"),
+        ("dump.zst", "application/zstd"),  # RFC 8878
         ("blob.bin", "application/octet-stream"),
         ("file.qqqunknown", "application/octet-stream"),
         ("Makefile", "application/octet-stream"),

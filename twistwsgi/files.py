@@ -455,6 +455,16 @@ _EXTRA_TYPES = {
     ".txt": "text/plain",
     ".html": "text/html",
     ".htm": "text/html",
+    # Python's built-in table lacks these; a host's /etc/mime.types may have them.
+    ".ts": "video/mp2t",  # HLS segments, as nginx's mime.types (not TypeScript)
+    ".mkv": "video/matroska",  # RFC 9559
+    ".m4a": "audio/mp4",  # RFC 4337
+    ".flac": "audio/flac",  # RFC 9639
+    ".ics": "text/calendar",  # RFC 5545
+    ".jxl": "image/jxl",
+    ".gltf": "model/gltf+json",
+    ".glb": "model/gltf-binary",
+    ".zst": "application/zstd",  # RFC 8878
 }
 
 
