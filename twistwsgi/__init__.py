@@ -1,7 +1,10 @@
 """twistwsgi: a production web server for Python built on Twisted.
 
 One process serves WSGI applications on a threadpool over HTTP/1.1 on any Twisted
-endpoint. The public library API is re-exported here; see ``docs/library.md``.
+endpoint. The library API lives in its modules (``twistwsgi.service``,
+``twistwsgi.config``, ``twistwsgi.threads``, ``twistwsgi.testing``); see
+``docs/library.md``. Nothing is re-exported here: ``twistwsgi.config`` and the
+other pure modules must stay importable without Twisted.
 """
 
 from __future__ import annotations

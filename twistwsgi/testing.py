@@ -43,7 +43,12 @@ __all__ = [
 
 
 class SynchronousThreadPool:
-    """A thread pool that runs each call at once, in the calling thread."""
+    """A thread pool that runs each call at once, in the calling thread.
+
+    For requests with at most 64 KiB of body: with more, the application runs while
+    the body arrives and would wait for it in this same thread (use
+    :class:`TrackingPool` and :class:`CallQueue` for uploads).
+    """
 
     def callInThread(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         """Run ``func`` now."""
