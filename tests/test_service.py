@@ -839,3 +839,37 @@ def test_make_factory_refuses_arguments_that_could_not_serve(
         if "settings" in given:
             given["settings"] = HttpSettings(**given["settings"])
         make_factory(hello, reactor=MemoryReactorClock(), **given)
+
+
+def test_a_stop_polls_a_busy_worker_thread_instead_of_blocking_the_reactor() -> None:
+    """A request running past the graceful timeout: the stop waited for its thread
+    in the reactor thread (up to a second with every other service frozen). It is
+    polled on the clock now, and left with a warning after WORKER_STOP_TIMEOUT.
+    """
+    import threading
+
+    from twistwsgi.service import WORKER_STOP_TIMEOUT
+
+    clock = MemoryReactorClock()
+    pool = WorkerPool(1)
+    factory = make_factory(hello, reactor=clock, threadpool=pool)
+    service = ServerService(factory, [], clock=clock, pool=pool)
+    service.startService()
+    entered, release = threading.Event(), threading.Event()
+
+    def block() -> None:
+        entered.set()
+        release.wait(30)
+
+    pool.callInThread(block)
+    assert entered.wait(30)
+    try:
+        done: list[object] = []
+        with capture_log_events() as events:
+            service.stopService().addCallback(done.append)
+            assert done == []  # returned without waiting for the thread
+            clock.advance(WORKER_STOP_TIMEOUT)
+        assert done == [None]
+        assert any("still busy" in formatEvent(event) for event in events)
+    finally:
+        release.set()

@@ -212,6 +212,46 @@ def test_stop_leaves_a_busy_thread_behind_with_a_warning() -> None:
     assert not thread.is_alive()
 
 
+def test_a_restart_keeps_every_thread_while_one_from_before_is_busy() -> None:
+    """Started again while a thread of the last run is still in a call, the pool has
+    its full size: that thread's stop signal cannot be taken by a new thread (they
+    take calls from a queue of their own), and it ends once its call returns.
+    """
+    pool = WorkerPool(2, name=f"test-pool-{next(_numbers)}")
+    pool.start()
+    entered = threading.Event()
+    release = threading.Event()
+    blocked: list[threading.Thread] = []
+
+    def block() -> None:
+        blocked.append(threading.current_thread())
+        entered.set()
+        release.wait(GUARD)
+
+    pool.callInThread(block)
+    wait(entered)
+    [busy] = blocked
+    [idle] = [thread for thread in pool.release() if thread is not busy]
+    idle.join(GUARD)  # it took its stop signal at once
+    pool.start()
+    ran: list[threading.Thread] = []
+    both = threading.Barrier(3, timeout=GUARD)  # two new threads at once, and the test
+
+    def meet() -> None:
+        ran.append(threading.current_thread())
+        both.wait()
+
+    for _ in range(2):
+        pool.callInThread(meet)
+    both.wait()
+    assert len(set(ran)) == 2 and busy not in ran
+    release.set()
+    busy.join(GUARD)
+    assert not busy.is_alive()
+    assert len([t for t in pool_threads(pool.name) if t.is_alive()]) == 2
+    pool.stop(timeout=GUARD)
+
+
 # -- ReactorInbox ---------------------------------------------------------------------
 
 

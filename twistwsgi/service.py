@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -478,15 +480,46 @@ class ServerService(Service):
         )
         self.factory.abort_all()
 
-    def _stop_workers(self, result: object) -> None:
+    def _stop_workers(self, result: object) -> Deferred[None] | None:
         if self._router is not None:
             close_handlers(self._router.table.handlers)
-        if self._pool is not None:
-            self._pool.stop(timeout=1.0)
         if self._access_log is not None:
             self._access_log.close()
         if isinstance(result, Failure):
             _log.failure("Error while shutting down", failure=result)
+        if self._pool is None:
+            return None
+        return self._threads_ended(self._pool.release())
+
+    def _threads_ended(self, threads: list[threading.Thread]) -> Deferred[None]:
+        """Fire when ``threads`` have ended, or after :data:`WORKER_STOP_TIMEOUT`.
+
+        A thread still running an application past the graceful timeout is polled,
+        not joined: the reactor thread (other services in the process) never waits.
+        """
+        # Idle threads end within microseconds of their stop signal.
+        budget = time.monotonic() + 0.01
+        for thread in threads:
+            thread.join(max(budget - time.monotonic(), 0.0))
+        ended: Deferred[None] = Deferred()
+        deadline = self._clock.seconds() + WORKER_STOP_TIMEOUT
+
+        def check() -> None:
+            busy = [thread for thread in threads if thread.is_alive()]
+            if busy and self._clock.seconds() < deadline:
+                self._clock.callLater(0.02, check)
+                return
+            for thread in busy:
+                _log.warn("Worker thread {name} is still busy; leaving it", name=thread.name)
+            ended.callback(None)
+
+        check()
+        return ended
+
+
+#: Seconds a stopped service waits for a worker thread still running an application
+#: (past the graceful timeout) before leaving it: it is a daemon, and holds nothing.
+WORKER_STOP_TIMEOUT = 1.0
 
 
 #: Descriptors the automatic max_connections leaves for everything else: files being

@@ -58,7 +58,9 @@ class WorkerPool:
         if self._threads:
             return
         for number in range(self.size):
-            thread = threading.Thread(target=self._work, name=f"{self.name}-{number}", daemon=True)
+            thread = threading.Thread(
+                target=self._work, args=(self._queue,), name=f"{self.name}-{number}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -72,18 +74,33 @@ class WorkerPool:
         Waits at most ``timeout`` seconds in all; a thread still busy after that is
         left behind (it is a daemon and does not hold the process).
         """
-        threads, self._threads = self._threads, []
-        for _ in threads:
-            self._queue.put(None)
+        threads = self.release()
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():
                 _log.warn("Worker thread {name} is still busy; leaving it", name=thread.name)
 
-    def _work(self) -> None:
-        """Run queued calls until the stop sentinel (in a worker thread)."""
-        get = self._queue.get
+    def release(self) -> list[threading.Thread]:
+        """Tell the threads to end once the calls queued so far are done; do not wait.
+
+        Returns:
+            The threads, for the caller to wait on as it sees fit (the service
+            polls them, so the reactor thread never blocks on a busy one). Calls
+            queued from now on wait for the next :meth:`start`, whose threads take
+            them from a queue of their own: a thread still busy from before cannot
+            take their stop signal.
+        """
+        threads, self._threads = self._threads, []
+        if threads:
+            ending, self._queue = self._queue, queue.SimpleQueue()
+            for _ in threads:
+                ending.put(None)
+        return threads
+
+    def _work(self, jobs: queue.SimpleQueue[Any]) -> None:
+        """Run calls from ``jobs`` until the stop sentinel (in a worker thread)."""
+        get = jobs.get
         while True:
             item = get()
             if item is None:
