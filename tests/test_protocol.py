@@ -652,7 +652,8 @@ def test_malformed_chunk_after_dispatch_fails_the_body() -> None:
 
 
 def test_a_body_failing_after_the_response_started_drops_it_and_says_so() -> None:
-    """The response cannot become a 400 any more: the connection is dropped, and the
+    """The response cannot become a 400 any more: the connection closes without
+    completing it (after lingering, as the client may still be sending), and the
     server log says why.
     """
 
@@ -666,7 +667,9 @@ def test_a_body_failing_after_the_response_started_drops_it_and_says_so() -> Non
     connection.send(b"%x\r\n" % DISPATCH_BUFFER + b"x" * DISPATCH_BUFFER + b"\r\n")
     with capture_log_events() as events:
         connection.send(b"zz\r\n")
+    connection.clock.advance(LINGER_TIMEOUT)
     assert connection.is_closed()
+    assert not connection.take().endswith(b"0\r\n\r\n")
     lines = [formatEvent(e) for e in events]
     assert any(
         line.startswith("Dropped the response to 127.0.0.1:54321: its request body failed (400")
@@ -1301,6 +1304,39 @@ def test_a_client_that_never_reads_is_aborted_after_send_timeout(then: str) -> N
     assert not connection.transport.disconnected  # not aborted yet
     connection.clock.advance(0.2)
     assert connection.transport.disconnected  # StringTransport: abortConnection
+
+
+@pytest.mark.parametrize(
+    ("fields", "version", "graceful"),
+    [
+        ([(b"Content-Length", b"20")], b"1.1", True),
+        ([], b"1.1", True),  # chunked
+        ([], b"1.0", False),  # delimited by the close: only a reset says it is cut
+    ],
+)
+def test_a_response_that_cannot_be_completed_ends_in_order_when_its_framing_shows_it(
+    fields: list[tuple[bytes, bytes]], version: bytes, graceful: bool
+) -> None:
+    """A handler failing mid-response (an application error, an upstream lost): the
+    connection was reset, which throws away what the kernel still held unsent (on a
+    real network, up to the whole send buffer). With Content-Length or chunked
+    framing, an orderly close delivers all that was sent, and the missing bytes or
+    last chunk tell the client the response is incomplete (RFC 9112 6.3, 7.1).
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n" + get(b"next"))
+    exchange = held.exchanges[0]
+    exchange.start_response(200, fields)
+    exchange.write(b"x" * 10)
+    exchange.abort()
+    transport: Any = connection.transport
+    written = connection.take()
+    assert written.endswith(b"x" * 10 + (b"\r\n" if not fields and graceful else b""))
+    assert not written.endswith(b"0\r\n\r\n")
+    assert transport.disconnected is not graceful  # StringTransport: abortConnection
+    assert transport.disconnecting
+    assert len(held.exchanges) == 1  # the pipelined request is not served
 
 
 @pytest.mark.parametrize("close", ["connection-close", "keep-alive-timeout"])

@@ -139,6 +139,10 @@ class _Framing(Enum):
     CLOSE = "close"  # until the connection closes (HTTP/1.0 without a length)
 
 
+#: Framings that show a cut-short body without a reset.
+_SELF_DELIMITED = frozenset({_Framing.LENGTH, _Framing.CHUNKED})
+
+
 class _Timeout(Enum):
     """What the connection's read-side deadline stands for.
 
@@ -1158,6 +1162,13 @@ class HTTP11Protocol(Protocol):
         elif self._read is _Read.IDLE:
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
+    def close_cut_short(self, exchange: HTTP11Exchange) -> None:
+        """Close after a response its handler could not complete (see its abort)."""
+        if self._closed:
+            return
+        self._response_producer = None
+        self._close_after_response(exchange)
+
     def _close_after_response(self, exchange: HTTP11Exchange | None) -> None:
         """Close after the response (lingering if the client may still be sending).
 
@@ -2130,11 +2141,23 @@ class HTTP11Exchange:
         self._protocol.exchange_done(self, False)
 
     def abort(self) -> None:
-        """Drop the connection: the client sees an incomplete response."""
+        """End a response that cannot be completed: the client sees it incomplete.
+
+        When its body is framed by Content-Length or chunked coding, the connection
+        closes in order (lingering if the client is still sending): what was sent
+        arrives whole, and the missing bytes or last chunk show the cut (RFC 9112
+        6.3, 7.1). A reset would throw away what the kernel still held unsent. A
+        body delimited by the close (HTTP/1.0) could only look complete that way:
+        the connection is reset.
+        """
         if self.finished:
             return
         self._keep_alive = False
         self._ended(Failure(ConnectionDone("response aborted")))
+        protocol = self._protocol
+        if not self._head_pending and self._framing in _SELF_DELIMITED:
+            protocol.close_cut_short(self)
+            return
         # What the handler wrote was given to the client: send it before the abort,
         # which drops Twisted's buffers (an application failing mid-response left
         # the client nothing at all in the reactor thread, and over TLS).
