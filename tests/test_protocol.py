@@ -521,8 +521,11 @@ def test_a_body_discarded_after_the_response_is_given_the_body_timeout() -> None
     assert response.body == b"/a"
     connection.send(b"x" * 5000)
     connection.clock.advance(6.9)
+    connection.send(b"x" * 5000)  # a read: the deadline starts again
+    connection.clock.advance(6.9)
     assert not connection.is_closed()
-    connection.clock.advance(0.2)
+    connection.clock.advance(0.2)  # body_timeout, then a lingering close
+    connection.clock.advance(LINGER_TIMEOUT)
     assert connection.is_closed()
     assert connection.take() == b""  # no 408: it would be read as the next answer
 
@@ -539,7 +542,13 @@ def test_a_discarded_body_that_fails_closes_without_a_second_answer(rest: bytes)
     connection.send(b"%x\r\n%s\r\n" % (DISPATCH_BUFFER, b"x" * DISPATCH_BUFFER))
     [response] = parse_responses(connection.take())
     assert response.status == 200
-    connection.send(rest)
+    with capture_log_events() as events:
+        connection.send(rest)
+    assert any("unread body of an answered request failed" in formatEvent(e) for e in events)
+    # Lingering: a client still uploading must not get a reset that would take
+    # the response it was sent with it.
+    assert not connection.is_closed()
+    connection.send(b"x" * 1000)
     connection.clock.advance(LINGER_TIMEOUT)
     assert connection.take() == b""
     assert connection.is_closed()

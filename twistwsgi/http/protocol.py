@@ -493,10 +493,19 @@ class HTTP11Protocol(Protocol):
         return True
 
     def close_when_idle(self) -> None:
-        """Close now if no request is in progress, else after the current response."""
+        """Close now if no request is in progress, else after the current response.
+
+        A connection only discarding the body of a request already answered closes
+        now too (lingering): a shutdown would otherwise wait for an upload of any
+        size, then for the keep-alive timeout.
+        """
         self._close_when_idle = True
-        if not self._queue and self._read is _Read.IDLE:
+        if self._queue or self._closed:
+            return
+        if self._read is _Read.IDLE:
             self._lose_connection()
+        elif self._read is _Read.BODY and self._parsing is not None and self._parsing.finished:
+            self._close_after_response(self._parsing)
 
     @property
     def draining(self) -> bool:
@@ -1218,8 +1227,16 @@ class HTTP11Protocol(Protocol):
             if exchange.finished:
                 # Its response was complete and the rest of the body was being
                 # discarded (exchange_done): an answer now would be taken for the
-                # next request's. The connection just closes.
-                self._close_after_response(None)
+                # next request's. The connection closes, lingering, since the
+                # client may still be sending and must not lose that response.
+                _log.info(
+                    "Closing the connection of {peer}: the unread body of an answered"
+                    " request failed ({status} {detail})",
+                    peer=describe_peer(self._peer),
+                    status=error.status,
+                    detail=error.detail,
+                )
+                self._close_after_response(exchange)
                 return
             if exchange.dispatched:
                 if exchange.response_started:
