@@ -828,6 +828,10 @@ def test_make_factory_script_name_is_a_mount() -> None:
         ({"settings": {"max_body": "1m"}}, "max_body must be an int"),
         ({"settings": {"keepalive_timeout": None}}, "keepalive_timeout must be a number"),
         ({"settings": {"max_connections": -1}}, "max_connections must not be negative"),
+        ({"settings": {"max_header_count": 0}}, "max_header_count must be more than 0"),
+        ({"settings": {"max_request_line": 0}}, "max_request_line must be more than 0"),
+        ({"settings": {"body_timeout": float("nan")}}, "body_timeout must be finite"),
+        ({"settings": {"header_timeout": float("inf")}}, "header_timeout must be finite"),
     ],
 )
 def test_make_factory_refuses_arguments_that_could_not_serve(
@@ -873,3 +877,84 @@ def test_a_stop_polls_a_busy_worker_thread_instead_of_blocking_the_reactor() -> 
         assert any("still busy" in formatEvent(event) for event in events)
     finally:
         release.set()
+
+
+def test_a_shutdown_does_not_wait_for_a_body_nobody_reads() -> None:
+    """A connection discarding the upload of a request already answered closes at
+    once (lingering) when the stop begins: it waited for the whole upload, then for
+    the keep-alive timeout.
+    """
+    from twistwsgi.http.protocol import LINGER_TIMEOUT
+
+    class Refuses:
+        def handle(self, exchange: Exchange) -> None:
+            exchange.start_response(403, [(b"Content-Length", b"0")])
+            exchange.finish()
+
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Refuses(), settings=HttpSettings(max_body=0), clock=clock)
+    service = ServerService(factory, [], clock=clock)
+    service.startService()
+    protocol, transport = open_connection(factory)
+    protocol.dataReceived(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+    protocol.dataReceived(b"x" * 100_000)
+    [response] = parse_responses(transport.value())
+    assert response.status == 403
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    protocol.dataReceived(b"x" * 100_000)  # read and dropped while lingering
+    clock.advance(LINGER_TIMEOUT)
+    close_if_asked(protocol, transport)
+    assert done == [None]
+
+
+def test_a_start_during_the_last_stops_drain_is_refused() -> None:
+    """The drain of the stop, ending after a restart, stopped the new worker threads
+    and closed the new mounts, and its graceful timeout dropped the new connections.
+    A start before the stop is over is refused; once it is over, it works.
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    service = build(held, clock)
+    service.startService()
+    busy_protocol, busy = open_connection(service.factory)
+    busy_protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    with pytest.raises(StartError, match="still draining connections"):
+        service.startService()
+    assert service.running == 0
+    held.exchanges[0].start_response(200, [])
+    held.exchanges[0].finish(b"done")
+    close_if_asked(busy_protocol, busy)
+    assert done == [None]
+    service.startService()
+    assert service.running == 1
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(held.exchanges) == 2
+    clock.advance(60)  # the first stop's graceful timeout is long gone: nothing dropped
+    assert not aborted(transport)
+    service.stopService()
+
+
+def test_a_failure_twistd_meets_in_the_privileged_start_is_reported_once() -> None:
+    """Twistd (the program) calls privilegedStartService, then startService: with an
+    on_start_error that does not exit, the second call listened again and reported
+    the failure again, naming a port of its own not yet closed.
+    """
+    clock = MemoryReactorClock()
+    messages: list[str] = []
+    opened = OpeningEndpoint()
+    service = ServerService(
+        make_factory(hello, reactor=clock, threadpool=None),
+        [("tcp:8080", opened), ("tcp:80", RefusingEndpoint())],
+        clock=clock,
+        on_start_error=messages.append,
+    )
+    service.privilegedStartService()
+    service.startService()
+    assert len(messages) == 1 and "tcp:80" in messages[0]
+    assert len(opened.ports) == 1 and not service.running
+    service.startService()  # a later start tries again
+    assert len(messages) == 2 and len(opened.ports) == 2

@@ -195,6 +195,10 @@ class ServerService(Service):
         self._drain_deadline: IDelayedCall | None = None
         self._ready_call: IDelayedCall | None = None
         self._stopped = False  # stopped since built: a start must set up again
+        self._stopping: Deferred[None] | None = None  # a stop still draining
+        # A start failure privilegedStartService reported (to on_start_error), which
+        # the startService that twistd calls next must not report again.
+        self._privileged_start_failed = False
 
     def privilegedStartService(self) -> None:
         """Listen on every endpoint (before ``twistd`` drops privileges).
@@ -205,21 +209,26 @@ class ServerService(Service):
                 before it are closed again: a later start tries them all anew.
         """
         super().privilegedStartService()
-        if self._prepare_restart():
-            self._listen()
+        if not (self._prepare_restart() and self._listen()):
+            self._privileged_start_failed = True  # (reported to on_start_error)
 
     def startService(self) -> None:
         """Listen, if not done already, then start the worker threads.
 
-        A service that was stopped may be started again: it serves as before, with
-        the access log reopened and its mounts built anew (their upstream pools
-        and health checks were closed by the stop).
+        A service that was stopped may be started again once its stop is over (the
+        Deferred of :meth:`stopService` has fired): it serves as before, with the
+        access log reopened and its mounts built anew (their upstream pools and
+        health checks were closed by the stop).
 
         Raises:
             ListenError: see :meth:`privilegedStartService`.
-            StartError: when the worker threads cannot be started, or the mounts
-                cannot be built again on a restart.
+            StartError: when the worker threads cannot be started, the mounts
+                cannot be built again on a restart, or the last stop is still
+                draining connections.
         """
+        if self._privileged_start_failed:
+            self._privileged_start_failed = False
+            return  # privilegedStartService said why, just before (twistd calls both)
         if not self._prepare_restart() or not self._listen():
             return
         if self._pool is not None:
@@ -247,6 +256,16 @@ class ServerService(Service):
 
     def _prepare_restart(self) -> bool:
         """Undo what a stop closed, once, before listening again; say if it worked."""
+        if self._stopping is not None:
+            # Its drain would end in the restarted service: threads stopped, mounts
+            # closed, and its graceful timeout dropping the new connections.
+            self._start_failed(
+                StartError(
+                    "cannot start while the last stop is still draining connections;"
+                    " start again once the Deferred of stopService() has fired"
+                )
+            )
+            return False
         if not self._stopped:
             return True
         if self._router is not None and self._site_builder is not None and self.config is not None:
@@ -434,7 +453,12 @@ class ServerService(Service):
         stopped = self._close_ports()
         stopped.addCallback(lambda _: self._drain())
         stopped.addBoth(self._stop_workers)
+        self._stopping = stopped
+        stopped.addBoth(self._stop_over)
         return stopped
+
+    def _stop_over(self, result: object) -> None:
+        self._stopping = None
 
     def _drain(self) -> Deferred[None]:
         factory = self.factory

@@ -8,6 +8,7 @@ config layer builds this value from the command line or the config file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["HttpSettings"]
@@ -54,7 +55,9 @@ class HttpSettings:
         Raises:
             TypeError: a field of the wrong type (``max_body="1m"`` as a flag spells
                 it, a ``str`` server header).
-            ValueError: a negative limit or timeout.
+            ValueError: a negative limit or timeout, an infinite or NaN timeout, or 0
+                where it would refuse every request (only ``max_body``,
+                ``max_connections`` and ``keepalive_timeout`` may be 0).
         """
         for name in _INTEGERS:
             value = getattr(self, name)
@@ -64,9 +67,16 @@ class HttpSettings:
             value = getattr(self, name)
             if type(value) not in (int, float):
                 raise TypeError(f"HttpSettings: {name} must be a number, not {value!r}")
+        for name in _SECONDS:
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"HttpSettings: {name} must be finite")
         for name in _INTEGERS + _SECONDS:
-            if getattr(self, name) < 0:
+            value = getattr(self, name)
+            if value < 0:
                 raise ValueError(f"HttpSettings: {name} must not be negative")
+            if value == 0 and name not in _ZERO_ALLOWED:
+                # Every request would be refused (or timed out at once).
+                raise ValueError(f"HttpSettings: {name} must be more than 0")
         if type(self.server_header) is not bytes:
             raise TypeError(
                 f"HttpSettings: server_header must be bytes, not {self.server_header!r}"
@@ -82,3 +92,5 @@ _INTEGERS = (
     "max_connections",
 )
 _SECONDS = ("keepalive_timeout", "header_timeout", "body_timeout", "send_timeout")
+#: 0 means "no limit" (max_body, max_connections) or "close at once" (keep-alive).
+_ZERO_ALLOWED = frozenset({"max_body", "max_connections", "keepalive_timeout"})
