@@ -13,9 +13,12 @@ from __future__ import annotations
 import email.utils
 import itertools
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
@@ -941,6 +944,25 @@ def test_content_type_table(path: str, expected: str) -> None:
     binaries, and ``application/octet-stream`` when the extension is unknown.
     """
     assert content_type(path) == expected
+
+
+def test_the_hosts_media_types_apply_from_the_start(tmp_path: Path) -> None:
+    """The host's mime.types are read at import: they were used only once something
+    in the process had called mimetypes.guess_type(), so a file's type changed
+    mid-run.
+    """
+    table = tmp_path / "mime.types"
+    table.write_text("application/x-twistwsgi-test\tzzq\n")
+    script = (
+        "import mimetypes, sys\n"
+        f"mimetypes.knownfiles = [{str(table)!r}]\n"
+        "from twistwsgi.files import content_type\n"
+        "print(content_type('a.zzq'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "application/x-twistwsgi-test"
 
 
 def test_content_type_uses_the_given_charset() -> None:

@@ -468,6 +468,14 @@ _EXTRA_TYPES = {
 }
 
 
+if not mimetypes.inited:
+    # Until init() reads the host's tables (/etc/mime.types), types_map is Python's
+    # built-in one; an application's first guess_type() call reads them, and the
+    # type of a static file then changed mid-run. (Once inited, it is left alone:
+    # init() again would drop an application's add_type() entries.)
+    mimetypes.init()
+
+
 def content_type(path: str, charset: str = "utf-8") -> str:
     """The media type for ``path``'s extension, with a charset for text types.
 
