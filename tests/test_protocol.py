@@ -1348,6 +1348,23 @@ def test_a_response_that_cannot_be_completed_ends_in_order_when_its_framing_show
     assert len(held.exchanges) == 1  # the pipelined request is not served
 
 
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_a_bodiless_response_given_up_after_its_head_ends_in_order(version: bytes) -> None:
+    """A HEAD answer is complete once its head is out: a handler giving up then
+    closes the connection in order (a reset could take the head with it).
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"HEAD / HTTP/" + version + b"\r\nHost: a\r\n\r\n")
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.send_head()
+    exchange.abort()
+    transport: Any = connection.transport
+    assert connection.take().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.disconnecting and not transport.disconnected
+
+
 @pytest.mark.parametrize("close", ["connection-close", "keep-alive-timeout"])
 def test_a_close_the_client_never_reads_to_is_aborted_after_send_timeout(close: str) -> None:
     """Closing waits for the client to take what was written; with less than

@@ -675,6 +675,36 @@ def test_file_wrapper_is_sent_by_the_reactor_and_closed(threaded: bool, tmp_path
     assert opened[0].closed
 
 
+def test_a_file_response_cut_short_closes_the_result(tmp_path: Path) -> None:
+    """The request body fails (malformed) while a file response is going out: the
+    response is cut short, and the file sender is stopped so that the result's
+    close() is called (PEP 3333) and the file closed. The orderly close unregistered
+    the sender without stopping it: close() never came.
+    """
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"z" * 1_000_000)
+    closed: list[bool] = []
+
+    class TrackedFile(io.FileIO):
+        def close(self) -> None:
+            if not self.closed:
+                closed.append(True)
+            super().close()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "1000000")])
+        return environ["wsgi.file_wrapper"](TrackedFile(path, "rb"))
+
+    connection = serve(app, threaded=True, validate=False)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n")
+    connection.send(b"%x\r\n" % DISPATCH_BUFFER + b"x" * DISPATCH_BUFFER + b"\r\n")
+    assert connection.take().startswith(b"HTTP/1.1 200 OK")  # the head; the file waits
+    assert closed == []
+    with capture_log_events():
+        connection.send(b"zz\r\n")  # not a chunk size: the body fails
+    assert closed == [True]
+
+
 def test_file_wrapper_honours_the_application_content_length(tmp_path: Path) -> None:
     """With a Content-Length from the app, exactly that many bytes are sent."""
     path = tmp_path / "data.bin"

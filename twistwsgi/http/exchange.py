@@ -163,7 +163,13 @@ class Exchange(Protocol):
         """Send ``data`` as the last body bytes and complete the response."""
 
     def abort(self) -> None:
-        """Give up on the response: the connection is dropped without more bytes."""
+        """Give up on the response: the connection ends without more bytes.
+
+        It closes in order when the client can tell the response was cut short (a
+        Content-Length or chunked body, or no body), after lingering if the client
+        may still be sending, and is reset when it cannot (a body the close
+        delimits). A file still going out is stopped.
+        """
 
     @property
     def upgradable(self) -> bool:

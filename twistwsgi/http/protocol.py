@@ -139,10 +139,6 @@ class _Framing(Enum):
     CLOSE = "close"  # until the connection closes (HTTP/1.0 without a length)
 
 
-#: Framings that show a cut-short body without a reset.
-_SELF_DELIMITED = frozenset({_Framing.LENGTH, _Framing.CHUNKED})
-
-
 class _Timeout(Enum):
     """What the connection's read-side deadline stands for.
 
@@ -1724,6 +1720,7 @@ class HTTP11Exchange:
         "_continue",
         "_discarding",
         "_file_pending",
+        "_file_sending",
         "_framing",
         "_head_pending",
         "_keep_alive",
@@ -1778,6 +1775,7 @@ class HTTP11Exchange:
         # Bytes of files handed to send_file and not sent yet: the framing counts
         # them as written, body_sent only once they are.
         self._file_pending = 0
+        self._file_sending: Deferred[None] | None = None  # the file going out, if any
 
     # -- request body -----------------------------------------------------------------
 
@@ -2049,7 +2047,7 @@ class HTTP11Exchange:
                 write_now(transport, head)
             raise RuntimeError("send_file needs a Content-Length that leaves room for the file")
         self._file_pending += count
-        return send_file(
+        sending = send_file(
             transport,
             file,
             offset=offset,
@@ -2058,6 +2056,8 @@ class HTTP11Exchange:
             on_progress=self._file_progress,
             head=head,
         )
+        self._file_sending = sending
+        return sending
 
     def _file_progress(self, sent: int) -> None:
         """Count file bytes as they go out (the sender's progress).
@@ -2163,16 +2163,22 @@ class HTTP11Exchange:
         When its body is framed by Content-Length or chunked coding, the connection
         closes in order (lingering if the client is still sending): what was sent
         arrives whole, and the missing bytes or last chunk show the cut (RFC 9112
-        6.3, 7.1). A reset would throw away what the kernel still held unsent. A
-        body delimited by the close (HTTP/1.0) could only look complete that way:
-        the connection is reset.
+        6.3, 7.1). A reset would throw away what the kernel still held unsent. So
+        does a response without a body (HEAD, 204, 304) whose head went out: it is
+        complete. A body delimited by the close (HTTP/1.0) could only look complete
+        that way: the connection is reset. A file still going out is stopped.
         """
         if self.finished:
             return
         self._keep_alive = False
         self._ended(Failure(ConnectionDone("response aborted")))
+        sending = self._file_sending
+        if sending is not None and not sending.called:
+            # Stop the file going out: its sender holds the transport (and with a
+            # close in order, nothing else would end it and close the file).
+            sending.cancel()
         protocol = self._protocol
-        if not self._head_pending and self._framing in _SELF_DELIMITED:
+        if not self._head_pending and self._framing is not _Framing.CLOSE:
             protocol.close_cut_short(self)
             return
         # What the handler wrote was given to the client: send it before the abort,

@@ -79,7 +79,8 @@ def send_file(
     Returns:
         A Deferred that fires when every byte is handed to the transport or kernel,
         and fails with ``ConnectionLost`` if the client goes away or with ``OSError``
-        if the file is shorter than ``count`` or cannot be read.
+        if the file is shorter than ``count`` or cannot be read. Cancelling it stops
+        the sending (a response cut short).
     """
     descriptor = _file_descriptor(file)
     sender: _FileSender
@@ -126,9 +127,20 @@ class _FileSender:
         self.offset = offset
         self.remaining = count
         self.on_progress = on_progress
-        self.done: Deferred[None] = Deferred()
+        self.done: Deferred[None] = Deferred(self._cancelled)
         self.restore: Callable[[], None] = lambda: None
         self.over = False
+
+    def _cancelled(self, done: Deferred[None]) -> None:
+        """The response was cut short: stop, and leave the transport to its close.
+
+        ``done`` then fails with ``CancelledError``, so the caller closes its file
+        (and a WSGI result gets its ``close()``).
+        """
+        if not self.over:
+            self.over = True
+            if getattr(self.transport, "producer", self) is self:
+                self.transport.unregisterProducer()
 
     def resumeProducing(self) -> None:
         """Send the next piece (called by the transport when it wants data)."""
