@@ -1343,9 +1343,10 @@ class HTTP11Protocol(Protocol):
         that followed the head are its first bytes. Otherwise the request is answered
         as an ordinary one (RFC 9110 7.8 lets a server ignore Upgrade) and the
         connection closes after it, unless :attr:`closing` let it stay (then
-        :meth:`_parse_http_again` takes over). httptools skips the body of such a request; when
-        it has one, :class:`_SkippedBody` parses it from the bytes that follow the
-        head. Anything after the body belongs to the other protocol and is discarded.
+        :meth:`_parse_http_again` takes over). httptools skips the body of such a
+        request; when it has one, :class:`_SkippedBody` parses it from the bytes that
+        follow the head. Anything after the body belongs to the other protocol and is
+        discarded.
         """
         self._upgraded = True
         exchange = self._parsing
@@ -2163,10 +2164,11 @@ class HTTP11Exchange:
         When its body is framed by Content-Length or chunked coding, the connection
         closes in order (lingering if the client is still sending): what was sent
         arrives whole, and the missing bytes or last chunk show the cut (RFC 9112
-        6.3, 7.1). A reset would throw away what the kernel still held unsent. So
-        does a response without a body (HEAD, 204, 304) whose head went out: it is
-        complete. A body delimited by the close (HTTP/1.0) could only look complete
-        that way: the connection is reset. A file still going out is stopped.
+        6.3, 7.1); a reset would throw away what the kernel still held unsent. A
+        response without a body (HEAD, 204, 304) whose head went out is complete and
+        closes in order too. A body delimited by the close (HTTP/1.0) could only
+        look complete that way: the connection is reset. A file still going out is
+        stopped.
         """
         if self.finished:
             return
