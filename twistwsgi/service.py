@@ -118,14 +118,18 @@ def make_factory(
         threadpool=threadpool,
         trusted_proxies=TrustedProxies(trusted_proxies),
     )
-    prefix = script_name.rstrip(b"/")
-    mounts: MountTable[Handler] = MountTable([Mount(prefix, handler)])
     return HTTPFactory(
-        Router(RoutingTable(HostTable([], mounts), HostTable([], None))),
+        Router(_one_mount(script_name.rstrip(b"/"), handler)),
         settings=settings or HttpSettings(),
         clock=reactor,
         response_log=response_log,
     )
+
+
+def _one_mount(prefix: bytes, handler: Handler) -> RoutingTable:
+    """A routing table with one mount, for every host name."""
+    mounts: MountTable[Handler] = MountTable([Mount(prefix, handler)])
+    return RoutingTable(HostTable([], mounts), HostTable([], None))
 
 
 def _unix_lock_held(path: object) -> str:
@@ -665,7 +669,7 @@ class _ApplicationSite(SiteBuilder):
             threadpool=self._threadpool,
             trusted_proxies=TrustedProxies(config.trusted_proxies),
         )
-        return RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
+        return _one_mount(b"", handler)
 
 
 def standard_builders(reactor: Any) -> dict[str, MountBuilder]:
