@@ -705,6 +705,31 @@ def test_a_file_response_cut_short_closes_the_result(tmp_path: Path) -> None:
     assert closed == [True]
 
 
+def test_a_client_leaving_during_a_file_response_is_not_an_error(tmp_path: Path) -> None:
+    """A download the client gives up is ordinary: it was logged as a critical
+    failure with a traceback (Twisted stops the file sender before it tells the
+    protocol, so the exchange had not yet ended). The file is still closed.
+    """
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"z" * 1_000_000)
+    handles: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "1000000")])
+        handles.append(path.open("rb"))
+        return environ["wsgi.file_wrapper"](handles[-1])
+
+    connection = serve(app, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    transport: Any = connection.transport
+    with capture_log_events() as events:
+        # As Twisted's connectionLost does: the producer first, then the protocol.
+        transport.producer.stopProducing()
+        connection.protocol.connectionLost(Failure(ConnectionLost()))
+    assert [e for e in events if "log_failure" in e] == []
+    assert handles[0].closed
+
+
 def test_file_wrapper_honours_the_application_content_length(tmp_path: Path) -> None:
     """With a Content-Length from the app, exactly that many bytes are sent."""
     path = tmp_path / "data.bin"

@@ -44,13 +44,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi import files
 from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import PreparedHeaders, Route
+from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.wire import http_date
 
 __all__ = ["StaticHandler", "StaticOptions"]
@@ -766,11 +766,8 @@ def _send_pieces(
 
     def failed(failure: Failure) -> None:
         handle.close()
-        # A client that leaves mid-file is ordinary (the access log shows the bytes it
-        # got); only a failure on this side (the file, the disk) is worth a traceback.
-        if not exchange.finished and not failure.check(
-            ConnectionLost, BrokenPipeError, ConnectionResetError
-        ):
+        # Only a failure on this side (the file, the disk) is worth a traceback.
+        if not exchange.finished and not failure.check(*CLIENT_GONE):
             _log.failure("Sending a file failed", failure=failure)
         exchange.abort()
 

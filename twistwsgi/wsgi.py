@@ -48,6 +48,7 @@ from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.rules import CONTROL_CHARACTERS
+from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
 from twistwsgi.threads import ThreadPoolLike
 
@@ -829,7 +830,8 @@ def _send_file_result(
         exchange.finish()
 
     def failed(failure: Failure) -> None:
-        if not exchange.finished:
+        # A client leaving mid-file is ordinary; a failure of the file is not.
+        if not exchange.finished and not failure.check(*CLIENT_GONE):
             _log.failure("Sending a wsgi.file_wrapper response failed", failure=failure)
         exchange.abort()
 

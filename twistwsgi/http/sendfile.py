@@ -32,11 +32,15 @@ from zope.interface import implementer
 
 from twistwsgi.http.transport import write_now
 
-__all__ = ["READ_CHUNK", "SENDFILE_CHUNK", "send_file"]
+__all__ = ["CLIENT_GONE", "READ_CHUNK", "SENDFILE_CHUNK", "send_file"]
 
 #: Most bytes one ``sendfile`` call may send, so one large file cannot keep the reactor
 #: from serving other connections.
 SENDFILE_CHUNK = 4 * 1024 * 1024
+#: How a file sending fails when the client goes away: ordinary, unlike a failure
+#: of the file or the disk (the access log shows the bytes the client got).
+CLIENT_GONE = (ConnectionLost, BrokenPipeError, ConnectionResetError)
+
 #: Bytes read per step when the file cannot be sent with ``sendfile``.
 READ_CHUNK = 64 * 1024
 
