@@ -463,8 +463,23 @@ class _ThreadedInput:
         self._error: Exception | None = None
         self._paused = False
         self._asked = False
+        self._released = False
 
     # -- reactor thread ---------------------------------------------------------------
+
+    def release(self) -> None:
+        """The request is over: drop what was not read.
+
+        The exchange and this stream refer to each other, so what is queued here
+        would otherwise wait for a garbage collection (an upload refused unread left
+        up to 64 KiB each). A read from now on raises: PEP 3333 makes
+        ``wsgi.input`` valid only during its request.
+        """
+        with self._cond:
+            self._released = True
+            self._chunks.clear()
+            self._buffered = 0
+            self._cond.notify_all()
 
     def body_received(self, data: bytes) -> None:
         """Queue a piece of the body; pause the client above the high-water mark."""
@@ -494,6 +509,8 @@ class _ThreadedInput:
 
     def _wait(self) -> None:
         """Wait until something can be read (called with the lock held)."""
+        if self._released:
+            raise ClientDisconnected("The request is over: its body is no longer kept")
         if not self._asked:
             self._asked = True
             # PEP 3333: send 100 Continue only when the application asks for the body.
@@ -502,6 +519,8 @@ class _ThreadedInput:
             if self._error is not None:
                 raise ClientDisconnected(f"Request body not received: {self._error}")
             self._cond.wait()
+            if self._released:
+                raise ClientDisconnected("The request is over: its body is no longer kept")
 
     def _took(self, count: int) -> None:
         """Account for ``count`` bytes read; resume the client below half the mark."""
@@ -620,6 +639,8 @@ class _ThreadedCall:
         with self._cond:
             self._gone = True
             self._cond.notify_all()
+        if self._input is not None:
+            self._input.release()
 
     def pauseProducing(self) -> None:
         """The client stopped reading: the worker waits before its next chunk."""
