@@ -505,3 +505,11 @@ def test_response_fields_keep_upgrade_only_in_a_426() -> None:
     fields = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"X-A", b"1")]
     assert response_fields(fields, 426) == [(b"Upgrade", b"websocket"), (b"X-A", b"1")]
     assert response_fields(fields, 200) == [(b"X-A", b"1")]
+
+
+def test_trusted_proxies_given_one_string_say_so() -> None:
+    """A lone string was iterated character by character: "'1' does not appear to be
+    an IPv4 or IPv6 network" pointed away from the mistake.
+    """
+    with pytest.raises(TypeError, match="a sequence of addresses or networks, not one string"):
+        TrustedProxies("10.0.0.1")

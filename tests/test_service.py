@@ -958,3 +958,11 @@ def test_a_failure_twistd_meets_in_the_privileged_start_is_reported_once() -> No
     assert len(opened.ports) == 1 and not service.running
     service.startService()  # a later start tries again
     assert len(messages) == 2 and len(opened.ports) == 2
+
+
+def test_make_service_says_when_listen_is_one_string() -> None:
+    """ServerConfig(listen="tcp:8080") was read letter by letter: "Unknown endpoint
+    type: 't'" pointed away from the mistake.
+    """
+    with pytest.raises(TypeError, match="listen must be a sequence of endpoint strings"):
+        make_service(ServerConfig(listen="tcp:8080"), hello, reactor=MemoryReactorClock())  # type: ignore[arg-type]

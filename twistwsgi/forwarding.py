@@ -213,12 +213,18 @@ class TrustedProxies:
 
     Raises:
         ValueError: for a string that is not an address or network.
+        TypeError: for one string instead of a sequence of them.
     """
 
     #: Addresses remembered; the cache is emptied when it grows past this.
     CACHE_SIZE = 4096
 
     def __init__(self, networks: Iterable[str]) -> None:
+        if isinstance(networks, str):
+            raise TypeError(
+                f"trusted proxies: a sequence of addresses or networks, not one string:"
+                f" give [{networks!r}]"
+            )
         texts = [text.strip() for text in networks]
         self.unix_sockets = UNIX_SOCKETS in texts
         self.networks = tuple(

@@ -598,6 +598,11 @@ def make_service(
         ConfigError: when a mount cannot be built (an application that does not
             import, for instance), naming its key path.
     """
+    listen: object = config.listen  # (typed a tuple; a Python caller may pass a str)
+    if isinstance(listen, str):
+        raise TypeError(
+            f"listen must be a sequence of endpoint strings, not one string: give ({listen!r},)"
+        )
     if endpoints is None:
         endpoints = [(text, serverFromString(reactor, text)) for text in config.listen]
     pool = WorkerPool(config.threads) if config.threads > 0 else None
