@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from tests.apps import hello
 from twistwsgi import cli
-from twistwsgi.config import ServerConfig
+from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.protocol import HTTP11Protocol, HTTPFactory
 from twistwsgi.http.settings import HttpSettings
@@ -966,3 +966,20 @@ def test_make_service_says_when_listen_is_one_string() -> None:
     """
     with pytest.raises(TypeError, match="listen must be a sequence of endpoint strings"):
         make_service(ServerConfig(listen="tcp:8080"), hello, reactor=MemoryReactorClock())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"threads": -4}, "--threads: expected a whole number >= 0"),
+        ({"graceful_timeout": -1.0}, "--graceful-timeout: expected a duration >= 0"),
+    ],
+)
+def test_make_service_checks_a_configuration_built_in_python(
+    given: dict[str, Any], message: str
+) -> None:
+    """A ServerConfig built in Python skips the command line's checks: threads=-4 ran
+    the application in the reactor thread, a negative graceful timeout went unsaid.
+    """
+    with pytest.raises(ConfigError, match=message):
+        make_service(ServerConfig(**given), hello, reactor=MemoryReactorClock())

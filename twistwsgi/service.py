@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi.access_log import AccessLog
-from twistwsgi.config import ConfigError, ServerConfig
+from twistwsgi.config import SETTINGS, ConfigError, ServerConfig
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
@@ -596,8 +596,11 @@ def make_service(
 
     Raises:
         ConfigError: when a mount cannot be built (an application that does not
-            import, for instance), naming its key path.
+            import, for instance), naming its key path; or when ``threads`` or
+            ``graceful_timeout`` is out of range (a configuration built in Python).
+        TypeError: when ``listen`` is one string rather than a sequence of them.
     """
+    _check_numbers(config)
     listen: object = config.listen  # (typed a tuple; a Python caller may pass a str)
     if isinstance(listen, str):
         raise TypeError(
@@ -675,6 +678,20 @@ class _ApplicationSite(SiteBuilder):
             trusted_proxies=TrustedProxies(config.trusted_proxies),
         )
         return _one_mount(b"", handler)
+
+
+def _check_numbers(config: ServerConfig) -> None:
+    """Check the server numbers as the command line does (for a config built in Python).
+
+    Raises:
+        ConfigError: naming the setting, e.g. ``--threads: expected a whole number >= 0``.
+    """
+    for setting in SETTINGS:
+        if setting.name in ("threads", "graceful_timeout"):
+            try:
+                setting.parse(getattr(config, setting.name))
+            except ValueError as error:
+                raise ConfigError(config.source(setting.name), str(error)) from None
 
 
 def standard_builders(reactor: Any) -> dict[str, MountBuilder]:
