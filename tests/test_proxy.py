@@ -836,16 +836,26 @@ def test_stale_keepalive_connection_is_retried_on_a_fresh_one() -> None:
     """
     setup = make_proxy()
     client = setup.client()
-    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-    endpoint = setup.endpoint()
-    endpoint.last.respond(OK)
-    one_response(client)
-    client.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
-    endpoint.connections[0].close(ConnectionDone())
+    endpoint = send_on_a_connection_just_closed(
+        setup, client, b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert len(endpoint.connections) == 2
     endpoint.last.respond(OK)
     assert one_response(client).status == 200
     assert setup.handler.group.peers[0].fails == 0
+
+
+def send_on_a_connection_just_closed(setup: Setup, client: Connection, request: bytes) -> Any:
+    """Leave an idle pooled connection, send ``request`` on it, then have the upstream
+    close it before any response byte (the keep-alive race); return the endpoint.
+    """
+    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint = setup.endpoint()
+    endpoint.last.respond(OK)
+    one_response(client)
+    client.send(request)
+    endpoint.connections[0].close(ConnectionDone())
+    return endpoint
 
 
 def test_stale_keepalive_close_under_a_post_is_502_without_a_failure() -> None:
@@ -1196,12 +1206,7 @@ def test_an_upgrade_on_a_stale_keepalive_connection_is_retried() -> None:
     """As a plain GET is: the client's bytes wait in the server until the switch."""
     setup = make_proxy()
     client = setup.client()
-    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-    endpoint = setup.endpoint()
-    endpoint.last.respond(OK)
-    one_response(client)
-    client.send(WEBSOCKET_UPGRADE)
-    endpoint.connections[0].close(ConnectionDone())
+    endpoint = send_on_a_connection_just_closed(setup, client, WEBSOCKET_UPGRADE)
     assert len(endpoint.connections) == 2
     endpoint.last.respond(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
