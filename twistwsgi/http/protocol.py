@@ -1225,23 +1225,17 @@ class HTTP11Protocol(Protocol):
                 # discarded (exchange_done): an answer now would be taken for the
                 # next request's. The connection closes, lingering, since the
                 # client may still be sending and must not lose that response.
-                _log.info(
+                self._log_body_failure(
                     "Closing the connection of {peer}: the unread body of an answered"
-                    " request failed ({status} {detail})",
-                    peer=describe_peer(self._peer),
-                    status=error.status,
-                    detail=error.detail,
+                    " request failed",
+                    error,
                 )
                 self._close_after_response(exchange)
                 return
             if exchange.dispatched:
                 if exchange.response_started:
-                    _log.info(
-                        "Dropped the response to {peer}: its request body failed ({status}"
-                        " {detail})",
-                        peer=describe_peer(self._peer),
-                        status=error.status,
-                        detail=error.detail,
+                    self._log_body_failure(
+                        "Dropped the response to {peer}: its request body failed", error
                     )
                     exchange.abort()
                 else:
@@ -1258,6 +1252,15 @@ class HTTP11Protocol(Protocol):
             self.pause_reading("error")
         else:
             self._send_error_response(refusal)
+
+    def _log_body_failure(self, text: str, error: RequestError) -> None:
+        """Log ``text`` (with ``{peer}``) and why the body failed, after a response began."""
+        _log.info(
+            text + " ({status} {detail})",
+            peer=describe_peer(self._peer),
+            status=error.status,
+            detail=error.detail,
+        )
 
     def _partial_request(self) -> PartialRequest:
         """What was read of the request being refused (parsing has stopped in it)."""
