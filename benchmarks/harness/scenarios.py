@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from harness import procs, servers, wrk
-from harness.servers import TWISTWSGI_VARIANTS, WSGI_PEERS, Context, Launch, Target, Unavailable
+from harness.servers import (
+    FLOOR,
+    TWISTWSGI_VARIANTS,
+    WSGI_PEERS,
+    Context,
+    Launch,
+    Target,
+    Unavailable,
+)
 
 WSGI_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS)
 IDLE_CONNECTIONS = 5000
@@ -75,6 +83,13 @@ THREADS_NOTE = (
     "reactor thread. No server writes an access log."
 )
 
+FLOOR_NOTE = (
+    "twisted-floor is not an HTTP server but the floor under every server written in Python on "
+    "Twisted's reactor: `benchmarks/twisted_floor.py`, on twistwsgi's own Python and Twisted, "
+    "answers each request head with bytes built at start-up and parses nothing else. Its "
+    "req/s is the most any such server can reach on this machine in the same run."
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         1,
@@ -82,13 +97,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Hello world",
         "The `hello` app (13-byte body, Content-Length), keep-alive connections.",
         Target("wsgi", "hello"),
-        WSGI_SERVERS,
+        (*WSGI_SERVERS, FLOOR),
         (
             Bench("hello-c50", "50 connections", 50),
             Bench("hello-c1", "1 connection (latency)", 1, in_quick=False),
         ),
         in_quick=True,
-        notes=(THREADS_NOTE, UWSGI_NOTE),
+        notes=(THREADS_NOTE, UWSGI_NOTE, FLOOR_NOTE),
     ),
     Scenario(
         2,
@@ -136,10 +151,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "A 10 KB and a 1 MB file, 50 connections: twistwsgi (`--static`) against nginx "
         "(sendfile) and `twistd web --path`.",
         Target("static"),
-        ("twistwsgi", "nginx", "twistd-web"),
+        ("twistwsgi", "nginx", "twistd-web", FLOOR),
         (
             Bench("static-10k", "10 KB file, 50 connections", 50, "/static/10k.bin"),
             Bench("static-1m", "1 MB file, 50 connections", 50, "/static/1m.bin", in_quick=False),
+        ),
+        notes=(
+            FLOOR_NOTE,
+            "twisted-floor holds each file in memory and writes it from there, without "
+            "sendfile: for the 1 MB file that is a different way of sending, not a ceiling.",
         ),
     ),
     Scenario(
@@ -149,12 +169,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "A reverse proxy in front of a fast upstream (a separate nginx answering "
         "`Hello, World!` itself), 50 connections.",
         Target("proxy"),
-        ("twistwsgi", "nginx", "twistd-web"),
+        ("twistwsgi", "nginx", "twistd-web", FLOOR),
         (Bench("proxy-c50", "50 connections", 50),),
         notes=(
             "twisted.web's proxy is `benchmarks/twisted_proxy.py` (`ReverseProxyResource`): "
             "HTTP/1.0 to the upstream, a new upstream connection per request.",
             "nginx keeps up to 64 idle upstream connections (`keepalive 64`).",
+            FLOOR_NOTE,
+            "As a proxy, twisted-floor opens one upstream connection per client connection "
+            "and copies bytes both ways unread (no parsing, no pool, no headers added).",
         ),
     ),
     Scenario(

@@ -24,7 +24,8 @@ WSGI_PEERS = (
     "uwsgi",
     "granian",
 )
-ALL_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS, "nginx")
+FLOOR = "twisted-floor"
+ALL_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS, "nginx", FLOOR)
 THREADS = 10
 IDLE_KEEP_ALIVE_SECONDS = 75
 
@@ -364,6 +365,30 @@ def upstream_launch(context: Context, port: int) -> Launch:
     return nginx_launch(context, f"nginx-upstream-{port}", block)
 
 
+# -- the floor --------------------------------------------------------------------------------
+
+
+def _twisted_floor(context: Context, target: Target, port: int) -> Launch | Unavailable | None:
+    """``benchmarks/twisted_floor.py`` on twistwsgi's own Python and Twisted.
+
+    It takes part where a fixed answer stands in for the real work: hello world, the static
+    files, and the proxy (as a byte relay); not where the application's own time is measured.
+    """
+    if target.workers > 1 or target.hold_idle:
+        return None
+    script = context.repo / "benchmarks" / "twisted_floor.py"
+    argv = [str(context.project_bin / "python"), str(script), "--listen", _listen(port)]
+    if target.kind == "static":
+        argv += ["files", str(target.docroot / "static" if target.docroot else "")]
+    elif target.kind == "proxy":
+        argv += ["relay", f"127.0.0.1:{target.upstream_port}"]
+    elif target.app == "hello":
+        argv += ["hello"]
+    else:
+        return None
+    return Launch(argv=argv, cwd=context.repo)
+
+
 BUILDERS: dict[str, Builder] = {
     "twistwsgi": _twistwsgi(THREADS),
     "twistwsgi-inline": _twistwsgi(0),
@@ -374,6 +399,7 @@ BUILDERS: dict[str, Builder] = {
     "uwsgi": _uwsgi,
     "granian": _granian,
     "nginx": _nginx,
+    FLOOR: _twisted_floor,
 }
 
 
