@@ -904,17 +904,6 @@ def stale_socket(path: Path) -> None:
     left.close()
 
 
-@pytest.fixture
-def short_directory() -> Any:
-    """A directory short enough for AF_UNIX paths (about 100 bytes at most)."""
-    import shutil
-    import tempfile
-
-    directory = Path(tempfile.mkdtemp(prefix="tw-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def test_a_stale_unix_socket_is_removed_before_listening(short_directory: Path) -> None:
     """A socket file left by a crash (nothing listens) would fail the bind."""
     path = short_directory / "app.sock"

@@ -89,12 +89,8 @@ class Server:
 
 
 @pytest.fixture
-def socket_path(tmp_path: Path) -> Path:
-    # Keep the path short: AF_UNIX paths are limited to about 100 bytes.
-    directory = Path("/tmp") / f"twistwsgi-e2e-{os.getpid()}-{threading.get_ident() % 10000}"
-    directory.mkdir(exist_ok=True)
-    yield_path = directory / "s.sock"
-    return yield_path
+def socket_path(short_directory: Path) -> Path:
+    return short_directory / "s.sock"
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +101,15 @@ def test_listen_failure_goes_to_the_given_callback() -> None:
     assert len(messages) == 1 and "tcp:80" in messages[0]
 
 
-def test_a_unix_path_another_server_holds_is_said_in_plain_words() -> None:
+def test_a_unix_path_another_server_holds_is_said_in_plain_words(
+    short_directory: Path,
+) -> None:
     """Twisted's "Couldn't listen on any:b'...': Cannot acquire lock." becomes the
     reason a user can act on: which process holds the path's lock.
     """
     from twisted.internet import reactor
 
-    directory = tempfile.mkdtemp(prefix="tw-", dir="/tmp")  # AF_UNIX paths are short
-    path = f"{directory}/app.sock"
+    path = f"{short_directory}/app.sock"
     os.symlink(str(os.getppid()), f"{path}.lock")  # a live process, as a running server's
     messages: list[str] = []
     factory = make_factory(hello, reactor=MemoryReactorClock(), threadpool=None)
@@ -121,10 +120,7 @@ def test_a_unix_path_another_server_holds_is_said_in_plain_words() -> None:
         clock=MemoryReactorClock(),
         on_start_error=messages.append,
     )
-    try:
-        service.privilegedStartService()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    service.privilegedStartService()
     assert messages == [
         f"cannot listen on {description!r}: address already in use:"
         f" process {os.getppid()} holds its lock file '{path}.lock'"
