@@ -19,8 +19,10 @@ from twistwsgi.routing import (
     Router,
     RoutingTable,
     match_prefix,
+    merge_slashes,
     normalize_host,
     normalize_name,
+    path_below,
     remove_dot_segments,
 )
 from twistwsgi.testing import connect, parse_responses
@@ -108,6 +110,15 @@ def test_ipv6_literals_that_are_not_addresses_normalise_to_none(authority: bytes
     (an interface of the client's own machine), matches no name.
     """
     assert normalize_host(authority) is None
+
+
+@pytest.mark.parametrize(
+    ("authority", "name"),
+    [(b"example.com:", "example.com"), (b"Example.COM.:", "example.com"), (b"[::1]:", "[::1]")],
+)
+def test_an_empty_port_is_no_port(authority: bytes, name: str) -> None:
+    """RFC 3986 3.2.3 and 6.2.3: ``host:`` is the same authority as ``host``."""
+    assert normalize_host(authority) == name
 
 
 @pytest.mark.parametrize(
@@ -316,6 +327,45 @@ def test_router_picks_host_and_mount(host: bytes, path: bytes, expected: bytes) 
     SCRIPT_NAME and PATH_INFO split at the mount.
     """
     assert ask(router(default=False), host, path) == (200, expected)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"//static/app.css", b"files /static|/app.css|example.com"),
+        (b"/static//app.css", b"files /static|//app.css|example.com"),
+        (b"///static///", b"files /static|///|example.com"),
+        (b"//cart", b"shop |//cart|example.com"),
+        (b"//", b"shop |//|example.com"),
+    ],
+)
+def test_runs_of_slashes_count_as_one_when_choosing_the_mount(path: bytes, expected: bytes) -> None:
+    """``//static/app.css`` is under ``/static``, as nginx's merge_slashes has it: a
+    mount cannot be stepped around with an extra slash (a 403 mount in front of a
+    proxied ``/`` would be). SCRIPT_NAME is the mount's path; the slashes below it
+    stay in PATH_INFO for the application.
+    """
+    assert ask(router(default=False), b"example.com", path) == (200, expected)
+
+
+segments_with_empty = st.lists(st.sampled_from([b"", b"a", b"b", b"ab"]), max_size=6)
+
+
+@given(segments_with_empty, st.lists(st.sampled_from([b"a", b"b", b"ab"]), max_size=3))
+def test_a_path_is_split_at_its_mount_as_its_merged_form_is(
+    parts: list[bytes], prefix_parts: list[bytes]
+) -> None:
+    """Matching on the path with merged slashes, and cutting the raw path after the
+    prefix's segments, agree with cutting the merged path at the prefix.
+    """
+    path = b"/" + b"/".join(parts)
+    prefix = b"".join(b"/" + part for part in prefix_parts)
+    merged = merge_slashes(path)
+    assert b"//" not in merged
+    if match_prefix(merged, prefix):
+        rest = path_below(path, prefix)
+        assert path.endswith(rest)
+        assert merge_slashes(rest or b"/") == (merged[len(prefix) :] or b"/")
 
 
 def test_unknown_host_without_default_is_404() -> None:

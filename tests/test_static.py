@@ -717,7 +717,11 @@ def accel_app(field: str, value: str) -> Any:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("X-Accel-Redirect", "/protected/big.bin"), ("X-Sendfile", "SITE/big.bin")],
+    [
+        ("X-Accel-Redirect", "/protected/big.bin"),
+        ("X-Accel-Redirect", "//protected//big.bin"),
+        ("X-Sendfile", "SITE/big.bin"),
+    ],
 )
 def test_x_accel_redirect_serves_the_file_instead(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str
@@ -748,6 +752,7 @@ def test_x_accel_redirect_serves_the_file_instead(
     assert (ranged.status, ranged.body) == (206, content[10:20])
     # The internal mount is not reachable directly.
     assert request(router, b"/protected/big.bin").status == 404
+    assert request(router, b"//protected/big.bin").status == 404
 
 
 def accel_router(

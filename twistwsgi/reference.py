@@ -141,7 +141,8 @@ name in both is an error, as a name in two tables is. Without `--app`, `--static
 ## How requests are routed
 
 1. **Host.** The request's host name (the `Host` header, or the authority of an
-   absolute request-target) is compared without case, port or trailing dot: first with
+   absolute request-target) is compared without case, port (an empty one too, as in
+   `example.com:`) or trailing dot: first with
    the exact `names` of every host, then with the wildcards (`*.example.org` matches
    `a.example.org` and `b.a.example.org`, not `example.org`; the longest wildcard
    wins), then the request goes to the host with `default = true`. With no match and
@@ -149,8 +150,11 @@ name in both is an error, as a name in two tables is. Without `--app`, `--static
 2. **Path.** Dot-segments are resolved first (`/a/../b` is `/b`; a path that climbs
    above `/` is `404`). The mount with the longest `path` that contains the request's
    path wins, on segment boundaries: `/static` serves `/static` and `/static/app.css`,
-   never `/staticfoo`. No mount: `404`. For an application, the mount path becomes
-   `SCRIPT_NAME` and the rest `PATH_INFO`.
+   never `/staticfoo`. A run of slashes counts as one here, as with nginx's
+   `merge_slashes`: `//static/app.css` is under `/static` too, so an extra slash cannot
+   step around a mount. No mount: `404`. For an application, the mount path becomes
+   `SCRIPT_NAME` and the rest `PATH_INFO`, with any doubled slashes below the mount as
+   the client sent them.
 
 Two mounts may share a path only when one of them is a static mount with
 `fallthrough = true` (files first, the other mount for the rest).

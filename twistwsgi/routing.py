@@ -12,7 +12,8 @@ Two steps, both pure and both here:
 2. **Path.** The decoded path has its dot-segments removed (RFC 3986 5.2.4); a path
    that climbs above the root is a 404 (it names nothing). The longest mount prefix wins, on segment
    boundaries: ``/static`` matches ``/static`` and ``/static/app.css``, never
-   ``/staticfoo``. The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
+   ``/staticfoo``; a run of slashes counts as one (``//static/x`` is under ``/static``).
+   The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
 
 :class:`Router` is the handler that applies both and hands the exchange on; it
 holds an immutable :class:`RoutingTable`, swapped whole on reload, so a request in
@@ -39,8 +40,10 @@ __all__ = [
     "Router",
     "RoutingTable",
     "match_prefix",
+    "merge_slashes",
     "normalize_host",
     "normalize_name",
+    "path_below",
     "refuse_path_above_root",
     "remove_dot_segments",
 ]
@@ -113,11 +116,12 @@ def _normalize_host(authority: bytes) -> str | None:
         if end < 0:
             return None
         rest = text[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        if rest not in ("", ":") and not (rest.startswith(":") and rest[1:].isdigit()):
             return None
         return _ipv6_literal(text[: end + 1])
     host, sep, port = text.partition(":")
-    if sep and not port.isdigit():
+    # An empty port is no port (RFC 3986 3.2.3, 6.2.3): "example.com:" is example.com.
+    if sep and port and not port.isdigit():
         return None
     if host.endswith("."):
         host = host[:-1]
@@ -194,6 +198,30 @@ def remove_dot_segments(path: bytes) -> bytes | None:
     return b"/" + b"/".join(output)
 
 
+def merge_slashes(path: bytes) -> bytes:
+    """``path`` with every run of slashes made one (``//a///b`` is ``/a/b``)."""
+    while b"//" in path:
+        path = path.replace(b"//", b"/")
+    return path
+
+
+def path_below(path: bytes, prefix: bytes) -> bytes:
+    """What follows ``prefix`` in ``path`` when a run of slashes counts as one.
+
+    ``prefix`` (no empty segments, ``b""`` for the root) must match
+    ``merge_slashes(path)``. ``path_below(b"//api//x", b"/api")`` is ``b"//x"``: the
+    slashes below the prefix are the application's to read.
+    """
+    if b"//" not in path:
+        return path[len(prefix) :]
+    position = 0
+    for segment in prefix.split(b"/")[1:]:
+        while path[position : position + 1] == b"/":
+            position += 1
+        position += len(segment)
+    return path[position:]
+
+
 def match_prefix(path: bytes, prefix: bytes) -> bool:
     """Whether ``path`` is ``prefix`` or lies below it, on a segment boundary.
 
@@ -235,7 +263,15 @@ class MountTable(Generic[T]):
         self.mounts: tuple[Mount[T], ...] = tuple(ordered)
 
     def lookup(self, path: bytes) -> Mount[T] | None:
-        """Return the mount with the longest prefix that contains ``path``."""
+        """Return the mount with the longest prefix that contains ``path``.
+
+        A run of slashes counts as one (``//static/x`` is under ``/static``), as with
+        nginx's ``merge_slashes``: otherwise an extra slash would step around a mount
+        (a refusing mount in front of a proxied ``/``). :func:`path_below` gives the
+        rest of the path with its slashes as sent.
+        """
+        if b"//" in path:
+            path = merge_slashes(path)
         for mount in self.mounts:
             if match_prefix(path, mount.prefix):
                 return mount
@@ -316,5 +352,6 @@ class Router:
         if mount is None:
             _answer(exchange, 404, _NOT_FOUND)
             return
-        exchange.route = Route(mount.prefix, path[len(mount.prefix) :], table.names.lookup(name))
+        rest = path_below(path, mount.prefix)
+        exchange.route = Route(mount.prefix, rest, table.names.lookup(name))
         mount.target.handle(exchange)

@@ -35,6 +35,8 @@ from twistwsgi.routing import (
     MountTable,
     RoutingTable,
     match_prefix,
+    merge_slashes,
+    path_below,
     remove_dot_segments,
 )
 from twistwsgi.static import StaticHandler, StaticOptions
@@ -188,9 +190,10 @@ def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelRe
             normal = remove_dot_segments(decoded) if decoded.startswith(b"/") else None
             if normal is None:
                 return None
+            merged = merge_slashes(normal)
             for mount, handler in by_prefix:
-                if match_prefix(normal, mount.prefix):
-                    return handler, normal[len(mount.prefix) :]
+                if match_prefix(merged, mount.prefix):
+                    return handler, path_below(normal, mount.prefix)
             return None
         real = os.path.realpath(os.fsdecode(value))
         for _mount, handler in by_prefix:
