@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -227,11 +228,28 @@ def test_a_port_in_use_ends_the_start_and_leaves_no_pidfile(
         # with its own status: the cause comes first.
         assert result.returncode == 1
         assert "Address already in use" in result.stderr
+        # The child tells its parent before it removes the pidfile (twistd's order in
+        # postApplication), so the parent can be gone first: wait for the child.
+        wait_for_process_named_in(pidfile)
     else:
         assert result.returncode == 2
         errors = [line for line in result.stderr.splitlines() if "twistwsgi: error:" in line]
         assert len(errors) == 1 and message in errors[0]
     assert not pidfile.exists()
+
+
+def wait_for_process_named_in(pidfile: Path, timeout: float = 60) -> None:
+    """Wait until the process whose id ``pidfile`` holds has ended, if it still runs."""
+    try:
+        pid = int(pidfile.read_text())
+        descriptor = os.pidfd_open(pid)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return  # no pidfile (or half written, as the child removes it), or gone
+    try:
+        ready, _, _ = select.select([descriptor], [], [], timeout)
+        assert ready, f"process {pid} still runs"
+    finally:
+        os.close(descriptor)
 
 
 def test_systemd_socket_activation() -> None:
