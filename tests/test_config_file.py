@@ -646,3 +646,38 @@ def test_an_empty_config_path_is_named_as_the_flag() -> None:
     """--config= names the flag rather than printing an empty file name."""
     with pytest.raises(ConfigError, match=r"^--config: expected the path of a TOML file"):
         read_config_file("")
+
+
+def test_a_mount_path_in_any_script_matches_the_url_browsers_send(tmp_path: Path) -> None:
+    """A mount path is text: ``/日本`` is matched as its UTF-8 bytes, the form a browser
+    percent-encodes (``/%E6%97%A5%E6%9C%AC``), and SCRIPT_NAME carries those bytes as
+    PEP 3333 says (latin-1 str). It was encoded as latin-1: ``/café`` never matched and
+    ``/日本`` stopped the server with a traceback.
+    """
+    import json
+
+    from tests.test_static import request, router_for
+
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        '[[host.mount]]\npath = "/日本"\napp = "tests.apps:environ"\n'
+        '[[host.mount]]\npath = "/café"\napp = "tests.apps:environ"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    router = router_for(tmp_path, text)
+    for path, encoded in (("/日本", b"/%E6%97%A5%E6%9C%AC"), ("/café", b"/caf%C3%A9")):
+        response = request(router, encoded + b"/x")
+        assert response.status == 200
+        seen = json.loads(response.body)
+        assert seen["SCRIPT_NAME"] == path.encode().decode("latin-1")
+        assert seen["PATH_INFO"] == "/x"
+
+
+@pytest.mark.parametrize("path", ["/a\\u007fb", "/a\\u0085b", "/a\\u200bb", "/a\\u00a0b"])
+def test_a_mount_path_with_an_invisible_character_is_refused(tmp_path: Path, path: str) -> None:
+    """Control characters (C0, DEL, C1) and invisible format characters cannot be typed
+    in a URL as they look: refused with the same line as spaces; ``path`` is written
+    with TOML's escapes.
+    """
+    text = ONE_HOST + f'[[host.mount]]\npath = "{path}"\napp = "a:b"\n'
+    assert "a mount path is a plain path" in error_of(tmp_path, text)

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -267,9 +268,17 @@ def _mount_path(value: Any) -> str:
     segments = text.split("/")[1:]
     if "." in segments or ".." in segments or "" in segments[:-1]:
         raise ValueError(f"a mount path has no empty, . or .. segments, got {value!r}")
-    if any(ord(char) < 0x21 or char in "?#%\\" for char in text):
-        raise ValueError(f"a mount path is a plain path (no spaces, ?, #, % or \\), got {value!r}")
+    if any(char in "?#%\\" or _invisible(char) for char in text):
+        raise ValueError(
+            f"a mount path is a plain path (no spaces, control characters, ?, #, % or \\),"
+            f" got {value!r}"
+        )
     return text.rstrip("/") or "/"
+
+
+def _invisible(char: str) -> bool:
+    """A space, a control or format character: nothing a URL shows as typed."""
+    return char <= " " or unicodedata.category(char)[0] in "CZ"
 
 
 def _directory(value: Any) -> str:
@@ -889,7 +898,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         MOUNT_PATH,
         None,
         "The URL path prefix. The longest prefix that matches wins, on segment"
-        " boundaries: /static matches /static/app.css, never /staticfoo.",
+        " boundaries: /static matches /static/app.css, never /staticfoo. Written"
+        " unencoded (/café, not /caf%C3%A9): it matches the percent-encoded UTF-8 a"
+        " browser sends.",
         cli=False,
         required=True,
     ),
@@ -1238,7 +1249,9 @@ class MountConfig:
     @property
     def prefix(self) -> bytes:
         """The prefix as the router compares it (``b""`` for ``/``)."""
-        return b"" if self.path == "/" else self.path.encode("latin-1")
+        # A browser sends a path's non-ASCII characters as percent-encoded UTF-8
+        # (RFC 3986 2.5, WHATWG URL), which the router compares after decoding.
+        return b"" if self.path == "/" else self.path.encode("utf-8")
 
 
 @dataclass(frozen=True)

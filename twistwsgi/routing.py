@@ -257,7 +257,7 @@ class MountTable(Generic[T]):
         seen: set[bytes] = set()
         for mount in ordered:
             if mount.prefix in seen:
-                shown = mount.prefix.decode("latin-1") or "/"
+                shown = mount.prefix.decode("utf-8", "replace") or "/"
                 raise ValueError(f"two mounts at {shown!r}")
             seen.add(mount.prefix)
         self.mounts: tuple[Mount[T], ...] = tuple(ordered)
