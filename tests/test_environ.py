@@ -461,10 +461,16 @@ def test_forwarding_fields_from_a_trusted_proxy_reach_the_app() -> None:
     ("fields", "scheme"),
     [
         ([(b"X-Forwarded-Proto", b"HTTPS")], "https"),
-        ([(b"X-Forwarded-Proto", b"https, http")], "https"),  # the client-facing proxy's
+        ([(b"X-Forwarded-Proto", b"http, https")], "https"),
+        # The value the trusted proxy appended is the last: one before it may be the
+        # client's own (as gunicorn, which refuses contradictory values, or ProxyFix).
+        ([(b"X-Forwarded-Proto", b"https, http")], "http"),
+        ([(b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Proto", b"http")], "http"),
         ([(b"X-Forwarded-Proto", b"http")], "http"),
         ([(b"X-Forwarded-Proto", b"gopher")], "http"),  # not a scheme of ours: ignored
-        ([(b"Forwarded", b'for=1.2.3.4;proto="https", for=5.6.7.8;proto=http')], "https"),
+        ([(b"Forwarded", b'for=1.2.3.4;proto="https", for=5.6.7.8;proto=http')], "http"),
+        ([(b"Forwarded", b"for=1.2.3.4;proto=http, for=5.6.7.8;proto=https")], "https"),
+        ([(b"Forwarded", b"for=1.2.3.4;proto=https"), (b"Forwarded", b"for=5.6.7.8")], "http"),
         ([(b"Forwarded", b"for=1.2.3.4")], "http"),
         (
             [(b"X-Forwarded-Proto", b"http"), (b"Forwarded", b"proto=https")],
@@ -473,6 +479,8 @@ def test_forwarding_fields_from_a_trusted_proxy_reach_the_app() -> None:
     ],
 )
 def test_the_scheme_a_trusted_proxy_reports(fields: list[tuple[bytes, bytes]], scheme: str) -> None:
-    """The first value the proxy wrote decides; anything but http/https is ignored."""
+    """The last value, the one the trusted proxy wrote, decides; anything but http or
+    https is ignored.
+    """
     request = make_request(headers=[(b"Host", b"example.com"), *fields])
     assert environ_for(request, trusted=True)["wsgi.url_scheme"] == scheme

@@ -372,6 +372,23 @@ def test_forwarding_fields_from_a_trusted_proxy_are_extended() -> None:
     assert values(sent, b"x-real-ip") == [b"203.0.113.1"]
 
 
+def test_the_proto_and_host_a_trusted_proxy_wrote_are_its_last_values() -> None:
+    """A proxy that appends to X-Forwarded-Proto and -Host puts its own value last; one
+    before it may be the client's. The last is passed on, alone.
+    """
+    request = head(
+        headers=[
+            (b"Host", b"example.org"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"forged.example, public.example"),
+            (b"X-Forwarded-Proto", b"gopher, http"),
+        ],
+    )
+    sent = fields(request_fields(request, trusted=True))
+    assert values(sent, b"x-forwarded-proto") == [b"http"]
+    assert values(sent, b"x-forwarded-host") == [b"public.example"]
+
+
 def test_forwarded_for_ipv6_and_unknown() -> None:
     """RFC 7239 6: IPv6 nodes are bracketed and quoted; a UNIX-socket client is unknown."""
     assert forwarded_element("2001:db8::1", b"h:8080", "https") == (

@@ -85,16 +85,17 @@ def forwarded_scheme(environ: Mapping[str, Any]) -> str | None:
     """The scheme a trusted proxy says the client used, from the environ's fields.
 
     ``X-Forwarded-Proto`` first, then ``Forwarded``'s ``proto`` (RFC 7239 5.4); the
-    first value of either, the one the client-facing proxy wrote. Anything but http
-    or https is ignored.
+    last value of either, the one the trusted proxy wrote: a proxy that appends puts
+    its own after what the client sent, and only the proxy is vouched for (RFC 7239
+    8.1). Anything but http or https is ignored.
     """
     proto = environ.get("HTTP_X_FORWARDED_PROTO")
     if proto is not None:
-        return _SCHEMES.get(proto.split(",", 1)[0].strip().lower())
+        return _SCHEMES.get(proto.rsplit(",", 1)[-1].strip().lower())
     forwarded = environ.get("HTTP_FORWARDED")
     if forwarded is None:
         return None
-    for pair in forwarded.split(",", 1)[0].split(";"):
+    for pair in forwarded.rsplit(",", 1)[-1].split(";"):
         name, _, value = pair.partition("=")
         if name.strip().lower() == "proto":
             return _SCHEMES.get(value.strip().strip('"').lower())

@@ -415,10 +415,12 @@ def _with_special_fields(
                 forwarded_for.append(value)
             elif lower == b"forwarded":
                 forwarded.append(value)
+            # A proxy that appends puts its own value last; one before may be the
+            # client's: the trusted proxy vouches only for the last (RFC 7239 8.1).
             elif lower == b"x-forwarded-proto":
-                proto = value if proto is None else proto
+                proto = _last_member(value) or None
             elif lower == b"x-forwarded-host":
-                host = value if host is None else host
+                host = _last_member(value) or None
             else:
                 kept.append(name + b": " + value + b"\r\n")
     named = options - _SPECIAL
@@ -444,6 +446,11 @@ def _with_special_fields(
     forwarded.append(forwarded_element(client, authority, scheme))
     append(b"Forwarded: " + b", ".join(forwarded) + b"\r\n")
     return b"".join(lines)
+
+
+def _last_member(value: bytes) -> bytes:
+    """The last member of a comma-separated field value, without its spaces."""
+    return value.rsplit(b",", 1)[-1].strip(b" \t")
 
 
 _blocks: dict[tuple[str | None, bytes, str], bytes] = {}
