@@ -21,7 +21,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from twistwsgi.files import (
@@ -438,6 +438,7 @@ def reference_ranges(value: str, size: int, max_ranges: int) -> list[ByteRange] 
         return RangeResult.IGNORE
     offsets: set[int] = set()
     satisfiable = False
+    selected: list[ByteRange] = []  # each specifier's bytes, in the request's order
     for spec in specs:
         first_text, dash, last_text = spec.partition("-")
         if not dash or not ASCII_DIGITS.fullmatch(first_text + last_text):
@@ -448,6 +449,8 @@ def reference_ranges(value: str, size: int, max_ranges: int) -> list[ByteRange] 
             suffix = int(last_text)
             satisfiable = satisfiable or suffix > 0
             offsets.update(range(max(size - suffix, 0), size))
+            if suffix > 0 and size > 0:
+                selected.append(ByteRange(max(size - suffix, 0), size - 1))
         else:
             first = int(first_text)
             last = int(last_text) if last_text else None
@@ -456,6 +459,8 @@ def reference_ranges(value: str, size: int, max_ranges: int) -> list[ByteRange] 
             satisfiable = satisfiable or first < size
             end = size if last is None else min(last + 1, size)
             offsets.update(range(first, end))
+            if first < end:
+                selected.append(ByteRange(first, end - 1))
     if not satisfiable:
         return RangeResult.UNSATISFIABLE
     if not offsets:
@@ -470,7 +475,8 @@ def reference_ranges(value: str, size: int, max_ranges: int) -> list[ByteRange] 
             runs.append(ByteRange(offset, offset))
     if len(runs) > max_ranges:
         return RangeResult.IGNORE
-    return runs
+    # Ranges that did not merge keep the request's order (RFC 9110 14.2, 15.3.7.2).
+    return selected if len(runs) == len(selected) else runs
 
 
 def offsets_of(ranges: list[ByteRange]) -> set[int]:
@@ -509,12 +515,15 @@ def range_fields(draw: st.DrawFn) -> str:
 @given(
     range_fields(), st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=5)
 )
+@example("bytes=8-9,0-1", 40, 5)
+@example("bytes=30-,-45,2-3", 40, 5)
 def test_parse_range_agrees_with_the_brute_force_reference(
     value: str, size: int, max_ranges: int
 ) -> None:
-    """Ranges come back sorted, non-overlapping and non-adjacent (coalesced), inside
-    ``[0, size)``, covering exactly the offsets RFC 9110 14.1.2 selects; an
-    unsatisfiable set gives UNSATISFIABLE, an invalid one or too many ranges IGNORE.
+    """Ranges come back non-overlapping and non-adjacent (coalesced), inside
+    ``[0, size)``, covering exactly the offsets RFC 9110 14.1.2 selects, in the
+    request's order unless some had to be coalesced (then sorted); an unsatisfiable
+    set gives UNSATISFIABLE, an invalid one or too many ranges IGNORE.
     """
     expected = reference_ranges(value, size, max_ranges)
     result = parse_range(value, size, max_ranges)
@@ -523,11 +532,35 @@ def test_parse_range_agrees_with_the_brute_force_reference(
         assert len(result) <= max_ranges
         for byte_range in result:
             assert 0 <= byte_range.first <= byte_range.last < size
-        for previous, following in itertools.pairwise(result):
-            assert following.first > previous.last + 1, "unsorted, overlapping or adjacent"
+        by_offset = sorted(result, key=lambda byte_range: byte_range.first)
+        for previous, following in itertools.pairwise(by_offset):
+            assert following.first > previous.last + 1, "overlapping or adjacent"
         assert isinstance(expected, list), f"expected {expected}, got ranges {result}"
         assert offsets_of(result) == offsets_of(expected)
     assert result == expected
+
+
+@st.composite
+def separate_ranges(draw: st.DrawFn) -> list[ByteRange]:
+    """2 to 6 ranges of a 1000-byte representation, neither overlapping nor adjacent,
+    in any order.
+    """
+    count = draw(st.integers(min_value=2, max_value=6))
+    bounds = draw(st.lists(st.integers(0, 999), min_size=2 * count, max_size=2 * count))
+    bounds = sorted(set(bounds))
+    ranges = [ByteRange(bounds[i], bounds[i + 1]) for i in range(0, len(bounds) - 1, 2)]
+    assume(len(ranges) >= 2)
+    assume(all(b.first > a.last + 1 for a, b in itertools.pairwise(ranges)))
+    return draw(st.permutations(ranges))
+
+
+@given(separate_ranges())
+def test_ranges_that_need_no_coalescing_keep_the_requests_order(
+    ranges: list[ByteRange],
+) -> None:
+    """RFC 9110 15.3.7.2: the parts come in the order the request asked for them."""
+    value = "bytes=" + ",".join(f"{byte_range.first}-{byte_range.last}" for byte_range in ranges)
+    assert parse_range(value, 1000, 10) == ranges
 
 
 @pytest.mark.parametrize(
@@ -544,8 +577,10 @@ def test_parse_range_agrees_with_the_brute_force_reference(
         # Clipping (14.1.2: last-pos past the end means the remainder).
         ("bytes=5-100", 10, [ByteRange(5, 9)]),
         ("bytes=-100", 10, [ByteRange(0, 9)]),
-        # Sorting and coalescing.
-        ("bytes=8-9,0-1", 10, [ByteRange(0, 1), ByteRange(8, 9)]),
+        # The request's order (RFC 9110 15.3.7.2), unless ranges had to be coalesced.
+        ("bytes=8-9,0-1", 10, [ByteRange(8, 9), ByteRange(0, 1)]),
+        ("bytes=-1,4-5,0-0", 10, [ByteRange(9, 9), ByteRange(4, 5), ByteRange(0, 0)]),
+        ("bytes=8-9,0-1,1-2", 10, [ByteRange(0, 2), ByteRange(8, 9)]),
         ("bytes=0-1,2-3", 10, [ByteRange(0, 3)]),
         ("bytes=0-5,2-3", 10, [ByteRange(0, 5)]),
         ("bytes=-2,0-7", 10, [ByteRange(0, 9)]),

@@ -278,8 +278,9 @@ def _number(digits: str) -> int:
 def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | RangeResult:
     """Turn a ``Range`` field value into satisfiable ranges (RFC 9110 14.1.2, 14.2).
 
-    Ranges are clipped to the representation, sorted and coalesced (overlapping or
-    adjacent ranges merge, so a client cannot make the server send a byte twice).
+    Ranges are clipped to the representation and keep the request's order (RFC 9110
+    15.3.7.2), unless some overlap or touch: then they are coalesced, in offset order,
+    so that a client cannot make the server send a byte twice.
 
     Args:
         value: the field value, e.g. ``bytes=0-499,-500``.
@@ -325,9 +326,9 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | Ran
         ranges.append(ByteRange(first, last))
     if not ranges:
         return RangeResult.IGNORE if suffix_of_empty else RangeResult.UNSATISFIABLE
-    ranges.sort(key=lambda byte_range: byte_range.first)
-    merged = [ranges[0]]
-    for byte_range in ranges[1:]:
+    by_offset = sorted(ranges, key=lambda byte_range: byte_range.first)
+    merged = [by_offset[0]]
+    for byte_range in by_offset[1:]:
         previous = merged[-1]
         if byte_range.first <= previous.last + 1:
             merged[-1] = ByteRange(previous.first, max(previous.last, byte_range.last))
@@ -335,7 +336,7 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | Ran
             merged.append(byte_range)
     if len(merged) > max_ranges:
         return RangeResult.IGNORE
-    return merged
+    return ranges if len(merged) == len(ranges) else merged
 
 
 def if_range_allows(value: str | None, etag: str, last_modified: int) -> bool:
