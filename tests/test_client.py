@@ -510,6 +510,12 @@ def test_unsolicited_bytes_on_an_idle_connection_drop_it() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
         # A body longer than its Content-Length.
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naXYZ",
+        # The start of a status line, which no callback of llhttp's reports yet: the
+        # next request on the connection would get it glued to its own response.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naH",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 500 ",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\nHTTP/1.1 ",
     ],
 )
 def test_bytes_after_a_complete_response_end_the_connection(received: bytes) -> None:
@@ -921,3 +927,55 @@ def test_an_upstream_reading_the_body_slowly_is_not_cut_off() -> None:
     clock.advance(10.1)  # the last read counts once
     clock.advance(10.1)
     assert handler.error().kind is ErrorKind.TIMEOUT
+
+
+def test_an_empty_line_after_a_response_keeps_the_connection() -> None:
+    """A CRLF after a response is tolerated, as before a request (RFC 9112 2.2): the
+    connection is reused and the next response parses.
+    """
+    connection, _transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na\r\n")
+    assert owner.reused == [connection]
+    second = Recorder()
+    connection.send(GET, second)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert (second.body, second.complete) == (b"ok", True)
+
+
+def test_an_endless_trailer_section_is_cut_off() -> None:
+    """Llhttp holds an unfinished trailer field line whole (and copies it at each
+    read): past the head limit, the response fails instead of growing the server's
+    memory until the idle timeout.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Trailer: "
+    )
+    for _ in range(MAX_RESPONSE_HEAD // 8192 + 2):
+        connection.dataReceived(b"t" * 8192)
+        if "failed" in handler.kinds():
+            break
+    assert handler.error().kind is ErrorKind.PROTOCOL
+    assert handler.body == b"a" and not handler.complete
+    assert owner.reused == [] and transport.disconnecting
+
+
+def test_a_long_chunked_body_in_small_pieces_is_not_cut_off() -> None:
+    """The framing of a chunked body (size lines, CRLFs) is not a trailer: a body of
+    many small chunks, far more than the head limit in total, goes through.
+    """
+    connection, _transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    pieces = 0
+    while pieces * 8 < 4 * MAX_RESPONSE_HEAD:
+        connection.dataReceived(b"1;a=b\r\nx\r\n" * 8)
+        pieces += 8
+    connection.dataReceived(b"0\r\nX-Trailer: done\r\n\r\n")
+    assert handler.body == b"x" * pieces and handler.complete
+    assert owner.reused == [connection]

@@ -8,6 +8,7 @@ as a client would.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -1493,6 +1494,67 @@ def test_a_waiter_takes_the_released_keepalive_connection() -> None:
     only.respond(OK)
     assert one_response(b).status == 200
     assert setup.handler.group.peers[0].target.idle == [only.protocol]
+
+
+def test_a_waiter_does_not_take_a_connection_with_unread_bytes() -> None:
+    """A queued request takes the connection a response gave back in the same reactor
+    turn, before anything was read from it: bytes the upstream sent after its
+    response (a second response, a HEAD body in a later write) would be read as the
+    waiter's response, and every later one shifted by one. The socket is asked first
+    and such a connection dropped (RFC 9112 9.3).
+    """
+    setup = make_proxy(max_conns=1)
+    upstream_end, proxy_end = socket.socketpair()
+
+    class SocketBacked(StringTransport):
+        def getHandle(self) -> socket.socket:
+            return proxy_end
+
+    endpoint = setup.endpoint()
+    endpoint.transport_factory = SocketBacked
+    a, b = setup.client(), setup.client()
+    get(a, b"/a")
+    get(b, b"/b")
+    first = endpoint.last
+    endpoint.transport_factory = StringTransport
+    try:
+        upstream_end.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
+        with capture_log_events() as events:
+            first.respond(OK)
+        assert one_response(a).body == b"ok"
+        second = endpoint.last
+        assert second is not first and first.transport.disconnected
+        assert targets_sent(first) == [b"/a"] and targets_sent(second) == [b"/b"]
+        assert any("after the end of its response" in formatEvent(e) for e in events)
+        second.respond(OK)
+        assert one_response(b).body == b"ok"
+    finally:
+        upstream_end.close()
+        proxy_end.close()
+
+
+def test_a_waiter_takes_a_quiet_socket_backed_connection() -> None:
+    """The socket asked says nothing waits: the released connection is reused."""
+    setup = make_proxy(max_conns=1)
+    upstream_end, proxy_end = socket.socketpair()
+
+    class SocketBacked(StringTransport):
+        def getHandle(self) -> socket.socket:
+            return proxy_end
+
+    endpoint = setup.endpoint()
+    endpoint.transport_factory = SocketBacked
+    try:
+        a, b = setup.client(), setup.client()
+        get(a, b"/a")
+        get(b, b"/b")
+        endpoint.last.respond(OK)
+        assert one_response(a).body == b"ok"
+        (only,) = endpoint.connections
+        assert targets_sent(only) == [b"/a", b"/b"]
+    finally:
+        upstream_end.close()
+        proxy_end.close()
 
 
 def test_waiters_are_served_oldest_first() -> None:

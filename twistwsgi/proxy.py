@@ -477,13 +477,15 @@ class _Forward:
             self._no_upstream()  # every upstream it could use went (unhealthy, say)
             return
         self._tried.append(peer)
-        self._use(peer)
+        # Most often the slot (and the connection) of a response that ended just now,
+        # in this reactor turn: nothing has read from that connection since.
+        self._use(peer, unread_checked=True)
 
-    def _use(self, peer: Peer[UpstreamPool]) -> None:
+    def _use(self, peer: Peer[UpstreamPool], *, unread_checked: bool = False) -> None:
         """Send on an idle connection of ``peer``, or connect to it."""
         self._proxy.balancer.acquire(peer)
         self._peer = peer
-        connection = peer.target.take()
+        connection = peer.target.take(unread_checked=unread_checked)
         if connection is not None:
             self._send(connection)
             return

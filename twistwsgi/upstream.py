@@ -244,13 +244,28 @@ class UpstreamPool:
         self.idle: list[ClientConnection] = []
         self.closed = False
 
-    def take(self) -> ClientConnection | None:
-        """An idle connection to reuse, or ``None``."""
+    def take(self, *, unread_checked: bool = False) -> ClientConnection | None:
+        """An idle connection to reuse, or ``None``.
+
+        Args:
+            unread_checked: make sure nothing waits unread on it first (see
+                :meth:`ClientConnection.input_pending`); for a connection that may
+                have been given back in this reactor turn.
+        """
         idle = self.idle
         while idle:
             connection = idle.pop()
-            if connection.idle:
-                return connection
+            if not connection.idle:
+                continue
+            if unread_checked and connection.input_pending():
+                # RFC 9112 9.3: its next bytes cannot be trusted to answer a request.
+                _log.warn(
+                    "An upstream sent bytes after the end of its response; the"
+                    " connection will not be reused"
+                )
+                connection.abort()
+                continue
+            return connection
         return None
 
     def connect(self) -> Deferred[ClientConnection]:

@@ -47,6 +47,7 @@ Everything here runs in the reactor thread.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -310,6 +311,8 @@ class ClientConnection(TwistedProtocol):
         self._request_done = not body
         self._received = False
         self._head_bytes = 0
+        # Bytes of the reads since the last body byte, once the head is in.
+        self._framing_bytes = 0
         # A HEAD response's reads until its head is complete, and the interim (1xx)
         # heads before it: where the final head ends in them says whether more came.
         self._head_reads: list[bytes] = []
@@ -345,6 +348,27 @@ class ClientConnection(TwistedProtocol):
     def reused(self) -> bool:
         """Whether the connection carried a request before the current one."""
         return self.requests > 1
+
+    def input_pending(self) -> bool:
+        """Whether the upstream sent something this connection has not read yet.
+
+        Bytes, or its close, waiting in the socket: a connection given back by a
+        response and taken by another request in the same reactor turn (a queued
+        one) has not been read since, and its next bytes, unasked for, would be read
+        as that request's response. Only a plain socket can be asked (TLS records
+        would need decrypting); anything else says no.
+        """
+        get_handle = getattr(self.transport, "getHandle", None)
+        handle = get_handle() if get_handle is not None else None
+        if not isinstance(handle, socket.socket):
+            return False
+        try:
+            handle.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # reset: not usable either
+        return True  # a byte, or b"" for the upstream's close
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -666,7 +690,8 @@ class ClientConnection(TwistedProtocol):
             self.abort()
             return
         self._received = True
-        if not self._head_ready:
+        head_ready = self._head_ready
+        if not head_ready:
             self._head_bytes += len(data)
             if self._head_only:
                 self._head_reads.append(data)
@@ -723,7 +748,16 @@ class ClientConnection(TwistedProtocol):
         if self._complete:
             self._body = []
             self._response_complete(handler, body[0] if len(body) == 1 else b"".join(body))
-        elif body:
+            return
+        if head_ready and not body:
+            # Reads with no body byte in them: chunk framing, or the trailer section,
+            # whose unfinished field line llhttp holds whole. Bounded like a head.
+            self._framing_bytes += len(data)
+            if self._framing_bytes > MAX_RESPONSE_HEAD:
+                self._fail(ErrorKind.PROTOCOL, "the response's trailer section is too large")
+            return
+        if body:
+            self._framing_bytes = 0
             self._body = []
             if self._deadline_kind is _Deadline.BODY and not self._read_paused:
                 self._deadline = self._clock.seconds() + self._settings.idle_timeout
@@ -815,15 +849,19 @@ class ClientConnection(TwistedProtocol):
 
     # -- parser callbacks (httptools calls these from feed_data) ------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        """Collect the reason phrase; a response after the end of ours is unsolicited.
+    def on_message_begin(self) -> None:
+        """A response starts: after the end of ours, it is unsolicited.
 
-        llhttp hands a phrase split across reads over in pieces. (No
-        ``on_message_begin``: every callback costs, and a status line starts every
-        response.)
+        llhttp calls this at the first byte of a message (the empty lines it allows
+        between messages excepted), so even ``H`` after a complete response is seen
+        here: no later callback reports a status line cut short, and the next request
+        on the connection would get it glued to its own response.
         """
         if self._complete:
             raise _MalformedResponseError("the upstream sent an unsolicited response")
+
+    def on_status(self, reason: bytes) -> None:
+        """Collect the reason phrase; llhttp hands one split across reads in pieces."""
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
