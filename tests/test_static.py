@@ -6,10 +6,10 @@ response, and the standard library's email parser reads multipart/byteranges.
 
 from __future__ import annotations
 
-import builtins
 import email.parser
 import email.policy
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
+from twisted.logger import formatEvent
 
 from twistwsgi import static
 from twistwsgi.cli import load_config
@@ -422,8 +423,9 @@ def replace_when_opened(
     one would, between the handler's stat and its open. Returns the opened paths.
     """
     opened: list[Path] = []
+    open_file = static._open_file
 
-    def opening(path: Any, *args: Any, **kwargs: Any) -> Any:
+    def opening(path: bytes) -> Any:
         opened.append(Path(os.fsdecode(path)))
         if Path(os.fsdecode(path)) == target and contents:
             content = contents.pop(0)
@@ -433,9 +435,9 @@ def replace_when_opened(
                 staged = target.with_name(target.name + ".new")
                 staged.write_bytes(content)
                 staged.replace(target)
-        return builtins.open(path, *args, **kwargs)
+        return open_file(path)
 
-    monkeypatch.setattr(static, "open", opening, raising=False)
+    monkeypatch.setattr(static, "_open_file", opening)
     return opened
 
 
@@ -914,3 +916,115 @@ def test_only_a_failure_on_the_server_side_is_logged_as_one(
         static._send_pieces(exchange, handle, iter([(b"", 0, 1)]), b"")  # type: ignore[arg-type]
     assert exchange.aborted
     assert bool([e for e in events if "log_failure" in e]) == logged
+
+
+# -- files that cannot be opened as they were seen ---------------------------------------
+
+
+def refuse_opening(monkeypatch: pytest.MonkeyPatch, refused: Path) -> list[Path]:
+    """Make opening ``refused`` fail with EACCES (the tests may run as root, whom no
+    mode stops). Returns the paths opened.
+    """
+    opened: list[Path] = []
+    open_file = static._open_file
+
+    def opening(path: bytes) -> Any:
+        opened.append(Path(os.fsdecode(path)))
+        if Path(os.fsdecode(path)) == refused:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return open_file(path)
+
+    monkeypatch.setattr(static, "_open_file", opening)
+    return opened
+
+
+def test_a_fifo_renamed_over_a_file_after_its_stat_is_404_without_waiting(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path
+) -> None:
+    """Opening a FIFO waits for a writer: in the reactor thread every other request
+    would wait too. The open does not wait, and finds another file than the one
+    seen: looked up again, a FIFO is never served.
+    """
+    target = site / "swapped.bin"
+    target.write_bytes(os.urandom(300_000))
+    fifo = site / "swapped.fifo"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    rescued: list[bool] = []
+
+    def rescue() -> None:
+        # Lets an open that waits return, so that a failing test fails, not hangs.
+        if not done.wait(30):
+            rescued.append(True)
+            os.close(os.open(target, os.O_WRONLY))
+
+    threading.Thread(target=rescue, daemon=True).start()
+    open_file = static._open_file
+
+    def opening(path: bytes) -> Any:
+        if Path(os.fsdecode(path)) == target and fifo.exists():
+            fifo.replace(target)
+        return open_file(path)
+
+    monkeypatch.setattr(static, "_open_file", opening)
+    try:
+        response = request(files, b"/static/swapped.bin")
+    finally:
+        done.set()
+    assert response.status == 404
+    assert not rescued
+
+
+@pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
+def test_an_unreadable_precompressed_sibling_gives_way_to_the_file(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path, size: int
+) -> None:
+    """A .gz nobody may read (a umask on the build output) is passed over for the
+    file itself, as nginx does, instead of a 403 for every browser; said once.
+    """
+    content = os.urandom(size)
+    (site / "app.js").write_bytes(content)
+    (site / "app.js.gz").write_bytes(b"gzip of app.js")
+    refuse_opening(monkeypatch, site / "app.js.gz")
+    gzip = [(b"accept-encoding", b"gzip")]
+    with capture_log_events() as events:
+        first = request(files, b"/static/app.js", gzip)
+        second = request(files, b"/static/app.js", gzip)
+        head = request(files, b"/static/app.js", gzip, method=b"HEAD")
+    for response in (first, second, head):
+        assert response.status == 200
+        assert response.header(b"content-encoding") is None
+        assert response.header(b"vary") == b"Accept-Encoding"
+        assert response.header(b"content-length") == b"%d" % size
+    assert first.body == second.body == content
+    said = [formatEvent(e) for e in events if "Cannot read" in formatEvent(e)]
+    assert len(said) == 1 and "app.js.gz" in said[0]
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        (b"HEAD", []),
+        (b"GET", [(b"if-none-match", b"ETAG")]),
+        (b"GET", [(b"if-match", b"ETAG")]),
+        (b"GET", [(b"range", b"bytes=0-9")]),
+    ],
+)
+def test_a_file_that_cannot_be_read_is_403_for_head_and_conditions_too(
+    monkeypatch: pytest.MonkeyPatch,
+    files: Router,
+    site: Path,
+    asked: tuple[bytes, list[tuple[bytes, bytes]]],
+) -> None:
+    """RFC 9110 9.3.2: HEAD gets what GET would; a 304 or 206 would tell (and show the
+    ETag of) a file the server may not read, which GET answers with 403.
+    """
+    target = site / "private.bin"
+    target.write_bytes(os.urandom(300_000))
+    etag = request(files, b"/static/private.bin", method=b"HEAD").header(b"etag")
+    assert etag is not None
+    refuse_opening(monkeypatch, target)
+    method, fields = asked
+    fields = [(name, etag if value == b"ETAG" else value) for name, value in fields]
+    assert request(files, b"/static/private.bin").status == 403
+    assert request(files, b"/static/private.bin", fields, method=method).status == 403

@@ -270,6 +270,8 @@ class StaticHandler:
         self._cached_bytes = 0
         # Files sent from disk: their facts without their bytes.
         self._known: dict[bytes, _File] = {}
+        # Precompressed siblings that could not be read, with the signature they had.
+        self._unreadable: dict[bytes, tuple[int, int, int, int, int]] = {}
         # path_info -> file-system path, or None for a name that is never served
         # (a dotfile): the mapping is a pure function of the path and the options.
         self._paths: dict[bytes, bytes | None] = {}
@@ -323,7 +325,16 @@ class StaticHandler:
                     return
                 fields = _request_fields(exchange)
                 entry = self._file(path, info, fields.pop(b"accept-encoding", None))
-                self._send(exchange, entry, fields, app_headers)
+                try:
+                    self._send(exchange, entry, fields, app_headers)
+                except _Forbidden:
+                    if entry.encoding is None:
+                        raise
+                    # A sibling that cannot be read (a umask on the build output):
+                    # the file itself, as nginx does, rather than a 403 for every
+                    # browser. Said once, and not tried again while it is unchanged.
+                    self._unreadable_sibling(entry)
+                    self._send(exchange, self._entry(path, info, path, None), fields, app_headers)
                 return
             except _Miss:
                 if internal:
@@ -456,7 +467,9 @@ class StaticHandler:
                     sibling_info = self._stat(path + suffix)
                 except (_Miss, _Forbidden):
                     continue
-                if stat.S_ISREG(sibling_info.st_mode):
+                if stat.S_ISREG(sibling_info.st_mode) and (
+                    self._unreadable.get(path + suffix) != _signature(sibling_info)
+                ):
                     available.append(coding)
                     siblings[coding] = (path + suffix, sibling_info)
             if available:
@@ -465,6 +478,17 @@ class StaticHandler:
                     sibling_path, sibling_info = siblings[chosen]
                     return self._entry(sibling_path, sibling_info, path, chosen)
         return self._entry(path, info, path, None)
+
+    def _unreadable_sibling(self, entry: _File) -> None:
+        """Remember (and say) that a precompressed sibling cannot be read."""
+        unreadable = self._unreadable
+        if len(unreadable) >= KNOWN_FILES_SIZE:
+            unreadable.clear()
+        unreadable[entry.path] = entry.signature
+        _log.warn(
+            "Cannot read {path} (permission denied): sending the file it stands for uncompressed",
+            path=os.fsdecode(entry.path),
+        )
 
     def _entry(
         self, path: bytes, info: os.stat_result, original: bytes, encoding: str | None
@@ -553,16 +577,30 @@ class StaticHandler:
         app_headers: Sequence[tuple[bytes, bytes]],
     ) -> None:
         request = exchange.request
+        if not fields and not app_headers and entry.data is not None and request.method == b"GET":
+            # The common case: no preconditions, no Range, the bytes in memory.
+            exchange.start_response(200, entry.full_headers)
+            exchange.finish(entry.data)
+            return
+        # Opened before anything is answered: the head describes the file sent, and
+        # HEAD or a conditional request gets what GET would (a 403 included).
+        handle = _open(exchange, entry)
         if not fields and not app_headers:
-            # The common case: no preconditions, no Range. One prepared head.
-            if entry.data is not None and request.method == b"GET":
-                exchange.start_response(200, entry.full_headers)
-                exchange.finish(entry.data)
-                return
-            handle = _open(exchange, entry)
             exchange.start_response(200, entry.full_headers)
             self._body(exchange, entry, handle, [(b"", 0, entry.size)], b"")
             return
+        self._send_conditionally(exchange, entry, fields, app_headers, handle)
+
+    def _send_conditionally(
+        self,
+        exchange: Exchange,
+        entry: _File,
+        fields: dict[bytes, bytes],
+        app_headers: Sequence[tuple[bytes, bytes]],
+        handle: IO[bytes] | None,
+    ) -> None:
+        """Answer a request with preconditions, a Range or an application's fields."""
+        request = exchange.request
         method = request.method.decode("latin-1")
         headers = list(entry.headers)
         if app_headers:
@@ -576,6 +614,8 @@ class StaticHandler:
             if_modified_since=_text(fields.get(b"if-modified-since")),
             if_unmodified_since=_text(fields.get(b"if-unmodified-since")),
         )
+        if outcome is not files.Precondition.PROCEED and handle is not None:
+            handle.close()
         if outcome is files.Precondition.NOT_MODIFIED:
             # RFC 9110 15.4.5: the validators and caching fields, no body.
             kept = [(name, value) for name, value in headers if name.lower() in _KEPT_ON_304]
@@ -597,6 +637,8 @@ class StaticHandler:
         ):
             parsed = files.parse_range(range_field.decode("latin-1"), size, self.options.max_ranges)
             if parsed is files.RangeResult.UNSATISFIABLE:
+                if handle is not None:
+                    handle.close()
                 _answer(
                     exchange,
                     416,
@@ -606,8 +648,6 @@ class StaticHandler:
                 return
             if isinstance(parsed, list):
                 ranges = parsed
-        # Opened before the head goes out, so that the head describes the file sent.
-        handle = _open(exchange, entry)
         if ranges is None:
             headers.append((b"Content-Length", b"%d" % size))
             exchange.start_response(200, headers)
@@ -722,8 +762,23 @@ class StaticHandler:
         exchange.finish(page if exchange.request.method != b"HEAD" else b"")
 
 
+def _open_file(path: bytes) -> IO[bytes]:
+    """Open ``path`` for reading without ever waiting in the reactor thread.
+
+    ``O_NONBLOCK``: a FIFO renamed over the file since its stat would otherwise hold
+    ``open`` (and every other request) until something writes to it; with the flag
+    the open returns, and the ``fstat`` that follows finds another file. On a regular
+    file the flag changes nothing (nginx opens files the same way).
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return os.fdopen(descriptor, "rb", buffering=0)
+
+
 def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
     """Open the file whose body is about to be sent, if it is read from disk.
+
+    A HEAD request opens it too, and closes it at once: its answer is the one GET
+    would get (RFC 9110 9.3.2), a 403 for a file that cannot be read included.
 
     Raises:
         _Changed: it is no longer the file ``entry`` describes (replaced or removed
@@ -731,10 +786,10 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
         _Forbidden: it may not be read.
         OSError: any other failure to open it.
     """
-    if exchange.request.method == b"HEAD" or entry.data is not None:
+    if entry.data is not None:
         return None
     try:
-        handle = open(entry.path, "rb", buffering=0)  # noqa: SIM115 - closed when sent
+        handle = _open_file(entry.path)
     except FileNotFoundError:
         raise _Changed from None
     except PermissionError:
@@ -742,6 +797,9 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
     if _signature(os.fstat(handle.fileno())) != entry.signature:
         handle.close()
         raise _Changed
+    if exchange.request.method == b"HEAD":
+        handle.close()
+        return None
     return handle
 
 
@@ -777,7 +835,7 @@ def _send_pieces(
 def _read_small(path: bytes, signature: tuple[int, int, int, int, int]) -> bytes | None:
     """Read a small file whole, if it is still the file that was stat-ed."""
     try:
-        with open(path, "rb", buffering=0) as handle:
+        with _open_file(path) as handle:
             if _signature(os.fstat(handle.fileno())) != signature:
                 return None
             return handle.read()
