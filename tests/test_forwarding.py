@@ -21,7 +21,7 @@ from twistwsgi.forwarding import (
 )
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import unquote_path
-from twistwsgi.routing import remove_dot_segments
+from twistwsgi.routing import path_below, remove_dot_segments
 
 
 def head(
@@ -54,9 +54,10 @@ def head(
 
 
 def route_for(request: RequestHead, prefix: bytes) -> Route:
+    """The route the Router gives ``request`` under the mount ``prefix``."""
     path = remove_dot_segments(request.decoded_path)
     assert path is not None
-    return Route(prefix, path[len(prefix) :], None)
+    return Route(prefix, path_below(path, prefix), None)
 
 
 def fields(raw: bytes) -> list[tuple[bytes, bytes]]:
@@ -133,6 +134,16 @@ def test_parse_rejects_other_urls(url: str) -> None:
         (b"", None, b"/users?a=1&b", b"/users?a=1&b"),
         (b"/api", b"/", b"/api/x?", b"/x?"),
         (b"/api", b"/v2", b"/api/a%2Fb?q=%20", b"/v2/a%2Fb?q=%20"),
+        # The raw path below the mount goes on as sent (%2F stays %2F, as in GitLab's
+        # project ids) also when it does not spell the mount byte for byte: doubled
+        # slashes before or in it, or a mount path written in UTF-8.
+        (b"/api", None, b"//api/projects/group%2Fproject", b"//api/projects/group%2Fproject"),
+        (b"/api", b"/", b"//api/projects/group%2Fproject", b"/projects/group%2Fproject"),
+        (b"/v", b"/base/", b"//v/a%2Fb", b"/base/a%2Fb"),
+        (b"/a/b", b"/x", b"/a//b//c%3Dd", b"/x//c%3Dd"),
+        ("/日本".encode(), b"/jp/", b"/%E6%97%A5%E6%9C%AC/a%2Fb", b"/jp/a%2Fb"),
+        ("/日本".encode(), b"/jp/", b"/%e6%97%a5%e6%9c%ac/x%3Dy", b"/jp/x%3Dy"),
+        ("/日本".encode(), None, b"/%E6%97%A5%E6%9C%AC/a%2Fb", b"/%E6%97%A5%E6%9C%AC/a%2Fb"),
     ],
 )
 def test_path_mapping(mount: bytes, prefix: bytes | None, target: bytes, expected: bytes) -> None:

@@ -60,7 +60,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from twistwsgi.http.request import Address, RequestHead, Route
 from twistwsgi.http.rules import FORWARDING_FIELDS, HOP_BY_HOP, connection_options
@@ -188,7 +188,7 @@ def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | N
     # normalised path (no dot-segments were removed).
     plain = script + info == request.decoded_path
     if prefix is None:
-        if plain:
+        if plain or _raw_rest(path, script, info) is not None:
             return path + query
         return _encode_path(script + info) + query
     if (
@@ -198,10 +198,35 @@ def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | N
     ):
         rest = path[len(script) :]
     else:
-        rest = _encode_path(info)
+        raw_rest = _raw_rest(path, script, info)
+        rest = raw_rest if raw_rest is not None else _encode_path(info)
     if not rest:
         return (prefix or b"/") + query
     return prefix.rstrip(b"/") + rest + query
+
+
+def _raw_rest(path: bytes, script: bytes, info: bytes) -> bytes | None:
+    """The raw part of ``path`` below the mount ``script``, if it decodes to ``info``.
+
+    For a raw path that does not spell the mount byte for byte: runs of slashes (the
+    router counts one), or escapes (a mount path in UTF-8, ``%E6%97%A5``). Each raw
+    segment (an escaped slash does not end one) must decode to the mount's segment,
+    and the rest to ``info``; otherwise (dot-segments were removed) ``None``, and the
+    decoded path is encoded again. Forwarding the rest as sent keeps an escaped
+    reserved character (``%2F``, ``%3D``) as the client wrote it.
+    """
+    position = 0
+    for segment in script.split(b"/")[1:]:
+        while path.startswith(b"/", position):
+            position += 1
+        end = path.find(b"/", position)
+        if end < 0:
+            end = len(path)
+        if unquote_to_bytes(path[position:end]) != segment:
+            return None
+        position = end
+    rest = path[position:]
+    return rest if unquote_to_bytes(rest) == info else None
 
 
 class TrustedProxies:
