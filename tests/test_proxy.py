@@ -47,10 +47,15 @@ OPTIONS: dict[str, Any] = {
 
 @dataclass
 class UpstreamConnection:
-    """One connection the proxy opened to a fake upstream."""
+    """One connection the proxy opened to a fake upstream.
+
+    ``clock``, when given, ends the reactor turn after each read (``advance(0)``),
+    as a reactor does once it has handled what a poll returned.
+    """
 
     protocol: ClientConnection
     transport: StringTransport
+    clock: Clock | None = None
 
     def request(self) -> tuple[h11.Request, bytes]:
         """The (first) request sent on this connection, parsed by h11, and its body."""
@@ -77,6 +82,8 @@ class UpstreamConnection:
 
     def respond(self, data: bytes) -> None:
         self.protocol.dataReceived(data)
+        if self.clock is not None:
+            self.clock.advance(0)
 
     def take(self) -> bytes:
         written: bytes = self.transport.value()
@@ -85,6 +92,8 @@ class UpstreamConnection:
 
     def close(self, reason: Exception | None = None) -> None:
         self.protocol.connectionLost(Failure(reason or ConnectionDone()))
+        if self.clock is not None:
+            self.clock.advance(0)
 
 
 @implementer(IStreamClientEndpoint)
@@ -101,6 +110,7 @@ class FakeEndpoint:
         self.attempts = 0
         self.transport_factory: Callable[[], StringTransport] = StringTransport
         self.error: Exception | None = None  # connecting fails with this
+        self.clock: Clock | None = None  # see UpstreamConnection
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         self.attempts += 1
@@ -123,7 +133,7 @@ class FakeEndpoint:
         assert isinstance(protocol, ClientConnection)
         transport = self.transport_factory()
         protocol.makeConnection(transport)
-        self.connections.append(UpstreamConnection(protocol, transport))
+        self.connections.append(UpstreamConnection(protocol, transport, self.clock))
         return protocol
 
     def complete_pending(self) -> None:
@@ -170,6 +180,7 @@ def make_proxy(
 
     def endpoint_factory(address: UpstreamAddress) -> FakeEndpoint:
         endpoint = FakeEndpoint(address)
+        endpoint.clock = clock
         endpoints[address.url] = endpoint
         return endpoint
 
@@ -1552,6 +1563,58 @@ def test_a_waiter_takes_a_quiet_socket_backed_connection() -> None:
         assert one_response(a).body == b"ok"
         (only,) = endpoint.connections
         assert targets_sent(only) == [b"/a", b"/b"]
+    finally:
+        upstream_end.close()
+        proxy_end.close()
+
+
+def test_a_pipelined_request_does_not_take_the_connection_still_being_read() -> None:
+    """The client's next request, pipelined, starts while the read that ended the
+    previous response is still being handled. Over TLS the rest of that read comes
+    as the next records, each its own dataReceived: stray bytes after the response
+    would be read as the new request's response. The request takes another
+    connection, and the stray bytes, reaching an idle one, close it.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    endpoint = setup.endpoint()
+    first = endpoint.last
+    assert targets_sent(first) == [b"/a"]
+    first.protocol.dataReceived(OK)  # one record ...
+    first.protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
+    setup.clock.advance(0)  # ... and the next, in one reactor turn
+    second = endpoint.last
+    assert second is not first and first.transport.disconnected
+    assert targets_sent(first) == [b"/a"] and targets_sent(second) == [b"/b"]
+    second.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+    assert [response.body for response in parse_responses(client.take())] == [b"ok", b"b"]
+
+
+def test_a_full_read_that_leaves_bytes_in_the_socket_ends_the_connection() -> None:
+    """A read as large as the transport takes (Twisted reads 64 KiB at most) may
+    leave more in the socket: a response that ends it is looked after, and bytes
+    waiting there keep the connection out of the pool.
+    """
+    setup = make_proxy()
+    upstream_end, proxy_end = socket.socketpair()
+
+    class SocketBacked(StringTransport):
+        bufferSize = len(OK)  # noqa: N815 (Twisted's name)
+
+        def getHandle(self) -> socket.socket:
+            return proxy_end
+
+    endpoint = setup.endpoint()
+    endpoint.transport_factory = SocketBacked
+    try:
+        client = setup.client()
+        get(client, b"/a")
+        upstream_end.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
+        endpoint.last.respond(OK)
+        assert one_response(client).body == b"ok"
+        assert endpoint.last.transport.disconnecting
+        assert setup.handler.group.peers[0].target.idle == []
     finally:
         upstream_end.close()
         proxy_end.close()

@@ -188,6 +188,7 @@ class ProxyHandler:
         self._dispatching = False
         self._dispatch_again = False
         self._recheck: IDelayedCall | None = None
+        self._dispatch_call: IDelayedCall | None = None
         # Capacity also comes back without a request ending: a health check passing.
         group.on_recovered = self.dispatch
 
@@ -207,6 +208,16 @@ class ProxyHandler:
         served by these upstreams as slots free up (or time out).
         """
         self.group.close()
+
+    def dispatch_soon(self) -> None:
+        """:meth:`dispatch` once the reactor is done with what it is handling now."""
+        if self._dispatch_call is None:
+            self._dispatch_call = self.clock.callLater(0, self._dispatch_soon_fired)
+
+    def _dispatch_soon_fired(self) -> None:
+        self._dispatch_call = None
+        if self.waiting:
+            self.dispatch()
 
     def dispatch(self) -> None:
         """Give free upstream slots to the waiting requests, oldest first.
@@ -851,7 +862,11 @@ class _Forward:
             proxy = self._proxy
             proxy.balancer.release(peer)
             if proxy.waiting:
-                proxy.dispatch()  # the slot goes to the oldest waiter that can use it
+                # The slot goes to the oldest waiter that can use it, once the read
+                # that ended this response is handled: what followed the response in
+                # it (over TLS, in the next records) has then been seen, and the
+                # connection given back can be taken, its socket asked first.
+                proxy.dispatch_soon()
 
     # -- protocol switch (WebSocket) --------------------------------------------------
 

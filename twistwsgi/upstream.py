@@ -253,15 +253,20 @@ class UpstreamPool:
                 have been given back in this reactor turn.
         """
         idle = self.idle
-        while idle:
-            connection = idle.pop()
+        index = len(idle)
+        while index:
+            index -= 1
+            connection = idle[index]
+            if connection.settling:
+                continue  # taken once the read that gave it back is handled
+            del idle[index]
             if not connection.idle:
                 continue
             if unread_checked and connection.input_pending():
                 # RFC 9112 9.3: its next bytes cannot be trusted to answer a request.
                 _log.warn(
-                    "An upstream sent bytes after the end of its response; the"
-                    " connection will not be reused"
+                    "An upstream sent bytes (or closed) after the end of its response;"
+                    " the connection will not be reused"
                 )
                 connection.abort()
                 continue

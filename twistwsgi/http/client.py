@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -301,6 +302,8 @@ class ClientConnection(TwistedProtocol):
         # Waiting for the TLS handshake: who waits, or why the connection ended first.
         self._handshake_waiter: Deferred[ClientConnection] | None = None
         self._handshake_error: UpstreamError | None = None
+        self._settling = False
+        self._full_read = sys.maxsize
         # The exchange in progress.
         self._reset_exchange(head_only=False, chunked=False, upgrade=False, body=False)
 
@@ -349,14 +352,24 @@ class ClientConnection(TwistedProtocol):
         """Whether the connection carried a request before the current one."""
         return self.requests > 1
 
+    @property
+    def settling(self) -> bool:
+        """Whether the read that ended its last response is still being handled.
+
+        Idle, but not to be taken yet: what followed the response in the same read
+        (over TLS, the next records of it) has not been looked at, and a request sent
+        now would get it for its response.
+        """
+        return self._settling
+
     def input_pending(self) -> bool:
         """Whether the upstream sent something this connection has not read yet.
 
         Bytes, or its close, waiting in the socket: a connection given back by a
-        response and taken by another request in the same reactor turn (a queued
-        one) has not been read since, and its next bytes, unasked for, would be read
-        as that request's response. Only a plain socket can be asked (TLS records
-        would need decrypting); anything else says no.
+        response and taken by another request before the socket was read again has
+        not been read since, and its next bytes, unasked for, would be read as that
+        request's response. Only a plain socket can be asked (TLS records would need
+        decrypting); anything else says no.
         """
         get_handle = getattr(self.transport, "getHandle", None)
         handle = get_handle() if get_handle is not None else None
@@ -377,6 +390,8 @@ class ClientConnection(TwistedProtocol):
         # TLSMemoryBIOProtocol calls handshakeCompleted on an IHandshakeListener.
         tls = isinstance(self.transport, TLSMemoryBIOProtocol)
         self._state = _State.HANDSHAKE if tls else _State.IDLE
+        # The most a read of the transport returns (Twisted's TCP and UNIX: 64 KiB).
+        self._full_read = getattr(self.transport, "bufferSize", None) or sys.maxsize
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)  # a request goes out in one write; Nagle would delay it
@@ -747,6 +762,10 @@ class ClientConnection(TwistedProtocol):
         body = self._body
         if self._complete:
             self._body = []
+            if self._keep_alive and len(data) >= self._full_read and self.input_pending():
+                # A read as large as the transport takes may have left more in the
+                # socket: what follows a complete response there is not for the next.
+                self._discard_excess()
             self._response_complete(handler, body[0] if len(body) == 1 else b"".join(body))
             return
         if head_ready and not body:
@@ -817,6 +836,14 @@ class ClientConnection(TwistedProtocol):
             if self._read_paused:
                 self.resume_reading()  # an idle connection must see the upstream close
             self._set_deadline(keep, _Deadline.IDLE)
+            # Until this read is handled: the handler may start another request now
+            # (the client's next one, pipelined), which must not take this connection.
+            self._settling = True
+            try:
+                handler.response_data(data, True)
+            finally:
+                self._settling = False
+            return
         elif not self._request_done:
             # An early response (say a 413) while the body was still going out: the
             # rest of the body is unwanted and the connection cannot be reused (RFC
