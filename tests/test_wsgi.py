@@ -20,6 +20,7 @@ import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
@@ -925,6 +926,50 @@ def test_write_after_the_client_left_raises_client_disconnected() -> None:
     finally:
         pool.stop()
     assert outcome == ["disconnected"]
+
+
+@pytest.mark.parametrize("body", ["oversized", "client gone"])
+def test_an_application_stopped_by_its_client_is_not_logged_as_failing(body: str) -> None:
+    """wsgi.input raises ClientDisconnected when the body fails (over max_body, the
+    client gone); an application that lets it through did nothing wrong. It was
+    logged as a critical error with a traceback, which any client could cause at
+    will: one line at info level now, and the client got its answer (413) or none.
+    """
+    started = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        started.set()
+        environ["wsgi.input"].read()
+        start_response("200 OK", TEXT)
+        return [b"read"]
+
+    calls = CallQueue()
+    pool = TrackingPool(1)
+    pool.start()
+    try:
+        with capture_log_events() as events:
+            connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
+            connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+            connection.send(chunk * 2)  # past what is read before the application runs
+            calls.run_until(started.is_set)
+            if body == "oversized":
+                connection.send(chunk * 18)  # 1.25 MiB in all, over the 1 MiB max_body
+            else:
+                connection.protocol.connectionLost(Failure(ConnectionLost()))
+            calls.run_until(lambda: pool.idle)
+    finally:
+        pool.stop()
+    if body == "oversized":
+        assert [response.status for response in parse_responses(connection.take())] == [413]
+    critical = [
+        e
+        for e in events
+        if e.get("log_level") is not None and e["log_level"].name in ("critical", "error")
+    ]
+    assert critical == []
+    said = [formatEvent(e) for e in events if "wsgi.input" in formatEvent(e)]
+    assert len(said) == 1 and "POST /" in said[0]
 
 
 # -- findings of the 2026-12-01 audit ------------------------------------------------------

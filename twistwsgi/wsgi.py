@@ -31,6 +31,7 @@ import io
 import os
 import re
 import stat
+import sys
 import tempfile
 import threading
 from collections import deque
@@ -47,6 +48,7 @@ from zope.interface import implementer
 from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import CONTROL_CHARACTERS
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
@@ -820,14 +822,34 @@ class _ThreadedCall:
 
     def _failed(self) -> None:
         """Log the exception being handled and answer 500 or abort (worker thread)."""
-        request = self._exchange.request
-        _log.failure(
-            "Exception in the WSGI application for {method} {target}",
-            method=request.method.decode("latin-1"),
-            target=request.target.decode("latin-1"),
-        )
+        _log_application_error(self._exchange.request)
         self._head_sent = True
         self._call_from_thread(self.answer_error)
+
+
+def _log_application_error(request: RequestHead) -> None:
+    """Log the exception being handled, raised by an application (any thread).
+
+    A :class:`ClientDisconnected` it let through is the client's doing (wsgi.input
+    raised it: the body was refused or the client left; or write() did): one line,
+    since any client could fill the log with tracebacks at will. The client has its
+    answer already, or is gone.
+    """
+    method = request.method.decode("latin-1")
+    target = request.target.decode("latin-1")
+    error = sys.exc_info()[1]
+    if isinstance(error, ClientDisconnected):
+        _log.info(
+            "The application for {method} {target} stopped: {error}"
+            " (raised by wsgi.input or write())",
+            method=method,
+            target=target,
+            error=error,
+        )
+        return
+    _log.failure(
+        "Exception in the WSGI application for {method} {target}", method=method, target=target
+    )
 
 
 def _send_file_result(
@@ -1038,12 +1060,7 @@ class _InlineCall:
             errors.flush()
 
     def _failed(self) -> None:
-        request = self._exchange.request
-        _log.failure(
-            "Exception in the WSGI application for {method} {target}",
-            method=request.method.decode("latin-1"),
-            target=request.target.decode("latin-1"),
-        )
+        _log_application_error(self._exchange.request)
         self._iterator = None
         self._close()
         exchange = self._exchange
