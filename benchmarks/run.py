@@ -208,9 +208,11 @@ benchmark suite in one run; nothing is typed in by hand.
 Hello world, static files and the proxy also run `twisted-floor`
 (`benchmarks/twisted_floor.py`): not a server, but a bare Twisted protocol that answers each
 request head with bytes built at start-up (or, for the proxy, copies bytes to the upstream
-unread). It is the most any HTTP server written in Python on Twisted's reactor can reach on
-the same machine, so the `twistwsgi ÷ peer` column on its row says how much of that ceiling
-twistwsgi uses, and a peer's req/s above it is out of reach for one such process.
+unread). For small responses it is the most any HTTP server written in Python on Twisted's
+reactor can reach on the same machine, so the `twistwsgi ÷ peer` column on its row says how
+much of that ceiling twistwsgi uses, and a peer's req/s above it is out of reach for one such
+process. (For the 1 MB file it is not a ceiling: it writes from memory, where twistwsgi and
+nginx use sendfile.)
 
 ## Reproducing it
 

@@ -86,8 +86,9 @@ THREADS_NOTE = (
 FLOOR_NOTE = (
     "twisted-floor is not an HTTP server but the floor under every server written in Python on "
     "Twisted's reactor: `benchmarks/twisted_floor.py`, on twistwsgi's own Python and Twisted, "
-    "answers each request head with bytes built at start-up and parses nothing else. Its "
-    "req/s is the most any such server can reach on this machine in the same run."
+    "answers each request head with bytes built at start-up and parses nothing else. For "
+    "small responses its req/s is the most any such server can reach on this machine in "
+    "the same run."
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
