@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -520,6 +522,43 @@ def test_a_tls_key_that_does_not_load_names_the_files(
         make("--app", "tests.apps:hello", "--listen", f"ssl:0:privateKey={key}:certKey={key}")
     assert raised.value.code == 2
     assert "cannot load the private key or certificate" in capfd.readouterr().err
+
+
+def test_check_config_shows_any_mount_path_on_any_terminal(tmp_path: Path) -> None:
+    """A mount path in any script is listed in its columns (a CJK character is two
+    wide), and a terminal that cannot show it (an ASCII locale) gets escapes instead
+    of a UnicodeEncodeError traceback.
+    """
+    (tmp_path / "jp").mkdir()
+    command = [
+        str(Path(sys.executable).parent / "twistd"),
+        "--nodaemon",
+        "wsgi",
+        "--app",
+        "tests.apps:hello",
+        "--static",
+        f"/日本={tmp_path / 'jp'}",
+        "--check-config",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    shown = subprocess.run(
+        command, cwd=root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    columns = 5  # "/" and two characters two columns wide each
+    line = "  /日本" + " " * (24 - columns) + f" static {tmp_path / 'jp'}"
+    assert line in shown.stdout.splitlines()
+    ascii_only = subprocess.run(
+        command,
+        cwd=root,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )
+    assert ascii_only.returncode == 0, ascii_only.stderr
+    assert b"/\\u65e5\\u672c" in ascii_only.stdout
+    assert b"Traceback" not in ascii_only.stderr
 
 
 def test_check_config_does_not_create_the_access_log(

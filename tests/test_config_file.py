@@ -673,6 +673,15 @@ def test_a_mount_path_in_any_script_matches_the_url_browsers_send(tmp_path: Path
         assert seen["PATH_INFO"] == "/x"
 
 
+def test_a_mount_path_with_a_character_newer_than_python_is_taken(tmp_path: Path) -> None:
+    """U+1FAE8 (an emoji of Unicode 15) is unassigned in Python 3.11's tables: not
+    refused as invisible.
+    """
+    text = ONE_HOST + '[[host.mount]]\npath = "/\U0001fae8"\napp = "tests.apps:hello"\n'
+    [host] = load(tmp_path, text).hosts
+    assert "/\U0001fae8" in [mount.path for mount in host.mounts]
+
+
 @pytest.mark.parametrize("path", ["/a\\u007fb", "/a\\u0085b", "/a\\u200bb", "/a\\u00a0b"])
 def test_a_mount_path_with_an_invisible_character_is_refused(tmp_path: Path, path: str) -> None:
     """Control characters (C0, DEL, C1) and invisible format characters cannot be typed

@@ -1001,6 +1001,23 @@ def test_an_unreadable_precompressed_sibling_gives_way_to_the_file(
     assert len(said) == 1 and "app.js.gz" in said[0]
 
 
+def test_an_unreadable_brotli_sibling_gives_way_to_the_gzip_one(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path
+) -> None:
+    """The next choice is the next sibling the client accepts, from the first request
+    on (the same answer each time), not the uncompressed file.
+    """
+    (site / "app.js").write_bytes(b"plain")
+    (site / "app.js.br").write_bytes(b"brotli")
+    (site / "app.js.gz").write_bytes(b"gzip")
+    refuse_opening(monkeypatch, site / "app.js.br")
+    both = [(b"accept-encoding", b"br, gzip")]
+    answers = [request(files, b"/static/app.js", both) for _ in range(2)]
+    for response in answers:
+        assert (response.status, response.body) == (200, b"gzip")
+        assert response.header(b"content-encoding") == b"gzip"
+
+
 @pytest.mark.parametrize(
     "asked",
     [

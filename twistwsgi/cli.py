@@ -648,6 +648,10 @@ def makeService(options: Options) -> ServerService:
         # The service never started: stopping it only lets go of what building it
         # opened (the access log file, the proxies' pools), synchronously.
         service.stopService()
+        # Mount paths may be any text; a terminal that cannot show it gets escapes.
+        reconfigure = getattr(sys.stdout, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
         sys.stdout.write(describe_routing(config))
         sys.stdout.write("configuration OK\n")
         sys.stdout.flush()

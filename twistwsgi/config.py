@@ -277,8 +277,14 @@ def _mount_path(value: Any) -> str:
 
 
 def _invisible(char: str) -> bool:
-    """A space, a control or format character: nothing a URL shows as typed."""
-    return char <= " " or unicodedata.category(char)[0] in "CZ"
+    """A space, a control or format character: nothing a URL shows as typed.
+
+    Characters this Python's Unicode tables do not know yet (a newer emoji) pass.
+    """
+    return char <= " " or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+
+
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
 
 def _directory(value: Any) -> str:

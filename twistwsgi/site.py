@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -170,6 +171,12 @@ class SiteBuilder:
         return app
 
 
+def _padded(text: str, width: int) -> str:
+    """``text`` padded to ``width`` columns, a wide character (CJK) taking two."""
+    columns = sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+    return text + " " * max(width - columns, 0)
+
+
 def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelResolver:
     """How an application's X-Accel-Redirect or X-Sendfile finds its file.
 
@@ -231,7 +238,7 @@ def describe_routing(config: ServerConfig) -> str:
             target = mount.target
             if isinstance(target, tuple):
                 target = ", ".join(str(item) for item in target)
-            lines.append(f"  {mount.path:<24} {mount.kind:<6} {target}")
+            lines.append(f"  {_padded(mount.path, 24)} {mount.kind:<6} {target}")
             changed = _changed_options(mount)
             if changed:
                 lines.append(f"  {'':<24} {'':<6} {changed}")

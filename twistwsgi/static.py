@@ -324,18 +324,20 @@ class StaticHandler:
                     self._list(exchange, path, path_info)
                     return
                 fields = _request_fields(exchange)
-                entry = self._file(path, info, fields.pop(b"accept-encoding", None))
-                try:
-                    self._send(exchange, entry, fields, app_headers)
-                except _Forbidden:
-                    if entry.encoding is None:
-                        raise
-                    # A sibling that cannot be read (a umask on the build output):
-                    # the file itself, as nginx does, rather than a 403 for every
-                    # browser. Said once, and not tried again while it is unchanged.
-                    self._unreadable_sibling(entry)
-                    self._send(exchange, self._entry(path, info, path, None), fields, app_headers)
-                return
+                accept_encoding = fields.pop(b"accept-encoding", None)
+                while True:
+                    entry = self._file(path, info, accept_encoding)
+                    try:
+                        self._send(exchange, entry, fields, app_headers)
+                        return
+                    except _Forbidden:
+                        if entry.encoding is None:
+                            raise
+                        # A sibling that cannot be read (a umask on the build output):
+                        # the next choice, down to the file itself, as nginx does,
+                        # rather than a 403 for every browser. Said once, and not
+                        # tried again while it is unchanged.
+                        self._unreadable_sibling(entry)
             except _Miss:
                 if internal:
                     _answer(exchange, 404, b"Not Found\n")
