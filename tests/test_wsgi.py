@@ -972,6 +972,30 @@ def test_an_application_stopped_by_its_client_is_not_logged_as_failing(body: str
     assert len(said) == 1 and "POST /" in said[0]
 
 
+def test_reading_another_requests_input_is_still_an_application_error() -> None:
+    """wsgi.input kept past its request (PEP 3333 does not allow it) raises
+    ClientDisconnected in whichever request reads it: that is the application's bug,
+    logged with its traceback, not a client that left.
+    """
+    kept: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if kept:
+            kept[0].read(1)
+        kept.append(environ["wsgi.input"])
+        start_response("200 OK", TEXT)
+        return [b"ok"]
+
+    connection = serve(app, validate=False)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 2\r\n\r\nab")
+    with capture_log_events() as events:
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert [response.status for response in parse_responses(connection.take())] == [200, 500]
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert len(failures) == 1
+    assert failures[0]["log_failure"].check(ClientDisconnected)
+
+
 # -- findings of the 2026-12-01 audit ------------------------------------------------------
 
 

@@ -94,7 +94,20 @@ _ERROR_HEADERS = [
 
 
 class ClientDisconnected(OSError):  # noqa: N818 - reads as the event it reports
-    """Raised by ``write()`` (and ``wsgi.input`` reads) once the client is gone."""
+    """Raised by ``write()`` (and ``wsgi.input`` reads) once the client is gone.
+
+    Attributes:
+        request: the request whose input or response raised it.
+    """
+
+    request: RequestHead | None = None
+
+
+def _disconnected(message: str, request: RequestHead) -> ClientDisconnected:
+    """A :class:`ClientDisconnected` raised on behalf of ``request``."""
+    error = ClientDisconnected(message)
+    error.request = request
+    return error
 
 
 class FileWrapper:
@@ -512,17 +525,23 @@ class _ThreadedInput:
     def _wait(self) -> None:
         """Wait until something can be read (called with the lock held)."""
         if self._released:
-            raise ClientDisconnected("The request is over: its body is no longer kept")
+            raise _disconnected(
+                "The request is over: its body is no longer kept", self._exchange.request
+            )
         if not self._asked:
             self._asked = True
             # PEP 3333: send 100 Continue only when the application asks for the body.
             self._inbox.call(self._exchange.continue_body)
         while not self._chunks and not self._done:
             if self._error is not None:
-                raise ClientDisconnected(f"Request body not received: {self._error}")
+                raise _disconnected(
+                    f"Request body not received: {self._error}", self._exchange.request
+                )
             self._cond.wait()
             if self._released:
-                raise ClientDisconnected("The request is over: its body is no longer kept")
+                raise _disconnected(
+                    "The request is over: its body is no longer kept", self._exchange.request
+                )
 
     def _took(self, count: int) -> None:
         """Account for ``count`` bytes read; resume the client below half the mark."""
@@ -818,7 +837,7 @@ class _ThreadedCall:
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
         if data and not self._send(data):
-            raise ClientDisconnected("The client closed the connection")
+            raise _disconnected("The client closed the connection", self._exchange.request)
 
     def _failed(self) -> None:
         """Log the exception being handled and answer 500 or abort (worker thread)."""
@@ -830,15 +849,16 @@ class _ThreadedCall:
 def _log_application_error(request: RequestHead) -> None:
     """Log the exception being handled, raised by an application (any thread).
 
-    A :class:`ClientDisconnected` it let through is the client's doing (wsgi.input
-    raised it: the body was refused or the client left; or write() did): one line,
-    since any client could fill the log with tracebacks at will. The client has its
-    answer already, or is gone.
+    A :class:`ClientDisconnected` it let through from this request's own wsgi.input
+    or write() is the client's doing (the body was refused, or the client left): one
+    line, since any client could fill the log with tracebacks at will. The client has
+    its answer already, or is gone. From another request's input (kept past its
+    request) it is the application's error.
     """
     method = request.method.decode("latin-1")
     target = request.target.decode("latin-1")
     error = sys.exc_info()[1]
-    if isinstance(error, ClientDisconnected):
+    if isinstance(error, ClientDisconnected) and error.request is request:
         _log.info(
             "The application for {method} {target} stopped: {error}"
             " (raised by wsgi.input or write())",
@@ -1044,7 +1064,7 @@ class _InlineCall:
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
         if self._exchange.finished:
-            raise ClientDisconnected("The client closed the connection")
+            raise _disconnected("The client closed the connection", self._exchange.request)
         if not data:
             return
         if not self._started:
