@@ -764,6 +764,28 @@ def test_an_encrypted_key_after_the_certificate_in_one_file_is_refused(
     assert err.count("\n") == 1 and "is encrypted" in err
 
 
+def test_an_encrypted_key_in_the_certificate_file_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Twisted reads certKey= for the certificate and its chain, and OpenSSL then met
+    an encrypted key there too: two passphrase prompts, although privateKey= named a
+    plain key. The certificate file is searched as well.
+    """
+    key, cert = write_self_signed_certificate(tmp_path)
+    combined = tmp_path / "cert-and-encrypted-key.pem"
+    combined.write_bytes(cert.read_bytes() + encrypted_key())
+    with pytest.raises(SystemExit) as raised:
+        make(
+            "--app",
+            "tests.apps:hello",
+            "--listen",
+            f"ssl:0:privateKey={key}:certKey={combined}",
+        )
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and f"'{combined}' is encrypted" in err
+
+
 def test_an_encrypted_key_behind_an_escaped_path_is_refused(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

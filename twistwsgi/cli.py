@@ -439,21 +439,26 @@ _KEY_FILE_READ_LIMIT = 1 << 20
 
 
 def _encrypted_key(description: str) -> str | None:
-    """The key file of an ``ssl:`` endpoint if it is encrypted, else None.
+    """The file of an ``ssl:`` endpoint holding an encrypted key, else None.
 
     The key is read from ``privateKey=`` (Twisted's default ``server.pem``), which
-    may also hold the certificate, in any order: the whole file is searched.
+    may also hold the certificate, in any order: the whole file is searched. So is
+    ``certKey=``: Twisted reads it for the certificate and its chain, and OpenSSL
+    asks for the passphrase of a key it meets there too.
     """
     kind, _, named = _endpoint_parts(description)
     if kind != "ssl":
         return None
     key = named.get("privateKey") or "server.pem"
-    try:
-        with open(key, "rb") as stream:
-            content = stream.read(_KEY_FILE_READ_LIMIT)
-    except OSError:
-        return None  # serverFromString reports the file itself
-    return repr(key) if _ENCRYPTED_PEM.search(content) else None
+    for path in dict.fromkeys((key, named.get("certKey") or key)):
+        try:
+            with open(path, "rb") as stream:
+                content = stream.read(_KEY_FILE_READ_LIMIT)
+        except OSError:
+            continue  # serverFromString reports the file itself
+        if _ENCRYPTED_PEM.search(content):
+            return repr(path)
+    return None
 
 
 # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or a legacy PEM encryption header, not the
