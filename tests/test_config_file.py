@@ -4,6 +4,7 @@ every validation error naming the file, the key path and the problem.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -690,3 +691,26 @@ def test_a_mount_path_with_an_invisible_character_is_refused(tmp_path: Path, pat
     """
     text = ONE_HOST + f'[[host.mount]]\npath = "{path}"\napp = "a:b"\n'
     assert "a mount path is a plain path" in error_of(tmp_path, text)
+
+
+def test_the_routing_listing_keeps_its_columns_for_any_script(tmp_path: Path) -> None:
+    """Mount paths with wide characters (two columns) or combining marks (none) are
+    padded to the same column as ASCII ones.
+    """
+    text = (
+        '[[host]]\nnames = ["a.example"]\n'
+        '[[host.mount]]\npath = "/日本"\napp = "tests.apps:hello"\n'
+        '[[host.mount]]\npath = "/cafe\u0301"\napp = "tests.apps:hello"\n'
+        '[[host.mount]]\npath = "/plain"\napp = "tests.apps:hello"\n'
+    )
+    listing = describe_routing(load(tmp_path, text)).splitlines()
+    lines = [line for line in listing if " app " in line]
+    assert len(lines) == 3
+
+    def column_of_kind(line: str) -> int:
+        before = line[: line.index(" app ")]
+        wide = sum(1 for char in before if unicodedata.east_asian_width(char) in "WF")
+        marks = sum(1 for char in before if unicodedata.combining(char))
+        return len(before) + wide - marks
+
+    assert len({column_of_kind(line) for line in lines}) == 1, lines

@@ -172,9 +172,19 @@ class SiteBuilder:
 
 
 def _padded(text: str, width: int) -> str:
-    """``text`` padded to ``width`` columns, a wide character (CJK) taking two."""
-    columns = sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+    """``text`` padded to ``width`` columns on a terminal.
+
+    A wide character (CJK) takes two columns, a combining mark (the accent of a
+    decomposed é) none.
+    """
+    columns = sum(_columns(char) for char in text)
     return text + " " * max(width - columns, 0)
+
+
+def _columns(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
 
 
 def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelResolver:
