@@ -8,8 +8,9 @@ as a client would.
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1507,6 +1508,31 @@ def test_a_waiter_takes_the_released_keepalive_connection() -> None:
     assert setup.handler.group.peers[0].target.idle == [only.protocol]
 
 
+@contextlib.contextmanager
+def socket_backed(endpoint: FakeEndpoint, read_size: int | None = None) -> Iterator[socket.socket]:
+    """Give the connections ``endpoint`` opens a real socket behind their transport
+    (what ``getHandle`` returns, where the proxy looks for unread bytes): one end of a
+    socket pair. Yields the other end, the upstream's. ``read_size`` is the most the
+    transport reads at once (Twisted's ``bufferSize``).
+    """
+    upstream_end, proxy_end = socket.socketpair()
+
+    class SocketBacked(StringTransport):
+        if read_size is not None:
+            bufferSize = read_size  # noqa: N815 (Twisted's name)
+
+        def getHandle(self) -> socket.socket:
+            return proxy_end
+
+    endpoint.transport_factory = SocketBacked
+    try:
+        yield upstream_end
+    finally:
+        endpoint.transport_factory = StringTransport
+        upstream_end.close()
+        proxy_end.close()
+
+
 def test_a_waiter_does_not_take_a_connection_with_unread_bytes() -> None:
     """A queued request takes the connection a response gave back in the same reactor
     turn, before anything was read from it: bytes the upstream sent after its
@@ -1515,20 +1541,13 @@ def test_a_waiter_does_not_take_a_connection_with_unread_bytes() -> None:
     and such a connection dropped (RFC 9112 9.3).
     """
     setup = make_proxy(max_conns=1)
-    upstream_end, proxy_end = socket.socketpair()
-
-    class SocketBacked(StringTransport):
-        def getHandle(self) -> socket.socket:
-            return proxy_end
-
     endpoint = setup.endpoint()
-    endpoint.transport_factory = SocketBacked
-    a, b = setup.client(), setup.client()
-    get(a, b"/a")
-    get(b, b"/b")
-    first = endpoint.last
-    endpoint.transport_factory = StringTransport
-    try:
+    with socket_backed(endpoint) as upstream_end:
+        a, b = setup.client(), setup.client()
+        get(a, b"/a")
+        get(b, b"/b")
+        first = endpoint.last
+        endpoint.transport_factory = StringTransport
         upstream_end.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
         with capture_log_events() as events:
             first.respond(OK)
@@ -1539,23 +1558,13 @@ def test_a_waiter_does_not_take_a_connection_with_unread_bytes() -> None:
         assert any("after the end of its response" in formatEvent(e) for e in events)
         second.respond(OK)
         assert one_response(b).body == b"ok"
-    finally:
-        upstream_end.close()
-        proxy_end.close()
 
 
 def test_a_waiter_takes_a_quiet_socket_backed_connection() -> None:
     """The socket asked says nothing waits: the released connection is reused."""
     setup = make_proxy(max_conns=1)
-    upstream_end, proxy_end = socket.socketpair()
-
-    class SocketBacked(StringTransport):
-        def getHandle(self) -> socket.socket:
-            return proxy_end
-
     endpoint = setup.endpoint()
-    endpoint.transport_factory = SocketBacked
-    try:
+    with socket_backed(endpoint):
         a, b = setup.client(), setup.client()
         get(a, b"/a")
         get(b, b"/b")
@@ -1563,9 +1572,6 @@ def test_a_waiter_takes_a_quiet_socket_backed_connection() -> None:
         assert one_response(a).body == b"ok"
         (only,) = endpoint.connections
         assert targets_sent(only) == [b"/a", b"/b"]
-    finally:
-        upstream_end.close()
-        proxy_end.close()
 
 
 def test_a_pipelined_request_does_not_take_the_connection_still_being_read() -> None:
@@ -1597,17 +1603,8 @@ def test_a_full_read_that_leaves_bytes_in_the_socket_ends_the_connection() -> No
     waiting there keep the connection out of the pool.
     """
     setup = make_proxy()
-    upstream_end, proxy_end = socket.socketpair()
-
-    class SocketBacked(StringTransport):
-        bufferSize = len(OK)  # noqa: N815 (Twisted's name)
-
-        def getHandle(self) -> socket.socket:
-            return proxy_end
-
     endpoint = setup.endpoint()
-    endpoint.transport_factory = SocketBacked
-    try:
+    with socket_backed(endpoint, read_size=len(OK)) as upstream_end:
         client = setup.client()
         get(client, b"/a")
         upstream_end.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen")
@@ -1615,9 +1612,6 @@ def test_a_full_read_that_leaves_bytes_in_the_socket_ends_the_connection() -> No
         assert one_response(client).body == b"ok"
         assert endpoint.last.transport.disconnecting
         assert setup.handler.group.peers[0].target.idle == []
-    finally:
-        upstream_end.close()
-        proxy_end.close()
 
 
 def test_waiters_are_served_oldest_first() -> None:

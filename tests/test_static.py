@@ -10,7 +10,7 @@ import email.parser
 import email.policy
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +415,22 @@ def test_precompressed_can_be_switched_off(site: Path, tmp_path: Path) -> None:
 # -- a file replaced while it is served ---------------------------------------------------
 
 
+def before_opening(monkeypatch: pytest.MonkeyPatch, hook: Callable[[Path], None]) -> list[Path]:
+    """Call ``hook`` with each path the handler opens, just before it opens it (after
+    its stat). Returns the opened paths, in order.
+    """
+    opened: list[Path] = []
+    open_file = static._open_file
+
+    def opening(path: bytes) -> Any:
+        opened.append(Path(os.fsdecode(path)))
+        hook(opened[-1])
+        return open_file(path)
+
+    monkeypatch.setattr(static, "_open_file", opening)
+    return opened
+
+
 def replace_when_opened(
     monkeypatch: pytest.MonkeyPatch, target: Path, contents: list[bytes | None]
 ) -> list[Path]:
@@ -422,12 +438,9 @@ def replace_when_opened(
     ``None``) just before, as a deploy writing a new file and renaming it over the old
     one would, between the handler's stat and its open. Returns the opened paths.
     """
-    opened: list[Path] = []
-    open_file = static._open_file
 
-    def opening(path: bytes) -> Any:
-        opened.append(Path(os.fsdecode(path)))
-        if Path(os.fsdecode(path)) == target and contents:
+    def replace(path: Path) -> None:
+        if path == target and contents:
             content = contents.pop(0)
             if content is None:
                 target.unlink()
@@ -435,10 +448,8 @@ def replace_when_opened(
                 staged = target.with_name(target.name + ".new")
                 staged.write_bytes(content)
                 staged.replace(target)
-        return open_file(path)
 
-    monkeypatch.setattr(static, "_open_file", opening)
-    return opened
+    return before_opening(monkeypatch, replace)
 
 
 @pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
@@ -921,21 +932,16 @@ def test_only_a_failure_on_the_server_side_is_logged_as_one(
 # -- files that cannot be opened as they were seen ---------------------------------------
 
 
-def refuse_opening(monkeypatch: pytest.MonkeyPatch, refused: Path) -> list[Path]:
+def refuse_opening(monkeypatch: pytest.MonkeyPatch, refused: Path) -> None:
     """Make opening ``refused`` fail with EACCES (the tests may run as root, whom no
-    mode stops). Returns the paths opened.
+    mode stops).
     """
-    opened: list[Path] = []
-    open_file = static._open_file
 
-    def opening(path: bytes) -> Any:
-        opened.append(Path(os.fsdecode(path)))
-        if Path(os.fsdecode(path)) == refused:
-            raise PermissionError(13, "Permission denied", os.fsdecode(path))
-        return open_file(path)
+    def refuse(path: Path) -> None:
+        if path == refused:
+            raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(static, "_open_file", opening)
-    return opened
+    before_opening(monkeypatch, refuse)
 
 
 def test_a_fifo_renamed_over_a_file_after_its_stat_is_404_without_waiting(
@@ -959,14 +965,12 @@ def test_a_fifo_renamed_over_a_file_after_its_stat_is_404_without_waiting(
             os.close(os.open(target, os.O_WRONLY))
 
     threading.Thread(target=rescue, daemon=True).start()
-    open_file = static._open_file
 
-    def opening(path: bytes) -> Any:
-        if Path(os.fsdecode(path)) == target and fifo.exists():
+    def swap(path: Path) -> None:
+        if path == target and fifo.exists():
             fifo.replace(target)
-        return open_file(path)
 
-    monkeypatch.setattr(static, "_open_file", opening)
+    before_opening(monkeypatch, swap)
     try:
         response = request(files, b"/static/swapped.bin")
     finally:
