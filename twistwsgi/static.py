@@ -488,7 +488,8 @@ class StaticHandler:
             unreadable.clear()
         unreadable[entry.path] = entry.signature
         _log.warn(
-            "Cannot read {path} (permission denied): sending the file it stands for uncompressed",
+            "Cannot read {path} (permission denied): sending another form of the file"
+            " it stands for",
             path=os.fsdecode(entry.path),
         )
 

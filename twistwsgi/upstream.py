@@ -262,13 +262,7 @@ class UpstreamPool:
             del idle[index]
             if not connection.idle:
                 continue
-            if unread_checked and connection.input_pending():
-                # RFC 9112 9.3: its next bytes cannot be trusted to answer a request.
-                _log.warn(
-                    "An upstream sent bytes (or closed) after the end of its response;"
-                    " the connection will not be reused"
-                )
-                connection.abort()
+            if unread_checked and connection.drop_if_input_pending():
                 continue
             return connection
         return None

@@ -815,12 +815,20 @@ class ClientConnection(TwistedProtocol):
         follows is dropped, and the connection, whose next bytes cannot be trusted,
         is not reused (nginx: "upstream sent more data than specified").
         """
-        _log.warn(
-            "An upstream sent bytes after the end of its response; the connection"
-            " will not be reused"
-        )
+        _warn_bytes_after_response()
         self._parser = httptools.HttpResponseParser(self)
         self._keep_alive = False
+
+    def drop_if_input_pending(self) -> bool:
+        """Abort this idle connection if :meth:`input_pending`; say whether it did.
+
+        RFC 9112 9.3: its next bytes cannot be trusted to answer a request.
+        """
+        if not self.input_pending():
+            return False
+        _warn_bytes_after_response()
+        self.abort()
+        return True
 
     def _response_complete(self, handler: ResponseHandler, data: bytes) -> None:
         """Give the connection back (or close it), then deliver the end of the body."""
@@ -996,6 +1004,12 @@ class ClientConnection(TwistedProtocol):
             return
         if self._status != 101:
             self._complete = True
+
+
+def _warn_bytes_after_response() -> None:
+    _log.warn(
+        "An upstream sent bytes after the end of its response; the connection will not be reused"
+    )
 
 
 def _declares_content(headers: list[tuple[bytes, bytes]]) -> bool:
