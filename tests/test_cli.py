@@ -943,6 +943,47 @@ def test_reload_keeps_the_tls_settings_a_listener_was_built_with(tmp_path: Path)
     assert "AES128-SHA" in ciphers() and tickets()  # the settings of the last reload
 
 
+def test_a_refused_reload_leaves_the_tls_settings_as_they_were(
+    tmp_path: Path, installed: dict[int, Callable[[int, object], None]]
+) -> None:
+    """A file whose mounts do not build is refused whole: its tls_ciphers were
+    applied to the listeners all the same (the log said the old configuration keeps
+    serving), while a renewed certificate is still read.
+    """
+    from OpenSSL import SSL
+
+    key, cert = write_self_signed_certificate(tmp_path, "first.example")
+    site = tmp_path / "site.toml"
+
+    def write(app: str, ciphers: str) -> None:
+        site.write_text(
+            "[server]\n"
+            f'listen = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
+            f'threads = 0\naccess_log = "off"\n{ciphers}\n'
+            f'[[host]]\nnames = ["a"]\ndefault = true\nmount = [{{path = "/", app = "{app}"}}]\n'
+        )
+
+    write("tests.apps:hello", "")
+    given = {"config": str(site)}
+    config = cli.load_config(given)
+    endpoints = cli.build_endpoints(global_reactor, config)
+    [(_, endpoint)] = endpoints
+    service = make_service(config, reactor=MemoryReactorClock(), endpoints=[])
+    reactor = CallsFromThreads()
+    cli._handle_reload_signals(reactor, service, given, endpoints)
+
+    write_self_signed_certificate(tmp_path, "renewed.example")
+    write("no_such_module_for_this_test:app", 'tls_ciphers = "ECDHE+AESGCM"')
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    [reload] = reactor.calls
+    with capture_log_events() as events:
+        reload()
+    assert any("Reload refused" in formatEvent(event) for event in events)
+    context = cli._tls_options(endpoint).getContext()
+    assert "AES128-SHA" in SSL.Connection(context).get_cipher_list()
+    assert served_certificate_subject(endpoint) == "renewed.example"
+
+
 def test_tls_ciphers_openssl_does_not_know_are_refused_at_start(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -795,9 +795,13 @@ def _handle_reload_signals(
             # And a renewed certificate (certbot) is read, with the settings in force.
             reload_certificates(reactor, endpoints, service.config)
             return
-        reload_certificates(reactor, endpoints, config)
+        # The file is taken whole or not at all: its TLS settings apply only once
+        # its routing table has been built; a renewed certificate is read either way.
         if service.reload(config):
+            reload_certificates(reactor, endpoints, config)
             _after_reload(reactor, config.graceful_timeout)
+        else:
+            reload_certificates(reactor, endpoints, service.config)
 
     def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(reload)
