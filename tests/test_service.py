@@ -530,6 +530,7 @@ class PausablePort:
 
     def __init__(self) -> None:
         self.reading = True
+        self.connected = True
         self.changes: list[bool] = []
 
     def stopReading(self) -> None:
@@ -575,6 +576,50 @@ def test_at_max_connections_the_server_stops_accepting_until_one_closes() -> Non
     first.connectionLost(Failure(ConnectionDone()))
     assert port.reading and port.changes == [False, True]
     service.stopService()
+
+
+def test_connections_accepted_past_the_limit_in_one_read_are_closed_at_once() -> None:
+    """Pausing the port does not stop the accept loop already running (Twisted
+    accepts up to 100 waiting connections in one read): those beyond the limit
+    are closed at once instead of being served past it.
+    """
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=2), clock=clock)
+    endpoint = PausablePortEndpoint()
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    opened = [open_connection(factory) for _ in range(2)]
+    with capture_log_events() as events:
+        late = [open_connection(factory) for _ in range(3)]
+    assert len(factory.connections) == 2
+    assert all(aborted(transport) for _, transport in late)
+    assert not any(aborted(transport) for _, transport in opened)
+    warnings = [formatEvent(e) for e in events if "beyond max_connections (2)" in formatEvent(e)]
+    assert len(warnings) == 1
+    for protocol, _ in late:
+        protocol.connectionLost(Failure(ConnectionDone()))
+    assert len(factory.connections) == 2 and endpoint.port.changes == [False]
+    opened[0][0].connectionLost(Failure(ConnectionDone()))
+    assert endpoint.port.changes == [False, True]
+    service.stopService()
+
+
+def test_a_port_closed_without_being_forgotten_is_not_read_again() -> None:
+    """A library user may close a port without remove_listeners(): a connection
+    closing then must not make the closed port read (Twisted raises on it, inside
+    the connection's close, and a shutdown waiting for it would never end).
+    """
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=1), clock=clock)
+    port = PausablePort()
+    factory.add_listener(port)
+    protocol, _ = open_connection(factory)
+    assert port.changes == [False]
+    port.connected = False  # as tcp.Port after its connectionLost
+    closed = factory.shut_down()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert port.changes == [False]
+    assert closed.called
 
 
 def test_a_port_closing_at_the_limit_is_not_resumed() -> None:

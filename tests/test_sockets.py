@@ -9,11 +9,13 @@ listeners and waits for the server's connections to close.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -35,6 +37,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
@@ -271,6 +274,51 @@ class LoopbackTests(TestCase):
                 self.assertIn(b"first", received, case)
                 self.assertFalse(received.endswith(b"0\r\n\r\n"), case)
         self.flushLoggedErrors(RuntimeError)
+
+    async def test_max_connections_holds_against_a_burst(self) -> None:
+        """Thirty connections waiting in the backlog are accepted in one read of the
+        listening port: with max_connections = 5, five are served and the others are
+        closed at once (they were all served, the limit overshot by the burst).
+        """
+        port, factory = await self.serve(apps.hello, settings=HttpSettings(max_connections=5))
+        factory.add_listener(port)
+        # Connected before the reactor runs again: the kernel completes them all
+        # into the listen backlog, and Twisted accepts them in one read.
+        clients = [socket.create_connection(self.address(port), timeout=30) for _ in range(30)]
+
+        def close_clients() -> None:
+            for client in clients:
+                client.close()
+
+        self.addCleanup(close_clients)
+        with capture_log_events() as events:
+            for _ in range(3000):  # the bound only turns a hang into a failure
+                if factory.connections:
+                    break
+                await deferLater(global_reactor, 0.01, lambda: None)
+        self.assertEqual(len(factory.connections), 5)
+        self.assertTrue(any("beyond max_connections (5)" in formatEvent(e) for e in events))
+
+        def outcome() -> tuple[int, list[bytes]]:
+            closed: set[socket.socket] = set()
+            for _ in range(60):  # until the 25 closes arrive; each wait is bounded
+                readable, _, _ = select.select([c for c in clients if c not in closed], [], [], 0.5)
+                closed.update(readable)
+                if len(closed) >= 25:
+                    break
+            for client in closed:
+                with contextlib.suppress(ConnectionResetError):  # an abort may reset
+                    self.assertEqual(client.recv(1), b"")
+            answers = []
+            for client in clients:
+                if client not in closed:
+                    client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                    answers.append(client.recv(65536).split(b"\r\n", 1)[0])
+            return len(closed), answers
+
+        closed, answers = await self.in_thread(outcome)
+        self.assertEqual(closed, 25)
+        self.assertEqual(answers, [b"HTTP/1.1 200 OK"] * 5)
 
     async def test_http_client_reuses_one_connection(self) -> None:
         """Three requests go over one persistent connection."""
@@ -535,8 +583,8 @@ class LoopbackTests(TestCase):
         closed: Deferred[None] = Deferred()
         opened = factory.connection_opened
 
-        def note_opened(connection: Any) -> None:
-            opened(connection)
+        def note_opened(connection: Any) -> bool:
+            admitted = opened(connection)
             lost = connection.connectionLost
 
             def note_lost(reason: Any) -> None:
@@ -544,6 +592,7 @@ class LoopbackTests(TestCase):
                 closed.callback(None)
 
             connection.connectionLost = note_lost
+            return admitted
 
         factory.connection_opened = note_opened  # type: ignore[method-assign]
         with capture_log_events() as events:

@@ -225,6 +225,7 @@ class HTTPFactory(Factory):
         # Listening ports to pause at max_connections (see connection_opened).
         self._listeners: list[Any] = []
         self._accepting = True
+        self._over_limit_logged = False
 
     def acceptableProtocols(self) -> list[bytes]:
         """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1 and HTTP/1.0.
@@ -287,11 +288,30 @@ class HTTPFactory(Factory):
         self.settings = settings
         self._check_capacity()
 
-    def connection_opened(self, connection: HTTP11Protocol) -> None:
-        """Track a new connection (called by the protocol)."""
+    def connection_opened(self, connection: HTTP11Protocol) -> bool:
+        """Track a new connection (called by the protocol); say whether it may stay.
+
+        Pausing the listening port takes effect at its next read: Twisted's accept
+        loop goes on accepting what is already waiting in the backlog (up to its
+        ``numberAccepts``, 100 and growing under load) in the read that reached the
+        limit. Those connections are refused here, closed at once without a word,
+        as nginx closes what it accepts when worker_connections are all in use, so
+        the limit holds and the descriptors stay free.
+        """
+        limit = self.settings.max_connections
+        if limit and len(self.connections) >= limit:
+            if not self._over_limit_logged:
+                self._over_limit_logged = True
+                _log.warn(
+                    "Connections accepted beyond max_connections ({limit}) are closed at"
+                    " once until one of the open ones closes",
+                    limit=limit,
+                )
+            return False
         self.connections.add(connection)
         if self._accepting:
             self._check_capacity()
+        return True
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
         """Forget a closed connection; fire shutdown waiters when none are left."""
@@ -330,9 +350,21 @@ class HTTPFactory(Factory):
                         break
         elif not full and not self._accepting:
             self._accepting = True
+            self._over_limit_logged = False
             _log.info("Accepting connections again")
             for port in self._listeners:
-                port.startReading()
+                if _still_listening(port):
+                    port.startReading()
+
+
+def _still_listening(port: Any) -> bool:
+    """Whether a listening port may read again: not closed or closing.
+
+    A port closed without :meth:`HTTPFactory.remove_listeners` (the factory's API is
+    public) has no descriptor left; reading from it would raise inside the
+    connection's close.
+    """
+    return bool(getattr(port, "connected", True)) and not getattr(port, "disconnecting", False)
 
 
 #: Idle keep-alive connections closed at once when the connection limit is reached
@@ -440,7 +472,9 @@ class HTTP11Protocol(Protocol):
             # Responses go out in one write; Nagle would only delay the next one.
             set_no_delay(True)
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        self._factory.connection_opened(self)
+        if not self._factory.connection_opened(self):
+            self.abort_connection()
+            return
         if self._factory.shutting_down:
             self._lose_connection()
             return
