@@ -216,6 +216,14 @@ class _Deadline(Enum):
     IDLE = "idle"  # an idle connection is closed
 
 
+class _Unread(Enum):
+    """What a look into an idle connection's socket found (see ``_peek``)."""
+
+    NOTHING = "nothing"
+    BYTES = "bytes"  # the upstream sent something nobody asked for
+    CLOSE = "close"  # its close or a reset: the ordinary end of a connection
+
+
 class _StopAtHeadError(Exception):
     """Raised from ``on_headers_complete`` to stop parsing after a HEAD response's head."""
 
@@ -371,17 +379,20 @@ class ClientConnection(TwistedProtocol):
         request's response. Only a plain socket can be asked (TLS records would need
         decrypting); anything else says no.
         """
+        return self._peek() is not _Unread.NOTHING
+
+    def _peek(self) -> _Unread:
         get_handle = getattr(self.transport, "getHandle", None)
         handle = get_handle() if get_handle is not None else None
         if not isinstance(handle, socket.socket):
-            return False
+            return _Unread.NOTHING
         try:
-            handle.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            peeked = handle.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return False
+            return _Unread.NOTHING
         except OSError:
-            return True  # reset: not usable either
-        return True  # a byte, or b"" for the upstream's close
+            return _Unread.CLOSE  # reset: not usable either
+        return _Unread.BYTES if peeked else _Unread.CLOSE
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -762,10 +773,14 @@ class ClientConnection(TwistedProtocol):
         body = self._body
         if self._complete:
             self._body = []
-            if self._keep_alive and len(data) >= self._full_read and self.input_pending():
+            if self._keep_alive and len(data) >= self._full_read:
                 # A read as large as the transport takes may have left more in the
                 # socket: what follows a complete response there is not for the next.
-                self._discard_excess()
+                unread = self._peek()
+                if unread is _Unread.BYTES:
+                    self._discard_excess()
+                elif unread is _Unread.CLOSE:
+                    self._keep_alive = False
             self._response_complete(handler, body[0] if len(body) == 1 else b"".join(body))
             return
         if head_ready and not body:
@@ -822,11 +837,15 @@ class ClientConnection(TwistedProtocol):
     def drop_if_input_pending(self) -> bool:
         """Abort this idle connection if :meth:`input_pending`; say whether it did.
 
-        RFC 9112 9.3: its next bytes cannot be trusted to answer a request.
+        RFC 9112 9.3: its next bytes cannot be trusted to answer a request. Only
+        bytes are warned about; the upstream's close is the ordinary end of an idle
+        connection.
         """
-        if not self.input_pending():
+        unread = self._peek()
+        if unread is _Unread.NOTHING:
             return False
-        _warn_bytes_after_response()
+        if unread is _Unread.BYTES:
+            _warn_bytes_after_response()
         self.abort()
         return True
 
