@@ -1523,6 +1523,35 @@ def test_endless_chunk_framing_is_refused(endless: bytes) -> None:
     assert collector.exchanges == []  # refused before any handler saw it
 
 
+@pytest.mark.parametrize(
+    "endless",
+    [b"0\r\nX-Trailer: ", b"3;" + b"x" * 10],  # a trailer line; a chunk extension
+)
+def test_endless_chunk_framing_of_an_upgrade_requests_body_is_refused(endless: bytes) -> None:
+    """The body of an Upgrade request is parsed on its own (httptools skips it) and
+    gets the same bound: an endless trailer line grew memory without end.
+    """
+    connection = open_connection(BodyCollector(respond=False), max_header_total=32768)
+    connection.send(UPGRADE_POST + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n" + endless)
+    for _ in range(16):  # 64 KiB more, with no body byte in it
+        connection.send(b"a" * 4096)
+    [response] = parse_responses(connection.take())
+    assert response.status == 431
+
+
+@pytest.mark.parametrize("upgrade", [False, True])
+def test_a_trailer_section_counts_against_max_header_count(upgrade: bool) -> None:
+    """max_header_count bounds the trailer section as it does the header section."""
+    head = UPGRADE_POST if upgrade else b"POST / HTTP/1.1\r\nHost: a\r\n"
+    for count, status in ((5, 200), (6, 431)):
+        trailers = b"".join(b"X-T%d: v\r\n" % number for number in range(count))
+        connection = open_connection(BodyCollector(), max_header_count=5)
+        connection.send(
+            head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + trailers + b"\r\n"
+        )
+        assert [r.status for r in parse_responses(connection.take())] == [status], count
+
+
 def test_many_small_chunks_are_not_framing_abuse() -> None:
     """Chunk framing between body bytes never accumulates: a body of a thousand tiny
     chunks, each read on its own, is received whole.

@@ -439,6 +439,7 @@ class HTTP11Protocol(Protocol):
         self._skipped_body: _SkippedBody | None = None
         # Bytes of a body read since the last body byte (framing, trailers).
         self._framing_bytes = 0
+        self._trailer_count = 0
         # Received bytes not parsed yet: pipelined requests beyond MAX_PIPELINED.
         self._held = b""
         # _advance runs as a loop; a call from inside it only asks for another turn.
@@ -923,6 +924,7 @@ class HTTP11Protocol(Protocol):
         self._expect = None
         self._body_bytes = 0
         self._framing_bytes = 0
+        self._trailer_count = 0
         if self._read is not _Read.HEAD:
             # A pipelined request starting inside a chunk that finished another one.
             self._read = _Read.HEAD
@@ -948,18 +950,11 @@ class HTTP11Protocol(Protocol):
         if value[-1:] in (b" ", b"\t"):
             # llhttp strips leading whitespace only; RFC 9110 5.5 excludes both.
             value = value.rstrip(b" \t")
-        settings = self._settings
-        size = len(name) + len(value) + 2
-        if size > settings.max_header_field:
-            self._line_read = True
-            raise RequestError(431, "A request header field is too large")
-        self._header_bytes += size
-        if self._header_bytes > settings.max_header_total:
-            self._line_read = True
-            raise RequestError(431, "Request header fields too large")
+        self._count_field_bytes(name, value)
         if self._read is _Read.BODY:
-            self.check_trailer(name)
+            self._check_trailer(name)
             return
+        settings = self._settings
         headers = self._headers
         if len(headers) >= settings.max_header_count:
             raise RequestError(431, "Too many request header fields")
@@ -984,8 +979,32 @@ class HTTP11Protocol(Protocol):
             # A list field (RFC 9110 10.1.1): several lines are one list (5.3).
             self._expect = value if self._expect is None else self._expect + b"," + value
 
-    def check_trailer(self, name: bytes) -> None:
-        """Refuse a trailer field that RFC 9110 6.5.1 forbids."""
+    def _count_field_bytes(self, name: bytes, value: bytes) -> None:
+        """Hold one field line, of the header or trailer section, to the size limits."""
+        settings = self._settings
+        size = len(name) + len(value) + 2
+        if size > settings.max_header_field:
+            self._line_read = True
+            raise RequestError(431, "A request header field is too large")
+        self._header_bytes += size
+        if self._header_bytes > settings.max_header_total:
+            self._line_read = True
+            raise RequestError(431, "Request header fields too large")
+
+    def on_trailer(self, name: bytes, value: bytes) -> None:
+        """Check one trailer field line of a body parsed apart (an Upgrade request's)."""
+        self._count_field_bytes(name, value)
+        self._check_trailer(name)
+
+    def _check_trailer(self, name: bytes) -> None:
+        """Count a trailer field against max_header_count; refuse one RFC 9110 6.5.1 forbids.
+
+        Trailer fields are not kept (none is passed on), so the count only bounds
+        the work a client can ask for, as for the header section.
+        """
+        self._trailer_count += 1
+        if self._trailer_count > self._settings.max_header_count:
+            raise RequestError(431, "Too many request trailer fields")
         if name.lower() in rules.FORBIDDEN_TRAILERS:
             raise RequestError(400, f"Field not allowed in a trailer: {name.decode('latin-1')}")
 
@@ -1419,6 +1438,7 @@ class HTTP11Protocol(Protocol):
     def _feed_skipped_body(self, data: bytes) -> None:
         skipped = self._skipped_body
         assert skipped is not None
+        self._framing_bytes += len(data)
         try:
             skipped.parser.feed_data(data)
         except httptools.HttpParserError as error:
@@ -1426,6 +1446,11 @@ class HTTP11Protocol(Protocol):
                 self._skipped_body = None
                 self._fail(_refusal(error))
                 return
+        if not skipped.complete and self._framing_bytes > self._settings.max_header_total:
+            # As for any body (see dataReceived): llhttp holds a trailer line whole.
+            self._skipped_body = None
+            self._fail(RequestError(431, "Chunk framing or trailer section too large"))
+            return
         if skipped.complete:
             self._skipped_body = None
             exchange = self._parsing
@@ -1575,7 +1600,7 @@ class _SkippedBody:
     def on_header(self, name: bytes, value: bytes) -> None:
         """Check a trailer field."""
         if self._in_body:
-            self._protocol.check_trailer(name)
+            self._protocol.on_trailer(name, value)
 
     def on_message_complete(self) -> None:
         """The body is complete: stop there, what follows is the other protocol's."""
