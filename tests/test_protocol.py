@@ -5,6 +5,7 @@ protocol is tested on its own; responses are parsed with h11.
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import pytest
@@ -1666,3 +1667,21 @@ def test_requests_pipelined_before_an_upgrade_request_are_all_answered() -> None
     responses = parse_responses(connection.take())
     assert [r.body for r in responses] == [b"/%d" % n for n in range(30)] + [b"/chat"]
     assert connection.is_closed()
+
+
+def test_a_file_sent_after_the_client_left_reports_it() -> None:
+    """send_file on an exchange whose client has gone returned a Deferred that never
+    fired: cleanup chained on it (closing the file, a WSGI result's close()) never ran.
+    """
+    held = Held()
+    connection = open_connection(held)
+    connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    [exchange] = held.exchanges
+    exchange.start_response(200, [(b"Content-Length", b"5")])
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+    outcome: list[Failure] = []
+    with tempfile.TemporaryFile() as file:
+        file.write(b"hello")
+        exchange.send_file(file, 0, 5).addErrback(outcome.append)
+    [failure] = outcome
+    assert failure.check(ConnectionDone)

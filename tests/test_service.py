@@ -690,6 +690,21 @@ def test_a_reload_raising_the_limit_resumes_accepting_at_once() -> None:
     service.stopService()
 
 
+def test_new_settings_bring_their_server_header() -> None:
+    """update_settings (a reload) kept sending the Server value the factory was made with."""
+    clock = MemoryReactorClock()
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(server_header=b"old"), clock=clock)
+    factory.update_settings(HttpSettings(server_header=b"new"))
+    protocol, transport = open_connection(factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    [exchange] = held.exchanges
+    exchange.start_response(204, [])
+    exchange.finish()
+    [response] = parse_responses(transport.value())
+    assert (b"server", b"new") in response.headers
+
+
 # -- the service's life cycle, as a library user drives it ----------------------------------
 
 

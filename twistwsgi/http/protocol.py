@@ -30,7 +30,7 @@ from enum import Enum
 from typing import IO, TYPE_CHECKING, Any
 
 import httptools
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -285,6 +285,8 @@ class HTTPFactory(Factory):
 
     def update_settings(self, settings: HttpSettings) -> None:
         """Use ``settings`` from now on (a reload); a new connection limit applies at once."""
+        if settings.server_header != self.settings.server_header:
+            self.date_cache = DateCache(settings.server_header)
         self.settings = settings
         self._check_capacity()
 
@@ -2095,7 +2097,9 @@ class HTTP11Exchange:
         if not self.response_started:
             raise RuntimeError("send_file called before start_response")
         if self.finished:
-            return Deferred()
+            # The client left (or the response ended): fail, so that what the caller
+            # chained on the sending (closing the file) still runs.
+            return fail(ConnectionDone("The response has already ended"))
         head = self._head(None) if self._head_pending else b""
         transport = self._protocol.transport
         if self._framing is _Framing.NONE or count == 0:
