@@ -547,7 +547,7 @@ def test_handler_failure_logs_the_bytes_of_the_500() -> None:
 def test_file_sent_whole_logs_its_size(tmp_path: Path) -> None:
     """A static file sent whole is logged with its size."""
     (tmp_path / "big.bin").write_bytes(b"x" * 200_000)
-    handler = StaticHandler(StaticOptions(root=str(tmp_path)))
+    handler = StaticHandler(StaticOptions(root=str(tmp_path)), now=lambda: 971186136.0)
     transport = PullingTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 54321))
     with logged(handler, transport=transport) as (connection, lines):
         connection.send(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -561,7 +561,7 @@ def test_aborted_file_download_logs_the_bytes_sent(tmp_path: Path) -> None:
     $body_bytes_sent).
     """
     (tmp_path / "big.bin").write_bytes(b"x" * 200_000)
-    handler = StaticHandler(StaticOptions(root=str(tmp_path)))
+    handler = StaticHandler(StaticOptions(root=str(tmp_path)), now=lambda: 971186136.0)
     with logged(handler) as (connection, lines):
         transport = connection.transport
         connection.send(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -866,7 +866,7 @@ class LargeFileTests(TestCase):
         from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
         from twistwsgi.static import StaticHandler, StaticOptions
 
-        handler = StaticHandler(StaticOptions(root=str(self.directory)))
+        handler = StaticHandler(StaticOptions(root=str(self.directory)), now=global_reactor.seconds)
         table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
         factory = HTTPFactory(Router(table), settings=HttpSettings(), clock=reactor)
         port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
@@ -932,7 +932,7 @@ class LargeFileTests(TestCase):
         files.mkdir()
         for size in (13, 65536, 131072):
             (files / f"f{size}").write_bytes(os.urandom(size))
-        static = StaticHandler(StaticOptions(root=str(files)))
+        static = StaticHandler(StaticOptions(root=str(files)), now=global_reactor.seconds)
         app = WSGIHandler(apps.hello, reactor=reactor, threadpool=None)
         mounts: MountTable[Handler] = MountTable([Mount(b"/s", static), Mount(b"", app)])
         table = RoutingTable(HostTable([], mounts), HostTable([], None))

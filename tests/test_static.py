@@ -10,6 +10,7 @@ import email.parser
 import email.policy
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ def router_for(tmp_path: Path, text: str) -> Router:
     path = tmp_path / "site.toml"
     path.write_text(text)
     config = load_config({"config": str(path)})
-    builder = SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool())
+    reactor = SynchronousReactorThreads()
+    reactor.advance(time.time())  # the files' modification times are real ones
+    builder = SiteBuilder(reactor=reactor, threadpool=SynchronousThreadPool())
     return Router(builder.build(config))
 
 

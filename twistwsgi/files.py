@@ -91,14 +91,14 @@ _DATE_FORMATS = (
 )
 
 
-def parse_http_date(value: str, now: float | None = None) -> int | None:
+def parse_http_date(value: str, now: float) -> int | None:
     """Parse an HTTP-date (one of the three formats of RFC 9110 5.6.7) to seconds.
 
     The whole value must be one date in GMT that exists (no 31 February, no hour
     25); anything else, a list of dates included, is ``None``, which a precondition
     ignores (RFC 9110 13.1.3, 13.1.4). A two-digit year of the obsolete rfc850 form
-    is the most recent such year not more than 50 years ahead of ``now`` (the
-    current time by default), as 5.6.7 requires.
+    is the most recent such year not more than 50 years ahead of ``now`` (seconds
+    since the epoch, from the caller's clock), as 5.6.7 requires.
     """
     text = value.strip()
     for number, pattern in enumerate(_DATE_FORMATS):
@@ -106,7 +106,7 @@ def parse_http_date(value: str, now: float | None = None) -> int | None:
         if match is None:
             continue
         if number == 1:
-            now_struct = time.gmtime(time.time() if now is None else now)
+            now_struct = time.gmtime(now)
             current = now_struct.tm_year
             year = current - current % 100 + int(match["year2"])
         else:
@@ -198,6 +198,7 @@ def evaluate_preconditions(
     if_none_match: str | None,
     if_modified_since: str | None,
     if_unmodified_since: str | None,
+    now: float,
 ) -> Precondition:
     """Evaluate the preconditions of RFC 9110 13.2.2, in its order.
 
@@ -215,12 +216,13 @@ def evaluate_preconditions(
         if_none_match: see ``if_match``.
         if_modified_since: see ``if_match``.
         if_unmodified_since: see ``if_match``.
+        now: the current time, for the two-digit years of obsolete dates.
     """
     if if_match is not None:
         if not _strong_match(if_match, etag):
             return Precondition.FAILED
     elif if_unmodified_since is not None:
-        date = parse_http_date(if_unmodified_since)
+        date = parse_http_date(if_unmodified_since, now)
         if date is not None and last_modified > date:
             return Precondition.FAILED
     safe = method in ("GET", "HEAD")
@@ -228,7 +230,7 @@ def evaluate_preconditions(
         if _weak_match(if_none_match, etag):
             return Precondition.NOT_MODIFIED if safe else Precondition.FAILED
     elif safe and if_modified_since is not None:
-        date = parse_http_date(if_modified_since)
+        date = parse_http_date(if_modified_since, now)
         if date is not None and last_modified <= date:
             return Precondition.NOT_MODIFIED
     return Precondition.PROCEED
@@ -339,18 +341,19 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | Ran
     return ranges if len(merged) == len(ranges) else merged
 
 
-def if_range_allows(value: str | None, etag: str, last_modified: int) -> bool:
+def if_range_allows(value: str | None, etag: str, last_modified: int, now: float) -> bool:
     """Whether ``If-Range`` lets the Range field apply (RFC 9110 13.1.5).
 
-    An entity tag must match strongly; a date must equal ``Last-Modified`` exactly.
-    Without the field, ranges apply.
+    An entity tag must match strongly; a date must equal ``Last-Modified`` exactly
+    (``now`` reads the two-digit years of obsolete dates). Without the field,
+    ranges apply.
     """
     if value is None:
         return True
     value = value.strip()
     if value.startswith(('"', "W/")):
         return value == etag
-    date = parse_http_date(value)
+    date = parse_http_date(value, now)
     return date is not None and date == last_modified
 
 

@@ -116,7 +116,10 @@ class SiteBuilder:
         handlers: dict[int, Handler] = {}
         for index, mount in enumerate(host.mounts):
             if mount.kind == "static":
-                static = StaticHandler(StaticOptions.from_mount(mount.target, dict(mount.options)))
+                static = StaticHandler(
+                    StaticOptions.from_mount(mount.target, dict(mount.options)),
+                    now=self._reactor.seconds,
+                )
                 statics.append((mount, static))
                 handlers[index] = static
         accel = _accel_resolver(statics)

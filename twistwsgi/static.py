@@ -251,7 +251,8 @@ class StaticHandler:
     Args:
         options: how the directory is served.
         fallback: with ``fallthrough``, the mount (prefix and handler) misses go to.
-        now: the current time in seconds since the epoch (for Last-Modified).
+        now: the reactor's clock, in seconds since the epoch (``Last-Modified`` is
+            never later than it; obsolete dates in preconditions are read by it).
     """
 
     def __init__(
@@ -259,7 +260,7 @@ class StaticHandler:
         options: StaticOptions,
         *,
         fallback: tuple[bytes, Handler] | None = None,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float],
     ) -> None:
         self.options = options
         self.fallback = fallback
@@ -616,6 +617,7 @@ class StaticHandler:
             if_none_match=_text(fields.get(b"if-none-match")),
             if_modified_since=_text(fields.get(b"if-modified-since")),
             if_unmodified_since=_text(fields.get(b"if-unmodified-since")),
+            now=self._now(),
         )
         if outcome is not files.Precondition.PROCEED and handle is not None:
             handle.close()
@@ -635,7 +637,7 @@ class StaticHandler:
             range_field is not None
             and method == "GET"
             and files.if_range_allows(
-                _text(fields.get(b"if-range")), entry.etag, entry.last_modified
+                _text(fields.get(b"if-range")), entry.etag, entry.last_modified, self._now()
             )
         ):
             parsed = files.parse_range(range_field.decode("latin-1"), size, self.options.max_ranges)

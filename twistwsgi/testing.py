@@ -56,8 +56,11 @@ class SynchronousThreadPool:
 
 
 @implementer(IReactorFromThreads)
-class SynchronousReactorThreads:
-    """``IReactorFromThreads`` that runs each call at once, in the calling thread."""
+class SynchronousReactorThreads(Clock):
+    """``IReactorFromThreads`` that runs each call at once, in the calling thread.
+
+    It is a ``Clock`` too (``IReactorTime``), for the handlers that read the time.
+    """
 
     def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
         """Run ``callable`` now."""
