@@ -6,6 +6,7 @@ wrapped in ``wsgiref.validate.validator``; responses are parsed with h11.
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import os
 import sys
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 from wsgiref.validate import validator
 
 import pytest
@@ -24,6 +25,7 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides
 
+from twistwsgi import wsgi
 from twistwsgi.http.protocol import DISPATCH_BUFFER
 from twistwsgi.http.transport import end_batch, start_batch
 from twistwsgi.testing import (
@@ -575,6 +577,217 @@ def test_str_chunk_after_the_head_aborts(threaded: bool) -> None:
     assert not connection.take().endswith(b"0\r\n\r\n")
 
 
+# -- no more body than the response can carry ---------------------------------------------
+
+
+class Stream:
+    """A streamed body that never ends (Server-Sent Events), counting what is pulled."""
+
+    def __init__(self, chunk: bytes = b"data: tick\n\n", headers: list[Any] = TEXT) -> None:
+        self.chunk = chunk
+        self.headers = headers
+        self.pulled = 0
+        self.closed = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/next":
+            return hello(environ, start_response)
+        start_response(environ.get("HTTP_X_STATUS", "200 OK"), self.headers)
+        return self
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        self.pulled += 1
+        if self.pulled > 100_000:  # the bug: the server pulls for ever
+            raise RuntimeError("pulled without end")
+        return self.chunk
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"HEAD / HTTP/1.1\r\n", "200 OK"),
+        (b"GET / HTTP/1.1\r\nX-Status: 204 No Content\r\n", "204 No Content"),
+        (b"GET / HTTP/1.1\r\nX-Status: 304 Not Modified\r\n", "304 Not Modified"),
+    ],
+)
+def test_a_response_without_content_stops_pulling_an_endless_body(
+    threaded: bool, request_line: bytes, status: str
+) -> None:
+    """HEAD to a streaming view (Django routes HEAD to the GET view): the server
+    pulled the endless body for ever, discarding it, with a thread at 100 % (the
+    whole reactor with --threads 0), close() never called, and the next request on
+    the connection never answered. It stops once the head is out (PEP 3333:
+    "stop iterating over the response when enough data has been sent").
+    """
+    stream = Stream(headers=TEXT if status == "200 OK" else [])  # (none on 204/304)
+    connection = serve(stream, threaded=threaded)
+    connection.send(request_line + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n")
+    method = b"HEAD" if request_line.startswith(b"HEAD") else b"GET"
+    first, second = parse_responses(connection.take(), [method, b"GET"])
+    assert (first.status, first.body) == (int(status[:3]), b"")
+    assert (second.status, second.body) == (200, b"Hello, World!")
+    assert (stream.pulled, stream.closed) == (1, 1)
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_a_body_longer_than_its_content_length_is_not_pulled_past_it(threaded: bool) -> None:
+    """A Content-Length for the first row of an export: the rest was pulled to its end
+    (an endless one for ever), with one error line per extra chunk (177,000 lines in
+    3 s in the audit). The body stops at the length, the next request is answered,
+    and at most one line says the response was cut.
+    """
+    stream = Stream(b"0123456789", [("Content-Type", "text/csv"), ("Content-Length", "15")])
+    connection = serve(stream, threaded=threaded)
+    with capture_log_events() as events:
+        connection.send(
+            b"GET / HTTP/1.1\r\n" + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n"
+        )
+    first, second = parse_responses(connection.take())
+    assert first.body == b"012345678901234"
+    assert second.body == b"Hello, World!"
+    assert (stream.pulled, stream.closed) == (2, 1)
+    lines = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+    assert lines == [
+        "The response to GET / is longer than its Content-Length; the rest was dropped"
+    ]
+
+
+def test_a_worker_stops_at_the_length_before_the_reactor_has_sent_anything() -> None:
+    """The worker runs ahead of the reactor (up to IN_FLIGHT_HIGH_WATER queued): it
+    knows from the head itself when the body is complete, and stops there.
+    """
+    stream = Stream(b"0123456789", [*TEXT, ("Content-Length", "20")])
+    calls = CallQueue()
+    pool = TrackingPool(1)
+    pool.start()
+    try:
+        connection = connect(WSGIHandler(validator(stream), reactor=calls, threadpool=pool))
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        calls.run_until(lambda: stream.closed == 1)
+        calls.run_until(lambda: pool.idle)
+    finally:
+        pool.stop()
+    assert stream.pulled == 2
+    [response] = parse_responses(connection.take())
+    assert response.body == b"01234567890123456789"
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_a_205_carries_no_content(threaded: bool) -> None:
+    """RFC 9110 15.3.6: a server MUST NOT generate content in a 205; it says
+    Content-Length: 0 (the application's body was sent).
+    """
+
+    def reset(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("205 Reset Content", [*TEXT, ("Content-Length", "11")])
+        return [b"body-on-205"]
+
+    connection = serve(reset, threaded=threaded)
+    with capture_log_events():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.status == 205
+    assert response.body == b""
+    assert [v for n, v in response.headers if n == b"content-length"] == [b"0"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        (
+            [("Date", "Mon, 01 Jan 2001 00:00:00 GMT"), ("Date", "Tue, 02 Jan 2001 00:00:00 GMT")],
+            "Dropped a second Date field",
+        ),
+        ([("Server", "one"), ("Server", "two")], "Dropped a second Server field"),
+        ([("Transfer-Encoding", "chunked")], "Dropped Transfer-Encoding: chunked"),
+        ([("Content-Length", "abc")], "Dropped an invalid Content-Length: b'abc'"),
+        ([("Content-Length", "3"), ("Content-Length", "5")], "Dropped conflicting Content-Length"),
+    ],
+)
+def test_fields_the_server_drops_are_logged_with_the_request(
+    headers: list[tuple[str, str]], problem: str
+) -> None:
+    """A repeated Date or Server (RFC 9110 5.3, 6.6.1) keeps its first value; a
+    Transfer-Encoding from the application (which would be chunked twice) is dropped;
+    each is one line naming the request, so the view at fault can be found.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", headers)
+        return [b"abc"]
+
+    # Not validated: wsgiref's validator refuses hop-by-hop fields itself.
+    connection = serve(app, validate=False)
+    with capture_log_events() as events:
+        connection.send(b"GET /report?x=1 HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.body == b"abc"
+    for name in (b"date", b"server"):
+        values = [v for n, v in response.headers if n == name]
+        assert len(values) == 1
+        if name in {n.lower().encode() for n, _ in headers}:
+            assert values[0] == {n.lower().encode(): v.encode() for n, v in reversed(headers)}[name]
+    [line] = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+    assert line.startswith(problem) and line.endswith(", in the response to GET /report?x=1")
+
+
+class Kind(enum.StrEnum):
+    CSV = "text/csv"
+
+
+class Header(NamedTuple):
+    name: str
+    value: str
+
+
+class Marked(str):
+    """A str subclass, as Django's SafeString (what format_html returns)."""
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_header_items_of_str_and_tuple_subclasses_are_taken_as_plain_ones(
+    threaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django's SafeString, a StrEnum member, a named tuple: a 500 right after a
+    start, then accepted once an equal plain pair had been sent by any response (the
+    cache was looked up before the types were checked). They are a str and a tuple
+    (PEP 3333's native strings), taken for the characters they hold, every time;
+    a list, which is not a tuple, is refused every time.
+    """
+    items: list[Any] = [
+        ("Content-Type", Kind.CSV),
+        ("Content-Disposition", Marked('attachment; filename="r.csv"')),
+        Header("X-Frame-Options", "DENY"),
+    ]
+    monkeypatch.setattr(wsgi, "_header_cache", {})  # as just after a start
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        plain = environ["PATH_INFO"] == "/plain"
+        if environ["PATH_INFO"] == "/list":
+            start_response("200 OK", [["X-Frame-Options", "DENY"]])
+        else:
+            start_response("200 OK", [tuple(map(str, i)) if plain else i for i in items])
+        return [b"a,b\n"]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events():
+        for path in (b"/typed", b"/plain", b"/typed", b"/list"):
+            connection.send(b"GET " + path + b" HTTP/1.1\r\n" + HOST + b"\r\n")
+    typed, plain, again, listed = parse_responses(connection.take())
+    assert typed.status == plain.status == again.status == 200
+    assert typed.headers == plain.headers == again.headers
+    assert (b"content-type", b"text/csv") in typed.headers
+    assert (b"content-disposition", b'attachment; filename="r.csv"') in typed.headers
+    assert listed.status == 500
+
+
 # -- close() --------------------------------------------------------------------------
 
 
@@ -1063,9 +1276,14 @@ def test_conflicting_content_lengths_are_not_sent(threaded: bool) -> None:
 
 
 @pytest.mark.parametrize("threaded", MODES)
-def test_file_wrapper_with_a_length_the_protocol_refuses(threaded: bool, tmp_path: Path) -> None:
-    """A Content-Length int() takes but HTTP does not (" 10", "+10") is dropped: the
-    file goes out as an ordinary body, and close() is called.
+@pytest.mark.parametrize("lengths", [["+10"], ["10", "20"]])
+def test_file_wrapper_with_a_length_the_protocol_refuses(
+    threaded: bool, lengths: list[str], tmp_path: Path
+) -> None:
+    """A Content-Length int() takes but HTTP does not (" 10", "+10") is dropped, and
+    so are two different ones: the file goes out as an ordinary body, and close() is
+    called. With two lengths the file was sent as if the last held, after a head
+    without it: a 200 with no body and an internal error in the log.
     """
     path = tmp_path / "data.bin"
     path.write_bytes(b"0123456789")
@@ -1077,15 +1295,16 @@ def test_file_wrapper_with_a_length_the_protocol_refuses(threaded: bool, tmp_pat
             super().close()
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
-        start_response("200 OK", [("Content-Length", "+10")])
+        start_response("200 OK", [("Content-Length", value) for value in lengths])
         return environ["wsgi.file_wrapper"](Tracked(path, "rb"))
 
     connection = serve(app, threaded=threaded, validate=False)
-    with capture_log_events():
+    with capture_log_events() as events:
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
     [response] = parse_responses(connection.take())
     assert (response.status, response.body) == (200, b"0123456789")
     assert closed == [True]
+    assert not [e for e in events if e.get("log_failure")]
 
 
 @pytest.mark.parametrize("path", [b"/application", b"/appx/y"])

@@ -219,12 +219,19 @@ def _encode_header(item: object) -> tuple[bytes, bytes]:
 
     A newline in a name or value would let an application (or the user input it
     echoes) inject header fields, so it is an error here, not on the wire.
+    Subclasses of ``tuple`` and ``str`` are tuples and strings (PEP 3333 asks for
+    native strings): a named tuple, Django's ``SafeString`` (``format_html``) or a
+    ``StrEnum`` member is taken as the plain string it holds, as gunicorn and
+    waitress take them.
     """
-    if type(item) is not tuple or len(item) != 2:
+    if not isinstance(item, tuple) or len(item) != 2:
         raise TypeError(f"Each response header must be a (name, value) tuple: {item!r}")
     name, value = item
-    if type(name) is not str or type(value) is not str:
+    if not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(f"Header names and values must be str: {item!r}")
+    if type(name) is not str or type(value) is not str:
+        # The characters themselves, whatever a subclass's __str__ says.
+        name, value = str.__str__(name), str.__str__(value)
     if not _TOKEN.fullmatch(name):
         raise ValueError(f"Invalid header name {name!r}")
     if _BAD_VALUE.search(value):
@@ -233,7 +240,7 @@ def _encode_header(item: object) -> tuple[bytes, bytes]:
     # Set-Cookie with a leading space; " 5" as a Content-Length means 5 (gunicorn
     # strips both alike).
     pair = (name.encode("latin-1"), value.strip(" \t").encode("latin-1"))
-    if len(_header_cache) < _CACHE_LIMIT and len(value) <= 128:
+    if len(_header_cache) < _CACHE_LIMIT and len(value) <= 128 and type(item) is tuple:
         _header_cache[item] = pair
     return pair
 
@@ -245,12 +252,38 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
     encoded = []
     cache = _header_cache
     for item in headers:
-        try:
-            pair = cache[item]
-        except (KeyError, TypeError):
+        # Only a plain tuple is looked up: an item merely equal to one cached (a
+        # list, or a pair of other types) must be checked, or whether it is
+        # accepted would depend on the responses sent before it.
+        pair = None
+        if type(item) is tuple:
+            try:
+                pair = cache.get(item)
+            except TypeError:  # an unhashable value: refused below, with its reason
+                pair = None
+        if pair is None:
             pair = _encode_header(item)
         encoded.append(pair)
     return encoded
+
+
+def _body_room(method: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> int:
+    """How many body bytes a response can carry, as the protocol will frame it.
+
+    0 for a response without content (a HEAD answer, 204, 205, 304: RFC 9110
+    6.4.1, 15.3.6); the declared length when one Content-Length field gives it;
+    otherwise -1 (not known here: chunked, or fields the protocol drops). The
+    worker stops iterating there; the exchange's ``body_full`` stays the authority.
+    """
+    if method == b"HEAD" or status in (204, 205, 304):
+        return 0
+    declared = -1
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            if declared >= 0 or not value.isdigit():
+                return -1  # repeated or invalid: the protocol decides
+            declared = int(value)
+    return declared
 
 
 @dataclass(frozen=True)
@@ -289,6 +322,8 @@ def _file_response(result: object, headers: list[tuple[bytes, bytes]]) -> _FileR
         if name.lower() == b"content-length":
             if not value.isdigit():
                 return None  # the protocol drops it: sent as an ordinary body instead
+            if declared is not None and declared != int(value):
+                return None  # conflicting: the protocol drops both; iterated instead
             declared = int(value)
     if declared is None:
         headers = [*headers, (b"Content-Length", b"%d" % available)]
@@ -451,13 +486,17 @@ def _joined(result: list[bytes] | tuple[bytes, ...]) -> bytes:
     return b"".join(result)
 
 
-def _close_result(result: object) -> None:
+def _close_result(result: object, request: RequestHead) -> None:
     close = getattr(result, "close", None)
     if close is not None:
         try:
             close()
         except Exception:
-            _log.failure("close() of the application's result raised")
+            _log.failure(
+                "close() of the application's result raised, for {method} {target}",
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+            )
 
 
 class _ThreadedInput:
@@ -629,7 +668,8 @@ class _ThreadedCall:
 
     ``run`` and the ``start_response``/``write`` callables run in the worker thread;
     ``_deliver_*`` and the producer methods run in the reactor thread. The condition
-    guards the three values both sides touch: ``_paused``, ``_in_flight``, ``_gone``.
+    guards the values both sides touch: ``_paused``, ``_in_flight``, ``_gone`` and
+    ``_full`` (the response takes no more body: the iteration stops there).
     """
 
     def __init__(
@@ -644,6 +684,7 @@ class _ThreadedCall:
         self._paused = False
         self._in_flight = 0
         self._gone = False
+        self._full = False
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] | None = None
@@ -693,9 +734,21 @@ class _ThreadedCall:
         self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
-        self._exchange.write(data)
+        exchange = self._exchange
+        exchange.write(data)
+        full = exchange.body_full
+        if full:
+            # A HEAD, 204 or 304 answer, or the Content-Length reached: the response
+            # is complete, and the next request on the connection can be answered.
+            # The worker stops iterating at its next chunk (PEP 3333, "Handling the
+            # Content-Length Header"); an endless stream would otherwise be pulled
+            # for ever, unseen, holding the thread.
+            exchange.unregisterProducer()
+            exchange.finish()
         with self._cond:
             self._in_flight -= len(data)
+            if full:
+                self._full = True
             self._cond.notify_all()
 
     def _deliver_whole(
@@ -706,6 +759,8 @@ class _ThreadedCall:
 
     def _deliver_end(self) -> None:
         exchange = self._exchange
+        if exchange.finished:
+            return  # the body was full before the iteration ended
         exchange.unregisterProducer()
         exchange.finish()
 
@@ -748,7 +803,7 @@ class _ThreadedCall:
             self._failed()
         finally:
             if result is not None and not handed_over:
-                _close_result(result)
+                _close_result(result, exchange.request)
             environ["wsgi.errors"].flush()
 
     def _respond(self, result: Iterable[bytes]) -> bool:
@@ -776,11 +831,23 @@ class _ThreadedCall:
                     self._deliver_whole, self._status, self._reason, self._headers, data
                 )
                 return False
+        # Body bytes the response can still carry (-1: not known here), from the
+        # head, once start_response has been called (a generator calls it late).
+        room: int | None = None
         for data in result:
             if type(data) is not bytes:
                 raise TypeError(_not_bytes(data))
-            if data and not self._send(data):
-                return False
+            if data:
+                if room is None and self._headers is not None:
+                    room = _body_room(self._exchange.request.method, self._status, self._headers)
+                if not self._send(data):
+                    return False
+                if room is not None and room >= 0:
+                    room -= len(data)
+                    if room <= 0:
+                        # Enough has been sent (PEP 3333, "Handling the Content-Length
+                        # Header"): what follows would be dropped; stop pulling it.
+                        break
         if not self._head_sent:
             if self._headers is None:
                 raise RuntimeError("The application returned without calling start_response")
@@ -797,9 +864,11 @@ class _ThreadedCall:
         if self._headers is None:
             raise RuntimeError("The application sent body bytes before calling start_response")
         with self._cond:
-            while not self._gone and (self._paused or self._in_flight > IN_FLIGHT_HIGH_WATER):
+            while not (self._gone or self._full) and (
+                self._paused or self._in_flight > IN_FLIGHT_HIGH_WATER
+            ):
                 self._cond.wait()
-            if self._gone:
+            if self._gone or self._full:
                 return False
             self._in_flight += len(data)
             first = not self._head_sent
@@ -836,7 +905,7 @@ class _ThreadedCall:
         """The ``write()`` callable: send ``data`` now (PEP 3333 "The write() Callable")."""
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
-        if data and not self._send(data):
+        if data and not self._send(data) and not self._full:
             raise _disconnected("The client closed the connection", self._exchange.request)
 
     def _failed(self) -> None:
@@ -877,16 +946,22 @@ def _send_file_result(
 ) -> None:
     """Send a file-backed result from the reactor and close it when done (reactor)."""
     result = response.wrapper
+    request = exchange.request
     if exchange.finished:
-        _close_result(result)
+        _close_result(result, request)
         return
     exchange.start_response(status, response.headers, reason)
+    method, target = request.method.decode("latin-1"), request.target.decode("latin-1")
     try:
         sent = exchange.send_file(result.filelike, response.offset, response.count)
     except Exception:
-        _log.failure("Sending a wsgi.file_wrapper response failed")
+        _log.failure(
+            "Sending a wsgi.file_wrapper response for {method} {target} failed",
+            method=method,
+            target=target,
+        )
         exchange.abort()
-        _close_result(result)
+        _close_result(result, request)
         return
 
     def done(_: object) -> None:
@@ -895,11 +970,16 @@ def _send_file_result(
     def failed(failure: Failure) -> None:
         # A client leaving mid-file is ordinary; a failure of the file is not.
         if not exchange.finished and not failure.check(*CLIENT_GONE):
-            _log.failure("Sending a wsgi.file_wrapper response failed", failure=failure)
+            _log.failure(
+                "Sending a wsgi.file_wrapper response for {method} {target} failed",
+                failure=failure,
+                method=method,
+                target=target,
+            )
         exchange.abort()
 
     sent.addCallbacks(done, failed)
-    sent.addBoth(lambda _: _close_result(result))
+    sent.addBoth(lambda _: _close_result(result, request))
 
 
 @implementer(IPushProducer)
@@ -1016,6 +1096,11 @@ class _InlineCall:
         try:
             while not self._paused and not exchange.finished and self._iterator is not None:
                 try:
+                    if exchange.body_full:
+                        # Nothing more can be sent (HEAD, 204, 304, Content-Length
+                        # reached): stop pulling, as PEP 3333 asks; an endless
+                        # stream would hold the reactor.
+                        raise StopIteration
                     data = next(self._iterator)
                 except StopIteration:
                     self._iterator = None
@@ -1074,7 +1159,7 @@ class _InlineCall:
     def _close(self) -> None:
         result, self._result = self._result, None
         if result is not None:
-            _close_result(result)
+            _close_result(result, self._exchange.request)
         errors = self._errors
         if errors is not None and errors._partial:
             errors.flush()

@@ -150,6 +150,15 @@ class Exchange(Protocol):
     def write(self, data: bytes) -> None:
         """Send a piece of the response body."""
 
+    @property
+    def body_full(self) -> bool:
+        """Whether the head is out and the response takes no more body bytes.
+
+        True for a response without content (HEAD, 204, 205, 304) and once a
+        declared ``Content-Length`` has been sent: more bytes are dropped, so a
+        handler can stop producing them.
+        """
+
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """Register a producer that is paused while the client is not reading."""
 

@@ -1160,7 +1160,12 @@ class HTTP11Protocol(Protocol):
         try:
             self._factory.handler.handle(exchange)
         except Exception:
-            _log.failure("Handler failed for {target!r}", target=exchange.request.target)
+            request = exchange.request
+            _log.failure(
+                "Handler failed for {method} {target}",
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+            )
             if not exchange.finished:
                 if exchange.response_started:
                     exchange.abort()
@@ -1669,9 +1674,19 @@ class _Fields:
         has_date: whether the handler set ``Date``.
         has_server: whether the handler set ``Server``.
         close: whether the handler asked for ``Connection: close``.
+        problems: what was wrong with the fields and was dropped, one sentence each,
+            for the log (which names the request).
     """
 
-    __slots__ = ("block", "close", "content_length", "has_date", "has_server", "status")
+    __slots__ = (
+        "block",
+        "close",
+        "content_length",
+        "has_date",
+        "has_server",
+        "problems",
+        "status",
+    )
 
     def __init__(
         self,
@@ -1682,6 +1697,7 @@ class _Fields:
         has_date: bool,
         has_server: bool,
         close: bool,
+        problems: tuple[str, ...] = (),
     ) -> None:
         self.status = status
         self.block = block
@@ -1689,11 +1705,13 @@ class _Fields:
         self.has_date = has_date
         self.has_server = has_server
         self.close = close
+        self.problems = problems
 
 
 def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     """Serialise a handler's header fields, keeping what framing needs to know."""
     lines = []
+    problems: list[str] = []
     content_length: int | None = None
     has_date = has_server = close = conflicting = upgrade = False
     for name, value in headers:
@@ -1705,35 +1723,52 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
                     # a handler asking for Connection: close gets it.
                     if lower == b"connection" and b"close" in rules.connection_options(value):
                         close = True
+                    elif lower == b"transfer-encoding":
+                        # A handler that chunks its own body would be chunked twice.
+                        problems.append(
+                            f"Dropped Transfer-Encoding: {value.decode('latin-1')}"
+                            " (the server frames the body itself)"
+                        )
                     continue
                 upgrade = True  # a 426 must say what to upgrade to (RFC 9110 15.5.22)
             elif lower == b"content-length":
-                if status == 204 or status < 200:
-                    continue  # RFC 9110 8.6: never with 1xx or 204
+                if status in (204, 205) or status < 200:
+                    # RFC 9110 8.6: never with 1xx or 204; a 205 says 0 (below).
+                    continue
                 if not value.isdigit():
-                    _log.error("Dropped an invalid Content-Length: {value!r}", value=value)
+                    problems.append(f"Dropped an invalid Content-Length: {value!r}")
                     continue
                 declared = int(value)
                 if content_length is not None:
                     if declared != content_length:
                         # RFC 9112 6.3: a recipient cannot tell which is right. Send
                         # neither; the body is framed by chunks or the close instead.
-                        _log.error(
-                            "Dropped conflicting Content-Length fields: {first} and {second}",
-                            first=content_length,
-                            second=declared,
+                        problems.append(
+                            "Dropped conflicting Content-Length fields:"
+                            f" {content_length} and {declared}"
                         )
                         conflicting = True
                     continue  # one field line, whatever the handler repeated
                 content_length = declared
             elif lower == b"date":
+                if has_date:
+                    # RFC 9110 6.6.1: one HTTP-date (5.3: no repeated singleton field).
+                    problems.append("Dropped a second Date field")
+                    continue
                 has_date = True
             else:
+                if has_server:
+                    problems.append("Dropped a second Server field")
+                    continue
                 has_server = True
         lines.append(name + b": " + value + b"\r\n")
     if conflicting:
         lines = [line for line in lines if not line.lower().startswith(b"content-length:")]
         content_length = None
+    if status == 205:
+        # RFC 9110 15.3.6: no content in a 205, said with Content-Length: 0.
+        content_length = 0
+        lines.append(b"Content-Length: 0\r\n")
     if upgrade:
         # RFC 9110 7.8: Upgrade goes with the "upgrade" connection option (a second
         # Connection line if the server adds "close": the two make one list).
@@ -1745,6 +1780,7 @@ def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
         has_date=has_date,
         has_server=has_server,
         close=close,
+        problems=tuple(problems),
     )
 
 
@@ -1783,6 +1819,7 @@ class HTTP11Exchange:
         "_close_callbacks",
         "_content_length",
         "_continue",
+        "_cut_logged",
         "_discarding",
         "_file_pending",
         "_file_sending",
@@ -1826,6 +1863,7 @@ class HTTP11Exchange:
         self._receiver: Any = None
         self._discarding = False
         self._close_callbacks: list[Callable[[Failure | None], object]] | None = None
+        self._cut_logged = False
         self.dispatched = False
         self.response_started = False
         self.finished = False
@@ -1993,6 +2031,13 @@ class HTTP11Exchange:
                 fields = headers.wire = _scan_fields(headers, status)
         else:
             fields = _scan_fields(headers, status)
+        for problem in fields.problems:
+            _log.error(
+                "{problem}, in the response to {method} {target}",
+                problem=problem,
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+            )
         keep_alive = self._keep_alive and not protocol.closing and not fields.close
         lines = [status_line(status, self._reason), fields.block]
         append = lines.append
@@ -2048,13 +2093,36 @@ class HTTP11Exchange:
         if framing is _Framing.LENGTH:
             room = self._content_length - self.body_sent - self._file_pending
             if len(data) > room:
-                _log.error(
-                    "Response to {target!r} is longer than its Content-Length; truncated",
-                    target=self.request.target,
-                )
-                data = data[:room]  # (the framing stays right: the connection too)
+                if not self._cut_logged:  # once: a handler may go on writing
+                    self._cut_logged = True
+                    _log.error(
+                        "The response to {method} {target} is longer than its"
+                        " Content-Length; the rest was dropped",
+                        method=self.request.method.decode("latin-1"),
+                        target=self.request.target.decode("latin-1"),
+                    )
+                data = data[: max(room, 0)]  # (the framing stays right: the connection too)
         self.body_sent += len(data)
         return data
+
+    @property
+    def body_full(self) -> bool:
+        """Whether the head is out and the response can carry no more body bytes.
+
+        A response with no content (HEAD, 204, 205, 304: RFC 9110 6.4.1) or one
+        whose Content-Length has been sent whole: anything more is dropped, so a
+        handler producing the body can stop (PEP 3333: "stop iterating over the
+        response when enough data has been sent").
+        """
+        if not self.response_started or self._head_pending or self.finished:
+            return False
+        framing = self._framing
+        if framing is _Framing.NONE:
+            return True
+        return (
+            framing is _Framing.LENGTH
+            and self.body_sent + self._file_pending >= self._content_length
+        )
 
     def send_head(self) -> None:
         """Send the pending head now, framing decided for a body of unknown length."""
@@ -2154,9 +2222,10 @@ class HTTP11Exchange:
             missing = self._content_length - self.body_sent - self._file_pending
             if missing > 0:
                 _log.error(
-                    "Response to {target!r} ended {missing} bytes short of its"
+                    "The response to {method} {target} ended {missing} bytes short of its"
                     " Content-Length; closing the connection",
-                    target=self.request.target,
+                    method=self.request.method.decode("latin-1"),
+                    target=self.request.target.decode("latin-1"),
                     missing=missing,
                 )
                 self.abort()
