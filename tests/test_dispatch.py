@@ -41,6 +41,7 @@ from twistwsgi.dispatch import (
     restore_log_context,
     skip_log_context,
 )
+from twistwsgi.http import transport
 from twistwsgi.http.transport import HOLD_LIMIT, after_batch, end_batch, start_batch, write_now
 from twistwsgi.testing import capture_log_events
 
@@ -296,7 +297,7 @@ def test_read_inline_applies_to_epoll_reactors_only() -> None:
 def test_read_inline_waits_for_a_check_of_a_new_twisted_version(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dispatch, "CHECKED_TWISTED_MAJORS", range(0))
+    monkeypatch.setattr(transport, "CHECKED_TWISTED_MAJORS", range(0))
     reactor: Any = EPollReactor.__new__(EPollReactor)  # never started: no fds to close
     assert not read_inline(reactor)
     assert not reads_inline(reactor)

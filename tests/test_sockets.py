@@ -750,6 +750,41 @@ class LoopbackTests(TestCase):
         self.assertGreater(len(calls), 0)
         self.assertEqual([entry.body_sent for entry in logged], [len(content)])
 
+    async def test_an_unchecked_twisted_gets_plain_writes_and_reads(self) -> None:
+        """Under a Twisted version the direct paths were not checked against, nothing
+        touches its connection internals: responses go through transport.write and a
+        file is read in pieces, not sent with os.sendfile; both arrive intact.
+        """
+        from twistwsgi.http import sendfile, transport
+
+        self.patch(transport, "DIRECT_WRITES", False)
+        self.patch(sendfile, "DIRECT_WRITES", False)
+        sends: list[int] = []
+
+        def no_sendfile(*args: Any) -> int:
+            sends.append(1)
+            return 0
+
+        self.patch(os, "sendfile", no_sendfile)
+        path = self.directory / "data.bin"
+        content = os.urandom(300_000)
+        path.write_bytes(content)
+        port, _ = await self.serve(apps.file)
+
+        def client() -> tuple[bytes, bytes]:
+            connection = http.client.HTTPConnection("127.0.0.1", port.getHost().port)  # type: ignore[attr-defined]
+            connection.request("GET", f"/?{path}")
+            data = connection.getresponse().read()
+            connection.request("GET", f"/?{path}")
+            again = connection.getresponse().read()
+            connection.close()
+            return data, again
+
+        data, again = await self.in_thread(client)
+        self.assertEqual(data, content)
+        self.assertEqual(again, content)
+        self.assertEqual(sends, [])
+
     async def test_file_response_head_waits_for_the_file(self) -> None:
         """Before a file goes out with sendfile, its head is sent with MSG_MORE (as
         nginx's tcp_nopush does) so the two leave in full segments; the bytes arrive

@@ -43,25 +43,17 @@ from typing import Any
 from twisted.internet import main, tcp
 from twisted.python import log
 
-import twisted
-from twistwsgi.http.transport import end_batch, send_held_now, start_batch
+from twistwsgi.http.transport import (
+    end_batch,
+    send_held_now,
+    start_batch,
+    twisted_checked,
+)
 
 try:
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # no epoll (not Linux): read_inline applies to nothing
     EPollReactor = None  # type: ignore[assignment,misc]
-
-#: Twisted's major versions whose epoll read path (``doPoll``, ``_doReadOrWrite``,
-#: ``tcp.Connection.doRead`` and ``_dataReceived``) the inline path was checked
-#: against, line by line (last with 26.10). Under a later one, read_inline applies to
-#: nothing until it is checked again: a change there would otherwise be bypassed.
-CHECKED_TWISTED_MAJORS = range(24, 27)
-
-
-def twisted_checked() -> bool:
-    """Whether the running Twisted is one :data:`CHECKED_TWISTED_MAJORS` names."""
-    major = twisted.__version__.split(".", 1)[0]
-    return major.isdigit() and int(major) in CHECKED_TWISTED_MAJORS
 
 
 __all__ = [
@@ -233,8 +225,9 @@ def read_inline(reactor: Any) -> bool:
 
     Measured gain and what stays the same: see the module docstring. Returns whether it
     applies: only to Twisted's own ``EPollReactor`` (not a subclass that changes how
-    it polls), under a Twisted version in :data:`CHECKED_TWISTED_MAJORS`; other
-    reactors are left alone.
+    it polls), under a Twisted version that
+    :data:`~twistwsgi.http.transport.CHECKED_TWISTED_MAJORS` names; other reactors
+    are left alone.
     """
     if reads_inline(reactor):
         return True

@@ -30,7 +30,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
-from twistwsgi.http.transport import write_now
+from twistwsgi.http.transport import DIRECT_WRITES, write_now
 
 __all__ = ["CLIENT_GONE", "READ_CHUNK", "SENDFILE_CHUNK", "send_file"]
 
@@ -88,7 +88,7 @@ def send_file(
     """
     descriptor = _file_descriptor(file)
     sender: _FileSender
-    if descriptor is not None and isinstance(transport, tcp.Connection):
+    if descriptor is not None and DIRECT_WRITES and isinstance(transport, tcp.Connection):
         sender = _ZeroCopySender(transport, descriptor, offset, count, on_progress)
         if head:
             # nginx's tcp_nopush: the kernel holds the head until the file's bytes

@@ -44,6 +44,27 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
+import twisted
+
+#: Twisted's major versions whose internals the direct paths here and in
+#: :mod:`twistwsgi.dispatch` were checked against, line by line (last with 26.10):
+#: ``tcp.Connection``'s write buffer (``dataBuffer``, ``offset``,
+#: ``_tempDataBuffer``, ``_tempDataLen``, ``_aborting``) and the epoll read path.
+#: Under another version they step aside: writes go through ``transport.write``,
+#: files through reads, reads through Twisted's own path. A renamed attribute would
+#: otherwise break every response.
+CHECKED_TWISTED_MAJORS = range(24, 27)
+
+
+def twisted_checked() -> bool:
+    """Whether the running Twisted is one :data:`CHECKED_TWISTED_MAJORS` names."""
+    major = twisted.__version__.split(".", 1)[0]
+    return major.isdigit() and int(major) in CHECKED_TWISTED_MAJORS
+
+
+#: Whether writes may go to the socket directly (see :data:`CHECKED_TWISTED_MAJORS`).
+DIRECT_WRITES = twisted_checked()
+
 __all__ = [
     "ReactorInbox",
     "after_batch",
@@ -164,7 +185,8 @@ def send_before_abort(transport: Any) -> None:
             flush()
         below = transport.transport
     if (
-        not isinstance(below, tcp.Connection)
+        not DIRECT_WRITES
+        or not isinstance(below, tcp.Connection)
         or not below.connected
         or below._aborting
         or (not below._tempDataLen and below.offset == len(below.dataBuffer))
@@ -263,7 +285,7 @@ def write_now(transport: Any, data: bytes, flags: int = 0) -> None:
     """
     if not data:
         return
-    if isinstance(transport, tcp.Connection):
+    if DIRECT_WRITES and isinstance(transport, tcp.Connection):
         if _batch.open and not flags and _hold(transport, data):
             return
         if (
