@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import errno
 import os
 import threading
 import time
@@ -556,6 +557,36 @@ def test_a_listing_shows_what_is_served_and_any_name(
     assert (b"link_in" in root) is (symlinks == "inside")
     assert request(router, b"/static/link_in").status == (200 if symlinks == "inside" else 404)
     assert b"a.txt" in root
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), 403),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), 404),
+        (OSError(errno.EIO, "Input/output error"), 500),
+        (OSError(errno.EMFILE, "Too many open files"), 500),
+    ],
+)
+def test_a_listing_that_cannot_be_read_says_why(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, status: int
+) -> None:
+    """Every failure to read a directory was a 403 with no log line: a disk error or
+    the open-files limit looked like a permission, and nobody was told. The server's
+    own trouble is a 500 with a line naming the directory.
+    """
+    router = router_for(tmp_path, config_text(site, "listing = true"))
+
+    def failing(path: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(os, "scandir", failing)
+    with capture_log_events() as events:
+        response = request(router, b"/static/empty/")
+    assert response.status == status
+    lines = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+    assert len(lines) == (1 if status == 500 else 0)
+    assert all(str(error.strerror) in line and "/empty" in line for line in lines)
 
 
 def test_redirect_location_cannot_become_protocol_relative(files: Router) -> None:

@@ -741,8 +741,17 @@ class StaticHandler:
                         f'<tr><td><a href="{href}">{label}</a></td>'
                         f"<td>{size}</td><td>{modified}</td></tr>"
                     )
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
+            _answer(exchange, 404, b"Not Found\n")  # gone since it was looked at
+            return
+        except PermissionError:
             _answer(exchange, 403, b"Forbidden\n")
+            return
+        except OSError as error:
+            # EIO, EMFILE...: the server's trouble, not the client's (nginx: 500 and
+            # an "opendir() failed" line).
+            _log.error("Listing {path!r} failed: {error}", path=os.fsdecode(path), error=error)
+            _answer(exchange, 500, b"Internal Server Error\n")
             return
         title = html.escape(f"Index of {shown}")
         parent = (
