@@ -512,7 +512,7 @@ class ProxySocketTests(ProxySocketHarness):
             connection = forward._conn
             if connection is not None:
                 total += _buffered(connection.transport)
-            total += sum(len(piece) for piece in forward._body_log or ())
+            total += sum(len(piece) for piece in forward._replay or ())
             stats["pieces"] += 1
             stats["max"] = max(stats["max"], total)
 

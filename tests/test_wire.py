@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twistwsgi.http import wire
-from twistwsgi.http.wire import DateCache, chunk, http_date, serialize_head, status_line
+from twistwsgi.http.wire import DateCache, chunk, http_date, status_line
 from twistwsgi.testing import parse_responses
 
 #: The last second of year 9999, the largest IMF-fixdate (4-digit year).
@@ -206,51 +206,3 @@ def test_chunk_size_is_hex() -> None:
     """The chunk size is written in hexadecimal."""
     assert chunk(b"x" * 255).split(b"\r\n")[0].lower() == b"ff"
     assert chunk(b"x" * 16).split(b"\r\n")[0] == b"10"
-
-
-# -- response heads -------------------------------------------------------------------
-
-
-def test_serialize_head_without_fields() -> None:
-    """A head with no fields is the status line and the empty line."""
-    assert serialize_head(b"HTTP/1.1 204 No Content\r\n", []) == (
-        b"HTTP/1.1 204 No Content\r\n\r\n"
-    )
-
-
-def test_serialize_head_keeps_order_and_repeats() -> None:
-    """Field lines come out in the given order, repeated names kept as separate
-    lines (RFC 9110 5.3), and h11 reads the head back.
-    """
-    headers = [
-        (b"Content-Type", b"text/plain"),
-        (b"Set-Cookie", b"a=1"),
-        (b"Content-Length", b"0"),
-        (b"Set-Cookie", b"b=2"),
-    ]
-    head = serialize_head(status_line(200), headers)
-    assert head.endswith(b"\r\n\r\n")
-    assert head.count(b"\r\n") == 6
-    response = parse_responses(head)[0]
-    assert response.status == 200
-    assert response.headers == [(name.lower(), value) for name, value in headers]
-
-
-_token = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1)
-_value = st.text(_VISIBLE + " ", max_size=30).map(str.strip)
-
-
-@given(st.lists(st.tuples(_token, _value), max_size=10))
-def test_serialize_head_round_trips_through_h11(fields: list[tuple[str, str]]) -> None:
-    """Any list of token names and visible-ASCII values is read back by h11 in
-    order with its values unchanged.
-    """
-    # Framing fields would make h11 expect a body; they are not what is tested here.
-    headers = [
-        (name.encode(), value.encode())
-        for name, value in fields
-        if name.lower() not in ("content-length", "transfer-encoding")
-    ]
-    head = serialize_head(b"HTTP/1.1 204 No Content\r\n", headers)
-    response = parse_responses(head)[0]
-    assert response.headers == [(name.lower(), value) for name, value in headers]

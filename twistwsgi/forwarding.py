@@ -43,7 +43,7 @@ every client: a CGI-style upstream (WSGI, PHP) maps ``_`` and ``-`` to the same
 ``HTTP_X_FORWARDED_FOR`` key, so such a field would pass as the real one (nginx drops
 them with ``underscores_in_headers off``). A client on a
 UNIX socket has no address: it is untrusted, and is named ``unknown`` in
-``Forwarded`` (RFC 7239 6.3) and left out of ``X-Forwarded-For``.
+``Forwarded`` (RFC 7239 6.2) and left out of ``X-Forwarded-For``.
 
 No ``Via`` field is added: RFC 9110 7.6.3 asks gateways for one, but common upstreams
 change behaviour when they see it (nginx's ``gzip_proxied off`` stops compressing),
@@ -359,7 +359,7 @@ def upgrade_accepted(requested: list[bytes], answered: list[tuple[bytes, bytes]]
 
     RFC 9110 7.8: a server must not switch to a protocol the client did not ask
     for. Names compare case-insensitively (the WebSocket handshake's ``websocket``
-    token is, RFC 6455 4.2.2).
+    token is, RFC 6455 4.1).
     """
     offered = {member.replace(b" ", b"").lower() for member in requested}
     chosen = [

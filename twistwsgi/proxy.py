@@ -300,8 +300,6 @@ class _Forward:
     __slots__ = (
         "_attached",
         "_body_done",
-        "_body_log",
-        "_body_logged",
         "_conn",
         "_connecting",
         "_done",
@@ -312,6 +310,8 @@ class _Forward:
         "_peer",
         "_producing",
         "_proxy",
+        "_replay",
+        "_replay_size",
         "_request",
         "_stale_retried",
         "_tried",
@@ -333,8 +333,8 @@ class _Forward:
         self._has_body = has_body = request.has_body
         self._attached = False  # receive_body was called
         self._body_done = not has_body
-        self._body_log: list[bytes] | None = [] if has_body else None
-        self._body_logged = 0
+        self._replay: list[bytes] | None = [] if has_body else None
+        self._replay_size = 0
         self._done = False
         self._producing = False
         self._stale_retried = False
@@ -570,7 +570,7 @@ class _Forward:
             exchange.continue_body()
         else:
             # A retry: send what was kept of the body.
-            for piece in self._body_log or ():
+            for piece in self._replay or ():
                 connection.write_body(piece)
             if self._body_done:
                 connection.end_body()
@@ -586,12 +586,12 @@ class _Forward:
         if self._done:
             return
         connection = self._conn
-        log = self._body_log
-        if log is not None:
-            log.append(data)
-            self._body_logged += len(data)
-            if self._body_logged > REPLAY_LIMIT and connection is not None:
-                self._body_log = None  # too long to keep: no retry from now on
+        replay = self._replay
+        if replay is not None:
+            replay.append(data)
+            self._replay_size += len(data)
+            if self._replay_size > REPLAY_LIMIT and connection is not None:
+                self._replay = None  # too long to keep: no retry from now on
         if connection is not None:
             connection.write_body(data)
 
@@ -729,7 +729,7 @@ class _Forward:
         return (
             self._proxy.retry
             and self._request.method in IDEMPOTENT_METHODS
-            and (not self._attached or self._body_log is not None)
+            and (not self._attached or self._replay is not None)
         )
 
     def _may_retry(self, error: UpstreamError) -> bool:
@@ -737,7 +737,7 @@ class _Forward:
             return False
         if error.kind is ErrorKind.CONNECT:
             # Nothing was sent; only a body already streamed elsewhere stops it.
-            return not self._attached or self._body_log is not None
+            return not self._attached or self._replay is not None
         if error.kind is not ErrorKind.CLOSED:
             return False  # timeouts: the upstream may still be working on it
         return self._may_resend()

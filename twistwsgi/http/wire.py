@@ -1,18 +1,18 @@
-"""Bytes the server writes: status lines, response heads, chunk framing, the Date value.
+"""Bytes the server writes: status lines, chunk framing, the Date and Server lines.
 
 Pure functions and small caches with no Twisted import, so the exact bytes on the wire
-can be tested directly. The protocol calls them once per response; everything that can
-be computed once (status lines, the Date value for the current second) is cached.
+can be tested directly. The protocol calls them for every response (it joins the field
+lines of a head itself, keeping what framing needs to know); everything that can be
+computed once (status lines, the Date value for the current second) is cached.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 from twistwsgi.http.rules import reason_phrase
 
-__all__ = ["DateCache", "chunk", "http_date", "serialize_head", "status_line"]
+__all__ = ["DateCache", "chunk", "http_date", "status_line"]
 
 _status_lines: dict[tuple[int, bytes | None], bytes] = {}
 _STATUS_LINE_CACHE_LIMIT = 1024
@@ -102,15 +102,6 @@ class DateCache:
         if second != self.second:
             self._refresh(second)
         return self.fields
-
-
-def serialize_head(line: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Join a status line and field lines into a response head ending in CRLF CRLF."""
-    parts = [line]
-    for name, value in headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 def chunk(data: bytes) -> bytes:
