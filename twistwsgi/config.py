@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from twistwsgi.http.rules import TOKEN
 from twistwsgi.http.settings import HttpSettings
 
 __all__ = [
@@ -451,7 +452,7 @@ def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
         raise ValueError(expected)
     headers = []
     for name, text in items:
-        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+        if not isinstance(name, str) or not re.fullmatch(TOKEN, name):
             raise ValueError(f"{name!r} is not a header name")
         headers.append((name, _header_value(text)))
     return tuple(headers)

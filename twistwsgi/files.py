@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from twistwsgi.http.rules import TOKEN
+
 __all__ = [
     "ByteRange",
     "Precondition",
@@ -381,7 +383,7 @@ def multipart_parts(
 
 
 _CODING_RE = re.compile(
-    r"[ \t]*([A-Za-z0-9!#$%&'*+.^_`|~-]+)[ \t]*(?:;[ \t]*[qQ][ \t]*=[ \t]*([0-9.]+))?[ \t]*",
+    r"[ \t]*(" + TOKEN + r")[ \t]*(?:;[ \t]*[qQ][ \t]*=[ \t]*([0-9.]+))?[ \t]*",
     re.ASCII,
 )
 

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from twistwsgi.http.request import Address, RequestHead, Route
-from twistwsgi.http.rules import FORWARDING_FIELDS, HOP_BY_HOP, connection_options
+from twistwsgi.http.rules import FORWARDING_FIELDS, HOP_BY_HOP, TOKEN, connection_options
 from twistwsgi.routing import remove_dot_segments
 
 __all__ = [
@@ -297,7 +297,7 @@ class TrustedProxies:
 
 
 # RFC 9110 5.6.2 tchar: what a Forwarded parameter value may be without quotes.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = re.compile(TOKEN.encode("ascii"))
 
 
 def _forwarded_value(value: bytes) -> bytes:

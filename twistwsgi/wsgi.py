@@ -49,7 +49,7 @@ from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.request import RequestHead
-from twistwsgi.http.rules import CONTROL_CHARACTERS
+from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
 from twistwsgi.threads import ThreadPoolLike
@@ -84,7 +84,7 @@ INPUT_HIGH_WATER = 256 * 1024
 #: Request bodies above this size are spooled to a temporary file in inline mode.
 SPOOL_SIZE = 1024 * 1024
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = re.compile(TOKEN)
 _BAD_VALUE = re.compile(CONTROL_CHARACTERS)
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [

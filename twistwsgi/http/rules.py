@@ -38,6 +38,10 @@ __all__ = [
 #: (RFC 9110 5.5, RFC 9112 4). A regular-expression character class, for str or bytes.
 CONTROL_CHARACTERS = r"[\x00-\x08\x0a-\x1f\x7f]"
 
+#: One or more tchar: a token (RFC 9110 5.6.2), such as a field name. A regular
+#: expression, for str or bytes.
+TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+
 
 @dataclass(frozen=True, slots=True)
 class RequestError(Exception):
