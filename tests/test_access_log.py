@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from wsgiref.validate import validator
 
 import pytest
 from hypothesis import given
@@ -608,7 +609,7 @@ def test_streamed_wsgi_body_logs_its_bytes() -> None:
         yield b"y" * 24
 
     handler = WSGIHandler(
-        app, reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()
+        validator(app), reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()
     )
     with logged(handler) as (connection, lines):
         connection.send(b"GET /w HTTP/1.1\r\nHost: a\r\n\r\n")

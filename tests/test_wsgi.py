@@ -1031,7 +1031,7 @@ def test_worker_thread_waits_while_the_client_is_not_reading() -> None:
     pool = TrackingPool(1)
     pool.start()
     try:
-        connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
+        connection = connect(WSGIHandler(validator(app), reactor=calls, threadpool=pool))
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(lambda: len(produced) >= 1)
         connection.protocol.pauseProducing()  # the transport's buffer is full
