@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from twistwsgi.http.rules import TOKEN
+from twistwsgi.http.rules import TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
 
 __all__ = [
@@ -219,21 +219,6 @@ _HOST_NAME = re.compile(
 )
 
 
-def _ipv6_literal(text: str) -> ipaddress.IPv6Address | None:
-    """The address of a bracketed IPv6 literal (``[::1]``), or ``None``.
-
-    Zone identifiers (``[fe80::1%25eth0]``) are refused: they name an interface of
-    the client's own machine, so no request's Host can usefully carry one.
-    """
-    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else ""
-    if not inner or "%" in inner:
-        return None
-    try:
-        return ipaddress.IPv6Address(inner)
-    except ValueError:
-        return None
-
-
 def _host_names(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
@@ -245,21 +230,10 @@ def _host_names(value: Any) -> tuple[str, ...]:
             raise ValueError(f"{item!r}: an IPv6 zone identifier cannot be part of a host name")
         if not _HOST_NAME.fullmatch(text):
             raise ValueError(f"{item!r} is not a host name (example.com, *.example.org or [::1])")
-        if text.startswith("[") and _ipv6_literal(text) is None:
+        if text.startswith("[") and ipv6_literal(text) is None:
             raise ValueError(f"{item!r} is not an IPv6 address in brackets (such as [::1])")
         names.append(item.strip())
     return tuple(names)
-
-
-def _name_key(name: str) -> str:
-    """A configured host name as hosts are told apart: ``[0::1]`` is ``[::1]``.
-
-    The same normalisation as :func:`twistwsgi.routing.normalize_name` (which this
-    layer does not import): lower case, no trailing dot, IPv6 literals compressed.
-    """
-    text = name.strip().lower().rstrip(".")
-    address = _ipv6_literal(text)
-    return f"[{address.compressed}]" if address is not None else text
 
 
 def _mount_path(value: Any) -> str:
@@ -1570,7 +1544,7 @@ def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
 def _claim_names(names: Sequence[str], owner: str, where: str, names_seen: dict[str, str]) -> None:
     """Record that ``owner`` answers to ``names``; a name already taken is an error."""
     for name in names:
-        key = _name_key(name)
+        key = normalize_name(name)
         if key in names_seen:
             raise ConfigError(where, f"{name!r} is already a name of {names_seen[key]}")
         names_seen[key] = owner
@@ -1616,7 +1590,7 @@ def _vhost_hosts(
     """
     groups: dict[frozenset[str], list[VhostSpec]] = {}
     for spec in specs:
-        groups.setdefault(frozenset(_name_key(name) for name in spec.names), []).append(spec)
+        groups.setdefault(frozenset(normalize_name(name) for name in spec.names), []).append(spec)
     hosts = []
     names_of: dict[str, tuple[str, ...]] = {}
     for group in groups.values():
@@ -1633,7 +1607,7 @@ def _vhost_hosts(
         where = mounts[0].where
         _check_mounts(mounts, where)
         for name in group[0].names:
-            owner = names_seen.get(_name_key(name), "")
+            owner = names_seen.get(normalize_name(name), "")
             if owner in names_of:
                 # Most likely a mount meant for that host, with only some of its names.
                 raise ConfigError(

@@ -22,12 +22,12 @@ flight keeps the table it started with.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from twistwsgi.http.request import Route
+from twistwsgi.http.rules import ipv6_literal, normalize_name
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
@@ -49,36 +49,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def normalize_name(name: str) -> str:
-    """Normalise a configured host name: lower case, no trailing dot.
-
-    Wildcards (``*.example.org``) keep their form; IPv6 literals take the one a
-    request's is normalised to (``[0:0::1]`` is ``[::1]``, see :func:`normalize_host`).
-    """
-    name = name.strip().lower()
-    if name.startswith("["):
-        # Configuration validation refuses a literal that is not an address.
-        return _ipv6_literal(name) or name
-    if name.endswith(".") and not name.endswith(".."):
-        name = name[:-1]
-    return name
-
-
-def _ipv6_literal(text: str) -> str | None:
-    """``[address]`` in the compressed lower-case form of :mod:`ipaddress`, or ``None``.
-
-    Compressing makes every spelling of one address (``[0:0::1]``, ``[::0001]``) the
-    same name. A zone identifier (``[fe80::1%25eth0]``, RFC 6874) is refused: it names
-    an interface of the client's machine, which is nothing this server can match.
-    """
-    if not (text.startswith("[") and text.endswith("]")) or "%" in text:
-        return None
-    try:
-        return f"[{ipaddress.IPv6Address(text[1:-1]).compressed}]"
-    except ValueError:
-        return None
 
 
 _HOST_CACHE: dict[bytes, str | None] = {}
@@ -118,7 +88,7 @@ def _normalize_host(authority: bytes) -> str | None:
         rest = text[end + 1 :]
         if rest not in ("", ":") and not (rest.startswith(":") and rest[1:].isdigit()):
             return None
-        return _ipv6_literal(text[: end + 1])
+        return ipv6_literal(text[: end + 1])
     host, sep, port = text.partition(":")
     # An empty port is no port (RFC 3986 3.2.3, 6.2.3): "example.com:" is example.com.
     if sep and port and not port.isdigit():

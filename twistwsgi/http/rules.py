@@ -12,6 +12,7 @@ module imports Twisted; the protocol calls these functions and turns a
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -280,3 +281,34 @@ def unquote_path(path: bytes) -> bytes:
         return bytes((byte,))
 
     return _PERCENT_RE.sub(decode, path)
+
+
+def ipv6_literal(text: str) -> str | None:
+    """``[address]`` in the compressed lower-case form of :mod:`ipaddress`, or ``None``.
+
+    Compressing makes every spelling of one address (``[0:0::1]``, ``[::0001]``) the
+    same name. A zone identifier (``[fe80::1%25eth0]``, RFC 6874) is refused: it names
+    an interface of the client's machine, which is nothing this server can match.
+    """
+    if not (text.startswith("[") and text.endswith("]")) or "%" in text:
+        return None
+    try:
+        return f"[{ipaddress.IPv6Address(text[1:-1]).compressed}]"
+    except ValueError:
+        return None
+
+
+def normalize_name(name: str) -> str:
+    """Normalise a configured host name: lower case, no trailing dot.
+
+    Wildcards (``*.example.org``) keep their form; IPv6 literals take the one a
+    request's is normalised to (``[0:0::1]`` is ``[::1]``). Configuration
+    validation and routing both tell names apart by it.
+    """
+    name = name.strip().lower()
+    if name.startswith("["):
+        # Configuration validation refuses a literal that is not an address.
+        return ipv6_literal(name) or name
+    if name.endswith(".") and not name.endswith(".."):
+        name = name[:-1]
+    return name
