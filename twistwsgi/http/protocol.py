@@ -1422,6 +1422,15 @@ class HTTP11Protocol(Protocol):
             if len(tail) > UPGRADE_TAIL_LIMIT:
                 self.pause_reading("upgrade")
 
+    def may_switch(self, exchange: HTTP11Exchange) -> bool:
+        """Whether the connection may become ``exchange``'s tunnel.
+
+        Parsing stopped at its Upgrade head (a request without a body), and it is
+        the only exchange queued.
+        """
+        queue = self._queue
+        return self._upgrade_tail is not None and len(queue) == 1 and queue[0] is exchange
+
     def start_tunnel(self, head: bytes, receiver: Any, exchange: HTTP11Exchange) -> Tunnel:
         """Send the 101 head and make the connection a tunnel to ``receiver``.
 
@@ -2241,15 +2250,11 @@ class HTTP11Exchange:
         request before it waiting: parsing stopped at the Upgrade request, so it is
         the last queued, and it must be the first too.
         """
-        protocol = self._protocol
-        queue = protocol._queue
         return (
-            protocol._upgrade_tail is not None
-            and self.request.version == b"1.1"
+            self.request.version == b"1.1"
             and not self.response_started
             and not self.finished
-            and len(queue) == 1
-            and queue[0] is self
+            and self._protocol.may_switch(self)
         )
 
     def upgrade(self, headers: list[tuple[bytes, bytes]], receiver: Any) -> Tunnel:
