@@ -74,6 +74,18 @@ def test_plain_app_loads(write_module: WriteModule) -> None:
     assert call(app) == [b"plain"]
 
 
+def test_a_module_alone_names_its_application(write_module: WriteModule) -> None:
+    """``--app myproject.wsgi`` (gunicorn's form in Django's deployment guide) serves
+    the module's ``application``; without one, the error says how to name another.
+    """
+    name = write_module(APP_SOURCE.replace("def app(", "def application("))
+    assert call(load_app(name)) == [b"plain"]
+    other = write_module(APP_SOURCE)
+    message = load_error(other)
+    assert "has no attribute 'application'" in message
+    assert "module:name" in message
+
+
 def test_dotted_attribute_loads(write_module: WriteModule) -> None:
     """``module:holder.app`` follows the attribute path."""
     name = write_module(
@@ -263,7 +275,7 @@ def test_non_callable_result(
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("reference", ["nocolon", "mod:", "mod:f(x)", ":app"])
+@pytest.mark.parametrize("reference", ["no-colon", "mod:", "mod:f(x)", ":app"])
 def test_malformed_reference(reference: str) -> None:
     """A reference parse_app_spec refuses is an AppLoadError naming it."""
     message = load_error(reference)

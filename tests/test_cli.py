@@ -100,7 +100,7 @@ def test_defaults_apply_when_flags_are_absent() -> None:
     [
         (["--threads", "2"], "nothing to serve: give --app, --static, --proxy or --vhost"),
         (["--app", "tests.apps:hello", "--threads", "many"], "--threads: expected a whole number"),
-        (["--app", "nocolon"], "--app: expected module:name"),
+        (["--app", "no-module"], "--app: expected module, module:name or module:factory()"),
         (["--app", "tests.apps:hello", "--max-body", "1q"], "--max-body: expected a size"),
         (["--app", "tests.apps:hello", "--listen", "8080"], "--listen: expected a Twisted"),
         (

@@ -307,7 +307,7 @@ def test_app_kind_checks_the_reference() -> None:
     """APP returns the stripped reference and refuses what parse_app_spec refuses."""
     assert APP.parse(" pkg.mod:app ") == "pkg.mod:app"
     with pytest.raises(ValueError):
-        APP.parse("pkg.mod")
+        APP.parse("pkg-mod")
     with pytest.raises(ValueError):
         APP.parse(3)
 
@@ -489,7 +489,7 @@ def test_unknown_setting_names_its_source() -> None:
         ("max_body", "1.5m", "--max-body"),
         ("keepalive_timeout", "5 days", "--keepalive-timeout"),
         ("listen", "8080", "--listen"),
-        ("app", "nocolon", "--app"),
+        ("app", "no-module", "--app"),
         ("access_log", 5, "--access-log"),
     ],
 )
@@ -547,11 +547,15 @@ def test_odd_values_are_config_errors(name: str, raw: object) -> None:
             AppSpec("mod", "f", ((b"x", None, -1.5, (1, "two"), {3}), {})),
         ),
         ("mod:f( 1 , key = 'v' )", AppSpec("mod", "f", ((1,), {"key": "v"}))),
+        ("myproject.wsgi", AppSpec("myproject.wsgi", "application")),
+        ("mod", AppSpec("mod", "application")),
     ],
 )
 def test_parse_app_spec(text: str, spec: AppSpec) -> None:
     """Gunicorn's syntax: module:name with dotted module and attribute paths, or a
-    factory call whose positional and keyword arguments are Python literals.
+    factory call whose positional and keyword arguments are Python literals; a
+    module alone names its ``application`` (gunicorn myproject.wsgi, as Django's
+    deployment guide writes it).
     """
     assert parse_app_spec(text) == spec
 
@@ -560,7 +564,6 @@ def test_parse_app_spec(text: str, spec: AppSpec) -> None:
     "text",
     [
         "",
-        "mod",
         ":app",
         "mod:",
         "mod.:app",
@@ -709,7 +712,7 @@ def test_vhost_values_parse_into_names_path_kind_and_target(tmp_path: Path) -> N
         ("[1:2]=app:m:a", "'[1:2]' is not an IPv6 address in brackets"),
         ("a.example/x/../y=app:m:a", "a mount path has no empty, . or .. segments"),
         ("a.example/x?y=app:m:a", "a mount path is a plain path"),
-        ("a.example=app:nocolon", "expected module:name"),
+        ("a.example=app:no-module", "expected module, module:name or module:factory()"),
         ("a.example=static:/no/such/dir", "directory '/no/such/dir' does not exist"),
         ("a.example=proxy:ftp://x", "expected an upstream URL"),
     ],

@@ -32,8 +32,8 @@ def load_app(reference: str) -> Any:
     """Import and return the WSGI callable ``reference`` names.
 
     The current directory is put on ``sys.path`` first (as gunicorn and
-    ``python -m`` do), so ``--app myproject.wsgi:application`` works from a project
-    checkout.
+    ``python -m`` do), so ``--app myproject.wsgi`` (its ``application``) works from a
+    project checkout.
 
     Raises:
         AppLoadError: naming ``reference`` and what went wrong.
@@ -58,8 +58,10 @@ def load_app(reference: str) -> Any:
         try:
             target = getattr(target, part)
         except AttributeError:
+            hint = "" if ":" in reference else "; name another one as module:name"
             raise AppLoadError(
-                f"module {spec.module!r} has no attribute {spec.attribute!r} (app {reference!r})"
+                f"module {spec.module!r} has no attribute {spec.attribute!r}"
+                f" (app {reference!r}{hint})"
             ) from None
     if spec.call is not None:
         args, kwargs = spec.call

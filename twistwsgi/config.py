@@ -199,7 +199,11 @@ DURATION = Kind(
 TEXT = Kind("TEXT", _text, "a string")
 ENDPOINT = Kind("ENDPOINT", _endpoints, "a Twisted server endpoint string")
 ACCESS_LOG = Kind("LOG", _access_log, "a file path, - for stdout, or off")
-APP = Kind("MODULE:NAME", _app, "module:name, or module:factory(args) to call a factory")
+APP = Kind(
+    "MODULE:NAME",
+    _app,
+    "module:name, or module:factory(args) to call a factory; module alone is module:application",
+)
 
 
 def _boolean(value: Any) -> bool:
@@ -674,7 +678,8 @@ SETTINGS: tuple[Setting, ...] = (
         APP,
         None,
         "The WSGI application to serve at /: module:name, or module:factory() to call"
-        " a factory (literal arguments allowed, e.g. module:create_app('prod')).",
+        " a factory (literal arguments allowed, e.g. module:create_app('prod')); a"
+        " module alone names its application, as in gunicorn.",
     ),
     Setting(
         "static",
@@ -1161,14 +1166,18 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 def parse_app_spec(text: str) -> AppSpec:
     """Parse ``module:name`` or ``module:factory(args)`` (gunicorn's syntax).
 
-    Factory arguments must be Python literals; nothing in the string is executed.
+    A module alone names its ``application``, as in gunicorn (``myproject.wsgi``,
+    which Django's deployment guide uses). Factory arguments must be Python
+    literals; nothing in the string is executed.
 
     Raises:
         ValueError: for anything else, with a message saying what was expected.
     """
     module, sep, rest = text.partition(":")
+    if not sep and _DOTTED.fullmatch(module):
+        return AppSpec(module, "application")
     if not sep or not _DOTTED.fullmatch(module) or not rest:
-        raise ValueError(f"expected module:name or module:factory(), got {text!r}")
+        raise ValueError(f"expected module, module:name or module:factory(), got {text!r}")
     if not rest.endswith(")"):
         if not _DOTTED.fullmatch(rest):
             raise ValueError(f"{rest!r} is not a Python name")
