@@ -622,6 +622,39 @@ def test_a_port_closed_without_being_forgotten_is_not_read_again() -> None:
     assert closed.called
 
 
+def test_at_the_limit_a_connection_that_goes_idle_is_closed_for_those_waiting() -> None:
+    """Idle connections were closed only at the moment the limit was reached: one
+    that went idle later held its place for the whole keep-alive timeout while new
+    clients waited in the backlog (8 s in the docs audit). As nginx drains
+    keep-alive connections whenever it needs one, a response that leaves its
+    connection idle at the limit closes it, and accepting resumes.
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(max_connections=2), clock=clock)
+    endpoint = PausablePortEndpoint()
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    (first, first_transport), (second, second_transport) = (
+        open_connection(factory),
+        open_connection(factory),
+    )
+    assert endpoint.port.changes == [False]
+    first.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    [exchange] = held.exchanges
+    exchange.start_response(204, [])
+    exchange.finish()
+    assert first_transport.value().startswith(b"HTTP/1.1 204 ")
+    assert first_transport.disconnecting
+    first.connectionLost(Failure(ConnectionDone()))
+    assert endpoint.port.changes == [False, True]
+    second.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # below the limit now
+    held.exchanges[-1].start_response(204, [])
+    held.exchanges[-1].finish()
+    assert not second_transport.disconnecting
+    service.stopService()
+
+
 def test_a_port_closing_at_the_limit_is_not_resumed() -> None:
     """Once the service stops, a connection closing does not start the port again."""
     clock = MemoryReactorClock()

@@ -273,6 +273,11 @@ class HTTPFactory(Factory):
             self._all_closed.append(waiter)
         return waiter
 
+    @property
+    def at_capacity(self) -> bool:
+        """Whether accepting is paused at ``max_connections``."""
+        return not self._accepting
+
     def add_listener(self, port: Any) -> None:
         """Pause ``port`` (its ``stopReading``) while the connection limit is reached."""
         self._listeners.append(port)
@@ -1205,6 +1210,13 @@ class HTTP11Protocol(Protocol):
             self.resume_reading("pipeline")
         self._kept_alive = True
         if self._read is _Read.IDLE:
+            if self._factory.at_capacity:
+                # At max_connections new clients wait in the backlog: an idle
+                # connection gives its place up now rather than at its keep-alive
+                # timeout, as nginx drains keep-alive connections whenever it
+                # needs one (RFC 9112 9.3: a server may close an idle connection).
+                self._lose_connection()
+                return
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _parse_http_again(self) -> None:
