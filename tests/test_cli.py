@@ -398,6 +398,24 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> dict[int, Callable[[int, objec
     return handlers
 
 
+def test_sigusr1_still_reaches_the_handler_it_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+    installed: dict[int, Callable[[int, object], None]],
+) -> None:
+    """A daemonising twistd rotates twistd.log on SIGUSR1: replacing its handler to
+    reopen the access log stopped that rotation.
+    """
+    rotated: list[int] = []
+    monkeypatch.setattr(signal, "getsignal", lambda number: lambda n, f: rotated.append(n))
+    given = {"app": "tests.apps:hello", "threads": "0", "access_log": "off"}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    reactor = CallsFromThreads()
+    cli._handle_reload_signals(reactor, service, given)
+    installed[signal.SIGUSR1](signal.SIGUSR1, None)
+    assert rotated == [signal.SIGUSR1]
+    assert len(reactor.calls) == 1  # and the access log is reopened
+
+
 def test_sighup_reopens_the_access_log_even_when_the_file_is_refused(
     tmp_path: Path,
     installed: dict[int, Callable[[int, object], None]],
@@ -491,7 +509,13 @@ def test_endpoint_errors_say_what_is_wrong(
 @pytest.mark.parametrize(
     ("descriptors", "names", "passed"),
     [
-        ([], [], "no such socket passed by systemd (it passed none: start the server from"),
+        (
+            [],
+            [],
+            "no such socket passed by systemd (it passed none: start the server from a"
+            " .socket unit; sockets passed without names (systemd-socket-activate without"
+            " --fdname) are not seen)",
+        ),
         ([3], ["http"], "no such socket passed by systemd (it passed 1: index=0 name=http)"),
     ],
 )
@@ -559,6 +583,34 @@ def test_check_config_shows_any_mount_path_on_any_terminal(tmp_path: Path) -> No
     assert ascii_only.returncode == 0, ascii_only.stderr
     assert b"/\\u65e5\\u672c" in ascii_only.stdout
     assert b"Traceback" not in ascii_only.stderr
+
+
+def test_check_config_read_by_head_is_no_error(tmp_path: Path) -> None:
+    """`--check-config | head -1` ended in a BrokenPipeError traceback: a reader
+    that stops early is not an error.
+    """
+    statics = []
+    for number in range(2000):  # a listing longer than a pipe's buffer
+        (tmp_path / f"d{number}").mkdir()
+        statics += ["--static", f"/s{number}={tmp_path / f'd{number}'}"]
+    command = [
+        str(Path(sys.executable).parent / "twistd"),
+        "--nodaemon",
+        "wsgi",
+        "--app",
+        "tests.apps:hello",
+        *statics,
+        "--check-config",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    read, write = os.pipe()
+    with subprocess.Popen(command, cwd=root, stdout=write, stderr=subprocess.PIPE) as server:
+        os.close(write)
+        with os.fdopen(read, "rb") as reader:
+            reader.readline()  # head -1
+        _, err = server.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert server.returncode == 0
 
 
 def test_check_config_does_not_create_the_access_log(

@@ -555,7 +555,12 @@ def _systemd_sockets() -> str:
         return "start the server from a .socket unit"
     descriptors = listen_fds.inheritedDescriptors()
     if not descriptors:
-        return "it passed none: start the server from a .socket unit"
+        # Twisted ignores descriptors passed without LISTEN_FDNAMES (systemd 227+
+        # always names them; systemd-socket-activate only with --fdname).
+        return (
+            "it passed none: start the server from a .socket unit; sockets passed"
+            " without names (systemd-socket-activate without --fdname) are not seen"
+        )
     names = {fd: name for name, fd in listen_fds.inheritedNamedDescriptors().items()}
     passed = ", ".join(
         f"index={index}" + (f" name={names[fd]}" if fd in names else "")
@@ -657,9 +662,15 @@ def makeService(options: Options) -> ServerService:
         reconfigure = getattr(sys.stdout, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-        sys.stdout.write(describe_routing(config))
-        sys.stdout.write("configuration OK\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(describe_routing(config))
+            sys.stdout.write("configuration OK\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Read by `head` or `grep -q`, which stopped reading: not an error. What
+            # is still buffered for the closed pipe is dropped (Python would report
+            # it again at exit).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", _second_signal_stops_now, reactor, service)
@@ -806,8 +817,13 @@ def _handle_reload_signals(
     def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(reload)
 
+    # A daemonising twistd rotates its own twistd.log on SIGUSR1: that goes on too.
+    previous_user1 = signal.getsignal(signal.SIGUSR1)
+
     def on_user1(number: int, frame: object) -> None:
         reactor.callFromThread(service.reopen_access_log)
+        if callable(previous_user1):
+            previous_user1(number, frame)  # type: ignore[arg-type]
 
     signal.signal(signal.SIGHUP, on_hangup)
     signal.signal(signal.SIGUSR1, on_user1)
