@@ -1123,9 +1123,10 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "retry",
                 BOOL,
                 True,
-                "Retry an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) on"
-                " another upstream when connecting or sending fails before any byte of"
-                " the response; never after.",
+                "Send a request to another upstream when connecting fails (any method:"
+                " nothing was sent), or, for an idempotent one (GET, HEAD, OPTIONS, PUT,"
+                " DELETE, TRACE), when the connection breaks before any byte of the"
+                " response; never after.",
             ),
             (
                 "tls_verify",

@@ -212,7 +212,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         "workers",
         "Several processes",
         f"Hello world, 50 connections, every server with {_workers()} processes "
-        "(twistwsgi `--workers`). waitress and twistd web have no multi-process mode.",
+        "(twistwsgi has no `--workers` option yet: its rows say so). waitress and twistd "
+        "web have no multi-process mode.",
         Target("wsgi", "hello", workers=_workers()),
         (*TWISTWSGI_VARIANTS, "gunicorn-sync", "gunicorn-gthread", "uwsgi", "granian"),
         (Bench("workers-c50", "50 connections", 50),),

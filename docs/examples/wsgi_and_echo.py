@@ -4,7 +4,7 @@ Run it with ``python docs/examples/wsgi_and_echo.py`` (from a checkout with twis
 installed), then::
 
     curl http://127.0.0.1:8080/
-    printf 'hello\\n' | nc 127.0.0.1 8081
+    printf 'hello\n' | nc -q 1 127.0.0.1 8081
 
 Ctrl-C (SIGINT) or SIGTERM stops both: the web server drains its in-flight
 requests first, exactly as under ``twistd wsgi``.
