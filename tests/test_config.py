@@ -331,6 +331,7 @@ PARSED_TYPE: dict[str, type] = {
     "PREFIX=URL": tuple,
     "CIDRS": tuple,
     "NAMES[/PREFIX]=KIND:TARGET": tuple,
+    "FIELD": bytes,
 }
 
 
@@ -906,3 +907,22 @@ def test_tls_min_version_refuses_what_is_not_offered(given: object) -> None:
 def test_tls_ciphers_must_look_like_a_cipher_list(given: object) -> None:
     with pytest.raises(ConfigError, match="--tls-ciphers"):
         build_config({"app": "a:b", "tls_ciphers": given}, source=flag_source)
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [("acme", b"acme"), ("", b""), (" caf\u00e9 ", b"caf\xe9"), ("twistwsgi", b"twistwsgi")],
+)
+def test_server_header_sets_or_removes_the_server_field(value: str, sent: bytes) -> None:
+    """The Server field can be set, or left out with an empty value (nginx users
+    hide the server's name with server_tokens).
+    """
+    config = build_config({"app": "a:b", "server_header": value}, source=flag_source)
+    assert config.http.server_header == sent
+
+
+@pytest.mark.parametrize("value", ["a\r\nSet-Cookie: x=1", "\x01", "\u65e5\u672c"])
+def test_server_header_refuses_what_a_field_cannot_carry(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        build_config({"app": "a:b", "server_header": value}, source=flag_source)
+    assert "--server-header" in str(raised.value)

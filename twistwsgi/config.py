@@ -394,6 +394,14 @@ def _header_value(value: Any) -> str:
     return text.strip()
 
 
+def _server_header(value: Any) -> bytes:
+    text = _header_value(value.decode("latin-1") if isinstance(value, bytes) else value)
+    try:
+        return text.encode("latin-1")  # RFC 9110 5.5: field values are octets
+    except UnicodeEncodeError:
+        raise ValueError(f"expected Latin-1 text, got {value!r}") from None
+
+
 def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[str, Any], ...]]:
     """A parser for repeatable ``PREFIX=TARGET`` values (``--static``, ``--proxy``)."""
 
@@ -497,6 +505,7 @@ NETWORKS = Kind(
 URL_PATH = Kind("URL-PATH", _url_path, "a URL path starting with /")
 FILE = Kind("FILE", _optional_file, "an existing file")
 HEADER_VALUE = Kind("VALUE", _header_value, "a header field value")
+SERVER_VALUE = Kind("FIELD", _server_header, "a header field value, empty for none")
 STATIC_SPEC = Kind(
     "PREFIX=DIR", _mount_spec(_directory), "a URL prefix and a directory, e.g. /static=./static"
 )
@@ -796,6 +805,14 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT_HTTP.body_timeout,
         "How long the server waits between two reads of a request body (408 after).",
         positive=True,
+    ),
+    Setting(
+        "server_header",
+        SERVER_VALUE,
+        _DEFAULT_HTTP.server_header,
+        "The Server field sent with every response the application does not give one"
+        " (RFC 9110 10.2.4); empty to send none (nginx's server_tokens hides only the"
+        " version).",
     ),
     Setting(
         "send_timeout",

@@ -49,6 +49,8 @@ def _default(setting: Setting) -> str:
         return "—"
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
+    if isinstance(default, bytes):
+        return f"`{default.decode('latin-1')}`"
     if isinstance(default, tuple):
         return ", ".join(f"`{item}`" for item in default)
     if isinstance(default, float) and default.is_integer():
