@@ -659,6 +659,75 @@ def test_a_body_longer_than_its_content_length_is_not_pulled_past_it(threaded: b
     ]
 
 
+@pytest.mark.parametrize("threaded", MODES)
+def test_an_application_may_read_its_upload_after_writing_its_whole_answer(
+    threaded: bool,
+) -> None:
+    """An echo that declares the upload's length and writes it back as it reads: once
+    the Content-Length was reached the exchange ended, its wsgi.input with it, and
+    the last read (the one that finds the end) raised ClientDisconnected.
+    """
+
+    def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = environ["CONTENT_LENGTH"]
+        write = start_response("200 OK", [*TEXT, ("Content-Length", length)])
+        while chunk := environ["wsgi.input"].read(4):
+            write(chunk)
+        return []
+
+    connection = serve(echo, threaded=threaded)
+    with capture_log_events() as events:
+        connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 10\r\n\r\n0123456789")
+        connection.send(b"GET /next HTTP/1.1\r\n" + HOST + b"Content-Length: 2\r\n\r\nab")
+    first, second = parse_responses(connection.take())
+    assert (first.status, first.body, second.body) == (200, b"0123456789", b"ab")
+    assert [formatEvent(e) for e in events] == []
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_writes_once_nothing_more_can_be_sent_are_dropped_quietly(threaded: bool) -> None:
+    """A HEAD answered with write() calls (an application that does not know HEAD):
+    the writes after the head raised ClientDisconnected, as if the client had left.
+    They are dropped without an error, and the exchange ends when the application
+    returns.
+    """
+    calls: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", TEXT)
+        for piece in (b"a", b"b", b"c"):
+            write(piece)
+            calls.append(environ["REQUEST_METHOD"] + " " + piece.decode())
+        return []
+
+    connection = serve(app, threaded=threaded)
+    with capture_log_events() as events:
+        connection.send(
+            b"HEAD / HTTP/1.1\r\n" + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n"
+        )
+    head, second = parse_responses(connection.take(), [b"HEAD", b"GET"])
+    assert (head.status, head.body, second.status) == (200, b"", 200)
+    assert calls[:3] == ["HEAD a", "HEAD b", "HEAD c"]
+    assert [
+        formatEvent(e) for e in events if e["log_level"].name in ("info", "warn", "error")
+    ] == []
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_a_length_only_the_protocol_reads_still_ends_the_stream(threaded: bool) -> None:
+    """A Content-Length repeated with one value: the worker does not read lengths it
+    cannot be sure of, so the exchange tells it the body is full; the stream stops
+    there and the response ends (the next request is answered).
+    """
+    lengths = [("Content-Length", "10"), ("Content-Length", "10")]
+    stream = Stream(b"0123456789", [*TEXT, *lengths])
+    connection = serve(stream, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n")
+    first, second = parse_responses(connection.take())
+    assert (first.body, second.body) == (b"0123456789", b"Hello, World!")
+    assert stream.pulled <= 2 and stream.closed == 1
+
+
 def test_a_worker_stops_at_the_length_before_the_reactor_has_sent_anything() -> None:
     """The worker runs ahead of the reactor (up to IN_FLIGHT_HIGH_WATER queued): it
     knows from the head itself when the body is complete, and stops there.

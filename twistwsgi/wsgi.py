@@ -736,15 +736,12 @@ class _ThreadedCall:
     def _deliver(self, data: bytes) -> None:
         exchange = self._exchange
         exchange.write(data)
+        # A HEAD, 204 or 304 answer, or the Content-Length reached: nothing more can
+        # be sent. The worker stops iterating at its next chunk (PEP 3333, "Handling
+        # the Content-Length Header"; an endless stream would otherwise be pulled for
+        # ever, unseen) and ends the exchange then (_deliver_end): not here, as the
+        # application may still read its request body, or call write() again.
         full = exchange.body_full
-        if full:
-            # A HEAD, 204 or 304 answer, or the Content-Length reached: the response
-            # is complete, and the next request on the connection can be answered.
-            # The worker stops iterating at its next chunk (PEP 3333, "Handling the
-            # Content-Length Header"); an endless stream would otherwise be pulled
-            # for ever, unseen, holding the thread.
-            exchange.unregisterProducer()
-            exchange.finish()
         with self._cond:
             self._in_flight -= len(data)
             if full:
@@ -759,8 +756,6 @@ class _ThreadedCall:
 
     def _deliver_end(self) -> None:
         exchange = self._exchange
-        if exchange.finished:
-            return  # the body was full before the iteration ended
         exchange.unregisterProducer()
         exchange.finish()
 
@@ -841,6 +836,8 @@ class _ThreadedCall:
                 if room is None and self._headers is not None:
                     room = _body_room(self._exchange.request.method, self._status, self._headers)
                 if not self._send(data):
+                    if self._full:
+                        break  # nothing more can be sent: end the response
                     return False
                 if room is not None and room >= 0:
                     room -= len(data)
