@@ -622,12 +622,12 @@ def test_a_port_closed_without_being_forgotten_is_not_read_again() -> None:
     assert closed.called
 
 
-def test_at_the_limit_a_connection_that_goes_idle_is_closed_for_those_waiting() -> None:
+def test_at_the_limit_a_response_gives_its_connection_up_for_those_waiting() -> None:
     """Idle connections were closed only at the moment the limit was reached: one
     that went idle later held its place for the whole keep-alive timeout while new
-    clients waited in the backlog (8 s in the docs audit). As nginx drains
-    keep-alive connections whenever it needs one, a response that leaves its
-    connection idle at the limit closes it, and accepting resumes.
+    clients waited in the backlog (8 s in the docs audit). A response made at the
+    limit says Connection: close and closes (announced, so the client does not send
+    its next request on a connection closing under it), and accepting resumes.
     """
     clock = MemoryReactorClock()
     held = Held()
@@ -644,13 +644,17 @@ def test_at_the_limit_a_connection_that_goes_idle_is_closed_for_those_waiting() 
     [exchange] = held.exchanges
     exchange.start_response(204, [])
     exchange.finish()
-    assert first_transport.value().startswith(b"HTTP/1.1 204 ")
+    [response] = parse_responses(first_transport.value())
+    assert response.status == 204
+    assert (b"connection", b"close") in response.headers
     assert first_transport.disconnecting
     first.connectionLost(Failure(ConnectionDone()))
     assert endpoint.port.changes == [False, True]
     second.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # below the limit now
     held.exchanges[-1].start_response(204, [])
     held.exchanges[-1].finish()
+    [kept] = parse_responses(second_transport.value())
+    assert (b"connection", b"close") not in kept.headers
     assert not second_transport.disconnecting
     service.stopService()
 

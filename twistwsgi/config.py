@@ -840,11 +840,10 @@ SETTINGS: tuple[Setting, ...] = (
         "max_connections",
         INT,
         _DEFAULT_HTTP.max_connections,
-        "Most client connections open at once; at the limit the server stops accepting"
-        " and new connections wait in the listen backlog until one closes (nginx's"
-        " worker_connections); any accepted beyond it in the same batch are closed at"
-        " once. 0: the open-files limit less 128, kept for files, upstream connections"
-        " and logs.",
+        "Most client connections open at once; at the limit the server stops accepting,"
+        " new connections wait in the listen backlog until one closes, and responses say"
+        " Connection: close to make room (nginx's worker_connections). 0: the open-files"
+        " limit less 128, kept for files, upstream connections and logs.",
     ),
     Setting(
         "max_header_count",

@@ -283,6 +283,7 @@ class HTTPFactory(Factory):
         self._listeners.append(port)
         if not self._accepting:
             port.stopReading()
+        self._fit_accept_batches()
 
     def remove_listeners(self) -> None:
         """Forget the listening ports (they are closing): nothing resumes them."""
@@ -294,6 +295,7 @@ class HTTPFactory(Factory):
             self.date_cache = DateCache(settings.server_header)
         self.settings = settings
         self._check_capacity()
+        self._fit_accept_batches()
 
     def connection_opened(self, connection: HTTP11Protocol) -> bool:
         """Track a new connection (called by the protocol); say whether it may stay.
@@ -318,6 +320,7 @@ class HTTPFactory(Factory):
         self.connections.add(connection)
         if self._accepting:
             self._check_capacity()
+            self._fit_accept_batches()
         return True
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
@@ -359,9 +362,28 @@ class HTTPFactory(Factory):
             self._accepting = True
             self._over_limit_logged = False
             _log.info("Accepting connections again")
+            self._fit_accept_batches()
             for port in self._listeners:
                 if _still_listening(port):
                     port.startReading()
+
+    def _fit_accept_batches(self) -> None:
+        """Let a listening port accept no more at once than the limit leaves room for.
+
+        Twisted's ``tcp.Port`` accepts up to ``numberAccepts`` connections per read
+        (100, and 20 more after each full batch). Near ``max_connections`` a batch
+        is cut to the room left, so the connections beyond wait in the backlog
+        (as nginx, which accepts one at a time by default) rather than being
+        accepted only to be closed (see :meth:`connection_opened`).
+        """
+        limit = self.settings.max_connections
+        if not limit:
+            return
+        room = max(limit - len(self.connections), 1)
+        for port in self._listeners:
+            batch = getattr(port, "numberAccepts", None)
+            if type(batch) is int and room < batch:
+                port.numberAccepts = room
 
 
 def _still_listening(port: Any) -> bool:
@@ -1210,13 +1232,6 @@ class HTTP11Protocol(Protocol):
             self.resume_reading("pipeline")
         self._kept_alive = True
         if self._read is _Read.IDLE:
-            if self._factory.at_capacity:
-                # At max_connections new clients wait in the backlog: an idle
-                # connection gives its place up now rather than at its keep-alive
-                # timeout, as nginx drains keep-alive connections whenever it
-                # needs one (RFC 9112 9.3: a server may close an idle connection).
-                self._lose_connection()
-                return
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _parse_http_again(self) -> None:
@@ -1521,9 +1536,16 @@ class HTTP11Protocol(Protocol):
         client has sent nothing since: bytes sent before the answer may be the other
         protocol's (RFC 9110 7.8 lets a client begin it right after the request), and
         llhttp does not say where an Upgrade request's body ends.
+
+        At ``max_connections`` new clients wait in the backlog: a response then says
+        ``Connection: close`` and gives its connection's place up, rather than
+        holding it idle for the keep-alive timeout (nginx drains keep-alive
+        connections when it needs one; announcing the close spares the client a
+        request sent on a connection closing under it).
         """
         return (
-            self._close_when_idle
+            self._factory.at_capacity
+            or self._close_when_idle
             or (self._upgraded and len(self._queue) <= 1 and self._upgrade_tail != b"")
             or self._factory.shutting_down
         )
