@@ -589,6 +589,40 @@ def test_a_listing_that_cannot_be_read_says_why(
     assert all(str(error.strerror) in line and "/empty" in line for line in lines)
 
 
+def test_an_entry_that_cannot_be_looked_at_is_left_out_of_a_listing(
+    site: Path, tmp_path: Path
+) -> None:
+    """A symbolic link loop (or a link to what may not be read) made the whole listing
+    a 500 (a 403 before): the entry is left out, the others are listed.
+    """
+    (site / "empty" / "a").symlink_to(site / "empty" / "b")
+    (site / "empty" / "b").symlink_to(site / "empty" / "a")
+    (site / "empty" / "kept.txt").write_text("kept")
+    router = router_for(tmp_path, config_text(site, 'listing = true\nsymlinks = "inside"'))
+    with capture_log_events() as events:
+        listing = request(router, b"/static/empty/")
+    assert listing.status == 200
+    assert b"kept.txt" in listing.body
+    assert b'href="a"' not in listing.body and b'href="b"' not in listing.body
+    assert not [e for e in events if e["log_level"].name == "error"]
+
+
+def test_a_site_serves_files_on_its_reactors_clock(site: Path, tmp_path: Path) -> None:
+    """Last-Modified is never later than the response's Date (RFC 9110 8.8.2.1): the
+    site built its static handlers on the wall clock, not on the reactor's, so on
+    another clock Last-Modified could come after Date.
+    """
+    path = tmp_path / "site.toml"
+    path.write_text(config_text(site, ""))
+    reactor = SynchronousReactorThreads()
+    reactor.advance(1_000_000_000)  # 2001: before the files were written
+    builder = SiteBuilder(reactor=reactor, threadpool=SynchronousThreadPool())
+    router = Router(builder.build(load_config({"config": str(path)})))
+    response = request(router, b"/static/a.txt")
+    assert response.status == 200
+    assert response.header(b"last-modified") == b"Sun, 09 Sep 2001 01:46:40 GMT"
+
+
 def test_redirect_location_cannot_become_protocol_relative(files: Router) -> None:
     """A path starting with // redirects to a single-slash path, never //host/."""
     response = request(files, b"//static/docs")

@@ -39,7 +39,7 @@ import stat
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -719,18 +719,15 @@ class StaticHandler:
         rows = []
         try:
             with os.scandir(path) as entries:
-                listed = sorted(entries, key=lambda e: (not e.is_dir(), e.name))
-                for item in listed:
+                # An entry that cannot be looked at (a symbolic link loop, a target
+                # it may not read) is left out; it does not spoil the listing.
+                listed = sorted(_entry_facts(entries), key=lambda f: (not f[2], f[0].name))
+                for item, info, is_dir in listed:
                     name = item.name  # bytes: the directory was opened by a bytes path
                     if name.startswith(b".") and not self.options.dotfiles:
                         continue
                     if item.is_symlink() and not self._links_allowed(item.path):
                         continue  # it answers 404: neither its name nor its facts show
-                    try:
-                        info = item.stat()
-                    except OSError:
-                        continue
-                    is_dir = stat.S_ISDIR(info.st_mode)
                     href = urllib.parse.quote(name) + ("/" if is_dir else "")
                     # A name need not be UTF-8 (the page is): show what can be shown.
                     shown_name = name.decode("utf-8", "replace")
@@ -815,6 +812,18 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
         handle.close()
         return None
     return handle
+
+
+def _entry_facts(
+    entries: Iterable[os.DirEntry[bytes]],
+) -> Iterator[tuple[os.DirEntry[bytes], os.stat_result, bool]]:
+    """Each entry whose facts can be had, with its stat and whether it is a directory."""
+    for entry in entries:
+        try:
+            info = entry.stat()  # follows a symbolic link, as serving it would
+        except OSError:
+            continue
+        yield entry, info, stat.S_ISDIR(info.st_mode)
 
 
 def _send_pieces(
