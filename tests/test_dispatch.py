@@ -531,6 +531,21 @@ def test_without_the_inline_loop_a_write_leaves_at_once(writing: InlineReads) ->
     assert protocol.seen_during == b"answer"
 
 
+def test_on_an_unchecked_twisted_writes_go_through_twisteds_buffer(
+    writing: InlineReads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a Twisted version the direct writes were not checked against, write_now
+    leaves the connection's internals alone: the bytes go out through
+    transport.write, after the protocol's call, and arrive all the same.
+    """
+    monkeypatch.setattr(transport, "DIRECT_WRITES", False)
+    read_generic(writing.reactor)
+    client, protocol = _writer(writing, lambda transport: write_now(transport, b"answer"))
+    client.sendall(b"ask")
+    assert writing.answer(client, 6) == b"answer"
+    assert protocol.seen_during == b""  # not sent straight to the socket
+
+
 def test_writes_of_one_batch_keep_their_order_through_twisteds_buffer(
     writing: InlineReads,
 ) -> None:

@@ -29,6 +29,7 @@ from twistwsgi.http.protocol import (
     Refusal,
 )
 from twistwsgi.http.request import describe_peer
+from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
@@ -1684,4 +1685,27 @@ def test_a_file_sent_after_the_client_left_reports_it() -> None:
         file.write(b"hello")
         exchange.send_file(file, 0, 5).addErrback(outcome.append)
     [failure] = outcome
-    assert failure.check(ConnectionDone)
+    assert failure.check(*CLIENT_GONE)
+
+
+def test_the_trailer_count_starts_again_with_each_request() -> None:
+    """max_header_count bounds each trailer section, not the connection's."""
+    connection = open_connection(BodyCollector(), max_header_count=5)
+    trailers = b"".join(b"X-T%d: v\r\n" % number for number in range(4))
+    request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+    connection.send((request + trailers + b"\r\n") * 2)
+    assert [r.status for r in parse_responses(connection.take())] == [200, 200]
+
+
+def test_a_head_answer_to_an_empty_body_says_its_length() -> None:
+    """A GET of an empty body gets Content-Length: 0; its HEAD got no length at all."""
+
+    class Empty:
+        def handle(self, exchange: Exchange) -> None:
+            exchange.start_response(200, [(b"Content-Type", b"text/plain")])
+            exchange.finish(b"")
+
+    connection = open_connection(Empty())
+    connection.send(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head, get = parse_responses(connection.take(), [b"HEAD", b"GET"])
+    assert head.header_values(b"content-length") == get.header_values(b"content-length") == [b"0"]

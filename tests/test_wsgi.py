@@ -759,9 +759,11 @@ def test_a_205_carries_no_content(threaded: bool) -> None:
         return [b"body-on-205"]
 
     connection = serve(reset, threaded=threaded)
-    with capture_log_events():
+    with capture_log_events() as events:
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
     [response] = parse_responses(connection.take())
+    [line] = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+    assert "is a 205, which carries no content" in line
     assert response.status == 205
     assert response.body == b""
     assert [v for n, v in response.headers if n == b"content-length"] == [b"0"]

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import httptools
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -2091,7 +2091,7 @@ class HTTP11Exchange:
             framing = _Framing.NONE
             if (
                 content_length is None
-                and final_length
+                and final_length is not None
                 and request.method == b"HEAD"
                 and status not in (204, 304)
             ):
@@ -2139,8 +2139,10 @@ class HTTP11Exchange:
                 if not self._cut_logged:  # once: a handler may go on writing
                     self._cut_logged = True
                     _log.error(
-                        "The response to {method} {target} is longer than its"
-                        " Content-Length; the rest was dropped",
+                        "The response to {method} {target} {problem}; the rest was dropped",
+                        problem="is a 205, which carries no content (RFC 9110 15.3.6)"
+                        if self.status == 205
+                        else "is longer than its Content-Length",
                         method=self.request.method.decode("latin-1"),
                         target=self.request.target.decode("latin-1"),
                     )
@@ -2208,9 +2210,10 @@ class HTTP11Exchange:
         if not self.response_started:
             raise RuntimeError("send_file called before start_response")
         if self.finished:
-            # The client left (or the response ended): fail, so that what the caller
-            # chained on the sending (closing the file) still runs.
-            return fail(ConnectionDone("The response has already ended"))
+            # The client left (or the response ended): fail as a client gone
+            # (sendfile.CLIENT_GONE), so that what the caller chained on the sending
+            # (closing the file) still runs, without an error logged.
+            return fail(ConnectionLost("The response has already ended"))
         head = self._head(None) if self._head_pending else b""
         transport = self._protocol.transport
         if self._framing is _Framing.NONE or count == 0:
