@@ -311,6 +311,46 @@ class LoopbackTests(TestCase):
         self.assertEqual(answers, [b"HTTP/1.1 200 OK"] * 30)
         self.assertFalse([e for e in events if "beyond max_connections" in formatEvent(e)])
 
+    async def test_at_the_limit_keep_alive_holds_until_a_client_waits(self) -> None:
+        """With max_connections = 2 and two keep-alive clients, nobody waiting, each
+        connection serves request after request (a pool sized to the limit keeps its
+        connections; closing them made a client's next POST fail). Once a third
+        client waits, the next response says Connection: close, and it gets in.
+        """
+        port, factory = await self.serve(apps.hello, settings=HttpSettings(max_connections=2))
+        factory.add_listener(port)
+        address = self.address(port)
+
+        def pool_then_newcomer() -> tuple[list[str | None], bytes]:
+            pool = [http.client.HTTPConnection(*address, timeout=30) for _ in range(2)]
+            for connection in pool:
+                connection.connect()
+            seen = []
+            for method in ("GET", "POST", "GET", "POST"):
+                for connection in pool:
+                    connection.request(method, "/", body=b"x" if method == "POST" else None)
+                    response = connection.getresponse()
+                    response.read()
+                    seen.append(response.getheader("Connection"))
+                    assert response.status == 200
+            newcomer = socket.create_connection(address, timeout=30)
+            newcomer.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            pool[0].request("GET", "/")
+            response = pool[0].getresponse()
+            response.read()
+            seen.append(response.getheader("Connection"))
+            answer = b""
+            while chunk := newcomer.recv(65536):
+                answer += chunk
+            newcomer.close()
+            for connection in pool:
+                connection.close()
+            return seen, answer.split(b"\r\n", 1)[0]
+
+        seen, answer = await self.in_thread(pool_then_newcomer)
+        self.assertEqual(seen, [None] * 8 + ["close"])
+        self.assertEqual(answer, b"HTTP/1.1 200 OK")
+
     async def test_http_client_reuses_one_connection(self) -> None:
         """Three requests go over one persistent connection."""
         port, _factory = await self.serve(apps.environ)

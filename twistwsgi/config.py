@@ -841,9 +841,10 @@ SETTINGS: tuple[Setting, ...] = (
         INT,
         _DEFAULT_HTTP.max_connections,
         "Most client connections open at once; at the limit the server stops accepting,"
-        " new connections wait in the listen backlog until one closes, and responses say"
-        " Connection: close to make room (nginx's worker_connections). 0: the open-files"
-        " limit less 128, kept for files, upstream connections and logs.",
+        " new connections wait in the listen backlog until one closes, and while one"
+        " waits responses say Connection: close to make room (nginx's"
+        " worker_connections). 0: the open-files limit less 128, kept for files,"
+        " upstream connections and logs.",
     ),
     Setting(
         "max_header_count",

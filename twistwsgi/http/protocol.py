@@ -24,6 +24,7 @@ Everything here runs in the reactor thread.
 
 from __future__ import annotations
 
+import select
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -278,6 +279,30 @@ class HTTPFactory(Factory):
         """Whether accepting is paused at ``max_connections``."""
         return not self._accepting
 
+    def clients_waiting(self) -> bool:
+        """Whether a connection waits in a paused listening port's backlog.
+
+        The listening socket is readable then. Asked only at the limit, where
+        keep-alive connections give their place up for those waiting, and only
+        then: with nobody waiting, a pool of clients sized to the limit keeps its
+        connections. A port whose socket cannot be asked counts as waited on, and
+        so does a factory given no port (its clients are unknown).
+        """
+        if not self._listeners:
+            return True
+        for port in self._listeners:
+            fileno = getattr(port, "fileno", None)
+            if fileno is None:
+                return True
+            try:
+                poller = select.poll()
+                poller.register(fileno(), select.POLLIN)
+                if poller.poll(0):
+                    return True
+            except (OSError, ValueError):
+                continue  # closed meanwhile
+        return False
+
     def add_listener(self, port: Any) -> None:
         """Pause ``port`` (its ``stopReading``) while the connection limit is reached."""
         self._listeners.append(port)
@@ -338,8 +363,9 @@ class HTTPFactory(Factory):
 
         As nginx at worker_connections: at the limit, stop accepting (new connections
         wait in the listen backlog instead of costing a descriptor each, and past the
-        open-files limit being accepted only to be closed), and close idle keep-alive
-        connections (a batch, as nginx drains them) so that waiting clients get in.
+        open-files limit being accepted only to be closed), and, when a client is
+        already waiting, close idle keep-alive connections (a batch, as nginx drains
+        them when it needs a connection) so that it gets in.
         """
         limit = self.settings.max_connections
         full = bool(limit) and len(self.connections) >= limit
@@ -352,6 +378,8 @@ class HTTPFactory(Factory):
             )
             for port in self._listeners:
                 port.stopReading()
+            if not self.clients_waiting():
+                return
             drained = 0
             for connection in list(self.connections):
                 if connection.close_if_idle():
@@ -1537,14 +1565,15 @@ class HTTP11Protocol(Protocol):
         protocol's (RFC 9110 7.8 lets a client begin it right after the request), and
         llhttp does not say where an Upgrade request's body ends.
 
-        At ``max_connections`` new clients wait in the backlog: a response then says
+        At ``max_connections``, with a client waiting in the backlog, a response says
         ``Connection: close`` and gives its connection's place up, rather than
         holding it idle for the keep-alive timeout (nginx drains keep-alive
         connections when it needs one; announcing the close spares the client a
         request sent on a connection closing under it).
         """
+        factory = self._factory
         return (
-            self._factory.at_capacity
+            (factory.at_capacity and factory.clients_waiting())
             or self._close_when_idle
             or (self._upgraded and len(self._queue) <= 1 and self._upgrade_tail != b"")
             or self._factory.shutting_down
