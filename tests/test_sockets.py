@@ -9,6 +9,7 @@ listeners and waits for the server's connections to close.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import hashlib
 import http.client
@@ -309,6 +310,39 @@ class LoopbackTests(TestCase):
 
             answers = await self.in_thread(one_by_one)
         self.assertEqual(answers, [b"HTTP/1.1 200 OK"] * 30)
+        self.assertFalse([e for e in events if "beyond max_connections" in formatEvent(e)])
+
+    async def test_max_connections_lets_a_concurrent_burst_wait(self) -> None:
+        """Forty clients at once against max_connections = 5, each closing after its
+        answer: every one is served. Twisted grows its accept batch by 20 after a
+        full one, so a batch was taken past the limit and its extra connections
+        reset (20 of 40 in a review); the batch is now cut before each read.
+        """
+        port, factory = await self.serve(apps.hello, settings=HttpSettings(max_connections=5))
+        factory.add_listener(port)
+        address = self.address(port)
+
+        def burst() -> list[bytes]:
+            start = threading.Barrier(40)
+
+            def one(_: int) -> bytes:
+                start.wait()
+                try:
+                    with socket.create_connection(address, timeout=30) as client:
+                        client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                        answer = b""
+                        while chunk := client.recv(65536):
+                            answer += chunk
+                except ConnectionResetError:
+                    return b"reset"
+                return answer.split(b"\r\n", 1)[0]
+
+            with concurrent.futures.ThreadPoolExecutor(40) as pool:
+                return list(pool.map(one, range(40)))
+
+        with capture_log_events() as events:
+            answers = await self.in_thread(burst)
+        self.assertEqual(answers, [b"HTTP/1.1 200 OK"] * 40)
         self.assertFalse([e for e in events if "beyond max_connections" in formatEvent(e)])
 
     async def test_at_the_limit_keep_alive_holds_until_a_client_waits(self) -> None:

@@ -308,7 +308,19 @@ class HTTPFactory(Factory):
         self._listeners.append(port)
         if not self._accepting:
             port.stopReading()
-        self._fit_accept_batches()
+        read = getattr(port, "doRead", None)
+        if read is not None and type(getattr(port, "numberAccepts", None)) is int:
+            # Twisted's tcp.Port accepts up to numberAccepts connections per read
+            # (100, 20 more after each full batch, or as many as the last batch
+            # took). Near max_connections the batch is cut to the room left just
+            # before each read, so those beyond wait in the backlog (as with nginx,
+            # which accepts one at a time by default) rather than being accepted
+            # only to be closed (see connection_opened).
+            def read_within_limit() -> None:
+                self._fit_accept_batch(port)
+                read()
+
+            port.doRead = read_within_limit
 
     def remove_listeners(self) -> None:
         """Forget the listening ports (they are closing): nothing resumes them."""
@@ -320,7 +332,6 @@ class HTTPFactory(Factory):
             self.date_cache = DateCache(settings.server_header)
         self.settings = settings
         self._check_capacity()
-        self._fit_accept_batches()
 
     def connection_opened(self, connection: HTTP11Protocol) -> bool:
         """Track a new connection (called by the protocol); say whether it may stay.
@@ -345,7 +356,6 @@ class HTTPFactory(Factory):
         self.connections.add(connection)
         if self._accepting:
             self._check_capacity()
-            self._fit_accept_batches()
         return True
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
@@ -390,28 +400,16 @@ class HTTPFactory(Factory):
             self._accepting = True
             self._over_limit_logged = False
             _log.info("Accepting connections again")
-            self._fit_accept_batches()
             for port in self._listeners:
                 if _still_listening(port):
                     port.startReading()
 
-    def _fit_accept_batches(self) -> None:
-        """Let a listening port accept no more at once than the limit leaves room for.
-
-        Twisted's ``tcp.Port`` accepts up to ``numberAccepts`` connections per read
-        (100, and 20 more after each full batch). Near ``max_connections`` a batch
-        is cut to the room left, so the connections beyond wait in the backlog
-        (as nginx, which accepts one at a time by default) rather than being
-        accepted only to be closed (see :meth:`connection_opened`).
-        """
+    def _fit_accept_batch(self, port: Any) -> None:
+        """Let ``port`` accept no more in its next batch than the limit leaves room for."""
         limit = self.settings.max_connections
-        if not limit:
-            return
-        room = max(limit - len(self.connections), 1)
-        for port in self._listeners:
-            batch = getattr(port, "numberAccepts", None)
-            if type(batch) is int and room < batch:
-                port.numberAccepts = room
+        if limit:
+            room = max(limit - len(self.connections), 1)
+            port.numberAccepts = min(port.numberAccepts, room)
 
 
 def _still_listening(port: Any) -> bool:
