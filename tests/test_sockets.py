@@ -10,6 +10,7 @@ listeners and waits for the server's connections to close.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -18,6 +19,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -384,6 +386,67 @@ class LoopbackTests(TestCase):
         seen, answer = await self.in_thread(pool_then_newcomer)
         self.assertEqual(seen, [None] * 8 + ["close"])
         self.assertEqual(answer, b"HTTP/1.1 200 OK")
+
+    async def test_an_upload_whose_client_left_while_waiting_is_not_run(self) -> None:
+        """A POST of 512 KiB waits for the only thread, and its client resets the
+        connection meanwhile. Reading had paused under the body, so the reset was
+        not seen and the application ran it (an abandoned order carried out,
+        logged 200). The kernel's TCP state shows the client gone: the application
+        is not called, and the access log says 499.
+        """
+        release = threading.Event()
+        called: list[str] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            if environ["PATH_INFO"] == "/block":
+                release.wait(30)
+            else:
+                called.append(environ["PATH_INFO"])
+                while environ["wsgi.input"].read(65536):
+                    pass
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        pool = WorkerPool(1, name="twistwsgi-departed-test")
+        pool.start()
+        self.addCleanup(pool.stop)
+        logged: list[Any] = []
+        factory = make_factory(app, reactor=global_reactor, threadpool=pool)
+        factory.response_log = logged.append
+        port: IListeningPort = await serverFromString(
+            global_reactor, "tcp:0:interface=127.0.0.1"
+        ).listen(factory)
+        self.addCleanup(port.stopListening)
+        address = self.address(port)
+
+        def clients() -> None:
+            blocker = socket.create_connection(address, timeout=30)
+            blocker.sendall(b"GET /block HTTP/1.1\r\nHost: a\r\n\r\n")
+            upload = socket.create_connection(address, timeout=30)
+            upload.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 524288\r\n\r\n")
+            upload.setblocking(False)
+            body = b"x" * 524288
+            with contextlib.suppress(BlockingIOError):
+                while body:
+                    body = body[upload.send(body) :]
+            # A reset: SO_LINGER with a zero timeout (RFC 9293 3.10.7.1 ABORT).
+            upload.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            upload.close()
+            release.set()
+            blocker.recv(65536)
+            blocker.close()
+
+        await self.in_thread(clients)
+        for _ in range(3000):  # the bound only turns a hang into a failure
+            if len(logged) == 2:
+                break
+            await deferLater(global_reactor, 0.01, lambda: None)
+        self.assertEqual(called, [])
+        statuses = {
+            entry.request.target: entry.status or (499 if entry.client_closed else 444)
+            for entry in logged
+        }
+        self.assertEqual(statuses, {b"/block": 200, b"/upload": 499})
 
     async def test_http_client_reuses_one_connection(self) -> None:
         """Three requests go over one persistent connection."""

@@ -728,6 +728,34 @@ def test_a_length_only_the_protocol_reads_still_ends_the_stream(threaded: bool) 
     assert stream.pulled <= 2 and stream.closed == 1
 
 
+def test_a_stream_of_empty_chunks_stops_when_its_client_leaves() -> None:
+    """A Server-Sent Events view yields b"" while it waits for events (PEP 3333's
+    "nothing yet"): the worker skipped those without looking whether the client was
+    still there, and held the thread until the view's own timeout.
+    """
+    pulled: list[bytes] = []
+    closed: list[bool] = []
+
+    class Events:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"data: first\n\n"
+            connection.protocol.connectionLost(Failure(ConnectionLost()))  # the tab closed
+            while len(pulled) < 1000:  # the view's own timeout
+                pulled.append(b"")
+                yield b""
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Events:
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return Events()
+
+    connection = serve(app)
+    connection.send(b"GET /events HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert len(pulled) <= 1 and closed == [True]
+
+
 def test_a_worker_stops_at_the_length_before_the_reactor_has_sent_anything() -> None:
     """The worker runs ahead of the reactor (up to IN_FLIGHT_HIGH_WATER queued): it
     knows from the head itself when the body is complete, and stops there.

@@ -785,6 +785,12 @@ class _ThreadedCall:
             # client leaving just now is the same race as leaving a moment later.
             return
         exchange = self._exchange
+        if self._input is not None and exchange.client_left():
+            # Its upload outgrew what a waiting request buffers, so the socket was
+            # no longer read and the close was not seen: the kernel tells. An
+            # abandoned POST (an order, a retried upload) must not be carried out.
+            self._call_from_thread(exchange.drop_departed_client)
+            return
         environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
         environ["wsgi.input"] = self._input if self._input is not None else io.BytesIO()
         result: Iterable[bytes] | None = None
@@ -845,6 +851,13 @@ class _ThreadedCall:
                         # Enough has been sent (PEP 3333, "Handling the Content-Length
                         # Header"): what follows would be dropped; stop pulling it.
                         break
+            elif self._gone:
+                # PEP 3333: an empty chunk is a streaming application's "nothing yet"
+                # (Server-Sent Events, a long poll between events); it is when the
+                # server can stop one whose client left. Read without the lock.
+                return False
+            elif self._full:
+                break
         if not self._head_sent:
             if self._headers is None:
                 raise RuntimeError("The application returned without calling start_response")

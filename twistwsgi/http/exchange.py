@@ -150,6 +150,19 @@ class Exchange(Protocol):
     def write(self, data: bytes) -> None:
         """Send a piece of the response body."""
 
+    def client_left(self) -> bool:
+        """Whether the client closed its side, though the server has not read that far.
+
+        Its close waits behind request body bytes the server stopped reading.
+        Callable from any thread.
+        """
+
+    def drop_departed_client(self) -> None:
+        """End the exchange of a client :meth:`client_left` found gone.
+
+        As a client that closed, not as a connection the server dropped.
+        """
+
     @property
     def body_full(self) -> bool:
         """Whether the head is out and the response takes no more body bytes.

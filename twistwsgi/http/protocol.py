@@ -25,6 +25,7 @@ Everything here runs in the reactor thread.
 from __future__ import annotations
 
 import select
+import socket
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -606,6 +607,41 @@ class HTTP11Protocol(Protocol):
         """Drop the connection without sending anything more."""
         if not self._closed:
             self._dropped = True
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def peer_closed(self) -> bool:
+        """Whether the client has closed its side, though its close was not read yet.
+
+        Reading stops while a request body waits for the application (flow
+        control), so a client that leaves then is not seen: its FIN waits behind
+        the body bytes. The kernel knows all the same: the socket is in TCP's
+        CLOSE-WAIT state (RFC 9293 3.3.2), or CLOSED after a reset. A client whose
+        close still waits behind body bytes in its own send buffer cannot be seen.
+        Linux only; elsewhere, and for a socket that cannot be asked, the answer is
+        no. Callable from any thread.
+        """
+        handle: Any = self.transport
+        while handle is not None and not isinstance(handle, socket.socket):
+            get_handle = getattr(handle, "getHandle", None)
+            inner = get_handle() if get_handle is not None else None
+            # TLS's getHandle is its OpenSSL connection: the socket is below.
+            handle = (
+                inner if isinstance(inner, socket.socket) else getattr(handle, "transport", None)
+            )
+        if handle is None or _TCP_INFO is None:
+            return False
+        try:
+            info = handle.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)
+        except OSError:
+            return False
+        return bool(info) and info[0] in _TCP_PEER_GONE
+
+    def drop_departed_client(self) -> None:
+        """Close the connection of a client found gone (see :meth:`peer_closed`).
+
+        Logged as the client's doing (499), not as a connection the server dropped.
+        """
+        if not self._closed:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     @property
@@ -1730,6 +1766,13 @@ class Tunnel:
         self._protocol.abort_connection()
 
 
+#: Linux's TCP_INFO socket option, and the states it reports for a peer that closed
+#: (CLOSE-WAIT: its FIN came) or reset the connection (CLOSED), from
+#: include/net/tcp_states.h.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_TCP_PEER_GONE = (7, 8)
+
+
 # Response fields the server looks at: framing, persistence, Date and Server.
 _MANAGED_FIELDS = rules.HOP_BY_HOP | {b"content-length", b"date", b"server"}
 
@@ -2361,6 +2404,18 @@ class HTTP11Exchange:
         write_now(self._protocol.transport, data)
         self._ended(None)
         self._protocol.exchange_done(self, False)
+
+    def client_left(self) -> bool:
+        """Whether the client closed its side, though the server has not read that far.
+
+        Any thread (a worker asks before calling the application).
+        """
+        return not self.finished and self._protocol.peer_closed()
+
+    def drop_departed_client(self) -> None:
+        """End the exchange of a client found gone: closed, logged as its doing (499)."""
+        if not self.finished:
+            self._protocol.drop_departed_client()
 
     def abort(self) -> None:
         """End a response that cannot be completed: the client sees it incomplete.
