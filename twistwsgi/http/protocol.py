@@ -620,16 +620,25 @@ class HTTP11Protocol(Protocol):
         Linux only; elsewhere, and for a socket that cannot be asked, the answer is
         no. Callable from any thread.
         """
-        handle: Any = self.transport
-        while handle is not None and not isinstance(handle, socket.socket):
-            get_handle = getattr(handle, "getHandle", None)
-            inner = get_handle() if get_handle is not None else None
-            # TLS's getHandle is its OpenSSL connection: the socket is below.
-            handle = (
-                inner if isinstance(inner, socket.socket) else getattr(handle, "transport", None)
-            )
-        if handle is None or _TCP_INFO is None:
+        if _TCP_INFO is None:
             return False
+        handle: Any = self.transport
+        try:
+            while handle is not None and not isinstance(handle, socket.socket):
+                get_handle = getattr(handle, "getHandle", None)
+                inner = get_handle() if get_handle is not None else None
+                # TLS's getHandle is its OpenSSL connection: the socket is below.
+                below = getattr(handle, "transport", None)
+                handle = inner if isinstance(inner, socket.socket) else below
+        except AttributeError:
+            # Twisted drops a connection's socket when it ends (a reset the reactor
+            # read), before the protocol hears of it: the client is gone.
+            return True
+        if handle is None:
+            return False
+        if handle.fileno() < 0:
+            return True  # closed, likewise
+
         try:
             info = handle.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)
         except OSError:
