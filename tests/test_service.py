@@ -972,6 +972,43 @@ def test_a_stop_polls_a_busy_worker_thread_instead_of_blocking_the_reactor() -> 
         release.set()
 
 
+def test_a_worker_left_busy_at_shutdown_is_named_by_its_request() -> None:
+    """The warning named the thread only ("twistwsgi-worker-0 is still busy"): which
+    view hung was left to guess. It names the request the thread is running.
+    """
+    import threading
+
+    from twistwsgi.service import WORKER_STOP_TIMEOUT
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.set()
+        release.wait(30)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"late"]
+
+    clock = MemoryReactorClock()
+    pool = WorkerPool(1)
+    factory = make_factory(slow, reactor=clock, threadpool=pool)
+    service = ServerService(factory, [], clock=clock, pool=pool, graceful_timeout=1.0)
+    service.startService()
+    protocol, transport = open_connection(factory)
+    protocol.dataReceived(b"GET /report?year=2026 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert entered.wait(30)
+    try:
+        with capture_log_events() as events:
+            service.stopService()
+            clock.advance(1.0)  # the graceful timeout: the connection is dropped
+            close_if_asked(protocol, transport)
+            for _ in range(int(WORKER_STOP_TIMEOUT / 0.02) + 10):
+                clock.advance(0.02)
+        lines = [formatEvent(event) for event in events if "still busy" in formatEvent(event)]
+        assert lines and "still busy with GET /report?year=2026" in lines[0]
+    finally:
+        release.set()
+
+
 def test_a_shutdown_does_not_wait_for_a_body_nobody_reads() -> None:
     """A connection discarding the upload of a request already answered closes at
     once (lingering) when the stop begins: it waited for the whole upload, then for

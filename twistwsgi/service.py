@@ -50,7 +50,7 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
-from twistwsgi.wsgi import WSGIApplication, WSGIHandler
+from twistwsgi.wsgi import WSGIApplication, WSGIHandler, running_request
 
 __all__ = [
     "ListenError",
@@ -538,7 +538,11 @@ class ServerService(Service):
                 self._clock.callLater(0.02, check)
                 return
             for thread in busy:
-                _log.warn("Worker thread {name} is still busy; leaving it", name=thread.name)
+                _log.warn(
+                    "Worker thread {name} is still busy with {request}; leaving it",
+                    name=thread.name,
+                    request=running_request(thread) or "an application",
+                )
             ended.callback(None)
 
         check()

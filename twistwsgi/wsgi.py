@@ -486,6 +486,21 @@ def _joined(result: list[bytes] | tuple[bytes, ...]) -> bytes:
     return b"".join(result)
 
 
+#: The request each worker thread is running an application for, by thread ident.
+_running: dict[int, RequestHead] = {}
+
+
+def running_request(thread: threading.Thread) -> str | None:
+    """What ``thread`` is running an application for (``"GET /report"``), if anything.
+
+    For the log line that names a worker still busy at shutdown.
+    """
+    request = _running.get(thread.ident or 0)
+    if request is None:
+        return None
+    return f"{request.method.decode('latin-1')} {request.target.decode('latin-1')}"
+
+
 def _close_result(result: object, request: RequestHead) -> None:
     close = getattr(result, "close", None)
     if close is not None:
@@ -795,6 +810,8 @@ class _ThreadedCall:
         environ["wsgi.input"] = self._input if self._input is not None else io.BytesIO()
         result: Iterable[bytes] | None = None
         handed_over = False
+        thread = threading.get_ident()
+        _running[thread] = exchange.request
         try:
             result = self._handler.app(environ, self._start_response)
             handed_over = self._respond(result)
@@ -806,6 +823,7 @@ class _ThreadedCall:
             if result is not None and not handed_over:
                 _close_result(result, exchange.request)
             environ["wsgi.errors"].flush()
+            _running.pop(thread, None)
 
     def _respond(self, result: Iterable[bytes]) -> bool:
         """Send ``result``; return whether the reactor now owns (and closes) it."""
