@@ -659,6 +659,29 @@ def test_at_the_limit_a_response_gives_its_connection_up_for_those_waiting() -> 
     service.stopService()
 
 
+def test_at_the_limit_an_idle_connection_is_closed_for_a_client_waiting() -> None:
+    """A response whose head went out (keep-alive) before the limit was reached ends
+    while a client waits: the connection went idle for the whole keep-alive timeout
+    (the newcomer answered after 6 s instead of 1 in a review). It closes at once,
+    as nginx drains a keep-alive connection when it needs one.
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(max_connections=2), clock=clock)
+    endpoint = PausablePortEndpoint()  # a port that cannot be asked counts as waited on
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    streaming, transport = open_connection(factory)
+    streaming.dataReceived(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+    [exchange] = held.exchanges
+    exchange.start_response(200, [(b"Content-Type", b"text/plain")])
+    exchange.write(b"first")  # the head goes out: keep-alive, below the limit
+    open_connection(factory)  # the limit is reached
+    exchange.finish(b"last")
+    assert transport.disconnecting
+    service.stopService()
+
+
 def test_a_port_closing_at_the_limit_is_not_resumed() -> None:
     """Once the service stops, a connection closing does not start the port again."""
     clock = MemoryReactorClock()

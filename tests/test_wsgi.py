@@ -756,6 +756,31 @@ def test_a_stream_of_empty_chunks_stops_when_its_client_leaves() -> None:
     assert len(pulled) <= 1 and closed == [True]
 
 
+@pytest.mark.parametrize("threaded", MODES)
+def test_empty_chunks_after_a_full_body_end_the_response(threaded: bool) -> None:
+    """A Content-Length only the protocol reads (repeated), filled by the first chunk,
+    then a stream of b"": the response ends there instead of after the stream.
+    """
+    pulled: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        if environ["PATH_INFO"] == "/next":
+            start_response("200 OK", TEXT)
+            yield b"next"
+            return
+        start_response("200 OK", [*TEXT, ("Content-Length", "4"), ("Content-Length", "4")])
+        yield b"full"
+        while len(pulled) < 1000:
+            pulled.append(b"")
+            yield b""
+
+    connection = serve(app, threaded=threaded, validate=False)
+    connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n")
+    first, second = parse_responses(connection.take())
+    assert (first.body, second.body) == (b"full", b"next")
+    assert len(pulled) <= 1
+
+
 def test_a_worker_stops_at_the_length_before_the_reactor_has_sent_anything() -> None:
     """The worker runs ahead of the reactor (up to IN_FLIGHT_HIGH_WATER queued): it
     knows from the head itself when the body is complete, and stops there.

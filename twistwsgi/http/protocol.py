@@ -24,6 +24,7 @@ Everything here runs in the reactor thread.
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 from collections import deque
@@ -641,9 +642,11 @@ class HTTP11Protocol(Protocol):
 
         try:
             info = handle.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)
-        except OSError:
-            return False
-        return bool(info) and info[0] in _TCP_PEER_GONE
+        except OSError as error:
+            return error.errno == errno.EBADF  # closed meanwhile: gone
+        # Anything but ESTABLISHED: the peer closed or reset (CLOSE-WAIT, CLOSED),
+        # or the reactor is closing the socket itself (LAST-ACK after its shutdown).
+        return bool(info) and info[0] != _TCP_ESTABLISHED
 
     def drop_departed_client(self) -> None:
         """Close the connection of a client found gone (see :meth:`peer_closed`).
@@ -1303,6 +1306,13 @@ class HTTP11Protocol(Protocol):
             self.resume_reading("pipeline")
         self._kept_alive = True
         if self._read is _Read.IDLE:
+            factory = self._factory
+            if factory.at_capacity and factory.clients_waiting():
+                # A client waits at max_connections and this response's head promised
+                # keep-alive before it came: the idle connection gives its place up
+                # now, as nginx drains a keep-alive connection when it needs one.
+                self._lose_connection()
+                return
             self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _parse_http_again(self) -> None:
@@ -1775,11 +1785,10 @@ class Tunnel:
         self._protocol.abort_connection()
 
 
-#: Linux's TCP_INFO socket option, and the states it reports for a peer that closed
-#: (CLOSE-WAIT: its FIN came) or reset the connection (CLOSED), from
-#: include/net/tcp_states.h.
+#: Linux's TCP_INFO socket option, and its state of an open connection
+#: (include/net/tcp_states.h: TCP_ESTABLISHED).
 _TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_TCP_PEER_GONE = (7, 8)
+_TCP_ESTABLISHED = 1
 
 
 # Response fields the server looks at: framing, persistence, Date and Server.
@@ -2170,7 +2179,9 @@ class HTTP11Exchange:
             framing = _Framing.NONE
             if (
                 content_length is None
-                and final_length is not None
+                # Not for an empty body: an application that knows HEAD (Werkzeug)
+                # leaves the body out itself, and 0 would misstate the GET's length.
+                and final_length
                 and request.method == b"HEAD"
                 and status not in (204, 304)
             ):
