@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -351,11 +352,12 @@ class LoopbackTests(TestCase):
         """With max_connections = 2 and two keep-alive clients, nobody waiting, each
         connection serves request after request (a pool sized to the limit keeps its
         connections; closing them made a client's next POST fail). Once a third
-        client waits, the next response says Connection: close, and it gets in.
+        client waits, the next response gives its connection up, and it gets in.
         """
         port, factory = await self.serve(apps.hello, settings=HttpSettings(max_connections=2))
         factory.add_listener(port)
         address = self.address(port)
+        listening = port.fileno()  # type: ignore[attr-defined]
 
         def pool_then_newcomer() -> tuple[list[str | None], bytes]:
             pool = [http.client.HTTPConnection(*address, timeout=30) for _ in range(2)]
@@ -371,6 +373,11 @@ class LoopbackTests(TestCase):
                     assert response.status == 200
             newcomer = socket.create_connection(address, timeout=30)
             newcomer.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            # Until the kernel has queued it for accepting (the listening socket is
+            # readable), the server cannot know that it waits.
+            waiting = select.poll()
+            waiting.register(listening, select.POLLIN)
+            assert waiting.poll(30_000), "the newcomer never reached the backlog"
             pool[0].request("GET", "/")
             response = pool[0].getresponse()
             response.read()
@@ -384,7 +391,10 @@ class LoopbackTests(TestCase):
             return seen, answer.split(b"\r\n", 1)[0]
 
         seen, answer = await self.in_thread(pool_then_newcomer)
-        self.assertEqual(seen, [None] * 8 + ["close"])
+        # The ninth response gives its connection up, with Connection: close or by
+        # closing once done (whether its head was made before the server could see
+        # the newcomer is a matter of scheduling); either way the newcomer gets in.
+        self.assertEqual(seen[:8], [None] * 8)
         self.assertEqual(answer, b"HTTP/1.1 200 OK")
 
     async def test_an_upload_whose_client_left_while_waiting_is_not_run(self) -> None:
