@@ -721,12 +721,15 @@ class StaticHandler:
             with os.scandir(path) as entries:
                 # An entry that cannot be looked at (a symbolic link loop, a target
                 # it may not read) is left out; it does not spoil the listing.
-                listed = sorted(_entry_facts(entries), key=lambda f: (not f[2], f[0].name))
-                for item, info, is_dir in listed:
+                shown_entries = (
+                    entry
+                    for entry in entries
+                    if self.options.dotfiles or not entry.name.startswith(b".")
+                )
+                listed = sorted(_entry_facts(shown_entries), key=lambda f: (not f[3], f[0].name))
+                for item, info, is_link, is_dir in listed:
                     name = item.name  # bytes: the directory was opened by a bytes path
-                    if name.startswith(b".") and not self.options.dotfiles:
-                        continue
-                    if item.is_symlink() and not self._links_allowed(item.path):
+                    if is_link and not self._links_allowed(item.path):
                         continue  # it answers 404: neither its name nor its facts show
                     href = urllib.parse.quote(name) + ("/" if is_dir else "")
                     # A name need not be UTF-8 (the page is): show what can be shown.
@@ -816,14 +819,19 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
 
 def _entry_facts(
     entries: Iterable[os.DirEntry[bytes]],
-) -> Iterator[tuple[os.DirEntry[bytes], os.stat_result, bool]]:
-    """Each entry whose facts can be had, with its stat and whether it is a directory."""
+) -> Iterator[tuple[os.DirEntry[bytes], os.stat_result, bool, bool]]:
+    """Each entry whose facts can be had, with its stat and two of its kinds.
+
+    Whether it is a symbolic link, and whether it is (or leads to) a directory. One
+    that vanished, or whose link cannot be followed, is left out.
+    """
     for entry in entries:
         try:
+            is_link = entry.is_symlink()
             info = entry.stat()  # follows a symbolic link, as serving it would
         except OSError:
             continue
-        yield entry, info, stat.S_ISDIR(info.st_mode)
+        yield entry, info, is_link, stat.S_ISDIR(info.st_mode)
 
 
 def _send_pieces(
