@@ -205,6 +205,7 @@ class HTTPFactory(Factory):
         connections: the live connections.
         date_cache: shared ``Date`` value.
         shutting_down: set once :meth:`shut_down` was called.
+        at_capacity: whether accepting is paused at ``max_connections``.
     """
 
     noisy = False  # no "Starting factory" line per listener
@@ -227,7 +228,8 @@ class HTTPFactory(Factory):
         self._all_closed: list[Deferred[None]] = []
         # Listening ports to pause at max_connections (see connection_opened).
         self._listeners: list[Any] = []
-        self._accepting = True
+        # Whether accepting is paused at max_connections (read for every response).
+        self.at_capacity = False
         self._over_limit_logged = False
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -276,11 +278,6 @@ class HTTPFactory(Factory):
             self._all_closed.append(waiter)
         return waiter
 
-    @property
-    def at_capacity(self) -> bool:
-        """Whether accepting is paused at ``max_connections``."""
-        return not self._accepting
-
     def clients_waiting(self) -> bool:
         """Whether a connection waits in a paused listening port's backlog.
 
@@ -308,7 +305,7 @@ class HTTPFactory(Factory):
     def add_listener(self, port: Any) -> None:
         """Pause ``port`` (its ``stopReading``) while the connection limit is reached."""
         self._listeners.append(port)
-        if not self._accepting:
+        if self.at_capacity:
             port.stopReading()
         read = getattr(port, "doRead", None)
         if read is not None and type(getattr(port, "numberAccepts", None)) is int:
@@ -356,14 +353,14 @@ class HTTPFactory(Factory):
                 )
             return False
         self.connections.add(connection)
-        if self._accepting:
+        if not self.at_capacity:
             self._check_capacity()
         return True
 
     def connection_closed(self, connection: HTTP11Protocol) -> None:
         """Forget a closed connection; fire shutdown waiters when none are left."""
         self.connections.discard(connection)
-        if not self._accepting:
+        if self.at_capacity:
             self._check_capacity()
         if not self.connections and self._all_closed:
             waiters, self._all_closed = self._all_closed, []
@@ -381,8 +378,8 @@ class HTTPFactory(Factory):
         """
         limit = self.settings.max_connections
         full = bool(limit) and len(self.connections) >= limit
-        if full and self._accepting:
-            self._accepting = False
+        if full and not self.at_capacity:
+            self.at_capacity = True
             _log.warn(
                 "{count} connections open (max_connections): closing idle ones, new ones"
                 " wait until one closes",
@@ -398,8 +395,8 @@ class HTTPFactory(Factory):
                     drained += 1
                     if drained >= _IDLE_DRAIN_BATCH:
                         break
-        elif not full and not self._accepting:
-            self._accepting = True
+        elif not full and self.at_capacity:
+            self.at_capacity = False
             self._over_limit_logged = False
             _log.info("Accepting connections again")
             for port in self._listeners:
