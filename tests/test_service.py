@@ -557,16 +557,26 @@ class PausablePortEndpoint:
         return succeed(self.port)
 
 
+def limited_service(
+    max_connections: int,
+) -> tuple[HTTPFactory, Held, PausablePort, ServerService]:
+    """A started service at ``max_connections`` whose handler keeps its exchanges, on
+    a port that records being paused and resumed.
+    """
+    clock = MemoryReactorClock()
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(max_connections=max_connections), clock=clock)
+    endpoint = PausablePortEndpoint()
+    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
+    service.startService()
+    return factory, held, endpoint.port, service
+
+
 def test_at_max_connections_the_server_stops_accepting_until_one_closes() -> None:
     """As nginx at worker_connections: the listening port is paused at the limit
     (new connections wait in the backlog) and resumed when a connection closes.
     """
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=2), clock=clock)
-    endpoint = PausablePortEndpoint()
-    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
-    service.startService()
-    port = endpoint.port
+    factory, _, port, service = limited_service(2)
     first, _ = open_connection(factory)
     assert port.changes == []
     with capture_log_events() as events:
@@ -583,11 +593,7 @@ def test_connections_accepted_past_the_limit_in_one_read_are_closed_at_once() ->
     accepts up to 100 waiting connections in one read): those beyond the limit
     are closed at once instead of being served past it.
     """
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=2), clock=clock)
-    endpoint = PausablePortEndpoint()
-    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
-    service.startService()
+    factory, _, port, service = limited_service(2)
     opened = [open_connection(factory) for _ in range(2)]
     with capture_log_events() as events:
         late = [open_connection(factory) for _ in range(3)]
@@ -598,9 +604,9 @@ def test_connections_accepted_past_the_limit_in_one_read_are_closed_at_once() ->
     assert len(warnings) == 1
     for protocol, _ in late:
         protocol.connectionLost(Failure(ConnectionDone()))
-    assert len(factory.connections) == 2 and endpoint.port.changes == [False]
+    assert len(factory.connections) == 2 and port.changes == [False]
     opened[0][0].connectionLost(Failure(ConnectionDone()))
-    assert endpoint.port.changes == [False, True]
+    assert port.changes == [False, True]
     service.stopService()
 
 
@@ -629,17 +635,12 @@ def test_at_the_limit_a_response_gives_its_connection_up_for_those_waiting() -> 
     limit says Connection: close and closes (announced, so the client does not send
     its next request on a connection closing under it), and accepting resumes.
     """
-    clock = MemoryReactorClock()
-    held = Held()
-    factory = HTTPFactory(held, settings=HttpSettings(max_connections=2), clock=clock)
-    endpoint = PausablePortEndpoint()
-    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
-    service.startService()
+    factory, held, port, service = limited_service(2)
     (first, first_transport), (second, second_transport) = (
         open_connection(factory),
         open_connection(factory),
     )
-    assert endpoint.port.changes == [False]
+    assert port.changes == [False]
     first.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     [exchange] = held.exchanges
     exchange.start_response(204, [])
@@ -649,7 +650,7 @@ def test_at_the_limit_a_response_gives_its_connection_up_for_those_waiting() -> 
     assert (b"connection", b"close") in response.headers
     assert first_transport.disconnecting
     first.connectionLost(Failure(ConnectionDone()))
-    assert endpoint.port.changes == [False, True]
+    assert port.changes == [False, True]
     second.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # below the limit now
     held.exchanges[-1].start_response(204, [])
     held.exchanges[-1].finish()
@@ -665,12 +666,8 @@ def test_at_the_limit_an_idle_connection_is_closed_for_a_client_waiting() -> Non
     (the newcomer answered after 6 s instead of 1 in a review). It closes at once,
     as nginx drains a keep-alive connection when it needs one.
     """
-    clock = MemoryReactorClock()
-    held = Held()
-    factory = HTTPFactory(held, settings=HttpSettings(max_connections=2), clock=clock)
-    endpoint = PausablePortEndpoint()  # a port that cannot be asked counts as waited on
-    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
-    service.startService()
+    # Its port cannot be asked whether a client waits: it counts as waited on.
+    factory, held, _, service = limited_service(2)
     streaming, transport = open_connection(factory)
     streaming.dataReceived(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
     [exchange] = held.exchanges
@@ -684,15 +681,11 @@ def test_at_the_limit_an_idle_connection_is_closed_for_a_client_waiting() -> Non
 
 def test_a_port_closing_at_the_limit_is_not_resumed() -> None:
     """Once the service stops, a connection closing does not start the port again."""
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=1), clock=clock)
-    endpoint = PausablePortEndpoint()
-    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
-    service.startService()
+    factory, _, port, service = limited_service(1)
     protocol, _ = open_connection(factory)
     service.stopService()
     protocol.connectionLost(Failure(ConnectionDone()))
-    assert endpoint.port.changes == [False]
+    assert port.changes == [False]
 
 
 def test_max_connections_0_follows_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -736,17 +729,12 @@ def test_a_reload_raising_the_limit_resumes_accepting_at_once() -> None:
     """A paused server given a higher max_connections on reload accepts again without
     waiting for a connection to close (a long tunnel might never).
     """
-    clock = MemoryReactorClock()
-    held = Held()
-    factory = HTTPFactory(held, settings=HttpSettings(max_connections=1), clock=clock)
-    endpoint = PausablePortEndpoint()
-    service = ServerService(factory, [("tcp:8080", endpoint)], clock=clock)
-    service.startService()
+    factory, _, port, service = limited_service(1)
     protocol, _ = open_connection(factory)
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # busy: not drained
-    assert endpoint.port.changes == [False]
+    assert port.changes == [False]
     factory.update_settings(HttpSettings(max_connections=10))
-    assert endpoint.port.changes == [False, True]
+    assert port.changes == [False, True]
     service.stopService()
 
 
