@@ -548,25 +548,25 @@ def test_a_tls_key_that_does_not_load_names_the_files(
     assert "cannot load the private key or certificate" in capfd.readouterr().err
 
 
+#: The repository, where a `twistd` subprocess finds the test applications.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_config_command(*options: str) -> list[str]:
+    """The `twistd -n wsgi ... --check-config` command line serving tests.apps:hello."""
+    twistd = str(Path(sys.executable).parent / "twistd")
+    return [twistd, "--nodaemon", "wsgi", "--app", "tests.apps:hello", *options, "--check-config"]
+
+
 def test_check_config_shows_any_mount_path_on_any_terminal(tmp_path: Path) -> None:
     """A mount path in any script is listed in its columns (a CJK character is two
     wide), and a terminal that cannot show it (an ASCII locale) gets escapes instead
     of a UnicodeEncodeError traceback.
     """
     (tmp_path / "jp").mkdir()
-    command = [
-        str(Path(sys.executable).parent / "twistd"),
-        "--nodaemon",
-        "wsgi",
-        "--app",
-        "tests.apps:hello",
-        "--static",
-        f"/日本={tmp_path / 'jp'}",
-        "--check-config",
-    ]
-    root = Path(__file__).resolve().parent.parent
+    command = check_config_command("--static", f"/日本={tmp_path / 'jp'}")
     shown = subprocess.run(
-        command, cwd=root, capture_output=True, text=True, timeout=60, check=False
+        command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert shown.returncode == 0, shown.stderr
     columns = 5  # "/" and two characters two columns wide each
@@ -574,7 +574,7 @@ def test_check_config_shows_any_mount_path_on_any_terminal(tmp_path: Path) -> No
     assert line in shown.stdout.splitlines()
     ascii_only = subprocess.run(
         command,
-        cwd=root,
+        cwd=ROOT,
         capture_output=True,
         timeout=60,
         check=False,
@@ -593,18 +593,10 @@ def test_check_config_read_by_head_is_no_error(tmp_path: Path) -> None:
     for number in range(2000):  # a listing longer than a pipe's buffer
         (tmp_path / f"d{number}").mkdir()
         statics += ["--static", f"/s{number}={tmp_path / f'd{number}'}"]
-    command = [
-        str(Path(sys.executable).parent / "twistd"),
-        "--nodaemon",
-        "wsgi",
-        "--app",
-        "tests.apps:hello",
-        *statics,
-        "--check-config",
-    ]
-    root = Path(__file__).resolve().parent.parent
     read, write = os.pipe()
-    with subprocess.Popen(command, cwd=root, stdout=write, stderr=subprocess.PIPE) as server:
+    with subprocess.Popen(
+        check_config_command(*statics), cwd=ROOT, stdout=write, stderr=subprocess.PIPE
+    ) as server:
         os.close(write)
         with os.fdopen(read, "rb") as reader:
             reader.readline()  # head -1
