@@ -781,21 +781,28 @@ def test_empty_chunks_after_a_full_body_end_the_response(threaded: bool) -> None
     assert len(pulled) <= 1
 
 
+@contextlib.contextmanager
+def one_worker() -> Iterator[tuple[CallQueue, TrackingPool]]:
+    """One real worker thread, and a reactor whose calls the test runs (CallQueue)."""
+    calls = CallQueue()
+    pool = TrackingPool(1)
+    pool.start()
+    try:
+        yield calls, pool
+    finally:
+        pool.stop()
+
+
 def test_a_worker_stops_at_the_length_before_the_reactor_has_sent_anything() -> None:
     """The worker runs ahead of the reactor (up to IN_FLIGHT_HIGH_WATER queued): it
     knows from the head itself when the body is complete, and stops there.
     """
     stream = Stream(b"0123456789", [*TEXT, ("Content-Length", "20")])
-    calls = CallQueue()
-    pool = TrackingPool(1)
-    pool.start()
-    try:
+    with one_worker() as (calls, pool):
         connection = connect(WSGIHandler(validator(stream), reactor=calls, threadpool=pool))
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(lambda: stream.closed == 1)
         calls.run_until(lambda: pool.idle)
-    finally:
-        pool.stop()
     assert stream.pulled == 2
     [response] = parse_responses(connection.take())
     assert response.body == b"01234567890123456789"
@@ -970,17 +977,12 @@ def test_close_is_called_once_when_the_client_goes_away_mid_stream() -> None:
         start_response("200 OK", TEXT)
         return Body()
 
-    calls = CallQueue()
-    pool = TrackingPool(1)
-    pool.start()
-    try:
+    with one_worker() as (calls, pool):
         connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(lambda: len(produced) >= 3)
         connection.protocol.connectionLost(Failure(ConnectionLost()))
         calls.run_until(lambda: pool.idle)
-    finally:
-        pool.stop()
     assert closed == [True]
     assert len(produced) < 1000
 
@@ -1151,10 +1153,7 @@ def test_worker_thread_waits_while_the_client_is_not_reading() -> None:
             produced.append(number)
             yield chunk
 
-    calls = CallQueue()
-    pool = TrackingPool(1)
-    pool.start()
-    try:
+    with one_worker() as (calls, pool):
         connection = connect(WSGIHandler(validator(app), reactor=calls, threadpool=pool))
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(lambda: len(produced) >= 1)
@@ -1168,8 +1167,6 @@ def test_worker_thread_waits_while_the_client_is_not_reading() -> None:
         assert len(produced) == stalled_at
         connection.protocol.resumeProducing()
         calls.run_until(lambda: pool.idle)
-    finally:
-        pool.stop()
     assert len(produced) == 2000
     [response] = parse_responses(connection.take())
     assert len(response.body) == 2000 * len(chunk)
@@ -1250,18 +1247,13 @@ def test_write_after_the_client_left_raises_client_disconnected() -> None:
             outcome.append("disconnected")
         return []
 
-    calls = CallQueue()
-    pool = TrackingPool(1)
-    pool.start()
-    try:
+    with one_worker() as (calls, pool):
         connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(started.is_set)
         connection.protocol.connectionLost(Failure(ConnectionLost()))
         resume.set()
         calls.run_until(lambda: pool.idle)
-    finally:
-        pool.stop()
     assert outcome == ["disconnected"]
 
 
@@ -1280,23 +1272,17 @@ def test_an_application_stopped_by_its_client_is_not_logged_as_failing(body: str
         start_response("200 OK", TEXT)
         return [b"read"]
 
-    calls = CallQueue()
-    pool = TrackingPool(1)
-    pool.start()
-    try:
-        with capture_log_events() as events:
-            connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
-            connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n")
-            chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
-            connection.send(chunk * 2)  # past what is read before the application runs
-            calls.run_until(started.is_set)
-            if body == "oversized":
-                connection.send(chunk * 18)  # 1.25 MiB in all, over the 1 MiB max_body
-            else:
-                connection.protocol.connectionLost(Failure(ConnectionLost()))
-            calls.run_until(lambda: pool.idle)
-    finally:
-        pool.stop()
+    with one_worker() as (calls, pool), capture_log_events() as events:
+        connection = connect(WSGIHandler(app, reactor=calls, threadpool=pool))
+        connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        connection.send(chunk * 2)  # past what is read before the application runs
+        calls.run_until(started.is_set)
+        if body == "oversized":
+            connection.send(chunk * 18)  # 1.25 MiB in all, over the 1 MiB max_body
+        else:
+            connection.protocol.connectionLost(Failure(ConnectionLost()))
+        calls.run_until(lambda: pool.idle)
     if body == "oversized":
         assert [response.status for response in parse_responses(connection.take())] == [413]
     critical = [
