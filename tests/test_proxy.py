@@ -1574,6 +1574,23 @@ def test_a_waiter_does_not_take_a_connection_with_unread_input(stray: bytes | No
         assert one_response(b).body == b"ok"
 
 
+def test_a_full_read_followed_by_the_upstream_close_is_quiet() -> None:
+    """After a read as large as the transport takes, the socket holds the upstream's
+    close: the connection is not pooled, and no warning speaks of stray bytes.
+    """
+    setup = make_proxy()
+    endpoint = setup.endpoint()
+    with socket_backed(endpoint, read_size=len(OK)) as upstream_end:
+        client = setup.client()
+        get(client, b"/a")
+        upstream_end.shutdown(socket.SHUT_WR)
+        with capture_log_events() as events:
+            endpoint.last.respond(OK)
+        assert one_response(client).body == b"ok"
+        assert setup.handler.group.peers[0].target.idle == []
+        assert [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn] == []
+
+
 def test_a_waiter_takes_a_quiet_socket_backed_connection() -> None:
     """The socket asked says nothing waits: the released connection is reused."""
     setup = make_proxy(max_conns=1)
