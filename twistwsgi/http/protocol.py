@@ -279,14 +279,16 @@ class HTTPFactory(Factory):
         return waiter
 
     def clients_waiting(self) -> bool:
-        """Whether a connection waits in a paused listening port's backlog.
+        """Whether, at ``max_connections``, a connection waits in a paused port's backlog.
 
-        The listening socket is readable then. Asked only at the limit, where
-        keep-alive connections give their place up for those waiting, and only
-        then: with nobody waiting, a pool of clients sized to the limit keeps its
-        connections. A port whose socket cannot be asked counts as waited on, and
-        so does a factory given no port (its clients are unknown).
+        The listening socket is readable then. Keep-alive connections give their
+        place up for those waiting, and only then: with nobody waiting, a pool of
+        clients sized to the limit keeps its connections. Below the limit nobody
+        waits. A port whose socket cannot be asked counts as waited on, and so does
+        a factory given no port (its clients are unknown).
         """
+        if not self.at_capacity:
+            return False
         if not self._listeners:
             return True
         for port in self._listeners:
@@ -1303,8 +1305,7 @@ class HTTP11Protocol(Protocol):
             self.resume_reading("pipeline")
         self._kept_alive = True
         if self._read is _Read.IDLE:
-            factory = self._factory
-            if factory.at_capacity and factory.clients_waiting():
+            if self._factory.clients_waiting():
                 # A client waits at max_connections and this response's head promised
                 # keep-alive before it came: the idle connection gives its place up
                 # now, as nginx drains a keep-alive connection when it needs one.
@@ -1621,9 +1622,8 @@ class HTTP11Protocol(Protocol):
         connections when it needs one; announcing the close spares the client a
         request sent on a connection closing under it).
         """
-        factory = self._factory
         return (
-            (factory.at_capacity and factory.clients_waiting())
+            self._factory.clients_waiting()
             or self._close_when_idle
             or (self._upgraded and len(self._queue) <= 1 and self._upgrade_tail != b"")
             or self._factory.shutting_down
