@@ -531,6 +531,13 @@ def test_trusted_proxies_accept_unix_sockets(tmp_path: Path) -> None:
     assert "site.toml: server.trusted_proxies: 'unix:/run/x' is not an IP address" in message
 
 
+def test_request_buffering_is_a_switch_off_by_default(tmp_path: Path) -> None:
+    assert load(tmp_path, ONE_HOST).request_buffering is False
+    assert load(tmp_path, "[server]\nrequest_buffering = true\n" + ONE_HOST).request_buffering
+    message = error_of(tmp_path, '[server]\nrequest_buffering = "sometimes"\n' + ONE_HOST)
+    assert "site.toml: server.request_buffering: expected true or false" in message
+
+
 def test_server_table_paths_are_read_from_the_files_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

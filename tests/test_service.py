@@ -27,9 +27,11 @@ from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.protocol import HTTP11Protocol, HTTPFactory
 from twistwsgi.http.settings import HttpSettings
+from twistwsgi.routing import Router
 from twistwsgi.service import ListenError, ServerService, StartError, make_factory, make_service
 from twistwsgi.testing import capture_log_events, parse_responses
 from twistwsgi.threads import WorkerPool
+from twistwsgi.wsgi import WSGIHandler
 
 
 class Held:
@@ -816,6 +818,36 @@ def test_reload_keeps_the_application_of_the_library_form() -> None:
     [response] = parse_responses(request(service, b"a", b"/"))
     assert response.body == b"Hello, World!"
     service.stopService()
+
+
+def app_handler(service: ServerService, host: str = "a") -> WSGIHandler:
+    """The WSGI handler mounted at / for ``host``."""
+    router = service.factory.handler
+    assert isinstance(router, Router)
+    mounts = router.table.hosts.lookup(host)
+    assert mounts is not None
+    mount = mounts.lookup(b"/")
+    assert mount is not None
+    assert isinstance(mount.target, WSGIHandler)
+    return mount.target
+
+
+def test_request_buffering_reaches_every_application_and_a_reload_changes_it() -> None:
+    """The setting reaches the applications of the configuration (and of the
+    library form), and a SIGHUP reload switches it for new requests.
+    """
+    given = {"app": "tests.apps:hello", "access_log": "off", "request_buffering": "on"}
+    service, _clock = serve(given)
+    assert app_handler(service).request_buffering
+    assert service.reload(cli.load_config({**given, "threads": "0", "request_buffering": "off"}))
+    assert not app_handler(service).request_buffering
+    service.stopService()
+    library = make_service(
+        ServerConfig(threads=0, access_log="off", request_buffering=True),
+        hello,
+        reactor=MemoryReactorClock(),
+    )
+    assert app_handler(library).request_buffering
 
 
 @implementer(IStreamServerEndpoint)

@@ -458,6 +458,62 @@ class LoopbackTests(TestCase):
         }
         self.assertEqual(statuses, {b"/block": 200, b"/upload": 499})
 
+    async def test_request_buffering_keeps_a_slow_upload_off_the_only_thread(self) -> None:
+        """With request_buffering and one worker thread, half an upload sits in the
+        server while another client's GET is answered; then the rest arrives and
+        the application gets the whole body, described by its length. A chunked
+        upload from http.client arrives with a CONTENT_LENGTH the same way.
+        """
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            pieces = []
+            while piece := environ["wsgi.input"].read(65536):
+                pieces.append(piece)
+            body = b"".join(pieces)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            described = environ.get("CONTENT_LENGTH", "").encode()
+            return [b"%d %s %s" % (len(body), described, hashlib.sha256(body).hexdigest().encode())]
+
+        pool = WorkerPool(1, name="twistwsgi-buffering-test")
+        pool.start()
+        self.addCleanup(pool.stop)
+        factory = make_factory(
+            app,
+            reactor=global_reactor,
+            threadpool=pool,
+            settings=HttpSettings(max_body=0),
+            request_buffering=True,
+        )
+        port: IListeningPort = await serverFromString(
+            global_reactor, "tcp:0:interface=127.0.0.1"
+        ).listen(factory)
+        self.addCleanup(port.stopListening)
+        address = self.address(port)
+        body = os.urandom(3 * 1024 * 1024)
+        expected = b"%d %d %s" % (len(body), len(body), hashlib.sha256(body).hexdigest().encode())
+
+        def clients() -> tuple[bytes, bytes, bytes]:
+            upload = http.client.HTTPConnection(*address, timeout=30)
+            upload.putrequest("PUT", "/slow")
+            upload.putheader("Content-Length", str(len(body)))
+            upload.endheaders()
+            upload.send(body[: len(body) // 2])
+            other = http.client.HTTPConnection(*address, timeout=30)
+            other.request("GET", "/other")
+            meanwhile = other.getresponse().read()
+            upload.send(body[len(body) // 2 :])
+            uploaded = upload.getresponse().read()
+            other.request("POST", "/chunked", body=iter([body[:1000], body[1000:]]))
+            chunked = other.getresponse().read()
+            upload.close()
+            other.close()
+            return meanwhile, uploaded, chunked
+
+        meanwhile, uploaded, chunked = await self.in_thread(clients)
+        self.assertEqual(meanwhile.split(b" ")[0], b"0")
+        self.assertEqual(uploaded, expected)
+        self.assertEqual(chunked, expected)
+
     async def test_http_client_reuses_one_connection(self) -> None:
         """Three requests go over one persistent connection."""
         port, _factory = await self.serve(apps.environ)

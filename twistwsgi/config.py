@@ -868,6 +868,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body accepted (413 above, decided from Content-Length before"
         " the body is read). 0 means no limit.",
     ),
+    Setting(
+        "request_buffering",
+        SWITCH,
+        False,
+        "Receive each request body whole before an application gets a thread (nginx's"
+        " proxy_request_buffering), so a slow upload holds none: bodies over 1 MiB wait"
+        " in an unlinked temporary file in TMPDIR, 100 Continue is sent at once, and a"
+        " chunked body reaches the application with a CONTENT_LENGTH. Off: a body over"
+        " 64 KiB is streamed to the application as it arrives. (With --threads 0 bodies"
+        " are always received whole.) Applied again on SIGHUP.",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -1292,6 +1303,8 @@ class ServerConfig:
         threads: worker threads; 0 runs the application in the reactor thread.
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         trusted_proxies: networks whose forwarding headers are believed.
+        request_buffering: whether request bodies are received whole before an
+            application gets a thread.
         graceful_timeout: seconds in-flight requests get on shutdown.
         tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
         tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
@@ -1308,6 +1321,7 @@ class ServerConfig:
     threads: int = 10
     access_log: str | None = None
     trusted_proxies: tuple[str, ...] = ()
+    request_buffering: bool = False
     graceful_timeout: float = 30.0
     tls_min_version: str = "1.2"
     tls_ciphers: str | None = None
@@ -1740,6 +1754,7 @@ def build_config(
         threads=resolved["threads"],
         access_log=resolved["access_log"],
         trusted_proxies=resolved["trusted_proxies"],
+        request_buffering=resolved["request_buffering"],
         graceful_timeout=resolved["graceful_timeout"],
         tls_min_version=resolved["tls_min_version"],
         tls_ciphers=resolved["tls_ciphers"],

@@ -85,6 +85,7 @@ def make_factory(
     response_log: ResponseLog | None = None,
     script_name: bytes = b"",
     trusted_proxies: Sequence[str] = (),
+    request_buffering: bool = False,
 ) -> HTTPFactory:
     """Build the server factory that answers every request with ``app``.
 
@@ -103,6 +104,8 @@ def make_factory(
         trusted_proxies: addresses or CIDR networks (and ``unix:``) of proxies in
             front, whose forwarding fields the application sees; from other clients
             those fields are dropped (see ``--trusted-proxies``).
+        request_buffering: receive each request body whole before the application
+            gets a thread (see ``--request-buffering``).
 
     Raises:
         TypeError, ValueError: for a ``script_name`` that is not bytes starting
@@ -117,6 +120,7 @@ def make_factory(
         reactor=reactor,
         threadpool=threadpool,
         trusted_proxies=TrustedProxies(trusted_proxies),
+        request_buffering=request_buffering,
     )
     return HTTPFactory(
         Router(_one_mount(script_name.rstrip(b"/"), handler)),
@@ -680,6 +684,7 @@ class _ApplicationSite(SiteBuilder):
             reactor=self._reactor,
             threadpool=self._threadpool,
             trusted_proxies=TrustedProxies(config.trusted_proxies),
+            request_buffering=config.request_buffering,
         )
         return _one_mount(b"", handler)
 

@@ -133,6 +133,7 @@ class SiteBuilder:
                     script_name=mount.prefix,
                     accel=accel if mount.options.get("x_accel_redirect") else None,
                     trusted_proxies=trusted,
+                    request_buffering=config.request_buffering,
                 )
             elif mount.kind != "static":
                 builder = self._builders.get(mount.kind)

@@ -12,7 +12,9 @@ Two ways to run an application:
   :data:`IN_FLIGHT_HIGH_WATER` bytes wait in the reactor's queue, so memory stays
   bounded whatever the response size. ``wsgi.input`` streams the body from the
   reactor through a bounded buffer; the first read sends ``100 Continue`` when the
-  client asked for it, so an application can refuse a large upload unread.
+  client asked for it, so an application can refuse a large upload unread. With
+  ``request_buffering`` the body is instead received whole in the reactor first (as
+  in the reactor-thread mode below), so a slow upload holds no worker thread.
 * In the reactor thread (``threads = 0``), for applications that never block. The
   body is received whole first (spooled to disk past :data:`SPOOL_SIZE`), then the
   application runs; a streamed result is pulled one chunk at a time as the client
@@ -81,7 +83,8 @@ WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[
 IN_FLIGHT_HIGH_WATER = 256 * 1024
 #: Request body bytes buffered for ``wsgi.input`` before the client is paused.
 INPUT_HIGH_WATER = 256 * 1024
-#: Request bodies above this size are spooled to a temporary file in inline mode.
+#: A request body received whole before its application runs (inline mode, or
+#: ``request_buffering``) is kept in memory up to this size, in a temporary file above.
 SPOOL_SIZE = 1024 * 1024
 
 _TOKEN = re.compile(TOKEN)
@@ -342,6 +345,11 @@ class WSGIHandler:
         trusted_proxies: the clients whose forwarding fields the application sees
             (and whose ``X-Forwarded-Proto`` sets ``wsgi.url_scheme``); from others
             those fields are dropped. ``None`` trusts no one.
+        request_buffering: whether a request body is received whole before the
+            application is given a thread (nginx's ``proxy_request_buffering``), so
+            a slow upload holds none; without, a body past the protocol's dispatch
+            buffer is streamed to the application as it arrives. (In the reactor
+            thread a body is always received whole.)
     """
 
     def __init__(
@@ -354,9 +362,11 @@ class WSGIHandler:
         multiprocess: bool = False,
         accel: AccelResolver | None = None,
         trusted_proxies: TrustedProxies | None = None,
+        request_buffering: bool = False,
     ) -> None:
         self.app = app
         self.accel = accel
+        self.request_buffering = request_buffering
         # None when no address is trusted: the per-request check is then skipped.
         self.trusted_proxies = trusted_proxies if trusted_proxies else None
         self.script_name = script_name.rstrip(b"/")
@@ -390,6 +400,13 @@ class WSGIHandler:
                 script_name = b""
         if self._threadpool is None:
             _InlineCall(self, exchange, script_name, path_info).start()
+        elif self.request_buffering and exchange.request.has_body:
+
+            def received(body: IO[bytes], size: int) -> None:
+                call = _ThreadedCall(self, exchange, script_name, path_info, (body, size))
+                after_batch(self._start_in_thread, call)
+
+            _BodySpool(exchange, received)
         else:
             call = _ThreadedCall(self, exchange, script_name, path_info)
             # Queued when the reactor has handled its batch of events (see after_batch).
@@ -406,6 +423,7 @@ class WSGIHandler:
             self._threadpool.callInThread(call.run)
         except Exception:
             _log.failure("The thread pool did not take a request")
+            call.close_spooled_body()
             call.answer_error()
 
     def environ_for(
@@ -512,6 +530,76 @@ def _close_result(result: object, request: RequestHead) -> None:
                 method=request.method.decode("latin-1"),
                 target=request.target.decode("latin-1"),
             )
+
+
+class _BodySpool:
+    """Receives a request body whole, before its application runs (reactor thread).
+
+    For the reactor-thread mode (the application cannot wait for the network) and
+    for ``request_buffering`` (a slow upload holds no worker thread meanwhile, as
+    nginx in front of gunicorn would buffer it). The body is kept in memory up to
+    :data:`SPOOL_SIZE` and in an unlinked temporary file (in ``TMPDIR``) beyond, so
+    nothing is left behind however the process ends; the writes happen in the
+    reactor thread, as nginx writes its ``client_body_temp`` files without ``aio``.
+    ``100 Continue`` goes out at once: the application cannot be asked first.
+    ``complete`` gets the file (at its start) and the body's size. A body the
+    protocol fails (malformed, too large, stalled, lost) is dropped, and the
+    protocol answers it; a body that cannot be stored is a 500.
+    """
+
+    def __init__(self, exchange: Exchange, complete: Callable[[IO[bytes], int], None]) -> None:
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115
+        self._size = 0
+        self._exchange = exchange
+        self._complete = complete
+        self._failed = False
+        exchange.continue_body()
+        exchange.receive_body(self)
+
+    def body_received(self, data: bytes) -> None:
+        """Store a piece of the body."""
+        if self._failed:
+            return  # the 500 is out; the protocol discards the rest
+        try:
+            self.file.write(data)
+        except OSError as error:  # a full or read-only TMPDIR
+            self._failed = True
+            self.file.close()
+            request = self._exchange.request
+            _log.error(
+                "Could not store the request body of {method} {target}: {error}",
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+                error=error,
+            )
+            exchange = self._exchange
+            if not exchange.finished:
+                exchange.start_response(500, list(_ERROR_HEADERS))
+                exchange.finish(_ERROR_BODY)
+            return
+        self._size += len(data)
+
+    def body_finished(self) -> None:
+        """Hand the complete body on."""
+        if self._failed:
+            return
+        self.file.seek(0)
+        self._complete(self.file, self._size)
+
+    def body_failed(self, reason: Exception) -> None:
+        """The protocol answers a failed body itself; drop what was stored."""
+        self.file.close()
+
+
+def _received_whole(environ: dict[str, Any], size: int) -> None:
+    """Describe a body received whole as what it now is: ``size`` bytes.
+
+    A chunked body then reaches the application with a ``CONTENT_LENGTH`` and
+    without its ``Transfer-Encoding``, as nginx passes a buffered body on: many
+    frameworks (Django among them) read no body without a ``CONTENT_LENGTH``.
+    """
+    environ["CONTENT_LENGTH"] = str(size)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
 
 
 class _ThreadedInput:
@@ -688,7 +776,12 @@ class _ThreadedCall:
     """
 
     def __init__(
-        self, handler: WSGIHandler, exchange: Exchange, script_name: bytes, path_info: bytes
+        self,
+        handler: WSGIHandler,
+        exchange: Exchange,
+        script_name: bytes,
+        path_info: bytes,
+        spooled: tuple[IO[bytes], int] | None = None,
     ) -> None:
         self._handler = handler
         self._exchange = exchange
@@ -705,7 +798,10 @@ class _ThreadedCall:
         self._headers: list[tuple[bytes, bytes]] | None = None
         self._head_sent = False
         self._input: _ThreadedInput | None = None
-        if exchange.request.has_body:
+        # A body received whole (request_buffering), with its size; the worker
+        # closes it when the call is over.
+        self._spooled = spooled
+        if spooled is None and exchange.request.has_body:
             self._input = _ThreadedInput(exchange, handler.inbox)
             exchange.receive_body(self._input)
         exchange.on_close(self._exchange_closed)
@@ -777,6 +873,11 @@ class _ThreadedCall:
     def _deliver_file(self, status: int, reason: bytes, response: _FileResponse) -> None:
         _send_file_result(self._exchange, status, reason, response)
 
+    def close_spooled_body(self) -> None:
+        """Close the body received whole, if any (when no worker will run the call)."""
+        if self._spooled is not None:
+            self._spooled[0].close()
+
     def answer_error(self) -> None:
         """Answer 500, or abort a response already started (reactor thread)."""
         exchange = self._exchange
@@ -792,6 +893,12 @@ class _ThreadedCall:
 
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
+        try:
+            self._run()
+        finally:
+            self.close_spooled_body()
+
+    def _run(self) -> None:
         if self._gone:
             # The client left while the request waited for a thread (the access log
             # has its 499): no application call for an answer nobody will read, and
@@ -807,7 +914,11 @@ class _ThreadedCall:
             self._call_from_thread(exchange.drop_departed_client)
             return
         environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
-        environ["wsgi.input"] = self._input if self._input is not None else io.BytesIO()
+        if self._spooled is not None:
+            environ["wsgi.input"], size = self._spooled
+            _received_whole(environ, size)
+        else:
+            environ["wsgi.input"] = self._input if self._input is not None else io.BytesIO()
         result: Iterable[bytes] | None = None
         handed_over = False
         thread = threading.get_ident()
@@ -1041,39 +1152,21 @@ class _InlineCall:
         """Receive the body if there is one, then run the application."""
         exchange = self._exchange
         if exchange.request.has_body:
-            # Closed in _exchange_closed, when the exchange ends.
-            exchange.on_close(self._exchange_closed)
-            self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115
-            # The application cannot be asked first: it runs only on a complete body.
-            exchange.continue_body()
-            exchange.receive_body(self)
+            _BodySpool(exchange, self._run)  # (which drops a body that fails)
         else:
-            self._run(io.BytesIO())
-
-    # -- body receiver ------------------------------------------------------------------
-
-    def body_received(self, data: bytes) -> None:
-        """Spool a piece of the body."""
-        assert self._body is not None
-        self._body.write(data)
-
-    def body_finished(self) -> None:
-        """Run the application on the complete body."""
-        assert self._body is not None
-        self._body.seek(0)
-        self._run(self._body)
-
-    def body_failed(self, reason: Exception) -> None:
-        """The protocol answers a failed body itself; drop what was spooled."""
-        if self._body is not None:
-            self._body.close()
+            self._run(io.BytesIO(), None)
 
     # -- the call --------------------------------------------------------------------------
 
-    def _run(self, body: IO[bytes]) -> None:
+    def _run(self, body: IO[bytes], size: int | None) -> None:
         exchange = self._exchange
         environ = self._handler.environ_for(exchange, self._script_name, self._path_info)
         environ["wsgi.input"] = body
+        if size is not None:
+            _received_whole(environ, size)
+            # Closed in _exchange_closed, when the exchange ends.
+            self._body = body
+            exchange.on_close(self._exchange_closed)
         self._errors = environ["wsgi.errors"]
         try:
             result = self._handler.app(environ, self._start_response)
