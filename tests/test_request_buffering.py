@@ -23,6 +23,8 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.testing import (
     CallQueue,
     Connection,
+    QueueingPool,
+    RefusingPool,
     SynchronousReactorThreads,
     TrackingPool,
     capture_log_events,
@@ -37,21 +39,6 @@ TEXT = [("Content-Type", "text/plain")]
 #: Larger than what the protocol receives before it hands a request over, so
 #: without buffering the application would be called before the body is complete.
 SIZE = DISPATCH_BUFFER * 3
-
-
-class QueueingPool:
-    """Keeps calls until the test runs them, as a pool whose threads are all busy."""
-
-    def __init__(self) -> None:
-        self.calls: list[Callable[[], Any]] = []
-
-    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self.calls.append(lambda: func(*args, **kwargs))
-
-    def run_all(self) -> None:
-        calls, self.calls = self.calls, []
-        for call in calls:
-            call()
 
 
 class Recorder:
@@ -317,11 +304,6 @@ def test_the_body_is_let_go_when_the_application_is_done(spools: list[Any]) -> N
     pool.run_all()
     assert spool.closed
     assert parse_responses(connection.take())[0].status == 200
-
-
-class RefusingPool:
-    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("cannot schedule new futures after shutdown")
 
 
 def test_a_buffered_request_the_pool_refuses_is_a_500(spools: list[Any]) -> None:

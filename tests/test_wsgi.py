@@ -32,6 +32,8 @@ from twistwsgi.testing import (
     CallQueue,
     Connection,
     PullingTransport,
+    QueueingPool,
+    RefusingPool,
     SynchronousReactorThreads,
     SynchronousThreadPool,
     TrackingPool,
@@ -1481,16 +1483,6 @@ def test_wsgi_errors_is_one_stream_per_request(threaded: bool) -> None:
     assert lines == ["request A: partial", "request B: complete"]
 
 
-class _QueueingPool:
-    """Keeps calls until the test runs them, as a pool whose threads are all busy."""
-
-    def __init__(self) -> None:
-        self.calls: list[Callable[[], Any]] = []
-
-    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self.calls.append(lambda: func(*args, **kwargs))
-
-
 def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
     """A request still waiting for a thread when its client disconnects never
     reaches the application: the thread goes to requests someone waits for.
@@ -1502,7 +1494,7 @@ def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
         start_response("200 OK", TEXT)
         return [b"ok"]
 
-    pool = _QueueingPool()
+    pool = QueueingPool()
     handler = WSGIHandler(app, reactor=SynchronousReactorThreads(), threadpool=pool)
     gone = connect(handler)
     gone.send(b"GET /gone HTTP/1.1\r\n" + HOST + b"\r\n")
@@ -1525,7 +1517,7 @@ def test_a_request_read_in_a_batch_of_events_goes_to_a_thread_when_the_batch_end
         start_response("200 OK", TEXT)
         return [b"ok"]
 
-    pool = _QueueingPool()
+    pool = QueueingPool()
     handler = WSGIHandler(validator(app), reactor=SynchronousReactorThreads(), threadpool=pool)
     connection = connect(handler)
     assert start_batch()
@@ -1543,20 +1535,13 @@ def test_a_request_read_in_a_batch_of_events_goes_to_a_thread_when_the_batch_end
     assert len(pool.calls) == 2
 
 
-class _RefusingPool:
-    """A pool that takes no work (an executor after shutdown, a pool shedding load)."""
-
-    def callInThread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("cannot schedule new futures after shutdown")
-
-
 @pytest.mark.parametrize("in_batch", [True, False], ids=["in a batch", "outside a batch"])
 def test_a_request_the_pool_refuses_is_a_500(in_batch: bool) -> None:
     """Handed over at the end of a batch, the refusal reaches no handler that could
     answer for it: the hand-over itself answers 500 (as outside a batch).
     """
     handler = WSGIHandler(
-        validator(hello), reactor=SynchronousReactorThreads(), threadpool=_RefusingPool()
+        validator(hello), reactor=SynchronousReactorThreads(), threadpool=RefusingPool()
     )
     connection = connect(handler)
     with capture_log_events() as events:

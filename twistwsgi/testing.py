@@ -33,6 +33,8 @@ __all__ = [
     "Connection",
     "ParsedResponse",
     "PullingTransport",
+    "QueueingPool",
+    "RefusingPool",
     "SynchronousReactorThreads",
     "SynchronousThreadPool",
     "TrackingPool",
@@ -53,6 +55,35 @@ class SynchronousThreadPool:
     def callInThread(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         """Run ``func`` now."""
         func(*args, **kwargs)
+
+
+class QueueingPool:
+    """A thread pool that keeps each call until the test runs it (all threads busy).
+
+    Attributes:
+        calls: the calls not yet run, in order.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+
+    def callInThread(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Keep ``func`` for later."""
+        self.calls.append(lambda: func(*args, **kwargs))
+
+    def run_all(self) -> None:
+        """Run the calls kept so far, in this thread."""
+        calls, self.calls = self.calls, []
+        for call in calls:
+            call()
+
+
+class RefusingPool:
+    """A thread pool that takes no work (an executor after shutdown)."""
+
+    def callInThread(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Refuse ``func``."""
+        raise RuntimeError("cannot schedule new futures after shutdown")
 
 
 @implementer(IReactorFromThreads)
