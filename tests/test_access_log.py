@@ -28,6 +28,7 @@ from twistwsgi.access_log import AccessLog, escape, format_combined, log_time
 from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.sendfile import READ_CHUNK
 from twistwsgi.http.settings import HttpSettings
+from twistwsgi.log_format import LogFormat
 from twistwsgi.static import StaticHandler, StaticOptions
 from twistwsgi.testing import (
     Connection,
@@ -75,6 +76,7 @@ class FakeExchange:
     status: int = 200
     body_sent: int = 13
     client_closed: bool = False
+    started: float = 0.0
 
 
 def unescape(text: str) -> bytes:
@@ -348,7 +350,10 @@ class Hello:
 
 @contextmanager
 def logged(
-    handler: Handler, transport: StringTransport | None = None, **settings: Any
+    handler: Handler,
+    transport: StringTransport | None = None,
+    log_format: LogFormat | None = None,
+    **settings: Any,
 ) -> Iterator[tuple[Connection, Callable[[], list[str]]]]:
     """One in-memory connection to ``handler`` with an access log to the Twisted log.
 
@@ -356,7 +361,7 @@ def logged(
     """
     clock = Clock()
     clock.advance(971186136)
-    log = AccessLog("", clock=clock)
+    log = AccessLog("", clock=clock, log_format=log_format)
     connection = connect(
         handler,
         settings=HttpSettings(**settings),
@@ -706,3 +711,74 @@ def test_head_timeout_after_the_request_line_logs_it_whole(
         connection.clock.advance(10.5)
         sent = body_length(connection)
         assert lines() == [f'127.0.0.1 - - {STAMP_LATER} "{request_field}" 408 {sent} "-" "-"']
+
+
+# -- $request_time ----------------------------------------------------------------------
+
+TIMED = LogFormat('"$request" $status $request_time')
+
+
+def test_request_time_runs_from_the_first_byte_to_the_end_of_the_response() -> None:
+    """As nginx's $request_time: from the request's first byte (a head that trickled
+    in counts) to the end of its response; a kept-alive connection's idle time
+    before the next request does not.
+    """
+    held = Held()
+    with logged(held, log_format=TIMED) as (connection, lines):
+        connection.send(b"GET /one HTTP/1.1\r\n")
+        connection.clock.advance(2)
+        connection.send(b"Host: a\r\n\r\n")
+        connection.clock.advance(1.25)
+        held.exchanges[0].start_response(200, [])
+        held.exchanges[0].finish(b"ok")
+        connection.clock.advance(4)  # idle, kept alive
+        connection.send(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        connection.clock.advance(0.5)
+        held.exchanges[1].start_response(200, [])
+        held.exchanges[1].finish(b"ok")
+        assert lines() == ['"GET /one HTTP/1.1" 200 3.250', '"GET /two HTTP/1.1" 200 0.500']
+
+
+def test_a_request_behind_a_body_is_timed_from_the_read_that_brought_it() -> None:
+    """A request that begins in the read that ends the body before it starts then,
+    not with the request before it.
+    """
+    held = Held()
+    with logged(held, log_format=TIMED) as (connection, lines):
+        connection.send(b"POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n")
+        connection.clock.advance(1)
+        connection.send(b"okGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        connection.clock.advance(1)
+        held.exchanges[0].start_response(200, [])
+        held.exchanges[0].finish(b"ok")
+        held.exchanges[1].start_response(200, [])
+        held.exchanges[1].finish(b"ok")
+        assert lines() == ['"POST /one HTTP/1.1" 200 2.000', '"GET /two HTTP/1.1" 200 1.000']
+
+
+def test_a_request_parsed_while_reading_is_paused_is_timed_from_then() -> None:
+    """Behind two pipelined requests reading is paused; bytes parsed meanwhile (a
+    read already under way, or held-back bytes replayed) start their request's
+    time when they are parsed, not with the request before.
+    """
+    held = Held()
+    with logged(held, log_format=TIMED) as (connection, lines):
+        connection.send(
+            b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n"
+        )
+        connection.clock.advance(1)
+        connection.send(b"okGET /three HTTP/1.1\r\nHost: a\r\n\r\n")
+        connection.clock.advance(1)
+        for index in range(3):
+            held.exchanges[index].start_response(200, [])
+            held.exchanges[index].finish(b"ok")
+        assert lines()[2] == '"GET /three HTTP/1.1" 200 1.000'
+
+
+def test_a_refused_request_is_timed_too() -> None:
+    """A head that timed out took the header timeout, to the 408."""
+    with logged(Hello(), log_format=TIMED, header_timeout=10.0) as (connection, lines):
+        connection.send(b"GET /slow")
+        connection.clock.advance(10.5)
+        assert lines() == ['"GET /slow" 408 10.500']

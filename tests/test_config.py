@@ -326,6 +326,8 @@ PARSED_TYPE: dict[str, type] = {
     APP.name: str,
     "BOOL": bool,
     "VERSION": str,
+    "TEMPLATE": str,
+    "ESCAPE": str,
     "SWITCH": bool,
     "PREFIX=DIR": tuple,
     "PREFIX=URL": tuple,

@@ -449,6 +449,48 @@ def test_reload_switches_the_access_log_to_the_new_path(tmp_path: Path) -> None:
     assert len(lines(new)) == 1
 
 
+def test_the_access_log_format_applies_and_a_reload_changes_it(tmp_path: Path) -> None:
+    """access_log_format and access_log_escape shape the lines, and a reload that
+    changes only them (same file) applies to the next line.
+    """
+    path = tmp_path / "access.log"
+    given = {
+        "app": "tests.apps:hello",
+        "access_log": str(path),
+        "access_log_format": '{"uri":"$request_uri","status":$status}',
+        "access_log_escape": "json",
+    }
+    service, _clock = serve(given)
+    request(service, b"a", b'/say"hi"')
+    changed = {**given, "threads": "0", "access_log_format": "$status $request_method $host"}
+    del changed["access_log_escape"]
+    assert service.reload(cli.load_config(changed))
+    request(service, b"Shop.Example:8080", b"/")
+    del changed["access_log_format"]
+    assert service.reload(cli.load_config(changed))
+    request(service, b"a", b"/combined")
+    service.stopService()
+    first, second, third = lines(path)
+    assert json.loads(first) == {"uri": '/say"hi"', "status": 200}
+    assert second == "200 GET shop.example"
+    assert '"GET /combined HTTP/1.1" 200 13 "-" "-"' in third
+
+
+def test_an_access_log_format_built_in_python_is_checked() -> None:
+    """A ServerConfig made in Python skips the command line's checks: an unknown
+    variable is the same one-line error, at start and refused on reload.
+    """
+    bad = ServerConfig(threads=0, access_log="-", access_log_format="$status $bogus")
+    with pytest.raises(ConfigError, match=r"--access-log-format: unknown variable \$bogus"):
+        make_service(bad, hello, reactor=MemoryReactorClock())
+    service = make_service(
+        ServerConfig(threads=0, access_log="off"), hello, reactor=MemoryReactorClock()
+    )
+    with capture_log_events() as events:
+        assert not service.reload(bad)
+    assert any("unknown variable $bogus" in formatEvent(event) for event in events)
+
+
 def test_reload_keeps_the_old_access_log_when_the_new_cannot_open(tmp_path: Path) -> None:
     """An access_log the server cannot open does not break the reload: the rest of
     the configuration applies, the log keeps going to the old file, one error line

@@ -13,7 +13,9 @@ or 444 (the server dropped it). Quotes, backslashes and bytes outside printable 
 in the request line, Referer and User-Agent are written as ``\\xHH`` (as nginx
 does), so a client cannot forge log lines. Lines go to the Twisted log (the
 default), to stdout, or to a file opened in append mode; :meth:`AccessLog.reopen`
-reopens the file after log rotation.
+reopens the file after log rotation. Another line format can be given as an nginx
+``log_format`` template (:class:`~twistwsgi.log_format.LogFormat`), with the
+request's time among its variables.
 
 Runs in the reactor thread.
 """
@@ -21,70 +23,43 @@ Runs in the reactor thread.
 from __future__ import annotations
 
 import os
-import re
-import time
 from typing import IO, Protocol
 
 from twisted.logger import Logger
 
-__all__ = ["AccessLog", "LoggedExchange", "escape", "format_combined", "log_time"]
+from twistwsgi.log_format import LogFormat, LoggedResponse, escape, log_time, request_line
+
+__all__ = [
+    "COMBINED",
+    "AccessLog",
+    "LoggedExchange",
+    "escape",
+    "format_combined",
+    "log_time",
+]
 
 _log = Logger(namespace="twistwsgi.access")
 
-_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: nginx's predefined ``combined`` format: what :func:`format_combined` writes.
+COMBINED = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'
+    ' "$http_referer" "$http_user_agent"'
+)
 
-
-class _Request(Protocol):
-    method: bytes
-    target: bytes
-    version: bytes
-    peer: tuple[str, int] | None
-
-    def header(self, name: bytes) -> bytes | None: ...
-
-
-class LoggedExchange(Protocol):
-    """What the access log reads from an ended exchange or a refusal."""
-
-    @property
-    def request(self) -> _Request:
-        """The request facts."""
-
-    status: int
-    body_sent: int
-
-    @property
-    def client_closed(self) -> bool:
-        """Whether the client closed the connection before the exchange ended."""
-
-
-def escape(value: bytes) -> str:
-    r"""Escape ``value`` for a quoted log field (``\\xHH`` for unsafe bytes)."""
-    if not _UNSAFE.search(value):
-        return value.decode("ascii")
-    return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group()[0], value).decode("ascii")
-
-
-def log_time(seconds: float) -> str:
-    """Format ``seconds`` as ``10/Oct/2000:13:55:36 +0000`` (always UTC)."""
-    tm = time.gmtime(seconds)
-    return (
-        f"{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
-        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} +0000"
-    )
+#: What the access log reads from an ended exchange or a refusal.
+LoggedExchange = LoggedResponse
 
 
 def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
-    """Format one access-log line (without the newline)."""
+    """Format one access-log line (without the newline).
+
+    The fast form of ``LogFormat(COMBINED)``, the default: it writes the same line.
+    """
     request = exchange.request
     peer = request.peer
     # A client on a UNIX socket has no address: nginx's $remote_addr is "unix:" then.
     remote = peer[0] if peer else "unix:"
-    if request.version:
-        line = escape(b"%s %s HTTP/%s" % (request.method, request.target, request.version))
-    else:
-        line = _partial_line(request)
+    line = escape(request_line(request)) or "-"
     referer = request.header(b"referer")
     agent = request.header(b"user-agent")
     # No response was started: the field still holds three digits, as log parsers
@@ -102,36 +77,28 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     )
 
 
-def _partial_line(request: _Request) -> str:
-    """The request line of a request refused before its line was read whole.
-
-    nginx logs the raw bytes read of the line, or ``-`` when no byte of one was read
-    (``ngx_http_variable_request_line``: the variable is "not found"). The protocol
-    keeps what llhttp parsed, not raw bytes, so a line that was not a request line
-    at all (a bad method, a TLS handshake on a plain port) is ``-`` here.
-    """
-    if not request.method:
-        return "-"
-    if not request.target:
-        return escape(request.method)
-    return escape(request.method + b" " + request.target)
-
-
 class _Clock(Protocol):
     def seconds(self) -> float: ...
 
 
 class AccessLog:
-    """Writes combined-format lines for ended exchanges.
+    """Writes a line for each ended exchange, in the combined format or another.
 
     Args:
         destination: a file path, ``"-"`` for stdout, or ``""`` for the Twisted log.
         clock: the time source (the reactor).
+        log_format: the line format; ``None`` for the combined format.
+
+    Attributes:
+        log_format: as given; may be replaced (a reload).
     """
 
-    def __init__(self, destination: str, *, clock: _Clock) -> None:
+    def __init__(
+        self, destination: str, *, clock: _Clock, log_format: LogFormat | None = None
+    ) -> None:
         self._destination = destination
         self._clock = clock
+        self.log_format = log_format
         self._file: IO[str] | None = None
         self._second = -1
         self._timestamp = ""
@@ -163,11 +130,15 @@ class AccessLog:
     def __call__(self, exchange: LoggedExchange) -> None:
         """Log ``exchange``."""
         now = self._clock.seconds()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._timestamp = log_time(second)
-        line = format_combined(exchange, self._timestamp)
+        log_format = self.log_format
+        if log_format is not None:
+            line = log_format.format(exchange, now)
+        else:
+            second = int(now)
+            if second != self._second:
+                self._second = second
+                self._timestamp = log_time(second)
+            line = format_combined(exchange, self._timestamp)
         if self._file is not None:
             self._file.write(line + "\n")
         else:

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from twistwsgi.http.rules import TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
+from twistwsgi.log_format import ESCAPES, LogFormat
 
 __all__ = [
     "HOST_KEYS",
@@ -493,6 +494,25 @@ def _tls_version(value: Any) -> str:
 
 
 TLS_VERSION = Kind("VERSION", _tls_version, "1.2 or 1.3")
+
+
+def _log_template(value: Any) -> str:
+    text = _text(value)
+    if not text.strip():
+        raise ValueError("expected a template, e.g. '$remote_addr \"$request\" $status'")
+    LogFormat(text)  # raises ValueError naming an unknown variable
+    return text
+
+
+def _log_escape(value: Any) -> str:
+    text = _text(value).strip().lower()
+    if text not in ESCAPES:
+        raise ValueError(f"expected {', '.join(ESCAPES[:-1])} or {ESCAPES[-1]}, got {value!r}")
+    return text
+
+
+LOG_FORMAT = Kind("TEMPLATE", _log_template, "an nginx log_format template with $variables")
+LOG_ESCAPE = Kind("ESCAPE", _log_escape, "default, json or none")
 TLS_CIPHERS = Kind("CIPHERS", _tls_ciphers, "an OpenSSL cipher list")
 # A yes/no setting that is on by default: on the command line it takes a value
 # (--tls-session-tickets off), where a BOOL flag can only turn something on.
@@ -740,6 +760,26 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Where the access log (combined format) goes: a file path, - for stdout, or"
         " off. By default it goes to the server log.",
+    ),
+    Setting(
+        "access_log_format",
+        LOG_FORMAT,
+        None,
+        "The access-log line as an nginx log_format template, e.g. '$remote_addr"
+        ' "$request" $status $body_bytes_sent $request_time\'. Variables: $remote_addr,'
+        " $remote_port, $time_local, $time_iso8601, $msec, $request, $request_method,"
+        " $request_uri, $server_protocol, $scheme, $host, $status, $body_bytes_sent,"
+        " $request_time and $http_NAME for any request header field. Default: the"
+        " combined format. Applied again on SIGHUP.",
+    ),
+    Setting(
+        "access_log_escape",
+        LOG_ESCAPE,
+        "default",
+        "How values in access-log lines are escaped: default (quotes, backslashes and"
+        " bytes outside printable ASCII as \\xHH, as nginx does), json (JSON string"
+        " contents, for a template that writes a JSON object per line: nginx's"
+        " escape=json) or none. Applied again on SIGHUP.",
     ),
     Setting(
         "trusted_proxies",
@@ -1302,6 +1342,9 @@ class ServerConfig:
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
+        access_log_format: an nginx ``log_format`` template, or ``None`` for the
+            combined format.
+        access_log_escape: how the template's values are escaped.
         trusted_proxies: networks whose forwarding headers are believed.
         request_buffering: whether request bodies are received whole before an
             application gets a thread.
@@ -1320,6 +1363,8 @@ class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
     access_log: str | None = None
+    access_log_format: str | None = None
+    access_log_escape: str = "default"
     trusted_proxies: tuple[str, ...] = ()
     request_buffering: bool = False
     graceful_timeout: float = 30.0
@@ -1753,6 +1798,8 @@ def build_config(
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
         access_log=resolved["access_log"],
+        access_log_format=resolved["access_log_format"],
+        access_log_escape=resolved["access_log_escape"],
         trusted_proxies=resolved["trusted_proxies"],
         request_buffering=resolved["request_buffering"],
         graceful_timeout=resolved["graceful_timeout"],

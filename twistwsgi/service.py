@@ -41,12 +41,13 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistwsgi.access_log import AccessLog
+from twistwsgi.access_log import COMBINED, AccessLog
 from twistwsgi.config import SETTINGS, ConfigError, ServerConfig
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
+from twistwsgi.log_format import LogFormat
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
@@ -363,9 +364,9 @@ class ServerService(Service):
         The new routing table is built completely first (applications imported);
         only then are new requests routed with it. Requests in flight finish with
         the handlers they started with; no connection is dropped. What applies:
-        hosts and mounts (with ``trusted_proxies``, which the proxy mounts are
-        built with), the graceful timeout, the access log destination, and limits
-        and timeouts (for new connections). Listening endpoints and the number of
+        hosts and mounts (with ``trusted_proxies`` and ``request_buffering``), the
+        graceful timeout, the access log destination and format, and limits and
+        timeouts (for new connections). Listening endpoints and the number of
         threads need a restart: a change to them is logged as a warning. The access
         log file is reopened (for log rotation) even when the new routing table
         cannot be built.
@@ -379,6 +380,7 @@ class ServerService(Service):
             _log.warn("Reload ignored: this server was not built from a configuration")
             return False
         try:
+            log_format = access_log_format(config)
             table = self._site_builder.build(config)
         except ConfigError as error:
             self.reopen_access_log()
@@ -400,9 +402,11 @@ class ServerService(Service):
         self.factory.update_settings(server_settings(config))
         self._graceful_timeout = config.graceful_timeout
         if old is not None and old.access_log != config.access_log:
-            config = self._switch_access_log(old, config)
+            config = self._switch_access_log(old, config, log_format)
         else:
             self.reopen_access_log()
+        if self._access_log is not None:
+            self._access_log.log_format = log_format
         self.config = config
         _log.info("Reloaded the configuration: {count} host(s)", count=len(config.hosts))
         return True
@@ -425,7 +429,9 @@ class ServerService(Service):
                 error=error.strerror or str(error),
             )
 
-    def _switch_access_log(self, old: ServerConfig, config: ServerConfig) -> ServerConfig:
+    def _switch_access_log(
+        self, old: ServerConfig, config: ServerConfig, log_format: LogFormat | None
+    ) -> ServerConfig:
         """Send the access log to ``config.access_log`` instead of ``old``'s.
 
         The new destination is opened before the old one is closed. If it cannot be
@@ -435,7 +441,9 @@ class ServerService(Service):
         new_log: AccessLog | None = None
         if config.access_log != "off":
             try:
-                new_log = AccessLog(config.access_log or "", clock=self._clock)
+                new_log = AccessLog(
+                    config.access_log or "", clock=self._clock, log_format=log_format
+                )
             except OSError as error:
                 _log.error(
                     "Reload: cannot open the access log {path!r} ({error});"
@@ -634,7 +642,9 @@ def make_service(
     response_log: ResponseLog | None = None
     if config.access_log != "off":
         try:
-            access_log = AccessLog(config.access_log or "", clock=reactor)
+            access_log = AccessLog(
+                config.access_log or "", clock=reactor, log_format=access_log_format(config)
+            )
         except OSError as error:
             raise ConfigError(
                 config.source("access_log"),
@@ -687,6 +697,20 @@ class _ApplicationSite(SiteBuilder):
             request_buffering=config.request_buffering,
         )
         return _one_mount(b"", handler)
+
+
+def access_log_format(config: ServerConfig) -> LogFormat | None:
+    """The access-log line format ``config`` asks for (``None``: the combined format).
+
+    Raises:
+        ConfigError: an unknown variable or escape (a configuration built in Python).
+    """
+    if config.access_log_format is None and config.access_log_escape == "default":
+        return None
+    try:
+        return LogFormat(config.access_log_format or COMBINED, config.access_log_escape)
+    except ValueError as error:
+        raise ConfigError(config.source("access_log_format"), str(error)) from None
 
 
 def _check_numbers(config: ServerConfig) -> None:

@@ -170,17 +170,21 @@ class Refusal:
         status: the status of the error response.
         body_sent: body bytes of the error response (0 for an answer to HEAD).
         client_closed: false: the response was sent (as for :class:`HTTP11Exchange`).
+        started: when the first byte of the request arrived (clock seconds).
     """
 
-    __slots__ = ("body_sent", "error", "request", "status")
+    __slots__ = ("body_sent", "error", "request", "started", "status")
 
     client_closed = False
 
-    def __init__(self, request: RequestHead | PartialRequest, error: RequestError) -> None:
+    def __init__(
+        self, request: RequestHead | PartialRequest, error: RequestError, started: float
+    ) -> None:
         self.request = request
         self.error = error
         self.status = error.status
         self.body_sent = 0
+        self.started = started
 
 
 #: Called once per response: an ended exchange that had been dispatched, or a
@@ -480,6 +484,8 @@ class HTTP11Protocol(Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._head_bytes = 0
+        # When the current request's first byte arrived (clock seconds).
+        self._head_began = 0.0
         self._host: bytes | None = None
         self._content_length: bytes | None = None
         self._default_read_size: int | None = None  # set while large-body reads are on
@@ -759,12 +765,15 @@ class HTTP11Protocol(Protocol):
 
     # -- timeouts -------------------------------------------------------------------
 
-    def _set_deadline(self, seconds: float, kind: _Timeout) -> None:
-        deadline = self._clock.seconds() + seconds
+    def _set_deadline(self, seconds: float, kind: _Timeout) -> float:
+        """Time the read state out ``seconds`` from now; return now."""
+        now = self._clock.seconds()
+        deadline = now + seconds
         self._deadline = deadline
         self._deadline_kind = kind
         if self._timer is None or self._timer_at > deadline:
             self._arm(seconds, deadline)  # (mostly the timer is due sooner already)
+        return now
 
     def _set_send_deadline(self) -> None:
         """The client has ``send_timeout`` seconds to read on (nginx's send_timeout)."""
@@ -882,7 +891,8 @@ class HTTP11Protocol(Protocol):
         else:
             if read is _Read.IDLE:
                 self._read = read = _Read.HEAD
-                self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+                # The request's first byte: where its time starts ($request_time).
+                self._head_began = self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
             if read is _Read.HEAD:
                 self._head_bytes += len(data)
             elif read is _Read.BODY:
@@ -1033,8 +1043,9 @@ class HTTP11Protocol(Protocol):
             self._head_bytes = 0
             if self._read_pauses:
                 self._deadline = None  # timed once reading resumes (_update_read_deadline)
+                self._head_began = self._clock.seconds()
             else:
-                self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+                self._head_began = self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
 
     def on_url(self, part: bytes) -> None:
         """Collect the request-target (llhttp may hand it over in pieces)."""
@@ -1190,7 +1201,7 @@ class HTTP11Protocol(Protocol):
         )
         if len(self._queue) >= MAX_QUEUED:
             raise RequestError(429, "Too many pipelined requests")
-        exchange = HTTP11Exchange(self, head, keep_alive, expects_continue)
+        exchange = HTTP11Exchange(self, head, keep_alive, expects_continue, self._head_began)
         self._parsing = exchange
         queue = self._queue
         queue.append(exchange)
@@ -1410,9 +1421,9 @@ class HTTP11Protocol(Protocol):
                 return
             if not exchange.dispatched and self._queue and self._queue[-1] is exchange:
                 self._queue.pop()
-            refusal = Refusal(exchange.request, error)
+            refusal = Refusal(exchange.request, error, exchange.started)
         else:
-            refusal = Refusal(self._partial_request(), error)
+            refusal = Refusal(self._partial_request(), error, self._head_began)
         if self._queue:
             self._queue.append(refusal)
             self.pause_reading("error")
@@ -1454,7 +1465,8 @@ class HTTP11Protocol(Protocol):
         target, _, protocol = rest.partition(b" ")
         version = protocol[5:] if protocol.startswith(b"HTTP/") else b""
         request = PartialRequest(method=method, target=target, version=version, peer=self._peer)
-        return self._answer_refusal(Refusal(request, RequestError(400, PLAIN_HTTP_REASON)))
+        refusal = Refusal(request, RequestError(400, PLAIN_HTTP_REASON), self._clock.seconds())
+        return self._answer_refusal(refusal)
 
     def _log_refusal(self, error: RequestError) -> None:
         _log.info(
@@ -1936,6 +1948,7 @@ class HTTP11Exchange:
             kernel, as they go), framing excluded.
         client_closed: whether the exchange ended because the client closed the
             connection (before the response was complete).
+        started: when the first byte of the request arrived (clock seconds).
     """
 
     __slots__ = (
@@ -1965,6 +1978,7 @@ class HTTP11Exchange:
         "request",
         "response_started",
         "route",
+        "started",
         "status",
     )
 
@@ -1974,9 +1988,11 @@ class HTTP11Exchange:
         request: RequestHead,
         keep_alive: bool,
         expects_continue: bool,
+        started: float,
     ) -> None:
         self._protocol = protocol
         self.request = request
+        self.started = started
         self.route: Route | None = None
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.

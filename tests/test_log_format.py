@@ -1,0 +1,183 @@
+"""nginx-style access-log templates (``twistwsgi.log_format``), pure: the combined
+template writes what the fast combined formatter writes, each variable's value,
+the three escapes (JSON lines parse back), and the refusal of unknown names.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from twistwsgi.access_log import COMBINED, format_combined
+from twistwsgi.log_format import VARIABLES, LogFormat, log_time
+
+
+@dataclass
+class Request:
+    method: bytes = b"GET"
+    target: bytes = b"/path?q=1"
+    version: bytes = b"1.1"
+    peer: tuple[str, int] | None = ("192.0.2.7", 51000)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    scheme: str = "http"
+    authority: bytes | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass
+class Response:
+    request: Request = field(default_factory=Request)
+    status: int = 200
+    body_sent: int = 13
+    client_closed: bool = False
+    started: float = 0.0
+
+
+NOW = 971186136.25  # 10/Oct/2000:13:55:36 +0000
+
+
+def line(template: str, response: Response | None = None, escape: str = "default") -> str:
+    return LogFormat(template, escape).format(response or Response(), NOW)
+
+
+_bytes = st.binary(max_size=40)
+_requests = st.builds(
+    Request,
+    method=st.sampled_from([b"GET", b"POST", b""]),
+    target=_bytes,
+    version=st.sampled_from([b"1.1", b"1.0", b""]),
+    peer=st.one_of(st.none(), st.tuples(st.just("203.0.113.5"), st.integers(1, 65535))),
+    headers=st.lists(
+        st.tuples(st.sampled_from([b"referer", b"user-agent", b"x-other"]), _bytes), max_size=3
+    ),
+)
+
+
+@given(
+    request=_requests,
+    status=st.sampled_from([0, 200, 404, 500]),
+    client_closed=st.booleans(),
+    sent=st.integers(0, 10**9),
+    now=st.floats(0, 4 * 10**9),
+)
+def test_the_combined_template_writes_what_format_combined_writes(
+    request: Request, status: int, client_closed: bool, sent: int, now: float
+) -> None:
+    """The default fast path and the template language agree, byte for byte."""
+    response = Response(request, status, sent, client_closed)
+    assert LogFormat(COMBINED).format(response, now) == format_combined(
+        response, log_time(int(now))
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("$remote_addr:$remote_port", "192.0.2.7:51000"),
+        ("[$time_local]", "[10/Oct/2000:13:55:36 +0000]"),
+        ("$time_iso8601", "2000-10-10T13:55:36+00:00"),
+        ("$msec", "971186136.250"),
+        ("$request", "GET /path?q=1 HTTP/1.1"),
+        ("$request_method $request_uri $server_protocol $scheme", "GET /path?q=1 HTTP/1.1 http"),
+        ("$status $body_bytes_sent", "200 13"),
+        ("${status}s", "200s"),
+        ("$remote_user", "-"),
+        ("$STATUS", "200"),
+        ("cost $$status", "cost $200"),
+    ],
+)
+def test_variables(template: str, expected: str) -> None:
+    assert line(template) == expected
+
+
+def test_every_documented_variable_is_known() -> None:
+    for name in VARIABLES:
+        LogFormat(f"${name}").format(Response(), NOW)
+
+
+def test_request_time_counts_from_the_first_byte_of_the_request() -> None:
+    assert line("$request_time", Response(started=NOW - 1.5)) == "1.500"
+    # A clock stepped back is no negative duration.
+    assert line("$request_time", Response(started=NOW + 3)) == "0.000"
+
+
+def test_header_fields_are_any_http_variable() -> None:
+    """A field the request lacks is "-"; an empty one stays empty, as nginx logs it."""
+    request = Request(headers=[(b"x-request-id", b"abc-123"), (b"referer", b"")])
+    assert line("$http_x_request_id $http_x_missing [$http_referer]", Response(request)) == (
+        "abc-123 - []"
+    )
+
+
+@pytest.mark.parametrize(
+    ("authority", "header", "expected"),
+    [
+        (b"Shop.Example:8080", None, "shop.example"),
+        (None, b"API.example.org", "api.example.org"),
+        (b"[2001:DB8::1]:443", None, "[2001:db8::1]"),
+        (None, None, "-"),
+    ],
+)
+def test_host_is_the_request_host_name(
+    authority: bytes | None, header: bytes | None, expected: str
+) -> None:
+    headers = [(b"host", header)] if header is not None else []
+    response = Response(Request(authority=authority, headers=headers))
+    assert line("$host", response) == expected
+
+
+def test_a_request_without_a_response_is_499_or_444() -> None:
+    assert line("$status", Response(status=0, client_closed=True)) == "499"
+    assert line("$status", Response(status=0)) == "444"
+
+
+def test_a_unix_socket_client() -> None:
+    assert line("$remote_addr $remote_port", Response(Request(peer=None))) == "unix: -"
+
+
+@given(agent=_bytes, target=_bytes)
+def test_json_lines_parse_back_to_the_bytes_sent(agent: bytes, target: bytes) -> None:
+    """With escape=json every value is valid JSON string content (ASCII), and each
+    byte comes back as the character of the same number (Latin-1).
+    """
+    request = Request(target=target, headers=[(b"user-agent", agent)])
+    template = '{"agent":"$http_user_agent","uri":"$request_uri","status":$status}'
+    text = line(template, Response(request), escape="json")
+    assert text.isascii()
+    record = json.loads(text)
+    assert record["agent"] == agent.decode("latin-1")
+    assert record["uri"] == (target.decode("latin-1") or "-")
+    assert record["status"] == 200
+
+
+def test_default_escaping_keeps_a_line_one_record() -> None:
+    request = Request(headers=[(b"user-agent", b'evil"\n1.2.3.4 - - [forged]')])
+    assert line('"$http_user_agent"', Response(request)) == r'"evil\x22\x0A1.2.3.4 - - [forged]"'
+    assert line("$http_user_agent", Response(request), escape="none") == (
+        'evil"\n1.2.3.4 - - [forged]'
+    )
+
+
+@pytest.mark.parametrize("template", ["$bytes_sent", "$upstream_addr", "${nope}", "$http_"])
+def test_an_unknown_variable_is_refused_by_name(template: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown variable \$\w+ \(known: \$http_NAME, "):
+        LogFormat(template)
+
+
+def test_an_unknown_escape_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown escape 'xml'"):
+        LogFormat("$status", "xml")
+
+
+def test_time_iso8601_is_utc() -> None:
+    assert line("$time_iso8601") == time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(NOW))

@@ -1,0 +1,258 @@
+r"""Access-log line templates in nginx's ``log_format`` language (pure logic).
+
+A template is text with ``$name`` (or ``${name}``) variables, as nginx writes them::
+
+    $remote_addr - - [$time_local] "$request" $status $body_bytes_sent $request_time
+
+:data:`VARIABLES` lists the names known here, with nginx's meaning; ``$http_NAME`` is
+any request header field (``$http_x_request_id``: ``X-Request-ID``). A name not
+known is refused when the template is compiled, with the list of known ones, so a
+typo is a start-up error rather than a column of dashes. A value that is not there
+(a header field the request lacks) is written ``-``, as nginx does; an empty one
+(``Referer:`` with nothing after it) stays empty.
+
+Values are escaped as nginx escapes them: by default quotes, backslashes and bytes
+outside printable ASCII become ``\xHH`` (a client cannot forge lines); with
+``escape="json"`` (nginx's ``escape=json``) they are JSON string contents, so a
+template such as ``{"status":$status,"uri":"$request_uri"}`` writes one JSON object
+per line; ``escape="none"`` writes them as they are.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["ESCAPES", "VARIABLES", "LogFormat", "escape"]
+
+
+class _Request(Protocol):
+    method: bytes
+    target: bytes
+    version: bytes
+    peer: tuple[str, int] | None
+
+    def header(self, name: bytes) -> bytes | None: ...
+
+
+class LoggedResponse(Protocol):
+    """What a template reads from an ended exchange or a refusal."""
+
+    @property
+    def request(self) -> _Request:
+        """The request facts."""
+
+    status: int
+    body_sent: int
+    started: float
+
+    @property
+    def client_closed(self) -> bool:
+        """Whether the client closed the connection before the exchange ended."""
+
+
+#: The variables a template may use (besides ``$http_NAME``), with what each writes.
+VARIABLES: dict[str, str] = {
+    "remote_addr": "the client's address (unix: on a UNIX socket)",
+    "remote_port": "the client's port",
+    "remote_user": "always - (the server does no authentication)",
+    "time_local": "the time the response ended, in the combined format (UTC)",
+    "time_iso8601": "the same in ISO 8601 (UTC)",
+    "msec": "the same in seconds since the epoch, with milliseconds",
+    "request": "the request line (as far as it was read, for a refused request)",
+    "request_method": "the method",
+    "request_uri": "the request-target as sent, query included",
+    "server_protocol": "HTTP/1.1 or HTTP/1.0",
+    "scheme": "http or https",
+    "host": "the host name of the request, lower case, without the port",
+    "status": "the response status (499: the client left first; 444: dropped)",
+    "body_bytes_sent": "body bytes sent to the client",
+    "request_time": "seconds from the request's first byte to the response's end, with"
+    " milliseconds",
+}
+
+#: How values are escaped: nginx's default, its escape=json, and none.
+ESCAPES = ("default", "json", "none")
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
+_JSON_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
+_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+#: A variable's value for a response and the time it ended; None when not there.
+Value = Callable[[LoggedResponse, float], "bytes | str | None"]
+
+
+def escape(value: bytes) -> str:
+    r"""Escape ``value`` for a log line as nginx does (``\xHH`` for unsafe bytes)."""
+    if not _UNSAFE.search(value):
+        return value.decode("ascii")
+    return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group()[0], value).decode("ascii")
+
+
+def _json_escape(value: bytes) -> str:
+    """Escape ``value`` as the contents of a JSON string (ASCII only)."""
+    text = value.decode("latin-1")
+    if not _JSON_UNSAFE.search(text):
+        return text
+    return _JSON_UNSAFE.sub(
+        lambda m: _JSON_SHORT.get(m.group()) or f"\\u{ord(m.group()):04x}", text
+    )
+
+
+def _no_escape(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+_ESCAPERS: dict[str, Callable[[bytes], str]] = {
+    "default": escape,
+    "json": _json_escape,
+    "none": _no_escape,
+}
+
+
+def log_time(seconds: float) -> str:
+    """Format ``seconds`` as ``10/Oct/2000:13:55:36 +0000`` (always UTC)."""
+    tm = time.gmtime(seconds)
+    return (
+        f"{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
+        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} +0000"
+    )
+
+
+def request_line(request: _Request) -> bytes:
+    """The request line, or what was read of it for a refused request (``b""``: none).
+
+    nginx logs the raw bytes read of the line, or ``-`` when no byte of one was read
+    (``ngx_http_variable_request_line``: the variable is "not found"). The protocol
+    keeps what llhttp parsed, not raw bytes, so a line that was not a request line
+    at all (a bad method, a TLS handshake on a plain port) has nothing here.
+    """
+    if request.version:
+        return b"%s %s HTTP/%s" % (request.method, request.target, request.version)
+    if not request.method or not request.target:
+        return request.method
+    return request.method + b" " + request.target
+
+
+def _remote_addr(response: LoggedResponse, now: float) -> str:
+    peer = response.request.peer
+    # A client on a UNIX socket has no address: nginx's $remote_addr is "unix:" then.
+    return peer[0] if peer else "unix:"
+
+
+def _remote_port(response: LoggedResponse, now: float) -> str | None:
+    peer = response.request.peer
+    return str(peer[1]) if peer else None
+
+
+def _status(response: LoggedResponse, now: float) -> str:
+    # No response was started: nginx's 499 when the client closed first, 444 when the
+    # server dropped the connection (see access_log.format_combined).
+    return str(response.status or (499 if response.client_closed else 444))
+
+
+def _host(response: LoggedResponse, now: float) -> bytes | None:
+    request = response.request
+    authority: bytes | None = getattr(request, "authority", None) or request.header(b"host")
+    if not authority:
+        return None
+    if authority.startswith(b"["):  # an IPv6 literal keeps its brackets
+        return authority.partition(b"]")[0].lower() + b"]"
+    return authority.partition(b":")[0].lower()
+
+
+def _iso8601(response: LoggedResponse, now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))
+
+
+def _protocol(response: LoggedResponse, now: float) -> bytes | None:
+    version = response.request.version
+    return b"HTTP/" + version if version else None
+
+
+_VALUES: dict[str, Value] = {
+    "remote_addr": _remote_addr,
+    "remote_port": _remote_port,
+    "remote_user": lambda response, now: None,
+    "time_local": lambda response, now: log_time(now),
+    "time_iso8601": _iso8601,
+    "msec": lambda response, now: f"{now:.3f}",
+    "request": lambda response, now: request_line(response.request) or None,
+    "request_method": lambda response, now: response.request.method or None,
+    "request_uri": lambda response, now: response.request.target or None,
+    "server_protocol": _protocol,
+    "scheme": lambda response, now: getattr(response.request, "scheme", None),
+    "host": _host,
+    "status": _status,
+    "body_bytes_sent": lambda response, now: str(response.body_sent),
+    "request_time": lambda response, now: f"{max(0.0, now - response.started):.3f}",
+}
+assert _VALUES.keys() == VARIABLES.keys()
+
+
+def _header_value(name: str) -> Value:
+    field = name.replace("_", "-").lower().encode("ascii")
+
+    def value(response: LoggedResponse, now: float) -> bytes | None:
+        return response.request.header(field)
+
+    return value
+
+
+class LogFormat:
+    """A compiled template: :meth:`format` writes one line (without the newline).
+
+    Args:
+        template: the line, with ``$name`` or ``${name}`` variables.
+        escape: ``"default"``, ``"json"`` or ``"none"`` (see the module).
+
+    Raises:
+        ValueError: an unknown variable or escape, naming it.
+    """
+
+    def __init__(self, template: str, escape: str = "default") -> None:
+        if escape not in _ESCAPERS:
+            raise ValueError(f"unknown escape {escape!r} (expected one of {', '.join(ESCAPES)})")
+        self.template = template
+        self.escape = escape
+        # (literal text, the variable after it or None), in order.
+        parts: list[tuple[str, Value | None]] = []
+        position = 0
+        for match in _VARIABLE.finditer(template):
+            name = (match.group(1) or match.group(2)).lower()
+            if name.startswith("http_") and len(name) > 5:
+                value = _header_value(name[5:])
+            elif name in _VALUES:
+                value = _VALUES[name]
+            else:
+                raise ValueError(
+                    f"unknown variable ${name} (known: $http_NAME, "
+                    + ", ".join("$" + known for known in VARIABLES)
+                    + ")"
+                )
+            parts.append((template[position : match.start()], value))
+            position = match.end()
+        parts.append((template[position:], None))
+        self._parts = parts
+        self._escaper = _ESCAPERS[escape]
+
+    def format(self, response: LoggedResponse, now: float) -> str:
+        """The line for ``response``, which ended at ``now`` (clock seconds)."""
+        escaper = self._escaper
+        pieces: list[str] = []
+        for text, variable in self._parts:
+            pieces.append(text)
+            if variable is None:
+                continue
+            value = variable(response, now)
+            if value is None:
+                pieces.append("-")
+            elif isinstance(value, str):
+                pieces.append(escaper(value.encode("latin-1")))
+            else:
+                pieces.append(escaper(value))
+        return "".join(pieces)
