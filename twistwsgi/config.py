@@ -1076,6 +1076,17 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
         applies_to=frozenset({"app"}),
     ),
+    Setting(
+        "max_body",
+        SIZE,
+        None,
+        "Largest request body accepted under this path, instead of the server's"
+        " max_body (nginx's client_max_body_size in a location): larger for an upload"
+        " endpoint, smaller elsewhere; 0 means no limit. A static mount that passes"
+        " misses on (fallthrough) takes the limit of the mount it passes them to.",
+        cli=False,
+        applies_to=frozenset({"app", "proxy"}),
+    ),
     *(
         Setting(
             name,

@@ -161,6 +161,27 @@ name in both is an error, as a name in two tables is. Without `--app`, `--static
 Two mounts may share a path only when one of them is a static mount with
 `fallthrough = true` (files first, the other mount for the rest).
 
+A mount may take a larger (or smaller) request body than the server's `max_body`,
+as nginx's `client_max_body_size` in a `location` does:
+
+```toml
+[server]
+max_body = "1m"
+
+[[host]]
+names = ["example.com"]
+[[host.mount]]
+path = "/"
+app = "myproject.wsgi:application"
+[[host.mount]]
+path = "/uploads"
+app = "myproject.wsgi:application"
+max_body = "200m"
+```
+
+The mount is found from the request head (host and path, as above), so the `413`
+is still decided before any of the body is read.
+
 ## Errors
 
 Every problem is reported before the server starts, as one line naming the file, the

@@ -15,6 +15,10 @@ Two steps, both pure and both here:
    ``/staticfoo``; a run of slashes counts as one (``//static/x`` is under ``/static``).
    The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
 
+A mount may carry its own request-body limit; :meth:`Router.body_limit` makes the
+same two steps for the protocol, which decides a 413 from the head, before the
+request is routed.
+
 :class:`Router` is the handler that applies both and hands the exchange on; it
 holds an immutable :class:`RoutingTable`, swapped whole on reload, so a request in
 flight keeps the table it started with.
@@ -26,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from twistwsgi.http.request import Route
+from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import ipv6_literal, normalize_name
 
 if TYPE_CHECKING:
@@ -209,10 +213,13 @@ class Mount(Generic[T]):
     Attributes:
         prefix: the decoded prefix without a trailing slash (``b""`` for ``/``).
         target: the handler (or any value) for requests under the prefix.
+        max_body: the largest request body accepted under the prefix (0: no limit),
+            or ``None`` for the server's.
     """
 
     prefix: bytes
     target: T
+    max_body: int | None = None
 
 
 class MountTable(Generic[T]):
@@ -256,11 +263,14 @@ class RoutingTable:
         hosts: host name to the mounts of that host.
         names: host name to the host's first configured name (for Route.host).
         handlers: every handler of the table (closed when it is replaced).
+        body_limits: whether any mount has its own body limit (else the protocol
+            need not route a request early to find it).
     """
 
     hosts: HostTable[MountTable[Handler]]
     names: HostTable[str]
     handlers: tuple[Handler, ...] = ()
+    body_limits: bool = False
 
 
 _NOT_FOUND = b"Not Found\n"
@@ -301,6 +311,22 @@ class Router:
     def replace(self, table: RoutingTable) -> None:
         """Route new requests with ``table``."""
         self.table = table
+
+    def body_limit(self, request: RequestHead) -> int | None:
+        """The body limit of the mount ``request`` will be routed to.
+
+        ``None`` when that mount has none of its own (or there is no such mount):
+        the server's applies.
+        """
+        table = self.table
+        if not table.body_limits:
+            return None
+        mounts = table.hosts.lookup(normalize_host(request.authority))
+        path = remove_dot_segments(request.decoded_path)
+        if mounts is None or path is None:
+            return None
+        mount = mounts.lookup(path)
+        return None if mount is None else mount.max_body
 
     def handle(self, exchange: Exchange) -> None:
         """Route ``exchange`` to the handler of its host and path."""

@@ -654,6 +654,7 @@ def make_service(
     factory = HTTPFactory(
         router, settings=server_settings(config), clock=reactor, response_log=response_log
     )
+    factory.body_limit = router.body_limit
     return ServerService(
         factory,
         endpoints,

@@ -106,7 +106,12 @@ class SiteBuilder:
         except ConfigError:
             close_handlers(built)  # a half-built table must not leave timers behind
             raise
-        return RoutingTable(hosts, HostTable(names, default_name), tuple(built))
+        limited = any(
+            mount.options.get("max_body") is not None
+            for host in config.hosts
+            for mount in host.mounts
+        )
+        return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited)
 
     def _host(
         self, host: HostConfig, config: ServerConfig, built: list[Handler]
@@ -142,8 +147,10 @@ class SiteBuilder:
                 handlers[index] = builder(mount, config)
             built.append(handlers[index])
         # A static mount with fallthrough hands misses to its partner at the same
-        # path, which is then reached only through it, or to the mount below it.
+        # path, which is then reached only through it, or to the mount below it;
+        # a body sent there is for that mount, under its limit.
         partners: set[int] = set()
+        limits: list[int | None] = [mount.options.get("max_body") for mount in host.mounts]
         for index, mount in enumerate(host.mounts):
             handler = handlers[index]
             if not (isinstance(handler, StaticHandler) and mount.options.get("fallthrough")):
@@ -156,10 +163,11 @@ class SiteBuilder:
             if below:
                 other_index, other = max(below, key=lambda item: len(item[1].prefix))
                 handler.fallback = (other.prefix, handlers[other_index])
+                limits[index] = limits[other_index]
                 if other.prefix == mount.prefix:
                     partners.add(other_index)
         return [
-            Mount(mount.prefix, handlers[index])
+            Mount(mount.prefix, handlers[index], limits[index])
             for index, mount in enumerate(host.mounts)
             if index not in partners
         ]

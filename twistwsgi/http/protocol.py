@@ -208,6 +208,9 @@ class HTTPFactory(Factory):
         response_log: called once per ended exchange and per refusal (the access log).
         connections: the live connections.
         date_cache: shared ``Date`` value.
+        body_limit: the body limit of the mount a request is for, or ``None`` to
+            use the settings' ``max_body`` for every request (see
+            :meth:`~twistwsgi.routing.Router.body_limit`).
         shutting_down: set once :meth:`shut_down` was called.
         at_capacity: whether accepting is paused at ``max_connections``.
     """
@@ -228,6 +231,9 @@ class HTTPFactory(Factory):
         self.response_log = response_log
         self.connections: set[HTTP11Protocol] = set()
         self.date_cache = DateCache(settings.server_header)
+        # The body limit of the mount a request goes to, if mounts have their own
+        # (a Router's body_limit); None: the settings' max_body for every request.
+        self.body_limit: Callable[[RequestHead], int | None] | None = None
         self.shutting_down = False
         self._all_closed: list[Deferred[None]] = []
         # Listening ports to pause at max_connections (see connection_opened).
@@ -486,6 +492,8 @@ class HTTP11Protocol(Protocol):
         self._head_bytes = 0
         # When the current request's first byte arrived (clock seconds).
         self._head_began = 0.0
+        # The body limit of the request being read (the server's or its mount's).
+        self._max_body = factory.settings.max_body
         self._host: bytes | None = None
         self._content_length: bytes | None = None
         self._default_read_size: int | None = None  # set while large-body reads are on
@@ -1152,9 +1160,6 @@ class HTTP11Protocol(Protocol):
                 raise RequestError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
             chunked = rules.transfer_coding_is_chunked(self._transfer_encodings)
         content_length = None if self._content_length is None else int(self._content_length)
-        max_body = self._settings.max_body
-        if max_body and content_length is not None and content_length > max_body:
-            raise RequestError(413, "Request body too large")
         expects_continue = False
         if self._expect is not None:
             # Empty list elements are no expectation (RFC 9110 5.6.1); 100-continue
@@ -1199,6 +1204,18 @@ class HTTP11Protocol(Protocol):
             peer=self._peer,
             local=self._local,
         )
+        if chunked or content_length:
+            # Decided from the head, before any of the body is read (nginx's
+            # client_max_body_size); the mount the request goes to may set its own.
+            max_body = self._settings.max_body
+            mount_limit = self._factory.body_limit
+            if mount_limit is not None:
+                own = mount_limit(head)
+                if own is not None:
+                    max_body = own
+            self._max_body = max_body
+            if max_body and content_length is not None and content_length > max_body:
+                raise RequestError(413, "Request body too large")
         if len(self._queue) >= MAX_QUEUED:
             raise RequestError(429, "Too many pipelined requests")
         exchange = HTTP11Exchange(self, head, keep_alive, expects_continue, self._head_began)
@@ -1234,7 +1251,7 @@ class HTTP11Protocol(Protocol):
         """Hand a piece of the body to the exchange being parsed."""
         self._body_bytes += len(data)
         self._framing_bytes = 0
-        max_body = self._settings.max_body
+        max_body = self._max_body
         if max_body and self._body_bytes > max_body:
             raise RequestError(413, "Request body too large")
         exchange = self._parsing
