@@ -882,9 +882,10 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT_HTTP.max_connections,
         "Most client connections open at once; at the limit the server stops accepting,"
         " new connections wait in the listen backlog until one closes, and while one"
-        " waits responses say Connection: close to make room (nginx's"
-        " worker_connections). 0: the open-files limit less 128, kept for files,"
-        " upstream connections and logs.",
+        " waits responses say Connection: close and idle connections are closed to"
+        " make room (nginx's worker_connections). 0: half of the open-files limit less"
+        " 128, as each connection may hold a second descriptor (a file it is sent, its"
+        " upstream connection, a spooled body).",
     ),
     Setting(
         "max_header_count",

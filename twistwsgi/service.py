@@ -566,16 +566,19 @@ class ServerService(Service):
 WORKER_STOP_TIMEOUT = 1.0
 
 
-#: Descriptors the automatic max_connections leaves for everything else: files being
-#: sent, upstream connections, logs, the reactor's own.
+#: Descriptors the automatic max_connections leaves for the process itself: logs,
+#: the reactor's own, idle upstream connections in the proxy pools.
 RESERVED_DESCRIPTORS = 128
 
 
 def server_settings(config: ServerConfig) -> HttpSettings:
     """The HTTP settings of ``config``, with max_connections 0 made concrete.
 
-    0 means "the open-files limit less :data:`RESERVED_DESCRIPTORS`" (at least 64):
-    past that limit a connection could only be accepted to be closed again.
+    0 means "half of the open-files limit less :data:`RESERVED_DESCRIPTORS`" (at
+    least 64): each connection may hold a second descriptor besides its socket (a
+    file it is sent, its upstream connection, a body spooled to disk), as nginx
+    counts upstream connections in worker_connections; past the open-files limit
+    those would fail (a 503 from a proxy mount, a 500 for a file).
     """
     settings = config.http
     if settings.max_connections:
@@ -583,7 +586,7 @@ def server_settings(config: ServerConfig) -> HttpSettings:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return settings
-    return replace(settings, max_connections=max(soft - RESERVED_DESCRIPTORS, 64))
+    return replace(settings, max_connections=max((soft - RESERVED_DESCRIPTORS) // 2, 64))
 
 
 def make_service(

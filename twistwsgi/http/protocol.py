@@ -241,6 +241,12 @@ class HTTPFactory(Factory):
         # Whether accepting is paused at max_connections (read for every response).
         self.at_capacity = False
         self._over_limit_logged = False
+        # The periodic look for idle connections to close while at the limit.
+        self._drain_call: Any = None
+        # When "connections open (max_connections)" was last logged, and whether
+        # the current stay at the limit was (its "again" line is logged then only).
+        self._capacity_logged_at: float | None = None
+        self._capacity_logged = False
 
     def acceptableProtocols(self) -> list[bytes]:
         """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1 and HTTP/1.0.
@@ -267,6 +273,7 @@ class HTTPFactory(Factory):
             how long to wait (the graceful timeout) before calling :meth:`abort_all`.
         """
         self.shutting_down = True
+        self._stop_draining()
         for connection in list(self.connections):
             connection.close_when_idle()
         return self._when_all_closed()
@@ -384,36 +391,75 @@ class HTTPFactory(Factory):
 
         As nginx at worker_connections: at the limit, stop accepting (new connections
         wait in the listen backlog instead of costing a descriptor each, and past the
-        open-files limit being accepted only to be closed), and, when a client is
-        already waiting, close idle keep-alive connections (a batch, as nginx drains
-        them when it needs a connection) so that it gets in.
+        open-files limit being accepted only to be closed), and, while clients
+        wait, close idle connections so that they get in (see :meth:`_drain_idle`).
         """
         limit = self.settings.max_connections
         full = bool(limit) and len(self.connections) >= limit
         if full and not self.at_capacity:
             self.at_capacity = True
-            _log.warn(
-                "{count} connections open (max_connections): closing idle ones, new ones"
-                " wait until one closes",
-                count=len(self.connections),
-            )
+            now = self.clock.seconds()
+            last = self._capacity_logged_at
+            # Once per CAPACITY_LOG_INTERVAL at most: a server held at its limit
+            # reaches it again each time a connection closes.
+            self._capacity_logged = last is None or now - last >= CAPACITY_LOG_INTERVAL
+            if self._capacity_logged:
+                self._capacity_logged_at = now
+                _log.warn(
+                    "{count} connections open (max_connections): new ones wait until one"
+                    " closes, idle ones are closed for them",
+                    count=len(self.connections),
+                )
             for port in self._listeners:
                 port.stopReading()
-            if not self.clients_waiting():
-                return
+            self._drain_idle()
+        elif not full and self.at_capacity:
+            self.at_capacity = False
+            self._over_limit_logged = False
+            self._stop_draining()
+            listeners = self._listeners
+            if self._capacity_logged and listeners and not self.shutting_down:
+                _log.info("Accepting connections again")
+            if len(listeners) > 1:
+                # Each resume starts with another port: the reactor reports the
+                # first one ready first, and its accept batch would take all the
+                # room each time, leaving clients of the other ports waiting.
+                listeners.append(listeners.pop(0))
+            for port in listeners:
+                if _still_listening(port):
+                    port.startReading()
+
+    def _drain_idle(self) -> None:
+        """While clients wait at the limit, close idle connections, longest idle first.
+
+        As nginx drains its reusable connections (keep-alive ones, and those that
+        have not sent a request yet) when it needs one: up to
+        :data:`_IDLE_DRAIN_BATCH` at a time. A connection idle for less than
+        :data:`IDLE_GRACE` is spared: its client, just answered, may be sending its
+        next request, which the close would lose (that one is answered with
+        ``Connection: close`` instead). Repeated every :data:`DRAIN_INTERVAL` while
+        at the limit: a client that arrives later is not seen otherwise.
+        """
+        self._drain_call = None
+        if not self.at_capacity or self.shutting_down:
+            return
+        if self.clients_waiting():
+            cutoff = self.clock.seconds() - IDLE_GRACE
             drained = 0
-            for connection in list(self.connections):
+            for connection in sorted(self.connections, key=_idle_since):
+                if connection.idle_since > cutoff:
+                    break
                 if connection.close_if_idle():
                     drained += 1
                     if drained >= _IDLE_DRAIN_BATCH:
                         break
-        elif not full and self.at_capacity:
-            self.at_capacity = False
-            self._over_limit_logged = False
-            _log.info("Accepting connections again")
-            for port in self._listeners:
-                if _still_listening(port):
-                    port.startReading()
+        if self.at_capacity:
+            self._drain_call = self.clock.callLater(DRAIN_INTERVAL, self._drain_idle)
+
+    def _stop_draining(self) -> None:
+        call, self._drain_call = self._drain_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _fit_accept_batch(self, port: Any) -> None:
         """Let ``port`` accept no more in its next batch than the limit leaves room for."""
@@ -433,9 +479,20 @@ def _still_listening(port: Any) -> bool:
     return bool(getattr(port, "connected", True)) and not getattr(port, "disconnecting", False)
 
 
-#: Idle keep-alive connections closed at once when the connection limit is reached
+#: Idle connections closed at once for clients waiting at the connection limit
 #: (nginx's ngx_drain_connections closes 32 at a time).
 _IDLE_DRAIN_BATCH = 32
+#: Seconds a connection must have been idle before it is closed for a waiting
+#: client: a client that was just answered may be sending its next request.
+IDLE_GRACE = 0.5
+#: Seconds between looks for waiting clients while at the connection limit.
+DRAIN_INTERVAL = 0.25
+#: Seconds between two "connections open (max_connections)" log lines, at least.
+CAPACITY_LOG_INTERVAL = 10.0
+
+
+def _idle_since(connection: HTTP11Protocol) -> float:
+    return connection.idle_since
 
 
 def _address(address: IAddress) -> Address | None:
@@ -473,7 +530,6 @@ class HTTP11Protocol(Protocol):
         self._write_paused = False
         self._response_producer: IPushProducer | None = None
         self._close_when_idle = False
-        self._kept_alive = False  # a response was sent and the connection kept open
         self._closed = False
         self._dropped = False  # the server itself dropped the connection (abort)
         self._scheme = "http"
@@ -494,6 +550,9 @@ class HTTP11Protocol(Protocol):
         self._head_began = 0.0
         # The body limit of the request being read (the server's or its mount's).
         self._max_body = factory.settings.max_body
+        # Since when the connection waits for a request (clock seconds; kept while
+        # one is in progress): the connection limit closes the longest idle first.
+        self.idle_since = factory.clock.seconds()
         self._host: bytes | None = None
         self._content_length: bytes | None = None
         self._default_read_size: int | None = None  # set while large-body reads are on
@@ -551,7 +610,7 @@ class HTTP11Protocol(Protocol):
             return
         # A new connection gets the header timeout for its first request, as nginx's
         # client_header_timeout; an empty connection is then closed quietly.
-        self._set_deadline(self._settings.header_timeout, _Timeout.IDLE)
+        self.idle_since = self._set_deadline(self._settings.header_timeout, _Timeout.IDLE)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Tell every pending exchange that its client is gone."""
@@ -577,21 +636,44 @@ class HTTP11Protocol(Protocol):
         self._factory.connection_closed(self)
 
     def close_if_idle(self) -> bool:
-        """Close now if between requests on a persistent connection; say whether.
+        """Close now if waiting for a request, none of which has arrived; say whether.
 
-        A connection that has not had a response yet is not closed: its first
-        request may be on its way (it may be the connection just accepted).
+        Waiting between requests or for the first one. Not when the next request's
+        first bytes are already in the socket, not yet read: a close would reset
+        the connection under it (it is answered instead).
         """
-        if (
-            not self._kept_alive
-            or self._closed
-            or self._queue
-            or self._read is not _Read.IDLE
-            or self._held
-        ):
+        if self._closed or self._queue or self._read is not _Read.IDLE or self._held:
+            return False
+        if self._bytes_waiting():
             return False
         self._lose_connection()
         return True
+
+    def _bytes_waiting(self) -> bool:
+        """Whether the client sent bytes the reactor has not read yet."""
+        handle = self._socket()
+        if handle is None:
+            return False
+        try:
+            return bool(handle.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing to read (EAGAIN), or closed meanwhile
+            return False
+
+    def _socket(self) -> socket.socket | None:
+        """The connection's socket, below TLS; ``None`` when it has none.
+
+        Raises:
+            AttributeError: the connection's socket is already gone (Twisted drops it
+                when the connection ends, before the protocol hears of it).
+        """
+        handle: Any = self.transport
+        while handle is not None and not isinstance(handle, socket.socket):
+            get_handle = getattr(handle, "getHandle", None)
+            inner = get_handle() if get_handle is not None else None
+            # TLS's getHandle is its OpenSSL connection: the socket is below.
+            below = getattr(handle, "transport", None)
+            handle = inner if isinstance(inner, socket.socket) else below
+        return handle
 
     def close_when_idle(self) -> None:
         """Close now if no request is in progress, else after the current response.
@@ -636,14 +718,8 @@ class HTTP11Protocol(Protocol):
         """
         if _TCP_INFO is None:
             return False
-        handle: Any = self.transport
         try:
-            while handle is not None and not isinstance(handle, socket.socket):
-                get_handle = getattr(handle, "getHandle", None)
-                inner = get_handle() if get_handle is not None else None
-                # TLS's getHandle is its OpenSSL connection: the socket is below.
-                below = getattr(handle, "transport", None)
-                handle = inner if isinstance(inner, socket.socket) else below
+            handle = self._socket()
         except AttributeError:
             # Twisted drops a connection's socket when it ends (a reset the reactor
             # read), before the protocol hears of it: the client is gone.
@@ -1331,15 +1407,11 @@ class HTTP11Protocol(Protocol):
             return
         if self._read_pauses:
             self.resume_reading("pipeline")
-        self._kept_alive = True
         if self._read is _Read.IDLE:
-            if self._factory.clients_waiting():
-                # A client waits at max_connections and this response's head promised
-                # keep-alive before it came: the idle connection gives its place up
-                # now, as nginx drains a keep-alive connection when it needs one.
-                self._lose_connection()
-                return
-            self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
+            # (At max_connections with clients waiting, this response's head promised
+            # keep-alive before they came: the connection is closed for them once
+            # idle a little while, see HTTPFactory._drain_idle.)
+            self.idle_since = self._set_deadline(self._settings.keepalive_timeout, _Timeout.IDLE)
 
     def _parse_http_again(self) -> None:
         """Read HTTP after an Upgrade request that was answered without switching.
@@ -1353,7 +1425,6 @@ class HTTP11Protocol(Protocol):
         self._upgraded = False
         self._parser = httptools.HttpRequestParser(self)
         self._read = _Read.IDLE
-        self._kept_alive = True
         self.resume_reading("upgrade")
         self.resume_reading("pipeline")
         if tail:
