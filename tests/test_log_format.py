@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twistwsgi.access_log import COMBINED, format_combined
-from twistwsgi.log_format import VARIABLES, LogFormat, log_time
+from twistwsgi.log_format import VARIABLES, LogFormat, log_time, uses_upstream_variables
 
 
 @dataclass
@@ -168,7 +168,7 @@ def test_default_escaping_keeps_a_line_one_record() -> None:
     )
 
 
-@pytest.mark.parametrize("template", ["$bytes_sent", "$upstream_addr", "${nope}", "$http_"])
+@pytest.mark.parametrize("template", ["$bytes_sent", "$upstream_cache_status", "${nope}", "$http_"])
 def test_an_unknown_variable_is_refused_by_name(template: str) -> None:
     with pytest.raises(ValueError, match=r"unknown variable \$\w+ \(known: \$http_NAME, "):
         LogFormat(template)
@@ -181,3 +181,39 @@ def test_an_unknown_escape_is_refused() -> None:
 
 def test_time_iso8601_is_utc() -> None:
     assert line("$time_iso8601") == time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(NOW))
+
+
+def test_upstream_variables_come_from_the_handlers_notes() -> None:
+    """A proxy mount leaves them (see test_proxy); any other response has none."""
+
+    @dataclass
+    class Proxied(Response):
+        log_notes: dict[str, str] | None = None
+
+    notes = {
+        "upstream_addr": "10.0.0.1:9000, unix:/run/app.sock",
+        "upstream_status": "502, 200",
+        "upstream_response_time": "0.001, 0.250",
+    }
+    template = "$upstream_addr|$upstream_status|$upstream_response_time"
+    assert line(template, Proxied(log_notes=notes)) == (
+        "10.0.0.1:9000, unix:/run/app.sock|502, 200|0.001, 0.250"
+    )
+    assert line(template, Proxied()) == "-|-|-"
+    assert line(template) == "-|-|-"
+
+
+@pytest.mark.parametrize(
+    ("template", "uses"),
+    [
+        (None, False),
+        ("$status $request_time", False),
+        ("$upstream_addr", True),
+        ("${UPSTREAM_RESPONSE_TIME}s", True),
+        ("upstream_addr", False),
+    ],
+)
+def test_a_proxy_knows_whether_the_log_writes_upstream_variables(
+    template: str | None, uses: bool
+) -> None:
+    assert uses_upstream_variables(template) is uses

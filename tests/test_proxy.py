@@ -174,6 +174,7 @@ def make_proxy(
     weights: tuple[int, ...] | None = None,
     trusted: tuple[str, ...] = (),
     routed: bool = False,
+    access_log_format: str | None = None,
     **options: Any,
 ) -> Setup:
     clock = Clock()
@@ -191,7 +192,7 @@ def make_proxy(
     config = MountConfig(mount, "proxy", upstreams, {**OPTIONS, **options}, "test mount")
     handler = build_proxy(
         config,
-        ServerConfig(trusted_proxies=trusted),
+        ServerConfig(trusted_proxies=trusted, access_log_format=access_log_format),
         reactor=clock,
         endpoint_factory=endpoint_factory,
     )
@@ -2147,3 +2148,73 @@ def test_no_descriptor_left_before_connecting_by_host_name_is_503(
     assert response.status == 503
     assert setup.endpoint().attempts == 0
     assert setup.handler.group.peers[0].fails == 0
+
+
+# -- what the access log learns ---------------------------------------------------------------
+
+
+UPSTREAM_LOG = '"$request" $status $upstream_addr ${upstream_status}'
+
+
+def test_nothing_is_noted_for_an_access_log_that_writes_no_upstream_variable() -> None:
+    """Noting costs each proxied request time: only done when the format asks."""
+    setup = make_proxy(access_log_format='"$request" $status $request_time')
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(OK)
+    assert one_response(client).status == 200
+    assert [entry.log_notes for entry in logged] == [None]
+
+
+def upstream_notes(entry: HTTP11Exchange | Refusal) -> dict[str, str | None]:
+    """The $upstream_ values the proxy left on a logged exchange."""
+    notes = entry.log_notes
+    assert notes is not None
+    names = ("upstream_addr", "upstream_status", "upstream_response_time")
+    return {name: notes.get(name) for name in names}
+
+
+def test_the_upstreams_tried_are_left_for_the_access_log() -> None:
+    """As nginx's $upstream_addr, $upstream_status and $upstream_response_time: each
+    upstream tried, with its status (502 for the one that broke first) and time.
+    """
+    setup = make_proxy(TWO, access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(0.25)
+    setup.endpoint(0).last.close(ConnectionLost())
+    setup.clock.advance(1.5)
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+    [entry] = logged
+    assert upstream_notes(entry) == {
+        "upstream_addr": "10.0.0.1:9000, 10.0.0.2:9000",
+        "upstream_status": "502, 200",
+        "upstream_response_time": "0.250, 1.500",
+    }
+
+
+def test_a_timed_out_upstream_is_noted_504_and_a_client_gone_first_as_a_dash() -> None:
+    setup = make_proxy(access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(31)
+    assert one_response(client).status == 504
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(2)
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert [upstream_notes(entry) for entry in logged] == [
+        {
+            "upstream_addr": "10.0.0.1:9000",
+            "upstream_status": "504",
+            "upstream_response_time": "31.000",
+        },
+        {
+            "upstream_addr": "10.0.0.1:9000",
+            "upstream_status": "-",
+            "upstream_response_time": "2.000",
+        },
+    ]

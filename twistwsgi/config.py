@@ -769,7 +769,8 @@ SETTINGS: tuple[Setting, ...] = (
         ' "$request" $status $body_bytes_sent $request_time\'. Variables: $remote_addr,'
         " $remote_port, $time_local, $time_iso8601, $msec, $request, $request_method,"
         " $request_uri, $server_protocol, $scheme, $host, $status, $body_bytes_sent,"
-        " $request_time and $http_NAME for any request header field. Default: the"
+        " $request_time, $upstream_addr, $upstream_status, $upstream_response_time"
+        " (proxy mounts) and $http_NAME for any request header field. Default: the"
         " combined format. Applied again on SIGHUP.",
     ),
     Setting(

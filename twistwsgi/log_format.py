@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ESCAPES", "VARIABLES", "LogFormat", "escape"]
+__all__ = ["ESCAPES", "VARIABLES", "LogFormat", "escape", "uses_upstream_variables"]
 
 
 class _Request(Protocol):
@@ -71,6 +71,11 @@ VARIABLES: dict[str, str] = {
     "body_bytes_sent": "body bytes sent to the client",
     "request_time": "seconds from the request's first byte to the response's end, with"
     " milliseconds",
+    "upstream_addr": "the upstreams a proxy mount tried (host:port or unix:/path), joined"
+    " with ', '",
+    "upstream_status": "their response statuses (502 or 504 for one that failed first)",
+    "upstream_response_time": "seconds from giving each the request to the end of its"
+    " response, with milliseconds",
 }
 
 #: How values are escaped: nginx's default, its escape=json, and none.
@@ -174,6 +179,16 @@ def _protocol(response: LoggedResponse, now: float) -> bytes | None:
     return b"HTTP/" + version if version else None
 
 
+def _note(name: str) -> Value:
+    """A value the handler left for the log (``None`` when it left none)."""
+
+    def value(response: LoggedResponse, now: float) -> str | None:
+        notes = getattr(response, "log_notes", None)
+        return None if notes is None else notes.get(name)
+
+    return value
+
+
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
     "remote_port": _remote_port,
@@ -190,6 +205,9 @@ _VALUES: dict[str, Value] = {
     "status": _status,
     "body_bytes_sent": lambda response, now: str(response.body_sent),
     "request_time": lambda response, now: f"{max(0.0, now - response.started):.3f}",
+    "upstream_addr": _note("upstream_addr"),
+    "upstream_status": _note("upstream_status"),
+    "upstream_response_time": _note("upstream_response_time"),
 }
 assert _VALUES.keys() == VARIABLES.keys()
 
@@ -201,6 +219,16 @@ def _header_value(name: str) -> Value:
         return response.request.header(field)
 
     return value
+
+
+def uses_upstream_variables(template: str | None) -> bool:
+    """Whether ``template`` writes any ``$upstream_`` variable (a proxy then notes them)."""
+    if template is None:
+        return False
+    return any(
+        (match.group(1) or match.group(2)).lower().startswith("upstream_")
+        for match in _VARIABLE.finditer(template)
+    )
 
 
 class LogFormat:

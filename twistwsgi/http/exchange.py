@@ -30,6 +30,7 @@ __all__ = [
     "BodyReceiver",
     "Exchange",
     "Handler",
+    "LogNotes",
     "RequestHead",
     "Route",
     "Tunnel",
@@ -48,6 +49,13 @@ class BodyReceiver(Protocol):
 
     def body_failed(self, reason: Exception) -> None:
         """The body will never be complete: malformed, too large, timed out or lost."""
+
+
+class LogNotes(Protocol):
+    """Values a handler leaves for the access log, looked up by variable name."""
+
+    def get(self, name: str) -> str | None:
+        """The value of ``name`` (``upstream_addr``, ...), or ``None``."""
 
 
 class TunnelReceiver(Protocol):
@@ -95,12 +103,16 @@ class Exchange(Protocol):
         response_started: whether ``start_response`` has been called.
         finished: whether the response is complete, aborted, or the client is gone;
             every response method is then a no-op.
+        log_notes: values a handler leaves for the access log (a proxy's
+            ``upstream_addr``, ``upstream_status``, ``upstream_response_time``), set
+            by the time the exchange ends; ``None`` when it leaves none.
     """
 
     request: RequestHead
     route: Route | None
     response_started: bool
     finished: bool
+    log_notes: LogNotes | None
 
     def receive_body(self, receiver: BodyReceiver) -> None:
         """Attach the receiver for the request body; buffered pieces arrive at once."""

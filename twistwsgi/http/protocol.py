@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.http import rules
-from twistwsgi.http.exchange import Handler
+from twistwsgi.http.exchange import Handler, LogNotes
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
     Address,
@@ -176,6 +176,7 @@ class Refusal:
     __slots__ = ("body_sent", "error", "request", "started", "status")
 
     client_closed = False
+    log_notes: LogNotes | None = None  # no handler saw it
 
     def __init__(
         self, request: RequestHead | PartialRequest, error: RequestError, started: float
@@ -2037,6 +2038,7 @@ class HTTP11Exchange:
         client_closed: whether the exchange ended because the client closed the
             connection (before the response was complete).
         started: when the first byte of the request arrived (clock seconds).
+        log_notes: what the handler left for the access log (see Exchange).
     """
 
     __slots__ = (
@@ -2063,6 +2065,7 @@ class HTTP11Exchange:
         "client_closed",
         "dispatched",
         "finished",
+        "log_notes",
         "request",
         "response_started",
         "route",
@@ -2081,6 +2084,7 @@ class HTTP11Exchange:
         self._protocol = protocol
         self.request = request
         self.started = started
+        self.log_notes: LogNotes | None = None
         self.route: Route | None = None
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.
