@@ -60,6 +60,8 @@ class FakeRequest:
     version: bytes = b"1.1"
     peer: tuple[str, int] | None = ("192.0.2.7", 51000)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    scheme: str = "http"
+    authority: bytes | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

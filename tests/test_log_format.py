@@ -7,52 +7,33 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.test_access_log import FakeExchange, FakeRequest
 from twistwsgi.access_log import COMBINED, format_combined
 from twistwsgi.log_format import VARIABLES, LogFormat, log_time, uses_upstream_variables
 
-
-@dataclass
-class Request:
-    method: bytes = b"GET"
-    target: bytes = b"/path?q=1"
-    version: bytes = b"1.1"
-    peer: tuple[str, int] | None = ("192.0.2.7", 51000)
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    scheme: str = "http"
-    authority: bytes | None = None
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
-
-@dataclass
-class Response:
-    request: Request = field(default_factory=Request)
-    status: int = 200
-    body_sent: int = 13
-    client_closed: bool = False
-    started: float = 0.0
+# The access log's fakes.
+Response = FakeExchange
+Request = FakeRequest
 
 
 NOW = 971186136.25  # 10/Oct/2000:13:55:36 +0000
 
 
-def line(template: str, response: Response | None = None, escape: str = "default") -> str:
-    return LogFormat(template, escape).format(response or Response(), NOW)
+def line(template: str, response: FakeExchange | None = None, escape: str = "default") -> str:
+    return LogFormat(template, escape).format(
+        response or Response(Request(target=b"/path?q=1")), NOW
+    )
 
 
 _bytes = st.binary(max_size=40)
 _requests = st.builds(
-    Request,
+    FakeRequest,
     method=st.sampled_from([b"GET", b"POST", b""]),
     target=_bytes,
     version=st.sampled_from([b"1.1", b"1.0", b""]),
@@ -71,7 +52,7 @@ _requests = st.builds(
     now=st.floats(0, 4 * 10**9),
 )
 def test_the_combined_template_writes_what_format_combined_writes(
-    request: Request, status: int, client_closed: bool, sent: int, now: float
+    request: FakeRequest, status: int, client_closed: bool, sent: int, now: float
 ) -> None:
     """The default fast path and the template language agree, byte for byte."""
     response = Response(request, status, sent, client_closed)
