@@ -915,7 +915,7 @@ SETTINGS: tuple[Setting, ...] = (
         SWITCH,
         False,
         "Receive each request body whole before an application gets a thread (nginx's"
-        " proxy_request_buffering), so a slow upload holds none: bodies over 1 MiB wait"
+        " proxy_request_buffering), so a slow upload holds none: bodies over 64 KiB wait"
         " in an unlinked temporary file in TMPDIR, 100 Continue is sent at once, and a"
         " chunked body reaches the application with a CONTENT_LENGTH. Off: a body over"
         " 64 KiB is streamed to the application as it arrives. (With --threads 0 bodies"

@@ -84,8 +84,10 @@ IN_FLIGHT_HIGH_WATER = 256 * 1024
 #: Request body bytes buffered for ``wsgi.input`` before the client is paused.
 INPUT_HIGH_WATER = 256 * 1024
 #: A request body received whole before its application runs (inline mode, or
-#: ``request_buffering``) is kept in memory up to this size, in a temporary file above.
-SPOOL_SIZE = 1024 * 1024
+#: ``request_buffering``) is kept in memory up to this size, in a temporary file above:
+#: many uploads may wait at once, each holding this much at most (nginx keeps 8 or
+#: 16 KiB, client_body_buffer_size; the protocol hands a request over at 64 KiB).
+SPOOL_SIZE = 64 * 1024
 
 _TOKEN = re.compile(TOKEN)
 _BAD_VALUE = re.compile(CONTROL_CHARACTERS)
@@ -806,9 +808,15 @@ class _ThreadedCall:
         self._headers: list[tuple[bytes, bytes]] | None = None
         self._head_sent = False
         self._input: _ThreadedInput | None = None
-        # A body received whole (request_buffering), with its size; the worker
-        # closes it when the call is over.
+        # A body received whole (request_buffering), with its size. Closed by the
+        # reactor if the client leaves before a worker takes the call (a departed
+        # upload must not hold its file or memory until a thread is free), else by
+        # the worker when the call is over, unless the response is a file the
+        # reactor sends (it may be this body): then when the exchange ends. The
+        # two flags say which, under the condition's lock.
         self._spooled = spooled
+        self._running = False
+        self._spool_left = False
         if spooled is None and exchange.request.has_body:
             self._input = _ThreadedInput(exchange, handler.inbox)
             exchange.receive_body(self._input)
@@ -820,8 +828,11 @@ class _ThreadedCall:
         with self._cond:
             self._gone = True
             self._cond.notify_all()
+            close_spool = not self._running or self._spool_left
         if self._input is not None:
             self._input.release()
+        if close_spool:
+            self.close_spooled_body()
 
     def pauseProducing(self) -> None:
         """The client stopped reading: the worker waits before its next chunk."""
@@ -901,6 +912,9 @@ class _ThreadedCall:
 
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
+        if self._spooled is not None:
+            with self._cond:
+                self._running = True
         if self._gone:
             # The client left while the request waited for a thread (the access log
             # has its 499): no application call for an answer nobody will read, and
@@ -939,7 +953,11 @@ class _ThreadedCall:
             environ["wsgi.errors"].flush()
             _running.pop(thread, None)
             if self._spooled is not None:
-                self._spooled[0].close()
+                with self._cond:
+                    # A file response may be this very body (file_wrapper(wsgi.input)).
+                    self._spool_left = handed_over and not self._gone
+                if not self._spool_left:
+                    self.close_spooled_body()
 
     def _respond(self, result: Iterable[bytes]) -> bool:
         """Send ``result``; return whether the reactor now owns (and closes) it."""
