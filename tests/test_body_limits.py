@@ -190,3 +190,28 @@ def test_a_proxy_mount_takes_a_limit_and_a_static_mount_refuses_one(tmp_path: Pa
     path.write_text(SITE + '[[host.mount]]\npath = "/s"\nstatic = "files"\nmax_body = "1m"\n')
     with pytest.raises(ConfigError, match="max_body"):
         cli.load_config({"config": str(path)})
+
+
+@pytest.mark.parametrize("order", ["deepest first", "shallowest first"])
+def test_a_chain_of_fallthrough_mounts_ends_at_the_applications_limit(
+    tmp_path: Path, order: str
+) -> None:
+    """/a/b passes misses to /a, which passes them to the application at /: the
+    limit is the application's whatever order the mounts are written in (it was
+    the server's when /a/b came first).
+    """
+    for name in ("ab", "a"):
+        (tmp_path / name).mkdir()
+    deep = '[[host.mount]]\npath = "/a/b"\nstatic = "ab"\nfallthrough = true\n'
+    shallow = '[[host.mount]]\npath = "/a"\nstatic = "a"\nfallthrough = true\n'
+    statics = deep + shallow if order == "deepest first" else shallow + deep
+    text = (
+        '[server]\nthreads = 0\naccess_log = "off"\nmax_body = "1k"\n\n'
+        '[[host]]\nnames = ["a.example"]\n'
+        + statics
+        + '[[host.mount]]\npath = "/"\napp = "tests.apps:echo"\nmax_body = "50m"\n'
+    )
+    service = serve(tmp_path, text)
+    assert post(service, b"/a/b/x", 5000) == 200
+    assert post(service, b"/a/x", 5000) == 200
+    service.stopService()

@@ -150,7 +150,7 @@ class SiteBuilder:
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
         partners: set[int] = set()
-        limits: list[int | None] = [mount.options.get("max_body") for mount in host.mounts]
+        passes_to: dict[int, int] = {}
         for index, mount in enumerate(host.mounts):
             handler = handlers[index]
             if not (isinstance(handler, StaticHandler) and mount.options.get("fallthrough")):
@@ -163,9 +163,18 @@ class SiteBuilder:
             if below:
                 other_index, other = max(below, key=lambda item: len(item[1].prefix))
                 handler.fallback = (other.prefix, handlers[other_index])
-                limits[index] = limits[other_index]
+                passes_to[index] = other_index
                 if other.prefix == mount.prefix:
                     partners.add(other_index)
+        limits: list[int | None] = []
+        for start in range(len(host.mounts)):
+            # Along the chain of static mounts passing misses on, to where it ends
+            # (each passes to a shorter prefix, or to its partner at the same one).
+            end, seen = start, {start}
+            while end in passes_to and passes_to[end] not in seen:
+                end = passes_to[end]
+                seen.add(end)
+            limits.append(host.mounts[end].options.get("max_body"))
         return [
             Mount(mount.prefix, handlers[index], limits[index])
             for index, mount in enumerate(host.mounts)
