@@ -126,19 +126,33 @@ def test_a_unix_socket_client() -> None:
     assert line("$remote_addr $remote_port", Response(Request(peer=None))) == "unix: -"
 
 
+def _as_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 @given(agent=_bytes, target=_bytes)
-def test_json_lines_parse_back_to_the_bytes_sent(agent: bytes, target: bytes) -> None:
-    """With escape=json every value is valid JSON string content (ASCII), and each
-    byte comes back as the character of the same number (Latin-1).
+def test_json_lines_parse_back_to_the_text_sent(agent: bytes, target: bytes) -> None:
+    """With escape=json every value is valid JSON string content (ASCII): UTF-8 comes
+    back as its text, other bytes as the Latin-1 character of the same number, and a
+    value not there (an empty target here) as nothing, as nginx writes it.
     """
     request = Request(target=target, headers=[(b"user-agent", agent)])
     template = '{"agent":"$http_user_agent","uri":"$request_uri","status":$status}'
     text = line(template, Response(request), escape="json")
     assert text.isascii()
     record = json.loads(text)
-    assert record["agent"] == agent.decode("latin-1")
-    assert record["uri"] == (target.decode("latin-1") or "-")
+    assert record["agent"] == _as_text(agent)
+    assert record["uri"] == _as_text(target)
     assert record["status"] == 200
+
+
+def test_json_escaping_keeps_utf8_text_and_leaves_missing_values_empty() -> None:
+    request = Request(headers=[(b"user-agent", "café ☃".encode())])
+    text = line('{"a":"$http_user_agent","id":"$http_x_request_id"}', Response(request), "json")
+    assert json.loads(text) == {"a": "café ☃", "id": ""}
 
 
 def test_default_escaping_keeps_a_line_one_record() -> None:
@@ -147,6 +161,11 @@ def test_default_escaping_keeps_a_line_one_record() -> None:
     assert line("$http_user_agent", Response(request), escape="none") == (
         'evil"\n1.2.3.4 - - [forged]'
     )
+
+
+def test_an_unclosed_brace_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"not closed: '\$\{status'"):
+        LogFormat("${status")
 
 
 @pytest.mark.parametrize("template", ["$bytes_sent", "$upstream_cache_status", "${nope}", "$http_"])

@@ -27,7 +27,14 @@ from typing import IO, Protocol
 
 from twisted.logger import Logger
 
-from twistwsgi.log_format import LogFormat, LoggedResponse, escape, log_time, request_line
+from twistwsgi.log_format import (
+    LogFormat,
+    LoggedResponse,
+    escape,
+    log_time,
+    logged_status,
+    request_line,
+)
 
 __all__ = [
     "COMBINED",
@@ -62,14 +69,7 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     line = escape(request_line(request)) or "-"
     referer = request.header(b"referer")
     agent = request.header(b"user-agent")
-    # No response was started: the field still holds three digits, as log parsers
-    # expect. nginx's 499 (NGX_HTTP_CLIENT_CLOSED_REQUEST, ngx_http_request.h) when
-    # the client closed the connection first. When the server dropped it (the
-    # graceful timeout, a handler's abort), nginx's 444, its code for closing "without
-    # any response" (NGX_HTTP_CLOSE); nginx itself logs 000 for a request cut off at
-    # worker_shutdown_timeout (ngx_http_terminate_request(r, 0) leaves the status 0,
-    # which $status prints as "%03ui"), but 000 is no HTTP status code at all.
-    status = exchange.status or (499 if exchange.client_closed else 444)
+    status = logged_status(exchange)
     return (
         f'{remote} - - [{timestamp}] "{line}" {status} {exchange.body_sent} '
         f'"{escape(referer) if referer is not None else "-"}" '

@@ -884,8 +884,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Most client connections open at once; at the limit the server stops accepting,"
         " new connections wait in the listen backlog until one closes, and while one"
         " waits responses say Connection: close and idle connections are closed to"
-        " make room (nginx's worker_connections). 0: half of the open-files limit less"
-        " 128, as each connection may hold a second descriptor (a file it is sent, its"
+        " make room (nginx's worker_connections). 0: (the open-files limit - 128) / 2, as"
+        " each connection may hold a second descriptor (a file it is sent, its"
         " upstream connection, a spooled body).",
     ),
     Setting(

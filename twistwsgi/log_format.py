@@ -15,17 +15,29 @@ Values are escaped as nginx escapes them: by default quotes, backslashes and byt
 outside printable ASCII become ``\xHH`` (a client cannot forge lines); with
 ``escape="json"`` (nginx's ``escape=json``) they are JSON string contents, so a
 template such as ``{"status":$status,"uri":"$request_uri"}`` writes one JSON object
-per line; ``escape="none"`` writes them as they are.
+per line (a value not there is then empty rather than ``-``, as nginx writes it;
+text in UTF-8 is written as ``\uXXXX`` escapes of its characters);
+``escape="none"`` writes them as they are.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ESCAPES", "VARIABLES", "LogFormat", "escape", "uses_upstream_variables"]
+__all__ = [
+    "ESCAPES",
+    "VARIABLES",
+    "LogFormat",
+    "escape",
+    "log_time",
+    "logged_status",
+    "request_line",
+    "uses_upstream_variables",
+]
 
 
 class _Request(Protocol):
@@ -83,8 +95,7 @@ ESCAPES = ("default", "json", "none")
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
-_JSON_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
-_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JSON_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 #: A variable's value for a response and the time it ended; None when not there.
@@ -99,13 +110,19 @@ def escape(value: bytes) -> str:
 
 
 def _json_escape(value: bytes) -> str:
-    """Escape ``value`` as the contents of a JSON string (ASCII only)."""
-    text = value.decode("latin-1")
-    if not _JSON_UNSAFE.search(text):
-        return text
-    return _JSON_UNSAFE.sub(
-        lambda m: _JSON_SHORT.get(m.group()) or f"\\u{ord(m.group()):04x}", text
-    )
+    r"""Escape ``value`` as the contents of a JSON string, in ASCII.
+
+    UTF-8 (what clients send outside ASCII, almost always) is read as the text it
+    is: a JSON reader gets ``café`` back, written ``caf\u00e9``. Bytes that are not
+    UTF-8 are taken one character each (Latin-1), so the line stays valid JSON.
+    """
+    if not _JSON_UNSAFE.search(value):
+        return value.decode("ascii")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = value.decode("latin-1")
+    return json.dumps(text)[1:-1]
 
 
 def _no_escape(value: bytes) -> str:
@@ -154,10 +171,22 @@ def _remote_port(response: LoggedResponse, now: float) -> str | None:
     return str(peer[1]) if peer else None
 
 
+def logged_status(response: LoggedResponse) -> int:
+    """The status to log: the response's, or one of nginx's when none was started.
+
+    The field still holds three digits then, as log parsers expect: nginx's 499
+    (NGX_HTTP_CLIENT_CLOSED_REQUEST, ngx_http_request.h) when the client closed the
+    connection first; when the server dropped it (the graceful timeout, a handler's
+    abort), nginx's 444, its code for closing "without any response"
+    (NGX_HTTP_CLOSE). nginx itself logs 000 for a request cut off at
+    worker_shutdown_timeout (ngx_http_terminate_request(r, 0) leaves the status 0,
+    which $status prints as "%03ui"), but 000 is no HTTP status code at all.
+    """
+    return response.status or (499 if response.client_closed else 444)
+
+
 def _status(response: LoggedResponse, now: float) -> str:
-    # No response was started: nginx's 499 when the client closed first, 444 when the
-    # server dropped the connection (see access_log.format_combined).
-    return str(response.status or (499 if response.client_closed else 444))
+    return str(logged_status(response))
 
 
 def _host(response: LoggedResponse, now: float) -> bytes | None:
@@ -265,8 +294,14 @@ class LogFormat:
             parts.append((template[position : match.start()], value))
             position = match.end()
         parts.append((template[position:], None))
+        for text, _ in parts:
+            if "${" in text:
+                raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
         self._parts = parts
         self._escaper = _ESCAPERS[escape]
+        # nginx writes a value that is not there as "-", and with escape=json as
+        # nothing ("-" inside a JSON string would read as a value).
+        self._missing = "" if escape == "json" else "-"
 
     def format(self, response: LoggedResponse, now: float) -> str:
         """The line for ``response``, which ended at ``now`` (clock seconds)."""
@@ -278,7 +313,7 @@ class LogFormat:
                 continue
             value = variable(response, now)
             if value is None:
-                pieces.append("-")
+                pieces.append(self._missing)
             elif isinstance(value, str):
                 pieces.append(escaper(value.encode("latin-1")))
             else:
