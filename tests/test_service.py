@@ -826,6 +826,58 @@ def test_at_the_limit_idle_keep_alive_connections_are_closed() -> None:
     assert not busy.disconnecting
 
 
+def test_an_answered_connection_gets_the_whole_grace_whatever_its_age(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The grace counts from the end of the last response, not from the connection's
+    start: an old connection just answered is not closed under its next request.
+    When one at a time may go, the one idle longest goes first.
+    """
+    from twistwsgi.http import protocol as protocol_module
+
+    monkeypatch.setattr(protocol_module, "_IDLE_DRAIN_BATCH", 1)
+    factory, held, _, service = limited_service(3)
+    clock: Any = factory.clock
+    old, old_transport = open_connection(factory)
+    clock.advance(10)
+    _young, young_transport = open_connection(factory)  # idle since 10, never asked
+    clock.advance(1)
+    old.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    held.exchanges[-1].start_response(204, [])
+    held.exchanges[-1].finish()  # answered at 11: idle since 11
+    busy, _ = open_connection(factory)  # the limit is reached
+    busy.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    clock.advance(DRAIN_INTERVAL)
+    assert (closing(young_transport), closing(old_transport)) == (True, False)
+    clock.advance(IDLE_GRACE - 2 * DRAIN_INTERVAL)
+    assert not closing(old_transport)  # idle since 11: still within its grace
+    clock.advance(2 * DRAIN_INTERVAL)
+    assert closing(old_transport)
+    service.stopService()
+
+
+def test_connections_are_closed_longest_idle_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twistwsgi.http import protocol as protocol_module
+
+    monkeypatch.setattr(protocol_module, "_IDLE_DRAIN_BATCH", 1)
+    factory, _, _, service = limited_service(6)
+    clock: Any = factory.clock
+    transports = []
+    for _ in range(5):
+        transports.append(open_connection(factory)[1])
+        clock.advance(1)
+    busy, _ = open_connection(factory)  # the limit is reached
+    busy.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    order: list[int] = []
+    for _ in range(5):
+        clock.advance(DRAIN_INTERVAL)
+        order += [
+            n for n, transport in enumerate(transports) if closing(transport) and n not in order
+        ]
+    assert order == [0, 1, 2, 3, 4]
+    service.stopService()
+
+
 class PeekableTransport(StringTransport):
     """A StringTransport whose socket the protocol can peek into (one end of a pair)."""
 

@@ -652,12 +652,12 @@ class HTTP11Protocol(Protocol):
 
     def _bytes_waiting(self) -> bool:
         """Whether the client sent bytes the reactor has not read yet."""
-        handle = self._socket()
-        if handle is None:
-            return False
         try:
+            handle = self._socket()
+            if handle is None:
+                return False
             return bool(handle.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except OSError:  # nothing to read (EAGAIN), or closed meanwhile
+        except (OSError, AttributeError):  # nothing to read (EAGAIN), or gone meanwhile
             return False
 
     def _socket(self) -> socket.socket | None:
@@ -1426,6 +1426,7 @@ class HTTP11Protocol(Protocol):
         self._upgraded = False
         self._parser = httptools.HttpRequestParser(self)
         self._read = _Read.IDLE
+        self.idle_since = self._clock.seconds()
         self.resume_reading("upgrade")
         self.resume_reading("pipeline")
         if tail:
