@@ -31,6 +31,7 @@ from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
+from twistwsgi.log_format import LogFormat, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
@@ -2218,3 +2219,46 @@ def test_a_timed_out_upstream_is_noted_504_and_a_client_gone_first_as_a_dash() -
             "upstream_response_time": "2.000",
         },
     ]
+
+
+def test_a_tunnel_is_noted_101_for_its_whole_length() -> None:
+    setup = make_proxy(access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(WEBSOCKET_UPGRADE)
+    setup.endpoint().last.respond(SWITCHED)
+    setup.clock.advance(7)
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert [upstream_notes(entry) for entry in logged] == [
+        {
+            "upstream_addr": "10.0.0.1:9000",
+            "upstream_status": "101",
+            "upstream_response_time": "7.000",
+        }
+    ]
+
+
+def test_a_switch_to_a_protocol_not_asked_for_is_noted_502() -> None:
+    setup = make_proxy(access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(WEBSOCKET_UPGRADE)
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert one_response(client).status == 502
+    assert upstream_notes(logged[0])["upstream_status"] == "502"
+
+
+def test_a_unix_socket_path_outside_ascii_is_noted_as_its_bytes() -> None:
+    """A path with any characters is written, escaped as nginx escapes its bytes (the
+    line was lost: the log encoded the path as Latin-1).
+    """
+    setup = make_proxy(("unix:/run/сокет.sock",), access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(OK)
+    [entry] = logged
+    line = LogFormat("$upstream_addr").format(entry, 0.0)
+    assert line == escape("unix:/run/сокет.sock".encode())

@@ -352,3 +352,27 @@ def test_a_file_response_of_the_body_itself_is_sent_whole(spools: list[Any]) -> 
     [response] = parse_responses(connection.take())
     assert response.body == body
     assert [spool.closed for spool in spools] == [True]
+
+
+def test_a_body_handed_over_as_a_file_after_its_client_left_is_let_go(
+    spools: list[Any], tmp_path: Path
+) -> None:
+    """The client leaves while the worker is about to hand a file response over:
+    nothing will end the exchange again, so the worker closes the body itself.
+    """
+    path = tmp_path / "download.bin"
+    path.write_bytes(b"d" * 1000)
+    pool = QueueingPool()
+    calls = CallQueue()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", TEXT)
+        # The reactor sees the client leave while the application runs.
+        connection.protocol.connectionLost(Failure(ConnectionDone()))
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    connection = buffered(app, pool, reactor=calls, validate=False)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\nabc")
+    pool.run_all()
+    calls.run_pending()
+    assert [spool.closed for spool in spools] == [True]

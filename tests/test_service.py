@@ -878,6 +878,46 @@ def test_connections_are_closed_longest_idle_first(monkeypatch: pytest.MonkeyPat
     service.stopService()
 
 
+def test_an_upgrade_answered_without_switching_starts_its_idle_time_then() -> None:
+    """After an Upgrade request answered as an ordinary one, the connection goes on
+    with HTTP/1.1 and is idle from then: not since it opened (which closed it at
+    once for a waiting client, under its next request).
+    """
+    factory, held, _, service = limited_service(3)
+    clock: Any = factory.clock
+    upgraded, transport = open_connection(factory)
+    clock.advance(10)
+    upgraded.dataReceived(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    held.exchanges[-1].start_response(200, [(b"Content-Length", b"0")])
+    held.exchanges[-1].finish()
+    for _ in range(2):
+        busy, _ = open_connection(factory)
+        busy.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    clock.advance(DRAIN_INTERVAL)
+    assert not closing(transport)
+    clock.advance(IDLE_GRACE)
+    assert closing(transport)
+    service.stopService()
+
+
+class GoneTransport(StringTransport):
+    """A connection whose socket Twisted has already dropped."""
+
+    def getHandle(self) -> Any:
+        raise AttributeError("socket")
+
+
+def test_an_idle_connection_whose_socket_is_gone_is_closed_quietly() -> None:
+    factory = HTTPFactory(Held(), settings=HttpSettings(), clock=MemoryReactorClock())
+    protocol = factory.buildProtocol(None)
+    transport = GoneTransport()
+    protocol.makeConnection(transport)
+    assert protocol.close_if_idle()
+    assert closing(transport)
+
+
 class PeekableTransport(StringTransport):
     """A StringTransport whose socket the protocol can peek into (one end of a pair)."""
 

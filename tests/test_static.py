@@ -779,6 +779,29 @@ def test_fallthrough_lets_one_prefix_be_files_and_an_app(site: Path, tmp_path: P
     assert b'"PATH_INFO": "/empty"' in request(router, b"/empty").body
 
 
+@pytest.mark.parametrize("app_first", [False, True], ids=["static first", "app first"])
+def test_a_miss_falls_through_to_the_static_mount_before_its_partner(
+    tmp_path: Path, app_first: bool
+) -> None:
+    """/sub passes misses on to / (files, passing on to the application there): a
+    file under / is served whichever of the two / mounts the file lists first (the
+    application's answer came back when it was listed first).
+    """
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "root" / "sub").mkdir(parents=True)
+    (tmp_path / "root" / "sub" / "x.txt").write_bytes(b"x under /\n")
+    files = f'[[host.mount]]\npath = "/"\nstatic = "{tmp_path / "root"}"\nfallthrough = true\n'
+    app = '[[host.mount]]\npath = "/"\napp = "tests.apps:environ"\n'
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/sub"\nstatic = "{tmp_path / "empty"}"\nfallthrough = true\n'
+        + (app + files if app_first else files + app)
+    )
+    router = router_for(tmp_path, text)
+    assert request(router, b"/sub/x.txt").body == b"x under /\n"
+    assert b'"PATH_INFO": "/sub/missing"' in request(router, b"/sub/missing").body
+
+
 def accel_app(field: str, value: str) -> Any:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         body = b"this body is replaced by the file"

@@ -315,7 +315,8 @@ class LogFormat:
             if value is None:
                 pieces.append(self._missing)
             elif isinstance(value, str):
-                pieces.append(escaper(value.encode("latin-1")))
+                # Text from the configuration (a UNIX socket's path) as its bytes.
+                pieces.append(escaper(value.encode("utf-8", "surrogateescape")))
             else:
                 pieces.append(escaper(value))
         return "".join(pieces)

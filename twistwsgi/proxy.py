@@ -1002,6 +1002,7 @@ class _Forward:
             peer = self._peer
             self._drop_upstream()
             if not self._done:
+                self._attempt_over(_FAILED[ErrorKind.PROTOCOL][0])
                 upstream = peer.name if peer is not None else "?"
                 self._failed(ErrorKind.PROTOCOL, "switched protocols unexpectedly", upstream)
             return
@@ -1014,6 +1015,7 @@ class _Forward:
         fields.append((b"Upgrade", protocols))
         fields.append((b"Connection", b"upgrade"))
         recovered = self._answered()
+        self._answered_status = status
         self._tunnelling = True
         tunnel = exchange.upgrade(fields, self)
         self._tunnel = tunnel

@@ -161,7 +161,17 @@ class SiteBuilder:
                 if other_index != index and match_prefix(mount.prefix, other.prefix)
             ]
             if below:
-                other_index, other = max(below, key=lambda item: len(item[1].prefix))
+                # The longest prefix; at the same one, the static mount that passes
+                # on to its partner there (the partner is reached only through it),
+                # whatever order the file lists them in.
+                other_index, other = max(
+                    below,
+                    key=lambda item: (
+                        len(item[1].prefix),
+                        isinstance(handlers[item[0]], StaticHandler)
+                        and bool(item[1].options.get("fallthrough")),
+                    ),
+                )
                 handler.fallback = (other.prefix, handlers[other_index])
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
