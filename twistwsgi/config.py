@@ -1042,7 +1042,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 False,
                 "Pass requests for missing files (and any method other than GET and HEAD)"
                 " on to the mount below: the one at the same path, or the longest shorter"
-                " prefix. This is how / can be both an application and a directory.",
+                " prefix (there, a static mount before the application it passes on to)."
+                " This is how / can be both an application and a directory.",
             ),
             (
                 "internal",
