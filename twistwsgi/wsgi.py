@@ -893,7 +893,7 @@ class _ThreadedCall:
         _send_file_result(self._exchange, status, reason, response)
 
     def close_spooled_body(self) -> None:
-        """Close the body received whole, if any (when no worker will run the call)."""
+        """Close the body received whole, if any (closing it twice is harmless)."""
         if self._spooled is not None:
             self._spooled[0].close()
 
