@@ -376,3 +376,23 @@ def test_a_body_handed_over_as_a_file_after_its_client_left_is_let_go(
     pool.run_all()
     calls.run_pending()
     assert [spool.closed for spool in spools] == [True]
+
+
+def test_a_body_waiting_too_long_for_a_thread_is_let_go(spools: list[Any]) -> None:
+    clock = SynchronousReactorThreads()
+    pool = QueueingPool()
+    handler = WSGIHandler(
+        validator(Recorder()),
+        reactor=clock,
+        threadpool=pool,
+        request_buffering=True,
+        queue_timeout=60.0,
+        clock=clock,
+    )
+    connection = connect(handler, clock=clock)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\n\r\nabc")
+    clock.advance(61)
+    with capture_log_events():
+        pool.run_all()
+    assert parse_responses(connection.take())[0].status == 503
+    assert [spool.closed for spool in spools] == [True]

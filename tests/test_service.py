@@ -1111,8 +1111,11 @@ def test_request_buffering_reaches_every_application_and_a_reload_changes_it() -
     given = {"app": "tests.apps:hello", "access_log": "off", "request_buffering": "on"}
     service, _clock = serve(given)
     assert app_handler(service).request_buffering
-    assert service.reload(cli.load_config({**given, "threads": "0", "request_buffering": "off"}))
+    assert app_handler(service).queue_timeout == 60.0
+    changed = {**given, "threads": "0", "request_buffering": "off", "thread_queue_timeout": "5s"}
+    assert service.reload(cli.load_config(changed))
     assert not app_handler(service).request_buffering
+    assert app_handler(service).queue_timeout == 5.0
     service.stopService()
     library = make_service(
         ServerConfig(threads=0, access_log="off", request_buffering=True),

@@ -1583,3 +1583,69 @@ def test_whitespace_around_header_values_is_not_sent(threaded: bool) -> None:
     assert response.header(b"content-length") == b"5"
     assert response.header(b"transfer-encoding") is None
     assert response.body == b"hello"
+
+
+# -- the wait for a worker thread -------------------------------------------------------
+
+
+def queued(
+    queue_timeout: float,
+) -> tuple[WSGIHandler, QueueingPool, SynchronousReactorThreads, list[str]]:
+    """A handler whose requests wait in a pool until the test runs them."""
+    called: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        called.append(environ["PATH_INFO"])
+        start_response("200 OK", TEXT)
+        return [b"ok"]
+
+    clock = SynchronousReactorThreads()
+    pool = QueueingPool()
+    handler = WSGIHandler(
+        validator(app), reactor=clock, threadpool=pool, queue_timeout=queue_timeout, clock=clock
+    )
+    return handler, pool, clock, called
+
+
+def test_a_request_that_waited_too_long_for_a_thread_is_a_503_and_never_runs() -> None:
+    """Behind busy threads a request waited without limit: nginx in front of
+    gunicorn would have answered 504 after 60 s. Past thread_queue_timeout it is
+    answered 503 (Retry-After) and the application never sees it.
+    """
+    handler, pool, clock, called = queued(60.0)
+    connection = connect(handler, clock=clock)
+    connection.send(b"GET /late HTTP/1.1\r\n" + HOST + b"\r\n")
+    clock.advance(61)
+    with capture_log_events() as events:
+        pool.run_all()
+    assert called == []
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.header(b"retry-after")) == (503, b"1")
+    [line] = [formatEvent(e) for e in events if "worker thread" in formatEvent(e)]
+    assert "1 request(s) waited more than 60s" in line and "GET /late" in line
+    connection.send(b"GET /soon HTTP/1.1\r\n" + HOST + b"\r\n")
+    clock.advance(59)
+    pool.run_all()
+    assert called == ["/soon"]
+
+
+def test_requests_answered_busy_are_logged_once_in_a_while_with_their_count() -> None:
+    handler, pool, clock, _ = queued(60.0)
+    with capture_log_events() as events:
+        for _ in range(3):
+            connect(handler, clock=clock).send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        clock.advance(61)
+        pool.run_all()  # three at once: one line...
+        connect(handler, clock=clock).send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        clock.advance(61)
+        pool.run_all()  # ...and the next one, later, counts the two left unsaid
+    lines = [formatEvent(e) for e in events if "worker thread" in formatEvent(e)]
+    assert [line.split(" ")[0] for line in lines] == ["1", "3"]
+
+
+def test_without_a_limit_a_request_waits_as_long_as_it_takes() -> None:
+    handler, pool, clock, called = queued(0)
+    connect(handler, clock=clock).send(b"GET /patient HTTP/1.1\r\n" + HOST + b"\r\n")
+    clock.advance(3600)
+    pool.run_all()
+    assert called == ["/patient"]

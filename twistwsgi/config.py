@@ -755,6 +755,15 @@ SETTINGS: tuple[Setting, ...] = (
         " applications that never block.",
     ),
     Setting(
+        "thread_queue_timeout",
+        DURATION,
+        60.0,
+        "How long a request may wait for a free worker thread: one that waited longer"
+        " is answered 503 (with Retry-After) and never reaches the application, and a"
+        " warning says so at most every 10 s (nginx in front of gunicorn answers 504"
+        " after its 60 s proxy_read_timeout). 0: no limit. Applied again on SIGHUP.",
+    ),
+    Setting(
         "access_log",
         ACCESS_LOG,
         None,
@@ -1355,6 +1364,8 @@ class ServerConfig:
             catch-all host, and each set of names given to --vhost one more.
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
+        thread_queue_timeout: seconds a request may wait for a worker thread (0: no
+            limit).
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         access_log_format: an nginx ``log_format`` template, or ``None`` for the
             combined format.
@@ -1376,6 +1387,7 @@ class ServerConfig:
     hosts: tuple[HostConfig, ...] = ()
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
+    thread_queue_timeout: float = 60.0
     access_log: str | None = None
     access_log_format: str | None = None
     access_log_escape: str = "default"
@@ -1811,6 +1823,7 @@ def build_config(
         hosts=host_configs,
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
+        thread_queue_timeout=resolved["thread_queue_timeout"],
         access_log=resolved["access_log"],
         access_log_format=resolved["access_log_format"],
         access_log_escape=resolved["access_log_escape"],

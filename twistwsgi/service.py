@@ -87,6 +87,7 @@ def make_factory(
     script_name: bytes = b"",
     trusted_proxies: Sequence[str] = (),
     request_buffering: bool = False,
+    thread_queue_timeout: float = 60.0,
 ) -> HTTPFactory:
     """Build the server factory that answers every request with ``app``.
 
@@ -107,6 +108,8 @@ def make_factory(
             those fields are dropped (see ``--trusted-proxies``).
         request_buffering: receive each request body whole before the application
             gets a thread (see ``--request-buffering``).
+        thread_queue_timeout: seconds a request may wait for a worker thread before
+            it is answered 503 (see ``--thread-queue-timeout``; 0: no limit).
 
     Raises:
         TypeError, ValueError: for a ``script_name`` that is not bytes starting
@@ -122,6 +125,8 @@ def make_factory(
         threadpool=threadpool,
         trusted_proxies=TrustedProxies(trusted_proxies),
         request_buffering=request_buffering,
+        queue_timeout=thread_queue_timeout,
+        clock=reactor,
     )
     return HTTPFactory(
         Router(_one_mount(script_name.rstrip(b"/"), handler)),
@@ -699,6 +704,8 @@ class _ApplicationSite(SiteBuilder):
             threadpool=self._threadpool,
             trusted_proxies=TrustedProxies(config.trusted_proxies),
             request_buffering=config.request_buffering,
+            queue_timeout=config.thread_queue_timeout,
+            clock=self._reactor,
         )
         return _one_mount(b"", handler)
 
@@ -724,7 +731,7 @@ def _check_numbers(config: ServerConfig) -> None:
         ConfigError: naming the setting, e.g. ``--threads: expected a whole number >= 0``.
     """
     for setting in SETTINGS:
-        if setting.name in ("threads", "graceful_timeout"):
+        if setting.name in ("threads", "graceful_timeout", "thread_queue_timeout"):
             try:
                 setting.parse(getattr(config, setting.name))
             except ValueError as error:

@@ -139,6 +139,8 @@ class SiteBuilder:
                     accel=accel if mount.options.get("x_accel_redirect") else None,
                     trusted_proxies=trusted,
                     request_buffering=config.request_buffering,
+                    queue_timeout=config.thread_queue_timeout,
+                    clock=self._reactor,
                 )
             elif mount.kind != "static":
                 builder = self._builders.get(mount.kind)

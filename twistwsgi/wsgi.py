@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, TypeAlias
 
-from twisted.internet.interfaces import IPushProducer, IReactorFromThreads
+from twisted.internet.interfaces import IPushProducer, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -92,6 +92,15 @@ SPOOL_SIZE = 64 * 1024
 _TOKEN = re.compile(TOKEN)
 _BAD_VALUE = re.compile(CONTROL_CHARACTERS)
 _ERROR_BODY = b"Internal Server Error\n"
+_BUSY_BODY = b"Service Unavailable: the server is busy, try again later\n"
+_BUSY_HEADERS = [
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"Content-Length", b"%d" % len(_BUSY_BODY)),
+    # Load sheds for as long as a burst lasts: a short pause spreads the retries.
+    (b"Retry-After", b"1"),
+]
+#: Seconds between two log lines about requests that waited too long for a thread.
+_BUSY_LOG_INTERVAL = 10.0
 _ERROR_HEADERS = [
     (b"Content-Type", b"text/plain; charset=utf-8"),
     (b"Content-Length", b"%d" % len(_ERROR_BODY)),
@@ -352,6 +361,10 @@ class WSGIHandler:
             a slow upload holds none; without, a body past the protocol's dispatch
             buffer is streamed to the application as it arrives. (In the reactor
             thread a body is always received whole.)
+        queue_timeout: seconds a request may wait for a free worker thread; one
+            that waited longer is answered 503 and never reaches the application
+            (0: no limit). Needs ``clock``.
+        clock: the time source for ``queue_timeout`` (read in worker threads too).
     """
 
     def __init__(
@@ -365,10 +378,19 @@ class WSGIHandler:
         accel: AccelResolver | None = None,
         trusted_proxies: TrustedProxies | None = None,
         request_buffering: bool = False,
+        queue_timeout: float = 0.0,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.app = app
         self.accel = accel
         self.request_buffering = request_buffering
+        self.queue_timeout = queue_timeout
+        # The time source of the queue timeout; None when there is none to keep.
+        self.now: Callable[[], float] | None = (
+            clock.seconds if clock is not None and queue_timeout > 0 else None
+        )
+        self._busy_logged_at: float | None = None
+        self._busy_unlogged = 0
         # None when no address is trusted: the per-request check is then skipped.
         self.trusted_proxies = trusted_proxies if trusted_proxies else None
         self.script_name = script_name.rstrip(b"/")
@@ -435,6 +457,33 @@ class WSGIHandler:
             _log.failure("The thread pool did not take a request")
             call.close_spooled_body()
             call.answer_error()
+
+    def answer_busy(self, exchange: Exchange, waited: float) -> None:
+        """Answer 503 for a request that waited ``waited`` seconds for a thread.
+
+        Logged at most once every :data:`_BUSY_LOG_INTERVAL` seconds, with how many
+        were answered so since the last line: an overload sheds many at once.
+        """
+        self._busy_unlogged += 1
+        assert self.now is not None  # (only called when waiting has a limit)
+        now = self.now()
+        last = self._busy_logged_at
+        if last is None or now - last >= _BUSY_LOG_INTERVAL:
+            self._busy_logged_at = now
+            _log.warn(
+                "{count} request(s) waited more than {timeout:g}s for a worker thread and"
+                " were answered 503, the last {method} {target} after {waited:.1f}s:"
+                " the application is slow or --threads too few",
+                count=self._busy_unlogged,
+                timeout=self.queue_timeout,
+                method=exchange.request.method.decode("latin-1"),
+                target=exchange.request.target.decode("latin-1"),
+                waited=waited,
+            )
+            self._busy_unlogged = 0
+        if not exchange.finished:
+            exchange.start_response(503, list(_BUSY_HEADERS))
+            exchange.finish(_BUSY_BODY)
 
     def environ_for(
         self, exchange: Exchange, script_name: bytes, path_info: bytes
@@ -817,6 +866,9 @@ class _ThreadedCall:
         self._spooled = spooled
         self._running = False
         self._spool_left = False
+        # When the call was queued for a thread, if waiting has a limit.
+        now = handler.now
+        self._queued_at = now() if now is not None else 0.0
         if spooled is None and exchange.request.has_body:
             self._input = _ThreadedInput(exchange, handler.inbox)
             exchange.receive_body(self._input)
@@ -924,6 +976,17 @@ class _ThreadedCall:
             self.close_spooled_body()
             return
         exchange = self._exchange
+        handler = self._handler
+        now = handler.now
+        if now is not None:
+            waited = now() - self._queued_at
+            if waited > handler.queue_timeout:
+                # Queued past the limit: the client has most likely given up, and
+                # running it now would only make the queue longer (nginx in front
+                # of gunicorn answers 504 after proxy_read_timeout, 60 s).
+                self.close_spooled_body()
+                self._call_from_thread(handler.answer_busy, exchange, waited)
+                return
         if self._input is not None and exchange.client_left():
             # Its upload outgrew what a waiting request buffers, so the socket was
             # no longer read and the close was not seen: the kernel tells. An
