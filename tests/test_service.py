@@ -1125,6 +1125,12 @@ def test_request_buffering_reaches_every_application_and_a_reload_changes_it() -
     assert app_handler(library).request_buffering
 
 
+def test_a_negative_thread_queue_timeout_built_in_python_is_refused() -> None:
+    bad = ServerConfig(threads=0, access_log="off", thread_queue_timeout=-1)
+    with pytest.raises(ConfigError, match="--thread-queue-timeout: expected a duration >= 0"):
+        make_service(bad, hello, reactor=MemoryReactorClock())
+
+
 @implementer(IStreamServerEndpoint)
 class PendingEndpoint:
     """Listens asynchronously: the test decides when, or the caller cancels."""

@@ -27,6 +27,7 @@ from zope.interface import alsoProvides
 
 from twistwsgi import wsgi
 from twistwsgi.http.protocol import DISPATCH_BUFFER
+from twistwsgi.http.settings import HttpSettings
 from twistwsgi.http.transport import end_batch, start_batch
 from twistwsgi.testing import (
     CallQueue,
@@ -1610,37 +1611,63 @@ def queued(
 def test_a_request_that_waited_too_long_for_a_thread_is_a_503_and_never_runs() -> None:
     """Behind busy threads a request waited without limit: nginx in front of
     gunicorn would have answered 504 after 60 s. Past thread_queue_timeout it is
-    answered 503 (Retry-After) and the application never sees it.
+    answered 503 (Retry-After) then, even with every thread still stuck (nothing
+    runs the pool here until the end), and the application never sees it.
     """
     handler, pool, clock, called = queued(60.0)
     connection = connect(handler, clock=clock)
     connection.send(b"GET /late HTTP/1.1\r\n" + HOST + b"\r\n")
-    clock.advance(61)
     with capture_log_events() as events:
-        pool.run_all()
-    assert called == []
+        clock.advance(59.5)
+        assert connection.take() == b""
+        clock.advance(1)
     [response] = parse_responses(connection.take())
     assert (response.status, response.header(b"retry-after")) == (503, b"1")
     [line] = [formatEvent(e) for e in events if "worker thread" in formatEvent(e)]
     assert "1 request(s) waited more than 60s" in line and "GET /late" in line
     connection.send(b"GET /soon HTTP/1.1\r\n" + HOST + b"\r\n")
     clock.advance(59)
-    pool.run_all()
+    pool.run_all()  # a thread at last: the first is skipped, the second runs
     assert called == ["/soon"]
+    assert not handler.queued
 
 
 def test_requests_answered_busy_are_logged_once_in_a_while_with_their_count() -> None:
+    """A burst is one line with its count; more within 10 s wait for the next line,
+    written at the latest when the queue has emptied.
+    """
     handler, pool, clock, _ = queued(60.0)
     with capture_log_events() as events:
         for _ in range(3):
             connect(handler, clock=clock).send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
-        clock.advance(61)
-        pool.run_all()  # three at once: one line...
+        clock.advance(2)
         connect(handler, clock=clock).send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
-        clock.advance(61)
-        pool.run_all()  # ...and the next one, later, counts the two left unsaid
+        clock.advance(59)  # the first three time out: one line
+        clock.advance(2)  # the fourth, within 10 s of that line: not yet
+        lines = [formatEvent(e) for e in events if "worker thread" in formatEvent(e)]
+        assert [line.split(" ")[0] for line in lines] == ["3"]
+        pool.run_all()  # the queue empties: the count so far is written
+        clock.advance(1)
     lines = [formatEvent(e) for e in events if "worker thread" in formatEvent(e)]
-    assert [line.split(" ")[0] for line in lines] == ["1", "3"]
+    assert [line.split(" ")[0] for line in lines] == ["3", "1"]
+
+
+def test_a_client_gone_behind_its_upload_is_logged_499_not_503() -> None:
+    """Its close was not read (the server had stopped reading the body): the kernel
+    tells, as when a thread takes such a request.
+    """
+    logged: list[Any] = []
+    handler, _, clock, called = queued(60.0)
+    settings = HttpSettings(body_timeout=300)  # (the body's own timeout is not tested)
+    connection = connect(handler, clock=clock, response_log=logged.append, settings=settings)
+    connection.send(b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 200000\r\n\r\n")
+    connection.send(b"u" * (DISPATCH_BUFFER + 1000))
+    connection.protocol.peer_closed = lambda: True  # type: ignore[method-assign]
+    clock.advance(61)
+    assert connection.take() == b""  # no 503
+    connection.protocol.connectionLost(Failure(ConnectionLost()))  # the abort lands
+    assert [(entry.status, entry.client_closed) for entry in logged] == [(0, True)]
+    assert called == []
 
 
 def test_without_a_limit_a_request_waits_as_long_as_it_takes() -> None:
@@ -1649,3 +1676,23 @@ def test_without_a_limit_a_request_waits_as_long_as_it_takes() -> None:
     clock.advance(3600)
     pool.run_all()
     assert called == ["/patient"]
+
+
+def test_closing_the_handler_stops_the_sweep() -> None:
+    """The service closes its handlers when it stops: no timer is left behind."""
+    handler, _, clock, _ = queued(60.0)
+    connect(handler, clock=clock).send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+
+    def sweeps() -> list[Any]:
+        return [call for call in clock.getDelayedCalls() if "_sweep" in repr(call)]
+
+    assert sweeps()
+    handler.close()
+    assert sweeps() == []
+
+
+def test_a_limit_without_a_clock_or_below_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a clock"):
+        WSGIHandler(hello, reactor=SynchronousReactorThreads(), threadpool=None, queue_timeout=5)
+    with pytest.raises(ValueError, match="must not be negative"):
+        WSGIHandler(hello, reactor=SynchronousReactorThreads(), threadpool=None, queue_timeout=-1)

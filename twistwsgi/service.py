@@ -87,7 +87,7 @@ def make_factory(
     script_name: bytes = b"",
     trusted_proxies: Sequence[str] = (),
     request_buffering: bool = False,
-    thread_queue_timeout: float = 60.0,
+    thread_queue_timeout: float = 0.0,
 ) -> HTTPFactory:
     """Build the server factory that answers every request with ``app``.
 
@@ -109,7 +109,9 @@ def make_factory(
         request_buffering: receive each request body whole before the application
             gets a thread (see ``--request-buffering``).
         thread_queue_timeout: seconds a request may wait for a worker thread before
-            it is answered 503 (see ``--thread-queue-timeout``; 0: no limit).
+            it is answered 503 (see ``--thread-queue-timeout``, whose default is 60;
+            here 0, no limit: the factory has no stop that would end the timer
+            this keeps while requests wait).
 
     Raises:
         TypeError, ValueError: for a ``script_name`` that is not bytes starting
@@ -369,7 +371,8 @@ class ServerService(Service):
         The new routing table is built completely first (applications imported);
         only then are new requests routed with it. Requests in flight finish with
         the handlers they started with; no connection is dropped. What applies:
-        hosts and mounts (with ``trusted_proxies`` and ``request_buffering``), the
+        hosts and mounts (with ``trusted_proxies``, ``request_buffering`` and
+        ``thread_queue_timeout``), the
         graceful timeout, the access log destination and format, and limits and
         timeouts (for new connections). Listening endpoints and the number of
         threads need a restart: a change to them is logged as a warning. The access

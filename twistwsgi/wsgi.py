@@ -101,6 +101,8 @@ _BUSY_HEADERS = [
 ]
 #: Seconds between two log lines about requests that waited too long for a thread.
 _BUSY_LOG_INTERVAL = 10.0
+#: Seconds between two looks for requests waiting past the thread queue timeout.
+_SWEEP_INTERVAL = 0.5
 _ERROR_HEADERS = [
     (b"Content-Type", b"text/plain; charset=utf-8"),
     (b"Content-Length", b"%d" % len(_ERROR_BODY)),
@@ -364,7 +366,10 @@ class WSGIHandler:
         queue_timeout: seconds a request may wait for a free worker thread; one
             that waited longer is answered 503 and never reaches the application
             (0: no limit). Needs ``clock``.
-        clock: the time source for ``queue_timeout`` (read in worker threads too).
+        clock: the time source and timers for ``queue_timeout``.
+
+    Raises:
+        ValueError: a negative ``queue_timeout``, or one without a ``clock``.
     """
 
     def __init__(
@@ -384,13 +389,21 @@ class WSGIHandler:
         self.app = app
         self.accel = accel
         self.request_buffering = request_buffering
+        if queue_timeout < 0:
+            raise ValueError(f"queue_timeout must not be negative, got {queue_timeout!r}")
+        if queue_timeout and clock is None:
+            raise ValueError("queue_timeout needs a clock")
         self.queue_timeout = queue_timeout
-        # The time source of the queue timeout; None when there is none to keep.
-        self.now: Callable[[], float] | None = (
-            clock.seconds if clock is not None and queue_timeout > 0 else None
-        )
+        self._clock = clock if queue_timeout else None
+        # The calls handed to the pool and not taken yet, oldest first: the pool
+        # takes them in order, and each worker pops the oldest as it takes one
+        # (deque.popleft is atomic), so nothing is held past its taking. Looked
+        # over every _SWEEP_INTERVAL while not empty.
+        self.queued: deque[_ThreadedCall] = deque()
+        self._sweep_call: Any = None
         self._busy_logged_at: float | None = None
         self._busy_unlogged = 0
+        self._busy_last: tuple[RequestHead, float] | None = None
         # None when no address is trusted: the per-request check is then skipped.
         self.trusted_proxies = trusted_proxies if trusted_proxies else None
         self.script_name = script_name.rstrip(b"/")
@@ -451,39 +464,101 @@ class WSGIHandler:
         after the handler returned, at the end of the batch.
         """
         assert self._threadpool is not None
+        clock = self._clock
+        if clock is not None:
+            # Before the pool has it: a worker pops it as it takes it.
+            call.queued_at = clock.seconds()
+            self.queued.append(call)
+            if self._sweep_call is None:
+                self._sweep_call = clock.callLater(_SWEEP_INTERVAL, self._sweep)
         try:
             self._threadpool.callInThread(call.run)
         except Exception:
+            if clock is not None:
+                self.queued.pop()  # (the newest: the reactor thread appends)
             _log.failure("The thread pool did not take a request")
             call.close_spooled_body()
             call.answer_error()
 
-    def answer_busy(self, exchange: Exchange, waited: float) -> None:
-        """Answer 503 for a request that waited ``waited`` seconds for a thread.
+    def _sweep(self) -> None:
+        """Answer 503 for the calls that waited past ``queue_timeout`` (reactor thread).
 
-        Logged at most once every :data:`_BUSY_LOG_INTERVAL` seconds, with how many
-        were answered so since the last line: an overload sheds many at once.
+        Checked here, on a timer, rather than when a thread takes the call: with
+        every thread stuck, none would (and the limit would not hold).
         """
+        clock = self._clock
+        assert clock is not None
+        self._sweep_call = None
+        now = clock.seconds()
+        deadline = now - self.queue_timeout
+        for call in self._queued_view():
+            if call.queued_at >= deadline:
+                break  # (the rest came later)
+            if call.expire():
+                self._shed(call, now - call.queued_at)
+        queued = self.queued
+        if self._busy_unlogged and (not queued or self._may_log(now)):
+            self._log_busy(now)
+        if queued:
+            self._sweep_call = clock.callLater(_SWEEP_INTERVAL, self._sweep)
+
+    def close(self) -> None:
+        """Stop looking for requests waiting too long (the server stops or reloads).
+
+        Requests in flight are not affected; the sweep starts again with the next
+        request handed to the pool, should there be one.
+        """
+        call, self._sweep_call = self._sweep_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _queued_view(self) -> list[_ThreadedCall]:
+        """A copy of the waiting calls (workers pop from the deque meanwhile)."""
+        while True:
+            try:
+                return list(self.queued)
+            except RuntimeError:  # mutated while copied: copy again
+                continue
+
+    def _shed(self, call: _ThreadedCall, waited: float) -> None:
+        """Answer 503 for ``call``, which no worker will run."""
+        exchange = call.exchange
+        if exchange.finished:
+            return  # its client left: already logged 499
+        if exchange.request.has_body and exchange.client_left():
+            # Gone behind an upload the server had stopped reading: the client's
+            # doing, logged 499 as if it had been seen (see _ThreadedCall.run).
+            exchange.drop_departed_client()
+            return
         self._busy_unlogged += 1
-        assert self.now is not None  # (only called when waiting has a limit)
-        now = self.now()
+        self._busy_last = (exchange.request, waited)
+        exchange.start_response(503, list(_BUSY_HEADERS))
+        exchange.finish(_BUSY_BODY)
+
+    def _may_log(self, now: float) -> bool:
         last = self._busy_logged_at
-        if last is None or now - last >= _BUSY_LOG_INTERVAL:
-            self._busy_logged_at = now
-            _log.warn(
-                "{count} request(s) waited more than {timeout:g}s for a worker thread and"
-                " were answered 503, the last {method} {target} after {waited:.1f}s:"
-                " the application is slow or --threads too few",
-                count=self._busy_unlogged,
-                timeout=self.queue_timeout,
-                method=exchange.request.method.decode("latin-1"),
-                target=exchange.request.target.decode("latin-1"),
-                waited=waited,
-            )
-            self._busy_unlogged = 0
-        if not exchange.finished:
-            exchange.start_response(503, list(_BUSY_HEADERS))
-            exchange.finish(_BUSY_BODY)
+        return last is None or now - last >= _BUSY_LOG_INTERVAL
+
+    def _log_busy(self, now: float) -> None:
+        """One line for the requests answered 503 since the last one.
+
+        At most every :data:`_BUSY_LOG_INTERVAL` seconds while requests keep timing
+        out, and once more when the queue has emptied, so a burst is always counted.
+        """
+        self._busy_logged_at = now
+        assert self._busy_last is not None
+        request, waited = self._busy_last
+        _log.warn(
+            "{count} request(s) waited more than {timeout:g}s for a worker thread and"
+            " were answered 503, the last {method} {target} after {waited:.1f}s:"
+            " the application is slow or --threads too few",
+            count=self._busy_unlogged,
+            timeout=self.queue_timeout,
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+            waited=waited,
+        )
+        self._busy_unlogged = 0
 
     def environ_for(
         self, exchange: Exchange, script_name: bytes, path_info: bytes
@@ -866,9 +941,12 @@ class _ThreadedCall:
         self._spooled = spooled
         self._running = False
         self._spool_left = False
-        # When the call was queued for a thread, if waiting has a limit.
-        now = handler.now
-        self._queued_at = now() if now is not None else 0.0
+        # For the thread queue timeout (see WSGIHandler._sweep): when the call was
+        # handed to the pool, whether a worker took it, whether it expired first.
+        self.queued_at = 0.0
+        self._taken = False
+        self._expired = False
+        self._timed = handler.queue_timeout > 0
         if spooled is None and exchange.request.has_body:
             self._input = _ThreadedInput(exchange, handler.inbox)
             exchange.receive_body(self._input)
@@ -962,9 +1040,34 @@ class _ThreadedCall:
 
     # -- worker thread -------------------------------------------------------------------
 
+    @property
+    def exchange(self) -> Exchange:
+        """The exchange this call answers."""
+        return self._exchange
+
+    def expire(self) -> bool:
+        """Mark the call as never to run, unless a worker took it (reactor thread).
+
+        Returns:
+            Whether it expired (the caller answers for it).
+        """
+        with self._cond:
+            if self._taken or self._expired:
+                return False
+            self._expired = True
+        self.close_spooled_body()
+        return True
+
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
-        if self._spooled is not None:
+        if self._timed:
+            self._handler.queued.popleft()  # this call's entry, or an older expired one
+            with self._cond:
+                if self._expired:
+                    return  # answered 503 after waiting too long (WSGIHandler._sweep)
+                self._taken = True
+                self._running = True
+        elif self._spooled is not None:
             with self._cond:
                 self._running = True
         if self._gone:
@@ -976,17 +1079,6 @@ class _ThreadedCall:
             self.close_spooled_body()
             return
         exchange = self._exchange
-        handler = self._handler
-        now = handler.now
-        if now is not None:
-            waited = now() - self._queued_at
-            if waited > handler.queue_timeout:
-                # Queued past the limit: the client has most likely given up, and
-                # running it now would only make the queue longer (nginx in front
-                # of gunicorn answers 504 after proxy_read_timeout, 60 s).
-                self.close_spooled_body()
-                self._call_from_thread(handler.answer_busy, exchange, waited)
-                return
         if self._input is not None and exchange.client_left():
             # Its upload outgrew what a waiting request buffers, so the socket was
             # no longer read and the close was not seen: the kernel tells. An
