@@ -2157,50 +2157,50 @@ def test_no_descriptor_left_before_connecting_by_host_name_is_503(
 UPSTREAM_LOG = '"$request" $status $upstream_addr ${upstream_status}'
 
 
+def logging_proxy(
+    urls: tuple[str, ...] = ("http://10.0.0.1:9000",), access_log_format: str = UPSTREAM_LOG
+) -> tuple[Setup, Connection, list[HTTP11Exchange | Refusal]]:
+    """A proxy whose access log writes ``access_log_format``, a client, and what it logs."""
+    setup = make_proxy(urls, access_log_format=access_log_format)
+    logged: list[HTTP11Exchange | Refusal] = []
+    return setup, setup.client(response_log=logged.append), logged
+
+
+def upstream_notes(entry: HTTP11Exchange | Refusal) -> tuple[str | None, ...]:
+    """$upstream_addr, $upstream_status, $upstream_response_time, as left on an entry."""
+    notes = entry.log_notes
+    assert notes is not None
+    names = ("upstream_addr", "upstream_status", "upstream_response_time")
+    return tuple(notes.get(name) for name in names)
+
+
 def test_nothing_is_noted_for_an_access_log_that_writes_no_upstream_variable() -> None:
     """Noting costs each proxied request time: only done when the format asks."""
-    setup = make_proxy(access_log_format='"$request" $status $request_time')
-    logged: list[HTTP11Exchange | Refusal] = []
-    client = setup.client(response_log=logged.append)
+    setup, client, logged = logging_proxy(access_log_format='"$request" $status $request_time')
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     setup.endpoint().last.respond(OK)
     assert one_response(client).status == 200
     assert [entry.log_notes for entry in logged] == [None]
 
 
-def upstream_notes(entry: HTTP11Exchange | Refusal) -> dict[str, str | None]:
-    """The $upstream_ values the proxy left on a logged exchange."""
-    notes = entry.log_notes
-    assert notes is not None
-    names = ("upstream_addr", "upstream_status", "upstream_response_time")
-    return {name: notes.get(name) for name in names}
-
-
 def test_the_upstreams_tried_are_left_for_the_access_log() -> None:
     """As nginx's $upstream_addr, $upstream_status and $upstream_response_time: each
     upstream tried, with its status (502 for the one that broke first) and time.
     """
-    setup = make_proxy(TWO, access_log_format=UPSTREAM_LOG)
-    logged: list[HTTP11Exchange | Refusal] = []
-    client = setup.client(response_log=logged.append)
+    setup, client, logged = logging_proxy(TWO)
     client.send(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
     setup.clock.advance(0.25)
     setup.endpoint(0).last.close(ConnectionLost())
     setup.clock.advance(1.5)
     setup.endpoint(1).last.respond(OK)
     assert one_response(client).status == 200
-    [entry] = logged
-    assert upstream_notes(entry) == {
-        "upstream_addr": "10.0.0.1:9000, 10.0.0.2:9000",
-        "upstream_status": "502, 200",
-        "upstream_response_time": "0.250, 1.500",
-    }
+    assert [upstream_notes(entry) for entry in logged] == [
+        ("10.0.0.1:9000, 10.0.0.2:9000", "502, 200", "0.250, 1.500")
+    ]
 
 
 def test_a_timed_out_upstream_is_noted_504_and_a_client_gone_first_as_a_dash() -> None:
-    setup = make_proxy(access_log_format=UPSTREAM_LOG)
-    logged: list[HTTP11Exchange | Refusal] = []
-    client = setup.client(response_log=logged.append)
+    setup, client, logged = logging_proxy()
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     setup.clock.advance(31)
     assert one_response(client).status == 504
@@ -2208,55 +2208,35 @@ def test_a_timed_out_upstream_is_noted_504_and_a_client_gone_first_as_a_dash() -
     setup.clock.advance(2)
     client.protocol.connectionLost(Failure(ConnectionDone()))
     assert [upstream_notes(entry) for entry in logged] == [
-        {
-            "upstream_addr": "10.0.0.1:9000",
-            "upstream_status": "504",
-            "upstream_response_time": "31.000",
-        },
-        {
-            "upstream_addr": "10.0.0.1:9000",
-            "upstream_status": "-",
-            "upstream_response_time": "2.000",
-        },
+        ("10.0.0.1:9000", "504", "31.000"),
+        ("10.0.0.1:9000", "-", "2.000"),
     ]
 
 
 def test_a_tunnel_is_noted_101_for_its_whole_length() -> None:
-    setup = make_proxy(access_log_format=UPSTREAM_LOG)
-    logged: list[HTTP11Exchange | Refusal] = []
-    client = setup.client(response_log=logged.append)
+    setup, client, logged = logging_proxy()
     client.send(WEBSOCKET_UPGRADE)
     setup.endpoint().last.respond(SWITCHED)
     setup.clock.advance(7)
     client.protocol.connectionLost(Failure(ConnectionDone()))
-    assert [upstream_notes(entry) for entry in logged] == [
-        {
-            "upstream_addr": "10.0.0.1:9000",
-            "upstream_status": "101",
-            "upstream_response_time": "7.000",
-        }
-    ]
+    assert [upstream_notes(entry) for entry in logged] == [("10.0.0.1:9000", "101", "7.000")]
 
 
 def test_a_switch_to_a_protocol_not_asked_for_is_noted_502() -> None:
-    setup = make_proxy(access_log_format=UPSTREAM_LOG)
-    logged: list[HTTP11Exchange | Refusal] = []
-    client = setup.client(response_log=logged.append)
+    setup, client, logged = logging_proxy()
     client.send(WEBSOCKET_UPGRADE)
     setup.endpoint().last.respond(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
     )
     assert one_response(client).status == 502
-    assert upstream_notes(logged[0])["upstream_status"] == "502"
+    assert upstream_notes(logged[0])[1] == "502"
 
 
 def test_a_unix_socket_path_outside_ascii_is_noted_as_its_bytes() -> None:
     """A path with any characters is written, escaped as nginx escapes its bytes (the
     line was lost: the log encoded the path as Latin-1).
     """
-    setup = make_proxy(("unix:/run/сокет.sock",), access_log_format=UPSTREAM_LOG)
-    logged: list[HTTP11Exchange | Refusal] = []
-    client = setup.client(response_log=logged.append)
+    setup, client, logged = logging_proxy(("unix:/run/сокет.sock",))
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     setup.endpoint().last.respond(OK)
     [entry] = logged
