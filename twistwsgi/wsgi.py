@@ -922,7 +922,9 @@ class _ThreadedCall:
         self._call_from_thread = handler.inbox.call
         self._script_name = script_name
         self._path_info = path_info
-        self._cond = threading.Condition(threading.Lock())
+        # The condition's own lock, taken directly where nothing waits (cheaper).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._paused = False
         self._in_flight = 0
         self._gone = False
@@ -1051,7 +1053,7 @@ class _ThreadedCall:
         Returns:
             Whether it expired (the caller answers for it).
         """
-        with self._cond:
+        with self._lock:
             if self._taken or self._expired:
                 return False
             self._expired = True
@@ -1062,13 +1064,13 @@ class _ThreadedCall:
         """Call the application and send its response (worker thread)."""
         if self._timed:
             self._handler.queued.popleft()  # this call's entry, or an older expired one
-            with self._cond:
+            with self._lock:
                 if self._expired:
                     return  # answered 503 after waiting too long (WSGIHandler._sweep)
                 self._taken = True
                 self._running = True
         elif self._spooled is not None:
-            with self._cond:
+            with self._lock:
                 self._running = True
         if self._gone:
             # The client left while the request waited for a thread (the access log
@@ -1108,7 +1110,7 @@ class _ThreadedCall:
             environ["wsgi.errors"].flush()
             _running.pop(thread, None)
             if self._spooled is not None:
-                with self._cond:
+                with self._lock:
                     # A file response may be this very body (file_wrapper(wsgi.input)).
                     self._spool_left = handed_over and not self._gone
                 if not self._spool_left:
