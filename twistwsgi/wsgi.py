@@ -706,10 +706,8 @@ class _BodySpool:
                 target=request.target.decode("latin-1"),
                 error=error,
             )
-            exchange = self._exchange
-            if not exchange.finished:
-                exchange.start_response(500, list(_ERROR_HEADERS))
-                exchange.finish(_ERROR_BODY)
+            if not self._exchange.finished:
+                _answer_500(self._exchange)
             return
         self._size += len(data)
 
@@ -944,9 +942,9 @@ class _ThreadedCall:
         self._running = False
         self._spool_left = False
         # For the thread queue timeout (see WSGIHandler._sweep): when the call was
-        # handed to the pool, whether a worker took it, whether it expired first.
+        # handed to the pool, and whether it expired before a worker took it (the
+        # worker's taking it is _running).
         self.queued_at = 0.0
-        self._taken = False
         self._expired = False
         self._timed = handler.queue_timeout > 0
         if spooled is None and exchange.request.has_body:
@@ -1037,8 +1035,7 @@ class _ThreadedCall:
         if exchange.response_started:
             exchange.abort()
         else:
-            exchange.start_response(500, list(_ERROR_HEADERS))
-            exchange.finish(_ERROR_BODY)
+            _answer_500(exchange)
 
     # -- worker thread -------------------------------------------------------------------
 
@@ -1054,7 +1051,7 @@ class _ThreadedCall:
             Whether it expired (the caller answers for it).
         """
         with self._lock:
-            if self._taken or self._expired:
+            if self._running or self._expired:
                 return False
             self._expired = True
         self.close_spooled_body()
@@ -1067,7 +1064,6 @@ class _ThreadedCall:
             with self._lock:
                 if self._expired:
                     return  # answered 503 after waiting too long (WSGIHandler._sweep)
-                self._taken = True
                 self._running = True
         elif self._spooled is not None:
             with self._lock:
@@ -1232,6 +1228,12 @@ class _ThreadedCall:
         _log_application_error(self._exchange.request)
         self._head_sent = True
         self._call_from_thread(self.answer_error)
+
+
+def _answer_500(exchange: Exchange) -> None:
+    """Answer ``exchange`` with the server's plain 500 (its head not sent yet)."""
+    exchange.start_response(500, list(_ERROR_HEADERS))
+    exchange.finish(_ERROR_BODY)
 
 
 def _log_application_error(request: RequestHead) -> None:
@@ -1476,8 +1478,7 @@ class _InlineCall:
             exchange.abort()
         else:
             self._started = True
-            exchange.start_response(500, list(_ERROR_HEADERS))
-            exchange.finish(_ERROR_BODY)
+            _answer_500(exchange)
 
     # -- producer ---------------------------------------------------------------------------
 
