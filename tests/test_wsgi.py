@@ -1484,10 +1484,10 @@ def test_wsgi_errors_is_one_stream_per_request(threaded: bool) -> None:
     assert lines == ["request A: partial", "request B: complete"]
 
 
-def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
-    """A request still waiting for a thread when its client disconnects never
-    reaches the application: the thread goes to requests someone waits for.
-    """
+def queued(
+    queue_timeout: float,
+) -> tuple[WSGIHandler, QueueingPool, SynchronousReactorThreads, list[str]]:
+    """A handler whose requests wait in a pool until the test runs them."""
     called: list[str] = []
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -1495,15 +1495,25 @@ def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
         start_response("200 OK", TEXT)
         return [b"ok"]
 
+    clock = SynchronousReactorThreads()
     pool = QueueingPool()
-    handler = WSGIHandler(app, reactor=SynchronousReactorThreads(), threadpool=pool)
+    handler = WSGIHandler(
+        validator(app), reactor=clock, threadpool=pool, queue_timeout=queue_timeout, clock=clock
+    )
+    return handler, pool, clock, called
+
+
+def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
+    """A request still waiting for a thread when its client disconnects never
+    reaches the application: the thread goes to requests someone waits for.
+    """
+    handler, pool, _, called = queued(0)
     gone = connect(handler)
     gone.send(b"GET /gone HTTP/1.1\r\n" + HOST + b"\r\n")
     staying = connect(handler)
     staying.send(b"GET /staying HTTP/1.1\r\n" + HOST + b"\r\n")
     gone.protocol.connectionLost(Failure(ConnectionDone()))
-    for call in pool.calls:
-        call()
+    pool.run_all()
     assert called == ["/staying"]
     [response] = parse_responses(staying.take())
     assert response.status == 200
@@ -1587,25 +1597,6 @@ def test_whitespace_around_header_values_is_not_sent(threaded: bool) -> None:
 
 
 # -- the wait for a worker thread -------------------------------------------------------
-
-
-def queued(
-    queue_timeout: float,
-) -> tuple[WSGIHandler, QueueingPool, SynchronousReactorThreads, list[str]]:
-    """A handler whose requests wait in a pool until the test runs them."""
-    called: list[str] = []
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        called.append(environ["PATH_INFO"])
-        start_response("200 OK", TEXT)
-        return [b"ok"]
-
-    clock = SynchronousReactorThreads()
-    pool = QueueingPool()
-    handler = WSGIHandler(
-        validator(app), reactor=clock, threadpool=pool, queue_timeout=queue_timeout, clock=clock
-    )
-    return handler, pool, clock, called
 
 
 def test_a_request_that_waited_too_long_for_a_thread_is_a_503_and_never_runs() -> None:
