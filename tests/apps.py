@@ -88,3 +88,19 @@ def _version(name: bytes) -> Any:
 # Two applications a reload switches between.
 version_a = _version(b"A")
 version_b = _version(b"B")
+
+
+def _process(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Reads the body, then answers with the id of the process that serves it (for
+    --workers), and the URL scheme.
+    """
+    while environ["wsgi.input"].read(65536):
+        pass
+    payload = f"{os.getpid()} {environ['wsgi.url_scheme']}".encode("ascii")
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))]
+    )
+    return [payload]
+
+
+process = validator(_process)

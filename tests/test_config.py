@@ -6,6 +6,7 @@ declarations themselves, ``build_config`` and its one-line errors, and the
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from twistwsgi.config import (
     TEXT,
     THREADS,
     VHOST_SPEC,
+    WORKERS,
     AppSpec,
     ConfigError,
     Kind,
@@ -318,6 +320,7 @@ def test_app_kind_checks_the_reference() -> None:
 PARSED_TYPE: dict[str, type] = {
     INT.name: int,
     THREADS.name: int,
+    WORKERS.name: int,
     SIZE.name: int,
     DURATION.name: float,
     TEXT.name: str,
@@ -848,6 +851,27 @@ def test_vhost_parsing_raises_only_value_error(text: str) -> None:
 def test_threads_accept_up_to_the_maximum(raw: object, value: int) -> None:
     """THREADS is a whole number up to MAX_THREADS."""
     assert THREADS.parse(raw) == value
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", 1), ("256", 256), (4, 4), (" 2 ", 2)])
+def test_workers_are_a_whole_number_from_1_to_the_maximum(raw: object, value: int) -> None:
+    assert WORKERS.parse(raw) == value
+    config = build_config({"workers": raw, "app": "tests.apps:hello"}, source=flag_source)
+    assert config.workers == value
+
+
+@pytest.mark.parametrize("raw", ["auto", "AUTO", " auto"])
+def test_auto_workers_are_one_per_cpu_this_process_may_use(raw: str) -> None:
+    """Nginx's worker_processes auto, counting the CPUs of the affinity mask (a
+    container's cpuset), not those of the machine.
+    """
+    assert WORKERS.parse(raw) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("raw", ["0", "257", "-1", "2.5", "many", True, 0])
+def test_workers_out_of_range_are_refused_naming_the_setting(raw: object) -> None:
+    with pytest.raises(ConfigError, match=r"^--workers: expected "):
+        build_config({"workers": raw, "app": "tests.apps:hello"}, source=flag_source)
 
 
 @pytest.mark.parametrize("raw", ["1025", "99999999999999999999", 10**6])

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import re
 import resource
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from OpenSSL import SSL
+from twisted.application.service import Service
 from twisted.internet import endpoints as twisted_endpoints
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -47,6 +50,9 @@ from twistwsgi.config import (
 from twistwsgi.dispatch import read_inline, skip_log_context
 from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.site import describe_routing
+
+if TYPE_CHECKING:
+    from twistwsgi.supervisor import Supervisor
 
 __all__ = ["Options", "exit_with_error", "makeService"]
 
@@ -497,9 +503,29 @@ def _build_tls_context(
 
 
 def _tls_options(endpoint: IStreamServerEndpoint) -> Any:
-    """The OpenSSL context factory of an ``ssl:`` endpoint, else None."""
-    options = getattr(endpoint, "_sslContextFactory", None)  # SSL4ServerEndpoint's
+    """The OpenSSL context factory of an ``ssl:`` endpoint, else None.
+
+    That of an SSL4ServerEndpoint, or of a worker's inherited TLS listener.
+    """
+    options = getattr(endpoint, "tls_options", None) or getattr(
+        endpoint, "_sslContextFactory", None
+    )
     return options if callable(getattr(options, "getContext", None)) else None
+
+
+def endpoint_tls_options(reactor: Any, description: str, config: ServerConfig) -> Any:
+    """The TLS context factory a listener serves with (``None`` without TLS).
+
+    Built as the listener of ``description`` would be, with ``config``'s TLS
+    settings; for a worker, whose socket was bound by its master. Exits with status 2
+    naming a problem.
+    """
+    try:
+        return _tls_options(_endpoint_for(reactor, description, config))
+    except _TLSSettingError as error:
+        exit_with_error(f"{config.source(error.setting)} {error.value!r}: {error}")
+    except _EndpointError as error:
+        exit_with_error(f"{config.source('listen')} {description!r}: {error}")
 
 
 class _TLSContextError(Exception):
@@ -631,8 +657,12 @@ def _access_log_problem(path: str | None) -> str | None:
     return None if writable else f"cannot open {path!r}: permission denied"
 
 
-def makeService(options: Options) -> ServerService:
-    """Build the server ``twistd``/``twist`` runs (called after option parsing)."""
+def makeService(options: Options) -> Service:
+    """Build the server ``twistd``/``twist`` runs (called after option parsing).
+
+    With ``--workers`` above 1 that is a :class:`~twistwsgi.supervisor.Supervisor`
+    of worker processes; otherwise this process serves.
+    """
     from twisted.internet import reactor  # noqa: PLC0415 - installed by twistd first
 
     config = options.config
@@ -640,24 +670,7 @@ def makeService(options: Options) -> ServerService:
         raise_open_files_limit()
     endpoints = build_endpoints(reactor, config)
     if config.check_config:
-        # Checked without creating the access log file (nothing is written to it).
-        problem = _access_log_problem(config.access_log)
-        if problem:
-            exit_with_error(f"{config.source('access_log')}: {problem}")
-        config = replace(config, access_log="off")
-    try:
-        service = make_service(
-            config,
-            reactor=reactor,
-            endpoints=endpoints,
-            on_start_error=_start_error_handler(options),
-        )
-    except ConfigError as error:
-        exit_with_error(str(error))
-    if config.check_config:
-        # The service never started: stopping it only lets go of what building it
-        # opened (the access log file, the proxies' pools), synchronously.
-        service.stopService()
+        check_mounts(reactor, config, endpoints)
         # Mount paths may be any text; a terminal that cannot show it gets escapes.
         reconfigure = getattr(sys.stdout, "reconfigure", None)
         if reconfigure is not None:
@@ -672,17 +685,123 @@ def makeService(options: Options) -> ServerService:
             # it again at exit).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
+    if config.workers > 1:
+        return _supervisor(reactor, options, endpoints)
+    try:
+        service = make_service(
+            config,
+            reactor=reactor,
+            endpoints=endpoints,
+            on_start_error=_start_error_handler(options),
+        )
+    except ConfigError as error:
+        exit_with_error(str(error))
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
+    serve_in_this_process(reactor, service, options.given, endpoints)
+    return service
+
+
+def check_mounts(
+    reactor: Any, config: ServerConfig, endpoints: list[tuple[str, IStreamServerEndpoint]]
+) -> None:
+    """Build the mounts of ``config`` (importing its applications) and let them go.
+
+    What ``--check-config`` checks besides the endpoints; nothing is written (the
+    access log file is only checked to be writable). Exits with status 2 and one
+    line naming the problem.
+    """
+    problem = _access_log_problem(config.access_log)
+    if problem:
+        exit_with_error(f"{config.source('access_log')}: {problem}")
+    try:
+        service = make_service(
+            replace(config, access_log="off"), reactor=reactor, endpoints=endpoints
+        )
+    except ConfigError as error:
+        exit_with_error(str(error))
+    # The service never started: stopping it only lets go of what building it
+    # opened (the proxies' pools), synchronously.
+    service.stopService()
+
+
+def serve_in_this_process(
+    reactor: Any,
+    service: ServerService,
+    given: dict[str, Any],
+    endpoints: list[tuple[str, IStreamServerEndpoint]],
+) -> None:
+    """Set up what a server process needs around ``service`` once the reactor runs.
+
+    The signals (a second SIGTERM or SIGINT stops at once, SIGHUP reloads from
+    ``given``, SIGUSR1 reopens the access log), the faster event dispatch, and the
+    garbage-collection tuning. For ``twistd``'s process and for each worker.
+    """
     reactor.addSystemEventTrigger("before", "shutdown", _second_signal_stops_now, reactor, service)
-    reactor.callWhenRunning(
-        _handle_reload_signals, reactor, service, dict(options.given), endpoints
-    )
+    reactor.callWhenRunning(_handle_reload_signals, reactor, service, dict(given), endpoints)
     # The process is ours: dispatch socket events without Twisted's per-event log
     # context, which nothing of ours reads (see twistwsgi.dispatch for the gain).
     skip_log_context()
     read_inline(reactor)
     reactor.callWhenRunning(tune_garbage_collection)
-    return service
+
+
+def _supervisor(
+    reactor: Any, options: Options, endpoints: list[tuple[str, IStreamServerEndpoint]]
+) -> Supervisor:
+    """The master of ``--workers``: checks the mounts in a child, then supervises.
+
+    The applications are imported by a short-lived child process first (as
+    ``--check-config`` would), so one that does not import is the usual one-line
+    error and exit status 2 before any worker starts, and this process never holds
+    the applications itself.
+    """
+    from twistwsgi.supervisor import PAYLOAD_VARIABLE, Supervisor  # noqa: PLC0415
+
+    config = options.config
+    payload = {"number": 0, "options": options.given, "listen": [], "sys_path": sys.path}
+    try:
+        checked = subprocess.run(  # noqa: PLW1510 - the status is looked at
+            [sys.executable, "-m", "twistwsgi.worker", "--check"],
+            env={**os.environ, PAYLOAD_VARIABLE: json.dumps(payload)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as error:
+        exit_with_error(f"cannot start a worker process: {error}")
+    if checked.returncode != 0:
+        lines = checked.stderr.decode("utf-8", "replace").strip().splitlines()
+        problem = lines[-1] if lines else f"exit status {checked.returncode}"
+        exit_with_error(problem.removeprefix("twistwsgi: error: "))
+    supervisor = Supervisor(
+        endpoints,
+        workers=config.workers,
+        reactor=reactor,
+        options=options.given,
+        graceful_timeout=config.graceful_timeout,
+        on_start_error=_start_error_handler(options),
+    )
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", _second_signal_stops_now, reactor, supervisor
+    )
+
+    def on_hangup(number: int, frame: object) -> None:
+        reactor.callFromThread(supervisor.reload)
+
+    previous_user1 = signal.getsignal(signal.SIGUSR1)
+
+    def on_user1(number: int, frame: object) -> None:
+        reactor.callFromThread(supervisor.reopen_access_log)
+        if callable(previous_user1):
+            previous_user1(number, frame)  # type: ignore[arg-type]
+
+    def install() -> None:
+        signal.signal(signal.SIGHUP, on_hangup)
+        signal.signal(signal.SIGUSR1, on_user1)
+
+    reactor.callWhenRunning(install)
+    return supervisor
 
 
 #: CPython's own collection thresholds, as they were before any application loaded.
@@ -792,27 +911,7 @@ def _handle_reload_signals(
     """
 
     def reload() -> None:
-        try:
-            config = load_config(given)
-        except Exception as error:
-            # A ConfigError names the setting; anything else (a bug, or a file that
-            # vanished mid-read) must not end the server or skip the log reopening.
-            problem = str(error) if isinstance(error, ConfigError) else repr(error)
-            _log.error(
-                "Reload refused, the old configuration keeps serving: {error}", error=problem
-            )
-            # logrotate's SIGHUP still means "reopen the log", whatever the file says.
-            service.reopen_access_log()
-            # And a renewed certificate (certbot) is read, with the settings in force.
-            reload_certificates(reactor, endpoints, service.config)
-            return
-        # The file is taken whole or not at all: its TLS settings apply only once
-        # its routing table has been built; a renewed certificate is read either way.
-        if service.reload(config):
-            reload_certificates(reactor, endpoints, config)
-            _after_reload(reactor, config.graceful_timeout)
-        else:
-            reload_certificates(reactor, endpoints, service.config)
+        reload_server(reactor, service, given, endpoints)
 
     def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(reload)
@@ -829,7 +928,39 @@ def _handle_reload_signals(
     signal.signal(signal.SIGUSR1, on_user1)
 
 
-def _second_signal_stops_now(reactor: Any, service: ServerService) -> None:
+def reload_server(
+    reactor: Any,
+    service: ServerService,
+    given: dict[str, Any],
+    endpoints: list[tuple[str, IStreamServerEndpoint]],
+) -> None:
+    """Read the configuration again from ``given`` and swap it in (SIGHUP's work).
+
+    Also reopens the access log and reads the TLS listeners' certificates again,
+    whether or not the new configuration builds.
+    """
+    try:
+        config = load_config(given)
+    except Exception as error:
+        # A ConfigError names the setting; anything else (a bug, or a file that
+        # vanished mid-read) must not end the server or skip the log reopening.
+        problem = str(error) if isinstance(error, ConfigError) else repr(error)
+        _log.error("Reload refused, the old configuration keeps serving: {error}", error=problem)
+        # logrotate's SIGHUP still means "reopen the log", whatever the file says.
+        service.reopen_access_log()
+        # And a renewed certificate (certbot) is read, with the settings in force.
+        reload_certificates(reactor, endpoints, service.config)
+        return
+    # The file is taken whole or not at all: its TLS settings apply only once
+    # its routing table has been built; a renewed certificate is read either way.
+    if service.reload(config):
+        reload_certificates(reactor, endpoints, config)
+        _after_reload(reactor, config.graceful_timeout)
+    else:
+        reload_certificates(reactor, endpoints, service.config)
+
+
+def _second_signal_stops_now(reactor: Any, service: ServerService | Supervisor) -> None:
     """Once a graceful stop has begun, SIGTERM or SIGINT again drops what is left.
 
     Twisted's own handlers would ask the stopping reactor to stop again, which only

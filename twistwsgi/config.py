@@ -191,6 +191,27 @@ def _thread_count(value: Any) -> int:
 
 
 THREADS = Kind("THREADS", _thread_count, f"a whole number from 0 to {MAX_THREADS}")
+
+#: Most worker processes: each holds a copy of the application, so far more than a
+#: machine's cores only costs memory; a typo of a few zeros must not fork thousands.
+MAX_WORKERS = 256
+
+
+def _worker_count(value: Any) -> int:
+    """A number of processes, or ``auto``: one per CPU this process may run on.
+
+    ``auto`` is nginx's ``worker_processes auto``; the CPUs counted are those of the
+    process's affinity mask (a container's cpuset), not of the whole machine.
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    number = _whole_number(value)
+    if not 1 <= number <= MAX_WORKERS:
+        raise ValueError(f"expected auto or a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+    return number
+
+
+WORKERS = Kind("WORKERS", _worker_count, f"auto, or a whole number from 1 to {MAX_WORKERS}")
 SIZE = Kind("SIZE", _size, "bytes, 0 or more, with an optional k, m or g suffix (powers of 1024)")
 DURATION = Kind(
     "SECONDS",
@@ -753,6 +774,15 @@ SETTINGS: tuple[Setting, ...] = (
         10,
         "Threads that run the application. 0 runs it in the reactor thread, for"
         " applications that never block.",
+    ),
+    Setting(
+        "workers",
+        WORKERS,
+        1,
+        "Server processes, each with its own threads, sharing the listening sockets"
+        " (gunicorn's --workers, nginx's worker_processes); auto starts one per CPU."
+        " One process supervises them: it starts another when one dies and stops"
+        " them gracefully. 1 serves from this process alone.",
     ),
     Setting(
         "thread_queue_timeout",
@@ -1364,6 +1394,7 @@ class ServerConfig:
             catch-all host, and each set of names given to --vhost one more.
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
+        workers: server processes (1: this process serves alone).
         thread_queue_timeout: seconds a request may wait for a worker thread (0: no
             limit).
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
@@ -1387,6 +1418,7 @@ class ServerConfig:
     hosts: tuple[HostConfig, ...] = ()
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
+    workers: int = 1
     thread_queue_timeout: float = 60.0
     access_log: str | None = None
     access_log_format: str | None = None
@@ -1823,6 +1855,7 @@ def build_config(
         hosts=host_configs,
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
+        workers=resolved["workers"],
         thread_queue_timeout=resolved["thread_queue_timeout"],
         access_log=resolved["access_log"],
         access_log_format=resolved["access_log_format"],

@@ -209,8 +209,11 @@ line and the old configuration keeps serving. On reload:
   paths (connections accepted from then on get them; if they do not load, for
   instance half-written, a log line says why and the ones read before keep serving).
   This happens even when the file itself is refused;
-- **needs a restart:** `listen` and `threads` (a change is logged as a warning), and
-  new application code, since Python caches imported modules.
+- **needs a restart:** `listen`, `threads` and `workers` (a change is logged as a
+  warning), and new application code, since Python caches imported modules.
+
+With `workers` above 1, `SIGHUP` goes to the master, which has every worker reload
+as above (each logs its own result).
 
 The access log file is reopened on every `SIGHUP`, for log rotation; `SIGUSR1` only
 reopens it (nginx's log-rotation signal), without reading the file.

@@ -160,6 +160,16 @@ def _unix_lock_held(path: object) -> str:
     return f"address already in use: {owner} holds its lock file {lock!r}"
 
 
+def listen_failure_reason(failure: Failure) -> str:
+    """Why an endpoint could not listen, in a few words for a one-line error."""
+    # The system's reason alone ("[Errno 98] Address already in use"): Twisted's
+    # wording repeats the address the description already names.
+    cause = getattr(failure.value, "socketError", None)
+    if cause == "Cannot acquire lock":
+        return _unix_lock_held(getattr(failure.value, "port", None))
+    return str(cause) if isinstance(cause, OSError) else failure.getErrorMessage()
+
+
 class ServerService(Service):
     """Listens with one factory on several endpoints; shuts down gracefully.
 
@@ -344,12 +354,7 @@ class ServerService(Service):
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
         if failure.check(CancelledError):
             return  # the service stopped before this endpoint was listening
-        # The system's reason alone ("[Errno 98] Address already in use"): Twisted's
-        # wording repeats the address the description already names.
-        cause = getattr(failure.value, "socketError", None)
-        reason = str(cause) if isinstance(cause, OSError) else failure.getErrorMessage()
-        if cause == "Cannot acquire lock":
-            reason = _unix_lock_held(getattr(failure.value, "port", None))
+        reason = listen_failure_reason(failure)
         failed.append(reason)
         _log.error(
             "Cannot listen on {description}: {reason}", description=description, reason=reason
@@ -372,12 +377,11 @@ class ServerService(Service):
         only then are new requests routed with it. Requests in flight finish with
         the handlers they started with; no connection is dropped. What applies:
         hosts and mounts (with ``trusted_proxies``, ``request_buffering`` and
-        ``thread_queue_timeout``), the
-        graceful timeout, the access log destination and format, and limits and
-        timeouts (for new connections). Listening endpoints and the number of
-        threads need a restart: a change to them is logged as a warning. The access
-        log file is reopened (for log rotation) even when the new routing table
-        cannot be built.
+        ``thread_queue_timeout``), the graceful timeout, the access log destination
+        and format, and limits and timeouts (for new connections). Listening
+        endpoints and the numbers of threads and of worker processes need a restart:
+        a change to them is logged as a warning. The access log file is reopened
+        (for log rotation) even when the new routing table cannot be built.
 
         Returns:
             Whether the new configuration was applied; a failure is logged as one
@@ -398,7 +402,7 @@ class ServerService(Service):
             return False
         old = self.config
         if old is not None:
-            for name in ("listen", "threads"):
+            for name in ("listen", "threads", "workers"):
                 if getattr(old, name) != getattr(config, name):
                     _log.warn(
                         "Reload: {name} changed; it takes effect at the next restart",

@@ -1,0 +1,384 @@
+"""The master of --workers: listeners, worker processes, restarts, reports, stop.
+
+The supervisor runs here on a ``Clock`` with a recording process spawner and
+endpoints that hand back fake ports; the real processes are in ``test_workers.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent
+from twisted.python.failure import Failure
+
+from twistwsgi.service import ListenError
+from twistwsgi.supervisor import (
+    CONTROL_FD,
+    FIRST_LISTENER_FD,
+    FIRST_RESTART_DELAY,
+    KILL_GRACE,
+    MAX_RESTART_DELAY,
+    PAYLOAD_VARIABLE,
+    REPORT_FD,
+    YOUNG_WORKER,
+    Supervisor,
+)
+from twistwsgi.testing import capture_log_events
+
+
+@dataclass
+class FakePort:
+    descriptor: int
+    reading: bool = True
+    listening: bool = True
+
+    def fileno(self) -> int:
+        return self.descriptor
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def stopListening(self) -> None:
+        self.listening = False
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+
+class FakeEndpoint:
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def listen(self, factory: object) -> Deferred[Any]:
+        if isinstance(self.result, Deferred):
+            return self.result
+        if isinstance(self.result, Exception):
+            return fail(self.result)
+        return succeed(self.result)
+
+
+@dataclass
+class FakeProcess:
+    pid: int
+    protocol: Any
+    executable: str
+    args: list[str]
+    env: dict[str, str]
+    child_fds: dict[int, Any]
+    written: list[tuple[int, bytes]] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
+
+    def writeToChild(self, descriptor: int, data: bytes) -> None:
+        self.written.append((descriptor, data))
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+    def commands(self) -> list[bytes]:
+        return [data for descriptor, data in self.written if descriptor == CONTROL_FD]
+
+    def report(self, value: Any) -> None:
+        self.protocol.childDataReceived(REPORT_FD, json.dumps(value).encode() + b"\n")
+
+    def end(self, reason: Exception | None = None) -> None:
+        self.protocol.processEnded(Failure(reason or ProcessDone(0)))
+
+
+class ProcessClock(Clock):
+    """A Clock that also spawns (recorded) processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+        self.refuse_spawn = False
+
+    def spawnProcess(
+        self,
+        processProtocol: Any,
+        executable: str,
+        args: list[str],
+        env: dict[str, str],
+        childFDs: dict[int, Any],
+    ) -> FakeProcess:
+        if self.refuse_spawn:
+            raise OSError(11, "Resource temporarily unavailable")
+        process = FakeProcess(
+            1000 + len(self.processes), processProtocol, executable, list(args), env, childFDs
+        )
+        self.processes.append(process)
+        return process
+
+
+def supervisor(
+    count: int = 2,
+    endpoints: list[tuple[str, Any]] | None = None,
+    errors: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[Supervisor, ProcessClock]:
+    clock = ProcessClock()
+    if endpoints is None:
+        endpoints = [
+            ("tcp:8080", FakeEndpoint(FakePort(7))),
+            ("unix:/s", FakeEndpoint(FakePort(9))),
+        ]
+    started = Supervisor(
+        endpoints,
+        workers=count,
+        reactor=clock,  # type: ignore[arg-type]
+        options={"app": "tests.apps:hello", "listen": ["tcp:8080", "unix:/s"]},
+        graceful_timeout=30.0,
+        on_start_error=errors.append if errors is not None else None,
+        command=["/usr/bin/python3", "-m", "twistwsgi.worker"],
+        environ=environ if environ is not None else {"PATH": "/bin"},
+    )
+    return started, clock
+
+
+def running(count: int = 2) -> tuple[Supervisor, ProcessClock]:
+    """A started supervisor whose workers all said they are ready."""
+    started, clock = supervisor(count)
+    started.privilegedStartService()
+    started.startService()
+    for process in clock.processes:
+        process.report({"ready": True})
+    return started, clock
+
+
+def messages(events: list[dict[str, Any]]) -> list[str]:
+    return [formatEvent(event) for event in events]
+
+
+def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
+    """Each worker gets the sockets from descriptor 5 on, in listener order, the
+    control pipe on 3 and the report pipe on 4; the master never accepts itself.
+    """
+    started, clock = supervisor(
+        environ={"PATH": "/bin", "LISTEN_FDS": "1", "LISTEN_PID": "9", "LISTEN_FDNAMES": "x"}
+    )
+    started.privilegedStartService()
+    started.startService()
+    assert [process.pid for process in clock.processes] == [1000, 1001]
+    assert started.pids == [1000, 1001]
+    assert all(not port.reading for port in started.ports)  # type: ignore[attr-defined]
+    for number, process in enumerate(clock.processes, start=1):
+        assert process.args == ["/usr/bin/python3", "-m", "twistwsgi.worker"]
+        assert process.child_fds == {
+            1: 1,
+            2: 2,
+            CONTROL_FD: "w",
+            REPORT_FD: "r",
+            FIRST_LISTENER_FD: 7,
+            FIRST_LISTENER_FD + 1: 9,
+        }
+        payload = json.loads(process.env[PAYLOAD_VARIABLE])
+        assert payload["number"] == number
+        assert payload["listen"] == ["tcp:8080", "unix:/s"]
+        assert payload["options"]["app"] == "tests.apps:hello"
+        assert isinstance(payload["sys_path"], list)
+        # The master's socket activation says nothing true about the worker.
+        assert {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}.isdisjoint(process.env)
+        assert process.env["PATH"] == "/bin"
+
+
+def test_ready_is_said_once_every_worker_serves() -> None:
+    started, clock = supervisor(2)
+    with capture_log_events() as events:
+        started.startService()
+        clock.processes[0].report({"ready": True})
+        assert not any("Ready" in text for text in messages(events))
+        clock.processes[1].report({"ready": True})
+        clock.processes[1].report({"ready": True})
+    ready = [text for text in messages(events) if text.startswith("Ready")]
+    assert ready == ["Ready: serving on 2 endpoint(s) with 2 worker processes"]
+
+
+def test_log_events_of_a_worker_are_logged_here_naming_it() -> None:
+    """A worker's event keeps its level, namespace and text; the system names the
+    worker; lines split across reads are joined; an unreadable line is reported.
+    """
+    _, clock = running(2)
+    second = clock.processes[1]
+    line = json.dumps(
+        {"log": {"level": "error", "namespace": "twistwsgi.wsgi", "text": "boom {x}"}}
+    ).encode()
+    with capture_log_events() as events:
+        second.protocol.childDataReceived(REPORT_FD, line[:10])
+        second.protocol.childDataReceived(REPORT_FD, line[10:] + b"\nnot json\n")
+        second.protocol.childDataReceived(1, b"ignored\n")
+    relayed, unreadable = events
+    assert relayed["log_namespace"] == "twistwsgi.wsgi"
+    assert relayed["log_level"].name == "error"
+    assert relayed["log_system"] == "twistwsgi.wsgi#error worker 2"
+    assert messages([relayed]) == ["boom {x}"]
+    assert unreadable["log_level"].name == "warn"
+    assert "Worker 2 wrote an unreadable report: b'not json'" in messages([unreadable])[0]
+
+
+def test_a_worker_that_dies_after_serving_a_while_is_replaced_at_once() -> None:
+    started, clock = running(2)
+    clock.advance(YOUNG_WORKER + 1)
+    with capture_log_events() as events:
+        clock.processes[0].end(ProcessTerminated(signal=signal.SIGKILL))
+        clock.advance(0)
+    assert [process.pid for process in clock.processes] == [1000, 1001, 1002]
+    assert started.pids == [1002, 1001]
+    assert json.loads(clock.processes[2].env[PAYLOAD_VARIABLE])["number"] == 1
+    assert messages(events)[0] == (
+        "Worker 1 (pid 1000) was killed by SIGKILL (out of memory?); starting another in 0.0s"
+    )
+    assert messages(events)[1] == "Started worker 1 (pid 1002)"
+
+
+def test_a_worker_that_keeps_dying_young_is_restarted_ever_later() -> None:
+    """Delays double from 0.5 s up to 30 s; one that then serves a while resets them."""
+    _, clock = running(1)
+    delays = []
+    for _ in range(9):
+        spawned = len(clock.processes)
+        with capture_log_events() as events:
+            clock.processes[-1].end(ProcessTerminated(exitCode=1))
+        assert "exited with status 1" in messages(events)[0]
+        waited = 0.0
+        while len(clock.processes) == spawned:
+            clock.advance(0.25)
+            waited += 0.25
+        delays.append(waited)
+    assert delays == [FIRST_RESTART_DELAY, 1.0, 2.0, 4.0, 8.0, 16.0, MAX_RESTART_DELAY, 30.0, 30.0]
+    clock.processes[-1].report({"ready": True})
+    clock.advance(YOUNG_WORKER)
+    clock.processes[-1].end()
+    clock.advance(0)
+    assert len(clock.processes) == 11
+
+
+def test_a_worker_that_cannot_start_is_logged_with_its_reason() -> None:
+    started, clock = supervisor(1)
+    started.startService()
+    with capture_log_events() as events:
+        clock.processes[0].report({"error": "--app: cannot import module 'gone'"})
+        clock.processes[0].end(ProcessTerminated(exitCode=2))
+    assert messages(events) == [
+        "Worker 1 (pid 1000) could not start: --app: cannot import module 'gone';"
+        " trying again in 0.5s"
+    ]
+
+
+def test_a_failed_fork_is_logged_and_tried_again_later() -> None:
+    started, clock = supervisor(1)
+    clock.refuse_spawn = True
+    with capture_log_events() as events:
+        started.startService()
+    assert "Cannot start worker 1: [Errno 11] Resource temporarily unavailable" in messages(events)
+    clock.refuse_spawn = False
+    clock.advance(FIRST_RESTART_DELAY)
+    assert len(clock.processes) == 1
+
+
+def test_stop_closes_the_listeners_and_tells_the_workers_then_waits_for_them() -> None:
+    started, clock = running(2)
+    ports = list(started.ports)
+    stopped = started.stopService()
+    assert all(not port.listening for port in ports)  # type: ignore[attr-defined]
+    assert [process.commands() for process in clock.processes] == [[b"stop\n"]] * 2
+    fired: list[object] = []
+    stopped.addCallback(fired.append)
+    clock.processes[0].end()
+    assert not fired
+    clock.processes[1].end(ProcessTerminated(exitCode=1))
+    assert fired
+    clock.advance(60)
+    assert len(clock.processes) == 2  # none started again
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_pending_restart_is_cancelled_by_a_stop() -> None:
+    started, clock = running(1)
+    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    fired: list[object] = []
+    started.stopService().addCallback(fired.append)
+    assert fired
+    clock.advance(MAX_RESTART_DELAY)
+    assert len(clock.processes) == 1
+
+
+def test_workers_that_outstay_the_graceful_timeout_are_killed() -> None:
+    started, clock = running(2)
+    stopped = started.stopService()
+    clock.processes[0].end()
+    clock.advance(30.0 + KILL_GRACE - 0.1)
+    assert clock.processes[1].signals == []
+    with capture_log_events() as events:
+        clock.advance(0.1)
+    assert clock.processes[0].signals == []
+    assert clock.processes[1].signals == ["KILL"]
+    assert messages(events) == ["Worker 2 (pid 1001) did not stop in time; killing it"]
+    fired: list[object] = []
+    stopped.addCallback(fired.append)
+    clock.processes[1].end(ProcessTerminated(signal=signal.SIGKILL))
+    assert fired
+
+
+def test_a_second_stop_signal_has_the_workers_drop_their_connections() -> None:
+    started, clock = running(1)
+    started.stop_now()  # not stopping: nothing to hurry
+    assert clock.processes[0].commands() == []
+    started.stopService()
+    started.stop_now()
+    assert clock.processes[0].commands() == [b"stop\n", b"stop-now\n"]
+
+
+def test_reload_and_log_reopening_are_passed_to_every_worker() -> None:
+    started, clock = running(2)
+    started.reload()
+    started.reopen_access_log()
+    assert [process.commands() for process in clock.processes] == [[b"reload\n", b"reopen\n"]] * 2
+
+
+def test_a_listener_that_cannot_bind_stops_the_start_and_closes_the_others() -> None:
+    first = FakePort(7)
+    errors: list[str] = []
+    started, clock = supervisor(
+        endpoints=[
+            ("tcp:8080", FakeEndpoint(first)),
+            ("tcp:80", FakeEndpoint(CannotListenError("", 80, OSError(13, "Permission denied")))),
+        ],
+        errors=errors,
+    )
+    started.privilegedStartService()
+    started.startService()  # (twistd calls both)
+    assert errors[0] == "cannot listen on 'tcp:80': [Errno 13] Permission denied"
+    assert not first.listening
+    assert clock.processes == []
+
+
+@pytest.mark.parametrize(
+    ("result", "problem"),
+    [
+        (Deferred(), "it does not listen at once on a socket the workers could share"),
+        (object(), "it is not a socket the workers could share"),
+    ],
+)
+def test_a_listener_the_workers_cannot_share_is_refused(result: Any, problem: str) -> None:
+    if not isinstance(result, Deferred):
+
+        class NotASocket:
+            stopped = False
+
+            def stopListening(self) -> None:
+                self.stopped = True
+
+        result = NotASocket()
+    started, _ = supervisor(endpoints=[("custom:x", FakeEndpoint(result))])
+    with pytest.raises(ListenError) as raised:
+        started.startService()
+    assert str(raised.value) == f"cannot listen on 'custom:x': {problem}"
+    if not isinstance(result, Deferred):
+        assert result.stopped

@@ -1,0 +1,223 @@
+"""End to end: ``twistd -n wsgi --workers 2``, real processes on real sockets.
+
+Which worker answers is made certain by stopping the other one (SIGSTOP): a stopped
+process does not accept, so every new connection goes to the one left running.
+Readiness and each step are taken from the server's log lines, never from a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_e2e import ROOT, TWISTD, Server, UnixHTTPConnection
+from tests.test_sockets import write_self_signed_certificate
+
+
+def started_workers(server: Server, count: int) -> dict[int, int]:
+    """Wait for ``count`` "Started worker N (pid P)" lines; return {N: P}."""
+    workers: dict[int, int] = {}
+    while len(workers) < count:
+        line = server.wait_for("Started worker")
+        found = re.search(r"Started worker (\d+) \(pid (\d+)\)", line)
+        assert found is not None
+        workers[int(found[1])] = int(found[2])
+    return workers
+
+
+def answered_by(socket_path: Path, body: bytes = b"") -> tuple[int, str]:
+    """One request on a new connection: the (pid, url scheme) that answered it."""
+    connection = UnixHTTPConnection(socket_path)
+    connection.request("POST", "/", body=body)
+    response = connection.getresponse()
+    pid, scheme = response.read().decode().split()
+    connection.close()
+    assert response.status == 200
+    return int(pid), scheme
+
+
+@pytest.fixture
+def socket_path(short_directory: Path) -> Path:
+    return short_directory / "w.sock"
+
+
+@pytest.fixture
+def workers(socket_path: Path) -> Iterator[tuple[Server, dict[int, int]]]:
+    server = Server(
+        "--app", "tests.apps:process", "--listen", f"unix:{socket_path}", "--workers", "2"
+    )
+    try:
+        pids = started_workers(server, 2)
+        server.wait_for("Ready: serving on 1 endpoint(s) with 2 worker processes")
+        yield server, pids
+    finally:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        server.stop()
+
+
+def serving_alone(pid: int, pids: dict[int, int], socket_path: Path) -> int:
+    """Stop the other workers, ask, let them go on: the pid that answered."""
+    others = [other for other in pids.values() if other != pid]
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        answer, _ = answered_by(socket_path)
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+    return answer
+
+
+def test_every_worker_serves_the_shared_socket(
+    workers: tuple[Server, dict[int, int]], socket_path: Path
+) -> None:
+    server, pids = workers
+    for pid in pids.values():
+        assert serving_alone(pid, pids, socket_path) == pid
+    # Their log lines reach the master's log, each naming its worker.
+    line = server.wait_for('"POST / HTTP/1.1" 200')
+    assert re.search(r"\[twistwsgi\.access#info worker [12]\]", line)
+
+
+def test_sigterm_lets_each_worker_finish_its_request_then_exits_0(
+    workers: tuple[Server, dict[int, int]], socket_path: Path
+) -> None:
+    server, _ = workers
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(socket_path))
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+    server.process.send_signal(signal.SIGTERM)
+    server.wait_for("Shutting down: stopping 2 worker process(es)")
+    server.wait_for("Shutting down: waiting up to 30.0s for 1 connection(s)")
+    sock.sendall(b"67890")
+    received = b""
+    while data := sock.recv(65536):
+        received += data
+    sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Connection: close" in head
+    assert body.endswith(b" http")
+    # stop() waits for the master and for the end of its output pipe, which the
+    # workers hold too: all three processes have ended.
+    assert server.stop() == 0
+    assert not socket_path.exists()
+
+
+def test_a_worker_that_dies_is_replaced(
+    workers: tuple[Server, dict[int, int]], socket_path: Path
+) -> None:
+    server, pids = workers
+    os.kill(pids[1], signal.SIGKILL)
+    server.wait_for(f"Worker 1 (pid {pids[1]}) was killed by SIGKILL (out of memory?)")
+    replacement = started_workers(server, 1)[1]
+    server.wait_for("[twistwsgi.service#info worker 1] Ready: serving")
+    assert replacement != pids[1]
+    survivors = {1: replacement, 2: pids[2]}
+    assert serving_alone(replacement, survivors, socket_path) == replacement
+
+
+def test_the_workers_stop_when_the_master_is_killed(socket_path: Path) -> None:
+    """No orphan keeps serving: the end of the control pipe stops each worker."""
+    server = Server(
+        "--app", "tests.apps:process", "--listen", f"unix:{socket_path}", "--workers", "2"
+    )
+    started_workers(server, 2)
+    server.wait_for("with 2 worker processes")
+    server.process.kill()
+    server.process.wait(timeout=60)
+    # The workers hold the output pipe too: its end means both have exited.
+    server._reader.join(timeout=60)
+    assert not server._reader.is_alive()
+    if server.process.stdout is not None:
+        server.process.stdout.close()
+
+
+def test_an_unimportable_app_is_one_line_and_exit_2_before_any_worker(
+    socket_path: Path,
+) -> None:
+    result = subprocess.run(  # noqa: PLW1510 - the exit status is what is checked
+        [
+            *(str(TWISTD), "--nodaemon", "--pidfile=", "wsgi", "--workers", "2"),
+            *("--app", "tests.no_such_module:app", "--listen", f"unix:{socket_path}"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "twistwsgi: error: --app: cannot import module 'tests.no_such_module' for app"
+        " 'tests.no_such_module:app': ModuleNotFoundError: No module named"
+        " 'tests.no_such_module'"
+    ]
+    assert "Started worker" not in result.stdout
+    assert not socket_path.exists()
+
+
+def test_sighup_reloads_every_worker(tmp_path: Path, socket_path: Path) -> None:
+    config = tmp_path / "site.toml"
+
+    def write(app: str) -> None:
+        config.write_text(
+            f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
+            f'[[host]]\nnames = ["reload.example"]\ndefault = true\n'
+            f'[[host.mount]]\npath = "/"\napp = "{app}"\n'
+        )
+
+    write("tests.apps:version_a")
+    server = Server("--config", str(config))
+    try:
+        started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        write("tests.apps:version_b")
+        server.process.send_signal(signal.SIGHUP)
+        reloaded = {
+            server.wait_for("Reloaded the configuration").split(" worker ")[1][0] for _ in range(2)
+        }
+        assert reloaded == {"1", "2"}
+        connection = UnixHTTPConnection(socket_path)
+        connection.request("GET", "/", headers={"Host": "reload.example"})
+        assert connection.getresponse().read() == b"B"
+        connection.close()
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_tls_listener_is_shared_with_its_certificate(tmp_path: Path) -> None:
+    key, cert = write_self_signed_certificate(tmp_path)
+    server = Server(
+        "--app",
+        "tests.apps:process",
+        "--workers",
+        "2",
+        "--listen",
+        f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+    )
+    try:
+        line = server.wait_for("Listening on ssl:0")
+        found = re.search(r"port=(\d+)", line)
+        assert found is not None
+        server.wait_for("with 2 worker processes")
+        context = ssl.create_default_context(cafile=str(cert))
+        connection = http.client.HTTPSConnection("127.0.0.1", int(found[1]), context=context)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.read().decode().split()[1] == "https"
+        connection.close()
+    finally:
+        assert server.stop() == 0

@@ -1,0 +1,451 @@
+"""Several server processes on the same listening sockets: the master of ``--workers``.
+
+The :class:`Supervisor` binds every listener once, then starts worker processes
+(:mod:`twistwsgi.worker`) that inherit the listening sockets and each serve on them
+as a whole server of their own (routing, threads, static files, proxy pools): the
+kernel hands each new connection to one of them, as it does for gunicorn's or
+nginx's workers. The supervisor serves no request itself. It relays the workers' log
+events into its own log (wherever ``twistd`` sends it), starts a worker again when
+one dies (at once if it had been serving a while, after a growing delay if it keeps
+dying young), passes reloads on, and stops them all gracefully.
+
+Master and worker speak over two pipes besides the sockets:
+
+* the control pipe (the worker's descriptor :data:`CONTROL_FD`, written by the
+  master): one command per line (``stop``, ``stop-now``, ``reload``, ``reopen``).
+  Its end of file means the master is gone: the worker stops gracefully, so no
+  worker outlives a killed master by more than its graceful timeout.
+* the report pipe (:data:`REPORT_FD`, read by the master): one JSON object per
+  line: ``{"ready": true}`` once the worker serves, ``{"log": {...}}`` for each log
+  event, ``{"error": "..."}`` for the start-up error it exits with.
+
+Commands go over the pipe rather than as signals because a service manager's stop
+(systemd's default ``KillMode=control-group``) and a terminal's Ctrl-C already
+signal every process of the group: a worker then gets that signal once and the
+master's command once, never the same signal twice (which means "stop now").
+
+Nothing here imports the global reactor; it is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
+from twisted.python.failure import Failure
+
+from twistwsgi.service import ListenError, StartError, listen_failure_reason
+
+__all__ = ["CONTROL_FD", "FIRST_LISTENER_FD", "PAYLOAD_VARIABLE", "REPORT_FD", "Supervisor"]
+
+_log = Logger(namespace="twistwsgi.supervisor")
+
+#: The worker's end of the control pipe (it reads commands there).
+CONTROL_FD = 3
+#: The worker's end of the report pipe (it writes JSON lines there).
+REPORT_FD = 4
+#: The worker's descriptor of the first listening socket; the others follow in order.
+FIRST_LISTENER_FD = 5
+#: The environment variable that carries a worker's options (JSON).
+PAYLOAD_VARIABLE = "TWISTWSGI_WORKER"
+#: What systemd's socket activation set for the master: the worker gets its sockets
+#: another way, and these would describe descriptors it does not have.
+_SOCKET_ACTIVATION_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+#: A worker that ends sooner than this after its start (or before it served) is
+#: failing young: it is started again after a delay that doubles each time, from
+#: :data:`FIRST_RESTART_DELAY` up to :data:`MAX_RESTART_DELAY`, so a worker that
+#: cannot start (an application that now fails to import) does not spin.
+YOUNG_WORKER = 10.0
+FIRST_RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+#: Seconds past the graceful timeout a stopping worker gets before it is killed: its
+#: own graceful timeout drops what is left, then its threads are let go.
+KILL_GRACE = 5.0
+
+
+class _ProcessReactor(IReactorProcess, IReactorTime):
+    """What the supervisor needs of a reactor."""
+
+
+class _Refuse(Factory):
+    """The master's own listening ports never accept (it only holds the sockets)."""
+
+    noisy = False  # (Twisted would log the factory's start and stop)
+
+    def logPrefix(self) -> str:
+        return "A listener for the workers"  # "... starting on 8080"
+
+    def buildProtocol(self, addr: object) -> None:
+        return None
+
+
+@dataclass
+class _Worker:
+    """One worker slot's current process."""
+
+    number: int
+    started: float
+    process: IProcessTransport | None = None
+    ready: bool = False
+    error: str | None = None
+    pid: int | None = None
+    restart: IDelayedCall | None = None
+    failures: int = 0
+    reports: bytes = field(default=b"", repr=False)
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """The master's side of one worker process: its reports and its end."""
+
+    def __init__(self, supervisor: Supervisor, worker: _Worker) -> None:
+        self._supervisor = supervisor
+        self._worker = worker
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != REPORT_FD:
+            return
+        worker = self._worker
+        lines = (worker.reports + data).split(b"\n")
+        worker.reports = lines.pop()
+        for line in lines:
+            self._supervisor._report(worker, line)
+
+    def processEnded(self, reason: Failure) -> None:
+        self._supervisor._ended(self._worker, reason.value or ProcessDone(0))
+
+
+class Supervisor(Service):
+    """Binds the listeners, runs ``workers`` server processes on them, stops them.
+
+    Args:
+        endpoints: ``(description, endpoint)`` pairs; each must listen at once on a
+            socket (tcp, tcp6, ssl, unix, systemd), which the workers inherit.
+        workers: how many worker processes to keep running.
+        reactor: spawns the processes and times restarts and the stop.
+        options: the options the server was started with (setting name to the value
+            given), which each worker builds its own configuration from.
+        graceful_timeout: the workers' graceful timeout; a worker still running
+            :data:`KILL_GRACE` seconds after it is killed.
+        on_start_error: called with a one-line message when a listener cannot be
+            bound; by default the :class:`ListenError` is raised.
+        command: the program and arguments that start a worker.
+        environ: the environment the workers start with (besides their options).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        *,
+        workers: int,
+        reactor: _ProcessReactor,
+        options: Mapping[str, Any],
+        graceful_timeout: float = 30.0,
+        on_start_error: Callable[[str], None] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "twistwsgi.worker"),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._endpoints = list(endpoints)
+        self._count = workers
+        self._reactor = reactor
+        self._options = dict(options)
+        self._graceful_timeout = graceful_timeout
+        self._on_start_error = on_start_error
+        self._command = list(command)
+        self._environ = dict(os.environ if environ is None else environ)
+        self.ports: list[IListeningPort] = []
+        self._workers: dict[int, _Worker] = {}
+        self._announced = False
+        self._stopping: Deferred[None] | None = None
+        self._ended_all: Deferred[None] | None = None
+        self._kill_call: IDelayedCall | None = None
+        self._relays: dict[str, Logger] = {}
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The process ids of the workers running now, in slot order."""
+        return [worker.pid for _, worker in sorted(self._workers.items()) if worker.process]
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener (before ``twistd`` drops privileges)."""
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        """Bind the listeners if not done yet, then start the workers."""
+        if self._stopping is not None:
+            self._start_failed(StartError("cannot start while the workers are still stopping"))
+            return
+        if not self._listen():
+            return
+        super().startService()
+        self._announced = False
+        for number in range(1, self._count + 1):
+            self._spawn(self._workers.setdefault(number, _Worker(number, 0.0)))
+
+    def _listen(self) -> bool:
+        if self.ports:
+            return True
+        for description, endpoint in self._endpoints:
+            outcome: list[Any] = []
+            endpoint.listen(_Refuse()).addBoth(outcome.append)
+            port: Any = outcome[0] if outcome else None
+            problem = None
+            if port is None:
+                problem = "it does not listen at once on a socket the workers could share"
+            elif isinstance(port, Failure):
+                problem = listen_failure_reason(port)
+            elif not callable(getattr(port, "fileno", None)):
+                port.stopListening()
+                problem = "it is not a socket the workers could share"
+            if problem is not None:
+                self._close_ports()
+                self._start_failed(ListenError(f"cannot listen on {description!r}: {problem}"))
+                return False
+            port.stopReading()  # the workers accept, never this process
+            self.ports.append(port)
+            _log.info(
+                "Listening on {description} ({address})",
+                description=description,
+                address=port.getHost(),
+            )
+        return True
+
+    def _close_ports(self) -> Deferred[Any]:
+        ports, self.ports = self.ports, []
+        return DeferredList(
+            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
+        )
+
+    def _start_failed(self, error: StartError) -> None:
+        if self._on_start_error is None:
+            raise error
+        self._on_start_error(str(error))
+
+    def _spawn(self, worker: _Worker) -> None:
+        """Start ``worker``'s process, with the listening sockets and the two pipes."""
+        worker.restart = None
+        worker.ready = False
+        worker.error = None
+        worker.reports = b""
+        worker.started = self._reactor.seconds()
+        payload = {
+            "number": worker.number,
+            "options": self._options,
+            "listen": [description for description, _ in self._endpoints],
+            "sys_path": sys.path,
+        }
+        environ = {
+            name: value
+            for name, value in self._environ.items()
+            if name not in _SOCKET_ACTIVATION_VARIABLES
+        }
+        environ[PAYLOAD_VARIABLE] = json.dumps(payload)
+        child_fds: dict[int, int | str] = {1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
+        for index, port in enumerate(self.ports):
+            child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
+        try:
+            process = self._reactor.spawnProcess(
+                _WorkerProtocol(self, worker),
+                self._command[0],
+                self._command,
+                env=environ,
+                childFDs=child_fds,
+            )
+        except OSError as error:  # fork failed: out of memory, or a process limit
+            _log.error("Cannot start worker {number}: {error}", number=worker.number, error=error)
+            self._restart_later(worker)
+            return
+        worker.process = process
+        worker.pid = process.pid
+        _log.info("Started worker {number} (pid {pid})", number=worker.number, pid=worker.pid)
+
+    def _report(self, worker: _Worker, line: bytes) -> None:
+        """Act on one line of a worker's report pipe."""
+        try:
+            report = json.loads(line)
+            if not isinstance(report, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            _log.warn(
+                "Worker {number} wrote an unreadable report: {line!r}",
+                number=worker.number,
+                line=line[:200],
+            )
+            return
+        event = report.get("log")
+        if isinstance(event, dict):
+            self._relay(worker, event)
+        if isinstance(report.get("error"), str):
+            worker.error = report["error"]
+        if report.get("ready") is True and not worker.ready:
+            worker.ready = True
+            self._announce_if_all_ready()
+
+    def _relay(self, worker: _Worker, event: dict[str, Any]) -> None:
+        """Log a worker's event here, under its namespace, naming the worker."""
+        namespace = str(event.get("namespace") or "twistwsgi.worker")
+        try:
+            level = LogLevel.levelWithName(str(event.get("level")))
+        except InvalidLogLevelError:
+            level = LogLevel.info
+        relay = self._relays.get(namespace)
+        if relay is None:
+            relay = self._relays[namespace] = Logger(namespace=namespace)
+        relay.emit(
+            level,
+            "{log_text}",
+            log_text=str(event.get("text", "")),
+            log_system=f"{namespace}#{level.name} worker {worker.number}",
+            worker=worker.number,
+        )
+
+    def _announce_if_all_ready(self) -> None:
+        if self._announced or self._stopping is not None:
+            return
+        if all(worker.ready for worker in self._workers.values()):
+            self._announced = True
+            _log.info(
+                "Ready: serving on {count} endpoint(s) with {workers} worker processes",
+                count=len(self.ports),
+                workers=len(self._workers),
+            )
+
+    def _ended(self, worker: _Worker, reason: BaseException) -> None:
+        """A worker process ended: start another, unless the server is stopping."""
+        pid = worker.pid
+        worker.process = None
+        if self._stopping is not None:
+            if not any(other.process for other in self._workers.values()):
+                ended, self._ended_all = self._ended_all, None
+                if ended is not None:
+                    ended.callback(None)
+            return
+        lived = self._reactor.seconds() - worker.started
+        young = not worker.ready or lived < YOUNG_WORKER
+        how = worker.error or _how_it_ended(reason)
+        worker.failures = worker.failures + 1 if young else 0
+        delay = _restart_delay(worker.failures)
+        if worker.error:  # (reported before it exits with status 2)
+            message = "Worker {number} (pid {pid}) could not start: {how}; trying again in {delay}s"
+        else:
+            message = "Worker {number} (pid {pid}) {how}; starting another in {delay}s"
+        _log.warn(message, number=worker.number, pid=pid, how=how, delay=delay)
+        self._restart_later(worker, delay)
+
+    def _restart_later(self, worker: _Worker, delay: float | None = None) -> None:
+        if delay is None:
+            worker.failures += 1
+            delay = _restart_delay(worker.failures)
+        worker.restart = self._reactor.callLater(delay, self._spawn, worker)
+
+    def _send(self, command: bytes) -> None:
+        for worker in self._workers.values():
+            if worker.process is not None:
+                worker.process.writeToChild(CONTROL_FD, command + b"\n")
+
+    def reload(self) -> None:
+        """Have every worker reload the configuration (SIGHUP's work)."""
+        _log.info("Reload: asking {count} worker(s) to reload", count=len(self.pids))
+        self._send(b"reload")
+
+    def reopen_access_log(self) -> None:
+        """Have every worker reopen its access log file (SIGUSR1's work)."""
+        self._send(b"reopen")
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, stop the workers gracefully; kill those that outstay it.
+
+        The Deferred fires once every worker process has ended.
+        """
+        super().stopService()
+        if self._stopping is not None:
+            return self._stopping
+        for worker in self._workers.values():
+            if worker.restart is not None and worker.restart.active():
+                worker.restart.cancel()
+            worker.restart = None
+        closed = self._close_ports()
+        running = [worker for worker in self._workers.values() if worker.process]
+        ended: Deferred[None] = succeed(None)
+        if running:
+            _log.info(
+                "Shutting down: stopping {count} worker process(es), each waiting up to"
+                " {timeout}s for its requests in progress",
+                count=len(running),
+                timeout=self._graceful_timeout,
+            )
+            ended = self._ended_all = Deferred()
+            self._kill_call = self._reactor.callLater(
+                self._graceful_timeout + KILL_GRACE, self._kill_remaining
+            )
+        self._send(b"stop")
+        stopping: Deferred[Any] = DeferredList([closed, ended])
+        stopping.addBoth(self._stop_over)
+        self._stopping = stopping
+        return stopping
+
+    def _stop_over(self, result: object) -> None:
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
+        self._kill_call = None
+        self._stopping = None
+        self._workers.clear()
+
+    def stop_now(self) -> None:
+        """End a graceful stop at once: each worker drops what it still serves."""
+        if self._stopping is None:
+            return
+        _log.warn("Stop requested again; the workers drop their connections now")
+        self._send(b"stop-now")
+
+    def _kill_remaining(self) -> None:
+        self._kill_call = None
+        for worker in self._workers.values():
+            if worker.process is not None:
+                _log.warn(
+                    "Worker {number} (pid {pid}) did not stop in time; killing it",
+                    number=worker.number,
+                    pid=worker.pid,
+                )
+                worker.process.signalProcess("KILL")
+
+
+def _restart_delay(failures: int) -> float:
+    """Seconds before a worker is started again, after ``failures`` young ends in a row."""
+    if failures <= 0:
+        return 0.0
+    return float(min(FIRST_RESTART_DELAY * 2 ** (failures - 1), MAX_RESTART_DELAY))
+
+
+def _how_it_ended(reason: BaseException) -> str:
+    """A few words on how a process ended, from Twisted's ProcessDone/Terminated."""
+    if isinstance(reason, ProcessTerminated) and reason.signal is not None:
+        try:
+            name = signal.Signals(reason.signal).name
+        except ValueError:
+            name = f"signal {reason.signal}"
+        if reason.signal == signal.SIGKILL:
+            # What the kernel's out-of-memory killer sends (gunicorn says the same).
+            return f"was killed by {name} (out of memory?)"
+        return f"was killed by {name}"
+    code = getattr(reason, "exitCode", None)
+    return f"exited with status {code if code is not None else 0}"

@@ -1,0 +1,233 @@
+"""One worker process of ``--workers``: the whole server, on sockets it inherits.
+
+The supervisor (:mod:`twistwsgi.supervisor`) starts it as ``python -m
+twistwsgi.worker`` with the master's options in the environment; it is never run by
+hand. It builds its configuration from those options as the master did, adopts the
+listening sockets it inherited (wrapping TLS ones with the endpoint's certificate),
+and serves exactly as a single-process server does: the same signals (SIGTERM and
+SIGINT stop it gracefully, a second one at once; SIGHUP reloads; SIGUSR1 reopens the
+access log), plus the same commands from the master over the control pipe. Its log
+events go to the master over the report pipe.
+
+With ``--check`` it only builds the configuration and the mounts (importing the
+applications) and exits: 0, or 2 with one line on stderr, which the master shows as
+its own start-up error before any worker starts.
+
+Like :mod:`twistwsgi.cli`, this module installs and runs the global reactor (in
+:func:`main` only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import IO, Any, NoReturn
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorSocket, IStreamServerEndpoint
+from twisted.internet.process import ProcessReader
+from twisted.logger import ILogObserver, Logger, eventAsText, globalLogBeginner
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistwsgi.supervisor import CONTROL_FD, FIRST_LISTENER_FD, PAYLOAD_VARIABLE, REPORT_FD
+
+__all__ = ["InheritedEndpoint", "ReportPipe", "main"]
+
+_log = Logger(namespace="twistwsgi.worker")
+
+
+@implementer(IStreamServerEndpoint)
+class InheritedEndpoint:
+    """Listens on a socket this process inherited (already bound and listening).
+
+    Args:
+        reactor: adopts the socket.
+        fileno: the inherited descriptor; it is closed once adopted (the port holds
+            its own duplicate), so the socket ends with the port.
+        tls_options: the context factory of an ``ssl:`` listener: connections are
+            then TLS, as ``listenSSL`` makes them.
+
+    Attributes:
+        tls_options: as given (a reload swaps its context for renewed certificates).
+    """
+
+    def __init__(
+        self, reactor: IReactorSocket, fileno: int, tls_options: Any | None = None
+    ) -> None:
+        self._reactor = reactor
+        self._fileno = fileno
+        self.tls_options = tls_options
+
+    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
+        """Adopt the socket with ``protocolFactory`` (wrapped in TLS if it has TLS)."""
+        factory = protocolFactory
+        if self.tls_options is not None:
+            factory = TLSMemoryBIOFactory(self.tls_options, False, protocolFactory)
+        try:
+            with socket.socket(fileno=os.dup(self._fileno)) as probe:
+                family = probe.family
+            port = self._reactor.adoptStreamPort(self._fileno, family, factory)
+        except Exception:
+            return fail()
+        os.close(self._fileno)
+        return succeed(port)
+
+
+@implementer(ILogObserver)
+class ReportPipe:
+    """Writes a worker's reports to the master, one JSON object per line.
+
+    Log events come from any thread (an application's ``wsgi.errors``, a worker
+    thread's failure): each line is written whole under a lock.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, report: Mapping[str, Any]) -> None:
+        """Write one report; a master that is gone is not an error here."""
+        line = json.dumps(report, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the master is gone (the control pipe's end stops this worker)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """A log observer: send ``event`` as its level, namespace and text."""
+        level = event.get("log_level")
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        self.send(
+            {
+                "log": {
+                    "level": getattr(level, "name", "info"),
+                    "namespace": event.get("log_namespace", "twistwsgi.worker"),
+                    "text": text,
+                }
+            }
+        )
+
+
+class _Control:
+    """Reads the master's commands from the control pipe and carries them out."""
+
+    def __init__(self, reactor: Any, actions: Mapping[bytes, Callable[[], object]]) -> None:
+        self._reactor = reactor
+        self._actions = actions
+        self._buffer = b""
+
+    def childDataReceived(self, name: str, data: bytes) -> None:
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        for line in lines:
+            action = self._actions.get(line.strip())
+            if action is None:
+                _log.warn("Unknown command from the master: {line!r}", line=line[:100])
+            else:
+                action()
+
+    def childConnectionLost(self, name: str, reason: Failure) -> None:
+        # The master is gone (killed, or crashed): stop as on SIGTERM.
+        if self._reactor.running and not self._reactor._stopped:
+            _log.warn("The master process is gone; stopping")
+            self._reactor.stop()
+
+
+def _fail(message: str, reports: ReportPipe | None) -> NoReturn:
+    """End a worker that cannot start: the message goes to the master, exit 2."""
+    if reports is None:
+        sys.stderr.write(f"twistwsgi: error: {message}\n")
+        sys.stderr.flush()
+    else:
+        reports.send({"error": message})
+    raise SystemExit(2)
+
+
+def _read_payload() -> dict[str, Any]:
+    text = os.environ.pop(PAYLOAD_VARIABLE, None)
+    if text is None:
+        sys.stderr.write("twistwsgi.worker is started by `twistd wsgi --workers N`, not by hand\n")
+        raise SystemExit(2)
+    payload: dict[str, Any] = json.loads(text)
+    return payload
+
+
+def main(arguments: list[str] | None = None) -> None:
+    """Run one worker (or, with ``--check``, check the configuration) and exit."""
+    check = "--check" in (sys.argv[1:] if arguments is None else arguments)
+    payload = _read_payload()
+    sys.path[:] = payload["sys_path"]
+    # Imported only now: the master's import path is in place.
+    from twistwsgi import cli  # noqa: PLC0415
+    from twistwsgi.config import ConfigError  # noqa: PLC0415
+    from twistwsgi.service import make_service  # noqa: PLC0415
+
+    reports = None
+    if not check:
+        reports = ReportPipe(os.fdopen(REPORT_FD, "wb", buffering=0))
+        globalLogBeginner.beginLoggingTo([reports], redirectStandardIO=True)
+    try:
+        config = cli.load_config(payload["options"])
+    except ConfigError as error:
+        _fail(str(error), reports)
+    from twisted.internet import reactor as installed  # noqa: PLC0415 - this process's own
+
+    reactor: Any = installed
+
+    if check:
+        # Its one-line errors go to stderr (exit 2), where the master reads them.
+        cli.check_mounts(reactor, config, [])
+        raise SystemExit(0)
+    assert reports is not None
+    cli.raise_open_files_limit()
+    endpoints: list[tuple[str, IStreamServerEndpoint]] = [
+        (
+            description,
+            InheritedEndpoint(
+                reactor,
+                FIRST_LISTENER_FD + index,
+                cli.endpoint_tls_options(reactor, description, config),
+            ),
+        )
+        for index, description in enumerate(payload["listen"])
+    ]
+
+    def start_error(message: str) -> None:
+        _fail(message, reports)
+
+    try:
+        service = make_service(
+            config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
+        )
+    except ConfigError as error:
+        _fail(str(error), reports)
+    service.startService()
+    options = dict(payload["options"])
+
+    def stop() -> None:
+        if not reactor._stopped:  # (a SIGTERM may have begun the stop already)
+            reactor.stop()
+
+    commands = {
+        b"stop": stop,
+        b"stop-now": service.stop_now,
+        b"reload": lambda: cli.reload_server(reactor, service, options, endpoints),
+        b"reopen": service.reopen_access_log,
+    }
+    ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    cli.serve_in_this_process(reactor, service, options, endpoints)
+    reactor.callWhenRunning(reports.send, {"ready": True})
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
