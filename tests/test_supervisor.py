@@ -299,7 +299,7 @@ def test_stop_closes_the_listeners_and_tells_the_workers_then_waits_for_them() -
     assert clock.getDelayedCalls() == []
 
 
-def test_a_pending_restart_is_cancelled_by_a_stop() -> None:
+def test_a_pending_restart_is_cancelled_by_a_stop_and_a_start_begins_anew() -> None:
     started, clock = running(1)
     clock.processes[0].end(ProcessTerminated(exitCode=1))
     fired: list[object] = []
@@ -307,6 +307,8 @@ def test_a_pending_restart_is_cancelled_by_a_stop() -> None:
     assert fired
     clock.advance(MAX_RESTART_DELAY)
     assert len(clock.processes) == 1
+    started.startService()  # stopped with nothing running: nothing to wait for
+    assert started.pids == [1001]
 
 
 def test_workers_that_outstay_the_graceful_timeout_are_killed() -> None:

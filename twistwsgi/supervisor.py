@@ -399,8 +399,8 @@ class Supervisor(Service):
             )
         self._send(b"stop")
         stopping: Deferred[Any] = DeferredList([closed, ended])
-        stopping.addBoth(self._stop_over)
         self._stopping = stopping
+        stopping.addBoth(self._stop_over)  # (at once when nothing was running)
         return stopping
 
     def _stop_over(self, result: object) -> None:
