@@ -5,82 +5,120 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
+from twisted.internet import reactor as global_reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 from twistwsgi.worker import InheritedEndpoint, ReportPipe, _Control
 
-
-def results(deferred: Any) -> list[Any]:
-    seen: list[Any] = []
-    deferred.addBoth(seen.append)
-    return seen
+reactor: Any = global_reactor
 
 
-class AnyFamilyReactor(MemoryReactor):
-    """MemoryReactor adopts only INET ports; UNIX ones are recorded the same way."""
+class Counting(Factory):
+    """Counts the connections its port accepted (and closes them)."""
 
-    def adoptStreamPort(self, fileno: int, addressFamily: int, factory: Any) -> Any:
-        self.adoptedPorts.append((fileno, addressFamily, factory))
-        return object()
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        self.accepted += 1
+        return Protocol()
 
 
-@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6, socket.AF_UNIX])
-def test_an_inherited_socket_is_adopted_with_its_family_and_then_let_go(
-    family: int, short_directory: Path
-) -> None:
-    """The port holds its own duplicate: the inherited descriptor is closed, so the
-    socket ends with the port.
-    """
+def listening(family: int, directory: Path) -> socket.socket:
     listener = socket.socket(family, socket.SOCK_STREAM)
     if family == socket.AF_UNIX:
-        listener.bind(str(short_directory / "s"))
+        listener.bind(str(directory / "s"))
     else:
         listener.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-    listener.listen(1)
-    descriptor = listener.detach()
-    reactor = AnyFamilyReactor()
-    factory = object()
-    [port] = results(InheritedEndpoint(reactor, descriptor).listen(factory))
-    assert reactor.adoptedPorts == [(descriptor, family, factory)]
-    with pytest.raises(OSError):
-        os.fstat(descriptor)
-    assert port is not None
+    listener.listen(64)
+    listener.setblocking(False)  # (as the master's Twisted port leaves it)
+    return listener
 
 
-def test_a_tls_listener_wraps_the_factory_in_tls() -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    options = CertificateOptions()
-    reactor = MemoryReactor()
-    factory = object()
-    endpoint = InheritedEndpoint(reactor, listener.detach(), options)
-    results(endpoint.listen(factory))
-    [(_, family, adopted)] = reactor.adoptedPorts
-    assert family == socket.AF_INET
-    assert isinstance(adopted, TLSMemoryBIOFactory)
-    assert adopted.wrappedFactory is factory
-    assert endpoint.tls_options is options
+class InheritedEndpointTests(TestCase):
+    """Adopting inherited sockets on the real reactor (a worker's own)."""
 
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="tw-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
 
-def test_a_descriptor_that_is_no_socket_fails_the_listen() -> None:
-    read, write = os.pipe()
-    try:
-        [outcome] = results(InheritedEndpoint(MemoryReactor(), read).listen(object()))
-        assert isinstance(outcome, Failure)
+    async def adopt(self, listener: socket.socket, factory: Any, tls: Any = None) -> Any:
+        port = await InheritedEndpoint(reactor, os.dup(listener.fileno()), tls).listen(factory)
+        self.addCleanup(port.stopListening)
+        return port
+
+    async def until(self, condition: Any) -> None:
+        for _ in range(3000):  # the bound only turns a hang into a failure
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("condition not met")
+
+    async def test_each_family_is_adopted_and_its_descriptor_let_go(self) -> None:
+        """The port holds its own duplicate: the inherited descriptor is closed, so the
+        socket ends with the port.
+        """
+        for family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            listener = listening(family, self.directory)
+            self.addCleanup(listener.close)
+            inherited = os.dup(listener.fileno())
+            factory = Counting()
+            port = await InheritedEndpoint(reactor, inherited).listen(factory)
+            self.addCleanup(port.stopListening)
+            with self.assertRaises(OSError):
+                os.fstat(inherited)
+            client = socket.socket(family, socket.SOCK_STREAM)
+            self.addCleanup(client.close)
+            client.connect(listener.getsockname())
+            await self.until(lambda factory=factory: factory.accepted == 1)
+
+    async def test_a_tls_listener_wraps_the_factory_in_tls(self) -> None:
+        listener = listening(socket.AF_INET, self.directory)
+        self.addCleanup(listener.close)
+        factory = Counting()
+        options = CertificateOptions()
+        endpoint = InheritedEndpoint(reactor, os.dup(listener.fileno()), options)
+        port: Any = await endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port.factory, TLSMemoryBIOFactory)
+        self.assertIs(port.factory.wrappedFactory, factory)
+        self.assertIs(endpoint.tls_options, options)
+
+    async def test_ports_on_one_socket_take_turns_accepting(self) -> None:
+        """Two workers woken by the same burst share it: each port accepts one
+        connection per turn (Twisted's own would take all 20 in its first turn).
+        """
+        listener = listening(socket.AF_INET, self.directory)
+        self.addCleanup(listener.close)
+        first, second = Counting(), Counting()
+        await self.adopt(listener, first)
+        await self.adopt(listener, second)
+        # Connected before the reactor runs again: all 20 wait in the backlog.
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(20)]
+        for client in clients:
+            self.addCleanup(client.close)
+        await self.until(lambda: first.accepted + second.accepted == 20)
+        self.assertLessEqual(abs(first.accepted - second.accepted), 2)
+
+    def test_a_descriptor_that_is_no_socket_fails_the_listen(self) -> None:
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        failure = self.failureResultOf(InheritedEndpoint(reactor, read).listen(Counting()))
+        self.assertIsInstance(failure.value, OSError)
         os.fstat(read)  # still open: nothing was adopted
-    finally:
-        os.close(read)
-        os.close(write)
 
 
 def test_reports_are_json_lines_and_log_events_keep_level_namespace_and_text() -> None:

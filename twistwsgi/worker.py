@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import IO, Any, NoReturn
 
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorSocket, IStreamServerEndpoint
 from twisted.internet.process import ProcessReader
@@ -72,11 +73,49 @@ class InheritedEndpoint:
         try:
             with socket.socket(fileno=os.dup(self._fileno)) as probe:
                 family = probe.family
-            port = self._reactor.adoptStreamPort(self._fileno, family, factory)
+            port: _SharedTCPPort | _SharedUNIXPort
+            # What reactor.adoptStreamPort does, with ports that take turns.
+            if family == socket.AF_UNIX:
+                port = _SharedUNIXPort._fromListeningDescriptor(
+                    self._reactor, self._fileno, factory
+                )
+            else:
+                port = _SharedTCPPort._fromListeningDescriptor(
+                    self._reactor, self._fileno, family, factory
+                )
+            port.startListening()
         except Exception:
             return fail()
         os.close(self._fileno)
         return succeed(port)
+
+
+class _TakingTurns:
+    """One accept each time the socket is readable, for a port shared with others.
+
+    Twisted's port accepts up to 100 connections each time (then as many as it last
+    found): the worker that wakes first takes a whole burst, and with keep-alive one
+    worker served all 50 of a benchmark's connections while the other idled.
+    Accepting one at a time lets every worker woken by the same readiness take its
+    turn, as nginx's default ``multi_accept off`` does; a busy worker comes back to
+    the socket less often, so it takes fewer.
+    """
+
+    @property
+    def numberAccepts(self) -> int:
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        pass  # (Twisted adapts it after every round)
+
+
+class _SharedTCPPort(_TakingTurns, tcp.Port):
+    """A TCP port that takes turns with the other workers."""
+
+
+class _SharedUNIXPort(_TakingTurns, unix.Port):
+    """A UNIX-socket port that takes turns with the other workers."""
 
 
 @implementer(ILogObserver)
