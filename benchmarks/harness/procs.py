@@ -1,11 +1,11 @@
 """Every process the suite starts: spawning, readiness, memory sampling and guaranteed cleanup.
 
-Each child runs in its own session (so its own process group): a terminal's Ctrl-C reaches only
-the harness, and stopping a server kills its whole group (gunicorn's and uWSGI's workers, nginx's
-worker, granian's worker). Every live child is kept in a registry that `stop_all` empties; the
-harness calls it in a ``finally``, from ``atexit`` and on SIGTERM/SIGHUP (turned into SystemExit so
-the ``finally`` blocks run). As a last resort each child asks the kernel for SIGKILL when the
-harness dies (``PR_SET_PDEATHSIG``), which covers a harness killed with SIGKILL.
+Each child runs in its own session (so its own process group): a terminal's Ctrl-C reaches only the
+harness, and stopping a server kills its whole group (gunicorn's, uWSGI's and twistwsgi's workers,
+nginx's worker, granian's worker). Every live child is kept in a registry that `stop_all` empties;
+the harness calls it in a ``finally``, from ``atexit`` and on SIGTERM/SIGHUP (turned into
+SystemExit so the ``finally`` blocks run). As a last resort each child asks the kernel for SIGKILL
+when the harness dies (``PR_SET_PDEATHSIG``), which covers a harness killed with SIGKILL.
 """
 
 from __future__ import annotations

@@ -83,6 +83,13 @@ THREADS_NOTE = (
     "reactor thread. No server writes an access log."
 )
 
+WORKERS_NOTE = (
+    "twistwsgi's `--workers` master binds the listening socket, serves nothing itself and "
+    "supervises the workers, which accept on the shared socket (as gunicorn's arbiter and "
+    "its workers do). Peak RSS counts every process of a server: master, workers and, for "
+    "uWSGI, its HTTP router."
+)
+
 FLOOR_NOTE = (
     "twisted-floor is not an HTTP server but the floor under every server written in Python on "
     "Twisted's reactor: `benchmarks/twisted_floor.py`, on twistwsgi's own Python and Twisted, "
@@ -212,11 +219,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "workers",
         "Several processes",
         f"Hello world, 50 connections, every server with {_workers()} processes "
-        "(twistwsgi has no `--workers` option yet: its rows say so). waitress and twistd "
-        "web have no multi-process mode.",
+        f"(twistwsgi `--workers {_workers()}`, twistwsgi-inline also `--threads 0`). waitress "
+        "and twistd web have no multi-process mode.",
         Target("wsgi", "hello", workers=_workers()),
         (*TWISTWSGI_VARIANTS, "gunicorn-sync", "gunicorn-gthread", "uwsgi", "granian"),
         (Bench("workers-c50", "50 connections", 50),),
+        notes=(WORKERS_NOTE, UWSGI_NOTE),
     ),
 )
 
@@ -391,7 +399,7 @@ class Runner:
         try:
             return self._measure_server(scenario, server, benches)
         finally:
-            procs.stop(proc)
+            procs.stop(proc, launch.stop_signal)
 
     def _measure_server(
         self, scenario: Scenario, server: RunningServer, benches: list[Bench]

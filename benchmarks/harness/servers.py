@@ -1,15 +1,17 @@
 """The servers under test and the exact command line each one runs with.
 
-Every server listens on 127.0.0.1 only, runs one process unless the scenario asks for several,
-and logs no requests. Thread counts match where a server has a threadpool (10, like twistd web's
-reactor threadpool). Peers run from a scratch directory holding a ``benchmarks`` symlink, so they
-import the same ``benchmarks.apps`` while the peers' twistd cannot pick up twistwsgi's plugin from
-the repository's ``twisted/plugins``.
+Every server listens on 127.0.0.1 only, runs one process unless the scenario asks for several, and
+logs no requests. Thread counts match where a server has a threadpool (10, like twistd web's
+reactor threadpool). Each is stopped with the signal its launch names: SIGINT for most, SIGTERM for
+twistwsgi, whose master then stops its ``--workers`` processes gracefully. Peers run from a scratch
+directory holding a ``benchmarks`` symlink, so they import the same ``benchmarks.apps`` while the
+peers' twistd cannot pick up twistwsgi's plugin from the repository's ``twisted/plugins``.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +68,18 @@ class Context:
 
 @dataclass(frozen=True)
 class Launch:
-    """A server process to start: its command, directory, extra environment, config files."""
+    """A server process to start: its command, directory, extra environment, config files.
+
+    ``stop_signal`` goes to the process the harness started (the master, for a server with
+    several processes) when its measurement is over; its process group gets SIGKILL after a
+    grace period either way.
+    """
 
     argv: list[str]
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    stop_signal: int = signal.SIGINT
 
     def display(self, context: Context) -> str:
         """The command line as the report shows it (the suite's paths shortened)."""
@@ -111,16 +119,12 @@ def _peer(context: Context, argv: list[str]) -> Launch:
 
 # -- twistwsgi ---------------------------------------------------------------------------------
 
-_FEATURE_OPTIONS = {"static": "--static", "proxy": "--proxy", "workers": "--workers"}
+_FEATURE_OPTIONS = {"static": "--static", "proxy": "--proxy"}
 
 
 def _missing_feature(context: Context, target: Target) -> Unavailable | None:
     """Report a feature twistwsgi does not offer yet (its option is not in ``--help``)."""
-    needed: list[str] = []
-    if target.kind in ("static", "proxy"):
-        needed.append(target.kind)
-    if target.workers > 1:
-        needed.append("workers")
+    needed = [target.kind] if target.kind in ("static", "proxy") else []
     help_text = context.twistwsgi_help
     for feature in needed:
         option = _FEATURE_OPTIONS[feature]
@@ -166,7 +170,13 @@ def _twistwsgi(threads: int) -> Builder:
         if target.workers > 1:
             argv += ["--workers", str(target.workers)]
         argv += _twistwsgi_limits(context, target)
-        return Launch(argv=argv, cwd=context.repo, env={"PYTHONPATH": str(context.repo)})
+        # SIGTERM: its normal stop; with --workers the master passes it on as a graceful stop.
+        return Launch(
+            argv=argv,
+            cwd=context.repo,
+            env={"PYTHONPATH": str(context.repo)},
+            stop_signal=signal.SIGTERM,
+        )
 
     return build
 
