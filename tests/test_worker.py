@@ -112,6 +112,26 @@ class InheritedEndpointTests(TestCase):
         await self.until(lambda: first.accepted + second.accepted == 20)
         self.assertLessEqual(abs(first.accepted - second.accepted), 2)
 
+    async def test_a_worker_leaves_a_unix_socket_as_the_master_made_it(self) -> None:
+        """Its mode and backlog stay, and one worker stopping neither shuts the socket
+        down for the others nor removes its path (Twisted's adopted port did both).
+        """
+        listener = listening(socket.AF_UNIX, self.directory)
+        self.addCleanup(listener.close)
+        path = self.directory / "s"
+        os.chmod(path, 0o600)
+        first, second = Counting(), Counting()
+        stopping = await self.adopt(listener, first)
+        await self.adopt(listener, second)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        await stopping.stopListening()
+        self.assertTrue(path.exists())
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.connect(str(path))
+        await self.until(lambda: second.accepted == 1)
+        self.assertEqual(first.accepted, 0)
+
     def test_a_descriptor_that_is_no_socket_fails_the_listen(self) -> None:
         read, write = os.pipe()
         self.addCleanup(os.close, read)
@@ -141,13 +161,18 @@ def test_reports_are_json_lines_and_log_events_keep_level_namespace_and_text() -
     assert "ValueError: broken" in third["log"]["text"]
 
 
-def test_a_master_that_is_gone_does_not_break_the_worker_reporting() -> None:
+def test_once_the_master_is_gone_log_text_goes_to_stderr() -> None:
     read, write = os.pipe()
     os.close(read)
     stream = os.fdopen(write, "wb", buffering=0)
-    ReportPipe(stream).send({"ready": True})  # EPIPE: nothing raised
+    fallback = io.StringIO()
+    reports = ReportPipe(stream, fallback)
+    reports.send({"ready": True})  # EPIPE: nothing raised
+    reports.send({"log": {"level": "info", "namespace": "n", "text": "drained"}})
     stream.close()
-    ReportPipe(stream).send({"ready": True})  # closed: nothing raised
+    closed = ReportPipe(stream, fallback)
+    closed.send({"log": {"level": "info", "namespace": "n", "text": "closed"}})
+    assert fallback.getvalue() == "drained\nclosed\n"
 
 
 class RunningReactor:

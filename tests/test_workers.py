@@ -221,3 +221,50 @@ def test_a_tls_listener_is_shared_with_its_certificate(tmp_path: Path) -> None:
         connection.close()
     finally:
         assert server.stop() == 0
+
+
+def test_a_socket_from_systemd_is_shared_with_the_workers() -> None:
+    """Socket activation (descriptor 3, LISTEN_FDS=1, LISTEN_PID of the master): the
+    workers serve the master's socket, without looking for systemd's themselves.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    descriptor = listener.fileno()
+
+    def as_descriptor_3() -> None:
+        os.dup2(descriptor, 3)
+
+    server = Server(
+        "--app",
+        "tests.apps:process",
+        "--workers",
+        "2",
+        "--listen",
+        "systemd:domain=INET:index=0",
+        command=[
+            "/bin/sh",
+            "-c",
+            'export LISTEN_PID=$$; exec "$0" "$@"',
+            str(TWISTD),
+            "--nodaemon",
+            "--pidfile=",
+            "wsgi",
+        ],
+        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "myapp.socket"},
+        pass_fds=(descriptor, 3),
+        preexec_fn=as_descriptor_3,
+    )
+    listener.close()
+    try:
+        pids = started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert int(response.read().split()[0]) in pids.values()
+        connection.close()
+    finally:
+        assert server.stop() == 0

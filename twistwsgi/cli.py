@@ -514,18 +514,23 @@ def _tls_options(endpoint: IStreamServerEndpoint) -> Any:
 
 
 def endpoint_tls_options(reactor: Any, description: str, config: ServerConfig) -> Any:
-    """The TLS context factory a listener serves with (``None`` without TLS).
+    """The TLS context factory an ``ssl:`` listener serves with (``None`` for others).
 
     Built as the listener of ``description`` would be, with ``config``'s TLS
-    settings; for a worker, whose socket was bound by its master. Exits with status 2
-    naming a problem.
+    settings; for a worker, whose socket was bound by its master (the other kinds are
+    not parsed again: a ``systemd:`` string names descriptors only the master had).
+
+    Raises:
+        ConfigError: naming the listener (or the TLS setting) and what is wrong.
     """
+    if _endpoint_parts(description)[0] != "ssl":
+        return None
     try:
         return _tls_options(_endpoint_for(reactor, description, config))
     except _TLSSettingError as error:
-        exit_with_error(f"{config.source(error.setting)} {error.value!r}: {error}")
+        raise ConfigError(config.source(error.setting), f"{error.value!r}: {error}") from None
     except _EndpointError as error:
-        exit_with_error(f"{config.source('listen')} {description!r}: {error}")
+        raise ConfigError(config.source("listen"), f"{description!r}: {error}") from None
 
 
 class _TLSContextError(Exception):
@@ -789,14 +794,16 @@ def _supervisor(
     def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(supervisor.reload)
 
-    previous_user1 = signal.getsignal(signal.SIGUSR1)
-
-    def on_user1(number: int, frame: object) -> None:
-        reactor.callFromThread(supervisor.reopen_access_log)
-        if callable(previous_user1):
-            previous_user1(number, frame)  # type: ignore[arg-type]
-
     def install() -> None:
+        # Read now, once the reactor runs: a daemonising twistd has installed its
+        # own SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too.
+        previous_user1 = signal.getsignal(signal.SIGUSR1)
+
+        def on_user1(number: int, frame: object) -> None:
+            reactor.callFromThread(supervisor.reopen_access_log)
+            if callable(previous_user1):
+                previous_user1(number, frame)  # type: ignore[arg-type]
+
         signal.signal(signal.SIGHUP, on_hangup)
         signal.signal(signal.SIGUSR1, on_user1)
 

@@ -115,7 +115,33 @@ class _SharedTCPPort(_TakingTurns, tcp.Port):
 
 
 class _SharedUNIXPort(_TakingTurns, unix.Port):
-    """A UNIX-socket port that takes turns with the other workers."""
+    """A UNIX-socket port that takes turns with the other workers, on the master's socket.
+
+    Twisted's own adopted UNIX port treats the socket as its own: it sets its mode to
+    0666 and listens again with a backlog of 50 when it starts, and shuts the socket
+    down (for every process holding it) and removes its path when it stops. One
+    worker stopping then left the others spinning on a dead socket and the path
+    gone. This one takes the socket as the master made it (its mode=, backlog= and
+    lock) and only closes its own descriptor; the master removes the path.
+    """
+
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        """Serve on the inherited socket as it is."""
+        tcp._reservedFD.reserve()  # (Twisted's spare descriptor for EMFILE, as it does)
+        inherited = self._preexistingSocket
+        assert inherited is not None
+        self._preexistingSocket = None
+        self.factory.doStart()  # type: ignore[union-attr]
+        self.connected = True
+        self.socket = inherited
+        self.fileno = inherited.fileno  # type: ignore[method-assign]
+        self.startReading()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Close this worker's descriptor; the path and lock are the master's."""
+        tcp.Port.connectionLost(self, reason)
 
 
 @implementer(ILogObserver)
@@ -123,22 +149,33 @@ class ReportPipe:
     """Writes a worker's reports to the master, one JSON object per line.
 
     Log events come from any thread (an application's ``wsgi.errors``, a worker
-    thread's failure): each line is written whole under a lock.
+    thread's failure): each line is written whole under a lock. Once the master is
+    gone, the text of log events goes to ``fallback`` (stderr) instead.
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], fallback: IO[str] | None = None) -> None:
         self._stream = stream
+        self._fallback = fallback if fallback is not None else sys.__stderr__ or sys.stderr
+        self._master_gone = False
         self._lock = threading.Lock()
 
     def send(self, report: Mapping[str, Any]) -> None:
-        """Write one report; a master that is gone is not an error here."""
+        """Write one report; once the master is gone, log text goes to stderr."""
         line = json.dumps(report, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
         with self._lock:
-            try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (BrokenPipeError, ValueError):
-                pass  # the master is gone (the control pipe's end stops this worker)
+            if not self._master_gone:
+                try:
+                    self._stream.write(line)
+                    self._stream.flush()
+                    return
+                except (BrokenPipeError, ValueError):
+                    # The master was killed (the control pipe's end stops this
+                    # worker): what it logs while it drains goes where it can.
+                    self._master_gone = True
+            event = report.get("log")
+            if isinstance(event, dict):
+                self._fallback.write(f"{event.get('text', '')}\n")
+                self._fallback.flush()
 
     def __call__(self, event: dict[str, Any]) -> None:
         """A log observer: send ``event`` as its level, namespace and text."""
@@ -190,6 +227,14 @@ def _fail(message: str, reports: ReportPipe | None) -> NoReturn:
     raise SystemExit(2)
 
 
+def _is_open(descriptor: int) -> bool:
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return False
+    return True
+
+
 def _read_payload() -> dict[str, Any]:
     text = os.environ.pop(PAYLOAD_VARIABLE, None)
     if text is None:
@@ -202,6 +247,10 @@ def _read_payload() -> dict[str, Any]:
 def main(arguments: list[str] | None = None) -> None:
     """Run one worker (or, with ``--check``, check the configuration) and exit."""
     check = "--check" in (sys.argv[1:] if arguments is None else arguments)
+    if not _is_open(0):
+        # The master passes no standard input: /dev/null, as for a daemon, rather
+        # than a free descriptor 0 the reactor's own would take.
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     payload = _read_payload()
     sys.path[:] = payload["sys_path"]
     # Imported only now: the master's import path is in place.
@@ -227,17 +276,13 @@ def main(arguments: list[str] | None = None) -> None:
         raise SystemExit(0)
     assert reports is not None
     cli.raise_open_files_limit()
-    endpoints: list[tuple[str, IStreamServerEndpoint]] = [
-        (
-            description,
-            InheritedEndpoint(
-                reactor,
-                FIRST_LISTENER_FD + index,
-                cli.endpoint_tls_options(reactor, description, config),
-            ),
-        )
-        for index, description in enumerate(payload["listen"])
-    ]
+    endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+    for index, description in enumerate(payload["listen"]):
+        try:
+            tls = cli.endpoint_tls_options(reactor, description, config)
+        except ConfigError as error:
+            _fail(str(error), reports)
+        endpoints.append((description, InheritedEndpoint(reactor, FIRST_LISTENER_FD + index, tls)))
 
     def start_error(message: str) -> None:
         _fail(message, reports)
