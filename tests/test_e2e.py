@@ -47,7 +47,7 @@ class Server:
         command = popen.pop("command", [str(TWISTD), "--nodaemon", "--pidfile=", "wsgi"])
         self.process = subprocess.Popen(
             [*command, *args],
-            cwd=ROOT,
+            cwd=popen.pop("cwd", ROOT),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})},

@@ -100,21 +100,26 @@ class ProcessClock(Clock):
         self.processes: list[FakeProcess] = []
         self.refuse_spawn = False
 
-    def spawnProcess(
+    def spawnProcess(  # noqa: PLR0917 - IReactorProcess's signature
         self,
         processProtocol: Any,
         executable: str,
         args: list[str],
         env: dict[str, str],
-        childFDs: dict[int, Any],
+        path: str | None = None,
+        childFDs: dict[int, Any] | None = None,
     ) -> FakeProcess:
         if self.refuse_spawn:
             raise OSError(11, "Resource temporarily unavailable")
         process = FakeProcess(
-            1000 + len(self.processes), processProtocol, executable, list(args), env, childFDs
+            1000 + len(self.processes), processProtocol, executable, list(args), env, childFDs or {}
         )
+        process.protocol.makeConnection(process)
         self.processes.append(process)
         return process
+
+    def checks(self) -> list[FakeProcess]:
+        return [process for process in self.processes if process.args[-1] == "--check"]
 
 
 def supervisor(
@@ -122,6 +127,7 @@ def supervisor(
     endpoints: list[tuple[str, Any]] | None = None,
     errors: list[str] | None = None,
     environ: dict[str, str] | None = None,
+    failed: list[str] | None = None,
 ) -> tuple[Supervisor, ProcessClock]:
     clock = ProcessClock()
     if endpoints is None:
@@ -133,9 +139,14 @@ def supervisor(
         endpoints,
         workers=count,
         reactor=clock,  # type: ignore[arg-type]
-        options={"app": "tests.apps:hello", "listen": ["tcp:8080", "unix:/s"]},
+        configuration={
+            "options": {"app": "tests.apps:hello", "listen": ["tcp:8080", "unix:/s"]},
+            "config_content": "[server]\n",
+            "start_directory": "/srv",
+        },
         graceful_timeout=30.0,
         on_start_error=errors.append if errors is not None else None,
+        on_failed_start=failed.append if failed is not None else None,
         command=["/usr/bin/python3", "-m", "twistwsgi.worker"],
         environ=environ if environ is not None else {"PATH": "/bin"},
     )
@@ -182,6 +193,8 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
         assert payload["number"] == number
         assert payload["listen"] == ["tcp:8080", "unix:/s"]
         assert payload["options"]["app"] == "tests.apps:hello"
+        assert payload["config_content"] == "[server]\n"
+        assert payload["start_directory"] == "/srv"
         assert isinstance(payload["sys_path"], list)
         # The master's socket activation says nothing true about the worker.
         assert {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}.isdisjoint(process.env)
@@ -259,14 +272,16 @@ def test_a_worker_that_keeps_dying_young_is_restarted_ever_later() -> None:
     assert len(clock.processes) == 11
 
 
-def test_a_worker_that_cannot_start_is_logged_with_its_reason() -> None:
-    started, clock = supervisor(1)
-    started.startService()
+def test_a_worker_that_cannot_start_once_serving_is_logged_and_tried_again() -> None:
+    _, clock = running(1)
+    clock.advance(YOUNG_WORKER)
+    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
     with capture_log_events() as events:
-        clock.processes[0].report({"error": "--app: cannot import module 'gone'"})
-        clock.processes[0].end(ProcessTerminated(exitCode=2))
+        clock.processes[1].report({"error": "--app: cannot import module 'gone'"})
+        clock.processes[1].end(ProcessTerminated(exitCode=2))
     assert messages(events) == [
-        "Worker 1 (pid 1000) could not start: --app: cannot import module 'gone';"
+        "Worker 1 (pid 1001) could not start: --app: cannot import module 'gone';"
         " trying again in 0.5s"
     ]
 
@@ -337,11 +352,107 @@ def test_a_second_stop_signal_has_the_workers_drop_their_connections() -> None:
     assert clock.processes[0].commands() == [b"stop\n", b"stop-now\n"]
 
 
-def test_reload_and_log_reopening_are_passed_to_every_worker() -> None:
+def finish(process: FakeProcess, status: int, errors: bytes = b"") -> None:
+    if errors:
+        process.protocol.childDataReceived(2, errors)
+    process.end(ProcessTerminated(exitCode=status) if status else ProcessDone(0))
+
+
+def test_a_reload_that_builds_reaches_every_worker_and_later_ones() -> None:
+    """A checking process builds the new text first; then each worker reloads with it,
+    a worker started later builds it too, and the new graceful timeout counts.
+    """
     started, clock = running(2)
-    started.reload()
+    reloaded = started.reload(5.0, "[server]\nthreads = 4\n")
+    [check] = clock.checks()
+    assert check.args == ["/usr/bin/python3", "-m", "twistwsgi.worker", "--check"]
+    assert json.loads(check.env[PAYLOAD_VARIABLE])["config_content"] == "[server]\nthreads = 4\n"
+    assert [process.commands() for process in clock.processes[:2]] == [[], []]
+    fired: list[object] = []
+    reloaded.addCallback(fired.append)
+    finish(check, 0)
+    assert fired
+    command = b'reload {"content": "[server]\\nthreads = 4\\n"}\n'
+    assert [process.commands() for process in clock.processes[:2]] == [[command]] * 2
+    clock.advance(YOUNG_WORKER)
+    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
+    replacement = clock.processes[-1]
+    assert json.loads(replacement.env[PAYLOAD_VARIABLE])["config_content"] == (
+        "[server]\nthreads = 4\n"
+    )
+    started.stopService()
+    clock.advance(5.0 + KILL_GRACE)
+    assert replacement.signals == ["KILL"]
+
+
+def test_a_reload_that_does_not_build_is_refused_once_and_changes_nothing() -> None:
+    started, clock = running(1)
+    with capture_log_events() as events:
+        started.reload(5.0, "[server]\nbroken\n")
+        finish(clock.checks()[0], 2, b"twistwsgi: error: --app: cannot import module 'x'\n")
+    assert messages(events) == [
+        "Reload refused, the old configuration keeps serving: --app: cannot import module 'x'"
+    ]
+    # What a refused reload still does: reopen the access log, read certificates.
+    assert clock.processes[0].commands() == [b"keep\n"]
+    clock.advance(YOUNG_WORKER)
+    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
+    assert json.loads(clock.processes[-1].env[PAYLOAD_VARIABLE])["config_content"] == "[server]\n"
+    started.stopService()
+    clock.advance(30.0 + KILL_GRACE - 0.1)
+    assert clock.processes[-1].signals == []
+
+
+def test_a_reload_asked_for_during_a_check_follows_it() -> None:
+    started, clock = running(1)
+    started.reload(1.0, "first")
+    started.reload(2.0, "second")
+    assert len(clock.checks()) == 1
+    finish(clock.checks()[0], 0)
+    [_, second] = clock.checks()
+    assert json.loads(second.env[PAYLOAD_VARIABLE])["config_content"] == "second"
+    finish(second, 0)
+    assert [json.loads(command.split(b" ", 1)[1]) for command in clock.processes[0].commands()] == [
+        {"content": "first"},
+        {"content": "second"},
+    ]
+
+
+def test_log_reopening_is_passed_to_every_worker() -> None:
+    started, clock = running(2)
     started.reopen_access_log()
-    assert [process.commands() for process in clock.processes] == [[b"reload\n", b"reopen\n"]] * 2
+    started.keep_configuration()
+    assert [process.commands() for process in clock.processes] == [[b"reopen\n", b"keep\n"]] * 2
+
+
+def test_a_worker_that_ends_before_the_first_start_served_fails_the_start() -> None:
+    """Started again for ever, it would leave clients waiting on a socket nobody
+    serves: the start fails, with the worker's reason.
+    """
+    failed: list[str] = []
+    started, clock = supervisor(2, failed=failed)
+    started.startService()
+    clock.processes[0].report({"ready": True})
+    clock.processes[1].report({"error": "--listen 'ssl:443': cannot load the key"})
+    clock.processes[1].end(ProcessTerminated(exitCode=2))
+    assert failed == [
+        "worker 2 (pid 1001) could not start: --listen 'ssl:443': cannot load the key"
+    ]
+    clock.advance(MAX_RESTART_DELAY)
+    assert len(clock.processes) == 2  # not started again
+
+
+def test_without_a_handler_a_failed_start_stops_the_supervisor() -> None:
+    started, clock = supervisor(1)
+    started.startService()
+    with capture_log_events() as events:
+        clock.processes[0].end(ProcessTerminated(signal=signal.SIGSEGV))
+    assert messages(events)[0] == (
+        "Stopping: worker 1 (pid 1000) could not start: was killed by SIGSEGV"
+    )
+    assert not started.running
 
 
 def test_a_listener_that_cannot_bind_stops_the_start_and_closes_the_others() -> None:

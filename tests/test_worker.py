@@ -15,11 +15,12 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from twistwsgi.testing import capture_log_events
 from twistwsgi.worker import InheritedEndpoint, ReportPipe, _Control
 
 reactor: Any = global_reactor
@@ -186,15 +187,21 @@ class RunningReactor:
 
 
 def test_commands_from_the_master_are_carried_out_line_by_line() -> None:
-    done: list[str] = []
+    """A command's argument is what follows its name and a space."""
+    done: list[tuple[str, bytes]] = []
     control = _Control(
         RunningReactor(),
-        {b"reload": lambda: done.append("reload"), b"stop": lambda: done.append("stop")},
+        {
+            b"reload": lambda argument: done.append(("reload", argument)),
+            b"stop": lambda argument: done.append(("stop", argument)),
+        },
     )
     control.childDataReceived("control", b"rel")
     assert done == []
-    control.childDataReceived("control", b"oad\nstop\nbogus\n")
-    assert done == ["reload", "stop"]
+    with capture_log_events() as events:
+        control.childDataReceived("control", b'oad {"content": "a b"}\nstop\nbogus\n')
+    assert done == [("reload", b'{"content": "a b"}'), ("stop", b"")]
+    assert formatEvent(events[0]) == "Unknown command from the master: b'bogus'"
 
 
 def test_the_end_of_the_control_pipe_stops_the_worker_once() -> None:

@@ -268,3 +268,62 @@ def test_a_socket_from_systemd_is_shared_with_the_workers() -> None:
         connection.close()
     finally:
         assert server.stop() == 0
+
+
+def test_a_worker_that_cannot_start_fails_the_start_with_its_reason(tmp_path: Path) -> None:
+    """The check passed (the application imported once) but the workers cannot start
+    it: the master stops with their reason and status 2 instead of restarting them
+    for ever while clients wait.
+    """
+    (tmp_path / "flaky_app.py").write_text(
+        "import pathlib\n"
+        "marker = pathlib.Path(__file__).with_name('imported')\n"
+        "if marker.exists():\n"
+        "    raise RuntimeError('imported twice')\n"
+        "marker.touch()\n"
+        "from tests.apps import process as app\n"
+    )
+    result = subprocess.run(  # noqa: PLW1510 - the exit status is what is checked
+        [
+            *(str(TWISTD), "--nodaemon", "--pidfile=", "wsgi", "--workers", "2"),
+            *("--app", "flaky_app:app", "--listen", "tcp:0:interface=127.0.0.1"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"twistwsgi: error: worker \d \(pid \d+\) could not start: --app: cannot import"
+        r" module 'flaky_app' .*RuntimeError: imported twice",
+        line,
+    )
+
+
+def test_a_relative_config_file_is_found_after_rundir(tmp_path: Path, socket_path: Path) -> None:
+    """A twistd --rundir changes directory before the workers start: they still build
+    the configuration the master read, with paths relative to where it started, and
+    a reload finds the file again.
+    """
+    (tmp_path / "site.toml").write_text(
+        f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
+        f'[[host]]\nnames = ["x"]\ndefault = true\n'
+        f'[[host.mount]]\npath = "/"\napp = "tests.apps:process"\n'
+    )
+    server = Server(
+        "--config",
+        "site.toml",
+        command=[str(TWISTD), "--nodaemon", "--pidfile=", f"--rundir={ROOT}", "wsgi"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        server.wait_for("with 2 worker processes")
+        assert answered_by(socket_path)[1] == "http"
+        server.process.send_signal(signal.SIGHUP)  # the file is read again from there
+        assert "worker" in server.wait_for("Reloaded the configuration")
+    finally:
+        assert server.stop() == 0

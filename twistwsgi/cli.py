@@ -154,12 +154,14 @@ for _setting in SETTINGS:
         setattr(Options, "opt_" + _setting.name, _repeatable_option(_setting.name))
 
 
-def load_config(given: dict[str, Any]) -> ServerConfig:
+def load_config(given: dict[str, Any], content: bytes | None = None) -> ServerConfig:
     """Build the configuration from command-line values and the --config file.
 
     The file's ``[server]`` values come first; every option given on the command
     line overrides its counterpart. The hosts of ``--vhost`` are added to the file's
     ``[[host]]`` tables (a name in both is an error). Called again on SIGHUP to reload.
+    ``content`` is the file's text when it was read before (see
+    :func:`~twistwsgi.config.read_config_file`).
 
     Raises:
         ConfigError: naming the flag, or the file and key path, that is wrong.
@@ -170,7 +172,7 @@ def load_config(given: dict[str, Any]) -> ServerConfig:
     hosts: list[Any] = []
     path = given.get("config")
     if path is not None:
-        server, hosts = read_config_file(path)
+        server, hosts = read_config_file(path, content)
         name = os.path.basename(path)
         for key, value in server.items():
             values[key] = value
@@ -758,12 +760,33 @@ def _supervisor(
     The applications are imported by a short-lived child process first (as
     ``--check-config`` would), so one that does not import is the usual one-line
     error and exit status 2 before any worker starts, and this process never holds
-    the applications itself.
+    the applications itself. The workers build the configuration from the options
+    and the configuration file's text read here (and replaced by each reload that
+    builds), from the directory the server was started in.
     """
     from twistwsgi.supervisor import PAYLOAD_VARIABLE, Supervisor  # noqa: PLC0415
 
-    config = options.config
-    payload = {"number": 0, "options": options.given, "listen": [], "sys_path": sys.path}
+    given = dict(options.given)
+    content = None
+    if given.get("config"):
+        # Absolute: twistd --rundir changes directory before the workers start.
+        given["config"] = os.path.abspath(given["config"])
+        try:
+            with open(given["config"], "rb") as stream:
+                content = stream.read()
+            config = load_config(given, content)
+        except OSError as error:
+            exit_with_error(f"{given['config']}: cannot read the configuration file: {error}")
+        except ConfigError as error:
+            exit_with_error(str(error))
+    else:
+        config = options.config
+    configuration = {
+        "options": given,
+        "config_content": content.decode("utf-8") if content is not None else None,
+        "start_directory": os.getcwd(),
+    }
+    payload = {**configuration, "number": 0, "listen": [], "sys_path": sys.path}
     try:
         checked = subprocess.run(  # noqa: PLW1510 - the status is looked at
             [sys.executable, "-m", "twistwsgi.worker", "--check"],
@@ -778,21 +801,51 @@ def _supervisor(
         lines = checked.stderr.decode("utf-8", "replace").strip().splitlines()
         problem = lines[-1] if lines else f"exit status {checked.returncode}"
         exit_with_error(problem.removeprefix("twistwsgi: error: "))
+    failed: list[str] = []
+
+    def on_failed_start(message: str) -> None:
+        failed.append(message)
+        _log.error("Stopping: {message}", message=message)
+        if reactor.running and not reactor._stopped:
+            reactor.stop()
+
     supervisor = Supervisor(
         endpoints,
         workers=config.workers,
         reactor=reactor,
-        options=options.given,
+        configuration=configuration,
         graceful_timeout=config.graceful_timeout,
         on_start_error=_start_error_handler(options),
+        on_failed_start=on_failed_start,
     )
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_2_after_failed_start, options, failed)
     reactor.addSystemEventTrigger(
         "before", "shutdown", _second_signal_stops_now, reactor, supervisor
     )
 
+    def reload() -> None:
+        try:
+            text = None
+            if given.get("config"):
+                with open(given["config"], "rb") as stream:
+                    text = stream.read()
+            accepted = load_config(given, text)
+        except Exception as error:
+            problem = str(error) if isinstance(error, ConfigError) else repr(error)
+            _log.error(
+                "Reload refused, the old configuration keeps serving: {error}", error=problem
+            )
+            supervisor.keep_configuration()
+            return
+        if accepted.workers != config.workers or accepted.listen != config.listen:
+            _log.warn("Reload: workers and listen take effect at the next restart")
+        supervisor.reload(
+            accepted.graceful_timeout, text.decode("utf-8") if text is not None else None
+        )
+
     def on_hangup(number: int, frame: object) -> None:
-        reactor.callFromThread(supervisor.reload)
+        reactor.callFromThread(reload)
 
     def install() -> None:
         # Read now, once the reactor runs: a daemonising twistd has installed its
@@ -890,6 +943,25 @@ def _start_error_handler(options: Options) -> Callable[[str], None]:
     return on_start_error
 
 
+def _exit_2_after_failed_start(options: Options, failed: list[str]) -> None:
+    """End the master with status 2 once a worker of the first start failed.
+
+    The line goes to stderr (and was logged); the pidfile ``twistd`` wrote is
+    removed, as for any start-up error.
+    """
+    if not failed:
+        return
+    runner: Any = getattr(options, "parent", None)
+    pidfile = runner.get("pidfile") if isinstance(runner, dict) else None
+    if pidfile:
+        _remove_own_pidfile(pidfile)
+    stream = sys.__stderr__ or sys.stderr  # (sys.stderr feeds twistd's log)
+    stream.write(f"twistwsgi: error: {failed[0]}\n")
+    stream.flush()
+    # twistd would go on to exit 0 (or re-raise the signal it stopped for).
+    os._exit(EXIT_CONFIG_ERROR)
+
+
 def _remove_own_pidfile(path: str) -> None:
     """Remove ``twistd``'s pidfile if it names this process (it wrote it at start)."""
     try:
@@ -940,14 +1012,16 @@ def reload_server(
     service: ServerService,
     given: dict[str, Any],
     endpoints: list[tuple[str, IStreamServerEndpoint]],
+    content: bytes | None = None,
 ) -> None:
     """Read the configuration again from ``given`` and swap it in (SIGHUP's work).
 
-    Also reopens the access log and reads the TLS listeners' certificates again,
-    whether or not the new configuration builds.
+    ``content`` is the configuration file's text when it was read already (by the
+    master of a worker). Also reopens the access log and reads the TLS listeners'
+    certificates again, whether or not the new configuration builds.
     """
     try:
-        config = load_config(given)
+        config = load_config(given, content)
     except Exception as error:
         # A ConfigError names the setting; anything else (a bug, or a file that
         # vanished mid-read) must not end the server or skip the log reopening.

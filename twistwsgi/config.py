@@ -1451,8 +1451,11 @@ class ServerConfig:
 _HTTP_FIELDS = {f.name for f in fields(HttpSettings)}
 
 
-def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
+def read_config_file(path: str, content: bytes | None = None) -> tuple[dict[str, Any], list[Any]]:
     """Read a TOML configuration file into its ``[server]`` table and ``[[host]]`` list.
+
+    ``content``, when given, is the file's text as read before (a worker process
+    builds the configuration its master accepted, whatever the file says now).
 
     Raises:
         ConfigError: naming the file, when it cannot be read, is not valid TOML, or
@@ -1462,8 +1465,10 @@ def read_config_file(path: str) -> tuple[dict[str, Any], list[Any]]:
         raise ConfigError("--config", "expected the path of a TOML file, got nothing")
     name = os.path.basename(path) or path
     try:
-        with open(path, "rb") as stream:
-            document = tomllib.load(stream)
+        if content is None:
+            with open(path, "rb") as stream:
+                content = stream.read()
+        document = tomllib.loads(content.decode("utf-8"))
     except OSError as error:
         raise ConfigError(path, f"cannot read the configuration file: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:

@@ -49,6 +49,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -141,13 +142,19 @@ class Supervisor(Service):
             socket (tcp, tcp6, ssl, unix, systemd), which the workers inherit.
         workers: how many worker processes to keep running.
         reactor: spawns the processes and times restarts and the stop.
-        options: the options the server was started with (setting name to the value
-            given), which each worker builds its own configuration from.
+        configuration: what each worker builds its configuration from, as JSON
+            values: ``options`` (setting name to the value given), ``config_content``
+            (the configuration file's text as accepted, or None), ``start_directory``
+            (where relative paths were given from). A reload replaces the text.
         graceful_timeout: the workers' graceful timeout; a worker still running
             :data:`KILL_GRACE` seconds after it is killed.
         on_start_error: called with a one-line message when a listener cannot be
             bound; by default the :class:`ListenError` is raised.
-        command: the program and arguments that start a worker.
+        on_failed_start: called with a one-line message when a worker ends before
+            every worker of the first start served (the server then cannot run as
+            configured); by default the supervisor stops.
+        command: the program and arguments that start a worker (with ``--check``:
+            that check the configuration and exit, 0 or 2 with a line on stderr).
         environ: the environment the workers start with (besides their options).
     """
 
@@ -157,18 +164,22 @@ class Supervisor(Service):
         *,
         workers: int,
         reactor: _ProcessReactor,
-        options: Mapping[str, Any],
+        configuration: Mapping[str, Any],
         graceful_timeout: float = 30.0,
         on_start_error: Callable[[str], None] | None = None,
+        on_failed_start: Callable[[str], None] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "twistwsgi.worker"),
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
         self._count = workers
         self._reactor = reactor
-        self._options = dict(options)
+        self._configuration = dict(configuration)
         self._graceful_timeout = graceful_timeout
         self._on_start_error = on_start_error
+        self._on_failed_start = on_failed_start
+        self._checking: Deferred[None] | None = None
+        self._next_reload: tuple[float, str | None] | None = None
         self._command = list(command)
         self._environ = dict(os.environ if environ is None else environ)
         self.ports: list[IListeningPort] = []
@@ -247,18 +258,7 @@ class Supervisor(Service):
         worker.error = None
         worker.reports = b""
         worker.started = self._reactor.seconds()
-        payload = {
-            "number": worker.number,
-            "options": self._options,
-            "listen": [description for description, _ in self._endpoints],
-            "sys_path": sys.path,
-        }
-        environ = {
-            name: value
-            for name, value in self._environ.items()
-            if name not in _SOCKET_ACTIVATION_VARIABLES
-        }
-        environ[PAYLOAD_VARIABLE] = json.dumps(payload)
+        environ = self._worker_environ(worker.number, self._configuration)
         child_fds: dict[int, int | str] = {1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
         for index, port in enumerate(self.ports):
             child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
@@ -277,6 +277,22 @@ class Supervisor(Service):
         worker.process = process
         worker.pid = process.pid
         _log.info("Started worker {number} (pid {pid})", number=worker.number, pid=worker.pid)
+
+    def _worker_environ(self, number: int, configuration: Mapping[str, Any]) -> dict[str, str]:
+        """The environment of worker ``number`` (0: a checking process)."""
+        payload = {
+            **configuration,
+            "number": number,
+            "listen": [description for description, _ in self._endpoints],
+            "sys_path": sys.path,
+        }
+        environ = {
+            name: value
+            for name, value in self._environ.items()
+            if name not in _SOCKET_ACTIVATION_VARIABLES
+        }
+        environ[PAYLOAD_VARIABLE] = json.dumps(payload)
+        return environ
 
     def _report(self, worker: _Worker, line: bytes) -> None:
         """Act on one line of a worker's report pipe."""
@@ -339,9 +355,19 @@ class Supervisor(Service):
                 if ended is not None:
                     ended.callback(None)
             return
+        how = worker.error or _how_it_ended(reason)
+        if not self._announced:
+            # The first start has not served yet: a worker that ends now would be
+            # started again for ever while clients wait on a socket nobody serves.
+            message = f"worker {worker.number} (pid {pid}) could not start: {how}"
+            if self._on_failed_start is None:
+                _log.error("Stopping: {message}", message=message)
+                self.stopService()
+            else:
+                self._on_failed_start(message)
+            return
         lived = self._reactor.seconds() - worker.started
         young = not worker.ready or lived < YOUNG_WORKER
-        how = worker.error or _how_it_ended(reason)
         worker.failures = worker.failures + 1 if young else 0
         delay = _restart_delay(worker.failures)
         if worker.error:  # (reported before it exits with status 2)
@@ -362,10 +388,63 @@ class Supervisor(Service):
             if worker.process is not None:
                 worker.process.writeToChild(CONTROL_FD, command + b"\n")
 
-    def reload(self) -> None:
-        """Have every worker reload the configuration (SIGHUP's work)."""
-        _log.info("Reload: asking {count} worker(s) to reload", count=len(self.pids))
-        self._send(b"reload")
+    def reload(self, graceful_timeout: float, content: str | None) -> Deferred[None]:
+        """Have every worker reload, once a checking process built the configuration.
+
+        SIGHUP's work, given the configuration file's new text (already validated
+        here). A short-lived process imports the applications first, as at the
+        start: only a configuration that builds reaches the workers, and becomes
+        what workers started from then on build. One that does not is refused with
+        one line, and the workers only reopen their access logs and read their
+        certificates again, as a single process does on a refused reload. The
+        Deferred fires when that is done (a reload asked for meanwhile follows).
+        """
+        if self._checking is not None:
+            self._next_reload = (graceful_timeout, content)
+            return self._checking
+        checking = self._checking = Deferred()
+        configuration = {**self._configuration, "config_content": content}
+        check = getProcessOutputAndValue(
+            self._command[0],
+            [*self._command[1:], "--check"],
+            env=self._worker_environ(0, configuration),
+            reactor=self._reactor,
+        )
+
+        def checked(result: tuple[bytes, bytes, int]) -> None:
+            _, errors, status = result
+            if status == 0:
+                self._configuration = configuration
+                self._graceful_timeout = graceful_timeout
+                _log.info("Reload: asking {count} worker(s) to reload", count=len(self.pids))
+                self._send(b"reload " + json.dumps({"content": content}).encode())
+                return
+            lines = errors.decode("utf-8", "replace").strip().splitlines()
+            problem = lines[-1].removeprefix("twistwsgi: error: ") if lines else f"status {status}"
+            _log.error(
+                "Reload refused, the old configuration keeps serving: {error}", error=problem
+            )
+            self.keep_configuration()
+
+        def over(result: object) -> None:
+            self._checking = None
+            if isinstance(result, Failure):
+                _log.failure("Reload: the check could not run", failure=result)
+                self.keep_configuration()
+            checking.callback(None)
+            following, self._next_reload = self._next_reload, None
+            if following is not None:
+                self.reload(*following)
+
+        check.addCallback(checked).addBoth(over)
+        return checking
+
+    def keep_configuration(self) -> None:
+        """Have every worker reopen its access log and read its certificates again.
+
+        What a refused reload still does (logrotate's SIGHUP, certbot's renewal).
+        """
+        self._send(b"keep")
 
     def reopen_access_log(self) -> None:
         """Have every worker reopen its access log file (SIGUSR1's work)."""

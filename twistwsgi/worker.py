@@ -193,9 +193,12 @@ class ReportPipe:
 
 
 class _Control:
-    """Reads the master's commands from the control pipe and carries them out."""
+    """Reads the master's commands from the control pipe and carries them out.
 
-    def __init__(self, reactor: Any, actions: Mapping[bytes, Callable[[], object]]) -> None:
+    A command is a line: its name, then after a space its argument (JSON), if any.
+    """
+
+    def __init__(self, reactor: Any, actions: Mapping[bytes, Callable[[bytes], object]]) -> None:
         self._reactor = reactor
         self._actions = actions
         self._buffer = b""
@@ -204,11 +207,12 @@ class _Control:
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         for line in lines:
-            action = self._actions.get(line.strip())
+            command, _, argument = line.strip().partition(b" ")
+            action = self._actions.get(command)
             if action is None:
                 _log.warn("Unknown command from the master: {line!r}", line=line[:100])
             else:
-                action()
+                action(argument)
 
     def childConnectionLost(self, name: str, reason: Failure) -> None:
         # The master is gone (killed, or crashed): stop as on SIGTERM.
@@ -262,49 +266,61 @@ def main(arguments: list[str] | None = None) -> None:
     if not check:
         reports = ReportPipe(os.fdopen(REPORT_FD, "wb", buffering=0))
         globalLogBeginner.beginLoggingTo([reports], redirectStandardIO=True)
-    try:
-        config = cli.load_config(payload["options"])
-    except ConfigError as error:
-        _fail(str(error), reports)
     from twisted.internet import reactor as installed  # noqa: PLC0415 - this process's own
 
     reactor: Any = installed
-
-    if check:
-        # Its one-line errors go to stderr (exit 2), where the master reads them.
-        cli.check_mounts(reactor, config, [])
-        raise SystemExit(0)
-    assert reports is not None
-    cli.raise_open_files_limit()
-    endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-    for index, description in enumerate(payload["listen"]):
-        try:
-            tls = cli.endpoint_tls_options(reactor, description, config)
-        except ConfigError as error:
-            _fail(str(error), reports)
-        endpoints.append((description, InheritedEndpoint(reactor, FIRST_LISTENER_FD + index, tls)))
-
-    def start_error(message: str) -> None:
-        _fail(message, reports)
-
+    options = dict(payload["options"])
+    text = payload.get("config_content")
+    content = text.encode("utf-8") if text is not None else None
+    # Built from where the master was started, as a single process builds before
+    # twistd's --rundir takes it elsewhere; it serves from where the master is now.
+    here = os.getcwd()
+    os.chdir(payload["start_directory"])
     try:
+        config = cli.load_config(options, content)
+        if check:
+            # Its one-line errors go to stderr (exit 2), where the master reads them.
+            cli.check_mounts(reactor, config, [])
+            raise SystemExit(0)
+        cli.raise_open_files_limit()
+        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        for index, description in enumerate(payload["listen"]):
+            tls = cli.endpoint_tls_options(reactor, description, config)
+            fileno = FIRST_LISTENER_FD + index
+            endpoints.append((description, InheritedEndpoint(reactor, fileno, tls)))
+
+        def start_error(message: str) -> None:
+            _fail(message, reports)
+
         service = make_service(
             config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
         )
     except ConfigError as error:
         _fail(str(error), reports)
+    finally:
+        os.chdir(here)
+    assert reports is not None
     service.startService()
-    options = dict(payload["options"])
 
-    def stop() -> None:
+    def stop(argument: bytes) -> None:
         if not reactor._stopped:  # (a SIGTERM may have begun the stop already)
             reactor.stop()
 
-    commands = {
+    def reload(argument: bytes) -> None:
+        text = json.loads(argument)["content"]
+        content = text.encode("utf-8") if text is not None else None
+        cli.reload_server(reactor, service, options, endpoints, content)
+
+    def keep(argument: bytes) -> None:
+        service.reopen_access_log()
+        cli.reload_certificates(reactor, endpoints, service.config)
+
+    commands: dict[bytes, Callable[[bytes], object]] = {
         b"stop": stop,
-        b"stop-now": service.stop_now,
-        b"reload": lambda: cli.reload_server(reactor, service, options, endpoints),
-        b"reopen": service.reopen_access_log,
+        b"stop-now": lambda argument: service.stop_now(),
+        b"reload": reload,
+        b"keep": keep,
+        b"reopen": lambda argument: service.reopen_access_log(),
     }
     ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
