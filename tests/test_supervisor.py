@@ -220,13 +220,24 @@ def test_log_events_of_a_worker_are_logged_here_naming_it() -> None:
     _, clock = running(2)
     second = clock.processes[1]
     line = json.dumps(
-        {"log": {"level": "error", "namespace": "twistwsgi.wsgi", "text": "boom {x}"}}
+        {
+            "log": {
+                "level": "error",
+                "namespace": "twistwsgi.wsgi",
+                "text": "boom {x}",
+                "time": 1234.5,
+            }
+        }
     ).encode()
+    legacy = {"level": "info", "namespace": "log_legacy", "text": "Port closed", "system": "-"}
     with capture_log_events() as events:
         second.protocol.childDataReceived(REPORT_FD, line[:10])
         second.protocol.childDataReceived(REPORT_FD, line[10:] + b"\nnot json\n")
         second.protocol.childDataReceived(1, b"ignored\n")
-    relayed, unreadable = events
+        second.report({"log": legacy})
+    relayed, unreadable, legacy_relayed = events
+    assert relayed["log_time"] == 1234.5  # when the worker logged it
+    assert legacy_relayed["log_system"] == "- worker 2"
     assert relayed["log_namespace"] == "twistwsgi.wsgi"
     assert relayed["log_level"].name == "error"
     assert relayed["log_system"] == "twistwsgi.wsgi#error worker 2"

@@ -154,8 +154,15 @@ def test_reports_are_json_lines_and_log_events_keep_level_namespace_and_text() -
         log.failure("Application error")
     first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first == {"ready": True}
+    logged_at = second["log"].pop("time")
+    assert isinstance(logged_at, float)
     assert second == {
-        "log": {"level": "info", "namespace": "twistwsgi.wsgi", "text": "2 request(s) for /ü"}
+        "log": {
+            "level": "info",
+            "namespace": "twistwsgi.wsgi",
+            "text": "2 request(s) for /ü",
+            "system": None,
+        }
     }
     assert third["log"]["level"] == "critical"
     assert third["log"]["text"].startswith("Application error\nTraceback")

@@ -327,3 +327,30 @@ def test_a_relative_config_file_is_found_after_rundir(tmp_path: Path, socket_pat
         assert "worker" in server.wait_for("Reloaded the configuration")
     finally:
         assert server.stop() == 0
+
+
+def test_workers_ignore_sigint_when_the_master_was_started_ignoring_it(
+    socket_path: Path,
+) -> None:
+    """A shell's background job ignores SIGINT: a Ctrl-C for the shell (to the
+    whole process group) must not stop the workers, which the master would restart.
+    """
+    server = Server(
+        "--app",
+        "tests.apps:process",
+        "--listen",
+        f"unix:{socket_path}",
+        "--workers",
+        "2",
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        start_new_session=True,
+    )
+    try:
+        started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        os.killpg(server.process.pid, signal.SIGINT)
+    finally:
+        assert server.stop() == 0  # (SIGTERM: each worker has had its SIGINT first)
+    while not server.lines.empty():
+        server.seen.append(server.lines.get())
+    assert not [line for line in server.seen if "SIGINT" in line or "another" in line]

@@ -785,6 +785,9 @@ def _supervisor(
         "options": given,
         "config_content": content.decode("utf-8") if content is not None else None,
         "start_directory": os.getcwd(),
+        # Started with SIGINT ignored (a shell's background job): so are the
+        # workers, which would otherwise stop on a Ctrl-C meant for the shell.
+        "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
     }
     payload = {**configuration, "number": 0, "listen": [], "sys_path": sys.path}
     try:

@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -317,7 +318,11 @@ class Supervisor(Service):
             self._announce_if_all_ready()
 
     def _relay(self, worker: _Worker, event: dict[str, Any]) -> None:
-        """Log a worker's event here, under its namespace, naming the worker."""
+        """Log a worker's event here, as it was logged there, naming the worker.
+
+        Its namespace, level, time and system (``-`` for Twisted's legacy log) are
+        kept; the system gains ``worker N``.
+        """
         namespace = str(event.get("namespace") or "twistwsgi.worker")
         try:
             level = LogLevel.levelWithName(str(event.get("level")))
@@ -326,12 +331,20 @@ class Supervisor(Service):
         relay = self._relays.get(namespace)
         if relay is None:
             relay = self._relays[namespace] = Logger(namespace=namespace)
-        relay.emit(
-            level,
-            "{log_text}",
-            log_text=str(event.get("text", "")),
-            log_system=f"{namespace}#{level.name} worker {worker.number}",
-            worker=worker.number,
+        system = event.get("system") or f"{namespace}#{level.name}"
+        logged_at = event.get("time")
+        relay.observer(
+            {
+                "log_logger": relay,
+                "log_level": level,
+                "log_namespace": namespace,
+                "log_source": None,
+                "log_format": "{log_text}",
+                "log_text": str(event.get("text", "")),
+                "log_time": logged_at if isinstance(logged_at, (int, float)) else time.time(),
+                "log_system": f"{system} worker {worker.number}",
+                "worker": worker.number,
+            }
         )
 
     def _announce_if_all_ready(self) -> None:

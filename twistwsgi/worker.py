@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -178,7 +179,7 @@ class ReportPipe:
                 self._fallback.flush()
 
     def __call__(self, event: dict[str, Any]) -> None:
-        """A log observer: send ``event`` as its level, namespace and text."""
+        """A log observer: send ``event``'s level, namespace, text, time and system."""
         level = event.get("log_level")
         text = eventAsText(event, includeTimestamp=False, includeSystem=False)
         self.send(
@@ -187,6 +188,8 @@ class ReportPipe:
                     "level": getattr(level, "name", "info"),
                     "namespace": event.get("log_namespace", "twistwsgi.worker"),
                     "text": text,
+                    "time": event.get("log_time"),
+                    "system": event.get("log_system"),
                 }
             }
         )
@@ -325,6 +328,9 @@ def main(arguments: list[str] | None = None) -> None:
     ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     cli.serve_in_this_process(reactor, service, options, endpoints)
+    if payload.get("ignore_interrupts"):
+        # (after the reactor's own handlers, installed as it starts)
+        reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
     reactor.callWhenRunning(reports.send, {"ready": True})
     reactor.run()
 
