@@ -252,10 +252,10 @@ def wait_for_process_named_in(pidfile: Path, timeout: float = 60) -> None:
         os.close(descriptor)
 
 
-def test_systemd_socket_activation() -> None:
-    """A listening socket handed over the way systemd does it (descriptor 3,
-    LISTEN_FDS=1, LISTEN_FDNAMES, LISTEN_PID=the server's pid) is served by a
-    systemd: endpoint.
+def socket_activated_server(*args: str) -> tuple[Server, int]:
+    """Twistd with ``args``, given a listening socket the way systemd hands it over
+    (descriptor 3, LISTEN_FDS=1, LISTEN_FDNAMES, LISTEN_PID=the server's pid); and
+    the socket's port.
     """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -269,10 +269,7 @@ def test_systemd_socket_activation() -> None:
     # LISTEN_PID must name the server itself: the shell sets it to its own pid,
     # which exec hands on to twistd.
     server = Server(
-        "--app",
-        "tests.apps:hello",
-        "--listen",
-        "systemd:domain=INET:index=0",
+        *args,
         command=[
             "/bin/sh",
             "-c",
@@ -287,6 +284,16 @@ def test_systemd_socket_activation() -> None:
         preexec_fn=as_descriptor_3,
     )
     listener.close()  # the server holds its own copy now
+    return server, port
+
+
+def test_systemd_socket_activation() -> None:
+    """A listening socket handed over the way systemd does it is served by a
+    systemd: endpoint.
+    """
+    server, port = socket_activated_server(
+        "--app", "tests.apps:hello", "--listen", "systemd:domain=INET:index=0"
+    )
     try:
         server.wait_for("Ready: serving")
         connection = http.client.HTTPConnection("127.0.0.1", port)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import ROOT, TWISTD, Server, UnixHTTPConnection
+from tests.test_e2e import ROOT, TWISTD, Server, UnixHTTPConnection, socket_activated_server
 from tests.test_sockets import write_self_signed_certificate
 
 
@@ -227,36 +227,14 @@ def test_a_socket_from_systemd_is_shared_with_the_workers() -> None:
     """Socket activation (descriptor 3, LISTEN_FDS=1, LISTEN_PID of the master): the
     workers serve the master's socket, without looking for systemd's themselves.
     """
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    descriptor = listener.fileno()
-
-    def as_descriptor_3() -> None:
-        os.dup2(descriptor, 3)
-
-    server = Server(
+    server, port = socket_activated_server(
         "--app",
         "tests.apps:process",
         "--workers",
         "2",
         "--listen",
         "systemd:domain=INET:index=0",
-        command=[
-            "/bin/sh",
-            "-c",
-            'export LISTEN_PID=$$; exec "$0" "$@"',
-            str(TWISTD),
-            "--nodaemon",
-            "--pidfile=",
-            "wsgi",
-        ],
-        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "myapp.socket"},
-        pass_fds=(descriptor, 3),
-        preexec_fn=as_descriptor_3,
     )
-    listener.close()
     try:
         pids = started_workers(server, 2)
         server.wait_for("with 2 worker processes")

@@ -847,23 +847,7 @@ def _supervisor(
             accepted.graceful_timeout, text.decode("utf-8") if text is not None else None
         )
 
-    def on_hangup(number: int, frame: object) -> None:
-        reactor.callFromThread(reload)
-
-    def install() -> None:
-        # Read now, once the reactor runs: a daemonising twistd has installed its
-        # own SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too.
-        previous_user1 = signal.getsignal(signal.SIGUSR1)
-
-        def on_user1(number: int, frame: object) -> None:
-            reactor.callFromThread(supervisor.reopen_access_log)
-            if callable(previous_user1):
-                previous_user1(number, frame)  # type: ignore[arg-type]
-
-        signal.signal(signal.SIGHUP, on_hangup)
-        signal.signal(signal.SIGUSR1, on_user1)
-
-    reactor.callWhenRunning(install)
+    reactor.callWhenRunning(_on_reload_signals, reactor, reload, supervisor.reopen_access_log)
     return supervisor
 
 
@@ -995,14 +979,24 @@ def _handle_reload_signals(
     def reload() -> None:
         reload_server(reactor, service, given, endpoints)
 
+    _on_reload_signals(reactor, reload, service.reopen_access_log)
+
+
+def _on_reload_signals(
+    reactor: Any, reload: Callable[[], None], reopen: Callable[[], None]
+) -> None:
+    """Run ``reload`` on SIGHUP and ``reopen`` on SIGUSR1, in the reactor loop.
+
+    Called once the reactor runs: a daemonising twistd has installed its own
+    SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too.
+    """
+    previous_user1 = signal.getsignal(signal.SIGUSR1)
+
     def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(reload)
 
-    # A daemonising twistd rotates its own twistd.log on SIGUSR1: that goes on too.
-    previous_user1 = signal.getsignal(signal.SIGUSR1)
-
     def on_user1(number: int, frame: object) -> None:
-        reactor.callFromThread(service.reopen_access_log)
+        reactor.callFromThread(reopen)
         if callable(previous_user1):
             previous_user1(number, frame)  # type: ignore[arg-type]
 
