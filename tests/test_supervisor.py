@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from twistwsgi.service import ListenError
 from twistwsgi.supervisor import (
+    CHECK_TIMEOUT,
     CONTROL_FD,
     FIRST_LISTENER_FD,
     FIRST_RESTART_DELAY,
@@ -78,6 +79,21 @@ class FakeProcess:
 
     def writeToChild(self, descriptor: int, data: bytes) -> None:
         self.written.append((descriptor, data))
+
+    def write(self, data: bytes) -> None:  # (to standard input)
+        self.written.append((0, data))
+
+    def closeChildFD(self, descriptor: int) -> None:
+        self.written.append((descriptor, b"<closed>"))
+
+    def closeStdin(self) -> None:
+        self.closeChildFD(0)
+
+    def payload(self) -> Any:
+        """What the process was given on standard input (which was then closed)."""
+        given = [data for descriptor, data in self.written if descriptor == 0]
+        assert given[-1] == b"<closed>"
+        return json.loads(b"".join(given[:-1]))
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
@@ -168,8 +184,9 @@ def messages(events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
-    """Each worker gets the sockets from descriptor 5 on, in listener order, the
-    control pipe on 3 and the report pipe on 4; the master never accepts itself.
+    """Each worker gets what to build on its standard input (then closed), the
+    sockets from descriptor 5 on, in listener order, the control pipe on 3 and the
+    report pipe on 4; the master never accepts itself.
     """
     started, clock = supervisor(
         environ={"PATH": "/bin", "LISTEN_FDS": "1", "LISTEN_PID": "9", "LISTEN_FDNAMES": "x"}
@@ -182,6 +199,7 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
     for number, process in enumerate(clock.processes, start=1):
         assert process.args == ["/usr/bin/python3", "-m", "twistwsgi.worker"]
         assert process.child_fds == {
+            0: "w",
             1: 1,
             2: 2,
             CONTROL_FD: "w",
@@ -189,7 +207,7 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
             FIRST_LISTENER_FD: 7,
             FIRST_LISTENER_FD + 1: 9,
         }
-        payload = json.loads(process.env[PAYLOAD_VARIABLE])
+        payload = process.payload()
         assert payload["number"] == number
         assert payload["listen"] == ["tcp:8080", "unix:/s"]
         assert payload["options"]["app"] == "tests.apps:hello"
@@ -199,6 +217,7 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
         # The master's socket activation says nothing true about the worker.
         assert {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}.isdisjoint(process.env)
         assert process.env["PATH"] == "/bin"
+        assert process.env[PAYLOAD_VARIABLE] == "1"
 
 
 def test_ready_is_said_once_every_worker_serves() -> None:
@@ -254,7 +273,7 @@ def test_a_worker_that_dies_after_serving_a_while_is_replaced_at_once() -> None:
         clock.advance(0)
     assert [process.pid for process in clock.processes] == [1000, 1001, 1002]
     assert started.pids == [1002, 1001]
-    assert json.loads(clock.processes[2].env[PAYLOAD_VARIABLE])["number"] == 1
+    assert clock.processes[2].payload()["number"] == 1
     assert messages(events)[0] == (
         "Worker 1 (pid 1000) was killed by SIGKILL (out of memory?); starting another in 0.0s"
     )
@@ -370,28 +389,27 @@ def finish(process: FakeProcess, status: int, errors: bytes = b"") -> None:
 
 
 def test_a_reload_that_builds_reaches_every_worker_and_later_ones() -> None:
-    """A checking process builds the new text first; then each worker reloads with it,
-    a worker started later builds it too, and the new graceful timeout counts.
+    """The workers reopen their logs and read certificates at once; a checking
+    process builds the new text; then each worker reloads with it, a worker started
+    later builds it too, and the new graceful timeout counts.
     """
     started, clock = running(2)
     reloaded = started.reload(5.0, "[server]\nthreads = 4\n")
     [check] = clock.checks()
     assert check.args == ["/usr/bin/python3", "-m", "twistwsgi.worker", "--check"]
-    assert json.loads(check.env[PAYLOAD_VARIABLE])["config_content"] == "[server]\nthreads = 4\n"
-    assert [process.commands() for process in clock.processes[:2]] == [[], []]
+    assert check.payload()["config_content"] == "[server]\nthreads = 4\n"
+    assert [process.commands() for process in clock.processes[:2]] == [[b"keep\n"]] * 2
     fired: list[object] = []
     reloaded.addCallback(fired.append)
     finish(check, 0)
     assert fired
     command = b'reload {"content": "[server]\\nthreads = 4\\n"}\n'
-    assert [process.commands() for process in clock.processes[:2]] == [[command]] * 2
+    assert [process.commands() for process in clock.processes[:2]] == [[b"keep\n", command]] * 2
     clock.advance(YOUNG_WORKER)
     clock.processes[0].end(ProcessTerminated(exitCode=1))
     clock.advance(0)
     replacement = clock.processes[-1]
-    assert json.loads(replacement.env[PAYLOAD_VARIABLE])["config_content"] == (
-        "[server]\nthreads = 4\n"
-    )
+    assert replacement.payload()["config_content"] == ("[server]\nthreads = 4\n")
     started.stopService()
     clock.advance(5.0 + KILL_GRACE)
     assert replacement.signals == ["KILL"]
@@ -410,7 +428,7 @@ def test_a_reload_that_does_not_build_is_refused_once_and_changes_nothing() -> N
     clock.advance(YOUNG_WORKER)
     clock.processes[0].end(ProcessTerminated(exitCode=1))
     clock.advance(0)
-    assert json.loads(clock.processes[-1].env[PAYLOAD_VARIABLE])["config_content"] == "[server]\n"
+    assert clock.processes[-1].payload()["config_content"] == "[server]\n"
     started.stopService()
     clock.advance(30.0 + KILL_GRACE - 0.1)
     assert clock.processes[-1].signals == []
@@ -423,12 +441,58 @@ def test_a_reload_asked_for_during_a_check_follows_it() -> None:
     assert len(clock.checks()) == 1
     finish(clock.checks()[0], 0)
     [_, second] = clock.checks()
-    assert json.loads(second.env[PAYLOAD_VARIABLE])["config_content"] == "second"
+    assert second.payload()["config_content"] == "second"
     finish(second, 0)
-    assert [json.loads(command.split(b" ", 1)[1]) for command in clock.processes[0].commands()] == [
+    reloads = [command for command in clock.processes[0].commands() if command != b"keep\n"]
+    assert [json.loads(command.split(b" ", 1)[1]) for command in reloads] == [
         {"content": "first"},
         {"content": "second"},
     ]
+
+
+def test_a_check_that_cannot_start_refuses_that_reload_only() -> None:
+    """A spawn that fails at once (E2BIG, EAGAIN) is one refusal, not the end of
+    every later reload.
+    """
+    started, clock = running(1)
+    clock.refuse_spawn = True
+    with capture_log_events() as events:
+        fired: list[object] = []
+        started.reload(1.0, "first").addCallback(fired.append)
+    assert fired
+    assert messages(events)[-1] == (
+        "Reload refused, the old configuration keeps serving: cannot start a process"
+        " to check it: [Errno 11] Resource temporarily unavailable"
+    )
+    clock.refuse_spawn = False
+    started.reload(1.0, "second")
+    finish(clock.checks()[0], 0)
+    assert clock.processes[0].commands()[-1] == b'reload {"content": "second"}\n'
+
+
+def test_a_check_that_takes_too_long_is_killed_and_the_reload_refused() -> None:
+    started, clock = running(1)
+    with capture_log_events() as events:
+        started.reload(1.0, "slow")
+        [check] = clock.checks()
+        clock.advance(CHECK_TIMEOUT - 0.1)
+        assert check.signals == []
+        clock.advance(0.1)
+        assert check.signals == ["KILL"]
+        check.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert messages(events)[-1] == (
+        "Reload refused, the old configuration keeps serving: building it took more"
+        " than 60s (importing the applications?)"
+    )
+    assert clock.processes[0].commands() == [b"keep\n"]
+
+
+def test_a_stop_kills_a_check_in_progress() -> None:
+    started, clock = running(1)
+    started.reload(1.0, "slow")
+    [check] = clock.checks()
+    started.stopService()
+    assert check.signals == ["KILL"]
 
 
 def test_log_reopening_is_passed_to_every_worker() -> None:

@@ -15,7 +15,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, formatEvent, formatTime
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -169,18 +169,23 @@ def test_reports_are_json_lines_and_log_events_keep_level_namespace_and_text() -
     assert "ValueError: broken" in third["log"]["text"]
 
 
-def test_once_the_master_is_gone_log_text_goes_to_stderr() -> None:
+def test_once_the_master_is_gone_log_lines_go_to_stderr_naming_the_worker() -> None:
     read, write = os.pipe()
     os.close(read)
     stream = os.fdopen(write, "wb", buffering=0)
     fallback = io.StringIO()
-    reports = ReportPipe(stream, fallback)
+    reports = ReportPipe(stream, fallback, number=2)
     reports.send({"ready": True})  # EPIPE: nothing raised
-    reports.send({"log": {"level": "info", "namespace": "n", "text": "drained"}})
+    at = 1796490000.0  # 2026-12-03 15:40:00 UTC
+    reports.send({"log": {"level": "info", "namespace": "n", "text": "drained", "time": at}})
     stream.close()
-    closed = ReportPipe(stream, fallback)
-    closed.send({"log": {"level": "info", "namespace": "n", "text": "closed"}})
-    assert fallback.getvalue() == "drained\nclosed\n"
+    closed = ReportPipe(stream, fallback, number=3)
+    closed.send(
+        {"log": {"level": "warn", "namespace": "n", "text": "closed", "time": at, "system": "-"}}
+    )
+    assert fallback.getvalue() == (
+        f"{formatTime(at)} [n#info worker 2] drained\n{formatTime(at)} [- worker 3] closed\n"
+    )
 
 
 class RunningReactor:

@@ -332,3 +332,28 @@ def test_workers_ignore_sigint_when_the_master_was_started_ignoring_it(
     while not server.lines.empty():
         server.seen.append(server.lines.get())
     assert not [line for line in server.seen if "SIGINT" in line or "another" in line]
+
+
+def test_a_configuration_file_larger_than_an_environment_variable(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """Linux caps one environment variable at 128 KiB: a worker reads what to build
+    on its standard input, at the start and after a reload.
+    """
+    config = tmp_path / "site.toml"
+    config.write_text(
+        "# padding\n" * 20_000
+        + f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
+        + '[[host]]\nnames = ["x"]\ndefault = true\n'
+        + '[[host.mount]]\npath = "/"\napp = "tests.apps:process"\n'
+    )
+    assert config.stat().st_size > 128 * 1024
+    server = Server("--config", str(config))
+    try:
+        server.wait_for("with 2 worker processes")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reload: asking 2 worker(s) to reload")
+        server.wait_for("Reloaded the configuration")
+        assert answered_by(socket_path)[1] == "http"
+    finally:
+        assert server.stop() == 0

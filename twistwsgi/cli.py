@@ -781,10 +781,11 @@ def _supervisor(
             exit_with_error(str(error))
     else:
         config = options.config
+    start_directory = os.getcwd()
     configuration = {
         "options": given,
         "config_content": content.decode("utf-8") if content is not None else None,
-        "start_directory": os.getcwd(),
+        "start_directory": start_directory,
         # Started with SIGINT ignored (a shell's background job): so are the
         # workers, which would otherwise stop on a Ctrl-C meant for the shell.
         "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
@@ -793,8 +794,8 @@ def _supervisor(
     try:
         checked = subprocess.run(  # noqa: PLW1510 - the status is looked at
             [sys.executable, "-m", "twistwsgi.worker", "--check"],
-            env={**os.environ, PAYLOAD_VARIABLE: json.dumps(payload)},
-            stdin=subprocess.DEVNULL,
+            env={**os.environ, PAYLOAD_VARIABLE: "1"},
+            input=json.dumps(payload).encode("utf-8"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -828,11 +829,14 @@ def _supervisor(
     )
 
     def reload() -> None:
+        here = os.getcwd()
         try:
             text = None
             if given.get("config"):
                 with open(given["config"], "rb") as stream:
                     text = stream.read()
+            # (relative paths as the workers will build them, see twistwsgi.worker)
+            os.chdir(start_directory)
             accepted = load_config(given, text)
         except Exception as error:
             problem = str(error) if isinstance(error, ConfigError) else repr(error)
@@ -841,6 +845,8 @@ def _supervisor(
             )
             supervisor.keep_configuration()
             return
+        finally:
+            os.chdir(here)
         if accepted.workers != config.workers or accepted.listen != config.listen:
             _log.warn("Reload: workers and listen take effect at the next restart")
         supervisor.reload(

@@ -19,6 +19,10 @@ Master and worker speak over two pipes besides the sockets:
   line: ``{"ready": true}`` once the worker serves, ``{"log": {...}}`` for each log
   event, ``{"error": "..."}`` for the start-up error it exits with.
 
+What a worker builds its configuration from (the options, the configuration file's
+text, ...) comes as one JSON document on its standard input, which then ends: the
+environment would cap it at 128 KiB (a variable's limit on Linux).
+
 Commands go over the pipe rather than as signals because a service manager's stop
 (systemd's default ``KillMode=control-group``) and a terminal's Ctrl-C already
 signal every process of the group: a worker then gets that signal once and the
@@ -29,6 +33,7 @@ Nothing here imports the global reactor; it is passed in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,7 +45,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
@@ -50,7 +55,6 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -66,7 +70,7 @@ CONTROL_FD = 3
 REPORT_FD = 4
 #: The worker's descriptor of the first listening socket; the others follow in order.
 FIRST_LISTENER_FD = 5
-#: The environment variable that carries a worker's options (JSON).
+#: Set in a worker's environment: it reads its configuration from standard input.
 PAYLOAD_VARIABLE = "TWISTWSGI_WORKER"
 #: What systemd's socket activation set for the master: the worker gets its sockets
 #: another way, and these would describe descriptors it does not have.
@@ -82,6 +86,9 @@ MAX_RESTART_DELAY = 30.0
 #: Seconds past the graceful timeout a stopping worker gets before it is killed: its
 #: own graceful timeout drops what is left, then its threads are let go.
 KILL_GRACE = 5.0
+#: Seconds a reload's checking process may take to build the configuration (import
+#: the applications) before it is killed and the reload refused.
+CHECK_TIMEOUT = 60.0
 
 
 class _ProcessReactor(IReactorProcess, IReactorTime):
@@ -135,6 +142,58 @@ class _WorkerProtocol(ProcessProtocol):
         self._supervisor._ended(self._worker, reason.value or ProcessDone(0))
 
 
+class _Check(ProcessProtocol):
+    """A process that builds a configuration and exits (``--check``), or is killed.
+
+    It is killed after :data:`CHECK_TIMEOUT`, or by :meth:`kill`.
+
+    Attributes:
+        ended: fires with ``None`` if it built, else with the one-line reason.
+    """
+
+    def __init__(self, clock: IReactorTime, payload: bytes) -> None:
+        self._clock = clock
+        self._payload = payload
+        self._errors = b""
+        self._timed_out = False
+        self._deadline: IDelayedCall | None = None
+        self.ended: Deferred[str | None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._payload)
+        self.transport.closeStdin()
+        self._deadline = self._clock.callLater(CHECK_TIMEOUT, self._time_out)
+
+    def _time_out(self) -> None:
+        self._deadline = None
+        self._timed_out = True
+        self.kill()
+
+    def kill(self) -> None:
+        """End the check now (it ends as refused)."""
+        if self.transport is not None:
+            with contextlib.suppress(ProcessExitedAlready):
+                self.transport.signalProcess("KILL")
+
+    def errReceived(self, data: bytes) -> None:
+        self._errors = (self._errors + data)[-4096:]  # the last line is the reason
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        if isinstance(reason.value, ProcessDone):
+            self.ended.callback(None)
+            return
+        if self._timed_out:
+            problem = f"building it took more than {CHECK_TIMEOUT:g}s (importing the applications?)"
+        else:
+            lines = self._errors.decode("utf-8", "replace").strip().splitlines()
+            problem = lines[-1].removeprefix("twistwsgi: error: ") if lines else ""
+            problem = problem or _how_it_ended(reason.value or ProcessDone(0))
+        self.ended.callback(problem)
+
+
 class Supervisor(Service):
     """Binds the listeners, runs ``workers`` server processes on them, stops them.
 
@@ -180,6 +239,7 @@ class Supervisor(Service):
         self._on_start_error = on_start_error
         self._on_failed_start = on_failed_start
         self._checking: Deferred[None] | None = None
+        self._check: _Check | None = None
         self._next_reload: tuple[float, str | None] | None = None
         self._command = list(command)
         self._environ = dict(os.environ if environ is None else environ)
@@ -259,8 +319,7 @@ class Supervisor(Service):
         worker.error = None
         worker.reports = b""
         worker.started = self._reactor.seconds()
-        environ = self._worker_environ(worker.number, self._configuration)
-        child_fds: dict[int, int | str] = {1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
+        child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
         for index, port in enumerate(self.ports):
             child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
         try:
@@ -268,7 +327,7 @@ class Supervisor(Service):
                 _WorkerProtocol(self, worker),
                 self._command[0],
                 self._command,
-                env=environ,
+                env=self._worker_environ(),
                 childFDs=child_fds,
             )
         except OSError as error:  # fork failed: out of memory, or a process limit
@@ -277,23 +336,29 @@ class Supervisor(Service):
             return
         worker.process = process
         worker.pid = process.pid
+        process.writeToChild(0, self._payload(worker.number, self._configuration))
+        process.closeChildFD(0)
         _log.info("Started worker {number} (pid {pid})", number=worker.number, pid=worker.pid)
 
-    def _worker_environ(self, number: int, configuration: Mapping[str, Any]) -> dict[str, str]:
-        """The environment of worker ``number`` (0: a checking process)."""
+    def _worker_environ(self) -> dict[str, str]:
+        """The environment of a worker (or of a checking process)."""
+        environ = {
+            name: value
+            for name, value in self._environ.items()
+            if name not in _SOCKET_ACTIVATION_VARIABLES
+        }
+        environ[PAYLOAD_VARIABLE] = "1"
+        return environ
+
+    def _payload(self, number: int, configuration: Mapping[str, Any]) -> bytes:
+        """What worker ``number`` (0: a checking process) reads on its standard input."""
         payload = {
             **configuration,
             "number": number,
             "listen": [description for description, _ in self._endpoints],
             "sys_path": sys.path,
         }
-        environ = {
-            name: value
-            for name, value in self._environ.items()
-            if name not in _SOCKET_ACTIVATION_VARIABLES
-        }
-        environ[PAYLOAD_VARIABLE] = json.dumps(payload)
-        return environ
+        return json.dumps(payload).encode("utf-8")
 
     def _report(self, worker: _Worker, line: bytes) -> None:
         """Act on one line of a worker's report pipe."""
@@ -405,51 +470,59 @@ class Supervisor(Service):
         """Have every worker reload, once a checking process built the configuration.
 
         SIGHUP's work, given the configuration file's new text (already validated
-        here). A short-lived process imports the applications first, as at the
-        start: only a configuration that builds reaches the workers, and becomes
-        what workers started from then on build. One that does not is refused with
-        one line, and the workers only reopen their access logs and read their
-        certificates again, as a single process does on a refused reload. The
-        Deferred fires when that is done (a reload asked for meanwhile follows).
+        here). The workers reopen their access logs and read their certificates
+        again at once (logrotate's and certbot's SIGHUP must not wait on a slow
+        import). A short-lived process then builds the configuration, importing the
+        applications, as at the start: only one that builds within
+        :data:`CHECK_TIMEOUT` reaches the workers, and becomes what workers started
+        from then on build. One that does not is refused with one line. The
+        Deferred fires when that is decided (a reload asked for meanwhile follows).
         """
+        self.keep_configuration()
         if self._checking is not None:
             self._next_reload = (graceful_timeout, content)
             return self._checking
-        checking = self._checking = Deferred()
         configuration = {**self._configuration, "config_content": content}
-        check = getProcessOutputAndValue(
-            self._command[0],
-            [*self._command[1:], "--check"],
-            env=self._worker_environ(0, configuration),
-            reactor=self._reactor,
-        )
+        checking: Deferred[None] = Deferred()
+        self._checking = checking
+        check = _Check(self._reactor, self._payload(0, configuration))
+        try:
+            self._reactor.spawnProcess(
+                check,
+                self._command[0],
+                [*self._command, "--check"],
+                env=self._worker_environ(),
+            )
+        except OSError as error:
+            check.ended.errback(error)
 
-        def checked(result: tuple[bytes, bytes, int]) -> None:
-            _, errors, status = result
-            if status == 0:
+        def checked(problem: str | None) -> None:
+            if problem is None:
                 self._configuration = configuration
                 self._graceful_timeout = graceful_timeout
                 _log.info("Reload: asking {count} worker(s) to reload", count=len(self.pids))
                 self._send(b"reload " + json.dumps({"content": content}).encode())
                 return
-            lines = errors.decode("utf-8", "replace").strip().splitlines()
-            problem = lines[-1].removeprefix("twistwsgi: error: ") if lines else f"status {status}"
             _log.error(
                 "Reload refused, the old configuration keeps serving: {error}", error=problem
             )
-            self.keep_configuration()
+
+        def could_not_check(failure: Failure) -> None:
+            _log.error(
+                "Reload refused, the old configuration keeps serving: cannot start a"
+                " process to check it: {error}",
+                error=failure.getErrorMessage(),
+            )
 
         def over(result: object) -> None:
             self._checking = None
-            if isinstance(result, Failure):
-                _log.failure("Reload: the check could not run", failure=result)
-                self.keep_configuration()
             checking.callback(None)
             following, self._next_reload = self._next_reload, None
-            if following is not None:
+            if following is not None and self._stopping is None:
                 self.reload(*following)
 
-        check.addCallback(checked).addBoth(over)
+        check.ended.addCallbacks(checked, could_not_check).addBoth(over)
+        self._check = check
         return checking
 
     def keep_configuration(self) -> None:
@@ -475,6 +548,8 @@ class Supervisor(Service):
             if worker.restart is not None and worker.restart.active():
                 worker.restart.cancel()
             worker.restart = None
+        if self._checking is not None and self._check is not None:
+            self._check.kill()
         closed = self._close_ports()
         running = [worker for worker in self._workers.values() if worker.process]
         ended: Deferred[None] = succeed(None)

@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, NoReturn
 
@@ -32,7 +33,7 @@ from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorSocket, IStreamServerEndpoint
 from twisted.internet.process import ProcessReader
-from twisted.logger import ILogObserver, Logger, eventAsText, globalLogBeginner
+from twisted.logger import ILogObserver, Logger, eventAsText, formatTime, globalLogBeginner
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -151,11 +152,13 @@ class ReportPipe:
 
     Log events come from any thread (an application's ``wsgi.errors``, a worker
     thread's failure): each line is written whole under a lock. Once the master is
-    gone, the text of log events goes to ``fallback`` (stderr) instead.
+    gone, log events go to ``fallback`` (stderr) instead, as lines of twistd's format
+    naming worker ``number``.
     """
 
-    def __init__(self, stream: IO[bytes], fallback: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[bytes], fallback: IO[str] | None = None, number: int = 0) -> None:
         self._stream = stream
+        self._number = number
         self._fallback = fallback if fallback is not None else sys.__stderr__ or sys.stderr
         self._master_gone = False
         self._lock = threading.Lock()
@@ -175,7 +178,12 @@ class ReportPipe:
                     self._master_gone = True
             event = report.get("log")
             if isinstance(event, dict):
-                self._fallback.write(f"{event.get('text', '')}\n")
+                logged_at = event.get("time")
+                when = formatTime(logged_at if isinstance(logged_at, float) else time.time())
+                system = event.get("system") or f"{event.get('namespace')}#{event.get('level')}"
+                self._fallback.write(
+                    f"{when} [{system} worker {self._number}] {event.get('text', '')}\n"
+                )
                 self._fallback.flush()
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -234,30 +242,26 @@ def _fail(message: str, reports: ReportPipe | None) -> NoReturn:
     raise SystemExit(2)
 
 
-def _is_open(descriptor: int) -> bool:
-    try:
-        os.fstat(descriptor)
-    except OSError:
-        return False
-    return True
-
-
 def _read_payload() -> dict[str, Any]:
-    text = os.environ.pop(PAYLOAD_VARIABLE, None)
-    if text is None:
+    """Read what the master sent on standard input, then leave /dev/null there.
+
+    /dev/null, as a daemon has: the application may read standard input, and a
+    free descriptor 0 would be taken by the next file opened (the reactor's own).
+    """
+    if os.environ.pop(PAYLOAD_VARIABLE, None) is None:
         sys.stderr.write("twistwsgi.worker is started by `twistd wsgi --workers N`, not by hand\n")
         raise SystemExit(2)
-    payload: dict[str, Any] = json.loads(text)
+    chunks = []
+    while chunk := os.read(0, 1 << 16):
+        chunks.append(chunk)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    payload: dict[str, Any] = json.loads(b"".join(chunks))
     return payload
 
 
 def main(arguments: list[str] | None = None) -> None:
     """Run one worker (or, with ``--check``, check the configuration) and exit."""
     check = "--check" in (sys.argv[1:] if arguments is None else arguments)
-    if not _is_open(0):
-        # The master passes no standard input: /dev/null, as for a daemon, rather
-        # than a free descriptor 0 the reactor's own would take.
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     payload = _read_payload()
     sys.path[:] = payload["sys_path"]
     # Imported only now: the master's import path is in place.
@@ -267,7 +271,7 @@ def main(arguments: list[str] | None = None) -> None:
 
     reports = None
     if not check:
-        reports = ReportPipe(os.fdopen(REPORT_FD, "wb", buffering=0))
+        reports = ReportPipe(os.fdopen(REPORT_FD, "wb", buffering=0), number=payload["number"])
         globalLogBeginner.beginLoggingTo([reports], redirectStandardIO=True)
     from twisted.internet import reactor as installed  # noqa: PLC0415 - this process's own
 
@@ -277,12 +281,15 @@ def main(arguments: list[str] | None = None) -> None:
     content = text.encode("utf-8") if text is not None else None
     # Built from where the master was started, as a single process builds before
     # twistd's --rundir takes it elsewhere; it serves from where the master is now.
+    start_directory = payload["start_directory"]
     here = os.getcwd()
-    os.chdir(payload["start_directory"])
+    os.chdir(start_directory)
     try:
         config = cli.load_config(options, content)
         if check:
             # Its one-line errors go to stderr (exit 2), where the master reads them.
+            for description in payload["listen"]:  # (a reload's TLS settings)
+                cli.endpoint_tls_options(reactor, description, config)
             cli.check_mounts(reactor, config, [])
             raise SystemExit(0)
         cli.raise_open_files_limit()
@@ -312,7 +319,13 @@ def main(arguments: list[str] | None = None) -> None:
     def reload(argument: bytes) -> None:
         text = json.loads(argument)["content"]
         content = text.encode("utf-8") if text is not None else None
-        cli.reload_server(reactor, service, options, endpoints, content)
+        # From the start directory too, as a worker started later builds it.
+        here = os.getcwd()
+        os.chdir(start_directory)
+        try:
+            cli.reload_server(reactor, service, options, endpoints, content)
+        finally:
+            os.chdir(here)
 
     def keep(argument: bytes) -> None:
         service.reopen_access_log()
