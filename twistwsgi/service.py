@@ -170,6 +170,18 @@ def listen_failure_reason(failure: Failure) -> str:
     return str(cause) if isinstance(cause, OSError) else failure.getErrorMessage()
 
 
+def stop_listening(ports: Sequence[IListeningPort]) -> Deferred[Any]:
+    """Close ``ports``; fires once all are closed (a failure to close is let go)."""
+    return DeferredList([maybeDeferred(port.stopListening) for port in ports], consumeErrors=True)
+
+
+def report_start_error(handler: Callable[[str], None] | None, error: StartError) -> None:
+    """Give ``error``'s one line to ``handler``, or raise it when there is none."""
+    if handler is None:
+        raise error
+    handler(str(error))
+
+
 class ServerService(Service):
     """Listens with one factory on several endpoints; shuts down gracefully.
 
@@ -342,14 +354,10 @@ class ServerService(Service):
         for call in calls:
             call.cancel()  # (nothing happens to one that fired)
         ports, self.ports = self.ports, []
-        return DeferredList(
-            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
-        )
+        return stop_listening(ports)
 
     def _start_failed(self, error: StartError) -> None:
-        if self._on_start_error is None:
-            raise error
-        self._on_start_error(str(error))
+        report_start_error(self._on_start_error, error)
 
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
         if failure.check(CancelledError):

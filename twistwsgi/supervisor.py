@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -58,7 +58,13 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 
-from twistwsgi.service import ListenError, StartError, listen_failure_reason
+from twistwsgi.service import (
+    ListenError,
+    StartError,
+    listen_failure_reason,
+    report_start_error,
+    stop_listening,
+)
 
 __all__ = ["CONTROL_FD", "FIRST_LISTENER_FD", "PAYLOAD_VARIABLE", "REPORT_FD", "Supervisor"]
 
@@ -206,8 +212,8 @@ class Supervisor(Service):
             values: ``options`` (setting name to the value given), ``config_content``
             (the configuration file's text as accepted, or None), ``start_directory``
             (where relative paths were given from). A reload replaces the text.
-        graceful_timeout: the workers' graceful timeout; a worker still running
-            :data:`KILL_GRACE` seconds after it is killed.
+        graceful_timeout: the workers' graceful timeout; a stopping worker still
+            running :data:`KILL_GRACE` seconds past it is killed.
         on_start_error: called with a one-line message when a listener cannot be
             bound; by default the :class:`ListenError` is raised.
         on_failed_start: called with a one-line message when a worker ends before
@@ -303,14 +309,10 @@ class Supervisor(Service):
 
     def _close_ports(self) -> Deferred[Any]:
         ports, self.ports = self.ports, []
-        return DeferredList(
-            [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
-        )
+        return stop_listening(ports)
 
     def _start_failed(self, error: StartError) -> None:
-        if self._on_start_error is None:
-            raise error
-        self._on_start_error(str(error))
+        report_start_error(self._on_start_error, error)
 
     def _spawn(self, worker: _Worker) -> None:
         """Start ``worker``'s process, with the listening sockets and the two pipes."""
