@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
@@ -28,6 +30,7 @@ from twistwsgi.supervisor import (
     KILL_GRACE,
     MAX_RESTART_DELAY,
     PAYLOAD_VARIABLE,
+    PIPE_GRACE,
     REPORT_FD,
     YOUNG_WORKER,
     Supervisor,
@@ -54,7 +57,9 @@ class FakePort:
         return IPv4Address("TCP", "127.0.0.1", 8080)
 
 
-class FakeEndpoint:
+class FakeEndpoint(TCP4ServerEndpoint):
+    """A tcp: endpoint (one the workers can share) whose listen gives ``result``."""
+
     def __init__(self, result: Any) -> None:
         self.result = result
 
@@ -105,6 +110,8 @@ class FakeProcess:
         self.protocol.childDataReceived(REPORT_FD, json.dumps(value).encode() + b"\n")
 
     def end(self, reason: Exception | None = None) -> None:
+        """The process exits and its pipes close."""
+        self.protocol.processExited(Failure(reason or ProcessDone(0)))
         self.protocol.processEnded(Failure(reason or ProcessDone(0)))
 
 
@@ -383,8 +390,8 @@ def test_a_second_stop_signal_has_the_workers_drop_their_connections() -> None:
 
 
 def finish(process: FakeProcess, status: int, errors: bytes = b"") -> None:
-    if errors:
-        process.protocol.childDataReceived(2, errors)
+    """A checking process writes ``errors`` to its stderr (a file) and exits."""
+    process.protocol.errors.write(errors)
     process.end(ProcessTerminated(exitCode=status) if status else ProcessDone(0))
 
 
@@ -487,12 +494,20 @@ def test_a_check_that_takes_too_long_is_killed_and_the_reload_refused() -> None:
     assert clock.processes[0].commands() == [b"keep\n"]
 
 
-def test_a_stop_kills_a_check_in_progress() -> None:
+def test_a_stop_kills_a_check_in_progress_and_no_reload_follows() -> None:
     started, clock = running(1)
     started.reload(1.0, "slow")
+    started.reload(2.0, "queued")
     [check] = clock.checks()
     started.stopService()
     assert check.signals == ["KILL"]
+    with capture_log_events() as events:
+        check.end(ProcessTerminated(signal=signal.SIGKILL))
+        started.reload(3.0, "while stopping")
+    assert len(clock.checks()) == 1
+    assert not [text for text in messages(events) if "Reload" in text]
+    assert b"stop\n" in clock.processes[0].commands()
+    assert not [command for command in clock.processes[0].commands() if b"reload" in command]
 
 
 def test_log_reopening_is_passed_to_every_worker() -> None:
@@ -570,3 +585,59 @@ def test_a_listener_the_workers_cannot_share_is_refused(result: Any, problem: st
     assert str(raised.value) == f"cannot listen on 'custom:x': {problem}"
     if not isinstance(result, Deferred):
         assert result.stopped
+
+
+def test_a_worker_whose_pipes_outlive_it_is_still_replaced() -> None:
+    """A process the application started may hold the worker's pipes: the exit
+    counts after a short grace, and what the old pipes still bring is only logged.
+    """
+    _, clock = running(1)
+    clock.advance(YOUNG_WORKER)
+    old = clock.processes[0]
+    with capture_log_events() as events:
+        old.protocol.processExited(Failure(ProcessTerminated(signal=signal.SIGKILL)))
+        clock.advance(PIPE_GRACE - 0.1)
+        assert len(clock.processes) == 1
+        clock.advance(0.1)
+        assert len(clock.processes) == 2  # replaced
+        old.report({"ready": True})  # (not the replacement's readiness)
+        old.report({"log": {"level": "info", "namespace": "n", "text": "late line"}})
+        old.protocol.processEnded(Failure(ProcessTerminated(signal=signal.SIGKILL)))
+    assert "late line" in messages(events)
+    assert sum("was killed by SIGKILL" in text for text in messages(events)) == 1
+    new = clock.processes[1]
+    failed = ProcessTerminated(exitCode=1)
+    new.end(failed)  # young and never ready: a restart after a delay, not at once
+    clock.advance(0)
+    assert len(clock.processes) == 2
+
+
+def test_a_command_to_a_worker_whose_control_pipe_closed_is_skipped() -> None:
+    """Twisted forgets a closed pipe at once, before the process's end is known."""
+    started, clock = running(2)
+
+    def closed(descriptor: int, data: bytes) -> None:
+        raise KeyError(descriptor)
+
+    clock.processes[0].writeToChild = closed  # type: ignore[method-assign]
+    started.reopen_access_log()
+    stopping = started.stopService()
+    assert clock.processes[1].commands() == [b"reopen\n", b"stop\n"]
+    clock.processes[0].end()
+    clock.processes[1].end()
+    assert stopping.called
+
+
+def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
+    """haproxy: (or a plugin's endpoint) wraps its socket: a worker adopting the
+    socket would serve without the wrapper.
+    """
+    errors: list[str] = []
+    wrapped = serverFromString(MemoryReactor(), "haproxy:tcp:8080")
+    started, clock = supervisor(endpoints=[("haproxy:tcp:8080", wrapped)], errors=errors)
+    started.startService()
+    assert errors == [
+        "cannot listen on 'haproxy:tcp:8080': only tcp, tcp6, ssl, unix and systemd"
+        " listeners can be shared with worker processes (they serve the socket itself)"
+    ]
+    assert clock.processes == []

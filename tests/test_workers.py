@@ -357,3 +357,36 @@ def test_a_configuration_file_larger_than_an_environment_variable(
         assert answered_by(socket_path)[1] == "http"
     finally:
         assert server.stop() == 0
+
+
+def test_a_process_the_application_starts_at_import_does_not_hold_the_start(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """It inherits the checking process's stderr: a pipe would keep the start (and
+    each reload) waiting until it ends; a file does not.
+    """
+    (tmp_path / "sidecar_app.py").write_text(
+        "import pathlib, subprocess, sys\n"
+        "helper = subprocess.Popen(['sleep', '600'])\n"
+        "pathlib.Path(__file__).with_name('helpers').open('a').write(f'{helper.pid}\\n')\n"
+        "from tests.apps import process as app\n"
+    )
+    server = Server(
+        "--app",
+        "sidecar_app:app",
+        "--listen",
+        f"unix:{socket_path}",
+        "--workers",
+        "2",
+        env={"PYTHONPATH": f"{tmp_path}:{ROOT}"},
+    )
+    try:
+        server.wait_for("with 2 worker processes", timeout=60)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reload: asking 2 worker(s) to reload", timeout=60)
+    finally:
+        # First: they hold the server's output pipe too, which stop() reads to its end.
+        for pid in (tmp_path / "helpers").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        assert server.stop() == 0

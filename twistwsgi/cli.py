@@ -764,7 +764,11 @@ def _supervisor(
     and the configuration file's text read here (and replaced by each reload that
     builds), from the directory the server was started in.
     """
-    from twistwsgi.supervisor import PAYLOAD_VARIABLE, Supervisor  # noqa: PLC0415
+    from twistwsgi.supervisor import (  # noqa: PLC0415
+        PAYLOAD_VARIABLE,
+        Supervisor,
+        last_error_line,
+    )
 
     given = dict(options.given)
     content = None
@@ -791,20 +795,23 @@ def _supervisor(
         "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
     }
     payload = {**configuration, "number": 0, "listen": [], "sys_path": sys.path}
-    try:
-        checked = subprocess.run(  # noqa: PLW1510 - the status is looked at
-            [sys.executable, "-m", "twistwsgi.worker", "--check"],
-            env={**os.environ, PAYLOAD_VARIABLE: "1"},
-            input=json.dumps(payload).encode("utf-8"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as error:
-        exit_with_error(f"cannot start a worker process: {error}")
+    # Its stderr goes to a file, not a pipe: a process the application starts at
+    # import would inherit a pipe, and the start would wait for that process too.
+    with tempfile.TemporaryFile() as errors:
+        try:
+            checked = subprocess.run(  # noqa: PLW1510 - the status is looked at
+                [sys.executable, "-m", "twistwsgi.worker", "--check"],
+                env={**os.environ, PAYLOAD_VARIABLE: "1"},
+                input=json.dumps(payload).encode("utf-8"),
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+        except OSError as error:
+            exit_with_error(f"cannot start a worker process: {error}")
+        errors.seek(0)
+        problem = last_error_line(errors.read())
     if checked.returncode != 0:
-        lines = checked.stderr.decode("utf-8", "replace").strip().splitlines()
-        problem = lines[-1] if lines else f"exit status {checked.returncode}"
-        exit_with_error(problem.removeprefix("twistwsgi: error: "))
+        exit_with_error(problem or f"exit status {checked.returncode}")
     failed: list[str] = []
 
     def on_failed_start(message: str) -> None:
@@ -1055,7 +1062,8 @@ def _second_signal_stops_now(reactor: Any, service: ServerService | Supervisor) 
         reactor.callFromThread(service.stop_now)
 
     for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, on_signal)
+        if signal.getsignal(number) != signal.SIG_IGN:  # (a background job's SIGINT)
+            signal.signal(number, on_signal)
 
 
 def _exit_zero_after_signal(reactor: Any) -> None:

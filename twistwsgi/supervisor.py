@@ -38,13 +38,21 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+)
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -92,9 +100,23 @@ MAX_RESTART_DELAY = 30.0
 #: Seconds past the graceful timeout a stopping worker gets before it is killed: its
 #: own graceful timeout drops what is left, then its threads are let go.
 KILL_GRACE = 5.0
+#: Seconds after a worker exited that its end waits for its pipes to be read whole.
+PIPE_GRACE = 1.0
 #: Seconds a reload's checking process may take to build the configuration (import
 #: the applications) before it is killed and the reload refused.
 CHECK_TIMEOUT = 60.0
+
+
+#: The endpoints whose listening socket is the whole of what they do, so that a worker
+#: adopting it serves as they would (ssl: gets its certificate back in the worker). A
+#: wrapping endpoint (haproxy:, a plugin's) would be lost: the worker sees the socket.
+SHAREABLE_ENDPOINTS = (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    SSL4ServerEndpoint,
+    UNIXServerEndpoint,
+    AdoptedStreamServerEndpoint,
+)
 
 
 class _ProcessReactor(IReactorProcess, IReactorTime):
@@ -125,50 +147,80 @@ class _Worker:
     pid: int | None = None
     restart: IDelayedCall | None = None
     failures: int = 0
-    reports: bytes = field(default=b"", repr=False)
 
 
 class _WorkerProtocol(ProcessProtocol):
-    """The master's side of one worker process: its reports and its end."""
+    """The master's side of one worker process: its reports and its end.
 
-    def __init__(self, supervisor: Supervisor, worker: _Worker) -> None:
+    The end is taken from the process's exit, once its pipes are read to their end
+    or at most :data:`PIPE_GRACE` seconds later: a process the application started
+    (a shell's ``cmd &``, a fork) may hold the pipes open long after the worker
+    exited, and the worker must still be replaced (and a stop not wait for it).
+    Reports read after that (the old process's last log lines) are still logged,
+    but say nothing about the worker's slot.
+    """
+
+    def __init__(self, supervisor: Supervisor, worker: _Worker, clock: IReactorTime) -> None:
         self._supervisor = supervisor
         self._worker = worker
+        self._clock = clock
+        self._reports = b""
+        self._exit: BaseException | None = None
+        self._grace: IDelayedCall | None = None
+        self.ended = False
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD != REPORT_FD:
             return
-        worker = self._worker
-        lines = (worker.reports + data).split(b"\n")
-        worker.reports = lines.pop()
+        lines = (self._reports + data).split(b"\n")
+        self._reports = lines.pop()
         for line in lines:
-            self._supervisor._report(worker, line)
+            self._supervisor._report(self._worker, line, current=not self.ended)
+
+    def processExited(self, reason: Failure) -> None:
+        self._exit = reason.value or ProcessDone(0)
+        self._grace = self._clock.callLater(PIPE_GRACE, self._end)
 
     def processEnded(self, reason: Failure) -> None:
-        self._supervisor._ended(self._worker, reason.value or ProcessDone(0))
+        if self._exit is None:
+            self._exit = reason.value or ProcessDone(0)
+        self._end()
+
+    def _end(self) -> None:
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
+        if not self.ended:
+            self.ended = True
+            assert self._exit is not None
+            self._supervisor._ended(self._worker, self._exit)
 
 
 class _Check(ProcessProtocol):
     """A process that builds a configuration and exits (``--check``), or is killed.
 
-    It is killed after :data:`CHECK_TIMEOUT`, or by :meth:`kill`.
+    It is killed after :data:`CHECK_TIMEOUT`, or by :meth:`kill`. Its standard error
+    goes to an unlinked file, read once it has exited, rather than to a pipe: a
+    process the application starts at import would inherit the pipe, and the check
+    would only end with it.
 
     Attributes:
         ended: fires with ``None`` if it built, else with the one-line reason.
+        errors: the file its standard error goes to.
     """
 
     def __init__(self, clock: IReactorTime, payload: bytes) -> None:
         self._clock = clock
         self._payload = payload
-        self._errors = b""
         self._timed_out = False
         self._deadline: IDelayedCall | None = None
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed when it ends
         self.ended: Deferred[str | None] = Deferred()
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.write(self._payload)
-        self.transport.closeStdin()
+        self.transport.writeToChild(0, self._payload)
+        self.transport.closeChildFD(0)
         self._deadline = self._clock.callLater(CHECK_TIMEOUT, self._time_out)
 
     def _time_out(self) -> None:
@@ -182,22 +234,26 @@ class _Check(ProcessProtocol):
             with contextlib.suppress(ProcessExitedAlready):
                 self.transport.signalProcess("KILL")
 
-    def errReceived(self, data: bytes) -> None:
-        self._errors = (self._errors + data)[-4096:]  # the last line is the reason
-
     def processEnded(self, reason: Failure) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
+        self.errors.seek(0)
+        written = self.errors.read()
+        self.errors.close()
         if isinstance(reason.value, ProcessDone):
             self.ended.callback(None)
             return
         if self._timed_out:
             problem = f"building it took more than {CHECK_TIMEOUT:g}s (importing the applications?)"
         else:
-            lines = self._errors.decode("utf-8", "replace").strip().splitlines()
-            problem = lines[-1].removeprefix("twistwsgi: error: ") if lines else ""
-            problem = problem or _how_it_ended(reason.value or ProcessDone(0))
+            problem = last_error_line(written) or _how_it_ended(reason.value or ProcessDone(0))
         self.ended.callback(problem)
+
+
+def last_error_line(written: bytes) -> str:
+    """The reason a checking process gave: its last line on stderr, without prefix."""
+    lines = written.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1].removeprefix("twistwsgi: error: ") if lines else ""
 
 
 class Supervisor(Service):
@@ -284,10 +340,17 @@ class Supervisor(Service):
             return True
         for description, endpoint in self._endpoints:
             outcome: list[Any] = []
-            endpoint.listen(_Refuse()).addBoth(outcome.append)
+            listening = None
+            if isinstance(endpoint, SHAREABLE_ENDPOINTS):
+                listening = endpoint.listen(_Refuse()).addBoth(outcome.append)
             port: Any = outcome[0] if outcome else None
             problem = None
-            if port is None:
+            if not isinstance(endpoint, SHAREABLE_ENDPOINTS):
+                problem = (
+                    "only tcp, tcp6, ssl, unix and systemd listeners can be shared with"
+                    " worker processes (they serve the socket itself)"
+                )
+            elif port is None:
                 problem = "it does not listen at once on a socket the workers could share"
             elif isinstance(port, Failure):
                 problem = listen_failure_reason(port)
@@ -295,6 +358,8 @@ class Supervisor(Service):
                 port.stopListening()
                 problem = "it is not a socket the workers could share"
             if problem is not None:
+                if listening is not None and not outcome:
+                    listening.cancel()  # (a port it delivers later is not kept)
                 self._close_ports()
                 self._start_failed(ListenError(f"cannot listen on {description!r}: {problem}"))
                 return False
@@ -319,14 +384,13 @@ class Supervisor(Service):
         worker.restart = None
         worker.ready = False
         worker.error = None
-        worker.reports = b""
         worker.started = self._reactor.seconds()
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
         for index, port in enumerate(self.ports):
             child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
         try:
             process = self._reactor.spawnProcess(
-                _WorkerProtocol(self, worker),
+                _WorkerProtocol(self, worker, self._reactor),
                 self._command[0],
                 self._command,
                 env=self._worker_environ(),
@@ -362,8 +426,8 @@ class Supervisor(Service):
         }
         return json.dumps(payload).encode("utf-8")
 
-    def _report(self, worker: _Worker, line: bytes) -> None:
-        """Act on one line of a worker's report pipe."""
+    def _report(self, worker: _Worker, line: bytes, *, current: bool = True) -> None:
+        """Act on one line of a worker's report pipe (its log only, if not ``current``)."""
         try:
             report = json.loads(line)
             if not isinstance(report, dict):
@@ -378,6 +442,8 @@ class Supervisor(Service):
         event = report.get("log")
         if isinstance(event, dict):
             self._relay(worker, event)
+        if not current:
+            return
         if isinstance(report.get("error"), str):
             worker.error = report["error"]
         if report.get("ready") is True and not worker.ready:
@@ -466,7 +532,8 @@ class Supervisor(Service):
     def _send(self, command: bytes) -> None:
         for worker in self._workers.values():
             if worker.process is not None:
-                worker.process.writeToChild(CONTROL_FD, command + b"\n")
+                with contextlib.suppress(KeyError):  # its control pipe closed: ending
+                    worker.process.writeToChild(CONTROL_FD, command + b"\n")
 
     def reload(self, graceful_timeout: float, content: str | None) -> Deferred[None]:
         """Have every worker reload, once a checking process built the configuration.
@@ -480,6 +547,8 @@ class Supervisor(Service):
         from then on build. One that does not is refused with one line. The
         Deferred fires when that is decided (a reload asked for meanwhile follows).
         """
+        if not self.running:
+            return succeed(None)  # (stopping: the workers are told to stop)
         self.keep_configuration()
         if self._checking is not None:
             self._next_reload = (graceful_timeout, content)
@@ -489,16 +558,21 @@ class Supervisor(Service):
         self._checking = checking
         check = _Check(self._reactor, self._payload(0, configuration))
         try:
-            self._reactor.spawnProcess(
-                check,
-                self._command[0],
-                [*self._command, "--check"],
-                env=self._worker_environ(),
-            )
+            with open(os.devnull, "wb") as nothing:
+                self._reactor.spawnProcess(
+                    check,
+                    self._command[0],
+                    [*self._command, "--check"],
+                    env=self._worker_environ(),
+                    childFDs={0: "w", 1: nothing.fileno(), 2: check.errors.fileno()},
+                )
         except OSError as error:
+            check.errors.close()
             check.ended.errback(error)
 
         def checked(problem: str | None) -> None:
+            if not self.running:
+                return  # (the stop killed the check)
             if problem is None:
                 self._configuration = configuration
                 self._graceful_timeout = graceful_timeout
@@ -520,7 +594,7 @@ class Supervisor(Service):
             self._checking = None
             checking.callback(None)
             following, self._next_reload = self._next_reload, None
-            if following is not None and self._stopping is None:
+            if following is not None and self.running:
                 self.reload(*following)
 
         check.ended.addCallbacks(checked, could_not_check).addBoth(over)
@@ -595,7 +669,8 @@ class Supervisor(Service):
                     number=worker.number,
                     pid=worker.pid,
                 )
-                worker.process.signalProcess("KILL")
+                with contextlib.suppress(ProcessExitedAlready):
+                    worker.process.signalProcess("KILL")
 
 
 def _restart_delay(failures: int) -> float:

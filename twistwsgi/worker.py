@@ -1,8 +1,8 @@
 """One worker process of ``--workers``: the whole server, on sockets it inherits.
 
 The supervisor (:mod:`twistwsgi.supervisor`) starts it as ``python -m
-twistwsgi.worker`` with the master's options in the environment; it is never run by
-hand. It builds its configuration from those options as the master did, adopts the
+twistwsgi.worker`` with the master's options on its standard input; it is never run
+by hand. It builds its configuration from those options as the master did, adopts the
 listening sockets it inherited (wrapping TLS ones with the endpoint's certificate),
 and serves exactly as a single-process server does: the same signals (SIGTERM and
 SIGINT stop it gracefully, a second one at once; SIGHUP reloads; SIGUSR1 reopens the
@@ -169,8 +169,11 @@ class ReportPipe:
         with self._lock:
             if not self._master_gone:
                 try:
-                    self._stream.write(line)
-                    self._stream.flush()
+                    # A raw write may be short (a signal during a blocked write): a
+                    # line cut there would garble the next one too.
+                    view = memoryview(line)
+                    while view:
+                        view = view[self._stream.write(view) or 0 :]
                     return
                 except (BrokenPipeError, ValueError):
                     # The master was killed (the control pipe's end stops this
@@ -254,7 +257,9 @@ def _read_payload() -> dict[str, Any]:
     chunks = []
     while chunk := os.read(0, 1 << 16):
         chunks.append(chunk)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.close(nothing)
     payload: dict[str, Any] = json.loads(b"".join(chunks))
     return payload
 
@@ -263,6 +268,10 @@ def main(arguments: list[str] | None = None) -> None:
     """Run one worker (or, with ``--check``, check the configuration) and exit."""
     check = "--check" in (sys.argv[1:] if arguments is None else arguments)
     payload = _read_payload()
+    if payload.get("ignore_interrupts"):
+        # Started by a master that ignores SIGINT (a shell's background job): a
+        # Ctrl-C for the shell must not end this worker, even while it imports.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path[:] = payload["sys_path"]
     # Imported only now: the master's import path is in place.
     from twistwsgi import cli  # noqa: PLC0415
@@ -341,9 +350,6 @@ def main(arguments: list[str] | None = None) -> None:
     ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     cli.serve_in_this_process(reactor, service, options, endpoints)
-    if payload.get("ignore_interrupts"):
-        # (after the reactor's own handlers, installed as it starts)
-        reactor.callWhenRunning(signal.signal, signal.SIGINT, signal.SIG_IGN)
     reactor.callWhenRunning(reports.send, {"ready": True})
     reactor.run()
 
