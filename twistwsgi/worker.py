@@ -328,8 +328,13 @@ def main(arguments: list[str] | None = None) -> None:
     def reload(argument: bytes) -> None:
         text = json.loads(argument)["content"]
         content = text.encode("utf-8") if text is not None else None
-        # From the start directory too, as a worker started later builds it.
+        # From the start directory too, as a worker started later builds it. The
+        # directory is the process's, while application threads run: it is changed
+        # only when it differs (twistd --rundir), and back at once.
         here = os.getcwd()
+        if here == start_directory:
+            cli.reload_server(reactor, service, options, endpoints, content)
+            return
         os.chdir(start_directory)
         try:
             cli.reload_server(reactor, service, options, endpoints, content)
