@@ -119,6 +119,36 @@ SHAREABLE_ENDPOINTS = (
 )
 
 
+class _SharingError(Exception):
+    """Why a listener cannot be bound for the workers, in a few words."""
+
+
+def _listen_at_once(endpoint: IStreamServerEndpoint) -> Any:
+    """Listen on ``endpoint`` (never accepting); its port, a socket to share.
+
+    Raises:
+        _SharingError: it is not an endpoint the workers can serve as it would, it
+            did not listen at once, or it failed to.
+    """
+    if not isinstance(endpoint, SHAREABLE_ENDPOINTS):
+        raise _SharingError(
+            "only tcp, tcp6, ssl, unix and systemd listeners can be shared with"
+            " worker processes (they serve the socket itself)"
+        )
+    outcome: list[Any] = []
+    listening = endpoint.listen(_Refuse()).addBoth(outcome.append)
+    if not outcome:
+        listening.cancel()  # (a port it delivers later is not kept)
+        raise _SharingError("it does not listen at once on a socket the workers could share")
+    port = outcome[0]
+    if isinstance(port, Failure):
+        raise _SharingError(listen_failure_reason(port))
+    if not callable(getattr(port, "fileno", None)):
+        port.stopListening()
+        raise _SharingError("it is not a socket the workers could share")
+    return port
+
+
 class _ProcessReactor(IReactorProcess, IReactorTime):
     """What the supervisor needs of a reactor."""
 
@@ -311,7 +341,6 @@ class Supervisor(Service):
         self._stopping: Deferred[None] | None = None
         self._ended_all: Deferred[None] | None = None
         self._kill_call: IDelayedCall | None = None
-        self._relays: dict[str, Logger] = {}
 
     @property
     def pids(self) -> list[int | None]:
@@ -339,27 +368,9 @@ class Supervisor(Service):
         if self.ports:
             return True
         for description, endpoint in self._endpoints:
-            outcome: list[Any] = []
-            listening = None
-            if isinstance(endpoint, SHAREABLE_ENDPOINTS):
-                listening = endpoint.listen(_Refuse()).addBoth(outcome.append)
-            port: Any = outcome[0] if outcome else None
-            problem = None
-            if not isinstance(endpoint, SHAREABLE_ENDPOINTS):
-                problem = (
-                    "only tcp, tcp6, ssl, unix and systemd listeners can be shared with"
-                    " worker processes (they serve the socket itself)"
-                )
-            elif port is None:
-                problem = "it does not listen at once on a socket the workers could share"
-            elif isinstance(port, Failure):
-                problem = listen_failure_reason(port)
-            elif not callable(getattr(port, "fileno", None)):
-                port.stopListening()
-                problem = "it is not a socket the workers could share"
-            if problem is not None:
-                if listening is not None and not outcome:
-                    listening.cancel()  # (a port it delivers later is not kept)
+            try:
+                port = _listen_at_once(endpoint)
+            except _SharingError as problem:
                 self._close_ports()
                 self._start_failed(ListenError(f"cannot listen on {description!r}: {problem}"))
                 return False
@@ -461,14 +472,11 @@ class Supervisor(Service):
             level = LogLevel.levelWithName(str(event.get("level")))
         except InvalidLogLevelError:
             level = LogLevel.info
-        relay = self._relays.get(namespace)
-        if relay is None:
-            relay = self._relays[namespace] = Logger(namespace=namespace)
         system = event.get("system") or f"{namespace}#{level.name}"
         logged_at = event.get("time")
-        relay.observer(
+        _log.observer(
             {
-                "log_logger": relay,
+                "log_logger": _log,
                 "log_level": level,
                 "log_namespace": namespace,
                 "log_source": None,
@@ -591,14 +599,14 @@ class Supervisor(Service):
             )
 
         def over(result: object) -> None:
-            self._checking = None
+            self._checking = self._check = None
             checking.callback(None)
             following, self._next_reload = self._next_reload, None
             if following is not None and self.running:
                 self.reload(*following)
 
-        check.ended.addCallbacks(checked, could_not_check).addBoth(over)
         self._check = check
+        check.ended.addCallbacks(checked, could_not_check).addBoth(over)
         return checking
 
     def keep_configuration(self) -> None:
@@ -624,7 +632,7 @@ class Supervisor(Service):
             if worker.restart is not None and worker.restart.active():
                 worker.restart.cancel()
             worker.restart = None
-        if self._checking is not None and self._check is not None:
+        if self._check is not None:
             self._check.kill()
         closed = self._close_ports()
         running = [worker for worker in self._workers.values() if worker.process]
