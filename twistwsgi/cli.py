@@ -67,10 +67,15 @@ def exit_with_error(message: str) -> NoReturn:
     The process's own stderr is used: once ``twistd`` has started logging,
     ``sys.stderr`` feeds its log rather than the terminal.
     """
-    stream = sys.__stderr__ or sys.stderr
+    print_error(message)
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def print_error(message: str) -> None:
+    """Write ``message`` as the one ``twistwsgi: error:`` line on the process's stderr."""
+    stream = sys.__stderr__ or sys.stderr  # (sys.stderr may feed twistd's log)
     stream.write(f"twistwsgi: error: {message}\n")
     stream.flush()
-    raise SystemExit(EXIT_CONFIG_ERROR)
 
 
 def _help(setting: Setting) -> str:
@@ -771,20 +776,15 @@ def _supervisor(
     )
 
     given = dict(options.given)
-    content = None
     if given.get("config"):
         # Absolute: twistd --rundir changes directory before the workers start.
         given["config"] = os.path.abspath(given["config"])
-        try:
-            with open(given["config"], "rb") as stream:
-                content = stream.read()
-            config = load_config(given, content)
-        except OSError as error:
-            exit_with_error(f"{given['config']}: cannot read the configuration file: {error}")
-        except ConfigError as error:
-            exit_with_error(str(error))
-    else:
-        config = options.config
+    try:
+        config, content = _read_config(given)
+    except OSError as error:
+        exit_with_error(f"{given['config']}: cannot read the configuration file: {error}")
+    except ConfigError as error:
+        exit_with_error(str(error))
     start_directory = os.getcwd()
     configuration = {
         "options": given,
@@ -836,15 +836,10 @@ def _supervisor(
     )
 
     def reload() -> None:
-        here = os.getcwd()
         try:
-            text = None
-            if given.get("config"):
-                with open(given["config"], "rb") as stream:
-                    text = stream.read()
             # (relative paths as the workers will build them, see twistwsgi.worker)
-            os.chdir(start_directory)
-            accepted = load_config(given, text)
+            with working_directory(start_directory):
+                accepted, text = _read_config(given)
         except Exception as error:
             problem = str(error) if isinstance(error, ConfigError) else repr(error)
             _log.error(
@@ -852,8 +847,6 @@ def _supervisor(
             )
             supervisor.keep_configuration()
             return
-        finally:
-            os.chdir(here)
         if accepted.workers != config.workers or accepted.listen != config.listen:
             _log.warn("Reload: workers and listen take effect at the next restart")
         supervisor.reload(
@@ -943,6 +936,38 @@ def _start_error_handler(options: Options) -> Callable[[str], None]:
     return on_start_error
 
 
+def _read_config(given: dict[str, Any]) -> tuple[ServerConfig, bytes | None]:
+    """Read the configuration file of ``given`` (if any) once; its configuration and text.
+
+    Raises:
+        OSError: the file cannot be read.
+        ConfigError: see :func:`load_config`.
+    """
+    content = None
+    if given.get("config"):
+        with open(given["config"], "rb") as stream:
+            content = stream.read()
+    return load_config(given, content), content
+
+
+@contextlib.contextmanager
+def working_directory(path: str) -> Iterator[None]:
+    """Run the block in directory ``path``, then go back (no change when already there).
+
+    The directory is the whole process's: a worker's application threads see it too,
+    so it is changed only when it has to be.
+    """
+    here = os.getcwd()
+    if here == path:
+        yield
+        return
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 def _exit_2_after_failed_start(options: Options, failed: list[str]) -> None:
     """End the master with status 2 once a worker of the first start failed.
 
@@ -955,9 +980,7 @@ def _exit_2_after_failed_start(options: Options, failed: list[str]) -> None:
     pidfile = runner.get("pidfile") if isinstance(runner, dict) else None
     if pidfile:
         _remove_own_pidfile(pidfile)
-    stream = sys.__stderr__ or sys.stderr  # (sys.stderr feeds twistd's log)
-    stream.write(f"twistwsgi: error: {failed[0]}\n")
-    stream.flush()
+    print_error(failed[0])
     # twistd would go on to exit 0 (or re-raise the signal it stopped for).
     os._exit(EXIT_CONFIG_ERROR)
 

@@ -238,10 +238,10 @@ class _Control:
 def _fail(message: str, reports: ReportPipe | None) -> NoReturn:
     """End a worker that cannot start: the message goes to the master, exit 2."""
     if reports is None:
-        sys.stderr.write(f"twistwsgi: error: {message}\n")
-        sys.stderr.flush()
-    else:
-        reports.send({"error": message})
+        from twistwsgi.cli import exit_with_error  # noqa: PLC0415
+
+        exit_with_error(message)
+    reports.send({"error": message})
     raise SystemExit(2)
 
 
@@ -262,6 +262,11 @@ def _read_payload() -> dict[str, Any]:
     os.close(nothing)
     payload: dict[str, Any] = json.loads(b"".join(chunks))
     return payload
+
+
+def _encoded(text: str | None) -> bytes | None:
+    """The configuration file's text as the master sent it, as the bytes it was."""
+    return text.encode("utf-8") if text is not None else None
 
 
 def main(arguments: list[str] | None = None) -> None:
@@ -286,38 +291,33 @@ def main(arguments: list[str] | None = None) -> None:
 
     reactor: Any = installed
     options = dict(payload["options"])
-    text = payload.get("config_content")
-    content = text.encode("utf-8") if text is not None else None
     # Built from where the master was started, as a single process builds before
     # twistd's --rundir takes it elsewhere; it serves from where the master is now.
     start_directory = payload["start_directory"]
-    here = os.getcwd()
-    os.chdir(start_directory)
     try:
-        config = cli.load_config(options, content)
-        if check:
-            # Its one-line errors go to stderr (exit 2), where the master reads them.
-            for description in payload["listen"]:  # (a reload's TLS settings)
-                cli.endpoint_tls_options(reactor, description, config)
-            cli.check_mounts(reactor, config, [])
-            raise SystemExit(0)
-        cli.raise_open_files_limit()
-        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-        for index, description in enumerate(payload["listen"]):
-            tls = cli.endpoint_tls_options(reactor, description, config)
-            fileno = FIRST_LISTENER_FD + index
-            endpoints.append((description, InheritedEndpoint(reactor, fileno, tls)))
+        with cli.working_directory(start_directory):
+            config = cli.load_config(options, _encoded(payload.get("config_content")))
+            if check:
+                # Its one-line errors go to stderr (exit 2), where the master reads them.
+                for description in payload["listen"]:  # (a reload's TLS settings)
+                    cli.endpoint_tls_options(reactor, description, config)
+                cli.check_mounts(reactor, config, [])
+                raise SystemExit(0)
+            cli.raise_open_files_limit()
+            endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+            for index, description in enumerate(payload["listen"]):
+                tls = cli.endpoint_tls_options(reactor, description, config)
+                fileno = FIRST_LISTENER_FD + index
+                endpoints.append((description, InheritedEndpoint(reactor, fileno, tls)))
 
-        def start_error(message: str) -> None:
-            _fail(message, reports)
+            def start_error(message: str) -> None:
+                _fail(message, reports)
 
-        service = make_service(
-            config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
-        )
+            service = make_service(
+                config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
+            )
     except ConfigError as error:
         _fail(str(error), reports)
-    finally:
-        os.chdir(here)
     assert reports is not None
     service.startService()
 
@@ -326,20 +326,10 @@ def main(arguments: list[str] | None = None) -> None:
             reactor.stop()
 
     def reload(argument: bytes) -> None:
-        text = json.loads(argument)["content"]
-        content = text.encode("utf-8") if text is not None else None
-        # From the start directory too, as a worker started later builds it. The
-        # directory is the process's, while application threads run: it is changed
-        # only when it differs (twistd --rundir), and back at once.
-        here = os.getcwd()
-        if here == start_directory:
+        content = _encoded(json.loads(argument)["content"])
+        # From the start directory too, as a worker started later builds it.
+        with cli.working_directory(start_directory):
             cli.reload_server(reactor, service, options, endpoints, content)
-            return
-        os.chdir(start_directory)
-        try:
-            cli.reload_server(reactor, service, options, endpoints, content)
-        finally:
-            os.chdir(here)
 
     def keep(argument: bytes) -> None:
         service.reopen_access_log()
