@@ -1213,3 +1213,29 @@ def test_tls_session_tickets_are_on_unless_turned_off(given: list[str], expected
     options = cli.Options()
     options.parseOptions(["--app", "tests.apps:hello", *given])
     assert options.config.tls_session_tickets is expected
+
+
+def test_the_working_directory_is_named_as_the_shell_named_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$PWD when it leads to the current directory (a link a deployment moves
+    keeps its name), else the directory itself: $PWD may be stale (a process that
+    changed directory without updating it), relative, or unset.
+    """
+    release = tmp_path / "release-1"
+    release.mkdir()
+    current = tmp_path / "current"
+    current.symlink_to(release)
+    monkeypatch.chdir(current)
+    resolved = os.getcwd()
+    assert resolved == os.path.realpath(release)
+    monkeypatch.setenv("PWD", str(current))
+    assert cli.logical_working_directory() == str(current)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    assert cli.logical_working_directory() == resolved
+    monkeypatch.setenv("PWD", "current")
+    assert cli.logical_working_directory() == resolved
+    monkeypatch.setenv("PWD", str(tmp_path / "gone"))
+    assert cli.logical_working_directory() == resolved
+    monkeypatch.delenv("PWD")
+    assert cli.logical_working_directory() == resolved

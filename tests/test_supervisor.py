@@ -23,7 +23,6 @@ from twisted.python.failure import Failure
 
 from twistwsgi.service import ListenError
 from twistwsgi.supervisor import (
-    CHECK_TIMEOUT,
     CONTROL_FD,
     FIRST_LISTENER_FD,
     FIRST_RESTART_DELAY,
@@ -31,6 +30,7 @@ from twistwsgi.supervisor import (
     MAX_RESTART_DELAY,
     PAYLOAD_VARIABLE,
     PIPE_GRACE,
+    RELOAD_TIMEOUT,
     REPORT_FD,
     YOUNG_WORKER,
     Supervisor,
@@ -389,132 +389,263 @@ def test_a_second_stop_signal_has_the_workers_drop_their_connections() -> None:
     assert clock.processes[0].commands() == [b"stop\n", b"stop-now\n"]
 
 
-def finish(process: FakeProcess, status: int, errors: bytes = b"") -> None:
-    """A checking process writes ``errors`` to its stderr (a file) and exits."""
-    process.protocol.errors.write(errors)
-    process.end(ProcessTerminated(exitCode=status) if status else ProcessDone(0))
+def new_workers(clock: ProcessClock, old: int) -> list[FakeProcess]:
+    """The processes a reload started, after the ``old`` ones."""
+    return clock.processes[old:]
 
 
-def test_a_reload_that_builds_reaches_every_worker_and_later_ones() -> None:
-    """The workers reopen their logs and read certificates at once; a checking
-    process builds the new text; then each worker reloads with it, a worker started
-    later builds it too, and the new graceful timeout counts.
+def test_a_reload_starts_new_workers_and_stops_the_old_once_all_serve() -> None:
+    """The old workers reopen their logs and read certificates at once and serve
+    until every new worker serves (with the new text); then they are told to stop,
+    are killed if they outstay their own graceful timeout, and the new text and
+    graceful timeout are what counts from then on.
     """
     started, clock = running(2)
-    reloaded = started.reload(5.0, "[server]\nthreads = 4\n")
-    [check] = clock.checks()
-    assert check.args == ["/usr/bin/python3", "-m", "twistwsgi.worker", "--check"]
-    assert check.payload()["config_content"] == "[server]\nthreads = 4\n"
-    assert [process.commands() for process in clock.processes[:2]] == [[b"keep\n"]] * 2
+    old = clock.processes[:2]
+    with capture_log_events() as events:
+        reloaded = started.reload(5.0, "[server]\nthreads = 4\n")
     fired: list[object] = []
     reloaded.addCallback(fired.append)
-    finish(check, 0)
+    new = new_workers(clock, 2)
+    assert [process.payload()["number"] for process in new] == [1, 2]
+    assert [process.payload()["config_content"] for process in new] == [
+        "[server]\nthreads = 4\n"
+    ] * 2
+    assert new[0].args == ["/usr/bin/python3", "-m", "twistwsgi.worker"]
+    assert new[0].child_fds == old[0].child_fds
+    assert [process.commands() for process in old] == [[b"keep\n"]] * 2
+    assert messages(events) == [
+        "Reload: starting 2 new worker process(es); the old ones serve meanwhile",
+        "Started worker 1 (pid 1002)",
+        "Started worker 2 (pid 1003)",
+    ]
+    new[0].report({"ready": True})
+    assert [process.commands() for process in old] == [[b"keep\n"]] * 2
+    assert started.pids == [1000, 1001]
+    assert not fired
+    with capture_log_events() as events:
+        new[1].report({"ready": True})
     assert fired
-    command = b'reload {"content": "[server]\\nthreads = 4\\n"}\n'
-    assert [process.commands() for process in clock.processes[:2]] == [[b"keep\n", command]] * 2
+    assert [process.commands() for process in old] == [[b"keep\n", b"stop\n"]] * 2
+    assert new[0].commands() == []
+    assert started.pids == [1002, 1003]
+    assert messages(events) == [
+        "Reloaded: 2 new worker process(es) serve; 2 old one(s) finish their requests (up to 30.0s)"
+    ]
+    # An old worker that ends is not started again; one that outstays is killed.
+    with capture_log_events() as events:
+        old[0].end()
+    assert messages(events) == []
+    clock.advance(30.0 + KILL_GRACE - 0.1)
+    assert old[1].signals == []
+    clock.advance(0.1)
+    assert old[1].signals == ["KILL"]
+    old[1].end(ProcessTerminated(signal=signal.SIGKILL))
+    assert len(clock.processes) == 4
+    # A new worker that dies is started again with the new text.
     clock.advance(YOUNG_WORKER)
-    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    new[0].end(ProcessTerminated(exitCode=1))
     clock.advance(0)
-    replacement = clock.processes[-1]
-    assert replacement.payload()["config_content"] == ("[server]\nthreads = 4\n")
+    assert clock.processes[-1].payload()["config_content"] == "[server]\nthreads = 4\n"
     started.stopService()
     clock.advance(5.0 + KILL_GRACE)
-    assert replacement.signals == ["KILL"]
+    assert clock.processes[-1].signals == ["KILL"]
 
 
-def test_a_reload_that_does_not_build_is_refused_once_and_changes_nothing() -> None:
-    started, clock = running(1)
+def test_a_reload_can_change_the_number_of_workers() -> None:
+    started, clock = running(2)
+    started.reload(30.0, "[server]\nworkers = 3\n", 3)
+    new = new_workers(clock, 2)
+    assert [process.payload()["number"] for process in new] == [1, 2, 3]
+    for process in new:
+        process.report({"ready": True})
+    assert started.pids == [1002, 1003, 1004]
+    assert [process.commands() for process in clock.processes[:2]] == [[b"keep\n", b"stop\n"]] * 2
+    started.reload(30.0, "[server]\nworkers = 1\n", 1)
+    [last] = new_workers(clock, 5)
+    last.report({"ready": True})
+    assert started.pids == [1005]
+    assert [process.commands()[-1] for process in new] == [b"stop\n"] * 3
+
+
+def test_a_new_worker_that_cannot_start_gives_the_reload_up() -> None:
+    """Its reason is the one line; the new worker that serves stops gracefully,
+    the one still starting is killed, and the old ones keep serving the old text.
+    """
+    started, clock = running(2)
+    old = clock.processes[:2]
+    fired: list[object] = []
+    started.reload(5.0, "[server]\nbroken\n").addCallback(fired.append)
+    first, second = new_workers(clock, 2)
+    first.report({"ready": True})
     with capture_log_events() as events:
-        started.reload(5.0, "[server]\nbroken\n")
-        finish(clock.checks()[0], 2, b"twistwsgi: error: --app: cannot import module 'x'\n")
+        second.report({"error": "--app: cannot import module 'x'"})
+        second.end(ProcessTerminated(exitCode=2))
+    assert fired
     assert messages(events) == [
-        "Reload refused, the old configuration keeps serving: --app: cannot import module 'x'"
+        "Reload refused, the old workers keep serving: new worker 2 (pid 1003) could not"
+        " start: --app: cannot import module 'x'"
     ]
-    # What a refused reload still does: reopen the access log, read certificates.
-    assert clock.processes[0].commands() == [b"keep\n"]
+    assert first.commands() == [b"stop\n"]
+    assert first.signals == []
+    assert [process.commands() for process in old] == [[b"keep\n"]] * 2
+    assert started.pids == [1000, 1001]
+    clock.advance(5.0 + KILL_GRACE)
+    assert first.signals == ["KILL"]
+    first.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert len(clock.processes) == 4  # neither new worker is started again
     clock.advance(YOUNG_WORKER)
-    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    old[0].end(ProcessTerminated(exitCode=1))
     clock.advance(0)
     assert clock.processes[-1].payload()["config_content"] == "[server]\n"
-    started.stopService()
-    clock.advance(30.0 + KILL_GRACE - 0.1)
-    assert clock.processes[-1].signals == []
+    # Not given up for ever: the next reload starts new workers again.
+    started.reload(5.0, "[server]\nfixed = 1\n")
+    assert len(clock.processes) == 7
 
 
-def test_a_reload_asked_for_during_a_check_follows_it() -> None:
+def test_a_new_worker_still_starting_when_another_fails_is_killed() -> None:
+    started, clock = running(2)
+    started.reload(5.0, "[server]\n")
+    first, second = new_workers(clock, 2)
+    with capture_log_events() as events:
+        first.end(ProcessTerminated(signal=signal.SIGSEGV))
+    assert messages(events) == [
+        "Reload refused, the old workers keep serving: new worker 1 (pid 1002) could not"
+        " start: was killed by SIGSEGV"
+    ]
+    assert second.signals == ["KILL"]
+    assert second.commands() == []
+    with capture_log_events() as events:
+        second.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert messages(events) == []
+    assert started.pids == [1000, 1001]
+
+
+def test_new_workers_that_do_not_serve_in_time_give_the_reload_up() -> None:
+    started, clock = running(1)
+    with capture_log_events() as events:
+        started.reload(1.0, "slow")
+        [new] = new_workers(clock, 1)
+        clock.advance(RELOAD_TIMEOUT - 0.1)
+        assert new.signals == []
+        clock.advance(0.1)
+        assert new.signals == ["KILL"]
+        new.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert messages(events)[-1] == (
+        "Reload refused, the old workers keep serving: new worker(s) 1 did not serve"
+        " within 60s (importing the applications?)"
+    )
+    assert clock.processes[0].commands() == [b"keep\n"]
+    assert started.pids == [1000]
+
+
+def test_an_old_worker_that_dies_during_a_reload_is_replaced_until_the_new_ones_serve() -> None:
+    started, clock = running(2)
+    clock.advance(YOUNG_WORKER)
+    started.reload(5.0, "new")
+    clock.processes[0].end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
+    stand_in = clock.processes[-1]
+    assert stand_in.payload()["config_content"] == "[server]\n"
+    clock.processes[1].end(ProcessTerminated(exitCode=1))  # young now: restart later
+    new = clock.processes[2:4]
+    for process in new:
+        process.report({"ready": True})
+    assert stand_in.commands() == [b"stop\n"]
+    clock.advance(MAX_RESTART_DELAY)
+    assert len(clock.processes) == 5  # the pending restart was dropped
+    assert started.pids == [1002, 1003]
+
+
+def test_a_reload_asked_for_during_a_reload_follows_it() -> None:
     started, clock = running(1)
     started.reload(1.0, "first")
     started.reload(2.0, "second")
-    assert len(clock.checks()) == 1
-    finish(clock.checks()[0], 0)
-    [_, second] = clock.checks()
+    [first] = new_workers(clock, 1)
+    assert first.payload()["config_content"] == "first"
+    first.report({"ready": True})
+    [second] = new_workers(clock, 2)
     assert second.payload()["config_content"] == "second"
-    finish(second, 0)
-    reloads = [command for command in clock.processes[0].commands() if command != b"keep\n"]
-    assert [json.loads(command.split(b" ", 1)[1]) for command in reloads] == [
-        {"content": "first"},
-        {"content": "second"},
-    ]
+    assert first.commands() == [b"keep\n"]  # (the second reload's at once)
+    second.report({"ready": True})
+    assert first.commands() == [b"keep\n", b"stop\n"]
+    assert started.pids == [second.pid]
 
 
-def test_a_check_that_cannot_start_refuses_that_reload_only() -> None:
+def test_a_new_worker_that_cannot_be_started_refuses_that_reload_only() -> None:
     """A spawn that fails at once (E2BIG, EAGAIN) is one refusal, not the end of
     every later reload.
     """
-    started, clock = running(1)
+    started, clock = running(2)
     clock.refuse_spawn = True
     with capture_log_events() as events:
         fired: list[object] = []
         started.reload(1.0, "first").addCallback(fired.append)
     assert fired
     assert messages(events)[-1] == (
-        "Reload refused, the old configuration keeps serving: cannot start a process"
-        " to check it: [Errno 11] Resource temporarily unavailable"
+        "Reload refused, the old workers keep serving: cannot start a new worker"
+        " process: [Errno 11] Resource temporarily unavailable"
     )
     clock.refuse_spawn = False
     started.reload(1.0, "second")
-    finish(clock.checks()[0], 0)
-    assert clock.processes[0].commands()[-1] == b'reload {"content": "second"}\n'
+    assert [process.payload()["config_content"] for process in new_workers(clock, 2)] == [
+        "second"
+    ] * 2
 
 
-def test_a_check_that_takes_too_long_is_killed_and_the_reload_refused() -> None:
-    started, clock = running(1)
-    with capture_log_events() as events:
-        started.reload(1.0, "slow")
-        [check] = clock.checks()
-        clock.advance(CHECK_TIMEOUT - 0.1)
-        assert check.signals == []
-        clock.advance(0.1)
-        assert check.signals == ["KILL"]
-        check.end(ProcessTerminated(signal=signal.SIGKILL))
-    assert messages(events)[-1] == (
-        "Reload refused, the old configuration keeps serving: building it took more"
-        " than 60s (importing the applications?)"
-    )
-    assert clock.processes[0].commands() == [b"keep\n"]
-
-
-def test_a_stop_kills_a_check_in_progress_and_no_reload_follows() -> None:
+def test_a_stop_during_a_reload_stops_old_and_new_workers_and_no_reload_follows() -> None:
     started, clock = running(1)
     started.reload(1.0, "slow")
     started.reload(2.0, "queued")
-    [check] = clock.checks()
-    started.stopService()
-    assert check.signals == ["KILL"]
+    [new] = new_workers(clock, 1)
+    fired: list[object] = []
+    started.stopService().addCallback(fired.append)
+    assert clock.processes[0].commands() == [b"keep\n", b"keep\n", b"stop\n"]
+    assert new.commands() == [b"keep\n", b"stop\n"]
     with capture_log_events() as events:
-        check.end(ProcessTerminated(signal=signal.SIGKILL))
+        new.report({"ready": True})
         started.reload(3.0, "while stopping")
-    assert len(clock.checks()) == 1
+    assert len(clock.processes) == 2
     assert not [text for text in messages(events) if "Reload" in text]
-    assert b"stop\n" in clock.processes[0].commands()
-    assert not [command for command in clock.processes[0].commands() if b"reload" in command]
+    assert started.pids == [1000]
+    clock.processes[0].end()
+    assert not fired
+    new.end()
+    assert fired
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_stop_bounds_the_old_workers_by_its_own_timeout_too() -> None:
+    """A stop ends the whole server within the graceful timeout in force, old
+    workers that were given longer included.
+    """
+    started, clock = running(1)
+    started.reload(1.0, "new")
+    [new] = new_workers(clock, 1)
+    new.report({"ready": True})
+    started.stopService()
+    assert clock.processes[0].commands() == [b"keep\n", b"stop\n", b"stop\n"]
+    clock.advance(1.0 + KILL_GRACE - 0.1)
+    assert new.signals == clock.processes[0].signals == []
+    clock.advance(0.1)
+    assert new.signals == clock.processes[0].signals == ["KILL"]
 
 
 def test_log_reopening_is_passed_to_every_worker() -> None:
+    """Old workers that still finish their requests reopen their logs too."""
     started, clock = running(2)
     started.reopen_access_log()
     started.keep_configuration()
     assert [process.commands() for process in clock.processes] == [[b"reopen\n", b"keep\n"]] * 2
+    started.reload(1.0, "new", 1)
+    [new] = new_workers(clock, 2)
+    started.reopen_access_log()
+    new.report({"ready": True})
+    started.reopen_access_log()
+    assert new.commands() == [b"reopen\n", b"reopen\n"]
+    assert [process.commands()[-2:] for process in clock.processes[:2]] == [
+        [b"stop\n", b"reopen\n"]
+    ] * 2
 
 
 def test_a_worker_that_ends_before_the_first_start_served_fails_the_start() -> None:

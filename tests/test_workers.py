@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import os
 import re
+import select
 import signal
 import socket
 import ssl
@@ -168,31 +169,156 @@ def test_an_unimportable_app_is_one_line_and_exit_2_before_any_worker(
     assert not socket_path.exists()
 
 
-def test_sighup_reloads_every_worker(tmp_path: Path, socket_path: Path) -> None:
+def write_release(directory: Path, answer: str) -> None:
+    """An application module, release_app.py, that answers ``answer``, its pid and
+    its working directory once it has read the body (saying in the log when it
+    begins to).
+    """
+    directory.mkdir(exist_ok=True)
+    (directory / "release_app.py").write_text(
+        "import os\n"
+        "from wsgiref.validate import validator\n"
+        "@validator\n"
+        "def app(environ, start_response):\n"
+        f"    environ['wsgi.errors'].write('{answer} reads a body\\n')\n"
+        "    environ['wsgi.errors'].flush()\n"
+        "    while environ['wsgi.input'].read(65536):\n"
+        "        pass\n"
+        f"    body = f'{answer} {{os.getpid()}} {{os.getcwd()}}'.encode()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain'),"
+        " ('Content-Length', str(len(body)))])\n"
+        "    return [body]\n"
+    )
+
+
+def release_answer(socket_path: Path) -> tuple[str, int, str]:
+    """What the application answered, the pid and directory it answered from."""
+    connection = UnixHTTPConnection(socket_path)
+    connection.request("GET", "/")
+    answer, pid, directory = connection.getresponse().read().decode().split()
+    connection.close()
+    return answer, int(pid), directory
+
+
+def wait_until_ended(pid: int) -> None:
+    """Wait for process ``pid`` to end (60 s turn a hang into a failure)."""
+    with contextlib.suppress(ProcessLookupError):
+        descriptor = os.pidfd_open(pid)
+        try:
+            ready, _, _ = select.select([descriptor], [], [], 60)
+            assert ready, f"process {pid} still runs"
+        finally:
+            os.close(descriptor)
+
+
+def test_sighup_replaces_the_workers_with_new_code_and_a_new_configuration(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """New workers import the changed module and build the changed file, while the
+    old ones serve; then each old one finishes its request in progress and ends.
+    """
+    write_release(tmp_path, "A")
     config = tmp_path / "site.toml"
 
-    def write(app: str) -> None:
+    def write(workers: int) -> None:
         config.write_text(
-            f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
-            f'[[host]]\nnames = ["reload.example"]\ndefault = true\n'
-            f'[[host.mount]]\npath = "/"\napp = "{app}"\n'
+            f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = {workers}\n'
+            f'[[host]]\nnames = ["x"]\ndefault = true\n'
+            f'[[host.mount]]\npath = "/"\napp = "release_app:app"\n'
         )
 
-    write("tests.apps:version_a")
-    server = Server("--config", str(config))
+    write(2)
+    server = Server("--config", "site.toml", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
     try:
-        started_workers(server, 2)
+        old = started_workers(server, 2)
         server.wait_for("with 2 worker processes")
-        write("tests.apps:version_b")
+        # A request in progress on an old worker: its application reads a body
+        # not sent in full (more than is received before the application runs).
+        in_progress = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        in_progress.connect(str(socket_path))
+        in_progress.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        in_progress.sendall(b"x" * 70_000)
+        server.wait_for("A reads a body")
+        write_release(tmp_path, "B")
+        write(3)  # (the number of workers changes with a reload too)
         server.process.send_signal(signal.SIGHUP)
-        reloaded = {
-            server.wait_for("Reloaded the configuration").split(" worker ")[1][0] for _ in range(2)
-        }
-        assert reloaded == {"1", "2"}
-        connection = UnixHTTPConnection(socket_path)
-        connection.request("GET", "/", headers={"Host": "reload.example"})
-        assert connection.getresponse().read() == b"B"
-        connection.close()
+        server.wait_for("Reload: starting 3 new worker process(es)")
+        new = started_workers(server, 3)
+        server.wait_for("Reloaded: 3 new worker process(es) serve; 2 old one(s) finish")
+        assert set(new.values()).isdisjoint(old.values())
+        in_progress.sendall(b"x" * 30_000)
+        received = b""
+        while data := in_progress.recv(65536):
+            received += data
+        in_progress.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert body.startswith(b"A ")
+        assert int(body.split()[1]) in old.values()
+        # (An old worker accepts until it has read its stop command.)
+        for pid in old.values():
+            wait_until_ended(pid)
+        answer, pid, _ = release_answer(socket_path)
+        assert (answer, pid in new.values()) == ("B", True)
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_reload_whose_code_does_not_import_leaves_the_old_workers_serving(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    write_release(tmp_path, "A")
+    server = Server(
+        *("--app", "release_app:app", "--listen", f"unix:{socket_path}", "--workers", "2"),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        old = started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        (tmp_path / "release_app.py").write_text("raise RuntimeError('half deployed')\n")
+        server.process.send_signal(signal.SIGHUP)
+        line = server.wait_for("Reload refused")
+        assert re.search(
+            r"Reload refused, the old workers keep serving: new worker \d \(pid \d+\) could"
+            r" not start: --app: cannot import module 'release_app' .*RuntimeError: half"
+            r" deployed",
+            line,
+        )
+        answer, pid, _ = release_answer(socket_path)
+        assert (answer, pid in old.values()) == ("A", True)
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_reload_follows_a_symbolic_link_a_deployment_moved(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """Started in ``current`` (a link to a release, named by $PWD as a shell does),
+    the new workers of a reload import from the release the link leads to then.
+    """
+    write_release(tmp_path / "release-1", "A")
+    write_release(tmp_path / "release-2", "B")
+    current = tmp_path / "current"
+    current.symlink_to("release-1")
+    server = Server(
+        *("--app", "release_app:app", "--listen", f"unix:{socket_path}", "--workers", "2"),
+        cwd=current,
+        env={"PYTHONPATH": str(ROOT), "PWD": str(current)},
+    )
+    try:
+        old = started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        assert release_answer(socket_path)[0] == "A"
+        replacement = tmp_path / "current.new"
+        replacement.symlink_to("release-2")
+        replacement.replace(current)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reloaded: 2 new worker process(es) serve")
+        for pid in old.values():
+            wait_until_ended(pid)
+        # Imported from there, and serving from there (where relative files are).
+        assert release_answer(socket_path)[::2] == ("B", os.path.realpath(tmp_path / "release-2"))
     finally:
         assert server.stop() == 0
 
@@ -302,7 +428,8 @@ def test_a_relative_config_file_is_found_after_rundir(tmp_path: Path, socket_pat
         server.wait_for("with 2 worker processes")
         assert answered_by(socket_path)[1] == "http"
         server.process.send_signal(signal.SIGHUP)  # the file is read again from there
-        assert "worker" in server.wait_for("Reloaded the configuration")
+        server.wait_for("Reloaded: 2 new worker process(es) serve")
+        assert answered_by(socket_path)[1] == "http"
     finally:
         assert server.stop() == 0
 
@@ -352,8 +479,7 @@ def test_a_configuration_file_larger_than_an_environment_variable(
     try:
         server.wait_for("with 2 worker processes")
         server.process.send_signal(signal.SIGHUP)
-        server.wait_for("Reload: asking 2 worker(s) to reload")
-        server.wait_for("Reloaded the configuration")
+        server.wait_for("Reloaded: 2 new worker process(es) serve")
         assert answered_by(socket_path)[1] == "http"
     finally:
         assert server.stop() == 0
@@ -383,7 +509,7 @@ def test_a_process_the_application_starts_at_import_does_not_hold_the_start(
     try:
         server.wait_for("with 2 worker processes", timeout=60)
         server.process.send_signal(signal.SIGHUP)
-        server.wait_for("Reload: asking 2 worker(s) to reload", timeout=60)
+        server.wait_for("Reloaded: 2 new worker process(es) serve", timeout=60)
     finally:
         # First: they hold the server's output pipe too, which stop() reads to its end.
         for pid in (tmp_path / "helpers").read_text().split():

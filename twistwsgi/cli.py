@@ -672,7 +672,7 @@ def _access_log_problem(path: str | None) -> str | None:
 def makeService(options: Options) -> Service:
     """Build the server ``twistd``/``twist`` runs (called after option parsing).
 
-    With ``--workers`` above 1 that is a :class:`~twistwsgi.supervisor.Supervisor`
+    With ``--workers`` 1 or more that is a :class:`~twistwsgi.supervisor.Supervisor`
     of worker processes; otherwise this process serves.
     """
     from twisted.internet import reactor  # noqa: PLC0415 - installed by twistd first
@@ -697,7 +697,7 @@ def makeService(options: Options) -> Service:
             # it again at exit).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
-    if config.workers > 1:
+    if config.workers:
         return _supervisor(reactor, options, endpoints)
     try:
         service = make_service(
@@ -776,20 +776,24 @@ def _supervisor(
     )
 
     given = dict(options.given)
+    start_directory = logical_working_directory()
     if given.get("config"):
         # Absolute: twistd --rundir changes directory before the workers start.
-        given["config"] = os.path.abspath(given["config"])
+        given["config"] = os.path.normpath(os.path.join(start_directory, given["config"]))
     try:
         config, content = _read_config(given)
     except OSError as error:
         exit_with_error(f"{given['config']}: cannot read the configuration file: {error}")
     except ConfigError as error:
         exit_with_error(str(error))
-    start_directory = os.getcwd()
     configuration = {
         "options": given,
         "config_content": content.decode("utf-8") if content is not None else None,
         "start_directory": start_directory,
+        # Where the start directory led when the server started: a worker that
+        # still serves from there (no twistd --rundir) serves from the start
+        # directory as it leads now, see twistwsgi.worker.
+        "start_directory_was": os.getcwd(),
         # Started with SIGINT ignored (a shell's background job): so are the
         # workers, which would otherwise stop on a Ctrl-C meant for the shell.
         "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
@@ -847,10 +851,17 @@ def _supervisor(
             )
             supervisor.keep_configuration()
             return
-        if accepted.workers != config.workers or accepted.listen != config.listen:
-            _log.warn("Reload: workers and listen take effect at the next restart")
+        if accepted.listen != config.listen:
+            _log.warn("Reload: listen takes effect at the next restart")
+        if not accepted.workers:
+            _log.warn(
+                "Reload: serving without worker processes (workers = 0) takes effect at"
+                " the next restart"
+            )
         supervisor.reload(
-            accepted.graceful_timeout, text.decode("utf-8") if text is not None else None
+            accepted.graceful_timeout,
+            text.decode("utf-8") if text is not None else None,
+            accepted.workers,
         )
 
     reactor.callWhenRunning(_on_reload_signals, reactor, reload, supervisor.reopen_access_log)
@@ -950,6 +961,23 @@ def _read_config(given: dict[str, Any]) -> tuple[ServerConfig, bytes | None]:
     return load_config(given, content), content
 
 
+def logical_working_directory() -> str:
+    """The current directory as the shell named it: ``$PWD`` when that leads here.
+
+    :func:`os.getcwd` resolves symbolic links. A server started in
+    ``/srv/app/current``, a link a deployment moves to each new release before a
+    SIGHUP, must start its new workers in the release the link leads to then, not
+    in the one it led to at the start (gunicorn reads ``$PWD`` the same way).
+    """
+    here = os.getcwd()
+    named = os.environ.get("PWD")
+    if named and os.path.isabs(named):
+        with contextlib.suppress(OSError):
+            if os.path.samefile(named, here):
+                return named
+    return here
+
+
 @contextlib.contextmanager
 def working_directory(path: str) -> Iterator[None]:
     """Run the block in directory ``path``, then go back (no change when already there).
@@ -1045,16 +1073,14 @@ def reload_server(
     service: ServerService,
     given: dict[str, Any],
     endpoints: list[tuple[str, IStreamServerEndpoint]],
-    content: bytes | None = None,
 ) -> None:
     """Read the configuration again from ``given`` and swap it in (SIGHUP's work).
 
-    ``content`` is the configuration file's text when it was read already (by the
-    master of a worker). Also reopens the access log and reads the TLS listeners'
-    certificates again, whether or not the new configuration builds.
+    Also reopens the access log and reads the TLS listeners' certificates again,
+    whether or not the new configuration builds.
     """
     try:
-        config = load_config(given, content)
+        config = load_config(given)
     except Exception as error:
         # A ConfigError names the setting; anything else (a bug, or a file that
         # vanished mid-read) must not end the server or skip the log reopening.

@@ -198,7 +198,7 @@ MAX_WORKERS = 256
 
 
 def _worker_count(value: Any) -> int:
-    """A number of processes, or ``auto``: one per CPU this process may run on.
+    """A number of worker processes (0: none), or ``auto``: one per CPU this process may use.
 
     ``auto`` is nginx's ``worker_processes auto``; the CPUs counted are those of the
     process's affinity mask (a container's cpuset), not of the whole machine.
@@ -206,12 +206,12 @@ def _worker_count(value: Any) -> int:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return len(os.sched_getaffinity(0))
     number = _whole_number(value)
-    if not 1 <= number <= MAX_WORKERS:
-        raise ValueError(f"expected auto or a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+    if not 0 <= number <= MAX_WORKERS:
+        raise ValueError(f"expected auto or a whole number from 0 to {MAX_WORKERS}, got {value!r}")
     return number
 
 
-WORKERS = Kind("WORKERS", _worker_count, f"auto, or a whole number from 1 to {MAX_WORKERS}")
+WORKERS = Kind("WORKERS", _worker_count, f"auto, or a whole number from 0 to {MAX_WORKERS}")
 SIZE = Kind("SIZE", _size, "bytes, 0 or more, with an optional k, m or g suffix (powers of 1024)")
 DURATION = Kind(
     "SECONDS",
@@ -778,11 +778,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "workers",
         WORKERS,
-        1,
-        "Server processes, each with its own threads, sharing the listening sockets"
-        " (gunicorn's --workers, nginx's worker_processes); auto starts one per CPU."
-        " One process supervises them: it starts another when one dies and stops"
-        " them gracefully. 1 serves from this process alone.",
+        0,
+        "Worker processes, each a whole server with its own threads, sharing the"
+        " listening sockets (gunicorn's --workers, nginx's worker_processes); auto"
+        " starts one per CPU. The process started supervises them: it starts another"
+        " when one dies, replaces them all on SIGHUP (new code as well as a new"
+        " configuration, without dropping a connection) and stops them gracefully."
+        " 0 serves from the process started alone.",
     ),
     Setting(
         "thread_queue_timeout",
@@ -1394,7 +1396,7 @@ class ServerConfig:
             catch-all host, and each set of names given to --vhost one more.
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
-        workers: server processes (1: this process serves alone).
+        workers: worker processes under a supervisor (0: this process serves alone).
         thread_queue_timeout: seconds a request may wait for a worker thread (0: no
             limit).
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
@@ -1418,7 +1420,7 @@ class ServerConfig:
     hosts: tuple[HostConfig, ...] = ()
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
-    workers: int = 1
+    workers: int = 0
     thread_queue_timeout: float = 60.0
     access_log: str | None = None
     access_log_format: str | None = None

@@ -275,7 +275,7 @@ def _host_title(host: HostConfig) -> str:
 def describe_routing(config: ServerConfig) -> str:
     """The routing table of ``config`` as text (for ``--check-config``)."""
     lines = [f"listen: {', '.join(config.listen)}", f"threads: {config.threads}"]
-    if config.workers > 1:
+    if config.workers:
         lines.append(f"workers: {config.workers} processes")
     for host in config.hosts:
         lines.append(f"host {_host_title(host)}")

@@ -7,12 +7,19 @@ kernel hands each new connection to one of them, as it does for gunicorn's or
 nginx's workers. The supervisor serves no request itself. It relays the workers' log
 events into its own log (wherever ``twistd`` sends it), starts a worker again when
 one dies (at once if it had been serving a while, after a growing delay if it keeps
-dying young), passes reloads on, and stops them all gracefully.
+dying young), replaces them all on a reload, and stops them all gracefully.
+
+A reload (SIGHUP) starts a new set of workers beside the old ones, as nginx and
+gunicorn do: they import the applications afresh, so new code is served as well as
+a new configuration, and nothing is refused meanwhile (the listening sockets stay
+open in this process). Once every new worker serves, the old ones are told to stop
+gracefully; if one of the new workers cannot start, the others are stopped and the
+old ones keep serving.
 
 Master and worker speak over two pipes besides the sockets:
 
 * the control pipe (the worker's descriptor :data:`CONTROL_FD`, written by the
-  master): one command per line (``stop``, ``stop-now``, ``reload``, ``reopen``).
+  master): one command per line (``stop``, ``stop-now``, ``keep``, ``reopen``).
   Its end of file means the master is gone: the worker stops gracefully, so no
   worker outlives a killed master by more than its graceful timeout.
 * the report pipe (:data:`REPORT_FD`, read by the master): one JSON object per
@@ -38,7 +45,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,9 +108,9 @@ MAX_RESTART_DELAY = 30.0
 KILL_GRACE = 5.0
 #: Seconds after a worker exited that its end waits for its pipes to be read whole.
 PIPE_GRACE = 1.0
-#: Seconds a reload's checking process may take to build the configuration (import
-#: the applications) before it is killed and the reload refused.
-CHECK_TIMEOUT = 60.0
+#: Seconds a reload's new workers may take to serve (import the applications) before
+#: they are killed and the reload refused.
+RELOAD_TIMEOUT = 60.0
 
 
 #: The endpoints whose listening socket is the whole of what they do, so that a worker
@@ -177,6 +183,9 @@ class _Worker:
     pid: int | None = None
     restart: IDelayedCall | None = None
     failures: int = 0
+    #: For a process told to stop on its own (an old worker after a reload): when
+    #: it is killed if still running.
+    deadline: IDelayedCall | None = None
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -226,60 +235,6 @@ class _WorkerProtocol(ProcessProtocol):
             self._supervisor._ended(self._worker, self._exit)
 
 
-class _Check(ProcessProtocol):
-    """A process that builds a configuration and exits (``--check``), or is killed.
-
-    It is killed after :data:`CHECK_TIMEOUT`, or by :meth:`kill`. Its standard error
-    goes to an unlinked file, read once it has exited, rather than to a pipe: a
-    process the application starts at import would inherit the pipe, and the check
-    would only end with it.
-
-    Attributes:
-        ended: fires with ``None`` if it built, else with the one-line reason.
-        errors: the file its standard error goes to.
-    """
-
-    def __init__(self, clock: IReactorTime, payload: bytes) -> None:
-        self._clock = clock
-        self._payload = payload
-        self._timed_out = False
-        self._deadline: IDelayedCall | None = None
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed when it ends
-        self.ended: Deferred[str | None] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.writeToChild(0, self._payload)
-        self.transport.closeChildFD(0)
-        self._deadline = self._clock.callLater(CHECK_TIMEOUT, self._time_out)
-
-    def _time_out(self) -> None:
-        self._deadline = None
-        self._timed_out = True
-        self.kill()
-
-    def kill(self) -> None:
-        """End the check now (it ends as refused)."""
-        if self.transport is not None:
-            with contextlib.suppress(ProcessExitedAlready):
-                self.transport.signalProcess("KILL")
-
-    def processEnded(self, reason: Failure) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self.errors.seek(0)
-        written = self.errors.read()
-        self.errors.close()
-        if isinstance(reason.value, ProcessDone):
-            self.ended.callback(None)
-            return
-        if self._timed_out:
-            problem = f"building it took more than {CHECK_TIMEOUT:g}s (importing the applications?)"
-        else:
-            problem = last_error_line(written) or _how_it_ended(reason.value or ProcessDone(0))
-        self.ended.callback(problem)
-
-
 def last_error_line(written: bytes) -> str:
     """The reason a checking process gave: its last line on stderr, without prefix."""
     lines = written.decode("utf-8", "replace").strip().splitlines()
@@ -297,7 +252,8 @@ class Supervisor(Service):
         configuration: what each worker builds its configuration from, as JSON
             values: ``options`` (setting name to the value given), ``config_content``
             (the configuration file's text as accepted, or None), ``start_directory``
-            (where relative paths were given from). A reload replaces the text.
+            (where relative paths were given from). A reload that takes over
+            replaces the text.
         graceful_timeout: the workers' graceful timeout; a stopping worker still
             running :data:`KILL_GRACE` seconds past it is killed.
         on_start_error: called with a one-line message when a listener cannot be
@@ -305,8 +261,7 @@ class Supervisor(Service):
         on_failed_start: called with a one-line message when a worker ends before
             every worker of the first start served (the server then cannot run as
             configured); by default the supervisor stops.
-        command: the program and arguments that start a worker (with ``--check``:
-            that check the configuration and exit, 0 or 2 with a line on stderr).
+        command: the program and arguments that start a worker.
         environ: the environment the workers start with (besides their options).
     """
 
@@ -330,9 +285,16 @@ class Supervisor(Service):
         self._graceful_timeout = graceful_timeout
         self._on_start_error = on_start_error
         self._on_failed_start = on_failed_start
-        self._checking: Deferred[None] | None = None
-        self._check: _Check | None = None
-        self._next_reload: tuple[float, str | None] | None = None
+        # A reload in progress: its new workers (by slot), what they were started
+        # with (configuration, graceful timeout), when it is given up, and what
+        # waits for it.
+        self._incoming: dict[int, _Worker] | None = None
+        self._incoming_with: tuple[dict[str, Any], float] = (self._configuration, graceful_timeout)
+        self._reload_deadline: IDelayedCall | None = None
+        self._reloading: Deferred[None] | None = None
+        self._next_reload: tuple[float, str | None, int | None] | None = None
+        # Old workers told to stop, until they end.
+        self._retiring: list[_Worker] = []
         self._command = list(command)
         self._environ = dict(os.environ if environ is None else environ)
         self.ports: list[IListeningPort] = []
@@ -391,7 +353,19 @@ class Supervisor(Service):
         report_start_error(self._on_start_error, error)
 
     def _spawn(self, worker: _Worker) -> None:
-        """Start ``worker``'s process, with the listening sockets and the two pipes."""
+        """Start the process of ``worker``'s slot; if that fails, try again later."""
+        try:
+            self._start_process(worker, self._configuration)
+        except OSError as error:  # fork failed: out of memory, or a process limit
+            _log.error("Cannot start worker {number}: {error}", number=worker.number, error=error)
+            self._restart_later(worker)
+
+    def _start_process(self, worker: _Worker, configuration: Mapping[str, Any]) -> None:
+        """Start ``worker``'s process, with the listening sockets and the two pipes.
+
+        Raises:
+            OSError: the process could not be started.
+        """
         worker.restart = None
         worker.ready = False
         worker.error = None
@@ -399,26 +373,21 @@ class Supervisor(Service):
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
         for index, port in enumerate(self.ports):
             child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
-        try:
-            process = self._reactor.spawnProcess(
-                _WorkerProtocol(self, worker, self._reactor),
-                self._command[0],
-                self._command,
-                env=self._worker_environ(),
-                childFDs=child_fds,
-            )
-        except OSError as error:  # fork failed: out of memory, or a process limit
-            _log.error("Cannot start worker {number}: {error}", number=worker.number, error=error)
-            self._restart_later(worker)
-            return
+        process = self._reactor.spawnProcess(
+            _WorkerProtocol(self, worker, self._reactor),
+            self._command[0],
+            self._command,
+            env=self._worker_environ(),
+            childFDs=child_fds,
+        )
         worker.process = process
         worker.pid = process.pid
-        process.writeToChild(0, self._payload(worker.number, self._configuration))
+        process.writeToChild(0, self._payload(worker.number, configuration))
         process.closeChildFD(0)
         _log.info("Started worker {number} (pid {pid})", number=worker.number, pid=worker.pid)
 
     def _worker_environ(self) -> dict[str, str]:
-        """The environment of a worker (or of a checking process)."""
+        """The environment of a worker."""
         environ = {
             name: value
             for name, value in self._environ.items()
@@ -428,7 +397,7 @@ class Supervisor(Service):
         return environ
 
     def _payload(self, number: int, configuration: Mapping[str, Any]) -> bytes:
-        """What worker ``number`` (0: a checking process) reads on its standard input."""
+        """What worker ``number`` reads on its standard input."""
         payload = {
             **configuration,
             "number": number,
@@ -459,7 +428,19 @@ class Supervisor(Service):
             worker.error = report["error"]
         if report.get("ready") is True and not worker.ready:
             worker.ready = True
-            self._announce_if_all_ready()
+            if self._is_incoming(worker):
+                self._take_over_if_all_ready()
+            else:
+                self._announce_if_all_ready()
+
+    def _is_incoming(self, worker: _Worker) -> bool:
+        """Whether ``worker`` is one of a reload's new workers, not serving yet."""
+        return self._incoming is not None and self._incoming.get(worker.number) is worker
+
+    def _everyone(self) -> list[_Worker]:
+        """Every worker with a process: serving, starting for a reload, or stopping."""
+        workers = [*self._workers.values(), *(self._incoming or {}).values(), *self._retiring]
+        return [worker for worker in workers if worker.process is not None]
 
     def _relay(self, worker: _Worker, event: dict[str, Any]) -> None:
         """Log a worker's event here, as it was logged there, naming the worker.
@@ -500,16 +481,32 @@ class Supervisor(Service):
             )
 
     def _ended(self, worker: _Worker, reason: BaseException) -> None:
-        """A worker process ended: start another, unless the server is stopping."""
+        """A worker process ended: start another, unless it was told to stop.
+
+        A reload's new worker that ends before they all serve gives the reload up.
+        """
         pid = worker.pid
         worker.process = None
+        retired = worker in self._retiring
+        if retired:
+            self._retiring.remove(worker)
+            _cancel(worker.deadline)
+            worker.deadline = None
         if self._stopping is not None:
-            if not any(other.process for other in self._workers.values()):
+            if not self._everyone():
                 ended, self._ended_all = self._ended_all, None
                 if ended is not None:
                     ended.callback(None)
             return
+        if retired:
+            return
         how = worker.error or _how_it_ended(reason)
+        if self._is_incoming(worker):
+            what = "could not start" if not worker.ready else "ended before the others served"
+            self._give_up_reload(f"new worker {worker.number} (pid {pid}) {what}: {how}")
+            return
+        if self._workers.get(worker.number) is not worker:
+            return  # (an old worker a reload replaced)
         if not self._announced:
             # The first start has not served yet: a worker that ends now would be
             # started again for ever while clients wait on a socket nobody serves.
@@ -537,77 +534,128 @@ class Supervisor(Service):
             delay = _restart_delay(worker.failures)
         worker.restart = self._reactor.callLater(delay, self._spawn, worker)
 
-    def _send(self, command: bytes) -> None:
-        for worker in self._workers.values():
+    def _send(self, command: bytes, workers: Sequence[_Worker] | None = None) -> None:
+        """Write ``command`` to ``workers``' control pipes (default: every worker's)."""
+        for worker in self._everyone() if workers is None else workers:
             if worker.process is not None:
                 with contextlib.suppress(KeyError):  # its control pipe closed: ending
                     worker.process.writeToChild(CONTROL_FD, command + b"\n")
 
-    def reload(self, graceful_timeout: float, content: str | None) -> Deferred[None]:
-        """Have every worker reload, once a checking process built the configuration.
+    def reload(
+        self, graceful_timeout: float, content: str | None, workers: int | None = None
+    ) -> Deferred[None]:
+        """Replace every worker by a new one built from the configuration ``content``.
 
         SIGHUP's work, given the configuration file's new text (already validated
-        here). The workers reopen their access logs and read their certificates
-        again at once (logrotate's and certbot's SIGHUP must not wait on a slow
-        import). A short-lived process then builds the configuration, importing the
-        applications, as at the start: only one that builds within
-        :data:`CHECK_TIMEOUT` reaches the workers, and becomes what workers started
-        from then on build. One that does not is refused with one line. The
+        here) and the number of workers it asks for (default: as many as now). The
+        workers reopen their access logs and read their certificates again at once
+        (logrotate's and certbot's SIGHUP must not wait for a slow start). Then a
+        new set of workers starts beside them, importing the applications afresh
+        (new code as well as the new configuration); once every one of them serves,
+        the old workers are told to stop gracefully, and the new text is what
+        workers started from then on build. A new worker that ends first, or that
+        does not serve within :data:`RELOAD_TIMEOUT`, gives the reload up with one
+        line: the other new workers are stopped and the old ones keep serving. The
         Deferred fires when that is decided (a reload asked for meanwhile follows).
         """
         if not self.running:
             return succeed(None)  # (stopping: the workers are told to stop)
         self.keep_configuration()
-        if self._checking is not None:
-            self._next_reload = (graceful_timeout, content)
-            return self._checking
-        configuration = {**self._configuration, "config_content": content}
-        checking: Deferred[None] = Deferred()
-        self._checking = checking
-        check = _Check(self._reactor, self._payload(0, configuration))
-        try:
-            with open(os.devnull, "wb") as nothing:
-                self._reactor.spawnProcess(
-                    check,
-                    self._command[0],
-                    [*self._command, "--check"],
-                    env=self._worker_environ(),
-                    childFDs={0: "w", 1: nothing.fileno(), 2: check.errors.fileno()},
-                )
-        except OSError as error:
-            check.errors.close()
-            check.ended.errback(error)
+        reloading = self._reloading
+        if reloading is None:
+            reloading = self._reloading = Deferred()
+            self._start_new_workers(graceful_timeout, content, workers)
+        else:
+            self._next_reload = (graceful_timeout, content, workers)
+        return reloading
 
-        def checked(problem: str | None) -> None:
-            if not self.running:
-                return  # (the stop killed the check)
-            if problem is None:
-                self._configuration = configuration
-                self._graceful_timeout = graceful_timeout
-                _log.info("Reload: asking {count} worker(s) to reload", count=len(self.pids))
-                self._send(b"reload " + json.dumps({"content": content}).encode())
-                return
-            _log.error(
-                "Reload refused, the old configuration keeps serving: {error}", error=problem
+    def _start_new_workers(
+        self, graceful_timeout: float, content: str | None, workers: int | None
+    ) -> None:
+        """Start a reload's new workers with the configuration file's text ``content``."""
+        self._incoming = incoming = {}
+        self._incoming_with = ({**self._configuration, "config_content": content}, graceful_timeout)
+        self._reload_deadline = self._reactor.callLater(RELOAD_TIMEOUT, self._reload_timed_out)
+        count = workers or self._count
+        _log.info(
+            "Reload: starting {count} new worker process(es); the old ones serve meanwhile",
+            count=count,
+        )
+        for number in range(1, count + 1):
+            worker = incoming[number] = _Worker(number, 0.0)
+            try:
+                self._start_process(worker, self._incoming_with[0])
+            except OSError as error:
+                self._give_up_reload(f"cannot start a new worker process: {error}")
+                break
+
+    def _take_over_if_all_ready(self) -> None:
+        """Once every new worker of a reload serves, the old ones stop gracefully."""
+        incoming = self._incoming
+        if incoming is None or not all(worker.ready for worker in incoming.values()):
+            return
+        old, old_timeout = self._workers, self._graceful_timeout
+        self._workers, self._incoming = incoming, None
+        self._configuration, self._graceful_timeout = self._incoming_with
+        self._announced = True  # (a reload before the first start served: it serves now)
+        self._count = len(incoming)
+        retiring = [worker for worker in old.values() if worker.process is not None]
+        for worker in old.values():
+            _cancel(worker.restart)
+            worker.restart = None
+        self._retire(retiring, old_timeout)
+        _log.info(
+            "Reloaded: {count} new worker process(es) serve; {old} old one(s) finish"
+            " their requests (up to {timeout}s)",
+            count=len(incoming),
+            old=len(retiring),
+            timeout=old_timeout,
+        )
+        self._reload_over()
+
+    def _reload_timed_out(self) -> None:
+        self._reload_deadline = None
+        starting = [
+            str(worker.number) for worker in (self._incoming or {}).values() if not worker.ready
+        ]
+        self._give_up_reload(
+            f"new worker(s) {', '.join(starting)} did not serve within {RELOAD_TIMEOUT:g}s"
+            " (importing the applications?)"
+        )
+
+    def _give_up_reload(self, problem: str) -> None:
+        """Stop a reload's new workers; the old ones keep serving."""
+        incoming, self._incoming = self._incoming or {}, None
+        _log.error("Reload refused, the old workers keep serving: {error}", error=problem)
+        started = [worker for worker in incoming.values() if worker.process is not None]
+        # One that serves may have taken connections: it finishes them. One that does
+        # not serve yet holds none, and may be stuck importing: it is killed.
+        self._retire([worker for worker in started if worker.ready], self._incoming_with[1])
+        for worker in started:
+            if not worker.ready:
+                self._retiring.append(worker)
+                self._kill(worker)
+        self._reload_over()
+
+    def _reload_over(self) -> None:
+        _cancel(self._reload_deadline)
+        self._reload_deadline = None
+        following, self._next_reload = self._next_reload, None
+        if following is not None and self.running:
+            self._start_new_workers(*following)  # (its workers reopened their logs)
+            return
+        reloading, self._reloading = self._reloading, None
+        if reloading is not None:
+            reloading.callback(None)
+
+    def _retire(self, workers: Sequence[_Worker], graceful_timeout: float) -> None:
+        """Tell ``workers`` to stop gracefully; those still running after it are killed."""
+        self._send(b"stop", workers)
+        for worker in workers:
+            self._retiring.append(worker)
+            worker.deadline = self._reactor.callLater(
+                graceful_timeout + KILL_GRACE, self._kill, worker, late=True
             )
-
-        def could_not_check(failure: Failure) -> None:
-            _log.error(
-                "Reload refused, the old configuration keeps serving: cannot start a"
-                " process to check it: {error}",
-                error=failure.getErrorMessage(),
-            )
-
-        def over(result: object) -> None:
-            self._checking = self._check = None
-            checking.callback(None)
-            following, self._next_reload = self._next_reload, None
-            if following is not None and self.running:
-                self.reload(*following)
-
-        self._check = check
-        check.ended.addCallbacks(checked, could_not_check).addBoth(over)
-        return checking
 
     def keep_configuration(self) -> None:
         """Have every worker reopen its access log and read its certificates again.
@@ -629,13 +677,14 @@ class Supervisor(Service):
         if self._stopping is not None:
             return self._stopping
         for worker in self._workers.values():
-            if worker.restart is not None and worker.restart.active():
-                worker.restart.cancel()
+            _cancel(worker.restart)
             worker.restart = None
-        if self._check is not None:
-            self._check.kill()
+        if self._incoming is not None:
+            self._retiring.extend(self._incoming.values())
+            self._incoming = None
+            self._reload_over()  # (no reload follows: not running)
         closed = self._close_ports()
-        running = [worker for worker in self._workers.values() if worker.process]
+        running = self._everyone()
         ended: Deferred[None] = succeed(None)
         if running:
             _log.info(
@@ -655,11 +704,13 @@ class Supervisor(Service):
         return stopping
 
     def _stop_over(self, result: object) -> None:
-        if self._kill_call is not None and self._kill_call.active():
-            self._kill_call.cancel()
+        _cancel(self._kill_call)
         self._kill_call = None
         self._stopping = None
         self._workers.clear()
+        for worker in self._retiring:
+            _cancel(worker.deadline)
+        self._retiring.clear()
 
     def stop_now(self) -> None:
         """End a graceful stop at once: each worker drops what it still serves."""
@@ -670,15 +721,28 @@ class Supervisor(Service):
 
     def _kill_remaining(self) -> None:
         self._kill_call = None
-        for worker in self._workers.values():
-            if worker.process is not None:
-                _log.warn(
-                    "Worker {number} (pid {pid}) did not stop in time; killing it",
-                    number=worker.number,
-                    pid=worker.pid,
-                )
-                with contextlib.suppress(ProcessExitedAlready):
-                    worker.process.signalProcess("KILL")
+        for worker in self._everyone():
+            self._kill(worker, late=True)
+
+    def _kill(self, worker: _Worker, *, late: bool = False) -> None:
+        _cancel(worker.deadline)
+        worker.deadline = None
+        if worker.process is None:
+            return
+        if late:
+            _log.warn(
+                "Worker {number} (pid {pid}) did not stop in time; killing it",
+                number=worker.number,
+                pid=worker.pid,
+            )
+        with contextlib.suppress(ProcessExitedAlready):
+            worker.process.signalProcess("KILL")
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel ``call`` if it is still to come."""
+    if call is not None and call.active():
+        call.cancel()
 
 
 def _restart_delay(failures: int) -> float:

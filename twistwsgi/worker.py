@@ -207,12 +207,9 @@ class ReportPipe:
 
 
 class _Control:
-    """Reads the master's commands from the control pipe and carries them out.
+    """Reads the master's commands from the control pipe, one a line, and carries them out."""
 
-    A command is a line: its name, then after a space its argument (JSON), if any.
-    """
-
-    def __init__(self, reactor: Any, actions: Mapping[bytes, Callable[[bytes], object]]) -> None:
+    def __init__(self, reactor: Any, actions: Mapping[bytes, Callable[[], object]]) -> None:
         self._reactor = reactor
         self._actions = actions
         self._buffer = b""
@@ -221,12 +218,11 @@ class _Control:
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         for line in lines:
-            command, _, argument = line.strip().partition(b" ")
-            action = self._actions.get(command)
+            action = self._actions.get(line.strip())
             if action is None:
                 _log.warn("Unknown command from the master: {line!r}", line=line[:100])
             else:
-                action(argument)
+                action()
 
     def childConnectionLost(self, name: str, reason: Failure) -> None:
         # The master is gone (killed, or crashed): stop as on SIGTERM.
@@ -295,6 +291,14 @@ def main(arguments: list[str] | None = None) -> None:
     # twistd's --rundir takes it elsewhere; it serves from where the master is now.
     start_directory = payload["start_directory"]
     try:
+        inherited: str | None = os.getcwd()
+    except FileNotFoundError:  # removed since (an old release a deployment cleaned up)
+        inherited = None
+    if inherited in {None, payload.get("start_directory_was")}:
+        # No --rundir: it serves from the start directory too, as the name leads
+        # now (a link a deployment moved to the new release before the reload).
+        os.chdir(start_directory)
+    try:
         with cli.working_directory(start_directory):
             config = cli.load_config(options, _encoded(payload.get("config_content")))
             if check:
@@ -321,26 +325,19 @@ def main(arguments: list[str] | None = None) -> None:
     assert reports is not None
     service.startService()
 
-    def stop(argument: bytes) -> None:
+    def stop() -> None:
         if not reactor._stopped:  # (a SIGTERM may have begun the stop already)
             reactor.stop()
 
-    def reload(argument: bytes) -> None:
-        content = _encoded(json.loads(argument)["content"])
-        # From the start directory too, as a worker started later builds it.
-        with cli.working_directory(start_directory):
-            cli.reload_server(reactor, service, options, endpoints, content)
-
-    def keep(argument: bytes) -> None:
+    def keep() -> None:
         service.reopen_access_log()
         cli.reload_certificates(reactor, endpoints, service.config)
 
-    commands: dict[bytes, Callable[[bytes], object]] = {
+    commands: dict[bytes, Callable[[], object]] = {
         b"stop": stop,
-        b"stop-now": lambda argument: service.stop_now(),
-        b"reload": reload,
+        b"stop-now": service.stop_now,
         b"keep": keep,
-        b"reopen": lambda argument: service.reopen_access_log(),
+        b"reopen": service.reopen_access_log,
     }
     ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
