@@ -876,6 +876,19 @@ def test_workers_out_of_range_are_refused_naming_the_setting(raw: object) -> Non
         build_config({"workers": raw, "app": "tests.apps:hello"}, source=flag_source)
 
 
+def test_max_requests_are_counted_per_worker_and_need_workers() -> None:
+    config = build_config(
+        {"workers": "2", "max_requests": "1000", "max_requests_jitter": "50", "app": "x:y"},
+        source=flag_source,
+    )
+    assert (config.max_requests, config.max_requests_jitter) == (1000, 50)
+    assert build_config({"app": "x:y"}, source=flag_source).max_requests == 0
+    with pytest.raises(
+        ConfigError, match=r"^--max-requests: needs workers \(1 or more\): a worker process"
+    ):
+        build_config({"max_requests": "1000", "app": "x:y"}, source=flag_source)
+
+
 @pytest.mark.parametrize("raw", ["1025", "99999999999999999999", 10**6])
 def test_threads_refuse_more_than_the_maximum(raw: object) -> None:
     """A few zeros too many is refused here, not by a failed thread start (exit 1)."""

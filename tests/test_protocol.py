@@ -1088,6 +1088,15 @@ def test_response_log_sees_every_ended_exchange() -> None:
     assert logged == [(200, 2), (200, 3)]
 
 
+def test_the_factory_counts_ended_exchanges_and_refusals_without_a_log() -> None:
+    """What --max-requests counts: every request answered, refused ones included."""
+    connection = connect(Echo())
+    connection.send(get(b"a") + get(b"bb"))
+    assert connection.factory.responses == 2
+    connection.send(b"GET /x HTTP/1.1\r\nHost: a\r\nExpect: soon\r\n\r\n")
+    assert connection.factory.responses == 3
+
+
 def test_response_log_gets_each_refusal_with_what_was_read() -> None:
     """A request the protocol refuses itself reaches the response log as a Refusal:
     its error, the status, the body bytes sent and the request as far as it was read.

@@ -772,3 +772,44 @@ def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
         " listeners can be shared with worker processes (they serve the socket itself)"
     ]
     assert clock.processes == []
+
+
+def test_a_worker_that_answered_its_max_requests_is_replaced_as_the_new_one_starts() -> None:
+    """Gunicorn's --max-requests: the old worker stops accepting and finishes its
+    requests (killed if it outstays its graceful timeout) while a new one starts in
+    its slot; later reports from it change nothing.
+    """
+    started, clock = running(2)
+    old = clock.processes[0]
+    with capture_log_events() as events:
+        old.report({"recycle": 1000})
+    assert messages(events) == [
+        "Worker 1 (pid 1000) answered 1000 requests (max_requests); replacing it",
+        "Started worker 1 (pid 1002)",
+    ]
+    assert old.commands() == [b"stop\n"]
+    new = clock.processes[2]
+    assert new.payload()["number"] == 1
+    assert started.pids == [1002, 1001]
+    old.report({"recycle": 1001})
+    assert len(clock.processes) == 3
+    with capture_log_events() as events:
+        old.end()
+    assert messages(events) == []
+    new.report({"ready": True})
+    clock.advance(30.0 + KILL_GRACE)
+    assert old.signals == []
+    assert len(clock.processes) == 3
+
+
+def test_only_a_serving_worker_is_replaced_for_its_max_requests() -> None:
+    """Not a reload's new worker (replaced with the reload's), not one stopping."""
+    started, clock = running(1)
+    started.reload(30.0, "new")
+    [new] = new_workers(clock, 1)
+    new.report({"recycle": 5})
+    assert len(clock.processes) == 2
+    assert new.commands() == []
+    started.stopService()
+    clock.processes[0].report({"recycle": 5})
+    assert len(clock.processes) == 2

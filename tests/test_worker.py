@@ -8,20 +8,27 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import Logger, formatEvent, formatTime
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from twistwsgi.testing import capture_log_events
-from twistwsgi.worker import InheritedEndpoint, ReportPipe, _Control
+from twistwsgi.worker import (
+    REQUEST_COUNT_INTERVAL,
+    InheritedEndpoint,
+    ReportPipe,
+    RequestLimit,
+    _Control,
+)
 
 reactor: Any = global_reactor
 
@@ -218,3 +225,33 @@ def test_the_end_of_the_control_pipe_stops_the_worker_once() -> None:
     control.childConnectionLost("control", Failure(EOFError()))
     control.childConnectionLost("control", Failure(EOFError()))
     assert reactor.stops == 1
+
+
+class Answered:
+    responses = 0
+
+
+class RecordedReports(ReportPipe):
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, report: Mapping[str, Any]) -> None:
+        self.sent.append(dict(report))
+
+
+def test_a_worker_asks_to_be_replaced_once_it_answered_its_requests() -> None:
+    """Looked at once a second; from the limit on, at every look (the master acts on
+    the first it can).
+    """
+    answered, reports, clock = Answered(), RecordedReports(), Clock()
+    RequestLimit(answered, 100, reports, clock).start()
+    answered.responses = 99
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == []
+    answered.responses = 104
+    clock.advance(REQUEST_COUNT_INTERVAL - 0.01)
+    assert reports.sent == []
+    clock.advance(0.01)
+    assert reports.sent == [{"recycle": 104}]
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == [{"recycle": 104}] * 2

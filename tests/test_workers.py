@@ -516,3 +516,24 @@ def test_a_process_the_application_starts_at_import_does_not_hold_the_start(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
         assert server.stop() == 0
+
+
+def test_one_worker_is_replaced_after_its_max_requests(socket_path: Path) -> None:
+    """--workers 1 is a master and one worker: one that answered --max-requests is
+    replaced by a new one, and the old one ends.
+    """
+    server = Server(
+        *("--app", "tests.apps:process", "--listen", f"unix:{socket_path}"),
+        *("--workers", "1", "--max-requests", "3"),
+    )
+    try:
+        [first] = started_workers(server, 1).values()
+        server.wait_for("with 1 worker processes")
+        assert {answered_by(socket_path)[0] for _ in range(3)} == {first}
+        server.wait_for(f"Worker 1 (pid {first}) answered 3 requests (max_requests)")
+        [second] = started_workers(server, 1).values()
+        server.wait_for("[twistwsgi.service#info worker 1] Ready: serving")
+        wait_until_ended(first)
+        assert answered_by(socket_path)[0] == second
+    finally:
+        assert server.stop() == 0

@@ -787,6 +787,24 @@ SETTINGS: tuple[Setting, ...] = (
         " 0 serves from the process started alone.",
     ),
     Setting(
+        "max_requests",
+        INT,
+        0,
+        "Requests a worker process answers before the master replaces it (gunicorn's"
+        " --max-requests), which bounds what an application that leaks memory can"
+        " take: a new worker starts as the old one stops accepting, and the old one"
+        " finishes its requests in progress. Counted about once a second. 0: never."
+        " Needs workers.",
+    ),
+    Setting(
+        "max_requests_jitter",
+        INT,
+        0,
+        "A random number of requests from 0 up to this is added to max_requests for"
+        " each worker (gunicorn's --max-requests-jitter), so that the workers started"
+        " together are not all replaced together.",
+    ),
+    Setting(
         "thread_queue_timeout",
         DURATION,
         60.0,
@@ -1397,6 +1415,8 @@ class ServerConfig:
         listen: endpoint strings to listen on.
         threads: worker threads; 0 runs the application in the reactor thread.
         workers: worker processes under a supervisor (0: this process serves alone).
+        max_requests: requests a worker answers before it is replaced (0: never).
+        max_requests_jitter: the most added at random to ``max_requests``, per worker.
         thread_queue_timeout: seconds a request may wait for a worker thread (0: no
             limit).
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
@@ -1421,6 +1441,8 @@ class ServerConfig:
     listen: tuple[str, ...] = ("tcp:8080",)
     threads: int = 10
     workers: int = 0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
     thread_queue_timeout: float = 60.0
     access_log: str | None = None
     access_log_format: str | None = None
@@ -1858,11 +1880,18 @@ def build_config(
             "nothing to serve: give --app, --static, --proxy or --vhost,"
             " or [[host]] tables in --config",
         )
+    if resolved["max_requests"] and not resolved["workers"]:
+        raise ConfigError(
+            source("max_requests"),
+            "needs workers (1 or more): a worker process is replaced, the process started is not",
+        )
     return ServerConfig(
         hosts=host_configs,
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
         workers=resolved["workers"],
+        max_requests=resolved["max_requests"],
+        max_requests_jitter=resolved["max_requests_jitter"],
         thread_queue_timeout=resolved["thread_queue_timeout"],
         access_log=resolved["access_log"],
         access_log_format=resolved["access_log_format"],

@@ -24,7 +24,8 @@ Master and worker speak over two pipes besides the sockets:
   worker outlives a killed master by more than its graceful timeout.
 * the report pipe (:data:`REPORT_FD`, read by the master): one JSON object per
   line: ``{"ready": true}`` once the worker serves, ``{"log": {...}}`` for each log
-  event, ``{"error": "..."}`` for the start-up error it exits with.
+  event, ``{"error": "..."}`` for the start-up error it exits with, ``{"recycle":
+  N}`` once it has answered its ``--max-requests`` (N of them).
 
 What a worker builds its configuration from (the options, the configuration file's
 text, ...) comes as one JSON document on its standard input, which then ends: the
@@ -432,6 +433,28 @@ class Supervisor(Service):
                 self._take_over_if_all_ready()
             else:
                 self._announce_if_all_ready()
+        answered = report.get("recycle")
+        if isinstance(answered, int) and self._workers.get(worker.number) is worker:
+            self._recycle(worker, answered)
+
+    def _recycle(self, worker: _Worker, answered: int) -> None:
+        """Replace ``worker``, which answered its ``--max-requests``, by a new one.
+
+        As gunicorn does: the old one stops accepting and finishes its requests
+        while the new one starts (the others, or the listen backlog, take the new
+        connections meanwhile).
+        """
+        if not self.running:
+            return
+        _log.info(
+            "Worker {number} (pid {pid}) answered {answered} requests (max_requests); replacing it",
+            number=worker.number,
+            pid=worker.pid,
+            answered=answered,
+        )
+        successor = self._workers[worker.number] = _Worker(worker.number, 0.0)
+        self._retire([worker], self._graceful_timeout)
+        self._spawn(successor)
 
     def _is_incoming(self, worker: _Worker) -> bool:
         """Whether ``worker`` is one of a reload's new workers, not serving yet."""

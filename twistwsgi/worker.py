@@ -21,18 +21,25 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, Protocol
 
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorSocket, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorSocket,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.process import ProcessReader
+from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, eventAsText, formatTime, globalLogBeginner
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -206,6 +213,43 @@ class ReportPipe:
         )
 
 
+#: Seconds between two looks at how many requests a worker has answered.
+REQUEST_COUNT_INTERVAL = 1.0
+
+
+class _Answered(Protocol):
+    responses: int
+
+
+class RequestLimit:
+    """Asks the master for a replacement once a worker answered its requests.
+
+    gunicorn's ``--max-requests``: the factory's count of ended exchanges is looked
+    at every :data:`REQUEST_COUNT_INTERVAL` seconds (nothing is added to each
+    request), and from the limit on a ``{"recycle": count}`` report goes to the
+    master at each look, until the master stops this worker (it acts on the first,
+    when the worker is one of those serving).
+    """
+
+    def __init__(
+        self, counted: _Answered, limit: int, reports: ReportPipe, clock: IReactorTime
+    ) -> None:
+        self._counted = counted
+        self._limit = limit
+        self._reports = reports
+        self._loop = LoopingCall(self._look)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        """Look from now on."""
+        self._loop.start(REQUEST_COUNT_INTERVAL, now=False)
+
+    def _look(self) -> None:
+        answered = self._counted.responses
+        if answered >= self._limit:
+            self._reports.send({"recycle": answered})
+
+
 class _Control:
     """Reads the master's commands from the control pipe, one a line, and carries them out."""
 
@@ -324,6 +368,10 @@ def main(arguments: list[str] | None = None) -> None:
         _fail(str(error), reports)
     assert reports is not None
     service.startService()
+    if config.max_requests:
+        # (spreads the replacements of workers started together over time)
+        limit = config.max_requests + random.randint(0, config.max_requests_jitter)
+        RequestLimit(service.factory, limit, reports, reactor).start()
 
     def stop() -> None:
         if not reactor._stopped:  # (a SIGTERM may have begun the stop already)

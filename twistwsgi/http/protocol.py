@@ -207,6 +207,8 @@ class HTTPFactory(Factory):
         settings: limits and timeouts.
         clock: source of time and timers.
         response_log: called once per ended exchange and per refusal (the access log).
+        responses: how many exchanges and refusals have ended (what ``--max-requests``
+            counts).
         connections: the live connections.
         date_cache: shared ``Date`` value.
         body_limit: the body limit of the mount a request is for, or ``None`` to
@@ -230,6 +232,7 @@ class HTTPFactory(Factory):
         self.settings = settings
         self.clock = clock
         self.response_log = response_log
+        self.responses = 0
         self.connections: set[HTTP11Protocol] = set()
         self.date_cache = DateCache(settings.server_header)
         # The body limit of the mount a request goes to, if mounts have their own
@@ -1584,7 +1587,9 @@ class HTTP11Protocol(Protocol):
 
     def log_response(self, response: HTTP11Exchange | Refusal) -> None:
         """Hand an ended exchange or a refusal to the response log (the access log)."""
-        response_log = self._factory.response_log
+        factory = self._factory
+        factory.responses += 1
+        response_log = factory.response_log
         if response_log is not None:
             try:
                 response_log(response)
