@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from typing import IO, Protocol
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from twistwsgi.log_format import (
     LogFormat,
@@ -142,4 +142,18 @@ class AccessLog:
         if self._file is not None:
             self._file.write(line + "\n")
         else:
-            _log.info("{line}", line=line)
+            # The event Logger.info would build, given to the log's observers
+            # directly: Logger.emit's own work (checking the level, gathering the
+            # fields) was a quarter of what a line cost through twistd's file
+            # observer (5 of 22 us in a loop).
+            _log.observer(
+                {
+                    "log_logger": _log,
+                    "log_level": LogLevel.info,
+                    "log_namespace": "twistwsgi.access",
+                    "log_source": None,
+                    "log_format": "{line}",
+                    "log_time": now,
+                    "line": line,
+                }
+            )
