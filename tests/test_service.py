@@ -948,6 +948,31 @@ def test_a_connection_whose_next_request_has_arrived_is_not_closed() -> None:
         assert transport.disconnecting
 
 
+def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> None:
+    """A keep-alive client's next request already in the socket when the server
+    stops (a reload replacing the worker) is read and answered with Connection:
+    close, not reset under it.
+    """
+    held = Held()
+    factory = HTTPFactory(held, settings=HttpSettings(), clock=MemoryReactorClock())
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        protocol = factory.buildProtocol(None)
+        transport = PeekableTransport(server_end)
+        protocol.makeConnection(transport)
+        client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        protocol.close_when_idle()
+        assert not transport.disconnecting
+        protocol.dataReceived(server_end.recv(100))  # what the reactor reads next
+        [exchange] = held.exchanges
+        exchange.start_response(200, [(b"Content-Length", b"2")])
+        exchange.finish(b"ok")
+        [response] = parse_responses(transport.value())
+        assert response.status == 200
+        assert response.header(b"connection") == b"close"
+        assert transport.disconnecting
+
+
 class RecordingPort(PausablePort):
     """A port that adds its name to a shared list each time it resumes."""
 

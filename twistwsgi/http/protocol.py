@@ -684,13 +684,17 @@ class HTTP11Protocol(Protocol):
 
         A connection only discarding the body of a request already answered closes
         now too (lingering): a shutdown would otherwise wait for an upload of any
-        size, then for the keep-alive timeout.
+        size, then for the keep-alive timeout. One whose next request's first bytes
+        are in the socket, not read yet, is not idle: a close would reset it under
+        that request (a keep-alive client of a worker a reload replaces), which is
+        answered instead, with ``Connection: close``.
         """
         self._close_when_idle = True
         if self._queue or self._closed:
             return
         if self._read is _Read.IDLE:
-            self._lose_connection()
+            if not self._bytes_waiting():
+                self._lose_connection()
         elif self._read is _Read.BODY and self._parsing is not None and self._parsing.finished:
             self._close_after_response(self._parsing)
 
