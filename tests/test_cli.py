@@ -1239,3 +1239,41 @@ def test_the_working_directory_is_named_as_the_shell_named_it(
     assert cli.logical_working_directory() == resolved
     monkeypatch.delenv("PWD")
     assert cli.logical_working_directory() == resolved
+
+
+def test_a_sighup_while_the_server_starts_is_a_reload_once_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its default action would end the process (systemctl reload just after a
+    restart, while the applications import).
+    """
+    monkeypatch.setattr(cli, "_early_hangups", [])
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    previous_user1 = signal.getsignal(signal.SIGUSR1)
+    try:
+        cli.hold_hangups_until_running()
+        os.kill(os.getpid(), signal.SIGHUP)  # (handled before the call returns)
+        assert cli._early_hangups == [signal.SIGHUP]
+        reactor = CallsFromThreads()
+        reloads: list[str] = []
+        cli._on_reload_signals(reactor, lambda: reloads.append("reload"), lambda: None)
+        [call] = reactor.calls
+        call()
+        assert reloads == ["reload"]
+        assert cli._early_hangups == []
+        installed = signal.getsignal(signal.SIGHUP)
+        assert callable(installed)
+        installed(signal.SIGHUP, None)
+        assert len(reactor.calls) == 2  # from now on, each SIGHUP is one reload
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        signal.signal(signal.SIGUSR1, previous_user1)
+
+
+def test_an_ignored_sighup_stays_ignored_while_the_server_starts() -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        cli.hold_hangups_until_running()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -447,9 +447,12 @@ def test_a_reload_starts_new_workers_and_stops_the_old_once_all_serve() -> None:
     new[0].end(ProcessTerminated(exitCode=1))
     clock.advance(0)
     assert clock.processes[-1].payload()["config_content"] == "[server]\nthreads = 4\n"
+    clock.processes[-1].report({"ready": True})
     started.stopService()
-    clock.advance(5.0 + KILL_GRACE)
-    assert clock.processes[-1].signals == ["KILL"]
+    clock.advance(5.0 + KILL_GRACE - 0.1)
+    assert new[1].signals == clock.processes[-1].signals == []
+    clock.advance(0.1)
+    assert new[1].signals == clock.processes[-1].signals == ["KILL"]
 
 
 def test_a_reload_can_change_the_number_of_workers() -> None:
@@ -557,19 +560,31 @@ def test_an_old_worker_that_dies_during_a_reload_is_replaced_until_the_new_ones_
     assert started.pids == [1002, 1003]
 
 
-def test_a_reload_asked_for_during_a_reload_follows_it() -> None:
-    started, clock = running(1)
-    started.reload(1.0, "first")
-    started.reload(2.0, "second")
-    [first] = new_workers(clock, 1)
-    assert first.payload()["config_content"] == "first"
-    first.report({"ready": True})
-    [second] = new_workers(clock, 2)
-    assert second.payload()["config_content"] == "second"
-    assert first.commands() == [b"keep\n"]  # (the second reload's at once)
-    second.report({"ready": True})
-    assert first.commands() == [b"keep\n", b"stop\n"]
-    assert started.pids == [second.pid]
+def test_a_reload_asked_for_during_a_reload_replaces_it_at_once() -> None:
+    """As nginx acts on each SIGHUP: a fixed release need not wait for a broken one
+    to time out. The new workers of the first that serve stop gracefully, those
+    still starting are killed; one Deferred fires, when the last is decided.
+    """
+    started, clock = running(2)
+    fired: list[object] = []
+    started.reload(1.0, "hangs").addCallback(fired.append)
+    serving, importing = new_workers(clock, 2)
+    serving.report({"ready": True})
+    with capture_log_events() as events:
+        started.reload(2.0, "fixed").addCallback(fired.append)
+    assert messages(events)[0] == "Reload: a newer one replaces the reload in progress"
+    assert serving.commands() == [b"keep\n", b"stop\n"]
+    assert importing.signals == ["KILL"]
+    first, second = new_workers(clock, 4)
+    assert first.payload()["config_content"] == "fixed"
+    assert not fired
+    for process in (first, second):
+        process.report({"ready": True})
+    assert len(fired) == 2
+    assert started.pids == [first.pid, second.pid]
+    assert [process.commands()[-1] for process in clock.processes[:2]] == [b"stop\n"] * 2
+    clock.advance(RELOAD_TIMEOUT)  # (the first reload's deadline is gone)
+    assert started.pids == [first.pid, second.pid]
 
 
 def test_a_new_worker_that_cannot_be_started_refuses_that_reload_only() -> None:
@@ -594,23 +609,27 @@ def test_a_new_worker_that_cannot_be_started_refuses_that_reload_only() -> None:
 
 
 def test_a_stop_during_a_reload_stops_old_and_new_workers_and_no_reload_follows() -> None:
+    """A new worker that serves stops gracefully; one still starting (which reads no
+    command before its import ends) is killed at once.
+    """
     started, clock = running(1)
-    started.reload(1.0, "slow")
-    started.reload(2.0, "queued")
-    [new] = new_workers(clock, 1)
+    started.reload(1.0, "new", 2)
+    serving, importing = new_workers(clock, 1)
+    serving.report({"ready": True})
     fired: list[object] = []
     started.stopService().addCallback(fired.append)
-    assert clock.processes[0].commands() == [b"keep\n", b"keep\n", b"stop\n"]
-    assert new.commands() == [b"keep\n", b"stop\n"]
+    assert clock.processes[0].commands() == [b"keep\n", b"stop\n"]
+    assert serving.commands() == [b"stop\n"]
+    assert (serving.signals, importing.signals) == ([], ["KILL"])
     with capture_log_events() as events:
-        new.report({"ready": True})
+        importing.report({"ready": True})
         started.reload(3.0, "while stopping")
-    assert len(clock.processes) == 2
+    assert len(clock.processes) == 3
     assert not [text for text in messages(events) if "Reload" in text]
     assert started.pids == [1000]
-    clock.processes[0].end()
-    assert not fired
-    new.end()
+    for process in clock.processes:
+        assert not fired
+        process.end()
     assert fired
     assert clock.getDelayedCalls() == []
 
@@ -813,3 +832,24 @@ def test_only_a_serving_worker_is_replaced_for_its_max_requests() -> None:
     started.stopService()
     clock.processes[0].report({"recycle": 5})
     assert len(clock.processes) == 2
+
+
+def test_the_log_tells_a_reloads_new_and_old_workers_from_the_serving_ones() -> None:
+    started, clock = running(1)
+    started.reload(30.0, "new")
+    [new] = new_workers(clock, 1)
+    old = clock.processes[0]
+    event = {"log": {"level": "info", "namespace": "twistwsgi.service", "text": "x"}}
+    with capture_log_events() as events:
+        new.report(event)
+        old.report(event)
+        new.report({"ready": True})
+        new.report(event)
+        old.report(event)
+    systems = [event["log_system"] for event in events if event.get("log_text") == "x"]
+    assert systems == [
+        "twistwsgi.service#info new worker 1",
+        "twistwsgi.service#info worker 1",
+        "twistwsgi.service#info worker 1",
+        "twistwsgi.service#info old worker 1",
+    ]

@@ -12,6 +12,7 @@ import http.client
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -295,30 +296,50 @@ def test_a_reload_follows_a_symbolic_link_a_deployment_moved(
     tmp_path: Path, socket_path: Path
 ) -> None:
     """Started in ``current`` (a link to a release, named by $PWD as a shell does),
-    the new workers of a reload import from the release the link leads to then.
+    the new workers of a reload import from the release the link leads to then. An
+    old release removed (where the master started) is no matter; after a refused
+    release, a worker that dies starts again with the release that serves.
     """
-    write_release(tmp_path / "release-1", "A")
-    write_release(tmp_path / "release-2", "B")
     current = tmp_path / "current"
-    current.symlink_to("release-1")
+
+    def deploy(release: str, answer: str) -> None:
+        write_release(tmp_path / release, answer)
+        replacement = tmp_path / "current.new"
+        replacement.symlink_to(release)
+        replacement.replace(current)
+
+    deploy("release-1", "A")
     server = Server(
-        *("--app", "release_app:app", "--listen", f"unix:{socket_path}", "--workers", "2"),
+        *("--app", "release_app:app", "--listen", f"unix:{socket_path}", "--workers", "1"),
         cwd=current,
         env={"PYTHONPATH": str(ROOT), "PWD": str(current)},
     )
     try:
-        old = started_workers(server, 2)
-        server.wait_for("with 2 worker processes")
+        [first] = started_workers(server, 1).values()
+        server.wait_for("with 1 worker processes")
         assert release_answer(socket_path)[0] == "A"
-        replacement = tmp_path / "current.new"
-        replacement.symlink_to("release-2")
-        replacement.replace(current)
+        deploy("release-2", "B")
         server.process.send_signal(signal.SIGHUP)
-        server.wait_for("Reloaded: 2 new worker process(es) serve")
-        for pid in old.values():
-            wait_until_ended(pid)
+        [second] = started_workers(server, 1).values()
+        server.wait_for("Reloaded: 1 new worker process(es) serve")
+        wait_until_ended(first)
         # Imported from there, and serving from there (where relative files are).
-        assert release_answer(socket_path)[::2] == ("B", os.path.realpath(tmp_path / "release-2"))
+        release_2 = os.path.realpath(tmp_path / "release-2")
+        assert release_answer(socket_path) == ("B", second, release_2)
+        shutil.rmtree(tmp_path / "release-1")
+        deploy("release-3", "C")
+        (tmp_path / "release-3" / "release_app.py").write_text("raise ImportError('half')\n")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reload refused, the old workers keep serving")
+        os.kill(second, signal.SIGKILL)
+        [third] = started_workers(server, 1).values()
+        server.wait_for("Ready: serving")
+        assert release_answer(socket_path) == ("B", third, release_2)
+        write_release(tmp_path / "release-3", "C")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("Reloaded: 1 new worker process(es) serve")
+        wait_until_ended(third)
+        assert release_answer(socket_path)[0] == "C"
     finally:
         assert server.stop() == 0
 

@@ -679,6 +679,7 @@ def makeService(options: Options) -> Service:
 
     config = options.config
     if not config.check_config:
+        hold_hangups_until_running()
         raise_open_files_limit()
     endpoints = build_endpoints(reactor, config)
     if config.check_config:
@@ -776,10 +777,9 @@ def _supervisor(
     )
 
     given = dict(options.given)
+    # A relative --config stays relative: the workers read it from the directory they
+    # build in, the master from the start directory (see Supervisor.reload).
     start_directory = logical_working_directory()
-    if given.get("config"):
-        # Absolute: twistd --rundir changes directory before the workers start.
-        given["config"] = os.path.normpath(os.path.join(start_directory, given["config"]))
     try:
         config, content = _read_config(given)
     except OSError as error:
@@ -790,10 +790,11 @@ def _supervisor(
         "options": given,
         "config_content": content.decode("utf-8") if content is not None else None,
         "start_directory": start_directory,
-        # Where the start directory led when the server started: a worker that
-        # still serves from there (no twistd --rundir) serves from the start
-        # directory as it leads now, see twistwsgi.worker.
-        "start_directory_was": os.getcwd(),
+        # Where the start directory led when the server started: where its workers
+        # build and serve from (see twistwsgi.worker). A reload's workers build
+        # where it leads then.
+        "build_directory": os.getcwd(),
+        "run_directory": _run_directory(options, start_directory),
         # Started with SIGINT ignored (a shell's background job): so are the
         # workers, which would otherwise stop on a Ctrl-C meant for the shell.
         "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
@@ -846,9 +847,7 @@ def _supervisor(
                 accepted, text = _read_config(given)
         except Exception as error:
             problem = str(error) if isinstance(error, ConfigError) else repr(error)
-            _log.error(
-                "Reload refused, the old configuration keeps serving: {error}", error=problem
-            )
+            _log.error("Reload refused, the old workers keep serving: {error}", error=problem)
             supervisor.keep_configuration()
             return
         if accepted.listen != config.listen:
@@ -961,6 +960,19 @@ def _read_config(given: dict[str, Any]) -> tuple[ServerConfig, bytes | None]:
     return load_config(given, content), content
 
 
+def _run_directory(options: Options, start_directory: str) -> str | None:
+    """Where ``twistd --rundir`` moves the process once it is built, if anywhere.
+
+    Named from ``start_directory`` (unresolved) when relative, so that a worker
+    started after a deployment moved a link follows it there too.
+    """
+    runner: Any = getattr(options, "parent", None)
+    rundir = runner.get("rundir") if isinstance(runner, dict) else None
+    if not rundir or rundir == ".":
+        return None
+    return os.path.join(start_directory, rundir)
+
+
 def logical_working_directory() -> str:
     """The current directory as the shell named it: ``$PWD`` when that leads here.
 
@@ -983,9 +995,14 @@ def working_directory(path: str) -> Iterator[None]:
     """Run the block in directory ``path``, then go back (no change when already there).
 
     The directory is the whole process's: a worker's application threads see it too,
-    so it is changed only when it has to be.
+    so it is changed only when it has to be. A directory removed since (an old
+    release a deployment cleaned up, where the master started) is not gone back to:
+    the process stays in ``path``.
     """
-    here = os.getcwd()
+    try:
+        here: str | None = os.getcwd()
+    except FileNotFoundError:
+        here = None
     if here == path:
         yield
         return
@@ -993,7 +1010,8 @@ def working_directory(path: str) -> Iterator[None]:
     try:
         yield
     finally:
-        os.chdir(here)
+        if here is not None:
+            os.chdir(here)
 
 
 def _exit_2_after_failed_start(options: Options, failed: list[str]) -> None:
@@ -1046,14 +1064,34 @@ def _handle_reload_signals(
     _on_reload_signals(reactor, reload, service.reopen_access_log)
 
 
+#: SIGHUPs received before the reactor ran, to be acted on once it runs.
+_early_hangups: list[int] = []
+
+
+def hold_hangups_until_running() -> None:
+    """Keep a SIGHUP that arrives while the server starts for when it runs.
+
+    Its default action ends the process: a ``systemctl reload`` just after a
+    (re)start, while the applications import, would kill the server (and leave
+    a master's checking process behind). :func:`_on_reload_signals` then reloads.
+    A SIGHUP that was ignored (``nohup``) stays ignored until then.
+    """
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, lambda number, frame: _early_hangups.append(number))
+
+
 def _on_reload_signals(
     reactor: Any, reload: Callable[[], None], reopen: Callable[[], None]
 ) -> None:
     """Run ``reload`` on SIGHUP and ``reopen`` on SIGUSR1, in the reactor loop.
 
     Called once the reactor runs: a daemonising twistd has installed its own
-    SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too.
+    SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too. A
+    SIGHUP received while the server started is acted on now, once.
     """
+    if _early_hangups:
+        _early_hangups.clear()
+        reactor.callFromThread(reload)
     previous_user1 = signal.getsignal(signal.SIGUSR1)
 
     def on_hangup(number: int, frame: object) -> None:

@@ -783,7 +783,7 @@ SETTINGS: tuple[Setting, ...] = (
         " listening sockets (gunicorn's --workers, nginx's worker_processes); auto"
         " starts one per CPU. The process started supervises them: it starts another"
         " when one dies, replaces them all on SIGHUP (new code as well as a new"
-        " configuration, without dropping a connection) and stops them gracefully."
+        " configuration, without refusing a connection) and stops them gracefully."
         " 0 serves from the process started alone.",
     ),
     Setting(

@@ -216,10 +216,12 @@ With `workers` (1 or more), `SIGHUP` goes to the master, which replaces the work
 instead, as nginx and gunicorn do: a new set starts beside the old one, importing the
 applications afresh, and once every new worker serves, the old ones finish their
 requests in progress and exit. So everything but `listen` is applied, `threads`,
-`workers` and new application code included, and nothing is refused meanwhile (the
-master holds the listening sockets). If a new worker cannot start (the new code does
-not import, the file does not build, 60 s pass), the reload is refused with its reason
-and the old workers keep serving (see [worker processes](getting-started.md#worker-processes)).
+`workers` and new application code included, and no new connection is refused
+meanwhile (the master holds the listening sockets; keep-alive connections idle on
+an old worker are closed, as nginx and gunicorn do). If a new worker cannot start
+(the new code does not import, the file does not build, 60 s pass), the reload is
+refused with its reason and the old workers keep serving (see [worker
+processes](getting-started.md#worker-processes)).
 
 The access log file is reopened on every `SIGHUP`, for log rotation; `SIGUSR1` only
 reopens it (nginx's log-rotation signal), without reading the file.

@@ -172,7 +172,7 @@ class _Refuse(Factory):
         return None
 
 
-@dataclass
+@dataclass(eq=False)  # (each is its process's: compared by identity)
 class _Worker:
     """One worker slot's current process."""
 
@@ -293,7 +293,6 @@ class Supervisor(Service):
         self._incoming_with: tuple[dict[str, Any], float] = (self._configuration, graceful_timeout)
         self._reload_deadline: IDelayedCall | None = None
         self._reloading: Deferred[None] | None = None
-        self._next_reload: tuple[float, str | None, int | None] | None = None
         # Old workers told to stop, until they end.
         self._retiring: list[_Worker] = []
         self._command = list(command)
@@ -469,7 +468,8 @@ class Supervisor(Service):
         """Log a worker's event here, as it was logged there, naming the worker.
 
         Its namespace, level, time and system (``-`` for Twisted's legacy log) are
-        kept; the system gains ``worker N``.
+        kept; the system gains ``worker N`` (``new worker N`` for a reload's starting
+        worker, ``old worker N`` for one told to stop).
         """
         namespace = str(event.get("namespace") or "twistwsgi.worker")
         try:
@@ -487,10 +487,22 @@ class Supervisor(Service):
                 "log_format": "{log_text}",
                 "log_text": str(event.get("text", "")),
                 "log_time": logged_at if isinstance(logged_at, (int, float)) else time.time(),
-                "log_system": f"{system} worker {worker.number}",
+                "log_system": f"{system} {self._title(worker)}",
                 "worker": worker.number,
             }
         )
+
+    def _title(self, worker: _Worker) -> str:
+        """How ``worker`` is named in the log.
+
+        A reload's new workers and those told to stop share their slot numbers with
+        the serving ones.
+        """
+        if worker in self._retiring:
+            return f"old worker {worker.number}"
+        if self._is_incoming(worker):
+            return f"new worker {worker.number}"
+        return f"worker {worker.number}"
 
     def _announce_if_all_ready(self) -> None:
         if self._announced or self._stopping is not None:
@@ -578,8 +590,11 @@ class Supervisor(Service):
         the old workers are told to stop gracefully, and the new text is what
         workers started from then on build. A new worker that ends first, or that
         does not serve within :data:`RELOAD_TIMEOUT`, gives the reload up with one
-        line: the other new workers are stopped and the old ones keep serving. The
-        Deferred fires when that is decided (a reload asked for meanwhile follows).
+        line: the other new workers are stopped and the old ones keep serving. A
+        reload asked for meanwhile replaces the one in progress at once (its new
+        workers are stopped), as nginx acts on each SIGHUP: a fixed release need not
+        wait for a broken one to time out. The Deferred fires when the last one is
+        decided.
         """
         if not self.running:
             return succeed(None)  # (stopping: the workers are told to stop)
@@ -587,17 +602,27 @@ class Supervisor(Service):
         reloading = self._reloading
         if reloading is None:
             reloading = self._reloading = Deferred()
-            self._start_new_workers(graceful_timeout, content, workers)
         else:
-            self._next_reload = (graceful_timeout, content, workers)
+            _log.info("Reload: a newer one replaces the reload in progress")
+            self._drop_incoming()
+        self._start_new_workers(graceful_timeout, content, workers)
         return reloading
 
     def _start_new_workers(
         self, graceful_timeout: float, content: str | None, workers: int | None
     ) -> None:
-        """Start a reload's new workers with the configuration file's text ``content``."""
+        """Start a reload's new workers with the configuration file's text ``content``.
+
+        They build in the directory the start directory's name leads to now (a link
+        a deployment moved), and so do the workers started for this set later: a
+        worker that dies after a refused reload starts again with the code that
+        serves, not with the release that was refused.
+        """
         self._incoming = incoming = {}
-        self._incoming_with = ({**self._configuration, "config_content": content}, graceful_timeout)
+        configuration = {**self._configuration, "config_content": content}
+        if isinstance(configuration.get("start_directory"), str):
+            configuration["build_directory"] = os.path.realpath(configuration["start_directory"])
+        self._incoming_with = (configuration, graceful_timeout)
         self._reload_deadline = self._reactor.callLater(RELOAD_TIMEOUT, self._reload_timed_out)
         count = workers or self._count
         _log.info(
@@ -648,8 +673,15 @@ class Supervisor(Service):
 
     def _give_up_reload(self, problem: str) -> None:
         """Stop a reload's new workers; the old ones keep serving."""
-        incoming, self._incoming = self._incoming or {}, None
         _log.error("Reload refused, the old workers keep serving: {error}", error=problem)
+        self._drop_incoming()
+        self._reload_over()
+
+    def _drop_incoming(self) -> None:
+        """Stop the new workers of the reload in progress."""
+        incoming, self._incoming = self._incoming or {}, None
+        _cancel(self._reload_deadline)
+        self._reload_deadline = None
         started = [worker for worker in incoming.values() if worker.process is not None]
         # One that serves may have taken connections: it finishes them. One that does
         # not serve yet holds none, and may be stuck importing: it is killed.
@@ -658,15 +690,10 @@ class Supervisor(Service):
             if not worker.ready:
                 self._retiring.append(worker)
                 self._kill(worker)
-        self._reload_over()
 
     def _reload_over(self) -> None:
         _cancel(self._reload_deadline)
         self._reload_deadline = None
-        following, self._next_reload = self._next_reload, None
-        if following is not None and self.running:
-            self._start_new_workers(*following)  # (its workers reopened their logs)
-            return
         reloading, self._reloading = self._reloading, None
         if reloading is not None:
             reloading.callback(None)
@@ -721,6 +748,11 @@ class Supervisor(Service):
                 self._graceful_timeout + KILL_GRACE, self._kill_remaining
             )
         self._send(b"stop")
+        # Those still starting (a reload's, a restart's) hold no connection and read
+        # no command before their import ends: killed, or the stop waits for them.
+        for worker in running:
+            if not worker.ready:
+                self._kill(worker)
         stopping: Deferred[Any] = DeferredList([closed, ended])
         self._stopping = stopping
         stopping.addBoth(self._stop_over)  # (at once when nothing was running)

@@ -304,6 +304,14 @@ def _read_payload() -> dict[str, Any]:
     return payload
 
 
+def _change_directory(path: str, reports: ReportPipe | None) -> None:
+    """Change to directory ``path``, or end as a worker that cannot start."""
+    try:
+        os.chdir(path)
+    except OSError as error:
+        _fail(f"cannot change to directory {path!r}: {error.strerror}", reports)
+
+
 def _encoded(text: str | None) -> bytes | None:
     """The configuration file's text as the master sent it, as the bytes it was."""
     return text.encode("utf-8") if text is not None else None
@@ -331,41 +339,38 @@ def main(arguments: list[str] | None = None) -> None:
 
     reactor: Any = installed
     options = dict(payload["options"])
-    # Built from where the master was started, as a single process builds before
-    # twistd's --rundir takes it elsewhere; it serves from where the master is now.
-    start_directory = payload["start_directory"]
+    # It builds where the master's start directory led when this worker's set
+    # started (the server's start, or the reload that started them), as a single
+    # process builds before twistd's --rundir takes it elsewhere. A link a
+    # deployment moves to each release is followed by a reload only: a worker
+    # started again after a refused reload builds the release that serves. It
+    # serves from there too, or from the --rundir.
+    _change_directory(payload.get("build_directory") or payload["start_directory"], reports)
     try:
-        inherited: str | None = os.getcwd()
-    except FileNotFoundError:  # removed since (an old release a deployment cleaned up)
-        inherited = None
-    if inherited in {None, payload.get("start_directory_was")}:
-        # No --rundir: it serves from the start directory too, as the name leads
-        # now (a link a deployment moved to the new release before the reload).
-        os.chdir(start_directory)
-    try:
-        with cli.working_directory(start_directory):
-            config = cli.load_config(options, _encoded(payload.get("config_content")))
-            if check:
-                # Its one-line errors go to stderr (exit 2), where the master reads them.
-                for description in payload["listen"]:  # (a reload's TLS settings)
-                    cli.endpoint_tls_options(reactor, description, config)
-                cli.check_mounts(reactor, config, [])
-                raise SystemExit(0)
-            cli.raise_open_files_limit()
-            endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-            for index, description in enumerate(payload["listen"]):
-                tls = cli.endpoint_tls_options(reactor, description, config)
-                fileno = FIRST_LISTENER_FD + index
-                endpoints.append((description, InheritedEndpoint(reactor, fileno, tls)))
+        config = cli.load_config(options, _encoded(payload.get("config_content")))
+        if check:
+            # Its one-line errors go to stderr (exit 2), where the master reads them.
+            for description in payload["listen"]:  # (their TLS settings)
+                cli.endpoint_tls_options(reactor, description, config)
+            cli.check_mounts(reactor, config, [])
+            raise SystemExit(0)
+        cli.raise_open_files_limit()
+        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        for index, description in enumerate(payload["listen"]):
+            tls = cli.endpoint_tls_options(reactor, description, config)
+            fileno = FIRST_LISTENER_FD + index
+            endpoints.append((description, InheritedEndpoint(reactor, fileno, tls)))
 
-            def start_error(message: str) -> None:
-                _fail(message, reports)
+        def start_error(message: str) -> None:
+            _fail(message, reports)
 
-            service = make_service(
-                config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
-            )
+        service = make_service(
+            config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
+        )
     except ConfigError as error:
         _fail(str(error), reports)
+    if payload.get("run_directory"):
+        _change_directory(payload["run_directory"], reports)
     assert reports is not None
     service.startService()
     if config.max_requests:
