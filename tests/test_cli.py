@@ -1277,3 +1277,21 @@ def test_an_ignored_sighup_stays_ignored_while_the_server_starts() -> None:
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_the_server_holds_a_sighup_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MakeService holds SIGHUP before it imports anything (an application's import
+    may take long); a configuration check does not.
+    """
+    held: list[str] = []
+    monkeypatch.setattr(cli, "hold_hangups_until_running", lambda: held.append("held"))
+    monkeypatch.setattr(cli, "raise_open_files_limit", lambda: held.append("limit"))
+    build_endpoints = cli.build_endpoints
+    monkeypatch.setattr(cli, "build_endpoints", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        make("--app", "tests.apps:hello")
+    assert held == ["held", "limit"]
+    monkeypatch.setattr(cli, "build_endpoints", build_endpoints)
+    with pytest.raises(SystemExit):
+        make("--app", "tests.apps:hello", "--check-config")
+    assert held == ["held", "limit"]

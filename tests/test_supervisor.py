@@ -7,8 +7,10 @@ endpoints that hand back fake ports; the real processes are in ``test_workers.py
 from __future__ import annotations
 
 import json
+import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,7 @@ from twistwsgi.supervisor import (
     REPORT_FD,
     YOUNG_WORKER,
     Supervisor,
+    pinned_directories,
 )
 from twistwsgi.testing import capture_log_events
 
@@ -554,7 +557,8 @@ def test_an_old_worker_that_dies_during_a_reload_is_replaced_until_the_new_ones_
     new = clock.processes[2:4]
     for process in new:
         process.report({"ready": True})
-    assert stand_in.commands() == [b"stop\n"]
+    # Still starting: killed (it would serve the old configuration once started).
+    assert (stand_in.commands(), stand_in.signals) == ([], ["KILL"])
     clock.advance(MAX_RESTART_DELAY)
     assert len(clock.processes) == 5  # the pending restart was dropped
     assert started.pids == [1002, 1003]
@@ -583,8 +587,9 @@ def test_a_reload_asked_for_during_a_reload_replaces_it_at_once() -> None:
     assert len(fired) == 2
     assert started.pids == [first.pid, second.pid]
     assert [process.commands()[-1] for process in clock.processes[:2]] == [b"stop\n"] * 2
-    clock.advance(RELOAD_TIMEOUT)  # (the first reload's deadline is gone)
-    assert started.pids == [first.pid, second.pid]
+    for process in [*clock.processes[:2], serving, importing]:
+        process.end()
+    assert clock.getDelayedCalls() == []  # (the first reload's deadline is gone)
 
 
 def test_a_new_worker_that_cannot_be_started_refuses_that_reload_only() -> None:
@@ -793,32 +798,77 @@ def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
     assert clock.processes == []
 
 
-def test_a_worker_that_answered_its_max_requests_is_replaced_as_the_new_one_starts() -> None:
-    """Gunicorn's --max-requests: the old worker stops accepting and finishes its
-    requests (killed if it outstays its graceful timeout) while a new one starts in
-    its slot; later reports from it change nothing.
+def test_a_worker_that_answered_its_max_requests_is_replaced_once_its_successor_serves() -> None:
+    """As gunicorn's --max-requests, but no slot left empty: the old worker serves on
+    until its replacement serves, then stops accepting and finishes its requests
+    (killed if it outstays its graceful timeout); later reports change nothing.
     """
     started, clock = running(2)
     old = clock.processes[0]
     with capture_log_events() as events:
         old.report({"recycle": 1000})
     assert messages(events) == [
-        "Worker 1 (pid 1000) answered 1000 requests (max_requests); replacing it",
+        "Worker 1 (pid 1000) answered 1000 requests (max_requests); starting its replacement",
         "Started worker 1 (pid 1002)",
     ]
-    assert old.commands() == [b"stop\n"]
-    new = clock.processes[2]
+    [new] = new_workers(clock, 2)
     assert new.payload()["number"] == 1
-    assert started.pids == [1002, 1001]
     old.report({"recycle": 1001})
+    assert len(clock.processes) == 3
+    assert (old.commands(), started.pids) == ([], [1000, 1001])
+    new.report({"ready": True})
+    assert old.commands() == [b"stop\n"]
+    assert started.pids == [1002, 1001]
+    old.report({"recycle": 1002})
     assert len(clock.processes) == 3
     with capture_log_events() as events:
         old.end()
     assert messages(events) == []
-    new.report({"ready": True})
     clock.advance(30.0 + KILL_GRACE)
-    assert old.signals == []
     assert len(clock.processes) == 3
+    started.stopService()
+    for process in clock.processes[1:]:
+        process.end()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_replacement_that_cannot_start_leaves_the_old_worker_serving() -> None:
+    """The code on disk changed and does not import: tried again later, each time
+    after a delay that doubles.
+    """
+    started, clock = running(1)
+    old = clock.processes[0]
+    old.report({"recycle": 10})
+    [failing] = new_workers(clock, 1)
+    with capture_log_events() as events:
+        failing.report({"error": "--app: cannot import module 'x'"})
+        failing.end(ProcessTerminated(exitCode=2))
+    assert messages(events) == [
+        "The replacement of worker 1 (pid 1000) could not start: pid 1001 --app: cannot"
+        " import module 'x'; worker 1 serves on, another try in 0.5s"
+    ]
+    assert (old.commands(), started.pids) == ([], [1000])
+    old.report({"recycle": 11})
+    assert len(clock.processes) == 2
+    clock.advance(FIRST_RESTART_DELAY)
+    old.report({"recycle": 12})
+    [second] = new_workers(clock, 2)
+    second.end(ProcessTerminated(exitCode=2))
+    clock.advance(FIRST_RESTART_DELAY)
+    old.report({"recycle": 13})
+    assert len(clock.processes) == 3  # (1 s now)
+
+
+def test_a_reload_takes_over_from_a_replacement_still_starting() -> None:
+    started, clock = running(1)
+    clock.processes[0].report({"recycle": 10})
+    [successor] = new_workers(clock, 1)
+    started.reload(30.0, "new")
+    [new] = new_workers(clock, 2)
+    new.report({"ready": True})
+    assert successor.signals == ["KILL"]
+    successor.report({"ready": True})
+    assert started.pids == [new.pid]
 
 
 def test_only_a_serving_worker_is_replaced_for_its_max_requests() -> None:
@@ -853,3 +903,36 @@ def test_the_log_tells_a_reloads_new_and_old_workers_from_the_serving_ones() -> 
         "twistwsgi.service#info worker 1",
         "twistwsgi.service#info old worker 1",
     ]
+
+
+def test_each_set_of_workers_builds_and_serves_where_its_directories_led_at_its_start(
+    tmp_path: Path,
+) -> None:
+    """A link a deployment moves is followed by a reload, not by a worker of the
+    serving set started again (after a refused reload, say).
+    """
+    for name in ("release-1", "release-2", "release-1/run", "release-2/run"):
+        (tmp_path / name).mkdir()
+    current = tmp_path / "current"
+    current.symlink_to("release-1")
+    configuration = {"start_directory": str(current), "run_directory": f"{current}/run"}
+    assert pinned_directories(configuration) == {
+        "build_directory": os.path.realpath(tmp_path / "release-1"),
+        "serve_directory": os.path.realpath(tmp_path / "release-1/run"),
+    }
+    started, clock = running(1)
+    started._configuration.update(configuration)
+    current.unlink()
+    current.symlink_to("release-2")
+    started.reload(30.0, "new")
+    [new] = new_workers(clock, 1)
+    assert new.payload()["build_directory"] == os.path.realpath(tmp_path / "release-2")
+    new.report({"ready": True})
+    current.unlink()
+    current.symlink_to("release-1")
+    clock.advance(YOUNG_WORKER)
+    new.end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
+    assert clock.processes[-1].payload()["serve_directory"] == os.path.realpath(
+        tmp_path / "release-2/run"
+    )

@@ -28,6 +28,7 @@ from twistwsgi.worker import (
     ReportPipe,
     RequestLimit,
     _Control,
+    request_limit,
 )
 
 reactor: Any = global_reactor
@@ -255,3 +256,10 @@ def test_a_worker_asks_to_be_replaced_once_it_answered_its_requests() -> None:
     assert reports.sent == [{"recycle": 104}]
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert reports.sent == [{"recycle": 104}] * 2
+
+
+def test_each_worker_adds_its_own_random_jitter_to_max_requests() -> None:
+    assert request_limit(1000, 0) == 1000
+    drawn = {request_limit(1000, 5) for _ in range(500)}
+    assert drawn <= set(range(1000, 1006))
+    assert len(drawn) > 1

@@ -430,27 +430,35 @@ def test_a_worker_that_cannot_start_fails_the_start_with_its_reason(tmp_path: Pa
 
 def test_a_relative_config_file_is_found_after_rundir(tmp_path: Path, socket_path: Path) -> None:
     """A twistd --rundir changes directory before the workers start: they still build
-    the configuration the master read, with paths relative to where it started, and
-    a reload finds the file again.
+    the configuration the master read, with paths relative to where it started (the
+    application too), serve from the run directory (relative: from where the
+    server started), and a reload finds the file again.
     """
+    write_release(tmp_path, "A")
+    (tmp_path / "run").mkdir()
     (tmp_path / "site.toml").write_text(
         f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
         f'[[host]]\nnames = ["x"]\ndefault = true\n'
-        f'[[host.mount]]\npath = "/"\napp = "tests.apps:process"\n'
+        f'[[host.mount]]\npath = "/"\napp = "release_app:app"\n'
     )
     server = Server(
         "--config",
         "site.toml",
-        command=[str(TWISTD), "--nodaemon", "--pidfile=", f"--rundir={ROOT}", "wsgi"],
+        command=[str(TWISTD), "--nodaemon", "--pidfile=", "--rundir=run", "wsgi"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT)},
     )
+    run = os.path.realpath(tmp_path / "run")
     try:
+        old = started_workers(server, 2)
         server.wait_for("with 2 worker processes")
-        assert answered_by(socket_path)[1] == "http"
+        assert release_answer(socket_path)[::2] == ("A", run)
+        write_release(tmp_path, "B")
         server.process.send_signal(signal.SIGHUP)  # the file is read again from there
         server.wait_for("Reloaded: 2 new worker process(es) serve")
-        assert answered_by(socket_path)[1] == "http"
+        for pid in old.values():
+            wait_until_ended(pid)
+        assert release_answer(socket_path)[::2] == ("B", run)
     finally:
         assert server.stop() == 0
 

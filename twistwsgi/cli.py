@@ -774,6 +774,7 @@ def _supervisor(
         PAYLOAD_VARIABLE,
         Supervisor,
         last_error_line,
+        pinned_directories,
     )
 
     given = dict(options.given)
@@ -790,15 +791,12 @@ def _supervisor(
         "options": given,
         "config_content": content.decode("utf-8") if content is not None else None,
         "start_directory": start_directory,
-        # Where the start directory led when the server started: where its workers
-        # build and serve from (see twistwsgi.worker). A reload's workers build
-        # where it leads then.
-        "build_directory": os.getcwd(),
         "run_directory": _run_directory(options, start_directory),
         # Started with SIGINT ignored (a shell's background job): so are the
         # workers, which would otherwise stop on a Ctrl-C meant for the shell.
         "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
     }
+    configuration.update(pinned_directories(configuration))
     payload = {**configuration, "number": 0, "listen": [], "sys_path": sys.path}
     # Its stderr goes to a file, not a pipe: a process the application starts at
     # import would inherit a pipe, and the start would wait for that process too.
@@ -846,7 +844,7 @@ def _supervisor(
             with working_directory(start_directory):
                 accepted, text = _read_config(given)
         except Exception as error:
-            problem = str(error) if isinstance(error, ConfigError) else repr(error)
+            problem = str(error) if isinstance(error, (ConfigError, OSError)) else repr(error)
             _log.error("Reload refused, the old workers keep serving: {error}", error=problem)
             supervisor.keep_configuration()
             return
@@ -1089,9 +1087,6 @@ def _on_reload_signals(
     SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too. A
     SIGHUP received while the server started is acted on now, once.
     """
-    if _early_hangups:
-        _early_hangups.clear()
-        reactor.callFromThread(reload)
     previous_user1 = signal.getsignal(signal.SIGUSR1)
 
     def on_hangup(number: int, frame: object) -> None:
@@ -1104,6 +1099,9 @@ def _on_reload_signals(
 
     signal.signal(signal.SIGHUP, on_hangup)
     signal.signal(signal.SIGUSR1, on_user1)
+    if _early_hangups:  # (checked once the handler is in place: none is missed)
+        _early_hangups.clear()
+        reactor.callFromThread(reload)
 
 
 def reload_server(
@@ -1122,7 +1120,7 @@ def reload_server(
     except Exception as error:
         # A ConfigError names the setting; anything else (a bug, or a file that
         # vanished mid-read) must not end the server or skip the log reopening.
-        problem = str(error) if isinstance(error, ConfigError) else repr(error)
+        problem = str(error) if isinstance(error, (ConfigError, OSError)) else repr(error)
         _log.error("Reload refused, the old configuration keeps serving: {error}", error=problem)
         # logrotate's SIGHUP still means "reopen the log", whatever the file says.
         service.reopen_access_log()

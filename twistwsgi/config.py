@@ -792,9 +792,9 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "Requests a worker process answers before the master replaces it (gunicorn's"
         " --max-requests), which bounds what an application that leaks memory can"
-        " take: a new worker starts as the old one stops accepting, and the old one"
-        " finishes its requests in progress. Counted about once a second. 0: never."
-        " Needs workers.",
+        " take: a new worker starts, and once it serves the old one stops accepting"
+        " and finishes its requests in progress. Counted about once a second. 0:"
+        " never. Needs workers.",
     ),
     Setting(
         "max_requests_jitter",

@@ -187,6 +187,10 @@ class _Worker:
     #: For a process told to stop on its own (an old worker after a reload): when
     #: it is killed if still running.
     deadline: IDelayedCall | None = None
+    #: Replacements for --max-requests that could not start, in a row, and when
+    #: the next may be tried.
+    recycle_failures: int = 0
+    recycle_not_before: float = 0.0
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -295,6 +299,8 @@ class Supervisor(Service):
         self._reloading: Deferred[None] | None = None
         # Old workers told to stop, until they end.
         self._retiring: list[_Worker] = []
+        # Replacements for --max-requests starting, by slot (see _recycle).
+        self._successors: dict[int, _Worker] = {}
         self._command = list(command)
         self._environ = dict(os.environ if environ is None else environ)
         self.ports: list[IListeningPort] = []
@@ -430,6 +436,8 @@ class Supervisor(Service):
             worker.ready = True
             if self._is_incoming(worker):
                 self._take_over_if_all_ready()
+            elif self._successors.get(worker.number) is worker:
+                self._hand_over(worker)
             else:
                 self._announce_if_all_ready()
         answered = report.get("recycle")
@@ -437,23 +445,57 @@ class Supervisor(Service):
             self._recycle(worker, answered)
 
     def _recycle(self, worker: _Worker, answered: int) -> None:
-        """Replace ``worker``, which answered its ``--max-requests``, by a new one.
+        """Start a replacement for ``worker``, which answered its ``--max-requests``.
 
-        As gunicorn does: the old one stops accepting and finishes its requests
-        while the new one starts (the others, or the listen backlog, take the new
-        connections meanwhile).
+        The old one serves on until the new one serves, then stops accepting and
+        finishes its requests (:meth:`_hand_over`), as a reload's sets do: the slot
+        never goes without a worker, and a replacement that cannot start (the code
+        on disk changed and does not import) leaves the old one serving, tried
+        again after a delay that doubles.
         """
-        if not self.running:
+        number = worker.number
+        if (
+            not self.running
+            or number in self._successors
+            or self._incoming is not None  # (the reload replaces it)
+            or self._reactor.seconds() < worker.recycle_not_before
+        ):
             return
         _log.info(
-            "Worker {number} (pid {pid}) answered {answered} requests (max_requests); replacing it",
-            number=worker.number,
+            "Worker {number} (pid {pid}) answered {answered} requests (max_requests);"
+            " starting its replacement",
+            number=number,
             pid=worker.pid,
             answered=answered,
         )
-        successor = self._workers[worker.number] = _Worker(worker.number, 0.0)
-        self._retire([worker], self._graceful_timeout)
-        self._spawn(successor)
+        successor = self._successors[number] = _Worker(number, 0.0)
+        try:
+            self._start_process(successor, self._configuration)
+        except OSError as error:
+            del self._successors[number]
+            self._recycle_failed(worker, f"cannot start a process: {error}")
+
+    def _hand_over(self, successor: _Worker) -> None:
+        """A replacement for --max-requests serves: the worker it replaces stops."""
+        number = successor.number
+        del self._successors[number]
+        old = self._workers.get(number)
+        self._workers[number] = successor
+        if old is not None:
+            self._stop_workers([old], self._graceful_timeout)
+
+    def _recycle_failed(self, worker: _Worker, how: str) -> None:
+        worker.recycle_failures += 1
+        delay = _restart_delay(worker.recycle_failures)
+        worker.recycle_not_before = self._reactor.seconds() + delay
+        _log.warn(
+            "The replacement of worker {number} (pid {pid}) could not start: {how};"
+            " worker {number} serves on, another try in {delay}s",
+            number=worker.number,
+            pid=worker.pid,
+            how=how,
+            delay=delay,
+        )
 
     def _is_incoming(self, worker: _Worker) -> bool:
         """Whether ``worker`` is one of a reload's new workers, not serving yet."""
@@ -461,7 +503,12 @@ class Supervisor(Service):
 
     def _everyone(self) -> list[_Worker]:
         """Every worker with a process: serving, starting for a reload, or stopping."""
-        workers = [*self._workers.values(), *(self._incoming or {}).values(), *self._retiring]
+        workers = [
+            *self._workers.values(),
+            *(self._incoming or {}).values(),
+            *self._successors.values(),
+            *self._retiring,
+        ]
         return [worker for worker in workers if worker.process is not None]
 
     def _relay(self, worker: _Worker, event: dict[str, Any]) -> None:
@@ -500,7 +547,7 @@ class Supervisor(Service):
         """
         if worker in self._retiring:
             return f"old worker {worker.number}"
-        if self._is_incoming(worker):
+        if self._is_incoming(worker) or self._successors.get(worker.number) is worker:
             return f"new worker {worker.number}"
         return f"worker {worker.number}"
 
@@ -536,6 +583,12 @@ class Supervisor(Service):
         if retired:
             return
         how = worker.error or _how_it_ended(reason)
+        if self._successors.get(worker.number) is worker:
+            del self._successors[worker.number]
+            serving = self._workers.get(worker.number)
+            if serving is not None:
+                self._recycle_failed(serving, f"pid {pid} {how}")
+            return
         if self._is_incoming(worker):
             what = "could not start" if not worker.ready else "ended before the others served"
             self._give_up_reload(f"new worker {worker.number} (pid {pid}) {what}: {how}")
@@ -620,8 +673,7 @@ class Supervisor(Service):
         """
         self._incoming = incoming = {}
         configuration = {**self._configuration, "config_content": content}
-        if isinstance(configuration.get("start_directory"), str):
-            configuration["build_directory"] = os.path.realpath(configuration["start_directory"])
+        configuration.update(pinned_directories(configuration))
         self._incoming_with = (configuration, graceful_timeout)
         self._reload_deadline = self._reactor.callLater(RELOAD_TIMEOUT, self._reload_timed_out)
         count = workers or self._count
@@ -645,13 +697,16 @@ class Supervisor(Service):
         old, old_timeout = self._workers, self._graceful_timeout
         self._workers, self._incoming = incoming, None
         self._configuration, self._graceful_timeout = self._incoming_with
-        self._announced = True  # (a reload before the first start served: it serves now)
         self._count = len(incoming)
-        retiring = [worker for worker in old.values() if worker.process is not None]
+        # Replacements for --max-requests were of the old set.
+        successors, self._successors = list(self._successors.values()), {}
+        retiring = [worker for worker in [*old.values(), *successors] if worker.process]
         for worker in old.values():
             _cancel(worker.restart)
             worker.restart = None
-        self._retire(retiring, old_timeout)
+        self._stop_workers(retiring, old_timeout)
+        if not self._announced:  # (a reload before the first start served)
+            self._announce_if_all_ready()
         _log.info(
             "Reloaded: {count} new worker process(es) serve; {old} old one(s) finish"
             " their requests (up to {timeout}s)",
@@ -663,6 +718,8 @@ class Supervisor(Service):
 
     def _reload_timed_out(self) -> None:
         self._reload_deadline = None
+        if self._incoming is None:
+            return
         starting = [
             str(worker.number) for worker in (self._incoming or {}).values() if not worker.ready
         ]
@@ -683,10 +740,18 @@ class Supervisor(Service):
         _cancel(self._reload_deadline)
         self._reload_deadline = None
         started = [worker for worker in incoming.values() if worker.process is not None]
-        # One that serves may have taken connections: it finishes them. One that does
-        # not serve yet holds none, and may be stuck importing: it is killed.
-        self._retire([worker for worker in started if worker.ready], self._incoming_with[1])
-        for worker in started:
+        self._stop_workers(started, self._incoming_with[1])
+
+    def _stop_workers(self, workers: Sequence[_Worker], graceful_timeout: float) -> None:
+        """Stop ``workers``: gracefully those that serve, at once those starting.
+
+        One that serves may have taken connections: it finishes them. One that does
+        not serve yet holds none, may be stuck importing, and reads no command
+        before its import ends: it is killed (else, once started, it would serve an
+        old configuration).
+        """
+        self._retire([worker for worker in workers if worker.ready], graceful_timeout)
+        for worker in workers:
             if not worker.ready:
                 self._retiring.append(worker)
                 self._kill(worker)
@@ -763,6 +828,7 @@ class Supervisor(Service):
         self._kill_call = None
         self._stopping = None
         self._workers.clear()
+        self._successors.clear()
         for worker in self._retiring:
             _cancel(worker.deadline)
         self._retiring.clear()
@@ -792,6 +858,25 @@ class Supervisor(Service):
             )
         with contextlib.suppress(ProcessExitedAlready):
             worker.process.signalProcess("KILL")
+
+
+def pinned_directories(configuration: Mapping[str, Any]) -> dict[str, str]:
+    """Where a set of workers builds and serves, fixed when the set starts.
+
+    ``build_directory`` is the ``start_directory`` and ``serve_directory`` the
+    ``run_directory`` (twistd's ``--rundir``, if any) as they lead at that moment,
+    links resolved: a link a deployment moves to the next release is followed by a
+    reload, and a worker of the set started again later (it died, or reached
+    --max-requests) stays with the release its set serves.
+    """
+    pinned = {}
+    start = configuration.get("start_directory")
+    if isinstance(start, str):
+        pinned["build_directory"] = os.path.realpath(start)
+    run = configuration.get("run_directory")
+    if isinstance(run, str) and run:
+        pinned["serve_directory"] = os.path.realpath(run)
+    return pinned
 
 
 def _cancel(call: IDelayedCall | None) -> None:

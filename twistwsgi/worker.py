@@ -221,6 +221,15 @@ class _Answered(Protocol):
     responses: int
 
 
+def request_limit(max_requests: int, jitter: int) -> int:
+    """This worker's share of requests: ``max_requests`` plus 0 to ``jitter`` at random.
+
+    The random part spreads over time the replacements of workers started together
+    (gunicorn's --max-requests-jitter).
+    """
+    return max_requests + random.randint(0, jitter)
+
+
 class RequestLimit:
     """Asks the master for a replacement once a worker answered its requests.
 
@@ -369,13 +378,13 @@ def main(arguments: list[str] | None = None) -> None:
         )
     except ConfigError as error:
         _fail(str(error), reports)
-    if payload.get("run_directory"):
-        _change_directory(payload["run_directory"], reports)
+    serve_directory = payload.get("serve_directory") or payload.get("run_directory")
+    if serve_directory:
+        _change_directory(serve_directory, reports)
     assert reports is not None
     service.startService()
     if config.max_requests:
-        # (spreads the replacements of workers started together over time)
-        limit = config.max_requests + random.randint(0, config.max_requests_jitter)
+        limit = request_limit(config.max_requests, config.max_requests_jitter)
         RequestLimit(service.factory, limit, reports, reactor).start()
 
     def stop() -> None:
