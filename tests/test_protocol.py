@@ -19,6 +19,7 @@ from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.protocol import (
     BODY_HIGH_WATER,
     DISPATCH_BUFFER,
+    IDLE_GRACE,
     LARGE_BODY,
     LARGE_BODY_READ_SIZE,
     LINGER_TIMEOUT,
@@ -1128,6 +1129,7 @@ def test_shutdown_closes_idle_connections_and_finishes_busy_ones() -> None:
     idle = connect(held, clock=clock)
     busy = connect(held, clock=clock)
     busy.factory = idle.factory  # not used: each connect has its own factory
+    clock.advance(IDLE_GRACE)
     busy.send(get())
     idle.protocol.close_when_idle()
     busy.protocol.close_when_idle()
@@ -1139,6 +1141,32 @@ def test_shutdown_closes_idle_connections_and_finishes_busy_ones() -> None:
     [response] = parse_responses(busy.take())
     assert response.header(b"connection") == b"close"
     assert busy.is_closed()
+
+
+def test_shutdown_spares_a_connection_just_answered_for_its_next_request() -> None:
+    """Its client may be sending the next request already (a keep-alive client of a
+    worker a reload or --max-requests replaces): for IDLE_GRACE it is answered, with
+    Connection: close; a connection idle that long is closed then.
+    """
+    clock = Clock()
+    busy_client = connect(Echo(), clock=clock)
+    quiet_client = connect(Echo(), clock=clock)
+    for connection in (busy_client, quiet_client):
+        connection.send(get(b"first"))
+        connection.take()
+    clock.advance(IDLE_GRACE / 2)
+    for connection in (busy_client, quiet_client):
+        connection.protocol.close_when_idle()
+        assert not connection.is_closed()
+        assert not connection.protocol.draining
+    busy_client.send(get(b"next"))
+    [response] = parse_responses(busy_client.take())
+    assert (response.body, response.header(b"connection")) == (b"/next", b"close")
+    assert busy_client.is_closed()
+    clock.advance(IDLE_GRACE / 2 - 0.01)
+    assert not quiet_client.is_closed()
+    clock.advance(0.01)
+    assert quiet_client.is_closed()
 
 
 def test_factory_shut_down_fires_when_the_last_connection_closes() -> None:

@@ -217,8 +217,9 @@ instead, as nginx and gunicorn do: a new set starts beside the old one, importin
 applications afresh, and once every new worker serves, the old ones finish their
 requests in progress and exit. So everything but `listen` is applied, `threads`,
 `workers` and new application code included, and no new connection is refused
-meanwhile (the master holds the listening sockets; keep-alive connections idle on
-an old worker are closed, as nginx and gunicorn do). If a new worker cannot start
+meanwhile (the master holds the listening sockets; a keep-alive connection of an
+old worker is closed once idle for half a second, a request sent on it before then
+answered with `Connection: close`). If a new worker cannot start
 (the new code does not import, the file does not build, 60 s pass), the reload is
 refused with its reason and the old workers keep serving (see [worker
 processes](getting-started.md#worker-processes)).

@@ -687,14 +687,23 @@ class HTTP11Protocol(Protocol):
         size, then for the keep-alive timeout. One whose next request's first bytes
         are in the socket, not read yet, is not idle: a close would reset it under
         that request (a keep-alive client of a worker a reload replaces), which is
-        answered instead, with ``Connection: close``.
+        answered instead, with ``Connection: close``. Nor is one idle for less than
+        :data:`IDLE_GRACE`, as when the server drains at its connection limit: its
+        client, just answered (or just connected), may be sending its next request.
+        It closes once idle that long, unless that request comes first.
         """
         self._close_when_idle = True
         if self._queue or self._closed:
             return
         if self._read is _Read.IDLE:
-            if not self._bytes_waiting():
+            if self._bytes_waiting():
+                return
+            spared_until = self.idle_since + IDLE_GRACE
+            now = self._clock.seconds()
+            if now >= spared_until:
                 self._lose_connection()
+            elif self._deadline is None or self._deadline > spared_until:
+                self._set_deadline(spared_until - now, _Timeout.IDLE)
         elif self._read is _Read.BODY and self._parsing is not None and self._parsing.finished:
             self._close_after_response(self._parsing)
 
@@ -702,10 +711,17 @@ class HTTP11Protocol(Protocol):
     def draining(self) -> bool:
         """Whether a request is still being read or answered after a shutdown began.
 
-        A connection closing (idle, or lingering after its last response) is not. One
-        that stopped parsing at an Upgrade request is, while that request is queued.
+        A connection closing (idle, or lingering after its last response) is not, nor
+        one idle that waits out its grace before it closes. One that stopped parsing
+        at an Upgrade request is, while that request is queued.
         """
-        return not self._closed and (self._read is not _Read.STOPPED or bool(self._queue))
+        if self._closed:
+            return False
+        if self._queue:
+            return True
+        if self._read is _Read.IDLE:
+            return not self._close_when_idle
+        return self._read is not _Read.STOPPED
 
     def abort_connection(self) -> None:
         """Drop the connection without sending anything more."""
