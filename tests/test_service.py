@@ -956,12 +956,14 @@ def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> 
     close, not reset under it.
     """
     held = Held()
-    factory = HTTPFactory(held, settings=HttpSettings(), clock=MemoryReactorClock())
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(held, settings=HttpSettings(), clock=clock)
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
         protocol = factory.buildProtocol(None)
         transport = PeekableTransport(server_end)
         protocol.makeConnection(transport)
+        clock.advance(IDLE_GRACE)  # (idle long enough to be closed, but for the bytes)
         client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
         protocol.close_when_idle()
         assert not transport.disconnecting

@@ -720,9 +720,7 @@ class Supervisor(Service):
         self._reload_deadline = None
         if self._incoming is None:
             return
-        starting = [
-            str(worker.number) for worker in (self._incoming or {}).values() if not worker.ready
-        ]
+        starting = [str(worker.number) for worker in self._incoming.values() if not worker.ready]
         self._give_up_reload(
             f"new worker(s) {', '.join(starting)} did not serve within {RELOAD_TIMEOUT:g}s"
             " (importing the applications?)"

@@ -354,7 +354,7 @@ def main(arguments: list[str] | None = None) -> None:
     # deployment moves to each release is followed by a reload only: a worker
     # started again after a refused reload builds the release that serves. It
     # serves from there too, or from the --rundir.
-    _change_directory(payload.get("build_directory") or payload["start_directory"], reports)
+    _change_directory(payload["build_directory"], reports)
     try:
         config = cli.load_config(options, _encoded(payload.get("config_content")))
         if check:
@@ -378,9 +378,8 @@ def main(arguments: list[str] | None = None) -> None:
         )
     except ConfigError as error:
         _fail(str(error), reports)
-    serve_directory = payload.get("serve_directory") or payload.get("run_directory")
-    if serve_directory:
-        _change_directory(serve_directory, reports)
+    if payload.get("serve_directory"):
+        _change_directory(payload["serve_directory"], reports)
     assert reports is not None
     service.startService()
     if config.max_requests:

@@ -696,12 +696,10 @@ class HTTP11Protocol(Protocol):
         if self._queue or self._closed:
             return
         if self._read is _Read.IDLE:
-            if self._bytes_waiting():
-                return
             spared_until = self.idle_since + IDLE_GRACE
             now = self._clock.seconds()
             if now >= spared_until:
-                self._lose_connection()
+                self.close_if_idle()
             elif self._deadline is None or self._deadline > spared_until:
                 self._set_deadline(spared_until - now, _Timeout.IDLE)
         elif self._read is _Read.BODY and self._parsing is not None and self._parsing.finished:
