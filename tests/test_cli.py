@@ -987,6 +987,21 @@ def test_reload_keeps_the_tls_settings_a_listener_was_built_with(tmp_path: Path)
     assert "AES128-SHA" in ciphers() and tickets()  # the settings of the last reload
 
 
+def serve_with_reload_signals(site: Path) -> tuple[Any, ServerService, CallsFromThreads]:
+    """Build the one TLS listener and the service of ``site`` with the SIGHUP handler
+    installed (collected by ``installed``); SIGHUP's work is left in the returned
+    reactor's ``calls``.
+    """
+    given = {"config": str(site)}
+    config = cli.load_config(given)
+    endpoints = cli.build_endpoints(global_reactor, config)
+    [(_, endpoint)] = endpoints
+    service = make_service(config, reactor=MemoryReactorClock(), endpoints=[])
+    reactor = CallsFromThreads()
+    cli._handle_reload_signals(reactor, service, given, endpoints)
+    return endpoint, service, reactor
+
+
 def test_a_refused_reload_leaves_the_tls_settings_as_they_were(
     tmp_path: Path, installed: dict[int, Callable[[int, object], None]]
 ) -> None:
@@ -1008,13 +1023,7 @@ def test_a_refused_reload_leaves_the_tls_settings_as_they_were(
         )
 
     write("tests.apps:hello", "")
-    given = {"config": str(site)}
-    config = cli.load_config(given)
-    endpoints = cli.build_endpoints(global_reactor, config)
-    [(_, endpoint)] = endpoints
-    service = make_service(config, reactor=MemoryReactorClock(), endpoints=[])
-    reactor = CallsFromThreads()
-    cli._handle_reload_signals(reactor, service, given, endpoints)
+    endpoint, _, reactor = serve_with_reload_signals(site)
 
     write_self_signed_certificate(tmp_path, "renewed.example")
     write("no_such_module_for_this_test:app", 'tls_ciphers = "ECDHE+AESGCM"')
@@ -1026,6 +1035,75 @@ def test_a_refused_reload_leaves_the_tls_settings_as_they_were(
     context = cli._tls_options(endpoint).getContext()
     assert "AES128-SHA" in SSL.Connection(context).get_cipher_list()
     assert served_certificate_subject(endpoint) == "renewed.example"
+
+
+def write_host_site(directory: Path, host_certificate: str) -> Path:
+    """A file listening on ssl: (its own certificate for listener.test) with a host
+    a.test whose tls_certificate is ``host_certificate`` (key in a-key.pem).
+    """
+    key, cert = write_self_signed_certificate(directory, names=("listener.test",), prefix="own-")
+    site = directory / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
+        'threads = 0\naccess_log = "off"\n'
+        f'[[host]]\nnames = ["a.test"]\ntls_certificate = "{host_certificate}"\n'
+        'tls_key = "a-key.pem"\nmount = [{path = "/", app = "tests.apps:hello"}]\n'
+    )
+    return site
+
+
+def test_sighup_reads_a_renewed_host_certificate_and_refuses_a_broken_one(
+    tmp_path: Path, installed: dict[int, Callable[[int, object], None]]
+) -> None:
+    """A renewed site certificate (certbot's deploy hook reloads): clients naming it get the
+    new one. A host certificate that no longer loads refuses the file whole, with a
+    line naming the key; the one read before keeps serving.
+    """
+    from tests.test_host_certificates import served_names
+
+    write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
+    site = write_host_site(tmp_path, "a-cert.pem")
+    endpoint, service, reactor = serve_with_reload_signals(site)
+
+    def served(name: bytes) -> tuple[str, ...]:
+        return served_names(cli._tls_options(endpoint).getContext(), name)
+
+    assert served(b"a.test") == ("a.test",)
+    write_self_signed_certificate(tmp_path, names=("a.test", "renewed.a.test"), prefix="a-")
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    reactor.calls.pop()()
+    assert served(b"a.test") == ("a.test", "renewed.a.test")
+
+    kept = service.config
+    (tmp_path / "broken.pem").write_text("half-written\n")
+    write_host_site(tmp_path, "broken.pem")
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    with capture_log_events() as events:
+        reactor.calls.pop()()
+    [refusal] = [formatEvent(e) for e in events if "Reload refused" in formatEvent(e)]
+    assert "site.toml: host[0].tls_certificate: " in refusal
+    assert "cannot load the certificate" in refusal
+    assert service.config is kept
+    assert served(b"a.test") == ("a.test", "renewed.a.test")
+    assert served(b"other.test") == ("listener.test",)
+
+
+def test_a_host_certificate_that_does_not_load_stops_the_start(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """--check-config included: one line naming the file's key, exit status 2."""
+    write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
+    write_self_signed_certificate(tmp_path, names=("b.test",), prefix="b-")
+    site = write_host_site(tmp_path, "b-cert.pem")  # with a-key.pem: not its key
+    for check in ((), ("--check-config",)):
+        with pytest.raises(SystemExit) as raised:
+            make("--config", str(site), *check)
+        assert raised.value.code == 2
+        err = capfd.readouterr().err
+        assert err.count("\n") == 1
+        assert "site.toml: host[0].tls_key: " in err
+        assert f"this key is not the key of {str(tmp_path / 'b-cert.pem')!r}" in err
 
 
 def test_tls_ciphers_openssl_does_not_know_are_refused_at_start(

@@ -91,10 +91,17 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
         local = tmp_path / directory.strip("/").replace("/", "_")
         local.mkdir()
         text = text.replace(directory, str(local))
+    from tests.test_sockets import write_self_signed_certificate
+    from twistwsgi.host_certificates import host_certificates
+
+    key, cert = write_self_signed_certificate(tmp_path, names=("*.example.org",))
+    text = text.replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
+    text = text.replace("/etc/letsencrypt/live/example.org/privkey.pem", str(key))
     path = tmp_path / "site.toml"
     path.write_text(text)
     config = load_config({"config": str(path)})
     assert len(config.hosts) == 2
+    assert host_certificates(config.hosts) is not None
     assert config.http.max_body == 20 * 1024 * 1024
     assert config.trusted_proxies == ("10.0.0.0/8",)
 

@@ -72,10 +72,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def write_self_signed_certificate(
-    directory: Path, common_name: str = "localhost"
+    directory: Path,
+    common_name: str = "localhost",
+    names: tuple[str, ...] = ("localhost",),
+    prefix: str = "",
 ) -> tuple[Path, Path]:
-    """Write a throwaway certificate for 127.0.0.1 and localhost (key.pem, cert.pem in
-    ``directory``, replaced if there); return (key, cert).
+    """Write a throwaway certificate for 127.0.0.1 and ``names`` (key.pem, cert.pem in
+    ``directory``, each name starting with ``prefix``, replaced if there); return
+    (key, cert).
     """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -91,7 +95,7 @@ def write_self_signed_certificate(
         .add_extension(
             x509.SubjectAlternativeName(
                 [
-                    x509.DNSName("localhost"),
+                    *(x509.DNSName(name) for name in names),
                     x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1")),
                 ]
             ),
@@ -99,8 +103,8 @@ def write_self_signed_certificate(
         )
         .sign(key, hashes.SHA256())
     )
-    key_path = directory / "key.pem"
-    cert_path = directory / "cert.pem"
+    key_path = directory / f"{prefix}key.pem"
+    cert_path = directory / f"{prefix}cert.pem"
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -48,6 +48,13 @@ from twistwsgi.config import (
     unescape,
 )
 from twistwsgi.dispatch import read_inline, skip_log_context
+from twistwsgi.host_certificates import (
+    PEM_READ_LIMIT,
+    host_certificates,
+    is_encrypted_pem,
+    openssl_reasons,
+    serve_host_certificates,
+)
 from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.site import describe_routing
 
@@ -200,6 +207,8 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
             exit_with_error(f"{config.source(error.setting)} {error.value!r}: {error}")
         except _EndpointError as error:
             exit_with_error(f"{config.source('listen')} {description!r}: {error}")
+        except ConfigError as error:  # a host's certificate
+            exit_with_error(str(error))
     return endpoints
 
 
@@ -227,6 +236,7 @@ def _endpoint_for(
     Raises:
         _EndpointError: saying what is wrong with the string or its files.
         _TLSSettingError: when OpenSSL refuses ``tls_ciphers``.
+        ConfigError: when a host's ``tls_certificate`` or ``tls_key`` does not load.
     """
     repeated = _repeated_parameter(description)
     if repeated is not None:
@@ -251,6 +261,9 @@ def _endpoint_for(
         raise _EndpointError(_endpoint_problem(description, error)) from error
     if context is not None:
         _apply_tls_settings(context, settings)
+        certificates = host_certificates(settings.hosts)
+        if certificates is not None:
+            serve_host_certificates(context, certificates)
         _TLS_SETTINGS_IN_USE[_tls_options(endpoint)] = settings
     return endpoint
 
@@ -302,7 +315,7 @@ def reload_certificates(
             fresh = _tls_options(_endpoint_for(reactor, description, settings))
             assert fresh is not None
             context = fresh.getContext()
-        except (_EndpointError, _TLSSettingError) as error:
+        except (_EndpointError, _TLSSettingError, ConfigError) as error:
             _log.error(
                 "Reload: the TLS files of {listen!r} were not read again, the ones read"
                 " before keep serving: {problem}",
@@ -447,10 +460,6 @@ def _repeated_parameter(description: str) -> str | None:
     return None
 
 
-#: Larger than any PEM key file; what is read to look for encryption.
-_KEY_FILE_READ_LIMIT = 1 << 20
-
-
 def _encrypted_key(description: str) -> str | None:
     """The file of an ``ssl:`` endpoint holding an encrypted key, else None.
 
@@ -466,19 +475,12 @@ def _encrypted_key(description: str) -> str | None:
     for path in dict.fromkeys((key, named.get("certKey") or key)):
         try:
             with open(path, "rb") as stream:
-                content = stream.read(_KEY_FILE_READ_LIMIT)
+                content = stream.read(PEM_READ_LIMIT)
         except OSError:
             continue  # serverFromString reports the file itself
-        if _ENCRYPTED_PEM.search(content):
+        if is_encrypted_pem(content):
             return repr(path)
     return None
-
-
-# PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or a legacy PEM encryption header, not the
-# word anywhere (a comment saying "not ENCRYPTED").
-_ENCRYPTED_PEM = re.compile(
-    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: *4, *ENCRYPTED", re.M
-)
 
 
 def _build_tls_context(
@@ -624,7 +626,7 @@ def _endpoint_problem(description: str, error: Exception) -> str:
     if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
         return f"no such socket passed by systemd ({_systemd_sockets()})"
     if isinstance(error, _TLSContextError):
-        detail = _openssl_reasons(error.__cause__)
+        detail = openssl_reasons(error.__cause__)
         if "dhParameters" in _endpoint_parts(description)[2]:
             return f"cannot set up TLS (is dhParameters= a PEM file of DH parameters?): {detail}"
         return f"cannot set up TLS: {detail}"
@@ -634,16 +636,6 @@ def _endpoint_problem(description: str, error: Exception) -> str:
             f" name PEM files, the key without a passphrase): {error}"
         )
     return f"{type(error).__name__}: {error}"
-
-
-def _openssl_reasons(error: BaseException | None) -> str:
-    """An OpenSSL error's reasons ("no such file"), not its list of tuples."""
-    details = error.args[0] if error is not None and error.args else None
-    if isinstance(details, list) and all(isinstance(d, tuple) and d for d in details):
-        reasons = [str(detail[-1]) for detail in details if detail[-1]]
-        if reasons:
-            return "; ".join(reasons)
-    return str(error) or type(error).__name__
 
 
 def _access_log_problem(path: str | None) -> str | None:
@@ -1117,6 +1109,9 @@ def reload_server(
     """
     try:
         config = load_config(given)
+        # A host's certificate that does not load refuses the file as any other
+        # mistake in it does (each listener would otherwise keep its old files).
+        host_certificates(config.hosts)
     except Exception as error:
         # A ConfigError names the setting; anything else (a bug, or a file that
         # vanished mid-read) must not end the server or skip the log reopening.

@@ -1006,6 +1006,24 @@ HOST_KEYS: tuple[Setting, ...] = (
         " host is the default; without one, unknown names get 404 (421 over TLS).",
         cli=False,
     ),
+    Setting(
+        "tls_certificate",
+        FILE,
+        None,
+        "This host's certificate (PEM, followed by its chain: certbot's"
+        " fullchain.pem), as nginx's ssl_certificate in a server block. Every ssl:"
+        " listener sends it to clients that name one of the host's names (SNI);"
+        " other clients get the listener's certKey=. Read again on SIGHUP.",
+        cli=False,
+    ),
+    Setting(
+        "tls_key",
+        FILE,
+        None,
+        "The private key of tls_certificate (PEM, without a passphrase); when left"
+        " out, the key is read from the certificate's file.",
+        cli=False,
+    ),
 )
 
 MOUNT_KEYS: tuple[Setting, ...] = (
@@ -1397,12 +1415,17 @@ class HostConfig:
         default: whether unknown host names land here.
         mounts: the mounts, in configuration order.
         where: where it was configured.
+        tls_certificate: the certificate file (and chain) sent to clients naming
+            this host, if any.
+        tls_key: the key of ``tls_certificate`` (its own file when ``None``).
     """
 
     names: tuple[str, ...]
     default: bool
     mounts: tuple[MountConfig, ...]
     where: str
+    tls_certificate: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1663,6 +1686,8 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
 #: Mount keys holding a file-system path; relative ones are read from the
 #: configuration file's directory.
 _PATH_KEYS = ("static", "tls_ca")
+#: The same for host keys.
+_HOST_PATH_KEYS = ("tls_certificate", "tls_key")
 
 
 def _mount(table: Any, where: str, base: str | None) -> MountConfig:
@@ -1733,7 +1758,16 @@ def _hosts(
         if not isinstance(table, dict):
             raise ConfigError(where, "expected a table: [[host]]")
         mounts_raw = table.get("mount", [])
-        parsed = _parse_table({k: v for k, v in table.items() if k != "mount"}, HOST_KEYS, where)
+        keys = {
+            key: os.path.join(base, os.path.expanduser(value))
+            if key in _HOST_PATH_KEYS and base is not None and isinstance(value, str)
+            else value
+            for key, value in table.items()
+            if key != "mount"
+        }
+        parsed = _parse_table(keys, HOST_KEYS, where)
+        if "tls_key" in parsed and "tls_certificate" not in parsed:
+            raise ConfigError(f"{where}.tls_key", "needs tls_certificate, the certificate it signs")
         if not isinstance(mounts_raw, list):
             raise ConfigError(f"{where}.mount", "expected an array of tables: [[host.mount]]")
         mounts = tuple(
@@ -1749,7 +1783,16 @@ def _hosts(
                     f"{where}.default", f"{default_where} is already the default host"
                 )
             default_where = where
-        hosts.append(HostConfig(parsed["names"], default, mounts, where))
+        hosts.append(
+            HostConfig(
+                parsed["names"],
+                default,
+                mounts,
+                where,
+                parsed.get("tls_certificate"),
+                parsed.get("tls_key"),
+            )
+        )
     return tuple(hosts)
 
 
@@ -1879,6 +1922,15 @@ def build_config(
             "configuration",
             "nothing to serve: give --app, --static, --proxy or --vhost,"
             " or [[host]] tables in --config",
+        )
+    certified = [host for host in host_configs if host.tls_certificate]
+    if certified and not any(
+        split_escaped(text, ":", limit=1)[0].strip().lower() == "ssl" for text in resolved["listen"]
+    ):
+        raise ConfigError(
+            f"{certified[0].where}.tls_certificate",
+            "no listener serves it: add an ssl: endpoint to listen (its certKey= is"
+            " what clients naming no such host get)",
         )
     if resolved["max_requests"] and not resolved["workers"]:
         raise ConfigError(

@@ -208,7 +208,8 @@ line and the old configuration keeps serving. On reload:
   the certificate, key and chain files of `ssl:` listeners, read again from the same
   paths (connections accepted from then on get them; if they do not load, for
   instance half-written, a log line says why and the ones read before keep serving).
-  This happens even when the file itself is refused;
+  This happens even when the file itself is refused. The hosts' `tls_certificate`
+  and `tls_key` are read again too; one that does not load refuses the file;
 - **needs a restart:** `listen`, `threads` and `workers` (a change is logged as a
   warning), and new application code, since Python caches imported modules.
 
@@ -229,7 +230,8 @@ reopens it (nginx's log-rotation signal), without reading the file.
 
 Options given on the command line override the `[server]` values of the file, on
 reload too; `--config`, `--check-config` and `--vhost` exist only on the command line.
-Relative paths in the file (`static` directories, `tls_ca`, `access_log`, and the
+Relative paths in the file (`static` directories, `tls_ca`, `tls_certificate`,
+`tls_key`, `access_log`, and the
 `privateKey`, `certKey`, `extraCertChain`, `dhParameters` files and UNIX socket paths
 of `listen` endpoints) are read from the file's own directory, as nginx reads its
 certificates from its configuration directory, so the file means the same wherever
