@@ -337,6 +337,7 @@ PARSED_TYPE: dict[str, type] = {
     "CIDRS": tuple,
     "NAMES[/PREFIX]=KIND:TARGET": tuple,
     "FIELD": bytes,
+    "REDIRECT": str,  # "on" or "off" (or a port number, an int)
 }
 
 
@@ -376,8 +377,10 @@ def test_setting_names_are_unique_and_all_used() -> None:
     """
     names = [setting.name for setting in SETTINGS]
     assert len(names) == len(set(names))
-    # The mount settings become hosts, --config becomes config_file.
+    # The mount settings become hosts (and the redirect each host's), --config
+    # becomes config_file.
     field_of = {
+        "https_redirect": "hosts",
         "app": "hosts",
         "static": "hosts",
         "proxy": "hosts",

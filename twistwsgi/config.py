@@ -239,6 +239,22 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _https_redirect(value: Any) -> str | int:
+    """``"on"``, ``"off"``, or the port clients reach TLS on."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value).strip().lower()
+    if isinstance(value, int) or text.isdigit():
+        port = int(text)
+        if not 0 < port < 65536:
+            raise ValueError(f"a port is 1 to 65535, got {value!r}")
+        return port
+    try:
+        return "on" if _boolean(text) else "off"
+    except ValueError:
+        raise ValueError(f"expected on, off or a port number, got {value!r}") from None
+
+
 _HOST_NAME = re.compile(
     r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?"
     r"|\[[0-9a-f:.]+\]"
@@ -538,6 +554,11 @@ TLS_CIPHERS = Kind("CIPHERS", _tls_ciphers, "an OpenSSL cipher list")
 # A yes/no setting that is on by default: on the command line it takes a value
 # (--tls-session-tickets off), where a BOOL flag can only turn something on.
 SWITCH = Kind("SWITCH", _boolean, "on or off (also true or false, yes or no)")
+HTTPS_REDIRECT = Kind(
+    "REDIRECT",
+    _https_redirect,
+    "on, off, or the port number clients reach TLS on (on: the first ssl: listener's)",
+)
 NETWORKS = Kind(
     "CIDRS",
     _networks,
@@ -879,6 +900,18 @@ SETTINGS: tuple[Setting, ...] = (
         " turn them off for strict forward secrecy of TLS 1.2 sessions.",
     ),
     Setting(
+        "https_redirect",
+        HTTPS_REDIRECT,
+        "off",
+        "Answer each request that did not come over TLS with a redirect to the same URL"
+        " on https, as nginx's 'return 301 https://$host$request_uri': 301 for GET and"
+        " HEAD, 308 (the method and body kept) for other methods. on: to the port of"
+        " the first ssl: listener; a number: to that port, for TLS published on another"
+        " port (a container's) or ended in front (from trusted_proxies,"
+        " X-Forwarded-Proto: https counts as TLS). A [[host]] may set its own. Applied"
+        " again on SIGHUP.",
+    ),
+    Setting(
         "graceful_timeout",
         DURATION,
         30.0,
@@ -1014,6 +1047,13 @@ HOST_KEYS: tuple[Setting, ...] = (
         " fullchain.pem), as nginx's ssl_certificate in a server block. Every ssl:"
         " listener sends it to clients that name one of the host's names (SNI);"
         " other clients get the listener's certKey=. Read again on SIGHUP.",
+        cli=False,
+    ),
+    Setting(
+        "https_redirect",
+        HTTPS_REDIRECT,
+        None,
+        "This host's https_redirect, in place of the [server] one (on, off or a port).",
         cli=False,
     ),
     Setting(
@@ -1418,6 +1458,8 @@ class HostConfig:
         tls_certificate: the certificate file (and chain) sent to clients naming
             this host, if any.
         tls_key: the key of ``tls_certificate`` (its own file when ``None``).
+        https_redirect: the port requests not over TLS are redirected to on https,
+            or ``None`` for no redirect.
     """
 
     names: tuple[str, ...]
@@ -1426,6 +1468,7 @@ class HostConfig:
     where: str
     tls_certificate: str | None = None
     tls_key: str | None = None
+    https_redirect: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1749,7 +1792,13 @@ def _claim_names(names: Sequence[str], owner: str, where: str, names_seen: dict[
 
 
 def _hosts(
-    raw_hosts: Sequence[Any], file: str, base: str | None, names_seen: dict[str, str]
+    raw_hosts: Sequence[Any],
+    file: str,
+    base: str | None,
+    names_seen: dict[str, str],
+    *,
+    https_port: Callable[[str | int, str], int | None],
+    server_https_port: Callable[[], int | None],
 ) -> tuple[HostConfig, ...]:
     hosts = []
     default_where = None
@@ -1783,6 +1832,10 @@ def _hosts(
                     f"{where}.default", f"{default_where} is already the default host"
                 )
             default_where = where
+        if "https_redirect" in parsed:
+            redirect = https_port(parsed["https_redirect"], f"{where}.https_redirect")
+        else:
+            redirect = server_https_port()
         hosts.append(
             HostConfig(
                 parsed["names"],
@@ -1791,13 +1844,53 @@ def _hosts(
                 where,
                 parsed.get("tls_certificate"),
                 parsed.get("tls_key"),
+                redirect,
             )
         )
     return tuple(hosts)
 
 
+def _https_port(choice: str | int, where: str, listen: Sequence[str]) -> int | None:
+    """The port an ``https_redirect`` choice sends clients to (``None``: no redirect).
+
+    Raises:
+        ConfigError: for ``on`` without an ``ssl:`` listener whose port is known.
+    """
+    if choice == "off":
+        return None
+    if isinstance(choice, int):
+        return choice
+    for description in listen:
+        parameters = split_escaped(description, ":")
+        if parameters[0].strip().lower() != "ssl":
+            continue
+        # The port is the first positional parameter, or port= (as Twisted reads it).
+        port = ""
+        positional = False
+        for parameter in parameters[1:]:
+            named = split_escaped(parameter, "=", limit=1)
+            if len(named) == 2 and unescape(named[0]).strip() == "port":
+                port = unescape(named[1]).strip()
+            elif len(named) == 1 and not positional:
+                port = unescape(named[0]).strip()
+                positional = True
+        if port.isdigit() and int(port) > 0:
+            return int(port)
+        raise ConfigError(
+            where,
+            f"the port of {description!r} is not known before it listens: give the port"
+            " clients reach TLS on (https_redirect = 443)",
+        )
+    raise ConfigError(
+        where, "on needs an ssl: listener; without one, give the port clients reach TLS on"
+    )
+
+
 def _vhost_hosts(
-    specs: Sequence[VhostSpec], flag: str, names_seen: dict[str, str]
+    specs: Sequence[VhostSpec],
+    flag: str,
+    names_seen: dict[str, str],
+    server_https_port: Callable[[], int | None],
 ) -> tuple[HostConfig, ...]:
     """The hosts of the ``--vhost`` values: one per set of names, in order.
 
@@ -1833,7 +1926,9 @@ def _vhost_hosts(
                 )
         _claim_names(group[0].names, where, where, names_seen)
         names_of[where] = group[0].names
-        hosts.append(HostConfig(group[0].names, False, mounts, where))
+        hosts.append(
+            HostConfig(group[0].names, False, mounts, where, https_redirect=server_https_port())
+        )
     return tuple(hosts)
 
 
@@ -1894,7 +1989,24 @@ def build_config(
     file_name = os.path.basename(file) if file else "config"
     base = os.path.dirname(os.path.abspath(file)) if file else None
     names_seen: dict[str, str] = {}
-    host_configs = _hosts(hosts, file_name, base, names_seen)
+    listen = resolved["listen"]
+
+    def https_port(choice: str | int, where: str) -> int | None:
+        return _https_port(choice, where, listen)
+
+    def server_https_port() -> int | None:
+        # Resolved for the hosts that take it: a choice every host overrides is no
+        # error, even where it could not be followed.
+        return https_port(resolved["https_redirect"], source("https_redirect"))
+
+    host_configs = _hosts(
+        hosts,
+        file_name,
+        base,
+        names_seen,
+        https_port=https_port,
+        server_https_port=server_https_port,
+    )
     single_site: list[MountConfig] = []
     if resolved["app"] is not None:
         single_site.append(
@@ -1914,9 +2026,13 @@ def build_config(
                 "the configuration file has [[host]] tables: put this mount in one of them",
             )
         _check_mounts(single_site, "command line")
-        host_configs = (HostConfig((), True, tuple(single_site), "command line"),)
+        host_configs = (
+            HostConfig(
+                (), True, tuple(single_site), "command line", https_redirect=server_https_port()
+            ),
+        )
     # Added to the file's hosts: a name in both is the duplicate-name error.
-    host_configs += _vhost_hosts(resolved["vhost"], source("vhost"), names_seen)
+    host_configs += _vhost_hosts(resolved["vhost"], source("vhost"), names_seen, server_https_port)
     if not host_configs:
         raise ConfigError(
             "configuration",

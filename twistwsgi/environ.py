@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twistwsgi.http.request import RequestHead
-from twistwsgi.http.rules import FORWARDING_FIELDS
+from twistwsgi.http.rules import FORWARDING_FIELDS, forwarded_proto
 
 __all__ = [
     "SERVER_SOFTWARE",
@@ -78,28 +78,14 @@ def environ_key(name: bytes) -> str | None:
 _FORWARDING_KEYS = frozenset(
     f"HTTP_{name.decode().upper().replace('-', '_')}" for name in FORWARDING_FIELDS
 )
-_SCHEMES = {"http": "http", "https": "https"}
 
 
 def forwarded_scheme(environ: Mapping[str, Any]) -> str | None:
     """The scheme a trusted proxy says the client used, from the environ's fields.
 
-    ``X-Forwarded-Proto`` first, then ``Forwarded``'s ``proto`` (RFC 7239 5.4); the
-    last value of either, the one the trusted proxy wrote: a proxy that appends puts
-    its own after what the client sent, and only the proxy is vouched for (RFC 7239
-    8.1). Anything but http or https is ignored.
+    See :func:`~twistwsgi.http.rules.forwarded_proto`.
     """
-    proto = environ.get("HTTP_X_FORWARDED_PROTO")
-    if proto is not None:
-        return _SCHEMES.get(proto.rsplit(",", 1)[-1].strip().lower())
-    forwarded = environ.get("HTTP_FORWARDED")
-    if forwarded is None:
-        return None
-    for pair in forwarded.rsplit(",", 1)[-1].split(";"):
-        name, _, value = pair.partition("=")
-        if name.strip().lower() == "proto":
-            return _SCHEMES.get(value.strip().strip('"').lower())
-    return None
+    return forwarded_proto(environ.get("HTTP_X_FORWARDED_PROTO"), environ.get("HTTP_FORWARDED"))
 
 
 _SERVER_CACHE: dict[tuple[bytes, str], tuple[str, str]] = {}

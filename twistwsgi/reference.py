@@ -201,8 +201,9 @@ configuration in without dropping a connection: requests in progress finish with
 configuration they started with. A file that does not validate is refused with a log
 line and the old configuration keeps serving. On reload:
 
-- **applied:** the hosts and their mounts, `trusted_proxies`, `graceful_timeout`,
-  `access_log` (the new destination is opened before the old one is closed; if it
+- **applied:** the hosts and their mounts, `trusted_proxies`, `https_redirect`,
+  `graceful_timeout`, `access_log` (the new destination is opened before the old one
+  is closed; if it
   cannot be opened, a log line says why and the log keeps going where it went), and
   the limits and timeouts of `[server]` (for connections accepted from then on), and
   the certificate, key and chain files of `ssl:` listeners, read again from the same

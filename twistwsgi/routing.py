@@ -15,6 +15,9 @@ Two steps, both pure and both here:
    ``/staticfoo``; a run of slashes counts as one (``//static/x`` is under ``/static``).
    The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
 
+A host may answer some requests before any mount does (its ``guard``, such as the
+redirect of plain HTTP to https in :mod:`twistwsgi.redirect`).
+
 A mount may carry its own request-body limit; :meth:`Router.body_limit` makes the
 same two steps for the protocol, which decides a 413 from the head, before the
 request is routed.
@@ -26,7 +29,7 @@ flight keeps the table it started with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
 
 __all__ = [
+    "HostGuard",
     "HostTable",
     "Mount",
     "MountTable",
@@ -222,14 +226,24 @@ class Mount(Generic[T]):
     max_body: int | None = None
 
 
+#: Answers a request for its host before the mounts are looked at, and says whether
+#: it did; given the exchange and the normalised host name (``None`` if none).
+HostGuard = Callable[["Exchange", "str | None"], bool]
+
+
 class MountTable(Generic[T]):
     """The mounts of one host, matched longest prefix first.
+
+    Args:
+        mounts: the mounts.
+        guard: what answers some requests for the host first, if anything.
 
     Raises:
         ValueError: when two mounts have the same prefix.
     """
 
-    def __init__(self, mounts: Iterable[Mount[T]]) -> None:
+    def __init__(self, mounts: Iterable[Mount[T]], guard: HostGuard | None = None) -> None:
+        self.guard = guard
         ordered = sorted(mounts, key=lambda mount: len(mount.prefix), reverse=True)
         seen: set[bytes] = set()
         for mount in ordered:
@@ -339,6 +353,9 @@ class Router:
                 _answer(exchange, 421, _MISDIRECTED)
             else:
                 _answer(exchange, 404, _NOT_FOUND)
+            return
+        guard = mounts.guard
+        if guard is not None and guard(exchange, name):
             return
         path = remove_dot_segments(request.decoded_path)
         if path is None:

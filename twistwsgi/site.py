@@ -30,6 +30,7 @@ from twistwsgi.config import (
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.rules import RequestError, unquote_path
+from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.routing import (
     HostTable,
     Mount,
@@ -92,7 +93,12 @@ class SiteBuilder:
         try:
             for host in config.hosts:
                 mounts = self._host(host, config, built)
-                table = MountTable(mounts)
+                guard = None
+                if host.https_redirect is not None:
+                    guard = HttpsRedirect(
+                        host.https_redirect, TrustedProxies(config.trusted_proxies), host.names
+                    )
+                table = MountTable(mounts, guard)
                 if host.names:
                     entries.append((host.names, table))
                     names.append((host.names, host.names[0]))
@@ -279,6 +285,11 @@ def describe_routing(config: ServerConfig) -> str:
         lines.append(f"workers: {config.workers} processes")
     for host in config.hosts:
         lines.append(f"host {_host_title(host)}")
+        if host.tls_certificate:
+            lines.append(f"  certificate: {host.tls_certificate}")
+        if host.https_redirect is not None:
+            port = "" if host.https_redirect == 443 else f":{host.https_redirect}"
+            lines.append(f"  requests not over TLS: redirected to https://HOST{port}/...")
         for mount in sorted(host.mounts, key=lambda m: len(m.prefix), reverse=True):
             target = mount.target
             if isinstance(target, tuple):

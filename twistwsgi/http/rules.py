@@ -27,6 +27,7 @@ __all__ = [
     "TargetForm",
     "classify_target",
     "connection_options",
+    "forwarded_proto",
     "is_valid_host",
     "reason_phrase",
     "split_target",
@@ -74,6 +75,29 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+
+_SCHEMES = {"http": "http", "https": "https"}
+
+
+def forwarded_proto(x_forwarded_proto: str | None, forwarded: str | None) -> str | None:
+    """The scheme a proxy in front says the client used, from its fields' values.
+
+    ``X-Forwarded-Proto`` first, then ``Forwarded``'s ``proto`` (RFC 7239 5.4); the
+    last value of either, the one the trusted proxy wrote: a proxy that appends puts
+    its own after what the client sent, and only the proxy is vouched for (RFC 7239
+    8.1). Anything but http or https is ignored. Repeated field lines are given
+    joined with commas, as a WSGI environ holds them.
+    """
+    if x_forwarded_proto is not None:
+        return _SCHEMES.get(x_forwarded_proto.rsplit(",", 1)[-1].strip().lower())
+    if forwarded is None:
+        return None
+    for pair in forwarded.rsplit(",", 1)[-1].split(";"):
+        name, _, value = pair.partition("=")
+        if name.strip().lower() == "proto":
+            return _SCHEMES.get(value.strip().strip('"').lower())
+    return None
+
 
 # Fields a proxy in front sets to say who the client was and how it connected (RFC
 # 7239 Forwarded, and the de facto X-Forwarded-* and X-Real-IP). Believed only from

@@ -1,0 +1,123 @@
+"""The redirect of requests that did not come over TLS to the same URL on https.
+
+nginx users write it as a ``server`` on port 80 with ``return 301
+https://$host$request_uri``; here a host (or every host) has ``https_redirect``,
+and :class:`HttpsRedirect` is that host's guard in the routing table (see
+:class:`~twistwsgi.routing.MountTable`), so it answers before any mount.
+
+- GET and HEAD get ``301 Moved Permanently``: every client follows it, and caches it
+  (RFC 9110 §15.4.2). Other methods get ``308 Permanent Redirect`` (RFC 9110
+  §15.4.9), which a client follows with the same method and body, where after a 301
+  browsers send a POST again as a GET without its body.
+- The URL keeps the request's host name (normalised: lower case, without its port),
+  its path and query as sent; the port is the one clients reach TLS on (none in the
+  URL for 443). A request without a host name (HTTP/1.0) goes to the host's first
+  configured name, else to the address it came to, as nginx's ``$host`` falls back to
+  the ``server_name``.
+- A request from a trusted proxy that says the client used https
+  (``X-Forwarded-Proto`` or ``Forwarded``'s ``proto``) is not redirected: the TLS
+  ended in front of this server.
+- ``OPTIONS *`` is about the server, not a resource: it is not redirected.
+
+Pure logic on the exchange's request: no Twisted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.http.request import RequestHead
+from twistwsgi.http.rules import forwarded_proto
+
+if TYPE_CHECKING:
+    from twistwsgi.http.exchange import Exchange
+
+__all__ = ["HttpsRedirect"]
+
+_BODIES = {301: b"Moved Permanently\n", 308: b"Permanent Redirect\n"}
+_NO_HOST = b"Bad Request: no host name to redirect to https with\n"
+
+
+class HttpsRedirect:
+    """Answers a host's requests that did not come over TLS with a redirect to https.
+
+    Args:
+        port: the port clients reach TLS on.
+        trusted_proxies: proxies whose word on the client's scheme is believed.
+        names: the host's configured names (the first plain one stands in for a
+            missing ``Host``).
+    """
+
+    def __init__(self, port: int, trusted_proxies: TrustedProxies, names: Sequence[str]) -> None:
+        self.port = port
+        self._port_suffix = b"" if port == 443 else b":%d" % port
+        self._trusted_proxies = trusted_proxies
+        self._fallback_name = next(
+            (name.lower().rstrip(".") for name in names if not name.startswith("*.")), None
+        )
+
+    def __call__(self, exchange: Exchange, name: str | None) -> bool:
+        """Redirect ``exchange`` if it did not come over TLS; whether it was answered.
+
+        ``name`` is the request's normalised host name, if it has one.
+        """
+        request = exchange.request
+        if request.scheme == "https" or request.target == b"*":
+            return False
+        trusted = self._trusted_proxies
+        if trusted and trusted.trusts_peer(request.peer) and _forwarded_scheme(request) == "https":
+            return False
+        host = name or self._fallback_name or _local_address(request)
+        if host is None:
+            body = _NO_HOST
+            exchange.start_response(
+                400,
+                [
+                    (b"Content-Type", b"text/plain; charset=utf-8"),
+                    (b"Content-Length", b"%d" % len(body)),
+                ],
+            )
+            exchange.finish(body)
+            return True
+        target = request.target
+        if not target.startswith(b"/"):  # the absolute form: its path and query
+            target = (request.path or b"/") + (b"?" + request.query if request.query else b"")
+        location = b"https://" + host.encode("ascii") + self._port_suffix + target
+        status = 301 if request.method in (b"GET", b"HEAD") else 308
+        body = _BODIES[status]
+        exchange.start_response(
+            status,
+            [
+                (b"Location", location),
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Length", b"%d" % len(body)),
+            ],
+        )
+        exchange.finish(body)
+        return True
+
+
+def _forwarded_scheme(request: RequestHead) -> str | None:
+    """The scheme the proxy in front says the client used."""
+    proto: list[bytes] = []
+    forwarded: list[bytes] = []
+    for field, value in request.headers:
+        lower = field.lower()
+        if lower == b"x-forwarded-proto":
+            proto.append(value)
+        elif lower == b"forwarded":
+            forwarded.append(value)
+    return forwarded_proto(
+        b", ".join(proto).decode("latin-1") if proto else None,
+        b", ".join(forwarded).decode("latin-1") if forwarded else None,
+    )
+
+
+def _local_address(request: RequestHead) -> str | None:
+    """The address the request came to, as a URL's host (``None`` on a UNIX socket)."""
+    if request.local is None:
+        return None
+    address = request.local[0]
+    return f"[{address}]" if ":" in address else address
