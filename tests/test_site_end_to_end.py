@@ -9,7 +9,8 @@ and served on the real reactor at ``127.0.0.1:0``:
   static directory at ``/static`` with ``cache_control``;
 * ``*.example.org``, the default host: a WSGI application at ``/app`` and a proxy
   mount at ``/api`` to an in-process upstream (a second twistwsgi server running a
-  validator-wrapped application that echoes its environ), and no ``/`` mount.
+  validator-wrapped application that echoes its environ), one at ``/gone`` to a port
+  nothing listens on, and no ``/`` mount.
 
 Clients (``http.client`` and ``httpx``) run in threads, so the reactor keeps serving
 meanwhile. Each test stops the server (which drains its connections and closes the
@@ -44,6 +45,7 @@ from twistwsgi import cli
 from twistwsgi.proxy import ProxyHandler
 from twistwsgi.routing import Router
 from twistwsgi.service import ServerService, make_factory, make_service
+from twistwsgi.testing import capture_log_events
 from twistwsgi.threads import WorkerPool
 
 reactor: Any = global_reactor
@@ -75,6 +77,12 @@ app = "tests.apps:environ"
 [[host.mount]]
 path = "/api"
 proxy = "http://127.0.0.1:UPSTREAM/v1"
+headers = { Strict-Transport-Security = "max-age=600", content-type = "text/html" }
+[[host.mount]]
+path = "/gone"
+proxy = "http://127.0.0.1:1"
+retry = false
+headers = { Strict-Transport-Security = "max-age=600" }
 """
 
 STYLE = b"body { color: #333; }\n"
@@ -272,6 +280,9 @@ class SiteEndToEndTests(TestCase):
 
         users, root = await self.in_thread(client)
         self.assertEqual(users.status_code, 200)
+        # The mount's headers are added; the upstream's own Content-Type is kept.
+        self.assertEqual(users.headers.get_list("strict-transport-security"), ["max-age=600"])
+        self.assertEqual(users.headers.get_list("content-type"), ["application/json"])
         seen = users.json()
         self.assertEqual(
             (seen["SCRIPT_NAME"], seen["PATH_INFO"], seen["QUERY_STRING"]),
@@ -287,6 +298,18 @@ class SiteEndToEndTests(TestCase):
         self.assertEqual(root.status_code, 200)
         self.assertEqual(root.json()["PATH_INFO"], "/v1")
         self.assertEqual(root.json()["HTTP_X_FORWARDED_HOST"], "unknown.test")
+
+    async def test_a_proxy_error_carries_the_mount_headers(self) -> None:
+        """The proxy's own 502 gets the mount's headers, as nginx's add_header with
+        always: an HSTS policy holds on the error page too.
+        """
+        _, port = await self.start_site()
+        with capture_log_events():
+            [(status, fields, _)] = await self.in_thread(
+                fetch, port, [("/gone", "a.example.org", {})]
+            )
+        self.assertEqual(status, 502)
+        self.assertEqual(fields["strict-transport-security"], "max-age=600")
 
     async def test_paths_no_mount_covers_are_404(self) -> None:
         """The default host has no ``/`` mount: ``/``, ``/static/...`` (another host's
@@ -307,8 +330,10 @@ class SiteEndToEndTests(TestCase):
         # None of them reached the upstream's pool.
         router = service.factory.handler
         assert isinstance(router, Router)
-        [proxy] = [h for h in router.table.handlers if isinstance(h, ProxyHandler)]
-        self.assertEqual([len(peer.target.connections) for peer in proxy.group.peers], [0])
+        proxies = [h for h in router.table.handlers if isinstance(h, ProxyHandler)]
+        self.assertEqual(len(proxies), 2)  # /api and /gone
+        for proxy in proxies:
+            self.assertEqual([len(peer.target.connections) for peer in proxy.group.peers], [0])
 
 
 #: The example configuration of issue 4, exactly as written there.

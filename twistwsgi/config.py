@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from twistwsgi.http.rules import TOKEN, ipv6_literal, normalize_name
+from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat
 
@@ -478,8 +478,15 @@ def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
     for name, text in items:
         if not isinstance(name, str) or not re.fullmatch(TOKEN, name):
             raise ValueError(f"{name!r} is not a header name")
+        if name.lower().encode("ascii") in _SERVER_FIELDS:
+            raise ValueError(f"{name!r} is the server's to set (it frames the response)")
         headers.append((name, _header_value(text)))
     return tuple(headers)
+
+
+#: Fields that frame a response or manage its connection (RFC 9112 6, 9.6; RFC 9110
+#: 7.6.1): a configured value would contradict what the server sends.
+_SERVER_FIELDS = HOP_BY_HOP | {b"content-length", b"date"}
 
 
 def _file_names(value: Any) -> tuple[str, ...]:
@@ -1108,16 +1115,19 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
         applies_to=frozenset({"static"}),
     ),
+    Setting(
+        "headers",
+        HEADER_TABLE,
+        (),
+        "More header fields for every response of the mount, as a table: headers ="
+        " { Strict-Transport-Security = 'max-age=63072000', X-Frame-Options = 'DENY' }"
+        " (nginx's add_header ... always). A field the application or upstream sets"
+        " itself is left as it set it; static files get them all.",
+        cli=False,
+    ),
     *(
         Setting(name, kind, default, help_text, cli=False, applies_to=frozenset({"static"}))
         for name, kind, default, help_text in (
-            (
-                "headers",
-                HEADER_TABLE,
-                (),
-                "More headers sent with every file, as a table: headers ="
-                " { X-Frame-Options = 'DENY' }.",
-            ),
             (
                 "index",
                 FILE_NAMES,

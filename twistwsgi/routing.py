@@ -219,11 +219,14 @@ class Mount(Generic[T]):
         target: the handler (or any value) for requests under the prefix.
         max_body: the largest request body accepted under the prefix (0: no limit),
             or ``None`` for the server's.
+        headers: fields added to each response under the prefix that does not set
+            them (see :class:`~twistwsgi.http.request.Route`).
     """
 
     prefix: bytes
     target: T
     max_body: int | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -366,5 +369,5 @@ class Router:
             _answer(exchange, 404, _NOT_FOUND)
             return
         rest = path_below(path, mount.prefix)
-        exchange.route = Route(mount.prefix, rest, table.names.lookup(name))
+        exchange.route = Route(mount.prefix, rest, table.names.lookup(name), mount.headers)
         mount.target.handle(exchange)

@@ -180,7 +180,7 @@ class SiteBuilder:
                         and bool(item[1].options.get("fallthrough")),
                     ),
                 )
-                handler.fallback = (other.prefix, handlers[other_index])
+                handler.fallback = (other.prefix, handlers[other_index], _added_fields(other))
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
                     partners.add(other_index)
@@ -194,7 +194,7 @@ class SiteBuilder:
                 seen.add(end)
             limits.append(host.mounts[end].options.get("max_body"))
         return [
-            Mount(mount.prefix, handlers[index], limits[index])
+            Mount(mount.prefix, handlers[index], limits[index], _added_fields(mount))
             for index, mount in enumerate(host.mounts)
             if index not in partners
         ]
@@ -208,6 +208,19 @@ class SiteBuilder:
                 raise ConfigError(mount.target_source, str(error)) from None
             self._apps[mount.target] = app
         return app
+
+
+def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
+    """The fields a mount's ``headers`` add to responses that do not set them.
+
+    A static mount sends its own with each file (part of the head it keeps ready).
+    """
+    if mount.kind == "static":
+        return ()
+    return tuple(
+        (name.encode("ascii"), value.encode("latin-1"))
+        for name, value in mount.options.get("headers", ())
+    )
 
 
 def _padded(text: str, width: int) -> str:

@@ -250,7 +250,8 @@ class StaticHandler:
 
     Args:
         options: how the directory is served.
-        fallback: with ``fallthrough``, the mount (prefix and handler) misses go to.
+        fallback: with ``fallthrough``, the mount misses go to: its prefix, handler
+            and the fields it adds to responses (see :class:`Route`).
         now: the reactor's clock, in seconds since the epoch (``Last-Modified`` is
             never later than it; obsolete dates in preconditions are read by it).
     """
@@ -259,7 +260,7 @@ class StaticHandler:
         self,
         options: StaticOptions,
         *,
-        fallback: tuple[bytes, Handler] | None = None,
+        fallback: tuple[bytes, Handler, tuple[tuple[bytes, bytes], ...]] | None = None,
         now: Callable[[], float],
     ) -> None:
         self.options = options
@@ -557,11 +558,11 @@ class StaticHandler:
         """Hand the exchange to the fallback mount, if there is one."""
         if self.fallback is None:
             return False
-        prefix, handler = self.fallback
+        prefix, handler, headers = self.fallback
         route = exchange.route
         if route is not None:
             full = route.script_name + route.path_info
-            exchange.route = Route(prefix, full[len(prefix) :], route.host)
+            exchange.route = Route(prefix, full[len(prefix) :], route.host, headers)
         handler.handle(exchange)
         return True
 

@@ -1961,6 +1961,14 @@ class _Fields:
         self.problems = problems
 
 
+def _with_mount_fields(
+    headers: list[tuple[bytes, bytes]], added: tuple[tuple[bytes, bytes], ...]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` and the mount's fields it does not have (the handler's win)."""
+    present = {name.lower() for name, _ in headers}
+    return [*headers, *(field for field in added if field[0].lower() not in present)]
+
+
 def _scan_fields(headers: list[tuple[bytes, bytes]], status: int) -> _Fields:
     """Serialise a handler's header fields, keeping what framing needs to know."""
     lines = []
@@ -2270,6 +2278,9 @@ class HTTP11Exchange:
         self.response_started = True
         self.status = status
         self._reason = reason
+        route = self.route
+        if route is not None and route.headers:
+            headers = _with_mount_fields(headers, route.headers)
         self._response_headers = headers
         self._head_pending = True
 

@@ -171,14 +171,22 @@ class Route:
         script_name: the mount prefix (decoded, no trailing slash, ``b""`` at the root).
         path_info: the rest of the decoded path, with dot-segments removed.
         host: the first configured name of the host, or ``None`` for a catch-all host.
+        headers: fields the mount adds to each response that does not set them.
     """
 
-    __slots__ = ("host", "path_info", "script_name")
+    __slots__ = ("headers", "host", "path_info", "script_name")
 
-    def __init__(self, script_name: bytes, path_info: bytes, host: str | None) -> None:
+    def __init__(
+        self,
+        script_name: bytes,
+        path_info: bytes,
+        host: str | None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self.script_name = script_name
         self.path_info = path_info
         self.host = host
+        self.headers = headers
 
     def __repr__(self) -> str:
         return f"Route({self.script_name!r}, {self.path_info!r}, {self.host!r})"
