@@ -1053,12 +1053,14 @@ def write_host_site(directory: Path, host_certificate: str) -> Path:
     return site
 
 
-def test_sighup_reads_a_renewed_host_certificate_and_refuses_a_broken_one(
+def test_sighup_reads_renewed_host_certificates_and_keeps_one_broken_in_place(
     tmp_path: Path, installed: dict[int, Callable[[int, object], None]]
 ) -> None:
-    """A renewed site certificate (certbot's deploy hook reloads): clients naming it get the
-    new one. A host certificate that no longer loads refuses the file whole, with a
-    line naming the key; the one read before keeps serving.
+    """A renewed site certificate (certbot's deploy hook reloads): clients naming it get
+    the new one. One that no longer loads where it was read before (half-written, or
+    root's alone after --uid) keeps serving what was read, with a line naming the
+    host, while the listener's own renewed files and the other hosts' are read. A
+    new path that does not load refuses the file whole.
     """
     from tests.test_host_certificates import served_names
 
@@ -1069,24 +1071,67 @@ def test_sighup_reads_a_renewed_host_certificate_and_refuses_a_broken_one(
     def served(name: bytes) -> tuple[str, ...]:
         return served_names(cli._tls_options(endpoint).getContext(), name)
 
+    def sighup() -> list[str]:
+        installed[signal.SIGHUP](signal.SIGHUP, None)
+        with capture_log_events() as events:
+            reactor.calls.pop()()
+        return [formatEvent(event) for event in events]
+
     assert served(b"a.test") == ("a.test",)
     write_self_signed_certificate(tmp_path, names=("a.test", "renewed.a.test"), prefix="a-")
-    installed[signal.SIGHUP](signal.SIGHUP, None)
-    reactor.calls.pop()()
+    sighup()
     assert served(b"a.test") == ("a.test", "renewed.a.test")
 
-    kept = service.config
+    (tmp_path / "a-cert.pem").write_text("half-written\n")
+    write_self_signed_certificate(
+        tmp_path, names=("listener.test", "renewed.listener.test"), prefix="own-"
+    )
+    lines = sighup()
+    assert not any("Reload refused" in line for line in lines)
+    [kept] = [line for line in lines if "were not read again" in line]
+    assert "site.toml: host[0]" in kept and "cannot load the certificate" in kept
+    assert served(b"a.test") == ("a.test", "renewed.a.test")
+    assert served(b"other.test") == ("listener.test", "renewed.listener.test")
+
+    serving = service.config
     (tmp_path / "broken.pem").write_text("half-written\n")
     write_host_site(tmp_path, "broken.pem")
-    installed[signal.SIGHUP](signal.SIGHUP, None)
-    with capture_log_events() as events:
-        reactor.calls.pop()()
-    [refusal] = [formatEvent(e) for e in events if "Reload refused" in formatEvent(e)]
+    [refusal] = [line for line in sighup() if "Reload refused" in line]
     assert "site.toml: host[0].tls_certificate: " in refusal
     assert "cannot load the certificate" in refusal
-    assert service.config is kept
+    assert service.config is serving
     assert served(b"a.test") == ("a.test", "renewed.a.test")
-    assert served(b"other.test") == ("listener.test",)
+
+
+def test_reload_certificates_with_a_host_certificate_never_read_logs_and_keeps(
+    tmp_path: Path,
+) -> None:
+    """reload_certificates given a configuration whose new host's files do not load
+    (as a library user may call it, or a file broken between SIGHUP's check and the
+    read): a line says so and the listener keeps its context, instead of an
+    exception out of the signal's work.
+    """
+    write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
+    site = write_host_site(tmp_path, "a-cert.pem")
+    config = cli.load_config({"config": str(site)})
+    [(description, endpoint)] = cli.build_endpoints(global_reactor, config)
+    before = cli._tls_options(endpoint).getContext()
+    (tmp_path / "never-read.pem").write_text("half-written\n")
+    with capture_log_events() as events:
+        cli.reload_certificates(
+            global_reactor, [(description, endpoint)], _with_host_certificate(config, tmp_path)
+        )
+    [error] = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+    assert "were not read again" in error and "never-read.pem" in error
+    assert cli._tls_options(endpoint).getContext() is before
+
+
+def _with_host_certificate(config: ServerConfig, directory: Path) -> ServerConfig:
+    """``config`` with its first host's certificate at never-read.pem."""
+    from dataclasses import replace
+
+    first = replace(config.hosts[0], tls_certificate=str(directory / "never-read.pem"))
+    return replace(config, hosts=(first, *config.hosts[1:]))
 
 
 def test_a_host_certificate_that_does_not_load_stops_the_start(

@@ -36,14 +36,23 @@ reactor: Any = global_reactor
 
 
 def served_names(
-    context: SSL.Context, server_name: bytes | None, max_version: int | None = None
+    context: SSL.Context,
+    server_name: bytes | None,
+    max_version: int | None = None,
+    ciphers: bytes | None = None,
 ) -> tuple[str, ...]:
-    """Shake hands in memory with a server on ``context``; the DNS names it served."""
+    """Shake hands in memory with a server on ``context``; the DNS names it served.
+
+    The client may be held to TLS versions up to ``max_version`` and (TLS 1.2) to
+    ``ciphers``, an OpenSSL cipher list.
+    """
     server = SSL.Connection(context)
     server.set_accept_state()
     client_context = SSL.Context(SSL.TLS_METHOD)
     if max_version is not None:
         client_context.set_max_proto_version(max_version)
+    if ciphers is not None:
+        client_context.set_cipher_list(ciphers)
     client = SSL.Connection(client_context)
     client.set_connect_state()
     if server_name is not None:
@@ -128,6 +137,50 @@ def test_the_certificate_is_the_named_hosts_else_the_listeners(
     """
     _, context = three_hosts
     assert served_names(context, server_name) == expected
+
+
+def test_the_default_hosts_certificate_goes_to_names_no_host_lists(tmp_path: Path) -> None:
+    """As nginx sends the default server's certificate: to unknown names and to
+    clients that send none, which the default host answers. A name of a host without
+    a certificate of its own still gets the listener's.
+    """
+    write_self_signed_certificate(tmp_path, names=("*.example.org",), prefix="org-")
+    site = write_site(
+        tmp_path,
+        host(
+            '"*.example.org"',
+            'default = true\ntls_certificate = "org-cert.pem"\ntls_key = "org-key.pem"',
+        )
+        + host('"plain.test"'),
+    )
+    config = cli.load_config({"config": str(site)})
+    context = cli._tls_options(cli._endpoint_for(reactor, config.listen[0], config)).getContext()
+    assert served_names(context, b"www.example.org") == ("*.example.org",)
+    assert served_names(context, b"example.org") == ("*.example.org",)
+    assert served_names(context, b"unknown.test") == ("*.example.org",)
+    assert served_names(context, None) == ("*.example.org",)
+    assert served_names(context, b"plain.test") == ("listener.test",)
+
+
+def test_a_host_certificate_keeps_the_listeners_ciphers(tmp_path: Path) -> None:
+    """After the switch OpenSSL takes the cipher list from the host's context: it
+    must be the listener's tls_ciphers, not Twisted's default list (which still has
+    static RSA and CBC).
+    """
+    write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
+    site = write_site(
+        tmp_path,
+        host('"a.test"', 'tls_certificate = "a-cert.pem"\ntls_key = "a-key.pem"'),
+        server='tls_ciphers = "ECDHE+AESGCM"',
+    )
+    config = cli.load_config({"config": str(site)})
+    context = cli._tls_options(cli._endpoint_for(reactor, config.listen[0], config)).getContext()
+    tls12 = SSL.TLS1_2_VERSION
+    for name in (b"a.test", None):
+        assert served_names(context, name, tls12, b"ECDHE-RSA-AES128-GCM-SHA256")
+        for refused in (b"AES128-SHA", b"ECDHE-RSA-AES128-SHA"):
+            with pytest.raises(SSL.Error):
+                served_names(context, name, tls12, refused)
 
 
 def test_a_host_certificate_keeps_the_listeners_oldest_tls_version(
@@ -220,12 +273,21 @@ def test_a_certificate_file_without_its_key_names_the_certificate(tmp_path: Path
     """
     _, cert = write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
     message = load_error(cert)
-    assert message.startswith("site.toml: host[0].tls_certificate: ")
-    assert "cannot load the private key" in message
+    assert message == (
+        f"site.toml: host[0].tls_certificate: {str(cert)!r}: holds no private key;"
+        " give its file as tls_key"
+    )
 
 
-def test_no_host_certificate_installs_nothing() -> None:
-    """Without tls_certificate anywhere, a listener's context is left as it was."""
+def test_a_directory_given_as_the_certificate_is_named_so(tmp_path: Path) -> None:
+    site = write_site(tmp_path, host('"a.test"', f'tls_certificate = "{tmp_path}"'))
+    assert config_error(site) == (
+        f"site.toml: host[0].tls_certificate: {str(tmp_path)!r} is a directory, not a file"
+    )
+
+
+def test_without_host_certificates_there_is_nothing_to_serve() -> None:
+    """No host with tls_certificate: no table (the listener's context gets no callback)."""
     assert host_certificates(ServerConfig().hosts) is None
 
 

@@ -229,9 +229,12 @@ _TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 
 
 def _endpoint_for(
-    reactor: Any, description: str, config: ServerConfig | None = None
+    reactor: Any, description: str, config: ServerConfig | None = None, *, reloading: bool = False
 ) -> IStreamServerEndpoint:
     """Build one endpoint, its TLS context included (with ``config``'s TLS settings).
+
+    ``reloading``: a host certificate that no longer loads keeps the one read before
+    (see :func:`~twistwsgi.host_certificates.host_certificates`).
 
     Raises:
         _EndpointError: saying what is wrong with the string or its files.
@@ -261,9 +264,12 @@ def _endpoint_for(
         raise _EndpointError(_endpoint_problem(description, error)) from error
     if context is not None:
         _apply_tls_settings(context, settings)
-        certificates = host_certificates(settings.hosts)
+        certificates = host_certificates(settings.hosts, reloading=reloading)
         if certificates is not None:
-            serve_host_certificates(context, certificates)
+            options = _tls_options(endpoint)
+            serve_host_certificates(
+                context, certificates, lambda: _listener_twin(options, settings)
+            )
         _TLS_SETTINGS_IN_USE[_tls_options(endpoint)] = settings
     return endpoint
 
@@ -289,6 +295,23 @@ def _apply_tls_settings(context: SSL.Context, config: ServerConfig) -> None:
             ) from error
 
 
+def _listener_twin(options: Any, config: ServerConfig) -> SSL.Context:
+    """A new context with a listener's TLS settings and none of its certificates.
+
+    A host's certificate goes in it (SNI): after the switch, OpenSSL takes the cipher
+    list, DH parameters and ALPN callback from this context, so they must be the
+    listener's. Twisted's options make it as they made the listener's.
+    """
+    # A shallow copy by hand: copy.copy goes through Twisted's deprecated __getstate__.
+    twin = object.__new__(type(options))
+    twin.__dict__.update(vars(options))
+    twin.certificate = twin.privateKey = None
+    twin.extraCertChain = []
+    context: SSL.Context = twin._makeContext()
+    _apply_tls_settings(context, config)
+    return context
+
+
 def reload_certificates(
     reactor: Any,
     endpoints: list[tuple[str, IStreamServerEndpoint]],
@@ -312,7 +335,7 @@ def reload_certificates(
             continue
         settings = config if config is not None else _TLS_SETTINGS_IN_USE.get(serving)
         try:
-            fresh = _tls_options(_endpoint_for(reactor, description, settings))
+            fresh = _tls_options(_endpoint_for(reactor, description, settings, reloading=True))
             assert fresh is not None
             context = fresh.getContext()
         except (_EndpointError, _TLSSettingError, ConfigError) as error:
@@ -1109,9 +1132,10 @@ def reload_server(
     """
     try:
         config = load_config(given)
-        # A host's certificate that does not load refuses the file as any other
-        # mistake in it does (each listener would otherwise keep its old files).
-        host_certificates(config.hosts)
+        # A new host's certificate that does not load refuses the file as any other
+        # mistake in it does; a host's that loaded before keeps that one (logged by
+        # each listener's reload below).
+        host_certificates(config.hosts, reloading=True, quiet=True)
     except Exception as error:
         # A ConfigError names the setting; anything else (a bug, or a file that
         # vanished mid-read) must not end the server or skip the log reopening.

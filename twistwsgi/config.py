@@ -420,6 +420,8 @@ def _url_path(value: Any) -> str:
 def _optional_file(value: Any) -> str:
     text = _text(value).strip()
     path = os.path.abspath(os.path.expanduser(text))
+    if os.path.isdir(path):
+        raise ValueError(f"{text!r} is a directory, not a file")
     if not os.path.isfile(path):
         raise ValueError(f"file {text!r} does not exist")
     return path
@@ -1052,8 +1054,9 @@ HOST_KEYS: tuple[Setting, ...] = (
         None,
         "This host's certificate (PEM, followed by its chain: certbot's"
         " fullchain.pem), as nginx's ssl_certificate in a server block. Every ssl:"
-        " listener sends it to clients that name one of the host's names (SNI);"
-        " other clients get the listener's certKey=. Read again on SIGHUP.",
+        " listener sends it to clients whose server name (SNI) selects the host, as"
+        " the Host header would (the default host: names no host lists, and no"
+        " name); other clients get the listener's certKey=. Read again on SIGHUP.",
         cli=False,
     ),
     Setting(

@@ -2,37 +2,52 @@
 
 A ``[[host]]`` with ``tls_certificate`` gets an OpenSSL context of its own. Every
 ``ssl:`` listener switches a connection to it when the ClientHello's ``server_name``
-extension (RFC 6066 §3) names one of the host's names, exact or wildcard, matched
-as the ``Host`` header is: nginx picks the ``ssl_certificate`` of the ``server``
-block whose ``server_name`` matches the same way. A client naming a host without a
-certificate, naming nothing known, or sending no server name at all (an IP address
-in the URL: RFC 6066 allows only DNS names there) keeps the listener's own
-certificate (``certKey=``).
+extension (RFC 6066 §3) selects that host, matched as the ``Host`` header is, as
+nginx picks the ``ssl_certificate`` of the ``server`` block the name selects:
 
-Only the certificate, its chain and its key come from the host's context: OpenSSL
-keeps the protocol versions, ciphers, options and session-ticket key the connection
-was created with (``SSL_set_SSL_CTX``), so ``tls_min_version``, ``tls_ciphers`` and
-``tls_session_tickets`` hold for every host.
+- a name one of the host's names matches (exact, or the longest wildcard);
+- a name no host lists, or no name at all (a URL with an IP address: RFC 6066 allows
+  only DNS names), selects the ``default = true`` host, as nginx's default server.
+
+A name that selects a host without a certificate of its own, or nothing, keeps the
+listener's certificate (``certKey=``).
+
+A host's context is made from the listener's own settings (a twin of its Twisted
+``CertificateOptions``, with ``tls_min_version`` and ``tls_ciphers`` applied), with
+the host's certificate, chain and key in place of the listener's: after the switch
+OpenSSL takes the cipher list and DH parameters from the new context.
+
+Certificates are loaded at start-up, where any problem stops the start. On a reload
+(SIGHUP), a file that no longer loads (half-written by a renewal, or readable only
+by root after ``--uid``) leaves that host with the certificate last read from the
+same paths, and a log line says why; only a host with nothing read before is an
+error then.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
-from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
 
 from twistwsgi.config import ConfigError, HostConfig
 from twistwsgi.routing import HostTable, normalize_host
 
 __all__ = [
     "PEM_READ_LIMIT",
+    "HostCertificates",
     "host_certificates",
     "is_encrypted_pem",
     "openssl_reasons",
     "serve_host_certificates",
 ]
+
+_log = Logger()
 
 #: Larger than any PEM key or chain file; what is read to look for encryption.
 PEM_READ_LIMIT = 1 << 20
@@ -42,6 +57,7 @@ PEM_READ_LIMIT = 1 << 20
 _ENCRYPTED_PEM = re.compile(
     rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: *4, *ENCRYPTED", re.M
 )
+_PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 
 #: What a host without a certificate of its own maps to: the listener's stays.
 _LISTENER_CERTIFICATE = object()
@@ -52,80 +68,179 @@ def is_encrypted_pem(content: bytes) -> bool:
     return _ENCRYPTED_PEM.search(content) is not None
 
 
-def host_certificates(hosts: Sequence[HostConfig]) -> HostTable[object] | None:
-    """Load the hosts' certificates into a table by host name (``None`` if none has one).
+@dataclass(frozen=True)
+class _Material:
+    """What a host's files held: its certificate, the chain after it, the key."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    key: object
+
+
+#: The material last loaded from each (certificate, key) pair of paths: what a host
+#: keeps serving when a reload finds its files broken.
+_LAST_LOADED: dict[tuple[str, str], _Material] = {}
+
+
+@dataclass(frozen=True)
+class HostCertificates:
+    """The hosts' certificates by host name, ready to be served by listeners.
+
+    Attributes:
+        table: host name to the host's material, or to a marker for a host that
+            keeps the listener's certificate.
+        materials: every host's material, once.
+    """
+
+    table: HostTable[object]
+    materials: tuple[_Material, ...]
+
+
+def host_certificates(
+    hosts: Sequence[HostConfig], *, reloading: bool = False, quiet: bool = False
+) -> HostCertificates | None:
+    """Load the hosts' certificates (``None`` when no host has one).
 
     A host without a certificate maps to a marker, so that its exact name is not
     served the certificate of a wildcard host that also matches it.
 
+    Args:
+        hosts: the configured hosts.
+        reloading: whether this is a reload, where a host whose files no longer load
+            keeps what was last loaded from the same paths (logged).
+        quiet: do not log that, and forget nothing loaded before (a check of a
+            file before the reload that will).
+
     Raises:
         ConfigError: naming the host's key and what is wrong with its file (an
             encrypted key, a file that is not PEM, a key that is not the
-            certificate's).
+            certificate's), at start-up, or on a reload for a host with nothing
+            loaded before from its paths.
     """
     if not any(host.tls_certificate for host in hosts):
         return None
     entries: list[tuple[Sequence[str], object]] = []
+    materials: list[_Material] = []
+    default: object = None
     for host in hosts:
+        chosen: object = _LISTENER_CERTIFICATE
         if host.tls_certificate:
-            context = _host_context(host.tls_certificate, host.tls_key, host.where)
-            entries.append((host.names, context))
-        elif host.names:
-            entries.append((host.names, _LISTENER_CERTIFICATE))
-    return HostTable(entries, None)
+            chosen = _host_material(host, reloading, quiet)
+            materials.append(chosen)
+        if host.names:
+            entries.append((host.names, chosen))
+        if host.default:
+            default = chosen
+    if not quiet:
+        # Only the paths in use are kept for the next reload (a check of a file that
+        # may yet be refused keeps those of the configuration serving).
+        used = {(h.tls_certificate, h.tls_key or h.tls_certificate) for h in hosts}
+        for paths in set(_LAST_LOADED) - used:
+            del _LAST_LOADED[paths]
+    return HostCertificates(HostTable(entries, default), tuple(materials))
 
 
-def serve_host_certificates(context: SSL.Context, table: HostTable[object]) -> None:
-    """Make a listener's ``context`` switch to the certificate its client names."""
+def serve_host_certificates(
+    context: SSL.Context,
+    certificates: HostCertificates,
+    listener_twin: Callable[[], SSL.Context],
+) -> None:
+    """Make a listener's ``context`` switch to the certificate its client's name selects.
+
+    Args:
+        context: the listener's context.
+        certificates: the hosts' certificates.
+        listener_twin: makes a context with the listener's settings and no
+            certificate (one per host, made here).
+    """
+    contexts: dict[int, SSL.Context] = {}
+    table = certificates.table
+    for material in certificates.materials:
+        host_context = listener_twin()
+        host_context.use_certificate(material.certificate)
+        for intermediate in material.chain:
+            host_context.add_extra_chain_cert(intermediate)
+        host_context.use_privatekey(material.key)  # type: ignore[arg-type]
+        contexts[id(material)] = host_context
 
     def choose(connection: SSL.Connection) -> None:
         name = connection.get_servername()
-        if name:
-            chosen = table.lookup(normalize_host(name))
-            if isinstance(chosen, SSL.Context):
-                connection.set_context(chosen)
+        chosen = table.lookup(normalize_host(name) if name else None)
+        if isinstance(chosen, _Material):
+            connection.set_context(contexts[id(chosen)])
 
     context.set_tlsext_servername_callback(choose)
 
 
-def _host_context(certificate: str, key: str | None, where: str) -> SSL.Context:
-    key_file = key or certificate
-    key_where = f"{where}.tls_key" if key else f"{where}.tls_certificate"
-    for path, path_where in dict.fromkeys(
-        ((key_file, key_where), (certificate, f"{where}.tls_certificate"))
-    ):
-        try:
-            with open(path, "rb") as stream:
-                content = stream.read(PEM_READ_LIMIT)
-        except OSError as error:
-            raise ConfigError(path_where, f"{path!r}: {error.strerror}") from None
-        if is_encrypted_pem(content):
-            # OpenSSL would ask for the passphrase on the terminal.
-            raise ConfigError(
-                path_where, f"{path!r}: the key is encrypted; give a key without a passphrase"
+def _host_material(host: HostConfig, reloading: bool, quiet: bool) -> _Material:
+    assert host.tls_certificate is not None
+    paths = (host.tls_certificate, host.tls_key or host.tls_certificate)
+    try:
+        material = _load(host.tls_certificate, host.tls_key, host.where)
+    except ConfigError as error:
+        kept = _LAST_LOADED.get(paths)
+        if not reloading or kept is None:
+            raise
+        if not quiet:
+            _log.error(
+                "Reload: the TLS files of {host} were not read again, the ones read"
+                " before keep serving: {problem}",
+                host=host.where,
+                problem=str(error),
             )
-    # Twisted's options give the context the ALPN callback a listener's has (the
-    # protocols offered are read from the connection's factory).
-    context = CertificateOptions().getContext()
-    try:
-        context.use_certificate_chain_file(certificate)
-    except SSL.Error as error:
+        return kept
+    _LAST_LOADED[paths] = material
+    return material
+
+
+def _load(certificate: str, key: str | None, where: str) -> _Material:
+    """Read and check a host's certificate, its chain and its key."""
+    certificate_where = f"{where}.tls_certificate"
+    key_file = key or certificate
+    key_where = f"{where}.tls_key" if key else certificate_where
+    certificate_text = _read(certificate, certificate_where)
+    key_text = certificate_text if key_file == certificate else _read(key_file, key_where)
+    if is_encrypted_pem(key_text):
+        # OpenSSL would ask for the passphrase on the terminal.
         raise ConfigError(
-            f"{where}.tls_certificate",
-            f"{certificate!r}: cannot load the certificate (a PEM file, the certificate"
-            f" first, then its chain): {openssl_reasons(error)}",
-        ) from None
+            key_where, f"{key_file!r}: the key is encrypted; give a key without a passphrase"
+        )
     try:
+        certificates = x509.load_pem_x509_certificates(certificate_text)
+    except ValueError as error:
+        raise ConfigError(
+            certificate_where,
+            f"{certificate!r}: cannot load the certificate (a PEM file, the certificate"
+            f" first, then its chain): {error}",
+        ) from None
+    if not _PRIVATE_KEY_PEM.search(key_text):
+        problem = "holds no private key" + ("" if key else "; give its file as tls_key")
+        raise ConfigError(key_where, f"{key_file!r}: {problem}")
+    try:
+        private_key = serialization.load_pem_private_key(key_text, password=None)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            key_where, f"{key_file!r}: cannot load the private key (PEM): {error}"
+        ) from None
+    material = _Material(certificates[0], tuple(certificates[1:]), private_key)
+    check = SSL.Context(SSL.TLS_METHOD)
+    check.use_certificate(material.certificate)
+    try:
+        check.use_privatekey(private_key)  # type: ignore[arg-type]
+    except SSL.Error:
         # OpenSSL checks the key against the certificate loaded above.
-        context.use_privatekey_file(key_file)
-    except SSL.Error as error:
-        reasons = openssl_reasons(error)
-        if "key values mismatch" in reasons:
-            problem = f"this key is not the key of {certificate!r}"
-        else:
-            problem = f"cannot load the private key (PEM): {reasons}"
-        raise ConfigError(key_where, f"{key_file!r}: {problem}") from None
-    return context
+        raise ConfigError(
+            key_where, f"{key_file!r}: this key is not the key of {certificate!r}"
+        ) from None
+    return material
+
+
+def _read(path: str, where: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(PEM_READ_LIMIT)
+    except OSError as error:
+        raise ConfigError(where, f"{path!r}: {error.strerror or error}") from None
 
 
 def openssl_reasons(error: BaseException | None) -> str:

@@ -210,7 +210,9 @@ line and the old configuration keeps serving. On reload:
   paths (connections accepted from then on get them; if they do not load, for
   instance half-written, a log line says why and the ones read before keep serving).
   This happens even when the file itself is refused. The hosts' `tls_certificate`
-  and `tls_key` are read again too; one that does not load refuses the file;
+  and `tls_key` are read again too, with the same fallback: a host whose files no
+  longer load keeps the certificate read before, and a line says why (one at a path
+  not read before refuses the file);
 - **needs a restart:** `listen`, `threads` and `workers` (a change is logged as a
   warning), and new application code, since Python caches imported modules.
 
