@@ -1134,6 +1134,38 @@ def _with_host_certificate(config: ServerConfig, directory: Path) -> ServerConfi
     return replace(config, hosts=(first, *config.hosts[1:]))
 
 
+def test_a_host_added_on_reload_is_served_when_the_listeners_files_cannot_be_read(
+    tmp_path: Path, installed: dict[int, Callable[[int, object], None]]
+) -> None:
+    """The listener's own key no longer readable on SIGHUP (root's alone, after
+    --uid): its files are not read again, but a host the file adds gets its own
+    certificate all the same, and one the file removes no longer gets its.
+    """
+    from tests.test_host_certificates import served_names
+
+    write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
+    write_self_signed_certificate(tmp_path, names=("b.test",), prefix="b-")
+    site = write_host_site(tmp_path, "a-cert.pem")
+    endpoint, service, reactor = serve_with_reload_signals(site)
+    key, cert = tmp_path / "own-key.pem", tmp_path / "own-cert.pem"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]\n'
+        'threads = 0\naccess_log = "off"\n'
+        '[[host]]\nnames = ["b.test"]\ntls_certificate = "b-cert.pem"\n'
+        'tls_key = "b-key.pem"\nmount = [{path = "/", app = "tests.apps:hello"}]\n'
+    )
+    key.write_text("unreadable now\n")
+    installed[signal.SIGHUP](signal.SIGHUP, None)
+    with capture_log_events() as events:
+        reactor.calls.pop()()
+    assert any("were not read again" in formatEvent(event) for event in events)
+    context = cli._tls_options(endpoint).getContext()
+    assert served_names(context, b"b.test") == ("b.test",)
+    assert served_names(context, b"a.test") == ("listener.test",)
+    assert service.config is not None and service.config.hosts[0].names == ("b.test",)
+
+
 def test_a_host_certificate_that_does_not_load_stops_the_start(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -345,11 +345,42 @@ def reload_certificates(
                 listen=description,
                 problem=str(error),
             )
+            if isinstance(error, _EndpointError) and settings is not None:
+                _serve_hosts_of(serving, settings)
             continue
         # CertificateOptions hands its one cached context to every new connection.
         serving._context = context
         _TLS_SETTINGS_IN_USE[serving] = _TLS_SETTINGS_IN_USE[fresh]
         _log.info("Reload: read the TLS files of {listen!r} again", listen=description)
+
+
+def _serve_hosts_of(options: Any, config: ServerConfig) -> None:
+    """Serve the host certificates of ``config`` with a listener's old certificate.
+
+    For a listener whose own files could not be read again (a key only root reads,
+    after ``--uid``): a host the reload added, or renewed, still gets its
+    certificate. A context that served connections cannot be changed (pyOpenSSL), so
+    a new one is made from what the listener read before, held in its options.
+    """
+    before = _TLS_SETTINGS_IN_USE.get(options)
+    try:
+        certificates = host_certificates(config.hosts, reloading=True)
+        if certificates is None and not (
+            before is not None and any(host.tls_certificate for host in before.hosts)
+        ):
+            return  # no host had a certificate, none has: nothing changes
+        context: SSL.Context = options._makeContext()
+        _apply_tls_settings(context, config)
+        if certificates is not None:
+            serve_host_certificates(context, certificates, lambda: _listener_twin(options, config))
+    except Exception as error:  # a host's file, the DH parameters, a cipher list
+        _log.error(
+            "Reload: the host certificates were not read again either: {problem}",
+            problem=str(error) if isinstance(error, ConfigError) else repr(error),
+        )
+        return
+    options._context = context
+    _TLS_SETTINGS_IN_USE[options] = config
 
 
 #: The listen backlog when an endpoint string sets none: nginx's on Linux. Twisted's 50
