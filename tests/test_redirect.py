@@ -28,7 +28,7 @@ from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.routing import Router
-from twistwsgi.service import make_service
+from twistwsgi.service import make_service, standard_builders
 from twistwsgi.site import SiteBuilder, describe_routing
 from twistwsgi.testing import ParsedResponse, connect, parse_responses
 
@@ -66,8 +66,13 @@ def ask(
     local: Any = None,
     method: bytes = b"GET",
 ) -> ParsedResponse:
-    """Send one raw request through the routing table ``config`` builds; its answer."""
-    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config)
+    """Send one raw request through the routing table ``config`` builds; its answer.
+
+    Upstreams of proxy mounts are never reached: their connections stay pending.
+    """
+    memory = MemoryReactorClock()
+    builders = standard_builders(memory)
+    table = SiteBuilder(reactor=memory, threadpool=None, builders=builders).build(config)
     transport = StringTransport(
         hostAddress=local or IPv4Address("TCP", "127.0.0.1", 8080),
         peerAddress=peer or IPv4Address("TCP", "127.0.0.1", 54321),

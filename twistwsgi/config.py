@@ -1220,6 +1220,22 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
         applies_to=frozenset({"app", "proxy"}),
     ),
+    Setting(
+        "allow",
+        NETWORKS,
+        (),
+        "Only clients in these networks may use the mount (nginx's allow ...; deny"
+        " all); the others get 403. Behind a proxy in trusted_proxies, the client is"
+        " the address it reports in X-Forwarded-For.",
+        cli=False,
+    ),
+    Setting(
+        "deny",
+        NETWORKS,
+        (),
+        "Clients in these networks get 403 here (nginx's deny), even when allow lists them.",
+        cli=False,
+    ),
     *(
         Setting(
             name,

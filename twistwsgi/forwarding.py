@@ -69,6 +69,7 @@ from twistwsgi.routing import remove_dot_segments
 __all__ = [
     "IDEMPOTENT_METHODS",
     "UNIX_SOCKETS",
+    "Networks",
     "TrustedProxies",
     "UpstreamAddress",
     "forwarded_element",
@@ -229,8 +230,8 @@ def _raw_rest(path: bytes, script: bytes, info: bytes) -> bytes | None:
     return rest if unquote_to_bytes(rest) == info else None
 
 
-class TrustedProxies:
-    """The networks whose forwarding fields are believed (CIDR), with a lookup cache.
+class Networks:
+    """A set of client addresses (CIDR networks), with a lookup cache.
 
     Args:
         networks: CIDR strings such as ``10.0.0.0/8`` or ``::1``, and ``unix:`` for
@@ -247,8 +248,7 @@ class TrustedProxies:
     def __init__(self, networks: Iterable[str]) -> None:
         if isinstance(networks, str):
             raise TypeError(
-                f"trusted proxies: a sequence of addresses or networks, not one string:"
-                f" give [{networks!r}]"
+                f"a sequence of addresses or networks, not one string: give [{networks!r}]"
             )
         texts = [text.strip() for text in networks]
         self.unix_sockets = UNIX_SOCKETS in texts
@@ -260,16 +260,16 @@ class TrustedProxies:
     def __bool__(self) -> bool:
         return bool(self.networks) or self.unix_sockets
 
-    def trusts_peer(self, peer: Address | None) -> bool:
-        """Whether a request's ``peer`` (``None`` on a UNIX socket) is a trusted proxy."""
-        return self.trusts(peer[0] if peer is not None else None)
+    def has_peer(self, peer: Address | None) -> bool:
+        """Whether a request's ``peer`` (``None`` on a UNIX socket) is in the set."""
+        return self.has(peer[0] if peer is not None else None)
 
-    def trusts(self, address: str | None) -> bool:
-        """Whether a client at ``address`` is a trusted proxy.
+    def has(self, address: str | None) -> bool:
+        """Whether a client at ``address`` is in the set.
 
         Args:
             address: an IP address string, or ``None`` for a client without one (a
-                UNIX socket), trusted only when ``unix:`` is configured.
+                UNIX socket), in the set only when it holds ``unix:``.
         """
         if address is None:
             return self.unix_sockets
@@ -294,6 +294,17 @@ class TrustedProxies:
             self._cache.clear()
         self._cache[address] = verdict
         return verdict
+
+
+class TrustedProxies(Networks):
+    """The networks whose forwarding fields are believed (``trusted_proxies``).
+
+    ``trusts_peer`` and ``trusts`` are :meth:`Networks.has_peer` and
+    :meth:`Networks.has` under the names that say what they are asked for.
+    """
+
+    trusts_peer = Networks.has_peer
+    trusts = Networks.has
 
 
 # RFC 9110 5.6.2 tchar: what a Forwarded parameter value may be without quotes.

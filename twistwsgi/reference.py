@@ -182,6 +182,25 @@ max_body = "200m"
 The mount is found from the request head (host and path, as above), so the `413`
 is still decided before any of the body is read.
 
+A mount may be kept to some clients, as with nginx's `allow` and `deny` in a
+`location`:
+
+```toml
+[[host.mount]]
+path = "/admin"
+app = "myproject.wsgi:application"
+allow = ["10.0.0.0/8", "192.168.1.0/24"]   # everyone else: 403
+deny = ["10.6.0.0/16"]                     # looked at first
+```
+
+The client is the connection's address (`unix:` matches every client of a UNIX
+socket); from a proxy in `trusted_proxies`, the address it reports (the last
+`X-Forwarded-For` entry, which that proxy appended, else the `for=` of the last
+`Forwarded` element), as nginx's `set_real_ip_from` has it. The rules hold however
+the request reaches the mount, a static mount's `fallthrough` included; a file an
+application hands over with `X-Accel-Redirect` is its decision, and the static
+mount's rules are not looked at.
+
 ## Errors
 
 Every problem is reported before the server starts, as one line naming the file, the

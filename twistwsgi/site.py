@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twistwsgi.access import AccessRules, GuardedHandler
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.config import (
     ConfigError,
@@ -154,6 +155,14 @@ class SiteBuilder:
                     raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
                 handlers[index] = builder(mount, config)
             built.append(handlers[index])
+        # What answers a mount's requests: its handler, behind its access rules if it
+        # has any (so a static mount passing a miss on goes through them too).
+        guarded: dict[int, Handler] = {}
+        for index, mount in enumerate(host.mounts):
+            allow, deny = mount.options.get("allow", ()), mount.options.get("deny", ())
+            guarded[index] = handlers[index]
+            if allow or deny:
+                guarded[index] = GuardedHandler(handlers[index], AccessRules(allow, deny, trusted))
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
@@ -180,7 +189,7 @@ class SiteBuilder:
                         and bool(item[1].options.get("fallthrough")),
                     ),
                 )
-                handler.fallback = (other.prefix, handlers[other_index], _added_fields(other))
+                handler.fallback = (other.prefix, guarded[other_index], _added_fields(other))
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
                     partners.add(other_index)
@@ -194,7 +203,7 @@ class SiteBuilder:
                 seen.add(end)
             limits.append(host.mounts[end].options.get("max_body"))
         return [
-            Mount(mount.prefix, handlers[index], limits[index], _added_fields(mount))
+            Mount(mount.prefix, guarded[index], limits[index], _added_fields(mount))
             for index, mount in enumerate(host.mounts)
             if index not in partners
         ]

@@ -1,0 +1,178 @@
+"""A mount's allow and deny: the client address they match, and the 403 in front of
+every kind of mount (in memory through the routing table a configuration builds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+from tests.test_redirect import ask
+from twistwsgi import cli
+from twistwsgi.access import AccessRules, client_address
+from twistwsgi.config import ConfigError, ServerConfig
+from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.http.request import RequestHead
+
+
+def head(peer: Any, *fields: tuple[bytes, bytes]) -> RequestHead:
+    return RequestHead(
+        method=b"GET",
+        target=b"/",
+        path=b"/",
+        decoded_path=b"/",
+        query=b"",
+        version=b"1.1",
+        headers=[(b"Host", b"a.test"), *fields],
+        authority=b"a.test",
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=peer,
+        local=("127.0.0.1", 80),
+    )
+
+
+PROXY = ("10.0.0.5", 40000)
+TRUSTED = TrustedProxies(["10.0.0.0/8"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "fields", "expected"),
+    [
+        (("192.0.2.1", 1), [], "192.0.2.1"),
+        (None, [], None),  # a UNIX socket
+        # From anyone else, a forwarding field is the client's claim: ignored.
+        (("192.0.2.1", 1), [(b"X-Forwarded-For", b"198.51.100.7")], "192.0.2.1"),
+        (PROXY, [(b"X-Forwarded-For", b"198.51.100.7")], "198.51.100.7"),
+        # The last entry is the one the trusted proxy appended; before it, the client's.
+        (PROXY, [(b"X-Forwarded-For", b"10.9.9.9, 198.51.100.7")], "198.51.100.7"),
+        (
+            PROXY,
+            [(b"X-Forwarded-For", b"1.1.1.1"), (b"x-forwarded-for", b"203.0.113.4")],
+            "203.0.113.4",
+        ),
+        (PROXY, [(b"Forwarded", b'for="[2001:db8::1]:4711";proto=https')], "2001:db8::1"),
+        (PROXY, [(b"Forwarded", b"for=192.0.2.9, for=192.0.2.60:4711")], "192.0.2.60"),
+        (PROXY, [(b"Forwarded", b"for=unknown")], "10.0.0.5"),
+        (PROXY, [(b"Forwarded", b"for=_hidden")], "10.0.0.5"),
+        (PROXY, [(b"X-Forwarded-For", b"not an address")], "10.0.0.5"),
+        (PROXY, [], "10.0.0.5"),
+    ],
+)
+def test_the_client_address(
+    peer: Any, fields: list[tuple[bytes, bytes]], expected: str | None
+) -> None:
+    assert client_address(head(peer, *fields), TRUSTED) == expected
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny", "peer", "refused"),
+    [
+        (["10.0.0.0/8"], [], ("10.1.2.3", 1), False),
+        (["10.0.0.0/8"], [], ("192.0.2.1", 1), True),
+        ([], ["192.0.2.0/24"], ("192.0.2.1", 1), True),
+        ([], ["192.0.2.0/24"], ("198.51.100.1", 1), False),
+        (["10.0.0.0/8"], ["10.6.0.0/16"], ("10.6.1.1", 1), True),  # deny is looked at first
+        (["::1"], [], ("::1", 1), False),
+        (["127.0.0.1"], [], ("::ffff:127.0.0.1", 1), False),  # an IPv4-mapped address
+        (["unix:"], [], None, False),
+        (["10.0.0.0/8"], [], None, True),  # a UNIX socket is in no network
+    ],
+)
+def test_allow_and_deny(allow: list[str], deny: list[str], peer: Any, refused: bool) -> None:
+    assert AccessRules(allow, deny, TrustedProxies([])).refuses(head(peer)) is refused
+
+
+# -- through the routing table ------------------------------------------------------------
+
+
+def load(directory: Path, mounts: str, server: str = "") -> ServerConfig:
+    site = directory / "site.toml"
+    site.write_text(
+        f'[server]\nlisten = ["tcp:80"]\n{server}\n[[host]]\nnames = ["a.test"]\n{mounts}'
+    )
+    return cli.load_config({"config": str(site)})
+
+
+def get(path: bytes = b"/", *fields: bytes) -> bytes:
+    more = b"".join(field + b"\r\n" for field in fields)
+    return b"GET " + path + b" HTTP/1.1\r\nHost: a.test\r\n" + more + b"\r\n"
+
+
+def peer(address: str) -> Any:
+    return IPv6Address("TCP", address, 1) if ":" in address else IPv4Address("TCP", address, 1)
+
+
+ADMIN = '[[host.mount]]\npath = "/admin"\napp = "tests.apps:hello"\nallow = ["10.0.0.0/8"]\n'
+
+
+def test_an_application_mount_refuses_clients_outside_allow(tmp_path: Path) -> None:
+    config = load(tmp_path, ADMIN)
+    refused = ask(config, get(b"/admin/users"), peer=peer("192.0.2.1"))
+    assert (refused.status, refused.body) == (403, b"Forbidden\n")
+    assert ask(config, get(b"/admin/users"), peer=peer("10.2.3.4")).status == 200
+
+
+def test_a_unix_socket_client_is_refused_unless_unix_is_allowed(tmp_path: Path) -> None:
+    unix = UNIXAddress(None)
+    assert ask(load(tmp_path, ADMIN), get(b"/admin"), peer=unix, local=unix).status == 403
+    config = load(tmp_path, ADMIN.replace('"10.0.0.0/8"', '"unix:"'))
+    assert ask(config, get(b"/admin"), peer=unix, local=unix).status == 200
+
+
+def test_behind_a_trusted_proxy_the_reported_client_is_matched(tmp_path: Path) -> None:
+    config = load(tmp_path, ADMIN, 'trusted_proxies = ["192.0.2.0/24"]')
+    balancer = peer("192.0.2.10")
+    assert ask(config, get(b"/admin"), peer=balancer).status == 403
+    inside = get(b"/admin", b"X-Forwarded-For: 10.7.7.7")
+    assert ask(config, inside, peer=balancer).status == 200
+    # Not from the trusted proxy: the field is the client's own claim.
+    assert ask(config, inside, peer=peer("198.51.100.1")).status == 403
+
+
+def test_a_static_mount_passing_a_miss_on_goes_through_the_rules_of_the_mount_it_passes_to(
+    tmp_path: Path,
+) -> None:
+    """The files are for everyone; the application behind them only for the allowed:
+    a miss passed on must not step around the application mount's allow.
+    """
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "f.txt").write_text("file\n")
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/"\nstatic = "files"\nfallthrough = true\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nallow = ["10.0.0.0/8"]\n',
+    )
+    outside = peer("192.0.2.1")
+    assert ask(config, get(b"/f.txt"), peer=outside).body == b"file\n"
+    assert ask(config, get(b"/missing"), peer=outside).status == 403
+    assert ask(config, get(b"/missing"), peer=peer("10.0.0.1")).body == b"Hello, World!"
+
+
+def test_a_denied_client_never_reaches_a_proxy_mount(tmp_path: Path) -> None:
+    """The 403 comes before the upstream is asked (here one that nothing answers)."""
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/api"\nproxy = "http://127.0.0.1:9"\ndeny = ["192.0.2.0/24"]\n',
+    )
+    assert ask(config, get(b"/api/x"), peer=peer("192.0.2.1")).status == 403
+
+
+def test_a_static_mount_with_deny(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "f.txt").write_text("file\n")
+    config = load(tmp_path, '[[host.mount]]\npath = "/"\nstatic = "files"\ndeny = ["192.0.2.1"]\n')
+    assert ask(config, get(b"/f.txt"), peer=peer("192.0.2.1")).status == 403
+    assert ask(config, get(b"/f.txt"), peer=peer("192.0.2.2")).status == 200
+
+
+def test_a_network_that_is_not_one_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, ADMIN.replace('"10.0.0.0/8"', '"10.0.0.0/33"'))
+    assert str(raised.value) == (
+        "site.toml: host[0].mount[0].allow: '10.0.0.0/33' is not an IP address or network (CIDR)"
+    )

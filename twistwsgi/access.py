@@ -1,0 +1,129 @@
+"""A mount's access rules by client address: nginx's ``allow`` and ``deny``.
+
+A mount with ``deny`` refuses the clients in those networks; one with ``allow``
+refuses every client outside them (nginx's ``allow ...; deny all;``). A client in both
+is refused: ``deny`` is looked at first. A refused request gets ``403 Forbidden``
+before its handler sees it, whichever way it reached the mount (routed there, or
+passed on by a static mount's fall-through).
+
+The client is the connection's peer. From a proxy in ``trusted_proxies``, it is the
+address that proxy reports: the last ``X-Forwarded-For`` entry (the one the proxy
+itself appended), else the ``for=`` of the last ``Forwarded`` element, as nginx's
+``set_real_ip_from`` with ``real_ip_header`` does; a trusted proxy that reports none
+(or an unknown or obfuscated one) is matched by its own address.
+
+Pure logic on the exchange's request: no Twisted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from twistwsgi.forwarding import Networks, TrustedProxies
+from twistwsgi.http.request import RequestHead
+
+if TYPE_CHECKING:
+    from twistwsgi.http.exchange import Exchange, Handler
+
+__all__ = ["AccessRules", "GuardedHandler", "client_address"]
+
+_FORBIDDEN = b"Forbidden\n"
+
+
+class AccessRules:
+    """Which clients a mount refuses.
+
+    Args:
+        allow: networks (CIDR, ``unix:``) whose clients may use the mount; empty:
+            every client not denied.
+        deny: networks whose clients may not.
+        trusted_proxies: proxies whose report of the client's address is believed.
+    """
+
+    def __init__(
+        self, allow: Sequence[str], deny: Sequence[str], trusted_proxies: TrustedProxies
+    ) -> None:
+        self._allow = Networks(allow) if allow else None
+        self._deny = Networks(deny) if deny else None
+        self._trusted = trusted_proxies
+
+    def refuses(self, request: RequestHead) -> bool:
+        """Whether the client of ``request`` may not use the mount."""
+        address = client_address(request, self._trusted)
+        if self._deny is not None and self._deny.has(address):
+            return True
+        return self._allow is not None and not self._allow.has(address)
+
+
+class GuardedHandler:
+    """A mount's handler behind its access rules.
+
+    Args:
+        handler: what answers the requests the rules let through.
+        rules: the rules.
+    """
+
+    def __init__(self, handler: Handler, rules: AccessRules) -> None:
+        self.handler = handler
+        self.rules = rules
+
+    def handle(self, exchange: Exchange) -> None:
+        """Answer 403 to a client the rules refuse; hand anyone else on."""
+        if self.rules.refuses(exchange.request):
+            exchange.start_response(
+                403,
+                [
+                    (b"Content-Type", b"text/plain; charset=utf-8"),
+                    (b"Content-Length", b"%d" % len(_FORBIDDEN)),
+                ],
+            )
+            exchange.finish(_FORBIDDEN)
+            return
+        self.handler.handle(exchange)
+
+
+def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str | None:
+    """The client's IP address (``None`` on a UNIX socket), as the rules match it.
+
+    From a trusted proxy, the address it reports, if it reports one.
+    """
+    peer = request.peer
+    address = peer[0] if peer is not None else None
+    if not (trusted_proxies and trusted_proxies.has(address)):
+        return address
+    forwarded_for: bytes | None = None
+    forwarded: bytes | None = None
+    for name, value in request.headers:
+        lower = name.lower()
+        if lower == b"x-forwarded-for":
+            forwarded_for = value  # the last line: the proxy appends to the last
+        elif lower == b"forwarded":
+            forwarded = value
+    reported = None
+    if forwarded_for is not None:
+        reported = forwarded_for.rsplit(b",", 1)[-1].strip()
+    elif forwarded is not None:
+        reported = _forwarded_for(forwarded.rsplit(b",", 1)[-1])
+    if reported:
+        text = reported.decode("latin-1")
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            pass  # "unknown", an obfuscated name (RFC 7239 6.3), or garbage
+    return address
+
+
+def _forwarded_for(element: bytes) -> bytes | None:
+    """The node of a ``Forwarded`` element's ``for=`` (RFC 7239 4, 6), unquoted."""
+    for pair in element.split(b";"):
+        name, _, value = pair.partition(b"=")
+        if name.strip().lower() == b"for":
+            node = value.strip().strip(b'"')
+            if node.startswith(b"["):  # "[2001:db8::1]:4711"
+                return node[1 : node.find(b"]")] if b"]" in node else None
+            if node.count(b":") == 1:  # "192.0.2.60:4711"
+                return node.partition(b":")[0]
+            return node
+    return None
