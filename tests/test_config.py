@@ -338,6 +338,8 @@ PARSED_TYPE: dict[str, type] = {
     "NAMES[/PREFIX]=KIND:TARGET": tuple,
     "FIELD": bytes,
     "REDIRECT": str,  # "on" or "off" (or a port number, an int)
+    "TYPES": tuple,
+    "LEVEL": int,
 }
 
 

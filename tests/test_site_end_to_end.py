@@ -78,6 +78,7 @@ app = "tests.apps:environ"
 path = "/api"
 proxy = "http://127.0.0.1:UPSTREAM/v1"
 headers = { Strict-Transport-Security = "max-age=600", content-type = "text/html" }
+gzip = true
 [[host.mount]]
 path = "/gone"
 proxy = "http://127.0.0.1:1"
@@ -283,6 +284,8 @@ class SiteEndToEndTests(TestCase):
         # The mount's headers are added; the upstream's own Content-Type is kept.
         self.assertEqual(users.headers.get_list("strict-transport-security"), ["max-age=600"])
         self.assertEqual(users.headers.get_list("content-type"), ["application/json"])
+        # gzip = true: the upstream's JSON is compressed on the way (httpx decodes it).
+        self.assertEqual(users.headers.get("content-encoding"), "gzip")
         seen = users.json()
         self.assertEqual(
             (seen["SCRIPT_NAME"], seen["PATH_INFO"], seen["QUERY_STRING"]),

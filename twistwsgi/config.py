@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat
@@ -563,6 +564,31 @@ TLS_CIPHERS = Kind("CIPHERS", _tls_ciphers, "an OpenSSL cipher list")
 # A yes/no setting that is on by default: on the command line it takes a value
 # (--tls-session-tickets off), where a BOOL flag can only turn something on.
 SWITCH = Kind("SWITCH", _boolean, "on or off (also true or false, yes or no)")
+
+
+def _media_types(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of media types, got {value!r}")
+    texts = [part for item in items for part in re.split(r"[,\s]+", _text(item)) if part]
+    types = []
+    for text in texts:
+        lower = text.lower()
+        if not re.fullmatch(f"{TOKEN}/(?:{TOKEN})", lower) or lower.startswith("*"):
+            raise ValueError(f"{text!r} is not a media type (such as text/html or text/*)")
+        types.append(lower)
+    return tuple(types)
+
+
+def _compression_level(value: Any) -> int:
+    level = _whole_number(value)
+    if not 1 <= level <= 9:
+        raise ValueError(f"a gzip level is 1 (fastest) to 9 (smallest), got {value!r}")
+    return level
+
+
+MEDIA_TYPES = Kind("TYPES", _media_types, "a list of media types (text/html, text/*)")
+GZIP_LEVEL = Kind("LEVEL", _compression_level, "1 (fastest) to 9 (smallest)")
 HTTPS_REDIRECT = Kind(
     "REDIRECT",
     _https_redirect,
@@ -1022,6 +1048,35 @@ SETTINGS: tuple[Setting, ...] = (
         " 64 KiB is streamed to the application as it arrives. (With --threads 0 bodies"
         " are always received whole.) Applied again on SIGHUP.",
     ),
+    Setting(
+        "gzip",
+        BOOL,
+        False,
+        "Compress the responses of applications and proxied upstreams with gzip when the"
+        " client accepts it (nginx's gzip on): HTTP/1.1, a Content-Type in gzip_types,"
+        " no Content-Encoding of their own, at least gzip_min_length long. A mount's"
+        " gzip turns it on or off there. Static files are served from their"
+        " precompressed .gz and .br siblings instead.",
+    ),
+    Setting(
+        "gzip_types",
+        MEDIA_TYPES,
+        DEFAULT_GZIP_TYPES,
+        "The media types gzip compresses (nginx's gzip_types); text/* for a whole type.",
+    ),
+    Setting(
+        "gzip_min_length",
+        SIZE,
+        256,
+        "Responses whose Content-Length is below this are sent as they are.",
+    ),
+    Setting(
+        "gzip_level",
+        GZIP_LEVEL,
+        1,
+        "The gzip compression level (nginx's gzip_comp_level): 1 is the fastest, 9"
+        " the smallest; the levels above 5 cost much CPU for little.",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -1217,6 +1272,15 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " max_body (nginx's client_max_body_size in a location): larger for an upload"
         " endpoint, smaller elsewhere; 0 means no limit. A static mount that passes"
         " misses on (fallthrough) takes the limit of the mount it passes them to.",
+        cli=False,
+        applies_to=frozenset({"app", "proxy"}),
+    ),
+    Setting(
+        "gzip",
+        BOOL,
+        None,
+        "Compress this mount's responses with gzip (true) or not (false), in place of"
+        " the [server] gzip.",
         cli=False,
         applies_to=frozenset({"app", "proxy"}),
     ),
@@ -1525,6 +1589,10 @@ class ServerConfig:
         tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
         tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
         tls_session_tickets: whether TLS sessions resume with tickets.
+        gzip: whether application and proxy mounts compress responses by default.
+        gzip_types: the media types compressed.
+        gzip_min_length: the shortest Content-Length compressed.
+        gzip_level: the zlib compression level.
         http: limits and timeouts of the HTTP protocol.
         config_file: the configuration file it was read from, if any (for reload).
         check_config: whether to check and exit instead of serving.
@@ -1548,6 +1616,10 @@ class ServerConfig:
     tls_min_version: str = "1.2"
     tls_ciphers: str | None = None
     tls_session_tickets: bool = True
+    gzip: bool = False
+    gzip_types: tuple[str, ...] = DEFAULT_GZIP_TYPES
+    gzip_min_length: int = 256
+    gzip_level: int = 1
     http: HttpSettings = field(default_factory=HttpSettings)
     config_file: str | None = None
     check_config: bool = False
@@ -2099,6 +2171,10 @@ def build_config(
         tls_min_version=resolved["tls_min_version"],
         tls_ciphers=resolved["tls_ciphers"],
         tls_session_tickets=resolved["tls_session_tickets"],
+        gzip=resolved["gzip"],
+        gzip_types=resolved["gzip_types"],
+        gzip_min_length=resolved["gzip_min_length"],
+        gzip_level=resolved["gzip_level"],
         http=http,
         config_file=resolved["config"] or file,
         check_config=resolved["check_config"],

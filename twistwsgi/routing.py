@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import ipv6_literal, normalize_name
 
@@ -221,12 +222,14 @@ class Mount(Generic[T]):
             or ``None`` for the server's.
         headers: fields added to each response under the prefix that does not set
             them (see :class:`~twistwsgi.http.request.Route`).
+        gzip: how responses under the prefix are compressed, if they are.
     """
 
     prefix: bytes
     target: T
     max_body: int | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    gzip: GzipSettings | None = None
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -369,5 +372,7 @@ class Router:
             _answer(exchange, 404, _NOT_FOUND)
             return
         rest = path_below(path, mount.prefix)
-        exchange.route = Route(mount.prefix, rest, table.names.lookup(name), mount.headers)
+        exchange.route = Route(
+            mount.prefix, rest, table.names.lookup(name), mount.headers, mount.gzip
+        )
         mount.target.handle(exchange)

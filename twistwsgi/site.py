@@ -29,6 +29,7 @@ from twistwsgi.config import (
     default_options,
 )
 from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.rules import RequestError, unquote_path
 from twistwsgi.redirect import HttpsRedirect
@@ -189,7 +190,12 @@ class SiteBuilder:
                         and bool(item[1].options.get("fallthrough")),
                     ),
                 )
-                handler.fallback = (other.prefix, guarded[other_index], _added_fields(other))
+                handler.fallback = Mount(
+                    other.prefix,
+                    guarded[other_index],
+                    headers=_added_fields(other),
+                    gzip=_gzip_settings(other, config),
+                )
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
                     partners.add(other_index)
@@ -203,7 +209,13 @@ class SiteBuilder:
                 seen.add(end)
             limits.append(host.mounts[end].options.get("max_body"))
         return [
-            Mount(mount.prefix, guarded[index], limits[index], _added_fields(mount))
+            Mount(
+                mount.prefix,
+                guarded[index],
+                limits[index],
+                _added_fields(mount),
+                _gzip_settings(mount, config),
+            )
             for index, mount in enumerate(host.mounts)
             if index not in partners
         ]
@@ -230,6 +242,16 @@ def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
         (name.encode("ascii"), value.encode("latin-1"))
         for name, value in mount.options.get("headers", ())
     )
+
+
+def _gzip_settings(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:
+    """How an application or proxy mount compresses (``None``: it does not)."""
+    if mount.kind == "static":
+        return None
+    chosen = mount.options.get("gzip")
+    if not (config.gzip if chosen is None else chosen):
+        return None
+    return GzipSettings(frozenset(config.gzip_types), config.gzip_min_length, config.gzip_level)
 
 
 def _padded(text: str, width: int) -> str:

@@ -52,6 +52,7 @@ from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import PreparedHeaders, Route
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.wire import http_date
+from twistwsgi.routing import Mount
 
 __all__ = ["StaticHandler", "StaticOptions"]
 
@@ -250,8 +251,8 @@ class StaticHandler:
 
     Args:
         options: how the directory is served.
-        fallback: with ``fallthrough``, the mount misses go to: its prefix, handler
-            and the fields it adds to responses (see :class:`Route`).
+        fallback: with ``fallthrough``, the mount misses go to (its prefix and
+            handler, and what it does to responses: see :class:`Route`).
         now: the reactor's clock, in seconds since the epoch (``Last-Modified`` is
             never later than it; obsolete dates in preconditions are read by it).
     """
@@ -260,7 +261,7 @@ class StaticHandler:
         self,
         options: StaticOptions,
         *,
-        fallback: tuple[bytes, Handler, tuple[tuple[bytes, bytes], ...]] | None = None,
+        fallback: Mount[Handler] | None = None,
         now: Callable[[], float],
     ) -> None:
         self.options = options
@@ -558,12 +559,15 @@ class StaticHandler:
         """Hand the exchange to the fallback mount, if there is one."""
         if self.fallback is None:
             return False
-        prefix, handler, headers = self.fallback
+        mount = self.fallback
+        prefix = mount.prefix
         route = exchange.route
         if route is not None:
             full = route.script_name + route.path_info
-            exchange.route = Route(prefix, full[len(prefix) :], route.host, headers)
-        handler.handle(exchange)
+            exchange.route = Route(
+                prefix, full[len(prefix) :], route.host, mount.headers, mount.gzip
+            )
+        mount.target.handle(exchange)
         return True
 
     def _redirect(self, exchange: Exchange) -> None:

@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.http import rules
+from twistwsgi.http.compression import gzip_plan, new_compressor
 from twistwsgi.http.exchange import Handler, LogNotes
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
@@ -1961,6 +1962,10 @@ class _Fields:
         self.problems = problems
 
 
+#: What send_file gives _head for ``final_length``: a head for a file, never gzipped.
+_NO_GZIP = -1
+
+
 def _with_mount_fields(
     headers: list[tuple[bytes, bytes]], added: tuple[tuple[bytes, bytes], ...]
 ) -> list[tuple[bytes, bytes]]:
@@ -2087,6 +2092,7 @@ class HTTP11Exchange:
         "_file_pending",
         "_file_sending",
         "_framing",
+        "_gzip",
         "_head_pending",
         "_keep_alive",
         "_protocol",
@@ -2147,6 +2153,8 @@ class HTTP11Exchange:
         # them as written, body_sent only once they are.
         self._file_pending = 0
         self._file_sending: Deferred[None] | None = None  # the file going out, if any
+        # The body's compressor while a response is sent gzipped (see _head).
+        self._gzip: Any = None
 
     # -- request body -----------------------------------------------------------------
 
@@ -2296,6 +2304,16 @@ class HTTP11Exchange:
         status = self.status
         protocol = self._protocol
         headers = self._response_headers
+        route = self.route
+        if route is not None and route.gzip is not None and final_length != _NO_GZIP:
+            plan = gzip_plan(request, status, headers, route.gzip)
+            if plan is not None:
+                headers, compress = plan
+                if compress:
+                    self._gzip = new_compressor(route.gzip)
+                    final_length = None  # the compressed length is known at the end only
+        elif final_length == _NO_GZIP:
+            final_length = None
         if type(headers) is PreparedHeaders:
             fields = headers.wire
             if not (isinstance(fields, _Fields) and fields.status == status):
@@ -2357,6 +2375,10 @@ class HTTP11Exchange:
         return b"".join(lines)
 
     def _frame(self, data: bytes) -> bytes:
+        if self._gzip is not None:
+            data = self._gzip.compress(data)
+            if not data:
+                return b""  # held by the compressor until it has a block
         framing = self._framing
         if framing is _Framing.CHUNKED:
             self.body_sent += len(data)
@@ -2444,7 +2466,8 @@ class HTTP11Exchange:
             # (sendfile.CLIENT_GONE), so that what the caller chained on the sending
             # (closing the file) still runs, without an error logged.
             return fail(ConnectionLost("The response has already ended"))
-        head = self._head(None) if self._head_pending else b""
+        # A file goes out as it is on disk (its Content-Length, zero-copy).
+        head = self._head(_NO_GZIP) if self._head_pending else b""
         transport = self._protocol.transport
         if self._framing is _Framing.NONE or count == 0:
             if head:
@@ -2490,6 +2513,10 @@ class HTTP11Exchange:
             out = self._head(self.body_sent + len(data)) + self._frame(data)
         else:
             out = self._frame(data) if data else b""
+        compressor = self._gzip
+        if compressor is not None:
+            self._gzip = None
+            out += self._frame(compressor.flush())
         if self._framing is _Framing.CHUNKED:
             out += _CRLF0
         if out:

@@ -10,6 +10,11 @@ read of it, for the access log.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twistwsgi.http.compression import GzipSettings
+
 __all__ = [
     "Address",
     "PartialRequest",
@@ -172,9 +177,10 @@ class Route:
         path_info: the rest of the decoded path, with dot-segments removed.
         host: the first configured name of the host, or ``None`` for a catch-all host.
         headers: fields the mount adds to each response that does not set them.
+        gzip: how the mount compresses responses, or ``None`` for not at all.
     """
 
-    __slots__ = ("headers", "host", "path_info", "script_name")
+    __slots__ = ("gzip", "headers", "host", "path_info", "script_name")
 
     def __init__(
         self,
@@ -182,11 +188,13 @@ class Route:
         path_info: bytes,
         host: str | None,
         headers: tuple[tuple[bytes, bytes], ...] = (),
+        gzip: GzipSettings | None = None,
     ) -> None:
         self.script_name = script_name
         self.path_info = path_info
         self.host = host
         self.headers = headers
+        self.gzip = gzip
 
     def __repr__(self) -> str:
         return f"Route({self.script_name!r}, {self.path_info!r}, {self.host!r})"
