@@ -18,14 +18,15 @@ from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import RequestHead
 
 
-def head(peer: Any, *fields: tuple[bytes, bytes]) -> RequestHead:
+def head(peer: Any, *fields: tuple[bytes, bytes], version: bytes = b"1.1") -> RequestHead:
+    """A GET / for a.test from ``peer`` with ``fields``."""
     return RequestHead(
         method=b"GET",
         target=b"/",
         path=b"/",
         decoded_path=b"/",
         query=b"",
-        version=b"1.1",
+        version=version,
         headers=[(b"Host", b"a.test"), *fields],
         authority=b"a.test",
         content_length=None,

@@ -16,6 +16,7 @@ from wsgiref.validate import validator
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from tests.test_access import head as request_head
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.compression import GzipSettings, accepts_gzip, gzip_plan
@@ -28,21 +29,7 @@ PAGE = b"<html><body>" + b"<p>Hello, compressed world.</p>\n" * 400 + b"</body><
 
 
 def head(*fields: tuple[bytes, bytes], version: bytes = b"1.1") -> RequestHead:
-    return RequestHead(
-        method=b"GET",
-        target=b"/",
-        path=b"/",
-        decoded_path=b"/",
-        query=b"",
-        version=version,
-        headers=[(b"Host", b"a.test"), *fields],
-        authority=b"a.test",
-        content_length=None,
-        chunked=False,
-        scheme="http",
-        peer=("127.0.0.1", 1),
-        local=("127.0.0.1", 80),
-    )
+    return request_head(("127.0.0.1", 1), *fields, version=version)
 
 
 # -- whether the client accepts gzip (RFC 9110 12.5.3) -----------------------------------

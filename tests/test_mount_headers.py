@@ -117,3 +117,25 @@ def test_fields_that_frame_the_response_are_refused(tmp_path: Path, name: str) -
         f"site.toml: host[0].mount[0].headers: {name!r} is the server's to set"
         " (it frames the response)"
     )
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (
+            '{ X-Frame-Options = "DENY", x-frame-options = "SAMEORIGIN" }',
+            "'x-frame-options' is given twice (as 'X-Frame-Options')",
+        ),
+        ('{ X-Note = "café ☕" }', "the value of 'X-Note' is not Latin-1 text: 'café ☕'"),
+    ],
+)
+def test_headers_that_could_not_be_sent_as_meant_are_refused(
+    tmp_path: Path, table: str, problem: str
+) -> None:
+    """Two values for one field (names have no case) would cancel each other out in
+    a browser; a value outside Latin-1 cannot be sent (RFC 9110 5.5) and failed at
+    start-up with a traceback.
+    """
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, mount("/", "app", "plain", f"headers = {table}"))
+    assert str(raised.value) == f"site.toml: host[0].mount[0].headers: {problem}"

@@ -317,7 +317,7 @@ def test_a_tls_listener_on_a_port_chosen_by_the_system_needs_the_port(tmp_path: 
     assert "is not known before it listens: give the port clients reach TLS on" in message
 
 
-@pytest.mark.parametrize("value", ['"sometimes"', "0", "70000", '"-1"'])
+@pytest.mark.parametrize("value", ['"sometimes"', "0", "70000", '"-1"', '"²"', '"٤٤٣"'])
 def test_a_value_that_is_not_on_off_or_a_port_is_an_error(tmp_path: Path, value: str) -> None:
     message = config_error(
         tmp_path, f'listen = ["tcp:80"]\nhttps_redirect = {value}', host('"a.test"')
@@ -340,6 +340,26 @@ def test_sighup_applies_a_new_choice(tmp_path: Path) -> None:
     protocol.dataReceived(get())
     [response] = parse_responses(transport.value())
     assert response.status == 301
+
+
+def test_a_reload_that_changes_listen_keeps_the_port_in_use(tmp_path: Path) -> None:
+    """A changed listen waits for a restart; "on" must keep sending clients where TLS is
+    served now, not to the port the file names for later.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from twistwsgi.testing import capture_log_events
+
+    server = 'listen = ["tcp:8080", "ssl:8443:privateKey=k.pem"]\nhttps_redirect = "on"'
+    site = write_site(tmp_path, server, host('"a.test"'))
+    given = {"config": str(site)}
+    service = make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    write_site(tmp_path, server.replace("8443", "9443"), host('"a.test"'))
+    with capture_log_events() as events:
+        cli.reload_server(MemoryReactorClock(), service, given, [])
+    assert any("listen changed" in event["log_format"] for event in events)
+    assert service.config is not None
+    assert service.config.hosts[0].https_redirect == 8443
 
 
 # -- a real client ------------------------------------------------------------------------------

@@ -1163,6 +1163,12 @@ def reload_server(
     """
     try:
         config = load_config(given)
+        serving = service.config
+        if serving is not None and config.listen != serving.listen:
+            _log.warn("Reload: listen changed; it takes effect at the next restart")
+            # What follows from the listeners (https_redirect = "on": the TLS port)
+            # is worked out from those in use, not from the ones that are not yet.
+            config = load_config({**given, "listen": list(serving.listen)})
         # A new host's certificate that does not load refuses the file as any other
         # mistake in it does; a host's that loaded before keeps that one (logged by
         # each listener's reload below).

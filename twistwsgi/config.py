@@ -245,7 +245,7 @@ def _https_redirect(value: Any) -> str | int:
     if isinstance(value, bool):
         return "on" if value else "off"
     text = str(value).strip().lower()
-    if isinstance(value, int) or text.isdigit():
+    if isinstance(value, int) or re.fullmatch("[0-9]+", text):
         port = int(text)
         if not 0 < port < 65536:
             raise ValueError(f"a port is 1 to 65535, got {value!r}")
@@ -478,12 +478,23 @@ def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
     else:
         raise ValueError(expected)
     headers = []
+    seen: dict[str, str] = {}
     for name, text in items:
         if not isinstance(name, str) or not re.fullmatch(TOKEN, name):
             raise ValueError(f"{name!r} is not a header name")
         if name.lower().encode("ascii") in _SERVER_FIELDS:
             raise ValueError(f"{name!r} is the server's to set (it frames the response)")
-        headers.append((name, _header_value(text)))
+        if name.lower() in seen:
+            # Field names have no case (RFC 9110 5.1): TOML keys do, and two values
+            # (X-Frame-Options DENY and SAMEORIGIN) would cancel each other out.
+            raise ValueError(f"{name!r} is given twice (as {seen[name.lower()]!r})")
+        seen[name.lower()] = name
+        value = _header_value(text)
+        try:
+            value.encode("latin-1")  # RFC 9110 5.5: field values are octets
+        except UnicodeEncodeError:
+            raise ValueError(f"the value of {name!r} is not Latin-1 text: {text!r}") from None
+        headers.append((name, value))
     return tuple(headers)
 
 
@@ -1180,7 +1191,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "More header fields for every response of the mount, as a table: headers ="
         " { Strict-Transport-Security = 'max-age=63072000', X-Frame-Options = 'DENY' }"
         " (nginx's add_header ... always). A field the application or upstream sets"
-        " itself is left as it set it; static files get them all.",
+        " itself is left as it set it. A static mount sends them with its files (200"
+        " and 206), not with its 304, 404 or redirects.",
         cli=False,
     ),
     *(
@@ -1975,7 +1987,7 @@ def _https_port(choice: str | int, where: str, listen: Sequence[str]) -> int | N
             elif len(named) == 1 and not positional:
                 port = unescape(named[0]).strip()
                 positional = True
-        if port.isdigit() and int(port) > 0:
+        if re.fullmatch("[0-9]+", port) and int(port) > 0:
             return int(port)
         raise ConfigError(
             where,

@@ -348,6 +348,11 @@ def main(arguments: list[str] | None = None) -> None:
 
     reactor: Any = installed
     options = dict(payload["options"])
+    if payload["listen"]:
+        # The listeners are the master's, whatever the file says now (a changed
+        # listen waits for a restart): what follows from them (https_redirect =
+        # "on") too.
+        options["listen"] = list(payload["listen"])
     # It builds where the master's start directory led when this worker's set
     # started (the server's start, or the reload that started them), as a single
     # process builds before twistd's --rundir takes it elsewhere. A link a
