@@ -58,10 +58,26 @@ TRUSTED = TrustedProxies(["10.0.0.0/8"])
         ),
         (PROXY, [(b"Forwarded", b'for="[2001:db8::1]:4711";proto=https')], "2001:db8::1"),
         (PROXY, [(b"Forwarded", b"for=192.0.2.9, for=192.0.2.60:4711")], "192.0.2.60"),
-        (PROXY, [(b"Forwarded", b"for=unknown")], "10.0.0.5"),
-        (PROXY, [(b"Forwarded", b"for=_hidden")], "10.0.0.5"),
-        (PROXY, [(b"X-Forwarded-For", b"not an address")], "10.0.0.5"),
-        (PROXY, [], "10.0.0.5"),
+        # A report that names no address: an unknown client, which allow refuses
+        # (not the proxy, which allow may well list).
+        (PROXY, [(b"Forwarded", b"for=unknown")], "unknown"),
+        (PROXY, [(b"Forwarded", b"for=_hidden")], "unknown"),
+        (PROXY, [(b"X-Forwarded-For", b"not an address")], "unknown"),
+        (PROXY, [(b"X-Forwarded-For", b"203.000.113.009")], "unknown"),
+        (PROXY, [], "10.0.0.5"),  # no report: the proxy itself
+        # Ports and brackets, as proxies write them (RFC 3986 host[:port]).
+        (PROXY, [(b"X-Forwarded-For", b"203.0.113.9:51234")], "203.0.113.9"),
+        (PROXY, [(b"X-Forwarded-For", b"[2001:db8::9]")], "2001:db8::9"),
+        (PROXY, [(b"X-Forwarded-For", b"[2001:db8::9]:443")], "2001:db8::9"),
+        # A trusted balancer in front of the trusted proxy: read past it.
+        (PROXY, [(b"X-Forwarded-For", b"203.0.113.9, 10.0.0.3")], "203.0.113.9"),
+        (
+            PROXY,
+            [(b"X-Forwarded-For", b"203.0.113.9"), (b"X-Forwarded-For", b"10.0.0.3")],
+            "203.0.113.9",
+        ),
+        (PROXY, [(b"X-Forwarded-For", b"10.0.0.4, 10.0.0.3")], "10.0.0.4"),  # all trusted
+        (PROXY, [(b"Forwarded", b"for=203.0.113.9, for=10.0.0.3")], "203.0.113.9"),
     ],
 )
 def test_the_client_address(
@@ -176,4 +192,14 @@ def test_a_network_that_is_not_one_is_a_configuration_error(tmp_path: Path) -> N
         load(tmp_path, ADMIN.replace('"10.0.0.0/8"', '"10.0.0.0/33"'))
     assert str(raised.value) == (
         "site.toml: host[0].mount[0].allow: '10.0.0.0/33' is not an IP address or network (CIDR)"
+    )
+
+
+def test_an_empty_allow_is_a_configuration_error(tmp_path: Path) -> None:
+    """Meant as nginx's deny all, or as no rule? As no rule it would open the mount."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, ADMIN.replace('["10.0.0.0/8"]', "[]"))
+    assert str(raised.value) == (
+        "site.toml: host[0].mount[0].allow: is empty: list the networks that may use the"
+        " mount, or leave it out"
     )

@@ -8,6 +8,7 @@ decompressed with ``gzip``; the proxy over real sockets in ``test_site_end_to_en
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from wsgiref.validate import validator
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 
 from tests.test_access import head as request_head
 from twistwsgi import cli
@@ -23,7 +25,13 @@ from twistwsgi.http.compression import GzipSettings, accepts_gzip, gzip_plan
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder
-from twistwsgi.testing import ParsedResponse, PullingTransport, connect, parse_responses
+from twistwsgi.testing import (
+    ParsedResponse,
+    PullingTransport,
+    capture_log_events,
+    connect,
+    parse_responses,
+)
 
 PAGE = b"<html><body>" + b"<p>Hello, compressed world.</p>\n" * 400 + b"</body></html>\n"
 
@@ -118,6 +126,7 @@ def test_vary_is_extended_once(vary: bytes, expected: bytes) -> None:
         ([], 200, b"1.1"),  # no Content-Type: nothing says it is text
         ([*HTML, (b"Content-Length", b"255")], 200, b"1.1"),  # below gzip_min_length
         (HTML, 204, b"1.1"),
+        (HTML, 205, b"1.1"),  # no content either (RFC 9110 15.3.6)
         (HTML, 206, b"1.1"),  # its Content-Range counts the identity's bytes
         (HTML, 304, b"1.1"),
         (HTML, 200, b"1.0"),  # no chunked framing: nginx's gzip_http_version 1.1
@@ -127,6 +136,12 @@ def test_responses_left_as_they_are(
     headers: list[tuple[bytes, bytes]], status: int, request_version: bytes
 ) -> None:
     assert plan(headers, status, head(ACCEPTS, version=request_version)) is None
+
+
+def test_a_known_length_is_held_to_the_minimum_as_a_content_length_is() -> None:
+    """A body the server has whole (a list result) knows its length without the field."""
+    assert gzip_plan(head(ACCEPTS), 200, HTML, GzipSettings(), known_length=10) is None
+    assert gzip_plan(head(ACCEPTS), 200, HTML, GzipSettings(), known_length=1000)
 
 
 def test_error_pages_are_compressed_too() -> None:
@@ -162,6 +177,38 @@ def _small(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return [b"small"]
 
 
+def _drip(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """Writes with the write() callable, then checks what the client got so far."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"first line\n")
+    SEEN.append(environ["test.transport"].value())
+    write(b"second line\n")
+    return []
+
+
+def _short(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", "10000")])
+    return [PAGE[:3000]]
+
+
+def _long(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", "300")])
+    return iter([PAGE[:3000]])
+
+
+def _ranged(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/html"), ("Accept-Ranges", "bytes")])
+    return [PAGE]
+
+
+def _reset(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("205 Reset Content", [("Content-Type", "text/plain")])
+    return []
+
+
+#: What the client had received when _drip looked (set by the application).
+SEEN: list[bytes] = []
+
 #: Where the file the ``file`` application hands over is (set by the test).
 PAGE_FILE: list[Path] = []
 
@@ -182,6 +229,10 @@ APPS = {
     # the list (sent whole in one write, its length known with the head).
     "file": _file,
     "listed": _page,
+    # Not wrapped either: they break the rules the validator enforces on purpose.
+    "short": _short,
+    "long": _long,
+    **{name: validator(app) for name, app in (("ranged", _ranged), ("reset", _reset))},
 }
 
 
@@ -317,3 +368,108 @@ def test_a_static_mount_takes_no_gzip_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load(tmp_path, "", '[[host.mount]]\npath = "/"\nstatic = "files"\ngzip = true\n')
     assert str(raised.value).endswith("gzip: only applies to app or proxy mounts")
+
+
+def test_each_write_reaches_the_client_at_once(tmp_path: Path) -> None:
+    """PEP 3333: a server may not hold back what the application wrote. Each piece
+    is flushed from the compressor: a streamed page or long poll is not delayed
+    until the end (or until the compressor has a block).
+    """
+    config = load(tmp_path, "gzip = true", app_mount("/", "drip"))
+    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=None, load=_with_transport).build(
+        config
+    )
+    connection = connect(Router(table))
+    TRANSPORTS.append(connection.transport)
+    SEEN.clear()
+    connection.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a.test\r\n" + GZIP + b"\r\n\r\n")
+    [so_far] = SEEN
+    body = so_far.split(b"\r\n\r\n", 1)[1]
+    first = _unchunked(body)
+    assert zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(first) == b"first line\n"
+    [response] = parse_responses(connection.transport.value())
+    assert gzip.decompress(response.body) == b"first line\nsecond line\n"
+
+
+#: The in-memory transport of the connection _with_transport's application sees.
+TRANSPORTS: list[Any] = []
+
+
+def _with_transport(reference: str) -> Any:
+    app = APPS[reference] if reference != "drip" else _drip
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["test.transport"] = TRANSPORTS[-1]
+        return app(environ, start_response)
+
+    return validator(wrapped) if reference != "drip" else wrapped
+
+
+def _unchunked(body: bytes) -> bytes:
+    """The data of the complete chunks at the start of a chunked body."""
+    data = b""
+    while b"\r\n" in body:
+        size_line, rest = body.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if size == 0 or len(rest) < size + 2:
+            break
+        data += rest[:size]
+        body = rest[size + 2 :]
+    return data
+
+
+def test_a_declared_length_is_held_to_when_compressed(tmp_path: Path) -> None:
+    """Short of its Content-Length: the connection ends with no last chunk and no
+    gzip trailer, so no client takes it for whole. Longer: cut at the length, as
+    a response sent as it is would be.
+    """
+    config = load(
+        tmp_path, "gzip = true", app_mount("/short", "short") + app_mount("/long", "long")
+    )
+    with capture_log_events() as events:
+        table = SiteBuilder(
+            reactor=MemoryReactorClock(), threadpool=None, load=APPS.__getitem__
+        ).build(config)
+        short = connect(Router(table))
+        short.protocol.dataReceived(b"GET /short HTTP/1.1\r\nHost: a.test\r\n" + GZIP + b"\r\n\r\n")
+        long = connect(Router(table))
+        long.protocol.dataReceived(b"GET /long HTTP/1.1\r\nHost: a.test\r\n" + GZIP + b"\r\n\r\n")
+    assert short.transport.disconnecting or short.transport.disconnected
+    assert not short.transport.value().endswith(b"0\r\n\r\n")
+    [cut] = parse_responses(long.transport.value())
+    assert gzip.decompress(cut.body) == PAGE[:300]
+    lines = [formatEvent(event) for event in events]
+    assert any("ended 7000 bytes short of its Content-Length" in line for line in lines)
+    assert any("is longer than its Content-Length" in line for line in lines)
+
+
+def test_a_compressed_response_offers_no_ranges(tmp_path: Path) -> None:
+    """A client resuming the download would ask for the identity's bytes."""
+    [response] = exchange(
+        load(tmp_path, "gzip = true", app_mount("/", "ranged")), [(b"GET", b"/", [GZIP])]
+    )
+    assert response.header(b"content-encoding") == b"gzip"
+    assert response.header(b"accept-ranges") is None
+
+
+def test_205_and_short_known_bodies_are_not_compressed(tmp_path: Path) -> None:
+    """A 205 carries no content (RFC 9110 15.3.6); a body whose whole length the
+    server knows is held to gzip_min_length as a Content-Length is.
+    """
+    config = load(
+        tmp_path, "gzip = true", app_mount("/reset", "reset") + app_mount("/small", "small")
+    )
+    reset, small = exchange(config, [(b"GET", b"/reset", [GZIP]), (b"GET", b"/small", [GZIP])])
+    assert reset.status == 205 and reset.header(b"content-encoding") is None
+    assert small.header(b"content-encoding") is None
+
+
+def test_gzip_level_is_the_compressors(tmp_path: Path) -> None:
+    """The gzip header's XFL byte (RFC 1952 2.3.1): 2 for the slowest level, 4 for
+    the fastest.
+    """
+    for level, flag in ((1, 4), (9, 2)):
+        [response] = exchange(
+            load(tmp_path, f"gzip = true\ngzip_level = {level}", SITE), [(b"GET", b"/page", [GZIP])]
+        )
+        assert response.body[8] == flag

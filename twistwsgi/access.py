@@ -7,10 +7,8 @@ before its handler sees it, whichever way it reached the mount (routed there, or
 passed on by a static mount's fall-through).
 
 The client is the connection's peer. From a proxy in ``trusted_proxies``, it is the
-address that proxy reports: the last ``X-Forwarded-For`` entry (the one the proxy
-itself appended), else the ``for=`` of the last ``Forwarded`` element, as nginx's
-``set_real_ip_from`` with ``real_ip_header`` does; a trusted proxy that reports none
-(or an unknown or obfuscated one) is matched by its own address.
+address that proxy reports (see :func:`client_address`), as nginx's
+``set_real_ip_from`` with ``real_ip_recursive on`` has it.
 
 Pure logic on the exchange's request: no Twisted.
 """
@@ -87,32 +85,59 @@ class GuardedHandler:
 def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str | None:
     """The client's IP address (``None`` on a UNIX socket), as the rules match it.
 
-    From a trusted proxy, the address it reports, if it reports one.
+    From a trusted proxy, the address it reports: the ``X-Forwarded-For`` entries
+    (every line, in order), else the ``Forwarded`` elements' ``for=``, read from the
+    right past the trusted proxies among them (nginx's ``real_ip_recursive on``), so
+    a balancer in front of an ingress, both trusted, gives the client. An entry that
+    is no address (a port or brackets are taken off first) makes the client unknown
+    (``"unknown"``, which no network holds: ``allow`` refuses it); a trusted proxy
+    that reports no one is matched by its own address.
     """
     peer = request.peer
     address = peer[0] if peer is not None else None
     if not (trusted_proxies and trusted_proxies.has(address)):
         return address
-    forwarded_for: bytes | None = None
-    forwarded: bytes | None = None
+    forwarded_for: list[bytes] = []
+    forwarded: list[bytes] = []
     for name, value in request.headers:
         lower = name.lower()
         if lower == b"x-forwarded-for":
-            forwarded_for = value  # the last line: the proxy appends to the last
+            forwarded_for.append(value)
         elif lower == b"forwarded":
-            forwarded = value
-    reported = None
-    if forwarded_for is not None:
-        reported = forwarded_for.rsplit(b",", 1)[-1].strip()
-    elif forwarded is not None:
-        reported = _forwarded_for(forwarded.rsplit(b",", 1)[-1])
-    if reported:
-        text = reported.decode("latin-1")
-        try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            pass  # "unknown", an obfuscated name (RFC 7239 6.3), or garbage
-    return address
+            forwarded.append(value)
+    nodes: list[bytes | None]
+    if forwarded_for:
+        nodes = [entry.strip() for entry in b",".join(forwarded_for).split(b",")]
+    elif forwarded:
+        nodes = [_forwarded_for(element) for element in b",".join(forwarded).split(b",")]
+    else:
+        return address
+    reported: str | None = address
+    for node in reversed(nodes):
+        reported = _node_address(node)
+        if reported == _UNKNOWN or not trusted_proxies.has(reported):
+            return reported
+    return reported  # every hop a trusted proxy: the first of them
+
+
+#: The client address of a report that names none: no network holds it.
+_UNKNOWN = "unknown"
+
+
+def _node_address(node: bytes | None) -> str:
+    """The IP address of a forwarding entry (RFC 3986 host with an optional port)."""
+    if not node:
+        return _UNKNOWN
+    text = node.decode("latin-1").strip()
+    if text.startswith("["):  # "[2001:db8::1]" or "[2001:db8::1]:4711"
+        end = text.find("]")
+        text = text[1:end] if end > 0 else ""
+    elif text.count(":") == 1:  # "192.0.2.60:4711"
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return _UNKNOWN  # "unknown", an obfuscated name (RFC 7239 6.3), or garbage
 
 
 def _forwarded_for(element: bytes) -> bytes | None:
@@ -120,10 +145,5 @@ def _forwarded_for(element: bytes) -> bytes | None:
     for pair in element.split(b";"):
         name, _, value = pair.partition(b"=")
         if name.strip().lower() == b"for":
-            node = value.strip().strip(b'"')
-            if node.startswith(b"["):  # "[2001:db8::1]:4711"
-                return node[1 : node.find(b"]")] if b"]" in node else None
-            if node.count(b":") == 1:  # "192.0.2.60:4711"
-                return node.partition(b":")[0]
-            return node
+            return value.strip().strip(b'"')
     return None

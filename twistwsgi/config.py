@@ -1859,6 +1859,13 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     if len(kinds) != 1:
         raise ConfigError(where, "a mount needs exactly one of app, static or proxy")
     kind = kinds[0]
+    if parsed.get("allow") == ():
+        # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would
+        # open the mount to everyone: neither is guessed.
+        raise ConfigError(
+            f"{where}.allow",
+            "is empty: list the networks that may use the mount, or leave it out",
+        )
     options: dict[str, Any] = {}
     for key in MOUNT_KEYS:
         if key.name in ("path", *MOUNT_KINDS):

@@ -194,9 +194,13 @@ deny = ["10.6.0.0/16"]                     # looked at first
 ```
 
 The client is the connection's address (`unix:` matches every client of a UNIX
-socket); from a proxy in `trusted_proxies`, the address it reports (the last
-`X-Forwarded-For` entry, which that proxy appended, else the `for=` of the last
-`Forwarded` element), as nginx's `set_real_ip_from` has it. The rules hold however
+socket). From a proxy in `trusted_proxies` it is the address the proxy reports, as
+nginx's `set_real_ip_from` with `real_ip_recursive on` has it: the `X-Forwarded-For`
+entries (else the `Forwarded` elements' `for=`) read from the right, past those that
+are trusted proxies themselves (a balancer in front of an ingress), ports and
+brackets taken off. An entry that is no address makes the client unknown, which
+`allow` refuses. `X-Forwarded-For` is read first: a proxy that reports the client
+in `Forwarded` only must remove an `X-Forwarded-For` the client sent. The rules hold however
 the request reaches the mount, a static mount's `fallthrough` included; a file an
 application hands over with `X-Accel-Redirect` is its decision, and the static
 mount's rules are not looked at.

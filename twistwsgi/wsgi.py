@@ -50,7 +50,7 @@ from zope.interface import implementer
 from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
-from twistwsgi.http.request import RequestHead
+from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
@@ -616,6 +616,11 @@ def _serve_accel(
         exchange.finish(b"Not Found\n")
         return
     server, path_info = resolved
+    route = exchange.route
+    if route is not None and route.gzip is not None:
+        # A file goes out as it is on disk, whatever its size (a large one is sent
+        # with sendfile, a small one from memory): not compressed on the way.
+        exchange.route = Route(route.script_name, route.path_info, route.host, route.headers)
     server.serve(exchange, path_info, headers, internal=True)
 
 

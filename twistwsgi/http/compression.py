@@ -8,7 +8,7 @@ it goes if the plan says so. A response is compressed when
   framing an HTTP/1.0 response would end with the connection), and its
   ``Accept-Encoding`` accepts gzip (RFC 9110 §12.5.3: ``gzip`` or ``x-gzip`` or
   ``*`` with a q-value above 0, and not ``gzip;q=0``);
-- the response has content (not 1xx, 204, 206, 304), no ``Content-Encoding`` of its
+- the response has content (not 1xx, 204, 205, 206, 304), no ``Content-Encoding`` of its
   own, no ``Cache-Control: no-transform`` (RFC 9111 §5.2.2.6), a ``Content-Type``
   among the compressed types, and a ``Content-Length``, if it has one, of at least
   the minimum length.
@@ -16,8 +16,9 @@ it goes if the plan says so. A response is compressed when
 Such a response, compressed or not (the client may not accept gzip), gets ``Vary:
 Accept-Encoding`` (RFC 9110 §12.5.5), as with nginx's ``gzip_vary on``, so a cache
 keeps the two forms apart. A compressed one loses its ``Content-Length`` (the body is
-sent chunked), gets ``Content-Encoding: gzip``, and a strong ``ETag`` becomes weak
-(RFC 9110 §8.8.1: the bytes differ from the identity form's), as nginx does.
+sent chunked) and its ``Accept-Ranges``, gets ``Content-Encoding: gzip``, and a
+strong ``ETag`` becomes weak (RFC 9110 §8.8.1: the bytes differ from the identity
+form's), as nginx does.
 
 Pure logic on field lists: no Twisted.
 """
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from twistwsgi.http.request import RequestHead
 
-__all__ = ["DEFAULT_TYPES", "GzipSettings", "accepts_gzip", "gzip_plan", "new_compressor"]
+__all__ = ["DEFAULT_TYPES", "GzipSettings", "GzipStream", "accepts_gzip", "gzip_plan"]
 
 #: The media types compressed unless configured otherwise: text that compresses well
 #: and that browsers and API clients ask for gzipped. ``text/event-stream`` is left
@@ -76,9 +77,71 @@ class GzipSettings:
         return media_type in self.types or media_type.split("/", 1)[0] + "/*" in self.types
 
 
-def new_compressor(settings: GzipSettings) -> zlib._Compress:
-    """A compressor that writes the gzip format (RFC 1952)."""
-    return zlib.compressobj(settings.level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+class GzipStream:
+    """One response's body in the gzip format (RFC 1952), as the handler writes it.
+
+    Each piece is flushed (``Z_SYNC_FLUSH``) as it is written: a server may not hold
+    back what an application wrote (PEP 3333, "Buffering and Streaming"), and a
+    streamed page, long poll or proxied stream must reach the client as it comes
+    (nginx flushes its gzip stream with each upstream read when it does not buffer).
+    A flush costs a few bytes; a body written in one piece is compressed as well as
+    ever.
+
+    The ``Content-Length`` the handler declared (removed from the compressed
+    response) is still held to, counted in uncompressed bytes: what goes past it is
+    dropped (:attr:`cut`), and :attr:`missing` says how much of it never came, as
+    for a response sent as it is.
+
+    Args:
+        settings: the compression level.
+        declared_length: the handler's ``Content-Length``, if it gave one.
+    """
+
+    def __init__(self, settings: GzipSettings, declared_length: int | None) -> None:
+        self._compressor = zlib.compressobj(settings.level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self._declared = declared_length
+        self._written = 0
+        self.cut = False
+
+    def write(self, data: bytes) -> bytes:
+        """Compress a piece of the body; what the client can be sent now."""
+        data = self._within_length(data)
+        if not data:
+            return b""
+        compressor = self._compressor
+        return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self, data: bytes = b"") -> bytes:
+        """Compress the last piece and end the gzip stream (its trailer included).
+
+        A body short of its declared length gets no trailer: what was written is
+        sent, and nothing says it is whole.
+        """
+        compressor = self._compressor
+        out = compressor.compress(self._within_length(data))
+        return out + compressor.flush(zlib.Z_SYNC_FLUSH if self.missing else zlib.Z_FINISH)
+
+    @property
+    def missing(self) -> int:
+        """How many declared bytes were not written (0 with no declared length)."""
+        return 0 if self._declared is None else max(self._declared - self._written, 0)
+
+    def _within_length(self, data: bytes) -> bytes:
+        declared = self._declared
+        if declared is not None and self._written + len(data) > declared:
+            data = data[: max(declared - self._written, 0)]
+            self.cut = True
+        self._written += len(data)
+        return data
+
+
+def declared_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The ``Content-Length`` of response fields, if one plain number is given."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            text = value.strip()
+            return int(text) if text.isdigit() else None
+    return None
 
 
 def accepts_gzip(request: RequestHead) -> bool:
@@ -119,13 +182,16 @@ def gzip_plan(
     status: int,
     headers: Sequence[tuple[bytes, bytes]],
     settings: GzipSettings,
+    known_length: int | None = None,
 ) -> tuple[list[tuple[bytes, bytes]], bool] | None:
     """The fields to send and whether to compress, or ``None`` to leave it all be.
 
     ``None`` for a response that is never compressed; otherwise the fields with
     ``Vary: Accept-Encoding``, changed for gzip when the client accepts it.
+    ``known_length`` is the body's length when the server has it whole (held to
+    the minimum length as a ``Content-Length`` is).
     """
-    if status < 200 or status in (204, 206, 304) or request.version != b"1.1":
+    if status < 200 or status in (204, 205, 206, 304) or request.version != b"1.1":
         return None
     media_type = ""
     length: int | None = None
@@ -141,15 +207,19 @@ def gzip_plan(
             return None
     if not media_type or not settings.compresses(media_type):
         return None
+    if length is None:
+        length = known_length
     if length is not None and length < settings.min_length:
         return None
     compress = accepts_gzip(request)
     fields = _with_vary(headers)
     if compress:
+        # Ranges would count the identity's bytes, which a client resuming this
+        # download does not have (a 206 is never compressed): no Accept-Ranges.
         fields = [
             (name, _weak(value) if name.lower() == b"etag" else value)
             for name, value in fields
-            if name.lower() != b"content-length"
+            if name.lower() not in (b"content-length", b"accept-ranges")
         ]
         fields.append((b"Content-Encoding", b"gzip"))
     return fields, compress

@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.http import rules
-from twistwsgi.http.compression import gzip_plan, new_compressor
+from twistwsgi.http.compression import GzipStream, declared_length, gzip_plan
 from twistwsgi.http.exchange import Handler, LogNotes
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
@@ -2306,12 +2306,14 @@ class HTTP11Exchange:
         headers = self._response_headers
         route = self.route
         if route is not None and route.gzip is not None and final_length != _NO_GZIP:
-            plan = gzip_plan(request, status, headers, route.gzip)
+            plan = gzip_plan(request, status, headers, route.gzip, final_length)
             if plan is not None:
+                original = headers
                 headers, compress = plan
                 if compress:
-                    self._gzip = new_compressor(route.gzip)
                     final_length = None  # the compressed length is known at the end only
+                    if request.method != b"HEAD":  # (the fields of a GET, no body)
+                        self._gzip = GzipStream(route.gzip, declared_length(original))
         elif final_length == _NO_GZIP:
             final_length = None
         if type(headers) is PreparedHeaders:
@@ -2375,10 +2377,13 @@ class HTTP11Exchange:
         return b"".join(lines)
 
     def _frame(self, data: bytes) -> bytes:
-        if self._gzip is not None:
-            data = self._gzip.compress(data)
+        stream = self._gzip
+        if stream is not None:
+            data = stream.write(data)
+            if stream.cut:
+                self._log_cut()
             if not data:
-                return b""  # held by the compressor until it has a block
+                return b""
         framing = self._framing
         if framing is _Framing.CHUNKED:
             self.body_sent += len(data)
@@ -2388,19 +2393,23 @@ class HTTP11Exchange:
         if framing is _Framing.LENGTH:
             room = self._content_length - self.body_sent - self._file_pending
             if len(data) > room:
-                if not self._cut_logged:  # once: a handler may go on writing
-                    self._cut_logged = True
-                    _log.error(
-                        "The response to {method} {target} {problem}; the rest was dropped",
-                        problem="is a 205, which carries no content (RFC 9110 15.3.6)"
-                        if self.status == 205
-                        else "is longer than its Content-Length",
-                        method=self.request.method.decode("latin-1"),
-                        target=self.request.target.decode("latin-1"),
-                    )
+                self._log_cut()
                 data = data[: max(room, 0)]  # (the framing stays right: the connection too)
         self.body_sent += len(data)
         return data
+
+    def _log_cut(self) -> None:
+        """Say, once, that the handler wrote more than its response may carry."""
+        if not self._cut_logged:  # once: a handler may go on writing
+            self._cut_logged = True
+            _log.error(
+                "The response to {method} {target} {problem}; the rest was dropped",
+                problem="is a 205, which carries no content (RFC 9110 15.3.6)"
+                if self.status == 205
+                else "is longer than its Content-Length",
+                method=self.request.method.decode("latin-1"),
+                target=self.request.target.decode("latin-1"),
+            )
 
     @property
     def body_full(self) -> bool:
@@ -2509,30 +2518,35 @@ class HTTP11Exchange:
             return
         if not self.response_started:
             raise RuntimeError("finish called before start_response")
-        if self._head_pending:
-            out = self._head(self.body_sent + len(data)) + self._frame(data)
-        else:
-            out = self._frame(data) if data else b""
-        compressor = self._gzip
-        if compressor is not None:
-            self._gzip = None
-            out += self._frame(compressor.flush())
-        if self._framing is _Framing.CHUNKED:
+        out = self._head(self.body_sent + len(data)) if self._head_pending else b""
+        stream = self._gzip
+        missing = 0
+        if stream is not None:
+            self._gzip = None  # (so that _frame frames what it ends with)
+            out += self._frame(stream.finish(data))
+            if stream.cut:
+                self._log_cut()
+            missing = stream.missing
+        elif data:
+            out += self._frame(data)
+        if self._framing is _Framing.CHUNKED and not missing:
             out += _CRLF0
         if out:
             write_now(self._protocol.transport, out)
         if self._framing is _Framing.LENGTH:
             missing = self._content_length - self.body_sent - self._file_pending
-            if missing > 0:
-                _log.error(
-                    "The response to {method} {target} ended {missing} bytes short of its"
-                    " Content-Length; closing the connection",
-                    method=self.request.method.decode("latin-1"),
-                    target=self.request.target.decode("latin-1"),
-                    missing=missing,
-                )
-                self.abort()
-                return
+        if missing > 0:
+            # The client must not take it for the whole body: no last chunk (nor,
+            # gzipped, the stream's end), and the connection ends.
+            _log.error(
+                "The response to {method} {target} ended {missing} bytes short of its"
+                " Content-Length; closing the connection",
+                method=self.request.method.decode("latin-1"),
+                target=self.request.target.decode("latin-1"),
+                missing=missing,
+            )
+            self.abort()
+            return
         self._ended(None)
         self._protocol.exchange_done(self, self._keep_alive and self._framing is not _Framing.CLOSE)
 
