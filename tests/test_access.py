@@ -78,6 +78,7 @@ TRUSTED = TrustedProxies(["10.0.0.0/8"])
         ),
         (PROXY, [(b"X-Forwarded-For", b"10.0.0.4, 10.0.0.3")], "10.0.0.4"),  # all trusted
         (PROXY, [(b"Forwarded", b"for=203.0.113.9, for=10.0.0.3")], "203.0.113.9"),
+        (PROXY, [(b"X-Forwarded-For", b"203.0.113.9, ,")], "203.0.113.9"),  # empty members
     ],
 )
 def test_the_client_address(
@@ -102,6 +103,13 @@ def test_the_client_address(
 )
 def test_allow_and_deny(allow: list[str], deny: list[str], peer: Any, refused: bool) -> None:
     assert AccessRules(allow, deny, TrustedProxies([])).refuses(head(peer)) is refused
+
+
+@pytest.mark.parametrize(("allow", "deny"), [(["0.0.0.0/0"], []), ([], ["192.0.2.0/24"])])
+def test_an_unknown_client_is_refused_by_any_rule(allow: list[str], deny: list[str]) -> None:
+    """A trusted proxy that reports no address: it could be one deny lists."""
+    request = head(PROXY, (b"X-Forwarded-For", b"203.000.113.009"))
+    assert AccessRules(allow, deny, TRUSTED).refuses(request)
 
 
 # -- through the routing table ------------------------------------------------------------

@@ -48,8 +48,14 @@ class AccessRules:
         self._trusted = trusted_proxies
 
     def refuses(self, request: RequestHead) -> bool:
-        """Whether the client of ``request`` may not use the mount."""
+        """Whether the client of ``request`` may not use the mount.
+
+        An unknown client (a trusted proxy reported no address) is refused by
+        either rule: it cannot be told apart from one that ``deny`` lists.
+        """
         address = client_address(request, self._trusted)
+        if address == _UNKNOWN:
+            return True
         if self._deny is not None and self._deny.has(address):
             return True
         return self._allow is not None and not self._allow.has(address)
@@ -90,8 +96,8 @@ def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str
     right past the trusted proxies among them (nginx's ``real_ip_recursive on``), so
     a balancer in front of an ingress, both trusted, gives the client. An entry that
     is no address (a port or brackets are taken off first) makes the client unknown
-    (``"unknown"``, which no network holds: ``allow`` refuses it); a trusted proxy
-    that reports no one is matched by its own address.
+    (``"unknown"``, refused by any rule); a trusted proxy that reports no one is
+    matched by its own address.
     """
     peer = request.peer
     address = peer[0] if peer is not None else None
@@ -106,11 +112,16 @@ def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str
         elif lower == b"forwarded":
             forwarded.append(value)
     nodes: list[bytes | None]
+    # Empty list members are skipped (RFC 9110 5.6.1: "a, , b" is a list of two).
     if forwarded_for:
-        nodes = [entry.strip() for entry in b",".join(forwarded_for).split(b",")]
+        entries = b",".join(forwarded_for).split(b",")
+        nodes = [entry.strip() for entry in entries if entry.strip()]
     elif forwarded:
-        nodes = [_forwarded_for(element) for element in b",".join(forwarded).split(b",")]
+        elements = b",".join(forwarded).split(b",")
+        nodes = [_forwarded_for(element) for element in elements if element.strip()]
     else:
+        return address
+    if not nodes:
         return address
     reported: str | None = address
     for node in reversed(nodes):

@@ -199,7 +199,7 @@ nginx's `set_real_ip_from` with `real_ip_recursive on` has it: the `X-Forwarded-
 entries (else the `Forwarded` elements' `for=`) read from the right, past those that
 are trusted proxies themselves (a balancer in front of an ingress), ports and
 brackets taken off. An entry that is no address makes the client unknown, which
-`allow` refuses. `X-Forwarded-For` is read first: a proxy that reports the client
+both `allow` and `deny` refuse. `X-Forwarded-For` is read first: a proxy that reports the client
 in `Forwarded` only must remove an `X-Forwarded-For` the client sent. The rules hold however
 the request reaches the mount, a static mount's `fallthrough` included; a file an
 application hands over with `X-Accel-Redirect` is its decision, and the static
