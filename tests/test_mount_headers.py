@@ -139,3 +139,34 @@ def test_headers_that_could_not_be_sent_as_meant_are_refused(
     with pytest.raises(ConfigError) as raised:
         load(tmp_path, mount("/", "app", "plain", f"headers = {table}"))
     assert str(raised.value) == f"site.toml: host[0].mount[0].headers: {problem}"
+
+
+def test_a_static_mount_sends_them_with_files_304s_and_redirects(tmp_path: Path) -> None:
+    """As nginx's add_header (without always): 200, 206, 301 and 304, not errors."""
+    (tmp_path / "files" / "dir").mkdir(parents=True)
+    (tmp_path / "files" / "f.txt").write_text("file\n")
+    (tmp_path / "files" / "dir" / "index.html").write_text("<p>index</p>\n")
+    config = load(tmp_path, mount("/", "static", "files", HEADERS))
+    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config)
+
+    def get(path: bytes, *fields: bytes) -> ParsedResponse:
+        connection = connect(Router(table))
+        more = b"".join(field + b"\r\n" for field in fields)
+        connection.protocol.dataReceived(
+            b"GET " + path + b" HTTP/1.1\r\nHost: a.test\r\n" + more + b"\r\n"
+        )
+        [response] = parse_responses(connection.transport.value())
+        return response
+
+    hsts = b"strict-transport-security"
+    file = get(b"/f.txt")
+    etag = file.header(b"etag")
+    assert etag is not None and file.header_values(hsts) == [b"max-age=63072000"]
+    not_modified = get(b"/f.txt", b"If-None-Match: " + etag)
+    assert not_modified.status == 304
+    assert not_modified.header_values(hsts) == [b"max-age=63072000"]
+    assert not_modified.header_values(b"x-frame-options") == [b"DENY"]
+    redirect = get(b"/dir")
+    assert redirect.status == 301 and redirect.header_values(hsts) == [b"max-age=63072000"]
+    missing = get(b"/missing.txt")
+    assert missing.status == 404 and missing.header_values(hsts) == []

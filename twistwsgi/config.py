@@ -1191,8 +1191,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "More header fields for every response of the mount, as a table: headers ="
         " { Strict-Transport-Security = 'max-age=63072000', X-Frame-Options = 'DENY' }"
         " (nginx's add_header ... always). A field the application or upstream sets"
-        " itself is left as it set it. A static mount sends them with its files (200"
-        " and 206), not with its 304, 404 or redirects.",
+        " itself is left as it set it. A static mount sends them with its files, their"
+        " 304s and its redirects (nginx's add_header without always), not its errors.",
         cli=False,
     ),
     *(

@@ -278,6 +278,12 @@ class StaticHandler:
         # path_info -> file-system path, or None for a name that is never served
         # (a dotfile): the mapping is a pure function of the path and the options.
         self._paths: dict[bytes, bytes | None] = {}
+        # The mount's headers: with its files, their 304s and its redirects, as
+        # nginx's add_header (without always) goes with 200, 206, 301 and 304.
+        self._configured = tuple(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in options.headers
+        )
+        self._configured_names = frozenset(name.lower() for name, _ in self._configured)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -576,7 +582,7 @@ class StaticHandler:
         location = b"/" + request.path.lstrip(b"/") + b"/"
         if request.query:
             location += b"?" + request.query
-        _answer(exchange, 301, b"Moved Permanently\n", [(b"Location", location)])
+        _answer(exchange, 301, b"Moved Permanently\n", [(b"Location", location), *self._configured])
 
     def _send(
         self,
@@ -628,7 +634,11 @@ class StaticHandler:
             handle.close()
         if outcome is files.Precondition.NOT_MODIFIED:
             # RFC 9110 15.4.5: the validators and caching fields, no body.
-            kept = [(name, value) for name, value in headers if name.lower() in _KEPT_ON_304]
+            kept = [
+                (name, value)
+                for name, value in headers
+                if name.lower() in _KEPT_ON_304 or name.lower() in self._configured_names
+            ]
             exchange.start_response(304, kept)
             exchange.finish()
             return
