@@ -473,3 +473,11 @@ def test_gzip_level_is_the_compressors(tmp_path: Path) -> None:
             load(tmp_path, f"gzip = true\ngzip_level = {level}", SITE), [(b"GET", b"/page", [GZIP])]
         )
         assert response.body[8] == flag
+
+
+def test_check_config_says_gzip_is_on(tmp_path: Path) -> None:
+    from twistwsgi.site import describe_routing
+
+    text = describe_routing(load(tmp_path, "gzip = true", SITE))
+    assert "gzip: application and proxy mounts, level 1" in text
+    assert "gzip:" not in describe_routing(load(tmp_path, "", SITE))

@@ -327,6 +327,8 @@ def describe_routing(config: ServerConfig) -> str:
     lines = [f"listen: {', '.join(config.listen)}", f"threads: {config.threads}"]
     if config.workers:
         lines.append(f"workers: {config.workers} processes")
+    if config.gzip:
+        lines.append(f"gzip: application and proxy mounts, level {config.gzip_level}")
     for host in config.hosts:
         lines.append(f"host {_host_title(host)}")
         if host.tls_certificate:
