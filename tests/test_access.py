@@ -9,13 +9,17 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.testing import MemoryReactorClock
 
 from tests.test_redirect import ask
 from twistwsgi import cli
-from twistwsgi.access import AccessRules, client_address
+from twistwsgi.access import AccessRules, RateLimit, client_address
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import RequestHead
+from twistwsgi.routing import Router
+from twistwsgi.site import SiteBuilder
+from twistwsgi.testing import connect, parse_responses
 
 
 def head(peer: Any, *fields: tuple[bytes, bytes], version: bytes = b"1.1") -> RequestHead:
@@ -211,3 +215,105 @@ def test_an_empty_allow_is_a_configuration_error(tmp_path: Path) -> None:
         "site.toml: host[0].mount[0].allow: is empty: list the networks that may use the"
         " mount, or leave it out"
     )
+
+
+# -- rate_limit ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(rate: float, burst: int) -> tuple[RateLimit, FakeClock]:
+    clock = FakeClock()
+    return RateLimit(rate, burst, TrustedProxies([]), clock), clock
+
+
+CLIENT = head(("192.0.2.1", 1))
+
+
+def test_without_burst_requests_must_come_one_rate_apart() -> None:
+    limit, clock = limited(2.0, 0)
+    assert limit.retry_after(CLIENT) is None
+    assert limit.retry_after(CLIENT) == 1  # half a second to wait: rounded up
+    clock.now += 0.5
+    assert limit.retry_after(CLIENT) is None
+    assert limit.retry_after(CLIENT) == 1
+
+
+def test_a_burst_goes_through_at_once_and_the_next_waits() -> None:
+    """Nginx's burst=3 nodelay: the first request and three more at once."""
+    limit, clock = limited(1.0, 3)
+    assert [limit.retry_after(CLIENT) for _ in range(4)] == [None] * 4
+    assert limit.retry_after(CLIENT) == 1
+    # A refused request is not counted: after one second, one more fits.
+    clock.now += 1.0
+    assert limit.retry_after(CLIENT) is None
+    assert limit.retry_after(CLIENT) == 1
+
+
+def test_retry_after_says_how_long_the_bucket_takes_to_drain() -> None:
+    limit, _ = limited(0.1, 0)  # 6r/m
+    assert limit.retry_after(CLIENT) is None
+    assert limit.retry_after(CLIENT) == 10
+
+
+def test_clients_are_counted_apart() -> None:
+    limit, _ = limited(1.0, 0)
+    assert limit.retry_after(CLIENT) is None
+    assert limit.retry_after(head(("192.0.2.2", 1))) is None
+    assert limit.retry_after(head(None)) is None  # every UNIX-socket client: one
+    assert limit.retry_after(head(None)) == 1
+
+
+def test_a_flood_of_addresses_cannot_grow_memory() -> None:
+    limit, clock = limited(1.0, 0)
+    limit.MAX_CLIENTS = 100
+    for number in range(1000):
+        limit.retry_after(head((f"10.0.{number // 256}.{number % 256}", 1)))
+        clock.now += 0.001
+    assert len(limit._buckets) <= 100
+
+
+def test_a_mount_answers_429_with_retry_after(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "30r/m"\n',
+    )
+    memory = MemoryReactorClock()
+    table = SiteBuilder(reactor=memory, threadpool=None).build(config)
+    connection = connect(Router(table))
+    for _ in range(2):
+        connection.protocol.dataReceived(get(b"/login"))
+    first, second = parse_responses(connection.transport.value())
+    assert first.status == 200
+    assert (second.status, second.header(b"retry-after")) == (429, b"2")
+    assert second.body == b"Too Many Requests\n"
+    memory.advance(2)
+    connection.transport.clear()
+    connection.protocol.dataReceived(get(b"/login"))
+    assert parse_responses(connection.transport.value())[0].status == 200
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        (
+            'rate_limit = "fast"',
+            "rate_limit: expected requests per second or minute, as 10r/s or 30r/m, got 'fast'",
+        ),
+        (
+            'rate_limit = "0r/s"',
+            "rate_limit: expected requests per second or minute, as 10r/s or 30r/m, got '0r/s'",
+        ),
+        ("rate_burst = 5", "rate_burst: needs rate_limit, the rate it is a burst of"),
+    ],
+)
+def test_rate_settings_that_do_not_hold(tmp_path: Path, keys: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, f'[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n{keys}\n')
+    assert str(raised.value) == f"site.toml: host[0].mount[0].{problem}"

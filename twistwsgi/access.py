@@ -1,10 +1,14 @@
-"""A mount's access rules by client address: nginx's ``allow`` and ``deny``.
+"""A mount's access rules and rate limit by client address (nginx's allow, limit_req).
 
 A mount with ``deny`` refuses the clients in those networks; one with ``allow``
 refuses every client outside them (nginx's ``allow ...; deny all;``). A client in both
 is refused: ``deny`` is looked at first. A refused request gets ``403 Forbidden``
 before its handler sees it, whichever way it reached the mount (routed there, or
 passed on by a static mount's fall-through).
+
+A mount with ``rate_limit`` answers ``429 Too Many Requests`` (RFC 6585 §4, with
+``Retry-After``) to a client going faster than it allows (see :class:`RateLimit`),
+after the access rules.
 
 The client is the connection's peer. From a proxy in ``trusted_proxies``, it is the
 address that proxy reports (see :func:`client_address`), as nginx's
@@ -16,7 +20,8 @@ Pure logic on the exchange's request: no Twisted.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from twistwsgi.forwarding import Networks, TrustedProxies
@@ -25,9 +30,10 @@ from twistwsgi.http.request import RequestHead
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
 
-__all__ = ["AccessRules", "GuardedHandler", "client_address"]
+__all__ = ["AccessRules", "GuardedHandler", "RateLimit", "client_address"]
 
 _FORBIDDEN = b"Forbidden\n"
+_TOO_MANY = b"Too Many Requests\n"
 
 
 class AccessRules:
@@ -61,31 +67,115 @@ class AccessRules:
         return self._allow is not None and not self._allow.has(address)
 
 
-class GuardedHandler:
-    """A mount's handler behind its access rules.
+class RateLimit:
+    """How many requests a client may make to a mount: nginx's ``limit_req ... nodelay``.
+
+    Each client (by the address :func:`client_address` gives) has a leaky bucket:
+    a request adds one, the bucket drains at ``rate`` a second, and a request that
+    would fill it past ``burst`` is refused (and not counted). So a client may send
+    ``burst`` requests at once beyond the steady rate, which a page and its assets
+    need; with ``burst`` 0, requests must come at least ``1 / rate`` seconds apart.
+    As with nginx's ``nodelay``, the requests let through are answered at once,
+    never queued.
 
     Args:
-        handler: what answers the requests the rules let through.
-        rules: the rules.
+        rate: requests per second.
+        burst: requests a client may be ahead of the rate.
+        trusted_proxies: proxies whose report of the client's address is believed.
+        now: the clock, in seconds.
     """
 
-    def __init__(self, handler: Handler, rules: AccessRules) -> None:
+    #: Clients remembered at most; past this, those whose buckets are empty are
+    #: forgotten, then the oldest half (a flood of addresses cannot grow memory).
+    MAX_CLIENTS = 65536
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        trusted_proxies: TrustedProxies,
+        now: Callable[[], float],
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._trusted = trusted_proxies
+        self._now = now
+        # client -> (requests in the bucket, when that was counted)
+        self._buckets: dict[str | None, tuple[float, float]] = {}
+
+    def retry_after(self, request: RequestHead) -> int | None:
+        """Count ``request``; ``None`` if it may go on, else seconds to wait (>= 1)."""
+        client = client_address(request, self._trusted)
+        now = self._now()
+        buckets = self._buckets
+        known = buckets.get(client)
+        if known is None:
+            if len(buckets) >= self.MAX_CLIENTS:
+                self._forget(now)
+            buckets[client] = (0.0, now)
+            return None
+        level, then = known
+        # What is left after draining since, plus this request (nginx's excess,
+        # floored at 0 once the request is added).
+        level = max(level - self.rate * max(now - then, 0.0) + 1.0, 0.0)
+        if level > self.burst:
+            return max(math.ceil((level - self.burst) / self.rate), 1)
+        buckets[client] = (level, now)
+        return None
+
+    def _forget(self, now: float) -> None:
+        buckets = self._buckets
+        for client, (level, then) in list(buckets.items()):
+            if level - self.rate * (now - then) <= 0:
+                del buckets[client]
+        if len(buckets) >= self.MAX_CLIENTS:
+            for client in list(buckets)[: len(buckets) // 2]:
+                del buckets[client]
+
+
+class GuardedHandler:
+    """A mount's handler behind its access rules and its rate limit.
+
+    Args:
+        handler: what answers the requests let through.
+        rules: the access rules, if any.
+        limit: the rate limit, if any (looked at after the rules).
+    """
+
+    def __init__(
+        self, handler: Handler, rules: AccessRules | None, limit: RateLimit | None = None
+    ) -> None:
         self.handler = handler
         self.rules = rules
+        self.limit = limit
 
     def handle(self, exchange: Exchange) -> None:
-        """Answer 403 to a client the rules refuse; hand anyone else on."""
-        if self.rules.refuses(exchange.request):
-            exchange.start_response(
-                403,
-                [
-                    (b"Content-Type", b"text/plain; charset=utf-8"),
-                    (b"Content-Length", b"%d" % len(_FORBIDDEN)),
-                ],
-            )
-            exchange.finish(_FORBIDDEN)
+        """Answer 403 or 429 to a client refused; hand anyone else on."""
+        request = exchange.request
+        if self.rules is not None and self.rules.refuses(request):
+            _refuse(exchange, 403, _FORBIDDEN)
             return
+        if self.limit is not None:
+            wait = self.limit.retry_after(request)
+            if wait is not None:
+                # RFC 6585 4: 429 Too Many Requests, with when to try again.
+                _refuse(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
+                return
         self.handler.handle(exchange)
+
+
+def _refuse(
+    exchange: Exchange, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    exchange.start_response(
+        status,
+        [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", b"%d" % len(body)),
+            *extra,
+        ],
+    )
+    exchange.finish(body)
 
 
 def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str | None:

@@ -598,6 +598,18 @@ def _compression_level(value: Any) -> int:
     return level
 
 
+def _rate(value: Any) -> float:
+    text = _text(value).strip().lower()
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*r/([sm])", text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"expected requests per second or minute, as 10r/s or 30r/m, got {value!r}"
+        )
+    number = float(match.group(1))
+    return number if match.group(2) == "s" else number / 60
+
+
+RATE = Kind("RATE", _rate, "requests per second or minute, as 10r/s or 30r/m")
 MEDIA_TYPES = Kind("TYPES", _media_types, "a list of media types (text/html, text/*)")
 GZIP_LEVEL = Kind("LEVEL", _compression_level, "1 (fastest) to 9 (smallest)")
 HTTPS_REDIRECT = Kind(
@@ -1306,6 +1318,23 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "rate_limit",
+        RATE,
+        None,
+        "Requests each client may make here (nginx's limit_req with nodelay): a"
+        " client going faster gets 429 with Retry-After. Clients are told apart as"
+        " allow and deny tell them.",
+        cli=False,
+    ),
+    Setting(
+        "rate_burst",
+        INT,
+        0,
+        "Requests a client may make at once beyond rate_limit (nginx's burst), as a"
+        " page and its assets do; 0: one at a time, 1 / rate seconds apart.",
+        cli=False,
+    ),
+    Setting(
         "deny",
         NETWORKS,
         (),
@@ -1859,6 +1888,8 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     if len(kinds) != 1:
         raise ConfigError(where, "a mount needs exactly one of app, static or proxy")
     kind = kinds[0]
+    if "rate_burst" in parsed and "rate_limit" not in parsed:
+        raise ConfigError(f"{where}.rate_burst", "needs rate_limit, the rate it is a burst of")
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would
         # open the mount to everyone: neither is guessed.

@@ -205,6 +205,27 @@ the request reaches the mount, a static mount's `fallthrough` included; a file a
 application hands over with `X-Accel-Redirect` is its decision, and the static
 mount's rules are not looked at.
 
+A mount may also limit how fast each client may ask, as nginx's `limit_req` with
+`nodelay`:
+
+```toml
+[[host.mount]]
+path = "/login"
+app = "myproject.wsgi:application"
+rate_limit = "30r/m"     # or "10r/s"
+rate_burst = 5           # five more at once
+```
+
+Each client, told apart as for `allow` and `deny` (behind a trusted proxy, the
+address it reports; every UNIX-socket client as one), has a bucket that a request
+fills by one and that drains at the rate; a request that would fill it past
+`rate_burst` gets `429 Too Many Requests` with `Retry-After` (nginx answers `503`
+unless `limit_req_status 429` is set) and is not counted. The requests let through
+are answered at once, never queued (nginx without `nodelay` would delay them
+instead). The count is per mount and per process: with `workers`, each worker
+counts its own clients, so a client may get up to that many times the rate. The
+rules of `allow` and `deny` are looked at first.
+
 ## Errors
 
 Every problem is reported before the server starts, as one line naming the file, the

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twistwsgi.access import AccessRules, GuardedHandler
+from twistwsgi.access import AccessRules, GuardedHandler, RateLimit
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.config import (
     ConfigError,
@@ -161,9 +161,15 @@ class SiteBuilder:
         guarded: dict[int, Handler] = {}
         for index, mount in enumerate(host.mounts):
             allow, deny = mount.options.get("allow", ()), mount.options.get("deny", ())
+            rate = mount.options.get("rate_limit")
             guarded[index] = handlers[index]
-            if allow or deny:
-                guarded[index] = GuardedHandler(handlers[index], AccessRules(allow, deny, trusted))
+            if allow or deny or rate:
+                rules = AccessRules(allow, deny, trusted) if allow or deny else None
+                limit = None
+                if rate:
+                    burst = mount.options.get("rate_burst", 0)
+                    limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
+                guarded[index] = GuardedHandler(handlers[index], rules, limit)
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
