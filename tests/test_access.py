@@ -311,9 +311,59 @@ def test_a_mount_answers_429_with_retry_after(tmp_path: Path) -> None:
             "rate_limit: expected requests per second or minute, as 10r/s or 30r/m, got '0r/s'",
         ),
         ("rate_burst = 5", "rate_burst: needs rate_limit, the rate it is a burst of"),
+        ('rate_limit = "0.5r/m"', "rate_limit: the smallest rate is 1r/m, got '0.5r/m'"),
     ],
 )
 def test_rate_settings_that_do_not_hold(tmp_path: Path, keys: str, problem: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load(tmp_path, f'[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n{keys}\n')
     assert str(raised.value) == f"site.toml: host[0].mount[0].{problem}"
+
+
+def test_a_clock_stepped_back_locks_nobody_out() -> None:
+    """NTP stepping the wall clock back an hour: a client at its burst drains from
+    then on, rather than waiting for the hour to come round again.
+    """
+    limit, clock = limited(10.0, 2)
+    assert [limit.retry_after(CLIENT) for _ in range(4)][-1] is not None  # at the burst
+    clock.now -= 3600
+    assert limit.retry_after(CLIENT) == 1
+    clock.now += 1
+    assert limit.retry_after(CLIENT) is None
+
+
+def test_a_client_keeping_exactly_to_the_rate_is_never_refused() -> None:
+    """Float rounding of now - then near 1.7e9 s made 40% of such requests 429s."""
+    limit, clock = limited(10.0, 0)
+    clock.now = 1.7e9
+    refused = 0
+    for _ in range(1000):
+        refused += limit.retry_after(CLIENT) is not None
+        clock.now += 0.1
+    assert refused == 0
+
+
+def test_forgetting_is_amortised_and_keeps_the_recent_clients() -> None:
+    """The table full: a quarter goes at once (not a scan per newcomer), the least
+    recently let through first.
+    """
+    limit, _ = limited(1 / 60, 5)
+    limit.MAX_CLIENTS = 8
+    addresses = [head((f"10.0.0.{n}", 1)) for n in range(8)]
+    for request in addresses:
+        limit.retry_after(request)
+    limit.retry_after(addresses[0])  # the first is recent again
+    limit.retry_after(head(("10.0.1.1", 1)))
+    kept = set(limit._buckets)
+    assert len(kept) == 7 and "10.0.0.0" in kept and "10.0.0.1" not in kept
+
+
+def test_check_config_shows_the_rate_as_written(tmp_path: Path) -> None:
+    from twistwsgi.site import describe_routing
+
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+        "rate_burst = 2\n",
+    )
+    assert "rate_limit=1r/m rate_burst=2" in describe_routing(config)

@@ -85,8 +85,9 @@ class RateLimit:
         now: the clock, in seconds.
     """
 
-    #: Clients remembered at most; past this, those whose buckets are empty are
-    #: forgotten, then the oldest half (a flood of addresses cannot grow memory).
+    #: Clients remembered at most; past this, the quarter least recently let
+    #: through is forgotten at once (a flood of addresses cannot grow memory, and
+    #: the cost stays constant per request on average).
     MAX_CLIENTS = 65536
 
     def __init__(
@@ -108,29 +109,26 @@ class RateLimit:
         client = client_address(request, self._trusted)
         now = self._now()
         buckets = self._buckets
-        known = buckets.get(client)
+        known = buckets.pop(client, None)
         if known is None:
             if len(buckets) >= self.MAX_CLIENTS:
-                self._forget(now)
+                for forgotten in list(buckets)[: self.MAX_CLIENTS // 4]:
+                    del buckets[forgotten]
             buckets[client] = (0.0, now)
             return None
         level, then = known
+        # A clock stepped back: drain from now on, locking nobody out until then.
+        then = min(then, now)
         # What is left after draining since, plus this request (nginx's excess,
         # floored at 0 once the request is added).
-        level = max(level - self.rate * max(now - then, 0.0) + 1.0, 0.0)
-        if level > self.burst:
-            return max(math.ceil((level - self.burst) / self.rate), 1)
-        buckets[client] = (level, now)
+        drained = max(level - self.rate * (now - then) + 1.0, 0.0)
+        # (A thousandth of a request of slack, as nginx counts in milli-requests:
+        # a client keeping exactly to the rate is not refused for a rounding.)
+        if drained > self.burst + 0.001:
+            buckets[client] = (level, then)  # (last in the dict: recently seen)
+            return max(math.ceil((drained - self.burst) / self.rate), 1)
+        buckets[client] = (drained, now)
         return None
-
-    def _forget(self, now: float) -> None:
-        buckets = self._buckets
-        for client, (level, then) in list(buckets.items()):
-            if level - self.rate * (now - then) <= 0:
-                del buckets[client]
-        if len(buckets) >= self.MAX_CLIENTS:
-            for client in list(buckets)[: len(buckets) // 2]:
-                del buckets[client]
 
 
 class GuardedHandler:

@@ -606,7 +606,10 @@ def _rate(value: Any) -> float:
             f"expected requests per second or minute, as 10r/s or 30r/m, got {value!r}"
         )
     number = float(match.group(1))
-    return number if match.group(2) == "s" else number / 60
+    per_second = number if match.group(2) == "s" else number / 60
+    if per_second < 1 / 60:
+        raise ValueError(f"the smallest rate is 1r/m, got {value!r}")
+    return per_second
 
 
 RATE = Kind("RATE", _rate, "requests per second or minute, as 10r/s or 30r/m")

@@ -223,8 +223,9 @@ fills by one and that drains at the rate; a request that would fill it past
 unless `limit_req_status 429` is set) and is not counted. The requests let through
 are answered at once, never queued (nginx without `nodelay` would delay them
 instead). The count is per mount and per process: with `workers`, each worker
-counts its own clients, so a client may get up to that many times the rate. The
-rules of `allow` and `deny` are looked at first.
+counts its own clients, so a client may get up to that many times the rate; a
+`SIGHUP` starts every count afresh. Clients a trusted proxy reports without an
+address share one bucket. The rules of `allow` and `deny` are looked at first.
 
 ## Errors
 

@@ -357,10 +357,17 @@ def _changed_options(mount: MountConfig) -> str:
     """The mount's options that differ from their defaults, as ``key=value`` words."""
     defaults = default_options(mount.kind)
     return " ".join(
-        f"{name}={_option_text(value)}"
+        f"{name}={_rate_text(value) if name == 'rate_limit' else _option_text(value)}"
         for name, value in mount.options.items()
         if name in defaults and value != defaults[name]
     )
+
+
+def _rate_text(per_second: float) -> str:
+    """A rate as nginx writes it (``10r/s``, ``30r/m``)."""
+    if per_second >= 1:
+        return f"{per_second:g}r/s"
+    return f"{round(per_second * 60, 3):g}r/m"
 
 
 def _option_text(value: object) -> str:
