@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from twistwsgi.forwarding import Networks, TrustedProxies
 from twistwsgi.http.request import RequestHead
+from twistwsgi.routing import answer_plain
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
@@ -151,29 +152,15 @@ class GuardedHandler:
         """Answer 403 or 429 to a client refused; hand anyone else on."""
         request = exchange.request
         if self.rules is not None and self.rules.refuses(request):
-            _refuse(exchange, 403, _FORBIDDEN)
+            answer_plain(exchange, 403, _FORBIDDEN)
             return
         if self.limit is not None:
             wait = self.limit.retry_after(request)
             if wait is not None:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
-                _refuse(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
+                answer_plain(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
         self.handler.handle(exchange)
-
-
-def _refuse(
-    exchange: Exchange, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    exchange.start_response(
-        status,
-        [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", b"%d" % len(body)),
-            *extra,
-        ],
-    )
-    exchange.finish(body)
 
 
 def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str | None:
@@ -191,21 +178,14 @@ def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str
     address = peer[0] if peer is not None else None
     if not (trusted_proxies and trusted_proxies.has(address)):
         return address
-    forwarded_for: list[bytes] = []
-    forwarded: list[bytes] = []
-    for name, value in request.headers:
-        lower = name.lower()
-        if lower == b"x-forwarded-for":
-            forwarded_for.append(value)
-        elif lower == b"forwarded":
-            forwarded.append(value)
+    forwarded_for = request.joined(b"x-forwarded-for")
+    forwarded = request.joined(b"forwarded")
     nodes: list[bytes | None]
     # Empty list members are skipped (RFC 9110 5.6.1: "a, , b" is a list of two).
-    if forwarded_for:
-        entries = b",".join(forwarded_for).split(b",")
-        nodes = [entry.strip() for entry in entries if entry.strip()]
-    elif forwarded:
-        elements = b",".join(forwarded).split(b",")
+    if forwarded_for is not None:
+        nodes = [entry.strip() for entry in forwarded_for.split(b",") if entry.strip()]
+    elif forwarded is not None:
+        elements = forwarded.split(b",")
         nodes = [_forwarded_for(element) for element in elements if element.strip()]
     else:
         return address

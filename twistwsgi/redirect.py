@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import forwarded_proto
+from twistwsgi.routing import answer_plain
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -71,47 +72,24 @@ class HttpsRedirect:
             return False
         host = name or self._fallback_name or _local_address(request)
         if host is None:
-            body = _NO_HOST
-            exchange.start_response(
-                400,
-                [
-                    (b"Content-Type", b"text/plain; charset=utf-8"),
-                    (b"Content-Length", b"%d" % len(body)),
-                ],
-            )
-            exchange.finish(body)
+            answer_plain(exchange, 400, _NO_HOST)
             return True
         target = request.target
         if not target.startswith(b"/"):  # the absolute form: its path and query
             target = (request.path or b"/") + (b"?" + request.query if request.query else b"")
         location = b"https://" + host.encode("ascii") + self._port_suffix + target
         status = 301 if request.method in (b"GET", b"HEAD") else 308
-        body = _BODIES[status]
-        exchange.start_response(
-            status,
-            [
-                (b"Location", location),
-                (b"Content-Type", b"text/plain; charset=utf-8"),
-                (b"Content-Length", b"%d" % len(body)),
-            ],
-        )
-        exchange.finish(body)
+        answer_plain(exchange, status, _BODIES[status], [(b"Location", location)])
         return True
 
 
 def _forwarded_scheme(request: RequestHead) -> str | None:
     """The scheme the proxy in front says the client used."""
-    proto: list[bytes] = []
-    forwarded: list[bytes] = []
-    for field, value in request.headers:
-        lower = field.lower()
-        if lower == b"x-forwarded-proto":
-            proto.append(value)
-        elif lower == b"forwarded":
-            forwarded.append(value)
+    proto = request.joined(b"x-forwarded-proto")
+    forwarded = request.joined(b"forwarded")
     return forwarded_proto(
-        b", ".join(proto).decode("latin-1") if proto else None,
-        b", ".join(forwarded).decode("latin-1") if forwarded else None,
+        None if proto is None else proto.decode("latin-1"),
+        None if forwarded is None else forwarded.decode("latin-1"),
     )
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "Route",
     "Router",
     "RoutingTable",
+    "answer_plain",
     "match_prefix",
     "merge_slashes",
     "normalize_host",
@@ -297,12 +298,16 @@ _NOT_FOUND = b"Not Found\n"
 _MISDIRECTED = b"Misdirected Request: this server does not serve that host name\n"
 
 
-def _answer(exchange: Exchange, status: int, body: bytes) -> None:
+def answer_plain(
+    exchange: Exchange, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with a short plain-text body (the server's own errors and redirects)."""
     exchange.start_response(
         status,
         [
             (b"Content-Type", b"text/plain; charset=utf-8"),
             (b"Content-Length", b"%d" % len(body)),
+            *extra,
         ],
     )
     exchange.finish(body)
@@ -315,7 +320,7 @@ def refuse_path_above_root(exchange: Exchange) -> None:
     answer: it is the same 404 as for a name that does not exist (nginx answers
     400 here; the static-files requirement is a plain 404 for every escape).
     """
-    _answer(exchange, 404, _NOT_FOUND)
+    answer_plain(exchange, 404, _NOT_FOUND)
 
 
 class Router:
@@ -356,9 +361,9 @@ class Router:
         mounts = table.hosts.lookup(name)
         if mounts is None:
             if request.scheme == "https":
-                _answer(exchange, 421, _MISDIRECTED)
+                answer_plain(exchange, 421, _MISDIRECTED)
             else:
-                _answer(exchange, 404, _NOT_FOUND)
+                answer_plain(exchange, 404, _NOT_FOUND)
             return
         guard = mounts.guard
         if guard is not None and guard(exchange, name):
@@ -369,7 +374,7 @@ class Router:
             return
         mount = mounts.lookup(path)
         if mount is None:
-            _answer(exchange, 404, _NOT_FOUND)
+            answer_plain(exchange, 404, _NOT_FOUND)
             return
         rest = path_below(path, mount.prefix)
         exchange.route = Route(

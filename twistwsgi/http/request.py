@@ -122,6 +122,14 @@ class RequestHead:
         """Return the first value of field ``name`` (lower-case), or ``None``."""
         return _first_value(self.headers, name)
 
+    def joined(self, name: bytes) -> bytes | None:
+        """Every line of field ``name`` (lower-case) as one list value, or ``None``.
+
+        RFC 9110 5.3: repeated field lines are one comma-separated list, in order.
+        """
+        values = [value for field, value in self.headers if field.lower() == name]
+        return b", ".join(values) if values else None
+
 
 class PartialRequest:
     """What the protocol had read of a request it refused before accepting its head.
