@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -102,6 +103,10 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
     config = load_config({"config": str(path)})
     assert len(config.hosts) == 2
     assert host_certificates(config.hosts) is not None
+    assert config.gzip and config.hosts[0].https_redirect == 443
+    shop = {mount.path: mount.options for mount in config.hosts[0].mounts}
+    assert shop["/admin"]["allow"] == ("192.168.10.0/24",)
+    assert shop["/accounts/login"]["rate_limit"] == pytest.approx(10 / 60)
     assert config.http.max_body == 20 * 1024 * 1024
     assert config.trusted_proxies == ("10.0.0.0/8",)
 
