@@ -42,17 +42,16 @@ from twistwsgi.config import (
     ServerConfig,
     Setting,
     build_config,
+    endpoint_parameters,
+    endpoint_parts,
     escape,
     read_config_file,
-    split_escaped,
-    unescape,
 )
 from twistwsgi.dispatch import read_inline, skip_log_context
 from twistwsgi.host_certificates import (
     PEM_READ_LIMIT,
     host_certificates,
     is_encrypted_pem,
-    openssl_reasons,
     serve_host_certificates,
 )
 from twistwsgi.service import ServerService, StartError, make_service
@@ -389,37 +388,9 @@ def _serve_hosts_of(options: Any, config: ServerConfig) -> None:
 DEFAULT_BACKLOG = 511
 
 
-def _endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
-    r"""Split an endpoint string into its kind, positional and ``name=value`` parameters.
-
-    As Twisted splits it: at ``:`` and ``=`` no backslash escapes, escapes then
-    undone (a config file in a directory named ``site=prod`` gives ``site\=prod``).
-    """
-    kind, parameters = _endpoint_parameters(description)
-    positional = [value for name, value in parameters if name is None]
-    named = {name: value for name, value in parameters if name is not None}
-    return kind, positional, named
-
-
-def _endpoint_parameters(description: str) -> tuple[str, list[tuple[str | None, str]]]:
-    """An endpoint string's kind and its parameters in order, as Twisted splits them.
-
-    Escapes are undone; a positional parameter comes as ``(None, value)``.
-    """
-    kind, _, rest = description.partition(":")
-    parameters: list[tuple[str | None, str]] = []
-    for parameter in split_escaped(rest, ":") if rest else ():
-        parts = split_escaped(parameter, "=", limit=1)
-        if len(parts) == 2:
-            parameters.append((unescape(parts[0]), unescape(parts[1])))
-        else:
-            parameters.append((None, unescape(parameter)))
-    return kind.strip().lower(), parameters
-
-
 def _with_backlog(description: str) -> str:
     """``description`` with ``backlog=511`` when it is a kind that takes one and has none."""
-    kind, _, named = _endpoint_parts(description)
+    kind, _, named = endpoint_parts(description)
     if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog" not in named:
         return f"{description}:backlog={DEFAULT_BACKLOG}"
     return description
@@ -445,7 +416,7 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 def _unix_path(description: str) -> str | None:
     """The socket path of a ``unix:`` endpoint string, or None for another kind."""
-    kind, positional, named = _endpoint_parts(description)
+    kind, positional, named = endpoint_parts(description)
     if kind != "unix":
         return None
     return named.get("address") or (positional[0] if positional else None) or None
@@ -506,7 +477,7 @@ def _remove_quietly(path: str) -> None:
 def _repeated_parameter(description: str) -> str | None:
     """The first ``name=`` parameter an endpoint string gives twice, else None."""
     seen: set[str] = set()
-    for name, _ in _endpoint_parameters(description)[1]:
+    for name, _ in endpoint_parameters(description)[1]:
         if name is not None:
             if name in seen:
                 return name
@@ -522,7 +493,7 @@ def _encrypted_key(description: str) -> str | None:
     ``certKey=``: Twisted reads it for the certificate and its chain, and OpenSSL
     asks for the passphrase of a key it meets there too.
     """
-    kind, _, named = _endpoint_parts(description)
+    kind, _, named = endpoint_parts(description)
     if kind != "ssl":
         return None
     key = named.get("privateKey") or "server.pem"
@@ -586,7 +557,7 @@ def endpoint_tls_options(reactor: Any, description: str, config: ServerConfig) -
     Raises:
         ConfigError: naming the listener (or the TLS setting) and what is wrong.
     """
-    if _endpoint_parts(description)[0] != "ssl":
+    if endpoint_parts(description)[0] != "ssl":
         return None
     try:
         return _tls_options(_endpoint_for(reactor, description, config))
@@ -617,7 +588,7 @@ def _chain_from_certificate_file(description: str) -> Iterator[str]:
     ``extraCertChain`` is given, the others are handed over as the chain (through a
     temporary file, which the endpoint reads as it is parsed).
     """
-    kind, _, named = _endpoint_parts(description)
+    kind, _, named = endpoint_parts(description)
     if kind != "ssl" or "extraCertChain" in named:
         yield description
         return
@@ -670,7 +641,7 @@ def _endpoint_problem(description: str, error: Exception) -> str:
     parses each field (``int()``, a keyword call, an OpenSSL decoder); the common
     ones are said here in the terms of the string.
     """
-    kind, positional, _ = _endpoint_parts(description)
+    kind, positional, _ = endpoint_parts(description)
     if isinstance(error, TypeError) and "unexpected keyword argument" in str(error):
         name = str(error).rsplit("argument", 1)[-1].strip(" '\"")
         return f"unknown parameter {name!r} for a {kind}: endpoint"
@@ -680,8 +651,8 @@ def _endpoint_problem(description: str, error: Exception) -> str:
     if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
         return f"no such socket passed by systemd ({_systemd_sockets()})"
     if isinstance(error, _TLSContextError):
-        detail = openssl_reasons(error.__cause__)
-        if "dhParameters" in _endpoint_parts(description)[2]:
+        detail = _openssl_reasons(error.__cause__)
+        if "dhParameters" in endpoint_parts(description)[2]:
             return f"cannot set up TLS (is dhParameters= a PEM file of DH parameters?): {detail}"
         return f"cannot set up TLS: {detail}"
     if kind == "ssl" and type(error).__name__ == "Error":  # OpenSSL.SSL.Error / crypto.Error
@@ -690,6 +661,16 @@ def _endpoint_problem(description: str, error: Exception) -> str:
             f" name PEM files, the key without a passphrase): {error}"
         )
     return f"{type(error).__name__}: {error}"
+
+
+def _openssl_reasons(error: BaseException | None) -> str:
+    """An OpenSSL error's reasons ("no such file"), not its list of tuples."""
+    details = error.args[0] if error is not None and error.args else None
+    if isinstance(details, list) and all(isinstance(d, tuple) and d for d in details):
+        reasons = [str(detail[-1]) for detail in details if detail[-1]]
+        if reasons:
+            return "; ".join(reasons)
+    return str(error) or type(error).__name__
 
 
 def _access_log_problem(path: str | None) -> str | None:
@@ -895,7 +876,7 @@ def _supervisor(
             supervisor.keep_configuration()
             return
         if accepted.listen != config.listen:
-            _log.warn("Reload: listen takes effect at the next restart")
+            _log.warn(_LISTEN_WAITS)
         if not accepted.workers:
             _log.warn(
                 "Reload: serving without worker processes (workers = 0) takes effect at"
@@ -1150,6 +1131,11 @@ def _on_reload_signals(
         reactor.callFromThread(reload)
 
 
+#: What a reload says of a changed listen (the listeners are bound once, at start),
+#: in the words ServerService.reload uses for the others that wait.
+_LISTEN_WAITS = "Reload: listen changed; it takes effect at the next restart"
+
+
 def reload_server(
     reactor: Any,
     service: ServerService,
@@ -1165,7 +1151,7 @@ def reload_server(
         config = load_config(given)
         serving = service.config
         if serving is not None and config.listen != serving.listen:
-            _log.warn("Reload: listen changed; it takes effect at the next restart")
+            _log.warn(_LISTEN_WAITS)
             # What follows from the listeners (https_redirect = "on": the TLS port)
             # is worked out from those in use, not from the ones that are not yet.
             config = load_config({**given, "listen": list(serving.listen)})

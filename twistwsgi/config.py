@@ -1818,6 +1818,34 @@ def _endpoint_paths_from(description: str, base: str) -> str:
     return ":".join(parameters)
 
 
+def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
+    r"""Split an endpoint string into its kind, positional and ``name=value`` parameters.
+
+    As Twisted splits it: at ``:`` and ``=`` no backslash escapes, escapes then
+    undone (a config file in a directory named ``site=prod`` gives ``site\=prod``).
+    """
+    kind, parameters = endpoint_parameters(description)
+    positional = [value for name, value in parameters if name is None]
+    named = {name: value for name, value in parameters if name is not None}
+    return kind, positional, named
+
+
+def endpoint_parameters(description: str) -> tuple[str, list[tuple[str | None, str]]]:
+    """An endpoint string's kind and its parameters in order, as Twisted splits them.
+
+    Escapes are undone; a positional parameter comes as ``(None, value)``.
+    """
+    kind, _, rest = description.partition(":")
+    parameters: list[tuple[str | None, str]] = []
+    for parameter in split_escaped(rest, ":") if rest else ():
+        parts = split_escaped(parameter, "=", limit=1)
+        if len(parts) == 2:
+            parameters.append((unescape(parts[0]), unescape(parts[1])))
+        else:
+            parameters.append((None, unescape(parameter)))
+    return kind.strip().lower(), parameters
+
+
 def split_escaped(text: str, separator: str, limit: int = -1) -> list[str]:
     """``text`` split at each ``separator`` no backslash escapes, escapes kept."""
     parts: list[str] = []
@@ -1878,15 +1906,20 @@ _PATH_KEYS = ("static", "tls_ca")
 _HOST_PATH_KEYS = ("tls_certificate", "tls_key")
 
 
+def _paths_from(table: Any, keys: Sequence[str], base: str | None) -> Any:
+    """A file's table with the relative paths of ``keys`` read from ``base``."""
+    if not isinstance(table, dict) or base is None:
+        return table
+    return {
+        key: os.path.join(base, os.path.expanduser(value))
+        if key in keys and isinstance(value, str)
+        else value
+        for key, value in table.items()
+    }
+
+
 def _mount(table: Any, where: str, base: str | None) -> MountConfig:
-    if isinstance(table, dict) and base is not None:
-        table = {
-            key: os.path.join(base, os.path.expanduser(value))
-            if key in _PATH_KEYS and isinstance(value, str)
-            else value
-            for key, value in table.items()
-        }
-    parsed = _parse_table(table, MOUNT_KEYS, where)
+    parsed = _parse_table(_paths_from(table, _PATH_KEYS, base), MOUNT_KEYS, where)
     kinds = [kind for kind in MOUNT_KINDS if kind in parsed]
     if len(kinds) != 1:
         raise ConfigError(where, "a mount needs exactly one of app, static or proxy")
@@ -1961,13 +1994,7 @@ def _hosts(
         if not isinstance(table, dict):
             raise ConfigError(where, "expected a table: [[host]]")
         mounts_raw = table.get("mount", [])
-        keys = {
-            key: os.path.join(base, os.path.expanduser(value))
-            if key in _HOST_PATH_KEYS and base is not None and isinstance(value, str)
-            else value
-            for key, value in table.items()
-            if key != "mount"
-        }
+        keys = _paths_from({k: v for k, v in table.items() if k != "mount"}, _HOST_PATH_KEYS, base)
         parsed = _parse_table(keys, HOST_KEYS, where)
         if "tls_key" in parsed and "tls_certificate" not in parsed:
             raise ConfigError(f"{where}.tls_key", "needs tls_certificate, the certificate it signs")
@@ -2015,19 +2042,11 @@ def _https_port(choice: str | int, where: str, listen: Sequence[str]) -> int | N
     if isinstance(choice, int):
         return choice
     for description in listen:
-        parameters = split_escaped(description, ":")
-        if parameters[0].strip().lower() != "ssl":
+        kind, positional, named = endpoint_parts(description)
+        if kind != "ssl":
             continue
         # The port is the first positional parameter, or port= (as Twisted reads it).
-        port = ""
-        positional = False
-        for parameter in parameters[1:]:
-            named = split_escaped(parameter, "=", limit=1)
-            if len(named) == 2 and unescape(named[0]).strip() == "port":
-                port = unescape(named[1]).strip()
-            elif len(named) == 1 and not positional:
-                port = unescape(named[0]).strip()
-                positional = True
+        port = named.get("port", positional[0] if positional else "").strip()
         if re.fullmatch("[0-9]+", port) and int(port) > 0:
             return int(port)
         raise ConfigError(
@@ -2194,9 +2213,7 @@ def build_config(
             " or [[host]] tables in --config",
         )
     certified = [host for host in host_configs if host.tls_certificate]
-    if certified and not any(
-        split_escaped(text, ":", limit=1)[0].strip().lower() == "ssl" for text in resolved["listen"]
-    ):
+    if certified and not any(endpoint_parts(text)[0] == "ssl" for text in resolved["listen"]):
         raise ConfigError(
             f"{certified[0].where}.tls_certificate",
             "no listener serves it: add an ssl: endpoint to listen (its certKey= is"

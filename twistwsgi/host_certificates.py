@@ -43,7 +43,6 @@ __all__ = [
     "HostCertificates",
     "host_certificates",
     "is_encrypted_pem",
-    "openssl_reasons",
     "serve_host_certificates",
 ]
 
@@ -134,7 +133,7 @@ def host_certificates(
     if not quiet:
         # Only the paths in use are kept for the next reload (a check of a file that
         # may yet be refused keeps those of the configuration serving).
-        used = {(h.tls_certificate, h.tls_key or h.tls_certificate) for h in hosts}
+        used = {_paths(host) for host in hosts if host.tls_certificate}
         for paths in set(_LAST_LOADED) - used:
             del _LAST_LOADED[paths]
     return HostCertificates(HostTable(entries, default), tuple(materials))
@@ -172,9 +171,15 @@ def serve_host_certificates(
     context.set_tlsext_servername_callback(choose)
 
 
+def _paths(host: HostConfig) -> tuple[str, str]:
+    """The files a host's certificate and key are read from (the key's may be the same)."""
+    assert host.tls_certificate is not None
+    return host.tls_certificate, host.tls_key or host.tls_certificate
+
+
 def _host_material(host: HostConfig, reloading: bool, quiet: bool) -> _Material:
     assert host.tls_certificate is not None
-    paths = (host.tls_certificate, host.tls_key or host.tls_certificate)
+    paths = _paths(host)
     try:
         material = _load(host.tls_certificate, host.tls_key, host.where)
     except ConfigError as error:
@@ -241,13 +246,3 @@ def _read(path: str, where: str) -> bytes:
             return stream.read(PEM_READ_LIMIT)
     except OSError as error:
         raise ConfigError(where, f"{path!r}: {error.strerror or error}") from None
-
-
-def openssl_reasons(error: BaseException | None) -> str:
-    """An OpenSSL error's reasons ("no such file"), not its list of tuples."""
-    details = error.args[0] if error is not None and error.args else None
-    if isinstance(details, list) and all(isinstance(d, tuple) and d for d in details):
-        reasons = [str(detail[-1]) for detail in details if detail[-1]]
-        if reasons:
-            return "; ".join(reasons)
-    return str(error) or type(error).__name__
