@@ -90,6 +90,13 @@ def write_site(directory: Path, hosts: str, server: str = "") -> Path:
     return site
 
 
+def listener_context(config: ServerConfig) -> SSL.Context:
+    """The context of the first listener of ``config``, as the command line builds it."""
+    endpoint = cli._endpoint_for(reactor, config.listen[0], config)
+    context: SSL.Context = cli._tls_options(endpoint).getContext()
+    return context
+
+
 def host(names: str, extra: str = "") -> str:
     """A [[host]] table serving tests.apps:hello, with ``extra`` keys."""
     mount = 'mount = [{path = "/", app = "tests.apps:hello"}]'
@@ -110,9 +117,7 @@ def three_hosts(tmp_path: Path) -> tuple[ServerConfig, Any]:
         + host('"c.b.test"'),
     )
     config = cli.load_config({"config": str(site)})
-    [description] = config.listen
-    endpoint = cli._endpoint_for(reactor, description, config)
-    return config, cli._tls_options(endpoint).getContext()
+    return config, listener_context(config)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +159,7 @@ def test_the_default_hosts_certificate_goes_to_names_no_host_lists(tmp_path: Pat
         + host('"plain.test"'),
     )
     config = cli.load_config({"config": str(site)})
-    context = cli._tls_options(cli._endpoint_for(reactor, config.listen[0], config)).getContext()
+    context = listener_context(config)
     assert served_names(context, b"www.example.org") == ("*.example.org",)
     assert served_names(context, b"example.org") == ("*.example.org",)
     assert served_names(context, b"unknown.test") == ("*.example.org",)
@@ -174,7 +179,7 @@ def test_a_host_certificate_keeps_the_listeners_ciphers(tmp_path: Path) -> None:
         server='tls_ciphers = "ECDHE+AESGCM"',
     )
     config = cli.load_config({"config": str(site)})
-    context = cli._tls_options(cli._endpoint_for(reactor, config.listen[0], config)).getContext()
+    context = listener_context(config)
     tls12 = SSL.TLS1_2_VERSION
     for name in (b"a.test", None):
         assert served_names(context, name, tls12, b"ECDHE-RSA-AES128-GCM-SHA256")
@@ -196,7 +201,7 @@ def test_a_host_certificate_keeps_the_listeners_oldest_tls_version(
         server='tls_min_version = "1.3"',
     )
     config = cli.load_config({"config": str(site)})
-    context = cli._tls_options(cli._endpoint_for(reactor, config.listen[0], config)).getContext()
+    context = listener_context(config)
     assert served_names(context, b"a.test") == ("a.test",)
     with pytest.raises(SSL.Error):
         served_names(context, b"a.test", max_version=SSL.TLS1_2_VERSION)
@@ -210,7 +215,7 @@ def test_the_key_may_be_in_the_certificate_file(tmp_path: Path) -> None:
     (tmp_path / "both.pem").write_bytes(cert.read_bytes() + key.read_bytes())
     site = write_site(tmp_path, host('"a.test"', 'tls_certificate = "both.pem"'))
     config = cli.load_config({"config": str(site)})
-    context = cli._tls_options(cli._endpoint_for(reactor, config.listen[0], config)).getContext()
+    context = listener_context(config)
     assert served_names(context, b"a.test") == ("a.test",)
 
 

@@ -33,6 +33,7 @@ blocks the reactor briefly, as it does in nginx without ``aio``.
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import stat
@@ -130,6 +131,13 @@ class StaticOptions:
     max_ranges: int = 16
     memory_cache: int = 64 * 1024
 
+    @functools.cached_property
+    def header_fields(self) -> tuple[tuple[bytes, bytes], ...]:
+        """``headers`` as the fields sent (Latin-1, RFC 9110 5.5)."""
+        return tuple(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
+        )
+
     @classmethod
     def from_mount(cls, root: str, options: dict[str, Any]) -> StaticOptions:
         """Build the options of a static mount from its configuration."""
@@ -212,9 +220,7 @@ class _File:
             headers.append((b"Vary", b"Accept-Encoding"))
         if options.cache_control:
             headers.append((b"Cache-Control", options.cache_control.encode("latin-1")))
-        headers.extend(
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in options.headers
-        )
+        headers.extend(options.header_fields)
         self.headers = headers
         # The head of a plain 200, serialised once by the protocol.
         self.full_headers = PreparedHeaders([*headers, (b"Content-Length", b"%d" % self.size)])
@@ -280,9 +286,7 @@ class StaticHandler:
         self._paths: dict[bytes, bytes | None] = {}
         # The mount's headers: with its files, their 304s and its redirects, as
         # nginx's add_header (without always) goes with 200, 206, 301 and 304.
-        self._configured = tuple(
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in options.headers
-        )
+        self._configured = options.header_fields
         self._configured_names = frozenset(name.lower() for name, _ in self._configured)
 
     # -- entry points ---------------------------------------------------------------

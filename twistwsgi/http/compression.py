@@ -146,12 +146,12 @@ def declared_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
 
 def accepts_gzip(request: RequestHead) -> bool:
     """Whether the request's ``Accept-Encoding`` accepts gzip (RFC 9110 §12.5.3)."""
-    values = [value for name, value in request.headers if name.lower() == b"accept-encoding"]
-    if not values:
+    accepted = request.joined(b"accept-encoding")
+    if accepted is None:
         return False  # no preference: the identity is what every client reads
     gzip: float | None = None
     star: float | None = None
-    for item in b",".join(values).split(b","):
+    for item in accepted.split(b","):
         coding, _, parameters = item.partition(b";")
         coding = coding.strip().lower()
         quality = _quality(parameters)
@@ -194,19 +194,17 @@ def gzip_plan(
     if status < 200 or status in (204, 205, 206, 304) or request.version != b"1.1":
         return None
     media_type = ""
-    length: int | None = None
     for name, value in headers:
         lower = name.lower()
         if lower == b"content-type":
             media_type = value.split(b";", 1)[0].strip().lower().decode("latin-1")
-        elif lower == b"content-encoding":
-            return None
-        elif lower == b"content-length":
-            length = int(value) if value.strip().isdigit() else None
-        elif lower == b"cache-control" and b"no-transform" in value.lower():
-            return None
+        elif lower == b"content-encoding" or (
+            lower == b"cache-control" and b"no-transform" in value.lower()
+        ):
+            return None  # coded already, or not to be transformed (RFC 9111 5.2.2.6)
     if not media_type or not settings.compresses(media_type):
         return None
+    length = declared_length(headers)
     if length is None:
         length = known_length
     if length is not None and length < settings.min_length:
