@@ -363,13 +363,6 @@ def test_settings_that_do_not_parse(tmp_path: Path, line: str, problem: str) -> 
     assert str(raised.value) == f"site.toml: server.{line.split(' ', maxsplit=1)[0]}: {problem}"
 
 
-def test_a_static_mount_takes_no_gzip_key(tmp_path: Path) -> None:
-    (tmp_path / "files").mkdir()
-    with pytest.raises(ConfigError) as raised:
-        load(tmp_path, "", '[[host.mount]]\npath = "/"\nstatic = "files"\ngzip = true\n')
-    assert str(raised.value).endswith("gzip: only applies to app or proxy mounts")
-
-
 def test_each_write_reaches_the_client_at_once(tmp_path: Path) -> None:
     """PEP 3333: a server may not hold back what the application wrote. Each piece
     is flushed from the compressor: a streamed page or long poll is not delayed
@@ -479,5 +472,5 @@ def test_check_config_says_gzip_is_on(tmp_path: Path) -> None:
     from twistwsgi.site import describe_routing
 
     text = describe_routing(load(tmp_path, "gzip = true", SITE))
-    assert "gzip: application and proxy mounts, level 1" in text
+    assert "gzip: applications, proxied upstreams and static files, level 1" in text
     assert "gzip:" not in describe_routing(load(tmp_path, "", SITE))

@@ -9,9 +9,11 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import errno
+import gzip
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -414,6 +416,232 @@ def test_precompressed_can_be_switched_off(site: Path, tmp_path: Path) -> None:
     response = request(router, b"/static/page.html", [(b"accept-encoding", b"gzip, br")])
     assert response.body == b"<p>plain</p>"
     assert response.header(b"vary") is None
+
+
+# -- gzip on the fly ------------------------------------------------------------------------
+
+#: A stylesheet long enough to compress (gzip_min_length is 256 bytes by default).
+STYLES = b"".join(
+    b".rule-%d { color: #%06x; margin: %dpx }\n" % (i, i * 997, i) for i in range(400)
+)
+GZIP = (b"accept-encoding", b"gzip")
+
+
+def gzip_router(
+    site: Path, tmp_path: Path, mount: str = "", server: str = "gzip = true\n"
+) -> Router:
+    if not (site / "css" / "site.css").exists():
+        (site / "css" / "site.css").write_bytes(STYLES)
+    return router_for(tmp_path, f"[server]\n{server}" + config_text(site, mount))
+
+
+def test_a_file_is_sent_gzipped_with_its_length_and_a_strong_etag_of_its_own(
+    site: Path, tmp_path: Path
+) -> None:
+    """With gzip on, a stylesheet with no .gz sibling is compressed: Content-Length
+    of the compressed bytes (not chunked), Content-Encoding, Vary, Accept-Ranges, and
+    a strong ETag that is not the identity's. It decompresses to the file.
+    """
+    router = gzip_router(site, tmp_path)
+    response = request(router, b"/static/css/site.css", [GZIP])
+    assert response.status == 200
+    assert response.header(b"content-encoding") == b"gzip"
+    assert gzip.decompress(response.body) == STYLES
+    assert len(response.body) < len(STYLES) // 4
+    assert response.header(b"content-length") == b"%d" % len(response.body)
+    assert response.header(b"transfer-encoding") is None
+    assert response.header(b"vary") == b"Accept-Encoding"
+    assert response.header(b"accept-ranges") == b"bytes"
+    assert response.header(b"content-type") == b"text/css; charset=utf-8"
+    identity = request(router, b"/static/css/site.css")
+    assert identity.body == STYLES
+    assert identity.header(b"content-encoding") is None
+    assert identity.header(b"vary") == b"Accept-Encoding"
+    etag = response.header(b"etag")
+    assert etag is not None and not etag.startswith(b"W/")
+    assert etag != identity.header(b"etag")
+
+
+def test_the_gzip_form_is_the_same_bytes_every_time(site: Path, tmp_path: Path) -> None:
+    """Made again (another process, a reload), the same file gives the same bytes and
+    tag, as a strong ETag must; a changed file gives new ones, never the old form.
+    """
+    first = request(gzip_router(site, tmp_path), b"/static/css/site.css", [GZIP])
+    router = gzip_router(site, tmp_path)  # a new handler: nothing in memory
+    again = request(router, b"/static/css/site.css", [GZIP])
+    assert (again.body, again.header(b"etag")) == (first.body, first.header(b"etag"))
+    (site / "css" / "site.css").write_bytes(STYLES + b".new { color: blue }\n")
+    changed = request(router, b"/static/css/site.css", [GZIP])
+    assert gzip.decompress(changed.body) == STYLES + b".new { color: blue }\n"
+    assert changed.header(b"etag") != first.header(b"etag")
+
+
+def test_the_level_changes_the_bytes_and_the_tag(site: Path, tmp_path: Path) -> None:
+    fastest = request(gzip_router(site, tmp_path), b"/static/css/site.css", [GZIP])
+    smallest = request(
+        gzip_router(site, tmp_path, server="gzip = true\ngzip_level = 9\n"),
+        b"/static/css/site.css",
+        [GZIP],
+    )
+    assert gzip.decompress(smallest.body) == STYLES
+    assert len(smallest.body) < len(fastest.body)
+    assert smallest.header(b"etag") != fastest.header(b"etag")
+
+
+def test_the_gzip_form_answers_conditions_and_ranges(site: Path, tmp_path: Path) -> None:
+    """Its own ETag gets a 304 (with Vary); a Range counts its compressed bytes."""
+    router = gzip_router(site, tmp_path)
+    whole = request(router, b"/static/css/site.css", [GZIP])
+    etag = whole.header(b"etag")
+    assert etag is not None
+    cached = request(router, b"/static/css/site.css", [GZIP, (b"if-none-match", etag)])
+    assert (cached.status, cached.body) == (304, b"")
+    assert cached.header(b"etag") == etag and cached.header(b"vary") == b"Accept-Encoding"
+    # The identity's validator does not match the gzip form, nor the reverse.
+    assert request(router, b"/static/css/site.css", [(b"if-none-match", etag)]).status == 200
+    ranged = request(router, b"/static/css/site.css", [GZIP, (b"range", b"bytes=10-29")])
+    assert (ranged.status, ranged.body) == (206, whole.body[10:30])
+    assert ranged.header(b"content-encoding") == b"gzip"
+    head = request(router, b"/static/css/site.css", [GZIP], method=b"HEAD")
+    assert head.body == b""
+    assert head.header(b"content-length") == whole.header(b"content-length")
+    assert head.header(b"etag") == etag
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (b"gzip;q=0", None),
+        (b"identity", None),
+        (b"br", None),
+        (b"x-gzip", b"gzip"),
+        (b"*", b"gzip"),
+        (b"gzip;q=0.1, br", b"gzip"),
+    ],
+)
+def test_accept_encoding_decides(
+    site: Path, tmp_path: Path, accept: bytes, expected: bytes | None
+) -> None:
+    router = gzip_router(site, tmp_path)
+    response = request(router, b"/static/css/site.css", [(b"accept-encoding", accept)])
+    assert response.header(b"content-encoding") == expected
+    body = gzip.decompress(response.body) if expected else response.body
+    assert body == STYLES
+
+
+def test_a_precompressed_sibling_comes_first(site: Path, tmp_path: Path) -> None:
+    """A .gz on disk is sent, not a form made here; a .br goes to a client that
+    prefers it, gzip made here to one that prefers gzip.
+    """
+    router = gzip_router(site, tmp_path)
+    response = request(router, b"/static/page.html", [GZIP])
+    assert response.body == b"gzip bytes"
+    (site / "app.js").write_bytes(STYLES)
+    (site / "app.js.br").write_bytes(b"brotli of app.js")
+    brotli = request(router, b"/static/app.js", [(b"accept-encoding", b"gzip, br")])
+    assert brotli.body == b"brotli of app.js"
+    made = request(router, b"/static/app.js", [(b"accept-encoding", b"gzip, br;q=0.5")])
+    assert made.header(b"content-encoding") == b"gzip"
+    assert gzip.decompress(made.body) == STYLES
+    off = router_for(
+        tmp_path, "[server]\ngzip = true\n" + config_text(site, "precompressed = false")
+    )
+    made = request(off, b"/static/app.js", [(b"accept-encoding", b"gzip, br")])
+    assert gzip.decompress(made.body) == STYLES
+    # The identity too says it varies: a cache must not hand it to every client.
+    assert request(off, b"/static/app.js").header(b"vary") == b"Accept-Encoding"
+
+
+def test_files_sent_as_they_are(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not compressed: a type not in gzip_types, a file below gzip_min_length or
+    above the size compressed on the fly, and one that does not get smaller (which
+    is not compressed again while it is unchanged).
+    """
+    monkeypatch.setattr(static, "GZIP_FILE_LIMIT", 100_000)
+    (site / "large.txt").write_bytes(b"x" * 100_001)
+    (site / "noise.txt").write_bytes(os.urandom(5000))
+    router = gzip_router(site, tmp_path)
+    compressors: list[int] = []
+    real = zlib.compressobj
+
+    def counted(*args: Any) -> Any:
+        compressors.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(zlib, "compressobj", counted)
+    for target, content in [
+        (b"/static/big.bin", (site / "big.bin").read_bytes()),
+        (b"/static/a.txt", b"hello static\n"),
+        (b"/static/large.txt", b"x" * 100_001),
+        (b"/static/noise.txt", (site / "noise.txt").read_bytes()),
+        (b"/static/noise.txt", (site / "noise.txt").read_bytes()),
+    ]:
+        response = request(router, target, [GZIP])
+        assert response.header(b"content-encoding") is None, target
+        assert response.body == content
+    assert len(compressors) == 1  # noise.txt, once
+    assert request(router, b"/static/large.txt").header(b"vary") == b"Accept-Encoding"
+
+
+def test_a_file_above_the_memory_cache_is_compressed_once(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file sent from disk as it is (above memory_cache) is read whole to be
+    compressed; its gzip form is kept in memory and not made again.
+    """
+    bundle = STYLES * 40  # about 600 KB
+    (site / "bundle.js").write_bytes(bundle)
+    router = gzip_router(site, tmp_path)
+    compressors: list[int] = []
+    real = zlib.compressobj
+
+    def counted(*args: Any) -> Any:
+        compressors.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(zlib, "compressobj", counted)
+    for _ in range(3):
+        response = request(router, b"/static/bundle.js", [GZIP])
+        assert gzip.decompress(response.body) == bundle
+        assert response.header(b"content-length") == b"%d" % len(response.body)
+    assert len(compressors) == 1
+    assert request(router, b"/static/bundle.js").body == bundle
+
+
+def test_the_mount_turns_it_on_or_off(site: Path, tmp_path: Path) -> None:
+    off = gzip_router(site, tmp_path, mount="gzip = false")
+    response = request(off, b"/static/css/site.css", [GZIP])
+    assert (response.header(b"content-encoding"), response.body) == (None, STYLES)
+    on = gzip_router(site, tmp_path, mount="gzip = true", server="")
+    response = request(on, b"/static/css/site.css", [GZIP])
+    assert gzip.decompress(response.body) == STYLES
+    plain = gzip_router(site, tmp_path, server="")
+    assert request(plain, b"/static/css/site.css", [GZIP]).body == STYLES
+
+
+def test_an_x_accel_file_is_compressed_unless_the_application_says_no_transform(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The internal mount's gzip applies to the files an application hands it, but
+    not when the application's Cache-Control says no-transform (RFC 9111 5.2.2.6).
+    """
+    (site / "css" / "site.css").write_bytes(STYLES)
+    for fields, compressed in [
+        ([("X-Accel-Redirect", "/protected/css/site.css")], True),
+        (
+            [
+                ("Cache-Control", "private, no-transform"),
+                ("X-Accel-Redirect", "/protected/css/site.css"),
+            ],
+            False,
+        ),
+    ]:
+        router = accel_router(site, tmp_path, monkeypatch, fields, "gzip = true\n")
+        response = request(router, b"/page", [GZIP])
+        assert (response.header(b"content-encoding") == b"gzip") is compressed
+        assert (gzip.decompress(response.body) if compressed else response.body) == STYLES
 
 
 # -- a file replaced while it is served ---------------------------------------------------
@@ -860,7 +1088,11 @@ def test_x_accel_redirect_serves_the_file_instead(
 
 
 def accel_router(
-    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fields: list[tuple[str, str]]
+    site: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fields: list[tuple[str, str]],
+    internal_options: str = "",
 ) -> Router:
     """An application answering every request with ``fields`` (an X-Accel-Redirect
     among them), in front of an internal static mount of ``site``.
@@ -875,6 +1107,7 @@ def accel_router(
     text = (
         '[[host]]\nnames = ["files.example"]\n'
         f'[[host.mount]]\npath = "/protected"\nstatic = "{site}"\ninternal = true\n'
+        f"{internal_options}"
         '[[host.mount]]\npath = "/"\napp = "tests.apps:accel"\nx_accel_redirect = true\n'
     )
     return router_for(tmp_path, text)

@@ -1078,11 +1078,11 @@ SETTINGS: tuple[Setting, ...] = (
         "gzip",
         BOOL,
         False,
-        "Compress the responses of applications and proxied upstreams with gzip when the"
-        " client accepts it (nginx's gzip on): HTTP/1.1, a Content-Type in gzip_types,"
-        " no Content-Encoding of their own, at least gzip_min_length long. A mount's"
-        " gzip turns it on or off there. Static files are served from their"
-        " precompressed .gz and .br siblings instead.",
+        "Compress responses with gzip when the client accepts it (nginx's gzip on):"
+        " those of applications and proxied upstreams over HTTP/1.1 with a Content-Type"
+        " in gzip_types, no Content-Encoding of their own and at least gzip_min_length"
+        " long; and static files of those types (up to 4 MiB) with no .gz sibling,"
+        " compressed once and kept in memory. A mount's gzip turns it on or off there.",
     ),
     Setting(
         "gzip_types",
@@ -1309,7 +1309,6 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "Compress this mount's responses with gzip (true) or not (false), in place of"
         " the [server] gzip.",
         cli=False,
-        applies_to=frozenset({"app", "proxy"}),
     ),
     Setting(
         "allow",
@@ -1633,7 +1632,7 @@ class ServerConfig:
         tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
         tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
         tls_session_tickets: whether TLS sessions resume with tickets.
-        gzip: whether application and proxy mounts compress responses by default.
+        gzip: whether mounts compress responses by default.
         gzip_types: the media types compressed.
         gzip_min_length: the shortest Content-Length compressed.
         gzip_level: the zlib compression level.

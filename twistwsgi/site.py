@@ -130,7 +130,9 @@ class SiteBuilder:
         for index, mount in enumerate(host.mounts):
             if mount.kind == "static":
                 static = StaticHandler(
-                    StaticOptions.from_mount(mount.target, dict(mount.options)),
+                    StaticOptions.from_mount(
+                        mount.target, dict(mount.options), _gzip_settings(mount, config)
+                    ),
                     now=self._reactor.seconds,
                 )
                 statics.append((mount, static))
@@ -200,7 +202,7 @@ class SiteBuilder:
                     other.prefix,
                     guarded[other_index],
                     headers=_added_fields(other),
-                    gzip=_gzip_settings(other, config),
+                    gzip=_route_gzip(other, config),
                 )
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
@@ -220,7 +222,7 @@ class SiteBuilder:
                 guarded[index],
                 limits[index],
                 _added_fields(mount),
-                _gzip_settings(mount, config),
+                _route_gzip(mount, config),
             )
             for index, mount in enumerate(host.mounts)
             if index not in partners
@@ -251,13 +253,20 @@ def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
 
 
 def _gzip_settings(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:
-    """How an application or proxy mount compresses (``None``: it does not)."""
-    if mount.kind == "static":
-        return None
+    """How a mount compresses (``None``: it does not)."""
     chosen = mount.options.get("gzip")
     if not (config.gzip if chosen is None else chosen):
         return None
     return GzipSettings(frozenset(config.gzip_types), config.gzip_min_length, config.gzip_level)
+
+
+def _route_gzip(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:
+    """How the exchange compresses a mount's responses as they are sent.
+
+    Not a static mount's: it compresses its files itself, once (see
+    :mod:`twistwsgi.static`), and its other answers are too short to be worth it.
+    """
+    return None if mount.kind == "static" else _gzip_settings(mount, config)
 
 
 def _padded(text: str, width: int) -> str:
@@ -334,7 +343,9 @@ def describe_routing(config: ServerConfig) -> str:
     if config.workers:
         lines.append(f"workers: {config.workers} processes")
     if config.gzip:
-        lines.append(f"gzip: application and proxy mounts, level {config.gzip_level}")
+        lines.append(
+            f"gzip: applications, proxied upstreams and static files, level {config.gzip_level}"
+        )
     for host in config.hosts:
         lines.append(f"host {_host_title(host)}")
         if host.tls_certificate:

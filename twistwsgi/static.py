@@ -15,6 +15,11 @@
   ``multipart/byteranges``, ``If-Range``, 416 with ``Content-Range: bytes */N``.
 - **Precompressed siblings**: ``file.br`` or ``file.gz`` when the client accepts it,
   with ``Content-Encoding`` and ``Vary: Accept-Encoding``.
+- **gzip on the fly** (the mount's or the server's ``gzip``): a file of a compressed
+  type with no ``.gz`` sibling is compressed once, when a client accepting gzip first
+  asks for it, and the result kept in memory with the small files; it is a
+  representation of its own, with its length, a strong ``ETag`` and ranges, unlike
+  nginx's gzip filter, which compresses every response again and drops both.
 - **Directories**: a missing trailing slash is a 301 redirect; index files; an HTML
   listing only when enabled, otherwise 403.
 - **Sending**: files up to ``memory_cache`` bytes are kept in memory and go out with
@@ -39,6 +44,7 @@ import os
 import stat
 import time
 import urllib.parse
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi import files
+from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import PreparedHeaders, Route
 from twistwsgi.http.sendfile import CLIENT_GONE
@@ -66,6 +73,13 @@ PATH_CACHE_SIZE = 8192
 #: Most files too large for memory whose checked facts (head, symlink policy) one
 #: mount remembers; like nginx's open_file_cache, minus the open descriptor.
 KNOWN_FILES_SIZE = 4096
+#: The largest file compressed on the fly: it is read whole and compressed in the
+#: reactor thread (measured: about 11 ms a MiB of source text at level 1, 35 at 6,
+#: 120 at 9), once for each change of the file. Larger ones are sent as they are:
+#: precompress them.
+GZIP_FILE_LIMIT = 4 * 1024 * 1024
+# The memory cache's key of a file's gzip form: NUL ends no file-system path.
+_GZIP_KEY = b"\0gzip"
 
 _WANTED = frozenset(
     {
@@ -117,6 +131,7 @@ class StaticOptions:
         internal: whether only ``X-Accel-Redirect`` reaches these files.
         max_ranges: most ranges served in one response.
         memory_cache: files up to this size are kept in memory (0: none).
+        gzip: how files are compressed on the fly, if they are.
     """
 
     root: str
@@ -130,6 +145,7 @@ class StaticOptions:
     internal: bool = False
     max_ranges: int = 16
     memory_cache: int = 64 * 1024
+    gzip: GzipSettings | None = None
 
     @functools.cached_property
     def header_fields(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -139,15 +155,34 @@ class StaticOptions:
         )
 
     @classmethod
-    def from_mount(cls, root: str, options: dict[str, Any]) -> StaticOptions:
-        """Build the options of a static mount from its configuration."""
+    def from_mount(
+        cls, root: str, options: dict[str, Any], gzip: GzipSettings | None = None
+    ) -> StaticOptions:
+        """Build the options of a static mount from its configuration.
+
+        ``gzip`` is the mount's compression, resolved with the server's settings.
+        """
         return cls(
             root=os.path.realpath(root),
+            gzip=gzip,
             **{key: value for key, value in options.items() if key in _OPTION_NAMES},
         )
 
+    def varies(self, content_type: str, size: int) -> bool:
+        """Whether a file's answer depends on ``Accept-Encoding`` (RFC 9110 12.5.5)."""
+        return self.precompressed or self.gzips(content_type, size)
 
-_OPTION_NAMES = frozenset(StaticOptions.__dataclass_fields__) - {"root"}
+    def gzips(self, content_type: str, size: int) -> bool:
+        """Whether a file of this type and size is compressed on the fly."""
+        gzip = self.gzip
+        return (
+            gzip is not None
+            and gzip.min_length <= size <= GZIP_FILE_LIMIT
+            and gzip.compresses(content_type.split(";", 1)[0].strip().lower())
+        )
+
+
+_OPTION_NAMES = frozenset(StaticOptions.__dataclass_fields__) - {"root", "gzip"}
 
 
 class _File:
@@ -162,10 +197,12 @@ class _File:
         last_modified: its modification time in whole seconds (or the time the entry
             was made, if that is earlier).
         content_type: its media type (of the original file for a sibling).
-        encoding: ``"br"``/``"gzip"`` for a precompressed sibling, else ``None``.
+        encoding: ``"br"``/``"gzip"`` for a precompressed sibling or the gzip form
+            made on the fly, else ``None``.
         headers: the header fields every answer with this file carries.
         full_headers: those and the length: the whole head of a plain 200.
-        data: its content, when it is kept in memory.
+        data: its content, when it is kept in memory (the compressed bytes of a
+            gzip form made on the fly, which is never anywhere else).
     """
 
     __slots__ = (
@@ -190,23 +227,25 @@ class _File:
         options: StaticOptions,
         *,
         now: float,
+        gzipped: bytes | None = None,
     ) -> None:
         self.path = path
         self.signature = _signature(info)
-        self.size = info.st_size
+        self.size = info.st_size if gzipped is None else len(gzipped)
         # RFC 9110 8.8.2.1: never later than the response's Date. A file dated in the
         # future (a clock skew, an archive) is said to be modified now; the entry
         # (and its strong ETag) change with the file, not with the clock.
         self.last_modified = min(int(info.st_mtime), int(now))
-        self.etag = files.etag_for(
-            info.st_ino,
-            info.st_size,
-            info.st_mtime_ns,
-            "br" if encoding == "br" else "gz" if encoding == "gzip" else "",
-        )
+        if gzipped is not None:
+            # Made here, the same bytes for the same file and level (no time in the
+            # gzip header): a strong tag of its own (RFC 9110 8.8.3), level included.
+            suffix = f"z{options.gzip.level if options.gzip else 0}"
+        else:
+            suffix = "br" if encoding == "br" else "gz" if encoding == "gzip" else ""
+        self.etag = files.etag_for(info.st_ino, info.st_size, info.st_mtime_ns, suffix)
         self.content_type = content_type
         self.encoding = encoding
-        self.data: bytes | None = None
+        self.data: bytes | None = gzipped
         headers = [
             (b"Content-Type", content_type.encode("latin-1")),
             (b"Last-Modified", http_date(self.last_modified)),
@@ -216,7 +255,7 @@ class _File:
         ]
         if encoding is not None:
             headers.append((b"Content-Encoding", encoding.encode("ascii")))
-        if options.precompressed:
+        if options.varies(content_type, info.st_size):
             headers.append((b"Vary", b"Accept-Encoding"))
         if options.cache_control:
             headers.append((b"Cache-Control", options.cache_control.encode("latin-1")))
@@ -281,6 +320,8 @@ class StaticHandler:
         self._known: dict[bytes, _File] = {}
         # Precompressed siblings that could not be read, with the signature they had.
         self._unreadable: dict[bytes, tuple[int, int, int, int, int]] = {}
+        # Files whose gzip form was no smaller, with the signature they had.
+        self._incompressible: dict[bytes, tuple[int, int, int, int, int]] = {}
         # path_info -> file-system path, or None for a name that is never served
         # (a dotfile): the mapping is a pure function of the path and the options.
         self._paths: dict[bytes, bytes | None] = {}
@@ -339,7 +380,7 @@ class StaticHandler:
                 fields = _request_fields(exchange)
                 accept_encoding = fields.pop(b"accept-encoding", None)
                 while True:
-                    entry = self._file(path, info, accept_encoding)
+                    entry = self._file(path, info, accept_encoding, app_headers)
                     try:
                         self._send(exchange, entry, fields, app_headers)
                         return
@@ -379,6 +420,7 @@ class StaticHandler:
         self._cache.clear()
         self._cached_bytes = 0
         self._known.clear()
+        self._incompressible.clear()
 
     # -- resolving a path -------------------------------------------------------------
 
@@ -471,12 +513,24 @@ class StaticHandler:
                 return True
         return False
 
-    def _file(self, path: bytes, info: os.stat_result, accept_encoding: bytes | None) -> _File:
-        """The file to send: a precompressed sibling if one suits, else ``path``."""
+    def _file(
+        self,
+        path: bytes,
+        info: os.stat_result,
+        accept_encoding: bytes | None,
+        app_headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> _File:
+        """The file to send: a sibling or the gzip form if one suits, else ``path``.
+
+        A sibling on disk comes before the form made here, as nginx's gzip_static
+        comes before its gzip filter; the client's q-values choose among them.
+        """
         options = self.options
-        if options.precompressed and accept_encoding:
-            available = []
-            siblings: dict[str, tuple[bytes, os.stat_result]] = {}
+        if not accept_encoding or not (options.precompressed or options.gzip):
+            return self._entry(path, info, path, None)
+        available = []
+        siblings: dict[str, tuple[bytes, os.stat_result]] = {}
+        if options.precompressed:
             for coding, suffix in _ENCODINGS:
                 try:
                     sibling_info = self._stat(path + suffix)
@@ -487,12 +541,77 @@ class StaticHandler:
                 ):
                     available.append(coding)
                     siblings[coding] = (path + suffix, sibling_info)
-            if available:
-                chosen = files.preferred_encoding(accept_encoding.decode("latin-1"), available)
-                if chosen is not None:
-                    sibling_path, sibling_info = siblings[chosen]
-                    return self._entry(sibling_path, sibling_info, path, chosen)
+        if "gzip" not in siblings and self._gzippable(path, info, app_headers):
+            available.append("gzip")
+        if available:
+            chosen = files.preferred_encoding(accept_encoding.decode("latin-1"), available)
+            if chosen in siblings:
+                sibling_path, sibling_info = siblings[chosen]
+                return self._entry(sibling_path, sibling_info, path, chosen)
+            if chosen == "gzip":
+                gzipped = self._gzipped(path, info)
+                if gzipped is not None:
+                    return gzipped
         return self._entry(path, info, path, None)
+
+    def _gzippable(
+        self, path: bytes, info: os.stat_result, app_headers: Sequence[tuple[bytes, bytes]]
+    ) -> bool:
+        """Whether the file at ``path`` has a gzip form made on the fly.
+
+        Not for a file that did not get smaller last time it was compressed, nor one
+        an application sends with ``Cache-Control: no-transform`` (RFC 9111 5.2.2.6).
+        """
+        if self.options.gzip is None:
+            return False
+        if not self.options.gzips(files.content_type(os.fsdecode(path)), info.st_size):
+            return False
+        if self._incompressible.get(path) == _signature(info):
+            return False
+        return not any(
+            name.lower() == b"cache-control" and b"no-transform" in value.lower()
+            for name, value in app_headers
+        )
+
+    def _gzipped(self, path: bytes, info: os.stat_result) -> _File | None:
+        """The gzip form of the file at ``path``, made now if it is not in memory.
+
+        ``None`` when the file cannot be read as it was stat-ed (the file itself is
+        then sent, or its change found), or does not get smaller.
+        """
+        key = path + _GZIP_KEY
+        signature = _signature(info)
+        cached = self._cache.get(key)
+        if cached is not None and cached.signature == signature:
+            self._cache.move_to_end(key)
+            return cached
+        identity = self._entry(path, info, path, None)
+        data = identity.data if identity.data is not None else _read_small(path, signature)
+        if data is None:
+            return None
+        gzip = self.options.gzip
+        assert gzip is not None
+        # No file name or time in the gzip header (zlib writes neither): the same
+        # file gives the same bytes, as a strong ETag requires.
+        compressor = zlib.compressobj(gzip.level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        compressed = compressor.compress(data) + compressor.flush()
+        if len(compressed) >= len(data):
+            incompressible = self._incompressible
+            if len(incompressible) >= KNOWN_FILES_SIZE:
+                incompressible.clear()
+            incompressible[path] = signature
+            return None
+        entry = _File(
+            path,
+            info,
+            identity.content_type,
+            "gzip",
+            self.options,
+            now=self._now(),
+            gzipped=compressed,
+        )
+        self._remember(key, entry, cached)
+        return entry
 
     def _unreadable_sibling(self, entry: _File) -> None:
         """Remember (and say) that a precompressed sibling cannot be read."""
