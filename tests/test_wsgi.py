@@ -14,12 +14,13 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from wsgiref.validate import validator
 
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
@@ -1687,3 +1688,216 @@ def test_a_limit_without_a_clock_or_below_zero_is_refused() -> None:
         WSGIHandler(hello, reactor=SynchronousReactorThreads(), threadpool=None, queue_timeout=5)
     with pytest.raises(ValueError, match="must not be negative"):
         WSGIHandler(hello, reactor=SynchronousReactorThreads(), threadpool=None, queue_timeout=-1)
+
+
+# -- the application's time to answer (app_timeout) --------------------------------------
+
+
+def sweeps(clock: Clock, handler: WSGIHandler) -> list[Any]:
+    """The handler's app_timeout timers pending on ``clock``."""
+    return [
+        call
+        for call in clock.getDelayedCalls()
+        if call.active()
+        and getattr(cast(Any, call).func, "__func__", None) is WSGIHandler._sweep_answers
+    ]
+
+
+def stuck_app(
+    release: threading.Event, started: threading.Event
+) -> Callable[[dict[str, Any], Any], list[bytes]]:
+    """Starts no response until ``release`` is set, except for /quick."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] != "/quick":
+            started.set()
+            release.wait(10)  # a test that works sets it long before
+        start_response("200 OK", TEXT)
+        return [b"late" if environ["PATH_INFO"] != "/quick" else b"quick"]
+
+    return app
+
+
+def test_an_application_that_does_not_answer_in_time_is_a_504_and_its_stack_logged() -> None:
+    """As nginx in front of gunicorn answers 504 after 60 s of silence, so does the
+    server itself, and the log shows where the thread is stuck. What the thread
+    sends afterwards is dropped, and the connection serves the next request.
+    """
+    release, started = threading.Event(), threading.Event()
+    clock = Clock()
+    with one_worker() as (calls, pool):
+        handler = WSGIHandler(
+            validator(stuck_app(release, started)),
+            reactor=calls,
+            threadpool=pool,
+            app_timeout=60.0,
+            clock=clock,
+        )
+        connection = connect(handler, clock=clock)
+        with capture_log_events() as events:
+            connection.send(b"GET /report HTTP/1.1\r\n" + HOST + b"\r\n")
+            calls.run_until(started.is_set)
+            clock.advance(59.5)
+            assert connection.take() == b""
+            clock.advance(1)
+            [response] = parse_responses(connection.take())
+            assert (response.status, response.body) == (
+                504,
+                b"Gateway Timeout: the application did not answer in time\n",
+            )
+            release.set()
+            calls.run_until(lambda: pool.idle)
+            assert connection.take() == b""  # the late answer is dropped
+            connection.send(b"GET /quick HTTP/1.1\r\n" + HOST + b"\r\n")
+            calls.run_until(lambda: pool.idle)
+    [quick] = parse_responses(connection.take())
+    assert (quick.status, quick.body) == (200, b"quick")
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.wsgi"]
+    [timed_out] = [line for line in lines if "504" in line and "within" in line]
+    assert "GET /report: the application did not start its response within 60s" in timed_out
+    assert "release.wait(10)" in timed_out  # the stuck thread's own line
+    assert any("GET /report: the application returned, after its 504" in line for line in lines)
+    handler.close()  # nothing left to time: no timer left behind
+    assert not sweeps(clock, handler)
+
+
+def test_a_response_started_in_time_is_not_timed_any_further() -> None:
+    """Once the head is out (a stream, a long poll), app_timeout no longer applies:
+    the stream's pace is the client's and the application's business.
+    """
+    release, started = threading.Event(), threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        yield b"first,"
+        started.set()
+        release.wait(10)
+        yield b"second"
+
+    clock = Clock()
+    with one_worker() as (calls, pool):
+        handler = WSGIHandler(
+            validator(app), reactor=calls, threadpool=pool, app_timeout=5.0, clock=clock
+        )
+        connection = connect(handler, clock=clock)
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        calls.run_until(started.is_set)
+        calls.run_pending()
+        clock.advance(30)
+        release.set()
+        calls.run_until(lambda: pool.idle)
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (200, b"first,second")
+    assert handler.answering == {}
+
+
+def test_a_request_still_waiting_for_a_thread_gets_504_and_never_runs() -> None:
+    """Without a thread queue timeout, app_timeout still bounds the wait: the
+    request is answered 504 and its call, taken later, does not run.
+    """
+    called: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        called.append(environ["PATH_INFO"])
+        start_response("200 OK", TEXT)
+        return [b"ok"]
+
+    clock = SynchronousReactorThreads()
+    pool = QueueingPool()
+    handler = WSGIHandler(
+        validator(app), reactor=clock, threadpool=pool, app_timeout=10.0, clock=clock
+    )
+    connection = connect(handler, clock=clock)
+    with capture_log_events() as events:
+        connection.send(b"GET /waiting HTTP/1.1\r\n" + HOST + b"\r\n")
+        clock.advance(9.5)
+        assert connection.take() == b""
+        clock.advance(1)
+    [response] = parse_responses(connection.take())
+    assert response.status == 504
+    [line] = [formatEvent(e) for e in events if "504" in formatEvent(e)]
+    assert "still waiting for a worker thread" in line
+    pool.run_all()
+    assert called == []
+    assert not sweeps(clock, handler)  # it ended with the last request it timed
+
+
+def test_the_time_a_client_takes_to_send_its_body_is_not_counted() -> None:
+    """A large upload streamed to the application: while the client is still
+    sending it, the application is waiting for the client, not slow (nginx only
+    counts from when it has sent the whole body on).
+    """
+    clock = SynchronousReactorThreads()
+    pool = QueueingPool()
+    handler = WSGIHandler(
+        validator(hello), reactor=clock, threadpool=pool, app_timeout=10.0, clock=clock
+    )
+    connection = connect(handler, clock=clock, settings=HttpSettings(body_timeout=300.0))
+    size = 200_000
+    connection.send(
+        b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n" % size + b"x" * 100_000
+    )
+    assert pool.calls  # handed over with part of its body
+    with capture_log_events():
+        clock.advance(30)
+        assert connection.take() == b""
+        connection.send(b"x" * 100_000)  # the body is in: the time runs from here on
+        clock.advance(9)
+        assert connection.take() == b""
+        clock.advance(3)
+    [response] = parse_responses(connection.take())
+    assert response.status == 504
+
+
+def test_app_timeout_needs_the_pool_a_clock_and_no_sign() -> None:
+    clock = SynchronousReactorThreads()
+    inline = WSGIHandler(hello, reactor=clock, threadpool=None, app_timeout=5, clock=clock)
+    assert inline.app_timeout == 0  # the reactor thread cannot be interrupted
+    with pytest.raises(ValueError, match="app_timeout needs a clock"):
+        WSGIHandler(
+            hello, reactor=SynchronousReactorThreads(), threadpool=QueueingPool(), app_timeout=5
+        )
+    with pytest.raises(ValueError, match="app_timeout must not be negative"):
+        WSGIHandler(
+            hello,
+            reactor=SynchronousReactorThreads(),
+            threadpool=QueueingPool(),
+            app_timeout=-1,
+            clock=Clock(),
+        )
+
+
+def test_a_mount_sets_its_own_app_timeout(tmp_path: Path) -> None:
+    """[server] app_timeout is every application mount's, unless the mount sets its
+    own (nginx's proxy_read_timeout in a location); 0 is no limit.
+    """
+    from twistwsgi.cli import load_config
+    from twistwsgi.routing import Router
+    from twistwsgi.site import SiteBuilder
+
+    (tmp_path / "site.toml").write_text(
+        '[server]\napp_timeout = "20s"\nthread_queue_timeout = 0\n'
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/reports"\napp = "tests.apps:hello"\napp_timeout = "2m"\n'
+        '[[host.mount]]\npath = "/stream"\napp = "tests.apps:hello"\napp_timeout = 0\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    config = load_config({"config": str(tmp_path / "site.toml")})
+    clock = SynchronousReactorThreads()
+    pool = QueueingPool()  # every thread busy: nothing answers
+    router = Router(SiteBuilder(reactor=clock, threadpool=pool).build(config))
+    connections = {}
+    for path in (b"/reports/x", b"/stream/x", b"/x"):
+        connections[path] = connect(router, clock=clock)
+        connections[path].send(b"GET " + path + b" HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    answered: dict[bytes, float] = {}
+    with capture_log_events():
+        for second in range(1, 200):
+            clock.advance(1)
+            for path, connection in connections.items():
+                if path not in answered and connection.transport.value():
+                    answered[path] = second
+    assert answered.keys() == {b"/reports/x", b"/x"}
+    assert 20 <= answered[b"/x"] <= 22
+    assert 120 <= answered[b"/reports/x"] <= 122
+    assert parse_responses(connections[b"/x"].take())[0].status == 504

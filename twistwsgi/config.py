@@ -896,6 +896,17 @@ SETTINGS: tuple[Setting, ...] = (
         " after its 60 s proxy_read_timeout). 0: no limit. Applied again on SIGHUP.",
     ),
     Setting(
+        "app_timeout",
+        DURATION,
+        60.0,
+        "How long an application may take to start its response, from the moment its"
+        " request (with its body) is handed to the worker threads: past it the client"
+        " gets 504 and the log shows where the thread is stuck, as nginx in front of"
+        " gunicorn answers 504 after its 60 s proxy_read_timeout. The thread cannot be"
+        " stopped: it runs on and what it sends is dropped. Not with threads = 0."
+        " A mount's app_timeout replaces it there. 0: no limit. Applied again on SIGHUP.",
+    ),
+    Setting(
         "access_log",
         ACCESS_LOG,
         None,
@@ -1292,6 +1303,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         applies_to=frozenset({"app"}),
     ),
     Setting(
+        "app_timeout",
+        DURATION,
+        None,
+        "How long this application may take to start its response, in place of the"
+        " server's app_timeout (nginx's proxy_read_timeout in a location): longer for"
+        " a slow report, shorter elsewhere; 0 means no limit.",
+        cli=False,
+        applies_to=frozenset({"app"}),
+    ),
+    Setting(
         "max_body",
         SIZE,
         None,
@@ -1621,6 +1642,8 @@ class ServerConfig:
         max_requests_jitter: the most added at random to ``max_requests``, per worker.
         thread_queue_timeout: seconds a request may wait for a worker thread (0: no
             limit).
+        app_timeout: seconds an application may take to start its response (0: no
+            limit).
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         access_log_format: an nginx ``log_format`` template, or ``None`` for the
             combined format.
@@ -1650,6 +1673,7 @@ class ServerConfig:
     max_requests: int = 0
     max_requests_jitter: int = 0
     thread_queue_timeout: float = 60.0
+    app_timeout: float = 60.0
     access_log: str | None = None
     access_log_format: str | None = None
     access_log_escape: str = "default"
@@ -2231,6 +2255,7 @@ def build_config(
         max_requests=resolved["max_requests"],
         max_requests_jitter=resolved["max_requests_jitter"],
         thread_queue_timeout=resolved["thread_queue_timeout"],
+        app_timeout=resolved["app_timeout"],
         access_log=resolved["access_log"],
         access_log_format=resolved["access_log_format"],
         access_log_escape=resolved["access_log_escape"],

@@ -88,6 +88,7 @@ def make_factory(
     trusted_proxies: Sequence[str] = (),
     request_buffering: bool = False,
     thread_queue_timeout: float = 0.0,
+    app_timeout: float = 0.0,
 ) -> HTTPFactory:
     """Build the server factory that answers every request with ``app``.
 
@@ -112,6 +113,9 @@ def make_factory(
             it is answered 503 (see ``--thread-queue-timeout``, whose default is 60;
             here 0, no limit: the factory has no stop that would end the timer
             this keeps while requests wait).
+        app_timeout: seconds the application may take to start a response before
+            the request is answered 504 (see ``--app-timeout``, whose default is 60;
+            here 0, no limit, for the same reason).
 
     Raises:
         TypeError, ValueError: for a ``script_name`` that is not bytes starting
@@ -128,6 +132,7 @@ def make_factory(
         trusted_proxies=TrustedProxies(trusted_proxies),
         request_buffering=request_buffering,
         queue_timeout=thread_queue_timeout,
+        app_timeout=app_timeout,
         clock=reactor,
     )
     return HTTPFactory(
@@ -384,9 +389,9 @@ class ServerService(Service):
         The new routing table is built completely first (applications imported);
         only then are new requests routed with it. Requests in flight finish with
         the handlers they started with; no connection is dropped. What applies:
-        hosts and mounts (with ``trusted_proxies``, ``request_buffering`` and
-        ``thread_queue_timeout``), the graceful timeout, the access log destination
-        and format, and limits and timeouts (for new connections). Listening
+        hosts and mounts (with ``trusted_proxies``, ``request_buffering``,
+        ``thread_queue_timeout`` and ``app_timeout``), the graceful timeout, the
+        access log destination and format, and limits and timeouts (for new connections). Listening
         endpoints and the numbers of threads and of worker processes need a restart:
         a change to them is logged as a warning. The access log file is reopened
         (for log rotation) even when the new routing table cannot be built.
@@ -720,6 +725,7 @@ class _ApplicationSite(SiteBuilder):
             trusted_proxies=TrustedProxies(config.trusted_proxies),
             request_buffering=config.request_buffering,
             queue_timeout=config.thread_queue_timeout,
+            app_timeout=config.app_timeout,
             clock=self._reactor,
         )
         return _one_mount(b"", handler)
@@ -746,7 +752,7 @@ def _check_numbers(config: ServerConfig) -> None:
         ConfigError: naming the setting, e.g. ``--threads: expected a whole number >= 0``.
     """
     for setting in SETTINGS:
-        if setting.name in ("threads", "graceful_timeout", "thread_queue_timeout"):
+        if setting.name in ("threads", "graceful_timeout", "thread_queue_timeout", "app_timeout"):
             try:
                 setting.parse(getattr(config, setting.name))
             except ValueError as error:

@@ -150,6 +150,7 @@ class SiteBuilder:
                     trusted_proxies=trusted,
                     request_buffering=config.request_buffering,
                     queue_timeout=config.thread_queue_timeout,
+                    app_timeout=_app_timeout(mount, config),
                     clock=self._reactor,
                 )
             elif mount.kind != "static":
@@ -258,6 +259,12 @@ def _gzip_settings(mount: MountConfig, config: ServerConfig) -> GzipSettings | N
     if not (config.gzip if chosen is None else chosen):
         return None
     return GzipSettings(frozenset(config.gzip_types), config.gzip_min_length, config.gzip_level)
+
+
+def _app_timeout(mount: MountConfig, config: ServerConfig) -> float:
+    """The seconds an application mount's responses may take to start (0: no limit)."""
+    chosen = mount.options.get("app_timeout")
+    return config.app_timeout if chosen is None else chosen
 
 
 def _route_gzip(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:

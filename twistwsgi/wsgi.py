@@ -20,6 +20,12 @@ Two ways to run an application:
   application runs; a streamed result is pulled one chunk at a time as the client
   reads.
 
+On the pool, an application that has not started its response ``app_timeout``
+seconds after the request was handed over (its body received) is answered ``504``
+by the server, as nginx in front of gunicorn answers after its
+``proxy_read_timeout``; the log shows where its thread is stuck, and what the thread
+sends afterwards is dropped (a thread cannot be stopped from outside).
+
 ``wsgi.file_wrapper`` results backed by a regular file are handed to the reactor,
 which sends them with ``os.sendfile`` where the transport allows; the worker thread
 is free at once. ``close()`` on the result is called exactly once in every case
@@ -36,6 +42,7 @@ import stat
 import sys
 import tempfile
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -103,6 +110,14 @@ _BUSY_HEADERS = [
 _BUSY_LOG_INTERVAL = 10.0
 #: Seconds between two looks for requests waiting past the thread queue timeout.
 _SWEEP_INTERVAL = 0.5
+#: Seconds between two looks for applications answering past ``app_timeout``: a
+#: request is answered at most this much later than its time.
+_ANSWER_SWEEP_INTERVAL = 1.0
+_TIMEOUT_BODY = b"Gateway Timeout: the application did not answer in time\n"
+_TIMEOUT_HEADERS = [
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"Content-Length", b"%d" % len(_TIMEOUT_BODY)),
+]
 _ERROR_HEADERS = [
     (b"Content-Type", b"text/plain; charset=utf-8"),
     (b"Content-Length", b"%d" % len(_ERROR_BODY)),
@@ -366,10 +381,14 @@ class WSGIHandler:
         queue_timeout: seconds a request may wait for a free worker thread; one
             that waited longer is answered 503 and never reaches the application
             (0: no limit). Needs ``clock``.
-        clock: the time source and timers for ``queue_timeout``.
+        app_timeout: seconds from a request's hand-over to the pool (with its body
+            received) to the application's response head; past it the request is
+            answered 504 (0: no limit). Not in the reactor thread, which an
+            application holds until it returns. Needs ``clock``.
+        clock: the time source and timers for ``queue_timeout`` and ``app_timeout``.
 
     Raises:
-        ValueError: a negative ``queue_timeout``, or one without a ``clock``.
+        ValueError: a negative timeout, or one without a ``clock``.
     """
 
     def __init__(
@@ -384,17 +403,27 @@ class WSGIHandler:
         trusted_proxies: TrustedProxies | None = None,
         request_buffering: bool = False,
         queue_timeout: float = 0.0,
+        app_timeout: float = 0.0,
         clock: IReactorTime | None = None,
     ) -> None:
         self.app = app
         self.accel = accel
         self.request_buffering = request_buffering
-        if queue_timeout < 0:
-            raise ValueError(f"queue_timeout must not be negative, got {queue_timeout!r}")
-        if queue_timeout and clock is None:
-            raise ValueError("queue_timeout needs a clock")
+        for name, value in (("queue_timeout", queue_timeout), ("app_timeout", app_timeout)):
+            if value < 0:
+                raise ValueError(f"{name} must not be negative, got {value!r}")
+            if value and clock is None:
+                raise ValueError(f"{name} needs a clock")
         self.queue_timeout = queue_timeout
         self._clock = clock if queue_timeout else None
+        self.app_timeout = app_timeout if threadpool is not None else 0.0
+        self._answer_clock = clock if self.app_timeout else None
+        # The calls handed to the pool whose exchange has not ended, oldest first
+        # (a dict: each leaves it in O(1) when its exchange ends, so nothing ended
+        # is kept, and the sweep stops at the first that is not late). Reactor
+        # thread only.
+        self.answering: dict[_ThreadedCall, None] = {}
+        self._answer_sweep: Any = None
         # The calls handed to the pool and not taken yet, oldest first: the pool
         # takes them in order, and each worker pops the oldest as it takes one
         # (deque.popleft is atomic), so nothing is held past its taking. Looked
@@ -471,6 +500,14 @@ class WSGIHandler:
             self.queued.append(call)
             if self._sweep_call is None:
                 self._sweep_call = clock.callLater(_SWEEP_INTERVAL, self._sweep)
+        answer_clock = self._answer_clock
+        if answer_clock is not None:
+            call.handed_at = answer_clock.seconds()
+            self.answering[call] = None
+            if self._answer_sweep is None:
+                self._answer_sweep = answer_clock.callLater(
+                    _ANSWER_SWEEP_INTERVAL, self._sweep_answers
+                )
         try:
             self._threadpool.callInThread(call.run)
         except Exception:
@@ -502,15 +539,73 @@ class WSGIHandler:
         if queued:
             self._sweep_call = clock.callLater(_SWEEP_INTERVAL, self._sweep)
 
+    def _sweep_answers(self) -> None:
+        """Answer 504 for the calls past ``app_timeout`` (reactor thread).
+
+        A call whose client is still sending the body it reads is not timed until
+        the body is in: the application waits for the client then, as nginx (which
+        receives a body whole first) does not count that time against gunicorn.
+        """
+        clock = self._answer_clock
+        assert clock is not None
+        self._answer_sweep = None
+        now = clock.seconds()
+        deadline = now - self.app_timeout
+        answering = self.answering
+        late = []
+        for call in answering:
+            if call.handed_at > deadline:
+                break  # (the rest came later)
+            late.append(call)
+        for call in late:
+            del answering[call]
+            if call.answered:
+                continue  # a response going on (a stream): no longer timed
+            if call.body_arriving:
+                call.handed_at = now
+                answering[call] = None  # timed from now on, with the newest
+            elif call.time_out():
+                self._answer_late(call, now - call.handed_at)
+        if answering:
+            self._answer_sweep = clock.callLater(_ANSWER_SWEEP_INTERVAL, self._sweep_answers)
+
+    def _answer_late(self, call: _ThreadedCall, waited: float) -> None:
+        """Answer 504 for ``call``, and log where its thread is (reactor thread)."""
+        request = call.exchange.request
+        frame = sys._current_frames().get(call.thread) if call.thread is not None else None
+        if frame is None:
+            where = " It was still waiting for a worker thread (see --threads)."
+        else:
+            stack = "".join(traceback.format_stack(frame)).rstrip()
+            where = " Its thread goes on running it (what it sends is dropped), in:\n" + stack
+        _log.error(
+            "{method} {target}: the application did not start its response within"
+            " {timeout:g}s ({waited:.1f}s): answered 504.{where}",
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+            timeout=self.app_timeout,
+            waited=waited,
+            where=where,
+        )
+        exchange = call.exchange
+        if not exchange.finished:
+            exchange.start_response(504, list(_TIMEOUT_HEADERS))
+            exchange.finish(_TIMEOUT_BODY)
+
     def close(self) -> None:
         """Stop looking for requests waiting too long (the server stops or reloads).
 
         Requests in flight are not affected; the sweep starts again with the next
-        request handed to the pool, should there be one.
+        request handed to the pool, should there be one. Applications running are
+        still timed: the sweep of ``app_timeout`` ends when none is left.
         """
         call, self._sweep_call = self._sweep_call, None
         if call is not None and call.active():
             call.cancel()
+        if not self.answering:
+            answer_sweep, self._answer_sweep = self._answer_sweep, None
+            if answer_sweep is not None and answer_sweep.active():
+                answer_sweep.cancel()
 
     def _queued_view(self) -> list[_ThreadedCall]:
         """A copy of the waiting calls (workers pop from the deque meanwhile)."""
@@ -793,6 +888,11 @@ class _ThreadedInput:
             self._done = True
             self._cond.notify_all()
 
+    @property
+    def arriving(self) -> bool:
+        """Whether the client is still sending the body (reactor thread)."""
+        return not (self._done or self._error is not None or self._released)
+
     def body_failed(self, reason: Exception) -> None:
         """The body will never be complete: readers get an error."""
         with self._cond:
@@ -952,6 +1052,12 @@ class _ThreadedCall:
         self.queued_at = 0.0
         self._expired = False
         self._timed = handler.queue_timeout > 0
+        # For app_timeout (see WSGIHandler._sweep_answers): when the call was handed
+        # over, the worker thread running it, and whether it was answered 504.
+        self.handed_at = 0.0
+        self.thread: int | None = None
+        self._late = False
+        self._guarded = self._timed or spooled is not None or handler.app_timeout > 0
         if spooled is None and exchange.request.has_body:
             self._input = _ThreadedInput(exchange, handler.inbox)
             exchange.receive_body(self._input)
@@ -960,6 +1066,7 @@ class _ThreadedCall:
     # -- reactor thread ----------------------------------------------------------------
 
     def _exchange_closed(self, reason: Failure | None) -> None:
+        self._handler.answering.pop(self, None)
         with self._cond:
             self._gone = True
             self._cond.notify_all()
@@ -1062,17 +1169,48 @@ class _ThreadedCall:
         self.close_spooled_body()
         return True
 
+    @property
+    def answered(self) -> bool:
+        """Whether the response started or the exchange ended (read without the lock)."""
+        return self._head_sent or self._gone
+
+    @property
+    def body_arriving(self) -> bool:
+        """Whether the application may be waiting for the client's body (reactor)."""
+        return self._input is not None and self._input.arriving
+
+    def time_out(self) -> bool:
+        """Give up on the response, unless it has started (reactor thread).
+
+        Whatever the application sends from now on is dropped, as for a client that
+        left; a call not running yet never will.
+
+        Returns:
+            Whether it timed out (the caller answers for it).
+        """
+        with self._cond:
+            if self._head_sent or self._gone:
+                return False
+            self._gone = True
+            self._late = True
+            never_runs = not self._running
+            if never_runs:
+                self._expired = True
+            self._cond.notify_all()
+        if never_runs:
+            self.close_spooled_body()
+        return True
+
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
         if self._timed:
             self._handler.queued.popleft()  # this call's entry, or an older expired one
+        if self._guarded:
             with self._lock:
                 if self._expired:
-                    return  # answered 503 after waiting too long (WSGIHandler._sweep)
+                    return  # answered 503 or 504 while it waited (WSGIHandler._sweep*)
                 self._running = True
-        elif self._spooled is not None:
-            with self._lock:
-                self._running = True
+                self.thread = threading.get_ident()
         if self._gone:
             # The client left while the request waited for a thread (the access log
             # has its 499): no application call for an answer nobody will read, and
@@ -1110,6 +1248,12 @@ class _ThreadedCall:
                 _close_result(result, exchange.request)
             environ["wsgi.errors"].flush()
             _running.pop(thread, None)
+            if self._late:
+                _log.warn(
+                    "{method} {target}: the application returned, after its 504",
+                    method=exchange.request.method.decode("latin-1"),
+                    target=exchange.request.target.decode("latin-1"),
+                )
             if self._spooled is not None:
                 with self._lock:
                     # A file response may be this very body (file_wrapper(wsgi.input)).
