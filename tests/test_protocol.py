@@ -1318,6 +1318,36 @@ def test_upgrade_accepted_by_the_handler_becomes_a_tunnel() -> None:
     assert len(lost) == 1
 
 
+def test_an_upgraded_exchange_ends_when_its_tunnel_closes() -> None:
+    """Its close listeners are told once, when the tunnel closes (the request is in
+    progress until then: nginx's limit_conn counts it), not at the 101; it is
+    logged then too, once.
+    """
+    reasons: list[Failure | None] = []
+    logged: list[Any] = []
+
+    class Upgrader:
+        def handle(self, exchange: Exchange) -> None:
+            exchange.on_close(reasons.append)
+            exchange.upgrade([(b"Upgrade", b"echo"), (b"Connection", b"upgrade")], Ignoring())
+
+    class Ignoring:
+        def data_received(self, data: bytes) -> None:
+            pass
+
+        def connection_lost(self, reason: Failure) -> None:
+            pass
+
+    connection = connect(Upgrader(), response_log=logged.append)
+    connection.send(
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert connection.take().startswith(b"HTTP/1.1 101 ")
+    assert reasons == [] and logged == []
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+    assert reasons == [None] and len(logged) == 1
+
+
 def test_ordinary_requests_cannot_be_upgraded() -> None:
     """upgrade() on a request that did not ask to switch protocols is refused."""
     held = Held()

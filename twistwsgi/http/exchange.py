@@ -216,7 +216,9 @@ class Exchange(Protocol):
         """Call ``callback`` once the exchange ends.
 
         It gets ``None`` when the response was sent whole, a failure when it was
-        aborted or the connection was lost.
+        aborted or the connection was lost. An exchange that switched protocols
+        (:meth:`upgrade`) ends when its tunnel closes, with ``None``: the ``101`` was
+        its whole response, and the tunnel is in use until then.
         """
 
 

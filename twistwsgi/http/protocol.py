@@ -637,7 +637,7 @@ class HTTP11Protocol(Protocol):
             tunnel.connection_lost(reason)
         exchange, self._tunnel_exchange = self._tunnel_exchange, None
         if exchange is not None:
-            self.log_response(exchange)
+            exchange.tunnel_closed()
         self._factory.connection_closed(self)
 
     def close_if_idle(self) -> bool:
@@ -2586,10 +2586,18 @@ class HTTP11Exchange:
         self.response_started = True
         self.status = 101
         tunnel = self._protocol.start_tunnel(b"".join(lines), receiver, self)
-        # Logged when the tunnel closes, with the bytes it carried to the client
-        # (nginx's $body_bytes_sent for a WebSocket), not at the switch.
-        self._ended(None, log=False)
+        # The response methods are done with, but the exchange ends when the tunnel
+        # closes (see tunnel_closed), not at the switch: it is logged then, with the
+        # bytes the tunnel carried (nginx's $body_bytes_sent for a WebSocket), and
+        # its close listeners are told then, as nginx keeps the request (and its
+        # limit_conn place) until the tunnel ends.
+        self.finished = True
+        self._protocol.set_response_producer(None)
         return tunnel
+
+    def tunnel_closed(self) -> None:
+        """The connection this exchange switched to ended: the exchange ends now."""
+        self._ended(None)
 
     def send_error(self, error: RequestError) -> None:
         """Answer with a server-generated error response and close the connection."""
@@ -2650,14 +2658,17 @@ class HTTP11Exchange:
         self._protocol.abort_connection()
 
     def on_close(self, callback: Callable[[Failure | None], object]) -> None:
-        """Call ``callback`` when the exchange ends (``None`` if the response was sent)."""
+        """Call ``callback`` when the exchange ends (``None`` if the response was sent).
+
+        An exchange that switched protocols ends when its tunnel closes.
+        """
         if self._close_callbacks is None:
             self._close_callbacks = [callback]
         else:
             self._close_callbacks.append(callback)
 
-    def _ended(self, reason: Failure | None, *, log: bool = True) -> None:
-        """Mark the exchange over, tell its listeners, and log it (unless told not to)."""
+    def _ended(self, reason: Failure | None) -> None:
+        """Mark the exchange over, tell its listeners, and log it."""
         self.finished = True
         protocol = self._protocol
         protocol.set_response_producer(None)
@@ -2669,7 +2680,7 @@ class HTTP11Exchange:
                     callback(reason)
                 except Exception:
                     _log.failure("Exchange close callback failed")
-        if self.dispatched and log:
+        if self.dispatched:
             protocol.log_response(self)
 
     def connection_lost(self, reason: Failure) -> None:
