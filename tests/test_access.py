@@ -1,25 +1,47 @@
-"""A mount's allow and deny: the client address they match, and the 403 in front of
-every kind of mount (in memory through the routing table a configuration builds).
+"""A mount's allow, deny, rate_limit and conn_limit: the client address they match,
+and the 403 and 429 in front of every kind of mount (in memory through the protocol
+and the routing table a configuration builds).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
+from tests.test_proxy import SWITCHED, WEBSOCKET_UPGRADE, make_proxy
 from tests.test_redirect import ask
 from twistwsgi import cli
-from twistwsgi.access import AccessRules, RateLimit, client_address
+from twistwsgi.access import (
+    AccessRules,
+    ConnectionLimit,
+    GuardedHandler,
+    RateLimit,
+    client_address,
+)
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import Router
+from twistwsgi.service import standard_builders
 from twistwsgi.site import SiteBuilder
-from twistwsgi.testing import connect, parse_responses
+from twistwsgi.testing import (
+    Connection,
+    QueueingPool,
+    SynchronousReactorThreads,
+    connect,
+    parse_responses,
+)
 
 
 def head(peer: Any, *fields: tuple[bytes, bytes], version: bytes = b"1.1") -> RequestHead:
@@ -367,3 +389,367 @@ def test_check_config_shows_the_rate_as_written(tmp_path: Path) -> None:
         "rate_burst = 2\n",
     )
     assert "rate_limit=1r/m rate_burst=2" in describe_routing(config)
+
+
+# -- conn_limit ---------------------------------------------------------------------------
+
+
+def places(limit: int, trusted: TrustedProxies | None = None) -> ConnectionLimit:
+    return ConnectionLimit(limit, trusted or TrustedProxies([]))
+
+
+def test_a_client_may_have_the_limit_in_progress_and_no_more() -> None:
+    limit = places(2)
+    first, second = limit.admit(CLIENT), limit.admit(CLIENT)
+    assert first is not None and second is not None
+    assert limit.admit(CLIENT) is None  # refused, and not counted
+    first.release()
+    third = limit.admit(CLIENT)
+    assert third is not None and limit.admit(CLIENT) is None
+
+
+def test_a_place_is_given_back_once_and_a_client_at_zero_is_forgotten() -> None:
+    """An ending reported twice must not free another request's place."""
+    limit = places(1)
+    place = limit.admit(CLIENT)
+    assert place is not None
+    place.release(None)
+    place.release(None)
+    assert limit._counts == {}
+    again = limit.admit(CLIENT)
+    assert again is not None
+    place.release(None)
+    assert limit.admit(CLIENT) is None  # the old place's second release freed nothing
+    again.release()
+    assert limit._counts == {}
+
+
+def test_clients_are_counted_apart_and_unix_and_unknown_clients_as_one() -> None:
+    limit = places(1, TRUSTED)
+    assert limit.admit(CLIENT) is not None
+    assert limit.admit(head(("192.0.2.2", 1))) is not None
+    assert limit.admit(head(None)) is not None
+    assert limit.admit(head(None)) is None  # every UNIX-socket client: one
+    unknown = (b"X-Forwarded-For", b"not an address")
+    assert limit.admit(head(PROXY, unknown)) is not None
+    assert limit.admit(head(("10.0.0.6", 1), unknown)) is None  # one unknown client
+    assert limit.admit(head(PROXY)) is not None  # the proxy itself: another client
+
+
+@given(
+    st.integers(1, 3),
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 50)),
+        max_size=60,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_the_counts_follow_the_requests_in_any_order(
+    most: int, steps: list[tuple[bool, int, int]], random: Random
+) -> None:
+    """Admitting and releasing (some twice) in any order: a client is let in exactly
+    when it has fewer than the limit in progress, no count goes below one or above
+    the limit, and once every place is given back nothing is remembered.
+    """
+    limit = places(most)
+    clients = [head((f"192.0.2.{n}", 1)) for n in range(3)]
+    held: list[tuple[int, Any]] = []
+    for admit, client, pick in steps:
+        if admit or not held:
+            in_progress = sum(1 for owner, _ in held if owner == client)
+            place = limit.admit(clients[client])
+            assert (place is not None) == (in_progress < most)
+            if place is not None:
+                held.append((client, place))
+        else:
+            _, place = held.pop(pick % len(held))
+            place.release()
+            place.release()  # a second ending changes nothing
+        assert all(1 <= count <= most for count in limit._counts.values())
+        expected = {f"192.0.2.{owner}" for owner, _ in held}
+        assert set(limit._counts) == expected
+    random.shuffle(held)
+    for _, place in held:
+        place.release()
+    assert limit._counts == {}
+
+
+class HeldOpen:
+    """Keeps every exchange it is given, for the test to end; may fail instead."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Exchange] = []
+        self.fail = False
+
+    def handle(self, exchange: Exchange) -> None:
+        if self.fail:
+            raise RuntimeError("the handler failed")
+        self.exchanges.append(exchange)
+
+
+def guarded(most: int, trusted: TrustedProxies | None = None) -> tuple[GuardedHandler, HeldOpen]:
+    held = HeldOpen()
+    return GuardedHandler(held, None, None, places(most, trusted)), held
+
+
+def client_of(handler: Any, address: str = "192.0.2.1") -> Connection:
+    """A connection to ``handler`` from ``address``."""
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=peer(address)
+    )
+    return connect(handler, transport=transport)
+
+
+def answer(exchange: Exchange) -> None:
+    exchange.start_response(200, [(b"Content-Length", b"2")])
+    exchange.finish(b"ok")
+
+
+def refused(connection: Connection) -> None:
+    """``connection``'s only response is the 429 of conn_limit."""
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (429, b"Too Many Requests\n")
+    assert response.header(b"retry-after") is None  # no wait can be known
+
+
+def test_the_request_past_the_limit_gets_429_and_never_reaches_the_handler() -> None:
+    handler, held = guarded(2)
+    first, second, third = client_of(handler), client_of(handler), client_of(handler)
+    for connection in (first, second, third):
+        connection.send(get())
+    assert len(held.exchanges) == 2
+    refused(third)
+    assert first.take() == second.take() == b""  # both still in progress
+    answer(held.exchanges[0])
+    assert parse_responses(first.take())[0].status == 200
+    third.send(get())  # the place the first left
+    assert len(held.exchanges) == 3
+    fourth = client_of(handler)
+    fourth.send(get())
+    refused(fourth)
+
+
+def end_by_abort(exchange: Exchange, connection: Connection) -> None:
+    exchange.start_response(200, [(b"Content-Length", b"10")])
+    exchange.write(b"half")
+    exchange.abort()
+
+
+def end_by_client_leaving(exchange: Exchange, connection: Connection) -> None:
+    exchange.start_response(200, [(b"Content-Length", b"10")])
+    exchange.write(b"half")
+    connection.protocol.connectionLost(Failure(ConnectionLost()))
+
+
+def end_by_client_leaving_first(exchange: Exchange, connection: Connection) -> None:
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+@pytest.mark.parametrize("end", [end_by_abort, end_by_client_leaving, end_by_client_leaving_first])
+def test_a_place_is_freed_however_the_exchange_ends(
+    end: Callable[[Exchange, Connection], None],
+) -> None:
+    handler, held = guarded(1)
+    first = client_of(handler)
+    first.send(get())
+    second = client_of(handler)
+    second.send(get())
+    refused(second)
+    end(held.exchanges[0], first)
+    second.send(get())
+    assert len(held.exchanges) == 2
+
+
+def test_a_failing_handler_gives_its_place_back() -> None:
+    """The handler raising: the protocol answers 500, and that ends the exchange."""
+    handler, held = guarded(1)
+    held.fail = True
+    failing = client_of(handler)
+    failing.send(get())
+    assert parse_responses(failing.take())[0].status == 500
+    held.fail = False
+    later = client_of(handler)
+    later.send(get())
+    assert len(held.exchanges) == 1
+
+
+def test_an_exchange_that_ended_before_the_limit_saw_it_takes_no_place() -> None:
+    """A close listener added once the exchange is over is never told: the place
+    must not be kept for ever.
+    """
+    handler, _ = guarded(1)
+
+    class AnswerThenPassOn:
+        def handle(self, exchange: Exchange) -> None:
+            answer(exchange)
+            handler.handle(exchange)
+
+    client_of(AnswerThenPassOn()).send(get())
+    assert handler.connections is not None and handler.connections._counts == {}
+
+
+def test_clients_are_counted_apart_through_the_protocol() -> None:
+    handler, held = guarded(1)
+    client_of(handler, "192.0.2.1").send(get())
+    other = client_of(handler, "2001:db8::1")
+    other.send(get())
+    same = client_of(handler, "192.0.2.1")
+    same.send(get())
+    assert len(held.exchanges) == 2
+    assert other.take() == b""
+    refused(same)
+
+
+def test_behind_a_trusted_proxy_the_reported_client_is_counted() -> None:
+    """Two clients through one balancer are two; one client through two balancer
+    connections is one.
+    """
+    handler, held = guarded(1, TRUSTED)
+    first = client_of(handler, "10.0.0.5")
+    first.send(get(b"/", b"X-Forwarded-For: 203.0.113.1"))
+    second = client_of(handler, "10.0.0.5")
+    second.send(get(b"/", b"X-Forwarded-For: 203.0.113.2"))
+    again = client_of(handler, "10.0.0.6")
+    again.send(get(b"/", b"X-Forwarded-For: 203.0.113.1"))
+    assert len(held.exchanges) == 2
+    refused(again)
+
+
+def test_pipelined_requests_take_one_place_at_a_time() -> None:
+    """Requests pipelined on one connection are handed on one after the other, each
+    once the one before ended: with a limit of 1, none of them is refused.
+    """
+    handler, held = guarded(1)
+    connection = client_of(handler)
+    connection.send(get(b"/1") + get(b"/2") + get(b"/3"))
+    assert [e.request.path for e in held.exchanges] == [b"/1"]
+    for expected in (b"/2", b"/3"):
+        answer(held.exchanges[-1])
+        assert held.exchanges[-1].request.path == expected
+    answer(held.exchanges[-1])
+    assert [r.status for r in parse_responses(connection.take())] == [200, 200, 200]
+
+
+def test_a_websocket_holds_its_place_until_the_tunnel_closes() -> None:
+    """As nginx keeps an upgraded request, and its limit_conn place, until the tunnel
+    ends, a client may not open more WebSockets at once than the limit.
+    """
+    setup = make_proxy()
+    handler = GuardedHandler(setup.handler, None, None, places(1))
+    socket = connect(handler, clock=setup.clock)
+    socket.send(WEBSOCKET_UPGRADE)
+    upstream = setup.endpoint().last
+    upstream.respond(SWITCHED)
+    assert socket.take().startswith(b"HTTP/1.1 101")
+    second = connect(handler, clock=setup.clock)
+    second.send(WEBSOCKET_UPGRADE)
+    refused(second)
+    upstream.close()  # the upstream ends the tunnel; the client's connection goes
+    assert socket.is_closed()
+    socket.protocol.connectionLost(Failure(ConnectionDone()))
+    third = connect(handler, clock=setup.clock)
+    third.send(WEBSOCKET_UPGRADE)
+    assert len(setup.endpoint().connections) == 2  # passed on to the upstream
+
+
+def test_a_request_refused_by_the_rules_or_the_rate_takes_no_place() -> None:
+    held = HeldOpen()
+    limit = places(1)
+    clock = FakeClock()
+    rate = RateLimit(1.0, 0, TrustedProxies([]), clock)
+    rules = AccessRules([], ["192.0.2.9"], TrustedProxies([]))
+    handler = GuardedHandler(held, rules, rate, limit)
+    denied = client_of(handler, "192.0.2.9")
+    denied.send(get())
+    assert parse_responses(denied.take())[0].status == 403
+    first = client_of(handler)
+    first.send(get())
+    answer(held.exchanges[0])
+    too_fast = client_of(handler)
+    too_fast.send(get())
+    assert parse_responses(too_fast.take())[0].status == 429
+    assert limit._counts == {}
+    clock.now += 1
+    client_of(handler).send(get())
+    assert len(held.exchanges) == 2
+
+
+# -- conn_limit through the configuration -------------------------------------------------
+
+
+def test_an_application_mount_counts_requests_until_they_are_answered(tmp_path: Path) -> None:
+    """Requests waiting for a thread are in progress too."""
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/export"\napp = "tests.apps:hello"\nconn_limit = 1\n',
+    )
+    pool = QueueingPool()
+    table = SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=pool).build(config)
+    router = Router(table)
+    waiting = client_of(router)
+    waiting.send(get(b"/export/a"))
+    second = client_of(router)
+    second.send(get(b"/export/b"))
+    refused(second)
+    pool.run_all()
+    assert parse_responses(waiting.take())[0].body == b"Hello, World!"
+    second.send(get(b"/export/b"))
+    pool.run_all()
+    assert parse_responses(second.take())[0].status == 200
+
+
+def test_a_proxy_mount_counts_requests_waiting_for_the_upstream(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/api"\nproxy = "http://127.0.0.1:9"\nconn_limit = 1\n',
+    )
+    memory = MemoryReactorClock()
+    builders = standard_builders(memory)
+    router = Router(SiteBuilder(reactor=memory, threadpool=None, builders=builders).build(config))
+    pending = client_of(router)
+    pending.send(get(b"/api/x"))  # its upstream connection never completes
+    second = client_of(router)
+    second.send(get(b"/api/x"))
+    refused(second)
+    pending.protocol.connectionLost(Failure(ConnectionDone()))
+    second.send(get(b"/api/x"))
+    assert second.take() == b""  # in progress: waiting for the upstream
+
+
+def test_a_static_mount_gives_the_place_back_when_the_file_is_sent(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "f.txt").write_text("file\n")
+    config = load(tmp_path, '[[host.mount]]\npath = "/"\nstatic = "files"\nconn_limit = 1\n')
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    for _ in range(2):
+        connection = client_of(router)
+        connection.send(get(b"/f.txt"))
+        assert parse_responses(connection.take())[0].body == b"file\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "expected more than 0, got 0"),
+        ("-2", "expected more than 0, got -2"),
+        ('"many"', "expected a whole number, got 'many'"),
+        ("1.5", "expected a whole number, got 1.5"),
+        ("true", "expected a whole number, got True"),
+    ],
+)
+def test_a_conn_limit_that_is_not_a_positive_whole_number(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(
+            tmp_path,
+            f'[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nconn_limit = {value}\n',
+        )
+    assert str(raised.value) == f"site.toml: host[0].mount[0].conn_limit: {problem}"
+
+
+def test_check_config_shows_the_conn_limit(tmp_path: Path) -> None:
+    from twistwsgi.site import describe_routing
+
+    config = load(tmp_path, '[[host.mount]]\npath = "/"\nstatic = "."\nconn_limit = 3\n')
+    assert describe_routing(config).splitlines()[-1].split() == ["conn_limit=3"]

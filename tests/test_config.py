@@ -173,9 +173,9 @@ POSITIVE = {setting.name: setting for setting in (*SETTINGS, *MOUNT_KEYS) if set
 
 
 def test_which_settings_must_be_more_than_zero() -> None:
-    """Limits that would refuse every request, timeouts that would fire at once and
-    the health-check interval must be more than 0; timeouts where docs/proxy.md
-    gives 0 a meaning, and max_body (0: no limit), may be 0.
+    """Limits that would refuse every request (conn_limit among them), timeouts that
+    would fire at once and the health-check interval must be more than 0; timeouts
+    where docs/proxy.md gives 0 a meaning, and max_body (0: no limit), may be 0.
     """
     assert set(POSITIVE) == {
         "header_timeout",
@@ -186,6 +186,7 @@ def test_which_settings_must_be_more_than_zero() -> None:
         "max_header_count",
         "max_header_total",
         "health_interval",
+        "conn_limit",
     }
 
 
@@ -197,6 +198,7 @@ def test_which_settings_must_be_more_than_zero() -> None:
         ("header_timeout", "1s", 1.0),
         ("max_request_line", "1", 1),
         ("max_header_count", 1, 1),
+        ("conn_limit", 1, 1),
     ],
 )
 def test_positive_settings_accept_values_above_zero(name: str, raw: object, value: object) -> None:

@@ -107,6 +107,8 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
     shop = {mount.path: mount.options for mount in config.hosts[0].mounts}
     assert shop["/admin"]["allow"] == ("192.168.10.0/24",)
     assert shop["/accounts/login"]["rate_limit"] == pytest.approx(10 / 60)
+    org = {mount.path: mount.options for mount in config.hosts[1].mounts}
+    assert org["/api"]["conn_limit"] == 10
     assert config.http.max_body == 20 * 1024 * 1024
     assert config.trusted_proxies == ("10.0.0.0/8",)
 

@@ -1,4 +1,4 @@
-"""A mount's access rules and rate limit by client address (nginx's allow, limit_req).
+"""A mount's access rules and limits by client address (nginx's allow, limit_req, limit_conn).
 
 A mount with ``deny`` refuses the clients in those networks; one with ``allow``
 refuses every client outside them (nginx's ``allow ...; deny all;``). A client in both
@@ -8,7 +8,9 @@ passed on by a static mount's fall-through).
 
 A mount with ``rate_limit`` answers ``429 Too Many Requests`` (RFC 6585 §4, with
 ``Retry-After``) to a client going faster than it allows (see :class:`RateLimit`),
-after the access rules.
+after the access rules. One with ``conn_limit`` answers ``429`` too to a client that
+already has that many requests in progress there (see :class:`ConnectionLimit`),
+after the rate limit: a request the rate limit refused takes no place.
 
 The client is the connection's peer. From a proxy in ``trusted_proxies``, it is the
 address that proxy reports (see :func:`client_address`), as nginx's
@@ -31,7 +33,7 @@ from twistwsgi.routing import answer_plain
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
 
-__all__ = ["AccessRules", "GuardedHandler", "RateLimit", "client_address"]
+__all__ = ["AccessRules", "ConnectionLimit", "GuardedHandler", "RateLimit", "client_address"]
 
 _FORBIDDEN = b"Forbidden\n"
 _TOO_MANY = b"Too Many Requests\n"
@@ -132,21 +134,103 @@ class RateLimit:
         return None
 
 
+class ConnectionLimit:
+    """How many requests a client may have in progress on a mount: nginx's ``limit_conn``.
+
+    nginx counts a connection while one of its requests is being processed, from
+    when its head has been read until the request is freed; a request beyond the
+    limit is answered at once. Here as there, what is counted is requests in
+    progress, each from when the mount takes it until its exchange ends, however
+    it ends (the response sent, aborted, the client gone, the handler failing); a
+    request that switched protocols (a WebSocket) stays in progress until its
+    tunnel closes, as nginx keeps such a request until the tunnel ends.
+
+    Clients are told apart as :class:`RateLimit` tells them (by the address
+    :func:`client_address` gives): every UNIX-socket client is one client, and so is
+    every client a trusted proxy reports without an address. Only clients with a
+    request in progress are remembered, so memory is bounded by the requests in
+    progress (at most one per connection over HTTP/1.1, whose pipelined requests
+    are answered one at a time).
+
+    Args:
+        limit: requests a client may have in progress at once (1 or more).
+        trusted_proxies: proxies whose report of the client's address is believed.
+    """
+
+    def __init__(self, limit: int, trusted_proxies: TrustedProxies) -> None:
+        self.limit = limit
+        self._trusted = trusted_proxies
+        # client -> requests in progress (never 0: a client at 0 is forgotten)
+        self._counts: dict[str | None, int] = {}
+
+    def admit(self, request: RequestHead) -> Place | None:
+        """Count ``request`` in; its :class:`Place`, or ``None`` if the client is at the limit.
+
+        A refused request is not counted.
+        """
+        client = client_address(request, self._trusted)
+        counts = self._counts
+        count = counts.get(client, 0)
+        if count >= self.limit:
+            return None
+        counts[client] = count + 1
+        return Place(self, client)
+
+    def leave(self, client: str | None) -> None:
+        """One request of ``client`` is over (called by its :class:`Place`)."""
+        counts = self._counts
+        count = counts.get(client, 0)
+        if count <= 1:
+            counts.pop(client, None)
+        else:
+            counts[client] = count - 1
+
+
+class Place:
+    """A request's place in a :class:`ConnectionLimit`, given back once.
+
+    Its :meth:`release` is an exchange's close listener; a second call does nothing,
+    so an ending reported twice cannot free another request's place.
+    """
+
+    __slots__ = ("_client", "_limit")
+
+    def __init__(self, limit: ConnectionLimit, client: str | None) -> None:
+        self._limit: ConnectionLimit | None = limit
+        self._client = client
+
+    def release(self, _reason: object = None) -> None:
+        """Give the place back (the exchange's ending, ``_reason``, does not matter)."""
+        limit, self._limit = self._limit, None
+        if limit is not None:
+            limit.leave(self._client)
+
+
 class GuardedHandler:
-    """A mount's handler behind its access rules and its rate limit.
+    """A mount's handler behind its access rules and its limits.
+
+    Looked at in this order: the access rules (403), the rate limit, the limit of
+    requests in progress (both 429). A request refused by one is not counted by
+    the ones after it.
 
     Args:
         handler: what answers the requests let through.
         rules: the access rules, if any.
-        limit: the rate limit, if any (looked at after the rules).
+        limit: the rate limit, if any.
+        connections: the limit of requests in progress per client, if any.
     """
 
     def __init__(
-        self, handler: Handler, rules: AccessRules | None, limit: RateLimit | None = None
+        self,
+        handler: Handler,
+        rules: AccessRules | None,
+        limit: RateLimit | None = None,
+        connections: ConnectionLimit | None = None,
     ) -> None:
         self.handler = handler
         self.rules = rules
         self.limit = limit
+        self.connections = connections
 
     def handle(self, exchange: Exchange) -> None:
         """Answer 403 or 429 to a client refused; hand anyone else on."""
@@ -160,6 +244,19 @@ class GuardedHandler:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
                 answer_plain(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
+        if self.connections is not None:
+            place = self.connections.admit(request)
+            if place is None:
+                # RFC 6585 4 (nginx's limit_conn answers 503 by default; 429 says
+                # the client itself asks too much, as rate_limit's does). No
+                # Retry-After (RFC 6585 4 makes it optional): a place frees when one
+                # of the client's own requests ends, which no one can tell ahead.
+                answer_plain(exchange, 429, _TOO_MANY)
+                return
+            exchange.on_close(place.release)
+            if exchange.finished:
+                # Ended before it got here: no close listener would be told.
+                place.release()
         self.handler.handle(exchange)
 
 

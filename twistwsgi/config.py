@@ -1358,6 +1358,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "conn_limit",
+        INT,
+        None,
+        "Requests each client may have in progress here at once (nginx's limit_conn):"
+        " one more gets 429 at once and is not handed on. A WebSocket counts until it"
+        " closes. Clients are told apart as allow and deny tell them.",
+        cli=False,
+        positive=True,
+    ),
+    Setting(
         "deny",
         NETWORKS,
         (),

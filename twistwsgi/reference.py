@@ -227,6 +227,35 @@ counts its own clients, so a client may get up to that many times the rate; a
 `SIGHUP` starts every count afresh. Clients a trusted proxy reports without an
 address share one bucket. The rules of `allow` and `deny` are looked at first.
 
+A mount may limit how many requests each client has in progress on it at once, as
+nginx's `limit_conn` (which counts a connection while one of its requests is being
+processed):
+
+```toml
+[[host.mount]]
+path = "/exports"
+app = "myproject.wsgi:application"
+conn_limit = 2           # two reports at a time per client
+```
+
+A request beyond that gets `429 Too Many Requests` at once and is not handed to the
+mount's handler (nginx answers `503` unless `limit_conn_status 429` is set; `429`
+says, as for `rate_limit`, that the client asks too much, where `503` would say the
+server is overloaded). There is no `Retry-After`: a place frees when one of the
+client's own requests ends, which cannot be told ahead. A request holds its place
+from when the mount takes it until its exchange ends, whichever way: the response
+sent, aborted, the client gone, or the application failing. A request that switched
+protocols (a WebSocket through a proxy mount) holds it until the tunnel closes, as
+in nginx. Requests pipelined on one connection are answered one at a time, so they
+count as one. Clients are told apart as for `rate_limit` (clients a trusted proxy
+reports without an address count as one), and only clients with requests in progress
+are remembered. The count is per mount and per process: with `workers`, a client
+may have up to that many times `conn_limit` in progress. After a `SIGHUP` the new
+configuration counts afresh: requests still in progress then are not counted
+against it (they give their places back to the old count), so until they end a
+client may have up to twice `conn_limit` in progress. `allow`, `deny` and
+`rate_limit` are looked at first: a request they refuse takes no place.
+
 ## Errors
 
 Every problem is reported before the server starts, as one line naming the file, the

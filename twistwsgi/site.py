@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twistwsgi.access import AccessRules, GuardedHandler, RateLimit
+from twistwsgi.access import AccessRules, ConnectionLimit, GuardedHandler, RateLimit
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.config import (
     ConfigError,
@@ -159,20 +159,24 @@ class SiteBuilder:
                     raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
                 handlers[index] = builder(mount, config)
             built.append(handlers[index])
-        # What answers a mount's requests: its handler, behind its access rules if it
-        # has any (so a static mount passing a miss on goes through them too).
+        # What answers a mount's requests: its handler, behind its access rules and
+        # limits if it has any (so a static mount passing a miss on goes through them
+        # too). A reload builds new limits with empty counts: the requests in progress
+        # then give their places back to the old ones, which go away with them.
         guarded: dict[int, Handler] = {}
         for index, mount in enumerate(host.mounts):
             allow, deny = mount.options.get("allow", ()), mount.options.get("deny", ())
             rate = mount.options.get("rate_limit")
+            most = mount.options.get("conn_limit")
             guarded[index] = handlers[index]
-            if allow or deny or rate:
+            if allow or deny or rate or most:
                 rules = AccessRules(allow, deny, trusted) if allow or deny else None
                 limit = None
                 if rate:
                     burst = mount.options.get("rate_burst", 0)
                     limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
-                guarded[index] = GuardedHandler(handlers[index], rules, limit)
+                connections = ConnectionLimit(most, trusted) if most else None
+                guarded[index] = GuardedHandler(handlers[index], rules, limit, connections)
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
