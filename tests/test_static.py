@@ -6,6 +6,7 @@ response, and the standard library's email parser reads multipart/byteranges.
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
 import errno
@@ -25,6 +26,7 @@ from twisted.logger import formatEvent
 
 from twistwsgi import static
 from twistwsgi.cli import load_config
+from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.wire import http_date
 from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder
@@ -559,7 +561,7 @@ def test_files_sent_as_they_are(
     above the size compressed on the fly, and one that does not get smaller (which
     is not compressed again while it is unchanged).
     """
-    monkeypatch.setattr(static, "GZIP_FILE_LIMIT", 100_000)
+    monkeypatch.setitem(static.GZIP_FILE_LIMITS, 1, 100_000)
     (site / "large.txt").write_bytes(b"x" * 100_001)
     (site / "noise.txt").write_bytes(os.urandom(5000))
     router = gzip_router(site, tmp_path)
@@ -608,6 +610,117 @@ def test_a_file_above_the_memory_cache_is_compressed_once(
         assert response.header(b"content-length") == b"%d" % len(response.body)
     assert len(compressors) == 1
     assert request(router, b"/static/bundle.js").body == bundle
+
+
+def counting_compressors(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one with each compressor made from now on."""
+    made: list[int] = []
+    real = zlib.compressobj
+
+    def counted(*args: Any) -> Any:
+        made.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(zlib, "compressobj", counted)
+    return made
+
+
+def gzip_handler(site: Path, **options: Any) -> StaticHandler:
+    return StaticHandler(
+        StaticOptions(root=str(site), gzip=GzipSettings(), **options), now=time.time
+    )
+
+
+def test_the_memory_count_is_what_the_cache_holds(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file changing again and again, both its forms in a full cache: the bytes
+    counted against the budget stay the bytes held (a form replaced after being
+    evicted was once taken off twice, and the cache then outgrew its budget).
+    """
+    monkeypatch.setattr(static, "CACHE_BUDGET", 40_000)
+    handler = gzip_handler(site)
+    (site / "filler.css").write_bytes(STYLES[:30_000])
+    for round_ in range(12):
+        (site / "css" / "site.css").write_bytes(STYLES[: 2000 + 100 * round_])
+        for target in (b"/css/site.css", b"/filler.css"):
+            for accept in ([GZIP], []):
+                assert request(handler, target, accept).status == 200
+        held = sum(len(entry.data or b"") for entry in handler._cache.values())
+        assert handler._cached_bytes == held <= 40_000
+
+
+def test_a_large_form_that_left_the_cache_is_not_made_again(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large files whose forms do not fit the cache together: each is compressed
+    once per change, then sent as it is, rather than compressed for each request
+    (each compression holds every other client).
+    """
+    monkeypatch.setattr(static, "CACHE_BUDGET", 100_000)
+    handler = gzip_handler(site)
+    contents = {}
+    for index in range(3):
+        content = base64.b64encode(os.urandom(75_000))  # 100 KB, a form of about 76 KB
+        contents[b"/bundle%d.js" % index] = content
+        (site / f"bundle{index}.js").write_bytes(content)
+    made = counting_compressors(monkeypatch)
+    for _ in range(3):
+        for target, content in contents.items():
+            response = request(handler, target, [GZIP])
+            body = response.body
+            if response.header(b"content-encoding") == b"gzip":
+                body = gzip.decompress(body)
+            assert body == content
+    assert len(made) == 3
+
+
+def test_a_304_for_the_gzip_form_compresses_nothing(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form's ETag comes from the file and the level: a new process (or one
+    whose cache let the form go) answers a revalidation without compressing.
+    """
+    etag = request(gzip_router(site, tmp_path), b"/static/css/site.css", [GZIP]).header(b"etag")
+    assert etag is not None
+    made = counting_compressors(monkeypatch)
+    fresh = gzip_router(site, tmp_path)
+    response = request(fresh, b"/static/css/site.css", [GZIP, (b"if-none-match", etag)])
+    assert (response.status, response.header(b"etag")) == (304, etag)
+    assert response.header(b"vary") == b"Accept-Encoding"
+    failed = request(fresh, b"/static/css/site.css", [GZIP, (b"if-match", b'"other"')])
+    assert failed.status == 412
+    assert made == []
+    assert request(fresh, b"/static/css/site.css", [GZIP]).status == 200
+    assert made == [1]
+
+
+def test_the_etag_names_the_zlib_that_made_the_form(site: Path, tmp_path: Path) -> None:
+    """zlib-ng makes other bytes than zlib at the same level: one strong tag must not
+    stand for both (servers sharing files, or an upgrade).
+    """
+    response = request(gzip_router(site, tmp_path), b"/static/css/site.css", [GZIP])
+    etag = response.header(b"etag")
+    assert etag is not None
+    assert etag.endswith(b"-z1-" + zlib.ZLIB_RUNTIME_VERSION.encode("ascii") + b'"')
+
+
+def test_higher_levels_compress_smaller_files_only_and_no_memory_cache_none(
+    site: Path, tmp_path: Path
+) -> None:
+    """The largest file compressed shrinks as the level's cost grows (the reactor
+    is held while it runs); with memory_cache = 0 nothing is kept, so nothing is
+    compressed on the fly.
+    """
+    (site / "large.js").write_bytes(STYLES * 40)  # about 600 KB
+    level9 = gzip_router(site, tmp_path, server="gzip = true\ngzip_level = 9\n")
+    assert request(level9, b"/static/large.js", [GZIP]).header(b"content-encoding") is None
+    assert request(level9, b"/static/css/site.css", [GZIP]).header(b"content-encoding") == b"gzip"
+    level1 = gzip_router(site, tmp_path)
+    assert request(level1, b"/static/large.js", [GZIP]).header(b"content-encoding") == b"gzip"
+    uncached = gzip_router(site, tmp_path, mount="memory_cache = 0")
+    response = request(uncached, b"/static/css/site.css", [GZIP])
+    assert (response.header(b"content-encoding"), response.body) == (None, STYLES)
 
 
 def test_the_mount_turns_it_on_or_off(site: Path, tmp_path: Path) -> None:

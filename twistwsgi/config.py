@@ -1092,7 +1092,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Compress responses with gzip when the client accepts it (nginx's gzip on):"
         " those of applications and proxied upstreams over HTTP/1.1 with a Content-Type"
         " in gzip_types, no Content-Encoding of their own and at least gzip_min_length"
-        " long; and static files of those types (up to 4 MiB) with no .gz sibling,"
+        " long; and static files of those types with no .gz sibling (up to 4 MiB at"
+        " levels 1-3, less above),"
         " compressed once and kept in memory. A mount's gzip turns it on or off there.",
     ),
     Setting(

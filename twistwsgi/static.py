@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import html
 import os
+import re
 import stat
 import time
 import urllib.parse
@@ -73,11 +74,20 @@ PATH_CACHE_SIZE = 8192
 #: Most files too large for memory whose checked facts (head, symlink policy) one
 #: mount remembers; like nginx's open_file_cache, minus the open descriptor.
 KNOWN_FILES_SIZE = 4096
-#: The largest file compressed on the fly: it is read whole and compressed in the
-#: reactor thread (measured: about 11 ms a MiB of source text at level 1, 35 at 6,
-#: 120 at 9), once for each change of the file. Larger ones are sent as they are:
-#: precompress them.
-GZIP_FILE_LIMIT = 4 * 1024 * 1024
+#: The largest file compressed on the fly, by gzip level: it is read whole and
+#: compressed in the reactor thread, which holds every other client meanwhile
+#: (measured: about 11 ms a MiB of source text at level 1, 35 at 6, 120 at 9), so
+#: the stall stays under about 50 ms. Larger ones are sent as they are: precompress
+#: them.
+GZIP_FILE_LIMITS = {
+    **dict.fromkeys((1, 2, 3), 4 * 1024 * 1024),
+    **dict.fromkeys((4, 5, 6), 1024 * 1024),
+    **dict.fromkeys((7, 8, 9), 512 * 1024),
+}
+#: What tells the gzip forms of different zlib builds apart in their ETag: zlib-ng
+#: (Fedora, RHEL 10) compresses to other bytes than zlib at the same level, and one
+#: strong tag may not stand for two byte sequences (RFC 9110 8.8.3).
+_ZLIB_TAG = re.sub(r"[^0-9A-Za-z.]", ".", zlib.ZLIB_RUNTIME_VERSION)
 # The memory cache's key of a file's gzip form: NUL ends no file-system path.
 _GZIP_KEY = b"\0gzip"
 
@@ -173,11 +183,15 @@ class StaticOptions:
         return self.precompressed or self.gzips(content_type, size)
 
     def gzips(self, content_type: str, size: int) -> bool:
-        """Whether a file of this type and size is compressed on the fly."""
+        """Whether a file of this type and size is compressed on the fly.
+
+        Not with ``memory_cache = 0``: the compressed forms are kept in that memory.
+        """
         gzip = self.gzip
         return (
             gzip is not None
-            and gzip.min_length <= size <= GZIP_FILE_LIMIT
+            and self.memory_cache > 0
+            and gzip.min_length <= size <= GZIP_FILE_LIMITS[gzip.level]
             and gzip.compresses(content_type.split(";", 1)[0].strip().lower())
         )
 
@@ -237,9 +251,9 @@ class _File:
         # (and its strong ETag) change with the file, not with the clock.
         self.last_modified = min(int(info.st_mtime), int(now))
         if gzipped is not None:
-            # Made here, the same bytes for the same file and level (no time in the
-            # gzip header): a strong tag of its own (RFC 9110 8.8.3), level included.
-            suffix = f"z{options.gzip.level if options.gzip else 0}"
+            # Made here, the same bytes for the same file, level and zlib (no time in
+            # the gzip header): a strong tag of its own (RFC 9110 8.8.3).
+            suffix = f"z{options.gzip.level if options.gzip else 0}-{_ZLIB_TAG}"
         else:
             suffix = "br" if encoding == "br" else "gz" if encoding == "gzip" else ""
         self.etag = files.etag_for(info.st_ino, info.st_size, info.st_mtime_ns, suffix)
@@ -320,8 +334,10 @@ class StaticHandler:
         self._known: dict[bytes, _File] = {}
         # Precompressed siblings that could not be read, with the signature they had.
         self._unreadable: dict[bytes, tuple[int, int, int, int, int]] = {}
-        # Files whose gzip form was no smaller, with the signature they had.
-        self._incompressible: dict[bytes, tuple[int, int, int, int, int]] = {}
+        # Whether a file is compressed on the fly, with the signature it had.
+        self._gzippable_files: dict[bytes, tuple[tuple[int, int, int, int, int], bool]] = {}
+        # The files whose gzip form was made, with the signature they had then.
+        self._made: dict[bytes, tuple[int, int, int, int, int]] = {}
         # path_info -> file-system path, or None for a name that is never served
         # (a dotfile): the mapping is a pure function of the path and the options.
         self._paths: dict[bytes, bytes | None] = {}
@@ -380,7 +396,14 @@ class StaticHandler:
                 fields = _request_fields(exchange)
                 accept_encoding = fields.pop(b"accept-encoding", None)
                 while True:
-                    entry = self._file(path, info, accept_encoding, app_headers)
+                    entry = self._file(
+                        path,
+                        info,
+                        accept_encoding,
+                        app_headers=app_headers,
+                        fields=fields,
+                        method=exchange.request.method,
+                    )
                     try:
                         self._send(exchange, entry, fields, app_headers)
                         return
@@ -420,7 +443,8 @@ class StaticHandler:
         self._cache.clear()
         self._cached_bytes = 0
         self._known.clear()
-        self._incompressible.clear()
+        self._gzippable_files.clear()
+        self._made.clear()
 
     # -- resolving a path -------------------------------------------------------------
 
@@ -518,17 +542,21 @@ class StaticHandler:
         path: bytes,
         info: os.stat_result,
         accept_encoding: bytes | None,
+        *,
         app_headers: Sequence[tuple[bytes, bytes]] = (),
+        fields: dict[bytes, bytes] | None = None,
+        method: bytes = b"GET",
     ) -> _File:
         """The file to send: a sibling or the gzip form if one suits, else ``path``.
 
         A sibling on disk comes before the form made here, as nginx's gzip_static
         comes before its gzip filter; the client's q-values choose among them.
+        ``fields`` and ``method`` are the request's (conditional requests).
         """
         options = self.options
         if not accept_encoding or not (options.precompressed or options.gzip):
             return self._entry(path, info, path, None)
-        available = []
+        available: list[str] = []
         siblings: dict[str, tuple[bytes, os.stat_result]] = {}
         if options.precompressed:
             for coding, suffix in _ENCODINGS:
@@ -544,12 +572,12 @@ class StaticHandler:
         if "gzip" not in siblings and self._gzippable(path, info, app_headers):
             available.append("gzip")
         if available:
-            chosen = files.preferred_encoding(accept_encoding.decode("latin-1"), available)
+            chosen = _preferred_encoding(accept_encoding, tuple(available))
             if chosen in siblings:
                 sibling_path, sibling_info = siblings[chosen]
                 return self._entry(sibling_path, sibling_info, path, chosen)
             if chosen == "gzip":
-                gzipped = self._gzipped(path, info)
+                gzipped = self._gzipped(path, info, fields or {}, method)
                 if gzipped is not None:
                     return gzipped
         return self._entry(path, info, path, None)
@@ -559,25 +587,43 @@ class StaticHandler:
     ) -> bool:
         """Whether the file at ``path`` has a gzip form made on the fly.
 
-        Not for a file that did not get smaller last time it was compressed, nor one
-        an application sends with ``Cache-Control: no-transform`` (RFC 9111 5.2.2.6).
+        Not for a file that did not get smaller when it was compressed, nor one an
+        application sends with ``Cache-Control: no-transform`` (RFC 9111 5.2.2.6).
+        The answer for a file is remembered until it changes: a browser asks with
+        ``Accept-Encoding`` every time.
         """
         if self.options.gzip is None:
             return False
-        if not self.options.gzips(files.content_type(os.fsdecode(path)), info.st_size):
-            return False
-        if self._incompressible.get(path) == _signature(info):
-            return False
-        return not any(
+        signature = _signature(info)
+        known = self._gzippable_files.get(path)
+        if known is not None and known[0] == signature:
+            gzippable = known[1]
+        else:
+            gzippable = self.options.gzips(files.content_type(os.fsdecode(path)), info.st_size)
+            self._note_gzippable(path, signature, gzippable)
+        return gzippable and not any(
             name.lower() == b"cache-control" and b"no-transform" in value.lower()
             for name, value in app_headers
         )
 
-    def _gzipped(self, path: bytes, info: os.stat_result) -> _File | None:
+    def _note_gzippable(
+        self, path: bytes, signature: tuple[int, int, int, int, int], gzippable: bool
+    ) -> None:
+        remembered = self._gzippable_files
+        if len(remembered) >= KNOWN_FILES_SIZE:
+            remembered.clear()
+        remembered[path] = (signature, gzippable)
+
+    def _gzipped(
+        self, path: bytes, info: os.stat_result, fields: dict[bytes, bytes], method: bytes
+    ) -> _File | None:
         """The gzip form of the file at ``path``, made now if it is not in memory.
 
         ``None`` when the file cannot be read as it was stat-ed (the file itself is
-        then sent, or its change found), or does not get smaller.
+        then sent, or its change found), or does not get smaller; and for a file
+        above ``memory_cache`` whose form was made since it changed and has left the
+        memory cache: made again for every request, a set of large files larger
+        than the cache would hold the reactor for each.
         """
         key = path + _GZIP_KEY
         signature = _signature(info)
@@ -585,7 +631,18 @@ class StaticHandler:
         if cached is not None and cached.signature == signature:
             self._cache.move_to_end(key)
             return cached
+        if info.st_size > self.options.memory_cache and self._made.get(path) == signature:
+            return None
         identity = self._entry(path, info, path, None)
+        now = self._now()
+        if fields:
+            # The form's validators come from the file, not from its bytes: a 304
+            # (or 412) is answered without compressing anything.
+            validators = _File(
+                path, info, identity.content_type, "gzip", self.options, now=now, gzipped=b""
+            )
+            if _preconditions(validators, fields, method, now) is not files.Precondition.PROCEED:
+                return validators
         data = identity.data if identity.data is not None else _read_small(path, signature)
         if data is None:
             return None
@@ -596,21 +653,16 @@ class StaticHandler:
         compressor = zlib.compressobj(gzip.level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         compressed = compressor.compress(data) + compressor.flush()
         if len(compressed) >= len(data):
-            incompressible = self._incompressible
-            if len(incompressible) >= KNOWN_FILES_SIZE:
-                incompressible.clear()
-            incompressible[path] = signature
+            self._note_gzippable(path, signature, False)
             return None
+        made = self._made
+        if len(made) >= KNOWN_FILES_SIZE:
+            made.clear()
+        made[path] = signature
         entry = _File(
-            path,
-            info,
-            identity.content_type,
-            "gzip",
-            self.options,
-            now=self._now(),
-            gzipped=compressed,
+            path, info, identity.content_type, "gzip", self.options, now=now, gzipped=compressed
         )
-        self._remember(key, entry, cached)
+        self._remember(key, entry)
         return entry
 
     def _unreadable_sibling(self, entry: _File) -> None:
@@ -657,26 +709,36 @@ class StaticHandler:
             if data is not None:
                 entry.data = data
                 self._known.pop(path, None)
-                self._remember(path, entry, cached)
+                self._remember(path, entry)
         else:
-            if cached is not None:
+            if self._cache.get(path) is not None:
                 # It outgrew the memory cache.
-                del self._cache[path]
-                self._cached_bytes -= cached.size
+                self._forget(path)
             if len(self._known) >= KNOWN_FILES_SIZE:
                 self._known.clear()
             self._known[path] = entry
         return entry
 
-    def _remember(self, path: bytes, entry: _File, replaced: _File | None) -> None:
-        if replaced is not None:
-            self._cached_bytes -= replaced.size
+    def _remember(self, key: bytes, entry: _File) -> None:
+        """Keep ``entry`` (with its bytes) in memory under ``key``, within the budget.
+
+        Whatever ``key`` held is let go of here, as it is replaced: the count of bytes
+        is of what the cache holds, whatever was evicted since it was looked at.
+        """
         assert entry.data is not None
-        self._cache[path] = entry
+        self._forget(key)
+        self._cache[key] = entry
         self._cached_bytes += len(entry.data)
         while self._cached_bytes > CACHE_BUDGET and self._cache:
             _, evicted = self._cache.popitem(last=False)
-            self._cached_bytes -= evicted.size
+            assert evicted.data is not None
+            self._cached_bytes -= len(evicted.data)
+
+    def _forget(self, key: bytes) -> None:
+        replaced = self._cache.pop(key, None)
+        if replaced is not None:
+            assert replaced.data is not None
+            self._cached_bytes -= len(replaced.data)
 
     # -- answering ----------------------------------------------------------------------
 
@@ -743,16 +805,7 @@ class StaticHandler:
         headers = list(entry.headers)
         if app_headers:
             headers = _merge(headers, app_headers)
-        outcome = files.evaluate_preconditions(
-            method=method,
-            etag=entry.etag,
-            last_modified=entry.last_modified,
-            if_match=_text(fields.get(b"if-match")),
-            if_none_match=_text(fields.get(b"if-none-match")),
-            if_modified_since=_text(fields.get(b"if-modified-since")),
-            if_unmodified_since=_text(fields.get(b"if-unmodified-since")),
-            now=self._now(),
-        )
+        outcome = _preconditions(entry, fields, request.method, self._now())
         if outcome is not files.Precondition.PROCEED and handle is not None:
             handle.close()
         if outcome is files.Precondition.NOT_MODIFIED:
@@ -1010,6 +1063,28 @@ def _read_small(path: bytes, signature: tuple[int, int, int, int, int]) -> bytes
             return handle.read()
     except OSError:
         return None
+
+
+def _preconditions(
+    entry: _File, fields: dict[bytes, bytes], method: bytes, now: float
+) -> files.Precondition:
+    """What the request's preconditions make of ``entry`` (RFC 9110 13.2.2)."""
+    return files.evaluate_preconditions(
+        method=method.decode("latin-1"),
+        etag=entry.etag,
+        last_modified=entry.last_modified,
+        if_match=_text(fields.get(b"if-match")),
+        if_none_match=_text(fields.get(b"if-none-match")),
+        if_modified_since=_text(fields.get(b"if-modified-since")),
+        if_unmodified_since=_text(fields.get(b"if-unmodified-since")),
+        now=now,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _preferred_encoding(accept_encoding: bytes, available: tuple[str, ...]) -> str | None:
+    """:func:`files.preferred_encoding`, remembered: browsers send few distinct values."""
+    return files.preferred_encoding(accept_encoding.decode("latin-1"), available)
 
 
 def _request_fields(exchange: Exchange) -> dict[bytes, bytes]:
