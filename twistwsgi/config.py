@@ -899,10 +899,11 @@ SETTINGS: tuple[Setting, ...] = (
         "app_timeout",
         DURATION,
         60.0,
-        "How long an application may take to start its response, from the moment its"
-        " request (with its body) is handed to the worker threads: past it the client"
-        " gets 504 and the log shows where the thread is stuck, as nginx in front of"
-        " gunicorn answers 504 after its 60 s proxy_read_timeout. The thread cannot be"
+        "How long an application may take to start its response, from the moment a"
+        " worker thread takes its request (less the time it waits for the client's"
+        " body): past it the client gets 504 and the log shows where the thread is"
+        " stuck, as nginx in front of gunicorn answers 504 after its 60 s"
+        " proxy_read_timeout. The wait for a thread is thread_queue_timeout's. The thread cannot be"
         " stopped: it runs on and what it sends is dropped. Not with threads = 0."
         " A mount's app_timeout replaces it there. 0: no limit. Applied again on SIGHUP.",
     ),

@@ -21,10 +21,11 @@ Two ways to run an application:
   reads.
 
 On the pool, an application that has not started its response ``app_timeout``
-seconds after the request was handed over (its body received) is answered ``504``
-by the server, as nginx in front of gunicorn answers after its
-``proxy_read_timeout``; the log shows where its thread is stuck, and what the thread
-sends afterwards is dropped (a thread cannot be stopped from outside).
+seconds after a worker thread took the request (not counting the time it waited
+for the client's body) is answered ``504`` by the server, as nginx in front of
+gunicorn answers after its ``proxy_read_timeout``; the log shows where its thread
+is stuck, and what the thread sends afterwards is dropped (a thread cannot be
+stopped from outside).
 
 ``wsgi.file_wrapper`` results backed by a regular file are handed to the reactor,
 which sends them with ``os.sendfile`` where the transport allows; the worker thread
@@ -381,9 +382,10 @@ class WSGIHandler:
         queue_timeout: seconds a request may wait for a free worker thread; one
             that waited longer is answered 503 and never reaches the application
             (0: no limit). Needs ``clock``.
-        app_timeout: seconds from a request's hand-over to the pool (with its body
-            received) to the application's response head; past it the request is
-            answered 504 (0: no limit). Not in the reactor thread, which an
+        app_timeout: seconds the application may run on a worker thread before its
+            response head, less the time it waits in ``wsgi.input`` for the client;
+            past it the request is answered 504 (0: no limit). The wait for a
+            thread is ``queue_timeout``'s. Not in the reactor thread, which an
             application holds until it returns. Needs ``clock``.
         clock: the time source and timers for ``queue_timeout`` and ``app_timeout``.
 
@@ -417,13 +419,14 @@ class WSGIHandler:
         self.queue_timeout = queue_timeout
         self._clock = clock if queue_timeout else None
         self.app_timeout = app_timeout if threadpool is not None else 0.0
-        self._answer_clock = clock if self.app_timeout else None
-        # The calls handed to the pool whose exchange has not ended, oldest first
-        # (a dict: each leaves it in O(1) when its exchange ends, so nothing ended
-        # is kept, and the sweep stops at the first that is not late). Reactor
-        # thread only.
+        self.answer_clock = clock if self.app_timeout else None
+        # The calls handed to the pool whose exchange has not ended (a dict: each
+        # leaves it in O(1) when its exchange ends, so nothing ended is kept; it
+        # holds at most the requests in flight, looked over whole each sweep).
+        # Reactor thread only.
         self.answering: dict[_ThreadedCall, None] = {}
         self._answer_sweep: Any = None
+        self._closed = False
         # The calls handed to the pool and not taken yet, oldest first: the pool
         # takes them in order, and each worker pops the oldest as it takes one
         # (deque.popleft is atomic), so nothing is held past its taking. Looked
@@ -500,9 +503,9 @@ class WSGIHandler:
             self.queued.append(call)
             if self._sweep_call is None:
                 self._sweep_call = clock.callLater(_SWEEP_INTERVAL, self._sweep)
-        answer_clock = self._answer_clock
-        if answer_clock is not None:
-            call.handed_at = answer_clock.seconds()
+        answer_clock = self.answer_clock
+        if answer_clock is not None and not call.answered:
+            # (Handed over at the end of a batch: it may have ended already.)
             self.answering[call] = None
             if self._answer_sweep is None:
                 self._answer_sweep = answer_clock.callLater(
@@ -542,42 +545,49 @@ class WSGIHandler:
     def _sweep_answers(self) -> None:
         """Answer 504 for the calls past ``app_timeout`` (reactor thread).
 
-        A call whose client is still sending the body it reads is not timed until
-        the body is in: the application waits for the client then, as nginx (which
-        receives a body whole first) does not count that time against gunicorn.
+        A call is timed from when a worker took it, less the time the application
+        waited in ``wsgi.input`` for the client's body: it then waits for the client,
+        not the other way round (nginx, which receives a body whole first, does not
+        count that time against gunicorn either). A call not taken yet is left to
+        ``queue_timeout``.
         """
-        clock = self._answer_clock
+        clock = self.answer_clock
         assert clock is not None
         self._answer_sweep = None
         now = clock.seconds()
-        deadline = now - self.app_timeout
         answering = self.answering
-        late = []
-        for call in answering:
-            if call.handed_at > deadline:
-                break  # (the rest came later)
-            late.append(call)
-        for call in late:
-            del answering[call]
+        for call in list(answering):
             if call.answered:
-                continue  # a response going on (a stream): no longer timed
-            if call.body_arriving:
-                call.handed_at = now
-                answering[call] = None  # timed from now on, with the newest
-            elif call.time_out():
-                self._answer_late(call, now - call.handed_at)
+                del answering[call]  # a response going on (a stream): no longer timed
+                continue
+            since = call.timed_since
+            if since is not None and now - since >= self.app_timeout and call.time_out():
+                del answering[call]
+                self._answer_late(call, now - since)
         if answering:
             self._answer_sweep = clock.callLater(_ANSWER_SWEEP_INTERVAL, self._sweep_answers)
+
+    def call_ended(self, call: _ThreadedCall) -> None:
+        """``call``'s exchange ended: it is no longer timed (reactor thread)."""
+        answering = self.answering
+        answering.pop(call, None)
+        if self._closed and not answering:
+            self._cancel_answer_sweep()
+
+    def _cancel_answer_sweep(self) -> None:
+        sweep, self._answer_sweep = self._answer_sweep, None
+        if sweep is not None and sweep.active():
+            sweep.cancel()
 
     def _answer_late(self, call: _ThreadedCall, waited: float) -> None:
         """Answer 504 for ``call``, and log where its thread is (reactor thread)."""
         request = call.exchange.request
         frame = sys._current_frames().get(call.thread) if call.thread is not None else None
+        where = " Its thread goes on running it (what it sends is dropped)"
         if frame is None:
-            where = " It was still waiting for a worker thread (see --threads)."
+            where += "."
         else:
-            stack = "".join(traceback.format_stack(frame)).rstrip()
-            where = " Its thread goes on running it (what it sends is dropped), in:\n" + stack
+            where += ", in:\n" + "".join(traceback.format_stack(frame)).rstrip()
         _log.error(
             "{method} {target}: the application did not start its response within"
             " {timeout:g}s ({waited:.1f}s): answered 504.{where}",
@@ -597,15 +607,14 @@ class WSGIHandler:
 
         Requests in flight are not affected; the sweep starts again with the next
         request handed to the pool, should there be one. Applications running are
-        still timed: the sweep of ``app_timeout`` ends when none is left.
+        still timed: the sweep of ``app_timeout`` ends with the last of them.
         """
         call, self._sweep_call = self._sweep_call, None
         if call is not None and call.active():
             call.cancel()
+        self._closed = True
         if not self.answering:
-            answer_sweep, self._answer_sweep = self._answer_sweep, None
-            if answer_sweep is not None and answer_sweep.active():
-                answer_sweep.cancel()
+            self._cancel_answer_sweep()
 
     def _queued_view(self) -> list[_ThreadedCall]:
         """A copy of the waiting calls (workers pop from the deque meanwhile)."""
@@ -842,9 +851,16 @@ class _ThreadedInput:
     while more than :data:`INPUT_HIGH_WATER` bytes wait unread.
     """
 
-    def __init__(self, exchange: Exchange, inbox: ReactorInbox) -> None:
+    def __init__(
+        self, exchange: Exchange, inbox: ReactorInbox, clock: IReactorTime | None = None
+    ) -> None:
         self._exchange = exchange
         self._inbox = inbox
+        # For app_timeout: whether the reader waits for the client now, and when it
+        # last stopped waiting (the time of the clock, None: never waited).
+        self._clock = clock
+        self.waiting = False
+        self.waited_until: float | None = None
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -888,11 +904,6 @@ class _ThreadedInput:
             self._done = True
             self._cond.notify_all()
 
-    @property
-    def arriving(self) -> bool:
-        """Whether the client is still sending the body (reactor thread)."""
-        return not (self._done or self._error is not None or self._released)
-
     def body_failed(self, reason: Exception) -> None:
         """The body will never be complete: readers get an error."""
         with self._cond:
@@ -911,16 +922,25 @@ class _ThreadedInput:
             self._asked = True
             # PEP 3333: send 100 Continue only when the application asks for the body.
             self._inbox.call(self._exchange.continue_body)
-        while not self._chunks and not self._done:
-            if self._error is not None:
-                raise _disconnected(
-                    f"Request body not received: {self._error}", self._exchange.request
-                )
-            self._cond.wait()
-            if self._released:
-                raise _disconnected(
-                    "The request is over: its body is no longer kept", self._exchange.request
-                )
+        if self._chunks or self._done:
+            return
+        self.waiting = True
+        try:
+            while not self._chunks and not self._done:
+                if self._error is not None:
+                    raise _disconnected(
+                        f"Request body not received: {self._error}", self._exchange.request
+                    )
+                self._cond.wait()
+                if self._released:
+                    raise _disconnected(
+                        "The request is over: its body is no longer kept",
+                        self._exchange.request,
+                    )
+        finally:
+            self.waiting = False
+            if self._clock is not None:
+                self.waited_until = self._clock.seconds()
 
     def _took(self, count: int) -> None:
         """Account for ``count`` bytes read; resume the client below half the mark."""
@@ -1052,21 +1072,22 @@ class _ThreadedCall:
         self.queued_at = 0.0
         self._expired = False
         self._timed = handler.queue_timeout > 0
-        # For app_timeout (see WSGIHandler._sweep_answers): when the call was handed
-        # over, the worker thread running it, and whether it was answered 504.
-        self.handed_at = 0.0
+        # For app_timeout (see WSGIHandler._sweep_answers): when a worker took the
+        # call, the worker thread running it, and whether it was answered 504.
+        self.started_at: float | None = None
         self.thread: int | None = None
         self._late = False
         self._guarded = self._timed or spooled is not None or handler.app_timeout > 0
         if spooled is None and exchange.request.has_body:
-            self._input = _ThreadedInput(exchange, handler.inbox)
+            self._input = _ThreadedInput(exchange, handler.inbox, handler.answer_clock)
             exchange.receive_body(self._input)
         exchange.on_close(self._exchange_closed)
 
     # -- reactor thread ----------------------------------------------------------------
 
     def _exchange_closed(self, reason: Failure | None) -> None:
-        self._handler.answering.pop(self, None)
+        if self._handler.answer_clock is not None:
+            self._handler.call_ended(self)
         with self._cond:
             self._gone = True
             self._cond.notify_all()
@@ -1175,15 +1196,27 @@ class _ThreadedCall:
         return self._head_sent or self._gone
 
     @property
-    def body_arriving(self) -> bool:
-        """Whether the application may be waiting for the client's body (reactor)."""
-        return self._input is not None and self._input.arriving
+    def timed_since(self) -> float | None:
+        """Since when the application's time runs (reactor thread; read unlocked).
+
+        ``None`` while no worker has taken the call, or while the application waits
+        in ``wsgi.input`` for the client; else when a worker took it or, later, when
+        the application last stopped waiting for the body.
+        """
+        started = self.started_at
+        reader = self._input
+        if started is None or reader is None:
+            return started
+        if reader.waiting:
+            return None
+        waited = reader.waited_until
+        return started if waited is None or waited < started else waited
 
     def time_out(self) -> bool:
-        """Give up on the response, unless it has started (reactor thread).
+        """Give up on the response of a running call, unless it started (reactor).
 
         Whatever the application sends from now on is dropped, as for a client that
-        left; a call not running yet never will.
+        left.
 
         Returns:
             Whether it timed out (the caller answers for it).
@@ -1193,12 +1226,7 @@ class _ThreadedCall:
                 return False
             self._gone = True
             self._late = True
-            never_runs = not self._running
-            if never_runs:
-                self._expired = True
             self._cond.notify_all()
-        if never_runs:
-            self.close_spooled_body()
         return True
 
     def run(self) -> None:
@@ -1211,6 +1239,9 @@ class _ThreadedCall:
                     return  # answered 503 or 504 while it waited (WSGIHandler._sweep*)
                 self._running = True
                 self.thread = threading.get_ident()
+                clock = self._handler.answer_clock
+                if clock is not None:
+                    self.started_at = clock.seconds()
         if self._gone:
             # The client left while the request waited for a thread (the access log
             # has its 499): no application call for an answer nobody will read, and
