@@ -104,3 +104,13 @@ def _process(environ: dict[str, Any], start_response: StartResponse) -> Iterable
 
 
 process = validator(_process)
+
+
+def _whoami(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """``REMOTE_USER`` and ``AUTH_TYPE``, as a mount's Basic authentication sets them."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    user = environ.get("REMOTE_USER", "-")
+    return [f"{user} {environ.get('AUTH_TYPE', '-')}".encode("latin-1")]
+
+
+whoami = validator(_whoami)

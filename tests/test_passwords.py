@@ -380,7 +380,8 @@ def test_bcrypt_known_answer(vector: tuple[bytes, str]) -> None:
         renamed = prefix + stored[4:]
         check_hash(renamed)
         assert verify_password(password, renamed)
-        assert not verify_password(password[:-1], renamed)
+        # Past 72 bytes, bcrypt reads no more: one byte less is the same password.
+        assert verify_password(password[:-1], renamed) is (len(password) > 72)
         assert not verify_password(bytes([password[0] ^ 1]) + password[1:], renamed)
         assert not verify_password(password, change_one_character(renamed))
 

@@ -31,6 +31,7 @@ from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import answer_plain
 
 if TYPE_CHECKING:
+    from twistwsgi.basic_auth import BasicAuth
     from twistwsgi.http.exchange import Exchange, Handler
 
 __all__ = ["AccessRules", "ConnectionLimit", "GuardedHandler", "RateLimit", "client_address"]
@@ -207,17 +208,20 @@ class Place:
 
 
 class GuardedHandler:
-    """A mount's handler behind its access rules and its limits.
+    """A mount's handler behind its access rules, its limits and its authentication.
 
-    Looked at in this order: the access rules (403), the rate limit, the limit of
-    requests in progress (both 429). A request refused by one is not counted by
-    the ones after it.
+    Looked at in this order: the access rules (403), the rate limit (429), Basic
+    authentication (401), the limit of requests in progress (429). A request
+    refused by one is not counted by the ones after it. The rate limit comes before
+    the password check, as nginx's limit_req (preaccess phase) comes before its
+    auth_basic (access phase): it slows down a client guessing passwords too.
 
     Args:
         handler: what answers the requests let through.
         rules: the access rules, if any.
         limit: the rate limit, if any.
         connections: the limit of requests in progress per client, if any.
+        auth: the mount's Basic authentication, if any.
     """
 
     def __init__(
@@ -226,14 +230,16 @@ class GuardedHandler:
         rules: AccessRules | None,
         limit: RateLimit | None = None,
         connections: ConnectionLimit | None = None,
+        auth: BasicAuth | None = None,
     ) -> None:
         self.handler = handler
         self.rules = rules
         self.limit = limit
         self.connections = connections
+        self.auth = auth
 
     def handle(self, exchange: Exchange) -> None:
-        """Answer 403 or 429 to a client refused; hand anyone else on."""
+        """Answer 403, 429 or 401 to a client refused; hand anyone else on."""
         request = exchange.request
         if self.rules is not None and self.rules.refuses(request):
             answer_plain(exchange, 403, _FORBIDDEN)
@@ -244,8 +250,15 @@ class GuardedHandler:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
                 answer_plain(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
+        if self.auth is not None:
+            self.auth.check(exchange, self._admit)  # on to _admit if let through
+            return
+        self._admit(exchange)
+
+    def _admit(self, exchange: Exchange) -> None:
+        """Count the request in (``conn_limit``) and hand it to the handler."""
         if self.connections is not None:
-            place = self.connections.admit(request)
+            place = self.connections.admit(exchange.request)
             if place is None:
                 # RFC 6585 4 (nginx's limit_conn answers 503 by default; 429 says
                 # the client itself asks too much, as rate_limit's does). No

@@ -70,8 +70,10 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     referer = request.header(b"referer")
     agent = request.header(b"user-agent")
     status = logged_status(exchange)
+    user = getattr(exchange, "remote_user", None)
+    user_text = "-" if user is None else escape(user.encode("utf-8"))
     return (
-        f'{remote} - - [{timestamp}] "{line}" {status} {exchange.body_sent} '
+        f'{remote} - {user_text} [{timestamp}] "{line}" {status} {exchange.body_sent} '
         f'"{escape(referer) if referer is not None else "-"}" '
         f'"{escape(agent) if agent is not None else "-"}"'
     )

@@ -428,6 +428,17 @@ def _optional_file(value: Any) -> str:
     return path
 
 
+def _realm(value: Any) -> str:
+    text = _header_value(value)
+    if not text:
+        raise ValueError("the realm is empty (nginx's auth_basic off is leaving it out)")
+    try:
+        text.encode("latin-1")  # the challenge is a header field (RFC 9110 5.5)
+    except UnicodeEncodeError:
+        raise ValueError(f"a realm is Latin-1 text: {value!r}") from None
+    return text
+
+
 def _header_value(value: Any) -> str:
     text = _text(value)
     if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in text):
@@ -626,6 +637,7 @@ NETWORKS = Kind(
     "a list of IP addresses or networks (CIDR), and unix: for every UNIX-socket client",
 )
 URL_PATH = Kind("URL-PATH", _url_path, "a URL path starting with /")
+REALM = Kind("REALM", _realm, "a realm name (Latin-1 text)")
 FILE = Kind("FILE", _optional_file, "an existing file")
 HEADER_VALUE = Kind("VALUE", _header_value, "a header field value")
 SERVER_VALUE = Kind("FIELD", _server_header, "a header field value, empty for none")
@@ -1370,6 +1382,24 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         positive=True,
     ),
     Setting(
+        "auth_basic",
+        REALM,
+        None,
+        "Ask for a user and password (HTTP Basic authentication, nginx's auth_basic):"
+        " the realm browsers show. Requests without a user and password of"
+        " auth_basic_user_file get 401.",
+        cli=False,
+    ),
+    Setting(
+        "auth_basic_user_file",
+        FILE,
+        None,
+        "The htpasswd file of auth_basic (nginx's auth_basic_user_file): name:hash"
+        " lines, made with htpasswd -B (bcrypt) or -m, or openssl passwd -6; read"
+        " again when it changes.",
+        cli=False,
+    ),
+    Setting(
         "deny",
         NETWORKS,
         (),
@@ -1936,7 +1966,7 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
 
 #: Mount keys holding a file-system path; relative ones are read from the
 #: configuration file's directory.
-_PATH_KEYS = ("static", "tls_ca")
+_PATH_KEYS = ("static", "tls_ca", "auth_basic_user_file")
 #: The same for host keys.
 _HOST_PATH_KEYS = ("tls_certificate", "tls_key")
 
@@ -1961,6 +1991,11 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     kind = kinds[0]
     if "rate_burst" in parsed and "rate_limit" not in parsed:
         raise ConfigError(f"{where}.rate_burst", "needs rate_limit, the rate it is a burst of")
+    if ("auth_basic" in parsed) != ("auth_basic_user_file" in parsed):
+        missing = "auth_basic_user_file" if "auth_basic" in parsed else "auth_basic"
+        raise ConfigError(
+            where, f"auth_basic and auth_basic_user_file go together: {missing} is missing"
+        )
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would
         # open the mount to everyone: neither is guessed.

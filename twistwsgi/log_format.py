@@ -69,7 +69,7 @@ class LoggedResponse(Protocol):
 VARIABLES: dict[str, str] = {
     "remote_addr": "the client's address (unix: on a UNIX socket)",
     "remote_port": "the client's port",
-    "remote_user": "always - (the server does no authentication)",
+    "remote_user": "the user a mount's auth_basic let through, else -",
     "time_local": "the time the response ended, in the combined format (UTC)",
     "time_iso8601": "the same in ISO 8601 (UTC)",
     "msec": "the same in seconds since the epoch, with milliseconds",
@@ -160,6 +160,12 @@ def request_line(request: _Request) -> bytes:
     return request.method + b" " + request.target
 
 
+def _remote_user(response: LoggedResponse) -> bytes | None:
+    """The user Basic authentication let through (escaped like any request value)."""
+    user = getattr(response, "remote_user", None)
+    return None if user is None else user.encode("utf-8")
+
+
 def _remote_addr(response: LoggedResponse, now: float) -> str:
     peer = response.request.peer
     # A client on a UNIX socket has no address: nginx's $remote_addr is "unix:" then.
@@ -221,7 +227,7 @@ def _note(name: str) -> Value:
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
     "remote_port": _remote_port,
-    "remote_user": lambda response, now: None,
+    "remote_user": lambda response, now: _remote_user(response),
     "time_local": lambda response, now: log_time(now),
     "time_iso8601": _iso8601,
     "msec": lambda response, now: f"{now:.3f}",

@@ -254,7 +254,55 @@ may have up to that many times `conn_limit` in progress. After a `SIGHUP` the ne
 configuration counts afresh: requests still in progress then are not counted
 against it (they give their places back to the old count), so until they end a
 client may have up to twice `conn_limit` in progress. `allow`, `deny` and
-`rate_limit` are looked at first: a request they refuse takes no place.
+`rate_limit` are looked at first: a request they refuse takes no place. A client
+that closes its connection frees its place at once, though the application may go on
+running its request on a thread until it returns (as gunicorn goes on with a request
+nginx gave up on): `app_timeout` and the application's own timeouts bound that.
+
+A mount may ask for a user and password, as nginx's `auth_basic` (HTTP Basic
+authentication, RFC 7617), from an htpasswd file:
+
+```toml
+[[host.mount]]
+path = "/admin"
+app = "myproject.wsgi:application"
+auth_basic = "Staff only"                  # the realm browsers show
+auth_basic_user_file = "/etc/twistwsgi/htpasswd"
+```
+
+```
+htpasswd -cB /etc/twistwsgi/htpasswd alice      # bcrypt (needs the bcrypt package)
+htpasswd -m /etc/twistwsgi/htpasswd bob         # Apache MD5 ($apr1$)
+printf 'carol:%s\n' "$(openssl passwd -6)" >> /etc/twistwsgi/htpasswd   # SHA-512 crypt
+```
+
+A request without a user and password of the file gets `401 Unauthorized` with
+`WWW-Authenticate: Basic realm="Staff only", charset="UTF-8"` and never reaches the
+mount's handler. One let through carries the user's name: `REMOTE_USER` (and
+`AUTH_TYPE = "Basic"`) for an application, `$remote_user` in the access log. The
+`Authorization` field is passed on to the application or upstream as it came, as
+nginx does.
+
+- **The file**: `name:hash` lines (anything after a second colon is a comment, `#`
+  lines and blank lines are skipped). Hashes: bcrypt (`$2y$`, `$2b$`, `$2a$`;
+  `htpasswd -B`, with the `bcrypt` package installed: `pip install
+  'twistwsgi[bcrypt]'`), SHA-512 and SHA-256 crypt (`$6$`, `$5$`; `openssl passwd
+  -6`, `mkpasswd -m sha-512`), MD5 crypt (`$apr1$`, htpasswd's default, and `$1$`),
+  `{SSHA}`, `{SHA}` and `{PLAIN}`. Old DES crypt, yescrypt and the others are refused.
+  A line that cannot be used is a start-up error naming the file and line.
+- **Changes take effect at once**: the file is looked at (`stat`) with each request
+  and read again when it changed, as nginx reads it each time. A file that stops
+  reading (removed, a bad line written) fails closed: `500` and one error in the log,
+  until it is fixed.
+- **Cost**: bcrypt and the crypt schemes are slow on purpose (milliseconds each):
+  they are checked on Twisted's own thread pool, not in the reactor thread nor on
+  the applications' threads; at most 64 checks wait at once per mount, beyond which a
+  request gets `503` with `Retry-After: 1`. Right credentials are remembered (as a
+  digest, until the file changes), so a browser sending them with each request
+  costs one check. `rate_limit` on the same mount is looked at before the password:
+  it slows down a client guessing passwords.
+- Basic authentication sends the password with every request: serve such a mount
+  over TLS only (`--https-redirect on`).
 
 ## Errors
 

@@ -19,8 +19,11 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.logger import Logger
+
 from twistwsgi.access import AccessRules, ConnectionLimit, GuardedHandler, RateLimit
 from twistwsgi.appload import AppLoadError, load_app
+from twistwsgi.basic_auth import BasicAuth, CheckRunner, UserFile, UserFileError
 from twistwsgi.config import (
     ConfigError,
     HostConfig,
@@ -48,6 +51,8 @@ from twistwsgi.threads import ThreadPoolLike
 from twistwsgi.wsgi import AccelResolver, WSGIApplication, WSGIHandler
 
 __all__ = ["MountBuilder", "SiteBuilder", "close_handlers", "describe_routing"]
+
+_log = Logger(namespace="twistwsgi.auth")
 
 #: Builds the handler of a static or proxy mount from the mount and the whole
 #: configuration (registered by those modules).
@@ -168,15 +173,16 @@ class SiteBuilder:
             allow, deny = mount.options.get("allow", ()), mount.options.get("deny", ())
             rate = mount.options.get("rate_limit")
             most = mount.options.get("conn_limit")
+            auth = self._basic_auth(mount)
             guarded[index] = handlers[index]
-            if allow or deny or rate or most:
+            if allow or deny or rate or most or auth:
                 rules = AccessRules(allow, deny, trusted) if allow or deny else None
                 limit = None
                 if rate:
                     burst = mount.options.get("rate_burst", 0)
                     limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
                 connections = ConnectionLimit(most, trusted) if most else None
-                guarded[index] = GuardedHandler(handlers[index], rules, limit, connections)
+                guarded[index] = GuardedHandler(handlers[index], rules, limit, connections, auth)
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
@@ -233,6 +239,25 @@ class SiteBuilder:
             if index not in partners
         ]
 
+    def _basic_auth(self, mount: MountConfig) -> BasicAuth | None:
+        """A mount's Basic authentication, its user file read now (``None``: none).
+
+        Slow password checks go to the reactor's own thread pool (Twisted's, for
+        blocking calls such as name lookups): not the applications' threads, which
+        a client guessing passwords would then hold.
+
+        Raises:
+            ConfigError: the user file cannot be used (naming its line).
+        """
+        realm = mount.options.get("auth_basic")
+        if realm is None:
+            return None
+        try:
+            users = UserFile(mount.options["auth_basic_user_file"])
+        except (UserFileError, OSError) as error:
+            raise ConfigError(f"{mount.where}.auth_basic_user_file", str(error)) from None
+        return BasicAuth(realm, users, _thread_check_runner(self._reactor))
+
     def _app(self, mount: MountConfig) -> WSGIApplication:
         app = self._apps.get(mount.target)
         if app is None:
@@ -242,6 +267,26 @@ class SiteBuilder:
                 raise ConfigError(mount.target_source, str(error)) from None
             self._apps[mount.target] = app
         return app
+
+
+def _thread_check_runner(reactor: Any) -> CheckRunner | None:
+    """Runs password checks on ``reactor``'s thread pool (``None``: it has none)."""
+    get_pool = getattr(reactor, "getThreadPool", None)
+    if get_pool is None:
+        return None
+
+    def run(check: Callable[[], bool], done: Callable[[bool], None]) -> None:
+        def in_thread() -> None:
+            try:
+                right = check()
+            except Exception:
+                _log.failure("A password check failed")
+                right = False
+            reactor.callFromThread(done, right)
+
+        get_pool().callInThread(in_thread)
+
+    return run
 
 
 def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:

@@ -681,6 +681,12 @@ class WSGIHandler:
         # One per request: a partial line one request writes is not finished by
         # another's (the stream is flushed when the request ends).
         environ["wsgi.errors"] = _ErrorStream()
+        user = exchange.remote_user
+        if user is not None:
+            # CGI (RFC 3875 4.1.1, 4.1.11): set by the server that authenticated.
+            # PEP 3333 strings are Latin-1 characters standing for the bytes.
+            environ["AUTH_TYPE"] = "Basic"
+            environ["REMOTE_USER"] = user.encode("utf-8").decode("latin-1")
         return environ
 
     @property

@@ -106,6 +106,8 @@ class Exchange(Protocol):
         log_notes: values a handler leaves for the access log (a proxy's
             ``upstream_addr``, ``upstream_status``, ``upstream_response_time``), set
             by the time the exchange ends; ``None`` when it leaves none.
+        remote_user: the user a mount's Basic authentication let through
+            (``REMOTE_USER``, the access log's ``$remote_user``), else ``None``.
     """
 
     request: RequestHead
@@ -113,6 +115,7 @@ class Exchange(Protocol):
     response_started: bool
     finished: bool
     log_notes: LogNotes | None
+    remote_user: str | None
 
     def receive_body(self, receiver: BodyReceiver) -> None:
         """Attach the receiver for the request body; buffered pieces arrive at once."""

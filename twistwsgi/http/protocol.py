@@ -178,6 +178,7 @@ class Refusal:
 
     client_closed = False
     log_notes: LogNotes | None = None  # no handler saw it
+    remote_user: str | None = None
 
     def __init__(
         self, request: RequestHead | PartialRequest, error: RequestError, started: float
@@ -2076,6 +2077,7 @@ class HTTP11Exchange:
             connection (before the response was complete).
         started: when the first byte of the request arrived (clock seconds).
         log_notes: what the handler left for the access log (see Exchange).
+        remote_user: the user Basic authentication let through (see Exchange).
     """
 
     __slots__ = (
@@ -2104,6 +2106,7 @@ class HTTP11Exchange:
         "dispatched",
         "finished",
         "log_notes",
+        "remote_user",
         "request",
         "response_started",
         "route",
@@ -2123,6 +2126,7 @@ class HTTP11Exchange:
         self.request = request
         self.started = started
         self.log_notes: LogNotes | None = None
+        self.remote_user: str | None = None
         self.route: Route | None = None
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.

@@ -1,0 +1,385 @@
+"""Basic authentication of a mount (auth_basic, auth_basic_user_file) through the router
+and the protocol: the challenge, the user file read again when it changes, slow
+hashes checked off the reactor, REMOTE_USER and $remote_user. Responses are parsed by
+h11; the hashes come from ``openssl passwd`` (an independent implementation).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.logger import formatEvent
+
+from twistwsgi.access import GuardedHandler
+from twistwsgi.access_log import format_combined
+from twistwsgi.basic_auth import MAX_PENDING, BasicAuth, UserFile, UserFileError, credentials
+from twistwsgi.cli import load_config
+from twistwsgi.config import ConfigError
+from twistwsgi.http.request import RequestHead
+from twistwsgi.log_format import LogFormat
+from twistwsgi.routing import Router
+from twistwsgi.site import SiteBuilder
+from twistwsgi.testing import (
+    Connection,
+    ParsedResponse,
+    SynchronousReactorThreads,
+    SynchronousThreadPool,
+    capture_log_events,
+    connect,
+    parse_responses,
+)
+
+# openssl passwd -apr1 -salt saltsalt 'open sesame'
+APR1 = "$apr1$saltsalt$HIDXe7D36X22w1CH4M1cQ."
+# openssl passwd -6 -salt saltsalt 'open sesame'
+SHA512 = (
+    "$6$saltsalt$e/5XKibXPLqVcfjpD.ouauaJrAOL5V0uo80Lt7n7EbRdRiCx3HbQ90yjOHr.G0T."
+    "mx79PEMRy8nmtr0qSYhQp1"
+)
+# "{SHA}" + base64(sha1(b"hunter2"))
+SHA1 = "{SHA}87u9ZqY9S/F0eUBXjsPQEDUw4h0="
+# "{SHA}" + base64(sha1(b"pa:ss")): a password may hold a colon (not a {PLAIN} one,
+# whose second colon starts the comment field, as in nginx)
+SHA1_COLON = "{SHA}XyRLaTIb/WCdo8CuWc58gPVHl68="
+# Openwall's crypt_blowfish test vector for "U*U" (as $2y$, htpasswd -B's prefix)
+BCRYPT = "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+USERS = (
+    f"# staff\nalice:{APR1}\nbob:{SHA1}:Bob Builder\n\ncarol:{SHA512}\n"
+    f"zoë:{SHA1_COLON}\nerin:{BCRYPT}\n"
+)
+
+
+def basic(user: str, password: str) -> tuple[bytes, bytes]:
+    token = base64.b64encode(f"{user}:{password}".encode())
+    return (b"authorization", b"Basic " + token)
+
+
+def site(tmp_path: Path, mount_options: str = "", users: str = USERS) -> Router:
+    (tmp_path / "htpasswd").write_text(users, encoding="utf-8")
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/private"\napp = "tests.apps:whoami"\n'
+        'auth_basic = "Staff only"\nauth_basic_user_file = "htpasswd"\n'
+        f"{mount_options}"
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:whoami"\n'
+    )
+    config = load_config({"config": str(tmp_path / "site.toml")})
+    reactor = SynchronousReactorThreads()
+    reactor.advance(time.time())
+    return Router(SiteBuilder(reactor=reactor, threadpool=SynchronousThreadPool()).build(config))
+
+
+def get(
+    router: Router, target: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> ParsedResponse:
+    connection = connect(router)
+    fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    connection.send(b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
+    [response] = parse_responses(connection.take())
+    return response
+
+
+@pytest.fixture
+def router(tmp_path: Path) -> Router:
+    return site(tmp_path)
+
+
+def test_a_request_without_credentials_is_challenged(router: Router) -> None:
+    """RFC 7617 2: 401 with a Basic challenge naming the realm and UTF-8."""
+    response = get(router, b"/private/report")
+    assert response.status == 401
+    assert response.header(b"www-authenticate") == b'Basic realm="Staff only", charset="UTF-8"'
+    assert get(router, b"/public").status == 200  # other mounts are not guarded
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "expected"),
+    [
+        ("alice", "open sesame", b"alice Basic"),  # $apr1$ (htpasswd -m)
+        ("bob", "hunter2", b"bob Basic"),  # {SHA}
+        ("carol", "open sesame", b"carol Basic"),  # $6$ (openssl passwd -6)
+        ("erin", "U*U", b"erin Basic"),  # bcrypt (htpasswd -B)
+        ("zoë", "pa:ss", "zoë Basic".encode().decode("latin-1").encode("latin-1")),
+    ],
+)
+def test_users_of_the_file_get_through_as_remote_user(
+    router: Router, user: str, password: str, expected: bytes
+) -> None:
+    """Each hash scheme lets its user in; the application sees REMOTE_USER and
+    AUTH_TYPE (CGI), the user's UTF-8 name as PEP 3333 strings carry bytes; a
+    password may hold a colon (only the user-id cannot).
+    """
+    response = get(router, b"/private/x", [basic(user, password)])
+    assert (response.status, response.body) == (200, expected)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        basic("alice", "open sesam")[1],
+        basic("alice", "open sesame ")[1],
+        basic("mallory", "open sesame")[1],
+        basic("ALICE", "open sesame")[1],
+        b"Bearer abc",
+        b"Basic",
+        b"Basic !!!!",
+        b"Basic " + base64.b64encode(b"no colon here"),
+        b"Basic " + base64.b64encode(b"\xff\xfe:open sesame"),
+        b"Digest username=alice",
+    ],
+)
+def test_anything_else_is_challenged(router: Router, authorization: bytes) -> None:
+    response = get(router, b"/private/x", [(b"authorization", authorization)])
+    assert response.status == 401
+    assert response.header(b"www-authenticate") is not None
+
+
+def test_the_scheme_name_is_case_insensitive_and_two_fields_are_refused(router: Router) -> None:
+    _, value = basic("bob", "hunter2")
+    assert get(router, b"/private/x", [(b"authorization", b"bAsIc" + value[5:])]).status == 200
+    twice = [basic("bob", "hunter2"), basic("bob", "hunter2")]
+    assert get(router, b"/private/x", twice).status == 401
+
+
+def test_the_rate_limit_comes_before_the_password(tmp_path: Path) -> None:
+    """As nginx's limit_req (preaccess) before auth_basic (access): a client guessing
+    passwords is slowed down, its guesses never checked past the rate.
+    """
+    router = site(tmp_path, 'rate_limit = "1r/m"\n')
+    assert get(router, b"/private/x", [basic("alice", "guess1")]).status == 401
+    assert get(router, b"/private/x", [basic("alice", "guess2")]).status == 429
+    assert get(router, b"/private/x", [basic("alice", "open sesame")]).status == 429
+
+
+def test_the_file_is_read_again_when_it_changes(tmp_path: Path, router: Router) -> None:
+    """A change by htpasswd takes effect at once, as nginx reads the file for each request: a
+    user added gets in, one removed is out, remembered credentials included.
+    """
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 200
+    (tmp_path / "htpasswd").write_text(f"alice:{APR1}\ndave:{{PLAIN}}x\n")
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 401
+    assert get(router, b"/private/x", [basic("dave", "x")]).status == 200
+
+
+def test_a_file_that_breaks_fails_closed_with_one_error(tmp_path: Path, router: Router) -> None:
+    """A bad line written, or the file gone: 500 (as nginx when it cannot read it),
+    never an open door, and one error in the log until it changes again.
+    """
+    with capture_log_events() as events:
+        (tmp_path / "htpasswd").write_text("alice:$y$j9T$bad\n")
+        for _ in range(3):
+            assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 500
+        os.remove(tmp_path / "htpasswd")
+        assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 500
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.auth"]
+    assert len(lines) == 2
+    assert "htpasswd:1" in lines[0] and "answered 500" in lines[0]
+    assert "htpasswd" in lines[1]
+    (tmp_path / "htpasswd").write_text(USERS)
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("alice\n", "htpasswd:1: expected name:hash"),
+        (f"alice:{APR1}\nalice:{SHA1}\n", "htpasswd:2: 'alice' is given twice"),
+        ("# nobody\n", "htpasswd: no users"),
+        ("alice:\n", "htpasswd:1: 'alice' has no password hash"),
+        ("alice:abcdefghijklm\n", "htpasswd:1: 'alice': "),  # DES crypt
+    ],
+)
+def test_a_user_file_it_cannot_use_is_a_start_up_error(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        site(tmp_path, users=content)
+    message = str(raised.value)
+    assert "host[0].mount[0].auth_basic_user_file" in message
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ('auth_basic = "x"\n', "auth_basic_user_file is missing"),
+        ('auth_basic_user_file = "htpasswd"\n', "auth_basic is missing"),
+        ('auth_basic = ""\nauth_basic_user_file = "htpasswd"\n', "the realm is empty"),
+        ('auth_basic = "x"\nauth_basic_user_file = "nowhere"\n', "does not exist"),
+    ],
+)
+def test_configuration_errors(tmp_path: Path, options: str, problem: str) -> None:
+    (tmp_path / "htpasswd").write_text(USERS)
+    (tmp_path / "site.toml").write_text(
+        f'[[host]]\nnames = ["a"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n{options}'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config({"config": str(tmp_path / "site.toml")})
+    assert problem in str(raised.value)
+
+
+def test_a_realm_with_quotes_is_escaped(tmp_path: Path) -> None:
+    (tmp_path / "htpasswd").write_text(USERS)
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:whoami"\n'
+        'auth_basic = \'say "hi" \\ bye\'\nauth_basic_user_file = "htpasswd"\n'
+    )
+    config = load_config({"config": str(tmp_path / "site.toml")})
+    built = Router(
+        SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()).build(
+            config
+        )
+    )
+    connection = connect(built)
+    connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"www-authenticate") == (
+        b'Basic realm="say \\"hi\\" \\\\ bye", charset="UTF-8"'
+    )
+
+
+# -- slow hashes, off the reactor thread ---------------------------------------------
+
+
+class HeldChecks:
+    """A check runner that keeps each check until the test runs it (a busy pool)."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Callable[[], bool], Callable[[bool], None]]] = []
+
+    def __call__(self, check: Callable[[], bool], done: Callable[[bool], None]) -> None:
+        self.held.append((check, done))
+
+    def run_all(self) -> None:
+        held, self.held = self.held, []
+        for check, done in held:
+            done(check())
+
+
+def guarded(tmp_path: Path, runner: HeldChecks) -> tuple[GuardedHandler, list[str]]:
+    (tmp_path / "htpasswd").write_text(USERS)
+    seen: list[str] = []
+
+    class Recorder:
+        def handle(self, exchange: Any) -> None:
+            seen.append(exchange.remote_user)
+            exchange.start_response(200, [(b"Content-Length", b"2")])
+            exchange.finish(b"ok")
+
+    auth = BasicAuth("r", UserFile(str(tmp_path / "htpasswd")), runner)
+    return GuardedHandler(Recorder(), None, auth=auth), seen
+
+
+def send(handler: GuardedHandler, *headers: tuple[bytes, bytes]) -> Connection:
+    connection = connect(handler)
+    fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")
+    return connection
+
+
+def test_a_slow_hash_is_checked_off_the_reactor_then_remembered(tmp_path: Path) -> None:
+    """MD5-crypt and SHA-crypt are checked by the runner (a thread), the request
+    answered when the check comes back; right credentials are then remembered, so
+    a browser sending them with every request costs one check. A fast hash is
+    checked at once.
+    """
+    runner = HeldChecks()
+    handler, seen = guarded(tmp_path, runner)
+    first = send(handler, basic("carol", "open sesame"))
+    assert first.take() == b"" and len(runner.held) == 1
+    runner.run_all()
+    assert parse_responses(first.take())[0].status == 200
+    again = send(handler, basic("carol", "open sesame"))
+    assert parse_responses(again.take())[0].status == 200 and runner.held == []
+    wrong = send(handler, basic("alice", "guess"))
+    runner.run_all()
+    assert parse_responses(wrong.take())[0].status == 401
+    fast = send(handler, basic("bob", "hunter2"))
+    assert parse_responses(fast.take())[0].status == 200 and runner.held == []
+    assert seen == ["carol", "carol", "bob"]
+
+
+def test_a_client_gone_during_the_check_is_not_handed_on(tmp_path: Path) -> None:
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    runner = HeldChecks()
+    handler, seen = guarded(tmp_path, runner)
+    connection = send(handler, basic("alice", "open sesame"))
+    connection.protocol.connectionLost(Failure(ConnectionDone()))
+    runner.run_all()
+    assert seen == []
+
+
+def test_too_many_checks_waiting_are_answered_503(tmp_path: Path) -> None:
+    """A flood of guesses does not queue without bound: past MAX_PENDING waiting
+    checks, 503 with Retry-After, and the count comes down as checks return.
+    """
+    runner = HeldChecks()
+    handler, _ = guarded(tmp_path, runner)
+    waiting = [send(handler, basic("alice", f"guess{n}")) for n in range(MAX_PENDING)]
+    refused = send(handler, basic("alice", "one more"))
+    [response] = parse_responses(refused.take())
+    assert (response.status, response.header(b"retry-after")) == (503, b"1")
+    runner.run_all()
+    assert all(parse_responses(c.take())[0].status == 401 for c in waiting)
+    later = send(handler, basic("alice", "open sesame"))
+    runner.run_all()
+    assert parse_responses(later.take())[0].status == 200
+
+
+# -- the access log --------------------------------------------------------------------
+
+
+def test_the_access_log_names_the_user(tmp_path: Path) -> None:
+    """$remote_user, in the combined format and in a template, as nginx logs it."""
+    lines: list[str] = []
+    templated: list[str] = []
+    template = LogFormat("$remote_user|$status")
+    router = site(tmp_path)
+
+    def log(exchange: Any) -> None:
+        lines.append(format_combined(exchange, "T"))
+        templated.append(template.format(exchange, 0.0))
+
+    for headers in ([basic("bob", "hunter2")], [basic("zoë", "pa:ss")], []):
+        connection = connect(router, response_log=log)
+        fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        connection.send(b"GET /private/x HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
+    assert [line.split(" [")[0] for line in lines] == [
+        "127.0.0.1 - bob",
+        "127.0.0.1 - zo\\xC3\\xAB",
+        "127.0.0.1 - -",
+    ]
+    assert templated == ["bob|200", "zo\\xC3\\xAB|200", "-|401"]
+
+
+def test_credentials_parse() -> None:
+    def head(*values: bytes) -> RequestHead:
+        return RequestHead(
+            method=b"GET",
+            target=b"/",
+            path=b"/",
+            decoded_path=b"/",
+            query=b"",
+            version=b"1.1",
+            headers=[(b"Authorization", value) for value in values],
+            authority=b"a",
+            content_length=None,
+            chunked=False,
+            scheme="http",
+            peer=("127.0.0.1", 1),
+            local=None,
+        )
+
+    given = credentials(head(b"Basic " + base64.b64encode(b"a:b:c")))
+    assert given is not None and (given.user, given.password) == ("a", b"b:c")
+    assert credentials(head()) is None
+    with pytest.raises(UserFileError):
+        UserFile(str(Path("/nonexistent/htpasswd")))
