@@ -566,3 +566,32 @@ def test_one_worker_is_replaced_after_its_max_requests(socket_path: Path) -> Non
         assert answered_by(socket_path)[0] == second
     finally:
         assert server.stop() == 0
+
+
+def test_reload_replaces_the_worker_when_a_python_file_changes(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """--reload (development): one worker, replaced when a Python file under the
+    start directory is saved; a save that does not import leaves it serving.
+    """
+    write_release(tmp_path, "A")
+    server = Server(
+        *("--app", "release_app:app", "--listen", f"unix:{socket_path}", "--reload"),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        first = started_workers(server, 1)
+        server.wait_for("--reload: watching 1 Python files under")
+        server.wait_for("with 1 worker process")
+        assert release_answer(socket_path)[0] == "A"
+        write_release(tmp_path, "Bb")
+        server.wait_for("release_app.py changed: reloading")
+        server.wait_for("Reloaded: 1 new worker process(es) serve")
+        answer, pid, _ = release_answer(socket_path)
+        assert (answer, pid in first.values()) == ("Bb", False)
+        (tmp_path / "release_app.py").write_text("def app(:\n")
+        server.wait_for("Reload refused, the old workers keep serving")
+        assert release_answer(socket_path)[0] == "Bb"
+    finally:
+        assert server.stop() == 0

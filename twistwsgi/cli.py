@@ -32,6 +32,7 @@ from twisted.application.service import Service
 from twisted.internet import endpoints as twisted_endpoints
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -56,6 +57,7 @@ from twistwsgi.host_certificates import (
 )
 from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.site import describe_routing
+from twistwsgi.source_watch import WATCHED_LIMIT, SourceWatcher
 
 if TYPE_CHECKING:
     from twistwsgi.supervisor import Supervisor
@@ -725,7 +727,7 @@ def makeService(options: Options) -> Service:
             # it again at exit).
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
-    if config.workers:
+    if config.workers or config.reload:
         return _supervisor(reactor, options, endpoints)
     try:
         service = make_service(
@@ -852,7 +854,7 @@ def _supervisor(
 
     supervisor = Supervisor(
         endpoints,
-        workers=config.workers,
+        workers=config.workers or 1,  # (--reload alone: one worker)
         reactor=reactor,
         configuration=configuration,
         graceful_timeout=config.graceful_timeout,
@@ -877,7 +879,7 @@ def _supervisor(
             return
         if accepted.listen != config.listen:
             _log.warn(_LISTEN_WAITS)
-        if not accepted.workers:
+        if not accepted.workers and not config.reload:
             _log.warn(
                 "Reload: serving without worker processes (workers = 0) takes effect at"
                 " the next restart"
@@ -885,11 +887,53 @@ def _supervisor(
         supervisor.reload(
             accepted.graceful_timeout,
             text.decode("utf-8") if text is not None else None,
-            accepted.workers,
+            accepted.workers or (1 if config.reload else None),
         )
 
     reactor.callWhenRunning(_on_reload_signals, reactor, reload, supervisor.reopen_access_log)
+    if config.reload:
+        watched = [os.path.join(start_directory, given["config"])] if given.get("config") else []
+        reactor.callWhenRunning(
+            watch_sources, reactor, SourceWatcher([start_directory], watched), reload
+        )
     return supervisor
+
+
+#: Seconds between two looks at the sources with ``--reload``.
+RELOAD_POLL_INTERVAL = 1.0
+
+
+def watch_sources(clock: Any, watcher: SourceWatcher, reload: Callable[[], object]) -> Any:
+    """Look for changed sources every second; ``reload`` when there are (``--reload``).
+
+    Returns:
+        The looping call (stopped with the reactor).
+    """
+    if watcher.watched > WATCHED_LIMIT:
+        _log.warn(
+            "--reload watches {count} files under {roots}: looking at them every second"
+            " costs; start the server in the project's own directory",
+            count=watcher.watched,
+            roots=", ".join(watcher.roots),
+        )
+    else:
+        _log.info(
+            "--reload: watching {count} Python files under {roots}",
+            count=watcher.watched,
+            roots=", ".join(watcher.roots),
+        )
+
+    def look() -> None:
+        changed = watcher.changed()
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            _log.info("{path}{more} changed: reloading", path=changed[0], more=more)
+            reload()
+
+    looping = LoopingCall(look)
+    looping.clock = clock
+    looping.start(RELOAD_POLL_INTERVAL, now=False)
+    return looping
 
 
 #: CPython's own collection thresholds, as they were before any application loaded.

@@ -807,6 +807,17 @@ SETTINGS: tuple[Setting, ...] = (
         file=False,
     ),
     Setting(
+        "reload",
+        BOOL,
+        False,
+        "For development: replace the worker processes (one, unless --workers says"
+        " more) whenever a Python file under the directory the server was started in,"
+        " or the configuration file, changes, as gunicorn's and uvicorn's --reload do;"
+        " new code that does not import leaves the old workers serving. Not for"
+        " production: every save starts new processes.",
+        file=False,
+    ),
+    Setting(
         "check_config",
         BOOL,
         False,
@@ -1704,6 +1715,7 @@ class ServerConfig:
         http: limits and timeouts of the HTTP protocol.
         config_file: the configuration file it was read from, if any (for reload).
         check_config: whether to check and exit instead of serving.
+        reload: whether worker processes are replaced when the source changes.
         sources: where each server setting given came from (``--listen`` or
             ``site.toml: server.listen``), for errors found after validation.
     """
@@ -1732,6 +1744,7 @@ class ServerConfig:
     http: HttpSettings = field(default_factory=HttpSettings)
     config_file: str | None = None
     check_config: bool = False
+    reload: bool = False
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
@@ -2319,5 +2332,6 @@ def build_config(
         http=http,
         config_file=resolved["config"] or file,
         check_config=resolved["check_config"],
+        reload=resolved["reload"],
         sources={name: source(name) for name in values},
     )
