@@ -383,3 +383,139 @@ def test_credentials_parse() -> None:
     assert credentials(head()) is None
     with pytest.raises(UserFileError):
         UserFile(str(Path("/nonexistent/htpasswd")))
+
+
+# -- what the review of the first cut found ------------------------------------------
+
+
+def test_the_static_files_of_a_protected_application_are_protected(tmp_path: Path) -> None:
+    """A static mount with fallthrough and the application at the same path are one
+    place: the password set on the application covers the files.
+    """
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "export.csv").write_text("secret,data\n")
+    (tmp_path / "htpasswd").write_text(USERS)
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/admin"\nstatic = "files"\nfallthrough = true\n'
+        '[[host.mount]]\npath = "/admin"\napp = "tests.apps:whoami"\n'
+        'auth_basic = "Staff"\nauth_basic_user_file = "htpasswd"\n'
+    )
+    config = load_config({"config": str(tmp_path / "site.toml")})
+    router = Router(
+        SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()).build(
+            config
+        )
+    )
+    assert get(router, b"/admin/export.csv").status == 401
+    assert get(router, b"/admin/dashboard").status == 401
+    allowed = get(router, b"/admin/export.csv", [basic("bob", "hunter2")])
+    assert (allowed.status, allowed.body) == (200, b"secret,data\n")
+    assert get(router, b"/admin/dashboard", [basic("bob", "hunter2")]).body == b"bob Basic"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("bob:{PLAIN}\n", "'bob' has an empty password"),
+        # U+2028 is no line end here: one user, whose password holds it.
+        ("bob:{PLAIN}a\u2028mallory:{PLAIN}b\n", None),
+    ],
+)
+def test_user_file_lines(tmp_path: Path, content: str, problem: str | None) -> None:
+    if problem is not None:
+        with pytest.raises(ConfigError, match=problem):
+            site(tmp_path, users=content)
+        return
+    router = site(tmp_path, users=content)
+    assert get(router, b"/private/x", [basic("mallory", "b")]).status == 401
+    # (its second colon starts the comment field)
+    assert get(router, b"/private/x", [basic("bob", "a\u2028mallory")]).status == 200
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path) -> None:
+    (tmp_path / "htpasswd").write_bytes(b"\xef\xbb\xbfbob:" + SHA1.encode() + b"\r\n")
+    router = site(tmp_path, users=(tmp_path / "htpasswd").read_text(encoding="utf-8"))
+    (tmp_path / "htpasswd").write_bytes(b"\xef\xbb\xbfbob:" + SHA1.encode() + b"\r\n")
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 200
+
+
+def test_a_token_without_its_padding_is_taken(router: Router) -> None:
+    _, value = basic("bob", "hunter2")
+    assert value.endswith(b"=")
+    assert get(router, b"/private/x", [(b"authorization", value.rstrip(b"="))]).status == 200
+
+
+def test_a_very_long_password_is_refused_unchecked(tmp_path: Path) -> None:
+    """SHA-crypt's cost grows with the password's length: past 512 bytes, no check."""
+    runner = HeldChecks()
+    handler, _ = guarded(tmp_path, runner)
+    refused = send(handler, basic("carol", "x" * 513))
+    assert parse_responses(refused.take())[0].status == 401 and runner.held == []
+    send(handler, basic("carol", "x" * 512))
+    assert len(runner.held) == 1
+
+
+def test_a_rewrite_keeping_every_stat_field_is_seen_while_recent(
+    tmp_path: Path, router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On coarse timestamps a same-size rewrite within one tick keeps the stat: a
+    file changed in the last seconds is read again at each request.
+    """
+    import twistwsgi.basic_auth
+
+    monkeypatch.setattr(twistwsgi.basic_auth, "_file_signature", lambda info: (1, 2, 3, 4))
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 200
+    (tmp_path / "htpasswd").write_text(USERS.replace("bob:", "rob:"))
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 401
+    old = time.time() - 60
+    os.utime(tmp_path / "htpasswd", (old, old))
+    (tmp_path / "htpasswd").write_text(USERS)
+    os.utime(tmp_path / "htpasswd", (old, old))
+    # Settled (and, here, the same stat): not read again.
+    assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 401
+
+
+def test_checks_queued_when_the_server_stops_are_dropped() -> None:
+    """The password thread runs what it was given, but not what waits once the
+    server stops: nobody waits for those answers, and the stop would wait for them.
+    """
+    import threading
+
+    from twistwsgi.site import _password_thread, _thread_check_runner
+
+    class Reactor:
+        def __init__(self) -> None:
+            self.triggers: list[Callable[[], None]] = []
+            self.answers: list[bool] = []
+
+        def addSystemEventTrigger(self, phase: str, event: str, func: Any) -> None:
+            self.triggers.append(func)
+
+        def callFromThread(self, func: Any, *args: Any) -> None:
+            func(*args)
+
+    reactor = Reactor()
+    runner = _thread_check_runner(reactor)
+    assert runner is not None
+    running, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def slow() -> bool:
+        running.set()
+        release.wait(10)
+        ran.append("slow")
+        return True
+
+    def queued() -> bool:
+        ran.append("queued")
+        return True
+
+    runner(slow, reactor.answers.append)
+    runner(queued, reactor.answers.append)
+    assert running.wait(10)
+    _password_thread.stopping = True  # (what the shutdown trigger sets first)
+    release.set()
+    [stop] = reactor.triggers
+    stop()
+    assert ran == ["slow"]

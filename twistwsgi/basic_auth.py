@@ -30,7 +30,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -53,6 +55,14 @@ _log = Logger(namespace="twistwsgi.auth")
 MAX_PENDING = 64
 #: Right credentials remembered per mount (until the file changes).
 REMEMBERED = 4096
+#: The longest password checked: SHA-crypt's cost grows with its length, and a
+#: client sending a long one would make every check cost seconds. libxcrypt, the
+#: system's crypt(), refuses longer ones too.
+MAX_PASSWORD = 512
+#: A file modified less than this many seconds ago is read again at each request:
+#: on a file system with coarse timestamps, a rewrite of the same size within one
+#: tick keeps every field of its stat (a changed password would go unseen).
+SETTLING = 2.0
 
 #: Runs a check off the reactor thread: ``(check, done)`` calls ``done(check())``
 #: back in the reactor thread.
@@ -97,7 +107,7 @@ class UserFile:
             info = os.stat(self.path)
         except OSError as error:
             return self._fail(f"cannot read {self.path}: {error.strerror}", None)
-        if _file_signature(info) != self._signature:
+        if _file_signature(info) != self._signature or time.time() - info.st_mtime < SETTLING:
             self._load(info, strict=False)
         return self.broken is None
 
@@ -116,10 +126,12 @@ class UserFile:
                 raise
             self._fail(str(error), info)
             return
+        changed = users != self.users or self.broken is not None
         self.users = users
         self.broken = None
         self._signature = _file_signature(info)
-        self.generation += 1
+        if changed:
+            self.generation += 1
 
     def _fail(self, problem: str, info: os.stat_result | None) -> bool:
         if self.broken != problem:
@@ -143,11 +155,14 @@ def parse_user_file(data: bytes, path: str) -> dict[str, str]:
     """
     users: dict[str, str] = {}
     try:
-        text = data.decode("utf-8")
+        # An editor's byte order mark would otherwise be part of the first name.
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as error:
         where = data[: error.start].count(b"\n") + 1
         raise UserFileError(f"{path}:{where}: not UTF-8 text") from None
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at LF (CR LF too): not at U+2028 and the other characters
+    # str.splitlines() also breaks at, which a {PLAIN} password may hold.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -157,6 +172,8 @@ def parse_user_file(data: bytes, path: str) -> dict[str, str]:
         stored = rest.split(":", 1)[0].strip()
         if not stored:
             raise UserFileError(f"{path}:{number}: {name!r} has no password hash")
+        if stored == "{PLAIN}":
+            raise UserFileError(f"{path}:{number}: {name!r} has an empty password")
         try:
             passwords.check_hash(stored)
         except ValueError as error:
@@ -200,7 +217,8 @@ def credentials(request: RequestHead) -> Credentials | None:
     if scheme.lower() != b"basic" or not token:
         return None
     try:
-        decoded = base64.b64decode(token, validate=True)
+        # Padding may be left out (nginx takes such tokens as well).
+        decoded = base64.b64decode(token + b"=" * (-len(token) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
     user_id, colon, password = decoded.partition(b":")
@@ -229,7 +247,10 @@ class BasicAuth:
         escaped = realm.replace("\\", "\\\\").replace('"', '\\"')
         # RFC 7617 §2.1: the charset parameter says names and passwords are UTF-8.
         self.challenge = f'Basic realm="{escaped}", charset="UTF-8"'.encode("latin-1")
+        # Credentials that were right, by a keyed digest (the key is this process's
+        # alone: nothing in memory can be matched against a list of guesses).
         self._remembered: OrderedDict[bytes, str] = OrderedDict()
+        self._key = os.urandom(32)
         self._generation = users.generation
         self._logged_problem: str | None = None
         self.pending = 0
@@ -257,7 +278,7 @@ class BasicAuth:
         if given is None:
             self._challenge(exchange)
             return
-        key = hashlib.sha256(given.token).digest()
+        key = hmac.digest(self._key, given.token, hashlib.sha256)
         remembered = self._remembered.get(key)
         if remembered is not None:
             self._remembered.move_to_end(key)
@@ -265,7 +286,7 @@ class BasicAuth:
             admit(exchange)
             return
         stored = users.users.get(given.user)
-        if stored is None:
+        if stored is None or len(given.password) > MAX_PASSWORD:
             self._challenge(exchange)
             return
         generation = users.generation

@@ -48,13 +48,22 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Protocol
 
-__all__ = ["MAX_ROUNDS", "UnsupportedHash", "check_hash", "is_slow", "verify_password"]
+__all__ = [
+    "MAX_BCRYPT_COST",
+    "MAX_ROUNDS",
+    "UnsupportedHash",
+    "check_hash",
+    "is_slow",
+    "verify_password",
+]
 
 #: The most SHA-crypt rounds an entry may ask for. Verification runs on every request
 #: that presents a password, so rounds are a cost any client can make the server pay:
 #: at about half a microsecond a round here, this is half a second a guess. It still
 #: admits the larger settings in use (passlib's default for $6$ is 656000).
 MAX_ROUNDS = 1_000_000
+#: The highest bcrypt cost an entry may have (htpasswd -B's own limit).
+MAX_BCRYPT_COST = 17
 
 # What a refusal tells the administrator to do: both make a hash verified here, and
 # both tools are where htpasswd files are made.
@@ -415,8 +424,10 @@ def _bcrypt_verifier(stored: str) -> _Verifier:
     match = _BCRYPT.fullmatch(stored)
     if match is None:
         raise ValueError(f"a {stored[:4]} entry not of the form {stored[:4]}NN$ and 53 characters")
-    if not 4 <= int(match[1]) <= 31:
-        raise ValueError(f"a {stored[:4]} entry whose cost is not between 04 and 31")
+    if not 4 <= int(match[1]) <= MAX_BCRYPT_COST:
+        # Each step doubles the time of a check any client can ask for: cost 17 is
+        # seconds a guess, 31 a day and a half. htpasswd -B takes up to 17 too.
+        raise ValueError(f"a {stored[:4]} entry whose cost is not between 04 and {MAX_BCRYPT_COST}")
     bcrypt = _bcrypt_module()
     # $2y$ is PHP's and Apache's name for what OpenBSD calls $2b$ (the same algorithm);
     # not every release of the bcrypt package accepts $2y$, all accept $2b$.

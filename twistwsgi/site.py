@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from twistwsgi.access import AccessRules, ConnectionLimit, GuardedHandler, RateLimit
 from twistwsgi.appload import AppLoadError, load_app
@@ -169,6 +170,7 @@ class SiteBuilder:
         # too). A reload builds new limits with empty counts: the requests in progress
         # then give their places back to the old ones, which go away with them.
         guarded: dict[int, Handler] = {}
+        auths: dict[int, BasicAuth] = {}
         for index, mount in enumerate(host.mounts):
             allow, deny = mount.options.get("allow", ()), mount.options.get("deny", ())
             rate = mount.options.get("rate_limit")
@@ -183,11 +185,19 @@ class SiteBuilder:
                     limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
                 connections = ConnectionLimit(most, trusted) if most else None
                 guarded[index] = GuardedHandler(handlers[index], rules, limit, connections, auth)
+                if auth is not None:
+                    auths[index] = auth
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
         partners: set[int] = set()
         passes_to: dict[int, int] = {}
+        for index, mount in enumerate(host.mounts):
+            if isinstance(handlers[index], StaticHandler) and mount.options.get("fallthrough"):
+                for other_index, other in enumerate(host.mounts):
+                    if other_index != index and other.prefix == mount.prefix:
+                        # (Before any fallback below is wired to this mount's guard.)
+                        self._share_password(index, other_index, handlers, guarded, auths)
         for index, mount in enumerate(host.mounts):
             handler = handlers[index]
             if not (isinstance(handler, StaticHandler) and mount.options.get("fallthrough")):
@@ -239,12 +249,40 @@ class SiteBuilder:
             if index not in partners
         ]
 
+    @staticmethod
+    def _share_password(
+        static: int,
+        partner: int,
+        handlers: dict[int, Handler],
+        guarded: dict[int, Handler],
+        auths: dict[int, BasicAuth],
+    ) -> None:
+        """The password of a path held by a static mount and its partner, for both.
+
+        The pair is one place (nginx's ``location`` with ``try_files $uri @app``):
+        ``auth_basic`` set on the partner alone would leave the static files public,
+        a protected application's exports included. The static mount takes the
+        partner's when it has none (the partner checks again on a miss: the
+        credentials are remembered by then). ``allow``, ``deny`` and the limits stay
+        each mount's own: public files in front of an application for the office
+        only is a use of its own.
+        """
+        auth = auths.get(partner)
+        if auth is None or static in auths:
+            return
+        current = guarded[static]
+        if isinstance(current, GuardedHandler):
+            current.auth = auth
+        else:
+            guarded[static] = GuardedHandler(handlers[static], None, auth=auth)
+        auths[static] = auth
+
     def _basic_auth(self, mount: MountConfig) -> BasicAuth | None:
         """A mount's Basic authentication, its user file read now (``None``: none).
 
-        Slow password checks go to the reactor's own thread pool (Twisted's, for
-        blocking calls such as name lookups): not the applications' threads, which
-        a client guessing passwords would then hold.
+        Slow password checks go to a thread of their own (see
+        :func:`_thread_check_runner`): not the applications' threads, which a
+        client guessing passwords would then hold.
 
         Raises:
             ConfigError: the user file cannot be used (naming its line).
@@ -270,13 +308,22 @@ class SiteBuilder:
 
 
 def _thread_check_runner(reactor: Any) -> CheckRunner | None:
-    """Runs password checks on ``reactor``'s thread pool (``None``: it has none)."""
-    get_pool = getattr(reactor, "getThreadPool", None)
-    if get_pool is None:
-        return None
+    """Runs password checks on the process's password thread (``None``: no threads).
+
+    One thread, of its own: MD5-crypt and SHA-crypt are Python loops that hold the
+    GIL, so a thread per check would take the reactor's time as well (a flood of
+    guesses slowed every other request by tens of milliseconds); and Twisted's own
+    pool would queue name lookups behind them. With one thread the reactor gets the
+    GIL back at each switch interval. Checks still queued when the server stops are
+    dropped, not run.
+    """
+    if not (hasattr(reactor, "addSystemEventTrigger") and hasattr(reactor, "callFromThread")):
+        return None  # (a test's reactor: checks run at once)
 
     def run(check: Callable[[], bool], done: Callable[[bool], None]) -> None:
         def in_thread() -> None:
+            if _password_thread.stopping:
+                return  # the server stops: nobody waits for this answer
             try:
                 right = check()
             except Exception:
@@ -284,9 +331,36 @@ def _thread_check_runner(reactor: Any) -> CheckRunner | None:
                 right = False
             reactor.callFromThread(done, right)
 
-        get_pool().callInThread(in_thread)
+        _password_thread.pool(reactor).callInThread(in_thread)
 
     return run
+
+
+class _PasswordThread:
+    """The one thread password checks run on, started when first needed."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPool | None = None
+        self.stopping = False
+
+    def pool(self, reactor: Any) -> ThreadPool:
+        if self._pool is None:
+            self.stopping = False
+            self._pool = ThreadPool(minthreads=0, maxthreads=1, name="twistwsgi-passwords")
+            self._pool.start()
+            # As Twisted stops its own pool: during shutdown, after the listeners.
+            reactor.addSystemEventTrigger("during", "shutdown", self.stop)
+        return self._pool
+
+    def stop(self) -> None:
+        self.stopping = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+
+
+#: Process-wide, as the reactor and its own thread pool are.
+_password_thread = _PasswordThread()
 
 
 def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
