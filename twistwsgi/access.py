@@ -12,6 +12,9 @@ after the access rules. One with ``conn_limit`` answers ``429`` too to a client 
 already has that many requests in progress there (see :class:`ConnectionLimit`),
 after the rate limit: a request the rate limit refused takes no place.
 
+The 403 and 429 answers go out through :func:`~twistwsgi.routing.answer_error`, so a
+host's error page replaces their plain-text bodies (``Retry-After`` stays).
+
 The client is the connection's peer. From a proxy in ``trusted_proxies``, it is the
 address that proxy reports (see :func:`client_address`), as nginx's
 ``set_real_ip_from`` with ``real_ip_recursive on`` has it.
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from twistwsgi.forwarding import Networks, TrustedProxies
 from twistwsgi.http.request import RequestHead
-from twistwsgi.routing import answer_plain
+from twistwsgi.routing import answer_error
 
 if TYPE_CHECKING:
     from twistwsgi.basic_auth import BasicAuth
@@ -242,13 +245,13 @@ class GuardedHandler:
         """Answer 403, 429 or 401 to a client refused; hand anyone else on."""
         request = exchange.request
         if self.rules is not None and self.rules.refuses(request):
-            answer_plain(exchange, 403, _FORBIDDEN)
+            answer_error(exchange, 403, _FORBIDDEN)
             return
         if self.limit is not None:
             wait = self.limit.retry_after(request)
             if wait is not None:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
-                answer_plain(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
+                answer_error(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
         if self.auth is not None:
             self.auth.check(exchange, self._admit)  # on to _admit if let through
@@ -264,7 +267,7 @@ class GuardedHandler:
                 # the client itself asks too much, as rate_limit's does). No
                 # Retry-After (RFC 6585 4 makes it optional): a place frees when one
                 # of the client's own requests ends, which no one can tell ahead.
-                answer_plain(exchange, 429, _TOO_MANY)
+                answer_error(exchange, 429, _TOO_MANY)
                 return
             exchange.on_close(place.release)
             if exchange.finished:

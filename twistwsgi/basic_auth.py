@@ -41,7 +41,7 @@ from twisted.logger import Logger
 
 from twistwsgi import passwords
 from twistwsgi.http.request import RequestHead
-from twistwsgi.routing import answer_plain
+from twistwsgi.routing import answer_error
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -262,7 +262,7 @@ class BasicAuth:
         """
         users = self.users
         if not users.refresh():
-            answer_plain(exchange, 500, _ERROR_BODY)
+            answer_error(exchange, 500, _ERROR_BODY)
             if users.broken != self._logged_problem:
                 # One line for each change of the file, not one per request.
                 self._logged_problem = users.broken
@@ -310,7 +310,7 @@ class BasicAuth:
             checked(passwords.verify_password(password, stored))
             return
         if self.pending >= MAX_PENDING:
-            answer_plain(exchange, 503, _BUSY_BODY, [(b"Retry-After", b"1")])
+            answer_error(exchange, 503, _BUSY_BODY, [(b"Retry-After", b"1")])
             return
         self.pending += 1
 
@@ -321,7 +321,7 @@ class BasicAuth:
         self._run_check(lambda: passwords.verify_password(password, stored), done)
 
     def _challenge(self, exchange: Exchange) -> None:
-        answer_plain(exchange, 401, _UNAUTHORIZED, [(b"WWW-Authenticate", self.challenge)])
+        answer_error(exchange, 401, _UNAUTHORIZED, [(b"WWW-Authenticate", self.challenge)])
 
 
 _UNAUTHORIZED = b"Unauthorized\n"

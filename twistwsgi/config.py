@@ -24,6 +24,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from twistwsgi.files import content_type
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
+from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat
@@ -651,6 +654,77 @@ PROXY_SPEC = Kind(
 )
 
 
+#: The largest error page: every one is held in memory by every worker process, and
+#: sent whole with each error it answers.
+MAX_ERROR_PAGE = 1024 * 1024
+
+_STATUS_KEY = re.compile("[45][0-9][0-9]")
+
+
+class _EntryError(ValueError):
+    """A bad entry of a table-valued key, with its key: errors name ``key.entry``."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
+def _error_pages(value: Any) -> tuple[tuple[int, ErrorPage], ...]:
+    """Status codes (400-599) and page files, each file read now (nginx's error_page)."""
+    if not isinstance(value, dict):
+        raise ValueError(
+            "expected a table of status codes and files,"
+            f' e.g. {{ 404 = "404.html" }}, got {value!r}'
+        )
+    pages: dict[int, ErrorPage] = {}
+    read: dict[str, ErrorPage] = {}  # one copy of a file given for several statuses
+    for key, path in value.items():
+        # TOML keys are strings ("404"); a configuration built in Python may use ints.
+        text = str(key) if isinstance(key, int) and not isinstance(key, bool) else key
+        if not isinstance(text, str) or not _STATUS_KEY.fullmatch(text):
+            raise _EntryError(str(key), "expected an error status code, 400 to 599")
+        if not isinstance(path, str) or not path.strip():
+            raise _EntryError(text, f"expected the path of a file, got {path!r}")
+        page = read.get(path)
+        if page is None:
+            try:
+                page = read[path] = _error_page(path)
+            except ValueError as error:
+                raise _EntryError(text, str(error)) from None
+        pages[int(text)] = page
+    return tuple(sorted(pages.items()))
+
+
+def _error_page(path: str) -> ErrorPage:
+    """Read one page file whole (start-up and reload: a file that does not read fails)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError(f"file {path!r} does not exist") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {path!r}: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"{path!r} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO would hold the start-up until something writes to it.
+        raise ValueError(f"{path!r} is not a regular file")
+    try:
+        with open(path, "rb") as file:
+            body = file.read(MAX_ERROR_PAGE + 1)
+    except OSError as error:
+        raise ValueError(f"cannot read {path!r}: {error.strerror}") from None
+    if len(body) > MAX_ERROR_PAGE:
+        raise ValueError(f"{path!r} is larger than {MAX_ERROR_PAGE // 1024} KiB")
+    return ErrorPage(path, content_type(path).encode("latin-1"), body)
+
+
+ERROR_PAGES = Kind(
+    "PAGES",
+    _error_pages,
+    'a table of error status codes (400-599) and files, e.g. { 404 = "errors/404.html" }',
+)
+
+
 class _ItemError(ValueError):
     """A bad item of a repeatable setting, with the item as it was written.
 
@@ -1191,6 +1265,20 @@ HOST_KEYS: tuple[Setting, ...] = (
         " out, the key is read from the certificate's file.",
         cli=False,
     ),
+    Setting(
+        "error_pages",
+        ERROR_PAGES,
+        None,
+        "Pages sent in place of the server's own short error bodies, by status, as"
+        ' nginx\'s error_page: { 404 = "errors/404.html", 502 = "errors/50x.html" }.'
+        " The status stays the error's; the Content-Type comes from the file's"
+        " extension. Only the answers this server makes for the host get them (no"
+        " mount, a static mount's 403/404/405, the mounts' 401/403/429, an"
+        " application's crash 500, thread queue 503 and app_timeout 504, a proxy"
+        " mount's 502/503/504); an application's or upstream's own responses pass"
+        " through unchanged. Each file (at most 1 MiB) is read at start and on SIGHUP.",
+        cli=False,
+    ),
 )
 
 MOUNT_KEYS: tuple[Setting, ...] = (
@@ -1670,6 +1758,8 @@ class HostConfig:
         tls_key: the key of ``tls_certificate`` (its own file when ``None``).
         https_redirect: the port requests not over TLS are redirected to on https,
             or ``None`` for no redirect.
+        error_pages: ``(status, page)`` pairs, by status: what the server's own
+            error answers for the host send instead of their plain-text bodies.
     """
 
     names: tuple[str, ...]
@@ -1679,6 +1769,7 @@ class HostConfig:
     tls_certificate: str | None = None
     tls_key: str | None = None
     https_redirect: int | None = None
+    error_pages: tuple[tuple[int, ErrorPage], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1969,6 +2060,8 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
             raise ConfigError(f"{where}.{name}", "unknown key")
         try:
             parsed[name] = key.parse(raw)
+        except _EntryError as error:
+            raise ConfigError(f"{where}.{name}.{error.key}", str(error)) from None
         except ValueError as error:
             raise ConfigError(f"{where}.{name}", str(error)) from None
     for key in keys:
@@ -1980,20 +2073,29 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
 #: Mount keys holding a file-system path; relative ones are read from the
 #: configuration file's directory.
 _PATH_KEYS = ("static", "tls_ca", "auth_basic_user_file")
-#: The same for host keys.
-_HOST_PATH_KEYS = ("tls_certificate", "tls_key")
+#: The same for host keys (a table's values, for error_pages).
+_HOST_PATH_KEYS = ("tls_certificate", "tls_key", "error_pages")
 
 
 def _paths_from(table: Any, keys: Sequence[str], base: str | None) -> Any:
-    """A file's table with the relative paths of ``keys`` read from ``base``."""
+    """A file's table with the relative paths of ``keys`` read from ``base``.
+
+    A key whose value is a table has the paths of its values read so.
+    """
     if not isinstance(table, dict) or base is None:
         return table
-    return {
-        key: os.path.join(base, os.path.expanduser(value))
-        if key in keys and isinstance(value, str)
-        else value
-        for key, value in table.items()
-    }
+
+    def resolved(value: Any) -> Any:
+        if isinstance(value, str):
+            return os.path.join(base, os.path.expanduser(value))
+        if isinstance(value, dict):
+            return {
+                name: resolved(item) if isinstance(item, str) else item
+                for name, item in value.items()
+            }
+        return value
+
+    return {key: resolved(value) if key in keys else value for key, value in table.items()}
 
 
 def _mount(table: Any, where: str, base: str | None) -> MountConfig:
@@ -2109,6 +2211,7 @@ def _hosts(
                 parsed.get("tls_certificate"),
                 parsed.get("tls_key"),
                 redirect,
+                parsed.get("error_pages", ()),
             )
         )
     return tuple(hosts)

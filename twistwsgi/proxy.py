@@ -61,9 +61,12 @@ broken or a malformed response before the head: ``502 Bad Gateway``. No response
 within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text body
 saying in general terms what happened (no upstream available, not reached, connection
 closed, invalid response), and a warning with the details that names the upstream and
-why no other one was tried. Once the head was forwarded, a failure can only be
-shown by aborting the client connection (the client sees a truncated body). When
-the client goes away, the upstream connection is dropped, never pooled mid-response.
+why no other one was tried. A host's error page for the status replaces that body
+(:func:`~twistwsgi.routing.answer_error`); an upstream's own 5xx is relayed as it came
+(nginx's ``proxy_intercept_errors`` off). Once the head was forwarded, a failure can
+only be shown by aborting the client connection (the client sees a truncated body).
+When the client goes away, the upstream connection is dropped, never pooled
+mid-response.
 
 **Upgrade.** A request asking to switch protocols (WebSocket) is forwarded with its
 ``Upgrade`` field and ``Connection: upgrade``; if the upstream answers ``101``, the
@@ -105,7 +108,7 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.log_format import uses_upstream_variables
-from twistwsgi.routing import refuse_path_above_root, remove_dot_segments
+from twistwsgi.routing import answer_error, refuse_path_above_root, remove_dot_segments
 from twistwsgi.upstream import (
     EndpointFactory,
     UpstreamGroup,
@@ -120,8 +123,6 @@ _log = Logger(namespace="twistwsgi.proxy")
 
 #: Request body kept to send again on a retry; a longer body is streamed, not kept.
 REPLAY_LIMIT = 64 * 1024
-
-_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 
 # RFC 9110 10.2.3: a hint for clients that retry (urllib3's Retry honours it on a
 # 503). A queue overflows for as long as a burst lasts, seconds at most: a short
@@ -897,9 +898,9 @@ class _Forward:
         if exchange.response_started:
             exchange.abort()
             return
-        headers = [_TEXT, *fields, (b"Content-Length", b"%d" % len(body))]
-        exchange.start_response(status, headers)
-        exchange.finish(body)
+        # The host's page for the status, if it has one (nginx's error_page covers the
+        # 502 and 504 it makes itself; an upstream's own 5xx is relayed as it came).
+        answer_error(exchange, status, body, fields)
 
     # -- flow control -------------------------------------------------------------------
 

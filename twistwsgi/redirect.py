@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import forwarded_proto
-from twistwsgi.routing import answer_plain
+from twistwsgi.routing import answer_error, answer_plain
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -72,7 +72,7 @@ class HttpsRedirect:
             return False
         host = name or self._fallback_name or _local_address(request)
         if host is None:
-            answer_plain(exchange, 400, _NO_HOST)
+            answer_error(exchange, 400, _NO_HOST)
             return True
         target = request.target
         if not target.startswith(b"/"):  # the absolute form: its path and query

@@ -352,7 +352,8 @@ line and the old configuration keeps serving. On reload:
   This happens even when the file itself is refused. The hosts' `tls_certificate`
   and `tls_key` are read again too, with the same fallback: a host whose files no
   longer load keeps the certificate read before, and a line says why (one at a path
-  not read before refuses the file);
+  not read before refuses the file). The hosts' `error_pages` files are read again
+  for the requests that follow; one that no longer reads refuses the file;
 - **needs a restart:** `listen`, `threads` and `workers` (a change is logged as a
   warning), and new application code, since Python caches imported modules.
 
@@ -374,7 +375,7 @@ reopens it (nginx's log-rotation signal), without reading the file.
 Options given on the command line override the `[server]` values of the file, on
 reload too; `--config`, `--check-config` and `--vhost` exist only on the command line.
 Relative paths in the file (`static` directories, `tls_ca`, `tls_certificate`,
-`tls_key`, `access_log`, and the
+`tls_key`, the files of `error_pages`, `access_log`, and the
 `privateKey`, `certKey`, `extraCertChain`, `dhParameters` files and UNIX socket paths
 of `listen` endpoints) are read from the file's own directory, as nginx reads its
 certificates from its configuration directory, so the file means the same wherever

@@ -18,6 +18,15 @@ Two steps, both pure and both here:
 A host may answer some requests before any mount does (its ``guard``, such as the
 redirect of plain HTTP to https in :mod:`twistwsgi.redirect`).
 
+**The server's own errors** (no mount, a static mount's misses, the guards' refusals,
+an application that crashed or timed out, an upstream that failed) all go out through
+:func:`answer_error`: a short plain-text body, or the page the host configured for
+that status (nginx's ``error_page``), with the status kept. The router puts the host's
+pages in the :class:`Route` it gives the handler, so the handler and everything behind
+it find them there; a request with no host (no match, no default) has none. Responses
+an application or an upstream makes itself are never replaced, as nginx passes them
+through unless ``proxy_intercept_errors`` or ``uwsgi_intercept_errors`` is on.
+
 A mount may carry its own request-body limit; :meth:`Router.body_limit` makes the
 same two steps for the protocol, which decides a 413 from the head, before the
 request is routed.
@@ -34,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from twistwsgi.http.compression import GzipSettings
-from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.request import ErrorPages, RequestHead, Route
 from twistwsgi.http.rules import ipv6_literal, normalize_name
 
 if TYPE_CHECKING:
@@ -48,6 +57,7 @@ __all__ = [
     "Route",
     "Router",
     "RoutingTable",
+    "answer_error",
     "answer_plain",
     "match_prefix",
     "merge_slashes",
@@ -244,13 +254,21 @@ class MountTable(Generic[T]):
     Args:
         mounts: the mounts.
         guard: what answers some requests for the host first, if anything.
+        error_pages: the host's pages for the server's own errors, by status.
 
     Raises:
         ValueError: when two mounts have the same prefix.
     """
 
-    def __init__(self, mounts: Iterable[Mount[T]], guard: HostGuard | None = None) -> None:
+    def __init__(
+        self,
+        mounts: Iterable[Mount[T]],
+        guard: HostGuard | None = None,
+        error_pages: ErrorPages | None = None,
+    ) -> None:
         self.guard = guard
+        # None rather than empty: the routes of a host without pages carry None.
+        self.error_pages = error_pages or None
         ordered = sorted(mounts, key=lambda mount: len(mount.prefix), reverse=True)
         seen: set[bytes] = set()
         for mount in ordered:
@@ -296,31 +314,76 @@ class RoutingTable:
 
 _NOT_FOUND = b"Not Found\n"
 _MISDIRECTED = b"Misdirected Request: this server does not serve that host name\n"
+_PLAIN_TEXT = b"text/plain; charset=utf-8"
 
 
 def answer_plain(
     exchange: Exchange, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    """Answer with a short plain-text body (the server's own errors and redirects)."""
+    """Answer with a short plain-text body that no error page replaces (redirects)."""
+    _answer(exchange, status, _PLAIN_TEXT, body, extra)
+
+
+def answer_error(
+    exchange: Exchange,
+    status: int,
+    body: bytes,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    pages: ErrorPages | None = None,
+) -> None:
+    """Answer with an error the server itself decided on (4xx, 5xx), not yet started.
+
+    ``body`` is the short plain-text explanation; when the host has a page for
+    ``status`` (nginx's ``error_page``), the page and its ``Content-Type`` are sent
+    instead. The status stays the error's, as with nginx's ``error_page 404
+    /404.html`` (no ``=code``): a client, a crawler and a monitor still see what
+    happened. The ``extra`` fields (``WWW-Authenticate``, ``Retry-After``, ``Allow``,
+    ``Content-Range``) go out either way: they belong to the status (RFC 9110 11.6.1,
+    10.2.3, 10.2.1, 14.4), not to the body.
+
+    Args:
+        exchange: the request to answer.
+        status: the status code.
+        body: the plain-text body.
+        extra: more header fields (never ``Content-Type`` or ``Content-Length``).
+        pages: the host's pages, for an answer made before the route is set (the
+            router's own); by default the route's.
+    """
+    if pages is None:
+        route = exchange.route
+        if route is not None:
+            pages = route.error_pages
+    page = None if pages is None else pages.get(status)
+    if page is None:
+        _answer(exchange, status, _PLAIN_TEXT, body, extra)
+    else:
+        _answer(exchange, status, page.content_type, page.body, extra)
+
+
+def _answer(
+    exchange: Exchange,
+    status: int,
+    content_type: bytes,
+    body: bytes,
+    extra: Sequence[tuple[bytes, bytes]],
+) -> None:
     exchange.start_response(
         status,
-        [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", b"%d" % len(body)),
-            *extra,
-        ],
+        [(b"Content-Type", content_type), (b"Content-Length", b"%d" % len(body)), *extra],
     )
-    exchange.finish(body)
+    # RFC 9110 9.3.2: the answer to HEAD has the fields of the GET's, no body.
+    exchange.finish(b"" if exchange.request.method == b"HEAD" else body)
 
 
-def refuse_path_above_root(exchange: Exchange) -> None:
+def refuse_path_above_root(exchange: Exchange, pages: ErrorPages | None = None) -> None:
     """Answer a request whose path climbs above the root (``/../x``): 404.
 
     There is no such resource, and a traversal attempt learns nothing from the
     answer: it is the same 404 as for a name that does not exist (nginx answers
-    400 here; the static-files requirement is a plain 404 for every escape).
+    400 here; the static-files requirement is a plain 404 for every escape), the
+    host's page included. ``pages``: as for :func:`answer_error`.
     """
-    answer_plain(exchange, 404, _NOT_FOUND)
+    answer_error(exchange, 404, _NOT_FOUND, pages=pages)
 
 
 class Router:
@@ -360,24 +423,30 @@ class Router:
         name = normalize_host(request.authority)
         mounts = table.hosts.lookup(name)
         if mounts is None:
+            # No host, so no host's pages: always the plain answer.
             if request.scheme == "https":
-                answer_plain(exchange, 421, _MISDIRECTED)
+                answer_error(exchange, 421, _MISDIRECTED)
             else:
-                answer_plain(exchange, 404, _NOT_FOUND)
+                answer_error(exchange, 404, _NOT_FOUND)
             return
         guard = mounts.guard
         if guard is not None and guard(exchange, name):
             return
         path = remove_dot_segments(request.decoded_path)
         if path is None:
-            refuse_path_above_root(exchange)
+            refuse_path_above_root(exchange, mounts.error_pages)
             return
         mount = mounts.lookup(path)
         if mount is None:
-            answer_plain(exchange, 404, _NOT_FOUND)
+            answer_error(exchange, 404, _NOT_FOUND, pages=mounts.error_pages)
             return
         rest = path_below(path, mount.prefix)
         exchange.route = Route(
-            mount.prefix, rest, table.names.lookup(name), mount.headers, mount.gzip
+            mount.prefix,
+            rest,
+            table.names.lookup(name),
+            mount.headers,
+            mount.gzip,
+            mounts.error_pages,
         )
         mount.target.handle(exchange)

@@ -106,7 +106,7 @@ class SiteBuilder:
                     guard = HttpsRedirect(
                         host.https_redirect, TrustedProxies(config.trusted_proxies), host.names
                     )
-                table = MountTable(mounts, guard)
+                table = MountTable(mounts, guard, dict(host.error_pages))
                 if host.names:
                     entries.append((host.names, table))
                     names.append((host.names, host.names[0]))
@@ -483,6 +483,7 @@ def describe_routing(config: ServerConfig) -> str:
         if host.https_redirect is not None:
             port = "" if host.https_redirect == 443 else f":{host.https_redirect}"
             lines.append(f"  requests not over TLS: redirected to https://HOST{port}/...")
+        lines.extend(_error_page_lines(host))
         for mount in sorted(host.mounts, key=lambda m: len(m.prefix), reverse=True):
             target = mount.target
             if isinstance(target, tuple):
@@ -492,6 +493,17 @@ def describe_routing(config: ServerConfig) -> str:
             if changed:
                 lines.append(f"  {'':<24} {'':<6} {changed}")
     return "\n".join(lines) + "\n"
+
+
+def _error_page_lines(host: HostConfig) -> list[str]:
+    """One line per page file of ``host``, with the statuses it is sent for."""
+    statuses: dict[str, list[int]] = {}
+    for status, page in sorted(host.error_pages):
+        statuses.setdefault(page.path, []).append(status)
+    return [
+        f"  error page {', '.join(str(status) for status in codes)}: {path}"
+        for path, codes in statuses.items()
+    ]
 
 
 def _changed_options(mount: MountConfig) -> str:

@@ -28,6 +28,10 @@
   ``os.sendfile`` on TCP and UNIX sockets, in pieces on TLS, without a thread and
   without reading them into memory.
 
+Its errors (404, 403, 405, ...) go out through
+:func:`~twistwsgi.routing.answer_error`: a host's error page replaces their short
+plain-text bodies.
+
 The same machinery serves ``X-Accel-Redirect``/``X-Sendfile`` answers of an application
 (:meth:`StaticHandler.serve`), with the application's own headers kept except those
 that describe the file.
@@ -61,7 +65,7 @@ from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import PreparedHeaders, Route
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.wire import http_date
-from twistwsgi.routing import Mount
+from twistwsgi.routing import Mount, answer_error, answer_plain
 
 __all__ = ["StaticHandler", "StaticOptions"]
 
@@ -354,12 +358,12 @@ class StaticHandler:
         path_info = route.path_info if route is not None else exchange.request.decoded_path
         method = exchange.request.method
         if self.options.internal:
-            _answer(exchange, 404, b"Not Found\n")
+            answer_error(exchange, 404, b"Not Found\n")
             return
         if method not in (b"GET", b"HEAD"):
             if self._fall_through(exchange):
                 return
-            _answer(exchange, 405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
+            answer_error(exchange, 405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
             return
         raw = exchange.request.path
         if b"\\" in raw or (b"%" in raw and (b"%2f" in raw.lower() or b"%5c" in raw.lower())):
@@ -417,12 +421,12 @@ class StaticHandler:
                         self._unreadable_sibling(entry)
             except _Miss:
                 if internal:
-                    _answer(exchange, 404, b"Not Found\n")
+                    answer_error(exchange, 404, b"Not Found\n")
                 else:
                     self._missed(exchange)
                 return
             except _Forbidden:
-                _answer(exchange, 403, b"Forbidden\n")
+                answer_error(exchange, 403, b"Forbidden\n")
                 return
             except _Redirect:
                 self._redirect(exchange)
@@ -433,10 +437,10 @@ class StaticHandler:
                 changed = True
             except OSError as error:  # from opening the file: EMFILE, EIO...
                 _log.error("Cannot open {path}: {error}", path=os.fsdecode(path), error=error)
-                _answer(exchange, 500, b"Internal Server Error\n")
+                answer_error(exchange, 500, b"Internal Server Error\n")
                 return
         _log.warn("{path} changed twice while it was being served", path=os.fsdecode(path))
-        _answer(exchange, 503, b"Service Unavailable\n", [(b"Retry-After", b"1")])
+        answer_error(exchange, 503, b"Service Unavailable\n", [(b"Retry-After", b"1")])
 
     def close(self) -> None:
         """Forget the cached files (the mount is being replaced)."""
@@ -744,7 +748,7 @@ class StaticHandler:
 
     def _missed(self, exchange: Exchange) -> None:
         if not self._fall_through(exchange):
-            _answer(exchange, 404, b"Not Found\n")
+            answer_error(exchange, 404, b"Not Found\n")
 
     def _fall_through(self, exchange: Exchange) -> bool:
         """Hand the exchange to the fallback mount, if there is one."""
@@ -756,7 +760,12 @@ class StaticHandler:
         if route is not None:
             full = route.script_name + route.path_info
             exchange.route = Route(
-                prefix, full[len(prefix) :], route.host, mount.headers, mount.gzip
+                prefix,
+                full[len(prefix) :],
+                route.host,
+                mount.headers,
+                mount.gzip,
+                route.error_pages,
             )
         mount.target.handle(exchange)
         return True
@@ -767,7 +776,9 @@ class StaticHandler:
         location = b"/" + request.path.lstrip(b"/") + b"/"
         if request.query:
             location += b"?" + request.query
-        _answer(exchange, 301, b"Moved Permanently\n", [(b"Location", location), *self._configured])
+        answer_plain(
+            exchange, 301, b"Moved Permanently\n", [(b"Location", location), *self._configured]
+        )
 
     def _send(
         self,
@@ -819,7 +830,7 @@ class StaticHandler:
             exchange.finish()
             return
         if outcome is files.Precondition.FAILED:
-            _answer(exchange, 412, b"Precondition Failed\n")
+            answer_error(exchange, 412, b"Precondition Failed\n")
             return
         size = entry.size
         range_field = fields.get(b"range")
@@ -835,7 +846,7 @@ class StaticHandler:
             if parsed is files.RangeResult.UNSATISFIABLE:
                 if handle is not None:
                     handle.close()
-                _answer(
+                answer_error(
                     exchange,
                     416,
                     b"Range Not Satisfiable\n",
@@ -933,16 +944,16 @@ class StaticHandler:
                         f"<td>{size}</td><td>{modified}</td></tr>"
                     )
         except (FileNotFoundError, NotADirectoryError):
-            _answer(exchange, 404, b"Not Found\n")  # gone since it was looked at
+            answer_error(exchange, 404, b"Not Found\n")  # gone since it was looked at
             return
         except PermissionError:
-            _answer(exchange, 403, b"Forbidden\n")
+            answer_error(exchange, 403, b"Forbidden\n")
             return
         except OSError as error:
             # EIO, EMFILE...: the server's trouble, not the client's (nginx: 500 and
             # an "opendir() failed" line).
             _log.error("Listing {path!r} failed: {error}", path=os.fsdecode(path), error=error)
-            _answer(exchange, 500, b"Internal Server Error\n")
+            answer_error(exchange, 500, b"Internal Server Error\n")
             return
         title = html.escape(f"Index of {shown}")
         parent = (
@@ -1129,21 +1140,3 @@ def _merge(
     vary = b"*" if b"*" in listed else b", ".join(token for token in listed.values() if token)
     others = [(name, value) for name, value in merged if name.lower() != b"vary"]
     return [*others, (b"Vary", vary)]
-
-
-def _answer(
-    exchange: Exchange,
-    status: int,
-    body: bytes,
-    extra: Sequence[tuple[bytes, bytes]] = (),
-) -> None:
-    """A short plain-text answer (errors and redirects)."""
-    exchange.start_response(
-        status,
-        [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", b"%d" % len(body)),
-            *extra,
-        ],
-    )
-    exchange.finish(body if exchange.request.method != b"HEAD" else b"")

@@ -32,6 +32,11 @@ which sends them with ``os.sendfile`` where the transport allows; the worker thr
 is free at once. ``close()`` on the result is called exactly once in every case
 (PEP 3333, "Specification Details"). An exception before anything is sent becomes a
 500 with the traceback in the log only; after that, the connection is aborted.
+
+The server's own 500, 503 and 504 go out through
+:func:`~twistwsgi.routing.answer_error`, so a host's error page replaces their
+plain-text bodies; what the application answers itself, errors included, is sent as
+it made it (nginx's ``uwsgi_intercept_errors`` off).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
+from twistwsgi.routing import answer_error
 from twistwsgi.threads import ThreadPoolLike
 
 __all__ = [
@@ -101,12 +107,8 @@ _TOKEN = re.compile(TOKEN)
 _BAD_VALUE = re.compile(CONTROL_CHARACTERS)
 _ERROR_BODY = b"Internal Server Error\n"
 _BUSY_BODY = b"Service Unavailable: the server is busy, try again later\n"
-_BUSY_HEADERS = [
-    (b"Content-Type", b"text/plain; charset=utf-8"),
-    (b"Content-Length", b"%d" % len(_BUSY_BODY)),
-    # Load sheds for as long as a burst lasts: a short pause spreads the retries.
-    (b"Retry-After", b"1"),
-]
+# Load sheds for as long as a burst lasts: a short pause spreads the retries.
+_BUSY_FIELDS = ((b"Retry-After", b"1"),)
 #: Seconds between two log lines about requests that waited too long for a thread.
 _BUSY_LOG_INTERVAL = 10.0
 #: Seconds between two looks for requests waiting past the thread queue timeout.
@@ -115,14 +117,6 @@ _SWEEP_INTERVAL = 0.5
 #: request is answered at most this much later than its time.
 _ANSWER_SWEEP_INTERVAL = 1.0
 _TIMEOUT_BODY = b"Gateway Timeout: the application did not answer in time\n"
-_TIMEOUT_HEADERS = [
-    (b"Content-Type", b"text/plain; charset=utf-8"),
-    (b"Content-Length", b"%d" % len(_TIMEOUT_BODY)),
-]
-_ERROR_HEADERS = [
-    (b"Content-Type", b"text/plain; charset=utf-8"),
-    (b"Content-Length", b"%d" % len(_ERROR_BODY)),
-]
 
 
 class ClientDisconnected(OSError):  # noqa: N818 - reads as the event it reports
@@ -599,8 +593,7 @@ class WSGIHandler:
         )
         exchange = call.exchange
         if not exchange.finished:
-            exchange.start_response(504, list(_TIMEOUT_HEADERS))
-            exchange.finish(_TIMEOUT_BODY)
+            answer_error(exchange, 504, _TIMEOUT_BODY)
 
     def close(self) -> None:
         """Stop looking for requests waiting too long (the server stops or reloads).
@@ -636,8 +629,7 @@ class WSGIHandler:
             return
         self._busy_unlogged += 1
         self._busy_last = (exchange.request, waited)
-        exchange.start_response(503, list(_BUSY_HEADERS))
-        exchange.finish(_BUSY_BODY)
+        answer_error(exchange, 503, _BUSY_BODY, _BUSY_FIELDS)
 
     def _may_log(self, now: float) -> bool:
         last = self._busy_logged_at
@@ -720,17 +712,20 @@ def _serve_accel(
             field=target[0].decode("latin-1"),
             value=target[1],
         )
-        exchange.start_response(
-            404, [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", b"10")]
-        )
-        exchange.finish(b"Not Found\n")
+        answer_error(exchange, 404, b"Not Found\n")
         return
     server, path_info = resolved
     route = exchange.route
     if route is not None and route.gzip is not None:
         # A file goes out as it is on disk, whatever its size (a large one is sent
         # with sendfile, a small one from memory): not compressed on the way.
-        exchange.route = Route(route.script_name, route.path_info, route.host, route.headers)
+        exchange.route = Route(
+            route.script_name,
+            route.path_info,
+            route.host,
+            route.headers,
+            error_pages=route.error_pages,
+        )
     server.serve(exchange, path_info, headers, internal=True)
 
 
@@ -1417,9 +1412,12 @@ class _ThreadedCall:
 
 
 def _answer_500(exchange: Exchange) -> None:
-    """Answer ``exchange`` with the server's plain 500 (its head not sent yet)."""
-    exchange.start_response(500, list(_ERROR_HEADERS))
-    exchange.finish(_ERROR_BODY)
+    """Answer ``exchange`` with the server's own 500 (its head not sent yet).
+
+    The host's page for 500, if it has one, replaces the plain-text body (a 500 the
+    application returns itself never gets here).
+    """
+    answer_error(exchange, 500, _ERROR_BODY)
 
 
 def _log_application_error(request: RequestHead) -> None:
