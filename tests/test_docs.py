@@ -98,10 +98,14 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
     key, cert = write_self_signed_certificate(tmp_path, names=("*.example.org",))
     text = text.replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
     text = text.replace("/etc/letsencrypt/live/example.org/privkey.pem", str(key))
+    (tmp_path / "errors").mkdir()
+    for page in ("404.html", "50x.html"):
+        (tmp_path / "errors" / page).write_text("<h1>Sorry</h1>\n")
     path = tmp_path / "site.toml"
     path.write_text(text)
     config = load_config({"config": str(path)})
     assert len(config.hosts) == 2
+    assert [status for status, _ in config.hosts[0].error_pages] == [404, 500, 503, 504]
     assert host_certificates(config.hosts) is not None
     assert config.gzip and config.hosts[0].https_redirect == 443
     shop = {mount.path: mount.options for mount in config.hosts[0].mounts}
