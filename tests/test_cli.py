@@ -764,6 +764,37 @@ def test_a_second_stop_signal_stops_now(
     assert stopped == [True]
 
 
+def test_two_quick_stop_signals_stop_gracefully_once_then_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+    installed: dict[int, Callable[[int, object], None]],
+) -> None:
+    """A second SIGTERM before the stop has begun (kill twice, a supervisor and a
+    timeout) asked Twisted's handler to stop the reactor again, which then logged a
+    critical ReactorNotRunning: only the first reaches Twisted's handler.
+    """
+    twisted_handler: list[int] = []
+    current: dict[int, Any] = {
+        signal.SIGTERM: lambda number, frame: twisted_handler.append(number),
+        signal.SIGINT: lambda number, frame: twisted_handler.append(number),
+    }
+    monkeypatch.setattr(signal, "getsignal", lambda number: installed.get(number, current[number]))
+    stopped: list[bool] = []
+
+    class Service:
+        def stop_now(self) -> None:
+            stopped.append(True)
+
+    reactor = CallsFromThreads()
+    cli._one_graceful_stop(reactor, Service())  # type: ignore[arg-type]
+    installed[signal.SIGTERM](signal.SIGTERM, None)
+    installed[signal.SIGTERM](signal.SIGTERM, None)
+    installed[signal.SIGINT](signal.SIGINT, None)
+    assert twisted_handler == [signal.SIGTERM]
+    for call in reactor.calls:
+        call()
+    assert stopped == [True, True]
+
+
 def encrypted_key() -> bytes:
     """A PEM private key (PKCS#8) encrypted with a passphrase."""
     from cryptography.hazmat.primitives import serialization

@@ -641,3 +641,25 @@ WELL_FORMED: list[str] = [stored for _, stored in OPENSSL_VECTORS[::4] + RFC2307
 def test_never_raises_for_a_well_formed_entry(password: bytes, pick: str) -> None:
     """Any bytes a client sends, zero bytes and invalid UTF-8 included, get an answer."""
     assert isinstance(verify_password(password, pick), bool)
+
+
+def test_a_crypt_check_gives_up_the_interpreter_lock_as_it_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MD5- and SHA-crypt are Python loops: without a pause the thread holds the
+    interpreter for the whole switch interval at each of the reactor's system calls
+    (a flood of guesses slowed every request a hundredfold). They pause every 84
+    rounds.
+    """
+    import time
+
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    # openssl passwd -6 -salt saltsalt 'open sesame'
+    assert verify_password(
+        b"open sesame",
+        "$6$saltsalt$e/5XKibXPLqVcfjpD.ouauaJrAOL5V0uo80Lt7n7EbRdRiCx3HbQ90yjOHr.G0T."
+        "mx79PEMRy8nmtr0qSYhQp1",
+    )
+    assert len(pauses) == 5000 // 84
+    assert set(pauses) == {0}

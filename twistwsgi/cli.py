@@ -779,6 +779,7 @@ def serve_in_this_process(
     garbage-collection tuning. For ``twistd``'s process and for each worker.
     """
     reactor.addSystemEventTrigger("before", "shutdown", _second_signal_stops_now, reactor, service)
+    reactor.callWhenRunning(_one_graceful_stop, reactor, service)
     reactor.callWhenRunning(_handle_reload_signals, reactor, service, dict(given), endpoints)
     # The process is ours: dispatch socket events without Twisted's per-event log
     # context, which nothing of ours reads (see twistwsgi.dispatch for the gain).
@@ -866,6 +867,7 @@ def _supervisor(
     reactor.addSystemEventTrigger(
         "before", "shutdown", _second_signal_stops_now, reactor, supervisor
     )
+    reactor.callWhenRunning(_one_graceful_stop, reactor, supervisor)
 
     def reload() -> None:
         try:
@@ -1220,6 +1222,35 @@ def reload_server(
         _after_reload(reactor, config.graceful_timeout)
     else:
         reload_certificates(reactor, endpoints, service.config)
+
+
+def _one_graceful_stop(reactor: Any, service: ServerService | Supervisor) -> None:
+    """Let the first SIGTERM or SIGINT stop gracefully, and any later one at once.
+
+    Twisted's handlers (installed as the reactor starts) each ask the reactor to
+    stop; a second signal before the stop has begun (``kill`` twice, a supervisor
+    and a ``timeout`` both sending one) asked again, and the stopped reactor logged
+    a critical ReactorNotRunning traceback. Wrapped here, the first signal goes to
+    Twisted's handler and every later one to :func:`_second_signal_stops_now`'s
+    work, whether the stop has begun or is still queued behind it.
+    """
+    numbers = (signal.SIGTERM, signal.SIGINT)
+    previous: dict[int, Any] = {number: signal.getsignal(number) for number in numbers}
+
+    def later(number: int, frame: Any) -> None:
+        reactor.callFromThread(service.stop_now)
+
+    def first(number: int, frame: Any) -> None:
+        for each in numbers:
+            if signal.getsignal(each) is first:
+                signal.signal(each, later)
+        handler = previous[number]
+        if callable(handler):
+            handler(number, frame)
+
+    for number in numbers:
+        if callable(previous[number]):  # (not a background job's ignored SIGINT)
+            signal.signal(number, first)
 
 
 def _second_signal_stops_now(reactor: Any, service: ServerService | Supervisor) -> None:

@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import importlib
 import re
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Protocol
@@ -311,10 +312,17 @@ def _stretch(new: _HashNew, digest: bytes, p: bytes, s: bytes, rounds: int) -> b
         before_digest.append(p + (s if odd % 3 else b"") + (p if odd % 7 else b""))
     pairs = list(zip(after_digest, before_digest, strict=True))
     cycles, rest = divmod(rounds, 42)
-    for _ in range(cycles):
+    for cycle in range(cycles):
         for after, before in pairs:
             digest = new(digest + after).digest()
             digest = new(before + digest).digest()
+        if cycle % 2:
+            # A Python loop holds the interpreter lock: given up (in a system call,
+            # so the thread waiting for it takes it) every 84 rounds, tens of
+            # microseconds, the reactor gets it at once rather than after the 5 ms
+            # switch interval at each of its own system calls. Measured under a
+            # flood of $6$ guesses: a public request 0.8 ms instead of 216 ms.
+            time.sleep(0)
     for i in range(rest):
         if i % 2:
             digest = new(before_digest[i // 2] + digest).digest()
