@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import re
@@ -895,10 +896,25 @@ def _supervisor(
     reactor.callWhenRunning(_on_reload_signals, reactor, reload, supervisor.reopen_access_log)
     if config.reload:
         watched = [os.path.join(start_directory, given["config"])] if given.get("config") else []
+        # The hosts' error pages too: they are read when the configuration is built.
+        watched += [page.path for host in config.hosts for _, page in host.error_pages]
         reactor.callWhenRunning(
             watch_sources, reactor, SourceWatcher([start_directory], watched), reload
         )
     return supervisor
+
+
+def _forget_bytecode(path: str) -> None:
+    """Remove the cached bytecode of a changed source file (``--reload``).
+
+    Python takes a ``.pyc`` as current when the source's whole-second modification
+    time and size match it: a save of the same size within the second the last
+    worker imported the file would be served as the old code.
+    """
+    if not path.endswith(".py"):
+        return
+    with contextlib.suppress(OSError, ValueError, NotImplementedError):
+        os.remove(importlib.util.cache_from_source(path))
 
 
 #: Seconds between two looks at the sources with ``--reload``.
@@ -911,11 +927,11 @@ def watch_sources(clock: Any, watcher: SourceWatcher, reload: Callable[[], objec
     Returns:
         The looping call (stopped with the reactor).
     """
-    if watcher.watched > WATCHED_LIMIT:
+    if watcher.scanned > WATCHED_LIMIT:
         _log.warn(
-            "--reload watches {count} files under {roots}: looking at them every second"
-            " costs; start the server in the project's own directory",
-            count=watcher.watched,
+            "--reload looks through {count} files under {roots} every second, which"
+            " costs: start the server in the project's own directory",
+            count=watcher.scanned,
             roots=", ".join(watcher.roots),
         )
     else:
@@ -930,6 +946,8 @@ def watch_sources(clock: Any, watcher: SourceWatcher, reload: Callable[[], objec
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
             _log.info("{path}{more} changed: reloading", path=changed[0], more=more)
+            for path in changed:
+                _forget_bytecode(path)
             reload()
 
     looping = LoopingCall(look)

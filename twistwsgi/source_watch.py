@@ -23,7 +23,8 @@ __all__ = ["SKIPPED_DIRECTORIES", "WATCHED_LIMIT", "SourceWatcher"]
 
 #: Directory names never walked (besides hidden ones and virtual environments).
 SKIPPED_DIRECTORIES = frozenset({"__pycache__", "node_modules", "site-packages"})
-#: Files watched before the watcher says the tree is too large to poll cheaply.
+#: Directory entries looked at in one look (Python files or not) before the watcher
+#: says the tree is too large to poll cheaply (20,000 cost about 50 ms a second).
 WATCHED_LIMIT = 20_000
 
 _Facts = tuple[int, int]
@@ -41,6 +42,8 @@ class SourceWatcher:
     def __init__(self, roots: Sequence[str], files: Sequence[str] = ()) -> None:
         self.roots = tuple(os.path.abspath(root) for root in roots)
         self.files = tuple(os.path.abspath(path) for path in files)
+        #: Directory entries the last look went through (what a look costs).
+        self.scanned = 0
         self._last = self._look()
 
     @property
@@ -58,8 +61,9 @@ class SourceWatcher:
 
     def _look(self) -> dict[str, _Facts]:
         found: dict[str, _Facts] = {}
+        scanned = [0]
         for root in self.roots:
-            for path in _python_files(root):
+            for path in _python_files(root, scanned):
                 facts = _facts(path)
                 if facts is not None:
                     found[path] = facts
@@ -67,6 +71,7 @@ class SourceWatcher:
             facts = _facts(path)
             if facts is not None:
                 found[path] = facts
+        self.scanned = scanned[0]
         return found
 
 
@@ -78,8 +83,11 @@ def _facts(path: str) -> _Facts | None:
     return (info.st_mtime_ns, info.st_size)
 
 
-def _python_files(root: str) -> Iterator[str]:
-    """The ``*.py`` files under ``root``, outside the directories never walked."""
+def _python_files(root: str, scanned: list[int]) -> Iterator[str]:
+    """The ``*.py`` files under ``root``, outside the directories never walked.
+
+    ``scanned[0]`` counts the directory entries looked at.
+    """
     pending = [root]
     while pending:
         directory = pending.pop()
@@ -87,6 +95,7 @@ def _python_files(root: str) -> Iterator[str]:
             entries = list(os.scandir(directory))
         except OSError:
             continue  # removed meanwhile, or not readable
+        scanned[0] += len(entries)
         if directory != root and any(entry.name == "pyvenv.cfg" for entry in entries):
             continue  # a virtual environment: installed code, not the project's
         for entry in entries:
