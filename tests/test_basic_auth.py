@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from twisted.logger import formatEvent
 
+from tests.test_access import head as request_head
 from twistwsgi.access import GuardedHandler
 from twistwsgi.access_log import format_combined
 from twistwsgi.basic_auth import MAX_PENDING, BasicAuth, UserFile, UserFileError, credentials
@@ -60,19 +61,26 @@ def basic(user: str, password: str) -> tuple[bytes, bytes]:
     return (b"authorization", b"Basic " + token)
 
 
-def site(tmp_path: Path, mount_options: str = "", users: str = USERS) -> Router:
+def built(tmp_path: Path, text: str, users: str = USERS) -> Router:
+    """The router of a site.toml ``text`` beside an htpasswd file of ``users``."""
     (tmp_path / "htpasswd").write_text(users, encoding="utf-8")
-    (tmp_path / "site.toml").write_text(
-        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
-        '[[host.mount]]\npath = "/private"\napp = "tests.apps:whoami"\n'
-        'auth_basic = "Staff only"\nauth_basic_user_file = "htpasswd"\n'
-        f"{mount_options}"
-        '[[host.mount]]\npath = "/"\napp = "tests.apps:whoami"\n'
-    )
+    (tmp_path / "site.toml").write_text(text)
     config = load_config({"config": str(tmp_path / "site.toml")})
     reactor = SynchronousReactorThreads()
     reactor.advance(time.time())
     return Router(SiteBuilder(reactor=reactor, threadpool=SynchronousThreadPool()).build(config))
+
+
+def site(tmp_path: Path, mount_options: str = "", users: str = USERS) -> Router:
+    return built(
+        tmp_path,
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/private"\napp = "tests.apps:whoami"\n'
+        'auth_basic = "Staff only"\nauth_basic_user_file = "htpasswd"\n'
+        f"{mount_options}"
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:whoami"\n',
+        users,
+    )
 
 
 def get(
@@ -225,18 +233,12 @@ def test_configuration_errors(tmp_path: Path, options: str, problem: str) -> Non
 
 
 def test_a_realm_with_quotes_is_escaped(tmp_path: Path) -> None:
-    (tmp_path / "htpasswd").write_text(USERS)
-    (tmp_path / "site.toml").write_text(
+    router = built(
+        tmp_path,
         '[[host]]\nnames = ["a"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:whoami"\n'
-        'auth_basic = \'say "hi" \\ bye\'\nauth_basic_user_file = "htpasswd"\n'
+        'auth_basic = \'say "hi" \\ bye\'\nauth_basic_user_file = "htpasswd"\n',
     )
-    config = load_config({"config": str(tmp_path / "site.toml")})
-    built = Router(
-        SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()).build(
-            config
-        )
-    )
-    connection = connect(built)
+    connection = connect(router)
     connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     [response] = parse_responses(connection.take())
     assert response.header(b"www-authenticate") == (
@@ -362,21 +364,7 @@ def test_the_access_log_names_the_user(tmp_path: Path) -> None:
 
 def test_credentials_parse() -> None:
     def head(*values: bytes) -> RequestHead:
-        return RequestHead(
-            method=b"GET",
-            target=b"/",
-            path=b"/",
-            decoded_path=b"/",
-            query=b"",
-            version=b"1.1",
-            headers=[(b"Authorization", value) for value in values],
-            authority=b"a",
-            content_length=None,
-            chunked=False,
-            scheme="http",
-            peer=("127.0.0.1", 1),
-            local=None,
-        )
+        return request_head(("127.0.0.1", 1), *[(b"Authorization", value) for value in values])
 
     given = credentials(head(b"Basic " + base64.b64encode(b"a:b:c")))
     assert given is not None and (given.user, given.password) == ("a", b"b:c")
@@ -394,18 +382,12 @@ def test_the_static_files_of_a_protected_application_are_protected(tmp_path: Pat
     """
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "export.csv").write_text("secret,data\n")
-    (tmp_path / "htpasswd").write_text(USERS)
-    (tmp_path / "site.toml").write_text(
+    router = built(
+        tmp_path,
         '[[host]]\nnames = ["a.example"]\ndefault = true\n'
         '[[host.mount]]\npath = "/admin"\nstatic = "files"\nfallthrough = true\n'
         '[[host.mount]]\npath = "/admin"\napp = "tests.apps:whoami"\n'
-        'auth_basic = "Staff"\nauth_basic_user_file = "htpasswd"\n'
-    )
-    config = load_config({"config": str(tmp_path / "site.toml")})
-    router = Router(
-        SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=SynchronousThreadPool()).build(
-            config
-        )
+        'auth_basic = "Staff"\nauth_basic_user_file = "htpasswd"\n',
     )
     assert get(router, b"/admin/export.csv").status == 401
     assert get(router, b"/admin/dashboard").status == 401

@@ -604,6 +604,7 @@ def test_md5_crypt_agrees_with_libc(password: str, salt: str, other: bytes) -> N
 
 
 @needs_libc_crypt
+@pytest.mark.parametrize("scheme", ["$5$", "$6$"])
 @FEW
 @given(
     password=crypt_passwords,
@@ -611,26 +612,11 @@ def test_md5_crypt_agrees_with_libc(password: str, salt: str, other: bytes) -> N
     rounds=st.one_of(st.none(), st.integers(1000, 1100)),
     other=st.binary(max_size=20),
 )
-def test_sha256_crypt_agrees_with_libc(
-    password: str, salt: str, rounds: int | None, other: bytes
+def test_sha_crypt_agrees_with_libc(
+    scheme: str, password: str, salt: str, rounds: int | None, other: bytes
 ) -> None:
     prefix = "" if rounds is None else f"rounds={rounds}$"
-    agrees_with_libc(password, f"$5${prefix}{salt}", other)
-
-
-@needs_libc_crypt
-@FEW
-@given(
-    password=crypt_passwords,
-    salt=crypt_salts(16),
-    rounds=st.one_of(st.none(), st.integers(1000, 1100)),
-    other=st.binary(max_size=20),
-)
-def test_sha512_crypt_agrees_with_libc(
-    password: str, salt: str, rounds: int | None, other: bytes
-) -> None:
-    prefix = "" if rounds is None else f"rounds={rounds}$"
-    agrees_with_libc(password, f"$6${prefix}{salt}", other)
+    agrees_with_libc(password, f"{scheme}{prefix}{salt}", other)
 
 
 WELL_FORMED: list[str] = [stored for _, stored in OPENSSL_VECTORS[::4] + RFC2307_VECTORS]

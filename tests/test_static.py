@@ -565,14 +565,7 @@ def test_files_sent_as_they_are(
     (site / "large.txt").write_bytes(b"x" * 100_001)
     (site / "noise.txt").write_bytes(os.urandom(5000))
     router = gzip_router(site, tmp_path)
-    compressors: list[int] = []
-    real = zlib.compressobj
-
-    def counted(*args: Any) -> Any:
-        compressors.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(zlib, "compressobj", counted)
+    compressors = counting_compressors(monkeypatch)
     for target, content in [
         (b"/static/big.bin", (site / "big.bin").read_bytes()),
         (b"/static/a.txt", b"hello static\n"),
@@ -596,14 +589,7 @@ def test_a_file_above_the_memory_cache_is_compressed_once(
     bundle = STYLES * 40  # about 600 KB
     (site / "bundle.js").write_bytes(bundle)
     router = gzip_router(site, tmp_path)
-    compressors: list[int] = []
-    real = zlib.compressobj
-
-    def counted(*args: Any) -> Any:
-        compressors.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(zlib, "compressobj", counted)
+    compressors = counting_compressors(monkeypatch)
     for _ in range(3):
         response = request(router, b"/static/bundle.js", [GZIP])
         assert gzip.decompress(response.body) == bundle

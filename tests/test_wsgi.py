@@ -1703,6 +1703,19 @@ def sweeps(clock: Clock, handler: WSGIHandler) -> list[Any]:
     ]
 
 
+def timed_handler(
+    app: Callable[[dict[str, Any], Any], Any],
+    calls: CallQueue,
+    pool: TrackingPool,
+    clock: Clock,
+    app_timeout: float = 60.0,
+) -> WSGIHandler:
+    """A handler of ``app`` on real worker threads, its app_timeout timed by ``clock``."""
+    return WSGIHandler(
+        validator(app), reactor=calls, threadpool=pool, app_timeout=app_timeout, clock=clock
+    )
+
+
 def stuck_app(
     release: threading.Event, started: threading.Event
 ) -> Callable[[dict[str, Any], Any], list[bytes]]:
@@ -1726,13 +1739,7 @@ def test_an_application_that_does_not_answer_in_time_is_a_504_and_its_stack_logg
     release, started = threading.Event(), threading.Event()
     clock = Clock()
     with one_worker() as (calls, pool):
-        handler = WSGIHandler(
-            validator(stuck_app(release, started)),
-            reactor=calls,
-            threadpool=pool,
-            app_timeout=60.0,
-            clock=clock,
-        )
+        handler = timed_handler(stuck_app(release, started), calls, pool, clock)
         connection = connect(handler, clock=clock)
         with capture_log_events() as events:
             connection.send(b"GET /report HTTP/1.1\r\n" + HOST + b"\r\n")
@@ -1776,9 +1783,7 @@ def test_a_response_started_in_time_is_not_timed_any_further() -> None:
 
     clock = Clock()
     with one_worker() as (calls, pool):
-        handler = WSGIHandler(
-            validator(app), reactor=calls, threadpool=pool, app_timeout=5.0, clock=clock
-        )
+        handler = timed_handler(app, calls, pool, clock, 5.0)
         connection = connect(handler, clock=clock)
         connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(started.is_set)
@@ -1835,13 +1840,7 @@ def test_the_time_a_client_takes_to_send_the_body_read_is_not_counted() -> None:
     stuck, read = threading.Event(), threading.Event()
     clock = Clock()
     with one_worker() as (calls, pool):
-        handler = WSGIHandler(
-            validator(upload_app(stuck, read, read_body=True)),
-            reactor=calls,
-            threadpool=pool,
-            app_timeout=10.0,
-            clock=clock,
-        )
+        handler = timed_handler(upload_app(stuck, read, read_body=True), calls, pool, clock, 10.0)
         connection = connect(handler, clock=clock, settings=HttpSettings(body_timeout=300.0))
         connection.send(
             b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 200000\r\n\r\n" + b"x" * 100_000
@@ -1874,13 +1873,7 @@ def test_an_application_stuck_before_reading_its_body_is_timed(expect_continue: 
     stuck, read = threading.Event(), threading.Event()
     clock = Clock()
     with one_worker() as (calls, pool):
-        handler = WSGIHandler(
-            validator(upload_app(stuck, read, read_body=False)),
-            reactor=calls,
-            threadpool=pool,
-            app_timeout=10.0,
-            clock=clock,
-        )
+        handler = timed_handler(upload_app(stuck, read, read_body=False), calls, pool, clock, 10.0)
         connection = connect(handler, clock=clock, settings=HttpSettings(body_timeout=300.0))
         head = b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 900000\r\n"
         if expect_continue:
@@ -1930,13 +1923,7 @@ def test_a_closed_handler_leaves_no_timer_once_its_last_request_ends() -> None:
     release, started = threading.Event(), threading.Event()
     clock = Clock()
     with one_worker() as (calls, pool):
-        handler = WSGIHandler(
-            validator(stuck_app(release, started)),
-            reactor=calls,
-            threadpool=pool,
-            app_timeout=60.0,
-            clock=clock,
-        )
+        handler = timed_handler(stuck_app(release, started), calls, pool, clock)
         connection = connect(handler, clock=clock)
         connection.send(b"GET /report HTTP/1.1\r\n" + HOST + b"\r\n")
         calls.run_until(started.is_set)

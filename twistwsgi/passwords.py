@@ -370,18 +370,29 @@ def _sha_crypt(
     return _crypt_base64(_stretch(new, digest, p, s, rounds), order)
 
 
+def _crypt_verifier(
+    magic: str,
+    parts: list[str],
+    most_salt: int,
+    order: tuple[int, ...],
+    compute: Callable[[bytes, bytes], str],
+) -> _Verifier:
+    """Check an entry's ``salt$hash`` ``parts``; the verifier comparing ``compute``'s text."""
+    salt_text, expected_text = parts
+    salt = _salt_bytes(magic, salt_text, most_salt)
+    _check_crypt_text(magic, expected_text, order)
+    expected = expected_text.encode("ascii")
+    return lambda password: hmac.compare_digest(compute(password, salt).encode("ascii"), expected)
+
+
 def _md5_crypt_verifier(stored: str) -> _Verifier:
     magic = "$apr1$" if stored.startswith("$apr1$") else "$1$"
     parts = stored.removeprefix(magic).split("$")
     if len(parts) != 2:
         raise ValueError(f"a {magic} entry not of the form {magic}salt$hash")
-    salt_text, expected_text = parts
-    salt = _salt_bytes(magic, salt_text, 8)
-    _check_crypt_text(magic, expected_text, _MD5_ORDER)
-    expected = expected_text.encode("ascii")
     magic_bytes = magic.encode("ascii")
-    return lambda password: hmac.compare_digest(
-        _md5_crypt(password, magic_bytes, salt).encode("ascii"), expected
+    return _crypt_verifier(
+        magic, parts, 8, _MD5_ORDER, lambda password, salt: _md5_crypt(password, magic_bytes, salt)
     )
 
 
@@ -407,12 +418,12 @@ def _sha_crypt_verifier(stored: str) -> _Verifier:
             )
     if len(parts) != 2:
         raise ValueError(f"a {magic} entry not of the form {magic}[rounds=N$]salt$hash")
-    salt_text, expected_text = parts
-    salt = _salt_bytes(magic, salt_text, 16)
-    _check_crypt_text(magic, expected_text, order)
-    expected = expected_text.encode("ascii")
-    return lambda password: hmac.compare_digest(
-        _sha_crypt(new, order, password, salt, rounds).encode("ascii"), expected
+    return _crypt_verifier(
+        magic,
+        parts,
+        16,
+        order,
+        lambda password, salt: _sha_crypt(new, order, password, salt, rounds),
     )
 
 
