@@ -1258,7 +1258,17 @@ def _one_graceful_stop(reactor: Any, service: ServerService | Supervisor) -> Non
     def later(number: int, frame: Any) -> None:
         reactor.callFromThread(service.stop_now)
 
+    signalled: list[int] = []
+
     def first(number: int, frame: Any) -> None:
+        # Python runs a signal handler between two bytecodes of whatever runs, this
+        # handler included: a second signal can enter it again before it is
+        # swapped out. The list append is one step; whoever did not come first
+        # asks for the immediate stop.
+        signalled.append(number)
+        if len(signalled) > 1:
+            later(number, frame)
+            return
         for each in numbers:
             if signal.getsignal(each) is first:
                 signal.signal(each, later)
