@@ -798,6 +798,20 @@ def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
     assert clock.processes == []
 
 
+def test_a_worker_with_stuck_threads_is_replaced_and_says_why() -> None:
+    started, clock = running(2)
+    with capture_log_events() as events:
+        clock.processes[0].report({"recycle": 12, "stuck": 5})
+    assert messages(events) == [
+        "Worker 1 (pid 1000) has 5 thread(s) held by requests answered 504"
+        " (app_timeout); starting its replacement",
+        "Started worker 1 (pid 1002)",
+    ]
+    started.stopService()
+    for process in clock.processes:
+        process.end()
+
+
 def test_a_worker_that_answered_its_max_requests_is_replaced_once_its_successor_serves() -> None:
     """As gunicorn's --max-requests, but no slot left empty: the old worker serves on
     until its replacement serves, then stops accepting and finishes its requests

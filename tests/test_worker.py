@@ -27,6 +27,7 @@ from twistwsgi.worker import (
     InheritedEndpoint,
     ReportPipe,
     RequestLimit,
+    StuckThreads,
     _Control,
     request_limit,
 )
@@ -263,3 +264,24 @@ def test_each_worker_adds_its_own_random_jitter_to_max_requests() -> None:
     drawn = {request_limit(1000, 5) for _ in range(500)}
     assert drawn <= set(range(1000, 1006))
     assert len(drawn) > 1
+
+
+def test_a_worker_asks_to_be_replaced_once_half_its_threads_are_stuck() -> None:
+    """Requests answered 504 past app_timeout keep their threads: with half of them
+    (at least one) so held, the worker asks the master for a replacement at each
+    look, as for --max-requests (gunicorn kills a worker past --timeout).
+    """
+    answered, reports, clock = Answered(), RecordedReports(), Clock()
+    stuck = [0]
+    StuckThreads(answered, 10, reports, clock, stuck=lambda: stuck[0]).start()
+    answered.responses = 7
+    stuck[0] = 4
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == []
+    stuck[0] = 5
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == [{"recycle": 7, "stuck": 5}]
+    lone = RecordedReports()
+    StuckThreads(answered, 1, lone, clock, stuck=lambda: 1).start()
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert lone.sent == [{"recycle": 7, "stuck": 1}]

@@ -595,3 +595,45 @@ def test_reload_replaces_the_worker_when_a_python_file_changes(
         assert release_answer(socket_path)[0] == "Bb"
     finally:
         assert server.stop() == 0
+
+
+def test_a_worker_whose_threads_are_stuck_is_replaced(tmp_path: Path, socket_path: Path) -> None:
+    """A request past --app-timeout is answered 504, but its thread cannot be stopped:
+    with half the worker's threads so held, the worker is replaced and the new one
+    serves (gunicorn kills a worker past --timeout).
+    """
+    (tmp_path / "stuck_app.py").write_text(
+        "import os, threading\n"
+        "from wsgiref.validate import validator\n"
+        "never = threading.Event()\n"
+        "@validator\n"
+        "def app(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/stuck':\n"
+        "        never.wait()\n"
+        "    body = str(os.getpid()).encode()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain'),"
+        " ('Content-Length', str(len(body)))])\n"
+        "    return [body]\n"
+    )
+    server = Server(
+        *("--app", "stuck_app:app", "--listen", f"unix:{socket_path}", "--workers", "1"),
+        *("--threads", "2", "--app-timeout", "1s", "--graceful-timeout", "1s"),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        [old] = started_workers(server, 1).values()
+        server.wait_for("with 1 worker process")
+        stuck = UnixHTTPConnection(socket_path)
+        stuck.request("GET", "/stuck")
+        assert stuck.getresponse().status == 504
+        stuck.close()
+        server.wait_for("has 1 thread(s) held by requests answered 504 (app_timeout)")
+        wait_until_ended(old)
+        connection = UnixHTTPConnection(socket_path)
+        connection.request("GET", "/")
+        answer = connection.getresponse().read()
+        connection.close()
+        assert int(answer) != old
+    finally:
+        assert server.stop() == 0

@@ -1768,6 +1768,25 @@ def test_an_application_that_does_not_answer_in_time_is_a_504_and_its_stack_logg
     assert not sweeps(clock, handler)
 
 
+def test_a_thread_held_by_a_timed_out_request_is_counted_until_it_returns() -> None:
+    """What a worker process looks at to ask for its replacement (worker.StuckThreads)."""
+    release, started = threading.Event(), threading.Event()
+    clock = Clock()
+    before = wsgi.stuck_threads()
+    with one_worker() as (calls, pool):
+        handler = timed_handler(stuck_app(release, started), calls, pool, clock)
+        connection = connect(handler, clock=clock)
+        with capture_log_events():
+            connection.send(b"GET /report HTTP/1.1\r\n" + HOST + b"\r\n")
+            calls.run_until(started.is_set)
+            clock.advance(61)
+            assert wsgi.stuck_threads() == before + 1
+            release.set()
+            calls.run_until(lambda: pool.idle)
+    assert wsgi.stuck_threads() == before
+    assert parse_responses(connection.take())[0].status == 504
+
+
 def test_a_response_started_in_time_is_not_timed_any_further() -> None:
     """Once the head is out (a stream, a long poll), app_timeout no longer applies:
     the stream's pace is the client's and the application's business.

@@ -442,10 +442,14 @@ class Supervisor(Service):
                 self._announce_if_all_ready()
         answered = report.get("recycle")
         if isinstance(answered, int) and self._workers.get(worker.number) is worker:
-            self._recycle(worker, answered)
+            stuck = report.get("stuck")
+            self._recycle(worker, answered, stuck if isinstance(stuck, int) else None)
 
-    def _recycle(self, worker: _Worker, answered: int) -> None:
+    def _recycle(self, worker: _Worker, answered: int, stuck: int | None = None) -> None:
         """Start a replacement for ``worker``, which answered its ``--max-requests``.
+
+        Or which has ``stuck`` threads, held by requests answered 504 past
+        app_timeout.
 
         The old one serves on until the new one serves, then stops accepting and
         finishes its requests (:meth:`_hand_over`), as a reload's sets do: the slot
@@ -461,13 +465,22 @@ class Supervisor(Service):
             or self._reactor.seconds() < worker.recycle_not_before
         ):
             return
-        _log.info(
-            "Worker {number} (pid {pid}) answered {answered} requests (max_requests);"
-            " starting its replacement",
-            number=number,
-            pid=worker.pid,
-            answered=answered,
-        )
+        if stuck is None:
+            _log.info(
+                "Worker {number} (pid {pid}) answered {answered} requests (max_requests);"
+                " starting its replacement",
+                number=number,
+                pid=worker.pid,
+                answered=answered,
+            )
+        else:
+            _log.warn(
+                "Worker {number} (pid {pid}) has {stuck} thread(s) held by requests"
+                " answered 504 (app_timeout); starting its replacement",
+                number=number,
+                pid=worker.pid,
+                stuck=stuck,
+            )
         successor = self._successors[number] = _Worker(number, 0.0)
         try:
             self._start_process(successor, self._configuration)

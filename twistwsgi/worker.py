@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.supervisor import CONTROL_FD, FIRST_LISTENER_FD, PAYLOAD_VARIABLE, REPORT_FD
+from twistwsgi.wsgi import stuck_threads
 
 __all__ = ["InheritedEndpoint", "ReportPipe", "main"]
 
@@ -259,6 +260,43 @@ class RequestLimit:
             self._reports.send({"recycle": answered})
 
 
+class StuckThreads:
+    """Asks the master for a replacement once half the worker's threads are stuck.
+
+    A request answered 504 past ``app_timeout`` keeps its thread (a Python thread
+    cannot be stopped), so a worker whose application hangs loses capacity with each;
+    gunicorn kills such a worker (``--timeout``). Here, once half the threads (at
+    least one) are so held, a ``{"recycle": count, "stuck": n}`` report goes to the
+    master at each look, as for ``--max-requests``: a replacement starts, then this
+    worker stops accepting, finishes its other requests, and is killed at the end of
+    its graceful timeout if the stuck ones are still running.
+    """
+
+    def __init__(
+        self,
+        counted: _Answered,
+        threads: int,
+        reports: ReportPipe,
+        clock: IReactorTime,
+        stuck: Callable[[], int] = stuck_threads,
+    ) -> None:
+        self._counted = counted
+        self._threshold = max(1, threads // 2)
+        self._reports = reports
+        self._stuck = stuck
+        self._loop = LoopingCall(self._look)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        """Look from now on."""
+        self._loop.start(REQUEST_COUNT_INTERVAL, now=False)
+
+    def _look(self) -> None:
+        stuck = self._stuck()
+        if stuck >= self._threshold:
+            self._reports.send({"recycle": self._counted.responses, "stuck": stuck})
+
+
 class _Control:
     """Reads the master's commands from the control pipe, one a line, and carries them out."""
 
@@ -390,6 +428,8 @@ def main(arguments: list[str] | None = None) -> None:
     if config.max_requests:
         limit = request_limit(config.max_requests, config.max_requests_jitter)
         RequestLimit(service.factory, limit, reports, reactor).start()
+    if config.threads:
+        StuckThreads(service.factory, config.threads, reports, reactor).start()
 
     def stop() -> None:
         if not reactor._stopped:  # (a SIGTERM may have begun the stop already)

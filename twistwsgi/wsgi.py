@@ -79,6 +79,7 @@ __all__ = [
     "FileWrapper",
     "WSGIApplication",
     "WSGIHandler",
+    "stuck_threads",
 ]
 
 _log = Logger(namespace="twistwsgi.wsgi")
@@ -748,6 +749,31 @@ def _joined(result: list[bytes] | tuple[bytes, ...]) -> bytes:
     return b"".join(result)
 
 
+class _StuckThreads:
+    """How many worker threads run requests answered 504 (``app_timeout``) meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, change: int) -> None:
+        with self._lock:
+            self.count += change
+
+
+_stuck = _StuckThreads()
+
+
+def stuck_threads() -> int:
+    """How many worker threads of this process are held by requests answered 504.
+
+    A worker process with half its threads so held asks to be replaced (see
+    :class:`twistwsgi.worker.StuckThreads`): a thread cannot be stopped, a process
+    can.
+    """
+    return _stuck.count
+
+
 #: The request each worker thread is running an application for, by thread ident.
 _running: dict[int, RequestHead] = {}
 
@@ -1077,6 +1103,7 @@ class _ThreadedCall:
         # call, the worker thread running it, and whether it was answered 504.
         self.started_at: float | None = None
         self.thread: int | None = None
+        self._returned = False
         self._late = False
         self._guarded = self._timed or spooled is not None or handler.app_timeout > 0
         if spooled is None and exchange.request.has_body:
@@ -1223,15 +1250,37 @@ class _ThreadedCall:
             Whether it timed out (the caller answers for it).
         """
         with self._cond:
-            if self._head_sent or self._gone:
+            if self._head_sent or self._gone or self._returned:
                 return False
             self._gone = True
             self._late = True
+            _stuck.add(1)
             self._cond.notify_all()
         return True
 
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
+        try:
+            self._run()
+        finally:
+            if self._handler.answer_clock is not None:
+                self._returning()
+
+    def _returning(self) -> None:
+        """The worker is done with the call: a thread counted stuck is free again."""
+        with self._cond:
+            self._returned = True  # (time_out counts no thread from now on)
+            late = self._late
+        if late:
+            _stuck.add(-1)
+            request = self._exchange.request
+            _log.warn(
+                "{method} {target}: the application returned, after its 504",
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+            )
+
+    def _run(self) -> None:
         if self._timed:
             self._handler.queued.popleft()  # this call's entry, or an older expired one
         if self._guarded:
@@ -1280,12 +1329,6 @@ class _ThreadedCall:
                 _close_result(result, exchange.request)
             environ["wsgi.errors"].flush()
             _running.pop(thread, None)
-            if self._late:
-                _log.warn(
-                    "{method} {target}: the application returned, after its 504",
-                    method=exchange.request.method.decode("latin-1"),
-                    target=exchange.request.target.decode("latin-1"),
-                )
             if self._spooled is not None:
                 with self._lock:
                     # A file response may be this very body (file_wrapper(wsgi.input)).
