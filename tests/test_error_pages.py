@@ -23,6 +23,7 @@ from twistwsgi import cli
 from twistwsgi.config import MAX_ERROR_PAGE, ConfigError, MountConfig, ServerConfig
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.exchange import Handler
+from twistwsgi.http.request import RequestHead
 from twistwsgi.proxy import build_proxy
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.service import make_service
@@ -82,6 +83,7 @@ APPS = {"errors:app": validator(application)}
 
 PAGES = (
     'error_pages = { 401 = "pages/4xx.html", 403 = "pages/4xx.html", 404 = "pages/404.html",'
+    ' 400 = "pages/4xx.html", 413 = "pages/4xx.html",'
     ' 405 = "pages/4xx.html", 429 = "pages/4xx.html", 500 = "pages/50x.html",'
     ' 502 = "pages/50x.html", 503 = "pages/50x.html", 504 = "pages/50x.html" }\n'
 )
@@ -355,16 +357,80 @@ def test_requests_for_no_host_get_the_plain_answer(tmp_path: Path) -> None:
     assert_plain(site.get(b"unknown.example", b"/"), 404, b"Not Found\n")
 
 
-def test_the_protocols_refusals_stay_plain(site: Site) -> None:
-    """A request refused by the protocol (here, a body over max_body, decided from
-    its Content-Length before it is routed) gets the protocol's plain answer.
+def test_a_refusal_after_the_head_gets_the_hosts_page(site: Site, tmp_path: Path) -> None:
+    """The protocol's refusals once a head is accepted (here a body over max_body,
+    decided from its Content-Length before it is routed) get the host's page, as
+    nginx's error_page 413; a head that could not be read has no host: plain.
     """
     connection = site.connect()
+    connection.factory.error_pages = site.router.error_pages_for  # (as the service does)
     connection.send(
         b"POST /app/x HTTP/1.1\r\nHost: branded.example\r\nContent-Length: 99999999999\r\n\r\n"
     )
     [response] = parse_responses(connection.take())
-    assert (response.status, response.header(b"content-type")) == (413, PLAIN)
+    assert (response.status, response.header(b"content-type"), response.body) == (
+        413,
+        HTML,
+        CLIENT_PAGE,
+    )
+    assert response.header(b"connection") == b"close"
+    other = site.connect()
+    other.factory.error_pages = site.router.error_pages_for
+    other.send(
+        b"POST /app/x HTTP/1.1\r\nHost: plain.example\r\nContent-Length: 99999999999\r\n\r\n"
+    )
+    [plain] = parse_responses(other.take())
+    assert (plain.status, plain.header(b"content-type")) == (413, PLAIN)
+    malformed = site.connect()
+    malformed.factory.error_pages = site.router.error_pages_for
+    malformed.send(b"GET /app/x HTTP/1.1\r\nHost: branded.example\r\nBad Header: x\r\n\r\n")
+    [refused] = parse_responses(malformed.take())
+    assert (refused.status, refused.header(b"content-type")) == (400, PLAIN)
+
+
+def test_a_chunked_body_growing_over_the_limit_gets_the_page(site: Site) -> None:
+    """The 413 decided as the body arrives, once the request was routed (here to
+    a proxy mount, whose upstream has not answered yet).
+    """
+    connection = site.connect()
+    connection.factory.error_pages = site.router.error_pages_for  # (as the service does)
+    chunk = b"x" * 65536
+    connection.send(
+        b"POST /api/x HTTP/1.1\r\nHost: branded.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + (b"10000\r\n" + chunk + b"\r\n") * 17
+    )
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (413, CLIENT_PAGE)
+
+
+def test_the_service_hands_the_pages_to_the_protocol(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "4xx.html").write_bytes(CLIENT_PAGE)
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["branded.example"]\nerror_pages = { 413 = "4xx.html" }\n'
+        '[[host.mount]]\npath = "/"\nstatic = "www"\n'
+    )
+    config = cli.load_config({"config": str(tmp_path / "site.toml"), "access_log": "off"})
+    service = make_service(config, reactor=MemoryReactorClock(), endpoints=[])
+    assert service.factory.error_pages is not None
+    request = RequestHead(
+        method=b"POST",
+        target=b"/",
+        path=b"/",
+        decoded_path=b"/",
+        query=b"",
+        version=b"1.1",
+        headers=[],
+        authority=BRANDED,
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=None,
+        local=None,
+    )
+    pages = service.factory.error_pages(request)
+    assert pages is not None and pages[413].body == CLIENT_PAGE
+    service.stopService()
 
 
 def test_a_request_that_waited_too_long_for_a_thread_gets_the_page(tmp_path: Path) -> None:
@@ -479,7 +545,7 @@ def test_check_config_lists_a_hosts_error_pages(tmp_path: Path) -> None:
     config = cli.load_config({"config": str(write_site(tmp_path))})
     text = describe_routing(config)
     pages = tmp_path / "pages"
-    assert f"  error page 401, 403, 405, 429: {pages / '4xx.html'}\n" in text
+    assert f"  error page 400, 401, 403, 405, 413, 429: {pages / '4xx.html'}\n" in text
     assert f"  error page 404: {pages / '404.html'}\n" in text
     assert f"  error page 500, 502, 503, 504: {pages / '50x.html'}\n" in text
     assert text.count("error page") == 3  # the plain host has none

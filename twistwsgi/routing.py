@@ -416,6 +416,11 @@ class Router:
         mount = mounts.lookup(path)
         return None if mount is None else mount.max_body
 
+    def error_pages_for(self, request: RequestHead) -> ErrorPages | None:
+        """The error pages of the host ``request`` is for (the protocol's refusals)."""
+        mounts = self.table.hosts.lookup(normalize_host(request.authority))
+        return None if mounts is None else mounts.error_pages
+
     def handle(self, exchange: Exchange) -> None:
         """Route ``exchange`` to the handler of its host and path."""
         table = self.table

@@ -683,6 +683,7 @@ def make_service(
         router, settings=server_settings(config), clock=reactor, response_log=response_log
     )
     factory.body_limit = router.body_limit
+    factory.error_pages = router.error_pages_for
     return ServerService(
         factory,
         endpoints,

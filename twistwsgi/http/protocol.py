@@ -54,6 +54,8 @@ from twistwsgi.http.exchange import Handler, LogNotes
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
     Address,
+    ErrorPage,
+    ErrorPages,
     PartialRequest,
     PreparedHeaders,
     RequestHead,
@@ -240,6 +242,9 @@ class HTTPFactory(Factory):
         # The body limit of the mount a request goes to, if mounts have their own
         # (a Router's body_limit); None: the settings' max_body for every request.
         self.body_limit: Callable[[RequestHead], int | None] | None = None
+        # The error pages of the host a request is for (a Router's
+        # error_pages_for); None: the plain bodies for every refusal.
+        self.error_pages: Callable[[RequestHead], ErrorPages | None] | None = None
         self.shutting_down = False
         self._all_closed: list[Deferred[None]] = []
         # Listening ports to pause at max_connections (see connection_opened).
@@ -554,6 +559,9 @@ class HTTP11Protocol(Protocol):
         self._head_bytes = 0
         # When the current request's first byte arrived (clock seconds).
         self._head_began = 0.0
+        # A head accepted, then refused before its exchange was made (413 from
+        # Content-Length, too many pipelined): what its refusal is about.
+        self._refused_head: RequestHead | None = None
         # The body limit of the request being read (the server's or its mount's).
         self._max_body = factory.settings.max_body
         # Since when the connection waits for a request (clock seconds; kept while
@@ -1315,8 +1323,10 @@ class HTTP11Protocol(Protocol):
                     max_body = own
             self._max_body = max_body
             if max_body and content_length is not None and content_length > max_body:
+                self._refused_head = head
                 raise RequestError(413, "Request body too large")
         if len(self._queue) >= MAX_QUEUED:
+            self._refused_head = head
             raise RequestError(429, "Too many pipelined requests")
         exchange = HTTP11Exchange(self, head, keep_alive, expects_continue, self._head_began)
         self._parsing = exchange
@@ -1536,7 +1546,9 @@ class HTTP11Protocol(Protocol):
                 self._queue.pop()
             refusal = Refusal(exchange.request, error, exchange.started)
         else:
-            refusal = Refusal(self._partial_request(), error, self._head_began)
+            head, self._refused_head = self._refused_head, None
+            request = head if head is not None else self._partial_request()
+            refusal = Refusal(request, error, self._head_began)
         if self._queue:
             self._queue.append(refusal)
             self.pause_reading("error")
@@ -1593,12 +1605,27 @@ class HTTP11Protocol(Protocol):
         """Log ``refusal`` (server log and access log) and return its response."""
         error = refusal.error
         self._log_refusal(error)
+        request = refusal.request
+        page = self.error_page(request, error.status) if isinstance(request, RequestHead) else None
         # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
-        body = refusal.request.method != b"HEAD"
+        body = request.method != b"HEAD"
         if body:
-            refusal.body_sent = len(_error_body(error))
+            refusal.body_sent = len(page.body if page is not None else _error_body(error))
         self.log_response(refusal)
-        return self.error_response_bytes(error, include_body=body)
+        return self.error_response_bytes(error, include_body=body, page=page)
+
+    def error_page(self, request: RequestHead, status: int) -> ErrorPage | None:
+        """The page the host of ``request`` sends for ``status``, if it has one.
+
+        For refusals after a request's head was accepted (a body too large, too slow
+        or malformed; 417): its host is known then, as nginx's error_page applies to
+        a server's own 413. A head that could not be read has no host to ask.
+        """
+        pages_for = self._factory.error_pages
+        if pages_for is None:
+            return None
+        pages = pages_for(request)
+        return None if pages is None else pages.get(status)
 
     def _send_error_response(self, refusal: Refusal) -> None:
         """Write a complete error response with ``Connection: close``, log it, linger."""
@@ -1616,12 +1643,18 @@ class HTTP11Protocol(Protocol):
             except Exception:
                 _log.failure("The access log failed")
 
-    def error_response_bytes(self, error: RequestError, *, include_body: bool) -> bytes:
-        """Serialise a short plain-text error response that closes the connection."""
-        body = _error_body(error)
+    def error_response_bytes(
+        self, error: RequestError, *, include_body: bool, page: ErrorPage | None = None
+    ) -> bytes:
+        """Serialise a short error response that closes the connection.
+
+        Plain text, or ``page`` (the host's error page) when given.
+        """
+        body = _error_body(error) if page is None else page.body
+        content_type = b"text/plain; charset=utf-8" if page is None else page.content_type
         fields = [
             status_line(error.status),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Type: " + content_type + b"\r\n",
             b"Content-Length: %d\r\n" % len(body),
             b"Connection: close\r\n",
         ]
@@ -2610,9 +2643,10 @@ class HTTP11Exchange:
         self.response_started = True
         self.status = error.status
         include_body = self.request.method != b"HEAD"
-        data = self._protocol.error_response_bytes(error, include_body=include_body)
+        page = self._protocol.error_page(self.request, error.status)
+        data = self._protocol.error_response_bytes(error, include_body=include_body, page=page)
         if include_body:
-            self.body_sent = len(_error_body(error))
+            self.body_sent = len(_error_body(error) if page is None else page.body)
         self._keep_alive = False
         write_now(self._protocol.transport, data)
         self._ended(None)
