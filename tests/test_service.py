@@ -271,14 +271,13 @@ def test_worker_pool_starts_and_stops_with_the_service() -> None:
 
 def test_a_second_stop_drops_the_draining_connections_at_once() -> None:
     """stop_now (a second SIGTERM) ends the graceful stop without waiting for the
-    timeout; before a stop began it does nothing.
+    timeout.
     """
     service, clock, protocol, transport = serving_one_request(timeout=30.0)
-    service.stop_now()
-    assert not aborted(transport)
     done: list[object] = []
     service.stopService().addCallback(done.append)
     clock.advance(1.0)
+    assert not aborted(transport)
     with capture_log_events() as events:
         service.stop_now()
     assert aborted(transport)
@@ -286,6 +285,24 @@ def test_a_second_stop_drops_the_draining_connections_at_once() -> None:
     protocol.connectionLost(Failure(ConnectionDone()))
     assert done == [None]
     assert not clock.getDelayedCalls()  # the graceful deadline is cancelled
+
+
+def test_a_second_stop_asked_before_the_drain_began_is_kept_for_it() -> None:
+    """Two signals in one reactor pass: the stop is still queued when the second
+    asks for the immediate one, which the drain then does as it begins (it did
+    nothing before, and the server drained for the whole graceful timeout).
+    """
+    service, clock, protocol, transport = serving_one_request(timeout=30.0)
+    service.stop_now()
+    assert not aborted(transport)
+    done: list[object] = []
+    with capture_log_events() as events:
+        service.stopService().addCallback(done.append)
+        clock.advance(0.1)
+    assert aborted(transport)
+    assert any("dropping 1 connection(s) now" in formatEvent(event) for event in events)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert done == [None]
 
 
 class ThreadLimitedPool(WorkerPool):

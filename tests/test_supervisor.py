@@ -385,10 +385,19 @@ def test_workers_that_outstay_the_graceful_timeout_are_killed() -> None:
 
 def test_a_second_stop_signal_has_the_workers_drop_their_connections() -> None:
     started, clock = running(1)
-    started.stop_now()  # not stopping: nothing to hurry
-    assert clock.processes[0].commands() == []
     started.stopService()
     started.stop_now()
+    assert clock.processes[0].commands() == [b"stop\n", b"stop-now\n"]
+
+
+def test_a_second_stop_asked_before_the_stop_began_goes_with_it() -> None:
+    """Two signals in one reactor pass: the stop is still queued when the second
+    asks for the immediate one; it is sent with the stop.
+    """
+    started, clock = running(1)
+    started.stop_now()
+    assert clock.processes[0].commands() == []
+    started.stopService()
     assert clock.processes[0].commands() == [b"stop\n", b"stop-now\n"]
 
 

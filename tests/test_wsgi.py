@@ -1787,6 +1787,33 @@ def test_a_thread_held_by_a_timed_out_request_is_counted_until_it_returns() -> N
     assert parse_responses(connection.take())[0].status == 504
 
 
+def test_a_thread_held_by_a_request_whose_client_left_is_counted_too() -> None:
+    """Clients often leave first (nginx's own 60 s read timeout equals the default
+    app_timeout): the thread is just as stuck, and counts once past app_timeout.
+    """
+    release, started = threading.Event(), threading.Event()
+    clock = Clock()
+    before = wsgi.stuck_threads()
+    with one_worker() as (calls, pool):
+        handler = timed_handler(stuck_app(release, started), calls, pool, clock)
+        connection = connect(handler, clock=clock)
+        with capture_log_events() as events:
+            connection.send(b"GET /report HTTP/1.1\r\n" + HOST + b"\r\n")
+            calls.run_until(started.is_set)
+            clock.advance(30)
+            connection.protocol.connectionLost(Failure(ConnectionDone()))
+            clock.advance(20)
+            assert wsgi.stuck_threads() == before
+            clock.advance(11)
+            assert wsgi.stuck_threads() == before + 1
+            release.set()
+            calls.run_until(lambda: pool.idle)
+    assert wsgi.stuck_threads() == before
+    assert handler.answering == {}
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.wsgi"]
+    assert any("its client has left, its thread goes on running it" in line for line in lines)
+
+
 def test_a_response_started_in_time_is_not_timed_any_further() -> None:
     """Once the head is out (a stream, a long poll), app_timeout no longer applies:
     the stream's pace is the client's and the application's business.

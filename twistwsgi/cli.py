@@ -1249,8 +1249,8 @@ def _one_graceful_stop(reactor: Any, service: ServerService | Supervisor) -> Non
     stop; a second signal before the stop has begun (``kill`` twice, a supervisor
     and a ``timeout`` both sending one) asked again, and the stopped reactor logged
     a critical ReactorNotRunning traceback. Wrapped here, the first signal goes to
-    Twisted's handler and every later one to :func:`_second_signal_stops_now`'s
-    work, whether the stop has begun or is still queued behind it.
+    Twisted's handler and every later one to ``service.stop_now``, which, asked
+    before the drain has begun (the stop still queued), is remembered for it.
     """
     numbers = (signal.SIGTERM, signal.SIGINT)
     previous: dict[int, Any] = {number: signal.getsignal(number) for number in numbers}

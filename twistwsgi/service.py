@@ -236,6 +236,7 @@ class ServerService(Service):
         # What endpoint.listen returned, so a stop can cancel those still pending.
         self._listen_calls: list[Deferred[IListeningPort]] = []
         self._drain_deadline: IDelayedCall | None = None
+        self._stop_now_asked = False
         self._ready_call: IDelayedCall | None = None
         self._stopped = False  # stopped since built: a start must set up again
         self._stopping: Deferred[None] | None = None  # a stop still draining
@@ -515,6 +516,8 @@ class ServerService(Service):
             )
         deadline = self._clock.callLater(self._graceful_timeout, self._give_up)
         self._drain_deadline = deadline
+        if self._stop_now_asked:
+            self.stop_now()  # (asked for before the drain began)
 
         def cancel(result: object) -> object:
             if deadline.active():
@@ -533,8 +536,10 @@ class ServerService(Service):
         """End a graceful stop at once: drop the connections still draining.
 
         For a second SIGTERM or SIGINT (Ctrl-C twice), as nginx's fast shutdown.
-        Nothing happens unless a graceful stop is draining.
+        Asked for before the drain began (two signals in one reactor pass: the
+        stop is still queued), it is remembered, and the drain drops them at once.
         """
+        self._stop_now_asked = True
         deadline = self._drain_deadline
         if deadline is None or not deadline.active():
             return

@@ -307,6 +307,7 @@ class Supervisor(Service):
         self._workers: dict[int, _Worker] = {}
         self._announced = False
         self._stopping: Deferred[None] | None = None
+        self._stop_now_asked = False
         self._ended_all: Deferred[None] | None = None
         self._kill_call: IDelayedCall | None = None
 
@@ -824,6 +825,8 @@ class Supervisor(Service):
                 self._graceful_timeout + KILL_GRACE, self._kill_remaining
             )
         self._send(b"stop")
+        if self._stop_now_asked:
+            self._send(b"stop-now")
         # Those still starting (a reload's, a restart's) hold no connection and read
         # no command before their import ends: killed, or the stop waits for them.
         for worker in running:
@@ -845,7 +848,12 @@ class Supervisor(Service):
         self._retiring.clear()
 
     def stop_now(self) -> None:
-        """End a graceful stop at once: each worker drops what it still serves."""
+        """End a graceful stop at once: each worker drops what it still serves.
+
+        Asked for before the stop began (two signals in one reactor pass), it is
+        remembered and sent with the stop.
+        """
+        self._stop_now_asked = True
         if self._stopping is None:
             return
         _log.warn("Stop requested again; the workers drop their connections now")

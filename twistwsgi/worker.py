@@ -281,7 +281,7 @@ class StuckThreads:
         stuck: Callable[[], int] = stuck_threads,
     ) -> None:
         self._counted = counted
-        self._threshold = max(1, threads // 2)
+        self._threshold = (threads + 1) // 2  # half, rounded up: at least one
         self._reports = reports
         self._stuck = stuck
         self._loop = LoopingCall(self._look)

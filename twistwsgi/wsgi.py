@@ -41,6 +41,7 @@ it made it (nginx's ``uwsgi_intercept_errors`` off).
 
 from __future__ import annotations
 
+import enum
 import io
 import os
 import re
@@ -552,19 +553,38 @@ class WSGIHandler:
         now = clock.seconds()
         answering = self.answering
         for call in list(answering):
-            if call.answered:
+            if call.done_with:
                 del answering[call]  # a response going on (a stream): no longer timed
                 continue
             since = call.timed_since
-            if since is not None and now - since >= self.app_timeout and call.time_out():
-                del answering[call]
+            if since is None or now - since < self.app_timeout:
+                continue
+            del answering[call]
+            outcome = call.time_out()
+            if outcome is _Late.ANSWER:
                 self._answer_late(call, now - since)
+            elif outcome is _Late.COUNTED:
+                request = call.exchange.request
+                _log.warn(
+                    "{method} {target}: the application did not start its response within"
+                    " {timeout:g}s; its client has left, its thread goes on running it",
+                    method=request.method.decode("latin-1"),
+                    target=request.target.decode("latin-1"),
+                    timeout=self.app_timeout,
+                )
         if answering:
             self._answer_sweep = clock.callLater(_ANSWER_SWEEP_INTERVAL, self._sweep_answers)
 
     def call_ended(self, call: _ThreadedCall) -> None:
-        """``call``'s exchange ended: it is no longer timed (reactor thread)."""
+        """``call``'s exchange ended: it is no longer timed (reactor thread).
+
+        Unless its client left while the application runs without having answered:
+        its thread is then still timed, to be counted stuck (see
+        :func:`stuck_threads`) once past ``app_timeout``, though nobody is answered.
+        """
         answering = self.answering
+        if call.held_unanswered:
+            return
         answering.pop(call, None)
         if self._closed and not answering:
             self._cancel_answer_sweep()
@@ -747,6 +767,14 @@ def _joined(result: list[bytes] | tuple[bytes, ...]) -> bytes:
             raise TypeError(_not_bytes(data))
         return data
     return b"".join(result)
+
+
+class _Late(enum.Enum):
+    """What timing a call out came to (see :meth:`_ThreadedCall.time_out`)."""
+
+    ANSWER = "answer"
+    COUNTED = "counted"
+    NONE = "none"
 
 
 class _StuckThreads:
@@ -1224,6 +1252,19 @@ class _ThreadedCall:
         return self._head_sent or self._gone
 
     @property
+    def held_unanswered(self) -> bool:
+        """Whether a worker runs the call and no response has started (unlocked)."""
+        return self.started_at is not None and not self._returned and not self._head_sent
+
+    @property
+    def done_with(self) -> bool:
+        """Whether the call needs no more timing (unlocked).
+
+        Its response started, or its worker returned, or no worker will run it.
+        """
+        return self._head_sent or self._returned or (self._gone and self.started_at is None)
+
+    @property
     def timed_since(self) -> float | None:
         """Since when the application's time runs (reactor thread; read unlocked).
 
@@ -1240,23 +1281,27 @@ class _ThreadedCall:
         waited = reader.waited_until
         return started if waited is None or waited < started else waited
 
-    def time_out(self) -> bool:
+    def time_out(self) -> _Late:
         """Give up on the response of a running call, unless it started (reactor).
 
         Whatever the application sends from now on is dropped, as for a client that
-        left.
+        left; its thread counts as stuck until it returns.
 
         Returns:
-            Whether it timed out (the caller answers for it).
+            ``ANSWER`` (the caller answers 504), ``COUNTED`` (the client had left:
+            nothing to answer), or ``NONE`` (the response started, or the thread
+            returned).
         """
         with self._cond:
-            if self._head_sent or self._gone or self._returned:
-                return False
-            self._gone = True
+            if self._head_sent or self._returned or self._late:
+                return _Late.NONE
             self._late = True
             _stuck.add(1)
+            if self._gone:
+                return _Late.COUNTED
+            self._gone = True
             self._cond.notify_all()
-        return True
+        return _Late.ANSWER
 
     def run(self) -> None:
         """Call the application and send its response (worker thread)."""
