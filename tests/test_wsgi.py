@@ -1811,7 +1811,7 @@ def test_a_thread_held_by_a_request_whose_client_left_is_counted_too() -> None:
     assert wsgi.stuck_threads() == before
     assert handler.answering == {}
     lines = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.wsgi"]
-    assert any("its client has left, its thread goes on running it" in line for line in lines)
+    assert any("its client has left. Its thread goes on running it" in line for line in lines)
 
 
 def test_a_response_started_in_time_is_not_timed_any_further() -> None:

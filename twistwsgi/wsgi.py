@@ -561,17 +561,8 @@ class WSGIHandler:
                 continue
             del answering[call]
             outcome = call.time_out()
-            if outcome is _Late.ANSWER:
-                self._answer_late(call, now - since)
-            elif outcome is _Late.COUNTED:
-                request = call.exchange.request
-                _log.warn(
-                    "{method} {target}: the application did not start its response within"
-                    " {timeout:g}s; its client has left, its thread goes on running it",
-                    method=request.method.decode("latin-1"),
-                    target=request.target.decode("latin-1"),
-                    timeout=self.app_timeout,
-                )
+            if outcome is not _Late.NONE:
+                self._answer_late(call, now - since, answer=outcome is _Late.ANSWER)
         if answering:
             self._answer_sweep = clock.callLater(_ANSWER_SWEEP_INTERVAL, self._sweep_answers)
 
@@ -594,8 +585,8 @@ class WSGIHandler:
         if sweep is not None and sweep.active():
             sweep.cancel()
 
-    def _answer_late(self, call: _ThreadedCall, waited: float) -> None:
-        """Answer 504 for ``call``, and log where its thread is (reactor thread)."""
+    def _answer_late(self, call: _ThreadedCall, waited: float, *, answer: bool) -> None:
+        """Answer 504 for ``call`` (unless its client left), and log where its thread is."""
         request = call.exchange.request
         frame = sys._current_frames().get(call.thread) if call.thread is not None else None
         where = " Its thread goes on running it (what it sends is dropped)"
@@ -605,15 +596,16 @@ class WSGIHandler:
             where += ", in:\n" + "".join(traceback.format_stack(frame)).rstrip()
         _log.error(
             "{method} {target}: the application did not start its response within"
-            " {timeout:g}s ({waited:.1f}s): answered 504.{where}",
+            " {timeout:g}s ({waited:.1f}s): {what}.{where}",
             method=request.method.decode("latin-1"),
             target=request.target.decode("latin-1"),
             timeout=self.app_timeout,
             waited=waited,
+            what="answered 504" if answer else "its client has left",
             where=where,
         )
         exchange = call.exchange
-        if not exchange.finished:
+        if answer and not exchange.finished:
             answer_error(exchange, 504, _TIMEOUT_BODY)
 
     def close(self) -> None:
