@@ -1001,7 +1001,8 @@ SETTINGS: tuple[Setting, ...] = (
         " body): past it the client gets 504 and the log shows where the thread is"
         " stuck, as nginx in front of gunicorn answers 504 after its 60 s"
         " proxy_read_timeout. The wait for a thread is thread_queue_timeout's. The thread cannot be"
-        " stopped: it runs on and what it sends is dropped. Not with threads = 0."
+        " stopped: it runs on and what it sends is dropped; under --workers a worker"
+        " with half its threads so held is replaced. Not with threads = 0."
         " A mount's app_timeout replaces it there. 0: no limit. Applied again on SIGHUP.",
     ),
     Setting(
