@@ -25,9 +25,8 @@ from twistwsgi.testing import capture_log_events
 from twistwsgi.worker import (
     REQUEST_COUNT_INTERVAL,
     InheritedEndpoint,
+    ReplacementWatch,
     ReportPipe,
-    RequestLimit,
-    StuckThreads,
     _Control,
     request_limit,
 )
@@ -246,7 +245,7 @@ def test_a_worker_asks_to_be_replaced_once_it_answered_its_requests() -> None:
     the first it can).
     """
     answered, reports, clock = Answered(), RecordedReports(), Clock()
-    RequestLimit(answered, 100, reports, clock).start()
+    ReplacementWatch(answered, reports, clock, limit=100).start()
     answered.responses = 99
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert reports.sent == []
@@ -273,7 +272,7 @@ def test_a_worker_asks_to_be_replaced_once_half_its_threads_are_stuck() -> None:
     """
     answered, reports, clock = Answered(), RecordedReports(), Clock()
     stuck = [0]
-    StuckThreads(answered, 10, reports, clock, stuck=lambda: stuck[0]).start()
+    ReplacementWatch(answered, reports, clock, threads=10, stuck=lambda: stuck[0]).start()
     answered.responses = 7
     stuck[0] = 4
     clock.advance(REQUEST_COUNT_INTERVAL)
@@ -282,6 +281,6 @@ def test_a_worker_asks_to_be_replaced_once_half_its_threads_are_stuck() -> None:
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert reports.sent == [{"recycle": 7, "stuck": 5}]
     lone = RecordedReports()
-    StuckThreads(answered, 1, lone, clock, stuck=lambda: 1).start()
+    ReplacementWatch(answered, lone, clock, threads=1, stuck=lambda: 1).start()
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert lone.sent == [{"recycle": 7, "stuck": 1}]

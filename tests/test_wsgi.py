@@ -1769,7 +1769,7 @@ def test_an_application_that_does_not_answer_in_time_is_a_504_and_its_stack_logg
 
 
 def test_a_thread_held_by_a_timed_out_request_is_counted_until_it_returns() -> None:
-    """What a worker process looks at to ask for its replacement (worker.StuckThreads)."""
+    """What a worker process looks at to ask for its replacement (worker.ReplacementWatch)."""
     release, started = threading.Event(), threading.Event()
     clock = Clock()
     before = wsgi.stuck_threads()

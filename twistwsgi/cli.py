@@ -1254,10 +1254,7 @@ def _one_graceful_stop(reactor: Any, service: ServerService | Supervisor) -> Non
     """
     numbers = (signal.SIGTERM, signal.SIGINT)
     previous: dict[int, Any] = {number: signal.getsignal(number) for number in numbers}
-
-    def later(number: int, frame: Any) -> None:
-        reactor.callFromThread(service.stop_now)
-
+    later = _stop_now_on_signal(reactor, service)
     signalled: list[int] = []
 
     def first(number: int, frame: Any) -> None:
@@ -1281,16 +1278,26 @@ def _one_graceful_stop(reactor: Any, service: ServerService | Supervisor) -> Non
             signal.signal(number, first)
 
 
+def _stop_now_on_signal(
+    reactor: Any, service: ServerService | Supervisor
+) -> Callable[[int, Any], None]:
+    """A signal handler that asks ``service`` to stop at once, in the reactor loop."""
+
+    def on_signal(number: int, frame: Any) -> None:
+        reactor.callFromThread(service.stop_now)
+
+    return on_signal
+
+
 def _second_signal_stops_now(reactor: Any, service: ServerService | Supervisor) -> None:
     """Once a graceful stop has begun, SIGTERM or SIGINT again drops what is left.
 
     Twisted's own handlers would ask the stopping reactor to stop again, which only
-    logs an error; an operator pressing Ctrl-C twice wants the process gone.
+    logs an error; an operator pressing Ctrl-C twice wants the process gone. (A stop
+    begun by a signal has swapped them already, see :func:`_one_graceful_stop`; not
+    one begun otherwise: a worker told to stop by its master, a failed start.)
     """
-
-    def on_signal(number: int, frame: object) -> None:
-        reactor.callFromThread(service.stop_now)
-
+    on_signal = _stop_now_on_signal(reactor, service)
     for number in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(number) != signal.SIG_IGN:  # (a background job's SIGINT)
             signal.signal(number, on_signal)

@@ -231,57 +231,37 @@ def request_limit(max_requests: int, jitter: int) -> int:
     return max_requests + random.randint(0, jitter)
 
 
-class RequestLimit:
-    """Asks the master for a replacement once a worker answered its requests.
+class ReplacementWatch:
+    """Asks the master for a replacement of this worker, once a second, when it is due.
 
-    gunicorn's ``--max-requests``: the factory's count of ended exchanges is looked
-    at every :data:`REQUEST_COUNT_INTERVAL` seconds (nothing is added to each
-    request), and from the limit on a ``{"recycle": count}`` report goes to the
-    master at each look, until the master stops this worker (it acts on the first,
-    when the worker is one of those serving).
-    """
+    Two reasons, looked at together (nothing is added to each request):
 
-    def __init__(
-        self, counted: _Answered, limit: int, reports: ReportPipe, clock: IReactorTime
-    ) -> None:
-        self._counted = counted
-        self._limit = limit
-        self._reports = reports
-        self._loop = LoopingCall(self._look)
-        self._loop.clock = clock
+    - ``limit``: gunicorn's ``--max-requests``: the factory's count of ended
+      exchanges has reached it (``{"recycle": count}``).
+    - ``threads``: half of them, rounded up, are held by requests answered 504 past
+      ``app_timeout`` (``{"recycle": count, "stuck": n}``). A Python thread cannot be
+      stopped, so a worker whose application hangs loses capacity with each;
+      gunicorn kills such a worker (``--timeout``). The replacement starts, then
+      this worker stops accepting, finishes its other requests and exits, the stuck
+      threads with it (killed at the end of its graceful timeout at the latest).
 
-    def start(self) -> None:
-        """Look from now on."""
-        self._loop.start(REQUEST_COUNT_INTERVAL, now=False)
-
-    def _look(self) -> None:
-        answered = self._counted.responses
-        if answered >= self._limit:
-            self._reports.send({"recycle": answered})
-
-
-class StuckThreads:
-    """Asks the master for a replacement once half the worker's threads are stuck.
-
-    A request answered 504 past ``app_timeout`` keeps its thread (a Python thread
-    cannot be stopped), so a worker whose application hangs loses capacity with each;
-    gunicorn kills such a worker (``--timeout``). Here, once half the threads (at
-    least one) are so held, a ``{"recycle": count, "stuck": n}`` report goes to the
-    master at each look, as for ``--max-requests``: a replacement starts, then this
-    worker stops accepting, finishes its other requests, and is killed at the end of
-    its graceful timeout if the stuck ones are still running.
+    The report goes at each look until the master stops this worker (it acts on the
+    first, when the worker is one of those serving).
     """
 
     def __init__(
         self,
         counted: _Answered,
-        threads: int,
         reports: ReportPipe,
         clock: IReactorTime,
+        *,
+        limit: int | None = None,
+        threads: int = 0,
         stuck: Callable[[], int] = stuck_threads,
     ) -> None:
         self._counted = counted
-        self._threshold = (threads + 1) // 2  # half, rounded up: at least one
+        self._limit = limit
+        self._stuck_threshold = (threads + 1) // 2 if threads else None  # at least one
         self._reports = reports
         self._stuck = stuck
         self._loop = LoopingCall(self._look)
@@ -292,9 +272,15 @@ class StuckThreads:
         self._loop.start(REQUEST_COUNT_INTERVAL, now=False)
 
     def _look(self) -> None:
-        stuck = self._stuck()
-        if stuck >= self._threshold:
-            self._reports.send({"recycle": self._counted.responses, "stuck": stuck})
+        answered = self._counted.responses
+        threshold = self._stuck_threshold
+        if threshold is not None:
+            stuck = self._stuck()
+            if stuck >= threshold:
+                self._reports.send({"recycle": answered, "stuck": stuck})
+                return
+        if self._limit is not None and answered >= self._limit:
+            self._reports.send({"recycle": answered})
 
 
 class _Control:
@@ -425,11 +411,15 @@ def main(arguments: list[str] | None = None) -> None:
         _change_directory(payload["serve_directory"], reports)
     assert reports is not None
     service.startService()
-    if config.max_requests:
-        limit = request_limit(config.max_requests, config.max_requests_jitter)
-        RequestLimit(service.factory, limit, reports, reactor).start()
-    if config.threads:
-        StuckThreads(service.factory, config.threads, reports, reactor).start()
+    if config.max_requests or config.threads:
+        limit = (
+            request_limit(config.max_requests, config.max_requests_jitter)
+            if config.max_requests
+            else None
+        )
+        ReplacementWatch(
+            service.factory, reports, reactor, limit=limit, threads=config.threads
+        ).start()
 
     def stop() -> None:
         if not reactor._stopped:  # (a SIGTERM may have begun the stop already)

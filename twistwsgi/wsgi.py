@@ -500,7 +500,7 @@ class WSGIHandler:
             if self._sweep_call is None:
                 self._sweep_call = clock.callLater(_SWEEP_INTERVAL, self._sweep)
         answer_clock = self.answer_clock
-        if answer_clock is not None and not call.answered:
+        if answer_clock is not None and not call.done_with:
             # (Handed over at the end of a batch: it may have ended already.)
             self.answering[call] = None
             if self._answer_sweep is None:
@@ -788,7 +788,7 @@ def stuck_threads() -> int:
     """How many worker threads of this process are held by requests answered 504.
 
     A worker process with half its threads so held asks to be replaced (see
-    :class:`twistwsgi.worker.StuckThreads`): a thread cannot be stopped, a process
+    :class:`twistwsgi.worker.ReplacementWatch`): a thread cannot be stopped, a process
     can.
     """
     return _stuck.count
@@ -1237,11 +1237,6 @@ class _ThreadedCall:
             self._expired = True
         self.close_spooled_body()
         return True
-
-    @property
-    def answered(self) -> bool:
-        """Whether the response started or the exchange ended (read without the lock)."""
-        return self._head_sent or self._gone
 
     @property
     def held_unanswered(self) -> bool:
