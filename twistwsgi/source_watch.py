@@ -61,18 +61,39 @@ class SourceWatcher:
 
     def _look(self) -> dict[str, _Facts]:
         found: dict[str, _Facts] = {}
-        scanned = [0]
-        for root in self.roots:
-            for path in _python_files(root, scanned):
-                facts = _facts(path)
-                if facts is not None:
-                    found[path] = facts
-        for path in self.files:
+        self.scanned = 0
+        sources = [path for root in self.roots for path in self._python_files(root)]
+        for path in (*sources, *self.files):
             facts = _facts(path)
             if facts is not None:
                 found[path] = facts
-        self.scanned = scanned[0]
         return found
+
+    def _python_files(self, root: str) -> Iterator[str]:
+        """The ``*.py`` files under ``root``, outside the directories never walked.
+
+        Counts the directory entries it looks at in :attr:`scanned`.
+        """
+        pending = [root]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue  # removed meanwhile, or not readable
+            self.scanned += len(entries)
+            if directory != root and any(entry.name == "pyvenv.cfg" for entry in entries):
+                continue  # a virtual environment: installed code, not the project's
+            for entry in entries:
+                name = entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not name.startswith(".") and name not in SKIPPED_DIRECTORIES:
+                            pending.append(entry.path)
+                    elif name.endswith(".py") and entry.is_file():
+                        yield entry.path
+                except OSError:
+                    continue
 
 
 def _facts(path: str) -> _Facts | None:
@@ -81,30 +102,3 @@ def _facts(path: str) -> _Facts | None:
     except OSError:
         return None  # gone since it was listed (an editor's save), or never there
     return (info.st_mtime_ns, info.st_size)
-
-
-def _python_files(root: str, scanned: list[int]) -> Iterator[str]:
-    """The ``*.py`` files under ``root``, outside the directories never walked.
-
-    ``scanned[0]`` counts the directory entries looked at.
-    """
-    pending = [root]
-    while pending:
-        directory = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue  # removed meanwhile, or not readable
-        scanned[0] += len(entries)
-        if directory != root and any(entry.name == "pyvenv.cfg" for entry in entries):
-            continue  # a virtual environment: installed code, not the project's
-        for entry in entries:
-            name = entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not name.startswith(".") and name not in SKIPPED_DIRECTORIES:
-                        pending.append(entry.path)
-                elif name.endswith(".py") and entry.is_file():
-                    yield entry.path
-            except OSError:
-                continue
