@@ -446,7 +446,7 @@ def test_a_rewrite_keeping_every_stat_field_is_seen_while_recent(
     """
     import twistwsgi.basic_auth
 
-    monkeypatch.setattr(twistwsgi.basic_auth, "_file_signature", lambda info: (1, 2, 3, 4))
+    monkeypatch.setattr(twistwsgi.basic_auth, "signature", lambda info: (1, 2, 3, 4, 5))
     assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 200
     (tmp_path / "htpasswd").write_text(USERS.replace("bob:", "rob:"))
     assert get(router, b"/private/x", [basic("bob", "hunter2")]).status == 401

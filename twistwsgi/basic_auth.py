@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from twistwsgi import passwords
+from twistwsgi.files import signature
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import answer_error
 
@@ -89,13 +90,17 @@ class UserFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._signature: tuple[int, int, int, int] | None = None
+        self._signature: tuple[int, int, int, int, int] | None = None
         self.users: dict[str, str] = {}
         #: Bumped with each change of the file (remembered credentials expire).
         self.generation = 0
         #: Why the file is unusable now, if it is.
         self.broken: str | None = None
-        self._load(os.stat(path) if os.path.exists(path) else None, strict=True)
+        try:
+            info: os.stat_result | None = os.stat(path)
+        except OSError:
+            info = None
+        self._load(info, strict=True)
 
     def refresh(self) -> bool:
         """Read the file again if it changed; whether it is usable now.
@@ -107,7 +112,7 @@ class UserFile:
             info = os.stat(self.path)
         except OSError as error:
             return self._fail(f"cannot read {self.path}: {error.strerror}", None)
-        if _file_signature(info) != self._signature or time.time() - info.st_mtime < SETTLING:
+        if signature(info) != self._signature or time.time() - info.st_mtime < SETTLING:
             self._load(info, strict=False)
         return self.broken is None
 
@@ -129,7 +134,7 @@ class UserFile:
         changed = users != self.users or self.broken is not None
         self.users = users
         self.broken = None
-        self._signature = _file_signature(info)
+        self._signature = signature(info)
         if changed:
             self.generation += 1
 
@@ -138,13 +143,8 @@ class UserFile:
             self.generation += 1  # nothing remembered holds across a broken file
         self.broken = problem
         self.users = {}
-        self._signature = _file_signature(info) if info is not None else None
+        self._signature = signature(info) if info is not None else None
         return False
-
-
-def _file_signature(info: os.stat_result) -> tuple[int, int, int, int]:
-    # The change time too: htpasswd rewrites in place within a second, same size.
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def parse_user_file(data: bytes, path: str) -> dict[str, str]:

@@ -37,7 +37,21 @@ __all__ = [
     "multipart_parts",
     "parse_http_date",
     "parse_range",
+    "signature",
 ]
+
+
+def signature(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What must be unchanged for what is known of a file to stay valid.
+
+    Its cached bytes, its facts, its parsed content: a different value means a
+    different file.
+
+    The change time too: a file rewritten in place to the same size with its old
+    mtime put back (``cp -p``, ``rsync -t``, ``touch -r``) keeps size and mtime, but
+    its ctime moves, which no user can set.
+    """
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def etag_for(inode: int, size: int, mtime_ns: int, suffix: str = "") -> str:

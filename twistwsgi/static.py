@@ -248,7 +248,7 @@ class _File:
         gzipped: bytes | None = None,
     ) -> None:
         self.path = path
-        self.signature = _signature(info)
+        self.signature = files.signature(info)
         self.size = info.st_size if gzipped is None else len(gzipped)
         # RFC 9110 8.8.2.1: never later than the response's Date. A file dated in the
         # future (a clock skew, an archive) is said to be modified now; the entry
@@ -281,16 +281,6 @@ class _File:
         self.headers = headers
         # The head of a plain 200, serialised once by the protocol.
         self.full_headers = PreparedHeaders([*headers, (b"Content-Length", b"%d" % self.size)])
-
-
-def _signature(info: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What must be unchanged for cached bytes or facts of a file to stay valid.
-
-    The change time too: a file rewritten in place to the same size with its old
-    mtime put back (``cp -p``, ``rsync -t``, ``touch -r``) keeps size and mtime, but
-    its ctime moves, which no user can set.
-    """
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class _Miss(Exception):  # noqa: N818 - control flow, not an error
@@ -510,7 +500,7 @@ class StaticHandler:
         except OSError:  # ELOOP, ENAMETOOLONG...
             raise _Miss from None
         cached = self._cache.get(path) or self._known.get(path)
-        if cached is not None and cached.signature == _signature(info):
+        if cached is not None and cached.signature == files.signature(info):
             # Checked when it was cached and the same file since: resolving the
             # path again would cost an lstat per component (os.path.realpath).
             return info
@@ -569,7 +559,7 @@ class StaticHandler:
                 except (_Miss, _Forbidden):
                     continue
                 if stat.S_ISREG(sibling_info.st_mode) and (
-                    self._unreadable.get(path + suffix) != _signature(sibling_info)
+                    self._unreadable.get(path + suffix) != files.signature(sibling_info)
                 ):
                     available.append(coding)
                     siblings[coding] = (path + suffix, sibling_info)
@@ -598,7 +588,7 @@ class StaticHandler:
         """
         if self.options.gzip is None:
             return False
-        signature = _signature(info)
+        signature = files.signature(info)
         known = self._gzippable_files.get(path)
         if known is not None and known[0] == signature:
             gzippable = known[1]
@@ -630,7 +620,7 @@ class StaticHandler:
         than the cache would hold the reactor for each.
         """
         key = path + _GZIP_KEY
-        signature = _signature(info)
+        signature = files.signature(info)
         cached = self._cache.get(key)
         if cached is not None and cached.signature == signature:
             self._cache.move_to_end(key)
@@ -693,7 +683,7 @@ class StaticHandler:
         one it was made as.
         """
         cached = self._cache.get(path)
-        signature = _signature(info)
+        signature = files.signature(info)
         if cached is not None and cached.signature == signature and cached.encoding == encoding:
             self._cache.move_to_end(path)  # least recently used first out (_remember)
             return cached
@@ -1010,7 +1000,7 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
         raise _Changed from None
     except PermissionError:
         raise _Forbidden from None
-    if _signature(os.fstat(handle.fileno())) != entry.signature:
+    if files.signature(os.fstat(handle.fileno())) != entry.signature:
         handle.close()
         raise _Changed
     if exchange.request.method == b"HEAD":
@@ -1069,7 +1059,7 @@ def _read_small(path: bytes, signature: tuple[int, int, int, int, int]) -> bytes
     """Read a small file whole, if it is still the file that was stat-ed."""
     try:
         with _open_file(path) as handle:
-            if _signature(os.fstat(handle.fileno())) != signature:
+            if files.signature(os.fstat(handle.fileno())) != signature:
                 return None
             return handle.read()
     except OSError:
