@@ -53,7 +53,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -94,6 +94,7 @@ GZIP_FILE_LIMITS = {
 _ZLIB_TAG = re.sub(r"[^0-9A-Za-z.]", ".", zlib.ZLIB_RUNTIME_VERSION)
 # The memory cache's key of a file's gzip form: NUL ends no file-system path.
 _GZIP_KEY = b"\0gzip"
+_Value = TypeVar("_Value")
 
 _WANTED = frozenset(
     {
@@ -603,10 +604,7 @@ class StaticHandler:
     def _note_gzippable(
         self, path: bytes, signature: tuple[int, int, int, int, int], gzippable: bool
     ) -> None:
-        remembered = self._gzippable_files
-        if len(remembered) >= KNOWN_FILES_SIZE:
-            remembered.clear()
-        remembered[path] = (signature, gzippable)
+        _remember_bounded(self._gzippable_files, path, (signature, gzippable))
 
     def _gzipped(
         self, path: bytes, info: os.stat_result, fields: dict[bytes, bytes], method: bytes
@@ -649,10 +647,7 @@ class StaticHandler:
         if len(compressed) >= len(data):
             self._note_gzippable(path, signature, False)
             return None
-        made = self._made
-        if len(made) >= KNOWN_FILES_SIZE:
-            made.clear()
-        made[path] = signature
+        _remember_bounded(self._made, path, signature)
         entry = _File(
             path, info, identity.content_type, "gzip", self.options, now=now, gzipped=compressed
         )
@@ -661,10 +656,7 @@ class StaticHandler:
 
     def _unreadable_sibling(self, entry: _File) -> None:
         """Remember (and say) that a precompressed sibling cannot be read."""
-        unreadable = self._unreadable
-        if len(unreadable) >= KNOWN_FILES_SIZE:
-            unreadable.clear()
-        unreadable[entry.path] = entry.signature
+        _remember_bounded(self._unreadable, entry.path, entry.signature)
         _log.warn(
             "Cannot read {path} (permission denied): sending another form of the file"
             " it stands for",
@@ -708,9 +700,7 @@ class StaticHandler:
             if self._cache.get(path) is not None:
                 # It outgrew the memory cache.
                 self._forget(path)
-            if len(self._known) >= KNOWN_FILES_SIZE:
-                self._known.clear()
-            self._known[path] = entry
+            _remember_bounded(self._known, path, entry)
         return entry
 
     def _remember(self, key: bytes, entry: _File) -> None:
@@ -1053,6 +1043,17 @@ def _send_pieces(
         exchange.abort()
 
     next_piece()
+
+
+def _remember_bounded(table: dict[bytes, _Value], path: bytes, value: _Value) -> None:
+    """Remember ``value`` for ``path`` in one of a mount's tables of file facts.
+
+    A full table starts afresh (at :data:`KNOWN_FILES_SIZE` entries): simpler than
+    an LRU for facts that are cheap to find again, and bounded all the same.
+    """
+    if len(table) >= KNOWN_FILES_SIZE:
+        table.clear()
+    table[path] = value
 
 
 def _read_small(path: bytes, signature: tuple[int, int, int, int, int]) -> bytes | None:
