@@ -187,6 +187,7 @@ def test_which_settings_must_be_more_than_zero() -> None:
         "max_header_total",
         "health_interval",
         "conn_limit",
+        "max_response_buffer",
     }
 
 

@@ -214,9 +214,15 @@ class LoopbackTests(TestCase):
         endpoint: str = "tcp:0:interface=127.0.0.1",
         settings: HttpSettings | None = None,
         response_log: AccessLog | None = None,
+        **options: Any,
     ) -> tuple[IListeningPort, HTTPFactory]:
         factory = make_factory(
-            app, reactor=reactor, threadpool=self.pool, settings=settings, response_log=response_log
+            app,
+            reactor=reactor,
+            threadpool=self.pool,
+            settings=settings,
+            response_log=response_log,
+            **options,
         )
         port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
 
@@ -1018,8 +1024,9 @@ class LoopbackTests(TestCase):
     # -- back-pressure --------------------------------------------------------------------------
 
     async def test_a_client_that_does_not_read_stops_the_worker(self) -> None:
-        """A worker streaming to a client that does not read ends up waiting, with
-        only the socket buffers' worth produced; reading resumes it.
+        """Without response buffering, a worker streaming to a client that does not
+        read ends up waiting, with only the socket buffers' worth produced; reading
+        resumes it.
         """
         produced: list[int] = []
         chunk = b"r" * 65536
@@ -1036,7 +1043,7 @@ class LoopbackTests(TestCase):
 
             return body()
 
-        port, _ = await self.serve(app)
+        port, _ = await self.serve(app, response_buffering=False)
         sock = socket.create_connection(("127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
         self.addCleanup(sock.close)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1079,6 +1086,50 @@ class LoopbackTests(TestCase):
         received = await self.in_thread(drain)
         self.assertGreaterEqual(received, total_chunks * len(chunk))
         self.assertEqual(len(produced), total_chunks)
+
+    async def test_with_response_buffering_a_client_that_does_not_read_holds_no_worker(
+        self,
+    ) -> None:
+        """With response buffering (the default), the application streams its whole
+        32 MiB answer and is closed while the client has read nothing; the client
+        then gets every byte, in order, from the spool.
+        """
+        chunk_size = 65536
+        total_chunks = 512  # 32 MiB
+        closed = threading.Event()
+
+        class Body:
+            def __iter__(self) -> Any:
+                for number in range(total_chunks):
+                    yield bytes([number % 251]) * chunk_size
+
+            def close(self) -> None:
+                closed.set()
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return Body()
+
+        port, _ = await self.serve(app)
+        sock = socket.create_connection(self.address(port))
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        # The deadline only turns a hang into a failure.
+        self.assertTrue(await self.in_thread(closed.wait, 60), "the worker never finished")
+
+        def read_all() -> bytes:
+            pieces = []
+            while data := sock.recv(1 << 20):
+                pieces.append(data)
+            return b"".join(pieces)
+
+        raw = await self.in_thread(read_all)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(len(body), total_chunks * chunk_size)
+        for number in range(total_chunks):
+            piece = body[number * chunk_size : (number + 1) * chunk_size]
+            self.assertEqual(piece, bytes([number % 251]) * chunk_size, number)
 
 
 class LargeFileTests(TestCase):

@@ -38,6 +38,7 @@ from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat
+from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 
 __all__ = [
     "HOST_KEYS",
@@ -1185,6 +1186,27 @@ SETTINGS: tuple[Setting, ...] = (
         " are always received whole.) Applied again on SIGHUP.",
     ),
     Setting(
+        "response_buffering",
+        SWITCH,
+        True,
+        "Let a worker thread hand over a streamed response faster than its client reads"
+        " it (nginx's proxy_buffering): what the connection cannot take yet waits in"
+        " memory (64 KiB) and then in an unlinked temporary file in TMPDIR, sent as the"
+        " client reads, so a slow client holds no thread. Off: the thread waits for the"
+        " client. An application's X-Accel-Buffering: yes|no decides for its response,"
+        " a mount's response_buffering for the mount. Not with threads = 0 (nothing"
+        " waits: the result is pulled as the client reads). Applied again on SIGHUP.",
+    ),
+    Setting(
+        "max_response_buffer",
+        SIZE,
+        MAX_RESPONSE_BUFFER,
+        "The most bytes of one response held for its client by response buffering"
+        " (nginx's proxy_max_temp_file_size): past it the thread waits until the"
+        " client has read what is held. Applied again on SIGHUP.",
+        positive=True,
+    ),
+    Setting(
         "gzip",
         BOOL,
         False,
@@ -1423,6 +1445,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "How long this application may take to start its response, in place of the"
         " server's app_timeout (nginx's proxy_read_timeout in a location): longer for"
         " a slow report, shorter elsewhere; 0 means no limit.",
+        cli=False,
+        applies_to=frozenset({"app"}),
+    ),
+    Setting(
+        "response_buffering",
+        BOOL,
+        None,
+        "Whether this application's streamed responses are buffered for slow clients,"
+        " in place of the server's response_buffering (nginx's proxy_buffering in a"
+        " location): false for a mount of Server-Sent Events or other long streams.",
         cli=False,
         applies_to=frozenset({"app"}),
     ),
@@ -1796,6 +1828,9 @@ class ServerConfig:
         trusted_proxies: networks whose forwarding headers are believed.
         request_buffering: whether request bodies are received whole before an
             application gets a thread.
+        response_buffering: whether streamed responses wait in a spool for slow
+            clients instead of holding their threads.
+        max_response_buffer: the most bytes one response holds so.
         graceful_timeout: seconds in-flight requests get on shutdown.
         tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
         tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
@@ -1825,6 +1860,8 @@ class ServerConfig:
     access_log_escape: str = "default"
     trusted_proxies: tuple[str, ...] = ()
     request_buffering: bool = False
+    response_buffering: bool = True
+    max_response_buffer: int = MAX_RESPONSE_BUFFER
     graceful_timeout: float = 30.0
     tls_min_version: str = "1.2"
     tls_ciphers: str | None = None
@@ -2425,6 +2462,8 @@ def build_config(
         access_log_escape=resolved["access_log_escape"],
         trusted_proxies=resolved["trusted_proxies"],
         request_buffering=resolved["request_buffering"],
+        response_buffering=resolved["response_buffering"],
+        max_response_buffer=resolved["max_response_buffer"],
         graceful_timeout=resolved["graceful_timeout"],
         tls_min_version=resolved["tls_min_version"],
         tls_ciphers=resolved["tls_ciphers"],

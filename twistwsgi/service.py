@@ -48,6 +48,7 @@ from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat
+from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
@@ -87,6 +88,8 @@ def make_factory(
     script_name: bytes = b"",
     trusted_proxies: Sequence[str] = (),
     request_buffering: bool = False,
+    response_buffering: bool = True,
+    max_response_buffer: int = MAX_RESPONSE_BUFFER,
     thread_queue_timeout: float = 0.0,
     app_timeout: float = 0.0,
 ) -> HTTPFactory:
@@ -109,6 +112,11 @@ def make_factory(
             those fields are dropped (see ``--trusted-proxies``).
         request_buffering: receive each request body whole before the application
             gets a thread (see ``--request-buffering``).
+        response_buffering: let a worker thread hand over a streamed response
+            faster than its client reads it (see ``--response-buffering``, on by
+            default as here).
+        max_response_buffer: the most bytes one response holds so (see
+            ``--max-response-buffer``).
         thread_queue_timeout: seconds a request may wait for a worker thread before
             it is answered 503 (see ``--thread-queue-timeout``, whose default is 60;
             here 0, no limit: the factory has no stop that would end the timer
@@ -131,6 +139,8 @@ def make_factory(
         threadpool=threadpool,
         trusted_proxies=TrustedProxies(trusted_proxies),
         request_buffering=request_buffering,
+        response_buffering=response_buffering,
+        max_response_buffer=max_response_buffer,
         queue_timeout=thread_queue_timeout,
         app_timeout=app_timeout,
         clock=reactor,
@@ -730,6 +740,8 @@ class _ApplicationSite(SiteBuilder):
             threadpool=self._threadpool,
             trusted_proxies=TrustedProxies(config.trusted_proxies),
             request_buffering=config.request_buffering,
+            response_buffering=config.response_buffering,
+            max_response_buffer=config.max_response_buffer,
             queue_timeout=config.thread_queue_timeout,
             app_timeout=config.app_timeout,
             clock=self._reactor,

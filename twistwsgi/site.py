@@ -155,6 +155,8 @@ class SiteBuilder:
                     accel=accel if mount.options.get("x_accel_redirect") else None,
                     trusted_proxies=trusted,
                     request_buffering=config.request_buffering,
+                    response_buffering=_response_buffering(mount, config),
+                    max_response_buffer=config.max_response_buffer,
                     queue_timeout=config.thread_queue_timeout,
                     app_timeout=_app_timeout(mount, config),
                     clock=self._reactor,
@@ -388,6 +390,12 @@ def _app_timeout(mount: MountConfig, config: ServerConfig) -> float:
     """The seconds an application mount's responses may take to start (0: no limit)."""
     chosen = mount.options.get("app_timeout")
     return config.app_timeout if chosen is None else chosen
+
+
+def _response_buffering(mount: MountConfig, config: ServerConfig) -> bool:
+    """Whether an application mount's streamed responses wait in a spool for slow clients."""
+    chosen = mount.options.get("response_buffering")
+    return config.response_buffering if chosen is None else bool(chosen)
 
 
 def _route_gzip(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:

@@ -7,10 +7,14 @@ Two ways to run an application:
   its result. Everything that reaches the wire is handed back to the reactor with
   ``callFromThread``. A response that is a list or tuple goes out in one hop (head and
   body in one ``write``, with an exact ``Content-Length``); a streamed one goes out
-  chunk by chunk, and the worker thread blocks while the client is not reading (the
-  exchange pauses the call, which is its push producer) or while more than
-  :data:`IN_FLIGHT_HIGH_WATER` bytes wait in the reactor's queue, so memory stays
-  bounded whatever the response size. ``wsgi.input`` streams the body from the
+  chunk by chunk. While the client is not reading (the exchange pauses the call,
+  which is its push producer), what the application goes on producing waits in a
+  :class:`~twistwsgi.response_spool.ResponseSpool` (memory, then a temporary file,
+  up to ``max_response_buffer``), sent by the reactor as the client reads, so a
+  slow client holds no thread (``response_buffering``, nginx's ``proxy_buffering``);
+  without it, or past the limit, the worker thread blocks. It also blocks while
+  more than :data:`IN_FLIGHT_HIGH_WATER` bytes wait in the reactor's queue, so
+  memory stays bounded whatever the response size. ``wsgi.input`` streams the body from the
   reactor through a bounded buffer; the first read sends ``100 Continue`` when the
   client asked for it, so an application can refuse a large upload unread. With
   ``request_buffering`` the body is instead received whole in the reactor first (as
@@ -68,6 +72,7 @@ from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
+from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, ResponseSpool
 from twistwsgi.routing import answer_error
 from twistwsgi.threads import ThreadPoolLike
 
@@ -375,6 +380,13 @@ class WSGIHandler:
             a slow upload holds none; without, a body past the protocol's dispatch
             buffer is streamed to the application as it arrives. (In the reactor
             thread a body is always received whole.)
+        response_buffering: whether a streamed response the client reads slower
+            than the application writes waits in a :class:`ResponseSpool` (memory,
+            then a temporary file) instead of holding its worker thread (nginx's
+            ``proxy_buffering``); an ``X-Accel-Buffering: yes`` or ``no`` field of
+            the response decides for that response.
+        max_response_buffer: the most bytes one response may hold so; past it the
+            worker waits for the client, as without buffering.
         queue_timeout: seconds a request may wait for a free worker thread; one
             that waited longer is answered 503 and never reaches the application
             (0: no limit). Needs ``clock``.
@@ -386,7 +398,8 @@ class WSGIHandler:
         clock: the time source and timers for ``queue_timeout`` and ``app_timeout``.
 
     Raises:
-        ValueError: a negative timeout, or one without a ``clock``.
+        ValueError: a negative timeout, or one without a ``clock``; a
+            ``max_response_buffer`` below 1.
     """
 
     def __init__(
@@ -400,6 +413,8 @@ class WSGIHandler:
         accel: AccelResolver | None = None,
         trusted_proxies: TrustedProxies | None = None,
         request_buffering: bool = False,
+        response_buffering: bool = False,
+        max_response_buffer: int = MAX_RESPONSE_BUFFER,
         queue_timeout: float = 0.0,
         app_timeout: float = 0.0,
         clock: IReactorTime | None = None,
@@ -407,6 +422,10 @@ class WSGIHandler:
         self.app = app
         self.accel = accel
         self.request_buffering = request_buffering
+        if max_response_buffer < 1:
+            raise ValueError(f"max_response_buffer must be at least 1, got {max_response_buffer!r}")
+        self.response_buffering = response_buffering
+        self.max_response_buffer = max_response_buffer
         for name, value in (("queue_timeout", queue_timeout), ("app_timeout", app_timeout)):
             if value < 0:
                 raise ValueError(f"{name} must not be negative, got {value!r}")
@@ -1074,9 +1093,17 @@ class _ThreadedCall:
     """One application call on a worker thread, and its way back to the reactor.
 
     ``run`` and the ``start_response``/``write`` callables run in the worker thread;
-    ``_deliver_*`` and the producer methods run in the reactor thread. The condition
-    guards the values both sides touch: ``_paused``, ``_in_flight``, ``_gone`` and
-    ``_full`` (the response takes no more body: the iteration stops there).
+    ``_deliver_*``, ``_pump`` and the producer methods run in the reactor thread. The
+    condition guards the values both sides touch: ``_paused``, ``_in_flight``,
+    ``_gone``, ``_full`` (the response takes no more body: the iteration stops
+    there), and the response spool with ``_ending``.
+
+    With response buffering, body bytes the client cannot take yet (the exchange
+    paused its producer) go into a :class:`ResponseSpool` instead of making the
+    worker wait; the reactor sends them from there (``_pump``) whenever the client
+    reads and no bytes handed over directly are still on their way (those are
+    older: once anything is spooled, everything after it is spooled too, until the
+    spool is empty). The response ends when the spool is empty.
     """
 
     def __init__(
@@ -1104,6 +1131,12 @@ class _ThreadedCall:
         self._headers: list[tuple[bytes, bytes]] | None = None
         self._head_sent = False
         self._input: _ThreadedInput | None = None
+        # Response buffering: whether this response may use a spool (decided with
+        # its head; given up if the spool fails), the spool once needed, and
+        # whether the response ends once the spool is empty.
+        self._buffering = False
+        self._response_spool: ResponseSpool | None = None
+        self._ending = False
         # A body received whole (request_buffering), with its size. Closed by the
         # reactor if the client leaves before a worker takes the call (a departed
         # upload must not hold its file or memory until a thread is free), else by
@@ -1140,6 +1173,10 @@ class _ThreadedCall:
             self._gone = True
             self._cond.notify_all()
             close_spool = not self._running or self._spool_left
+            if self._response_spool is not None:
+                # Under the lock: the worker only touches the spool under it, and
+                # looks at _gone first.
+                self._response_spool.close()
         if self._input is not None:
             self._input.release()
         if close_spool:
@@ -1151,10 +1188,18 @@ class _ThreadedCall:
             self._paused = True
 
     def resumeProducing(self) -> None:
-        """The client reads again: wake the worker."""
+        """The client reads again: wake the worker, or send what is spooled."""
         with self._cond:
             self._paused = False
             self._cond.notify_all()
+            pump = self._spool_waiting()
+        if pump:
+            self._pump()
+
+    def _spool_waiting(self) -> bool:
+        """Whether spooled bytes, or the end after them, wait to be sent (lock held)."""
+        spool = self._response_spool
+        return spool is not None and (spool.held > 0 or self._ending)
 
     def stopProducing(self) -> None:
         """The connection is going away."""
@@ -1188,6 +1233,51 @@ class _ThreadedCall:
             if full:
                 self._full = True
             self._cond.notify_all()
+            pump = not self._in_flight and self._spool_waiting()
+        if pump:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send spooled bytes while the client takes them; end the response after."""
+        exchange = self._exchange
+        while True:
+            failed: OSError | None = None
+            data = b""
+            with self._cond:
+                spool = self._response_spool
+                if spool is None or self._gone or self._paused or self._in_flight:
+                    return  # resumeProducing or _deliver calls again
+                if not self._full:  # (else the response is complete: nothing more goes)
+                    try:
+                        data = spool.take()
+                    except OSError as error:
+                        spool.close()
+                        self._gone = True
+                        failed = error
+                    self._cond.notify_all()  # room in the spool for the worker
+                end = not data and self._ending and failed is None
+                if end:
+                    self._ending = False
+            if failed is not None:
+                request = exchange.request
+                _log.error(
+                    "{method} {target}: cannot read the response back from its"
+                    " temporary file ({error}): connection aborted",
+                    method=request.method.decode("latin-1"),
+                    target=request.target.decode("latin-1"),
+                    error=failed,
+                )
+                exchange.abort()
+                return
+            if not data:
+                if end:
+                    self._deliver_end()
+                return
+            exchange.write(data)  # may pause this producer at once
+            if exchange.body_full:
+                with self._cond:
+                    self._full = True
+                    self._cond.notify_all()
 
     def _deliver_whole(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], data: bytes
@@ -1196,6 +1286,11 @@ class _ThreadedCall:
             self._exchange.finish(data)
 
     def _deliver_end(self) -> None:
+        with self._cond:
+            spool = self._response_spool
+            if spool is not None and spool.held and not self._gone and not self._full:
+                self._ending = True  # _pump ends the response once the spool is empty
+                return
         exchange = self._exchange
         exchange.unregisterProducer()
         exchange.finish()
@@ -1431,19 +1526,70 @@ class _ThreadedCall:
         return False
 
     def _send(self, data: bytes) -> bool:
-        """Hand ``data`` to the reactor, waiting while the client is behind."""
+        """Hand ``data`` to the reactor, waiting while the client is behind.
+
+        With response buffering, bytes the client cannot take yet are spooled
+        instead, up to the spool's limit; the worker waits only past it.
+        """
         if self._headers is None:
             raise RuntimeError("The application sent body bytes before calling start_response")
-        with self._cond:
-            while not (self._gone or self._full) and (
-                self._paused or self._in_flight > IN_FLIGHT_HIGH_WATER
-            ):
-                self._cond.wait()
-            if self._gone or self._full:
-                return False
-            self._in_flight += len(data)
-            first = not self._head_sent
-            self._head_sent = True
+        if not self._head_sent:
+            self._buffering = self._decide_buffering(self._headers)
+        size = len(data)
+        spooled = False
+        while True:
+            failed: OSError | None = None
+            with self._cond:
+                while True:
+                    if self._gone or self._full:
+                        return False
+                    spool = self._response_spool
+                    if spool is not None and spool.held:
+                        # Bytes wait in the spool: these go after them (or wait
+                        # for room there, or for the spool to empty).
+                        may_spool = self._buffering
+                    elif not self._paused:
+                        if self._in_flight <= IN_FLIGHT_HIGH_WATER:
+                            break
+                        may_spool = False
+                    else:
+                        may_spool = self._buffering and self._head_sent
+                    if may_spool:
+                        if spool is None:
+                            spool = ResponseSpool(self._handler.max_response_buffer)
+                            self._response_spool = spool
+                        if spool.room_for(size):
+                            try:
+                                spool.append(data)
+                            except OSError as error:
+                                # Given up for the rest of the response: the worker
+                                # waits for the client instead (said below, unlocked).
+                                self._buffering = False
+                                failed = error
+                                break
+                            # No need to wake the reactor: while bytes are spooled,
+                            # it is paused (resumeProducing sends them), or a direct
+                            # delivery is on its way (_deliver sends them after), or
+                            # its _pump is sending them now.
+                            spooled = True
+                            break
+                    self._cond.wait()
+                if failed is None and not spooled:
+                    self._in_flight += size
+                    first = not self._head_sent
+                    self._head_sent = True
+            if failed is None:
+                break
+            request = self._exchange.request
+            _log.warn(
+                "{method} {target}: cannot keep the response in a temporary file"
+                " ({error}): its thread waits for the client",
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+                error=failed,
+            )
+        if spooled:
+            return True
         if first:
             self._call_from_thread(
                 self._deliver_first, self._status, self._reason, self._headers, data
@@ -1451,6 +1597,20 @@ class _ThreadedCall:
         else:
             self._call_from_thread(self._deliver, data)
         return True
+
+    def _decide_buffering(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether this response may be spooled.
+
+        The server's choice, or the application's ``X-Accel-Buffering: yes|no``
+        (nginx reads the same field from an upstream; it is passed on here, for a
+        proxy further in front).
+        """
+        for name, value in headers:
+            if len(name) == 17 and name.lower() == b"x-accel-buffering":
+                answer = value.strip().lower()
+                if answer in (b"yes", b"no"):
+                    return answer == b"yes"
+        return self._handler.response_buffering
 
     def _start_response(
         self,
