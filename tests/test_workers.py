@@ -588,6 +588,8 @@ def test_reload_replaces_the_worker_when_a_python_file_changes(
         write_release(tmp_path, "Bb")
         server.wait_for("release_app.py changed: reloading")
         server.wait_for("Reloaded: 1 new worker process(es) serve")
+        # The old worker may accept one more connection before it reads its stop.
+        wait_until_ended(first[1])
         answer, pid, _ = release_answer(socket_path)
         assert (answer, pid in first.values()) == ("Bb", False)
         (tmp_path / "release_app.py").write_text("def app(:\n")
