@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,6 +177,7 @@ def make_proxy(
     trusted: tuple[str, ...] = (),
     routed: bool = False,
     access_log_format: str | None = None,
+    max_response_buffer: int = 2**30,
     **options: Any,
 ) -> Setup:
     clock = Clock()
@@ -193,7 +195,11 @@ def make_proxy(
     config = MountConfig(mount, "proxy", upstreams, {**OPTIONS, **options}, "test mount")
     handler = build_proxy(
         config,
-        ServerConfig(trusted_proxies=trusted, access_log_format=access_log_format),
+        ServerConfig(
+            trusted_proxies=trusted,
+            access_log_format=access_log_format,
+            max_response_buffer=max_response_buffer,
+        ),
         reactor=clock,
         endpoint_factory=endpoint_factory,
     )
@@ -518,8 +524,10 @@ def test_pooled_connection_that_cannot_send_pauses_the_next_body() -> None:
 
 
 def test_slow_client_pauses_the_upstream() -> None:
-    """When the client stops reading, the upstream connection stops being read."""
-    setup = make_proxy()
+    """Without response buffering, when the client stops reading, the upstream
+    connection stops being read.
+    """
+    setup = make_proxy(response_buffering=False)
     client = setup.client()
     client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
     upstream = setup.endpoint().last
@@ -530,6 +538,129 @@ def test_slow_client_pauses_the_upstream() -> None:
     assert upstream.transport.producerState == "producing"
     upstream.respond(b"a" * 99_000)
     assert len(one_response(client).body) == 100_000
+
+
+def numbered(start: int, count: int, size: int = 10_000) -> bytes:
+    """``count`` pieces of ``size`` bytes, each byte its piece's number: order shows."""
+    return b"".join(bytes([number % 251]) * size for number in range(start, start + count))
+
+
+def big_response(length: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
+
+
+def test_with_buffering_a_slow_client_does_not_hold_the_upstream() -> None:
+    """Response buffering (the default): the client stops reading, the upstream is
+    still read; once it has sent the whole response its connection is back in the
+    pool, and the next request uses it while the slow client still reads. The
+    client then gets every byte in order.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 30)
+    upstream.respond(big_response(len(body)) + body[:10_000])
+    client.protocol.pauseProducing()  # the client's socket buffer is full
+    assert upstream.transport.producerState == "producing"
+    upstream.respond(body[10_000:])
+    assert upstream.protocol._state.value == "idle"  # back in its pool
+    other = setup.client()
+    other.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(setup.endpoint().connections) == 1  # the same connection
+    upstream.respond(OK)
+    assert one_response(other).body == b"ok"
+    client.protocol.resumeProducing()
+    response = one_response(client)
+    assert response.body == body
+    assert not client.is_closed()
+
+
+def test_past_max_response_buffer_the_upstream_waits_for_the_client() -> None:
+    setup = make_proxy(max_response_buffer=100_000)
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 40)
+    upstream.respond(big_response(len(body)) + body[:10_000])
+    client.protocol.pauseProducing()
+    for start in range(10_000, 150_000, 10_000):
+        upstream.respond(body[start : start + 10_000])
+    assert upstream.transport.producerState == "paused"  # 100 KB held, and one read
+    client.protocol.resumeProducing()  # the client reads it all: the upstream again
+    assert upstream.transport.producerState == "producing"
+    upstream.respond(body[150_000:])
+    assert one_response(client).body == body
+
+
+def test_a_response_ending_past_max_response_buffer_frees_its_connection_unpaused() -> None:
+    """The last read does not fit: it waits in memory, and the connection goes back
+    to its pool reading (an idle connection must see its upstream close).
+    """
+    setup = make_proxy(max_response_buffer=100_000)
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 30)
+    upstream.respond(big_response(len(body)) + body[:10_000])
+    client.protocol.pauseProducing()
+    upstream.respond(body[10_000:])
+    assert upstream.protocol._state.value == "idle"
+    assert upstream.transport.producerState == "producing"
+    client.protocol.resumeProducing()
+    assert one_response(client).body == body
+
+
+@pytest.mark.parametrize(
+    ("mount", "field", "buffered"),
+    [
+        pytest.param(None, b"no", False, id="the-upstream-says-no"),
+        pytest.param(False, b"yes", True, id="the-upstream-says-yes-where-off"),
+        pytest.param(False, None, False, id="off-on-the-mount"),
+    ],
+)
+def test_x_accel_buffering_or_the_mount_decides(
+    mount: bool | None, field: bytes | None, buffered: bool
+) -> None:
+    setup = make_proxy(response_buffering=mount)
+    client = setup.client()
+    client.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    extra = b"X-Accel-Buffering: " + field + b"\r\n" if field is not None else b""
+    upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n" + extra + b"\r\n0123456789")
+    client.protocol.pauseProducing()
+    expected = "producing" if buffered else "paused"
+    assert upstream.transport.producerState == expected
+    client.protocol.resumeProducing()
+    upstream.respond(b"abcdefghij")
+    assert one_response(client).body == b"0123456789abcdefghij"
+
+
+def test_a_client_gone_with_bytes_held_lets_them_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spool's file is closed with the client's connection; the upstream's,
+    still sending, is aborted.
+    """
+    made: list[Any] = []
+    real = tempfile.TemporaryFile
+
+    def recording() -> Any:
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recording)
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 30)
+    upstream.respond(big_response(len(body) + 1) + body[:10_000])
+    client.protocol.pauseProducing()
+    upstream.respond(body[10_000:])
+    [spool_file] = made
+    assert not spool_file.closed
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert spool_file.closed
+    assert upstream.closed()
 
 
 # -- errors ---------------------------------------------------------------------------------

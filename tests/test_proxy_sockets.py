@@ -209,6 +209,7 @@ class UpstreamApp:
         self.name = name
         self.peers: list[int] = []
         self.uploads: list[Upload] = []
+        self.downloads: list[Download] = []
         self.hold_at: int | None = None
         self.on_hold: Callable[[Upload], None] = lambda upload: None
         self.resets = 0
@@ -221,7 +222,7 @@ class UpstreamApp:
             self.uploads.append(Upload(exchange, self.hold_at, self.on_hold))
             return
         if path == b"/download":
-            Download(exchange, int(request.query))
+            self.downloads.append(Download(exchange, int(request.query)))
             return
         if path == b"/reset" and self.resets:
             self.resets -= 1
@@ -577,11 +578,14 @@ class ProxySocketTests(ProxySocketHarness):
         self.assertLess(stats["max"], MB)
 
     async def test_100mb_download_streams_with_flat_memory(self) -> None:
-        """A 100 MB response reaches the client intact; while the client does not read,
-        the proxy stops reading the upstream, and what the proxy holds stays under 1 MiB.
+        """Without response buffering, a 100 MB response reaches the client intact;
+        while the client does not read, the proxy stops reading the upstream, and what
+        the proxy holds stays under 1 MiB.
         """
         _, upstream_port = await self.upstream()
-        handler, port = await self.proxy([f"http://127.0.0.1:{upstream_port}"])
+        handler, port = await self.proxy(
+            [f"http://127.0.0.1:{upstream_port}"], response_buffering=False
+        )
         stats = self.track_memory(handler)
         may_read = threading.Event()
 
@@ -614,6 +618,46 @@ class ProxySocketTests(ProxySocketHarness):
         self.assertEqual(received, BIG)
         self.assertGreater(stats["pieces"], 100)
         self.assertLess(stats["max"], MB)
+
+    async def test_with_buffering_the_upstream_is_done_before_a_slow_client_reads(
+        self,
+    ) -> None:
+        """Response buffering (the default): a 20 MB response is read from the
+        upstream whole, and its connection is back in the pool, while the client has
+        read only the head; the client then gets all of it.
+        """
+        size = 20 * MB
+        app, upstream_port = await self.upstream()
+        handler, port = await self.proxy([f"http://127.0.0.1:{upstream_port}"])
+        may_read = threading.Event()
+
+        def client() -> tuple[int, int]:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+            try:
+                sock.sendall(b"GET /download?%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(4096)
+                header, _, received_part = head.partition(b"\r\n\r\n")
+                received = len(received_part)
+                if not may_read.wait(60):
+                    raise AssertionError("the upstream never finished")
+                while received < size:
+                    data = sock.recv(1 << 20)
+                    if not data:
+                        break
+                    received += len(data)
+                return int(header.split(b" ")[1]), received
+            finally:
+                sock.close()
+
+        done = deferToThread(client)
+        await self.wait_for(lambda: bool(app.downloads) and app.downloads[0].exchange.finished)
+        [peer] = handler.group.peers
+        self.assertEqual(peer.active, 0)  # the connection is free for other requests
+        may_read.set()
+        status, received = await done
+        self.assertEqual((status, received), (200, size))
 
     # -- WebSocket ----------------------------------------------------------------------------
 

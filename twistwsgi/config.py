@@ -1189,21 +1189,23 @@ SETTINGS: tuple[Setting, ...] = (
         "response_buffering",
         SWITCH,
         True,
-        "Let a worker thread hand over a streamed response faster than its client reads"
-        " it (nginx's proxy_buffering): what the connection cannot take yet waits in"
-        " memory (64 KiB) and then in an unlinked temporary file in TMPDIR, sent as the"
-        " client reads, so a slow client holds no thread. Off: the thread waits for the"
-        " client. An application's X-Accel-Buffering: yes|no decides for its response,"
-        " a mount's response_buffering for the mount. Not with threads = 0 (nothing"
-        " waits: the result is pulled as the client reads). Applied again on SIGHUP.",
+        "Take a streamed response from a worker thread or an upstream faster than its"
+        " client reads it (nginx's proxy_buffering): what the connection cannot take"
+        " yet waits in memory (64 KiB) and then in an unlinked temporary file in"
+        " TMPDIR, sent as the client reads, so a slow client holds no thread and no"
+        " upstream connection. Off: the thread, or the upstream's connection, waits for"
+        " the client. An X-Accel-Buffering: yes|no response field decides for its"
+        " response, a mount's response_buffering for the mount. (With threads = 0 an"
+        " application's result is pulled as the client reads.) Applied again on SIGHUP.",
     ),
     Setting(
         "max_response_buffer",
         SIZE,
         MAX_RESPONSE_BUFFER,
         "The most bytes of one response held for its client by response buffering"
-        " (nginx's proxy_max_temp_file_size): past it the thread waits until the"
-        " client has read what is held. Applied again on SIGHUP.",
+        " (nginx's proxy_max_temp_file_size): past it the thread, or the upstream's"
+        " connection, waits until the client has read what is held. Applied again on"
+        " SIGHUP.",
         positive=True,
     ),
     Setting(
@@ -1452,11 +1454,12 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "response_buffering",
         BOOL,
         None,
-        "Whether this application's streamed responses are buffered for slow clients,"
-        " in place of the server's response_buffering (nginx's proxy_buffering in a"
-        " location): false for a mount of Server-Sent Events or other long streams.",
+        "Whether this application's or upstream's streamed responses are buffered for"
+        " slow clients, in place of the server's response_buffering (nginx's"
+        " proxy_buffering in a location): false for a mount of Server-Sent Events or"
+        " other long streams.",
         cli=False,
-        applies_to=frozenset({"app"}),
+        applies_to=frozenset({"app", "proxy"}),
     ),
     Setting(
         "max_body",

@@ -108,6 +108,7 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.log_format import uses_upstream_variables
+from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, ResponseSpool
 from twistwsgi.routing import answer_error, refuse_path_above_root, remove_dot_segments
 from twistwsgi.upstream import (
     EndpointFactory,
@@ -163,6 +164,15 @@ class ProxyHandler:
         log_upstreams: note the upstreams each request tried, with their statuses
             and times, for an access log that writes them (``Exchange.log_notes``);
             off, a request does not pay for it.
+        buffering: keep reading a response from its upstream while the client
+            does not read, holding what the client cannot take yet in a
+            :class:`~twistwsgi.response_spool.ResponseSpool`, so the upstream's
+            connection is free as soon as the upstream has sent it (nginx's
+            ``proxy_buffering``); an ``X-Accel-Buffering: yes|no`` field of the
+            response decides for that response. Off: a slow client pauses the
+            upstream's connection.
+        max_buffer: the most bytes one response holds so (plus one read); past
+            it the upstream's connection is paused until the client catches up.
 
     Attributes:
         waiting: the requests waiting for a free upstream, oldest first, each with
@@ -181,9 +191,13 @@ class ProxyHandler:
         queue: int = 100,
         queue_timeout: float = 30.0,
         log_upstreams: bool = False,
+        buffering: bool = False,
+        max_buffer: int = MAX_RESPONSE_BUFFER,
     ) -> None:
         self.group = group
         self.log_upstreams = log_upstreams
+        self.buffering = buffering
+        self.max_buffer = max_buffer
         self.balancer: Balancer[UpstreamPool] = group.balancer
         self.clock = clock
         self.trusted = trusted or TrustedProxies(())
@@ -376,9 +390,11 @@ class _Forward:
         "_answered_status",
         "_attached",
         "_body_done",
+        "_client_paused",
         "_conn",
         "_connecting",
         "_done",
+        "_ending",
         "_exchange",
         "_failed_at",
         "_fields",
@@ -390,6 +406,9 @@ class _Forward:
         "_replay",
         "_replay_size",
         "_request",
+        "_response_fields",
+        "_spool",
+        "_spool_over",
         "_stale_retried",
         "_started_at",
         "_tried",
@@ -429,6 +448,16 @@ class _Forward:
         self._started_at: list[float] | None = None  # (None: not noted)
         self._failed_at: list[tuple[float, int]] | None = None
         self._answered_status = 0
+        # Response buffering (see ProxyHandler's buffering): whether the client has
+        # stopped reading, the upstream's response fields (for X-Accel-Buffering,
+        # looked at when the client first stops reading), the spool once used, a
+        # read that did not fit in it (the upstream is paused meanwhile), and
+        # whether the client's response ends once the spool is empty.
+        self._client_paused = False
+        self._response_fields: list[tuple[bytes, bytes]] | None = None
+        self._spool: ResponseSpool | None = None
+        self._spool_over = b""
+        self._ending = False
 
     # -- starting an attempt ------------------------------------------------------------
 
@@ -716,6 +745,7 @@ class _Forward:
         """Start the client's response with the upstream's status and fields."""
         recovered = self._answered()
         self._answered_status = status
+        self._response_fields = headers
         self._exchange.start_response(status, response_fields(headers, status), reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
@@ -738,8 +768,22 @@ class _Forward:
         return True
 
     def response_data(self, data: bytes, complete: bool) -> None:
-        """Pass body bytes on; at the end, finish the client's response."""
+        """Pass body bytes on; at the end, finish the client's response.
+
+        While the client does not read, or bytes wait in the spool, they go to the
+        spool (response buffering); the client's response then ends when the spool
+        is empty, and the upstream's connection is free at once.
+        """
         exchange = self._exchange
+        spool = self._spool
+        if spool is not None and (self._client_paused or spool.held):
+            if complete:
+                self._conn = None  # (back to its pool: not to be paused below)
+                self._done = True
+                self._ending = True
+                self._release()
+            self._hold(spool, data)
+            return
         if complete:
             self._conn = None
             self._done = True
@@ -753,6 +797,85 @@ class _Forward:
             exchange.write(data)
         else:
             exchange.send_head()  # a head alone (SSE, long poll): the client sees it now
+
+    def _hold(self, spool: ResponseSpool, data: bytes) -> None:
+        """Spool ``data`` for the client; stop reading the upstream once it is full.
+
+        What does not fit (one read at most) waits in memory; so does everything
+        once the spool could not be written (disk full), the upstream then read one
+        piece at a time as the client takes them.
+        """
+        if not data:
+            return
+        if self._spool_over or spool.closed or not spool.room_for(len(data)):
+            self._spool_over += data
+        else:
+            try:
+                spool.append(data)
+            except OSError as error:
+                self._spool_over += data
+                spool.limit = spool.held  # nothing more goes in: see the docstring
+                self._spool_failed(error)
+        if self._spool_over:
+            connection = self._conn
+            if connection is not None:
+                connection.pause_reading()
+
+    def _spool_failed(self, error: OSError) -> None:
+        request = self._request
+        peer = self._peer
+        _log.warn(
+            "{method} {target}: cannot keep the response of {upstream} in a temporary"
+            " file ({error}): the upstream is read as the client reads",
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+            upstream=peer.name if peer is not None else "the upstream",
+            error=error,
+        )
+
+    def _buffers(self) -> bool:
+        """Whether this response may be spooled: its X-Accel-Buffering, else the mount's."""
+        fields = self._response_fields
+        if fields is not None:
+            for name, value in fields:
+                if len(name) == 17 and name.lower() == b"x-accel-buffering":
+                    answer = value.strip().lower()
+                    if answer in (b"yes", b"no"):
+                        return answer == b"yes"
+        return self._proxy.buffering
+
+    def _pump(self, spool: ResponseSpool) -> None:
+        """Send what is held while the client takes it; then finish, or read on."""
+        exchange = self._exchange
+        while not self._client_paused:
+            if exchange.finished:
+                return
+            try:
+                data = spool.take()
+            except OSError as error:
+                _log.error(
+                    "{method} {target}: cannot read the response back from its"
+                    " temporary file ({error}): connection aborted",
+                    method=self._request.method.decode("latin-1"),
+                    target=self._request.target.decode("latin-1"),
+                    error=error,
+                )
+                exchange.abort()
+                return
+            if not data:
+                data, self._spool_over = self._spool_over, b""
+                if not data:
+                    break  # everything held has gone
+            exchange.write(data)
+        else:
+            return  # the client stopped reading again: resumeProducing calls back
+        if self._ending:
+            self._ending = False
+            exchange.finish()
+            return
+        connection = self._conn
+        if connection is not None:
+            connection.resume_reading()
 
     def response_failed(self, error: UpstreamError) -> None:
         """The upstream exchange failed: retry, answer 502/504, or abort the client."""
@@ -905,13 +1028,22 @@ class _Forward:
     # -- flow control -------------------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        """The client is not reading: stop reading the upstream."""
-        connection = self._conn
-        if connection is not None:
-            connection.pause_reading()
+        """The client is not reading: spool what the upstream sends, or stop reading it."""
+        self._client_paused = True
+        if self._spool is None and not (self._done or self._tunnelling) and self._buffers():
+            self._spool = ResponseSpool(self._proxy.max_buffer)
+        if self._spool is None:
+            connection = self._conn
+            if connection is not None:
+                connection.pause_reading()
 
     def resumeProducing(self) -> None:
-        """The client reads again."""
+        """The client reads again: send what is held, or read the upstream again."""
+        self._client_paused = False
+        spool = self._spool
+        if spool is not None:
+            self._pump(spool)
+            return
         connection = self._conn
         if connection is not None:
             connection.resume_reading()
@@ -944,6 +1076,9 @@ class _Forward:
 
         The upstreams tried are left for the access log first.
         """
+        if self._spool is not None:
+            self._spool.close()
+            self._spool_over = b""
         if self._started_at is not None:
             # Not this object itself: the exchange would refer back to it, a cycle
             # only the garbage collector frees (measured: 2 us more per request).
@@ -1146,6 +1281,12 @@ def build_proxy(
         queue=options["queue"],
         queue_timeout=options["queue_timeout"],
         log_upstreams=uses_upstream_variables(config.access_log_format),
+        buffering=(
+            config.response_buffering
+            if options.get("response_buffering") is None
+            else bool(options["response_buffering"])
+        ),
+        max_buffer=config.max_response_buffer,
     )
 
 
