@@ -652,9 +652,13 @@ class ProxySocketTests(ProxySocketHarness):
                 sock.close()
 
         done = deferToThread(client)
-        await self.wait_for(lambda: bool(app.downloads) and app.downloads[0].exchange.finished)
         [peer] = handler.group.peers
-        self.assertEqual(peer.active, 0)  # the connection is free for other requests
+        # Finished upstream, and its connection free for other requests (the
+        # balancer counts none in progress), while the client waits to read.
+        await self.wait_for(
+            lambda: bool(app.downloads) and app.downloads[0].exchange.finished and not peer.active
+        )
+        self.assertFalse(may_read.is_set())
         may_read.set()
         status, received = await done
         self.assertEqual((status, received), (200, size))
