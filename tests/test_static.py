@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from twistwsgi import static
@@ -410,6 +411,53 @@ def test_a_large_sibling_is_sent_from_disk(site: Path, files: Router) -> None:
     assert response.status == 200
     assert response.header(b"content-encoding") == b"gzip"
     assert response.body == compressed
+
+
+def mount_on_clock(site: Path) -> tuple[StaticHandler, Clock]:
+    clock = Clock()
+    clock.advance(time.time())  # the files' modification times are real ones
+    return StaticHandler(StaticOptions(root=str(site)), now=clock.seconds), clock
+
+
+GZIP_ACCEPTED = [(b"accept-encoding", b"gzip, deflate, br")]
+
+
+def test_a_file_without_siblings_is_believed_so_for_a_second(site: Path) -> None:
+    """A browser asks with Accept-Encoding every time; a file found without a .br
+    or .gz sibling is not looked at again for SIBLING_RECHECK seconds: a sibling
+    added meanwhile is served once they have passed.
+    """
+    handler, clock = mount_on_clock(site)
+    assert request(handler, b"/a.txt", GZIP_ACCEPTED).header(b"content-encoding") is None
+    (site / "a.txt.gz").write_bytes(b"gzip of a.txt")
+    clock.advance(static.SIBLING_RECHECK - 0.01)
+    assert request(handler, b"/a.txt", GZIP_ACCEPTED).body == b"hello static\n"
+    clock.advance(0.01)
+    response = request(handler, b"/a.txt", GZIP_ACCEPTED)
+    assert (response.header(b"content-encoding"), response.body) == (b"gzip", b"gzip of a.txt")
+
+
+def test_a_changed_file_has_its_siblings_looked_for_at_once(site: Path) -> None:
+    """A deployment writes the file and its sibling: the new file's siblings are
+    looked for, whatever was believed of the old one.
+    """
+    handler, _clock = mount_on_clock(site)
+    assert request(handler, b"/a.txt", GZIP_ACCEPTED).header(b"content-encoding") is None
+    (site / "a.txt").write_bytes(b"hello again, static\n")
+    (site / "a.txt.gz").write_bytes(b"gzip of the new a.txt")
+    response = request(handler, b"/a.txt", GZIP_ACCEPTED)
+    assert (response.header(b"content-encoding"), response.body) == (
+        b"gzip",
+        b"gzip of the new a.txt",
+    )
+
+
+def test_a_sibling_removed_is_noticed_at_once(site: Path) -> None:
+    """Only absence is remembered: a sibling found is looked at on every request."""
+    handler, _clock = mount_on_clock(site)
+    assert request(handler, b"/page.html", GZIP_ACCEPTED).body == b"brotli bytes"
+    (site / "page.html.br").unlink()
+    assert request(handler, b"/page.html", GZIP_ACCEPTED).body == b"gzip bytes"
 
 
 def test_precompressed_can_be_switched_off(site: Path, tmp_path: Path) -> None:

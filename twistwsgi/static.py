@@ -78,6 +78,11 @@ PATH_CACHE_SIZE = 8192
 #: Most files too large for memory whose checked facts (head, symlink policy) one
 #: mount remembers; like nginx's open_file_cache, minus the open descriptor.
 KNOWN_FILES_SIZE = 4096
+#: Seconds a file found without a ``.br`` or ``.gz`` sibling is believed to have
+#: none (while the file itself is unchanged): a sibling added later is served
+#: within this time. (nginx's gzip_static asks the disk each time unless its
+#: open_file_cache is on, whose open_file_cache_valid is 60 s.)
+SIBLING_RECHECK = 1.0
 #: The largest file compressed on the fly, by gzip level: it is read whole and
 #: compressed in the reactor thread, which holds every other client meanwhile
 #: (measured: about 11 ms a MiB of source text at level 1, 35 at 6, 120 at 9), so
@@ -333,6 +338,9 @@ class StaticHandler:
         self._gzippable_files: dict[bytes, tuple[tuple[int, int, int, int, int], bool]] = {}
         # The files whose gzip form was made, with the signature they had then.
         self._made: dict[bytes, tuple[int, int, int, int, int]] = {}
+        # Files found without a precompressed sibling: with their signature then,
+        # and until when that is believed (see SIBLING_RECHECK).
+        self._no_siblings: dict[bytes, tuple[tuple[int, int, int, int, int], float]] = {}
         # path_info -> file-system path, or None for a name that is never served
         # (a dotfile): the mapping is a pure function of the path and the options.
         self._paths: dict[bytes, bytes | None] = {}
@@ -554,16 +562,28 @@ class StaticHandler:
         available: list[str] = []
         siblings: dict[str, tuple[bytes, os.stat_result]] = {}
         if options.precompressed:
-            for coding, suffix in _ENCODINGS:
-                try:
-                    sibling_info = self._stat(path + suffix)
-                except (_Miss, _Forbidden):
-                    continue
-                if stat.S_ISREG(sibling_info.st_mode) and (
-                    self._unreadable.get(path + suffix) != files.signature(sibling_info)
-                ):
-                    available.append(coding)
-                    siblings[coding] = (path + suffix, sibling_info)
+            # A browser asks with Accept-Encoding every time, and most files have no
+            # sibling: that is remembered for a second (a stat of each possible
+            # sibling, a raised FileNotFoundError each, cost about a fifth of the
+            # request), and at once forgotten when the file itself changes.
+            signature = files.signature(info)
+            now = self._now()
+            absent = self._no_siblings.get(path)
+            if absent is None or absent[0] != signature or now >= absent[1]:
+                for coding, suffix in _ENCODINGS:
+                    try:
+                        sibling_info = self._stat(path + suffix)
+                    except (_Miss, _Forbidden):
+                        continue
+                    if stat.S_ISREG(sibling_info.st_mode) and (
+                        self._unreadable.get(path + suffix) != files.signature(sibling_info)
+                    ):
+                        available.append(coding)
+                        siblings[coding] = (path + suffix, sibling_info)
+                if siblings:
+                    self._no_siblings.pop(path, None)
+                else:
+                    _remember_bounded(self._no_siblings, path, (signature, now + SIBLING_RECHECK))
         if "gzip" not in siblings and self._gzippable(path, info, app_headers):
             available.append("gzip")
         if available:
