@@ -161,10 +161,19 @@ class Setup:
         return list(self.endpoints.values())[index]
 
     def client(
-        self, settings: HttpSettings | None = None, response_log: ResponseLog | None = None
+        self,
+        settings: HttpSettings | None = None,
+        response_log: ResponseLog | None = None,
+        transport: StringTransport | None = None,
     ) -> Connection:
         handler: Any = self.router if self.router is not None else self.handler
-        client = connect(handler, clock=self.clock, settings=settings, response_log=response_log)
+        client = connect(
+            handler,
+            clock=self.clock,
+            settings=settings,
+            response_log=response_log,
+            transport=transport,
+        )
         self.clients.append(client)
         return client
 
@@ -591,6 +600,138 @@ def test_past_max_response_buffer_the_upstream_waits_for_the_client() -> None:
     assert upstream.transport.producerState == "producing"
     upstream.respond(body[150_000:])
     assert one_response(client).body == body
+
+
+class OneWriteClient(StringTransport):
+    """A client that takes one write each time the test lets it read (``read``)."""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and self.streaming:
+            self.producer.pauseProducing()
+
+    def read(self) -> None:
+        if self.producer is not None and self.streaming:
+            self.producer.resumeProducing()
+
+
+def test_past_the_limit_the_upstream_is_read_again_as_soon_as_there_is_room() -> None:
+    """Not once the client has read everything held (up to 1 GiB): an upstream that
+    gives up on a write stalled that long would cut the download.
+    """
+    setup = make_proxy(max_response_buffer=100_000)
+    slow = OneWriteClient()
+    ended: list[Any] = []
+    client = setup.client(transport=slow, response_log=ended.append)
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 40)
+    upstream.respond(big_response(len(body)) + body[:10_000])  # written: then paused
+    for start in range(10_000, 120_000, 10_000):
+        upstream.respond(body[start : start + 10_000])
+    assert upstream.transport.producerState == "paused"
+    slow.read()  # one piece of 10 KB taken: room for the read that waits
+    assert upstream.transport.producerState == "producing"
+    upstream.respond(body[120_000:])
+    for _ in range(100):
+        if ended:
+            break
+        slow.read()
+    assert one_response(client).body == body
+    assert ended
+
+
+def test_upstream_response_time_ends_with_the_upstream_not_the_slow_client() -> None:
+    """Nginx's $upstream_response_time: until the upstream's response was whole,
+    however long the client then takes to read it from the spool.
+    """
+    setup = make_proxy(access_log_format=UPSTREAM_LOG + " $upstream_response_time")
+    logged: list[Any] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 30)
+    setup.clock.advance(0.25)
+    upstream.respond(big_response(len(body)) + body[:10_000])
+    client.protocol.pauseProducing()
+    setup.clock.advance(0.25)
+    upstream.respond(body[10_000:])  # whole at 0.5 s
+    setup.clock.advance(60)
+    client.protocol.resumeProducing()
+    assert one_response(client).body == body
+    assert upstream_notes(logged[0])[2] == "0.500"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_upstream_failing_after_bytes_were_held_lets_the_client_have_them(
+    chunked: bool,
+) -> None:
+    """What the upstream did send reaches the client, then its connection closes
+    (the response is incomplete: a short body, or no last chunk).
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 20)
+
+    def frame(piece: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        if chunked
+        else big_response(len(body) + 100_000)
+    )
+    upstream.respond(head + frame(body[:10_000]))
+    client.protocol.pauseProducing()
+    upstream.respond(frame(body[10_000:]))
+    upstream.close(ConnectionLost("reset"))
+    assert not client.is_closed()  # the client has not read what was held yet
+    client.protocol.resumeProducing()
+    assert client.is_closed()
+    received = h11.Connection(h11.CLIENT)
+    received.send(h11.Request(method="GET", target="/big", headers=[("Host", "x")]))
+    received.receive_data(client.transport.value())
+    got = b""
+    while (event := received.next_event()) is not h11.NEED_DATA:
+        if isinstance(event, h11.Data):
+            got += event.data
+    assert got == body
+
+
+def test_a_spool_that_cannot_be_written_passes_the_rest_on_as_the_client_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Disk full: one warning naming the request and the upstream; from then on
+    each read waits in memory, the upstream paused, until the client has taken it.
+    """
+
+    def full_disk() -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full_disk)
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 12)
+    with capture_log_events() as events:
+        upstream.respond(big_response(len(body)) + body[:10_000])
+        client.protocol.pauseProducing()
+        for start in range(10_000, 80_000, 10_000):  # 64 KiB in memory, then the file
+            upstream.respond(body[start : start + 10_000])
+        assert upstream.transport.producerState == "paused"
+        client.protocol.resumeProducing()
+        assert upstream.transport.producerState == "producing"
+        client.protocol.pauseProducing()
+        upstream.respond(body[80_000:90_000])
+        assert upstream.transport.producerState == "paused"  # one read at a time
+        client.protocol.resumeProducing()
+        upstream.respond(body[90_000:])
+    assert one_response(client).body == body
+    [warning] = [line for line in proxy_log(events) if "temporary file" in line]
+    assert "GET /big" in warning and "10.0.0.1:9000" in warning
 
 
 def test_a_response_ending_past_max_response_buffer_frees_its_connection_unpaused() -> None:

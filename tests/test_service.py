@@ -805,9 +805,10 @@ def test_a_port_closing_at_the_limit_is_not_resumed() -> None:
 
 
 def test_max_connections_0_follows_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """0 means half the open-files limit less the descriptors kept for the process:
-    each connection may hold a second one (a file, an upstream connection); with
-    the whole limit, proxying and static files failed with EMFILE in an audit.
+    """0 means a third of the open-files limit less the descriptors kept for the
+    process: each connection may hold two more (a file or an upstream connection,
+    and a response spool's temporary file); with the whole limit, proxying and
+    static files failed with EMFILE in an audit.
     """
     import resource
 
@@ -815,7 +816,7 @@ def test_max_connections_0_follows_the_open_files_limit(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
     config = cli.load_config({"app": "tests.apps:hello"})
-    assert service_module.server_settings(config).max_connections == (1024 - 128) // 2
+    assert service_module.server_settings(config).max_connections == (1024 - 128) // 3
     given = cli.load_config({"app": "tests.apps:hello", "max_connections": "300"})
     assert service_module.server_settings(given).max_connections == 300
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)

@@ -1148,9 +1148,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Most client connections open at once; at the limit the server stops accepting,"
         " new connections wait in the listen backlog until one closes, and while one"
         " waits responses say Connection: close and idle connections are closed to"
-        " make room (nginx's worker_connections). 0: (the open-files limit - 128) / 2, as"
-        " each connection may hold a second descriptor (a file it is sent, its"
-        " upstream connection, a spooled body).",
+        " make room (nginx's worker_connections). 0: (the open-files limit - 128) / 3, as"
+        " each connection may hold two more descriptors (a file it is sent or its"
+        " upstream connection, and a spooled request body or a response waiting in a"
+        " temporary file for a slow client).",
     ),
     Setting(
         "max_header_count",

@@ -332,9 +332,11 @@ class _AttemptNotes:
         answered: the status the last one answered, 0 if none (``-``: the client
             left first).
         clock: the time source.
+        completed: when the last one's response came whole, if the client's
+            response ended later (it waited in the spool for a slow client).
     """
 
-    __slots__ = ("_answered", "_clock", "_failed", "_started", "_tried")
+    __slots__ = ("_answered", "_clock", "_completed", "_failed", "_started", "_tried")
 
     def __init__(
         self,
@@ -343,12 +345,15 @@ class _AttemptNotes:
         failed: list[tuple[float, int]] | None,
         answered: int,
         clock: IReactorTime,
+        *,
+        completed: float | None = None,
     ) -> None:
         self._tried = tried
         self._started = started
         self._failed = failed or []
         self._answered = answered
         self._clock = clock
+        self._completed = completed
 
     def get(self, name: str) -> str | None:
         """The value of variable ``name``, or ``None`` for one not known here."""
@@ -364,7 +369,7 @@ class _AttemptNotes:
                 statuses.append(str(self._answered) if self._answered else "-")
             return ", ".join(statuses)
         if name == "upstream_response_time":
-            now = self._clock.seconds()
+            now = self._completed if self._completed is not None else self._clock.seconds()
             ends = [when for when, _ in failed[:count]]
             ends += [now] * (count - len(ends))
             return ", ".join(
@@ -387,10 +392,12 @@ class _Forward:
     """One proxied request, from the choice of upstream to the end of the response."""
 
     __slots__ = (
+        "_abort_after_spool",
         "_answered_status",
         "_attached",
         "_body_done",
         "_client_paused",
+        "_completed_at",
         "_conn",
         "_connecting",
         "_done",
@@ -408,6 +415,7 @@ class _Forward:
         "_request",
         "_response_fields",
         "_spool",
+        "_spool_broken",
         "_spool_over",
         "_stale_retried",
         "_started_at",
@@ -451,13 +459,18 @@ class _Forward:
         # Response buffering (see ProxyHandler's buffering): whether the client has
         # stopped reading, the upstream's response fields (for X-Accel-Buffering,
         # looked at when the client first stops reading), the spool once used, a
-        # read that did not fit in it (the upstream is paused meanwhile), and
-        # whether the client's response ends once the spool is empty.
+        # read that did not fit in it (the upstream is paused meanwhile), whether
+        # the spool failed, whether the client's response ends once the spool is
+        # empty (aborted: the upstream failed), and when the upstream completed
+        # (for $upstream_response_time, when the response outlives it).
         self._client_paused = False
         self._response_fields: list[tuple[bytes, bytes]] | None = None
         self._spool: ResponseSpool | None = None
         self._spool_over = b""
+        self._spool_broken = False
         self._ending = False
+        self._abort_after_spool = False
+        self._completed_at: float | None = None
 
     # -- starting an attempt ------------------------------------------------------------
 
@@ -776,13 +789,16 @@ class _Forward:
         """
         exchange = self._exchange
         spool = self._spool
-        if spool is not None and (self._client_paused or spool.held):
+        if spool is not None and (self._client_paused or spool.held or self._spool_over):
             if complete:
-                self._conn = None  # (back to its pool: not to be paused below)
+                self._conn = None  # (back to its pool: not to be paused by _hold)
                 self._done = True
                 self._ending = True
-                self._release()
+                if self._started_at is not None:
+                    self._completed_at = self._proxy.clock.seconds()
             self._hold(spool, data)
+            if complete:
+                self._release()
             return
         if complete:
             self._conn = None
@@ -799,22 +815,23 @@ class _Forward:
             exchange.send_head()  # a head alone (SSE, long poll): the client sees it now
 
     def _hold(self, spool: ResponseSpool, data: bytes) -> None:
-        """Spool ``data`` for the client; stop reading the upstream once it is full.
+        """Spool ``data`` for the client; stop reading the upstream when it is full.
 
-        What does not fit (one read at most) waits in memory; so does everything
-        once the spool could not be written (disk full), the upstream then read one
-        piece at a time as the client takes them.
+        What does not fit (one read at most) waits in memory, the upstream paused
+        until the spool has room again. Once the spool could not be written (disk
+        full), every read waits so, the upstream read one piece at a time as the
+        client takes them.
         """
         if not data:
             return
-        if self._spool_over or spool.closed or not spool.room_for(len(data)):
+        if self._spool_over or self._spool_broken or not spool.room_for(len(data)):
             self._spool_over += data
         else:
             try:
                 spool.append(data)
             except OSError as error:
                 self._spool_over += data
-                spool.limit = spool.held  # nothing more goes in: see the docstring
+                self._spool_broken = True
                 self._spool_failed(error)
         if self._spool_over:
             connection = self._conn
@@ -826,7 +843,7 @@ class _Forward:
         peer = self._peer
         _log.warn(
             "{method} {target}: cannot keep the response of {upstream} in a temporary"
-            " file ({error}): the upstream is read as the client reads",
+            " file ({error}): the rest goes to the client as it reads",
             method=request.method.decode("latin-1"),
             target=request.target.decode("latin-1"),
             upstream=peer.name if peer is not None else "the upstream",
@@ -845,7 +862,11 @@ class _Forward:
         return self._proxy.buffering
 
     def _pump(self, spool: ResponseSpool) -> None:
-        """Send what is held while the client takes it; then finish, or read on."""
+        """Send what is held while the client takes it, then end the response.
+
+        The upstream, paused when a read did not fit, is read again as soon as
+        the spool has room for that read.
+        """
         exchange = self._exchange
         while not self._client_paused:
             if exchange.finished:
@@ -862,17 +883,31 @@ class _Forward:
                 )
                 exchange.abort()
                 return
+            over = self._spool_over
             if not data:
-                data, self._spool_over = self._spool_over, b""
+                data, self._spool_over = over, b""
                 if not data:
                     break  # everything held has gone
+            elif over and not self._spool_broken and spool.room_for(len(over)):
+                # The read that did not fit goes in after what is held, and the
+                # upstream is read again while the client reads the spool.
+                self._spool_over = b""
+                self._hold(spool, over)
+                if not self._spool_over:
+                    self._read_upstream()
             exchange.write(data)
         else:
             return  # the client stopped reading again: resumeProducing calls back
         if self._ending:
             self._ending = False
-            exchange.finish()
+            if self._abort_after_spool:
+                exchange.abort()  # the upstream failed: the client has all it sent
+            else:
+                exchange.finish()
             return
+        self._read_upstream()
+
+    def _read_upstream(self) -> None:
         connection = self._conn
         if connection is not None:
             connection.resume_reading()
@@ -903,6 +938,12 @@ class _Forward:
                 target=_text(self._request.target),
                 detail=error.detail,
             )
+            spool = self._spool
+            if spool is not None and (spool.held or self._spool_over):
+                # What the upstream did send reaches the client first; then the
+                # connection is cut (the response is incomplete: _pump ends it).
+                self._ending = self._abort_after_spool = True
+                return
             exchange.abort()
             return
         # A reused connection closed before any response byte: most likely the
@@ -1088,6 +1129,7 @@ class _Forward:
                 self._failed_at,
                 self._answered_status,
                 self._proxy.clock,
+                completed=self._completed_at,
             )
         if self._done or self._tunnelling:
             return

@@ -614,11 +614,12 @@ RESERVED_DESCRIPTORS = 128
 def server_settings(config: ServerConfig) -> HttpSettings:
     """The HTTP settings of ``config``, with max_connections 0 made concrete.
 
-    0 means "half of the open-files limit less :data:`RESERVED_DESCRIPTORS`" (at
-    least 64): each connection may hold a second descriptor besides its socket (a
-    file it is sent, its upstream connection, a body spooled to disk), as nginx
-    counts upstream connections in worker_connections; past the open-files limit
-    those would fail (a 503 from a proxy mount, a 500 for a file).
+    0 means "a third of the open-files limit less :data:`RESERVED_DESCRIPTORS`" (at
+    least 64): each connection may hold two descriptors besides its socket (a file
+    it is sent, or its upstream connection, and a request body spooled to disk or a
+    response waiting for a slow client in a temporary file), as nginx counts
+    upstream connections in worker_connections; past the open-files limit those
+    would fail (a 503 from a proxy mount, a 500 for a file).
     """
     settings = config.http
     if settings.max_connections:
@@ -626,7 +627,7 @@ def server_settings(config: ServerConfig) -> HttpSettings:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return settings
-    return replace(settings, max_connections=max((soft - RESERVED_DESCRIPTORS) // 2, 64))
+    return replace(settings, max_connections=max((soft - RESERVED_DESCRIPTORS) // 3, 64))
 
 
 def make_service(
