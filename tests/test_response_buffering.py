@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 from wsgiref.validate import validator
 
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -415,6 +416,39 @@ def test_the_spool_stops_at_the_content_length() -> None:
 
 def closed(made: IO[bytes]) -> bool:
     return made.closed
+
+
+class FailingBody(Body):
+    """Raises after its chunks, as an application failing mid-stream."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from super().__iter__()
+        raise RuntimeError("the database went away")
+
+
+def test_an_application_failing_mid_stream_has_what_it_sent_delivered_first() -> None:
+    """As for bytes that went out directly: the client gets everything produced
+    before the exception, then the connection is closed without the last chunk
+    (the response is visibly incomplete); the traceback is in the log.
+    """
+    body = FailingBody(100)
+    with capture_log_events() as events, one_worker() as (calls, pool):
+        served = Served(body, calls, pool)
+        served.request()
+        calls.run_until(lambda: body.closed.is_set() and pool.idle)
+        assert not served.connection.is_closed()  # what is spooled is not read yet
+        served.read_to_the_end()
+    assert served.connection.is_closed()
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "example.com")]))
+    client.receive_data(served.connection.transport.value())
+    received = b""
+    while (event := client.next_event()) is not h11.NEED_DATA:
+        assert not isinstance(event, h11.EndOfMessage)
+        if isinstance(event, h11.Data):
+            received += event.data
+    assert received == body.expected()
+    assert any("the database went away" in str(event.get("log_failure", "")) for event in events)
 
 
 @pytest.fixture

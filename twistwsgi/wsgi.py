@@ -1132,11 +1132,13 @@ class _ThreadedCall:
         self._head_sent = False
         self._input: _ThreadedInput | None = None
         # Response buffering: whether this response may use a spool (decided with
-        # its head; given up if the spool fails), the spool once needed, and
-        # whether the response ends once the spool is empty.
+        # its head; given up if the spool fails), the spool once needed, whether
+        # the response ends once the spool is empty, and whether it ends aborted
+        # (the application failed after what is spooled).
         self._buffering = False
         self._response_spool: ResponseSpool | None = None
         self._ending = False
+        self._abort_at_end = False
         # A body received whole (request_buffering), with its size. Closed by the
         # reactor if the client leaves before a worker takes the call (a departed
         # upload must not hold its file or memory until a thread is free), else by
@@ -1270,7 +1272,9 @@ class _ThreadedCall:
                 exchange.abort()
                 return
             if not data:
-                if end:
+                if end and self._abort_at_end:
+                    exchange.abort()  # the application failed after these bytes
+                elif end:
                     self._deliver_end()
                 return
             exchange.write(data)  # may pause this producer at once
@@ -1304,11 +1308,19 @@ class _ThreadedCall:
             self._spooled[0].close()
 
     def answer_error(self) -> None:
-        """Answer 500, or abort a response already started (reactor thread)."""
+        """Answer 500, or abort a response already started (reactor thread).
+
+        What the application produced before it failed and still waits in the
+        spool goes to the client first, as what went out directly did.
+        """
         exchange = self._exchange
         if exchange.finished:
             return
         if exchange.response_started:
+            with self._cond:
+                if self._spool_waiting() and not self._gone:
+                    self._ending = self._abort_at_end = True  # see _pump
+                    return
             exchange.abort()
         else:
             _answer_500(exchange)
