@@ -12,20 +12,20 @@ import errno
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from wsgiref.validate import validator
 
 import h11
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from tests.test_wsgi import one_worker
+from tests.test_wsgi import _waiting, one_worker
 from twistwsgi.response_spool import MEMORY_SIZE, ResponseSpool
 from twistwsgi.testing import (
     CallQueue,
@@ -129,7 +129,52 @@ def test_a_file_that_cannot_be_made_holds_nothing_of_the_piece() -> None:
     assert spool.take() == b"abc"
 
 
+def test_the_file_is_a_ring_never_larger_than_the_limit() -> None:
+    """A response held for a client that reads as fast as it is written, but never
+    catches up: the file is written around, never past the limit.
+    """
+    files = RecordingFiles()
+    spool = ResponseSpool(100, memory_size=0, open_file=files)
+    sent = received = b""
+    for number in range(2000):
+        piece = bytes([number % 251]) * 7
+        spool.append(piece)
+        sent += piece
+        while len(received) < len(sent):  # (a read ends where the ring wraps)
+            received += spool.take(len(sent) - len(received))
+        assert os.fstat(files.files[0].fileno()).st_size <= 100
+    while piece := spool.take():
+        received += piece
+    assert received == sent
+    spool.close()
+
+
+def test_closing_during_an_unlocked_write_leaves_the_file_to_the_writer() -> None:
+    """The owner closes the spool (the client left) while a worker writes its
+    reserved bytes unlocked: the descriptor stays open until the write is
+    committed, so it is never closed (and reused) under the write.
+    """
+    files = RecordingFiles()
+    spool = ResponseSpool(100, memory_size=0, open_file=files)
+    assert spool.reserve(b"abc")
+    spool.close()
+    spool.write_reserved(b"abc")
+    assert not closed(files.files[0])
+    spool.commit()
+    assert closed(files.files[0])
+    assert spool.held == 0
+
+
+def test_small_pieces_are_joined_in_memory_and_taken_together() -> None:
+    spool = ResponseSpool(10_000)
+    for _ in range(100):
+        spool.append(b"data: x\n\n")
+    assert spool.take() == b"data: x\n\n" * 100
+    spool.close()
+
+
 @settings(max_examples=200, deadline=None)
+@example(steps=[("append", b"a" * 10), ("take", 5), ("append", b"b" * 5)], memory_size=0, limit=10)
 @given(
     steps=st.lists(
         st.one_of(
@@ -179,12 +224,17 @@ class SlowClientTransport(StringTransport):
 
     Attributes:
         taken: bytes the client has read (what was written before its last read).
+        on_write: called once, at the next write, before the transport pauses.
     """
 
     taken = 0
+    on_write: Callable[[], object] | None = None
 
     def write(self, data: bytes) -> None:
         super().write(data)
+        hook, self.on_write = self.on_write, None
+        if hook is not None:
+            hook()
         if self.producer is not None and self.streaming:
             self.producer.pauseProducing()
 
@@ -246,6 +296,8 @@ class Served:
         headers: list[tuple[str, str]] | None = None,
         buffering: bool = True,
         limit: int = 2**30,
+        client: SlowClientTransport | None = None,
+        grace: float = 0.0,
     ) -> None:
         self.calls = calls
         self.ended: list[object] = []
@@ -255,8 +307,9 @@ class Served:
             threadpool=pool,
             response_buffering=buffering,
             max_response_buffer=limit,
+            spool_grace=grace,
         )
-        self.client = SlowClientTransport()
+        self.client = client or SlowClientTransport()
         body.client = self.client
         self.connection = connect(handler, transport=self.client, response_log=self.ended.append)
 
@@ -416,6 +469,133 @@ def test_the_spool_stops_at_the_content_length() -> None:
 
 def closed(made: IO[bytes]) -> bool:
     return made.closed
+
+
+def test_a_slow_disk_holds_the_worker_not_the_reactor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the worker writes to the spool's file (here a write that waits until
+    the test lets it go), the reactor still pauses and resumes the call: the
+    worker holds no lock the reactor needs across the write.
+    """
+    writing = threading.Event()
+    proceed = threading.Event()
+    real_pwrite = os.pwrite
+
+    def slow_pwrite(descriptor: int, data: Any, position: int) -> int:
+        writing.set()
+        proceed.wait(10)  # (only turns a hang into a failure)
+        return real_pwrite(descriptor, data, position)
+
+    monkeypatch.setattr(os, "pwrite", slow_pwrite)
+    body = Body(200)
+    with one_worker() as (calls, pool):
+        served = Served(body, calls, pool)
+        served.request()
+        calls.run_until(writing.is_set)  # past 64 KiB in memory: the file
+        reacted = threading.Event()
+
+        def reactor_turn() -> None:
+            served.connection.protocol.resumeProducing()
+            served.connection.protocol.pauseProducing()
+            reacted.set()
+
+        turn = threading.Thread(target=reactor_turn)
+        turn.start()
+        took_the_lock = reacted.wait(10)
+        proceed.set()
+        turn.join()
+        assert took_the_lock, "the reactor waited for the disk"
+        served.read_to_the_end()
+        calls.run_until(lambda: pool.idle)
+    assert served.body() == body.expected()
+
+
+class GatedBody(Body):
+    """Stops before chunk ``gate_at`` until ``gate`` is set; says when it got there
+    (``at_gate``) and when it went on to the next chunk (``past``).
+    """
+
+    def __init__(self, chunks: int, gate_at: int = 30) -> None:
+        super().__init__(chunks)
+        self.gate_at = gate_at
+        self.gate = threading.Event()
+        self.at_gate = threading.Event()
+        self.past = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for number, chunk in enumerate(super().__iter__()):
+            if number == self.gate_at:
+                self.at_gate.set()
+                self.gate.wait(10)  # (only turns a hang into a failure)
+            elif number == self.gate_at + 1:
+                self.past.set()
+            yield chunk
+
+
+def test_while_the_client_reads_the_spool_is_emptied_before_more_goes_in() -> None:
+    """A client that reads again gets the spool emptied; meanwhile the worker waits
+    rather than adding to it, then hands over directly: a fast client's large
+    response does not go through the disk because its connection paused a moment.
+    """
+    body = GatedBody(60)
+    with one_worker() as (calls, pool):
+        served = Served(body, calls, pool)
+        served.request()
+        # What went out before the client paused, then about 200 KB spooled.
+        calls.run_until(body.at_gate.is_set)
+        decided: list[str] = []
+
+        def worker_decides_mid_drain() -> None:
+            # The reactor is sending the spool (not paused, bytes still held) when
+            # the worker comes with chunk 30.
+            body.gate.set()
+            done = threading.Event()
+            for _ in range(1000):
+                if body.past.is_set() or _waiting(pool):
+                    break
+                done.wait(0.01)
+            decided.append("spooled" if body.past.is_set() else "waited")
+
+        served.client.on_write = worker_decides_mid_drain
+        served.client.read()  # the first piece goes, the worker decides, the client pauses
+        # Paused again: the waiting worker is told, and spools on.
+        calls.run_until(body.past.is_set)
+        served.read_to_the_end()
+        calls.run_until(lambda: pool.idle)
+    assert decided == ["waited"]
+    assert served.body() == body.expected()
+
+
+def wait_for_either(first: threading.Event, second: Callable[[], bool]) -> None:
+    """Until one holds (the bound only turns a hang into a failure)."""
+    pause = threading.Event()
+    for _ in range(1000):
+        if first.is_set() or second():
+            return
+        pause.wait(0.01)
+
+
+def test_a_paused_client_is_given_a_moment_before_anything_is_spooled(
+    made_files: RecordingFiles,
+) -> None:
+    """A paused client is waited for SPOOL_GRACE before spooling starts (here 10 s,
+    which the test never lets pass): a fast client's connection pauses for a
+    moment again and again, and a client reading again meanwhile gets its response
+    handed over directly, nothing through the disk.
+    """
+    body = GatedBody(200, gate_at=10)
+    with one_worker() as (calls, pool):
+        served = Served(body, calls, pool, grace=10.0)
+        served.request()
+        assert body.at_gate.wait(10)  # chunks 0-9 handed over, not sent yet
+        calls.run_pending()  # sent: the client's buffer is full, it pauses
+        body.gate.set()  # chunk 10 comes to a paused client, nothing spooled
+        wait_for_either(body.past, lambda: _waiting(pool))
+        assert not body.past.is_set(), "chunk 10 was spooled at once"
+        served.read_to_the_end()
+        calls.run_until(lambda: pool.idle)
+    assert body.ahead <= UNSPOOLED_AHEAD
+    assert made_files.files == []
+    assert served.body() == body.expected()
 
 
 class FailingBody(Body):

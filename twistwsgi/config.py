@@ -1204,9 +1204,9 @@ SETTINGS: tuple[Setting, ...] = (
         SIZE,
         MAX_RESPONSE_BUFFER,
         "The most bytes of one response held for its client by response buffering"
-        " (nginx's proxy_max_temp_file_size): past it the thread, or the upstream's"
-        " connection, waits until the client has read what is held. Applied again on"
-        " SIGHUP.",
+        " (nginx's proxy_max_temp_file_size), in memory and a temporary file that never"
+        " grows past it: at the limit the thread, or the upstream's connection, waits"
+        " until the client has read enough to make room. Applied again on SIGHUP.",
         positive=True,
     ),
     Setting(

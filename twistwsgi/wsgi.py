@@ -53,6 +53,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -102,6 +103,11 @@ WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[
 
 #: Response bytes a worker thread may have queued for the reactor before it waits.
 IN_FLIGHT_HIGH_WATER = 256 * 1024
+#: Seconds a worker waits for a client that stopped reading before it spools what
+#: follows (response buffering): a fast client's connection pauses for a moment
+#: again and again (its 64 KiB write buffer fills faster than the kernel drains
+#: it), and its response should not go through the disk for that.
+SPOOL_GRACE = 0.05
 #: Request body bytes buffered for ``wsgi.input`` before the client is paused.
 INPUT_HIGH_WATER = 256 * 1024
 #: A request body received whole before its application runs (inline mode, or
@@ -387,6 +393,8 @@ class WSGIHandler:
             the response decides for that response.
         max_response_buffer: the most bytes one response may hold so; past it the
             worker waits for the client, as without buffering.
+        spool_grace: seconds a worker waits for a paused client before it starts
+            spooling (:data:`SPOOL_GRACE`).
         queue_timeout: seconds a request may wait for a free worker thread; one
             that waited longer is answered 503 and never reaches the application
             (0: no limit). Needs ``clock``.
@@ -415,6 +423,7 @@ class WSGIHandler:
         request_buffering: bool = False,
         response_buffering: bool = False,
         max_response_buffer: int = MAX_RESPONSE_BUFFER,
+        spool_grace: float = SPOOL_GRACE,
         queue_timeout: float = 0.0,
         app_timeout: float = 0.0,
         clock: IReactorTime | None = None,
@@ -426,6 +435,7 @@ class WSGIHandler:
             raise ValueError(f"max_response_buffer must be at least 1, got {max_response_buffer!r}")
         self.response_buffering = response_buffering
         self.max_response_buffer = max_response_buffer
+        self.spool_grace = spool_grace
         for name, value in (("queue_timeout", queue_timeout), ("app_timeout", app_timeout)):
             if value < 0:
                 raise ValueError(f"{name} must not be negative, got {value!r}")
@@ -1185,9 +1195,14 @@ class _ThreadedCall:
             self.close_spooled_body()
 
     def pauseProducing(self) -> None:
-        """The client stopped reading: the worker waits before its next chunk."""
+        """The client stopped reading: the worker waits before its next chunk.
+
+        Or spools it: a worker waiting for the spool to empty may spool now.
+        """
         with self._cond:
             self._paused = True
+            if self._response_spool is not None:
+                self._cond.notify_all()
 
     def resumeProducing(self) -> None:
         """The client reads again: wake the worker, or send what is spooled."""
@@ -1549,47 +1564,71 @@ class _ThreadedCall:
             self._buffering = self._decide_buffering(self._headers)
         size = len(data)
         spooled = False
+        # Until when a paused client is waited for before spooling starts.
+        grace_ends: float | None = None
         while True:
             failed: OSError | None = None
+            reserved: ResponseSpool | None = None  # the spool whose file gets ``data``
             with self._cond:
                 while True:
                     if self._gone or self._full:
                         return False
                     spool = self._response_spool
                     if spool is not None and spool.held:
-                        # Bytes wait in the spool: these go after them (or wait
-                        # for room there, or for the spool to empty).
-                        may_spool = self._buffering
+                        # Bytes wait in the spool: these go after them while the
+                        # client is not reading; while it reads, the worker waits
+                        # for the reactor to empty the spool, then hands over
+                        # directly (a fast client's response does not go through
+                        # the disk because the connection paused for a moment).
+                        may_spool = self._buffering and self._paused
                     elif not self._paused:
                         if self._in_flight <= IN_FLIGHT_HIGH_WATER:
                             break
                         may_spool = False
                     else:
                         may_spool = self._buffering and self._head_sent
+                        if may_spool:
+                            # Paused, nothing spooled: a short pause is usual for a
+                            # fast client; spool only if it lasts.
+                            now = time.monotonic()
+                            if grace_ends is None:
+                                grace_ends = now + self._handler.spool_grace
+                            if now < grace_ends:
+                                self._cond.wait(grace_ends - now)
+                                continue
                     if may_spool:
                         if spool is None:
                             spool = ResponseSpool(self._handler.max_response_buffer)
                             self._response_spool = spool
                         if spool.room_for(size):
-                            try:
-                                spool.append(data)
-                            except OSError as error:
-                                # Given up for the rest of the response: the worker
-                                # waits for the client instead (said below, unlocked).
-                                self._buffering = False
-                                failed = error
-                                break
-                            # No need to wake the reactor: while bytes are spooled,
-                            # it is paused (resumeProducing sends them), or a direct
-                            # delivery is on its way (_deliver sends them after), or
-                            # its _pump is sending them now.
+                            if spool.reserve(data):
+                                reserved = spool
                             spooled = True
                             break
                     self._cond.wait()
-                if failed is None and not spooled:
+                if not spooled:
                     self._in_flight += size
                     first = not self._head_sent
                     self._head_sent = True
+            if reserved is not None:
+                # The file is written unlocked: a slow disk holds this thread only,
+                # not the reactor (which takes the lock to pause, resume, deliver).
+                try:
+                    reserved.write_reserved(data)
+                except OSError as error:
+                    failed = error
+                with self._cond:
+                    reserved.commit(written=failed is None)
+                    if failed is not None:
+                        # Given up for the rest of the response: the worker waits
+                        # for the client instead.
+                        self._buffering = False
+                        spooled = False
+                    # The reactor may have looked while the bytes were not readable
+                    # yet: unless a resume or a delivery will look again, ask it to.
+                    pump = not (failed or self._paused or self._in_flight or self._gone)
+                if pump:
+                    self._call_from_thread(self._pump)
             if failed is None:
                 break
             request = self._exchange.request
