@@ -34,6 +34,7 @@ from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal,
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
+from twistwsgi.response_spool import SPOOL_GRACE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
@@ -558,6 +559,38 @@ def big_response(length: int) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
 
 
+def stop_reading(setup: Setup, client: Connection) -> None:
+    """The client's socket buffer is full, for longer than SPOOL_GRACE."""
+    client.protocol.pauseProducing()
+    setup.clock.advance(SPOOL_GRACE)
+
+
+def test_spooling_starts_once_the_client_has_not_read_for_a_moment() -> None:
+    """A fast client's connection pauses for a moment again and again: the
+    upstream is paused too, and read on into the spool only if the pause lasts
+    SPOOL_GRACE; a shorter one leaves nothing spooled.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = numbered(0, 30)
+    upstream.respond(big_response(len(body)) + body[:10_000])
+    client.protocol.pauseProducing()
+    assert upstream.transport.producerState == "paused"
+    setup.clock.advance(SPOOL_GRACE / 2)
+    client.protocol.resumeProducing()  # a short pause: read on directly
+    assert upstream.transport.producerState == "producing"
+    client.protocol.pauseProducing()  # another one: its own moment, from now
+    setup.clock.advance(SPOOL_GRACE - 0.001)
+    assert upstream.transport.producerState == "paused"
+    setup.clock.advance(0.001)
+    assert upstream.transport.producerState == "producing"  # spooling now
+    upstream.respond(body[10_000:])
+    client.protocol.resumeProducing()
+    assert one_response(client).body == body
+
+
 def test_with_buffering_a_slow_client_does_not_hold_the_upstream() -> None:
     """Response buffering (the default): the client stops reading, the upstream is
     still read; once it has sent the whole response its connection is back in the
@@ -570,7 +603,7 @@ def test_with_buffering_a_slow_client_does_not_hold_the_upstream() -> None:
     upstream = setup.endpoint().last
     body = numbered(0, 30)
     upstream.respond(big_response(len(body)) + body[:10_000])
-    client.protocol.pauseProducing()  # the client's socket buffer is full
+    stop_reading(setup, client)
     assert upstream.transport.producerState == "producing"
     upstream.respond(body[10_000:])
     assert upstream.protocol._state.value == "idle"  # back in its pool
@@ -592,7 +625,7 @@ def test_past_max_response_buffer_the_upstream_waits_for_the_client() -> None:
     upstream = setup.endpoint().last
     body = numbered(0, 40)
     upstream.respond(big_response(len(body)) + body[:10_000])
-    client.protocol.pauseProducing()
+    stop_reading(setup, client)
     for start in range(10_000, 150_000, 10_000):
         upstream.respond(body[start : start + 10_000])
     assert upstream.transport.producerState == "paused"  # 100 KB held, and one read
@@ -653,7 +686,7 @@ def test_upstream_response_time_ends_with_the_upstream_not_the_slow_client() -> 
     body = numbered(0, 30)
     setup.clock.advance(0.25)
     upstream.respond(big_response(len(body)) + body[:10_000])
-    client.protocol.pauseProducing()
+    client.protocol.pauseProducing()  # (spooling starts within the 0.25 s)
     setup.clock.advance(0.25)
     upstream.respond(body[10_000:])  # whole at 0.5 s
     setup.clock.advance(60)
@@ -684,7 +717,7 @@ def test_an_upstream_failing_after_bytes_were_held_lets_the_client_have_them(
         else big_response(len(body) + 100_000)
     )
     upstream.respond(head + frame(body[:10_000]))
-    client.protocol.pauseProducing()
+    stop_reading(setup, client)
     upstream.respond(frame(body[10_000:]))
     upstream.close(ConnectionLost("reset"))
     assert not client.is_closed()  # the client has not read what was held yet
@@ -718,13 +751,13 @@ def test_a_spool_that_cannot_be_written_passes_the_rest_on_as_the_client_reads(
     body = numbered(0, 12)
     with capture_log_events() as events:
         upstream.respond(big_response(len(body)) + body[:10_000])
-        client.protocol.pauseProducing()
+        stop_reading(setup, client)
         for start in range(10_000, 80_000, 10_000):  # 64 KiB in memory, then the file
             upstream.respond(body[start : start + 10_000])
         assert upstream.transport.producerState == "paused"
         client.protocol.resumeProducing()
         assert upstream.transport.producerState == "producing"
-        client.protocol.pauseProducing()
+        stop_reading(setup, client)
         upstream.respond(body[80_000:90_000])
         assert upstream.transport.producerState == "paused"  # one read at a time
         client.protocol.resumeProducing()
@@ -744,7 +777,7 @@ def test_a_response_ending_past_max_response_buffer_frees_its_connection_unpause
     upstream = setup.endpoint().last
     body = numbered(0, 30)
     upstream.respond(big_response(len(body)) + body[:10_000])
-    client.protocol.pauseProducing()
+    stop_reading(setup, client)
     upstream.respond(body[10_000:])
     assert upstream.protocol._state.value == "idle"
     assert upstream.transport.producerState == "producing"
@@ -769,7 +802,7 @@ def test_x_accel_buffering_or_the_mount_decides(
     upstream = setup.endpoint().last
     extra = b"X-Accel-Buffering: " + field + b"\r\n" if field is not None else b""
     upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n" + extra + b"\r\n0123456789")
-    client.protocol.pauseProducing()
+    stop_reading(setup, client)
     expected = "producing" if buffered else "paused"
     assert upstream.transport.producerState == expected
     client.protocol.resumeProducing()
@@ -795,7 +828,7 @@ def test_a_client_gone_with_bytes_held_lets_them_go(monkeypatch: pytest.MonkeyPa
     upstream = setup.endpoint().last
     body = numbered(0, 30)
     upstream.respond(big_response(len(body) + 1) + body[:10_000])
-    client.protocol.pauseProducing()
+    stop_reading(setup, client)
     upstream.respond(body[10_000:])
     [spool_file] = made
     assert not spool_file.closed

@@ -108,7 +108,7 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.log_format import uses_upstream_variables
-from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, ResponseSpool
+from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, SPOOL_GRACE, ResponseSpool
 from twistwsgi.routing import answer_error, refuse_path_above_root, remove_dot_segments
 from twistwsgi.upstream import (
     EndpointFactory,
@@ -405,6 +405,7 @@ class _Forward:
         "_exchange",
         "_failed_at",
         "_fields",
+        "_grace",
         "_has_body",
         "_last_failure",
         "_peer",
@@ -464,6 +465,7 @@ class _Forward:
         # empty (aborted: the upstream failed), and when the upstream completed
         # (for $upstream_response_time, when the response outlives it).
         self._client_paused = False
+        self._grace: IDelayedCall | None = None  # the wait before spooling starts
         self._response_fields: list[tuple[bytes, bytes]] | None = None
         self._spool: ResponseSpool | None = None
         self._spool_over = b""
@@ -1069,25 +1071,40 @@ class _Forward:
     # -- flow control -------------------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        """The client is not reading: spool what the upstream sends, or stop reading it."""
+        """The client is not reading: stop reading the upstream, for a moment.
+
+        If the pause lasts SPOOL_GRACE, the upstream is read on into the spool
+        (response buffering). A fast client's connection pauses for a moment
+        again and again (its write buffer fills faster than the kernel drains
+        it): its response should not go through the disk for that.
+        """
         self._client_paused = True
-        if self._spool is None and not (self._done or self._tunnelling) and self._buffers():
+        if self._spool is not None:
+            return  # spooling already: read on
+        connection = self._conn
+        if connection is not None:
+            connection.pause_reading()
+        if self._grace is None and not (self._done or self._tunnelling) and self._buffers():
+            self._grace = self._proxy.clock.callLater(SPOOL_GRACE, self._start_spooling)
+
+    def _start_spooling(self) -> None:
+        """The client has not read for SPOOL_GRACE: read the upstream into the spool."""
+        self._grace = None
+        if self._client_paused and self._spool is None and not self._done:
             self._spool = ResponseSpool(self._proxy.max_buffer)
-        if self._spool is None:
-            connection = self._conn
-            if connection is not None:
-                connection.pause_reading()
+            self._read_upstream()
 
     def resumeProducing(self) -> None:
         """The client reads again: send what is held, or read the upstream again."""
         self._client_paused = False
+        grace, self._grace = self._grace, None
+        if grace is not None and grace.active():
+            grace.cancel()
         spool = self._spool
         if spool is not None:
             self._pump(spool)
             return
-        connection = self._conn
-        if connection is not None:
-            connection.resume_reading()
+        self._read_upstream()
 
     def stopProducing(self) -> None:
         """The client connection is going; ``on_close`` drops the upstream."""
@@ -1117,6 +1134,9 @@ class _Forward:
 
         The upstreams tried are left for the access log first.
         """
+        grace, self._grace = self._grace, None
+        if grace is not None and grace.active():
+            grace.cancel()
         if self._spool is not None:
             self._spool.close()
             self._spool_over = b""

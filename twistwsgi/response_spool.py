@@ -29,10 +29,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO
 
-__all__ = ["MAX_RESPONSE_BUFFER", "MEMORY_SIZE", "PIECE_SIZE", "ResponseSpool"]
+__all__ = ["MAX_RESPONSE_BUFFER", "MEMORY_SIZE", "PIECE_SIZE", "SPOOL_GRACE", "ResponseSpool"]
 
 #: The most bytes one response holds by default (nginx's proxy_max_temp_file_size).
 MAX_RESPONSE_BUFFER = 1024 * 1024 * 1024
+#: Seconds a client that stopped reading is waited for before what follows is
+#: spooled: a fast client's connection pauses for a moment again and again (its
+#: 64 KiB write buffer fills faster than the kernel drains it), and its response
+#: should not go through the disk for that.
+SPOOL_GRACE = 0.05
 #: Bytes a spool keeps in memory before it opens its temporary file (nginx keeps
 #: 8 buffers of one page each, proxy_buffers; many slow clients may hold this each).
 MEMORY_SIZE = 64 * 1024

@@ -73,7 +73,7 @@ from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
-from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, ResponseSpool
+from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, SPOOL_GRACE, ResponseSpool
 from twistwsgi.routing import answer_error
 from twistwsgi.threads import ThreadPoolLike
 
@@ -103,11 +103,6 @@ WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[
 
 #: Response bytes a worker thread may have queued for the reactor before it waits.
 IN_FLIGHT_HIGH_WATER = 256 * 1024
-#: Seconds a worker waits for a client that stopped reading before it spools what
-#: follows (response buffering): a fast client's connection pauses for a moment
-#: again and again (its 64 KiB write buffer fills faster than the kernel drains
-#: it), and its response should not go through the disk for that.
-SPOOL_GRACE = 0.05
 #: Request body bytes buffered for ``wsgi.input`` before the client is paused.
 INPUT_HIGH_WATER = 256 * 1024
 #: A request body received whole before its application runs (inline mode, or
