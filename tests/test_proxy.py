@@ -559,6 +559,17 @@ def big_response(length: int) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
 
 
+def start_big_response(setup: Setup, body: bytes) -> tuple[Connection, UpstreamConnection]:
+    """A client's GET /big, answered by the upstream with ``body``'s head and first
+    10,000 bytes (relayed at once: the client reads so far).
+    """
+    client = setup.client()
+    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(big_response(len(body)) + body[:10_000])
+    return client, upstream
+
+
 def stop_reading(setup: Setup, client: Connection) -> None:
     """The client's socket buffer is full, for longer than SPOOL_GRACE."""
     client.protocol.pauseProducing()
@@ -571,11 +582,8 @@ def test_spooling_starts_once_the_client_has_not_read_for_a_moment() -> None:
     SPOOL_GRACE; a shorter one leaves nothing spooled.
     """
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-    upstream = setup.endpoint().last
     body = numbered(0, 30)
-    upstream.respond(big_response(len(body)) + body[:10_000])
+    client, upstream = start_big_response(setup, body)
     client.protocol.pauseProducing()
     assert upstream.transport.producerState == "paused"
     setup.clock.advance(SPOOL_GRACE / 2)
@@ -598,11 +606,8 @@ def test_with_buffering_a_slow_client_does_not_hold_the_upstream() -> None:
     client then gets every byte in order.
     """
     setup = make_proxy()
-    client = setup.client()
-    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-    upstream = setup.endpoint().last
     body = numbered(0, 30)
-    upstream.respond(big_response(len(body)) + body[:10_000])
+    client, upstream = start_big_response(setup, body)
     stop_reading(setup, client)
     assert upstream.transport.producerState == "producing"
     upstream.respond(body[10_000:])
@@ -620,11 +625,8 @@ def test_with_buffering_a_slow_client_does_not_hold_the_upstream() -> None:
 
 def test_past_max_response_buffer_the_upstream_waits_for_the_client() -> None:
     setup = make_proxy(max_response_buffer=100_000)
-    client = setup.client()
-    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-    upstream = setup.endpoint().last
     body = numbered(0, 40)
-    upstream.respond(big_response(len(body)) + body[:10_000])
+    client, upstream = start_big_response(setup, body)
     stop_reading(setup, client)
     for start in range(10_000, 150_000, 10_000):
         upstream.respond(body[start : start + 10_000])
@@ -772,11 +774,8 @@ def test_a_response_ending_past_max_response_buffer_frees_its_connection_unpause
     to its pool reading (an idle connection must see its upstream close).
     """
     setup = make_proxy(max_response_buffer=100_000)
-    client = setup.client()
-    client.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-    upstream = setup.endpoint().last
     body = numbered(0, 30)
-    upstream.respond(big_response(len(body)) + body[:10_000])
+    client, upstream = start_big_response(setup, body)
     stop_reading(setup, client)
     upstream.respond(body[10_000:])
     assert upstream.protocol._state.value == "idle"

@@ -196,6 +196,33 @@ def _frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+def download_after_the_head(port: int, size: int, may_read: threading.Event) -> tuple[int, int]:
+    """GET /download?size through the proxy on ``port``; read the head, then nothing
+    more until ``may_read`` is set (60 s turn a hang into a failure), then the rest.
+
+    Returns:
+        The status and the body bytes received.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    try:
+        sock.sendall(b"GET /download?%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        header, _, received_part = head.partition(b"\r\n\r\n")
+        received = len(received_part)
+        if not may_read.wait(60):
+            raise AssertionError("the client was never let read")
+        while received < size:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            received += len(data)
+        return int(header.split(b" ")[1]), received
+    finally:
+        sock.close()
+
+
 class UpstreamApp:
     """The upstream's handler: a few paths the tests use.
 
@@ -589,27 +616,7 @@ class ProxySocketTests(ProxySocketHarness):
         stats = self.track_memory(handler)
         may_read = threading.Event()
 
-        def client() -> tuple[int, int]:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-            try:
-                sock.sendall(b"GET /download?%d HTTP/1.1\r\nHost: x\r\n\r\n" % BIG)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += sock.recv(4096)
-                header, _, received_part = head.partition(b"\r\n\r\n")
-                received = len(received_part)
-                if not may_read.wait(60):
-                    raise AssertionError("the proxy never paused")
-                while received < BIG:
-                    data = sock.recv(1 << 20)
-                    if not data:
-                        break
-                    received += len(data)
-                return int(header.split(b" ")[1]), received
-            finally:
-                sock.close()
-
-        done = deferToThread(client)
+        done = deferToThread(download_after_the_head, port, BIG, may_read)
         # The client reads nothing after the head: the proxy must stop reading upstream.
         await self.wait_for(lambda: stats["client_paused"] > 0)
         may_read.set()
@@ -631,27 +638,7 @@ class ProxySocketTests(ProxySocketHarness):
         handler, port = await self.proxy([f"http://127.0.0.1:{upstream_port}"])
         may_read = threading.Event()
 
-        def client() -> tuple[int, int]:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-            try:
-                sock.sendall(b"GET /download?%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += sock.recv(4096)
-                header, _, received_part = head.partition(b"\r\n\r\n")
-                received = len(received_part)
-                if not may_read.wait(60):
-                    raise AssertionError("the upstream never finished")
-                while received < size:
-                    data = sock.recv(1 << 20)
-                    if not data:
-                        break
-                    received += len(data)
-                return int(header.split(b" ")[1]), received
-            finally:
-                sock.close()
-
-        done = deferToThread(client)
+        done = deferToThread(download_after_the_head, port, size, may_read)
         [peer] = handler.group.peers
         # Finished upstream, and its connection free for other requests (the
         # balancer counts none in progress), while the client waits to read.

@@ -108,7 +108,12 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.log_format import uses_upstream_variables
-from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, SPOOL_GRACE, ResponseSpool
+from twistwsgi.response_spool import (
+    MAX_RESPONSE_BUFFER,
+    SPOOL_GRACE,
+    ResponseSpool,
+    accel_buffering,
+)
 from twistwsgi.routing import answer_error, refuse_path_above_root, remove_dot_segments
 from twistwsgi.upstream import (
     EndpointFactory,
@@ -855,13 +860,8 @@ class _Forward:
     def _buffers(self) -> bool:
         """Whether this response may be spooled: its X-Accel-Buffering, else the mount's."""
         fields = self._response_fields
-        if fields is not None:
-            for name, value in fields:
-                if len(name) == 17 and name.lower() == b"x-accel-buffering":
-                    answer = value.strip().lower()
-                    if answer in (b"yes", b"no"):
-                        return answer == b"yes"
-        return self._proxy.buffering
+        asked = accel_buffering(fields) if fields is not None else None
+        return self._proxy.buffering if asked is None else asked
 
     def _pump(self, spool: ResponseSpool) -> None:
         """Send what is held while the client takes it, then end the response.

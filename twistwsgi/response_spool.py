@@ -26,10 +26,17 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO
 
-__all__ = ["MAX_RESPONSE_BUFFER", "MEMORY_SIZE", "PIECE_SIZE", "SPOOL_GRACE", "ResponseSpool"]
+__all__ = [
+    "MAX_RESPONSE_BUFFER",
+    "MEMORY_SIZE",
+    "PIECE_SIZE",
+    "SPOOL_GRACE",
+    "ResponseSpool",
+    "accel_buffering",
+]
 
 #: The most bytes one response holds by default (nginx's proxy_max_temp_file_size).
 MAX_RESPONSE_BUFFER = 1024 * 1024 * 1024
@@ -45,6 +52,20 @@ MEMORY_SIZE = 64 * 1024
 PIECE_SIZE = 64 * 1024
 #: A piece held in memory shorter than this takes the next one into it.
 _JOIN_BELOW = 4096
+
+
+def accel_buffering(fields: Sequence[tuple[bytes, bytes]]) -> bool | None:
+    """What a response's ``X-Accel-Buffering`` field asks, as nginx reads it.
+
+    ``yes`` is True, ``no`` False (case and surrounding spaces aside); no such
+    field, or another value, is None: the server's or mount's choice stands.
+    """
+    for name, value in fields:
+        if len(name) == 17 and name.lower() == b"x-accel-buffering":
+            answer = value.strip().lower()
+            if answer in (b"yes", b"no"):
+                return answer == b"yes"
+    return None
 
 
 def _temporary_file() -> IO[bytes]:

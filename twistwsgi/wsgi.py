@@ -73,7 +73,12 @@ from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.transport import ReactorInbox, after_batch
-from twistwsgi.response_spool import MAX_RESPONSE_BUFFER, SPOOL_GRACE, ResponseSpool
+from twistwsgi.response_spool import (
+    MAX_RESPONSE_BUFFER,
+    SPOOL_GRACE,
+    ResponseSpool,
+    accel_buffering,
+)
 from twistwsgi.routing import answer_error
 from twistwsgi.threads import ThreadPoolLike
 
@@ -1651,12 +1656,8 @@ class _ThreadedCall:
         (nginx reads the same field from an upstream; it is passed on here, for a
         proxy further in front).
         """
-        for name, value in headers:
-            if len(name) == 17 and name.lower() == b"x-accel-buffering":
-                answer = value.strip().lower()
-                if answer in (b"yes", b"no"):
-                    return answer == b"yes"
-        return self._handler.response_buffering
+        asked = accel_buffering(headers)
+        return self._handler.response_buffering if asked is None else asked
 
     def _start_response(
         self,
