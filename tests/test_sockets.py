@@ -22,7 +22,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -51,7 +50,7 @@ from twistwsgi.config import ServerConfig
 from twistwsgi.http.protocol import HTTPFactory
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.service import make_factory
-from twistwsgi.testing import capture_log_events
+from twistwsgi.testing import capture_log_events, worker_waits_for_the_client
 from twistwsgi.threads import WorkerPool
 from twistwsgi.wsgi import WSGIApplication
 
@@ -1049,15 +1048,7 @@ class LoopbackTests(TestCase):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
         def worker_waiting() -> bool:
-            for frame in sys._current_frames().values():
-                names = []
-                current: Any = frame
-                while current is not None:
-                    names.append(current.f_code.co_name)
-                    current = current.f_back
-                if names[:2] == ["wait", "_send"]:
-                    return True
-            return False
+            return worker_waits_for_the_client(self.pool.name)
 
         def wait_until_blocked() -> None:
             # Poll the worker's state; the deadline only turns a hang into a failure.

@@ -13,7 +13,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any, NamedTuple, cast
 from wsgiref.validate import validator
 
@@ -42,6 +41,7 @@ from twistwsgi.testing import (
     capture_log_events,
     connect,
     parse_responses,
+    worker_waits_for_the_client,
 )
 from twistwsgi.wsgi import (
     IN_FLIGHT_HIGH_WATER,
@@ -1178,20 +1178,7 @@ def test_worker_thread_waits_while_the_client_is_not_reading() -> None:
 
 def _waiting(pool: TrackingPool) -> bool:
     """Whether a worker of ``pool`` is blocked in the bridge's back-pressure wait."""
-    names_by_thread = {
-        thread.ident: thread.name for thread in threading.enumerate() if thread.ident
-    }
-    for ident, top in sys._current_frames().items():
-        if not names_by_thread.get(ident, "").startswith(pool.name):
-            continue
-        calls = []
-        frame: FrameType | None = top
-        while frame is not None:
-            calls.append(frame.f_code.co_name)
-            frame = frame.f_back
-        if calls[:2] == ["wait", "_send"]:
-            return True
-    return False
+    return worker_waits_for_the_client(pool.name)
 
 
 def test_inline_streaming_pauses_with_the_client() -> None:

@@ -1194,10 +1194,11 @@ SETTINGS: tuple[Setting, ...] = (
         " client reads it (nginx's proxy_buffering): once the client has not read for"
         " 50 ms, what the connection cannot take yet waits in memory (64 KiB) and then"
         " in an unlinked temporary file in TMPDIR, sent as the client reads, so a slow"
-        " client holds no thread and no upstream connection. Off: the thread, or the upstream's connection, waits for"
-        " the client. An X-Accel-Buffering: yes|no response field decides for its"
-        " response, a mount's response_buffering for the mount. (With threads = 0 an"
-        " application's result is pulled as the client reads.) Applied again on SIGHUP.",
+        " client holds no thread and no upstream connection. Off: the thread, or the"
+        " upstream's connection, waits for the client. An X-Accel-Buffering: yes|no"
+        " response field decides for its response, a mount's response_buffering for"
+        " the mount. (With threads = 0 an application's result is pulled as the"
+        " client reads.) Applied again on SIGHUP.",
     ),
     Setting(
         "max_response_buffer",
