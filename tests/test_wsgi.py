@@ -1755,6 +1755,32 @@ def test_an_application_that_does_not_answer_in_time_is_a_504_and_its_stack_logg
     assert not sweeps(clock, handler)
 
 
+def test_a_running_threads_stack_reads_as_a_traceback() -> None:
+    """What the 504's log line shows: oldest call first, each with its source
+    line, read by faulthandler (not by walking the thread's frames from here).
+    """
+    release = threading.Event()
+
+    def stuck_in_a_query() -> None:
+        release.wait(10)
+
+    thread = threading.Thread(target=stuck_in_a_query)
+    thread.start()
+    try:
+        assert thread.ident is not None
+        stack = wsgi.thread_stack(thread.ident)
+    finally:
+        release.set()
+        thread.join()
+    assert stack is not None
+    lines = stack.splitlines()
+    assert lines[0].startswith('  File "') and lines[0].endswith(", in _bootstrap")
+    inner = lines.index(next(line for line in lines if line.endswith(", in stuck_in_a_query")))
+    assert lines[inner + 1] == "    release.wait(10)"
+    assert lines[-2].endswith(", in wait")  # Condition.wait, innermost
+    assert wsgi.thread_stack(1) is None  # no such thread
+
+
 def test_a_thread_held_by_a_timed_out_request_is_counted_until_it_returns() -> None:
     """What a worker process looks at to ask for its replacement (worker.ReplacementWatch)."""
     release, started = threading.Event(), threading.Event()

@@ -46,7 +46,9 @@ it made it (nginx's ``uwsgi_intercept_errors`` off).
 from __future__ import annotations
 
 import enum
+import faulthandler
 import io
+import linecache
 import os
 import re
 import stat
@@ -54,7 +56,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -617,12 +618,12 @@ class WSGIHandler:
     def _answer_late(self, call: _ThreadedCall, waited: float, *, answer: bool) -> None:
         """Answer 504 for ``call`` (unless its client left), and log where its thread is."""
         request = call.exchange.request
-        frame = sys._current_frames().get(call.thread) if call.thread is not None else None
+        stack = thread_stack(call.thread) if call.thread is not None else None
         where = " Its thread goes on running it (what it sends is dropped)"
-        if frame is None:
+        if stack is None:
             where += "."
         else:
-            where += ", in:\n" + "".join(traceback.format_stack(frame)).rstrip()
+            where += ", in:\n" + stack
         _log.error(
             "{method} {target}: the application did not start its response within"
             " {timeout:g}s ({waited:.1f}s): {what}.{where}",
@@ -769,6 +770,44 @@ def _serve_accel(
             error_pages=route.error_pages,
         )
     server.serve(exchange, path_info, headers, internal=True)
+
+
+_FAULTHANDLER_FRAME = re.compile(r'  File "(.*)", line (\d+) in (.*)')
+
+
+def thread_stack(ident: int) -> str | None:
+    """The stack of the running thread ``ident``, formatted as a traceback is.
+
+    Read by :mod:`faulthandler`, which follows the interpreter's own frames:
+    walking another thread's frames from Python (``sys._current_frames()`` and
+    ``f_back``, as ``traceback.format_stack`` does) can crash CPython 3.11 while
+    that thread runs on (python/cpython#111363). ``None`` if there is no such
+    thread, or no file to dump into.
+    """
+    try:
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as dump:
+            faulthandler.dump_traceback(dump, all_threads=True)
+            dump.seek(0)
+            text = dump.read()
+    except (OSError, ValueError):
+        return None
+    heading = f"hread 0x{ident:016x} "  # ("Thread" or "Current thread")
+    lines: list[str] = []
+    for block in text.split("\n\n"):
+        first, _, rest = block.partition("\n")
+        if heading not in first:
+            continue
+        for line in reversed(rest.splitlines()):  # dumped most recent first
+            found = _FAULTHANDLER_FRAME.fullmatch(line)
+            if found is None:
+                continue
+            path, number, function = found[1], int(found[2]), found[3]
+            lines.append(f'  File "{path}", line {number}, in {function}')
+            source = linecache.getline(path, number).strip()
+            if source:
+                lines.append(f"    {source}")
+        break
+    return "\n".join(lines) or None
 
 
 def _not_bytes(data: object) -> str:
