@@ -54,6 +54,7 @@ __all__ = [
     "VhostSpec",
     "build_config",
     "default_options",
+    "mount_or_server",
     "parse_app_spec",
     "read_config_file",
 ]
@@ -2180,6 +2181,16 @@ def default_options(kind: str) -> dict[str, Any]:
         for key in MOUNT_KEYS
         if key.name not in ("path", *MOUNT_KINDS) and (not key.applies_to or kind in key.applies_to)
     }
+
+
+def mount_or_server(mount: MountConfig, config: ServerConfig, name: str) -> Any:
+    """A setting of the mount's own where it gives one, else the server's.
+
+    For ``gzip``, ``app_timeout`` and ``response_buffering``, which a mount may give
+    in place of the server's of the same name (nginx's directive in a location).
+    """
+    chosen = mount.options.get(name)
+    return getattr(config, name) if chosen is None else chosen
 
 
 def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:

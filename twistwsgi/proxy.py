@@ -93,7 +93,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistwsgi.balancing import Balancer, Peer
-from twistwsgi.config import ConfigError, MountConfig, ServerConfig
+from twistwsgi.config import ConfigError, MountConfig, ServerConfig, mount_or_server
 from twistwsgi.forwarding import (
     IDEMPOTENT_METHODS,
     TrustedProxies,
@@ -1094,12 +1094,15 @@ class _Forward:
             self._spool = ResponseSpool(self._proxy.max_buffer)
             self._read_upstream()
 
-    def resumeProducing(self) -> None:
-        """The client reads again: send what is held, or read the upstream again."""
-        self._client_paused = False
+    def _cancel_grace(self) -> None:
         grace, self._grace = self._grace, None
         if grace is not None and grace.active():
             grace.cancel()
+
+    def resumeProducing(self) -> None:
+        """The client reads again: send what is held, or read the upstream again."""
+        self._client_paused = False
+        self._cancel_grace()
         spool = self._spool
         if spool is not None:
             self._pump(spool)
@@ -1134,9 +1137,7 @@ class _Forward:
 
         The upstreams tried are left for the access log first.
         """
-        grace, self._grace = self._grace, None
-        if grace is not None and grace.active():
-            grace.cancel()
+        self._cancel_grace()
         if self._spool is not None:
             self._spool.close()
             self._spool_over = b""
@@ -1343,11 +1344,7 @@ def build_proxy(
         queue=options["queue"],
         queue_timeout=options["queue_timeout"],
         log_upstreams=uses_upstream_variables(config.access_log_format),
-        buffering=(
-            config.response_buffering
-            if options.get("response_buffering") is None
-            else bool(options["response_buffering"])
-        ),
+        buffering=mount_or_server(mount, config, "response_buffering"),
         max_buffer=config.max_response_buffer,
     )
 

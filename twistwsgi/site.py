@@ -31,6 +31,7 @@ from twistwsgi.config import (
     MountConfig,
     ServerConfig,
     default_options,
+    mount_or_server,
 )
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
@@ -155,10 +156,10 @@ class SiteBuilder:
                     accel=accel if mount.options.get("x_accel_redirect") else None,
                     trusted_proxies=trusted,
                     request_buffering=config.request_buffering,
-                    response_buffering=_response_buffering(mount, config),
+                    response_buffering=mount_or_server(mount, config, "response_buffering"),
                     max_response_buffer=config.max_response_buffer,
                     queue_timeout=config.thread_queue_timeout,
-                    app_timeout=_app_timeout(mount, config),
+                    app_timeout=mount_or_server(mount, config, "app_timeout"),
                     clock=self._reactor,
                 )
             elif mount.kind != "static":
@@ -380,22 +381,9 @@ def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
 
 def _gzip_settings(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:
     """How a mount compresses (``None``: it does not)."""
-    chosen = mount.options.get("gzip")
-    if not (config.gzip if chosen is None else chosen):
+    if not mount_or_server(mount, config, "gzip"):
         return None
     return GzipSettings(frozenset(config.gzip_types), config.gzip_min_length, config.gzip_level)
-
-
-def _app_timeout(mount: MountConfig, config: ServerConfig) -> float:
-    """The seconds an application mount's responses may take to start (0: no limit)."""
-    chosen = mount.options.get("app_timeout")
-    return config.app_timeout if chosen is None else chosen
-
-
-def _response_buffering(mount: MountConfig, config: ServerConfig) -> bool:
-    """Whether an application mount's streamed responses wait in a spool for slow clients."""
-    chosen = mount.options.get("response_buffering")
-    return config.response_buffering if chosen is None else bool(chosen)
 
 
 def _route_gzip(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:

@@ -561,12 +561,12 @@ class StaticHandler:
             return self._entry(path, info, path, None)
         available: list[str] = []
         siblings: dict[str, tuple[bytes, os.stat_result]] = {}
+        signature = files.signature(info)
         if options.precompressed:
             # A browser asks with Accept-Encoding every time, and most files have no
             # sibling: that is remembered for a second (a stat of each possible
             # sibling, a raised FileNotFoundError each, cost about a fifth of the
             # request), and at once forgotten when the file itself changes.
-            signature = files.signature(info)
             now = self._now()
             absent = self._no_siblings.get(path)
             if absent is None or absent[0] != signature or now >= absent[1]:
@@ -584,7 +584,7 @@ class StaticHandler:
                     self._no_siblings.pop(path, None)
                 else:
                     _remember_bounded(self._no_siblings, path, (signature, now + SIBLING_RECHECK))
-        if "gzip" not in siblings and self._gzippable(path, info, app_headers):
+        if "gzip" not in siblings and self._gzippable(path, info, signature, app_headers):
             available.append("gzip")
         if available:
             chosen = _preferred_encoding(accept_encoding, tuple(available))
@@ -598,7 +598,11 @@ class StaticHandler:
         return self._entry(path, info, path, None)
 
     def _gzippable(
-        self, path: bytes, info: os.stat_result, app_headers: Sequence[tuple[bytes, bytes]]
+        self,
+        path: bytes,
+        info: os.stat_result,
+        signature: tuple[int, int, int, int, int],
+        app_headers: Sequence[tuple[bytes, bytes]],
     ) -> bool:
         """Whether the file at ``path`` has a gzip form made on the fly.
 
@@ -609,7 +613,6 @@ class StaticHandler:
         """
         if self.options.gzip is None:
             return False
-        signature = files.signature(info)
         known = self._gzippable_files.get(path)
         if known is not None and known[0] == signature:
             gzippable = known[1]

@@ -1149,10 +1149,12 @@ class _ThreadedCall:
 
     With response buffering, body bytes the client cannot take yet (the exchange
     paused its producer) go into a :class:`ResponseSpool` instead of making the
-    worker wait; the reactor sends them from there (``_pump``) whenever the client
-    reads and no bytes handed over directly are still on their way (those are
-    older: once anything is spooled, everything after it is spooled too, until the
-    spool is empty). The response ends when the spool is empty.
+    worker wait (once the client has not read for the handler's ``spool_grace``);
+    the reactor sends them from there (``_pump``) whenever the client reads and no
+    bytes handed over directly are still on their way (those are older). While
+    bytes are spooled, later ones are spooled too if the client is paused, and
+    otherwise wait for the spool to empty before going directly: the order holds.
+    The response ends when the spool is empty.
     """
 
     def __init__(
