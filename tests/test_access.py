@@ -5,7 +5,8 @@ and the routing table a configuration builds).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -26,6 +27,7 @@ from twistwsgi.access import (
     ConnectionLimit,
     GuardedHandler,
     RateLimit,
+    SharedConnectionLimit,
     client_address,
 )
 from twistwsgi.config import ConfigError, ServerConfig
@@ -34,6 +36,7 @@ from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import Router
 from twistwsgi.service import standard_builders
+from twistwsgi.shared_limits import CONN_GROUPS, ENTERED, WAYS, SharedLimits, limit_key
 from twistwsgi.site import SiteBuilder
 from twistwsgi.testing import (
     Connection,
@@ -585,7 +588,8 @@ def test_an_exchange_that_ended_before_the_limit_saw_it_takes_no_place() -> None
             handler.handle(exchange)
 
     client_of(AnswerThenPassOn()).send(get())
-    assert handler.connections is not None and handler.connections._counts == {}
+    assert isinstance(handler.connections, ConnectionLimit)
+    assert handler.connections._counts == {}
 
 
 def test_clients_are_counted_apart_through_the_protocol() -> None:
@@ -753,3 +757,172 @@ def test_check_config_shows_the_conn_limit(tmp_path: Path) -> None:
 
     config = load(tmp_path, '[[host.mount]]\npath = "/"\nstatic = "."\nconn_limit = 3\n')
     assert describe_routing(config).splitlines()[-1].split() == ["conn_limit=3"]
+
+
+# -- shared by worker processes ---------------------------------------------------------
+
+
+@pytest.fixture
+def shared() -> Iterator[SharedLimits]:
+    made = SharedLimits.create()
+    yield made
+    made.close()
+    os.close(made.fd)
+
+
+def worker_site(config: ServerConfig, tables: SharedLimits, seat: int | None) -> Router:
+    """The routing of one worker process with ``seat``, on ``tables`` (as mapped by it)."""
+    builder = SiteBuilder(
+        reactor=MemoryReactorClock(),
+        threadpool=QueueingPool(),
+        shared_limits=SharedLimits(tables.fd, seat),
+    )
+    return Router(builder.build(config))
+
+
+def test_under_workers_the_rate_is_counted_for_the_whole_server(
+    tmp_path: Path, shared: SharedLimits
+) -> None:
+    """A client that sends each request to another worker is held to the rate."""
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+        "rate_burst = 1\n"
+        '[[host.mount]]\npath = "/other"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n',
+    )
+    first, second = worker_site(config, shared, 0), worker_site(config, shared, 1)
+    answers = []
+    for router in (first, second, first, second):
+        connection = client_of(router)
+        connection.send(get(b"/login"))
+        answers.append(connection.take())
+    assert answers[0] == answers[1] == b""  # on a thread: let through
+    assert [parse_responses(answer)[0].status for answer in answers[2:]] == [429, 429]
+    other = client_of(second)
+    other.send(get(b"/other"))
+    assert other.take() == b""  # another mount: another bucket
+
+
+def test_under_workers_requests_in_progress_are_counted_for_the_whole_server(
+    tmp_path: Path, shared: SharedLimits
+) -> None:
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/export"\napp = "tests.apps:hello"\nconn_limit = 2\n',
+    )
+    first, second = worker_site(config, shared, 0), worker_site(config, shared, 1)
+    held = [client_of(first), client_of(second)]
+    for connection in held:
+        connection.send(get(b"/export"))
+        assert connection.take() == b""
+    third = client_of(first)
+    third.send(get(b"/export"))
+    refused(third)
+    held[1].protocol.connectionLost(Failure(ConnectionLost()))  # one place free again
+    fourth = client_of(first)
+    fourth.send(get(b"/export"))
+    assert fourth.take() == b""
+
+
+def test_a_reload_keeps_counting_in_the_same_places(tmp_path: Path, shared: SharedLimits) -> None:
+    """A new set of workers (a SIGHUP) builds the same mounts under the same names."""
+    text = '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+    old = worker_site(load(tmp_path, text), shared, 0)
+    new = worker_site(load(tmp_path, text), shared, 1)
+    connection = client_of(old)
+    connection.send(get(b"/login"))
+    again = client_of(new)
+    again.send(get(b"/login"))
+    assert parse_responses(again.take())[0].status == 429
+
+
+def test_a_worker_without_a_seat_counts_its_own_requests_in_progress(
+    tmp_path: Path, shared: SharedLimits
+) -> None:
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/export"\napp = "tests.apps:hello"\nconn_limit = 1\n',
+    )
+    seated, unseated = worker_site(config, shared, 0), worker_site(config, shared, None)
+    for router in (seated, unseated):
+        connection = client_of(router)
+        connection.send(get(b"/export"))
+        assert connection.take() == b""
+    connection = client_of(unseated)
+    connection.send(get(b"/export"))
+    refused(connection)
+
+
+def test_a_request_let_through_uncounted_gives_nothing_back(shared: SharedLimits) -> None:
+    """The client's group full: let through, said once, and its end frees no other place."""
+    tables = SharedLimits(shared.fd, 0)
+    told: list[None] = []
+    limit = SharedConnectionLimit(
+        1, TrustedProxies([]), tables, "scope", on_full=lambda: told.append(None)
+    )
+    key = limit_key("scope", "192.0.2.1")
+    others = [(key + n * CONN_GROUPS) % 2**64 for n in range(1, WAYS + 1)]
+    for other in others:
+        assert tables.enter(other, 1) == ENTERED
+    uncounted = [limit.admit(CLIENT), limit.admit(CLIENT)]
+    assert all(place is not None for place in uncounted) and len(told) == 1
+    tables.leave(others[0])  # room again: the client is counted from now on
+    counted = limit.admit(CLIENT)
+    assert counted is not None and limit.admit(CLIENT) is None
+    for place in uncounted:
+        assert place is not None
+        place.release()
+    assert limit.admit(CLIENT) is None  # still held by the counted one
+    counted.release()
+    assert tables.in_progress(key) == 0
+    tables.close()
+
+
+def test_a_reload_in_one_process_keeps_the_counts(tmp_path: Path) -> None:
+    """As nginx keeps a zone across reloads: a SIGHUP gives no client a fresh burst,
+    and requests in progress count against the new configuration (then give their
+    places back to it).
+    """
+    text = (
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+        '[[host.mount]]\npath = "/export"\napp = "tests.apps:hello"\nconn_limit = 1\n'
+    )
+    pool = QueueingPool()
+    builder = SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=pool)
+    old = Router(builder.build(load(tmp_path, text)))
+    client_of(old).send(get(b"/login"))
+    in_progress = client_of(old)
+    in_progress.send(get(b"/export"))
+    new = Router(builder.build(load(tmp_path, text.replace("1r/m", "2r/m"))))
+    again = client_of(new)
+    again.send(get(b"/login"))
+    [response] = parse_responses(again.take())
+    assert (response.status, response.header(b"retry-after")) == (429, b"30")  # the new rate
+    refused_export = client_of(new)
+    refused_export.send(get(b"/export"))
+    refused(refused_export)
+    pool.run_all()  # the old request ends: its place is free in the new count
+    later = client_of(new)
+    later.send(get(b"/export"))
+    assert later.take() == b""
+
+
+def test_a_reload_that_fails_leaves_the_old_limits_as_they_were(tmp_path: Path) -> None:
+    text = '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+    memory = MemoryReactorClock()
+    builder = SiteBuilder(reactor=memory, threadpool=None)
+    old = Router(builder.build(load(tmp_path, text)))
+    broken = text.replace("1r/m", "60r/m") + (
+        '[[host]]\nnames = ["b.test"]\n[[host.mount]]\npath = "/"\napp = "nowhere:app"\n'
+    )  # (the first host is built, limits and all, before the second fails)
+    with pytest.raises(ConfigError):
+        builder.build(load(tmp_path, broken))
+    connection = connect(old)
+    for _ in range(2):
+        connection.protocol.dataReceived(get(b"/login"))
+    statuses = [response.status for response in parse_responses(connection.transport.value())]
+    assert statuses == [200, 429]
+    memory.advance(1)  # at 60r/m the next would fit
+    connection.transport.clear()
+    connection.protocol.dataReceived(get(b"/login"))
+    assert parse_responses(connection.transport.value())[0].status == 429

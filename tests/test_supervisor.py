@@ -24,6 +24,7 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 from twistwsgi.service import ListenError
+from twistwsgi.shared_limits import ENTERED, SEATS, SharedLimits
 from twistwsgi.supervisor import (
     CONTROL_FD,
     FIRST_LISTENER_FD,
@@ -195,8 +196,9 @@ def messages(events: list[dict[str, Any]]) -> list[str]:
 
 def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
     """Each worker gets what to build on its standard input (then closed), the
-    sockets from descriptor 5 on, in listener order, the control pipe on 3 and the
-    report pipe on 4; the master never accepts itself.
+    sockets from descriptor 5 on, in listener order, the control pipe on 3, the
+    report pipe on 4 and the shared limits after the sockets, with a seat of its
+    own; the master never accepts itself.
     """
     started, clock = supervisor(
         environ={"PATH": "/bin", "LISTEN_FDS": "1", "LISTEN_PID": "9", "LISTEN_FDNAMES": "x"}
@@ -216,8 +218,10 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
             REPORT_FD: "r",
             FIRST_LISTENER_FD: 7,
             FIRST_LISTENER_FD + 1: 9,
+            FIRST_LISTENER_FD + 2: started.shared_limits.fd,  # type: ignore[union-attr]
         }
         payload = process.payload()
+        assert payload["limits"] == [FIRST_LISTENER_FD + 2, number - 1]
         assert payload["number"] == number
         assert payload["listen"] == ["tcp:8080", "unix:/s"]
         assert payload["options"]["app"] == "tests.apps:hello"
@@ -959,3 +963,50 @@ def test_each_set_of_workers_builds_and_serves_where_its_directories_led_at_its_
     assert clock.processes[-1].payload()["serve_directory"] == os.path.realpath(
         tmp_path / "release-2/run"
     )
+
+
+# -- the shared rate_limit and conn_limit counts -----------------------------------------
+
+
+def test_a_worker_that_dies_frees_the_places_it_held() -> None:
+    """Its seat's counts are cleared before another process is given the seat."""
+    started, clock = running(2)
+    tables = started.shared_limits
+    assert tables is not None
+    dying_seat = clock.processes[0].payload()["limits"][1]
+    living_seat = clock.processes[1].payload()["limits"][1]
+    dying, living = SharedLimits(tables.fd, dying_seat), SharedLimits(tables.fd, living_seat)
+    for counting in (dying, dying, living):
+        assert counting.enter(42, 5) == ENTERED
+    clock.advance(YOUNG_WORKER + 1)
+    clock.processes[0].end(ProcessTerminated(signal=signal.SIGKILL))
+    assert tables.in_progress(42) == 1  # the living worker's place only
+    clock.advance(0)
+    seats = [process.payload()["limits"][1] for process in clock.processes]
+    assert seats[2] not in (living_seat, None)
+    dying.close()
+    living.close()
+
+
+def test_workers_beyond_the_seats_share_the_rate_only() -> None:
+    started, clock = running(SEATS + 1)
+    seats = [process.payload()["limits"][1] for process in clock.processes]
+    assert seats == [*range(SEATS), None]
+    assert started.shared_limits is not None
+
+
+def test_without_shared_counts_the_workers_count_their_own(monkeypatch: Any) -> None:
+    def cannot(cls: Any) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(SharedLimits, "create", classmethod(cannot))
+    started, clock = supervisor(1)
+    with capture_log_events() as events:
+        started.startService()
+    assert (
+        "Cannot share rate_limit and conn_limit counts between the workers"
+        " ([Errno 24] Too many open files): each worker counts its own clients"
+    ) in messages(events)
+    [process] = clock.processes
+    assert process.payload()["limits"] is None
+    assert max(process.child_fds) == FIRST_LISTENER_FD + 1  # the sockets only

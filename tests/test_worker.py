@@ -21,6 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.testing import capture_log_events
 from twistwsgi.worker import (
     REQUEST_COUNT_INTERVAL,
@@ -28,6 +29,7 @@ from twistwsgi.worker import (
     ReplacementWatch,
     ReportPipe,
     _Control,
+    _shared_limits,
     request_limit,
 )
 
@@ -284,3 +286,29 @@ def test_a_worker_asks_to_be_replaced_once_half_its_threads_are_stuck() -> None:
     ReplacementWatch(answered, lone, clock, threads=1, stuck=lambda: 1).start()
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert lone.sent == [{"recycle": 7, "stuck": 1}]
+
+
+def test_a_worker_that_cannot_use_the_shared_counts_counts_its_own(tmp_path: Path) -> None:
+    """Tables another version laid out (a reload into new code): said, and not used."""
+    assert _shared_limits(None) is None
+    with open(tmp_path / "other", "w+b") as other:
+        other.truncate(4096)
+        with capture_log_events() as events:
+            assert _shared_limits([other.fileno(), 0]) is None
+    assert [formatEvent(event) for event in events] == [
+        "Cannot use the rate_limit and conn_limit counts the workers share (the shared"
+        " limits file has another size): this worker counts its own clients"
+    ]
+
+
+def test_a_worker_without_a_seat_shares_the_rate_only() -> None:
+    tables = SharedLimits.create()
+    try:
+        with capture_log_events() as events:
+            limits = _shared_limits([tables.fd, None])
+        assert limits is not None and limits.seat is None
+        assert "counts its own clients' requests in progress" in formatEvent(events[0])
+        limits.close()
+    finally:
+        tables.close()
+        os.close(tables.fd)

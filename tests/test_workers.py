@@ -639,3 +639,61 @@ def test_a_worker_whose_threads_are_stuck_is_replaced(tmp_path: Path, socket_pat
         assert int(answer) != old
     finally:
         assert server.stop() == 0
+
+
+def status_alone(pid: int, pids: dict[int, int], socket_path: Path, path: str) -> int:
+    """Stop the other workers, GET ``path`` on a new connection, let them go on: the status."""
+    others = [other for other in pids.values() if other != pid]
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        connection = UnixHTTPConnection(socket_path)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+    return response.status
+
+
+def test_the_workers_count_rate_limit_and_conn_limit_together(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """A client that goes to each worker in turn is held to a mount's limits as a
+    whole (every UNIX-socket client is one client); a worker killed with a request
+    in progress gives its place back.
+    """
+    (tmp_path / "site.toml").write_text(
+        f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
+        '[[host]]\nnames = ["x"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/rate"\napp = "tests.apps:process"\nrate_limit = "1r/m"\n'
+        '[[host.mount]]\npath = "/conn"\napp = "tests.apps:process"\nconn_limit = 1\n'
+    )
+    server = Server("--config", str(tmp_path / "site.toml"))
+    try:
+        pids = started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        assert status_alone(pids[1], pids, socket_path, "/rate") == 200
+        assert status_alone(pids[2], pids, socket_path, "/rate") == 429
+        # Worker 1 runs a request: the application is reading its body (it asked
+        # for the rest with 100 Continue).
+        os.kill(pids[2], signal.SIGSTOP)
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            held.connect(str(socket_path))
+            held.sendall(
+                b"POST /conn HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            assert held.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        finally:
+            os.kill(pids[2], signal.SIGCONT)
+        assert status_alone(pids[2], pids, socket_path, "/conn") == 429
+        os.kill(pids[1], signal.SIGKILL)
+        server.wait_for(f"Worker 1 (pid {pids[1]}) was killed by SIGKILL")
+        assert status_alone(pids[2], {2: pids[2]}, socket_path, "/conn") == 200
+        held.close()
+    finally:
+        assert server.stop() == 0

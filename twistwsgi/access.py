@@ -25,19 +25,27 @@ Pure logic on the exchange's request: no Twisted.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twistwsgi.forwarding import Networks, TrustedProxies
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import answer_error
+from twistwsgi.shared_limits import ENTERED, REFUSED, SharedLimits, leak, limit_key
 
 if TYPE_CHECKING:
     from twistwsgi.basic_auth import BasicAuth
     from twistwsgi.http.exchange import Exchange, Handler
 
-__all__ = ["AccessRules", "ConnectionLimit", "GuardedHandler", "RateLimit", "client_address"]
+__all__ = [
+    "AccessRules",
+    "ConnectionLimit",
+    "GuardedHandler",
+    "RateLimit",
+    "SharedConnectionLimit",
+    "SharedRateLimit",
+    "client_address",
+]
 
 _FORBIDDEN = b"Forbidden\n"
 _TOO_MANY = b"Too Many Requests\n"
@@ -111,6 +119,12 @@ class RateLimit:
         # client -> (requests in the bucket, when that was counted)
         self._buckets: dict[str | None, tuple[float, float]] = {}
 
+    def carried_over(self, rate: float, burst: int, trusted_proxies: TrustedProxies) -> RateLimit:
+        """A limit with these settings that goes on with this one's buckets (a reload)."""
+        carried = RateLimit(rate, burst, trusted_proxies, self._now)
+        carried._buckets = self._buckets
+        return carried
+
     def retry_after(self, request: RequestHead) -> int | None:
         """Count ``request``; ``None`` if it may go on, else seconds to wait (>= 1)."""
         client = client_address(request, self._trusted)
@@ -123,19 +137,50 @@ class RateLimit:
                     del buckets[forgotten]
             buckets[client] = (0.0, now)
             return None
-        level, then = known
-        # A clock stepped back: drain from now on, locking nobody out until then.
-        then = min(then, now)
-        # What is left after draining since, plus this request (nginx's excess,
-        # floored at 0 once the request is added).
-        drained = max(level - self.rate * (now - then) + 1.0, 0.0)
-        # (A thousandth of a request of slack, as nginx counts in milli-requests:
-        # a client keeping exactly to the rate is not refused for a rounding.)
-        if drained > self.burst + 0.001:
-            buckets[client] = (level, then)  # (last in the dict: recently seen)
-            return max(math.ceil((drained - self.burst) / self.rate), 1)
-        buckets[client] = (drained, now)
-        return None
+        level, then, retry = leak(known[0], known[1], now, self.rate, self.burst)
+        # (Put back last in the dict, refused or not: recently seen.)
+        buckets[client] = (level, then)
+        return retry
+
+
+class SharedRateLimit:
+    """:class:`RateLimit` counted in the tables all worker processes share.
+
+    The same buckets, kept in :class:`~twistwsgi.shared_limits.SharedLimits` under
+    ``scope`` (the mount's name in the configuration), so a client going to every
+    worker is still held to the rate (nginx's ``limit_req_zone``).
+
+    Args:
+        rate: requests per second.
+        burst: requests a client may be ahead of the rate.
+        trusted_proxies: proxies whose report of the client's address is believed.
+        now: the clock, in seconds (the same clock in every process: the wall clock).
+        tables: the shared tables.
+        scope: what tells this mount's buckets from another's.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        trusted_proxies: TrustedProxies,
+        now: Callable[[], float],
+        *,
+        tables: SharedLimits,
+        scope: str,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._trusted = trusted_proxies
+        self._now = now
+        self._tables = tables
+        self._scope = scope
+
+    def retry_after(self, request: RequestHead) -> int | None:
+        """Count ``request``; ``None`` if it may go on, else seconds to wait (>= 1)."""
+        client = client_address(request, self._trusted)
+        key = limit_key(self._scope, client)
+        return self._tables.rate(key, self._now(), self.rate, self.burst)
 
 
 class ConnectionLimit:
@@ -167,6 +212,16 @@ class ConnectionLimit:
         # client -> requests in progress (never 0: a client at 0 is forgotten)
         self._counts: dict[str | None, int] = {}
 
+    def carried_over(self, limit: int, trusted_proxies: TrustedProxies) -> ConnectionLimit:
+        """A limit with these settings that goes on with this one's counts (a reload).
+
+        The requests in progress count against it, and give their places back to
+        the same counts when they end.
+        """
+        carried = ConnectionLimit(limit, trusted_proxies)
+        carried._counts = self._counts
+        return carried
+
     def admit(self, request: RequestHead) -> Place | None:
         """Count ``request`` in; its :class:`Place`, or ``None`` if the client is at the limit.
 
@@ -190,6 +245,60 @@ class ConnectionLimit:
             counts[client] = count - 1
 
 
+class SharedConnectionLimit:
+    """:class:`ConnectionLimit` counted in the tables all worker processes share.
+
+    A client's requests in progress are counted over every worker (nginx's
+    ``limit_conn_zone``), each in the seat of the process that runs it, which the
+    supervisor clears when that process ends. In the rare case that the client's
+    group of the table is full, the request is let through uncounted (logged once
+    per process).
+
+    Args:
+        limit: requests a client may have in progress at once (1 or more).
+        trusted_proxies: proxies whose report of the client's address is believed.
+        tables: the shared tables, with this process's seat.
+        scope: what tells this mount's counts from another's.
+        on_full: told (once) when a request was let through uncounted.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        trusted_proxies: TrustedProxies,
+        tables: SharedLimits,
+        scope: str,
+        on_full: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.limit = limit
+        self._trusted = trusted_proxies
+        self._tables = tables
+        self._scope = scope
+        self._on_full: Callable[[], object] | None = on_full
+
+    def admit(self, request: RequestHead) -> Place | None:
+        """Count ``request`` in; its :class:`Place`, or ``None`` if the client is at the limit."""
+        client = client_address(request, self._trusted)
+        key = limit_key(self._scope, client)
+        entered = self._tables.enter(key, self.limit)
+        if entered == ENTERED:
+            return Place(self, key)
+        if entered == REFUSED:
+            return None
+        if self._on_full is not None:
+            on_full, self._on_full = self._on_full, None
+            on_full()
+        return Place(None, key)
+
+    def leave(self, key: int) -> None:
+        """One request counted under ``key`` is over (called by its :class:`Place`)."""
+        self._tables.leave(key)
+
+
+class _Counting(Protocol):
+    def leave(self, client: Any, /) -> None: ...
+
+
 class Place:
     """A request's place in a :class:`ConnectionLimit`, given back once.
 
@@ -199,8 +308,8 @@ class Place:
 
     __slots__ = ("_client", "_limit")
 
-    def __init__(self, limit: ConnectionLimit, client: str | None) -> None:
-        self._limit: ConnectionLimit | None = limit
+    def __init__(self, limit: _Counting | None, client: object) -> None:
+        self._limit = limit
         self._client = client
 
     def release(self, _reason: object = None) -> None:
@@ -231,8 +340,8 @@ class GuardedHandler:
         self,
         handler: Handler,
         rules: AccessRules | None,
-        limit: RateLimit | None = None,
-        connections: ConnectionLimit | None = None,
+        limit: RateLimit | SharedRateLimit | None = None,
+        connections: ConnectionLimit | SharedConnectionLimit | None = None,
         auth: BasicAuth | None = None,
     ) -> None:
         self.handler = handler

@@ -222,10 +222,16 @@ fills by one and that drains at the rate; a request that would fill it past
 `rate_burst` gets `429 Too Many Requests` with `Retry-After` (nginx answers `503`
 unless `limit_req_status 429` is set) and is not counted. The requests let through
 are answered at once, never queued (nginx without `nodelay` would delay them
-instead). The count is per mount and per process: with `workers`, each worker
-counts its own clients, so a client may get up to that many times the rate; a
-`SIGHUP` starts every count afresh. Clients a trusted proxy reports without an
-address share one bucket. The rules of `allow` and `deny` are looked at first.
+instead). The count is per mount and for the whole server: with `workers`, the
+buckets are kept in memory all the worker processes share (nginx's
+`limit_req_zone`), so a client whose connections land on different workers is held
+to the rate all the same. A `SIGHUP` keeps the counts of every mount that is still
+where it was (the same host, place among its mounts and path), as nginx keeps a zone
+across reloads: a reload gives no client a fresh burst, and a changed rate applies
+from then on. A mount remembers 65,536 clients (under `workers`, the server as a
+whole does); past that, those least recently let through are forgotten first.
+Clients a trusted proxy reports without an address share one bucket. The rules of
+`allow` and `deny` are looked at first.
 
 A mount may limit how many requests each client has in progress on it at once, as
 nginx's `limit_conn` (which counts a connection while one of its requests is being
@@ -249,15 +255,21 @@ protocols (a WebSocket through a proxy mount) holds it until the tunnel closes, 
 in nginx. Requests pipelined on one connection are answered one at a time, so they
 count as one. Clients are told apart as for `rate_limit` (clients a trusted proxy
 reports without an address count as one), and only clients with requests in progress
-are remembered. The count is per mount and per process: with `workers`, a client
-may have up to that many times `conn_limit` in progress. After a `SIGHUP` the new
-configuration counts afresh: requests still in progress then are not counted
-against it (they give their places back to the old count), so until they end a
-client may have up to twice `conn_limit` in progress. `allow`, `deny` and
-`rate_limit` are looked at first: a request they refuse takes no place. A client
-that closes its connection frees its place at once, though the application may go on
-running its request on a thread until it returns (as gunicorn goes on with a request
-nginx gave up on): `app_timeout` and the application's own timeouts bound that.
+are remembered. The count is per mount and for the whole server: with `workers`, the
+requests in progress in every worker process are counted together (nginx's
+`limit_conn_zone`), and a worker that dies (killed, out of memory) gives back the
+places of the requests it held as soon as the master sees it end. After a `SIGHUP`
+(the mount still where it was) the requests still in progress count against the new
+configuration and give their places back to it. The shared table holds 65,536
+clients with requests in progress; should the part of it a client's count belongs in
+be full (thousands of clients at once), its request goes on uncounted and the log
+says so once per worker. More than 64 worker processes at once (reloads of many
+workers in quick succession): the ones beyond count their own clients' requests in
+progress, and say so. `allow`, `deny` and `rate_limit` are looked at first: a
+request they refuse takes no place. A client that closes its connection frees its
+place at once, though the application may go on running its request on a thread
+until it returns (as gunicorn goes on with a request nginx gave up on):
+`app_timeout` and the application's own timeouts bound that.
 
 A mount may ask for a user and password, as nginx's `auth_basic` (HTTP Basic
 authentication, RFC 7617), from an htpasswd file:

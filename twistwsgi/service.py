@@ -50,6 +50,7 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
 from twistwsgi.wsgi import WSGIApplication, WSGIHandler, running_request
@@ -638,6 +639,7 @@ def make_service(
     endpoints: Sequence[tuple[str, IStreamServerEndpoint]] | None = None,
     on_start_error: Callable[[str], None] | None = None,
     builders: dict[str, MountBuilder] | None = None,
+    shared_limits: SharedLimits | None = None,
 ) -> ServerService:
     """Build a :class:`ServerService` from ``config``.
 
@@ -653,6 +655,9 @@ def make_service(
         on_start_error: see :class:`ServerService`.
         builders: how static and proxy mounts become handlers (by mount kind); the
             standard ones by default.
+        shared_limits: the tables of ``rate_limit`` and ``conn_limit`` counts that
+            the worker processes share (a worker's); ``None``: counted in this
+            process.
 
     Raises:
         ConfigError: when a mount cannot be built (an application that does not
@@ -679,6 +684,7 @@ def make_service(
             reactor=reactor,
             threadpool=pool,
             builders=builders if builders is not None else standard_builders(reactor),
+            shared_limits=shared_limits,
         )
     table = builder.build(config)
     router = Router(table)

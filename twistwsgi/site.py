@@ -22,7 +22,14 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from twistwsgi.access import AccessRules, ConnectionLimit, GuardedHandler, RateLimit
+from twistwsgi.access import (
+    AccessRules,
+    ConnectionLimit,
+    GuardedHandler,
+    RateLimit,
+    SharedConnectionLimit,
+    SharedRateLimit,
+)
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.basic_auth import BasicAuth, CheckRunner, UserFile, UserFileError
 from twistwsgi.config import (
@@ -48,6 +55,7 @@ from twistwsgi.routing import (
     path_below,
     remove_dot_segments,
 )
+from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.static import StaticHandler, StaticOptions
 from twistwsgi.threads import ThreadPoolLike
 from twistwsgi.wsgi import AccelResolver, WSGIApplication, WSGIHandler
@@ -55,6 +63,7 @@ from twistwsgi.wsgi import AccelResolver, WSGIApplication, WSGIHandler
 __all__ = ["MountBuilder", "SiteBuilder", "close_handlers", "describe_routing"]
 
 _log = Logger(namespace="twistwsgi.auth")
+_limits_log = Logger(namespace="twistwsgi.limits")
 
 #: Builds the handler of a static or proxy mount from the mount and the whole
 #: configuration (registered by those modules).
@@ -69,6 +78,9 @@ class SiteBuilder:
         threadpool: the pool applications run on (``None``: the reactor thread).
         load: how an application reference is imported (for tests).
         builders: how static and proxy mounts become handlers, by mount kind.
+        shared_limits: under ``--workers``, the tables of ``rate_limit`` and
+            ``conn_limit`` counts all workers share; ``None``: counted in this
+            process.
     """
 
     def __init__(
@@ -78,8 +90,14 @@ class SiteBuilder:
         threadpool: ThreadPoolLike | None,
         load: Callable[[str], WSGIApplication] = load_app,
         builders: dict[str, MountBuilder] | None = None,
+        shared_limits: SharedLimits | None = None,
     ) -> None:
         self._reactor = reactor
+        self._shared_limits = shared_limits
+        # The rate and connection limits of the last build, and of the one under
+        # way, by kind and mount (see _rate_limit).
+        self._limits: dict[tuple[str, str], object] = {}
+        self._building_limits: dict[tuple[str, str], object] = {}
         self._threadpool = threadpool
         self._load = load
         self._builders = builders or {}
@@ -94,6 +112,7 @@ class SiteBuilder:
             ConfigError: naming the mount whose application does not import or whose
                 handler cannot be built.
         """
+        self._building_limits = {}
         entries: list[tuple[tuple[str, ...], MountTable[Handler]]] = []
         names: list[tuple[tuple[str, ...], str]] = []
         default: MountTable[Handler] | None = None
@@ -126,7 +145,62 @@ class SiteBuilder:
             for host in config.hosts
             for mount in host.mounts
         )
+        self._limits = self._building_limits
         return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited)
+
+    def _rate_limit(
+        self, scope: str, rate: float, mount: MountConfig, trusted: TrustedProxies
+    ) -> RateLimit | SharedRateLimit:
+        """The rate limit of the mount called ``scope``: its counts kept from the last build.
+
+        A reload keeps counting where the mount's last configuration left off, as
+        nginx keeps a zone's counts across reloads: a client cannot get a fresh
+        burst by a SIGHUP. Under ``--workers`` the counts are the server's, in the
+        tables every worker shares, under the same name in each.
+        """
+        burst = mount.options.get("rate_burst", 0)
+        limit: RateLimit | SharedRateLimit
+        if self._shared_limits is not None:
+            limit = SharedRateLimit(
+                rate,
+                burst,
+                trusted,
+                self._reactor.seconds,
+                tables=self._shared_limits,
+                scope=scope,
+            )
+        else:
+            kept = self._limits.get(("rate", scope))
+            if isinstance(kept, RateLimit):
+                # (A new object: a build that fails leaves the old table as it was.)
+                limit = kept.carried_over(rate, burst, trusted)
+            else:
+                limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
+        self._building_limits["rate", scope] = limit
+        return limit
+
+    def _conn_limit(
+        self, scope: str, most: int, trusted: TrustedProxies
+    ) -> ConnectionLimit | SharedConnectionLimit:
+        """The limit of requests in progress of the mount called ``scope`` (see _rate_limit).
+
+        Kept across a reload, requests still in progress under the old
+        configuration count against the new one.
+        """
+        shared = self._shared_limits
+        connections: ConnectionLimit | SharedConnectionLimit
+        if shared is not None and shared.seat is not None:
+            connections = SharedConnectionLimit(
+                most, trusted, shared, scope, on_full=_conn_table_full
+            )
+        else:
+            kept = self._limits.get(("conn", scope))
+            if isinstance(kept, ConnectionLimit):
+                connections = kept.carried_over(most, trusted)
+            else:
+                connections = ConnectionLimit(most, trusted)
+        self._building_limits["conn", scope] = connections
+        return connections
 
     def _host(
         self, host: HostConfig, config: ServerConfig, built: list[Handler]
@@ -170,8 +244,7 @@ class SiteBuilder:
             built.append(handlers[index])
         # What answers a mount's requests: its handler, behind its access rules and
         # limits if it has any (so a static mount passing a miss on goes through them
-        # too). A reload builds new limits with empty counts: the requests in progress
-        # then give their places back to the old ones, which go away with them.
+        # too). A reload keeps the counts of a mount it builds again (see _limits).
         guarded: dict[int, Handler] = {}
         auths: dict[int, BasicAuth] = {}
         for index, mount in enumerate(host.mounts):
@@ -182,11 +255,9 @@ class SiteBuilder:
             guarded[index] = handlers[index]
             if allow or deny or rate or most or auth:
                 rules = AccessRules(allow, deny, trusted) if allow or deny else None
-                limit = None
-                if rate:
-                    burst = mount.options.get("rate_burst", 0)
-                    limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
-                connections = ConnectionLimit(most, trusted) if most else None
+                scope = f"{list(host.names)!r} {host.default} {index} {mount.prefix!r}"
+                limit = self._rate_limit(scope, rate, mount, trusted) if rate else None
+                connections = self._conn_limit(scope, most, trusted) if most else None
                 guarded[index] = GuardedHandler(handlers[index], rules, limit, connections, auth)
                 if auth is not None:
                     auths[index] = auth
@@ -528,3 +599,10 @@ def _option_text(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_option_text(item) for item in value) + "]"
     return str(value)
+
+
+def _conn_table_full() -> None:
+    _limits_log.warn(
+        "The shared conn_limit table is full where a client's count belongs: its"
+        " request went on uncounted (this is said once per worker)"
+    )

@@ -80,6 +80,7 @@ from twistwsgi.service import (
     report_start_error,
     stop_listening,
 )
+from twistwsgi.shared_limits import SEATS, SharedLimits
 
 __all__ = ["CONTROL_FD", "FIRST_LISTENER_FD", "PAYLOAD_VARIABLE", "REPORT_FD", "Supervisor"]
 
@@ -204,10 +205,14 @@ class _WorkerProtocol(ProcessProtocol):
     but say nothing about the worker's slot.
     """
 
-    def __init__(self, supervisor: Supervisor, worker: _Worker, clock: IReactorTime) -> None:
+    def __init__(
+        self, supervisor: Supervisor, worker: _Worker, clock: IReactorTime, seat: int | None
+    ) -> None:
         self._supervisor = supervisor
         self._worker = worker
         self._clock = clock
+        #: The process's column in the shared conn_limit counts (see shared_limits).
+        self.seat = seat
         self._reports = b""
         self._exit: BaseException | None = None
         self._grace: IDelayedCall | None = None
@@ -237,6 +242,10 @@ class _WorkerProtocol(ProcessProtocol):
         if not self.ended:
             self.ended = True
             assert self._exit is not None
+            # The process has exited: nothing of it counts requests in progress any
+            # more (its seat is cleared before the seat is given to another).
+            self._supervisor._free_seat(self.seat)
+            self.seat = None
             self._supervisor._ended(self._worker, self._exit)
 
 
@@ -310,6 +319,10 @@ class Supervisor(Service):
         self._stop_now_asked = False
         self._ended_all: Deferred[None] | None = None
         self._kill_call: IDelayedCall | None = None
+        # The rate_limit and conn_limit counts every worker shares (made at the
+        # first start; None if that failed), and the seats no process holds.
+        self.shared_limits: SharedLimits | None = None
+        self._free_seats = list(range(SEATS))
 
     @property
     def pids(self) -> list[int | None]:
@@ -330,6 +343,15 @@ class Supervisor(Service):
             return
         super().startService()
         self._announced = False
+        if self.shared_limits is None:
+            try:
+                self.shared_limits = SharedLimits.create()
+            except OSError as error:
+                _log.warn(
+                    "Cannot share rate_limit and conn_limit counts between the workers"
+                    " ({error}): each worker counts its own clients",
+                    error=error,
+                )
         for number in range(1, self._count + 1):
             self._spawn(self._workers.setdefault(number, _Worker(number, 0.0)))
 
@@ -380,16 +402,27 @@ class Supervisor(Service):
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
         for index, port in enumerate(self.ports):
             child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
-        process = self._reactor.spawnProcess(
-            _WorkerProtocol(self, worker, self._reactor),
-            self._command[0],
-            self._command,
-            env=self._worker_environ(),
-            childFDs=child_fds,
-        )
+        limits: tuple[int, int | None] | None = None
+        if self.shared_limits is not None:
+            # After the listeners; a process beyond the seats still shares the
+            # rate counts (and counts its connections alone).
+            limits = (FIRST_LISTENER_FD + len(self.ports), self._take_seat())
+            child_fds[limits[0]] = self.shared_limits.fd
+        seat = limits[1] if limits is not None else None
+        try:
+            process = self._reactor.spawnProcess(
+                _WorkerProtocol(self, worker, self._reactor, seat),
+                self._command[0],
+                self._command,
+                env=self._worker_environ(),
+                childFDs=child_fds,
+            )
+        except BaseException:
+            self._free_seat(seat)
+            raise
         worker.process = process
         worker.pid = process.pid
-        process.writeToChild(0, self._payload(worker.number, configuration))
+        process.writeToChild(0, self._payload(worker.number, configuration, limits))
         process.closeChildFD(0)
         _log.info("Started worker {number} (pid {pid})", number=worker.number, pid=worker.pid)
 
@@ -403,10 +436,33 @@ class Supervisor(Service):
         environ[PAYLOAD_VARIABLE] = "1"
         return environ
 
-    def _payload(self, number: int, configuration: Mapping[str, Any]) -> bytes:
-        """What worker ``number`` reads on its standard input."""
+    def _take_seat(self) -> int | None:
+        """A seat for a new process; ``None`` when all are held."""
+        if not self._free_seats:
+            return None
+        return self._free_seats.pop(0)
+
+    def _free_seat(self, seat: int | None) -> None:
+        """Give back the seat of a process that has exited, its counts cleared."""
+        if seat is None:
+            return
+        if self.shared_limits is not None:
+            self.shared_limits.clear_seat(seat)
+        self._free_seats.append(seat)
+
+    def _payload(
+        self,
+        number: int,
+        configuration: Mapping[str, Any],
+        limits: tuple[int, int | None] | None = None,
+    ) -> bytes:
+        """What worker ``number`` reads on its standard input.
+
+        ``limits``: the descriptor of the shared limits and the process's seat.
+        """
         payload = {
             **configuration,
+            "limits": list(limits) if limits is not None else None,
             "number": number,
             "listen": [description for description, _ in self._endpoints],
             "sys_path": sys.path,

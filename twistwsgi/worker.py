@@ -45,6 +45,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.supervisor import CONTROL_FD, FIRST_LISTENER_FD, PAYLOAD_VARIABLE, REPORT_FD
 from twistwsgi.wsgi import stuck_threads
 
@@ -345,6 +346,33 @@ def _change_directory(path: str, reports: ReportPipe | None) -> None:
         _fail(f"cannot change to directory {path!r}: {error.strerror}", reports)
 
 
+def _shared_limits(given: list[Any] | None) -> SharedLimits | None:
+    """The rate_limit and conn_limit counts the master shares, from ``[descriptor, seat]``.
+
+    Without them (a master that could not make them, or whose tables another
+    version laid out, as after a reload into new code) this worker counts its own
+    clients, and says so.
+    """
+    if given is None:
+        return None
+    descriptor, seat = given
+    try:
+        limits = SharedLimits(descriptor, seat)
+    except (OSError, ValueError) as error:
+        _log.warn(
+            "Cannot use the rate_limit and conn_limit counts the workers share ({error}):"
+            " this worker counts its own clients",
+            error=error,
+        )
+        return None
+    if seat is None:
+        _log.warn(
+            "Too many worker processes at once to share conn_limit counts: this worker"
+            " counts its own clients' requests in progress (rate_limit is shared)"
+        )
+    return limits
+
+
 def _encoded(text: str | None) -> bytes | None:
     """The configuration file's text as the master sent it, as the bytes it was."""
     return text.encode("utf-8") if text is not None else None
@@ -403,7 +431,11 @@ def main(arguments: list[str] | None = None) -> None:
             _fail(message, reports)
 
         service = make_service(
-            config, reactor=reactor, endpoints=endpoints, on_start_error=start_error
+            config,
+            reactor=reactor,
+            endpoints=endpoints,
+            on_start_error=start_error,
+            shared_limits=_shared_limits(payload.get("limits")),
         )
     except ConfigError as error:
         _fail(str(error), reports)
