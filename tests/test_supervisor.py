@@ -23,6 +23,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
+from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import ListenError
 from twistwsgi.shared_limits import ENTERED, SEATS, SharedLimits
 from twistwsgi.supervisor import (
@@ -797,8 +798,9 @@ def test_a_command_to_a_worker_whose_control_pipe_closed_is_skipped() -> None:
 
 
 def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
-    """haproxy: (or a plugin's endpoint) wraps its socket: a worker adopting the
-    socket would serve without the wrapper.
+    """A plugin's endpoint (here Twisted's own haproxy:, as a library user may build
+    it) wraps its socket: a worker adopting the socket would serve without the
+    wrapper.
     """
     errors: list[str] = []
     wrapped = serverFromString(MemoryReactor(), "haproxy:tcp:8080")
@@ -806,9 +808,20 @@ def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
     started.startService()
     assert errors == [
         "cannot listen on 'haproxy:tcp:8080': only tcp, tcp6, ssl, unix and systemd"
-        " listeners can be shared with worker processes (they serve the socket itself)"
+        " listeners (and haproxy: in front of them) can be shared with worker processes"
+        " (they serve the socket itself)"
     ]
     assert clock.processes == []
+
+
+def test_a_proxy_protocol_listener_shares_the_socket_it_wraps() -> None:
+    """The server's haproxy: listeners: the workers read the header themselves."""
+    endpoint = ProxyProtocolEndpoint(FakeEndpoint(FakePort(7)))
+    started, clock = supervisor(1, endpoints=[("haproxy:tcp:8080", endpoint)])
+    started.startService()
+    [process] = clock.processes
+    assert process.child_fds[FIRST_LISTENER_FD] == 7
+    assert process.payload()["listen"] == ["haproxy:tcp:8080"]
 
 
 def test_a_worker_with_stuck_threads_is_replaced_and_says_why() -> None:

@@ -697,3 +697,41 @@ def test_the_workers_count_rate_limit_and_conn_limit_together(
         held.close()
     finally:
         assert server.stop() == 0
+
+
+def test_a_proxy_protocol_listener_is_shared_with_the_workers(socket_path: Path) -> None:
+    """Each worker reads the PROXY header on the socket it shares: the client it
+    names is the application's REMOTE_ADDR whichever worker answers.
+    """
+    server = Server(
+        "--app",
+        "tests.apps:environ",
+        "--listen",
+        f"haproxy:unix:{socket_path}",
+        "--workers",
+        "2",
+    )
+    try:
+        pids = started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        for pid in pids.values():
+            others = [other for other in pids.values() if other != pid]
+            for other in others:
+                os.kill(other, signal.SIGSTOP)
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+                    raw.connect(str(socket_path))
+                    raw.sendall(
+                        b"PROXY TCP4 203.0.113.7 192.0.2.10 51000 443\r\n"
+                        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    )
+                    received = b""
+                    while chunk := raw.recv(65536):
+                        received += chunk
+            finally:
+                for other in others:
+                    os.kill(other, signal.SIGCONT)
+            assert received.startswith(b"HTTP/1.1 200 OK")
+            assert b'"REMOTE_ADDR": "203.0.113.7"' in received
+    finally:
+        assert server.stop() == 0

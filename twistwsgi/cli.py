@@ -47,6 +47,7 @@ from twistwsgi.config import (
     endpoint_parameters,
     endpoint_parts,
     escape,
+    proxy_protocol_inner,
     read_config_file,
 )
 from twistwsgi.dispatch import read_inline, skip_log_context
@@ -56,6 +57,7 @@ from twistwsgi.host_certificates import (
     is_encrypted_pem,
     serve_host_certificates,
 )
+from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.site import describe_routing
 from twistwsgi.source_watch import WATCHED_LIMIT, SourceWatcher
@@ -243,6 +245,10 @@ def _endpoint_for(
         _TLSSettingError: when OpenSSL refuses ``tls_ciphers``.
         ConfigError: when a host's ``tls_certificate`` or ``tls_key`` does not load.
     """
+    inner = proxy_protocol_inner(description)
+    if inner is not None:
+        # (Not Twisted's haproxy: endpoint, which reads the header inside TLS.)
+        return ProxyProtocolEndpoint(_endpoint_for(reactor, inner, config, reloading=reloading))
     repeated = _repeated_parameter(description)
     if repeated is not None:
         # Twisted keeps the last silently: a second certificate (nginx's RSA plus

@@ -946,7 +946,8 @@ SETTINGS: tuple[Setting, ...] = (
         ("tcp:8080",),
         "Where to listen, as a Twisted endpoint string (tcp:8080,"
         " ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/run/app.sock,"
-        " systemd:domain=INET:index=0). Repeat for several.",
+        " systemd:domain=INET:index=0; haproxy: in front of one reads the PROXY"
+        " protocol header of a load balancer). Repeat for several.",
         repeatable=True,
     ),
     Setting(
@@ -1998,6 +1999,8 @@ _ENDPOINT_FILE_PARAMETERS = {
 def _endpoint_paths_from(description: str, base: str) -> str:
     r"""``description`` with the relative files it names read from ``base``.
 
+    A ``haproxy:`` listener's are those of the endpoint it wraps.
+
     nginx reads a relative ``ssl_certificate`` from its configuration directory; a
     file's ``listen = "ssl:443:privateKey=key.pem"`` does the same here, as its
     other paths do (``~`` is expanded as theirs is). The string is split as Twisted
@@ -2005,6 +2008,9 @@ def _endpoint_paths_from(description: str, base: str) -> str:
     and ``\`` escaping the character after it; the joined path is escaped the same
     way. The first positional parameter of ``unix:`` is its address.
     """
+    inner = proxy_protocol_inner(description)
+    if inner is not None:
+        return f"{description.partition(':')[0]}:{_endpoint_paths_from(inner, base)}"
     parameters = split_escaped(description, ":")
     kind = parameters[0].strip().lower()
     names = _ENDPOINT_FILE_PARAMETERS.get(kind)
@@ -2031,8 +2037,27 @@ def _endpoint_paths_from(description: str, base: str) -> str:
     return ":".join(parameters)
 
 
+def proxy_protocol_inner(description: str) -> str | None:
+    """The endpoint a ``haproxy:`` listener wraps, or ``None`` for any other listener.
+
+    Its connections open with the PROXY protocol header (HAProxy's, v1 or v2) that
+    a load balancer sends, naming the client it accepted (nginx's ``listen ...
+    proxy_protocol``).
+    """
+    kind, _, rest = description.partition(":")
+    return rest if kind.strip().lower() == PROXY_PROTOCOL_KIND else None
+
+
+#: The kind of a listener that reads the PROXY protocol (Twisted's name for it).
+PROXY_PROTOCOL_KIND = "haproxy"
+
+
 def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
     r"""Split an endpoint string into its kind, positional and ``name=value`` parameters.
+
+    Those of the endpoint a ``haproxy:`` listener wraps (see
+    :func:`proxy_protocol_inner`): what is asked of them (a port, TLS files, a
+    socket path) is asked of that endpoint.
 
     As Twisted splits it: at ``:`` and ``=`` no backslash escapes, escapes then
     undone (a config file in a directory named ``site=prod`` gives ``site\=prod``).
@@ -2046,8 +2071,12 @@ def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
 def endpoint_parameters(description: str) -> tuple[str, list[tuple[str | None, str]]]:
     """An endpoint string's kind and its parameters in order, as Twisted splits them.
 
-    Escapes are undone; a positional parameter comes as ``(None, value)``.
+    Escapes are undone; a positional parameter comes as ``(None, value)``. Those of
+    the endpoint a ``haproxy:`` listener wraps.
     """
+    inner = proxy_protocol_inner(description)
+    if inner is not None:
+        return endpoint_parameters(inner)
     kind, _, rest = description.partition(":")
     parameters: list[tuple[str | None, str]] = []
     for parameter in split_escaped(rest, ":") if rest else ():

@@ -73,6 +73,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 
+from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import (
     ListenError,
     StartError,
@@ -117,7 +118,9 @@ RELOAD_TIMEOUT = 60.0
 
 #: The endpoints whose listening socket is the whole of what they do, so that a worker
 #: adopting it serves as they would (ssl: gets its certificate back in the worker). A
-#: wrapping endpoint (haproxy:, a plugin's) would be lost: the worker sees the socket.
+#: wrapping endpoint (a plugin's) would be lost: the worker sees the socket. haproxy:
+#: is ours (ProxyProtocolEndpoint): its socket is shared, and the worker reads the
+#: header again.
 SHAREABLE_ENDPOINTS = (
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
@@ -138,10 +141,12 @@ def _listen_at_once(endpoint: IStreamServerEndpoint) -> Any:
         _SharingError: it is not an endpoint the workers can serve as it would, it
             did not listen at once, or it failed to.
     """
+    if isinstance(endpoint, ProxyProtocolEndpoint):
+        endpoint = endpoint.wrapped
     if not isinstance(endpoint, SHAREABLE_ENDPOINTS):
         raise _SharingError(
-            "only tcp, tcp6, ssl, unix and systemd listeners can be shared with"
-            " worker processes (they serve the socket itself)"
+            "only tcp, tcp6, ssl, unix and systemd listeners (and haproxy: in front of"
+            " them) can be shared with worker processes (they serve the socket itself)"
         )
     outcome: list[Any] = []
     listening = endpoint.listen(_Refuse()).addBoth(outcome.append)

@@ -45,6 +45,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twistwsgi.config import proxy_protocol_inner
+from twistwsgi.proxy_protocol import proxy_protocol_factory
 from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.supervisor import CONTROL_FD, FIRST_LISTENER_FD, PAYLOAD_VARIABLE, REPORT_FD
 from twistwsgi.wsgi import stuck_threads
@@ -64,22 +66,32 @@ class InheritedEndpoint:
             its own duplicate), so the socket ends with the port.
         tls_options: the context factory of an ``ssl:`` listener: connections are
             then TLS, as ``listenSSL`` makes them.
+        proxy_protocol: each connection opens with a PROXY protocol header (a
+            ``haproxy:`` listener), read before TLS.
 
     Attributes:
         tls_options: as given (a reload swaps its context for renewed certificates).
     """
 
     def __init__(
-        self, reactor: IReactorSocket, fileno: int, tls_options: Any | None = None
+        self,
+        reactor: IReactorSocket,
+        fileno: int,
+        tls_options: Any | None = None,
+        *,
+        proxy_protocol: bool = False,
     ) -> None:
         self._reactor = reactor
         self._fileno = fileno
         self.tls_options = tls_options
+        self._proxy_protocol = proxy_protocol
 
     def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
         """Adopt the socket with ``protocolFactory`` (wrapped in TLS if it has TLS)."""
         factory = protocolFactory
-        if self.tls_options is not None:
+        if self._proxy_protocol:
+            factory = proxy_protocol_factory(protocolFactory, self.tls_options)
+        elif self.tls_options is not None:
             factory = TLSMemoryBIOFactory(self.tls_options, False, protocolFactory)
         try:
             with socket.socket(fileno=os.dup(self._fileno)) as probe:
@@ -425,7 +437,13 @@ def main(arguments: list[str] | None = None) -> None:
         for index, description in enumerate(payload["listen"]):
             tls = cli.endpoint_tls_options(reactor, description, config)
             fileno = FIRST_LISTENER_FD + index
-            endpoints.append((description, InheritedEndpoint(reactor, fileno, tls)))
+            proxy_protocol = proxy_protocol_inner(description) is not None
+            endpoints.append(
+                (
+                    description,
+                    InheritedEndpoint(reactor, fileno, tls, proxy_protocol=proxy_protocol),
+                )
+            )
 
         def start_error(message: str) -> None:
             _fail(message, reports)

@@ -25,6 +25,7 @@ Everything here runs in the reactor thread.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import select
 import socket
 from collections import deque
@@ -45,6 +46,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -514,6 +516,15 @@ def _address(address: IAddress) -> Address | None:
     return None
 
 
+def _is_ip_address(host: str, port: int) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address and ``port`` a TCP port (or 0)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return 0 <= port <= 65535
+
+
 @implementer(IPushProducer)
 class HTTP11Protocol(Protocol):
     """One HTTP/1.1 connection (reactor thread only).
@@ -546,6 +557,7 @@ class HTTP11Protocol(Protocol):
         self._scheme = "http"
         self._peer: Address | None = None
         self._local: Address | None = None
+        self._addresses_pending = False
         # Current message being parsed.
         self._url = b""
         # Whether llhttp has read the whole request line of the current message
@@ -608,6 +620,10 @@ class HTTP11Protocol(Protocol):
         transport = self.transport
         self._peer = _address(transport.getPeer())
         self._local = _address(transport.getHost())
+        # A wrapping transport may learn the addresses from the first bytes: a
+        # PROXY protocol header names the client a load balancer accepted (see
+        # twistwsgi.proxy_protocol), read before any byte reaches this protocol.
+        self._addresses_pending = isinstance(transport, ProtocolWrapper)
         if ISSLTransport.providedBy(transport):
             self._scheme = "https"
             watch_for_plain_http(transport, self._plain_http_refused)
@@ -979,6 +995,31 @@ class HTTP11Protocol(Protocol):
 
     # -- bytes in -------------------------------------------------------------------
 
+    def _learn_addresses(self) -> bool:
+        """Take the peer and local addresses again, now that bytes have come through.
+
+        ``False`` (and the connection dropped) if they are not IP addresses and
+        ports: Twisted's reader of the PROXY header takes any text of the right
+        shape, which would then be the client everywhere (nginx refuses such a
+        header as broken).
+        """
+        self._addresses_pending = False
+        transport = self.transport
+        peer = _address(transport.getPeer())
+        local = _address(transport.getHost())
+        for address in (peer, local):
+            if address is not None and not _is_ip_address(*address):
+                _log.warn(
+                    "Dropped a connection from {peer}: its PROXY header names {address},"
+                    " not an IP address and port",
+                    peer=describe_peer(self._peer),
+                    address=describe_peer(address),
+                )
+                self.abort_connection()
+                return False
+        self._peer, self._local = peer, local
+        return True
+
     def dataReceived(self, data: bytes) -> None:
         """Feed the parser; refuse malformed requests; dispatch ready exchanges."""
         read = self._read
@@ -1006,6 +1047,8 @@ class HTTP11Protocol(Protocol):
             return  # each slice came through here, dispatch included
         else:
             if read is _Read.IDLE:
+                if self._addresses_pending and not self._learn_addresses():
+                    return
                 self._read = read = _Read.HEAD
                 # The request's first byte: where its time starts ($request_time).
                 self._head_began = self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
