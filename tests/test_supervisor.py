@@ -23,6 +23,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
+from twistwsgi.metrics import empty
 from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import ListenError
 from twistwsgi.shared_limits import ENTERED, SEATS, SharedLimits
@@ -1023,3 +1024,44 @@ def test_without_shared_counts_the_workers_count_their_own(monkeypatch: Any) -> 
     [process] = clock.processes
     assert process.payload()["limits"] is None
     assert max(process.child_fds) == FIRST_LISTENER_FD + 1  # the sockets only
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+def worker_metrics(ok: int, threads: int) -> dict[str, Any]:
+    snapshot = empty()
+    snapshot["responses"] = {"200": ok}
+    snapshot["connections_accepted"] = ok
+    snapshot["threads"] = threads
+    return snapshot
+
+
+def test_the_master_serves_what_its_workers_last_reported() -> None:
+    clock = ProcessClock()
+    started = Supervisor(
+        [("tcp:8080", FakeEndpoint(FakePort(7)))],
+        workers=2,
+        reactor=clock,  # type: ignore[arg-type]
+        configuration={"options": {}, "config_content": None, "start_directory": "/"},
+        command=["python3"],
+        environ={},
+        metrics=("tcp:9090", FakeEndpoint(FakePort(8))),
+    )
+    started.startService()
+    first, second = clock.processes
+    for process in (first, second):
+        process.report({"ready": True})
+    first.report({"metrics": worker_metrics(1, 10)})
+    first.report({"metrics": worker_metrics(4, 10)})  # (the last report counts)
+    second.report({"metrics": worker_metrics(2, 10)})
+    lines = started.metrics_text().decode().splitlines()
+    assert 'twistwsgi_responses_total{code="200"} 6' in lines
+    assert "twistwsgi_threads 20" in lines
+    assert "twistwsgi_workers 2" in lines
+    clock.advance(YOUNG_WORKER + 1)
+    first.end(ProcessTerminated(signal=signal.SIGKILL))
+    lines = started.metrics_text().decode().splitlines()
+    assert 'twistwsgi_responses_total{code="200"} 6' in lines  # its counts stay
+    assert "twistwsgi_threads 10" in lines  # its threads do not
+    assert "twistwsgi_workers 1" in lines

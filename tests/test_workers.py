@@ -735,3 +735,58 @@ def test_a_proxy_protocol_listener_is_shared_with_the_workers(socket_path: Path)
             assert b'"REMOTE_ADDR": "203.0.113.7"' in received
     finally:
         assert server.stop() == 0
+
+
+def scrape(path: Path) -> str:
+    """The master's metrics, read on its UNIX socket."""
+    connection = UnixHTTPConnection(path)
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    assert response.status == 200
+    return text
+
+
+def scrape_until(path: Path, wanted: str) -> str:
+    """Scrape until ``wanted`` is a line of the text (workers report every second)."""
+    seen = ""
+    for _ in range(100_000):  # (a hang becomes a failure, not a wait for ever)
+        seen = scrape(path)
+        if wanted in seen.splitlines():
+            return seen
+    raise AssertionError(f"no {wanted!r} in {seen}")
+
+
+def test_the_master_serves_the_sum_of_its_workers_metrics(
+    socket_path: Path, short_directory: Path
+) -> None:
+    """Counted in each worker, served by the master; a worker that dies takes its
+    gauges away but not its counts (counters never go back).
+    """
+    metrics_path = short_directory / "m.sock"
+    server = Server(
+        "--app",
+        "tests.apps:process",
+        "--listen",
+        f"unix:{socket_path}",
+        "--workers",
+        "2",
+        "--metrics-listen",
+        f"unix:{metrics_path}",
+    )
+    try:
+        pids = started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        for pid in pids.values():
+            assert serving_alone(pid, pids, socket_path) == pid
+        text = scrape_until(metrics_path, 'twistwsgi_responses_total{code="200"} 2')
+        assert "twistwsgi_workers 2" in text.splitlines()
+        assert "twistwsgi_threads 20" in text.splitlines()
+        os.kill(pids[1], signal.SIGKILL)
+        server.wait_for(f"Worker 1 (pid {pids[1]}) was killed by SIGKILL")
+        assert 'twistwsgi_responses_total{code="200"} 2' in scrape(metrics_path).splitlines()
+        answered_by(socket_path)  # (worker 2 or the one replacing worker 1)
+        scrape_until(metrics_path, 'twistwsgi_responses_total{code="200"} 3')
+    finally:
+        assert server.stop() == 0

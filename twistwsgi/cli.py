@@ -216,6 +216,25 @@ def build_endpoints(reactor: Any, config: ServerConfig) -> list[tuple[str, IStre
     return endpoints
 
 
+def build_metrics_endpoint(
+    reactor: Any, config: ServerConfig
+) -> tuple[str, IStreamServerEndpoint] | None:
+    """The ``metrics_listen`` endpoint, if there is one; exit 2 naming a bad one."""
+    description = config.metrics_listen
+    if description is None:
+        return None
+    if not config.check_config:
+        _clear_stale_unix_socket(description)
+    try:
+        return description, _endpoint_for(reactor, description, config)
+    except _TLSSettingError as error:
+        exit_with_error(f"{config.source(error.setting)} {error.value!r}: {error}")
+    except _EndpointError as error:
+        exit_with_error(f"{config.source('metrics_listen')} {description!r}: {error}")
+    except ConfigError as error:
+        exit_with_error(str(error))
+
+
 class _EndpointError(Exception):
     """What is wrong with an endpoint string, in one line."""
 
@@ -718,6 +737,7 @@ def makeService(options: Options) -> Service:
         hold_hangups_until_running()
         raise_open_files_limit()
     endpoints = build_endpoints(reactor, config)
+    metrics = build_metrics_endpoint(reactor, config)
     if config.check_config:
         check_mounts(reactor, config, endpoints)
         # Mount paths may be any text; a terminal that cannot show it gets escapes.
@@ -735,13 +755,14 @@ def makeService(options: Options) -> Service:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
     if config.workers or config.reload:
-        return _supervisor(reactor, options, endpoints)
+        return _supervisor(reactor, options, endpoints, metrics)
     try:
         service = make_service(
             config,
             reactor=reactor,
             endpoints=endpoints,
             on_start_error=_start_error_handler(options),
+            metrics_endpoint=metrics[1] if metrics is not None else None,
         )
     except ConfigError as error:
         exit_with_error(str(error))
@@ -796,7 +817,10 @@ def serve_in_this_process(
 
 
 def _supervisor(
-    reactor: Any, options: Options, endpoints: list[tuple[str, IStreamServerEndpoint]]
+    reactor: Any,
+    options: Options,
+    endpoints: list[tuple[str, IStreamServerEndpoint]],
+    metrics: tuple[str, IStreamServerEndpoint] | None = None,
 ) -> Supervisor:
     """The master of ``--workers``: checks the mounts in a child, then supervises.
 
@@ -868,6 +892,7 @@ def _supervisor(
         graceful_timeout=config.graceful_timeout,
         on_start_error=_start_error_handler(options),
         on_failed_start=on_failed_start,
+        metrics=metrics,
     )
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
     reactor.addSystemEventTrigger("after", "shutdown", _exit_2_after_failed_start, options, failed)
@@ -888,6 +913,8 @@ def _supervisor(
             return
         if accepted.listen != config.listen:
             _log.warn(_LISTEN_WAITS)
+        if accepted.metrics_listen != config.metrics_listen:
+            _log.warn(_METRICS_LISTEN_WAITS)
         if not accepted.workers and not config.reload:
             _log.warn(
                 "Reload: serving without worker processes (workers = 0) takes effect at"
@@ -1204,6 +1231,7 @@ def _on_reload_signals(
 #: What a reload says of a changed listen (the listeners are bound once, at start),
 #: in the words ServerService.reload uses for the others that wait.
 _LISTEN_WAITS = "Reload: listen changed; it takes effect at the next restart"
+_METRICS_LISTEN_WAITS = "Reload: metrics_listen changed; it takes effect at the next restart"
 
 
 def reload_server(
@@ -1225,6 +1253,9 @@ def reload_server(
             # What follows from the listeners (https_redirect = "on": the TLS port)
             # is worked out from those in use, not from the ones that are not yet.
             config = load_config({**given, "listen": list(serving.listen)})
+        if serving is not None and config.metrics_listen != serving.metrics_listen:
+            _log.warn(_METRICS_LISTEN_WAITS)
+            config = replace(config, metrics_listen=serving.metrics_listen)
         # A new host's certificate that does not load refuses the file as any other
         # mistake in it does; a host's that loaded before keeps that one (logged by
         # each listener's reload below).

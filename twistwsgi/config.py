@@ -226,6 +226,7 @@ DURATION = Kind(
 )
 TEXT = Kind("TEXT", _text, "a string")
 ENDPOINT = Kind("ENDPOINT", _endpoints, "a Twisted server endpoint string")
+ONE_ENDPOINT = Kind("ENDPOINT", _endpoint, "a Twisted server endpoint string")
 ACCESS_LOG = Kind("LOG", _access_log, "a file path, - for stdout, or off")
 APP = Kind(
     "MODULE:NAME",
@@ -1007,6 +1008,15 @@ SETTINGS: tuple[Setting, ...] = (
         " stopped: it runs on and what it sends is dropped; under --workers a worker"
         " with half its threads so held is replaced. Not with threads = 0."
         " A mount's app_timeout replaces it there. 0: no limit. Applied again on SIGHUP.",
+    ),
+    Setting(
+        "metrics_listen",
+        ONE_ENDPOINT,
+        None,
+        "Where to serve the server's metrics at /metrics in Prometheus's text format"
+        " (connections, responses by status, request durations, threads), e.g."
+        " tcp:9090:interface=127.0.0.1; under --workers the master serves the sum of"
+        " its workers'. Off by default.",
     ),
     Setting(
         "access_log",
@@ -1828,6 +1838,7 @@ class ServerConfig:
             limit).
         app_timeout: seconds an application may take to start its response (0: no
             limit).
+        metrics_listen: the endpoint string the metrics are served on, or ``None``.
         access_log: a path, ``-`` (stdout), ``off``, or ``None`` (the server log).
         access_log_format: an nginx ``log_format`` template, or ``None`` for the
             combined format.
@@ -1862,6 +1873,7 @@ class ServerConfig:
     max_requests_jitter: int = 0
     thread_queue_timeout: float = 60.0
     app_timeout: float = 60.0
+    metrics_listen: str | None = None
     access_log: str | None = None
     access_log_format: str | None = None
     access_log_escape: str = "default"
@@ -1968,6 +1980,9 @@ def _server_paths_from(server: dict[str, Any], base: str) -> dict[str, Any]:
             _endpoint_paths_from(entry, base) if isinstance(entry, str) else entry
             for entry in listen
         ]
+    metrics_listen = resolved.get("metrics_listen")
+    if isinstance(metrics_listen, str):
+        resolved["metrics_listen"] = _endpoint_paths_from(metrics_listen, base)
     access_log = resolved.get("access_log")
     if isinstance(access_log, str) and access_log.strip() not in ("-", "off", ""):
         resolved["access_log"] = joined(access_log.strip())
@@ -2488,6 +2503,12 @@ def build_config(
             "no listener serves it: add an ssl: endpoint to listen (its certKey= is"
             " what clients naming no such host get)",
         )
+    if resolved["metrics_listen"] is not None and resolved["metrics_listen"] in listen:
+        # (It would fail as "address already in use", as a listen given twice.)
+        raise ConfigError(
+            source("metrics_listen"),
+            f"{resolved['metrics_listen']!r} is a listen too: give the metrics their own",
+        )
     if resolved["max_requests"] and not resolved["workers"]:
         raise ConfigError(
             source("max_requests"),
@@ -2502,6 +2523,7 @@ def build_config(
         max_requests_jitter=resolved["max_requests_jitter"],
         thread_queue_timeout=resolved["thread_queue_timeout"],
         app_timeout=resolved["app_timeout"],
+        metrics_listen=resolved["metrics_listen"],
         access_log=resolved["access_log"],
         access_log_format=resolved["access_log_format"],
         access_log_escape=resolved["access_log_escape"],

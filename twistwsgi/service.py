@@ -48,12 +48,13 @@ from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat
+from twistwsgi.metrics import MetricsHandler, RequestMetrics, render
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
-from twistwsgi.wsgi import WSGIApplication, WSGIHandler, running_request
+from twistwsgi.wsgi import WSGIApplication, WSGIHandler, busy_threads, running_request
 
 __all__ = [
     "ListenError",
@@ -198,6 +199,56 @@ def report_start_error(handler: Callable[[str], None] | None, error: StartError)
     handler(str(error))
 
 
+class MetricsListener:
+    """The metrics endpoint (``metrics_listen``) and what answers there.
+
+    Args:
+        description: the endpoint string, for errors and logs.
+        endpoint: where to listen.
+        collect: the exposition text now (see :func:`twistwsgi.metrics.render`).
+        clock: the reactor.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        collect: Callable[[], bytes],
+        clock: IReactorTime,
+    ) -> None:
+        self.description = description
+        self._endpoint = endpoint
+        self.factory = HTTPFactory(MetricsHandler(collect), settings=HttpSettings(), clock=clock)
+        self.port: IListeningPort | None = None
+
+    def listen(self) -> str | None:
+        """Listen now; ``None``, or why it could not (a listener must listen at once)."""
+        if self.port is not None:
+            return None
+        outcome: list[Any] = []
+        listening = self._endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            listening.cancel()
+            return "it does not listen at once"
+        if isinstance(outcome[0], Failure):
+            return listen_failure_reason(outcome[0])
+        self.port = outcome[0]
+        self.factory.serve_again()
+        _log.info(
+            "Serving metrics on {description} ({address})",
+            description=self.description,
+            address=self.port.getHost(),
+        )
+        return None
+
+    def close(self) -> Deferred[Any]:
+        """Stop listening and close the scrapers' connections."""
+        port, self.port = self.port, None
+        self.factory.shut_down()
+        self.factory.abort_all()  # (a scrape in progress is not worth waiting for)
+        return stop_listening([port] if port is not None else [])
+
+
 class ServerService(Service):
     """Listens with one factory on several endpoints; shuts down gracefully.
 
@@ -216,6 +267,7 @@ class ServerService(Service):
         router: the router whose table :meth:`reload` replaces.
         site_builder: builds routing tables from configurations (for reload).
         config: the configuration the service was built from.
+        metrics: the metrics listener, listening and closed with the others.
     """
 
     def __init__(
@@ -231,8 +283,10 @@ class ServerService(Service):
         router: Router | None = None,
         site_builder: SiteBuilder | None = None,
         config: ServerConfig | None = None,
+        metrics: MetricsListener | None = None,
     ) -> None:
         self.factory = factory
+        self.metrics = metrics
         self._on_start_error = on_start_error
         self._router = router
         self._site_builder = site_builder
@@ -361,6 +415,15 @@ class ServerService(Service):
                 self._close_ports()
                 self._start_failed(ListenError(f"cannot listen on {description!r}: {failed[0]}"))
                 return False
+        metrics = self.metrics
+        if metrics is not None:
+            problem = metrics.listen()
+            if problem is not None:
+                self._close_ports()
+                self._start_failed(
+                    ListenError(f"cannot listen on {metrics.description!r}: {problem}")
+                )
+                return False
         return True
 
     def _close_ports(self) -> Deferred[Any]:
@@ -371,10 +434,17 @@ class ServerService(Service):
         for call in calls:
             call.cancel()  # (nothing happens to one that fired)
         ports, self.ports = self.ports, []
-        return stop_listening(ports)
+        stopped = stop_listening(ports)
+        if self.metrics is not None:
+            return DeferredList([stopped, self.metrics.close()], consumeErrors=True)
+        return stopped
 
     def _start_failed(self, error: StartError) -> None:
         report_start_error(self._on_start_error, error)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """What this server counted and its gauges now (see :func:`metrics_snapshot`)."""
+        return metrics_snapshot(self.factory, self._pool)
 
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
         if failure.check(CancelledError):
@@ -491,7 +561,7 @@ class ServerService(Service):
                 self.reopen_access_log()
                 return replace(config, access_log=old.access_log)
         previous, self._access_log = self._access_log, new_log
-        self.factory.response_log = new_log
+        self.factory.response_log = _response_log(new_log, self.factory.metrics)
         if previous is not None:
             previous.close()
         return config
@@ -640,6 +710,8 @@ def make_service(
     on_start_error: Callable[[str], None] | None = None,
     builders: dict[str, MountBuilder] | None = None,
     shared_limits: SharedLimits | None = None,
+    serve_metrics: bool = True,
+    metrics_endpoint: IStreamServerEndpoint | None = None,
 ) -> ServerService:
     """Build a :class:`ServerService` from ``config``.
 
@@ -658,6 +730,9 @@ def make_service(
         shared_limits: the tables of ``rate_limit`` and ``conn_limit`` counts that
             the worker processes share (a worker's); ``None``: counted in this
             process.
+        serve_metrics: with ``metrics_listen``, whether this process serves them
+            (a worker counts them for its master, which serves them).
+        metrics_endpoint: the endpoint of ``metrics_listen``, if already built.
 
     Raises:
         ConfigError: when a mount cannot be built (an application that does not
@@ -689,7 +764,6 @@ def make_service(
     table = builder.build(config)
     router = Router(table)
     access_log = None
-    response_log: ResponseLog | None = None
     if config.access_log != "off":
         try:
             access_log = AccessLog(
@@ -700,12 +774,30 @@ def make_service(
                 config.source("access_log"),
                 f"cannot open {config.access_log!r}: {error.strerror}",
             ) from None
-        response_log = access_log
+    counted = RequestMetrics(reactor.seconds) if config.metrics_listen is not None else None
+    response_log = _response_log(access_log, counted)
     factory = HTTPFactory(
         router, settings=server_settings(config), clock=reactor, response_log=response_log
     )
     factory.body_limit = router.body_limit
     factory.error_pages = router.error_pages_for
+    factory.metrics = counted
+    metrics = None
+    if counted is not None and serve_metrics:
+        description = config.metrics_listen or ""
+        if metrics_endpoint is None:
+            try:
+                metrics_endpoint = serverFromString(reactor, description)
+            except ValueError as error:
+                raise ConfigError(
+                    config.source("metrics_listen"), f"{description!r}: {error}"
+                ) from None
+        metrics = MetricsListener(
+            description,
+            metrics_endpoint,
+            lambda: render(metrics_snapshot(factory, pool)),
+            reactor,
+        )
     return ServerService(
         factory,
         endpoints,
@@ -717,7 +809,39 @@ def make_service(
         router=router,
         site_builder=builder,
         config=config,
+        metrics=metrics,
     )
+
+
+def _response_log(
+    access_log: AccessLog | None, counted: RequestMetrics | None
+) -> ResponseLog | None:
+    """What each ended exchange is given to: the access log, the metrics, or both."""
+    if access_log is None or counted is None:
+        return access_log or counted
+
+    def log(ended: Any) -> None:
+        access_log(ended)
+        counted(ended)
+
+    return log
+
+
+def metrics_snapshot(factory: HTTPFactory, pool: WorkerPool | None) -> dict[str, Any]:
+    """What this process counted (see :mod:`twistwsgi.metrics`), with its gauges now.
+
+    Raises:
+        ValueError: ``factory`` counts no metrics (no ``metrics_listen``).
+    """
+    if factory.metrics is None:
+        raise ValueError("this server counts no metrics: give metrics_listen")
+    gauges = {
+        "connections_open": len(factory.connections),
+        "threads": pool.size if pool is not None else 0,
+        "threads_busy": busy_threads(),
+        "thread_queue": pool.queued if pool is not None else 0,
+    }
+    return factory.metrics.snapshot(factory.accepted, gauges)
 
 
 class _ApplicationSite(SiteBuilder):

@@ -73,9 +73,11 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 
+from twistwsgi import metrics as metrics_module
 from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import (
     ListenError,
+    MetricsListener,
     StartError,
     listen_failure_reason,
     report_start_error,
@@ -251,6 +253,7 @@ class _WorkerProtocol(ProcessProtocol):
             # more (its seat is cleared before the seat is given to another).
             self._supervisor._free_seat(self.seat)
             self.seat = None
+            self._supervisor._metrics_ended(self._worker.pid)
             self._supervisor._ended(self._worker, self._exit)
 
 
@@ -282,6 +285,8 @@ class Supervisor(Service):
             configured); by default the supervisor stops.
         command: the program and arguments that start a worker.
         environ: the environment the workers start with (besides their options).
+        metrics: the ``metrics_listen`` endpoint, as ``(description, endpoint)``:
+            this process serves there the sum of what its workers report.
     """
 
     def __init__(
@@ -296,6 +301,7 @@ class Supervisor(Service):
         on_failed_start: Callable[[str], None] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "twistwsgi.worker"),
         environ: Mapping[str, str] | None = None,
+        metrics: tuple[str, IStreamServerEndpoint] | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
         self._count = workers
@@ -328,6 +334,12 @@ class Supervisor(Service):
         # first start; None if that failed), and the seats no process holds.
         self.shared_limits: SharedLimits | None = None
         self._free_seats = list(range(SEATS))
+        # The workers' last metrics, by process id; what ended ones had counted.
+        self._metrics: MetricsListener | None = None
+        if metrics is not None:
+            self._metrics = MetricsListener(*metrics, self.metrics_text, reactor)
+        self._worker_metrics: dict[int, dict[str, Any]] = {}
+        self._ended_metrics = metrics_module.empty()
 
     @property
     def pids(self) -> list[int | None]:
@@ -377,11 +389,34 @@ class Supervisor(Service):
                 description=description,
                 address=port.getHost(),
             )
+        if self._metrics is not None:
+            reason = self._metrics.listen()
+            if reason is not None:
+                self._close_ports()
+                self._start_failed(
+                    ListenError(f"cannot listen on {self._metrics.description!r}: {reason}")
+                )
+                return False
         return True
 
     def _close_ports(self) -> Deferred[Any]:
         ports, self.ports = self.ports, []
-        return stop_listening(ports)
+        stopped = stop_listening(ports)
+        if self._metrics is not None:
+            return DeferredList([stopped, self._metrics.close()], consumeErrors=True)
+        return stopped
+
+    def metrics_text(self) -> bytes:
+        """The workers' metrics summed, in Prometheus's text format (what is served)."""
+        total = metrics_module.merge([self._ended_metrics, *self._worker_metrics.values()])
+        serving = sum(1 for worker in self._everyone() if worker.process and worker.ready)
+        return metrics_module.render(total, workers=serving)
+
+    def _metrics_ended(self, pid: int | None) -> None:
+        """Keep the counters of process ``pid``, which has ended (its gauges go)."""
+        last = self._worker_metrics.pop(pid or 0, None)
+        if last is not None:
+            self._ended_metrics = metrics_module.retire(self._ended_metrics, last)
 
     def _start_failed(self, error: StartError) -> None:
         report_start_error(self._on_start_error, error)
@@ -502,6 +537,9 @@ class Supervisor(Service):
                 self._hand_over(worker)
             else:
                 self._announce_if_all_ready()
+        counted = report.get("metrics")
+        if isinstance(counted, dict) and worker.pid is not None:
+            self._worker_metrics[worker.pid] = counted
         answered = report.get("recycle")
         if isinstance(answered, int) and self._workers.get(worker.number) is worker:
             stuck = report.get("stuck")

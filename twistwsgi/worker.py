@@ -55,6 +55,10 @@ __all__ = ["InheritedEndpoint", "ReportPipe", "main"]
 
 _log = Logger(namespace="twistwsgi.worker")
 
+#: Seconds between a worker's metrics reports to its master (a scrape sees counts
+#: at most this old).
+METRICS_INTERVAL = 1.0
+
 
 @implementer(IStreamServerEndpoint)
 class InheritedEndpoint:
@@ -454,6 +458,7 @@ def main(arguments: list[str] | None = None) -> None:
             endpoints=endpoints,
             on_start_error=start_error,
             shared_limits=_shared_limits(payload.get("limits")),
+            serve_metrics=False,  # (the master serves the sum)
         )
     except ConfigError as error:
         _fail(str(error), reports)
@@ -485,6 +490,15 @@ def main(arguments: list[str] | None = None) -> None:
         b"keep": keep,
         b"reopen": service.reopen_access_log,
     }
+    if service.factory.metrics is not None:
+        # What it counted goes to the master every second, and once more at the end.
+        def send_metrics() -> None:
+            reports.send({"metrics": service.metrics_snapshot()})
+
+        LoopingCall(send_metrics).start(METRICS_INTERVAL, now=False).addErrback(
+            lambda failure: _log.failure("Cannot send metrics", failure)
+        )
+        reactor.addSystemEventTrigger("after", "shutdown", send_metrics)
     ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     cli.serve_in_this_process(reactor, service, options, endpoints)

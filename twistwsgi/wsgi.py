@@ -866,6 +866,11 @@ def stuck_threads() -> int:
 _running: dict[int, RequestHead] = {}
 
 
+def busy_threads() -> int:
+    """How many threads of this process run a request now (of any WSGI handler)."""
+    return len(_running)
+
+
 def running_request(thread: threading.Thread) -> str | None:
     """What ``thread`` is running an application for (``"GET /report"``), if anything.
 

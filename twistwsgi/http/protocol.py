@@ -73,6 +73,8 @@ from twistwsgi.http.wire import DateCache, chunk, status_line
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport
 
+    from twistwsgi.metrics import RequestMetrics
+
 __all__ = [
     "BODY_HIGH_WATER",
     "HTTP11Exchange",
@@ -240,6 +242,11 @@ class HTTPFactory(Factory):
         self.response_log = response_log
         self.responses = 0
         self.connections: set[HTTP11Protocol] = set()
+        #: Connections accepted so far (the metrics' counter).
+        self.accepted = 0
+        #: What counts the metrics of this factory's exchanges, if anything
+        #: (:class:`~twistwsgi.metrics.RequestMetrics`, fed through response_log).
+        self.metrics: RequestMetrics | None = None
         self.date_cache = DateCache(settings.server_header)
         # The body limit of the mount a request goes to, if mounts have their own
         # (a Router's body_limit); None: the settings' max_body for every request.
@@ -374,6 +381,7 @@ class HTTPFactory(Factory):
         as nginx closes what it accepts when worker_connections are all in use, so
         the limit holds and the descriptors stay free.
         """
+        self.accepted += 1
         limit = self.settings.max_connections
         if limit and len(self.connections) >= limit:
             if not self._over_limit_logged:

@@ -1,0 +1,253 @@
+"""The server's metrics, in Prometheus's text format (``--metrics-listen``).
+
+What nginx's ``stub_status`` and an exporter, gunicorn's StatsD lines or granian's
+``--metrics`` give, for a scraper to read: connections accepted and open,
+responses by status code, how long requests took (a histogram, from a request's
+first byte to its response's end: the access log's ``$request_time``), body bytes
+sent, and the application's threads (busy, and requests waiting for one).
+
+:class:`RequestMetrics` counts in one server process, from the access log's feed
+(every ended exchange and refusal: a 499 or 444 included). A :func:`snapshot` of it,
+with the gauges read at that moment, is a JSON-ready dict; under ``--workers`` each
+worker sends its snapshots to the master, which serves their sum
+(:func:`merge`) with what ended workers had counted, so counters never go back.
+:func:`render` writes the exposition format (text, version 0.0.4).
+
+Pure logic: no Twisted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twistwsgi.routing import answer_error
+
+if TYPE_CHECKING:
+    from twistwsgi.http.exchange import Exchange
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS",
+    "METRICS_PATH",
+    "MetricsHandler",
+    "RequestMetrics",
+    "merge",
+    "render",
+    "retire",
+]
+
+#: Upper bounds of the request-duration histogram, in seconds (Prometheus's default
+#: buckets).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+#: Where the metrics listener answers (Prometheus's default metrics_path).
+METRICS_PATH = b"/metrics"
+
+#: The exposition format's media type.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+#: The counters of a snapshot (kept by the master for workers that ended).
+_COUNTERS = ("connections_accepted", "body_bytes", "duration_sum")
+#: The gauges of a snapshot (a worker that ended has none).
+GAUGES = ("connections_open", "threads", "threads_busy", "thread_queue")
+
+
+class _Ended(Protocol):
+    status: int
+    body_sent: int
+    started: float
+
+
+class RequestMetrics:
+    """Counts one process's responses (an access-log feed, called in the reactor thread).
+
+    Args:
+        now: the clock (seconds), the one the exchanges' ``started`` comes from.
+    """
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.responses: dict[int, int] = {}
+        # Per bucket of DURATION_BUCKETS, then the ones above the last.
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.body_bytes = 0
+
+    def __call__(self, ended: _Ended) -> None:
+        """Count ``ended`` (an exchange that ended, or a refusal)."""
+        status = ended.status
+        responses = self.responses
+        responses[status] = responses.get(status, 0) + 1
+        took = max(self._now() - ended.started, 0.0)
+        self.durations[bisect.bisect_left(DURATION_BUCKETS, took)] += 1
+        self.duration_sum += took
+        self.body_bytes += ended.body_sent
+
+    def snapshot(self, connections_accepted: int, gauges: Mapping[str, int]) -> dict[str, Any]:
+        """The counts so far and ``gauges`` now, JSON-ready (see :func:`render`)."""
+        return {
+            "connections_accepted": connections_accepted,
+            "responses": {str(status): count for status, count in self.responses.items()},
+            "durations": list(self.durations),
+            "duration_sum": self.duration_sum,
+            "body_bytes": self.body_bytes,
+            **{name: int(gauges.get(name, 0)) for name in GAUGES},
+        }
+
+
+def empty() -> dict[str, Any]:
+    """A snapshot with nothing counted."""
+    return {
+        "connections_accepted": 0,
+        "responses": {},
+        "durations": [0] * (len(DURATION_BUCKETS) + 1),
+        "duration_sum": 0.0,
+        "body_bytes": 0,
+        **dict.fromkeys(GAUGES, 0),
+    }
+
+
+def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of ``snapshots`` (counters and gauges alike)."""
+    total = empty()
+    for snapshot in snapshots:
+        for name in (*_COUNTERS, *GAUGES):
+            total[name] += snapshot.get(name, 0)
+        responses = total["responses"]
+        for status, count in snapshot.get("responses", {}).items():
+            responses[status] = responses.get(status, 0) + count
+        durations = snapshot.get("durations", ())
+        if len(durations) == len(total["durations"]):
+            total["durations"] = [a + b for a, b in zip(total["durations"], durations, strict=True)]
+    return total
+
+
+def retire(retired: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any]:
+    """What ended processes counted: ``retired`` plus the counters of ``last`` (no gauges)."""
+    kept = merge([retired, last])
+    for name in GAUGES:
+        kept[name] = 0
+    return kept
+
+
+def render(snapshot: Mapping[str, Any], workers: int | None = None) -> bytes:
+    """``snapshot`` in Prometheus's text format; ``workers``: the worker processes serving."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+
+    metric(
+        "twistwsgi_connections_accepted_total",
+        "counter",
+        "Connections accepted.",
+        [("", snapshot["connections_accepted"])],
+    )
+    metric(
+        "twistwsgi_connections_open",
+        "gauge",
+        "Connections open now.",
+        [("", snapshot["connections_open"])],
+    )
+    responses = sorted(snapshot["responses"].items(), key=lambda item: int(item[0]))
+    metric(
+        "twistwsgi_responses_total",
+        "counter",
+        "Responses by status code (499: the client left first; 444: dropped).",
+        [(f'{{code="{status}"}}', count) for status, count in responses],
+    )
+    durations = snapshot["durations"]
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip((*DURATION_BUCKETS, math.inf), durations, strict=True):
+        cumulative += count
+        # (Bounds written as floats, as Prometheus's own clients write them.)
+        label = "+Inf" if bound == math.inf else repr(float(bound))
+        buckets.append((f'{{le="{label}"}}', cumulative))
+    name = "twistwsgi_request_duration_seconds"
+    lines.append(
+        f"# HELP {name} From a request's first byte to its response's end ($request_time)."
+    )
+    lines.append(f"# TYPE {name} histogram")
+    lines.extend(f"{name}_bucket{labels} {_number(value)}" for labels, value in buckets)
+    lines.append(f"{name}_sum {_number(snapshot['duration_sum'])}")
+    lines.append(f"{name}_count {_number(cumulative)}")
+    metric(
+        "twistwsgi_response_body_bytes_total",
+        "counter",
+        "Response body bytes sent.",
+        [("", snapshot["body_bytes"])],
+    )
+    metric(
+        "twistwsgi_threads",
+        "gauge",
+        "Threads that run the applications.",
+        [("", snapshot["threads"])],
+    )
+    metric(
+        "twistwsgi_threads_busy",
+        "gauge",
+        "Threads running a request now.",
+        [("", snapshot["threads_busy"])],
+    )
+    metric(
+        "twistwsgi_thread_queue",
+        "gauge",
+        "Requests waiting for a thread now.",
+        [("", snapshot["thread_queue"])],
+    )
+    if workers is not None:
+        metric(
+            "twistwsgi_workers",
+            "gauge",
+            "Worker processes serving now.",
+            [("", workers)],
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _number(value: float) -> str:
+    """A sample value as the format writes it (``+Inf``; whole numbers without ``.0``)."""
+    if value == math.inf:
+        return "+Inf"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class MetricsHandler:
+    """Answers ``GET /metrics`` on the metrics listener with :func:`render`'s text.
+
+    Other paths get 404, other methods 405: the listener serves nothing else.
+
+    Args:
+        collect: the exposition text now.
+    """
+
+    def __init__(self, collect: Callable[[], bytes]) -> None:
+        self._collect = collect
+
+    def handle(self, exchange: Exchange) -> None:
+        """Answer one request."""
+        request = exchange.request
+        if request.path != METRICS_PATH:
+            answer_error(exchange, 404, b"Not Found: the metrics are at /metrics\n")
+            return
+        if request.method not in (b"GET", b"HEAD"):
+            answer_error(exchange, 405, b"Method Not Allowed\n", [(b"Allow", b"GET, HEAD")])
+            return
+        body = self._collect()
+        exchange.start_response(
+            200,
+            [
+                (b"Content-Type", CONTENT_TYPE),
+                (b"Content-Length", b"%d" % len(body)),
+                (b"Cache-Control", b"no-store"),
+            ],
+        )
+        exchange.finish(body)
