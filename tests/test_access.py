@@ -5,7 +5,6 @@ and the routing table a configuration builds).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from random import Random
@@ -36,7 +35,7 @@ from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import Router
 from twistwsgi.service import standard_builders
-from twistwsgi.shared_limits import CONN_GROUPS, ENTERED, WAYS, SharedLimits, limit_key
+from twistwsgi.shared_limits import CONN_GROUPS, ENTERED, WAYS, SharedLimits
 from twistwsgi.site import SiteBuilder
 from twistwsgi.testing import (
     Connection,
@@ -767,7 +766,6 @@ def shared() -> Iterator[SharedLimits]:
     made = SharedLimits.create()
     yield made
     made.close()
-    os.close(made.fd)
 
 
 def worker_site(config: ServerConfig, tables: SharedLimits, seat: int | None) -> Router:
@@ -860,7 +858,7 @@ def test_a_request_let_through_uncounted_gives_nothing_back(shared: SharedLimits
     limit = SharedConnectionLimit(
         1, TrustedProxies([]), tables, "scope", on_full=lambda: told.append(None)
     )
-    key = limit_key("scope", "192.0.2.1")
+    key = tables.key("scope", "192.0.2.1")
     others = [(key + n * CONN_GROUPS) % 2**64 for n in range(1, WAYS + 1)]
     for other in others:
         assert tables.enter(other, 1) == ENTERED
@@ -926,3 +924,32 @@ def test_a_reload_that_fails_leaves_the_old_limits_as_they_were(tmp_path: Path) 
     connection.transport.clear()
     connection.protocol.dataReceived(get(b"/login"))
     assert parse_responses(connection.transport.value())[0].status == 429
+
+
+def test_under_workers_each_mount_counts_apart(tmp_path: Path, shared: SharedLimits) -> None:
+    """The same path on two hosts, and a static mount passing misses on to its
+    partner at the same path: four buckets, not one.
+    """
+    (tmp_path / "files").mkdir()
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/login"\nstatic = "files"\nfallthrough = true\n'
+        'rate_limit = "1r/m"\nrate_burst = 1\n'
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+        '[[host]]\nnames = ["b.test"]\n'
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n',
+    )
+    router = worker_site(config, shared, 0)
+    # A miss goes through the static mount's bucket (burst 1), then the
+    # application's (no burst): the first is let through by both, the second is
+    # refused by the application's alone.
+    statuses = []
+    for _ in range(2):
+        connection = client_of(router)
+        connection.send(get(b"/login"))
+        answered = connection.take()
+        statuses.append(parse_responses(answered)[0].status if answered else "thread")
+    assert statuses == ["thread", 429]
+    other_host = client_of(router)
+    other_host.send(b"GET /login HTTP/1.1\r\nHost: b.test\r\n\r\n")
+    assert other_host.take() == b""  # b.test's own bucket: let through

@@ -31,7 +31,6 @@ from twistwsgi.shared_limits import (
     WAYS,
     LayoutError,
     SharedLimits,
-    limit_key,
 )
 
 
@@ -40,7 +39,6 @@ def tables() -> Iterator[SharedLimits]:
     made = SharedLimits.create()
     yield made
     made.close()
-    os.close(made.fd)
 
 
 def seat(tables: SharedLimits, number: int) -> SharedLimits:
@@ -81,7 +79,6 @@ def test_the_shared_buckets_answer_as_the_in_process_ones(
             assert shared.retry_after(request) == oracle.retry_after(request)
     finally:
         made.close()
-        os.close(made.fd)
 
 
 def test_a_refused_request_is_not_counted(tables: SharedLimits) -> None:
@@ -213,7 +210,6 @@ def test_the_counts_follow_the_requests_of_every_seat(
         for table in seats:
             table.close()
         made.close()
-        os.close(made.fd)
 
 
 def test_a_process_without_a_seat_cannot_count_connections(tables: SharedLimits) -> None:
@@ -236,22 +232,73 @@ def test_a_file_laid_out_otherwise_is_refused(tmp_path: Path, tables: SharedLimi
         SharedLimits(tables.fd)
 
 
-def test_keys_are_the_same_in_every_process() -> None:
-    """Python's hash of a string differs from process to process: the key must not."""
-    here = [limit_key("h /a", "192.0.2.1"), limit_key("h /a", None), limit_key("h /b", "")]
+def test_keys_are_the_same_in_every_process_that_maps_the_tables(
+    tables: SharedLimits,
+) -> None:
+    """Python's hash of a string differs from process to process: the key must not.
+    It is salted per tables: another server's keys (or a guess) differ.
+    """
+    here = [
+        tables.key("h /a", "192.0.2.1"),
+        tables.key("h /a", None),
+        tables.key("h /b", ""),
+    ]
     assert len(set(here)) == 3 and 0 not in here
     code = (
-        "from twistwsgi.shared_limits import limit_key;"
-        "print(limit_key('h /a', '192.0.2.1'), limit_key('h /a', None), limit_key('h /b', ''))"
+        "import sys; from twistwsgi.shared_limits import SharedLimits;"
+        "t = SharedLimits(int(sys.argv[1]));"
+        "print(t.key('h /a', '192.0.2.1'), t.key('h /a', None), t.key('h /b', ''))"
     )
     output = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, str(tables.fd)],
         env={**os.environ, "PYTHONHASHSEED": "12345"},
+        pass_fds=[tables.fd],
         capture_output=True,
         check=True,
         text=True,
     ).stdout
     assert [int(word) for word in output.split()] == here
+    other = SharedLimits.create()
+    assert other.key("h /a", "192.0.2.1") != here[0]
+    other.close()
+
+
+def test_the_tables_descriptor_is_their_own_and_not_inherited(tables: SharedLimits) -> None:
+    """A library closing the descriptor it was given, or a program the application
+    starts, must not reach the locks or the counts.
+    """
+    given = os.dup(tables.fd)
+    os.set_inheritable(given, True)
+    mapped = SharedLimits(given)
+    os.close(given)  # (the caller's descriptor: the tables keep working)
+    assert not os.get_inheritable(mapped.fd)
+    assert mapped.rate(7, 100.0, 1.0, 0) is None
+    assert tables.rate(7, 100.0, 1.0, 0) == 1
+    mapped.close()
+
+
+def test_a_lowered_rate_keeps_a_refused_client_remembered(tables: SharedLimits) -> None:
+    """After a reload to a slower rate, a client the new rate refuses is not taken
+    for an empty bucket (its entry empties by the rate in force), even in a full group.
+    """
+    keys = same_group(WAYS + 1, RATE_GROUPS)
+    for other in keys[1:WAYS]:
+        tables.rate(other, 99.0, 1 / 60, 5)  # let through before it: older
+    for _ in range(6):
+        tables.rate(keys[0], 100.0, 10.0, 5)  # 10r/s, burst 5: all let through
+    assert tables.rate(keys[0], 100.5, 1 / 60, 5) == 60  # reloaded to 1r/m: refused
+    assert tables.rate(keys[WAYS], 102.0, 1 / 60, 5) is None  # a ninth: one must go
+    assert tables.rate(keys[0], 102.0, 1 / 60, 5) == 59  # not the refused client
+
+
+def test_a_seat_given_later_counts_from_then_on(tables: SharedLimits) -> None:
+    late = SharedLimits(tables.fd)
+    assert late.seat is None
+    late.take_seat(5)
+    assert late.enter(9, 1) == ENTERED
+    tables.clear_seat(5)
+    assert tables.in_progress(9) == 0
+    late.close()
 
 
 COUNTER = """

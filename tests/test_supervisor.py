@@ -1002,11 +1002,53 @@ def test_a_worker_that_dies_frees_the_places_it_held() -> None:
     living.close()
 
 
-def test_workers_beyond_the_seats_share_the_rate_only() -> None:
-    started, clock = running(SEATS + 1)
+def test_a_worker_beyond_the_seats_is_given_the_next_one_that_frees() -> None:
+    """More processes than seats (a reload of many workers): the one without a
+    seat counts alone only until a process ends; its seat, cleared, goes to it.
+    """
+    started, clock = running(SEATS + 2)
     seats = [process.payload()["limits"][1] for process in clock.processes]
-    assert seats == [*range(SEATS), None]
-    assert started.shared_limits is not None
+    assert seats == [*range(SEATS), None, None]
+    tables = started.shared_limits
+    assert tables is not None
+    held = SharedLimits(tables.fd, 3)
+    assert held.enter(42, 5) == ENTERED
+    clock.advance(YOUNG_WORKER + 1)
+    clock.processes[3].end(ProcessTerminated(signal=signal.SIGKILL))
+    assert tables.in_progress(42) == 0  # cleared before it is given again
+    waiting, last = clock.processes[SEATS], clock.processes[SEATS + 1]
+    assert waiting.commands() == [b"seat 3\n"]
+    assert last.commands() == []
+    clock.advance(0)  # the replacement of the ended worker: no seat free
+    assert clock.processes[-1].payload()["limits"][1] is None
+    waiting.end()  # it had the seat: the next in line gets it
+    assert last.commands() == [b"seat 3\n"]
+    held.close()
+
+
+def test_a_seat_is_given_back_once_whatever_ends_the_process() -> None:
+    """A process that exited and whose pipes then closed (two reports of one end),
+    one whose start failed, many restarts: each live process holds its own seat.
+    """
+    started, clock = running(2)
+    first_seat = clock.processes[0].payload()["limits"][1]
+    clock.advance(YOUNG_WORKER + 1)
+    clock.processes[0].end(ProcessTerminated(signal=signal.SIGKILL))  # exited, then ended
+    clock.advance(0)
+    clock.refuse_spawn = True
+    clock.processes[1].end(ProcessTerminated(exitCode=1))
+    clock.advance(FIRST_RESTART_DELAY)  # its restart cannot be started: the seat is kept free
+    clock.refuse_spawn = False
+    for _ in range(3 * SEATS):  # workers dying and started again, over and over
+        clock.advance(MAX_RESTART_DELAY + YOUNG_WORKER + 1)
+        for process in clock.processes[-2:]:
+            if process.protocol.seat is not None and not process.protocol.ended:
+                process.end(ProcessTerminated(exitCode=1))
+    live = [p for p in clock.processes if not p.protocol.ended]
+    seats = [process.protocol.seat for process in live]
+    assert None not in seats and len(set(seats)) == len(seats)
+    assert first_seat is not None
+    assert sorted(started._free_seats + seats) == list(range(SEATS))
 
 
 def test_without_shared_counts_the_workers_count_their_own(monkeypatch: Any) -> None:

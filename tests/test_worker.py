@@ -294,7 +294,7 @@ def test_a_worker_that_cannot_use_the_shared_counts_counts_its_own(tmp_path: Pat
     with open(tmp_path / "other", "w+b") as other:
         other.truncate(4096)
         with capture_log_events() as events:
-            assert _shared_limits([other.fileno(), 0]) is None
+            assert _shared_limits([os.dup(other.fileno()), 0]) is None
     assert [formatEvent(event) for event in events] == [
         "Cannot use the rate_limit and conn_limit counts the workers share (the shared"
         " limits file has another size): this worker counts its own clients"
@@ -305,10 +305,11 @@ def test_a_worker_without_a_seat_shares_the_rate_only() -> None:
     tables = SharedLimits.create()
     try:
         with capture_log_events() as events:
-            limits = _shared_limits([tables.fd, None])
+            limits = _shared_limits([os.dup(tables.fd), None])
         assert limits is not None and limits.seat is None
-        assert "counts its own clients' requests in progress" in formatEvent(events[0])
+        assert "counts its own clients' requests in progress until a seat frees" in formatEvent(
+            events[0]
+        )
         limits.close()
     finally:
         tables.close()
-        os.close(tables.fd)

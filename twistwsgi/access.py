@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twistwsgi.forwarding import Networks, TrustedProxies
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import answer_error
-from twistwsgi.shared_limits import ENTERED, REFUSED, SharedLimits, leak, limit_key
+from twistwsgi.shared_limits import ENTERED, REFUSED, SharedLimits, leak
 
 if TYPE_CHECKING:
     from twistwsgi.basic_auth import BasicAuth
@@ -179,7 +179,7 @@ class SharedRateLimit:
     def retry_after(self, request: RequestHead) -> int | None:
         """Count ``request``; ``None`` if it may go on, else seconds to wait (>= 1)."""
         client = client_address(request, self._trusted)
-        key = limit_key(self._scope, client)
+        key = self._tables.key(self._scope, client)
         return self._tables.rate(key, self._now(), self.rate, self.burst)
 
 
@@ -250,9 +250,11 @@ class SharedConnectionLimit:
 
     A client's requests in progress are counted over every worker (nginx's
     ``limit_conn_zone``), each in the seat of the process that runs it, which the
-    supervisor clears when that process ends. In the rare case that the client's
+    supervisor clears when that process ends. A process without a seat yet (more
+    processes alive than seats) counts its own until it is given one; the places it
+    gave meanwhile go back to its own count. In the rare case that the client's
     group of the table is full, the request is let through uncounted (logged once
-    per process).
+    per mount and process).
 
     Args:
         limit: requests a client may have in progress at once (1 or more).
@@ -275,12 +277,16 @@ class SharedConnectionLimit:
         self._tables = tables
         self._scope = scope
         self._on_full: Callable[[], object] | None = on_full
+        self._alone = ConnectionLimit(limit, trusted_proxies)
 
     def admit(self, request: RequestHead) -> Place | None:
         """Count ``request`` in; its :class:`Place`, or ``None`` if the client is at the limit."""
+        tables = self._tables
+        if tables.seat is None:
+            return self._alone.admit(request)
         client = client_address(request, self._trusted)
-        key = limit_key(self._scope, client)
-        entered = self._tables.enter(key, self.limit)
+        key = tables.key(self._scope, client)
+        entered = tables.enter(key, self.limit)
         if entered == ENTERED:
             return Place(self, key)
         if entered == REFUSED:

@@ -228,10 +228,12 @@ buckets are kept in memory all the worker processes share (nginx's
 to the rate all the same. A `SIGHUP` keeps the counts of every mount that is still
 where it was (the same host, place among its mounts and path), as nginx keeps a zone
 across reloads: a reload gives no client a fresh burst, and a changed rate applies
-from then on. A mount remembers 65,536 clients (under `workers`, the server as a
-whole does); past that, those least recently let through are forgotten first.
-Clients a trusted proxy reports without an address share one bucket. The rules of
-`allow` and `deny` are looked at first.
+from then on. A mount remembers 65,536 clients; past that, those least recently let
+through are forgotten first. Under `workers` the server's table holds 65,536 in
+groups of 8 (a client's group chosen by a salted hash): once a group is full, which
+begins at some 16,000 clients, a new client pushes out the one of its group least
+recently let through. Clients a trusted proxy reports without an address share one
+bucket. The rules of `allow` and `deny` are looked at first.
 
 A mount may limit how many requests each client has in progress on it at once, as
 nginx's `limit_conn` (which counts a connection while one of its requests is being
@@ -261,15 +263,18 @@ requests in progress in every worker process are counted together (nginx's
 places of the requests it held as soon as the master sees it end. After a `SIGHUP`
 (the mount still where it was) the requests still in progress count against the new
 configuration and give their places back to it. The shared table holds 65,536
-clients with requests in progress; should the part of it a client's count belongs in
-be full (thousands of clients at once), its request goes on uncounted and the log
-says so once per worker. More than 64 worker processes at once (reloads of many
-workers in quick succession): the ones beyond count their own clients' requests in
-progress, and say so. `allow`, `deny` and `rate_limit` are looked at first: a
-request they refuse takes no place. A client that closes its connection frees its
-place at once, though the application may go on running its request on a thread
-until it returns (as gunicorn goes on with a request nginx gave up on):
-`app_timeout` and the application's own timeouts bound that.
+clients with requests in progress, in groups of 8; should a client's group be full
+(thousands of clients at once), its request goes on uncounted and the log says so
+once per mount and worker. The counts are kept for 64 worker processes at once: one
+started beyond that (during a reload of more than 32 workers) counts its own
+clients' requests in progress until a process ends and its place in the table goes
+to it, and says so. After a SIGHUP into a version of twistwsgi whose table differs,
+the new workers count on their own (each says so) until the server is restarted.
+`allow`, `deny` and `rate_limit` are looked at first: a request they refuse takes no
+place. A client that closes its connection frees its place at once, though the
+application may go on running its request on a thread until it returns (as gunicorn
+goes on with a request nginx gave up on): `app_timeout` and the application's own
+timeouts bound that.
 
 A mount may ask for a user and password, as nginx's `auth_basic` (HTTP Basic
 authentication, RFC 7617), from an htpasswd file:

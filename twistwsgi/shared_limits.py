@@ -23,16 +23,28 @@ for in one group only (a set-associative cache, as a CPU's):
   *seat*. A seat is a worker process's column, which the supervisor gives it and
   clears (:meth:`SharedLimits.clear_seat`) once the process has ended, so a worker
   that dies with requests in progress leaves no place taken (nginx's counts in a
-  crashed worker stay taken). An entry whose counts are all zero is free. A group
-  whose entries are all in use admits the request uncounted
+  crashed worker stay taken). A process started while every seat is held (more
+  than :data:`SEATS` processes alive at once) is given the next seat that frees
+  (:meth:`SharedLimits.take_seat`). An entry whose counts are all zero is free. A
+  group whose entries are all in use admits the request uncounted
   (:data:`UNCOUNTED`): thousands of clients with requests in progress at once
   would be needed, and refusing them all would be worse.
+
+Keys are hashed with a random salt the supervisor writes into the file, so that a
+client cannot choose addresses that fall into one group (to push others out, or to
+fill its own group and go uncounted).
 
 Each group is guarded by a POSIX record lock (``fcntl``) on its first byte: the
 kernel releases the locks of a process that dies, where a lock kept in the memory
 itself would stay held by a dead worker. Record locks belong to a process, not a
 thread, so only one thread of a process may use a :class:`SharedLimits` (the
-reactor's).
+reactor's); they are taken on a descriptor of its own, never inherited by the
+programs an application starts. A worker's reactor may wait on a lock another
+worker holds while that one's reactor waits for its own GIL: the requests of one
+client on one mount, in different workers, can then be held up for as long as a
+busy application thread keeps a GIL (milliseconds). The supervisor never takes a
+lock (see :meth:`SharedLimits.clear_seat`), so a worker stopped while holding one
+(a debugger) cannot stop it.
 
 Pure logic: no Twisted.
 """
@@ -56,7 +68,6 @@ __all__ = [
     "LayoutError",
     "SharedLimits",
     "leak",
-    "limit_key",
 ]
 
 #: Entries per group.
@@ -73,8 +84,10 @@ SEATS = 64
 #: What :meth:`SharedLimits.enter` answers.
 ENTERED, REFUSED, UNCOUNTED = "entered", "refused", "uncounted"
 
-_MAGIC = b"twlimit1"
+_MAGIC = b"twlimit2"
 _HEADER = struct.Struct("<8sIIII")
+# The hash salt, after the header.
+_SALT = struct.Struct("<16s")
 # Rate entry: key, level, when counted, when empty again.
 _RATE_ENTRY = struct.Struct("<Qddd")
 _RATE_GROUP = struct.Struct("<" + "Qddd" * WAYS)
@@ -98,16 +111,6 @@ _SIZE = _CONN_BASE + CONN_GROUPS * _CONN_GROUP_SIZE
 
 class LayoutError(ValueError):
     """The shared file was laid out by another version of this module."""
-
-
-def limit_key(scope: str, client: str | None) -> int:
-    """The 64-bit key of ``client`` on the mount named ``scope`` (never 0: 0 is empty).
-
-    Keyed the same in every process (Python's ``hash`` of a string is not).
-    """
-    text = f"{scope}\x00{client if client is not None else ''}\x00{client is None}"
-    key = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-    return key or 1
 
 
 def leak(
@@ -148,19 +151,42 @@ class SharedLimits:
     """
 
     def __init__(self, fd: int, seat: int | None = None) -> None:
+        if seat is not None and not 0 <= seat < SEATS:
+            raise ValueError(f"seat {seat} is not one of the {SEATS}")
         if os.fstat(fd).st_size != _SIZE:
             raise LayoutError("the shared limits file has another size")
-        self._map = mmap.mmap(fd, _SIZE)
-        if _HEADER.unpack_from(self._map, 0) != (_MAGIC, WAYS, RATE_GROUPS, CONN_GROUPS, SEATS):
-            self._map.close()
+        table = mmap.mmap(fd, _SIZE)
+        if _HEADER.unpack_from(table, 0) != (_MAGIC, WAYS, RATE_GROUPS, CONN_GROUPS, SEATS):
+            table.close()
             raise LayoutError("the shared limits file has another layout")
-        if seat is not None and not 0 <= seat < SEATS:
-            self._map.close()
-            raise ValueError(f"seat {seat} is not one of the {SEATS}")
-        self.fd = fd
-        self.seat = seat
-        self._seat_offset = _CONN_KEY.size + _COUNT.size * (seat or 0)
+        self._map = table
+        (self._salt,) = _SALT.unpack_from(table, _HEADER.size)
+        # The locks' own descriptor (not inheritable, as os.dup makes it): one a
+        # library closed, or the number reused by another file, would take the
+        # locks with it without a word.
+        self.fd = os.dup(fd)
+        self.seat: int | None = None
+        self._seat_offset = 0
+        if seat is not None:
+            self.take_seat(seat)
         self._keep: IO[bytes] | None = None
+
+    def take_seat(self, seat: int) -> None:
+        """Count this process's connections in ``seat`` from now on (it had none)."""
+        if not 0 <= seat < SEATS:
+            raise ValueError(f"seat {seat} is not one of the {SEATS}")
+        self.seat = seat
+        self._seat_offset = _CONN_KEY.size + _COUNT.size * seat
+
+    def key(self, scope: str, client: str | None) -> int:
+        """The 64-bit key of ``client`` on the mount named ``scope`` (never 0: 0 is empty).
+
+        The same in every process that maps these tables (Python's ``hash`` of a
+        string is not), salted with the tables' own salt.
+        """
+        text = f"{scope}\x00{client if client is not None else ''}\x00{client is None}"
+        digest = hashlib.blake2b(text.encode(), digest_size=8, key=self._salt).digest()
+        return int.from_bytes(digest, "little") or 1
 
     @classmethod
     def create(cls) -> SharedLimits:
@@ -180,15 +206,18 @@ class SharedLimits:
         os.ftruncate(fd, _SIZE)
         with mmap.mmap(fd, _PAGE) as header:
             _HEADER.pack_into(header, 0, _MAGIC, WAYS, RATE_GROUPS, CONN_GROUPS, SEATS)
+            _SALT.pack_into(header, _HEADER.size, os.urandom(_SALT.size))
         limits = cls(fd)
-        limits._keep = keep
+        if keep is not None:
+            keep.close()
+        else:
+            os.close(fd)  # (the tables keep a descriptor of their own)
         return limits
 
     def close(self) -> None:
-        """Unmap the tables (the descriptor stays: the caller opened it)."""
+        """Unmap the tables and close their descriptor."""
         self._map.close()
-        if self._keep is not None:
-            self._keep.close()
+        os.close(self.fd)
 
     # The rate table.
 
@@ -204,7 +233,7 @@ class SharedLimits:
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, base)
         try:
             fields = _RATE_GROUP.unpack_from(table, base)
-            free = -1
+            unused = emptied = -1
             least_recent = -1
             least_recent_then = float("inf")
             for way in range(WAYS):
@@ -214,22 +243,28 @@ class SharedLimits:
                     level, then, retry = leak(
                         fields[index + 1], fields[index + 2], now, rate, burst
                     )
-                    if retry is None:
-                        _RATE_ENTRY.pack_into(
-                            table,
-                            base + way * _RATE_ENTRY.size,
-                            key,
-                            level,
-                            then,
-                            _empty_at(level, then, rate),
-                        )
+                    # Written refused or not: when the bucket empties depends on
+                    # the rate now in force (a reload may have lowered it).
+                    _RATE_ENTRY.pack_into(
+                        table,
+                        base + way * _RATE_ENTRY.size,
+                        key,
+                        level,
+                        then,
+                        _empty_at(level, then, rate),
+                    )
                     return retry
-                if free < 0:
-                    if known == 0 or fields[index + 3] <= now:
-                        free = way
-                    elif fields[index + 2] < least_recent_then:
-                        least_recent, least_recent_then = way, fields[index + 2]
-            way = free if free >= 0 else least_recent
+                if known == 0:
+                    if unused < 0:
+                        unused = way
+                elif fields[index + 3] <= now:
+                    if emptied < 0:
+                        emptied = way
+                elif fields[index + 2] < least_recent_then:
+                    least_recent, least_recent_then = way, fields[index + 2]
+            # Never used first, then one whose bucket is empty (as an unknown
+            # client's), else the one let through least recently.
+            way = unused if unused >= 0 else emptied if emptied >= 0 else least_recent
             _RATE_ENTRY.pack_into(
                 table, base + way * _RATE_ENTRY.size, key, 0.0, now, _empty_at(0.0, now, rate)
             )
@@ -316,26 +351,25 @@ class SharedLimits:
     def clear_seat(self, seat: int) -> None:
         """Forget every place counted in ``seat``: its process has ended.
 
-        Every group is locked at once (one lock over the whole table), so no
-        process is between reading and writing a count meanwhile.
+        Without a lock, so that a worker holding one (stopped in a debugger, or
+        waiting for its GIL) cannot hold up the supervisor: only the seat's own
+        process writes a nonzero count there, and it has ended; another process
+        writes that column only to zero it (taking a free entry), and a reader
+        summing the counts meanwhile sees a place that is being given back anyway.
+        Each count is one aligned 16-bit store.
         """
         if not 0 <= seat < SEATS:
             raise ValueError(f"seat {seat} is not one of the {SEATS}")
-        fd = self.fd
         size = CONN_GROUPS * _CONN_GROUP_SIZE
-        fcntl.lockf(fd, fcntl.LOCK_EX, size, _CONN_BASE)
-        try:
-            per_entry = _CONN_ENTRY_SIZE // _COUNT.size
-            first = (_CONN_KEY.size + seat * _COUNT.size) // _COUNT.size
-            entries = CONN_GROUPS * WAYS
-            with (
-                memoryview(self._map) as whole,
-                whole[_CONN_BASE : _CONN_BASE + size].cast("H") as counts,
-                memoryview(bytes(entries * _COUNT.size)).cast("H") as zeros,
-            ):
-                counts[first::per_entry] = zeros
-        finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, size, _CONN_BASE)
+        per_entry = _CONN_ENTRY_SIZE // _COUNT.size
+        first = (_CONN_KEY.size + seat * _COUNT.size) // _COUNT.size
+        entries = CONN_GROUPS * WAYS
+        with (
+            memoryview(self._map) as whole,
+            whole[_CONN_BASE : _CONN_BASE + size].cast("H") as counts,
+            memoryview(bytes(entries * _COUNT.size)).cast("H") as zeros,
+        ):
+            counts[first::per_entry] = zeros
 
 
 def _empty_at(level: float, then: float, rate: float) -> float:

@@ -189,7 +189,7 @@ class SiteBuilder:
         """
         shared = self._shared_limits
         connections: ConnectionLimit | SharedConnectionLimit
-        if shared is not None and shared.seat is not None:
+        if shared is not None:
             connections = SharedConnectionLimit(
                 most, trusted, shared, scope, on_full=_conn_table_full
             )

@@ -251,7 +251,7 @@ class _WorkerProtocol(ProcessProtocol):
             assert self._exit is not None
             # The process has exited: nothing of it counts requests in progress any
             # more (its seat is cleared before the seat is given to another).
-            self._supervisor._free_seat(self.seat)
+            self._supervisor._free_seat(self.seat, self)
             self.seat = None
             self._supervisor._metrics_ended(self._worker.pid)
             self._supervisor._ended(self._worker, self._exit)
@@ -334,6 +334,8 @@ class Supervisor(Service):
         # first start; None if that failed), and the seats no process holds.
         self.shared_limits: SharedLimits | None = None
         self._free_seats = list(range(SEATS))
+        # Processes started while every seat was held, in order, for the next ones.
+        self._seatless: list[_WorkerProtocol] = []
         # The workers' last metrics, by process id; what ended ones had counted.
         self._metrics: MetricsListener | None = None
         if metrics is not None:
@@ -445,13 +447,14 @@ class Supervisor(Service):
         limits: tuple[int, int | None] | None = None
         if self.shared_limits is not None:
             # After the listeners; a process beyond the seats still shares the
-            # rate counts (and counts its connections alone).
+            # rate counts (and counts its connections alone until a seat frees).
             limits = (FIRST_LISTENER_FD + len(self.ports), self._take_seat())
             child_fds[limits[0]] = self.shared_limits.fd
         seat = limits[1] if limits is not None else None
+        protocol = _WorkerProtocol(self, worker, self._reactor, seat)
         try:
             process = self._reactor.spawnProcess(
-                _WorkerProtocol(self, worker, self._reactor, seat),
+                protocol,
                 self._command[0],
                 self._command,
                 env=self._worker_environ(),
@@ -460,6 +463,8 @@ class Supervisor(Service):
         except BaseException:
             self._free_seat(seat)
             raise
+        if limits is not None and seat is None:
+            self._seatless.append(protocol)
         worker.process = process
         worker.pid = process.pid
         process.writeToChild(0, self._payload(worker.number, configuration, limits))
@@ -482,12 +487,29 @@ class Supervisor(Service):
             return None
         return self._free_seats.pop(0)
 
-    def _free_seat(self, seat: int | None) -> None:
-        """Give back the seat of a process that has exited, its counts cleared."""
+    def _free_seat(self, seat: int | None, ended: _WorkerProtocol | None = None) -> None:
+        """Give back the seat of a process that has exited, its counts cleared.
+
+        A process still running without a seat (``ended`` is not one any more) is
+        given it at once.
+        """
+        if ended in self._seatless:
+            self._seatless.remove(ended)
         if seat is None:
             return
         if self.shared_limits is not None:
             self.shared_limits.clear_seat(seat)
+        while self._seatless:
+            waiting = self._seatless.pop(0)
+            process = waiting.transport
+            if process is None:
+                continue
+            try:
+                process.writeToChild(CONTROL_FD, b"seat %d\n" % seat)
+            except (KeyError, OSError):
+                continue  # its control pipe is closed: it is ending
+            waiting.seat = seat
+            return
         self._free_seats.append(seat)
 
     def _payload(

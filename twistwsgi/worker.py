@@ -303,20 +303,31 @@ class ReplacementWatch:
 class _Control:
     """Reads the master's commands from the control pipe, one a line, and carries them out."""
 
-    def __init__(self, reactor: Any, actions: Mapping[bytes, Callable[[], object]]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        actions: Mapping[bytes, Callable[[], object]],
+        seat: Callable[[int], object] | None = None,
+    ) -> None:
         self._reactor = reactor
         self._actions = actions
+        self._seat = seat
         self._buffer = b""
 
     def childDataReceived(self, name: str, data: bytes) -> None:
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         for line in lines:
+            command, _, argument = line.strip().partition(b" ")
             action = self._actions.get(line.strip())
-            if action is None:
-                _log.warn("Unknown command from the master: {line!r}", line=line[:100])
-            else:
+            if action is not None:
                 action()
+            elif command == b"seat" and argument.isdigit() and self._seat is not None:
+                # A seat in the shared conn_limit counts, freed after this process
+                # started without one.
+                self._seat(int(argument))
+            else:
+                _log.warn("Unknown command from the master: {line!r}", line=line[:100])
 
     def childConnectionLost(self, name: str, reason: Failure) -> None:
         # The master is gone (killed, or crashed): stop as on SIGTERM.
@@ -375,16 +386,21 @@ def _shared_limits(given: list[Any] | None) -> SharedLimits | None:
     try:
         limits = SharedLimits(descriptor, seat)
     except (OSError, ValueError) as error:
+        os.close(descriptor)
         _log.warn(
             "Cannot use the rate_limit and conn_limit counts the workers share ({error}):"
             " this worker counts its own clients",
             error=error,
         )
         return None
+    # The tables keep a descriptor of their own; this one would be inherited by
+    # the programs the application starts (dup2 made it inheritable).
+    os.close(descriptor)
     if seat is None:
         _log.warn(
-            "Too many worker processes at once to share conn_limit counts: this worker"
-            " counts its own clients' requests in progress (rate_limit is shared)"
+            "More worker processes than seats in the shared conn_limit counts: this"
+            " worker counts its own clients' requests in progress until a seat frees"
+            " (rate_limit is shared)"
         )
     return limits
 
@@ -452,12 +468,14 @@ def main(arguments: list[str] | None = None) -> None:
         def start_error(message: str) -> None:
             _fail(message, reports)
 
+        shared_limits = _shared_limits(payload.get("limits"))
+
         service = make_service(
             config,
             reactor=reactor,
             endpoints=endpoints,
             on_start_error=start_error,
-            shared_limits=_shared_limits(payload.get("limits")),
+            shared_limits=shared_limits,
             serve_metrics=False,  # (the master serves the sum)
         )
     except ConfigError as error:
@@ -499,7 +517,12 @@ def main(arguments: list[str] | None = None) -> None:
             lambda failure: _log.failure("Cannot send metrics", failure)
         )
         reactor.addSystemEventTrigger("after", "shutdown", send_metrics)
-    ProcessReader(reactor, _Control(reactor, commands), "control", CONTROL_FD)
+    ProcessReader(
+        reactor,
+        _Control(reactor, commands, shared_limits.take_seat if shared_limits else None),
+        "control",
+        CONTROL_FD,
+    )
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     cli.serve_in_this_process(reactor, service, options, endpoints)
     reactor.callWhenRunning(reports.send, {"ready": True})
