@@ -360,7 +360,7 @@ def test_requests_for_no_host_get_the_plain_answer(tmp_path: Path) -> None:
 def test_a_refusal_after_the_head_gets_the_hosts_page(site: Site, tmp_path: Path) -> None:
     """The protocol's refusals once a head is accepted (here a body over max_body,
     decided from its Content-Length before it is routed) get the host's page, as
-    nginx's error_page 413; a head that could not be read has no host: plain.
+    nginx's error_page 413.
     """
     connection = site.connect()
     connection.factory.error_pages = site.router.error_pages_for  # (as the service does)
@@ -381,11 +381,6 @@ def test_a_refusal_after_the_head_gets_the_hosts_page(site: Site, tmp_path: Path
     )
     [plain] = parse_responses(other.take())
     assert (plain.status, plain.header(b"content-type")) == (413, PLAIN)
-    malformed = site.connect()
-    malformed.factory.error_pages = site.router.error_pages_for
-    malformed.send(b"GET /app/x HTTP/1.1\r\nHost: branded.example\r\nBad Header: x\r\n\r\n")
-    [refused] = parse_responses(malformed.take())
-    assert (refused.status, refused.header(b"content-type")) == (400, PLAIN)
 
 
 def test_a_chunked_body_growing_over_the_limit_gets_the_page(site: Site) -> None:
@@ -590,3 +585,57 @@ def test_sighup_reads_the_pages_again_and_refuses_one_that_no_longer_reads(
     with pytest.raises(ConfigError, match=r"host\[0\]\.error_pages\.404: file .* does not exist"):
         cli.load_config(given)
     service.stopService()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "page"),
+    [
+        # A target too long, a version not spoken: no Host read, the default host's.
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: other.example\r\n\r\n", 414, b"default"),
+        (b"GET / HTTP/7.1\r\nHost: other.example\r\n\r\n", 505, b"default"),
+        (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400, b"default"),
+        # A malformed field after the Host field: the host it named.
+        (
+            b"GET / HTTP/1.1\r\nHost: other.example\r\nX-A: 1\r\nBad Header: x\r\n\r\n",
+            400,
+            b"other",
+        ),
+        (b"GET / HTTP/1.1\r\nhost: OTHER.example:80\r\nX-A: 1\r\n fold\r\n\r\n", 400, b"other"),
+        # That host has no page for it: the plain answer (not the default's page).
+        (
+            b"GET / HTTP/1.1\r\nHost: other.example\r\n"
+            + b"".join(b"X-%d: 1\r\n" % n for n in range(200))
+            + b"\r\n",
+            431,
+            None,
+        ),
+    ],
+)
+def test_a_head_that_could_not_be_read_gets_the_page_of_the_host_found_so_far(
+    tmp_path: Path, request_bytes: bytes, status: int, page: bytes | None
+) -> None:
+    """As nginx: the error_page of the server found so far, the listener's default
+    one before the Host field.
+    """
+    for name in ("default", "other"):
+        (tmp_path / f"{name}.html").write_bytes(b"<p>%s</p>\n" % name.encode())
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        'error_pages = { 400 = "default.html", 414 = "default.html", 505 = "default.html",'
+        ' 431 = "default.html" }\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+        '[[host]]\nnames = ["other.example"]\nerror_pages = { 400 = "other.html" }\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    config = cli.load_config({"config": str(tmp_path / "site.toml")})
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    connection = connect(router)
+    connection.factory.error_pages = router.error_pages_for  # (as the service does)
+    connection.send(request_bytes)
+    [response] = parse_responses(connection.take())
+    assert response.status == status
+    if page is None:
+        assert response.header(b"content-type") == PLAIN
+    else:
+        assert (response.header(b"content-type"), response.body) == (HTML, b"<p>%s</p>\n" % page)
+    assert response.header(b"connection") == b"close"

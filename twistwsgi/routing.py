@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from twistwsgi.http.compression import GzipSettings
-from twistwsgi.http.request import ErrorPages, RequestHead, Route
+from twistwsgi.http.request import ErrorPages, PartialRequest, RequestHead, Route
 from twistwsgi.http.rules import ipv6_literal, normalize_name
 
 if TYPE_CHECKING:
@@ -416,9 +416,21 @@ class Router:
         mount = mounts.lookup(path)
         return None if mount is None else mount.max_body
 
-    def error_pages_for(self, request: RequestHead) -> ErrorPages | None:
-        """The error pages of the host ``request`` is for (the protocol's refusals)."""
-        mounts = self.table.hosts.lookup(normalize_host(request.authority))
+    def error_pages_for(self, request: RequestHead | PartialRequest) -> ErrorPages | None:
+        """The error pages of the host ``request`` is for (the protocol's refusals).
+
+        A head that could not be read whole (400, 414, 431, 501, 505) is for the
+        host its ``Host`` field names if that was read, else for the default host,
+        as nginx answers such a request with the error_page of the server it had
+        found so far (the listener's default one before its Host).
+        """
+        if isinstance(request, RequestHead):
+            authority = request.authority
+        else:
+            authority = next(
+                (value for name, value in request.headers if name.lower() == b"host"), b""
+            )
+        mounts = self.table.hosts.lookup(normalize_host(authority.strip()))
         return None if mounts is None else mounts.error_pages
 
     def handle(self, exchange: Exchange) -> None:

@@ -253,7 +253,7 @@ class HTTPFactory(Factory):
         self.body_limit: Callable[[RequestHead], int | None] | None = None
         # The error pages of the host a request is for (a Router's
         # error_pages_for); None: the plain bodies for every refusal.
-        self.error_pages: Callable[[RequestHead], ErrorPages | None] | None = None
+        self.error_pages: Callable[[RequestHead | PartialRequest], ErrorPages | None] | None = None
         self.shutting_down = False
         self._all_closed: list[Deferred[None]] = []
         # Listening ports to pause at max_connections (see connection_opened).
@@ -1657,7 +1657,7 @@ class HTTP11Protocol(Protocol):
         error = refusal.error
         self._log_refusal(error)
         request = refusal.request
-        page = self.error_page(request, error.status) if isinstance(request, RequestHead) else None
+        page = self.error_page(request, error.status)
         # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
         body = request.method != b"HEAD"
         if body:
@@ -1665,12 +1665,13 @@ class HTTP11Protocol(Protocol):
         self.log_response(refusal)
         return self.error_response_bytes(error, include_body=body, page=page)
 
-    def error_page(self, request: RequestHead, status: int) -> ErrorPage | None:
+    def error_page(self, request: RequestHead | PartialRequest, status: int) -> ErrorPage | None:
         """The page the host of ``request`` sends for ``status``, if it has one.
 
         For refusals after a request's head was accepted (a body too large, too slow
-        or malformed; 417): its host is known then, as nginx's error_page applies to
-        a server's own 413. A head that could not be read has no host to ask.
+        or malformed; 417), as nginx's error_page applies to a server's own 413, and
+        for a head that could not be read (the host its Host field named if read,
+        else the default host: see the router's ``error_pages_for``).
         """
         pages_for = self._factory.error_pages
         if pages_for is None:
