@@ -27,6 +27,7 @@ from zope.interface import alsoProvides
 from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
+from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import Router
 from twistwsgi.service import make_service, standard_builders
 from twistwsgi.site import SiteBuilder, describe_routing
@@ -424,3 +425,35 @@ class CurlTests(TestCase):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             return int(probe.getsockname()[1])
+
+
+# -- before the body limit -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tls", "status"),
+    [(False, 308), (True, 413)],
+)
+def test_an_upload_too_large_over_plain_http_is_redirected_not_refused(
+    redirecting: ServerConfig, tls: bool, status: int
+) -> None:
+    """As nginx's return 301 (server rewrite phase) comes before its
+    client_max_body_size check: the client is sent to https, where the limit applies.
+    """
+    memory = MemoryReactorClock()
+    router = Router(SiteBuilder(reactor=memory, threadpool=None).build(redirecting))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 54321),
+    )
+    if tls:
+        alsoProvides(transport, ISSLTransport)
+    connection = connect(router, settings=HttpSettings(max_body=1000), transport=transport)
+    connection.factory.body_limit = router.body_limit  # (as the service does)
+    connection.protocol.dataReceived(
+        b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    )
+    [response] = parse_responses(transport.value(), [b"POST"])
+    assert response.status == status
+    if status == 308:
+        assert response.header(b"location") == b"https://a.test:8443/upload"

@@ -59,16 +59,28 @@ class HttpsRedirect:
             (name.lower().rstrip(".") for name in names if not name.startswith("*.")), None
         )
 
+    def redirects(self, request: RequestHead) -> bool:
+        """Whether ``request`` is answered with a redirect (or the 400 without a host).
+
+        The protocol asks before it reads the body, so that the redirect, not the
+        body limit, answers a large upload sent over plain HTTP, as nginx's
+        ``return 301`` (server rewrite phase) comes before its
+        ``client_max_body_size`` check.
+        """
+        if request.scheme == "https" or request.target == b"*":
+            return False
+        trusted = self._trusted_proxies
+        return not (
+            trusted and trusted.trusts_peer(request.peer) and _forwarded_scheme(request) == "https"
+        )
+
     def __call__(self, exchange: Exchange, name: str | None) -> bool:
         """Redirect ``exchange`` if it did not come over TLS; whether it was answered.
 
         ``name`` is the request's normalised host name, if it has one.
         """
         request = exchange.request
-        if request.scheme == "https" or request.target == b"*":
-            return False
-        trusted = self._trusted_proxies
-        if trusted and trusted.trusts_peer(request.peer) and _forwarded_scheme(request) == "https":
+        if not self.redirects(request):
             return False
         host = name or self._fallback_name or _local_address(request)
         if host is None:

@@ -38,9 +38,9 @@ flight keeps the table it started with.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.request import ErrorPages, PartialRequest, RequestHead, Route
@@ -245,7 +245,14 @@ class Mount(Generic[T]):
 
 #: Answers a request for its host before the mounts are looked at, and says whether
 #: it did; given the exchange and the normalised host name (``None`` if none).
-HostGuard = Callable[["Exchange", "str | None"], bool]
+class HostGuard(Protocol):
+    """What answers some of a host's requests before any mount (the https redirect)."""
+
+    def __call__(self, exchange: Exchange, name: str | None, /) -> bool:
+        """Answer ``exchange`` if it is one of those; whether it was answered."""
+
+    def redirects(self, request: RequestHead, /) -> bool:
+        """Whether ``request`` would be answered (asked before its body is read)."""
 
 
 class MountTable(Generic[T]):
@@ -304,12 +311,15 @@ class RoutingTable:
         handlers: every handler of the table (closed when it is replaced).
         body_limits: whether any mount has its own body limit (else the protocol
             need not route a request early to find it).
+        guarded: whether any host has a guard (which may answer before a body
+            limit would refuse).
     """
 
     hosts: HostTable[MountTable[Handler]]
     names: HostTable[str]
     handlers: tuple[Handler, ...] = ()
     body_limits: bool = False
+    guarded: bool = False
 
 
 _NOT_FOUND = b"Not Found\n"
@@ -407,11 +417,17 @@ class Router:
         the server's applies.
         """
         table = self.table
-        if not table.body_limits:
+        if not (table.body_limits or table.guarded):
             return None
         mounts = table.hosts.lookup(normalize_host(request.authority))
+        if mounts is None:
+            return None
+        guard = mounts.guard
+        if guard is not None and guard.redirects(request):
+            # Answered before any mount, its body unread: no limit refuses it first.
+            return 0
         path = remove_dot_segments(request.decoded_path)
-        if mounts is None or path is None:
+        if not table.body_limits or path is None:
             return None
         mount = mounts.lookup(path)
         return None if mount is None else mount.max_body

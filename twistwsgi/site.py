@@ -146,7 +146,8 @@ class SiteBuilder:
             for mount in host.mounts
         )
         self._limits = self._building_limits
-        return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited)
+        guarded = any(host.https_redirect is not None for host in config.hosts)
+        return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited, guarded)
 
     def _rate_limit(
         self, scope: str, rate: float, mount: MountConfig, trusted: TrustedProxies
