@@ -60,8 +60,10 @@ def v2(client: str = "203.0.113.8", port: int = 52000, *, local: bool = False) -
 class Proxied:
     """One in-memory connection from the balancer to the environ app, header first."""
 
-    def __init__(self, log: list[str] | None = None) -> None:
-        clock = SynchronousReactorThreads()
+    def __init__(
+        self, log: list[str] | None = None, clock: SynchronousReactorThreads | None = None
+    ) -> None:
+        clock = clock or SynchronousReactorThreads()
         response_log = None
         if log is not None:
             access = AccessLog("", clock=clock)
@@ -74,7 +76,7 @@ class Proxied:
             settings=HttpSettings(),
             response_log=response_log,
         )
-        wrapping = proxy_protocol_factory(factory, None)
+        wrapping = proxy_protocol_factory(factory, None, clock)
         self.protocol = wrapping.buildProtocol(BALANCER)
         self.transport = StringTransport(
             hostAddress=IPv4Address("TCP", "10.0.0.3", 8080), peerAddress=BALANCER
@@ -204,6 +206,7 @@ class ProxyProtocolSocketTests(TestCase):
             await factory.shut_down()
 
         self.addCleanup(stop)
+        self.host = port.getHost()
         return int(port.getHost().port)  # type: ignore[attr-defined]
 
     async def test_over_tcp(self) -> None:
@@ -223,6 +226,7 @@ class ProxyProtocolSocketTests(TestCase):
         port = await self.serve(
             f"haproxy:ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
         )
+        assert self.host.host == "127.0.0.1"  # type: ignore[attr-defined]  # interface= kept
 
         def ask() -> bytes:
             context = ssl.create_default_context(cafile=str(cert))
@@ -244,13 +248,112 @@ def _read_all(connection: socket.socket) -> bytes:
     return received
 
 
-def test_a_header_naming_no_ip_address_is_refused_and_said() -> None:
-    """Twisted reads any text of the right shape; it must not become the client."""
-    connection = Proxied()
+def test_refused_headers_are_said_at_most_once_a_minute() -> None:
+    """A balancer that does not send the header shows in the log, without a flood."""
+    clock = SynchronousReactorThreads()
+    factory = make_factory(apps.environ, reactor=clock, threadpool=None)
+    wrapping = proxy_protocol_factory(factory, None, clock)
+
+    def connection(opening: bytes) -> bytes:
+        transport = StringTransport(peerAddress=BALANCER)
+        protocol = wrapping.buildProtocol(BALANCER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(opening)
+        written: bytes = transport.value()
+        return written
+
     with capture_log_events() as events:
-        connection.send(b"PROXY TCP4 999.0.113.7 192.0.2.10 51000 443\r\n" + REQUEST)
-    assert connection.transport.value() == b""
-    assert [formatEvent(event) for event in events] == [
-        "Dropped a connection from 10.0.0.2:40000: its PROXY header names"
-        " 999.0.113.7:51000, not an IP address and port"
+        assert connection(REQUEST) == b""  # said
+        clock.advance(30)
+        assert connection(b"PROXY TCP4 999.0.113.7 192.0.2.10 1 2\r\n") == b""  # counted
+        clock.advance(31)
+        assert connection(b"PROXY TCP4 999.0.113.7 192.0.2.10 1 2\r\n") == b""  # said
+        assert connection(v1() + REQUEST) != b""  # (served, nothing said)
+    lines = [formatEvent(event) for event in events if "PROXY protocol" in formatEvent(event)]
+    assert lines == [
+        "Closed a connection from 10.0.0.2:40000 on a PROXY protocol listener: no PROXY"
+        " protocol header (is the load balancer sending the header? 0 more since the last"
+        " such line)",
+        "Closed a connection from 10.0.0.2:40000 on a PROXY protocol listener: b'999.0.113.7'"
+        " is not an IP address (is the load balancer sending the header? 1 more since the"
+        " last such line)",
     ]
+
+
+def test_twisted_s_own_reader_naming_no_ip_address_runs_nothing() -> None:
+    """Twisted's haproxy: endpoint (a library user's) takes any text of the right
+    shape: the protocol drops the connection, and nothing of it reaches the
+    application, however long the read that follows the header.
+    """
+    from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+    called: list[str] = []
+
+    def application(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        called.append(environ["REMOTE_ADDR"])
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    factory = make_factory(application, reactor=SynchronousReactorThreads(), threadpool=None)
+    protocol = HAProxyWrappingFactory(factory).buildProtocol(BALANCER)
+    transport = StringTransport(peerAddress=BALANCER)
+    protocol.makeConnection(transport)
+    body = b"x" * 3000
+    with capture_log_events() as events:
+        protocol.dataReceived(
+            b"PROXY TCP4 999.0.113.7 192.0.2.10 51000 443\r\n"
+            b"POST /transfer HTTP/1.1\r\nHost: a\r\nContent-Length: 3000\r\n\r\n" + body
+        )
+    assert called == []
+    assert transport.value() == b""
+    assert "not an IP address and port" in formatEvent(events[0])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"PROXY UNKNOWN\r\n",  # what curl --haproxy-protocol sends over a UNIX socket
+        v2(local=True),
+        # A UNIX family: no IP client, and not a UNIX-socket client either.
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x31" + struct.pack("!H", 216) + b"/c".ljust(216, b"\0"),
+    ],
+)
+def test_a_header_naming_no_ip_client_leaves_the_balancer_as_the_client(header: bytes) -> None:
+    connection = Proxied()
+    connection.send(header + REQUEST)
+    [seen] = connection.environs()
+    assert seen["REMOTE_ADDR"] == "10.0.0.2"
+
+
+def test_the_address_the_client_reached_is_the_servers_without_a_host_field() -> None:
+    """HTTP/1.0 without Host: SERVER_NAME and SERVER_PORT from the header's destination."""
+    connection = Proxied()
+    connection.send(v1() + b"GET / HTTP/1.0\r\n\r\n")
+    [seen] = connection.environs()
+    assert (seen["SERVER_NAME"], seen["SERVER_PORT"]) == ("192.0.2.10", "443")
+
+
+def test_the_balancers_word_on_tls_makes_the_scheme_https() -> None:
+    """A version 2 PP2_TYPE_SSL field: TLS ended at the balancer."""
+    ssl_field = b"\x20" + struct.pack("!H", 5) + b"\x01\x00\x00\x00\x00"
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    addresses = socket.inet_aton("203.0.113.8") + socket.inet_aton("192.0.2.10")
+    addresses += struct.pack("!HH", 52000, 443) + ssl_field
+    header = signature + b"\x21\x11" + struct.pack("!H", len(addresses)) + addresses
+    connection = Proxied()
+    connection.send(header + REQUEST)
+    [seen] = connection.environs()
+    assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"]) == ("203.0.113.8", "https")
+    plain = Proxied()
+    plain.send(v2() + REQUEST)
+    assert plain.environs()[0]["wsgi.url_scheme"] == "http"
+
+
+def test_after_the_header_the_server_writes_to_the_socket_itself() -> None:
+    """Where its fast paths apply (direct writes, sendfile); reads still come through."""
+    connection = Proxied()
+    connection.send(v1() + REQUEST)
+    http: Any = connection.protocol.wrappedProtocol
+    assert http.transport is connection.transport
+    connection.send(REQUEST)
+    assert len(connection.environs()) == 2

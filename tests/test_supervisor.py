@@ -817,7 +817,7 @@ def test_a_wrapping_endpoint_is_refused_with_workers() -> None:
 
 def test_a_proxy_protocol_listener_shares_the_socket_it_wraps() -> None:
     """The server's haproxy: listeners: the workers read the header themselves."""
-    endpoint = ProxyProtocolEndpoint(FakeEndpoint(FakePort(7)))
+    endpoint = ProxyProtocolEndpoint(FakeEndpoint(FakePort(7)), Clock())
     started, clock = supervisor(1, endpoints=[("haproxy:tcp:8080", endpoint)])
     started.startService()
     [process] = clock.processes

@@ -790,3 +790,37 @@ def test_the_master_serves_the_sum_of_its_workers_metrics(
         scrape_until(metrics_path, 'twistwsgi_responses_total{code="200"} 3')
     finally:
         assert server.stop() == 0
+
+
+def test_a_proxy_protocol_tls_listener_is_shared_with_the_workers(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """haproxy:ssl: under --workers: each worker reads the header, then TLS."""
+    key, cert = write_self_signed_certificate(tmp_path)
+    server = Server(
+        "--app",
+        "tests.apps:environ",
+        "--listen",
+        f"haproxy:ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--workers",
+        "2",
+    )
+    try:
+        line = server.wait_for("Listening on haproxy:ssl:0")
+        found = re.search(r"host='127\.0\.0\.1', port=(\d+)", line)
+        assert found is not None
+        started_workers(server, 2)
+        server.wait_for("with 2 worker processes")
+        context = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection(("127.0.0.1", int(found[1])), timeout=30) as raw:
+            raw.sendall(b"PROXY TCP4 203.0.113.7 192.0.2.10 51000 443\r\n")
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                received = b""
+                while chunk := tls.recv(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 200 OK")
+        assert b'"REMOTE_ADDR": "203.0.113.7"' in received
+        assert b'"wsgi.url_scheme": "https"' in received
+    finally:
+        assert server.stop() == 0

@@ -267,7 +267,9 @@ def _endpoint_for(
     inner = proxy_protocol_inner(description)
     if inner is not None:
         # (Not Twisted's haproxy: endpoint, which reads the header inside TLS.)
-        return ProxyProtocolEndpoint(_endpoint_for(reactor, inner, config, reloading=reloading))
+        return ProxyProtocolEndpoint(
+            _endpoint_for(reactor, inner, config, reloading=reloading), reactor
+        )
     repeated = _repeated_parameter(description)
     if repeated is not None:
         # Twisted keeps the last silently: a second certificate (nginx's RSA plus

@@ -94,7 +94,8 @@ class InheritedEndpoint:
         """Adopt the socket with ``protocolFactory`` (wrapped in TLS if it has TLS)."""
         factory = protocolFactory
         if self._proxy_protocol:
-            factory = proxy_protocol_factory(protocolFactory, self.tls_options)
+            clock: Any = self._reactor
+            factory = proxy_protocol_factory(protocolFactory, self.tls_options, clock)
         elif self.tls_options is not None:
             factory = TLSMemoryBIOFactory(self.tls_options, False, protocolFactory)
         try:

@@ -69,6 +69,8 @@ from twistwsgi.http.sendfile import send_file
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.http.transport import send_before_abort, took_some, unsent_bytes, write_now
 from twistwsgi.http.wire import DateCache, chunk, status_line
+from twistwsgi.proxy_header import ProxyHeader
+from twistwsgi.proxy_protocol import socket_beneath
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport
@@ -1017,15 +1019,26 @@ class HTTP11Protocol(Protocol):
         local = _address(transport.getHost())
         for address in (peer, local):
             if address is not None and not _is_ip_address(*address):
+                # (Twisted's own haproxy: endpoint, which a library user may give,
+                # takes any text of the right shape; the server's checks them.)
                 _log.warn(
                     "Dropped a connection from {peer}: its PROXY header names {address},"
                     " not an IP address and port",
                     peer=describe_peer(self._peer),
                     address=describe_peer(address),
                 )
+                self._read = _Read.STOPPED  # (nothing more of it is parsed)
                 self.abort_connection()
                 return False
         self._peer, self._local = peer, local
+        header = getattr(transport, "header", None)
+        if isinstance(header, ProxyHeader) and header.client_tls:
+            self._scheme = "https"  # TLS ended at the balancer, which says so
+        beneath = socket_beneath(transport)
+        if beneath is not None:
+            # Written to directly from now on, where the fast paths apply (the
+            # reader adds nothing to what is written; reads still come through it).
+            self.transport = beneath
         return True
 
     def dataReceived(self, data: bytes) -> None:
