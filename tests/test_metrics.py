@@ -27,9 +27,17 @@ from tests import apps
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.protocol import HTTPFactory
-from twistwsgi.metrics import DURATION_BUCKETS, RequestMetrics, empty, merge, render, retire
-from twistwsgi.service import ListenError, ServerService, make_service
-from twistwsgi.testing import parse_responses
+from twistwsgi.metrics import (
+    DURATION_BUCKETS,
+    RequestMetrics,
+    checked,
+    empty,
+    merge,
+    render,
+    retire,
+)
+from twistwsgi.service import ListenError, ServerService, _response_log, make_service
+from twistwsgi.testing import connect, parse_responses
 
 
 def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,10 +54,13 @@ def kinds(text: bytes) -> dict[str, str]:
 
 
 class Ended:
-    def __init__(self, status: int, started: float, body_sent: int) -> None:
+    def __init__(
+        self, status: int, started: float, body_sent: int, client_closed: bool = False
+    ) -> None:
         self.status = status
         self.started = started
         self.body_sent = body_sent
+        self.client_closed = client_closed
 
 
 # -- counting and the text -------------------------------------------------------------
@@ -256,3 +267,95 @@ def test_a_reload_that_moves_the_access_log_keeps_counting(tmp_path: Any) -> Non
     assert samples(scrape.body)["twistwsgi_responses_total", (("code", "200"),)] == 1
     service.stopService()  # (closes the access log)
     assert (tmp_path / "access.log").read_text().count('"GET / HTTP/1.1" 200') == 1
+
+
+# -- after review ---------------------------------------------------------------------
+
+
+class Held:
+    """Keeps each exchange unanswered (for the test to end)."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Any] = []
+
+    def handle(self, exchange: Any) -> None:
+        self.exchanges.append(exchange)
+
+
+def test_an_exchange_ended_unanswered_counts_as_the_access_log_has_it() -> None:
+    """499 when the client left first, 444 when the server dropped it."""
+    counted = RequestMetrics(lambda: 0.0)
+    held = Held()
+    left = connect(held, response_log=counted)
+    left.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    left.protocol.connectionLost(Failure(ConnectionDone()))
+    dropped = connect(held, response_log=counted)
+    dropped.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    held.exchanges[-1].abort()
+    assert counted.responses == {499: 1, 444: 1}
+
+
+def test_a_tunnel_counts_as_a_response_but_not_as_a_duration() -> None:
+    """A WebSocket's 101 lasts as long as the tunnel: no request took that long."""
+    counted = RequestMetrics(lambda: 3600.0)
+    counted(Ended(101, 0.0, 0))
+    counted(Ended(200, 3599.999, 2))
+    assert counted.responses == {101: 1, 200: 1}
+    assert sum(counted.durations) == 1 and counted.duration_sum == pytest.approx(0.001)
+
+
+def good_report() -> dict[str, Any]:
+    counted = RequestMetrics(lambda: 0.0)
+    counted(Ended(200, 0.0, 5))
+    return counted.snapshot(1, {"threads": 10})
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda report: "not a dict",
+        lambda report: {**report, "connections_accepted": "12"},
+        lambda report: {**report, "body_bytes": -1},
+        lambda report: {**report, "threads": 1.5},
+        lambda report: {**report, "thread_queue": True},
+        lambda report: {**report, "duration_sum": float("nan")},
+        lambda report: {**report, "duration_sum": "1"},
+        lambda report: {**report, "responses": {"OK": 1}},
+        lambda report: {**report, "responses": {"200": -1}},
+        lambda report: {**report, "responses": []},
+        lambda report: {**report, "durations": [0, 1]},
+        lambda report: {**report, "durations": [-1] * (len(DURATION_BUCKETS) + 1)},
+        lambda report: {key: value for key, value in report.items() if key != "threads"},
+    ],
+)
+def test_a_report_of_another_shape_is_refused(spoil: Any) -> None:
+    """A worker runs the application's code (and maybe another version after a
+    reload): what it sends must not break the master's sums.
+    """
+    assert checked(good_report()) is not None
+    assert checked(spoil(good_report())) is None
+
+
+def test_an_access_log_that_fails_still_lets_the_response_be_counted() -> None:
+    counted = RequestMetrics(lambda: 0.0)
+
+    class Failing:
+        def __call__(self, ended: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+    log = _response_log(Failing(), counted)  # type: ignore[arg-type]
+    assert log is not None
+    ended: Any = Ended(200, 0.0, 2)
+    with pytest.raises(OSError, match="No space left"):
+        log(ended)
+    assert counted.responses == {200: 1}
+
+
+def test_a_worker_counts_for_its_master_whatever_its_file_says() -> None:
+    """A reload whose file drops metrics_listen: the master still serves them (the
+    change waits for a restart), so the new workers must still count.
+    """
+    service = make_service(
+        ServerConfig(threads=0), apps.hello, reactor=MemoryReactorClock(), count_metrics=True
+    )
+    assert service.factory.metrics is not None and service.metrics is None

@@ -1107,3 +1107,37 @@ def test_the_master_serves_what_its_workers_last_reported() -> None:
     assert 'twistwsgi_responses_total{code="200"} 6' in lines  # its counts stay
     assert "twistwsgi_threads 10" in lines  # its threads do not
     assert "twistwsgi_workers 1" in lines
+
+
+def test_a_report_of_another_shape_is_left_out_and_said_once() -> None:
+    """A worker runs the application's code: a bad report must not break the
+    sums, nor the replacement of that worker when it ends.
+    """
+    clock = ProcessClock()
+    started = Supervisor(
+        [("tcp:8080", FakeEndpoint(FakePort(7)))],
+        workers=1,
+        reactor=clock,  # type: ignore[arg-type]
+        configuration={"options": {}, "config_content": None, "start_directory": "/"},
+        command=["python3"],
+        environ={},
+        metrics=("tcp:9090", FakeEndpoint(FakePort(8))),
+    )
+    started.startService()
+    [worker] = clock.processes
+    assert worker.payload()["count_metrics"] is True
+    worker.report({"ready": True})
+    with capture_log_events() as events:
+        worker.report({"metrics": worker_metrics(3, 10)})
+        worker.report({"metrics": {**worker_metrics(3, 10), "responses": {"OK": 1}}})
+        worker.report({"metrics": "garbage"})
+    said = [text for text in messages(events) if "metrics of a shape" in text]
+    assert said == [
+        "Worker 1 (pid 1000) sent metrics of a shape this master does not know; they are left out"
+    ]
+    assert 'twistwsgi_responses_total{code="200"} 3' in started.metrics_text().decode()
+    clock.advance(YOUNG_WORKER + 1)
+    worker.end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
+    assert len(clock.processes) == 2  # replaced
+    assert 'twistwsgi_responses_total{code="200"} 3' in started.metrics_text().decode()

@@ -48,6 +48,7 @@ from twistwsgi.wsgi import (
     ClientDisconnected,
     FileWrapper,
     WSGIHandler,
+    waiting_requests,
 )
 
 App = Callable[[dict[str, Any], Any], Any]
@@ -2035,3 +2036,23 @@ def test_a_mount_sets_its_own_app_timeout(tmp_path: Path) -> None:
         if isinstance(handler, WSGIHandler)
     }
     assert timeouts == {b"/reports": 120.0, b"/stream": 0.0, b"": 20.0}
+
+
+def test_requests_waiting_for_a_thread_are_counted_until_taken_or_answered_503() -> None:
+    """The metrics' thread_queue: not the pool's queue, where a request answered 503
+    by thread_queue_timeout stays until a thread takes it out.
+    """
+    handler, pool, clock, called = queued(5)
+    before = waiting_requests()
+    first, second = connect(handler), connect(handler)
+    first.send(b"GET /a HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert waiting_requests() == before + 1
+    clock.advance(3)
+    second.send(b"GET /b HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert waiting_requests() == before + 2
+    clock.advance(3)  # the first waited past 5 s: 503
+    assert parse_responses(first.take())[0].status == 503
+    assert waiting_requests() == before + 1
+    pool.run_all()  # the first is skipped, the second runs
+    assert called == ["/b"]
+    assert waiting_requests() == before

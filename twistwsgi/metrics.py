@@ -60,6 +60,9 @@ class _Ended(Protocol):
     body_sent: int
     started: float
 
+    @property
+    def client_closed(self) -> bool: ...
+
 
 class RequestMetrics:
     """Counts one process's responses (an access-log feed, called in the reactor thread).
@@ -78,13 +81,16 @@ class RequestMetrics:
 
     def __call__(self, ended: _Ended) -> None:
         """Count ``ended`` (an exchange that ended, or a refusal)."""
-        status = ended.status
+        # The access log's status: 499 or 444 for an exchange that ended unanswered.
+        status = ended.status or (499 if ended.client_closed else 444)
         responses = self.responses
         responses[status] = responses.get(status, 0) + 1
+        self.body_bytes += ended.body_sent
+        if status == 101:
+            return  # a tunnel's lifetime is no request's duration
         took = max(self._now() - ended.started, 0.0)
         self.durations[bisect.bisect_left(DURATION_BUCKETS, took)] += 1
         self.duration_sum += took
-        self.body_bytes += ended.body_sent
 
     def snapshot(self, connections_accepted: int, gauges: Mapping[str, int]) -> dict[str, Any]:
         """The counts so far and ``gauges`` now, JSON-ready (see :func:`render`)."""
@@ -110,8 +116,48 @@ def empty() -> dict[str, Any]:
     }
 
 
+def checked(report: object) -> dict[str, Any] | None:
+    """``report`` if it is a snapshot of the shape :meth:`RequestMetrics.snapshot` gives.
+
+    What a worker sends its master passes here first: a worker runs the
+    application's code, and may run another version of this module after a reload.
+    ``None`` for anything else: numbers that are not whole and not negative (the
+    duration sum a number), a status that is not three digits, a histogram of
+    another length.
+    """
+    if not isinstance(report, dict):
+        return None
+    for name in ("connections_accepted", "body_bytes", *GAUGES):
+        value = report.get(name)
+        if type(value) is not int or value < 0:
+            return None
+    duration_sum = report.get("duration_sum")
+    if not isinstance(duration_sum, (int, float)) or isinstance(duration_sum, bool):
+        return None
+    if not 0 <= duration_sum < math.inf:
+        return None
+    responses = report.get("responses")
+    if not isinstance(responses, dict) or not all(
+        isinstance(status, str)
+        and len(status) == 3
+        and status.isdigit()
+        and type(count) is int
+        and count >= 0
+        for status, count in responses.items()
+    ):
+        return None
+    durations = report.get("durations")
+    if (
+        not isinstance(durations, list)
+        or len(durations) != len(DURATION_BUCKETS) + 1
+        or not all(type(count) is int and count >= 0 for count in durations)
+    ):
+        return None
+    return report
+
+
 def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The sum of ``snapshots`` (counters and gauges alike)."""
+    """The sum of ``snapshots`` (counters and gauges alike; see :func:`checked`)."""
     total = empty()
     for snapshot in snapshots:
         for name in (*_COUNTERS, *GAUGES):
@@ -119,9 +165,8 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         responses = total["responses"]
         for status, count in snapshot.get("responses", {}).items():
             responses[status] = responses.get(status, 0) + count
-        durations = snapshot.get("durations", ())
-        if len(durations) == len(total["durations"]):
-            total["durations"] = [a + b for a, b in zip(total["durations"], durations, strict=True)]
+        durations = snapshot.get("durations") or [0] * len(total["durations"])
+        total["durations"] = [a + b for a, b in zip(total["durations"], durations, strict=True)]
     return total
 
 

@@ -54,7 +54,13 @@ from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
-from twistwsgi.wsgi import WSGIApplication, WSGIHandler, busy_threads, running_request
+from twistwsgi.wsgi import (
+    WSGIApplication,
+    WSGIHandler,
+    busy_threads,
+    running_request,
+    waiting_requests,
+)
 
 __all__ = [
     "ListenError",
@@ -712,6 +718,7 @@ def make_service(
     shared_limits: SharedLimits | None = None,
     serve_metrics: bool = True,
     metrics_endpoint: IStreamServerEndpoint | None = None,
+    count_metrics: bool | None = None,
 ) -> ServerService:
     """Build a :class:`ServerService` from ``config``.
 
@@ -733,6 +740,9 @@ def make_service(
         serve_metrics: with ``metrics_listen``, whether this process serves them
             (a worker counts them for its master, which serves them).
         metrics_endpoint: the endpoint of ``metrics_listen``, if already built.
+        count_metrics: whether to count the metrics; ``None``: with
+            ``metrics_listen`` (a worker counts if its master serves them, whatever
+            a reload's file says).
 
     Raises:
         ConfigError: when a mount cannot be built (an application that does not
@@ -774,7 +784,9 @@ def make_service(
                 config.source("access_log"),
                 f"cannot open {config.access_log!r}: {error.strerror}",
             ) from None
-    counted = RequestMetrics(reactor.seconds) if config.metrics_listen is not None else None
+    if count_metrics is None:
+        count_metrics = config.metrics_listen is not None
+    counted = RequestMetrics(reactor.seconds) if count_metrics else None
     response_log = _response_log(access_log, counted)
     factory = HTTPFactory(
         router, settings=server_settings(config), clock=reactor, response_log=response_log
@@ -783,8 +795,8 @@ def make_service(
     factory.error_pages = router.error_pages_for
     factory.metrics = counted
     metrics = None
-    if counted is not None and serve_metrics:
-        description = config.metrics_listen or ""
+    if counted is not None and serve_metrics and config.metrics_listen is not None:
+        description = config.metrics_listen
         if metrics_endpoint is None:
             try:
                 metrics_endpoint = serverFromString(reactor, description)
@@ -821,8 +833,10 @@ def _response_log(
         return access_log or counted
 
     def log(ended: Any) -> None:
-        access_log(ended)
-        counted(ended)
+        try:
+            access_log(ended)
+        finally:
+            counted(ended)  # (counted even when the log cannot be written)
 
     return log
 
@@ -839,7 +853,7 @@ def metrics_snapshot(factory: HTTPFactory, pool: WorkerPool | None) -> dict[str,
         "connections_open": len(factory.connections),
         "threads": pool.size if pool is not None else 0,
         "threads_busy": busy_threads(),
-        "thread_queue": pool.queued if pool is not None else 0,
+        "thread_queue": waiting_requests(),
     }
     return factory.metrics.snapshot(factory.accepted, gauges)
 

@@ -341,6 +341,7 @@ class Supervisor(Service):
         if metrics is not None:
             self._metrics = MetricsListener(*metrics, self.metrics_text, reactor)
         self._worker_metrics: dict[int, dict[str, Any]] = {}
+        self._bad_metrics: set[int] = set()
         self._ended_metrics = metrics_module.empty()
 
     @property
@@ -411,11 +412,13 @@ class Supervisor(Service):
     def metrics_text(self) -> bytes:
         """The workers' metrics summed, in Prometheus's text format (what is served)."""
         total = metrics_module.merge([self._ended_metrics, *self._worker_metrics.values()])
-        serving = sum(1 for worker in self._everyone() if worker.process and worker.ready)
+        # The current set's (a reload's outgoing and incoming sets overlap).
+        serving = sum(1 for worker in self._workers.values() if worker.process and worker.ready)
         return metrics_module.render(total, workers=serving)
 
     def _metrics_ended(self, pid: int | None) -> None:
         """Keep the counters of process ``pid``, which has ended (its gauges go)."""
+        self._bad_metrics.discard(pid or 0)
         last = self._worker_metrics.pop(pid or 0, None)
         if last is not None:
             self._ended_metrics = metrics_module.retire(self._ended_metrics, last)
@@ -524,6 +527,7 @@ class Supervisor(Service):
         """
         payload = {
             **configuration,
+            "count_metrics": self._metrics is not None,
             "limits": list(limits) if limits is not None else None,
             "number": number,
             "listen": [description for description, _ in self._endpoints],
@@ -559,9 +563,18 @@ class Supervisor(Service):
                 self._hand_over(worker)
             else:
                 self._announce_if_all_ready()
-        counted = report.get("metrics")
-        if isinstance(counted, dict) and worker.pid is not None:
-            self._worker_metrics[worker.pid] = counted
+        if "metrics" in report and worker.pid is not None:
+            counted = metrics_module.checked(report["metrics"])
+            if counted is not None:
+                self._worker_metrics[worker.pid] = counted
+            elif worker.pid not in self._bad_metrics:
+                self._bad_metrics.add(worker.pid)
+                _log.warn(
+                    "Worker {number} (pid {pid}) sent metrics of a shape this master does"
+                    " not know; they are left out",
+                    number=worker.number,
+                    pid=worker.pid,
+                )
         answered = report.get("recycle")
         if isinstance(answered, int) and self._workers.get(worker.number) is worker:
             stuck = report.get("stuck")

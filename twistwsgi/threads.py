@@ -64,11 +64,6 @@ class WorkerPool:
             thread.start()
             self._threads.append(thread)
 
-    @property
-    def queued(self) -> int:
-        """How many calls wait for a free thread now (approximately, as the threads run)."""
-        return self._queue.qsize()
-
     def callInThread(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         """Queue ``func(*args, **kwargs)`` for the next free thread (any thread)."""
         self._queue.put((func, args, kwargs))

@@ -478,6 +478,7 @@ def main(arguments: list[str] | None = None) -> None:
             on_start_error=start_error,
             shared_limits=shared_limits,
             serve_metrics=False,  # (the master serves the sum)
+            count_metrics=bool(payload.get("count_metrics")),
         )
     except ConfigError as error:
         _fail(str(error), reports)
@@ -514,7 +515,7 @@ def main(arguments: list[str] | None = None) -> None:
         def send_metrics() -> None:
             reports.send({"metrics": service.metrics_snapshot()})
 
-        LoopingCall(send_metrics).start(METRICS_INTERVAL, now=False).addErrback(
+        LoopingCall(send_metrics).start(METRICS_INTERVAL, now=True).addErrback(
             lambda failure: _log.failure("Cannot send metrics", failure)
         )
         reactor.addSystemEventTrigger("after", "shutdown", send_metrics)

@@ -537,9 +537,11 @@ class WSGIHandler:
                 self._answer_sweep = answer_clock.callLater(
                     _ANSWER_SWEEP_INTERVAL, self._sweep_answers
                 )
+        _waiting.add(1)
         try:
             self._threadpool.callInThread(call.run)
         except Exception:
+            _waiting.add(-1)
             if clock is not None:
                 self.queued.pop()  # (the newest: the reactor thread appends)
             _log.failure("The thread pool did not take a request")
@@ -850,6 +852,17 @@ class _StuckThreads:
 
 
 _stuck = _StuckThreads()
+#: How many requests wait for a worker thread (queued, not taken, not answered 503).
+_waiting = _StuckThreads()
+
+
+def waiting_requests() -> int:
+    """How many requests of this process wait for a worker thread now (the metrics' gauge).
+
+    Not the pool's queue length: a request answered 503 by ``thread_queue_timeout``
+    stays there until a thread takes it out, and waits no more.
+    """
+    return _waiting.count
 
 
 def stuck_threads() -> int:
@@ -1403,6 +1416,7 @@ class _ThreadedCall:
             if self._running or self._expired:
                 return False
             self._expired = True
+        _waiting.add(-1)  # (a thread that takes it out skips it)
         self.close_spooled_body()
         return True
 
@@ -1487,11 +1501,14 @@ class _ThreadedCall:
             with self._lock:
                 if self._expired:
                     return  # answered 503 or 504 while it waited (WSGIHandler._sweep*)
+                _waiting.add(-1)
                 self._running = True
                 self.thread = threading.get_ident()
                 clock = self._handler.answer_clock
                 if clock is not None:
                     self.started_at = clock.seconds()
+        else:
+            _waiting.add(-1)  # (no timeout: it cannot have expired)
         if self._gone:
             # The client left while the request waited for a thread (the access log
             # has its 499): no application call for an answer nobody will read, and
