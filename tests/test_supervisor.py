@@ -1079,11 +1079,12 @@ def worker_metrics(ok: int, threads: int) -> dict[str, Any]:
     return snapshot
 
 
-def test_the_master_serves_what_its_workers_last_reported() -> None:
+def serving_metrics(workers: int) -> tuple[Supervisor, ProcessClock]:
+    """A started supervisor of ``workers`` that serves their metrics."""
     clock = ProcessClock()
     started = Supervisor(
         [("tcp:8080", FakeEndpoint(FakePort(7)))],
-        workers=2,
+        workers=workers,
         reactor=clock,  # type: ignore[arg-type]
         configuration={"options": {}, "config_content": None, "start_directory": "/"},
         command=["python3"],
@@ -1091,6 +1092,11 @@ def test_the_master_serves_what_its_workers_last_reported() -> None:
         metrics=("tcp:9090", FakeEndpoint(FakePort(8))),
     )
     started.startService()
+    return started, clock
+
+
+def test_the_master_serves_what_its_workers_last_reported() -> None:
+    started, clock = serving_metrics(2)
     first, second = clock.processes
     for process in (first, second):
         process.report({"ready": True})
@@ -1113,17 +1119,7 @@ def test_a_report_of_another_shape_is_left_out_and_said_once() -> None:
     """A worker runs the application's code: a bad report must not break the
     sums, nor the replacement of that worker when it ends.
     """
-    clock = ProcessClock()
-    started = Supervisor(
-        [("tcp:8080", FakeEndpoint(FakePort(7)))],
-        workers=1,
-        reactor=clock,  # type: ignore[arg-type]
-        configuration={"options": {}, "config_content": None, "start_directory": "/"},
-        command=["python3"],
-        environ={},
-        metrics=("tcp:9090", FakeEndpoint(FakePort(8))),
-    )
-    started.startService()
+    started, clock = serving_metrics(1)
     [worker] = clock.processes
     assert worker.payload()["count_metrics"] is True
     worker.report({"ready": True})

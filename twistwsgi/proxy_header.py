@@ -41,6 +41,11 @@ V1_MAX = 107
 V2_MAX = 16 + 4096
 _V2_FIXED = struct.Struct("!BBH")
 _PORT_DIGITS = frozenset(b"0123456789")
+# Version 2's TCP families: their name, address width and address type.
+_V2_TCP: dict[int, tuple[str, int, type[ipaddress.IPv4Address | ipaddress.IPv6Address]]] = {
+    0x11: ("IPv4", 4, ipaddress.IPv4Address),
+    0x21: ("IPv6", 16, ipaddress.IPv6Address),
+}
 # Version 2 TLV: the client's connection was TLS (PP2_TYPE_SSL, PP2_CLIENT_SSL).
 _PP2_TYPE_SSL = 0x20
 _PP2_CLIENT_SSL = 0x01
@@ -141,26 +146,17 @@ def _read_v2(data: bytes) -> ProxyHeader | None:
     body = data[16:length]
     if command == 0:  # LOCAL: the balancer's own connection
         return ProxyHeader(length)
-    if family == 0x11:  # TCP over IPv4
-        if size < 12:
-            raise InvalidHeaderError("version 2 IPv4 addresses cut short")
-        source_ip, destination_ip = body[0:4], body[4:8]
-        source_port, destination_port = struct.unpack_from("!HH", body, 8)
-        tlvs = body[12:]
-        source = (str(ipaddress.IPv4Address(source_ip)), source_port)
-        destination = (str(ipaddress.IPv4Address(destination_ip)), destination_port)
-    elif family == 0x21:  # TCP over IPv6
-        if size < 36:
-            raise InvalidHeaderError("version 2 IPv6 addresses cut short")
-        source_ip, destination_ip = body[0:16], body[16:32]
-        source_port, destination_port = struct.unpack_from("!HH", body, 32)
-        tlvs = body[36:]
-        source = (str(ipaddress.IPv6Address(source_ip)), source_port)
-        destination = (str(ipaddress.IPv6Address(destination_ip)), destination_port)
-    else:
+    kind = _V2_TCP.get(family)
+    if kind is None:
         # Unspecified, UDP or UNIX: no IP client to name.
         return ProxyHeader(length)
-    return ProxyHeader(length, source, destination, _client_tls(tlvs))
+    name, width, address = kind
+    if size < 2 * width + 4:
+        raise InvalidHeaderError(f"version 2 {name} addresses cut short")
+    source_port, destination_port = struct.unpack_from("!HH", body, 2 * width)
+    source = (str(address(body[:width])), source_port)
+    destination = (str(address(body[width : 2 * width])), destination_port)
+    return ProxyHeader(length, source, destination, _client_tls(body[2 * width + 4 :]))
 
 
 def _client_tls(tlvs: bytes) -> bool:
