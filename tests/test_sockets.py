@@ -449,8 +449,21 @@ class LoopbackTests(TestCase):
                 while body:
                     body = body[upload.send(body) :]
             # A reset: SO_LINGER with a zero timeout (RFC 9293 3.10.7.1 ABORT).
+            upload_port = upload.getsockname()[1]
             upload.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             upload.close()
+            # The thread is freed once the server's kernel has taken the reset in
+            # (a busy machine may process it a moment later, when the request would
+            # rightly run: the client was there when its thread took it).
+            server_side = [
+                connection
+                for connection in list(factory.connections)
+                if connection.transport.getPeer().port == upload_port  # type: ignore[attr-defined]
+            ]
+            for _ in range(1_000_000):  # the bound only turns a hang into a failure
+                if not server_side or server_side[0].peer_closed():
+                    break
+                os.sched_yield()
             release.set()
             blocker.recv(65536)
             blocker.close()
