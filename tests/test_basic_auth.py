@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent
 
 from tests.test_access import head as request_head
@@ -501,3 +503,70 @@ def test_checks_queued_when_the_server_stops_are_dropped() -> None:
     [stop] = reactor.triggers
     stop()
     assert ran == ["slow"]
+
+
+# -- satisfy any -------------------------------------------------------------------------
+
+
+def get_from(
+    router: Router, address: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> ParsedResponse:
+    """GET /private/report from a client at ``address``."""
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", address, 40000),
+    )
+    connection = connect(router, transport=transport)
+    fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    connection.send(b"GET /private/report HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
+    [response] = parse_responses(connection.take())
+    return response
+
+
+@pytest.mark.parametrize(
+    ("satisfy", "address", "headers", "expected"),
+    [
+        # all (the default): the office, with a password.
+        ("all", "10.1.2.3", [], 401),
+        ("all", "10.1.2.3", [basic("alice", "open sesame")], 200),
+        ("all", "203.0.113.9", [basic("alice", "open sesame")], 403),
+        # any: the office without a password, the world with one.
+        ("any", "10.1.2.3", [], 200),
+        ("any", "203.0.113.9", [], 401),
+        ("any", "203.0.113.9", [basic("alice", "wrong")], 401),
+        ("any", "203.0.113.9", [basic("alice", "open sesame")], 200),
+        ("any", "10.9.9.9", [], 401),  # denied: a password still lets in
+        ("any", "10.9.9.9", [basic("alice", "open sesame")], 200),
+    ],
+)
+def test_satisfy_any_lets_in_by_address_or_by_password(
+    tmp_path: Path, satisfy: str, address: str, headers: list[tuple[bytes, bytes]], expected: int
+) -> None:
+    """Nginx's satisfy any: passing allow/deny or auth_basic is enough."""
+    router = site(
+        tmp_path, f'allow = ["10.0.0.0/8"]\ndeny = ["10.9.0.0/16"]\nsatisfy = "{satisfy}"\n'
+    )
+    response = get_from(router, address, headers)
+    assert response.status == expected
+    if expected == 200:
+        user = b"alice" if headers else b"-"
+        assert response.body.split()[0] == user
+
+
+def test_satisfy_any_still_counts_the_rate_first(tmp_path: Path) -> None:
+    router = site(tmp_path, 'allow = ["10.0.0.0/8"]\nsatisfy = "any"\nrate_limit = "1r/m"\n')
+    assert get_from(router, "10.1.2.3").status == 200
+    assert get_from(router, "10.1.2.3").status == 429
+
+
+@pytest.mark.parametrize(
+    "options",
+    ['satisfy = "any"\n', 'allow = ["10.0.0.0/8"]\nsatisfy = "any"\n'],
+)
+def test_satisfy_any_needs_address_rules_and_a_password(tmp_path: Path, options: str) -> None:
+    (tmp_path / "htpasswd").write_text(USERS)
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n' + options
+    )
+    with pytest.raises(ConfigError, match="satisfy: any needs allow or deny and auth_basic"):
+        load_config({"config": str(tmp_path / "site.toml")})

@@ -332,7 +332,9 @@ class GuardedHandler:
     authentication (401), the limit of requests in progress (429). A request
     refused by one is not counted by the ones after it. The rate limit comes before
     the password check, as nginx's limit_req (preaccess phase) comes before its
-    auth_basic (access phase): it slows down a client guessing passwords too.
+    auth_basic (access phase): it slows down a client guessing passwords too. With
+    ``either`` (nginx's ``satisfy any``), a client the rules let in needs no
+    password, and one they refuse is asked for a password instead of refused.
 
     Args:
         handler: what answers the requests let through.
@@ -340,6 +342,8 @@ class GuardedHandler:
         limit: the rate limit, if any.
         connections: the limit of requests in progress per client, if any.
         auth: the mount's Basic authentication, if any.
+        either: whether passing the rules or the authentication is enough (with
+            both).
     """
 
     def __init__(
@@ -349,17 +353,21 @@ class GuardedHandler:
         limit: RateLimit | SharedRateLimit | None = None,
         connections: ConnectionLimit | SharedConnectionLimit | None = None,
         auth: BasicAuth | None = None,
+        *,
+        either: bool = False,
     ) -> None:
         self.handler = handler
         self.rules = rules
         self.limit = limit
         self.connections = connections
         self.auth = auth
+        self.either = either and rules is not None and auth is not None
 
     def handle(self, exchange: Exchange) -> None:
         """Answer 403, 429 or 401 to a client refused; hand anyone else on."""
         request = exchange.request
-        if self.rules is not None and self.rules.refuses(request):
+        refused = self.rules is not None and self.rules.refuses(request)
+        if refused and not self.either:
             answer_error(exchange, 403, _FORBIDDEN)
             return
         if self.limit is not None:
@@ -368,7 +376,9 @@ class GuardedHandler:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
                 answer_error(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
-        if self.auth is not None:
+        if self.auth is not None and (refused or not self.either):
+            # (satisfy any: a client the rules refuse may still come in with a
+            # password; the 401 asks for one, as nginx's does.)
             self.auth.check(exchange, self._admit)  # on to _admit if let through
             return
         self._admit(exchange)

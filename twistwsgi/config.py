@@ -550,6 +550,7 @@ UPSTREAM = Kind(
     " them; append weight=N (1 or more, 1 by default) to give one a larger share",
 )
 BALANCE = Kind("BALANCE", _choice("round_robin", "least_conn"), "round_robin or least_conn")
+SATISFY = Kind("SATISFY", _choice("all", "any"), "all or any")
 
 
 def _tls_ciphers(value: Any) -> str:
@@ -1555,6 +1556,15 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "Clients in these networks get 403 here (nginx's deny), even when allow lists them.",
         cli=False,
     ),
+    Setting(
+        "satisfy",
+        SATISFY,
+        "all",
+        "With allow or deny and auth_basic (nginx's satisfy): all, a client must pass"
+        " both; any, a client the address rules let in needs no password, and any other"
+        " may still come in with one (an office without, the rest of the world with).",
+        cli=False,
+    ),
     *(
         Setting(
             name,
@@ -2198,6 +2208,13 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
         missing = "auth_basic_user_file" if "auth_basic" in parsed else "auth_basic"
         raise ConfigError(
             where, f"auth_basic and auth_basic_user_file go together: {missing} is missing"
+        )
+    if parsed.get("satisfy") == "any" and not (
+        ("allow" in parsed or "deny" in parsed) and "auth_basic" in parsed
+    ):
+        raise ConfigError(
+            f"{where}.satisfy",
+            "any needs allow or deny and auth_basic: the two it lets a client choose between",
         )
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would

@@ -336,6 +336,12 @@ nginx does.
   again (nginx would ask it again after its internal redirect).
 - An unknown user is refused faster than a wrong password (no hash is computed), so
   the timing tells which names exist, as with nginx.
+- **Address or password** (nginx's `satisfy any`): with `allow` or `deny` and
+  `auth_basic` on one mount, both must pass by default (`satisfy = "all"`). With
+  `satisfy = "any"`, a client the address rules let in needs no password, and one
+  they refuse is asked for one (`401`) rather than refused (`403`): the office
+  without a password, the rest of the world with one. `rate_limit` still comes
+  first. Either key alone with `satisfy = "any"` is a start-up error.
 - Basic authentication sends the password with every request: serve such a mount
   over TLS only (`--https-redirect on`).
 

@@ -259,7 +259,14 @@ class SiteBuilder:
                 scope = f"{list(host.names)!r} {host.default} {index} {mount.prefix!r}"
                 limit = self._rate_limit(scope, rate, mount, trusted) if rate else None
                 connections = self._conn_limit(scope, most, trusted) if most else None
-                guarded[index] = GuardedHandler(handlers[index], rules, limit, connections, auth)
+                guarded[index] = GuardedHandler(
+                    handlers[index],
+                    rules,
+                    limit,
+                    connections,
+                    auth,
+                    either=mount.options.get("satisfy") == "any",
+                )
                 if auth is not None:
                     auths[index] = auth
         # A static mount with fallthrough hands misses to its partner at the same
