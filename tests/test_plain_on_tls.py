@@ -42,8 +42,12 @@ def _checked() -> tuple[_FirstReadCheck, Any, _TLSLayer, list[bytes]]:
         refused.append(data)
         return REFUSAL
 
-    check = _FirstReadCheck(tls, refuse)  # type: ignore[arg-type]
     transport: Any = StringTransport()
+
+    def restore() -> None:
+        transport.protocol = tls
+
+    check = _FirstReadCheck(tls, refuse, restore)  # type: ignore[arg-type]
     transport.protocol = check
     check.transport = transport
     return check, transport, tls, refused

@@ -240,6 +240,22 @@ class ProxyProtocolSocketTests(TestCase):
         seen = json.loads(response.body)
         assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"]) == ("203.0.113.8", "https")
 
+    async def test_plain_http_after_the_header_on_a_tls_listener_gets_the_400(self) -> None:
+        """As on a bare ssl: listener: the client learns why, not an empty reply."""
+        key, cert = write_self_signed_certificate(self.directory)
+        port = await self.serve(
+            f"haproxy:ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+
+        def ask() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+                raw.sendall(v1() + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                return _read_all(raw)
+
+        [response] = parse_responses(await deferToThread(ask))
+        assert response.status == 400
+        assert b"plain HTTP" in response.body
+
 
 def _read_all(connection: socket.socket) -> bytes:
     received = b""

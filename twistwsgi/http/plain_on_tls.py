@@ -24,6 +24,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from twistwsgi.proxy_protocol import ProxyHeaderReader
+
 __all__ = ["PLAIN_HTTP_REASON", "watch_for_plain_http"]
 
 #: Why the request is refused (RFC 9110 15.5.1: 400), for the response body and the log.
@@ -35,20 +37,28 @@ def watch_for_plain_http(tls: Any, refuse: Callable[[bytes], bytes]) -> None:
 
     ``refuse`` is called with those bytes when they are plain HTTP; it returns the
     400 response to send in plain text before the close (and logs it). Only a TLS
-    layer of Twisted's that sits directly on a TCP or UNIX socket is watched; on
-    anything else this does nothing.
+    layer of Twisted's that sits directly on a TCP or UNIX socket, or on the PROXY
+    header's reader (a ``haproxy:ssl:`` listener: the first bytes after the
+    header), is watched; on anything else this does nothing.
     """
     if not isinstance(tls, TLSMemoryBIOProtocol):
         return
-    socket_transport: Any = tls.transport
-    if not isinstance(socket_transport, tcp.Connection):
+    below: Any = tls.transport
+    if isinstance(below, tcp.Connection):
+        slot = "protocol"  # the socket hands its reads to its protocol
+    elif isinstance(below, ProxyHeaderReader):
+        slot = "wrappedProtocol"  # the reader hands what follows the header on
+    else:
         return
-    current: object = socket_transport.protocol
-    if current is not tls:
+    if getattr(below, slot) is not tls:
         return
-    check = _FirstReadCheck(tls, refuse)
-    check.transport = socket_transport
-    socket_transport.protocol = check
+
+    def restore() -> None:
+        setattr(below, slot, tls)
+
+    check = _FirstReadCheck(tls, refuse, restore)
+    check.transport = below
+    setattr(below, slot, check)
 
 
 #: Empty lines waited through before the first read is decided (then TLS decides).
@@ -58,9 +68,15 @@ _MAX_BLANK = 64
 class _FirstReadCheck(Protocol):
     """The socket's protocol until its first read, in front of the TLS layer."""
 
-    def __init__(self, tls: TLSMemoryBIOProtocol, refuse: Callable[[bytes], bytes]) -> None:
+    def __init__(
+        self,
+        tls: TLSMemoryBIOProtocol,
+        refuse: Callable[[bytes], bytes],
+        restore: Callable[[], None],
+    ) -> None:
         self._tls = tls
         self._refuse = refuse
+        self._restore = restore
         self._blank = b""
 
     def dataReceived(self, data: bytes) -> None:
@@ -73,7 +89,7 @@ class _FirstReadCheck(Protocol):
             self._blank = data
             return
         transport: Any = self.transport
-        transport.protocol = self._tls  # every later event goes straight to TLS
+        self._restore()  # every later event goes straight to TLS
         if request[:1].isalpha():
             transport.write(self._refuse(request))
             transport.loseConnection()
