@@ -474,3 +474,32 @@ def test_check_config_says_gzip_is_on(tmp_path: Path) -> None:
     text = describe_routing(load(tmp_path, "gzip = true", SITE))
     assert "gzip: applications, proxied upstreams and static files, level 1" in text
     assert "gzip:" not in describe_routing(load(tmp_path, "", SITE))
+
+
+def test_a_directory_listing_is_gzipped_as_a_page(tmp_path: Path) -> None:
+    """A large directory's page is mostly markup (it was always sent whole)."""
+    (tmp_path / "files").mkdir()
+    for number in range(200):
+        (tmp_path / "files" / f"report-{number:04}.csv").write_text("x")
+    config = load(
+        tmp_path,
+        "gzip = true",
+        '[[host.mount]]\npath = "/files"\nstatic = "files"\nlisting = true\n',
+    )
+    plain, packed, headed = exchange(
+        config,
+        [(b"GET", b"/files/", []), (b"GET", b"/files/", [GZIP]), (b"HEAD", b"/files/", [GZIP])],
+    )
+    assert plain.header(b"content-encoding") is None
+    assert plain.header(b"vary") == b"Accept-Encoding"
+    assert b"report-0199.csv" in plain.body
+    assert packed.header(b"content-encoding") == b"gzip"
+    assert packed.header(b"vary") == b"Accept-Encoding"
+    assert gzip.decompress(packed.body) == plain.body
+    assert len(packed.body) < len(plain.body) // 5
+    assert headed.header(b"content-length") == packed.header(b"content-length")
+    unzipped = exchange(
+        load(tmp_path, "", '[[host.mount]]\npath = "/files"\nstatic = "files"\nlisting = true\n'),
+        [(b"GET", b"/files/", [GZIP])],
+    )[0]
+    assert unzipped.header(b"content-encoding") is None and unzipped.header(b"vary") is None
