@@ -570,3 +570,48 @@ def test_satisfy_any_needs_address_rules_and_a_password(tmp_path: Path, options:
     )
     with pytest.raises(ConfigError, match="satisfy: any needs allow or deny and auth_basic"):
         load_config({"config": str(tmp_path / "site.toml")})
+
+
+def test_satisfy_any_goes_with_the_password_a_static_partner_shares(tmp_path: Path) -> None:
+    """The try_files pair (static files, then the application at the same path):
+    the office needs no password for either, the world needs one for both.
+    """
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "style.css").write_text("body {}\n")
+    router = built(
+        tmp_path,
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/private"\nstatic = "files"\nfallthrough = true\n'
+        '[[host.mount]]\npath = "/private"\napp = "tests.apps:whoami"\n'
+        'auth_basic = "Staff only"\nauth_basic_user_file = "htpasswd"\n'
+        'allow = ["10.0.0.0/8"]\nsatisfy = "any"\n',
+    )
+
+    def status(address: str, path: bytes, *headers: tuple[bytes, bytes]) -> int:
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", address, 40000),
+        )
+        connection = connect(router, transport=transport)
+        fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        connection.send(b"GET " + path + b" HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
+        [response] = parse_responses(connection.take())
+        return response.status
+
+    assert status("10.1.2.3", b"/private/style.css") == 200
+    assert status("10.1.2.3", b"/private/report") == 200
+    assert status("203.0.113.9", b"/private/style.css") == 401
+    assert status("203.0.113.9", b"/private/report") == 401
+    password = basic("alice", "open sesame")
+    assert status("203.0.113.9", b"/private/style.css", password) == 200
+
+
+def test_satisfy_any_with_an_empty_deny_is_refused(tmp_path: Path) -> None:
+    """An empty deny is no rule: satisfy any would ask every client for a password."""
+    (tmp_path / "htpasswd").write_text(USERS)
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+        'deny = []\nauth_basic = "x"\nauth_basic_user_file = "htpasswd"\nsatisfy = "any"\n'
+    )
+    with pytest.raises(ConfigError, match="satisfy: any needs allow or deny and auth_basic"):
+        load_config({"config": str(tmp_path / "site.toml")})

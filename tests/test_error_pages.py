@@ -601,6 +601,16 @@ def test_sighup_reads_the_pages_again_and_refuses_one_that_no_longer_reads(
             b"other",
         ),
         (b"GET / HTTP/1.1\r\nhost: OTHER.example:80\r\nX-A: 1\r\n fold\r\n\r\n", 400, b"other"),
+        # The absolute form names the host, as the Host field would.
+        (b"GET http://other.example/ HTTP/1.1\r\nBad Header: x\r\n\r\n", 400, b"other"),
+        # Two Host fields: the first one's host.
+        (
+            b"GET / HTTP/1.1\r\nHost: other.example\r\nHost: a.example\r\nX: 1\r\n\r\n",
+            400,
+            b"other",
+        ),
+        # Refusals whose own words say what to do get no page.
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, None),
         # That host has no page for it: the plain answer (not the default's page).
         (
             b"GET / HTTP/1.1\r\nHost: other.example\r\n"
@@ -639,3 +649,39 @@ def test_a_head_that_could_not_be_read_gets_the_page_of_the_host_found_so_far(
     else:
         assert (response.header(b"content-type"), response.body) == (HTML, b"<p>%s</p>\n" % page)
     assert response.header(b"connection") == b"close"
+
+
+def test_a_head_cut_off_by_the_header_timeout_gets_no_page(tmp_path: Path) -> None:
+    """Nginx sends nothing there; the plain 408 is the least a client is sent."""
+    (tmp_path / "default.html").write_bytes(b"<p>default</p>\n")
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        'error_pages = { 408 = "default.html", 400 = "default.html" }\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    config = cli.load_config({"config": str(tmp_path / "site.toml")})
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    connection = connect(router)
+    connection.factory.error_pages = router.error_pages_for
+    connection.send(b"G")
+    connection.clock.advance(3600)
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.header(b"content-type")) == (408, PLAIN)
+
+
+def test_plain_http_on_a_tls_port_keeps_its_explanation(tmp_path: Path) -> None:
+    (tmp_path / "default.html").write_bytes(b"<p>default</p>\n")
+    (tmp_path / "site.toml").write_text(
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        'error_pages = { 400 = "default.html" }\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    config = cli.load_config({"config": str(tmp_path / "site.toml")})
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    connection = connect(router)
+    connection.factory.error_pages = router.error_pages_for
+    [response] = parse_responses(
+        connection.protocol._plain_http_refused(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    )
+    assert (response.status, response.header(b"content-type")) == (400, PLAIN)
+    assert b"plain HTTP" in response.body

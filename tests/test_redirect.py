@@ -457,3 +457,45 @@ def test_an_upload_too_large_over_plain_http_is_redirected_not_refused(
     assert response.status == status
     if status == 308:
         assert response.header(b"location") == b"https://a.test:8443/upload"
+
+
+def test_a_redirected_upload_closes_the_connection_and_reads_no_more_of_it(
+    redirecting: ServerConfig,
+) -> None:
+    """Unlimited there, its body is not read on (nginx reads it to discard it for
+    lingering_time at most): the connection closes after the redirect.
+    """
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(redirecting))
+    connection = connect(router, settings=HttpSettings(max_body=1000))
+    connection.factory.body_limit = router.body_limit  # (as the service does)
+    connection.protocol.dataReceived(
+        b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 99999999999\r\n\r\n"
+        + b"x" * 100_000  # (past what is received before a request is handed on)
+    )
+    [response] = parse_responses(connection.transport.value(), [b"POST"], complete=False)
+    assert response.status == 308
+    assert response.header(b"connection") == b"close"
+    assert connection.transport.disconnecting or connection.protocol._read.name == "STOPPED"
+
+
+def test_behind_a_proxy_that_says_https_the_body_limit_applies(tmp_path: Path) -> None:
+    """Not redirected, so not let past the limit either."""
+    config = load(
+        tmp_path,
+        'listen = ["tcp:8080", "ssl:8443:privateKey=k.pem"]\nhttps_redirect = "on"\n'
+        'trusted_proxies = ["10.0.0.0/8"]',
+        host('"a.test"'),
+    )
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+        peerAddress=IPv4Address("TCP", "10.0.0.5", 40000),
+    )
+    connection = connect(router, settings=HttpSettings(max_body=1000), transport=transport)
+    connection.factory.body_limit = router.body_limit
+    connection.protocol.dataReceived(
+        b"POST /upload HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-Proto: https\r\n"
+        b"Content-Length: 5000\r\n\r\n"
+    )
+    [response] = parse_responses(transport.value(), [b"POST"])
+    assert response.status == 413

@@ -362,6 +362,10 @@ class GuardedHandler:
         self.connections = connections
         self.auth = auth
         self.either = either and rules is not None and auth is not None
+        #: The address rules that let a client in without the password (satisfy
+        #: any): the mount's own, or its partner's for a static mount that shares
+        #: the partner's password (see site.SiteBuilder._share_password).
+        self.password_waived_by: AccessRules | None = rules if self.either else None
 
     def handle(self, exchange: Exchange) -> None:
         """Answer 403, 429 or 401 to a client refused; hand anyone else on."""
@@ -376,11 +380,13 @@ class GuardedHandler:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
                 answer_error(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
-        if self.auth is not None and (refused or not self.either):
-            # (satisfy any: a client the rules refuse may still come in with a
-            # password; the 401 asks for one, as nginx's does.)
-            self.auth.check(exchange, self._admit)  # on to _admit if let through
-            return
+        if self.auth is not None:
+            waiver = self.password_waived_by
+            if waiver is None or refused or waiver.refuses(request):
+                # (satisfy any: a client the rules refuse may still come in with a
+                # password; the 401 asks for one, as nginx's does.)
+                self.auth.check(exchange, self._admit)  # on to _admit if let through
+                return
         self._admit(exchange)
 
     def _admit(self, exchange: Exchange) -> None:

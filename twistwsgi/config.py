@@ -1553,7 +1553,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "deny",
         NETWORKS,
         (),
-        "Clients in these networks get 403 here (nginx's deny), even when allow lists them.",
+        "Clients in these networks get 403 here (nginx's deny), even when allow lists"
+        " them (with satisfy = any, 401: they may come in with a password).",
         cli=False,
     ),
     Setting(
@@ -2210,7 +2211,7 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             where, f"auth_basic and auth_basic_user_file go together: {missing} is missing"
         )
     if parsed.get("satisfy") == "any" and not (
-        ("allow" in parsed or "deny" in parsed) and "auth_basic" in parsed
+        (parsed.get("allow") or parsed.get("deny")) and "auth_basic" in parsed
     ):
         raise ConfigError(
             f"{where}.satisfy",

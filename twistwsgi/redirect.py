@@ -91,7 +91,12 @@ class HttpsRedirect:
             target = (request.path or b"/") + (b"?" + request.query if request.query else b"")
         location = b"https://" + host.encode("ascii") + self._port_suffix + target
         status = 301 if request.method in (b"GET", b"HEAD") else 308
-        answer_plain(exchange, status, _BODIES[status], [(b"Location", location)])
+        fields = [(b"Location", location)]
+        if request.has_body:
+            # Its body, unlimited here (the redirect comes before the body limit),
+            # is not read on: the connection closes (lingering, within its bounds).
+            fields.append((b"Connection", b"close"))
+        answer_plain(exchange, status, _BODIES[status], fields)
         return True
 
 

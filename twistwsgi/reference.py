@@ -329,11 +329,13 @@ nginx does.
   (`/admin/api` under `/admin`) is another mount and has its own `auth_basic` or
   none, as an nginx location does. A static mount with `fallthrough` and the mount
   at the same path it passes misses to are one place: `auth_basic` set on either
-  applies to both, so the static files of a protected application are protected
-  too (`allow` and `deny` stay each mount's own: public files in front of an
-  application for the office only). A file an application hands over with
-  `X-Accel-Redirect` is its decision: the static mount's password is not asked for
-  again (nginx would ask it again after its internal redirect).
+  applies to both, so the static files of a protected application are protected too,
+  and with it the partner's `satisfy = "any"` (the office its rules let in needs no
+  password for the files either); `allow` and `deny` otherwise stay each mount's
+  own: public files in front of an application for the office only. A file an
+  application hands over with `X-Accel-Redirect` is its decision: the static mount's
+  password is not asked for again (nginx would ask it again after its internal
+  redirect).
 - An unknown user is refused faster than a wrong password (no hash is computed), so
   the timing tells which names exist, as with nginx.
 - **Address or password** (nginx's `satisfy any`): with `allow` or `deny` and

@@ -442,6 +442,9 @@ class Router:
         """
         if isinstance(request, RequestHead):
             authority = request.authority
+        elif request.target[:7].lower() == b"http://" or request.target[:8].lower() == b"https://":
+            # The absolute form names the host, as it would over the Host field.
+            authority = request.target.split(b"/", 3)[2]
         else:
             authority = next(
                 (value for name, value in request.headers if name.lower() == b"host"), b""

@@ -345,18 +345,23 @@ class SiteBuilder:
         ``auth_basic`` set on the partner alone would leave the static files public,
         a protected application's exports included. The static mount takes the
         partner's when it has none (the partner checks again on a miss: the
-        credentials are remembered by then). ``allow``, ``deny`` and the limits stay
-        each mount's own: public files in front of an application for the office
-        only is a use of its own.
+        credentials are remembered by then), and with it the partner's ``satisfy =
+        "any"``: a client its rules let in needs no password for the files either.
+        ``allow``, ``deny`` and the limits otherwise stay each mount's own: public
+        files in front of an application for the office only is a use of its own.
         """
         auth = auths.get(partner)
         if auth is None or static in auths:
             return
         current = guarded[static]
-        if isinstance(current, GuardedHandler):
-            current.auth = auth
-        else:
-            guarded[static] = GuardedHandler(handlers[static], None, auth=auth)
+        if not isinstance(current, GuardedHandler):
+            current = guarded[static] = GuardedHandler(handlers[static], None)
+        current.auth = auth
+        owner = guarded[partner]
+        if isinstance(owner, GuardedHandler):
+            # With the password goes what waives it (satisfy any): the office let in
+            # by the partner's rules needs none for the files either.
+            current.password_waived_by = owner.password_waived_by
         auths[static] = auth
 
     def _basic_auth(self, mount: MountConfig) -> BasicAuth | None:

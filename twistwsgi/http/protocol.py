@@ -1670,7 +1670,13 @@ class HTTP11Protocol(Protocol):
         error = refusal.error
         self._log_refusal(error)
         request = refusal.request
-        page = self.error_page(request, error.status)
+        page = None
+        if isinstance(request, RequestHead) or (
+            # A head cut off by the header timeout gets no page (nginx sends none),
+            # nor do the refusals whose words say what to do instead.
+            error.status != 408 and error.detail not in _OWN_WORDS
+        ):
+            page = self.error_page(request, error.status)
         # The answer to a HEAD request has no body, refusals included (RFC 9110 9.3.2).
         body = request.method != b"HEAD"
         if body:
@@ -1882,13 +1888,18 @@ def _names_a_field(error: Exception) -> bool:
     return any(word in reason for word in _FIELD_WORDS)
 
 
+_HTTP2_PREFACE = "HTTP/2 is not served on this port; use HTTP/1.1"
+#: Refusals whose plain words tell the client what to do: no error page replaces them.
+_OWN_WORDS = frozenset({_HTTP2_PREFACE, PLAIN_HTTP_REASON})
+
+
 def _http2_preface() -> RequestError:
     """The answer to the PRI method (505).
 
     PRI only starts HTTP/2's connection preface (RFC 9113 3.4): whatever follows it,
     the client speaks a version this port does not.
     """
-    return RequestError(505, "HTTP/2 is not served on this port; use HTTP/1.1")
+    return RequestError(505, _HTTP2_PREFACE)
 
 
 #: llhttp's reasons for a PRI request it read to the end of its head.
