@@ -509,16 +509,19 @@ def test_checks_queued_when_the_server_stops_are_dropped() -> None:
 
 
 def get_from(
-    router: Router, address: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    router: Router,
+    address: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    path: bytes = b"/private/report",
 ) -> ParsedResponse:
-    """GET /private/report from a client at ``address``."""
+    """GET ``path`` from a client at ``address``."""
     transport = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
         peerAddress=IPv4Address("TCP", address, 40000),
     )
     connection = connect(router, transport=transport)
     fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-    connection.send(b"GET /private/report HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
+    connection.send(b"GET " + path + b" HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
     [response] = parse_responses(connection.take())
     return response
 
@@ -588,15 +591,7 @@ def test_satisfy_any_goes_with_the_password_a_static_partner_shares(tmp_path: Pa
     )
 
     def status(address: str, path: bytes, *headers: tuple[bytes, bytes]) -> int:
-        transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
-            peerAddress=IPv4Address("TCP", address, 40000),
-        )
-        connection = connect(router, transport=transport)
-        fields = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-        connection.send(b"GET " + path + b" HTTP/1.1\r\nHost: a.example\r\n" + fields + b"\r\n")
-        [response] = parse_responses(connection.take())
-        return response.status
+        return get_from(router, address, headers, path).status
 
     assert status("10.1.2.3", b"/private/style.css") == 200
     assert status("10.1.2.3", b"/private/report") == 200

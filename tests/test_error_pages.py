@@ -587,6 +587,18 @@ def test_sighup_reads_the_pages_again_and_refuses_one_that_no_longer_reads(
     service.stopService()
 
 
+def paged_connection(tmp_path: Path, site: str) -> Connection:
+    """A connection to the site ``site`` describes, with pages default.html and other.html."""
+    for name in ("default", "other"):
+        (tmp_path / f"{name}.html").write_bytes(b"<p>%s</p>\n" % name.encode())
+    (tmp_path / "site.toml").write_text(site)
+    config = cli.load_config({"config": str(tmp_path / "site.toml")})
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    connection = connect(router)
+    connection.factory.error_pages = router.error_pages_for  # (as the service does)
+    return connection
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status", "page"),
     [
@@ -627,20 +639,15 @@ def test_a_head_that_could_not_be_read_gets_the_page_of_the_host_found_so_far(
     """As nginx: the error_page of the server found so far, the listener's default
     one before the Host field.
     """
-    for name in ("default", "other"):
-        (tmp_path / f"{name}.html").write_bytes(b"<p>%s</p>\n" % name.encode())
-    (tmp_path / "site.toml").write_text(
+    connection = paged_connection(
+        tmp_path,
         '[[host]]\nnames = ["a.example"]\ndefault = true\n'
         'error_pages = { 400 = "default.html", 414 = "default.html", 505 = "default.html",'
         ' 431 = "default.html" }\n'
         '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
         '[[host]]\nnames = ["other.example"]\nerror_pages = { 400 = "other.html" }\n'
-        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n',
     )
-    config = cli.load_config({"config": str(tmp_path / "site.toml")})
-    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
-    connection = connect(router)
-    connection.factory.error_pages = router.error_pages_for  # (as the service does)
     connection.send(request_bytes)
     [response] = parse_responses(connection.take())
     assert response.status == status
@@ -653,16 +660,12 @@ def test_a_head_that_could_not_be_read_gets_the_page_of_the_host_found_so_far(
 
 def test_a_head_cut_off_by_the_header_timeout_gets_no_page(tmp_path: Path) -> None:
     """Nginx sends nothing there; the plain 408 is the least a client is sent."""
-    (tmp_path / "default.html").write_bytes(b"<p>default</p>\n")
-    (tmp_path / "site.toml").write_text(
+    connection = paged_connection(
+        tmp_path,
         '[[host]]\nnames = ["a.example"]\ndefault = true\n'
         'error_pages = { 408 = "default.html", 400 = "default.html" }\n'
-        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n',
     )
-    config = cli.load_config({"config": str(tmp_path / "site.toml")})
-    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
-    connection = connect(router)
-    connection.factory.error_pages = router.error_pages_for
     connection.send(b"G")
     connection.clock.advance(3600)
     [response] = parse_responses(connection.take())
@@ -670,16 +673,12 @@ def test_a_head_cut_off_by_the_header_timeout_gets_no_page(tmp_path: Path) -> No
 
 
 def test_plain_http_on_a_tls_port_keeps_its_explanation(tmp_path: Path) -> None:
-    (tmp_path / "default.html").write_bytes(b"<p>default</p>\n")
-    (tmp_path / "site.toml").write_text(
+    connection = paged_connection(
+        tmp_path,
         '[[host]]\nnames = ["a.example"]\ndefault = true\n'
         'error_pages = { 400 = "default.html" }\n'
-        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n',
     )
-    config = cli.load_config({"config": str(tmp_path / "site.toml")})
-    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
-    connection = connect(router)
-    connection.factory.error_pages = router.error_pages_for
     [response] = parse_responses(
         connection.protocol._plain_http_refused(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
     )
