@@ -33,6 +33,7 @@ from twistwsgi.supervisor import (
     FIRST_RESTART_DELAY,
     KILL_GRACE,
     MAX_RESTART_DELAY,
+    MAX_STUCK_DELAY,
     PAYLOAD_VARIABLE,
     PIPE_GRACE,
     RELOAD_TIMEOUT,
@@ -1137,3 +1138,41 @@ def test_a_report_of_another_shape_is_left_out_and_said_once() -> None:
     clock.advance(0)
     assert len(clock.processes) == 2  # replaced
     assert 'twistwsgi_responses_total{code="200"} 3' in started.metrics_text().decode()
+
+
+def test_replacements_for_stuck_threads_in_a_row_wait_ever_longer() -> None:
+    """Every request hangs (a database down): each replacement would hang as its
+    predecessor did, importing the application again each time; after the second,
+    each waits twice as long as the last, up to MAX_STUCK_DELAY.
+    """
+    started, clock = running(1)
+
+    def stuck_report_replaces() -> bool:
+        serving = [p for p in clock.processes if not p.protocol.ended][-1]
+        before = len(clock.processes)
+        serving.report({"recycle": 1, "stuck": 5})
+        if len(clock.processes) == before:
+            return False
+        successor = clock.processes[-1]
+        successor.report({"ready": True})  # the old one is told to stop, and ends
+        serving.end()
+        return True
+
+    clock.advance(100)
+    assert stuck_report_replaces()  # the first: at once
+    clock.advance(70)
+    assert stuck_report_replaces()  # the second: 60 s after the first had passed
+    clock.advance(70)
+    with capture_log_events() as events:
+        assert not stuck_report_replaces()  # the third waits 120 s from the second
+    assert "its replacement waits 50s" in messages(events)[0]
+    clock.advance(49)
+    assert not stuck_report_replaces()
+    clock.advance(1)
+    assert stuck_report_replaces()
+    clock.advance(2 * MAX_STUCK_DELAY + 1)  # quiet for long: afresh
+    assert stuck_report_replaces()
+    started.stopService()
+    for process in clock.processes:
+        if not process.protocol.ended:
+            process.end()

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -108,6 +109,14 @@ _SOCKET_ACTIVATION_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 YOUNG_WORKER = 10.0
 FIRST_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
+#: A slot whose worker is replaced for stuck threads again and again (every request
+#: hangs: a database down) has each replacement wait longer: the second may start
+#: this long after the first, each next one twice as long, up to
+#: :data:`MAX_STUCK_DELAY`; a slot without such a replacement for twice that long
+#: starts afresh. Each replacement imports the application again, and one that hangs
+#: as its predecessor did frees nothing.
+FIRST_STUCK_DELAY = 60.0
+MAX_STUCK_DELAY = 600.0
 #: Seconds past the graceful timeout a stopping worker gets before it is killed: its
 #: own graceful timeout drops what is left, then its threads are let go.
 KILL_GRACE = 5.0
@@ -321,6 +330,8 @@ class Supervisor(Service):
         self._retiring: list[_Worker] = []
         # Replacements for --max-requests starting, by slot (see _recycle).
         self._successors: dict[int, _Worker] = {}
+        # Replacements for stuck threads, by slot: how many in a row, the last when.
+        self._stuck_replacements: dict[int, tuple[int, float]] = {}
         self._command = list(command)
         self._environ = dict(os.environ if environ is None else environ)
         self.ports: list[IListeningPort] = []
@@ -593,12 +604,15 @@ class Supervisor(Service):
         again after a delay that doubles.
         """
         number = worker.number
+        now = self._reactor.seconds()
         if (
             not self.running
             or number in self._successors
             or self._incoming is not None  # (the reload replaces it)
-            or self._reactor.seconds() < worker.recycle_not_before
+            or now < worker.recycle_not_before
         ):
+            return
+        if stuck is not None and self._stuck_replacement_waits(worker, now):
             return
         if stuck is None:
             _log.info(
@@ -622,6 +636,32 @@ class Supervisor(Service):
         except OSError as error:
             del self._successors[number]
             self._recycle_failed(worker, f"cannot start a process: {error}")
+
+    def _stuck_replacement_waits(self, worker: _Worker, now: float) -> bool:
+        """Whether ``worker``'s replacement for stuck threads must wait (see FIRST_STUCK_DELAY).
+
+        Counts the replacement in when it may start now.
+        """
+        strikes, last = self._stuck_replacements.get(worker.number, (0, -math.inf))
+        if now - last > 2 * MAX_STUCK_DELAY:
+            strikes = 0
+        if strikes:
+            start = last + min(FIRST_STUCK_DELAY * 2 ** (strikes - 1), MAX_STUCK_DELAY)
+            if now < start:
+                worker.recycle_not_before = start
+                _log.warn(
+                    "Worker {number} (pid {pid}) has threads held by requests answered 504"
+                    " again ({strikes} replacement(s) in a row for that): its replacement"
+                    " waits {delay:.0f}s (does the application wait on something that is"
+                    " down?)",
+                    number=worker.number,
+                    pid=worker.pid,
+                    strikes=strikes,
+                    delay=start - now,
+                )
+                return True
+        self._stuck_replacements[worker.number] = (strikes + 1, now)
+        return False
 
     def _hand_over(self, successor: _Worker) -> None:
         """A replacement for --max-requests serves: the worker it replaces stops."""
