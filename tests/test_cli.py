@@ -10,6 +10,7 @@ import sys
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -1516,3 +1517,16 @@ def test_the_server_holds_a_sighup_from_its_start(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SystemExit):
         make("--app", "tests.apps:hello", "--check-config")
     assert held == ["held", "limit"]
+
+
+def test_once_stopped_the_process_ignores_stop_signals(
+    installed: dict[int, Callable[[int, object], None]],
+) -> None:
+    """A second SIGTERM a moment after the first met the default action Python puts
+    back as it finalizes: killed (-15) after a clean stop. Ignored, it cannot.
+    """
+    stopped = SimpleNamespace(_exitSignal=signal.SIGTERM)  # (what twistd reads)
+    cli._exit_zero_after_signal(stopped)
+    assert stopped._exitSignal is None  # (twistd re-raises it otherwise)
+    ignored: dict[int, Any] = dict(installed)
+    assert ignored == {signal.SIGTERM: signal.SIG_IGN, signal.SIGINT: signal.SIG_IGN}

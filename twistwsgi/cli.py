@@ -1349,6 +1349,14 @@ def _exit_zero_after_signal(reactor: Any) -> None:
     has stopped (the ``_exitSignal`` attribute they read), so the process would
     report "killed by SIGTERM". For this server SIGTERM is the normal way to end
     after in-flight requests are drained, and supervisors expect 0 for that.
+
+    From here on the process only exits: a SIGTERM or SIGINT arriving now (a second
+    one sent a moment after the first) is ignored. Python puts the default action
+    back for signals it handles as the interpreter finalizes, and such a signal
+    then ended the process as killed (-15) after a clean stop; an ignored signal
+    stays ignored.
     """
     if getattr(reactor, "_exitSignal", None) is not None:
         reactor._exitSignal = None
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)
