@@ -503,3 +503,21 @@ def test_a_directory_listing_is_gzipped_as_a_page(tmp_path: Path) -> None:
         [(b"GET", b"/files/", [GZIP])],
     )[0]
     assert unzipped.header(b"content-encoding") is None and unzipped.header(b"vary") is None
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "gzip = true\ngzip_min_length = 100000",  # the page is shorter
+        'gzip = true\ngzip_types = ["application/json"]',  # not HTML
+    ],
+)
+def test_a_listing_follows_the_gzip_settings(tmp_path: Path, server: str) -> None:
+    (tmp_path / "files").mkdir()
+    for number in range(200):
+        (tmp_path / "files" / f"report-{number:04}.csv").write_text("x")
+    config = load(
+        tmp_path, server, '[[host.mount]]\npath = "/files"\nstatic = "files"\nlisting = true\n'
+    )
+    [response] = exchange(config, [(b"GET", b"/files/", [GZIP])])
+    assert response.header(b"content-encoding") is None

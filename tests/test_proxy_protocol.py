@@ -252,9 +252,13 @@ class ProxyProtocolSocketTests(TestCase):
                 raw.sendall(v1() + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
                 return _read_all(raw)
 
-        [response] = parse_responses(await deferToThread(ask))
+        with capture_log_events() as events:
+            [response] = parse_responses(await deferToThread(ask))
         assert response.status == 400
         assert b"plain HTTP" in response.body
+        # The client the header named is the one refused, in the log too.
+        refused = [formatEvent(event) for event in events if "Refused" in formatEvent(event)]
+        assert refused and refused[0].startswith("Refused a request from 203.0.113.7:51000")
 
 
 def _read_all(connection: socket.socket) -> bytes:

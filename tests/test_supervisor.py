@@ -1142,36 +1142,89 @@ def test_a_report_of_another_shape_is_left_out_and_said_once() -> None:
 
 def test_replacements_for_stuck_threads_in_a_row_wait_ever_longer() -> None:
     """Every request hangs (a database down): each replacement would hang as its
-    predecessor did, importing the application again each time; after the second,
-    each waits twice as long as the last, up to MAX_STUCK_DELAY.
+    predecessor did, importing the application again each time; after the first,
+    each waits twice as long as the last (from 60 s), up to MAX_STUCK_DELAY; twenty
+    quiet minutes start the count afresh.
     """
     started, clock = running(1)
 
-    def stuck_report_replaces() -> bool:
-        serving = [p for p in clock.processes if not p.protocol.ended][-1]
+    def serving() -> FakeProcess:
+        return [p for p in clock.processes if not p.protocol.ended][-1]
+
+    def report(stuck: bool = True) -> bool:
+        """The serving worker reports; whether a replacement started (and took over)."""
+        current = serving()
         before = len(clock.processes)
-        serving.report({"recycle": 1, "stuck": 5})
+        current.report({"recycle": 1, "stuck": 5} if stuck else {"recycle": 1000})
         if len(clock.processes) == before:
             return False
-        successor = clock.processes[-1]
-        successor.report({"ready": True})  # the old one is told to stop, and ends
-        serving.end()
+        clock.processes[-1].report({"ready": True})  # the old one is told to stop
+        current.end()
         return True
 
     clock.advance(100)
-    assert stuck_report_replaces()  # the first: at once
+    assert report()  # the first: at once
     clock.advance(70)
-    assert stuck_report_replaces()  # the second: 60 s after the first had passed
+    assert report()  # the second: 60 s after the first had passed
     clock.advance(70)
     with capture_log_events() as events:
-        assert not stuck_report_replaces()  # the third waits 120 s from the second
-    assert "its replacement waits 50s" in messages(events)[0]
-    clock.advance(49)
-    assert not stuck_report_replaces()
-    clock.advance(1)
-    assert stuck_report_replaces()
+        assert not report()  # the third waits 120 s from the second
+        assert not report()  # (said once)
+    waits = [text for text in messages(events) if "its replacement waits" in text]
+    assert len(waits) == 1 and "waits 50s" in waits[0]
+    assert report(stuck=False)  # --max-requests is not held back by it
+    assert not report()  # (its successor: the same slot's count)
+    clock.advance(50)
+    assert report()
+    for _ in range(6):  # many in a row: never more than MAX_STUCK_DELAY apart
+        clock.advance(MAX_STUCK_DELAY)
+        assert report()
     clock.advance(2 * MAX_STUCK_DELAY + 1)  # quiet for long: afresh
-    assert stuck_report_replaces()
+    assert report()
+    clock.advance(1)
+    assert not report()  # the second of the new run waits 60 s, not the cap
+    clock.advance(59)
+    assert report()
+    started.stopService()
+    for process in clock.processes:
+        if not process.protocol.ended:
+            process.end()
+
+
+def test_a_stuck_replacement_that_never_served_is_no_strike() -> None:
+    started, clock = running(1)
+    clock.advance(100)
+    clock.refuse_spawn = True
+    clock.processes[0].report({"recycle": 1, "stuck": 5})  # cannot start
+    clock.refuse_spawn = False
+    clock.advance(1)  # (past the retry delay of a replacement that could not start)
+    before = len(clock.processes)
+    clock.processes[0].report({"recycle": 1, "stuck": 5})
+    assert len(clock.processes) == before + 1  # no wait: the first did not count
+    started.stopService()
+    for process in clock.processes:
+        process.end()
+
+
+def test_a_reload_starts_the_stuck_count_afresh() -> None:
+    """New code may not hang where the old did: its first stuck replacement is at once."""
+    started, clock = running(1)
+    clock.advance(100)
+    for _ in range(2):
+        current = [p for p in clock.processes if not p.protocol.ended][-1]
+        current.report({"recycle": 1, "stuck": 5})
+        clock.processes[-1].report({"ready": True})
+        current.end()
+        clock.advance(61)
+    started.reload(30.0, "[server]\n")
+    [new] = new_workers(clock, len(clock.processes) - 1)
+    new.report({"ready": True})
+    for process in clock.processes[:-1]:
+        if not process.protocol.ended:
+            process.end()
+    before = len(clock.processes)
+    new.report({"recycle": 1, "stuck": 5})
+    assert len(clock.processes) == before + 1
     started.stopService()
     for process in clock.processes:
         if not process.protocol.ended:

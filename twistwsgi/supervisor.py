@@ -208,6 +208,10 @@ class _Worker:
     #: the next may be tried.
     recycle_failures: int = 0
     recycle_not_before: float = 0.0
+    #: When a replacement for stuck threads may start (see FIRST_STUCK_DELAY).
+    stuck_not_before: float = 0.0
+    #: Whether this process was started to replace one with stuck threads.
+    replaces_stuck: bool = False
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -455,6 +459,9 @@ class Supervisor(Service):
         worker.ready = False
         worker.error = None
         worker.started = self._reactor.seconds()
+        # A new process: what held back its predecessor's replacement is not its.
+        worker.recycle_failures = 0
+        worker.recycle_not_before = worker.stuck_not_before = 0.0
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2, CONTROL_FD: "w", REPORT_FD: "r"}
         for index, port in enumerate(self.ports):
             child_fds[FIRST_LISTENER_FD + index] = port.fileno()  # type: ignore[attr-defined]
@@ -612,7 +619,9 @@ class Supervisor(Service):
             or now < worker.recycle_not_before
         ):
             return
-        if stuck is not None and self._stuck_replacement_waits(worker, now):
+        if stuck is not None and (
+            now < worker.stuck_not_before or self._stuck_replacement_waits(worker, now)
+        ):
             return
         if stuck is None:
             _log.info(
@@ -631,6 +640,7 @@ class Supervisor(Service):
                 stuck=stuck,
             )
         successor = self._successors[number] = _Worker(number, 0.0)
+        successor.replaces_stuck = stuck is not None
         try:
             self._start_process(successor, self._configuration)
         except OSError as error:
@@ -640,15 +650,18 @@ class Supervisor(Service):
     def _stuck_replacement_waits(self, worker: _Worker, now: float) -> bool:
         """Whether ``worker``'s replacement for stuck threads must wait (see FIRST_STUCK_DELAY).
 
-        Counts the replacement in when it may start now.
+        A replacement counts once it has taken over (:meth:`_hand_over`): one that
+        could not start, or ended before it served, is no strike.
         """
         strikes, last = self._stuck_replacements.get(worker.number, (0, -math.inf))
         if now - last > 2 * MAX_STUCK_DELAY:
             strikes = 0
         if strikes:
-            start = last + min(FIRST_STUCK_DELAY * 2 ** (strikes - 1), MAX_STUCK_DELAY)
+            wait = min(FIRST_STUCK_DELAY * 2 ** (strikes - 1), MAX_STUCK_DELAY)
+            # (The wall clock stepped back: never longer than the cap from now.)
+            start = min(last + wait, now + MAX_STUCK_DELAY)
             if now < start:
-                worker.recycle_not_before = start
+                worker.stuck_not_before = start
                 _log.warn(
                     "Worker {number} (pid {pid}) has threads held by requests answered 504"
                     " again ({strikes} replacement(s) in a row for that): its replacement"
@@ -660,13 +673,18 @@ class Supervisor(Service):
                     delay=start - now,
                 )
                 return True
-        self._stuck_replacements[worker.number] = (strikes + 1, now)
         return False
 
     def _hand_over(self, successor: _Worker) -> None:
         """A replacement for --max-requests serves: the worker it replaces stops."""
         number = successor.number
         del self._successors[number]
+        if successor.replaces_stuck:
+            strikes, last = self._stuck_replacements.get(number, (0, -math.inf))
+            now = self._reactor.seconds()
+            if now - last > 2 * MAX_STUCK_DELAY:
+                strikes = 0
+            self._stuck_replacements[number] = (strikes + 1, now)
         old = self._workers.get(number)
         self._workers[number] = successor
         if old is not None:
@@ -884,6 +902,7 @@ class Supervisor(Service):
             return
         old, old_timeout = self._workers, self._graceful_timeout
         self._workers, self._incoming = incoming, None
+        self._stuck_replacements = {}  # (a new set, new code: no strikes of the old)
         self._configuration, self._graceful_timeout = self._incoming_with
         self._count = len(incoming)
         # Replacements for --max-requests were of the old set.

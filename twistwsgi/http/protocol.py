@@ -1649,6 +1649,8 @@ class HTTP11Protocol(Protocol):
 
     def _plain_http_refused(self, data: bytes) -> bytes:
         """The 400 for plain HTTP on this TLS port, logged with its request line."""
+        if self._addresses_pending and not self._learn_addresses():
+            return b""  # (a PROXY header naming no address: dropped)
         line = data.split(b"\n", 1)[0].rstrip(b"\r")[: self._settings.max_request_line]
         method, _, rest = line.partition(b" ")
         target, _, protocol = rest.partition(b" ")
