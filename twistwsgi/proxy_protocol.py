@@ -44,6 +44,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from twistwsgi.http.request import describe_peer, peer_address
 from twistwsgi.proxy_header import V2_MAX, InvalidHeaderError, ProxyHeader, read_header
 
 __all__ = [
@@ -151,7 +152,7 @@ class ProxyHeaderFactory(WrappingFactory[ProxyHeaderReader]):
         _log.warn(
             "Closed a connection from {balancer} on a PROXY protocol listener: {problem}"
             " (is the load balancer sending the header? {more} more since the last such line)",
-            balancer=_describe(balancer),
+            balancer=describe_peer(peer_address(balancer)),
             problem=problem,
             more=self._unlogged,
         )
@@ -229,10 +230,3 @@ def _address(host: str, port: int) -> IPv4Address | IPv6Address:
     if ":" in host:
         return IPv6Address("TCP", host, port)
     return IPv4Address("TCP", host, port)
-
-
-def _describe(address: IAddress) -> str:
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None:
-        return "a UNIX-socket client"
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

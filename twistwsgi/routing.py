@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.request import ErrorPages, PartialRequest, RequestHead, Route
-from twistwsgi.http.rules import ipv6_literal, normalize_name
+from twistwsgi.http.rules import absolute_authority, ipv6_literal, normalize_name
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
@@ -442,11 +442,9 @@ class Router:
         """
         if isinstance(request, RequestHead):
             authority = request.authority
-        elif request.target[:7].lower() == b"http://" or request.target[:8].lower() == b"https://":
-            # The absolute form names the host, as it would over the Host field.
-            authority = request.target.split(b"/", 3)[2]
         else:
-            authority = next(
+            # The absolute form names the host, as it would over the Host field.
+            authority = absolute_authority(request.target) or next(
                 (value for name, value in request.headers if name.lower() == b"host"), b""
             )
         mounts = self.table.hosts.lookup(normalize_host(authority.strip()))

@@ -63,6 +63,7 @@ from twistwsgi.http.request import (
     RequestHead,
     Route,
     describe_peer,
+    peer_address,
 )
 from twistwsgi.http.rules import RequestError
 from twistwsgi.http.sendfile import send_file
@@ -518,14 +519,6 @@ def _idle_since(connection: HTTP11Protocol) -> float:
     return connection.idle_since
 
 
-def _address(address: IAddress) -> Address | None:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if isinstance(host, str) and isinstance(port, int):
-        return (host, port)
-    return None
-
-
 def _is_ip_address(host: str, port: int) -> bool:
     """Whether ``host`` is an IPv4 or IPv6 address and ``port`` a TCP port (or 0)."""
     try:
@@ -628,8 +621,8 @@ class HTTP11Protocol(Protocol):
     def connectionMade(self) -> None:
         """Register as the transport's producer and start the first-request timer."""
         transport = self.transport
-        self._peer = _address(transport.getPeer())
-        self._local = _address(transport.getHost())
+        self._peer = peer_address(transport.getPeer())
+        self._local = peer_address(transport.getHost())
         # A wrapping transport may learn the addresses from the first bytes: a
         # PROXY protocol header names the client a load balancer accepted (see
         # twistwsgi.proxy_protocol), read before any byte reaches this protocol.
@@ -1015,8 +1008,8 @@ class HTTP11Protocol(Protocol):
         """
         self._addresses_pending = False
         transport = self.transport
-        peer = _address(transport.getPeer())
-        local = _address(transport.getHost())
+        peer = peer_address(transport.getPeer())
+        local = peer_address(transport.getHost())
         for address in (peer, local):
             if address is not None and not _is_ip_address(*address):
                 # (Twisted's own haproxy: endpoint, which a library user may give,

@@ -26,6 +26,7 @@ __all__ = [
     "RequestHead",
     "Route",
     "describe_peer",
+    "peer_address",
 ]
 
 #: A host and port pair, as the socket reports it.
@@ -42,6 +43,18 @@ def describe_peer(peer: Address | None) -> str:
         return "unix:"
     host, port = peer
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_address(address: object) -> Address | None:
+    """A connection's address (Twisted's, read by its attributes) as an :data:`Address`.
+
+    ``None`` for one without a host and port: a UNIX socket.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        return (host, port)
+    return None
 
 
 class RequestHead:

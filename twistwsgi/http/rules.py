@@ -260,6 +260,18 @@ def classify_target(method: bytes, target: bytes) -> TargetForm:
     return TargetForm.ABSOLUTE
 
 
+def absolute_authority(target: bytes) -> bytes | None:
+    """The authority of an http or https absolute-form ``target``, else ``None``.
+
+    Read as :func:`split_target` reads it, without the checks of
+    :func:`classify_target` (for a request refused before they ran).
+    """
+    match = _ABSOLUTE_RE.match(target)
+    if match is None or match["scheme"].lower() not in (b"http", b"https"):
+        return None
+    return match["authority"]
+
+
 def split_target(form: TargetForm, target: bytes) -> tuple[bytes, bytes, bytes | None]:
     """Split a classified target into ``(path, query, authority)``.
 
