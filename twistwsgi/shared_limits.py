@@ -324,14 +324,12 @@ class SharedLimits:
         table = self._map
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, base)
         try:
-            for way in range(WAYS):
-                entry = base + way * _CONN_ENTRY_SIZE
-                if _CONN_KEY.unpack_from(table, entry)[0] == key:
-                    mine = entry + self._seat_offset
-                    (count,) = _COUNT.unpack_from(table, mine)
-                    if count > 0:
-                        _COUNT.pack_into(table, mine, count - 1)
-                    return
+            entry = _conn_entry(table, base, key)
+            if entry >= 0:
+                mine = entry + self._seat_offset
+                (count,) = _COUNT.unpack_from(table, mine)
+                if count > 0:
+                    _COUNT.pack_into(table, mine, count - 1)
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, base)
 
@@ -340,11 +338,8 @@ class SharedLimits:
         base = _CONN_BASE + (key % CONN_GROUPS) * _CONN_GROUP_SIZE
         fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, base)
         try:
-            for way in range(WAYS):
-                entry = base + way * _CONN_ENTRY_SIZE
-                if _CONN_KEY.unpack_from(self._map, entry)[0] == key:
-                    return sum(_COUNTS.unpack_from(self._map, entry + _CONN_KEY.size))
-            return 0
+            entry = _conn_entry(self._map, base, key)
+            return sum(_COUNTS.unpack_from(self._map, entry + _CONN_KEY.size)) if entry >= 0 else 0
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, base)
 
@@ -370,6 +365,15 @@ class SharedLimits:
             memoryview(bytes(entries * _COUNT.size)).cast("H") as zeros,
         ):
             counts[first::per_entry] = zeros
+
+
+def _conn_entry(table: mmap.mmap, base: int, key: int) -> int:
+    """The offset of ``key``'s entry in the connection group at ``base``, else -1."""
+    for way in range(WAYS):
+        entry = base + way * _CONN_ENTRY_SIZE
+        if _CONN_KEY.unpack_from(table, entry)[0] == key:
+            return entry
+    return -1
 
 
 def _empty_at(level: float, then: float, rate: float) -> float:

@@ -653,9 +653,7 @@ class Supervisor(Service):
         A replacement counts once it has taken over (:meth:`_hand_over`): one that
         could not start, or ended before it served, is no strike.
         """
-        strikes, last = self._stuck_replacements.get(worker.number, (0, -math.inf))
-        if now - last > 2 * MAX_STUCK_DELAY:
-            strikes = 0
+        strikes, last = self._stuck_strikes(worker.number, now)
         if strikes:
             wait = min(FIRST_STUCK_DELAY * 2 ** (strikes - 1), MAX_STUCK_DELAY)
             # (The wall clock stepped back: never longer than the cap from now.)
@@ -675,15 +673,21 @@ class Supervisor(Service):
                 return True
         return False
 
+    def _stuck_strikes(self, number: int, now: float) -> tuple[int, float]:
+        """Slot ``number``'s stuck replacements in a row and the last one's time.
+
+        None after twice MAX_STUCK_DELAY without one: the count starts afresh.
+        """
+        strikes, last = self._stuck_replacements.get(number, (0, -math.inf))
+        return (0, last) if now - last > 2 * MAX_STUCK_DELAY else (strikes, last)
+
     def _hand_over(self, successor: _Worker) -> None:
         """A replacement for --max-requests serves: the worker it replaces stops."""
         number = successor.number
         del self._successors[number]
         if successor.replaces_stuck:
-            strikes, last = self._stuck_replacements.get(number, (0, -math.inf))
             now = self._reactor.seconds()
-            if now - last > 2 * MAX_STUCK_DELAY:
-                strikes = 0
+            strikes, _ = self._stuck_strikes(number, now)
             self._stuck_replacements[number] = (strikes + 1, now)
         old = self._workers.get(number)
         self._workers[number] = successor
