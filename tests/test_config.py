@@ -343,6 +343,7 @@ PARSED_TYPE: dict[str, type] = {
     "REDIRECT": str,  # "on" or "off" (or a port number, an int)
     "TYPES": tuple,
     "LEVEL": int,
+    "MODE": str,
 }
 
 

@@ -37,6 +37,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twistwsgi.client_certificates import (
+    ask_for_certificates,
+    binding_available,
+    load_client_cas,
+)
 from twistwsgi.config import (
     BOOL,
     SETTINGS,
@@ -225,6 +230,8 @@ def build_metrics_endpoint(
         return None
     if not config.check_config:
         _clear_stale_unix_socket(description)
+    # Not the site's: its requests are not routed, so none would be checked.
+    config = replace(config, tls_verify_client="off", tls_client_certificate=None)
     try:
         return description, _endpoint_for(reactor, description, config)
     except _TLSSettingError as error:
@@ -322,6 +329,37 @@ def _apply_tls_settings(context: SSL.Context, config: ServerConfig) -> None:
             raise _TLSSettingError(
                 "tls_ciphers", ciphers, "OpenSSL knows no cipher in this list"
             ) from error
+    if config.tls_verify_client != "off":
+        _ask_for_client_certificates(context, config)
+
+
+def _ask_for_client_certificates(context: SSL.Context, config: ServerConfig) -> None:
+    """Make a listener ask TLS clients for a certificate (``tls_verify_client``).
+
+    Raises:
+        _TLSSettingError: the CA file does not load, or this pyOpenSSL cannot tell
+            the server OpenSSL's verdict.
+    """
+    mode = config.tls_verify_client
+    if not binding_available():
+        raise _TLSSettingError(
+            "tls_verify_client",
+            mode,
+            "this pyOpenSSL lacks the OpenSSL functions client verification needs here",
+        )
+    ask_for_certificates(context)
+    # (Twisted gives every context the session ID context OpenSSL needs to resume
+    # sessions where certificates are asked for: random, so a session is resumed only
+    # in the context that verified it.)
+    path = config.tls_client_certificate
+    if path is not None:
+        try:
+            load_client_cas(path)  # (a file OpenSSL would take in part, or not at all)
+            context.load_verify_locations(path)
+        except (OSError, ValueError, SSL.Error) as error:
+            raise _TLSSettingError("tls_client_certificate", path, str(error)) from error
+        # The issuers a client is told are accepted (RFC 8446 4.2.4, 4.3.2).
+        context.load_client_ca(os.fsencode(path))
 
 
 def _listener_twin(options: Any, config: ServerConfig) -> SSL.Context:

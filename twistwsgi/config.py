@@ -570,6 +570,12 @@ def _tls_version(value: Any) -> str:
 
 
 TLS_VERSION = Kind("VERSION", _tls_version, "1.2 or 1.3")
+#: tls_verify_client's modes, nginx's ssl_verify_client's (see client_certificates).
+VERIFY_CLIENT = Kind(
+    "MODE",
+    _choice("off", "on", "optional", "optional_no_ca"),
+    "off, on, optional or optional_no_ca",
+)
 
 
 def _log_template(value: Any) -> str:
@@ -1083,6 +1089,27 @@ SETTINGS: tuple[Setting, ...] = (
         "Let TLS clients resume sessions with stateless tickets (nginx's"
         " ssl_session_tickets). The ticket key lives until the next SIGHUP or restart:"
         " turn them off for strict forward secrecy of TLS 1.2 sessions.",
+    ),
+    Setting(
+        "tls_verify_client",
+        VERIFY_CLIENT,
+        "off",
+        "Ask TLS clients for a certificate and verify it against"
+        " tls_client_certificate (mutual TLS; nginx's ssl_verify_client): on, a"
+        " certificate that verifies is required; optional, one that is sent must"
+        " verify; optional_no_ca, any is taken and the application decides from"
+        " SSL_CLIENT_VERIFY. A refused request gets 400 (the handshake itself"
+        " completes, as with nginx). Applications see the certificate as mod_ssl's"
+        " SSL_CLIENT_* environ keys. Only requests over the ssl: listeners are"
+        " checked. Applied again on SIGHUP.",
+    ),
+    Setting(
+        "tls_client_certificate",
+        FILE,
+        None,
+        "The CA certificates (PEM) client certificates are verified against, also"
+        " sent to clients as the issuers accepted (nginx's ssl_client_certificate)."
+        " Read again on SIGHUP.",
     ),
     Setting(
         "https_redirect",
@@ -1864,6 +1891,9 @@ class ServerConfig:
         tls_min_version: the oldest TLS version ssl: listeners accept ("1.2", "1.3").
         tls_ciphers: an OpenSSL cipher list for TLS 1.2, or None for Twisted's.
         tls_session_tickets: whether TLS sessions resume with tickets.
+        tls_verify_client: whether and how TLS clients' certificates are asked
+            for and checked (off, on, optional, optional_no_ca).
+        tls_client_certificate: the CA certificates they are verified against.
         gzip: whether mounts compress responses by default.
         gzip_types: the media types compressed.
         gzip_min_length: the shortest Content-Length compressed.
@@ -1896,6 +1926,8 @@ class ServerConfig:
     tls_min_version: str = "1.2"
     tls_ciphers: str | None = None
     tls_session_tickets: bool = True
+    tls_verify_client: str = "off"
+    tls_client_certificate: str | None = None
     gzip: bool = False
     gzip_types: tuple[str, ...] = DEFAULT_GZIP_TYPES
     gzip_min_length: int = 256
@@ -1997,6 +2029,9 @@ def _server_paths_from(server: dict[str, Any], base: str) -> dict[str, Any]:
     access_log = resolved.get("access_log")
     if isinstance(access_log, str) and access_log.strip() not in ("-", "off", ""):
         resolved["access_log"] = joined(access_log.strip())
+    client_cas = resolved.get("tls_client_certificate")
+    if isinstance(client_cas, str) and client_cas.strip():
+        resolved["tls_client_certificate"] = joined(client_cas.strip())
     static = resolved.get("static")
     if isinstance(static, str):
         static = [static]
@@ -2426,6 +2461,34 @@ def _written_specs(raw: Any) -> list[str]:
     return written
 
 
+def _check_client_verification(resolved: Mapping[str, Any], source: Callable[[str], str]) -> None:
+    """Refuse a tls_verify_client that could not do what it says.
+
+    Without the CA file, on and optional have nothing to verify against (nginx
+    refuses them so too); the file without a mode would suggest clients are checked
+    when none is; and without an ssl: listener no client is ever asked, so every
+    request would pass unchecked.
+    """
+    mode = resolved["tls_verify_client"]
+    if mode in ("on", "optional") and resolved["tls_client_certificate"] is None:
+        raise ConfigError(
+            source("tls_verify_client"),
+            "needs tls_client_certificate, the CA certificates client certificates are"
+            " verified against",
+        )
+    if mode == "off" and resolved["tls_client_certificate"] is not None:
+        raise ConfigError(
+            source("tls_client_certificate"),
+            "clients are not asked for certificates: set tls_verify_client"
+            " (on, optional or optional_no_ca)",
+        )
+    if mode != "off" and not any(endpoint_parts(text)[0] == "ssl" for text in resolved["listen"]):
+        raise ConfigError(
+            source("tls_verify_client"),
+            "no listener is ssl:, so no client would be asked for a certificate",
+        )
+
+
 def build_config(
     values: Mapping[str, Any],
     *,
@@ -2521,6 +2584,7 @@ def build_config(
             "no listener serves it: add an ssl: endpoint to listen (its certKey= is"
             " what clients naming no such host get)",
         )
+    _check_client_verification(resolved, source)
     if resolved["metrics_listen"] is not None and resolved["metrics_listen"] in listen:
         # (It would fail as "address already in use", as a listen given twice.)
         raise ConfigError(
@@ -2553,6 +2617,8 @@ def build_config(
         tls_min_version=resolved["tls_min_version"],
         tls_ciphers=resolved["tls_ciphers"],
         tls_session_tickets=resolved["tls_session_tickets"],
+        tls_verify_client=resolved["tls_verify_client"],
+        tls_client_certificate=resolved["tls_client_certificate"],
         gzip=resolved["gzip"],
         gzip_types=resolved["gzip_types"],
         gzip_min_length=resolved["gzip_min_length"],

@@ -190,4 +190,9 @@ def build_environ(
         environ["REMOTE_PORT"] = str(peer[1])
     else:
         environ["REMOTE_ADDR"] = ""
+    certificate = request.client_certificate
+    if certificate is not None:
+        # mod_ssl's names (SSL_CLIENT_VERIFY, SSL_CLIENT_S_DN, ...), set by this
+        # server's TLS alone: never taken from a client's fields.
+        environ.update(certificate.environ())
     return environ

@@ -88,6 +88,12 @@ VARIABLES: dict[str, str] = {
     "upstream_status": "their response statuses (502 or 504 for one that failed first)",
     "upstream_response_time": "seconds from giving each the request to the end of its"
     " response, with milliseconds",
+    "ssl_client_verify": "on a listener with tls_verify_client: SUCCESS, NONE (no"
+    " certificate) or FAILED:reason",
+    "ssl_client_s_dn": "the subject of the client's certificate (RFC 4514)",
+    "ssl_client_i_dn": "the issuer of the client's certificate (RFC 4514)",
+    "ssl_client_serial": "the serial number of the client's certificate (hexadecimal)",
+    "ssl_client_fingerprint": "the SHA-1 fingerprint of the client's certificate",
 }
 
 #: How values are escaped: nginx's default, its escape=json, and none.
@@ -224,6 +230,18 @@ def _note(name: str) -> Value:
     return value
 
 
+def _client_certificate(attribute: str) -> Value:
+    """A fact of the client's certificate (see twistwsgi.client_certificates)."""
+
+    def value(response: LoggedResponse, now: float) -> str | None:
+        certificate = getattr(response.request, "client_certificate", None)
+        if certificate is None:
+            return None
+        return getattr(certificate, attribute) or None
+
+    return value
+
+
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
     "remote_port": _remote_port,
@@ -243,6 +261,11 @@ _VALUES: dict[str, Value] = {
     "upstream_addr": _note("upstream_addr"),
     "upstream_status": _note("upstream_status"),
     "upstream_response_time": _note("upstream_response_time"),
+    "ssl_client_verify": _client_certificate("verify"),
+    "ssl_client_s_dn": _client_certificate("subject"),
+    "ssl_client_i_dn": _client_certificate("issuer"),
+    "ssl_client_serial": _client_certificate("serial"),
+    "ssl_client_fingerprint": _client_certificate("fingerprint"),
 }
 assert _VALUES.keys() == VARIABLES.keys()
 

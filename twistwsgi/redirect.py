@@ -59,7 +59,7 @@ class HttpsRedirect:
             (name.lower().rstrip(".") for name in names if not name.startswith("*.")), None
         )
 
-    def redirects(self, request: RequestHead) -> bool:
+    def answers(self, request: RequestHead) -> bool:
         """Whether ``request`` is answered with a redirect (or the 400 without a host).
 
         The protocol asks before it reads the body, so that the redirect, not the
@@ -80,7 +80,7 @@ class HttpsRedirect:
         ``name`` is the request's normalised host name, if it has one.
         """
         request = exchange.request
-        if not self.redirects(request):
+        if not self.answers(request):
             return False
         host = name or self._fallback_name or _local_address(request)
         if host is None:

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from twistwsgi.client_certificates import refusal
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.request import ErrorPages, PartialRequest, RequestHead, Route
 from twistwsgi.http.rules import absolute_authority, ipv6_literal, normalize_name
@@ -50,7 +51,9 @@ if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
 
 __all__ = [
+    "ClientCertificateCheck",
     "HostGuard",
+    "HostGuards",
     "HostTable",
     "Mount",
     "MountTable",
@@ -246,13 +249,63 @@ class Mount(Generic[T]):
 #: Answers a request for its host before the mounts are looked at, and says whether
 #: it did; given the exchange and the normalised host name (``None`` if none).
 class HostGuard(Protocol):
-    """What answers some of a host's requests before any mount (the https redirect)."""
+    """What answers some of a host's requests before any mount.
+
+    The https redirect, the refusal of a client whose TLS certificate did not
+    verify.
+    """
 
     def __call__(self, exchange: Exchange, name: str | None, /) -> bool:
         """Answer ``exchange`` if it is one of those; whether it was answered."""
 
-    def redirects(self, request: RequestHead, /) -> bool:
+    def answers(self, request: RequestHead, /) -> bool:
         """Whether ``request`` would be answered (asked before its body is read)."""
+
+
+class HostGuards:
+    """Several guards of one host, asked in order: the first that answers does."""
+
+    def __init__(self, guards: Sequence[HostGuard]) -> None:
+        self.guards = tuple(guards)
+
+    def __call__(self, exchange: Exchange, name: str | None, /) -> bool:
+        """Answer ``exchange`` by the first guard that takes it; whether one did."""
+        return any(guard(exchange, name) for guard in self.guards)
+
+    def answers(self, request: RequestHead, /) -> bool:
+        """Whether one of the guards would answer ``request``."""
+        return any(guard.answers(request) for guard in self.guards)
+
+
+class ClientCertificateCheck:
+    """A host's guard: 400 for a client ``tls_verify_client`` refuses (see :func:`refusal`).
+
+    The connection closes after the 400, as nginx's does: every request on it would
+    be refused the same way, and a body behind the head is not read.
+
+    Args:
+        mode: ``on`` or ``optional`` (the other modes refuse no one).
+        pages: the host's error pages (its page for 400 is sent).
+    """
+
+    def __init__(self, mode: str, pages: ErrorPages | None = None) -> None:
+        self.mode = mode
+        self.pages = pages or None
+
+    def answers(self, request: RequestHead) -> bool:
+        """Whether ``request`` is refused (asked before its body is read)."""
+        return refusal(self.mode, request.client_certificate) is not None
+
+    def __call__(self, exchange: Exchange, name: str | None) -> bool:
+        """Answer ``exchange`` with 400 if its client is refused; whether it was."""
+        body = refusal(self.mode, exchange.request.client_certificate)
+        if body is None:
+            return False
+        answer_error(exchange, 400, body, _CLOSE, pages=self.pages)
+        return True
+
+
+_CLOSE = ((b"Connection", b"close"),)
 
 
 class MountTable(Generic[T]):
@@ -423,7 +476,7 @@ class Router:
         if mounts is None:
             return None
         guard = mounts.guard
-        if guard is not None and guard.redirects(request):
+        if guard is not None and guard.answers(request):
             # Answered before any mount, its body unread: no limit refuses it first.
             return 0
         path = remove_dot_segments(request.decoded_path)

@@ -46,6 +46,9 @@ from twistwsgi.http.exchange import Handler
 from twistwsgi.http.rules import RequestError, unquote_path
 from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.routing import (
+    ClientCertificateCheck,
+    HostGuard,
+    HostGuards,
     HostTable,
     Mount,
     MountTable,
@@ -121,12 +124,7 @@ class SiteBuilder:
         try:
             for host in config.hosts:
                 mounts = self._host(host, config, built)
-                guard = None
-                if host.https_redirect is not None:
-                    guard = HttpsRedirect(
-                        host.https_redirect, TrustedProxies(config.trusted_proxies), host.names
-                    )
-                table = MountTable(mounts, guard, dict(host.error_pages))
+                table = MountTable(mounts, _host_guard(host, config), dict(host.error_pages))
                 if host.names:
                     entries.append((host.names, table))
                     names.append((host.names, host.names[0]))
@@ -146,7 +144,9 @@ class SiteBuilder:
             for mount in host.mounts
         )
         self._limits = self._building_limits
-        guarded = any(host.https_redirect is not None for host in config.hosts)
+        guarded = config.tls_verify_client in ("on", "optional") or any(
+            host.https_redirect is not None for host in config.hosts
+        )
         return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited, guarded)
 
     def _rate_limit(
@@ -450,6 +450,24 @@ class _PasswordThread:
 _password_thread = _PasswordThread()
 
 
+def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
+    """What answers some of ``host``'s requests before its mounts, if anything.
+
+    The https redirect of a request not over TLS; the 400 of one over TLS whose client
+    certificate ``tls_verify_client`` refuses. A request is one or the other.
+    """
+    guards: list[HostGuard] = []
+    if host.https_redirect is not None:
+        guards.append(
+            HttpsRedirect(host.https_redirect, TrustedProxies(config.trusted_proxies), host.names)
+        )
+    if config.tls_verify_client in ("on", "optional"):
+        guards.append(ClientCertificateCheck(config.tls_verify_client, dict(host.error_pages)))
+    if len(guards) > 1:
+        return HostGuards(guards)
+    return guards[0] if guards else None
+
+
 def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
     """The fields a mount's ``headers`` add to responses that do not set them.
 
@@ -552,6 +570,15 @@ def describe_routing(config: ServerConfig) -> str:
     lines = [f"listen: {', '.join(config.listen)}", f"threads: {config.threads}"]
     if config.workers:
         lines.append(f"workers: {config.workers} processes")
+    if config.tls_verify_client != "off":
+        lines.append(
+            f"client certificates: {config.tls_verify_client}"
+            + (
+                f", verified with {config.tls_client_certificate}"
+                if config.tls_client_certificate
+                else ""
+            )
+        )
     if config.gzip:
         lines.append(
             f"gzip: applications, proxied upstreams and static files, level {config.gzip_level}"

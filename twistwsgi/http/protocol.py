@@ -34,6 +34,7 @@ from enum import Enum
 from typing import IO, TYPE_CHECKING, Any
 
 import httptools
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -50,6 +51,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twistwsgi.client_certificates import ClientCertificate, from_connection
 from twistwsgi.http import rules
 from twistwsgi.http.compression import GzipStream, declared_length, gzip_plan
 from twistwsgi.http.exchange import Handler, LogNotes
@@ -615,6 +617,10 @@ class HTTP11Protocol(Protocol):
         # The last Host value that passed validation: a connection sends the same
         # one with every request.
         self._valid_host = b""
+        # What the client's TLS certificate says (tls_verify_client), read once the
+        # handshake is done: at the first request of a TLS connection.
+        self._client_certificate: ClientCertificate | None = None
+        self._certificate_read = True
 
     # -- connection lifecycle ---------------------------------------------------
 
@@ -629,6 +635,7 @@ class HTTP11Protocol(Protocol):
         self._addresses_pending = isinstance(transport, ProtocolWrapper)
         if ISSLTransport.providedBy(transport):
             self._scheme = "https"
+            self._certificate_read = False
             watch_for_plain_http(transport, self._plain_http_refused)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -1354,6 +1361,8 @@ class HTTP11Protocol(Protocol):
             # keepalive_timeout 0 turns persistence off (as nginx's does): say so in
             # the response, so no client tries to reuse the connection (RFC 9112 9.6).
             keep_alive = False
+        if not self._certificate_read:
+            self._read_client_certificate()
         head = RequestHead(
             method=method,
             target=target,
@@ -1368,6 +1377,7 @@ class HTTP11Protocol(Protocol):
             scheme=self._scheme,
             peer=self._peer,
             local=self._local,
+            client_certificate=self._client_certificate,
         )
         if chunked or content_length:
             # Decided from the head, before any of the body is read (nginx's
@@ -1398,6 +1408,17 @@ class HTTP11Protocol(Protocol):
             if chunked or (content_length or 0) >= LARGE_BODY:
                 self._set_read_size(LARGE_BODY_READ_SIZE)
         # else: on_message_complete follows at once and sets the deadline.
+
+    def _read_client_certificate(self) -> None:
+        """Learn what the TLS client's certificate says (its handshake is done by now).
+
+        Once per connection: renegotiation is refused, so it cannot change.
+        """
+        self._certificate_read = True
+        handle = getattr(self.transport, "getHandle", None)
+        connection = handle() if handle is not None else None
+        if isinstance(connection, SSL.Connection):
+            self._client_certificate = from_connection(connection)
 
     def _set_read_size(self, size: int | None) -> None:
         """Read ``size`` bytes at a time from the socket (``None``: Twisted's default).

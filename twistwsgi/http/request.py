@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from twistwsgi.client_certificates import ClientCertificate
     from twistwsgi.http.compression import GzipSettings
 
 __all__ = [
@@ -81,11 +82,15 @@ class RequestHead:
         scheme: ``"https"`` on a TLS connection, else ``"http"``.
         peer: the client's address and port, ``None`` on a UNIX socket.
         local: the server's address and port, ``None`` on a UNIX socket.
+        client_certificate: on a TLS connection that asked the client for a
+            certificate (``tls_verify_client``), what it sent
+            (:class:`~twistwsgi.client_certificates.ClientCertificate`); else ``None``.
     """
 
     __slots__ = (
         "authority",
         "chunked",
+        "client_certificate",
         "content_length",
         "decoded_path",
         "headers",
@@ -115,6 +120,7 @@ class RequestHead:
         scheme: str,
         peer: Address | None,
         local: Address | None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -129,6 +135,7 @@ class RequestHead:
         self.scheme = scheme
         self.peer = peer
         self.local = local
+        self.client_certificate = client_certificate
 
     @property
     def has_body(self) -> bool:

@@ -1,0 +1,768 @@
+"""Client certificates on TLS listeners: tls_verify_client and tls_client_certificate.
+
+Certificates are made here with ``cryptography``; the verdicts are checked with
+handshakes in memory (pyOpenSSL as the client) against listener contexts as the
+command line builds them, through the protocol and the routing table with the
+handshaken connection under a ``StringTransport``, and over real sockets with
+Python's ``ssl`` client and curl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from twisted.internet import reactor as global_reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+from zope.interface import alsoProvides
+
+from tests.test_sockets import write_self_signed_certificate
+from twistwsgi import cli
+from twistwsgi.client_certificates import (
+    NO_CERTIFICATE,
+    ClientCertificate,
+    describe,
+    from_connection,
+    refusal,
+)
+from twistwsgi.config import ConfigError, ServerConfig
+from twistwsgi.http.request import RequestHead
+from twistwsgi.http.settings import HttpSettings
+from twistwsgi.log_format import LogFormat
+from twistwsgi.routing import Router
+from twistwsgi.service import make_service
+from twistwsgi.site import SiteBuilder, describe_routing
+from twistwsgi.testing import ParsedResponse, connect, parse_responses
+
+reactor: Any = global_reactor
+
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+# -- certificates -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Issued:
+    """A certificate and its key, and the files they were written to."""
+
+    certificate: x509.Certificate
+    key: Any
+    certificate_file: Path
+    key_file: Path
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def issue(
+    directory: Path,
+    stem: str,
+    subject: x509.Name,
+    *,
+    by: Issued | None = None,
+    serial: int | None = None,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+) -> Issued:
+    """A CA certificate (``by`` None: self-signed) or a client certificate ``by`` a CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if by is None else by.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(not_before or NOW - datetime.timedelta(days=1))
+        .not_valid_after(not_after or NOW + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=by is None, path_length=None), critical=True)
+    )
+    certificate = builder.sign(key if by is None else by.key, hashes.SHA256())
+    certificate_file = directory / f"{stem}.pem"
+    key_file = directory / f"{stem}-key.pem"
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Issued(certificate, key, certificate_file, key_file)
+
+
+@dataclass
+class Material:
+    """A CA, a client it issued, one another CA issued, one expired, the server's files."""
+
+    ca: Issued
+    other_ca: Issued
+    alice: Issued
+    mallory: Issued
+    expired: Issued
+    server_key: Path
+    server_certificate: Path
+    directory: Path
+
+    def listen(self, port: int = 0) -> str:
+        return (
+            f"ssl:{port}:interface=127.0.0.1:privateKey={self.server_key}"
+            f":certKey={self.server_certificate}"
+        )
+
+
+def make_material(directory: Path) -> Material:
+    ca = issue(directory, "ca", _name("Test CA", "Example"))
+    other = issue(directory, "other-ca", _name("Other CA"))
+    server_key, server_certificate = write_self_signed_certificate(directory)
+    return Material(
+        ca=ca,
+        other_ca=other,
+        alice=issue(directory, "alice", _name("alice", "Example"), by=ca, serial=0x1A2B),
+        mallory=issue(directory, "mallory", _name("mallory"), by=other),
+        expired=issue(
+            directory,
+            "expired",
+            _name("old"),
+            by=ca,
+            not_before=NOW - datetime.timedelta(days=10),
+            not_after=NOW - datetime.timedelta(days=2),
+        ),
+        server_key=server_key,
+        server_certificate=server_certificate,
+        directory=directory,
+    )
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
+    return make_material(tmp_path_factory.mktemp("mtls"))
+
+
+def load(material: Material, mode: str, **more: Any) -> ServerConfig:
+    given: dict[str, Any] = {
+        "app": "tests.apps:environ",
+        "listen": [material.listen()],
+        "threads": "0",
+        "access_log": "off",
+        "tls_verify_client": mode,
+    }
+    if mode != "off":
+        given["tls_client_certificate"] = str(material.ca.certificate_file)
+    given.update(more)
+    return cli.load_config({key: value for key, value in given.items() if value is not None})
+
+
+def listener_context(config: ServerConfig) -> SSL.Context:
+    endpoint = cli._endpoint_for(reactor, config.listen[0], config)
+    context: SSL.Context = cli._tls_options(endpoint).getContext()
+    return context
+
+
+def client_context(client: Issued | None) -> SSL.Context:
+    """A TLS client's context presenting ``client``'s certificate (or none)."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    if client is not None:
+        context.use_certificate_file(str(client.certificate_file))
+        context.use_privatekey_file(str(client.key_file))
+    return context
+
+
+def handshake(
+    context: SSL.Context,
+    client: Issued | SSL.Context | None,
+    session: Any = None,
+    server_name: bytes | None = None,
+) -> tuple[SSL.Connection, SSL.Connection]:
+    """Shake hands in memory with a server on ``context``, presenting ``client``'s
+    certificate (or none; or with a client context, to resume a session it made);
+    the (server, client) connections.
+    """
+    server = SSL.Connection(context)
+    server.set_accept_state()
+    on = client if isinstance(client, SSL.Context) else client_context(client)
+    tls = SSL.Connection(on)
+    tls.set_connect_state()
+    if session is not None:
+        tls.set_session(session)
+    if server_name is not None:
+        tls.set_tlsext_host_name(server_name)
+    done = {"client": False, "server": False}
+    for _ in range(30):
+        for name, side, other in (("client", tls, server), ("server", server, tls)):
+            try:
+                side.do_handshake()
+                done[name] = True
+            except SSL.WantReadError:
+                pass
+            with contextlib.suppress(SSL.WantReadError):
+                other.bio_write(side.bio_read(65536))
+        if all(done.values()):
+            break
+    assert all(done.values()), "the handshake did not end"
+    # TLS 1.3 sends its tickets after the handshake: let the client take them.
+    with contextlib.suppress(SSL.WantReadError):
+        server.send(b"x")
+        tls.bio_write(server.bio_read(65536))
+        tls.recv(1)
+    return server, tls
+
+
+def session_reused(connection: SSL.Connection) -> bool:
+    """Whether ``connection`` resumed a session (pyOpenSSL has no method for it)."""
+    from OpenSSL._util import lib
+
+    return bool(lib.SSL_session_reused(connection._ssl))
+
+
+# -- what a certificate says (pure) -------------------------------------------------------
+
+
+def test_a_certificate_is_described_as_nginx_and_mod_ssl_write_it(tmp_path: Path) -> None:
+    ca = issue(tmp_path, "ca", _name("Test CA", "Example"))
+    client = issue(
+        tmp_path,
+        "client",
+        _name("alice", "Example"),
+        by=ca,
+        serial=0x1A2B3C,
+        not_before=datetime.datetime(2026, 3, 5, 7, 8, 9, tzinfo=datetime.UTC),
+        not_after=datetime.datetime(2027, 11, 25, 17, 0, 0, tzinfo=datetime.UTC),
+    )
+    described = describe(client.der, None)
+    assert described.verify == "SUCCESS"
+    # RFC 4514 writes the last RDN first, as nginx's $ssl_client_s_dn (1.11.6+).
+    assert described.subject == "O=Example,CN=alice"
+    assert described.issuer == "O=Example,CN=Test CA"
+    assert described.serial == "1A2B3C"
+    assert described.not_before == "Mar  5 07:08:09 2026 GMT"
+    assert described.not_after == "Nov 25 17:00:00 2027 GMT"
+    assert described.fingerprint == client.certificate.fingerprint(hashes.SHA1()).hex()
+    assert x509.load_pem_x509_certificate(described.pem.encode()) == client.certificate
+    assert described.environ() == {
+        "SSL_CLIENT_VERIFY": "SUCCESS",
+        "SSL_CLIENT_S_DN": "O=Example,CN=alice",
+        "SSL_CLIENT_I_DN": "O=Example,CN=Test CA",
+        "SSL_CLIENT_M_SERIAL": "1A2B3C",
+        "SSL_CLIENT_V_START": "Mar  5 07:08:09 2026 GMT",
+        "SSL_CLIENT_V_END": "Nov 25 17:00:00 2027 GMT",
+        "SSL_CLIENT_CERT": described.pem,
+    }
+
+
+def test_no_certificate_and_a_failed_one(tmp_path: Path) -> None:
+    assert describe(None, None) == NO_CERTIFICATE
+    assert NO_CERTIFICATE.environ() == {"SSL_CLIENT_VERIFY": "NONE"}
+    ca = issue(tmp_path, "ca", _name("CA"))
+    failed = describe(issue(tmp_path, "c", _name("c"), by=ca).der, "certificate has expired")
+    assert failed.verify == "FAILED:certificate has expired"
+    assert failed.subject == "CN=c"
+
+
+SUCCESS = ClientCertificate("SUCCESS", subject="CN=a")
+FAILED = ClientCertificate("FAILED:certificate has expired", subject="CN=a")
+
+
+@pytest.mark.parametrize(
+    ("mode", "certificate", "refused"),
+    [
+        ("on", SUCCESS, False),
+        ("on", NO_CERTIFICATE, True),
+        ("on", FAILED, True),
+        ("optional", SUCCESS, False),
+        ("optional", NO_CERTIFICATE, False),
+        ("optional", FAILED, True),
+        ("optional_no_ca", FAILED, False),
+        ("optional_no_ca", NO_CERTIFICATE, False),
+        # Not over this server's TLS: the setting is about its TLS listeners.
+        ("on", None, False),
+        ("off", FAILED, False),
+    ],
+)
+def test_who_is_refused(mode: str, certificate: ClientCertificate | None, refused: bool) -> None:
+    assert (refusal(mode, certificate) is not None) is refused
+
+
+def test_a_refusal_says_why() -> None:
+    assert refusal("on", NO_CERTIFICATE) == (
+        b"Bad Request: this site needs a client certificate (TLS)\n"
+    )
+    assert refusal("optional", FAILED) == (
+        b"Bad Request: the client certificate did not verify (certificate has expired)\n"
+    )
+
+
+def test_the_access_log_variables() -> None:
+    template = LogFormat(
+        "$ssl_client_verify|$ssl_client_s_dn|$ssl_client_i_dn|$ssl_client_serial"
+        "|$ssl_client_fingerprint"
+    )
+
+    @dataclass
+    class Logged:
+        request: Any
+        status: int = 200
+        body_sent: int = 0
+        started: float = 0.0
+        client_closed: bool = False
+
+    certificate = ClientCertificate(
+        "SUCCESS", subject='CN=a "b"', issuer="CN=CA", serial="1F", fingerprint="ab12"
+    )
+    assert (
+        template.format(Logged(head(certificate)), 0.0) == "SUCCESS|CN=a \\x22b\\x22|CN=CA|1F|ab12"
+    )
+    assert template.format(Logged(head(NO_CERTIFICATE)), 0.0) == "NONE|-|-|-|-"
+    assert template.format(Logged(head(None)), 0.0) == "-|-|-|-|-"
+
+
+def head(certificate: ClientCertificate | None) -> RequestHead:
+    return RequestHead(
+        method=b"GET",
+        target=b"/",
+        path=b"/",
+        decoded_path=b"/",
+        query=b"",
+        version=b"1.1",
+        headers=[(b"Host", b"a.test")],
+        authority=b"a.test",
+        content_length=None,
+        chunked=False,
+        scheme="https",
+        peer=("127.0.0.1", 5000),
+        local=("127.0.0.1", 443),
+        client_certificate=certificate,
+    )
+
+
+# -- handshakes in memory ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["on", "optional", "optional_no_ca"])
+def test_the_verdict_of_each_client(material: Material, mode: str) -> None:
+    context = listener_context(load(material, mode))
+    verdicts = {
+        name: from_connection(handshake(context, client)[0])
+        for name, client in (
+            ("alice", material.alice),
+            ("mallory", material.mallory),
+            ("expired", material.expired),
+            ("none", None),
+        )
+    }
+    alice = verdicts["alice"]
+    assert alice is not None and alice.verify == "SUCCESS"
+    assert alice.subject == "O=Example,CN=alice" and alice.serial == "1A2B"
+    mallory = verdicts["mallory"]
+    assert mallory is not None and mallory.verify.startswith("FAILED:")
+    assert mallory.subject == "CN=mallory"  # told, though not believed
+    assert verdicts["expired"] == describe(material.expired.der, "certificate has expired")
+    assert verdicts["none"] == NO_CERTIFICATE
+
+
+def test_off_asks_for_nothing(material: Material) -> None:
+    server, _ = handshake(listener_context(load(material, "off")), material.alice)
+    assert server.get_peer_certificate() is None
+    assert from_connection(server) is None
+
+
+def test_the_client_is_told_which_issuers_are_accepted(material: Material) -> None:
+    _, client = handshake(listener_context(load(material, "on")), None)
+    names = [name.der() for name in client.get_client_ca_list()]
+    assert names == [material.ca.certificate.subject.public_bytes()]
+
+
+@pytest.mark.parametrize(("client_name", "verdict"), [("alice", "SUCCESS"), ("mallory", "FAILED")])
+def test_a_resumed_session_keeps_its_verdict_and_certificate(
+    material: Material, client_name: str, verdict: str
+) -> None:
+    """A returning client resumes with a ticket (no verification runs then): what it
+    gets is the verdict of its first handshake, with the certificate it showed.
+    """
+    context = listener_context(load(material, "optional_no_ca"))
+    client = getattr(material, client_name)
+    on = client_context(client)
+    first_server, first_client = handshake(context, on)
+    first = from_connection(first_server)
+    session = first_client.get_session()
+    assert session is not None
+    server, _ = handshake(context, on, session=session)
+    assert session_reused(server), "the session was not resumed"
+    resumed = from_connection(server)
+    assert resumed == first
+    assert resumed is not None and resumed.verify.startswith(verdict)
+    assert resumed.subject == client.certificate.subject.rfc4514_string()
+
+
+def test_a_host_with_its_own_certificate_verifies_and_resumes_alike(
+    material: Material, tmp_path: Path
+) -> None:
+    """The context of a host's certificate (SNI) asks as the listener's does, and a
+    session made there is resumed there with its verdict.
+    """
+    key, certificate = write_self_signed_certificate(tmp_path, names=("a.test",), prefix="a-")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\n'
+        'threads = 0\naccess_log = "off"\ntls_verify_client = "optional"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n'
+        f'[[host]]\nnames = ["a.test"]\ntls_certificate = "{certificate}"\n'
+        f'tls_key = "{key}"\nmount = [{{path = "/", app = "tests.apps:hello"}}]\n'
+    )
+    context = listener_context(cli.load_config({"config": str(site)}))
+    for client, verdict in ((material.alice, "SUCCESS"), (material.mallory, "FAILED:")):
+        on = client_context(client)
+        server, tls = handshake(context, on, server_name=b"a.test")
+        served = tls.get_peer_certificate(as_cryptography=True)
+        assert served is not None
+        assert served.public_bytes(serialization.Encoding.PEM) == certificate.read_bytes()
+        first = from_connection(server)
+        assert first is not None and first.verify.startswith(verdict)
+        server, _ = handshake(context, on, session=tls.get_session(), server_name=b"a.test")
+        assert session_reused(server)
+        assert from_connection(server) == first
+
+
+# -- the protocol and the routing table --------------------------------------------------
+
+
+class TLSStringTransport(StringTransport):
+    """A StringTransport that is a TLS connection with a handshaken OpenSSL one."""
+
+    def __init__(self, connection: SSL.Connection) -> None:
+        super().__init__(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8443),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 54321),
+        )
+        self.connection = connection
+        alsoProvides(self, ISSLTransport)
+
+    def getHandle(self) -> SSL.Connection:
+        return self.connection
+
+
+def ask_through_site(
+    config: ServerConfig, client: Issued | None, request: bytes, method: bytes = b"GET"
+) -> tuple[ParsedResponse, bool]:
+    """The answer to ``request`` over a connection whose client showed ``client``, and
+    whether the server closed the connection after it.
+    """
+    memory = MemoryReactorClock()
+    router = Router(SiteBuilder(reactor=memory, threadpool=None).build(config))
+    server, _ = handshake(listener_context(config), client)
+    transport = TLSStringTransport(server)
+    connection = connect(router, settings=HttpSettings(max_body=1000), transport=transport)
+    connection.factory.body_limit = router.body_limit  # (as the service does)
+    connection.send(request)
+    [response] = parse_responses(transport.value(), [method])
+    return response, connection.is_closed()
+
+
+GET = b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n"
+
+
+def test_a_verified_client_reaches_the_application_with_its_certificate(
+    material: Material,
+) -> None:
+    response, closed = ask_through_site(load(material, "on"), material.alice, GET)
+    assert response.status == 200 and not closed
+    seen = json.loads(response.body)
+    assert seen["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert seen["SSL_CLIENT_S_DN"] == "O=Example,CN=alice"
+    assert seen["SSL_CLIENT_I_DN"] == "O=Example,CN=Test CA"
+    assert seen["SSL_CLIENT_M_SERIAL"] == "1A2B"
+    assert x509.load_pem_x509_certificate(seen["SSL_CLIENT_CERT"].encode()) == (
+        material.alice.certificate
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "client_name", "expected"),
+    [
+        ("on", None, b"needs a client certificate"),
+        ("on", "mallory", b"did not verify"),
+        ("on", "expired", b"did not verify (certificate has expired)"),
+        ("optional", "mallory", b"did not verify"),
+    ],
+)
+def test_a_refused_client_gets_400_and_the_connection_closes(
+    material: Material, mode: str, client_name: str | None, expected: bytes
+) -> None:
+    client = None if client_name is None else getattr(material, client_name)
+    response, closed = ask_through_site(load(material, mode), client, GET)
+    assert response.status == 400
+    assert expected in response.body
+    assert response.header(b"connection") == b"close"
+    assert closed
+
+
+@pytest.mark.parametrize(
+    ("mode", "client_name", "verify"),
+    [("optional", None, "NONE"), ("optional_no_ca", "mallory", "FAILED:")],
+)
+def test_optional_modes_let_the_application_decide(
+    material: Material, mode: str, client_name: str | None, verify: str
+) -> None:
+    client = None if client_name is None else getattr(material, client_name)
+    response, _ = ask_through_site(load(material, mode), client, GET)
+    assert response.status == 200
+    assert json.loads(response.body)["SSL_CLIENT_VERIFY"].startswith(verify)
+
+
+def test_the_refusal_comes_before_the_body_limit(material: Material) -> None:
+    """As nginx checks the certificate as it takes the request head: an upload from a
+    refused client is not read, whatever its size.
+    """
+    upload = b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    response, _ = ask_through_site(load(material, "on"), None, upload, b"POST")
+    assert response.status == 400
+    response, _ = ask_through_site(load(material, "on"), material.alice, upload, b"POST")
+    assert response.status == 413
+
+
+def test_the_hosts_error_page_is_sent(material: Material, tmp_path: Path) -> None:
+    (tmp_path / "400.html").write_text("<h1>Show your badge</h1>")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\n'
+        'threads = 0\naccess_log = "off"\ntls_verify_client = "on"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n'
+        '[[host]]\nnames = ["a.test"]\nerror_pages = { 400 = "400.html" }\n'
+        'mount = [{path = "/", app = "tests.apps:hello"}]\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    response, _ = ask_through_site(config, None, GET)
+    assert response.status == 400
+    assert response.body == b"<h1>Show your badge</h1>"
+
+
+def test_plain_http_and_tls_without_verification_carry_no_certificate(
+    material: Material,
+) -> None:
+    config = load(material, "on", listen=[material.listen(), "tcp:0"])
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    connection = connect(router)
+    connection.send(GET)
+    [response] = parse_responses(connection.transport.value())
+    assert response.status == 200
+    assert "SSL_CLIENT_VERIFY" not in json.loads(response.body)
+    response, _ = ask_through_site(load(material, "off"), material.alice, GET)
+    assert "SSL_CLIENT_VERIFY" not in json.loads(response.body)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def config_error(given: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"app": "tests.apps:hello", **given})
+    return str(raised.value)
+
+
+def test_configuration_mistakes_are_named(material: Material) -> None:
+    ssl_listen = [material.listen()]
+    ca = str(material.ca.certificate_file)
+    assert config_error({"listen": ssl_listen, "tls_verify_client": "on"}) == (
+        "--tls-verify-client: needs tls_client_certificate, the CA certificates client"
+        " certificates are verified against"
+    )
+    assert "needs tls_client_certificate" in config_error(
+        {"listen": ssl_listen, "tls_verify_client": "optional"}
+    )
+    assert config_error({"listen": ssl_listen, "tls_client_certificate": ca}) == (
+        "--tls-client-certificate: clients are not asked for certificates: set"
+        " tls_verify_client (on, optional or optional_no_ca)"
+    )
+    assert config_error(
+        {"listen": ["tcp:0"], "tls_verify_client": "on", "tls_client_certificate": ca}
+    ) == ("--tls-verify-client: no listener is ssl:, so no client would be asked for a certificate")
+    assert "expected one of off, on, optional, optional_no_ca" in config_error(
+        {"listen": ssl_listen, "tls_verify_client": "required"}
+    )
+    assert "does not exist" in config_error(
+        {
+            "listen": ssl_listen,
+            "tls_verify_client": "on",
+            "tls_client_certificate": str(material.directory / "missing.pem"),
+        }
+    )
+    # optional_no_ca verifies against nothing if need be.
+    assert load(material, "optional_no_ca", tls_client_certificate=None).tls_verify_client == (
+        "optional_no_ca"
+    )
+
+
+def test_a_ca_file_that_does_not_load_stops_the_start(
+    material: Material, capfd: pytest.CaptureFixture[str]
+) -> None:
+    not_pem = material.directory / "not-pem.txt"
+    not_pem.write_text("hello\n")
+    config = load(material, "on", tls_client_certificate=str(not_pem))
+    with pytest.raises(SystemExit) as raised:
+        cli.build_endpoints(reactor, config)
+    assert raised.value.code == 2
+    [line] = capfd.readouterr().err.strip().splitlines()
+    assert line == (
+        f"twistwsgi: error: --tls-client-certificate {str(not_pem)!r}: cannot load the CA"
+        " certificates: expected a PEM file of them"
+    )
+
+
+def test_a_relative_file_is_read_from_the_configuration_files_directory(
+    material: Material, tmp_path: Path
+) -> None:
+    shutil.copy(material.ca.certificate_file, tmp_path / "clients-ca.pem")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\napp = "tests.apps:hello"\n'
+        'tls_verify_client = "optional"\ntls_client_certificate = "clients-ca.pem"\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    assert config.tls_client_certificate == str(tmp_path / "clients-ca.pem")
+    assert (
+        f"client certificates: optional, verified with {tmp_path / 'clients-ca.pem'}"
+        in describe_routing(config)
+    )
+
+
+# -- real sockets -------------------------------------------------------------------------
+
+
+class RealClientTests(TestCase):
+    """Python's ssl client and curl against a served listener."""
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="twistwsgi-test-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.material = make_material(self.directory)
+        # One per client: a session resumes only in the context that made it.
+        self.contexts: dict[Issued | None, ssl.SSLContext] = {}
+
+    def serve(self, config: ServerConfig) -> tuple[Any, int]:
+        endpoints = cli.build_endpoints(reactor, config)
+        service = make_service(config, reactor=reactor, endpoints=endpoints)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.ports[0].getHost().port  # type: ignore[attr-defined]
+        return endpoints, port
+
+    def fetch(
+        self, port: int, client: Issued | None, session: Any = None
+    ) -> tuple[bytes, Any, bool | None]:
+        """GET / with ``client``'s certificate (or none): the bytes received, the
+        session and whether it was resumed.
+        """
+        context = self.contexts.get(client)
+        if context is None:
+            context = ssl.create_default_context(cafile=str(self.material.server_certificate))
+            if client is not None:
+                context.load_cert_chain(str(client.certificate_file), str(client.key_file))
+            self.contexts[client] = context
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := tls.recv(65536):
+                received += chunk
+            return received, tls.session, tls.session_reused
+
+    async def test_python_clients_with_and_without_certificates(self) -> None:
+        _, port = self.serve(load(self.material, "on"))
+        received, session, _ = await deferToThread(self.fetch, port, self.material.alice)
+        assert received.startswith(b"HTTP/1.1 200 ")
+        assert b'"SSL_CLIENT_S_DN": "O=Example,CN=alice"' in received
+        # Resumed (no verification runs): the same certificate, still verified.
+        received, _, reused = await deferToThread(self.fetch, port, self.material.alice, session)
+        assert reused and received.startswith(b"HTTP/1.1 200 ")
+        assert b'"SSL_CLIENT_VERIFY": "SUCCESS"' in received
+        received, _, _ = await deferToThread(self.fetch, port, None)
+        assert received.startswith(b"HTTP/1.1 400 ")
+        assert b"needs a client certificate" in received
+        received, _, _ = await deferToThread(self.fetch, port, self.material.mallory)
+        assert received.startswith(b"HTTP/1.1 400 ")
+
+    async def test_curl_with_a_certificate(self) -> None:
+        if shutil.which("curl") is None:
+            self.skipTest("curl is not installed (make test installs it)")
+        _, port = self.serve(load(self.material, "on", app="tests.apps:hello"))
+        result = await deferToThread(
+            subprocess.run,
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                str(self.material.server_certificate),
+                "--cert",
+                str(self.material.alice.certificate_file),
+                "--key",
+                str(self.material.alice.key_file),
+                "-w",
+                "\n%{http_code}",
+                f"https://localhost:{port}/",
+            ],
+            capture_output=True,
+        )
+        assert result.stdout == b"Hello, World!\n200", result.stderr
+
+    async def test_a_reload_reads_the_ca_file_again(self) -> None:
+        """After the CA file changes (and SIGHUP), clients of the new CA pass and
+        those of the old one are refused; connections that resume an old session
+        get a full handshake.
+        """
+        material = self.material
+        config = load(material, "on")
+        endpoints, port = self.serve(config)
+        received, session, _ = await deferToThread(self.fetch, port, material.alice)
+        assert received.startswith(b"HTTP/1.1 200 ")
+        shutil.copy(material.other_ca.certificate_file, material.ca.certificate_file)
+        cli.reload_certificates(reactor, endpoints, config)
+        received, _, reused = await deferToThread(self.fetch, port, material.alice, session)
+        assert not reused
+        assert received.startswith(b"HTTP/1.1 400 ")
+        received, _, _ = await deferToThread(self.fetch, port, material.mallory)
+        assert received.startswith(b"HTTP/1.1 200 ")
+
+    async def test_the_metrics_listener_asks_for_no_certificate(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            metrics_port = probe.getsockname()[1]
+        config = load(self.material, "on")
+        config = replace(config, metrics_listen=self.material.listen(metrics_port))
+        built = cli.build_metrics_endpoint(reactor, config)
+        assert built is not None
+        options = cli._tls_options(built[1])
+        assert options.getContext().get_verify_mode() == SSL.VERIFY_NONE
+        listener = listener_context(config)
+        assert listener.get_verify_mode() & SSL.VERIFY_PEER

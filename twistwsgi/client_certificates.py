@@ -1,0 +1,237 @@
+"""Client certificates on TLS listeners (mutual TLS): what one says, and who may pass.
+
+nginx's ``ssl_verify_client`` with ``ssl_client_certificate``: a listener asks each
+client for a certificate and verifies it against a file of CA certificates. As with
+nginx, the handshake completes whatever the client sent; the verdict is given in
+HTTP, where it can be read: a request on a connection whose certificate failed, or
+that sent none where one is required, is answered ``400`` before any mount sees it
+(before its body is read). The modes are nginx's:
+
+- ``on``: a certificate that verifies is required.
+- ``optional``: a client may send none; one it sends must verify.
+- ``optional_no_ca``: a client may send any certificate, verified or not; the
+  application decides from ``SSL_CLIENT_VERIFY`` (a certificate pinned by its
+  fingerprint, say).
+
+What a certificate says reaches applications under mod_ssl's environ names
+(``SSL_CLIENT_VERIFY``, ``SSL_CLIENT_S_DN``, ...; the names Apache's mod_wsgi passes
+and Django packages read) and the access log under nginx's variable names
+(``$ssl_client_verify``, ``$ssl_client_s_dn``, ...).
+
+The verdict is OpenSSL's, read from the connection after the handshake
+(``SSL_get_verify_result``) rather than gathered in a verify callback: a session
+resumed from a ticket runs no callback, and OpenSSL keeps the verdict of the full
+handshake in the session with the certificate.
+
+Pure logic on DER bytes and OpenSSL's verdict, except :func:`from_connection`, which
+reads them from a pyOpenSSL connection. No Twisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+
+try:  # pyOpenSSL's own binding of OpenSSL, for SSL_get_verify_result (see above)
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+except ImportError:  # pragma: no cover - a pyOpenSSL without it
+    _ffi = _lib = None
+
+__all__ = [
+    "ClientCertificate",
+    "ask_for_certificates",
+    "binding_available",
+    "describe",
+    "from_connection",
+    "load_client_cas",
+    "refusal",
+]
+
+#: OpenSSL's X509_V_OK.
+_VERIFIED = 0
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """What a TLS client's certificate says, and whether it verified.
+
+    Attributes:
+        verify: ``SUCCESS``, ``NONE`` (no certificate sent) or ``FAILED:`` and
+            OpenSSL's reason (``FAILED:certificate has expired``), as nginx's
+            ``$ssl_client_verify``.
+        subject: the subject's distinguished name (RFC 4514, as nginx's
+            ``$ssl_client_s_dn``: ``CN=alice,O=Example``); ``""`` without one.
+        issuer: the issuer's, the same way.
+        serial: the serial number in upper-case hexadecimal.
+        not_before: the start of its validity, as OpenSSL prints it
+            (``Dec  6 08:00:00 2026 GMT``: nginx's ``$ssl_client_v_start``).
+        not_after: the end of its validity, the same way.
+        fingerprint: the SHA-1 of its DER form in hexadecimal, as nginx's
+            ``$ssl_client_fingerprint`` (to pin one certificate).
+        pem: the certificate in PEM.
+    """
+
+    verify: str
+    subject: str = ""
+    issuer: str = ""
+    serial: str = ""
+    not_before: str = ""
+    not_after: str = ""
+    fingerprint: str = ""
+    pem: str = ""
+
+    @property
+    def sent(self) -> bool:
+        """Whether the client sent a certificate."""
+        return self.verify != "NONE"
+
+    def environ(self) -> dict[str, str]:
+        """Its mod_ssl environ keys (only ``SSL_CLIENT_VERIFY`` when none was sent)."""
+        if not self.sent:
+            return {"SSL_CLIENT_VERIFY": self.verify}
+        return {
+            "SSL_CLIENT_VERIFY": self.verify,
+            "SSL_CLIENT_S_DN": self.subject,
+            "SSL_CLIENT_I_DN": self.issuer,
+            "SSL_CLIENT_M_SERIAL": self.serial,
+            "SSL_CLIENT_V_START": self.not_before,
+            "SSL_CLIENT_V_END": self.not_after,
+            "SSL_CLIENT_CERT": self.pem,
+        }
+
+
+#: A connection whose client sent no certificate.
+NO_CERTIFICATE = ClientCertificate("NONE")
+
+
+def describe(der: bytes | None, error: str | None) -> ClientCertificate:
+    """What the certificate ``der`` says, with OpenSSL's verdict on it.
+
+    Args:
+        der: the client's certificate (DER), or ``None`` if it sent none.
+        error: OpenSSL's reason it did not verify, or ``None`` if it did.
+    """
+    if der is None:
+        return NO_CERTIFICATE
+    certificate = x509.load_der_x509_certificate(der)
+    return ClientCertificate(
+        verify="SUCCESS" if error is None else f"FAILED:{error}",
+        subject=certificate.subject.rfc4514_string(),
+        issuer=certificate.issuer.rfc4514_string(),
+        serial=f"{certificate.serial_number:X}",
+        not_before=_openssl_time(certificate.not_valid_before_utc),
+        not_after=_openssl_time(certificate.not_valid_after_utc),
+        fingerprint=hashlib.sha1(der, usedforsecurity=False).hexdigest(),
+        pem=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+    )
+
+
+def _openssl_time(moment: datetime) -> str:
+    """A time as OpenSSL's ASN1_TIME_print writes it (what nginx and mod_ssl show)."""
+    return (
+        f"{_MONTHS[moment.month - 1]} {moment.day:2d} {moment.hour:02d}:{moment.minute:02d}:"
+        f"{moment.second:02d} {moment.year} GMT"
+    )
+
+
+def refusal(mode: str, certificate: ClientCertificate | None) -> bytes | None:
+    """Why a request is refused under ``mode`` (the 400's body), or ``None`` to let it in.
+
+    ``certificate`` is ``None`` for a request that did not come over a TLS listener
+    of this server (plain HTTP, or TLS ended by a proxy in front): ``tls_verify_client``
+    is about this server's TLS, as nginx's ``ssl_verify_client`` checks only SSL
+    connections.
+    """
+    if certificate is None or mode in ("off", "optional_no_ca"):
+        return None
+    if certificate.verify == "SUCCESS":
+        return None
+    if certificate.verify == "NONE":
+        if mode == "optional":
+            return None
+        return b"Bad Request: this site needs a client certificate (TLS)\n"
+    reason = certificate.verify.removeprefix("FAILED:")
+    return b"Bad Request: the client certificate did not verify (%s)\n" % reason.encode("ascii")
+
+
+def load_client_cas(path: str) -> list[x509.Certificate]:
+    """The CA certificates in the PEM file ``path`` (tls_client_certificate).
+
+    Raises:
+        ValueError: the file holds no PEM certificate (or one that does not load).
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as file:
+        text = file.read()
+    try:
+        certificates = x509.load_pem_x509_certificates(text)
+    except ValueError:
+        # (cryptography's message is a paragraph, with a link.)
+        raise ValueError("cannot load the CA certificates: expected a PEM file of them") from None
+    return certificates
+
+
+def binding_available() -> bool:
+    """Whether this pyOpenSSL's binding has what asking for certificates needs here."""
+    return _ACCEPT is not None and all(
+        hasattr(_lib, name)
+        for name in (
+            "SSL_CTX_set_verify",
+            "SSL_get_verify_result",
+            "X509_verify_cert_error_string",
+        )
+    )
+
+
+def _accept_for_now(ok: int, store: object) -> int:
+    """OpenSSL's verify callback: let the handshake go on whatever the client sent.
+
+    Through the binding rather than pyOpenSSL's ``set_verify``: a Python callback
+    there that lets a certificate through makes pyOpenSSL clear OpenSSL's error,
+    which is the verdict this module reads (and the one a resumed session keeps).
+    """
+    return 1
+
+
+_ACCEPT = None if _ffi is None else _ffi.callback("int (*)(int, X509_STORE_CTX *)", _accept_for_now)
+
+
+def ask_for_certificates(context: SSL.Context) -> None:
+    """Make ``context``'s handshakes ask the client for a certificate (see the module).
+
+    Verified against the context's verify locations; the handshake completes either
+    way, with OpenSSL's verdict kept for :func:`from_connection`. Once per
+    connection (``VERIFY_CLIENT_ONCE``): renegotiation does not ask again.
+    """
+    _lib.SSL_CTX_set_verify(
+        context._context,  # (pyOpenSSL's handle of the SSL_CTX)
+        SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE,
+        _ACCEPT,
+    )
+
+
+def from_connection(connection: SSL.Connection) -> ClientCertificate | None:
+    """What the client of ``connection`` sent, once its handshake is done.
+
+    ``None`` when the connection did not ask for a certificate (verification off).
+    """
+    if connection.get_verify_mode() == SSL.VERIFY_NONE:
+        return None
+    peer = connection.get_peer_certificate(as_cryptography=True)
+    if peer is None:
+        return NO_CERTIFICATE
+    der = peer.public_bytes(serialization.Encoding.DER)
+    # pyOpenSSL has no public reader of the verdict: its binding is used.
+    code = _lib.SSL_get_verify_result(connection._ssl)
+    if code == _VERIFIED:
+        return describe(der, None)
+    reason = _ffi.string(_lib.X509_verify_cert_error_string(code))
+    return describe(der, reason.decode("ascii", "replace").encode("ascii", "replace").decode())
