@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -753,6 +754,39 @@ class RealClientTests(TestCase):
         assert received.startswith(b"HTTP/1.1 400 ")
         received, _, _ = await deferToThread(self.fetch, port, material.mallory)
         assert received.startswith(b"HTTP/1.1 200 ")
+
+    async def test_a_proxy_mount_passes_the_certificate_on(self) -> None:
+        """proxy_set_header gives the upstream what the certificate says, as nginx's
+        proxy_set_header X-SSL-Client-DN $ssl_client_s_dn does.
+        """
+        upstream_config = cli.load_config(
+            {
+                "app": "tests.apps:environ",
+                "listen": ["tcp:0:interface=127.0.0.1"],
+                "threads": "0",
+                "access_log": "off",
+            }
+        )
+        _, upstream_port = self.serve(upstream_config)
+        site = self.directory / "site.toml"
+        site.write_text(
+            "[server]\n"
+            f'listen = ["{self.material.listen()}"]\n'
+            'threads = 0\naccess_log = "off"\ntls_verify_client = "on"\n'
+            f'tls_client_certificate = "{self.material.ca.certificate_file}"\n'
+            '[[host]]\nnames = ["localhost"]\n[[host.mount]]\npath = "/"\n'
+            f'proxy = "http://127.0.0.1:{upstream_port}"\n'
+            'proxy_set_header = { X-Client-Verify = "$ssl_client_verify",'
+            ' X-Client-DN = "$ssl_client_s_dn", X-Client-Cert = "$ssl_client_escaped_cert" }\n'
+        )
+        _, port = self.serve(cli.load_config({"config": str(site)}))
+        received, _, _ = await deferToThread(self.fetch, port, self.material.alice)
+        assert received.startswith(b"HTTP/1.1 200 ")
+        seen = json.loads(received.partition(b"\r\n\r\n")[2])
+        assert seen["HTTP_X_CLIENT_VERIFY"] == "SUCCESS"
+        assert seen["HTTP_X_CLIENT_DN"] == "O=Example,CN=alice"
+        pem = urllib.parse.unquote(seen["HTTP_X_CLIENT_CERT"])
+        assert x509.load_pem_x509_certificate(pem.encode()) == self.material.alice.certificate
 
     async def test_the_metrics_listener_asks_for_no_certificate(self) -> None:
         with socket.socket() as probe:

@@ -27,12 +27,14 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twistwsgi.config import MountConfig, ServerConfig, Upstream, default_options
+from twistwsgi.client_certificates import ClientCertificate
+from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
+from twistwsgi.http.request import RequestHead
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.log_format import LogFormat, escape
+from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.response_spool import SPOOL_GRACE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
@@ -2546,3 +2548,104 @@ def test_a_unix_socket_path_outside_ascii_is_noted_as_its_bytes() -> None:
     [entry] = logged
     line = LogFormat("$upstream_addr").format(entry, 0.0)
     assert line == escape("unix:/run/сокет.sock".encode())
+
+
+# -- proxy_set_header -------------------------------------------------------------------------
+
+
+def config_value(name: str, raw: Any) -> Any:
+    """``raw`` as the mount key ``name`` parses it from a configuration file."""
+    return next(key for key in MOUNT_KEYS if key.name == name).parse(raw)
+
+
+def test_proxy_set_header_replaces_the_clients_fields() -> None:
+    """Each field replaces every line of its name the client sent (names without
+    case), with the request's values put in; an empty value sends none, and so does
+    one whose variables are all empty.
+    """
+    setup = make_proxy(
+        proxy_set_header=config_value(
+            "proxy_set_header",
+            {
+                "X-Real-IP": "$remote_addr",
+                "x-request-line": "$request_method $request_uri $server_protocol $scheme",
+                "Authorization": "",
+                "X-Copy": "$http_x_source",
+                "X-Missing": "$http_x_absent",
+            },
+        )
+    )
+    client = setup.client()
+    client.send(
+        b"GET /a?b HTTP/1.1\r\nHost: x\r\nx-real-ip: 6.6.6.6\r\nX-Real-IP: 7.7.7.7\r\n"
+        b"Authorization: Basic secret\r\nX-Source: from client\r\nX-Kept: yes\r\n\r\n"
+    )
+    upstream = setup.endpoint().last
+    assert upstream.header(b"x-real-ip") == [b"127.0.0.1"]
+    assert upstream.header(b"x-request-line") == [b"GET /a?b HTTP/1.1 http"]
+    assert upstream.header(b"authorization") == []
+    assert upstream.header(b"x-copy") == [b"from client"]
+    assert upstream.header(b"x-missing") == []
+    assert upstream.header(b"x-kept") == [b"yes"]
+    assert upstream.header(b"x-forwarded-for") == [b"127.0.0.1"]  # the proxy's own, still
+
+
+def test_proxy_set_header_may_replace_host_and_the_forwarding_fields() -> None:
+    setup = make_proxy(
+        proxy_set_header=config_value(
+            "proxy_set_header",
+            {"Host": "internal.example", "X-Forwarded-For": "$remote_addr", "Forwarded": ""},
+        )
+    )
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+    upstream = setup.endpoint().last
+    assert upstream.header(b"host") == [b"internal.example"]
+    assert upstream.header(b"x-forwarded-for") == [b"127.0.0.1"]
+    assert upstream.header(b"forwarded") == []
+    assert upstream.header(b"x-forwarded-proto") == [b"http"]
+
+
+def test_a_value_cannot_break_the_field_line() -> None:
+    r"""A control byte in a value (a forwarded client field cannot hold one, but a
+    certificate's name might) is written as \xHH, in one field line.
+    """
+    request = RequestHead(
+        method=b"GET",
+        target=b"/",
+        path=b"/",
+        decoded_path=b"/",
+        query=b"",
+        version=b"1.1",
+        headers=[],
+        authority=b"x",
+        content_length=None,
+        chunked=False,
+        scheme="https",
+        peer=("127.0.0.1", 1),
+        local=None,
+        client_certificate=ClientCertificate("SUCCESS", subject="CN=a\r\nX-Admin: 1"),
+    )
+    rendered = RequestTemplate("$ssl_client_s_dn").render(request)
+    assert rendered == b"CN=a\\x0D\\x0AX-Admin: 1"
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"Content-Length": "1"}, "is the proxy's to set"),
+        ({"Transfer-Encoding": "chunked"}, "is the proxy's to set"),
+        ({"Connection": "close"}, "is the proxy's to set"),
+        ({"X-A": "1", "x-a": "2"}, "is given twice"),
+        ({"Bad Name": "1"}, "is not a header name"),
+        ({"X-A": "$status"}, "unknown variable $status here"),
+        ({"X-A": "$nonsense"}, "unknown variable $nonsense here"),
+        ({"X-A": 5}, "is not text"),
+        ({"X-A": "a\nb"}, "X-A"),
+        ("X-A: 1", "expected a table"),
+    ],
+)
+def test_proxy_set_header_mistakes_are_named(table: Any, problem: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        config_value("proxy_set_header", table)
+    assert problem in str(raised.value)

@@ -37,7 +37,7 @@ from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.log_format import ESCAPES, LogFormat
+from twistwsgi.log_format import ESCAPES, LogFormat, RequestTemplate
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 
 __all__ = [
@@ -534,6 +534,49 @@ def _file_names(value: Any) -> tuple[str, ...]:
 
 
 HEADER_TABLE = Kind("TABLE", _header_table, "a table of header names and values")
+
+
+#: Request fields proxy_set_header may not set: they frame the request or belong to
+#: the connection to the upstream, which the proxy writes itself.
+_PROXY_OWN_FIELDS = HOP_BY_HOP | {b"content-length", b"expect"}
+
+
+def _proxy_header_table(value: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)) and all(
+        isinstance(item, (tuple, list)) and len(item) == 2 for item in value
+    ):
+        items = list(value)  # (name, value) pairs, as a program may give them
+    else:
+        raise ValueError(
+            f"expected a table of header names and values ($variables allowed), got {value!r}"
+        )
+    fields = []
+    seen: dict[str, str] = {}
+    for name, text in items:
+        if not isinstance(name, str) or not re.fullmatch(TOKEN, name):
+            raise ValueError(f"{name!r} is not a header name")
+        if name.lower().encode("ascii") in _PROXY_OWN_FIELDS:
+            raise ValueError(f"{name!r} is the proxy's to set (it frames the request)")
+        if name.lower() in seen:
+            raise ValueError(f"{name!r} is given twice (as {seen[name.lower()]!r})")
+        seen[name.lower()] = name
+        if not isinstance(text, str):
+            raise ValueError(f"the value of {name!r} is not text: {text!r}")
+        template = text.strip()
+        try:
+            _header_value(template) if template else None
+            RequestTemplate(template)
+        except ValueError as error:
+            raise ValueError(f"{name!r}: {error}") from None
+        fields.append((name, template))
+    return tuple(fields)
+
+
+PROXY_HEADER_TABLE = Kind(
+    "TEMPLATES", _proxy_header_table, "a table of header names and values with $variables"
+)
 FILE_NAMES = Kind("FILES", _file_names, "a list of file names")
 SYMLINKS = Kind("SYMLINKS", _choice("inside", "never"), "inside or never")
 HOST_NAMES = Kind(
@@ -1618,6 +1661,22 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 True,
                 "Pass the client's Host header on (true), or send the upstream's own"
                 " host and port (false).",
+            ),
+            (
+                "proxy_set_header",
+                PROXY_HEADER_TABLE,
+                (),
+                "Header fields to send the upstream in place of the client's of the same"
+                " name (nginx's proxy_set_header), as a table whose values may use"
+                " $variables: { X-Real-IP = '$remote_addr', X-Client-DN ="
+                " '$ssl_client_s_dn', Authorization = '' }. An empty value (or one"
+                " whose variables are all empty) sends no such field. Host and the"
+                " X-Forwarded-* and Forwarded fields may be set too (in place of the"
+                " proxy's own). Variables: $remote_addr, $remote_port, $remote_user,"
+                " $request_method, $request_uri, $server_protocol, $scheme, $host,"
+                " $ssl_client_verify, $ssl_client_s_dn, $ssl_client_i_dn,"
+                " $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert"
+                " and $http_NAME.",
             ),
             (
                 "connect_timeout",

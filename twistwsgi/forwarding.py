@@ -74,6 +74,7 @@ __all__ = [
     "UpstreamAddress",
     "forwarded_element",
     "parse_upstream",
+    "replace_fields",
     "request_fields",
     "response_fields",
     "upstream_target",
@@ -425,6 +426,23 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[byt
         append(_forwarding_block(client, request.authority, request.scheme))
         return b"".join(lines)
     return _with_special_fields(lines, special, request, client, trusted=trusted, upgrade=upgrade)
+
+
+def replace_fields(fields: bytes, chosen: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """``fields`` (CRLF-ended lines) without any field ``chosen`` names, then the chosen.
+
+    proxy_set_header: each chosen field replaces every line of its name (names have
+    no case, RFC 9110 5.1); one with an empty value is left out altogether, as with
+    nginx.
+    """
+    names = {name.lower() for name, _ in chosen}
+    lines = [
+        line + b"\r\n"
+        for line in fields.split(b"\r\n")
+        if line and line.partition(b":")[0].lower() not in names
+    ]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in chosen if value)
+    return b"".join(lines)
 
 
 def _with_special_fields(

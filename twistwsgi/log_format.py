@@ -25,13 +25,16 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
 __all__ = [
     "ESCAPES",
+    "REQUEST_VARIABLES",
     "VARIABLES",
     "LogFormat",
+    "RequestTemplate",
     "escape",
     "log_time",
     "logged_status",
@@ -94,7 +97,27 @@ VARIABLES: dict[str, str] = {
     "ssl_client_i_dn": "the issuer of the client's certificate (RFC 4514)",
     "ssl_client_serial": "the serial number of the client's certificate (hexadecimal)",
     "ssl_client_fingerprint": "the SHA-1 fingerprint of the client's certificate",
+    "ssl_client_escaped_cert": "the client's certificate in PEM, URL-encoded",
 }
+
+#: The variables a request template may use (proxy_set_header): those known when
+#: the request arrives, before any response.
+REQUEST_VARIABLES = (
+    "remote_addr",
+    "remote_port",
+    "remote_user",
+    "request_method",
+    "request_uri",
+    "server_protocol",
+    "scheme",
+    "host",
+    "ssl_client_verify",
+    "ssl_client_s_dn",
+    "ssl_client_i_dn",
+    "ssl_client_serial",
+    "ssl_client_fingerprint",
+    "ssl_client_escaped_cert",
+)
 
 #: How values are escaped: nginx's default, its escape=json, and none.
 ESCAPES = ("default", "json", "none")
@@ -242,6 +265,14 @@ def _client_certificate(attribute: str) -> Value:
     return value
 
 
+def _escaped_certificate(response: LoggedResponse, now: float) -> str | None:
+    certificate = getattr(response.request, "client_certificate", None)
+    if certificate is None or not certificate.pem:
+        return None
+    # nginx's $ssl_client_escaped_cert: the PEM with every reserved byte %-encoded.
+    return urllib.parse.quote(certificate.pem, safe="")
+
+
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
     "remote_port": _remote_port,
@@ -266,6 +297,7 @@ _VALUES: dict[str, Value] = {
     "ssl_client_i_dn": _client_certificate("issuer"),
     "ssl_client_serial": _client_certificate("serial"),
     "ssl_client_fingerprint": _client_certificate("fingerprint"),
+    "ssl_client_escaped_cert": _escaped_certificate,
 }
 assert _VALUES.keys() == VARIABLES.keys()
 
@@ -349,3 +381,74 @@ class LogFormat:
             else:
                 pieces.append(escaper(value))
         return "".join(pieces)
+
+
+class _RequestView:
+    """A request seen as a log template reads a response (no response yet)."""
+
+    __slots__ = ("remote_user", "request")
+
+    def __init__(self, request: _Request, remote_user: str | None) -> None:
+        self.request = request
+        self.remote_user = remote_user
+
+
+#: Bytes a header field value may not hold (RFC 9110 5.5): controls other than tab.
+_NOT_IN_FIELD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class RequestTemplate:
+    r"""A header field value made from a request, in the same language (proxy_set_header).
+
+    Only :data:`REQUEST_VARIABLES` and ``$http_NAME``: what is known before a
+    response. Values go in as they are, but a byte a field value may not hold
+    (RFC 9110 5.5: a control character, from a certificate's name say) becomes
+    ``\xHH``, so no value can end the field line or start another. A value that is
+    not there is empty (nginx's too).
+
+    Raises:
+        ValueError: naming a variable that is unknown or not known before a response.
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        parts: list[tuple[str, Value | None]] = []
+        position = 0
+        for match in _VARIABLE.finditer(template):
+            name = (match.group(1) or match.group(2)).lower()
+            if name.startswith("http_") and len(name) > 5:
+                value = _header_value(name[5:])
+            elif name in REQUEST_VARIABLES:
+                value = _VALUES[name]
+            else:
+                raise ValueError(
+                    f"unknown variable ${name} here (known: $http_NAME, "
+                    + ", ".join("$" + known for known in REQUEST_VARIABLES)
+                    + ")"
+                )
+            parts.append((template[position : match.start()], value))
+            position = match.end()
+        parts.append((template[position:], None))
+        for text, _ in parts:
+            if "${" in text:
+                raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
+        self._parts = parts
+        self.constant = len(parts) == 1
+
+    def render(self, request: _Request, remote_user: str | None = None) -> bytes:
+        """The value for ``request`` (``remote_user``: the user auth_basic let through)."""
+        view = _RequestView(request, remote_user)
+        pieces: list[bytes] = []
+        for text, variable in self._parts:
+            pieces.append(text.encode("latin-1"))
+            if variable is None:
+                continue
+            value = variable(view, 0.0)  # type: ignore[arg-type]
+            if isinstance(value, str):
+                pieces.append(value.encode("utf-8", "surrogateescape"))
+            elif value is not None:
+                pieces.append(value)
+        joined = b"".join(pieces)
+        if _NOT_IN_FIELD.search(joined):
+            joined = _NOT_IN_FIELD.sub(lambda m: b"\\x%02X" % m.group()[0], joined)
+        return joined

@@ -83,7 +83,7 @@ Everything here runs in the reactor thread.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -99,6 +99,7 @@ from twistwsgi.forwarding import (
     TrustedProxies,
     UpstreamAddress,
     parse_upstream,
+    replace_fields,
     request_fields,
     response_fields,
     upgrade_accepted,
@@ -107,7 +108,7 @@ from twistwsgi.forwarding import (
 )
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
-from twistwsgi.log_format import uses_upstream_variables
+from twistwsgi.log_format import RequestTemplate, uses_upstream_variables
 from twistwsgi.response_spool import (
     MAX_RESPONSE_BUFFER,
     SPOOL_GRACE,
@@ -178,6 +179,10 @@ class ProxyHandler:
             upstream's connection.
         max_buffer: the most bytes one response holds so (plus one read); past
             it the upstream's connection is paused until the client catches up.
+        set_fields: request fields sent in place of the client's of the same name
+            (nginx's ``proxy_set_header``), each a name and a
+            :class:`~twistwsgi.log_format.RequestTemplate` source; ``Host`` among
+            them replaces the one ``preserve_host`` chooses.
 
     Attributes:
         waiting: the requests waiting for a free upstream, oldest first, each with
@@ -198,8 +203,18 @@ class ProxyHandler:
         log_upstreams: bool = False,
         buffering: bool = False,
         max_buffer: int = MAX_RESPONSE_BUFFER,
+        set_fields: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.group = group
+        self.set_fields = tuple(
+            (name.encode("ascii"), RequestTemplate(template))
+            for name, template in set_fields
+            if name.lower() != "host"
+        )
+        self.set_host = next(
+            (RequestTemplate(template) for name, template in set_fields if name.lower() == "host"),
+            None,
+        )
         self.log_upstreams = log_upstreams
         self.buffering = buffering
         self.max_buffer = max_buffer
@@ -492,6 +507,12 @@ class _Forward:
         )
         trusted = proxy.trusted.trusts_peer(request.peer)
         self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
+        if proxy.set_fields:
+            user = exchange.remote_user
+            self._fields = replace_fields(
+                self._fields,
+                [(name, template.render(request, user)) for name, template in proxy.set_fields],
+            )
         exchange.on_close(self._exchange_closed)
         if self._has_body:
             exchange.pause_body()  # until an upstream can take it
@@ -675,6 +696,9 @@ class _Forward:
         address = peer.target.address
         authority = request.authority
         host = authority if proxy.preserve_host and authority else address.host_field
+        if proxy.set_host is not None:
+            # (Empty: the upstream's own, as Host cannot be left out, RFC 9112 3.2.)
+            host = proxy.set_host.render(request, self._exchange.remote_user) or host
         target = upstream_target(request, self._exchange.route, address.prefix)
         head = b"".join(
             (
@@ -1346,6 +1370,7 @@ def build_proxy(
         log_upstreams=uses_upstream_variables(config.access_log_format),
         buffering=mount_or_server(mount, config, "response_buffering"),
         max_buffer=config.max_response_buffer,
+        set_fields=options["proxy_set_header"],
     )
 
 
