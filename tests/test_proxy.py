@@ -13,6 +13,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -27,6 +28,7 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twistwsgi import cli
 from twistwsgi.client_certificates import ClientCertificate
 from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
@@ -38,6 +40,7 @@ from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.response_spool import SPOOL_GRACE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.site import describe_routing
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
 # The schema's defaults, with what these tests need differently.
@@ -2649,3 +2652,18 @@ def test_proxy_set_header_mistakes_are_named(table: Any, problem: str) -> None:
     with pytest.raises(ValueError) as raised:
         config_value("proxy_set_header", table)
     assert problem in str(raised.value)
+
+
+def test_check_config_shows_the_table_as_a_file_writes_it(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[server]\nlisten = ["tcp:0"]\n[[host]]\nnames = ["a.test"]\n[[host.mount]]\n'
+        'path = "/api"\nproxy = "http://127.0.0.1:9000"\n'
+        'proxy_set_header = { X-Real-IP = "$remote_addr", Authorization = "" }\n'
+        'headers = { X-Frame-Options = "DENY" }\n'
+    )
+    shown = describe_routing(cli.load_config({"config": str(site)})).splitlines()[-1].strip()
+    assert shown == (
+        'headers={X-Frame-Options = "DENY"}'
+        ' proxy_set_header={X-Real-IP = "$remote_addr", Authorization = ""}'
+    )

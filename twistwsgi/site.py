@@ -617,10 +617,23 @@ def _changed_options(mount: MountConfig) -> str:
     """The mount's options that differ from their defaults, as ``key=value`` words."""
     defaults = default_options(mount.kind)
     return " ".join(
-        f"{name}={_rate_text(value) if name == 'rate_limit' else _option_text(value)}"
+        f"{name}={_value_text(name, value)}"
         for name, value in mount.options.items()
         if name in defaults and value != defaults[name]
     )
+
+
+#: Options held as (name, value) pairs that a file writes as a table.
+_TABLE_OPTIONS = frozenset({"headers", "proxy_set_header"})
+
+
+def _value_text(name: str, value: object) -> str:
+    if name == "rate_limit":
+        return _rate_text(value)  # type: ignore[arg-type]
+    if name in _TABLE_OPTIONS and isinstance(value, tuple):
+        # TOML's inline table: { X-Real-IP = "$remote_addr" }
+        return "{" + ", ".join(f"{key} = {_option_text(text)}" for key, text in value) + "}"
+    return _option_text(value)
 
 
 def _rate_text(per_second: float) -> str:
