@@ -26,6 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import reactor as global_reactor
@@ -36,10 +37,12 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface import alsoProvides
 
+from tests import apps
 from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.client_certificates import (
     NO_CERTIFICATE,
+    NOT_ASKED,
     ClientCertificate,
     describe,
     from_connection,
@@ -278,6 +281,39 @@ def test_a_certificate_is_described_as_nginx_and_mod_ssl_write_it(tmp_path: Path
     }
 
 
+def test_serials_have_an_even_number_of_digits_and_email_its_openssl_name(
+    tmp_path: Path,
+) -> None:
+    """As nginx and mod_ssl write them (OpenSSL's printers): 0ABC, emailAddress=."""
+    ca = issue(tmp_path, "ca", _name("CA"))
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "alice"),
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "alice@example.com"),
+        ]
+    )
+    described = describe(issue(tmp_path, "c", name, by=ca, serial=0xABC).der, None)
+    assert described.serial == "0ABC"
+    assert described.subject == "emailAddress=alice@example.com,CN=alice"
+
+
+def test_a_certificate_cryptography_will_not_read_keeps_its_verdict(tmp_path: Path) -> None:
+    """OpenSSL takes names cryptography refuses (a PrintableString with "_", from old
+    CAs): the request is not a 500; the verdict, fingerprint and PEM are told.
+    """
+    ca = issue(tmp_path, "ca", _name("CA"))
+    printable = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "mallory", _ASN1Type.PrintableString)]
+    )
+    der = issue(tmp_path, "c", printable, by=ca).der.replace(b"\x13\x07mallory", b"\x13\x07mal_ory")
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    described = describe(der, "certificate signature failure", 7)
+    assert described.verify == "FAILED:certificate signature failure"
+    assert described.subject == "" and described.fingerprint
+    assert ssl.PEM_cert_to_DER_cert(described.pem) == der
+
+
 def test_no_certificate_and_a_failed_one(tmp_path: Path) -> None:
     assert describe(None, None) == NO_CERTIFICATE
     assert NO_CERTIFICATE.environ() == {"SSL_CLIENT_VERIFY": "NONE"}
@@ -288,7 +324,10 @@ def test_no_certificate_and_a_failed_one(tmp_path: Path) -> None:
 
 
 SUCCESS = ClientCertificate("SUCCESS", subject="CN=a")
-FAILED = ClientCertificate("FAILED:certificate has expired", subject="CN=a")
+FAILED = ClientCertificate("FAILED:certificate has expired", subject="CN=a", error=10)
+UNTRUSTED = ClientCertificate(
+    "FAILED:unable to get local issuer certificate", subject="CN=a", error=20
+)
 
 
 @pytest.mark.parametrize(
@@ -300,8 +339,14 @@ FAILED = ClientCertificate("FAILED:certificate has expired", subject="CN=a")
         ("optional", SUCCESS, False),
         ("optional", NO_CERTIFICATE, False),
         ("optional", FAILED, True),
-        ("optional_no_ca", FAILED, False),
+        # nginx's optional_no_ca lets through only an issuer it does not know.
+        ("optional_no_ca", UNTRUSTED, False),
+        ("optional_no_ca", FAILED, True),
         ("optional_no_ca", NO_CERTIFICATE, False),
+        ("optional", UNTRUSTED, True),
+        # A TLS connection opened before verification was turned on (a reload).
+        ("on", NOT_ASKED, True),
+        ("optional", NOT_ASKED, False),
         # Not over this server's TLS: the setting is about its TLS listeners.
         ("on", None, False),
         ("off", FAILED, False),
@@ -384,14 +429,15 @@ def test_the_verdict_of_each_client(material: Material, mode: str) -> None:
     mallory = verdicts["mallory"]
     assert mallory is not None and mallory.verify.startswith("FAILED:")
     assert mallory.subject == "CN=mallory"  # told, though not believed
-    assert verdicts["expired"] == describe(material.expired.der, "certificate has expired")
+    assert verdicts["expired"] == describe(material.expired.der, "certificate has expired", 10)
     assert verdicts["none"] == NO_CERTIFICATE
 
 
 def test_off_asks_for_nothing(material: Material) -> None:
     server, _ = handshake(listener_context(load(material, "off")), material.alice)
     assert server.get_peer_certificate() is None
-    assert from_connection(server) is None
+    assert from_connection(server) == NOT_ASKED
+    assert NOT_ASKED.environ() == {}
 
 
 def test_the_client_is_told_which_issuers_are_accepted(material: Material) -> None:
@@ -471,14 +517,19 @@ class TLSStringTransport(StringTransport):
 
 
 def ask_through_site(
-    config: ServerConfig, client: Issued | None, request: bytes, method: bytes = b"GET"
+    config: ServerConfig,
+    client: Issued | None,
+    request: bytes,
+    method: bytes = b"GET",
+    listener: ServerConfig | None = None,
 ) -> tuple[ParsedResponse, bool]:
-    """The answer to ``request`` over a connection whose client showed ``client``, and
+    """The answer to ``request`` over a connection whose client showed ``client`` (to
+    a listener built with ``listener``'s settings, by default ``config``'s), and
     whether the server closed the connection after it.
     """
     memory = MemoryReactorClock()
     router = Router(SiteBuilder(reactor=memory, threadpool=None).build(config))
-    server, _ = handshake(listener_context(config), client)
+    server, _ = handshake(listener_context(listener or config), client)
     transport = TLSStringTransport(server)
     connection = connect(router, settings=HttpSettings(max_body=1000), transport=transport)
     connection.factory.body_limit = router.body_limit  # (as the service does)
@@ -536,6 +587,46 @@ def test_optional_modes_let_the_application_decide(
     response, _ = ask_through_site(load(material, mode), client, GET)
     assert response.status == 200
     assert json.loads(response.body)["SSL_CLIENT_VERIFY"].startswith(verify)
+
+
+@pytest.mark.parametrize(("mode", "status"), [("on", 400), ("optional", 200)])
+def test_a_connection_that_was_not_asked_counts_as_one_without_a_certificate(
+    material: Material, mode: str, status: int
+) -> None:
+    """One opened before a reload turned verification on (or on a listener whose
+    context could not be made again) cannot pass where a certificate is required.
+    """
+    response, closed = ask_through_site(
+        load(material, mode), material.alice, GET, listener=load(material, "off")
+    )
+    assert response.status == status
+    if status == 400:
+        assert b"was not asked for one: connect again" in response.body
+        assert closed
+
+
+def test_a_host_that_redirects_plain_http_still_checks_tls_clients(
+    material: Material, tmp_path: Path
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen(8443)}", "tcp:0"]\n'
+        'threads = 0\naccess_log = "off"\ntls_verify_client = "on"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n'
+        'https_redirect = "on"\n'
+        '[[host]]\nnames = ["a.test"]\nmount = [{path = "/", app = "tests.apps:hello"}]\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    plain = connect(router)
+    plain.send(GET)
+    [response] = parse_responses(plain.transport.value())
+    assert response.status == 301
+    response, _ = ask_through_site(config, None, GET)
+    assert response.status == 400
+    response, _ = ask_through_site(config, material.alice, GET)
+    assert response.status == 200
 
 
 def test_the_refusal_comes_before_the_body_limit(material: Material) -> None:
@@ -622,18 +713,37 @@ def test_configuration_mistakes_are_named(material: Material) -> None:
     )
 
 
-def test_a_ca_file_that_does_not_load_stops_the_start(
-    material: Material, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_a_ca_file_that_does_not_load_is_a_configuration_error(material: Material) -> None:
+    """Read with the configuration (not only with the listeners), so a reload with
+    such a file is refused whole, before its routing table serves.
+    """
     not_pem = material.directory / "not-pem.txt"
     not_pem.write_text("hello\n")
-    config = load(material, "on", tls_client_certificate=str(not_pem))
+    assert config_error(
+        {
+            "listen": [material.listen()],
+            "tls_verify_client": "on",
+            "tls_client_certificate": str(not_pem),
+        }
+    ) == (
+        f"--tls-client-certificate: {str(not_pem)!r}: cannot load the CA certificates:"
+        " expected a PEM file of them"
+    )
+
+
+def test_a_ca_file_gone_bad_before_the_listeners_are_built_stops_the_start(
+    material: Material, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ca = material.directory / "changing-ca.pem"
+    shutil.copy(material.ca.certificate_file, ca)
+    config = load(material, "on", tls_client_certificate=str(ca))
+    ca.write_text("hello\n")
     with pytest.raises(SystemExit) as raised:
         cli.build_endpoints(reactor, config)
     assert raised.value.code == 2
     [line] = capfd.readouterr().err.strip().splitlines()
     assert line == (
-        f"twistwsgi: error: --tls-client-certificate {str(not_pem)!r}: cannot load the CA"
+        f"twistwsgi: error: --tls-client-certificate {str(ca)!r}: cannot load the CA"
         " certificates: expected a PEM file of them"
     )
 
@@ -674,6 +784,7 @@ class RealClientTests(TestCase):
         service = make_service(config, reactor=reactor, endpoints=endpoints)
         service.startService()
         self.addCleanup(service.stopService)
+        self.service = service
         port = service.ports[0].getHost().port  # type: ignore[attr-defined]
         return endpoints, port
 
@@ -787,6 +898,66 @@ class RealClientTests(TestCase):
         assert seen["HTTP_X_CLIENT_DN"] == "O=Example,CN=alice"
         pem = urllib.parse.unquote(seen["HTTP_X_CLIENT_CERT"])
         assert x509.load_pem_x509_certificate(pem.encode()) == self.material.alice.certificate
+
+    async def test_a_library_server_of_one_application_checks_too(self) -> None:
+        config = replace(load(self.material, "on"), hosts=())
+        endpoints = cli.build_endpoints(reactor, config)
+        service = make_service(config, apps.environ, reactor=reactor, endpoints=endpoints)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.ports[0].getHost().port  # type: ignore[attr-defined]
+        received, _, _ = await deferToThread(self.fetch, port, None)
+        assert received.startswith(b"HTTP/1.1 400 ")
+        received, _, _ = await deferToThread(self.fetch, port, self.material.alice)
+        assert received.startswith(b"HTTP/1.1 200 ")
+        with pytest.raises(ConfigError, match="needs the listeners twistwsgi builds"):
+            make_service(config, apps.environ, reactor=reactor)
+
+    async def test_verification_turned_on_by_a_reload_whose_key_is_unreadable(self) -> None:
+        """The listener keeps its certificate (the key is root's after --uid) and
+        takes the new settings: it asks from then on. A connection opened before is
+        refused rather than let through.
+        """
+        material = self.material
+        site = self.directory / "site.toml"
+
+        def write(verification: str) -> None:
+            site.write_text(
+                "[server]\n"
+                f'listen = ["{material.listen()}"]\n'
+                'threads = 0\naccess_log = "off"\napp = "tests.apps:environ"\n' + verification
+            )
+
+        write("")
+        given = {"config": str(site)}
+        endpoints, port = self.serve(cli.load_config(given))
+        service = self.service
+        old = await deferToThread(self.open_connection, port)
+        self.addCleanup(old.close)
+        assert (await deferToThread(self.ask_on, old)).startswith(b"HTTP/1.1 200 ")
+        write(
+            f'tls_verify_client = "on"\ntls_client_certificate = "{material.ca.certificate_file}"\n'
+        )
+        material.server_key.chmod(0)
+        material.server_key.write_text("")  # (unreadable for root too)
+        # (What SIGHUP does: reload_server, without its garbage-collection timer.)
+        config = cli.load_config(given)
+        assert service.reload(config)
+        cli.reload_certificates(reactor, endpoints, config)
+        received, _, _ = await deferToThread(self.fetch, port, None)
+        assert received.startswith(b"HTTP/1.1 400 ")
+        received, _, _ = await deferToThread(self.fetch, port, material.alice)
+        assert received.startswith(b"HTTP/1.1 200 ")
+        assert (await deferToThread(self.ask_on, old)).startswith(b"HTTP/1.1 400 ")
+
+    def open_connection(self, port: int) -> ssl.SSLSocket:
+        context = ssl.create_default_context(cafile=str(self.material.server_certificate))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        return context.wrap_socket(raw, server_hostname="localhost")
+
+    def ask_on(self, tls: ssl.SSLSocket) -> bytes:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        return tls.recv(65536)
 
     async def test_the_metrics_listener_asks_for_no_certificate(self) -> None:
         with socket.socket() as probe:

@@ -2639,6 +2639,9 @@ def test_a_value_cannot_break_the_field_line() -> None:
         ({"Content-Length": "1"}, "is the proxy's to set"),
         ({"Transfer-Encoding": "chunked"}, "is the proxy's to set"),
         ({"Connection": "close"}, "is the proxy's to set"),
+        ({"Content_Length": "1"}, "is the proxy's to set"),
+        ({"Upgrade": "$http_upgrade"}, "passed on by itself"),
+        ({"X-A": "1", "X_A": "2"}, "is given twice"),
         ({"X-A": "1", "x-a": "2"}, "is given twice"),
         ({"Bad Name": "1"}, "is not a header name"),
         ({"X-A": "$status"}, "unknown variable $status here"),
@@ -2667,3 +2670,89 @@ def test_check_config_shows_the_table_as_a_file_writes_it(tmp_path: Path) -> Non
         'headers={X-Frame-Options = "DENY"}'
         ' proxy_set_header={X-Real-IP = "$remote_addr", Authorization = ""}'
     )
+
+
+def test_a_client_cannot_pass_its_own_value_with_underscores() -> None:
+    """X_Client_DN is X-Client-DN to a CGI-style upstream (Rack, PHP): it is replaced
+    as the dashed name is, whatever its case.
+    """
+    setup = make_proxy(
+        proxy_set_header=config_value(
+            "proxy_set_header", {"X-Client-DN": "$ssl_client_s_dn", "X-Auth-User": "fixed"}
+        )
+    )
+    client = setup.client()
+    client.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nX_Client_DN: CN=admin\r\nx_auth_USER: root\r\n"
+        b"AUTHORIZATION: Basic a\r\n\r\n"
+    )
+    upstream = setup.endpoint().last
+    sent = upstream.transport.value().lower()
+    assert b"cn=admin" not in sent and b"root" not in sent
+    assert upstream.header(b"x-auth-user") == [b"fixed"]
+
+
+def test_names_are_compared_without_case_against_the_clients() -> None:
+    setup = make_proxy(proxy_set_header=config_value("proxy_set_header", {"authorization": ""}))
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\nAUTHORIZATION: Basic a\r\n\r\n")
+    assert setup.endpoint().last.header(b"authorization") == []
+
+
+def test_text_and_values_go_as_utf8_and_repeated_fields_are_joined() -> None:
+    """The configuration's text as UTF-8, as nginx sends it; a field the client sent
+    twice, both lines (nginx 1.23+), Cookie with "; ".
+    """
+    setup = make_proxy(
+        proxy_set_header=config_value(
+            "proxy_set_header",
+            {
+                "X-Snow": "☃ café $host",
+                "X-Chain": "$http_x_forwarded_for, $remote_addr",
+                "X-Cookies": "$http_cookie",
+            },
+        ),
+        trusted=("127.0.0.0/8",),
+    )
+    client = setup.client()
+    client.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n"
+        b"Cookie: a=1\r\nCookie: b=2\r\n\r\n"
+    )
+    upstream = setup.endpoint().last
+    assert upstream.header(b"x-snow") == ["☃ café x".encode()]
+    assert upstream.header(b"x-chain") == [b"1.1.1.1, 2.2.2.2, 127.0.0.1"]
+    assert upstream.header(b"x-cookies") == [b"a=1; b=2"]
+
+
+def test_the_host_template_uses_the_auth_basic_user_and_falls_back_when_empty(
+    tmp_path: Path,
+) -> None:
+    setup = make_proxy(
+        ("http://backend.internal:9000",),
+        preserve_host=False,
+        proxy_set_header=config_value(
+            "proxy_set_header", {"Host": "$http_x_target", "X-User": "$remote_user"}
+        ),
+    )
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    assert upstream.header(b"host") == [b"backend.internal:9000"]
+    assert upstream.header(b"x-user") == []
+    request = RequestHead(
+        method=b"GET",
+        target=b"/",
+        path=b"/",
+        decoded_path=b"/",
+        query=b"",
+        version=b"1.1",
+        headers=[],
+        authority=b"x",
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=("127.0.0.1", 1),
+        local=None,
+    )
+    assert RequestTemplate("user=$remote_user").render(request, "zoë") == "user=zoë".encode()

@@ -356,10 +356,10 @@ def _ask_for_client_certificates(context: SSL.Context, config: ServerConfig) -> 
         try:
             load_client_cas(path)  # (a file OpenSSL would take in part, or not at all)
             context.load_verify_locations(path)
+            # The issuers a client is told are accepted (RFC 8446 4.2.4, 4.3.2).
+            context.load_client_ca(os.fsencode(path))
         except (OSError, ValueError, SSL.Error) as error:
             raise _TLSSettingError("tls_client_certificate", path, str(error)) from error
-        # The issuers a client is told are accepted (RFC 8446 4.2.4, 4.3.2).
-        context.load_client_ca(os.fsencode(path))
 
 
 def _listener_twin(options: Any, config: ServerConfig) -> SSL.Context:
@@ -417,25 +417,29 @@ def reload_certificates(
             continue
         # CertificateOptions hands its one cached context to every new connection.
         serving._context = context
+        # And keeps what it was made from: a later context made from these options
+        # (see _serve_hosts_of) starts from the files read now, not those of the start.
+        for loaded in ("certificate", "privateKey", "extraCertChain", "dhParameters"):
+            if hasattr(fresh, loaded):
+                setattr(serving, loaded, getattr(fresh, loaded))
         _TLS_SETTINGS_IN_USE[serving] = _TLS_SETTINGS_IN_USE[fresh]
         _log.info("Reload: read the TLS files of {listen!r} again", listen=description)
 
 
 def _serve_hosts_of(options: Any, config: ServerConfig) -> None:
-    """Serve the host certificates of ``config`` with a listener's old certificate.
+    """Serve ``config``'s host certificates and TLS settings with a listener's old files.
 
     For a listener whose own files could not be read again (a key only root reads,
     after ``--uid``): a host the reload added, or renewed, still gets its
-    certificate. A context that served connections cannot be changed (pyOpenSSL), so
-    a new one is made from what the listener read before, held in its options.
+    certificate, and the listener the reloaded TLS settings (a tls_verify_client
+    turned on asks from now on). A context that served connections cannot be
+    changed (pyOpenSSL), so a new one is made from what the listener read before,
+    held in its options.
     """
-    before = _TLS_SETTINGS_IN_USE.get(options)
     try:
         certificates = host_certificates(config.hosts, reloading=True)
-        if certificates is None and not (
-            before is not None and any(host.tls_certificate for host in before.hosts)
-        ):
-            return  # no host had a certificate, none has: nothing changes
+        # Made again even when no host has a certificate: the TLS settings may have
+        # changed (tls_verify_client turned on must not wait for a readable key).
         context: SSL.Context = options._makeContext()
         _apply_tls_settings(context, config)
         if certificates is not None:

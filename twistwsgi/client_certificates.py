@@ -29,13 +29,14 @@ reads them from a pyOpenSSL connection. No Twisted.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
 
 try:  # pyOpenSSL's own binding of OpenSSL, for SSL_get_verify_result (see above)
     from OpenSSL._util import ffi as _ffi
@@ -44,6 +45,8 @@ except ImportError:  # pragma: no cover - a pyOpenSSL without it
     _ffi = _lib = None
 
 __all__ = [
+    "NOT_ASKED",
+    "NO_CERTIFICATE",
     "ClientCertificate",
     "ask_for_certificates",
     "binding_available",
@@ -70,13 +73,17 @@ class ClientCertificate:
         subject: the subject's distinguished name (RFC 4514, as nginx's
             ``$ssl_client_s_dn``: ``CN=alice,O=Example``); ``""`` without one.
         issuer: the issuer's, the same way.
-        serial: the serial number in upper-case hexadecimal.
+        serial: the serial number in upper-case hexadecimal, an even number of
+            digits (as nginx and mod_ssl write it: ``0ABC``).
         not_before: the start of its validity, as OpenSSL prints it
             (``Dec  6 08:00:00 2026 GMT``: nginx's ``$ssl_client_v_start``).
         not_after: the end of its validity, the same way.
         fingerprint: the SHA-1 of its DER form in hexadecimal, as nginx's
             ``$ssl_client_fingerprint`` (to pin one certificate).
         pem: the certificate in PEM.
+        error: OpenSSL's X509_V_ERR code when it did not verify, else 0.
+        asked: whether the connection asked for a certificate at all (one that
+            did not was opened before a reload turned tls_verify_client on).
     """
 
     verify: str
@@ -87,6 +94,8 @@ class ClientCertificate:
     not_after: str = ""
     fingerprint: str = ""
     pem: str = ""
+    error: int = 0
+    asked: bool = True
 
     @property
     def sent(self) -> bool:
@@ -95,6 +104,8 @@ class ClientCertificate:
 
     def environ(self) -> dict[str, str]:
         """Its mod_ssl environ keys (only ``SSL_CLIENT_VERIFY`` when none was sent)."""
+        if not self.asked:
+            return {}
         if not self.sent:
             return {"SSL_CLIENT_VERIFY": self.verify}
         return {
@@ -110,28 +121,61 @@ class ClientCertificate:
 
 #: A connection whose client sent no certificate.
 NO_CERTIFICATE = ClientCertificate("NONE")
+#: A TLS connection that did not ask its client for one (verification was off).
+NOT_ASKED = ClientCertificate("NONE", asked=False)
+
+#: Names RFC 4514 has no keyword for that nginx and mod_ssl write by OpenSSL's.
+_NAME_KEYWORDS = {NameOID.EMAIL_ADDRESS: "emailAddress"}
+
+#: The failures optional_no_ca lets through, nginx's (ngx_ssl_verify_error_optional):
+#: the issuer is unknown or not trusted. An expired certificate, or one whose
+#: signature does not match, is refused in that mode too. (X509_V_ERR_* codes.)
+_UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20, 21})
 
 
-def describe(der: bytes | None, error: str | None) -> ClientCertificate:
+def describe(der: bytes | None, error: str | None, code: int = 0) -> ClientCertificate:
     """What the certificate ``der`` says, with OpenSSL's verdict on it.
 
     Args:
         der: the client's certificate (DER), or ``None`` if it sent none.
         error: OpenSSL's reason it did not verify, or ``None`` if it did.
+        code: OpenSSL's code for that reason.
     """
     if der is None:
         return NO_CERTIFICATE
-    certificate = x509.load_der_x509_certificate(der)
+    verify = "SUCCESS" if error is None else f"FAILED:{error}"
+    fingerprint = hashlib.sha1(der, usedforsecurity=False).hexdigest()
+    pem = _pem(der)
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        subject = certificate.subject.rfc4514_string(_NAME_KEYWORDS)
+        issuer = certificate.issuer.rfc4514_string(_NAME_KEYWORDS)
+        not_before = _openssl_time(certificate.not_valid_before_utc)
+        not_after = _openssl_time(certificate.not_valid_after_utc)
+        serial = f"{certificate.serial_number:X}"
+    except ValueError:
+        # OpenSSL took it, cryptography's stricter reader does not (a PrintableString
+        # with "_" in an old CA's names, say): the verdict stands, the facts are
+        # not told.
+        return ClientCertificate(verify, fingerprint=fingerprint, pem=pem, error=code)
     return ClientCertificate(
-        verify="SUCCESS" if error is None else f"FAILED:{error}",
-        subject=certificate.subject.rfc4514_string(),
-        issuer=certificate.issuer.rfc4514_string(),
-        serial=f"{certificate.serial_number:X}",
-        not_before=_openssl_time(certificate.not_valid_before_utc),
-        not_after=_openssl_time(certificate.not_valid_after_utc),
-        fingerprint=hashlib.sha1(der, usedforsecurity=False).hexdigest(),
-        pem=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        verify=verify,
+        subject=subject,
+        issuer=issuer,
+        serial=serial.rjust(len(serial) + len(serial) % 2, "0"),
+        not_before=not_before,
+        not_after=not_after,
+        fingerprint=fingerprint,
+        pem=pem,
+        error=code,
     )
+
+
+def _pem(der: bytes) -> str:
+    """``der`` as a PEM certificate (RFC 7468: base64 in lines of 64)."""
+    text = base64.b64encode(der).decode("ascii")
+    lines = [text[start : start + 64] for start in range(0, len(text), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
 
 def _openssl_time(moment: datetime) -> str:
@@ -142,24 +186,38 @@ def _openssl_time(moment: datetime) -> str:
     )
 
 
+_NEEDED = b"Bad Request: this site needs a client certificate (TLS)\n"
+_NOT_ASKED = (
+    b"Bad Request: this site needs a client certificate (TLS), and this connection"
+    b" was not asked for one: connect again\n"
+)
+
+
 def refusal(mode: str, certificate: ClientCertificate | None) -> bytes | None:
     """Why a request is refused under ``mode`` (the 400's body), or ``None`` to let it in.
 
     ``certificate`` is ``None`` for a request that did not come over a TLS listener
     of this server (plain HTTP, or TLS ended by a proxy in front): ``tls_verify_client``
     is about this server's TLS, as nginx's ``ssl_verify_client`` checks only SSL
-    connections.
+    connections. A TLS connection that was not asked for a certificate (opened
+    before a reload turned verification on, or on a listener whose context could
+    not be rebuilt) counts as one whose client sent none: refused under ``on``.
     """
-    if certificate is None or mode in ("off", "optional_no_ca"):
+    if certificate is None or mode == "off":
         return None
-    if certificate.verify == "SUCCESS":
+    verify = certificate.verify
+    if verify == "SUCCESS":
         return None
-    if certificate.verify == "NONE":
-        if mode == "optional":
+    if verify == "NONE":
+        if mode != "on":
             return None
-        return b"Bad Request: this site needs a client certificate (TLS)\n"
-    reason = certificate.verify.removeprefix("FAILED:")
-    return b"Bad Request: the client certificate did not verify (%s)\n" % reason.encode("ascii")
+        return _NEEDED if certificate.asked else _NOT_ASKED
+    if mode == "optional_no_ca" and certificate.error in _UNTRUSTED_ISSUER:
+        return None
+    reason = verify.removeprefix("FAILED:")
+    return b"Bad Request: the client certificate did not verify (%s)\n" % reason.encode(
+        "ascii", "replace"
+    )
 
 
 def load_client_cas(path: str) -> list[x509.Certificate]:
@@ -218,20 +276,21 @@ def ask_for_certificates(context: SSL.Context) -> None:
     )
 
 
-def from_connection(connection: SSL.Connection) -> ClientCertificate | None:
+def from_connection(connection: SSL.Connection) -> ClientCertificate:
     """What the client of ``connection`` sent, once its handshake is done.
 
-    ``None`` when the connection did not ask for a certificate (verification off).
+    :data:`NOT_ASKED` when the connection did not ask for a certificate.
     """
     if connection.get_verify_mode() == SSL.VERIFY_NONE:
-        return None
-    peer = connection.get_peer_certificate(as_cryptography=True)
+        return NOT_ASKED
+    peer = connection.get_peer_certificate()
     if peer is None:
         return NO_CERTIFICATE
-    der = peer.public_bytes(serialization.Encoding.DER)
+    # DER as OpenSSL holds it: cryptography may refuse to read what OpenSSL took.
+    der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
     # pyOpenSSL has no public reader of the verdict: its binding is used.
     code = _lib.SSL_get_verify_result(connection._ssl)
     if code == _VERIFIED:
         return describe(der, None)
     reason = _ffi.string(_lib.X509_verify_cert_error_string(code))
-    return describe(der, reason.decode("ascii", "replace").encode("ascii", "replace").decode())
+    return describe(der, reason.decode("ascii", "replace"), code)

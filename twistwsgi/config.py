@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
@@ -557,11 +558,16 @@ def _proxy_header_table(value: Any) -> tuple[tuple[str, str], ...]:
     for name, text in items:
         if not isinstance(name, str) or not re.fullmatch(TOKEN, name):
             raise ValueError(f"{name!r} is not a header name")
-        if name.lower().encode("ascii") in _PROXY_OWN_FIELDS:
-            raise ValueError(f"{name!r} is the proxy's to set (it frames the request)")
-        if name.lower() in seen:
-            raise ValueError(f"{name!r} is given twice (as {seen[name.lower()]!r})")
-        seen[name.lower()] = name
+        # "_" read as "-", as CGI-style gateways upstream read it.
+        dashed = name.lower().replace("_", "-")
+        if dashed.encode("ascii") in _PROXY_OWN_FIELDS:
+            raise ValueError(
+                f"{name!r} is the proxy's to set (framing and hop-by-hop fields, and"
+                " Expect; a protocol upgrade such as WebSocket is passed on by itself)"
+            )
+        if dashed in seen:
+            raise ValueError(f"{name!r} is given twice (as {seen[dashed]!r})")
+        seen[dashed] = name
         if not isinstance(text, str):
             raise ValueError(f"the value of {name!r} is not text: {text!r}")
         template = text.strip()
@@ -1669,8 +1675,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "Header fields to send the upstream in place of the client's of the same"
                 " name (nginx's proxy_set_header), as a table whose values may use"
                 " $variables: { X-Real-IP = '$remote_addr', X-Client-DN ="
-                " '$ssl_client_s_dn', Authorization = '' }. An empty value (or one"
-                " whose variables are all empty) sends no such field. Host and the"
+                " '$ssl_client_s_dn', Authorization = '' }, each replacing the client's"
+                " lines of that name (X_Name spellings too). A value that comes out"
+                " empty sends no such field. Host and the"
                 " X-Forwarded-* and Forwarded fields may be set too (in place of the"
                 " proxy's own). Variables: $remote_addr, $remote_port, $remote_user,"
                 " $request_method, $request_uri, $server_protocol, $scheme, $host,"
@@ -2541,6 +2548,15 @@ def _check_client_verification(resolved: Mapping[str, Any], source: Callable[[st
             "clients are not asked for certificates: set tls_verify_client"
             " (on, optional or optional_no_ca)",
         )
+    path = resolved["tls_client_certificate"]
+    if path is not None:
+        # Read here, not only when the listeners are built: a reload with a file that
+        # does not load is then refused whole, before its routing table replaces the
+        # one serving (see routing.ClientCertificateCheck).
+        try:
+            load_client_cas(path)
+        except (OSError, ValueError) as error:
+            raise ConfigError(source("tls_client_certificate"), f"{path!r}: {error}") from None
     if mode != "off" and not any(endpoint_parts(text)[0] == "ssl" for text in resolved["listen"]):
         raise ConfigError(
             source("tls_verify_client"),

@@ -435,14 +435,20 @@ def replace_fields(fields: bytes, chosen: Sequence[tuple[bytes, bytes]]) -> byte
     no case, RFC 9110 5.1); one with an empty value is left out altogether, as with
     nginx.
     """
-    names = {name.lower() for name, _ in chosen}
+    # Spelled with "_" for "-" too: CGI-style gateways (Rack, PHP) read X_Client_DN as
+    # X-Client-DN, so a client must not slip its own value past in that spelling.
+    names = {_dashed(name) for name, _ in chosen}
     lines = [
         line + b"\r\n"
         for line in fields.split(b"\r\n")
-        if line and line.partition(b":")[0].lower() not in names
+        if line and _dashed(line.partition(b":")[0]) not in names
     ]
     lines.extend(name + b": " + value + b"\r\n" for name, value in chosen if value)
     return b"".join(lines)
+
+
+def _dashed(name: bytes) -> bytes:
+    return name.lower().replace(b"_", b"-")
 
 
 def _with_special_fields(

@@ -48,6 +48,7 @@ class _Request(Protocol):
     target: bytes
     version: bytes
     peer: tuple[str, int] | None
+    headers: list[tuple[bytes, bytes]]
 
     def header(self, name: bytes) -> bytes | None: ...
 
@@ -311,6 +312,22 @@ def _header_value(name: str) -> Value:
     return value
 
 
+def _joined_header_value(name: str) -> Value:
+    """Every line of a request field, joined as nginx 1.23+ joins them.
+
+    ``, `` between list values (RFC 9110 5.3), ``; `` between Cookie lines (RFC
+    6265 5.4): in a proxied field the lines a front proxy added are not lost.
+    """
+    field = name.replace("_", "-").lower().encode("ascii")
+    separator = b"; " if field == b"cookie" else b", "
+
+    def value(response: LoggedResponse, now: float) -> bytes | None:
+        lines = [v for n, v in response.request.headers if n.lower() == field]
+        return separator.join(lines) if lines else None
+
+    return value
+
+
 def uses_upstream_variables(template: str | None) -> bool:
     """Whether ``template`` writes any ``$upstream_`` variable (a proxy then notes them)."""
     if template is None:
@@ -417,7 +434,7 @@ class RequestTemplate:
         for match in _VARIABLE.finditer(template):
             name = (match.group(1) or match.group(2)).lower()
             if name.startswith("http_") and len(name) > 5:
-                value = _header_value(name[5:])
+                value = _joined_header_value(name[5:])
             elif name in REQUEST_VARIABLES:
                 value = _VALUES[name]
             else:
@@ -432,15 +449,16 @@ class RequestTemplate:
         for text, _ in parts:
             if "${" in text:
                 raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
-        self._parts = parts
-        self.constant = len(parts) == 1
+        # The text as UTF-8, as nginx sends its configuration's bytes (and as the
+        # values of variables are): encoded once, here.
+        self._parts = [(text.encode("utf-8"), value) for text, value in parts]
 
     def render(self, request: _Request, remote_user: str | None = None) -> bytes:
         """The value for ``request`` (``remote_user``: the user auth_basic let through)."""
         view = _RequestView(request, remote_user)
         pieces: list[bytes] = []
         for text, variable in self._parts:
-            pieces.append(text.encode("latin-1"))
+            pieces.append(text)
             if variable is None:
                 continue
             value = variable(view, 0.0)  # type: ignore[arg-type]

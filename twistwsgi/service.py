@@ -50,9 +50,9 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat
 from twistwsgi.metrics import MetricsHandler, RequestMetrics, render
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
-from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.routing import HostGuard, HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.shared_limits import SharedLimits
-from twistwsgi.site import MountBuilder, SiteBuilder, close_handlers
+from twistwsgi.site import MountBuilder, SiteBuilder, certificate_check, close_handlers
 from twistwsgi.threads import ThreadPoolLike, WorkerPool
 from twistwsgi.wsgi import (
     WSGIApplication,
@@ -161,10 +161,10 @@ def make_factory(
     )
 
 
-def _one_mount(prefix: bytes, handler: Handler) -> RoutingTable:
-    """A routing table with one mount, for every host name."""
-    mounts: MountTable[Handler] = MountTable([Mount(prefix, handler)])
-    return RoutingTable(HostTable([], mounts), HostTable([], None))
+def _one_mount(prefix: bytes, handler: Handler, guard: HostGuard | None = None) -> RoutingTable:
+    """A routing table with one mount, for every host name (``guard`` before it)."""
+    mounts: MountTable[Handler] = MountTable([Mount(prefix, handler)], guard)
+    return RoutingTable(HostTable([], mounts), HostTable([], None), guarded=guard is not None)
 
 
 def _unix_lock_held(path: object) -> str:
@@ -757,6 +757,14 @@ def make_service(
             f"listen must be a sequence of endpoint strings, not one string: give ({listen!r},)"
         )
     if endpoints is None:
+        if config.tls_verify_client != "off":
+            # Twisted's ssl: endpoints would ask no client for a certificate, and
+            # every request over them would be refused (see ClientCertificateCheck).
+            raise ConfigError(
+                "tls_verify_client",
+                "needs the listeners twistwsgi builds: pass"
+                " endpoints=twistwsgi.cli.build_endpoints(reactor, config)",
+            )
         endpoints = [(text, serverFromString(reactor, text)) for text in config.listen]
     pool = WorkerPool(config.threads) if config.threads > 0 else None
     builder: SiteBuilder
@@ -891,7 +899,8 @@ class _ApplicationSite(SiteBuilder):
             app_timeout=config.app_timeout,
             clock=self._reactor,
         )
-        return _one_mount(b"", handler)
+        # The configuration's tls_verify_client, as a site's hosts have it.
+        return _one_mount(b"", handler, certificate_check(config))
 
 
 def access_log_format(config: ServerConfig) -> LogFormat | None:

@@ -43,6 +43,7 @@ from twistwsgi.config import (
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
+from twistwsgi.http.request import ErrorPages
 from twistwsgi.http.rules import RequestError, unquote_path
 from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.routing import (
@@ -63,7 +64,13 @@ from twistwsgi.static import StaticHandler, StaticOptions
 from twistwsgi.threads import ThreadPoolLike
 from twistwsgi.wsgi import AccelResolver, WSGIApplication, WSGIHandler
 
-__all__ = ["MountBuilder", "SiteBuilder", "close_handlers", "describe_routing"]
+__all__ = [
+    "MountBuilder",
+    "SiteBuilder",
+    "certificate_check",
+    "close_handlers",
+    "describe_routing",
+]
 
 _log = Logger(namespace="twistwsgi.auth")
 _limits_log = Logger(namespace="twistwsgi.limits")
@@ -144,7 +151,7 @@ class SiteBuilder:
             for mount in host.mounts
         )
         self._limits = self._building_limits
-        guarded = config.tls_verify_client in ("on", "optional") or any(
+        guarded = config.tls_verify_client != "off" or any(
             host.https_redirect is not None for host in config.hosts
         )
         return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited, guarded)
@@ -450,6 +457,15 @@ class _PasswordThread:
 _password_thread = _PasswordThread()
 
 
+def certificate_check(
+    config: ServerConfig, pages: ErrorPages | None = None
+) -> ClientCertificateCheck | None:
+    """The guard refusing clients ``tls_verify_client`` refuses, if it refuses any."""
+    if config.tls_verify_client in ("on", "optional", "optional_no_ca"):
+        return ClientCertificateCheck(config.tls_verify_client, pages)
+    return None
+
+
 def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
     """What answers some of ``host``'s requests before its mounts, if anything.
 
@@ -461,8 +477,9 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
         guards.append(
             HttpsRedirect(host.https_redirect, TrustedProxies(config.trusted_proxies), host.names)
         )
-    if config.tls_verify_client in ("on", "optional"):
-        guards.append(ClientCertificateCheck(config.tls_verify_client, dict(host.error_pages)))
+    checking = certificate_check(config, dict(host.error_pages))
+    if checking is not None:
+        guards.append(checking)
     if len(guards) > 1:
         return HostGuards(guards)
     return guards[0] if guards else None
