@@ -485,16 +485,19 @@ def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tup
 BOOL = Kind("BOOL", _boolean, "true or false")
 
 
-def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
-    expected = f"expected a table of header names and values, got {value!r}"
+def _table_items(value: Any, expected: str) -> list[tuple[Any, Any]]:
+    """A TOML table's (name, value) pairs; pairs as a program may give them pass too."""
     if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, (tuple, list)) and all(
+        return list(value.items())
+    if isinstance(value, (tuple, list)) and all(
         isinstance(item, (tuple, list)) and len(item) == 2 for item in value
     ):
-        items = list(value)  # (name, value) pairs, as a program may give them
-    else:
-        raise ValueError(expected)
+        return [tuple(item) for item in value]
+    raise ValueError(f"{expected}, got {value!r}")
+
+
+def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
+    items = _table_items(value, "expected a table of header names and values")
     headers = []
     seen: dict[str, str] = {}
     for name, text in items:
@@ -543,16 +546,7 @@ _PROXY_OWN_FIELDS = HOP_BY_HOP | {b"content-length", b"expect"}
 
 
 def _proxy_header_table(value: Any) -> tuple[tuple[str, str], ...]:
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, (tuple, list)) and all(
-        isinstance(item, (tuple, list)) and len(item) == 2 for item in value
-    ):
-        items = list(value)  # (name, value) pairs, as a program may give them
-    else:
-        raise ValueError(
-            f"expected a table of header names and values ($variables allowed), got {value!r}"
-        )
+    items = _table_items(value, "expected a table of header names and values ($variables allowed)")
     fields = []
     seen: dict[str, str] = {}
     for name, text in items:

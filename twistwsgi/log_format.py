@@ -338,6 +338,46 @@ def uses_upstream_variables(template: str | None) -> bool:
     )
 
 
+def _compile(
+    template: str,
+    known: tuple[str, ...],
+    field_value: Callable[[str], Value],
+    where: str = "",
+) -> list[tuple[str, Value | None]]:
+    """``template`` as (literal text, the variable after it or None) pairs, in order.
+
+    Args:
+        template: the text with ``$name`` or ``${name}`` variables.
+        known: the variable names allowed (besides ``$http_NAME``).
+        field_value: makes the value of ``$http_NAME`` from NAME.
+        where: said after "unknown variable $x" (" here": not in this template).
+
+    Raises:
+        ValueError: naming an unknown variable, or a ``${`` not closed.
+    """
+    parts: list[tuple[str, Value | None]] = []
+    position = 0
+    for match in _VARIABLE.finditer(template):
+        name = (match.group(1) or match.group(2)).lower()
+        if name.startswith("http_") and len(name) > 5:
+            value = field_value(name[5:])
+        elif name in known:
+            value = _VALUES[name]
+        else:
+            raise ValueError(
+                f"unknown variable ${name}{where} (known: $http_NAME, "
+                + ", ".join("$" + other for other in known)
+                + ")"
+            )
+        parts.append((template[position : match.start()], value))
+        position = match.end()
+    parts.append((template[position:], None))
+    for text, _ in parts:
+        if "${" in text:
+            raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
+    return parts
+
+
 class LogFormat:
     """A compiled template: :meth:`format` writes one line (without the newline).
 
@@ -354,28 +394,7 @@ class LogFormat:
             raise ValueError(f"unknown escape {escape!r} (expected one of {', '.join(ESCAPES)})")
         self.template = template
         self.escape = escape
-        # (literal text, the variable after it or None), in order.
-        parts: list[tuple[str, Value | None]] = []
-        position = 0
-        for match in _VARIABLE.finditer(template):
-            name = (match.group(1) or match.group(2)).lower()
-            if name.startswith("http_") and len(name) > 5:
-                value = _header_value(name[5:])
-            elif name in _VALUES:
-                value = _VALUES[name]
-            else:
-                raise ValueError(
-                    f"unknown variable ${name} (known: $http_NAME, "
-                    + ", ".join("$" + known for known in VARIABLES)
-                    + ")"
-                )
-            parts.append((template[position : match.start()], value))
-            position = match.end()
-        parts.append((template[position:], None))
-        for text, _ in parts:
-            if "${" in text:
-                raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
-        self._parts = parts
+        self._parts = _compile(template, tuple(VARIABLES), _header_value)
         self._escaper = _ESCAPERS[escape]
         # nginx writes a value that is not there as "-", and with escape=json as
         # nothing ("-" inside a JSON string would read as a value).
@@ -429,26 +448,7 @@ class RequestTemplate:
 
     def __init__(self, template: str) -> None:
         self.template = template
-        parts: list[tuple[str, Value | None]] = []
-        position = 0
-        for match in _VARIABLE.finditer(template):
-            name = (match.group(1) or match.group(2)).lower()
-            if name.startswith("http_") and len(name) > 5:
-                value = _joined_header_value(name[5:])
-            elif name in REQUEST_VARIABLES:
-                value = _VALUES[name]
-            else:
-                raise ValueError(
-                    f"unknown variable ${name} here (known: $http_NAME, "
-                    + ", ".join("$" + known for known in REQUEST_VARIABLES)
-                    + ")"
-                )
-            parts.append((template[position : match.start()], value))
-            position = match.end()
-        parts.append((template[position:], None))
-        for text, _ in parts:
-            if "${" in text:
-                raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
+        parts = _compile(template, REQUEST_VARIABLES, _joined_header_value, " here")
         # The text as UTF-8, as nginx sends its configuration's bytes (and as the
         # values of variables are): encoded once, here.
         self._parts = [(text.encode("utf-8"), value) for text, value in parts]
