@@ -100,6 +100,21 @@ def test_header_fields_are_any_http_variable() -> None:
     )
 
 
+def test_a_field_sent_on_several_lines_is_logged_whole() -> None:
+    """As nginx 1.23+ joins them: ", " (RFC 9110 5.3), "; " for Cookie."""
+    request = Request(
+        headers=[
+            (b"X-Forwarded-For", b"1.1.1.1"),
+            (b"cookie", b"a=1"),
+            (b"x-forwarded-for", b"2.2.2.2"),
+            (b"Cookie", b"b=2"),
+        ]
+    )
+    assert line("$http_x_forwarded_for|$http_cookie", Response(request)) == (
+        "1.1.1.1, 2.2.2.2|a=1; b=2"
+    )
+
+
 @pytest.mark.parametrize(
     ("authority", "header", "expected"),
     [

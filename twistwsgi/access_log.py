@@ -67,8 +67,15 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     # A client on a UNIX socket has no address: nginx's $remote_addr is "unix:" then.
     remote = peer[0] if peer else "unix:"
     line = escape(request_line(request)) or "-"
-    referer = request.header(b"referer")
-    agent = request.header(b"user-agent")
+    referer = agent = None
+    for name, value in request.headers:
+        # Both read in one pass; a field on several lines is written whole, joined
+        # with ", " as $http_NAME writes it (nginx 1.23+).
+        lower = name.lower()
+        if lower == b"referer":
+            referer = value if referer is None else referer + b", " + value
+        elif lower == b"user-agent":
+            agent = value if agent is None else agent + b", " + value
     status = logged_status(exchange)
     user = getattr(exchange, "remote_user", None)
     user_text = "-" if user is None else escape(user.encode("utf-8"))

@@ -304,19 +304,11 @@ assert _VALUES.keys() == VARIABLES.keys()
 
 
 def _header_value(name: str) -> Value:
-    field = name.replace("_", "-").lower().encode("ascii")
-
-    def value(response: LoggedResponse, now: float) -> bytes | None:
-        return response.request.header(field)
-
-    return value
-
-
-def _joined_header_value(name: str) -> Value:
-    """Every line of a request field, joined as nginx 1.23+ joins them.
+    """``$http_NAME``: every line of a request field, joined as nginx 1.23+ joins them.
 
     ``, `` between list values (RFC 9110 5.3), ``; `` between Cookie lines (RFC
-    6265 5.4): in a proxied field the lines a front proxy added are not lost.
+    6265 5.4): the lines a front proxy added are not lost (in a log line, or in a
+    field proxy_set_header passes on).
     """
     field = name.replace("_", "-").lower().encode("ascii")
     separator = b"; " if field == b"cookie" else b", "
@@ -448,7 +440,7 @@ class RequestTemplate:
 
     def __init__(self, template: str) -> None:
         self.template = template
-        parts = _compile(template, REQUEST_VARIABLES, _joined_header_value, " here")
+        parts = _compile(template, REQUEST_VARIABLES, _header_value, " here")
         # The text as UTF-8, as nginx sends its configuration's bytes (and as the
         # values of variables are): encoded once, here.
         self._parts = [(text.encode("utf-8"), value) for text, value in parts]
