@@ -10,6 +10,7 @@ Python's ``ssl`` client and curl.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import shutil
@@ -429,8 +430,12 @@ def test_the_verdict_of_each_client(material: Material, mode: str) -> None:
     mallory = verdicts["mallory"]
     assert mallory is not None and mallory.verify.startswith("FAILED:")
     assert mallory.subject == "CN=mallory"  # told, though not believed
-    assert verdicts["expired"] == describe(material.expired.der, "certificate has expired", 10)
-    assert verdicts["none"] == NO_CERTIFICATE
+    # Each tagged with what it was asked under, for the host guards to compare.
+    profile = f"{mode}:{material.ca.certificate_file}"
+    assert {verdict.profile for verdict in verdicts.values()} == {profile}
+    expired = describe(material.expired.der, "certificate has expired", 10)
+    assert verdicts["expired"] == dataclasses.replace(expired, profile=profile)
+    assert verdicts["none"] == dataclasses.replace(NO_CERTIFICATE, profile=profile)
 
 
 def test_off_asks_for_nothing(material: Material) -> None:
@@ -521,7 +526,9 @@ def ask_through_site(
     client: Issued | None,
     request: bytes,
     method: bytes = b"GET",
+    *,
     listener: ServerConfig | None = None,
+    server_name: bytes | None = None,
 ) -> tuple[ParsedResponse, bool]:
     """The answer to ``request`` over a connection whose client showed ``client`` (to
     a listener built with ``listener``'s settings, by default ``config``'s), and
@@ -529,7 +536,7 @@ def ask_through_site(
     """
     memory = MemoryReactorClock()
     router = Router(SiteBuilder(reactor=memory, threadpool=None).build(config))
-    server, _ = handshake(listener_context(listener or config), client)
+    server, _ = handshake(listener_context(listener or config), client, server_name=server_name)
     transport = TLSStringTransport(server)
     connection = connect(router, settings=HttpSettings(max_body=1000), transport=transport)
     connection.factory.body_limit = router.body_limit  # (as the service does)
@@ -589,19 +596,21 @@ def test_optional_modes_let_the_application_decide(
     assert json.loads(response.body)["SSL_CLIENT_VERIFY"].startswith(verify)
 
 
-@pytest.mark.parametrize(("mode", "status"), [("on", 400), ("optional", 200)])
-def test_a_connection_that_was_not_asked_counts_as_one_without_a_certificate(
-    material: Material, mode: str, status: int
-) -> None:
-    """One opened before a reload turned verification on (or on a listener whose
-    context could not be made again) cannot pass where a certificate is required.
+@pytest.mark.parametrize("mode", ["on", "optional", "optional_no_ca"])
+def test_a_connection_asked_otherwise_is_sent_to_a_new_one(material: Material, mode: str) -> None:
+    """One opened before a reload turned verification on (or changed it), never
+    asked as the host asks now, gets 421: the client sends the request again on a
+    new connection (browsers do by themselves), where it is asked.
     """
-    response, closed = ask_through_site(
-        load(material, mode), material.alice, GET, listener=load(material, "off")
-    )
-    assert response.status == status
-    if status == 400:
-        assert b"was not asked for one: connect again" in response.body
+    for listener in (
+        load(material, "off"),
+        load(material, mode, tls_client_certificate=str(material.other_ca.certificate_file)),
+    ):
+        response, closed = ask_through_site(
+            load(material, mode), material.alice, GET, listener=listener
+        )
+        assert response.status == 421
+        assert b"send the request on a new connection" in response.body
         assert closed
 
 
@@ -669,6 +678,139 @@ def test_plain_http_and_tls_without_verification_carry_no_certificate(
     assert "SSL_CLIENT_VERIFY" not in json.loads(response.body)
     response, _ = ask_through_site(load(material, "off"), material.alice, GET)
     assert "SSL_CLIENT_VERIFY" not in json.loads(response.body)
+
+
+# -- per host ------------------------------------------------------------------------------
+
+
+def per_host_site(material: Material, directory: Path, server: str = "") -> ServerConfig:
+    """admin.test asks for certificates (verified against the CA), www.test does not;
+    shop.test has its own server certificate and asks as optional.
+    """
+    key, certificate = write_self_signed_certificate(directory, names=("shop.test",), prefix="s-")
+    hello = 'mount = [{path = "/", app = "tests.apps:environ"}]'
+    site = directory / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\nthreads = 0\naccess_log = "off"\n{server}\n'
+        f'[[host]]\nnames = ["www.test"]\ndefault = true\n{hello}\n'
+        '[[host]]\nnames = ["admin.test"]\ntls_verify_client = "on"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n{hello}\n'
+        '[[host]]\nnames = ["shop.test"]\ntls_verify_client = "optional"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n'
+        f'tls_certificate = "{certificate}"\ntls_key = "{key}"\n{hello}\n'
+    )
+    return cli.load_config({"config": str(site)})
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Asked where the server name selects a host that asks, not elsewhere.
+        (b"admin.test", "alice", b"admin.test", 200, "SUCCESS"),
+        (b"admin.test", None, b"admin.test", 400, None),
+        (b"admin.test", "mallory", b"admin.test", 400, None),
+        (b"www.test", "alice", b"www.test", 200, None),
+        (None, "alice", b"www.test", 200, None),
+        (b"shop.test", None, b"shop.test", 200, "NONE"),
+        (b"shop.test", "mallory", b"shop.test", 400, None),
+        # A Host that selects a host asking otherwise than the handshake's: 421.
+        (b"www.test", "alice", b"admin.test", 421, None),
+        (None, None, b"admin.test", 421, None),
+        (b"shop.test", "alice", b"admin.test", 421, None),
+        # A host that does not ask takes a connection asked for another's.
+        (b"admin.test", "alice", b"www.test", 200, "SUCCESS"),
+    ],
+)
+def test_each_host_asks_as_it_is_configured(
+    material: Material, tmp_path: Path, case: tuple[Any, ...]
+) -> None:
+    """(server name, client, Host, status, SSL_CLIENT_VERIFY seen) for each case."""
+    server_name, client_name, host, status, verify = case
+    config = per_host_site(material, tmp_path)
+    client = None if client_name is None else getattr(material, client_name)
+    request = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    response, _ = ask_through_site(config, client, request, server_name=server_name)
+    assert response.status == status, response.body
+    if status == 200:
+        assert json.loads(response.body).get("SSL_CLIENT_VERIFY") == verify
+
+
+def test_a_host_with_its_own_certificate_and_verification(
+    material: Material, tmp_path: Path
+) -> None:
+    context = listener_context(per_host_site(material, tmp_path))
+    _, client = handshake(context, None, server_name=b"shop.test")
+    served = client.get_peer_certificate(as_cryptography=True)
+    assert served is not None
+    assert served.subject.rfc4514_string() == "CN=localhost"  # (write_self_signed's name)
+    assert served.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName) == ["shop.test"]
+    assert [name.der() for name in client.get_client_ca_list()] == [
+        material.ca.certificate.subject.public_bytes()
+    ]
+    _, client = handshake(context, None, server_name=b"www.test")
+    assert client.get_client_ca_list() == []
+
+
+def test_a_host_may_turn_the_servers_verification_off(material: Material, tmp_path: Path) -> None:
+    ca = material.ca.certificate_file
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\nthreads = 0\naccess_log = "off"\n'
+        f'tls_verify_client = "on"\ntls_client_certificate = "{ca}"\n'
+        '[[host]]\nnames = ["public.test"]\ntls_verify_client = "off"\n'
+        'mount = [{path = "/", app = "tests.apps:environ"}]\n'
+        '[[host]]\nnames = ["admin.test"]\ndefault = true\n'
+        'mount = [{path = "/", app = "tests.apps:environ"}]\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    public = b"GET / HTTP/1.1\r\nHost: public.test\r\n\r\n"
+    admin = b"GET / HTTP/1.1\r\nHost: admin.test\r\n\r\n"
+    response, _ = ask_through_site(config, None, public, server_name=b"public.test")
+    assert response.status == 200
+    assert "SSL_CLIENT_VERIFY" not in json.loads(response.body)
+    response, _ = ask_through_site(config, None, admin, server_name=b"admin.test")
+    assert response.status == 400
+    response, _ = ask_through_site(config, material.alice, admin, server_name=b"admin.test")
+    assert response.status == 200
+
+
+def test_host_settings_mistakes_are_named(material: Material, tmp_path: Path) -> None:
+    ca = material.ca.certificate_file
+
+    def error(server: str, host: str, listen: str | None = None) -> str:
+        site = tmp_path / "site.toml"
+        site.write_text(
+            "[server]\n"
+            f'listen = ["{listen or material.listen()}"]\n{server}\n'
+            f'[[host]]\nnames = ["a.test"]\n{host}\n'
+            'mount = [{path = "/", app = "tests.apps:hello"}]\n'
+        )
+        with pytest.raises(ConfigError) as raised:
+            cli.load_config({"config": str(site)})
+        return str(raised.value)
+
+    assert error("", 'tls_verify_client = "on"') == (
+        "site.toml: host[0].tls_verify_client: needs tls_client_certificate (here or in"
+        " [server]), the CA certificates client certificates are verified against"
+    )
+    assert error("", f'tls_client_certificate = "{ca}"') == (
+        "site.toml: host[0].tls_client_certificate: clients of this host are not asked"
+        " for certificates: set tls_verify_client (here or in [server])"
+    )
+    assert error(
+        "", f'tls_verify_client = "on"\ntls_client_certificate = "{ca}"', listen="tcp:0"
+    ) == (
+        "site.toml: host[0].tls_verify_client: no listener is ssl:, so no client would"
+        " be asked for a certificate"
+    )
+    (tmp_path / "bad.pem").write_text("nope\n")
+    assert "cannot load the CA certificates" in error(
+        "", 'tls_verify_client = "on"\ntls_client_certificate = "bad.pem"'
+    )
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -859,6 +1001,7 @@ class RealClientTests(TestCase):
         received, session, _ = await deferToThread(self.fetch, port, material.alice)
         assert received.startswith(b"HTTP/1.1 200 ")
         shutil.copy(material.other_ca.certificate_file, material.ca.certificate_file)
+        assert self.service.reload(config)
         cli.reload_certificates(reactor, endpoints, config)
         received, _, reused = await deferToThread(self.fetch, port, material.alice, session)
         assert not reused
@@ -948,7 +1091,7 @@ class RealClientTests(TestCase):
         assert received.startswith(b"HTTP/1.1 400 ")
         received, _, _ = await deferToThread(self.fetch, port, material.alice)
         assert received.startswith(b"HTTP/1.1 200 ")
-        assert (await deferToThread(self.ask_on, old)).startswith(b"HTTP/1.1 400 ")
+        assert (await deferToThread(self.ask_on, old)).startswith(b"HTTP/1.1 421 ")
 
     def open_connection(self, port: int) -> ssl.SSLSocket:
         context = ssl.create_default_context(cafile=str(self.material.server_certificate))

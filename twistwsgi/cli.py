@@ -41,6 +41,8 @@ from twistwsgi.client_certificates import (
     ask_for_certificates,
     binding_available,
     load_client_cas,
+    mark_profile,
+    verification_profile,
 )
 from twistwsgi.config import (
     BOOL,
@@ -300,12 +302,10 @@ def _endpoint_for(
         raise _EndpointError(_endpoint_problem(description, error)) from error
     if context is not None:
         _apply_tls_settings(context, settings)
-        certificates = host_certificates(settings.hosts, reloading=reloading)
+        certificates = host_certificates(settings.hosts, reloading=reloading, config=settings)
         if certificates is not None:
             options = _tls_options(endpoint)
-            serve_host_certificates(
-                context, certificates, lambda: _listener_twin(options, settings)
-            )
+            serve_host_certificates(context, certificates, _twins_of(options, settings))
         _TLS_SETTINGS_IN_USE[_tls_options(endpoint)] = settings
     return endpoint
 
@@ -348,6 +348,7 @@ def _ask_for_client_certificates(context: SSL.Context, config: ServerConfig) -> 
             "this pyOpenSSL lacks the OpenSSL functions client verification needs here",
         )
     ask_for_certificates(context)
+    mark_profile(context, verification_profile(mode, config.tls_client_certificate))
     # (Twisted gives every context the session ID context OpenSSL needs to resume
     # sessions where certificates are asked for: random, so a session is resumed only
     # in the context that verified it.)
@@ -362,21 +363,39 @@ def _ask_for_client_certificates(context: SSL.Context, config: ServerConfig) -> 
             raise _TLSSettingError("tls_client_certificate", path, str(error)) from error
 
 
-def _listener_twin(options: Any, config: ServerConfig) -> SSL.Context:
+def _listener_twin(
+    options: Any, config: ServerConfig, *, keep_certificate: bool = False
+) -> SSL.Context:
     """A new context with a listener's TLS settings and none of its certificates.
 
     A host's certificate goes in it (SNI): after the switch, OpenSSL takes the cipher
     list, DH parameters and ALPN callback from this context, so they must be the
     listener's. Twisted's options make it as they made the listener's.
+    ``keep_certificate``: with the listener's own certificate (a host with only a
+    client verification of its own).
     """
     # A shallow copy by hand: copy.copy goes through Twisted's deprecated __getstate__.
     twin = object.__new__(type(options))
     twin.__dict__.update(vars(options))
-    twin.certificate = twin.privateKey = None
-    twin.extraCertChain = []
+    if not keep_certificate:
+        twin.certificate = twin.privateKey = None
+        twin.extraCertChain = []
     context: SSL.Context = twin._makeContext()
     _apply_tls_settings(context, config)
     return context
+
+
+def _twins_of(
+    options: Any, config: ServerConfig
+) -> Callable[[tuple[str, str | None], bool], SSL.Context]:
+    """:func:`serve_host_certificates`'s maker of host contexts for a listener."""
+
+    def twin(verification: tuple[str, str | None], keep_certificate: bool) -> SSL.Context:
+        mode, path = verification
+        settings = replace(config, tls_verify_client=mode, tls_client_certificate=path)
+        return _listener_twin(options, settings, keep_certificate=keep_certificate)
+
+    return twin
 
 
 def reload_certificates(
@@ -437,13 +456,13 @@ def _serve_hosts_of(options: Any, config: ServerConfig) -> None:
     held in its options.
     """
     try:
-        certificates = host_certificates(config.hosts, reloading=True)
+        certificates = host_certificates(config.hosts, reloading=True, config=config)
         # Made again even when no host has a certificate: the TLS settings may have
         # changed (tls_verify_client turned on must not wait for a readable key).
         context: SSL.Context = options._makeContext()
         _apply_tls_settings(context, config)
         if certificates is not None:
-            serve_host_certificates(context, certificates, lambda: _listener_twin(options, config))
+            serve_host_certificates(context, certificates, _twins_of(options, config))
     except Exception as error:  # a host's file, the DH parameters, a cipher list
         _log.error(
             "Reload: the host certificates were not read again either: {problem}",
@@ -1303,7 +1322,7 @@ def reload_server(
         # A new host's certificate that does not load refuses the file as any other
         # mistake in it does; a host's that loaded before keeps that one (logged by
         # each listener's reload below).
-        host_certificates(config.hosts, reloading=True, quiet=True)
+        host_certificates(config.hosts, reloading=True, quiet=True, config=config)
     except Exception as error:
         # A ConfigError names the setting; anything else (a bug, or a file that
         # vanished mid-read) must not end the server or skip the log reopening.

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from cryptography import x509
@@ -48,12 +49,15 @@ __all__ = [
     "NOT_ASKED",
     "NO_CERTIFICATE",
     "ClientCertificate",
+    "adopt_verification",
     "ask_for_certificates",
     "binding_available",
     "describe",
     "from_connection",
     "load_client_cas",
+    "mark_profile",
     "refusal",
+    "verification_profile",
 ]
 
 #: OpenSSL's X509_V_OK.
@@ -84,6 +88,9 @@ class ClientCertificate:
         error: OpenSSL's X509_V_ERR code when it did not verify, else 0.
         asked: whether the connection asked for a certificate at all (one that
             did not was opened before a reload turned tls_verify_client on).
+        profile: the verification it was asked under (:func:`verification_profile`:
+            the mode and CAs of the host its server name selected), to be that of
+            the host its requests are for.
     """
 
     verify: str
@@ -96,6 +103,7 @@ class ClientCertificate:
     pem: str = ""
     error: int = 0
     asked: bool = True
+    profile: str = ""
 
     @property
     def sent(self) -> bool:
@@ -187,10 +195,6 @@ def _openssl_time(moment: datetime) -> str:
 
 
 _NEEDED = b"Bad Request: this site needs a client certificate (TLS)\n"
-_NOT_ASKED = (
-    b"Bad Request: this site needs a client certificate (TLS), and this connection"
-    b" was not asked for one: connect again\n"
-)
 
 
 def refusal(mode: str, certificate: ClientCertificate | None) -> bytes | None:
@@ -199,9 +203,9 @@ def refusal(mode: str, certificate: ClientCertificate | None) -> bytes | None:
     ``certificate`` is ``None`` for a request that did not come over a TLS listener
     of this server (plain HTTP, or TLS ended by a proxy in front): ``tls_verify_client``
     is about this server's TLS, as nginx's ``ssl_verify_client`` checks only SSL
-    connections. A TLS connection that was not asked for a certificate (opened
-    before a reload turned verification on, or on a listener whose context could
-    not be rebuilt) counts as one whose client sent none: refused under ``on``.
+    connections. A TLS connection that was not asked for a certificate counts as
+    one whose client sent none (the host guard sends it to a new connection first,
+    see :class:`~twistwsgi.routing.ClientCertificateCheck`).
     """
     if certificate is None or mode == "off":
         return None
@@ -211,7 +215,7 @@ def refusal(mode: str, certificate: ClientCertificate | None) -> bytes | None:
     if verify == "NONE":
         if mode != "on":
             return None
-        return _NEEDED if certificate.asked else _NOT_ASKED
+        return _NEEDED
     if mode == "optional_no_ca" and certificate.error in _UNTRUSTED_ISSUER:
         return None
     reason = verify.removeprefix("FAILED:")
@@ -243,6 +247,7 @@ def binding_available() -> bool:
         hasattr(_lib, name)
         for name in (
             "SSL_CTX_set_verify",
+            "SSL_set_verify",
             "SSL_get_verify_result",
             "X509_verify_cert_error_string",
         )
@@ -283,14 +288,52 @@ def from_connection(connection: SSL.Connection) -> ClientCertificate:
     """
     if connection.get_verify_mode() == SSL.VERIFY_NONE:
         return NOT_ASKED
+    profile = _PROFILES.get(connection.get_context(), "?")
     peer = connection.get_peer_certificate()
     if peer is None:
-        return NO_CERTIFICATE
+        return replace(NO_CERTIFICATE, profile=profile)
     # DER as OpenSSL holds it: cryptography may refuse to read what OpenSSL took.
     der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
     # pyOpenSSL has no public reader of the verdict: its binding is used.
     code = _lib.SSL_get_verify_result(connection._ssl)
     if code == _VERIFIED:
-        return describe(der, None)
-    reason = _ffi.string(_lib.X509_verify_cert_error_string(code))
-    return describe(der, reason.decode("ascii", "replace"), code)
+        described = describe(der, None)
+    else:
+        reason = _ffi.string(_lib.X509_verify_cert_error_string(code))
+        described = describe(der, reason.decode("ascii", "replace"), code)
+    return replace(described, profile=profile)
+
+
+#: The verification profile of each context that asks for certificates.
+_PROFILES: weakref.WeakKeyDictionary[SSL.Context, str] = weakref.WeakKeyDictionary()
+
+
+def verification_profile(mode: str, path: str | None) -> str:
+    """A name for asking in ``mode`` against the CA file ``path`` (``""``: not asking).
+
+    The same for every context and host guard built from the same settings, and
+    made from the settings alone (not the file's bytes): a guard and the contexts
+    of one reload cannot disagree, even when one of them was built again without
+    the other (a refused reload still reads renewed certificates).
+    """
+    if mode == "off":
+        return ""
+    return f"{mode}:{path or ''}"
+
+
+def mark_profile(context: SSL.Context, profile: str) -> None:
+    """Record that ``context`` asks under ``profile`` (see :func:`from_connection`)."""
+    _PROFILES[context] = profile
+
+
+def adopt_verification(connection: SSL.Connection, context: SSL.Context) -> None:
+    """Ask (or not) as ``context`` does, on a connection just switched to it (SNI).
+
+    OpenSSL takes the certificate, CAs and CA names of the new context, but keeps the
+    verify mode of the one the connection was made with.
+    """
+    mode = context.get_verify_mode()
+    if mode == SSL.VERIFY_NONE:
+        _lib.SSL_set_verify(connection._ssl, SSL.VERIFY_NONE, _ffi.NULL)
+    else:
+        _lib.SSL_set_verify(connection._ssl, mode, _ACCEPT)

@@ -55,6 +55,7 @@ __all__ = [
     "VhostSpec",
     "build_config",
     "default_options",
+    "host_verification",
     "mount_or_server",
     "parse_app_spec",
     "read_config_file",
@@ -1361,6 +1362,25 @@ HOST_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "tls_verify_client",
+        VERIFY_CLIENT,
+        None,
+        "This host's tls_verify_client, in place of the [server] one (nginx's"
+        " ssl_verify_client in a server block): the TLS listeners ask clients whose"
+        " server name (SNI) selects the host, and its requests are checked. A request"
+        " for a host whose setting is not that of the host the connection's server name"
+        " selected gets 421, as with nginx.",
+        cli=False,
+    ),
+    Setting(
+        "tls_client_certificate",
+        FILE,
+        None,
+        "This host's CA certificates for client certificates, in place of the"
+        " [server] one. Read again on SIGHUP.",
+        cli=False,
+    ),
+    Setting(
         "https_redirect",
         HTTPS_REDIRECT,
         None,
@@ -1908,6 +1928,9 @@ class HostConfig:
             or ``None`` for no redirect.
         error_pages: ``(status, page)`` pairs, by status: what the server's own
             error answers for the host send instead of their plain-text bodies.
+        tls_verify_client: the host's own tls_verify_client, or ``None`` for the
+            server's (see :func:`host_verification`).
+        tls_client_certificate: the host's own CA file, or ``None`` for the server's.
     """
 
     names: tuple[str, ...]
@@ -1918,6 +1941,8 @@ class HostConfig:
     tls_key: str | None = None
     https_redirect: int | None = None
     error_pages: tuple[tuple[int, ErrorPage], ...] = ()
+    tls_verify_client: str | None = None
+    tls_client_certificate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -2268,7 +2293,7 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
 #: configuration file's directory.
 _PATH_KEYS = ("static", "tls_ca", "auth_basic_user_file")
 #: The same for host keys (a table's values, for error_pages).
-_HOST_PATH_KEYS = ("tls_certificate", "tls_key", "error_pages")
+_HOST_PATH_KEYS = ("tls_certificate", "tls_key", "tls_client_certificate", "error_pages")
 
 
 def _paths_from(table: Any, keys: Sequence[str], base: str | None) -> Any:
@@ -2423,6 +2448,8 @@ def _hosts(
                 parsed.get("tls_key"),
                 redirect,
                 parsed.get("error_pages", ()),
+                parsed.get("tls_verify_client"),
+                parsed.get("tls_client_certificate"),
             )
         )
     return tuple(hosts)
@@ -2519,6 +2546,49 @@ def _written_specs(raw: Any) -> list[str]:
             target = ", ".join(str(part) for part in target)
         written.append(f"{prefix}={target}")
     return written
+
+
+def host_verification(host: HostConfig, config: ServerConfig) -> tuple[str, str | None]:
+    """The tls_verify_client mode and CA file that hold for ``host``.
+
+    Its own where it gives them, else the server's: a host that sets only the mode
+    verifies against the server's CA file; one that turns verification off has none.
+    """
+    mode = host.tls_verify_client or config.tls_verify_client
+    if mode == "off":
+        return mode, None
+    return mode, host.tls_client_certificate or config.tls_client_certificate
+
+
+def _check_host_verification(hosts: Sequence[HostConfig], config: ServerConfig) -> None:
+    """Each host's client verification can be done (as the server's is checked)."""
+    for host in hosts:
+        mode, path = host_verification(host, config)
+        if host.tls_client_certificate is not None:
+            if mode == "off":
+                raise ConfigError(
+                    f"{host.where}.tls_client_certificate",
+                    "clients of this host are not asked for certificates: set"
+                    " tls_verify_client (here or in [server])",
+                )
+            try:
+                load_client_cas(host.tls_client_certificate)
+            except (OSError, ValueError) as error:
+                raise ConfigError(
+                    f"{host.where}.tls_client_certificate",
+                    f"{host.tls_client_certificate!r}: {error}",
+                ) from None
+        if mode in ("on", "optional") and path is None:
+            raise ConfigError(
+                f"{host.where}.tls_verify_client",
+                "needs tls_client_certificate (here or in [server]), the CA certificates"
+                " client certificates are verified against",
+            )
+        if mode != "off" and not any(endpoint_parts(text)[0] == "ssl" for text in config.listen):
+            raise ConfigError(
+                f"{host.where}.tls_verify_client",
+                "no listener is ssl:, so no client would be asked for a certificate",
+            )
 
 
 def _check_client_verification(resolved: Mapping[str, Any], source: Callable[[str], str]) -> None:
@@ -2665,7 +2735,7 @@ def build_config(
             source("max_requests"),
             "needs workers (1 or more): a worker process is replaced, the process started is not",
         )
-    return ServerConfig(
+    config = ServerConfig(
         hosts=host_configs,
         listen=tuple(resolved["listen"]),
         threads=resolved["threads"],
@@ -2698,3 +2768,5 @@ def build_config(
         reload=resolved["reload"],
         sources={name: source(name) for name in values},
     )
+    _check_host_verification(host_configs, config)
+    return config

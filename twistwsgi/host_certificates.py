@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.logger import Logger
 
-from twistwsgi.config import ConfigError, HostConfig
+from twistwsgi.client_certificates import adopt_verification
+from twistwsgi.config import ConfigError, HostConfig, ServerConfig, host_verification
 from twistwsgi.routing import HostTable, normalize_host
 
 __all__ = [
@@ -81,27 +82,55 @@ class _Material:
 _LAST_LOADED: dict[tuple[str, str], _Material] = {}
 
 
+#: A host's client-certificate verification: tls_verify_client's mode and CA file.
+Verification = tuple[str, "str | None"]
+
+
+@dataclass(frozen=True)
+class _HostTLS:
+    """What a host's connections are served with: a certificate and a verification.
+
+    ``material`` ``None``: the listener's certificate (a host with only a
+    verification of its own).
+    """
+
+    material: _Material | None
+    verification: Verification
+
+    @property
+    def key(self) -> tuple[int, Verification]:
+        return (0 if self.material is None else id(self.material), self.verification)
+
+
 @dataclass(frozen=True)
 class HostCertificates:
     """The hosts' certificates by host name, ready to be served by listeners.
 
     Attributes:
-        table: host name to the host's material, or to a marker for a host that
-            keeps the listener's certificate.
+        table: host name to what the host's connections are served with, or to a
+            marker for a host that keeps the listener's context.
         materials: every host's material, once.
+        served: every distinct certificate and verification, once.
     """
 
     table: HostTable[object]
     materials: tuple[_Material, ...]
+    served: tuple[_HostTLS, ...] = ()
 
 
 def host_certificates(
-    hosts: Sequence[HostConfig], *, reloading: bool = False, quiet: bool = False
+    hosts: Sequence[HostConfig],
+    *,
+    reloading: bool = False,
+    quiet: bool = False,
+    config: ServerConfig | None = None,
 ) -> HostCertificates | None:
-    """Load the hosts' certificates (``None`` when no host has one).
+    """Load the hosts' certificates (``None`` when every host keeps the listener's).
 
     A host without a certificate maps to a marker, so that its exact name is not
-    served the certificate of a wildcard host that also matches it.
+    served the certificate of a wildcard host that also matches it. A host whose
+    client verification (``tls_verify_client``) is not the server's gets a context
+    of its own too, with the listener's certificate when it has none.
 
     Args:
         hosts: the configured hosts.
@@ -109,6 +138,8 @@ def host_certificates(
             keeps what was last loaded from the same paths (logged).
         quiet: do not log that, and forget nothing loaded before (a check of a
             file before the reload that will).
+        config: the server's settings, for the hosts' verification (``None``: no
+            verification anywhere).
 
     Raises:
         ConfigError: naming the host's key and what is wrong with its file (an
@@ -116,16 +147,25 @@ def host_certificates(
             certificate's), at start-up, or on a reload for a host with nothing
             loaded before from its paths.
     """
-    if not any(host.tls_certificate for host in hosts):
+    settings = config or ServerConfig()
+    listener: Verification = (settings.tls_verify_client, settings.tls_client_certificate)
+    verifications = {id(host): host_verification(host, settings) for host in hosts}
+    if not any(host.tls_certificate or verifications[id(host)] != listener for host in hosts):
         return None
     entries: list[tuple[Sequence[str], object]] = []
     materials: list[_Material] = []
+    served: dict[tuple[int, Verification], _HostTLS] = {}
     default: object = None
     for host in hosts:
         chosen: object = _LISTENER_CERTIFICATE
+        material = None
         if host.tls_certificate:
-            chosen = _host_material(host, reloading, quiet)
-            materials.append(chosen)
+            material = _host_material(host, reloading, quiet)
+            materials.append(material)
+        verification = verifications[id(host)]
+        if material is not None or verification != listener:
+            tls = _HostTLS(material, verification)
+            chosen = served.setdefault(tls.key, tls)
         if host.names:
             entries.append((host.names, chosen))
         if host.default:
@@ -136,37 +176,42 @@ def host_certificates(
         used = {_paths(host) for host in hosts if host.tls_certificate}
         for paths in set(_LAST_LOADED) - used:
             del _LAST_LOADED[paths]
-    return HostCertificates(HostTable(entries, default), tuple(materials))
+    return HostCertificates(HostTable(entries, default), tuple(materials), tuple(served.values()))
 
 
 def serve_host_certificates(
     context: SSL.Context,
     certificates: HostCertificates,
-    listener_twin: Callable[[], SSL.Context],
+    listener_twin: Callable[[Verification, bool], SSL.Context],
 ) -> None:
-    """Make a listener's ``context`` switch to the certificate its client's name selects.
+    """Make a listener's ``context`` switch to what its client's name selects.
 
     Args:
         context: the listener's context.
-        certificates: the hosts' certificates.
-        listener_twin: makes a context with the listener's settings and no
-            certificate (one per host, made here).
+        certificates: the hosts' certificates and verifications.
+        listener_twin: makes a context with the listener's settings, the given
+            verification, and the listener's certificate if asked (``True``) or none
+            (one per distinct host setting, made here).
     """
-    contexts: dict[int, SSL.Context] = {}
+    contexts: dict[tuple[int, Verification], SSL.Context] = {}
     table = certificates.table
-    for material in certificates.materials:
-        host_context = listener_twin()
-        host_context.use_certificate(material.certificate)
-        for intermediate in material.chain:
-            host_context.add_extra_chain_cert(intermediate)
-        host_context.use_privatekey(material.key)  # type: ignore[arg-type]
-        contexts[id(material)] = host_context
+    for tls in certificates.served:
+        material = tls.material
+        host_context = listener_twin(tls.verification, material is None)
+        if material is not None:
+            host_context.use_certificate(material.certificate)
+            for intermediate in material.chain:
+                host_context.add_extra_chain_cert(intermediate)
+            host_context.use_privatekey(material.key)  # type: ignore[arg-type]
+        contexts[tls.key] = host_context
 
     def choose(connection: SSL.Connection) -> None:
         name = connection.get_servername()
         chosen = table.lookup(normalize_host(name) if name else None)
-        if isinstance(chosen, _Material):
-            connection.set_context(contexts[id(chosen)])
+        if isinstance(chosen, _HostTLS):
+            switched = contexts[chosen.key]
+            connection.set_context(switched)
+            adopt_verification(connection, switched)
 
     context.set_tlsext_servername_callback(choose)
 

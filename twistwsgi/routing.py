@@ -280,31 +280,54 @@ class HostGuards:
 class ClientCertificateCheck:
     """A host's guard: 400 for a client ``tls_verify_client`` refuses (see :func:`refusal`).
 
-    The connection closes after the 400, as nginx's does: every request on it would
-    be refused the same way, and a body behind the head is not read.
+    And 421 for a request on a connection that was asked for a certificate under
+    other settings than the host's (its server name selected another host, or it
+    was opened before a reload changed them), as nginx answers a Host that selects
+    a server with ``ssl_verify_client`` other than the one the handshake named: the
+    client may send it again on a new connection (RFC 9110 15.5.20), where it is
+    asked as the host asks. The connection closes after either, as nginx's does:
+    every request on it would be answered the same way, and a body behind the head
+    is not read.
 
     Args:
-        mode: ``on`` or ``optional`` (the other modes refuse no one).
-        pages: the host's error pages (its page for 400 is sent).
+        mode: ``on``, ``optional`` or ``optional_no_ca``.
+        pages: the host's error pages (its pages for 400 and 421 are sent).
+        profile: the host's verification profile
+            (:func:`~twistwsgi.client_certificates.verification_profile`).
     """
 
-    def __init__(self, mode: str, pages: ErrorPages | None = None) -> None:
+    def __init__(self, mode: str, pages: ErrorPages | None = None, profile: str = "") -> None:
         self.mode = mode
         self.pages = pages or None
+        self.profile = profile
+
+    def _answer(self, request: RequestHead) -> tuple[int, bytes] | None:
+        certificate = request.client_certificate
+        if certificate is None:
+            return None  # not over this server's TLS
+        if certificate.profile != self.profile:
+            return 421, _OTHER_VERIFICATION
+        body = refusal(self.mode, certificate)
+        return None if body is None else (400, body)
 
     def answers(self, request: RequestHead) -> bool:
         """Whether ``request`` is refused (asked before its body is read)."""
-        return refusal(self.mode, request.client_certificate) is not None
+        return self._answer(request) is not None
 
     def __call__(self, exchange: Exchange, name: str | None) -> bool:
-        """Answer ``exchange`` with 400 if its client is refused; whether it was."""
-        body = refusal(self.mode, exchange.request.client_certificate)
-        if body is None:
+        """Answer ``exchange`` with 400 or 421 if its client is refused; whether it was."""
+        answer = self._answer(exchange.request)
+        if answer is None:
             return False
-        answer_error(exchange, 400, body, _CLOSE, pages=self.pages)
+        status, body = answer
+        answer_error(exchange, status, body, _CLOSE, pages=self.pages)
         return True
 
 
+_OTHER_VERIFICATION = (
+    b"Misdirected Request: this connection's client certificate was asked for another"
+    b" site's settings; send the request on a new connection\n"
+)
 _CLOSE = ((b"Connection", b"close"),)
 
 

@@ -900,7 +900,8 @@ class _ApplicationSite(SiteBuilder):
             clock=self._reactor,
         )
         # The configuration's tls_verify_client, as a site's hosts have it.
-        return _one_mount(b"", handler, certificate_check(config))
+        verification = (config.tls_verify_client, config.tls_client_certificate)
+        return _one_mount(b"", handler, certificate_check(verification))
 
 
 def access_log_format(config: ServerConfig) -> LogFormat | None:

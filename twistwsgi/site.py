@@ -32,12 +32,14 @@ from twistwsgi.access import (
 )
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.basic_auth import BasicAuth, CheckRunner, UserFile, UserFileError
+from twistwsgi.client_certificates import verification_profile
 from twistwsgi.config import (
     ConfigError,
     HostConfig,
     MountConfig,
     ServerConfig,
     default_options,
+    host_verification,
     mount_or_server,
 )
 from twistwsgi.forwarding import TrustedProxies
@@ -151,8 +153,9 @@ class SiteBuilder:
             for mount in host.mounts
         )
         self._limits = self._building_limits
-        guarded = config.tls_verify_client != "off" or any(
-            host.https_redirect is not None for host in config.hosts
+        guarded = any(
+            host.https_redirect is not None or host_verification(host, config)[0] != "off"
+            for host in config.hosts
         )
         return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited, guarded)
 
@@ -458,12 +461,13 @@ _password_thread = _PasswordThread()
 
 
 def certificate_check(
-    config: ServerConfig, pages: ErrorPages | None = None
+    verification: tuple[str, str | None], pages: ErrorPages | None = None
 ) -> ClientCertificateCheck | None:
-    """The guard refusing clients ``tls_verify_client`` refuses, if it refuses any."""
-    if config.tls_verify_client in ("on", "optional", "optional_no_ca"):
-        return ClientCertificateCheck(config.tls_verify_client, pages)
-    return None
+    """The guard of a host with ``verification`` (tls_verify_client's mode and CA file)."""
+    mode, path = verification
+    if mode == "off":
+        return None
+    return ClientCertificateCheck(mode, pages, verification_profile(mode, path))
 
 
 def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
@@ -477,7 +481,7 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
         guards.append(
             HttpsRedirect(host.https_redirect, TrustedProxies(config.trusted_proxies), host.names)
         )
-    checking = certificate_check(config, dict(host.error_pages))
+    checking = certificate_check(host_verification(host, config), dict(host.error_pages))
     if checking is not None:
         guards.append(checking)
     if len(guards) > 1:
@@ -604,6 +608,11 @@ def describe_routing(config: ServerConfig) -> str:
         lines.append(f"host {_host_title(host)}")
         if host.tls_certificate:
             lines.append(f"  certificate: {host.tls_certificate}")
+        if host.tls_verify_client is not None or host.tls_client_certificate is not None:
+            mode, path = host_verification(host, config)
+            lines.append(
+                f"  client certificates: {mode}" + (f", verified with {path}" if path else "")
+            )
         if host.https_redirect is not None:
             port = "" if host.https_redirect == 443 else f":{host.https_redirect}"
             lines.append(f"  requests not over TLS: redirected to https://HOST{port}/...")
