@@ -778,6 +778,109 @@ def test_a_host_may_turn_the_servers_verification_off(material: Material, tmp_pa
     assert response.status == 200
 
 
+def two_cas_site(material: Material, directory: Path, server: str = "") -> ServerConfig:
+    """one.test verifies against the CA, two.test against the other CA."""
+    hello = 'mount = [{path = "/", app = "tests.apps:environ"}]'
+    site = directory / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\nthreads = 0\naccess_log = "off"\n{server}\n'
+        f'[[host]]\nnames = ["www.test"]\ndefault = true\n{hello}\n'
+        '[[host]]\nnames = ["one.test"]\ntls_verify_client = "on"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n{hello}\n'
+        '[[host]]\nnames = ["two.test"]\ntls_verify_client = "on"\n'
+        f'tls_client_certificate = "{material.other_ca.certificate_file}"\n{hello}\n'
+    )
+    return cli.load_config({"config": str(site)})
+
+
+def server_asks_with(ca: Issued) -> str:
+    return f'tls_verify_client = "on"\ntls_client_certificate = "{ca.certificate_file}"'
+
+
+def request_for(host: bytes) -> bytes:
+    return b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("server_asks", [False, True])
+def test_each_host_verifies_against_its_own_cas(
+    material: Material, tmp_path: Path, server_asks: bool
+) -> None:
+    server = server_asks_with(material.other_ca) if server_asks else ""
+    config = two_cas_site(material, tmp_path, server)
+    for name, trusted, other in (
+        (b"one.test", material.alice, material.mallory),
+        (b"two.test", material.mallory, material.alice),
+    ):
+        response, _ = ask_through_site(config, trusted, request_for(name), server_name=name)
+        assert response.status == 200
+        response, _ = ask_through_site(config, other, request_for(name), server_name=name)
+        assert response.status == 400
+    upload = b"POST / HTTP/1.1\r\nHost: one.test\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    response, _ = ask_through_site(config, None, upload, b"POST", server_name=b"one.test")
+    assert response.status == 400  # before the body limit (413)
+
+
+@pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
+@pytest.mark.parametrize("first_name", [b"two.test", None])
+def test_a_session_verified_for_one_host_is_not_resumed_for_another(
+    material: Material, tmp_path: Path, version: int, first_name: bytes | None
+) -> None:
+    """OpenSSL finds a TLS 1.3 ticket before the server name switches the connection
+    to its host's context: a session verified against another host's CAs would pass
+    (nginx's CVE-2025-23419). A listener whose hosts trust different CAs resumes none.
+    """
+    config = two_cas_site(material, tmp_path, server_asks_with(material.other_ca))
+    context = listener_context(config)
+    on = client_context(material.mallory)  # the other CA's: two.test and the server's
+    on.set_max_proto_version(version)
+    first, client = handshake(context, on, server_name=first_name)
+    assert from_connection(first).verify == "SUCCESS"
+    server, _ = handshake(context, on, session=client.get_session(), server_name=b"one.test")
+    assert not session_reused(server)
+    assert from_connection(server).verify.startswith("FAILED:")
+
+
+def test_one_set_of_cas_keeps_resumption(material: Material, tmp_path: Path) -> None:
+    context = listener_context(per_host_site(material, tmp_path))
+    on = client_context(material.alice)
+    _, client = handshake(context, on, server_name=b"admin.test")
+    server, _ = handshake(context, on, session=client.get_session(), server_name=b"admin.test")
+    assert session_reused(server)
+
+
+def test_a_host_with_its_own_verification_is_not_served_over_plain_http(
+    material: Material, tmp_path: Path
+) -> None:
+    """The listeners are every host's: a plain one would serve it unchecked (nginx's
+    server block would simply not listen there).
+    """
+    config = per_host_site(material, tmp_path)
+    config = dataclasses.replace(config, listen=(*config.listen, "tcp:0"))
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    for host, status in ((b"admin.test", 403), (b"shop.test", 403), (b"www.test", 200)):
+        connection = connect(router)
+        connection.send(request_for(host))
+        [response] = parse_responses(connection.transport.value())
+        assert response.status == status
+
+
+def test_the_servers_ca_file_serves_a_host_that_asks(material: Material, tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\nthreads = 0\naccess_log = "off"\n'
+        f'tls_client_certificate = "{material.ca.certificate_file}"\n'
+        '[[host]]\nnames = ["admin.test"]\ntls_verify_client = "on"\n'
+        'mount = [{path = "/", app = "tests.apps:environ"}]\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    request = request_for(b"admin.test")
+    for client, status in ((material.alice, 200), (material.mallory, 400)):
+        response, _ = ask_through_site(config, client, request, server_name=b"admin.test")
+        assert response.status == status
+
+
 def test_host_settings_mistakes_are_named(material: Material, tmp_path: Path) -> None:
     ca = material.ca.certificate_file
 
@@ -834,7 +937,7 @@ def test_configuration_mistakes_are_named(material: Material) -> None:
     )
     assert config_error({"listen": ssl_listen, "tls_client_certificate": ca}) == (
         "--tls-client-certificate: clients are not asked for certificates: set"
-        " tls_verify_client (on, optional or optional_no_ca)"
+        " tls_verify_client (on, optional or optional_no_ca), in [server] or in a [[host]]"
     )
     assert config_error(
         {"listen": ["tcp:0"], "tls_verify_client": "on", "tls_client_certificate": ca}
@@ -1114,3 +1217,11 @@ class RealClientTests(TestCase):
         assert options.getContext().get_verify_mode() == SSL.VERIFY_NONE
         listener = listener_context(config)
         assert listener.get_verify_mode() & SSL.VERIFY_PEER
+        # Nor for a host that asks.
+        config = per_host_site(self.material, self.directory)
+        config = replace(config, metrics_listen=self.material.listen(metrics_port))
+        built = cli.build_metrics_endpoint(reactor, config)
+        assert built is not None
+        metrics = cli._tls_options(built[1]).getContext()
+        server, _ = handshake(metrics, None, server_name=b"admin.test")
+        assert from_connection(server) == NOT_ASKED

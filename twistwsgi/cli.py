@@ -54,6 +54,7 @@ from twistwsgi.config import (
     endpoint_parameters,
     endpoint_parts,
     escape,
+    host_verification,
     proxy_protocol_inner,
     read_config_file,
 )
@@ -233,7 +234,15 @@ def build_metrics_endpoint(
     if not config.check_config:
         _clear_stale_unix_socket(description)
     # Not the site's: its requests are not routed, so none would be checked.
-    config = replace(config, tls_verify_client="off", tls_client_certificate=None)
+    config = replace(
+        config,
+        tls_verify_client="off",
+        tls_client_certificate=None,
+        hosts=tuple(
+            replace(host, tls_verify_client=None, tls_client_certificate=None)
+            for host in config.hosts
+        ),
+    )
     try:
         return description, _endpoint_for(reactor, description, config)
     except _TLSSettingError as error:
@@ -306,6 +315,7 @@ def _endpoint_for(
         if certificates is not None:
             options = _tls_options(endpoint)
             serve_host_certificates(context, certificates, _twins_of(options, settings))
+        _keep_sessions_to_one_verification(context, settings)
         _TLS_SETTINGS_IN_USE[_tls_options(endpoint)] = settings
     return endpoint
 
@@ -361,6 +371,24 @@ def _ask_for_client_certificates(context: SSL.Context, config: ServerConfig) -> 
             context.load_client_ca(os.fsencode(path))
         except (OSError, ValueError, SSL.Error) as error:
             raise _TLSSettingError("tls_client_certificate", path, str(error)) from error
+
+
+def _keep_sessions_to_one_verification(context: SSL.Context, config: ServerConfig) -> None:
+    """Resume no session on a listener whose hosts verify clients against other CAs.
+
+    OpenSSL finds a session (a TLS 1.3 ticket) in the listener's context before the
+    server name switches the connection to a host's: a session whose certificate
+    verified against one host's CAs would be resumed, verdict and all, for a host
+    that trusts other CAs (nginx's CVE-2025-23419). nginx checks the name in a
+    ClientHello callback, which pyOpenSSL does not offer; here such a listener makes
+    full handshakes. One set of CAs (or none) for the whole listener keeps them.
+    """
+    asking = {host_verification(host, config) for host in config.hosts}
+    asking.add((config.tls_verify_client, config.tls_client_certificate))
+    if len({path for mode, path in asking if mode != "off"}) > 1:
+        # No tickets; TLS 1.3's would then be stateful, kept in the session cache,
+        # which Twisted leaves off (CertificateOptions' enableSessions).
+        context.set_options(SSL.OP_NO_TICKET)
 
 
 def _listener_twin(
@@ -463,6 +491,7 @@ def _serve_hosts_of(options: Any, config: ServerConfig) -> None:
         _apply_tls_settings(context, config)
         if certificates is not None:
             serve_host_certificates(context, certificates, _twins_of(options, config))
+        _keep_sessions_to_one_verification(context, config)
     except Exception as error:  # a host's file, the DH parameters, a cipher list
         _log.error(
             "Reload: the host certificates were not read again either: {problem}",

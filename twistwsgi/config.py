@@ -2561,7 +2561,22 @@ def host_verification(host: HostConfig, config: ServerConfig) -> tuple[str, str 
 
 
 def _check_host_verification(hosts: Sequence[HostConfig], config: ServerConfig) -> None:
-    """Each host's client verification can be done (as the server's is checked)."""
+    """Each host's client verification can be done (as the server's is checked).
+
+    The server's CA file without the server's mode is taken when a host asks (it is
+    then that host's CA file): nginx's ssl_client_certificate in http {} beside
+    ssl_verify_client in one server {}.
+    """
+    if (
+        config.tls_verify_client == "off"
+        and config.tls_client_certificate is not None
+        and all(host_verification(host, config)[0] == "off" for host in hosts)
+    ):
+        raise ConfigError(
+            config.source("tls_client_certificate"),
+            "clients are not asked for certificates: set tls_verify_client"
+            " (on, optional or optional_no_ca), in [server] or in a [[host]]",
+        )
     for host in hosts:
         mode, path = host_verification(host, config)
         if host.tls_client_certificate is not None:
@@ -2595,9 +2610,9 @@ def _check_client_verification(resolved: Mapping[str, Any], source: Callable[[st
     """Refuse a tls_verify_client that could not do what it says.
 
     Without the CA file, on and optional have nothing to verify against (nginx
-    refuses them so too); the file without a mode would suggest clients are checked
-    when none is; and without an ssl: listener no client is ever asked, so every
-    request would pass unchecked.
+    refuses them so too); without an ssl: listener no client is ever asked, so every
+    request would pass unchecked. (The file without a mode is refused once the hosts
+    are known, unless one of them asks: see _check_host_verification.)
     """
     mode = resolved["tls_verify_client"]
     if mode in ("on", "optional") and resolved["tls_client_certificate"] is None:
@@ -2605,12 +2620,6 @@ def _check_client_verification(resolved: Mapping[str, Any], source: Callable[[st
             source("tls_verify_client"),
             "needs tls_client_certificate, the CA certificates client certificates are"
             " verified against",
-        )
-    if mode == "off" and resolved["tls_client_certificate"] is not None:
-        raise ConfigError(
-            source("tls_client_certificate"),
-            "clients are not asked for certificates: set tls_verify_client"
-            " (on, optional or optional_no_ca)",
         )
     path = resolved["tls_client_certificate"]
     if path is not None:

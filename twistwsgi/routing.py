@@ -294,17 +294,30 @@ class ClientCertificateCheck:
         pages: the host's error pages (its pages for 400 and 421 are sent).
         profile: the host's verification profile
             (:func:`~twistwsgi.client_certificates.verification_profile`).
+        tls_only: answer 403 to requests not over this server's TLS (a host that
+            set its own verification: the listeners are every host's, and a plain
+            one would serve it unchecked). Without, they pass, as nginx serves a
+            plain listen of a server block with ssl_verify_client.
     """
 
-    def __init__(self, mode: str, pages: ErrorPages | None = None, profile: str = "") -> None:
+    def __init__(
+        self,
+        mode: str,
+        pages: ErrorPages | None = None,
+        profile: str = "",
+        *,
+        tls_only: bool = False,
+    ) -> None:
         self.mode = mode
         self.pages = pages or None
         self.profile = profile
+        self.tls_only = tls_only
 
     def _answer(self, request: RequestHead) -> tuple[int, bytes] | None:
         certificate = request.client_certificate
         if certificate is None:
-            return None  # not over this server's TLS
+            # Not over this server's TLS: no certificate could be asked for.
+            return (403, _TLS_ONLY) if self.tls_only else None
         if certificate.profile != self.profile:
             return 421, _OTHER_VERIFICATION
         body = refusal(self.mode, certificate)
@@ -324,6 +337,7 @@ class ClientCertificateCheck:
         return True
 
 
+_TLS_ONLY = b"Forbidden: this site is served over https, to clients with a certificate\n"
 _OTHER_VERIFICATION = (
     b"Misdirected Request: this connection's client certificate was asked for another"
     b" site's settings; send the request on a new connection\n"

@@ -461,13 +461,24 @@ _password_thread = _PasswordThread()
 
 
 def certificate_check(
-    verification: tuple[str, str | None], pages: ErrorPages | None = None
+    verification: tuple[str, str | None],
+    pages: ErrorPages | None = None,
+    *,
+    tls_only: bool = False,
 ) -> ClientCertificateCheck | None:
-    """The guard of a host with ``verification`` (tls_verify_client's mode and CA file)."""
+    """The guard of a host with ``verification`` (tls_verify_client's mode and CA file).
+
+    ``tls_only``: refuse requests not over this server's TLS (see the guard).
+    """
     mode, path = verification
     if mode == "off":
         return None
-    return ClientCertificateCheck(mode, pages, verification_profile(mode, path))
+    return ClientCertificateCheck(
+        mode,
+        pages,
+        verification_profile(mode, path),
+        tls_only=tls_only and mode != "optional_no_ca",
+    )
 
 
 def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
@@ -481,7 +492,11 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
         guards.append(
             HttpsRedirect(host.https_redirect, TrustedProxies(config.trusted_proxies), host.names)
         )
-    checking = certificate_check(host_verification(host, config), dict(host.error_pages))
+    checking = certificate_check(
+        host_verification(host, config),
+        dict(host.error_pages),
+        tls_only=host.tls_verify_client is not None,
+    )
     if checking is not None:
         guards.append(checking)
     if len(guards) > 1:
