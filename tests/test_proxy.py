@@ -28,13 +28,13 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tests.test_client_certificates import head as request_head
 from twistwsgi import cli
 from twistwsgi.client_certificates import ClientCertificate
 from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
-from twistwsgi.http.request import RequestHead
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
@@ -2613,22 +2613,7 @@ def test_a_value_cannot_break_the_field_line() -> None:
     r"""A control byte in a value (a forwarded client field cannot hold one, but a
     certificate's name might) is written as \xHH, in one field line.
     """
-    request = RequestHead(
-        method=b"GET",
-        target=b"/",
-        path=b"/",
-        decoded_path=b"/",
-        query=b"",
-        version=b"1.1",
-        headers=[],
-        authority=b"x",
-        content_length=None,
-        chunked=False,
-        scheme="https",
-        peer=("127.0.0.1", 1),
-        local=None,
-        client_certificate=ClientCertificate("SUCCESS", subject="CN=a\r\nX-Admin: 1"),
-    )
+    request = request_head(ClientCertificate("SUCCESS", subject="CN=a\r\nX-Admin: 1"))
     rendered = RequestTemplate("$ssl_client_s_dn").render(request)
     assert rendered == b"CN=a\\x0D\\x0AX-Admin: 1"
 
@@ -2740,19 +2725,5 @@ def test_the_host_template_uses_the_auth_basic_user_and_falls_back_when_empty(
     upstream = setup.endpoint().last
     assert upstream.header(b"host") == [b"backend.internal:9000"]
     assert upstream.header(b"x-user") == []
-    request = RequestHead(
-        method=b"GET",
-        target=b"/",
-        path=b"/",
-        decoded_path=b"/",
-        query=b"",
-        version=b"1.1",
-        headers=[],
-        authority=b"x",
-        content_length=None,
-        chunked=False,
-        scheme="http",
-        peer=("127.0.0.1", 1),
-        local=None,
-    )
-    assert RequestTemplate("user=$remote_user").render(request, "zoë") == "user=zoë".encode()
+    rendered = RequestTemplate("user=$remote_user").render(request_head(None), "zoë")
+    assert rendered == "user=zoë".encode()
