@@ -2727,3 +2727,33 @@ def test_the_host_template_uses_the_auth_basic_user_and_falls_back_when_empty(
     assert upstream.header(b"x-user") == []
     rendered = RequestTemplate("user=$remote_user").render(request_head(None), "zoë")
     assert rendered == "user=zoë".encode()
+
+
+def test_nginx_usual_forwarding_lines_carry_over() -> None:
+    """proxy_set_header as nginx configurations write it; $proxy_add_x_forwarded_for
+    keeps a client's X-Forwarded-For only from a trusted proxy, as the proxy's own.
+    """
+    usual = config_value(
+        "proxy_set_header",
+        {
+            "Host": "$host",
+            "X-Real-IP": "$remote_addr",
+            "X-Forwarded-For": "$proxy_add_x_forwarded_for",
+            "X-Forwarded-Proto": "$scheme",
+        },
+    )
+    for trusted, expected in (
+        (("127.0.0.0/8",), b"203.0.113.9, 10.0.0.9, 127.0.0.1"),
+        ((), b"127.0.0.1"),
+    ):
+        setup = make_proxy(proxy_set_header=usual, trusted=trusted)
+        client = setup.client()
+        client.send(
+            b"GET / HTTP/1.1\r\nHost: Shop.Example:8443\r\nX-Forwarded-For: 203.0.113.9\r\n"
+            b"X-Forwarded-For: 10.0.0.9\r\n\r\n"
+        )
+        upstream = setup.endpoint().last
+        assert upstream.header(b"x-forwarded-for") == [expected]
+        assert upstream.header(b"x-real-ip") == [b"127.0.0.1"]
+        assert upstream.header(b"x-forwarded-proto") == [b"http"]
+        assert upstream.header(b"host") == [b"shop.example"]

@@ -118,6 +118,7 @@ REQUEST_VARIABLES = (
     "ssl_client_serial",
     "ssl_client_fingerprint",
     "ssl_client_escaped_cert",
+    "proxy_add_x_forwarded_for",
 )
 
 #: How values are escaped: nginx's default, its escape=json, and none.
@@ -354,7 +355,7 @@ def _compile(
         if name.startswith("http_") and len(name) > 5:
             value = field_value(name[5:])
         elif name in known:
-            value = _VALUES[name]
+            value = _VALUES.get(name) or _REQUEST_ONLY[name]
         else:
             raise ValueError(
                 f"unknown variable ${name}{where} (known: $http_NAME, "
@@ -412,13 +413,43 @@ class LogFormat:
 
 
 class _RequestView:
-    """A request seen as a log template reads a response (no response yet)."""
+    """A request seen as a log template reads a response (no response yet).
 
-    __slots__ = ("remote_user", "request")
+    ``trusted``: whether the client is a trusted proxy (its forwarding fields count).
+    """
 
-    def __init__(self, request: _Request, remote_user: str | None) -> None:
+    __slots__ = ("remote_user", "request", "trusted")
+
+    def __init__(self, request: _Request, remote_user: str | None, trusted: bool) -> None:
         self.request = request
         self.remote_user = remote_user
+        self.trusted = trusted
+
+
+def _proxy_add_x_forwarded_for(view: _RequestView, now: float) -> bytes | None:
+    """Nginx's ``$proxy_add_x_forwarded_for``: X-Forwarded-For with the client added.
+
+    As the proxy's own X-Forwarded-For (see twistwsgi.forwarding): the lines a
+    client sent are kept only from a trusted proxy (nginx keeps anyone's, which lets
+    a client write the addresses an upstream believes); a UNIX-socket client adds
+    no address, an IPv6 one without its zone.
+    """
+    request = view.request
+    lines = (
+        [value for name, value in request.headers if name.lower() == b"x-forwarded-for"]
+        if view.trusted
+        else []
+    )
+    peer = request.peer
+    if peer is not None:
+        lines.append(peer[0].partition("%")[0].encode("ascii"))
+    return b", ".join(lines) or None
+
+
+#: The values of the variables only request templates have.
+_REQUEST_ONLY: dict[str, Value] = {
+    "proxy_add_x_forwarded_for": _proxy_add_x_forwarded_for,  # type: ignore[dict-item]
+}
 
 
 #: Bytes a header field value may not hold (RFC 9110 5.5): controls other than tab.
@@ -445,9 +476,17 @@ class RequestTemplate:
         # values of variables are): encoded once, here.
         self._parts = [(text.encode("utf-8"), value) for text, value in parts]
 
-    def render(self, request: _Request, remote_user: str | None = None) -> bytes:
-        """The value for ``request`` (``remote_user``: the user auth_basic let through)."""
-        view = _RequestView(request, remote_user)
+    def render(
+        self, request: _Request, remote_user: str | None = None, *, trusted: bool = False
+    ) -> bytes:
+        """The value for ``request``.
+
+        Args:
+            request: the request.
+            remote_user: the user auth_basic let through, if any.
+            trusted: whether the client is a trusted proxy (trusted_proxies).
+        """
+        view = _RequestView(request, remote_user, trusted)
         pieces: list[bytes] = []
         for text, variable in self._parts:
             pieces.append(text)

@@ -511,7 +511,10 @@ class _Forward:
             user = exchange.remote_user
             self._fields = replace_fields(
                 self._fields,
-                [(name, template.render(request, user)) for name, template in proxy.set_fields],
+                [
+                    (name, template.render(request, user, trusted=trusted))
+                    for name, template in proxy.set_fields
+                ],
             )
         exchange.on_close(self._exchange_closed)
         if self._has_body:
@@ -698,7 +701,9 @@ class _Forward:
         host = authority if proxy.preserve_host and authority else address.host_field
         if proxy.set_host is not None:
             # (Empty: the upstream's own, as Host cannot be left out, RFC 9112 3.2.)
-            host = proxy.set_host.render(request, self._exchange.remote_user) or host
+            trusted = proxy.trusted.trusts_peer(request.peer)
+            user = self._exchange.remote_user
+            host = proxy.set_host.render(request, user, trusted=trusted) or host
         target = upstream_target(request, self._exchange.route, address.prefix)
         head = b"".join(
             (
