@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import http.client
 import json
 import shutil
 import socket
@@ -96,9 +97,13 @@ def issue(
     serial: int | None = None,
     not_before: datetime.datetime | None = None,
     not_after: datetime.datetime | None = None,
+    authority: bool | None = None,
 ) -> Issued:
-    """A CA certificate (``by`` None: self-signed) or a client certificate ``by`` a CA."""
+    """A CA certificate (``by`` None: self-signed) or a client certificate ``by`` a CA
+    (``authority``: an intermediate CA ``by`` one).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
+    is_authority = by is None if authority is None else authority
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -107,7 +112,7 @@ def issue(
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(not_before or NOW - datetime.timedelta(days=1))
         .not_valid_after(not_after or NOW + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=by is None, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=is_authority, path_length=None), critical=True)
     )
     certificate = builder.sign(key if by is None else by.key, hashes.SHA256())
     certificate_file = directory / f"{stem}.pem"
@@ -881,6 +886,40 @@ def test_the_servers_ca_file_serves_a_host_that_asks(material: Material, tmp_pat
         assert response.status == status
 
 
+def test_upstream_certificate_mistakes_are_named(material: Material, tmp_path: Path) -> None:
+    def error(keys: str) -> str:
+        site = tmp_path / "site.toml"
+        site.write_text(
+            '[server]\nlisten = ["tcp:0"]\n[[host]]\nnames = ["a.test"]\n[[host.mount]]\n'
+            f'path = "/"\nproxy = "https://localhost:9443"\n{keys}\n'
+        )
+        config = cli.load_config({"config": str(site)})
+        with pytest.raises(ConfigError) as raised:
+            make_service(config, reactor=MemoryReactorClock(), endpoints=[])
+        return str(raised.value)
+
+    alice = material.alice
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(
+        alice.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    assert "the key is encrypted" in error(
+        f'upstream_certificate = "{alice.certificate_file}"\nupstream_key = "{encrypted}"'
+    )
+    assert "no private key" in error(f'upstream_certificate = "{alice.certificate_file}"')
+    assert "cannot load the certificate and key" in error(
+        f'upstream_certificate = "{alice.certificate_file}"\n'
+        f'upstream_key = "{material.mallory.key_file}"'
+    )
+    assert error(f'upstream_key = "{alice.key_file}"').endswith(
+        "upstream_key: needs upstream_certificate, the certificate it signs"
+    )
+
+
 def test_host_settings_mistakes_are_named(material: Material, tmp_path: Path) -> None:
     ca = material.ca.certificate_file
 
@@ -1204,6 +1243,68 @@ class RealClientTests(TestCase):
     def ask_on(self, tls: ssl.SSLSocket) -> bytes:
         tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         return tls.recv(65536)
+
+    async def test_a_proxy_mount_shows_its_certificate_to_an_upstream_that_asks(
+        self,
+    ) -> None:
+        """upstream_certificate (nginx's proxy_ssl_certificate): the upstream, a
+        twistwsgi behind tls_verify_client on, sees the mount's certificate.
+        """
+        material = self.material
+        _, upstream_port = self.serve(load(material, "on"))
+
+        def front(extra: str) -> int:
+            site = self.directory / "front.toml"
+            site.write_text(
+                '[server]\nlisten = ["tcp:0:interface=127.0.0.1"]\nthreads = 0\n'
+                'access_log = "off"\n[[host]]\nnames = ["localhost"]\n'
+                f'[[host.mount]]\npath = "/"\nproxy = "https://localhost:{upstream_port}"\n'
+                f'tls_ca = "{material.server_certificate}"\n{extra}'
+            )
+            return self.serve(cli.load_config({"config": str(site)}))[1]
+
+        def get(port: int) -> tuple[int, bytes]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.request("GET", "/", headers={"Host": "localhost"})
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        shown = front(
+            f'upstream_certificate = "{material.alice.certificate_file}"\n'
+            f'upstream_key = "{material.alice.key_file}"\n'
+        )
+        status, body = await deferToThread(get, shown)
+        assert status == 200
+        assert json.loads(body)["SSL_CLIENT_S_DN"] == "O=Example,CN=alice"
+        status, body = await deferToThread(get, front(""))
+        assert status == 400
+        assert b"needs a client certificate" in body
+        # With its chain: a certificate from an intermediate CA the upstream does not
+        # have verifies only with the intermediate sent after it.
+        intermediate = issue(
+            self.directory, "intermediate", _name("Intermediate CA"), by=material.ca, authority=True
+        )
+        carol = issue(self.directory, "carol", _name("carol"), by=intermediate)
+        chained = self.directory / "carol-chain.pem"
+        chained.write_bytes(
+            carol.certificate_file.read_bytes() + intermediate.certificate_file.read_bytes()
+        )
+        status, body = await deferToThread(
+            get,
+            front(f'upstream_certificate = "{chained}"\nupstream_key = "{carol.key_file}"\n'),
+        )
+        assert status == 200
+        assert json.loads(body)["SSL_CLIENT_S_DN"] == "CN=carol"
+        # Shown too when the upstream's own certificate is not verified.
+        unverified = front(
+            f'tls_verify = false\nupstream_certificate = "{material.alice.certificate_file}"\n'
+            f'upstream_key = "{material.alice.key_file}"\n'
+        )
+        status, body = await deferToThread(get, unverified)
+        assert status == 200
 
     async def test_the_metrics_listener_asks_for_no_certificate(self) -> None:
         with socket.socket() as probe:

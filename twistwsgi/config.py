@@ -1806,6 +1806,22 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 None,
                 "A PEM file of CA certificates to verify https upstreams with.",
             ),
+            (
+                "upstream_certificate",
+                FILE,
+                None,
+                "The client certificate (PEM, followed by its chain) shown to https"
+                " upstreams that ask for one (nginx's proxy_ssl_certificate), for"
+                " upstreams behind mutual TLS.",
+            ),
+            (
+                "upstream_key",
+                FILE,
+                None,
+                "The private key of upstream_certificate (PEM, without a passphrase;"
+                " nginx's proxy_ssl_certificate_key); when left out, it is read from the"
+                " certificate's file.",
+            ),
         )
     ),
 )
@@ -2292,7 +2308,13 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
 
 #: Mount keys holding a file-system path; relative ones are read from the
 #: configuration file's directory.
-_PATH_KEYS = ("static", "tls_ca", "auth_basic_user_file")
+_PATH_KEYS = (
+    "static",
+    "tls_ca",
+    "upstream_certificate",
+    "upstream_key",
+    "auth_basic_user_file",
+)
 #: The same for host keys (a table's values, for error_pages).
 _HOST_PATH_KEYS = ("tls_certificate", "tls_key", "tls_client_certificate", "error_pages")
 

@@ -121,6 +121,7 @@ from twistwsgi.upstream import (
     UpstreamGroup,
     UpstreamPool,
     client_endpoint,
+    load_client_identity,
     load_trust_root,
 )
 
@@ -1328,6 +1329,21 @@ def build_proxy(
             raise ConfigError(
                 f"{mount.where}.tls_ca", f"cannot load {options['tls_ca']!r}: {error}"
             ) from None
+    identity = None
+    if options.get("upstream_certificate"):
+        try:
+            identity = load_client_identity(
+                options["upstream_certificate"], options.get("upstream_key")
+            )
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"{mount.where}.upstream_certificate",
+                f"{options['upstream_certificate']!r}: {error}",
+            ) from None
+    elif options.get("upstream_key"):
+        raise ConfigError(
+            f"{mount.where}.upstream_key", "needs upstream_certificate, the certificate it signs"
+        )
     pools: list[tuple[UpstreamPool, int]] = []
     for upstream in mount.target:
         try:
@@ -1343,6 +1359,7 @@ def build_proxy(
                 connect_timeout=options["connect_timeout"],
                 tls_verify=options["tls_verify"],
                 trust_root=trust_root,
+                identity=identity,
             )
         pool = UpstreamPool(
             address,

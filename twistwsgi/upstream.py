@@ -42,6 +42,7 @@ import errno
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import ssl
@@ -69,6 +70,7 @@ from zope.interface import implementer
 
 from twistwsgi.balancing import Balancer, Peer
 from twistwsgi.forwarding import UpstreamAddress
+from twistwsgi.host_certificates import is_encrypted_pem
 from twistwsgi.http.client import (
     ClientConnection,
     ClientSettings,
@@ -118,12 +120,63 @@ def load_trust_root(path: str) -> Any:
     return ssl.trustRootFromCertificates(certificates)
 
 
+@dataclass(frozen=True)
+class ClientIdentity:
+    """The certificate (and chain) a proxy mount shows https upstreams that ask for one.
+
+    nginx's ``proxy_ssl_certificate`` and ``proxy_ssl_certificate_key``.
+    """
+
+    certificate: Any  # twisted.internet.ssl.PrivateCertificate
+    chain: tuple[Any, ...]  # OpenSSL X509 objects, sent after it
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of ``CertificateOptions`` that present it."""
+        return {
+            "privateKey": self.certificate.privateKey.original,
+            "certificate": self.certificate.original,
+            "extraCertChain": list(self.chain),
+        }
+
+
+def load_client_identity(certificate_path: str, key_path: str | None) -> ClientIdentity:
+    """Read a mount's upstream client certificate, its chain and its key (PEM).
+
+    Raises:
+        ValueError: saying what is wrong: no certificate, no key, an encrypted key,
+            a key that is not the certificate's.
+    """
+    with open(certificate_path, "rb") as file:
+        certificate_pem = file.read()
+    key_pem = certificate_pem
+    if key_path is not None:
+        with open(key_path, "rb") as file:
+            key_pem = file.read()
+    if is_encrypted_pem(key_pem):
+        raise ValueError("the key is encrypted; give a key without a passphrase")
+    marker = b"-----BEGIN CERTIFICATE-----"
+    blocks = [marker + block for block in certificate_pem.split(marker)[1:]]
+    if not blocks:
+        raise ValueError("no PEM certificate in the file")
+    if b"PRIVATE KEY-----" not in key_pem:
+        raise ValueError("no private key" + ("" if key_path else ": give its file as the key"))
+    try:
+        certificate = ssl.PrivateCertificate.loadPEM(blocks[0] + b"\n" + key_pem)
+        chain = tuple(ssl.Certificate.loadPEM(block).original for block in blocks[1:])
+        # OpenSSL checks that the key is the certificate's as the options are used.
+        ssl.CertificateOptions(**ClientIdentity(certificate, chain).options()).getContext()
+    except Exception as error:
+        raise ValueError(f"cannot load the certificate and key: {error}") from None
+    return ClientIdentity(certificate, chain)
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class _UnverifiedTLS:
     """TLS without certificate verification (``tls_verify = false``); SNI still sent."""
 
-    def __init__(self, hostname: str) -> None:
-        options = ssl.CertificateOptions(acceptableProtocols=[b"http/1.1"])
+    def __init__(self, hostname: str, identity: ClientIdentity | None = None) -> None:
+        shown = identity.options() if identity is not None else {}
+        options = ssl.CertificateOptions(acceptableProtocols=[b"http/1.1"], **shown)
         self._context = options.getContext()
         self._server_name = (
             None if isIPAddress(hostname) or isIPv6Address(hostname) else hostname.encode("idna")
@@ -147,6 +200,7 @@ def client_endpoint(
     connect_timeout: float,
     tls_verify: bool = True,
     trust_root: Any = None,
+    identity: ClientIdentity | None = None,
 ) -> IStreamClientEndpoint:
     """The Twisted client endpoint that reaches ``address`` (see the module docstring).
 
@@ -156,6 +210,7 @@ def client_endpoint(
         connect_timeout: seconds an attempt may take.
         tls_verify: verify an https upstream's certificate and name.
         trust_root: the CAs to verify with (``None``: the system's).
+        identity: the client certificate shown an https upstream that asks.
     """
     endpoint: IStreamClientEndpoint
     # Our own timer (UpstreamPool.connect) cancels first; this is a backstop.
@@ -176,10 +231,14 @@ def client_endpoint(
         creator = ssl.optionsForClientTLS(
             host,
             trustRoot=trust_root if trust_root is not None else ssl.platformTrust(),
+            clientCertificate=identity.certificate if identity is not None else None,
             acceptableProtocols=[b"http/1.1"],
+            extraCertificateOptions=(
+                {"extraCertChain": list(identity.chain)} if identity is not None else None
+            ),
         )
     else:
-        creator = _UnverifiedTLS(host)
+        creator = _UnverifiedTLS(host, identity)
     # The clock given: TLS batches small writes on a timer, which must be ours.
     return wrapClientTLS(creator, endpoint, clock=reactor)
 
