@@ -918,6 +918,17 @@ def test_upstream_certificate_mistakes_are_named(material: Material, tmp_path: P
     assert error(f'upstream_key = "{alice.key_file}"').endswith(
         "upstream_key: needs upstream_certificate, the certificate it signs"
     )
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[server]\nlisten = ["tcp:0"]\n[[host]]\nnames = ["a.test"]\n[[host.mount]]\n'
+        'path = "/"\nproxy = "http://127.0.0.1:9000"\n'
+        f'upstream_certificate = "{alice.certificate_file}"\n'
+        f'upstream_key = "{alice.key_file}"\n'
+    )
+    with pytest.raises(ConfigError, match="no upstream of this mount is https://"):
+        make_service(
+            cli.load_config({"config": str(site)}), reactor=MemoryReactorClock(), endpoints=[]
+        )
 
 
 def test_host_settings_mistakes_are_named(material: Material, tmp_path: Path) -> None:

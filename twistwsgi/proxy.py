@@ -1330,6 +1330,15 @@ def build_proxy(
                 f"{mount.where}.tls_ca", f"cannot load {options['tls_ca']!r}: {error}"
             ) from None
     identity = None
+    if options.get("upstream_certificate") and not any(
+        upstream.url.lower().startswith("https://") for upstream in mount.target
+    ):
+        # A certificate that would never be shown: a mistake (an http:// URL meant
+        # to be https://), not a setting.
+        raise ConfigError(
+            f"{mount.where}.upstream_certificate",
+            "no upstream of this mount is https://, so it would never be shown",
+        )
     if options.get("upstream_certificate"):
         try:
             identity = load_client_identity(
