@@ -58,6 +58,7 @@ from twistwsgi.routing import Router
 from twistwsgi.service import make_service
 from twistwsgi.site import SiteBuilder, describe_routing
 from twistwsgi.testing import ParsedResponse, connect, parse_responses
+from twistwsgi.upstream import load_client_identity
 
 reactor: Any = global_reactor
 
@@ -907,13 +908,35 @@ def test_upstream_certificate_mistakes_are_named(material: Material, tmp_path: P
             serialization.BestAvailableEncryption(b"secret"),
         )
     )
-    assert "the key is encrypted" in error(
+    assert error(
         f'upstream_certificate = "{alice.certificate_file}"\nupstream_key = "{encrypted}"'
+    ).endswith(
+        f"mount[0].upstream_key: '{encrypted}': the key is encrypted; give a key without a"
+        " passphrase"
     )
-    assert "no private key" in error(f'upstream_certificate = "{alice.certificate_file}"')
-    assert "cannot load the certificate and key" in error(
+    assert error(f'upstream_certificate = "{alice.certificate_file}"').endswith(
+        f"mount[0].upstream_certificate: '{alice.certificate_file}': no private key: give its"
+        " file as upstream_key"
+    )
+    assert error(
         f'upstream_certificate = "{alice.certificate_file}"\n'
         f'upstream_key = "{material.mallory.key_file}"'
+    ).endswith(
+        f"mount[0].upstream_key: '{material.mallory.key_file}': this key is not the certificate's"
+    )
+    # The certificate's file holding a key too: upstream_key, when given, is the key.
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(alice.certificate_file.read_bytes() + alice.key_file.read_bytes())
+    assert "this key is not the certificate's" in error(
+        f'upstream_certificate = "{bundle}"\nupstream_key = "{material.mallory.key_file}"'
+    )
+    encrypted_bundle = tmp_path / "encrypted-bundle.pem"
+    encrypted_bundle.write_bytes(alice.certificate_file.read_bytes() + encrypted.read_bytes())
+    # (Never OpenSSL's passphrase prompt: the encrypted key there is not read.)
+    identity = load_client_identity(str(encrypted_bundle), str(alice.key_file))
+    assert identity.certificate.original.to_cryptography() == alice.certificate
+    assert load_client_identity(str(bundle), None).certificate.original.to_cryptography() == (
+        alice.certificate
     )
     assert error(f'upstream_key = "{alice.key_file}"').endswith(
         "upstream_key: needs upstream_certificate, the certificate it signs"
@@ -929,6 +952,16 @@ def test_upstream_certificate_mistakes_are_named(material: Material, tmp_path: P
         make_service(
             cli.load_config({"config": str(site)}), reactor=MemoryReactorClock(), endpoints=[]
         )
+    # Relative paths are read from the configuration file's directory.
+    shutil.copy(bundle, tmp_path / "client.pem")
+    site.write_text(
+        '[server]\nlisten = ["tcp:0"]\n[[host]]\nnames = ["a.test"]\n[[host.mount]]\n'
+        'path = "/"\nproxy = "https://127.0.0.1:9000"\n'
+        'upstream_certificate = "client.pem"\nupstream_key = "client.pem"\n'
+    )
+    [mount] = cli.load_config({"config": str(site)}).hosts[0].mounts
+    assert mount.options["upstream_certificate"] == str(tmp_path / "client.pem")
+    assert mount.options["upstream_key"] == str(tmp_path / "client.pem")
 
 
 def test_host_settings_mistakes_are_named(material: Material, tmp_path: Path) -> None:

@@ -32,9 +32,10 @@ from tests.test_client_certificates import head as request_head
 from twistwsgi import cli
 from twistwsgi.client_certificates import ClientCertificate
 from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
-from twistwsgi.forwarding import UpstreamAddress
+from twistwsgi.forwarding import UpstreamAddress, request_fields
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
+from twistwsgi.http.request import RequestHead
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
@@ -2757,3 +2758,28 @@ def test_nginx_usual_forwarding_lines_carry_over() -> None:
         assert upstream.header(b"x-real-ip") == [b"127.0.0.1"]
         assert upstream.header(b"x-forwarded-proto") == [b"http"]
         assert upstream.header(b"host") == [b"shop.example"]
+
+
+def test_proxy_add_x_forwarded_for_is_the_proxys_own_field() -> None:
+    """Without the zone of a link-local IPv6 client; a client's X_Forwarded_For
+    spelling is not one of its X-Forwarded-For lines, even from a trusted proxy.
+    """
+    request = RequestHead(
+        method=b"GET",
+        target=b"/",
+        path=b"/",
+        decoded_path=b"/",
+        query=b"",
+        version=b"1.1",
+        headers=[(b"X_Forwarded_For", b"6.6.6.6"), (b"x-forwarded-for", b"1.1.1.1")],
+        authority=b"x",
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=("fe80::1%eth0", 5),
+        local=None,
+    )
+    template = RequestTemplate("$proxy_add_x_forwarded_for")
+    assert template.render(request, trusted=True) == b"1.1.1.1, fe80::1"
+    assert template.render(request) == b"fe80::1"
+    assert request_fields(request, trusted=True).count(b"X-Forwarded-For: 1.1.1.1, fe80::1") == 1

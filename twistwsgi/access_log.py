@@ -70,11 +70,12 @@ def format_combined(exchange: LoggedExchange, timestamp: str) -> str:
     referer = agent = None
     for name, value in request.headers:
         # Both read in one pass; a field on several lines is written whole, joined
-        # with ", " as $http_NAME writes it (nginx 1.23+).
-        lower = name.lower()
-        if lower == b"referer":
+        # with ", " as $http_NAME writes it (nginx 1.23+). The length first: most
+        # fields are neither, and a request may have many.
+        size = len(name)
+        if size == 7 and name.lower() == b"referer":
             referer = value if referer is None else referer + b", " + value
-        elif lower == b"user-agent":
+        elif size == 10 and name.lower() == b"user-agent":
             agent = value if agent is None else agent + b", " + value
     status = logged_status(exchange)
     user = getattr(exchange, "remote_user", None)

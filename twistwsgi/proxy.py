@@ -118,6 +118,7 @@ from twistwsgi.response_spool import (
 from twistwsgi.routing import answer_error, refuse_path_above_root, remove_dot_segments
 from twistwsgi.upstream import (
     EndpointFactory,
+    IdentityError,
     UpstreamGroup,
     UpstreamPool,
     client_endpoint,
@@ -1344,11 +1345,10 @@ def build_proxy(
             identity = load_client_identity(
                 options["upstream_certificate"], options.get("upstream_key")
             )
-        except (OSError, ValueError) as error:
-            raise ConfigError(
-                f"{mount.where}.upstream_certificate",
-                f"{options['upstream_certificate']!r}: {error}",
-            ) from None
+        except (OSError, IdentityError) as error:
+            key = isinstance(error, IdentityError) and error.key
+            name = "upstream_key" if key else "upstream_certificate"
+            raise ConfigError(f"{mount.where}.{name}", f"{options[name]!r}: {error}") from None
     elif options.get("upstream_key"):
         raise ConfigError(
             f"{mount.where}.upstream_key", "needs upstream_certificate, the certificate it signs"

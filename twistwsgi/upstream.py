@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -139,34 +141,73 @@ class ClientIdentity:
         }
 
 
+class IdentityError(ValueError):
+    """What is wrong with a mount's upstream certificate or key.
+
+    Attributes:
+        key: whether it is about the key's file (``upstream_key``), not the
+            certificate's.
+    """
+
+    def __init__(self, message: str, *, key: bool = False) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def load_client_identity(certificate_path: str, key_path: str | None) -> ClientIdentity:
     """Read a mount's upstream client certificate, its chain and its key (PEM).
 
+    With cryptography's readers, as host certificates are read: a key that needs a
+    passphrase is an error, never OpenSSL's prompt on the terminal.
+
     Raises:
-        ValueError: saying what is wrong: no certificate, no key, an encrypted key,
-            a key that is not the certificate's.
+        IdentityError: saying what is wrong: no certificate, no key, an encrypted
+            key, a key that is not the certificate's; and in which file.
+        OSError: a file cannot be read.
     """
     with open(certificate_path, "rb") as file:
         certificate_pem = file.read()
+    in_own_file = key_path is not None
     key_pem = certificate_pem
     if key_path is not None:
         with open(key_path, "rb") as file:
             key_pem = file.read()
-    if is_encrypted_pem(key_pem):
-        raise ValueError("the key is encrypted; give a key without a passphrase")
-    marker = b"-----BEGIN CERTIFICATE-----"
-    blocks = [marker + block for block in certificate_pem.split(marker)[1:]]
-    if not blocks:
-        raise ValueError("no PEM certificate in the file")
-    if b"PRIVATE KEY-----" not in key_pem:
-        raise ValueError("no private key" + ("" if key_path else ": give its file as the key"))
     try:
-        certificate = ssl.PrivateCertificate.loadPEM(blocks[0] + b"\n" + key_pem)
-        chain = tuple(ssl.Certificate.loadPEM(block).original for block in blocks[1:])
-        # OpenSSL checks that the key is the certificate's as the options are used.
-        ssl.CertificateOptions(**ClientIdentity(certificate, chain).options()).getContext()
-    except Exception as error:
-        raise ValueError(f"cannot load the certificate and key: {error}") from None
+        certificates = x509.load_pem_x509_certificates(certificate_pem)
+    except ValueError:
+        raise IdentityError(
+            "no PEM certificate could be read (the certificate first, then its chain)"
+        ) from None
+    if is_encrypted_pem(key_pem):
+        raise IdentityError(
+            "the key is encrypted; give a key without a passphrase", key=in_own_file
+        )
+    if b"PRIVATE KEY-----" not in key_pem:
+        problem = "no private key" + ("" if in_own_file else ": give its file as upstream_key")
+        raise IdentityError(problem, key=in_own_file)
+    try:
+        private_key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise IdentityError(f"cannot load the private key: {error}", key=in_own_file) from None
+    leaf = certificates[0]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ) != leaf.public_key().public_bytes(serialization.Encoding.PEM, public):
+        raise IdentityError("this key is not the certificate's", key=in_own_file)
+    # Twisted's types, from PEM the readers above accepted (the key unencrypted).
+    plain_key = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    certificate = ssl.PrivateCertificate.loadPEM(
+        leaf.public_bytes(serialization.Encoding.PEM) + plain_key
+    )
+    chain = tuple(
+        ssl.Certificate.loadPEM(extra.public_bytes(serialization.Encoding.PEM)).original
+        for extra in certificates[1:]
+    )
     return ClientIdentity(certificate, chain)
 
 
