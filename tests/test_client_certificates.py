@@ -396,23 +396,25 @@ def test_the_access_log_variables() -> None:
     assert template.format(Logged(head(None)), 0.0) == "-|-|-|-|-"
 
 
-def head(certificate: ClientCertificate | None) -> RequestHead:
-    return RequestHead(
-        method=b"GET",
-        target=b"/",
-        path=b"/",
-        decoded_path=b"/",
-        query=b"",
-        version=b"1.1",
-        headers=[(b"Host", b"a.test")],
-        authority=b"a.test",
-        content_length=None,
-        chunked=False,
-        scheme="https",
-        peer=("127.0.0.1", 5000),
-        local=("127.0.0.1", 443),
-        client_certificate=certificate,
-    )
+def head(certificate: ClientCertificate | None, **changes: Any) -> RequestHead:
+    """A GET / for a.test over TLS from 127.0.0.1, with ``changes`` to its fields."""
+    fields: dict[str, Any] = {
+        "method": b"GET",
+        "target": b"/",
+        "path": b"/",
+        "decoded_path": b"/",
+        "query": b"",
+        "version": b"1.1",
+        "headers": [(b"Host", b"a.test")],
+        "authority": b"a.test",
+        "content_length": None,
+        "chunked": False,
+        "scheme": "https",
+        "peer": ("127.0.0.1", 5000),
+        "local": ("127.0.0.1", 443),
+        "client_certificate": certificate,
+    }
+    return RequestHead(**{**fields, **changes})
 
 
 # -- handshakes in memory ----------------------------------------------------------------

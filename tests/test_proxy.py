@@ -35,7 +35,6 @@ from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, de
 from twistwsgi.forwarding import UpstreamAddress, request_fields
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
-from twistwsgi.http.request import RequestHead
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
@@ -2764,20 +2763,10 @@ def test_proxy_add_x_forwarded_for_is_the_proxys_own_field() -> None:
     """Without the zone of a link-local IPv6 client; a client's X_Forwarded_For
     spelling is not one of its X-Forwarded-For lines, even from a trusted proxy.
     """
-    request = RequestHead(
-        method=b"GET",
-        target=b"/",
-        path=b"/",
-        decoded_path=b"/",
-        query=b"",
-        version=b"1.1",
+    request = request_head(
+        None,
         headers=[(b"X_Forwarded_For", b"6.6.6.6"), (b"x-forwarded-for", b"1.1.1.1")],
-        authority=b"x",
-        content_length=None,
-        chunked=False,
-        scheme="http",
         peer=("fe80::1%eth0", 5),
-        local=None,
     )
     template = RequestTemplate("$proxy_add_x_forwarded_for")
     assert template.render(request, trusted=True) == b"1.1.1.1, fe80::1"
