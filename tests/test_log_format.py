@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.test_access_log import FakeExchange, FakeRequest
 from twistwsgi.access_log import COMBINED, format_combined
+from twistwsgi.http.request import PartialRequest
 from twistwsgi.log_format import VARIABLES, LogFormat, log_time, uses_upstream_variables
 
 # The access log's fakes.
@@ -232,3 +233,8 @@ def test_a_proxy_knows_whether_the_log_writes_upstream_variables(
     template: str | None, uses: bool
 ) -> None:
     assert uses_upstream_variables(template) is uses
+
+
+def test_a_refused_request_has_a_request_id_too() -> None:
+    partial = PartialRequest(method=b"GET")
+    assert len(partial.request_id) == 32 and partial.request_id == partial.request_id

@@ -2772,3 +2772,27 @@ def test_proxy_add_x_forwarded_for_is_the_proxys_own_field() -> None:
     assert template.render(request, trusted=True) == b"1.1.1.1, fe80::1"
     assert template.render(request) == b"fe80::1"
     assert request_fields(request, trusted=True).count(b"X-Forwarded-For: 1.1.1.1, fe80::1") == 1
+
+
+def test_request_id_names_the_request_in_the_log_and_upstream() -> None:
+    """Nginx's $request_id: 32 random hex digits, the same for the access log line
+    and a proxied X-Request-ID, another for the next request.
+    """
+    setup = make_proxy(
+        access_log_format="$request_id",
+        proxy_set_header=config_value("proxy_set_header", {"X-Request-ID": "$request_id"}),
+    )
+    logged: list[Any] = []
+    client = setup.client(response_log=logged.append)
+    sent = []
+    for _ in range(2):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream = setup.endpoint().last
+        [value] = upstream.header(b"x-request-id")
+        sent.append(value.decode())
+        upstream.respond(OK)
+        upstream.take()
+    template = LogFormat("$request_id")
+    assert [template.format(response, 0.0) for response in logged] == sent
+    assert len(set(sent)) == 2
+    assert all(len(value) == 32 and int(value, 16) >= 0 for value in sent)

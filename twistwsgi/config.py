@@ -1697,8 +1697,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " $request_method, $request_uri, $server_protocol, $scheme, $host,"
                 " $ssl_client_verify, $ssl_client_s_dn, $ssl_client_i_dn,"
                 " $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert,"
-                " $proxy_add_x_forwarded_for (the proxy's own X-Forwarded-For) and"
-                " $http_NAME.",
+                " $request_id, $proxy_add_x_forwarded_for (the proxy's own"
+                " X-Forwarded-For) and $http_NAME.",
             ),
             (
                 "connect_timeout",

@@ -99,6 +99,8 @@ VARIABLES: dict[str, str] = {
     "ssl_client_serial": "the serial number of the client's certificate (hexadecimal)",
     "ssl_client_fingerprint": "the SHA-1 fingerprint of the client's certificate",
     "ssl_client_escaped_cert": "the client's certificate in PEM, URL-encoded",
+    "request_id": "32 random hexadecimal digits naming the request (the same value in"
+    " proxy_set_header)",
 }
 
 #: The variables a request template may use (proxy_set_header): those known when
@@ -118,6 +120,7 @@ REQUEST_VARIABLES = (
     "ssl_client_serial",
     "ssl_client_fingerprint",
     "ssl_client_escaped_cert",
+    "request_id",
     "proxy_add_x_forwarded_for",
 )
 
@@ -300,6 +303,7 @@ _VALUES: dict[str, Value] = {
     "ssl_client_serial": _client_certificate("serial"),
     "ssl_client_fingerprint": _client_certificate("fingerprint"),
     "ssl_client_escaped_cert": _escaped_certificate,
+    "request_id": lambda response, now: getattr(response.request, "request_id", None),
 }
 assert _VALUES.keys() == VARIABLES.keys()
 

@@ -10,6 +10,7 @@ read of it, for the access log.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -88,6 +89,7 @@ class RequestHead:
     """
 
     __slots__ = (
+        "_request_id",
         "authority",
         "chunked",
         "client_certificate",
@@ -136,6 +138,18 @@ class RequestHead:
         self.peer = peer
         self.local = local
         self.client_certificate = client_certificate
+        self._request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """Nginx's ``$request_id``: 32 random hexadecimal digits, made when first read.
+
+        The same for every reader of this request (the access log, a proxied
+        ``X-Request-ID``), so a log line and an upstream's can be matched.
+        """
+        if self._request_id is None:
+            self._request_id = os.urandom(16).hex()
+        return self._request_id
 
     @property
     def has_body(self) -> bool:
@@ -170,7 +184,7 @@ class PartialRequest:
         peer: the client's address and port, ``None`` on a UNIX socket.
     """
 
-    __slots__ = ("headers", "method", "peer", "target", "version")
+    __slots__ = ("_request_id", "headers", "method", "peer", "target", "version")
 
     def __init__(
         self,
@@ -186,6 +200,14 @@ class PartialRequest:
         self.version = version
         self.headers = headers if headers is not None else []
         self.peer = peer
+        self._request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """As :attr:`RequestHead.request_id` (a refused request has one too)."""
+        if self._request_id is None:
+            self._request_id = os.urandom(16).hex()
+        return self._request_id
 
     def header(self, name: bytes) -> bytes | None:
         """Return the first value of field ``name`` (lower-case), or ``None``."""
