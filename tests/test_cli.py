@@ -18,7 +18,7 @@ from twisted.application.service import IServiceMaker
 from twisted.internet import reactor as global_reactor
 from twisted.internet.endpoints import _SystemdParser
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 from twisted.plugin import getPlugins
@@ -829,6 +829,52 @@ def test_a_stop_signal_arriving_inside_the_handler_is_the_second(
     for call in reactor.calls:
         call()
     assert stopped == [True]
+
+
+def test_a_worker_stopped_by_its_master_and_a_signal_at_once_logs_no_error(
+    monkeypatch: pytest.MonkeyPatch,
+    installed: dict[int, Callable[[int, object], None]],
+) -> None:
+    """Systemd's default KillMode sends SIGTERM to the master and every worker at
+    once: a worker's reactor could be stopped by its master's "stop" command after
+    Twisted's handler had queued a stop of its own, which then logged a critical
+    ReactorNotRunning traceback at every such shutdown. The first signal now
+    queues a stop that does nothing once the reactor is stopping.
+    """
+
+    class Reactor(CallsFromThreads):
+        _stopped = False
+        _exitSignal: int | None = None  # noqa: N815 - Twisted's name
+
+        def stop(self) -> None:
+            if self._stopped:
+                raise ReactorNotRunning("Can't stop reactor that isn't running.")
+            self._stopped = True
+
+        def sigTerm(self, number: int, frame: object = None) -> None:
+            self.callFromThread(self.stop)  # (as Twisted's: the stop queued)
+            self._exitSignal = number
+
+        def sigInt(self, number: int, frame: object = None) -> None:
+            self.sigTerm(number, frame)
+
+    reactor = Reactor()
+    current = {signal.SIGTERM: reactor.sigTerm, signal.SIGINT: reactor.sigInt}
+    monkeypatch.setattr(signal, "getsignal", lambda number: installed.get(number, current[number]))
+
+    class Service:
+        def stop_now(self) -> None:
+            raise AssertionError("one signal stops gracefully")
+
+    cli._one_graceful_stop(reactor, Service())  # type: ignore[arg-type]
+    with capture_log_events() as events:
+        installed[signal.SIGTERM](signal.SIGTERM, None)
+    assert any("Received SIGTERM, shutting down" in formatEvent(event) for event in events)
+    assert reactor._exitSignal == signal.SIGTERM
+    reactor.stop()  # the master's "stop" command, handled first
+    for call in reactor.calls:
+        call()  # the signal's stop: nothing to do, and no error
+    assert reactor._stopped
 
 
 def encrypted_key() -> bytes:

@@ -1399,12 +1399,41 @@ def _one_graceful_stop(reactor: Any, service: ServerService | Supervisor) -> Non
             if signal.getsignal(each) is first:
                 signal.signal(each, later)
         handler = previous[number]
-        if callable(handler):
+        if _is_reactors_own(handler, reactor):
+            _stop_as_twisted_does(reactor, number)
+        elif callable(handler):
             handler(number, frame)
 
     for number in numbers:
         if callable(previous[number]):  # (not a background job's ignored SIGINT)
             signal.signal(number, first)
+
+
+def _is_reactors_own(handler: object, reactor: Any) -> bool:
+    """Whether ``handler`` is the reactor's own SIGTERM or SIGINT handler."""
+    return getattr(handler, "__self__", None) is reactor and getattr(handler, "__name__", "") in (
+        "sigTerm",
+        "sigInt",
+    )
+
+
+def _stop_as_twisted_does(reactor: Any, number: int) -> None:
+    """What Twisted's handler does, but a stop that finds the reactor stopping is none.
+
+    A worker's reactor may have been stopped by its master's "stop" command in the
+    meantime (systemd's default KillMode sends SIGTERM to every process of the
+    service at once): Twisted's queued ``reactor.stop`` then logged a critical
+    ReactorNotRunning traceback at the end of a clean stop.
+    """
+    _log.info("Received {name}, shutting down.", name=signal.Signals(number).name)
+
+    def stop() -> None:
+        if not reactor._stopped:
+            reactor.stop()
+
+    reactor.callFromThread(stop)
+    # Read by twistd to re-raise the signal (see _exit_zero_after_signal).
+    reactor._exitSignal = number
 
 
 def _stop_now_on_signal(
