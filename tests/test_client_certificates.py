@@ -304,6 +304,30 @@ def test_serials_have_an_even_number_of_digits_and_email_its_openssl_name(
     assert described.subject == "emailAddress=alice@example.com,CN=alice"
 
 
+def test_names_use_openssls_short_names_as_nginx_shows_them(tmp_path: Path) -> None:
+    """What ``openssl x509 -nameopt RFC2253`` (nginx's and mod_ssl's printer) writes."""
+    attributes = [
+        (NameOID.SERIAL_NUMBER, "12345"),
+        (NameOID.TITLE, "Eng"),
+        (NameOID.SURNAME, "Smith"),
+        (NameOID.GIVEN_NAME, "Alice"),
+        (NameOID.POSTAL_CODE, "123"),
+        (NameOID.JURISDICTION_COUNTRY_NAME, "US"),
+        (NameOID.ORGANIZATION_IDENTIFIER, "oi"),
+        (NameOID.STREET_ADDRESS, "st"),
+        (NameOID.USER_ID, "uid"),
+        (NameOID.DOMAIN_COMPONENT, "dc"),
+        (NameOID.COMMON_NAME, "alice"),
+    ]
+    name = x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
+    ca = issue(tmp_path, "ca", _name("CA"))
+    described = describe(issue(tmp_path, "c", name, by=ca).der, None)
+    assert described.subject == (
+        "CN=alice,DC=dc,UID=uid,street=st,organizationIdentifier=oi,jurisdictionC=US,"
+        "postalCode=123,GN=Alice,SN=Smith,title=Eng,serialNumber=12345"
+    )
+
+
 def test_a_certificate_cryptography_will_not_read_keeps_its_verdict(tmp_path: Path) -> None:
     """OpenSSL takes names cryptography refuses (a PrintableString with "_", from old
     CAs): the request is not a 500; the verdict, fingerprint and PEM are told.
@@ -335,6 +359,10 @@ FAILED = ClientCertificate("FAILED:certificate has expired", subject="CN=a", err
 UNTRUSTED = ClientCertificate(
     "FAILED:unable to get local issuer certificate", subject="CN=a", error=20
 )
+# nginx's optional_no_ca takes a CA not trusted for the purpose (27), not a
+# certificate whose issuer's own certificate is missing from the file (2).
+NOT_TRUSTED = ClientCertificate("FAILED:certificate not trusted", subject="CN=a", error=27)
+NO_ISSUER = ClientCertificate("FAILED:unable to get issuer certificate", subject="CN=a", error=2)
 
 
 @pytest.mark.parametrize(
@@ -348,6 +376,8 @@ UNTRUSTED = ClientCertificate(
         ("optional", FAILED, True),
         # nginx's optional_no_ca lets through only an issuer it does not know.
         ("optional_no_ca", UNTRUSTED, False),
+        ("optional_no_ca", NOT_TRUSTED, False),
+        ("optional_no_ca", NO_ISSUER, True),
         ("optional_no_ca", FAILED, True),
         ("optional_no_ca", NO_CERTIFICATE, False),
         ("optional", UNTRUSTED, True),
@@ -1243,6 +1273,10 @@ class RealClientTests(TestCase):
         assert received.startswith(b"HTTP/1.1 200 ")
         with pytest.raises(ConfigError, match="needs the listeners twistwsgi builds"):
             make_service(config, apps.environ, reactor=reactor)
+        # A host's own setting too.
+        per_host = per_host_site(self.material, self.directory)
+        with pytest.raises(ConfigError, match="needs the listeners twistwsgi builds"):
+            make_service(per_host, reactor=reactor)
 
     async def test_verification_turned_on_by_a_reload_whose_key_is_unreadable(self) -> None:
         """The listener keeps its certificate (the key is root's after --uid) and

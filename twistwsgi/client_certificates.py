@@ -132,13 +132,36 @@ NO_CERTIFICATE = ClientCertificate("NONE")
 #: A TLS connection that did not ask its client for one (verification was off).
 NOT_ASKED = ClientCertificate("NONE", asked=False)
 
-#: Names RFC 4514 has no keyword for that nginx and mod_ssl write by OpenSSL's.
-_NAME_KEYWORDS = {NameOID.EMAIL_ADDRESS: "emailAddress"}
+#: Attributes RFC 4514 has no keyword for (and street, which OpenSSL writes in lower
+#: case), written by OpenSSL's short names as nginx and mod_ssl show them
+#: (X509_NAME_print_ex with XN_FLAG_RFC2253); others stay dotted numbers there too.
+_NAME_KEYWORDS = {
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.TITLE: "title",
+    NameOID.SURNAME: "SN",
+    NameOID.GIVEN_NAME: "GN",
+    NameOID.INITIALS: "initials",
+    NameOID.GENERATION_QUALIFIER: "generationQualifier",
+    NameOID.DN_QUALIFIER: "dnQualifier",
+    NameOID.PSEUDONYM: "pseudonym",
+    NameOID.POSTAL_CODE: "postalCode",
+    NameOID.POSTAL_ADDRESS: "postalAddress",
+    NameOID.STREET_ADDRESS: "street",
+    NameOID.BUSINESS_CATEGORY: "businessCategory",
+    NameOID.JURISDICTION_COUNTRY_NAME: "jurisdictionC",
+    NameOID.JURISDICTION_STATE_OR_PROVINCE_NAME: "jurisdictionST",
+    NameOID.JURISDICTION_LOCALITY_NAME: "jurisdictionL",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+    NameOID.UNSTRUCTURED_NAME: "unstructuredName",
+}
 
 #: The failures optional_no_ca lets through, nginx's (ngx_ssl_verify_error_optional):
-#: the issuer is unknown or not trusted. An expired certificate, or one whose
-#: signature does not match, is refused in that mode too. (X509_V_ERR_* codes.)
-_UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20, 21})
+#: a self-signed certificate or chain (18, 19), no local issuer (20), a leaf whose
+#: signature cannot be checked (21), a CA not trusted for the purpose (27). An
+#: expired certificate, or one whose signature does not match, is refused in that
+#: mode too. (X509_V_ERR_* codes.)
+_UNTRUSTED_ISSUER = frozenset({18, 19, 20, 21, 27})
 
 
 def describe(der: bytes | None, error: str | None, code: int = 0) -> ClientCertificate:

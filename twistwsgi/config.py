@@ -1141,8 +1141,9 @@ SETTINGS: tuple[Setting, ...] = (
         "Ask TLS clients for a certificate and verify it against"
         " tls_client_certificate (mutual TLS; nginx's ssl_verify_client): on, a"
         " certificate that verifies is required; optional, one that is sent must"
-        " verify; optional_no_ca, any is taken and the application decides from"
-        " SSL_CLIENT_VERIFY. A refused request gets 400 (the handshake itself"
+        " verify; optional_no_ca, one from an unknown or untrusted issuer is taken"
+        " too and the application decides from SSL_CLIENT_VERIFY (an expired one, or"
+        " a bad signature, is refused). A refused request gets 400 (the handshake itself"
         " completes, as with nginx). Applications see the certificate as mod_ssl's"
         " SSL_CLIENT_* environ keys. Only requests over the ssl: listeners are"
         " checked. Applied again on SIGHUP.",
@@ -1369,7 +1370,8 @@ HOST_KEYS: tuple[Setting, ...] = (
         " ssl_verify_client in a server block): the TLS listeners ask clients whose"
         " server name (SNI) selects the host, and its requests are checked. A request"
         " for a host whose setting is not that of the host the connection's server name"
-        " selected gets 421, as with nginx.",
+        " selected gets 421, as with nginx. With on or optional here, the host is served"
+        " over TLS only: on a plain-HTTP listener, its https_redirect or 403.",
         cli=False,
     ),
     Setting(

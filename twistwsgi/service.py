@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi.access_log import COMBINED, AccessLog
-from twistwsgi.config import SETTINGS, ConfigError, ServerConfig
+from twistwsgi.config import SETTINGS, ConfigError, ServerConfig, host_verification
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, ResponseLog
@@ -757,7 +757,9 @@ def make_service(
             f"listen must be a sequence of endpoint strings, not one string: give ({listen!r},)"
         )
     if endpoints is None:
-        if config.tls_verify_client != "off":
+        if config.tls_verify_client != "off" or any(
+            host_verification(host, config)[0] != "off" for host in config.hosts
+        ):
             # Twisted's ssl: endpoints would ask no client for a certificate, and
             # every request over them would be refused (see ClientCertificateCheck).
             raise ConfigError(
