@@ -2585,6 +2585,50 @@ def host_verification(host: HostConfig, config: ServerConfig) -> tuple[str, str 
     return mode, host.tls_client_certificate or config.tls_client_certificate
 
 
+def _check_verification(
+    mode: str,
+    path: str | None,
+    listen: Sequence[str],
+    *,
+    own_path: str | None,
+    mode_where: str,
+    path_where: str,
+    elsewhere: str = "",
+) -> None:
+    """Refuse a client verification that could not do what it says.
+
+    A CA file that does not load (read here, not only when the listeners are
+    built: a reload with one is then refused whole, before its routing table
+    replaces the one serving); on or optional without a CA file, with nothing to
+    verify against (nginx refuses them so too); any mode without an ssl: listener,
+    where no client is ever asked and every request would pass unchecked.
+
+    Args:
+        mode: the mode in force.
+        path: the CA file in force.
+        listen: the listeners.
+        own_path: the CA file this setting gives itself (checked here), if any.
+        mode_where: where the mode is given, for errors.
+        path_where: where ``own_path`` is given.
+        elsewhere: where else a CA file may be given, said in the error.
+    """
+    if own_path is not None:
+        try:
+            load_client_cas(own_path)
+        except (OSError, ValueError) as error:
+            raise ConfigError(path_where, f"{own_path!r}: {error}") from None
+    if mode in ("on", "optional") and path is None:
+        raise ConfigError(
+            mode_where,
+            f"needs tls_client_certificate{elsewhere}, the CA certificates client"
+            " certificates are verified against",
+        )
+    if mode != "off" and not any(endpoint_parts(text)[0] == "ssl" for text in listen):
+        raise ConfigError(
+            mode_where, "no listener is ssl:, so no client would be asked for a certificate"
+        )
+
+
 def _check_host_verification(hosts: Sequence[HostConfig], config: ServerConfig) -> None:
     """Each host's client verification can be done (as the server's is checked).
 
@@ -2604,61 +2648,20 @@ def _check_host_verification(hosts: Sequence[HostConfig], config: ServerConfig) 
         )
     for host in hosts:
         mode, path = host_verification(host, config)
-        if host.tls_client_certificate is not None:
-            if mode == "off":
-                raise ConfigError(
-                    f"{host.where}.tls_client_certificate",
-                    "clients of this host are not asked for certificates: set"
-                    " tls_verify_client (here or in [server])",
-                )
-            try:
-                load_client_cas(host.tls_client_certificate)
-            except (OSError, ValueError) as error:
-                raise ConfigError(
-                    f"{host.where}.tls_client_certificate",
-                    f"{host.tls_client_certificate!r}: {error}",
-                ) from None
-        if mode in ("on", "optional") and path is None:
+        if host.tls_client_certificate is not None and mode == "off":
             raise ConfigError(
-                f"{host.where}.tls_verify_client",
-                "needs tls_client_certificate (here or in [server]), the CA certificates"
-                " client certificates are verified against",
+                f"{host.where}.tls_client_certificate",
+                "clients of this host are not asked for certificates: set"
+                " tls_verify_client (here or in [server])",
             )
-        if mode != "off" and not any(endpoint_parts(text)[0] == "ssl" for text in config.listen):
-            raise ConfigError(
-                f"{host.where}.tls_verify_client",
-                "no listener is ssl:, so no client would be asked for a certificate",
-            )
-
-
-def _check_client_verification(resolved: Mapping[str, Any], source: Callable[[str], str]) -> None:
-    """Refuse a tls_verify_client that could not do what it says.
-
-    Without the CA file, on and optional have nothing to verify against (nginx
-    refuses them so too); without an ssl: listener no client is ever asked, so every
-    request would pass unchecked. (The file without a mode is refused once the hosts
-    are known, unless one of them asks: see _check_host_verification.)
-    """
-    mode = resolved["tls_verify_client"]
-    if mode in ("on", "optional") and resolved["tls_client_certificate"] is None:
-        raise ConfigError(
-            source("tls_verify_client"),
-            "needs tls_client_certificate, the CA certificates client certificates are"
-            " verified against",
-        )
-    path = resolved["tls_client_certificate"]
-    if path is not None:
-        # Read here, not only when the listeners are built: a reload with a file that
-        # does not load is then refused whole, before its routing table replaces the
-        # one serving (see routing.ClientCertificateCheck).
-        try:
-            load_client_cas(path)
-        except (OSError, ValueError) as error:
-            raise ConfigError(source("tls_client_certificate"), f"{path!r}: {error}") from None
-    if mode != "off" and not any(endpoint_parts(text)[0] == "ssl" for text in resolved["listen"]):
-        raise ConfigError(
-            source("tls_verify_client"),
-            "no listener is ssl:, so no client would be asked for a certificate",
+        _check_verification(
+            mode,
+            path,
+            config.listen,
+            own_path=host.tls_client_certificate,
+            mode_where=f"{host.where}.tls_verify_client",
+            path_where=f"{host.where}.tls_client_certificate",
+            elsewhere=" (here or in [server])",
         )
 
 
@@ -2757,7 +2760,16 @@ def build_config(
             "no listener serves it: add an ssl: endpoint to listen (its certKey= is"
             " what clients naming no such host get)",
         )
-    _check_client_verification(resolved, source)
+    # (The file without a mode is refused once the hosts are known, unless one of
+    # them asks: see _check_host_verification.)
+    _check_verification(
+        resolved["tls_verify_client"],
+        resolved["tls_client_certificate"],
+        resolved["listen"],
+        own_path=resolved["tls_client_certificate"],
+        mode_where=source("tls_verify_client"),
+        path_where=source("tls_client_certificate"),
+    )
     if resolved["metrics_listen"] is not None and resolved["metrics_listen"] in listen:
         # (It would fail as "address already in use", as a listen given twice.)
         raise ConfigError(
