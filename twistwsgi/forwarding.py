@@ -72,6 +72,8 @@ __all__ = [
     "Networks",
     "TrustedProxies",
     "UpstreamAddress",
+    "added_forwarded_for",
+    "forwarded_client",
     "forwarded_element",
     "parse_upstream",
     "replace_fields",
@@ -415,17 +417,41 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[byt
         append(b"Transfer-Encoding: chunked\r\n")
     elif request.content_length is not None:
         append(b"Content-Length: %d\r\n" % request.content_length)
-    peer = request.peer
-    client = peer[0] if peer is not None else None
-    if client is not None and "%" in client:
-        # A link-local IPv6 peer comes with its zone ("fe80::1%eth0"): this host's
-        # interface name, meaningless upstream and outside RFC 7239 6's syntax.
-        client = client.partition("%")[0]
+    client = forwarded_client(request.peer)
     if special is None:
         # The common case: nothing hop-by-hop, nothing forwarded before us.
         append(_forwarding_block(client, request.authority, request.scheme))
         return b"".join(lines)
     return _with_special_fields(lines, special, request, client, trusted=trusted, upgrade=upgrade)
+
+
+def forwarded_client(peer: Address | None) -> str | None:
+    """The client's address as this hop adds it to X-Forwarded-For and Forwarded.
+
+    ``None`` for a UNIX-socket client. A link-local IPv6 peer comes with its zone
+    ("fe80::1%eth0"): this host's interface name, meaningless upstream and outside
+    RFC 7239 6's syntax, so it is left out.
+    """
+    if peer is None:
+        return None
+    return peer[0].partition("%")[0]
+
+
+def added_forwarded_for(request: RequestHead, *, trusted: bool) -> bytes | None:
+    """X-Forwarded-For as this hop sends it (nginx's ``$proxy_add_x_forwarded_for``).
+
+    A trusted proxy's lines, then the client's address (see :func:`request_fields`,
+    which builds the same value in its one pass over the fields).
+    """
+    lines = (
+        [value for name, value in request.headers if name.lower() == b"x-forwarded-for"]
+        if trusted
+        else []
+    )
+    client = forwarded_client(request.peer)
+    if client is not None:
+        lines.append(client.encode("ascii"))
+    return b", ".join(lines) or None
 
 
 def replace_fields(fields: bytes, chosen: Sequence[tuple[bytes, bytes]]) -> bytes:

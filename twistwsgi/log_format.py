@@ -29,6 +29,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
+from twistwsgi.forwarding import added_forwarded_for
+
 __all__ = [
     "ESCAPES",
     "REQUEST_VARIABLES",
@@ -431,23 +433,12 @@ class _RequestView:
 
 
 def _proxy_add_x_forwarded_for(view: _RequestView, now: float) -> bytes | None:
-    """Nginx's ``$proxy_add_x_forwarded_for``: X-Forwarded-For with the client added.
+    """Nginx's ``$proxy_add_x_forwarded_for``, as the proxy sends X-Forwarded-For.
 
-    As the proxy's own X-Forwarded-For (see twistwsgi.forwarding): the lines a
-    client sent are kept only from a trusted proxy (nginx keeps anyone's, which lets
-    a client write the addresses an upstream believes); a UNIX-socket client adds
-    no address, an IPv6 one without its zone.
+    A client's lines are kept only from a trusted proxy (nginx keeps anyone's,
+    which lets a client write the addresses an upstream believes).
     """
-    request = view.request
-    lines = (
-        [value for name, value in request.headers if name.lower() == b"x-forwarded-for"]
-        if view.trusted
-        else []
-    )
-    peer = request.peer
-    if peer is not None:
-        lines.append(peer[0].partition("%")[0].encode("ascii"))
-    return b", ".join(lines) or None
+    return added_forwarded_for(view.request, trusted=view.trusted)  # type: ignore[arg-type]
 
 
 #: The values of the variables only request templates have.
