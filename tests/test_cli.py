@@ -99,7 +99,10 @@ def test_defaults_apply_when_flags_are_absent() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--threads", "2"], "nothing to serve: give --app, --static, --proxy or --vhost"),
+        (
+            ["--threads", "2"],
+            "nothing to serve: give --app, --static, --proxy, --return or --vhost",
+        ),
         (["--app", "tests.apps:hello", "--threads", "many"], "--threads: expected a whole number"),
         (["--app", "no-module"], "--app: expected module, module:name or module:factory()"),
         (["--app", "tests.apps:hello", "--max-body", "1q"], "--max-body: expected a size"),

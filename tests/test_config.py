@@ -337,6 +337,7 @@ PARSED_TYPE: dict[str, type] = {
     "SWITCH": bool,
     "PREFIX=DIR": tuple,
     "PREFIX=URL": tuple,
+    "PREFIX=ANSWER": tuple,
     "CIDRS": tuple,
     "NAMES[/PREFIX]=KIND:TARGET": tuple,
     "FIELD": bytes,
@@ -390,6 +391,7 @@ def test_setting_names_are_unique_and_all_used() -> None:
         "app": "hosts",
         "static": "hosts",
         "proxy": "hosts",
+        "return": "hosts",
         "vhost": "hosts",
         "config": "config_file",
     }
@@ -716,7 +718,7 @@ def test_vhost_values_parse_into_names_path_kind_and_target(tmp_path: Path) -> N
         ("/api=app:m:a", "no host name before the path"),
         (
             "a.example=ftp:x",
-            "unknown kind 'ftp': expected app:MODULE:NAME, static:DIR or proxy:URL",
+            "unknown kind 'ftp': expected app:MODULE:NAME, static:DIR, proxy:URL or return:ANSWER",
         ),
         ("a.example=app", "nothing after app:"),
         ("a.example=static: ", "nothing after static:"),

@@ -163,11 +163,11 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/x"\n',
-            "host[0].mount[1]: a mount needs exactly one of app, static or proxy",
+            "host[0].mount[1]: a mount needs exactly one of app, static, proxy or return",
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/x"\napp = "a:b"\nproxy = "http://u"\n',
-            "host[0].mount[1]: a mount needs exactly one of app, static or proxy",
+            "host[0].mount[1]: a mount needs exactly one of app, static, proxy or return",
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/"\napp = "a:c"\n',

@@ -104,14 +104,15 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text(text)
     config = load_config({"config": str(path)})
-    assert len(config.hosts) == 2
+    assert len(config.hosts) == 3
+    assert str(config.hosts[1].mounts[0].target) == "301 https://example.com$request_uri"
     assert [status for status, _ in config.hosts[0].error_pages] == [404, 500, 503, 504]
     assert host_certificates(config.hosts) is not None
     assert config.gzip and config.hosts[0].https_redirect == 443
     shop = {mount.path: mount.options for mount in config.hosts[0].mounts}
     assert shop["/admin"]["allow"] == ("192.168.10.0/24",)
     assert shop["/accounts/login"]["rate_limit"] == pytest.approx(10 / 60)
-    org = {mount.path: mount.options for mount in config.hosts[1].mounts}
+    org = {mount.path: mount.options for mount in config.hosts[2].mounts}
     assert org["/api"]["conn_limit"] == 10
     assert config.http.max_body == 20 * 1024 * 1024
     assert config.trusted_proxies == ("10.0.0.0/8",)
@@ -142,6 +143,18 @@ def test_demo_site_builds() -> None:
     assert isinstance(proxy_mount.target, ProxyHandler)
     assert isinstance(docs_host.lookup(b"/index.html").target, StaticHandler)  # type: ignore[union-attr]
     assert "docs.localhost" in describe_routing(config)
+    # Its return mounts: the health check and the moved name the page links to.
+    from twistwsgi.fixed_response import FixedResponse, ReturnSpec
+
+    app_host = table.hosts.lookup("127.0.0.1")
+    assert app_host is not None
+    healthz = app_host.lookup(b"/healthz")
+    assert healthz is not None and isinstance(healthz.target, FixedResponse)
+    moved_host = table.hosts.lookup("www.docs.localhost")
+    assert moved_host is not None
+    moved = moved_host.lookup(b"/index.html")
+    assert moved is not None and isinstance(moved.target, FixedResponse)
+    assert moved.target.spec == ReturnSpec(301, "http://docs.localhost:8080$request_uri")
     # The demo page promises the HTTP_X_FORWARDED_* keys behind its proxy: the
     # application only sees them from a trusted address, the proxy's own.
     from twistwsgi.forwarding import TrustedProxies

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.test_access_log import FakeExchange, FakeRequest
 from twistwsgi.access_log import COMBINED, format_combined
-from twistwsgi.http.request import PartialRequest
+from twistwsgi.http.request import PartialRequest, RequestHead
 from twistwsgi.log_format import VARIABLES, LogFormat, log_time, uses_upstream_variables
 
 # The access log's fakes.
@@ -238,3 +239,44 @@ def test_a_proxy_knows_whether_the_log_writes_upstream_variables(
 def test_a_refused_request_has_a_request_id_too() -> None:
     partial = PartialRequest(method=b"GET")
     assert len(partial.request_id) == 32 and partial.request_id == partial.request_id
+
+
+def _head(target: bytes) -> RequestHead:
+    path, _, query = target.partition(b"?")
+    return RequestHead(
+        method=b"GET",
+        target=target,
+        path=path,
+        decoded_path=urllib.parse.unquote_to_bytes(path),
+        query=query,
+        version=b"1.1",
+        headers=[(b"Host", b"a.test")],
+        authority=b"a.test",
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=("192.0.2.7", 51000),
+        local=("192.0.2.1", 80),
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"/a/./b/../c//d%20e?x=1&y", "/a/c/d e|x=1&y|?"),
+        (b"/p", "/p|-|"),
+        (b"/p?", "/p|-|"),
+        (b"/%2e%2e/x", "-|-|"),
+    ],
+)
+def test_uri_args_and_is_args_are_nginxs(target: bytes, expected: str) -> None:
+    """$uri is the path routing matched (decoded, dot-segments resolved, slashes merged;
+    a path above the root has none), $args the query, $is_args ? when there is one.
+    """
+    response = FakeExchange(_head(target))  # type: ignore[arg-type]
+    assert LogFormat("$uri|$args|$is_args", "none").format(response, NOW) == expected
+
+
+def test_a_refused_request_has_no_uri() -> None:
+    response = FakeExchange(PartialRequest(method=b"GET", target=b"/x"))  # type: ignore[arg-type]
+    assert line("$uri|$args|$is_args", response) == "-|-|"

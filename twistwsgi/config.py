@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
+from twistwsgi.fixed_response import ReturnSpec, parse_return
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
@@ -462,6 +463,12 @@ def _server_header(value: Any) -> bytes:
         raise ValueError(f"expected Latin-1 text, got {value!r}") from None
 
 
+def _return(value: Any) -> ReturnSpec:
+    if isinstance(value, ReturnSpec):
+        return value
+    return parse_return(_text(value))
+
+
 def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[str, Any], ...]]:
     """A parser for repeatable ``PREFIX=TARGET`` values (``--static``, ``--proxy``)."""
 
@@ -477,7 +484,12 @@ def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tup
                 prefix, _, target = item.partition("=")
             else:
                 raise ValueError(f"expected PREFIX=TARGET (e.g. /static=./static), got {item!r}")
-            specs.append((_mount_path(prefix), parse_target(target)))
+            try:
+                specs.append((_mount_path(prefix), parse_target(target)))
+            except ValueError as error:
+                # Named as written, so the one wrong among several is found.
+                written = item if isinstance(item, str) else f"{prefix}={target}"
+                raise _ItemError(written, str(error)) from None
         return tuple(specs)
 
     return parse
@@ -587,6 +599,12 @@ HOST_NAMES = Kind(
 )
 MOUNT_PATH = Kind("PREFIX", _mount_path, "a URL path prefix starting with /")
 DIRECTORY = Kind("DIR", _directory, "an existing directory")
+RETURN = Kind(
+    "ANSWER",
+    _return,
+    "a status and a URL or text, as nginx's return: '301 https://example.com$request_uri',"
+    " '200 ok', '410', '444'",
+)
 UPSTREAM = Kind(
     "UPSTREAMS",
     _upstream,
@@ -701,6 +719,11 @@ SERVER_VALUE = Kind("FIELD", _server_header, "a header field value, empty for no
 STATIC_SPEC = Kind(
     "PREFIX=DIR", _mount_spec(_directory), "a URL prefix and a directory, e.g. /static=./static"
 )
+RETURN_SPEC = Kind(
+    "PREFIX=ANSWER",
+    _mount_spec(_return),
+    "a URL prefix and what to answer there, e.g. '/old=301 https://example.com/new'",
+)
 PROXY_SPEC = Kind(
     "PREFIX=URL",
     _mount_spec(_upstream),
@@ -798,9 +821,10 @@ class VhostSpec:
     Attributes:
         names: the host names, as written.
         path: the mount path (``/`` when none was given).
-        kind: ``"app"``, ``"static"`` or ``"proxy"``.
+        kind: ``"app"``, ``"static"``, ``"proxy"`` or ``"return"``.
         target: parsed as the matching flag parses it: the application reference,
-            the absolute directory, or a tuple of :class:`Upstream`.
+            the absolute directory, a tuple of :class:`Upstream`, or the
+            :class:`~twistwsgi.fixed_response.ReturnSpec`.
         text: the whole value as written, which names the mount in errors.
     """
 
@@ -815,12 +839,13 @@ _VHOST_SYNTAX = (
     "expected NAMES[/PREFIX]=KIND:TARGET (e.g. api.example.com=proxy:http://127.0.0.1:9000)"
 )
 
-#: How each kind of ``--vhost`` parses its target: as ``--app``, ``--static`` and
-#: ``--proxy`` parse theirs.
+#: How each kind of ``--vhost`` parses its target: as ``--app``, ``--static``,
+#: ``--proxy`` and ``--return`` parse theirs.
 _VHOST_TARGETS: dict[str, Callable[[Any], Any]] = {
     "app": _app,
     "static": _directory,
     "proxy": _upstream,
+    "return": _return,
 }
 
 
@@ -840,7 +865,9 @@ def _vhost(item: Any) -> VhostSpec:
     kind = kind.strip().lower()
     if kind not in _VHOST_TARGETS:
         raise _ItemError(
-            text, f"unknown kind {kind!r}: expected app:MODULE:NAME, static:DIR or proxy:URL"
+            text,
+            f"unknown kind {kind!r}: expected app:MODULE:NAME, static:DIR, proxy:URL"
+            " or return:ANSWER",
         )
     if not colon or not target.strip():
         raise _ItemError(text, f"nothing after {kind}: ({_VHOST_SYNTAX})")
@@ -864,7 +891,7 @@ VHOST_SPEC = Kind(
     "NAMES[/PREFIX]=KIND:TARGET",
     _vhosts,
     "host names separated by commas (*.example.org allowed), an optional mount path"
-    " (/ by default), then app:MODULE:NAME, static:DIR or proxy:URL",
+    " (/ by default), then app:MODULE:NAME, static:DIR, proxy:URL or return:ANSWER",
 )
 
 
@@ -978,6 +1005,17 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "Forward requests under a URL prefix to an upstream server:"
         " --proxy /api=http://127.0.0.1:9000. Repeat for several.",
+        repeatable=True,
+    ),
+    Setting(
+        "return",
+        RETURN_SPEC,
+        (),
+        "Answer every request under a URL prefix with a fixed response, as nginx's"
+        " return: a status and a URL to redirect to (301, 302, 303, 307, 308), a"
+        " status and a text for the body, or 444 to close the connection without one;"
+        " $variables allowed: --return '/old=301 https://example.com$request_uri',"
+        " --return '/healthz=200 ok'. Repeat for several.",
         repeatable=True,
     ),
     Setting(
@@ -1330,7 +1368,7 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 #: The kinds of mount, by the key that names what it serves.
-MOUNT_KINDS = ("app", "static", "proxy")
+MOUNT_KINDS = ("app", "static", "proxy", "return")
 
 HOST_KEYS: tuple[Setting, ...] = (
     Setting(
@@ -1444,6 +1482,19 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         UPSTREAM,
         None,
         "Forward requests under this path to an upstream HTTP server.",
+        cli=False,
+    ),
+    Setting(
+        "return",
+        RETURN,
+        None,
+        "Answer every request under this path with a fixed response (nginx's return):"
+        " '301 https://example.com$request_uri' (301, 302, 303, 307 or 308 and a URL,"
+        " sent in Location), '200 ok' (another status and the body's text, text/plain"
+        " unless headers give a Content-Type; a 4xx or 5xx without text is the server's"
+        " error answer and the host's error page), '444' (close the connection"
+        " without a response). Variables as in proxy_set_header, and $uri, $args,"
+        " $is_args.",
         cli=False,
     ),
     Setting(
@@ -1896,9 +1947,10 @@ class MountConfig:
 
     Attributes:
         path: the prefix, ``/`` or without a trailing slash (``/static``).
-        kind: ``"app"``, ``"static"`` or ``"proxy"``.
-        target: the application reference (str), the directory (str), or the
-            upstreams (a tuple of :class:`Upstream`).
+        kind: ``"app"``, ``"static"``, ``"proxy"`` or ``"return"``.
+        target: the application reference (str), the directory (str), the
+            upstreams (a tuple of :class:`Upstream`), or the answer
+            (:class:`~twistwsgi.fixed_response.ReturnSpec`).
         options: the mount's other keys (defaults filled in), by name.
         where: where it was configured, for error messages
             (``site.toml: host[0].mount[1]`` or ``--static '/s=./s'``).
@@ -2346,7 +2398,7 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     parsed = _parse_table(_paths_from(table, _PATH_KEYS, base), MOUNT_KEYS, where)
     kinds = [kind for kind in MOUNT_KINDS if kind in parsed]
     if len(kinds) != 1:
-        raise ConfigError(where, "a mount needs exactly one of app, static or proxy")
+        raise ConfigError(where, "a mount needs exactly one of app, static, proxy or return")
     kind = kinds[0]
     if "rate_burst" in parsed and "rate_limit" not in parsed:
         raise ConfigError(f"{where}.rate_burst", "needs rate_limit, the rate it is a burst of")
@@ -2726,7 +2778,7 @@ def build_config(
         single_site.append(
             MountConfig("/", "app", resolved["app"], default_options("app"), source("app"))
         )
-    for kind in ("static", "proxy"):
+    for kind in ("static", "proxy", "return"):
         # Errors name a mount by what the user wrote (--static '/s=./s'), not by the
         # parsed value (an absolute directory, a tuple of Upstream).
         written = _written_specs(values.get(kind, ()))
@@ -2750,7 +2802,7 @@ def build_config(
     if not host_configs:
         raise ConfigError(
             "configuration",
-            "nothing to serve: give --app, --static, --proxy or --vhost,"
+            "nothing to serve: give --app, --static, --proxy, --return or --vhost,"
             " or [[host]] tables in --config",
         )
     certified = [host for host in host_configs if host.tls_certificate]

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from twistwsgi.forwarding import added_forwarded_for
+from twistwsgi.routing import merge_slashes, remove_dot_segments
 
 __all__ = [
     "ESCAPES",
@@ -82,6 +83,10 @@ VARIABLES: dict[str, str] = {
     "request": "the request line (as far as it was read, for a refused request)",
     "request_method": "the method",
     "request_uri": "the request-target as sent, query included",
+    "uri": "the path, percent-decoded, with dot-segments removed and runs of slashes"
+    " made one (as routing reads it)",
+    "args": "the query, as sent, without the ?",
+    "is_args": "? when the request-target has a query, else empty",
     "server_protocol": "HTTP/1.1 or HTTP/1.0",
     "scheme": "http or https",
     "host": "the host name of the request, lower case, without the port",
@@ -113,6 +118,9 @@ REQUEST_VARIABLES = (
     "remote_user",
     "request_method",
     "request_uri",
+    "uri",
+    "args",
+    "is_args",
     "server_protocol",
     "scheme",
     "host",
@@ -280,6 +288,15 @@ def _escaped_certificate(response: LoggedResponse, now: float) -> str | None:
     return urllib.parse.quote(certificate.pem, safe="")
 
 
+def _uri(request: _Request) -> bytes | None:
+    """Nginx's ``$uri``: the path as routing matched it; not there for a refused head."""
+    decoded = getattr(request, "decoded_path", None)
+    if not decoded:
+        return None
+    normal = remove_dot_segments(decoded)
+    return None if normal is None else merge_slashes(normal)
+
+
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
     "remote_port": _remote_port,
@@ -290,6 +307,9 @@ _VALUES: dict[str, Value] = {
     "request": lambda response, now: request_line(response.request) or None,
     "request_method": lambda response, now: response.request.method or None,
     "request_uri": lambda response, now: response.request.target or None,
+    "uri": lambda response, now: _uri(response.request),
+    "args": lambda response, now: getattr(response.request, "query", None) or None,
+    "is_args": lambda response, now: b"?" if getattr(response.request, "query", None) else b"",
     "server_protocol": _protocol,
     "scheme": lambda response, now: getattr(response.request, "scheme", None),
     "host": _host,
@@ -452,20 +472,27 @@ _NOT_IN_FIELD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class RequestTemplate:
-    r"""A header field value made from a request, in the same language (proxy_set_header).
+    r"""A value made from a request, in the same language (proxy_set_header, return).
 
     Only :data:`REQUEST_VARIABLES` and ``$http_NAME``: what is known before a
-    response. Values go in as they are, but a byte a field value may not hold
-    (RFC 9110 5.5: a control character, from a certificate's name say) becomes
-    ``\xHH``, so no value can end the field line or start another. A value that is
-    not there is empty (nginx's too).
+    response. Values go in as they are, but in a header field value (``field``, the
+    default) a byte a field value may not hold (RFC 9110 5.5: a control character,
+    from a certificate's name or a decoded ``$uri`` say) becomes ``\xHH``, so no
+    value can end the field line or start another (nginx lets a ``%0d%0a`` in
+    ``$uri`` split a ``Location`` field). A value that is not there is empty (nginx's
+    too).
+
+    Args:
+        template: the text with ``$name`` or ``${name}`` variables.
+        field: whether the value goes in a header field (else a body, left as it is).
 
     Raises:
         ValueError: naming a variable that is unknown or not known before a response.
     """
 
-    def __init__(self, template: str) -> None:
+    def __init__(self, template: str, *, field: bool = True) -> None:
         self.template = template
+        self.field = field
         parts = _compile(template, REQUEST_VARIABLES, _header_value, " here")
         # The text as UTF-8, as nginx sends its configuration's bytes (and as the
         # values of variables are): encoded once, here.
@@ -493,6 +520,6 @@ class RequestTemplate:
             elif value is not None:
                 pieces.append(value)
         joined = b"".join(pieces)
-        if _NOT_IN_FIELD.search(joined):
+        if self.field and _NOT_IN_FIELD.search(joined):
             joined = _NOT_IN_FIELD.sub(lambda m: b"\\x%02X" % m.group()[0], joined)
         return joined

@@ -124,12 +124,16 @@ An annotated example lives in
 For a few sites without a file, `--vhost NAMES[/PREFIX]=KIND:TARGET` adds a virtual
 host from the command line, with the mounts' default options. `NAMES` is one or more
 host names separated by commas (`*.example.org` allowed), `PREFIX` the mount path (`/`
-when left out), and `KIND:TARGET` is `app:MODULE:NAME`, `static:DIR` or `proxy:URL`.
+when left out), and `KIND:TARGET` is `app:MODULE:NAME`, `static:DIR`, `proxy:URL` or
+`return:ANSWER` (see [Fixed answers and redirects](#fixed-answers-and-redirects-return)).
 Repeat `--vhost` with the same names for more mounts of one host. The host that
-`--app`, `--static` and `--proxy` make answers every name no `--vhost` lists:
+`--app`, `--static`, `--proxy` and `--return` make answers every name no `--vhost`
+lists:
 
 ```
 twistd -n wsgi --app shop.wsgi:app --static /static=./static \\
+    --return '/healthz=200 ok' \\
+    --vhost 'www.shop.example=return:301 https://shop.example$request_uri' \\
     --vhost api.example.com=proxy:http://127.0.0.1:9000 \\
     --vhost docs.example.com=static:/srv/docs \\
     --vhost docs.example.com/search=app:search:app
@@ -137,7 +141,7 @@ twistd -n wsgi --app shop.wsgi:app --static /static=./static \\
 
 With `--config`, the hosts of `--vhost` are added to the file's `[[host]]` tables; a
 name in both is an error, as a name in two tables is. Without `--app`, `--static`,
-`--proxy` or a `default = true` host, a request for a name nobody lists gets `404`
+`--proxy`, `--return` or a `default = true` host, a request for a name nobody lists gets `404`
 (`421` over TLS). Mount options (`cache_control`, `balance`, ...) need the file.
 
 ## How requests are routed
@@ -346,6 +350,82 @@ nginx does.
   first. Either key alone with `satisfy = "any"` is a start-up error.
 - Basic authentication sends the password with every request: serve such a mount
   over TLS only (`--https-redirect on`).
+
+## Fixed answers and redirects (`return`)
+
+A mount may answer every request under its path with the same response, as nginx's
+`return` does in a `server` or `location`: a site's other name sent to its main one,
+an old path to its new place, a path that is gone, a load balancer's health check, a
+default host that drops requests for names the server does not serve:
+
+```toml
+[[host]]
+names = ["www.example.com", "example.net"]
+[[host.mount]]
+path = "/"
+return = "301 https://example.com$request_uri"   # nginx: return 301 https://example.com$request_uri;
+
+[[host]]
+names = ["example.com"]
+[[host.mount]]
+path = "/"
+app = "shop.wsgi:application"
+[[host.mount]]
+path = "/healthz"
+return = "200 ok\\n"
+[[host.mount]]
+path = "/status.json"
+return = '200 {"status": "ok", "host": "$host"}'
+headers = { Content-Type = "application/json", Cache-Control = "no-store" }
+[[host.mount]]
+path = "/old-blog"
+return = "410"
+
+[[host]]
+names = ["unknown.invalid"]
+default = true                  # every other Host header, and none
+[[host.mount]]
+path = "/"
+return = "444"                  # nginx: return 444; closes without an answer
+```
+
+The value is `return`'s arguments in one string, read as nginx reads them:
+
+- **`301`, `302`, `303`, `307` or `308` and a URL**: a redirect to the URL (sent in
+  `Location` as written, so a path alone is relative to the request's host) with a
+  short `text/plain` body. A URL alone starting with `http://`, `https://` or
+  `$scheme` is a `302`, as in nginx. For a form posted to a moved path, `307` and
+  `308` keep the method and body (after a `301` or `302` browsers send a GET).
+- **Another status from 200 to 599, and a text**: the text is the body (its spaces and
+  last newline as written, `\\n` in a TOML string being a newline), sent as
+  `text/plain; charset=utf-8` unless the mount's `headers` give a `Content-Type` (as
+  nginx's `default_type` would). Without a text, a `4xx` or `5xx` is the server's own
+  short answer for it, or the host's page from `error_pages`; any other status has an
+  empty body. `204`, `205` and `304` take no text.
+- **`444`**: the connection is closed without a byte, nginx's code for it; the access
+  log writes the request with `444`.
+
+URLs and texts may hold the variables `proxy_set_header` knows (those of a request:
+`$scheme`, `$host`, `$request_uri`, `$remote_addr`, `$http_NAME`, ...) and `$uri`
+(the path decoded, dot-segments resolved, runs of slashes made one: what routing
+matched), `$args` (the query) and `$is_args` (`?` when there is a query); an unknown
+one is a start-up error. `$request_uri` is the path and query exactly as the client
+sent them, the usual choice for a redirect. In a `Location`, a control character a
+variable brings (a `%0D%0A` in the path, which `$uri` decodes) is written `\\x0D\\x0A`:
+it cannot end the field and add one of the client's making, which nginx lets happen.
+A status, URL or text that does not read (`301` without a URL, a space in a URL, a
+status outside 200-599 other than 444) is a start-up error naming the mount.
+
+The rest of the mount's keys apply as to any mount: `allow` and `deny`,
+`rate_limit`, `conn_limit`, `auth_basic` are looked at before the answer (a mount
+that answers `200 ok` to the office only), `headers` are added to it, `gzip`
+compresses a long text. A request body is not read, and dropped after the answer as
+for any answer sent before the body (nginx discards it too); no `100 Continue` is
+sent for it. A mount answers its own path and everything below it (`/old-blog` and
+`/old-blog/2019/x`). A name moved whole carries each path along in `$request_uri`;
+there is no regular-expression `rewrite` that would carry the part of a path below a
+moved prefix to its new one (`/old-blog/x` to `/blog/x`): an application or nginx's
+`rewrite` does that.
 
 ## Errors
 

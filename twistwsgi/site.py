@@ -3,9 +3,10 @@
 This is the one place where configuration becomes handlers: each application is
 imported (once, however often it is mounted) and wrapped in a
 :class:`~twistwsgi.wsgi.WSGIHandler` whose ``SCRIPT_NAME`` is its mount path, each
-static mount becomes a file handler and each proxy mount an upstream client. Any
-problem is a :class:`~twistwsgi.config.ConfigError` naming the mount's key path, so a
-start-up and a reload report it the same way.
+static mount becomes a file handler, each proxy mount an upstream client and each
+return mount its fixed answer. Any problem is a
+:class:`~twistwsgi.config.ConfigError` naming the mount's key path, so a start-up and
+a reload report it the same way.
 
 Reload builds a complete new table before anything is swapped: a configuration that
 fails leaves the old one serving.
@@ -42,6 +43,7 @@ from twistwsgi.config import (
     host_verification,
     mount_or_server,
 )
+from twistwsgi.fixed_response import FixedResponse
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
@@ -247,6 +249,8 @@ class SiteBuilder:
                     app_timeout=mount_or_server(mount, config, "app_timeout"),
                     clock=self._reactor,
                 )
+            elif mount.kind == "return":
+                handlers[index] = FixedResponse(mount.target, trusted)
             elif mount.kind != "static":
                 builder = self._builders.get(mount.kind)
                 if builder is None:

@@ -40,6 +40,9 @@ host, static files with a directory listing</li>
 <li><a href="http://docs.localhost:8080/app/environ">docs.localhost:8080/app/environ</a>:
 this application again, through the second host's reverse proxy (see the
 <code>HTTP_X_FORWARDED_*</code> keys)</li>
+<li><a href="/healthz">/healthz</a> and
+<a href="http://www.docs.localhost:8080/index.html">www.docs.localhost:8080</a>: fixed
+answers (nginx's <code>return</code>), a health check and a name moved with a 301</li>
 </ul>
 </body></html>
 """
