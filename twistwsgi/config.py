@@ -587,6 +587,38 @@ def _proxy_header_table(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(fields)
 
 
+def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("default", "off"):
+            return word
+        raise ValueError(
+            f"expected default, off or a table of URL prefixes and replacements, got {value!r}"
+        )
+    items = _table_items(value, "expected default, off or a table of URL prefixes and replacements")
+    if not items:
+        raise ValueError("is an empty table: write off to rewrite nothing")
+    pairs = []
+    for source, replacement in items:
+        if not isinstance(source, str) or not source or re.search(r"[\x00-\x20\x7f]", source):
+            raise ValueError(f"{source!r} is not the start of a URL (no spaces or controls)")
+        if not isinstance(replacement, str):
+            raise ValueError(f"the replacement of {source!r} is not text: {replacement!r}")
+        if re.search(r"[\x00-\x1f\x7f]", replacement):
+            raise ValueError(f"the replacement of {source!r} holds a control character")
+        try:
+            RequestTemplate(replacement)
+        except ValueError as error:
+            raise ValueError(f"the replacement of {source!r}: {error}") from None
+        pairs.append((source, replacement))
+    return tuple(pairs)
+
+
+PROXY_REDIRECT = Kind(
+    "REWRITE",
+    _proxy_redirect,
+    "default, off, or a table of URL prefixes and their replacements",
+)
 PROXY_HEADER_TABLE = Kind(
     "TEMPLATES", _proxy_header_table, "a table of header names and values with $variables"
 )
@@ -1747,11 +1779,25 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " empty sends no such field. Host and the"
                 " X-Forwarded-* and Forwarded fields may be set too (in place of the"
                 " proxy's own). Variables: $remote_addr, $remote_port, $remote_user,"
-                " $request_method, $request_uri, $server_protocol, $scheme, $host,"
-                " $ssl_client_verify, $ssl_client_s_dn, $ssl_client_i_dn,"
+                " $request_method, $request_uri, $uri, $args, $is_args,"
+                " $server_protocol, $scheme, $host, $ssl_client_verify,"
+                " $ssl_client_s_dn, $ssl_client_i_dn,"
                 " $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert,"
                 " $request_id, $proxy_add_x_forwarded_for (the proxy's own"
                 " X-Forwarded-For) and $http_NAME.",
+            ),
+            (
+                "proxy_redirect",
+                PROXY_REDIRECT,
+                "default",
+                "How an upstream's Location and Refresh URLs are rewritten (nginx's"
+                " proxy_redirect): default, a URL starting with an upstream's own URL"
+                " becomes the same place below the mount"
+                " (http://127.0.0.1:9000/login, mounted at /app from"
+                " http://127.0.0.1:9000/, goes out as /app/login); off, none; or a"
+                " table of prefixes and their replacements, tried in order, in place of"
+                " the default: { 'http://backend.internal/' = '/app/', '/' = '/app/' }"
+                " (replacements may use proxy_set_header's $variables).",
             ),
             (
                 "connect_timeout",

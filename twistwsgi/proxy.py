@@ -109,6 +109,7 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.log_format import RequestTemplate, uses_upstream_variables
+from twistwsgi.proxy_redirect import RedirectRewrite, redirect_rewrite
 from twistwsgi.response_spool import (
     MAX_RESPONSE_BUFFER,
     SPOOL_GRACE,
@@ -185,6 +186,8 @@ class ProxyHandler:
             (nginx's ``proxy_set_header``), each a name and a
             :class:`~twistwsgi.log_format.RequestTemplate` source; ``Host`` among
             them replaces the one ``preserve_host`` chooses.
+        redirects: how the upstreams' ``Location`` and ``Refresh`` URLs are
+            rewritten (nginx's ``proxy_redirect``), or ``None`` for not at all.
 
     Attributes:
         waiting: the requests waiting for a free upstream, oldest first, each with
@@ -206,8 +209,10 @@ class ProxyHandler:
         buffering: bool = False,
         max_buffer: int = MAX_RESPONSE_BUFFER,
         set_fields: Sequence[tuple[str, str]] = (),
+        redirects: RedirectRewrite | None = None,
     ) -> None:
         self.group = group
+        self.redirects = redirects
         self.set_fields = tuple(
             (name.encode("ascii"), RequestTemplate(template))
             for name, template in set_fields
@@ -797,7 +802,11 @@ class _Forward:
         recovered = self._answered()
         self._answered_status = status
         self._response_fields = headers
-        self._exchange.start_response(status, response_fields(headers, status), reason or None)
+        fields = response_fields(headers, status)
+        redirects = self._proxy.redirects
+        if redirects is not None:
+            redirects.fields(fields, self._request, self._exchange.remote_user, self._proxy.trusted)
+        self._exchange.start_response(status, fields, reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
@@ -1354,11 +1363,13 @@ def build_proxy(
             f"{mount.where}.upstream_key", "needs upstream_certificate, the certificate it signs"
         )
     pools: list[tuple[UpstreamPool, int]] = []
+    addresses: list[UpstreamAddress] = []
     for upstream in mount.target:
         try:
             address = parse_upstream(upstream.url)
         except ValueError as error:
             raise ConfigError(mount.where, str(error)) from None
+        addresses.append(address)
         if endpoint_factory is not None:
             endpoint = endpoint_factory(address)
         else:
@@ -1402,6 +1413,7 @@ def build_proxy(
         buffering=mount_or_server(mount, config, "response_buffering"),
         max_buffer=config.max_response_buffer,
         set_fields=options["proxy_set_header"],
+        redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
     )
 
 

@@ -669,7 +669,7 @@ def _changed_options(mount: MountConfig) -> str:
 
 
 #: Options held as (name, value) pairs that a file writes as a table.
-_TABLE_OPTIONS = frozenset({"headers", "proxy_set_header"})
+_TABLE_OPTIONS = frozenset({"headers", "proxy_set_header", "proxy_redirect"})
 
 
 def _value_text(name: str, value: object) -> str:
