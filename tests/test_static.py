@@ -48,6 +48,11 @@ SECRET = b"top secret, outside the served directory"
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A served directory, and a secret file beside it."""
+    return make_site(tmp_path)
+
+
+def make_site(tmp_path: Path) -> Path:
+    """The directory of :func:`site` (for other modules' fixtures)."""
     root = tmp_path / "www"
     (root / "css").mkdir(parents=True)
     (root / "docs").mkdir()

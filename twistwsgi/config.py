@@ -623,6 +623,48 @@ PROXY_HEADER_TABLE = Kind(
     "TEMPLATES", _proxy_header_table, "a table of header names and values with $variables"
 )
 FILE_NAMES = Kind("FILES", _file_names, "a list of file names")
+
+
+def _try_files(value: Any) -> tuple[str, ...]:
+    # nginx's form too: one string of names separated by spaces.
+    items = value.split() if isinstance(value, str) else value
+    if isinstance(items, (list, tuple)) and not items:
+        return ()  # the default: the request's path alone
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f'expected a list of names such as ["$uri", "/index.html"], got {value!r}')
+    names: list[str] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{item!r} is not a name to try")
+        name = item.strip()
+        if name.startswith("="):
+            if position != len(items) - 1:
+                raise ValueError(f"{name!r}: a status (=CODE) can only come last")
+            if not re.fullmatch(r"=[45][0-9][0-9]", name):
+                raise ValueError(f"{name!r}: expected =CODE with a status from 400 to 599")
+            if not names:
+                raise ValueError(f"needs a name to try before {name}")
+            names.append(name)
+            continue
+        if re.search(r"[\x00-\x20\x7f\\]", name):
+            raise ValueError(f"{name!r} holds a space, a control character or a backslash")
+        plain = re.sub(r"\$(?:\{uri\}|uri)(?![A-Za-z0-9_])", "", name)
+        if "$" in plain:
+            raise ValueError(f"{name!r}: the only variable here is $uri")
+        if not name.startswith(("/", "$uri", "${uri}")):
+            raise ValueError(f"{name!r} is not a path: start it with / or $uri")
+        example = re.sub(r"\$(?:\{uri\}|uri)", "/x", name)
+        if any(segment in (".", "..") for segment in example.split("/")):
+            raise ValueError(f"{name!r} has a . or .. segment")
+        names.append(name)
+    return tuple(names)
+
+
+TRY_FILES = Kind(
+    "NAMES",
+    _try_files,
+    "a list of paths with $uri (the request's path below the mount), and an optional last =CODE",
+)
 SYMLINKS = Kind("SYMLINKS", _choice("inside", "never"), "inside or never")
 HOST_NAMES = Kind(
     "HOSTS",
@@ -1595,6 +1637,18 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " on to the mount below: the one at the same path, or the longest shorter"
                 " prefix (there, a static mount before the application it passes on to)."
                 " This is how / can be both an application and a directory.",
+            ),
+            (
+                "try_files",
+                TRY_FILES,
+                (),
+                "The names tried for a request, in order (nginx's try_files), $uri being"
+                ' the path below the mount: ["$uri", "$uri/", "/index.html"] serves'
+                " a single-page application's index for every path that is no file,"
+                ' ["$uri", "$uri.html", "$uri/"] a site exported with clean URLs. A'
+                " name ending in / is a directory with an index file (or listing). The"
+                " first that exists is served; none: a miss (404, or the mount below"
+                " with fallthrough), or the status of a last =CODE (=404).",
             ),
             (
                 "internal",

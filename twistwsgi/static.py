@@ -53,6 +53,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -149,6 +150,8 @@ class StaticOptions:
         dotfiles: whether names starting with a dot are served.
         symlinks: ``"inside"`` or ``"never"``.
         internal: whether only ``X-Accel-Redirect`` reaches these files.
+        try_files: the names tried for a request (nginx's ``try_files``): paths
+            with ``$uri``, and an optional last ``=CODE``; empty: the path itself.
         max_ranges: most ranges served in one response.
         memory_cache: files up to this size are kept in memory (0: none).
         gzip: how files are compressed on the fly, if they are.
@@ -163,6 +166,7 @@ class StaticOptions:
     dotfiles: bool = False
     symlinks: str = "inside"
     internal: bool = False
+    try_files: tuple[str, ...] = ()
     max_ranges: int = 16
     memory_cache: int = 64 * 1024
     gzip: GzipSettings | None = None
@@ -348,6 +352,7 @@ class StaticHandler:
         # nginx's add_header (without always) goes with 200, 206, 301 and 304.
         self._configured = options.header_fields
         self._configured_names = frozenset(name.lower() for name, _ in self._configured)
+        self._candidates, self._tried_status = _try_files(options.try_files)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -368,7 +373,50 @@ class StaticHandler:
         if b"\\" in raw or (b"%" in raw and (b"%2f" in raw.lower() or b"%5c" in raw.lower())):
             self._missed(exchange)  # an encoded separator cannot name a file
             return
+        if self._candidates:
+            self._try(exchange, path_info)
+            return
         self.serve(exchange, path_info)
+
+    def _try(self, exchange: Exchange, path_info: bytes) -> None:
+        """Serve the first of ``try_files`` that exists (nginx's ``try_files``).
+
+        A name without a trailing slash is a regular file; one with it a directory
+        that has an index file or a listing (nginx takes any directory and then
+        answers 403 for one without). Hidden names (dotfiles) and links the policy
+        refuses do not exist here. The one found is served; ``$uri/`` for a path
+        without its slash is redirected to it first. None found: the ``=CODE``,
+        else a miss (404 or fallthrough).
+        """
+        for before, uses_uri, after in self._candidates:
+            candidate = before + path_info + after if uses_uri else before
+            mapped = self._map(candidate)
+            if mapped is None:
+                continue
+            try:
+                info = self._stat(mapped)
+            except (_Miss, _Forbidden):
+                continue
+            if candidate.endswith(b"/"):
+                found = stat.S_ISDIR(info.st_mode) and (
+                    self.options.listing or self._has_index(mapped)
+                )
+            else:
+                found = stat.S_ISREG(info.st_mode)
+            if found:
+                if uses_uri and after == b"/" and not before and not path_info.endswith(b"/"):
+                    # "$uri/" for /docs: to /docs/ first, as without try_files, so
+                    # the relative links of its index or listing resolve (nginx
+                    # serves it at /docs, where they do not).
+                    self._redirect(exchange)
+                    return
+                self.serve(exchange, candidate)
+                return
+        status = self._tried_status
+        if status is None:
+            self._missed(exchange)
+        else:
+            answer_error(exchange, status, _reason(status))
 
     def serve(
         self,
@@ -986,6 +1034,38 @@ class StaticHandler:
         headers.append((b"Content-Length", b"%d" % len(page)))
         exchange.start_response(200, headers)
         exchange.finish(page if exchange.request.method != b"HEAD" else b"")
+
+
+def _try_files(
+    names: Sequence[str],
+) -> tuple[tuple[tuple[bytes, bool, bytes], ...], int | None]:
+    """``try_files`` read: each name's parts, and the status of a last ``=CODE``.
+
+    A name is (its text before ``$uri``, whether it uses ``$uri``, its text after);
+    the status is ``None`` without a ``=CODE``.
+    """
+    status = None
+    candidates = []
+    for name in names:
+        if name.startswith("="):
+            status = int(name[1:])
+            continue
+        parts = re.split(r"\$(?:\{uri\}|uri)", name, maxsplit=1)
+        if len(parts) == 1:
+            candidates.append((name.encode("utf-8"), False, b""))
+        else:
+            # (The configuration allows $uri once per name in practice: a second one
+            # is kept as text, which no file is named.)
+            candidates.append((parts[0].encode("utf-8"), True, parts[1].encode("utf-8")))
+    return tuple(candidates), status
+
+
+def _reason(status: int) -> bytes:
+    """The short plain-text body of an error status."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii") + b"\n"
+    except ValueError:
+        return b"%d\n" % status
 
 
 def _open_file(path: bytes) -> IO[bytes]:
