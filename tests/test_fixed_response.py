@@ -30,6 +30,7 @@ from zope.interface import alsoProvides
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.fixed_response import REDIRECT_STATUSES, ReturnSpec, parse_return
+from twistwsgi.http.protocol import LINGER_TIMEOUT
 from twistwsgi.log_format import logged_status
 from twistwsgi.routing import Router
 from twistwsgi.service import make_service, standard_builders
@@ -57,6 +58,13 @@ from twistwsgi.testing import Connection, ParsedResponse, connect, parse_respons
         ("200 ok\n", ReturnSpec(200, "ok\n")),
         ("200  two  words ", ReturnSpec(200, "two  words ")),
         ("403 no entry for $remote_addr", ReturnSpec(403, "no entry for $remote_addr")),
+        # nginx's quoted arguments, with its escapes inside the quotes.
+        ('301 "https://a.test$request_uri"', ReturnSpec(301, "https://a.test$request_uri")),
+        ('"https://a.test/"', ReturnSpec(302, "https://a.test/")),
+        ('200 "ok\\n"', ReturnSpec(200, "ok\n")),
+        ("200 'it\\'s \\\\ \\t'", ReturnSpec(200, "it's \\ \t")),
+        ('200 ""', ReturnSpec(200, "")),
+        ('200 "unbalanced', ReturnSpec(200, '"unbalanced')),
     ],
 )
 def test_values_read_as_nginx_reads_return(value: str, expected: ReturnSpec) -> None:
@@ -84,6 +92,7 @@ def test_values_read_as_nginx_reads_return(value: str, expected: ReturnSpec) -> 
         ("301 https://a.test/a b", "'https://a.test/a b': a URL holds no spaces"),
         ("https://a.test/a b", "a URL holds no spaces"),
         ("301 /a\x01b", "holds a control character"),
+        ("426 upgrade", "426 must be sent with Upgrade, which a return mount cannot send"),
         ("200 $status", "unknown variable $status here"),
         ("301 https://a.test${request_uri", "a variable opened with ${ is not closed"),
     ],
@@ -95,15 +104,21 @@ def test_bad_values_say_what_is_wrong(value: str, problem: str) -> None:
 
 
 _STATUSES = st.one_of(st.integers(200, 599), st.just(444))
+#: Texts nginx's quoting can spell: no control characters other than \t, \n, \r.
 _TEXTS = st.text(
-    st.characters(codec="utf-8", exclude_characters="$"), min_size=1, max_size=20
+    st.characters(
+        codec="utf-8",
+        exclude_characters="$" + "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127])),
+    ),
+    min_size=1,
+    max_size=20,
 ).filter(lambda text: text.strip() == text)
 
 
 @given(status=_STATUSES, text=st.one_of(st.none(), _TEXTS))
 def test_what_check_config_prints_reads_back_the_same(status: int, text: str | None) -> None:
     """Every answer that reads, printed as --check-config prints it (a text with a
-    newline quoted on one line), reads back as itself when unquoted.
+    line break or quotes around it quoted, on one line), reads back as itself.
     """
     written = str(status) if text is None else f"{status} {text}"
     try:
@@ -112,9 +127,11 @@ def test_what_check_config_prints_reads_back_the_same(status: int, text: str | N
         return
     shown = str(spec)
     assert "\n" not in shown
-    if spec.text is not None and shown != written:
-        shown = f"{spec.status} {json.loads(shown.partition(' ')[2])}"
     assert parse_return(shown) == spec
+
+
+def test_a_text_with_controls_nginx_cannot_escape_is_shown_as_json() -> None:
+    assert str(ReturnSpec(200, "a\x01b\n")) == '200 "a\\u0001b\\n"'
 
 
 @given(status=st.sampled_from(sorted(REDIRECT_STATUSES)), text=_TEXTS)
@@ -136,7 +153,13 @@ def load(directory: Path, hosts: str, **given_settings: Any) -> ServerConfig:
     return cli.load_config({"config": str(site), **given_settings})
 
 
-def serve(config: ServerConfig, *, tls: bool = False, response_log: Any = None) -> Connection:
+def serve(
+    config: ServerConfig,
+    *,
+    tls: bool = False,
+    response_log: Any = None,
+    body_limits: bool = False,
+) -> Connection:
     memory = MemoryReactorClock()
     table = SiteBuilder(reactor=memory, threadpool=None, builders=standard_builders(memory)).build(
         config
@@ -147,7 +170,11 @@ def serve(config: ServerConfig, *, tls: bool = False, response_log: Any = None) 
     )
     if tls:
         alsoProvides(transport, ISSLTransport)
-    return connect(Router(table), transport=transport, response_log=response_log)
+    router = Router(table)
+    connection = connect(router, transport=transport, response_log=response_log)
+    if body_limits:
+        connection.factory.body_limit = router.body_limit  # (as the service does)
+    return connection
 
 
 def answer(config: ServerConfig, request: bytes, *, tls: bool = False) -> ParsedResponse:
@@ -199,13 +226,26 @@ def test_a_name_moved_keeps_the_request_uri(tmp_path: Path) -> None:
         ("302 $scheme://$host$uri$is_args$args", b"/a", 302, b"http://a.test/a"),
         ("303 /done?from=$request_method", b"/x", 303, b"/done?from=GET"),
         ("https://$host/new$request_uri", b"/old?a", 302, b"https://a.test/new/old?a"),
-        # $uri is decoded: a CR LF it brings cannot end the field (nginx's can).
+        # $uri is decoded: a CR LF it brings cannot end the field (nginx's can),
+        # nor a space or a byte outside ASCII spoil the URL: percent-encoded again.
         (
             "307 https://a.test$uri",
             b"/x%0d%0aSet-Cookie:%20a=b",
             307,
-            b"https://a.test/x\\x0D\\x0ASet-Cookie: a=b",
+            b"https://a.test/x%0D%0ASet-Cookie:%20a=b",
         ),
+        ("307 https://a.test$uri", b"/a%20b/%FF%5C", 307, b"https://a.test/a%20b/%FF%5C"),
+        # Text outside ASCII in the URL as written: its UTF-8, percent-encoded.
+        (
+            "301 https://a.test/caf\u00e9$is_args$args",
+            b"/?q=1",
+            301,
+            b"https://a.test/caf%C3%A9?q=1",
+        ),
+        # The absolute form: $request_uri is its path and query, as nginx's.
+        ("301 https://b.test$request_uri", b"http://a.test/x?y=1", 301, b"https://b.test/x?y=1"),
+        # Quoted as in an nginx file: the quotes are taken off.
+        ('301 "https://b.test$request_uri"', b"/x", 301, b"https://b.test/x"),
     ],
 )
 def test_redirect_urls_take_request_variables(
@@ -340,18 +380,44 @@ def test_444_closes_the_connection_without_a_byte(tmp_path: Path) -> None:
     assert parse_responses(served.take())[0].body == b"served"
 
 
-def test_a_body_sent_to_a_return_mount_is_dropped_and_the_connection_kept(
-    tmp_path: Path,
+@pytest.mark.parametrize("value", ["200 ok", "308 /new", "410"])
+def test_a_request_with_a_body_is_answered_and_its_connection_closed(
+    tmp_path: Path, value: str
 ) -> None:
-    """As nginx discards it: the next request on the connection is answered."""
-    config = load(tmp_path, site(mount("/", "200 ok")))
+    """The body is not read on: nothing after it on the connection is taken for a
+    request (a body the server did read whole included).
+    """
+    config = load(tmp_path, site(mount("/", value)))
     connection = serve(config)
     connection.send(
         b"POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello" + get(b"/again")
     )
-    responses = parse_responses(connection.take(), [b"POST", b"GET"])
-    assert [(r.status, r.body) for r in responses] == [(200, b"ok"), (200, b"ok")]
-    assert not connection.is_closed()
+    [response] = parse_responses(connection.take(), [b"POST"], complete=False)
+    assert response.status == int(value[:3])
+    assert response.header(b"connection") == b"close"
+    assert connection.is_closed()
+
+
+def test_no_body_limit_comes_before_the_answer(tmp_path: Path) -> None:
+    """As nginx's return in a server block, which comes before client_max_body_size:
+    a moved upload endpoint answers its redirect, not 413, and a 444 host stays
+    silent.
+    """
+    config = load(
+        tmp_path,
+        site(mount("/upload", "308 https://b.test$request_uri"))
+        + site(mount("/", "444"), names='"drop.test"'),
+    )
+    big = b"Content-Length: 2000000\r\n\r\n" + b"x" * 1000
+    moving = serve(config, body_limits=True)
+    moving.send(b"POST /upload/f HTTP/1.1\r\nHost: a.test\r\n" + big)
+    [moved] = parse_responses(moving.take(), [b"POST"], complete=False)
+    assert (moved.status, moved.header(b"location")) == (308, b"https://b.test/upload/f")
+    dropping = serve(config, body_limits=True)
+    dropping.send(b"POST / HTTP/1.1\r\nHost: drop.test\r\n" + big)
+    dropping.clock.advance(LINGER_TIMEOUT)  # (what the client sends meanwhile is dropped)
+    assert dropping.take() == b""
+    assert dropping.is_closed()
 
 
 def test_expect_100_continue_is_answered_without_asking_for_the_body(tmp_path: Path) -> None:
@@ -362,8 +428,9 @@ def test_expect_100_continue_is_answered_without_asking_for_the_body(tmp_path: P
         b"PUT /big HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000000\r\n"
         b"Expect: 100-continue\r\n\r\n"
     )
-    [response] = parse_responses(connection.take(), [b"PUT"])
+    [response] = parse_responses(connection.take(), [b"PUT"], complete=False)
     assert response.status == 301
+    assert response.header(b"connection") == b"close"
 
 
 def test_access_rules_come_before_the_answer(tmp_path: Path) -> None:
@@ -426,6 +493,17 @@ def test_a_bad_command_line_value_is_named_as_written() -> None:
         "--return '/old=301': 301 needs the URL to redirect to, e.g."
         " '301 https://example.com$request_uri'"
     )
+
+
+def test_a_toml_number_is_a_status(tmp_path: Path) -> None:
+    config = load(tmp_path, "[[host]]\nnames = ['a.test']\nmount = [{path = '/', return = 410}]\n")
+    assert answer(config, get(b"/")).status == 410
+
+
+def test_a_command_line_value_without_a_prefix_shows_a_return_example() -> None:
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"app": "tests.apps:hello", "return": ["/healthz"]})
+    assert "expected PREFIX=TARGET (e.g. '/healthz=200 ok'), got '/healthz'" in str(raised.value)
 
 
 def test_a_vhost_may_return(tmp_path: Path) -> None:

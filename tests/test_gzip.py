@@ -472,7 +472,9 @@ def test_check_config_says_gzip_is_on(tmp_path: Path) -> None:
     from twistwsgi.site import describe_routing
 
     text = describe_routing(load(tmp_path, "gzip = true", SITE))
-    assert "gzip: applications, proxied upstreams and static files, level 1" in text
+    assert "gzip: applications, proxied upstreams, static files and return mounts, level 1" in (
+        text
+    )
     assert "gzip:" not in describe_routing(load(tmp_path, "", SITE))
 
 

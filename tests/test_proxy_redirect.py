@@ -194,7 +194,8 @@ def test_replacements_read_a_trusted_proxys_forwarding_fields() -> None:
     request = head()
     request.headers.append((b"X-Forwarded-For", b"203.0.113.4"))
     trusting = TrustedProxies(("192.0.2.0/24",))
-    assert rewrite.location(b"/x", request, None, trusting) == b"/203.0.113.4, 192.0.2.9/x"
+    # (Percent-encoded where a URL may not hold it: the space.)
+    assert rewrite.location(b"/x", request, None, trusting) == b"/203.0.113.4,%20192.0.2.9/x"
     assert rewrite.location(b"/x", request, None, NOBODY) == b"/192.0.2.9/x"
 
 

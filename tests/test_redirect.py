@@ -478,6 +478,20 @@ def test_a_redirected_upload_closes_the_connection_and_reads_no_more_of_it(
     assert connection.transport.disconnecting or connection.protocol._read.name == "STOPPED"
 
 
+def test_an_upload_is_redirected_from_its_head(redirecting: ServerConfig) -> None:
+    """The answer does not wait for the body (nor for its first 64 KiB): a client
+    sending a large upload slowly learns at once where to send it.
+    """
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(redirecting))
+    connection = connect(router, settings=HttpSettings(max_body=1000))
+    connection.factory.body_limit = router.body_limit  # (as the service does)
+    connection.protocol.dataReceived(
+        b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 10
+    )
+    [response] = parse_responses(connection.transport.value(), [b"POST"], complete=False)
+    assert response.status == 308
+
+
 def test_behind_a_proxy_that_says_https_the_body_limit_applies(tmp_path: Path) -> None:
     """Not redirected, so not let past the limit either."""
     config = load(

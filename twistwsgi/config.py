@@ -466,11 +466,18 @@ def _server_header(value: Any) -> bytes:
 def _return(value: Any) -> ReturnSpec:
     if isinstance(value, ReturnSpec):
         return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # return = 410
     return parse_return(_text(value))
 
 
-def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[str, Any], ...]]:
-    """A parser for repeatable ``PREFIX=TARGET`` values (``--static``, ``--proxy``)."""
+def _mount_spec(
+    parse_target: Callable[[Any], Any], example: str
+) -> Callable[[Any], tuple[tuple[str, Any], ...]]:
+    """A parser for repeatable ``PREFIX=TARGET`` values (``--static``, ``--proxy``).
+
+    ``example`` is a value as written, said when one has no ``=``.
+    """
 
     def parse(value: Any) -> tuple[tuple[str, Any], ...]:
         items = [value] if isinstance(value, str) else value
@@ -483,7 +490,7 @@ def _mount_spec(parse_target: Callable[[Any], Any]) -> Callable[[Any], tuple[tup
             elif isinstance(item, str) and "=" in item:
                 prefix, _, target = item.partition("=")
             else:
-                raise ValueError(f"expected PREFIX=TARGET (e.g. /static=./static), got {item!r}")
+                raise ValueError(f"expected PREFIX=TARGET (e.g. {example}), got {item!r}")
             try:
                 specs.append((_mount_path(prefix), parse_target(target)))
             except ValueError as error:
@@ -791,16 +798,18 @@ FILE = Kind("FILE", _optional_file, "an existing file")
 HEADER_VALUE = Kind("VALUE", _header_value, "a header field value")
 SERVER_VALUE = Kind("FIELD", _server_header, "a header field value, empty for none")
 STATIC_SPEC = Kind(
-    "PREFIX=DIR", _mount_spec(_directory), "a URL prefix and a directory, e.g. /static=./static"
+    "PREFIX=DIR",
+    _mount_spec(_directory, "/static=./static"),
+    "a URL prefix and a directory, e.g. /static=./static",
 )
 RETURN_SPEC = Kind(
     "PREFIX=ANSWER",
-    _mount_spec(_return),
+    _mount_spec(_return, "'/healthz=200 ok'"),
     "a URL prefix and what to answer there, e.g. '/old=301 https://example.com/new'",
 )
 PROXY_SPEC = Kind(
     "PREFIX=URL",
-    _mount_spec(_upstream),
+    _mount_spec(_upstream, "/api=http://127.0.0.1:9000"),
     "a URL prefix and an upstream, e.g. /api=http://127.0.0.1:9000",
 )
 

@@ -54,6 +54,9 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: Nginx's code for closing the connection without sending anything.
 CLOSE_WITHOUT_RESPONSE = 444
 
+_UPGRADE_REQUIRED = 426
+_CLOSE = (b"Connection", b"close")
+
 #: Statuses whose response has no content (RFC 9110 15.3.5, 15.3.6, 15.4.5).
 _NO_CONTENT = frozenset({204, 205, 304})
 
@@ -88,9 +91,7 @@ class ReturnSpec:
     def __str__(self) -> str:
         if self.text is None:
             return str(self.status)
-        # A text with a newline or the like is shown as a quoted string, on one line.
-        shown = json.dumps(self.text) if _CONTROL.search(self.text) else self.text
-        return f"{self.status} {shown}"
+        return f"{self.status} {_quoted(self.text)}"
 
 
 def parse_return(text: str) -> ReturnSpec:
@@ -107,11 +108,11 @@ def parse_return(text: str) -> ReturnSpec:
     first, rest = match.group(1), match.group(2) or None
     if not first.isdigit():
         # nginx: "return URL" when the URL starts with one of these; a 302.
-        if not first.startswith(("http://", "https://", "$scheme")):
+        if not _unquoted(first).startswith(("http://", "https://", "$scheme")):
             raise ValueError(f"{text!r} is not a status code or a URL: {_SYNTAX}")
         if rest is not None:
             raise ValueError(f"{text!r}: a URL holds no spaces (encode one as %20)")
-        return ReturnSpec(302, _checked(first, field=True))
+        return ReturnSpec(302, _checked(_unquoted(first), url=True))
     status = int(first) if first.isascii() and len(first) == 3 else 0
     if status == CLOSE_WITHOUT_RESPONSE:
         if rest is not None:
@@ -122,6 +123,10 @@ def parse_return(text: str) -> ReturnSpec:
             f"{first!r} is not a status to return: 200-599, or 444 to close the"
             " connection without a response"
         )
+    if status == _UPGRADE_REQUIRED:
+        # RFC 9110 15.5.22: a 426 must name the protocols in Upgrade, a field the
+        # server keeps to itself.
+        raise ValueError("426 must be sent with Upgrade, which a return mount cannot send")
     if status in REDIRECT_STATUSES:
         if rest is None:
             raise ValueError(
@@ -131,16 +136,47 @@ def parse_return(text: str) -> ReturnSpec:
         rest = rest.rstrip()
         if re.search(r"\s", rest):
             raise ValueError(f"{rest!r}: a URL holds no spaces (encode one as %20)")
-        return ReturnSpec(status, _checked(rest, field=True))
+        return ReturnSpec(status, _checked(_unquoted(rest), url=True))
     if rest is not None and status in _NO_CONTENT:
         raise ValueError(f"a {status} response has no content: it takes no text")
-    return ReturnSpec(status, None if rest is None else _checked(rest, field=False))
+    return ReturnSpec(status, None if rest is None else _checked(_unquoted(rest), url=False))
 
 
-def _checked(template: str, *, field: bool) -> str:
+#: nginx's escapes in a quoted string of its configuration.
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unquoted(text: str) -> str:
+    r"""``text`` without the quotes nginx's configuration puts around an argument.
+
+    ``'301 "https://example.com$request_uri"'`` and ``'200 "ok\n"'`` copied from an
+    nginx file read as nginx reads them: one pair of matching quotes taken off, and
+    inside them its escapes (``\"``, ``\'``, ``\\``, ``\n``, ``\r``, ``\t``).
+    """
+    if len(text) < 2 or text[0] not in "\"'" or text[-1] != text[0]:
+        return text
+    return re.sub(r"\\([\"'\\nrt])", lambda match: _ESCAPES[match.group(1)], text[1:-1])
+
+
+def _quoted(text: str) -> str:
+    """``text`` as it reads back: quoted nginx's way when it must be (else as it is).
+
+    A text with a line break, spaces at an end, or quotes around it is shown quoted,
+    on one line (``--check-config``); other controls, which nginx cannot escape,
+    as JSON does.
+    """
+    if text and text.strip() == text and not _CONTROL.search(text) and _unquoted(text) == text:
+        return text
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text):
+        return json.dumps(text, ensure_ascii=False)
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def _checked(template: str, *, url: bool) -> str:
     """``template`` once its variables are known to be request variables."""
-    RequestTemplate(template, field=field)
-    if field and _CONTROL.search(template):
+    RequestTemplate(template, escape="url" if url else "none")
+    if url and _CONTROL.search(template):
         raise ValueError(f"{template!r} holds a control character")
     return template
 
@@ -148,15 +184,18 @@ def _checked(template: str, *, field: bool) -> str:
 class FixedResponse:
     """Answers every exchange with a return mount's answer.
 
-    The request body is not read: the exchange drops it after the answer (or the
-    connection closes), as nginx discards it.
+    The request body is not read: the answer closes the connection after it
+    (``Connection: close``, with the server's lingering close), and no body limit
+    refused the request first (see :func:`twistwsgi.site._body_limit`).
     """
 
     def __init__(self, spec: ReturnSpec, trusted_proxies: TrustedProxies | None = None) -> None:
         self.spec = spec
         self._status = spec.status
         self._template = (
-            None if spec.text is None else RequestTemplate(spec.text, field=spec.redirects)
+            None
+            if spec.text is None
+            else RequestTemplate(spec.text, escape="url" if spec.redirects else "none")
         )
         self._trusted = trusted_proxies or TrustedProxies(())
         self._reason_body = _reason(spec.status).encode("ascii") + b"\n"
@@ -169,13 +208,16 @@ class FixedResponse:
             return
         template = self._template
         request = exchange.request
+        # A body is not read on: the connection ends after the answer, as after the
+        # https redirect (lingering), rather than reading a large upload through.
+        close = [_CLOSE] if request.has_body else []
         if template is None:
             if status >= 400:
-                answer_error(exchange, status, self._reason_body)
+                answer_error(exchange, status, self._reason_body, close)
             else:
                 # Said for HEAD as for GET; never for 204 and 304 (RFC 9110 8.6).
                 empty = [] if status in _NO_LENGTH else [(b"Content-Length", b"0")]
-                exchange.start_response(status, empty)
+                exchange.start_response(status, empty + close)
                 exchange.finish()
             return
         value = template.render(
@@ -188,7 +230,7 @@ class FixedResponse:
             fields = [] if _sets_content_type(exchange) else [(b"Content-Type", _PLAIN_TEXT)]
             body = value
         fields.append((b"Content-Length", b"%d" % len(body)))
-        exchange.start_response(status, fields)
+        exchange.start_response(status, fields + close)
         # (The exchange sends no body to HEAD, RFC 9110 9.3.2; the fields stay.)
         exchange.finish(body)
 

@@ -288,6 +288,23 @@ def _escaped_certificate(response: LoggedResponse, now: float) -> str | None:
     return urllib.parse.quote(certificate.pem, safe="")
 
 
+def _request_uri(request: _Request) -> bytes | None:
+    """Nginx's ``$request_uri``: the path and query as sent.
+
+    For the absolute form (``GET http://a.test/x?y``, RFC 9112 3.2.2) that is the
+    part from the path on, as nginx's ``unparsed_uri``: the scheme and authority are
+    not part of it (a redirect to ``https://example.com$request_uri`` stays one URL).
+    """
+    target = request.target
+    if target.startswith(b"/") or not target or target == b"*":
+        return target or None
+    path = getattr(request, "path", None)
+    if path is None:  # a refused head: only its target was read
+        return target
+    query = getattr(request, "query", b"")
+    return (path or b"/") + (b"?" + query if query else b"")
+
+
 def _uri(request: _Request) -> bytes | None:
     """Nginx's ``$uri``: the path as routing matched it; not there for a refused head."""
     decoded = getattr(request, "decoded_path", None)
@@ -306,7 +323,7 @@ _VALUES: dict[str, Value] = {
     "msec": lambda response, now: f"{now:.3f}",
     "request": lambda response, now: request_line(response.request) or None,
     "request_method": lambda response, now: response.request.method or None,
-    "request_uri": lambda response, now: response.request.target or None,
+    "request_uri": lambda response, now: _request_uri(response.request),
     "uri": lambda response, now: _uri(response.request),
     "args": lambda response, now: getattr(response.request, "query", None) or None,
     "is_args": lambda response, now: b"?" if getattr(response.request, "query", None) else b"",
@@ -469,30 +486,49 @@ _REQUEST_ONLY: dict[str, Value] = {
 
 #: Bytes a header field value may not hold (RFC 9110 5.5): controls other than tab.
 _NOT_IN_FIELD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Bytes a URI may not hold (RFC 3986 2: neither reserved, unreserved nor "%").
+_NOT_IN_URL = re.compile(rb"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+
+#: How a request template's value is made safe where it goes: a pattern of the bytes
+#: to replace and their replacement (None: as it is).
+_TEMPLATE_ESCAPES: dict[
+    str, tuple[re.Pattern[bytes], Callable[[re.Match[bytes]], bytes]] | None
+] = {
+    "field": (_NOT_IN_FIELD, lambda match: b"\\x%02X" % match.group()[0]),
+    "url": (_NOT_IN_URL, lambda match: b"%%%02X" % match.group()[0]),
+    "none": None,
+}
 
 
 class RequestTemplate:
     r"""A value made from a request, in the same language (proxy_set_header, return).
 
     Only :data:`REQUEST_VARIABLES` and ``$http_NAME``: what is known before a
-    response. Values go in as they are, but in a header field value (``field``, the
-    default) a byte a field value may not hold (RFC 9110 5.5: a control character,
-    from a certificate's name or a decoded ``$uri`` say) becomes ``\xHH``, so no
-    value can end the field line or start another (nginx lets a ``%0d%0a`` in
-    ``$uri`` split a ``Location`` field). A value that is not there is empty (nginx's
-    too).
+    response. A value that is not there is empty (nginx's too). What the value may
+    hold depends on where it goes (``escape``):
+
+    - ``"field"``, a header field value: a byte a field value may not hold (RFC
+      9110 5.5: a control character, from a certificate's name say) becomes
+      ``\xHH``, so no value can end the field line or start another.
+    - ``"url"``, a URL in a field (``Location``): every byte a URI may not hold (RFC
+      3986 2: controls, space, non-ASCII, ``"<>\^`{|}``) is percent-encoded, so a
+      decoded ``%0d%0a`` in ``$uri`` stays ``%0D%0A`` (nginx lets it split a
+      ``Location`` field) and UTF-8 text becomes a URL's spelling of it.
+    - ``"none"``, a body: as it is.
 
     Args:
         template: the text with ``$name`` or ``${name}`` variables.
-        field: whether the value goes in a header field (else a body, left as it is).
+        escape: ``"field"``, ``"url"`` or ``"none"``.
 
     Raises:
         ValueError: naming a variable that is unknown or not known before a response.
     """
 
-    def __init__(self, template: str, *, field: bool = True) -> None:
+    def __init__(self, template: str, *, escape: str = "field") -> None:
+        if escape not in _TEMPLATE_ESCAPES:
+            raise ValueError(f"unknown escape {escape!r}")
         self.template = template
-        self.field = field
+        self._escape = _TEMPLATE_ESCAPES[escape]
         parts = _compile(template, REQUEST_VARIABLES, _header_value, " here")
         # The text as UTF-8, as nginx sends its configuration's bytes (and as the
         # values of variables are): encoded once, here.
@@ -520,6 +556,7 @@ class RequestTemplate:
             elif value is not None:
                 pieces.append(value)
         joined = b"".join(pieces)
-        if self.field and _NOT_IN_FIELD.search(joined):
-            joined = _NOT_IN_FIELD.sub(lambda m: b"\\x%02X" % m.group()[0], joined)
+        escape = self._escape
+        if escape is not None and escape[0].search(joined):
+            joined = escape[0].sub(escape[1], joined)
         return joined

@@ -111,7 +111,8 @@ class RedirectRewrite:
     ) -> None:
         self._rules = [_UpstreamRule(address, mount_path) for address in upstreams]
         self._pairs = [
-            (source.encode("utf-8"), RequestTemplate(replacement)) for source, replacement in pairs
+            (source.encode("utf-8"), RequestTemplate(replacement, escape="url"))
+            for source, replacement in pairs
         ]
 
     def location(

@@ -383,7 +383,7 @@ return = "410"
 
 [[host]]
 names = ["unknown.invalid"]
-default = true                  # every other Host header, and none
+default = true                  # every host name no other host lists
 [[host.mount]]
 path = "/"
 return = "444"                  # nginx: return 444; closes without an answer
@@ -392,36 +392,52 @@ return = "444"                  # nginx: return 444; closes without an answer
 The value is `return`'s arguments in one string, read as nginx reads them:
 
 - **`301`, `302`, `303`, `307` or `308` and a URL**: a redirect to the URL (sent in
-  `Location` as written, so a path alone is relative to the request's host) with a
-  short `text/plain` body. A URL alone starting with `http://`, `https://` or
-  `$scheme` is a `302`, as in nginx. For a form posted to a moved path, `307` and
-  `308` keep the method and body (after a `301` or `302` browsers send a GET).
-- **Another status from 200 to 599, and a text**: the text is the body (its spaces and
-  last newline as written, `\\n` in a TOML string being a newline), sent as
-  `text/plain; charset=utf-8` unless the mount's `headers` give a `Content-Type` (as
-  nginx's `default_type` would). Without a text, a `4xx` or `5xx` is the server's own
-  short answer for it, or the host's page from `error_pages`; any other status has an
-  empty body. `204`, `205` and `304` take no text.
+  `Location`, so a path alone is relative to the request's host) with a short
+  `text/plain` body. A URL alone starting with `http://`, `https://` or `$scheme` is a
+  `302`, as in nginx. For a form posted to a moved path, `307` and `308` keep the
+  method and body (after a `301` or `302` browsers send a GET).
+- **Another status from 200 to 599, and a text**: the text is the body, from the first
+  character after the status and its spaces to the end (its inner spaces and last
+  newline kept, `\\n` in a TOML string being a newline), sent as `text/plain;
+  charset=utf-8` unless the mount's `headers` give a `Content-Type` (as nginx's
+  `default_type` would). Without a text, a `4xx` or `5xx` is the server's own short
+  answer for it, or the host's page from `error_pages`; any other status has an empty
+  body. `204`, `205` and `304` take no text, and `426`, which must name protocols in
+  an `Upgrade` field, is refused.
 - **`444`**: the connection is closed without a byte, nginx's code for it; the access
-  log writes the request with `444`.
+  log and the metrics count the request as `444`.
+
+A URL or text copied from an nginx file with its quotes reads as nginx reads it:
+`'301 "https://example.com$request_uri"'` and `'200 "ok\\n"'` lose one pair of
+matching quotes, and inside them `\\"`, `\\'`, `\\\\`, `\\n`, `\\r` and `\\t` are nginx's
+escapes. `return = 410` (a TOML number) is read as `"410"`.
 
 URLs and texts may hold the variables `proxy_set_header` knows (those of a request:
 `$scheme`, `$host`, `$request_uri`, `$remote_addr`, `$http_NAME`, ...) and `$uri`
 (the path decoded, dot-segments resolved, runs of slashes made one: what routing
 matched), `$args` (the query) and `$is_args` (`?` when there is a query); an unknown
 one is a start-up error. `$request_uri` is the path and query exactly as the client
-sent them, the usual choice for a redirect. In a `Location`, a control character a
-variable brings (a `%0D%0A` in the path, which `$uri` decodes) is written `\\x0D\\x0A`:
-it cannot end the field and add one of the client's making, which nginx lets happen.
-A status, URL or text that does not read (`301` without a URL, a space in a URL, a
-status outside 200-599 other than 444) is a start-up error naming the mount.
+sent them (for a request-target in absolute form, `GET http://a.example/x`, the part
+from the path on, as nginx's), the right choice for a redirect. In a `Location`,
+every byte a URL may not hold is percent-encoded, whether it comes from a variable or
+the text as written: a `%0D%0A` in the path, which `$uri` decodes, goes out as
+`%0D%0A`, so it cannot end the field and add one of the client's making (which nginx
+lets happen), and `https://example.com/café` goes out as `https://example.com/caf%C3%A9`.
+`$uri` stays a decoded path: an encoded `?` in it (`%3F`) comes out as a `?` that
+starts a query, so redirect with `$request_uri`. A status, URL or text that does not
+read (`301` without a URL, a space in a URL, a status outside 200-599 other than 444)
+is a start-up error naming the mount.
 
 The rest of the mount's keys apply as to any mount: `allow` and `deny`,
 `rate_limit`, `conn_limit`, `auth_basic` are looked at before the answer (a mount
-that answers `200 ok` to the office only), `headers` are added to it, `gzip`
-compresses a long text. A request body is not read, and dropped after the answer as
-for any answer sent before the body (nginx discards it too); no `100 Continue` is
-sent for it. A mount answers its own path and everything below it (`/old-blog` and
+that answers `200 ok` to the office only; in nginx, `return` comes before its access
+checks, so there the same lines answer everyone), `headers` are added to it, `gzip`
+compresses a long text. A request is answered from its head: its body is not read,
+no body limit (`max_body`) refuses it first (nginx's server-level `return` comes
+before its `client_max_body_size` too), no `100 Continue` is sent, and the answer to
+a request that has a body closes the connection (`Connection: close`, after the
+server's lingering close), so an upload to a moved endpoint gets its `308` at once.
+A mount answers its own path and everything below it (`/old-blog` and
 `/old-blog/2019/x`). A name moved whole carries each path along in `$request_uri`;
 there is no regular-expression `rewrite` that would carry the part of a path below a
 moved prefix to its new one (`/old-blog/x` to `/blog/x`): an application or nginx's

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from twistwsgi.client_certificates import refusal
 from twistwsgi.http.compression import GzipSettings
-from twistwsgi.http.request import ErrorPages, PartialRequest, RequestHead, Route
+from twistwsgi.http.request import UNREAD_BODY, ErrorPages, PartialRequest, RequestHead, Route
 from twistwsgi.http.rules import absolute_authority, ipv6_literal, normalize_name
 
 if TYPE_CHECKING:
@@ -232,8 +232,9 @@ class Mount(Generic[T]):
     Attributes:
         prefix: the decoded prefix without a trailing slash (``b""`` for ``/``).
         target: the handler (or any value) for requests under the prefix.
-        max_body: the largest request body accepted under the prefix (0: no limit),
-            or ``None`` for the server's.
+        max_body: the largest request body accepted under the prefix (0: no limit;
+            :data:`~twistwsgi.http.request.UNREAD_BODY`: none, and the request is
+            answered from its head), or ``None`` for the server's.
         headers: fields added to each response under the prefix that does not set
             them (see :class:`~twistwsgi.http.request.Route`).
         gzip: how responses under the prefix are compressed, if they are.
@@ -515,7 +516,7 @@ class Router:
         guard = mounts.guard
         if guard is not None and guard.answers(request):
             # Answered before any mount, its body unread: no limit refuses it first.
-            return 0
+            return UNREAD_BODY
         path = remove_dot_segments(request.decoded_path)
         if not table.body_limits or path is None:
             return None

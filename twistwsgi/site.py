@@ -47,7 +47,7 @@ from twistwsgi.fixed_response import FixedResponse
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.request import ErrorPages
+from twistwsgi.http.request import UNREAD_BODY, ErrorPages
 from twistwsgi.http.rules import RequestError, unquote_path
 from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.routing import (
@@ -150,9 +150,7 @@ class SiteBuilder:
             close_handlers(built)  # a half-built table must not leave timers behind
             raise
         limited = any(
-            mount.options.get("max_body") is not None
-            for host in config.hosts
-            for mount in host.mounts
+            _body_limit(mount) is not None for host in config.hosts for mount in host.mounts
         )
         self._limits = self._building_limits
         guarded = any(
@@ -332,7 +330,7 @@ class SiteBuilder:
             while end in passes_to and passes_to[end] not in seen:
                 end = passes_to[end]
                 seen.add(end)
-            limits.append(host.mounts[end].options.get("max_body"))
+            limits.append(_body_limit(host.mounts[end]))
         return [
             Mount(
                 mount.prefix,
@@ -508,6 +506,20 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
     return guards[0] if guards else None
 
 
+def _body_limit(mount: MountConfig) -> int | None:
+    """The request-body limit of a mount, or ``None`` for the server's.
+
+    A return mount has none (:data:`~twistwsgi.http.request.UNREAD_BODY`): it
+    answers from the head without reading the body, as nginx's return in a server
+    block answers before client_max_body_size is looked at, so a 444 stays silent
+    and a 308 for an upload is not a 413.
+    """
+    if mount.kind == "return":
+        return UNREAD_BODY
+    limit: int | None = mount.options.get("max_body")
+    return limit
+
+
 def _added_fields(mount: MountConfig) -> tuple[tuple[bytes, bytes], ...]:
     """The fields a mount's ``headers`` add to responses that do not set them.
 
@@ -621,7 +633,8 @@ def describe_routing(config: ServerConfig) -> str:
         )
     if config.gzip:
         lines.append(
-            f"gzip: applications, proxied upstreams and static files, level {config.gzip_level}"
+            "gzip: applications, proxied upstreams, static files and return mounts,"
+            f" level {config.gzip_level}"
         )
     for host in config.hosts:
         lines.append(f"host {_host_title(host)}")

@@ -57,6 +57,7 @@ from twistwsgi.http.compression import GzipStream, declared_length, gzip_plan
 from twistwsgi.http.exchange import Handler, LogNotes
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
+    UNREAD_BODY,
     Address,
     ErrorPage,
     ErrorPages,
@@ -1379,6 +1380,7 @@ class HTTP11Protocol(Protocol):
             local=self._local,
             client_certificate=self._client_certificate,
         )
+        at_once = False
         if chunked or content_length:
             # Decided from the head, before any of the body is read (nginx's
             # client_max_body_size); the mount the request goes to may set its own.
@@ -1387,7 +1389,9 @@ class HTTP11Protocol(Protocol):
             if mount_limit is not None:
                 own = mount_limit(head)
                 if own is not None:
-                    max_body = own
+                    # (One its handler answers without the body: handed over now.)
+                    at_once = own == UNREAD_BODY
+                    max_body = 0 if at_once else own
             self._max_body = max_body
             if max_body and content_length is not None and content_length > max_body:
                 self._refused_head = head
@@ -1396,6 +1400,7 @@ class HTTP11Protocol(Protocol):
             self._refused_head = head
             raise RequestError(429, "Too many pipelined requests")
         exchange = HTTP11Exchange(self, head, keep_alive, expects_continue, self._head_began)
+        exchange.at_once = at_once
         self._parsing = exchange
         queue = self._queue
         queue.append(exchange)
@@ -2226,6 +2231,7 @@ class HTTP11Exchange:
         "_reason",
         "_receiver",
         "_response_headers",
+        "at_once",
         "body_sent",
         "client_closed",
         "dispatched",
@@ -2268,6 +2274,8 @@ class HTTP11Exchange:
         self._close_callbacks: list[Callable[[Failure | None], object]] | None = None
         self._cut_logged = False
         self.dispatched = False
+        # Answered without its body (see UNREAD_BODY): ready from its head.
+        self.at_once = False
         self.response_started = False
         self.finished = False
         self.status = 0
@@ -2299,6 +2307,7 @@ class HTTP11Exchange:
             self._body is not _Body.RECEIVING
             or self._continue is False
             or self._body_pending_size >= DISPATCH_BUFFER
+            or self.at_once
         )
 
     @property

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from twistwsgi.http.compression import GzipSettings
 
 __all__ = [
+    "UNREAD_BODY",
     "Address",
     "ErrorPage",
     "ErrorPages",
@@ -33,6 +34,11 @@ __all__ = [
 
 #: A host and port pair, as the socket reports it.
 Address = tuple[str, int]
+
+#: The body limit of a request answered without its body (a router's guard, a return
+#: mount): no limit refuses it, and it is handed over from its head, without waiting
+#: for the body to arrive.
+UNREAD_BODY = -1
 
 
 def describe_peer(peer: Address | None) -> str:
