@@ -607,8 +607,15 @@ def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
         raise ValueError("is an empty table: write off to rewrite nothing")
     pairs = []
     for source, replacement in items:
-        if not isinstance(source, str) or not source or re.search(r"[\x00-\x20\x7f]", source):
+        if not isinstance(source, str) or not source or any(map(_invisible, source)):
             raise ValueError(f"{source!r} is not the start of a URL (no spaces or controls)")
+        if source.startswith("~") or "$" in source:
+            # nginx's regular expressions (~, ~*) and variables in the prefix: taken
+            # literally here, they would never match.
+            raise ValueError(
+                f"{source!r}: prefixes are plain text here (no ~ regular expressions or"
+                " $variables, which only replacements may use)"
+            )
         if not isinstance(replacement, str):
             raise ValueError(f"the replacement of {source!r} is not text: {replacement!r}")
         if re.search(r"[\x00-\x1f\x7f]", replacement):
@@ -1576,8 +1583,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " sent in Location), '200 ok' (another status and the body's text, text/plain"
         " unless headers give a Content-Type; a 4xx or 5xx without text is the server's"
         " error answer and the host's error page), '444' (close the connection"
-        " without a response). Variables as in proxy_set_header, and $uri, $args,"
-        " $is_args.",
+        " without a response). Variables as in proxy_set_header.",
         cli=False,
     ),
     Setting(
@@ -1855,7 +1861,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "default",
                 "How an upstream's Location and Refresh URLs are rewritten (nginx's"
                 " proxy_redirect): default, a URL starting with an upstream's own URL"
-                " becomes the same place below the mount"
+                " becomes the path a client asks for it by"
                 " (http://127.0.0.1:9000/login, mounted at /app from"
                 " http://127.0.0.1:9000/, goes out as /app/login); off, none; or a"
                 " table of prefixes and their replacements, tried in order, in place of"

@@ -47,8 +47,9 @@ __all__ = ["DEFAULT", "OFF", "RedirectRewrite", "redirect_rewrite"]
 DEFAULT = "default"
 OFF = "off"
 
-#: Where a ``Refresh`` value's URL starts: after ``url=`` (any case, spaces allowed).
-_REFRESH_URL = re.compile(rb"url\s*=\s*['\"]?", re.IGNORECASE)
+#: Where a ``Refresh`` value's URL starts: after ``url=`` (any case, spaces allowed)
+#: and the quote it may open.
+_REFRESH_URL = re.compile(rb"url\s*=\s*(['\"]?)", re.IGNORECASE)
 
 #: The lengths of "Location" and "Refresh".
 _NAME_LENGTHS = frozenset({7, 8})
@@ -60,12 +61,18 @@ _SEGMENT_ENDS = (b"/", b"?", b"#")
 class _UpstreamRule:
     """The default rule for one upstream: its URL becomes the mount's path."""
 
-    __slots__ = ("authority", "mount_path", "passes_path", "path")
+    __slots__ = ("authorities", "mount_path", "passes_path", "path")
 
     def __init__(self, address: UpstreamAddress, mount_path: bytes) -> None:
         scheme = b"http" if address.scheme == "unix" else address.scheme.encode("ascii")
-        # (The host is lower case already: urlsplit's hostname.)
-        self.authority = scheme + b"://" + address.host_field
+        # (The host is lower case already: urlsplit's hostname.) With and without
+        # the scheme's default port, which names the same server (RFC 3986 6.2.3).
+        authority = scheme + b"://" + address.host_field
+        default_port = b":443" if scheme == b"https" else b":80"
+        if address.host_field.endswith(b"]") or b":" not in address.host_field:
+            self.authorities: tuple[bytes, ...] = (authority, authority + default_port)
+        else:
+            self.authorities = (authority,)
         # The upstream URL's path without its last "/" (b"" for "/"), or None when
         # the request's path is passed unchanged.
         self.passes_path = address.prefix is None
@@ -73,10 +80,15 @@ class _UpstreamRule:
         self.mount_path = mount_path
 
     def apply(self, url: bytes) -> bytes | None:
-        authority = self.authority
-        if url[: len(authority)].lower() != authority:
-            return None
-        rest = url[len(authority) :]
+        for authority in self.authorities:
+            if url[: len(authority)].lower() == authority:
+                rest = url[len(authority) :]
+                if not rest.startswith(b":"):  # (http://u, not http://u:8080)
+                    return self._below(rest)
+        return None
+
+    def _below(self, rest: bytes) -> bytes | None:
+        """The mount's URL for ``rest``, what follows the upstream's authority."""
         path = self.path
         if path:
             if not rest.startswith(path):
@@ -109,7 +121,11 @@ class RedirectRewrite:
         mount_path: bytes = b"",
         pairs: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self._rules = [_UpstreamRule(address, mount_path) for address in upstreams]
+        rules = [_UpstreamRule(address, mount_path) for address in upstreams]
+        # Two upstreams on one server: the one with the longer path first, so
+        # http://u/v2/x is not read as http://u/ + v2/x (no path at all: last).
+        rules.sort(key=lambda rule: (rule.passes_path, -len(rule.path)))
+        self._rules = rules
         self._pairs = [
             (source.encode("utf-8"), RequestTemplate(replacement, escape="url"))
             for source, replacement in pairs
@@ -126,12 +142,12 @@ class RedirectRewrite:
         for rule in self._rules:
             rewritten = rule.apply(url)
             if rewritten is not None:
-                return rewritten
+                return _not_another_host(rewritten)
         for source, replacement in self._pairs:
             if url.startswith(source):
                 trusted = trusted_proxies.trusts_peer(request.peer)
                 start = replacement.render(request, remote_user, trusted=trusted)
-                return start + url[len(source) :]
+                return _not_another_host(start + url[len(source) :])
         return url
 
     def refresh(
@@ -146,7 +162,11 @@ class RedirectRewrite:
         if found is None:
             return value
         start = found.end()
-        return value[:start] + self.location(value[start:], request, remote_user, trusted_proxies)
+        url, end = value[start:], b""
+        quote = found.group(1)
+        if quote and url.endswith(quote):
+            url, end = url[:-1], quote  # ('http://u:9000': the closing quote kept apart)
+        return value[:start] + self.location(url, request, remote_user, trusted_proxies) + end
 
     def fields(
         self,
@@ -170,6 +190,21 @@ class RedirectRewrite:
                         name,
                         self.refresh(value, request, remote_user, trusted_proxies),
                     )
+
+
+def _not_another_host(url: bytes) -> bytes:
+    r"""``url``, kept from being read as another host's (scheme-relative) URL.
+
+    An upstream's ``http://u:9000//evil.example/x`` named the upstream; rewritten to a
+    path on a mount at ``/`` it would be ``//evil.example/x``, another host for the
+    client. Browsers also read ``/\`` as ``//`` and skip tabs and line breaks. Such a
+    path gets ``/.`` in front: the same path on this host (RFC 3986 5.2.4).
+    """
+    if url[:1] == b"/":
+        bare = url.translate(None, b"\t\r\n")
+        if bare[1:2] in (b"/", b"\\"):
+            return b"/." + url
+    return url
 
 
 def redirect_rewrite(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -690,8 +691,15 @@ def _value_text(name: str, value: object) -> str:
         return _rate_text(value)  # type: ignore[arg-type]
     if name in _TABLE_OPTIONS and isinstance(value, tuple):
         # TOML's inline table: { X-Real-IP = "$remote_addr" }
-        return "{" + ", ".join(f"{key} = {_option_text(text)}" for key, text in value) + "}"
+        return (
+            "{" + ", ".join(f"{_toml_key(key)} = {_option_text(text)}" for key, text in value) + "}"
+        )
     return _option_text(value)
+
+
+def _toml_key(key: str) -> str:
+    """A table key as TOML writes it: bare when it can be, else quoted (a URL)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _rate_text(per_second: float) -> str:
