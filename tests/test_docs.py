@@ -110,6 +110,7 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
     assert host_certificates(config.hosts) is not None
     assert config.gzip and config.hosts[0].https_redirect == 443
     shop = {mount.path: mount.options for mount in config.hosts[0].mounts}
+    assert shop["/healthz"]["https_redirect"] is False
     assert shop["/admin"]["allow"] == ("192.168.10.0/24",)
     assert shop["/accounts/login"]["rate_limit"] == pytest.approx(10 / 60)
     org = {mount.path: mount.options for mount in config.hosts[2].mounts}

@@ -27,6 +27,7 @@ from zope.interface import alsoProvides
 from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
+from twistwsgi.http.request import UNREAD_BODY, RequestHead
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import Router
 from twistwsgi.service import make_service, standard_builders
@@ -162,6 +163,101 @@ def test_an_ipv6_literal_host_stays_in_brackets(tmp_path: Path) -> None:
     )
     response = ask(config, get(b"/", b"[0:0::1]:8080"))
     assert response.header(b"location") == b"https://[::1]/"
+
+
+# -- mounts left out ------------------------------------------------------------------------
+
+
+def exempting(directory: Path) -> ServerConfig:
+    mounts = (
+        "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+        "[[host.mount]]\npath = '/healthz'\nreturn = '200 ok'\nhttps_redirect = false\n"
+        "[[host.mount]]\npath = '/healthz/deep'\nreturn = '200 deep'\n"
+    )
+    return load(
+        directory,
+        'listen = ["tcp:80"]\nhttps_redirect = 443',
+        "[[host]]\nnames = ['a.test']\n" + mounts,
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        (b"/healthz", 200),
+        (b"/healthz/x?y", 200),
+        (b"//healthz", 200),  # (a run of slashes counts as one, as routing reads it)
+        (b"/x/../healthz", 200),
+        (b"/healthz/deep", 301),  # another mount, redirected
+        (b"/healthzz", 301),
+        (b"/", 301),
+    ],
+)
+def test_a_mount_may_answer_plain_http_where_its_host_redirects(
+    tmp_path: Path, target: bytes, status: int
+) -> None:
+    """As an nginx port-80 server keeps location /healthz beside its return 301."""
+    assert ask(exempting(tmp_path), get(target)).status == status
+
+
+def test_a_mount_left_out_takes_its_body_limit_again(tmp_path: Path) -> None:
+    """Answered by its mount, not by the redirect: the server's body limit applies."""
+    mounts = (
+        "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+        "[[host.mount]]\npath = '/hook'\napp = 'tests.apps:hello'\nhttps_redirect = false\n"
+    )
+    config = load(
+        tmp_path,
+        'listen = ["tcp:80"]\nhttps_redirect = 443',
+        "[[host]]\nnames = ['a.test']\n" + mounts,
+    )
+    router = Router(SiteBuilder(reactor=MemoryReactorClock(), threadpool=None).build(config))
+    assert router.body_limit(head_for(b"/hook/x")) is None
+    assert router.body_limit(head_for(b"/other")) == UNREAD_BODY
+
+
+def head_for(target: bytes) -> RequestHead:
+    return RequestHead(
+        method=b"POST",
+        target=target,
+        path=target,
+        decoded_path=target,
+        query=b"",
+        version=b"1.1",
+        headers=[(b"Host", b"a.test")],
+        authority=b"a.test",
+        content_length=10,
+        chunked=False,
+        scheme="http",
+        peer=("127.0.0.1", 5000),
+        local=("127.0.0.1", 80),
+    )
+
+
+def test_static_files_and_their_partner_are_one_place(tmp_path: Path) -> None:
+    """Left out on either, the pair at one path answers plain HTTP."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "token").write_text("acme")
+    mounts = (
+        f"[[host.mount]]\npath = '/.well-known'\nstatic = '{tmp_path / 'www'}'\n"
+        "fallthrough = true\ndotfiles = true\nhttps_redirect = false\n"
+        "[[host.mount]]\npath = '/.well-known'\napp = 'tests.apps:hello'\n"
+        "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+    )
+    config = load(
+        tmp_path,
+        'listen = ["tcp:80"]\nhttps_redirect = 443',
+        "[[host]]\nnames = ['a.test']\n" + mounts,
+    )
+    assert ask(config, get(b"/.well-known/token")).body == b"acme"
+    assert ask(config, get(b"/.well-known/hello")).status == 200
+    assert ask(config, get(b"/hello")).status == 301
+
+
+def test_true_is_refused_on_a_mount(tmp_path: Path) -> None:
+    mounts = "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\nhttps_redirect = true\n"
+    message = config_error(tmp_path, "", "[[host]]\nnames = ['a.test']\n" + mounts)
+    assert message.startswith("site.toml: host[0].mount[0].https_redirect: only false"), message
 
 
 # -- a request without a host name (HTTP/1.0) -------------------------------------------

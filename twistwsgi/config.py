@@ -1689,6 +1689,17 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         )
     ),
     Setting(
+        "https_redirect",
+        BOOL,
+        None,
+        "false: this mount answers requests over plain HTTP too, where its host"
+        " redirects them to https (https_redirect), as an nginx port-80 server keeps a"
+        " location /healthz beside its return 301: a load balancer's health check,"
+        " ACME's /.well-known/acme-challenge. Only false: a mount cannot redirect on"
+        " its own.",
+        cli=False,
+    ),
+    Setting(
         "x_accel_redirect",
         BOOL,
         False,
@@ -2528,6 +2539,12 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
         raise ConfigError(
             f"{where}.satisfy",
             "any needs allow or deny and auth_basic: the two it lets a client choose between",
+        )
+    if parsed.get("https_redirect") is True:
+        raise ConfigError(
+            f"{where}.https_redirect",
+            "only false is meaningful here (the mount answers plain HTTP too); the"
+            " redirect itself is the host's https_redirect",
         )
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would

@@ -18,6 +18,10 @@ and :class:`HttpsRedirect` is that host's guard in the routing table (see
   (``X-Forwarded-Proto`` or ``Forwarded``'s ``proto``) is not redirected: the TLS
   ended in front of this server.
 - ``OPTIONS *`` is about the server, not a resource: it is not redirected.
+- A mount with ``https_redirect = false`` is not redirected either (``exempt``, a
+  table of the host's mounts whose targets say which are): a health check or an ACME
+  challenge over plain HTTP, as nginx's port-80 server keeps such a ``location``
+  beside its ``return 301``.
 
 Pure logic on the exchange's request: no Twisted.
 """
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import forwarded_proto
-from twistwsgi.routing import answer_error, answer_plain
+from twistwsgi.routing import MountTable, answer_error, answer_plain, remove_dot_segments
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -51,8 +55,15 @@ class HttpsRedirect:
             missing ``Host``).
     """
 
-    def __init__(self, port: int, trusted_proxies: TrustedProxies, names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        port: int,
+        trusted_proxies: TrustedProxies,
+        names: Sequence[str],
+        exempt: MountTable[bool] | None = None,
+    ) -> None:
         self.port = port
+        self._exempt = exempt
         self._port_suffix = b"" if port == 443 else b":%d" % port
         self._trusted_proxies = trusted_proxies
         self._fallback_name = next(
@@ -70,9 +81,16 @@ class HttpsRedirect:
         if request.scheme == "https" or request.target == b"*":
             return False
         trusted = self._trusted_proxies
-        return not (
-            trusted and trusted.trusts_peer(request.peer) and _forwarded_scheme(request) == "https"
-        )
+        if trusted and trusted.trusts_peer(request.peer) and _forwarded_scheme(request) == "https":
+            return False
+        exempt = self._exempt
+        if exempt is not None:
+            # A mount with https_redirect = false answers over plain HTTP itself.
+            path = remove_dot_segments(request.decoded_path)
+            mount = exempt.lookup(path) if path is not None else None
+            if mount is not None and mount.target:
+                return False
+        return True
 
     def __call__(self, exchange: Exchange, name: str | None) -> bool:
         """Redirect ``exchange`` if it did not come over TLS; whether it was answered.

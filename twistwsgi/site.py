@@ -492,8 +492,20 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
     """
     guards: list[HostGuard] = []
     if host.https_redirect is not None:
+        exempt = None
+        if any(mount.options.get("https_redirect") is False for mount in host.mounts):
+            # Which mount a path goes to, and whether it is left out of the redirect
+            # (a static mount and the partner it falls through to are one place).
+            left_out: dict[bytes, bool] = {}
+            for mount in host.mounts:
+                left_out[mount.prefix] = left_out.get(mount.prefix, False) or (
+                    mount.options.get("https_redirect") is False
+                )
+            exempt = MountTable(Mount(prefix, flag) for prefix, flag in left_out.items())
         guards.append(
-            HttpsRedirect(host.https_redirect, TrustedProxies(config.trusted_proxies), host.names)
+            HttpsRedirect(
+                host.https_redirect, TrustedProxies(config.trusted_proxies), host.names, exempt
+            )
         )
     checking = certificate_check(
         host_verification(host, config),
