@@ -27,6 +27,7 @@ from tests import apps
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.http.protocol import HTTPFactory
+from twistwsgi.http.request import Route
 from twistwsgi.metrics import (
     DURATION_BUCKETS,
     RequestMetrics,
@@ -55,12 +56,18 @@ def kinds(text: bytes) -> dict[str, str]:
 
 class Ended:
     def __init__(
-        self, status: int, started: float, body_sent: int, client_closed: bool = False
+        self,
+        status: int,
+        started: float,
+        body_sent: int,
+        client_closed: bool = False,
+        route: Route | None = None,
     ) -> None:
         self.status = status
         self.started = started
         self.body_sent = body_sent
         self.client_closed = client_closed
+        self.route = route
 
 
 # -- counting and the text -------------------------------------------------------------
@@ -104,6 +111,8 @@ def test_the_text_reads_back_as_what_was_counted() -> None:
         "twistwsgi_threads_busy": "gauge",
         "twistwsgi_thread_queue": "gauge",
         "twistwsgi_workers": "gauge",
+        "twistwsgi_mount_responses": "counter",
+        "twistwsgi_mount_request_duration_seconds": "histogram",
     }
 
 
@@ -120,6 +129,56 @@ def test_the_histogram_is_cumulative_and_ends_with_every_observation(
         label = "+Inf" if bound == math.inf else repr(float(bound))
         expected = sum(1 for took in durations if 1000.0 - (1000.0 - took) <= bound)
         assert found[name, (("le", label),)] == expected
+
+
+def test_responses_and_durations_are_counted_per_host_and_mount() -> None:
+    """What the router sent where; the server's refusals (no route) only in the totals."""
+    now = [50.0]
+    counted = RequestMetrics(lambda: now[0])
+    api = Route(b"/api", b"/users", "shop.example")
+    root = Route(b"", b"/", "shop.example")
+    other = Route(b'/q"x', b"", None)  # a catch-all host; a quote in a path
+    counted(Ended(200, now[0] - 0.002, 5, route=api))
+    counted(Ended(200, now[0] - 0.3, 5, route=api))
+    counted(Ended(502, now[0] - 0.02, 5, route=api))
+    counted(Ended(404, now[0] - 0.001, 5, route=root))
+    counted(Ended(200, now[0] - 0.001, 5, route=other))
+    counted(Ended(400, now[0], 5))  # refused: no route
+    found = samples(render(counted.snapshot(1, {})))
+    name = "twistwsgi_mount_responses_total"
+    shop_api = (("host", "shop.example"), ("mount", "/api"))
+    assert found[name, (("code", "200"), *shop_api)] == 2
+    assert found[name, (("code", "502"), *shop_api)] == 1
+    assert found[name, (("code", "404"), ("host", "shop.example"), ("mount", "/"))] == 1
+    assert found[name, (("code", "200"), ("host", "_"), ("mount", '/q"x'))] == 1
+    assert not any(key[0] == name and ("code", "400") in key[1] for key in found)
+    assert found["twistwsgi_responses_total", (("code", "400"),)] == 1
+    duration = "twistwsgi_mount_request_duration_seconds"
+    for bound, below in (("0.005", 1), ("0.025", 2), ("+Inf", 3)):
+        labels = tuple(sorted((*shop_api, ("le", bound))))
+        assert found[f"{duration}_bucket", labels] == below
+    assert found[f"{duration}_count", shop_api] == 3
+    assert found[f"{duration}_sum", shop_api] == pytest.approx(0.322)
+
+
+def test_the_workers_sum_per_mount_too() -> None:
+    api = Route(b"/api", b"", "a.example")
+    first, second = RequestMetrics(lambda: 1.0), RequestMetrics(lambda: 1.0)
+    first(Ended(200, 0.5, 1, route=api))
+    second(Ended(200, 0.0, 1, route=api))
+    second(Ended(200, 0.0, 1, route=Route(b"", b"", "b.example")))
+    total = merge([first.snapshot(1, {}), checked(second.snapshot(1, {})) or {}])
+    found = samples(render(total))
+    labels = (("code", "200"), ("host", "a.example"), ("mount", "/api"))
+    assert found["twistwsgi_mount_responses_total", labels] == 2
+    assert found["twistwsgi_mount_request_duration_seconds_sum", labels[1:]] == 1.5
+    assert (
+        found[
+            "twistwsgi_mount_responses_total",
+            (("code", "200"), ("host", "b.example"), ("mount", "/")),
+        ]
+        == 1
+    )
 
 
 def test_the_workers_sum_and_an_ended_one_keeps_its_counters_only() -> None:
@@ -201,6 +260,9 @@ def test_a_scrape_counts_what_the_server_answered() -> None:
     found = samples(scrape.body)
     assert found["twistwsgi_responses_total", (("code", "200"),)] == 2
     assert found["twistwsgi_responses_total", (("code", "505"),)] == 1  # refusals too
+    # The command line's host has no names: "_", as nginx's catch-all server_name.
+    per_mount = (("code", "200"), ("host", "_"), ("mount", "/"))
+    assert found["twistwsgi_mount_responses_total", per_mount] == 2
     assert found["twistwsgi_connections_accepted_total", ()] == 2
     assert found["twistwsgi_response_body_bytes_total", ()] == 26 + len(refused.body)
     assert ("twistwsgi_workers", ()) not in found  # one process
@@ -307,7 +369,23 @@ def test_a_tunnel_counts_as_a_response_but_not_as_a_duration() -> None:
 def good_report() -> dict[str, Any]:
     counted = RequestMetrics(lambda: 0.0)
     counted(Ended(200, 0.0, 5))
+    counted(Ended(200, 0.0, 5, route=Route(b"/a", b"", "a.example")))
     return counted.snapshot(1, {"threads": 10})
+
+
+#: A mount's valid counts, for spoiling its other keys.
+COUNTS: dict[str, Any] = {
+    "responses": {"200": 1},
+    "durations": [0] * (len(DURATION_BUCKETS) + 1),
+    "duration_sum": 0.0,
+}
+
+
+def test_a_report_from_before_the_mounts_counts_with_none() -> None:
+    """A worker still running the version before per-mount counts, during a reload."""
+    report = {key: value for key, value in good_report().items() if key != "mounts"}
+    assert checked(report) is not None
+    assert merge([report])["mounts"] == []
 
 
 @pytest.mark.parametrize(
@@ -326,6 +404,18 @@ def good_report() -> dict[str, Any]:
         lambda report: {**report, "durations": [0, 1]},
         lambda report: {**report, "durations": [-1] * (len(DURATION_BUCKETS) + 1)},
         lambda report: {key: value for key, value in report.items() if key != "threads"},
+        lambda report: {**report, "mounts": {}},
+        lambda report: {**report, "mounts": [{"host": 1, "mount": "/", **COUNTS}]},
+        lambda report: {**report, "mounts": [{"host": "a", "mount": None, **COUNTS}]},
+        lambda report: {
+            **report,
+            "mounts": [{"host": "a", "mount": "/", **COUNTS, "durations": [1]}],
+        },
+        lambda report: {
+            **report,
+            "mounts": [{"host": "a", "mount": "/", **COUNTS, "responses": {"200": -2}}],
+        },
+        lambda report: {**report, "mounts": ["a"]},
     ],
 )
 def test_a_report_of_another_shape_is_refused(spoil: Any) -> None:

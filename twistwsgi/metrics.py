@@ -4,7 +4,10 @@ What nginx's ``stub_status`` and an exporter, gunicorn's StatsD lines or granian
 ``--metrics`` give, for a scraper to read: connections accepted and open,
 responses by status code, how long requests took (a histogram, from a request's
 first byte to its response's end: the access log's ``$request_time``), body bytes
-sent, and the application's threads (busy, and requests waiting for one).
+sent, and the application's threads (busy, and requests waiting for one). The
+responses and durations are also counted per host and mount (the ``host`` label is
+the host's first name, ``_`` for a host without names, as nginx's catch-all
+``server_name _``; ``mount`` its path), for the requests routed to one.
 
 :class:`RequestMetrics` counts in one server process, from the access log's feed
 (every ended exchange and refusal: a 499 or 444 included). A :func:`snapshot` of it,
@@ -59,6 +62,7 @@ class _Ended(Protocol):
     status: int
     body_sent: int
     started: float
+    # (A refusal has no route: the head was not accepted.)
 
     @property
     def client_closed(self) -> bool: ...
@@ -78,6 +82,9 @@ class RequestMetrics:
         self.durations = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
         self.body_bytes = 0
+        # Per (host, mount) the requests were routed to: responses by status, the
+        # duration histogram and its sum.
+        self.mounts: dict[tuple[str, str], _MountCounts] = {}
 
     def __call__(self, ended: _Ended) -> None:
         """Count ``ended`` (an exchange that ended, or a refusal)."""
@@ -86,11 +93,23 @@ class RequestMetrics:
         responses = self.responses
         responses[status] = responses.get(status, 0) + 1
         self.body_bytes += ended.body_sent
+        route = getattr(ended, "route", None)
+        counts = None
+        if route is not None:
+            key = (route.host or CATCH_ALL, route.script_name.decode("utf-8", "replace") or "/")
+            counts = self.mounts.get(key)
+            if counts is None:
+                counts = self.mounts[key] = _MountCounts()
+            counts.responses[status] = counts.responses.get(status, 0) + 1
         if status == 101:
             return  # a tunnel's lifetime is no request's duration
         took = max(self._now() - ended.started, 0.0)
-        self.durations[bisect.bisect_left(DURATION_BUCKETS, took)] += 1
+        bucket = bisect.bisect_left(DURATION_BUCKETS, took)
+        self.durations[bucket] += 1
         self.duration_sum += took
+        if counts is not None:
+            counts.durations[bucket] += 1
+            counts.duration_sum += took
 
     def snapshot(self, connections_accepted: int, gauges: Mapping[str, int]) -> dict[str, Any]:
         """The counts so far and ``gauges`` now, JSON-ready (see :func:`render`)."""
@@ -100,8 +119,33 @@ class RequestMetrics:
             "durations": list(self.durations),
             "duration_sum": self.duration_sum,
             "body_bytes": self.body_bytes,
+            "mounts": [
+                {
+                    "host": host,
+                    "mount": mount,
+                    "responses": {str(status): count for status, count in counts.responses.items()},
+                    "durations": list(counts.durations),
+                    "duration_sum": counts.duration_sum,
+                }
+                for (host, mount), counts in self.mounts.items()
+            ],
             **{name: int(gauges.get(name, 0)) for name in GAUGES},
         }
+
+
+#: The ``host`` label of a host without names (the command line's, a catch-all).
+CATCH_ALL = "_"
+
+
+class _MountCounts:
+    """What one mount's requests came to (see :class:`RequestMetrics`)."""
+
+    __slots__ = ("duration_sum", "durations", "responses")
+
+    def __init__(self) -> None:
+        self.responses: dict[int, int] = {}
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
 
 
 def empty() -> dict[str, Any]:
@@ -112,6 +156,7 @@ def empty() -> dict[str, Any]:
         "durations": [0] * (len(DURATION_BUCKETS) + 1),
         "duration_sum": 0.0,
         "body_bytes": 0,
+        "mounts": [],
         **dict.fromkeys(GAUGES, 0),
     }
 
@@ -123,20 +168,35 @@ def checked(report: object) -> dict[str, Any] | None:
     application's code, and may run another version of this module after a reload.
     ``None`` for anything else: numbers that are not whole and not negative (the
     duration sum a number), a status that is not three digits, a histogram of
-    another length.
+    another length, a mount's host or path that is not text. A report without
+    ``mounts`` (a worker of the version before them) counts with none.
     """
     if not isinstance(report, dict):
+        return None
+    mounts = report.get("mounts", [])
+    if not isinstance(mounts, list) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("host"), str)
+        and isinstance(entry.get("mount"), str)
+        and _counts_valid(entry)
+        for entry in mounts
+    ):
         return None
     for name in ("connections_accepted", "body_bytes", *GAUGES):
         value = report.get(name)
         if type(value) is not int or value < 0:
             return None
-    duration_sum = report.get("duration_sum")
+    return report if _counts_valid(report) else None
+
+
+def _counts_valid(counts: Mapping[str, Any]) -> bool:
+    """Whether ``counts`` has valid ``responses``, ``durations`` and ``duration_sum``."""
+    duration_sum = counts.get("duration_sum")
     if not isinstance(duration_sum, (int, float)) or isinstance(duration_sum, bool):
-        return None
+        return False
     if not 0 <= duration_sum < math.inf:
-        return None
-    responses = report.get("responses")
+        return False
+    responses = counts.get("responses")
     if not isinstance(responses, dict) or not all(
         isinstance(status, str)
         and len(status) == 3
@@ -145,29 +205,47 @@ def checked(report: object) -> dict[str, Any] | None:
         and count >= 0
         for status, count in responses.items()
     ):
-        return None
-    durations = report.get("durations")
-    if (
-        not isinstance(durations, list)
-        or len(durations) != len(DURATION_BUCKETS) + 1
-        or not all(type(count) is int and count >= 0 for count in durations)
-    ):
-        return None
-    return report
+        return False
+    durations = counts.get("durations")
+    return (
+        isinstance(durations, list)
+        and len(durations) == len(DURATION_BUCKETS) + 1
+        and all(type(count) is int and count >= 0 for count in durations)
+    )
 
 
 def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The sum of ``snapshots`` (counters and gauges alike; see :func:`checked`)."""
     total = empty()
+    mounts: dict[tuple[str, str], dict[str, Any]] = {}
     for snapshot in snapshots:
         for name in (*_COUNTERS, *GAUGES):
             total[name] += snapshot.get(name, 0)
-        responses = total["responses"]
-        for status, count in snapshot.get("responses", {}).items():
-            responses[status] = responses.get(status, 0) + count
-        durations = snapshot.get("durations") or [0] * len(total["durations"])
-        total["durations"] = [a + b for a, b in zip(total["durations"], durations, strict=True)]
+        _add_counts(total, snapshot)
+        for entry in snapshot.get("mounts", ()):
+            key = (entry["host"], entry["mount"])
+            kept = mounts.get(key)
+            if kept is None:
+                kept = mounts[key] = {
+                    "host": key[0],
+                    "mount": key[1],
+                    "responses": {},
+                    "durations": [0] * (len(DURATION_BUCKETS) + 1),
+                    "duration_sum": 0.0,
+                }
+            _add_counts(kept, entry)
+            kept["duration_sum"] += entry["duration_sum"]
+    total["mounts"] = list(mounts.values())
     return total
+
+
+def _add_counts(total: dict[str, Any], counts: Mapping[str, Any]) -> None:
+    """Add the ``responses`` and ``durations`` of ``counts`` to ``total``'s."""
+    responses = total["responses"]
+    for status, count in counts.get("responses", {}).items():
+        responses[status] = responses.get(status, 0) + count
+    durations = counts.get("durations") or [0] * len(total["durations"])
+    total["durations"] = [a + b for a, b in zip(total["durations"], durations, strict=True)]
 
 
 def retire(retired: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,22 +284,12 @@ def render(snapshot: Mapping[str, Any], workers: int | None = None) -> bytes:
         "Responses by status code (499: the client left first; 444: dropped).",
         [(f'{{code="{status}"}}', count) for status, count in responses],
     )
-    durations = snapshot["durations"]
-    cumulative = 0
-    buckets: list[tuple[str, float]] = []
-    for bound, count in zip((*DURATION_BUCKETS, math.inf), durations, strict=True):
-        cumulative += count
-        # (Bounds written as floats, as Prometheus's own clients write them.)
-        label = "+Inf" if bound == math.inf else repr(float(bound))
-        buckets.append((f'{{le="{label}"}}', cumulative))
     name = "twistwsgi_request_duration_seconds"
     lines.append(
         f"# HELP {name} From a request's first byte to its response's end ($request_time)."
     )
     lines.append(f"# TYPE {name} histogram")
-    lines.extend(f"{name}_bucket{labels} {_number(value)}" for labels, value in buckets)
-    lines.append(f"{name}_sum {_number(snapshot['duration_sum'])}")
-    lines.append(f"{name}_count {_number(cumulative)}")
+    lines.extend(_histogram(name, "", snapshot["durations"], snapshot["duration_sum"]))
     metric(
         "twistwsgi_response_body_bytes_total",
         "counter",
@@ -253,7 +321,51 @@ def render(snapshot: Mapping[str, Any], workers: int | None = None) -> bytes:
             "Worker processes serving now.",
             [("", workers)],
         )
+    mounts = sorted(snapshot.get("mounts", ()), key=lambda entry: (entry["host"], entry["mount"]))
+    metric(
+        "twistwsgi_mount_responses_total",
+        "counter",
+        "Responses by host, mount and status code, for the requests routed to a mount.",
+        [
+            (f'{{{_mount_labels(entry)},code="{status}"}}', count)
+            for entry in mounts
+            for status, count in sorted(entry["responses"].items(), key=lambda item: int(item[0]))
+        ],
+    )
+    name = "twistwsgi_mount_request_duration_seconds"
+    lines.append(f"# HELP {name} The request duration histogram by host and mount.")
+    lines.append(f"# TYPE {name} histogram")
+    for entry in mounts:
+        lines.extend(
+            _histogram(name, _mount_labels(entry), entry["durations"], entry["duration_sum"])
+        )
     return ("\n".join(lines) + "\n").encode()
+
+
+def _histogram(name: str, labels: str, durations: list[int], total: float) -> list[str]:
+    """The sample lines of one duration histogram, ``labels`` joined to ``le``."""
+    lines = []
+    cumulative = 0
+    prefix = labels + "," if labels else ""
+    for bound, count in zip((*DURATION_BUCKETS, math.inf), durations, strict=True):
+        cumulative += count
+        # (Bounds written as floats, as Prometheus's own clients write them.)
+        label = "+Inf" if bound == math.inf else repr(float(bound))
+        lines.append(f'{name}_bucket{{{prefix}le="{label}"}} {_number(cumulative)}')
+    braces = f"{{{labels}}}" if labels else ""
+    lines.append(f"{name}_sum{braces} {_number(total)}")
+    lines.append(f"{name}_count{braces} {_number(cumulative)}")
+    return lines
+
+
+def _mount_labels(entry: Mapping[str, Any]) -> str:
+    """The ``host`` and ``mount`` labels of a mount's samples."""
+    return f'host="{_label_value(entry["host"])}",mount="{_label_value(entry["mount"])}"'
+
+
+def _label_value(text: str) -> str:
+    """A label value as the text format escapes it: backslash, quote, line feed."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:
