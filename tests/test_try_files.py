@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_static import config_text, make_site, request, router_for
+from tests.test_static import accel_app, config_text, make_site, request, router_for
 from twistwsgi.cli import load_config
 from twistwsgi.config import ConfigError
 from twistwsgi.routing import Router
+from twistwsgi.testing import PullingTransport, connect
 
 
 @pytest.fixture
@@ -143,8 +144,18 @@ def test_other_methods_are_refused_as_before(site: Path, tmp_path: Path) -> None
         ('["$uri", "=200"]', "'=200': expected =CODE with a status from 400 to 599"),
         ('["=404"]', "needs a name to try before =404"),
         ('["index.html"]', "'index.html' is not a path: start it with / or $uri"),
-        ('["$uri/.."]', "'$uri/..' has a . or .. segment"),
-        ('["/../../etc/passwd"]', "has a . or .. segment"),
+        ('["$uri/.."]', "'$uri/..' can make a . or .. segment"),
+        ('["/../../etc/passwd"]', "can make a . or .. segment"),
+        # "" for the mount's own directory would make "..": refused too.
+        ('["$uri.."]', "'$uri..' can make a . or .. segment"),
+        ('["$uri../index.html"]', "can make a . or .. segment"),
+        ('["$uri", "/index.html;"]', "'/index.html;' ends with nginx's ; (leave it out here)"),
+        ('["/index.html?v=1"]', "a name is a file's path, without a query or fragment"),
+        ('"   "', "is empty: list the names to try, or leave try_files out"),
+        ('["$uri\u00a0x"]', "holds a space, a control character or a backslash"),
+        ('["$uri\tx"]', "holds a space, a control character or a backslash"),
+        ('["$uri\\\\x"]', "holds a space, a control character or a backslash"),
+        ('["$uri", "=499"]', "expected =CODE with a status from 400 to 599"),
         ('["$request_uri"]', "the only variable here is $uri"),
         ('["$uri x"]', "holds a space, a control character or a backslash"),
         ("[3]", "3 is not a name to try"),
@@ -159,6 +170,83 @@ def test_bad_values_name_the_key(site: Path, tmp_path: Path, value: str, problem
     message = str(raised.value)
     assert message.startswith("site.toml: host[0].mount[0].try_files: "), message
     assert problem in message
+
+
+def test_every_uri_of_a_name_is_the_path(site: Path, tmp_path: Path) -> None:
+    """${uri} may be followed by letters; /x$uri puts text before the path."""
+    (site / "a.txta.txt").write_bytes(b"twice")
+    (site / "css" / "a.txthtml").write_bytes(b"braced")
+    (site / "css" / "a.txt").write_bytes(b"below")
+    twice = spa(site, tmp_path, ["$uri$uri", "=404"])
+    assert request(twice, b"/static/a.txt").status == 404  # "/a.txt/a.txt"
+    assert request(spa(site, tmp_path, ["${uri}${uri}", "=404"]), b"/static/a.txt").status == 404
+    braced = spa(site, tmp_path, ["/css${uri}html", "=404"])
+    assert request(braced, b"/static/a.txt").body == b"braced"
+    prefixed = spa(site, tmp_path, ["/css$uri", "=404"])
+    assert request(prefixed, b"/static/a.txt").body == b"below"
+
+
+def test_a_name_without_a_slash_never_takes_a_directory(site: Path, tmp_path: Path) -> None:
+    """As nginx tells them apart, by the name as configured: "$uri" for /docs/ is a
+    directory, not a file, so the fallback answers.
+    """
+    router = spa(site, tmp_path, ["$uri", "/index.html"])
+    assert request(router, b"/static/docs/").body == b"<div id=app></div>"
+    assert request(router, b"/static/fifo").body == b"<div id=app></div>"  # no FIFO
+
+
+def test_the_mounts_own_directory_is_redirected_to_its_slash(site: Path, tmp_path: Path) -> None:
+    router = spa(site, tmp_path, ["$uri", "/index.html"])
+    response = request(router, b"/static")
+    assert (response.status, response.header(b"location")) == (301, b"/static/")
+    assert request(router, b"/static/").body == b"<div id=app></div>"
+
+
+def test_444_closes_the_connection(site: Path, tmp_path: Path) -> None:
+    router = spa(site, tmp_path, ["$uri", "=444"])
+    connection = connect(router, transport=PullingTransport())
+    connection.send(b"GET /static/nothing HTTP/1.1\r\nHost: files.example\r\n\r\n")
+    assert connection.take() == b""
+    assert connection.is_closed()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("X-Accel-Redirect", "/protected/about", 200, b"<h1>about</h1>"),
+        ("X-Accel-Redirect", "/protected/missing.pdf", 200, b"<div id=app></div>"),
+        # X-Sendfile names the file itself: no other name is tried for it.
+        ("X-Sendfile", "SITE/missing.pdf", 404, None),
+    ],
+)
+def test_an_application_redirect_goes_through_try_files(
+    site: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[str, str, int, bytes | None],
+) -> None:
+    """X-Accel-Redirect names a URI, which nginx routes again: the mount's try_files
+    answers it (a placeholder for a file missing).
+    """
+    import tests.apps
+
+    field, value, status, body = case
+    (site / "index.html").write_bytes(b"<div id=app></div>")
+    (site / "about.html").write_bytes(b"<h1>about</h1>")
+    app = accel_app(field, value.replace("SITE", str(site)))
+    monkeypatch.setattr(tests.apps, "accel", app, raising=False)
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/protected"\nstatic = "{site}"\ninternal = true\n'
+        'try_files = ["$uri", "$uri.html", "/index.html"]\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:accel"\nx_accel_redirect = true\n'
+    )
+    router = router_for(tmp_path, text)
+    response = request(router, b"/download")
+    assert response.status == status
+    if body is not None:
+        assert response.body == body
+    assert request(router, b"/protected/about").status == 404  # internal
 
 
 def test_nginxs_spelling_in_one_string_reads_the_same(site: Path, tmp_path: Path) -> None:

@@ -639,8 +639,14 @@ PROXY_HEADER_TABLE = Kind(
 FILE_NAMES = Kind("FILES", _file_names, "a list of file names")
 
 
+#: ``$uri`` (or ``${uri}``, which may be followed by more letters) in a try_files name.
+_URI_VARIABLE = re.compile(r"\$(?:\{uri\}|uri(?![A-Za-z0-9_]))")
+
+
 def _try_files(value: Any) -> tuple[str, ...]:
     # nginx's form too: one string of names separated by spaces.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: list the names to try, or leave try_files out")
     items = value.split() if isinstance(value, str) else value
     if isinstance(items, (list, tuple)) and not items:
         return ()  # the default: the request's path alone
@@ -651,25 +657,34 @@ def _try_files(value: Any) -> tuple[str, ...]:
         if not isinstance(item, str) or not item.strip():
             raise ValueError(f"{item!r} is not a name to try")
         name = item.strip()
+        if name.endswith(";"):
+            raise ValueError(f"{name!r} ends with nginx's ; (leave it out here)")
         if name.startswith("="):
             if position != len(items) - 1:
                 raise ValueError(f"{name!r}: a status (=CODE) can only come last")
-            if not re.fullmatch(r"=[45][0-9][0-9]", name):
-                raise ValueError(f"{name!r}: expected =CODE with a status from 400 to 599")
+            if not re.fullmatch(r"=[45][0-9][0-9]", name) or name == "=499":
+                raise ValueError(
+                    f"{name!r}: expected =CODE with a status from 400 to 599 (=444 closes"
+                    " the connection)"
+                )
             if not names:
                 raise ValueError(f"needs a name to try before {name}")
             names.append(name)
             continue
-        if re.search(r"[\x00-\x20\x7f\\]", name):
+        if "\\" in name or any(map(_invisible, name)):
             raise ValueError(f"{name!r} holds a space, a control character or a backslash")
-        plain = re.sub(r"\$(?:\{uri\}|uri)(?![A-Za-z0-9_])", "", name)
-        if "$" in plain:
+        if "?" in name or "#" in name:
+            raise ValueError(f"{name!r}: a name is a file's path, without a query or fragment")
+        if "$" in _URI_VARIABLE.sub("", name):
             raise ValueError(f"{name!r}: the only variable here is $uri")
         if not name.startswith(("/", "$uri", "${uri}")):
             raise ValueError(f"{name!r} is not a path: start it with / or $uri")
-        example = re.sub(r"\$(?:\{uri\}|uri)", "/x", name)
-        if any(segment in (".", "..") for segment in example.split("/")):
-            raise ValueError(f"{name!r} has a . or .. segment")
+        # Whatever the path ("" for the mount's own directory, "/", "/x/"), the
+        # name must not make a . or .. segment: "$uri.." is ".." for "".
+        for path in ("", "/", "/x", "/x/"):
+            example = _URI_VARIABLE.sub(path, name)
+            if any(segment in (".", "..") for segment in example.split("/")):
+                raise ValueError(f"{name!r} can make a . or .. segment")
         names.append(name)
     return tuple(names)
 

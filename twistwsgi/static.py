@@ -22,6 +22,9 @@
   nginx's gzip filter, which compresses every response again and drops both.
 - **Directories**: a missing trailing slash is a 301 redirect; index files; an HTML
   listing only when enabled, otherwise 403.
+- **Other names** (``try_files``): the names tried in order for a request, with
+  ``$uri`` the path below the mount (a single-page application's ``/index.html``
+  for every route, ``$uri.html`` for clean URLs), looked up under the same rules.
 - **Sending**: files up to ``memory_cache`` bytes are kept in memory and go out with
   the head in one write (checked against the file system by a ``stat`` on every
   request, so a changed file is never served stale); larger ones go out with
@@ -61,6 +64,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi import files
+from twistwsgi.fixed_response import CLOSE_WITHOUT_RESPONSE
 from twistwsgi.http.compression import GzipSettings, accepts_gzip
 from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import PreparedHeaders, Route
@@ -378,18 +382,52 @@ class StaticHandler:
             return
         self.serve(exchange, path_info)
 
-    def _try(self, exchange: Exchange, path_info: bytes) -> None:
+    def serve_internal(
+        self,
+        exchange: Exchange,
+        path_info: bytes,
+        app_headers: Sequence[tuple[bytes, bytes]],
+        *,
+        try_files: bool,
+    ) -> None:
+        """Serve an application's ``X-Accel-Redirect`` (``try_files``) or ``X-Sendfile``.
+
+        An ``X-Accel-Redirect`` names a URI, which nginx routes again, so this
+        mount's ``try_files`` applies to it (a placeholder for a missing file); an
+        ``X-Sendfile`` names the file itself.
+        """
+        if try_files and self._candidates:
+            self._try(exchange, path_info, app_headers, internal=True)
+        else:
+            self.serve(exchange, path_info, app_headers, internal=True)
+
+    def _try(
+        self,
+        exchange: Exchange,
+        path_info: bytes,
+        app_headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        internal: bool = False,
+    ) -> None:
         """Serve the first of ``try_files`` that exists (nginx's ``try_files``).
 
-        A name without a trailing slash is a regular file; one with it a directory
-        that has an index file or a listing (nginx takes any directory and then
-        answers 403 for one without). Hidden names (dotfiles) and links the policy
-        refuses do not exist here. The one found is served; ``$uri/`` for a path
-        without its slash is redirected to it first. None found: the ``=CODE``,
-        else a miss (404 or fallthrough).
+        A name configured without a trailing slash is a regular file; one with it a
+        directory that has an index file or a listing (nginx takes any directory and
+        then answers 403 for one without). Hidden names (dotfiles), ``.`` and ``..``
+        segments and links the policy refuses do not exist here. The one found is
+        served; the mount's own directory asked for without its slash, and
+        ``$uri/`` for a path without it, are redirected to the slash first. None
+        found: the ``=CODE`` (``=444``: the connection closed), else a miss (404, or
+        fallthrough). ``internal``: an application's ``X-Accel-Redirect`` (no
+        redirect, no fallthrough).
         """
-        for before, uses_uri, after in self._candidates:
-            candidate = before + path_info + after if uses_uri else before
+        if not internal and not path_info:
+            # "/static" for the mount's directory: to "/static/", as without
+            # try_files, so the relative links of what is served there resolve.
+            self._redirect(exchange)
+            return
+        for parts, wants_directory in self._candidates:
+            candidate = path_info.join(parts)
             mapped = self._map(candidate)
             if mapped is None:
                 continue
@@ -397,26 +435,31 @@ class StaticHandler:
                 info = self._stat(mapped)
             except (_Miss, _Forbidden):
                 continue
-            if candidate.endswith(b"/"):
+            if wants_directory:
                 found = stat.S_ISDIR(info.st_mode) and (
                     self.options.listing or self._has_index(mapped)
                 )
             else:
                 found = stat.S_ISREG(info.st_mode)
-            if found:
-                if uses_uri and after == b"/" and not before and not path_info.endswith(b"/"):
-                    # "$uri/" for /docs: to /docs/ first, as without try_files, so
-                    # the relative links of its index or listing resolve (nginx
-                    # serves it at /docs, where they do not).
-                    self._redirect(exchange)
-                    return
-                self.serve(exchange, candidate)
+            if not found:
+                continue
+            if not internal and parts == (b"", b"/") and not path_info.endswith(b"/"):
+                # "$uri/" for /docs: to /docs/ first, as without try_files, so the
+                # relative links of its index or listing resolve (nginx serves it at
+                # /docs, where they do not).
+                self._redirect(exchange)
                 return
+            self.serve(exchange, candidate, app_headers, internal=internal)
+            return
         status = self._tried_status
-        if status is None:
-            self._missed(exchange)
-        else:
+        if status == CLOSE_WITHOUT_RESPONSE:
+            exchange.abort()
+        elif status is not None:
             answer_error(exchange, status, _reason(status))
+        elif internal:
+            answer_error(exchange, 404, b"Not Found\n")
+        else:
+            self._missed(exchange)
 
     def serve(
         self,
@@ -538,8 +581,15 @@ class StaticHandler:
         raise _Forbidden
 
     def _map(self, path_info: bytes) -> bytes | None:
-        """The file-system path for ``path_info``, or ``None`` if it is hidden."""
+        """The file-system path for ``path_info``, or ``None`` if it is hidden.
+
+        A ``.`` or ``..`` segment names nothing: the router resolves them in request
+        paths, so only a ``try_files`` name with ``$uri`` could bring one
+        (``$uri..`` for ``/``), and it must not climb out of the directory.
+        """
         names = [name for name in path_info.split(b"/") if name]
+        if b".." in names or b"." in names:
+            return None
         if not self.options.dotfiles:
             for position, name in enumerate(names):
                 if name.startswith(b".") and not (position == 0 and name == _WELL_KNOWN):
@@ -1038,11 +1088,12 @@ class StaticHandler:
 
 def _try_files(
     names: Sequence[str],
-) -> tuple[tuple[tuple[bytes, bool, bytes], ...], int | None]:
+) -> tuple[tuple[tuple[tuple[bytes, ...], bool], ...], int | None]:
     """``try_files`` read: each name's parts, and the status of a last ``=CODE``.
 
-    A name is (its text before ``$uri``, whether it uses ``$uri``, its text after);
-    the status is ``None`` without a ``=CODE``.
+    A name is its text split where ``$uri`` stands (joined with the path at each
+    request), and whether it names a directory (it ends with ``/`` as configured,
+    as nginx tells them apart); the status is ``None`` without a ``=CODE``.
     """
     status = None
     candidates = []
@@ -1050,13 +1101,10 @@ def _try_files(
         if name.startswith("="):
             status = int(name[1:])
             continue
-        parts = re.split(r"\$(?:\{uri\}|uri)", name, maxsplit=1)
-        if len(parts) == 1:
-            candidates.append((name.encode("utf-8"), False, b""))
-        else:
-            # (The configuration allows $uri once per name in practice: a second one
-            # is kept as text, which no file is named.)
-            candidates.append((parts[0].encode("utf-8"), True, parts[1].encode("utf-8")))
+        parts = tuple(
+            part.encode("utf-8") for part in re.split(r"\$(?:\{uri\}|uri(?![A-Za-z0-9_]))", name)
+        )
+        candidates.append((parts, name.endswith("/")))
     return tuple(candidates), status
 
 

@@ -771,7 +771,9 @@ def _serve_accel(
             route.headers,
             error_pages=route.error_pages,
         )
-    server.serve(exchange, path_info, headers, internal=True)
+    server.serve_internal(
+        exchange, path_info, headers, try_files=target[0].lower() == b"x-accel-redirect"
+    )
 
 
 _FAULTHANDLER_FRAME = re.compile(r'  File "(.*)", line (\d+) in (.*)')
