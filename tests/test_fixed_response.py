@@ -31,11 +31,19 @@ from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.fixed_response import REDIRECT_STATUSES, ReturnSpec, parse_return
 from twistwsgi.http.protocol import LINGER_TIMEOUT
+from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import logged_status
-from twistwsgi.routing import Router
+from twistwsgi.routing import Router, RoutingTable
 from twistwsgi.service import make_service, standard_builders
 from twistwsgi.site import SiteBuilder, describe_routing
-from twistwsgi.testing import Connection, ParsedResponse, connect, parse_responses
+from twistwsgi.testing import (
+    Connection,
+    ParsedResponse,
+    QueueingPool,
+    SynchronousReactorThreads,
+    connect,
+    parse_responses,
+)
 
 # -- reading the value ------------------------------------------------------------------
 
@@ -65,6 +73,9 @@ from twistwsgi.testing import Connection, ParsedResponse, connect, parse_respons
         ("200 'it\\'s \\\\ \\t'", ReturnSpec(200, "it's \\ \t")),
         ('200 ""', ReturnSpec(200, "")),
         ('200 "unbalanced', ReturnSpec(200, '"unbalanced')),
+        # Whitespace after the closing quote is outside the argument, as in nginx.
+        ('200 "ok"\n', ReturnSpec(200, "ok")),
+        ("200 ok\tthere\n", ReturnSpec(200, "ok\tthere\n")),
     ],
 )
 def test_values_read_as_nginx_reads_return(value: str, expected: ReturnSpec) -> None:
@@ -93,6 +104,8 @@ def test_values_read_as_nginx_reads_return(value: str, expected: ReturnSpec) -> 
         ("https://a.test/a b", "a URL holds no spaces"),
         ("301 /a\x01b", "holds a control character"),
         ("426 upgrade", "426 must be sent with Upgrade, which a return mount cannot send"),
+        ('200 "a" "b"', "one quoted text only (nginx's return takes one argument"),
+        ("403 \x01", "holds a control character"),
         ("200 $status", "unknown variable $status here"),
         ("301 https://a.test${request_uri", "a variable opened with ${ is not closed"),
     ],
@@ -235,6 +248,8 @@ def test_a_name_moved_keeps_the_request_uri(tmp_path: Path) -> None:
             b"https://a.test/x%0D%0ASet-Cookie:%20a=b",
         ),
         ("307 https://a.test$uri", b"/a%20b/%FF%5C", 307, b"https://a.test/a%20b/%FF%5C"),
+        # A "%" that starts no percent-encoding is one itself.
+        ("307 https://a.test$uri", b"/100%25", 307, b"https://a.test/100%25"),
         # Text outside ASCII in the URL as written: its UTF-8, percent-encoded.
         (
             "301 https://a.test/caf\u00e9$is_args$args",
@@ -381,21 +396,40 @@ def test_444_closes_the_connection_without_a_byte(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["200 ok", "308 /new", "410"])
-def test_a_request_with_a_body_is_answered_and_its_connection_closed(
-    tmp_path: Path, value: str
-) -> None:
-    """The body is not read on: nothing after it on the connection is taken for a
-    request (a body the server did read whole included).
-    """
+def test_a_body_that_came_with_its_head_keeps_the_connection(tmp_path: Path, value: str) -> None:
+    """Read whole before the answer, as a body: what follows is the next request."""
     config = load(tmp_path, site(mount("/", value)))
-    connection = serve(config)
+    connection = serve(config, body_limits=True)
     connection.send(
         b"POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello" + get(b"/again")
     )
+    responses = parse_responses(connection.take(), [b"POST", b"GET"])
+    assert [response.status for response in responses] == [int(value[:3])] * 2
+    assert not connection.is_closed()
+
+
+@pytest.mark.parametrize(
+    ("value", "extra"),
+    [("200 ok", ""), ("308 /new", ""), ("410", ""), ("200 inside", "allow = ['10.0.0.0/8']")],
+)
+def test_an_answer_before_the_body_closes_the_connection(
+    tmp_path: Path, value: str, extra: str
+) -> None:
+    """The rest of the body is not read through, whatever the answer: the mount's or
+    its rules' (a 403 here), so no limit-free body keeps a connection busy.
+    """
+    config = load(tmp_path, site(mount("/", value, extra)))
+    connection = serve(config, body_limits=True)
+    connection.send(
+        b"POST /form HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000000\r\n\r\nhello"
+    )
     [response] = parse_responses(connection.take(), [b"POST"], complete=False)
-    assert response.status == int(value[:3])
+    assert response.status == (403 if extra else int(value[:3]))
     assert response.header(b"connection") == b"close"
+    connection.send(b"x" * 100_000)  # dropped while the connection lingers
+    connection.clock.advance(LINGER_TIMEOUT)
     assert connection.is_closed()
+    assert connection.take() == b""
 
 
 def test_no_body_limit_comes_before_the_answer(tmp_path: Path) -> None:
@@ -598,3 +632,30 @@ def test_the_forwarded_for_of_a_trusted_proxy_is_kept(tmp_path: Path) -> None:
     assert answer(trusting, get(b"/", b"a.test", xff)).body == b"203.0.113.4, 192.0.2.9"
     untrusting = load(tmp_path, text)
     assert answer(untrusting, get(b"/", b"a.test", xff)).body == b"192.0.2.9"
+
+
+def test_the_servers_limit_still_bounds_a_body_read_after_a_reload(tmp_path: Path) -> None:
+    """A head read as a return mount's, handled after a reload made the path an
+    application's: what is read of its body is bounded by the server's max_body.
+    """
+    pool = QueueingPool()
+    clock = SynchronousReactorThreads()
+
+    def table(text: str) -> RoutingTable:
+        config = load(tmp_path, text)
+        return SiteBuilder(reactor=clock, threadpool=pool).build(config)
+
+    app = "[[host]]\nnames = ['a.test']\n[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+    router = Router(table(app + "[[host.mount]]\npath = '/up'\nreturn = '200 moved'\n"))
+    connection = connect(router, settings=HttpSettings(max_body=1000), clock=clock)
+    connection.factory.body_limit = router.body_limit
+    connection.send(
+        get(b"/")
+        + b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5000\r\n\r\n"
+        + b"x" * 5000
+    )
+    router.replace(table(app + "[[host.mount]]\npath = '/up'\napp = 'tests.apps:echo'\n"))
+    for _ in range(5):
+        pool.run_all()
+    responses = parse_responses(connection.take(), [b"GET", b"POST"], complete=False)
+    assert [response.status for response in responses] == [200, 413]

@@ -277,6 +277,22 @@ def test_uri_args_and_is_args_are_nginxs(target: bytes, expected: str) -> None:
     assert LogFormat("$uri|$args|$is_args", "none").format(response, NOW) == expected
 
 
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"http://a.test/p?q=1", "/p?q=1"),
+        (b"http://a.test", "/"),
+        (b"/p?q", "/p?q"),
+        (b"*", "*"),
+    ],
+)
+def test_request_uri_is_from_the_path_on_for_a_refused_head_too(
+    target: bytes, expected: str
+) -> None:
+    response = FakeExchange(PartialRequest(method=b"GET", target=target))  # type: ignore[arg-type]
+    assert line("$request_uri", response) == expected
+
+
 def test_a_refused_request_has_no_uri() -> None:
     response = FakeExchange(PartialRequest(method=b"GET", target=b"/x"))  # type: ignore[arg-type]
     assert line("$uri|$args|$is_args", response) == "-|-|"

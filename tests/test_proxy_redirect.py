@@ -368,6 +368,15 @@ def test_check_config_shows_a_table_as_toml(tmp_path: Path) -> None:
     assert tomllib.loads(f"v = {value}")["v"] == {"/": "/app/", "http://b/": "$scheme://$host/"}
 
 
+def test_check_config_writes_any_prefix_as_toml_reads_it(tmp_path: Path) -> None:
+    """Characters beyond the BMP as they are (JSON's surrogate pairs are no TOML)."""
+    config = load(tmp_path, "{ 'http://u/\U0001f600/' = '/app/' }")
+    shown = describe_routing(config)  # type: ignore[arg-type]
+    value = next(line for line in shown.splitlines() if "proxy_redirect=" in line)
+    parsed = tomllib.loads("v = " + value.split("proxy_redirect=", 1)[1])
+    assert parsed["v"] == {"http://u/\U0001f600/": "/app/"}
+
+
 def test_off_is_shown_and_default_is_not(tmp_path: Path) -> None:
     assert 'proxy_redirect="off"' in describe_routing(load(tmp_path, "'off'"))  # type: ignore[arg-type]
     assert "proxy_redirect" not in describe_routing(load(tmp_path, "'Default'"))  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ The value is nginx's ``return`` arguments in one string, read as nginx reads the
 Variables are those of ``proxy_set_header`` (known before a response): ``$scheme``,
 ``$host``, ``$request_uri``, ``$uri``, ``$args``, ``$http_NAME`` and the rest. In a
 ``Location`` a control character a variable brings (a decoded ``%0d%0a`` in
-``$uri``) is written ``\xHH``: it cannot end the field.
+``$uri``) is percent-encoded (``%0D%0A``): it cannot end the field.
 
 :func:`parse_return` is pure logic (the configuration's check); :class:`FixedResponse`
 answers exchanges.
@@ -55,7 +55,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CLOSE_WITHOUT_RESPONSE = 444
 
 _UPGRADE_REQUIRED = 426
-_CLOSE = (b"Connection", b"close")
 
 #: Statuses whose response has no content (RFC 9110 15.3.5, 15.3.6, 15.4.5).
 _NO_CONTENT = frozenset({204, 205, 304})
@@ -153,9 +152,15 @@ def _unquoted(text: str) -> str:
     nginx file read as nginx reads them: one pair of matching quotes taken off, and
     inside them its escapes (``\"``, ``\'``, ``\\``, ``\n``, ``\r``, ``\t``).
     """
-    if len(text) < 2 or text[0] not in "\"'" or text[-1] != text[0]:
+    stripped = text.rstrip()
+    if len(stripped) < 2 or stripped[0] not in "\"'" or stripped[-1] != stripped[0]:
         return text
-    return re.sub(r"\\([\"'\\nrt])", lambda match: _ESCAPES[match.group(1)], text[1:-1])
+    quote = stripped[0]
+    if re.fullmatch(rf"{quote}(?:[^{quote}\\]|\\.)*{quote}", stripped, re.DOTALL) is None:
+        raise ValueError(
+            f"{text!r}: one quoted text only (nginx's return takes one argument after its status)"
+        )
+    return re.sub(r"\\([\"'\\nrt])", lambda match: _ESCAPES[match.group(1)], stripped[1:-1])
 
 
 def _quoted(text: str) -> str:
@@ -176,17 +181,23 @@ def _quoted(text: str) -> str:
 def _checked(template: str, *, url: bool) -> str:
     """``template`` once its variables are known to be request variables."""
     RequestTemplate(template, escape="url" if url else "none")
-    if url and _CONTROL.search(template):
+    if _CONTROL.search(template if url else template.translate(_LINE_BREAKS)):
+        # (A text keeps its tabs and line breaks; nginx cannot write other controls.)
         raise ValueError(f"{template!r} holds a control character")
     return template
+
+
+_LINE_BREAKS = str.maketrans("", "", "\t\n\r")
 
 
 class FixedResponse:
     """Answers every exchange with a return mount's answer.
 
-    The request body is not read: the answer closes the connection after it
-    (``Connection: close``, with the server's lingering close), and no body limit
-    refused the request first (see :func:`twistwsgi.site._body_limit`).
+    The request is answered from its head, its body not read: no body limit
+    refuses it first (see :func:`twistwsgi.site._body_limit`), and an answer sent
+    before the body came in whole closes the connection (the protocol's rule for
+    :data:`~twistwsgi.http.request.UNREAD_BODY`); one whose body had come in with
+    its head keeps it.
     """
 
     def __init__(self, spec: ReturnSpec, trusted_proxies: TrustedProxies | None = None) -> None:
@@ -208,16 +219,13 @@ class FixedResponse:
             return
         template = self._template
         request = exchange.request
-        # A body is not read on: the connection ends after the answer, as after the
-        # https redirect (lingering), rather than reading a large upload through.
-        close = [_CLOSE] if request.has_body else []
         if template is None:
             if status >= 400:
-                answer_error(exchange, status, self._reason_body, close)
+                answer_error(exchange, status, self._reason_body)
             else:
                 # Said for HEAD as for GET; never for 204 and 304 (RFC 9110 8.6).
                 empty = [] if status in _NO_LENGTH else [(b"Content-Length", b"0")]
-                exchange.start_response(status, empty + close)
+                exchange.start_response(status, empty)
                 exchange.finish()
             return
         value = template.render(
@@ -230,7 +238,7 @@ class FixedResponse:
             fields = [] if _sets_content_type(exchange) else [(b"Content-Type", _PLAIN_TEXT)]
             body = value
         fields.append((b"Content-Length", b"%d" % len(body)))
-        exchange.start_response(status, fields + close)
+        exchange.start_response(status, fields)
         # (The exchange sends no body to HEAD, RFC 9110 9.3.2; the fields stay.)
         exchange.finish(body)
 

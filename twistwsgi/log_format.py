@@ -82,7 +82,8 @@ VARIABLES: dict[str, str] = {
     "msec": "the same in seconds since the epoch, with milliseconds",
     "request": "the request line (as far as it was read, for a refused request)",
     "request_method": "the method",
-    "request_uri": "the request-target as sent, query included",
+    "request_uri": "the request-target as sent, query included (of the absolute form,"
+    " http://host/path, the part from the path on, as nginx's)",
     "uri": "the path, percent-decoded, with dot-segments removed and runs of slashes"
     " made one (as routing reads it)",
     "args": "the query, as sent, without the ?",
@@ -299,8 +300,13 @@ def _request_uri(request: _Request) -> bytes | None:
     if target.startswith(b"/") or not target or target == b"*":
         return target or None
     path = getattr(request, "path", None)
-    if path is None:  # a refused head: only its target was read
-        return target
+    if path is None:
+        # A refused head: only its target was read. From the path on, if it has one.
+        scheme_end = target.find(b"://")
+        if scheme_end < 0:
+            return target
+        slash = target.find(b"/", scheme_end + 3)
+        return target[slash:] if slash >= 0 else b"/"
     query = getattr(request, "query", b"")
     return (path or b"/") + (b"?" + query if query else b"")
 
@@ -486,8 +492,9 @@ _REQUEST_ONLY: dict[str, Value] = {
 
 #: Bytes a header field value may not hold (RFC 9110 5.5): controls other than tab.
 _NOT_IN_FIELD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-#: Bytes a URI may not hold (RFC 3986 2: neither reserved, unreserved nor "%").
-_NOT_IN_URL = re.compile(rb"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+#: Bytes a URI may not hold (RFC 3986 2: neither reserved nor unreserved), and a "%"
+#: that starts no percent-encoding (2.1).
+_NOT_IN_URL = re.compile(rb"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
 
 #: How a request template's value is made safe where it goes: a pattern of the bytes
 #: to replace and their replacement (None: as it is).

@@ -423,8 +423,9 @@ every byte a URL may not hold is percent-encoded, whether it comes from a variab
 the text as written: a `%0D%0A` in the path, which `$uri` decodes, goes out as
 `%0D%0A`, so it cannot end the field and add one of the client's making (which nginx
 lets happen), and `https://example.com/café` goes out as `https://example.com/caf%C3%A9`.
-`$uri` stays a decoded path: an encoded `?` in it (`%3F`) comes out as a `?` that
-starts a query, so redirect with `$request_uri`. A status, URL or text that does not
+A `%` that starts no percent-encoding becomes `%25`. `$uri` stays a decoded path: an
+encoded `?` or `#` in it (`%3F`, `%23`) comes out as a `?` that starts a query or a
+`#` that starts a fragment, so redirect with `$request_uri`. A status, URL or text that does not
 read (`301` without a URL, a space in a URL, a status outside 200-599 other than 444)
 is a start-up error naming the mount.
 
@@ -434,9 +435,10 @@ that answers `200 ok` to the office only; in nginx, `return` comes before its ac
 checks, so there the same lines answer everyone), `headers` are added to it, `gzip`
 compresses a long text. A request is answered from its head: its body is not read,
 no body limit (`max_body`) refuses it first (nginx's server-level `return` comes
-before its `client_max_body_size` too), no `100 Continue` is sent, and the answer to
-a request that has a body closes the connection (`Connection: close`, after the
-server's lingering close), so an upload to a moved endpoint gets its `308` at once.
+before its `client_max_body_size` too), no `100 Continue` is sent, and an answer sent
+before the body has come in closes the connection (`Connection: close`, after the
+server's lingering close; a small body that came with the head keeps it), so an
+upload to a moved endpoint gets its `308` at once.
 A mount answers its own path and everything below it (`/old-blog` and
 `/old-blog/2019/x`). A name moved whole carries each path along in `$request_uri`;
 there is no regular-expression `rewrite` that would carry the part of a path below a

@@ -505,7 +505,9 @@ class Router:
         """The body limit of the mount ``request`` will be routed to.
 
         ``None`` when that mount has none of its own (or there is no such mount):
-        the server's applies.
+        the server's applies. :data:`~twistwsgi.http.request.UNREAD_BODY` when the
+        request is answered without its body (a host guard's answer, a return
+        mount): the protocol hands it over from its head.
         """
         table = self.table
         if not (table.body_limits or table.guarded):

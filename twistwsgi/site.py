@@ -711,7 +711,16 @@ def _value_text(name: str, value: object) -> str:
 
 def _toml_key(key: str) -> str:
     """A table key as TOML writes it: bare when it can be, else quoted (a URL)."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    r"""``text`` as a TOML basic string: JSON's escapes, characters as they are.
+
+    (Not JSON's ``\uD83D\uDE00`` pairs for characters beyond the BMP, which TOML
+    refuses; DEL escaped, as TOML wants every control character.)
+    """
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _rate_text(per_second: float) -> str:
@@ -726,7 +735,7 @@ def _option_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_string(value)
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_option_text(item) for item in value) + "]"
     return str(value)

@@ -1389,11 +1389,19 @@ class HTTP11Protocol(Protocol):
             if mount_limit is not None:
                 own = mount_limit(head)
                 if own is not None:
-                    # (One its handler answers without the body: handed over now.)
+                    # One its handler answers without the body is handed over now,
+                    # whatever its length (the server's limit still bounds what is
+                    # read of it, should the table change before it is handled).
                     at_once = own == UNREAD_BODY
-                    max_body = 0 if at_once else own
+                    if not at_once:
+                        max_body = own
             self._max_body = max_body
-            if max_body and content_length is not None and content_length > max_body:
+            if (
+                max_body
+                and not at_once
+                and content_length is not None
+                and content_length > max_body
+            ):
                 self._refused_head = head
                 raise RequestError(413, "Request body too large")
         if len(self._queue) >= MAX_QUEUED:
@@ -2500,6 +2508,11 @@ class HTTP11Exchange:
         if self._continue is False and self._body is _Body.RECEIVING:
             # The client still waits for 100 Continue; it may or may not send the
             # body now, so the connection cannot be reused (RFC 9110 10.1.1).
+            keep_alive = False
+        elif self.at_once and self._body is _Body.RECEIVING:
+            # Answered from its head (UNREAD_BODY), before a body no limit bounded
+            # has come in: it is not read through to keep the connection, whatever
+            # the answer (the handler's, or a 403 of the mount's rules).
             keep_alive = False
         self._framing = framing
         self._content_length = content_length or 0
