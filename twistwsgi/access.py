@@ -325,11 +325,19 @@ class Place:
             limit.leave(self._client)
 
 
+class Gate(Protocol):
+    """Something that lets a request through or answers it (an authentication service)."""
+
+    def check(self, exchange: Exchange, admit: Callable[[Exchange], None]) -> None:
+        """Call ``admit`` with ``exchange`` if it may go on (perhaps later), else answer it."""
+
+
 class GuardedHandler:
     """A mount's handler behind its access rules, its limits and its authentication.
 
     Looked at in this order: the access rules (403), the rate limit (429), Basic
-    authentication (401), the limit of requests in progress (429). A request
+    authentication (401), the authentication service (``auth_request``), the limit
+    of requests in progress (429). A request
     refused by one is not counted by the ones after it. The rate limit comes before
     the password check, as nginx's limit_req (preaccess phase) comes before its
     auth_basic (access phase): it slows down a client guessing passwords too. With
@@ -344,6 +352,7 @@ class GuardedHandler:
         auth: the mount's Basic authentication, if any.
         either: whether passing the rules or the authentication is enough (with
             both).
+        gate: the mount's authentication service (``auth_request``), if any.
     """
 
     def __init__(
@@ -355,8 +364,10 @@ class GuardedHandler:
         auth: BasicAuth | None = None,
         *,
         either: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         self.handler = handler
+        self.gate = gate
         self.rules = rules
         self.limit = limit
         self.connections = connections
@@ -390,6 +401,13 @@ class GuardedHandler:
         self._admit(exchange)
 
     def _admit(self, exchange: Exchange) -> None:
+        """Ask the authentication service, if there is one, then count the request in."""
+        if self.gate is not None:
+            self.gate.check(exchange, self._count_in)  # on to _count_in if let through
+            return
+        self._count_in(exchange)
+
+    def _count_in(self, exchange: Exchange) -> None:
         """Count the request in (``conn_limit``) and hand it to the handler."""
         if self.connections is not None:
             place = self.connections.admit(exchange.request)

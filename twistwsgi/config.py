@@ -628,6 +628,41 @@ def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _auth_url(value: Any) -> str:
+    text = _text(value).strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"expected the http or https URL of the authentication service, such as"
+            f" http://127.0.0.1:4180/oauth2/auth, got {value!r}"
+        )
+    del port
+    if parts.fragment or any(map(_invisible, text)):
+        raise ValueError(f"{text!r} holds a fragment, a space or a control character")
+    return text
+
+
+def _auth_fields(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of header names, got {value!r}")
+    names = []
+    for item in items:
+        if not isinstance(item, str) or not re.fullmatch(TOKEN, item):
+            raise ValueError(f"{item!r} is not a header name")
+        lower = item.lower().encode("ascii")
+        if lower in _PROXY_OWN_FIELDS or lower == b"host":
+            raise ValueError(f"{item!r} frames or routes the request: it cannot be copied")
+        names.append(item)
+    return tuple(names)
+
+
+AUTH_URL = Kind("URL", _auth_url, "an http or https URL")
+AUTH_FIELDS = Kind("NAMES", _auth_fields, "a list of header names")
 PROXY_REDIRECT = Kind(
     "REWRITE",
     _proxy_redirect,
@@ -1820,6 +1855,29 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "auth_request",
+        AUTH_URL,
+        None,
+        "Ask an authentication service about each request first (nginx's auth_request,"
+        " Traefik's and Caddy's forward auth: oauth2-proxy, Authelia, Authentik): a GET"
+        " of this URL with the client's fields (cookies, Authorization) and"
+        " X-Original-URI, X-Original-Method, X-Forwarded-Uri, -Method, -For, -Proto,"
+        " -Host. A 2xx lets the request through; a 401, 403 or 3xx (a sign-in"
+        " redirect) is the client's answer as the service sent it; anything else is"
+        " 500.",
+        cli=False,
+    ),
+    Setting(
+        "auth_response_headers",
+        AUTH_FIELDS,
+        (),
+        "Fields copied from the authentication service's 2xx answer into the request"
+        " the mount answers (X-Auth-Request-User, Remote-User...), in place of any the"
+        " client sent under those names: Traefik's authResponseHeaders, nginx's"
+        " auth_request_set with proxy_set_header.",
+        cli=False,
+    ),
+    Setting(
         "deny",
         NETWORKS,
         (),
@@ -2560,6 +2618,10 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             f"{where}.https_redirect",
             "only false is meaningful here (the mount answers plain HTTP too); the"
             " redirect itself is the host's https_redirect",
+        )
+    if "auth_response_headers" in parsed and "auth_request" not in parsed:
+        raise ConfigError(
+            f"{where}.auth_response_headers", "needs auth_request, the service they come from"
         )
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would

@@ -42,6 +42,7 @@ __all__ = [
     "log_time",
     "logged_status",
     "request_line",
+    "request_uri",
     "uses_upstream_variables",
 ]
 
@@ -289,7 +290,7 @@ def _escaped_certificate(response: LoggedResponse, now: float) -> str | None:
     return urllib.parse.quote(certificate.pem, safe="")
 
 
-def _request_uri(request: _Request) -> bytes | None:
+def request_uri(request: _Request) -> bytes | None:
     """Nginx's ``$request_uri``: the path and query as sent.
 
     For the absolute form (``GET http://a.test/x?y``, RFC 9112 3.2.2) that is the
@@ -329,7 +330,7 @@ _VALUES: dict[str, Value] = {
     "msec": lambda response, now: f"{now:.3f}",
     "request": lambda response, now: request_line(response.request) or None,
     "request_method": lambda response, now: response.request.method or None,
-    "request_uri": lambda response, now: _request_uri(response.request),
+    "request_uri": lambda response, now: request_uri(response.request),
     "uri": lambda response, now: _uri(response.request),
     "args": lambda response, now: getattr(response.request, "query", None) or None,
     "is_args": lambda response, now: b"?" if getattr(response.request, "query", None) else b"",

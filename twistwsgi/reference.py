@@ -351,6 +351,46 @@ nginx does.
 - Basic authentication sends the password with every request: serve such a mount
   over TLS only (`--https-redirect on`).
 
+A mount may ask another service whether each request may pass, as nginx's
+`auth_request` and Traefik's and Caddy's forward auth do: the single sign-on
+gateways (oauth2-proxy, Authelia, Authentik, Pomerium) in front of internal
+applications that have no sign-in of their own:
+
+```toml
+[[host.mount]]
+path = "/"
+proxy = "http://127.0.0.1:8000"                     # the internal application
+auth_request = "http://127.0.0.1:4180/oauth2/auth"  # oauth2-proxy
+auth_response_headers = ["X-Auth-Request-User", "X-Auth-Request-Email"]
+```
+
+- **The question** is a `GET` of that URL with the client's header fields (its
+  cookies and `Authorization`; not its body, nor `Content-Length` or
+  `Transfer-Encoding`), the forwarding fields a proxy mount adds (`X-Forwarded-For`,
+  `-Proto`, `-Host` and `Forwarded`, believed from `trusted_proxies` as there), and
+  what was asked: `X-Original-URI` and `X-Original-Method` (nginx users set these
+  for the service), `X-Forwarded-Uri` and `X-Forwarded-Method` (Traefik's). A
+  client's own fields of these four names are replaced. The `Host` is the client's.
+  It goes over pooled keep-alive connections, verified against the system's CAs for
+  `https://`, and may take 10 seconds to connect and 10 to answer.
+- **A `2xx`** lets the request through to the mount; the fields named in
+  `auth_response_headers` are copied from the answer into the request the
+  application or upstream gets (`HTTP_X_AUTH_REQUEST_USER` in WSGI), in place of
+  any the client sent under those names, `_` spellings included: what the service
+  said is what the application reads.
+- **A `401`, a `403` or a `3xx`** is the client's answer, status, fields (its
+  `Location` to the sign-in page, `WWW-Authenticate`, `Set-Cookie`) and body (up to
+  64 KiB) as the service sent them, as Traefik and Caddy relay it; nginx answers
+  the 401 or 403 itself, and its users add an `error_page 401` redirect to sign in.
+- **Anything else** (a `404` or `5xx` from the service; the service refused, reset
+  or silent) is a `500`, with a log line naming the mount and the status: a broken
+  gate stays closed, as nginx's.
+- The service is asked after `allow`, `deny`, `rate_limit` and `auth_basic` (a
+  request they refuse is not asked about) and before `conn_limit`. The request's
+  body waits in the connection meanwhile (up to 64 KiB read, the rest as for any
+  mount). Each request is asked about: the service keeps its sessions, and nothing
+  is cached here.
+
 ## Fixed answers and redirects (`return`)
 
 A mount may answer every request under its path with the same response, as nginx's

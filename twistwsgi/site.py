@@ -40,11 +40,13 @@ from twistwsgi.config import (
     HostConfig,
     MountConfig,
     ServerConfig,
+    Upstream,
     default_options,
     host_verification,
     mount_or_server,
 )
 from twistwsgi.fixed_response import FixedResponse
+from twistwsgi.forward_auth import ForwardAuth, auth_base_url
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
@@ -266,8 +268,9 @@ class SiteBuilder:
             rate = mount.options.get("rate_limit")
             most = mount.options.get("conn_limit")
             auth = self._basic_auth(mount)
+            gate = self._gate(mount, config, built)
             guarded[index] = handlers[index]
-            if allow or deny or rate or most or auth:
+            if allow or deny or rate or most or auth or gate:
                 rules = AccessRules(allow, deny, trusted) if allow or deny else None
                 scope = f"{list(host.names)!r} {host.default} {index} {mount.prefix!r}"
                 limit = self._rate_limit(scope, rate, mount, trusted) if rate else None
@@ -279,6 +282,7 @@ class SiteBuilder:
                     connections,
                     auth,
                     either=mount.options.get("satisfy") == "any",
+                    gate=gate,
                 )
                 if auth is not None:
                     auths[index] = auth
@@ -395,6 +399,40 @@ class SiteBuilder:
         except (UserFileError, OSError) as error:
             raise ConfigError(f"{mount.where}.auth_basic_user_file", str(error)) from None
         return BasicAuth(realm, users, _thread_check_runner(self._reactor))
+
+    def _gate(
+        self, mount: MountConfig, config: ServerConfig, built: list[Handler]
+    ) -> ForwardAuth | None:
+        """A mount's authentication service (``auth_request``), or ``None``.
+
+        Asked through a proxy handler of its own (pooled connections, timeouts, TLS
+        verified against the system's CAs), which a reload closes with the rest.
+        """
+        url = mount.options.get("auth_request")
+        if url is None:
+            return None
+        # Imported here: the proxy pulls in the upstream client, needed only when used.
+        from twistwsgi.proxy import build_proxy  # noqa: PLC0415
+
+        base, target = auth_base_url(url)
+        options = {
+            **default_options("proxy"),
+            "connect_timeout": 10.0,
+            "response_timeout": 10.0,
+            "proxy_redirect": "off",
+            "response_buffering": False,
+        }
+        where = f"{mount.where}.auth_request"
+        service = MountConfig("/", "proxy", (Upstream(base),), options, where)
+        proxy = build_proxy(service, config, reactor=self._reactor)
+        gate = ForwardAuth(
+            proxy,
+            target,
+            [name.encode("ascii") for name in mount.options.get("auth_response_headers", ())],
+            where,
+        )
+        built.append(gate)  # type: ignore[arg-type]
+        return gate
 
     def _app(self, mount: MountConfig) -> WSGIApplication:
         app = self._apps.get(mount.target)

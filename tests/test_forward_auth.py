@@ -1,0 +1,353 @@
+"""auth_request: each request asked of an authentication service first.
+
+In memory: the service is tests.test_proxy's fake upstream (its questions read by
+h11), in front of an application that shows what it was given; the configuration's
+checks; once for real, with a Twisted authentication service and curl.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import reactor as global_reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+from twisted.web import resource, server
+
+from tests.test_proxy import Setup, UpstreamConnection, make_proxy, one_response
+from twistwsgi import cli
+from twistwsgi.access import GuardedHandler
+from twistwsgi.config import ConfigError
+from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth
+from twistwsgi.http.exchange import Exchange
+from twistwsgi.service import make_service
+from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
+
+
+class Shows:
+    """The protected handler: answers with the fields it was given, and the body."""
+
+    def __init__(self) -> None:
+        self.seen: list[Exchange] = []
+
+    def handle(self, exchange: Exchange) -> None:
+        self.seen.append(exchange)
+        request = exchange.request
+        lines = b"".join(name + b": " + value + b"\n" for name, value in request.headers)
+        if not request.has_body:
+            self._answer(exchange, lines)
+            return
+        pieces: list[bytes] = []
+        shows = self
+
+        class Receiver:
+            def body_received(self, data: bytes) -> None:
+                pieces.append(data)
+
+            def body_finished(self) -> None:
+                shows._answer(exchange, lines + b"body: " + b"".join(pieces) + b"\n")
+
+            def body_failed(self, reason: Exception) -> None:
+                pass
+
+        exchange.receive_body(Receiver())
+        exchange.continue_body()
+
+    @staticmethod
+    def _answer(exchange: Exchange, body: bytes) -> None:
+        exchange.start_response(200, [(b"Content-Length", b"%d" % len(body))])
+        exchange.finish(body)
+
+
+def gated(copied: tuple[bytes, ...] = (b"x-auth-request-user",)) -> tuple[Setup, Shows, Connection]:
+    """A client of a handler behind an authentication service (the fake upstream)."""
+    setup = make_proxy(("http://10.0.0.9:4180",), proxy_redirect="off")
+    gate = ForwardAuth(setup.handler, b"/oauth2/auth?check=1", copied, "test mount")
+    shows = Shows()
+    client = connect(GuardedHandler(shows, None, gate=gate), clock=setup.clock)
+    return setup, shows, client
+
+
+def service(setup: Setup) -> UpstreamConnection:
+    return setup.endpoint().last
+
+
+ASK = (
+    b"GET /app/page?x=1 HTTP/1.1\r\nHost: shop.example\r\nCookie: session=abc\r\n"
+    b"X-Original-URI: /forged\r\nX_Forwarded_Uri: /forged\r\n"
+    b"X-Auth-Request-User: mallory\r\nX_Auth_Request_User: mallory\r\n\r\n"
+)
+
+
+def test_the_question_carries_the_clients_credentials_and_what_it_asked() -> None:
+    setup, _, client = gated()
+    client.send(ASK)
+    question, body = service(setup).request()
+    assert (question.method, question.target) == (b"GET", b"/oauth2/auth?check=1")
+    assert body == b""
+    fields = {name: value for name, value in question.headers}
+    assert fields[b"cookie"] == b"session=abc"
+    assert fields[b"host"] == b"shop.example"
+    assert fields[b"x-forwarded-for"] == b"127.0.0.1"
+    assert fields[b"x-forwarded-host"] == b"shop.example"
+    assert fields[b"x-forwarded-proto"] == b"http"
+    # What the client asked, written by the gate alone (the client's own dropped).
+    for name in (b"x-original-uri", b"x-forwarded-uri"):
+        assert [v for n, v in question.headers if n == name] == [b"/app/page?x=1"]
+    for name in (b"x-original-method", b"x-forwarded-method"):
+        assert [v for n, v in question.headers if n == name] == [b"GET"]
+    assert b"x_forwarded_uri" not in fields
+
+
+def test_a_2xx_lets_the_request_through_with_the_services_fields() -> None:
+    setup, shows, client = gated()
+    client.send(ASK)
+    service(setup).respond(
+        b"HTTP/1.1 202 Accepted\r\nX-Auth-Request-User: alice\r\nX-Other: no\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    response = one_response(client)
+    assert response.status == 200
+    assert b"X-Auth-Request-User: alice\n" in response.body
+    assert b"mallory" not in response.body  # the client's, in both spellings, gone
+    assert b"X-Other" not in response.body  # not a field asked for
+    assert b"Cookie: session=abc\n" in response.body
+    assert len(shows.seen) == 1
+
+
+def test_a_body_waits_for_the_answer_and_reaches_the_application() -> None:
+    setup, shows, client = gated()
+    client.send(
+        b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n"
+        b"\r\nhello"
+    )
+    question, _ = service(setup).request()
+    assert question.method == b"GET"
+    assert not any(name == b"content-length" for name, _ in question.headers)
+    assert shows.seen == []
+    service(setup).respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    response = one_response(client, b"POST")
+    assert response.body.endswith(b"body: hello\n")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "field", "value"),
+    [
+        (
+            b"HTTP/1.1 302 Found\r\nLocation: https://auth.example/sign_in?rd=/app\r\n"
+            b"Set-Cookie: csrf=1\r\nContent-Length: 7\r\n\r\nsign in",
+            302,
+            b"location",
+            b"https://auth.example/sign_in?rd=/app",
+        ),
+        (
+            b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="x"\r\n'
+            b"Content-Length: 7\r\n\r\nsign in",
+            401,
+            b"www-authenticate",
+            b'Bearer realm="x"',
+        ),
+        (
+            b"HTTP/1.1 403 Forbidden\r\nX-Reason: group\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"7\r\nsign in\r\n0\r\n\r\n",
+            403,
+            b"x-reason",
+            b"group",
+        ),
+    ],
+)
+def test_a_refusal_or_a_redirect_is_the_clients_answer(
+    answer: bytes, status: int, field: bytes, value: bytes
+) -> None:
+    setup, shows, client = gated()
+    client.send(ASK)
+    service(setup).respond(answer)
+    raw = client.take()
+    assert raw.lower().count(b"\r\ncontent-length:") == 1
+    [response] = parse_responses(raw)
+    assert (response.status, response.body) == (status, b"sign in")
+    assert response.header(field) == value
+    assert response.header(b"transfer-encoding") is None
+    assert shows.seen == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_any_other_answer_is_a_500_and_logged(answer: bytes) -> None:
+    setup, shows, client = gated()
+    client.send(ASK)
+    with capture_log_events() as events:
+        service(setup).respond(answer)
+    response = one_response(client)
+    assert response.status == 500
+    assert shows.seen == []
+    assert any("authentication service answered" in str(e.get("log_format")) for e in events)
+
+
+def test_an_unreachable_service_keeps_the_gate_closed() -> None:
+    setup, shows, client = gated()
+    setup.endpoint().refuse = True
+    with capture_log_events():
+        client.send(ASK)
+    assert one_response(client).status == 500
+    assert shows.seen == []
+
+
+def test_an_answer_too_large_is_a_500() -> None:
+    setup, shows, client = gated()
+    client.send(ASK)
+    size = MAX_ANSWER + 1
+    with capture_log_events():
+        service(setup).respond(
+            b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+        )
+    assert one_response(client).status == 500
+    assert shows.seen == []
+
+
+def test_a_client_gone_drops_its_question() -> None:
+    setup, shows, client = gated()
+    client.send(ASK)
+    connection = service(setup)
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    setup.clock.advance(0)
+    assert connection.closed()
+    assert shows.seen == []
+
+
+def test_the_question_reuses_the_services_connection() -> None:
+    setup, _, client = gated()
+    for _ in range(3):
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        service(setup).respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert one_response(client).status == 200
+    assert len(setup.endpoint().connections) == 1
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def load(directory: Path, extra: str) -> Any:
+    site = directory / "site.toml"
+    site.write_text(
+        "[[host]]\nnames = ['a.test']\n[[host.mount]]\npath = '/'\n"
+        f"app = 'tests.apps:hello'\n{extra}\n"
+    )
+    return cli.load_config({"config": str(site)})
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("auth_request = 'ftp://a/'", "auth_request: expected the http or https URL"),
+        ("auth_request = '/oauth2/auth'", "auth_request: expected the http or https URL"),
+        ("auth_request = 'http://a:99999/'", "auth_request: expected the http or https URL"),
+        ("auth_request = 'http://a/x#y'", "holds a fragment, a space or a control character"),
+        (
+            "auth_response_headers = ['X-User']",
+            "auth_response_headers: needs auth_request, the service they come from",
+        ),
+        (
+            "auth_request = 'http://a/'\nauth_response_headers = ['Host']",
+            "'Host' frames or routes the request: it cannot be copied",
+        ),
+        (
+            "auth_request = 'http://a/'\nauth_response_headers = ['Content-Length']",
+            "it cannot be copied",
+        ),
+        ("auth_request = 'http://a/'\nauth_response_headers = ['X User']", "is not a header name"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, extra)
+    message = str(raised.value)
+    assert message.startswith("site.toml: host[0].mount[0]."), message
+    assert problem in message
+
+
+# -- a real service -----------------------------------------------------------------------
+
+
+class _Auth(resource.Resource):
+    """A session service: 200 with the user for the cookie "session=ok", else a
+    redirect to sign in, as oauth2-proxy and Authelia answer.
+    """
+
+    isLeaf = True  # noqa: N815 - Twisted reads this name
+
+    def render_GET(self, request: Any) -> bytes:
+        if request.getCookie(b"session") == b"ok":
+            request.setHeader(b"X-Auth-Request-User", b"alice")
+            return b""
+        asked = request.getHeader(b"x-original-uri") or b"?"
+        request.setResponseCode(302)
+        request.setHeader(b"Location", b"https://auth.example/sign_in?rd=" + asked)
+        return b"sign in"
+
+
+class RealServiceTests(TestCase):
+    """curl through a real server to a real (Twisted) authentication service."""
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="twistwsgi-test-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
+
+    async def test_signed_in_passes_the_others_are_sent_to_sign_in(self) -> None:
+        if shutil.which("curl") is None:
+            self.skipTest("curl is not installed (make test installs it)")
+        port = await TCP4ServerEndpoint(global_reactor, 0, interface="127.0.0.1").listen(
+            server.Site(_Auth())
+        )
+        self.addCleanup(port.stopListening)
+        site = self.directory / "site.toml"
+        site.write_text(
+            "[[host]]\nnames = ['a.test']\n[[host.mount]]\npath = '/'\n"
+            "app = 'tests.apps:environ'\n"
+            f"auth_request = 'http://127.0.0.1:{port.getHost().port}/auth'\n"
+            "auth_response_headers = ['X-Auth-Request-User']\n"
+        )
+        config = cli.load_config(
+            {
+                "config": str(site),
+                "listen": ["tcp:0:interface=127.0.0.1"],
+                "threads": "0",
+                "access_log": "off",
+            }
+        )
+        running = make_service(
+            config, reactor=global_reactor, endpoints=cli.build_endpoints(global_reactor, config)
+        )
+        running.startService()
+        self.addCleanup(running.stopService)
+        address = f"http://127.0.0.1:{running.ports[0].getHost().port}/page?x=1"  # type: ignore[attr-defined]
+
+        def curl(*more: str) -> str:
+            result = subprocess.run(
+                ["curl", "-sS", "--max-time", "20", "-H", "Host: a.test", *more, address],
+                capture_output=True,
+                check=False,
+            )
+            return result.stdout.decode()
+
+        signed_in = await deferToThread(curl, "-b", "session=ok")
+        assert '"HTTP_X_AUTH_REQUEST_USER": "alice"' in signed_in, signed_in
+        stranger = await deferToThread(
+            curl, "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"
+        )
+        assert stranger == "302 https://auth.example/sign_in?rd=/page?x=1", stranger

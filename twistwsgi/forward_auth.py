@@ -1,0 +1,343 @@
+"""Authentication by another service: nginx's ``auth_request``, Traefik's and Caddy's forward auth.
+
+A mount with ``auth_request = "http://127.0.0.1:4180/oauth2/auth"`` asks that
+service about each request before answering it: oauth2-proxy, Authelia, Authentik,
+Pomerium and the like decide from the client's cookies or ``Authorization`` whether
+it is signed in, and who it is.
+
+- **The question** is a ``GET`` of the configured URL's path, sent over the same
+  pooled upstream connections as a proxy mount's, with the client's header fields
+  (its cookies and ``Authorization`` first of all; not its body, nor ``Content-Length``
+  or ``Transfer-Encoding``), the proxy's forwarding fields (``X-Forwarded-For``,
+  ``-Proto``, ``-Host``, ``Forwarded``, trusted as for any proxy mount), and what was
+  asked: ``X-Original-URI`` and ``X-Original-Method`` as nginx users set them,
+  ``X-Forwarded-Uri`` and ``X-Forwarded-Method`` as Traefik sends them. A client's
+  own fields of those four names are replaced: a client cannot say what it asked for.
+- **A 2xx** lets the request through. The fields named in ``auth_response_headers``
+  (``X-Auth-Request-User``, ``Remote-User``...) are then copied from the answer into
+  the request the mount's application or upstream sees, in place of any the client
+  sent under those names (``_`` spellings too): an application can believe them.
+- **A 401, a 403 or a 3xx** is the client's answer, status, fields and body as the
+  service sent them (Traefik's and Caddy's way): its redirect to a sign-in page, its
+  ``WWW-Authenticate``, its cookies.
+- **Anything else** (another status, the service refused, reset or silent: the
+  proxy's 502, 503 or 504) is a ``500`` for the client and an error in the log, as
+  nginx answers: a broken gate stays closed.
+
+The request's own body is not read meanwhile: it waits in the connection, as behind
+a password (``auth_basic``). The question shares the proxy's timeouts: 10 seconds
+to connect, 10 for the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.log_format import request_uri
+from twistwsgi.routing import answer_error
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IPushProducer
+
+    from twistwsgi.http.exchange import Exchange, Handler
+
+__all__ = ["ForwardAuth", "auth_base_url"]
+
+_log = Logger()
+
+#: The fields that say what the client asked, written by the gate alone.
+_ASKED = (b"x-original-uri", b"x-original-method", b"x-forwarded-uri", b"x-forwarded-method")
+
+#: The client's fields not sent with the question: its body's framing.
+_NOT_ASKED = frozenset({b"content-length", b"transfer-encoding", b"expect", *_ASKED})
+
+#: The most bytes of the service's answer kept for the client (a sign-in redirect's
+#: body is small; a larger one is an error).
+MAX_ANSWER = 64 * 1024
+
+_BROKEN = b"Internal Server Error: the authentication service did not answer as expected\n"
+
+
+def auth_base_url(url: str) -> tuple[str, bytes]:
+    """The upstream (scheme and authority) and the path of an ``auth_request`` URL."""
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return base, path.encode("utf-8")
+
+
+class ForwardAuth:
+    """Asks an authentication service about each request (see the module docstring).
+
+    Args:
+        proxy: a proxy handler whose one upstream is the service, its path not
+            mapped (the question's target is sent as it is).
+        target: the path (and query) asked.
+        copied: the lower-case names of the fields copied from a 2xx answer.
+        where: the mount, for the log.
+    """
+
+    def __init__(
+        self, proxy: Handler, target: bytes, copied: Sequence[bytes] = (), where: str = ""
+    ) -> None:
+        self.proxy = proxy
+        self.target = target
+        self.copied = tuple(name.lower() for name in copied)
+        self.where = where
+
+    def close(self) -> None:
+        """Let the service's pooled connections and timers go (reload, stop)."""
+        close = getattr(self.proxy, "close", None)
+        if close is not None:
+            close()
+
+    def check(self, exchange: Exchange, admit: Callable[[Exchange], None]) -> None:
+        """Ask about ``exchange``; ``admit`` it when the service lets it through."""
+        question = _Question(self._question(exchange.request), exchange, self, admit)
+        # A client gone meanwhile takes its question with it.
+        exchange.on_close(question.client_closed)
+        self.proxy.handle(question)
+
+    def _question(self, request: RequestHead) -> RequestHead:
+        target = self.target
+        path, _, query = target.partition(b"?")
+        asked = request_uri(request) or b"/"
+        fields = [
+            (name, value)
+            for name, value in request.headers
+            if name.lower().replace(b"_", b"-") not in _NOT_ASKED
+        ]
+        fields += [
+            (b"X-Original-URI", asked),
+            (b"X-Original-Method", request.method),
+            (b"X-Forwarded-Uri", asked),
+            (b"X-Forwarded-Method", request.method),
+        ]
+        return RequestHead(
+            method=b"GET",
+            target=target,
+            path=path,
+            decoded_path=unquote_to_bytes(path),
+            query=query,
+            version=b"1.1",
+            headers=fields,
+            authority=request.authority,
+            content_length=None,
+            chunked=False,
+            scheme=request.scheme,
+            peer=request.peer,
+            local=request.local,
+            client_certificate=request.client_certificate,
+        )
+
+    def answered(self, question: _Question) -> None:
+        """The service's answer is in (or failed): let the request through or answer."""
+        exchange = question.client
+        if exchange.finished:
+            return
+        status = question.status
+        if 200 <= status < 300 and not question.broken:
+            if self.copied:
+                exchange.request = _with_fields(exchange.request, self.copied, question.fields)
+            question.admit(exchange)
+            return
+        if (status in (401, 403) or 300 <= status < 400) and not question.broken:
+            # (The proxy already took the hop-by-hop fields off; the length is said
+            # again for the body as kept.)
+            fields = [
+                (name, value)
+                for name, value in question.fields
+                if name.lower() != b"content-length"
+            ]
+            body = question.body
+            fields.append((b"Content-Length", b"%d" % len(body)))
+            exchange.start_response(status, fields, question.reason)
+            exchange.finish(body)
+            return
+        _log.error(
+            "{where}: the authentication service answered {method} {target} with"
+            " {status}{broken}: 500",
+            where=self.where,
+            method=exchange.request.method.decode("latin-1"),
+            target=exchange.request.target.decode("latin-1"),
+            status=status or "nothing",
+            broken=" (its answer was cut short or too large)" if question.broken else "",
+        )
+        answer_error(exchange, 500, _BROKEN)
+
+
+def _with_fields(
+    request: RequestHead, names: Iterable[bytes], answer: list[tuple[bytes, bytes]]
+) -> RequestHead:
+    """``request`` with the fields ``names`` taken from ``answer`` instead of the client."""
+    wanted = frozenset(names)
+    kept = [
+        (name, value)
+        for name, value in request.headers
+        if name.lower().replace(b"_", b"-") not in wanted
+    ]
+    kept += [(name, value) for name, value in answer if name.lower() in wanted]
+    copied = RequestHead(
+        method=request.method,
+        target=request.target,
+        path=request.path,
+        decoded_path=request.decoded_path,
+        query=request.query,
+        version=request.version,
+        headers=kept,
+        authority=request.authority,
+        content_length=request.content_length,
+        chunked=request.chunked,
+        scheme=request.scheme,
+        peer=request.peer,
+        local=request.local,
+        client_certificate=request.client_certificate,
+    )
+    # The same request: the same $request_id in the log and upstream.
+    copied._request_id = request._request_id
+    return copied
+
+
+class _Question:
+    """The exchange the service's answer is written to: kept in memory, never sent.
+
+    What a proxy mount's handler needs of an :class:`~twistwsgi.http.exchange.Exchange`.
+    """
+
+    route: Route | None = None
+    upgradable = False
+    body_full = False
+
+    def __init__(
+        self,
+        request: RequestHead,
+        client: Exchange,
+        gate: ForwardAuth,
+        admit: Callable[[Exchange], None],
+    ) -> None:
+        self.request = request
+        self.client = client
+        self.admit = admit
+        self._gate = gate
+        self.response_started = False
+        self.finished = False
+        self.log_notes: Any = None
+        self.remote_user: str | None = None
+        self.status = 0
+        self.reason: bytes | None = None
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.broken = False
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._on_close: list[Callable[[Failure | None], object]] = []
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._pieces)
+
+    # -- what the proxy calls ---------------------------------------------------------
+
+    def receive_body(self, receiver: Any) -> None:
+        receiver.body_finished()  # (a question has no body)
+
+    def continue_body(self) -> None:
+        pass
+
+    def send_interim(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
+    ) -> None:
+        pass
+
+    def pause_body(self) -> None:
+        pass
+
+    def resume_body(self) -> None:
+        pass
+
+    def start_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes | None = None
+    ) -> None:
+        if self.finished:
+            return
+        self.response_started = True
+        self.status = status
+        self.reason = reason
+        self.fields = list(headers)
+
+    def send_head(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        if self.finished or not data:
+            return
+        self._size += len(data)
+        if self._size > MAX_ANSWER:
+            self.broken = True
+            self.abort()
+            return
+        self._pieces.append(data)
+
+    def client_left(self) -> bool:
+        return self.client.finished
+
+    def drop_departed_client(self) -> None:
+        self.abort()
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def send_file(self, file: Any, offset: int, count: int) -> Any:
+        raise NotImplementedError("a question's answer is never a file")
+
+    def finish(self, data: bytes = b"") -> None:
+        if self.finished:
+            return
+        self.write(data)
+        if not self.broken:  # (too large: aborted already)
+            self._end(None)
+
+    def abort(self) -> None:
+        if self.finished:
+            return
+        self.broken = True
+        self._end(Failure(ConnectionAbortedByGate()))
+
+    def upgrade(self, headers: list[tuple[bytes, bytes]], receiver: Any) -> Any:
+        raise NotImplementedError("a question is never upgraded")
+
+    def on_close(self, callback: Callable[[Failure | None], object]) -> None:
+        if self.finished:
+            callback(None if not self.broken else Failure(ConnectionAbortedByGate()))
+        else:
+            self._on_close.append(callback)
+
+    # -- its end ------------------------------------------------------------------------
+
+    def client_closed(self, reason: Failure | None) -> None:
+        """The client's exchange ended first: the question is dropped."""
+        if not self.finished:
+            self.broken = True
+            self._end(Failure(ConnectionAbortedByGate()), answer=False)
+
+    def _end(self, reason: Failure | None, *, answer: bool = True) -> None:
+        self.finished = True
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback(reason)
+        if answer:
+            self._gate.answered(self)
+
+
+class ConnectionAbortedByGate(Exception):  # noqa: N818 - a reason, not an error raised
+    """Why a question ended without its answer (too large, the client gone)."""
