@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor as global_reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -27,6 +26,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface import alsoProvides
 
+from tests.live import port_of, serve_live
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.fixed_response import REDIRECT_STATUSES, ReturnSpec, parse_return
@@ -34,7 +34,7 @@ from twistwsgi.http.protocol import LINGER_TIMEOUT
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import logged_status
 from twistwsgi.routing import Router, RoutingTable
-from twistwsgi.service import make_service, standard_builders
+from twistwsgi.service import standard_builders
 from twistwsgi.site import SiteBuilder, describe_routing
 from twistwsgi.testing import (
     Connection,
@@ -579,20 +579,16 @@ class CurlTests(TestCase):
             site(mount("/", "301 http://a.test$request_uri"), names='"www.a.test"')
             + "[[host]]\nnames = ['a.test']\nmount = [{path = '/', app = 'tests.apps:hello'}]\n"
         )
-        config = cli.load_config(
+        service = serve_live(
+            self,
             {
                 "config": str(site_file),
                 "listen": ["tcp:0:interface=127.0.0.1"],
                 "threads": "0",
                 "access_log": "off",
-            }
+            },
         )
-        service = make_service(
-            config, reactor=global_reactor, endpoints=cli.build_endpoints(global_reactor, config)
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.ports[0].getHost().port  # type: ignore[attr-defined]
+        port = port_of(service)
         result = await deferToThread(
             subprocess.run,
             [

@@ -20,13 +20,13 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
+from tests.live import port_of, serve_live
 from tests.test_proxy import Setup, UpstreamConnection, make_proxy, one_response
 from twistwsgi import cli
 from twistwsgi.access import GuardedHandler
 from twistwsgi.config import ConfigError
 from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth
 from twistwsgi.http.exchange import Exchange
-from twistwsgi.service import make_service
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
 
 
@@ -322,20 +322,16 @@ class RealServiceTests(TestCase):
             f"auth_request = 'http://127.0.0.1:{port.getHost().port}/auth'\n"
             "auth_response_headers = ['X-Auth-Request-User']\n"
         )
-        config = cli.load_config(
+        running = serve_live(
+            self,
             {
                 "config": str(site),
                 "listen": ["tcp:0:interface=127.0.0.1"],
                 "threads": "0",
                 "access_log": "off",
-            }
+            },
         )
-        running = make_service(
-            config, reactor=global_reactor, endpoints=cli.build_endpoints(global_reactor, config)
-        )
-        running.startService()
-        self.addCleanup(running.stopService)
-        address = f"http://127.0.0.1:{running.ports[0].getHost().port}/page?x=1"  # type: ignore[attr-defined]
+        address = f"http://127.0.0.1:{port_of(running)}/page?x=1"
 
         def curl(*more: str) -> str:
             result = subprocess.run(

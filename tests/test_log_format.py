@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +17,7 @@ from tests.test_access_log import FakeExchange, FakeRequest
 from twistwsgi.access_log import COMBINED, format_combined
 from twistwsgi.http.request import PartialRequest, RequestHead
 from twistwsgi.log_format import VARIABLES, LogFormat, log_time, uses_upstream_variables
+from twistwsgi.testing import request_head
 
 # The access log's fakes.
 Response = FakeExchange
@@ -242,22 +242,7 @@ def test_a_refused_request_has_a_request_id_too() -> None:
 
 
 def _head(target: bytes) -> RequestHead:
-    path, _, query = target.partition(b"?")
-    return RequestHead(
-        method=b"GET",
-        target=target,
-        path=path,
-        decoded_path=urllib.parse.unquote_to_bytes(path),
-        query=query,
-        version=b"1.1",
-        headers=[(b"Host", b"a.test")],
-        authority=b"a.test",
-        content_length=None,
-        chunked=False,
-        scheme="http",
-        peer=("192.0.2.7", 51000),
-        local=("192.0.2.1", 80),
-    )
+    return request_head(target, peer=("192.0.2.7", 51000))
 
 
 @pytest.mark.parametrize(

@@ -24,27 +24,13 @@ from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.proxy_redirect import RedirectRewrite, redirect_rewrite
 from twistwsgi.routing import match_prefix, merge_slashes, path_below
 from twistwsgi.site import describe_routing
+from twistwsgi.testing import request_head
 
 NOBODY = TrustedProxies(())
 
 
 def head(target: bytes = b"/", host: bytes = b"shop.example", scheme: str = "https") -> RequestHead:
-    path, _, query = target.partition(b"?")
-    return RequestHead(
-        method=b"GET",
-        target=target,
-        path=path,
-        decoded_path=path,
-        query=query,
-        version=b"1.1",
-        headers=[(b"Host", host)],
-        authority=host,
-        content_length=None,
-        chunked=False,
-        scheme=scheme,
-        peer=("192.0.2.9", 50000),
-        local=("192.0.2.1", 443),
-    )
+    return request_head(target, host=host, scheme=scheme, local=("192.0.2.1", 443))
 
 
 def default(mount: str, *urls: str) -> RedirectRewrite:
@@ -156,25 +142,10 @@ def _routed(target: bytes, mount: bytes) -> tuple[RequestHead, Route] | None:
     """A request for ``target`` as the router hands it to the mount ``mount`` (its
     decoded prefix), or ``None`` when the router would send it elsewhere.
     """
-    path, _, query = target.partition(b"?")
-    decoded = urllib.parse.unquote_to_bytes(path)
+    request = head(target)
+    decoded = request.decoded_path
     if not match_prefix(merge_slashes(decoded), mount):
         return None
-    request = RequestHead(
-        method=b"GET",
-        target=target,
-        path=path,
-        decoded_path=decoded,
-        query=query,
-        version=b"1.1",
-        headers=[(b"Host", b"shop.example")],
-        authority=b"shop.example",
-        content_length=None,
-        chunked=False,
-        scheme="https",
-        peer=("192.0.2.9", 50000),
-        local=("192.0.2.1", 443),
-    )
     return request, Route(mount, path_below(decoded, mount), "shop.example")
 
 

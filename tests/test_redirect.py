@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import reactor as global_reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
@@ -24,6 +23,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface import alsoProvides
 
+from tests.live import port_of, serve_live
 from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, ServerConfig
@@ -32,7 +32,7 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.routing import Router
 from twistwsgi.service import make_service, standard_builders
 from twistwsgi.site import SiteBuilder, describe_routing
-from twistwsgi.testing import ParsedResponse, connect, parse_responses
+from twistwsgi.testing import ParsedResponse, connect, parse_responses, request_head
 
 TLS_LISTENER = "ssl:8443:privateKey=key.pem:certKey=cert.pem"
 
@@ -217,21 +217,7 @@ def test_a_mount_left_out_takes_its_body_limit_again(tmp_path: Path) -> None:
 
 
 def head_for(target: bytes) -> RequestHead:
-    return RequestHead(
-        method=b"POST",
-        target=target,
-        path=target,
-        decoded_path=target,
-        query=b"",
-        version=b"1.1",
-        headers=[(b"Host", b"a.test")],
-        authority=b"a.test",
-        content_length=10,
-        chunked=False,
-        scheme="http",
-        peer=("127.0.0.1", 5000),
-        local=("127.0.0.1", 80),
-    )
+    return request_head(target, method=b"POST", content_length=10)
 
 
 def test_static_files_and_their_partner_are_one_place(tmp_path: Path) -> None:
@@ -474,7 +460,8 @@ class CurlTests(TestCase):
             self.skipTest("curl is not installed (make test installs it)")
         key, cert = write_self_signed_certificate(self.directory, names=("a.test",))
         tls_port = await self.free_port()
-        config = cli.load_config(
+        service = serve_live(
+            self,
             {
                 "app": "tests.apps:hello",
                 "listen": [
@@ -484,14 +471,9 @@ class CurlTests(TestCase):
                 "https_redirect": "on",
                 "threads": "0",
                 "access_log": "off",
-            }
+            },
         )
-        service = make_service(
-            config, reactor=global_reactor, endpoints=cli.build_endpoints(global_reactor, config)
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        plain = service.ports[0].getHost().port  # type: ignore[attr-defined]
+        plain = port_of(service)
         result = await deferToThread(
             subprocess.run,
             [

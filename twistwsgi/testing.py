@@ -12,6 +12,7 @@ import queue
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from zope.interface import implementer
 
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTP11Protocol, HTTPFactory, ResponseLog
+from twistwsgi.http.request import RequestHead
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.threads import WorkerPool
 
@@ -378,3 +380,44 @@ def parse_responses(
             break
         remaining = bytes(trailing)
     return responses
+
+
+def request_head(
+    target: bytes,
+    *,
+    method: bytes = b"GET",
+    host: bytes = b"a.test",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    content_length: int | None = None,
+    scheme: str = "http",
+    peer: tuple[str, int] | None = ("192.0.2.9", 50000),
+    local: tuple[str, int] | None = ("192.0.2.1", 80),
+) -> RequestHead:
+    """A request head as the protocol would make it of ``target`` (origin or absolute form).
+
+    The path is split from the query and percent-decoded; ``Host`` is the first field
+    unless ``headers`` are given whole.
+    """
+    if target.startswith(b"/") or target == b"*":
+        origin = target
+    else:
+        after = target.find(b"/", target.find(b"://") + 3)
+        origin = target[after:] if after >= 0 else b"/"
+    path, _, query = origin.partition(b"?")
+    if path == b"*":
+        path = b""
+    return RequestHead(
+        method=method,
+        target=target,
+        path=path,
+        decoded_path=urllib.parse.unquote_to_bytes(path),
+        query=query,
+        version=b"1.1",
+        headers=[(b"Host", host)] if headers is None else headers,
+        authority=host,
+        content_length=content_length,
+        chunked=False,
+        scheme=scheme,
+        peer=peer,
+        local=local,
+    )
