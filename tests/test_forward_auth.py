@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
@@ -27,7 +28,14 @@ from twistwsgi.access import GuardedHandler
 from twistwsgi.config import ConfigError
 from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth
 from twistwsgi.http.exchange import Exchange
-from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
+from twistwsgi.site import SiteBuilder
+from twistwsgi.testing import (
+    Connection,
+    SynchronousThreadPool,
+    capture_log_events,
+    connect,
+    parse_responses,
+)
 
 
 class Shows:
@@ -81,6 +89,9 @@ def service(setup: Setup) -> UpstreamConnection:
 ASK = (
     b"GET /app/page?x=1 HTTP/1.1\r\nHost: shop.example\r\nCookie: session=abc\r\n"
     b"X-Original-URI: /forged\r\nX_Forwarded_Uri: /forged\r\n"
+    b"X-Original-URL: https://public.example/\r\nX-Original-Anything: forged\r\n"
+    # A client's Connection naming the gate's fields, and the copied one.
+    b"Connection: X-Original-URI, X-Forwarded-Uri, X-Original-Method, X-Auth-Request-User\r\n"
     b"X-Auth-Request-User: mallory\r\nX_Auth_Request_User: mallory\r\n\r\n"
 )
 
@@ -102,7 +113,12 @@ def test_the_question_carries_the_clients_credentials_and_what_it_asked() -> Non
         assert [v for n, v in question.headers if n == name] == [b"/app/page?x=1"]
     for name in (b"x-original-method", b"x-forwarded-method"):
         assert [v for n, v in question.headers if n == name] == [b"GET"]
+    assert [v for n, v in question.headers if n == b"x-original-url"] == [
+        b"http://shop.example/app/page?x=1"
+    ]
     assert b"x_forwarded_uri" not in fields
+    assert b"x-original-anything" not in fields
+    assert b"connection" not in fields or b"original" not in fields[b"connection"].lower()
 
 
 def test_a_2xx_lets_the_request_through_with_the_services_fields() -> None:
@@ -119,6 +135,35 @@ def test_a_2xx_lets_the_request_through_with_the_services_fields() -> None:
     assert b"X-Other" not in response.body  # not a field asked for
     assert b"Cookie: session=abc\n" in response.body
     assert len(shows.seen) == 1
+
+
+def test_a_connection_field_cannot_take_the_copied_fields_away() -> None:
+    """A proxy mount drops the fields a request's Connection names: the client's
+    options naming a copied field are taken off, the others kept.
+    """
+    setup, _, client = gated()
+    client.send(ASK)
+    service(setup).respond(
+        b"HTTP/1.1 200 OK\r\nX-Auth-Request-User: alice\r\nContent-Length: 0\r\n\r\n"
+    )
+    body = one_response(client).body
+    assert b"X-Auth-Request-User: alice\n" in body
+    assert b"Connection: X-Original-URI, X-Forwarded-Uri, X-Original-Method\n" in body
+
+
+def test_a_name_configured_with_underscores_guards_both_spellings(tmp_path: Path) -> None:
+    config = load(tmp_path, "auth_request = 'http://a/'\nauth_response_headers = ['X_Remote_User']")
+    assert config.hosts[0].mounts[0].options["auth_response_headers"] == ("X_Remote_User",)
+    setup = make_proxy(("http://10.0.0.9:4180",), proxy_redirect="off")
+    gate = ForwardAuth(setup.handler, b"/", [b"x-remote-user"], "test mount")
+    shows = Shows()
+    client = connect(GuardedHandler(shows, None, gate=gate), clock=setup.clock)
+    client.send(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Remote-User: mallory\r\nX_Remote_User: eve\r\n\r\n"
+    )
+    service(setup).respond(b"HTTP/1.1 200 OK\r\nX-Remote-User: alice\r\nContent-Length: 0\r\n\r\n")
+    body = one_response(client).body
+    assert b"alice" in body and b"mallory" not in body and b"eve" not in body
 
 
 def test_a_body_waits_for_the_answer_and_reaches_the_application() -> None:
@@ -193,7 +238,97 @@ def test_any_other_answer_is_a_500_and_logged(answer: bytes) -> None:
     response = one_response(client)
     assert response.status == 500
     assert shows.seen == []
-    assert any("authentication service answered" in str(e.get("log_format")) for e in events)
+    assert any(
+        "no usable answer from the authentication" in str(e.get("log_format")) for e in events
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+        b"HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_only_refusals_and_redirects_are_relayed(answer: bytes) -> None:
+    setup, _, client = gated()
+    client.send(ASK)
+    with capture_log_events():
+        service(setup).respond(answer)
+    assert one_response(client).status == 500
+
+
+def test_a_2xx_cut_short_keeps_the_gate_closed() -> None:
+    setup, shows, client = gated()
+    client.send(ASK)
+    with capture_log_events():
+        service(setup).respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        service(setup).close()
+    assert one_response(client).status == 500
+    assert shows.seen == []
+
+
+def test_the_services_redirect_is_not_rewritten() -> None:
+    """Its sign-in page's Location is the client's to follow, as the service wrote it."""
+    setup, _, client = gated()
+    client.send(ASK)
+    service(setup).respond(
+        b"HTTP/1.1 302 Found\r\nLocation: http://10.0.0.9:4180/sign_in\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert one_response(client).header(b"location") == b"http://10.0.0.9:4180/sign_in"
+
+
+def test_a_silent_or_stalling_service_is_a_500_after_its_timeouts(tmp_path: Path) -> None:
+    """The service's proxy waits 10 seconds for the head, then 10 between pieces of
+    its body (the configuration's), after which the gate stays closed.
+    """
+    config = load(tmp_path, "auth_request = 'http://10.0.0.9:4180/auth'")
+    memory = MemoryReactorClock()
+    table = SiteBuilder(reactor=memory, threadpool=SynchronousThreadPool()).build(config)
+    guarded = table.hosts.lookup("a.test").lookup(b"/").target  # type: ignore[union-attr]
+    assert isinstance(guarded, GuardedHandler)
+    gate: Any = guarded.gate
+    settings = gate.proxy.group.peers[0].target.settings
+    assert (settings.response_timeout, settings.idle_timeout) == (10.0, 10.0)
+    assert gate.proxy.redirects is None and gate.proxy.buffering is False
+    for stalls_in_body in (False, True):
+        setup = make_proxy(
+            ("http://10.0.0.9:4180",),
+            proxy_redirect="off",
+            response_timeout=settings.response_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+        shows = Shows()
+        client = connect(
+            GuardedHandler(shows, None, gate=ForwardAuth(setup.handler, b"/", (), "m")),
+            clock=setup.clock,
+        )
+        client.send(ASK)
+        with capture_log_events():
+            if stalls_in_body:
+                service(setup).respond(
+                    b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 10\r\n\r\nab"
+                )
+            setup.clock.advance(9.9)
+            assert client.take() == b""
+            setup.clock.advance(0.2)
+        assert one_response(client).status == 500
+        assert shows.seen == []
+
+
+def test_a_handler_that_raises_is_a_500_not_a_hang() -> None:
+    class Raises:
+        def handle(self, exchange: Exchange) -> None:
+            raise RuntimeError("boom")
+
+    setup = make_proxy(("http://10.0.0.9:4180",), proxy_redirect="off")
+    gate = ForwardAuth(setup.handler, b"/", (), "test mount")
+    client = connect(GuardedHandler(Raises(), None, gate=gate), clock=setup.clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    with capture_log_events():
+        service(setup).respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert one_response(client).status == 500
 
 
 def test_an_unreachable_service_keeps_the_gate_closed() -> None:
@@ -258,6 +393,12 @@ def load(directory: Path, extra: str) -> Any:
         ("auth_request = '/oauth2/auth'", "auth_request: expected the http or https URL"),
         ("auth_request = 'http://a:99999/'", "auth_request: expected the http or https URL"),
         ("auth_request = 'http://a/x#y'", "holds a fragment, a space or a control character"),
+        ("auth_request = 'http://u:pw@a/x'", "no user or password in the URL"),
+        ("auth_request = 'http://a:0/x'", "no port 0"),
+        (
+            "auth_request = 'http://a/'\nauth_response_headers = ['Transfer_Encoding']",
+            "it cannot be copied",
+        ),
         (
             "auth_response_headers = ['X-User']",
             "auth_response_headers: needs auth_request, the service they come from",
@@ -279,6 +420,32 @@ def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> No
     message = str(raised.value)
     assert message.startswith("site.toml: host[0].mount[0]."), message
     assert problem in message
+
+
+def test_the_static_files_of_a_protected_application_are_protected(tmp_path: Path) -> None:
+    """A static mount and the application it falls through to are one place: the
+    application's auth_request guards the files too, as its auth_basic would.
+    """
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "secret.txt").write_text("export")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[[host]]\nnames = ['a.test']\n"
+        f"[[host.mount]]\npath = '/'\nstatic = '{tmp_path / 'files'}'\nfallthrough = true\n"
+        "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+        "auth_request = 'http://10.0.0.9:4180/auth'\n"
+    )
+    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=SynchronousThreadPool()).build(
+        cli.load_config({"config": str(site)})
+    )
+    static = table.hosts.lookup("a.test").lookup(b"/secret.txt").target  # type: ignore[union-attr]
+    assert isinstance(static, GuardedHandler) and static.gate is not None
+
+
+def test_the_url_is_sent_as_a_request_line_writes_it(tmp_path: Path) -> None:
+    config = load(tmp_path, "auth_request = 'http://a/\u00e4uth?x=<y>'")
+    url = config.hosts[0].mounts[0].options["auth_request"]
+    assert url == "http://a/%C3%A4uth?x=%3Cy%3E"
 
 
 # -- a real service -----------------------------------------------------------------------

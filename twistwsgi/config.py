@@ -30,7 +30,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
@@ -640,10 +640,20 @@ def _auth_url(value: Any) -> str:
             f"expected the http or https URL of the authentication service, such as"
             f" http://127.0.0.1:4180/oauth2/auth, got {value!r}"
         )
-    del port
+    if port == 0 or parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{text!r}: no port 0, and no user or password in the URL (they would not"
+            " be sent, and would be shown in logs)"
+        )
     if parts.fragment or any(map(_invisible, text)):
         raise ValueError(f"{text!r} holds a fragment, a space or a control character")
-    return text
+    # A path as a request line writes it: what a URL may not hold, percent-encoded.
+    return urlunsplit(
+        parts._replace(
+            path=quote(parts.path, safe="/!$&'()*+,;=:@-._~%"),
+            query=quote(parts.query, safe="/?!$&'()*+,;=:@-._~%"),
+        )
+    )
 
 
 def _auth_fields(value: Any) -> tuple[str, ...]:
@@ -654,7 +664,7 @@ def _auth_fields(value: Any) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str) or not re.fullmatch(TOKEN, item):
             raise ValueError(f"{item!r} is not a header name")
-        lower = item.lower().encode("ascii")
+        lower = item.lower().replace("_", "-").encode("ascii")
         if lower in _PROXY_OWN_FIELDS or lower == b"host":
             raise ValueError(f"{item!r} frames or routes the request: it cannot be copied")
         names.append(item)
@@ -662,7 +672,7 @@ def _auth_fields(value: Any) -> tuple[str, ...]:
 
 
 AUTH_URL = Kind("URL", _auth_url, "an http or https URL")
-AUTH_FIELDS = Kind("NAMES", _auth_fields, "a list of header names")
+AUTH_FIELDS = Kind("FIELDS", _auth_fields, "a list of header field names")
 PROXY_REDIRECT = Kind(
     "REWRITE",
     _proxy_redirect,

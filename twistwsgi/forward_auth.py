@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.rules import HOP_BY_HOP
 from twistwsgi.log_format import request_uri
 from twistwsgi.routing import answer_error
 
@@ -51,17 +52,22 @@ __all__ = ["ForwardAuth", "auth_base_url"]
 
 _log = Logger()
 
-#: The fields that say what the client asked, written by the gate alone.
-_ASKED = (b"x-original-uri", b"x-original-method", b"x-forwarded-uri", b"x-forwarded-method")
-
-#: The client's fields not sent with the question: its body's framing.
-_NOT_ASKED = frozenset({b"content-length", b"transfer-encoding", b"expect", *_ASKED})
+#: The client's fields not sent with the question: its body's framing, the hop-by-hop
+#: fields (a client's Connection naming the gate's own fields would have the proxy
+#: drop them), and those that say what the client asked, which the gate alone
+#: writes (every X-Original-* besides: X-Original-URL is Authelia's and Authentik's).
+_NOT_ASKED = frozenset(
+    {b"content-length", b"expect", b"x-forwarded-uri", b"x-forwarded-method", *HOP_BY_HOP}
+)
 
 #: The most bytes of the service's answer kept for the client (a sign-in redirect's
 #: body is small; a larger one is an error).
 MAX_ANSWER = 64 * 1024
 
 _BROKEN = b"Internal Server Error: the authentication service did not answer as expected\n"
+
+#: The service's answers passed to the client: a refusal, and a redirect (to sign in).
+_RELAYED = frozenset({301, 302, 303, 307, 308, 401, 403})
 
 
 def auth_base_url(url: str) -> tuple[str, bytes]:
@@ -110,13 +116,15 @@ class ForwardAuth:
         target = self.target
         path, _, query = target.partition(b"?")
         asked = request_uri(request) or b"/"
-        fields = [
-            (name, value)
-            for name, value in request.headers
-            if name.lower().replace(b"_", b"-") not in _NOT_ASKED
-        ]
+        fields = []
+        for name, value in request.headers:
+            dashed = name.lower().replace(b"_", b"-")
+            if dashed not in _NOT_ASKED and not dashed.startswith(b"x-original-"):
+                fields.append((name, value))
+        host = request.authority or b"localhost"
         fields += [
             (b"X-Original-URI", asked),
+            (b"X-Original-URL", request.scheme.encode("ascii") + b"://" + host + asked),
             (b"X-Original-Method", request.method),
             (b"X-Forwarded-Uri", asked),
             (b"X-Forwarded-Method", request.method),
@@ -147,9 +155,9 @@ class ForwardAuth:
         if 200 <= status < 300 and not question.broken:
             if self.copied:
                 exchange.request = _with_fields(exchange.request, self.copied, question.fields)
-            question.admit(exchange)
+            self._admit(question.admit, exchange)
             return
-        if (status in (401, 403) or 300 <= status < 400) and not question.broken:
+        if status in _RELAYED and not question.broken:
             # (The proxy already took the hop-by-hop fields off; the length is said
             # again for the body as kept.)
             fields = [
@@ -163,15 +171,37 @@ class ForwardAuth:
             exchange.finish(body)
             return
         _log.error(
-            "{where}: the authentication service answered {method} {target} with"
-            " {status}{broken}: 500",
+            "{where}: no usable answer from the authentication service for {method}"
+            " {target} ({status}, its own or the proxy's when it could not be asked"
+            "{broken}): 500",
             where=self.where,
             method=exchange.request.method.decode("latin-1"),
             target=exchange.request.target.decode("latin-1"),
             status=status or "nothing",
-            broken=" (its answer was cut short or too large)" if question.broken else "",
+            broken="; the answer cut short or over 64 KiB" if question.broken else "",
         )
         answer_error(exchange, 500, _BROKEN)
+
+    def _admit(self, admit: Callable[[Exchange], None], exchange: Exchange) -> None:
+        """Hand ``exchange`` on, as the protocol would: a handler that raises is a 500.
+
+        (Here inside the service connection's read, not the protocol's dispatch,
+        which would catch it.)
+        """
+        try:
+            admit(exchange)
+        except Exception:
+            _log.failure(
+                "{where}: the handler of {target} failed",
+                where=self.where,
+                target=exchange.request.target.decode("latin-1"),
+            )
+            if exchange.finished:
+                return
+            if exchange.response_started:
+                exchange.abort()
+            else:
+                answer_error(exchange, 500, b"Internal Server Error\n")
 
 
 def _with_fields(
@@ -179,11 +209,23 @@ def _with_fields(
 ) -> RequestHead:
     """``request`` with the fields ``names`` taken from ``answer`` instead of the client."""
     wanted = frozenset(names)
-    kept = [
-        (name, value)
-        for name, value in request.headers
-        if name.lower().replace(b"_", b"-") not in wanted
-    ]
+    kept = []
+    for name, value in request.headers:
+        dashed = name.lower().replace(b"_", b"-")
+        if dashed in wanted:
+            continue
+        if dashed == b"connection":
+            # A client's Connection naming a copied field would have a proxy mount
+            # drop it (RFC 9110 7.6.1): those options are not the client's to give.
+            options = [
+                option.strip()
+                for option in value.split(b",")
+                if option.strip() and option.strip().lower().replace(b"_", b"-") not in wanted
+            ]
+            if options:
+                kept.append((name, b", ".join(options)))
+            continue
+        kept.append((name, value))
     kept += [(name, value) for name, value in answer if name.lower() in wanted]
     copied = RequestHead(
         method=request.method,

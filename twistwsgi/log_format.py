@@ -290,6 +290,10 @@ def _escaped_certificate(response: LoggedResponse, now: float) -> str | None:
     return urllib.parse.quote(certificate.pem, safe="")
 
 
+#: The start of an absolute-form request-target: a scheme and "://" (RFC 3986 3.1).
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def request_uri(request: _Request) -> bytes | None:
     """Nginx's ``$request_uri``: the path and query as sent.
 
@@ -303,10 +307,10 @@ def request_uri(request: _Request) -> bytes | None:
     path = getattr(request, "path", None)
     if path is None:
         # A refused head: only its target was read. From the path on, if it has one.
-        scheme_end = target.find(b"://")
-        if scheme_end < 0:
+        absolute = _ABSOLUTE_FORM.match(target)
+        if absolute is None:
             return target
-        slash = target.find(b"/", scheme_end + 3)
+        slash = target.find(b"/", absolute.end())
         return target[slash:] if slash >= 0 else b"/"
     query = getattr(request, "query", b"")
     return (path or b"/") + (b"?" + query if query else b"")

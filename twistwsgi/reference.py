@@ -365,31 +365,44 @@ auth_response_headers = ["X-Auth-Request-User", "X-Auth-Request-Email"]
 ```
 
 - **The question** is a `GET` of that URL with the client's header fields (its
-  cookies and `Authorization`; not its body, nor `Content-Length` or
-  `Transfer-Encoding`), the forwarding fields a proxy mount adds (`X-Forwarded-For`,
-  `-Proto`, `-Host` and `Forwarded`, believed from `trusted_proxies` as there), and
-  what was asked: `X-Original-URI` and `X-Original-Method` (nginx users set these
-  for the service), `X-Forwarded-Uri` and `X-Forwarded-Method` (Traefik's). A
-  client's own fields of these four names are replaced. The `Host` is the client's.
-  It goes over pooled keep-alive connections, verified against the system's CAs for
-  `https://`, and may take 10 seconds to connect and 10 to answer.
+  cookies and `Authorization`; not its body, nor `Content-Length`,
+  `Transfer-Encoding`, `Connection` or the other hop-by-hop fields), the forwarding
+  fields a proxy mount adds (`X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`,
+  believed from `trusted_proxies` as there), and what was asked: `X-Original-URI`,
+  `X-Original-URL` and `X-Original-Method` (what nginx users set for the service,
+  and what Authelia's and Authentik's nginx endpoints read), `X-Forwarded-Uri` and
+  `X-Forwarded-Method` (Traefik's). A client's own `X-Original-*` fields, and its
+  `X-Forwarded-Uri` and `-Method`, are dropped, in any spelling: a client cannot say
+  what it asked for. The `Host` is the client's (nginx sends the service's own
+  unless told otherwise): an `https://` service is verified by its URL's name,
+  against the system's CAs. It goes over pooled keep-alive connections, and may take
+  10 seconds to connect, 10 to begin its answer and 10 between pieces of it.
 - **A `2xx`** lets the request through to the mount; the fields named in
   `auth_response_headers` are copied from the answer into the request the
   application or upstream gets (`HTTP_X_AUTH_REQUEST_USER` in WSGI), in place of
-  any the client sent under those names, `_` spellings included: what the service
-  said is what the application reads.
-- **A `401`, a `403` or a `3xx`** is the client's answer, status, fields (its
-  `Location` to the sign-in page, `WWW-Authenticate`, `Set-Cookie`) and body (up to
-  64 KiB) as the service sent them, as Traefik and Caddy relay it; nginx answers
-  the 401 or 403 itself, and its users add an `error_page 401` redirect to sign in.
-- **Anything else** (a `404` or `5xx` from the service; the service refused, reset
-  or silent) is a `500`, with a log line naming the mount and the status: a broken
-  gate stays closed, as nginx's.
+  any the client sent under those names, `_` spellings included (and taken out of
+  the client's `Connection`, which would have a proxy mount drop them): what the
+  service said is what the application reads.
+- **A `401` or `403`, or a redirect (`301`, `302`, `303`, `307`, `308`)** is the
+  client's answer, status, fields (its `Location` to the sign-in page as written,
+  `WWW-Authenticate`, `Set-Cookie`) and body (up to 64 KiB) as the service sent
+  them. That is twistwsgi's own middle way: nginx answers the 401 or 403 itself
+  (its users add an `error_page 401` redirect to sign in), Traefik and Caddy relay
+  every answer that is not a 2xx.
+- **Anything else** (a `404`, `304` or `5xx` from the service; a 2xx or relayed
+  answer cut short or over 64 KiB; the service refused, reset or silent) is a
+  `500`, with a log line naming the mount and the status: a broken gate stays
+  closed, as nginx's.
 - The service is asked after `allow`, `deny`, `rate_limit` and `auth_basic` (a
-  request they refuse is not asked about) and before `conn_limit`. The request's
-  body waits in the connection meanwhile (up to 64 KiB read, the rest as for any
-  mount). Each request is asked about: the service keeps its sessions, and nothing
-  is cached here.
+  request they refuse is not asked about) and before `conn_limit` (nginx counts
+  `limit_conn` first: here the requests waiting for the service are not counted,
+  and each may hold a connection to it). With `satisfy = "any"` it is asked all
+  the same. A static mount with `fallthrough` asks its partner's service, as it
+  takes its partner's password: the files of a protected application are
+  protected too (a file not found is passed on and asked about again). The
+  request's body waits meanwhile, the server reading ahead of it up to 256 KiB.
+  Each request is asked about: the service keeps its sessions, and nothing is
+  cached here.
 
 ## Fixed answers and redirects (`return`)
 

@@ -263,6 +263,7 @@ class SiteBuilder:
         # too). A reload keeps the counts of a mount it builds again (see _limits).
         guarded: dict[int, Handler] = {}
         auths: dict[int, BasicAuth] = {}
+        gates: dict[int, ForwardAuth] = {}
         for index, mount in enumerate(host.mounts):
             allow, deny = mount.options.get("allow", ()), mount.options.get("deny", ())
             rate = mount.options.get("rate_limit")
@@ -286,6 +287,8 @@ class SiteBuilder:
                 )
                 if auth is not None:
                     auths[index] = auth
+                if gate is not None:
+                    gates[index] = gate
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
@@ -297,6 +300,7 @@ class SiteBuilder:
                     if other_index != index and other.prefix == mount.prefix:
                         # (Before any fallback below is wired to this mount's guard.)
                         self._share_password(index, other_index, handlers, guarded, auths)
+                        _share_gate(index, other_index, handlers, guarded, gates)
         for index, mount in enumerate(host.mounts):
             handler = handlers[index]
             if not (isinstance(handler, StaticHandler) and mount.options.get("fallthrough")):
@@ -419,6 +423,9 @@ class SiteBuilder:
             **default_options("proxy"),
             "connect_timeout": 10.0,
             "response_timeout": 10.0,
+            "idle_timeout": 10.0,  # (between pieces of the answer's body too)
+            # The service's Location goes to the client as it is (a sign-in page),
+            # and its answer is held in memory, never spooled.
             "proxy_redirect": "off",
             "response_buffering": False,
         }
@@ -428,7 +435,10 @@ class SiteBuilder:
         gate = ForwardAuth(
             proxy,
             target,
-            [name.encode("ascii") for name in mount.options.get("auth_response_headers", ())],
+            [
+                name.lower().replace("_", "-").encode("ascii")
+                for name in mount.options.get("auth_response_headers", ())
+            ],
             where,
         )
         built.append(gate)  # type: ignore[arg-type]
@@ -443,6 +453,29 @@ class SiteBuilder:
                 raise ConfigError(mount.target_source, str(error)) from None
             self._apps[mount.target] = app
         return app
+
+
+def _share_gate(
+    static: int,
+    partner: int,
+    handlers: dict[int, Handler],
+    guarded: dict[int, Handler],
+    gates: dict[int, ForwardAuth],
+) -> None:
+    """The authentication service of a path held by a static mount and its partner.
+
+    As the password (see :meth:`SiteBuilder._share_password`): ``auth_request`` on
+    the partner alone would leave the static files public. The static mount asks
+    the partner's service when it has none (a miss passed on is asked about again).
+    """
+    gate = gates.get(partner)
+    if gate is None or static in gates:
+        return
+    current = guarded[static]
+    if not isinstance(current, GuardedHandler):
+        current = guarded[static] = GuardedHandler(handlers[static], None)
+    current.gate = gate
+    gates[static] = gate
 
 
 def _thread_check_runner(reactor: Any) -> CheckRunner | None:
