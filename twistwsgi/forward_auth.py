@@ -7,26 +7,32 @@ it is signed in, and who it is.
 
 - **The question** is a ``GET`` of the configured URL's path, sent over the same
   pooled upstream connections as a proxy mount's, with the client's header fields
-  (its cookies and ``Authorization`` first of all; not its body, nor ``Content-Length``
-  or ``Transfer-Encoding``), the proxy's forwarding fields (``X-Forwarded-For``,
-  ``-Proto``, ``-Host``, ``Forwarded``, trusted as for any proxy mount), and what was
-  asked: ``X-Original-URI`` and ``X-Original-Method`` as nginx users set them,
-  ``X-Forwarded-Uri`` and ``X-Forwarded-Method`` as Traefik sends them. A client's
-  own fields of those four names are replaced: a client cannot say what it asked for.
+  (its cookies and ``Authorization`` first of all; not its body, nor
+  ``Content-Length``, ``Connection`` or another hop-by-hop field, whose options would
+  have the proxy drop the gate's own fields), the proxy's forwarding fields
+  (``X-Forwarded-For``, ``-Proto``, ``-Host``, ``Forwarded``, trusted as for any proxy
+  mount), and what was asked: ``X-Original-URI``, ``X-Original-URL`` and
+  ``X-Original-Method`` as nginx users set them (Authelia's and Authentik's nginx
+  endpoints read the URL), ``X-Forwarded-Uri`` and ``X-Forwarded-Method`` as Traefik
+  sends them. Any ``X-Original-*`` field of the client's, and its
+  ``X-Forwarded-Uri`` and ``-Method``, are dropped in every spelling: a client
+  cannot say what it asked for.
 - **A 2xx** lets the request through. The fields named in ``auth_response_headers``
   (``X-Auth-Request-User``, ``Remote-User``...) are then copied from the answer into
   the request the mount's application or upstream sees, in place of any the client
-  sent under those names (``_`` spellings too): an application can believe them.
-- **A 401, a 403 or a 3xx** is the client's answer, status, fields and body as the
-  service sent them (Traefik's and Caddy's way): its redirect to a sign-in page, its
-  ``WWW-Authenticate``, its cookies.
-- **Anything else** (another status, the service refused, reset or silent: the
-  proxy's 502, 503 or 504) is a ``500`` for the client and an error in the log, as
-  nginx answers: a broken gate stays closed.
+  sent under those names (``_`` spellings too, and taken out of its ``Connection``):
+  an application can believe them.
+- **A 401, a 403 or a redirect** (301, 302, 303, 307, 308) is the client's answer,
+  status, fields and body as the service sent them: its redirect to a sign-in page,
+  its ``WWW-Authenticate``, its cookies (nginx answers 401 and 403 itself; Traefik
+  and Caddy relay every answer that is not a 2xx).
+- **Anything else** (another status, an answer cut short or over 64 KiB, the service
+  refused, reset or silent: the proxy's 502, 503 or 504) is a ``500`` for the client
+  and an error in the log, as nginx answers: a broken gate stays closed.
 
 The request's own body is not read meanwhile: it waits in the connection, as behind
-a password (``auth_basic``). The question shares the proxy's timeouts: 10 seconds
-to connect, 10 for the answer.
+a password (``auth_basic``). The question has a proxy's timeouts: 10 seconds to
+connect, 10 for the answer to begin and 10 between its pieces.
 """
 
 from __future__ import annotations
