@@ -27,6 +27,7 @@ from twistwsgi import cli
 from twistwsgi.access import GuardedHandler
 from twistwsgi.config import ConfigError
 from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth
+from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.site import SiteBuilder
 from twistwsgi.testing import (
@@ -35,6 +36,7 @@ from twistwsgi.testing import (
     capture_log_events,
     connect,
     parse_responses,
+    request_head,
 )
 
 
@@ -121,6 +123,62 @@ def test_the_question_carries_the_clients_credentials_and_what_it_asked() -> Non
     assert b"connection" not in fields or b"original" not in fields[b"connection"].lower()
 
 
+@pytest.mark.parametrize(
+    "target",
+    [b"/public/%2e%2e/admin", b"/public/../admin", b"/public/.%2E/admin", b"/public/..%2Fadmin"],
+)
+def test_the_service_is_asked_about_the_path_that_is_served(target: bytes) -> None:
+    """Not the raw one: a rule letting /public/ through must not let /admin through
+    by way of /public/%2e%2e/admin, which the router serves as /admin.
+    """
+    setup, _, client = gated()
+    client.send(b"GET " + target + b"?q=1 HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+    question, _ = service(setup).request()
+    asked = dict(question.headers)
+    assert asked[b"x-original-uri"] == b"/admin?q=1"
+    assert asked[b"x-forwarded-uri"] == b"/admin?q=1"
+    assert asked[b"x-original-url"] == b"http://shop.example/admin?q=1"
+
+
+def trusting_gate() -> tuple[Setup, Connection]:
+    setup = make_proxy(("http://10.0.0.9:4180",), proxy_redirect="off")
+    gate = ForwardAuth(setup.handler, b"/auth", (), "test mount", TrustedProxies(("127.0.0.1",)))
+    client = connect(GuardedHandler(Shows(), None, gate=gate), clock=setup.clock)
+    return setup, client
+
+
+def test_from_a_trusted_proxy_the_service_gets_the_client_as_resolved() -> None:
+    """One address, as the rules resolve it (not a chain whose first entry the client
+    wrote), the host routed on, and the scheme the application is told.
+    """
+    setup, client = trusting_gate()
+    client.send(
+        b"GET /x HTTP/1.1\r\nHost: app.example\r\n"
+        b"X-Forwarded-For: 10.1.2.3, 203.0.113.9\r\nX-Real-IP: 10.0.0.1\r\n"
+        b"X-Forwarded-Host: public.example\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    question, _ = service(setup).request()
+    asked = dict(question.headers)
+    assert [v for n, v in question.headers if n == b"x-forwarded-for"] == [b"203.0.113.9"]
+    assert asked[b"x-forwarded-host"] == b"app.example"
+    assert asked[b"x-forwarded-proto"] == b"https"
+    assert asked[b"x-original-url"] == b"https://app.example/x"
+    assert b"x-real-ip" not in asked
+    assert asked[b"forwarded"].count(b"for=") == 1
+
+
+def test_from_an_untrusted_client_its_forwarding_fields_are_not_believed() -> None:
+    setup, _, client = gated()
+    client.send(
+        b"GET /x HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 10.1.2.3\r\n"
+        b"X-Forwarded-Host: public.example\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    asked = dict(service(setup).request()[0].headers)
+    assert asked[b"x-forwarded-for"] == b"127.0.0.1"
+    assert asked[b"x-forwarded-host"] == b"app.example"
+    assert asked[b"x-original-url"] == b"http://app.example/x"
+
+
 def test_a_2xx_lets_the_request_through_with_the_services_fields() -> None:
     setup, shows, client = gated()
     client.send(ASK)
@@ -161,7 +219,7 @@ def test_a_name_configured_with_underscores_guards_both_spellings(tmp_path: Path
     client.send(
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Remote-User: mallory\r\nX_Remote_User: eve\r\n\r\n"
     )
-    service(setup).respond(b"HTTP/1.1 200 OK\r\nX-Remote-User: alice\r\nContent-Length: 0\r\n\r\n")
+    service(setup).respond(b"HTTP/1.1 200 OK\r\nX_Remote_User: alice\r\nContent-Length: 0\r\n\r\n")
     body = one_response(client).body
     assert b"alice" in body and b"mallory" not in body and b"eve" not in body
 
@@ -412,6 +470,10 @@ def load(directory: Path, extra: str) -> Any:
             "it cannot be copied",
         ),
         ("auth_request = 'http://a/'\nauth_response_headers = ['X User']", "is not a header name"),
+        (
+            "auth_request = 'http://a/'\nauth_response_headers = ['Set-Cookie']",
+            "is for the client, not the request",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> None:
@@ -514,3 +576,30 @@ class RealServiceTests(TestCase):
             curl, "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"
         )
         assert stranger == "302 https://auth.example/sign_in?rd=/page?x=1", stranger
+
+
+def test_the_request_with_the_services_fields_keeps_its_request_id() -> None:
+    """One request in the access log and upstream: the same $request_id."""
+    original = request_head(b"/x")
+    named = original.request_id
+    copied = original.with_headers([(b"Host", b"a.test"), (b"X-Auth-Request-User", b"alice")])
+    assert copied.request_id == named
+    assert copied.header(b"x-auth-request-user") == b"alice"
+    assert (copied.target, copied.peer) == (original.target, original.peer)
+
+
+def test_the_services_proxy_trusts_nobody_the_gate_resolves_the_client(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\ntrusted_proxies = ['127.0.0.1']\n[[host]]\nnames = ['a.test']\n"
+        "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+        "auth_request = 'http://10.0.0.9:4180/auth'\n"
+    )
+    table = SiteBuilder(reactor=MemoryReactorClock(), threadpool=SynchronousThreadPool()).build(
+        cli.load_config({"config": str(site)})
+    )
+    guarded = table.hosts.lookup("a.test").lookup(b"/").target  # type: ignore[union-attr]
+    assert isinstance(guarded, GuardedHandler)
+    gate: Any = guarded.gate
+    assert not gate.proxy.trusted
+    assert gate.trusted.trusts_peer(("127.0.0.1", 1))

@@ -667,6 +667,11 @@ def _auth_fields(value: Any) -> tuple[str, ...]:
         lower = item.lower().replace("_", "-").encode("ascii")
         if lower in _PROXY_OWN_FIELDS or lower == b"host":
             raise ValueError(f"{item!r} frames or routes the request: it cannot be copied")
+        if lower == b"set-cookie":
+            raise ValueError(
+                f"{item!r} is for the client, not the request: a 2xx answer's cookies are"
+                " not passed on"
+            )
         names.append(item)
     return tuple(names)
 

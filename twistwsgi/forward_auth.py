@@ -9,14 +9,15 @@ it is signed in, and who it is.
   pooled upstream connections as a proxy mount's, with the client's header fields
   (its cookies and ``Authorization`` first of all; not its body, nor
   ``Content-Length``, ``Connection`` or another hop-by-hop field, whose options would
-  have the proxy drop the gate's own fields), the proxy's forwarding fields
-  (``X-Forwarded-For``, ``-Proto``, ``-Host``, ``Forwarded``, trusted as for any proxy
-  mount), and what was asked: ``X-Original-URI``, ``X-Original-URL`` and
-  ``X-Original-Method`` as nginx users set them (Authelia's and Authentik's nginx
-  endpoints read the URL), ``X-Forwarded-Uri`` and ``X-Forwarded-Method`` as Traefik
-  sends them. Any ``X-Original-*`` field of the client's, and its
-  ``X-Forwarded-Uri`` and ``-Method``, are dropped in every spelling: a client
-  cannot say what it asked for.
+  have the proxy drop the gate's own fields), forwarding fields naming the client
+  as the mount's rules resolve it (one address, through ``trusted_proxies``), the
+  scheme the application is told and the host routed on, and what was asked, the
+  path as routed (what is served, not the raw ``/public/%2e%2e/admin``):
+  ``X-Original-URI``, ``X-Original-URL`` and ``X-Original-Method`` as nginx users
+  set them (Authelia's and Authentik's nginx endpoints read the URL),
+  ``X-Forwarded-Uri`` and ``X-Forwarded-Method`` as Traefik sends them. Any
+  ``X-Original-*`` field of the client's, and its ``X-Forwarded-Uri`` and
+  ``-Method``, are dropped in every spelling: a client cannot say what it asked for.
 - **A 2xx** lets the request through. The fields named in ``auth_response_headers``
   (``X-Auth-Request-User``, ``Remote-User``...) are then copied from the answer into
   the request the mount's application or upstream sees, in place of any the client
@@ -44,10 +45,11 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twistwsgi.access import client_address
+from twistwsgi.forwarding import TrustedProxies, encode_path
 from twistwsgi.http.request import RequestHead, Route
-from twistwsgi.http.rules import HOP_BY_HOP
-from twistwsgi.log_format import request_uri
-from twistwsgi.routing import answer_error
+from twistwsgi.http.rules import HOP_BY_HOP, forwarded_proto
+from twistwsgi.routing import answer_error, remove_dot_segments
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IPushProducer
@@ -98,12 +100,18 @@ class ForwardAuth:
     """
 
     def __init__(
-        self, proxy: Handler, target: bytes, copied: Sequence[bytes] = (), where: str = ""
+        self,
+        proxy: Handler,
+        target: bytes,
+        copied: Sequence[bytes] = (),
+        where: str = "",
+        trusted: TrustedProxies | None = None,
     ) -> None:
         self.proxy = proxy
         self.target = target
-        self.copied = tuple(name.lower() for name in copied)
+        self.copied = tuple(name.lower().replace(b"_", b"-") for name in copied)
         self.where = where
+        self.trusted = trusted or TrustedProxies(())
 
     def close(self) -> None:
         """Let the service's pooled connections and timers go (reload, stop)."""
@@ -119,9 +127,27 @@ class ForwardAuth:
         self.proxy.handle(question)
 
     def _question(self, request: RequestHead) -> RequestHead:
+        """The question's head: what the service is asked, about what, for whom.
+
+        It says what this server will serve, not what the client wrote: the path
+        as routed (decoded, dot-segments resolved, encoded again: a raw
+        ``/public/%2e%2e/admin`` is asked about as ``/admin``, which is what is
+        served), the host routed on, the client as the rules see it (through
+        ``trusted_proxies``: one address, not a chain whose first entry a client
+        wrote) and the scheme the application is told. The proxy then sends it as
+        from an untrusted client: those are the forwarding fields it writes.
+        """
         target = self.target
         path, _, query = target.partition(b"?")
-        asked = request_uri(request) or b"/"
+        asked = _routed_uri(request)
+        trusted = self.trusted.trusts_peer(request.peer)
+        scheme = request.scheme
+        peer = request.peer
+        if trusted:
+            said = forwarded_scheme_of(request)
+            scheme = said or scheme
+            client = client_address(request, self.trusted)
+            peer = (client, peer[1] if peer else 0) if client else None
         fields = []
         for name, value in request.headers:
             dashed = name.lower().replace(b"_", b"-")
@@ -130,7 +156,7 @@ class ForwardAuth:
         host = request.authority or b"localhost"
         fields += [
             (b"X-Original-URI", asked),
-            (b"X-Original-URL", request.scheme.encode("ascii") + b"://" + host + asked),
+            (b"X-Original-URL", scheme.encode("ascii") + b"://" + host + asked),
             (b"X-Original-Method", request.method),
             (b"X-Forwarded-Uri", asked),
             (b"X-Forwarded-Method", request.method),
@@ -146,8 +172,8 @@ class ForwardAuth:
             authority=request.authority,
             content_length=None,
             chunked=False,
-            scheme=request.scheme,
-            peer=request.peer,
+            scheme=scheme,
+            peer=peer,
             local=request.local,
             client_certificate=request.client_certificate,
         )
@@ -210,6 +236,25 @@ class ForwardAuth:
                 answer_error(exchange, 500, b"Internal Server Error\n")
 
 
+def _routed_uri(request: RequestHead) -> bytes:
+    """The request's path as the router reads it, encoded again, and its query."""
+    if request.target == b"*":
+        return b"*"
+    normal = remove_dot_segments(request.decoded_path) or b"/"
+    query = request.query
+    return encode_path(normal) + (b"?" + query if query else b"")
+
+
+def forwarded_scheme_of(request: RequestHead) -> str | None:
+    """The scheme a trusted proxy says the client used, if it says one."""
+    proto = request.joined(b"x-forwarded-proto")
+    forwarded = request.joined(b"forwarded")
+    return forwarded_proto(
+        None if proto is None else proto.decode("latin-1"),
+        None if forwarded is None else forwarded.decode("latin-1"),
+    )
+
+
 def _with_fields(
     request: RequestHead, names: Iterable[bytes], answer: list[tuple[bytes, bytes]]
 ) -> RequestHead:
@@ -232,26 +277,9 @@ def _with_fields(
                 kept.append((name, b", ".join(options)))
             continue
         kept.append((name, value))
-    kept += [(name, value) for name, value in answer if name.lower() in wanted]
-    copied = RequestHead(
-        method=request.method,
-        target=request.target,
-        path=request.path,
-        decoded_path=request.decoded_path,
-        query=request.query,
-        version=request.version,
-        headers=kept,
-        authority=request.authority,
-        content_length=request.content_length,
-        chunked=request.chunked,
-        scheme=request.scheme,
-        peer=request.peer,
-        local=request.local,
-        client_certificate=request.client_certificate,
-    )
+    kept += [(name, value) for name, value in answer if name.lower().replace(b"_", b"-") in wanted]
     # The same request: the same $request_id in the log and upstream.
-    copied._request_id = request._request_id
-    return copied
+    return request.with_headers(kept)
 
 
 class _Question:

@@ -73,6 +73,7 @@ __all__ = [
     "TrustedProxies",
     "UpstreamAddress",
     "added_forwarded_for",
+    "encode_path",
     "forwarded_client",
     "forwarded_element",
     "parse_upstream",
@@ -153,6 +154,11 @@ def parse_upstream(url: str) -> UpstreamAddress:
 # RFC 3986 3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; plus "/".
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 _PATH_SAFE_DECODED = "/:@!$&'()*+,;=-._~"
+
+
+def encode_path(path: bytes) -> bytes:
+    """Percent-encode a decoded path for a request-target (RFC 3986 2.1, 3.3)."""
+    return _encode_path(path)
 
 
 def _encode_path(path: bytes) -> bytes:

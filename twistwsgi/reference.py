@@ -366,17 +366,23 @@ auth_response_headers = ["X-Auth-Request-User", "X-Auth-Request-Email"]
 
 - **The question** is a `GET` of that URL with the client's header fields (its
   cookies and `Authorization`; not its body, nor `Content-Length`,
-  `Transfer-Encoding`, `Connection` or the other hop-by-hop fields), the forwarding
-  fields a proxy mount adds (`X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`,
-  believed from `trusted_proxies` as there), and what was asked: `X-Original-URI`,
-  `X-Original-URL` and `X-Original-Method` (what nginx users set for the service,
-  and what Authelia's and Authentik's nginx endpoints read), `X-Forwarded-Uri` and
-  `X-Forwarded-Method` (Traefik's). A client's own `X-Original-*` fields, and its
-  `X-Forwarded-Uri` and `-Method`, are dropped, in any spelling: a client cannot say
-  what it asked for. The `Host` is the client's (nginx sends the service's own
-  unless told otherwise): an `https://` service is verified by its URL's name,
-  against the system's CAs. It goes over pooled keep-alive connections, and may take
-  10 seconds to connect, 10 to begin its answer and 10 between pieces of it.
+  `Transfer-Encoding`, `Connection` or the other hop-by-hop fields) and what the
+  server will serve, as it will serve it: `X-Original-URI`, `X-Original-URL` and
+  `X-Original-Method` (what nginx users set for the service, and what Authelia's and
+  Authentik's nginx endpoints read), `X-Forwarded-Uri` and `X-Forwarded-Method`
+  (Traefik's), with the path as routed (decoded, dot-segments resolved, encoded
+  again: `/public/%2e%2e/admin` is asked about as `/admin`, the path served, where
+  nginx's `$request_uri` would let a rule for `/public/` pass it), and
+  `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` naming the client as the
+  mount's rules see it (behind `trusted_proxies`, the one address they resolve, not
+  a chain whose first entry a client may have written; no `X-Real-IP`), the scheme
+  the application is told and the host routed on. A client's own `X-Original-*`
+  fields, and its `X-Forwarded-Uri` and `-Method`, are dropped in any spelling: a
+  client cannot say what it asked for. The `Host` is the client's (nginx sends the
+  service's own unless told otherwise): an `https://` service is verified by its
+  URL's name, against the system's CAs. It goes over pooled keep-alive connections,
+  and may take 10 seconds to connect, 10 to begin its answer and 10 between pieces
+  of it.
 - **A `2xx`** lets the request through to the mount; the fields named in
   `auth_response_headers` are copied from the answer into the request the
   application or upstream gets (`HTTP_X_AUTH_REQUEST_USER` in WSGI), in place of
@@ -403,6 +409,14 @@ auth_response_headers = ["X-Auth-Request-User", "X-Auth-Request-Email"]
   request's body waits meanwhile, the server reading ahead of it up to 256 KiB.
   Each request is asked about: the service keeps its sessions, and nothing is
   cached here.
+- On a default or wildcard host the client names the host the service judges
+  (`Host: public.example.com` reaching a default host whose service lets that name
+  through): give a protected application a host of its own names, or rules in the
+  service that do not trust the name alone. A 2xx answer's `Set-Cookie` is not
+  passed to the client (oauth2-proxy's session refresh is then renewed on its own
+  pages), and an application's `X-Accel-Redirect` into a static mount with
+  `auth_request` is its decision: the service is not asked again (as with
+  `auth_basic`).
 
 ## Fixed answers and redirects (`return`)
 

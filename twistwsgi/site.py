@@ -14,6 +14,7 @@ fails leaves the old one serving.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -431,7 +432,10 @@ class SiteBuilder:
         }
         where = f"{mount.where}.auth_request"
         service = MountConfig("/", "proxy", (Upstream(base),), options, where)
-        proxy = build_proxy(service, config, reactor=self._reactor)
+        # Its forwarding fields are the gate's to write (ForwardAuth._question): the
+        # question comes as from an untrusted client, the client as resolved.
+        untrusting = dataclasses.replace(config, trusted_proxies=())
+        proxy = build_proxy(service, untrusting, reactor=self._reactor)
         gate = ForwardAuth(
             proxy,
             target,
@@ -440,6 +444,7 @@ class SiteBuilder:
                 for name in mount.options.get("auth_response_headers", ())
             ],
             where,
+            TrustedProxies(config.trusted_proxies),
         )
         built.append(gate)  # type: ignore[arg-type]
         return gate

@@ -162,6 +162,31 @@ class RequestHead:
         """Whether a request body follows the head."""
         return self.chunked or bool(self.content_length)
 
+    def with_headers(self, headers: list[tuple[bytes, bytes]]) -> RequestHead:
+        """The same request with other header fields (and the same ``request_id``).
+
+        For a handler in front of another that changes what the next one reads (an
+        authentication service's fields, copied in); the rest stays as received.
+        """
+        copy = RequestHead(
+            method=self.method,
+            target=self.target,
+            path=self.path,
+            decoded_path=self.decoded_path,
+            query=self.query,
+            version=self.version,
+            headers=headers,
+            authority=self.authority,
+            content_length=self.content_length,
+            chunked=self.chunked,
+            scheme=self.scheme,
+            peer=self.peer,
+            local=self.local,
+            client_certificate=self.client_certificate,
+        )
+        copy._request_id = self._request_id
+        return copy
+
     def header(self, name: bytes) -> bytes | None:
         """Return the first value of field ``name`` (lower-case), or ``None``."""
         return _first_value(self.headers, name)
