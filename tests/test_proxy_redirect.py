@@ -319,6 +319,7 @@ def load(directory: Path, value: str) -> object:
         ("{ '/' = \"/a\\n\" }", "the replacement of '/' holds a control character"),
         ("true", "expected default, off or a table"),
         ("{ '~^http://a/' = '/' }", "prefixes are plain text here (no ~ regular expressions"),
+        ("{ 'default' = '/a/' }", "nginx's default is written out here"),
         ("{ 'http://$proxy_host/' = '/' }", "prefixes are plain text here"),
         ("{ '/\u00a0x' = '/' }", "is not the start of a URL"),
     ],

@@ -609,6 +609,11 @@ def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
     for source, replacement in items:
         if not isinstance(source, str) or not source or any(map(_invisible, source)):
             raise ValueError(f"{source!r} is not the start of a URL (no spaces or controls)")
+        if not source.startswith("/") and "://" not in source:
+            raise ValueError(
+                f"{source!r} is not the start of a URL or a path (nginx's default is"
+                " written out here as the upstream's own URL and the mount's path)"
+            )
         if source.startswith("~") or "$" in source:
             # nginx's regular expressions (~, ~*) and variables in the prefix: taken
             # literally here, they would never match.
@@ -1180,7 +1185,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Serve a virtual host: NAMES[/PREFIX]=KIND:TARGET, e.g. --vhost"
         " api.example.com=proxy:http://127.0.0.1:9000 or --vhost"
         " 'docs.example.com/search=app:search:app'. Repeat with the same NAMES for"
-        " more mounts of that host. The host --app, --static and --proxy make still"
+        " more mounts of that host. The host --app, --static, --proxy and --return make still"
         " answers every other name. In the configuration file, write [[host]] tables.",
         repeatable=True,
         file=False,
@@ -1877,9 +1882,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " Traefik's and Caddy's forward auth: oauth2-proxy, Authelia, Authentik): a GET"
         " of this URL with the client's fields (cookies, Authorization) and"
         " X-Original-URI, X-Original-Method, X-Forwarded-Uri, -Method, -For, -Proto,"
-        " -Host. A 2xx lets the request through; a 401, 403 or 3xx (a sign-in"
-        " redirect) is the client's answer as the service sent it; anything else is"
-        " 500.",
+        " -Host. A 2xx lets the request through; a 401, 403 or redirect (301, 302,"
+        " 303, 307, 308: to sign in) is the client's answer as the service sent it;"
+        " anything else is 500.",
         cli=False,
     ),
     Setting(

@@ -357,11 +357,32 @@ gateways (oauth2-proxy, Authelia, Authentik, Pomerium) in front of internal
 applications that have no sign-in of their own:
 
 ```toml
+[[host]]
+names = ["app.example.com"]
 [[host.mount]]
 path = "/"
-proxy = "http://127.0.0.1:8000"                     # the internal application
-auth_request = "http://127.0.0.1:4180/oauth2/auth"  # oauth2-proxy
+proxy = "http://127.0.0.1:8000"                                 # the internal application
+auth_request = "http://127.0.0.1:9091/api/authz/forward-auth"  # Authelia 4.38+
+auth_response_headers = ["Remote-User", "Remote-Groups", "Remote-Email"]
+```
+
+The service must answer a browser that is not signed in with its redirect to the
+sign-in page: Authelia's `forward-auth` endpoint does (a `302`, its portal on a host
+of its own). oauth2-proxy's `/oauth2/auth` answers only `202` or `401` (nginx users
+add `error_page 401 = /oauth2/sign_in`; a host's `error_pages` here does not replace
+an answer relayed from the service): ask its root instead, with oauth2-proxy run as
+for Traefik (`--upstream=static://202 --reverse-proxy`), which redirects to sign in,
+and give its own paths a mount of their own, not gated:
+
+```toml
+[[host.mount]]
+path = "/"
+proxy = "http://127.0.0.1:8000"
+auth_request = "http://127.0.0.1:4180/"
 auth_response_headers = ["X-Auth-Request-User", "X-Auth-Request-Email"]
+[[host.mount]]
+path = "/oauth2"                       # its sign-in, callback and sign-out pages
+proxy = "http://127.0.0.1:4180"
 ```
 
 - **The question** is a `GET` of that URL with the client's header fields (its
@@ -480,10 +501,10 @@ matching quotes, and inside them `\\"`, `\\'`, `\\\\`, `\\n`, `\\r` and `\\t` ar
 escapes. `return = 410` (a TOML number) is read as `"410"`.
 
 URLs and texts may hold the variables `proxy_set_header` knows (those of a request:
-`$scheme`, `$host`, `$request_uri`, `$remote_addr`, `$http_NAME`, ...) and `$uri`
-(the path decoded, dot-segments resolved, runs of slashes made one: what routing
-matched), `$args` (the query) and `$is_args` (`?` when there is a query); an unknown
-one is a start-up error. `$request_uri` is the path and query exactly as the client
+`$scheme`, `$host`, `$request_uri`, `$remote_addr`, `$http_NAME`, ..., among them
+`$uri`, the path decoded, dot-segments resolved, runs of slashes made one: what
+routing matched; `$args`, the query; `$is_args`, `?` when there is a query); an
+unknown one is a start-up error. `$request_uri` is the path and query exactly as the client
 sent them (for a request-target in absolute form, `GET http://a.example/x`, the part
 from the path on, as nginx's), the right choice for a redirect. In a `Location`,
 every byte a URL may not hold is percent-encoded, whether it comes from a variable or
@@ -501,8 +522,10 @@ The rest of the mount's keys apply as to any mount: `allow` and `deny`,
 that answers `200 ok` to the office only; in nginx, `return` comes before its access
 checks, so there the same lines answer everyone), `headers` are added to it, `gzip`
 compresses a long text. A request is answered from its head: its body is not read,
-no body limit (`max_body`) refuses it first (nginx's server-level `return` comes
-before its `client_max_body_size` too), no `100 Continue` is sent, and an answer sent
+no body limit (`max_body`) refuses it first from its `Content-Length` (nginx's
+server-level `return` comes before its `client_max_body_size` too; what arrives in
+the same read as the head still counts against the server's `max_body`, which
+matters only for one below a kilobyte), no `100 Continue` is sent, and an answer sent
 before the body has come in closes the connection (`Connection: close`, after the
 server's lingering close; a small body that came with the head keeps it), so an
 upload to a moved endpoint gets its `308` at once.
@@ -603,15 +626,16 @@ def configuration_reference() -> str:
     return (
         _CONFIG_INTRO
         + "\n## `[server]`\n\nThe same settings as the command-line options of the same"
-        " name ([reference](cli.md)); `app`, `static` and `proxy` here make one catch-all"
-        " host and cannot be combined with `[[host]]` tables.\n\n"
+        " name ([reference](cli.md)); `app`, `static`, `proxy` and `return` here make one"
+        " catch-all host and cannot be combined with `[[host]]` tables.\n\n"
         + _key_table(server_keys)
         + "\n## `[[host]]`\n\nOne virtual host. Besides these keys, a host has its"
         " mounts as `[[host.mount]]` tables.\n\n"
         + _key_table(HOST_KEYS)
         + "\n## `[[host.mount]]`\n\nWhat serves a path prefix of the host: exactly one"
-        " of `app`, `static` or `proxy`, and the options for that kind of mount (see"
-        " [static files](static.md) and [proxying](proxy.md)).\n\n"
+        " of `app`, `static`, `proxy` or `return`, and the options for that kind of mount"
+        " (see [static files](static.md), [proxying](proxy.md) and [fixed"
+        " answers](#fixed-answers-and-redirects-return)).\n\n"
         + _key_table(MOUNT_KEYS, applies=True)
         + "\nValue types:\n\n"
         + legend
