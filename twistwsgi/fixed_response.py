@@ -36,12 +36,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.log_format import RequestTemplate
-from twistwsgi.routing import answer_error
+from twistwsgi.routing import answer_error, error_body
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -209,7 +208,7 @@ class FixedResponse:
             else RequestTemplate(spec.text, escape="url" if spec.redirects else "none")
         )
         self._trusted = trusted_proxies or TrustedProxies(())
-        self._reason_body = _reason(spec.status).encode("ascii") + b"\n"
+        self._reason_body = error_body(spec.status)
 
     def handle(self, exchange: Exchange) -> None:
         """Answer ``exchange``."""
@@ -241,14 +240,6 @@ class FixedResponse:
         exchange.start_response(status, fields)
         # (The exchange sends no body to HEAD, RFC 9110 9.3.2; the fields stay.)
         exchange.finish(body)
-
-
-def _reason(status: int) -> str:
-    """The reason phrase of ``status`` (RFC 9110 15), or the code for one without."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return str(status)
 
 
 def _sets_content_type(exchange: Exchange) -> bool:

@@ -46,9 +46,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twistwsgi.access import client_address
-from twistwsgi.forwarding import TrustedProxies, encode_path
+from twistwsgi.forwarding import TrustedProxies, encode_path, forwarded_scheme
 from twistwsgi.http.request import RequestHead, Route
-from twistwsgi.http.rules import HOP_BY_HOP, forwarded_proto
+from twistwsgi.http.rules import HOP_BY_HOP
 from twistwsgi.routing import answer_error, remove_dot_segments
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class ForwardAuth:
         scheme = request.scheme
         peer = request.peer
         if trusted:
-            said = forwarded_scheme_of(request)
+            said = forwarded_scheme(request)
             scheme = said or scheme
             client = client_address(request, self.trusted)
             peer = (client, peer[1] if peer else 0) if client else None
@@ -243,16 +243,6 @@ def _routed_uri(request: RequestHead) -> bytes:
     normal = remove_dot_segments(request.decoded_path) or b"/"
     query = request.query
     return encode_path(normal) + (b"?" + query if query else b"")
-
-
-def forwarded_scheme_of(request: RequestHead) -> str | None:
-    """The scheme a trusted proxy says the client used, if it says one."""
-    proto = request.joined(b"x-forwarded-proto")
-    forwarded = request.joined(b"forwarded")
-    return forwarded_proto(
-        None if proto is None else proto.decode("latin-1"),
-        None if forwarded is None else forwarded.decode("latin-1"),
-    )
 
 
 def _with_fields(

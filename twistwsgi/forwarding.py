@@ -63,7 +63,13 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from twistwsgi.http.request import Address, RequestHead, Route
-from twistwsgi.http.rules import FORWARDING_FIELDS, HOP_BY_HOP, TOKEN, connection_options
+from twistwsgi.http.rules import (
+    FORWARDING_FIELDS,
+    HOP_BY_HOP,
+    TOKEN,
+    connection_options,
+    forwarded_proto,
+)
 from twistwsgi.routing import remove_dot_segments
 
 __all__ = [
@@ -76,6 +82,7 @@ __all__ = [
     "encode_path",
     "forwarded_client",
     "forwarded_element",
+    "forwarded_scheme",
     "parse_upstream",
     "replace_fields",
     "request_fields",
@@ -154,6 +161,20 @@ def parse_upstream(url: str) -> UpstreamAddress:
 # RFC 3986 3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; plus "/".
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 _PATH_SAFE_DECODED = "/:@!$&'()*+,;=-._~"
+
+
+def forwarded_scheme(request: RequestHead) -> str | None:
+    """The scheme the proxy in front says the client used, if it says one.
+
+    ``X-Forwarded-Proto``, else ``Forwarded``'s ``proto``: to be believed only from
+    a trusted proxy.
+    """
+    proto = request.joined(b"x-forwarded-proto")
+    forwarded = request.joined(b"forwarded")
+    return forwarded_proto(
+        None if proto is None else proto.decode("latin-1"),
+        None if forwarded is None else forwarded.decode("latin-1"),
+    )
 
 
 def encode_path(path: bytes) -> bytes:

@@ -31,9 +31,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.forwarding import TrustedProxies, forwarded_scheme
 from twistwsgi.http.request import RequestHead
-from twistwsgi.http.rules import forwarded_proto
 from twistwsgi.routing import MountTable, answer_error, answer_plain, remove_dot_segments
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ class HttpsRedirect:
         if request.scheme == "https" or request.target == b"*":
             return False
         trusted = self._trusted_proxies
-        if trusted and trusted.trusts_peer(request.peer) and _forwarded_scheme(request) == "https":
+        if trusted and trusted.trusts_peer(request.peer) and forwarded_scheme(request) == "https":
             return False
         exempt = self._exempt
         if exempt is not None:
@@ -116,16 +115,6 @@ class HttpsRedirect:
             fields.append((b"Connection", b"close"))
         answer_plain(exchange, status, _BODIES[status], fields)
         return True
-
-
-def _forwarded_scheme(request: RequestHead) -> str | None:
-    """The scheme the proxy in front says the client used."""
-    proto = request.joined(b"x-forwarded-proto")
-    forwarded = request.joined(b"forwarded")
-    return forwarded_proto(
-        None if proto is None else proto.decode("latin-1"),
-        None if forwarded is None else forwarded.decode("latin-1"),
-    )
 
 
 def _local_address(request: RequestHead) -> str | None:

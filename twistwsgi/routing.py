@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from twistwsgi.client_certificates import refusal
@@ -474,6 +475,17 @@ def _answer(
     )
     # RFC 9110 9.3.2: the answer to HEAD has the fields of the GET's, no body.
     exchange.finish(b"" if exchange.request.method == b"HEAD" else body)
+
+
+def error_body(status: int) -> bytes:
+    """The short plain-text body of a status the server answers itself.
+
+    Its reason phrase (RFC 9110 15), or its code for a status without one.
+    """
+    try:
+        return HTTPStatus(status).phrase.encode("ascii") + b"\n"
+    except ValueError:
+        return b"%d\n" % status
 
 
 def refuse_path_above_root(exchange: Exchange, pages: ErrorPages | None = None) -> None:

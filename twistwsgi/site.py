@@ -439,10 +439,7 @@ class SiteBuilder:
         gate = ForwardAuth(
             proxy,
             target,
-            [
-                name.lower().replace("_", "-").encode("ascii")
-                for name in mount.options.get("auth_response_headers", ())
-            ],
+            [name.encode("ascii") for name in mount.options.get("auth_response_headers", ())],
             where,
             TrustedProxies(config.trusted_proxies),
         )

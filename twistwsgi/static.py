@@ -56,7 +56,6 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -70,7 +69,7 @@ from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import PreparedHeaders, Route
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.wire import http_date
-from twistwsgi.routing import Mount, answer_error, answer_plain
+from twistwsgi.routing import Mount, answer_error, answer_plain, error_body
 
 __all__ = ["StaticHandler", "StaticOptions"]
 
@@ -455,7 +454,7 @@ class StaticHandler:
         if status == CLOSE_WITHOUT_RESPONSE:
             exchange.abort()
         elif status is not None:
-            answer_error(exchange, status, _reason(status))
+            answer_error(exchange, status, error_body(status))
         elif internal:
             answer_error(exchange, 404, b"Not Found\n")
         else:
@@ -1106,14 +1105,6 @@ def _try_files(
         )
         candidates.append((parts, name.endswith("/")))
     return tuple(candidates), status
-
-
-def _reason(status: int) -> bytes:
-    """The short plain-text body of an error status."""
-    try:
-        return HTTPStatus(status).phrase.encode("ascii") + b"\n"
-    except ValueError:
-        return b"%d\n" % status
 
 
 def _open_file(path: bytes) -> IO[bytes]:
