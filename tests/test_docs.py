@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,41 @@ def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     first_block = readme.split("```")[1]
     assert "make run" in first_block and "make test" in first_block
+
+
+def prose(page: Path) -> str:
+    """``page`` without its code blocks."""
+    return re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors a Markdown renderer gives ``page``'s headings (GitHub's rule:
+    lower case, punctuation dropped, spaces made dashes).
+    """
+    text = prose(page)
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t]*$", text, flags=re.MULTILINE):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_links_between_pages_lead_somewhere() -> None:
+    """Every link from one page to another (or to a section) names a page that
+    exists and a heading it has: a section renamed must not leave links to nowhere.
+    """
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)\s#:]*)(?:#([^)\s]+))?\)", prose(page)):
+            if not target and not anchor:
+                continue
+            linked = (page.parent / target).resolve() if target else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked):
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert not broken
+    assert "how-requests-are-routed" in heading_anchors(ROOT / "docs" / "configuration.md")
 
 
 def test_annotated_example_config_validates(tmp_path: Path) -> None:
