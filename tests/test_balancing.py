@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twistwsgi.balancing import Balancer, Peer
+from twistwsgi.balancing import Balancer, Peer, _hash, client_network, parse_balance
 
 
 def peers(*weights: int) -> list[Peer[str]]:
@@ -30,6 +34,17 @@ def set_states(
         if excluded:
             exclude.append(peer)
     return exclude
+
+
+#: Each policy, with a key for those that hash one (and one request without a key).
+POLICIES_AND_KEYS = [
+    ("round_robin", None),
+    ("least_conn", None),
+    ("hash", b"/some/uri"),
+    ("consistent_hash", b"session-7"),
+    ("ip_hash", b"192.0.2"),
+    ("consistent_hash", b""),
+]
 
 
 def test_round_robin_is_smooth() -> None:
@@ -197,21 +212,25 @@ def test_actively_unhealthy_peers_are_never_the_fallback() -> None:
     ),
     st.integers(0, 3),
     st.floats(0.0, 30.0),
-    st.sampled_from(["round_robin", "least_conn"]),
+    st.sampled_from(POLICIES_AND_KEYS),
 )
 def test_pick_never_excluded_or_unhealthy_and_only_none_when_nothing_is_left(
-    states: list[tuple[bool, int, float, bool]], max_fails: int, now: float, policy: str
+    states: list[tuple[bool, int, float, bool]],
+    max_fails: int,
+    now: float,
+    policy_and_key: tuple[str, bytes | None],
 ) -> None:
     """Never an excluded or actively unhealthy peer; some peer whenever a healthy one
     not excluded exists; a peer still out after failures only when no other is usable,
     and then the one back soonest.
     """
+    policy, key = policy_and_key
     group = peers(*[1] * len(states))
     balancer = Balancer(group, policy=policy, max_fails=max_fails, fail_timeout=10.0)
     exclude = set_states(group, [(*state, 0) for state in states])
     allowed = [peer for peer in group if peer.healthy and peer not in exclude]
     usable = [peer for peer in allowed if balancer.usable(peer, now)]
-    chosen = balancer.pick(now, exclude)
+    chosen = balancer.pick(now, exclude, key)
     if not allowed:
         assert chosen is None
         return
@@ -237,20 +256,21 @@ def test_bad_arguments() -> None:
 # -- max_conns ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["round_robin", "least_conn"])
+@pytest.mark.parametrize("policy", ["round_robin", "least_conn", "hash", "consistent_hash"])
 def test_a_full_peer_is_skipped(policy: str) -> None:
     """A peer with max_conns requests in progress is not picked, whatever the policy
     and weight; once one of its requests ends it is picked again.
     """
     a, b = group = peers(5, 1)
     balancer = Balancer(group, policy=policy, max_conns=2)
+    keys = [b"k%d" % n for n in range(12)]  # ignored by the policies without a key
     a.active = 2
-    assert {balancer.pick(0.0) for _ in range(6)} == {b}
+    assert {balancer.pick(0.0, key=key) for key in keys} == {b}
     assert not balancer.busy(0.0)
     b.active = 2
-    assert balancer.pick(0.0) is None
+    assert balancer.pick(0.0, key=keys[0]) is None
     balancer.release(a)
-    assert {balancer.pick(0.0) for _ in range(6)} == {a}
+    assert {balancer.pick(0.0, key=key) for key in keys} == {a}
 
 
 def test_all_full_is_busy_not_none_usable() -> None:
@@ -331,19 +351,20 @@ def test_no_limit_is_never_busy() -> None:
     st.integers(0, 3),
     st.integers(0, 3),
     st.floats(0.0, 30.0),
-    st.sampled_from(["round_robin", "least_conn"]),
+    st.sampled_from(POLICIES_AND_KEYS),
 )
 def test_pick_respects_max_conns_and_busy_explains_none(
     states: list[tuple[bool, int, float, bool, int]],
     max_fails: int,
     max_conns: int,
     now: float,
-    policy: str,
+    policy_and_key: tuple[str, bytes | None],
 ) -> None:
     """A picked peer is never full; pick gives None exactly when nothing is left for
     the request or busy says every peer it could use is full; busy is never true
     while pick has a peer to give, nor without max_conns.
     """
+    policy, key = policy_and_key
     group = peers(*[1] * len(states))
     balancer = Balancer(
         group, policy=policy, max_fails=max_fails, fail_timeout=10.0, max_conns=max_conns
@@ -351,7 +372,7 @@ def test_pick_respects_max_conns_and_busy_explains_none(
     exclude = set_states(group, states)
     allowed = [peer for peer in group if peer.healthy and peer not in exclude]
     busy = balancer.busy(now, exclude)
-    chosen = balancer.pick(now, exclude)
+    chosen = balancer.pick(now, exclude, key)
     if chosen is not None:
         assert chosen in allowed
         assert not max_conns or chosen.active < max_conns
@@ -360,3 +381,237 @@ def test_pick_respects_max_conns_and_busy_explains_none(
         assert busy or not allowed
     if busy:
         assert max_conns and allowed
+
+
+# -- the hash policies ----------------------------------------------------------------------
+
+
+def keys(count: int) -> list[bytes]:
+    return [b"/item/%d" % n for n in range(count)]
+
+
+@pytest.mark.parametrize("policy", ["hash", "consistent_hash", "ip_hash"])
+def test_a_key_keeps_its_upstream(policy: str) -> None:
+    """Each key goes to one upstream every time, and the keys are spread over all."""
+    group = peers(1, 1, 1)
+    balancer = Balancer(group, policy=policy)
+    first = {key: balancer.pick(0.0, key=key) for key in keys(300)}
+    for _ in range(3):
+        assert {key: balancer.pick(0.0, key=key) for key in keys(300)} == first
+    assert set(first.values()) == set(group)
+
+
+@pytest.mark.parametrize("policy", ["hash", "consistent_hash"])
+def test_keys_are_shared_by_weight(policy: str) -> None:
+    """Weights 3:1 give the first upstream about three keys in four (the hash spreads
+    keys, it does not count them: within a few per cent over 4,000 keys).
+    """
+    a, b = group = peers(3, 1)
+    balancer = Balancer(group, policy=policy)
+    counts = Counter(balancer.pick(0.0, key=key) for key in keys(4000))
+    assert 0.70 < counts[a] / 4000 < 0.80
+    assert counts[a] + counts[b] == 4000
+
+
+def test_a_new_process_maps_keys_the_same() -> None:
+    """The hash is not Python's (random in each process): another interpreter, with
+    another PYTHONHASHSEED, sends each key to the same upstream, as each worker must.
+    """
+    script = (
+        "from twistwsgi.balancing import Balancer, Peer\n"
+        "for policy in ('hash', 'consistent_hash'):\n"
+        "    group = [Peer(n, n) for n in ('http://a:1', 'http://b:2', 'http://c:3')]\n"
+        "    balancer = Balancer(group, policy=policy)\n"
+        "    print(' '.join(balancer.pick(0.0, key=b'/item/%d' % n).name for n in range(40)))\n"
+    )
+    outputs = []
+    for seed in ("1", "2"):
+        environment = {**os.environ, "PYTHONHASHSEED": seed}
+        ran = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=environment,
+        )
+        outputs.append(ran.stdout)
+    assert outputs[0] == outputs[1]
+    here = []
+    for policy in ("hash", "consistent_hash"):
+        group = [Peer(n, n) for n in ("http://a:1", "http://b:2", "http://c:3")]
+        balancer = Balancer(group, policy=policy)
+        picked = [balancer.pick(0.0, key=b"/item/%d" % n) for n in range(40)]
+        here.append(" ".join(peer.name for peer in picked if peer is not None))
+    assert outputs[0].splitlines() == here
+
+
+def test_consistent_hash_moves_only_the_keys_of_a_changed_upstream() -> None:
+    """Removing an upstream moves only the keys it had; adding one takes keys only
+    from the others to it (nginx's consistent, ketama): caches and sessions keyed
+    so stay where they are.
+    """
+    names = [f"http://10.0.0.{n}:80" for n in range(1, 5)]
+    four = Balancer([Peer(n, n) for n in names], policy="consistent_hash")
+    three = Balancer([Peer(n, n) for n in names[:3]], policy="consistent_hash")
+    before = {key: four.pick(0.0, key=key) for key in keys(2000)}
+    after = {key: three.pick(0.0, key=key) for key in keys(2000)}
+    moved = 0
+    for key, peer in before.items():
+        assert peer is not None and after[key] is not None
+        if peer.name == names[3]:
+            moved += 1
+        else:
+            assert after[key].name == peer.name  # type: ignore[union-attr]
+    assert 300 < moved < 700  # about a quarter of the keys were on the one removed
+
+
+def test_plain_hash_remaps_when_upstreams_change() -> None:
+    """``hash`` without consistent is nginx's: the key modulo the weights, so a
+    changed list moves most keys (what consistent is for).
+    """
+    names = [f"http://10.0.0.{n}:80" for n in range(1, 5)]
+    four = Balancer([Peer(n, n) for n in names], policy="hash")
+    three = Balancer([Peer(n, n) for n in names[:3]], policy="hash")
+    kept = sum(
+        four.pick(0.0, key=key).name == three.pick(0.0, key=key).name  # type: ignore[union-attr]
+        for key in keys(2000)
+    )
+    assert kept < 1200
+
+
+@pytest.mark.parametrize("policy", ["hash", "consistent_hash"])
+def test_a_key_whose_upstream_is_out_goes_elsewhere_and_comes_back(policy: str) -> None:
+    """Out after failures, failing its health check, or tried already: the key goes
+    to another upstream, the same one each time; it comes back once its own is back.
+    """
+    group = peers(1, 1, 1)
+    balancer = Balancer(group, policy=policy, max_fails=1, fail_timeout=10.0)
+    key = b"/sticky"
+    home = balancer.pick(0.0, key=key)
+    assert home is not None
+    balancer.failed(home, 0.0)
+    elsewhere = balancer.pick(1.0, key=key)
+    assert elsewhere is not None and elsewhere is not home
+    assert balancer.pick(2.0, key=key) is elsewhere
+    # Back from its time out: the key's next request is the probe.
+    assert balancer.pick(11.0, key=key) is home
+    assert balancer.pick(11.5, key=key) is elsewhere  # while the probe is out
+    balancer.succeeded(home)
+    assert balancer.pick(12.0, key=key) is home
+    home.healthy = False
+    assert balancer.pick(13.0, key=key) is elsewhere
+    home.healthy = True
+    retry = balancer.pick(14.0, [home], key=key)
+    assert retry is elsewhere  # a retry after a failed attempt on home
+    assert balancer.pick(14.0, [home, elsewhere], key=key) not in (home, elsewhere, None)
+
+
+def test_hash_goes_round_robin_after_twenty_misses() -> None:
+    """A key whose 20 hashes all land on upstreams that cannot take it goes by
+    weighted round-robin over those that can (nginx's hash, after its 20 tries).
+    """
+    group = peers(*[1] * 40)
+    balancer = Balancer(group, policy="hash")
+    for peer in group[2:]:
+        peer.healthy = False
+    usable = set(group[:2])
+
+    def missed(key: bytes) -> bool:
+        hashed = _hash(key)
+        for attempt in range(20):
+            if attempt:
+                hashed = _hash(b"%d:%s" % (attempt, key))
+            if group[hashed % 40] in usable:
+                return False
+        return True
+
+    key = next(key for key in keys(1000) if missed(key))
+    picked = [balancer.pick(0.0, key=key) for _ in range(4)]
+    assert picked[0] is not picked[1] and picked[:2] == picked[2:]
+    assert set(picked) == usable
+    hit = next(key for key in keys(1000) if not missed(key))
+    assert len({balancer.pick(0.0, key=hit) for _ in range(4)}) == 1
+
+
+@pytest.mark.parametrize("policy", ["hash", "consistent_hash", "ip_hash"])
+def test_no_key_goes_round_robin(policy: str) -> None:
+    """A request without a key (an empty one: the cookie not set yet) goes by
+    weighted round-robin rather than all to one upstream, as nginx sends them.
+    """
+    group = peers(2, 1)
+    balancer = Balancer(group, policy=policy)
+    picked = [balancer.pick(0.0, key=b"") for _ in range(6)] + [
+        balancer.pick(0.0) for _ in range(3)
+    ]
+    assert Counter(picked) == {group[0]: 6, group[1]: 3}
+
+
+def test_the_ring_of_large_weights_is_bounded_and_keeps_their_shares() -> None:
+    """Weights of 10,000 and 30,000 place a bounded number of points (not 6.4
+    million), still about one key in four and three in four.
+    """
+    _, b = group = peers(10_000, 30_000)
+    balancer = Balancer(group, policy="consistent_hash")
+    assert len(balancer._ring_points) == 640  # as weights 1 and 3
+    counts = Counter(balancer.pick(0.0, key=key) for key in keys(4000))
+    assert 0.68 < counts[b] / 4000 < 0.82
+    huge = Balancer(peers(*range(1000, 1100)), policy="consistent_hash")
+    assert len(huge._ring_points) <= 1 << 16
+
+
+def test_the_same_url_twice_has_points_of_its_own() -> None:
+    """An upstream listed twice (to double its share, nginx-style) gets both shares."""
+    group = [Peer("one", "http://a:1"), Peer("two", "http://a:1"), Peer("three", "http://b:1")]
+    balancer = Balancer(group, policy="consistent_hash")
+    counts = Counter(balancer.pick(0.0, key=key) for key in keys(3000))
+    assert all(counts[peer] > 700 for peer in group)
+
+
+@pytest.mark.parametrize(
+    ("client", "network"),
+    [
+        ("192.0.2.7", b"192.0.2"),
+        ("192.0.2.200", b"192.0.2"),
+        ("2001:db8::7", b"2001:db8::7"),
+        (None, None),
+        ("unknown", None),
+        ("", None),
+    ],
+)
+def test_client_network(client: str | None, network: bytes | None) -> None:
+    """ip_hash's key: an IPv4 client's /24 (nginx's first three octets), an IPv6 one
+    whole; a client with no address (a UNIX socket, unknown) has none.
+    """
+    assert client_network(client) == network
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("round_robin", ("round_robin", None)),
+        ("least-conn", ("least_conn", None)),
+        ("IP_HASH", ("ip_hash", None)),
+        ("hash $request_uri", ("hash", "$request_uri")),
+        ("hash $cookie_sid consistent", ("consistent_hash", "$cookie_sid")),
+        ("hash  $host $uri  consistent", ("consistent_hash", "$host $uri")),
+        ("hash $arg_consistent", ("hash", "$arg_consistent")),
+    ],
+)
+def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:
+    assert parse_balance(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "expected round_robin"),
+        ("random", "expected round_robin"),
+        ("ip_hash $remote_addr", "takes nothing after it"),
+        ("hash", "needs a key"),
+        ("hash consistent", "no $variable"),
+        ("hash uri consistent", "no $variable"),
+    ],
+)
+def test_parse_balance_refuses(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_balance(text)

@@ -204,6 +204,15 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             + '[[host]]\nnames = ["b"]\ndefault = true\n[[host.mount]]\npath = "/"\napp = "a:b"\n',
             "site.toml: host[1].default: site.toml: host[0] is already the default host",
         ),
+        (
+            ONE_HOST
+            + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "hash $cookie"\n',
+            "host[0].mount[1].balance: the hash key '$cookie': unknown variable $cookie",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "sticky"\n',
+            "host[0].mount[1].balance: expected round_robin, least_conn, ip_hash or hash KEY",
+        ),
         ("[server\n", "site.toml: not valid TOML"),
         (SERVER, "nothing to serve"),
     ],

@@ -283,3 +283,47 @@ def test_request_uri_is_from_the_path_on_for_a_refused_head_too(
 def test_a_refused_request_has_no_uri() -> None:
     response = FakeExchange(PartialRequest(method=b"GET", target=b"/x"))  # type: ignore[arg-type]
     assert line("$uri|$args|$is_args", response) == "-|-|"
+
+
+@pytest.mark.parametrize(
+    ("cookies", "expected"),
+    [
+        ([b"theme=dark; sid=abc123"], "abc123|dark"),
+        ([b"theme=dark", b"SID=q1"], "q1|dark"),  # another line; the name without case
+        ([b"sid=first; sid=second"], "first|-"),  # the first of the name
+        ([b'sid="quoted value"'], '"quoted value"|-'),  # as sent
+        ([b"sid=;theme=x"], "|x"),  # empty, and no space after ;
+        ([b"sid = spaced ;theme=x"], "spaced|x"),  # trimmed, as RFC 6265 5.2 reads a pair
+        ([b"sidx=1; xsid=2; sid"], "-|-"),  # no cookie of that name; one without =
+        ([], "-|-"),
+    ],
+)
+def test_cookie_variables_are_nginxs(cookies: list[bytes], expected: str) -> None:
+    """$cookie_NAME: the value of the first cookie of that name in any Cookie line."""
+    head = request_head(b"/", headers=[(b"Cookie", line_) for line_ in cookies])
+    response = FakeExchange(head)  # type: ignore[arg-type]
+    assert LogFormat("$cookie_sid|$cookie_theme", "none").format(response, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"/p?user=ann&page=2", "ann|2"),
+        (b"/p?USER=Ann%20B&user=second", "Ann%20B|-"),  # the first; still encoded
+        (b"/p?username=x&page", "-|-"),  # no user; a page without =
+        (b"/p?user=&page=3", "|3"),
+        (b"/p", "-|-"),
+        (b"http://a.test/p?user=abs", "abs|-"),  # the absolute form's query
+    ],
+)
+def test_argument_variables_are_nginxs(target: bytes, expected: str) -> None:
+    """$arg_NAME: the first query argument of that name, as sent."""
+    response = FakeExchange(_head(target))  # type: ignore[arg-type]
+    assert LogFormat("$arg_user|$arg_page", "none").format(response, NOW) == expected
+
+
+def test_prefixed_variables_need_a_name() -> None:
+    """$cookie_ or $arg_ alone is refused, naming the variables known."""
+    for template in ("$cookie_", "${arg_}"):
+        with pytest.raises(ValueError, match=r"\$cookie_NAME, \$arg_NAME"):
+            LogFormat(template)

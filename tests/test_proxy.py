@@ -1260,6 +1260,118 @@ def test_least_conn_avoids_the_busy_upstream() -> None:
     assert setup.endpoint(0).last.take().count(b"GET /c") == 1
 
 
+THREE = (*TWO, "http://10.0.0.3:9000")
+
+
+def upstream_of_each(setup: Setup) -> dict[bytes, int]:
+    """For every request target any upstream got, the index of that upstream."""
+    where: dict[bytes, int] = {}
+    for index, endpoint in enumerate(setup.endpoints.values()):
+        for upstream in endpoint.connections:
+            for target in targets_sent(upstream):
+                where[target] = index
+    return where
+
+
+def test_hash_on_a_cookie_keeps_each_session_on_its_upstream() -> None:
+    """With balance = "hash $cookie_sid consistent", every request of a session goes to
+    one upstream, sessions are spread over all three, and a client without the
+    cookie yet goes round-robin.
+    """
+    setup = make_proxy(THREE, balance="hash $cookie_sid consistent")
+    client = setup.client()
+    for round_ in range(3):
+        for session in range(12):
+            client.send(
+                b"GET /s%d/r%d HTTP/1.1\r\nHost: x\r\nCookie: theme=dark; sid=%d\r\n\r\n"
+                % (session, round_, session)
+            )
+            answer_busy(setup)
+            one_response(client)
+    where = upstream_of_each(setup)
+    homes = {}
+    for session in range(12):
+        (home,) = {where[b"/s%d/r%d" % (session, round_)] for round_ in range(3)}
+        homes[session] = home
+    assert set(homes.values()) == {0, 1, 2}
+    for n in range(3):
+        client.send(b"GET /new%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        answer_busy(setup)
+        one_response(client)
+    assert sorted(upstream_of_each(setup)[b"/new%d" % n] for n in range(3)) == [0, 1, 2]
+
+
+def test_ip_hash_reads_the_client_behind_a_trusted_proxy() -> None:
+    """ip_hash keys on the client as the mount's rules resolve it: behind a trusted
+    proxy, the X-Forwarded-For client's network (one upstream per /24); from anyone
+    else, the connection's address, whatever X-Forwarded-For it sends.
+    """
+    for trusted in (("127.0.0.0/8",), ()):
+        setup = make_proxy(THREE, balance="ip_hash", trusted=trusted)
+        client = setup.client()
+        for network in range(10):
+            for host in (1, 77, 200):
+                client.send(
+                    b"GET /n%d/h%d HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.%d.%d\r\n\r\n"
+                    % (network, host, network, host)
+                )
+                answer_busy(setup)
+                one_response(client)
+        where = upstream_of_each(setup)
+        used = set()
+        for network in range(10):
+            (home,) = {where[b"/n%d/h%d" % (network, host)] for host in (1, 77, 200)}
+            used.add(home)
+        assert len(used) == (3 if trusted else 1)
+
+
+def test_a_key_whose_upstream_failed_moves_and_stays_moved() -> None:
+    """The key's upstream refusing: the request goes to another upstream, and so do
+    the key's next requests while the first is out; no request is lost.
+    """
+    setup = make_proxy(THREE, balance="hash $arg_user consistent")
+    balancer = setup.handler.balancer
+    home = balancer.pick(0.0, key=b"ann")
+    assert home is not None
+    index = setup.handler.group.peers.index(home)
+    setup.endpoint(index).refuse = True
+    client = setup.client()
+    for n in range(3):
+        client.send(b"GET /r%d?user=ann HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        answer_busy(setup)
+        assert one_response(client).status == 200
+    (other,) = set(upstream_of_each(setup).values())
+    assert other != index
+    assert setup.endpoint(index).attempts == 1  # out after its failure
+
+
+def test_waiters_pick_by_their_own_key() -> None:
+    """A request waiting for a free upstream (max_conns) keeps its key: when both
+    upstreams free up at once, each waiter goes to its own.
+    """
+    setup = make_proxy(TWO, balance="hash $arg_k consistent", max_conns=1)
+    balancer = setup.handler.balancer
+    peers = setup.handler.group.peers
+    home: dict[int, bytes] = {}
+    for n in range(100):
+        picked = balancer.pick(0.0, key=b"%d" % n)
+        assert picked is not None
+        home.setdefault(peers.index(picked), b"%d" % n)
+    busy = [setup.client(), setup.client()]
+    get(busy[0], b"/busy0?k=" + home[0])
+    get(busy[1], b"/busy1?k=" + home[1])
+    waiters = [setup.client(), setup.client()]
+    get(waiters[0], b"/wait1?k=" + home[1])  # the oldest waits for upstream 1
+    get(waiters[1], b"/wait0?k=" + home[0])
+    assert len(setup.handler.waiting) == 2
+    for endpoint in setup.endpoints.values():
+        endpoint.last.protocol.dataReceived(OK)  # both free in one turn of the reactor
+    setup.clock.advance(0)
+    where = upstream_of_each(setup)
+    assert where[b"/wait1?k=" + home[1]] == 1
+    assert where[b"/wait0?k=" + home[0]] == 0
+
+
 def test_no_upstream_available_is_502() -> None:
     """When every upstream is out (active health), the answer is 502 at once."""
     setup = make_proxy(TWO)

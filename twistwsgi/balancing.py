@@ -8,6 +8,22 @@ picks the upstream with the fewest requests in progress relative to its weight
 (``active / weight``), breaking ties by the same weighted round-robin, so idle
 upstreams share the load evenly.
 
+The hash policies keep a request's upstream from one request to the next. ``hash``
+(nginx's ``hash KEY``) maps a key made from the request (``$cookie_session``,
+``$request_uri``) to an upstream by weight; ``consistent_hash`` (nginx's ``hash KEY
+consistent``) places each upstream on a ring of points (160 per unit of weight, as
+nginx's ketama) and takes the first point after the key's, so adding or removing an
+upstream moves only the keys of its share; ``ip_hash`` is ``consistent_hash`` over the
+client's network (its caller makes the key: nginx's ``ip_hash`` hashes an IPv4
+address's first three octets). The hash of a key is BLAKE2b, the same in every
+process and after every restart, so each worker sends a key to the same upstream.
+When the key's upstream cannot take the request (out after failures, failing its
+health check, full, or tried already for this request), ``hash`` hashes again (up
+to 20 times, as nginx, then weighted round-robin) and ``consistent_hash`` goes on
+round the ring; the key comes back to its upstream when that one is back. A request
+without a key (an empty one: no such cookie yet) goes by weighted round-robin rather
+than all to one upstream (nginx hashes the empty key).
+
 **Passive health** (nginx's ``max_fails``/``fail_timeout``). A failed attempt
 (connecting failed or timed out, the connection broke before a response head, the
 head was malformed or did not come within ``response_timeout``) counts against its
@@ -37,15 +53,88 @@ when no other is left.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import math
 from collections.abc import Collection, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["POLICIES", "Balancer", "Peer"]
+__all__ = ["HASH_POLICIES", "POLICIES", "Balancer", "Peer", "client_network", "parse_balance"]
 
 T = TypeVar("T")
 
-#: The balancing policies, as the configuration names them.
-POLICIES = ("round_robin", "least_conn")
+#: The balancing policies.
+POLICIES = ("round_robin", "least_conn", "hash", "consistent_hash", "ip_hash")
+
+#: The policies that pick by a key the caller makes from each request.
+HASH_POLICIES = frozenset({"hash", "consistent_hash", "ip_hash"})
+
+#: Points on the ring per unit of weight (nginx's ketama places 160).
+_RING_POINTS = 160
+
+#: At most this many points in all, whatever the weights (a weight of 10,000 would
+#: otherwise make millions): the shares stay as the weights say, give or take.
+_RING_LIMIT = 1 << 16
+
+#: How many times ``hash`` hashes again before round-robin (nginx's 20).
+_HASH_TRIES = 20
+
+
+def parse_balance(text: str) -> tuple[str, str | None]:
+    """The policy and key template a mount's ``balance`` names, as nginx writes them.
+
+    ``round_robin``, ``least_conn``, ``ip_hash``, ``hash KEY`` or ``hash KEY
+    consistent``; the key is returned as written (its variables are the caller's to
+    read).
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    words = text.split()
+    if not words:
+        raise ValueError("expected round_robin, least_conn, ip_hash or hash KEY [consistent]")
+    policy = words[0].lower().replace("-", "_")
+    if policy in ("round_robin", "least_conn", "ip_hash"):
+        if len(words) > 1:
+            raise ValueError(f"{policy} takes nothing after it, got {text!r}")
+        return policy, None
+    if policy != "hash":
+        raise ValueError(
+            f"expected round_robin, least_conn, ip_hash or hash KEY [consistent], got {text!r}"
+        )
+    consistent = len(words) > 2 and words[-1].lower() == "consistent"
+    key = " ".join(words[1:-1] if consistent else words[1:])
+    if not key:
+        raise ValueError(f"hash needs a key such as $request_uri or $cookie_NAME, got {text!r}")
+    if "$" not in key:
+        # Every request would go to the same upstream: a typo, surely.
+        raise ValueError(
+            f"the key of {text!r} has no $variable, so every request would go to one upstream"
+        )
+    return ("consistent_hash" if consistent else "hash"), key
+
+
+def client_network(client: str | None) -> bytes | None:
+    """The key ``ip_hash`` hashes for a client address: nginx's network of the client.
+
+    An IPv4 address's first three octets (its /24: clients of one network share an
+    upstream, as nginx's ``ip_hash``), an IPv6 address whole; ``None`` for a client
+    with no IP address (a UNIX socket, an unknown one), which goes by round-robin, as
+    nginx sends a client that is not on IPv4 or IPv6.
+    """
+    if not client:
+        return None
+    if ":" in client:
+        return client.encode("ascii", "replace")
+    octets = client.split(".")
+    if len(octets) != 4:
+        return None  # "unknown": a forwarding entry that was no address
+    return ".".join(octets[:3]).encode("ascii")
+
+
+def _hash(data: bytes) -> int:
+    """A 64-bit hash of ``data``, the same in every process (Python's hash() is not)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 class Peer(Generic[T]):
@@ -122,6 +211,39 @@ class Balancer(Generic[T]):
         self.fail_timeout = fail_timeout
         self.max_conns = max_conns
         self._single = self.peers[0] if len(self.peers) == 1 else None
+        self.hashed = policy in HASH_POLICIES
+        # hash: each peer's share of the key space, as running totals of the weights.
+        self._weight_ends: list[int] = []
+        total = 0
+        for peer in self.peers:
+            total += peer.weight
+            self._weight_ends.append(total)
+        # consistent_hash and ip_hash: the ring, as sorted points and their peers.
+        self._ring_points: list[int] = []
+        self._ring_peers: list[Peer[T]] = []
+        if policy in ("consistent_hash", "ip_hash"):
+            self._build_ring()
+
+    def _build_ring(self) -> None:
+        """Place each peer's points, from its name, so the ring is the same everywhere.
+
+        A peer named twice (the same URL listed twice) takes its place in the list
+        as well, so the two get points of their own.
+        """
+        divisor = math.gcd(*(peer.weight for peer in self.peers))
+        units = sum(peer.weight // divisor for peer in self.peers)
+        scale = min(1.0, _RING_LIMIT / (units * _RING_POINTS))
+        seen: dict[str, int] = {}
+        points: list[tuple[int, int]] = []
+        for index, peer in enumerate(self.peers):
+            occurrence = seen.get(peer.name, 0)
+            seen[peer.name] = occurrence + 1
+            count = max(1, int(peer.weight // divisor * _RING_POINTS * scale))
+            label = f"{peer.name}#{occurrence}".encode()
+            points.extend((_hash(label + b"-" + str(n).encode()), index) for n in range(count))
+        points.sort()
+        self._ring_points = [point for point, _ in points]
+        self._ring_peers = [self.peers[index] for _, index in points]
 
     def usable(self, peer: Peer[T], now: float) -> bool:
         """Whether ``peer`` may get a request now."""
@@ -129,17 +251,21 @@ class Balancer(Generic[T]):
             return False
         return not (self.max_fails and peer.fails >= self.max_fails and now < peer._down_until)
 
-    def pick(self, now: float, exclude: Collection[Peer[T]] = ()) -> Peer[T] | None:
+    def pick(
+        self, now: float, exclude: Collection[Peer[T]] = (), key: bytes | None = None
+    ) -> Peer[T] | None:
         """Choose the peer for the next attempt, or ``None`` when none can take it now.
 
         When every healthy peer not in ``exclude`` is left out after failures, the one
         whose time out ends first is chosen all the same (see the module docstring).
         ``None`` means each peer was tried for this request or is actively unhealthy,
-        or the peers it could use are full: :meth:`busy` tells which.
+        or the peers it could use are full: :meth:`busy` tells which. Whether a peer
+        is given does not depend on ``key``, only which one.
 
         Args:
             now: the current time.
             exclude: peers already tried for this request.
+            key: the request's key, for the hash policies (``None`` or empty: none).
         """
         limit = self.max_conns
         single = self._single
@@ -154,6 +280,11 @@ class Balancer(Generic[T]):
                 return None  # busy: wait for one of them rather than fall back
         if not candidates:
             return self._back_soonest(exclude)
+        if self.hashed and key:
+            chosen = self._by_key(key, candidates)
+            if self.max_fails and chosen.fails >= self.max_fails:
+                chosen._down_until = now + self.fail_timeout  # the probe, as below
+            return chosen
         if self.policy == "least_conn" and len(candidates) > 1:
             best = candidates[0]
             ties = [best]
@@ -223,6 +354,30 @@ class Balancer(Generic[T]):
             ):
                 best = peer
         return best
+
+    def _by_key(self, key: bytes, candidates: list[Peer[T]]) -> Peer[T]:
+        """The peer ``key`` maps to among ``candidates`` (see the module docstring)."""
+        allowed = set(map(id, candidates))
+        hashed = _hash(key)
+        if self.policy == "hash":
+            ends = self._weight_ends
+            for attempt in range(_HASH_TRIES):
+                if attempt:
+                    hashed = _hash(b"%d:%s" % (attempt, key))
+                index = bisect.bisect_right(ends, hashed % ends[-1])
+                peer = self.peers[index]
+                if id(peer) in allowed:
+                    return peer
+            return self._weighted_round_robin(candidates)
+        points = self._ring_points
+        peers = self._ring_peers
+        start = bisect.bisect_left(points, hashed)
+        size = len(points)
+        for step in range(size):
+            peer = peers[(start + step) % size]
+            if id(peer) in allowed:
+                return peer
+        raise AssertionError("every candidate has points on the ring")
 
     @staticmethod
     def _weighted_round_robin(candidates: list[Peer[T]]) -> Peer[T]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from twistwsgi.balancing import parse_balance
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
 from twistwsgi.fixed_response import ReturnSpec, parse_return
@@ -769,7 +770,20 @@ UPSTREAM = Kind(
     "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
     " them; append weight=N (1 or more, 1 by default) to give one a larger share",
 )
-BALANCE = Kind("BALANCE", _choice("round_robin", "least_conn"), "round_robin or least_conn")
+
+
+def _balance(value: Any) -> str:
+    policy, key = parse_balance(_text(value))
+    if key is None:
+        return policy
+    try:
+        RequestTemplate(key, escape="none")
+    except ValueError as error:
+        raise ValueError(f"the hash key {key!r}: {error}") from None
+    return f"hash {key} consistent" if policy == "consistent_hash" else f"hash {key}"
+
+
+BALANCE = Kind("BALANCE", _balance, "round_robin, least_conn, ip_hash, or hash KEY [consistent]")
 SATISFY = Kind("SATISFY", _choice("all", "any"), "all or any")
 
 
@@ -1283,7 +1297,8 @@ SETTINGS: tuple[Setting, ...] = (
         " $remote_port, $time_local, $time_iso8601, $msec, $request, $request_method,"
         " $request_uri, $server_protocol, $scheme, $host, $status, $body_bytes_sent,"
         " $request_time, $upstream_addr, $upstream_status, $upstream_response_time"
-        " (proxy mounts) and $http_NAME for any request header field. Default: the"
+        " (proxy mounts), $http_NAME for any request header field, $cookie_NAME for a"
+        " cookie and $arg_NAME for a query argument. Default: the"
         " combined format. Applied again on SIGHUP.",
     ),
     Setting(
@@ -1930,8 +1945,11 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "balance",
                 BALANCE,
                 "round_robin",
-                "How requests are spread over several upstreams: round_robin (by weight)"
-                " or least_conn (the one with the fewest requests in progress).",
+                "How requests are spread over several upstreams: round_robin (by weight),"
+                " least_conn (the one with the fewest requests in progress), or one"
+                " upstream per client or key, as nginx's: ip_hash (the client's network),"
+                " 'hash KEY' or 'hash KEY consistent', the key made with $variables"
+                " ('hash $cookie_sessionid consistent', 'hash $request_uri').",
             ),
             (
                 "preserve_host",
@@ -1957,7 +1975,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " $ssl_client_s_dn, $ssl_client_i_dn,"
                 " $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert,"
                 " $request_id, $proxy_add_x_forwarded_for (the proxy's own"
-                " X-Forwarded-For) and $http_NAME.",
+                " X-Forwarded-For), $http_NAME, $cookie_NAME and $arg_NAME.",
             ),
             (
                 "proxy_redirect",

@@ -5,7 +5,8 @@ A template is text with ``$name`` (or ``${name}``) variables, as nginx writes th
     $remote_addr - - [$time_local] "$request" $status $body_bytes_sent $request_time
 
 :data:`VARIABLES` lists the names known here, with nginx's meaning; ``$http_NAME`` is
-any request header field (``$http_x_request_id``: ``X-Request-ID``). A name not
+any request header field (``$http_x_request_id``: ``X-Request-ID``), ``$cookie_NAME``
+a cookie's value and ``$arg_NAME`` a query argument's, as nginx's. A name not
 known is refused when the template is compiled, with the list of known ones, so a
 typo is a start-up error rather than a column of dashes. A value that is not there
 (a header field the request lacks) is written ``-``, as nginx does; an empty one
@@ -375,6 +376,57 @@ def _header_value(name: str) -> Value:
     return value
 
 
+def _cookie_value(name: str) -> Value:
+    """``$cookie_NAME``: the value of the first cookie of that name (nginx's).
+
+    Names are matched without case, as nginx matches them (a variable's name is read
+    without case here); the value is as the client sent it, quotes included.
+    """
+    wanted = name.lower().encode("ascii")
+
+    def value(response: LoggedResponse, now: float) -> bytes | None:
+        for field, line in response.request.headers:
+            if field.lower() != b"cookie":
+                continue
+            # RFC 6265 4.2.1: pairs separated by ";" (and a space, which some
+            # clients leave out).
+            for pair in line.split(b";"):
+                key, equals, found = pair.partition(b"=")
+                if equals and key.strip().lower() == wanted:
+                    return found.strip()
+        return None
+
+    return value
+
+
+def _argument_value(name: str) -> Value:
+    """``$arg_NAME``: the first query argument of that name, as sent (nginx's).
+
+    Still percent-encoded, as nginx's; names are matched without case, as nginx
+    matches them. An argument without ``=`` has no value.
+    """
+    wanted = name.lower().encode("ascii")
+
+    def value(response: LoggedResponse, now: float) -> bytes | None:
+        query: bytes | None = getattr(response.request, "query", None)
+        if not query:
+            return None
+        for pair in query.split(b"&"):
+            key, equals, found = pair.partition(b"=")
+            if equals and key.lower() == wanted:
+                return found
+        return None
+
+    return value
+
+
+#: The variables named by a prefix and what follows it, and what makes their values.
+_PREFIXED: dict[str, Callable[[str], Value]] = {
+    "cookie_": _cookie_value,
+    "arg_": _argument_value,
+}
+
+
 def uses_upstream_variables(template: str | None) -> bool:
     """Whether ``template`` writes any ``$upstream_`` variable (a proxy then notes them)."""
     if template is None:
@@ -395,7 +447,8 @@ def _compile(
 
     Args:
         template: the text with ``$name`` or ``${name}`` variables.
-        known: the variable names allowed (besides ``$http_NAME``).
+        known: the variable names allowed (besides ``$http_NAME``, ``$cookie_NAME``
+            and ``$arg_NAME``).
         field_value: makes the value of ``$http_NAME`` from NAME.
         where: said after "unknown variable $x" (" here": not in this template).
 
@@ -406,15 +459,18 @@ def _compile(
     position = 0
     for match in _VARIABLE.finditer(template):
         name = (match.group(1) or match.group(2)).lower()
-        if name.startswith("http_") and len(name) > 5:
-            value = field_value(name[5:])
+        prefix = name.partition("_")[0] + "_"
+        rest = name[len(prefix) :]
+        if prefix == "http_" and rest:
+            value = field_value(rest)
+        elif prefix in _PREFIXED and rest:
+            value = _PREFIXED[prefix](rest)
         elif name in known:
             value = _VALUES.get(name) or _REQUEST_ONLY[name]
         else:
             raise ValueError(
-                f"unknown variable ${name}{where} (known: $http_NAME, "
-                + ", ".join("$" + other for other in known)
-                + ")"
+                f"unknown variable ${name}{where} (known: $http_NAME, $cookie_NAME,"
+                " $arg_NAME, " + ", ".join("$" + other for other in known) + ")"
             )
         parts.append((template[position : match.start()], value))
         position = match.end()

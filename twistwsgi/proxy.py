@@ -92,7 +92,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twistwsgi.balancing import Balancer, Peer
+from twistwsgi.access import client_address
+from twistwsgi.balancing import Balancer, Peer, client_network, parse_balance
 from twistwsgi.config import ConfigError, MountConfig, ServerConfig, mount_or_server
 from twistwsgi.forwarding import (
     IDEMPOTENT_METHODS,
@@ -188,6 +189,9 @@ class ProxyHandler:
             them replaces the one ``preserve_host`` chooses.
         redirects: how the upstreams' ``Location`` and ``Refresh`` URLs are
             rewritten (nginx's ``proxy_redirect``), or ``None`` for not at all.
+        balance_key: for the ``hash`` policies, the key's
+            :class:`~twistwsgi.log_format.RequestTemplate` source (``ip_hash`` makes
+            its own from the client, as the mount's rules resolve it).
 
     Attributes:
         waiting: the requests waiting for a free upstream, oldest first, each with
@@ -210,8 +214,13 @@ class ProxyHandler:
         max_buffer: int = MAX_RESPONSE_BUFFER,
         set_fields: Sequence[tuple[str, str]] = (),
         redirects: RedirectRewrite | None = None,
+        balance_key: str | None = None,
     ) -> None:
         self.group = group
+        self._balance_key = (
+            RequestTemplate(balance_key, escape="none") if balance_key is not None else None
+        )
+        self._ip_hash = group.balancer.policy == "ip_hash"
         self.redirects = redirects
         self.set_fields = tuple(
             (name.encode("ascii"), RequestTemplate(template))
@@ -240,6 +249,16 @@ class ProxyHandler:
         self._dispatch_call: IDelayedCall | None = None
         # Capacity also comes back without a request ending: a health check passing.
         group.on_recovered = self.dispatch
+
+    def balance_key(self, exchange: Exchange) -> bytes | None:
+        """The key the balancer picks ``exchange``'s upstream by, if the policy has one."""
+        if self._ip_hash:
+            return client_network(client_address(exchange.request, self.trusted))
+        template = self._balance_key
+        if template is None:
+            return None
+        trusted = self.trusted.trusts_peer(exchange.request.peer)
+        return template.render(exchange.request, exchange.remote_user, trusted=trusted)
 
     def handle(self, exchange: Exchange) -> None:
         """Forward ``exchange`` to an upstream."""
@@ -326,7 +345,7 @@ class ProxyHandler:
                 tried = forward._tried
                 if fresh_busy and not tried:
                     continue
-                peer = balancer.pick(now, tried)
+                peer = balancer.pick(now, tried, forward._balance_key)
                 if peer is None and balancer.busy(now, tried):
                     fresh_busy = fresh_busy or not tried
                     continue
@@ -422,6 +441,7 @@ class _Forward:
         "_abort_after_spool",
         "_answered_status",
         "_attached",
+        "_balance_key",
         "_body_done",
         "_client_paused",
         "_completed_at",
@@ -462,6 +482,7 @@ class _Forward:
         self._conn: ClientConnection | None = None
         self._peer: Peer[UpstreamPool] | None = None
         self._tried: list[Peer[UpstreamPool]] = []
+        self._balance_key: bytes | None = None  # (start() makes it)
         self._connecting: Deferred[ClientConnection] | None = None
         self._has_body = has_body = request.has_body
         self._attached = False  # receive_body was called
@@ -523,6 +544,8 @@ class _Forward:
                     for name, template in proxy.set_fields
                 ],
             )
+        if proxy.balancer.hashed:
+            self._balance_key = proxy.balance_key(exchange)
         exchange.on_close(self._exchange_closed)
         if self._has_body:
             exchange.pause_body()  # until an upstream can take it
@@ -540,7 +563,7 @@ class _Forward:
         if proxy.waiting:
             proxy.dispatch()  # the older waiters first
         now = proxy.clock.seconds()
-        peer = proxy.balancer.pick(now, self._tried)
+        peer = proxy.balancer.pick(now, self._tried, self._balance_key)
         if peer is None:
             if proxy.balancer.busy(now, self._tried):
                 self._wait(retry=retry)
@@ -1390,10 +1413,11 @@ def build_proxy(
             connect_timeout=options["connect_timeout"],
         )
         pools.append((pool, upstream.weight))
+    policy, balance_key = parse_balance(options["balance"])
     group = UpstreamGroup(
         pools,
         clock=reactor,
-        balance=options["balance"],
+        balance=policy,
         max_fails=options["max_fails"],
         fail_timeout=options["fail_timeout"],
         health_check=options["health_check"],
@@ -1414,6 +1438,7 @@ def build_proxy(
         max_buffer=config.max_response_buffer,
         set_fields=options["proxy_set_header"],
         redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
+        balance_key=balance_key,
     )
 
 
