@@ -18,6 +18,7 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
@@ -75,12 +76,19 @@ class Shows:
         exchange.finish(body)
 
 
-def gated(copied: tuple[bytes, ...] = (b"x-auth-request-user",)) -> tuple[Setup, Shows, Connection]:
+def gated(
+    copied: tuple[bytes, ...] = (b"x-auth-request-user",),
+    *,
+    cookies: bool = False,
+    protected: Any = None,
+) -> tuple[Setup, Shows, Connection]:
     """A client of a handler behind an authentication service (the fake upstream)."""
     setup = make_proxy(("http://10.0.0.9:4180",), proxy_redirect="off")
-    gate = ForwardAuth(setup.handler, b"/oauth2/auth?check=1", copied, "test mount")
+    gate = ForwardAuth(
+        setup.handler, b"/oauth2/auth?check=1", copied, "test mount", cookies=cookies
+    )
     shows = Shows()
-    client = connect(GuardedHandler(shows, None, gate=gate), clock=setup.clock)
+    client = connect(GuardedHandler(protected or shows, None, gate=gate), clock=setup.clock)
     return setup, shows, client
 
 
@@ -193,6 +201,91 @@ def test_a_2xx_lets_the_request_through_with_the_services_fields() -> None:
     assert b"X-Other" not in response.body  # not a field asked for
     assert b"Cookie: session=abc\n" in response.body
     assert len(shows.seen) == 1
+
+
+RENEWED = (
+    b"HTTP/1.1 202 Accepted\r\nSet-Cookie: _oauth2_proxy_0=new0; Path=/; HttpOnly\r\n"
+    b"X-Auth-Request-User: alice\r\nSet-Cookie: _oauth2_proxy_1=new1; Path=/\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def set_cookies(response: Any) -> list[bytes]:
+    return [value for name, value in response.headers if name == b"set-cookie"]
+
+
+class SetsCookie:
+    """A protected handler that sets a cookie of its own, with the given status."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+
+    def handle(self, exchange: Exchange) -> None:
+        exchange.start_response(
+            self.status, [(b"Set-Cookie", b"theme=dark"), (b"Content-Length", b"2")]
+        )
+        exchange.finish(b"ok")
+
+
+@pytest.mark.parametrize("status", [200, 404, 500])
+def test_auth_response_cookies_go_to_the_client_with_any_answer(status: int) -> None:
+    """With auth_response_cookies, every Set-Cookie line of the 2xx (a session split
+    over two cookies) follows the handler's own, whatever its status; without it,
+    none does.
+    """
+    for cookies, expected in (
+        (
+            True,
+            [
+                b"theme=dark",
+                b"_oauth2_proxy_0=new0; Path=/; HttpOnly",
+                b"_oauth2_proxy_1=new1; Path=/",
+            ],
+        ),
+        (False, [b"theme=dark"]),
+    ):
+        setup, _, client = gated(cookies=cookies, protected=SetsCookie(status))
+        client.send(ASK)
+        service(setup).respond(RENEWED)
+        response = one_response(client)
+        assert response.status == status
+        assert set_cookies(response) == expected
+
+
+def test_auth_response_cookies_reach_every_kind_of_answer() -> None:
+    """The server's own answers under the gate (an error page, a HEAD) carry them
+    too, and a 2xx without Set-Cookie adds nothing.
+    """
+    setup, _, client = gated(cookies=True)
+    client.send(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    service(setup).respond(RENEWED)
+    (response,) = parse_responses(client.take(), [b"HEAD"])
+    assert len(set_cookies(response)) == 2
+    client.send(b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n")
+    service(setup).respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert set_cookies(one_response(client)) == []
+
+
+def test_auth_response_cookies_on_a_switch_of_protocols() -> None:
+    """A WebSocket behind the gate: the 101 carries the renewed session too."""
+
+    class Ignores:
+        def data_received(self, data: bytes) -> None:
+            pass
+
+        def connection_lost(self, reason: Failure) -> None:
+            pass
+
+    class Upgrades:
+        def handle(self, exchange: Exchange) -> None:
+            exchange.upgrade([(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")], Ignores())
+
+    setup, _, client = gated(cookies=True, protected=Upgrades())
+    client.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    service(setup).respond(RENEWED)
+    head = client.take().split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert head.count(b"\r\nSet-Cookie: _oauth2_proxy_") == 2
 
 
 def test_a_connection_field_cannot_take_the_copied_fields_away() -> None:
@@ -415,7 +508,6 @@ def test_a_client_gone_drops_its_question() -> None:
     client.send(ASK)
     connection = service(setup)
     from twisted.internet.error import ConnectionDone
-    from twisted.python.failure import Failure
 
     client.protocol.connectionLost(Failure(ConnectionDone()))
     setup.clock.advance(0)
@@ -472,8 +564,13 @@ def load(directory: Path, extra: str) -> Any:
         ("auth_request = 'http://a/'\nauth_response_headers = ['X User']", "is not a header name"),
         (
             "auth_request = 'http://a/'\nauth_response_headers = ['Set-Cookie']",
-            "is for the client, not the request",
+            "is for the client, not the request: auth_response_cookies = true",
         ),
+        (
+            "auth_response_cookies = true",
+            "auth_response_cookies: needs auth_request, the service they come from",
+        ),
+        ("auth_request = 'http://a/'\nauth_response_cookies = 'maybe'", "expected true or false"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> None:
@@ -523,6 +620,7 @@ class _Auth(resource.Resource):
     def render_GET(self, request: Any) -> bytes:
         if request.getCookie(b"session") == b"ok":
             request.setHeader(b"X-Auth-Request-User", b"alice")
+            request.addCookie(b"session", b"ok", path=b"/")  # renewed, as a refresh does
             return b""
         asked = request.getHeader(b"x-original-uri") or b"?"
         request.setResponseCode(302)
@@ -550,6 +648,7 @@ class RealServiceTests(TestCase):
             "app = 'tests.apps:environ'\n"
             f"auth_request = 'http://127.0.0.1:{port.getHost().port}/auth'\n"
             "auth_response_headers = ['X-Auth-Request-User']\n"
+            "auth_response_cookies = true\n"
         )
         running = serve_live(
             self,
@@ -570,8 +669,9 @@ class RealServiceTests(TestCase):
             )
             return result.stdout.decode()
 
-        signed_in = await deferToThread(curl, "-b", "session=ok")
+        signed_in = await deferToThread(curl, "-b", "session=ok", "-D", "-")
         assert '"HTTP_X_AUTH_REQUEST_USER": "alice"' in signed_in, signed_in
+        assert "\nSet-Cookie: session=ok; Path=/\r\n" in signed_in, signed_in
         stranger = await deferToThread(
             curl, "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"
         )

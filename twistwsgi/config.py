@@ -675,8 +675,8 @@ def _auth_fields(value: Any) -> tuple[str, ...]:
             raise ValueError(f"{item!r} frames or routes the request: it cannot be copied")
         if lower == b"set-cookie":
             raise ValueError(
-                f"{item!r} is for the client, not the request: a 2xx answer's cookies are"
-                " not passed on"
+                f"{item!r} is for the client, not the request: auth_response_cookies ="
+                " true sends a 2xx answer's cookies to the client"
             )
         names.append(item)
     return tuple(names)
@@ -1913,6 +1913,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "auth_response_cookies",
+        BOOL,
+        False,
+        "Send the Set-Cookie fields of the authentication service's 2xx answer to the"
+        " client with the response, whatever answers it: a session the service renews"
+        " on the way (oauth2-proxy's --cookie-refresh; nginx's auth_request_set with"
+        " add_header Set-Cookie, Traefik's addAuthCookiesToResponse), every line of it.",
+        cli=False,
+    ),
+    Setting(
         "deny",
         NETWORKS,
         (),
@@ -2657,10 +2667,9 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             "only false is meaningful here (the mount answers plain HTTP too); the"
             " redirect itself is the host's https_redirect",
         )
-    if "auth_response_headers" in parsed and "auth_request" not in parsed:
-        raise ConfigError(
-            f"{where}.auth_response_headers", "needs auth_request, the service they come from"
-        )
+    for name in ("auth_response_headers", "auth_response_cookies"):
+        if name in parsed and "auth_request" not in parsed:
+            raise ConfigError(f"{where}.{name}", "needs auth_request, the service they come from")
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would
         # open the mount to everyone: neither is guessed.

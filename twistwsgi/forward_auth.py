@@ -22,7 +22,9 @@ it is signed in, and who it is.
   (``X-Auth-Request-User``, ``Remote-User``...) are then copied from the answer into
   the request the mount's application or upstream sees, in place of any the client
   sent under those names (``_`` spellings too, and taken out of its ``Connection``):
-  an application can believe them.
+  an application can believe them. With ``auth_response_cookies``, the answer's
+  ``Set-Cookie`` lines go to the client with the response, whatever answers it (a
+  session the service renewed).
 - **A 401, a 403 or a redirect** (301, 302, 303, 307, 308) is the client's answer,
   status, fields and body as the service sent them: its redirect to a sign-in page,
   its ``WWW-Authenticate``, its cookies (nginx answers 401 and 403 itself; Traefik
@@ -97,6 +99,9 @@ class ForwardAuth:
         target: the path (and query) asked.
         copied: the lower-case names of the fields copied from a 2xx answer.
         where: the mount, for the log.
+        trusted: the proxies whose reports of the client are believed.
+        cookies: whether a 2xx answer's ``Set-Cookie`` fields go to the client with
+            the response (``auth_response_cookies``).
     """
 
     def __init__(
@@ -106,12 +111,15 @@ class ForwardAuth:
         copied: Sequence[bytes] = (),
         where: str = "",
         trusted: TrustedProxies | None = None,
+        *,
+        cookies: bool = False,
     ) -> None:
         self.proxy = proxy
         self.target = target
         self.copied = tuple(name.lower().replace(b"_", b"-") for name in copied)
         self.where = where
         self.trusted = trusted or TrustedProxies(())
+        self.cookies = cookies
 
     def close(self) -> None:
         """Let the service's pooled connections and timers go (reload, stop)."""
@@ -187,6 +195,13 @@ class ForwardAuth:
         if 200 <= status < 300 and not question.broken:
             if self.copied:
                 exchange.request = _with_fields(exchange.request, self.copied, question.fields)
+            if self.cookies:
+                # A session renewed on the way (oauth2-proxy's --cookie-refresh): every
+                # line, where nginx's $upstream_http_set_cookie holds the first only,
+                # and a session split over several cookies would lose the rest.
+                cookies = [field for field in question.fields if field[0].lower() == b"set-cookie"]
+                if cookies:
+                    exchange.add_response_fields(cookies)
             self._admit(question.admit, exchange)
             return
         if status in _RELAYED and not question.broken:
@@ -337,6 +352,10 @@ class _Question:
         self.status = status
         self.reason = reason
         self.fields = list(headers)
+
+    def add_response_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """Not used: nothing gates the service's own answer; kept as sent."""
+        self.fields.extend(fields)
 
     def send_head(self) -> None:
         pass

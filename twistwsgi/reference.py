@@ -380,6 +380,7 @@ path = "/"
 proxy = "http://127.0.0.1:8000"
 auth_request = "http://127.0.0.1:4180/"
 auth_response_headers = ["X-Auth-Request-User", "X-Auth-Request-Email"]
+auth_response_cookies = true           # the session it renews (--cookie-refresh)
 [[host.mount]]
 path = "/oauth2"                       # its sign-in, callback and sign-out pages
 proxy = "http://127.0.0.1:4180"
@@ -409,7 +410,13 @@ proxy = "http://127.0.0.1:4180"
   application or upstream gets (`HTTP_X_AUTH_REQUEST_USER` in WSGI), in place of
   any the client sent under those names, `_` spellings included (and taken out of
   the client's `Connection`, which would have a proxy mount drop them): what the
-  service said is what the application reads.
+  service said is what the application reads. With `auth_response_cookies = true`
+  the answer's `Set-Cookie` lines go to the client with the response, after the
+  application's own (a browser applies them in order, so the service's cookie wins
+  over one of the same name), whatever the response is, a `101` included: the
+  session oauth2-proxy renews with `--cookie-refresh`. Every line goes, a session
+  split over `_oauth2_proxy_0` and `_oauth2_proxy_1` included, where nginx's
+  `auth_request_set $auth_cookie $upstream_http_set_cookie` keeps the first only.
 - **A `401` or `403`, or a redirect (`301`, `302`, `303`, `307`, `308`)** is the
   client's answer, status, fields (its `Location` to the sign-in page as written,
   `WWW-Authenticate`, `Set-Cookie`) and body (up to 64 KiB) as the service sent
@@ -433,11 +440,9 @@ proxy = "http://127.0.0.1:4180"
 - On a default or wildcard host the client names the host the service judges
   (`Host: public.example.com` reaching a default host whose service lets that name
   through): give a protected application a host of its own names, or rules in the
-  service that do not trust the name alone. A 2xx answer's `Set-Cookie` is not
-  passed to the client (oauth2-proxy's session refresh is then renewed on its own
-  pages), and an application's `X-Accel-Redirect` into a static mount with
-  `auth_request` is its decision: the service is not asked again (as with
-  `auth_basic`).
+  service that do not trust the name alone. An application's `X-Accel-Redirect`
+  into a static mount with `auth_request` is its decision: the service is not asked
+  again (as with `auth_basic`).
 
 ## Fixed answers and redirects (`return`)
 

@@ -442,6 +442,7 @@ class SiteBuilder:
             [name.encode("ascii") for name in mount.options.get("auth_response_headers", ())],
             where,
             TrustedProxies(config.trusted_proxies),
+            cookies=bool(mount.options.get("auth_response_cookies")),
         )
         built.append(gate)  # type: ignore[arg-type]
         return gate

@@ -151,6 +151,18 @@ class Exchange(Protocol):
         sends it sooner.
         """
 
+    def add_response_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """Send ``fields`` with the response, whatever the handler answers.
+
+        For a gate in front of the handler: the ``Set-Cookie`` of an authentication
+        service that renewed the session (nginx's ``add_header`` of an
+        ``auth_request_set`` value). Added after the handler's own fields, repeated
+        names included (a browser applies ``Set-Cookie`` lines in order: the
+        service's cookie wins over one of the same name), to the ``101`` of an
+        upgrade too. Called before the response starts; later calls add to the
+        earlier.
+        """
+
     def send_head(self) -> None:
         """Send the head set by :meth:`start_response` now, without waiting for body bytes.
 

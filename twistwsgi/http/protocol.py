@@ -2219,6 +2219,7 @@ class HTTP11Exchange:
     """
 
     __slots__ = (
+        "_added_fields",
         "_body",
         "_body_error",
         "_body_pending",
@@ -2289,6 +2290,7 @@ class HTTP11Exchange:
         self.status = 0
         self._reason: bytes | None = None
         self._response_headers: list[tuple[bytes, bytes]] = []
+        self._added_fields: list[tuple[bytes, bytes]] | None = None
         self._head_pending = False
         self._framing = _Framing.NONE
         self._content_length = 0
@@ -2435,8 +2437,16 @@ class HTTP11Exchange:
         route = self.route
         if route is not None and route.headers:
             headers = _with_mount_fields(headers, route.headers)
+        if self._added_fields:
+            headers = [*headers, *self._added_fields]
         self._response_headers = headers
         self._head_pending = True
+
+    def add_response_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """Send ``fields`` with whatever response this exchange gets (see Exchange)."""
+        if self._added_fields is None:
+            self._added_fields = []
+        self._added_fields.extend(fields)
 
     def _head(self, final_length: int | None) -> bytes:
         """Serialise the head, deciding framing and persistence (RFC 9112 6, 9.3).
@@ -2731,6 +2741,8 @@ class HTTP11Exchange:
         if not self.upgradable:
             raise RuntimeError("This exchange cannot switch protocols")
         lines = [status_line(101)]
+        if self._added_fields:
+            headers = [*headers, *self._added_fields]
         lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
         lines.append(self._protocol.date_fields(True, True))
         lines.append(b"\r\n")
