@@ -634,6 +634,55 @@ def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _cookie_rewrites(attribute: str) -> Callable[[Any], tuple[tuple[str, str], ...]]:
+    """The parser of proxy_cookie_path (``attribute`` "path") or proxy_cookie_domain."""
+    expected = f"expected off or a table of cookie {attribute}s and their replacements"
+
+    def parse(value: Any) -> tuple[tuple[str, str], ...]:
+        if isinstance(value, str):
+            if value.strip().lower() == "off":
+                return ()
+            raise ValueError(f"{expected}, got {value!r}")
+        if value == ():
+            return ()  # the default, as a program gives it: off
+        items = _table_items(value, expected)
+        if not items:
+            raise ValueError("is an empty table: write off to rewrite nothing")
+        pairs = []
+        for source, replacement in items:
+            if (
+                not isinstance(source, str)
+                or not source
+                or any(map(_invisible, source))
+                or ";" in source
+            ):
+                raise ValueError(
+                    f"{source!r} is not a cookie {attribute} (no spaces, controls or ;)"
+                )
+            if attribute == "path" and not source.startswith("/"):
+                raise ValueError(f"{source!r} is not the start of a path (it starts with /)")
+            if source.startswith("~") or "$" in source:
+                raise ValueError(
+                    f"{source!r}: the {attribute}s matched are plain text here (no ~ regular"
+                    " expressions or $variables, which only replacements may use)"
+                )
+            if not isinstance(replacement, str):
+                raise ValueError(f"the replacement of {source!r} is not text: {replacement!r}")
+            if re.search(r"[\x00-\x1f\x7f;]", replacement):
+                raise ValueError(
+                    f"the replacement of {source!r} holds a control character or a ;"
+                    " (which would end the attribute)"
+                )
+            try:
+                RequestTemplate(replacement)
+            except ValueError as error:
+                raise ValueError(f"the replacement of {source!r}: {error}") from None
+            pairs.append((source, replacement))
+        return tuple(pairs)
+
+    return parse
+
+
 def _auth_url(value: Any) -> str:
     text = _text(value).strip()
     try:
@@ -684,6 +733,12 @@ def _auth_fields(value: Any) -> tuple[str, ...]:
 
 AUTH_URL = Kind("URL", _auth_url, "an http or https URL")
 AUTH_FIELDS = Kind("FIELDS", _auth_fields, "a list of header field names")
+COOKIE_PATHS = Kind(
+    "REWRITE", _cookie_rewrites("path"), "off, or a table of path prefixes and their replacements"
+)
+COOKIE_DOMAINS = Kind(
+    "REWRITE", _cookie_rewrites("domain"), "off, or a table of domains and their replacements"
+)
 PROXY_REDIRECT = Kind(
     "REWRITE",
     _proxy_redirect,
@@ -1999,6 +2054,27 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " table of prefixes and their replacements, tried in order, in place of"
                 " the default: { 'http://backend.internal/' = '/app/', '/' = '/app/' }"
                 " (replacements may use proxy_set_header's $variables).",
+            ),
+            (
+                "proxy_cookie_path",
+                COOKIE_PATHS,
+                (),
+                "How the Path of an upstream's Set-Cookie is rewritten (nginx's"
+                " proxy_cookie_path): a table of path prefixes and their replacements,"
+                " tried in order, { '/' = '/app/' } for an application mounted at /app"
+                " that sets its cookies for /; a replacement may use proxy_set_header's"
+                " $variables, and one that comes out empty removes the attribute."
+                " Default: off.",
+            ),
+            (
+                "proxy_cookie_domain",
+                COOKIE_DOMAINS,
+                (),
+                "How the Domain of an upstream's Set-Cookie is rewritten (nginx's"
+                " proxy_cookie_domain): a table of domains, matched whole and without"
+                " case, and their replacements, { 'internal.example' = '$host' }; one"
+                " that comes out empty removes the attribute (the cookie is then the"
+                " host's only). Default: off.",
             ),
             (
                 "connect_timeout",

@@ -110,6 +110,7 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.log_format import RequestTemplate, uses_upstream_variables
+from twistwsgi.proxy_cookies import CookieRewrite
 from twistwsgi.proxy_redirect import RedirectRewrite, redirect_rewrite
 from twistwsgi.response_spool import (
     MAX_RESPONSE_BUFFER,
@@ -189,6 +190,8 @@ class ProxyHandler:
             them replaces the one ``preserve_host`` chooses.
         redirects: how the upstreams' ``Location`` and ``Refresh`` URLs are
             rewritten (nginx's ``proxy_redirect``), or ``None`` for not at all.
+        cookies: how the upstreams' ``Set-Cookie`` attributes are rewritten
+            (nginx's ``proxy_cookie_path`` and ``proxy_cookie_domain``), or ``None``.
         balance_key: for the ``hash`` policies, the key's
             :class:`~twistwsgi.log_format.RequestTemplate` source (``ip_hash`` makes
             its own from the client, as the mount's rules resolve it).
@@ -215,8 +218,10 @@ class ProxyHandler:
         set_fields: Sequence[tuple[str, str]] = (),
         redirects: RedirectRewrite | None = None,
         balance_key: str | None = None,
+        cookies: CookieRewrite | None = None,
     ) -> None:
         self.group = group
+        self.cookies = cookies
         self._balance_key = (
             RequestTemplate(balance_key, escape="none") if balance_key is not None else None
         )
@@ -826,9 +831,11 @@ class _Forward:
         self._answered_status = status
         self._response_fields = headers
         fields = response_fields(headers, status)
-        redirects = self._proxy.redirects
-        if redirects is not None:
-            redirects.fields(fields, self._request, self._exchange.remote_user, self._proxy.trusted)
+        proxy = self._proxy
+        if proxy.redirects is not None:
+            proxy.redirects.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
+        if proxy.cookies is not None:
+            proxy.cookies.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
         self._exchange.start_response(status, fields, reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
@@ -1274,6 +1281,9 @@ class _Forward:
             for name, value in response_fields(headers)
             if name.lower() not in (b"date", b"server")  # the server adds its own
         ]
+        proxy = self._proxy
+        if proxy.cookies is not None:
+            proxy.cookies.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         fields.append((b"Upgrade", protocols))
         fields.append((b"Connection", b"upgrade"))
         recovered = self._answered()
@@ -1439,6 +1449,11 @@ def build_proxy(
         set_fields=options["proxy_set_header"],
         redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
         balance_key=balance_key,
+        cookies=(
+            CookieRewrite(options["proxy_cookie_path"], options["proxy_cookie_domain"])
+            if options["proxy_cookie_path"] or options["proxy_cookie_domain"]
+            else None
+        ),
     )
 
 
