@@ -465,6 +465,62 @@ def test_consistent_hash_moves_only_the_keys_of_a_changed_upstream() -> None:
     assert 300 < moved < 700  # about a quarter of the keys were on the one removed
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "share"),
+    [
+        ((2, 2), (2, 2, 1), 0.2),  # one added, with a smaller weight
+        ((1, 2, 2), (2, 2), 0.2),  # the first removed
+        ((2, 2, 1), (2, 2, 2), 1 / 7),  # a weight raised
+    ],
+)
+def test_a_change_to_one_upstream_moves_only_its_share(
+    before: tuple[int, ...], after: tuple[int, ...], share: float
+) -> None:
+    """Each upstream's points are its own, whatever the others' weights (no common
+    divisor taken out), so about the share that changed hands moves, not twice it.
+    """
+    names = ["http://a:1", "http://b:1", "http://c:1"]
+    if len(before) > len(after):
+        names_before, names_after = names, names[1:]
+    else:
+        names_before, names_after = names[: len(before)], names[: len(after)]
+    old = Balancer(
+        [Peer(n, n, w) for n, w in zip(names_before, before, strict=True)],
+        policy="consistent_hash",
+    )
+    new = Balancer(
+        [Peer(n, n, w) for n, w in zip(names_after, after, strict=True)],
+        policy="consistent_hash",
+    )
+    moved = sum(
+        old.pick(0.0, key=key).name != new.pick(0.0, key=key).name  # type: ignore[union-attr]
+        for key in keys(5000)
+    )
+    assert moved / 5000 < share * 1.3
+
+
+def test_a_key_skips_many_points_of_upstreams_out_at_once() -> None:
+    """The heavy upstream out, a key goes to the nearest point of the others, as a
+    walk round the ring would find it.
+    """
+    heavy, *light = group = peers(1000, 1, 1)
+    balancer = Balancer(group, policy="consistent_hash")
+    heavy.healthy = False
+    top = [max(balancer._ring[id(peer)]) for peer in light]
+    # Keys past a light upstream's last point too: its next is its first, round the ring.
+    past = [key for key in keys(20_000) if _hash(key) > min(top)][:50]
+    assert past
+    for key in [*keys(300), *past]:
+        hashed = _hash(key)
+        nearest = min(
+            light,
+            key=lambda peer: min(
+                (point - hashed) % (1 << 64) for point in balancer._ring[id(peer)]
+            ),
+        )
+        assert balancer.pick(0.0, key=key) is nearest
+
+
 def test_plain_hash_remaps_when_upstreams_change() -> None:
     """``hash`` without consistent is nginx's: the key modulo the weights, so a
     changed list moves most keys (what consistent is for).
@@ -552,11 +608,11 @@ def test_the_ring_of_large_weights_is_bounded_and_keeps_their_shares() -> None:
     """
     _, b = group = peers(10_000, 30_000)
     balancer = Balancer(group, policy="consistent_hash")
-    assert len(balancer._ring_points) == 640  # as weights 1 and 3
+    assert [len(points) for points in balancer._ring.values()] == [16_384, 49_152]
     counts = Counter(balancer.pick(0.0, key=key) for key in keys(4000))
     assert 0.68 < counts[b] / 4000 < 0.82
     huge = Balancer(peers(*range(1000, 1100)), policy="consistent_hash")
-    assert len(huge._ring_points) <= 1 << 16
+    assert sum(len(points) for points in huge._ring.values()) <= 1 << 16
 
 
 def test_the_same_url_twice_has_points_of_its_own() -> None:
@@ -571,6 +627,8 @@ def test_the_same_url_twice_has_points_of_its_own() -> None:
     ("client", "network"),
     [
         ("192.0.2.7", b"192.0.2"),
+        ("::ffff:192.0.2.9", b"192.0.2"),  # an IPv4 client of a dual-stack listener
+        ("2001:DB8:0::7", b"2001:db8::7"),
         ("192.0.2.200", b"192.0.2"),
         ("2001:db8::7", b"2001:db8::7"),
         (None, None),
@@ -593,8 +651,9 @@ def test_client_network(client: str | None, network: bytes | None) -> None:
         ("IP_HASH", ("ip_hash", None)),
         ("hash $request_uri", ("hash", "$request_uri")),
         ("hash $cookie_sid consistent", ("consistent_hash", "$cookie_sid")),
-        ("hash  $host $uri  consistent", ("consistent_hash", "$host $uri")),
+        ("hash\t$host$uri  CONSISTENT", ("consistent_hash", "$host$uri")),
         ("hash $arg_consistent", ("hash", "$arg_consistent")),
+        ("hash consistent", ("hash", "consistent")),  # a key (config refuses it: no $)
     ],
 )
 def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:
@@ -608,8 +667,9 @@ def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:
         ("random", "expected round_robin"),
         ("ip_hash $remote_addr", "takes nothing after it"),
         ("hash", "needs a key"),
-        ("hash consistent", "no $variable"),
-        ("hash uri consistent", "no $variable"),
+        ("hash $request_uri consitent", "expected hash KEY or hash KEY consistent"),
+        ("hash $request_uri consistent consistent", "expected hash KEY or hash KEY consistent"),
+        ("hash $host $uri", "the key one word"),
     ],
 )
 def test_parse_balance_refuses(text: str, message: str) -> None:

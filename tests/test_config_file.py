@@ -213,6 +213,15 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "sticky"\n',
             "host[0].mount[1].balance: expected round_robin, least_conn, ip_hash or hash KEY",
         ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "hash x$"\n',
+            "host[0].mount[1].balance: the hash key 'x$' has no $variable, so every request",
+        ),
+        (
+            ONE_HOST
+            + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "hash consistent"\n',
+            "balance: the hash key 'consistent' has no $variable",
+        ),
         ("[server\n", "site.toml: not valid TOML"),
         (SERVER, "nothing to serve"),
     ],

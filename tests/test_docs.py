@@ -81,17 +81,22 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def prose(page: Path) -> str:
     """``page`` without its code blocks."""
-    return re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return re.sub(r"^(```|~~~).*?^\1", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
 
 
 def heading_anchors(page: Path) -> set[str]:
     """The anchors a Markdown renderer gives ``page``'s headings (GitHub's rule:
-    lower case, punctuation dropped, spaces made dashes).
+    lower case, punctuation dropped, spaces made dashes; a repeated heading's
+    anchor numbered, ``-1`` for the second).
     """
     text = prose(page)
-    anchors = set()
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
     for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t]*$", text, flags=re.MULTILINE):
-        anchors.add(re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-"))
+        anchor = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        anchors.add(f"{anchor}-{count}" if count else anchor)
     return anchors
 
 
@@ -112,6 +117,7 @@ def test_links_between_pages_lead_somewhere() -> None:
                 broken.append(f"{page.name}: {target}#{anchor}")
     assert not broken
     assert "how-requests-are-routed" in heading_anchors(ROOT / "docs" / "configuration.md")
+    assert "50-connections-1" in heading_anchors(ROOT / "docs" / "benchmarks.md")
 
 
 def test_annotated_example_config_validates(tmp_path: Path) -> None:

@@ -291,6 +291,7 @@ def test_a_refused_request_has_no_uri() -> None:
         ([b"theme=dark; sid=abc123"], "abc123|dark"),
         ([b"theme=dark", b"SID=q1"], "q1|dark"),  # another line; the name without case
         ([b"sid=first; sid=second"], "first|-"),  # the first of the name
+        ([b"theme=dark, sid=abc"], "abc|dark"),  # two lines joined with ",", as nginx reads
         ([b'sid="quoted value"'], '"quoted value"|-'),  # as sent
         ([b"sid=;theme=x"], "|x"),  # empty, and no space after ;
         ([b"sid = spaced ;theme=x"], "spaced|x"),  # trimmed, as RFC 6265 5.2 reads a pair

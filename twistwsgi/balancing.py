@@ -12,15 +12,16 @@ The hash policies keep a request's upstream from one request to the next. ``hash
 (nginx's ``hash KEY``) maps a key made from the request (``$cookie_session``,
 ``$request_uri``) to an upstream by weight; ``consistent_hash`` (nginx's ``hash KEY
 consistent``) places each upstream on a ring of points (160 per unit of weight, as
-nginx's ketama) and takes the first point after the key's, so adding or removing an
-upstream moves only the keys of its share; ``ip_hash`` is ``consistent_hash`` over the
-client's network (its caller makes the key: nginx's ``ip_hash`` hashes an IPv4
-address's first three octets). The hash of a key is BLAKE2b, the same in every
-process and after every restart, so each worker sends a key to the same upstream.
-When the key's upstream cannot take the request (out after failures, failing its
-health check, full, or tried already for this request), ``hash`` hashes again (up
-to 20 times, as nginx, then weighted round-robin) and ``consistent_hash`` goes on
-round the ring; the key comes back to its upstream when that one is back. A request
+nginx's ketama, fewer in proportion past 65,536 in all) and takes the first point
+after the key's, so adding or removing an upstream moves only the keys of its share;
+``ip_hash`` is ``consistent_hash`` over the client's network (its caller makes the
+key: nginx's ``ip_hash`` hashes an IPv4 address's first three octets). The hash of a
+key is BLAKE2b, the same in every process and after every restart, so each worker
+sends a key to the same upstream. When the key's upstream cannot take the request
+(out after failures, failing its health check, full, or tried already for this
+request), ``hash`` hashes again (up to 20 times, as nginx, then weighted
+round-robin) and ``consistent_hash`` goes on round the ring to the next point of one
+that can; the key comes back to its upstream when that one is back. A request
 without a key (an empty one: no such cookie yet) goes by weighted round-robin rather
 than all to one upstream (nginx hashes the empty key).
 
@@ -55,7 +56,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import math
+import ipaddress
 from collections.abc import Collection, Sequence
 from typing import Generic, TypeVar
 
@@ -76,6 +77,9 @@ _RING_POINTS = 160
 #: otherwise make millions): the shares stay as the weights say, give or take.
 _RING_LIMIT = 1 << 16
 
+#: The ring's circumference: a point is a 64-bit hash.
+_RING_SIZE = 1 << 64
+
 #: How many times ``hash`` hashes again before round-robin (nginx's 20).
 _HASH_TRIES = 20
 
@@ -85,7 +89,7 @@ def parse_balance(text: str) -> tuple[str, str | None]:
 
     ``round_robin``, ``least_conn``, ``ip_hash``, ``hash KEY`` or ``hash KEY
     consistent``; the key is returned as written (its variables are the caller's to
-    read).
+    read, and a key without any the caller's to refuse).
 
     Raises:
         ValueError: naming what is wrong.
@@ -102,34 +106,39 @@ def parse_balance(text: str) -> tuple[str, str | None]:
         raise ValueError(
             f"expected round_robin, least_conn, ip_hash or hash KEY [consistent], got {text!r}"
         )
-    consistent = len(words) > 2 and words[-1].lower() == "consistent"
-    key = " ".join(words[1:-1] if consistent else words[1:])
-    if not key:
+    if len(words) == 1:
         raise ValueError(f"hash needs a key such as $request_uri or $cookie_NAME, got {text!r}")
-    if "$" not in key:
-        # Every request would go to the same upstream: a typo, surely.
+    consistent = len(words) == 3 and words[2].lower() == "consistent"
+    if len(words) > 2 and not consistent:
+        # nginx's "hash key [consistent]": a misspelt consistent is not a key.
         raise ValueError(
-            f"the key of {text!r} has no $variable, so every request would go to one upstream"
+            f"expected hash KEY or hash KEY consistent (the key one word, such as"
+            f" $host$request_uri), got {text!r}"
         )
-    return ("consistent_hash" if consistent else "hash"), key
+    return ("consistent_hash" if consistent else "hash"), words[1]
 
 
 def client_network(client: str | None) -> bytes | None:
     """The key ``ip_hash`` hashes for a client address: nginx's network of the client.
 
     An IPv4 address's first three octets (its /24: clients of one network share an
-    upstream, as nginx's ``ip_hash``), an IPv6 address whole; ``None`` for a client
-    with no IP address (a UNIX socket, an unknown one), which goes by round-robin, as
-    nginx sends a client that is not on IPv4 or IPv6.
+    upstream, as nginx's ``ip_hash``), an IPv4 client of a dual-stack listener
+    (``::ffff:192.0.2.7``) as the IPv4 address it is, an IPv6 address whole; ``None``
+    for a client with no IP address (a UNIX socket, an unknown one), which then goes
+    by round-robin (nginx hashes one pseudo address for them all, sending each to
+    the same upstream).
     """
     if not client:
         return None
-    if ":" in client:
-        return client.encode("ascii", "replace")
-    octets = client.split(".")
-    if len(octets) != 4:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
         return None  # "unknown": a forwarding entry that was no address
-    return ".".join(octets[:3]).encode("ascii")
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            return address.compressed.encode("ascii")
+        address = address.ipv4_mapped
+    return ".".join(str(address).split(".")[:3]).encode("ascii")
 
 
 def _hash(data: bytes) -> int:
@@ -218,32 +227,30 @@ class Balancer(Generic[T]):
         for peer in self.peers:
             total += peer.weight
             self._weight_ends.append(total)
-        # consistent_hash and ip_hash: the ring, as sorted points and their peers.
-        self._ring_points: list[int] = []
-        self._ring_peers: list[Peer[T]] = []
+        # consistent_hash and ip_hash: each peer's points on the ring, sorted.
+        self._ring: dict[int, list[int]] = {}
         if policy in ("consistent_hash", "ip_hash"):
             self._build_ring()
 
     def _build_ring(self) -> None:
         """Place each peer's points, from its name, so the ring is the same everywhere.
 
-        A peer named twice (the same URL listed twice) takes its place in the list
-        as well, so the two get points of their own.
+        A peer's points depend on its own name and weight only (160 per unit, as
+        nginx's), so a change to one upstream moves only the keys it gains or loses.
+        Past :data:`_RING_LIMIT` points in all every peer gets fewer in proportion;
+        those it keeps are the first of its sequence, so the keys of the others still
+        stay. A peer named twice (the same URL listed twice) takes its place in the
+        list as well, so the two get points of their own.
         """
-        divisor = math.gcd(*(peer.weight for peer in self.peers))
-        units = sum(peer.weight // divisor for peer in self.peers)
-        scale = min(1.0, _RING_LIMIT / (units * _RING_POINTS))
+        total = sum(peer.weight for peer in self.peers) * _RING_POINTS
+        scale = min(1.0, _RING_LIMIT / total)
         seen: dict[str, int] = {}
-        points: list[tuple[int, int]] = []
-        for index, peer in enumerate(self.peers):
+        for peer in self.peers:
             occurrence = seen.get(peer.name, 0)
             seen[peer.name] = occurrence + 1
-            count = max(1, int(peer.weight // divisor * _RING_POINTS * scale))
-            label = f"{peer.name}#{occurrence}".encode()
-            points.extend((_hash(label + b"-" + str(n).encode()), index) for n in range(count))
-        points.sort()
-        self._ring_points = [point for point, _ in points]
-        self._ring_peers = [self.peers[index] for _, index in points]
+            count = max(1, int(peer.weight * _RING_POINTS * scale))
+            label = f"{peer.name}#{occurrence}-".encode()
+            self._ring[id(peer)] = sorted(_hash(label + b"%d" % n) for n in range(count))
 
     def usable(self, peer: Peer[T], now: float) -> bool:
         """Whether ``peer`` may get a request now."""
@@ -357,9 +364,9 @@ class Balancer(Generic[T]):
 
     def _by_key(self, key: bytes, candidates: list[Peer[T]]) -> Peer[T]:
         """The peer ``key`` maps to among ``candidates`` (see the module docstring)."""
-        allowed = set(map(id, candidates))
         hashed = _hash(key)
         if self.policy == "hash":
+            allowed = set(map(id, candidates))
             ends = self._weight_ends
             for attempt in range(_HASH_TRIES):
                 if attempt:
@@ -369,15 +376,19 @@ class Balancer(Generic[T]):
                 if id(peer) in allowed:
                     return peer
             return self._weighted_round_robin(candidates)
-        points = self._ring_points
-        peers = self._ring_peers
-        start = bisect.bisect_left(points, hashed)
-        size = len(points)
-        for step in range(size):
-            peer = peers[(start + step) % size]
-            if id(peer) in allowed:
-                return peer
-        raise AssertionError("every candidate has points on the ring")
+        # The first point after the key's that belongs to a candidate: the nearest
+        # of each candidate's own (a bisection each, where walking the ring past the
+        # points of peers that cannot take the request could take thousands of steps).
+        ring = self._ring
+        best = candidates[0]
+        best_distance = _RING_SIZE
+        for peer in candidates:
+            points = ring[id(peer)]
+            index = bisect.bisect_left(points, hashed)
+            point = points[index] if index < len(points) else points[0] + _RING_SIZE
+            if point - hashed < best_distance:
+                best, best_distance = peer, point - hashed
+        return best
 
     @staticmethod
     def _weighted_round_robin(candidates: list[Peer[T]]) -> Peer[T]:

@@ -832,9 +832,14 @@ def _balance(value: Any) -> str:
     if key is None:
         return policy
     try:
-        RequestTemplate(key, escape="none")
+        template = RequestTemplate(key, escape="none")
     except ValueError as error:
         raise ValueError(f"the hash key {key!r}: {error}") from None
+    if template.constant:
+        # Every request would go to the same upstream: a typo, surely.
+        raise ValueError(
+            f"the hash key {key!r} has no $variable, so every request would go to one upstream"
+        )
     return f"hash {key} consistent" if policy == "consistent_hash" else f"hash {key}"
 
 

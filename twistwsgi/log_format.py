@@ -389,8 +389,9 @@ def _cookie_value(name: str) -> Value:
             if field.lower() != b"cookie":
                 continue
             # RFC 6265 4.2.1: pairs separated by ";" (and a space, which some
-            # clients leave out).
-            for pair in line.split(b";"):
+            # clients leave out); nginx also ends a pair at ",", which no cookie
+            # holds (RFC 6265 4.1.1), where an intermediary joined two lines so.
+            for pair in line.replace(b",", b";").split(b";"):
                 key, equals, found = pair.partition(b"=")
                 if equals and key.strip().lower() == wanted:
                     return found.strip()
@@ -601,6 +602,11 @@ class RequestTemplate:
         # The text as UTF-8, as nginx sends its configuration's bytes (and as the
         # values of variables are): encoded once, here.
         self._parts = [(text.encode("utf-8"), value) for text, value in parts]
+
+    @property
+    def constant(self) -> bool:
+        """Whether the template has no variable: the same value for every request."""
+        return all(value is None for _, value in self._parts)
 
     def render(
         self, request: _Request, remote_user: str | None = None, *, trusted: bool = False
