@@ -222,6 +222,28 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "hash consistent"\n',
             "balance: the hash key 'consistent' has no $variable",
         ),
+        (
+            ONE_HOST
+            + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            + 'proxy_pass_header = ["X-Powered-By"]\n',
+            "host[0].mount[1].proxy_pass_header: 'X-Powered-By' is passed already: only Date,"
+            " Server, X-Pad are hidden unless passed",
+        ),
+        (
+            ONE_HOST
+            + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            + 'proxy_hide_header = ["Content-Length"]\n',
+            "proxy_hide_header: 'Content-Length' frames or describes the response",
+        ),
+        (
+            ONE_HOST
+            + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nproxy_hide_header = ["X Y"]\n',
+            "proxy_hide_header: 'X Y' is not a header name",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\napp = "a:b"\nproxy_hide_header = "X-A"\n',
+            "proxy_hide_header: only applies to proxy mounts",
+        ),
         ("[server\n", "site.toml: not valid TOML"),
         (SERVER, "nothing to serve"),
     ],

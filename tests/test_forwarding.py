@@ -10,6 +10,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from twistwsgi.forwarding import (
+    DEFAULT_HIDDEN,
+    HiddenFields,
     TrustedProxies,
     forwarded_element,
     parse_upstream,
@@ -533,6 +535,30 @@ def test_response_fields_keep_upgrade_only_in_a_426() -> None:
     fields = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"X-A", b"1")]
     assert response_fields(fields, 426) == [(b"Upgrade", b"websocket"), (b"X-A", b"1")]
     assert response_fields(fields, 200) == [(b"X-A", b"1")]
+
+
+def test_hidden_response_fields_are_left_out_in_any_case() -> None:
+    """The hidden names go, whatever their case, with the hop-by-hop ones; a name of
+    the same length that is not hidden stays.
+    """
+    hidden = HiddenFields([*DEFAULT_HIDDEN, b"x-powered-by"])
+    fields = [
+        (b"Server", b"gunicorn/20.1"),
+        (b"DATE", b"Mon, 01 Jan 2001 00:00:00 GMT"),
+        (b"X-Pad", b"avoid browser bug"),
+        (b"x-Powered-By", b"PHP/8"),
+        (b"X-Powered-Ax", b"kept"),
+        (b"Vary", b"Accept"),  # a length looked at, not hidden
+        (b"Connection", b"X-Other"),
+        (b"X-Other", b"named by Connection"),
+        (b"Set-Cookie", b"a=1"),
+    ]
+    assert response_fields(fields, 200, hidden) == [
+        (b"X-Powered-Ax", b"kept"),
+        (b"Vary", b"Accept"),
+        (b"Set-Cookie", b"a=1"),
+    ]
+    assert response_fields(fields[:2], 200) == fields[:2]  # nothing hidden by default here
 
 
 def test_trusted_proxies_given_one_string_say_so() -> None:

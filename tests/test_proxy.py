@@ -1234,6 +1234,61 @@ def test_timeout_is_not_retried() -> None:
     assert one_response(client).status == 504
 
 
+UPSTREAM_IDENTITY = (
+    b"HTTP/1.1 200 OK\r\nServer: gunicorn/20.1\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+    b"X-Pad: avoid browser bug\r\nX-Powered-By: PHP/8\r\nX-Accel-Buffering: no\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+def head_fields(client: Connection) -> list[tuple[bytes, bytes]]:
+    head = client.take().split(b"\r\n\r\n")[0]
+    return [tuple(line.split(b": ", 1)) for line in head.split(b"\r\n")[1:]]  # type: ignore[misc]
+
+
+def test_the_upstreams_date_server_and_x_pad_are_not_passed() -> None:
+    """As nginx's defaults: the client gets this server's Date and Server, never the
+    upstream's; other fields (X-Accel-Buffering for a proxy further in front) pass.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(UPSTREAM_IDENTITY)
+    fields = dict(head_fields(client))
+    assert fields[b"Server"] == b"twistwsgi"
+    assert fields[b"Date"] == b"Thu, 01 Jan 1970 00:00:00 GMT"  # the server's Clock
+    assert b"X-Pad" not in fields
+    assert fields[b"X-Powered-By"] == b"PHP/8"
+    assert fields[b"X-Accel-Buffering"] == b"no"
+
+
+def test_proxy_hide_header_and_proxy_pass_header() -> None:
+    """proxy_hide_header hides more, in any case; proxy_pass_header passes a field
+    hidden by default (the upstream's Server, in place of this server's).
+    """
+    setup = make_proxy(proxy_hide_header=("x-powered-by",), proxy_pass_header=("Server",))
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(UPSTREAM_IDENTITY)
+    fields = head_fields(client)
+    names = [name for name, _ in fields]
+    assert b"X-Powered-By" not in names and b"X-Pad" not in names
+    assert [value for name, value in fields if name == b"Server"] == [b"gunicorn/20.1"]
+    assert dict(fields)[b"Date"] == b"Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def test_hidden_fields_are_not_passed_with_a_switch_of_protocols() -> None:
+    setup = make_proxy(proxy_hide_header=("X-Powered-By",))
+    client = setup.client()
+    client.send(WEBSOCKET_UPGRADE)
+    setup.endpoint().last.respond(
+        SWITCHED.replace(b"\r\n\r\n", b"\r\nX-Powered-By: PHP\r\nX-Pad: x\r\nX-Kept: 1\r\n\r\n")
+    )
+    names = [name for name, _ in head_fields(client)]
+    assert b"X-Kept" in names
+    assert b"X-Powered-By" not in names and b"X-Pad" not in names
+
+
 def test_round_robin_with_weights() -> None:
     """Weights 2:1 send two requests to the first upstream for each to the second."""
     setup = make_proxy(TWO, weights=(2, 1))

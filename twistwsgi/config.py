@@ -36,6 +36,7 @@ from twistwsgi.balancing import parse_balance
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
 from twistwsgi.fixed_response import ReturnSpec, parse_return
+from twistwsgi.forwarding import DEFAULT_HIDDEN
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
@@ -731,6 +732,37 @@ def _auth_fields(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _response_field_names(passing: bool) -> Callable[[Any], tuple[str, ...]]:
+    """The parser of proxy_pass_header (``passing``) or proxy_hide_header."""
+
+    def parse(value: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"expected a list of header names, got {value!r}")
+        names = []
+        for item in items:
+            if not isinstance(item, str) or not re.fullmatch(TOKEN, item):
+                raise ValueError(f"{item!r} is not a header name")
+            lower = item.lower().encode("ascii")
+            if lower in _PROXY_OWN_FIELDS or lower == b"content-type":
+                raise ValueError(
+                    f"{item!r} frames or describes the response: it is always"
+                    + (" the proxy's to decide" if passing else " passed (hop-by-hop ones never)")
+                )
+            if passing and lower not in DEFAULT_HIDDEN:
+                raise ValueError(
+                    f"{item!r} is passed already: only "
+                    + ", ".join(name.decode().title() for name in DEFAULT_HIDDEN)
+                    + " are hidden unless passed"
+                )
+            names.append(item)
+        return tuple(names)
+
+    return parse
+
+
+HIDDEN_FIELDS = Kind("FIELDS", _response_field_names(False), "a list of header field names")
+PASSED_FIELDS = Kind("FIELDS", _response_field_names(True), "a list of header field names")
 AUTH_URL = Kind("URL", _auth_url, "an http or https URL")
 AUTH_FIELDS = Kind("FIELDS", _auth_fields, "a list of header field names")
 COOKIE_PATHS = Kind(
@@ -2059,6 +2091,23 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " table of prefixes and their replacements, tried in order, in place of"
                 " the default: { 'http://backend.internal/' = '/app/', '/' = '/app/' }"
                 " (replacements may use proxy_set_header's $variables).",
+            ),
+            (
+                "proxy_hide_header",
+                HIDDEN_FIELDS,
+                (),
+                "Upstream response fields not passed to the client (nginx's"
+                " proxy_hide_header): ['X-Powered-By', 'X-AspNet-Version']. Besides"
+                " the hop-by-hop fields, the upstream's Date, Server and X-Pad are never"
+                " passed (the server sends its own Date and Server), as nginx does.",
+            ),
+            (
+                "proxy_pass_header",
+                PASSED_FIELDS,
+                (),
+                "Of the fields hidden by default, those passed all the same (nginx's"
+                " proxy_pass_header): ['Server'] shows the upstream's own Server, in"
+                " place of this server's.",
             ),
             (
                 "proxy_cookie_path",

@@ -50,8 +50,10 @@ change behaviour when they see it (nginx's ``gzip_proxied off`` stops compressin
 and neither nginx nor Caddy sends it.
 
 **Response header fields** (:func:`response_fields`): hop-by-hop fields and those
-the upstream's ``Connection`` names are removed; everything else, ``Set-Cookie``
-included, passes in order and unmerged.
+the upstream's ``Connection`` names are removed, and those a mount hides
+(:class:`HiddenFields`: by default the upstream's ``Date``, ``Server`` and
+``X-Pad``, as nginx's); everything else, ``Set-Cookie`` included, passes in order
+and unmerged.
 """
 
 from __future__ import annotations
@@ -73,8 +75,11 @@ from twistwsgi.http.rules import (
 from twistwsgi.routing import remove_dot_segments
 
 __all__ = [
+    "DEFAULT_HIDDEN",
     "IDEMPOTENT_METHODS",
+    "NOTHING_HIDDEN",
     "UNIX_SOCKETS",
+    "HiddenFields",
     "Networks",
     "TrustedProxies",
     "UpstreamAddress",
@@ -591,21 +596,53 @@ def _forwarding_block(client: str | None, authority: bytes, scheme: str) -> byte
     return block
 
 
+#: The lengths of the hop-by-hop names.
+_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)
+
+
+class HiddenFields:
+    """The upstream response fields a proxy mount does not pass on, hop-by-hop aside.
+
+    nginx's ``proxy_hide_header``.
+
+    Args:
+        names: the lower-case names.
+    """
+
+    __slots__ = ("lengths", "names")
+
+    def __init__(self, names: Iterable[bytes]) -> None:
+        self.names = frozenset(names)
+        # The lengths worth lower-casing a name for: these and the hop-by-hop ones.
+        self.lengths = _HOP_LENGTHS | {len(name) for name in self.names}
+
+
+#: Nothing hidden but the hop-by-hop fields.
+NOTHING_HIDDEN = HiddenFields(())
+
+#: What nginx does not pass from an upstream by default, and neither does a proxy
+#: mount: the server's own Date and Server go out instead (so an upstream's
+#: "Server: gunicorn/20.1" does not reach clients), and X-Pad (a workaround of old
+#: Apache). nginx's X-Accel-* are passed on, for a proxy further in front.
+DEFAULT_HIDDEN = (b"date", b"server", b"x-pad")
+
+
 def response_fields(
-    headers: list[tuple[bytes, bytes]], status: int = 0
+    headers: list[tuple[bytes, bytes]], status: int = 0, hidden: HiddenFields = NOTHING_HIDDEN
 ) -> list[tuple[bytes, bytes]]:
     """The upstream response's fields to pass to the client (see the module docstring).
 
     ``Upgrade`` stays in a ``426``, which must name the protocols to upgrade to
-    (RFC 9110 15.5.22); elsewhere it is hop-by-hop.
+    (RFC 9110 15.5.22); elsewhere it is hop-by-hop. The ``hidden`` ones are left out.
     """
     kept: list[tuple[bytes, bytes]] = []
     append = kept.append
     options: set[bytes] | None = None
+    lengths = hidden.lengths
     for field in headers:
         name = field[0]
-        # Only names of a hop-by-hop length are lower-cased and looked up.
-        if len(name) in _HOP_LENGTHS:
+        # Only names of a length looked for are lower-cased and looked up.
+        if len(name) in lengths:
             lower = name.lower()
             if lower in HOP_BY_HOP:
                 if lower == b"connection":
@@ -613,12 +650,11 @@ def response_fields(
                     options = found if options is None else options | found
                 if lower != b"upgrade" or status != 426:
                     continue
+            elif lower in hidden.names:
+                continue
         append(field)
     if options is not None:
         named = options - HOP_BY_HOP
         if named:
             kept = [(name, value) for name, value in kept if name.lower() not in named]
     return kept
-
-
-_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)

@@ -96,7 +96,10 @@ from twistwsgi.access import client_address
 from twistwsgi.balancing import Balancer, Peer, client_network, parse_balance
 from twistwsgi.config import ConfigError, MountConfig, ServerConfig, mount_or_server
 from twistwsgi.forwarding import (
+    DEFAULT_HIDDEN,
     IDEMPOTENT_METHODS,
+    NOTHING_HIDDEN,
+    HiddenFields,
     TrustedProxies,
     UpstreamAddress,
     parse_upstream,
@@ -190,6 +193,7 @@ class ProxyHandler:
             them replaces the one ``preserve_host`` chooses.
         redirects: how the upstreams' ``Location`` and ``Refresh`` URLs are
             rewritten (nginx's ``proxy_redirect``), or ``None`` for not at all.
+        hidden: the upstream response fields not passed on, hop-by-hop aside.
         cookies: how the upstreams' ``Set-Cookie`` attributes are rewritten
             (nginx's ``proxy_cookie_path`` and ``proxy_cookie_domain``), or ``None``.
         balance_key: for the ``hash`` policies, the key's
@@ -219,9 +223,11 @@ class ProxyHandler:
         redirects: RedirectRewrite | None = None,
         balance_key: str | None = None,
         cookies: CookieRewrite | None = None,
+        hidden: HiddenFields = NOTHING_HIDDEN,
     ) -> None:
         self.group = group
         self.cookies = cookies
+        self.hidden = hidden
         self._balance_key = (
             RequestTemplate(balance_key, escape="none") if balance_key is not None else None
         )
@@ -830,8 +836,8 @@ class _Forward:
         recovered = self._answered()
         self._answered_status = status
         self._response_fields = headers
-        fields = response_fields(headers, status)
         proxy = self._proxy
+        fields = response_fields(headers, status, proxy.hidden)
         if proxy.redirects is not None:
             proxy.redirects.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
         if proxy.cookies is not None:
@@ -1276,12 +1282,13 @@ class _Forward:
                 self._failed(ErrorKind.PROTOCOL, "switched protocols unexpectedly", upstream)
             return
         protocols = b", ".join(value for name, value in headers if name.lower() == b"upgrade")
+        proxy = self._proxy
+        # (The server sends its own Date and Server with a 101 whatever is hidden.)
         fields = [
             (name, value)
-            for name, value in response_fields(headers)
-            if name.lower() not in (b"date", b"server")  # the server adds its own
+            for name, value in response_fields(headers, hidden=proxy.hidden)
+            if name.lower() not in (b"date", b"server")
         ]
-        proxy = self._proxy
         if proxy.cookies is not None:
             proxy.cookies.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         fields.append((b"Upgrade", protocols))
@@ -1449,12 +1456,19 @@ def build_proxy(
         set_fields=options["proxy_set_header"],
         redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
         balance_key=balance_key,
+        hidden=_hidden_fields(options["proxy_hide_header"], options["proxy_pass_header"]),
         cookies=(
             CookieRewrite(options["proxy_cookie_path"], options["proxy_cookie_domain"])
             if options["proxy_cookie_path"] or options["proxy_cookie_domain"]
             else None
         ),
     )
+
+
+def _hidden_fields(hide: Sequence[str], passed: Sequence[str]) -> HiddenFields:
+    """The defaults (nginx's) and ``proxy_hide_header``, but ``proxy_pass_header``'s names."""
+    names = {*DEFAULT_HIDDEN, *(name.lower().encode("ascii") for name in hide)}
+    return HiddenFields(names - {name.lower().encode("ascii") for name in passed})
 
 
 def proxy_builder(reactor: Any) -> Callable[[MountConfig, ServerConfig], ProxyHandler]:
