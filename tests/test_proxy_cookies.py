@@ -6,6 +6,7 @@ in-memory upstream (tests.test_proxy's), and the configuration.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -19,7 +20,7 @@ from tests.test_proxy import SWITCHED, WEBSOCKET_UPGRADE, make_proxy, one_respon
 from twistwsgi import cli
 from twistwsgi.config import ConfigError
 from twistwsgi.forwarding import TrustedProxies
-from twistwsgi.proxy_cookies import CookieRewrite
+from twistwsgi.proxy_cookies import CookieRewrite, parse_flags
 from twistwsgi.site import describe_routing
 from twistwsgi.testing import request_head
 
@@ -27,8 +28,8 @@ NOBODY = TrustedProxies(())
 REQUEST = request_head(b"/app/account", host=b"www.example.com")
 
 
-def rewritten(value: bytes, paths: Any = (), domains: Any = ()) -> bytes:
-    return CookieRewrite(paths, domains).cookie(value, REQUEST, None, NOBODY)
+def rewritten(value: bytes, paths: Any = (), domains: Any = (), flags: Any = ()) -> bytes:
+    return CookieRewrite(paths, domains, flags).cookie(value, REQUEST, None, NOBODY)
 
 
 @pytest.mark.parametrize(
@@ -122,6 +123,50 @@ def test_only_the_path_changes(name: str, value: str, path: str, attributes: lis
         assert cookie[name][key] == original[name][key]
 
 
+HARDEN = [("theme", "nosecure nohttponly nosamesite"), ("*", "secure httponly samesite=lax")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"sid=1", b"sid=1; Secure; HttpOnly; SameSite=Lax"),
+        (b"sid=1; Path=/; secure", b"sid=1; Path=/; secure; HttpOnly; SameSite=Lax"),
+        (b"sid=1;HTTPONLY", b"sid=1;HTTPONLY; Secure; SameSite=Lax"),  # present: kept
+        (b"sid=1; samesite=None; Secure", b"sid=1; SameSite=Lax; Secure; HttpOnly"),
+        (b"theme=dark; Secure; Path=/; HttpOnly; SameSite=Strict", b"theme=dark; Path=/"),
+        (b"theme=dark", b"theme=dark"),  # its own entry, not *: nothing to remove
+        (b"Theme=dark", b"Theme=dark; Secure; HttpOnly; SameSite=Lax"),  # names have case
+    ],
+)
+def test_flags_are_added_set_or_removed(value: bytes, expected: bytes) -> None:
+    """The entry naming the cookie, else *: missing flags added at the end, SameSite
+    given the value asked for, the no- forms removing every such attribute.
+    """
+    assert rewritten(value, flags=HARDEN) == expected
+
+
+def test_flags_with_a_path_rewrite() -> None:
+    assert rewritten(b"sid=1; Path=/", paths=[("/", "/app/")], flags=[("sid", "secure")]) == (
+        b"sid=1; Path=/app/; Secure"
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "problem"),
+    [
+        ("secure secure", "sets secure twice"),
+        ("secure nosecure", "sets secure twice"),
+        ("samesite=maybe", "'samesite=maybe' is not a cookie flag"),
+        ("samesite", "'samesite' is not a cookie flag"),
+        ("nosamesite=lax", "is not a cookie flag"),
+        ("", "no flags given"),
+    ],
+)
+def test_bad_flags_are_named(words: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        parse_flags(words)
+
+
 # -- through the proxy ------------------------------------------------------------------
 
 
@@ -143,6 +188,13 @@ def test_a_proxy_mount_rewrites_every_set_cookie() -> None:
     assert cookies_through(
         proxy_cookie_path=(("/", "/app/"),), proxy_cookie_domain=(("backend.internal", "$host"),)
     ) == [b"sid=1; Path=/app/; Domain=shop.example", b"theme=dark; Path=/app/prefs"]
+
+
+def test_a_proxy_mount_sets_flags_alone() -> None:
+    assert cookies_through(proxy_cookie_flags=(("sid", "secure httponly"),)) == [
+        b"sid=1; Path=/; Domain=backend.internal; Secure; HttpOnly",
+        b"theme=dark; Path=/prefs",
+    ]
 
 
 def test_without_the_settings_cookies_pass_unchanged() -> None:
@@ -188,6 +240,11 @@ def load(directory: Path, extra: str) -> Any:
         ("proxy_cookie_domain = { '$host' = 'a' }", "proxy_cookie_domain: '$host': the domains"),
         ("proxy_cookie_domain = { 'a;b' = 'a' }", "is not a cookie domain"),
         ("proxy_cookie_domain = true", "expected off or a table of cookie domains"),
+        ("proxy_cookie_flags = { 'a b' = 'secure' }", "'a b' is not a cookie name (or *"),
+        ("proxy_cookie_flags = { '*' = 'safe' }", "the flags of '*': 'safe' is not a cookie flag"),
+        ("proxy_cookie_flags = { '*' = ['secure'] }", "the flags of '*' are not text"),
+        ("proxy_cookie_flags = {}", "is an empty table: write off to set no flags"),
+        ("proxy_cookie_flags = 'on'", "expected off or a table of cookie names (or *)"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> None:
@@ -201,15 +258,18 @@ def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> No
 def test_off_and_tables_load(tmp_path: Path) -> None:
     config = load(
         tmp_path,
-        "proxy_cookie_path = 'off'\nproxy_cookie_domain = { 'b.internal' = '$host' }",
+        "proxy_cookie_path = 'off'\nproxy_cookie_domain = { 'b.internal' = '$host' }\n"
+        "proxy_cookie_flags = { '*' = ' Secure  SameSite=Lax ' }",
     )
     options = config.hosts[0].mounts[0].options
+    assert options["proxy_cookie_flags"] == (("*", "secure samesite=lax"),)
     assert options["proxy_cookie_path"] == ()
     assert options["proxy_cookie_domain"] == (("b.internal", "$host"),)
     shown = describe_routing(config)
     line = next(line for line in shown.splitlines() if "proxy_cookie_domain=" in line)
-    value = line.split("proxy_cookie_domain=", 1)[1]
+    value, flags = line.split("proxy_cookie_domain=", 1)[1].split(" proxy_cookie_flags=")
     assert tomllib.loads(f"v = {value}")["v"] == {"b.internal": "$host"}
+    assert tomllib.loads(f"v = {flags}")["v"] == {"*": "secure samesite=lax"}
 
 
 def test_only_proxy_mounts_take_them(tmp_path: Path) -> None:

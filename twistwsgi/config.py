@@ -42,6 +42,7 @@ from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat, RequestTemplate
+from twistwsgi.proxy_cookies import parse_flags
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 
 __all__ = [
@@ -684,6 +685,31 @@ def _cookie_rewrites(attribute: str) -> Callable[[Any], tuple[tuple[str, str], .
     return parse
 
 
+def _cookie_flags(value: Any) -> tuple[tuple[str, str], ...]:
+    expected = "expected off or a table of cookie names (or *) and their flags"
+    if isinstance(value, str):
+        if value.strip().lower() == "off":
+            return ()
+        raise ValueError(f"{expected}, got {value!r}")
+    if value == ():
+        return ()  # the default, as a program gives it: off
+    items = _table_items(value, expected)
+    if not items:
+        raise ValueError("is an empty table: write off to set no flags")
+    pairs = []
+    for name, flags in items:
+        if not isinstance(name, str) or not (name == "*" or re.fullmatch(TOKEN, name)):
+            raise ValueError(f"{name!r} is not a cookie name (or * for every cookie)")
+        if not isinstance(flags, str):
+            raise ValueError(f"the flags of {name!r} are not text: {flags!r}")
+        try:
+            parse_flags(flags)
+        except ValueError as error:
+            raise ValueError(f"the flags of {name!r}: {error}") from None
+        pairs.append((name, " ".join(flags.lower().split())))
+    return tuple(pairs)
+
+
 def _auth_url(value: Any) -> str:
     text = _text(value).strip()
     try:
@@ -765,6 +791,9 @@ HIDDEN_FIELDS = Kind("FIELDS", _response_field_names(False), "a list of header f
 PASSED_FIELDS = Kind("FIELDS", _response_field_names(True), "a list of header field names")
 AUTH_URL = Kind("URL", _auth_url, "an http or https URL")
 AUTH_FIELDS = Kind("FIELDS", _auth_fields, "a list of header field names")
+COOKIE_FLAGS = Kind(
+    "FLAGS", _cookie_flags, "off, or a table of cookie names (or *) and their flags"
+)
 COOKIE_PATHS = Kind(
     "REWRITE", _cookie_rewrites("path"), "off, or a table of path prefixes and their replacements"
 )
@@ -2129,6 +2158,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " case, and their replacements, { 'internal.example' = '$host' }; one"
                 " that comes out empty removes the attribute (the cookie is then the"
                 " host's only). Default: off.",
+            ),
+            (
+                "proxy_cookie_flags",
+                COOKIE_FLAGS,
+                (),
+                "Flags set on an upstream's cookies (nginx's proxy_cookie_flags): a table"
+                " of cookie names, or * for every other cookie, and their flags,"
+                " { '*' = 'secure httponly samesite=lax' }: secure, httponly and"
+                " samesite=strict|lax|none add the attribute (or set SameSite's value),"
+                " nosecure, nohttponly and nosamesite remove it. Default: off.",
             ),
             (
                 "connect_timeout",

@@ -83,7 +83,7 @@ Everything here runs in the reactor thread.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -1457,12 +1457,18 @@ def build_proxy(
         redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
         balance_key=balance_key,
         hidden=_hidden_fields(options["proxy_hide_header"], options["proxy_pass_header"]),
-        cookies=(
-            CookieRewrite(options["proxy_cookie_path"], options["proxy_cookie_domain"])
-            if options["proxy_cookie_path"] or options["proxy_cookie_domain"]
-            else None
-        ),
+        cookies=_cookie_rewrite(options),
     )
+
+
+def _cookie_rewrite(options: Mapping[str, Any]) -> CookieRewrite | None:
+    """What the mount's proxy_cookie_* settings rewrite, or ``None`` when none is set."""
+    paths = options["proxy_cookie_path"]
+    domains = options["proxy_cookie_domain"]
+    flags = options["proxy_cookie_flags"]
+    if not (paths or domains or flags):
+        return None
+    return CookieRewrite(paths, domains, flags)
 
 
 def _hidden_fields(hide: Sequence[str], passed: Sequence[str]) -> HiddenFields:

@@ -17,6 +17,13 @@ A proxy mount rewrites those attributes as nginx does:
   result, which browsers ignore since RFC 6265 4.1.2.3).
   ``{ "internal.example" = "$host" }`` gives the cookie the name the client used.
 
+- ``proxy_cookie_flags``: cookie names (``*`` for every cookie) and the flags to
+  set on them, as nginx's: ``secure``, ``httponly``, ``samesite=strict|lax|none``
+  add the attribute (a SameSite already there takes the new value), ``nosecure``,
+  ``nohttponly``, ``nosamesite`` remove it. The first entry naming the cookie
+  applies, else ``*``. ``{ "*" = "secure httponly samesite=lax" }`` hardens an
+  application that sets its session cookie without them.
+
 Replacements take the request variables of ``proxy_set_header``. One that comes
 out empty removes the attribute: a ``Domain`` removed makes the cookie the host's
 only, a ``Path`` removed makes it the request path's directory's (RFC 6265 5.3).
@@ -39,7 +46,16 @@ from twistwsgi.log_format import RequestTemplate
 if TYPE_CHECKING:
     from twistwsgi.http.request import RequestHead
 
-__all__ = ["CookieRewrite"]
+__all__ = ["FLAGS", "CookieRewrite", "parse_flags"]
+
+#: The words of proxy_cookie_flags (samesite= with strict, lax or none).
+FLAGS = ("secure", "httponly", "samesite", "nosecure", "nohttponly", "nosamesite")
+
+#: The attributes the flags name, as written when added.
+_SPELLING = {b"secure": b"Secure", b"httponly": b"HttpOnly", b"samesite": b"SameSite"}
+
+#: What SameSite may be set to (RFC 6265bis 4.1.2.7).
+_SAME_SITE = ("strict", "lax", "none")
 
 #: An attribute this rewrites, from the ``;`` before it to the end of its value.
 #: The cookie's own name=value comes before the first ``;`` and holds none (RFC
@@ -50,17 +66,52 @@ _ATTRIBUTE = re.compile(rb";[ \t]*(path|domain)[ \t]*=([^;]*)", re.IGNORECASE)
 _SPACES = b" \t"
 
 
+def parse_flags(text: str) -> list[tuple[bytes, bytes | None]]:
+    """``proxy_cookie_flags``'s words as (attribute, value or ``None`` to remove it).
+
+    Raises:
+        ValueError: naming a word that is not a flag, one given twice, or none.
+    """
+    flags: list[tuple[bytes, bytes | None]] = []
+    seen: set[bytes] = set()
+    for word in text.lower().split():
+        name, equals, value = word.partition("=")
+        if name == "samesite" and value in _SAME_SITE:
+            flag: tuple[bytes, bytes | None] = (b"samesite", value.capitalize().encode())
+        elif not equals and name in FLAGS and name != "samesite":
+            attribute = name.removeprefix("no").encode()
+            flag = (attribute, None) if name.startswith("no") else (attribute, b"")
+        else:
+            raise ValueError(
+                f"{word!r} is not a cookie flag (secure, httponly, samesite=strict|lax|none,"
+                " nosecure, nohttponly, nosamesite)"
+            )
+        if flag[0] in seen:
+            raise ValueError(f"{text!r} sets {flag[0].decode()} twice")
+        seen.add(flag[0])
+        flags.append(flag)
+    if not flags:
+        raise ValueError("no flags given (secure, httponly, samesite=..., or their no- forms)")
+    return flags
+
+
 class CookieRewrite:
     """A proxy mount's rewriting of ``Set-Cookie`` (see the module docstring).
 
     Args:
         paths: ``proxy_cookie_path``'s prefixes and replacements, in order.
         domains: ``proxy_cookie_domain``'s domains and replacements, in order.
+        flags: ``proxy_cookie_flags``'s cookie names (``*``: any) and flags.
     """
 
     def __init__(
-        self, paths: Sequence[tuple[str, str]] = (), domains: Sequence[tuple[str, str]] = ()
+        self,
+        paths: Sequence[tuple[str, str]] = (),
+        domains: Sequence[tuple[str, str]] = (),
+        flags: Sequence[tuple[str, str]] = (),
     ) -> None:
+        self._flags = {name.encode("utf-8"): parse_flags(words) for name, words in flags}
+        self._any_flags = self._flags.pop(b"*", None)
         self._paths = [
             (source.encode("utf-8"), RequestTemplate(replacement)) for source, replacement in paths
         ]
@@ -91,7 +142,12 @@ class CookieRewrite:
         remote_user: str | None,
         trusted_proxies: TrustedProxies,
     ) -> bytes:
-        """One ``Set-Cookie`` value with its ``Path`` and ``Domain`` rewritten."""
+        """One ``Set-Cookie`` value with its ``Path``, ``Domain`` and flags rewritten."""
+        if self._flags or self._any_flags:
+            name = value.partition(b"=")[0].strip()
+            flags = self._flags.get(name, self._any_flags)
+            if flags:
+                value = _with_flags(value, flags)
         if b";" not in value:
             return value
 
@@ -118,6 +174,27 @@ class CookieRewrite:
             return head + before + start + replaced + after
 
         return _ATTRIBUTE.sub(rewrite, value)
+
+
+def _with_flags(value: bytes, flags: list[tuple[bytes, bytes | None]]) -> bytes:
+    """``value`` with each flag's attribute added, set or removed, the rest as it was."""
+    cookie, *attributes = value.split(b";")
+    for attribute, setting in flags:
+        present = [
+            index
+            for index, text in enumerate(attributes)
+            if text.partition(b"=")[0].strip(_SPACES).lower() == attribute
+        ]
+        if setting is None:
+            attributes = [text for index, text in enumerate(attributes) if index not in present]
+            continue
+        written = b" " + _SPELLING[attribute] + (b"=" + setting if setting else b"")
+        if not present:
+            attributes.append(written)
+        elif setting:
+            for index in present:  # SameSite: the value asked for
+                attributes[index] = written
+    return b";".join([cookie, *attributes])
 
 
 def _path_rule(

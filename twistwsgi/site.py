@@ -770,7 +770,14 @@ def _changed_options(mount: MountConfig) -> str:
 
 #: Options held as (name, value) pairs that a file writes as a table.
 _TABLE_OPTIONS = frozenset(
-    {"headers", "proxy_set_header", "proxy_redirect", "proxy_cookie_path", "proxy_cookie_domain"}
+    {
+        "headers",
+        "proxy_set_header",
+        "proxy_redirect",
+        "proxy_cookie_path",
+        "proxy_cookie_domain",
+        "proxy_cookie_flags",
+    }
 )
 
 
