@@ -378,6 +378,16 @@ def test_every_host_and_mount_key_is_declared_completely(key: Any) -> None:
         assert key.parse(key.default) == key.default
 
 
+def test_each_kind_of_value_has_one_description() -> None:
+    """The reference lists each kind of value once: two kinds of one name with other
+    meanings would be listed twice under that name.
+    """
+    described: dict[str, set[str]] = {}
+    for key in (*SETTINGS, *HOST_KEYS, *MOUNT_KEYS):
+        described.setdefault(key.kind.name, set()).add(key.kind.description)
+    assert {name: texts for name, texts in described.items() if len(texts) > 1} == {}
+
+
 def test_setting_names_are_unique_and_all_used() -> None:
     """Names are unique, and each one is a field of ServerConfig or HttpSettings, so
     no setting is parsed and then silently dropped.

@@ -30,6 +30,7 @@ from twistwsgi.config import ConfigError
 from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
+from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder
 from twistwsgi.testing import (
     Connection,
@@ -264,6 +265,44 @@ def test_auth_response_cookies_reach_every_kind_of_answer() -> None:
     client.send(b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n")
     service(setup).respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert set_cookies(one_response(client)) == []
+
+
+class _CallingReactor(MemoryReactorClock):
+    """A memory reactor that runs what a worker thread hands it at once."""
+
+    def callFromThread(self, callable: Any, *args: Any, **kwargs: Any) -> None:
+        callable(*args, **kwargs)
+
+
+def test_a_service_asked_twice_about_a_request_sends_its_cookies_once(tmp_path: Path) -> None:
+    """A file not found by a static mount that shares its partner's gate is asked
+    about again when passed on: the cookies of the later answer go, once.
+    """
+    (tmp_path / "files").mkdir()
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[[host]]\nnames = ['a.test']\n"
+        f"[[host.mount]]\npath = '/'\nstatic = '{tmp_path / 'files'}'\nfallthrough = true\n"
+        "[[host.mount]]\npath = '/'\napp = 'tests.apps:hello'\n"
+        "auth_request = 'http://10.0.0.9:4180/auth'\nauth_response_cookies = true\n"
+    )
+    table = SiteBuilder(reactor=_CallingReactor(), threadpool=SynchronousThreadPool()).build(
+        cli.load_config({"config": str(site)})
+    )
+    static = table.hosts.lookup("a.test").lookup(b"/missing").target  # type: ignore[union-attr]
+    assert isinstance(static, GuardedHandler) and isinstance(static.gate, ForwardAuth)
+    setup = make_proxy(("http://10.0.0.9:4180",), proxy_redirect="off")
+    static.gate.proxy = setup.handler  # the fake service, for the one gate both share
+    client = connect(Router(table), clock=setup.clock)
+    client.send(b"GET /missing HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    service(setup).respond(RENEWED)
+    service(setup).respond(RENEWED.replace(b"new", b"newer"))  # asked again
+    response = one_response(client)
+    assert response.status == 200
+    assert set_cookies(response) == [
+        b"_oauth2_proxy_0=newer0; Path=/; HttpOnly",
+        b"_oauth2_proxy_1=newer1; Path=/",
+    ]
 
 
 def test_auth_response_cookies_on_a_switch_of_protocols() -> None:
@@ -599,6 +638,11 @@ def test_the_static_files_of_a_protected_application_are_protected(tmp_path: Pat
     )
     static = table.hosts.lookup("a.test").lookup(b"/secret.txt").target  # type: ignore[union-attr]
     assert isinstance(static, GuardedHandler) and static.gate is not None
+
+
+def test_auth_response_cookies_off_needs_no_service(tmp_path: Path) -> None:
+    config = load(tmp_path, "auth_response_cookies = false")
+    assert config.hosts[0].mounts[0].options["auth_response_cookies"] is False
 
 
 def test_the_url_is_sent_as_a_request_line_writes_it(tmp_path: Path) -> None:

@@ -81,6 +81,20 @@ def test_domains_are_matched_whole_without_case(value: bytes, expected: bytes) -
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
+        (b"a=1; Domain=.b.internal", b"a=1; Domain=.shop.example"),
+        (b"a=1; Domain=b.internal", b"a=1; Domain=shop.example"),
+    ],
+)
+def test_a_dotted_replacement_gives_one_dot(value: bytes, expected: bytes) -> None:
+    """The nginx idiom { ".b.internal" = ".shop.example" }: the replacement's dot goes, the
+    upstream's stays; "..shop.example" would be refused by browsers (RFC 6265 5.2.3).
+    """
+    assert rewritten(value, domains=[(".b.internal", ".shop.example")]) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
         (b"a=1; Domain=internal.example; Secure", b"a=1; Secure"),
         (b"a=1; Secure; Domain=.internal.example", b"a=1; Secure"),
         (b"a=1; Path=/; HttpOnly", b"a=1; HttpOnly"),

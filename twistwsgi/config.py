@@ -795,10 +795,12 @@ COOKIE_FLAGS = Kind(
     "FLAGS", _cookie_flags, "off, or a table of cookie names (or *) and their flags"
 )
 COOKIE_PATHS = Kind(
-    "REWRITE", _cookie_rewrites("path"), "off, or a table of path prefixes and their replacements"
+    "PATH_TABLE",
+    _cookie_rewrites("path"),
+    "off, or a table of path prefixes and their replacements",
 )
 COOKIE_DOMAINS = Kind(
-    "REWRITE", _cookie_rewrites("domain"), "off, or a table of domains and their replacements"
+    "DOMAIN_TABLE", _cookie_rewrites("domain"), "off, or a table of domains and their replacements"
 )
 PROXY_REDIRECT = Kind(
     "REWRITE",
@@ -2837,7 +2839,8 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             " redirect itself is the host's https_redirect",
         )
     for name in ("auth_response_headers", "auth_response_cookies"):
-        if name in parsed and "auth_request" not in parsed:
+        # (auth_response_cookies = false asks for nothing: no service needed.)
+        if parsed.get(name) and "auth_request" not in parsed:
             raise ConfigError(f"{where}.{name}", "needs auth_request, the service they come from")
     if parsed.get("allow") == ():
         # Meant as nginx's "deny all" or as "no rule"? Read as the latter, it would

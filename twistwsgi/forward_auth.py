@@ -201,7 +201,7 @@ class ForwardAuth:
                 # and a session split over several cookies would lose the rest.
                 cookies = [field for field in question.fields if field[0].lower() == b"set-cookie"]
                 if cookies:
-                    exchange.add_response_fields(cookies)
+                    exchange.set_response_fields(self, cookies)
             self._admit(question.admit, exchange)
             return
         if status in _RELAYED and not question.broken:
@@ -353,7 +353,7 @@ class _Question:
         self.reason = reason
         self.fields = list(headers)
 
-    def add_response_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+    def set_response_fields(self, owner: object, fields: list[tuple[bytes, bytes]]) -> None:
         """Not used: nothing gates the service's own answer; kept as sent."""
         self.fields.extend(fields)
 

@@ -13,8 +13,9 @@ A proxy mount rewrites those attributes as nginx does:
   path has case, RFC 3986 6.2.2.1). ``{ "/" = "/app/" }`` makes ``Path=/`` into
   ``Path=/app/`` and ``Path=/account`` into ``Path=/app/account``.
 - ``proxy_cookie_domain``: a table of domains and their replacements, compared
-  whole and without case (RFC 6265 5.1.3), a leading ``.`` set aside (kept on the
-  result, which browsers ignore since RFC 6265 4.1.2.3).
+  whole and without case (RFC 6265 5.1.3), a leading ``.`` set aside (the
+  upstream's kept on the result, which browsers ignore since RFC 6265 4.1.2.3; the
+  replacement's dropped, as nginx drops it).
   ``{ "internal.example" = "$host" }`` gives the cookie the name the client used.
 
 - ``proxy_cookie_flags``: cookie names (``*`` for every cookie) and the flags to
@@ -24,12 +25,12 @@ A proxy mount rewrites those attributes as nginx does:
   applies, else ``*``. ``{ "*" = "secure httponly samesite=lax" }`` hardens an
   application that sets its session cookie without them.
 
-Replacements take the request variables of ``proxy_set_header``. One that comes
-out empty removes the attribute: a ``Domain`` removed makes the cookie the host's
-only, a ``Path`` removed makes it the request path's directory's (RFC 6265 5.3).
-A replacement cannot end the attribute: a ``;`` in a variable's value is
-percent-encoded (RFC 6265 4.1.1: an attribute value holds no ``;``), a control
-character becomes ``\xHH``.
+Replacements take the request variables of ``proxy_set_header``. One that comes out
+empty, with nothing of the value left after it, removes the attribute: a ``Domain``
+removed makes the cookie the host's only, a ``Path`` removed makes it the request
+path's directory's (RFC 6265 5.3). A replacement cannot end the attribute: a ``;``
+in a variable's value is percent-encoded (RFC 6265 4.1.1: an attribute value holds
+no ``;``), a control character becomes ``\xHH``.
 
 Pure logic: no Twisted.
 """
@@ -115,8 +116,13 @@ class CookieRewrite:
         self._paths = [
             (source.encode("utf-8"), RequestTemplate(replacement)) for source, replacement in paths
         ]
+        # A replacement's leading "." is dropped, as nginx drops it: the upstream's
+        # own dot is kept, and "..shop.example" would be refused (RFC 6265 5.2.3).
         self._domains = [
-            (source.lstrip(".").lower().encode("utf-8"), RequestTemplate(replacement))
+            (
+                source.lstrip(".").lower().encode("utf-8"),
+                RequestTemplate(replacement[1:] if replacement.startswith(".") else replacement),
+            )
             for source, replacement in domains
         ]
 

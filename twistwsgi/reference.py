@@ -413,10 +413,16 @@ proxy = "http://127.0.0.1:4180"
   service said is what the application reads. With `auth_response_cookies = true`
   the answer's `Set-Cookie` lines go to the client with the response, after the
   application's own (a browser applies them in order, so the service's cookie wins
-  over one of the same name), whatever the response is, a `101` included: the
-  session oauth2-proxy renews with `--cookie-refresh`. Every line goes, a session
-  split over `_oauth2_proxy_0` and `_oauth2_proxy_1` included, where nginx's
-  `auth_request_set $auth_cookie $upstream_http_set_cookie` keeps the first only.
+  over one of the same name, path and domain), whatever the application answers, a
+  `101` included (not the server's own `400`, `408` or `413` for a request body
+  that broke on the way): the session oauth2-proxy renews with `--cookie-refresh`.
+  Every line goes as its own field, a session split over `_oauth2_proxy_0` and
+  `_oauth2_proxy_1` included, where nginx's `auth_request_set $auth_cookie
+  $upstream_http_set_cookie` with `add_header Set-Cookie $auth_cookie` keeps the
+  first only (before 1.23) or joins them into one line browsers read as one cookie;
+  Traefik's `addAuthCookiesToResponse` takes a list of names and drops the
+  application's cookies of those names. A shared cache in front may store such a
+  response with its cookies: have the application mark gated responses `private`.
 - **A `401` or `403`, or a redirect (`301`, `302`, `303`, `307`, `308`)** is the
   client's answer, status, fields (its `Location` to the sign-in page as written,
   `WWW-Authenticate`, `Set-Cookie`) and body (up to 64 KiB) as the service sent

@@ -151,16 +151,18 @@ class Exchange(Protocol):
         sends it sooner.
         """
 
-    def add_response_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+    def set_response_fields(self, owner: object, fields: list[tuple[bytes, bytes]]) -> None:
         """Send ``fields`` with the response, whatever the handler answers.
 
-        For a gate in front of the handler: the ``Set-Cookie`` of an authentication
-        service that renewed the session (nginx's ``add_header`` of an
-        ``auth_request_set`` value). Added after the handler's own fields, repeated
-        names included (a browser applies ``Set-Cookie`` lines in order: the
-        service's cookie wins over one of the same name), to the ``101`` of an
-        upgrade too. Called before the response starts; later calls add to the
-        earlier.
+        For a gate in front of the handler (``owner``): the ``Set-Cookie`` of an
+        authentication service that renewed the session (nginx's ``add_header`` of
+        an ``auth_request_set`` value). Added after the handler's own fields,
+        repeated names included (a browser applies ``Set-Cookie`` lines in order:
+        the service's cookie wins over one of the same name, path and domain), to
+        the ``101`` of an upgrade too; not to the server's own refusal of a broken
+        request body. Called before the response starts. A later call by the same
+        owner replaces its fields (a gate asked again about the request: its latest
+        answer); each owner's are kept.
         """
 
     def send_head(self) -> None:

@@ -2105,6 +2105,13 @@ class _Fields:
 _NO_GZIP = -1
 
 
+def _joined(
+    added: dict[object, list[tuple[bytes, bytes]]],
+) -> list[tuple[bytes, bytes]]:
+    """The fields every gate added, in the order the gates first added theirs."""
+    return [field for fields in added.values() for field in fields]
+
+
 def _with_mount_fields(
     headers: list[tuple[bytes, bytes]], added: tuple[tuple[bytes, bytes], ...]
 ) -> list[tuple[bytes, bytes]]:
@@ -2290,7 +2297,8 @@ class HTTP11Exchange:
         self.status = 0
         self._reason: bytes | None = None
         self._response_headers: list[tuple[bytes, bytes]] = []
-        self._added_fields: list[tuple[bytes, bytes]] | None = None
+        # What gates add to the response (see Exchange.set_response_fields), by gate.
+        self._added_fields: dict[object, list[tuple[bytes, bytes]]] | None = None
         self._head_pending = False
         self._framing = _Framing.NONE
         self._content_length = 0
@@ -2438,15 +2446,15 @@ class HTTP11Exchange:
         if route is not None and route.headers:
             headers = _with_mount_fields(headers, route.headers)
         if self._added_fields:
-            headers = [*headers, *self._added_fields]
+            headers = [*headers, *_joined(self._added_fields)]
         self._response_headers = headers
         self._head_pending = True
 
-    def add_response_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+    def set_response_fields(self, owner: object, fields: list[tuple[bytes, bytes]]) -> None:
         """Send ``fields`` with whatever response this exchange gets (see Exchange)."""
         if self._added_fields is None:
-            self._added_fields = []
-        self._added_fields.extend(fields)
+            self._added_fields = {}
+        self._added_fields[owner] = list(fields)
 
     def _head(self, final_length: int | None) -> bytes:
         """Serialise the head, deciding framing and persistence (RFC 9112 6, 9.3).
@@ -2742,7 +2750,7 @@ class HTTP11Exchange:
             raise RuntimeError("This exchange cannot switch protocols")
         lines = [status_line(101)]
         if self._added_fields:
-            headers = [*headers, *self._added_fields]
+            headers = [*headers, *_joined(self._added_fields)]
         lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
         lines.append(self._protocol.date_fields(True, True))
         lines.append(b"\r\n")
