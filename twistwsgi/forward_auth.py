@@ -197,8 +197,9 @@ class ForwardAuth:
                 exchange.request = _with_fields(exchange.request, self.copied, question.fields)
             if self.cookies:
                 # A session renewed on the way (oauth2-proxy's --cookie-refresh): every
-                # line, where nginx's $upstream_http_set_cookie holds the first only,
-                # and a session split over several cookies would lose the rest.
+                # line as its own field (nginx's $upstream_http_set_cookie holds the
+                # first only, or since 1.23 all joined into one line browsers misread),
+                # so a session split over several cookies keeps them all.
                 cookies = [field for field in question.fields if field[0].lower() == b"set-cookie"]
                 if cookies:
                     exchange.set_response_fields(self, cookies)

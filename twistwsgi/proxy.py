@@ -195,7 +195,8 @@ class ProxyHandler:
             rewritten (nginx's ``proxy_redirect``), or ``None`` for not at all.
         hidden: the upstream response fields not passed on, hop-by-hop aside.
         cookies: how the upstreams' ``Set-Cookie`` attributes are rewritten
-            (nginx's ``proxy_cookie_path`` and ``proxy_cookie_domain``), or ``None``.
+            (nginx's ``proxy_cookie_path``, ``proxy_cookie_domain`` and
+            ``proxy_cookie_flags``), or ``None``.
         balance_key: for the ``hash`` policies, the key's
             :class:`~twistwsgi.log_format.RequestTemplate` source (``ip_hash`` makes
             its own from the client, as the mount's rules resolve it).
