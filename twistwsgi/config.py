@@ -636,20 +636,32 @@ def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _off_or_table(value: Any, expected: str, empty: str) -> list[tuple[Any, Any]]:
+    """The pairs of a setting that is ``off`` (no pairs) or a TOML table.
+
+    Args:
+        value: as written (or the default ``()``, as a program gives it: off).
+        expected: "expected off or a table of ...", for a value of another kind.
+        empty: what an empty table is told to write instead.
+    """
+    if isinstance(value, str):
+        if value.strip().lower() == "off":
+            return []
+        raise ValueError(f"{expected}, got {value!r}")
+    if value == ():
+        return []
+    items = _table_items(value, expected)
+    if not items:
+        raise ValueError(f"is an empty table: write off {empty}")
+    return items
+
+
 def _cookie_rewrites(attribute: str) -> Callable[[Any], tuple[tuple[str, str], ...]]:
     """The parser of proxy_cookie_path (``attribute`` "path") or proxy_cookie_domain."""
     expected = f"expected off or a table of cookie {attribute}s and their replacements"
 
     def parse(value: Any) -> tuple[tuple[str, str], ...]:
-        if isinstance(value, str):
-            if value.strip().lower() == "off":
-                return ()
-            raise ValueError(f"{expected}, got {value!r}")
-        if value == ():
-            return ()  # the default, as a program gives it: off
-        items = _table_items(value, expected)
-        if not items:
-            raise ValueError("is an empty table: write off to rewrite nothing")
+        items = _off_or_table(value, expected, "to rewrite nothing")
         pairs = []
         for source, replacement in items:
             if (
@@ -687,15 +699,7 @@ def _cookie_rewrites(attribute: str) -> Callable[[Any], tuple[tuple[str, str], .
 
 def _cookie_flags(value: Any) -> tuple[tuple[str, str], ...]:
     expected = "expected off or a table of cookie names (or *) and their flags"
-    if isinstance(value, str):
-        if value.strip().lower() == "off":
-            return ()
-        raise ValueError(f"{expected}, got {value!r}")
-    if value == ():
-        return ()  # the default, as a program gives it: off
-    items = _table_items(value, expected)
-    if not items:
-        raise ValueError("is an empty table: write off to set no flags")
+    items = _off_or_table(value, expected, "to set no flags")
     pairs = []
     for name, flags in items:
         if not isinstance(name, str) or not (name == "*" or re.fullmatch(TOKEN, name)):
