@@ -226,8 +226,14 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             ONE_HOST
             + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
             + 'proxy_pass_header = ["X-Powered-By"]\n',
-            "host[0].mount[1].proxy_pass_header: 'X-Powered-By' is passed already: only Date,"
-            " Server, X-Pad are hidden unless passed",
+            "host[0].mount[1].proxy_pass_header: 'X-Powered-By' is not hidden by default:"
+            " only Date, Server, X-Pad are",
+        ),
+        (
+            ONE_HOST
+            + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            + 'proxy_pass_header = ["Server"]\nproxy_hide_header = ["server"]\n',
+            "host[0].mount[1].proxy_pass_header: server is also in proxy_hide_header",
         ),
         (
             ONE_HOST

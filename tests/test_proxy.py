@@ -1277,6 +1277,37 @@ def test_proxy_hide_header_and_proxy_pass_header() -> None:
     assert dict(fields)[b"Date"] == b"Thu, 01 Jan 1970 00:00:00 GMT"
 
 
+def test_a_passed_server_goes_with_a_switch_of_protocols_too() -> None:
+    """proxy_pass_header holds for a 101 as for any response; without it the 101
+    carries this server's Server and Date, once.
+    """
+    for passed, server in (((), b"twistwsgi"), (("Server",), b"up/1")):
+        setup = make_proxy(proxy_pass_header=passed)
+        client = setup.client()
+        client.send(WEBSOCKET_UPGRADE)
+        setup.endpoint().last.respond(
+            SWITCHED.replace(b"\r\n\r\n", b"\r\nServer: up/1\r\nDate: then\r\n\r\n")
+        )
+        fields = head_fields(client)
+        assert [value for name, value in fields if name == b"Server"] == [server]
+        assert [value for name, value in fields if name == b"Date"] == [
+            b"Thu, 01 Jan 1970 00:00:00 GMT"
+        ]
+
+
+def test_interim_responses_hide_what_the_final_one_hides() -> None:
+    setup = make_proxy(proxy_hide_header=("X-Powered-By",))
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+        b"Server: gunicorn/20.1\r\nX-Powered-By: PHP/8\r\n\r\n"
+    )
+    head = client.take().split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 103 ")
+    assert head.split(b"\r\n")[1:] == [b"Link: </a.css>; rel=preload"]
+
+
 def test_hidden_fields_are_not_passed_with_a_switch_of_protocols() -> None:
     setup = make_proxy(proxy_hide_header=("X-Powered-By",))
     client = setup.client()

@@ -149,7 +149,10 @@ HARDEN = [("theme", "nosecure nohttponly nosamesite"), ("*", "secure httponly sa
         (b"sid=1; samesite=None; Secure", b"sid=1; SameSite=Lax; Secure; HttpOnly"),
         (b"theme=dark; Secure; Path=/; HttpOnly; SameSite=Strict", b"theme=dark; Path=/"),
         (b"theme=dark", b"theme=dark"),  # its own entry, not *: nothing to remove
-        (b"Theme=dark", b"Theme=dark; Secure; HttpOnly; SameSite=Lax"),  # names have case
+        (b"Theme=dark; Secure", b"Theme=dark"),  # the name without case, as nginx's
+        (b"sid=1;", b"sid=1; Secure; HttpOnly; SameSite=Lax"),  # not after an empty one
+        (b"sid=1; Path=/ ;  ", b"sid=1; Path=/ ; Secure; HttpOnly; SameSite=Lax"),
+        (b"sid; Path=/", b"sid; Path=/; Secure; HttpOnly; SameSite=Lax"),  # no name: *'s
     ],
 )
 def test_flags_are_added_set_or_removed(value: bytes, expected: bytes) -> None:
@@ -256,6 +259,12 @@ def load(directory: Path, extra: str) -> Any:
         ("proxy_cookie_domain = true", "expected off or a table of cookie domains"),
         ("proxy_cookie_flags = { 'a b' = 'secure' }", "'a b' is not a cookie name (or *"),
         ("proxy_cookie_flags = { '*' = 'safe' }", "the flags of '*': 'safe' is not a cookie flag"),
+        ("proxy_cookie_flags = { '~' = 'secure' }", "no ~ regular expressions); * stands for"),
+        ("proxy_cookie_flags = { '~^sess' = 'secure' }", "cookie names are plain here"),
+        (
+            "proxy_cookie_flags = { 'SID' = 'secure', 'sid' = 'httponly' }",
+            "'sid' is given twice (names are matched without case)",
+        ),
         ("proxy_cookie_flags = { '*' = ['secure'] }", "the flags of '*' are not text"),
         ("proxy_cookie_flags = {}", "is an empty table: write off to set no flags"),
         ("proxy_cookie_flags = 'on'", "expected off or a table of cookie names (or *)"),

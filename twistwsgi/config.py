@@ -701,9 +701,20 @@ def _cookie_flags(value: Any) -> tuple[tuple[str, str], ...]:
     expected = "expected off or a table of cookie names (or *) and their flags"
     items = _off_or_table(value, expected, "to set no flags")
     pairs = []
+    seen: set[str] = set()
     for name, flags in items:
+        if isinstance(name, str) and name.startswith("~"):
+            # nginx's regular expressions: taken as a name, it would match no cookie
+            # and leave every one without the flags asked for.
+            raise ValueError(
+                f"{name!r}: cookie names are plain here (no ~ regular expressions);"
+                " * stands for every cookie not named"
+            )
         if not isinstance(name, str) or not (name == "*" or re.fullmatch(TOKEN, name)):
             raise ValueError(f"{name!r} is not a cookie name (or * for every cookie)")
+        if name.lower() in seen:
+            raise ValueError(f"{name!r} is given twice (names are matched without case)")
+        seen.add(name.lower())
         if not isinstance(flags, str):
             raise ValueError(f"the flags of {name!r} are not text: {flags!r}")
         try:
@@ -781,9 +792,9 @@ def _response_field_names(passing: bool) -> Callable[[Any], tuple[str, ...]]:
                 )
             if passing and lower not in DEFAULT_HIDDEN:
                 raise ValueError(
-                    f"{item!r} is passed already: only "
+                    f"{item!r} is not hidden by default: only "
                     + ", ".join(name.decode().title() for name in DEFAULT_HIDDEN)
-                    + " are hidden unless passed"
+                    + " are (a field in proxy_hide_header is passed by leaving it out)"
                 )
             names.append(item)
         return tuple(names)
@@ -2133,8 +2144,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 (),
                 "Upstream response fields not passed to the client (nginx's"
                 " proxy_hide_header): ['X-Powered-By', 'X-AspNet-Version']. Besides"
-                " the hop-by-hop fields, the upstream's Date, Server and X-Pad are never"
-                " passed (the server sends its own Date and Server), as nginx does.",
+                " the hop-by-hop fields, the upstream's Date, Server and X-Pad are not"
+                " passed unless proxy_pass_header names them (the server sends its own"
+                " Date and Server), as nginx does.",
             ),
             (
                 "proxy_pass_header",
@@ -2170,7 +2182,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 COOKIE_FLAGS,
                 (),
                 "Flags set on an upstream's cookies (nginx's proxy_cookie_flags): a table"
-                " of cookie names, or * for every other cookie, and their flags,"
+                " of cookie names (without case), or * for every other cookie, and their"
+                " flags,"
                 " { '*' = 'secure httponly samesite=lax' }: secure, httponly and"
                 " samesite=strict|lax|none add the attribute (or set SameSite's value),"
                 " nosecure, nohttponly and nosamesite remove it. Default: off.",
@@ -2841,6 +2854,14 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             f"{where}.https_redirect",
             "only false is meaningful here (the mount answers plain HTTP too); the"
             " redirect itself is the host's https_redirect",
+        )
+    both = {name.lower() for name in parsed.get("proxy_hide_header", ())} & {
+        name.lower() for name in parsed.get("proxy_pass_header", ())
+    }
+    if both:
+        raise ConfigError(
+            f"{where}.proxy_pass_header",
+            f"{', '.join(sorted(both))} is also in proxy_hide_header: hide it or pass it",
         )
     for name in ("auth_response_headers", "auth_response_cookies"):
         # (auth_response_cookies = false asks for nothing: no service needed.)

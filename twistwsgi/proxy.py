@@ -830,7 +830,8 @@ class _Forward:
         an upstream's ``100`` answers nothing the client asked through it.
         """
         if status != 100:
-            self._exchange.send_interim(status, response_fields(headers), reason or None)
+            fields = response_fields(headers, status, self._proxy.hidden)
+            self._exchange.send_interim(status, fields, reason or None)
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""
@@ -1284,12 +1285,7 @@ class _Forward:
             return
         protocols = b", ".join(value for name, value in headers if name.lower() == b"upgrade")
         proxy = self._proxy
-        # (The server sends its own Date and Server with a 101 whatever is hidden.)
-        fields = [
-            (name, value)
-            for name, value in response_fields(headers, hidden=proxy.hidden)
-            if name.lower() not in (b"date", b"server")
-        ]
+        fields = response_fields(headers, hidden=proxy.hidden)
         if proxy.cookies is not None:
             proxy.cookies.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         fields.append((b"Upgrade", protocols))

@@ -18,12 +18,15 @@ A proxy mount rewrites those attributes as nginx does:
   replacement's dropped, as nginx drops it).
   ``{ "internal.example" = "$host" }`` gives the cookie the name the client used.
 
-- ``proxy_cookie_flags``: cookie names (``*`` for every cookie) and the flags to
-  set on them, as nginx's: ``secure``, ``httponly``, ``samesite=strict|lax|none``
-  add the attribute (a SameSite already there takes the new value), ``nosecure``,
-  ``nohttponly``, ``nosamesite`` remove it. The first entry naming the cookie
-  applies, else ``*``. ``{ "*" = "secure httponly samesite=lax" }`` hardens an
-  application that sets its session cookie without them.
+- ``proxy_cookie_flags``: cookie names (``*`` for every cookie not named) and the
+  flags to set on them, as nginx's: ``secure``, ``httponly``,
+  ``samesite=strict|lax|none`` add the attribute (a SameSite already there takes
+  the new value), ``nosecure``, ``nohttponly``, ``nosamesite`` remove it. Names are
+  matched without case, as nginx matches them; the entry naming the cookie applies
+  in place of ``*``'s, wherever each is listed (nginx takes the first directive that
+  matches, its ``~`` standing for every cookie). ``{ "*" = "secure httponly
+  samesite=lax" }`` hardens an application that sets its session cookie without
+  them.
 
 Replacements take the request variables of ``proxy_set_header``. One that comes out
 empty, with nothing of the value left after it, removes the attribute: a ``Domain``
@@ -111,7 +114,7 @@ class CookieRewrite:
         domains: Sequence[tuple[str, str]] = (),
         flags: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self._flags = {name.encode("utf-8"): parse_flags(words) for name, words in flags}
+        self._flags = {name.lower().encode("utf-8"): parse_flags(words) for name, words in flags}
         self._any_flags = self._flags.pop(b"*", None)
         self._paths = [
             (source.encode("utf-8"), RequestTemplate(replacement)) for source, replacement in paths
@@ -150,7 +153,11 @@ class CookieRewrite:
     ) -> bytes:
         """One ``Set-Cookie`` value with its ``Path``, ``Domain`` and flags rewritten."""
         if self._flags or self._any_flags:
-            name = value.partition(b"=")[0].strip()
+            # The name: before the "=" of the first pair (a pair without one is all
+            # value, RFC 6265 5.2, and has an empty name); matched without case, as
+            # nginx matches it.
+            pair = value.partition(b";")[0]
+            name = pair.partition(b"=")[0].strip().lower() if b"=" in pair else b""
             flags = self._flags.get(name, self._any_flags)
             if flags:
                 value = _with_flags(value, flags)
@@ -196,7 +203,10 @@ def _with_flags(value: bytes, flags: list[tuple[bytes, bytes | None]]) -> bytes:
             continue
         written = b" " + _SPELLING[attribute] + (b"=" + setting if setting else b"")
         if not present:
-            attributes.append(written)
+            if attributes and not attributes[-1].strip(_SPACES):
+                attributes[-1] = written  # in place of the nothing after a last ";"
+            else:
+                attributes.append(written)
         elif setting:
             for index in present:  # SameSite: the value asked for
                 attributes[index] = written

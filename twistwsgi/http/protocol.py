@@ -2752,7 +2752,10 @@ class HTTP11Exchange:
         if self._added_fields:
             headers = [*headers, *_joined(self._added_fields)]
         lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
-        lines.append(self._protocol.date_fields(True, True))
+        # The server's own Date and Server, unless the handler gave them (a proxy
+        # mount passing its upstream's with proxy_pass_header), as for any response.
+        names = {name.lower() for name, _ in headers}
+        lines.append(self._protocol.date_fields(b"date" not in names, b"server" not in names))
         lines.append(b"\r\n")
         self.response_started = True
         self.status = 101
