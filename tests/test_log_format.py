@@ -15,8 +15,17 @@ from hypothesis import strategies as st
 
 from tests.test_access_log import FakeExchange, FakeRequest
 from twistwsgi.access_log import COMBINED, format_combined
+from twistwsgi.config import ServerConfig
+from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import PartialRequest, RequestHead
-from twistwsgi.log_format import VARIABLES, LogFormat, log_time, uses_upstream_variables
+from twistwsgi.log_format import (
+    VARIABLES,
+    LogFormat,
+    RequestTemplate,
+    log_time,
+    uses_upstream_variables,
+)
+from twistwsgi.service import access_log_format
 from twistwsgi.testing import request_head
 
 # The access log's fakes.
@@ -328,3 +337,56 @@ def test_prefixed_variables_need_a_name() -> None:
     for template in ("$cookie_", "${arg_}"):
         with pytest.raises(ValueError, match=r"\$cookie_NAME, \$arg_NAME"):
             LogFormat(template)
+
+
+BALANCER = TrustedProxies(["127.0.0.0/8", "unix:"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "proxies", "expected"),
+    [
+        (("127.0.0.1", 5000), b"203.0.113.9", BALANCER, "203.0.113.9"),  # reported
+        (("127.0.0.1", 5000), b"203.0.113.9, 127.0.0.2", BALANCER, "203.0.113.9"),
+        (("192.0.2.7", 5000), b"203.0.113.9", BALANCER, "192.0.2.7"),  # not believed
+        (("127.0.0.1", 5000), b"203.0.113.9", None, "127.0.0.1"),  # none trusted
+        (("127.0.0.1", 5000), None, BALANCER, "127.0.0.1"),  # no report
+        (None, b"203.0.113.9", BALANCER, "203.0.113.9"),  # a trusted UNIX socket
+        (None, None, BALANCER, "unix:"),
+        (("127.0.0.1", 5000), b"not an address", BALANCER, "unknown"),
+    ],
+)
+def test_client_addr_is_the_client_the_rules_see(
+    peer: tuple[str, int] | None,
+    forwarded_for: bytes | None,
+    proxies: TrustedProxies | None,
+    expected: str,
+) -> None:
+    """$client_addr, in a log line and in a request template: behind a trusted
+    proxy the address it reports (nginx's realip $remote_addr), else the connection's.
+    """
+    headers = [] if forwarded_for is None else [(b"X-Forwarded-For", forwarded_for)]
+    head = request_head(b"/", headers=headers, peer=peer)
+    response = FakeExchange(head)  # type: ignore[arg-type]
+    assert LogFormat("$client_addr", "none", proxies).format(response, NOW) == expected
+    rendered = RequestTemplate("$client_addr").render(head, proxies=proxies)
+    assert rendered == expected.encode()
+    assert LogFormat("$remote_addr", "none", proxies).format(response, NOW) == (
+        peer[0] if peer else "unix:"
+    )
+
+
+def test_a_refused_head_has_the_connections_client() -> None:
+    """Before its fields were read there is no report to believe."""
+    partial = PartialRequest(method=b"GET", target=b"/", peer=("127.0.0.1", 5000))
+    response = FakeExchange(partial)  # type: ignore[arg-type]
+    assert LogFormat("$client_addr", "none", BALANCER).format(response, NOW) == "127.0.0.1"
+
+
+def test_the_access_log_believes_the_servers_trusted_proxies() -> None:
+    config = ServerConfig(trusted_proxies=("127.0.0.0/8",), access_log_format="$client_addr")
+    log_format = access_log_format(config)
+    assert log_format is not None
+    head = request_head(
+        b"/", headers=[(b"X-Forwarded-For", b"198.51.100.4")], peer=("127.0.0.1", 1)
+    )
+    assert log_format.format(FakeExchange(head), NOW) == "198.51.100.4"  # type: ignore[arg-type]

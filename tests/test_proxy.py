@@ -1411,6 +1411,23 @@ def test_ip_hash_reads_the_client_behind_a_trusted_proxy() -> None:
         assert len(used) == (3 if trusted else 1)
 
 
+def test_hash_on_client_addr_keys_on_the_whole_client_behind_a_balancer() -> None:
+    """With hash $client_addr consistent, the client a trusted balancer reports, whole
+    (clients of one /24 spread), where $remote_addr would be the balancer's.
+    """
+    for key, expected in (("$client_addr", 3), ("$remote_addr", 1)):
+        setup = make_proxy(THREE, balance=f"hash {key} consistent", trusted=("127.0.0.0/8",))
+        client = setup.client()
+        for host in range(30):
+            client.send(
+                b"GET /h%d HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.%d\r\n\r\n"
+                % (host, host)
+            )
+            answer_busy(setup)
+            one_response(client)
+        assert len(set(upstream_of_each(setup).values())) == expected
+
+
 def test_a_key_whose_upstream_failed_moves_and_stays_moved() -> None:
     """The key's upstream refusing: the request goes to another upstream, and so do
     the key's next requests while the first is out; no request is lost.

@@ -13,17 +13,17 @@ The hash policies keep a request's upstream from one request to the next. ``hash
 ``$request_uri``) to an upstream by weight; ``consistent_hash`` (nginx's ``hash KEY
 consistent``) places each upstream on a ring of points (160 per unit of weight, as
 nginx's ketama, fewer in proportion past 65,536 in all) and takes the first point
-after the key's, so adding or removing an upstream moves only the keys of its share;
-``ip_hash`` is ``consistent_hash`` over the client's network (its caller makes the
-key: nginx's ``ip_hash`` hashes an IPv4 address's first three octets). The hash of a
-key is BLAKE2b, the same in every process and after every restart, so each worker
-sends a key to the same upstream. When the key's upstream cannot take the request
-(out after failures, failing its health check, full, or tried already for this
-request), ``hash`` hashes again (up to 20 times, as nginx, then weighted
-round-robin) and ``consistent_hash`` goes on round the ring to the next point of one
-that can; the key comes back to its upstream when that one is back. A request
-without a key (an empty one: no such cookie yet) goes by weighted round-robin rather
-than all to one upstream (nginx hashes the empty key).
+after the key's, so adding or removing an upstream moves only the keys of its share
+(past the 65,536, a few others too); ``ip_hash`` is ``consistent_hash`` over the
+client's network (its caller makes the key: nginx's ``ip_hash`` hashes an IPv4
+address's first three octets). The hash of a key is BLAKE2b, the same in every
+process and after every restart, so each worker sends a key to the same upstream.
+When the key's upstream cannot take the request (out after failures, failing its
+health check, full, or tried already for this request), ``hash`` hashes again (up to
+20 times, as nginx, then weighted round-robin) and ``consistent_hash`` goes on round
+the ring to the next point of one that can; the key comes back to its upstream when
+that one is back. A request without a key (an empty one: no such cookie yet) goes by
+weighted round-robin rather than all to one upstream (nginx hashes the empty key).
 
 **Passive health** (nginx's ``max_fails``/``fail_timeout``). A failed attempt
 (connecting failed or timed out, the connection broke before a response head, the
@@ -238,9 +238,10 @@ class Balancer(Generic[T]):
         A peer's points depend on its own name and weight only (160 per unit, as
         nginx's), so a change to one upstream moves only the keys it gains or loses.
         Past :data:`_RING_LIMIT` points in all every peer gets fewer in proportion;
-        those it keeps are the first of its sequence, so the keys of the others still
-        stay. A peer named twice (the same URL listed twice) takes its place in the
-        list as well, so the two get points of their own.
+        those it keeps are the first of its sequence, so most keys of the others
+        stay (those on the points a peer loses move). A peer named twice (the same
+        URL listed twice) takes its place in the list as well, so the two get points
+        of their own.
         """
         total = sum(peer.weight for peer in self.peers) * _RING_POINTS
         scale = min(1.0, _RING_LIMIT / total)

@@ -1432,8 +1432,9 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "The access-log line as an nginx log_format template, e.g. '$remote_addr"
         ' "$request" $status $body_bytes_sent $request_time\'. Variables: $remote_addr,'
-        " $remote_port, $time_local, $time_iso8601, $msec, $request, $request_method,"
-        " $request_uri, $server_protocol, $scheme, $host, $status, $body_bytes_sent,"
+        " $client_addr (the client trusted_proxies resolves), $remote_port, $time_local,"
+        " $time_iso8601, $msec, $request, $request_method, $request_uri,"
+        " $server_protocol, $scheme, $host, $status, $body_bytes_sent,"
         " $request_time, $upstream_addr, $upstream_status, $upstream_response_time"
         " (proxy mounts), $http_NAME for any request header field, $cookie_NAME for a"
         " cookie and $arg_NAME for a query argument. Default: the"
@@ -2097,7 +2098,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " least_conn (the one with the fewest requests in progress), or one"
                 " upstream per client or key, as nginx's: ip_hash (the client's network),"
                 " 'hash KEY' or 'hash KEY consistent', the key made with $variables"
-                " ('hash $cookie_sessionid consistent', 'hash $request_uri').",
+                " ('hash $cookie_sessionid consistent', 'hash $client_addr consistent',"
+                " 'hash $request_uri').",
             ),
             (
                 "preserve_host",
@@ -2117,7 +2119,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " lines of that name (X_Name spellings too). A value that comes out"
                 " empty sends no such field. Host and the"
                 " X-Forwarded-* and Forwarded fields may be set too (in place of the"
-                " proxy's own). Variables: $remote_addr, $remote_port, $remote_user,"
+                " proxy's own). Variables: $remote_addr, $client_addr, $remote_port, $remote_user,"
                 " $request_method, $request_uri, $uri, $args, $is_args,"
                 " $server_protocol, $scheme, $host, $ssl_client_verify,"
                 " $ssl_client_s_dn, $ssl_client_i_dn,"
@@ -2164,8 +2166,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " proxy_cookie_path): a table of path prefixes and their replacements,"
                 " tried in order, { '/' = '/app/' } for an application mounted at /app"
                 " that sets its cookies for /; a replacement may use proxy_set_header's"
-                " $variables, and one that comes out empty removes the attribute."
-                " Default: off.",
+                " $variables, and one that comes out empty removes the attribute when"
+                " nothing of the path is left after the prefix ({ '/' = '' } removes"
+                " Path=/ and makes Path=/foo into Path=foo). Default: off.",
             ),
             (
                 "proxy_cookie_domain",

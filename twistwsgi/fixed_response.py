@@ -228,7 +228,10 @@ class FixedResponse:
                 exchange.finish()
             return
         value = template.render(
-            request, exchange.remote_user, trusted=self._trusted.trusts_peer(request.peer)
+            request,
+            exchange.remote_user,
+            trusted=self._trusted.trusts_peer(request.peer),
+            proxies=self._trusted,
         )
         if self.spec.redirects:
             fields = [(b"Location", value), (b"Content-Type", _PLAIN_TEXT)]

@@ -30,7 +30,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
-from twistwsgi.forwarding import added_forwarded_for
+from twistwsgi.access import client_address
+from twistwsgi.forwarding import TrustedProxies, added_forwarded_for
+from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import merge_slashes, remove_dot_segments
 
 __all__ = [
@@ -77,6 +79,8 @@ class LoggedResponse(Protocol):
 #: The variables a template may use (besides ``$http_NAME``), with what each writes.
 VARIABLES: dict[str, str] = {
     "remote_addr": "the client's address (unix: on a UNIX socket)",
+    "client_addr": "the client as trusted_proxies resolves it (what allow and deny"
+    " match): behind a trusted proxy, the address it reports; else $remote_addr",
     "remote_port": "the client's port",
     "remote_user": "the user a mount's auth_basic let through, else -",
     "time_local": "the time the response ended, in the combined format (UTC)",
@@ -117,6 +121,7 @@ VARIABLES: dict[str, str] = {
 #: the request arrives, before any response.
 REQUEST_VARIABLES = (
     "remote_addr",
+    "client_addr",
     "remote_port",
     "remote_user",
     "request_method",
@@ -217,6 +222,27 @@ def _remote_addr(response: LoggedResponse, now: float) -> str:
     peer = response.request.peer
     # A client on a UNIX socket has no address: nginx's $remote_addr is "unix:" then.
     return peer[0] if peer else "unix:"
+
+
+def _client_addr(proxies: TrustedProxies | None) -> Value:
+    """``$client_addr``: the client as the mount's rules see it.
+
+    nginx's ``$remote_addr`` with its realip module. A request template's view
+    brings the proxies of its mount; a log line has ``proxies``, the server's.
+    """
+
+    def value(response: LoggedResponse, now: float) -> str:
+        own = response.proxies if isinstance(response, _RequestView) else proxies
+        request = response.request
+        peer = request.peer
+        # (A head refused before its fields were read has no report to believe.)
+        if own is not None and isinstance(request, RequestHead):
+            client = client_address(request, own)
+        else:
+            client = peer[0] if peer else None
+        return "unix:" if client is None else client
+
+    return value
 
 
 def _remote_port(response: LoggedResponse, now: float) -> str | None:
@@ -328,6 +354,7 @@ def _uri(request: _Request) -> bytes | None:
 
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
+    "client_addr": _client_addr(None),  # (what _compile makes, with the proxies)
     "remote_port": _remote_port,
     "remote_user": lambda response, now: _remote_user(response),
     "time_local": lambda response, now: log_time(now),
@@ -443,6 +470,7 @@ def _compile(
     known: tuple[str, ...],
     field_value: Callable[[str], Value],
     where: str = "",
+    proxies: TrustedProxies | None = None,
 ) -> list[tuple[str, Value | None]]:
     """``template`` as (literal text, the variable after it or None) pairs, in order.
 
@@ -452,6 +480,7 @@ def _compile(
             and ``$arg_NAME``).
         field_value: makes the value of ``$http_NAME`` from NAME.
         where: said after "unknown variable $x" (" here": not in this template).
+        proxies: the trusted proxies ``$client_addr`` believes (a log line's).
 
     Raises:
         ValueError: naming an unknown variable, or a ``${`` not closed.
@@ -466,6 +495,8 @@ def _compile(
             value = field_value(rest)
         elif prefix in _PREFIXED and rest:
             value = _PREFIXED[prefix](rest)
+        elif name == "client_addr":
+            value = _client_addr(proxies)
         elif name in known:
             value = _VALUES.get(name) or _REQUEST_ONLY[name]
         else:
@@ -493,12 +524,17 @@ class LogFormat:
         ValueError: an unknown variable or escape, naming it.
     """
 
-    def __init__(self, template: str, escape: str = "default") -> None:
+    def __init__(
+        self,
+        template: str,
+        escape: str = "default",
+        trusted_proxies: TrustedProxies | None = None,
+    ) -> None:
         if escape not in _ESCAPERS:
             raise ValueError(f"unknown escape {escape!r} (expected one of {', '.join(ESCAPES)})")
         self.template = template
         self.escape = escape
-        self._parts = _compile(template, tuple(VARIABLES), _header_value)
+        self._parts = _compile(template, tuple(VARIABLES), _header_value, proxies=trusted_proxies)
         self._escaper = _ESCAPERS[escape]
         # nginx writes a value that is not there as "-", and with escape=json as
         # nothing ("-" inside a JSON string would read as a value).
@@ -529,12 +565,19 @@ class _RequestView:
     ``trusted``: whether the client is a trusted proxy (its forwarding fields count).
     """
 
-    __slots__ = ("remote_user", "request", "trusted")
+    __slots__ = ("proxies", "remote_user", "request", "trusted")
 
-    def __init__(self, request: _Request, remote_user: str | None, trusted: bool) -> None:
+    def __init__(
+        self,
+        request: _Request,
+        remote_user: str | None,
+        trusted: bool,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
         self.request = request
         self.remote_user = remote_user
         self.trusted = trusted
+        self.proxies = proxies
 
 
 def _proxy_add_x_forwarded_for(view: _RequestView, now: float) -> bytes | None:
@@ -609,7 +652,12 @@ class RequestTemplate:
         return all(value is None for _, value in self._parts)
 
     def render(
-        self, request: _Request, remote_user: str | None = None, *, trusted: bool = False
+        self,
+        request: _Request,
+        remote_user: str | None = None,
+        *,
+        trusted: bool = False,
+        proxies: TrustedProxies | None = None,
     ) -> bytes:
         """The value for ``request``.
 
@@ -617,8 +665,10 @@ class RequestTemplate:
             request: the request.
             remote_user: the user auth_basic let through, if any.
             trusted: whether the client is a trusted proxy (trusted_proxies).
+            proxies: the trusted proxies, for ``$client_addr`` (``None``: the
+                connection's address).
         """
-        view = _RequestView(request, remote_user, trusted)
+        view = _RequestView(request, remote_user, trusted, proxies)
         pieces: list[bytes] = []
         for text, variable in self._parts:
             pieces.append(text)

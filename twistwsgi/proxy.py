@@ -270,7 +270,9 @@ class ProxyHandler:
         if template is None:
             return None
         trusted = self.trusted.trusts_peer(exchange.request.peer)
-        return template.render(exchange.request, exchange.remote_user, trusted=trusted)
+        return template.render(
+            exchange.request, exchange.remote_user, trusted=trusted, proxies=self.trusted
+        )
 
     def handle(self, exchange: Exchange) -> None:
         """Forward ``exchange`` to an upstream."""
@@ -552,7 +554,7 @@ class _Forward:
             self._fields = replace_fields(
                 self._fields,
                 [
-                    (name, template.render(request, user, trusted=trusted))
+                    (name, template.render(request, user, trusted=trusted, proxies=proxy.trusted))
                     for name, template in proxy.set_fields
                 ],
             )
@@ -745,7 +747,9 @@ class _Forward:
             # (Empty: the upstream's own, as Host cannot be left out, RFC 9112 3.2.)
             trusted = proxy.trusted.trusts_peer(request.peer)
             user = self._exchange.remote_user
-            host = proxy.set_host.render(request, user, trusted=trusted) or host
+            host = (
+                proxy.set_host.render(request, user, trusted=trusted, proxies=proxy.trusted) or host
+            )
         target = upstream_target(request, self._exchange.route, address.prefix)
         head = b"".join(
             (

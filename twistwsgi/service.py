@@ -915,7 +915,11 @@ def access_log_format(config: ServerConfig) -> LogFormat | None:
     if config.access_log_format is None and config.access_log_escape == "default":
         return None
     try:
-        return LogFormat(config.access_log_format or COMBINED, config.access_log_escape)
+        return LogFormat(
+            config.access_log_format or COMBINED,
+            config.access_log_escape,
+            TrustedProxies(config.trusted_proxies),
+        )
     except ValueError as error:
         raise ConfigError(config.source("access_log_format"), str(error)) from None
 
