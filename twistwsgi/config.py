@@ -624,16 +624,26 @@ def _proxy_redirect(value: Any) -> str | tuple[tuple[str, str], ...]:
                 f"{source!r}: prefixes are plain text here (no ~ regular expressions or"
                 " $variables, which only replacements may use)"
             )
-        if not isinstance(replacement, str):
-            raise ValueError(f"the replacement of {source!r} is not text: {replacement!r}")
-        if re.search(r"[\x00-\x1f\x7f]", replacement):
-            raise ValueError(f"the replacement of {source!r} holds a control character")
-        try:
-            RequestTemplate(replacement)
-        except ValueError as error:
-            raise ValueError(f"the replacement of {source!r}: {error}") from None
-        pairs.append((source, replacement))
+        pairs.append((source, _replacement(source, replacement)))
     return tuple(pairs)
+
+
+def _replacement(
+    source: str,
+    replacement: Any,
+    forbidden: str = r"[\x00-\x1f\x7f]",
+    holds: str = "a control character",
+) -> str:
+    """A rewrite's replacement, checked: text, none of ``forbidden``, known variables."""
+    if not isinstance(replacement, str):
+        raise ValueError(f"the replacement of {source!r} is not text: {replacement!r}")
+    if re.search(forbidden, replacement):
+        raise ValueError(f"the replacement of {source!r} holds {holds}")
+    try:
+        RequestTemplate(replacement)
+    except ValueError as error:
+        raise ValueError(f"the replacement of {source!r}: {error}") from None
+    return replacement
 
 
 def _off_or_table(value: Any, expected: str, empty: str) -> list[tuple[Any, Any]]:
@@ -680,18 +690,8 @@ def _cookie_rewrites(attribute: str) -> Callable[[Any], tuple[tuple[str, str], .
                     f"{source!r}: the {attribute}s matched are plain text here (no ~ regular"
                     " expressions or $variables, which only replacements may use)"
                 )
-            if not isinstance(replacement, str):
-                raise ValueError(f"the replacement of {source!r} is not text: {replacement!r}")
-            if re.search(r"[\x00-\x1f\x7f;]", replacement):
-                raise ValueError(
-                    f"the replacement of {source!r} holds a control character or a ;"
-                    " (which would end the attribute)"
-                )
-            try:
-                RequestTemplate(replacement)
-            except ValueError as error:
-                raise ValueError(f"the replacement of {source!r}: {error}") from None
-            pairs.append((source, replacement))
+            holds = "a control character or a ; (which would end the attribute)"
+            pairs.append((source, _replacement(source, replacement, r"[\x00-\x1f\x7f;]", holds)))
         return tuple(pairs)
 
     return parse
