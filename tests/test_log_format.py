@@ -390,3 +390,14 @@ def test_the_access_log_believes_the_servers_trusted_proxies() -> None:
         b"/", headers=[(b"X-Forwarded-For", b"198.51.100.4")], peer=("127.0.0.1", 1)
     )
     assert log_format.format(FakeExchange(head), NOW) == "198.51.100.4"  # type: ignore[arg-type]
+
+
+def test_a_client_of_a_dual_stack_balancer_is_written_as_a_socket_shows_it() -> None:
+    """::ffff:203.0.113.9, not the hex Python before 3.13 writes (::ffff:cb00:7109)."""
+    head = request_head(
+        b"/", headers=[(b"X-Forwarded-For", b"::ffff:203.0.113.9")], peer=("127.0.0.1", 1)
+    )
+    response = FakeExchange(head)  # type: ignore[arg-type]
+    assert LogFormat("$client_addr", "none", BALANCER).format(response, NOW) == (
+        "::ffff:203.0.113.9"
+    )

@@ -476,9 +476,14 @@ def _node_address(node: bytes | None) -> str:
     elif text.count(":") == 1:  # "192.0.2.60:4711"
         text = text.partition(":")[0]
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return _UNKNOWN  # "unknown", an obfuscated name (RFC 7239 6.3), or garbage
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # An IPv4 client of a dual-stack balancer: written as a socket shows it
+        # (::ffff:203.0.113.9), not in hex as Python before 3.13 writes it.
+        return "::ffff:" + str(address.ipv4_mapped)
+    return str(address)
 
 
 def _forwarded_for(element: bytes) -> bytes | None:

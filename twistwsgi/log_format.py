@@ -235,7 +235,9 @@ def _client_addr(proxies: TrustedProxies | None) -> Value:
         own = response.proxies if isinstance(response, _RequestView) else proxies
         request = response.request
         peer = request.peer
-        # (A head refused before its fields were read has no report to believe.)
+        # A refused request (a PartialRequest, whatever of its head was read) is
+        # written with the connection's address, as nginx's realip runs only for a
+        # request it goes on with.
         if own is not None and isinstance(request, RequestHead):
             client = client_address(request, own)
         else:
@@ -519,6 +521,7 @@ class LogFormat:
     Args:
         template: the line, with ``$name`` or ``${name}`` variables.
         escape: ``"default"``, ``"json"`` or ``"none"`` (see the module).
+        trusted_proxies: the server's, whose reports ``$client_addr`` believes.
 
     Raises:
         ValueError: an unknown variable or escape, naming it.

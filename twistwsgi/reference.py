@@ -207,8 +207,9 @@ both `allow` and `deny` refuse. `X-Forwarded-For` is read first: a proxy that re
 in `Forwarded` only must remove an `X-Forwarded-For` the client sent. The rules hold however
 the request reaches the mount, a static mount's `fallthrough` included; a file an
 application hands over with `X-Accel-Redirect` is its decision, and the static
-mount's rules are not looked at. The access log's `$client_addr` writes this client
-(`$remote_addr` stays the connection's), as do `proxy_set_header` values.
+mount's rules are not looked at. The variable `$client_addr` is this client, in the
+access log and in every template (`proxy_set_header`, `return`, hash keys, ...);
+`$remote_addr` stays the connection's.
 
 A mount may also limit how fast each client may ask, as nginx's `limit_req` with
 `nodelay`:
