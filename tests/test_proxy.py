@@ -40,8 +40,16 @@ from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.response_spool import SPOOL_GRACE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
-from twistwsgi.site import describe_routing
-from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
+from twistwsgi.service import standard_builders
+from twistwsgi.site import SiteBuilder, _accel_resolver, describe_routing
+from twistwsgi.static import StaticHandler, StaticOptions
+from twistwsgi.testing import (
+    Connection,
+    SynchronousThreadPool,
+    capture_log_events,
+    connect,
+    parse_responses,
+)
 
 # The schema's defaults, with what these tests need differently.
 OPTIONS: dict[str, Any] = {
@@ -3011,3 +3019,120 @@ def test_request_id_names_the_request_in_the_log_and_upstream() -> None:
     assert [template.format(response, 0.0) for response in logged] == sent
     assert len(set(sent)) == 2
     assert all(len(value) == 32 and int(value, 16) >= 0 for value in sent)
+
+
+# -- X-Accel-Redirect from an upstream ------------------------------------------------------
+
+
+def accel_proxy(tmp_path: Path, **options: Any) -> tuple[Setup, bytes]:
+    """A proxy mount with x_accel_redirect, in front of an internal static mount at
+    /protected serving a small file; the file's content.
+    """
+    root = tmp_path / "protected"
+    root.mkdir(parents=True)
+    content = bytes(range(256)) * 8
+    (root / "report.pdf").write_bytes(content)
+    setup = make_proxy(**options)
+    options = {**default_options("static"), "internal": True}
+    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=setup.clock.seconds)
+    mount = MountConfig("/protected", "static", str(root), options, "test static mount")
+    setup.handler.accel = _accel_resolver([(mount, static)])
+    return setup, content
+
+
+ACCEL = (
+    b"HTTP/1.1 200 OK\r\nX-Accel-Redirect: /protected/report.pdf\r\n"
+    b"Content-Type: application/pdf\r\nContent-Disposition: attachment\r\n"
+    b"Content-Length: 20\r\n\r\n"
+)
+
+
+def test_an_upstreams_x_accel_redirect_serves_the_file(tmp_path: Path) -> None:
+    """Nginx's X-Accel-Redirect: the static mount's file in place of the upstream's
+    body, with the upstream's other fields and ranges; the upstream's body is read
+    and dropped, and its connection goes back to the pool.
+    """
+    setup, content = accel_proxy(tmp_path)
+    client = setup.client()
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(ACCEL + b"not the file body...")
+    response = one_response(client)
+    assert response.status == 200
+    assert response.body == content
+    assert response.header(b"content-disposition") == b"attachment"
+    assert response.header(b"content-type") == b"application/pdf"
+    assert response.header(b"x-accel-redirect") is None
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n")
+    assert setup.endpoint().last is upstream  # the same connection, kept
+    upstream.respond(ACCEL + b"not the file body...")
+    ranged = one_response(client)
+    assert (ranged.status, ranged.body) == (206, content[10:20])
+    assert setup.handler.group.peers[0].active == 0
+
+
+def test_an_upstreams_x_accel_redirect_before_its_body_came(tmp_path: Path) -> None:
+    """The head alone: the file goes out at once; the body that follows is dropped
+    and the connection is free once it ends.
+    """
+    setup, content = accel_proxy(tmp_path)
+    client = setup.client()
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(ACCEL)
+    assert one_response(client).body == content
+    assert setup.handler.group.peers[0].active == 1  # its body is still to come
+    upstream.respond(b"not the file body...")
+    assert setup.handler.group.peers[0].active == 0
+    assert setup.handler.group.peers[0].target.idle == [upstream.protocol]
+    assert client.take() == b""
+
+
+def test_an_x_accel_redirect_to_no_file_is_404_and_without_the_option_passes(
+    tmp_path: Path,
+) -> None:
+    setup, _ = accel_proxy(tmp_path)
+    client = setup.client()
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        ACCEL.replace(b"/protected/report.pdf", b"/elsewhere/x") + b"not the file body..."
+    )
+    assert one_response(client).status == 404
+    hiding, content = accel_proxy(tmp_path / "hiding", proxy_hide_header=("X-Accel-Redirect",))
+    client = hiding.client()
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    lower = ACCEL.replace(b"X-Accel-Redirect", b"x-accel-redirect")  # any case
+    hiding.endpoint().last.respond(lower + b"not the file body...")
+    assert one_response(client).body == content  # acted on, hidden or not
+    plain = make_proxy()  # x_accel_redirect off: the upstream's answer as it is
+    client = plain.client()
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    plain.endpoint().last.respond(ACCEL + b"not the file body...")
+    response = one_response(client)
+    assert response.body == b"not the file body..."
+    assert response.header(b"x-accel-redirect") == b"/protected/report.pdf"
+
+
+def test_a_proxy_mount_with_x_accel_redirect_is_wired_to_the_hosts_static_mounts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_text("a\n")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[[host]]\nnames = ['a.test']\n"
+        f"[[host.mount]]\npath = '/protected'\nstatic = '{tmp_path / 'files'}'\n"
+        "internal = true\n"
+        "[[host.mount]]\npath = '/'\nproxy = 'http://127.0.0.1:9000'\nx_accel_redirect = true\n"
+    )
+    clock = Clock()
+    builder = SiteBuilder(
+        reactor=clock, threadpool=SynchronousThreadPool(), builders=standard_builders(clock)
+    )
+    table = builder.build(cli.load_config({"config": str(site)}))
+    handler = table.hosts.lookup("a.test").lookup(b"/x").target  # type: ignore[union-attr]
+    assert isinstance(handler, ProxyHandler) and handler.accel is not None
+    found = handler.accel(b"x-accel-redirect", b"/protected/a.txt")
+    assert found is not None
+    static, path = found
+    assert isinstance(static, StaticHandler) and path == b"/a.txt"

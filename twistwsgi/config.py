@@ -1893,7 +1893,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "internal",
                 BOOL,
                 False,
-                "Serve these files only through an application's X-Accel-Redirect;"
+                "Serve these files only through an application's or upstream's X-Accel-Redirect;"
                 " direct requests get 404 (nginx's internal).",
             ),
             (
@@ -1927,12 +1927,13 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "x_accel_redirect",
         BOOL,
         False,
-        "Let the application hand a download to a static mount of the same host: a"
-        " response with X-Accel-Redirect: /uri (a path under a static mount) or"
-        " X-Sendfile: /file/path (inside a static mount's directory) is replaced by that"
-        " file, served by the reactor with ranges and conditional requests.",
+        "Let the application or upstream hand a download to a static mount of the same"
+        " host: a response with X-Accel-Redirect: /uri (a path under a static mount)"
+        " or, from an application, X-Sendfile: /file/path (inside a static mount's"
+        " directory) is replaced by that file, served by the reactor with ranges and"
+        " conditional requests.",
         cli=False,
-        applies_to=frozenset({"app"}),
+        applies_to=frozenset({"app", "proxy"}),
     ),
     Setting(
         "app_timeout",

@@ -131,6 +131,7 @@ from twistwsgi.upstream import (
     load_client_identity,
     load_trust_root,
 )
+from twistwsgi.wsgi import AccelResolver, serve_accel
 
 __all__ = ["REPLAY_LIMIT", "ProxyHandler", "build_proxy", "proxy_builder"]
 
@@ -227,6 +228,9 @@ class ProxyHandler:
         hidden: HiddenFields = NOTHING_HIDDEN,
     ) -> None:
         self.group = group
+        # Set by the site when the mount has x_accel_redirect: finds the static mount
+        # an upstream's X-Accel-Redirect names.
+        self.accel: AccelResolver | None = None
         self.cookies = cookies
         self.hidden = hidden
         self._balance_key = (
@@ -453,6 +457,7 @@ class _Forward:
 
     __slots__ = (
         "_abort_after_spool",
+        "_accel",
         "_answered_status",
         "_attached",
         "_balance_key",
@@ -497,6 +502,9 @@ class _Forward:
         self._peer: Peer[UpstreamPool] | None = None
         self._tried: list[Peer[UpstreamPool]] = []
         self._balance_key: bytes | None = None  # (start() makes it)
+        # The upstream answered with an X-Accel-Redirect a static mount serves: its
+        # own body is read and dropped, its connection kept.
+        self._accel = False
         self._connecting: Deferred[ClientConnection] | None = None
         self._has_body = has_body = request.has_body
         self._attached = False  # receive_body was called
@@ -848,6 +856,18 @@ class _Forward:
             proxy.redirects.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
         if proxy.cookies is not None:
             proxy.cookies.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
+        if proxy.accel is not None:
+            target = _accel_redirect(headers)  # (as sent, whatever is hidden)
+            if target is not None:
+                # nginx's X-Accel-Redirect: the file in place of the upstream's body,
+                # which is read to its end (the connection stays in the pool) and
+                # dropped; the exchange is the static mount's from here.
+                self._accel = True
+                self._done = True
+                serve_accel(self._exchange, proxy.accel, target, fields)
+                if recovered and proxy.waiting:
+                    proxy.dispatch()
+                return
         self._exchange.start_response(status, fields, reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
@@ -876,6 +896,11 @@ class _Forward:
         spool (response buffering); the client's response then ends when the spool
         is empty, and the upstream's connection is free at once.
         """
+        if self._accel:
+            if complete:  # (the body itself is dropped)
+                self._conn = None
+                self._release()
+            return
         exchange = self._exchange
         spool = self._spool
         if spool is not None and (self._client_paused or spool.held or self._spool_over):
@@ -1460,6 +1485,14 @@ def build_proxy(
         hidden=_hidden_fields(options["proxy_hide_header"], options["proxy_pass_header"]),
         cookies=_cookie_rewrite(options),
     )
+
+
+def _accel_redirect(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """The response's ``X-Accel-Redirect`` (nginx's; not X-Sendfile), if it has one."""
+    for name, value in fields:
+        if len(name) == 16 and name.lower() == b"x-accel-redirect":
+            return b"x-accel-redirect", value.strip()
+    return None
 
 
 def _cookie_rewrite(options: Mapping[str, Any]) -> CookieRewrite | None:

@@ -258,6 +258,12 @@ class SiteBuilder:
                 if builder is None:
                     raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
                 handlers[index] = builder(mount, config)
+                if mount.options.get("x_accel_redirect"):
+                    from twistwsgi.proxy import ProxyHandler  # noqa: PLC0415
+
+                    handler = handlers[index]
+                    assert isinstance(handler, ProxyHandler)
+                    handler.accel = accel
             built.append(handlers[index])
         # What answers a mount's requests: its handler, behind its access rules and
         # limits if it has any (so a static mount passing a miss on goes through them

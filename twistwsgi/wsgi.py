@@ -92,6 +92,7 @@ __all__ = [
     "FileWrapper",
     "WSGIApplication",
     "WSGIHandler",
+    "serve_accel",
     "stuck_threads",
 ]
 
@@ -741,19 +742,22 @@ def _accel_target(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | N
     return None
 
 
-def _serve_accel(
+def serve_accel(
     exchange: Exchange,
     accel: AccelResolver,
     target: tuple[bytes, bytes],
     headers: list[tuple[bytes, bytes]],
 ) -> None:
-    """Answer with the file an application named instead of its own body (reactor)."""
+    """Answer with the file an application named instead of its own body (reactor).
+
+    Also a proxy mount's, for its upstream's ``X-Accel-Redirect``.
+    """
     if exchange.finished:
         return
     resolved = accel(*target)
     if resolved is None:
         _log.error(
-            "{field} {value!r} from the application names no file of a static mount",
+            "{field} {value!r} from the application or upstream names no file of a static mount",
             field=target[0].decode("latin-1"),
             value=target[1],
         )
@@ -1563,7 +1567,7 @@ class _ThreadedCall:
             if target is not None:
                 # The file replaces the body: close the result without reading it.
                 self._head_sent = True
-                self._call_from_thread(_serve_accel, self._exchange, accel, target, self._headers)
+                self._call_from_thread(serve_accel, self._exchange, accel, target, self._headers)
                 return False
         if not self._head_sent and self._headers is not None:
             file_response = _file_response(result, self._headers)
@@ -1893,7 +1897,7 @@ class _InlineCall:
             if target is not None:
                 self._started = True
                 self._close()
-                _serve_accel(exchange, accel, target, self._headers)
+                serve_accel(exchange, accel, target, self._headers)
                 return
         try:
             if not self._started and self._headers is not None:
