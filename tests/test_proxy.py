@@ -37,7 +37,7 @@ from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, RequestTemplate, escape
-from twistwsgi.proxy import REPLAY_LIMIT, ProxyHandler, build_proxy
+from twistwsgi.proxy import ACCEL_DRAIN_LIMIT, REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.response_spool import SPOOL_GRACE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.service import standard_builders
@@ -3136,3 +3136,57 @@ def test_a_proxy_mount_with_x_accel_redirect_is_wired_to_the_hosts_static_mounts
     assert found is not None
     static, path = found
     assert isinstance(static, StaticHandler) and path == b"/a.txt"
+
+
+def test_an_x_accel_answer_before_the_request_body_ended_drops_the_connection(
+    tmp_path: Path,
+) -> None:
+    """The rest of the body is not sent on: the connection cannot be kept, and its
+    slot is free at once (not after idle_timeout).
+    """
+    setup, content = accel_proxy(tmp_path)
+    client = setup.client(HttpSettings(max_body=0))
+    client.send(
+        b"POST /download HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"a" * 100_000
+    )
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 200 OK\r\nX-Accel-Redirect: /protected/report.pdf\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    assert content in client.take()
+    assert upstream.closed()
+    assert setup.handler.group.peers[0].active == 0
+
+
+def test_a_large_body_beside_x_accel_is_not_drained(tmp_path: Path) -> None:
+    """Past ACCEL_DRAIN_LIMIT of the upstream's own body the connection goes."""
+    setup, content = accel_proxy(tmp_path)
+    client = setup.client()
+    client.send(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(ACCEL.replace(b"Content-Length: 20", b"Content-Length: 10000000"))
+    assert one_response(client).body == content
+    upstream.respond(b"x" * ACCEL_DRAIN_LIMIT)
+    assert not upstream.closed() and setup.handler.group.peers[0].active == 1
+    upstream.respond(b"x")
+    assert upstream.closed() and setup.handler.group.peers[0].active == 0
+
+
+def test_an_x_accel_redirect_in_a_1xx_or_101_is_not_passed(tmp_path: Path) -> None:
+    """There is no file to serve there, and the internal path is not the client's."""
+    setup, _ = accel_proxy(tmp_path)
+    client = setup.client()
+    client.send(WEBSOCKET_UPGRADE)
+    setup.endpoint().last.respond(
+        SWITCHED.replace(b"\r\n\r\n", b"\r\nX-Accel-Redirect: /protected/report.pdf\r\n\r\n")
+    )
+    assert b"X-Accel-Redirect" not in client.take()
+    setup, _ = accel_proxy(tmp_path / "interim")
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX-Accel-Redirect: /protected/x\r\n\r\n"
+    )
+    head = client.take()
+    assert head.startswith(b"HTTP/1.1 103 ") and b"X-Accel-Redirect" not in head

@@ -161,6 +161,10 @@ _FAILED: dict[ErrorKind | None, tuple[int, bytes]] = {
     ErrorKind.LOCAL: (503, b"Service Unavailable: the server is overloaded, try again later\n"),
 }
 
+#: The most body bytes of an X-Accel-Redirect answer read and dropped to keep its
+#: connection; past it the connection is closed.
+ACCEL_DRAIN_LIMIT = 64 * 1024
+
 _OVERLOADED = b"Service Unavailable: the upstream servers are busy, try again later\n"
 
 
@@ -467,6 +471,7 @@ class _Forward:
         "_conn",
         "_connecting",
         "_done",
+        "_drained",
         "_ending",
         "_exchange",
         "_failed_at",
@@ -505,6 +510,7 @@ class _Forward:
         # The upstream answered with an X-Accel-Redirect a static mount serves: its
         # own body is read and dropped, its connection kept.
         self._accel = False
+        self._drained = 0  # bytes of its body dropped
         self._connecting: Deferred[ClientConnection] | None = None
         self._has_body = has_body = request.has_body
         self._attached = False  # receive_body was called
@@ -842,7 +848,9 @@ class _Forward:
         an upstream's ``100`` answers nothing the client asked through it.
         """
         if status != 100:
-            fields = response_fields(headers, status, self._proxy.hidden)
+            fields = _without_accel(
+                self._proxy, response_fields(headers, status, self._proxy.hidden)
+            )
             self._exchange.send_interim(status, fields, reason or None)
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -864,6 +872,10 @@ class _Forward:
                 # dropped; the exchange is the static mount's from here.
                 self._accel = True
                 self._done = True
+                if not self._body_done:
+                    # Answered before the request body ended: the rest is not sent,
+                    # so the connection cannot be kept (nginx closes it too).
+                    self._drop_upstream()
                 serve_accel(self._exchange, proxy.accel, target, fields)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
@@ -897,9 +909,15 @@ class _Forward:
         is empty, and the upstream's connection is free at once.
         """
         if self._accel:
-            if complete:  # (the body itself is dropped)
+            # The body itself is dropped; past ACCEL_DRAIN_LIMIT the connection goes
+            # rather than hold its slot while a large body streams (nginx keeps it
+            # only for a body already read).
+            self._drained += len(data)
+            if complete:
                 self._conn = None
                 self._release()
+            elif self._drained > ACCEL_DRAIN_LIMIT:
+                self._drop_upstream()
             return
         exchange = self._exchange
         spool = self._spool
@@ -1314,7 +1332,7 @@ class _Forward:
             return
         protocols = b", ".join(value for name, value in headers if name.lower() == b"upgrade")
         proxy = self._proxy
-        fields = response_fields(headers, hidden=proxy.hidden)
+        fields = _without_accel(proxy, response_fields(headers, hidden=proxy.hidden))
         if proxy.cookies is not None:
             proxy.cookies.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         fields.append((b"Upgrade", protocols))
@@ -1485,6 +1503,19 @@ def build_proxy(
         hidden=_hidden_fields(options["proxy_hide_header"], options["proxy_pass_header"]),
         cookies=_cookie_rewrite(options),
     )
+
+
+def _without_accel(
+    proxy: ProxyHandler, fields: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """``fields`` without an X-Accel-Redirect the mount would act on.
+
+    In a 1xx or a 101 there is no file to serve, and the internal path it names is
+    not the client's to see.
+    """
+    if proxy.accel is None or _accel_redirect(fields) is None:
+        return fields
+    return [field for field in fields if field[0].lower() != b"x-accel-redirect"]
 
 
 def _accel_redirect(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
