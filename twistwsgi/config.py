@@ -753,14 +753,20 @@ def _auth_url(value: Any) -> str:
     )
 
 
-def _auth_fields(value: Any) -> tuple[str, ...]:
+def _header_names(value: Any) -> list[str]:
+    """A header name, or a list of them, each checked to be one (RFC 9110 5.1)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         raise ValueError(f"expected a list of header names, got {value!r}")
-    names = []
     for item in items:
         if not isinstance(item, str) or not re.fullmatch(TOKEN, item):
             raise ValueError(f"{item!r} is not a header name")
+    return list(items)
+
+
+def _auth_fields(value: Any) -> tuple[str, ...]:
+    names = []
+    for item in _header_names(value):
         lower = item.lower().replace("_", "-").encode("ascii")
         if lower in _PROXY_OWN_FIELDS or lower == b"host":
             raise ValueError(f"{item!r} frames or routes the request: it cannot be copied")
@@ -777,13 +783,8 @@ def _response_field_names(passing: bool) -> Callable[[Any], tuple[str, ...]]:
     """The parser of proxy_pass_header (``passing``) or proxy_hide_header."""
 
     def parse(value: Any) -> tuple[str, ...]:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError(f"expected a list of header names, got {value!r}")
         names = []
-        for item in items:
-            if not isinstance(item, str) or not re.fullmatch(TOKEN, item):
-                raise ValueError(f"{item!r} is not a header name")
+        for item in _header_names(value):
             lower = item.lower().encode("ascii")
             if lower in _PROXY_OWN_FIELDS or lower == b"content-type":
                 raise ValueError(
