@@ -262,8 +262,8 @@ class SiteBuilder:
                     from twistwsgi.proxy import ProxyHandler  # noqa: PLC0415
 
                     handler = handlers[index]
-                    assert isinstance(handler, ProxyHandler)
-                    handler.accel = accel
+                    if isinstance(handler, ProxyHandler):  # (not a builder of a program's)
+                        handler.accel = accel
             built.append(handlers[index])
         # What answers a mount's requests: its handler, behind its access rules and
         # limits if it has any (so a static mount passing a miss on goes through them
