@@ -953,3 +953,17 @@ def test_under_workers_each_mount_counts_apart(tmp_path: Path, shared: SharedLim
     other_host = client_of(router)
     other_host.send(b"GET /login HTTP/1.1\r\nHost: b.test\r\n\r\n")
     assert other_host.take() == b""  # b.test's own bucket: let through
+
+
+def test_the_client_is_remembered_for_the_same_proxies_only() -> None:
+    """Asked again with the same trusted proxies (another instance built from the
+    same list included), the request answers from memory; with other proxies, the
+    report is read again.
+    """
+    request = head(("10.0.0.1", 5000), (b"X-Forwarded-For", b"203.0.113.7"))
+    assert client_address(request, TrustedProxies(["10.0.0.0/8"])) == "203.0.113.7"
+    assert request.resolved_client == (("10.0.0.0/8",), "203.0.113.7")
+    request.resolved_client = (("10.0.0.0/8",), "198.51.100.1")  # what memory says
+    assert client_address(request, TrustedProxies(["10.0.0.0/8"])) == "198.51.100.1"
+    assert client_address(request, TrustedProxies(["10.0.0.0/16"])) == "203.0.113.7"
+    assert client_address(request, TrustedProxies(["192.0.2.0/24"])) == "10.0.0.1"

@@ -435,11 +435,27 @@ def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str
     is no address (a port or brackets are taken off first) makes the client unknown
     (``"unknown"``, refused by any rule); a trusted proxy that reports no one is
     matched by its own address.
+
+    Remembered on the request for the same set of proxies: the rules, the limits,
+    the access log's and a proxy's ``$client_addr`` all ask (each reading of a
+    report parses its addresses, a few microseconds).
     """
     peer = request.peer
     address = peer[0] if peer is not None else None
     if not (trusted_proxies and trusted_proxies.has(address)):
         return address
+    remembered = request.resolved_client
+    if remembered is not None and remembered[0] == trusted_proxies.key:
+        return remembered[1]
+    client = _reported_client(request, trusted_proxies, address)
+    request.resolved_client = (trusted_proxies.key, client)
+    return client
+
+
+def _reported_client(
+    request: RequestHead, trusted_proxies: TrustedProxies, address: str | None
+) -> str | None:
+    """The client a trusted proxy at ``address`` reports (see client_address)."""
     forwarded_for = request.joined(b"x-forwarded-for")
     forwarded = request.joined(b"forwarded")
     nodes: list[bytes | None]

@@ -286,6 +286,8 @@ class Networks:
                 f"a sequence of addresses or networks, not one string: give [{networks!r}]"
             )
         texts = [text.strip() for text in networks]
+        #: The set as written: equal for two instances built from one configuration.
+        self.key = tuple(texts)
         self.unix_sockets = UNIX_SOCKETS in texts
         self.networks = tuple(
             ipaddress.ip_network(text, strict=False) for text in texts if text != UNIX_SOCKETS

@@ -107,6 +107,7 @@ class RequestHead:
         "path",
         "peer",
         "query",
+        "resolved_client",
         "scheme",
         "target",
         "version",
@@ -145,6 +146,8 @@ class RequestHead:
         self.local = local
         self.client_certificate = client_certificate
         self._request_id: str | None = None
+        # What access.client_address found, for which trusted proxies (their key).
+        self.resolved_client: tuple[tuple[str, ...], str | None] | None = None
 
     @property
     def request_id(self) -> str:
