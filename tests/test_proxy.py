@@ -32,7 +32,7 @@ from tests.test_client_certificates import head as request_head
 from twistwsgi import cli
 from twistwsgi.client_certificates import ClientCertificate
 from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
-from twistwsgi.forwarding import UpstreamAddress, request_fields
+from twistwsgi.forwarding import TrustedProxies, UpstreamAddress, request_fields
 from twistwsgi.http.client import ClientConnection
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
@@ -2992,7 +2992,8 @@ def test_proxy_add_x_forwarded_for_is_the_proxys_own_field() -> None:
         peer=("fe80::1%eth0", 5),
     )
     template = RequestTemplate("$proxy_add_x_forwarded_for")
-    assert template.render(request, trusted=True) == b"1.1.1.1, fe80::1"
+    link_local = TrustedProxies(["fe80::/10"])
+    assert template.render(request, proxies=link_local) == b"1.1.1.1, fe80::1"
     assert template.render(request) == b"fe80::1"
     assert request_fields(request, trusted=True).count(b"X-Forwarded-For: 1.1.1.1, fe80::1") == 1
 

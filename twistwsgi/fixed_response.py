@@ -227,12 +227,7 @@ class FixedResponse:
                 exchange.start_response(status, empty)
                 exchange.finish()
             return
-        value = template.render(
-            request,
-            exchange.remote_user,
-            trusted=self._trusted.trusts_peer(request.peer),
-            proxies=self._trusted,
-        )
+        value = template.render(request, exchange.remote_user, proxies=self._trusted)
         if self.spec.redirects:
             fields = [(b"Location", value), (b"Content-Type", _PLAIN_TEXT)]
             body = self._reason_body

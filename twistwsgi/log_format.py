@@ -565,22 +565,23 @@ class LogFormat:
 class _RequestView:
     """A request seen as a log template reads a response (no response yet).
 
-    ``trusted``: whether the client is a trusted proxy (its forwarding fields count).
+    ``proxies``: the trusted proxies, whose forwarding fields count.
     """
 
-    __slots__ = ("proxies", "remote_user", "request", "trusted")
+    __slots__ = ("proxies", "remote_user", "request")
 
     def __init__(
-        self,
-        request: _Request,
-        remote_user: str | None,
-        trusted: bool,
-        proxies: TrustedProxies | None = None,
+        self, request: _Request, remote_user: str | None, proxies: TrustedProxies | None
     ) -> None:
         self.request = request
         self.remote_user = remote_user
-        self.trusted = trusted
         self.proxies = proxies
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the client is a trusted proxy (asked only by the values that care)."""
+        proxies = self.proxies
+        return proxies is not None and proxies.trusts_peer(self.request.peer)
 
 
 def _proxy_add_x_forwarded_for(view: _RequestView, now: float) -> bytes | None:
@@ -659,7 +660,6 @@ class RequestTemplate:
         request: _Request,
         remote_user: str | None = None,
         *,
-        trusted: bool = False,
         proxies: TrustedProxies | None = None,
     ) -> bytes:
         """The value for ``request``.
@@ -667,11 +667,11 @@ class RequestTemplate:
         Args:
             request: the request.
             remote_user: the user auth_basic let through, if any.
-            trusted: whether the client is a trusted proxy (trusted_proxies).
-            proxies: the trusted proxies, for ``$client_addr`` (``None``: the
-                connection's address).
+            proxies: the trusted proxies (trusted_proxies), whose reports
+                ``$client_addr`` and ``$proxy_add_x_forwarded_for`` believe
+                (``None``: no one's).
         """
-        view = _RequestView(request, remote_user, trusted, proxies)
+        view = _RequestView(request, remote_user, proxies)
         pieces: list[bytes] = []
         for text, variable in self._parts:
             pieces.append(text)

@@ -277,10 +277,7 @@ class ProxyHandler:
         template = self._balance_key
         if template is None:
             return None
-        trusted = self.trusted.trusts_peer(exchange.request.peer)
-        return template.render(
-            exchange.request, exchange.remote_user, trusted=trusted, proxies=self.trusted
-        )
+        return template.render(exchange.request, exchange.remote_user, proxies=self.trusted)
 
     def handle(self, exchange: Exchange) -> None:
         """Forward ``exchange`` to an upstream."""
@@ -568,7 +565,7 @@ class _Forward:
             self._fields = replace_fields(
                 self._fields,
                 [
-                    (name, template.render(request, user, trusted=trusted, proxies=proxy.trusted))
+                    (name, template.render(request, user, proxies=proxy.trusted))
                     for name, template in proxy.set_fields
                 ],
             )
@@ -759,11 +756,8 @@ class _Forward:
         host = authority if proxy.preserve_host and authority else address.host_field
         if proxy.set_host is not None:
             # (Empty: the upstream's own, as Host cannot be left out, RFC 9112 3.2.)
-            trusted = proxy.trusted.trusts_peer(request.peer)
             user = self._exchange.remote_user
-            host = (
-                proxy.set_host.render(request, user, trusted=trusted, proxies=proxy.trusted) or host
-            )
+            host = proxy.set_host.render(request, user, proxies=proxy.trusted) or host
         target = upstream_target(request, self._exchange.route, address.prefix)
         head = b"".join(
             (

@@ -175,10 +175,7 @@ class CookieRewrite:
             if found is None:
                 return match.group(0)
             start, template, rest = found
-            trusted = trusted_proxies.trusts_peer(request.peer)
-            rendered = template.render(
-                request, remote_user, trusted=trusted, proxies=trusted_proxies
-            )
+            rendered = template.render(request, remote_user, proxies=trusted_proxies)
             replaced = rendered.replace(b";", b"%3B") + rest
             if not rendered and not rest:
                 return b""  # an empty replacement: the attribute goes

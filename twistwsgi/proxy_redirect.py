@@ -145,10 +145,7 @@ class RedirectRewrite:
                 return _not_another_host(rewritten)
         for source, replacement in self._pairs:
             if url.startswith(source):
-                trusted = trusted_proxies.trusts_peer(request.peer)
-                start = replacement.render(
-                    request, remote_user, trusted=trusted, proxies=trusted_proxies
-                )
+                start = replacement.render(request, remote_user, proxies=trusted_proxies)
                 return _not_another_host(start + url[len(source) :])
         return url
 
