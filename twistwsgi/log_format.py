@@ -356,7 +356,7 @@ def _uri(request: _Request) -> bytes | None:
 
 _VALUES: dict[str, Value] = {
     "remote_addr": _remote_addr,
-    "client_addr": _client_addr(None),  # (what _compile makes, with the proxies)
+    "client_addr": _client_addr(None),  # (a request template's view brings its own)
     "remote_port": _remote_port,
     "remote_user": lambda response, now: _remote_user(response),
     "time_local": lambda response, now: log_time(now),
@@ -412,18 +412,19 @@ def _cookie_value(name: str) -> Value:
     without case here); the value is as the client sent it, quotes included.
     """
     wanted = name.lower().encode("ascii")
+    cookies = _header_value("cookie")  # every Cookie line, joined with "; "
 
     def value(response: LoggedResponse, now: float) -> bytes | None:
-        for field, line in response.request.headers:
-            if field.lower() != b"cookie":
-                continue
-            # RFC 6265 4.2.1: pairs separated by ";" (and a space, which some
-            # clients leave out); nginx also ends a pair at ",", which no cookie
-            # holds (RFC 6265 4.1.1), where an intermediary joined two lines so.
-            for pair in line.replace(b",", b";").split(b";"):
-                key, equals, found = pair.partition(b"=")
-                if equals and key.strip().lower() == wanted:
-                    return found.strip()
+        line = cookies(response, now)
+        if not isinstance(line, bytes):
+            return None
+        # RFC 6265 4.2.1: pairs separated by ";" (and a space, which some clients
+        # leave out); nginx also ends a pair at ",", which no cookie holds (RFC 6265
+        # 4.1.1), where an intermediary joined two lines so.
+        for pair in line.replace(b",", b";").split(b";"):
+            key, equals, found = pair.partition(b"=")
+            if equals and key.strip().lower() == wanted:
+                return found.strip()
         return None
 
     return value
@@ -497,8 +498,8 @@ def _compile(
             value = field_value(rest)
         elif prefix in _PREFIXED and rest:
             value = _PREFIXED[prefix](rest)
-        elif name == "client_addr":
-            value = _client_addr(proxies)
+        elif name == "client_addr" and proxies is not None:
+            value = _client_addr(proxies)  # a log line's, with the server's proxies
         elif name in known:
             value = _VALUES.get(name) or _REQUEST_ONLY[name]
         else:
