@@ -1,4 +1,4 @@
-r"""The rewriting of an upstream's cookies (nginx's proxy_cookie_path and proxy_cookie_domain).
+r"""The rewriting of an upstream's cookies (nginx's proxy_cookie_path, _domain and _flags).
 
 An application behind a proxy mount sets its cookies for the paths and the domain
 it believes it serves. Mounted at ``/app`` from ``http://127.0.0.1:9000/`` (the
@@ -17,7 +17,6 @@ A proxy mount rewrites those attributes as nginx does:
   upstream's kept on the result, which browsers ignore since RFC 6265 4.1.2.3; the
   replacement's dropped, as nginx drops it).
   ``{ "internal.example" = "$host" }`` gives the cookie the name the client used.
-
 - ``proxy_cookie_flags``: cookie names (``*`` for every cookie not named) and the
   flags to set on them, as nginx's: ``secure``, ``httponly``,
   ``samesite=strict|lax|none`` add the attribute (a SameSite already there takes
