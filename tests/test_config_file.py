@@ -77,6 +77,25 @@ def test_the_documented_example_loads_as_written(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "statuses"), [("[504, 502, 502]", (502, 504)), ("503", (503,))]
+)
+def test_retry_statuses_are_read_as_a_set_of_codes(
+    tmp_path: Path, written: str, statuses: tuple[int, ...]
+) -> None:
+    """One code or a list of them; a code written twice is the same setting."""
+    text = (
+        ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+        f"retry_statuses = {written}\nretry_tries = 2\nretry_timeout = '5s'\n"
+    )
+    options = load(tmp_path, text).hosts[0].mounts[1].options
+    assert (options["retry_statuses"], options["retry_tries"], options["retry_timeout"]) == (
+        statuses,
+        2,
+        5.0,
+    )
+
+
 def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     """Options on the command line win over the file's [server] values."""
     config = load(tmp_path, EXAMPLE, threads="4", listen=["tcp:8080"])
@@ -249,6 +268,42 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\napp = "a:b"\nproxy_hide_header = "X-A"\n',
             "proxy_hide_header: only applies to proxy mounts",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            "retry_statuses = [503, 200]\n",
+            "host[0].mount[1].retry_statuses: expected status codes from 400 to 599"
+            " (e.g. [502, 503, 504]), got 200",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            "retry_statuses = [600]\n",
+            "retry_statuses: expected status codes from 400 to 599 (e.g. [502, 503, 504]), got 600",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            "retry_statuses = [399]\n",
+            "retry_statuses: expected status codes from 400 to 599 (e.g. [502, 503, 504]), got 399",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            "retry_statuses = [true]\n",
+            "retry_statuses: expected status codes from 400 to 599 (e.g. [502, 503, 504]),"
+            " got True",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            'retry_statuses = "503"\n',
+            "retry_statuses: expected a list of status codes (e.g. [502, 503, 504]), got '503'",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nretry_statuses = [503]\n',
+            "host[0].mount[1].retry_statuses: needs more than one upstream",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            "retry = false\nretry_tries = 2\n",
+            "host[0].mount[1].retry_tries: has no effect with retry = false",
         ),
         ("[server\n", "site.toml: not valid TOML"),
         (SERVER, "nothing to serve"),

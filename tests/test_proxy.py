@@ -1242,6 +1242,291 @@ def test_timeout_is_not_retried() -> None:
     assert one_response(client).status == 504
 
 
+# -- retrying on the upstream's answer (retry_statuses) ----------------------------------------
+
+UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 8\r\nContent-Type: text/plain\r\n"
+    b"\r\nrestart!"
+)
+
+
+def test_an_answer_in_retry_statuses_goes_to_the_next_upstream() -> None:
+    """As nginx's proxy_next_upstream http_503: the 503 is dropped with its connection,
+    the GET goes to the other upstream, whose answer the client gets; the 503 counts
+    as a failure (max_fails = 1 leaves the upstream out), and the log says so.
+    """
+    setup = make_proxy(TWO, retry_statuses=(502, 503))
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = setup.endpoint(0).last
+        first.respond(UNAVAILABLE)
+    assert first.closed()
+    second = setup.endpoint(1).last
+    assert second.request()[0].target == b"/r"
+    second.respond(OK)
+    response = one_response(client)
+    assert (response.status, response.body) == (200, b"ok")
+    peers = setup.handler.group.peers
+    assert not setup.handler.balancer.usable(peers[0], setup.clock.seconds())
+    assert proxy_log(events) == [
+        "Upstream http://10.0.0.1:9000 is left out for 10s after failing",
+        "Upstream http://10.0.0.1:9000 answered 503 to GET /r; retrying on http://10.0.0.2:9000",
+    ]
+
+
+@pytest.mark.parametrize(("status", "failure"), [(404, False), (403, False), (429, True)])
+def test_a_retried_4xx_is_a_failure_only_for_429(status: int, failure: bool) -> None:
+    """A 403 or 404 retried elsewhere (content on some upstreams only) says nothing of
+    the upstream's health: it stays in. A 429 says it is overloaded: it is counted.
+    """
+    setup = make_proxy(TWO, retry_statuses=(status,))
+    client = setup.client()
+    client.send(b"GET /only-on-two HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % status)
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+    first = setup.handler.group.peers[0]
+    assert first.fails == int(failure)
+
+
+def test_the_last_upstreams_answer_is_relayed_when_none_is_left() -> None:
+    """Every upstream answers 503: the last one's answer reaches the client as it came,
+    body included, and the one relayed is not counted as failed (as nginx).
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,), max_fails=2)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    last = setup.endpoint(1).last
+    last.respond(UNAVAILABLE)
+    response = one_response(client)
+    assert (response.status, response.body) == (503, b"restart!")
+    assert not last.closed()
+    assert [peer.fails for peer in setup.handler.group.peers] == [1, 0]
+
+
+def test_a_status_not_listed_is_relayed() -> None:
+    setup = make_proxy(TWO, retry_statuses=(502, 503))
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+    assert one_response(client).status == 500
+    assert setup.endpoint(1).connections == []
+    assert setup.handler.group.peers[0].fails == 0
+
+
+def test_a_post_answered_503_is_relayed() -> None:
+    """A POST may have been acted on before the 503: it is not sent again."""
+    setup = make_proxy(TWO, retry_statuses=(503,))
+    client = setup.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    assert one_response(client).status == 503
+    assert setup.endpoint(1).connections == []
+
+
+def test_a_put_answered_503_is_replayed_with_its_body() -> None:
+    setup = make_proxy(TWO, retry_statuses=(503,))
+    client = setup.client()
+    client.send(b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndata")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    second = setup.endpoint(1).last
+    assert second.request()[1] == b"data"
+    second.respond(OK)
+    assert one_response(client).status == 200
+
+
+def test_a_503_before_the_body_ended_is_retried_with_the_rest_to_come() -> None:
+    """The upstream answers before the body is all there: what came is replayed, the
+    rest follows on the new upstream's connection.
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,))
+    client = setup.client()
+    client.send(b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n")
+    assert client.take().startswith(b"HTTP/1.1 100 Continue\r\n")
+    client.send(b"four")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    client.send(b"more")
+    second = setup.endpoint(1).last
+    assert second.request()[1] == b"fourmore"
+    second.respond(OK)
+    assert one_response(client).status == 200
+
+
+def test_a_streamed_body_answered_503_is_relayed() -> None:
+    """A body past REPLAY_LIMIT was not kept: the request cannot be sent again."""
+    setup = make_proxy(TWO, retry_statuses=(503,))
+    client = setup.client(HttpSettings(max_body=0))
+    size = REPLAY_LIMIT * 3
+    client.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    client.send(b"z" * size)
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    assert one_response(client, b"PUT").status == 503
+    assert setup.endpoint(1).connections == []
+
+
+def test_a_503_is_relayed_when_the_other_upstream_is_full() -> None:
+    """Retrying means waiting for nothing: with the only other upstream at max_conns,
+    the answer in hand is relayed rather than dropped for a queue.
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,), max_conns=1)
+    busy, client = setup.client(), setup.client()
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")  # takes upstream one
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # upstream two
+    setup.endpoint(1).last.respond(UNAVAILABLE)
+    assert one_response(client).status == 503
+    assert len(setup.endpoint(0).connections) == 1
+
+
+def test_a_waiting_request_gets_a_freed_upstream_before_a_retry() -> None:
+    """A slot freed in this reactor turn goes to the request waiting for it, not to a
+    retry that arrives later in the same turn: the retry finds nothing and relays.
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,), max_conns=1)
+    retried, done, waiter = setup.client(), setup.client(), setup.client()
+    retried.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")  # upstream one
+    done.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")  # upstream two
+    waiter.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")  # queued
+    # Both answers in one reactor turn (no advance between them).
+    setup.endpoint(1).last.protocol.dataReceived(OK)
+    setup.endpoint(0).last.protocol.dataReceived(UNAVAILABLE)
+    setup.clock.advance(0)
+    assert one_response(retried).status == 503
+    assert one_response(done).status == 200
+    (second,) = setup.endpoint(1).connections
+    assert second.transport.value().count(b"GET /c ") == 1
+
+
+def test_a_503_is_relayed_when_the_other_upstream_is_left_out() -> None:
+    """A first attempt would still try an upstream left out after failures when it
+    is the only one; with an answer in hand, the proxy relays it instead.
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,))
+    setup.handler.balancer.failed(setup.handler.group.peers[1], setup.clock.seconds())
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    assert one_response(client).status == 503
+    assert setup.endpoint(1).connections == []
+
+
+def test_retry_tries_bounds_the_upstreams_a_request_reaches() -> None:
+    """With retry_tries = 2 of three upstreams, the second 503 is relayed; with every
+    upstream refusing, the second refusal is the 502, whose line says why.
+    """
+    setup = make_proxy(THREE, retry_statuses=(503,), retry_tries=2)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    setup.endpoint(1).last.respond(UNAVAILABLE)
+    assert one_response(client).status == 503
+    assert setup.endpoint(2).connections == []
+
+    refusing = make_proxy(THREE, retry_tries=2)
+    for endpoint in refusing.endpoints.values():
+        endpoint.refuse = True
+    client = refusing.client()
+    with capture_log_events() as events:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    assert [endpoint.attempts for endpoint in refusing.endpoints.values()] == [1, 1, 0]
+    assert proxy_log(events)[-1] == (
+        "502 for GET /: upstream http://10.0.0.2:9000: Connection was refused by other"
+        " side: refused; not retried: retry_tries (2) reached"
+    )
+
+
+def test_a_stale_connection_retry_is_not_counted_by_retry_tries() -> None:
+    """The keep-alive race's second try on the same upstream is no failover."""
+    setup = make_proxy(retry_tries=1)
+    client = setup.client()
+    endpoint = send_on_a_connection_just_closed(
+        setup, client, b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert len(endpoint.connections) == 2
+    endpoint.last.respond(OK)
+    assert one_response(client).status == 200
+
+
+def test_retry_timeout_counts_from_the_requests_arrival() -> None:
+    """Past retry_timeout after the request arrived, an answer is relayed and a
+    broken connection is a 502, though another upstream was there to try.
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,), retry_timeout=5.0)
+    setup.clock.advance(100)  # (a server up for a while: the clock is not at 0)
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(4.9)
+    setup.endpoint(0).last.respond(UNAVAILABLE)  # in time: retried
+    setup.clock.advance(0.1)
+    setup.endpoint(1).last.respond(UNAVAILABLE)  # 5 s: relayed (none left anyway)
+    assert one_response(client).status == 503
+
+    late = make_proxy(TWO, retry_statuses=(503,), retry_timeout=5.0)
+    late.clock.advance(100)
+    client = late.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    late.clock.advance(5)
+    late.endpoint(0).last.respond(UNAVAILABLE)
+    assert one_response(client).status == 503
+    assert late.endpoint(1).connections == []
+
+    broken = make_proxy(TWO, retry_timeout=5.0)
+    broken.clock.advance(100)
+    client = broken.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    broken.clock.advance(5)
+    with capture_log_events() as events:
+        broken.endpoint(0).last.close(ConnectionLost())
+    assert one_response(client).status == 502
+    assert broken.endpoint(1).connections == []
+    assert proxy_log(events)[-1].endswith("; not retried: retry_timeout (5s) passed")
+
+
+def test_an_answer_retried_is_noted_for_the_access_log() -> None:
+    """As nginx's $upstream_status: "503, 200"."""
+    setup = make_proxy(TWO, retry_statuses=(503,), access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.clock.advance(0.5)
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    setup.clock.advance(0.25)
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+    assert [upstream_notes(entry) for entry in logged] == [
+        ("10.0.0.1:9000, 10.0.0.2:9000", "503, 200", "0.500, 0.250")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "message"),
+    [
+        ({"retry_statuses": (503,), "retry": False}, "retry_statuses", "retry = false"),
+        ({"retry_tries": 2, "retry": False}, "retry_tries", "retry = false"),
+        ({"retry_timeout": 1.0, "retry": False}, "retry_timeout", "retry = false"),
+    ],
+)
+def test_retry_settings_that_cannot_act_are_refused(
+    options: dict[str, Any], key: str, message: str
+) -> None:
+    from twistwsgi.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_proxy(TWO, **options)
+    assert caught.value.where == f"test mount.{key}"
+    assert message in str(caught.value)
+
+
+def test_retry_statuses_need_a_second_upstream() -> None:
+    from twistwsgi.config import ConfigError
+
+    with pytest.raises(ConfigError, match="more than one upstream") as caught:
+        make_proxy(retry_statuses=(503,))
+    assert caught.value.where == "test mount.retry_statuses"
+
+
 UPSTREAM_IDENTITY = (
     b"HTTP/1.1 200 OK\r\nServer: gunicorn/20.1\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
     b"X-Pad: avoid browser bug\r\nX-Powered-By: PHP/8\r\nX-Accel-Buffering: no\r\n"

@@ -240,11 +240,18 @@ class UpstreamApp:
         self.hold_at: int | None = None
         self.on_hold: Callable[[Upload], None] = lambda upload: None
         self.resets = 0
+        self.unavailable = 0  # requests answered 503, as by an instance restarting
 
     def handle(self, exchange: Exchange) -> None:
         request = exchange.request
         self.peers.append(request.peer[1] if request.peer else 0)
         path = request.path
+        if self.unavailable:
+            self.unavailable -= 1
+            body = b"restarting, " + b"x" * 100_000  # (more than one read)
+            exchange.start_response(503, [(b"Content-Length", str(len(body)).encode())])
+            exchange.finish(body)
+            return
         if path == b"/upload":
             self.uploads.append(Upload(exchange, self.hold_at, self.on_hold))
             return
@@ -478,6 +485,22 @@ class ProxySocketTests(ProxySocketHarness):
         results = await self.in_thread(self.get, port, ["/reset"])
         self.assertEqual(results[0][0], 200)
         self.assertEqual(dict(results[0][1])["X-Upstream"], "good")
+
+    async def test_a_503_is_retried_on_the_other_upstream(self) -> None:
+        """With retry_statuses, a GET answered 503 by an instance restarting is
+        answered by the other one; the restarting one is left out for the next.
+        """
+        restarting, restarting_port = await self.upstream("restarting")
+        restarting.unavailable = 100
+        _, good_port = await self.upstream("good")
+        _, port = await self.proxy(
+            [f"http://127.0.0.1:{restarting_port}", f"http://127.0.0.1:{good_port}"],
+            retry_statuses=(503,),
+        )
+        results = await self.in_thread(self.get, port, ["/a", "/b", "/c"])
+        self.assertEqual([status for status, _, _ in results], [200] * 3)
+        self.assertEqual({dict(h)["X-Upstream"] for _, h, _ in results}, {"good"})
+        self.assertEqual(restarting.unavailable, 99)
 
     async def test_refused_upstream_is_502(self) -> None:
         """A single upstream that refuses connections gives a 502."""

@@ -58,6 +58,7 @@ __all__ = [
     "Upstream",
     "VhostSpec",
     "build_config",
+    "check_retry_options",
     "default_options",
     "host_verification",
     "mount_or_server",
@@ -897,6 +898,28 @@ RETURN = Kind(
     _return,
     "a status and a URL or text, as nginx's return: '301 https://example.com$request_uri',"
     " '200 ok', '410', '444'",
+)
+
+
+def _retry_statuses(value: Any) -> tuple[int, ...]:
+    """Status codes an upstream's answer is retried on: a list of 4xx and 5xx codes.
+
+    Other codes are refused: a 2xx or 3xx is an answer, and a 1xx is not a final one.
+    """
+    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of status codes (e.g. [502, 503, 504]), got {value!r}")
+    for item in items:
+        # (True and False are ints, 1 and 0: out of range too.)
+        if not isinstance(item, int) or not 400 <= item <= 599:
+            raise ValueError(
+                f"expected status codes from 400 to 599 (e.g. [502, 503, 504]), got {item!r}"
+            )
+    return tuple(sorted(set(items)))
+
+
+RETRY_STATUSES = Kind(
+    "STATUSES", _retry_statuses, "a list of 4xx and 5xx status codes, e.g. [502, 503, 504]"
 )
 UPSTREAM = Kind(
     "UPSTREAMS",
@@ -2288,6 +2311,30 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " response; never after.",
             ),
             (
+                "retry_statuses",
+                RETRY_STATUSES,
+                (),
+                "Statuses an upstream's answer to an idempotent request is not passed on"
+                " for, the request going to another upstream instead (nginx's"
+                " proxy_next_upstream http_503 ...), e.g. [502, 503, 504] while instances"
+                " restart one by one; with no other upstream to try, the answer is"
+                " passed on. A 5xx or 429 so retried counts as a failure for max_fails.",
+            ),
+            (
+                "retry_tries",
+                INT,
+                0,
+                "Most upstreams one request is sent to, the first included (nginx's"
+                " proxy_next_upstream_tries; 0: each upstream once at most).",
+            ),
+            (
+                "retry_timeout",
+                DURATION,
+                0.0,
+                "How long after a request arrives it may still go to another upstream"
+                " (nginx's proxy_next_upstream_timeout; 0: no limit).",
+            ),
+            (
                 "tls_verify",
                 BOOL,
                 True,
@@ -2888,7 +2935,27 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             raise ConfigError(f"{where}.{key.name}", f"only applies to {allowed} mounts")
         if not key.applies_to or kind in key.applies_to:
             options[key.name] = parsed.get(key.name, key.default)
+    if kind == "proxy":
+        check_retry_options(options, parsed[kind], where)
     return MountConfig(parsed["path"], kind, parsed[kind], options, where, f"{where}.{kind}")
+
+
+def check_retry_options(options: Mapping[str, Any], upstreams: Sequence[Any], where: str) -> None:
+    """Refuse a proxy mount's retry settings that could never act: mistakes, not settings.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    for name in ("retry_statuses", "retry_tries", "retry_timeout"):
+        if options[name] and not options["retry"]:
+            raise ConfigError(f"{where}.{name}", "has no effect with retry = false")
+    if options["retry_statuses"] and len(upstreams) < 2:
+        # An answer is never retried on the upstream that gave it: the setting would
+        # wait for a second upstream to act.
+        raise ConfigError(
+            f"{where}.retry_statuses",
+            "needs more than one upstream: an answer is retried on another one only",
+        )
 
 
 def default_options(kind: str) -> dict[str, Any]:

@@ -41,7 +41,14 @@ it as idle (RFC 9112 9.3.1), so it never counts as the upstream's failure: such 
 request, if it may be sent again, is retried once on a fresh connection to the same
 upstream; any other gets a 502 (it may have been processed). Nothing is
 retried once a response byte has arrived, nor after a response timeout (the upstream
-may still be working on it), nor when the ``retry`` option is off.
+may still be working on it), nor when the ``retry`` option is off. An answer whose
+status is one of ``retry_statuses`` (nginx's ``proxy_next_upstream http_503``), to a
+request that may be sent again, is dropped with its connection (nginx closes it too)
+and the request goes to an upstream not tried yet, if one can take it at once;
+otherwise that answer is relayed. ``retry_tries`` bounds the upstreams one request
+is sent to and ``retry_timeout`` the time after its arrival it may go to another
+(nginx's ``proxy_next_upstream_tries`` and ``_timeout``); a retry on a fresh
+connection to the same upstream is not counted, being no failover.
 
 **Connection limit and queue.** With ``max_conns``, an upstream with that many
 requests in progress (tunnels included) is not picked (:mod:`twistwsgi.balancing`).
@@ -83,7 +90,7 @@ Everything here runs in the reactor thread.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -94,7 +101,13 @@ from zope.interface import implementer
 
 from twistwsgi.access import client_address
 from twistwsgi.balancing import Balancer, Peer, client_network, parse_balance
-from twistwsgi.config import ConfigError, MountConfig, ServerConfig, mount_or_server
+from twistwsgi.config import (
+    ConfigError,
+    MountConfig,
+    ServerConfig,
+    check_retry_options,
+    mount_or_server,
+)
 from twistwsgi.forwarding import (
     DEFAULT_HIDDEN,
     IDEMPOTENT_METHODS,
@@ -177,6 +190,10 @@ class ProxyHandler:
         trusted: the networks whose forwarding fields are believed.
         preserve_host: send the client's ``Host`` (else the upstream's own).
         retry: send a failed request to another upstream when that is safe.
+        retry_statuses: answers not relayed when another upstream can be tried.
+        retry_tries: the most upstreams a request is sent to (0: no limit).
+        retry_timeout: seconds after its arrival a request may still go to another
+            upstream (0: no limit).
         name: the mount, for logs.
         queue: requests that may wait when every upstream is at ``max_conns``.
         queue_timeout: seconds a request may wait (0: no limit).
@@ -230,8 +247,14 @@ class ProxyHandler:
         balance_key: str | None = None,
         cookies: CookieRewrite | None = None,
         hidden: HiddenFields = NOTHING_HIDDEN,
+        retry_statuses: Collection[int] = (),
+        retry_tries: int = 0,
+        retry_timeout: float = 0.0,
     ) -> None:
         self.group = group
+        self.retry_statuses = frozenset(retry_statuses)
+        self.retry_tries = retry_tries
+        self.retry_timeout = retry_timeout
         # Set by the site when the mount has x_accel_redirect: finds the static mount
         # an upstream's X-Accel-Redirect names.
         self.accel: AccelResolver | None = None
@@ -460,6 +483,7 @@ class _Forward:
         "_abort_after_spool",
         "_accel",
         "_answered_status",
+        "_arrived_at",
         "_attached",
         "_balance_key",
         "_body_done",
@@ -517,6 +541,7 @@ class _Forward:
         self._done = False
         self._producing = False
         self._stale_retried = False
+        self._arrived_at = 0.0  # (for retry_timeout only)
         # The upstream and error of the last failed attempt.
         self._last_failure: tuple[str, UpstreamError] | None = None
         self._tunnel: Tunnel | None = None
@@ -571,6 +596,8 @@ class _Forward:
             )
         if proxy.balancer.hashed:
             self._balance_key = proxy.balance_key(exchange)
+        if proxy.retry_timeout:
+            self._arrived_at = proxy.clock.seconds()
         exchange.on_close(self._exchange_closed)
         if self._has_body:
             exchange.pause_body()  # until an upstream can take it
@@ -849,6 +876,8 @@ class _Forward:
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Start the client's response with the upstream's status and fields."""
+        if status in self._proxy.retry_statuses and self._retry_answer(status):
+            return
         recovered = self._answered()
         self._answered_status = status
         self._response_fields = headers
@@ -877,6 +906,52 @@ class _Forward:
         self._exchange.start_response(status, fields, reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
+
+    def _retry_answer(self, status: int) -> bool:
+        """The upstream answered ``status``, one of ``retry_statuses``: go on elsewhere?
+
+        The request goes to an upstream not tried yet when it may be sent again
+        (idempotent, its body held) and one can take it now (usable, not full); the
+        answer is then
+        dropped with its connection, which is closed mid-response (nginx closes it
+        too). A 5xx or 429 counts as a failure of the upstream (nginx counts those
+        it retries on, not a 403 or 404, which say nothing of the upstream's health).
+
+        Returns:
+            Whether it went on; if not, the answer is relayed as any other.
+        """
+        if not self._may_resend() or self._retry_limit() is not None:
+            return False
+        proxy = self._proxy
+        if proxy.waiting:
+            proxy.dispatch()  # the older waiters first, as in _attempt
+        now = proxy.clock.seconds()
+        balancer = proxy.balancer
+        tried = self._tried
+        if not any(balancer.usable(p, now) for p in proxy.group.peers if p not in tried):
+            # Only upstreams left out after failures remain, which pick would still
+            # try (the one back soonest): an answer in hand is worth more.
+            return False
+        following = balancer.pick(now, tried, self._balance_key)
+        if following is None:
+            return False  # nothing else free now: this answer is the request's
+        peer = self._peer
+        assert peer is not None
+        self._attempt_over(status)
+        if status >= 500 or status == 429:
+            self._count_failure(peer, now)
+        self._drop_upstream()  # (and its slot)
+        _log.info(
+            "Upstream {upstream} answered {status} to {method} {target}; retrying on {next}",
+            upstream=peer.name,
+            status=status,
+            method=_text(self._request.method),
+            target=_text(self._request.target),
+            next=following.name,
+        )
+        self._tried.append(following)
+        self._use(following)
+        return True
 
     def _answered(self) -> bool:
         """The upstream answered: forget its failures.
@@ -1083,23 +1158,42 @@ class _Forward:
         # upstream is not counted as failed.
         # Out of descriptors here says nothing of the upstream: not counted either.
         if not stale and peer is not None and error.kind is not ErrorKind.LOCAL:
-            balancer = proxy.balancer
-            # Warn when the upstream goes out, not at each failure while it is out:
-            # requests still reach it then (the probe, the upstream back soonest when
-            # all are out, requests already in flight) and fail there too.
-            was_in = peer.fails < balancer.max_fails
-            if balancer.failed(peer, proxy.clock.seconds()) and was_in:
-                _log.warn(
-                    "Upstream {upstream} is left out for {seconds:g}s after failing",
-                    upstream=name,
-                    seconds=balancer.fail_timeout,
-                )
+            self._count_failure(peer, proxy.clock.seconds())
         # Counted before the slot is given back, so a waiter given it knows.
         self._release()
+        detail = error.detail
         if self._may_retry(error):
-            self._attempt(retry=True)  # which logs this failure once it knows what follows
-            return
-        self._failed(error.kind, error.detail, name)
+            limit = self._retry_limit()
+            if limit is None:
+                self._attempt(retry=True)  # which logs this failure once it knows what follows
+                return
+            detail = f"{detail.rstrip('.')}; not retried: {limit}"
+        self._failed(error.kind, detail, name)
+
+    def _count_failure(self, peer: Peer[UpstreamPool], now: float) -> None:
+        """Count a failure of ``peer`` (max_fails), warning if that leaves it out."""
+        balancer = self._proxy.balancer
+        # Warn when the upstream goes out, not at each failure while it is out:
+        # requests still reach it then (the probe, the upstream back soonest when
+        # all are out, requests already in flight) and fail there too.
+        was_in = peer.fails < balancer.max_fails
+        if balancer.failed(peer, now) and was_in:
+            _log.warn(
+                "Upstream {upstream} is left out for {seconds:g}s after failing",
+                upstream=peer.name,
+                seconds=balancer.fail_timeout,
+            )
+
+    def _retry_limit(self) -> str | None:
+        """Why the request may go to no other upstream (retry_tries or _timeout), if so."""
+        proxy = self._proxy
+        tries = proxy.retry_tries
+        if tries and len(self._tried) >= tries:
+            return f"retry_tries ({tries}) reached"
+        timeout = proxy.retry_timeout
+        if timeout and proxy.clock.seconds() - self._arrived_at >= timeout:
+            return f"retry_timeout ({timeout:g}s) passed"
+        return None
 
     def _attempt_over(self, status: int) -> None:
         """The current attempt failed (for the access log): now, with ``status``."""
@@ -1409,6 +1503,7 @@ def build_proxy(
     )
     if options["health_check"] is not None and options["health_interval"] <= 0:
         raise ConfigError(f"{mount.where}.health_interval", "must be more than 0")
+    check_retry_options(options, mount.target, mount.where)
     trust_root = None
     if options.get("tls_ca"):
         try:
@@ -1485,6 +1580,9 @@ def build_proxy(
         trusted=TrustedProxies(config.trusted_proxies),
         preserve_host=options["preserve_host"],
         retry=options["retry"],
+        retry_statuses=options["retry_statuses"],
+        retry_tries=options["retry_tries"],
+        retry_timeout=options["retry_timeout"],
         name=mount.path,
         queue=options["queue"],
         queue_timeout=options["queue_timeout"],
