@@ -675,3 +675,139 @@ def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:
 def test_parse_balance_refuses(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_balance(text)
+
+
+# -- backup peers ---------------------------------------------------------------------------
+
+
+def with_backups(*backup: bool, policy: str = "round_robin", **options: int) -> Balancer[str]:
+    group = [Peer(f"u{index}", f"u{index}", backup=flag) for index, flag in enumerate(backup)]
+    return Balancer(group, policy=policy, fail_timeout=10.0, **options)
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_conn"])
+def test_backups_get_nothing_while_another_can_take_it(policy: str) -> None:
+    balancer = with_backups(False, True, False, policy=policy)
+    picks = Counter(getattr(balancer.pick(0.0), "name", None) for _ in range(20))
+    assert picks == {"u0": 10, "u2": 10}
+
+
+def test_a_backup_serves_while_the_others_are_out_then_hands_back() -> None:
+    balancer = with_backups(False, False, True)
+    first, second, backup = balancer.peers
+    balancer.failed(first, 0.0)
+    assert balancer.pick(1.0) is second
+    balancer.failed(second, 1.0)
+    assert [balancer.pick(2.0) for _ in range(3)] == [backup] * 3
+    assert balancer.pick(12.0) in (first, second)  # back after fail_timeout
+
+
+def test_a_backup_takes_a_request_that_tried_the_others() -> None:
+    balancer = with_backups(False, True, True)
+    first, spare, other = balancer.peers
+    assert balancer.pick(0.0, [first]) is spare
+    assert balancer.pick(0.0, [first, spare]) is other
+    assert balancer.pick(0.0, [first, spare, other]) is None
+
+
+def test_backups_take_the_overflow_of_full_peers_then_all_wait() -> None:
+    """As nginx: a peer at max_conns cannot take the request, so a backup does."""
+    balancer = with_backups(False, True, max_conns=1)
+    first, backup = balancer.peers
+    balancer.acquire(first)
+    assert not balancer.busy(0.0)
+    assert balancer.pick(0.0) is backup
+    balancer.acquire(backup)
+    assert balancer.pick(0.0) is None
+    assert balancer.busy(0.0)
+
+
+def test_the_others_full_and_the_backup_out_is_busy() -> None:
+    """The backup left out is no reason to fall back while the others only wait."""
+    balancer = with_backups(False, False, True, max_conns=1)
+    first, second, backup = balancer.peers
+    balancer.acquire(first)
+    balancer.acquire(second)
+    balancer.failed(backup, 0.0)
+    assert balancer.pick(1.0) is None
+    assert balancer.busy(1.0)
+
+
+def test_every_peer_out_falls_back_on_the_one_back_soonest_backup_or_not() -> None:
+    balancer = with_backups(False, True)
+    first, backup = balancer.peers
+    balancer.failed(first, 1.0)
+    balancer.failed(backup, 0.0)
+    assert balancer.pick(2.0) is backup
+
+
+def test_backups_need_another_peer_and_no_hash() -> None:
+    with pytest.raises(ValueError, match="every peer is a backup"):
+        with_backups(True, True)
+    for policy in ("hash", "consistent_hash", "ip_hash"):
+        with pytest.raises(ValueError, match="takes no backup peers"):
+            with_backups(False, True, policy=policy)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(), st.integers(0, 3), st.floats(0.0, 30.0), st.booleans(), st.integers(0, 3)
+        ),
+        min_size=2,
+        max_size=5,
+    ),
+    st.lists(st.booleans(), min_size=5, max_size=5),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.floats(0.0, 30.0),
+    st.sampled_from(["round_robin", "least_conn"]),
+)
+def test_a_backup_is_picked_only_when_no_other_can_take_the_request(  # noqa: PLR0917
+    states: list[tuple[bool, int, float, bool, int]],
+    backup: list[bool],
+    max_fails: int,
+    max_conns: int,
+    now: float,
+    policy: str,
+) -> None:
+    """Whatever the states: a backup only when no other peer is usable, free and not
+    tried; a peer out after failures only when none at all is usable (and then the
+    one back soonest); None exactly when busy or nothing is left, as without backups.
+    """
+    flags = backup[: len(states)]
+    if all(flags):
+        flags[0] = False
+    group = [Peer(f"u{index}", f"u{index}", backup=flag) for index, flag in enumerate(flags)]
+    balancer = Balancer(
+        group, policy=policy, max_fails=max_fails, fail_timeout=10.0, max_conns=max_conns
+    )
+    exclude = set_states(group, states)
+    allowed = [peer for peer in group if peer.healthy and peer not in exclude]
+
+    def can_take(peer: Peer[str]) -> bool:
+        return (
+            peer in allowed
+            and balancer.usable(peer, now)
+            and not (max_conns and peer.active >= max_conns)
+        )
+
+    # (Before pick, which makes a peer back from its time out the probe.)
+    takers = [peer for peer in group if can_take(peer)]
+    any_usable = any(balancer.usable(peer, now) for peer in allowed)
+    busy = balancer.busy(now, exclude)
+    chosen = balancer.pick(now, exclude, None)
+    if chosen is None:
+        assert busy or not allowed
+        assert not takers
+        return
+    assert not busy
+    assert chosen in allowed and not (max_conns and chosen.active >= max_conns)
+    if takers:
+        assert chosen in takers
+        if chosen.backup:
+            assert all(peer.backup for peer in takers)
+    else:
+        assert not any_usable
+        free = [peer for peer in allowed if not (max_conns and peer.active >= max_conns)]
+        assert chosen._down_until == min(peer._down_until for peer in free)

@@ -96,6 +96,27 @@ def test_retry_statuses_are_read_as_a_set_of_codes(
     )
 
 
+def test_backup_upstreams_are_read_and_described(tmp_path: Path) -> None:
+    """weight=N and backup in either order, as nginx's server parameters; the routing
+    description (--check-config) writes them back.
+    """
+    from twistwsgi.site import describe_routing
+
+    text = (
+        ONE_HOST + '[[host.mount]]\npath = "/p"\n'
+        'proxy = ["http://u", "http://v backup weight = 3", "http://w weight=2 backup"]\n'
+    )
+    config = load(tmp_path, text)
+    assert config.hosts[0].mounts[1].target == (
+        Upstream("http://u"),
+        Upstream("http://v", 3, backup=True),
+        Upstream("http://w", 2, backup=True),
+    )
+    assert "proxy  http://u, http://v weight=3 backup, http://w weight=2 backup" in (
+        describe_routing(config)
+    )
+
+
 def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     """Options on the command line win over the file's [server] values."""
     config = load(tmp_path, EXAMPLE, threads="4", listen=["tcp:8080"])
@@ -299,6 +320,15 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nretry_statuses = [503]\n',
             "host[0].mount[1].retry_statuses: needs more than one upstream",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nretry_timeout = 5\n',
+            "host[0].mount[1].retry_timeout: needs more than one upstream",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+            "retry_statuses = [503]\nretry_tries = 1\n",
+            "host[0].mount[1].retry_statuses: has no effect with retry_tries = 1",
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
@@ -505,11 +535,38 @@ STATIC = ONE_HOST + '[[host.mount]]\npath = "/s"\nstatic = "STATIC"\n'
         ),
         (
             PROXY.replace('9000"', '9000 weight=0"'),
-            "host[0].mount[1].proxy: expected 'URL' or 'URL weight=N' (N >= 1)",
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
         ),
         (
             PROXY.replace('9000"', '9000 weight=-2"'),
-            "host[0].mount[1].proxy: expected 'URL' or 'URL weight=N' (N >= 1)",
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+        ),
+        (
+            PROXY.replace('9000"', '9000 backup weight=2 backup"'),
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both,"
+            " got 'http://127.0.0.1:9000 backup weight=2 backup'",
+        ),
+        (
+            PROXY.replace('9000"', '9000 weight=2 weight=3"'),
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+        ),
+        (
+            PROXY.replace('9000"', '9000 spare"'),
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+        ),
+        (
+            PROXY.replace('9000"', '9000 backup"'),
+            "host[0].mount[1].proxy: every upstream is a backup",
+        ),
+        (
+            PROXY.replace('"http://127.0.0.1:9000"', '["http://a", "http://b backup"]')
+            + 'balance = "hash $request_uri consistent"\n',
+            "host[0].mount[1].balance: hash takes no backup upstreams",
+        ),
+        (
+            PROXY.replace('"http://127.0.0.1:9000"', '["http://a", "http://b backup"]')
+            + 'balance = "ip_hash"\n',
+            "host[0].mount[1].balance: ip_hash takes no backup upstreams",
         ),
         (STATIC + "max_ranges = -1\n", "host[0].mount[1].max_ranges: expected a whole number"),
         (STATIC + "memory_cache = -1\n", "host[0].mount[1].memory_cache: expected a size >= 0"),

@@ -197,6 +197,7 @@ def make_proxy(
     *,
     mount: str = "/",
     weights: tuple[int, ...] | None = None,
+    backups: tuple[int, ...] = (),
     trusted: tuple[str, ...] = (),
     routed: bool = False,
     access_log_format: str | None = None,
@@ -213,7 +214,8 @@ def make_proxy(
         return endpoint
 
     upstreams = tuple(
-        Upstream(url, weights[index] if weights else 1) for index, url in enumerate(urls)
+        Upstream(url, weights[index] if weights else 1, backup=index in backups)
+        for index, url in enumerate(urls)
     )
     config = MountConfig(mount, "proxy", upstreams, {**OPTIONS, **options}, "test mount")
     handler = build_proxy(
@@ -1232,6 +1234,52 @@ def test_all_upstreams_failed_still_tries_the_one_back_soonest() -> None:
     assert second.fails == 0
 
 
+def test_a_backup_upstream_serves_while_the_other_is_out() -> None:
+    """As nginx's backup server: nothing reaches it while the other answers; once the
+    other refuses, the request is retried on it, and it serves until the other is
+    back from fail_timeout.
+    """
+    setup = make_proxy(TWO, backups=(1,))
+    primary, backup = setup.endpoint(0), setup.endpoint(1)
+    client = setup.client()
+    for _ in range(3):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer_busy(setup)
+        assert one_response(client).status == 200
+    assert (primary.attempts, backup.attempts) == (1, 0)
+    primary.connections[0].close(ConnectionDone())  # (the idle one goes)
+    primary.refuse = True
+    for _ in range(2):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer_busy(setup)
+        assert one_response(client).status == 200
+    assert (primary.attempts, backup.attempts) == (2, 1)
+    primary.refuse = False
+    setup.clock.advance(11)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer_busy(setup)
+    assert one_response(client).status == 200
+    assert (primary.attempts, backup.attempts) == (3, 1)
+
+
+def test_a_backup_upstream_takes_the_overflow_of_a_full_one() -> None:
+    setup = make_proxy(TWO, backups=(1,), max_conns=1)
+    first, second = setup.client(), setup.client()
+    first.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    second.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert setup.endpoint(1).last.request()[0].target == b"/2"
+    assert setup.handler.waiting == {}
+
+
+def test_a_503_is_retried_on_a_backup() -> None:
+    setup = make_proxy(TWO, backups=(1,), retry_statuses=(503,))
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+
+
 def test_timeout_is_not_retried() -> None:
     """A response timeout is a 504 without trying another upstream."""
     setup = make_proxy(TWO)
@@ -1411,6 +1459,88 @@ def test_a_503_is_relayed_when_the_other_upstream_is_left_out() -> None:
     assert setup.endpoint(1).connections == []
 
 
+def test_a_probe_answered_with_a_listed_404_brings_its_upstream_back() -> None:
+    """A 404 is an answer, though retried elsewhere: the upstream it came from, on its
+    probe after fail_timeout, is back (nginx clears a probed peer's failures so).
+    """
+    setup = make_proxy(TWO, retry_statuses=(404,))
+    first = setup.handler.group.peers[0]
+    setup.handler.balancer.failed(first, setup.clock.seconds())
+    setup.clock.advance(11)  # past fail_timeout: the next pick of the first is the probe
+    client = setup.client()
+    client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(0).last.respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+    assert first.fails == 0 and setup.handler.balancer.usable(first, setup.clock.seconds())
+
+
+def test_a_probe_answered_404_serves_the_requests_waiting() -> None:
+    """With every upstream full or out, a request waits; the probe's 404 brings its
+    upstream back, and the waiting request is sent there.
+    """
+    setup = make_proxy(TWO, retry_statuses=(404,), max_conns=1)
+    first = setup.handler.group.peers[0]
+    setup.handler.balancer.failed(first, setup.clock.seconds())
+    setup.clock.advance(11)
+    probe, busy, waiting = setup.client(), setup.client(), setup.client()
+    probe.send(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")  # the probe, on the first
+    busy.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")  # the second
+    waiting.send(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")  # both full: queued
+    assert len(setup.handler.waiting) == 1
+    setup.endpoint(0).last.respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    # The probe's retry finds the second full: the 404 is relayed, and the first,
+    # back, takes the waiting request.
+    assert one_response(probe).status == 404
+    assert b"GET /w " in setup.endpoint(0).last.transport.value()
+
+
+@pytest.mark.parametrize("queue_timeout", [30.0, 0.0])
+def test_retry_timeout_bounds_a_retry_waiting_in_the_queue(queue_timeout: float) -> None:
+    """A retry waits in the queue only until retry_timeout (whether or not the queue
+    has a timeout of its own); then the failure it was for answers (502), with the
+    reason in the log line.
+    """
+    setup = make_proxy(TWO, retry_timeout=5.0, max_conns=1, queue_timeout=queue_timeout)
+    setup.clock.advance(100)
+    busy, client = setup.client(), setup.client()
+    busy.send(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")  # takes the first
+    setup.endpoint(1).refuse = True
+    setup.clock.advance(2)
+    with capture_log_events() as events:
+        client.send(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")  # refused: queued
+        assert len(setup.handler.waiting) == 1
+        setup.clock.advance(4.9)
+        assert client.take() == b""
+        setup.clock.advance(0.1)
+    assert one_response(client).status == 502
+    assert setup.handler.waiting == {}
+    assert proxy_log(events)[-1] == (
+        "502 for GET /late: upstream http://10.0.0.2:9000: Connection was refused by other"
+        " side: refused; not retried: retry_timeout (5s) passed"
+    )
+
+
+def test_each_upstream_gets_its_second_try_after_a_keepalive_race() -> None:
+    """The race on the first upstream's pooled connection, then its 503, then the race
+    on the second's: the second is tried on a fresh connection too, and answers.
+    """
+    setup = make_proxy(TWO, retry_statuses=(503,))
+    client = setup.client()
+    for _ in range(2):  # an idle pooled connection to each
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer_busy(setup)
+        one_response(client)
+    client.send(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, second = setup.endpoint(0), setup.endpoint(1)
+    first.connections[0].close(ConnectionDone())  # the race on the first
+    first.last.respond(UNAVAILABLE)  # its fresh connection: 503, on to the second
+    second.connections[0].close(ConnectionDone())  # the race on the second
+    assert len(second.connections) == 2
+    second.last.respond(OK)
+    assert one_response(client).status == 200
+
+
 def test_retry_tries_bounds_the_upstreams_a_request_reaches() -> None:
     """With retry_tries = 2 of three upstreams, the second 503 is relayed; with every
     upstream refusing, the second refusal is the 502, whose line says why.
@@ -1439,7 +1569,7 @@ def test_retry_tries_bounds_the_upstreams_a_request_reaches() -> None:
 
 def test_a_stale_connection_retry_is_not_counted_by_retry_tries() -> None:
     """The keep-alive race's second try on the same upstream is no failover."""
-    setup = make_proxy(retry_tries=1)
+    setup = make_proxy(TWO, backups=(1,), retry_tries=1)  # (every request to the first)
     client = setup.client()
     endpoint = send_on_a_connection_just_closed(
         setup, client, b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"

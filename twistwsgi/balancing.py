@@ -32,9 +32,11 @@ upstream; failures older than ``fail_timeout`` are forgotten. After ``max_fails`
 failures the upstream gets no requests for ``fail_timeout`` seconds. Then a single
 request is let through as a probe: if it gets a response head the upstream is back,
 if it fails the upstream stays out for another ``fail_timeout``. An HTTP error status
-is a response, not a failure. With only one upstream there is nowhere else to go, so
-passive health is not applied (as nginx): taking the only upstream out would turn a
-brief error into a ``fail_timeout``-long outage. For the same reason, when every
+is a response, not a failure, unless the caller says otherwise (the proxy counts a
+5xx or 429 it retries elsewhere, nginx's ``proxy_next_upstream http_503``). With only
+one upstream there is nowhere else to go, so passive health is not applied (as
+nginx): taking the only upstream out would turn a brief error into a
+``fail_timeout``-long outage. For the same reason, when every
 upstream is left out after failures (all restarting at once, say), requests are not
 refused for ``fail_timeout``: each goes to the upstream whose time out ends first, as
 nginx keeps trying its upstreams when all are down.
@@ -46,6 +48,14 @@ peers a request could use are full, :meth:`Balancer.pick` answers ``None`` and
 :meth:`Balancer.busy` says so, so the caller can make the request wait for a free
 slot rather than refuse it. A full peer is not a reason to fall back on one left out
 after failures: the fallback below is for when every peer failed, not for a busy one.
+
+**Backup peers** (nginx's ``server ... backup``) get requests only when no other peer
+can take them: every other one is out (failing its health check, left out after
+failures), tried already for this request, or full. Whether a peer is full decides
+here as for any other: with the others full and the backups full too, the request
+waits (for whichever frees first), and with every peer out the fallback below
+takes the one back soonest, backup or not. As nginx, the hash policies take no
+backups: a key's upstream is meant to be the same one from request to request.
 
 **Active health** is decided elsewhere (a path polled by :mod:`twistwsgi.upstream`);
 it sets :attr:`Peer.healthy`, and an unhealthy upstream is never picked, not even
@@ -156,6 +166,7 @@ class Peer(Generic[T]):
         active: requests in progress on it.
         fails: recent failed attempts.
         healthy: the active health check's verdict (``True`` without checks).
+        backup: picked only when no other peer can take the request.
     """
 
     __slots__ = (
@@ -163,6 +174,7 @@ class Peer(Generic[T]):
         "_down_until",
         "_window_start",
         "active",
+        "backup",
         "fails",
         "healthy",
         "name",
@@ -170,12 +182,13 @@ class Peer(Generic[T]):
         "weight",
     )
 
-    def __init__(self, target: T, name: str, weight: int = 1) -> None:
+    def __init__(self, target: T, name: str, weight: int = 1, *, backup: bool = False) -> None:
         if weight < 1:
             raise ValueError("a weight is at least 1")
         self.target = target
         self.name = name
         self.weight = weight
+        self.backup = backup
         self.active = 0
         self.fails = 0
         self.healthy = True
@@ -184,7 +197,8 @@ class Peer(Generic[T]):
         self._window_start = 0.0
 
     def __repr__(self) -> str:
-        return f"<Peer {self.name} weight={self.weight} active={self.active}>"
+        backup = " backup" if self.backup else ""
+        return f"<Peer {self.name} weight={self.weight}{backup} active={self.active}>"
 
 
 class Balancer(Generic[T]):
@@ -215,6 +229,16 @@ class Balancer(Generic[T]):
             raise ValueError("max_conns is 0 (no limit) or more")
         self.peers = tuple(peers)
         self.policy = policy
+        primaries = tuple(peer for peer in self.peers if not peer.backup)
+        backups = tuple(peer for peer in self.peers if peer.backup)
+        if not primaries:
+            raise ValueError("every peer is a backup")
+        if backups and policy in HASH_POLICIES:
+            raise ValueError(f"{policy} takes no backup peers")
+        # The peers pick chooses from, in order: the backups only when none of the
+        # others can take the request.
+        self._primaries = primaries
+        self._backups = backups
         # One upstream: passive health is not applied (see the module docstring).
         self.max_fails = max(0, max_fails) if len(self.peers) > 1 else 0
         self.fail_timeout = fail_timeout
@@ -281,13 +305,20 @@ class Balancer(Generic[T]):
             if single.healthy and single not in exclude and not (limit and single.active >= limit):
                 return single
             return None
-        candidates = [peer for peer in self.peers if peer not in exclude and self.usable(peer, now)]
+        # (_free, inline: the common case costs no call.)
+        candidates = [
+            peer for peer in self._primaries if peer not in exclude and self.usable(peer, now)
+        ]
+        full = False
         if limit and candidates:
             candidates = [peer for peer in candidates if peer.active < limit]
-            if not candidates:
-                return None  # busy: wait for one of them rather than fall back
+            full = not candidates
+        if not candidates and self._backups:
+            candidates, backups_full = self._free(self._backups, now, exclude)
+            full = full or backups_full
         if not candidates:
-            return self._back_soonest(exclude)
+            # Busy: wait for one of them rather than fall back.
+            return None if full else self._back_soonest(exclude)
         if self.hashed and key:
             chosen = self._by_key(key, candidates)
             if self.max_fails and chosen.fails >= self.max_fails:
@@ -313,6 +344,21 @@ class Balancer(Generic[T]):
             chosen._down_until = now + self.fail_timeout
         return chosen
 
+    def _free(
+        self, tier: tuple[Peer[T], ...], now: float, exclude: Collection[Peer[T]]
+    ) -> tuple[list[Peer[T]], bool]:
+        """The peers of ``tier`` that can take the request now, and whether it has some.
+
+        The second is true when usable peers of ``tier`` exist but all are at
+        ``max_conns``.
+        """
+        live = [peer for peer in tier if peer not in exclude and self.usable(peer, now)]
+        limit = self.max_conns
+        if not (limit and live):
+            return live, False
+        free = [peer for peer in live if peer.active < limit]
+        return free, not free
+
     def busy(self, now: float, exclude: Collection[Peer[T]] = ()) -> bool:
         """Whether no peer can take a request now only because of ``max_conns``.
 
@@ -329,9 +375,15 @@ class Balancer(Generic[T]):
         limit = self.max_conns
         if not limit:
             return False
-        live = [peer for peer in self.peers if peer not in exclude and self.usable(peer, now)]
-        if not live:
-            live = [peer for peer in self.peers if peer.healthy and peer not in exclude]
+        some_live = False
+        for tier in (self._primaries, self._backups):
+            live = [peer for peer in tier if peer not in exclude and self.usable(peer, now)]
+            if any(peer.active < limit for peer in live):
+                return False
+            some_live = some_live or bool(live)
+        if some_live:
+            return True
+        live = [peer for peer in self.peers if peer.healthy and peer not in exclude]
         return bool(live) and all(peer.active >= limit for peer in live)
 
     def next_recovery(self, now: float) -> float | None:

@@ -58,7 +58,7 @@ __all__ = [
     "Upstream",
     "VhostSpec",
     "build_config",
-    "check_retry_options",
+    "check_proxy_options",
     "default_options",
     "host_verification",
     "mount_or_server",
@@ -336,13 +336,17 @@ class Upstream:
     Attributes:
         url: ``http://host:port[/prefix]``, ``https://...`` or ``unix:/path``.
         weight: its share of the requests relative to the others (default 1).
+        backup: sent requests only when no other upstream can take them (nginx's
+            ``server ... backup``).
     """
 
     url: str
     weight: int = 1
+    backup: bool = False
 
     def __str__(self) -> str:
-        return self.url if self.weight == 1 else f"{self.url} weight={self.weight}"
+        text = self.url if self.weight == 1 else f"{self.url} weight={self.weight}"
+        return f"{text} backup" if self.backup else text
 
 
 def _upstream_url(text: str, value: Any) -> str:
@@ -376,14 +380,22 @@ def _upstream(value: Any) -> tuple[Upstream, ...]:
             continue
         text = _text(item).strip()
         url, _, extra = text.partition(" ")
-        weight = 1
-        extra = extra.strip()
-        if extra:
-            match = re.fullmatch(r"weight\s*=\s*([0-9]+)", extra)
-            if match is None or int(match[1]) < 1:
-                raise ValueError(f"expected 'URL' or 'URL weight=N' (N >= 1), got {item!r}")
-            weight = int(match[1])
-        upstreams.append(Upstream(_upstream_url(url, item), weight))
+        weight = None
+        backup = False
+        # nginx's server parameters: weight=N and backup, in either order, once each.
+        for word in re.sub(r"\s*=\s*", "=", extra.strip()).split():
+            match = re.fullmatch(r"weight=([0-9]+)", word)
+            if match is not None and weight is None and int(match[1]) >= 1:
+                weight = int(match[1])
+            elif word == "backup" and not backup:
+                backup = True
+            else:
+                raise ValueError(
+                    f"expected 'URL', then weight=N (N >= 1) or backup or both, got {item!r}"
+                )
+        upstreams.append(Upstream(_upstream_url(url, item), weight or 1, backup))
+    if all(upstream.backup for upstream in upstreams):
+        raise ValueError("every upstream is a backup: a backup serves when the others cannot")
     return tuple(upstreams)
 
 
@@ -925,7 +937,8 @@ UPSTREAM = Kind(
     "UPSTREAMS",
     _upstream,
     "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
-    " them; append weight=N (1 or more, 1 by default) to give one a larger share",
+    " them; append weight=N (1 or more, 1 by default) to give one a larger share, backup"
+    " for one that serves only when the others cannot",
 )
 
 
@@ -2308,7 +2321,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "Send a request to another upstream when connecting fails (any method:"
                 " nothing was sent), or, for an idempotent one (GET, HEAD, OPTIONS, PUT,"
                 " DELETE, TRACE), when the connection breaks before any byte of the"
-                " response; never after.",
+                " response, or its status is in retry_statuses; never after another byte.",
             ),
             (
                 "retry_statuses",
@@ -2936,25 +2949,36 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
         if not key.applies_to or kind in key.applies_to:
             options[key.name] = parsed.get(key.name, key.default)
     if kind == "proxy":
-        check_retry_options(options, parsed[kind], where)
+        check_proxy_options(options, parsed[kind], where)
     return MountConfig(parsed["path"], kind, parsed[kind], options, where, f"{where}.{kind}")
 
 
-def check_retry_options(options: Mapping[str, Any], upstreams: Sequence[Any], where: str) -> None:
-    """Refuse a proxy mount's retry settings that could never act: mistakes, not settings.
+def check_proxy_options(
+    options: Mapping[str, Any], upstreams: Sequence[Upstream], where: str
+) -> None:
+    """Refuse a proxy mount's settings that contradict each other or could never act.
 
     Raises:
         ConfigError: naming the setting.
     """
+    policy = options["balance"].split()[0]
+    if policy in ("hash", "ip_hash") and any(upstream.backup for upstream in upstreams):
+        # (nginx refuses them too: a key is to reach the same upstream every time.)
+        raise ConfigError(
+            f"{where}.balance", f"{policy} takes no backup upstreams: the others take their keys"
+        )
     for name in ("retry_statuses", "retry_tries", "retry_timeout"):
         if options[name] and not options["retry"]:
             raise ConfigError(f"{where}.{name}", "has no effect with retry = false")
-    if options["retry_statuses"] and len(upstreams) < 2:
-        # An answer is never retried on the upstream that gave it: the setting would
-        # wait for a second upstream to act.
+        if options[name] and len(upstreams) < 2:
+            # They are about sending a request to another upstream (the second try of
+            # the keep-alive race, on the same one, is not bounded by them).
+            raise ConfigError(
+                f"{where}.{name}", "needs more than one upstream: it is about trying another"
+            )
+    if options["retry_statuses"] and options["retry_tries"] == 1:
         raise ConfigError(
-            f"{where}.retry_statuses",
-            "needs more than one upstream: an answer is retried on another one only",
+            f"{where}.retry_statuses", "has no effect with retry_tries = 1 (no other upstream)"
         )
 
 

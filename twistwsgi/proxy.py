@@ -105,7 +105,7 @@ from twistwsgi.config import (
     ConfigError,
     MountConfig,
     ServerConfig,
-    check_retry_options,
+    check_proxy_options,
     mount_or_server,
 )
 from twistwsgi.forwarding import (
@@ -707,6 +707,11 @@ class _Forward:
         if self._attached:
             self._exchange.pause_body()  # a retry: hold the rest of the body meanwhile
         timeout = proxy.queue_timeout
+        if retry and proxy.retry_timeout:
+            # The retry may wait only as long as retry_timeout has left (more than 0:
+            # _retry_limit allowed it just now).
+            left = proxy.retry_timeout - (proxy.clock.seconds() - self._arrived_at)
+            timeout = left if timeout <= 0 else min(timeout, left)
         proxy.waiting[self] = (
             proxy.clock.callLater(timeout, self._queue_timed_out) if timeout > 0 else None
         )
@@ -715,6 +720,16 @@ class _Forward:
         waiting = self._proxy.waiting
         if self in waiting:
             del waiting[self]
+            failure = self._last_failure
+            limit = self._retry_limit() if failure is not None else None
+            if failure is not None and limit is not None:
+                # A retry that waited until retry_timeout: the failure it was for
+                # answers, as one not retried at all would.
+                upstream, error = failure
+                self._failed(
+                    error.kind, f"{error.detail.rstrip('.')}; not retried: {limit}", upstream
+                )
+                return
             self._overloaded(
                 f"no upstream it could use had a free connection within"
                 f" {self._proxy.queue_timeout:g}s"
@@ -735,6 +750,7 @@ class _Forward:
         proxy = self._proxy
         proxy.balancer.acquire(peer)
         self._peer = peer
+        self._stale_retried = False  # (once per upstream)
         if proxy.log_upstreams:
             started = self._started_at
             if started is None:
@@ -940,6 +956,10 @@ class _Forward:
         self._attempt_over(status)
         if status >= 500 or status == 429:
             self._count_failure(peer, now)
+        else:
+            # A 403 or 404 is an answer: a probe so answered brings its upstream back
+            # (requests waiting are served once its slot is given back, just below).
+            self._answered()
         self._drop_upstream()  # (and its slot)
         _log.info(
             "Upstream {upstream} answered {status} to {method} {target}; retrying on {next}",
@@ -1503,7 +1523,7 @@ def build_proxy(
     )
     if options["health_check"] is not None and options["health_interval"] <= 0:
         raise ConfigError(f"{mount.where}.health_interval", "must be more than 0")
-    check_retry_options(options, mount.target, mount.where)
+    check_proxy_options(options, mount.target, mount.where)
     trust_root = None
     if options.get("tls_ca"):
         try:
@@ -1535,7 +1555,7 @@ def build_proxy(
         raise ConfigError(
             f"{mount.where}.upstream_key", "needs upstream_certificate, the certificate it signs"
         )
-    pools: list[tuple[UpstreamPool, int]] = []
+    pools: list[tuple[UpstreamPool, int, bool]] = []
     addresses: list[UpstreamAddress] = []
     for upstream in mount.target:
         try:
@@ -1562,7 +1582,7 @@ def build_proxy(
             keepalive=options["keepalive"],
             connect_timeout=options["connect_timeout"],
         )
-        pools.append((pool, upstream.weight))
+        pools.append((pool, upstream.weight, upstream.backup))
     policy, balance_key = parse_balance(options["balance"])
     group = UpstreamGroup(
         pools,

@@ -639,7 +639,7 @@ class UpstreamGroup:
     """The upstreams of one proxy mount (see the module docstring).
 
     Args:
-        pools: one pool per upstream, with its weight.
+        pools: one pool per upstream, with its weight and whether it is a backup.
         clock: the source of time and timers.
         balance: the balancing policy.
         max_fails: passive health: failures that take an upstream out.
@@ -656,7 +656,7 @@ class UpstreamGroup:
 
     def __init__(
         self,
-        pools: Sequence[tuple[UpstreamPool, int]],
+        pools: Sequence[tuple[UpstreamPool, int, bool]],
         *,
         clock: IReactorTime,
         balance: str = "round_robin",
@@ -667,7 +667,9 @@ class UpstreamGroup:
         max_conns: int = 0,
     ) -> None:
         self.clock = clock
-        self.peers = [Peer(pool, pool.name, weight) for pool, weight in pools]
+        self.peers = [
+            Peer(pool, pool.name, weight, backup=backup) for pool, weight, backup in pools
+        ]
         self.balancer = Balancer(
             self.peers,
             policy=balance,
