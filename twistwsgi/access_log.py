@@ -17,12 +17,20 @@ reopens the file after log rotation. Another line format can be given as an ngin
 ``log_format`` template (:class:`~twistwsgi.log_format.LogFormat`), with the
 request's time among its variables.
 
+A host or a mount may have its own destination, as nginx's ``access_log`` in a
+``server`` or ``location`` block: :class:`AccessLogFiles` holds one
+:class:`AccessLog` per destination they name, kept across reloads (a destination
+still named is not reopened, so no line is lost between two files), and
+:data:`NOT_LOGGED` stands for ``off``. The router says which of them an exchange's
+line goes to (``Exchange.access_log``).
+
 Runs in the reactor thread.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import IO, Protocol
 
 from twisted.logger import Logger, LogLevel
@@ -38,7 +46,9 @@ from twistwsgi.log_format import (
 
 __all__ = [
     "COMBINED",
+    "NOT_LOGGED",
     "AccessLog",
+    "AccessLogFiles",
     "LoggedExchange",
     "escape",
     "format_combined",
@@ -167,3 +177,92 @@ class AccessLog:
                     "line": line,
                 }
             )
+
+
+def _not_logged(exchange: LoggedExchange) -> None:
+    """Write nothing: the destination ``off``."""
+
+
+#: The access log of a host or mount whose ``access_log`` is ``off``.
+NOT_LOGGED: Callable[[LoggedExchange], None] = _not_logged
+
+
+class AccessLogFiles:
+    """The access logs of hosts and mounts that name their own, one per destination.
+
+    Args:
+        clock: the time source (the reactor).
+
+    Attributes:
+        log_format: the line format of every one (the server's), ``None`` for the
+            combined format (see :meth:`set_format`).
+    """
+
+    def __init__(self, *, clock: _Clock) -> None:
+        self._clock = clock
+        self.log_format: LogFormat | None = None
+        self._logs: dict[str, AccessLog] = {}
+        self._named: set[str] = set()  # the destinations of the build under way
+        self._before: set[str] = set()  # those open when it began
+
+    def begin(self) -> None:
+        """A routing table is being built: the destinations it names are noted."""
+        self._named = set()
+        self._before = set(self._logs)
+
+    def abandon(self) -> None:
+        """The table being built will not serve: close the files its build opened."""
+        for destination in list(self._logs):
+            if destination not in self._before:
+                self._logs.pop(destination).close()
+
+    def get(self, destination: str) -> Callable[[LoggedExchange], None]:
+        """The log writing to ``destination`` (a path, ``-``, or ``off``).
+
+        Raises:
+            OSError: the file cannot be opened.
+        """
+        if destination == "off":
+            return NOT_LOGGED
+        self._named.add(destination)
+        log = self._logs.get(destination)
+        if log is None:
+            log = self._logs[destination] = AccessLog(
+                destination, clock=self._clock, log_format=self.log_format
+            )
+        return log
+
+    def settle(self) -> None:
+        """The table being built now serves: close the logs it does not name.
+
+        Exchanges routed by the table before still end: their lines go to the server
+        log (a closed :class:`AccessLog` writes there) rather than being lost.
+        """
+        for destination in list(self._logs):
+            if destination not in self._named:
+                self._logs.pop(destination).close()
+
+    def set_format(self, log_format: LogFormat | None) -> None:
+        """Write every line with ``log_format`` from now on (a reload)."""
+        self.log_format = log_format
+        for log in self._logs.values():
+            log.log_format = log_format
+
+    def reopen(self) -> list[tuple[str, OSError]]:
+        """Reopen every file (log rotation); those that cannot be, with why.
+
+        One that cannot be reopened keeps writing to its open file.
+        """
+        failed = []
+        for destination, log in self._logs.items():
+            try:
+                log.reopen()
+            except OSError as error:
+                failed.append((destination, error))
+        return failed
+
+    def close(self) -> None:
+        """Close every file."""
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()

@@ -1787,6 +1787,16 @@ HOST_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "access_log",
+        ACCESS_LOG,
+        None,
+        "Where this host's access log goes, in place of the server's (nginx's"
+        " access_log in a server block): a file path, - for stdout, or off. In the"
+        " server's line format; a request the server refuses before it knows the host"
+        " (a malformed head) goes to the server's.",
+        cli=False,
+    ),
+    Setting(
         "error_pages",
         ERROR_PAGES,
         None,
@@ -1992,6 +2002,15 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " other long streams.",
         cli=False,
         applies_to=frozenset({"app", "proxy"}),
+    ),
+    Setting(
+        "access_log",
+        ACCESS_LOG,
+        None,
+        "Where the access log of requests under this path goes, in place of the"
+        " host's or server's (nginx's access_log in a location): a file path, - for"
+        " stdout, or off (health checks polled every second, assets).",
+        cli=False,
     ),
     Setting(
         "max_body",
@@ -2502,6 +2521,8 @@ class HostConfig:
         tls_verify_client: the host's own tls_verify_client, or ``None`` for the
             server's (see :func:`host_verification`).
         tls_client_certificate: the host's own CA file, or ``None`` for the server's.
+        access_log: the host's own access log destination (a path, ``-`` or
+            ``off``), or ``None`` for the server's.
     """
 
     names: tuple[str, ...]
@@ -2514,6 +2535,7 @@ class HostConfig:
     error_pages: tuple[tuple[int, ErrorPage], ...] = ()
     tls_verify_client: str | None = None
     tls_client_certificate: str | None = None
+    access_log: str | None = None
 
 
 @dataclass(frozen=True)
@@ -2896,6 +2918,8 @@ def _paths_from(table: Any, keys: Sequence[str], base: str | None) -> Any:
 
 def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     parsed = _parse_table(_paths_from(table, _PATH_KEYS, base), MOUNT_KEYS, where)
+    if "access_log" in parsed:
+        parsed["access_log"] = _log_destination(parsed["access_log"], base)
     kinds = [kind for kind in MOUNT_KINDS if kind in parsed]
     if len(kinds) != 1:
         raise ConfigError(where, "a mount needs exactly one of app, static, proxy or return")
@@ -3076,9 +3100,17 @@ def _hosts(
                 parsed.get("error_pages", ()),
                 parsed.get("tls_verify_client"),
                 parsed.get("tls_client_certificate"),
+                _log_destination(parsed.get("access_log"), base),
             )
         )
     return tuple(hosts)
+
+
+def _log_destination(value: str | None, base: str | None) -> str | None:
+    """An access log destination of the file, its relative path read from ``base``."""
+    if value is None or value in ("-", "off") or base is None:
+        return value
+    return os.path.join(base, os.path.expanduser(value))
 
 
 def _https_port(choice: str | int, where: str, listen: Sequence[str]) -> int | None:

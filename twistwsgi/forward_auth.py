@@ -295,6 +295,7 @@ class _Question:
     """
 
     route: Route | None = None
+    access_log: Callable[[Any], None] | None = None
     upgradable = False
     body_full = False
 

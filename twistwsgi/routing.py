@@ -31,6 +31,11 @@ A mount may carry its own request-body limit; :meth:`Router.body_limit` makes th
 same two steps for the protocol, which decides a 413 from the head, before the
 request is routed.
 
+A host or mount may have its own access log (nginx's ``access_log`` in a
+``server`` or ``location``): the router sets ``Exchange.access_log`` to it, for the
+guards' and the mounts' answers alike, and :meth:`Router.access_log_for` finds it for
+a request the protocol refused after reading its host.
+
 :class:`Router` is the handler that applies both and hands the exchange on; it
 holds an immutable :class:`RoutingTable`, swapped whole on reload, so a request in
 flight keeps the table it started with.
@@ -38,10 +43,10 @@ flight keeps the table it started with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from twistwsgi.client_certificates import refusal
 from twistwsgi.http.compression import GzipSettings
@@ -239,6 +244,8 @@ class Mount(Generic[T]):
         headers: fields added to each response under the prefix that does not set
             them (see :class:`~twistwsgi.http.request.Route`).
         gzip: how responses under the prefix are compressed, if they are.
+        access_log: the access log of requests under the prefix, if not the server's
+            (the mount's own, or its host's).
     """
 
     prefix: bytes
@@ -246,6 +253,7 @@ class Mount(Generic[T]):
     max_body: int | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
     gzip: GzipSettings | None = None
+    access_log: Callable[[Any], None] | None = None
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -354,6 +362,8 @@ class MountTable(Generic[T]):
         mounts: the mounts.
         guard: what answers some requests for the host first, if anything.
         error_pages: the host's pages for the server's own errors, by status.
+        access_log: the host's access log, if not the server's (for what its guard
+            and the missing mounts answer).
 
     Raises:
         ValueError: when two mounts have the same prefix.
@@ -364,8 +374,10 @@ class MountTable(Generic[T]):
         mounts: Iterable[Mount[T]],
         guard: HostGuard | None = None,
         error_pages: ErrorPages | None = None,
+        access_log: Callable[[Any], None] | None = None,
     ) -> None:
         self.guard = guard
+        self.access_log = access_log
         # None rather than empty: the routes of a host without pages carry None.
         self.error_pages = error_pages or None
         ordered = sorted(mounts, key=lambda mount: len(mount.prefix), reverse=True)
@@ -405,6 +417,8 @@ class RoutingTable:
             need not route a request early to find it).
         guarded: whether any host has a guard (which may answer before a body
             limit would refuse).
+        access_logs: whether any host or mount has its own access log (else the
+            router need not say where each line goes).
     """
 
     hosts: HostTable[MountTable[Handler]]
@@ -412,6 +426,7 @@ class RoutingTable:
     handlers: tuple[Handler, ...] = ()
     body_limits: bool = False
     guarded: bool = False
+    access_logs: bool = False
 
 
 _NOT_FOUND = b"Not Found\n"
@@ -545,6 +560,11 @@ class Router:
         as nginx answers such a request with the error_page of the server it had
         found so far (the listener's default one before its Host).
         """
+        mounts = self._host_of(request)
+        return None if mounts is None else mounts.error_pages
+
+    def _host_of(self, request: RequestHead | PartialRequest) -> MountTable[Handler] | None:
+        """The host of a request the protocol refused (see :meth:`error_pages_for`)."""
         if isinstance(request, RequestHead):
             authority = request.authority
         else:
@@ -552,8 +572,24 @@ class Router:
             authority = absolute_authority(request.target) or next(
                 (value for name, value in request.headers if name.lower() == b"host"), b""
             )
-        mounts = self.table.hosts.lookup(normalize_host(authority.strip()))
-        return None if mounts is None else mounts.error_pages
+        return self.table.hosts.lookup(normalize_host(authority.strip()))
+
+    def access_log_for(self, request: RequestHead | PartialRequest) -> Callable[[Any], None] | None:
+        """The access log of a request the protocol refused, if not the server's.
+
+        That of the mount a whole head is for, else of the host it names, found as
+        :meth:`error_pages_for` finds the host (nginx logs a refusal in the
+        ``server`` block that answered it).
+        """
+        mounts = self._host_of(request)
+        if mounts is None:
+            return None
+        if isinstance(request, RequestHead):
+            path = remove_dot_segments(request.decoded_path)
+            mount = mounts.lookup(path) if path is not None else None
+            if mount is not None:
+                return mount.access_log
+        return mounts.access_log
 
     def handle(self, exchange: Exchange) -> None:
         """Route ``exchange`` to the handler of its host and path."""
@@ -568,6 +604,9 @@ class Router:
             else:
                 answer_error(exchange, 404, _NOT_FOUND)
             return
+        logs = table.access_logs
+        if logs:
+            exchange.access_log = mounts.access_log
         guard = mounts.guard
         if guard is not None and guard(exchange, name):
             return
@@ -580,6 +619,8 @@ class Router:
             answer_error(exchange, 404, _NOT_FOUND, pages=mounts.error_pages)
             return
         rest = path_below(path, mount.prefix)
+        if logs:
+            exchange.access_log = mount.access_log
         exchange.route = Route(
             mount.prefix,
             rest,

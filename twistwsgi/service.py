@@ -45,7 +45,7 @@ from twistwsgi.access_log import COMBINED, AccessLog
 from twistwsgi.config import SETTINGS, ConfigError, ServerConfig, host_verification
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.protocol import HTTPFactory, ResponseLog
+from twistwsgi.http.protocol import HTTPFactory, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat
 from twistwsgi.metrics import MetricsHandler, RequestMetrics, render
@@ -389,7 +389,7 @@ class ServerService(Service):
             except ConfigError as error:
                 self._start_failed(StartError(f"cannot build the mounts again: {error}"))
                 return False
-            self._router.replace(table)
+            self._router.replace(table)  # (the same access logs, opened again)
         self._stopped = False
         self._drain_deadline = None
         self.factory.serve_again()
@@ -512,6 +512,9 @@ class ServerService(Service):
         old_handlers = self._router.table.handlers
         self._router.replace(table)
         close_handlers(old_handlers)
+        logs = self._site_builder.access_logs
+        logs.settle()
+        logs.set_format(log_format)
         self.factory.update_settings(server_settings(config))
         self._graceful_timeout = config.graceful_timeout
         if old is not None and old.access_log != config.access_log:
@@ -520,6 +523,7 @@ class ServerService(Service):
             self.reopen_access_log()
         if self._access_log is not None:
             self._access_log.log_format = log_format
+        self._set_response_log()
         self.config = config
         _log.info("Reloaded the configuration: {count} host(s)", count=len(config.hosts))
         return True
@@ -527,9 +531,18 @@ class ServerService(Service):
     def reopen_access_log(self) -> None:
         """Reopen the access log file, after log rotation.
 
-        If that fails, lines keep going to the open file and one log line says why:
-        SIGHUP must never break the running server.
+        The hosts' and mounts' own access logs too. If that fails, lines keep going
+        to the open file and one log line says why: SIGHUP must never break the
+        running server.
         """
+        if self._site_builder is not None:
+            for destination, error in self._site_builder.access_logs.reopen():
+                _log.error(
+                    "Cannot reopen the access log {path!r}, still writing to the open"
+                    " file: {error}",
+                    path=destination,
+                    error=error.strerror or str(error),
+                )
         if self._access_log is None:
             return
         try:
@@ -541,6 +554,12 @@ class ServerService(Service):
                 "Cannot reopen the access log, still writing to the open file: {error}",
                 error=error.strerror or str(error),
             )
+
+    def _set_response_log(self) -> None:
+        """Give ended exchanges to the access log(s) and metrics now configured."""
+        router = self._router
+        routed = router if router is not None and router.table.access_logs else None
+        self.factory.response_log = _response_log(self._access_log, self.factory.metrics, routed)
 
     def _switch_access_log(
         self, old: ServerConfig, config: ServerConfig, log_format: LogFormat | None
@@ -567,7 +586,7 @@ class ServerService(Service):
                 self.reopen_access_log()
                 return replace(config, access_log=old.access_log)
         previous, self._access_log = self._access_log, new_log
-        self.factory.response_log = _response_log(new_log, self.factory.metrics)
+        self._set_response_log()
         if previous is not None:
             previous.close()
         return config
@@ -642,6 +661,8 @@ class ServerService(Service):
             close_handlers(self._router.table.handlers)
         if self._access_log is not None:
             self._access_log.close()
+        if self._site_builder is not None:
+            self._site_builder.access_logs.close()
         if isinstance(result, Failure):
             _log.failure("Error while shutting down", failure=result)
         if self._pool is None:
@@ -781,14 +802,15 @@ def make_service(
             builders=builders if builders is not None else standard_builders(reactor),
             shared_limits=shared_limits,
         )
+    log_format = access_log_format(config)
     table = builder.build(config)
+    builder.access_logs.settle()
+    builder.access_logs.set_format(log_format)
     router = Router(table)
     access_log = None
     if config.access_log != "off":
         try:
-            access_log = AccessLog(
-                config.access_log or "", clock=reactor, log_format=access_log_format(config)
-            )
+            access_log = AccessLog(config.access_log or "", clock=reactor, log_format=log_format)
         except OSError as error:
             raise ConfigError(
                 config.source("access_log"),
@@ -797,7 +819,7 @@ def make_service(
     if count_metrics is None:
         count_metrics = config.metrics_listen is not None
     counted = RequestMetrics(reactor.seconds) if count_metrics else None
-    response_log = _response_log(access_log, counted)
+    response_log = _response_log(access_log, counted, router if table.access_logs else None)
     factory = HTTPFactory(
         router, settings=server_settings(config), clock=reactor, response_log=response_log
     )
@@ -836,19 +858,40 @@ def make_service(
 
 
 def _response_log(
-    access_log: AccessLog | None, counted: RequestMetrics | None
+    access_log: AccessLog | None, counted: RequestMetrics | None, router: Router | None = None
 ) -> ResponseLog | None:
-    """What each ended exchange is given to: the access log, the metrics, or both."""
-    if access_log is None or counted is None:
-        return access_log or counted
+    """What each ended exchange is given to: the access log, the metrics, or both.
 
-    def log(ended: Any) -> None:
+    With a ``router`` whose hosts or mounts have access logs of their own, each line
+    goes where the router said (``access_log`` of the exchange), or, for a request
+    the protocol refused, where the router finds it would have said.
+    """
+    if router is None:
+        if access_log is None or counted is None:
+            return access_log or counted
+
+        def log(ended: Any) -> None:
+            try:
+                access_log(ended)
+            finally:
+                counted(ended)  # (counted even when the log cannot be written)
+
+        return log
+
+    def routed_log(ended: Any) -> None:
+        chosen = ended.access_log
+        if chosen is None and isinstance(ended, Refusal):
+            chosen = router.access_log_for(ended.request)
+        if chosen is None:
+            chosen = access_log
         try:
-            access_log(ended)
+            if chosen is not None:
+                chosen(ended)
         finally:
-            counted(ended)  # (counted even when the log cannot be written)
+            if counted is not None:
+                counted(ended)
 
-    return log
+    return routed_log
 
 
 def metrics_snapshot(factory: HTTPFactory, pool: WorkerPool | None) -> dict[str, Any]:

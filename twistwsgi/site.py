@@ -33,6 +33,7 @@ from twistwsgi.access import (
     SharedConnectionLimit,
     SharedRateLimit,
 )
+from twistwsgi.access_log import AccessLogFiles
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.basic_auth import BasicAuth, CheckRunner, UserFile, UserFileError
 from twistwsgi.client_certificates import verification_profile
@@ -99,6 +100,11 @@ class SiteBuilder:
         shared_limits: under ``--workers``, the tables of ``rate_limit`` and
             ``conn_limit`` counts all workers share; ``None``: counted in this
             process.
+
+    Attributes:
+        access_logs: the access logs hosts and mounts name, kept from build to
+            build; whoever serves the tables reopens, formats, settles and closes
+            them.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class SiteBuilder:
     ) -> None:
         self._reactor = reactor
         self._shared_limits = shared_limits
+        self.access_logs = AccessLogFiles(clock=reactor)
         # The rate and connection limits of the last build, and of the one under
         # way, by kind and mount (see _rate_limit).
         self._limits: dict[tuple[str, str], object] = {}
@@ -131,6 +138,7 @@ class SiteBuilder:
                 handler cannot be built.
         """
         self._building_limits = {}
+        self.access_logs.begin()
         entries: list[tuple[tuple[str, ...], MountTable[Handler]]] = []
         names: list[tuple[tuple[str, ...], str]] = []
         default: MountTable[Handler] | None = None
@@ -138,8 +146,11 @@ class SiteBuilder:
         built: list[Handler] = []
         try:
             for host in config.hosts:
-                mounts = self._host(host, config, built)
-                table = MountTable(mounts, _host_guard(host, config), dict(host.error_pages))
+                host_log = self._access_log(host.access_log, f"{host.where}.access_log")
+                mounts = self._host(host, config, built, host_log)
+                table = MountTable(
+                    mounts, _host_guard(host, config), dict(host.error_pages), host_log
+                )
                 if host.names:
                     entries.append((host.names, table))
                     names.append((host.names, host.names[0]))
@@ -152,6 +163,7 @@ class SiteBuilder:
                 raise ConfigError("hosts", str(error)) from None
         except ConfigError:
             close_handlers(built)  # a half-built table must not leave timers behind
+            self.access_logs.abandon()  # nor files
             raise
         limited = any(
             _body_limit(mount) is not None for host in config.hosts for mount in host.mounts
@@ -161,7 +173,29 @@ class SiteBuilder:
             host.https_redirect is not None or host_verification(host, config)[0] != "off"
             for host in config.hosts
         )
-        return RoutingTable(hosts, HostTable(names, default_name), tuple(built), limited, guarded)
+        logged = any(
+            host.access_log is not None
+            or any(mount.options.get("access_log") is not None for mount in host.mounts)
+            for host in config.hosts
+        )
+        return RoutingTable(
+            hosts, HostTable(names, default_name), tuple(built), limited, guarded, logged
+        )
+
+    def _access_log(self, destination: str | None, where: str) -> Callable[[Any], None] | None:
+        """The access log writing to ``destination``, if one is given.
+
+        Raises:
+            ConfigError: naming ``where`` when the file cannot be opened.
+        """
+        if destination is None:
+            return None
+        try:
+            return self.access_logs.get(destination)
+        except OSError as error:
+            raise ConfigError(
+                where, f"cannot open {destination!r}: {error.strerror or error}"
+            ) from None
 
     def _rate_limit(
         self, scope: str, rate: float, mount: MountConfig, trusted: TrustedProxies
@@ -218,9 +252,18 @@ class SiteBuilder:
         return connections
 
     def _host(
-        self, host: HostConfig, config: ServerConfig, built: list[Handler]
+        self,
+        host: HostConfig,
+        config: ServerConfig,
+        built: list[Handler],
+        host_log: Callable[[Any], None] | None,
     ) -> list[Mount[Handler]]:
         """The mounts of one host, with static fall-through and X-Accel wiring."""
+        logs = [
+            self._access_log(mount.options.get("access_log"), f"{mount.where}.access_log")
+            or host_log
+            for mount in host.mounts
+        ]
         statics: list[tuple[MountConfig, StaticHandler]] = []
         handlers: dict[int, Handler] = {}
         for index, mount in enumerate(host.mounts):
@@ -334,6 +377,7 @@ class SiteBuilder:
                     guarded[other_index],
                     headers=_added_fields(other),
                     gzip=_route_gzip(other, config),
+                    access_log=logs[other_index],
                 )
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
@@ -354,6 +398,7 @@ class SiteBuilder:
                 limits[index],
                 _added_fields(mount),
                 _route_gzip(mount, config),
+                logs[index],
             )
             for index, mount in enumerate(host.mounts)
             if index not in partners

@@ -867,6 +867,9 @@ class StaticHandler:
                 mount.gzip,
                 route.error_pages,
             )
+        # The mount that answers logs it, as nginx's access_log of the location
+        # try_files passes a request to.
+        exchange.access_log = mount.access_log
         mount.target.handle(exchange)
         return True
 

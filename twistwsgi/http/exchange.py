@@ -17,7 +17,7 @@ Everything here runs in the reactor thread. A handler that works in other thread
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -108,6 +108,8 @@ class Exchange(Protocol):
             by the time the exchange ends; ``None`` when it leaves none.
         remote_user: the user a mount's Basic authentication let through
             (``REMOTE_USER``, the access log's ``$remote_user``), else ``None``.
+        access_log: what the exchange's access-log line is given to, set by a
+            router for a host or mount with its own log; ``None``: the server's.
     """
 
     request: RequestHead
@@ -116,6 +118,7 @@ class Exchange(Protocol):
     finished: bool
     log_notes: LogNotes | None
     remote_user: str | None
+    access_log: Callable[[Any], None] | None
 
     def receive_body(self, receiver: BodyReceiver) -> None:
         """Attach the receiver for the request body; buffered pieces arrive at once."""

@@ -191,6 +191,7 @@ class Refusal:
     client_closed = False
     log_notes: LogNotes | None = None  # no handler saw it
     remote_user: str | None = None
+    access_log: Callable[[Any], None] | None = None  # (the router finds it: access_log_for)
 
     def __init__(
         self, request: RequestHead | PartialRequest, error: RequestError, started: float
@@ -2223,6 +2224,8 @@ class HTTP11Exchange:
         started: when the first byte of the request arrived (clock seconds).
         log_notes: what the handler left for the access log (see Exchange).
         remote_user: the user Basic authentication let through (see Exchange).
+        access_log: where its access-log line goes, if not the server's log (see
+            Exchange).
     """
 
     __slots__ = (
@@ -2247,6 +2250,7 @@ class HTTP11Exchange:
         "_reason",
         "_receiver",
         "_response_headers",
+        "access_log",
         "at_once",
         "body_sent",
         "client_closed",
@@ -2275,6 +2279,7 @@ class HTTP11Exchange:
         self.log_notes: LogNotes | None = None
         self.remote_user: str | None = None
         self.route: Route | None = None
+        self.access_log: Callable[[Any], None] | None = None  # (the server's)
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.
         self._continue: bool | None = False if expects_continue else None
