@@ -104,7 +104,7 @@ def test_backup_upstreams_are_read_and_described(tmp_path: Path) -> None:
 
     text = (
         ONE_HOST + '[[host.mount]]\npath = "/p"\n'
-        'proxy = ["http://u", "http://v backup weight = 3", "http://w weight=2 backup"]\n'
+        'proxy = ["http://u", "http://v\tbackup weight = 3", "http://w weight=2 backup"]\n'
     )
     config = load(tmp_path, text)
     assert config.hosts[0].mounts[1].target == (

@@ -1541,6 +1541,42 @@ def test_each_upstream_gets_its_second_try_after_a_keepalive_race() -> None:
     assert one_response(client).status == 200
 
 
+def test_a_retry_waiting_until_retry_timeout_gets_its_502_at_any_clock() -> None:
+    """With the clock at a wall-clock time, the time spent comes out a hair short of
+    the retry_timeout the queue's timer was set for: the retry's deadline holds.
+    """
+    setup = make_proxy(TWO, retry_timeout=0.3, max_conns=1, queue_timeout=30.0)
+    setup.clock.advance(948107599.0407165)
+    busy, client = setup.client(), setup.client()
+    busy.send(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(1).refuse = True
+    with capture_log_events() as events:
+        client.send(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.clock.advance(0.3)
+    assert proxy_log(events)[-1].endswith("; not retried: retry_timeout (0.3s) passed")
+    assert one_response(client).status == 502
+
+
+def test_a_lone_waiter_is_served_when_an_upstream_is_back_from_fail_timeout() -> None:
+    """The first request to wait, with the backup full and the other upstream out after
+    a failure, goes to that upstream once its fail_timeout is over, though no other
+    request comes to look at the queue.
+    """
+    setup = make_proxy(TWO, backups=(1,), max_conns=1, queue_timeout=0.0)
+    primary, backup = setup.endpoint(0), setup.endpoint(1)
+    primary.refuse = True
+    tunnel = setup.client()
+    tunnel.send(WEBSOCKET_UPGRADE)  # refused by the primary: on the backup, held
+    backup.last.respond(SWITCHED)
+    primary.refuse = False
+    waiter = setup.client()
+    waiter.send(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(setup.handler.waiting) == 1
+    setup.clock.advance(10)
+    assert setup.handler.waiting == {}
+    assert primary.last.request()[0].target == b"/w"
+
+
 def test_retry_tries_bounds_the_upstreams_a_request_reaches() -> None:
     """With retry_tries = 2 of three upstreams, the second 503 is relayed; with every
     upstream refusing, the second refusal is the 502, whose line says why.

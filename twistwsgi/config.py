@@ -379,7 +379,7 @@ def _upstream(value: Any) -> tuple[Upstream, ...]:
             upstreams.append(item)
             continue
         text = _text(item).strip()
-        url, _, extra = text.partition(" ")
+        url, _, extra = re.sub(r"\s", " ", text).partition(" ")
         weight = None
         backup = False
         # nginx's server parameters: weight=N and backup, in either order, once each.

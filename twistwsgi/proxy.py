@@ -355,9 +355,9 @@ class ProxyHandler:
         finally:
             self._dispatching = False
         if self.waiting:
-            self._recheck_at_recovery()
+            self.recheck_at_recovery()
 
-    def _recheck_at_recovery(self) -> None:
+    def recheck_at_recovery(self) -> None:
         """Look at the queue again when the first upstream out after failures is back."""
         now = self.clock.seconds()
         when = self.balancer.next_recovery(now)
@@ -707,25 +707,35 @@ class _Forward:
         if self._attached:
             self._exchange.pause_body()  # a retry: hold the rest of the body meanwhile
         timeout = proxy.queue_timeout
+        # Whether the wait ends at retry_timeout rather than at queue_timeout: decided
+        # now, as recomputing the time spent then could come out a hair short.
+        retry_deadline = False
         if retry and proxy.retry_timeout:
             # The retry may wait only as long as retry_timeout has left (more than 0:
             # _retry_limit allowed it just now).
             left = proxy.retry_timeout - (proxy.clock.seconds() - self._arrived_at)
-            timeout = left if timeout <= 0 else min(timeout, left)
+            retry_deadline = timeout <= 0 or left <= timeout
+            if retry_deadline:
+                timeout = left
         proxy.waiting[self] = (
-            proxy.clock.callLater(timeout, self._queue_timed_out) if timeout > 0 else None
+            proxy.clock.callLater(timeout, self._queue_timed_out, retry_deadline)
+            if timeout > 0
+            else None
         )
+        # Alone in the queue, no dispatch has looked at when an upstream out after
+        # failures comes back: that frees capacity too.
+        proxy.recheck_at_recovery()
 
-    def _queue_timed_out(self) -> None:
+    def _queue_timed_out(self, retry_deadline: bool) -> None:
         waiting = self._proxy.waiting
         if self in waiting:
             del waiting[self]
             failure = self._last_failure
-            limit = self._retry_limit() if failure is not None else None
-            if failure is not None and limit is not None:
+            if retry_deadline and failure is not None:
                 # A retry that waited until retry_timeout: the failure it was for
                 # answers, as one not retried at all would.
                 upstream, error = failure
+                limit = f"retry_timeout ({self._proxy.retry_timeout:g}s) passed"
                 self._failed(
                     error.kind, f"{error.detail.rstrip('.')}; not retried: {limit}", upstream
                 )
