@@ -335,6 +335,11 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             "retry = false\nretry_tries = 2\n",
             "host[0].mount[1].retry_tries: has no effect with retry = false",
         ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            "proxy_intercept_errors = true\n",
+            "host[0].mount[1].proxy_intercept_errors: the host has no error_pages to send",
+        ),
         ("[server\n", "site.toml: not valid TOML"),
         (SERVER, "nothing to serve"),
     ],

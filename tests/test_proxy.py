@@ -34,7 +34,9 @@ from twistwsgi.client_certificates import ClientCertificate
 from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import TrustedProxies, UpstreamAddress, request_fields
 from twistwsgi.http.client import ClientConnection
+from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
+from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import ACCEL_DRAIN_LIMIT, REPLAY_LIMIT, ProxyHandler, build_proxy
@@ -200,6 +202,7 @@ def make_proxy(
     backups: tuple[int, ...] = (),
     trusted: tuple[str, ...] = (),
     routed: bool = False,
+    error_pages: dict[int, ErrorPage] | None = None,
     access_log_format: str | None = None,
     max_response_buffer: int = 2**30,
     **options: Any,
@@ -230,9 +233,10 @@ def make_proxy(
     )
     router = None
     if routed:
-        table = RoutingTable(
-            HostTable([], MountTable([Mount(config.prefix, handler)])), HostTable([], None)
+        mounts: MountTable[Handler] = MountTable(
+            [Mount(config.prefix, handler)], error_pages=error_pages
         )
+        table = RoutingTable(HostTable([], mounts), HostTable([], None))
         router = Router(table)
     return Setup(handler, endpoints, clock, router)
 
@@ -3642,3 +3646,124 @@ def test_an_x_accel_redirect_in_a_1xx_or_101_is_not_passed(tmp_path: Path) -> No
     )
     head = client.take()
     assert head.startswith(b"HTTP/1.1 103 ") and b"X-Accel-Redirect" not in head
+
+
+# -- proxy_intercept_errors ----------------------------------------------------------------
+
+MAINTENANCE = ErrorPage("50x.html", b"text/html; charset=utf-8", b"<h1>Back soon</h1>\n")
+SIGN_IN = ErrorPage("401.html", b"text/html; charset=utf-8", b"<h1>Please sign in</h1>\n")
+
+
+def intercepting(**options: Any) -> Setup:
+    return make_proxy(
+        routed=True,
+        error_pages={503: MAINTENANCE, 502: MAINTENANCE, 401: SIGN_IN},
+        proxy_intercept_errors=True,
+        **options,
+    )
+
+
+def test_an_upstream_error_with_a_page_gets_the_page() -> None:
+    """As nginx's proxy_intercept_errors: the host's page, the status kept, Retry-After
+    kept, the upstream's other fields and body dropped; its connection, whose body was
+    read whole, serves the next request.
+    """
+    setup = intercepting()
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 30\r\n"
+        b"X-Debug: traceback\r\nContent-Length: 9\r\n\r\ndebug: no"
+    )
+    response = one_response(client)
+    assert (response.status, response.body) == (503, MAINTENANCE.body)
+    assert response.header(b"content-type") == MAINTENANCE.content_type
+    assert response.header(b"retry-after") == b"30"
+    assert response.header_values(b"x-debug") == []
+    client.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(setup.endpoint().connections) == 1
+    upstream.respond(OK)
+    assert one_response(client).body == b"ok"
+
+
+def test_a_401_keeps_its_challenge_and_head_gets_no_body() -> None:
+    setup = intercepting()
+    client = setup.client()
+    client.send(b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="api"\r\n'
+        b"Content-Length: 12\r\n\r\n"
+    )
+    response = one_response(client, b"HEAD")
+    assert (response.status, response.body) == (401, b"")
+    assert response.header(b"content-length") == b"%d" % len(SIGN_IN.body)
+    assert response.header(b"www-authenticate") == b'Bearer realm="api"'
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        OK,
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\noops",  # no page for 500
+        b"HTTP/1.1 301 Moved\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_answers_without_a_page_pass_unchanged(answer: bytes) -> None:
+    setup = intercepting()
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(answer)
+    response = one_response(client)
+    assert response.body == h11_body(answer)
+    assert response.header(b"content-type") != MAINTENANCE.content_type
+
+
+def h11_body(answer: bytes) -> bytes:
+    return answer.split(b"\r\n\r\n", 1)[1]
+
+
+def test_interception_is_off_by_default() -> None:
+    setup = make_proxy(routed=True, error_pages={503: MAINTENANCE})
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(b"HTTP/1.1 503 No\r\nContent-Length: 4\r\n\r\nbusy")
+    assert one_response(client).body == b"busy"
+
+
+def test_a_long_error_body_is_not_read_to_its_end() -> None:
+    """Past ACCEL_DRAIN_LIMIT the connection is closed rather than read on."""
+    setup = intercepting()
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    size = ACCEL_DRAIN_LIMIT * 4
+    upstream.respond(b"HTTP/1.1 502 Bad\r\nContent-Length: %d\r\n\r\n" % size)
+    assert one_response(client).body == MAINTENANCE.body
+    assert not upstream.closed()
+    upstream.respond(b"x" * (ACCEL_DRAIN_LIMIT + 1))
+    assert upstream.closed()
+
+
+def test_an_error_answered_before_the_body_ended_closes_the_upstream() -> None:
+    """The rest of the request body is not sent: the connection cannot be reused."""
+    setup = intercepting()
+    client = setup.client()
+    client.send(b"PUT /p HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n")
+    client.take()
+    client.send(b"four")
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n")
+    assert upstream.closed()
+    client.send(b"more")
+    assert one_response(client, b"PUT").body == MAINTENANCE.body
+
+
+def test_the_page_is_noted_with_the_upstreams_status() -> None:
+    setup = intercepting(access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(b"HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n")
+    one_response(client)
+    assert [(entry.status, upstream_notes(entry)[1]) for entry in logged] == [(503, "503")]

@@ -1807,7 +1807,8 @@ HOST_KEYS: tuple[Setting, ...] = (
         " mount, a static mount's 403/404/405, the mounts' 401/403/429, an"
         " application's crash 500, thread queue 503 and app_timeout 504, a proxy"
         " mount's 502/503/504); an application's or upstream's own responses pass"
-        " through unchanged. Each file (at most 1 MiB) is read at start and on SIGHUP.",
+        " through unchanged, but for a proxy mount's with proxy_intercept_errors. Each"
+        " file (at most 1 MiB) is read at start and on SIGHUP.",
         cli=False,
     ),
 )
@@ -2236,6 +2237,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " case, and their replacements, { 'internal.example' = '$host' }; one"
                 " that comes out empty removes the attribute (the cookie is then the"
                 " host's only). Default: off.",
+            ),
+            (
+                "proxy_intercept_errors",
+                BOOL,
+                False,
+                "Send the host's error page (error_pages) in place of an upstream's 4xx"
+                " or 5xx answer for whose status it has one (nginx's"
+                " proxy_intercept_errors): the status stays, the upstream's body is"
+                " dropped, and of its fields WWW-Authenticate, Allow and Retry-After are"
+                " kept. A maintenance page while the application answers 503, say.",
             ),
             (
                 "proxy_cookie_flags",
@@ -3076,6 +3087,12 @@ def _hosts(
             for number, mount in enumerate(mounts_raw)
         )
         _check_mounts(mounts, where)
+        for mount in mounts:
+            if mount.options.get("proxy_intercept_errors") and not parsed.get("error_pages"):
+                raise ConfigError(
+                    f"{mount.where}.proxy_intercept_errors",
+                    "the host has no error_pages to send in place of the upstream's answers",
+                )
         _claim_names(parsed["names"], where, f"{where}.names", names_seen)
         default = parsed.get("default", False)
         if default:

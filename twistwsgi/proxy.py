@@ -69,8 +69,9 @@ within ``response_timeout``: ``504 Gateway Timeout``. Each with a short text bod
 saying in general terms what happened (no upstream available, not reached, connection
 closed, invalid response), and a warning with the details that names the upstream and
 why no other one was tried. A host's error page for the status replaces that body
-(:func:`~twistwsgi.routing.answer_error`); an upstream's own 5xx is relayed as it came
-(nginx's ``proxy_intercept_errors`` off). Once the head was forwarded, a failure can
+(:func:`~twistwsgi.routing.answer_error`); an upstream's own 5xx is relayed as it came,
+unless ``intercept_errors`` (nginx's ``proxy_intercept_errors``) sends the host's page
+for its status in its place. Once the head was forwarded, a failure can
 only be shown by aborting the client connection (the client sees a truncated body).
 When the client goes away, the upstream connection is dropped, never pooled
 mid-response.
@@ -180,6 +181,10 @@ ACCEL_DRAIN_LIMIT = 64 * 1024
 
 _OVERLOADED = b"Service Unavailable: the upstream servers are busy, try again later\n"
 
+#: The upstream's fields an error page sent in place of its answer keeps: they belong
+#: to the status (RFC 9110 11.6.1, 10.2.1, 10.2.3), not to the body it replaces.
+_STATUS_FIELDS = frozenset({b"www-authenticate", b"allow", b"retry-after"})
+
 
 class ProxyHandler:
     """The handler of a proxy mount (see the module docstring).
@@ -194,6 +199,9 @@ class ProxyHandler:
         retry_tries: the most upstreams a request is sent to (0: no limit).
         retry_timeout: seconds after its arrival a request may still go to another
             upstream (0: no limit).
+        intercept_errors: send the host's error page (``Route.error_pages``) in
+            place of an upstream's 4xx or 5xx answer that has one (nginx's
+            ``proxy_intercept_errors``).
         name: the mount, for logs.
         queue: requests that may wait when every upstream is at ``max_conns``.
         queue_timeout: seconds a request may wait (0: no limit).
@@ -250,8 +258,10 @@ class ProxyHandler:
         retry_statuses: Collection[int] = (),
         retry_tries: int = 0,
         retry_timeout: float = 0.0,
+        intercept_errors: bool = False,
     ) -> None:
         self.group = group
+        self.intercept_errors = intercept_errors
         self.retry_statuses = frozenset(retry_statuses)
         self.retry_tries = retry_tries
         self.retry_timeout = retry_timeout
@@ -481,7 +491,6 @@ class _Forward:
 
     __slots__ = (
         "_abort_after_spool",
-        "_accel",
         "_answered_status",
         "_arrived_at",
         "_attached",
@@ -491,6 +500,7 @@ class _Forward:
         "_completed_at",
         "_conn",
         "_connecting",
+        "_discarding",
         "_done",
         "_drained",
         "_ending",
@@ -528,9 +538,9 @@ class _Forward:
         self._peer: Peer[UpstreamPool] | None = None
         self._tried: list[Peer[UpstreamPool]] = []
         self._balance_key: bytes | None = None  # (start() makes it)
-        # The upstream answered with an X-Accel-Redirect a static mount serves: its
-        # own body is read and dropped, its connection kept.
-        self._accel = False
+        # The upstream's body is read and dropped, its connection kept: it answered
+        # with an X-Accel-Redirect a static mount serves, or an error page replaces it.
+        self._discarding = False
         self._drained = 0  # bytes of its body dropped
         self._connecting: Deferred[ClientConnection] | None = None
         self._has_body = has_body = request.has_body
@@ -919,13 +929,21 @@ class _Forward:
                 # nginx's X-Accel-Redirect: the file in place of the upstream's body,
                 # which is read to its end (the connection stays in the pool) and
                 # dropped; the exchange is the static mount's from here.
-                self._accel = True
-                self._done = True
-                if not self._body_done:
-                    # Answered before the request body ended: the rest is not sent,
-                    # so the connection cannot be kept (nginx closes it too).
-                    self._drop_upstream()
+                self._discard_body()
                 serve_accel(self._exchange, proxy.accel, target, fields)
+                if recovered and proxy.waiting:
+                    proxy.dispatch()
+                return
+        if proxy.intercept_errors and status >= 400:
+            route = self._exchange.route
+            pages = route.error_pages if route is not None else None
+            if pages is not None and status in pages:
+                # nginx's proxy_intercept_errors: the host's page in place of the
+                # upstream's body, read to its end and dropped as above; the fields
+                # that belong to the status stay (nginx keeps WWW-Authenticate).
+                self._discard_body()
+                kept = [(name, value) for name, value in fields if name.lower() in _STATUS_FIELDS]
+                answer_error(self._exchange, status, b"", kept, pages)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return
@@ -933,14 +951,22 @@ class _Forward:
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
+    def _discard_body(self) -> None:
+        """Answer the client otherwise: the upstream's body is read and dropped."""
+        self._discarding = True
+        self._done = True
+        if not self._body_done:
+            # Answered before the request body ended: the rest is not sent, so the
+            # connection cannot be kept (nginx closes it too).
+            self._drop_upstream()
+
     def _retry_answer(self, status: int) -> bool:
         """The upstream answered ``status``, one of ``retry_statuses``: go on elsewhere?
 
         The request goes to an upstream not tried yet when it may be sent again
         (idempotent, its body held) and one can take it now (usable, not full); the
-        answer is then
-        dropped with its connection, which is closed mid-response (nginx closes it
-        too). A 5xx or 429 counts as a failure of the upstream (nginx counts those
+        answer is then dropped with its connection, which is closed mid-response
+        (nginx closes it too). A 5xx or 429 counts as a failure of the upstream (nginx counts those
         it retries on, not a 403 or 404, which say nothing of the upstream's health).
 
         Returns:
@@ -1007,7 +1033,7 @@ class _Forward:
         spool (response buffering); the client's response then ends when the spool
         is empty, and the upstream's connection is free at once.
         """
-        if self._accel:
+        if self._discarding:
             # The body itself is dropped; past ACCEL_DRAIN_LIMIT the connection goes
             # rather than hold its slot while a large body streams (nginx keeps it
             # only for a body already read).
@@ -1613,6 +1639,7 @@ def build_proxy(
         retry_statuses=options["retry_statuses"],
         retry_tries=options["retry_tries"],
         retry_timeout=options["retry_timeout"],
+        intercept_errors=options["proxy_intercept_errors"],
         name=mount.path,
         queue=options["queue"],
         queue_timeout=options["queue_timeout"],

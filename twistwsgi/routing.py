@@ -24,8 +24,9 @@ an application that crashed or timed out, an upstream that failed) all go out th
 that status (nginx's ``error_page``), with the status kept. The router puts the host's
 pages in the :class:`Route` it gives the handler, so the handler and everything behind
 it find them there; a request with no host (no match, no default) has none. Responses
-an application or an upstream makes itself are never replaced, as nginx passes them
-through unless ``proxy_intercept_errors`` or ``uwsgi_intercept_errors`` is on.
+an application or an upstream makes itself are not replaced, as nginx passes them
+through unless ``proxy_intercept_errors`` or ``uwsgi_intercept_errors`` is on (a
+proxy mount may turn the first on).
 
 A mount may carry its own request-body limit; :meth:`Router.body_limit` makes the
 same two steps for the protocol, which decides a 413 from the head, before the
