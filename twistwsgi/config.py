@@ -44,6 +44,7 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat, RequestTemplate
 from twistwsgi.proxy_cookies import parse_flags
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
+from twistwsgi.rewrite import RewriteRule, parse_rewrite
 
 __all__ = [
     "HOST_KEYS",
@@ -1144,6 +1145,18 @@ def _error_page(path: str) -> ErrorPage:
     return ErrorPage(path, content_type(path).encode("latin-1"), body)
 
 
+def _rewrites(value: Any) -> tuple[RewriteRule, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of rewrite lines, got {value!r}")
+    return tuple(parse_rewrite(_text(item)) for item in items)
+
+
+REWRITES = Kind(
+    "REWRITES",
+    _rewrites,
+    "a list of nginx rewrite lines, each 'REGEX REPLACEMENT permanent' or '... redirect'",
+)
 ERROR_PAGES = Kind(
     "PAGES",
     _error_pages,
@@ -1784,6 +1797,18 @@ HOST_KEYS: tuple[Setting, ...] = (
         None,
         "The private key of tls_certificate (PEM, without a passphrase); when left"
         " out, the key is read from the certificate's file.",
+        cli=False,
+    ),
+    Setting(
+        "rewrite",
+        REWRITES,
+        (),
+        "Redirects by regular expression, as nginx's rewrite lines in a server block"
+        " (without their semicolons), tried in order before the mounts: ['^/blog/\\d+/(.+)$"
+        " /articles/$1 permanent']. The expression is searched in the decoded path;"
+        " the replacement takes $1 to $9 and the request variables; the query is"
+        " appended unless the replacement ends with ?. permanent is a 301, redirect a"
+        " 302; nginx's internal rewrites (last, break) are refused.",
         cli=False,
     ),
     Setting(
@@ -2534,6 +2559,7 @@ class HostConfig:
         tls_client_certificate: the host's own CA file, or ``None`` for the server's.
         access_log: the host's own access log destination (a path, ``-`` or
             ``off``), or ``None`` for the server's.
+        rewrites: the host's redirects by regular expression, in order.
     """
 
     names: tuple[str, ...]
@@ -2547,6 +2573,7 @@ class HostConfig:
     tls_verify_client: str | None = None
     tls_client_certificate: str | None = None
     access_log: str | None = None
+    rewrites: tuple[RewriteRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -3118,6 +3145,7 @@ def _hosts(
                 parsed.get("tls_verify_client"),
                 parsed.get("tls_client_certificate"),
                 _log_destination(parsed.get("access_log"), base),
+                parsed.get("rewrite", ()),
             )
         )
     return tuple(hosts)

@@ -544,9 +544,49 @@ server's lingering close; a small body that came with the head keeps it), so an
 upload to a moved endpoint gets its `308` at once.
 A mount answers its own path and everything below it (`/old-blog` and
 `/old-blog/2019/x`). A name moved whole carries each path along in `$request_uri`;
-there is no regular-expression `rewrite` that would carry the part of a path below a
-moved prefix to its new one (`/old-blog/x` to `/blog/x`): an application or nginx's
-`rewrite` does that.
+to carry the part of a path below a moved prefix to its new one (`/old-blog/x` to
+`/blog/x`), use a host's `rewrite` lines (below).
+
+### Redirects by regular expression (`rewrite`)
+
+A host's `rewrite` takes nginx's `rewrite` lines as they are written in a `server`
+block, without their semicolons, one string each; they are tried in order before the
+host's mounts (after its `https_redirect` and client-certificate check), and the
+first that matches answers:
+
+```toml
+[[host]]
+names = ["example.com"]
+rewrite = [
+    '^/blog/\\d{4}/(.+)$ /articles/$1 permanent',     # nginx's line, without its ;
+    '^/old-blog(/.*)?$ /blog$1 permanent',
+    '^/shop/(.*)$ https://shop.example.com/$1 redirect',
+    '(?i)^/FAQ$ /help? permanent',                      # ? at the end: the query is dropped
+]
+```
+
+- The regular expression (Python's `re`, which reads the patterns nginx users write:
+  `^`, `$`, `\\d`, `(...)`, `(?i)` for case-insensitive) is searched in the request's
+  path as routing sees it: percent-decoded, dot-segments resolved (nginx's `$uri`).
+  In TOML, a `'...'` string keeps backslashes as written.
+- `permanent` answers `301`, `redirect` `302`; a replacement starting with `http://`,
+  `https://` or `$scheme` may leave the flag out (a `302`, as nginx). nginx's other
+  forms rewrite the request inside the server (`last`, `break`, or a path without a
+  flag) and are refused when the configuration is loaded: here a path is served by a
+  mount, so point the client at the new path instead, or let the application map it.
+- The replacement takes `$1` to `$9` (a group that did not take part in the match is
+  empty) and the variables of `return` (`$scheme`, `$host`, `$args`, ...). A group
+  comes from the decoded path, so the bytes a path may not hold are percent-encoded
+  again (`%3F` stays `%3F`, a space is `%20`, `é` is `%C3%A9`); variables are encoded
+  as in `return`'s `Location`.
+- The request's query is appended, after `?`, or after `&` when the replacement has a
+  `?` of its own (`/find?q=$1`); a replacement ending in `?` drops it. Both as nginx.
+- Like `return`, the redirect is answered from the request's head with a short
+  `text/plain` body, its body unread (no `max_body` refuses it first).
+
+A line that does not read (the syntax, a pattern that does not compile, `$3` for a
+pattern with two groups, an unknown variable) is a start-up error naming
+`host[N].rewrite`; `--check-config` lists each host's lines.
 
 ## Errors
 

@@ -55,6 +55,7 @@ from twistwsgi.http.exchange import Handler
 from twistwsgi.http.request import UNREAD_BODY, ErrorPages
 from twistwsgi.http.rules import RequestError, unquote_path
 from twistwsgi.redirect import HttpsRedirect
+from twistwsgi.rewrite import RewriteRedirects
 from twistwsgi.routing import (
     ClientCertificateCheck,
     HostGuard,
@@ -170,7 +171,9 @@ class SiteBuilder:
         )
         self._limits = self._building_limits
         guarded = any(
-            host.https_redirect is not None or host_verification(host, config)[0] != "off"
+            host.https_redirect is not None
+            or host_verification(host, config)[0] != "off"
+            or host.rewrites
             for host in config.hosts
         )
         logged = any(
@@ -639,6 +642,9 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
     )
     if checking is not None:
         guards.append(checking)
+    if host.rewrites:
+        # After the two above: a redirect goes to a client that may have the URL.
+        guards.append(RewriteRedirects(host.rewrites, TrustedProxies(config.trusted_proxies)))
     if len(guards) > 1:
         return HostGuards(guards)
     return guards[0] if guards else None
@@ -786,6 +792,9 @@ def describe_routing(config: ServerConfig) -> str:
         if host.https_redirect is not None:
             port = "" if host.https_redirect == 443 else f":{host.https_redirect}"
             lines.append(f"  requests not over TLS: redirected to https://HOST{port}/...")
+        lines.extend(f"  rewrite {rule}" for rule in host.rewrites)
+        if host.access_log is not None:
+            lines.append(f"  access log: {host.access_log}")
         lines.extend(_error_page_lines(host))
         for mount in sorted(host.mounts, key=lambda m: len(m.prefix), reverse=True):
             target = mount.target
