@@ -622,6 +622,36 @@ def test_check_config_does_not_create_the_access_log(
     assert not log.exists()
 
 
+def test_check_config_checks_the_hosts_logs_without_creating_them(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A host's and a mount's own access logs are checked as the server's is: a file a
+    start could open is not made; one it could not is the one-line error naming it.
+    """
+    site = tmp_path / "site.toml"
+    text = (
+        '[[host]]\nnames = ["a.example"]\naccess_log = "a.log"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\naccess_log = "m.log"\n'
+    )
+    site.write_text(text)
+    with pytest.raises(SystemExit) as raised:
+        make("--config", str(site), "--check-config")
+    assert raised.value.code == 0
+    assert not (tmp_path / "a.log").exists() and not (tmp_path / "m.log").exists()
+    capfd.readouterr()
+    site.write_text(text.replace('"m.log"', '"missing/m.log"'))
+    with pytest.raises(SystemExit) as raised:
+        make("--config", str(site), "--check-config")
+    assert raised.value.code == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1
+    assert "site.toml: host[0].mount[0].access_log: cannot open" in err and "no directory" in err
+    site.write_text(text.replace('"a.log"', '"missing/a.log"'))
+    with pytest.raises(SystemExit) as raised:
+        make("--config", str(site), "--check-config")
+    assert "site.toml: host[0].access_log: cannot open" in capfd.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("where", "problem"),
     [

@@ -204,7 +204,6 @@ def test_reload_moves_a_hosts_log_and_reopens_the_others(tmp_path: Path) -> None
     assert str(tmp_path / "a.log") in open_paths()
     (tmp_path / "site.toml").write_text(SITE.replace('"a.log"', '"a2.log"'))
     assert service.reload(cli.load_config(given))
-    assert str(tmp_path / "a.log") not in open_paths()
     get(service, b"a.example", b"/2")
     get(service, b"a.example", b"/static/app.css")
     (tmp_path / "logs" / "static.log").rename(tmp_path / "logs" / "static.log.1")
@@ -213,6 +212,7 @@ def test_reload_moves_a_hosts_log_and_reopens_the_others(tmp_path: Path) -> None
     service.stopService()
     assert requests(tmp_path / "a.log") == ["GET /1 HTTP/1.1 200"]
     assert requests(tmp_path / "a2.log") == ["GET /2 HTTP/1.1 200"]
+    assert str(tmp_path / "a.log") not in open_paths()
     assert requests(tmp_path / "logs" / "static.log.1") == ["GET /static/app.css HTTP/1.1 200"]
     assert requests(tmp_path / "logs" / "static.log") == ["GET /static/app.css?again HTTP/1.1 200"]
 
@@ -303,3 +303,83 @@ def test_a_log_of_one_host_or_one_mount_alone_is_used(tmp_path: Path, level: str
     get(service, b"a.example", b"/x")
     service.stopService()
     assert (tmp_path / "own.log").read_text() == "/x\n"
+
+
+def test_a_request_in_flight_across_a_reload_logs_where_it_was_routed(tmp_path: Path) -> None:
+    """A request waiting on its upstream when a reload names another file (or off)
+    for its host is logged in the file it was routed to, kept open until the next
+    reload closes it.
+    """
+    text = SITE.replace(
+        'path = "/"\napp = "tests.apps:hello"', 'path = "/"\nproxy = "http://u:9"', 1
+    )
+    given = site(tmp_path, text)
+    service = serve(given)
+    protocol: Any = service.factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(b"GET /slow HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    (tmp_path / "site.toml").write_text(text.replace('"a.log"', '"off"'))
+    assert service.reload(cli.load_config(given))
+    assert str(tmp_path / "a.log") in open_paths()
+    protocol.connectionLost(Failure(ConnectionDone()))  # the client gives up: 499
+    assert requests(tmp_path / "a.log") == ["GET /slow HTTP/1.1 499"]
+    assert service.reload(cli.load_config(given))
+    assert str(tmp_path / "a.log") not in open_paths()
+    service.stopService()
+
+
+def test_a_refusal_naming_no_host_goes_to_the_servers_log_not_the_defaults(
+    tmp_path: Path,
+) -> None:
+    text = SITE.replace('names = ["a.example"]', 'names = ["a.example"]\ndefault = true')
+    text = text.replace("default = true\n[[host.mount]]", "[[host.mount]]", 1)  # (b's)
+    service = serve(site(tmp_path, text))
+    send(service, b"GET /\x00 HTTP/1.1\r\n\r\n")
+    service.stopService()
+    assert requests(tmp_path / "a.log") == []
+    assert [line.split()[-1] for line in requests(tmp_path / "server.log")] == ["400"]
+
+
+def test_a_refusal_under_a_static_mount_passing_misses_on_logs_as_its_limit_says(
+    tmp_path: Path,
+) -> None:
+    """The body limit of a static mount's misses is the mount they go to: so is the
+    log of the 413 it decides.
+    """
+    text = """
+[[host]]
+names = ["a.example"]
+access_log = "site.log"
+[[host.mount]]
+path = "/"
+static = "static"
+fallthrough = true
+[[host.mount]]
+path = "/"
+app = "tests.apps:hello"
+access_log = "app.log"
+max_body = "10"
+"""
+    service = serve(site(tmp_path, text))
+    send(service, b"POST /up HTTP/1.1\r\nHost: a.example\r\nContent-Length: 99\r\n\r\n")
+    service.stopService()
+    assert requests(tmp_path / "app.log") == ["POST /up HTTP/1.1 413"]
+    assert requests(tmp_path / "site.log") == []
+
+
+def test_a_reload_changing_the_servers_log_reopens_the_hosts_too(tmp_path: Path) -> None:
+    given = site(tmp_path)
+    service = serve(given)
+    get(service, b"a.example", b"/1")
+    (tmp_path / "a.log").rename(tmp_path / "a.log.1")
+    (tmp_path / "site.toml").write_text(SITE.replace('"server.log"', '"server2.log"'))
+    assert service.reload(cli.load_config(given))
+    get(service, b"a.example", b"/2")
+    service.stopService()
+    assert requests(tmp_path / "a.log.1") == ["GET /1 HTTP/1.1 200"]
+    assert requests(tmp_path / "a.log") == ["GET /2 HTTP/1.1 200"]
+
+
+def test_two_spellings_of_one_file_are_one_log(tmp_path: Path) -> None:
+    config = cli.load_config(site(tmp_path, SITE.replace('"a.log"', '"./logs/../a.log"')))
+    assert config.hosts[0].access_log == str(tmp_path / "a.log")

@@ -204,6 +204,8 @@ class AccessLogFiles:
         self._logs: dict[str, AccessLog] = {}
         self._named: set[str] = set()  # the destinations of the build under way
         self._before: set[str] = set()  # those open when it began
+        # Those the serving table no longer names, kept for the exchanges in flight.
+        self._retired: list[AccessLog] = []
 
     def begin(self) -> None:
         """A routing table is being built: the destinations it names are noted."""
@@ -233,14 +235,21 @@ class AccessLogFiles:
         return log
 
     def settle(self) -> None:
-        """The table being built now serves: close the logs it does not name.
+        """The table being built now serves: retire the logs it does not name.
 
-        Exchanges routed by the table before still end: their lines go to the server
-        log (a closed :class:`AccessLog` writes there) rather than being lost.
+        A retired log stays open until the next table serves (or :meth:`close`), so
+        the exchanges the old table routed, still in flight (a download, a
+        WebSocket), write their lines where their request was to be logged. One
+        still in flight after two reloads writes to the server log (a closed
+        :class:`AccessLog` writes there).
         """
-        for destination in list(self._logs):
-            if destination not in self._named:
-                self._logs.pop(destination).close()
+        for log in self._retired:
+            log.close()
+        self._retired = [
+            self._logs.pop(destination)
+            for destination in list(self._logs)
+            if destination not in self._named
+        ]
 
     def set_format(self, log_format: LogFormat | None) -> None:
         """Write every line with ``log_format`` from now on (a reload)."""
@@ -263,6 +272,7 @@ class AccessLogFiles:
 
     def close(self) -> None:
         """Close every file."""
-        for log in self._logs.values():
+        for log in [*self._logs.values(), *self._retired]:
             log.close()
         self._logs.clear()
+        self._retired = []

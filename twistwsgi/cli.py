@@ -869,15 +869,33 @@ def check_mounts(
     """Build the mounts of ``config`` (importing its applications) and let them go.
 
     What ``--check-config`` checks besides the endpoints; nothing is written (the
-    access log file is only checked to be writable). Exits with status 2 and one
+    access log files, the server's and the hosts' and mounts', are only checked to
+    be writable). Exits with status 2 and one
     line naming the problem.
     """
     problem = _access_log_problem(config.access_log)
     if problem:
         exit_with_error(f"{config.source('access_log')}: {problem}")
+    hosts = []
+    for host in config.hosts:
+        # The hosts' and mounts' own logs, checked alike and then left unopened.
+        problem = _access_log_problem(host.access_log)
+        if problem:
+            exit_with_error(f"{host.where}.access_log: {problem}")
+        mounts = []
+        for mount in host.mounts:
+            problem = _access_log_problem(mount.options.get("access_log"))
+            if problem:
+                exit_with_error(f"{mount.where}.access_log: {problem}")
+            own_log = mount.options.get("access_log") is not None
+            options = {**mount.options, "access_log": "off"} if own_log else mount.options
+            mounts.append(replace(mount, options=options))
+        hosts.append(replace(host, access_log=None, mounts=tuple(mounts)))
     try:
         service = make_service(
-            replace(config, access_log="off"), reactor=reactor, endpoints=endpoints
+            replace(config, access_log="off", hosts=tuple(hosts)),
+            reactor=reactor,
+            endpoints=endpoints,
         )
     except ConfigError as error:
         exit_with_error(str(error))

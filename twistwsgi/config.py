@@ -3153,9 +3153,10 @@ def _hosts(
 
 def _log_destination(value: str | None, base: str | None) -> str | None:
     """An access log destination of the file, its relative path read from ``base``."""
-    if value is None or value in ("-", "off") or base is None:
+    if value is None or value in ("-", "off"):
         return value
-    return os.path.join(base, os.path.expanduser(value))
+    # Normalised, so two spellings of one file are one log.
+    return os.path.normpath(os.path.join(base or "", os.path.expanduser(value)))
 
 
 def _https_port(choice: str | int, where: str, listen: Sequence[str]) -> int | None:

@@ -247,6 +247,10 @@ class Mount(Generic[T]):
         gzip: how responses under the prefix are compressed, if they are.
         access_log: the access log of requests under the prefix, if not the server's
             (the mount's own, or its host's).
+        refusal_log: the access log of the requests the protocol refuses under the
+            prefix (a body over the limit), if not the server's: ``access_log``, but
+            for a static mount passing its misses on, the log of the mount they go
+            to, whose body limit applies.
     """
 
     prefix: bytes
@@ -255,6 +259,7 @@ class Mount(Generic[T]):
     headers: tuple[tuple[bytes, bytes], ...] = ()
     gzip: GzipSettings | None = None
     access_log: Callable[[Any], None] | None = None
+    refusal_log: Callable[[Any], None] | None = None
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -582,6 +587,11 @@ class Router:
         :meth:`error_pages_for` finds the host (nginx logs a refusal in the
         ``server`` block that answered it).
         """
+        if isinstance(request, PartialRequest) and not (
+            absolute_authority(request.target)
+            or any(name.lower() == b"host" for name, _ in request.headers)
+        ):
+            return None  # refused before it named a host: no host's log is its
         mounts = self._host_of(request)
         if mounts is None:
             return None
@@ -589,7 +599,7 @@ class Router:
             path = remove_dot_segments(request.decoded_path)
             mount = mounts.lookup(path) if path is not None else None
             if mount is not None:
-                return mount.access_log
+                return mount.refusal_log
         return mounts.access_log
 
     def handle(self, exchange: Exchange) -> None:

@@ -519,6 +519,7 @@ class ServerService(Service):
         self._graceful_timeout = config.graceful_timeout
         if old is not None and old.access_log != config.access_log:
             config = self._switch_access_log(old, config, log_format)
+            self._reopen_site_logs()  # (logrotate's SIGHUP, whatever else changed)
         else:
             self.reopen_access_log()
         if self._access_log is not None:
@@ -535,14 +536,7 @@ class ServerService(Service):
         to the open file and one log line says why: SIGHUP must never break the
         running server.
         """
-        if self._site_builder is not None:
-            for destination, error in self._site_builder.access_logs.reopen():
-                _log.error(
-                    "Cannot reopen the access log {path!r}, still writing to the open"
-                    " file: {error}",
-                    path=destination,
-                    error=error.strerror or str(error),
-                )
+        self._reopen_site_logs()
         if self._access_log is None:
             return
         try:
@@ -554,6 +548,17 @@ class ServerService(Service):
                 "Cannot reopen the access log, still writing to the open file: {error}",
                 error=error.strerror or str(error),
             )
+
+    def _reopen_site_logs(self) -> None:
+        """Reopen the hosts' and mounts' own access logs (see :meth:`reopen_access_log`)."""
+        if self._site_builder is not None:
+            for destination, error in self._site_builder.access_logs.reopen():
+                _log.error(
+                    "Cannot reopen the access log {path!r}, still writing to the open"
+                    " file: {error}",
+                    path=destination,
+                    error=error.strerror or str(error),
+                )
 
     def _set_response_log(self) -> None:
         """Give ended exchanges to the access log(s) and metrics now configured."""

@@ -386,6 +386,7 @@ class SiteBuilder:
                 if other.prefix == mount.prefix:
                     partners.add(other_index)
         limits: list[int | None] = []
+        refusal_logs = []
         for start in range(len(host.mounts)):
             # Along the chain of static mounts passing misses on, to where it ends
             # (each passes to a shorter prefix, or to its partner at the same one).
@@ -394,6 +395,7 @@ class SiteBuilder:
                 end = passes_to[end]
                 seen.add(end)
             limits.append(_body_limit(host.mounts[end]))
+            refusal_logs.append(logs[end])  # (a refusal is of the limit's mount)
         return [
             Mount(
                 mount.prefix,
@@ -402,6 +404,7 @@ class SiteBuilder:
                 _added_fields(mount),
                 _route_gzip(mount, config),
                 logs[index],
+                refusal_logs[index],
             )
             for index, mount in enumerate(host.mounts)
             if index not in partners
