@@ -3767,3 +3767,62 @@ def test_the_page_is_noted_with_the_upstreams_status() -> None:
     setup.endpoint().last.respond(b"HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n")
     one_response(client)
     assert [(entry.status, upstream_notes(entry)[1]) for entry in logged] == [(503, "503")]
+
+
+@pytest.mark.parametrize(
+    ("status", "field"),
+    [
+        (426, b"Upgrade: TLS/1.2, HTTP/1.1"),
+        (407, b"Proxy-Authenticate: Basic realm=x"),
+        (416, b"Content-Range: bytes */100"),
+        (405, b"Allow: GET, HEAD"),
+    ],
+)
+def test_the_fields_of_the_status_stay_with_the_page(status: int, field: bytes) -> None:
+    """RFC 9110 has these sent with their statuses (a 426 MUST name its protocols)."""
+    page = ErrorPage("e.html", b"text/html", b"<h1>error</h1>\n")
+    setup = make_proxy(routed=True, error_pages={status: page}, proxy_intercept_errors=True)
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 %d X\r\n%b\r\nContent-Length: 0\r\n\r\n" % (status, field)
+    )
+    response = one_response(client)
+    name, value = field.split(b": ", 1)
+    assert (response.body, response.header(name.lower())) == (page.body, value)
+
+
+def test_an_error_with_x_accel_redirect_gets_the_page_as_in_nginx(tmp_path: Path) -> None:
+    """The error is intercepted before X-Accel-Redirect is looked at, as in nginx."""
+    root = tmp_path / "protected"
+    root.mkdir()
+    (root / "f").write_bytes(b"FILE")
+    setup = intercepting()
+    options = {**default_options("static"), "internal": True}
+    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=setup.clock.seconds)
+    mount = MountConfig("/protected", "static", str(root), options, "s")
+    setup.handler.accel = _accel_resolver([(mount, static)])
+    client = setup.client()
+    client.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 503 No\r\nX-Accel-Redirect: /protected/f\r\nContent-Length: 0\r\n\r\n"
+    )
+    response = one_response(client)
+    assert (response.status, response.body) == (503, MAINTENANCE.body)
+
+
+def test_a_slot_others_wait_for_is_not_held_to_drain_an_error_body() -> None:
+    """With requests waiting for the upstream (max_conns), its connection is closed
+    rather than read to the end of a body nobody reads: the next request goes now.
+    """
+    setup = intercepting(max_conns=1)
+    first, second = setup.client(), setup.client()
+    first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    second.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(setup.handler.waiting) == 1
+    upstream = setup.endpoint().last
+    upstream.respond(b"HTTP/1.1 503 No\r\nContent-Length: 1000\r\n\r\nxx")
+    assert one_response(first).body == MAINTENANCE.body
+    assert upstream.closed()
+    setup.endpoint().last.respond(OK)
+    assert one_response(second).body == b"ok"

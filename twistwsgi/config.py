@@ -1832,7 +1832,7 @@ HOST_KEYS: tuple[Setting, ...] = (
         " mount, a static mount's 403/404/405, the mounts' 401/403/429, an"
         " application's crash 500, thread queue 503 and app_timeout 504, a proxy"
         " mount's 502/503/504); an application's or upstream's own responses pass"
-        " through unchanged, but for a proxy mount's with proxy_intercept_errors. Each"
+        " through unchanged, unless a proxy mount has proxy_intercept_errors. Each"
         " file (at most 1 MiB) is read at start and on SIGHUP.",
         cli=False,
     ),
@@ -2270,8 +2270,10 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "Send the host's error page (error_pages) in place of an upstream's 4xx"
                 " or 5xx answer for whose status it has one (nginx's"
                 " proxy_intercept_errors): the status stays, the upstream's body is"
-                " dropped, and of its fields WWW-Authenticate, Allow and Retry-After are"
-                " kept. A maintenance page while the application answers 503, say.",
+                " dropped, and of its fields those of the status are kept"
+                " (WWW-Authenticate, Proxy-Authenticate, Allow, Retry-After,"
+                " Content-Range, a 426's Upgrade). A maintenance page while the"
+                " application answers 503, say.",
             ),
             (
                 "proxy_cookie_flags",

@@ -182,8 +182,18 @@ ACCEL_DRAIN_LIMIT = 64 * 1024
 _OVERLOADED = b"Service Unavailable: the upstream servers are busy, try again later\n"
 
 #: The upstream's fields an error page sent in place of its answer keeps: they belong
-#: to the status (RFC 9110 11.6.1, 10.2.1, 10.2.3), not to the body it replaces.
-_STATUS_FIELDS = frozenset({b"www-authenticate", b"allow", b"retry-after"})
+#: to the status (RFC 9110 11.6.1, 11.7.1, 10.2.1, 10.2.3, 14.4, 15.5.22), not to the
+#: body it replaces (an Upgrade is left by response_fields on a 426 only).
+_STATUS_FIELDS = frozenset(
+    {
+        b"www-authenticate",
+        b"proxy-authenticate",
+        b"allow",
+        b"retry-after",
+        b"content-range",
+        b"upgrade",
+    }
+)
 
 
 class ProxyHandler:
@@ -923,27 +933,28 @@ class _Forward:
             proxy.redirects.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
         if proxy.cookies is not None:
             proxy.cookies.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
-        if proxy.accel is not None:
-            target = _accel_redirect(headers)  # (as sent, whatever is hidden)
-            if target is not None:
-                # nginx's X-Accel-Redirect: the file in place of the upstream's body,
-                # which is read to its end (the connection stays in the pool) and
-                # dropped; the exchange is the static mount's from here.
-                self._discard_body()
-                serve_accel(self._exchange, proxy.accel, target, fields)
-                if recovered and proxy.waiting:
-                    proxy.dispatch()
-                return
         if proxy.intercept_errors and status >= 400:
             route = self._exchange.route
             pages = route.error_pages if route is not None else None
             if pages is not None and status in pages:
                 # nginx's proxy_intercept_errors: the host's page in place of the
-                # upstream's body, read to its end and dropped as above; the fields
+                # upstream's body, read to its end and dropped (below); the fields
                 # that belong to the status stay (nginx keeps WWW-Authenticate).
                 self._discard_body()
                 kept = [(name, value) for name, value in fields if name.lower() in _STATUS_FIELDS]
                 answer_error(self._exchange, status, b"", kept, pages)
+                if recovered and proxy.waiting:
+                    proxy.dispatch()
+                return
+        if proxy.accel is not None:
+            target = _accel_redirect(headers)  # (as sent, whatever is hidden)
+            if target is not None:
+                # nginx's X-Accel-Redirect: the file in place of the upstream's body,
+                # which is read to its end (the connection stays in the pool) and
+                # dropped; the exchange is the static mount's from here. After the
+                # error pages, as nginx handles X-Accel-Redirect after them.
+                self._discard_body()
+                serve_accel(self._exchange, proxy.accel, target, fields)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return
@@ -1041,7 +1052,9 @@ class _Forward:
             if complete:
                 self._conn = None
                 self._release()
-            elif self._drained > ACCEL_DRAIN_LIMIT:
+            elif self._drained > ACCEL_DRAIN_LIMIT or self._proxy.waiting:
+                # (Or requests wait for the slot: they get it now rather than after
+                # a body nobody reads.)
                 self._drop_upstream()
             return
         exchange = self._exchange
