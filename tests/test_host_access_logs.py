@@ -383,3 +383,10 @@ def test_a_reload_changing_the_servers_log_reopens_the_hosts_too(tmp_path: Path)
 def test_two_spellings_of_one_file_are_one_log(tmp_path: Path) -> None:
     config = cli.load_config(site(tmp_path, SITE.replace('"a.log"', '"./logs/../a.log"')))
     assert config.hosts[0].access_log == str(tmp_path / "a.log")
+
+
+def test_check_config_names_each_hosts_log(tmp_path: Path) -> None:
+    from twistwsgi.site import describe_routing
+
+    described = describe_routing(cli.load_config(site(tmp_path)))
+    assert f"  access log: {tmp_path / 'a.log'}" in described

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
 
 from twistwsgi import cli
 from twistwsgi.config import ConfigError
@@ -21,7 +22,7 @@ from twistwsgi.http.request import RequestHead
 from twistwsgi.rewrite import RewriteRedirects, RewriteRule, parse_rewrite
 from twistwsgi.service import ServerService, make_service
 from twistwsgi.site import describe_routing
-from twistwsgi.testing import parse_responses, request_head
+from twistwsgi.testing import capture_log_events, parse_responses, request_head
 
 NOBODY = TrustedProxies(())
 
@@ -30,9 +31,9 @@ def head(target: bytes, host: bytes = b"shop.example", scheme: str = "https") ->
     return request_head(target, host=host, scheme=scheme)
 
 
-def target(lines: list[str], request_target: bytes, **options: object) -> tuple[int, bytes] | None:
+def target(lines: list[str], request_target: bytes) -> tuple[int, bytes] | str | None:
     redirects = RewriteRedirects([parse_rewrite(line) for line in lines], NOBODY)
-    return redirects.target(head(request_target, **options))  # type: ignore[arg-type]
+    return redirects.target(head(request_target))
 
 
 @pytest.mark.parametrize(
@@ -79,6 +80,30 @@ def target(lines: list[str], request_target: bytes, **options: object) -> tuple[
         (r"^/blog/ /articles/ permanent", b"/news", None),
         # Above the root: the router's 404, no redirect.
         (r"^ /x permanent", b"/../x", None),
+        # Runs of slashes are one, as in nginx's $uri: // cannot step around a line
+        # nor make a Location another site's.
+        (r"^/blog/(.*)$ /articles/$1 permanent", b"//blog//x", (301, b"/articles/x")),
+        (r"^/(.*)/$ /$1 permanent", b"//evil.example/", (301, b"/evil.example")),
+        (r"^/(.*)/$ /$1 permanent", b"/%2Fevil.example/", (301, b"/evil.example")),
+        (r"^/go(/.*)$ /$1 redirect", b"/go/evil.example", (302, b"/%2Fevil.example")),
+        # In the query a group cannot add arguments (nginx escapes & + ; there).
+        (
+            r"^/search/(.+)$ /find?q=$1 redirect",
+            b"/search/a%26admin%3D1",
+            (302, b"/find?q=a%26admin=1"),
+        ),
+        (r"^/search/(.+)$ /find?q=$1 redirect", b"/search/c%2B%2B", (302, b"/find?q=c%2B%2B")),
+        (r"^/p/(.+)$ /q/$1 redirect", b"/p/a&b+c", (302, b"/q/a&b+c")),  # (in the path: kept)
+        # PCRE's syntax: named groups ($name, ${name}), POSIX classes, quoted words.
+        (
+            r"^/item/(?<id>[[:digit:]]+)$ /items/${id}/$id permanent",
+            b"/item/42",
+            (301, b"/items/42/42"),
+        ),
+        (r'"^/blog/\d{4}/(.+)$" /articles/$1 permanent', b"/blog/2019/x", (301, b"/articles/x")),
+        (r"'^/a b$' /ab permanent", b"/a%20b", (301, b"/ab")),
+        # A URL redirects whatever last or break say, as in nginx.
+        (r"^/a(.*) https://x.example$1 last", b"/a/x", (302, b"https://x.example/x")),
     ],
 )
 def test_a_line_redirects_as_nginx_would(
@@ -103,8 +128,47 @@ def test_a_location_holds_only_uri_characters(path: bytes) -> None:
     found = target([r"(?s)^/(.*)$ /to/$1 redirect"], b"/" + quote_from_bytes(path).encode())
     if found is None:
         return  # (a path with dot-segments above the root)
+    assert isinstance(found, tuple)
     _, location = found
     assert all(0x21 <= byte <= 0x7E and byte not in b'"<>\\^`{|}' for byte in location)
+
+
+def test_options_star_is_not_rewritten() -> None:
+    redirects = RewriteRedirects([parse_rewrite(r"^(.*)$ https://new.example$1 permanent")], NOBODY)
+    star = request_head(b"*", method=b"OPTIONS")
+    assert redirects.target(star) is None
+    assert not redirects.answers(star)
+
+
+def test_a_line_that_backtracks_too_long_is_cut_off_and_answered_500() -> None:
+    """A path made to backtrack a line for minutes costs TIME_LIMIT, once per
+    request (the body limit's question and the answer share it), then a 500 and a
+    log line naming the line.
+    """
+    # Each extra "a" multiplies the ways to try (by about 1.6): far past the limit.
+    line = parse_rewrite(r"^/(a|aa)+$ /p/$1 permanent")
+    redirects = RewriteRedirects([line], NOBODY)
+    request = head(b"/" + b"a" * 60 + b"!")
+    with capture_log_events() as events:
+        assert redirects.answers(request)
+        assert redirects.target(request) == "timed out"
+    (logged,) = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.rewrite"]
+    assert logged.startswith("Rewrite line ^/(a|aa)+$ took over 0.05s on a path of 62 bytes")
+
+
+def test_without_the_regex_package_lines_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def missing(name: str, *args: Any) -> Any:
+        if name == "regex":
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(ValueError, match=r"pip install 'twistwsgi\[rewrite\]'"):
+        parse_rewrite("^/a /b permanent")
 
 
 def test_the_first_line_that_matches_answers() -> None:
@@ -125,6 +189,8 @@ def test_the_first_line_that_matches_answers() -> None:
         (r"^/(a /b permanent", "'^/(a' is not a regular expression"),
         (r"^/(a)$ /b/$2 permanent", "uses $2, but '^/(a)$' has 1 group(s)"),
         (r"^/a /b/$bogus permanent", "unknown variable $bogus"),
+        (r'"^/a /b permanent', "a quote is not closed"),
+        (r'"^/a"x /b permanent', "a space must follow a closing quote"),
     ],
 )
 def test_lines_that_cannot_be_read_are_refused(line: str, message: str) -> None:
@@ -137,6 +203,10 @@ def test_a_rule_reads_back_as_written() -> None:
     rule = parse_rewrite(r"^/x$  https://y.example/  ")
     assert rule == RewriteRule("^/x$", "https://y.example/", 302)
     assert str(rule) == "^/x$ https://y.example/ redirect"
+    quoted = parse_rewrite(r'"^/a\d{2} b$" /c permanent')
+    assert quoted.pattern == r"^/a\d{2} b$"
+    assert str(quoted) == r'"^/a\\d{2} b$" /c permanent'
+    assert parse_rewrite(str(quoted)) == quoted
 
 
 # -- through the router ------------------------------------------------------------------
@@ -212,3 +282,16 @@ def test_a_line_that_cannot_be_read_names_its_key(tmp_path: Path) -> None:
         serve(tmp_path, SITE.replace("permanent'", "last'"))
     assert str(caught.value).startswith("site.toml: host[0].rewrite: ")
     assert "rewrites the request inside the server" in str(caught.value)
+
+
+def test_a_request_whose_lines_run_out_of_time_gets_500(tmp_path: Path) -> None:
+    text = SITE.replace("rewrite = [", "rewrite = [\n    '^/(a|aa)+$ /p/$1 permanent',")
+    service, _ = serve(tmp_path, text)
+    target = b"/" + b"a" * 60 + b"!"
+    (response,) = exchange(
+        service, b"GET " + target + b" HTTP/1.1\r\nHost: shop.example\r\n\r\n", [b"GET"]
+    )
+    assert (response.status, response.body) == (
+        500,
+        b"Internal Server Error: the address could not be rewritten\n",
+    )
