@@ -939,7 +939,8 @@ class _Forward:
             if pages is not None and status in pages:
                 # nginx's proxy_intercept_errors: the host's page in place of the
                 # upstream's body, read to its end and dropped (below); the fields
-                # that belong to the status stay (nginx keeps WWW-Authenticate).
+                # that belong to the status stay (nginx keeps a 401's
+                # WWW-Authenticate only).
                 self._discard_body()
                 kept = [(name, value) for name, value in fields if name.lower() in _STATUS_FIELDS]
                 answer_error(self._exchange, status, b"", kept, pages)
@@ -977,8 +978,9 @@ class _Forward:
         The request goes to an upstream not tried yet when it may be sent again
         (idempotent, its body held) and one can take it now (usable, not full); the
         answer is then dropped with its connection, which is closed mid-response
-        (nginx closes it too). A 5xx or 429 counts as a failure of the upstream (nginx counts those
-        it retries on, not a 403 or 404, which say nothing of the upstream's health).
+        (nginx closes it too). A 5xx or 429 counts as a failure of the upstream
+        (nginx counts those it retries on, not a 403 or 404, which say nothing of
+        the upstream's health).
 
         Returns:
             Whether it went on; if not, the answer is relayed as any other.
