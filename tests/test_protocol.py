@@ -259,13 +259,37 @@ def test_a_long_pipeline_answered_at_once_is_answered_whole() -> None:
     every one gets its response, in order (dispatch loops; it does not recurse).
     """
     echo = Echo()
-    connection = open_connection(echo)
+    connection = open_connection(echo, keepalive_requests=0)  # (more than 1000)
     count = 2500
     burst = b"".join(get(b"%d" % number) for number in range(count))
     connection.send(burst)
     responses = parse_responses(connection.take())
     assert [r.body for r in responses] == [b"/%d" % number for number in range(count)]
     assert connection.transport.producerState == "producing"
+    assert not connection.is_closed()
+
+
+def test_keepalive_requests_closes_the_connection_after_the_last() -> None:
+    """As nginx's keepalive_requests: the last request a connection serves is answered
+    with Connection: close and the connection closes; a request pipelined behind it
+    gets no answer (the client sends it again on a new connection).
+    """
+    connection = open_connection(Echo(), keepalive_requests=3)
+    connection.send(get(b"1") + get(b"2"))
+    first, second = parse_responses(connection.take())
+    assert first.header(b"connection") is second.header(b"connection") is None
+    assert not connection.is_closed()
+    connection.send(get(b"3") + get(b"4"))
+    (third,) = parse_responses(connection.take())
+    assert (third.body, third.header(b"connection")) == (b"/3", b"close")
+    assert connection.is_closed()
+
+
+@pytest.mark.parametrize("limit", [0, 1000])
+def test_keepalive_requests_zero_is_no_limit(limit: int) -> None:
+    connection = open_connection(Echo(), keepalive_requests=limit)
+    connection.send(b"".join(get(b"%d" % number) for number in range(999)))
+    assert len(parse_responses(connection.take())) == 999
     assert not connection.is_closed()
 
 

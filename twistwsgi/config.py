@@ -1585,6 +1585,15 @@ SETTINGS: tuple[Setting, ...] = (
         " response says Connection: close).",
     ),
     Setting(
+        "keepalive_requests",
+        INT,
+        _DEFAULT_HTTP.keepalive_requests,
+        "Requests one connection serves before it is closed (nginx's"
+        " keepalive_requests, whose default this is; 0: no limit): the last gets"
+        " Connection: close. Bounds what one connection holds for ever, and lets the"
+        " clients behind a load balancer spread again over its servers.",
+    ),
+    Setting(
         "header_timeout",
         DURATION,
         _DEFAULT_HTTP.header_timeout,

@@ -559,6 +559,7 @@ class HTTP11Protocol(Protocol):
         self._write_paused = False
         self._response_producer: IPushProducer | None = None
         self._close_when_idle = False
+        self._requests = 0  # heads accepted on this connection (keepalive_requests)
         self._closed = False
         self._dropped = False  # the server itself dropped the connection (abort)
         self._scheme = "http"
@@ -1362,6 +1363,12 @@ class HTTP11Protocol(Protocol):
         if keep_alive and not self._settings.keepalive_timeout:
             # keepalive_timeout 0 turns persistence off (as nginx's does): say so in
             # the response, so no client tries to reuse the connection (RFC 9112 9.6).
+            keep_alive = False
+        self._requests += 1
+        most = self._settings.keepalive_requests
+        if most and self._requests >= most:
+            # keepalive_requests: the last this connection serves says so (RFC 9112
+            # 9.6); what a client pipelined behind it is not answered, as nginx's.
             keep_alive = False
         if not self._certificate_read:
             self._read_client_certificate()

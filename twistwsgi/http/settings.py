@@ -27,6 +27,9 @@ class HttpSettings:
         max_body: largest request body in bytes, ``0`` for no limit; larger is 413,
             decided from Content-Length before any of the body is read.
         keepalive_timeout: seconds an idle persistent connection is kept open.
+        keepalive_requests: requests one connection serves, ``0`` for no limit; the
+            last is answered with ``Connection: close`` (nginx's
+            ``keepalive_requests``).
         header_timeout: seconds a client has to send a whole request head; 408 after.
         body_timeout: seconds the server waits between two reads of a request body
             it has asked for; 408 after.
@@ -43,6 +46,7 @@ class HttpSettings:
     max_header_total: int = 32768
     max_body: int = 1024 * 1024
     keepalive_timeout: float = 5.0
+    keepalive_requests: int = 1000
     header_timeout: float = 60.0
     body_timeout: float = 60.0
     send_timeout: float = 60.0
@@ -57,7 +61,8 @@ class HttpSettings:
                 it, a ``str`` server header).
             ValueError: a negative limit or timeout, an infinite or NaN timeout, or 0
                 where it would refuse every request (only ``max_body``,
-                ``max_connections`` and ``keepalive_timeout`` may be 0).
+                ``max_connections``, ``keepalive_timeout`` and ``keepalive_requests``
+                may be 0).
         """
         for name in _INTEGERS:
             value = getattr(self, name)
@@ -90,7 +95,11 @@ _INTEGERS = (
     "max_header_total",
     "max_body",
     "max_connections",
+    "keepalive_requests",
 )
 _SECONDS = ("keepalive_timeout", "header_timeout", "body_timeout", "send_timeout")
-#: 0 means "no limit" (max_body, max_connections) or "close at once" (keep-alive).
-_ZERO_ALLOWED = frozenset({"max_body", "max_connections", "keepalive_timeout"})
+#: 0 means "no limit" (max_body, max_connections, keepalive_requests) or "close at
+#: once" (keepalive_timeout).
+_ZERO_ALLOWED = frozenset(
+    {"max_body", "max_connections", "keepalive_timeout", "keepalive_requests"}
+)
