@@ -285,6 +285,31 @@ def test_keepalive_requests_closes_the_connection_after_the_last() -> None:
     assert connection.is_closed()
 
 
+def test_keepalive_time_makes_the_first_request_after_it_the_last() -> None:
+    """As nginx's keepalive_time: a connection older than it when a request begins
+    answers that one with Connection: close, then closes; counted from the
+    connection's opening, whatever its requests did since.
+    """
+    clock = Clock()
+    clock.advance(1000)  # (a server up for a while: the clock is not at 0)
+    connection = connect(Echo(), settings=HttpSettings(keepalive_time=60.0), clock=clock)
+    for wait in (30, 29):  # 30 s, then 59 s since the connection opened
+        clock.advance(wait)
+        connection.send(get(b"/"))
+        (response,) = parse_responses(connection.take())
+        assert response.header(b"connection") is None
+    clock.advance(1)  # 60 s
+    connection.send(get(b"60"))
+    (last,) = parse_responses(connection.take())
+    assert (last.body, last.header(b"connection")) == (b"/60", b"close")
+    assert connection.is_closed()
+
+    forever = connect(Echo(), settings=HttpSettings(keepalive_time=0), clock=clock)
+    clock.advance(10**6)
+    forever.send(get(b"x"))
+    assert parse_responses(forever.take())[0].header(b"connection") is None
+
+
 @pytest.mark.parametrize("limit", [0, 1000])
 def test_keepalive_requests_zero_is_no_limit(limit: int) -> None:
     connection = open_connection(Echo(), keepalive_requests=limit)

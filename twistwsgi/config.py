@@ -1594,6 +1594,14 @@ SETTINGS: tuple[Setting, ...] = (
         " clients behind a load balancer spread again over its servers.",
     ),
     Setting(
+        "keepalive_time",
+        DURATION,
+        _DEFAULT_HTTP.keepalive_time,
+        "How long one connection is reused for (nginx's keepalive_time, whose default"
+        " this is; 0: no limit): the first request that begins later gets"
+        " Connection: close.",
+    ),
+    Setting(
         "header_timeout",
         DURATION,
         _DEFAULT_HTTP.header_timeout,

@@ -560,6 +560,7 @@ class HTTP11Protocol(Protocol):
         self._response_producer: IPushProducer | None = None
         self._close_when_idle = False
         self._requests = 0  # heads accepted on this connection (keepalive_requests)
+        self._opened_at = 0.0  # (keepalive_time)
         self._closed = False
         self._dropped = False  # the server itself dropped the connection (abort)
         self._scheme = "http"
@@ -654,6 +655,7 @@ class HTTP11Protocol(Protocol):
         # A new connection gets the header timeout for its first request, as nginx's
         # client_header_timeout; an empty connection is then closed quietly.
         self.idle_since = self._set_deadline(self._settings.header_timeout, _Timeout.IDLE)
+        self._opened_at = self.idle_since
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Tell every pending exchange that its client is gone."""
@@ -1365,11 +1367,15 @@ class HTTP11Protocol(Protocol):
             # the response, so no client tries to reuse the connection (RFC 9112 9.6).
             keep_alive = False
         self._requests += 1
-        most = self._settings.keepalive_requests
+        settings = self._settings
+        most = settings.keepalive_requests
         if most and self._requests >= most:
             # keepalive_requests: the last this connection serves says so (RFC 9112
             # 9.6); what a client pipelined behind it is not answered, as nginx's.
             keep_alive = False
+        lifetime = settings.keepalive_time
+        if lifetime and self._head_began - self._opened_at >= lifetime:
+            keep_alive = False  # keepalive_time: the same, for a connection's age
         if not self._certificate_read:
             self._read_client_certificate()
         head = RequestHead(

@@ -30,6 +30,8 @@ class HttpSettings:
         keepalive_requests: requests one connection serves, ``0`` for no limit; the
             last is answered with ``Connection: close`` (nginx's
             ``keepalive_requests``).
+        keepalive_time: seconds one connection is reused for, ``0`` for no limit; the
+            first request begun later is its last (nginx's ``keepalive_time``).
         header_timeout: seconds a client has to send a whole request head; 408 after.
         body_timeout: seconds the server waits between two reads of a request body
             it has asked for; 408 after.
@@ -47,6 +49,7 @@ class HttpSettings:
     max_body: int = 1024 * 1024
     keepalive_timeout: float = 5.0
     keepalive_requests: int = 1000
+    keepalive_time: float = 3600.0
     header_timeout: float = 60.0
     body_timeout: float = 60.0
     send_timeout: float = 60.0
@@ -61,8 +64,7 @@ class HttpSettings:
                 it, a ``str`` server header).
             ValueError: a negative limit or timeout, an infinite or NaN timeout, or 0
                 where it would refuse every request (only ``max_body``,
-                ``max_connections``, ``keepalive_timeout`` and ``keepalive_requests``
-                may be 0).
+                ``max_connections`` and the ``keepalive_`` three may be 0).
         """
         for name in _INTEGERS:
             value = getattr(self, name)
@@ -97,9 +99,15 @@ _INTEGERS = (
     "max_connections",
     "keepalive_requests",
 )
-_SECONDS = ("keepalive_timeout", "header_timeout", "body_timeout", "send_timeout")
-#: 0 means "no limit" (max_body, max_connections, keepalive_requests) or "close at
-#: once" (keepalive_timeout).
+_SECONDS = (
+    "keepalive_timeout",
+    "keepalive_time",
+    "header_timeout",
+    "body_timeout",
+    "send_timeout",
+)
+#: 0 means "no limit" (max_body, max_connections, keepalive_requests, keepalive_time)
+#: or "close at once" (keepalive_timeout).
 _ZERO_ALLOWED = frozenset(
-    {"max_body", "max_connections", "keepalive_timeout", "keepalive_requests"}
+    {"max_body", "max_connections", "keepalive_timeout", "keepalive_requests", "keepalive_time"}
 )
