@@ -1654,6 +1654,43 @@ def test_retry_timeout_counts_from_the_requests_arrival() -> None:
     assert proxy_log(events)[-1].endswith("; not retried: retry_timeout (5s) passed")
 
 
+def test_retry_on_timeout_sends_an_idempotent_request_on() -> None:
+    """As nginx's proxy_next_upstream timeout: no head within response_timeout, and the
+    GET goes to the other upstream ("504, 200" in the log); the silent upstream is
+    counted as failed and its connection dropped. A POST still gets its 504.
+    """
+    setup = make_proxy(TWO, retry_on_timeout=True, access_log_format=UPSTREAM_LOG)
+    logged: list[HTTP11Exchange | Refusal] = []
+    client = setup.client(response_log=logged.append)
+    client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    silent = setup.endpoint(0).last
+    setup.clock.advance(31)
+    assert silent.closed()
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
+    assert upstream_notes(logged[0])[1] == "504, 200"
+    assert not setup.handler.balancer.usable(setup.handler.group.peers[0], setup.clock.seconds())
+
+    posting = make_proxy(TWO, retry_on_timeout=True)
+    client = posting.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    posting.clock.advance(31)
+    assert one_response(client, b"POST").status == 504
+    assert posting.endpoint(1).connections == []
+
+
+def test_retry_timeout_bounds_retry_on_timeout() -> None:
+    """response_timeout once per upstream is what retry_timeout keeps a client from."""
+    setup = make_proxy(TWO, retry_on_timeout=True, retry_timeout=20.0)
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.clock.advance(31)
+    assert one_response(client).status == 504
+    assert setup.endpoint(1).connections == []
+    assert proxy_log(events)[-1].endswith("; not retried: retry_timeout (20s) passed")
+
+
 def test_an_answer_retried_is_noted_for_the_access_log() -> None:
     """As nginx's $upstream_status: "503, 200"."""
     setup = make_proxy(TWO, retry_statuses=(503,), access_log_format=UPSTREAM_LOG)
@@ -1676,6 +1713,7 @@ def test_an_answer_retried_is_noted_for_the_access_log() -> None:
         ({"retry_statuses": (503,), "retry": False}, "retry_statuses", "retry = false"),
         ({"retry_tries": 2, "retry": False}, "retry_tries", "retry = false"),
         ({"retry_timeout": 1.0, "retry": False}, "retry_timeout", "retry = false"),
+        ({"retry_on_timeout": True, "retry": False}, "retry_on_timeout", "retry = false"),
     ],
 )
 def test_retry_settings_that_cannot_act_are_refused(

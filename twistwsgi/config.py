@@ -2408,6 +2408,17 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " passed on. A 5xx or 429 so retried counts as a failure for max_fails.",
             ),
             (
+                "retry_on_timeout",
+                BOOL,
+                False,
+                "Also send an idempotent request to another upstream when its upstream"
+                " gave no response head within response_timeout, or stopped reading the"
+                " request body (nginx's proxy_next_upstream timeout, on in nginx by"
+                " default): off, as the upstream may still be working on it, and a"
+                " client could wait response_timeout once per upstream (bound it with"
+                " retry_timeout).",
+            ),
+            (
                 "retry_tries",
                 INT,
                 0,
@@ -3048,7 +3059,7 @@ def check_proxy_options(
         raise ConfigError(
             f"{where}.balance", f"{policy} takes no backup upstreams: the others take their keys"
         )
-    for name in ("retry_statuses", "retry_tries", "retry_timeout"):
+    for name in ("retry_statuses", "retry_on_timeout", "retry_tries", "retry_timeout"):
         if options[name] and not options["retry"]:
             raise ConfigError(f"{where}.{name}", "has no effect with retry = false")
         if options[name] and len(upstreams) < 2:

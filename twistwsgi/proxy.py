@@ -41,7 +41,8 @@ it as idle (RFC 9112 9.3.1), so it never counts as the upstream's failure: such 
 request, if it may be sent again, is retried once on a fresh connection to the same
 upstream; any other gets a 502 (it may have been processed). Nothing is
 retried once a response byte has arrived, nor after a response timeout (the upstream
-may still be working on it), nor when the ``retry`` option is off. An answer whose
+may still be working on it) unless ``retry_on_timeout`` asks for it (nginx's
+``proxy_next_upstream timeout``), nor when the ``retry`` option is off. An answer whose
 status is one of ``retry_statuses`` (nginx's ``proxy_next_upstream http_503``), to a
 request that may be sent again, is dropped with its connection (nginx closes it too)
 and the request goes to an upstream not tried yet, if one can take it at once;
@@ -206,6 +207,8 @@ class ProxyHandler:
         preserve_host: send the client's ``Host`` (else the upstream's own).
         retry: send a failed request to another upstream when that is safe.
         retry_statuses: answers not relayed when another upstream can be tried.
+        retry_on_timeout: send an idempotent request on when its upstream gave no
+            head within ``response_timeout`` or stopped reading its body.
         retry_tries: the most upstreams a request is sent to (0: no limit).
         retry_timeout: seconds after its arrival a request may still go to another
             upstream (0: no limit).
@@ -266,6 +269,7 @@ class ProxyHandler:
         cookies: CookieRewrite | None = None,
         hidden: HiddenFields = NOTHING_HIDDEN,
         retry_statuses: Collection[int] = (),
+        retry_on_timeout: bool = False,
         retry_tries: int = 0,
         retry_timeout: float = 0.0,
         intercept_errors: bool = False,
@@ -273,6 +277,7 @@ class ProxyHandler:
         self.group = group
         self.intercept_errors = intercept_errors
         self.retry_statuses = frozenset(retry_statuses)
+        self.retry_on_timeout = retry_on_timeout
         self.retry_tries = retry_tries
         self.retry_timeout = retry_timeout
         # Set by the site when the mount has x_accel_redirect: finds the static mount
@@ -1292,8 +1297,12 @@ class _Forward:
         if error.kind is ErrorKind.CONNECT:
             # Nothing was sent; only a body already streamed elsewhere stops it.
             return not self._attached or self._replay is not None
+        if error.kind is ErrorKind.TIMEOUT:
+            # The upstream may still be working on it: only when asked (nginx's
+            # proxy_next_upstream timeout), for a request that may be sent again.
+            return self._proxy.retry_on_timeout and self._may_resend()
         if error.kind is not ErrorKind.CLOSED:
-            return False  # timeouts: the upstream may still be working on it
+            return False
         return self._may_resend()
 
     def _overloaded(self, detail: str, skip: str | None = None) -> None:
@@ -1652,6 +1661,7 @@ def build_proxy(
         preserve_host=options["preserve_host"],
         retry=options["retry"],
         retry_statuses=options["retry_statuses"],
+        retry_on_timeout=options["retry_on_timeout"],
         retry_tries=options["retry_tries"],
         retry_timeout=options["retry_timeout"],
         intercept_errors=options["proxy_intercept_errors"],
