@@ -390,3 +390,30 @@ def test_check_config_names_each_hosts_log(tmp_path: Path) -> None:
 
     described = describe_routing(cli.load_config(site(tmp_path)))
     assert f"  access log: {tmp_path / 'a.log'}" in described
+
+
+def test_a_download_handed_to_a_static_mount_logs_where_that_mount_does(
+    tmp_path: Path,
+) -> None:
+    """X-Accel-Redirect is nginx's internal redirect: the line goes to the log of the
+    location it leads to.
+    """
+    text = """
+[[host]]
+names = ["a.example"]
+access_log = "a.log"
+[[host.mount]]
+path = "/download"
+app = "tests.apps:accel"
+x_accel_redirect = true
+[[host.mount]]
+path = "/private"
+static = "static"
+internal = true
+access_log = "files.log"
+"""
+    service = serve(site(tmp_path, text))
+    assert get(service, b"a.example", b"/download/app.css") == 200
+    service.stopService()
+    assert requests(tmp_path / "files.log") == ["GET /download/app.css HTTP/1.1 200"]
+    assert requests(tmp_path / "a.log") == []

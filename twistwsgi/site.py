@@ -277,6 +277,7 @@ class SiteBuilder:
                     ),
                     now=self._reactor.seconds,
                 )
+                static.access_log = logs[index]
                 statics.append((mount, static))
                 handlers[index] = static
         accel = _accel_resolver(statics)

@@ -321,6 +321,11 @@ class StaticHandler:
             handler, and what it does to responses: see :class:`Route`).
         now: the reactor's clock, in seconds since the epoch (``Last-Modified`` is
             never later than it; obsolete dates in preconditions are read by it).
+
+    Attributes:
+        access_log: the mount's access log, if not the server's: an exchange an
+            application or upstream hands to this mount (X-Accel-Redirect) is
+            logged there, as nginx logs in the location of an internal redirect.
     """
 
     def __init__(
@@ -332,6 +337,7 @@ class StaticHandler:
     ) -> None:
         self.options = options
         self.fallback = fallback
+        self.access_log: Callable[[Any], None] | None = None
         self._now = now
         self._root = os.fsencode(options.root)
         self._root_prefix = self._root.rstrip(b"/") + b"/"

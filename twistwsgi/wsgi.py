@@ -764,6 +764,8 @@ def serve_accel(
         answer_error(exchange, 404, b"Not Found\n")
         return
     server, path_info = resolved
+    # Logged where the static mount logs, as nginx logs an internal redirect.
+    exchange.access_log = server.access_log
     route = exchange.route
     if route is not None and route.gzip is not None:
         # A file goes out as it is on disk, whatever its size (a large one is sent
