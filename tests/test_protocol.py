@@ -282,6 +282,21 @@ def test_keepalive_requests_closes_the_connection_after_the_last() -> None:
     connection.send(get(b"3") + get(b"4"))
     (third,) = parse_responses(connection.take())
     assert (third.body, third.header(b"connection")) == (b"/3", b"close")
+    # The request pipelined behind is read and dropped while the close lingers, so
+    # the kernel does not reset the connection under the responses (the client did
+    # not know the third was the last); then the connection closes.
+    assert not connection.is_closed()
+    connection.send(get(b"5"))
+    assert connection.take() == b""
+    connection.clock.advance(LINGER_TIMEOUT)
+    assert connection.is_closed()
+
+
+def test_a_last_request_with_nothing_behind_closes_at_once() -> None:
+    connection = open_connection(Echo(), keepalive_requests=1)
+    connection.send(get(b"1"))
+    (only,) = parse_responses(connection.take())
+    assert only.header(b"connection") == b"close"
     assert connection.is_closed()
 
 

@@ -1679,6 +1679,21 @@ def test_retry_on_timeout_sends_an_idempotent_request_on() -> None:
     assert posting.endpoint(1).connections == []
 
 
+def test_a_timeout_is_not_retried_on_an_upstream_left_out() -> None:
+    """The other upstream timed out a moment ago: the 504 comes at once rather than
+    after response_timeout again (nginx's "no live upstreams").
+    """
+    setup = make_proxy(TWO, retry_on_timeout=True)
+    first, second = setup.client(), setup.client()
+    first.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")  # the first upstream
+    setup.clock.advance(1)
+    second.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")  # the second
+    setup.clock.advance(29)  # /1 times out: the first is left out, /1 goes on
+    setup.clock.advance(1)  # /2 times out: only the first is left, and it is out
+    assert one_response(second).status == 504
+    assert len(setup.endpoint(0).connections) == 1
+
+
 def test_retry_timeout_bounds_retry_on_timeout() -> None:
     """response_timeout once per upstream is what retry_timeout keeps a client from."""
     setup = make_proxy(TWO, retry_on_timeout=True, retry_timeout=20.0)
@@ -1714,6 +1729,12 @@ def test_an_answer_retried_is_noted_for_the_access_log() -> None:
         ({"retry_tries": 2, "retry": False}, "retry_tries", "retry = false"),
         ({"retry_timeout": 1.0, "retry": False}, "retry_timeout", "retry = false"),
         ({"retry_on_timeout": True, "retry": False}, "retry_on_timeout", "retry = false"),
+        ({"retry_on_timeout": True, "retry_tries": 1}, "retry_on_timeout", "retry_tries = 1"),
+        (
+            {"retry_on_timeout": True, "response_timeout": 0.0},
+            "retry_on_timeout",
+            "response_timeout = 0",
+        ),
     ],
 )
 def test_retry_settings_that_cannot_act_are_refused(

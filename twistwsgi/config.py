@@ -2411,9 +2411,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 "retry_on_timeout",
                 BOOL,
                 False,
-                "Also send an idempotent request to another upstream when its upstream"
-                " gave no response head within response_timeout, or stopped reading the"
-                " request body (nginx's proxy_next_upstream timeout, on in nginx by"
+                "Also send an idempotent request to another upstream (not left out after"
+                " failures) when its upstream gave no response head within"
+                " response_timeout (nginx's proxy_next_upstream timeout, on in nginx by"
                 " default): off, as the upstream may still be working on it, and a"
                 " client could wait response_timeout once per upstream (bound it with"
                 " retry_timeout).",
@@ -3068,9 +3068,14 @@ def check_proxy_options(
             raise ConfigError(
                 f"{where}.{name}", "needs more than one upstream: it is about trying another"
             )
-    if options["retry_statuses"] and options["retry_tries"] == 1:
+    for name in ("retry_statuses", "retry_on_timeout"):
+        if options[name] and options["retry_tries"] == 1:
+            raise ConfigError(
+                f"{where}.{name}", "has no effect with retry_tries = 1 (no other upstream)"
+            )
+    if options["retry_on_timeout"] and not options["response_timeout"]:
         raise ConfigError(
-            f"{where}.retry_statuses", "has no effect with retry_tries = 1 (no other upstream)"
+            f"{where}.retry_on_timeout", "has no effect with response_timeout = 0 (no timeout)"
         )
 
 

@@ -968,6 +968,14 @@ class _Forward:
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
+    def _another_usable(self, now: float) -> bool:
+        """Whether an upstream not tried yet may take requests (not out, not failing)."""
+        balancer = self._proxy.balancer
+        tried = self._tried
+        return any(
+            balancer.usable(peer, now) for peer in self._proxy.group.peers if peer not in tried
+        )
+
     def _discard_body(self) -> None:
         """Answer the client otherwise: the upstream's body is read and dropped."""
         self._discarding = True
@@ -996,13 +1004,11 @@ class _Forward:
         if proxy.waiting:
             proxy.dispatch()  # the older waiters first, as in _attempt
         now = proxy.clock.seconds()
-        balancer = proxy.balancer
-        tried = self._tried
-        if not any(balancer.usable(p, now) for p in proxy.group.peers if p not in tried):
+        if not self._another_usable(now):
             # Only upstreams left out after failures remain, which pick would still
             # try (the one back soonest): an answer in hand is worth more.
             return False
-        following = balancer.pick(now, tried, self._balance_key)
+        following = proxy.balancer.pick(now, self._tried, self._balance_key)
         if following is None:
             return False  # nothing else free now: this answer is the request's
         peer = self._peer
@@ -1299,8 +1305,14 @@ class _Forward:
             return not self._attached or self._replay is not None
         if error.kind is ErrorKind.TIMEOUT:
             # The upstream may still be working on it: only when asked (nginx's
-            # proxy_next_upstream timeout), for a request that may be sent again.
-            return self._proxy.retry_on_timeout and self._may_resend()
+            # proxy_next_upstream timeout), for a request that may be sent again, to
+            # an upstream not left out (a client would wait response_timeout again
+            # on one that just timed out, where nginx answers at once).
+            return (
+                self._proxy.retry_on_timeout
+                and self._may_resend()
+                and self._another_usable(self._proxy.clock.seconds())
+            )
         if error.kind is not ErrorKind.CLOSED:
             return False
         return self._may_resend()

@@ -561,6 +561,7 @@ class HTTP11Protocol(Protocol):
         self._close_when_idle = False
         self._requests = 0  # heads accepted on this connection (keepalive_requests)
         self._opened_at = 0.0  # (keepalive_time)
+        self._retiring = False  # the last request keepalive_requests or _time allow came
         self._closed = False
         self._dropped = False  # the server itself dropped the connection (abort)
         self._scheme = "http"
@@ -1369,13 +1370,16 @@ class HTTP11Protocol(Protocol):
         self._requests += 1
         settings = self._settings
         most = settings.keepalive_requests
-        if most and self._requests >= most:
-            # keepalive_requests: the last this connection serves says so (RFC 9112
-            # 9.6); what a client pipelined behind it is not answered, as nginx's.
-            keep_alive = False
         lifetime = settings.keepalive_time
-        if lifetime and self._head_began - self._opened_at >= lifetime:
-            keep_alive = False  # keepalive_time: the same, for a connection's age
+        if keep_alive and (
+            (most and self._requests >= most)
+            or (lifetime and self._head_began - self._opened_at >= lifetime)
+        ):
+            # keepalive_requests, keepalive_time: the last this connection serves
+            # says so (RFC 9112 9.6); what a client pipelined behind it is not
+            # answered, as nginx's, but the close lingers (_close_after_response).
+            keep_alive = False
+            self._retiring = True
         if not self._certificate_read:
             self._read_client_certificate()
         head = RequestHead(
@@ -1583,12 +1587,17 @@ class HTTP11Protocol(Protocol):
         """Close after the response (lingering if the client may still be sending).
 
         Reading on for a while lets the client see the response rather than a reset.
+        So does a connection this server retires (keepalive_requests, _time) with
+        requests pipelined behind its last: the client could not know it was the
+        last, and a close with its bytes unread in the socket would make the kernel
+        reset the connection and drop the responses not sent yet.
         """
+        behind = self._retiring and (bool(self._queue) or bool(self._held) or self._bytes_waiting())
         self._read = _Read.STOPPED
         self._read_pauses.clear()
         self._queue.clear()
         body_pending = exchange is not None and not exchange.body_done
-        if not body_pending and self._parsing is None:
+        if not body_pending and self._parsing is None and not behind:
             self.close_transport()
             return
         self._linger()
