@@ -417,3 +417,91 @@ access_log = "files.log"
     service.stopService()
     assert requests(tmp_path / "files.log") == ["GET /download/app.css HTTP/1.1 200"]
     assert requests(tmp_path / "a.log") == []
+
+
+FORMATS = """
+[server]
+access_log = "server.log"
+access_log_format = "server $uri"
+[[host]]
+names = ["a.example"]
+access_log = "a.log"
+access_log_format = "host $host $uri $status"
+[[host.mount]]
+path = "/"
+app = "tests.apps:hello"
+[[host.mount]]
+path = "/api"
+proxy = "http://u:9"
+access_log = "api.log"
+access_log_format = "api $uri $upstream_status"
+[[host]]
+names = ["b.example"]
+[[host.mount]]
+path = "/"
+app = "tests.apps:hello"
+"""
+
+
+def test_a_hosts_or_mounts_log_has_its_own_line_format(tmp_path: Path) -> None:
+    """As nginx's access_log PATH FORMAT: each log its format, the server's elsewhere;
+    a proxy mount notes its upstreams when any format asks for them.
+    """
+    given = site(tmp_path, FORMATS)
+    service = serve(given)
+    get(service, b"a.example", b"/x")
+    get(service, b"b.example", b"/y")
+    proxies = [h for h in service._router.table.handlers if hasattr(h, "log_upstreams")]  # type: ignore[union-attr]
+    assert [proxy.log_upstreams for proxy in proxies] == [True]
+    # A reload that changes only a format: the same open file writes the new one.
+    (tmp_path / "site.toml").write_text(FORMATS.replace("host $host", "again $host"))
+    assert service.reload(cli.load_config(given))
+    get(service, b"a.example", b"/z")
+    service.stopService()
+    assert (tmp_path / "a.log").read_text() == "host a.example /x 200\nagain a.example /z 200\n"
+    assert (tmp_path / "server.log").read_text() == "server /y\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ('access_log = "api.log"', 'access_log = "a.log"'),
+            "host[0].mount[1].access_log: '{tmp}/a.log' is written with another line format",
+        ),
+        (
+            ('access_log = "a.log"\n', ""),
+            "host[0].access_log_format: needs access_log here, the file whose lines it formats",
+        ),
+        (
+            ('access_log = "api.log"', 'access_log = "off"'),
+            "host[0].mount[1].access_log_format: needs access_log here",
+        ),
+    ],
+)
+def test_a_format_without_its_own_file_or_against_anothers_is_refused(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    given = site(tmp_path, FORMATS.replace(*change))
+    with pytest.raises(ConfigError) as caught:
+        make_service(cli.load_config(given), reactor=MemoryReactorClock(), endpoints=[])
+    assert message.format(tmp=tmp_path) in str(caught.value)
+
+
+def test_a_hosts_format_asking_for_upstreams_has_its_proxies_note_them(tmp_path: Path) -> None:
+    text = FORMATS.replace("host $host $uri $status", "$upstream_addr").replace(
+        'access_log_format = "api $uri $upstream_status"\n', ""
+    )
+    service = serve(site(tmp_path, text))
+    proxies = [h for h in service._router.table.handlers if hasattr(h, "log_upstreams")]  # type: ignore[union-attr]
+    assert [proxy.log_upstreams for proxy in proxies] == [True]
+    service.stopService()
+
+
+def test_a_restarted_service_writes_each_log_in_its_format(tmp_path: Path) -> None:
+    service = serve(site(tmp_path, FORMATS))
+    service.stopService()
+    service.startService()
+    get(service, b"a.example", b"/r")
+    service.stopService()
+    assert (tmp_path / "a.log").read_text() == "host a.example /r 200\n"

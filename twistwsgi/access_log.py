@@ -202,14 +202,17 @@ class AccessLogFiles:
         self._clock = clock
         self.log_format: LogFormat | None = None
         self._logs: dict[str, AccessLog] = {}
-        self._named: set[str] = set()  # the destinations of the build under way
+        # Each open log's own line format (its template), None for the server's.
+        self._formats: dict[str, str | None] = {}
+        # The destinations the build under way names, with their own formats.
+        self._named: dict[str, LogFormat | None] = {}
         self._before: set[str] = set()  # those open when it began
         # Those the serving table no longer names, kept for the exchanges in flight.
         self._retired: list[AccessLog] = []
 
     def begin(self) -> None:
         """A routing table is being built: the destinations it names are noted."""
-        self._named = set()
+        self._named = {}
         self._before = set(self._logs)
 
     def abandon(self) -> None:
@@ -217,21 +220,40 @@ class AccessLogFiles:
         for destination in list(self._logs):
             if destination not in self._before:
                 self._logs.pop(destination).close()
+                self._formats.pop(destination, None)
 
-    def get(self, destination: str) -> Callable[[LoggedExchange], None]:
+    def get(
+        self, destination: str, own_format: LogFormat | None = None
+    ) -> Callable[[LoggedExchange], None]:
         """The log writing to ``destination`` (a path, ``-``, or ``off``).
+
+        Args:
+            destination: where the lines go.
+            own_format: the lines' format, if not the server's (nginx's access_log
+                PATH FORMAT).
 
         Raises:
             OSError: the file cannot be opened.
+            ValueError: the build named ``destination`` with another format already
+                (one file, one line format).
         """
         if destination == "off":
             return NOT_LOGGED
-        self._named.add(destination)
+        template = own_format.template if own_format is not None else None
+        if destination in self._named:
+            named = self._named[destination]
+            if (named.template if named is not None else None) != template:
+                raise ValueError(f"{destination!r} is written with another line format elsewhere")
+        self._named[destination] = own_format
         log = self._logs.get(destination)
         if log is None:
+            # (A log already open takes a new format when the table serves: settle.)
             log = self._logs[destination] = AccessLog(
-                destination, clock=self._clock, log_format=self.log_format
+                destination,
+                clock=self._clock,
+                log_format=own_format if own_format is not None else self.log_format,
             )
+            self._formats[destination] = template
         return log
 
     def settle(self) -> None:
@@ -250,12 +272,22 @@ class AccessLogFiles:
             for destination in list(self._logs)
             if destination not in self._named
         ]
+        for destination, own_format in self._named.items():
+            if own_format is not None:
+                self._logs[destination].log_format = own_format
+                self._formats[destination] = own_format.template
+            else:
+                self._formats[destination] = None  # (set_format gives it the server's)
+        for destination in list(self._formats):
+            if destination not in self._logs:
+                del self._formats[destination]
 
     def set_format(self, log_format: LogFormat | None) -> None:
         """Write every line with ``log_format`` from now on (a reload)."""
         self.log_format = log_format
-        for log in self._logs.values():
-            log.log_format = log_format
+        for destination, log in self._logs.items():
+            if self._formats.get(destination) is None:  # (not one of its own)
+                log.log_format = log_format
 
     def reopen(self) -> list[tuple[str, OSError]]:
         """Reopen every file (log rotation); those that cannot be, with why.
@@ -275,4 +307,5 @@ class AccessLogFiles:
         for log in [*self._logs.values(), *self._retired]:
             log.close()
         self._logs.clear()
+        self._formats.clear()
         self._retired = []

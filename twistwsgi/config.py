@@ -1839,6 +1839,14 @@ HOST_KEYS: tuple[Setting, ...] = (
         cli=False,
     ),
     Setting(
+        "access_log_format",
+        LOG_FORMAT,
+        None,
+        "The line format of this host's own access_log, in place of the server's"
+        " access_log_format (nginx's access_log PATH FORMAT); needs access_log.",
+        cli=False,
+    ),
+    Setting(
         "error_pages",
         ERROR_PAGES,
         None,
@@ -2053,6 +2061,14 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "Where the access log of requests under this path goes, in place of the"
         " host's or server's (nginx's access_log in a location): a file path, - for"
         " stdout, or off (health checks polled every second, assets).",
+        cli=False,
+    ),
+    Setting(
+        "access_log_format",
+        LOG_FORMAT,
+        None,
+        "The line format of this mount's own access_log, in place of the host's or"
+        " server's (nginx's access_log PATH FORMAT); needs access_log.",
         cli=False,
     ),
     Setting(
@@ -2589,6 +2605,7 @@ class HostConfig:
         tls_client_certificate: the host's own CA file, or ``None`` for the server's.
         access_log: the host's own access log destination (a path, ``-`` or
             ``off``), or ``None`` for the server's.
+        access_log_format: the line format of that log, or ``None`` for the server's.
         rewrites: the host's redirects by regular expression, in order.
     """
 
@@ -2604,6 +2621,7 @@ class HostConfig:
     tls_client_certificate: str | None = None
     access_log: str | None = None
     rewrites: tuple[RewriteRule, ...] = ()
+    access_log_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -2986,6 +3004,7 @@ def _paths_from(table: Any, keys: Sequence[str], base: str | None) -> Any:
 
 def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     parsed = _parse_table(_paths_from(table, _PATH_KEYS, base), MOUNT_KEYS, where)
+    _check_log_format(parsed, where)
     if "access_log" in parsed:
         parsed["access_log"] = _log_destination(parsed["access_log"], base)
     kinds = [kind for kind in MOUNT_KINDS if kind in parsed]
@@ -3140,6 +3159,7 @@ def _hosts(
         mounts_raw = table.get("mount", [])
         keys = _paths_from({k: v for k, v in table.items() if k != "mount"}, _HOST_PATH_KEYS, base)
         parsed = _parse_table(keys, HOST_KEYS, where)
+        _check_log_format(parsed, where)
         if "tls_key" in parsed and "tls_certificate" not in parsed:
             raise ConfigError(f"{where}.tls_key", "needs tls_certificate, the certificate it signs")
         if not isinstance(mounts_raw, list):
@@ -3181,9 +3201,22 @@ def _hosts(
                 parsed.get("tls_client_certificate"),
                 _log_destination(parsed.get("access_log"), base),
                 parsed.get("rewrite", ()),
+                parsed.get("access_log_format"),
             )
         )
     return tuple(hosts)
+
+
+def _check_log_format(parsed: Mapping[str, Any], where: str) -> None:
+    """A host's or mount's access_log_format formats its own access_log: refuse it alone.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if "access_log_format" in parsed and parsed.get("access_log") in (None, "off"):
+        raise ConfigError(
+            f"{where}.access_log_format", "needs access_log here, the file whose lines it formats"
+        )
 
 
 def _log_destination(value: str | None, base: str | None) -> str | None:

@@ -1680,7 +1680,14 @@ def build_proxy(
         name=mount.path,
         queue=options["queue"],
         queue_timeout=options["queue_timeout"],
-        log_upstreams=uses_upstream_variables(config.access_log_format),
+        log_upstreams=any(
+            uses_upstream_variables(template)
+            for template in (
+                config.access_log_format,
+                *(host.access_log_format for host in config.hosts),
+                *(m.options.get("access_log_format") for h in config.hosts for m in h.mounts),
+            )
+        ),
         buffering=mount_or_server(mount, config, "response_buffering"),
         max_buffer=config.max_response_buffer,
         set_fields=options["proxy_set_header"],

@@ -54,6 +54,7 @@ from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.request import UNREAD_BODY, ErrorPages
 from twistwsgi.http.rules import RequestError, unquote_path
+from twistwsgi.log_format import LogFormat
 from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.rewrite import RewriteRedirects
 from twistwsgi.routing import (
@@ -147,7 +148,9 @@ class SiteBuilder:
         built: list[Handler] = []
         try:
             for host in config.hosts:
-                host_log = self._access_log(host.access_log, f"{host.where}.access_log")
+                host_log = self._access_log(
+                    host.access_log, f"{host.where}.access_log", host.access_log_format, config
+                )
                 mounts = self._host(host, config, built, host_log)
                 table = MountTable(
                     mounts, _host_guard(host, config), dict(host.error_pages), host_log
@@ -185,20 +188,40 @@ class SiteBuilder:
             hosts, HostTable(names, default_name), tuple(built), limited, guarded, logged
         )
 
-    def _access_log(self, destination: str | None, where: str) -> Callable[[Any], None] | None:
+    def _access_log(
+        self,
+        destination: str | None,
+        where: str,
+        template: str | None = None,
+        config: ServerConfig | None = None,
+    ) -> Callable[[Any], None] | None:
         """The access log writing to ``destination``, if one is given.
 
+        Args:
+            destination: a path, ``-`` or ``off``, or ``None`` for the server's log.
+            where: the key, for errors.
+            template: the log's own line format, if not the server's.
+            config: the server's (its escape and trusted proxies, for ``template``).
+
         Raises:
-            ConfigError: naming ``where`` when the file cannot be opened.
+            ConfigError: naming ``where`` when the file cannot be opened, or is
+                written with another format elsewhere.
         """
         if destination is None:
             return None
+        own = None
+        if template is not None and config is not None:
+            own = LogFormat(
+                template, config.access_log_escape, TrustedProxies(config.trusted_proxies)
+            )
         try:
-            return self.access_logs.get(destination)
+            return self.access_logs.get(destination, own)
         except OSError as error:
             raise ConfigError(
                 where, f"cannot open {destination!r}: {error.strerror or error}"
             ) from None
+        except ValueError as error:
+            raise ConfigError(where, str(error)) from None
 
     def _rate_limit(
         self, scope: str, rate: float, mount: MountConfig, trusted: TrustedProxies
@@ -263,7 +286,12 @@ class SiteBuilder:
     ) -> list[Mount[Handler]]:
         """The mounts of one host, with static fall-through and X-Accel wiring."""
         logs = [
-            self._access_log(mount.options.get("access_log"), f"{mount.where}.access_log")
+            self._access_log(
+                mount.options.get("access_log"),
+                f"{mount.where}.access_log",
+                mount.options.get("access_log_format"),
+                config,
+            )
             or host_log
             for mount in host.mounts
         ]
