@@ -94,6 +94,7 @@ def target(lines: list[str], request_target: bytes) -> tuple[int, bytes] | str |
         ),
         (r"^/search/(.+)$ /find?q=$1 redirect", b"/search/c%2B%2B", (302, b"/find?q=c%2B%2B")),
         (r"^/p/(.+)$ /q/$1 redirect", b"/p/a&b+c", (302, b"/q/a&b+c")),  # (in the path: kept)
+        (r"^/s/(.*)$ /f?q=$1 redirect", b"/s/caf%C3%A9%3F%20x", (302, b"/f?q=caf%C3%A9%3F%20x")),
         # PCRE's syntax: named groups ($name, ${name}), POSIX classes, quoted words.
         (
             r"^/item/(?<id>[[:digit:]]+)$ /items/${id}/$id permanent",

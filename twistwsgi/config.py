@@ -1155,7 +1155,8 @@ def _rewrites(value: Any) -> tuple[RewriteRule, ...]:
 REWRITES = Kind(
     "REWRITES",
     _rewrites,
-    "a list of nginx rewrite lines, each 'REGEX REPLACEMENT permanent' or '... redirect'",
+    "a list of nginx rewrite lines, each 'REGEX REPLACEMENT permanent' or '... redirect'"
+    " (a replacement that is a URL, http://, https:// or $scheme, may leave the flag out)",
 )
 ERROR_PAGES = Kind(
     "PAGES",
@@ -1834,8 +1835,9 @@ HOST_KEYS: tuple[Setting, ...] = (
         None,
         "Where this host's access log goes, in place of the server's (nginx's"
         " access_log in a server block): a file path, - for stdout, or off. In the"
-        " server's line format; a request the server refuses before it knows the host"
-        " (a malformed head) goes to the server's.",
+        " server's line format (or access_log_format); a request the server refuses"
+        " before it has parsed a Host field (a malformed request line, say) goes to"
+        " the server's.",
         cli=False,
     ),
     Setting(

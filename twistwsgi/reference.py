@@ -577,8 +577,9 @@ rewrite = [
 - The pattern is searched in the request's path as routing sees it: percent-decoded,
   dot-segments resolved, runs of slashes made one (nginx's `$uri`), so `//blog/x`
   does not step around a line for `^/blog/`. In TOML, a `'...'` string keeps
-  backslashes as written. Words may be quoted as in nginx's files (a pattern with a
-  space, `{` or `;` must be: `'"^/a\\d{2}$" /b permanent'`), with nginx's escapes.
+  backslashes as written. Words may be quoted as in nginx's files, with nginx's
+  escapes; a pattern with a space must be (`'"^/a b$" /ab permanent'`), one with `{`
+  or `;`, which nginx's files must quote, may be either way.
 - `permanent` answers `301`, `redirect` `302`; a replacement starting with `http://`,
   `https://` or `$scheme` is a `302` with no flag, or with `last` or `break` (as
   nginx). nginx's other forms rewrite the request inside the server (`last`, `break`,
@@ -590,7 +591,7 @@ rewrite = [
   (`$scheme`, `$host`, `$args`, ...). A group comes from the decoded path, so the
   bytes its place may not hold are percent-encoded again: in the path `?`, `#`, a
   space, non-ASCII (`%3F` stays `%3F`, `é` is `%C3%A9`); after the replacement's
-  `?` also `&`, `+` and `;`, so a path cannot add arguments (`/find?q=$1` with
+  `?` also `?`, `&`, `+` and `;`, so a path cannot add arguments (`/find?q=$1` with
   `/search/a%26admin%3D1` gives `q=a%26admin=1`, as nginx). Variables are encoded as
   in `return`'s `Location`. A `Location` that would start with `//`, which a browser
   reads as another site, starts with `/%2F`.

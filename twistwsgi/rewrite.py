@@ -31,8 +31,9 @@ Read as nginx reads them (`ngx_http_rewrite_module
   a group that did not match is empty), and the request variables of
   ``proxy_set_header`` (``$host``, ``$scheme``, ``$args``...). A group is
   percent-encoded where its place may not hold its bytes, as it came decoded: in the
-  path ``?``, ``#``, a space, non-ASCII; after the replacement's ``?`` also ``&``,
-  ``+`` and ``;`` (nginx's escaping of arguments), so a path cannot add arguments. A
+  path ``?``, ``#``, a space, non-ASCII; after the replacement's ``?`` these and
+  ``&``, ``+`` and ``;`` (nginx's escaping of arguments), so a path cannot add
+  arguments. A
   variable is encoded as a ``return`` mount's ``Location`` encodes it. A ``Location``
   that would start with ``//`` (another site, to a browser) starts ``/%2F``.
 - The query of the request is appended (``?args``, or ``&args`` when the replacement
@@ -104,10 +105,11 @@ _SYNTAX = (
     " out), e.g. '^/old/(.*)$ /new/$1 permanent'"
 )
 # A group's bytes in a URL: what a path may hold stays, the rest is percent-encoded
-# (RFC 3986 3.3; "?" and "#" would end the path). In the query, "&", "+" and ";"
-# too, which would start or change an argument (nginx's NGX_ESCAPE_ARGS).
+# (RFC 3986 3.3; "?" and "#" would end the path). In the query "?" stays encoded,
+# and "&", "+" and ";" are too, which would start or change an argument (nginx's
+# NGX_ESCAPE_ARGS).
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
-_QUERY_SAFE = "/!$'()*,=:@-._~?"
+_QUERY_SAFE = "/!$'()*,=:@-._~"
 # A $ reference: ${name}, $1 to $9, or $name (a group's name, else a variable).
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
 #: nginx's escapes in its configuration's words (ngx_conf_read_token).
