@@ -498,6 +498,13 @@ def test_a_hosts_format_asking_for_upstreams_has_its_proxies_note_them(tmp_path:
     service.stopService()
 
 
+def test_check_config_names_a_hosts_log_format(tmp_path: Path) -> None:
+    from twistwsgi.site import describe_routing
+
+    described = describe_routing(cli.load_config(site(tmp_path, FORMATS)))
+    assert f"  access log: {tmp_path / 'a.log'}, format 'host $host $uri $status'" in described
+
+
 def test_a_restarted_service_writes_each_log_in_its_format(tmp_path: Path) -> None:
     service = serve(site(tmp_path, FORMATS))
     service.stopService()

@@ -826,7 +826,8 @@ def describe_routing(config: ServerConfig) -> str:
             lines.append(f"  requests not over TLS: redirected to https://HOST{port}/...")
         lines.extend(f"  rewrite {rule}" for rule in host.rewrites)
         if host.access_log is not None:
-            lines.append(f"  access log: {host.access_log}")
+            own = host.access_log_format
+            lines.append(f"  access log: {host.access_log}" + (f", format {own!r}" if own else ""))
         lines.extend(_error_page_lines(host))
         for mount in sorted(host.mounts, key=lambda m: len(m.prefix), reverse=True):
             target = mount.target
