@@ -202,10 +202,10 @@ class AccessLogFiles:
         self._clock = clock
         self.log_format: LogFormat | None = None
         self._logs: dict[str, AccessLog] = {}
-        # Each open log's own line format (its template), None for the server's.
-        self._formats: dict[str, str | None] = {}
-        # The destinations the build under way names, with their own formats.
+        # The destinations the build under way names, with their own formats (None:
+        # the server's), and those of the table serving, as its build named them.
         self._named: dict[str, LogFormat | None] = {}
+        self._serving: dict[str, LogFormat | None] = {}
         self._before: set[str] = set()  # those open when it began
         # Those the serving table no longer names, kept for the exchanges in flight.
         self._retired: list[AccessLog] = []
@@ -220,7 +220,6 @@ class AccessLogFiles:
         for destination in list(self._logs):
             if destination not in self._before:
                 self._logs.pop(destination).close()
-                self._formats.pop(destination, None)
 
     def get(
         self, destination: str, own_format: LogFormat | None = None
@@ -253,7 +252,6 @@ class AccessLogFiles:
                 clock=self._clock,
                 log_format=own_format if own_format is not None else self.log_format,
             )
-            self._formats[destination] = template
         return log
 
     def settle(self) -> None:
@@ -272,21 +270,16 @@ class AccessLogFiles:
             for destination in list(self._logs)
             if destination not in self._named
         ]
-        for destination, own_format in self._named.items():
-            if own_format is not None:
+        self._serving = dict(self._named)
+        for destination, own_format in self._serving.items():
+            if own_format is not None:  # (set_format gives the others the server's)
                 self._logs[destination].log_format = own_format
-                self._formats[destination] = own_format.template
-            else:
-                self._formats[destination] = None  # (set_format gives it the server's)
-        for destination in list(self._formats):
-            if destination not in self._logs:
-                del self._formats[destination]
 
     def set_format(self, log_format: LogFormat | None) -> None:
         """Write every line with ``log_format`` from now on (a reload)."""
         self.log_format = log_format
         for destination, log in self._logs.items():
-            if self._formats.get(destination) is None:  # (not one of its own)
+            if self._serving.get(destination) is None:  # (not one of its own)
                 log.log_format = log_format
 
     def reopen(self) -> list[tuple[str, OSError]]:
@@ -307,5 +300,5 @@ class AccessLogFiles:
         for log in [*self._logs.values(), *self._retired]:
             log.close()
         self._logs.clear()
-        self._formats.clear()
+        self._serving = {}
         self._retired = []

@@ -192,8 +192,8 @@ class SiteBuilder:
         self,
         destination: str | None,
         where: str,
-        template: str | None = None,
-        config: ServerConfig | None = None,
+        template: str | None,
+        config: ServerConfig,
     ) -> Callable[[Any], None] | None:
         """The access log writing to ``destination``, if one is given.
 
@@ -210,7 +210,7 @@ class SiteBuilder:
         if destination is None:
             return None
         own = None
-        if template is not None and config is not None:
+        if template is not None:
             own = LogFormat(
                 template, config.access_log_escape, TrustedProxies(config.trusted_proxies)
             )
