@@ -375,13 +375,13 @@ class Balancer(Generic[T]):
         limit = self.max_conns
         if not limit:
             return False
-        some_live = False
+        some_full = False
         for tier in (self._primaries, self._backups):
-            live = [peer for peer in tier if peer not in exclude and self.usable(peer, now)]
-            if any(peer.active < limit for peer in live):
+            free, full = self._free(tier, now, exclude)
+            if free:
                 return False
-            some_live = some_live or bool(live)
-        if some_live:
+            some_full = some_full or full
+        if some_full:
             return True
         live = [peer for peer in self.peers if peer.healthy and peer not in exclude]
         return bool(live) and all(peer.active >= limit for peer in live)
