@@ -45,7 +45,13 @@ from twistwsgi.routing import answer_error, error_body
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
 
-__all__ = ["CLOSE_WITHOUT_RESPONSE", "REDIRECT_STATUSES", "FixedResponse", "ReturnSpec"]
+__all__ = [
+    "CLOSE_WITHOUT_RESPONSE",
+    "NGINX_ESCAPES",
+    "REDIRECT_STATUSES",
+    "FixedResponse",
+    "ReturnSpec",
+]
 
 #: The statuses whose argument is the URL sent in ``Location`` (nginx's list).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -140,8 +146,9 @@ def parse_return(text: str) -> ReturnSpec:
     return ReturnSpec(status, None if rest is None else _checked(_unquoted(rest), url=False))
 
 
-#: nginx's escapes in a quoted string of its configuration.
-_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+#: nginx's escapes in a word of its configuration (ngx_conf_read_token), by the
+#: character after the backslash.
+NGINX_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 
 
 def _unquoted(text: str) -> str:
@@ -159,7 +166,7 @@ def _unquoted(text: str) -> str:
         raise ValueError(
             f"{text!r}: one quoted text only (nginx's return takes one argument after its status)"
         )
-    return re.sub(r"\\([\"'\\nrt])", lambda match: _ESCAPES[match.group(1)], stripped[1:-1])
+    return re.sub(r"\\([\"'\\nrt])", lambda match: NGINX_ESCAPES[match.group(1)], stripped[1:-1])
 
 
 def _quoted(text: str) -> str:

@@ -62,6 +62,7 @@ from urllib.parse import quote_from_bytes
 
 from twisted.logger import Logger
 
+from twistwsgi.fixed_response import NGINX_ESCAPES
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import RequestHead
 from twistwsgi.log_format import RequestTemplate
@@ -112,8 +113,6 @@ _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 _QUERY_SAFE = "/!$'()*,=:@-._~"
 # A $ reference: ${name}, $1 to $9, or $name (a group's name, else a variable).
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
-#: nginx's escapes in its configuration's words (ngx_conf_read_token).
-_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
 
 
@@ -164,8 +163,8 @@ def _words(text: str) -> list[str]:
         chars = []
         while index < end and (text[index] != quote if quote else not text[index].isspace()):
             char = text[index]
-            if char == "\\" and index + 1 < end and text[index + 1] in _ESCAPES:
-                chars.append(_ESCAPES[text[index + 1]])
+            if char == "\\" and index + 1 < end and text[index + 1] in NGINX_ESCAPES:
+                chars.append(NGINX_ESCAPES[text[index + 1]])
                 index += 2
                 continue
             chars.append(char)
