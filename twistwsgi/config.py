@@ -154,6 +154,23 @@ def _text(value: Any) -> str:
     return value
 
 
+def _one_or_list(value: Any, expected: str, *, required: bool = False) -> Sequence[Any]:
+    """One string, or a list of values (a TOML array or a flag given several times).
+
+    Args:
+        value: as given.
+        expected: what the setting takes, for the error (``"a list of file names"``).
+        required: an empty list is refused too.
+
+    Raises:
+        ValueError: ``expected ..., got ...``.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or (required and not items):
+        raise ValueError(f"expected {expected}, got {value!r}")
+    return items
+
+
 def _endpoint(value: Any) -> str:
     text = _text(value).strip()
     if not text or ":" not in text:
@@ -165,9 +182,7 @@ def _endpoint(value: Any) -> str:
 
 
 def _endpoints(value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(f"expected one endpoint string or a list of them, got {value!r}")
+    items = _one_or_list(value, "one endpoint string or a list of them", required=True)
     endpoints = tuple(_endpoint(item) for item in items)
     for index, endpoint in enumerate(endpoints):
         if endpoint in endpoints[:index]:
@@ -277,9 +292,7 @@ _HOST_NAME = re.compile(
 
 
 def _host_names(value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(f"expected a list of host names, got {value!r}")
+    items = _one_or_list(value, "a list of host names", required=True)
     names = []
     for item in items:
         text = item.strip().lower() if isinstance(item, str) else ""
@@ -371,9 +384,7 @@ def _upstream_url(text: str, value: Any) -> str:
 
 
 def _upstream(value: Any) -> tuple[Upstream, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(f"expected an upstream URL or a list of them, got {value!r}")
+    items = _one_or_list(value, "an upstream URL or a list of them", required=True)
     upstreams = []
     for item in items:
         if isinstance(item, Upstream):
@@ -415,9 +426,7 @@ UNIX_SOCKETS = "unix:"
 
 
 def _networks(value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"expected a list of addresses or networks, got {value!r}")
+    items = _one_or_list(value, "a list of addresses or networks")
     # On the command line a list is one argument: "10.0.0.0/8,192.168.0.0/16".
     texts = [part for item in items for part in re.split(r"[,\s]+", _text(item)) if part]
     if items and not texts:
@@ -497,9 +506,7 @@ def _mount_spec(
     """
 
     def parse(value: Any) -> tuple[tuple[str, Any], ...]:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError(f"expected PREFIX=TARGET, got {value!r}")
+        items = _one_or_list(value, "PREFIX=TARGET")
         specs = []
         for item in items:
             if isinstance(item, (list, tuple)) and len(item) == 2:
@@ -562,9 +569,7 @@ _SERVER_FIELDS = HOP_BY_HOP | {b"content-length", b"date"}
 
 
 def _file_names(value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"expected a list of file names, got {value!r}")
+    items = _one_or_list(value, "a list of file names")
     names = []
     for item in items:
         text = _text(item).strip()
@@ -769,9 +774,7 @@ def _auth_url(value: Any) -> str:
 
 def _header_names(value: Any) -> list[str]:
     """A header name, or a list of them, each checked to be one (RFC 9110 5.1)."""
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"expected a list of header names, got {value!r}")
+    items = _one_or_list(value, "a list of header names")
     for item in items:
         if not isinstance(item, str) or not re.fullmatch(TOKEN, item):
             raise ValueError(f"{item!r} is not a header name")
@@ -1012,9 +1015,7 @@ SWITCH = Kind("SWITCH", _boolean, "on or off (also true or false, yes or no)")
 
 
 def _media_types(value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"expected a list of media types, got {value!r}")
+    items = _one_or_list(value, "a list of media types")
     texts = [part for item in items for part in re.split(r"[,\s]+", _text(item)) if part]
     types = []
     for text in texts:
@@ -1146,9 +1147,7 @@ def _error_page(path: str) -> ErrorPage:
 
 
 def _rewrites(value: Any) -> tuple[RewriteRule, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"expected a list of rewrite lines, got {value!r}")
+    items = _one_or_list(value, "a list of rewrite lines")
     return tuple(parse_rewrite(_text(item)) for item in items)
 
 
