@@ -132,15 +132,17 @@ def parse_return(text: str) -> ReturnSpec:
         # server keeps to itself.
         raise ValueError("426 must be sent with Upgrade, which a return mount cannot send")
     if status in REDIRECT_STATUSES:
-        if rest is None:
+        url = None if rest is None else rest.rstrip()
+        if url is not None and re.search(r"\s", url):
+            raise ValueError(f"{url!r}: a URL holds no spaces (encode one as %20)")
+        url = None if url is None else _unquoted(url)
+        if not url:
+            # ('301 ""' too: an empty Location sends the client nowhere.)
             raise ValueError(
                 f"{status} needs the URL to redirect to, e.g."
                 f" '{status} https://example.com$request_uri'"
             )
-        rest = rest.rstrip()
-        if re.search(r"\s", rest):
-            raise ValueError(f"{rest!r}: a URL holds no spaces (encode one as %20)")
-        return ReturnSpec(status, _checked(_unquoted(rest), url=True))
+        return ReturnSpec(status, _checked(url, url=True))
     if rest is not None and status in _NO_CONTENT:
         raise ValueError(f"a {status} response has no content: it takes no text")
     return ReturnSpec(status, None if rest is None else _checked(_unquoted(rest), url=False))
