@@ -1465,7 +1465,7 @@ SETTINGS: tuple[Setting, ...] = (
         ONE_ENDPOINT,
         None,
         "Where to serve the server's metrics at /metrics in Prometheus's text format"
-        " (connections, responses by status, request durations, threads), e.g."
+        " (connections, responses by status, request durations, threads, each proxy upstream), e.g."
         " tcp:9090:interface=127.0.0.1; under --workers the master serves the sum of"
         " its workers'. Off by default.",
     ),

@@ -7,7 +7,12 @@ first byte to its response's end: the access log's ``$request_time``), body byte
 sent, and the application's threads (busy, and requests waiting for one). The
 responses and durations are also counted per host and mount (the ``host`` label is
 the host's first name, ``_`` for a host without names, as nginx's catch-all
-``server_name _``; ``mount`` its path), for the requests routed to one.
+``server_name _``; ``mount`` its path), for the requests routed to one. A proxy
+mount's upstreams are counted each (``upstream`` its URL; what the status pages of
+nginx's upstream modules give): the requests sent to it (a request tried on two
+upstreams counts on each), its answers by status, its failures by kind, how long
+each took (``$upstream_response_time``), and, as gauges, whether it is left out
+now, its requests in progress and its open connections.
 
 :class:`RequestMetrics` counts in one server process, from the access log's feed
 (every ended exchange and refusal: a 499 or 444 included). A :func:`snapshot` of it,
@@ -35,9 +40,12 @@ __all__ = [
     "CONTENT_TYPE",
     "DURATION_BUCKETS",
     "METRICS_PATH",
+    "UPSTREAM_GAUGES",
     "MetricsHandler",
     "RequestMetrics",
+    "UpstreamState",
     "merge",
+    "mount_labels",
     "render",
     "retire",
 ]
@@ -56,6 +64,12 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _COUNTERS = ("connections_accepted", "body_bytes", "duration_sum")
 #: The gauges of a snapshot (a worker that ended has none).
 GAUGES = ("connections_open", "threads", "threads_busy", "thread_queue")
+#: The gauges of an upstream in a snapshot (see ``ProxyHandler.upstream_states``).
+UPSTREAM_GAUGES = ("down", "active", "busy", "idle")
+
+#: One upstream now, as a proxy mount reports it for a snapshot: its host and
+#: mount labels (see :func:`mount_labels`), its name, then :data:`UPSTREAM_GAUGES`.
+UpstreamState = tuple[str, str, str, int, int, int, int]
 
 
 class _Ended(Protocol):
@@ -85,6 +99,8 @@ class RequestMetrics:
         # Per (host, mount) the requests were routed to: responses by status, the
         # duration histogram and its sum.
         self.mounts: dict[tuple[str, str], _MountCounts] = {}
+        # Per (host, mount, upstream): what the attempts on it came to.
+        self.upstreams: dict[tuple[str, str, str], _UpstreamCounts] = {}
 
     def __call__(self, ended: _Ended) -> None:
         """Count ``ended`` (an exchange that ended, or a refusal)."""
@@ -96,11 +112,15 @@ class RequestMetrics:
         route = getattr(ended, "route", None)
         counts = None
         if route is not None:
-            key = (route.host or CATCH_ALL, route.script_name.decode("utf-8", "replace") or "/")
+            key = mount_labels(route.host, route.script_name)
             counts = self.mounts.get(key)
             if counts is None:
                 counts = self.mounts[key] = _MountCounts()
             counts.responses[status] = counts.responses.get(status, 0) + 1
+            # A proxy's notes of the upstreams it tried (see _AttemptNotes).
+            attempts = getattr(getattr(ended, "log_notes", None), "attempts", None)
+            if attempts is not None:
+                self._count_attempts(key, attempts())
         if status == 101:
             return  # a tunnel's lifetime is no request's duration
         took = max(self._now() - ended.started, 0.0)
@@ -111,8 +131,59 @@ class RequestMetrics:
             counts.durations[bucket] += 1
             counts.duration_sum += took
 
-    def snapshot(self, connections_accepted: int, gauges: Mapping[str, int]) -> dict[str, Any]:
-        """The counts so far and ``gauges`` now, JSON-ready (see :func:`render`)."""
+    def _count_attempts(
+        self, key: tuple[str, str], attempts: Iterable[tuple[str, int, str | None, float]]
+    ) -> None:
+        """Count a request's attempts on the upstreams of the mount ``key``."""
+        upstreams = self.upstreams
+        for upstream, answered, failure, took in attempts:
+            counts = upstreams.get((*key, upstream))
+            if counts is None:
+                counts = upstreams[(*key, upstream)] = _UpstreamCounts()
+            counts.requests += 1
+            if answered:
+                counts.responses[answered] = counts.responses.get(answered, 0) + 1
+            if failure is not None:
+                counts.failures[failure] = counts.failures.get(failure, 0) + 1
+            if answered == 101:
+                continue  # a tunnel's lifetime is no response's time
+            counts.durations[bisect.bisect_left(DURATION_BUCKETS, took)] += 1
+            counts.duration_sum += took
+
+    def snapshot(
+        self,
+        connections_accepted: int,
+        gauges: Mapping[str, int],
+        upstreams: Iterable[UpstreamState] = (),
+    ) -> dict[str, Any]:
+        """The counts so far and ``gauges`` now, JSON-ready (see :func:`render`).
+
+        Args:
+            connections_accepted: the connections accepted so far.
+            gauges: the values of :data:`GAUGES` now.
+            upstreams: the upstreams of the proxy mounts served now; an upstream
+                counted earlier but no longer served (a reload removed it) keeps
+                its counts, with gauges of 0.
+        """
+        entries: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for (host, mount, upstream), counts in self.upstreams.items():
+            entries[host, mount, upstream] = {
+                "host": host,
+                "mount": mount,
+                "upstream": upstream,
+                "requests": counts.requests,
+                "responses": {str(status): count for status, count in counts.responses.items()},
+                "failures": dict(counts.failures),
+                "durations": list(counts.durations),
+                "duration_sum": counts.duration_sum,
+                **dict.fromkeys(UPSTREAM_GAUGES, 0),
+            }
+        for host, mount, upstream, *values in upstreams:
+            entry = entries.get((host, mount, upstream))
+            if entry is None:
+                entry = entries[host, mount, upstream] = _empty_upstream(host, mount, upstream)
+            for name, value in zip(UPSTREAM_GAUGES, values, strict=True):
+                entry[name] += value  # (an upstream listed twice in a mount: their sum)
         return {
             "connections_accepted": connections_accepted,
             "responses": {str(status): count for status, count in self.responses.items()},
@@ -129,8 +200,14 @@ class RequestMetrics:
                 }
                 for (host, mount), counts in self.mounts.items()
             ],
+            "upstreams": list(entries.values()),
             **{name: int(gauges.get(name, 0)) for name in GAUGES},
         }
+
+
+def mount_labels(host: str | None, prefix: bytes) -> tuple[str, str]:
+    """The ``host`` and ``mount`` labels of a host's first name and a mount's prefix."""
+    return host or CATCH_ALL, prefix.decode("utf-8", "replace") or "/"
 
 
 #: The ``host`` label of a host without names (the command line's, a catch-all).
@@ -148,6 +225,34 @@ class _MountCounts:
         self.duration_sum = 0.0
 
 
+class _UpstreamCounts:
+    """What the attempts on one upstream of a mount came to (see :class:`RequestMetrics`)."""
+
+    __slots__ = ("duration_sum", "durations", "failures", "requests", "responses")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.responses: dict[int, int] = {}
+        self.failures: dict[str, int] = {}
+        self.durations = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+
+
+def _empty_upstream(host: str, mount: str, upstream: str) -> dict[str, Any]:
+    """A snapshot's entry of an upstream with nothing counted."""
+    return {
+        "host": host,
+        "mount": mount,
+        "upstream": upstream,
+        "requests": 0,
+        "responses": {},
+        "failures": {},
+        "durations": [0] * (len(DURATION_BUCKETS) + 1),
+        "duration_sum": 0.0,
+        **dict.fromkeys(UPSTREAM_GAUGES, 0),
+    }
+
+
 def empty() -> dict[str, Any]:
     """A snapshot with nothing counted."""
     return {
@@ -157,6 +262,7 @@ def empty() -> dict[str, Any]:
         "duration_sum": 0.0,
         "body_bytes": 0,
         "mounts": [],
+        "upstreams": [],
         **dict.fromkeys(GAUGES, 0),
     }
 
@@ -168,10 +274,14 @@ def checked(report: object) -> dict[str, Any] | None:
     application's code, and may run another version of this module after a reload.
     ``None`` for anything else: numbers that are not whole and not negative (the
     duration sum a number), a status that is not three digits, a histogram of
-    another length, a mount's host or path that is not text. A report without
-    ``mounts`` (a worker of the version before them) counts with none.
+    another length, a mount's host or path or an upstream's name or failure that
+    is not text. A report without ``mounts`` or ``upstreams`` (a worker of a
+    version before them) counts with none.
     """
     if not isinstance(report, dict):
+        return None
+    upstreams = report.get("upstreams", [])
+    if not isinstance(upstreams, list) or not all(map(_upstream_valid, upstreams)):
         return None
     mounts = report.get("mounts", [])
     if not isinstance(mounts, list) or not all(
@@ -187,6 +297,27 @@ def checked(report: object) -> dict[str, Any] | None:
         if type(value) is not int or value < 0:
             return None
     return report if _counts_valid(report) else None
+
+
+def _upstream_valid(entry: object) -> bool:
+    """Whether ``entry`` is an upstream's entry of a snapshot (see :func:`checked`)."""
+    if not isinstance(entry, dict):
+        return False
+    if not all(isinstance(entry.get(name), str) for name in ("host", "mount", "upstream")):
+        return False
+    for name in ("requests", *UPSTREAM_GAUGES):
+        value = entry.get(name)
+        if type(value) is not int or value < 0:
+            return False
+    failures = entry.get("failures")
+    return (
+        isinstance(failures, dict)
+        and all(
+            isinstance(kind, str) and type(count) is int and count >= 0
+            for kind, count in failures.items()
+        )
+        and _counts_valid(entry)
+    )
 
 
 def _counts_valid(counts: Mapping[str, Any]) -> bool:
@@ -218,6 +349,7 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The sum of ``snapshots`` (counters and gauges alike; see :func:`checked`)."""
     total = empty()
     mounts: dict[tuple[str, str], dict[str, Any]] = {}
+    upstreams: dict[tuple[str, str, str], dict[str, Any]] = {}
     for snapshot in snapshots:
         for name in (*_COUNTERS, *GAUGES):
             total[name] += snapshot.get(name, 0)
@@ -235,7 +367,20 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 }
             _add_counts(kept, entry)
             kept["duration_sum"] += entry["duration_sum"]
+        for entry in snapshot.get("upstreams", ()):
+            key3 = (entry["host"], entry["mount"], entry["upstream"])
+            counted = upstreams.get(key3)
+            if counted is None:
+                counted = upstreams[key3] = _empty_upstream(*key3)
+            _add_counts(counted, entry)
+            counted["duration_sum"] += entry["duration_sum"]
+            for name in ("requests", *UPSTREAM_GAUGES):
+                counted[name] += entry[name]
+            failures = counted["failures"]
+            for kind, count in entry["failures"].items():
+                failures[kind] = failures.get(kind, 0) + count
     total["mounts"] = list(mounts.values())
+    total["upstreams"] = list(upstreams.values())
     return total
 
 
@@ -253,6 +398,9 @@ def retire(retired: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any
     kept = merge([retired, last])
     for name in GAUGES:
         kept[name] = 0
+    for entry in kept["upstreams"]:
+        for name in UPSTREAM_GAUGES:
+            entry[name] = 0
     return kept
 
 
@@ -339,7 +487,80 @@ def render(snapshot: Mapping[str, Any], workers: int | None = None) -> bytes:
         lines.extend(
             _histogram(name, _mount_labels(entry), entry["durations"], entry["duration_sum"])
         )
+    upstreams = sorted(
+        snapshot.get("upstreams", ()),
+        key=lambda entry: (entry["host"], entry["mount"], entry["upstream"]),
+    )
+    if upstreams:
+        _render_upstreams(upstreams, metric, lines)
     return ("\n".join(lines) + "\n").encode()
+
+
+def _render_upstreams(
+    upstreams: list[Mapping[str, Any]],
+    metric: Callable[[str, str, str, list[tuple[str, float]]], None],
+    lines: list[str],
+) -> None:
+    """The families of the proxy mounts' upstreams (``upstreams`` in label order)."""
+    labelled = [(entry, _upstream_labels(entry)) for entry in upstreams]
+    metric(
+        "twistwsgi_upstream_requests_total",
+        "counter",
+        "Requests sent to an upstream of a proxy mount (a request tried on two counts on each).",
+        [(f"{{{labels}}}", entry["requests"]) for entry, labels in labelled],
+    )
+    metric(
+        "twistwsgi_upstream_responses_total",
+        "counter",
+        "Upstream answers by status code (relayed or not: retried, or replaced by an error page).",
+        [
+            (f'{{{labels},code="{status}"}}', count)
+            for entry, labels in labelled
+            for status, count in sorted(entry["responses"].items(), key=lambda item: int(item[0]))
+        ],
+    )
+    metric(
+        "twistwsgi_upstream_failures_total",
+        "counter",
+        "Upstream attempts that failed, by what went wrong: connect, closed, protocol,"
+        " timeout, stalled (its body stopped), local (this server lacked descriptors).",
+        [
+            (f'{{{labels},reason="{_label_value(kind)}"}}', count)
+            for entry, labels in labelled
+            for kind, count in sorted(entry["failures"].items())
+        ],
+    )
+    name = "twistwsgi_upstream_response_duration_seconds"
+    lines.append(
+        f"# HELP {name} From giving an upstream the request to the end of its response or"
+        " failure ($upstream_response_time)."
+    )
+    lines.append(f"# TYPE {name} histogram")
+    for entry, labels in labelled:
+        lines.extend(_histogram(name, labels, entry["durations"], entry["duration_sum"]))
+    metric(
+        "twistwsgi_upstream_down",
+        "gauge",
+        "1 while an upstream is left out (max_fails failures, or a failed health check);"
+        " under --workers, the workers that left it out.",
+        [(f"{{{labels}}}", entry["down"]) for entry, labels in labelled],
+    )
+    metric(
+        "twistwsgi_upstream_active_requests",
+        "gauge",
+        "Requests in progress on an upstream (what max_conns limits).",
+        [(f"{{{labels}}}", entry["active"]) for entry, labels in labelled],
+    )
+    metric(
+        "twistwsgi_upstream_connections",
+        "gauge",
+        "Open connections to an upstream: busy (a request or tunnel on it) or idle (pooled).",
+        [
+            (f'{{{labels},state="{state}"}}', entry[state])
+            for entry, labels in labelled
+            for state in ("busy", "idle")
+        ],
+    )
 
 
 def _histogram(name: str, labels: str, durations: list[int], total: float) -> list[str]:
@@ -361,6 +582,11 @@ def _histogram(name: str, labels: str, durations: list[int], total: float) -> li
 def _mount_labels(entry: Mapping[str, Any]) -> str:
     """The ``host`` and ``mount`` labels of a mount's samples."""
     return f'host="{_label_value(entry["host"])}",mount="{_label_value(entry["mount"])}"'
+
+
+def _upstream_labels(entry: Mapping[str, Any]) -> str:
+    """The ``host``, ``mount`` and ``upstream`` labels of an upstream's samples."""
+    return f'{_mount_labels(entry)},upstream="{_label_value(entry["upstream"])}"'
 
 
 def _label_value(text: str) -> str:

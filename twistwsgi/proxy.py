@@ -219,8 +219,8 @@ class ProxyHandler:
         queue: requests that may wait when every upstream is at ``max_conns``.
         queue_timeout: seconds a request may wait (0: no limit).
         log_upstreams: note the upstreams each request tried, with their statuses
-            and times, for an access log that writes them (``Exchange.log_notes``);
-            off, a request does not pay for it.
+            and times, for an access log that writes them or the metrics that count
+            them (``Exchange.log_notes``); off, a request does not pay for it.
         buffering: keep reading a response from its upstream while the client
             does not read, holding what the client cannot take yet in a
             :class:`~twistwsgi.response_spool.ResponseSpool`, so the upstream's
@@ -344,6 +344,31 @@ class ProxyHandler:
         """
         self.group.close()
 
+    def upstream_states(self) -> list[tuple[str, int, int, int, int]]:
+        """Each upstream now, for the metrics: ``(name, down, active, busy, idle)``.
+
+        ``down`` is 1 while it is left out (after ``max_fails`` failures, or a
+        health check it failed), else 0; ``active`` its requests in progress;
+        ``busy`` and ``idle`` its open connections that carry a request (or a
+        tunnel) and that wait in the pool.
+        """
+        balancer = self.balancer
+        now = self.clock.seconds()
+        states = []
+        for peer in balancer.peers:
+            pool = peer.target
+            idle = len(pool.idle)
+            states.append(
+                (
+                    peer.name,
+                    0 if balancer.usable(peer, now) else 1,
+                    peer.active,
+                    max(0, len(pool.connections) - idle),
+                    idle,
+                )
+            )
+        return states
+
     def dispatch_soon(self) -> None:
         """:meth:`dispatch` once the reactor is done with what it is handling now."""
         if self._dispatch_call is None:
@@ -440,8 +465,10 @@ class _AttemptNotes:
     Args:
         tried: the upstreams, in the order they were tried.
         started: when each was given the request (clock seconds).
-        failed: ``(when, status)`` for each that failed, in order: 502, 503 or 504
-            (as the client's answer would say), or the status it had answered.
+        failed: ``(when, status, kind, answered)`` for each that failed, in order:
+            502, 503 or 504 (as the client's answer would say), or the status it
+            had answered; what went wrong (``None``: nothing, its answer was not
+            relayed, see ``retry_statuses``); the status it answered (0: none).
         answered: the status the last one answered, 0 if none (``-``: the client
             left first).
         clock: the time source.
@@ -455,7 +482,7 @@ class _AttemptNotes:
         self,
         tried: list[Peer[UpstreamPool]],
         started: list[float],
-        failed: list[tuple[float, int]] | None,
+        failed: list[tuple[float, int, ErrorKind | None, int]] | None,
         answered: int,
         clock: IReactorTime,
         *,
@@ -477,19 +504,46 @@ class _AttemptNotes:
                 upstream_address_text(peer.target.address) for peer in self._tried[:count]
             )
         if name == "upstream_status":
-            statuses = [str(status) for _, status in failed[:count]]
+            statuses = [str(entry[1]) for entry in failed[:count]]
             if len(statuses) < count:
                 statuses.append(str(self._answered) if self._answered else "-")
             return ", ".join(statuses)
         if name == "upstream_response_time":
-            now = self._completed if self._completed is not None else self._clock.seconds()
-            ends = [when for when, _ in failed[:count]]
-            ends += [now] * (count - len(ends))
-            return ", ".join(
-                f"{max(0.0, end - start):.3f}"
-                for start, end in zip(self._started, ends, strict=True)
-            )
+            return ", ".join(f"{seconds:.3f}" for seconds in self._durations())
         return None
+
+    def _durations(self) -> list[float]:
+        """Each attempt's time, from giving it the request to its end (or now)."""
+        count = len(self._started)
+        now = self._completed if self._completed is not None else self._clock.seconds()
+        ends = [entry[0] for entry in self._failed[:count]]
+        ends += [now] * (count - len(ends))
+        return [max(0.0, end - start) for start, end in zip(self._started, ends, strict=True)]
+
+    def attempts(self) -> list[tuple[str, int, str | None, float]]:
+        """Each attempt, for the metrics: its upstream, answer, failure and time.
+
+        The answer is the status the upstream answered (0: none); the failure an
+        :class:`~twistwsgi.http.client.ErrorKind`'s value, or ``None`` (a
+        response that broke off has both).
+        """
+        started = self._started
+        if len(started) == 1 and not self._failed:  # (most requests: measured 2 us less)
+            end = self._completed if self._completed is not None else self._clock.seconds()
+            return [(self._tried[0].name, self._answered, None, max(0.0, end - started[0]))]
+        count = len(started)
+        outcomes = [
+            (answered, kind.value if kind is not None else None)
+            for _, _, kind, answered in self._failed[:count]
+        ]
+        if len(outcomes) < count:
+            outcomes.append((self._answered, None))
+        return [
+            (peer.name, answered, failure, seconds)
+            for peer, (answered, failure), seconds in zip(
+                self._tried[:count], outcomes, self._durations(), strict=True
+            )
+        ]
 
 
 def upstream_address_text(address: UpstreamAddress) -> str:
@@ -578,7 +632,7 @@ class _Forward:
         # For the access log (see _AttemptNotes): when each attempt began, when and
         # how each failed one ended, what the last one answered.
         self._started_at: list[float] | None = None  # (None: not noted)
-        self._failed_at: list[tuple[float, int]] | None = None
+        self._failed_at: list[tuple[float, int, ErrorKind | None, int]] | None = None
         self._answered_status = 0
         # Response buffering (see ProxyHandler's buffering): whether the client has
         # stopped reading, the upstream's response fields (for X-Accel-Buffering,
@@ -1205,7 +1259,7 @@ class _Forward:
         name = peer.name if peer is not None else "?"
         exchange = self._exchange
         if exchange.response_started:
-            self._attempt_over(self._answered_status)
+            self._attempt_over(self._answered_status, error.kind)
             self._done = True
             self._release()
             _log.warn(
@@ -1234,7 +1288,7 @@ class _Forward:
             self._connect(peer)
             return
         self._last_failure = (name, error)
-        self._attempt_over(_FAILED[error.kind][0])
+        self._attempt_over(_FAILED[error.kind][0], error.kind, answered=False)
         # A stale close under a request that may not be sent again (not idempotent,
         # RFC 9110 9.2.2, or its body not kept) ends in a 502 below, but the
         # upstream is not counted as failed.
@@ -1277,8 +1331,16 @@ class _Forward:
             return f"retry_timeout ({timeout:g}s) passed"
         return None
 
-    def _attempt_over(self, status: int) -> None:
-        """The current attempt failed (for the access log): now, with ``status``."""
+    def _attempt_over(
+        self, status: int, kind: ErrorKind | None = None, *, answered: bool = True
+    ) -> None:
+        """The current attempt ended unrelayed (for the access log and metrics).
+
+        Args:
+            status: what the access log writes for it.
+            kind: what went wrong, ``None`` for an answer not relayed.
+            answered: whether ``status`` is the upstream's own answer.
+        """
         started = self._started_at
         if started is None:
             return
@@ -1286,7 +1348,7 @@ class _Forward:
         if failed is None:
             failed = self._failed_at = []
         if len(failed) < len(started):
-            failed.append((self._proxy.clock.seconds(), status))
+            failed.append((self._proxy.clock.seconds(), status, kind, status if answered else 0))
         self._answered_status = 0
 
     def _may_resend(self) -> bool:
@@ -1506,7 +1568,9 @@ class _Forward:
             peer = self._peer
             self._drop_upstream()
             if not self._done:
-                self._attempt_over(_FAILED[ErrorKind.PROTOCOL][0])
+                self._attempt_over(
+                    _FAILED[ErrorKind.PROTOCOL][0], ErrorKind.PROTOCOL, answered=False
+                )
                 upstream = peer.name if peer is not None else "?"
                 self._failed(ErrorKind.PROTOCOL, "switched protocols unexpectedly", upstream)
             return

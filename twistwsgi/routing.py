@@ -425,6 +425,8 @@ class RoutingTable:
             limit would refuse).
         access_logs: whether any host or mount has its own access log (else the
             router need not say where each line goes).
+        proxied: the proxy mounts' handlers, each with its host's first name
+            (``None``: none) and its prefix, for the metrics of their upstreams.
     """
 
     hosts: HostTable[MountTable[Handler]]
@@ -433,6 +435,7 @@ class RoutingTable:
     body_limits: bool = False
     guarded: bool = False
     access_logs: bool = False
+    proxied: tuple[tuple[str | None, bytes, Handler], ...] = ()
 
 
 _NOT_FOUND = b"Not Found\n"

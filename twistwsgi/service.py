@@ -48,7 +48,13 @@ from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import HTTPFactory, Refusal, ResponseLog
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat
-from twistwsgi.metrics import MetricsHandler, RequestMetrics, render
+from twistwsgi.metrics import (
+    MetricsHandler,
+    RequestMetrics,
+    UpstreamState,
+    mount_labels,
+    render,
+)
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 from twistwsgi.routing import HostGuard, HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.shared_limits import SharedLimits
@@ -450,7 +456,7 @@ class ServerService(Service):
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """What this server counted and its gauges now (see :func:`metrics_snapshot`)."""
-        return metrics_snapshot(self.factory, self._pool)
+        return metrics_snapshot(self.factory, self._pool, self._router)
 
     def _listen_failed(self, failure: Failure, description: str, failed: list[str]) -> None:
         if failure.check(CancelledError):
@@ -795,6 +801,8 @@ def make_service(
             )
         endpoints = [(text, serverFromString(reactor, text)) for text in config.listen]
     pool = WorkerPool(config.threads) if config.threads > 0 else None
+    if count_metrics is None:
+        count_metrics = config.metrics_listen is not None
     builder: SiteBuilder
     if app is not None:
         if config.hosts:
@@ -806,6 +814,7 @@ def make_service(
             threadpool=pool,
             builders=builders if builders is not None else standard_builders(reactor),
             shared_limits=shared_limits,
+            note_upstreams=count_metrics,
         )
     log_format = access_log_format(config)
     table = builder.build(config)
@@ -821,8 +830,6 @@ def make_service(
                 config.source("access_log"),
                 f"cannot open {config.access_log!r}: {error.strerror}",
             ) from None
-    if count_metrics is None:
-        count_metrics = config.metrics_listen is not None
     counted = RequestMetrics(reactor.seconds) if count_metrics else None
     response_log = _response_log(access_log, counted, router if table.access_logs else None)
     factory = HTTPFactory(
@@ -844,7 +851,7 @@ def make_service(
         metrics = MetricsListener(
             description,
             metrics_endpoint,
-            lambda: render(metrics_snapshot(factory, pool)),
+            lambda: render(metrics_snapshot(factory, pool, router)),
             reactor,
         )
     return ServerService(
@@ -899,8 +906,12 @@ def _response_log(
     return routed_log
 
 
-def metrics_snapshot(factory: HTTPFactory, pool: WorkerPool | None) -> dict[str, Any]:
+def metrics_snapshot(
+    factory: HTTPFactory, pool: WorkerPool | None, router: Router | None = None
+) -> dict[str, Any]:
     """What this process counted (see :mod:`twistwsgi.metrics`), with its gauges now.
+
+    With the ``router`` serving, the gauges of its proxy mounts' upstreams too.
 
     Raises:
         ValueError: ``factory`` counts no metrics (no ``metrics_listen``).
@@ -913,7 +924,21 @@ def metrics_snapshot(factory: HTTPFactory, pool: WorkerPool | None) -> dict[str,
         "threads_busy": busy_threads(),
         "thread_queue": waiting_requests(),
     }
-    return factory.metrics.snapshot(factory.accepted, gauges)
+    return factory.metrics.snapshot(factory.accepted, gauges, _upstream_states(router))
+
+
+def _upstream_states(router: Router | None) -> list[UpstreamState]:
+    """The upstreams of the proxy mounts ``router`` serves now (see ``upstream_states``)."""
+    if router is None:
+        return []
+    from twistwsgi.proxy import ProxyHandler  # noqa: PLC0415
+
+    states: list[UpstreamState] = []
+    for host, prefix, handler in router.table.proxied:
+        if isinstance(handler, ProxyHandler):
+            labels = mount_labels(host, prefix)
+            states.extend((*labels, *state) for state in handler.upstream_states())
+    return states
 
 
 class _ApplicationSite(SiteBuilder):

@@ -102,6 +102,9 @@ class SiteBuilder:
         shared_limits: under ``--workers``, the tables of ``rate_limit`` and
             ``conn_limit`` counts all workers share; ``None``: counted in this
             process.
+        note_upstreams: have proxy mounts note the upstreams each request tried
+            for the metrics (see :mod:`twistwsgi.metrics`), whatever the access
+            logs write.
 
     Attributes:
         access_logs: the access logs hosts and mounts name, kept from build to
@@ -117,9 +120,11 @@ class SiteBuilder:
         load: Callable[[str], WSGIApplication] = load_app,
         builders: dict[str, MountBuilder] | None = None,
         shared_limits: SharedLimits | None = None,
+        note_upstreams: bool = False,
     ) -> None:
         self._reactor = reactor
         self._shared_limits = shared_limits
+        self._note_upstreams = note_upstreams
         self.access_logs = AccessLogFiles(clock=reactor)
         # The rate and connection limits of the last build, and of the one under
         # way, by kind and mount (see _rate_limit).
@@ -146,12 +151,13 @@ class SiteBuilder:
         default: MountTable[Handler] | None = None
         default_name: str | None = None
         built: list[Handler] = []
+        proxied: list[tuple[str | None, bytes, Handler]] = []
         try:
             for host in config.hosts:
                 host_log = self._access_log(
                     host.access_log, f"{host.where}.access_log", host.access_log_format, config
                 )
-                mounts = self._host(host, config, built, host_log)
+                mounts = self._host(host, config, built, host_log, proxied)
                 table = MountTable(
                     mounts, _host_guard(host, config), dict(host.error_pages), host_log
                 )
@@ -185,7 +191,13 @@ class SiteBuilder:
             for host in config.hosts
         )
         return RoutingTable(
-            hosts, HostTable(names, default_name), tuple(built), limited, guarded, logged
+            hosts,
+            HostTable(names, default_name),
+            tuple(built),
+            limited,
+            guarded,
+            logged,
+            tuple(proxied),
         )
 
     def _access_log(
@@ -283,8 +295,12 @@ class SiteBuilder:
         config: ServerConfig,
         built: list[Handler],
         host_log: Callable[[Any], None] | None,
+        proxied: list[tuple[str | None, bytes, Handler]],
     ) -> list[Mount[Handler]]:
-        """The mounts of one host, with static fall-through and X-Accel wiring."""
+        """The mounts of one host, with static fall-through and X-Accel wiring.
+
+        Its proxy mounts are added to ``proxied`` (see ``RoutingTable.proxied``).
+        """
         logs = [
             self._access_log(
                 mount.options.get("access_log"),
@@ -332,13 +348,15 @@ class SiteBuilder:
                 builder = self._builders.get(mount.kind)
                 if builder is None:
                     raise ConfigError(mount.where, f"{mount.kind} mounts are not available")
-                handlers[index] = builder(mount, config)
-                if mount.options.get("x_accel_redirect"):
-                    from twistwsgi.proxy import ProxyHandler  # noqa: PLC0415
+                handler = handlers[index] = builder(mount, config)
+                from twistwsgi.proxy import ProxyHandler  # noqa: PLC0415
 
-                    handler = handlers[index]
-                    if isinstance(handler, ProxyHandler):  # (not a builder of a program's)
+                if isinstance(handler, ProxyHandler):  # (not a builder of a program's)
+                    if mount.options.get("x_accel_redirect"):
                         handler.accel = accel
+                    if self._note_upstreams:
+                        handler.log_upstreams = True
+                    proxied.append((host.names[0] if host.names else None, mount.prefix, handler))
             built.append(handlers[index])
         # What answers a mount's requests: its handler, behind its access rules and
         # limits if it has any (so a static mount passing a miss on goes through them
