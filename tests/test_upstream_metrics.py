@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from tests.test_metrics import Ended, kinds, samples
 from tests.test_proxy import (
+    ACCEL,
     OK,
     TWO,
     UNAVAILABLE,
@@ -26,7 +27,7 @@ from tests.test_proxy import (
     numbered,
 )
 from twistwsgi import cli
-from twistwsgi.config import MountConfig, ServerConfig
+from twistwsgi.config import MountConfig, ServerConfig, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.request import Route
 from twistwsgi.metrics import (
@@ -38,8 +39,10 @@ from twistwsgi.metrics import (
     render,
     retire,
 )
-from twistwsgi.proxy import build_proxy
+from twistwsgi.proxy import ACCEL_DRAIN_LIMIT, build_proxy
 from twistwsgi.service import make_service
+from twistwsgi.site import _accel_resolver
+from twistwsgi.static import StaticHandler, StaticOptions
 
 A = "http://10.0.0.1:9000"
 B = "http://10.0.0.2:9000"
@@ -343,6 +346,8 @@ def spoil_upstream(**changes: Any) -> Any:
         spoil_upstream(responses={"2xx": 1}),
         spoil_upstream(durations=[0]),
         spoil_upstream(duration_sum=float("inf")),
+        spoil_upstream(duration_sum=10**400),  # (no float: the sums would raise)
+        spoil_upstream(responses={"\u00b2\u00b3\u2074": 1}),  # (digits, not ASCII ones)
     ],
 )
 def test_an_upstream_entry_of_another_shape_is_refused(spoil: Any) -> None:
@@ -427,3 +432,67 @@ def test_without_metrics_a_proxy_does_not_note_its_attempts(tmp_path: Path) -> N
     assert handler.log_upstreams is False
     with pytest.raises(ValueError, match="counts no metrics"):
         service.metrics_snapshot()
+
+
+# -- after review ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body_length", [20, ACCEL_DRAIN_LIMIT * 4])
+def test_after_an_x_accel_redirect_the_time_is_the_upstreams_not_the_files(
+    tmp_path: Path, body_length: int
+) -> None:
+    """The upstream's part ends with its body read and dropped (or its connection
+    dropped, past ACCEL_DRAIN_LIMIT), however long the client takes over the file.
+    """
+    (tmp_path / "f").write_bytes(bytes(2_000_000))
+    setup, counted = counting()
+    options = {**default_options("static"), "internal": True}
+    static = StaticHandler(
+        StaticOptions.from_mount(str(tmp_path), options), now=setup.clock.seconds
+    )
+    mount = MountConfig("/protected", "static", str(tmp_path), options, "test")
+    setup.handler.accel = _accel_resolver([(mount, static)])
+    client = setup.client(response_log=counted)
+    client.send(GET)
+    setup.clock.advance(0.1)
+    head = ACCEL.replace(b"report.pdf", b"f").replace(b"Length: 20", b"Length: %d" % body_length)
+    setup.endpoint().last.respond(head + bytes(min(body_length, ACCEL_DRAIN_LIMIT + 1)))
+    while not counted.responses:  # a slow client reads the file
+        setup.clock.advance(0.1)
+        client.take()
+        producer = client.transport.producer
+        assert producer is not None
+        producer.resumeProducing()
+    assert scrape(setup, counted)[
+        "twistwsgi_upstream_response_duration_seconds_sum", labels(A)
+    ] == pytest.approx(0.1)
+
+
+def test_a_health_checks_connection_is_neither_busy_nor_idle() -> None:
+    setup, counted = counting(TWO, health_check="/healthz", health_interval=5.0)
+    setup.clock.advance(0)  # the checks connect and ask
+    assert setup.endpoint().connections  # (one is open)
+    found = scrape(setup, counted)
+    assert found["twistwsgi_upstream_connections", labels(A, ("state", "busy"))] == 0
+    assert found["twistwsgi_upstream_connections", labels(A, ("state", "idle"))] == 0
+
+
+def test_a_url_listed_twice_is_down_once() -> None:
+    """Down is 1 in one process (the two pools are one upstream to the operator)."""
+    setup, counted = counting((A, A))
+    for peer in setup.handler.group.peers:  # (one fake endpoint each)
+        peer.target._endpoint.refuse = True  # type: ignore[attr-defined]
+    setup.client(response_log=counted).send(GET)
+    assert all(not setup.handler.balancer.usable(peer, 0.0) for peer in setup.handler.group.peers)
+    assert scrape(setup, counted)["twistwsgi_upstream_down", labels(A)] == 1
+
+
+def test_an_ended_workers_upstream_with_nothing_counted_is_not_kept() -> None:
+    """As in one process: a reload's removed upstream shows only for what it counted."""
+    unused = ("_", "/", "http://old:1", 0, 0, 0, 1)
+    last = RequestMetrics(lambda: 0.0).snapshot(1, {}, [unused])
+    assert b"http://old:1" not in render(merge([retire(empty(), last), empty()]))
+    used = RequestMetrics(lambda: 0.0)
+    used(proxied(200, ("http://old:1", 200, None, 0.0)))
+    kept = retire(empty(), used.snapshot(1, {}, [unused]))
+    assert [entry["upstream"] for entry in kept["upstreams"]] == ["http://old:1"]

@@ -182,8 +182,11 @@ class RequestMetrics:
             entry = entries.get((host, mount, upstream))
             if entry is None:
                 entry = entries[host, mount, upstream] = _empty_upstream(host, mount, upstream)
-            for name, value in zip(UPSTREAM_GAUGES, values, strict=True):
-                entry[name] += value  # (an upstream listed twice in a mount: their sum)
+            # An upstream listed twice in a mount has two pools: one series, down
+            # if either is, their requests and connections added up.
+            entry["down"] = max(entry["down"], values[0])
+            for name, value in zip(UPSTREAM_GAUGES[1:], values[1:], strict=True):
+                entry[name] += value
         return {
             "connections_accepted": connections_accepted,
             "responses": {str(status): count for status, count in self.responses.items()},
@@ -323,14 +326,15 @@ def _upstream_valid(entry: object) -> bool:
 def _counts_valid(counts: Mapping[str, Any]) -> bool:
     """Whether ``counts`` has valid ``responses``, ``durations`` and ``duration_sum``."""
     duration_sum = counts.get("duration_sum")
-    if not isinstance(duration_sum, (int, float)) or isinstance(duration_sum, bool):
-        return False
-    if not 0 <= duration_sum < math.inf:
+    # A float (as JSON gives back a snapshot's): an int past a float's range would
+    # make the master's sums raise.
+    if type(duration_sum) is not float or not 0 <= duration_sum < math.inf:
         return False
     responses = counts.get("responses")
     if not isinstance(responses, dict) or not all(
         isinstance(status, str)
         and len(status) == 3
+        and status.isascii()  # (isdigit takes other scripts' digits, int() not all)
         and status.isdigit()
         and type(count) is int
         and count >= 0
@@ -398,6 +402,9 @@ def retire(retired: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any
     kept = merge([retired, last])
     for name in GAUGES:
         kept[name] = 0
+    # An upstream that counted nothing was there for its gauges only: as in one
+    # process, one a reload removed is not shown once the workers serving it end.
+    kept["upstreams"] = [entry for entry in kept["upstreams"] if entry["requests"]]
     for entry in kept["upstreams"]:
         for name in UPSTREAM_GAUGES:
             entry[name] = 0

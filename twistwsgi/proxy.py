@@ -1123,6 +1123,11 @@ class _Forward:
                 # (Or requests wait for the slot: they get it now rather than after
                 # a body nobody reads.)
                 self._drop_upstream()
+            else:
+                return
+            if self._started_at is not None:
+                # The upstream's part is over; the client's file or page goes on.
+                self._completed_at = self._proxy.clock.seconds()
             return
         exchange = self._exchange
         spool = self._spool

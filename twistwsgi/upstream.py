@@ -318,7 +318,8 @@ class UpstreamPool:
         connect_timeout: seconds a connection attempt may take.
 
     Attributes:
-        connections: every open connection (idle, busy or tunnelling).
+        connections: every open connection for requests (idle, busy or
+            tunnelling; a health check's is not one once it is asking).
         idle: the idle connections, the most recently used last.
     """
 
@@ -548,6 +549,8 @@ class HealthCheck:
             connection.abort()
             return
         self._connection = connection
+        # Not one of the upstream's connections for requests (see upstream_states).
+        self._pool.connections.discard(connection)
         connection.send(self._head, self)
 
     def _connect_failed(self, failure: Failure) -> None:
