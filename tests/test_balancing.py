@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twistwsgi.balancing import Balancer, Peer, _hash, client_network, parse_balance
+from twistwsgi.balancing import POLICIES, Balancer, Peer, _hash, client_network, parse_balance
 
 
 def peers(*weights: int) -> list[Peer[str]]:
@@ -811,3 +811,52 @@ def test_a_backup_is_picked_only_when_no_other_can_take_the_request(  # noqa: PL
         assert not any_usable
         free = [peer for peer in allowed if not (max_conns and peer.active >= max_conns)]
         assert chosen._down_until == min(peer._down_until for peer in free)
+
+
+# -- peers marked down ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_peer_marked_down_gets_nothing_even_when_the_others_are_out(policy: str) -> None:
+    """Never picked, not as the back-soonest fallback either: nothing is sent to it."""
+    group = [Peer("a", "a"), Peer("b", "b", down=True), Peer("c", "c")]
+    balancer = Balancer(group, policy=policy, fail_timeout=10.0)
+    first, _marked, third = group
+    picks = {balancer.pick(0.0, key=b"k%d" % n) for n in range(50)}
+    assert picks == {first, third}
+    balancer.failed(first, 0.0)
+    balancer.failed(third, 1.0)
+    assert balancer.pick(2.0, key=b"k") is first  # (back soonest; not the one marked)
+    assert balancer.pick(2.0, [first, third], key=b"k") is None
+    assert not balancer.busy(2.0, [first, third])
+    assert balancer.next_recovery(2.0) == 10.0
+
+
+def test_every_peer_marked_down_gives_none() -> None:
+    balancer = Balancer([Peer("a", "a", down=True)], max_conns=1)
+    assert balancer.pick(0.0) is None
+    assert not balancer.busy(0.0)
+
+
+def test_a_backup_serves_while_the_others_are_marked_down() -> None:
+    group = [Peer("a", "a", down=True), Peer("spare", "spare", backup=True)]
+    assert Balancer(group).pick(0.0) is group[1]
+
+
+@pytest.mark.parametrize("policy", ["hash", "consistent_hash", "ip_hash"])
+def test_a_peer_marked_down_keeps_the_other_keys_where_they_were(policy: str) -> None:
+    """As nginx advises for ip_hash: mark a server down rather than remove it, so the
+    keys of the others stay; only its own keys move, and come back with it.
+    """
+    names = [f"http://10.0.0.{n}:80" for n in range(1, 5)]
+    every = Balancer([Peer(n, n) for n in names], policy=policy)
+    one_down = Balancer([Peer(n, n, down=n == names[3]) for n in names], policy=policy)
+    moved = 0
+    for key in keys(2000):
+        before, after = every.pick(0.0, key=key), one_down.pick(0.0, key=key)
+        assert before is not None and after is not None and after.name != names[3]
+        if before.name == names[3]:
+            moved += 1
+        else:
+            assert after.name == before.name
+    assert 300 < moved < 700

@@ -117,6 +117,25 @@ def test_backup_upstreams_are_read_and_described(tmp_path: Path) -> None:
     )
 
 
+def test_an_upstream_marked_down_is_read_and_described(tmp_path: Path) -> None:
+    """As nginx's server ... down, with the other parameters in any order."""
+    from twistwsgi.site import describe_routing
+
+    text = (
+        ONE_HOST + '[[host.mount]]\npath = "/p"\n'
+        'proxy = ["http://u down", "http://v backup down weight=3", "http://w"]\n'
+    )
+    config = load(tmp_path, text)
+    assert config.hosts[0].mounts[1].target == (
+        Upstream("http://u", down=True),
+        Upstream("http://v", 3, backup=True, down=True),
+        Upstream("http://w"),
+    )
+    assert "proxy  http://u down, http://v weight=3 backup down, http://w" in (
+        describe_routing(config)
+    )
+
+
 def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     """Options on the command line win over the file's [server] values."""
     config = load(tmp_path, EXAMPLE, threads="4", listen=["tcp:8080"])
@@ -540,24 +559,34 @@ STATIC = ONE_HOST + '[[host.mount]]\npath = "/s"\nstatic = "STATIC"\n'
         ),
         (
             PROXY.replace('9000"', '9000 weight=0"'),
-            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1), backup or down,"
+            " each once",
         ),
         (
             PROXY.replace('9000"', '9000 weight=-2"'),
-            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1), backup or down,"
+            " each once",
         ),
         (
             PROXY.replace('9000"', '9000 backup weight=2 backup"'),
-            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both,"
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1), backup or down,"
+            " each once,"
             " got 'http://127.0.0.1:9000 backup weight=2 backup'",
         ),
         (
             PROXY.replace('9000"', '9000 weight=2 weight=3"'),
-            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1), backup or down,"
+            " each once",
+        ),
+        (
+            PROXY.replace('9000"', '9000 down weight=2 down"'),
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1), backup or down,"
+            " each once, got 'http://127.0.0.1:9000 down weight=2 down'",
         ),
         (
             PROXY.replace('9000"', '9000 spare"'),
-            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1) or backup or both",
+            "host[0].mount[1].proxy: expected 'URL', then weight=N (N >= 1), backup or down,"
+            " each once",
         ),
         (
             PROXY.replace('9000"', '9000 backup"'),

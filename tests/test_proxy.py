@@ -200,6 +200,7 @@ def make_proxy(
     mount: str = "/",
     weights: tuple[int, ...] | None = None,
     backups: tuple[int, ...] = (),
+    down: tuple[int, ...] = (),
     trusted: tuple[str, ...] = (),
     routed: bool = False,
     error_pages: dict[int, ErrorPage] | None = None,
@@ -217,7 +218,7 @@ def make_proxy(
         return endpoint
 
     upstreams = tuple(
-        Upstream(url, weights[index] if weights else 1, backup=index in backups)
+        Upstream(url, weights[index] if weights else 1, backup=index in backups, down=index in down)
         for index, url in enumerate(urls)
     )
     config = MountConfig(mount, "proxy", upstreams, {**OPTIONS, **options}, "test mount")
@@ -1264,6 +1265,40 @@ def test_a_backup_upstream_serves_while_the_other_is_out() -> None:
     answer_busy(setup)
     assert one_response(client).status == 200
     assert (primary.attempts, backup.attempts) == (3, 1)
+
+
+def test_an_upstream_marked_down_is_sent_nothing_not_even_a_health_check() -> None:
+    setup = make_proxy(TWO, down=(0,), health_check="/healthz", health_interval=5.0)
+    setup.clock.advance(0)  # (the checks start)
+    assert setup.endpoint(0).attempts == 0
+    assert setup.endpoint(1).attempts == 1  # its check
+    client = setup.client()
+    for _ in range(3):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.endpoint(1).connections[-1].respond(OK)
+    assert [response.status for response in parse_responses(client.take())] == [200] * 3
+    assert setup.endpoint(0).attempts == 0
+
+
+def test_with_every_upstream_marked_down_a_request_gets_502_saying_so() -> None:
+    setup = make_proxy(TWO, down=(0, 1))
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert one_response(client).status == 502
+    assert [e.attempts for e in setup.endpoints.values()] == [0, 0]
+    assert any(
+        "http://10.0.0.1:9000 (marked down), http://10.0.0.2:9000 (marked down)" in line
+        for line in proxy_log(events)
+    )
+
+
+def test_a_backup_upstream_serves_while_the_other_is_marked_down() -> None:
+    setup = make_proxy(TWO, down=(0,), backups=(1,))
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client).status == 200
 
 
 def test_a_backup_upstream_takes_the_overflow_of_a_full_one() -> None:

@@ -496,3 +496,10 @@ def test_an_ended_workers_upstream_with_nothing_counted_is_not_kept() -> None:
     used(proxied(200, ("http://old:1", 200, None, 0.0)))
     kept = retire(empty(), used.snapshot(1, {}, [unused]))
     assert [entry["upstream"] for entry in kept["upstreams"]] == ["http://old:1"]
+
+
+def test_an_upstream_marked_down_shows_as_down() -> None:
+    setup, counted = counting(TWO, down=(1,))
+    found = scrape(setup, counted)
+    assert found["twistwsgi_upstream_down", labels(A)] == 0
+    assert found["twistwsgi_upstream_down", labels(B)] == 1

@@ -57,6 +57,13 @@ waits (for whichever frees first), and with every peer out the fallback below
 takes the one back soonest, backup or not. As nginx, the hash policies take no
 backups: a key's upstream is meant to be the same one from request to request.
 
+**Down peers** (nginx's ``server ... down``) are marked so in the configuration, to
+take an upstream out for maintenance with a reload: such a peer is unhealthy for good
+(and never checked), so nothing is sent to it, while it keeps its place among the
+others: its weight in ``hash``, its points on the ring, so the keys of the other
+peers stay where they were (nginx's advice for ``ip_hash``), and its keys go to the
+others until it is back.
+
 **Active health** is decided elsewhere (a path polled by :mod:`twistwsgi.upstream`);
 it sets :attr:`Peer.healthy`, and an unhealthy upstream is never picked, not even
 when no other is left.
@@ -165,8 +172,11 @@ class Peer(Generic[T]):
         weight: its share of requests relative to the others (at least 1).
         active: requests in progress on it.
         fails: recent failed attempts.
-        healthy: the active health check's verdict (``True`` without checks).
+        healthy: the active health check's verdict (``True`` without checks);
+            ``False`` for good for a peer marked down.
         backup: picked only when no other peer can take the request.
+        down: marked down (nginx's ``server ... down``): never picked, as a peer
+            failing its health check, and not checked.
     """
 
     __slots__ = (
@@ -175,6 +185,7 @@ class Peer(Generic[T]):
         "_window_start",
         "active",
         "backup",
+        "down",
         "fails",
         "healthy",
         "name",
@@ -182,23 +193,27 @@ class Peer(Generic[T]):
         "weight",
     )
 
-    def __init__(self, target: T, name: str, weight: int = 1, *, backup: bool = False) -> None:
+    def __init__(
+        self, target: T, name: str, weight: int = 1, *, backup: bool = False, down: bool = False
+    ) -> None:
         if weight < 1:
             raise ValueError("a weight is at least 1")
         self.target = target
         self.name = name
         self.weight = weight
         self.backup = backup
+        self.down = down
         self.active = 0
         self.fails = 0
-        self.healthy = True
+        self.healthy = not down
         self._current = 0
         self._down_until = 0.0
         self._window_start = 0.0
 
     def __repr__(self) -> str:
         backup = " backup" if self.backup else ""
-        return f"<Peer {self.name} weight={self.weight}{backup} active={self.active}>"
+        down = " down" if self.down else ""
+        return f"<Peer {self.name} weight={self.weight}{backup}{down} active={self.active}>"
 
 
 class Balancer(Generic[T]):

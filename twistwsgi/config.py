@@ -352,15 +352,19 @@ class Upstream:
         weight: its share of the requests relative to the others (default 1).
         backup: sent requests only when no other upstream can take them (nginx's
             ``server ... backup``).
+        down: sent no request at all, nor health checks, until a reload brings it
+            back (nginx's ``server ... down``).
     """
 
     url: str
     weight: int = 1
     backup: bool = False
+    down: bool = False
 
     def __str__(self) -> str:
         text = self.url if self.weight == 1 else f"{self.url} weight={self.weight}"
-        return f"{text} backup" if self.backup else text
+        text = f"{text} backup" if self.backup else text
+        return f"{text} down" if self.down else text
 
 
 def _upstream_url(text: str, value: Any) -> str:
@@ -393,19 +397,22 @@ def _upstream(value: Any) -> tuple[Upstream, ...]:
         text = _text(item).strip()
         url, _, extra = re.sub(r"\s", " ", text).partition(" ")
         weight = None
-        backup = False
-        # nginx's server parameters: weight=N and backup, in either order, once each.
+        backup = down = False
+        # nginx's server parameters: weight=N, backup and down, in any order, once each.
         for word in re.sub(r"\s*=\s*", "=", extra.strip()).split():
             match = re.fullmatch(r"weight=([0-9]+)", word)
             if match is not None and weight is None and int(match[1]) >= 1:
                 weight = int(match[1])
             elif word == "backup" and not backup:
                 backup = True
+            elif word == "down" and not down:
+                down = True
             else:
                 raise ValueError(
-                    f"expected 'URL', then weight=N (N >= 1) or backup or both, got {item!r}"
+                    f"expected 'URL', then weight=N (N >= 1), backup or down, each once,"
+                    f" got {item!r}"
                 )
-        upstreams.append(Upstream(_upstream_url(url, item), weight or 1, backup))
+        upstreams.append(Upstream(_upstream_url(url, item), weight or 1, backup, down))
     if all(upstream.backup for upstream in upstreams):
         raise ValueError("every upstream is a backup: a backup serves when the others cannot")
     return tuple(upstreams)
@@ -942,7 +949,8 @@ UPSTREAM = Kind(
     _upstream,
     "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
     " them; append weight=N (1 or more, 1 by default) to give one a larger share, backup"
-    " for one that serves only when the others cannot",
+    " for one that serves only when the others cannot, down for one taken out (until a"
+    " reload)",
 )
 
 

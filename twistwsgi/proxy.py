@@ -348,7 +348,7 @@ class ProxyHandler:
         """Each upstream now, for the metrics: ``(name, down, active, busy, idle)``.
 
         ``down`` is 1 while it is left out (after ``max_fails`` failures, or a
-        health check it failed), else 0; ``active`` its requests in progress;
+        health check it failed, or marked down), else 0; ``active`` its requests in progress;
         ``busy`` and ``idle`` its open connections that carry a request (or a
         tunnel) and that wait in the pool.
         """
@@ -751,7 +751,9 @@ class _Forward:
         for peer in self._proxy.group.peers:
             if peer.name == skip:
                 continue
-            if not peer.healthy:
+            if peer.down:
+                why = "marked down"
+            elif not peer.healthy:
                 why = "failing its health check"
             elif not balancer.usable(peer, now):
                 why = "left out after failures"
@@ -1696,7 +1698,7 @@ def build_proxy(
         raise ConfigError(
             f"{mount.where}.upstream_key", "needs upstream_certificate, the certificate it signs"
         )
-    pools: list[tuple[UpstreamPool, int, bool]] = []
+    pools: list[tuple[UpstreamPool, int, bool, bool]] = []
     addresses: list[UpstreamAddress] = []
     for upstream in mount.target:
         try:
@@ -1723,7 +1725,7 @@ def build_proxy(
             keepalive=options["keepalive"],
             connect_timeout=options["connect_timeout"],
         )
-        pools.append((pool, upstream.weight, upstream.backup))
+        pools.append((pool, upstream.weight, upstream.backup, upstream.down))
     policy, balance_key = parse_balance(options["balance"])
     group = UpstreamGroup(
         pools,

@@ -659,7 +659,7 @@ class UpstreamGroup:
 
     def __init__(
         self,
-        pools: Sequence[tuple[UpstreamPool, int, bool]],
+        pools: Sequence[tuple[UpstreamPool, int, bool, bool]],
         *,
         clock: IReactorTime,
         balance: str = "round_robin",
@@ -671,7 +671,8 @@ class UpstreamGroup:
     ) -> None:
         self.clock = clock
         self.peers = [
-            Peer(pool, pool.name, weight, backup=backup) for pool, weight, backup in pools
+            Peer(pool, pool.name, weight, backup=backup, down=down)
+            for pool, weight, backup, down in pools
         ]
         self.balancer = Balancer(
             self.peers,
@@ -684,6 +685,8 @@ class UpstreamGroup:
         self.checks: list[HealthCheck] = []
         if health_check is not None:
             for peer in self.peers:
+                if peer.down:
+                    continue  # (nothing is sent to it, not even a check)
                 check = HealthCheck(
                     peer.target,
                     peer,
