@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import sys
@@ -246,7 +247,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         Balancer([])
     with pytest.raises(ValueError):
-        Balancer(peers(1), policy="random")
+        Balancer(peers(1), policy="fair")
     with pytest.raises(ValueError):
         Peer("x", "x", 0)
     with pytest.raises(ValueError):
@@ -654,6 +655,10 @@ def test_client_network(client: str | None, network: bytes | None) -> None:
         ("hash\t$host$uri  CONSISTENT", ("consistent_hash", "$host$uri")),
         ("hash $arg_consistent", ("hash", "$arg_consistent")),
         ("hash consistent", ("hash", "consistent")),  # a key (config refuses it: no $)
+        ("random", ("random", None)),
+        ("random two", ("random_two", None)),
+        ("Random  Two least-conn", ("random_two", None)),
+        ("random_two", ("random_two", None)),  # (as the configuration stores it)
     ],
 )
 def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:
@@ -664,7 +669,11 @@ def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:
     ("text", "message"),
     [
         ("", "expected round_robin"),
-        ("random", "expected round_robin"),
+        ("fair", "expected round_robin"),
+        ("random three", "expected random, random two or random two least_conn"),
+        ("random two least_time", "expected random, random two or random two least_conn"),
+        ("random least_conn", "expected random, random two or random two least_conn"),
+        ("random_two least_conn", "expected round_robin"),
         ("ip_hash $remote_addr", "takes nothing after it"),
         ("hash", "needs a key"),
         ("hash $request_uri consitent", "expected hash KEY or hash KEY consistent"),
@@ -680,9 +689,13 @@ def test_parse_balance_refuses(text: str, message: str) -> None:
 # -- backup peers ---------------------------------------------------------------------------
 
 
-def with_backups(*backup: bool, policy: str = "round_robin", **options: int) -> Balancer[str]:
+def with_backups(
+    *backup: bool, policy: str = "round_robin", max_fails: int = 1, max_conns: int = 0
+) -> Balancer[str]:
     group = [Peer(f"u{index}", f"u{index}", backup=flag) for index, flag in enumerate(backup)]
-    return Balancer(group, policy=policy, fail_timeout=10.0, **options)
+    return Balancer(
+        group, policy=policy, fail_timeout=10.0, max_fails=max_fails, max_conns=max_conns
+    )
 
 
 @pytest.mark.parametrize("policy", ["round_robin", "least_conn"])
@@ -860,3 +873,85 @@ def test_a_peer_marked_down_keeps_the_other_keys_where_they_were(policy: str) ->
         else:
             assert after.name == before.name
     assert 300 < moved < 700
+
+
+# -- random and random two ----------------------------------------------------------------
+
+
+def randomly(*weights: int, two: bool = False) -> Balancer[str]:
+    group = [Peer(f"u{index}", f"u{index}", weight) for index, weight in enumerate(weights)]
+    policy = "random_two" if two else "random"
+    return Balancer(group, policy=policy, rng=random.Random(7))
+
+
+@pytest.mark.parametrize("two", [False, True])
+def test_random_draws_in_proportion_to_the_weights(two: bool) -> None:
+    """With none in progress random two takes the first drawn: by weight too."""
+    balancer = randomly(3, 1, 1, two=two)
+    picks = Counter(getattr(balancer.pick(0.0), "name", None) for _ in range(5000))
+    assert 0.55 < picks["u0"] / 5000 < 0.65  # 3 of 5
+    assert 0.15 < picks["u1"] / 5000 < 0.25
+
+
+def test_random_two_takes_the_less_busy_for_its_weight() -> None:
+    balancer = randomly(2, 1, two=True)
+    heavy, light = balancer.peers
+    heavy.active, light.active = 3, 1  # 1.5 and 1 per unit of weight
+    assert {balancer.pick(0.0) for _ in range(50)} == {light}
+    light.active = 2  # 1.5 against 2
+    assert {balancer.pick(0.0) for _ in range(50)} == {heavy}
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.integers(0, 6)), min_size=2, max_size=6),
+    st.randoms(use_true_random=False),
+)
+def test_random_two_never_takes_the_one_busiest_for_its_weight(
+    states: list[tuple[int, int]], rng: random.Random
+) -> None:
+    group = [Peer(f"u{index}", f"u{index}", weight) for index, (weight, _) in enumerate(states)]
+    for peer, (_, active) in zip(group, states, strict=True):
+        peer.active = active
+    balancer = Balancer(group, policy="random_two", rng=rng)
+    loads = [peer.active / peer.weight for peer in group]
+    busiest = max(loads)
+    chosen = balancer.pick(0.0)
+    assert chosen is not None
+    if loads.count(busiest) == 1:
+        assert chosen.active / chosen.weight < busiest
+
+
+@pytest.mark.parametrize("two", [False, True])
+def test_random_leaves_out_what_the_others_leave_out(two: bool) -> None:
+    """Tried, full, failing, marked down: only the rest is drawn from."""
+    group = [Peer(f"u{n}", f"u{n}") for n in range(4)] + [Peer("u4", "u4", down=True)]
+    balancer = Balancer(
+        group,
+        policy="random_two" if two else "random",
+        max_conns=1,
+        fail_timeout=10.0,
+        rng=random.Random(3),
+    )
+    tried, full, failed, free, _down = group
+    balancer.acquire(full)
+    balancer.failed(failed, 0.0)
+    assert {balancer.pick(1.0, [tried]) for _ in range(30)} == {free}
+    balancer.acquire(free)
+    assert balancer.pick(1.0, [tried]) is None
+    assert balancer.busy(1.0, [tried])
+
+
+def test_random_takes_no_backups() -> None:
+    for policy in ("random", "random_two"):
+        with pytest.raises(ValueError, match="takes no backup peers"):
+            with_backups(False, True, policy=policy)
+
+
+@pytest.mark.parametrize("two", [False, True])
+def test_random_lets_one_probe_through_to_a_peer_back_from_its_time_out(two: bool) -> None:
+    """As the other policies: the others wait for the probe's outcome."""
+    balancer = randomly(1, 1, 1, two=two)
+    back = balancer.peers[0]
+    balancer.failed(back, 0.0)
+    picks = [balancer.pick(11.0) for _ in range(60)]
+    assert picks.count(back) == 1

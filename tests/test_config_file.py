@@ -136,6 +136,18 @@ def test_an_upstream_marked_down_is_read_and_described(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [("random", "random"), ("random two", "random two"), ("random two least_conn", "random two")],
+)
+def test_random_balancing_is_read_as_nginx_writes_it(
+    tmp_path: Path, written: str, kept: str
+) -> None:
+    text = ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = ["http://u", "http://v"]\n'
+    config = load(tmp_path, text + f'balance = "{written}"\n')
+    assert config.hosts[0].mounts[1].options["balance"] == kept
+
+
 def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     """Options on the command line win over the file's [server] values."""
     config = load(tmp_path, EXAMPLE, threads="4", listen=["tcp:8080"])
@@ -270,7 +282,8 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "sticky"\n',
-            "host[0].mount[1].balance: expected round_robin, least_conn, ip_hash or hash KEY",
+            "host[0].mount[1].balance: expected round_robin, least_conn, random, random two,"
+            " ip_hash or hash KEY",
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\nbalance = "hash x$"\n',
@@ -601,6 +614,11 @@ STATIC = ONE_HOST + '[[host.mount]]\npath = "/s"\nstatic = "STATIC"\n'
             PROXY.replace('"http://127.0.0.1:9000"', '["http://a", "http://b backup"]')
             + 'balance = "ip_hash"\n',
             "host[0].mount[1].balance: ip_hash takes no backup upstreams",
+        ),
+        (
+            PROXY.replace('"http://127.0.0.1:9000"', '["http://a", "http://b backup"]')
+            + 'balance = "random two least_conn"\n',
+            "host[0].mount[1].balance: random takes no backup upstreams: random draws from",
         ),
         (STATIC + "max_ranges = -1\n", "host[0].mount[1].max_ranges: expected a whole number"),
         (STATIC + "memory_cache = -1\n", "host[0].mount[1].memory_cache: expected a size >= 0"),

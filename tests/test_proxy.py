@@ -1903,6 +1903,20 @@ def test_least_conn_avoids_the_busy_upstream() -> None:
     assert setup.endpoint(0).last.take().count(b"GET /c") == 1
 
 
+def test_random_two_sends_a_request_to_the_less_busy_of_two() -> None:
+    """Of two upstreams random two draws both: the new request goes to the idle one."""
+    setup = make_proxy(TWO, balance="random two")
+    assert setup.handler.balancer.policy == "random_two"
+    busy, other = setup.client(), setup.client()
+    busy.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = 0 if setup.endpoint(0).connections else 1
+    for n in range(5):
+        other.send(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        setup.endpoint(1 - first).connections[-1].respond(OK)
+    assert len(setup.endpoint(first).connections) == 1  # only /a
+    assert [r.status for r in parse_responses(other.take())] == [200] * 5
+
+
 THREE = (*TWO, "http://10.0.0.3:9000")
 
 

@@ -6,7 +6,14 @@ Pure logic (no Twisted, time passed in), used by :mod:`twistwsgi.upstream`.
 5, 1, 1 the picks go a a b a c a a, never five in a row to the heavy one. ``least_conn``
 picks the upstream with the fewest requests in progress relative to its weight
 (``active / weight``), breaking ties by the same weighted round-robin, so idle
-upstreams share the load evenly.
+upstreams share the load evenly. ``random`` (nginx's ``random``) picks an upstream
+at random, in proportion to the weights; ``random_two`` (nginx's ``random two
+least_conn``) draws two different upstreams so and takes the one with fewer requests
+in progress relative to its weight (the first drawn on a tie): the "power of two
+choices", which nginx advises where several balancers send to the same upstreams
+without seeing each other's counts, as the worker processes of ``--workers`` do:
+each one's ``least_conn`` alone would send every worker's next request to the same
+idle upstream.
 
 The hash policies keep a request's upstream from one request to the next. ``hash``
 (nginx's ``hash KEY``) maps a key made from the request (``$cookie_session``,
@@ -74,18 +81,38 @@ from __future__ import annotations
 import bisect
 import hashlib
 import ipaddress
+import random
 from collections.abc import Collection, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["HASH_POLICIES", "POLICIES", "Balancer", "Peer", "client_network", "parse_balance"]
+__all__ = [
+    "HASH_POLICIES",
+    "NO_BACKUP_POLICIES",
+    "POLICIES",
+    "Balancer",
+    "Peer",
+    "client_network",
+    "parse_balance",
+]
 
 T = TypeVar("T")
 
 #: The balancing policies.
-POLICIES = ("round_robin", "least_conn", "hash", "consistent_hash", "ip_hash")
+POLICIES = (
+    "round_robin",
+    "least_conn",
+    "random",
+    "random_two",
+    "hash",
+    "consistent_hash",
+    "ip_hash",
+)
 
 #: The policies that pick by a key the caller makes from each request.
 HASH_POLICIES = frozenset({"hash", "consistent_hash", "ip_hash"})
+
+#: The policies that take no backup peers (nginx refuses ``backup`` with them).
+NO_BACKUP_POLICIES = HASH_POLICIES | {"random", "random_two"}
 
 #: Points on the ring per unit of weight (nginx's ketama places 160).
 _RING_POINTS = 160
@@ -104,25 +131,37 @@ _HASH_TRIES = 20
 def parse_balance(text: str) -> tuple[str, str | None]:
     """The policy and key template a mount's ``balance`` names, as nginx writes them.
 
-    ``round_robin``, ``least_conn``, ``ip_hash``, ``hash KEY`` or ``hash KEY
-    consistent``; the key is returned as written (its variables are the caller's to
-    read, and a key without any the caller's to refuse).
+    ``round_robin``, ``least_conn``, ``random``, ``random two`` (or ``random two
+    least_conn``, nginx's whole form: ``random_two``), ``ip_hash``, ``hash KEY`` or
+    ``hash KEY consistent``; the key is returned as written (its variables are the
+    caller's to read, and a key without any the caller's to refuse).
 
     Raises:
         ValueError: naming what is wrong.
     """
     words = text.split()
+    expected = (
+        "expected round_robin, least_conn, random, random two, ip_hash or hash KEY [consistent]"
+    )
     if not words:
-        raise ValueError("expected round_robin, least_conn, ip_hash or hash KEY [consistent]")
+        raise ValueError(expected)
     policy = words[0].lower().replace("-", "_")
     if policy in ("round_robin", "least_conn", "ip_hash"):
         if len(words) > 1:
             raise ValueError(f"{policy} takes nothing after it, got {text!r}")
         return policy, None
+    if policy == "random_two" and len(words) == 1:
+        return policy, None  # (as the configuration stores it)
+    if policy == "random":
+        rest = [word.lower().replace("-", "_") for word in words[1:]]
+        if not rest:
+            return "random", None
+        if rest in (["two"], ["two", "least_conn"]):
+            return "random_two", None
+        # (nginx Plus's least_time needs response times this server does not keep.)
+        raise ValueError(f"expected random, random two or random two least_conn, got {text!r}")
     if policy != "hash":
-        raise ValueError(
-            f"expected round_robin, least_conn, ip_hash or hash KEY [consistent], got {text!r}"
-        )
+        raise ValueError(f"{expected}, got {text!r}")
     if len(words) == 1:
         raise ValueError(f"hash needs a key such as $request_uri or $cookie_NAME, got {text!r}")
     consistent = len(words) == 3 and words[2].lower() == "consistent"
@@ -225,6 +264,7 @@ class Balancer(Generic[T]):
         max_fails: failures within ``fail_timeout`` that take a peer out (0: never).
         fail_timeout: the failure window and the time a peer stays out.
         max_conns: requests in progress that make a peer full (0: no limit).
+        rng: the random numbers of the ``random`` policies (a seeded one in tests).
     """
 
     def __init__(
@@ -235,6 +275,7 @@ class Balancer(Generic[T]):
         max_fails: int = 1,
         fail_timeout: float = 10.0,
         max_conns: int = 0,
+        rng: random.Random | None = None,
     ) -> None:
         if not peers:
             raise ValueError("a balancer needs at least one peer")
@@ -248,7 +289,7 @@ class Balancer(Generic[T]):
         backups = tuple(peer for peer in self.peers if peer.backup)
         if not primaries:
             raise ValueError("every peer is a backup")
-        if backups and policy in HASH_POLICIES:
+        if backups and policy in NO_BACKUP_POLICIES:
             raise ValueError(f"{policy} takes no backup peers")
         # The peers pick chooses from, in order: the backups only when none of the
         # others can take the request.
@@ -260,6 +301,7 @@ class Balancer(Generic[T]):
         self.max_conns = max_conns
         self._single = self.peers[0] if len(self.peers) == 1 else None
         self.hashed = policy in HASH_POLICIES
+        self._rng = rng if rng is not None else random.Random()
         # hash: each peer's share of the key space, as running totals of the weights.
         self._weight_ends: list[int] = []
         total = 0
@@ -336,6 +378,11 @@ class Balancer(Generic[T]):
             return None if full else self._back_soonest(exclude)
         if self.hashed and key:
             chosen = self._by_key(key, candidates)
+            if self.max_fails and chosen.fails >= self.max_fails:
+                chosen._down_until = now + self.fail_timeout  # the probe, as below
+            return chosen
+        if self.policy in ("random", "random_two"):
+            chosen = self._random_choice(candidates, two=self.policy == "random_two")
             if self.max_fails and chosen.fails >= self.max_fails:
                 chosen._down_until = now + self.fail_timeout  # the probe, as below
             return chosen
@@ -457,6 +504,22 @@ class Balancer(Generic[T]):
             if point - hashed < best_distance:
                 best, best_distance = peer, point - hashed
         return best
+
+    def _random_choice(self, candidates: list[Peer[T]], *, two: bool) -> Peer[T]:
+        """A peer drawn by weight; with ``two``, the less busy of two drawn so."""
+        if len(candidates) == 1:
+            return candidates[0]
+        choices = self._rng.choices
+        first = choices(candidates, [peer.weight for peer in candidates])[0]
+        if not two:
+            return first
+        others = [peer for peer in candidates if peer is not first]
+        second = choices(others, [peer.weight for peer in others])[0]
+        # Fewer requests in progress relative to the weight (compared without
+        # division); the first drawn on a tie.
+        if second.active * first.weight < first.active * second.weight:
+            return second
+        return first
 
     @staticmethod
     def _weighted_round_robin(candidates: list[Peer[T]]) -> Peer[T]:

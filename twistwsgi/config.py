@@ -956,6 +956,8 @@ UPSTREAM = Kind(
 
 def _balance(value: Any) -> str:
     policy, key = parse_balance(_text(value))
+    if policy == "random_two":
+        return "random two"
     if key is None:
         return policy
     try:
@@ -970,7 +972,11 @@ def _balance(value: Any) -> str:
     return f"hash {key} consistent" if policy == "consistent_hash" else f"hash {key}"
 
 
-BALANCE = Kind("BALANCE", _balance, "round_robin, least_conn, ip_hash, or hash KEY [consistent]")
+BALANCE = Kind(
+    "BALANCE",
+    _balance,
+    "round_robin, least_conn, random, random two, ip_hash, or hash KEY [consistent]",
+)
 SATISFY = Kind("SATISFY", _choice("all", "any"), "all or any")
 
 
@@ -2220,7 +2226,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 BALANCE,
                 "round_robin",
                 "How requests are spread over several upstreams: round_robin (by weight),"
-                " least_conn (the one with the fewest requests in progress), or one"
+                " least_conn (the one with the fewest requests in progress), random (by"
+                " weight), 'random two' (the less busy of two drawn at random: for"
+                " --workers, whose processes do not see each other's counts), or one"
                 " upstream per client or key, as nginx's: ip_hash (the client's network),"
                 " 'hash KEY' or 'hash KEY consistent', the key made with $variables"
                 " ('hash $cookie_sessionid consistent', 'hash $client_addr consistent',"
@@ -3082,11 +3090,11 @@ def check_proxy_options(
         ConfigError: naming the setting.
     """
     policy = options["balance"].split()[0]
-    if policy in ("hash", "ip_hash") and any(upstream.backup for upstream in upstreams):
-        # (nginx refuses them too: a key is to reach the same upstream every time.)
-        raise ConfigError(
-            f"{where}.balance", f"{policy} takes no backup upstreams: the others take their keys"
-        )
+    if policy in ("hash", "ip_hash", "random") and any(upstream.backup for upstream in upstreams):
+        # (nginx refuses them too: a key is to reach the same upstream every time,
+        # and random draws from every upstream alike.)
+        why = "random draws from all alike" if policy == "random" else "the others take their keys"
+        raise ConfigError(f"{where}.balance", f"{policy} takes no backup upstreams: {why}")
     for name in ("retry_statuses", "retry_on_timeout", "retry_tries", "retry_timeout"):
         if options[name] and not options["retry"]:
             raise ConfigError(f"{where}.{name}", "has no effect with retry = false")
