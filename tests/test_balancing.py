@@ -955,3 +955,11 @@ def test_random_lets_one_probe_through_to_a_peer_back_from_its_time_out(two: boo
     balancer.failed(back, 0.0)
     picks = [balancer.pick(11.0) for _ in range(60)]
     assert picks.count(back) == 1
+
+
+def test_one_upstream_beside_those_marked_down_has_no_passive_health() -> None:
+    """As a single upstream: taking it out would leave nowhere to go."""
+    group = [Peer("a", "a"), Peer("b", "b", down=True)]
+    assert Balancer(group, max_fails=3).max_fails == 0
+    group = [Peer("a", "a"), Peer("b", "b", down=True), Peer("c", "c", backup=True)]
+    assert Balancer(group, max_fails=3).max_fails == 3

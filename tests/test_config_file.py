@@ -404,6 +404,21 @@ def test_command_line_makes_one_catch_all_host() -> None:
     assert [(m.path, m.kind) for m in host.mounts] == [("/", "app"), ("/static", "static")]
 
 
+def test_an_upstream_marked_down_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    """A reload reads the flags again: marked down there, it could never serve."""
+    with pytest.raises(ConfigError) as raised:
+        load_config({"proxy": ["/api=http://127.0.0.1:9000 down"]})
+    assert str(raised.value) == (
+        "--proxy '/api=http://127.0.0.1:9000 down': down is for an upstream in a"
+        " configuration file, where a reload can bring it back; on the command line it"
+        " would never serve"
+    )
+    site = tmp_path / "site.toml"
+    site.write_text('[server]\nproxy = ["/api=http://127.0.0.1:9000 down"]\n')
+    [host] = load_config({"config": str(site)}).hosts  # (the file's: a reload edits it)
+    assert host.mounts[0].target[0].down
+
+
 def test_unimportable_app_is_named_by_its_key_path(tmp_path: Path) -> None:
     """An application that does not import is reported at the key that names it
     (host[0].mount[0].app), like every other error in a mount's keys.

@@ -1287,6 +1287,9 @@ def test_with_every_upstream_marked_down_a_request_gets_502_saying_so() -> None:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert one_response(client).status == 502
     assert [e.attempts for e in setup.endpoints.values()] == [0, 0]
+    with capture_log_events() as built:
+        make_proxy(TWO, down=(0, 1))
+    assert proxy_log(built) == ["Every upstream of test mount is marked down: its requests get 502"]
     assert any(
         "http://10.0.0.1:9000 (marked down), http://10.0.0.2:9000 (marked down)" in line
         for line in proxy_log(events)

@@ -41,12 +41,12 @@ request is let through as a probe: if it gets a response head the upstream is ba
 if it fails the upstream stays out for another ``fail_timeout``. An HTTP error status
 is a response, not a failure, unless the caller says otherwise (the proxy counts a
 5xx or 429 it retries elsewhere, nginx's ``proxy_next_upstream http_503``). With only
-one upstream there is nowhere else to go, so passive health is not applied (as
-nginx): taking the only upstream out would turn a brief error into a
-``fail_timeout``-long outage. For the same reason, when every
-upstream is left out after failures (all restarting at once, say), requests are not
-refused for ``fail_timeout``: each goes to the upstream whose time out ends first, as
-nginx keeps trying its upstreams when all are down.
+one upstream (those marked down do not count) there is nowhere else to go, so
+passive health is not applied (as nginx, which counts them): taking the only
+upstream out would turn a brief error into a ``fail_timeout``-long outage. For the
+same reason, when every upstream is left out after failures (all restarting at
+once, say), requests are not refused for ``fail_timeout``: each goes to the upstream
+whose time out ends first, as nginx keeps trying its upstreams when all are down.
 
 **Connection limit** (nginx's ``max_conns``). With ``max_conns`` set, a peer with that
 many requests in progress (:attr:`Peer.active`) is *full*: it is not picked until one
@@ -295,8 +295,10 @@ class Balancer(Generic[T]):
         # others can take the request.
         self._primaries = primaries
         self._backups = backups
-        # One upstream: passive health is not applied (see the module docstring).
-        self.max_fails = max(0, max_fails) if len(self.peers) > 1 else 0
+        # One upstream (not counting those marked down): passive health is not
+        # applied (see the module docstring).
+        live = sum(1 for peer in self.peers if not peer.down)
+        self.max_fails = max(0, max_fails) if live > 1 else 0
         self.fail_timeout = fail_timeout
         self.max_conns = max_conns
         self._single = self.peers[0] if len(self.peers) == 1 else None

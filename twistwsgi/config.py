@@ -3496,6 +3496,16 @@ def build_config(
         written = _written_specs(values.get(kind, ()))
         for (prefix, target), text in zip(resolved[kind], written, strict=True):
             where = f"{source(kind)} {text!r}"
+            if (
+                kind == "proxy"
+                and source(kind).startswith("--")
+                and any(upstream.down for upstream in target)
+            ):
+                raise ConfigError(
+                    where,
+                    "down is for an upstream in a configuration file, where a reload can"
+                    " bring it back; on the command line it would never serve",
+                )
             single_site.append(MountConfig(prefix, kind, target, default_options(kind), where))
     if single_site:
         if host_configs:

@@ -548,7 +548,8 @@ def _render_upstreams(
     metric(
         "twistwsgi_upstream_down",
         "gauge",
-        "1 while an upstream is left out (max_fails failures, or a failed health check);"
+        "1 while an upstream is left out (max_fails failures, a failed health check, or"
+        " marked down);"
         " under --workers, the workers that left it out.",
         [(f"{{{labels}}}", entry["down"]) for entry, labels in labelled],
     )

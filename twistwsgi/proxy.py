@@ -1737,6 +1737,11 @@ def build_proxy(
         health_interval=options["health_interval"],
         max_conns=options["max_conns"],
     )
+    if all(upstream.down for upstream in mount.target):
+        _log.warn(
+            "Every upstream of {mount} is marked down: its requests get 502",
+            mount=mount.where,
+        )
     return ProxyHandler(
         group,
         clock=reactor,
