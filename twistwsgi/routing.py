@@ -251,6 +251,8 @@ class Mount(Generic[T]):
             prefix (a body over the limit), if not the server's: ``access_log``, but
             for a static mount passing its misses on, the log of the mount they go
             to, whose body limit applies.
+        limit_rate: the rate and the bytes first at full speed of each response
+            under the prefix (``Exchange.limit_rate``), or ``None``.
     """
 
     prefix: bytes
@@ -260,6 +262,7 @@ class Mount(Generic[T]):
     gzip: GzipSettings | None = None
     access_log: Callable[[Any], None] | None = None
     refusal_log: Callable[[Any], None] | None = None
+    limit_rate: tuple[int, int] | None = None
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -427,6 +430,8 @@ class RoutingTable:
             router need not say where each line goes).
         proxied: the proxy mounts' handlers, each with its host's first name
             (``None``: none) and its prefix, for the metrics of their upstreams.
+        paced: whether any mount has a limit_rate (else the router need not set
+            one on each exchange).
     """
 
     hosts: HostTable[MountTable[Handler]]
@@ -436,6 +441,7 @@ class RoutingTable:
     guarded: bool = False
     access_logs: bool = False
     proxied: tuple[tuple[str | None, bytes, Handler], ...] = ()
+    paced: bool = False
 
 
 _NOT_FOUND = b"Not Found\n"
@@ -635,6 +641,8 @@ class Router:
         rest = path_below(path, mount.prefix)
         if logs:
             exchange.access_log = mount.access_log
+        if table.paced:
+            exchange.limit_rate = mount.limit_rate
         exchange.route = Route(
             mount.prefix,
             rest,

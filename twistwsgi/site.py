@@ -190,6 +190,9 @@ class SiteBuilder:
             or any(mount.options.get("access_log") is not None for mount in host.mounts)
             for host in config.hosts
         )
+        paced = any(
+            mount.options.get("limit_rate") for host in config.hosts for mount in host.mounts
+        )
         return RoutingTable(
             hosts,
             HostTable(names, default_name),
@@ -198,6 +201,7 @@ class SiteBuilder:
             guarded,
             logged,
             tuple(proxied),
+            paced,
         )
 
     def _access_log(
@@ -428,6 +432,7 @@ class SiteBuilder:
                     headers=_added_fields(other),
                     gzip=_route_gzip(other, config),
                     access_log=logs[other_index],
+                    limit_rate=_limit_rate(other),
                 )
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
@@ -452,6 +457,7 @@ class SiteBuilder:
                 _route_gzip(mount, config),
                 logs[index],
                 refusal_logs[index],
+                _limit_rate(mount),
             )
             for index, mount in enumerate(host.mounts)
             if index not in partners
@@ -732,6 +738,12 @@ def _gzip_settings(mount: MountConfig, config: ServerConfig) -> GzipSettings | N
     if not mount_or_server(mount, config, "gzip"):
         return None
     return GzipSettings(frozenset(config.gzip_types), config.gzip_min_length, config.gzip_level)
+
+
+def _limit_rate(mount: MountConfig) -> tuple[int, int] | None:
+    """The mount's limit_rate and limit_rate_after (``Mount.limit_rate``), if it has one."""
+    rate = mount.options.get("limit_rate")
+    return (rate, mount.options.get("limit_rate_after") or 0) if rate else None
 
 
 def _route_gzip(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:

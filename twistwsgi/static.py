@@ -876,6 +876,7 @@ class StaticHandler:
         # The mount that answers logs it, as nginx's access_log of the location
         # try_files passes a request to.
         exchange.access_log = mount.access_log
+        exchange.limit_rate = mount.limit_rate  # (and at its pace)
         mount.target.handle(exchange)
         return True
 

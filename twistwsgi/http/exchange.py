@@ -110,6 +110,9 @@ class Exchange(Protocol):
             (``REMOTE_USER``, the access log's ``$remote_user``), else ``None``.
         access_log: what the exchange's access-log line is given to, set by a
             router for a host or mount with its own log; ``None``: the server's.
+        limit_rate: the mount's ``limit_rate`` and ``limit_rate_after`` (bytes a
+            second, bytes first at full speed), set by a router before the response
+            starts; ``None``: no limit (see :mod:`twistwsgi.http.pacing`).
     """
 
     request: RequestHead
@@ -119,6 +122,7 @@ class Exchange(Protocol):
     log_notes: LogNotes | None
     remote_user: str | None
     access_log: Callable[[Any], None] | None
+    limit_rate: tuple[int, int] | None
 
     def receive_body(self, receiver: BodyReceiver) -> None:
         """Attach the receiver for the request body; buffered pieces arrive at once."""

@@ -55,6 +55,7 @@ from twistwsgi.client_certificates import ClientCertificate, from_connection
 from twistwsgi.http import rules
 from twistwsgi.http.compression import GzipStream, declared_length, gzip_plan
 from twistwsgi.http.exchange import Handler, LogNotes
+from twistwsgi.http.pacing import ResponsePace
 from twistwsgi.http.plain_on_tls import PLAIN_HTTP_REASON, watch_for_plain_http
 from twistwsgi.http.request import (
     UNREAD_BODY,
@@ -69,7 +70,7 @@ from twistwsgi.http.request import (
     peer_address,
 )
 from twistwsgi.http.rules import RequestError
-from twistwsgi.http.sendfile import send_file
+from twistwsgi.http.sendfile import Pacing, send_file
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.http.transport import send_before_abort, took_some, unsent_bytes, write_now
 from twistwsgi.http.wire import DateCache, chunk, status_line
@@ -558,6 +559,9 @@ class HTTP11Protocol(Protocol):
         self._read_pauses: set[str] = set()
         self._write_paused = False
         self._response_producer: IPushProducer | None = None
+        # While the response is held back for its limit_rate: the timer that lets it
+        # go on (see hold_response).
+        self._paced: IDelayedCall | None = None
         self._close_when_idle = False
         self._requests = 0  # heads accepted on this connection (keepalive_requests)
         self._opened_at = 0.0  # (keepalive_time)
@@ -666,6 +670,7 @@ class HTTP11Protocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._stop_pacing()
         queue, self._queue = self._queue, deque()
         for entry in queue:
             if isinstance(entry, HTTP11Exchange):
@@ -862,15 +867,15 @@ class HTTP11Protocol(Protocol):
     def pauseProducing(self) -> None:
         """The client is not reading: pause the handler's producer, start send timer."""
         self._write_paused = True
-        if self._response_producer is not None:
+        if self._response_producer is not None and self._paced is None:
             self._response_producer.pauseProducing()
         self._set_send_deadline()
 
     def resumeProducing(self) -> None:
-        """The client caught up: resume the handler's producer."""
+        """The client caught up: resume the handler's producer (unless its rate holds it)."""
         self._write_paused = False
         self._send_deadline = None
-        if self._response_producer is not None:
+        if self._response_producer is not None and self._paced is None:
             self._response_producer.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -882,8 +887,34 @@ class HTTP11Protocol(Protocol):
     def set_response_producer(self, producer: IPushProducer | None) -> None:
         """Forward write-side pauses to ``producer`` (``None`` to stop forwarding)."""
         self._response_producer = producer
-        if producer is not None and self._write_paused:
+        if producer is not None and (self._write_paused or self._paced is not None):
             producer.pauseProducing()
+
+    def hold_response(self, seconds: float) -> None:
+        """Pause the handler's producer for ``seconds``: the response's limit_rate.
+
+        A pause of its own beside the client's (pauseProducing): the producer goes
+        on only once neither holds it, and this one starts no send timer (the
+        client is not behind).
+        """
+        if self._paced is not None or self._closed:
+            return
+        self._paced = self._clock.callLater(seconds, self._pace_over)
+        producer = self._response_producer
+        if producer is not None and not self._write_paused:
+            producer.pauseProducing()
+
+    def _pace_over(self) -> None:
+        self._paced = None
+        producer = self._response_producer
+        if producer is not None and not self._write_paused:
+            producer.resumeProducing()
+
+    def _stop_pacing(self) -> None:
+        """Forget a limit_rate hold: its response ended (or the connection did)."""
+        paced, self._paced = self._paced, None
+        if paced is not None and paced.active():
+            paced.cancel()
 
     def note_write_progress(self) -> None:
         """A file sender made progress: push the send deadline back."""
@@ -1526,6 +1557,8 @@ class HTTP11Protocol(Protocol):
         if self._queue and self._queue[0] is exchange:
             self._queue.popleft()
         self._response_producer = None
+        if self._paced is not None:
+            self._stop_pacing()
         # (An Upgrade request queued behind this one is not a reason to close: its
         # own head said so when it was answered. Shutting down is.)
         if not keep_alive or self._close_when_idle or self._factory.shutting_down:
@@ -1581,6 +1614,7 @@ class HTTP11Protocol(Protocol):
         if self._closed:
             return
         self._response_producer = None
+        self._stop_pacing()
         self._close_after_response(exchange)
 
     def _close_after_response(self, exchange: HTTP11Exchange | None) -> None:
@@ -2248,6 +2282,7 @@ class HTTP11Exchange:
         remote_user: the user Basic authentication let through (see Exchange).
         access_log: where its access-log line goes, if not the server's log (see
             Exchange).
+        limit_rate: the rate its response is sent at most (see Exchange).
     """
 
     __slots__ = (
@@ -2268,6 +2303,7 @@ class HTTP11Exchange:
         "_gzip",
         "_head_pending",
         "_keep_alive",
+        "_pace",
         "_protocol",
         "_reason",
         "_receiver",
@@ -2278,6 +2314,7 @@ class HTTP11Exchange:
         "client_closed",
         "dispatched",
         "finished",
+        "limit_rate",
         "log_notes",
         "remote_user",
         "request",
@@ -2302,6 +2339,8 @@ class HTTP11Exchange:
         self.remote_user: str | None = None
         self.route: Route | None = None
         self.access_log: Callable[[Any], None] | None = None  # (the server's)
+        self.limit_rate: tuple[int, int] | None = None
+        self._pace: ResponsePace | None = None  # (once the response is paced)
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.
         self._continue: bool | None = False if expects_continue else None
@@ -2644,6 +2683,22 @@ class HTTP11Exchange:
         out = self._head(None) + self._frame(data) if self._head_pending else self._frame(data)
         if out:
             write_now(self._protocol.transport, out)
+            if self.limit_rate is not None:
+                # Ahead of the rate: the handler's next piece waits (this one is the
+                # transport's already, as a piece is when the client is slow).
+                pace = self._paced()
+                wait = pace.wait(self.body_sent, self._protocol.clock.seconds())
+                if wait:
+                    self._protocol.hold_response(wait)
+
+    def _paced(self) -> ResponsePace:
+        """The pace of this response (its limit_rate), started at its first byte."""
+        pace = self._pace
+        if pace is None:
+            assert self.limit_rate is not None
+            rate, after = self.limit_rate
+            pace = self._pace = ResponsePace(rate, after, self._protocol.clock.seconds())
+        return pace
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """Have ``producer`` paused while the client is not reading (push only)."""
@@ -2686,6 +2741,9 @@ class HTTP11Exchange:
                 write_now(transport, head)
             raise RuntimeError("send_file needs a Content-Length that leaves room for the file")
         self._file_pending += count
+        pacing = None
+        if self.limit_rate is not None:
+            pacing = Pacing(self._paced(), lambda: self.body_sent, self._protocol.clock)
         sending = send_file(
             transport,
             file,
@@ -2694,6 +2752,7 @@ class HTTP11Exchange:
             streaming_producer=self._protocol,
             on_progress=self._file_progress,
             head=head,
+            pacing=pacing,
         )
         self._file_sending = sending
         return sending

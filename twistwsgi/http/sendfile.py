@@ -13,6 +13,11 @@ together with the file's first bytes. On TLS, or with a file that has no descrip
 the file is read in pieces and written through the transport, one piece per
 ``resumeProducing``, so memory stays at one piece whatever the file's size.
 
+With a :class:`Pacing` (the mount's ``limit_rate``, see
+:mod:`twistwsgi.http.pacing`), each step sends no more than the rate allows by then;
+when it allows less than a step, the sender waits on a timer for the rest, not on
+the socket, then goes on as the transport asks.
+
 Runs in the reactor thread. Disk reads (and ``sendfile``'s page-cache misses) block
 the reactor briefly, as they do in nginx without ``aio``.
 """
@@ -22,17 +27,27 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from twistwsgi.http.pacing import ResponsePace
 from twistwsgi.http.transport import DIRECT_WRITES, write_now
 
-__all__ = ["CLIENT_GONE", "READ_CHUNK", "SENDFILE_CHUNK", "send_file"]
+__all__ = ["CLIENT_GONE", "READ_CHUNK", "SENDFILE_CHUNK", "Pacing", "send_file"]
+
+
+class Pacing(NamedTuple):
+    """The limit_rate a file is sent at: its response's pace, its bytes, a clock."""
+
+    pace: ResponsePace
+    sent: Callable[[], int]  # the response's body bytes sent so far
+    clock: IReactorTime
+
 
 #: Most bytes one ``sendfile`` call may send, so one large file cannot keep the reactor
 #: from serving other connections.
@@ -65,6 +80,7 @@ def send_file(
     streaming_producer: IPushProducer,
     on_progress: Callable[[int], None],
     head: bytes = b"",
+    pacing: Pacing | None = None,
 ) -> Deferred[None]:
     """Send ``head``, then ``count`` bytes of ``file`` from ``offset``, through ``transport``.
 
@@ -79,6 +95,7 @@ def send_file(
         on_progress: called with the number of bytes after each step that sent some
             (the send timeout, and the count of body bytes sent).
         head: bytes that go before the file (the response head), if any.
+        pacing: the response's limit_rate, if it has one.
 
     Returns:
         A Deferred that fires when every byte is handed to the transport or kernel,
@@ -100,6 +117,7 @@ def send_file(
         sender = _CopyingSender(transport, file, offset, count, on_progress)
         if head:
             write_now(transport, head)
+    sender.pacing = pacing
     transport.unregisterProducer()
     sender.restore = lambda: _reregister(transport, streaming_producer)
     transport.registerProducer(sender, False)
@@ -134,6 +152,36 @@ class _FileSender:
         self.done: Deferred[None] = Deferred(self._cancelled)
         self.restore: Callable[[], None] = lambda: None
         self.over = False
+        self.pacing: Pacing | None = None
+        self._waiting: IDelayedCall | None = None  # the pace's timer, while it runs
+
+    def _step(self, chunk: int) -> int:
+        """Bytes the next step sends: up to ``chunk``, within the pace; 0: wait.
+
+        With nothing allowed yet, the pace's timer is set, and the transport's calls
+        do nothing until it fires (they would have nothing to send).
+        """
+        size = min(self.remaining, chunk)
+        pacing = self.pacing
+        if pacing is None:
+            return size
+        if self._waiting is not None:
+            return 0
+        sent, now = pacing.sent(), pacing.clock.seconds()
+        wait = pacing.pace.wait(sent, now, size)
+        if wait:
+            self._waiting = pacing.clock.callLater(wait, self._paced)
+            return 0
+        return min(size, max(1, int(pacing.pace.allowance(sent, now))))
+
+    def _paced(self) -> None:
+        self._waiting = None
+        self.resumeProducing()
+
+    def _stop_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and waiting.active():
+            waiting.cancel()
 
     def _cancelled(self, done: Deferred[None]) -> None:
         """The response was cut short: stop, and leave the transport to its close.
@@ -143,6 +191,7 @@ class _FileSender:
         """
         if not self.over:
             self.over = True
+            self._stop_waiting()
             if getattr(self.transport, "producer", self) is self:
                 self.transport.unregisterProducer()
 
@@ -154,6 +203,7 @@ class _FileSender:
         """The connection is gone."""
         if not self.over:
             self.over = True
+            self._stop_waiting()
             self.done.errback(ConnectionLost("The client went away during a file response"))
 
     def complete(self) -> None:
@@ -166,6 +216,7 @@ class _FileSender:
     def fail(self, error: Exception) -> None:
         """The file could not be sent; the caller aborts the response."""
         self.over = True
+        self._stop_waiting()
         self.transport.unregisterProducer()
         self.done.errback(error)
 
@@ -194,13 +245,11 @@ class _ZeroCopySender(_FileSender):
         if len(transport.dataBuffer) - transport.offset or transport._tempDataLen:
             transport.startWriting()
             return
+        size = self._step(SENDFILE_CHUNK)
+        if not size:
+            return  # (the pace's timer calls again)
         try:
-            sent = os.sendfile(
-                self._socket,
-                self._descriptor,
-                self.offset,
-                min(self.remaining, SENDFILE_CHUNK),
-            )
+            sent = os.sendfile(self._socket, self._descriptor, self.offset, size)
         except BlockingIOError:
             sent = -1
         except OSError as error:
@@ -238,7 +287,9 @@ class _CopyingSender(_FileSender):
         """Write the next piece of the file."""
         if self.over:
             return
-        size = min(self.remaining, READ_CHUNK)
+        size = self._step(READ_CHUNK)
+        if not size:
+            return  # (the pace's timer calls again)
         try:
             if self._descriptor is not None:
                 data = os.pread(self._descriptor, size, self.offset)

@@ -1,0 +1,426 @@
+"""limit_rate and limit_rate_after: each response of a mount goes out at its rate.
+
+The pace is pure logic (hypothesis); the protocol is driven through StringTransport
+with a Clock, a client that reads whatever it is sent at once, so only the rate
+holds the response back. The responses are parsed with h11 at the end: pacing
+changes when bytes go, never which.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+from wsgiref.validate import validator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.live import port_of, serve_live
+from tests.test_proxy import make_proxy
+from twistwsgi import cli
+from twistwsgi.config import ConfigError, default_options
+from twistwsgi.http.exchange import Handler
+from twistwsgi.http.pacing import MAX_STEP, ResponsePace
+from twistwsgi.response_spool import PIECE_SIZE
+from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.site import SiteBuilder
+from twistwsgi.static import StaticHandler, StaticOptions
+from twistwsgi.testing import Connection, SynchronousReactorThreads, connect, parse_responses
+from twistwsgi.wsgi import WSGIHandler
+
+KB = 1024
+
+
+# -- the pace ---------------------------------------------------------------------------
+
+
+def test_a_second_s_worth_and_the_bytes_after_go_at_once_then_the_rate() -> None:
+    pace = ResponsePace(10 * KB, 4 * KB, start=100.0)
+    assert pace.allowance(0, 100.0) == 14 * KB
+    assert pace.wait(14 * KB, 100.0) == pytest.approx(pace.step / (10 * KB))
+    assert pace.allowance(14 * KB, 102.0) == 20 * KB
+    assert pace.wait(0, 100.0) == 0.0
+    assert pace.wait(14 * KB - 10, 100.0, wanted=10) == 0.0  # (what is left fits)
+
+
+@pytest.mark.parametrize(
+    ("rate", "step"), [(1, 1), (50, 5), (100 * KB, 10 * KB), (100 * 1024 * KB, MAX_STEP)]
+)
+def test_a_step_is_a_tenth_of_a_second_within_bounds(rate: int, step: int) -> None:
+    assert ResponsePace(rate, 0, 0.0).step == step
+
+
+def test_a_rate_is_at_least_a_byte() -> None:
+    with pytest.raises(ValueError, match="at least 1 byte"):
+        ResponsePace(0, 0, 0.0)
+
+
+@given(
+    st.integers(1, 10**7),
+    st.integers(0, 10**7),
+    st.lists(st.tuples(st.floats(0, 5), st.integers(1, 10**6)), max_size=40),
+)
+def test_sending_only_when_the_wait_is_over_keeps_to_the_rate(
+    rate: int, after: int, steps: list[tuple[float, int]]
+) -> None:
+    """Whatever the writes: one sent when wait() says 0 never takes the response past
+    its allowance by more than itself (a writer sends what it has, then waits).
+    """
+    pace = ResponsePace(rate, after, start=0.0)
+    now, sent = 0.0, 0
+    for delay, size in steps:
+        now += delay
+        now += pace.wait(sent, now)
+        assert pace.allowance(sent, now) >= min(pace.step, size) - 1e-6 * rate
+        sent += size
+        assert sent <= after + rate * (now + 1) + size
+
+
+# -- through the protocol ---------------------------------------------------------------
+
+
+def routed(handler: Any, rate: int, after: int = 0, prefix: bytes = b"") -> Router:
+    mount = Mount(prefix, handler, limit_rate=(rate, after) if rate else None)
+    table = RoutingTable(HostTable([], MountTable([mount])), HostTable([], None), paced=True)
+    return Router(table)
+
+
+def streaming(chunks: int, size: int) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (bytes([n % 256]) * size for n in range(chunks))
+
+    return validator(app)
+
+
+def received_over_time(client: Connection, clock: Clock, seconds: float) -> list[tuple[float, int]]:
+    """Bytes the client has received at each 10 ms of ``seconds`` (it reads all at once)."""
+    seen, total = [], 0
+    for _ in range(int(seconds * 100)):
+        total += len(client.transport.value()) - total
+        seen.append((clock.seconds(), total))
+        clock.advance(0.01)
+    return seen
+
+
+def test_an_application_s_pieces_go_at_the_mount_s_rate() -> None:
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(streaming(40, 5 * KB), reactor=clock, threadpool=None)
+    client = connect(routed(handler, 20 * KB, after=10 * KB), clock=clock)
+    client.send(b"GET /video HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = received_over_time(client, clock, 12.0)
+    head = 200  # (about: the head and the chunk framing)
+    for now, total in seen:
+        allowed = 10 * KB + 20 * KB * (now + 1)
+        assert total <= allowed + 5 * KB + head  # (one piece past it, at most)
+        if total < 200 * KB:
+            assert total >= allowed - 5 * KB - 2 * KB  # and never much behind
+    (response,) = parse_responses(client.take())
+    assert response.body == b"".join(bytes([n]) * 5 * KB for n in range(40))
+    assert seen[-1][0] > 8.5  # 200 KB: 30 KB at once, then 20 KB a second
+    assert not clock.getDelayedCalls() or all(
+        call.getTime() > clock.seconds() for call in clock.getDelayedCalls()
+    )
+
+
+def test_a_client_that_catches_up_does_not_lift_the_rate() -> None:
+    """The client's pauses and the rate's are two: a resume of one leaves the other."""
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(streaming(40, 5 * KB), reactor=clock, threadpool=None)
+    client = connect(routed(handler, 20 * KB), clock=clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    for tick in range(1000):
+        if tick % 7 == 3:
+            client.protocol.pauseProducing()  # (the transport's buffer filled)
+        elif tick % 7 == 5:
+            client.protocol.resumeProducing()
+        now, total = clock.seconds(), len(client.transport.value())
+        assert total <= 20 * KB * (now + 1) + 5 * KB + 200
+        clock.advance(0.01)
+    (response,) = parse_responses(client.take())
+    assert len(response.body) == 200 * KB
+
+
+def test_without_a_limit_nothing_waits() -> None:
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(streaming(40, 5 * KB), reactor=clock, threadpool=None)
+    client = connect(routed(handler, 0), clock=clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    (response,) = parse_responses(client.take())
+    assert len(response.body) == 200 * KB
+
+
+def test_the_next_pipelined_response_is_not_held_by_the_last_one_s_pace() -> None:
+    """The hold ends with its response: a response on another mount goes at once."""
+    clock = SynchronousReactorThreads()
+    slow = WSGIHandler(streaming(8, 5 * KB), reactor=clock, threadpool=None)
+    fast = WSGIHandler(streaming(8, 5 * KB), reactor=clock, threadpool=None)
+    mounts: MountTable[Handler] = MountTable(
+        [Mount(b"/slow", slow, limit_rate=(10 * KB, 0)), Mount(b"", fast)]
+    )
+    router = Router(RoutingTable(HostTable([], mounts), HostTable([], None), paced=True))
+    client = connect(router, clock=clock)
+    client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(client.transport.value()) < 20 * KB
+    while client.transport.value().count(b"HTTP/1.1 200 OK") < 2:
+        clock.advance(0.01)
+        assert clock.seconds() < 10
+    # In the turn the first ended, the second was sent whole.
+    first, second = parse_responses(client.take())
+    assert len(first.body) == len(second.body) == 40 * KB
+    assert clock.seconds() > 2.5  # (30 KB after the first second's 10)
+
+
+@pytest.mark.parametrize("buffering", [False, True])
+def test_a_proxied_response_goes_at_the_mount_s_rate(buffering: bool) -> None:
+    """The upstream is read as the rate lets the client have it, or (buffering) into
+    the spool, the upstream free at once: the client gets it at the rate either way.
+    """
+    setup = make_proxy()
+    setup.handler.buffering = buffering
+    client = connect(routed(setup.handler, 32 * KB), clock=setup.clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = bytes(range(256)) * 4 * 256  # 256 KB
+    upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+    pieces = [body[start : start + 4 * KB] for start in range(0, len(body), 4 * KB)]
+    seen = []
+    for _ in range(1000):
+        # The upstream sends a piece whenever the proxy reads from it.
+        if pieces and upstream.transport.producerState == "producing":
+            upstream.respond(pieces.pop(0))
+        seen.append((setup.clock.seconds(), len(client.transport.value())))
+        setup.clock.advance(0.01)
+    assert not pieces
+    # Paced between the pieces the proxy writes: those it reads (4 KB here), or
+    # from the spool, up to PIECE_SIZE.
+    piece = PIECE_SIZE if buffering else 4 * KB
+    for now, total in seen:
+        assert total <= 32 * KB * (now + 1) + piece + 200
+    (response,) = parse_responses(client.take())
+    assert response.body == body
+    done = next(now for now, total in seen if total > len(body))
+    assert (len(body) - piece) / (32 * KB) - 1 - 0.1 < done < len(body) / (32 * KB)
+
+
+class Bursting:
+    """A handler that writes ``pieces`` without waiting, then finishes (no producer
+    of its own until ``producer`` is given, then one that records what it is told).
+    """
+
+    def __init__(self, pieces: int, size: int = 50 * KB) -> None:
+        self.pieces, self.size = pieces, size
+        self.told: list[str] = []
+        self.exchange: Any = None
+
+    def handle(self, exchange: Any) -> None:
+        exchange.start_response(200, [(b"Content-Length", b"%d" % (self.pieces * self.size))])
+        for _ in range(self.pieces):
+            exchange.write(b"x" * self.size)
+        exchange.registerProducer(self, True)
+        self.exchange = exchange
+
+    def pauseProducing(self) -> None:
+        self.told.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.told.append("resume")
+
+    def stopProducing(self) -> None:
+        self.told.append("stop")
+
+
+def pace_timers(clock: Clock) -> list[Any]:
+    return [
+        call
+        for call in clock.getDelayedCalls()
+        if call.active() and getattr(getattr(call, "func", None), "__name__", "") == "_pace_over"
+    ]
+
+
+def test_one_hold_at_a_time_and_a_producer_given_during_it_waits() -> None:
+    clock = Clock()
+    bursting = Bursting(3)
+    client = connect(routed(bursting, 10 * KB), clock=clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(pace_timers(clock)) == 1
+    assert bursting.told == ["pause"]  # (registered while held)
+    client.protocol.pauseProducing()  # the client falls behind meanwhile
+    client.protocol.resumeProducing()  # and catches up: the rate still holds it
+    assert bursting.told == ["pause"]
+    clock.advance(20)
+    assert bursting.told == ["pause", "resume"]
+
+
+@pytest.mark.parametrize("end", ["finish", "abort", "connection lost"])
+def test_a_hold_ends_with_its_response(end: str) -> None:
+    """A response finished, aborted or lost while held leaves no hold behind: the
+    next pipelined response (another mount's, without a rate) goes at once.
+    """
+    clock = Clock()
+    held = Bursting(2)
+    quick = Bursting(1, size=10)
+    mounts: MountTable[Any] = MountTable(
+        [Mount(b"/held", held, limit_rate=(10 * KB, 0)), Mount(b"", quick)]
+    )
+    client = connect(
+        Router(RoutingTable(HostTable([], mounts), HostTable([], None), paced=True)),
+        clock=clock,
+    )
+    client.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert pace_timers(clock)
+    if end == "finish":
+        client.send(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.exchange.finish()
+        assert quick.told == []  # (not paused: nothing holds the second response)
+        assert client.transport.value().count(b"HTTP/1.1 200 OK") == 2
+    elif end == "abort":
+        held.exchange.abort()
+    else:
+        client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert pace_timers(clock) == []
+
+
+def test_a_static_miss_passed_on_goes_at_the_rate_of_the_mount_it_goes_to(
+    tmp_path: Path,
+) -> None:
+    """As nginx's try_files: the location that answers decides."""
+    clock = Clock()
+    options = {**default_options("static"), "fallthrough": True}
+    static = StaticHandler(StaticOptions.from_mount(str(tmp_path), options), now=clock.seconds)
+    bursting = Bursting(3)
+    static.fallback = Mount(b"", bursting, limit_rate=(10 * KB, 0))
+    client = connect(routed(static, 0, prefix=b""), clock=clock)
+    client.send(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(pace_timers(clock)) == 1
+
+
+def test_the_site_gives_each_mount_its_rate(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[host]]\nnames = ["x"]\n[[host.mount]]\npath = "/v"\n'
+        f'static = "{tmp_path}"\nlimit_rate = "500k"\nlimit_rate_after = "1m"\n'
+        '[[host.mount]]\npath = "/"\nreturn = "204"\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    table = SiteBuilder(reactor=Clock(), threadpool=None).build(config)
+    assert table.paced
+    mounts = table.hosts.lookup("x")
+    assert mounts is not None
+    assert [(m.prefix, m.limit_rate) for m in mounts.mounts] == [
+        (b"/v", (500 * KB, 1024 * KB)),
+        (b"", None),
+    ]
+    without = SiteBuilder(reactor=Clock(), threadpool=None).build(
+        cli.load_config({"return": ["/=204"]})
+    )
+    assert not without.paced
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def static_mount(directory: Path, clock: Clock) -> StaticHandler:
+    options = default_options("static")
+    return StaticHandler(StaticOptions.from_mount(str(directory), options), now=clock.seconds)
+
+
+def test_a_file_goes_at_the_mount_s_rate_after_its_first_bytes(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4 * 1024  # 1 MiB
+    (tmp_path / "video.mp4").write_bytes(data)
+    clock = Clock()
+    client = connect(routed(static_mount(tmp_path, clock), 100 * KB, 200 * KB), clock=clock)
+    client.send(b"GET /video.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = []
+    for _ in range(1000):
+        producer = client.transport.producer
+        if producer is not None and producer is not client.protocol:
+            producer.resumeProducing()  # (a client that takes whatever comes)
+        seen.append((clock.seconds(), len(client.transport.value())))
+        clock.advance(0.01)
+    for now, total in seen:
+        assert total <= 200 * KB + 100 * KB * (now + 1) + 400  # (the head)
+    (response,) = parse_responses(client.take())
+    assert response.body == data
+    done = next(now for now, total in seen if total > len(data))
+    assert 6.5 < done < 8.5  # 1024 KB: 300 at once, then 100 a second
+
+
+def test_a_file_whose_client_leaves_while_it_waits_leaves_no_timer(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(bytes(300 * KB))
+    clock = Clock()
+    client = connect(routed(static_mount(tmp_path, clock), 10 * KB), clock=clock)
+    client.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(3):
+        producer = client.transport.producer
+        assert producer is not None
+        producer.resumeProducing()
+    assert clock.getDelayedCalls()  # (the pace's timer, the send timeout)
+    # As a transport tells what it holds when its connection is lost.
+    producer = client.transport.producer
+    assert producer is not None
+    producer.stopProducing()
+    client.protocol.connectionLost(Failure(ConnectionDone()))
+    assert [call for call in clock.getDelayedCalls() if call.active()] == []
+
+
+class RealSocket(TestCase):
+    """sendfile's steps are paced too (how fast is the benchmarks' to measure)."""
+
+    async def test_a_paced_file_arrives_whole_over_a_real_socket(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="twistwsgi-test-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        data = bytes(range(256)) * 1600  # 400 KB: 256 KB at once, the rest in 0.6 s
+        (directory / "f.bin").write_bytes(data)
+        site = directory / "site.toml"
+        site.write_text(
+            f'[[host]]\nnames = ["x"]\ndefault = true\n[[host.mount]]\npath = "/"\n'
+            f'static = "{directory}"\nlimit_rate = "256k"\n'
+        )
+        service = serve_live(
+            self,
+            {
+                "config": str(site),
+                "listen": ["tcp:0:interface=127.0.0.1"],
+                "threads": "0",
+                "access_log": "off",
+            },
+        )
+        port = port_of(service)
+
+        def fetch() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+                connection.sendall(b"GET /f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                received = b""
+                while chunk := connection.recv(65536):
+                    received += chunk
+                return received
+
+        (response,) = parse_responses(await deferToThread(fetch))
+        assert response.body == data
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_limit_rate_after_alone_is_refused(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[host]]\nnames = ["x"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+        'limit_rate_after = "1m"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"config": str(site)})
+    assert str(raised.value) == (
+        "site.toml: host[0].mount[0].limit_rate_after: needs limit_rate, the rate it lets"
+        " the response reach"
+    )

@@ -1,0 +1,56 @@
+"""How fast one response may go out: nginx's ``limit_rate`` and ``limit_rate_after``.
+
+A mount with ``limit_rate`` sends each response at that many bytes a second at most,
+as nginx does for a location: a download or a video does not take a client's whole
+share of the server's bandwidth, and a long one is spread over its time.
+``limit_rate_after`` bytes go first at full speed (the start of a video plays at
+once). As nginx reckons it (``ngx_http_write_filter_module``), a response that has
+been going for ``t`` seconds may have sent ``limit_rate_after + limit_rate * (t +
+1)`` bytes: a second's worth at once, then the rate. Unlike nginx, ``t`` counts from
+the response's first byte, not from the request's arrival, so an application slow
+to answer does not earn a burst.
+
+The sender asks :meth:`ResponsePace.wait` before each step; more than it may send
+waits for the time the rate needs. Steps are a tenth of a second's worth (at most
+64 KiB, at least a byte), so a slow rate is not sent a few bytes at a time.
+
+Pure logic: the caller passes the time and the bytes sent, and arms the timers.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_STEP", "ResponsePace"]
+
+#: The most bytes one step sends (a file sender's read, at most).
+MAX_STEP = 64 * 1024
+
+
+class ResponsePace:
+    """The pace of one response (see the module docstring).
+
+    Args:
+        rate: bytes a second (at least 1).
+        after: bytes sent first at full speed.
+        start: when the response's first byte went out (clock seconds).
+    """
+
+    __slots__ = ("after", "rate", "start", "step")
+
+    def __init__(self, rate: int, after: int, start: float) -> None:
+        if rate < 1:
+            raise ValueError("a rate is at least 1 byte a second")
+        self.rate = rate
+        self.after = after
+        self.start = start
+        #: The bytes one step may send: a tenth of a second's worth, within bounds.
+        self.step = max(1, min(rate // 10, MAX_STEP))
+
+    def allowance(self, sent: int, now: float) -> float:
+        """Bytes that may go out now after ``sent`` (negative: ahead of the rate)."""
+        return self.after + self.rate * (max(0.0, now - self.start) + 1.0) - sent
+
+    def wait(self, sent: int, now: float, wanted: int | None = None) -> float:
+        """Seconds before ``wanted`` more bytes may go (default: one step); 0: now."""
+        want = self.step if wanted is None else min(wanted, self.step)
+        short = want - self.allowance(sent, now)
+        return short / self.rate if short > 0 else 0.0
