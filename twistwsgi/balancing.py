@@ -9,11 +9,12 @@ picks the upstream with the fewest requests in progress relative to its weight
 upstreams share the load evenly. ``random`` (nginx's ``random``) picks an upstream
 at random, in proportion to the weights; ``random_two`` (nginx's ``random two
 least_conn``) draws two different upstreams so and takes the one with fewer requests
-in progress relative to its weight (the first drawn on a tie): the "power of two
-choices", which nginx advises where several balancers send to the same upstreams
-without seeing each other's counts, as the worker processes of ``--workers`` do:
-each one's ``least_conn`` alone would send every worker's next request to the same
-idle upstream.
+in progress relative to its weight (the first drawn on a tie, where nginx keeps the
+second: at rest every pair ties, and keeping the second would give a heavy upstream
+about half its weighted share): the "power of two choices", which nginx advises
+where several balancers send to the same upstreams without seeing each other's
+counts, as the worker processes of ``--workers`` do: each one's ``least_conn`` alone
+would send every worker's next request to the same idle upstream.
 
 The hash policies keep a request's upstream from one request to the next. ``hash``
 (nginx's ``hash KEY``) maps a key made from the request (``$cookie_session``,
@@ -62,7 +63,8 @@ failures), tried already for this request, or full. Whether a peer is full decid
 here as for any other: with the others full and the backups full too, the request
 waits (for whichever frees first), and with every peer out the fallback below
 takes the one back soonest, backup or not. As nginx, the hash policies take no
-backups: a key's upstream is meant to be the same one from request to request.
+backups (a key's upstream is meant to be the same one from request to request), nor
+do the random ones (a draw from all alike has no order to keep backups behind).
 
 **Down peers** (nginx's ``server ... down``) are marked so in the configuration, to
 take an upstream out for maintenance with a reload: such a peer is unhealthy for good

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from twistwsgi.balancing import parse_balance
+from twistwsgi.balancing import NO_BACKUP_POLICIES, parse_balance
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
 from twistwsgi.fixed_response import ReturnSpec, parse_return
@@ -3111,12 +3111,14 @@ def check_proxy_options(
     Raises:
         ConfigError: naming the setting.
     """
-    policy = options["balance"].split()[0]
-    if policy in ("hash", "ip_hash", "random") and any(upstream.backup for upstream in upstreams):
+    policy = parse_balance(options["balance"])[0]
+    if policy in NO_BACKUP_POLICIES and any(upstream.backup for upstream in upstreams):
         # (nginx refuses them too: a key is to reach the same upstream every time,
         # and random draws from every upstream alike.)
-        why = "random draws from all alike" if policy == "random" else "the others take their keys"
-        raise ConfigError(f"{where}.balance", f"{policy} takes no backup upstreams: {why}")
+        random = policy.startswith("random")
+        why = "random draws from all alike" if random else "the others take their keys"
+        named = options["balance"].split()[0]  # (as written: hash for consistent_hash)
+        raise ConfigError(f"{where}.balance", f"{named} takes no backup upstreams: {why}")
     for name in ("retry_statuses", "retry_on_timeout", "retry_tries", "retry_timeout"):
         if options[name] and not options["retry"]:
             raise ConfigError(f"{where}.{name}", "has no effect with retry = false")
