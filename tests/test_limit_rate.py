@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 from wsgiref.validate import validator
@@ -28,13 +29,21 @@ from tests.live import port_of, serve_live
 from tests.test_proxy import make_proxy
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, default_options
+from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.pacing import MAX_STEP, ResponsePace
 from twistwsgi.response_spool import PIECE_SIZE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.site import SiteBuilder
 from twistwsgi.static import StaticHandler, StaticOptions
-from twistwsgi.testing import Connection, SynchronousReactorThreads, connect, parse_responses
+from twistwsgi.testing import (
+    CallQueue,
+    Connection,
+    SynchronousReactorThreads,
+    TrackingPool,
+    connect,
+    parse_responses,
+)
 from twistwsgi.wsgi import WSGIHandler
 
 KB = 1024
@@ -360,15 +369,14 @@ def test_a_file_whose_client_leaves_while_it_waits_leaves_no_timer(tmp_path: Pat
     clock = Clock()
     client = connect(routed(static_mount(tmp_path, clock), 10 * KB), clock=clock)
     client.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
-    for _ in range(3):
+    for _ in range(100):
         producer = client.transport.producer
-        assert producer is not None
+        if producer is None:
+            break
         producer.resumeProducing()
-    assert clock.getDelayedCalls()  # (the pace's timer, the send timeout)
-    # As a transport tells what it holds when its connection is lost.
-    producer = client.transport.producer
-    assert producer is not None
-    producer.stopProducing()
+    # Waiting for the rate, the sender is off the transport (which, over TLS, would
+    # call it in a loop): a lost connection cannot tell it, the exchange does.
+    assert [call for call in clock.getDelayedCalls() if call.active()]
     client.protocol.connectionLost(Failure(ConnectionDone()))
     assert [call for call in clock.getDelayedCalls() if call.active()] == []
 
@@ -424,3 +432,117 @@ def test_limit_rate_after_alone_is_refused(tmp_path: Path) -> None:
         "site.toml: host[0].mount[0].limit_rate_after: needs limit_rate, the rate it lets"
         " the response reach"
     )
+
+
+# -- after review -----------------------------------------------------------------------
+
+
+def test_a_file_sender_waiting_for_the_rate_is_off_the_transport(tmp_path: Path) -> None:
+    """Over TLS, Twisted calls a pull producer in a loop (_PullToPush): one waiting
+    for its rate would be called for nothing, at full CPU, until the wait ends.
+    """
+    (tmp_path / "f").write_bytes(bytes(300 * KB))
+    clock = Clock()
+    client = connect(routed(static_mount(tmp_path, clock), 64 * KB), clock=clock)
+    client.send(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+    sender = client.transport.producer
+    for _ in range(100):  # (a sender calling for nothing would be called for ever)
+        if client.transport.producer is None:
+            break
+        client.transport.producer.resumeProducing()
+    assert client.transport.producer is None
+    clock.advance(1.0)  # the wait is over: it is back, for the transport to call
+    assert client.transport.producer is sender
+    client.protocol.connectionLost(Failure(ConnectionDone()))  # (its file closed)
+
+
+def test_a_threaded_application_hands_over_one_piece_at_a_time() -> None:
+    """Pieces queued for the reactor beyond the one that starts a hold would go
+    past it: a paced response's worker waits for each to be written.
+    """
+    calls, clock, pool = CallQueue(), Clock(), TrackingPool(1)
+    pool.start()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * 16 * KB for _ in range(12))
+
+    try:
+        handler = WSGIHandler(validator(app), reactor=calls, threadpool=pool)
+        client = connect(routed(handler, 16 * KB), clock=clock)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        def waiting_for_the_rate() -> bool:
+            call: Any = client.protocol._response_producer
+            if call is None:
+                return False
+            with call._cond:
+                return bool(call._paused and not call._in_flight)
+
+        calls.run_until(waiting_for_the_rate)
+        assert len(client.transport.value()) <= 32 * KB + 300
+        while not pool.idle:
+            clock.advance(0.1)
+            calls.run_until(lambda: pool.idle or waiting_for_the_rate())
+        calls.run_pending()
+        (response,) = parse_responses(client.take())
+        assert len(response.body) == 192 * KB
+    finally:
+        pool.stop()
+
+
+def text_of(size: int) -> bytes:
+    words = [b"pace", b"rate", b"limit", b"bytes", b"second", b"nginx", b"video"]
+    return b" ".join(words[n % 7] + b"%d" % (n % 97) for n in range(size // 6))[:size]
+
+
+@pytest.mark.parametrize(("gzip", "ranged"), [(False, False), (True, False), (False, True)])
+def test_bytes_held_in_memory_are_paced_too(tmp_path: Path, gzip: bool, ranged: bool) -> None:
+    """A file in the memory cache (whole or a range of it), or the gzip form made on
+    the fly, is written in steps like a file from disk.
+    """
+    data = text_of(512 * KB)
+    (tmp_path / "page.js").write_bytes(data)
+    clock = Clock()
+    options = {**default_options("static"), "memory_cache": 1024 * KB}
+    settings = GzipSettings(frozenset({"text/javascript"}), 20, 1) if gzip else None
+    static = StaticHandler(
+        StaticOptions.from_mount(str(tmp_path), options, settings), now=clock.seconds
+    )
+    client = connect(routed(static, 10 * KB), clock=clock)
+    accept = b"Accept-Encoding: gzip\r\n" if gzip else b""
+    if ranged:
+        accept = b"Range: bytes=1-%d\r\n" % (len(data) - 2)
+    client.send(b"GET /page.js HTTP/1.1\r\nHost: x\r\n" + accept + b"\r\n")
+    assert len(client.transport.value()) < 10 * KB + 1024 + 600  # a second's, a step, head
+    for _ in range(200 * 20):
+        clock.advance(0.05)
+    (response,) = parse_responses(client.take())
+    body = zlib.decompress(response.body, 31) if gzip else response.body
+    assert body == (data[1:-1] if ranged else data)
+    assert response.header(b"content-length") == b"%d" % len(response.body)
+
+
+@pytest.mark.parametrize("rate", [256 * KB, 2048 * KB])
+def test_with_buffering_a_paced_proxy_frees_its_upstream_at_once(rate: int) -> None:
+    """The holds of the rate may each be shorter than the spool's grace: spooled at
+    once, however fast the rate, so the upstream is free (nginx's proxy_buffering).
+    """
+    setup = make_proxy()
+    setup.handler.buffering = True
+    client = connect(routed(setup.handler, rate), clock=setup.clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = bytes(range(256)) * (16 * rate // 256)  # 16 seconds' worth
+    upstream.respond(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+    pieces = [body[start : start + 64 * KB] for start in range(0, len(body), 64 * KB)]
+    read_whole_at = None
+    for _ in range(2000):
+        while pieces and upstream.transport.producerState == "producing":
+            upstream.respond(pieces.pop(0))
+        if not pieces and read_whole_at is None:
+            read_whole_at = setup.clock.seconds()
+        setup.clock.advance(0.01)
+    (response,) = parse_responses(client.take())
+    assert response.body == body
+    assert read_whole_at is not None and read_whole_at < 1.0

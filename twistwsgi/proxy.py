@@ -1459,6 +1459,12 @@ class _Forward:
         if connection is not None:
             connection.pause_reading()
         if self._grace is None and not (self._done or self._tunnelling) and self._buffers():
+            if self._exchange.limit_rate is not None:
+                # Held for its limit_rate, on purpose and again and again: the
+                # upstream need not wait for that (each hold may be shorter than the
+                # grace, which would then never end).
+                self._start_spooling()
+                return
             self._grace = self._proxy.clock.callLater(SPOOL_GRACE, self._start_spooling)
 
     def _start_spooling(self) -> None:

@@ -1201,6 +1201,9 @@ class _ThreadedCall:
         self._cond = threading.Condition(self._lock)
         self._paused = False
         self._in_flight = 0
+        # A paced response (limit_rate) hands one piece at a time to the reactor: the
+        # pieces queued beyond it would go out past the hold its writing starts.
+        self._high_water = IN_FLIGHT_HIGH_WATER if exchange.limit_rate is None else 0
         self._gone = False
         self._full = False
         self._status = 0
@@ -1653,7 +1656,7 @@ class _ThreadedCall:
                         # the disk because the connection paused for a moment).
                         may_spool = self._buffering and self._paused
                     elif not self._paused:
-                        if self._in_flight <= IN_FLIGHT_HIGH_WATER:
+                        if self._in_flight <= self._high_water:
                             break
                         may_spool = False
                     else:

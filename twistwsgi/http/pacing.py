@@ -19,10 +19,15 @@ Pure logic: the caller passes the time and the bytes sent, and arms the timers.
 
 from __future__ import annotations
 
-__all__ = ["MAX_STEP", "ResponsePace"]
+__all__ = ["MAX_STEP", "ResponsePace", "step_for"]
 
 #: The most bytes one step sends (a file sender's read, at most).
 MAX_STEP = 64 * 1024
+
+
+def step_for(rate: int) -> int:
+    """The bytes one step sends at ``rate``: a tenth of a second's worth, within bounds."""
+    return max(1, min(rate // 10, MAX_STEP))
 
 
 class ResponsePace:
@@ -42,8 +47,7 @@ class ResponsePace:
         self.rate = rate
         self.after = after
         self.start = start
-        #: The bytes one step may send: a tenth of a second's worth, within bounds.
-        self.step = max(1, min(rate // 10, MAX_STEP))
+        self.step = step_for(rate)
 
     def allowance(self, sent: int, now: float) -> float:
         """Bytes that may go out now after ``sent`` (negative: ahead of the rate)."""

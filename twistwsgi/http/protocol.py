@@ -2951,4 +2951,9 @@ class HTTP11Exchange:
         if self.finished:
             return
         self.client_closed = not self._protocol.dropped
+        sending = self._file_sending
+        if sending is not None and not sending.called:
+            # A file sender waiting for its limit_rate is off the transport, which
+            # could not tell it: stopped here (and its file closed by its caller).
+            sending.cancel()
         self._ended(reason)

@@ -16,7 +16,9 @@ the file is read in pieces and written through the transport, one piece per
 With a :class:`Pacing` (the mount's ``limit_rate``, see
 :mod:`twistwsgi.http.pacing`), each step sends no more than the rate allows by then;
 when it allows less than a step, the sender waits on a timer for the rest, not on
-the socket, then goes on as the transport asks.
+the socket, off the transport meanwhile (over TLS, Twisted drives a pull producer in
+a loop that would spin on one with nothing to send), then registers again and goes
+on as the transport asks.
 
 Runs in the reactor thread. Disk reads (and ``sendfile``'s page-cache misses) block
 the reactor briefly, as they do in nginx without ``aio``.
@@ -171,12 +173,18 @@ class _FileSender:
         wait = pacing.pace.wait(sent, now, size)
         if wait:
             self._waiting = pacing.clock.callLater(wait, self._paced)
+            self.transport.unregisterProducer()
             return 0
         return min(size, max(1, int(pacing.pace.allowance(sent, now))))
 
     def _paced(self) -> None:
+        """The pace allows a step: take the transport back (it asks for the step).
+
+        A transport whose connection was lost meanwhile stops the sender at once.
+        """
         self._waiting = None
-        self.resumeProducing()
+        if not self.over:
+            self.transport.registerProducer(self, False)
 
     def _stop_waiting(self) -> None:
         waiting, self._waiting = self._waiting, None
