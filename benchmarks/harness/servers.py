@@ -135,13 +135,18 @@ def _missing_feature(context: Context, target: Target) -> Unavailable | None:
 
 
 def _twistwsgi_limits(context: Context, target: Target) -> list[str]:
-    """Lift the two defaults that would end a scenario early where the peers have no such limit.
+    """Lift the defaults that would end a scenario early where the peers have no such limit.
 
-    The 1 MiB body limit (413 for the 10 MB upload) and the 5 s idle keep-alive timeout (the idle
-    connections of scenario 7 are held longer; gunicorn gets the same 75 s).
+    The 1 MiB body limit (413 for the 10 MB upload), the 5 s idle keep-alive timeout (the idle
+    connections of scenario 7 are held longer; gunicorn gets the same 75 s), and the 1000
+    requests a connection serves (nginx's keepalive_requests default, which the nginx configs
+    here lift to 1,000,000; gunicorn, waitress, uWSGI and granian have no such cap): every wrk
+    connection would otherwise reconnect every 1000 requests, which no peer's does.
     """
     help_text = context.twistwsgi_help or ""
     extra = []
+    if "--keepalive-requests" in help_text:
+        extra += ["--keepalive-requests", "0"]
     if target.app == "upload" and "--max-body" in help_text:
         extra += ["--max-body", "0"]
     if target.hold_idle and "--keepalive-timeout" in help_text:
