@@ -60,8 +60,9 @@ METRICS_PATH = b"/metrics"
 #: The exposition format's media type.
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-#: The counters of a snapshot (kept by the master for workers that ended).
-_COUNTERS = ("connections_accepted", "body_bytes", "duration_sum")
+#: The counters of a snapshot (kept by the master for workers that ended), but those
+#: of its histogram (see _add_counts).
+_COUNTERS = ("connections_accepted", "body_bytes")
 #: The gauges of a snapshot (a worker that ended has none).
 GAUGES = ("connections_open", "threads", "threads_busy", "thread_queue")
 #: The gauges of an upstream in a snapshot (see ``ProxyHandler.upstream_states``).
@@ -166,18 +167,13 @@ class RequestMetrics:
                 its counts, with gauges of 0.
         """
         entries: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for (host, mount, upstream), counts in self.upstreams.items():
-            entries[host, mount, upstream] = {
-                "host": host,
-                "mount": mount,
-                "upstream": upstream,
-                "requests": counts.requests,
-                "responses": {str(status): count for status, count in counts.responses.items()},
-                "failures": dict(counts.failures),
-                "durations": list(counts.durations),
-                "duration_sum": counts.duration_sum,
-                **dict.fromkeys(UPSTREAM_GAUGES, 0),
-            }
+        for key, counts in self.upstreams.items():
+            counted = entries[key] = _empty_upstream(*key)
+            counted["requests"] = counts.requests
+            counted["responses"] = {str(status): n for status, n in counts.responses.items()}
+            counted["failures"] = dict(counts.failures)
+            counted["durations"] = list(counts.durations)
+            counted["duration_sum"] = counts.duration_sum
         for host, mount, upstream, *values in upstreams:
             entry = entries.get((host, mount, upstream))
             if entry is None:
@@ -370,14 +366,12 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                     "duration_sum": 0.0,
                 }
             _add_counts(kept, entry)
-            kept["duration_sum"] += entry["duration_sum"]
         for entry in snapshot.get("upstreams", ()):
             key3 = (entry["host"], entry["mount"], entry["upstream"])
             counted = upstreams.get(key3)
             if counted is None:
                 counted = upstreams[key3] = _empty_upstream(*key3)
             _add_counts(counted, entry)
-            counted["duration_sum"] += entry["duration_sum"]
             for name in ("requests", *UPSTREAM_GAUGES):
                 counted[name] += entry[name]
             failures = counted["failures"]
@@ -389,7 +383,8 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _add_counts(total: dict[str, Any], counts: Mapping[str, Any]) -> None:
-    """Add the ``responses`` and ``durations`` of ``counts`` to ``total``'s."""
+    """Add the ``responses``, ``durations`` and ``duration_sum`` of ``counts`` to ``total``'s."""
+    total["duration_sum"] += counts.get("duration_sum", 0.0)
     responses = total["responses"]
     for status, count in counts.get("responses", {}).items():
         responses[status] = responses.get(status, 0) + count
@@ -415,69 +410,73 @@ def render(snapshot: Mapping[str, Any], workers: int | None = None) -> bytes:
     """``snapshot`` in Prometheus's text format; ``workers``: the worker processes serving."""
     lines: list[str] = []
 
-    def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
-
-    metric(
+    _family(
+        lines,
         "twistwsgi_connections_accepted_total",
         "counter",
         "Connections accepted.",
         [("", snapshot["connections_accepted"])],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_connections_open",
         "gauge",
         "Connections open now.",
         [("", snapshot["connections_open"])],
     )
     responses = sorted(snapshot["responses"].items(), key=lambda item: int(item[0]))
-    metric(
+    _family(
+        lines,
         "twistwsgi_responses_total",
         "counter",
         "Responses by status code (499: the client left first; 444: dropped).",
         [(f'{{code="{status}"}}', count) for status, count in responses],
     )
-    name = "twistwsgi_request_duration_seconds"
-    lines.append(
-        f"# HELP {name} From a request's first byte to its response's end ($request_time)."
+    _histograms(
+        lines,
+        "twistwsgi_request_duration_seconds",
+        "From a request's first byte to its response's end ($request_time).",
+        [("", snapshot)],
     )
-    lines.append(f"# TYPE {name} histogram")
-    lines.extend(_histogram(name, "", snapshot["durations"], snapshot["duration_sum"]))
-    metric(
+    _family(
+        lines,
         "twistwsgi_response_body_bytes_total",
         "counter",
         "Response body bytes sent.",
         [("", snapshot["body_bytes"])],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_threads",
         "gauge",
         "Threads that run the applications.",
         [("", snapshot["threads"])],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_threads_busy",
         "gauge",
         "Threads running a request now.",
         [("", snapshot["threads_busy"])],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_thread_queue",
         "gauge",
         "Requests waiting for a thread now.",
         [("", snapshot["thread_queue"])],
     )
     if workers is not None:
-        metric(
+        _family(
+            lines,
             "twistwsgi_workers",
             "gauge",
             "Worker processes serving now.",
             [("", workers)],
         )
     mounts = sorted(snapshot.get("mounts", ()), key=lambda entry: (entry["host"], entry["mount"]))
-    metric(
+    _family(
+        lines,
         "twistwsgi_mount_responses_total",
         "counter",
         "Responses by host, mount and status code, for the requests routed to a mount.",
@@ -487,36 +486,56 @@ def render(snapshot: Mapping[str, Any], workers: int | None = None) -> bytes:
             for status, count in sorted(entry["responses"].items(), key=lambda item: int(item[0]))
         ],
     )
-    name = "twistwsgi_mount_request_duration_seconds"
-    lines.append(f"# HELP {name} The request duration histogram by host and mount.")
-    lines.append(f"# TYPE {name} histogram")
-    for entry in mounts:
-        lines.extend(
-            _histogram(name, _mount_labels(entry), entry["durations"], entry["duration_sum"])
-        )
+    _histograms(
+        lines,
+        "twistwsgi_mount_request_duration_seconds",
+        "The request duration histogram by host and mount.",
+        [(_mount_labels(entry), entry) for entry in mounts],
+    )
     upstreams = sorted(
         snapshot.get("upstreams", ()),
         key=lambda entry: (entry["host"], entry["mount"], entry["upstream"]),
     )
     if upstreams:
-        _render_upstreams(upstreams, metric, lines)
+        _render_upstreams(lines, upstreams)
     return ("\n".join(lines) + "\n").encode()
 
 
-def _render_upstreams(
-    upstreams: list[Mapping[str, Any]],
-    metric: Callable[[str, str, str, list[tuple[str, float]]], None],
-    lines: list[str],
+def _family(
+    lines: list[str], name: str, kind: str, text: str, samples: list[tuple[str, float]]
 ) -> None:
+    """Append one family's HELP and TYPE lines and its samples (labels, value)."""
+    lines.append(f"# HELP {name} {text}")
+    lines.append(f"# TYPE {name} {kind}")
+    lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+
+
+def _histograms(
+    lines: list[str], name: str, text: str, series: list[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """Append one histogram family: each series its labels and its counts.
+
+    The counts are a mapping with ``durations`` and ``duration_sum``.
+    """
+    lines.append(f"# HELP {name} {text}")
+    lines.append(f"# TYPE {name} histogram")
+    for labels, counts in series:
+        lines.extend(_histogram(name, labels, counts["durations"], counts["duration_sum"]))
+
+
+def _render_upstreams(lines: list[str], upstreams: list[Mapping[str, Any]]) -> None:
     """The families of the proxy mounts' upstreams (``upstreams`` in label order)."""
     labelled = [(entry, _upstream_labels(entry)) for entry in upstreams]
-    metric(
+
+    _family(
+        lines,
         "twistwsgi_upstream_requests_total",
         "counter",
         "Requests sent to an upstream of a proxy mount (a request tried on two counts on each).",
         [(f"{{{labels}}}", entry["requests"]) for entry, labels in labelled],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_upstream_responses_total",
         "counter",
         "Upstream answers by status code (relayed or not: retried, or replaced by an error page).",
@@ -526,7 +545,8 @@ def _render_upstreams(
             for status, count in sorted(entry["responses"].items(), key=lambda item: int(item[0]))
         ],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_upstream_failures_total",
         "counter",
         "Upstream attempts that failed, by what went wrong: connect, closed, protocol,"
@@ -537,15 +557,15 @@ def _render_upstreams(
             for kind, count in sorted(entry["failures"].items())
         ],
     )
-    name = "twistwsgi_upstream_response_duration_seconds"
-    lines.append(
-        f"# HELP {name} From giving an upstream the request to the end of its response or"
-        " failure ($upstream_response_time)."
+    _histograms(
+        lines,
+        "twistwsgi_upstream_response_duration_seconds",
+        "From giving an upstream the request to the end of its response or failure"
+        " ($upstream_response_time).",
+        [(labels, entry) for entry, labels in labelled],
     )
-    lines.append(f"# TYPE {name} histogram")
-    for entry, labels in labelled:
-        lines.extend(_histogram(name, labels, entry["durations"], entry["duration_sum"]))
-    metric(
+    _family(
+        lines,
         "twistwsgi_upstream_down",
         "gauge",
         "1 while an upstream is left out (max_fails failures, a failed health check, or"
@@ -553,13 +573,15 @@ def _render_upstreams(
         " under --workers, the workers that left it out.",
         [(f"{{{labels}}}", entry["down"]) for entry, labels in labelled],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_upstream_active_requests",
         "gauge",
         "Requests in progress on an upstream (what max_conns limits).",
         [(f"{{{labels}}}", entry["active"]) for entry, labels in labelled],
     )
-    metric(
+    _family(
+        lines,
         "twistwsgi_upstream_connections",
         "gauge",
         "Open connections to an upstream: busy (a request or tunnel on it) or idle (pooled).",
