@@ -658,7 +658,7 @@ def test_client_network(client: str | None, network: bytes | None) -> None:
         ("random", ("random", None)),
         ("random two", ("random_two", None)),
         ("Random  Two least-conn", ("random_two", None)),
-        ("random_two", ("random_two", None)),  # (as the configuration stores it)
+        ("random_two", ("random_two", None)),  # (the policy's own name)
     ],
 )
 def test_parse_balance(text: str, parsed: tuple[str, str | None]) -> None:

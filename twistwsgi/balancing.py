@@ -153,7 +153,7 @@ def parse_balance(text: str) -> tuple[str, str | None]:
             raise ValueError(f"{policy} takes nothing after it, got {text!r}")
         return policy, None
     if policy == "random_two" and len(words) == 1:
-        return policy, None  # (as the configuration stores it)
+        return policy, None  # (the policy's own name, as round_robin is written)
     if policy == "random":
         rest = [word.lower().replace("-", "_") for word in words[1:]]
         if not rest:
@@ -382,33 +382,33 @@ class Balancer(Generic[T]):
             return None if full else self._back_soonest(exclude)
         if self.hashed and key:
             chosen = self._by_key(key, candidates)
-            if self.max_fails and chosen.fails >= self.max_fails:
-                chosen._down_until = now + self.fail_timeout  # the probe, as below
-            return chosen
-        if self.policy in ("random", "random_two"):
+        elif self.policy in ("random", "random_two"):
             chosen = self._random_choice(candidates, two=self.policy == "random_two")
-            if self.max_fails and chosen.fails >= self.max_fails:
-                chosen._down_until = now + self.fail_timeout  # the probe, as below
-            return chosen
-        if self.policy == "least_conn" and len(candidates) > 1:
-            best = candidates[0]
-            ties = [best]
-            for peer in candidates[1:]:
-                # active/weight compared without division.
-                left = peer.active * best.weight
-                right = best.active * peer.weight
-                if left < right:
-                    best = peer
-                    ties = [peer]
-                elif left == right:
-                    ties.append(peer)
-            candidates = ties
-        chosen = self._weighted_round_robin(candidates)
+        else:
+            if self.policy == "least_conn" and len(candidates) > 1:
+                candidates = self._least_busy(candidates)
+            chosen = self._weighted_round_robin(candidates)
         if self.max_fails and chosen.fails >= self.max_fails:
             # A peer back from its time out: this request is the probe; the others
             # wait for its outcome (or for another fail_timeout).
             chosen._down_until = now + self.fail_timeout
         return chosen
+
+    @staticmethod
+    def _least_busy(candidates: list[Peer[T]]) -> list[Peer[T]]:
+        """The ``candidates`` with the fewest requests in progress for their weight."""
+        best = candidates[0]
+        ties = [best]
+        for peer in candidates[1:]:
+            # active/weight compared without division.
+            left = peer.active * best.weight
+            right = best.active * peer.weight
+            if left < right:
+                best = peer
+                ties = [peer]
+            elif left == right:
+                ties.append(peer)
+        return ties
 
     def _free(
         self, tier: tuple[Peer[T], ...], now: float, exclude: Collection[Peer[T]]

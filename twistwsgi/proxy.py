@@ -512,12 +512,15 @@ class _AttemptNotes:
             return ", ".join(f"{seconds:.3f}" for seconds in self._durations())
         return None
 
+    def _last_end(self) -> float:
+        """When the last attempt ended: its response whole, else now."""
+        return self._completed if self._completed is not None else self._clock.seconds()
+
     def _durations(self) -> list[float]:
         """Each attempt's time, from giving it the request to its end (or now)."""
         count = len(self._started)
-        now = self._completed if self._completed is not None else self._clock.seconds()
         ends = [entry[0] for entry in self._failed[:count]]
-        ends += [now] * (count - len(ends))
+        ends += [self._last_end()] * (count - len(ends))
         return [max(0.0, end - start) for start, end in zip(self._started, ends, strict=True)]
 
     def attempts(self) -> list[tuple[str, int, str | None, float]]:
@@ -529,8 +532,8 @@ class _AttemptNotes:
         """
         started = self._started
         if len(started) == 1 and not self._failed:  # (most requests: measured 2 us less)
-            end = self._completed if self._completed is not None else self._clock.seconds()
-            return [(self._tried[0].name, self._answered, None, max(0.0, end - started[0]))]
+            seconds = max(0.0, self._last_end() - started[0])
+            return [(self._tried[0].name, self._answered, None, seconds)]
         count = len(started)
         outcomes = [
             (answered, kind.value if kind is not None else None)

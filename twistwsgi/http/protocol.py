@@ -2686,12 +2686,12 @@ class HTTP11Exchange:
             if self.limit_rate is not None:
                 # Ahead of the rate: the handler's next piece waits (this one is the
                 # transport's already, as a piece is when the client is slow).
-                pace = self._paced()
+                pace = self._response_pace()
                 wait = pace.wait(self.body_sent, self._protocol.clock.seconds())
                 if wait:
                     self._protocol.hold_response(wait)
 
-    def _paced(self) -> ResponsePace:
+    def _response_pace(self) -> ResponsePace:
         """The pace of this response (its limit_rate), started at its first byte."""
         pace = self._pace
         if pace is None:
@@ -2743,7 +2743,7 @@ class HTTP11Exchange:
         self._file_pending += count
         pacing = None
         if self.limit_rate is not None:
-            pacing = Pacing(self._paced(), lambda: self.body_sent, self._protocol.clock)
+            pacing = Pacing(self._response_pace(), lambda: self.body_sent, self._protocol.clock)
         sending = send_file(
             transport,
             file,

@@ -160,15 +160,13 @@ class _FileSender:
     def _step(self, chunk: int) -> int:
         """Bytes the next step sends: up to ``chunk``, within the pace; 0: wait.
 
-        With nothing allowed yet, the pace's timer is set, and the transport's calls
-        do nothing until it fires (they would have nothing to send).
+        With nothing allowed yet, the pace's timer is set and the sender leaves the
+        transport until it fires (see the module docstring).
         """
         size = min(self.remaining, chunk)
         pacing = self.pacing
         if pacing is None:
             return size
-        if self._waiting is not None:
-            return 0
         sent, now = pacing.sent(), pacing.clock.seconds()
         wait = pacing.pace.wait(sent, now, size)
         if wait:
