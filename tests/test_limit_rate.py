@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -28,18 +29,19 @@ from twisted.trial.unittest import TestCase
 from tests.live import port_of, serve_live
 from tests.test_proxy import make_proxy
 from twistwsgi import cli
-from twistwsgi.config import ConfigError, default_options
+from twistwsgi.config import ConfigError, MountConfig, default_options
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.pacing import MAX_STEP, ResponsePace
+from twistwsgi.http.pacing import MAX_STEP, ResponsePace, asked_limit
 from twistwsgi.response_spool import PIECE_SIZE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
-from twistwsgi.site import SiteBuilder
+from twistwsgi.site import SiteBuilder, _accel_resolver
 from twistwsgi.static import StaticHandler, StaticOptions
 from twistwsgi.testing import (
     CallQueue,
     Connection,
     SynchronousReactorThreads,
+    SynchronousThreadPool,
     TrackingPool,
     connect,
     parse_responses,
@@ -546,3 +548,280 @@ def test_with_buffering_a_paced_proxy_frees_its_upstream_at_once(rate: int) -> N
     (response,) = parse_responses(client.take())
     assert response.body == body
     assert read_whole_at is not None and read_whole_at < 1.0
+
+
+# -- X-Accel-Limit-Rate: the rate an application or upstream asks for ------------------
+
+ASK = b"X-Accel-Limit-Rate"
+
+
+@pytest.mark.parametrize(
+    ("fields", "mount", "expected"),
+    [
+        ([], (10 * KB, 5), (10 * KB, 5)),
+        ([(ASK, b"2048")], None, (2048, 0)),
+        ([(b"x-accel-limit-rate", b" 2048\t")], (10 * KB, 5), (2048, 5)),
+        ([(ASK, b"0")], (10 * KB, 5), None),
+        ([(ASK, b"100"), (ASK, b"fast")], (10 * KB, 5), (100, 5)),
+        ([(ASK, b"0"), (ASK, b"100")], (10 * KB, 5), (100, 5)),
+        ([(ASK, b"100"), (ASK, b"0")], None, None),
+        ([(ASK, b"9" * 18)], None, (10**18 - 1, 0)),
+        ([(b"X-Accel-Limit-Rates", b"100"), (b"X-Accel-Limit-Rat", b"100")], None, None),
+    ],
+)
+def test_an_x_accel_limit_rate_replaces_the_mount_s_rate(
+    fields: list[tuple[bytes, bytes]],
+    mount: tuple[int, int] | None,
+    expected: tuple[int, int] | None,
+) -> None:
+    """As nginx reads them: the last valid field counts, limit_rate_after stays."""
+    assert asked_limit(fields, mount) == expected
+
+
+@pytest.mark.parametrize(
+    "value", [b"10k", b"-5", b"+5", b"", b"1.5", b"0x10", b"1 000", b"9" * 19, "١٢".encode()]
+)
+def test_an_x_accel_limit_rate_that_is_no_number_is_ignored(value: bytes) -> None:
+    assert asked_limit([(ASK, value)], (10 * KB, 5)) == (10 * KB, 5)
+    assert asked_limit([(ASK, value)], None) is None
+
+
+@given(st.integers(0, 10**18 - 1), st.one_of(st.none(), st.tuples(st.integers(1), st.integers(0))))
+def test_any_number_of_bytes_a_second_is_read(rate: int, mount: tuple[int, int] | None) -> None:
+    after = mount[1] if mount else 0
+    expected = (rate, after) if rate else None
+    assert asked_limit([(b"Content-Type", b"video/mp4"), (ASK, b"%d" % rate)], mount) == expected
+
+
+def asking(rate: str, chunks: int = 40, size: int = 5 * KB) -> Any:
+    """A streaming application whose answer asks for ``rate`` (X-Accel-Limit-Rate)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response(
+            "200 OK", [("Content-Type", "application/octet-stream"), ("X-Accel-Limit-Rate", rate)]
+        )
+        return (bytes([n % 256]) * size for n in range(chunks))
+
+    return validator(app)
+
+
+def assert_paced(
+    seen: list[tuple[float, int]], rate: int, after: int, piece: int, total_size: int
+) -> None:
+    """What arrived kept to ``rate`` after ``after`` (within a piece), and not behind it."""
+    head = 300  # (about: the head and the chunk framing)
+    for now, total in seen:
+        allowed = after + rate * (now + 1)
+        assert total <= allowed + piece + head
+        if total < total_size:
+            assert total >= allowed - piece - 2 * KB
+
+
+@pytest.mark.parametrize("mount", [None, (5 * KB, 10 * KB)])
+def test_an_application_s_x_accel_limit_rate_sets_its_rate(mount: tuple[int, int] | None) -> None:
+    """On a mount without a rate, or instead of the mount's (whose limit_rate_after
+    stays, as in nginx); the field is passed on, as X-Accel-Buffering is.
+    """
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(asking("20480"), reactor=clock, threadpool=None)
+    rate, after = mount if mount else (0, 0)
+    client = connect(routed(handler, rate, after), clock=clock)
+    client.send(b"GET /video HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = received_over_time(client, clock, 12.0)
+    assert_paced(seen, 20 * KB, after, 5 * KB, 200 * KB)
+    (response,) = parse_responses(client.take())
+    assert response.body == b"".join(bytes([n]) * 5 * KB for n in range(40))
+    assert response.header(b"x-accel-limit-rate") == b"20480"
+
+
+def test_an_x_accel_limit_rate_of_0_lifts_the_mount_s_rate() -> None:
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(asking("0"), reactor=clock, threadpool=None)
+    client = connect(routed(handler, 10 * KB), clock=clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    (response,) = parse_responses(client.take())  # all of it, at once
+    assert len(response.body) == 200 * KB
+
+
+def test_an_error_answer_that_replaces_the_head_drops_its_rate() -> None:
+    """start_response with exc_info replaces the head, and the rate it asked for."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Limit-Rate", "1024")])
+        try:
+            raise LookupError("the video is gone")
+        except LookupError:
+            start_response(
+                "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
+            )
+        return (b"e" * 10 * KB for _ in range(20))
+
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(validator(app), reactor=clock, threadpool=None)
+    client = connect(routed(handler, 0), clock=clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    (response,) = parse_responses(client.take())  # all of it, at once
+    assert (response.status, len(response.body)) == (500, 200 * KB)
+
+
+def test_a_threaded_application_s_x_accel_limit_rate_paces_its_pieces() -> None:
+    """The worker hands over one piece at a time, as under a mount's rate."""
+    calls, clock, pool = CallQueue(), Clock(), TrackingPool(1)
+    pool.start()
+    try:
+        handler = WSGIHandler(asking("16384", 12, 16 * KB), reactor=calls, threadpool=pool)
+        client = connect(routed(handler, 0), clock=clock)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        def waiting_for_the_rate() -> bool:
+            call: Any = client.protocol._response_producer
+            if call is None:
+                return False
+            with call._cond:
+                return bool(call._paused and not call._in_flight)
+
+        calls.run_until(waiting_for_the_rate)
+        assert len(client.transport.value()) <= 32 * KB + 300
+        seen = []
+        while not pool.idle:
+            seen.append((clock.seconds(), len(client.transport.value())))
+            clock.advance(0.1)
+            calls.run_until(lambda: pool.idle or waiting_for_the_rate())
+        calls.run_pending()
+        assert_paced(seen, 16 * KB, 0, 16 * KB, 192 * KB)
+        (response,) = parse_responses(client.take())
+        assert len(response.body) == 192 * KB
+    finally:
+        pool.stop()
+
+
+def pulled_over_time(client: Connection, clock: Clock, seconds: float) -> list[tuple[float, int]]:
+    """As received_over_time, a client that takes whatever comes from a file sender."""
+    seen = []
+    for _ in range(int(seconds * 100)):
+        producer = client.transport.producer
+        if producer is not None and producer is not client.protocol:
+            producer.resumeProducing()
+        seen.append((clock.seconds(), len(client.transport.value())))
+        clock.advance(0.01)
+    return seen
+
+
+def file_answer(path: Path, fields: list[tuple[str, str]]) -> Any:
+    """An application answering with ``path`` by wsgi.file_wrapper, with ``fields``.
+
+    Not wrapped in wsgiref's validator, whose iterator in place of the result would
+    hide the file wrapper.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "video/mp4"), *fields])
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    return app
+
+
+@pytest.mark.parametrize("how", ["file_wrapper", "X-Accel-Redirect"])
+def test_a_file_an_application_hands_over_goes_at_the_rate_it_asks(
+    tmp_path: Path, how: str
+) -> None:
+    """Its file_wrapper file, or the file its X-Accel-Redirect names (nginx's use of
+    the field: the application decides who downloads how fast).
+    """
+    data = bytes(range(256)) * 4 * 512  # 512 KiB
+    root = tmp_path / "private"
+    root.mkdir()
+    (root / "film.mp4").write_bytes(data)
+    clock = SynchronousReactorThreads()
+    accel = None
+    if how == "file_wrapper":
+        app = file_answer(root / "film.mp4", [("X-Accel-Limit-Rate", "102400")])
+    else:
+        fields = [
+            ("Content-Type", "video/mp4"),
+            ("X-Accel-Redirect", "/private/film.mp4"),
+            ("X-Accel-Limit-Rate", "102400"),
+        ]
+
+        def redirecting(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("200 OK", fields)
+            return [b""]
+
+        app = validator(redirecting)
+        options = {**default_options("static"), "internal": True}
+        static = StaticHandler(StaticOptions.from_mount(str(root), options), now=clock.seconds)
+        accel = _accel_resolver(
+            [(MountConfig("/private", "static", str(root), options, "t"), static)]
+        )
+    handler = WSGIHandler(app, reactor=clock, threadpool=SynchronousThreadPool(), accel=accel)
+    client = connect(routed(handler, 0), clock=clock)
+    client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = pulled_over_time(client, clock, 6.0)
+    assert_paced(seen, 100 * KB, 0, 64 * KB, len(data))
+    (response,) = parse_responses(client.take())
+    assert response.body == data
+    done = next(now for now, total in seen if total > len(data))
+    assert 3.5 < done < 4.5  # 512 KiB: 100 at once, then 100 a second
+
+
+def upstream_pieces(upstream: Any, pieces: list[bytes]) -> None:
+    """The upstream sends a piece whenever the proxy reads from it."""
+    while pieces and upstream.transport.producerState == "producing":
+        upstream.respond(pieces.pop(0))
+
+
+@pytest.mark.parametrize("buffering", [False, True])
+def test_an_upstream_s_x_accel_limit_rate_sets_its_rate(buffering: bool) -> None:
+    setup = make_proxy()
+    setup.handler.buffering = buffering
+    client = connect(routed(setup.handler, 0), clock=setup.clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = bytes(range(256)) * 4 * 256  # 256 KB
+    upstream.respond(
+        b"HTTP/1.1 200 OK\r\nX-Accel-Limit-Rate: 32768\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    pieces = [body[start : start + 4 * KB] for start in range(0, len(body), 4 * KB)]
+    seen = []
+    for _ in range(1000):
+        upstream_pieces(upstream, pieces)
+        seen.append((setup.clock.seconds(), len(client.transport.value())))
+        setup.clock.advance(0.01)
+    assert_paced(seen, 32 * KB, 0, PIECE_SIZE if buffering else 4 * KB, len(body))
+    (response,) = parse_responses(client.take())
+    assert response.body == body
+
+
+def test_an_upstream_s_x_accel_limit_rate_of_0_lifts_the_mount_s_rate() -> None:
+    setup = make_proxy()
+    client = connect(routed(setup.handler, 10 * KB), clock=setup.clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    body = bytes(256 * KB)
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 200 OK\r\nX-Accel-Limit-Rate: 0\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    (response,) = parse_responses(client.take())  # all of it, at once
+    assert response.body == body
+
+
+def test_an_upstream_s_x_accel_redirect_file_goes_at_the_rate_it_asks(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4 * 512  # 512 KiB
+    root = tmp_path / "private"
+    root.mkdir()
+    (root / "film.mp4").write_bytes(data)
+    setup = make_proxy()
+    options = {**default_options("static"), "internal": True}
+    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=setup.clock.seconds)
+    mount = MountConfig("/private", "static", str(root), options, "test static mount")
+    setup.handler.accel = _accel_resolver([(mount, static)])
+    client = connect(routed(setup.handler, 0), clock=setup.clock)
+    client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 200 OK\r\nX-Accel-Redirect: /private/film.mp4\r\n"
+        b"X-Accel-Limit-Rate: 102400\r\nContent-Length: 0\r\n\r\n"
+    )
+    seen = pulled_over_time(client, setup.clock, 6.0)
+    assert_paced(seen, 100 * KB, 0, 64 * KB, len(data))
+    (response,) = parse_responses(client.take())
+    assert response.body == data

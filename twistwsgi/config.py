@@ -2111,7 +2111,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         0,
         "The most bytes a second each response under this path is sent at (nginx's"
         " limit_rate), e.g. 500k: downloads and videos that do not take a client's"
-        " whole share of the bandwidth; 0 means no limit.",
+        " whole share of the bandwidth; 0 means no limit. An application's or"
+        " upstream's X-Accel-Limit-Rate response field sets its response's.",
         cli=False,
     ),
     Setting(

@@ -127,6 +127,7 @@ from twistwsgi.forwarding import (
 )
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
+from twistwsgi.http.pacing import asked_limit
 from twistwsgi.log_format import RequestTemplate, uses_upstream_variables
 from twistwsgi.proxy_cookies import CookieRewrite
 from twistwsgi.proxy_redirect import RedirectRewrite, redirect_rewrite
@@ -1011,6 +1012,9 @@ class _Forward:
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return
+        # Its X-Accel-Limit-Rate sets its rate, an X-Accel-Redirect file's too (nginx's).
+        exchange = self._exchange
+        exchange.limit_rate = asked_limit(headers, exchange.limit_rate)
         if proxy.accel is not None:
             target = _accel_redirect(headers)  # (as sent, whatever is hidden)
             if target is not None:

@@ -70,6 +70,7 @@ from zope.interface import implementer
 from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.pacing import asked_limit
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE
@@ -1201,8 +1202,11 @@ class _ThreadedCall:
         self._cond = threading.Condition(self._lock)
         self._paused = False
         self._in_flight = 0
-        # A paced response (limit_rate) hands one piece at a time to the reactor: the
-        # pieces queued beyond it would go out past the hold its writing starts.
+        # The response's limit_rate: the mount's, or what its X-Accel-Limit-Rate asks
+        # (set by the worker with the head, applied by the reactor as it starts).
+        self._mount_limit = self._limit = exchange.limit_rate
+        # A paced response hands one piece at a time to the reactor: the pieces
+        # queued beyond it would go out past the hold its writing starts.
         self._high_water = IN_FLIGHT_HIGH_WATER if exchange.limit_rate is None else 0
         self._gone = False
         self._full = False
@@ -1296,6 +1300,7 @@ class _ThreadedCall:
         exchange = self._exchange
         if exchange.finished:
             return False
+        exchange.limit_rate = self._limit
         exchange.start_response(status, headers, reason)
         return True
 
@@ -1385,7 +1390,13 @@ class _ThreadedCall:
         exchange.finish()
 
     def _deliver_file(self, status: int, reason: bytes, response: _FileResponse) -> None:
+        self._exchange.limit_rate = self._limit
         _send_file_result(self._exchange, status, reason, response)
+
+    def _serve_accel(self, accel: AccelResolver, target: tuple[bytes, bytes]) -> None:
+        assert self._headers is not None  # (the target is one of them)
+        self._exchange.limit_rate = self._limit
+        serve_accel(self._exchange, accel, target, self._headers)
 
     def close_spooled_body(self) -> None:
         """Close the body received whole, if any (closing it twice is harmless)."""
@@ -1572,7 +1583,7 @@ class _ThreadedCall:
             if target is not None:
                 # The file replaces the body: close the result without reading it.
                 self._head_sent = True
-                self._call_from_thread(serve_accel, self._exchange, accel, target, self._headers)
+                self._call_from_thread(self._serve_accel, accel, target)
                 return False
         if not self._head_sent and self._headers is not None:
             file_response = _file_response(result, self._headers)
@@ -1748,9 +1759,11 @@ class _ThreadedCall:
         elif self._headers is not None:
             raise RuntimeError("start_response called a second time without exc_info")
         code, reason = _parse_status(status)
-        self._headers = _encode_headers(headers)
+        self._headers = encoded = _encode_headers(headers)
         self._status = code
         self._reason = reason
+        limit = self._limit = asked_limit(encoded, self._mount_limit)
+        self._high_water = IN_FLIGHT_HIGH_WATER if limit is None else 0
         return self._write
 
     def _write(self, data: bytes) -> None:
@@ -1863,6 +1876,7 @@ class _InlineCall:
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] | None = None
+        self._mount_limit = exchange.limit_rate
         self._started = False
         self._result: Iterable[bytes] | None = None
         self._iterator: Iterator[bytes] | None = None
@@ -1983,9 +1997,12 @@ class _InlineCall:
         elif self._headers is not None:
             raise RuntimeError("start_response called a second time without exc_info")
         code, reason = _parse_status(status)
-        self._headers = _encode_headers(headers)
+        self._headers = encoded = _encode_headers(headers)
         self._status = code
         self._reason = reason
+        # Nothing is sent yet (else exc_info raised above): the response goes at
+        # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
+        self._exchange.limit_rate = asked_limit(encoded, self._mount_limit)
         return self._write
 
     def _write(self, data: bytes) -> None:

@@ -14,15 +14,48 @@ The sender asks :meth:`ResponsePace.wait` before each step; more than it may sen
 waits for the time the rate needs. Steps are a tenth of a second's worth (at most
 64 KiB, at least a byte), so a slow rate is not sent a few bytes at a time.
 
+An application or upstream may set the rate of one response with an
+``X-Accel-Limit-Rate`` field, as nginx reads it from an upstream (nginx's XSendfile
+page: a download service slows its free users' files and not its paying ones'):
+:func:`asked_limit` gives the limit that response goes out at.
+
 Pure logic: the caller passes the time and the bytes sent, and arms the timers.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_STEP", "ResponsePace", "step_for"]
+from collections.abc import Iterable
+
+__all__ = ["MAX_STEP", "ResponsePace", "asked_limit", "step_for"]
 
 #: The most bytes one step sends (a file sender's read, at most).
 MAX_STEP = 64 * 1024
+
+
+#: The longest X-Accel-Limit-Rate value read: nginx reads it with ngx_atoi, which
+#: refuses a number past its integer type; 18 digits stay below any 64-bit bound.
+_MAX_RATE_DIGITS = 18
+
+
+def asked_limit(
+    fields: Iterable[tuple[bytes, bytes]], limit: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """The limit of a response with ``fields``, whose mount's is ``limit``.
+
+    Its ``X-Accel-Limit-Rate`` (bytes a second, digits only: nginx's reading, so
+    no ``k`` or ``m``) replaces the mount's rate and keeps its ``limit_rate_after``;
+    ``0`` lifts the limit. A value that is not such a number is ignored, as nginx
+    ignores it; of several fields the last valid one counts (nginx reads each in
+    turn). ``limit`` and the result are ``(rate, after)``, or ``None``: no limit.
+    """
+    after = limit[1] if limit is not None else 0
+    for name, value in fields:
+        if len(name) == 18 and name.lower() == b"x-accel-limit-rate":
+            number = value.strip(b" \t")
+            if number.isdigit() and len(number) <= _MAX_RATE_DIGITS:
+                rate = int(number)
+                limit = (rate, after) if rate else None
+    return limit
 
 
 def step_for(rate: int) -> int:
