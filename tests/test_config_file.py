@@ -369,6 +369,11 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            "retry = false\nretry_non_idempotent = true\n",
+            "host[0].mount[1].retry_non_idempotent: has no effect with retry = false",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
             "proxy_intercept_errors = true\n",
             "host[0].mount[1].proxy_intercept_errors: the host has no error_pages to send",
         ),

@@ -1136,6 +1136,61 @@ def test_post_is_not_retried_after_it_was_sent() -> None:
     assert one_response(client).status == 502
 
 
+def test_retry_non_idempotent_sends_a_post_on_as_a_get() -> None:
+    """As nginx's proxy_next_upstream non_idempotent: a POST whose connection broke
+    before any response byte goes to the other upstream, with its body; one answered
+    503 with retry_statuses too; one that broke after a response byte is not.
+    """
+    setup = make_proxy(TWO, retry_non_idempotent=True, retry_statuses=(503,))
+    client = setup.client()
+    client.send(b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    setup.endpoint(0).last.close(ConnectionLost())
+    second = setup.endpoint(1).last
+    assert second.request()[1] == b"hi"
+    second.respond(OK)
+    assert one_response(client, b"POST").status == 200
+
+    setup = make_proxy(TWO, retry_non_idempotent=True, retry_statuses=(503,))
+    client = setup.client()
+    client.send(b"PATCH /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    setup.endpoint(0).last.respond(UNAVAILABLE)
+    setup.endpoint(1).last.respond(OK)
+    assert one_response(client, b"PATCH").status == 200
+
+    setup = make_proxy(TWO, retry_non_idempotent=True)
+    client = setup.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    setup.endpoint(0).last.respond(b"HTTP/1.1 2")
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert setup.endpoint(1).connections == []
+    assert one_response(client, b"POST").status == 502
+
+
+def test_retry_non_idempotent_sends_a_post_again_after_the_keep_alive_race() -> None:
+    """With one upstream too: the stale connection's POST goes on a fresh one."""
+    setup = make_proxy(retry_non_idempotent=True)
+    client = setup.client()
+    endpoint = send_on_a_connection_just_closed(
+        setup, client, b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    assert len(endpoint.connections) == 2
+    assert endpoint.last.request()[1] == b"hi"
+    endpoint.last.respond(OK)
+    assert one_response(client, b"POST").status == 200
+
+
+def test_retry_non_idempotent_keeps_to_the_body_held() -> None:
+    """A body larger than REPLAY_LIMIT is streamed, not kept: no retry, whatever the method."""
+    setup = make_proxy(TWO, retry_non_idempotent=True)
+    client = setup.client(HttpSettings(max_body=0))
+    size = REPLAY_LIMIT * 3
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    client.send(b"z" * size)
+    setup.endpoint(0).last.close(ConnectionLost())
+    assert setup.endpoint(1).connections == []
+    assert one_response(client, b"POST").status == 502
+
+
 def test_nothing_is_retried_after_a_response_byte() -> None:
     """A response that broke after its first byte is never retried."""
     setup = make_proxy(TWO)

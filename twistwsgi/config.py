@@ -2471,6 +2471,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " retry_timeout).",
             ),
             (
+                "retry_non_idempotent",
+                BOOL,
+                False,
+                "Send a request that is not idempotent (POST, PATCH, ...) again where an"
+                " idempotent one would be (a broken connection before any response byte,"
+                " retry_statuses, retry_on_timeout): nginx's proxy_next_upstream"
+                " non_idempotent, for upstreams that make a repeated request harmless"
+                " (an idempotency key); off, such a request gets the error.",
+            ),
+            (
                 "retry_tries",
                 INT,
                 0,
@@ -3120,6 +3130,8 @@ def check_proxy_options(
         why = "random draws from all alike" if random else "the others take their keys"
         named = options["balance"].split()[0]  # (as written: hash for consistent_hash)
         raise ConfigError(f"{where}.balance", f"{named} takes no backup upstreams: {why}")
+    if options["retry_non_idempotent"] and not options["retry"]:
+        raise ConfigError(f"{where}.retry_non_idempotent", "has no effect with retry = false")
     for name in ("retry_statuses", "retry_on_timeout", "retry_tries", "retry_timeout"):
         if options[name] and not options["retry"]:
             raise ConfigError(f"{where}.{name}", "has no effect with retry = false")

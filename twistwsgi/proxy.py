@@ -33,8 +33,9 @@ fields removed (RFC 9110 15.2); an HTTP/1.0 client cannot take them.
 
 **Retries.** When connecting fails, the request was never sent, so it goes to the
 next upstream whatever its method. When the connection breaks after the request was
-sent but before any byte of a response, only an idempotent request (RFC 9110 9.2.2)
-whose body is still held (at most :data:`REPLAY_LIMIT` bytes; larger bodies are
+sent but before any byte of a response, only an idempotent request (RFC 9110 9.2.2;
+any request with ``retry_non_idempotent``, nginx's ``proxy_next_upstream
+non_idempotent``) whose body is still held (at most :data:`REPLAY_LIMIT` bytes; larger bodies are
 streamed and not kept) is sent again, to another upstream. A reused keep-alive
 connection that closes before any response byte is most likely the upstream closing
 it as idle (RFC 9112 9.3.1), so it never counts as the upstream's failure: such a
@@ -210,6 +211,8 @@ class ProxyHandler:
         retry_statuses: answers not relayed when another upstream can be tried.
         retry_on_timeout: send an idempotent request on when its upstream gave no
             head within ``response_timeout`` or stopped reading its body.
+        retry_non_idempotent: treat every request as idempotent where sending it
+            again is decided (POST, PATCH: the upstream makes that safe).
         retry_tries: the most upstreams a request is sent to (0: no limit).
         retry_timeout: seconds after its arrival a request may still go to another
             upstream (0: no limit).
@@ -271,6 +274,7 @@ class ProxyHandler:
         hidden: HiddenFields = NOTHING_HIDDEN,
         retry_statuses: Collection[int] = (),
         retry_on_timeout: bool = False,
+        retry_non_idempotent: bool = False,
         retry_tries: int = 0,
         retry_timeout: float = 0.0,
         intercept_errors: bool = False,
@@ -279,6 +283,7 @@ class ProxyHandler:
         self.intercept_errors = intercept_errors
         self.retry_statuses = frozenset(retry_statuses)
         self.retry_on_timeout = retry_on_timeout
+        self.retry_non_idempotent = retry_non_idempotent
         self.retry_tries = retry_tries
         self.retry_timeout = retry_timeout
         # Set by the site when the mount has x_accel_redirect: finds the static mount
@@ -1367,9 +1372,10 @@ class _Forward:
 
     def _may_resend(self) -> bool:
         """Whether the request may be sent again after it may have reached an upstream."""
+        proxy = self._proxy
         return (
-            self._proxy.retry
-            and self._request.method in IDEMPOTENT_METHODS
+            proxy.retry
+            and (self._request.method in IDEMPOTENT_METHODS or proxy.retry_non_idempotent)
             and (not self._attached or self._replay is not None)
         )
 
@@ -1763,6 +1769,7 @@ def build_proxy(
         retry=options["retry"],
         retry_statuses=options["retry_statuses"],
         retry_on_timeout=options["retry_on_timeout"],
+        retry_non_idempotent=options["retry_non_idempotent"],
         retry_tries=options["retry_tries"],
         retry_timeout=options["retry_timeout"],
         intercept_errors=options["proxy_intercept_errors"],
