@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from twisted.internet import reactor as global_reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
@@ -27,7 +27,7 @@ from tests.test_proxy import Setup, UpstreamConnection, make_proxy, one_response
 from twistwsgi import cli
 from twistwsgi.access import GuardedHandler
 from twistwsgi.config import ConfigError
-from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth
+from twistwsgi.forward_auth import MAX_ANSWER, ForwardAuth, auth_base_url
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.routing import Router
@@ -584,6 +584,10 @@ def load(directory: Path, extra: str) -> Any:
         ("auth_request = 'http://a/x#y'", "holds a fragment, a space or a control character"),
         ("auth_request = 'http://u:pw@a/x'", "no user or password in the URL"),
         ("auth_request = 'http://a:0/x'", "no port 0"),
+        ("auth_request = 'unix:run/a.sock:/auth'", "such as unix:/run/oauth2-proxy.sock:/"),
+        ("auth_request = 'unix:/run/a.sock:auth'", "such as unix:/run/oauth2-proxy.sock:/"),
+        ("auth_request = 'unix:/run/a.sock:/x#y'", "holds a fragment, a space or a control"),
+        ("auth_request = 'unix:/run/a b.sock:/x'", "holds a fragment, a space or a control"),
         (
             "auth_request = 'http://a/'\nauth_response_headers = ['Transfer_Encoding']",
             "it cannot be copied",
@@ -618,6 +622,23 @@ def test_bad_values_name_the_key(tmp_path: Path, extra: str, problem: str) -> No
     message = str(raised.value)
     assert message.startswith("site.toml: host[0].mount[0]."), message
     assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("url", "written", "asked"),
+    [
+        ("unix:/run/o.sock:/oauth2/auth", "unix:/run/o.sock:/oauth2/auth", b"/oauth2/auth"),
+        ("unix:/run/o.sock", "unix:/run/o.sock:/", b"/"),
+        ("unix:/run/o.sock:/é?rd=/ü", "unix:/run/o.sock:/%C3%A9?rd=/%C3%BC", b"/%C3%A9?rd=/%C3%BC"),
+    ],
+)
+def test_a_service_on_a_unix_socket(tmp_path: Path, url: str, written: str, asked: bytes) -> None:
+    """As nginx's http://unix:/path:/uri: the socket, then the path asked, encoded as
+    a request line writes it.
+    """
+    config = load(tmp_path, f"auth_request = '{url}'")
+    assert config.hosts[0].mounts[0].options["auth_request"] == written
+    assert auth_base_url(written) == ("unix:/run/o.sock", asked)
 
 
 def test_the_static_files_of_a_protected_application_are_protected(tmp_path: Path) -> None:
@@ -680,17 +701,28 @@ class RealServiceTests(TestCase):
         self.addCleanup(shutil.rmtree, self.directory, True)
 
     async def test_signed_in_passes_the_others_are_sent_to_sign_in(self) -> None:
-        if shutil.which("curl") is None:
-            self.skipTest("curl is not installed (make test installs it)")
         port = await TCP4ServerEndpoint(global_reactor, 0, interface="127.0.0.1").listen(
             server.Site(_Auth())
         )
         self.addCleanup(port.stopListening)
+        await self.signed_in_passes(f"http://127.0.0.1:{port.getHost().port}/auth")
+
+    async def test_a_service_on_a_unix_socket(self) -> None:
+        socket_path = self.directory / "auth.sock"
+        port = await UNIXServerEndpoint(global_reactor, str(socket_path)).listen(
+            server.Site(_Auth())
+        )
+        self.addCleanup(port.stopListening)
+        await self.signed_in_passes(f"unix:{socket_path}:/auth")
+
+    async def signed_in_passes(self, auth_request: str) -> None:
+        if shutil.which("curl") is None:
+            self.skipTest("curl is not installed (make test installs it)")
         site = self.directory / "site.toml"
         site.write_text(
             "[[host]]\nnames = ['a.test']\n[[host.mount]]\npath = '/'\n"
             "app = 'tests.apps:environ'\n"
-            f"auth_request = 'http://127.0.0.1:{port.getHost().port}/auth'\n"
+            f"auth_request = '{auth_request}'\n"
             "auth_response_headers = ['X-Auth-Request-User']\n"
             "auth_response_cookies = true\n"
         )

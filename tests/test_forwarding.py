@@ -112,7 +112,34 @@ def test_parse_unix_upstream() -> None:
     assert address.prefix is None
 
 
-@pytest.mark.parametrize("url", ["ftp://x", "unix:relative", "http://"])
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("unix:/run/app.sock:/v2", b"/v2"),
+        ("unix:/run/app.sock:/", b"/"),
+        ("unix:/run/app.sock:/a b/é", b"/a%20b/%C3%A9"),
+    ],
+)
+def test_a_unix_upstream_may_name_a_prefix_after_a_colon(url: str, prefix: bytes) -> None:
+    """As nginx's http://unix:/run/app.sock:/v2 (a socket's path holds no colon)."""
+    address = parse_upstream(url)
+    assert (address.socket_path, address.prefix) == ("/run/app.sock", prefix)
+    assert address.url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "unix:relative",
+        "http://",
+        "unix:/run/app.sock:v2",
+        "unix:/run/app.sock:",
+        "unix:/run/app.sock:/v2?x=1",
+        "unix:/run/app.sock:/v2#top",
+        "unix::/v2",
+    ],
+)
 def test_parse_rejects_other_urls(url: str) -> None:
     """Anything but http, https or unix:/path is refused."""
     with pytest.raises(ValueError):

@@ -520,6 +520,10 @@ class ProxySocketTests(ProxySocketHarness):
         results = await self.in_thread(self.get, port, ["/over-unix"])
         self.assertEqual(results[0][0], 200)
         self.assertEqual(json.loads(results[0][2])["target"], "/over-unix")
+        # With a prefix after the socket's path (nginx's http://unix:/path:/v2).
+        _, port = await self.proxy([f"unix:{path}:/v2"])
+        results = await self.in_thread(self.get, port, ["/over-unix?x=1"])
+        self.assertEqual(json.loads(results[0][2])["target"], "/v2/over-unix?x=1")
 
     # -- TLS ------------------------------------------------------------------------------
 

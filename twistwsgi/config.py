@@ -36,7 +36,7 @@ from twistwsgi.balancing import NO_BACKUP_POLICIES, parse_balance
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
 from twistwsgi.fixed_response import ReturnSpec, parse_return
-from twistwsgi.forwarding import DEFAULT_HIDDEN
+from twistwsgi.forwarding import DEFAULT_HIDDEN, parse_upstream
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
 from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
@@ -348,7 +348,7 @@ class Upstream:
     """One upstream server of a proxy mount.
 
     Attributes:
-        url: ``http://host:port[/prefix]``, ``https://...`` or ``unix:/path``.
+        url: ``http://host:port[/prefix]``, ``https://...`` or ``unix:/path[:/prefix]``.
         weight: its share of the requests relative to the others (default 1).
         backup: sent requests only when no other upstream can take them (nginx's
             ``server ... backup``).
@@ -369,8 +369,7 @@ class Upstream:
 
 def _upstream_url(text: str, value: Any) -> str:
     if text.startswith("unix:"):
-        if len(text) <= len("unix:") or not text[len("unix:") :].startswith("/"):
-            raise ValueError(f"expected unix:/path/to/socket, got {value!r}")
+        parse_upstream(text)  # (its ValueError names what is expected)
         return text
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -753,6 +752,8 @@ def _cookie_flags(value: Any) -> tuple[tuple[str, str], ...]:
 
 def _auth_url(value: Any) -> str:
     text = _text(value).strip()
+    if text.startswith("unix:"):
+        return _auth_unix_url(text, value)
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -777,6 +778,26 @@ def _auth_url(value: Any) -> str:
             query=quote(parts.query, safe="/?!$&'()*+,;=:@-._~%"),
         )
     )
+
+
+def _auth_unix_url(text: str, value: Any) -> str:
+    """An ``auth_request`` service on a UNIX socket: ``unix:/path/to.sock[:/uri]``.
+
+    nginx's ``http://unix:/path/to.sock:/uri``; the URI is encoded as a request line
+    writes it.
+    """
+    socket_path, colon, uri = text[len("unix:") :].partition(":")
+    if not socket_path.startswith("/") or (colon and not uri.startswith("/")):
+        raise ValueError(
+            "expected the service's socket and path, such as"
+            f" unix:/run/oauth2-proxy.sock:/oauth2/auth, got {value!r}"
+        )
+    if "#" in text or any(map(_invisible, text)):
+        raise ValueError(f"{text!r} holds a fragment, a space or a control character")
+    path, question, query = (uri or "/").partition("?")
+    path = quote(path, safe="/!$&'()*+,;=:@-._~%")
+    query = quote(query, safe="/?!$&'()*+,;=:@-._~%")
+    return f"unix:{socket_path}:{path}{question}{query}"
 
 
 def _header_names(value: Any) -> list[str]:
@@ -829,7 +850,7 @@ def _response_field_names(passing: bool) -> Callable[[Any], tuple[str, ...]]:
 
 HIDDEN_FIELDS = Kind("FIELDS", _response_field_names(False), "a list of header field names")
 PASSED_FIELDS = Kind("FIELDS", _response_field_names(True), "a list of header field names")
-AUTH_URL = Kind("URL", _auth_url, "an http or https URL")
+AUTH_URL = Kind("URL", _auth_url, "an http or https URL, or unix:/path/to.sock:/uri")
 AUTH_FIELDS = Kind("FIELDS", _auth_fields, "a list of header field names")
 COOKIE_FLAGS = Kind(
     "FLAGS", _cookie_flags, "off, or a table of cookie names (or *) and their flags"
@@ -947,7 +968,7 @@ RETRY_STATUSES = Kind(
 UPSTREAM = Kind(
     "UPSTREAMS",
     _upstream,
-    "an upstream URL (http://host:port[/prefix], https://..., unix:/path), or a list of"
+    "an upstream URL (http://host:port[/prefix], https://..., unix:/path[:/prefix]), or a list of"
     " them; append weight=N (1 or more, 1 by default) to give one a larger share, backup"
     " for one that serves only when the others cannot, down for one taken out (until a"
     " reload)",

@@ -81,7 +81,11 @@ _RELAYED = frozenset({301, 302, 303, 307, 308, 401, 403})
 
 
 def auth_base_url(url: str) -> tuple[str, bytes]:
-    """The upstream (scheme and authority) and the path of an ``auth_request`` URL."""
+    """The upstream (scheme and authority, or socket) and the path of an ``auth_request`` URL."""
+    if url.startswith("unix:"):
+        # (As the configuration writes it: the path always there, encoded.)
+        socket_path, _, uri = url[len("unix:") :].partition(":")
+        return f"unix:{socket_path}", uri.encode("ascii")
     parts = urlsplit(url)
     base = f"{parts.scheme}://{parts.netloc}"
     path = parts.path or "/"

@@ -137,14 +137,24 @@ class UpstreamAddress:
 def parse_upstream(url: str) -> UpstreamAddress:
     """Parse an upstream URL as the configuration validated it.
 
+    A UNIX socket's URL may name a path after a colon, as nginx's
+    ``http://unix:/path/to/socket:/uri``: ``unix:/run/api.sock:/v2`` is the socket
+    ``/run/api.sock`` with the prefix ``/v2`` (a socket's path holds no colon).
+
     Raises:
-        ValueError: for a URL that is not ``http``, ``https`` or ``unix:/path``.
+        ValueError: for a URL that is not ``http``, ``https`` or ``unix:/path``
+            (with ``:/prefix``, no query or fragment).
     """
     if url.startswith("unix:"):
-        path = url[len("unix:") :]
-        if not path.startswith("/"):
-            raise ValueError(f"expected unix:/path/to/socket, got {url!r}")
-        return UpstreamAddress(url, "unix", "", 0, path, None, b"localhost")
+        path, colon, uri = url[len("unix:") :].partition(":")
+        if not path.startswith("/") or (colon and not uri.startswith("/")):
+            raise ValueError(
+                f"expected unix:/path/to/socket or unix:/path/to/socket:/prefix, got {url!r}"
+            )
+        if "?" in uri or "#" in uri:
+            raise ValueError(f"an upstream URL has no query or fragment, got {url!r}")
+        prefix = quote(uri.encode("utf-8"), safe=_PATH_SAFE).encode("ascii") if colon else None
+        return UpstreamAddress(url, "unix", "", 0, path, prefix, b"localhost")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http or https URL, got {url!r}")
