@@ -6,6 +6,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,40 @@ def test_annotated_example_config_validates(tmp_path: Path) -> None:
     assert org["/api"]["conn_limit"] == 10
     assert config.http.max_body == 20 * 1024 * 1024
     assert config.trusted_proxies == ("10.0.0.0/8",)
+
+
+def test_configuration_snippets_use_only_known_keys() -> None:
+    """Each ```toml block of docs/ is TOML, and its [server], [[host]] and
+    [[host.mount]] keys (or a bare mount's) exist: a renamed key leaves no page
+    behind that still teaches the old one.
+    """
+    from twistwsgi.config import HOST_KEYS, MOUNT_KEYS, SETTINGS
+
+    known = {
+        "server": {setting.name for setting in SETTINGS},
+        "host": {setting.name for setting in HOST_KEYS} | {"mount"},
+        "mount": {setting.name for setting in MOUNT_KEYS},
+    }
+    blocks = 0
+    unknown = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```toml\n(.*?)```", page.read_text(), re.S):
+            blocks += 1
+            data = tomllib.loads(block)
+            hosts = data.get("host", [])
+            hosts = [hosts] if isinstance(hosts, dict) else hosts
+            tables = [("server", data.get("server", {}))] + [("host", host) for host in hosts]
+            tables += [("mount", mount) for host in hosts for mount in host.get("mount", [])]
+            bare = {key: value for key, value in data.items() if key not in ("server", "host")}
+            tables.append(("mount", bare))  # (a fragment: the keys of one mount)
+            unknown += [
+                (page.name, kind, key)
+                for kind, table in tables
+                for key in table
+                if key not in known[kind]
+            ]
+    assert blocks >= 30
+    assert unknown == []
 
 
 def test_demo_site_builds() -> None:
