@@ -84,6 +84,18 @@ def test_small_responses_never_open_a_file() -> None:
     assert files.files == []
 
 
+@given(st.lists(st.tuples(st.integers(1, MEMORY_SIZE), st.integers(0, 2 * MEMORY_SIZE))))
+def test_a_limit_within_memory_never_opens_a_file(steps: list[tuple[int, int]]) -> None:
+    """max_response_buffer = "64k" (a mount's, or the server's) holds in memory only."""
+    files = RecordingFiles()
+    spool = ResponseSpool(MEMORY_SIZE, open_file=files)
+    for size, taken in steps:
+        if spool.room_for(size):
+            spool.append(b"x" * size)
+        spool.take(taken)
+    assert files.files == []
+
+
 def test_the_limit_counts_memory_and_file_together() -> None:
     spool = ResponseSpool(100, memory_size=30)
     spool.append(b"a" * 60)
@@ -747,6 +759,49 @@ def test_response_buffering_is_on_by_default_and_a_mount_may_turn_it_off(tmp_pat
         if isinstance(handler, WSGIHandler)
     }
     assert chosen == {b"/events": (False, 8 * 1024 * 1024), b"": (True, 8 * 1024 * 1024)}
+
+
+def test_a_mount_may_hold_less_or_more_than_the_server(tmp_path: Path) -> None:
+    """A mount's max_response_buffer (nginx's proxy_max_temp_file_size in a
+    location) replaces the server's, for an application's and an upstream's
+    responses; 0 is refused, as for the server's.
+    """
+    from twistwsgi.cli import load_config
+    from twistwsgi.config import ConfigError
+    from twistwsgi.proxy import ProxyHandler
+    from twistwsgi.service import standard_builders
+    from twistwsgi.site import SiteBuilder
+
+    text = (
+        '[server]\nmax_response_buffer = "8m"\n'
+        '[[host]]\nnames = ["a.example"]\ndefault = true\n'
+        '[[host.mount]]\npath = "/downloads"\napp = "tests.apps:hello"\n'
+        'max_response_buffer = "64k"\n'
+        '[[host.mount]]\npath = "/videos"\nproxy = "http://127.0.0.1:9"\n'
+        'max_response_buffer = "2g"\n'
+        '[[host.mount]]\npath = "/api"\nproxy = "http://127.0.0.1:9"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
+    )
+    (tmp_path / "site.toml").write_text(text)
+    config = load_config({"config": str(tmp_path / "site.toml")})
+    reactor = SynchronousReactorThreads()
+    builders = standard_builders(reactor)
+    table = SiteBuilder(reactor=reactor, threadpool=QueueingPool(), builders=builders).build(config)
+    applications = {
+        handler.script_name: handler.max_response_buffer
+        for handler in table.handlers
+        if isinstance(handler, WSGIHandler)
+    }
+    assert applications == {b"/downloads": 64 * 1024, b"": 8 * 1024 * 1024}
+    upstreams = {
+        handler.name: handler.max_buffer
+        for handler in table.handlers
+        if isinstance(handler, ProxyHandler)
+    }
+    assert upstreams == {"/videos": 2 * 1024**3, "/api": 8 * 1024 * 1024}
+    (tmp_path / "site.toml").write_text(text.replace('"64k"', "0"))
+    with pytest.raises(ConfigError, match=r"mount\[0\]\.max_response_buffer: expected more"):
+        load_config({"config": str(tmp_path / "site.toml")})
 
 
 def test_the_command_line_turns_it_off() -> None:

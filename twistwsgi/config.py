@@ -2091,6 +2091,18 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         applies_to=frozenset({"app", "proxy"}),
     ),
     Setting(
+        "max_response_buffer",
+        SIZE,
+        None,
+        "The most bytes of one response of this application or upstream held for its"
+        " client, in place of the server's max_response_buffer (nginx's"
+        " proxy_max_temp_file_size in a location): 64k keeps them in memory (no"
+        " temporary file), for a mount of large downloads a fast disk should not take.",
+        cli=False,
+        applies_to=frozenset({"app", "proxy"}),
+        positive=True,
+    ),
+    Setting(
         "access_log",
         ACCESS_LOG,
         None,
@@ -3185,8 +3197,9 @@ def default_options(kind: str) -> dict[str, Any]:
 def mount_or_server(mount: MountConfig, config: ServerConfig, name: str) -> Any:
     """A setting of the mount's own where it gives one, else the server's.
 
-    For ``gzip``, ``app_timeout`` and ``response_buffering``, which a mount may give
-    in place of the server's of the same name (nginx's directive in a location).
+    For ``gzip``, ``app_timeout``, ``response_buffering`` and ``max_response_buffer``,
+    which a mount may give in place of the server's of the same name (nginx's
+    directive in a location).
     """
     chosen = mount.options.get(name)
     return getattr(config, name) if chosen is None else chosen

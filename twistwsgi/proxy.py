@@ -1785,7 +1785,7 @@ def build_proxy(
             )
         ),
         buffering=mount_or_server(mount, config, "response_buffering"),
-        max_buffer=config.max_response_buffer,
+        max_buffer=mount_or_server(mount, config, "max_response_buffer"),
         set_fields=options["proxy_set_header"],
         redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
         balance_key=balance_key,

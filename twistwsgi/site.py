@@ -341,7 +341,7 @@ class SiteBuilder:
                     trusted_proxies=trusted,
                     request_buffering=config.request_buffering,
                     response_buffering=mount_or_server(mount, config, "response_buffering"),
-                    max_response_buffer=config.max_response_buffer,
+                    max_response_buffer=mount_or_server(mount, config, "max_response_buffer"),
                     queue_timeout=config.thread_queue_timeout,
                     app_timeout=mount_or_server(mount, config, "app_timeout"),
                     clock=self._reactor,
