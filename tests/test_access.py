@@ -28,6 +28,7 @@ from twistwsgi.access import (
     RateLimit,
     SharedConnectionLimit,
     client_address,
+    held_for,
 )
 from twistwsgi.config import ConfigError, ServerConfig
 from twistwsgi.forwarding import TrustedProxies
@@ -335,6 +336,21 @@ def test_a_mount_answers_429_with_retry_after(tmp_path: Path) -> None:
             "rate_limit: expected requests per second or minute, as 10r/s or 30r/m, got '0r/s'",
         ),
         ("rate_burst = 5", "rate_burst: needs rate_limit, the rate it is a burst of"),
+        ("rate_delay = 1", "rate_delay: needs rate_limit, the rate it holds requests to"),
+        (
+            'rate_limit = "1r/s"\nrate_burst = 3\nrate_delay = 3',
+            "rate_delay: has no effect unless less than rate_burst (3): no request of a"
+            " burst would be held",
+        ),
+        (
+            'rate_limit = "1r/s"\nrate_delay = 0',
+            "rate_delay: has no effect unless less than rate_burst (0): no request of a"
+            " burst would be held",
+        ),
+        (
+            'rate_limit = "1r/s"\nrate_burst = 3\nrate_delay = -1',
+            "rate_delay: expected a whole number >= 0, got -1",
+        ),
         ('rate_limit = "0.5r/m"', "rate_limit: the smallest rate is 1r/m, got '0.5r/m'"),
     ],
 )
@@ -342,6 +358,112 @@ def test_rate_settings_that_do_not_hold(tmp_path: Path, keys: str, problem: str)
     with pytest.raises(ConfigError) as raised:
         load(tmp_path, f'[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n{keys}\n')
     assert str(raised.value) == f"site.toml: host[0].mount[0].{problem}"
+
+
+@pytest.mark.parametrize(
+    ("excess", "delay", "held"),
+    [
+        (0.0, 0, 0.0),
+        (1.0, 0, 0.5),  # nginx without nodelay: one ahead waits one rate interval
+        (3.0, 1, 1.0),
+        (1.0, 1, 0.0),
+        (1.0005, 1, 0.0),  # (nginx's thousandth of a request of slack)
+        (5.0, None, 0.0),  # nodelay
+    ],
+)
+def test_a_request_past_the_delay_waits_for_the_rate(
+    excess: float, delay: int | None, held: float
+) -> None:
+    assert held_for(excess, 2.0, delay) == pytest.approx(held)
+
+
+def test_the_count_says_how_far_ahead_of_the_rate_the_client_is() -> None:
+    limit, clock = limited(1.0, 3)
+    assert [limit.count(CLIENT) for _ in range(5)] == [
+        (None, 0.0),
+        (None, 1.0),
+        (None, 2.0),
+        (None, 3.0),
+        (1, 3.0),
+    ]
+    clock.now += 2.5
+    wait, lead = limit.count(CLIENT)
+    assert wait is None and lead == pytest.approx(1.5)
+
+
+def delaying(delay: int) -> tuple[GuardedHandler, HeldOpen, MemoryReactorClock]:
+    """A handler behind rate_limit 1r/s, rate_burst 3, rate_delay ``delay``."""
+    memory = MemoryReactorClock()
+    held = HeldOpen()
+    limit = RateLimit(1.0, 3, TrustedProxies([]), memory.seconds, delay)
+    return GuardedHandler(held, None, limit, clock=memory), held, memory
+
+
+def test_requests_of_a_burst_past_the_delay_are_held_until_the_rate_allows_them() -> None:
+    """Nginx's limit_req burst=3 delay=1: two at once, then one a second; the one past
+    the burst is refused at once.
+    """
+    handler, held, memory = delaying(1)
+    clients = [client_of(handler) for _ in range(5)]
+    for client in clients:
+        client.send(get())
+    assert len(held.exchanges) == 2
+    [refused_one] = parse_responses(clients[4].take())
+    assert (refused_one.status, refused_one.header(b"retry-after")) == (429, b"1")
+    memory.advance(0.99)
+    assert len(held.exchanges) == 2
+    memory.advance(0.01)
+    assert len(held.exchanges) == 3  # one ahead of the delay: a second
+    memory.advance(1)
+    assert len(held.exchanges) == 4
+    for exchange in held.exchanges:
+        answer(exchange)
+    assert [parse_responses(client.take())[0].status for client in clients[:4]] == [200] * 4
+
+
+def test_a_client_that_leaves_while_held_is_never_handed_on() -> None:
+    handler, held, memory = delaying(0)
+    first, second = client_of(handler), client_of(handler)
+    first.send(get())
+    second.send(get())
+    assert len(held.exchanges) == 1
+
+    def holds() -> list[Any]:
+        return [
+            call
+            for call in memory.getDelayedCalls()
+            if call.active() and getattr(getattr(call, "func", None), "__name__", "") == "_go_on"
+        ]
+
+    assert len(holds()) == 1
+    second.protocol.connectionLost(Failure(ConnectionDone()))
+    assert holds() == []
+    memory.advance(5)
+    assert len(held.exchanges) == 1
+
+
+def test_a_rate_limit_that_delays_needs_a_clock() -> None:
+    limit = RateLimit(1.0, 3, TrustedProxies([]), FakeClock(), 1)
+    with pytest.raises(ValueError, match="needs a clock"):
+        GuardedHandler(HeldOpen(), None, limit)
+
+
+def test_a_mount_with_rate_delay_holds_its_requests_back(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "60r/m"\n'
+        "rate_burst = 2\nrate_delay = 0\n",
+    )
+    memory = MemoryReactorClock()
+    table = SiteBuilder(reactor=memory, threadpool=None).build(config)
+    connection = connect(Router(table), clock=memory)
+    for _ in range(3):
+        connection.protocol.dataReceived(get(b"/login"))
+    assert len(parse_responses(connection.transport.value())) == 1
+    memory.advance(1)
+    assert len(parse_responses(connection.transport.value())) == 2
+    memory.advance(1)
+    assert [r.status for r in parse_responses(connection.transport.value())] == [200] * 3
 
 
 def test_a_clock_stepped_back_locks_nobody_out() -> None:
@@ -903,6 +1025,34 @@ def test_a_reload_in_one_process_keeps_the_counts(tmp_path: Path) -> None:
     later = client_of(new)
     later.send(get(b"/export"))
     assert later.take() == b""
+
+
+def rate_limit_of(router: Router) -> Any:
+    mounts = router.table.hosts.lookup("a.test")
+    assert mounts is not None
+    mount = mounts.lookup(b"/login")
+    assert mount is not None
+    guarded = mount.target
+    assert isinstance(guarded, GuardedHandler)
+    return guarded.limit
+
+
+def test_a_reload_keeps_the_counts_and_takes_the_new_rate_delay(
+    tmp_path: Path, shared: SharedLimits
+) -> None:
+    """In one process and under workers: the delay is the mount's as written now."""
+    text = (
+        '[[host.mount]]\npath = "/login"\napp = "tests.apps:hello"\nrate_limit = "1r/m"\n'
+        "rate_burst = 3\nrate_delay = 1\n"
+    )
+    builder = SiteBuilder(reactor=SynchronousReactorThreads(), threadpool=QueueingPool())
+    old = Router(builder.build(load(tmp_path, text)))
+    assert rate_limit_of(old).delay == 1
+    client_of(old).send(get(b"/login"))
+    new = Router(builder.build(load(tmp_path, text.replace("rate_delay = 1", "rate_delay = 2"))))
+    assert rate_limit_of(new).delay == 2
+    assert rate_limit_of(new).count(CLIENT)[1] == pytest.approx(1.0)  # counted on
+    assert rate_limit_of(worker_site(load(tmp_path, text), shared, 0)).delay == 1
 
 
 def test_a_reload_that_fails_leaves_the_old_limits_as_they_were(tmp_path: Path) -> None:

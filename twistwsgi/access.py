@@ -8,9 +8,11 @@ passed on by a static mount's fall-through).
 
 A mount with ``rate_limit`` answers ``429 Too Many Requests`` (RFC 6585 §4, with
 ``Retry-After``) to a client going faster than it allows (see :class:`RateLimit`),
-after the access rules. One with ``conn_limit`` answers ``429`` too to a client that
-already has that many requests in progress there (see :class:`ConnectionLimit`),
-after the rate limit: a request the rate limit refused takes no place.
+after the access rules; with ``rate_delay``, the requests of its burst past that many
+are held back until the rate allows them (nginx's ``limit_req`` without
+``nodelay``). One with ``conn_limit`` answers ``429`` too to a client that already
+has that many requests in progress there (see :class:`ConnectionLimit`), after the
+rate limit: a request the rate limit refused takes no place.
 
 The 403 and 429 answers go out through :func:`~twistwsgi.routing.answer_error`, so a
 host's error page replaces their plain-text bodies (``Retry-After`` stays).
@@ -19,7 +21,8 @@ The client is the connection's peer. From a proxy in ``trusted_proxies``, it is 
 address that proxy reports (see :func:`client_address`), as nginx's
 ``set_real_ip_from`` with ``real_ip_recursive on`` has it.
 
-Pure logic on the exchange's request: no Twisted.
+Pure logic on the exchange's request: no Twisted (the clock that holds a request
+back is passed in).
 """
 
 from __future__ import annotations
@@ -82,22 +85,36 @@ class AccessRules:
         return self._allow is not None and not self._allow.has(address)
 
 
+def held_for(excess: float, rate: float, delay: int | None) -> float:
+    """Seconds to hold back a request let through ``excess`` requests ahead of ``rate``.
+
+    nginx's ``limit_req ... delay=N``: the first ``delay`` requests of a burst go at
+    once, each one past them waits until the rate reaches it; ``None`` is nginx's
+    ``nodelay`` (none waits). (With nginx's thousandth of a request of slack.)
+    """
+    if delay is None or excess <= delay + 0.001:
+        return 0.0
+    return (excess - delay) / rate
+
+
 class RateLimit:
-    """How many requests a client may make to a mount: nginx's ``limit_req ... nodelay``.
+    """How many requests a client may make to a mount: nginx's ``limit_req``.
 
     Each client (by the address :func:`client_address` gives) has a leaky bucket:
     a request adds one, the bucket drains at ``rate`` a second, and a request that
     would fill it past ``burst`` is refused (and not counted). So a client may send
     ``burst`` requests at once beyond the steady rate, which a page and its assets
     need; with ``burst`` 0, requests must come at least ``1 / rate`` seconds apart.
-    As with nginx's ``nodelay``, the requests let through are answered at once,
-    never queued.
+    With ``delay`` ``None`` (nginx's ``nodelay``) the requests let through are
+    answered at once; with ``delay`` N, those past the first N of a burst are held
+    back until the rate allows them (see :func:`held_for`).
 
     Args:
         rate: requests per second.
         burst: requests a client may be ahead of the rate.
         trusted_proxies: proxies whose report of the client's address is believed.
         now: the clock, in seconds.
+        delay: requests of a burst let through at once (``None``: all of them).
     """
 
     #: Clients remembered at most; past this, the quarter least recently let
@@ -111,22 +128,34 @@ class RateLimit:
         burst: int,
         trusted_proxies: TrustedProxies,
         now: Callable[[], float],
+        delay: int | None = None,
     ) -> None:
         self.rate = rate
         self.burst = burst
+        self.delay = delay
         self._trusted = trusted_proxies
         self._now = now
         # client -> (requests in the bucket, when that was counted)
         self._buckets: dict[str | None, tuple[float, float]] = {}
 
-    def carried_over(self, rate: float, burst: int, trusted_proxies: TrustedProxies) -> RateLimit:
+    def carried_over(
+        self, rate: float, burst: int, trusted_proxies: TrustedProxies, delay: int | None = None
+    ) -> RateLimit:
         """A limit with these settings that goes on with this one's buckets (a reload)."""
-        carried = RateLimit(rate, burst, trusted_proxies, self._now)
+        carried = RateLimit(rate, burst, trusted_proxies, self._now, delay)
         carried._buckets = self._buckets
         return carried
 
     def retry_after(self, request: RequestHead) -> int | None:
         """Count ``request``; ``None`` if it may go on, else seconds to wait (>= 1)."""
+        return self.count(request)[0]
+
+    def count(self, request: RequestHead) -> tuple[int | None, float]:
+        """Count ``request``, as :meth:`retry_after`; with the client's lead.
+
+        The lead is the requests the client is then ahead of the rate (nginx's
+        excess), for :func:`held_for`.
+        """
         client = client_address(request, self._trusted)
         now = self._now()
         buckets = self._buckets
@@ -136,11 +165,11 @@ class RateLimit:
                 for forgotten in list(buckets)[: self.MAX_CLIENTS // 4]:
                     del buckets[forgotten]
             buckets[client] = (0.0, now)
-            return None
+            return None, 0.0
         level, then, retry = leak(known[0], known[1], now, self.rate, self.burst)
         # (Put back last in the dict, refused or not: recently seen.)
         buckets[client] = (level, then)
-        return retry
+        return retry, level
 
 
 class SharedRateLimit:
@@ -157,6 +186,7 @@ class SharedRateLimit:
         now: the clock, in seconds (the same clock in every process: the wall clock).
         tables: the shared tables.
         scope: what tells this mount's buckets from another's.
+        delay: requests of a burst let through at once (``None``: all of them).
     """
 
     def __init__(
@@ -168,9 +198,11 @@ class SharedRateLimit:
         *,
         tables: SharedLimits,
         scope: str,
+        delay: int | None = None,
     ) -> None:
         self.rate = rate
         self.burst = burst
+        self.delay = delay
         self._trusted = trusted_proxies
         self._now = now
         self._tables = tables
@@ -178,9 +210,13 @@ class SharedRateLimit:
 
     def retry_after(self, request: RequestHead) -> int | None:
         """Count ``request``; ``None`` if it may go on, else seconds to wait (>= 1)."""
+        return self.count(request)[0]
+
+    def count(self, request: RequestHead) -> tuple[int | None, float]:
+        """Count ``request``, as :meth:`RateLimit.count`."""
         client = client_address(request, self._trusted)
         key = self._tables.key(self._scope, client)
-        return self._tables.rate(key, self._now(), self.rate, self.burst)
+        return self._tables.counted(key, self._now(), self.rate, self.burst)
 
 
 class ConnectionLimit:
@@ -325,6 +361,19 @@ class Place:
             limit.leave(self._client)
 
 
+class _Delayed(Protocol):
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """What holds a request back (Twisted's ``IReactorTime.callLater``)."""
+
+    def callLater(  # noqa: N802 - Twisted's name
+        self, delay: float, callable: Callable[..., object], *args: object
+    ) -> _Delayed: ...
+
+
 class Gate(Protocol):
     """Something that lets a request through or answers it (an authentication service)."""
 
@@ -335,9 +384,9 @@ class Gate(Protocol):
 class GuardedHandler:
     """A mount's handler behind its access rules, its limits and its authentication.
 
-    Looked at in this order: the access rules (403), the rate limit (429), Basic
-    authentication (401), the authentication service (``auth_request``), the limit
-    of requests in progress (429). A request
+    Looked at in this order: the access rules (403), the rate limit (429, or held
+    back with ``rate_delay``), Basic authentication (401), the authentication
+    service (``auth_request``), the limit of requests in progress (429). A request
     refused by one is not counted by the ones after it. The rate limit comes before
     the password check, as nginx's limit_req (preaccess phase) comes before its
     auth_basic (access phase): it slows down a client guessing passwords too. With
@@ -353,6 +402,8 @@ class GuardedHandler:
         either: whether passing the rules or the authentication is enough (with
             both).
         gate: the mount's authentication service (``auth_request``), if any.
+        clock: what holds back the requests a rate limit with a ``delay`` delays
+            (needed with one).
     """
 
     def __init__(
@@ -365,7 +416,11 @@ class GuardedHandler:
         *,
         either: bool = False,
         gate: Gate | None = None,
+        clock: Scheduler | None = None,
     ) -> None:
+        if limit is not None and limit.delay is not None and clock is None:
+            raise ValueError("a rate limit that delays requests needs a clock")
+        self.clock = clock
         self.handler = handler
         self.gate = gate
         self.rules = rules
@@ -385,12 +440,36 @@ class GuardedHandler:
         if refused and not self.either:
             answer_error(exchange, 403, _FORBIDDEN)
             return
-        if self.limit is not None:
-            wait = self.limit.retry_after(request)
+        limit = self.limit
+        if limit is not None:
+            wait, excess = limit.count(request)
             if wait is not None:
                 # RFC 6585 4: 429 Too Many Requests, with when to try again.
                 answer_error(exchange, 429, _TOO_MANY, [(b"Retry-After", b"%d" % wait)])
                 return
+            hold = held_for(excess, limit.rate, limit.delay)
+            if hold:
+                self._hold(exchange, hold, refused=refused)
+                return
+        self._after_limits(exchange, refused=refused)
+
+    def _hold(self, exchange: Exchange, seconds: float, *, refused: bool) -> None:
+        """Go on with ``exchange`` in ``seconds`` (rate_delay), unless it ends first."""
+        assert self.clock is not None  # (see __init__)
+        timer = self.clock.callLater(seconds, self._go_on, exchange, refused)
+
+        def ended(_reason: object) -> None:
+            if timer.active():
+                timer.cancel()  # the client left while held: nothing more to do
+
+        exchange.on_close(ended)
+
+    def _go_on(self, exchange: Exchange, refused: bool) -> None:
+        self._after_limits(exchange, refused=refused)
+
+    def _after_limits(self, exchange: Exchange, *, refused: bool) -> None:
+        """The request is within the rate: on to the password, the service, the handler."""
+        request = exchange.request
         if self.auth is not None:
             waiver = self.password_waived_by
             if waiver is None or refused or waiver.refuses(request):

@@ -2170,9 +2170,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "rate_limit",
         RATE,
         None,
-        "Requests each client may make here (nginx's limit_req with nodelay): a"
-        " client going faster gets 429 with Retry-After. Clients are told apart as"
-        " allow and deny tell them.",
+        "Requests each client may make here (nginx's limit_req, nodelay unless"
+        " rate_delay): a client going faster gets 429 with Retry-After. Clients are"
+        " told apart as allow and deny tell them.",
         cli=False,
     ),
     Setting(
@@ -2181,6 +2181,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         0,
         "Requests a client may make at once beyond rate_limit (nginx's burst), as a"
         " page and its assets do; 0: one at a time, 1 / rate seconds apart.",
+        cli=False,
+    ),
+    Setting(
+        "rate_delay",
+        INT,
+        None,
+        "Requests of a burst answered at once; those past them are held back until the"
+        " rate allows them, rather than answered at once (nginx's limit_req delay=N;"
+        " 0 holds every one, as nginx's limit_req without nodelay). Unset: none is"
+        " held (nginx's nodelay). Less than rate_burst.",
         cli=False,
     ),
     Setting(
@@ -3096,6 +3106,18 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     kind = kinds[0]
     if "rate_burst" in parsed and "rate_limit" not in parsed:
         raise ConfigError(f"{where}.rate_burst", "needs rate_limit, the rate it is a burst of")
+    if "rate_delay" in parsed and "rate_limit" not in parsed:
+        raise ConfigError(f"{where}.rate_delay", "needs rate_limit, the rate it holds requests to")
+    if "rate_delay" in parsed:
+        delay, burst = parsed["rate_delay"], parsed.get("rate_burst", 0)
+        if delay >= burst:
+            # (No request gets further ahead of the rate than the burst: none would
+            # ever wait; nginx takes a delay past the burst as nodelay.)
+            raise ConfigError(
+                f"{where}.rate_delay",
+                f"has no effect unless less than rate_burst ({burst}): no request of a"
+                " burst would be held",
+            )
     if ("auth_basic" in parsed) != ("auth_basic_user_file" in parsed):
         missing = "auth_basic_user_file" if "auth_basic" in parsed else "auth_basic"
         raise ConfigError(

@@ -222,10 +222,15 @@ class SharedLimits:
     # The rate table.
 
     def rate(self, key: int, now: float, rate: float, burst: int) -> int | None:
-        """Count a request of ``key`` at ``now``: ``None`` if it may go on, else seconds to wait.
+        """Count a request of ``key`` at ``now``: ``None`` if it may go on, else seconds to wait."""
+        return self.counted(key, now, rate, burst)[0]
+
+    def counted(self, key: int, now: float, rate: float, burst: int) -> tuple[int | None, float]:
+        """Count a request of ``key`` at ``now``, as :meth:`rate`; with the bucket's level.
 
         As :func:`leak` with the bucket kept for ``key``; an unknown key's first
-        request goes on (and starts its bucket).
+        request goes on (and starts its bucket, empty). The level is the requests
+        the client is ahead of the rate once this one is counted (nginx's excess).
         """
         base = _RATE_BASE + (key % RATE_GROUPS) * _RATE_GROUP_SIZE
         fd = self.fd
@@ -253,7 +258,7 @@ class SharedLimits:
                         then,
                         _empty_at(level, then, rate),
                     )
-                    return retry
+                    return retry, level
                 if known == 0:
                     if unused < 0:
                         unused = way
@@ -268,7 +273,7 @@ class SharedLimits:
             _RATE_ENTRY.pack_into(
                 table, base + way * _RATE_ENTRY.size, key, 0.0, now, _empty_at(0.0, now, rate)
             )
-            return None
+            return None, 0.0
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, base)
 

@@ -250,6 +250,7 @@ class SiteBuilder:
         tables every worker shares, under the same name in each.
         """
         burst = mount.options.get("rate_burst", 0)
+        delay = mount.options.get("rate_delay")
         limit: RateLimit | SharedRateLimit
         if self._shared_limits is not None:
             limit = SharedRateLimit(
@@ -259,14 +260,15 @@ class SiteBuilder:
                 self._reactor.seconds,
                 tables=self._shared_limits,
                 scope=scope,
+                delay=delay,
             )
         else:
             kept = self._limits.get(("rate", scope))
             if isinstance(kept, RateLimit):
                 # (A new object: a build that fails leaves the old table as it was.)
-                limit = kept.carried_over(rate, burst, trusted)
+                limit = kept.carried_over(rate, burst, trusted, delay)
             else:
-                limit = RateLimit(rate, burst, trusted, self._reactor.seconds)
+                limit = RateLimit(rate, burst, trusted, self._reactor.seconds, delay)
         self._building_limits["rate", scope] = limit
         return limit
 
@@ -388,6 +390,7 @@ class SiteBuilder:
                     auth,
                     either=mount.options.get("satisfy") == "any",
                     gate=gate,
+                    clock=self._reactor,
                 )
                 if auth is not None:
                     auths[index] = auth
