@@ -59,18 +59,15 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from twistwsgi import files
 from twistwsgi.fixed_response import CLOSE_WITHOUT_RESPONSE
 from twistwsgi.http.compression import GzipSettings, accepts_gzip
 from twistwsgi.http.exchange import Exchange, Handler
-from twistwsgi.http.pacing import step_for
 from twistwsgi.http.request import PreparedHeaders, Route
-from twistwsgi.http.sendfile import CLIENT_GONE
+from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
 from twistwsgi.http.wire import http_date
 from twistwsgi.routing import Mount, answer_error, answer_plain, error_body
 
@@ -313,54 +310,6 @@ class _Redirect(Exception):  # noqa: N818 - control flow, not an error
 
 class _Changed(Exception):  # noqa: N818 - control flow, not an error
     """The file was replaced or removed after it was looked at: look again."""
-
-
-def _finish_paced(exchange: Exchange, data: bytes) -> None:
-    """End the response with ``data``: at once, or in steps of its limit_rate.
-
-    Bytes held in memory (a small file, the gzip form) would otherwise go out in one
-    write, past the rate.
-    """
-    limit = exchange.limit_rate
-    if limit is None or len(data) <= step_for(limit[0]):
-        exchange.finish(data)
-        return
-    _PacedBytes(exchange, data, step_for(limit[0])).resumeProducing()
-
-
-@implementer(IPushProducer)
-class _PacedBytes:
-    """Writes bytes in pieces while the exchange lets it (see :func:`_finish_paced`)."""
-
-    def __init__(self, exchange: Exchange, data: bytes, piece: int) -> None:
-        self._exchange = exchange
-        self._data = memoryview(data)
-        self._piece = piece
-        self._offset = 0
-        self._paused = False
-        exchange.registerProducer(self, True)
-
-    def pauseProducing(self) -> None:
-        """The rate (or the client) holds the response."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """Write pieces until held again, and end the response with the last."""
-        self._paused = False
-        exchange = self._exchange
-        while not self._paused and not exchange.finished:
-            start = self._offset
-            self._offset = end = start + self._piece
-            piece = bytes(self._data[start:end])
-            if end >= len(self._data):
-                exchange.unregisterProducer()
-                exchange.finish(piece)
-                return
-            exchange.write(piece)
-
-    def stopProducing(self) -> None:
-        """The client is gone: the exchange is over."""
-        self._paused = True
 
 
 class StaticHandler:
@@ -952,7 +901,7 @@ class StaticHandler:
         if not fields and not app_headers and entry.data is not None and request.method == b"GET":
             # The common case: no preconditions, no Range, the bytes in memory.
             exchange.start_response(200, entry.full_headers)
-            _finish_paced(exchange, entry.data)
+            finish_paced(exchange, entry.data)
             return
         # Opened before anything is answered: the head describes the file sent, and
         # HEAD or a conditional request gets what GET would (a 403 included).
@@ -1068,7 +1017,7 @@ class StaticHandler:
             return
         data = entry.data
         if data is not None:
-            _finish_paced(
+            finish_paced(
                 exchange,
                 b"".join(prefix + data[offset : offset + count] for prefix, offset, count in pieces)
                 + closing,

@@ -70,10 +70,10 @@ from zope.interface import implementer
 from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
-from twistwsgi.http.pacing import asked_limit
+from twistwsgi.http.pacing import asked_limit, step_for
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
-from twistwsgi.http.sendfile import CLIENT_GONE
+from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
 from twistwsgi.http.transport import ReactorInbox, after_batch
 from twistwsgi.response_spool import (
     MAX_RESPONSE_BUFFER,
@@ -1376,8 +1376,10 @@ class _ThreadedCall:
     def _deliver_whole(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], data: bytes
     ) -> None:
-        if self._start(status, reason, headers):
-            self._exchange.finish(data)
+        exchange = self._exchange
+        if not exchange.finished:
+            exchange.limit_rate = self._limit
+            _send_whole(exchange, status, reason, headers, data)
 
     def _deliver_end(self) -> None:
         with self._cond:
@@ -1780,6 +1782,28 @@ class _ThreadedCall:
         self._call_from_thread(self.answer_error)
 
 
+def _send_whole(
+    exchange: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], data: bytes
+) -> None:
+    """Answer with a body known whole: in one write, or in steps of its limit_rate.
+
+    One write would go past the rate. Sent in steps, it is given the
+    ``Content-Length`` a single write would have had (a download's size, for the
+    client's progress), unless it has one or carries no body (HEAD, 204, 304).
+    """
+    limit = exchange.limit_rate
+    if limit is not None and len(data) > step_for(limit[0]):
+        room = _body_room(exchange.request.method, status, headers)
+        if room:
+            if room < 0:
+                headers = [*headers, (b"Content-Length", b"%d" % len(data))]
+            exchange.start_response(status, headers, reason)
+            finish_paced(exchange, data)
+            return
+    exchange.start_response(status, headers, reason)
+    exchange.finish(data)
+
+
 def _answer_500(exchange: Exchange) -> None:
     """Answer ``exchange`` with the server's own 500 (its head not sent yet).
 
@@ -1930,9 +1954,8 @@ class _InlineCall:
                 if type(result) is list or type(result) is tuple:
                     data = _joined(result)
                     self._started = True
-                    exchange.start_response(self._status, self._headers, self._reason)
                     self._close()
-                    exchange.finish(data)
+                    _send_whole(exchange, self._status, self._reason, self._headers, data)
                     return
             self._iterator = iter(result)
         except Exception:

@@ -32,9 +32,9 @@ __all__ = ["MAX_STEP", "ResponsePace", "asked_limit", "step_for"]
 MAX_STEP = 64 * 1024
 
 
-#: The longest X-Accel-Limit-Rate value read: nginx reads it with ngx_atoi, which
-#: refuses a number past its integer type; 18 digits stay below any 64-bit bound.
-_MAX_RATE_DIGITS = 18
+#: The largest X-Accel-Limit-Rate read: nginx reads it with ngx_atoi, which refuses
+#: a number past its (64-bit) integer type.
+_MAX_RATE = 2**63 - 1
 
 
 def asked_limit(
@@ -45,16 +45,19 @@ def asked_limit(
     Its ``X-Accel-Limit-Rate`` (bytes a second, digits only: nginx's reading, so
     no ``k`` or ``m``) replaces the mount's rate and keeps its ``limit_rate_after``;
     ``0`` lifts the limit. A value that is not such a number is ignored, as nginx
-    ignores it; of several fields the last valid one counts (nginx reads each in
-    turn). ``limit`` and the result are ``(rate, after)``, or ``None``: no limit.
+    ignores it; of several fields the first counts, whatever it holds (nginx keeps
+    the first and drops the others as duplicates). ``limit`` and the result are
+    ``(rate, after)``, or ``None``: no limit.
     """
-    after = limit[1] if limit is not None else 0
     for name, value in fields:
         if len(name) == 18 and name.lower() == b"x-accel-limit-rate":
             number = value.strip(b" \t")
-            if number.isdigit() and len(number) <= _MAX_RATE_DIGITS:
+            # (The length bound only spares int() a huge string; leading zeros count.)
+            if number.isdigit() and len(number) <= 64 and int(number) <= _MAX_RATE:
                 rate = int(number)
-                limit = (rate, after) if rate else None
+                after = limit[1] if limit is not None else 0
+                return (rate, after) if rate else None
+            return limit
     return limit
 
 

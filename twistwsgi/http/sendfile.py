@@ -18,7 +18,8 @@ With a :class:`Pacing` (the mount's ``limit_rate``, see
 when it allows less than a step, the sender waits on a timer for the rest, not on
 the socket, off the transport meanwhile (over TLS, Twisted drives a pull producer in
 a loop that would spin on one with nothing to send), then registers again and goes
-on as the transport asks.
+on as the transport asks. Bytes already in memory go at the rate too
+(:func:`finish_paced`: a cached file, a gzip form, an application's one-piece body).
 
 Runs in the reactor thread. Disk reads (and ``sendfile``'s page-cache misses) block
 the reactor briefly, as they do in nginx without ``aio``.
@@ -37,10 +38,18 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from twistwsgi.http.pacing import ResponsePace
+from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.pacing import ResponsePace, step_for
 from twistwsgi.http.transport import DIRECT_WRITES, write_now
 
-__all__ = ["CLIENT_GONE", "READ_CHUNK", "SENDFILE_CHUNK", "Pacing", "send_file"]
+__all__ = [
+    "CLIENT_GONE",
+    "READ_CHUNK",
+    "SENDFILE_CHUNK",
+    "Pacing",
+    "finish_paced",
+    "send_file",
+]
 
 
 class Pacing(NamedTuple):
@@ -314,3 +323,51 @@ class _CopyingSender(_FileSender):
         self.on_progress(len(data))
         if self.remaining == 0:
             self.complete()
+
+
+def finish_paced(exchange: Exchange, data: bytes) -> None:
+    """End the response with ``data``: at once, or in steps of its limit_rate.
+
+    Bytes held in memory (a small file, the gzip form, an application's one-piece
+    body) would otherwise go out in one write, past the rate.
+    """
+    limit = exchange.limit_rate
+    if limit is None or len(data) <= step_for(limit[0]):
+        exchange.finish(data)
+        return
+    _PacedBytes(exchange, data, step_for(limit[0])).resumeProducing()
+
+
+@implementer(IPushProducer)
+class _PacedBytes:
+    """Writes bytes in pieces while the exchange lets it (see :func:`finish_paced`)."""
+
+    def __init__(self, exchange: Exchange, data: bytes, piece: int) -> None:
+        self._exchange = exchange
+        self._data = memoryview(data)
+        self._piece = piece
+        self._offset = 0
+        self._paused = False
+        exchange.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        """The rate (or the client) holds the response."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """Write pieces until held again, and end the response with the last."""
+        self._paused = False
+        exchange = self._exchange
+        while not self._paused and not exchange.finished:
+            start = self._offset
+            self._offset = end = start + self._piece
+            piece = bytes(self._data[start:end])
+            if end >= len(self._data):
+                exchange.unregisterProducer()
+                exchange.finish(piece)
+                return
+            exchange.write(piece)
+
+    def stopProducing(self) -> None:
+        """The client is gone: the exchange is over."""
+        self._paused = True
