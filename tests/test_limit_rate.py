@@ -29,7 +29,7 @@ from twisted.trial.unittest import TestCase
 from tests.live import port_of, serve_live
 from tests.test_proxy import TWO, make_proxy
 from twistwsgi import cli
-from twistwsgi.config import ConfigError, MountConfig, default_options
+from twistwsgi.config import MountConfig, default_options
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.pacing import MAX_STEP, ResponsePace, asked_limit
@@ -100,7 +100,9 @@ def test_sending_only_when_the_wait_is_over_keeps_to_the_rate(
 
 
 def routed(handler: Any, rate: int, after: int = 0, prefix: bytes = b"") -> Router:
-    mount = Mount(prefix, handler, limit_rate=(rate, after) if rate else None)
+    mount = Mount(
+        prefix, handler, limit_rate=(rate, after) if rate else None, limit_rate_after=after
+    )
     table = RoutingTable(HostTable([], MountTable([mount])), HostTable([], None), paced=True)
     return Router(table)
 
@@ -315,11 +317,27 @@ def test_a_static_miss_passed_on_goes_at_the_rate_of_the_mount_it_goes_to(
     assert len(pace_timers(clock)) == 1
 
 
+def test_a_static_miss_passed_on_keeps_the_limit_rate_after_of_where_it_goes(
+    tmp_path: Path,
+) -> None:
+    """The mount answering gives the bytes at full speed a rate it asks keeps."""
+    clock = SynchronousReactorThreads()
+    options = {**default_options("static"), "fallthrough": True}
+    static = StaticHandler(StaticOptions.from_mount(str(tmp_path), options), now=clock.seconds)
+    application = WSGIHandler(asking("20480"), reactor=clock, threadpool=None)
+    static.fallback = Mount(b"", application, limit_rate_after=50 * KB)
+    client = connect(routed(static, 0, prefix=b""), clock=clock)
+    client.send(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_paced(received_over_time(client, clock, 8.0), 20 * KB, 50 * KB, 5 * KB, 200 * KB)
+
+
 def test_the_site_gives_each_mount_its_rate(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text(
         '[[host]]\nnames = ["x"]\n[[host.mount]]\npath = "/v"\n'
         f'static = "{tmp_path}"\nlimit_rate = "500k"\nlimit_rate_after = "1m"\n'
+        f'fallthrough = true\n[[host.mount]]\npath = "/v"\napp = "tests.apps:hello"\n'
+        'limit_rate_after = "2m"\n'
         '[[host.mount]]\npath = "/"\nreturn = "204"\n'
     )
     config = cli.load_config({"config": str(site)})
@@ -327,10 +345,13 @@ def test_the_site_gives_each_mount_its_rate(tmp_path: Path) -> None:
     assert table.paced
     mounts = table.hosts.lookup("x")
     assert mounts is not None
-    assert [(m.prefix, m.limit_rate) for m in mounts.mounts] == [
-        (b"/v", (500 * KB, 1024 * KB)),
-        (b"", None),
+    assert [(m.prefix, m.limit_rate, m.limit_rate_after) for m in mounts.mounts] == [
+        (b"/v", (500 * KB, 1024 * KB), 1024 * KB),
+        (b"", None, 0),
     ]
+    static = mounts.mounts[0].target
+    assert isinstance(static, StaticHandler) and static.fallback is not None
+    assert (static.fallback.limit_rate, static.fallback.limit_rate_after) == (None, 2048 * KB)
     without = SiteBuilder(reactor=Clock(), threadpool=None).build(
         cli.load_config({"return": ["/=204"]})
     )
@@ -422,18 +443,19 @@ class RealSocket(TestCase):
 # -- configuration ----------------------------------------------------------------------
 
 
-def test_limit_rate_after_alone_is_refused(tmp_path: Path) -> None:
+def test_limit_rate_after_alone_is_for_the_rate_a_response_asks(tmp_path: Path) -> None:
+    """As nginx takes it: nothing is paced, until an X-Accel-Limit-Rate asks."""
     site = tmp_path / "site.toml"
     site.write_text(
         '[[host]]\nnames = ["x"]\n[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\n'
         'limit_rate_after = "1m"\n'
     )
-    with pytest.raises(ConfigError) as raised:
+    table = SiteBuilder(reactor=Clock(), threadpool=None).build(
         cli.load_config({"config": str(site)})
-    assert str(raised.value) == (
-        "site.toml: host[0].mount[0].limit_rate_after: needs limit_rate, the rate it lets"
-        " the response reach"
     )
+    mounts = table.hosts.lookup("x")
+    assert mounts is not None and table.paced
+    assert [(m.limit_rate, m.limit_rate_after) for m in mounts.mounts] == [(None, 1024 * KB)]
 
 
 # -- after review -----------------------------------------------------------------------
@@ -568,6 +590,7 @@ ASK = b"X-Accel-Limit-Rate"
         ([(ASK, b"9223372036854775807")], None, (2**63 - 1, 0)),
         ([(ASK, b"0000000000000000000100")], None, (100, 0)),
         ([(b"X-Accel-Limit-Rates", b"100"), (b"X-Accel-Limit-Rat", b"100")], None, None),
+        ([(ASK, b"2048")], (0, 7), (2048, 7)),  # (limit_rate_after alone: kept)
     ],
 )
 def test_an_x_accel_limit_rate_replaces_the_mount_s_rate(
@@ -575,8 +598,12 @@ def test_an_x_accel_limit_rate_replaces_the_mount_s_rate(
     mount: tuple[int, int] | None,
     expected: tuple[int, int] | None,
 ) -> None:
-    """As nginx reads them: the first field counts, limit_rate_after stays."""
-    assert asked_limit(fields, mount) == expected
+    """As nginx reads them: the first field counts, limit_rate_after stays.
+
+    ``mount`` is the mount's rate and limit_rate_after, 0 for no rate.
+    """
+    rate, after = mount or (0, 0)
+    assert asked_limit(fields, (rate, after) if rate else None, after) == expected
 
 
 @pytest.mark.parametrize(
@@ -584,15 +611,16 @@ def test_an_x_accel_limit_rate_replaces_the_mount_s_rate(
     [b"10k", b"-5", b"+5", b"", b"1.5", b"0x10", b"1 000", b"9223372036854775808", "١٢".encode()],
 )
 def test_an_x_accel_limit_rate_that_is_no_number_is_ignored(value: bytes) -> None:
-    assert asked_limit([(ASK, value)], (10 * KB, 5)) == (10 * KB, 5)
-    assert asked_limit([(ASK, value)], None) is None
+    assert asked_limit([(ASK, value)], (10 * KB, 5), 5) == (10 * KB, 5)
+    assert asked_limit([(ASK, value)], None, 5) is None
 
 
 @given(st.integers(0, 10**18 - 1), st.one_of(st.none(), st.tuples(st.integers(1), st.integers(0))))
 def test_any_number_of_bytes_a_second_is_read(rate: int, mount: tuple[int, int] | None) -> None:
     after = mount[1] if mount else 0
     expected = (rate, after) if rate else None
-    assert asked_limit([(b"Content-Type", b"video/mp4"), (ASK, b"%d" % rate)], mount) == expected
+    fields = [(b"Content-Type", b"video/mp4"), (ASK, b"%d" % rate)]
+    assert asked_limit(fields, mount, after) == expected
 
 
 def asking(rate: str, chunks: int = 40, size: int = 5 * KB) -> Any:
@@ -619,10 +647,11 @@ def assert_paced(
             assert total >= allowed - piece - 2 * KB
 
 
-@pytest.mark.parametrize("mount", [None, (5 * KB, 10 * KB)])
+@pytest.mark.parametrize("mount", [None, (5 * KB, 10 * KB), (0, 10 * KB)])
 def test_an_application_s_x_accel_limit_rate_sets_its_rate(mount: tuple[int, int] | None) -> None:
     """On a mount without a rate, or instead of the mount's (whose limit_rate_after
-    stays, as in nginx); the field is passed on, as X-Accel-Buffering is.
+    stays, as in nginx, given with a rate or alone); the field is passed on, as
+    X-Accel-Buffering is.
     """
     clock = SynchronousReactorThreads()
     handler = WSGIHandler(asking("20480"), reactor=clock, threadpool=None)
@@ -666,13 +695,16 @@ def test_an_error_answer_that_replaces_the_head_drops_its_rate() -> None:
     assert (response.status, len(response.body)) == (500, 200 * KB)
 
 
-def test_a_threaded_application_s_x_accel_limit_rate_paces_its_pieces() -> None:
-    """The worker hands over one piece at a time, as under a mount's rate."""
+@pytest.mark.parametrize("after", [0, 32 * KB])
+def test_a_threaded_application_s_x_accel_limit_rate_paces_its_pieces(after: int) -> None:
+    """The worker hands over one piece at a time, as under a mount's rate; the
+    mount's limit_rate_after (given alone) goes first.
+    """
     calls, clock, pool = CallQueue(), Clock(), TrackingPool(1)
     pool.start()
     try:
         handler = WSGIHandler(asking("16384", 12, 16 * KB), reactor=calls, threadpool=pool)
-        client = connect(routed(handler, 0), clock=clock)
+        client = connect(routed(handler, 0, after), clock=clock)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
         def waiting_for_the_rate() -> bool:
@@ -683,14 +715,14 @@ def test_a_threaded_application_s_x_accel_limit_rate_paces_its_pieces() -> None:
                 return bool(call._paused and not call._in_flight)
 
         calls.run_until(waiting_for_the_rate)
-        assert len(client.transport.value()) <= 32 * KB + 300
+        assert len(client.transport.value()) <= after + 32 * KB + 300
         seen = []
         while not pool.idle:
             seen.append((clock.seconds(), len(client.transport.value())))
             clock.advance(0.1)
             calls.run_until(lambda: pool.idle or waiting_for_the_rate())
         calls.run_pending()
-        assert_paced(seen, 16 * KB, 0, 16 * KB, 192 * KB)
+        assert_paced(seen, 16 * KB, after, 16 * KB, 192 * KB)
         (response,) = parse_responses(client.take())
         assert len(response.body) == 192 * KB
     finally:
@@ -698,12 +730,19 @@ def test_a_threaded_application_s_x_accel_limit_rate_paces_its_pieces() -> None:
 
 
 def pulled_over_time(client: Connection, clock: Clock, seconds: float) -> list[tuple[float, int]]:
-    """As received_over_time, a client that takes whatever comes from a file sender."""
+    """As received_over_time, a client that takes whatever comes from a file sender
+    (called again while it sends, as a transport whose buffer empties at once).
+    """
     seen = []
     for _ in range(int(seconds * 100)):
-        producer = client.transport.producer
-        if producer is not None and producer is not client.protocol:
+        for _ in range(16):
+            producer = client.transport.producer
+            before = len(client.transport.value())
+            if producer is None or producer is client.protocol:
+                break
             producer.resumeProducing()
+            if len(client.transport.value()) == before:
+                break
         seen.append((clock.seconds(), len(client.transport.value())))
         clock.advance(0.01)
     return seen
@@ -772,11 +811,12 @@ def upstream_pieces(upstream: Any, pieces: list[bytes]) -> None:
         upstream.respond(pieces.pop(0))
 
 
-@pytest.mark.parametrize("buffering", [False, True])
-def test_an_upstream_s_x_accel_limit_rate_sets_its_rate(buffering: bool) -> None:
+@pytest.mark.parametrize(("buffering", "after"), [(False, 0), (True, 0), (False, 64 * KB)])
+def test_an_upstream_s_x_accel_limit_rate_sets_its_rate(buffering: bool, after: int) -> None:
+    """With the mount's limit_rate_after (here alone) first."""
     setup = make_proxy()
     setup.handler.buffering = buffering
-    client = connect(routed(setup.handler, 0), clock=setup.clock)
+    client = connect(routed(setup.handler, 0, after), clock=setup.clock)
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     upstream = setup.endpoint().last
     body = bytes(range(256)) * 4 * 256  # 256 KB
@@ -789,7 +829,7 @@ def test_an_upstream_s_x_accel_limit_rate_sets_its_rate(buffering: bool) -> None
         upstream_pieces(upstream, pieces)
         seen.append((setup.clock.seconds(), len(client.transport.value())))
         setup.clock.advance(0.01)
-    assert_paced(seen, 32 * KB, 0, PIECE_SIZE if buffering else 4 * KB, len(body))
+    assert_paced(seen, 32 * KB, after, PIECE_SIZE if buffering else 4 * KB, len(body))
     (response,) = parse_responses(client.take())
     assert response.body == body
 
@@ -913,3 +953,88 @@ def test_a_head_answer_with_a_one_piece_body_is_not_held() -> None:
     (response,) = parse_responses(client.take(), methods=[b"HEAD"])
     assert response.header(b"content-length") == b"204800"
     assert pace_timers(clock) == []
+
+
+def internal_files(root: Path, clock: Clock, rate: int = 0, after: int = 0) -> Any:
+    """An accel resolver to an internal static mount of ``root`` at /private."""
+    options = {
+        **default_options("static"),
+        "internal": True,
+        "limit_rate": rate,
+        "limit_rate_after": after,
+    }
+    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=clock.seconds)
+    return _accel_resolver([(MountConfig("/private", "static", str(root), options, "t"), static)])
+
+
+@pytest.mark.parametrize(
+    ("request_rate", "target", "asked", "rate", "after"),
+    [
+        (0, (100 * KB, 0), None, 100 * KB, 0),  # the target's own rate
+        (0, (50 * KB, 100 * KB), "102400", 100 * KB, 100 * KB),  # asked, the target's after
+        (10 * KB, (0, 0), None, 0, 0),  # the mount's rate is not the file's
+        (0, (0, 100 * KB), "102400", 100 * KB, 100 * KB),  # the target's after alone
+    ],
+)
+def test_an_x_accel_redirect_file_goes_at_the_rate_of_the_mount_that_sends_it(  # noqa: PLR0917
+    tmp_path: Path,
+    request_rate: int,
+    target: tuple[int, int],
+    asked: str | None,
+    rate: int,
+    after: int,
+) -> None:
+    """As nginx: the location the file is sent from decides (its limit_rate and
+    limit_rate_after), unless the answer asks for a rate (which keeps its after).
+    """
+    data = bytes(range(256)) * 4 * 512  # 512 KiB
+    root = tmp_path / "private"
+    root.mkdir()
+    (root / "film.mp4").write_bytes(data)
+    clock = SynchronousReactorThreads()
+    fields = [("Content-Type", "video/mp4"), ("X-Accel-Redirect", "/private/film.mp4")]
+    if asked is not None:
+        fields.append(("X-Accel-Limit-Rate", asked))
+
+    def redirecting(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", fields)
+        return [b""]
+
+    handler = WSGIHandler(
+        validator(redirecting),
+        reactor=clock,
+        threadpool=SynchronousThreadPool(),
+        accel=internal_files(root, clock, *target),
+    )
+    client = connect(routed(handler, request_rate), clock=clock)
+    client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
+    seen = pulled_over_time(client, clock, 6.0)
+    if rate:
+        assert_paced(seen, rate, after, 64 * KB, len(data))
+    else:
+        assert next(now for now, total in seen if total > len(data)) < 0.5  # no waiting
+    (response,) = parse_responses(client.take())
+    assert response.body == data
+
+
+def test_an_upstream_s_asked_rate_counts_for_its_file_even_hidden_from_the_client(
+    tmp_path: Path,
+) -> None:
+    """proxy_hide_header keeps the field from the client, not from being read."""
+    data = bytes(range(256)) * 4 * 512
+    root = tmp_path / "private"
+    root.mkdir()
+    (root / "film.mp4").write_bytes(data)
+    setup = make_proxy(proxy_hide_header=("X-Accel-Limit-Rate",))
+    setup.handler.accel = internal_files(root, setup.clock)
+    client = connect(routed(setup.handler, 0), clock=setup.clock)
+    client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 200 OK\r\nX-Accel-Redirect: /private/film.mp4\r\n"
+        b"X-Accel-Limit-Rate: 102400\r\nContent-Length: 0\r\n\r\n"
+    )
+    seen = pulled_over_time(client, setup.clock, 6.0)
+    assert_paced(seen, 100 * KB, 0, 64 * KB, len(data))
+    (response,) = parse_responses(client.take())
+    assert response.body == data
+    assert response.header(b"x-accel-limit-rate") is None

@@ -2153,8 +2153,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         SIZE,
         0,
         "Bytes of each response sent at full speed before limit_rate applies (nginx's"
-        " limit_rate_after), e.g. 1m: the start of a video plays at once; needs"
-        " limit_rate.",
+        " limit_rate_after), e.g. 1m: the start of a video plays at once; alone, for"
+        " the rate an X-Accel-Limit-Rate asks.",
         cli=False,
     ),
     Setting(
@@ -3094,10 +3094,6 @@ def _paths_from(table: Any, keys: Sequence[str], base: str | None) -> Any:
 def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     parsed = _parse_table(_paths_from(table, _PATH_KEYS, base), MOUNT_KEYS, where)
     _check_log_format(parsed, where)
-    if parsed.get("limit_rate_after") and not parsed.get("limit_rate"):
-        raise ConfigError(
-            f"{where}.limit_rate_after", "needs limit_rate, the rate it lets the response reach"
-        )
     if "access_log" in parsed:
         parsed["access_log"] = _log_destination(parsed["access_log"], base)
     kinds = [kind for kind in MOUNT_KINDS if kind in parsed]

@@ -319,6 +319,7 @@ class _Question:
         self.log_notes: Any = None
         self.remote_user: str | None = None
         self.limit_rate: tuple[int, int] | None = None  # (an answer to this server)
+        self.limit_rate_after = 0
         self.status = 0
         self.reason: bytes | None = None
         self.fields: list[tuple[bytes, bytes]] = []

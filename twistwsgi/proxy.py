@@ -1019,7 +1019,7 @@ class _Forward:
                 return
         # Its X-Accel-Limit-Rate sets its rate, an X-Accel-Redirect file's too (nginx's).
         exchange = self._exchange
-        exchange.limit_rate = asked_limit(headers, exchange.limit_rate)
+        exchange.limit_rate = asked_limit(headers, exchange.limit_rate, exchange.limit_rate_after)
         if proxy.accel is not None:
             target = _accel_redirect(headers)  # (as sent, whatever is hidden)
             if target is not None:
@@ -1028,7 +1028,7 @@ class _Forward:
                 # dropped; the exchange is the static mount's from here. After the
                 # error pages, as nginx handles X-Accel-Redirect after them.
                 self._discard_body()
-                serve_accel(self._exchange, proxy.accel, target, fields)
+                serve_accel(self._exchange, proxy.accel, target, fields, headers)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return

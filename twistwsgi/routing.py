@@ -253,6 +253,8 @@ class Mount(Generic[T]):
             to, whose body limit applies.
         limit_rate: the rate and the bytes first at full speed of each response
             under the prefix (``Exchange.limit_rate``), or ``None``.
+        limit_rate_after: the bytes first at full speed, whether or not there is a
+            rate (``Exchange.limit_rate_after``).
     """
 
     prefix: bytes
@@ -263,6 +265,7 @@ class Mount(Generic[T]):
     access_log: Callable[[Any], None] | None = None
     refusal_log: Callable[[Any], None] | None = None
     limit_rate: tuple[int, int] | None = None
+    limit_rate_after: int = 0
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -643,6 +646,7 @@ class Router:
             exchange.access_log = mount.access_log
         if table.paced:
             exchange.limit_rate = mount.limit_rate
+            exchange.limit_rate_after = mount.limit_rate_after
         exchange.route = Route(
             mount.prefix,
             rest,

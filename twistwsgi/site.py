@@ -191,7 +191,9 @@ class SiteBuilder:
             for host in config.hosts
         )
         paced = any(
-            mount.options.get("limit_rate") for host in config.hosts for mount in host.mounts
+            mount.options.get("limit_rate") or mount.options.get("limit_rate_after")
+            for host in config.hosts
+            for mount in host.mounts
         )
         return RoutingTable(
             hosts,
@@ -436,6 +438,7 @@ class SiteBuilder:
                     gzip=_route_gzip(other, config),
                     access_log=logs[other_index],
                     limit_rate=_limit_rate(other),
+                    limit_rate_after=other.options.get("limit_rate_after") or 0,
                 )
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
@@ -461,6 +464,7 @@ class SiteBuilder:
                 logs[index],
                 refusal_logs[index],
                 _limit_rate(mount),
+                mount.options.get("limit_rate_after") or 0,
             )
             for index, mount in enumerate(host.mounts)
             if index not in partners

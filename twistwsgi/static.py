@@ -158,6 +158,9 @@ class StaticOptions:
         max_ranges: most ranges served in one response.
         memory_cache: files up to this size are kept in memory (0: none).
         gzip: how files are compressed on the fly, if they are.
+        limit_rate: the mount's rate (0: none), and limit_rate_after its bytes at
+            full speed: for the files an application's or upstream's X-Accel-Redirect
+            names here (a request routed here gets them from its Mount).
     """
 
     root: str
@@ -173,6 +176,8 @@ class StaticOptions:
     max_ranges: int = 16
     memory_cache: int = 64 * 1024
     gzip: GzipSettings | None = None
+    limit_rate: int = 0
+    limit_rate_after: int = 0
 
     @functools.cached_property
     def header_fields(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -877,6 +882,7 @@ class StaticHandler:
         # try_files passes a request to.
         exchange.access_log = mount.access_log
         exchange.limit_rate = mount.limit_rate  # (and at its pace)
+        exchange.limit_rate_after = mount.limit_rate_after
         mount.target.handle(exchange)
         return True
 

@@ -748,10 +748,13 @@ def serve_accel(
     accel: AccelResolver,
     target: tuple[bytes, bytes],
     headers: list[tuple[bytes, bytes]],
+    answered: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer with the file an application named instead of its own body (reactor).
 
-    Also a proxy mount's, for its upstream's ``X-Accel-Redirect``.
+    Also a proxy mount's, for its upstream's ``X-Accel-Redirect``. ``headers`` are
+    the fields kept for the client; ``answered``, if not those, all the answer's
+    fields (its X-Accel-Limit-Rate is read whatever the client is sent).
     """
     if exchange.finished:
         return
@@ -765,8 +768,14 @@ def serve_accel(
         answer_error(exchange, 404, b"Not Found\n")
         return
     server, path_info = resolved
-    # Logged where the static mount logs, as nginx logs an internal redirect.
+    # Logged where the static mount logs, as nginx logs an internal redirect; sent at
+    # its rate (nginx's limit_rate of the location that sends the response), or the
+    # one the answer asks for (X-Accel-Limit-Rate), with its limit_rate_after.
     exchange.access_log = server.access_log
+    options = server.options
+    after = options.limit_rate_after
+    own = (options.limit_rate, after) if options.limit_rate else None
+    exchange.limit_rate = asked_limit(headers if answered is None else answered, own, after)
     route = exchange.route
     if route is not None and route.gzip is not None:
         # A file goes out as it is on disk, whatever its size (a large one is sent
@@ -1205,6 +1214,7 @@ class _ThreadedCall:
         # The response's limit_rate: the mount's, or what its X-Accel-Limit-Rate asks
         # (set by the worker with the head, applied by the reactor as it starts).
         self._mount_limit = self._limit = exchange.limit_rate
+        self._mount_after = exchange.limit_rate_after
         # A paced response hands one piece at a time to the reactor: the pieces
         # queued beyond it would go out past the hold its writing starts.
         self._high_water = IN_FLIGHT_HIGH_WATER if exchange.limit_rate is None else 0
@@ -1397,7 +1407,6 @@ class _ThreadedCall:
 
     def _serve_accel(self, accel: AccelResolver, target: tuple[bytes, bytes]) -> None:
         assert self._headers is not None  # (the target is one of them)
-        self._exchange.limit_rate = self._limit
         serve_accel(self._exchange, accel, target, self._headers)
 
     def close_spooled_body(self) -> None:
@@ -1764,7 +1773,7 @@ class _ThreadedCall:
         self._headers = encoded = _encode_headers(headers)
         self._status = code
         self._reason = reason
-        limit = self._limit = asked_limit(encoded, self._mount_limit)
+        limit = self._limit = asked_limit(encoded, self._mount_limit, self._mount_after)
         self._high_water = IN_FLIGHT_HIGH_WATER if limit is None else 0
         return self._write
 
@@ -2025,7 +2034,8 @@ class _InlineCall:
         self._reason = reason
         # Nothing is sent yet (else exc_info raised above): the response goes at
         # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
-        self._exchange.limit_rate = asked_limit(encoded, self._mount_limit)
+        exchange = self._exchange
+        exchange.limit_rate = asked_limit(encoded, self._mount_limit, exchange.limit_rate_after)
         return self._write
 
     def _write(self, data: bytes) -> None:

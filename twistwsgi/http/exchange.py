@@ -113,6 +113,8 @@ class Exchange(Protocol):
         limit_rate: the mount's ``limit_rate`` and ``limit_rate_after`` (bytes a
             second, bytes first at full speed), set by a router before the response
             starts; ``None``: no limit (see :mod:`twistwsgi.http.pacing`).
+        limit_rate_after: the mount's ``limit_rate_after``, whether or not it has a
+            rate: what a rate the response asks for (``X-Accel-Limit-Rate``) keeps.
     """
 
     request: RequestHead
@@ -123,6 +125,7 @@ class Exchange(Protocol):
     remote_user: str | None
     access_log: Callable[[Any], None] | None
     limit_rate: tuple[int, int] | None
+    limit_rate_after: int
 
     def receive_body(self, receiver: BodyReceiver) -> None:
         """Attach the receiver for the request body; buffered pieces arrive at once."""

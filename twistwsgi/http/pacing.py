@@ -38,12 +38,13 @@ _MAX_RATE = 2**63 - 1
 
 
 def asked_limit(
-    fields: Iterable[tuple[bytes, bytes]], limit: tuple[int, int] | None
+    fields: Iterable[tuple[bytes, bytes]], limit: tuple[int, int] | None, after: int
 ) -> tuple[int, int] | None:
     """The limit of a response with ``fields``, whose mount's is ``limit``.
 
     Its ``X-Accel-Limit-Rate`` (bytes a second, digits only: nginx's reading, so
-    no ``k`` or ``m``) replaces the mount's rate and keeps its ``limit_rate_after``;
+    no ``k`` or ``m``) replaces the mount's rate, with the mount's
+    ``limit_rate_after`` (``after``, which a mount may give without a rate);
     ``0`` lifts the limit. A value that is not such a number is ignored, as nginx
     ignores it; of several fields the first counts, whatever it holds (nginx keeps
     the first and drops the others as duplicates). ``limit`` and the result are
@@ -55,7 +56,6 @@ def asked_limit(
             # (The length bound only spares int() a huge string; leading zeros count.)
             if number.isdigit() and len(number) <= 64 and int(number) <= _MAX_RATE:
                 rate = int(number)
-                after = limit[1] if limit is not None else 0
                 return (rate, after) if rate else None
             return limit
     return limit

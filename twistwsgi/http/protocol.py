@@ -2315,6 +2315,7 @@ class HTTP11Exchange:
         "dispatched",
         "finished",
         "limit_rate",
+        "limit_rate_after",
         "log_notes",
         "remote_user",
         "request",
@@ -2340,6 +2341,7 @@ class HTTP11Exchange:
         self.route: Route | None = None
         self.access_log: Callable[[Any], None] | None = None  # (the server's)
         self.limit_rate: tuple[int, int] | None = None
+        self.limit_rate_after = 0
         self._pace: ResponsePace | None = None  # (once the response is paced)
         self._keep_alive = keep_alive
         # None: no 100-continue involved; False: asked for, not sent; True: sent.
