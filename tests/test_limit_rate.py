@@ -480,6 +480,15 @@ def test_a_file_sender_waiting_for_the_rate_is_off_the_transport(tmp_path: Path)
     client.protocol.connectionLost(Failure(ConnectionDone()))  # (its file closed)
 
 
+def waiting_for_the_rate(client: Connection) -> bool:
+    """Whether the worker thread of ``client``'s response waits, nothing in flight."""
+    call: Any = client.protocol._response_producer
+    if call is None:
+        return False
+    with call._cond:
+        return bool(call._paused and not call._in_flight)
+
+
 def test_a_threaded_application_hands_over_one_piece_at_a_time() -> None:
     """Pieces queued for the reactor beyond the one that starts a hold would go
     past it: a paced response's worker waits for each to be written.
@@ -496,18 +505,11 @@ def test_a_threaded_application_hands_over_one_piece_at_a_time() -> None:
         client = connect(routed(handler, 16 * KB), clock=clock)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
-        def waiting_for_the_rate() -> bool:
-            call: Any = client.protocol._response_producer
-            if call is None:
-                return False
-            with call._cond:
-                return bool(call._paused and not call._in_flight)
-
-        calls.run_until(waiting_for_the_rate)
+        calls.run_until(lambda: waiting_for_the_rate(client))
         assert len(client.transport.value()) <= 32 * KB + 300
         while not pool.idle:
             clock.advance(0.1)
-            calls.run_until(lambda: pool.idle or waiting_for_the_rate())
+            calls.run_until(lambda: pool.idle or waiting_for_the_rate(client))
         calls.run_pending()
         (response,) = parse_responses(client.take())
         assert len(response.body) == 192 * KB
@@ -674,21 +676,25 @@ def test_an_x_accel_limit_rate_of_0_lifts_the_mount_s_rate() -> None:
     assert len(response.body) == 200 * KB
 
 
+def _replacing_its_head(environ: dict[str, Any], start_response: Any) -> Any:
+    """Asks for a rate, then answers an error in place of that head (exc_info)."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Limit-Rate", "1024")])
+    try:
+        raise LookupError("the video is gone")
+    except LookupError:
+        start_response(
+            "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
+        )
+    return (b"e" * 10 * KB for _ in range(20))
+
+
+replacing_its_head = validator(_replacing_its_head)
+
+
 def test_an_error_answer_that_replaces_the_head_drops_its_rate() -> None:
     """start_response with exc_info replaces the head, and the rate it asked for."""
-
-    def app(environ: dict[str, Any], start_response: Any) -> Any:
-        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Limit-Rate", "1024")])
-        try:
-            raise LookupError("the video is gone")
-        except LookupError:
-            start_response(
-                "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
-            )
-        return (b"e" * 10 * KB for _ in range(20))
-
     clock = SynchronousReactorThreads()
-    handler = WSGIHandler(validator(app), reactor=clock, threadpool=None)
+    handler = WSGIHandler(replacing_its_head, reactor=clock, threadpool=None)
     client = connect(routed(handler, 0), clock=clock)
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     (response,) = parse_responses(client.take())  # all of it, at once
@@ -707,20 +713,13 @@ def test_a_threaded_application_s_x_accel_limit_rate_paces_its_pieces(after: int
         client = connect(routed(handler, 0, after), clock=clock)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
-        def waiting_for_the_rate() -> bool:
-            call: Any = client.protocol._response_producer
-            if call is None:
-                return False
-            with call._cond:
-                return bool(call._paused and not call._in_flight)
-
-        calls.run_until(waiting_for_the_rate)
+        calls.run_until(lambda: waiting_for_the_rate(client))
         assert len(client.transport.value()) <= after + 32 * KB + 300
         seen = []
         while not pool.idle:
             seen.append((clock.seconds(), len(client.transport.value())))
             clock.advance(0.1)
-            calls.run_until(lambda: pool.idle or waiting_for_the_rate())
+            calls.run_until(lambda: pool.idle or waiting_for_the_rate(client))
         calls.run_pending()
         assert_paced(seen, 16 * KB, after, 16 * KB, 192 * KB)
         (response,) = parse_responses(client.take())
@@ -762,6 +761,27 @@ def file_answer(path: Path, fields: list[tuple[str, str]]) -> Any:
     return app
 
 
+def internal_files(root: Path, clock: Clock, rate: int = 0, after: int = 0) -> Any:
+    """An accel resolver to an internal static mount of ``root`` at /private."""
+    options = {
+        **default_options("static"),
+        "internal": True,
+        "limit_rate": rate,
+        "limit_rate_after": after,
+    }
+    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=clock.seconds)
+    return _accel_resolver([(MountConfig("/private", "static", str(root), options, "t"), static)])
+
+
+def film(tmp_path: Path) -> tuple[Path, bytes]:
+    """A directory ``private`` holding film.mp4 (512 KiB), and the file's bytes."""
+    data = bytes(range(256)) * 4 * 512
+    root = tmp_path / "private"
+    root.mkdir()
+    (root / "film.mp4").write_bytes(data)
+    return root, data
+
+
 @pytest.mark.parametrize("how", ["file_wrapper", "X-Accel-Redirect"])
 def test_a_file_an_application_hands_over_goes_at_the_rate_it_asks(
     tmp_path: Path, how: str
@@ -769,10 +789,7 @@ def test_a_file_an_application_hands_over_goes_at_the_rate_it_asks(
     """Its file_wrapper file, or the file its X-Accel-Redirect names (nginx's use of
     the field: the application decides who downloads how fast).
     """
-    data = bytes(range(256)) * 4 * 512  # 512 KiB
-    root = tmp_path / "private"
-    root.mkdir()
-    (root / "film.mp4").write_bytes(data)
+    root, data = film(tmp_path)
     clock = SynchronousReactorThreads()
     accel = None
     if how == "file_wrapper":
@@ -789,11 +806,7 @@ def test_a_file_an_application_hands_over_goes_at_the_rate_it_asks(
             return [b""]
 
         app = validator(redirecting)
-        options = {**default_options("static"), "internal": True}
-        static = StaticHandler(StaticOptions.from_mount(str(root), options), now=clock.seconds)
-        accel = _accel_resolver(
-            [(MountConfig("/private", "static", str(root), options, "t"), static)]
-        )
+        accel = internal_files(root, clock)
     handler = WSGIHandler(app, reactor=clock, threadpool=SynchronousThreadPool(), accel=accel)
     client = connect(routed(handler, 0), clock=clock)
     client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -892,20 +905,10 @@ def test_a_one_piece_body_goes_at_the_rate_too(threads: bool, asked: bool) -> No
 
 
 def test_a_threaded_error_answer_that_replaces_the_head_drops_its_rate() -> None:
-    def app(environ: dict[str, Any], start_response: Any) -> Any:
-        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Accel-Limit-Rate", "1024")])
-        try:
-            raise LookupError("the video is gone")
-        except LookupError:
-            start_response(
-                "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
-            )
-        return (b"e" * 10 * KB for _ in range(20))
-
     calls, clock, pool = CallQueue(), Clock(), TrackingPool(1)
     pool.start()
     try:
-        handler = WSGIHandler(validator(app), reactor=calls, threadpool=pool)
+        handler = WSGIHandler(replacing_its_head, reactor=calls, threadpool=pool)
         client = connect(routed(handler, 0), clock=clock)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         # The clock never moves: a response held for a rate would never end.
@@ -915,28 +918,6 @@ def test_a_threaded_error_answer_that_replaces_the_head_drops_its_rate() -> None
         assert (response.status, len(response.body)) == (500, 200 * KB)
     finally:
         pool.stop()
-
-
-def test_an_upstream_s_x_accel_redirect_file_goes_at_the_rate_it_asks(tmp_path: Path) -> None:
-    data = bytes(range(256)) * 4 * 512  # 512 KiB
-    root = tmp_path / "private"
-    root.mkdir()
-    (root / "film.mp4").write_bytes(data)
-    setup = make_proxy()
-    options = {**default_options("static"), "internal": True}
-    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=setup.clock.seconds)
-    mount = MountConfig("/private", "static", str(root), options, "test static mount")
-    setup.handler.accel = _accel_resolver([(mount, static)])
-    client = connect(routed(setup.handler, 0), clock=setup.clock)
-    client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
-    setup.endpoint().last.respond(
-        b"HTTP/1.1 200 OK\r\nX-Accel-Redirect: /private/film.mp4\r\n"
-        b"X-Accel-Limit-Rate: 102400\r\nContent-Length: 0\r\n\r\n"
-    )
-    seen = pulled_over_time(client, setup.clock, 6.0)
-    assert_paced(seen, 100 * KB, 0, 64 * KB, len(data))
-    (response,) = parse_responses(client.take())
-    assert response.body == data
 
 
 def test_a_head_answer_with_a_one_piece_body_is_not_held() -> None:
@@ -953,18 +934,6 @@ def test_a_head_answer_with_a_one_piece_body_is_not_held() -> None:
     (response,) = parse_responses(client.take(), methods=[b"HEAD"])
     assert response.header(b"content-length") == b"204800"
     assert pace_timers(clock) == []
-
-
-def internal_files(root: Path, clock: Clock, rate: int = 0, after: int = 0) -> Any:
-    """An accel resolver to an internal static mount of ``root`` at /private."""
-    options = {
-        **default_options("static"),
-        "internal": True,
-        "limit_rate": rate,
-        "limit_rate_after": after,
-    }
-    static = StaticHandler(StaticOptions.from_mount(str(root), options), now=clock.seconds)
-    return _accel_resolver([(MountConfig("/private", "static", str(root), options, "t"), static)])
 
 
 @pytest.mark.parametrize(
@@ -987,10 +956,7 @@ def test_an_x_accel_redirect_file_goes_at_the_rate_of_the_mount_that_sends_it(  
     """As nginx: the location the file is sent from decides (its limit_rate and
     limit_rate_after), unless the answer asks for a rate (which keeps its after).
     """
-    data = bytes(range(256)) * 4 * 512  # 512 KiB
-    root = tmp_path / "private"
-    root.mkdir()
-    (root / "film.mp4").write_bytes(data)
+    root, data = film(tmp_path)
     clock = SynchronousReactorThreads()
     fields = [("Content-Type", "video/mp4"), ("X-Accel-Redirect", "/private/film.mp4")]
     if asked is not None:
@@ -1017,15 +983,15 @@ def test_an_x_accel_redirect_file_goes_at_the_rate_of_the_mount_that_sends_it(  
     assert response.body == data
 
 
-def test_an_upstream_s_asked_rate_counts_for_its_file_even_hidden_from_the_client(
-    tmp_path: Path,
+@pytest.mark.parametrize("hidden", [(), ("X-Accel-Limit-Rate",)])
+def test_an_upstream_s_x_accel_redirect_file_goes_at_the_rate_it_asks(
+    tmp_path: Path, hidden: tuple[str, ...]
 ) -> None:
-    """proxy_hide_header keeps the field from the client, not from being read."""
-    data = bytes(range(256)) * 4 * 512
-    root = tmp_path / "private"
-    root.mkdir()
-    (root / "film.mp4").write_bytes(data)
-    setup = make_proxy(proxy_hide_header=("X-Accel-Limit-Rate",))
+    """Even with the field hidden from the client (proxy_hide_header), which only
+    keeps it from the client, not from being read.
+    """
+    root, data = film(tmp_path)
+    setup = make_proxy(proxy_hide_header=hidden)
     setup.handler.accel = internal_files(root, setup.clock)
     client = connect(routed(setup.handler, 0), clock=setup.clock)
     client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1037,4 +1003,4 @@ def test_an_upstream_s_asked_rate_counts_for_its_file_even_hidden_from_the_clien
     assert_paced(seen, 100 * KB, 0, 64 * KB, len(data))
     (response,) = parse_responses(client.take())
     assert response.body == data
-    assert response.header(b"x-accel-limit-rate") is None
+    assert (response.header(b"x-accel-limit-rate") is None) == bool(hidden)
