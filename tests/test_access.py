@@ -5,6 +5,7 @@ and the routing table a configuration builds).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from random import Random
@@ -42,6 +43,7 @@ from twistwsgi.testing import (
     Connection,
     QueueingPool,
     SynchronousReactorThreads,
+    capture_log_events,
     connect,
     parse_responses,
 )
@@ -464,6 +466,54 @@ def test_a_mount_with_rate_delay_holds_its_requests_back(tmp_path: Path) -> None
     assert len(parse_responses(connection.transport.value())) == 2
     memory.advance(1)
     assert [r.status for r in parse_responses(connection.transport.value())] == [200] * 3
+
+
+def test_a_held_request_still_needs_its_password(tmp_path: Path) -> None:
+    """The hold comes first (nginx's limit_req, preaccess), the password after it."""
+    (tmp_path / "htpasswd").write_text("alice:{PLAIN}secret\n")
+    config = load(
+        tmp_path,
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nrate_limit = "60r/m"\n'
+        'rate_burst = 3\nrate_delay = 0\nauth_basic = "Staff"\n'
+        f'auth_basic_user_file = "{tmp_path / "htpasswd"}"\n',
+    )
+    memory = MemoryReactorClock()
+    router = Router(SiteBuilder(reactor=memory, threadpool=None).build(config))
+    clients = [connect(router, clock=memory) for _ in range(3)]
+    signed = b"Authorization: Basic " + base64.b64encode(b"alice:secret")
+    for client, fields in zip(clients, [(), (), (signed,)], strict=True):
+        client.send(get(b"/", *fields))
+    assert parse_responses(clients[0].take())[0].status == 401  # (no lead: not held)
+    assert clients[1].take() == clients[2].take() == b""  # held
+    memory.advance(2)
+    assert parse_responses(clients[1].take())[0].status == 401
+    assert parse_responses(clients[2].take())[0].status == 200
+
+
+def test_a_handler_failing_after_the_hold_is_answered_and_gives_its_place_back() -> None:
+    """The hold's timer is not the protocol's dispatch, which answers 500 to a handler
+    that raises: the hold does so itself, and the exchange ends (conn_limit's place).
+    """
+    memory = MemoryReactorClock()
+    held = HeldOpen()
+    limit = RateLimit(1.0, 3, TrustedProxies([]), memory.seconds, 0)
+    handler = GuardedHandler(held, None, limit, places(1), clock=memory)
+    first, second = client_of(handler), client_of(handler)
+    first.send(get())
+    answer(held.exchanges[0])
+    held.fail = True
+    with capture_log_events() as events:
+        second.send(get())  # held a second, then the handler raises
+        memory.advance(1)
+    assert parse_responses(second.take())[0].status == 500
+    assert [event["where"] for event in events if "the handler of" in event["log_format"]] == [
+        "rate_delay"
+    ]
+    held.fail = False
+    memory.advance(10)  # the bucket empty again
+    third = client_of(handler)
+    third.send(get())
+    assert len(held.exchanges) == 2  # its place was free
 
 
 def test_a_clock_stepped_back_locks_nobody_out() -> None:

@@ -21,8 +21,8 @@ The client is the connection's peer. From a proxy in ``trusted_proxies``, it is 
 address that proxy reports (see :func:`client_address`), as nginx's
 ``set_real_ip_from`` with ``real_ip_recursive on`` has it.
 
-Pure logic on the exchange's request: no Twisted (the clock that holds a request
-back is passed in).
+Logic on the exchange's request: no Twisted but its logger (the clock that holds a
+request back is passed in).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.logger import Logger
 
 from twistwsgi.forwarding import Networks, TrustedProxies
 from twistwsgi.http.request import RequestHead
@@ -49,6 +51,8 @@ __all__ = [
     "SharedRateLimit",
     "client_address",
 ]
+
+_log = Logger()
 
 _FORBIDDEN = b"Forbidden\n"
 _TOO_MANY = b"Too Many Requests\n"
@@ -465,7 +469,7 @@ class GuardedHandler:
         exchange.on_close(ended)
 
     def _go_on(self, exchange: Exchange, refused: bool) -> None:
-        self._after_limits(exchange, refused=refused)
+        hand_on(exchange, lambda: self._after_limits(exchange, refused=refused), "rate_delay")
 
     def _after_limits(self, exchange: Exchange, *, refused: bool) -> None:
         """The request is within the rate: on to the password, the service, the handler."""
@@ -502,6 +506,31 @@ class GuardedHandler:
                 # Ended before it got here: no close listener would be told.
                 place.release()
         self.handler.handle(exchange)
+
+
+def hand_on(exchange: Exchange, step: Callable[[], object], where: str) -> None:
+    """Run ``step`` of ``exchange``'s handling as the protocol runs a handler.
+
+    For a step outside the protocol's dispatch (a timer's call, another
+    connection's read), which would not catch what it raises: an exception is
+    logged, and answered ``500`` (the response aborted if it had begun), so the
+    client is answered and the exchange ends (its places given back).
+    """
+    try:
+        step()
+    except Exception:
+        _log.failure(
+            "{where}: the handler of {method} {target} failed",
+            where=where,
+            method=exchange.request.method.decode("latin-1"),
+            target=exchange.request.target.decode("latin-1"),
+        )
+        if exchange.finished:
+            return
+        if exchange.response_started:
+            exchange.abort()
+        else:
+            answer_error(exchange, 500, b"Internal Server Error\n")
 
 
 def client_address(request: RequestHead, trusted_proxies: TrustedProxies) -> str | None:

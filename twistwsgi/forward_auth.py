@@ -47,7 +47,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistwsgi.access import client_address
+from twistwsgi.access import client_address, hand_on
 from twistwsgi.forwarding import TrustedProxies, encode_path, forwarded_scheme
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import HOP_BY_HOP
@@ -240,20 +240,7 @@ class ForwardAuth:
         (Here inside the service connection's read, not the protocol's dispatch,
         which would catch it.)
         """
-        try:
-            admit(exchange)
-        except Exception:
-            _log.failure(
-                "{where}: the handler of {target} failed",
-                where=self.where,
-                target=exchange.request.target.decode("latin-1"),
-            )
-            if exchange.finished:
-                return
-            if exchange.response_started:
-                exchange.abort()
-            else:
-                answer_error(exchange, 500, b"Internal Server Error\n")
+        hand_on(exchange, lambda: admit(exchange), self.where)
 
 
 def _routed_uri(request: RequestHead) -> bytes:

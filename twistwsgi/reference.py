@@ -211,8 +211,7 @@ mount's rules are not looked at. The variable `$client_addr` is this client, in 
 access log and in every template (`proxy_set_header`, `return`, hash keys, ...);
 `$remote_addr` stays the connection's.
 
-A mount may also limit how fast each client may ask, as nginx's `limit_req` with
-`nodelay`:
+A mount may also limit how fast each client may ask, as nginx's `limit_req`:
 
 ```toml
 [[host.mount]]
@@ -227,8 +226,28 @@ address it reports; every UNIX-socket client as one), has a bucket that a reques
 fills by one and that drains at the rate; a request that would fill it past
 `rate_burst` gets `429 Too Many Requests` with `Retry-After` (nginx answers `503`
 unless `limit_req_status 429` is set) and is not counted. The requests let through
-are answered at once, never queued (nginx without `nodelay` would delay them
-instead). The count is per mount and for the whole server: with `workers`, the
+are answered at once, as with nginx's `nodelay`, unless the mount sets `rate_delay`:
+
+```toml
+[[host.mount]]
+path = "/login"
+app = "myproject.wsgi:application"
+rate_limit = "30r/m"
+rate_burst = 10
+rate_delay = 2           # nginx's burst=10 delay=2; 0 is nginx's burst=10 alone
+```
+
+Then the first `rate_delay` requests a client makes ahead of the rate are answered at
+once, and each one past them is held back until the rate reaches it, so a burst is
+spread out rather than refused or let through: with `30r/m`, the fourth of a quick
+burst waits two seconds, the fifth four (nginx's reckoning). A held request is not
+handed to the password check, the authentication service, `conn_limit` or the
+application until its time (the access log's `$request_time` includes the wait); a
+client that leaves meanwhile is forgotten; the requests past `rate_burst` are still
+refused at once. Without `rate_delay` nothing is held (nginx's `nodelay`, which most
+guides advise); `rate_delay = 0` holds every request ahead of the rate, as nginx's
+`limit_req` does when it has neither `nodelay` nor `delay=`. It must be less than
+`rate_burst`. The count is per mount and for the whole server: with `workers`, the
 buckets are kept in memory all the worker processes share (nginx's
 `limit_req_zone`), so a client whose connections land on different workers is held
 to the rate all the same. A `SIGHUP` keeps the counts of every mount that is still
@@ -404,7 +423,13 @@ proxy = "http://127.0.0.1:4180"
   fields, and its `X-Forwarded-Uri` and `-Method`, are dropped in any spelling: a
   client cannot say what it asked for. The `Host` is the client's (nginx sends the
   service's own unless told otherwise): an `https://` service is verified by its
-  URL's name, against the system's CAs. It goes over pooled keep-alive connections,
+  URL's name, against the system's CAs. A service on a UNIX socket is named
+  `unix:/run/oauth2-proxy/oauth2.sock:/` (the socket, a colon, the path asked:
+  nginx's `http://unix:/run/oauth2-proxy/oauth2.sock:/`), such as oauth2-proxy
+  started by a systemd socket unit (its documentation's "Systemd Socket
+  Activation": `ListenStream=` the socket, `--http-address=fd:3`), which only local
+  processes allowed by the socket's mode can reach: the question is plain HTTP, its
+  `Host` the client's as over TCP. It goes over pooled keep-alive connections,
   and may take 10 seconds to connect, 10 to begin its answer and 10 between pieces
   of it.
 - **A `2xx`** lets the request through to the mount; the fields named in
