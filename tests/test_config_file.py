@@ -373,6 +373,11 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             "host[0].mount[1].retry_non_idempotent: has no effect with retry = false",
         ),
         (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://unix:/run/api.sock:/v2"\n',
+            "host[0].mount[1].proxy: write a UNIX socket as unix:/path/to.sock:/uri (nginx's"
+            " http://unix:/...), got 'http://unix:/run/api.sock:/v2'",
+        ),
+        (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "unix:/run/api.sock:v2"\n',
             "host[0].mount[1].proxy: expected unix:/path/to/socket or"
             " unix:/path/to/socket:/prefix, got 'unix:/run/api.sock:v2'",

@@ -585,6 +585,7 @@ def load(directory: Path, extra: str) -> Any:
         ("auth_request = 'http://u:pw@a/x'", "no user or password in the URL"),
         ("auth_request = 'http://a:0/x'", "no port 0"),
         ("auth_request = 'unix:run/a.sock:/auth'", "such as unix:/run/oauth2-proxy.sock:/"),
+        ("auth_request = 'HTTP://unix:/run/a.sock:/auth'", "write a UNIX socket as unix:/path"),
         ("auth_request = 'unix:/run/a.sock:auth'", "such as unix:/run/oauth2-proxy.sock:/"),
         ("auth_request = 'unix:/run/a.sock:/x#y'", "holds a fragment, a space or a control"),
         ("auth_request = 'unix:/run/a b.sock:/x'", "holds a fragment, a space or a control"),

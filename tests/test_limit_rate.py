@@ -943,6 +943,7 @@ def test_a_head_answer_with_a_one_piece_body_is_not_held() -> None:
         (0, (50 * KB, 100 * KB), "102400", 100 * KB, 100 * KB),  # asked, the target's after
         (10 * KB, (0, 0), None, 0, 0),  # the mount's rate is not the file's
         (0, (0, 100 * KB), "102400", 100 * KB, 100 * KB),  # the target's after alone
+        (0, (100 * KB, 100 * KB), None, 100 * KB, 100 * KB),  # the target's, both
     ],
 )
 def test_an_x_accel_redirect_file_goes_at_the_rate_of_the_mount_that_sends_it(  # noqa: PLR0917

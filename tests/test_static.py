@@ -1239,6 +1239,35 @@ def test_x_accel_redirect_serves_the_file_instead(
     assert request(router, b"//protected/big.bin").status == 404
 
 
+def test_x_sendfile_is_served_by_the_mount_that_holds_the_file_most_closely(
+    tmp_path: Path,
+) -> None:
+    """A mount of a subdirectory (with its own rate here) before the mount of the tree
+    that contains it, whatever their URL prefixes.
+    """
+    from twistwsgi.wsgi import WSGIHandler
+
+    protected = tmp_path / "files" / "protected"
+    protected.mkdir(parents=True)
+    (protected / "big.iso").write_bytes(b"x")
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        f'[[host.mount]]\npath = "/files"\nstatic = "{tmp_path / "files"}"\n'
+        f'[[host.mount]]\npath = "/p"\nstatic = "{protected}"\ninternal = true\n'
+        'limit_rate = "100k"\n'
+        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nx_accel_redirect = true\n'
+    )
+    router = router_for(tmp_path, text)
+    mounts = router.table.hosts.lookup("files.example")
+    assert mounts is not None
+    application = next(mount.target for mount in mounts.mounts if mount.prefix == b"")
+    assert isinstance(application, WSGIHandler) and application.accel is not None
+    resolved = application.accel(b"x-sendfile", str(protected / "big.iso").encode())
+    assert resolved is not None
+    assert (resolved[0].options.root, resolved[1]) == (str(protected), b"/big.iso")
+    assert resolved[0].options.limit_rate == 100 * 1024
+
+
 def accel_router(
     site: Path,
     tmp_path: Path,

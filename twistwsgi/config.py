@@ -367,10 +367,20 @@ class Upstream:
         return f"{text} down" if self.down else text
 
 
+def _nginx_unix_spelling(text: str, value: Any) -> None:
+    """Refuse nginx's ``http://unix:/path:/uri``, which reads as a host named unix."""
+    if text.lower().startswith(("http://unix:/", "https://unix:/")):
+        raise ValueError(
+            f"write a UNIX socket as unix:/path/to.sock:/uri (nginx's http://unix:/...),"
+            f" got {value!r}"
+        )
+
+
 def _upstream_url(text: str, value: Any) -> str:
     if text.startswith("unix:"):
         parse_upstream(text)  # (its ValueError names what is expected)
         return text
+    _nginx_unix_spelling(text, value)
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
@@ -754,6 +764,7 @@ def _auth_url(value: Any) -> str:
     text = _text(value).strip()
     if text.startswith("unix:"):
         return _auth_unix_url(text, value)
+    _nginx_unix_spelling(text, value)
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -2097,7 +2108,9 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         "The most bytes of one response of this application or upstream held for its"
         " client, in place of the server's max_response_buffer (nginx's"
         " proxy_max_temp_file_size in a location): 64k keeps them in memory (no"
-        " temporary file), for a mount of large downloads a fast disk should not take.",
+        " temporary file), where slow clients should not fill the disk; a piece an"
+        " application yields larger than the limit then waits for its client, as"
+        " without buffering.",
         cli=False,
         applies_to=frozenset({"app", "proxy"}),
         positive=True,

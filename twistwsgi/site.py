@@ -784,9 +784,12 @@ def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelRe
     ``X-Accel-Redirect`` holds a URL path: it is decoded, its dot-segments removed,
     and served by the static mount of the host with the longest matching prefix
     (``internal`` mounts included). ``X-Sendfile`` holds a file-system path: it is
-    served by the static mount whose directory contains it. Anything else is refused.
+    served by the static mount whose directory holds it most closely (a mount of a
+    subdirectory, with its own rate or fields, before the mount of the whole tree).
+    Anything else is refused.
     """
     by_prefix = sorted(statics, key=lambda item: len(item[0].prefix), reverse=True)
+    by_root = sorted(statics, key=lambda item: len(item[1].options.root), reverse=True)
 
     def resolve(field: bytes, value: bytes) -> tuple[StaticHandler, bytes] | None:
         if field == b"x-accel-redirect":
@@ -804,7 +807,7 @@ def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelRe
                     return handler, path_below(normal, mount.prefix)
             return None
         real = os.path.realpath(os.fsdecode(value))
-        for _mount, handler in by_prefix:
+        for _mount, handler in by_root:
             root = handler.options.root.rstrip("/") + "/"
             if real.startswith(root):
                 return handler, os.fsencode(real[len(root) - 1 :])
