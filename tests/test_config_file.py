@@ -373,6 +373,13 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
             "host[0].mount[1].retry_non_idempotent: has no effect with retry = false",
         ),
         (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            'proxy_ignore_headers = ["X-Accel-Redirect"]\n',
+            "host[0].mount[1].proxy_ignore_headers: 'X-Accel-Redirect' is not read from an"
+            " upstream's answer: only X-Accel-Buffering and X-Accel-Limit-Rate are"
+            " (X-Accel-Redirect only with x_accel_redirect = true)",
+        ),
+        (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://unix:/run/api.sock:/v2"\n',
             "host[0].mount[1].proxy: write a UNIX socket as unix:/path/to.sock:/uri (nginx's"
             " http://unix:/...), got 'http://unix:/run/api.sock:/v2'",

@@ -1005,3 +1005,30 @@ def test_an_upstream_s_x_accel_redirect_file_goes_at_the_rate_it_asks(
     (response,) = parse_responses(client.take())
     assert response.body == data
     assert (response.header(b"x-accel-limit-rate") is None) == bool(hidden)
+
+
+@pytest.mark.parametrize("redirected", [False, True])
+def test_an_upstream_s_asked_rate_is_ignored_with_proxy_ignore_headers(
+    tmp_path: Path, redirected: bool
+) -> None:
+    """As nginx's proxy_ignore_headers X-Accel-Limit-Rate: the mount's rate stands (none
+    here), for the upstream's body and for the file it names alike.
+    """
+    root, data = film(tmp_path)
+    setup = make_proxy(proxy_ignore_headers=("x-accel-limit-rate",))
+    setup.handler.accel = internal_files(root, setup.clock)
+    client = connect(routed(setup.handler, 0), clock=setup.clock)
+    client.send(b"GET /film HTTP/1.1\r\nHost: x\r\n\r\n")
+    if redirected:
+        setup.endpoint().last.respond(
+            b"HTTP/1.1 200 OK\r\nX-Accel-Redirect: /private/film.mp4\r\n"
+            b"X-Accel-Limit-Rate: 1024\r\nContent-Length: 0\r\n\r\n"
+        )
+        seen = pulled_over_time(client, setup.clock, 0.5)
+        assert seen[-1][1] > len(data)  # all of it, without waiting
+    else:
+        head = b"HTTP/1.1 200 OK\r\nX-Accel-Limit-Rate: 1024\r\nContent-Length: %d\r\n\r\n"
+        answered_in_pieces(setup.endpoint().last, head, data)
+    (response,) = parse_responses(client.take())
+    assert response.body == data
+    assert response.header(b"x-accel-limit-rate") == b"1024"  # (passed on all the same)

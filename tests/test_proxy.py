@@ -805,17 +805,20 @@ def test_a_response_ending_past_max_response_buffer_frees_its_connection_unpause
 
 
 @pytest.mark.parametrize(
-    ("mount", "field", "buffered"),
+    ("mount", "field", "buffered", "ignored"),
     [
-        pytest.param(None, b"no", False, id="the-upstream-says-no"),
-        pytest.param(False, b"yes", True, id="the-upstream-says-yes-where-off"),
-        pytest.param(False, None, False, id="off-on-the-mount"),
+        pytest.param(None, b"no", False, (), id="the-upstream-says-no"),
+        pytest.param(False, b"yes", True, (), id="the-upstream-says-yes-where-off"),
+        pytest.param(False, None, False, (), id="off-on-the-mount"),
+        pytest.param(None, b"no", True, ("x-accel-buffering",), id="ignored"),
+        pytest.param(False, b"yes", False, ("X-Accel-Buffering",), id="ignored-where-off"),
     ],
 )
 def test_x_accel_buffering_or_the_mount_decides(
-    mount: bool | None, field: bytes | None, buffered: bool
+    mount: bool | None, field: bytes | None, buffered: bool, ignored: tuple[str, ...]
 ) -> None:
-    setup = make_proxy(response_buffering=mount)
+    """The mount alone with proxy_ignore_headers (nginx's)."""
+    setup = make_proxy(response_buffering=mount, proxy_ignore_headers=ignored)
     client = setup.client()
     client.send(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
     upstream = setup.endpoint().last

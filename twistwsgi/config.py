@@ -859,7 +859,28 @@ def _response_field_names(passing: bool) -> Callable[[Any], tuple[str, ...]]:
     return parse
 
 
+#: The fields of an upstream's answer that change what the proxy does, and that
+#: proxy_ignore_headers may tell it not to read (nginx's list holds more: those of
+#: its cache, and X-Accel-Redirect, which a mount here reads only when asked).
+IGNORABLE_FIELDS = ("X-Accel-Buffering", "X-Accel-Limit-Rate")
+
+
+def _ignored_fields(value: Any) -> tuple[str, ...]:
+    names = []
+    for item in _header_names(value):
+        known = [name for name in IGNORABLE_FIELDS if name.lower() == item.lower()]
+        if not known:
+            raise ValueError(
+                f"{item!r} is not read from an upstream's answer: only"
+                f" {' and '.join(IGNORABLE_FIELDS)} are (X-Accel-Redirect only with"
+                " x_accel_redirect = true)"
+            )
+        names.append(known[0])
+    return tuple(names)
+
+
 HIDDEN_FIELDS = Kind("FIELDS", _response_field_names(False), "a list of header field names")
+IGNORED_FIELDS = Kind("FIELDS", _ignored_fields, "a list of header field names")
 PASSED_FIELDS = Kind("FIELDS", _response_field_names(True), "a list of header field names")
 AUTH_URL = Kind("URL", _auth_url, "an http or https URL, or unix:/path/to.sock:/uri")
 AUTH_FIELDS = Kind("FIELDS", _auth_fields, "a list of header field names")
@@ -2357,6 +2378,16 @@ MOUNT_KEYS: tuple[Setting, ...] = (
                 " the hop-by-hop fields, the upstream's Date, Server and X-Pad are not"
                 " passed unless proxy_pass_header names them (the server sends its own"
                 " Date and Server), as nginx does.",
+            ),
+            (
+                "proxy_ignore_headers",
+                IGNORED_FIELDS,
+                (),
+                "Fields of the upstream's answer not acted on (nginx's"
+                " proxy_ignore_headers), for an upstream that should not decide them:"
+                " X-Accel-Buffering (the mount's response_buffering stands),"
+                " X-Accel-Limit-Rate (the mount's limit_rate stands). They are still"
+                " passed to the client unless proxy_hide_header names them.",
             ),
             (
                 "proxy_pass_header",

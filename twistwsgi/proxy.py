@@ -213,6 +213,8 @@ class ProxyHandler:
             head within ``response_timeout`` or stopped reading its body.
         retry_non_idempotent: treat every request as idempotent where sending it
             again is decided (POST, PATCH: the upstream makes that safe).
+        ignored: the lower-case names of the answer's fields not acted on
+            (``proxy_ignore_headers``: x-accel-buffering, x-accel-limit-rate).
         retry_tries: the most upstreams a request is sent to (0: no limit).
         retry_timeout: seconds after its arrival a request may still go to another
             upstream (0: no limit).
@@ -275,6 +277,7 @@ class ProxyHandler:
         retry_statuses: Collection[int] = (),
         retry_on_timeout: bool = False,
         retry_non_idempotent: bool = False,
+        ignored: Collection[str] = (),
         retry_tries: int = 0,
         retry_timeout: float = 0.0,
         intercept_errors: bool = False,
@@ -284,6 +287,8 @@ class ProxyHandler:
         self.retry_statuses = frozenset(retry_statuses)
         self.retry_on_timeout = retry_on_timeout
         self.retry_non_idempotent = retry_non_idempotent
+        self.reads_buffering = "x-accel-buffering" not in ignored
+        self.reads_rate = "x-accel-limit-rate" not in ignored
         self.retry_tries = retry_tries
         self.retry_timeout = retry_timeout
         # Set by the site when the mount has x_accel_redirect: finds the static mount
@@ -1019,7 +1024,10 @@ class _Forward:
                 return
         # Its X-Accel-Limit-Rate sets its rate, an X-Accel-Redirect file's too (nginx's).
         exchange = self._exchange
-        exchange.limit_rate = asked_limit(headers, exchange.limit_rate, exchange.limit_rate_after)
+        if proxy.reads_rate:
+            exchange.limit_rate = asked_limit(
+                headers, exchange.limit_rate, exchange.limit_rate_after
+            )
         if proxy.accel is not None:
             target = _accel_redirect(headers)  # (as sent, whatever is hidden)
             if target is not None:
@@ -1028,7 +1036,8 @@ class _Forward:
                 # dropped; the exchange is the static mount's from here. After the
                 # error pages, as nginx handles X-Accel-Redirect after them.
                 self._discard_body()
-                serve_accel(self._exchange, proxy.accel, target, fields, headers)
+                asked = headers if proxy.reads_rate else []
+                serve_accel(self._exchange, proxy.accel, target, fields, asked)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return
@@ -1209,7 +1218,9 @@ class _Forward:
     def _buffers(self) -> bool:
         """Whether this response may be spooled: its X-Accel-Buffering, else the mount's."""
         fields = self._response_fields
-        asked = accel_buffering(fields) if fields is not None else None
+        asked = (
+            accel_buffering(fields) if fields is not None and self._proxy.reads_buffering else None
+        )
         return self._proxy.buffering if asked is None else asked
 
     def _pump(self, spool: ResponseSpool) -> None:
@@ -1770,6 +1781,7 @@ def build_proxy(
         retry_statuses=options["retry_statuses"],
         retry_on_timeout=options["retry_on_timeout"],
         retry_non_idempotent=options["retry_non_idempotent"],
+        ignored=[name.lower() for name in options["proxy_ignore_headers"]],
         retry_tries=options["retry_tries"],
         retry_timeout=options["retry_timeout"],
         intercept_errors=options["proxy_intercept_errors"],
