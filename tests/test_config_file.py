@@ -375,9 +375,19 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
             'proxy_ignore_headers = ["X-Accel-Redirect"]\n',
-            "host[0].mount[1].proxy_ignore_headers: 'X-Accel-Redirect' is not read from an"
-            " upstream's answer: only X-Accel-Buffering and X-Accel-Limit-Rate are"
-            " (X-Accel-Redirect only with x_accel_redirect = true)",
+            "host[0].mount[1].proxy_ignore_headers: X-Accel-Redirect is read only with"
+            " x_accel_redirect = true: leave that off (its default) instead",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://u"\n'
+            'proxy_ignore_headers = ["Expires"]\n',
+            "host[0].mount[1].proxy_ignore_headers: 'Expires' is not acted on from an"
+            " upstream's answer: only X-Accel-Buffering and X-Accel-Limit-Rate are",
+        ),
+        (
+            ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "https://unix:/run/a.sock"\n',
+            "host[0].mount[1].proxy: no TLS over a UNIX socket: write unix:/path/to.sock:/uri"
+            " (plain HTTP), got 'https://unix:/run/a.sock'",
         ),
         (
             ONE_HOST + '[[host.mount]]\npath = "/p"\nproxy = "http://unix:/run/api.sock:/v2"\n',

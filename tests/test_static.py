@@ -1239,23 +1239,31 @@ def test_x_accel_redirect_serves_the_file_instead(
     assert request(router, b"//protected/big.bin").status == 404
 
 
+@pytest.mark.parametrize(
+    ("public_root", "internal_first"),
+    [("files", False), ("files", True), ("files/protected", False), ("files/protected", True)],
+)
 def test_x_sendfile_is_served_by_the_mount_that_holds_the_file_most_closely(
-    tmp_path: Path,
+    tmp_path: Path, public_root: str, internal_first: bool
 ) -> None:
     """A mount of a subdirectory (with its own rate here) before the mount of the tree
-    that contains it, whatever their URL prefixes.
+    that contains it, whatever their URL prefixes; of two mounts of one directory, the
+    internal one; in any order in the file.
     """
     from twistwsgi.wsgi import WSGIHandler
 
     protected = tmp_path / "files" / "protected"
     protected.mkdir(parents=True)
     (protected / "big.iso").write_bytes(b"x")
-    text = (
-        '[[host]]\nnames = ["files.example"]\n'
-        f'[[host.mount]]\npath = "/files"\nstatic = "{tmp_path / "files"}"\n'
+    public = f'[[host.mount]]\npath = "/files"\nstatic = "{tmp_path / public_root}"\n'
+    internal = (
         f'[[host.mount]]\npath = "/p"\nstatic = "{protected}"\ninternal = true\n'
         'limit_rate = "100k"\n'
-        '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nx_accel_redirect = true\n'
+    )
+    text = (
+        '[[host]]\nnames = ["files.example"]\n'
+        + (internal + public if internal_first else public + internal)
+        + '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nx_accel_redirect = true\n'
     )
     router = router_for(tmp_path, text)
     mounts = router.table.hosts.lookup("files.example")

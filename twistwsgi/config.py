@@ -369,7 +369,12 @@ class Upstream:
 
 def _nginx_unix_spelling(text: str, value: Any) -> None:
     """Refuse nginx's ``http://unix:/path:/uri``, which reads as a host named unix."""
-    if text.lower().startswith(("http://unix:/", "https://unix:/")):
+    lower = text.lower()
+    if lower.startswith("https://unix:/"):
+        raise ValueError(
+            f"no TLS over a UNIX socket: write unix:/path/to.sock:/uri (plain HTTP), got {value!r}"
+        )
+    if lower.startswith("http://unix:/"):
         raise ValueError(
             f"write a UNIX socket as unix:/path/to.sock:/uri (nginx's http://unix:/...),"
             f" got {value!r}"
@@ -869,11 +874,15 @@ def _ignored_fields(value: Any) -> tuple[str, ...]:
     names = []
     for item in _header_names(value):
         known = [name for name in IGNORABLE_FIELDS if name.lower() == item.lower()]
+        if item.lower() == "x-accel-redirect":
+            raise ValueError(
+                "X-Accel-Redirect is read only with x_accel_redirect = true: leave that"
+                " off (its default) instead"
+            )
         if not known:
             raise ValueError(
-                f"{item!r} is not read from an upstream's answer: only"
-                f" {' and '.join(IGNORABLE_FIELDS)} are (X-Accel-Redirect only with"
-                " x_accel_redirect = true)"
+                f"{item!r} is not acted on from an upstream's answer: only"
+                f" {' and '.join(IGNORABLE_FIELDS)} are"
             )
         names.append(known[0])
     return tuple(names)

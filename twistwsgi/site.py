@@ -785,11 +785,21 @@ def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelRe
     and served by the static mount of the host with the longest matching prefix
     (``internal`` mounts included). ``X-Sendfile`` holds a file-system path: it is
     served by the static mount whose directory holds it most closely (a mount of a
-    subdirectory, with its own rate or fields, before the mount of the whole tree).
-    Anything else is refused.
+    subdirectory, with its own rate or fields, before the mount of the whole tree);
+    of two mounts of one directory, an ``internal`` one (made for handed-over files),
+    then the longer prefix, whatever their order in the file. Anything else is
+    refused.
     """
     by_prefix = sorted(statics, key=lambda item: len(item[0].prefix), reverse=True)
-    by_root = sorted(statics, key=lambda item: len(item[1].options.root), reverse=True)
+    by_root = sorted(
+        statics,
+        key=lambda item: (
+            len(item[1].options.root),
+            item[1].options.internal,
+            len(item[0].prefix),
+        ),
+        reverse=True,
+    )
 
     def resolve(field: bytes, value: bytes) -> tuple[StaticHandler, bytes] | None:
         if field == b"x-accel-redirect":
