@@ -50,6 +50,8 @@ __all__ = [
     "SharedConnectionLimit",
     "SharedRateLimit",
     "client_address",
+    "hand_on",
+    "held_for",
 ]
 
 _log = Logger()
