@@ -1022,26 +1022,27 @@ class _Forward:
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return
-        # Its X-Accel-Limit-Rate sets its rate, an X-Accel-Redirect file's too (nginx's).
-        exchange = self._exchange
-        if proxy.reads_rate:
-            exchange.limit_rate = asked_limit(
-                headers, exchange.limit_rate, exchange.limit_rate_after
-            )
         if proxy.accel is not None:
             target = _accel_redirect(headers)  # (as sent, whatever is hidden)
             if target is not None:
                 # nginx's X-Accel-Redirect: the file in place of the upstream's body,
                 # which is read to its end (the connection stays in the pool) and
                 # dropped; the exchange is the static mount's from here. After the
-                # error pages, as nginx handles X-Accel-Redirect after them.
+                # error pages, as nginx handles X-Accel-Redirect after them. Its
+                # X-Accel-Limit-Rate sets the file's rate (nginx's), as serve_accel reads.
                 self._discard_body()
                 asked = headers if proxy.reads_rate else []
                 serve_accel(self._exchange, proxy.accel, target, fields, asked)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
                 return
-        self._exchange.start_response(status, fields, reason or None)
+        exchange = self._exchange
+        if proxy.reads_rate:
+            # Its X-Accel-Limit-Rate sets its rate, in place of the mount's (nginx's).
+            exchange.limit_rate = asked_limit(
+                headers, exchange.limit_rate, exchange.limit_rate_after
+            )
+        exchange.start_response(status, fields, reason or None)
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 

@@ -437,8 +437,7 @@ class SiteBuilder:
                     headers=_added_fields(other),
                     gzip=_route_gzip(other, config),
                     access_log=logs[other_index],
-                    limit_rate=_limit_rate(other),
-                    limit_rate_after=other.options.get("limit_rate_after") or 0,
+                    **_pacing(other),
                 )
                 passes_to[index] = other_index
                 if other.prefix == mount.prefix:
@@ -463,8 +462,7 @@ class SiteBuilder:
                 _route_gzip(mount, config),
                 logs[index],
                 refusal_logs[index],
-                _limit_rate(mount),
-                mount.options.get("limit_rate_after") or 0,
+                **_pacing(mount),
             )
             for index, mount in enumerate(host.mounts)
             if index not in partners
@@ -747,10 +745,11 @@ def _gzip_settings(mount: MountConfig, config: ServerConfig) -> GzipSettings | N
     return GzipSettings(frozenset(config.gzip_types), config.gzip_min_length, config.gzip_level)
 
 
-def _limit_rate(mount: MountConfig) -> tuple[int, int] | None:
-    """The mount's limit_rate and limit_rate_after (``Mount.limit_rate``), if it has one."""
+def _pacing(mount: MountConfig) -> dict[str, Any]:
+    """The mount's ``Mount.limit_rate`` (with its limit_rate_after) and ``limit_rate_after``."""
     rate = mount.options.get("limit_rate")
-    return (rate, mount.options.get("limit_rate_after") or 0) if rate else None
+    after = mount.options.get("limit_rate_after") or 0
+    return {"limit_rate": (rate, after) if rate else None, "limit_rate_after": after}
 
 
 def _route_gzip(mount: MountConfig, config: ServerConfig) -> GzipSettings | None:

@@ -1215,9 +1215,10 @@ class _ThreadedCall:
         # (set by the worker with the head, applied by the reactor as it starts).
         self._mount_limit = self._limit = exchange.limit_rate
         self._mount_after = exchange.limit_rate_after
-        # A paced response hands one piece at a time to the reactor: the pieces
-        # queued beyond it would go out past the hold its writing starts.
-        self._high_water = IN_FLIGHT_HIGH_WATER if exchange.limit_rate is None else 0
+        # The bytes handed to the reactor a write may wait behind (set with the head:
+        # a paced response hands one piece at a time, as the pieces queued beyond it
+        # would go out past the hold its writing starts).
+        self._high_water = IN_FLIGHT_HIGH_WATER
         self._gone = False
         self._full = False
         self._status = 0
