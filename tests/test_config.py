@@ -910,6 +910,26 @@ def test_max_requests_are_counted_per_worker_and_need_workers() -> None:
         build_config({"max_requests": "1000", "app": "x:y"}, source=flag_source)
 
 
+def test_memory_and_lifetime_limits_of_workers_are_sizes_and_durations_and_need_workers() -> None:
+    config = build_config(
+        {"workers": "2", "max_worker_memory": "512m", "max_worker_lifetime": "6h", "app": "x:y"},
+        source=flag_source,
+    )
+    assert (config.max_worker_memory, config.max_worker_lifetime) == (512 * 2**20, 21600.0)
+    unset = build_config({"app": "x:y"}, source=flag_source)
+    assert (unset.max_worker_memory, unset.max_worker_lifetime) == (0, 0.0)
+    for name, flag, raw in [
+        ("max_worker_memory", "--max-worker-memory", "1g"),
+        ("max_worker_lifetime", "--max-worker-lifetime", "1h"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{flag}: needs workers \(1 or more\)"):
+            build_config({name: raw, "app": "x:y"}, source=flag_source)
+    with pytest.raises(ConfigError, match=r"^--max-worker-memory: expected a size such as"):
+        build_config(
+            {"workers": "2", "max_worker_memory": "lots", "app": "x:y"}, source=flag_source
+        )
+
+
 @pytest.mark.parametrize("raw", ["1025", "99999999999999999999", 10**6])
 def test_threads_refuse_more_than_the_maximum(raw: object) -> None:
     """A few zeros too many is refused here, not by a failed thread start (exit 1)."""

@@ -874,6 +874,65 @@ def test_a_worker_that_answered_its_max_requests_is_replaced_once_its_successor_
     assert clock.getDelayedCalls() == []
 
 
+MIB = 2**20
+
+
+def test_a_worker_over_max_worker_memory_is_replaced_and_says_how_much_it_used() -> None:
+    started, clock = running(2)
+    old = clock.processes[0]
+    with capture_log_events() as events:
+        old.report({"recycle": 7, "memory": 612 * MIB + MIB // 2, "memory_limit": 512 * MIB})
+    assert messages(events) == [
+        "Worker 1 (pid 1000) uses 612.5 MiB of memory, more than max_worker_memory"
+        " (512.0 MiB); starting its replacement",
+        "Started worker 1 (pid 1002)",
+    ]
+    [new] = new_workers(clock, 2)
+    new.report({"ready": True})
+    assert old.commands() == [b"stop\n"]
+    assert started.pids == [1002, 1001]
+
+
+def test_a_worker_that_served_for_max_worker_lifetime_is_replaced() -> None:
+    _, clock = running(1)
+    with capture_log_events() as events:
+        clock.processes[0].report({"recycle": 7, "lifetime": 21600.0})
+    assert messages(events) == [
+        "Worker 1 (pid 1000) has served for max_worker_lifetime (21600s); starting its replacement",
+        "Started worker 1 (pid 1001)",
+    ]
+
+
+def test_workers_over_memory_or_lifetime_are_replaced_one_at_a_time() -> None:
+    """Each once the one before has ended: workers started together grow and age
+    together, and each replacement adds a process until the old one has ended.
+    Stuck threads and max_requests do not wait.
+    """
+    started, clock = running(3)
+    first, second, third = clock.processes
+    over = {"recycle": 7, "memory": 600 * MIB, "memory_limit": 512 * MIB}
+    first.report(over)
+    [replacement] = new_workers(clock, 3)
+    second.report(over)
+    second.report({"recycle": 7, "lifetime": 60.0})
+    assert len(clock.processes) == 4
+    replacement.report({"ready": True})
+    assert first.commands() == [b"stop\n"]
+    second.report(over)  # (the first still finishes its requests)
+    assert len(clock.processes) == 4
+    third.report({"recycle": 1000})  # max_requests: not held back
+    assert len(clock.processes) == 5
+    first.end()
+    second.report(over)  # (the third's replacement is still starting)
+    assert len(clock.processes) == 5
+    clock.processes[4].report({"ready": True})
+    third.end()
+    second.report({"recycle": 7, "lifetime": 60.0})
+    [second_replacement] = new_workers(clock, 5)
+    assert second_replacement.payload()["number"] == 2
+    started.stopService()
+
+
 def test_a_replacement_that_cannot_start_leaves_the_old_worker_serving() -> None:
     """The code on disk changed and does not import: tried again later, each time
     after a delay that doubles.

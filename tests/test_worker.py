@@ -31,6 +31,7 @@ from twistwsgi.worker import (
     _Control,
     _shared_limits,
     request_limit,
+    resident_memory,
 )
 
 reactor: Any = global_reactor
@@ -286,6 +287,101 @@ def test_a_worker_asks_to_be_replaced_once_half_its_threads_are_stuck() -> None:
     ReplacementWatch(answered, lone, clock, threads=1, stuck=lambda: 1).start()
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert lone.sent == [{"recycle": 7, "stuck": 1}]
+
+
+MIB = 2**20
+
+
+def test_a_worker_asks_to_be_replaced_once_its_memory_passes_max_worker_memory() -> None:
+    """As uWSGI's reload-on-rss: looked at once a second, asked at every look over
+    the limit (not at it); a size that cannot be read asks for nothing.
+    """
+    answered, reports, clock = Answered(), RecordedReports(), Clock()
+    used: list[int | None] = [512 * MIB]
+    watch = ReplacementWatch(
+        answered, reports, clock, memory_limit=512 * MIB, resident=lambda: used[0]
+    )
+    watch.start()
+    answered.responses = 3
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == []
+    used[0] = 512 * MIB + 1
+    clock.advance(REQUEST_COUNT_INTERVAL - 0.01)
+    assert reports.sent == []
+    clock.advance(0.01)
+    over = {"recycle": 3, "memory": 512 * MIB + 1, "memory_limit": 512 * MIB}
+    assert reports.sent == [over]
+    used[0] = None
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == [over]
+    used[0] = 600 * MIB
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == [over, {**over, "memory": 600 * MIB}]
+
+
+def test_a_worker_asks_to_be_replaced_once_it_served_for_max_worker_lifetime() -> None:
+    """As uWSGI's max-worker-lifetime, counted from the start of the watch."""
+    answered, reports, clock = Answered(), RecordedReports(), Clock()
+    clock.advance(1000.0)  # (the clock's time before the start does not count)
+    watch = ReplacementWatch(answered, reports, clock, lifetime=5.0)
+    clock.advance(3.0)
+    watch.start()
+    clock.advance(4 * REQUEST_COUNT_INTERVAL)
+    assert reports.sent == []
+    answered.responses = 9
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert reports.sent == [{"recycle": 9, "lifetime": 5.0}]
+
+
+def test_the_reasons_to_be_replaced_are_reported_one_at_a_time() -> None:
+    """Stuck threads first (the worker is losing capacity), then memory, then its
+    lifetime, then its requests: one report a look, the first reason that holds.
+    """
+    answered, clock = Answered(), Clock()
+    answered.responses = 50
+    stuck, used = [1], [2 * MIB]
+
+    def watched(**reasons: Any) -> RecordedReports:
+        reports = RecordedReports()
+        ReplacementWatch(
+            answered, reports, clock, stuck=lambda: stuck[0], resident=lambda: used[0], **reasons
+        ).start()
+        return reports
+
+    every = watched(threads=2, memory_limit=MIB, lifetime=1.0, limit=10)
+    no_threads = watched(memory_limit=MIB, lifetime=1.0, limit=10)
+    lifetime_and_limit = watched(lifetime=1.0, limit=10)
+    limit_only = watched(limit=10)
+    clock.advance(REQUEST_COUNT_INTERVAL)
+    assert every.sent == [{"recycle": 50, "stuck": 1}]
+    assert no_threads.sent == [{"recycle": 50, "memory": 2 * MIB, "memory_limit": MIB}]
+    assert lifetime_and_limit.sent == [{"recycle": 50, "lifetime": 1.0}]
+    assert limit_only.sent == [{"recycle": 50}]
+
+
+def test_resident_memory_is_what_the_process_holds_now() -> None:
+    """In bytes, as ps's RSS (the kernel's VmRSS): it grows by what is allocated
+    and written to.
+    """
+    before = resident_memory()
+    status = Path("/proc/self/status").read_text()
+    [vm_rss] = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+    assert before is not None and abs(before - int(vm_rss) * 1024) < 4 * MIB
+    held = b"x" * (64 * MIB)
+    grown = resident_memory()
+    assert grown is not None and grown - before >= 60 * MIB
+    del held
+
+
+def test_without_proc_the_peak_resident_size_stands_in(monkeypatch: Any) -> None:
+    def no_proc(*args: Any, **kwargs: Any) -> Any:
+        raise FileNotFoundError(2, "No such file or directory", args[0])
+
+    now = resident_memory()
+    monkeypatch.setattr("twistwsgi.worker.open", no_proc, raising=False)
+    peak = resident_memory()
+    assert now is not None and peak is not None
+    assert now <= peak < 100 * now
 
 
 def test_a_worker_that_cannot_use_the_shared_counts_counts_its_own(tmp_path: Path) -> None:

@@ -568,6 +568,49 @@ def test_one_worker_is_replaced_after_its_max_requests(socket_path: Path) -> Non
         assert server.stop() == 0
 
 
+def test_workers_over_max_worker_memory_are_replaced_one_at_a_time(socket_path: Path) -> None:
+    """Every worker uses more than 1 MiB: each is replaced once its successor
+    serves, and the next replacement starts once the worker replaced before has
+    ended (the master has reaped it), never beside it.
+    """
+    server = Server(
+        *("--app", "tests.apps:process", "--listen", f"unix:{socket_path}"),
+        *("--workers", "2", "--max-worker-memory", "1m"),
+    )
+    try:
+        started_workers(server, 2)
+        replaced: list[int] = []
+        for _ in range(2):
+            line = server.wait_for("MiB of memory, more than max_worker_memory (1.0 MiB)")
+            found = re.search(r"Worker \d \(pid (\d+)\) uses [0-9.]+ MiB", line)
+            assert found is not None, line
+            for earlier in replaced:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(earlier, 0)
+            replaced.append(int(found[1]))
+        assert replaced[0] != replaced[1]
+        answered_by(socket_path)
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_worker_is_replaced_after_max_worker_lifetime(socket_path: Path) -> None:
+    server = Server(
+        *("--app", "tests.apps:process", "--listen", f"unix:{socket_path}"),
+        *("--workers", "1", "--max-worker-lifetime", "1s"),
+    )
+    try:
+        [first] = started_workers(server, 1).values()
+        server.wait_for(
+            f"Worker 1 (pid {first}) has served for max_worker_lifetime (1s); starting its"
+            " replacement"
+        )
+        wait_until_ended(first)
+        assert answered_by(socket_path)[0] != first
+    finally:
+        assert server.stop() == 0
+
+
 def test_reload_replaces_the_worker_when_a_python_file_changes(
     tmp_path: Path, socket_path: Path
 ) -> None:

@@ -1515,6 +1515,27 @@ SETTINGS: tuple[Setting, ...] = (
         " together are not all replaced together.",
     ),
     Setting(
+        "max_worker_memory",
+        SIZE,
+        0,
+        "The resident memory (ps's RSS) a worker process may use before the master"
+        " replaces it (uWSGI's reload-on-rss, granian's --workers-max-rss), e.g. 512m:"
+        " bounds an application that leaks memory, whatever its requests. Looked at"
+        " once a second; a new worker starts, and once it serves the old one stops"
+        " accepting and finishes its requests in progress. Workers over the limit are"
+        " replaced one at a time, each once the one before has ended. 0: no limit."
+        " Needs workers.",
+    ),
+    Setting(
+        "max_worker_lifetime",
+        DURATION,
+        0.0,
+        "How long a worker process serves before the master replaces it (uWSGI's"
+        " max-worker-lifetime, granian's --workers-lifetime), e.g. 6h, as for"
+        " max_requests; workers that reach it together are replaced one at a time,"
+        " each once the one before has ended. 0: for ever. Needs workers.",
+    ),
+    Setting(
         "thread_queue_timeout",
         DURATION,
         60.0,
@@ -2778,6 +2799,10 @@ class ServerConfig:
         workers: worker processes under a supervisor (0: this process serves alone).
         max_requests: requests a worker answers before it is replaced (0: never).
         max_requests_jitter: the most added at random to ``max_requests``, per worker.
+        max_worker_memory: the resident bytes a worker may use before it is
+            replaced (0: no limit).
+        max_worker_lifetime: seconds a worker serves before it is replaced (0: for
+            ever).
         thread_queue_timeout: seconds a request may wait for a worker thread (0: no
             limit).
         app_timeout: seconds an application may take to start its response (0: no
@@ -2818,6 +2843,8 @@ class ServerConfig:
     workers: int = 0
     max_requests: int = 0
     max_requests_jitter: int = 0
+    max_worker_memory: int = 0
+    max_worker_lifetime: float = 0.0
     thread_queue_timeout: float = 60.0
     app_timeout: float = 60.0
     metrics_listen: str | None = None
@@ -3692,11 +3719,13 @@ def build_config(
             source("metrics_listen"),
             f"{resolved['metrics_listen']!r} is a listen too: give the metrics their own",
         )
-    if resolved["max_requests"] and not resolved["workers"]:
-        raise ConfigError(
-            source("max_requests"),
-            "needs workers (1 or more): a worker process is replaced, the process started is not",
-        )
+    for name in ("max_requests", "max_worker_memory", "max_worker_lifetime"):
+        if resolved[name] and not resolved["workers"]:
+            raise ConfigError(
+                source(name),
+                "needs workers (1 or more): a worker process is replaced, the process"
+                " started is not",
+            )
     config = ServerConfig(
         hosts=host_configs,
         listen=tuple(resolved["listen"]),
@@ -3704,6 +3733,8 @@ def build_config(
         workers=resolved["workers"],
         max_requests=resolved["max_requests"],
         max_requests_jitter=resolved["max_requests_jitter"],
+        max_worker_memory=resolved["max_worker_memory"],
+        max_worker_lifetime=resolved["max_worker_lifetime"],
         thread_queue_timeout=resolved["thread_queue_timeout"],
         app_timeout=resolved["app_timeout"],
         metrics_listen=resolved["metrics_listen"],

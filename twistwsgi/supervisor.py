@@ -595,14 +595,31 @@ class Supervisor(Service):
                 )
         answered = report.get("recycle")
         if isinstance(answered, int) and self._workers.get(worker.number) is worker:
-            stuck = report.get("stuck")
-            self._recycle(worker, answered, stuck if isinstance(stuck, int) else None)
+            stuck, memory = report.get("stuck"), report.get("memory")
+            memory_limit, lifetime = report.get("memory_limit"), report.get("lifetime")
+            if isinstance(stuck, int):
+                self._recycle(worker, answered, stuck=stuck)
+            elif isinstance(memory, int) and isinstance(memory_limit, int):
+                self._recycle(worker, answered, memory=(memory, memory_limit))
+            elif isinstance(lifetime, (int, float)):
+                self._recycle(worker, answered, lifetime=lifetime)
+            else:
+                self._recycle(worker, answered)
 
-    def _recycle(self, worker: _Worker, answered: int, stuck: int | None = None) -> None:
+    def _recycle(
+        self,
+        worker: _Worker,
+        answered: int,
+        *,
+        stuck: int | None = None,
+        memory: tuple[int, int] | None = None,
+        lifetime: float | None = None,
+    ) -> None:
         """Start a replacement for ``worker``, which answered its ``--max-requests``.
 
         Or which has ``stuck`` threads, held by requests answered 504 past
-        app_timeout.
+        app_timeout; or uses more ``memory`` than max_worker_memory (used, limit);
+        or has served for max_worker_lifetime (``lifetime``).
 
         The old one serves on until the new one serves, then stops accepting and
         finishes its requests (:meth:`_hand_over`), as a reload's sets do: the slot
@@ -623,7 +640,30 @@ class Supervisor(Service):
             now < worker.stuck_not_before or self._stuck_replacement_waits(worker, now)
         ):
             return
-        if stuck is None:
+        if (memory is not None or lifetime is not None) and (self._successors or self._retiring):
+            # One at a time: workers started together grow and age together, and
+            # each replacement adds a process (an application imported afresh) until
+            # the one it replaces has ended; all at once, the memory this is about
+            # would double. The next asks again within a second.
+            return
+        if memory is not None:
+            _log.warn(
+                "Worker {number} (pid {pid}) uses {used} MiB of memory, more than"
+                " max_worker_memory ({limit} MiB); starting its replacement",
+                number=number,
+                pid=worker.pid,
+                used=_mebibytes(memory[0]),
+                limit=_mebibytes(memory[1]),
+            )
+        elif lifetime is not None:
+            _log.info(
+                "Worker {number} (pid {pid}) has served for max_worker_lifetime"
+                " ({lifetime:g}s); starting its replacement",
+                number=number,
+                pid=worker.pid,
+                lifetime=lifetime,
+            )
+        elif stuck is None:
             _log.info(
                 "Worker {number} (pid {pid}) answered {answered} requests (max_requests);"
                 " starting its replacement",
@@ -1099,6 +1139,11 @@ def _cancel(call: IDelayedCall | None) -> None:
     """Cancel ``call`` if it is still to come."""
     if call is not None and call.active():
         call.cancel()
+
+
+def _mebibytes(size: int) -> str:
+    """``size`` bytes in MiB, as a log line shows them (``612.4``)."""
+    return f"{size / 2**20:.1f}"
 
 
 def _restart_delay(failures: int) -> float:

@@ -249,19 +249,46 @@ def request_limit(max_requests: int, jitter: int) -> int:
     return max_requests + random.randint(0, jitter)
 
 
+def resident_memory() -> int | None:
+    """This process's resident memory in bytes (ps's RSS column), or None if unknown.
+
+    Linux's ``/proc/self/statm`` (its second field counts resident pages). Where
+    there is none, the peak that ``getrusage`` reports stands in: CPython seldom
+    gives the system back what it took, so for a process that grows the two are
+    close.
+    """
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        import resource  # noqa: PLC0415 - POSIX only, and only without /proc
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # (macOS: bytes)
+
+
 class ReplacementWatch:
     """Asks the master for a replacement of this worker, once a second, when it is due.
 
-    Two reasons, looked at together (nothing is added to each request):
+    Four reasons, looked at together (nothing is added to each request):
 
-    - ``limit``: gunicorn's ``--max-requests``: the factory's count of ended
-      exchanges has reached it (``{"recycle": count}``).
     - ``threads``: half of them, rounded up, are held by requests answered 504 past
       ``app_timeout`` (``{"recycle": count, "stuck": n}``). A Python thread cannot be
       stopped, so a worker whose application hangs loses capacity with each;
       gunicorn kills such a worker (``--timeout``). The replacement starts, then
       this worker stops accepting, finishes its other requests and exits, the stuck
       threads with it (killed at the end of its graceful timeout at the latest).
+    - ``memory_limit``: ``max_worker_memory``, uWSGI's ``reload-on-rss``: the
+      process's resident memory is above it (``{"recycle": count, "memory": bytes,
+      "memory_limit": bytes}``).
+    - ``lifetime``: ``max_worker_lifetime``, uWSGI's ``max-worker-lifetime``: the
+      worker has served that many seconds (``{"recycle": count, "lifetime": s}``).
+    - ``limit``: gunicorn's ``--max-requests``: the factory's count of ended
+      exchanges has reached it (``{"recycle": count}``).
 
     The report goes at each look until the master stops this worker (it acts on the
     first, when the worker is one of those serving).
@@ -276,17 +303,26 @@ class ReplacementWatch:
         limit: int | None = None,
         threads: int = 0,
         stuck: Callable[[], int] = stuck_threads,
+        memory_limit: int | None = None,
+        lifetime: float | None = None,
+        resident: Callable[[], int | None] = resident_memory,
     ) -> None:
         self._counted = counted
         self._limit = limit
         self._stuck_threshold = (threads + 1) // 2 if threads else None  # at least one
+        self._memory_limit = memory_limit
+        self._lifetime = lifetime
         self._reports = reports
         self._stuck = stuck
+        self._resident = resident
+        self._clock = clock
+        self._started = clock.seconds()
         self._loop = LoopingCall(self._look)
         self._loop.clock = clock
 
     def start(self) -> None:
-        """Look from now on."""
+        """Look from now on (the lifetime counts from now too)."""
+        self._started = self._clock.seconds()
         self._loop.start(REQUEST_COUNT_INTERVAL, now=False)
 
     def _look(self) -> None:
@@ -297,6 +333,18 @@ class ReplacementWatch:
             if stuck >= threshold:
                 self._reports.send({"recycle": answered, "stuck": stuck})
                 return
+        memory_limit = self._memory_limit
+        if memory_limit is not None:
+            resident = self._resident()
+            if resident is not None and resident > memory_limit:
+                self._reports.send(
+                    {"recycle": answered, "memory": resident, "memory_limit": memory_limit}
+                )
+                return
+        lifetime = self._lifetime
+        if lifetime is not None and self._clock.seconds() - self._started >= lifetime:
+            self._reports.send({"recycle": answered, "lifetime": lifetime})
+            return
         if self._limit is not None and answered >= self._limit:
             self._reports.send({"recycle": answered})
 
@@ -486,15 +534,19 @@ def main(arguments: list[str] | None = None) -> None:
         _change_directory(payload["serve_directory"], reports)
     assert reports is not None
     service.startService()
-    if config.max_requests or config.threads:
-        limit = (
+    ReplacementWatch(
+        service.factory,
+        reports,
+        reactor,
+        limit=(
             request_limit(config.max_requests, config.max_requests_jitter)
             if config.max_requests
             else None
-        )
-        ReplacementWatch(
-            service.factory, reports, reactor, limit=limit, threads=config.threads
-        ).start()
+        ),
+        threads=config.threads,
+        memory_limit=config.max_worker_memory or None,
+        lifetime=config.max_worker_lifetime or None,
+    ).start()
 
     def stop() -> None:
         if not reactor._stopped:  # (a SIGTERM may have begun the stop already)
