@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 
 from twistwsgi.cli import load_config
 from twistwsgi.config import SETTINGS, ConfigError, ServerConfig, Upstream, read_config_file
 from twistwsgi.reference import configuration_reference
+from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder, describe_routing
+from twistwsgi.testing import capture_log_events, connect, parse_responses
 
 EXAMPLE = """\
 [server]
@@ -212,6 +216,20 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         ("[[host]]\n[[host.mount]]\npath = '/'\napp = 'a:b'\n", "host[0].names: missing"),
         ('[[host]]\nnames = "a b"\n', "host[0].names: 'a b' is not a host name"),
         ('[[host]]\nnames = ["[::g]"]\n', "host[0].names: '[::g]' is not a host name"),
+        ('[[host]]\nnames = ["*.example.*"]\n', "'*.example.*' is not a host name"),
+        ('[[host]]\nnames = ["mail*"]\n', "host[0].names: 'mail*' is not a host name"),
+        ('[[host]]\nnames = ["*mail.example"]\n', "'*mail.example' is not a host name"),
+        ('[[host]]\nnames = ["~"]\n', "host[0].names: '~' alone: a regular expression"),
+        (
+            '[[host]]\nnames = ["~^(www"]\n',
+            "host[0].names: ~^(www: not a regular expression (missing )",
+        ),
+        (
+            ONE_HOST.replace('"a.example"', '".a.example"')
+            + '[[host]]\nnames = ["b.a.example"]\n[[host.mount]]\npath = "/"\napp = "a:b"\n'
+            + '[[host]]\nnames = ["*.A.example"]\n[[host.mount]]\npath = "/"\napp = "a:b"\n',
+            "site.toml: host[2].names: '*.A.example' is already a name of site.toml: host[0]",
+        ),
         ('[[host]]\nnames = ["[1:2]"]\n', "host[0].names: '[1:2]' is not an IPv6 address"),
         (
             '[[host]]\nnames = ["[fe80::1%eth0]"]\n',
@@ -978,3 +996,76 @@ def test_the_routing_listing_keeps_its_columns_for_any_script(tmp_path: Path) ->
         return len(before) + wide - marks
 
     assert len({column_of_kind(line) for line in lines}) == 1, lines
+
+
+NAME_FORMS = r"""
+[[host]]
+names = [".example.org"]
+[[host.mount]]
+path = "/"
+return = "200 short form"
+
+[[host]]
+names = ["mail.*"]
+[[host.mount]]
+path = "/"
+return = "200 wildcard at the end"
+
+[[host]]
+names = ['~^(?<user>[a-z]+)\.users\.test$', '~\.test$']
+[[host.mount]]
+path = "/"
+return = "200 regular expression"
+
+[[host]]
+names = ["default.test"]
+default = true
+[[host.mount]]
+path = "/"
+return = "200 default"
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "body"),
+    [
+        (b"example.org", b"short form"),
+        (b"www.Example.org", b"short form"),
+        (b"mail.example.net:8080", b"wildcard at the end"),
+        (b"Ann.users.test", b"regular expression"),
+        (b"other.test", b"regular expression"),
+        (b"default.test", b"default"),  # an exact name before a regular expression
+        (b"other.example", b"default"),
+    ],
+)
+def test_nginxs_other_forms_of_server_name_route_requests(
+    tmp_path: Path, host: bytes, body: bytes
+) -> None:
+    """Nginx's .example.org, mail.* and ~REGEX (PCRE's named groups included),
+    as --check-config shows them.
+    """
+    config = load(tmp_path, NAME_FORMS)
+    router = Router(SiteBuilder(reactor=Clock(), threadpool=None).build(config))
+    client = connect(router)
+    client.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    [response] = parse_responses(client.take())
+    assert (response.status, response.body) == (200, body)
+    assert "host ~^(?<user>[a-z]+)\\.users\\.test$, ~\\.test$" in describe_routing(config)
+
+
+def test_a_host_pattern_that_backtracks_is_stopped_and_named_in_the_log(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        NAME_FORMS.replace(r"'~\.test$'", "'~^(a|aa)+$'"),
+    )
+    router = Router(SiteBuilder(reactor=Clock(), threadpool=None).build(config))
+    client = connect(router)
+    name = b"a" * 60 + b"b"
+    with capture_log_events() as events:
+        client.send(b"GET / HTTP/1.1\r\nHost: " + name + b"\r\n\r\n")
+    [response] = parse_responses(client.take())
+    assert (response.status, response.body) == (200, b"default")
+    assert [formatEvent(event) for event in events] == [
+        "Host name ~^(a|aa)+$ took over 0.01s on the name " + "a" * 60 + "b (61 bytes):"
+        " no regular-expression host name matches it"
+    ]

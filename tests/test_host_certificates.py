@@ -167,6 +167,29 @@ def test_the_default_hosts_certificate_goes_to_names_no_host_lists(tmp_path: Pat
     assert served_names(context, b"plain.test") == ("listener.test",)
 
 
+def test_a_host_named_by_a_regular_expression_or_short_form_gets_its_certificate(
+    tmp_path: Path,
+) -> None:
+    """As nginx picks the server block for the ClientHello's name in server_name's
+    order, regular expressions and .example.org included, and sends its certificate.
+    """
+    write_self_signed_certificate(tmp_path, names=("*.example.org",), prefix="org-")
+    write_self_signed_certificate(tmp_path, names=("www1.example.net",), prefix="net-")
+    site = write_site(
+        tmp_path,
+        host('".example.org"', 'tls_certificate = "org-cert.pem"\ntls_key = "org-key.pem"')
+        + host(
+            r"'~^www\d+\.example\.net$'",
+            'tls_certificate = "net-cert.pem"\ntls_key = "net-key.pem"',
+        ),
+    )
+    context = listener_context(cli.load_config({"config": str(site)}))
+    assert served_names(context, b"example.org") == ("*.example.org",)
+    assert served_names(context, b"a.example.org") == ("*.example.org",)
+    assert served_names(context, b"www12.example.net") == ("www1.example.net",)
+    assert served_names(context, b"www.example.net") == ("listener.test",)
+
+
 def test_a_host_certificate_keeps_the_listeners_ciphers(tmp_path: Path) -> None:
     """After the switch OpenSSL takes the cipher list from the host's context: it
     must be the listener's tls_ciphers, not Twisted's default list (which still has

@@ -250,11 +250,13 @@ def test_true_is_refused_on_a_mount(tmp_path: Path) -> None:
 
 
 def test_without_host_the_hosts_first_plain_name_stands_in(tmp_path: Path) -> None:
-    """As nginx's $host falls back to the server_name: wildcards are no names."""
+    """As nginx's $host falls back to the server_name: wildcards and regular
+    expressions are no names.
+    """
     config = load(
         tmp_path,
         'listen = ["tcp:80"]\nhttps_redirect = 443',
-        host('"*.a.test", "www.a.test"', "default = true"),
+        host(r"""'*.a.test', '.b.test', 'mail.*', '~^w\d$', 'www.a.test'""", "default = true"),
     )
     response = ask(config, b"GET /p HTTP/1.0\r\n\r\n")
     assert response.header(b"location") == b"https://www.a.test/p"

@@ -12,7 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twistwsgi.http.exchange import Exchange
+from twistwsgi.http.rules import compile_host_pattern
 from twistwsgi.routing import (
+    HOST_PATTERN_TIME_LIMIT,
+    LONGEST_HOST_NAME,
     HostTable,
     Mount,
     MountTable,
@@ -193,6 +196,145 @@ def test_duplicate_names_are_refused(names: list[str]) -> None:
     """The same name twice (whatever its case) is a configuration error."""
     with pytest.raises(ValueError, match="listed twice"):
         HostTable([([names[0]], 1), ([names[1]], 2)], None)
+
+
+def nginx_table(**options: Any) -> HostTable[str]:
+    return HostTable(
+        [
+            (["shop.example.com"], "exact"),
+            (["*.example.com"], "front"),
+            (["*.eu.example.com"], "front-eu"),
+            (["mail.*"], "end"),
+            (["mail.example.*"], "end-long"),
+            ([r"~^www\d*\.example\.net$"], "first-regex"),
+            ([r"~example\.net$"], "second-regex"),
+            ([".example.org"], "both"),
+        ],
+        default="default",
+        compile_pattern=compile_host_pattern,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (b"shop.example.com", "exact"),
+        (b"a.example.com", "front"),
+        (b"a.eu.example.com", "front-eu"),  # the longest wildcard in front
+        (b"mail.example.com", "front"),  # a wildcard in front before one at the end
+        (b"mail.example.net", "end-long"),  # the longest wildcard at the end
+        (b"mail.test", "end"),
+        (b"mail", "default"),  # mail.* needs something after the dot
+        (b"email.test", "default"),
+        (b"mail.www.example.net", "end"),  # a wildcard before a regular expression
+        (b"WWW12.Example.NET:8080", "first-regex"),  # matched in the normalised name
+        (b"www.example.net.", "first-regex"),
+        (b"api.example.net", "second-regex"),  # the first that matches, in order
+        (b"example.org", "both"),  # .example.org: the name and *.example.org
+        (b"a.b.example.org", "both"),
+        (b"xexample.org", "default"),
+        (b"other.test", "default"),
+    ],
+)
+def test_host_names_are_looked_up_in_nginxs_server_name_order(host: bytes, expected: str) -> None:
+    """Exact, the longest wildcard in front, the longest at the end, the first
+    regular expression in the order given, then the default (nginx's order).
+    """
+    assert nginx_table().lookup(normalize_host(host)) == expected
+
+
+def test_a_short_form_name_claims_both_of_its_names() -> None:
+    for other in ["example.org", "*.example.org", "Example.Org."]:
+        with pytest.raises(ValueError, match=r"'\.example\.org' is listed twice"):
+            HostTable([([other], 1), ([".example.org"], 2)], None)
+    assert (
+        HostTable([(["www.example.org"], 1), ([".example.org"], 2)], None).lookup("www.example.org")
+        == 1
+    )
+
+
+def test_regular_expression_names_keep_their_case_and_need_a_compiler() -> None:
+    r"""\D is not \d: the pattern is not lower-cased; its matches are, as nginx matches
+    the lower-cased host.
+    """
+    hosts = HostTable([([r"~^\D+$"], "letters")], None, compile_pattern=compile_host_pattern)
+    assert hosts.lookup("abc.example") == "letters"
+    assert hosts.lookup("a1.example") is None
+    upper = HostTable([(["~^WWW$"], "never")], None, compile_pattern=compile_host_pattern)
+    assert upper.lookup(normalize_host(b"WWW")) is None
+    with pytest.raises(ValueError, match="no regular expressions here"):
+        HostTable([(["~^a$"], 1)], None)
+
+
+class CountedPattern:
+    """A compiled pattern that counts its searches, and may time out or match."""
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.searched: list[tuple[str, float]] = []
+
+    def search(self, name: str, timeout: float) -> object:
+        self.searched.append((name, timeout))
+        if self.outcome == "timeout":
+            raise TimeoutError("regex timed out")
+        return object() if self.outcome == "match" else None
+
+
+def test_a_name_is_searched_once_and_only_up_to_a_dns_names_length() -> None:
+    patterns = {"~slow": CountedPattern("miss"), "~hit": CountedPattern("match")}
+    hosts = HostTable(
+        [(["~slow"], "slow"), (["~hit"], "hit")],
+        "default",
+        compile_pattern=lambda pattern: patterns["~" + pattern],
+    )
+    assert hosts.lookup("a.test") == "hit"
+    assert hosts.lookup("a.test") == "hit"
+    assert [name for name, _ in patterns["~slow"].searched] == ["a.test"]
+    assert [name for name, _ in patterns["~hit"].searched] == ["a.test"]
+    longest = "a" * LONGEST_HOST_NAME
+    assert hosts.lookup(longest) == "hit"
+    assert hosts.lookup(longest + "a") == "default"
+    assert len(patterns["~hit"].searched) == 2
+
+
+def test_patterns_that_time_out_match_nothing_and_say_so() -> None:
+    """The names of one table share HOST_PATTERN_TIME_LIMIT per name: past it the
+    default answers (nginx answers 500 when PCRE gives up), and the log says which.
+    """
+    now = [100.0]
+    slow, later = CountedPattern("timeout"), CountedPattern("match")
+    compiled = {"slow": slow, "later": later}
+    said: list[tuple[str, str]] = []
+    hosts = HostTable(
+        [(["~slow"], "slow"), (["~later"], "later")],
+        "default",
+        compile_pattern=compiled.__getitem__,
+        timed_out=lambda pattern, name: said.append((pattern, name)),
+        clock=lambda: now[0],
+    )
+    assert hosts.lookup("a.test") == "default"
+    assert said == [("~slow", "a.test")]
+    [(name, timeout)] = slow.searched
+    assert name == "a.test"
+    assert abs(timeout - HOST_PATTERN_TIME_LIMIT) < 1e-9
+    assert later.searched == []
+    assert hosts.lookup("a.test") == "default"  # (remembered: not searched again)
+    assert said == [("~slow", "a.test")]
+
+
+def test_a_pattern_that_backtracks_is_stopped() -> None:
+    """A real one: without the limit this search would take years."""
+    said: list[tuple[str, str]] = []
+    hosts = HostTable(
+        [(["~^(a|aa)+$"], "slow")],
+        "default",
+        compile_pattern=compile_host_pattern,
+        timed_out=lambda pattern, name: said.append((pattern, name)),
+    )
+    name = "a" * 100 + "b"
+    assert hosts.lookup(name) == "default"
+    assert said == [("~^(a|aa)+$", name)]
 
 
 # -- paths ---------------------------------------------------------------------------------

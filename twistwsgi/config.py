@@ -39,7 +39,14 @@ from twistwsgi.fixed_response import ReturnSpec, parse_return
 from twistwsgi.forwarding import DEFAULT_HIDDEN, parse_upstream
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
-from twistwsgi.http.rules import HOP_BY_HOP, TOKEN, ipv6_literal, normalize_name
+from twistwsgi.http.rules import (
+    HOP_BY_HOP,
+    TOKEN,
+    claimed_names,
+    compile_host_pattern,
+    ipv6_literal,
+    normalize_name,
+)
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import ESCAPES, LogFormat, RequestTemplate
 from twistwsgi.proxy_cookies import parse_flags
@@ -285,10 +292,11 @@ def _https_redirect(value: Any) -> str | int:
         raise ValueError(f"expected on, off or a port number, got {value!r}") from None
 
 
-_HOST_NAME = re.compile(
-    r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?"
-    r"|\[[0-9a-f:.]+\]"
-)
+_HOST_LABELS = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+# A name, *.name or .name (nginx's short form of name and *.name), name.* (nginx's
+# wildcard at the end), or an IPv6 literal; an asterisk only on a dot border, and
+# not at both ends (nginx refuses *.example.* too).
+_HOST_NAME = re.compile(rf"(?:\*\.|\.)?{_HOST_LABELS}\.?|{_HOST_LABELS}\.\*|\[[0-9a-f:.]+\]")
 
 
 def _host_names(value: Any) -> tuple[str, ...]:
@@ -296,10 +304,17 @@ def _host_names(value: Any) -> tuple[str, ...]:
     names = []
     for item in items:
         text = item.strip().lower() if isinstance(item, str) else ""
+        if text.startswith("~"):
+            compile_host_pattern(item.strip()[1:])  # (a ValueError saying why)
+            names.append(item.strip())
+            continue
         if text.startswith("[") and "%" in text:
             raise ValueError(f"{item!r}: an IPv6 zone identifier cannot be part of a host name")
         if not _HOST_NAME.fullmatch(text):
-            raise ValueError(f"{item!r} is not a host name (example.com, *.example.org or [::1])")
+            raise ValueError(
+                f"{item!r} is not a host name (example.com, *.example.org, .example.org,"
+                " mail.*, ~REGEX or [::1])"
+            )
         if text.startswith("[") and ipv6_literal(text) is None:
             raise ValueError(f"{item!r} is not an IPv6 address in brackets (such as [::1])")
         names.append(item.strip())
@@ -1854,8 +1869,11 @@ HOST_KEYS: tuple[Setting, ...] = (
         HOST_NAMES,
         None,
         "The host names this host answers to, matched case-insensitively without the"
-        " port: exact names first, then the longest matching wildcard (*.example.org),"
-        " then the default host.",
+        " port, in nginx's server_name order: exact names first, then the longest"
+        " matching wildcard in front (*.example.org), then the longest at the end"
+        " (mail.*), then the first regular expression that matches (~^www\\d*\\."
+        "example\\.org$, with the regex package), then the default host."
+        " .example.org is example.org and *.example.org.",
         cli=False,
         required=True,
     ),
@@ -3321,10 +3339,10 @@ def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
 def _claim_names(names: Sequence[str], owner: str, where: str, names_seen: dict[str, str]) -> None:
     """Record that ``owner`` answers to ``names``; a name already taken is an error."""
     for name in names:
-        key = normalize_name(name)
-        if key in names_seen:
-            raise ConfigError(where, f"{name!r} is already a name of {names_seen[key]}")
-        names_seen[key] = owner
+        for key in claimed_names(name):
+            if key in names_seen:
+                raise ConfigError(where, f"{name!r} is already a name of {names_seen[key]}")
+            names_seen[key] = owner
 
 
 def _hosts(
@@ -3471,8 +3489,9 @@ def _vhost_hosts(
         where = mounts[0].where
         _check_mounts(mounts, where)
         for name in group[0].names:
-            owner = names_seen.get(normalize_name(name), "")
-            if owner in names_of:
+            owners = [names_seen.get(key, "") for key in claimed_names(name)]
+            owner = next((owner for owner in owners if owner in names_of), "")
+            if owner:
                 # Most likely a mount meant for that host, with only some of its names.
                 raise ConfigError(
                     where,

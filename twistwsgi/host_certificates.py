@@ -37,6 +37,7 @@ from twisted.logger import Logger
 
 from twistwsgi.client_certificates import adopt_verification
 from twistwsgi.config import ConfigError, HostConfig, ServerConfig, host_verification
+from twistwsgi.http.rules import compile_host_pattern
 from twistwsgi.routing import HostTable, normalize_host
 
 __all__ = [
@@ -176,7 +177,8 @@ def host_certificates(
         used = {_paths(host) for host in hosts if host.tls_certificate}
         for paths in set(_LAST_LOADED) - used:
             del _LAST_LOADED[paths]
-    return HostCertificates(HostTable(entries, default), tuple(materials), tuple(served.values()))
+    table = HostTable(entries, default, compile_pattern=compile_host_pattern)
+    return HostCertificates(table, tuple(materials), tuple(served.values()))
 
 
 def serve_host_certificates(

@@ -116,6 +116,31 @@ path = "/api"
 proxy = "http://127.0.0.1:9000"
 ```
 
+nginx's other forms of `server_name` are read as nginx reads them:
+
+```toml
+[[host]]
+names = [".example.org"]            # example.org and *.example.org
+[[host]]
+names = ["mail.*"]                  # a wildcard at the end, on a dot border
+[[host]]
+names = ['~^www\\d*\\.example\\.net$', '~^(?<user>[a-z]+)\\.users\\.example$']
+```
+
+A name that starts with `~` is a regular expression, written as in nginx (PCRE's
+syntax: `\\d`, `(?<user>...)`, `[[:alpha:]]`), searched in the host name as above:
+lower case, without port or trailing dot, so a pattern that asks for a capital letter
+never matches. Regular-expression names need the `regex` package (`pip install
+'twistwsgi[regex]'`); without it they are a start-up error saying so. Unlike Python's
+`re`, it can stop a match: the expressions of all hosts get 10 ms in all for one
+name, which a sane pattern never comes near, while one that backtracks (`~^(a|aa)+$`)
+on a name a client made up could otherwise hold the server for minutes. Past it, the
+name matches no expression (the default host answers it) and an error names the
+pattern. Names longer than 253 characters, which no DNS name is, are not tried. A
+name's groups are not variables here (nginx can use `$user` in a `root`): a mount's
+directory or upstream is fixed. On the command line a `--vhost` name cannot hold
+`,`, `/` or `=`; write such a pattern in the file.
+
 An annotated example lives in
 [`deploy/site.example.toml`](../deploy/site.example.toml).
 
@@ -148,11 +173,16 @@ name in both is an error, as a name in two tables is. Without `--app`, `--static
 
 1. **Host.** The request's host name (the `Host` header, or the authority of an
    absolute request-target) is compared without case, port (an empty one too, as in
-   `example.com:`) or trailing dot: first with
-   the exact `names` of every host, then with the wildcards (`*.example.org` matches
-   `a.example.org` and `b.a.example.org`, not `example.org`; the longest wildcard
-   wins), then the request goes to the host with `default = true`. With no match and
-   no default the answer is `404`, or `421 Misdirected Request` over TLS.
+   `example.com:`) or trailing dot, in the order of nginx's `server_name`: first with
+   the exact `names` of every host, then with the wildcards in front
+   (`*.example.org` matches `a.example.org` and `b.a.example.org`, not
+   `example.org`; the longest wildcard wins), then with the wildcards at the end
+   (`mail.*` matches `mail.example.com` and `mail.example.co.uk`; the longest
+   wins), then with the regular expressions, in the order the hosts and their names
+   are written (the first that matches wins), then the request goes to the host with
+   `default = true`. With no match and no default the answer is `404`, or
+   `421 Misdirected Request` over TLS. The same order picks the host whose
+   `tls_certificate` a TLS client gets for the name it sends.
 2. **Path.** Dot-segments are resolved first (`/a/../b` is `/b`; a path that climbs
    above `/` is `404`). The mount with the longest `path` that contains the request's
    path wins, on segment boundaries: `/static` serves `/static` and `/static/app.css`,

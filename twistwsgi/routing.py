@@ -44,6 +44,7 @@ flight keeps the table it started with.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -52,7 +53,12 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from twistwsgi.client_certificates import refusal
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.request import UNREAD_BODY, ErrorPages, PartialRequest, RequestHead, Route
-from twistwsgi.http.rules import absolute_authority, ipv6_literal, normalize_name
+from twistwsgi.http.rules import (
+    absolute_authority,
+    claimed_names,
+    ipv6_literal,
+    normalize_name,
+)
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
@@ -128,36 +134,90 @@ def _normalize_host(authority: bytes) -> str | None:
     return host or None
 
 
+#: The time the regular-expression host names of one table may take on a name,
+#: in all: a sane pattern takes microseconds on a host name; one that backtracks
+#: (``~^(a|aa)+$``) on a name a client made up would hold the server for minutes.
+HOST_PATTERN_TIME_LIMIT = 0.01
+
+#: The longest name a regular expression is tried on: no DNS name is longer
+#: (RFC 1035 2.3.4, 255 octets with its length bytes); a longer one matches none.
+LONGEST_HOST_NAME = 253
+
+#: Names looked up through the regular expressions, remembered (the router asks a
+#: table more than once per request); forgotten all at once past this many.
+_PATTERN_MEMORY = 1024
+
+
 class HostTable(Generic[T]):
-    """Maps host names to values: exact names, wildcard suffixes, a default.
+    r"""Maps host names to values in nginx's ``server_name`` order, then a default.
+
+    1. An exact name.
+    2. The longest wildcard in front: ``*.example.org`` for any name ending in
+       ``.example.org`` (``a.example.org``, ``b.a.example.org``).
+    3. The longest wildcard at the end: ``mail.*`` for any name starting with
+       ``mail.``.
+    4. The first regular expression, in the order given, that the name matches: a
+       name starting with ``~`` (``~^www\d*\.example\.org$``), searched in the
+       normalised name (lower case, no port, no trailing dot).
+    5. The default.
+
+    ``.example.org`` is ``example.org`` and ``*.example.org`` together, as in nginx.
 
     Args:
-        entries: ``(names, value)`` pairs; names are normalised here. A name
-            ``*.example.org`` is a wildcard for any name ending in ``.example.org``.
+        entries: ``(names, value)`` pairs; names are normalised here.
         default: the value for names nothing else matches, if any.
+        compile_pattern: compiles a regular expression name (without its ``~``) to
+            an object whose ``search(name, timeout=seconds)`` raises
+            ``TimeoutError`` past the time (the ``regex`` package's ``compile``);
+            needed only when a name is one.
+        timed_out: called with the pattern and the name when the patterns took more
+            than :data:`HOST_PATTERN_TIME_LIMIT` on a name, which then matches none
+            of them.
+        clock: seconds, for that time limit.
 
     Raises:
-        ValueError: when a name appears twice.
+        ValueError: when a name appears twice, or a pattern is given without
+            ``compile_pattern``.
     """
 
-    def __init__(self, entries: Iterable[tuple[Sequence[str], T]], default: T | None) -> None:
+    def __init__(
+        self,
+        entries: Iterable[tuple[Sequence[str], T]],
+        default: T | None,
+        *,
+        compile_pattern: Callable[[str], Any] | None = None,
+        timed_out: Callable[[str, str], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._exact: dict[str, T] = {}
         wildcards: list[tuple[str, T]] = []
+        head_wildcards: list[tuple[str, T]] = []
+        self._patterns: list[tuple[str, Any, T]] = []
+        self._timed_out = timed_out
+        self._clock = clock
+        self._found: dict[str, T | None] = {}
+        seen: set[str] = set()
         for names, value in entries:
             for raw in names:
-                name = normalize_name(raw)
-                if name.startswith("*."):
-                    suffix = name[1:]  # ".example.org"
-                    if any(existing == suffix for existing, _ in wildcards):
+                for name in claimed_names(raw):
+                    if name in seen:
                         raise ValueError(f"host name {raw!r} is listed twice")
-                    wildcards.append((suffix, value))
-                else:
-                    if name in self._exact:
-                        raise ValueError(f"host name {raw!r} is listed twice")
-                    self._exact[name] = value
-        # Longest suffix first: the most specific wildcard wins.
+                    seen.add(name)
+                    if name.startswith("~"):
+                        if compile_pattern is None:
+                            raise ValueError(f"host name {raw!r}: no regular expressions here")
+                        self._patterns.append((name, compile_pattern(name[1:]), value))
+                    elif name.startswith("*."):
+                        wildcards.append((name[1:], value))  # ".example.org"
+                    elif name.endswith(".*"):
+                        head_wildcards.append((name[:-1], value))  # "mail."
+                    else:
+                        self._exact[name] = value
+        # Longest first: the most specific wildcard wins.
         wildcards.sort(key=lambda item: len(item[0]), reverse=True)
+        head_wildcards.sort(key=lambda item: len(item[0]), reverse=True)
         self._wildcards = wildcards
+        self._head_wildcards = head_wildcards
         self.default = default
 
     def lookup(self, name: str | None) -> T | None:
@@ -169,7 +229,39 @@ class HostTable(Generic[T]):
             for suffix, candidate in self._wildcards:
                 if name.endswith(suffix) and len(name) > len(suffix):
                     return candidate
+            for prefix, candidate in self._head_wildcards:
+                # (A normalised name has no trailing dot: "mail." is never one.)
+                if name.startswith(prefix):
+                    return candidate
+            if self._patterns:
+                value = self._match(name)
+                if value is not None:
+                    return value
         return self.default
+
+    def _match(self, name: str) -> T | None:
+        """The value of the first regular expression ``name`` matches, if any."""
+        found = self._found
+        if name in found:
+            return found[name]
+        value = None
+        if len(name) <= LONGEST_HOST_NAME:
+            clock = self._clock
+            deadline = clock() + HOST_PATTERN_TIME_LIMIT
+            for pattern, compiled, candidate in self._patterns:
+                try:
+                    match = compiled.search(name, timeout=max(deadline - clock(), 0.001))
+                except TimeoutError:
+                    if self._timed_out is not None:
+                        self._timed_out(pattern, name)
+                    break
+                if match is not None:
+                    value = candidate
+                    break
+        if len(found) >= _PATTERN_MEMORY:
+            found.clear()
+        found[name] = value
+        return value
 
 
 def remove_dot_segments(path: bytes) -> bytes | None:

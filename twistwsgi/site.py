@@ -53,11 +53,12 @@ from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.request import UNREAD_BODY, ErrorPages
-from twistwsgi.http.rules import RequestError, unquote_path
+from twistwsgi.http.rules import RequestError, compile_host_pattern, unquote_path
 from twistwsgi.log_format import LogFormat
 from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.rewrite import RewriteRedirects
 from twistwsgi.routing import (
+    HOST_PATTERN_TIME_LIMIT,
     ClientCertificateCheck,
     HostGuard,
     HostGuards,
@@ -85,6 +86,19 @@ __all__ = [
 
 _log = Logger(namespace="twistwsgi.auth")
 _limits_log = Logger(namespace="twistwsgi.limits")
+_routing_log = Logger(namespace="twistwsgi.routing")
+
+
+def _host_pattern_timed_out(pattern: str, name: str) -> None:
+    _routing_log.error(
+        "Host name {pattern} took over {limit:g}s on the name {name:.80} ({size} bytes):"
+        " no regular-expression host name matches it",
+        pattern=pattern,
+        limit=HOST_PATTERN_TIME_LIMIT,
+        name=name,
+        size=len(name),
+    )
+
 
 #: Builds the handler of a static or proxy mount from the mount and the whole
 #: configuration (registered by those modules).
@@ -168,7 +182,12 @@ class SiteBuilder:
                     default = table
                     default_name = host.names[0] if host.names else None
             try:
-                hosts = HostTable(entries, default)
+                hosts = HostTable(
+                    entries,
+                    default,
+                    compile_pattern=compile_host_pattern,
+                    timed_out=_host_pattern_timed_out,
+                )
             except ValueError as error:
                 raise ConfigError("hosts", str(error)) from None
         except ConfigError:
@@ -197,7 +216,8 @@ class SiteBuilder:
         )
         return RoutingTable(
             hosts,
-            HostTable(names, default_name),
+            # (The same names as the hosts': a pattern that timed out there is said once.)
+            HostTable(names, default_name, compile_pattern=compile_host_pattern),
             tuple(built),
             limited,
             guarded,

@@ -12,11 +12,13 @@ module imports Twisted; the protocol calls these functions and turns a
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
 from http import HTTPStatus
+from typing import Any
 
 __all__ = [
     "CONTROL_CHARACTERS",
@@ -319,6 +321,48 @@ def unquote_path(path: bytes) -> bytes:
     return _PERCENT_RE.sub(decode, path)
 
 
+def claimed_names(name: str) -> tuple[str, ...]:
+    """The normalised names a configured host name answers for, as nginx reads it.
+
+    ``.example.org`` is nginx's short form of two names, ``example.org`` and
+    ``*.example.org``; any other name is itself.
+    """
+    name = normalize_name(name)
+    if name.startswith(".") and len(name) > 1:
+        return (name[1:], "*" + name)
+    return (name,)
+
+
+def compile_host_pattern(pattern: str) -> Any:
+    """Compile a regular-expression host name (without its ``~``) with ``regex``.
+
+    PCRE's syntax, as nginx's ``server_name ~...`` is written (``(?<name>...)``),
+    and a match that can be stopped (see ``routing.HOST_PATTERN_TIME_LIMIT``).
+
+    Raises:
+        ValueError: the package is missing, or the pattern does not compile.
+    """
+    try:
+        regex = importlib.import_module("regex")
+    except ImportError:
+        raise ValueError(
+            "regular-expression host names need the regex package (pip install"
+            " 'twistwsgi[regex]'): Python's re cannot stop a match, and a client's"
+            " Host could make one run for minutes"
+        ) from None
+    if not pattern:
+        raise ValueError("'~' alone: a regular expression follows the ~")
+    try:
+        return regex.compile(pattern)
+    except regex.error as error:
+        raise ValueError(f"~{pattern}: not a regular expression ({error})") from None
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether a configured host name is one name: no wildcard, no regular expression."""
+    return not name.startswith(("*", ".", "~")) and not name.endswith("*")
+
+
 def ipv6_literal(text: str) -> str | None:
     """``[address]`` in the compressed lower-case form of :mod:`ipaddress`, or ``None``.
 
@@ -335,13 +379,18 @@ def ipv6_literal(text: str) -> str | None:
 
 
 def normalize_name(name: str) -> str:
-    """Normalise a configured host name: lower case, no trailing dot.
+    r"""Normalise a configured host name: lower case, no trailing dot.
 
-    Wildcards (``*.example.org``) keep their form; IPv6 literals take the one a
-    request's is normalised to (``[0:0::1]`` is ``[::1]``). Configuration
+    Wildcards (``*.example.org``, ``mail.*``, ``.example.org``) keep their form;
+    IPv6 literals take the one a request's is normalised to (``[0:0::1]`` is
+    ``[::1]``); a regular expression (``~^www\d+\.example\.org$``) is kept as
+    written, since case matters in one (``\D`` is not ``\d``). Configuration
     validation and routing both tell names apart by it.
     """
-    name = name.strip().lower()
+    name = name.strip()
+    if name.startswith("~"):
+        return name
+    name = name.lower()
     if name.startswith("["):
         # Configuration validation refuses a literal that is not an address.
         return ipv6_literal(name) or name
