@@ -933,6 +933,29 @@ def test_workers_over_memory_or_lifetime_are_replaced_one_at_a_time() -> None:
     started.stopService()
 
 
+def test_a_worker_that_ends_while_its_replacement_starts_leaves_no_stray_process() -> None:
+    """Killed (the OOM killer's first pick) while its successor imports, and its own
+    restart failing to fork: once the successor serves, the pending restart is
+    dropped; it would start a process in a slot that is no longer its own, which
+    nothing would stop, and which would hold back every later replacement.
+    """
+    started, clock = running(2)
+    clock.advance(60.0)
+    first, second = clock.processes
+    first.report({"recycle": 7, "memory": 600 * MIB, "memory_limit": 512 * MIB})
+    successor = clock.processes[2]
+    clock.refuse_spawn = True
+    first.end(ProcessTerminated(signal=9))
+    clock.advance(0)  # (the restart fails to fork: tried again later)
+    clock.refuse_spawn = False
+    successor.report({"ready": True})
+    clock.advance(60.0)
+    assert len(clock.processes) == 3
+    assert started.pids == [successor.pid, second.pid]
+    second.report({"recycle": 7, "memory": 600 * MIB, "memory_limit": 512 * MIB})
+    assert len(clock.processes) == 4  # (nothing retiring holds it back)
+
+
 def test_a_replacement_that_cannot_start_leaves_the_old_worker_serving() -> None:
     """The code on disk changed and does not import: tried again later, each time
     after a delay that doubles.

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
@@ -320,22 +323,29 @@ def test_a_worker_asks_to_be_replaced_once_its_memory_passes_max_worker_memory()
 
 
 def test_a_worker_asks_to_be_replaced_once_it_served_for_max_worker_lifetime() -> None:
-    """As uWSGI's max-worker-lifetime, counted from the start of the watch."""
+    """As uWSGI's max-worker-lifetime, counted from the start of the watch on the
+    monotonic clock: the reactor's (the wall clock) stepping forward does not count.
+    """
     answered, reports, clock = Answered(), RecordedReports(), Clock()
-    clock.advance(1000.0)  # (the clock's time before the start does not count)
-    watch = ReplacementWatch(answered, reports, clock, lifetime=5.0)
-    clock.advance(3.0)
+    steady = [1000.0]
+    watch = ReplacementWatch(answered, reports, clock, lifetime=5.0, monotonic=lambda: steady[0])
+    steady[0] += 3.0  # (the time before the start does not count)
     watch.start()
-    clock.advance(4 * REQUEST_COUNT_INTERVAL)
+    clock.advance(86400.0)  # the wall clock steps a day
+    for _ in range(4):
+        steady[0] += REQUEST_COUNT_INTERVAL
+        clock.advance(REQUEST_COUNT_INTERVAL)
     assert reports.sent == []
     answered.responses = 9
+    steady[0] += REQUEST_COUNT_INTERVAL
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert reports.sent == [{"recycle": 9, "lifetime": 5.0}]
 
 
 def test_the_reasons_to_be_replaced_are_reported_one_at_a_time() -> None:
-    """Stuck threads first (the worker is losing capacity), then memory, then its
-    lifetime, then its requests: one report a look, the first reason that holds.
+    """Stuck threads first (the worker is losing capacity), then its requests (whose
+    replacement the master never holds back), then memory, then its lifetime: one
+    report a look, the first reason that holds.
     """
     answered, clock = Answered(), Clock()
     answered.responses = 50
@@ -344,19 +354,55 @@ def test_the_reasons_to_be_replaced_are_reported_one_at_a_time() -> None:
     def watched(**reasons: Any) -> RecordedReports:
         reports = RecordedReports()
         ReplacementWatch(
-            answered, reports, clock, stuck=lambda: stuck[0], resident=lambda: used[0], **reasons
+            answered,
+            reports,
+            clock,
+            stuck=lambda: stuck[0],
+            resident=lambda: used[0],
+            monotonic=clock.seconds,
+            **reasons,
         ).start()
         return reports
 
     every = watched(threads=2, memory_limit=MIB, lifetime=1.0, limit=10)
     no_threads = watched(memory_limit=MIB, lifetime=1.0, limit=10)
-    lifetime_and_limit = watched(lifetime=1.0, limit=10)
-    limit_only = watched(limit=10)
+    memory_and_lifetime = watched(memory_limit=MIB, lifetime=1.0)
+    lifetime_only = watched(lifetime=1.0)
     clock.advance(REQUEST_COUNT_INTERVAL)
     assert every.sent == [{"recycle": 50, "stuck": 1}]
-    assert no_threads.sent == [{"recycle": 50, "memory": 2 * MIB, "memory_limit": MIB}]
-    assert lifetime_and_limit.sent == [{"recycle": 50, "lifetime": 1.0}]
-    assert limit_only.sent == [{"recycle": 50}]
+    assert no_threads.sent == [{"recycle": 50}]
+    assert memory_and_lifetime.sent == [{"recycle": 50, "memory": 2 * MIB, "memory_limit": MIB}]
+    assert lifetime_only.sent == [{"recycle": 50, "lifetime": 1.0}]
+
+
+def test_a_worker_over_max_worker_memory_at_its_first_look_says_so_once() -> None:
+    """A fresh worker over the limit is replaced by one that is over it too: a limit
+    below what the application needs is said in the log, not only the replacements.
+    """
+    answered, reports, clock = Answered(), RecordedReports(), Clock()
+    used = [700 * MIB]
+    ReplacementWatch(
+        answered, reports, clock, memory_limit=512 * MIB, resident=lambda: used[0]
+    ).start()
+    with capture_log_events() as events:
+        clock.advance(REQUEST_COUNT_INTERVAL)
+        clock.advance(REQUEST_COUNT_INTERVAL)
+    assert [formatEvent(event) for event in events] == [
+        "This worker uses 700.0 MiB of memory at its start, more than max_worker_memory"
+        " (512.0 MiB): it will be replaced, and so will its replacement; set"
+        " max_worker_memory above what a worker uses once warm"
+    ]
+    assert len(reports.sent) == 2
+    grown, grown_reports = RecordedReports(), [100 * MIB]
+    ReplacementWatch(
+        answered, grown, clock, memory_limit=512 * MIB, resident=lambda: grown_reports[0]
+    ).start()
+    with capture_log_events() as events:
+        clock.advance(REQUEST_COUNT_INTERVAL)
+        grown_reports[0] = 600 * MIB
+        clock.advance(REQUEST_COUNT_INTERVAL)
+    assert len(grown.sent) == 1
+    assert [formatEvent(event) for event in events] == []
 
 
 def test_resident_memory_is_what_the_process_holds_now() -> None:
@@ -371,6 +417,19 @@ def test_resident_memory_is_what_the_process_holds_now() -> None:
     grown = resident_memory()
     assert grown is not None and grown - before >= 60 * MIB
     del held
+
+
+def test_without_proc_the_peak_is_in_bytes_on_macos_and_kib_elsewhere(monkeypatch: Any) -> None:
+    def no_proc(*args: Any, **kwargs: Any) -> Any:
+        raise FileNotFoundError(2, "No such file or directory", args[0])
+
+    monkeypatch.setattr("twistwsgi.worker.open", no_proc, raising=False)
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=1000))
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert resident_memory() == 1000
+    for platform in ("linux", "freebsd14"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert resident_memory() == 1000 * 1024
 
 
 def test_without_proc_the_peak_resident_size_stands_in(monkeypatch: Any) -> None:

@@ -1537,9 +1537,11 @@ SETTINGS: tuple[Setting, ...] = (
         " replaces it (uWSGI's reload-on-rss, granian's --workers-max-rss), e.g. 512m:"
         " bounds an application that leaks memory, whatever its requests. Looked at"
         " once a second; a new worker starts, and once it serves the old one stops"
-        " accepting and finishes its requests in progress. Workers over the limit are"
-        " replaced one at a time, each once the one before has ended. 0: no limit."
-        " Needs workers.",
+        " accepting and finishes its requests in progress. Such replacements go one at"
+        " a time: none while another worker's replacement starts or a replaced worker"
+        " finishes its requests (killed graceful_timeout + 5 s after it was told to"
+        " stop, at the latest). Without /proc (not Linux), the largest resident size"
+        " the worker has had stands in. 0: no limit. Needs workers.",
     ),
     Setting(
         "max_worker_lifetime",
@@ -1547,8 +1549,8 @@ SETTINGS: tuple[Setting, ...] = (
         0.0,
         "How long a worker process serves before the master replaces it (uWSGI's"
         " max-worker-lifetime, granian's --workers-lifetime), e.g. 6h, as for"
-        " max_requests; workers that reach it together are replaced one at a time,"
-        " each once the one before has ended. 0: for ever. Needs workers.",
+        " max_requests; workers that reach it together are replaced one at a time, as"
+        " for max_worker_memory. 0: for ever. Needs workers.",
     ),
     Setting(
         "thread_queue_timeout",

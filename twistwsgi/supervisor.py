@@ -732,7 +732,13 @@ class Supervisor(Service):
         old = self._workers.get(number)
         self._workers[number] = successor
         if old is not None:
-            self._stop_workers([old], self._graceful_timeout)
+            # One that ended meanwhile (the OOM killer's first pick) may have a restart
+            # pending: it would start a process in a slot that is no longer its own,
+            # which nothing would ever stop.
+            _cancel(old.restart)
+            old.restart = None
+            if old.process is not None:
+                self._stop_workers([old], self._graceful_timeout)
 
     def _recycle_failed(self, worker: _Worker, how: str) -> None:
         worker.recycle_failures += 1

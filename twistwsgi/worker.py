@@ -274,7 +274,8 @@ def resident_memory() -> int | None:
 class ReplacementWatch:
     """Asks the master for a replacement of this worker, once a second, when it is due.
 
-    Four reasons, looked at together (nothing is added to each request):
+    Four reasons, looked at together (nothing is added to each request), in this
+    order (the first that holds is reported):
 
     - ``threads``: half of them, rounded up, are held by requests answered 504 past
       ``app_timeout`` (``{"recycle": count, "stuck": n}``). A Python thread cannot be
@@ -282,13 +283,18 @@ class ReplacementWatch:
       gunicorn kills such a worker (``--timeout``). The replacement starts, then
       this worker stops accepting, finishes its other requests and exits, the stuck
       threads with it (killed at the end of its graceful timeout at the latest).
+    - ``limit``: gunicorn's ``--max-requests``: the factory's count of ended
+      exchanges has reached it (``{"recycle": count}``). Before the two below, whose
+      replacements the master holds back while another goes on: a worker past its
+      max_requests is not held back for being over them too.
     - ``memory_limit``: ``max_worker_memory``, uWSGI's ``reload-on-rss``: the
       process's resident memory is above it (``{"recycle": count, "memory": bytes,
-      "memory_limit": bytes}``).
+      "memory_limit": bytes}``). Above it at the first look, it is said in the log
+      too: a fresh worker over the limit is replaced again and again.
     - ``lifetime``: ``max_worker_lifetime``, uWSGI's ``max-worker-lifetime``: the
-      worker has served that many seconds (``{"recycle": count, "lifetime": s}``).
-    - ``limit``: gunicorn's ``--max-requests``: the factory's count of ended
-      exchanges has reached it (``{"recycle": count}``).
+      worker has served that many seconds (``{"recycle": count, "lifetime": s}``),
+      on ``monotonic``'s clock (a step of the wall clock, a VM resumed, would make
+      every worker due at once).
 
     The report goes at each look until the master stops this worker (it acts on the
     first, when the worker is one of those serving).
@@ -306,6 +312,7 @@ class ReplacementWatch:
         memory_limit: int | None = None,
         lifetime: float | None = None,
         resident: Callable[[], int | None] = resident_memory,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._counted = counted
         self._limit = limit
@@ -315,14 +322,15 @@ class ReplacementWatch:
         self._reports = reports
         self._stuck = stuck
         self._resident = resident
-        self._clock = clock
-        self._started = clock.seconds()
+        self._monotonic = monotonic
+        self._started = monotonic()
+        self._first_look = True
         self._loop = LoopingCall(self._look)
         self._loop.clock = clock
 
     def start(self) -> None:
         """Look from now on (the lifetime counts from now too)."""
-        self._started = self._clock.seconds()
+        self._started = self._monotonic()
         self._loop.start(REQUEST_COUNT_INTERVAL, now=False)
 
     def _look(self) -> None:
@@ -333,20 +341,30 @@ class ReplacementWatch:
             if stuck >= threshold:
                 self._reports.send({"recycle": answered, "stuck": stuck})
                 return
+        if self._limit is not None and answered >= self._limit:
+            self._reports.send({"recycle": answered})
+            return
+        first_look, self._first_look = self._first_look, False
         memory_limit = self._memory_limit
         if memory_limit is not None:
             resident = self._resident()
             if resident is not None and resident > memory_limit:
+                if first_look:
+                    _log.warn(
+                        "This worker uses {used:.1f} MiB of memory at its start, more than"
+                        " max_worker_memory ({limit:.1f} MiB): it will be replaced, and so"
+                        " will its replacement; set max_worker_memory above what a worker"
+                        " uses once warm",
+                        used=resident / 2**20,
+                        limit=memory_limit / 2**20,
+                    )
                 self._reports.send(
                     {"recycle": answered, "memory": resident, "memory_limit": memory_limit}
                 )
                 return
         lifetime = self._lifetime
-        if lifetime is not None and self._clock.seconds() - self._started >= lifetime:
+        if lifetime is not None and self._monotonic() - self._started >= lifetime:
             self._reports.send({"recycle": answered, "lifetime": lifetime})
-            return
-        if self._limit is not None and answered >= self._limit:
-            self._reports.send({"recycle": answered})
 
 
 class _Control:
