@@ -1571,6 +1571,32 @@ def test_a_sighup_while_the_server_starts_is_a_reload_once_it_runs(
         signal.signal(signal.SIGUSR1, previous_user1)
 
 
+def test_sigttin_and_sigttou_change_the_workers_in_the_reactor_loop() -> None:
+    """As gunicorn's; without workers they are said to do nothing (their default
+    action, stopping the process, would freeze the server).
+    """
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTTIN, signal.SIGTTOU)}
+    try:
+        reactor = CallsFromThreads()
+        asked: list[str] = []
+        cli._on_worker_count_signals(
+            reactor, lambda: asked.append("more"), lambda: asked.append("fewer")
+        )
+        os.kill(os.getpid(), signal.SIGTTIN)
+        os.kill(os.getpid(), signal.SIGTTOU)
+        for call in reactor.calls:
+            call()
+        assert asked == ["more", "fewer"]
+        with capture_log_events() as events:
+            cli._no_workers_to_count("SIGTTIN")
+        assert [formatEvent(event) for event in events] == [
+            "SIGTTIN ignored: this server serves without worker processes (workers = 0)"
+        ]
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def test_an_ignored_sighup_stays_ignored_while_the_server_starts() -> None:
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:

@@ -119,6 +119,23 @@ def test_serves_requests_and_logs_them(server: Server, socket_path: Path) -> Non
     assert '"e2e-test"' in line
 
 
+def test_sigttin_to_a_server_without_workers_is_said_and_changes_nothing(
+    server: Server, socket_path: Path
+) -> None:
+    """Its default action would stop (freeze) the process: a script written for
+    gunicorn's TTIN must not take the server down.
+    """
+    server.process.send_signal(signal.SIGTTIN)
+    server.wait_for("SIGTTIN ignored: this server serves without worker processes")
+    connection = UnixHTTPConnection(socket_path)
+    connection.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.sock.settimeout(30)
+    connection.sock.connect(str(socket_path))
+    connection.request("GET", "/after")
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
 def test_sigterm_lets_the_request_in_flight_finish(server: Server, socket_path: Path) -> None:
     """On SIGTERM the server stops accepting, finishes the request in progress
     (answering with Connection: close), and exits with status 0.

@@ -23,6 +23,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
+from twistwsgi.config import MAX_WORKERS
 from twistwsgi.metrics import empty
 from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import ListenError
@@ -954,6 +955,79 @@ def test_a_worker_that_ends_while_its_replacement_starts_leaves_no_stray_process
     assert started.pids == [successor.pid, second.pid]
     second.report({"recycle": 7, "memory": 600 * MIB, "memory_limit": 512 * MIB})
     assert len(clock.processes) == 4  # (nothing retiring holds it back)
+
+
+def test_sigttin_adds_a_worker_in_a_new_slot() -> None:
+    """As gunicorn's TTIN: one more worker, until the next reload."""
+    started, clock = running(2)
+    with capture_log_events() as events:
+        started.add_worker()
+    assert messages(events) == [
+        "SIGTTIN: starting worker 3 (3 workers from now on)",
+        "Started worker 3 (pid 1002)",
+    ]
+    [third] = new_workers(clock, 2)
+    assert third.payload()["number"] == 3
+    third.report({"ready": True})
+    assert started.pids == [1000, 1001, 1002]
+    third.end(ProcessTerminated(signal=9))  # (replaced as any other)
+    clock.advance(FIRST_RESTART_DELAY)
+    assert clock.processes[3].payload()["number"] == 3
+
+
+def test_sigttou_stops_the_last_slots_worker_gracefully_down_to_one() -> None:
+    started, clock = running(3)
+    third = clock.processes[2]
+    with capture_log_events() as events:
+        started.remove_worker()
+    assert messages(events) == ["SIGTTOU: stopping worker 3 (pid 1002; 2 workers from now on)"]
+    assert third.commands() == [b"stop\n"]
+    assert started.pids == [1000, 1001]
+    third.end()
+    clock.advance(60.0)
+    assert len(clock.processes) == 3  # (not started again)
+    started.remove_worker()
+    assert clock.processes[1].commands() == [b"stop\n"]
+    with capture_log_events() as events:
+        started.remove_worker()
+    assert messages(events) == ["SIGTTOU: one worker is the fewest there may be"]
+    assert clock.processes[0].commands() == []
+    clock.advance(30.0 + KILL_GRACE)
+    assert clock.processes[1].signals == ["KILL"]  # (outstayed its graceful timeout)
+
+
+def test_sigttou_stops_a_slots_replacement_and_drops_its_pending_restart() -> None:
+    started, clock = running(3)
+    clock.advance(60.0)
+    clock.processes[2].report({"recycle": 1000})
+    [successor] = new_workers(clock, 3)
+    started.remove_worker()
+    assert successor.signals == ["KILL"]  # (still importing: holds no connection)
+    assert clock.processes[2].commands() == [b"stop\n"]
+    clock.processes[1].end(ProcessTerminated(signal=9))  # slot 2 restarts later...
+    started.remove_worker()  # ...but is removed first
+    clock.advance(60.0)
+    assert len(clock.processes) == 4
+    assert started.pids == [1000]
+
+
+def test_the_number_of_workers_does_not_change_during_a_reload_or_past_the_most() -> None:
+    started, clock = running(1)
+    started.reload(30.0, "new")
+    with capture_log_events() as events:
+        started.add_worker()
+        started.remove_worker()
+    assert messages(events) == [
+        "SIGTTIN ignored: a reload is in progress (it starts as many workers as the"
+        " configuration asks)",
+        "SIGTTOU ignored: a reload is in progress (it starts as many workers as the"
+        " configuration asks)",
+    ]
+    assert len(clock.processes) == 2
+    most, _ = running(MAX_WORKERS)
+    with capture_log_events() as events:
+        most.add_worker()
+    assert messages(events) == [f"SIGTTIN: already {MAX_WORKERS} workers, the most there may be"]
 
 
 def test_a_replacement_that_cannot_start_leaves_the_old_worker_serving() -> None:

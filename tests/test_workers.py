@@ -611,6 +611,33 @@ def test_a_worker_is_replaced_after_max_worker_lifetime(socket_path: Path) -> No
         assert server.stop() == 0
 
 
+def test_sigttin_and_sigttou_add_and_remove_a_worker(socket_path: Path) -> None:
+    """As gunicorn's; the workers themselves ignore both (systemctl kill sends a
+    signal to every process of the unit, and the default action stops a process).
+    """
+    server = Server(
+        *("--app", "tests.apps:process", "--listen", f"unix:{socket_path}"),
+        *("--workers", "1"),
+    )
+    try:
+        [first] = started_workers(server, 1).values()
+        server.wait_for("with 1 worker processes")
+        os.kill(first, signal.SIGTTIN)
+        os.kill(first, signal.SIGTTOU)
+        server.process.send_signal(signal.SIGTTIN)
+        server.wait_for("SIGTTIN: starting worker 2 (2 workers from now on)")
+        [second] = started_workers(server, 1).values()
+        server.wait_for("[twistwsgi.service#info worker 2] Ready: serving")
+        server.process.send_signal(signal.SIGTTOU)
+        server.wait_for(f"SIGTTOU: stopping worker 2 (pid {second}; 1 workers from now on)")
+        wait_until_ended(second)
+        with open(f"/proc/{first}/stat") as stat:
+            assert stat.read().rsplit(")", 1)[1].split()[0] != "T"  # (not stopped)
+        assert answered_by(socket_path)[0] == first
+    finally:
+        assert server.stop() == 0
+
+
 def test_reload_replaces_the_worker_when_a_python_file_changes(
     tmp_path: Path, socket_path: Path
 ) -> None:

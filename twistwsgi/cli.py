@@ -26,6 +26,7 @@ import tempfile
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from OpenSSL import SSL
@@ -1037,6 +1038,9 @@ def _supervisor(
         )
 
     reactor.callWhenRunning(_on_reload_signals, reactor, reload, supervisor.reopen_access_log)
+    reactor.callWhenRunning(
+        _on_worker_count_signals, reactor, supervisor.add_worker, supervisor.remove_worker
+    )
     if config.reload:
         watched = [os.path.join(start_directory, given["config"])] if given.get("config") else []
         # The hosts' error pages too: they are read when the configuration is built.
@@ -1294,6 +1298,35 @@ def _handle_reload_signals(
         reload_server(reactor, service, given, endpoints)
 
     _on_reload_signals(reactor, reload, service.reopen_access_log)
+    _on_worker_count_signals(
+        reactor, partial(_no_workers_to_count, "SIGTTIN"), partial(_no_workers_to_count, "SIGTTOU")
+    )
+
+
+def _no_workers_to_count(signal_name: str) -> None:
+    _log.warn(
+        "{signal} ignored: this server serves without worker processes (workers = 0)",
+        signal=signal_name,
+    )
+
+
+def _on_worker_count_signals(
+    reactor: Any, add: Callable[[], None], remove: Callable[[], None]
+) -> None:
+    """Run ``add`` on SIGTTIN and ``remove`` on SIGTTOU in the reactor loop (gunicorn's).
+
+    Installed with or without workers: their default action stops the process (job
+    control), so a script written for gunicorn would freeze a server it sent one to.
+    """
+
+    def on_more(number: int, frame: object) -> None:
+        reactor.callFromThread(add)
+
+    def on_fewer(number: int, frame: object) -> None:
+        reactor.callFromThread(remove)
+
+    signal.signal(signal.SIGTTIN, on_more)
+    signal.signal(signal.SIGTTOU, on_fewer)
 
 
 #: SIGHUPs received before the reactor ran, to be acted on once it runs.

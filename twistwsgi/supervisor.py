@@ -75,6 +75,7 @@ from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 
 from twistwsgi import metrics as metrics_module
+from twistwsgi.config import MAX_WORKERS
 from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import (
     ListenError,
@@ -1026,6 +1027,71 @@ class Supervisor(Service):
             worker.deadline = self._reactor.callLater(
                 graceful_timeout + KILL_GRACE, self._kill, worker, late=True
             )
+
+    def add_worker(self) -> None:
+        """One worker more (SIGTTIN, as gunicorn's), up to :data:`MAX_WORKERS`.
+
+        Until the next reload, which starts as many as the configuration asks.
+        """
+        if not self._may_resize("SIGTTIN"):
+            return
+        if self._count >= MAX_WORKERS:
+            _log.warn("SIGTTIN: already {count} workers, the most there may be", count=self._count)
+            return
+        self._count += 1
+        number = self._count
+        _log.info(
+            "SIGTTIN: starting worker {number} ({count} workers from now on)",
+            number=number,
+            count=self._count,
+        )
+        self._spawn(self._workers.setdefault(number, _Worker(number, 0.0)))
+
+    def remove_worker(self) -> None:
+        """One worker fewer (SIGTTOU, as gunicorn's), down to one.
+
+        The last slot's worker stops gracefully, as a replaced one does (killed if it
+        outstays the graceful timeout); its replacement, if one is starting, is
+        stopped too. Until the next reload, which starts as many as the
+        configuration asks.
+        """
+        if not self._may_resize("SIGTTOU"):
+            return
+        if self._count <= 1:
+            _log.warn("SIGTTOU: one worker is the fewest there may be")
+            return
+        number = self._count
+        self._count -= 1
+        worker = self._workers.pop(number, None)
+        stopping = [] if worker is None else [worker]
+        successor = self._successors.pop(number, None)
+        if successor is not None:
+            stopping.append(successor)
+        for ending in stopping:
+            _cancel(ending.restart)
+            ending.restart = None
+        _log.info(
+            "SIGTTOU: stopping worker {number} (pid {pid}; {count} workers from now on)",
+            number=number,
+            pid=worker.pid if worker is not None and worker.process else "-",
+            count=self._count,
+        )
+        self._stop_workers(
+            [ending for ending in stopping if ending.process is not None], self._graceful_timeout
+        )
+
+    def _may_resize(self, signal_name: str) -> bool:
+        """Whether the number of workers may change now; the log says why not."""
+        if not self.running or self._stopping is not None:
+            return False
+        if self._incoming is not None:
+            _log.warn(
+                "{signal} ignored: a reload is in progress (it starts as many workers as"
+                " the configuration asks)",
+                signal=signal_name,
+            )
+            return False
+        return True
 
     def keep_configuration(self) -> None:
         """Have every worker reopen its access log and read its certificates again.

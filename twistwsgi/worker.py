@@ -480,6 +480,11 @@ def _encoded(text: str | None) -> bytes | None:
 def main(arguments: list[str] | None = None) -> None:
     """Run one worker (or, with ``--check``, check the configuration) and exit."""
     check = "--check" in (sys.argv[1:] if arguments is None else arguments)
+    # The master's signals (gunicorn's): systemctl kill and a KillMode=control-group
+    # stop send them to every process of the unit, and their default action would
+    # stop (freeze) this one.
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     payload = _read_payload()
     if payload.get("ignore_interrupts"):
         # Started by a master that ignores SIGINT (a shell's background job): a
