@@ -44,7 +44,7 @@ def router(body_limits: bool = True) -> Router:
         [Mount(b"", "site"), Mount(b"/upload", "uploads", 50_000_000), Mount(b"/api", "api", 0)]
     )
     hosts = HostTable([(("a.example",), mounts)], None)
-    return Router(RoutingTable(hosts, HostTable([], None), body_limits=body_limits))
+    return Router(RoutingTable(hosts, body_limits=body_limits))
 
 
 @pytest.mark.parametrize(

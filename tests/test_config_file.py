@@ -12,8 +12,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
+from twistwsgi import site as site_module
 from twistwsgi.cli import load_config
 from twistwsgi.config import SETTINGS, ConfigError, ServerConfig, Upstream, read_config_file
+from twistwsgi.http.rules import compile_host_pattern
 from twistwsgi.reference import configuration_reference
 from twistwsgi.routing import Router
 from twistwsgi.site import SiteBuilder, describe_routing
@@ -220,6 +222,7 @@ ONE_HOST = '[[host]]\nnames = ["a.example"]\n[[host.mount]]\npath = "/"\napp = "
         ('[[host]]\nnames = ["mail*"]\n', "host[0].names: 'mail*' is not a host name"),
         ('[[host]]\nnames = ["*mail.example"]\n', "'*mail.example' is not a host name"),
         ('[[host]]\nnames = ["~"]\n', "host[0].names: '~' alone: a regular expression"),
+        ('[[host]]\nnames = ["~ ^a$"]\n', "host[0].names: ~ ^a$: a space in a host name"),
         (
             '[[host]]\nnames = ["~^(www"]\n',
             "host[0].names: ~^(www: not a regular expression (missing )",
@@ -1069,3 +1072,28 @@ def test_a_host_pattern_that_backtracks_is_stopped_and_named_in_the_log(tmp_path
         "Host name ~^(a|aa)+$ took over 0.01s on the name " + "a" * 60 + "b (61 bytes):"
         " no regular-expression host name matches it"
     ]
+
+
+def test_a_request_searches_the_host_patterns_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """Routing, and the host's name the route carries, come from one lookup: each
+    table's time limit is spent at most once per request.
+    """
+    searched: list[str] = []
+
+    class Counting:
+        def __init__(self, compiled: Any) -> None:
+            self.compiled = compiled
+
+        def search(self, name: str, timeout: float) -> Any:
+            searched.append(name)
+            return self.compiled.search(name, timeout=timeout)
+
+    monkeypatch.setattr(
+        site_module, "compile_host_pattern", lambda pattern: Counting(compile_host_pattern(pattern))
+    )
+    config = load(tmp_path, NAME_FORMS)
+    client = connect(Router(SiteBuilder(reactor=Clock(), threadpool=None).build(config)))
+    client.send(b"GET / HTTP/1.1\r\nHost: fresh.example\r\n\r\n")
+    [response] = parse_responses(client.take())
+    assert response.body == b"default"
+    assert searched == ["fresh.example", "fresh.example"]  # (two patterns, once each)

@@ -462,7 +462,7 @@ def test_an_application_past_app_timeout_gets_the_page(tmp_path: Path) -> None:
             validator(stuck), reactor=calls, threadpool=pool, app_timeout=5.0, clock=clock
         )
         mounts: MountTable[Handler] = MountTable([Mount(b"", handler)], error_pages=pages)
-        router = Router(RoutingTable(HostTable([], mounts), HostTable([], None)))
+        router = Router(RoutingTable(HostTable([], mounts)))
         connection = connect(router, clock=clock)
         connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         calls.run_until(started.is_set)

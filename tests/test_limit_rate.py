@@ -103,7 +103,7 @@ def routed(handler: Any, rate: int, after: int = 0, prefix: bytes = b"") -> Rout
     mount = Mount(
         prefix, handler, limit_rate=(rate, after) if rate else None, limit_rate_after=after
     )
-    table = RoutingTable(HostTable([], MountTable([mount])), HostTable([], None), paced=True)
+    table = RoutingTable(HostTable([], MountTable([mount])), paced=True)
     return Router(table)
 
 
@@ -180,7 +180,7 @@ def test_the_next_pipelined_response_is_not_held_by_the_last_one_s_pace() -> Non
     mounts: MountTable[Handler] = MountTable(
         [Mount(b"/slow", slow, limit_rate=(10 * KB, 0)), Mount(b"", fast)]
     )
-    router = Router(RoutingTable(HostTable([], mounts), HostTable([], None), paced=True))
+    router = Router(RoutingTable(HostTable([], mounts), paced=True))
     client = connect(router, clock=clock)
     client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
     assert len(client.transport.value()) < 20 * KB
@@ -286,7 +286,7 @@ def test_a_hold_ends_with_its_response(end: str) -> None:
         [Mount(b"/held", held, limit_rate=(10 * KB, 0)), Mount(b"", quick)]
     )
     client = connect(
-        Router(RoutingTable(HostTable([], mounts), HostTable([], None), paced=True)),
+        Router(RoutingTable(HostTable([], mounts), paced=True)),
         clock=clock,
     )
     client.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -237,7 +237,7 @@ def make_proxy(
         mounts: MountTable[Handler] = MountTable(
             [Mount(config.prefix, handler)], error_pages=error_pages
         )
-        table = RoutingTable(HostTable([], mounts), HostTable([], None))
+        table = RoutingTable(HostTable([], mounts))
         router = Router(table)
     return Setup(handler, endpoints, clock, router)
 

@@ -256,10 +256,21 @@ def test_without_host_the_hosts_first_plain_name_stands_in(tmp_path: Path) -> No
     config = load(
         tmp_path,
         'listen = ["tcp:80"]\nhttps_redirect = 443',
-        host(r"""'*.a.test', '.b.test', 'mail.*', '~^w\d$', 'www.a.test'""", "default = true"),
+        host(r"""'*.a.test', 'mail.*', '~^w\d$', 'www.a.test'""", "default = true"),
     )
     response = ask(config, b"GET /p HTTP/1.0\r\n\r\n")
     assert response.header(b"location") == b"https://www.a.test/p"
+
+
+def test_without_host_a_short_form_names_its_domain(tmp_path: Path) -> None:
+    """Nginx's .example.org is example.org in its $server_name."""
+    config = load(
+        tmp_path,
+        'listen = ["tcp:80"]\nhttps_redirect = 443',
+        host(r"""'~^w\d$', '.B.test', 'www.a.test'""", "default = true"),
+    )
+    response = ask(config, b"GET /p HTTP/1.0\r\n\r\n")
+    assert response.header(b"location") == b"https://b.test/p"
 
 
 @pytest.mark.parametrize(

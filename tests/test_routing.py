@@ -255,14 +255,20 @@ def test_a_short_form_name_claims_both_of_its_names() -> None:
 
 
 def test_regular_expression_names_keep_their_case_and_need_a_compiler() -> None:
-    r"""\D is not \d: the pattern is not lower-cased; its matches are, as nginx matches
-    the lower-cased host.
+    r"""\D is not \d: the pattern is not lower-cased; the name it is searched in is.
+    A pattern with a capital letter matches without case, as nginx compiles one.
     """
-    hosts = HostTable([([r"~^\D+$"], "letters")], None, compile_pattern=compile_host_pattern)
-    assert hosts.lookup("abc.example") == "letters"
-    assert hosts.lookup("a1.example") is None
-    upper = HostTable([(["~^WWW$"], "never")], None, compile_pattern=compile_host_pattern)
-    assert upper.lookup(normalize_host(b"WWW")) is None
+    hosts = HostTable([([r"~^\d+$"], "digits")], None, compile_pattern=compile_host_pattern)
+    assert hosts.lookup("123") == "digits"
+    assert hosts.lookup("a1") is None
+    upper = HostTable(
+        [([r"~^(?<user>[A-Z]+)\.Example\.org$"], "users")],
+        None,
+        compile_pattern=compile_host_pattern,
+    )
+    assert upper.lookup(normalize_host(b"Ann.example.ORG")) == "users"
+    lower = HostTable([([r"~^www\."], "www")], None, compile_pattern=compile_host_pattern)
+    assert lower.lookup(normalize_host(b"WWW.example.org")) == "www"
     with pytest.raises(ValueError, match="no regular expressions here"):
         HostTable([(["~^a$"], 1)], None)
 
@@ -299,8 +305,9 @@ def test_a_name_is_searched_once_and_only_up_to_a_dns_names_length() -> None:
 
 
 def test_patterns_that_time_out_match_nothing_and_say_so() -> None:
-    """The names of one table share HOST_PATTERN_TIME_LIMIT per name: past it the
+    """The patterns of one table share HOST_PATTERN_TIME_LIMIT per name: past it the
     default answers (nginx answers 500 when PCRE gives up), and the log says which.
+    A timeout is not remembered: the machine may only have been busy.
     """
     now = [100.0]
     slow, later = CountedPattern("timeout"), CountedPattern("match")
@@ -319,8 +326,53 @@ def test_patterns_that_time_out_match_nothing_and_say_so() -> None:
     assert name == "a.test"
     assert abs(timeout - HOST_PATTERN_TIME_LIMIT) < 1e-9
     assert later.searched == []
-    assert hosts.lookup("a.test") == "default"  # (remembered: not searched again)
+    slow.outcome = "miss"
+    assert hosts.lookup("a.test") == "later"
     assert said == [("~slow", "a.test")]
+
+
+def test_the_patterns_of_a_table_share_one_time_limit() -> None:
+    """Each pattern gets what the ones before it left, and none once it is spent."""
+    now = [0.0]
+
+    class Takes:
+        def __init__(self, seconds: float) -> None:
+            self.seconds = seconds
+            self.given: list[float] = []
+
+        def search(self, name: str, timeout: float) -> object:
+            self.given.append(timeout)
+            now[0] += min(self.seconds, timeout)
+            if self.seconds > timeout:
+                raise TimeoutError("regex timed out")
+            return None
+
+    patterns = [Takes(0.004), Takes(0.006), Takes(0.001)]
+    said: list[tuple[str, str]] = []
+    hosts = HostTable(
+        [([f"~p{index}"], index) for index in range(3)],
+        None,
+        compile_pattern=lambda pattern: patterns[int(pattern[1:])],
+        timed_out=lambda pattern, name: said.append((pattern, name)),
+        clock=lambda: now[0],
+    )
+    assert hosts.lookup("x.test") is None
+    assert now[0] == pytest.approx(HOST_PATTERN_TIME_LIMIT)
+    assert patterns[0].given == [pytest.approx(0.01)]
+    assert patterns[1].given == [pytest.approx(0.006)]
+    assert patterns[2].given == []  # (nothing left for it: not even a moment)
+    assert said == [("~p2", "x.test")]
+
+
+def test_the_memory_of_names_is_bounded() -> None:
+    """At most _PATTERN_MEMORY names, and none longer than a DNS name."""
+    pattern = CountedPattern("miss")
+    hosts = HostTable([(["~p"], 1)], 0, compile_pattern=lambda _: pattern)
+    for index in range(2000):
+        hosts.lookup(f"n{index}.test")
+    assert 0 < len(hosts._found) <= 1024
+    hosts.lookup("a" * 8000)
+    assert "a" * 8000 not in hosts._found
 
 
 def test_a_pattern_that_backtracks_is_stopped() -> None:
@@ -432,17 +484,16 @@ class Recorder:
 
 
 def router(default: bool) -> Router:
-    shop = MountTable([Mount(b"", Recorder("shop")), Mount(b"/static", Recorder("files"))])
-    org = MountTable([Mount(b"/api", Recorder("api"))])
+    shop = MountTable(
+        [Mount(b"", Recorder("shop")), Mount(b"/static", Recorder("files"))],
+        name="example.com",
+    )
+    org = MountTable([Mount(b"/api", Recorder("api"))], name="*.example.org")
     hosts: HostTable[Any] = HostTable(
         [(["example.com", "www.example.com"], shop), (["*.example.org"], org)],
         default=org if default else None,
     )
-    names = HostTable(
-        [(["example.com", "www.example.com"], "example.com"), (["*.example.org"], "*.example.org")],
-        default="*.example.org" if default else None,
-    )
-    return Router(RoutingTable(hosts, names))
+    return Router(RoutingTable(hosts))
 
 
 def ask(handler: Any, host: bytes, path: bytes, transport: Any = None) -> tuple[int, bytes]:

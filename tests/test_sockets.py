@@ -1155,7 +1155,7 @@ class LargeFileTests(TestCase):
         from twistwsgi.static import StaticHandler, StaticOptions
 
         handler = StaticHandler(StaticOptions(root=str(self.directory)), now=global_reactor.seconds)
-        table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])), HostTable([], None))
+        table = RoutingTable(HostTable([], MountTable([Mount(b"", handler)])))
         factory = HTTPFactory(Router(table), settings=HttpSettings(), clock=reactor)
         port: IListeningPort = await serverFromString(reactor, endpoint).listen(factory)
 
@@ -1223,7 +1223,7 @@ class LargeFileTests(TestCase):
         static = StaticHandler(StaticOptions(root=str(files)), now=global_reactor.seconds)
         app = WSGIHandler(apps.hello, reactor=reactor, threadpool=None)
         mounts: MountTable[Handler] = MountTable([Mount(b"/s", static), Mount(b"", app)])
-        table = RoutingTable(HostTable([], mounts), HostTable([], None))
+        table = RoutingTable(HostTable([], mounts))
         factory = HTTPFactory(Router(table), settings=HttpSettings(), clock=reactor)
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
         self.addCleanup(factory.shut_down)

@@ -989,7 +989,9 @@ SYMLINKS = Kind("SYMLINKS", _choice("inside", "never"), "inside or never")
 HOST_NAMES = Kind(
     "HOSTS",
     _host_names,
-    "a list of host names; *.example.org matches any name ending in .example.org",
+    "a list of host names; *.example.org matches any name ending in .example.org,"
+    " mail.* any starting with mail., .example.org both example.org and its"
+    " subdomains, and ~REGEX the names it matches",
 )
 MOUNT_PATH = Kind("PREFIX", _mount_path, "a URL path prefix starting with /")
 DIRECTORY = Kind("DIR", _directory, "an existing directory")
@@ -1343,7 +1345,8 @@ def _vhosts(value: Any) -> tuple[VhostSpec, ...]:
 VHOST_SPEC = Kind(
     "NAMES[/PREFIX]=KIND:TARGET",
     _vhosts,
-    "host names separated by commas (*.example.org allowed), an optional mount path"
+    "host names separated by commas (*.example.org, .example.org, mail.* and ~REGEX"
+    " without , / or = allowed), an optional mount path"
     " (/ by default), then app:MODULE:NAME, static:DIR, proxy:URL or return:ANSWER",
 )
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from twistwsgi.forwarding import TrustedProxies, forwarded_scheme
 from twistwsgi.http.request import RequestHead
-from twistwsgi.http.rules import is_plain_name
+from twistwsgi.http.rules import claimed_names, is_plain_name
 from twistwsgi.routing import MountTable, answer_error, answer_plain, remove_dot_segments
 
 if TYPE_CHECKING:
@@ -67,7 +67,13 @@ class HttpsRedirect:
         self._port_suffix = b"" if port == 443 else b":%d" % port
         self._trusted_proxies = trusted_proxies
         self._fallback_name = next(
-            (name.lower().rstrip(".") for name in names if is_plain_name(name)), None
+            # (.example.org names example.org, as nginx's $server_name has it.)
+            (
+                claimed_names(name)[0]
+                for name in names
+                if is_plain_name(name) or name.startswith(".")
+            ),
+            None,
         )
 
     def answers(self, request: RequestHead) -> bool:

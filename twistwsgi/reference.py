@@ -128,18 +128,21 @@ names = ['~^www\\d*\\.example\\.net$', '~^(?<user>[a-z]+)\\.users\\.example$']
 ```
 
 A name that starts with `~` is a regular expression, written as in nginx (PCRE's
-syntax: `\\d`, `(?<user>...)`, `[[:alpha:]]`), searched in the host name as above:
-lower case, without port or trailing dot, so a pattern that asks for a capital letter
-never matches. Regular-expression names need the `regex` package (`pip install
+syntax as the `regex` package reads it: `\\d`, `(?<user>...)`, `[[:alpha:]]`; its
+`(?'user'...)` and `\\Q...\\E` are refused at start-up), searched in the host name
+as above: lower case, without port or trailing dot. As nginx does, a pattern with a
+capital letter in it matches without case, and one without matches as written.
+Regular-expression names need the `regex` package (`pip install
 'twistwsgi[regex]'`); without it they are a start-up error saying so. Unlike Python's
-`re`, it can stop a match: the expressions of all hosts get 10 ms in all for one
-name, which a sane pattern never comes near, while one that backtracks (`~^(a|aa)+$`)
-on a name a client made up could otherwise hold the server for minutes. Past it, the
-name matches no expression (the default host answers it) and an error names the
-pattern. Names longer than 253 characters, which no DNS name is, are not tried. A
-name's groups are not variables here (nginx can use `$user` in a `root`): a mount's
-directory or upstream is fixed. On the command line a `--vhost` name cannot hold
-`,`, `/` or `=`; write such a pattern in the file.
+`re`, it can stop a match: for one request the expressions of all hosts get 10 ms in
+all (and as much again for the certificate a TLS handshake picks), which a sane
+pattern never comes near, while one that backtracks (`~^(a|aa)+$`) on a name a client
+made up could otherwise hold the server for minutes. Past it, the name matches no
+expression (the default host answers it) and an error names the pattern. Names
+longer than 253 characters, which no DNS name is, are not tried. A name's groups are
+not variables here (nginx can use `$user` in a `root`): a mount's directory or
+upstream is fixed. On the command line a `--vhost` name cannot hold `,`, `/` or `=`;
+write such a pattern in the file.
 
 An annotated example lives in
 [`deploy/site.example.toml`](../deploy/site.example.toml).

@@ -240,24 +240,33 @@ class HostTable(Generic[T]):
         return self.default
 
     def _match(self, name: str) -> T | None:
-        """The value of the first regular expression ``name`` matches, if any."""
+        """The value of the first regular expression ``name`` matches, if any.
+
+        A name whose search ran out of time is not remembered: a pause of the
+        process (a collection, a busy machine) must not leave a name on the default
+        host until the memory is cleared.
+        """
+        if len(name) > LONGEST_HOST_NAME:
+            return None
         found = self._found
         if name in found:
             return found[name]
         value = None
-        if len(name) <= LONGEST_HOST_NAME:
-            clock = self._clock
-            deadline = clock() + HOST_PATTERN_TIME_LIMIT
-            for pattern, compiled, candidate in self._patterns:
-                try:
-                    match = compiled.search(name, timeout=max(deadline - clock(), 0.001))
-                except TimeoutError:
-                    if self._timed_out is not None:
-                        self._timed_out(pattern, name)
-                    break
-                if match is not None:
-                    value = candidate
-                    break
+        clock = self._clock
+        deadline = clock() + HOST_PATTERN_TIME_LIMIT
+        for pattern, compiled, candidate in self._patterns:
+            remaining = deadline - clock()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError(pattern)
+                match = compiled.search(name, timeout=remaining)
+            except TimeoutError:
+                if self._timed_out is not None:
+                    self._timed_out(pattern, name)
+                return None
+            if match is not None:
+                value = candidate
+                break
         if len(found) >= _PATTERN_MEMORY:
             found.clear()
         found[name] = value
@@ -468,6 +477,7 @@ class MountTable(Generic[T]):
         error_pages: the host's pages for the server's own errors, by status.
         access_log: the host's access log, if not the server's (for what its guard
             and the missing mounts answer).
+        name: the host's first configured name (``Route.host``), if it has names.
 
     Raises:
         ValueError: when two mounts have the same prefix.
@@ -479,8 +489,10 @@ class MountTable(Generic[T]):
         guard: HostGuard | None = None,
         error_pages: ErrorPages | None = None,
         access_log: Callable[[Any], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.guard = guard
+        self.name = name
         self.access_log = access_log
         # None rather than empty: the routes of a host without pages carry None.
         self.error_pages = error_pages or None
@@ -515,7 +527,6 @@ class RoutingTable:
 
     Attributes:
         hosts: host name to the mounts of that host.
-        names: host name to the host's first configured name (for Route.host).
         handlers: every handler of the table (closed when it is replaced).
         body_limits: whether any mount has its own body limit (else the protocol
             need not route a request early to find it).
@@ -530,7 +541,6 @@ class RoutingTable:
     """
 
     hosts: HostTable[MountTable[Handler]]
-    names: HostTable[str]
     handlers: tuple[Handler, ...] = ()
     body_limits: bool = False
     guarded: bool = False
@@ -742,7 +752,7 @@ class Router:
         exchange.route = Route(
             mount.prefix,
             rest,
-            table.names.lookup(name),
+            mounts.name,
             mount.headers,
             mount.gzip,
             mounts.error_pages,

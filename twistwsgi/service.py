@@ -170,7 +170,7 @@ def make_factory(
 def _one_mount(prefix: bytes, handler: Handler, guard: HostGuard | None = None) -> RoutingTable:
     """A routing table with one mount, for every host name (``guard`` before it)."""
     mounts: MountTable[Handler] = MountTable([Mount(prefix, handler)], guard)
-    return RoutingTable(HostTable([], mounts), HostTable([], None), guarded=guard is not None)
+    return RoutingTable(HostTable([], mounts), guarded=guard is not None)
 
 
 def _unix_lock_held(path: object) -> str:

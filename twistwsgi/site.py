@@ -161,9 +161,7 @@ class SiteBuilder:
         self._building_limits = {}
         self.access_logs.begin()
         entries: list[tuple[tuple[str, ...], MountTable[Handler]]] = []
-        names: list[tuple[tuple[str, ...], str]] = []
         default: MountTable[Handler] | None = None
-        default_name: str | None = None
         built: list[Handler] = []
         proxied: list[tuple[str | None, bytes, Handler]] = []
         try:
@@ -173,14 +171,16 @@ class SiteBuilder:
                 )
                 mounts = self._host(host, config, built, host_log, proxied)
                 table = MountTable(
-                    mounts, _host_guard(host, config), dict(host.error_pages), host_log
+                    mounts,
+                    _host_guard(host, config),
+                    dict(host.error_pages),
+                    host_log,
+                    host.names[0] if host.names else None,
                 )
                 if host.names:
                     entries.append((host.names, table))
-                    names.append((host.names, host.names[0]))
                 if host.default:
                     default = table
-                    default_name = host.names[0] if host.names else None
             try:
                 hosts = HostTable(
                     entries,
@@ -216,8 +216,6 @@ class SiteBuilder:
         )
         return RoutingTable(
             hosts,
-            # (The same names as the hosts': a pattern that timed out there is said once.)
-            HostTable(names, default_name, compile_pattern=compile_host_pattern),
             tuple(built),
             limited,
             guarded,

@@ -352,8 +352,13 @@ def compile_host_pattern(pattern: str) -> Any:
         ) from None
     if not pattern:
         raise ValueError("'~' alone: a regular expression follows the ~")
+    if any(char.isspace() for char in pattern):
+        raise ValueError(f"~{pattern}: a space in a host name pattern (no Host has one)")
+    # As nginx compiles a server_name pattern: without case if it holds a capital
+    # letter (ngx_http_core_server_name), else as written; names are lower-cased.
+    caseless = any("A" <= char <= "Z" for char in pattern)
     try:
-        return regex.compile(pattern)
+        return regex.compile(pattern, regex.IGNORECASE if caseless else 0)
     except regex.error as error:
         raise ValueError(f"~{pattern}: not a regular expression ({error})") from None
 
