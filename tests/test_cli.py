@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -382,8 +384,8 @@ class CallsFromThreads:
         self.calls: list[Callable[[], object]] = []
         self.later: list[tuple[float, Callable[[], object]]] = []
 
-    def callFromThread(self, function: Callable[[], object]) -> None:
-        self.calls.append(function)
+    def callFromThread(self, function: Callable[..., object], *args: object) -> None:
+        self.calls.append(functools.partial(function, *args))
 
     def callLater(self, delay: float, function: Callable[[], object]) -> None:
         self.later.append((delay, function))
@@ -1595,6 +1597,58 @@ def test_sigttin_and_sigttou_change_the_workers_in_the_reactor_loop() -> None:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def test_sigttou_from_the_kernel_to_a_background_job_lets_its_write_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A background job writing to its terminal under stty tostop gets SIGTTOU from
+    the kernel, which restarts the write once the handler returns: acted on, the
+    signal would come back for ever (and remove workers). It is ignored until the
+    reactor runs next, then handled again.
+    """
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTTIN, signal.SIGTTOU)}
+    try:
+        reactor = CallsFromThreads()
+        asked: list[str] = []
+        cli._on_worker_count_signals(
+            reactor, lambda: asked.append("more"), lambda: asked.append("fewer")
+        )
+        handler = signal.getsignal(signal.SIGTTOU)
+        monkeypatch.setattr(cli, "_in_background_of_a_terminal", lambda: True)
+        assert callable(handler)
+        handler(signal.SIGTTOU, None)
+        assert signal.getsignal(signal.SIGTTOU) == signal.SIG_IGN
+        [restore] = reactor.calls
+        restore()
+        assert signal.getsignal(signal.SIGTTOU) is handler
+        assert asked == []
+    finally:
+        for number, previous_handler in previous.items():
+            signal.signal(number, previous_handler)
+
+
+def test_a_background_job_of_a_terminal_is_told_apart_from_its_foreground() -> None:
+    """In a child that a pseudo-terminal controls: its own process group is the
+    terminal's foreground; a grandchild in a group of its own is a background job.
+    """
+    pid, terminal = pty.fork()
+    if pid == 0:  # (the child: nothing but exit codes from here)
+        try:
+            foreground = cli._in_background_of_a_terminal()
+            inner = os.fork()
+            if inner == 0:
+                os.setpgid(0, 0)
+                os._exit(0 if cli._in_background_of_a_terminal() else 1)
+            _, status = os.waitpid(inner, 0)
+            os._exit(0 if not foreground and os.WEXITSTATUS(status) == 0 else 1)
+        except BaseException:
+            os._exit(2)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(terminal)
+    assert os.WEXITSTATUS(status) == 0
 
 
 def test_an_ignored_sighup_stays_ignored_while_the_server_starts() -> None:

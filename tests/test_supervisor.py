@@ -1011,6 +1011,53 @@ def test_sigttou_stops_a_slots_replacement_and_drops_its_pending_restart() -> No
     assert started.pids == [1000]
 
 
+def test_sigttou_during_the_first_start_still_announces_it() -> None:
+    """The worker removed may be the one the start waited for: without the
+    announcement, any later death of a worker would stop the server as a failed start.
+    """
+    failed: list[str] = []
+    started, clock = supervisor(3, failed=failed)
+    started.privilegedStartService()
+    started.startService()
+    clock.processes[0].report({"ready": True})
+    clock.processes[1].report({"ready": True})
+    with capture_log_events() as events:
+        started.remove_worker()  # (slot 3 was still importing)
+    assert "Ready: serving on 2 endpoint(s) with 2 worker processes" in messages(events)
+    clock.processes[2].end(ProcessTerminated(signal=9))
+    clock.advance(3600.0)
+    clock.processes[0].end(ProcessTerminated(signal=9))
+    assert failed == []
+    clock.advance(FIRST_RESTART_DELAY)
+    assert clock.processes[-1].payload()["number"] == 1
+
+
+def test_sigttou_gives_the_removed_worker_its_graceful_timeout() -> None:
+    started, clock = running(2)
+    started.remove_worker()
+    clock.advance(30.0 + KILL_GRACE - 0.5)
+    assert clock.processes[1].signals == []
+    clock.advance(1.0)
+    assert clock.processes[1].signals == ["KILL"]
+
+
+def test_a_reload_after_sigttin_starts_as_many_as_the_configuration_asks() -> None:
+    started, clock = running(2)
+    started.add_worker()
+    clock.processes[2].report({"ready": True})
+    started.reload(30.0, "new", 2)
+    new = new_workers(clock, 3)
+    assert [process.payload()["number"] for process in new] == [1, 2]
+    for process in new:
+        process.report({"ready": True})
+    assert [process.commands() for process in clock.processes[:3]] == [[b"keep\n", b"stop\n"]] * 3
+    started.remove_worker()
+    assert new[1].commands() == [b"stop\n"]
+    assert started.pids == [new[0].pid]
+    started.add_worker()
+    assert clock.processes[-1].payload()["number"] == 2
+
+
 def test_the_number_of_workers_does_not_change_during_a_reload_or_past_the_most() -> None:
     started, clock = running(1)
     started.reload(30.0, "new")

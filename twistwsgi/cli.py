@@ -861,6 +861,13 @@ def makeService(options: Options) -> Service:
         exit_with_error(str(error))
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_signal, reactor)
     serve_in_this_process(reactor, service, options.given, endpoints)
+    # (Not in a worker: it ignores them, and the master acts on them.)
+    reactor.callWhenRunning(
+        _on_worker_count_signals,
+        reactor,
+        partial(_no_workers_to_count, "SIGTTIN"),
+        partial(_no_workers_to_count, "SIGTTOU"),
+    )
     return service
 
 
@@ -1298,9 +1305,6 @@ def _handle_reload_signals(
         reload_server(reactor, service, given, endpoints)
 
     _on_reload_signals(reactor, reload, service.reopen_access_log)
-    _on_worker_count_signals(
-        reactor, partial(_no_workers_to_count, "SIGTTIN"), partial(_no_workers_to_count, "SIGTTOU")
-    )
 
 
 def _no_workers_to_count(signal_name: str) -> None:
@@ -1317,16 +1321,37 @@ def _on_worker_count_signals(
 
     Installed with or without workers: their default action stops the process (job
     control), so a script written for gunicorn would freeze a server it sent one to.
+
+    The kernel sends them too, to a process of a terminal's background job that
+    reads from it, or writes to it under ``stty tostop``; it then restarts the read
+    or write once the handler returns, which sends the signal again, for ever (a
+    master spinning at full CPU, removing workers, deaf to SIGTERM). Such a signal
+    is the kernel's, not a request: it is ignored until the reactor runs next, so
+    the pending read or write goes through (without a handler the process would
+    stop until brought to the foreground).
     """
+    actions: dict[int, Callable[[], None]] = {signal.SIGTTIN: add, signal.SIGTTOU: remove}
 
-    def on_more(number: int, frame: object) -> None:
-        reactor.callFromThread(add)
+    def on_signal(number: int, frame: object) -> None:
+        if _in_background_of_a_terminal():
+            signal.signal(number, signal.SIG_IGN)
+            reactor.callFromThread(signal.signal, number, on_signal)
+            return
+        reactor.callFromThread(actions[number])
 
-    def on_fewer(number: int, frame: object) -> None:
-        reactor.callFromThread(remove)
+    for number in actions:
+        signal.signal(number, on_signal)
 
-    signal.signal(signal.SIGTTIN, on_more)
-    signal.signal(signal.SIGTTOU, on_fewer)
+
+def _in_background_of_a_terminal() -> bool:
+    """Whether this process is in a background job of the terminal it uses."""
+    for descriptor in (0, 1, 2):
+        try:
+            if os.isatty(descriptor) and os.tcgetpgrp(descriptor) != os.getpgrp():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 #: SIGHUPs received before the reactor ran, to be acted on once it runs.

@@ -1079,6 +1079,8 @@ class Supervisor(Service):
         self._stop_workers(
             [ending for ending in stopping if ending.process is not None], self._graceful_timeout
         )
+        # The first start may have waited only for the worker just removed.
+        self._announce_if_all_ready()
 
     def _may_resize(self, signal_name: str) -> bool:
         """Whether the number of workers may change now; the log says why not."""
