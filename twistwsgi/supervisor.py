@@ -9,6 +9,9 @@ events into its own log (wherever ``twistd`` sends it), starts a worker again wh
 one dies (at once if it had been serving a while, after a growing delay if it keeps
 dying young), replaces them all on a reload, and stops them all gracefully.
 
+SIGTTIN and SIGTTOU (:meth:`Supervisor.add_worker`, :meth:`Supervisor.remove_worker`)
+start one worker more or stop the last one, as gunicorn's, until the next reload.
+
 A reload (SIGHUP) starts a new set of workers beside the old ones, as nginx and
 gunicorn do: they import the applications afresh, so new code is served as well as
 a new configuration, and nothing is refused meanwhile (the listening sockets stay
@@ -25,7 +28,9 @@ Master and worker speak over two pipes besides the sockets:
 * the report pipe (:data:`REPORT_FD`, read by the master): one JSON object per
   line: ``{"ready": true}`` once the worker serves, ``{"log": {...}}`` for each log
   event, ``{"error": "..."}`` for the start-up error it exits with, ``{"recycle":
-  N}`` once it has answered its ``--max-requests`` (N of them).
+  N}`` once it has answered its ``--max-requests`` (N of them), with ``stuck``,
+  ``memory`` and ``memory_limit``, or ``lifetime`` when stuck threads,
+  ``max_worker_memory`` or ``max_worker_lifetime`` are the reason instead.
 
 What a worker builds its configuration from (the options, the configuration file's
 text, ...) comes as one JSON document on its standard input, which then ends: the
