@@ -11,6 +11,7 @@ import subprocess
 import sys
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -1573,59 +1574,65 @@ def test_a_sighup_while_the_server_starts_is_a_reload_once_it_runs(
         signal.signal(signal.SIGUSR1, previous_user1)
 
 
-def test_sigttin_and_sigttou_change_the_workers_in_the_reactor_loop() -> None:
-    """As gunicorn's; without workers they are said to do nothing (their default
-    action, stopping the process, would freeze the server).
-    """
+@dataclass
+class WorkerCountSignals:
+    """The SIGTTIN/SIGTTOU handlers installed, what they hand the reactor, and asked."""
+
+    reactor: CallsFromThreads
+    asked: list[str]
+
+
+@pytest.fixture
+def worker_count_signals() -> Iterator[WorkerCountSignals]:
     previous = {number: signal.getsignal(number) for number in (signal.SIGTTIN, signal.SIGTTOU)}
+    installed = WorkerCountSignals(CallsFromThreads(), [])
+    cli._on_worker_count_signals(
+        installed.reactor,
+        lambda: installed.asked.append("more"),
+        lambda: installed.asked.append("fewer"),
+    )
     try:
-        reactor = CallsFromThreads()
-        asked: list[str] = []
-        cli._on_worker_count_signals(
-            reactor, lambda: asked.append("more"), lambda: asked.append("fewer")
-        )
-        os.kill(os.getpid(), signal.SIGTTIN)
-        os.kill(os.getpid(), signal.SIGTTOU)
-        for call in reactor.calls:
-            call()
-        assert asked == ["more", "fewer"]
-        with capture_log_events() as events:
-            cli._no_workers_to_count("SIGTTIN")
-        assert [formatEvent(event) for event in events] == [
-            "SIGTTIN ignored: this server serves without worker processes (workers = 0)"
-        ]
+        yield installed
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
+def test_sigttin_and_sigttou_change_the_workers_in_the_reactor_loop(
+    worker_count_signals: WorkerCountSignals,
+) -> None:
+    """As gunicorn's; without workers they are said to do nothing (their default
+    action, stopping the process, would freeze the server).
+    """
+    os.kill(os.getpid(), signal.SIGTTIN)
+    os.kill(os.getpid(), signal.SIGTTOU)
+    for call in worker_count_signals.reactor.calls:
+        call()
+    assert worker_count_signals.asked == ["more", "fewer"]
+    with capture_log_events() as events:
+        cli._no_workers_to_count("SIGTTIN")
+    assert [formatEvent(event) for event in events] == [
+        "SIGTTIN ignored: this server serves without worker processes (workers = 0)"
+    ]
+
+
 def test_sigttou_from_the_kernel_to_a_background_job_lets_its_write_through(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, worker_count_signals: WorkerCountSignals
 ) -> None:
     """A background job writing to its terminal under stty tostop gets SIGTTOU from
     the kernel, which restarts the write once the handler returns: acted on, the
     signal would come back for ever (and remove workers). It is ignored until the
     reactor runs next, then handled again.
     """
-    previous = {number: signal.getsignal(number) for number in (signal.SIGTTIN, signal.SIGTTOU)}
-    try:
-        reactor = CallsFromThreads()
-        asked: list[str] = []
-        cli._on_worker_count_signals(
-            reactor, lambda: asked.append("more"), lambda: asked.append("fewer")
-        )
-        handler = signal.getsignal(signal.SIGTTOU)
-        monkeypatch.setattr(cli, "_in_background_of_a_terminal", lambda: True)
-        assert callable(handler)
-        handler(signal.SIGTTOU, None)
-        assert signal.getsignal(signal.SIGTTOU) == signal.SIG_IGN
-        [restore] = reactor.calls
-        restore()
-        assert signal.getsignal(signal.SIGTTOU) is handler
-        assert asked == []
-    finally:
-        for number, previous_handler in previous.items():
-            signal.signal(number, previous_handler)
+    handler = signal.getsignal(signal.SIGTTOU)
+    monkeypatch.setattr(cli, "_in_background_of_a_terminal", lambda: True)
+    assert callable(handler)
+    handler(signal.SIGTTOU, None)
+    assert signal.getsignal(signal.SIGTTOU) == signal.SIG_IGN
+    [restore] = worker_count_signals.reactor.calls
+    restore()
+    assert signal.getsignal(signal.SIGTTOU) is handler
+    assert worker_count_signals.asked == []
 
 
 def test_a_background_job_of_a_terminal_is_told_apart_from_its_foreground() -> None:
