@@ -92,7 +92,14 @@ from twistwsgi.service import (
 )
 from twistwsgi.shared_limits import SEATS, SharedLimits
 
-__all__ = ["CONTROL_FD", "FIRST_LISTENER_FD", "PAYLOAD_VARIABLE", "REPORT_FD", "Supervisor"]
+__all__ = [
+    "CONTROL_FD",
+    "FIRST_LISTENER_FD",
+    "PAYLOAD_VARIABLE",
+    "REPORT_FD",
+    "Supervisor",
+    "mebibytes",
+]
 
 _log = Logger(namespace="twistwsgi.supervisor")
 
@@ -658,8 +665,8 @@ class Supervisor(Service):
                 " max_worker_memory ({limit} MiB); starting its replacement",
                 number=number,
                 pid=worker.pid,
-                used=_mebibytes(memory[0]),
-                limit=_mebibytes(memory[1]),
+                used=mebibytes(memory[0]),
+                limit=mebibytes(memory[1]),
             )
         elif lifetime is not None:
             _log.info(
@@ -1220,8 +1227,8 @@ def _cancel(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
-def _mebibytes(size: int) -> str:
-    """``size`` bytes in MiB, as a log line shows them (``612.4``)."""
+def mebibytes(size: int) -> str:
+    """``size`` bytes in MiB, as the log lines of max_worker_memory show them (``612.4``)."""
     return f"{size / 2**20:.1f}"
 
 

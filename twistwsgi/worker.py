@@ -48,7 +48,13 @@ from zope.interface import implementer
 from twistwsgi.config import proxy_protocol_inner
 from twistwsgi.proxy_protocol import proxy_protocol_factory
 from twistwsgi.shared_limits import SharedLimits
-from twistwsgi.supervisor import CONTROL_FD, FIRST_LISTENER_FD, PAYLOAD_VARIABLE, REPORT_FD
+from twistwsgi.supervisor import (
+    CONTROL_FD,
+    FIRST_LISTENER_FD,
+    PAYLOAD_VARIABLE,
+    REPORT_FD,
+    mebibytes,
+)
 from twistwsgi.wsgi import stuck_threads
 
 __all__ = ["InheritedEndpoint", "ReportPipe", "main"]
@@ -351,12 +357,12 @@ class ReplacementWatch:
             if resident is not None and resident > memory_limit:
                 if first_look:
                     _log.warn(
-                        "This worker uses {used:.1f} MiB of memory at its start, more than"
-                        " max_worker_memory ({limit:.1f} MiB): it will be replaced, and so"
+                        "This worker uses {used} MiB of memory at its start, more than"
+                        " max_worker_memory ({limit} MiB): it will be replaced, and so"
                         " will its replacement; set max_worker_memory above what a worker"
                         " uses once warm",
-                        used=resident / 2**20,
-                        limit=memory_limit / 2**20,
+                        used=mebibytes(resident),
+                        limit=mebibytes(memory_limit),
                     )
                 self._reports.send(
                     {"recycle": answered, "memory": resident, "memory_limit": memory_limit}
