@@ -113,7 +113,8 @@ class RequestMetrics:
         route = getattr(ended, "route", None)
         counts = None
         if route is not None:
-            key = mount_labels(route.host, route.script_name)
+            label = route.label
+            key = mount_labels(route.host, route.script_name if label is None else label)
             counts = self.mounts.get(key)
             if counts is None:
                 counts = self.mounts[key] = _MountCounts()
@@ -205,7 +206,11 @@ class RequestMetrics:
 
 
 def mount_labels(host: str | None, prefix: bytes) -> tuple[str, str]:
-    """The ``host`` and ``mount`` labels of a host's first name and a mount's prefix."""
+    """The ``host`` and ``mount`` labels of a host's first name and a mount's prefix.
+
+    ``prefix`` is the mount's path as written for an exact or regular-expression
+    mount (``Route.label``): ``~ ^/api/`` is not the root mount's ``/``.
+    """
     return host or CATCH_ALL, prefix.decode("utf-8", "replace") or "/"
 
 

@@ -13,7 +13,10 @@ Two steps, both pure and both here:
    that climbs above the root is a 404 (it names nothing). The longest mount prefix wins, on segment
    boundaries: ``/static`` matches ``/static`` and ``/static/app.css``, never
    ``/staticfoo``; a run of slashes counts as one (``//static/x`` is under ``/static``).
-   The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``.
+   The prefix becomes ``SCRIPT_NAME`` and the rest ``PATH_INFO``. Exact mounts
+   (``= /p``), ``^~`` prefixes and regular-expression mounts (``~``, ``~*``) take
+   part in nginx's ``location`` order (see :class:`MountTable`); below a regular
+   expression the whole path is the rest.
 
 A host may answer some requests before any mount does (its ``guard``, such as the
 redirect of plain HTTP to https in :mod:`twistwsgi.redirect`).
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
 
 __all__ = [
+    "LOCATION_PATTERN_TIME_LIMIT",
     "ClientCertificateCheck",
     "HostGuard",
     "HostGuards",
@@ -356,6 +360,15 @@ class Mount(Generic[T]):
             under the prefix (``Exchange.limit_rate``), or ``None``.
         limit_rate_after: the bytes first at full speed, whether or not there is a
             rate (``Exchange.limit_rate_after``).
+        match: how the mount is matched, as nginx's ``location`` modifier: ``""``
+            (the longest prefix), ``"^~"`` (a prefix that, when longest, stops the
+            regular expressions), ``"="`` (one path) or ``"~"`` (a regular
+            expression; ``~*`` is one compiled without case).
+        pattern: for ``"="``, the path (merged slashes, its trailing slash kept);
+            for ``"~"``, the compiled expression (``search(path, timeout=seconds)``
+            raising ``TimeoutError``, as the ``regex`` package's).
+        label: the mount's path as written, where ``prefix`` does not name it (an
+            exact or regular-expression mount): for the logs and metrics.
     """
 
     prefix: bytes
@@ -367,6 +380,9 @@ class Mount(Generic[T]):
     refusal_log: Callable[[Any], None] | None = None
     limit_rate: tuple[int, int] | None = None
     limit_rate_after: int = 0
+    match: str = ""
+    pattern: Any = None
+    label: bytes | None = None
 
 
 #: Answers a request for its host before the mounts are looked at, and says whether
@@ -469,18 +485,33 @@ _CLOSE = ((b"Connection", b"close"),)
 
 
 class MountTable(Generic[T]):
-    """The mounts of one host, matched longest prefix first.
+    """The mounts of one host, in the order of nginx's ``location`` search.
+
+    1. An exact mount (``= /p``) whose path is the request's wins at once.
+    2. The mount with the longest prefix that contains the path is remembered; if
+       it is a ``^~`` one, it wins.
+    3. The regular-expression mounts are tried in the order given; the first whose
+       pattern is found in the path wins.
+    4. Else the remembered prefix mount, if any.
+
+    A table without exact or regular-expression mounts only does the longest
+    prefix, at the same cost as before they existed.
 
     Args:
-        mounts: the mounts.
+        mounts: the mounts, in the order the configuration gives them (that of
+            the regular expressions counts).
         guard: what answers some requests for the host first, if anything.
         error_pages: the host's pages for the server's own errors, by status.
         access_log: the host's access log, if not the server's (for what its guard
             and the missing mounts answer).
         name: the host's first configured name (``Route.host``), if it has names.
+        timed_out: called with the label of the pattern and the path when the
+            regular expressions took more than :data:`LOCATION_PATTERN_TIME_LIMIT`
+            on one lookup; that pattern and those after it count as no match.
+        clock: seconds, for that time limit.
 
     Raises:
-        ValueError: when two mounts have the same prefix.
+        ValueError: when two mounts have the same prefix, exact path or pattern.
     """
 
     def __init__(
@@ -490,13 +521,23 @@ class MountTable(Generic[T]):
         error_pages: ErrorPages | None = None,
         access_log: Callable[[Any], None] | None = None,
         name: str | None = None,
+        *,
+        timed_out: Callable[[str, bytes], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.guard = guard
         self.name = name
         self.access_log = access_log
         # None rather than empty: the routes of a host without pages carry None.
         self.error_pages = error_pages or None
-        ordered = sorted(mounts, key=lambda mount: len(mount.prefix), reverse=True)
+        self._timed_out = timed_out
+        self._clock = clock
+        given = list(mounts)
+        ordered = sorted(
+            (mount for mount in given if mount.match in ("", "^~")),
+            key=lambda mount: len(mount.prefix),
+            reverse=True,
+        )
         seen: set[bytes] = set()
         for mount in ordered:
             if mount.prefix in seen:
@@ -504,6 +545,28 @@ class MountTable(Generic[T]):
                 raise ValueError(f"two mounts at {shown!r}")
             seen.add(mount.prefix)
         self.mounts: tuple[Mount[T], ...] = tuple(ordered)
+        self._exact: dict[bytes, Mount[T]] = {}
+        self._patterns: list[Mount[T]] = []
+        # The last path the patterns were searched in, and what they found: the
+        # protocol (the body limit) and the router ask about one request in turn,
+        # and a search that can be stopped costs microseconds per pattern.
+        self._searched: tuple[bytes, Mount[T] | None] | None = None
+        written: set[tuple[str, object]] = set()
+        for mount in given:
+            if mount.match == "=":
+                if mount.pattern in self._exact:
+                    raise ValueError(f"two mounts at {_shown(mount)!r}")
+                self._exact[mount.pattern] = mount
+            elif mount.match == "~":
+                key = (mount.pattern.pattern, mount.pattern.flags)
+                if key in written:
+                    raise ValueError(f"two mounts at {_shown(mount)!r}")
+                written.add(key)
+                self._patterns.append(mount)
+        if self._exact or self._patterns:
+            # Bound to the instance, so a table of prefixes alone pays nothing per
+            # request for the search it does not need.
+            self.lookup = self._search  # type: ignore[method-assign]
 
     def lookup(self, path: bytes) -> Mount[T] | None:
         """Return the mount with the longest prefix that contains ``path``.
@@ -520,6 +583,84 @@ class MountTable(Generic[T]):
                 return mount
         return None
 
+    def _search(self, path: bytes) -> Mount[T] | None:
+        """:meth:`lookup` in a table with exact or regular-expression mounts.
+
+        Both see the path as the prefixes do, its runs of slashes merged (nginx
+        matches the normalised URI); a regular-expression mount's rest is then the
+        whole path as sent.
+        """
+        if b"//" in path:
+            path = merge_slashes(path)
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact
+        longest = None
+        for mount in self.mounts:
+            if match_prefix(path, mount.prefix):
+                longest = mount
+                break
+        if longest is not None and longest.match == "^~":
+            return longest
+        if self._patterns:
+            searched = self._searched
+            if searched is not None and searched[0] == path:
+                found = searched[1]
+            else:
+                found = self._first_pattern(path)
+            if found is not None:
+                return found
+        return longest
+
+    def _first_pattern(self, path: bytes) -> Mount[T] | None:
+        """The first regular-expression mount found in ``path``, within the time limit.
+
+        Past the limit the pattern being tried, and those after it, count as no
+        match (the remembered prefix answers), and the log says which it was: a
+        pattern that backtracks (``(a|aa)+$``) on a path the client made up would
+        otherwise hold the server. A search that ran out of time is not remembered,
+        as a pause of the process may have caused it.
+        """
+        clock = self._clock
+        deadline = clock() + LOCATION_PATTERN_TIME_LIMIT
+        previous = None
+        for mount in self._patterns:
+            remaining = deadline - clock()
+            try:
+                if remaining <= 0:
+                    # The one before took the time (and found nothing): named.
+                    raise TimeoutError
+                if mount.pattern.search(path, timeout=remaining) is not None:
+                    self._searched = (path, mount)
+                    return mount
+            except TimeoutError:
+                if self._timed_out is not None:
+                    culprit = previous if remaining <= 0 and previous is not None else mount
+                    self._timed_out(_shown(culprit), path)
+                return None
+            previous = mount
+        self._searched = (path, None)
+        return None
+
+
+#: The time the regular-expression mounts of one host may take on a path, in all,
+#: per lookup: a sane pattern takes microseconds on a path; one that backtracks
+#: would hold the server for as long as the client's path makes it.
+LOCATION_PATTERN_TIME_LIMIT = 0.01
+
+
+def _shown(mount: Mount[Any]) -> str:
+    """A mount's path as written, for messages."""
+    if mount.label is not None:
+        return mount.label.decode("utf-8", "replace")
+    if mount.match == "=":
+        written: bytes = mount.pattern
+        return "= " + written.decode("utf-8", "replace")
+    if mount.match == "~":
+        source: bytes = mount.pattern.pattern
+        return "~ " + source.decode("utf-8", "replace")
+    return mount.prefix.decode("utf-8", "replace") or "/"
+
 
 @dataclass(frozen=True)
 class RoutingTable:
@@ -535,7 +676,8 @@ class RoutingTable:
         access_logs: whether any host or mount has its own access log (else the
             router need not say where each line goes).
         proxied: the proxy mounts' handlers, each with its host's first name
-            (``None``: none) and its prefix, for the metrics of their upstreams.
+            (``None``: none) and its prefix (an exact or regular-expression mount:
+            its path as written, ``Mount.label``), for the metrics of their upstreams.
         paced: whether any mount has a limit_rate (else the router need not set
             one on each exchange).
     """
@@ -756,5 +898,6 @@ class Router:
             mount.headers,
             mount.gzip,
             mounts.error_pages,
+            mount.label,
         )
         mount.target.handle(exchange)

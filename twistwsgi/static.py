@@ -877,6 +877,7 @@ class StaticHandler:
                 mount.headers,
                 mount.gzip,
                 route.error_pages,
+                mount.label,
             )
         # The mount that answers logs it, as nginx's access_log of the location
         # try_files passes a request to.

@@ -786,6 +786,7 @@ def serve_accel(
             route.host,
             route.headers,
             error_pages=route.error_pages,
+            label=route.label,
         )
     server.serve_internal(
         exchange, path_info, headers, try_files=target[0].lower() == b"x-accel-redirect"

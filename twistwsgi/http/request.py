@@ -278,7 +278,7 @@ ErrorPages = Mapping[int, ErrorPage]
 
 
 class Route:
-    """Where a router sent a request, for the handler that answers it.
+    r"""Where a router sent a request, for the handler that answers it.
 
     Treated as immutable; a plain slotted class because one is made per request.
 
@@ -290,9 +290,12 @@ class Route:
         gzip: how the mount compresses responses, or ``None`` for not at all.
         error_pages: the host's pages for the errors the server itself answers
             (:func:`twistwsgi.routing.answer_error`), or ``None`` when it has none.
+        label: the mount's path as written when ``script_name`` does not name the
+            mount (``= /favicon.ico``, ``~* \.png$``), else ``None``: the metrics'
+            ``mount`` label.
     """
 
-    __slots__ = ("error_pages", "gzip", "headers", "host", "path_info", "script_name")
+    __slots__ = ("error_pages", "gzip", "headers", "host", "label", "path_info", "script_name")
 
     # Positional, unlike most signatures of six: a router makes one per request, and
     # a keyword argument costs it about 100 ns more (CPython 3.11), a positional 20.
@@ -304,6 +307,7 @@ class Route:
         headers: tuple[tuple[bytes, bytes], ...] = (),
         gzip: GzipSettings | None = None,
         error_pages: ErrorPages | None = None,
+        label: bytes | None = None,
     ) -> None:
         self.script_name = script_name
         self.path_info = path_info
@@ -311,6 +315,7 @@ class Route:
         self.headers = headers
         self.gzip = gzip
         self.error_pages = error_pages
+        self.label = label
 
     def __repr__(self) -> str:
         return f"Route({self.script_name!r}, {self.path_info!r}, {self.host!r})"

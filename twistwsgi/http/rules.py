@@ -333,6 +333,23 @@ def claimed_names(name: str) -> tuple[str, ...]:
     return (name,)
 
 
+def _regex_package(what: str, chosen_by: str) -> Any:
+    """The ``regex`` package, or a ValueError saying how to install it.
+
+    Args:
+        what: what needs it (``regular-expression host names``).
+        chosen_by: what a client picks that a pattern runs on (``Host``).
+    """
+    try:
+        return importlib.import_module("regex")
+    except ImportError:
+        raise ValueError(
+            f"{what} need the regex package (pip install 'twistwsgi[regex]'): Python's"
+            f" re cannot stop a match, and a client's {chosen_by} could make one run for"
+            " minutes"
+        ) from None
+
+
 def compile_host_pattern(pattern: str) -> Any:
     """Compile a regular-expression host name (without its ``~``) with ``regex``.
 
@@ -342,14 +359,7 @@ def compile_host_pattern(pattern: str) -> Any:
     Raises:
         ValueError: the package is missing, or the pattern does not compile.
     """
-    try:
-        regex = importlib.import_module("regex")
-    except ImportError:
-        raise ValueError(
-            "regular-expression host names need the regex package (pip install"
-            " 'twistwsgi[regex]'): Python's re cannot stop a match, and a client's"
-            " Host could make one run for minutes"
-        ) from None
+    regex = _regex_package("regular-expression host names", "Host")
     if not pattern:
         raise ValueError("'~' alone: a regular expression follows the ~")
     if any(char.isspace() for char in pattern):
@@ -361,6 +371,28 @@ def compile_host_pattern(pattern: str) -> Any:
         return regex.compile(pattern, regex.IGNORECASE if caseless else 0)
     except regex.error as error:
         raise ValueError(f"~{pattern}: not a regular expression ({error})") from None
+
+
+def compile_location_pattern(pattern: str, *, caseless: bool) -> Any:
+    """Compile a regular-expression mount path (``~``, ``~*``) with ``regex``.
+
+    The pattern is compiled for bytes, as nginx's PCRE matches the bytes of the
+    normalised URI: a path that is not UTF-8 is matched like any other, a character
+    written outside ASCII matches its UTF-8 bytes, and ``caseless`` (``~*``) folds
+    the case of ASCII letters only. The match can be stopped (see
+    ``routing.LOCATION_PATTERN_TIME_LIMIT``).
+
+    Raises:
+        ValueError: the package is missing, or the pattern does not compile.
+    """
+    regex = _regex_package("regular-expression mount paths (~, ~*)", "path")
+    try:
+        return regex.compile(pattern.encode("utf-8"), regex.IGNORECASE if caseless else 0)
+    except regex.error as error:
+        raise ValueError(f"not a regular expression ({error})") from None
+    except (ValueError, OverflowError, RecursionError) as error:
+        # (The package's own limits: a repeat count too large, nesting too deep.)
+        raise ValueError(f"not a regular expression ({error})") from None
 
 
 def is_plain_name(name: str) -> bool:
