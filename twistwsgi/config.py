@@ -44,6 +44,7 @@ from twistwsgi.http.rules import (
     TOKEN,
     claimed_names,
     compile_host_pattern,
+    compile_location_pattern,
     ipv6_literal,
     normalize_name,
 )
@@ -323,6 +324,8 @@ def _host_names(value: Any) -> tuple[str, ...]:
 
 def _mount_path(value: Any) -> str:
     text = _text(value).strip()
+    if text.startswith(LOCATION_MODIFIERS):
+        raise ValueError(f"{text!r}: {_NOT_A_PLAIN_PREFIX}")
     if not text.startswith("/"):
         raise ValueError(f"a mount path starts with /, got {value!r}")
     segments = text.split("/")[1:]
@@ -334,6 +337,54 @@ def _mount_path(value: Any) -> str:
             f" got {value!r}"
         )
     return text.rstrip("/") or "/"
+
+
+#: What may begin a mount path in the configuration file, as nginx's ``location``.
+LOCATION_MODIFIERS = ("=", "^~", "~")
+
+_NOT_A_PLAIN_PREFIX = (
+    "exact (=), ^~ and regular-expression (~, ~*) mount paths are for the configuration"
+    " file's [[host.mount]] path; here a path is a plain prefix"
+)
+
+
+def _location(value: Any) -> tuple[str, str]:
+    r"""A mount path as nginx's ``location`` writes it: ``(modifier, path or pattern)``.
+
+    ``/p`` (a prefix), ``^~ /p`` (a prefix that, when it is the longest, stops the
+    regular expressions from being tried), ``= /p`` (that path alone), ``~ REGEX``
+    and ``~* REGEX`` (without case). As nginx, the space is optional after ``=``,
+    ``~`` and ``~*`` (``~*\.png$``), and needed after ``^~`` (nginx reads ``^~/p``
+    as a prefix of that name, which no request path starts with).
+    """
+    text = _text(value).strip()
+    if text.startswith("^~"):
+        rest = text[2:]
+        if not rest[:1].isspace():
+            raise ValueError(f"{text!r}: ^~ is followed by a space, then the prefix (^~ /media)")
+        return "^~", _mount_path(rest)
+    if text.startswith("="):
+        return "=", _exact_path(text[1:])
+    if text.startswith("~"):
+        modifier = "~*" if text.startswith("~*") else "~"
+        pattern = text[len(modifier) :].strip()
+        if not pattern:
+            raise ValueError(f"{text!r}: a regular expression follows {modifier}")
+        compile_location_pattern(pattern, caseless=modifier == "~*")  # (a ValueError: why)
+        return modifier, pattern
+    return "", _mount_path(text)
+
+
+def _exact_path(value: str) -> str:
+    """The path of an exact mount (``= /p``): as a prefix's, its trailing slash kept.
+
+    ``= /docs/`` takes ``/docs/`` and not ``/docs``, as nginx compares the whole URI.
+    """
+    text = value.strip()
+    if not text.startswith("/"):
+        raise ValueError(f"an exact mount path (= /path) starts with /, got {value.strip()!r}")
+    plain = _mount_path(text)
+    return plain + "/" if text.endswith("/") and plain != "/" else plain
 
 
 def _invisible(char: str) -> bool:
@@ -545,6 +596,10 @@ def _mount_spec(
         items = _one_or_list(value, "PREFIX=TARGET")
         specs = []
         for item in items:
+            if isinstance(item, str) and item.lstrip().startswith(LOCATION_MODIFIERS):
+                # (Checked before the "=" is looked for: "= /x=DIR" would be read as
+                # an empty prefix.)
+                raise _ItemError(item, _NOT_A_PLAIN_PREFIX)
             if isinstance(item, (list, tuple)) and len(item) == 2:
                 prefix, target = item
             elif isinstance(item, str) and "=" in item:
@@ -993,7 +1048,12 @@ HOST_NAMES = Kind(
     " mail.* any starting with mail., .example.org both example.org and its"
     " subdomains, and ~REGEX the names it matches",
 )
-MOUNT_PATH = Kind("PREFIX", _mount_path, "a URL path prefix starting with /")
+LOCATION = Kind(
+    "PATH",
+    _location,
+    "a URL path prefix starting with /, or nginx's location forms: = /exact, ^~ /prefix,"
+    " ~ REGEX, ~* REGEX",
+)
 DIRECTORY = Kind("DIR", _directory, "an existing directory")
 RETURN = Kind(
     "ANSWER",
@@ -1987,12 +2047,16 @@ HOST_KEYS: tuple[Setting, ...] = (
 MOUNT_KEYS: tuple[Setting, ...] = (
     Setting(
         "path",
-        MOUNT_PATH,
+        LOCATION,
         None,
         "The URL path prefix. The longest prefix that matches wins, on segment"
         " boundaries: /static matches /static/app.css, never /staticfoo. Written"
         " unencoded (/café, not /caf%C3%A9): it matches the percent-encoded UTF-8 a"
-        " browser sends.",
+        " browser sends. Or one of nginx's location forms: '= /favicon.ico' (that"
+        " path alone), '^~ /media' (a prefix that, when longest, stops the regular"
+        " expressions), '~ REGEX' and '~* REGEX' (without case), searched in the"
+        " path in the order written, after the exact paths and before the longest"
+        " prefix; they need the regex package (see How requests are routed).",
         cli=False,
         required=True,
     ),
@@ -2730,10 +2794,12 @@ def parse_app_spec(text: str) -> AppSpec:
 
 @dataclass(frozen=True)
 class MountConfig:
-    """One mount of a host: a path prefix and what serves it.
+    """One mount of a host: a path prefix (or nginx's other location forms) and what serves it.
 
     Attributes:
-        path: the prefix, ``/`` or without a trailing slash (``/static``).
+        path: the prefix, ``/`` or without a trailing slash (``/static``); for an
+            exact mount its path, a trailing slash kept (``/docs/``); for a
+            regular-expression mount its pattern.
         kind: ``"app"``, ``"static"``, ``"proxy"`` or ``"return"``.
         target: the application reference (str), the directory (str), the
             upstreams (a tuple of :class:`Upstream`), or the answer
@@ -2744,6 +2810,10 @@ class MountConfig:
         target_where: where the target itself was configured, when that is more
             precise than ``where`` (``site.toml: host[0].mount[1].app``); see
             :attr:`target_source`.
+        match: how the path is matched, as nginx's ``location`` modifier: ``""`` (the
+            longest prefix), ``"^~"`` (a prefix that, when longest, stops the regular
+            expressions), ``"="`` (the path alone), ``"~"`` or ``"~*"`` (a regular
+            expression, with case or without).
     """
 
     path: str
@@ -2752,6 +2822,7 @@ class MountConfig:
     options: Mapping[str, Any]
     where: str
     target_where: str | None = None
+    match: str = ""
 
     @property
     def target_source(self) -> str:
@@ -2766,7 +2837,28 @@ class MountConfig:
         """The prefix as the router compares it (``b""`` for ``/``)."""
         # A browser sends a path's non-ASCII characters as percent-encoded UTF-8
         # (RFC 3986 2.5, WHATWG URL), which the router compares after decoding.
-        return b"" if self.path == "/" else self.path.encode("utf-8")
+        if self.is_pattern or (self.match == "=" and self.kind == "static"):
+            # The whole path is below a pattern (SCRIPT_NAME ""). A static mount at
+            # one path serves that path under its directory, as nginx's root: below
+            # its own path it would have only the directory, and redirect to "/p/".
+            return b""
+        path = self.path.rstrip("/") if self.match == "=" else self.path
+        return b"" if path in ("/", "") else path.encode("utf-8")
+
+    @property
+    def is_pattern(self) -> bool:
+        """Whether the path is a regular expression (``~``, ``~*``)."""
+        return self.match in ("~", "~*")
+
+    @property
+    def location(self) -> str:
+        r"""The path as the file writes it (``/static``, ``= /favicon.ico``, ``~* \.png$``)."""
+        return f"{self.match} {self.path}" if self.match else self.path
+
+    @property
+    def place(self) -> tuple[str, str]:
+        """What two mounts share when they are at one place (``^~ /x`` is at ``/x``)."""
+        return ("" if self.match == "^~" else self.match), self.path
 
 
 @dataclass(frozen=True)
@@ -2903,7 +2995,7 @@ class ServerConfig:
         """The application at ``/`` of the first host, if there is one (a shortcut)."""
         for host in self.hosts[:1]:
             for mount in host.mounts:
-                if mount.kind == "app" and mount.path == "/":
+                if mount.kind == "app" and mount.path == "/" and not mount.match:
                     return str(mount.target)
         return None
 
@@ -3265,7 +3357,18 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
             options[key.name] = parsed.get(key.name, key.default)
     if kind == "proxy":
         check_proxy_options(options, parsed[kind], where)
-    return MountConfig(parsed["path"], kind, parsed[kind], options, where, f"{where}.{kind}")
+    match, path = parsed["path"]
+    if kind == "proxy" and match in ("~", "~*"):
+        for upstream in parsed[kind]:
+            if parse_upstream(upstream.url).prefix is not None:
+                # nginx refuses it too ("proxy_pass cannot have URI part in location
+                # given by regular expression"): nothing is matched to replace.
+                raise ConfigError(
+                    f"{where}.proxy",
+                    f"{upstream.url!r}: a regular-expression mount forwards the whole path,"
+                    " so its upstream URLs have no path",
+                )
+    return MountConfig(path, kind, parsed[kind], options, where, f"{where}.{kind}", match)
 
 
 def check_proxy_options(
@@ -3327,15 +3430,29 @@ def mount_or_server(mount: MountConfig, config: ServerConfig, name: str) -> Any:
 
 
 def _check_mounts(mounts: Sequence[MountConfig], where: str) -> None:
-    """Two mounts may share a path only when one is a static mount with fallthrough."""
-    by_path: dict[str, list[MountConfig]] = {}
+    """Two mounts may share a path only when one is a static mount with fallthrough.
+
+    A path is a place: ``/x`` and ``^~ /x`` are one (nginx refuses the two as a
+    duplicate location), ``= /x`` another, each pattern with its modifier another.
+    A regular-expression static mount with fallthrough needs that partner: no
+    other mount lies below a pattern for its misses to go to.
+    """
+    by_place: dict[tuple[str, str], list[MountConfig]] = {}
     for mount in mounts:
-        by_path.setdefault(mount.path, []).append(mount)
-    for path, group in by_path.items():
+        by_place.setdefault(mount.place, []).append(mount)
+    for group in by_place.values():
         falls = [m for m in group if m.kind == "static" and m.options.get("fallthrough")]
         if len(group) > 2 or (len(group) == 2 and len(falls) != 1):
             raise ConfigError(
-                group[-1].where, f"path {path!r} is already mounted by {group[0].where}"
+                group[-1].where,
+                f"path {group[-1].location!r} is already mounted by {group[0].where}",
+            )
+        if falls and falls[0].is_pattern and len(group) == 1:
+            raise ConfigError(
+                f"{falls[0].where}.fallthrough",
+                f"a {falls[0].match} mount passes its misses only to a mount at the same"
+                f" path ({falls[0].location!r}, as nginx's try_files $uri @app): none is"
+                " below a regular expression",
             )
     if not mounts:
         raise ConfigError(where, "a host needs at least one [[host.mount]]")

@@ -1786,7 +1786,7 @@ def build_proxy(
         retry_tries=options["retry_tries"],
         retry_timeout=options["retry_timeout"],
         intercept_errors=options["proxy_intercept_errors"],
-        name=mount.path,
+        name=mount.location,
         queue=options["queue"],
         queue_timeout=options["queue_timeout"],
         log_upstreams=any(
@@ -1800,7 +1800,11 @@ def build_proxy(
         buffering=mount_or_server(mount, config, "response_buffering"),
         max_buffer=mount_or_server(mount, config, "max_response_buffer"),
         set_fields=options["proxy_set_header"],
-        redirects=redirect_rewrite(options["proxy_redirect"], mount.path, addresses),
+        # (The path an exact mount puts in SCRIPT_NAME; a pattern's upstreams have
+        # no path, so their URLs come back whole.)
+        redirects=redirect_rewrite(
+            options["proxy_redirect"], mount.prefix.decode("utf-8") or "/", addresses
+        ),
         balance_key=balance_key,
         hidden=_hidden_fields(options["proxy_hide_header"], options["proxy_pass_header"]),
         cookies=_cookie_rewrite(options),

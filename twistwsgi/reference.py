@@ -193,10 +193,125 @@ name in both is an error, as a name in two tables is. Without `--app`, `--static
    `merge_slashes`: `//static/app.css` is under `/static` too, so an extra slash cannot
    step around a mount. No mount: `404`. For an application, the mount path becomes
    `SCRIPT_NAME` and the rest `PATH_INFO`, with any doubled slashes below the mount as
-   the client sent them.
+   the client sent them. A host may also have exact and regular-expression mounts
+   (below); then the order is nginx's for `location`.
 
 Two mounts may share a path only when one of them is a static mount with
 `fallthrough = true` (files first, the other mount for the rest).
+
+### Exact and regular-expression mounts (nginx's location modifiers)
+
+A mount's `path` may start with one of the modifiers of nginx's `location`:
+
+| `path` | matches |
+|---|---|
+| `"/static"` | the longest prefix, as above |
+| `"^~ /media"` | a prefix; when it is the longest that matches, no regular expression is tried |
+| `"= /favicon.ico"` | that path and nothing else (`= /docs/` is not `/docs`) |
+| `'~ ^/api/v[0-9]+/'` | the paths the regular expression is found in, with case |
+| `'~* \\.png$'` | the same without case (of ASCII letters): `.png`, `.PNG` |
+
+The space after `=`, `~` and `~*` may be left out (`'~*\\.png$'`), as nginx allows;
+after `^~` it is needed. In TOML, write a pattern in single quotes: its backslashes
+are then taken as they are. Only the configuration file has these forms;
+`--static`, `--proxy`, `--return` and `--vhost` take plain prefixes.
+
+A request's path is matched in nginx's order:
+
+1. An exact mount whose path is the request's wins at once.
+2. The longest prefix mount that contains the path is remembered. If it is a `^~`
+   mount, it wins.
+3. The regular-expression mounts are tried in the order the file writes them; the
+   first that matches wins, even over a longer prefix.
+4. Else the remembered prefix mount; with none, `404`.
+
+The path matched is the one the prefixes see: decoded, dot-segments resolved, runs
+of slashes made one. Patterns are matched on its bytes, as nginx's are: a character
+outside ASCII in a pattern matches its UTF-8 bytes (a class such as `[éè]` does not
+work: write `(é|è)`), `.` is one byte, `~*` ignores the case of ASCII letters only,
+and a path that is not UTF-8 is matched like any other. Patterns are searched, not
+anchored: write `^` and `$` where they are meant.
+
+Regular expressions run on a path the client chooses, so they need the
+[regex](https://pypi.org/project/regex/) package (`pip install 'twistwsgi[regex]'`),
+whose matches can be stopped. The regular-expression mounts of a host have 10 ms
+in all per lookup; past it, the pattern being tried and those after it count as no
+match (the remembered prefix answers), and the server's log names the pattern and the
+path. A sane pattern takes microseconds; one that backtracks (`(a|aa)+$`) could
+otherwise hold the server. A timed-out pattern counts as no match, so do not make the
+only refusal of a path a regular-expression mount whose pattern could backtrack.
+
+What each kind of mount does when reached through these forms:
+
+- **Exact** (`= /p`): as a prefix mount at `/p` that takes `/p` alone: an
+  application gets `SCRIPT_NAME` `/p` and an empty `PATH_INFO` (`= /` is like the
+  root mount: `SCRIPT_NAME` empty, `PATH_INFO` `/`); a proxy mount with an upstream
+  path replaces `/p` by that path, as a prefix mount does. A static mount serves the
+  whole path under its directory, as nginx's `root` (`= /favicon.ico` with `static =
+  "/srv/site"` serves `/srv/site/favicon.ico`): below its own path it would have only
+  its directory.
+- **Regular expression** (`~`, `~*`): the whole path is below the mount. An
+  application gets an empty `SCRIPT_NAME` and the whole path as `PATH_INFO`; a static
+  mount serves the whole path under its directory (nginx's `root`, not `alias`:
+  `~* \\.png$` with `static = "/srv/site"` serves `/img/a.png` from
+  `/srv/site/img/a.png`); a proxy mount forwards the whole path as the client sent
+  it, so its upstream URLs may not have a path (nginx refuses a URI in `proxy_pass`
+  in a regex location too), and `proxy_redirect = "default"` has nothing to
+  rewrite; a return mount answers as anywhere else.
+- Everything else a mount has works the same for all forms: `max_body` (the `413` is
+  still decided from the head), `access_log`, `allow`/`deny`, `rate_limit`,
+  `conn_limit`, `auth_basic`, `auth_request`, `headers`, `gzip`, `limit_rate`,
+  `https_redirect = false` and the host's `error_pages`. A proxy mount's metrics carry
+  the path as written (`mount="~ ^/api/v[0-9]+/"`), not the root's `/`.
+- A static mount with `fallthrough = true` passes its misses to a partner at the same
+  `path` (written with the same modifier and pattern), which is then reached only
+  through it, as for prefixes. Without a partner, an exact static mount passes them
+  to the mount its path reaches without it (in the order above); a
+  regular-expression static mount must have a partner (nothing lies below a pattern;
+  write the mount that `try_files $uri @app` names again at the same pattern), else
+  the configuration is refused. `/x` and `^~ /x` are one path (a static mount and its
+  partner are `^~` if either is written so); `= /x` beside `/x` is another.
+- `X-Accel-Redirect` finds its static mount in the same order, among the host's
+  static mounts only (an `internal` regular-expression mount takes part): nginx
+  would look at every location, but here only a static mount can serve the file,
+  so one that a prefix or pattern of another kind would take stays reachable.
+- Captures (`$1`, named groups) are not offered to other settings: a `return`, a
+  `proxy_set_header` or a log line cannot use them (use a `rewrite` of the host for
+  what needs them).
+- Two mounts with the same modifier and path or pattern are an error, as two at one
+  prefix are.
+
+#### Carrying over nginx locations
+
+```toml
+[[host]]
+names = ["example.com"]
+[[host.mount]]          # location = /favicon.ico { ... }
+path = "= /favicon.ico"
+static = "/srv/site/icons"
+[[host.mount]]          # location ^~ /media/ { root /srv; }
+path = "^~ /media"
+static = "/srv/media"
+[[host.mount]]          # location ~* \\.(css|js|png)$ { expires 1y; try_files $uri @app; }
+path = '~* \\.(css|js|png)$'
+static = "/srv/site"
+cache_control = "public, max-age=31536000"
+fallthrough = true
+[[host.mount]]          # ... and @app, reached for the files missing there
+path = '~* \\.(css|js|png)$'
+app = "myproject.wsgi:application"
+[[host.mount]]          # location ~ ^/api/v[0-9]+/ { proxy_pass http://127.0.0.1:9000; }
+path = '~ ^/api/v[0-9]+/'
+proxy = "http://127.0.0.1:9000"
+[[host.mount]]          # location / { ... }
+path = "/"
+app = "myproject.wsgi:application"
+```
+
+The exact and regular-expression static mounts serve the whole path under their
+directory, as nginx's `root` (`/favicon.ico` is `/srv/site/icons/favicon.ico`); a
+prefix, `^~` or not, is taken off as every prefix mount's is (nginx's `alias`), so
+`/media/a.jpg` is `/srv/media/a.jpg`.
 
 A mount may take a larger (or smaller) request body than the server's `max_body`,
 as nginx's `client_max_body_size` in a `location` does:

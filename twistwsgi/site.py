@@ -19,7 +19,7 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.logger import Logger
@@ -53,12 +53,18 @@ from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.request import UNREAD_BODY, ErrorPages
-from twistwsgi.http.rules import RequestError, compile_host_pattern, unquote_path
+from twistwsgi.http.rules import (
+    RequestError,
+    compile_host_pattern,
+    compile_location_pattern,
+    unquote_path,
+)
 from twistwsgi.log_format import LogFormat
 from twistwsgi.redirect import HttpsRedirect
 from twistwsgi.rewrite import RewriteRedirects
 from twistwsgi.routing import (
     HOST_PATTERN_TIME_LIMIT,
+    LOCATION_PATTERN_TIME_LIMIT,
     ClientCertificateCheck,
     HostGuard,
     HostGuards,
@@ -67,7 +73,6 @@ from twistwsgi.routing import (
     MountTable,
     RoutingTable,
     match_prefix,
-    merge_slashes,
     path_below,
     remove_dot_segments,
 )
@@ -98,6 +103,44 @@ def _host_pattern_timed_out(pattern: str, name: str) -> None:
         name=name,
         size=len(name),
     )
+
+
+def _location_pattern_timed_out(pattern: str, path: bytes) -> None:
+    _routing_log.error(
+        "Mount path {pattern} took over {limit:g}s on the path {path!r:.80} ({size} bytes):"
+        " it and the regular-expression mounts after it count as no match",
+        pattern=pattern,
+        limit=LOCATION_PATTERN_TIME_LIMIT,
+        path=path,
+        size=len(path),
+    )
+
+
+def _placements(mounts: Sequence[MountConfig]) -> list[dict[str, Any]]:
+    """How the router matches each mount: ``Mount``'s ``match``, ``pattern``, ``label``.
+
+    ``^~`` belongs to a place: a static mount with fallthrough and its partner at
+    ``/x`` are ``^~`` together if either is written so.
+
+    Raises:
+        ConfigError: a pattern that does not compile (a configuration a program
+            made, not checked as the file's are).
+    """
+    stopping = {mount.place for mount in mounts if mount.match == "^~"}
+    placements: list[dict[str, Any]] = []
+    for mount in mounts:
+        label = mount.location.encode("utf-8")
+        if mount.is_pattern:
+            try:
+                pattern = compile_location_pattern(mount.path, caseless=mount.match == "~*")
+            except ValueError as error:
+                raise ConfigError(f"{mount.where}.path", str(error)) from None
+            placements.append({"match": "~", "pattern": pattern, "label": label})
+        elif mount.match == "=":
+            placements.append({"match": "=", "pattern": mount.path.encode("utf-8"), "label": label})
+        else:
+            placements.append({"match": "^~" if mount.place in stopping else ""})
+    return placements
 
 
 #: Builds the handler of a static or proxy mount from the mount and the whole
@@ -176,6 +219,7 @@ class SiteBuilder:
                     dict(host.error_pages),
                     host_log,
                     host.names[0] if host.names else None,
+                    timed_out=_location_pattern_timed_out,
                 )
                 if host.names:
                     entries.append((host.names, table))
@@ -337,7 +381,9 @@ class SiteBuilder:
             or host_log
             for mount in host.mounts
         ]
+        placements = _placements(host.mounts)
         statics: list[tuple[MountConfig, StaticHandler]] = []
+        static_placements: list[dict[str, Any]] = []
         handlers: dict[int, Handler] = {}
         for index, mount in enumerate(host.mounts):
             if mount.kind == "static":
@@ -349,8 +395,9 @@ class SiteBuilder:
                 )
                 static.access_log = logs[index]
                 statics.append((mount, static))
+                static_placements.append(placements[index])
                 handlers[index] = static
-        accel = _accel_resolver(statics)
+        accel = _accel_resolver(statics, static_placements)
         trusted = TrustedProxies(config.trusted_proxies)
         for index, mount in enumerate(host.mounts):
             if mount.kind == "app":
@@ -382,7 +429,13 @@ class SiteBuilder:
                         handler.accel = accel
                     if self._note_upstreams:
                         handler.log_upstreams = True
-                    proxied.append((host.names[0] if host.names else None, mount.prefix, handler))
+                    proxied.append(
+                        (
+                            host.names[0] if host.names else None,
+                            placements[index].get("label", mount.prefix),
+                            handler,
+                        )
+                    )
             built.append(handlers[index])
         # What answers a mount's requests: its handler, behind its access rules and
         # limits if it has any (so a static mount passing a miss on goes through them
@@ -400,6 +453,8 @@ class SiteBuilder:
             if allow or deny or rate or most or auth or gate:
                 rules = AccessRules(allow, deny, trusted) if allow or deny else None
                 scope = f"{list(host.names)!r} {host.default} {index} {mount.prefix!r}"
+                if mount.match:
+                    scope += f" {mount.location}"
                 limit = self._rate_limit(scope, rate, mount, trusted) if rate else None
                 connections = self._conn_limit(scope, most, trusted) if most else None
                 guarded[index] = GuardedHandler(
@@ -419,47 +474,33 @@ class SiteBuilder:
         # A static mount with fallthrough hands misses to its partner at the same
         # path, which is then reached only through it, or to the mount below it;
         # a body sent there is for that mount, under its limit.
-        partners: set[int] = set()
-        passes_to: dict[int, int] = {}
+        partners: dict[int, int] = {}
         for index, mount in enumerate(host.mounts):
             if isinstance(handlers[index], StaticHandler) and mount.options.get("fallthrough"):
                 for other_index, other in enumerate(host.mounts):
-                    if other_index != index and other.prefix == mount.prefix:
+                    if other_index != index and other.place == mount.place:
+                        partners[index] = other_index
                         # (Before any fallback below is wired to this mount's guard.)
                         self._share_password(index, other_index, handlers, guarded, auths)
                         _share_gate(index, other_index, handlers, guarded, gates)
+        passes_to: dict[int, int] = {}
         for index, mount in enumerate(host.mounts):
             handler = handlers[index]
             if not (isinstance(handler, StaticHandler) and mount.options.get("fallthrough")):
                 continue
-            below = [
-                (other_index, other)
-                for other_index, other in enumerate(host.mounts)
-                if other_index != index and match_prefix(mount.prefix, other.prefix)
-            ]
-            if below:
-                # The longest prefix; at the same one, the static mount that passes
-                # on to its partner there (the partner is reached only through it),
-                # whatever order the file lists them in.
-                other_index, other = max(
-                    below,
-                    key=lambda item: (
-                        len(item[1].prefix),
-                        isinstance(handlers[item[0]], StaticHandler)
-                        and bool(item[1].options.get("fallthrough")),
-                    ),
-                )
+            passed = _passes_to(index, host.mounts, handlers, partners, placements)
+            if passed is not None:
+                other_index, other = passed, host.mounts[passed]
                 handler.fallback = Mount(
                     other.prefix,
                     guarded[other_index],
                     headers=_added_fields(other),
                     gzip=_route_gzip(other, config),
                     access_log=logs[other_index],
+                    label=placements[other_index].get("label"),
                     **_pacing(other),
                 )
                 passes_to[index] = other_index
-                if other.prefix == mount.prefix:
-                    partners.add(other_index)
         limits: list[int | None] = []
         refusal_logs = []
         for start in range(len(host.mounts)):
@@ -481,9 +522,10 @@ class SiteBuilder:
                 logs[index],
                 refusal_logs[index],
                 **_pacing(mount),
+                **placements[index],
             )
             for index, mount in enumerate(host.mounts)
-            if index not in partners
+            if index not in partners.values()
         ]
 
     @staticmethod
@@ -703,12 +745,14 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
         if any(mount.options.get("https_redirect") is False for mount in host.mounts):
             # Which mount a path goes to, and whether it is left out of the redirect
             # (a static mount and the partner it falls through to are one place).
-            left_out: dict[bytes, bool] = {}
-            for mount in host.mounts:
-                left_out[mount.prefix] = left_out.get(mount.prefix, False) or (
-                    mount.options.get("https_redirect") is False
+            left_out: dict[tuple[str, str], Mount[bool]] = {}
+            for mount, placement in zip(host.mounts, _placements(host.mounts), strict=True):
+                kept = left_out.get(mount.place)
+                flag = mount.options.get("https_redirect") is False
+                left_out[mount.place] = Mount(
+                    mount.prefix, flag or (kept is not None and kept.target), **placement
                 )
-            exempt = MountTable(Mount(prefix, flag) for prefix, flag in left_out.items())
+            exempt = MountTable(left_out.values(), timed_out=_location_pattern_timed_out)
         guards.append(
             HttpsRedirect(
                 host.https_redirect, TrustedProxies(config.trusted_proxies), host.names, exempt
@@ -795,19 +839,90 @@ def _columns(char: str) -> int:
     return 2 if unicodedata.east_asian_width(char) in "WF" else 1
 
 
-def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelResolver:
+def _passes_to(
+    index: int,
+    mounts: Sequence[MountConfig],
+    handlers: dict[int, Handler],
+    partners: dict[int, int],
+    placements: list[dict[str, Any]],
+) -> int | None:
+    """The mount a static mount with fallthrough passes its misses to, if any.
+
+    Its partner at the same path; else, for a prefix, the mount below it (the
+    longest prefix, plain or ``^~``, that contains it); for an exact path, the
+    mount that path reaches without it (the order of :class:`MountTable`, the
+    regular expressions included). A regular expression has only its partner.
+    """
+    if index in partners:
+        return partners[index]
+    mount = mounts[index]
+    if mount.is_pattern:
+        return None
+    reached_only_through = set(partners.values())
+    if mount.match == "=":
+        others = MountTable(
+            (
+                Mount(other.prefix, other_index, **placements[other_index])
+                for other_index, other in enumerate(mounts)
+                if other_index != index and other_index not in reached_only_through
+            ),
+            timed_out=_location_pattern_timed_out,
+        )
+        found = others.lookup(mount.path.encode("utf-8"))
+        return None if found is None else found.target
+    below = [
+        (other_index, other)
+        for other_index, other in enumerate(mounts)
+        if other_index != index
+        and other.match in ("", "^~")
+        and match_prefix(mount.prefix, other.prefix)
+    ]
+    if not below:
+        return None
+    # The longest prefix; at the same one, the static mount that passes on to its
+    # partner there (the partner is reached only through it), whatever order the
+    # file lists them in.
+    other_index, _other = max(
+        below,
+        key=lambda item: (
+            len(item[1].prefix),
+            isinstance(handlers[item[0]], StaticHandler)
+            and bool(item[1].options.get("fallthrough")),
+        ),
+    )
+    return other_index
+
+
+def _accel_resolver(
+    statics: list[tuple[MountConfig, StaticHandler]],
+    placements: list[dict[str, Any]] | None = None,
+) -> AccelResolver:
     """How an application's X-Accel-Redirect or X-Sendfile finds its file.
 
     ``X-Accel-Redirect`` holds a URL path: it is decoded, its dot-segments removed,
-    and served by the static mount of the host with the longest matching prefix
-    (``internal`` mounts included). ``X-Sendfile`` holds a file-system path: it is
+    and served by the static mount of the host that a request for that path would
+    reach if the host had no other kind of mount (``internal`` mounts included):
+    nginx's order (:class:`~twistwsgi.routing.MountTable`), an exact path, the
+    longest prefix if ``^~``, the first regular expression, else the longest
+    prefix. ``X-Sendfile`` holds a file-system path: it is
     served by the static mount whose directory holds it most closely (a mount of a
     subdirectory, with its own rate or fields, before the mount of the whole tree);
     of two mounts of one directory, an ``internal`` one (made for handed-over files),
     then the longer prefix, whatever their order in the file. Anything else is
     refused.
+
+    ``placements``: how each mount is matched (see :func:`_placements`), by default
+    as the static mounts alone say.
     """
-    by_prefix = sorted(statics, key=lambda item: len(item[0].prefix), reverse=True)
+    if placements is None:
+        placements = _placements([mount for mount, _handler in statics])
+    by_path = MountTable(
+        (
+            Mount(mount.prefix, handler, **placement)
+            for (mount, handler), placement in zip(statics, placements, strict=True)
+        ),
+        timed_out=_location_pattern_timed_out,
+    )
     by_root = sorted(
         statics,
         key=lambda item: (
@@ -828,11 +943,10 @@ def _accel_resolver(statics: list[tuple[MountConfig, StaticHandler]]) -> AccelRe
             normal = remove_dot_segments(decoded) if decoded.startswith(b"/") else None
             if normal is None:
                 return None
-            merged = merge_slashes(normal)
-            for mount, handler in by_prefix:
-                if match_prefix(merged, mount.prefix):
-                    return handler, path_below(normal, mount.prefix)
-            return None
+            found = by_path.lookup(normal)
+            if found is None:
+                return None
+            return found.target, path_below(normal, found.prefix)
         real = os.path.realpath(os.fsdecode(value))
         for _mount, handler in by_root:
             root = handler.options.root.rstrip("/") + "/"
@@ -896,15 +1010,28 @@ def describe_routing(config: ServerConfig) -> str:
             own = host.access_log_format
             lines.append(f"  access log: {host.access_log}" + (f", format {own!r}" if own else ""))
         lines.extend(_error_page_lines(host))
-        for mount in sorted(host.mounts, key=lambda m: len(m.prefix), reverse=True):
+        for mount in sorted(host.mounts, key=_search_order):
             target = mount.target
             if isinstance(target, tuple):
                 target = ", ".join(str(item) for item in target)
-            lines.append(f"  {_padded(mount.path, 24)} {mount.kind:<6} {target}")
+            lines.append(f"  {_padded(mount.location, 24)} {mount.kind:<6} {target}")
             changed = _changed_options(mount)
             if changed:
                 lines.append(f"  {'':<24} {'':<6} {changed}")
     return "\n".join(lines) + "\n"
+
+
+def _search_order(mount: MountConfig) -> tuple[int, int]:
+    """Where a mount is shown: exact paths, prefixes longest first, then patterns.
+
+    (The order the router looks at them in; patterns keep the file's, as sorting
+    is stable.)
+    """
+    if mount.match == "=":
+        return 0, 0
+    if mount.is_pattern:
+        return 2, 0
+    return 1, -len(mount.prefix)
 
 
 def _error_page_lines(host: HostConfig) -> list[str]:
