@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
+from tests import test_host_access_logs as access_logs
 from tests.test_proxy import FakeEndpoint
 from twistwsgi import site as site_module
 from twistwsgi.cli import load_config
@@ -737,3 +738,50 @@ def test_a_search_that_ran_out_of_time_is_not_remembered() -> None:
     assert target(table, b"/a") == "root"
     assert target(table, b"/a") == "root"
     assert stuck.searched == [b"/a", b"/a"]
+
+
+def test_captures_are_not_offered_and_the_error_says_so(tmp_path: Path) -> None:
+    text = HOST + "[[host.mount]]\npath = '~ ^/old/(.*)$'\nreturn = '301 /new/$1'\n"
+    assert config_error(tmp_path, text).endswith(
+        "host[0].mount[1].return: unknown variable $1 here: the captures of a"
+        " regular-expression mount path are not offered to other settings (a host's"
+        " rewrite has them)"
+    )
+
+
+def test_exact_root_and_a_caret_tilde_pair_route_as_nginx(tmp_path: Path) -> None:
+    """= / is the root's path alone; ^~ on the partner of a static mount stops the
+    patterns for the static mount too (the pair is one place).
+    """
+    text = (
+        HOST + "[[host.mount]]\npath = '= /'\napp = 'tests.apps:environ'\n"
+        "[[host.mount]]\npath = '/assets'\nstatic = 'DIR/site'\nfallthrough = true\n"
+        "[[host.mount]]\npath = '^~ /assets'\napp = 'tests.apps:environ'\n"
+        "[[host.mount]]\npath = '~ \\.css$'\nreturn = '200 css pattern'\n"
+    )
+    router, _ = build(tmp_path, text)
+    assert environ_of(get(router, b"/")) == ("", "/")
+    assert get(router, b"/x").body == b"root"
+    assert environ_of(get(router, b"/assets/x.css")) == ("/assets", "/x.css")
+    assert get(router, b"/other/x.css").body == b"css pattern"
+
+
+def test_a_pattern_mount_logs_its_requests_and_refusals_in_its_own_log(tmp_path: Path) -> None:
+    text = (
+        '[[host]]\nnames = ["a.example"]\naccess_log = "site.log"\n'
+        '[[host.mount]]\npath = "/"\nreturn = "200 root"\n'
+        "[[host.mount]]\npath = '~ ^/up'\napp = 'tests.apps:hello'\n"
+        'access_log = "up.log"\nmax_body = 10\n'
+    )
+    service = access_logs.serve(access_logs.site(tmp_path, text))
+    access_logs.send(
+        service, b"POST /upload HTTP/1.1\r\nHost: a.example\r\nContent-Length: 99\r\n\r\n"
+    )
+    access_logs.send(service, b"GET /up/x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    access_logs.send(service, b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    service.stopService()
+    assert access_logs.requests(tmp_path / "up.log") == [
+        "POST /upload HTTP/1.1 413",
+        "GET /up/x HTTP/1.1 200",
+    ]
+    assert access_logs.requests(tmp_path / "site.log") == ["GET /x HTTP/1.1 200"]

@@ -502,6 +502,12 @@ def _compile(
             value = _client_addr(proxies)  # a log line's, with the server's proxies
         elif name in known:
             value = _VALUES.get(name) or _REQUEST_ONLY[name]
+        elif name.isdigit():
+            # nginx users write $1 after a location ~ REGEX: say it is not offered.
+            raise ValueError(
+                f"unknown variable ${name}{where}: the captures of a regular-expression"
+                " mount path are not offered to other settings (a host's rewrite has them)"
+            )
         else:
             raise ValueError(
                 f"unknown variable ${name}{where} (known: $http_NAME, $cookie_NAME,"
