@@ -785,3 +785,18 @@ def test_a_pattern_mount_logs_its_requests_and_refusals_in_its_own_log(tmp_path:
         "GET /up/x HTTP/1.1 200",
     ]
     assert access_logs.requests(tmp_path / "site.log") == ["GET /x HTTP/1.1 200"]
+
+
+def test_options_asterisk_is_not_matched_by_patterns(tmp_path: Path) -> None:
+    """OPTIONS * names no path: the root mount takes it, as before (nginx's rewrite
+    here, too, leaves it alone).
+    """
+    table = MountTable([Mount(b"", "root"), regex("", "everything")])
+    assert target(table, b"") == "root"
+    text = HOST + "[[host.mount]]\npath = '~ .*'\nreturn = '200 pattern'\n"
+    router, _ = build(tmp_path, text)
+    client = connect(router)
+    client.send(b"OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    [response] = parse_responses(client.take())
+    assert response.body == b"root"
+    assert get(router, b"/x").body == b"pattern"

@@ -602,7 +602,7 @@ class MountTable(Generic[T]):
                 break
         if longest is not None and longest.match == "^~":
             return longest
-        if self._patterns:
+        if self._patterns and path:  # (OPTIONS * names no path: only the root mount)
             searched = self._searched
             if searched is not None and searched[0] == path:
                 found = searched[1]
