@@ -2053,10 +2053,11 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " boundaries: /static matches /static/app.css, never /staticfoo. Written"
         " unencoded (/café, not /caf%C3%A9): it matches the percent-encoded UTF-8 a"
         " browser sends. Or one of nginx's location forms: '= /favicon.ico' (that"
-        " path alone), '^~ /media' (a prefix that, when longest, stops the regular"
-        " expressions), '~ REGEX' and '~* REGEX' (without case), searched in the"
-        " path in the order written, after the exact paths and before the longest"
-        " prefix; they need the regex package (see How requests are routed).",
+        " path alone, before everything), '^~ /media' (a prefix that, when it is the"
+        " longest, is taken without trying the regular expressions), '~ REGEX' and"
+        " '~* REGEX' (without case): the first, in the order written, found in the"
+        " path wins over the longest prefix. Patterns need the regex package; see"
+        " How requests are routed.",
         cli=False,
         required=True,
     ),

@@ -246,11 +246,10 @@ What each kind of mount does when reached through these forms:
 - **Exact** (`= /p`): as a prefix mount at `/p` that takes `/p` alone: an
   application gets `SCRIPT_NAME` `/p` and an empty `PATH_INFO` (`= /` is like the
   root mount: `SCRIPT_NAME` empty, `PATH_INFO` `/`; `= /docs/` gives `/docs` and
-  `/`); a proxy mount with an upstream
-  path replaces `/p` by that path, as a prefix mount does. A static mount serves the
-  whole path under its directory, as nginx's `root` (`= /favicon.ico` with `static =
-  "/srv/site"` serves `/srv/site/favicon.ico`): below its own path it would have only
-  its directory.
+  `/`); a proxy mount with an upstream path replaces `/p` by that path, as a prefix
+  mount does. A static mount serves the whole path under its directory, as nginx's
+  `root` (`= /favicon.ico` with `static = "/srv/site"` serves
+  `/srv/site/favicon.ico`): below its own path it would have only its directory.
 - **Regular expression** (`~`, `~*`): the whole path is below the mount. An
   application gets an empty `SCRIPT_NAME` and the whole path as `PATH_INFO`; a static
   mount serves the whole path under its directory (nginx's `root`, not `alias`:
