@@ -30,6 +30,7 @@ from twistwsgi.metrics import RequestMetrics
 from twistwsgi.proxy import build_proxy
 from twistwsgi.routing import (
     LOCATION_PATTERN_TIME_LIMIT,
+    LocationTimeoutError,
     Mount,
     MountTable,
     Router,
@@ -221,7 +222,8 @@ class Stuck:
         raise TimeoutError
 
 
-def test_a_pattern_that_times_out_is_no_match_and_is_named() -> None:
+def test_a_pattern_that_times_out_fails_the_lookup_and_is_named() -> None:
+    """No prefix answers for it, and no pattern after it is tried."""
     stuck = Stuck()
     later = regex("", "later")
     said: list[tuple[str, bytes]] = []
@@ -233,9 +235,19 @@ def test_a_pattern_that_times_out_is_no_match_and_is_named() -> None:
         ],
         timed_out=lambda label, path: said.append((label, path)),
     )
-    assert target(table, b"/a/aaaa") == "prefix"  # (and not the pattern after it)
+    with pytest.raises(LocationTimeoutError) as raised:
+        table.lookup(b"/a/aaaa")
+    assert raised.value.pattern == "~ (a|aa)+$"
     assert said == [("~ (a|aa)+$", b"/a/aaaa")]
     assert stuck.searched == [b"/a/aaaa"]
+    # The next lookup of that path (the router's, after the body limit's) is told
+    # without a search; the one after searches again.
+    with pytest.raises(LocationTimeoutError):
+        table.lookup(b"/a/aaaa")
+    assert stuck.searched == [b"/a/aaaa"] and len(said) == 1
+    with pytest.raises(LocationTimeoutError):
+        table.lookup(b"/a/aaaa")
+    assert stuck.searched == [b"/a/aaaa"] * 2
 
 
 def test_the_patterns_of_a_host_share_one_time_limit_per_lookup() -> None:
@@ -259,7 +271,8 @@ def test_the_patterns_of_a_host_share_one_time_limit_per_lookup() -> None:
         timed_out=lambda label, path: said.append(label),
         clock=lambda: now[0],
     )
-    assert target(table, b"/x") == "root"
+    with pytest.raises(LocationTimeoutError):
+        table.lookup(b"/x")
     assert tried == ["slow"] and said == ["~ slow"]  # the one that took the time
 
 
@@ -269,7 +282,8 @@ def test_a_pattern_that_backtracks_is_stopped() -> None:
         [Mount(b"", "root"), regex("^/(a|aa)+$", "bad")],
         timed_out=lambda label, path: said.append(label),
     )
-    assert target(table, b"/" + b"a" * 80 + b"b") == "root"
+    with pytest.raises(LocationTimeoutError):
+        table.lookup(b"/" + b"a" * 80 + b"b")
     assert said == ["~ ^/(a|aa)+$"]
 
 
@@ -671,10 +685,10 @@ def test_a_pattern_that_backtracks_is_stopped_and_named_in_the_log(tmp_path: Pat
     router, _ = build(tmp_path, text)
     with capture_log_events() as events:
         response = get(router, b"/" + b"a" * 60 + b"b")
-    assert response.body == b"root"
+    assert response.status == 500
     assert [formatEvent(event) for event in events] == [
         "Mount path ~ ^/(a|aa)+$ took over 0.01s on the path b'/" + "a" * 60 + "b' (62 bytes):"
-        " it and the regular-expression mounts after it count as no match"
+        " the request is answered 500 Internal Server Error"
     ]
 
 
@@ -729,15 +743,18 @@ def test_a_request_searches_the_patterns_once(tmp_path: Path, monkeypatch: Any) 
     assert searched == [b"/api/v2/x"] * 2  # (the second found it)
 
 
-def test_a_search_that_ran_out_of_time_is_not_remembered() -> None:
+def test_a_search_that_ran_out_of_time_is_not_remembered_past_the_router() -> None:
     stuck = Stuck()
     table = MountTable(
         [Mount(b"", "root"), Mount(b"", "stuck", match="~", pattern=stuck)],
         timed_out=lambda label, path: None,
     )
-    assert target(table, b"/a") == "root"
-    assert target(table, b"/a") == "root"
+    for _ in range(2):
+        with pytest.raises(LocationTimeoutError):
+            table.lookup(b"/a")
+        table.forget()  # (as the router does once it answered the 500)
     assert stuck.searched == [b"/a", b"/a"]
+    assert target(table, b"") == "root"  # (OPTIONS *: no pattern is searched)
 
 
 def test_captures_are_not_offered_and_the_error_says_so(tmp_path: Path) -> None:
@@ -800,3 +817,98 @@ def test_options_asterisk_is_not_matched_by_patterns(tmp_path: Path) -> None:
     [response] = parse_responses(client.take())
     assert response.body == b"root"
     assert get(router, b"/x").body == b"pattern"
+
+
+# -- a lookup that ran out of time fails closed -----------------------------------------------
+
+
+def stuck_patterns(monkeypatch: Any) -> list[bytes]:
+    """Make every mount pattern the site builds run out of time; the paths searched."""
+    searched: list[bytes] = []
+
+    class Stopped:
+        def __init__(self, compiled: Any) -> None:
+            self.pattern, self.flags = compiled.pattern, compiled.flags
+
+        def search(self, path: bytes, timeout: float) -> Any:
+            searched.append(path)
+            raise TimeoutError
+
+    monkeypatch.setattr(
+        site_module,
+        "compile_location_pattern",
+        lambda pattern, caseless: Stopped(compile_location_pattern(pattern, caseless=caseless)),
+    )
+    return searched
+
+
+REFUSING = (
+    '[[host]]\nnames = ["a.test"]\nerror_pages = { 500 = "500.html" }\n'
+    '[[host.mount]]\npath = "/"\napp = "tests.apps:hello"\nmax_body = 5\n'
+    "[[host.mount]]\npath = '~ /\\.git'\nreturn = '403'\n"
+)
+
+
+def test_a_timed_out_lookup_is_answered_500_and_not_routed_on(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A client that makes the refusing pattern slow does not reach the root mount."""
+    searched = stuck_patterns(monkeypatch)
+    (tmp_path / "500.html").write_bytes(b"<p>our 500 page</p>")
+    router, _ = build(tmp_path, REFUSING)
+    with capture_log_events() as events:
+        response = get(router, b"/x/.git/config")
+    assert (response.status, response.body) == (500, b"<p>our 500 page</p>")
+    assert [formatEvent(event) for event in events] == [
+        "Mount path ~ /\\.git took over 0.01s on the path b'/x/.git/config' (14 bytes):"
+        " the request is answered 500 Internal Server Error"
+    ]
+    assert searched == [b"/x/.git/config"]
+    # The next request for that path is searched again (a pause may have caused it).
+    assert get(router, b"/x/.git/config").status == 500
+    assert searched == [b"/x/.git/config"] * 2
+
+
+def test_a_timed_out_lookup_picks_no_mounts_body_limit(tmp_path: Path, monkeypatch: Any) -> None:
+    """The body limit asked from the head does not fall back to the root mount's 5
+    bytes either: the request is answered 500 from its head, and searched once.
+    """
+    searched = stuck_patterns(monkeypatch)
+    (tmp_path / "500.html").write_bytes(b"<p>our 500 page</p>")
+    router, _ = build(tmp_path, REFUSING)
+    assert router.table.body_limits
+    response = get(router, b"/upload", b"POST", b"x" * 50)
+    assert response.status == 500
+    assert searched == [b"/upload"]
+    assert get(router, b"/upload", b"POST", b"x" * 50).status == 500
+    assert searched == [b"/upload"] * 2
+
+
+def test_a_timed_out_exemption_lookup_redirects(tmp_path: Path, monkeypatch: Any) -> None:
+    """A path whose https_redirect exemption cannot be decided is redirected."""
+    stuck_patterns(monkeypatch)
+    text = (
+        '[[host]]\nnames = ["a.test"]\nhttps_redirect = 443\n'
+        "[[host.mount]]\npath = '/'\nreturn = '200 root'\n"
+        "[[host.mount]]\npath = '~ ^/\\.well-known/'\nreturn = '200 acme'\n"
+        "https_redirect = false\n"
+    )
+    router, _ = build(tmp_path, text)
+    assert get(router, b"/.well-known/x").status == 301
+
+
+def test_a_timed_out_x_accel_redirect_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    """It is not served by the prefix mount the pattern would have been tried before."""
+    searched = stuck_patterns(monkeypatch)
+    options = {**default_options("static"), "internal": True}
+    (tmp_path / "f").mkdir()
+    files = StaticHandler(StaticOptions.from_mount(str(tmp_path / "f"), options), now=lambda: 0.0)
+    resolve = _accel_resolver(
+        [
+            (MountConfig("/files", "static", "f", options, "t"), files),
+            (MountConfig("\\.secret$", "static", "f", options, "t", match="~"), files),
+        ]
+    )
+    assert resolve(b"x-accel-redirect", b"/files/a.secret") is None
+    assert resolve(b"x-accel-redirect", b"/files/a.secret") is None
+    assert searched == [b"/files/a.secret"] * 2  # (searched again each time)

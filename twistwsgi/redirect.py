@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING
 from twistwsgi.forwarding import TrustedProxies, forwarded_scheme
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import claimed_names, is_plain_name
-from twistwsgi.routing import MountTable, answer_error, answer_plain, remove_dot_segments
+from twistwsgi.routing import (
+    LocationTimeoutError,
+    MountTable,
+    answer_error,
+    answer_plain,
+    remove_dot_segments,
+)
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -93,7 +99,13 @@ class HttpsRedirect:
         if exempt is not None:
             # A mount with https_redirect = false answers over plain HTTP itself.
             path = remove_dot_segments(request.decoded_path)
-            mount = exempt.lookup(path) if path is not None else None
+            try:
+                mount = exempt.lookup(path) if path is not None else None
+            except LocationTimeoutError:
+                # Not known to be exempt: redirected (over https the router's own
+                # lookup decides, and fails closed). Not kept for the next request.
+                mount = None
+                exempt.forget()
             if mount is not None and mount.target:
                 return False
         return True

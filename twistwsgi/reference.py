@@ -235,11 +235,15 @@ anchored: write `^` and `$` where they are meant.
 Regular expressions run on a path the client chooses, so they need the
 [regex](https://pypi.org/project/regex/) package (`pip install 'twistwsgi[regex]'`),
 whose matches can be stopped. The regular-expression mounts of a host have 10 ms
-in all per lookup; past it, the pattern being tried and those after it count as no
-match (the remembered prefix answers), and the server's log names the pattern and the
-path. A sane pattern takes microseconds; one that backtracks (`(a|aa)+$`) could
-otherwise hold the server. A timed-out pattern counts as no match, so do not make the
-only refusal of a path a regular-expression mount whose pattern could backtrack.
+in all per lookup. Past it no mount is chosen: the request is answered `500 Internal
+Server Error` (the host's `error_pages` apply; no mount's `max_body` is used for it,
+and no mount sees its body), and the server's log names the pattern and the path;
+nginx answers 500 too when a regular expression fails. Falling back to a prefix
+would let a client step around a mount meant to refuse paths (`~ /\\.git` with
+`return = "403"`) by making its pattern slow. A sane pattern takes microseconds;
+one that backtracks (`(a|aa)+$`) is what runs out of time. When an
+`https_redirect = false` exemption cannot be decided in time, the request is
+redirected; when an `X-Accel-Redirect` path cannot, it is refused.
 
 What each kind of mount does when reached through these forms:
 

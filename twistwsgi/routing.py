@@ -72,6 +72,7 @@ __all__ = [
     "HostGuard",
     "HostGuards",
     "HostTable",
+    "LocationTimeoutError",
     "Mount",
     "MountTable",
     "Route",
@@ -494,6 +495,9 @@ class MountTable(Generic[T]):
        pattern is found in the path wins.
     4. Else the remembered prefix mount, if any.
 
+    When the regular expressions run out of time (:data:`LOCATION_PATTERN_TIME_LIMIT`)
+    the lookup raises :class:`LocationTimeoutError` rather than fall back to a prefix.
+
     A table without exact or regular-expression mounts only does the longest
     prefix, at the same cost as before they existed.
 
@@ -507,7 +511,8 @@ class MountTable(Generic[T]):
         name: the host's first configured name (``Route.host``), if it has names.
         timed_out: called with the label of the pattern and the path when the
             regular expressions took more than :data:`LOCATION_PATTERN_TIME_LIMIT`
-            on one lookup; that pattern and those after it count as no match.
+            on one lookup, which then raises :class:`LocationTimeoutError` (no mount is
+            chosen: the router answers 500).
         clock: seconds, for that time limit.
 
     Raises:
@@ -550,7 +555,9 @@ class MountTable(Generic[T]):
         # The last path the patterns were searched in, and what they found: the
         # protocol (the body limit) and the router ask about one request in turn,
         # and a search that can be stopped costs microseconds per pattern.
-        self._searched: tuple[bytes, Mount[T] | None] | None = None
+        # A search that ran out of time is kept as _TIMED_OUT with the pattern's
+        # label, for the router's lookup after the body limit's (see _search).
+        self._searched: tuple[bytes, Mount[T] | None, str] | None = None
         written: set[tuple[str, object]] = set()
         for mount in given:
             if mount.match == "=":
@@ -589,6 +596,9 @@ class MountTable(Generic[T]):
         Both see the path as the prefixes do, its runs of slashes merged (nginx
         matches the normalised URI); a regular-expression mount's rest is then the
         whole path as sent.
+
+        Raises:
+            LocationTimeoutError: the regular expressions ran out of time on the path.
         """
         if b"//" in path:
             path = merge_slashes(path)
@@ -606,20 +616,34 @@ class MountTable(Generic[T]):
             searched = self._searched
             if searched is not None and searched[0] == path:
                 found = searched[1]
+                if found is _TIMED_OUT:
+                    # Told once, to the lookup after the one that timed out (the
+                    # router's, after the body limit's): a later request for the path
+                    # is searched again, as a pause of the process may have caused it.
+                    self._searched = None
+                    raise LocationTimeoutError(searched[2])
             else:
                 found = self._first_pattern(path)
             if found is not None:
                 return found
         return longest
 
-    def _first_pattern(self, path: bytes) -> Mount[T] | None:
-        """The first regular-expression mount found in ``path``, within the time limit.
+    def forget(self) -> None:
+        """Drop what the last search found (after the last lookup of a request)."""
+        self._searched = None
 
-        Past the limit the pattern being tried, and those after it, count as no
-        match (the remembered prefix answers), and the log says which it was: a
-        pattern that backtracks (``(a|aa)+$``) on a path the client made up would
-        otherwise hold the server. A search that ran out of time is not remembered,
-        as a pause of the process may have caused it.
+    def _first_pattern(self, path: bytes) -> Mount[T] | None:
+        r"""The first regular-expression mount found in ``path``, within the time limit.
+
+        Past the limit no mount is chosen: the lookup fails, as nginx answers 500
+        when PCRE fails with an error other than no match. Falling back to the
+        prefix would let a client step around a mount meant to refuse paths (``~
+        /\.git`` with ``return = "403"``) by making its pattern slow. The log says
+        which pattern it was: one that backtracks (``(a|aa)+$``) on a path the
+        client made up would otherwise hold the server.
+
+        Raises:
+            LocationTimeoutError: the time ran out.
         """
         clock = self._clock
         deadline = clock() + LOCATION_PATTERN_TIME_LIMIT
@@ -631,16 +655,35 @@ class MountTable(Generic[T]):
                     # The one before took the time (and found nothing): named.
                     raise TimeoutError
                 if mount.pattern.search(path, timeout=remaining) is not None:
-                    self._searched = (path, mount)
+                    self._searched = (path, mount, "")
                     return mount
             except TimeoutError:
+                culprit = _shown(previous if remaining <= 0 and previous is not None else mount)
                 if self._timed_out is not None:
-                    culprit = previous if remaining <= 0 and previous is not None else mount
-                    self._timed_out(_shown(culprit), path)
-                return None
+                    self._timed_out(culprit, path)
+                self._searched = (path, _TIMED_OUT, culprit)
+                raise LocationTimeoutError(culprit) from None
             previous = mount
-        self._searched = (path, None)
+        self._searched = (path, None, "")
         return None
+
+
+class LocationTimeoutError(Exception):
+    """The regular-expression mounts of a host ran out of time on a request's path.
+
+    No mount is chosen for it: the router answers 500 (see :class:`MountTable`).
+
+    Attributes:
+        pattern: the mount path as written whose pattern took the time.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self.pattern = pattern
+
+
+#: What the last search of a table found when it ran out of time.
+_TIMED_OUT: Any = object()
 
 
 #: The time the regular-expression mounts of one host may take on a path, in all,
@@ -692,6 +735,7 @@ class RoutingTable:
 
 
 _NOT_FOUND = b"Not Found\n"
+_INTERNAL_ERROR = b"Internal Server Error\n"
 _MISDIRECTED = b"Misdirected Request: this server does not serve that host name\n"
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
 
@@ -796,7 +840,8 @@ class Router:
         ``None`` when that mount has none of its own (or there is no such mount):
         the server's applies. :data:`~twistwsgi.http.request.UNREAD_BODY` when the
         request is answered without its body (a host guard's answer, a return
-        mount): the protocol hands it over from its head.
+        mount, the 500 of a lookup whose regular expressions ran out of time): the
+        protocol hands it over from its head.
         """
         table = self.table
         if not (table.body_limits or table.guarded):
@@ -811,7 +856,12 @@ class Router:
         path = remove_dot_segments(request.decoded_path)
         if not table.body_limits or path is None:
             return None
-        mount = mounts.lookup(path)
+        try:
+            mount = mounts.lookup(path)
+        except LocationTimeoutError:
+            # No mount's limit: the router answers 500 from the head, as nginx
+            # does before client_max_body_size when its location search fails.
+            return UNREAD_BODY
         return None if mount is None else mount.max_body
 
     def error_pages_for(self, request: RequestHead | PartialRequest) -> ErrorPages | None:
@@ -853,7 +903,11 @@ class Router:
             return None
         if isinstance(request, RequestHead):
             path = remove_dot_segments(request.decoded_path)
-            mount = mounts.lookup(path) if path is not None else None
+            try:
+                mount = mounts.lookup(path) if path is not None else None
+            except LocationTimeoutError:
+                mount = None
+                mounts.forget()
             if mount is not None:
                 return mount.refusal_log
         return mounts.access_log
@@ -881,7 +935,14 @@ class Router:
         if path is None:
             refuse_path_above_root(exchange, mounts.error_pages)
             return
-        mount = mounts.lookup(path)
+        try:
+            mount = mounts.lookup(path)
+        except LocationTimeoutError:
+            # Fail closed (the table logged which pattern): routing on to a prefix
+            # would step around a pattern mount that refuses the path.
+            mounts.forget()
+            answer_error(exchange, 500, _INTERNAL_ERROR, pages=mounts.error_pages)
+            return
         if mount is None:
             answer_error(exchange, 404, _NOT_FOUND, pages=mounts.error_pages)
             return

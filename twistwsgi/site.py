@@ -69,6 +69,7 @@ from twistwsgi.routing import (
     HostGuard,
     HostGuards,
     HostTable,
+    LocationTimeoutError,
     Mount,
     MountTable,
     RoutingTable,
@@ -106,13 +107,26 @@ def _host_pattern_timed_out(pattern: str, name: str) -> None:
 
 
 def _location_pattern_timed_out(pattern: str, path: bytes) -> None:
+    _log_location_timeout(pattern, path, "the request is answered 500 Internal Server Error")
+
+
+def _exemption_timed_out(pattern: str, path: bytes) -> None:
+    _log_location_timeout(pattern, path, "the request is not exempt from the https redirect")
+
+
+def _accel_timed_out(pattern: str, path: bytes) -> None:
+    _log_location_timeout(pattern, path, "the X-Accel-Redirect is refused")
+
+
+def _log_location_timeout(pattern: str, path: bytes, outcome: str) -> None:
     _routing_log.error(
         "Mount path {pattern} took over {limit:g}s on the path {path!r:.80} ({size} bytes):"
-        " it and the regular-expression mounts after it count as no match",
+        " {outcome}",
         pattern=pattern,
         limit=LOCATION_PATTERN_TIME_LIMIT,
         path=path,
         size=len(path),
+        outcome=outcome,
     )
 
 
@@ -752,7 +766,7 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
                 left_out[mount.place] = Mount(
                     mount.prefix, flag or (kept is not None and kept.target), **placement
                 )
-            exempt = MountTable(left_out.values(), timed_out=_location_pattern_timed_out)
+            exempt = MountTable(left_out.values(), timed_out=_exemption_timed_out)
         guards.append(
             HttpsRedirect(
                 host.https_redirect, TrustedProxies(config.trusted_proxies), host.names, exempt
@@ -868,7 +882,10 @@ def _passes_to(
             ),
             timed_out=_location_pattern_timed_out,
         )
-        found = others.lookup(mount.path.encode("utf-8"))
+        try:
+            found = others.lookup(mount.path.encode("utf-8"))
+        except LocationTimeoutError:
+            return None  # (logged; the configuration's own path, at build time)
         return None if found is None else found.target
     below = [
         (other_index, other)
@@ -921,7 +938,7 @@ def _accel_resolver(
             Mount(mount.prefix, handler, **placement)
             for (mount, handler), placement in zip(statics, placements, strict=True)
         ),
-        timed_out=_location_pattern_timed_out,
+        timed_out=_accel_timed_out,
     )
     by_root = sorted(
         statics,
@@ -943,7 +960,11 @@ def _accel_resolver(
             normal = remove_dot_segments(decoded) if decoded.startswith(b"/") else None
             if normal is None:
                 return None
-            found = by_path.lookup(normal)
+            try:
+                found = by_path.lookup(normal)
+            except LocationTimeoutError:
+                by_path.forget()
+                return None
             if found is None:
                 return None
             return found.target, path_below(normal, found.prefix)
