@@ -26,6 +26,7 @@ from twistwsgi.cli import load_config
 from twistwsgi.config import ConfigError, MountConfig, ServerConfig, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.rules import compile_location_pattern
+from twistwsgi.http.settings import HttpSettings
 from twistwsgi.metrics import RequestMetrics
 from twistwsgi.proxy import build_proxy
 from twistwsgi.routing import (
@@ -882,6 +883,13 @@ def test_a_timed_out_lookup_picks_no_mounts_body_limit(tmp_path: Path, monkeypat
     assert searched == [b"/upload"]
     assert get(router, b"/upload", b"POST", b"x" * 50).status == 500
     assert searched == [b"/upload"] * 2
+    # Nor does the server's limit answer 413 first: nginx's 500 comes before its
+    # client_max_body_size check.
+    client = connect(router, settings=HttpSettings(max_body=10))
+    client.factory.body_limit = router.body_limit
+    client.send(b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 50\r\n\r\n")
+    [response] = parse_responses(client.take(), [b"POST"])
+    assert response.status == 500
 
 
 def test_a_timed_out_exemption_lookup_redirects(tmp_path: Path, monkeypatch: Any) -> None:
