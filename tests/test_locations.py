@@ -920,3 +920,18 @@ def test_a_timed_out_x_accel_redirect_is_refused(tmp_path: Path, monkeypatch: An
     assert resolve(b"x-accel-redirect", b"/files/a.secret") is None
     assert resolve(b"x-accel-redirect", b"/files/a.secret") is None
     assert searched == [b"/files/a.secret"] * 2  # (searched again each time)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("^~ = /x", "'^~ = /x': ^~ is followed by a plain prefix, not another modifier"),
+        ("^~ ~ x", "'^~ ~ x': ^~ is followed by a plain prefix, not another modifier"),
+    ],
+)
+def test_a_modifier_after_caret_tilde_is_named_as_such(
+    tmp_path: Path, path: str, message: str
+) -> None:
+    """The file's path is not refused as if it came from the command line."""
+    text = HOST + f"[[host.mount]]\npath = {path!r}\nreturn = '200 x'\n"
+    assert config_error(tmp_path, text) == f"site.toml: host[0].mount[1].path: {message}"

@@ -362,6 +362,9 @@ def _location(value: Any) -> tuple[str, str]:
         rest = text[2:]
         if not rest[:1].isspace():
             raise ValueError(f"{text!r}: ^~ is followed by a space, then the prefix (^~ /media)")
+        if rest.strip().startswith(LOCATION_MODIFIERS):
+            # (Else _mount_path would say the forms are for the file: this is the file.)
+            raise ValueError(f"{text!r}: ^~ is followed by a plain prefix, not another modifier")
         return "^~", _mount_path(rest)
     if text.startswith("="):
         return "=", _exact_path(text[1:])
