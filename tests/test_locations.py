@@ -340,6 +340,10 @@ def test_the_location_forms_are_read(tmp_path: Path, path: str, match: str, writ
         ("'= media'", "host[0].mount[1].path: an exact mount path (= /path) starts with /"),
         ("'= /a/../b'", "host[0].mount[1].path: a mount path has no empty, . or .. segments"),
         ("'@app'", "host[0].mount[1].path: a mount path starts with /"),
+        # nginx reads the first of two words as the modifier: ~~, =~ and ~*x are none.
+        ("'~~ x'", "host[0].mount[1].path: '~~ x': '~~' is not a modifier (=, ^~, ~ or ~*)"),
+        ("'=~ /x'", "host[0].mount[1].path: '=~ /x': '=~' is not a modifier"),
+        ("'~*x y'", "host[0].mount[1].path: '~*x y': '~*x' is not a modifier"),
     ],
 )
 def test_a_path_that_cannot_be_read_is_one_line_naming_it(

@@ -341,6 +341,7 @@ def _mount_path(value: Any) -> str:
 
 #: What may begin a mount path in the configuration file, as nginx's ``location``.
 LOCATION_MODIFIERS = ("=", "^~", "~")
+_MODIFIERS = frozenset(("=", "^~", "~", "~*"))
 
 _NOT_A_PLAIN_PREFIX = (
     "exact (=), ^~ and regular-expression (~, ~*) mount paths are for the configuration"
@@ -358,6 +359,10 @@ def _location(value: Any) -> tuple[str, str]:
     as a prefix of that name, which no request path starts with).
     """
     text = _text(value).strip()
+    words = text.split(None, 1)
+    if len(words) == 2 and text.startswith(LOCATION_MODIFIERS) and words[0] not in _MODIFIERS:
+        # As nginx reads "location ~~ x": of two words, the first is the modifier.
+        raise ValueError(f"{text!r}: {words[0]!r} is not a modifier (=, ^~, ~ or ~*)")
     if text.startswith("^~"):
         rest = text[2:]
         if not rest[:1].isspace():
