@@ -1,11 +1,13 @@
-"""Redirects by regular expression (nginx's rewrite ... permanent|redirect).
+"""A host's rewrite lines: redirects (permanent, redirect) and rewrites inside (last, break).
 
 The rules are pure logic, tested on request heads; a few tests go through the router
-built from a configuration file, with raw bytes and h11.
+built from a configuration file (or, for a proxy mount, a router around an
+in-memory upstream), with raw bytes and h11.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,18 @@ from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 
+from tests.test_proxy import make_proxy
 from twistwsgi import cli
 from twistwsgi.config import ConfigError
 from twistwsgi.forwarding import TrustedProxies
-from twistwsgi.http.request import RequestHead
-from twistwsgi.rewrite import RewriteRedirects, RewriteRule, parse_rewrite
+from twistwsgi.http.exchange import Handler
+from twistwsgi.http.request import RequestHead, RewrittenRequest
+from twistwsgi.log_format import LogFormat, RequestTemplate
+from twistwsgi.rewrite import Outcome, RewriteRule, Rewrites, parse_rewrite
+from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.service import ServerService, make_service
 from twistwsgi.site import describe_routing
-from twistwsgi.testing import capture_log_events, parse_responses, request_head
+from twistwsgi.testing import capture_log_events, connect, parse_responses, request_head
 
 NOBODY = TrustedProxies(())
 
@@ -31,8 +37,8 @@ def head(target: bytes, host: bytes = b"shop.example", scheme: str = "https") ->
     return request_head(target, host=host, scheme=scheme)
 
 
-def target(lines: list[str], request_target: bytes) -> tuple[int, bytes] | str | None:
-    redirects = RewriteRedirects([parse_rewrite(line) for line in lines], NOBODY)
+def target(lines: list[str], request_target: bytes) -> Outcome:
+    redirects = Rewrites([parse_rewrite(line) for line in lines], NOBODY)
     return redirects.target(head(request_target))
 
 
@@ -135,7 +141,7 @@ def test_a_location_holds_only_uri_characters(path: bytes) -> None:
 
 
 def test_options_star_is_not_rewritten() -> None:
-    redirects = RewriteRedirects([parse_rewrite(r"^(.*)$ https://new.example$1 permanent")], NOBODY)
+    redirects = Rewrites([parse_rewrite(r"^(.*)$ https://new.example$1 permanent")], NOBODY)
     star = request_head(b"*", method=b"OPTIONS")
     assert redirects.target(star) is None
     assert not redirects.answers(star)
@@ -148,7 +154,7 @@ def test_a_line_that_backtracks_too_long_is_cut_off_and_answered_500() -> None:
     """
     # Each extra "a" multiplies the ways to try (by about 1.6): far past the limit.
     line = parse_rewrite(r"^/(a|aa)+$ /p/$1 permanent")
-    redirects = RewriteRedirects([line], NOBODY)
+    redirects = Rewrites([line], NOBODY)
     request = head(b"/" + b"a" * 60 + b"!")
     with capture_log_events() as events:
         assert redirects.answers(request)
@@ -181,12 +187,14 @@ def test_the_first_line_that_matches_answers() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        (r"^/a /b last", "rewrites the request inside the server"),
-        (r"^/a /b break", "rewrites the request inside the server"),
-        (r"^/a /b", "rewrites the request inside the server"),
-        (r"^/a /b gone", "expected 'REGEX REPLACEMENT permanent'"),
-        (r"^/a", "expected 'REGEX REPLACEMENT permanent'"),
-        (r"^/a /b permanent extra", "expected 'REGEX REPLACEMENT permanent'"),
+        (r"^/a b last", "needs a replacement that is a path"),
+        (r"^/a b", "needs a replacement that is a path"),
+        (r"^/a ''", "needs a replacement that is a path"),
+        (r"^/a /b gone", "expected 'REGEX REPLACEMENT [FLAG]'"),
+        (r"^/a", "expected 'REGEX REPLACEMENT [FLAG]'"),
+        (r"^/a /b permanent extra", "expected 'REGEX REPLACEMENT [FLAG]'"),
+        (r"^/(a)$ /b/$2 last", "uses $2, but '^/(a)$' has 1 group(s)"),
+        (r"^/a /b?q=$bogus", "unknown variable $bogus"),
         (r"^/(a /b permanent", "'^/(a' is not a regular expression"),
         (r"^/(a)$ /b/$2 permanent", "uses $2, but '^/(a)$' has 1 group(s)"),
         (r"^/a /b/$bogus permanent", "unknown variable $bogus"),
@@ -202,8 +210,16 @@ def test_lines_that_cannot_be_read_are_refused(line: str, message: str) -> None:
 
 def test_a_rule_reads_back_as_written() -> None:
     rule = parse_rewrite(r"^/x$  https://y.example/  ")
-    assert rule == RewriteRule("^/x$", "https://y.example/", 302)
-    assert str(rule) == "^/x$ https://y.example/ redirect"
+    assert rule == RewriteRule("^/x$", "https://y.example/", "redirect")
+    assert (rule.status, str(rule)) == (302, "^/x$ https://y.example/ redirect")
+    inside = parse_rewrite(r"^/a(.*)$  /b$1")
+    assert (inside, inside.status, str(inside)) == (
+        RewriteRule("^/a(.*)$", "/b$1", ""),
+        None,
+        "^/a(.*)$ /b$1",
+    )
+    assert parse_rewrite(r"^/a /b last").status is None
+    assert str(parse_rewrite(r"^/a /b break")) == "^/a /b break"
     quoted = parse_rewrite(r'"^/a\d{2} b$" /c permanent')
     assert quoted.pattern == r"^/a\d{2} b$"
     assert str(quoted) == r'"^/a\\d{2} b$" /c permanent'
@@ -280,9 +296,19 @@ def test_check_config_lists_the_lines(tmp_path: Path) -> None:
 
 def test_a_line_that_cannot_be_read_names_its_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        serve(tmp_path, SITE.replace("permanent'", "last'"))
+        serve(tmp_path, SITE.replace("redirect'", "elsewhere'"))
+    assert str(caught.value).startswith("site.toml: host[0].rewrite[1]: expected")
+    with pytest.raises(ConfigError) as caught:
+        serve(tmp_path, SITE.replace("rewrite = [", "rewrite = [\n    '^/a b last',"))
+    assert str(caught.value).startswith("site.toml: host[0].rewrite[0]: ")
+    assert "needs a replacement that is a path" in str(caught.value)
+    one = SITE.replace("rewrite = [", "rewrite = '^/a b last'\nxrewrite = [")
+    with pytest.raises(ConfigError) as caught:
+        serve(
+            tmp_path,
+            one[: one.index("xrewrite")] + one[one.index("]", one.index("xrewrite")) + 1 :],
+        )
     assert str(caught.value).startswith("site.toml: host[0].rewrite: ")
-    assert "rewrites the request inside the server" in str(caught.value)
 
 
 def test_a_request_whose_lines_run_out_of_time_gets_500(tmp_path: Path) -> None:
@@ -296,3 +322,304 @@ def test_a_request_whose_lines_run_out_of_time_gets_500(tmp_path: Path) -> None:
         500,
         b"Internal Server Error: the address could not be rewritten\n",
     )
+
+
+# -- rewrites inside the server (last, break, no flag) -----------------------------------
+
+
+def rewritten(lines: list[str], request_target: bytes) -> tuple[bytes, bytes, bytes]:
+    """The new $uri, its encoded path and $args the lines make of the request."""
+    found = target(lines, request_target)
+    assert isinstance(found, RewrittenRequest), found
+    return found.decoded_path, found.path, found.query
+
+
+@pytest.mark.parametrize(
+    ("lines", "request_target", "expected"),
+    [
+        # last and break at server level: both the location search with the new URI.
+        ([r"^/old/(.*)$ /new/$1 last"], b"/old/a/b?x=1", (b"/new/a/b", b"/new/a/b", b"x=1")),
+        ([r"^/old/(.*)$ /new/$1 break"], b"/old/a", (b"/new/a", b"/new/a", b"")),
+        # No flag: the next lines go on with the new URI; last and break stop them.
+        (
+            [r"^/a/(.*)$ /b/$1", r"^/b/(.*)$ /c/$1 last", r"^/c/(.*)$ /d/$1 last"],
+            b"/a/x",
+            (b"/c/x", b"/c/x", b""),
+        ),
+        (
+            [r"^/a/(.*)$ /b/$1 break", r"^/b/(.*)$ /c/$1 last"],
+            b"/a/x",
+            (b"/b/x", b"/b/x", b""),
+        ),
+        # The query: kept; the replacement's own before "&" and the request's; none
+        # after a final "?".
+        ([r"^/u/(.*)$ /show?user=$1 last"], b"/u/bob?x=1", (b"/show", b"/show", b"user=bob&x=1")),
+        ([r"^/u/(.*)$ /show?user=$1? last"], b"/u/bob?x=1", (b"/show", b"/show", b"user=bob")),
+        ([r"^/old$ /new? last"], b"/old?x=1", (b"/new", b"/new", b"")),
+        (
+            [r"^/a$ /b?n=1", r"^/b$ /c?m=2 last"],
+            b"/a?o=3",
+            (b"/c", b"/c", b"m=2&n=1&o=3"),
+        ),
+        # The legacy front controller: the page from the query, the query dropped.
+        (
+            [r"^/index\.php$ /pages/$arg_page? last"],
+            b"/index.php?page=about",
+            (b"/pages/about", b"/pages/about", b""),
+        ),
+        # A group is the decoded $uri's bytes, in the new $uri as they are (nothing
+        # decodes it again): a "?" or "%" stays in the path, encoded in its spelling.
+        (
+            [r"^/old/(.*)$ /new/$1 last"],
+            b"/old/a%3Fb%2520%C3%A9?q",
+            (b"/new/a?b%20\xc3\xa9", b"/new/a%3Fb%2520%C3%A9", b"q"),
+        ),
+        # In the arguments a group is encoded and cannot add one.
+        (
+            [r"^/s/(.*)$ /find?q=$1 last"],
+            b"/s/a%26b%3Dc+d%20e",
+            (b"/find", b"/find", b"q=a%26b=c%2Bd%20e"),
+        ),
+        # Named groups; the lines see $uri (decoded, no dot-segments, one slash).
+        ([r"^/i/(?<id>\d+)$ /items/${id} last"], b"//i/./42", (b"/items/42", b"/items/42", b"")),
+        # A path of the lines' making is taken as the new $uri; the router removes
+        # its dot-segments as for any request.
+        ([r"^/a(.*)$ /b/.$1 last"], b"/a./x", (b"/b/../x", b"/b/../x", b"")),
+    ],
+)
+def test_a_line_rewrites_inside_as_nginx_would(
+    lines: list[str], request_target: bytes, expected: tuple[bytes, bytes, bytes]
+) -> None:
+    assert rewritten(lines, request_target) == expected
+
+
+def test_a_redirect_after_a_rewrite_starts_from_the_rewritten_uri() -> None:
+    lines = [r"^/a/(.*)$ /b/$1?n=1", r"^/b/(.*)$ /c/$1 permanent"]
+    assert target(lines, b"/a/x?o=2") == (301, b"/c/x?n=1&o=2")
+    # last stops the lines: the redirect after it is not reached.
+    lines = [r"^/a/(.*)$ /b/$1 last", r"^/b/(.*)$ /c/$1 permanent"]
+    assert rewritten(lines, b"/a/x") == (b"/b/x", b"/b/x", b"")
+
+
+def test_a_rewritten_request_keeps_what_the_client_sent() -> None:
+    """$request_uri, the request line and REQUEST_URI read the target as sent; the
+    id is the same, so the log and an upstream match.
+    """
+    request = head(b"/old/x?y=1")
+    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /new/$1?z=2 last")], NOBODY)
+    found = rewrites.rewritten(request)
+    assert isinstance(found, RewrittenRequest)
+    assert (found.original, found.target, found.request_id) == (
+        request,
+        b"/old/x?y=1",
+        request.request_id,
+    )
+    template = RequestTemplate("$uri|$request_uri|$args|$is_args|$request_method", escape="none")
+    assert template.render(found) == b"/new/x|/old/x?y=1|z=2&y=1|?|GET"
+    absolute = rewrites.rewritten(request_head(b"http://a.test/old/x?y=1"))
+    assert template.render(absolute) == b"/new/x|/old/x?y=1|z=2&y=1|?|GET"
+    # (forward_auth copies fields into the request: still rewritten.)
+    copied = found.with_headers([(b"Host", b"b.test")])
+    assert isinstance(copied, RewrittenRequest)
+    assert (copied.decoded_path, copied.original, copied.headers) == (
+        b"/new/x",
+        request,
+        [(b"Host", b"b.test")],
+    )
+    # The guard answers none of these: the mounts do.
+    assert not rewrites.answers(request)
+    assert rewrites.rewritten(head(b"/other")) is not None
+
+
+def test_lines_run_once_per_request() -> None:
+    """The body limit's question and the router's get the same request."""
+    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /new/$1 last")], NOBODY)
+    request = head(b"/old/x")
+    first = rewrites.rewritten(request)
+    assert rewrites.rewritten(request) is first
+    other = head(b"/plain")
+    assert rewrites.rewritten(other) is other
+
+
+def test_a_rewrite_to_no_path_is_answered_500_and_logged() -> None:
+    """A 500, as nginx's for "the rewritten URI has a zero length"."""
+    rewrites = Rewrites([parse_rewrite(r"^/x(.*)$ $1 last")], NOBODY)
+    with capture_log_events() as events:
+        assert rewrites.answers(head(b"/x"))
+        assert rewrites.target(head(b"/x")) == "not a path"
+        assert isinstance(rewrites.target(head(b"/x/y")), RewrittenRequest)
+    logged = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.rewrite"]
+    assert len(logged) == 2
+    assert logged[0].startswith("Rewrite line ^/x(.*)$ made b'' of /x, not a path")
+
+
+@given(st.binary(min_size=0, max_size=40), st.binary(max_size=10))
+def test_the_rewritten_path_decodes_to_the_new_uri(path: bytes, query: bytes) -> None:
+    """Whatever bytes the $uri holds, the encoded path is URI characters that decode
+    back to it (what a proxy mount sends, what a static mount checks), and the
+    query is the request's.
+    """
+    from urllib.parse import quote_from_bytes, unquote_to_bytes
+
+    query = quote_from_bytes(query).encode()
+    request = head(b"/" + quote_from_bytes(path).encode() + (b"?" + query if query else b""))
+    rewrites = Rewrites([parse_rewrite(r"(?s)^/(.*)$ /to/$1 last")], NOBODY)
+    found = rewrites.target(request)
+    if found is None:
+        return  # (a path with dot-segments above the root)
+    assert isinstance(found, RewrittenRequest)
+    assert found.decoded_path.startswith(b"/to/")
+    assert unquote_to_bytes(found.path) == found.decoded_path
+    assert all(0x21 <= byte <= 0x7E and byte not in b'"<>\\^`{|}?#' for byte in found.path)
+    assert found.query == query
+
+
+INSIDE = r"""
+[[host]]
+names = ["shop.example"]
+rewrite = [
+    '^/old/(.*)$ /app/$1 last',
+    '^/up$ /small last',
+    '^/small/ok$ /app/ok last',
+    '^/v/(.*)$ /r/$1?v=1',
+    '^/r/(.*)$ /r/2/$1',
+    '^/files-old/(.*)$ /files/$1 break',
+    '^/gone/(.*)$ /old/$1',
+    '^/old/(.*)$ /moved/$1 permanent',
+]
+[[host.mount]]
+path = "/"
+app = "tests.apps:hello"
+[[host.mount]]
+path = "/app"
+app = "tests.apps:environ"
+[[host.mount]]
+path = "/small"
+app = "tests.apps:environ"
+max_body = 10
+[[host.mount]]
+path = "/r"
+return = "200 $uri|$request_uri|$args"
+[[host.mount]]
+path = "/files"
+static = "FILES"
+"""
+
+
+def serve_inside(tmp_path: Path, text: str = INSIDE) -> tuple[ServerService, str]:
+    (tmp_path / "files").mkdir(exist_ok=True)
+    (tmp_path / "files" / "a.txt").write_bytes(b"file a\n")
+    return serve(tmp_path, text.replace("FILES", str(tmp_path / "files")))
+
+
+def get(service: ServerService, target: bytes, extra: bytes = b"") -> Any:
+    (response,) = exchange(
+        service,
+        b"GET " + target + b" HTTP/1.1\r\nHost: shop.example\r\n" + extra + b"\r\n",
+        [b"GET"],
+    )
+    return response
+
+
+def test_an_application_sees_the_rewritten_path_and_query(tmp_path: Path) -> None:
+    """PATH_INFO and SCRIPT_NAME from the new $uri, QUERY_STRING its $args;
+    REQUEST_URI (and RAW_URI) as the client sent it, as uWSGI's REQUEST_URI is
+    nginx's $request_uri.
+    """
+    service, _ = serve_inside(tmp_path)
+    response = get(service, b"/old/a%3Fb/c?x=1")
+    seen = json.loads(response.body)
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"], seen["QUERY_STRING"]) == (
+        "/app",
+        "/a?b/c",
+        "x=1",
+    )
+    assert seen["REQUEST_URI"] == seen["RAW_URI"] == "/old/a%3Fb/c?x=1"
+    # The lines go on, never back (nginx's run once): /gone/z becomes /old/z, which
+    # the first line does not see again, and the last redirects from it.
+    moved = get(service, b"/gone/z?k=1")
+    assert (moved.status, moved.header(b"location")) == (301, b"/moved/z?k=1")
+
+
+def test_a_return_mount_and_the_log_see_uri_and_request_uri_as_nginx(tmp_path: Path) -> None:
+    service, _ = serve_inside(tmp_path)
+    logged: list[str] = []
+    template = LogFormat("$request|$uri|$request_uri|$args|$status")
+    connection = connect(
+        service.factory.handler, response_log=lambda done: logged.append(template.format(done, 0.0))
+    )
+    connection.send(b"GET /v/x?o=2 HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+    (response,) = parse_responses(connection.take(), [b"GET"])
+    # Two lines without a flag: /v/x, /r/x (v=1 before the request's o=2), /r/2/x.
+    assert (response.status, response.body) == (200, b"/r/2/x|/v/x?o=2|v=1&o=2")
+    assert logged == ["GET /v/x?o=2 HTTP/1.1|/r/2/x|/v/x?o=2|v=1&o=2|200"]
+
+
+def test_a_static_mount_serves_the_rewritten_path(tmp_path: Path) -> None:
+    service, _ = serve_inside(tmp_path)
+    assert (get(service, b"/files-old/a.txt").status, get(service, b"/files-old/a.txt").body) == (
+        200,
+        b"file a\n",
+    )
+    assert get(service, b"/files-old/b.txt").status == 404
+
+
+def test_the_body_limit_is_the_rewritten_paths_mount(tmp_path: Path) -> None:
+    """The 413 is decided from the head, by the mount the rewritten path goes to:
+    /up goes to /small (10 bytes), /small/ok leaves it for /app (the server's).
+    """
+    service, _ = serve_inside(tmp_path)
+    body = b"x" * 100
+    head_of = b" HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 100\r\n\r\n"
+    (refused,) = exchange(service, b"POST /up" + head_of + body, [b"POST"])
+    assert refused.status == 413
+    (taken,) = exchange(service, b"POST /small/ok" + head_of + body, [b"POST"])
+    seen = json.loads(taken.body)
+    assert (taken.status, seen["SCRIPT_NAME"], seen["PATH_INFO"], seen["body_length"]) == (
+        200,
+        "/app",
+        "/ok",
+        "100",
+    )
+
+
+def test_the_https_redirect_comes_before_the_lines(tmp_path: Path) -> None:
+    """The client is sent to https with its own URI; the lines run there."""
+    service, _ = serve_inside(
+        tmp_path, INSIDE.replace("rewrite = [", "https_redirect = 443\nrewrite = [")
+    )
+    response = get(service, b"/old/x?y=1")
+    assert (response.status, response.header(b"location")) == (
+        301,
+        b"https://shop.example/old/x?y=1",
+    )
+
+
+def test_check_config_lists_the_lines_with_their_flags(tmp_path: Path) -> None:
+    _, described = serve_inside(tmp_path)
+    assert "  rewrite ^/old/(.*)$ /app/$1 last" in described
+    assert "  rewrite ^/files-old/(.*)$ /files/$1 break" in described
+    assert "  rewrite ^/gone/(.*)$ /old/$1\n" in described
+    assert "  rewrite ^/old/(.*)$ /moved/$1 permanent" in described
+
+
+@pytest.mark.parametrize(
+    ("upstream", "sent"),
+    [
+        # Without a path the rewritten URI goes as it is, encoded again.
+        ("http://10.0.0.1:9000", b"/api/a%3Fb%20c?q=1"),
+        # With one, it is mapped as any other: the mount's prefix replaced.
+        ("http://10.0.0.1:9000/v2", b"/v2/a%3Fb%20c?q=1"),
+    ],
+)
+def test_a_proxy_mount_forwards_the_rewritten_uri(upstream: str, sent: bytes) -> None:
+    setup = make_proxy((upstream,), mount="/api")
+    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /api/$1 last")], NOBODY)
+    mounts: MountTable[Handler] = MountTable(
+        [Mount(b"/api", setup.handler)], rewrites, rewrite=rewrites.rewritten
+    )
+    setup.router = Router(RoutingTable(HostTable([], mounts), guarded=True))
+    client = setup.client()
+    client.send(b"GET /old/a%3fb%20c?q=1 HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    request, _ = setup.endpoint().last.request()
+    assert request.target == sent

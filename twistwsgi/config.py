@@ -1251,7 +1251,10 @@ _STATUS_KEY = re.compile("[45][0-9][0-9]")
 
 
 class _EntryError(ValueError):
-    """A bad entry of a table-valued key, with its key: errors name ``key.entry``."""
+    """A bad entry of a table-valued key, with its key: errors name ``key.entry``.
+
+    Or of a list-valued key, with its index in brackets: errors name ``key[2]``.
+    """
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(problem)
@@ -1308,8 +1311,17 @@ def _error_page(path: str) -> ErrorPage:
 
 
 def _rewrites(value: Any) -> tuple[RewriteRule, ...]:
+    """The lines, each checked; a bad one is named by its index (``rewrite[2]``)."""
+    if isinstance(value, str):
+        return (parse_rewrite(value),)
     items = _one_or_list(value, "a list of rewrite lines")
-    return tuple(parse_rewrite(_text(item)) for item in items)
+    rules = []
+    for index, item in enumerate(items):
+        try:
+            rules.append(parse_rewrite(_text(item)))
+        except ValueError as error:
+            raise _EntryError(f"[{index}]", str(error)) from None
+    return tuple(rules)
 
 
 REWRITES = Kind(
@@ -3252,7 +3264,8 @@ def _parse_table(table: Any, keys: Sequence[Setting], where: str) -> dict[str, A
         try:
             parsed[name] = key.parse(raw)
         except _EntryError as error:
-            raise ConfigError(f"{where}.{name}.{error.key}", str(error)) from None
+            dot = "" if error.key.startswith("[") else "."
+            raise ConfigError(f"{where}.{name}{dot}{error.key}", str(error)) from None
         except ValueError as error:
             raise ConfigError(f"{where}.{name}", str(error)) from None
     for key in keys:

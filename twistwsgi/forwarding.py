@@ -19,7 +19,11 @@ path is used only when it means the same as the path the router matched on: its
 start is the mount prefix literally and it has no dot-segments. Otherwise (an
 encoded character in the prefix, or ``/a/../b``) the normalised path the router
 used is re-encoded and sent instead, so an upstream never sees a path that climbs
-out of the prefix it was given (RFC 3986 5.2.4, 6.2.2).
+out of the prefix it was given (RFC 3986 5.2.4, 6.2.2). A request a host's
+``rewrite`` line changed inside the server has no raw path of the client's to
+keep: its new path is encoded from the rewritten ``$uri`` and mapped as any other,
+with its rewritten query, as nginx passes a rewritten URI (re-encoded) to
+``proxy_pass``.
 
 **Request header fields** (:func:`request_fields`). Hop-by-hop fields (RFC 9110
 7.6.1: ``Connection`` and every field it names, ``Keep-Alive``, ``Proxy-Connection``,
@@ -64,7 +68,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
-from twistwsgi.http.request import Address, RequestHead, Route
+from twistwsgi.http.request import Address, RequestHead, RewrittenRequest, Route
 from twistwsgi.http.rules import (
     FORWARDING_FIELDS,
     HOP_BY_HOP,
@@ -214,10 +218,15 @@ def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | N
     Raises:
         ValueError: when, unrouted, the path climbs above the root (``/../x``).
     """
-    target = request.target
     path = request.path
-    mark = target.find(b"?")
-    query = target[mark:] if mark >= 0 else b""
+    if isinstance(request, RewrittenRequest):
+        # A host's rewrite line changed the URI: its path (encoded again from the
+        # new $uri) and its args go, as nginx passes a rewritten URI re-encoded.
+        query = b"?" + request.query if request.query else b""
+    else:
+        target = request.target
+        mark = target.find(b"?")
+        query = target[mark:] if mark >= 0 else b""
     if not path:
         # asterisk-form (OPTIONS *, RFC 9112 3.2.4): only a root mount gets here.
         return b"*" if prefix is None else prefix or b"/"

@@ -329,7 +329,9 @@ def request_uri(request: _Request) -> bytes | None:
     For the absolute form (``GET http://a.test/x?y``, RFC 9112 3.2.2) that is the
     part from the path on, as nginx's ``unparsed_uri``: the scheme and authority are
     not part of it (a redirect to ``https://example.com$request_uri`` stays one URL).
+    A request a host's ``rewrite`` line changed has it as the client sent it.
     """
+    request = getattr(request, "original", request)
     target = request.target
     if target.startswith(b"/") or not target or target == b"*":
         return target or None

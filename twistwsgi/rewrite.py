@@ -63,15 +63,15 @@ from urllib.parse import quote_from_bytes
 from twisted.logger import Logger
 
 from twistwsgi.fixed_response import NGINX_ESCAPES
-from twistwsgi.forwarding import TrustedProxies
-from twistwsgi.http.request import RequestHead
+from twistwsgi.forwarding import TrustedProxies, encode_path
+from twistwsgi.http.request import RequestHead, RewrittenRequest
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import answer_error, error_body, merge_slashes, remove_dot_segments
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
 
-__all__ = ["TIME_LIMIT", "RewriteRedirects", "RewriteRule", "parse_rewrite"]
+__all__ = ["TIME_LIMIT", "Outcome", "RewriteRule", "Rewrites", "parse_rewrite"]
 
 _log = Logger(namespace="twistwsgi.rewrite")
 
@@ -85,6 +85,7 @@ _MISSING = (
     " re cannot stop a match, and a client's path could make one run for minutes"
 )
 _TIMED_OUT = "timed out"
+_NOT_A_PATH = "not a path"
 _FAILED = b"Internal Server Error: the address could not be rewritten\n"
 
 
@@ -98,12 +99,12 @@ def _regex_module() -> ModuleType:
 
 _FLAGS = {"permanent": 301, "redirect": 302}
 _NAMES = {status: flag for flag, status in _FLAGS.items()}
-_INTERNAL = ("last", "break")
+#: nginx's flags that change the request inside the server ("" is no flag at all).
+_INTERNAL = ("last", "break", "")
 _ABSOLUTE = ("http://", "https://", "$scheme")
 _SYNTAX = (
-    "expected 'REGEX REPLACEMENT permanent' or 'REGEX REPLACEMENT redirect'"
-    " (a replacement starting with http://, https:// or $scheme may leave the flag"
-    " out), e.g. '^/old/(.*)$ /new/$1 permanent'"
+    "expected 'REGEX REPLACEMENT [FLAG]', FLAG one of last, break, redirect or"
+    " permanent (or none), e.g. '^/old/(.*)$ /new/$1 last'"
 )
 # A group's bytes in a URL: what a path may hold stays, the rest is percent-encoded
 # (RFC 3986 3.3; "?" and "#" would end the path). In the query "?" stays encoded,
@@ -122,16 +123,25 @@ class RewriteRule:
 
     Attributes:
         pattern: the regular expression, as written.
-        replacement: the URL the redirect sends to, with ``$1``... and variables.
-        status: ``301`` (permanent) or ``302`` (redirect).
+        replacement: the new URI (a path inside the server) or the URL the redirect
+            sends to, with ``$1``... and variables.
+        flag: ``"permanent"`` or ``"redirect"`` (the client is redirected), ``"last"``
+            or ``"break"`` (the request's URI changes and the lines stop), or ``""``
+            (the URI changes and the next lines go on with it).
     """
 
     pattern: str
     replacement: str
-    status: int
+    flag: str
+
+    @property
+    def status(self) -> int | None:
+        """The status of the redirect (301, 302), or ``None`` for a rewrite inside."""
+        return _FLAGS.get(self.flag)
 
     def __str__(self) -> str:
-        return f"{_word(self.pattern)} {_word(self.replacement)} {_NAMES[self.status]}"
+        words = [_word(self.pattern), _word(self.replacement)]
+        return " ".join([*words, self.flag] if self.flag else words)
 
 
 def _word(text: str) -> str:
@@ -183,33 +193,51 @@ def parse_rewrite(text: str) -> RewriteRule:
     """Read one ``rewrite`` line (see the module docstring).
 
     Raises:
-        ValueError: naming what is wrong: the syntax, an internal rewrite, a pattern
-            that does not compile, a group the pattern does not have, an unknown
-            variable, the regex package missing.
+        ValueError: naming what is wrong: the syntax, a pattern that does not
+            compile, a group the pattern does not have, an unknown variable, a
+            replacement inside the server that is not a path, the regex package
+            missing.
     """
     words = _words(text)
-    absolute = len(words) >= 2 and words[1].startswith(_ABSOLUTE)
-    if absolute and (len(words) == 2 or words[2] in _INTERNAL):
-        # nginx's: a URL redirects (302), whatever last or break say.
-        words[2:] = ["redirect"]
-    if (len(words) == 3 and words[2] in _INTERNAL) or len(words) == 2:
-        raise ValueError(
-            f"{text!r} rewrites the request inside the server (nginx's last, break, or no"
-            " flag before a path), which twistwsgi does not do: redirect the client"
-            " (permanent or redirect), or serve the path from a mount"
-        )
-    if len(words) != 3 or words[2] not in _FLAGS:
+    if len(words) == 2:
+        words.append("")
+    if len(words) != 3 or words[2] not in (*_FLAGS, *_INTERNAL):
         raise ValueError(f"{_SYNTAX}, got {text!r}")
     pattern, replacement, flag = words
-    rule = RewriteRule(pattern, replacement, _FLAGS[flag])
+    if replacement.startswith(_ABSOLUTE) and flag in _INTERNAL:
+        # nginx's: a URL redirects (302), whatever last or break say.
+        flag = "redirect"
+    if flag in _INTERNAL and not replacement.startswith(("/", "$")):
+        # nginx would take "new/x" as a URI no location starts (a path starts with
+        # "/", RFC 9112 3.2.1); "$1" may well hold the leading slash.
+        raise ValueError(
+            f"{text!r}: a rewrite inside the server needs a replacement that is a"
+            " path (starting with / or a $group), or a URL (http://, https://, $scheme)"
+        )
+    rule = RewriteRule(pattern, replacement, flag)
     _Compiled(rule)  # (its checks)
     return rule
+
+
+#: A piece of a replacement: literal text with variables, or a group's number or name
+#: with what stays unencoded in it (``None``: all of it).
+_Piece = RequestTemplate | tuple[int | str, str | None]
 
 
 class _Compiled:
     """A rule ready to answer: the compiled pattern, the replacement in pieces."""
 
-    __slots__ = ("_pieces", "appends_with", "keeps_query", "pattern", "regex", "status")
+    __slots__ = (
+        "_pieces",
+        "_query_pieces",
+        "appends_with",
+        "has_args",
+        "keeps_query",
+        "pattern",
+        "regex",
+        "status",
+        "stops",
+    )
 
     def __init__(self, rule: RewriteRule) -> None:
         regex = _regex_module()
@@ -219,6 +247,8 @@ class _Compiled:
         except regex.error as error:
             raise ValueError(f"{rule.pattern!r} is not a regular expression: {error}") from None
         self.status = rule.status
+        # Only no flag at all goes on to the next line (nginx's rewrite without one).
+        self.stops = bool(rule.flag)
         replacement = rule.replacement
         # nginx: a replacement ending in "?" drops the request's query; one with a
         # "?" of its own gets it after an "&".
@@ -226,20 +256,44 @@ class _Compiled:
         if not self.keeps_query:
             replacement = replacement[:-1]
         self.appends_with = b"&" if "?" in replacement else b"?"
-        # Literal text (with variables), and groups with what stays unencoded in them.
-        self._pieces: list[RequestTemplate | tuple[int | str, str]] = []
+        self._query_pieces: list[_Piece] = []
+        if self.status is not None:
+            # A URL for a Location field: every piece encoded for where it lands.
+            self._pieces = self._compile(replacement, rule, in_query=False, url=True)
+            self.has_args = False
+            return
+        # Inside the server the path part is the new $uri, decoded as the router
+        # reads it: groups (decoded bytes of $uri) and variables go in as they are,
+        # and nothing decodes it again, so a "%" or "?" in them stays that byte of
+        # the path (nginx's ngx_http_script_copy_capture_code copies them unescaped
+        # outside the arguments). The part after the replacement's "?" is the new
+        # $args, a query as sent: encoded as a redirect's is.
+        path, mark, query = replacement.partition("?")
+        self.has_args = bool(mark)
+        self._pieces = self._compile(path, rule, in_query=False, url=False)
+        self._query_pieces = self._compile(query, rule, in_query=True, url=True)
+
+    def _compile(self, text: str, rule: RewriteRule, *, in_query: bool, url: bool) -> list[_Piece]:
+        """``text`` in pieces: literal text (with variables) and groups.
+
+        Args:
+            text: part of the replacement.
+            rule: the line (for messages).
+            in_query: whether ``text`` starts in the query (else a "?" in it starts it).
+            url: whether ``text`` is percent-encoded (a URL), else decoded (a $uri).
+        """
+        pieces: list[_Piece] = []
         names = self.regex.groupindex
         literal = ""
-        in_query = False
         start = 0
-        for found in _REFERENCE.finditer(replacement):
+        for found in _REFERENCE.finditer(text):
             braced, number, word = found.groups()
             name = braced or word
             if number is None and name not in names:
                 continue  # a variable: part of the literal text
-            literal += replacement[start : found.start()]
+            literal += text[start : found.start()]
             start = found.end()
-            in_query = self._add_literal(literal, rule) or in_query
+            in_query = self._add_literal(pieces, literal, rule, url=url) or in_query
             literal = ""
             group: int | str = int(number) if number is not None else name
             if isinstance(group, int) and group > self.regex.groups:
@@ -247,18 +301,39 @@ class _Compiled:
                     f"{rule.replacement!r} uses ${group}, but {rule.pattern!r} has"
                     f" {self.regex.groups} group(s)"
                 )
-            self._pieces.append((group, _QUERY_SAFE if in_query else _PATH_SAFE))
-        self._add_literal(literal + replacement[start:], rule)
+            safe = None if not url else _QUERY_SAFE if in_query else _PATH_SAFE
+            pieces.append((group, safe))
+        self._add_literal(pieces, literal + text[start:], rule, url=url)
+        return pieces
 
-    def _add_literal(self, text: str, rule: RewriteRule) -> bool:
+    @staticmethod
+    def _add_literal(pieces: list[_Piece], text: str, rule: RewriteRule, *, url: bool) -> bool:
         """Add literal text (with variables); whether it starts the query."""
         if not text:
             return False
         try:
-            self._pieces.append(RequestTemplate(text, escape="url"))
+            pieces.append(RequestTemplate(text, escape="url" if url else "none"))
         except ValueError as error:
             raise ValueError(f"{rule.replacement!r}: {error}") from None
         return "?" in text
+
+    @staticmethod
+    def _render(
+        pieces: list[_Piece],
+        match: Any,
+        request: RequestHead,
+        user: str | None,
+        proxies: TrustedProxies,
+    ) -> bytes:
+        parts = []
+        for piece in pieces:
+            if isinstance(piece, tuple):
+                group, safe = piece
+                value = match.group(group) or b""
+                parts.append(value if safe is None else quote_from_bytes(value, safe).encode())
+            else:
+                parts.append(piece.render(request, user, proxies=proxies))
+        return b"".join(parts)
 
     def location(
         self,
@@ -268,14 +343,7 @@ class _Compiled:
         proxies: TrustedProxies,
     ) -> bytes:
         """The ``Location`` for ``request``, whose path ``match`` matched."""
-        parts = []
-        for piece in self._pieces:
-            if isinstance(piece, tuple):
-                group, safe = piece
-                parts.append(quote_from_bytes(match.group(group) or b"", safe).encode())
-            else:
-                parts.append(piece.render(request, user, proxies=proxies))
-        url = b"".join(parts)
+        url = self._render(self._pieces, match, request, user, proxies)
         if url.startswith(b"//"):
             # A browser reads //name as another site's address (RFC 3986 4.2).
             url = b"/%2F" + url[2:]
@@ -283,9 +351,41 @@ class _Compiled:
             url += self.appends_with + request.query
         return url
 
+    def rewrite(
+        self,
+        match: Any,
+        request: RequestHead,
+        user: str | None,
+        proxies: TrustedProxies,
+    ) -> tuple[bytes, bytes]:
+        """The new ``$uri`` (decoded) and ``$args`` of ``request``, whose path ``match`` matched.
 
-class RewriteRedirects:
-    """A host's ``rewrite`` lines, as its guard: redirects the requests they match.
+        nginx's: the replacement's own arguments, then ``&`` and the request's; or
+        the request's alone; none when the replacement ended with ``?``.
+        """
+        path = self._render(self._pieces, match, request, user, proxies)
+        if self.has_args:
+            args = self._render(self._query_pieces, match, request, user, proxies)
+            if self.keeps_query and request.query:
+                args += b"&" + request.query
+        else:
+            args = request.query if self.keeps_query else b""
+        return path, args
+
+
+#: What the lines made of a request: nothing (``None``), a redirect (status and
+#: ``Location``), the request rewritten inside the server, or why it is answered 500.
+Outcome = tuple[int, bytes] | RequestHead | str | None
+
+
+class Rewrites:
+    """A host's ``rewrite`` lines, as its guard: redirects, or rewrites inside the server.
+
+    The router asks it twice per request, as it asks every guard: :meth:`__call__`
+    (redirects, and the 500 of lines that failed) and then :meth:`rewritten` (the
+    request the mounts see); the protocol asks :meth:`answers` and
+    :meth:`rewritten` first, for the body limit. One request's lines run once: the
+    outcome is kept for the next question about the same request.
 
     Args:
         rules: the lines, in order.
@@ -306,15 +406,21 @@ class RewriteRedirects:
         self._clock = clock
         # The last request looked at and what its lines said: the protocol asks
         # (answers, for the body limit) before the router does (__call__).
-        self._last: tuple[RequestHead, tuple[int, bytes] | str | None] | None = None
+        self._last: tuple[RequestHead, Outcome] | None = None
 
-    def target(
-        self, request: RequestHead, user: str | None = None
-    ) -> tuple[int, bytes] | str | None:
-        """The status and ``Location`` of the first line matching ``request``.
+    @property
+    def internal(self) -> bool:
+        """Whether any line rewrites inside the server (else :meth:`rewritten` is idle)."""
+        return any(rule.status is None for rule in self.rules)
 
-        ``None`` when no line matches; ``"timed out"`` when the lines took longer
-        than :data:`TIME_LIMIT` (logged, naming the line).
+    def target(self, request: RequestHead, user: str | None = None) -> Outcome:
+        """What the lines make of ``request`` (see the module docstring).
+
+        ``None`` when no line matches; the status and ``Location`` of a redirect;
+        the request rewritten inside the server (a
+        :class:`~twistwsgi.http.request.RewrittenRequest`); ``"timed out"`` when the
+        lines took longer than :data:`TIME_LIMIT`, ``"not a path"`` when a rewrite
+        made a URI that does not start with ``/`` (both logged, naming the line).
         """
         last = self._last
         if last is not None and last[0] is request:
@@ -323,13 +429,14 @@ class RewriteRedirects:
         self._last = (request, outcome)
         return outcome
 
-    def _target(self, request: RequestHead, user: str | None) -> tuple[int, bytes] | str | None:
+    def _target(self, request: RequestHead, user: str | None) -> Outcome:
         if request.target == b"*":
             return None  # OPTIONS *: about the server, no path
         path = remove_dot_segments(request.decoded_path)
         if path is None:
             return None  # above the root: the router's 404
         path = merge_slashes(path)
+        current = request
         clock = self._clock
         deadline = clock() + TIME_LIMIT
         for rule in self._compiled:
@@ -346,18 +453,50 @@ class RewriteRedirects:
                     target=request.target.decode("latin-1"),
                 )
                 return _TIMED_OUT
-            if match is not None:
-                return rule.status, rule.location(match, request, user, self._trusted)
-        return None
+            if match is None:
+                continue
+            if rule.status is not None:
+                # From the URI as the lines before left it, as nginx's.
+                return rule.status, rule.location(match, current, user, self._trusted)
+            uri, args = rule.rewrite(match, current, user, self._trusted)
+            if not uri.startswith(b"/"):
+                # nginx answers 500 to an empty one ("the rewritten URI has a zero
+                # length"); one without its slash would match no mount either.
+                _log.error(
+                    "Rewrite line {pattern} made {uri!r} of {target:.80}, not a path: answered 500",
+                    pattern=rule.pattern,
+                    uri=uri,
+                    target=request.target.decode("latin-1"),
+                )
+                return _NOT_A_PATH
+            current = RewrittenRequest.of(
+                current, path=encode_path(uri), decoded_path=uri, query=args
+            )
+            if rule.stops:
+                break  # last, break: the location search, with the new URI
+            normal = remove_dot_segments(uri)
+            if normal is None:
+                break  # above the root: the router's 404
+            path = merge_slashes(normal)
+        return None if current is request else current
 
     def answers(self, request: RequestHead, /) -> bool:
-        """Whether a line matches ``request`` (asked before its body is read)."""
-        return self.target(request) is not None
+        """Whether the lines answer ``request`` themselves (asked before its body is read).
+
+        A redirect, or the 500 of lines that failed; not a rewrite inside.
+        """
+        outcome = self.target(request)
+        return outcome is not None and not isinstance(outcome, RequestHead)
+
+    def rewritten(self, request: RequestHead, /) -> RequestHead:
+        """``request`` as the lines left it for the mounts (itself when none changed it)."""
+        outcome = self.target(request)
+        return outcome if isinstance(outcome, RequestHead) else request
 
     def __call__(self, exchange: Exchange, name: str | None, /) -> bool:
-        """Redirect ``exchange`` if a line matches it; whether one did."""
+        """Redirect ``exchange`` (or answer 500) if the lines say so; whether they did."""
         found = self.target(exchange.request, exchange.remote_user)
-        if found is None:
+        if found is None or isinstance(found, RequestHead):
             return False
         if isinstance(found, str):
             answer_error(exchange, 500, _FAILED)

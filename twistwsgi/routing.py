@@ -514,6 +514,10 @@ class MountTable(Generic[T]):
             on one lookup, which then raises :class:`LocationTimeoutError` (no mount is
             chosen: the router answers 500).
         clock: seconds, for that time limit.
+        rewrite: the request the mounts see in place of one the guard let through
+            (the host's ``rewrite`` lines inside the server,
+            :meth:`~twistwsgi.rewrite.Rewrites.rewritten`), if the host has such
+            lines; asked only when there is a guard, which such a host has.
 
     Raises:
         ValueError: when two mounts have the same prefix, exact path or pattern.
@@ -529,8 +533,10 @@ class MountTable(Generic[T]):
         *,
         timed_out: Callable[[str, bytes], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rewrite: Callable[[RequestHead], RequestHead] | None = None,
     ) -> None:
         self.guard = guard
+        self.rewrite = rewrite
         self.name = name
         self.access_log = access_log
         # None rather than empty: the routes of a host without pages carry None.
@@ -850,9 +856,16 @@ class Router:
         if mounts is None:
             return None
         guard = mounts.guard
-        if guard is not None and guard.answers(request):
-            # Answered before any mount, its body unread: no limit refuses it first.
-            return UNREAD_BODY
+        if guard is not None:
+            if guard.answers(request):
+                # Answered before any mount, its body unread: no limit refuses it first.
+                return UNREAD_BODY
+            rewrite = mounts.rewrite
+            if rewrite is not None:
+                # The mount of the rewritten path is the one whose limit applies, as
+                # nginx's server rewrites run before the location (and its
+                # client_max_body_size) is chosen.
+                request = rewrite(request)
         path = remove_dot_segments(request.decoded_path)
         if not table.body_limits or path is None:
             return None
@@ -902,6 +915,8 @@ class Router:
         if mounts is None:
             return None
         if isinstance(request, RequestHead):
+            if mounts.rewrite is not None:
+                request = mounts.rewrite(request)  # (its mount decided the refusal)
             path = remove_dot_segments(request.decoded_path)
             try:
                 mount = mounts.lookup(path) if path is not None else None
@@ -929,8 +944,15 @@ class Router:
         if logs:
             exchange.access_log = mounts.access_log
         guard = mounts.guard
-        if guard is not None and guard(exchange, name):
-            return
+        if guard is not None:
+            if guard(exchange, name):
+                return
+            rewrite = mounts.rewrite
+            if rewrite is not None:
+                # After the https redirect, the certificate check and the lines'
+                # redirects (the guard): what the mount and everything after it
+                # read is the rewritten request (nginx's $uri, $args).
+                request = exchange.request = rewrite(request)
         path = remove_dot_segments(request.decoded_path)
         if path is None:
             refuse_path_above_root(exchange, mounts.error_pages)

@@ -52,7 +52,7 @@ from twistwsgi.forward_auth import ForwardAuth, auth_base_url
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
-from twistwsgi.http.request import UNREAD_BODY, ErrorPages
+from twistwsgi.http.request import UNREAD_BODY, ErrorPages, RequestHead
 from twistwsgi.http.rules import (
     RequestError,
     compile_host_pattern,
@@ -61,7 +61,7 @@ from twistwsgi.http.rules import (
 )
 from twistwsgi.log_format import LogFormat
 from twistwsgi.redirect import HttpsRedirect
-from twistwsgi.rewrite import RewriteRedirects
+from twistwsgi.rewrite import Rewrites
 from twistwsgi.routing import (
     HOST_PATTERN_TIME_LIMIT,
     LOCATION_PATTERN_TIME_LIMIT,
@@ -227,13 +227,15 @@ class SiteBuilder:
                     host.access_log, f"{host.where}.access_log", host.access_log_format, config
                 )
                 mounts = self._host(host, config, built, host_log, proxied)
+                guard, rewrite = _host_guard(host, config)
                 table = MountTable(
                     mounts,
-                    _host_guard(host, config),
+                    guard,
                     dict(host.error_pages),
                     host_log,
                     host.names[0] if host.names else None,
                     timed_out=_location_pattern_timed_out,
+                    rewrite=rewrite,
                 )
                 if host.names:
                     entries.append((host.names, table))
@@ -747,11 +749,15 @@ def certificate_check(
     )
 
 
-def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
+def _host_guard(
+    host: HostConfig, config: ServerConfig
+) -> tuple[HostGuard | None, Callable[[RequestHead], RequestHead] | None]:
     """What answers some of ``host``'s requests before its mounts, if anything.
 
     The https redirect of a request not over TLS; the 400 of one over TLS whose client
-    certificate ``tls_verify_client`` refuses. A request is one or the other.
+    certificate ``tls_verify_client`` refuses. A request is one or the other. Then
+    its ``rewrite`` lines' redirects. With it, what rewrites a request the guard let
+    through inside the server (``None``: no line does).
     """
     guards: list[HostGuard] = []
     if host.https_redirect is not None:
@@ -779,12 +785,17 @@ def _host_guard(host: HostConfig, config: ServerConfig) -> HostGuard | None:
     )
     if checking is not None:
         guards.append(checking)
+    rewrite = None
     if host.rewrites:
-        # After the two above: a redirect goes to a client that may have the URL.
-        guards.append(RewriteRedirects(host.rewrites, TrustedProxies(config.trusted_proxies)))
+        # After the two above: a redirect goes to a client that may have the URL,
+        # and a request is rewritten only once they let it through.
+        rewrites = Rewrites(host.rewrites, TrustedProxies(config.trusted_proxies))
+        guards.append(rewrites)
+        if rewrites.internal:
+            rewrite = rewrites.rewritten
     if len(guards) > 1:
-        return HostGuards(guards)
-    return guards[0] if guards else None
+        return HostGuards(guards), rewrite
+    return (guards[0] if guards else None), rewrite
 
 
 def _body_limit(mount: MountConfig) -> int | None:

@@ -27,6 +27,7 @@ __all__ = [
     "PartialRequest",
     "PreparedHeaders",
     "RequestHead",
+    "RewrittenRequest",
     "Route",
     "describe_peer",
     "peer_address",
@@ -201,6 +202,60 @@ class RequestHead:
         """
         values = [value for field, value in self.headers if field.lower() == name]
         return b", ".join(values) if values else None
+
+
+class RewrittenRequest(RequestHead):
+    """A request whose path and query a host's ``rewrite`` lines changed inside the server.
+
+    nginx's internal rewrite (``last``, ``break``, or no flag before a path): what
+    routes and serves the request reads the new ``path``, ``decoded_path`` and
+    ``query`` (nginx's ``$uri`` and ``$args``), while ``target`` stays as the client
+    sent it, for the access log's request line and ``$request_uri`` (nginx keeps
+    ``unparsed_uri``). A subclass, so a request that was not rewritten carries
+    nothing more and costs nothing more.
+
+    Attributes:
+        original: the request as the protocol made it, before any line changed it.
+    """
+
+    __slots__ = ("original",)
+
+    original: RequestHead
+
+    @classmethod
+    def of(
+        cls, request: RequestHead, *, path: bytes, decoded_path: bytes, query: bytes
+    ) -> RewrittenRequest:
+        """``request`` with another path and query (its ``original`` kept if rewritten).
+
+        Args:
+            request: the request as it stands (the protocol's, or rewritten already).
+            path: the new path, percent-encoded.
+            decoded_path: ``path`` decoded: the new ``$uri``.
+            query: the new query, without the ``?``.
+        """
+        # Not through __init__: every field is the request's but these, copied as is.
+        copy = object.__new__(cls)
+        for name in RequestHead.__slots__:
+            setattr(copy, name, getattr(request, name))
+        copy.path = path
+        copy.decoded_path = decoded_path
+        copy.query = query
+        copy.original = getattr(request, "original", request)
+        return copy
+
+    @property
+    def request_id(self) -> str:
+        """The original's: one ``$request_id`` however the request was rewritten."""
+        return self.original.request_id
+
+    def with_headers(self, headers: list[tuple[bytes, bytes]]) -> RequestHead:
+        """As :meth:`RequestHead.with_headers`, still rewritten (``original`` kept)."""
+        copy = RewrittenRequest.of(
+            self, path=self.path, decoded_path=self.decoded_path, query=self.query
+        )
+        copy.headers = headers
+        return copy
 
 
 class PartialRequest:
