@@ -1327,8 +1327,9 @@ def _rewrites(value: Any) -> tuple[RewriteRule, ...]:
 REWRITES = Kind(
     "REWRITES",
     _rewrites,
-    "a list of nginx rewrite lines, each 'REGEX REPLACEMENT permanent' or '... redirect'"
-    " (a replacement that is a URL, http://, https:// or $scheme, may leave the flag out)",
+    "a list of nginx rewrite lines, each 'REGEX REPLACEMENT [FLAG]', FLAG last, break,"
+    " redirect, permanent or none (a replacement that is a URL, http://, https:// or"
+    " $scheme, redirects whatever the flag)",
 )
 ERROR_PAGES = Kind(
     "PAGES",
@@ -2020,12 +2021,14 @@ HOST_KEYS: tuple[Setting, ...] = (
         "rewrite",
         REWRITES,
         (),
-        "Redirects by regular expression, as nginx's rewrite lines in a server block"
-        " (without their semicolons), tried in order before the mounts: ['^/blog/\\d+/(.+)$"
-        " /articles/$1 permanent']. The expression is searched in the decoded path;"
-        " the replacement takes $1 to $9 and the request variables; the query is"
-        " appended unless the replacement ends with ?. permanent is a 301, redirect a"
-        " 302; nginx's internal rewrites (last, break) are refused.",
+        "Redirects and rewrites by regular expression, as nginx's rewrite lines in a"
+        " server block (without their semicolons), tried in order before the mounts:"
+        " ['^/blog/\\d+/(.+)$ /articles/$1 permanent', '^/old/(.*)$ /new/$1 last']. The"
+        " expression is searched in the decoded path; the replacement takes $1 to $9"
+        " and the request variables; the query is appended unless the replacement ends"
+        " with ?. permanent is a 301, redirect a 302; last and break change the path and"
+        " query the mounts see and stop the lines, no flag changes them and goes on"
+        " to the next line.",
         cli=False,
     ),
     Setting(

@@ -186,7 +186,11 @@ name in both is an error, as a name in two tables is. Without `--app`, `--static
    `default = true`. With no match and no default the answer is `404`, or
    `421 Misdirected Request` over TLS. The same order picks the host whose
    `tls_certificate` a TLS client gets for the name it sends.
-2. **Path.** Dot-segments are resolved first (`/a/../b` is `/b`; a path that climbs
+2. **Rewrites.** The host's `https_redirect` and client-certificate check come
+   first; then its `rewrite` lines (below) may redirect the request, or change its
+   path and query inside the server, as nginx's `rewrite` in a `server` block does
+   before the `location` is chosen. The next step sees the rewritten path.
+3. **Path.** Dot-segments are resolved first (`/a/../b` is `/b`; a path that climbs
    above `/` is `404`). The mount with the longest `path` that contains the request's
    path wins, on segment boundaries: `/static` serves `/static` and `/static/app.css`,
    never `/staticfoo`. A run of slashes counts as one here, as with nginx's
@@ -724,23 +728,36 @@ A mount answers its own path and everything below it (`/old-blog` and
 to carry the part of a path below a moved prefix to its new one (`/old-blog/x` to
 `/blog/x`), use a host's `rewrite` lines (below).
 
-### Redirects by regular expression (`rewrite`)
+### Redirects and rewrites by regular expression (`rewrite`)
 
 A host's `rewrite` takes nginx's `rewrite` lines as they are written in a `server`
-block, without their semicolons, one string each; they are tried in order before the
-host's mounts (after its `https_redirect` and client-certificate check), and the
-first that matches answers:
+block, without their semicolons, one string each. They are tried in order, each
+once, before the host's mounts (after its `https_redirect` and client-certificate
+check). A line that matches either redirects the client or rewrites the request
+inside the server, as its flag says:
 
 ```toml
 [[host]]
 names = ["example.com"]
 rewrite = [
     '^/blog/\\d{4}/(.+)$ /articles/$1 permanent',     # nginx's line, without its ;
-    '^/old-blog(/.*)?$ /blog$1 permanent',
     '^/shop/(.*)$ https://shop.example.com/$1 redirect',
     '(?i)^/FAQ$ /help? permanent',                      # ? at the end: the query is dropped
+    '^/old/(.*)$ /new/$1 last',                         # served from /new, no redirect
 ]
 ```
+
+- `permanent`: answers `301` with the replacement as `Location`; the lines stop.
+- `redirect`: answers `302`; the lines stop.
+- `last`, `break`: the request's path (and query) become the replacement; the lines
+  stop and the mounts are searched with the new path.
+- no flag: the path and query become the replacement; the next lines go on with
+  them.
+
+A replacement starting with `http://`, `https://` or `$scheme` always redirects
+(`302` without a flag, or with `last` or `break`), as nginx's. In a `server` block
+`last` and `break` do the same thing (the `location` search with the new URI); they
+differ only inside a `location`, which twistwsgi mounts do not hold lines for.
 
 - Rewrite lines need the `regex` package: `pip install 'twistwsgi[rewrite]'`
   (without it, they are a start-up error saying so). It reads PCRE's syntax, as
@@ -748,39 +765,104 @@ rewrite = [
   `(?<slug>...)`, `[[:digit:]]`, possessive `++`), and, unlike Python's `re`, a
   match can be stopped: a pattern that backtracks (repetitions inside repetitions,
   `^/(a|aa)+$`) on a path a client made up would otherwise hold the server for
-  minutes. The lines of a host get 50 ms per request in all; past that the request is answered `500`
-  and an error names the line, as nginx answers `500` when PCRE's match limit stops
-  a match.
+  minutes. The lines of a host get 50 ms per request in all; past that the request
+  is answered `500` and an error names the line, as nginx answers `500` when PCRE's
+  match limit stops a match.
 - The pattern is searched in the request's path as routing sees it: percent-decoded,
   dot-segments resolved, runs of slashes made one (nginx's `$uri`), so `//blog/x`
-  does not step around a line for `^/blog/`. In TOML, a `'...'` string keeps
-  backslashes as written. Words may be quoted as in nginx's files, with nginx's
-  escapes; a pattern with a space must be (`'"^/a b$" /ab permanent'`), one with `{`
-  or `;`, which nginx's files must quote, may be either way.
-- `permanent` answers `301`, `redirect` `302`; a replacement starting with `http://`,
-  `https://` or `$scheme` is a `302` with no flag, or with `last` or `break` (as
-  nginx). nginx's other forms rewrite the request inside the server (`last`, `break`,
-  or a path without a flag) and are refused when the configuration is loaded: here a
-  path is served by a mount, so point the client at the new path instead, or let the
-  application map it.
+  does not step around a line for `^/blog/`. After a rewrite the next lines see the
+  new path the same way. In TOML, a `'...'` string keeps backslashes as written.
+  Words may be quoted as in nginx's files, with nginx's escapes; a pattern with a
+  space must be (`'"^/a b$" /ab permanent'`), one with `{` or `;`, which nginx's
+  files must quote, may be either way.
 - The replacement takes `$1` to `$9` and named groups (`$slug`, `${slug}`; a group
   that did not take part in the match is empty), and the variables of `return`
-  (`$scheme`, `$host`, `$args`, ...). A group comes from the decoded path, so the
-  bytes its place may not hold are percent-encoded again: in the path `?`, `#`, a
-  space, non-ASCII (`%3F` stays `%3F`, `é` is `%C3%A9`); after the replacement's
-  `?` also `?`, `&`, `+` and `;`, so a path cannot add arguments (`/find?q=$1` with
-  `/search/a%26admin%3D1` gives `q=a%26admin=1`, as nginx). Variables are encoded as
-  in `return`'s `Location`. A `Location` that would start with `//`, which a browser
-  reads as another site, starts with `/%2F`.
+  (`$scheme`, `$host`, `$args`, `$arg_page`, ...). A group comes from the decoded
+  path.
+  - In a redirect, the bytes a group's place may not hold are percent-encoded
+    again: in the path `?`, `#`, a space, non-ASCII (`%3F` stays `%3F`, `é` is
+    `%C3%A9`); after the replacement's `?` also `?`, `&`, `+` and `;`, so a path
+    cannot add arguments (`/find?q=$1` with `/search/a%26admin%3D1` gives
+    `q=a%26admin=1`, as nginx). Variables are encoded as in `return`'s `Location`.
+    A `Location` that would start with `//`, which a browser reads as another site,
+    starts with `/%2F`.
+  - Inside the server, the part before the replacement's `?` *is* the new path, in
+    its decoded form, as nginx's new `$uri` is: groups and variables go in as they
+    are, and nothing decodes it again. `/old/a%3Fb` rewritten by
+    `^/old/(.*)$ /new/$1 last` is the path `/new/a?b` (a file named `a?b`, a
+    `PATH_INFO` of `/a?b`), never a query. Write the path's characters themselves
+    in the replacement, not `%` escapes (`%20` would be those three characters, as
+    in nginx). The part after the `?` is the new query, as sent on the wire: groups
+    are encoded there as in a redirect.
 - The request's query is appended, after `?`, or after `&` when the replacement has a
   `?` of its own (`/find?q=$1`); a replacement ending in `?` drops it. Both as nginx.
-- Like `return`, the redirect is answered from the request's head with a short
-  `text/plain` body, its body unread (no `max_body` refuses it first). `OPTIONS *`
-  names no path and is never rewritten.
+- A redirect is answered from the request's head with a short `text/plain` body,
+  its body unread (no `max_body` refuses it first). `OPTIONS *` names no path and is
+  never rewritten.
+- A rewrite inside needs a path: a replacement that starts with neither `/` nor `$`
+  is a start-up error; one that comes out empty (`$1` of an empty group) or without
+  its leading `/` is answered `500` and logged, as nginx's "the rewritten URI has a
+  zero length".
+
+What sees a rewritten request, and how, as nginx:
+
+- The mounts: the new path; the mount it goes to is the one whose `max_body`
+  applies (decided from the head, before the body is read).
+- An application: `SCRIPT_NAME` and `PATH_INFO` from the new path, `QUERY_STRING`
+  the new query; `REQUEST_URI` and `RAW_URI` as the client sent them (uWSGI's
+  `REQUEST_URI` is nginx's `$request_uri` too).
+- A static mount: the file of the new path; its redirect of a directory goes to
+  the new path with a `/`.
+- A proxy mount: the new path, percent-encoded again, and the new query, mapped as
+  any other (an upstream URL with a path replaces the mount's prefix).
+- `$uri`, `$args`, `$is_args` (in `return`, `proxy_set_header`, the access log):
+  the new path and query. `$request_uri` and the log's `$request`: the request as
+  the client sent it.
+
+nginx repeats internal redirects at most 10 times before answering `500`; a host's
+lines run once per request and nothing here sends a rewritten request back to them,
+so there is no cycle to count.
+
+#### Carrying over
+
+nginx's lines in a `server` block carry over as they are, without their `;`:
+
+```nginx
+server {
+    server_name example.com;
+    rewrite ^/old/(.*)$ /new/$1 last;
+    rewrite ^/index\\.php$ /pages/$arg_page? last;    # /index.php?page=about
+    rewrite ^/download/(.*)/media/(.*)\\..*$ /download/$1/mp3/$2.mp3 break;
+    location /new/ { proxy_pass http://127.0.0.1:9000; }
+    location /pages/ { root /srv/site; }
+}
+```
+
+```toml
+[[host]]
+names = ["example.com"]
+rewrite = [
+    '^/old/(.*)$ /new/$1 last',
+    '^/index\\.php$ /pages/$arg_page? last',           # ? at the end: not page=about again
+    '^/download/(.*)/media/(.*)\\..*$ /download/$1/mp3/$2.mp3 break',
+]
+[[host.mount]]
+path = "/new"
+proxy = "http://127.0.0.1:9000"
+[[host.mount]]
+path = "/pages"
+static = "/srv/site/pages"
+```
+
+A `rewrite` regular expression sees the path only, never the query (nginx's too):
+the legacy `/index.php?page=about` is mapped by reading its argument with
+`$arg_page`. Lines inside a `location` (and `if`, `set`, `return` among them) have
+no place here: a mount's own lines are not read.
 
 A line that does not read (the syntax, a pattern that does not compile, `$3` for a
-pattern with two groups, an unknown variable) is a start-up error naming
-`host[N].rewrite`; `--check-config` lists each host's lines.
+pattern with two groups, an unknown variable, a rewrite inside to something other
+than a path) is a start-up error naming it, `host[N].rewrite[M]`; `--check-config`
+lists each host's lines with their flags.
 
 ## Errors
 

@@ -1,12 +1,14 @@
-r"""Redirects by regular expression: nginx's ``rewrite REGEX REPLACEMENT permanent``.
+r"""A host's ``rewrite`` lines: nginx's ``rewrite`` in a ``server`` block.
 
-Moving a site's URLs (``/blog/2019/my-post`` to ``/articles/my-post``) is what nginx
-users write as ``rewrite`` lines in a ``server`` block. A host's ``rewrite`` list
-holds them here, in nginx's words, one string per line::
+Moving a site's URLs (``/blog/2019/my-post`` to ``/articles/my-post``) or serving
+old addresses from new places is what nginx users write as ``rewrite`` lines in a
+``server`` block. A host's ``rewrite`` list holds them here, in nginx's words, one
+string per line::
 
     rewrite = [
         '^/blog/\d+/(.+)$ /articles/$1 permanent',
         '^/shop(/.*)?$ https://shop.example.com$1 redirect',
+        '^/old/(.*)$ /new/$1 last',
     ]
 
 Read as nginx reads them (`ngx_http_rewrite_module
@@ -19,34 +21,60 @@ Read as nginx reads them (`ngx_http_rewrite_module
   otherwise hold the reactor for minutes. Each request gets :data:`TIME_LIMIT` for
   all the host's lines; past it, it is answered 500 and the line is logged, as
   nginx answers when PCRE's match limit is hit. It is searched in the request's
-  path, percent-decoded, dot-segments removed and runs of slashes made one (nginx's
-  ``$uri``). The lines are tried in order; the first that matches answers.
-- ``permanent`` is a ``301``, ``redirect`` a ``302``; a replacement that starts with
-  ``http://``, ``https://`` or ``$scheme`` is a ``302`` with no flag, ``last`` or
-  ``break`` too (as nginx). nginx's other forms rewrite the request inside the server
-  (``last``, ``break``, or no flag before a path): they are refused when the
-  configuration is loaded, as a mount (or the application) is where a path is served
-  here. Words may be quoted as in nginx's files (``"^/a\d{2}$"``).
+  ``$uri``: its path percent-decoded, dot-segments removed and runs of slashes
+  made one. The lines are tried in order, each once.
+- The flag says what a matching line does. ``permanent`` answers a ``301``,
+  ``redirect`` a ``302``, and so does a replacement that starts with ``http://``,
+  ``https://`` or ``$scheme`` whatever its flag (as nginx). Otherwise the request
+  is rewritten inside the server: its ``$uri`` becomes the replacement and its
+  ``$args`` those the replacement gives. With no flag the next lines go on with the
+  new URI; ``last`` and ``break`` stop the lines (in a ``server`` block both go on
+  to the ``location`` search, here the host's mounts, with the new URI). A
+  redirect after a rewrite starts from the rewritten URI. Words may be quoted as in
+  nginx's files (``"^/a\d{2}$"``).
 - The replacement takes ``$1`` to ``$9`` and the names of named groups (``$slug``;
   a group that did not match is empty), and the request variables of
-  ``proxy_set_header`` (``$host``, ``$scheme``, ``$args``...). A group is
-  percent-encoded where its place may not hold its bytes, as it came decoded: in the
-  path ``?``, ``#``, a space, non-ASCII; after the replacement's ``?`` these and
-  ``&``, ``+`` and ``;`` (nginx's escaping of arguments), so a path cannot add
-  arguments. A
-  variable is encoded as a ``return`` mount's ``Location`` encodes it. A ``Location``
-  that would start with ``//`` (another site, to a browser) starts ``/%2F``.
-- The query of the request is appended (``?args``, or ``&args`` when the replacement
-  has a ``?`` of its own), unless the replacement ends with ``?``, as nginx's.
+  ``proxy_set_header`` (``$host``, ``$scheme``, ``$args``, ``$arg_page``...).
+  A group holds bytes of the decoded ``$uri``. In a redirect's ``Location`` it is
+  percent-encoded where its place may not hold its bytes: in the path ``?``,
+  ``#``, a space, non-ASCII; after the replacement's ``?`` these and ``&``, ``+``
+  and ``;`` (nginx's escaping of arguments), so a path cannot add arguments; a
+  variable is encoded as a ``return`` mount's ``Location`` encodes it, and a
+  ``Location`` that would start with ``//`` (another site, to a browser) starts
+  ``/%2F``. Inside the server the path part *is* the new ``$uri``, decoded, and
+  nothing decodes it again: groups and variables go in as they are (a ``?`` or a
+  ``%`` in a group stays that byte of the path, and cannot start arguments), as
+  nginx copies captures unescaped outside the arguments; the part after the
+  replacement's ``?`` is the new ``$args``, encoded as a redirect's arguments are.
+- The query of the request is appended (``?args``, or ``&args`` when the
+  replacement has a ``?`` of its own), unless the replacement ends with ``?``, as
+  nginx's.
+- A rewrite inside needs a path: a replacement that starts with neither ``/`` nor
+  a ``$`` is refused when the configuration is loaded; one that makes an empty
+  URI, or one without its leading ``/``, at run time is answered 500 and logged
+  (nginx: "the rewritten URI has a zero length").
 - ``OPTIONS *`` names no path: no line applies to it.
 
-The redirect is the host's guard (:class:`~twistwsgi.routing.HostGuard`), asked
+The lines are the host's guard (:class:`~twistwsgi.routing.HostGuard`), asked
 after its https redirect and client-certificate check and before its mounts, as
-nginx's ``rewrite`` in a ``server`` block runs before the ``location`` is chosen;
-it answers from the request's head, its body unread.
+nginx's ``rewrite`` in a ``server`` block runs before the ``location`` is chosen.
+A redirect (or the 500) is answered from the request's head, its body unread. A
+rewrite inside makes a :class:`~twistwsgi.http.request.RewrittenRequest`, which
+the router hands to the mounts in place of the client's (:meth:`Rewrites.rewritten`)
+and the protocol's body limit reads too, so the limit that applies is the one of
+the mount the new path goes to. What each part sees then is nginx's: the mounts,
+``$uri``, ``$args``, ``PATH_INFO``, ``SCRIPT_NAME`` and ``QUERY_STRING`` the new
+path and query, a static mount the file of the new path, a proxy mount the new
+path (encoded again) and query, mapped as any other; ``$request_uri``, the access
+log's ``$request`` and WSGI's ``REQUEST_URI`` and ``RAW_URI`` the request as the
+client sent it (uWSGI's ``REQUEST_URI`` is nginx's ``$request_uri``).
+
+nginx repeats its internal redirects at most 10 times; the lines of a host run
+once per request, and nothing here sends a rewritten request back to them, so
+there is no cycle to count.
 
 :func:`parse_rewrite` is pure (the configuration's check), and so is
-:meth:`RewriteRedirects.target`.
+:meth:`Rewrites.target`.
 """
 
 from __future__ import annotations
