@@ -385,6 +385,8 @@ def rewritten(lines: list[str], request_target: bytes) -> tuple[bytes, bytes, by
         # A path of the lines' making is taken as the new $uri; the router removes
         # its dot-segments as for any request.
         ([r"^/a(.*)$ /b/.$1 last"], b"/a./x", (b"/b/../x", b"/b/../x", b"")),
+        # One that climbs above the root ends the lines: the router's 404.
+        ([r"^/x$ /../y", r"^ /z last"], b"/x", (b"/../y", b"/../y", b"")),
     ],
 )
 def test_a_line_rewrites_inside_as_nginx_would(
@@ -607,14 +609,14 @@ def test_check_config_lists_the_lines_with_their_flags(tmp_path: Path) -> None:
     ("upstream", "sent"),
     [
         # Without a path the rewritten URI goes as it is, encoded again.
-        ("http://10.0.0.1:9000", b"/api/a%3Fb%20c?q=1"),
+        ("http://10.0.0.1:9000", b"/api/a%3Fb%20c?from=old&q=1"),
         # With one, it is mapped as any other: the mount's prefix replaced.
-        ("http://10.0.0.1:9000/v2", b"/v2/a%3Fb%20c?q=1"),
+        ("http://10.0.0.1:9000/v2", b"/v2/a%3Fb%20c?from=old&q=1"),
     ],
 )
 def test_a_proxy_mount_forwards_the_rewritten_uri(upstream: str, sent: bytes) -> None:
     setup = make_proxy((upstream,), mount="/api")
-    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /api/$1 last")], NOBODY)
+    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /api/$1?from=old last")], NOBODY)
     mounts: MountTable[Handler] = MountTable(
         [Mount(b"/api", setup.handler)], rewrites, rewrite=rewrites.rewritten
     )
@@ -623,3 +625,27 @@ def test_a_proxy_mount_forwards_the_rewritten_uri(upstream: str, sent: bytes) ->
     client.send(b"GET /old/a%3fb%20c?q=1 HTTP/1.1\r\nHost: example.org\r\n\r\n")
     request, _ = setup.endpoint().last.request()
     assert request.target == sent
+
+
+def test_the_protocols_questions_see_the_rewritten_path() -> None:
+    """The body limit (413 from the head) and the log of a refused request are the
+    mount's the rewritten path goes to, not the one the client's path names.
+    """
+    refused: list[Any] = []
+    rewrites = Rewrites([parse_rewrite(r"^/up$ /small last")], NOBODY)
+    target: Any = object()
+    mounts: MountTable[Any] = MountTable(
+        [
+            Mount(b"/small", target, max_body=10, refusal_log=refused.append),
+            Mount(b"", target, max_body=1000),
+        ],
+        rewrites,
+        rewrite=rewrites.rewritten,
+    )
+    router = Router(RoutingTable(HostTable([], mounts), body_limits=True, guarded=True))
+    request = request_head(b"/up", content_length=100)
+    assert router.body_limit(request) == 10
+    assert router.access_log_for(request) == refused.append
+    plain = request_head(b"/other", content_length=100)
+    assert router.body_limit(plain) == 1000
+    assert router.access_log_for(plain) is None

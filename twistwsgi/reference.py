@@ -823,7 +823,7 @@ nginx repeats internal redirects at most 10 times before answering `500`; a host
 lines run once per request and nothing here sends a rewritten request back to them,
 so there is no cycle to count.
 
-#### Carrying over
+#### Carrying over nginx rewrite lines
 
 nginx's lines in a `server` block carry over as they are, without their `;`:
 
