@@ -564,6 +564,10 @@ def test_a_static_mount_serves_the_rewritten_path(tmp_path: Path) -> None:
         b"file a\n",
     )
     assert get(service, b"/files-old/b.txt").status == 404
+    # A directory's redirect adds its slash to the path the mount served.
+    (tmp_path / "files" / "sub").mkdir()
+    moved = get(service, b"/files-old/sub?k=1")
+    assert (moved.status, moved.header(b"location")) == (301, b"/files/sub/?k=1")
 
 
 def test_the_body_limit_is_the_rewritten_paths_mount(tmp_path: Path) -> None:

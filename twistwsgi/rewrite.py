@@ -126,7 +126,6 @@ def _regex_module() -> ModuleType:
 
 
 _FLAGS = {"permanent": 301, "redirect": 302}
-_NAMES = {status: flag for flag, status in _FLAGS.items()}
 #: nginx's flags that change the request inside the server ("" is no flag at all).
 _INTERNAL = ("last", "break", "")
 _ABSOLUTE = ("http://", "https://", "$scheme")
