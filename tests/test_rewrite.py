@@ -653,3 +653,35 @@ def test_the_protocols_questions_see_the_rewritten_path() -> None:
     plain = request_head(b"/other", content_length=100)
     assert router.body_limit(plain) == 1000
     assert router.access_log_for(plain) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "request_target", "expected"),
+    [
+        # $uri holds a decoded "#": in the new query it is encoded, or an upstream
+        # would read the rest of the request line as a fragment (RFC 9112 3.2).
+        (r"^/q/(.*)$ /app?to=$uri last", b"/q/a%23b?z=1", b"to=/q/a%23b&z=1"),
+        (r"^/q/(.*)$ /app?to=$uri$1 last", b"/q/%23", b"to=/q/%23%23"),
+        (r"^/q/(.*)$ /app?h=$http_x_tag last", b"/q/x", b"h=a%23b"),
+    ],
+)
+def test_a_rewritten_query_holds_no_fragment(
+    line: str, request_target: bytes, expected: bytes
+) -> None:
+    request = request_head(request_target, headers=[(b"Host", b"shop.example"), (b"X-Tag", b"a#b")])
+    found = Rewrites([parse_rewrite(line)], NOBODY).target(request)
+    assert isinstance(found, RewrittenRequest)
+    assert found.query == expected
+
+
+def test_a_proxy_mount_gets_a_request_line_without_a_fragment() -> None:
+    setup = make_proxy(("http://10.0.0.1:9000",), mount="/api")
+    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /api/x?from=$uri last")], NOBODY)
+    mounts: MountTable[Handler] = MountTable(
+        [Mount(b"/api", setup.handler)], rewrites, rewrite=rewrites.rewritten
+    )
+    setup.router = Router(RoutingTable(HostTable([], mounts), guarded=True))
+    client = setup.client()
+    client.send(b"GET /old/a%23b HTTP/1.1\r\nHost: example.org\r\n\r\n")
+    request, _ = setup.endpoint().last.request()
+    assert request.target == b"/api/x?from=/old/a%23b"

@@ -393,6 +393,11 @@ class _Compiled:
         path = self._render(self._pieces, match, request, user, proxies)
         if self.has_args:
             args = self._render(self._query_pieces, match, request, user, proxies)
+            if b"#" in args:
+                # A variable ($uri, a header) encoded for a Location keeps "#", a
+                # fragment there; in a query sent upstream (or QUERY_STRING) it
+                # would cut the arguments short (RFC 3986 3.4, RFC 9112 3.2).
+                args = args.replace(b"#", b"%23")
             if self.keeps_query and request.query:
                 args += b"&" + request.query
         else:
