@@ -685,3 +685,18 @@ def test_a_proxy_mount_gets_a_request_line_without_a_fragment() -> None:
     client.send(b"GET /old/a%23b HTTP/1.1\r\nHost: example.org\r\n\r\n")
     request, _ = setup.endpoint().last.request()
     assert request.target == b"/api/x?from=/old/a%23b"
+
+
+def test_a_rewrite_to_a_path_without_its_slash_is_answered_500() -> None:
+    """Not only an empty URI: "y" would be a path no mount could hold."""
+    rewrites = Rewrites([parse_rewrite(r"^/x(.*)$ $1 last")], NOBODY)
+    with capture_log_events():
+        assert rewrites.target(head(b"/xy")) == "not a path"
+
+
+def test_the_next_lines_see_the_rewritten_uri_normalised() -> None:
+    """After a line without a flag the next ones search the new $uri as they search
+    the client's: dot-segments resolved, runs of slashes made one.
+    """
+    lines = [r"^/a/(.*)$ /b/../c//$1", r"^/c/(.*)$ /d/$1 last"]
+    assert rewritten(lines, b"/a/x") == (b"/d/x", b"/d/x", b"")
