@@ -700,3 +700,14 @@ def test_the_next_lines_see_the_rewritten_uri_normalised() -> None:
     """
     lines = [r"^/a/(.*)$ /b/../c//$1", r"^/c/(.*)$ /d/$1 last"]
     assert rewritten(lines, b"/a/x") == (b"/d/x", b"/d/x", b"")
+
+
+def test_a_rewrite_does_not_open_an_internal_mount(tmp_path: Path) -> None:
+    """An ``internal`` static mount is for X-Accel-Redirect alone: a line that
+    rewrites to it gets the 404 a direct request gets (nginx would serve it, a
+    rewrite making the request internal there).
+    """
+    text = INSIDE.replace("'^/old/(.*)$ /app/$1 last',", "'^/p/(.*)$ /files/$1 last',", 1)
+    service, _ = serve_inside(tmp_path, text + "internal = true\n")
+    assert get(service, b"/p/a.txt").status == 404
+    assert get(service, b"/files/a.txt").status == 404

@@ -793,7 +793,9 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
     `PATH_INFO` of `/a?b`), never a query. Write the path's characters themselves
     in the replacement, not `%` escapes (`%20` would be those three characters, as
     in nginx). The part after the `?` is the new query, as sent on the wire: groups
-    are encoded there as in a redirect.
+    are encoded there as in a redirect, and a `#` a variable brings (`$uri`) is
+    `%23` (nginx copies it, which ends the query in the request line it sends
+    upstream).
 - The request's query is appended, after `?`, or after `&` when the replacement has a
   `?` of its own (`/find?q=$1`); a replacement ending in `?` drops it. Both as nginx.
 - A redirect is answered from the request's head with a short `text/plain` body,
@@ -818,6 +820,18 @@ What sees a rewritten request, and how, as nginx:
 - `$uri`, `$args`, `$is_args` (in `return`, `proxy_set_header`, the access log):
   the new path and query. `$request_uri` and the log's `$request`: the request as
   the client sent it.
+
+Where twistwsgi departs from nginx, on the safe side:
+
+- The dot-segments of the new path are resolved before the mounts are searched, as
+  for the client's path (`/b/../c` goes to the mount of `/c`); nginx searches its
+  locations with the URI as made and leaves `..` to the file system.
+- An `internal` static mount is reached by `X-Accel-Redirect` alone: a rewrite to
+  it gets `404`, as a direct request does (nginx counts a rewritten request as
+  internal).
+- An `auth_request` service is asked about the new path and query
+  (`X-Original-URI`, `X-Original-URL`), what is served; nginx's configurations
+  usually send it `$request_uri`.
 
 nginx repeats internal redirects at most 10 times before answering `500`; a host's
 lines run once per request and nothing here sends a rewritten request back to them,

@@ -45,7 +45,9 @@ Read as nginx reads them (`ngx_http_rewrite_module
   nothing decodes it again: groups and variables go in as they are (a ``?`` or a
   ``%`` in a group stays that byte of the path, and cannot start arguments), as
   nginx copies captures unescaped outside the arguments; the part after the
-  replacement's ``?`` is the new ``$args``, encoded as a redirect's arguments are.
+  replacement's ``?`` is the new ``$args``, encoded as a redirect's arguments are,
+  and a ``#`` a variable brings there as ``%23`` (nginx copies it as it is, which
+  would end the arguments in the request line sent upstream).
 - The query of the request is appended (``?args``, or ``&args`` when the
   replacement has a ``?`` of its own), unless the replacement ends with ``?``, as
   nginx's.
@@ -68,6 +70,14 @@ path and query, a static mount the file of the new path, a proxy mount the new
 path (encoded again) and query, mapped as any other; ``$request_uri``, the access
 log's ``$request`` and WSGI's ``REQUEST_URI`` and ``RAW_URI`` the request as the
 client sent it (uWSGI's ``REQUEST_URI`` is nginx's ``$request_uri``).
+
+Where this departs from nginx, on the safe side: the router resolves the
+dot-segments of the new URI before it searches the mounts (nginx searches its
+locations with ``/a/../b`` as made and leaves the ``..`` to the file system); an
+``internal`` static mount stays for ``X-Accel-Redirect`` alone (nginx counts a
+rewritten request as internal); and an ``auth_request`` gate is asked about the
+new path and query, what is served (nginx's configurations usually pass it
+``$request_uri``).
 
 nginx repeats its internal redirects at most 10 times; the lines of a host run
 once per request, and nothing here sends a rewritten request back to them, so
