@@ -331,10 +331,12 @@ def request_uri(request: _Request) -> bytes | None:
     not part of it (a redirect to ``https://example.com$request_uri`` stays one URL).
     A request a host's ``rewrite`` line changed has it as the client sent it.
     """
-    request = getattr(request, "original", request)
     target = request.target
     if target.startswith(b"/") or not target or target == b"*":
+        # (A rewritten request keeps the client's target: as sent.)
         return target or None
+    # The absolute form is read from the path and query, which a rewrite changed.
+    request = getattr(request, "original", request)
     path = getattr(request, "path", None)
     if path is None:
         # A refused head: only its target was read. From the path on, if it has one.
