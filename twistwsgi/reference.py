@@ -795,7 +795,10 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
     in nginx). The part after the `?` is the new query, as sent on the wire: groups
     are encoded there as in a redirect, and a `#` a variable brings (`$uri`) is
     `%23` (nginx copies it, which ends the query in the request line it sends
-    upstream).
+    upstream). Other bytes of a variable go in as they are, as nginx's do: `$uri`
+    holding `&` or `=` (from `%26`, `%3D` in the client's path) adds arguments, so
+    pass a path as one argument with a group (`^/q/(.*)$ /app?to=$1 last`), which
+    is encoded.
 - The request's query is appended, after `?`, or after `&` when the replacement has a
   `?` of its own (`/find?q=$1`); a replacement ending in `?` drops it. Both as nginx.
 - A redirect is answered from the request's head with a short `text/plain` body,
