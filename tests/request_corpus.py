@@ -529,6 +529,51 @@ INVALID: tuple[Invalid, ...] = (
         400,
         "RFC 9112 2.2: a bare CR outside content is invalid",
     ),
+    # llhttp skips any CR or LF before a request line; the protocol refuses a CR there
+    # that no LF follows (h11 refuses any byte before the request line).
+    Invalid(
+        "bare-cr-before-request-line",
+        b"\r" + _GET,
+        400,
+        "RFC 9112 2.2: an empty line may precede the request line; a bare CR is no line end",
+    ),
+    Invalid(
+        "bare-cr-after-empty-line",
+        b"\r\n\r" + _GET,
+        400,
+        "RFC 9112 2.2: a bare CR after an ignored empty line is still a bare CR",
+    ),
+    Invalid(
+        "cr-cr-lf-before-request-line",
+        b"\r\r\n" + _GET,
+        400,
+        "RFC 9112 2.2: the first CR is followed by a CR, not an LF",
+    ),
+    Invalid(
+        "pipelined-bare-cr-between-requests",
+        _GET + b"\r" + _GET,
+        400,
+        "RFC 9112 2.2: a bare CR before the second request line; the first is answered",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-bare-cr-after-content-length-body",
+        b"POST / HTTP/1.1\r\n"
+        + _HOST
+        + b"Content-Length: 5\r\n\r\nhel\rl\rGET / HTTP/1.1\r\n"
+        + _HOST
+        + b"\r\n",
+        400,
+        "RFC 9112 2.2: bare CRs in a body are content; the one after it is not",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-bare-cr-after-chunked-body",
+        _CHUNKED_POST + b"\r\n3\r\na\rb\r\n0\r\n\r\n\n\r" + _GET,
+        400,
+        "RFC 9112 2.2: after a chunked body and an empty line, a bare CR",
+        answered_before=1,
+    ),
     # ------------------------------------------------------------------
     # Limits
     # ------------------------------------------------------------------
@@ -1302,6 +1347,19 @@ VALID: tuple[Valid, ...] = (
         b"\r\nGET /after-crlf HTTP/1.1\r\n" + _HOST + b"\r\n",
         ({"PATH_INFO": "/after-crlf", "body": b""},),
         "RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line",
+    ),
+    # h11 refuses these two as well.
+    Valid(
+        "leading-bare-lf-line",
+        b"\n\r\n\nGET /after-lf HTTP/1.1\r\n" + _HOST + b"\r\n",
+        ({"PATH_INFO": "/after-lf", "body": b""},),
+        "RFC 9112 2.2: a bare LF may end a line; empty lines before the request-line",
+    ),
+    Valid(
+        "pipelined-empty-line-between-requests",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length: 3\r\n\r\na\rb\r\n" + _GET,
+        ({"body": b"a\rb"}, {"body": b""}),
+        "RFC 9112 2.2: an empty line before a pipelined request is ignored; a CR in a body is data",
     ),
     Valid(
         "connection-close",

@@ -488,6 +488,116 @@ def test_date_and_server_are_added_once() -> None:
     assert second.header_values(b"date") == [b"x"]
 
 
+# -- a bare CR before a request line (RFC 9112 2.2) -------------------------------------
+
+
+def _statuses(connection: Connection) -> list[int]:
+    return [r.status for r in parse_responses(connection.take())]
+
+
+def _bodies(collector: BodyCollector) -> list[bytes]:
+    return [b"".join(pieces) for pieces in collector.bodies]
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"\r" + get(b"a")],
+        [b"\r", get(b"a")],
+        [b"\r\n\r", get(b"a")],
+        [b"\r\r\n" + get(b"a")],
+        [b"\n\r" + get(b"a")],
+        [b"\r\nG", b"ET /a HTTP/1.1\r\r\n"],
+    ],
+    ids=["one-read", "cr-alone", "after-empty-line", "cr-cr-lf", "lf-cr", "cr-cr-in-line"],
+)
+def test_bare_cr_before_the_first_request_line_is_refused(reads: list[bytes]) -> None:
+    """A CR that no LF follows before a request line is no empty line (RFC 9112 2.2):
+    400 with Connection: close, whichever read the CR and the next byte come in.
+    """
+    echo = Echo()
+    connection = open_connection(echo)
+    for data in reads:
+        connection.send(data)
+    [response] = parse_responses(connection.take())
+    assert response.status == 400
+    assert response.header(b"connection") == b"close"
+    assert echo.seen == []
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+def test_bare_cr_between_keep_alive_requests_is_refused(split: str) -> None:
+    """The first request is answered, the CR before the next refused: also when it
+    comes alone, or byte by byte, on a connection kept alive.
+    """
+    echo = Echo()
+    connection = open_connection(echo)
+    connection.send(get(b"a"))
+    assert _statuses(connection) == [200]
+    rest = b"\r\n\r" + get(b"b")
+    for data in [rest] if split == "whole" else [rest[i : i + 1] for i in range(len(rest))]:
+        connection.send(data)
+    assert _statuses(connection) == [400]
+    assert [exchange.request.path for exchange in echo.seen] == [b"/a"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n\ra\rb",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\n\ra\rb\r\n3\r\n\r\n\r\r\n0\r\n\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+@pytest.mark.parametrize("after", [b"", b"\r\n", b"\r"])
+def test_bare_crs_in_a_pipelined_body_are_data(body: bytes, after: bytes) -> None:
+    """CRs inside a body are content, and a pipelined request follows it; a bare CR
+    right after the body is refused (after the body's request is answered).
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    connection.send(body + after + get(b"next"))
+    statuses = _statuses(connection)
+    if after == b"\r":
+        assert statuses == [200, 400]
+        assert len(collector.exchanges) == 1
+    else:
+        assert statuses == [200, 200]
+        assert [e.request.path for e in collector.exchanges] == [b"/", b"/next"]
+    assert _bodies(collector)[0] in (b"\ra\rb", b"\ra\rb\r\n\r")
+
+
+def test_bare_crs_in_a_large_binary_body_then_a_pipelined_request() -> None:
+    """A body read in large pieces, with a bare CR every few bytes, is passed on
+    whole; the request pipelined after it is served (chunked and by length).
+    """
+    data = (bytes(range(256)) + b"\r\n\r\n\r\r\n") * 40  # bare CRs, CR LF (CR LF)
+    chunked = b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n"
+    for framing, body in (
+        (b"Content-Length: %d\r\n" % len(data), data),
+        (b"Transfer-Encoding: chunked\r\n", chunked),
+    ):
+        collector = BodyCollector()
+        connection = open_connection(collector)
+        stream = b"POST / HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n" + body + get(b"next")
+        for start in range(0, len(stream), 3000):
+            connection.send(stream[start : start + 3000])
+        assert _statuses(connection) == [200, 200]
+        assert _bodies(collector) == [data, b""]
+
+
+@pytest.mark.parametrize("reads", [[b"\r", b"\n" + get(b"a")], [b"\r\n\n\r", b"\n", get(b"a")]])
+def test_cr_lf_split_across_reads_before_a_request_is_an_empty_line(reads: list[bytes]) -> None:
+    """An empty line whose CR ends one read and whose LF starts the next is ignored."""
+    echo = Echo()
+    connection = open_connection(echo)
+    for data in reads:
+        connection.send(data)
+    assert _statuses(connection) == [200]
+    assert [exchange.request.path for exchange in echo.seen] == [b"/a"]
+
+
 # -- request bodies -------------------------------------------------------------------
 
 

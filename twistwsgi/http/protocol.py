@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 import select
 import socket
 from collections import deque
@@ -130,6 +131,9 @@ PIPELINE_SLICE = 1024
 MAX_QUEUED = 8 * MAX_PIPELINED
 
 _CRLF0 = b"0\r\n\r\n"
+#: A CR that no LF follows (RFC 9112 2.2: a bare CR).
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_CR_BEFORE_REQUEST = RequestError(400, "Bare CR before the request line")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -600,6 +604,12 @@ class HTTP11Protocol(Protocol):
         self._connection: bytes | None = None
         self._expect: bytes | None = None
         self._body_bytes = 0
+        # The Content-Length of the body being read (None: chunked, or none).
+        self._body_length: int | None = None
+        # Whether llhttp is between two messages (it skips CR and LF there), and
+        # whether the last read ended with a CR there (_parse_around_crs).
+        self._between_messages = True
+        self._cr_pending = False
         self._upgraded = False
         self._upgrade_tail: bytes | None = None
         self._tunnel: Any = None
@@ -1103,50 +1113,21 @@ class HTTP11Protocol(Protocol):
         elif len(data) > PIPELINE_SLICE and read is not _Read.BODY:
             self._feed_sliced(data)
             return  # each slice came through here, dispatch included
+        elif self._cr_pending or (
+            # A read that may hold the end of a message and bytes after it, and a
+            # CR that no LF follows: where it falls is looked at (_parse_around_crs).
+            # Two C-speed counts: a body read known to end at or after the read's end
+            # is spared them.
+            (
+                read is not _Read.BODY
+                or (length := self._body_length) is None
+                or length - self._body_bytes < len(data)
+            )
+            and data.count(b"\r") != data.count(b"\r\n")
+        ):
+            self._parse_around_crs(data)
         else:
-            if read is _Read.IDLE:
-                if self._addresses_pending and not self._learn_addresses():
-                    return
-                self._read = read = _Read.HEAD
-                # The request's first byte: where its time starts ($request_time).
-                self._head_began = self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
-            if read is _Read.HEAD:
-                self._head_bytes += len(data)
-            elif read is _Read.BODY:
-                self._framing_bytes += len(data)
-            tail: bytes | None = None
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade as upgrade:
-                tail = data[upgrade.args[0] :]
-            except httptools.HttpParserError as error:
-                if _names_a_field(error):
-                    self._line_read = True
-                elif isinstance(error, httptools.HttpParserInvalidURLError):
-                    self._target_refused = True
-                elif str(error) in _LLHTTP_PREFACE_ERRORS:
-                    self._line_read = True  # llhttp read PRI's line to its end
-                self._fail(_refusal(error))
-            else:
-                read = self._read
-                if read is _Read.HEAD:
-                    self._check_head_size()
-                    if self._url and not self._line_read:
-                        if self._parser.get_method() == b"PRI":
-                            # llhttp waits for the rest of HTTP/2's preface after
-                            # the head, until the header timeout: refuse it now.
-                            self._fail(_http2_preface())
-                        else:
-                            self._note_line_end(data)
-                elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
-                    # Reads that carried no body byte: chunk-size lines, extensions and
-                    # the trailer section. llhttp holds a trailer field line until it
-                    # ends: without this count, one endless line would grow memory.
-                    self._fail(RequestError(431, "Chunk framing or trailer section too large"))
-            if tail is not None:
-                # Outside the except clause: an exception raised while the rest is
-                # parsed must keep its own context (_refusal reads the RequestError).
-                self._upgrade(tail)
+            self._parse(data)
         queue = self._queue
         if len(queue) == 1 and not self._held:
             # The common case, one request at a time: dispatch it when it is ready.
@@ -1155,6 +1136,117 @@ class HTTP11Protocol(Protocol):
                 self._dispatch(first)
         elif queue or self._held:
             self._advance()
+
+    def _begin_head(self) -> bool:
+        """Note the first byte of a request (``False``: the connection was dropped)."""
+        if self._addresses_pending and not self._learn_addresses():
+            return False
+        self._read = _Read.HEAD
+        # The request's first byte: where its time starts ($request_time).
+        self._head_began = self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+        return True
+
+    def _parse(self, data: bytes) -> None:
+        """Feed ``data`` to the parser; refuse a malformed request; note an Upgrade."""
+        read = self._read
+        if read is _Read.IDLE:
+            if not self._begin_head():
+                return
+            read = _Read.HEAD
+        if read is _Read.HEAD:
+            self._head_bytes += len(data)
+        elif read is _Read.BODY:
+            self._framing_bytes += len(data)
+        tail: bytes | None = None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            tail = data[upgrade.args[0] :]
+        except httptools.HttpParserError as error:
+            if _names_a_field(error):
+                self._line_read = True
+            elif isinstance(error, httptools.HttpParserInvalidURLError):
+                self._target_refused = True
+            elif str(error) in _LLHTTP_PREFACE_ERRORS:
+                self._line_read = True  # llhttp read PRI's line to its end
+            self._fail(_refusal(error))
+        else:
+            read = self._read
+            if read is _Read.HEAD:
+                self._check_head_size()
+                if self._url and not self._line_read:
+                    if self._parser.get_method() == b"PRI":
+                        # llhttp waits for the rest of HTTP/2's preface after
+                        # the head, until the header timeout: refuse it now.
+                        self._fail(_http2_preface())
+                    else:
+                        self._note_line_end(data)
+            elif read is _Read.BODY and self._framing_bytes > self._settings.max_header_total:
+                # Reads that carried no body byte: chunk-size lines, extensions and
+                # the trailer section. llhttp holds a trailer field line until it
+                # ends: without this count, one endless line would grow memory.
+                self._fail(RequestError(431, "Chunk framing or trailer section too large"))
+        if tail is not None:
+            # Outside the except clause: an exception raised while the rest is
+            # parsed must keep its own context (_refusal reads the RequestError).
+            self._upgrade(tail)
+
+    def _parse_around_crs(self, data: bytes) -> None:
+        """Parse a read that holds a CR without its LF; refuse one between requests.
+
+        llhttp skips any CR and LF before a request line. RFC 9112 2.2 lets a server
+        ignore empty lines there (CRLF, or a bare LF, which may end a line), but a
+        bare CR is neither: elsewhere it must be refused or replaced (RFC 9112 2.2),
+        and a server in front that reads it otherwise would frame the stream
+        differently. Where a CR falls is learnt by parsing up to it: when llhttp is
+        then between two messages, it is a bare CR before a request line. A CR
+        inside a body is body data: a read into a body is not cut at each one (a
+        body of known length is stepped over, and a chunked body can only end with
+        CRLF CRLF). A CR that is the read's last byte is decided by the next read's
+        first (its LF may come there).
+        """
+        if self._read is _Read.IDLE and not self._begin_head():
+            return
+        if self._cr_pending:
+            if not data:
+                return  # (nothing to decide on yet)
+            self._cr_pending = False
+            if data[:1] != b"\n":
+                self._fail(_BARE_CR_BEFORE_REQUEST)
+                return
+        done = 0  # parsed up to here
+        look = 0  # the next CR that matters is not before here
+        last = len(data) - 1
+        while (match := _BARE_CR.search(data, look)) is not None:
+            at = match.start()
+            if at > done:
+                self._parse(data[done:at])
+                done = at
+                read = self._read
+                if read is _Read.STOPPED or read is _Read.TUNNEL or self._skipped_body is not None:
+                    break  # refused, or no longer HTTP: dataReceived routes the rest
+            if self._between_messages:
+                if at == last:
+                    self._cr_pending = True
+                    break
+                self._fail(_BARE_CR_BEFORE_REQUEST)
+                return
+            look = at + 1
+            if self._read is _Read.BODY:
+                length = self._body_length
+                if length is not None:
+                    look = max(at + length - self._body_bytes, at + 1)
+                else:
+                    # A chunked body ends with its last CRLF CRLF (RFC 9112 7.1): no
+                    # message ends before the next one.
+                    end = data.find(b"\r\n\r\n", max(at - 3, 0))
+                    look = len(data) if end < 0 else max(end, at + 1)
+        if done < len(data):
+            read = self._read
+            if read is _Read.STOPPED or read is _Read.TUNNEL or self._skipped_body is not None:
+                self.dataReceived(data[done:])
+            else:
+                self._parse(data[done:])
 
     def _feed_sliced(self, data: bytes) -> None:
         """Take a large read that may hold many pipelined requests a slice at a time.
@@ -1242,6 +1334,7 @@ class HTTP11Protocol(Protocol):
 
     def on_message_begin(self) -> None:
         """Reset the per-message state."""
+        self._between_messages = False
         self._url = b""
         self._line_read = False
         self._headers = []
@@ -1465,6 +1558,7 @@ class HTTP11Protocol(Protocol):
             # Pipelined: answer in order; stop reading until this one's turn.
             self.pause_reading("pipeline")
         self._read = _Read.BODY
+        self._body_length = None if chunked else content_length
         if chunked or content_length:
             self._update_read_deadline()
             if chunked or (content_length or 0) >= LARGE_BODY:
@@ -1512,6 +1606,7 @@ class HTTP11Protocol(Protocol):
 
     def on_message_complete(self) -> None:
         """Mark the body complete; the connection is idle for reading again."""
+        self._between_messages = True
         exchange = self._parsing
         if exchange is not None and exchange.request.has_body and self._parser.should_upgrade():
             # httptools skips the body of an Upgrade request; _upgrade parses it.
@@ -1601,6 +1696,8 @@ class HTTP11Protocol(Protocol):
         self._upgraded = False
         self._parser = httptools.HttpRequestParser(self)
         self._read = _Read.IDLE
+        self._between_messages = True
+        self._cr_pending = False
         self.idle_since = self._clock.seconds()
         self.resume_reading("upgrade")
         self.resume_reading("pipeline")
