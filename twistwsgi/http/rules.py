@@ -185,13 +185,18 @@ def transfer_coding_is_chunked(values: list[bytes]) -> bool:
 
     Raises:
         RequestError: 400 when ``chunked`` is not the final coding or appears twice
-            (RFC 9112 6.3, item 4: the length cannot be determined), 501 when
-            ``chunked`` is final but another coding is applied too (RFC 9112 6.1: a
-            coding the server does not understand).
+            (RFC 9112 6.3, item 4: the length cannot be determined), or when the list
+            has an empty element; 501 when ``chunked`` is final but another coding is
+            applied too (RFC 9112 6.1: a coding the server does not understand).
     """
-    codings = [
-        coding.strip().lower() for value in values for coding in value.split(b",") if coding.strip()
-    ]
+    codings = [coding.strip().lower() for value in values for coding in value.split(b",")]
+    if b"" in codings:
+        # RFC 9110 5.6.1 has recipients skip empty list elements, but ", chunked"
+        # is a known obfuscation of the framing field: a server in front that reads
+        # the value whole, or stops at the empty element, frames the body otherwise
+        # (RFC 9112 11.2). nginx answers it 501; refused with the other malformed
+        # values here.
+        raise RequestError(400, "Empty element in Transfer-Encoding")
     if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
         raise RequestError(400, "Transfer-Encoding must end with a single chunked coding")
     if len(codings) != 1:
