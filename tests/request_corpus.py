@@ -574,6 +574,12 @@ INVALID: tuple[Invalid, ...] = (
         "RFC 9112 2.2: after a chunked body and an empty line, a bare CR",
         answered_before=1,
     ),
+    Invalid(
+        "content-length-over-20-digits",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length: 000000000000000000005\r\n\r\nhello",
+        400,
+        "RFC 9110 8.6 allows the padding, but no length needs 21 digits (h11 refuses them too)",
+    ),
     # h11 accepts these (it skips empty elements, as RFC 9110 5.6.1 says); nginx 501.
     Invalid(
         "te-empty-list-element",
@@ -1122,6 +1128,12 @@ VALID: tuple[Valid, ...] = (
         b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length: 005\r\n\r\nhello",
         ({"body": b"hello"},),
         "RFC 9110 8.6: Content-Length = 1*DIGIT, so leading zeros are allowed",
+    ),
+    Valid(
+        "content-length-20-digits",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length: 00000000000000000005\r\n\r\nhello",
+        ({"body": b"hello"},),
+        "RFC 9110 8.6: Content-Length = 1*DIGIT; up to 20 digits are accepted",
     ),
     Valid(
         "content-length-surrounding-ows",

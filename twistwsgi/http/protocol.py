@@ -1461,7 +1461,15 @@ class HTTP11Protocol(Protocol):
                 # faulty framing.
                 raise RequestError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
             chunked = rules.transfer_coding_is_chunked(self._transfer_encodings)
-        content_length = None if self._content_length is None else int(self._content_length)
+        content_length = None
+        if self._content_length is not None:
+            if len(self._content_length) > 20:
+                # 1*DIGIT (RFC 9110 8.6), but no length needs more than 20 digits:
+                # only zero padding makes them, and a parser in front that keeps a
+                # fixed number of digits would read another length (h11 refuses
+                # them too). llhttp checks the value for overflow, not the digits.
+                raise RequestError(400, "Content-Length has more than 20 digits")
+            content_length = int(self._content_length)
         expects_continue = False
         if self._expect is not None:
             # Empty list elements are no expectation (RFC 9110 5.6.1); 100-continue
