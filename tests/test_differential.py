@@ -352,7 +352,11 @@ def check_stream(stream: bytes, cut: int | None = None) -> tuple[Outcome, Outcom
         # on a ground LENIENT explains (h11 waiting for more bytes would be a
         # framing difference).
         assert oracle.refused is not None and oracle.refused.endswith("(lenient)"), (whole, oracle)
-    elif whole.refused is not None and oracle.refused is None and not oracle.stopped:
+    elif oracle.stopped:
+        # The request after which h11 closes (Connection: close, HTTP/1.0) is the
+        # protocol's last too: it closes, and reads nothing more as a request.
+        assert whole.stopped and whole.refused is None, (whole, oracle)
+    elif whole.refused is not None and oracle.refused is None:
         # Both accepted the same requests; the protocol refused the next one,
         # which h11 was still reading: a stricter ground, or one h11 refuses
         # too once it has read on.
