@@ -14,7 +14,10 @@ body, in the same number, so no desync); where h11 accepts a request the protoco
 accepts the same one, or refuses it (an error status with ``Connection: close``,
 never passed to the application) for a reason docs/http.md lists as stricter
 (:data:`STRICTER`); where h11 refuses, the protocol refuses too, except for the few
-places where it is knowingly more lenient (:data:`LENIENT`), each framing-neutral.
+places where it is knowingly more lenient (:data:`LENIENT`), each framing-neutral;
+where h11 is still reading a request, the protocol may already have refused it
+(:data:`EARLIER`: llhttp stops at the first wrong byte); and a connection h11
+closes after a request (``Connection: close``, HTTP/1.0) closes after the same one.
 A fixed list of the classic smuggling vectors runs through the same check as
 explicit cases, whole and byte by byte, with the refusal each must get.
 """
