@@ -598,6 +598,36 @@ def test_cr_lf_split_across_reads_before_a_request_is_an_empty_line(reads: list[
     assert [exchange.request.path for exchange in echo.seen] == [b"/a"]
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"\r\n\r\n\r" * 20000, b"a\r\n\r\n\r" * 20000, bytes(range(256)) * 400],
+    ids=["crlfcrlf-cr", "x-crlfcrlf-cr", "every-byte"],
+)
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_a_chunked_body_dense_with_bare_crs_is_not_cut_at_each(data: bytes, chunks: int) -> None:
+    """Bare CRs in chunk data are data: the body reaches the handler in a few pieces
+    per read, not one per CR (each piece is a parser call: a client could make the
+    server do one per few bytes). The message can end only after its last chunk
+    (RFC 9112 7.1), so nothing inside a chunk needs looking at.
+    """
+    size = -(-len(data) // chunks)
+    body = b"".join(
+        b"%x\r\n" % len(data[at : at + size]) + data[at : at + size] + b"\r\n"
+        for at in range(0, len(data), size)
+    )
+    stream = body + b"0\r\n\r\n\r" + get(b"next")
+    collector = BodyCollector()
+    connection = open_connection(collector, max_body=0)
+    # (The head alone first: a read that begins a request is parsed in slices.)
+    connection.send(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    reads = [stream[at : at + 65536] for at in range(0, len(stream), 65536)]
+    for read in reads:
+        connection.send(read)
+    assert _statuses(connection) == [200, 400]  # the CR after the body is still refused
+    assert _bodies(collector) == [data]
+    assert len(collector.bodies[0]) <= len(reads) + 2 * chunks
+
+
 # -- request bodies -------------------------------------------------------------------
 
 

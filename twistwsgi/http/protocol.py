@@ -604,8 +604,16 @@ class HTTP11Protocol(Protocol):
         self._connection: bytes | None = None
         self._expect: bytes | None = None
         self._body_bytes = 0
-        # The Content-Length of the body being read (None: chunked, or none).
-        self._body_length: int | None = None
+        # How many body bytes the stream is known to hold before the message can
+        # end: the Content-Length, or for a chunked body the end of the chunk being
+        # read once its size is learnt (_learn_chunk_end), else 0. Bytes before it
+        # are body data, whatever they are (_parse_around_crs steps over them).
+        self._body_until = 0
+        self._chunked = False
+        # _body_bytes when llhttp read the last chunk-size line (on_chunk_header),
+        # and whether the last read ended with CRLF (a line may begin the next).
+        self._chunk_start = 0
+        self._read_ended_crlf = False
         # Whether llhttp is between two messages (it skips CR and LF there), and
         # whether the last read ended with a CR there (_parse_around_crs).
         self._between_messages = True
@@ -1116,18 +1124,15 @@ class HTTP11Protocol(Protocol):
         elif self._cr_pending or (
             # A read that may hold the end of a message and bytes after it, and a
             # CR that no LF follows: where it falls is looked at (_parse_around_crs).
-            # Two C-speed counts: a body read known to end at or after the read's end
-            # is spared them.
-            (
-                read is not _Read.BODY
-                or (length := self._body_length) is None
-                or length - self._body_bytes < len(data)
-            )
-            and data.count(b"\r") != data.count(b"\r\n")
+            # A head read (at most PIPELINE_SLICE bytes) costs two C-speed counts.
+            data.count(b"\r") != data.count(b"\r\n")
+            if read is not _Read.BODY
+            else self._body_may_end_in(data)
         ):
             self._parse_around_crs(data)
         else:
             self._parse(data)
+        self._read_ended_crlf = data.endswith(b"\r\n")
         queue = self._queue
         if len(queue) == 1 and not self._held:
             # The common case, one request at a time: dispatch it when it is ready.
@@ -1136,6 +1141,21 @@ class HTTP11Protocol(Protocol):
                 self._dispatch(first)
         elif queue or self._held:
             self._advance()
+
+    def _body_may_end_in(self, data: bytes) -> bool:
+        """Whether a body read may hold the message's end and a bare CR after it.
+
+        Only the bytes past what is known to be body data are looked at: a large
+        upload's reads are not scanned whole (a scan of 64 KiB costs more than
+        llhttp's parse of it). A chunked body is left to :meth:`_parse_around_crs`,
+        which steps from chunk to chunk.
+        """
+        rest = self._body_until - self._body_bytes
+        if rest >= len(data):
+            return False  # all body data
+        if self._chunked:
+            return True
+        return data.count(b"\r", rest) != data.count(b"\r\n", rest)
 
     def _begin_head(self) -> bool:
         """Note the first byte of a request (``False``: the connection was dropped)."""
@@ -1215,7 +1235,8 @@ class HTTP11Protocol(Protocol):
                 self._fail(_BARE_CR_BEFORE_REQUEST)
                 return
         done = 0  # parsed up to here
-        look = 0  # the next CR that matters is not before here
+        # The next CR that matters is not before here: none in known body data.
+        look = max(self._body_until - self._body_bytes, 0) if self._read is _Read.BODY else 0
         last = len(data) - 1
         while (match := _BARE_CR.search(data, look)) is not None:
             at = match.start()
@@ -1233,10 +1254,12 @@ class HTTP11Protocol(Protocol):
                 return
             look = at + 1
             if self._read is _Read.BODY:
-                length = self._body_length
-                if length is not None:
-                    look = max(at + length - self._body_bytes, at + 1)
-                else:
+                if self._chunked:
+                    self._learn_chunk_end(data, at)
+                rest = self._body_until - self._body_bytes
+                if rest > 0:
+                    look = at + rest  # the body (or this chunk) goes on to there
+                elif self._chunked:
                     # A chunked body ends with its last CRLF CRLF (RFC 9112 7.1): no
                     # message ends before the next one.
                     end = data.find(b"\r\n\r\n", max(at - 3, 0))
@@ -1247,6 +1270,31 @@ class HTTP11Protocol(Protocol):
                 self.dataReceived(data[done:])
             else:
                 self._parse(data[done:])
+
+    def _learn_chunk_end(self, data: bytes, at: int) -> None:
+        """Learn where the chunk whose data ``data[at]`` is part of ends.
+
+        ``data`` has been parsed up to ``at``. When the chunk-size line is in
+        ``data``, its size says how many more body bytes are chunk data, which need
+        no looking at, in this read or the next (``_body_until``). The size is read
+        from the line llhttp accepted (on_chunk_header): ``chunk-size [chunk-ext]
+        CRLF``, hexadecimal (RFC 9112 7.1). Nothing is learnt when the line began
+        in an earlier read, or ``at`` is not in chunk data (llhttp then refuses the
+        CR as framing).
+        """
+        seen = self._body_bytes - self._chunk_start  # this chunk's bytes so far
+        line_end = at - seen  # just after the chunk-size line's LF
+        if line_end < 2 or data[line_end - 2 : line_end] != b"\r\n":
+            return
+        line_start = data.rfind(b"\n", 0, line_end - 2) + 1
+        if not line_start and not self._read_ended_crlf:
+            return  # the line began in the last read: its start is not here
+        size = data[line_start : line_end - 2].partition(b";")[0]
+        try:
+            until = self._chunk_start + int(size, 16)
+        except ValueError:
+            return
+        self._body_until = max(self._body_until, until)
 
     def _feed_sliced(self, data: bytes) -> None:
         """Take a large read that may hold many pipelined requests a slice at a time.
@@ -1566,7 +1614,9 @@ class HTTP11Protocol(Protocol):
             # Pipelined: answer in order; stop reading until this one's turn.
             self.pause_reading("pipeline")
         self._read = _Read.BODY
-        self._body_length = None if chunked else content_length
+        self._chunked = chunked
+        self._body_until = 0 if chunked else content_length or 0
+        self._chunk_start = 0
         if chunked or content_length:
             self._update_read_deadline()
             if chunked or (content_length or 0) >= LARGE_BODY:
@@ -1611,6 +1661,10 @@ class HTTP11Protocol(Protocol):
             exchange.body_arrived(data)
         if self._deadline_kind is _Timeout.BODY and self._deadline is not None:
             self._deadline = self._clock.seconds() + self._settings.body_timeout
+
+    def on_chunk_header(self) -> None:
+        """Note where a chunk's data begins (see :meth:`_learn_chunk_end`)."""
+        self._chunk_start = self._body_bytes
 
     def on_message_complete(self) -> None:
         """Mark the body complete; the connection is idle for reading again."""
