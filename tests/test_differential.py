@@ -418,12 +418,20 @@ class Breaker:
         return self.draw(st.sampled_from(others))
 
 
+#: Body data: arbitrary bytes, or bytes made of CR, LF and CRLF (a bare CR in a body
+#: is data, and a CR right after a body is not; the two must not be confused).
+_DATA = st.one_of(
+    st.binary(max_size=16),
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\r\n\r\n", b"a"]), max_size=8).map(b"".join),
+)
+
+
 @st.composite
 def chunked_body(draw: st.DrawFn, breaker: Breaker) -> bytes:
     """A chunked body with drawn sizes, extensions, data and trailer fields."""
     part = breaker.part
     out = b""
-    for data in draw(st.lists(st.binary(max_size=12), max_size=3)):
+    for data in draw(st.lists(_DATA, max_size=3)):
         size = f"{len(data):x}".encode()
         size = part(
             "chunk size",
@@ -517,7 +525,7 @@ def request(draw: st.DrawFn) -> bytes:
         fields.append((b"Connection", draw(st.sampled_from([b"keep-alive", b"close"]))))
     if not draw(st.integers(0, 9)):
         fields.append((b"Expect", draw(st.sampled_from([b"100-continue", b"nothing", b""]))))
-    body = draw(st.binary(max_size=16))
+    body = draw(_DATA)
     framing = draw(st.sampled_from(["none", "length", "chunked"]))
     if "both framings" in breaker.broken:
         framing = "both"
@@ -583,7 +591,11 @@ def request(draw: st.DrawFn) -> bytes:
 @st.composite
 def stream_and_cut(draw: st.DrawFn) -> tuple[bytes, int]:
     """A few requests back to back, perhaps cut short, and where to split the stream."""
-    stream = b"".join(draw(st.lists(request(), min_size=1, max_size=3)))
+    # Between requests: nothing mostly, or an empty line, or a bare CR.
+    between = st.sampled_from([b""] * 6 + [b"\r\n", b"\n", b"\r", b"\r\r\n"])
+    stream = b"".join(
+        draw(between) + one for one in draw(st.lists(request(), min_size=1, max_size=3))
+    )
     if not draw(st.integers(0, 9)):
         stream = stream[: draw(st.integers(0, len(stream)))]
     return stream, draw(st.integers(0, len(stream)))
