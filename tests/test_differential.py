@@ -160,7 +160,10 @@ LENIENT = [
         "extra spaces between the parts of the request line",
         "illegal request line",
         False,
-        lambda unread: re.match(rb"[!-~]+ +[!-~]+ +HTTP/[0-9]\.[0-9]\r\n", unread) is not None,
+        lambda unread: (
+            re.match(rb"[!-~]+ +[!-~]+ +HTTP/[0-9]\.[0-9]\r\n", unread) is not None
+            and b"  " in unread[: unread.index(b"\r\n")]
+        ),
         lambda unread, left: (
             re.sub(rb" +", b" ", unread[: unread.index(b"\r\n")], count=2)
             + unread[unread.index(b"\r\n") :]
@@ -214,11 +217,17 @@ def h11_reads(stream: bytes) -> Outcome:
                     ),
                     None,
                 )
-                if leniency is None:
+                rest = (
+                    None
+                    if leniency is None
+                    else leniency.resume(unread, bytes(connection.trailing_data[0]))
+                )
+                if leniency is None or rest == unread:
+                    # (A rewrite that changes nothing would have h11 refuse it again,
+                    # for ever: the request is refused for another reason.)
                     outcome.refused = f"h11: {message}"
                     return outcome
                 outcome.lenient.append(leniency.name)
-                rest = leniency.resume(unread, bytes(connection.trailing_data[0]))
                 if rest is None:
                     outcome.refused = f"h11: {message} (lenient)"
                     return outcome
@@ -623,6 +632,15 @@ def test_framing_agrees_with_h11(case: tuple[bytes, int]) -> None:
     """
     stream, cut = case
     check_stream(stream, cut)
+
+
+def test_the_oracle_stops_at_a_request_line_no_leniency_explains() -> None:
+    """A request line with single spaces that h11 refuses for another reason (a
+    method that is no token) is refused, not rewritten and read again for ever.
+    """
+    outcome = h11_reads(b"{PATCH / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert outcome.requests == []
+    assert outcome.refused is not None and "illegal request line" in outcome.refused
 
 
 # -- the classic smuggling vectors -----------------------------------------------------
