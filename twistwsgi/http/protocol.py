@@ -1132,7 +1132,10 @@ class HTTP11Protocol(Protocol):
             self._parse_around_crs(data)
         else:
             self._parse(data)
-        self._read_ended_crlf = data.endswith(b"\r\n")
+        if self._chunked:
+            # Only a chunked body's size lines ask (_learn_chunk_end); its head came
+            # in this read or before, so the flag is set before it is read.
+            self._read_ended_crlf = data.endswith(b"\r\n")
         queue = self._queue
         if len(queue) == 1 and not self._held:
             # The common case, one request at a time: dispatch it when it is ready.
@@ -1170,9 +1173,11 @@ class HTTP11Protocol(Protocol):
         """Feed ``data`` to the parser; refuse a malformed request; note an Upgrade."""
         read = self._read
         if read is _Read.IDLE:
-            if not self._begin_head():
+            # (_begin_head, inline: once per request on the hot path.)
+            if self._addresses_pending and not self._learn_addresses():
                 return
-            read = _Read.HEAD
+            self._read = read = _Read.HEAD
+            self._head_began = self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
         if read is _Read.HEAD:
             self._head_bytes += len(data)
         elif read is _Read.BODY:
