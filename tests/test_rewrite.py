@@ -609,6 +609,17 @@ def test_check_config_lists_the_lines_with_their_flags(tmp_path: Path) -> None:
     assert "  rewrite ^/old/(.*)$ /moved/$1 permanent" in described
 
 
+def proxy_behind_rewrite(upstream: str, line: str) -> Any:
+    """A proxy mount at /api whose host rewrites requests with ``line`` first."""
+    setup = make_proxy((upstream,), mount="/api")
+    rewrites = Rewrites([parse_rewrite(line)], NOBODY)
+    mounts: MountTable[Handler] = MountTable(
+        [Mount(b"/api", setup.handler)], rewrites, rewrite=rewrites.rewritten
+    )
+    setup.router = Router(RoutingTable(HostTable([], mounts), guarded=True))
+    return setup
+
+
 @pytest.mark.parametrize(
     ("upstream", "sent"),
     [
@@ -619,12 +630,7 @@ def test_check_config_lists_the_lines_with_their_flags(tmp_path: Path) -> None:
     ],
 )
 def test_a_proxy_mount_forwards_the_rewritten_uri(upstream: str, sent: bytes) -> None:
-    setup = make_proxy((upstream,), mount="/api")
-    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /api/$1?from=old last")], NOBODY)
-    mounts: MountTable[Handler] = MountTable(
-        [Mount(b"/api", setup.handler)], rewrites, rewrite=rewrites.rewritten
-    )
-    setup.router = Router(RoutingTable(HostTable([], mounts), guarded=True))
+    setup = proxy_behind_rewrite(upstream, r"^/old/(.*)$ /api/$1?from=old last")
     client = setup.client()
     client.send(b"GET /old/a%3fb%20c?q=1 HTTP/1.1\r\nHost: example.org\r\n\r\n")
     request, _ = setup.endpoint().last.request()
@@ -675,12 +681,7 @@ def test_a_rewritten_query_holds_no_fragment(
 
 
 def test_a_proxy_mount_gets_a_request_line_without_a_fragment() -> None:
-    setup = make_proxy(("http://10.0.0.1:9000",), mount="/api")
-    rewrites = Rewrites([parse_rewrite(r"^/old/(.*)$ /api/x?from=$uri last")], NOBODY)
-    mounts: MountTable[Handler] = MountTable(
-        [Mount(b"/api", setup.handler)], rewrites, rewrite=rewrites.rewritten
-    )
-    setup.router = Router(RoutingTable(HostTable([], mounts), guarded=True))
+    setup = proxy_behind_rewrite("http://10.0.0.1:9000", r"^/old/(.*)$ /api/x?from=$uri last")
     client = setup.client()
     client.send(b"GET /old/a%23b HTTP/1.1\r\nHost: example.org\r\n\r\n")
     request, _ = setup.endpoint().last.request()
