@@ -226,8 +226,10 @@ class SiteBuilder:
                 host_log = self._access_log(
                     host.access_log, f"{host.where}.access_log", host.access_log_format, config
                 )
-                mounts = self._host(host, config, built, host_log, proxied)
-                guard, rewrite = _host_guard(host, config)
+                # (Each pattern compiled once, for the mounts and the guard's table.)
+                placements = _placements(host.mounts)
+                mounts = self._host(host, config, built, host_log, proxied, placements=placements)
+                guard, rewrite = _host_guard(host, config, placements)
                 table = MountTable(
                     mounts,
                     guard,
@@ -382,10 +384,13 @@ class SiteBuilder:
         built: list[Handler],
         host_log: Callable[[Any], None] | None,
         proxied: list[tuple[str | None, bytes, Handler]],
+        *,
+        placements: list[dict[str, Any]],
     ) -> list[Mount[Handler]]:
         """The mounts of one host, with static fall-through and X-Accel wiring.
 
-        Its proxy mounts are added to ``proxied`` (see ``RoutingTable.proxied``).
+        Its proxy mounts are added to ``proxied`` (see ``RoutingTable.proxied``);
+        ``placements`` is :func:`_placements` of its mounts.
         """
         logs = [
             self._access_log(
@@ -397,7 +402,6 @@ class SiteBuilder:
             or host_log
             for mount in host.mounts
         ]
-        placements = _placements(host.mounts)
         statics: list[tuple[MountConfig, StaticHandler]] = []
         static_placements: list[dict[str, Any]] = []
         handlers: dict[int, Handler] = {}
@@ -750,14 +754,15 @@ def certificate_check(
 
 
 def _host_guard(
-    host: HostConfig, config: ServerConfig
+    host: HostConfig, config: ServerConfig, placements: list[dict[str, Any]]
 ) -> tuple[HostGuard | None, Callable[[RequestHead], RequestHead] | None]:
     """What answers some of ``host``'s requests before its mounts, if anything.
 
     The https redirect of a request not over TLS; the 400 of one over TLS whose client
     certificate ``tls_verify_client`` refuses. A request is one or the other. Then
     its ``rewrite`` lines' redirects. With it, what rewrites a request the guard let
-    through inside the server (``None``: no line does).
+    through inside the server (``None``: no line does). ``placements`` is
+    :func:`_placements` of its mounts.
     """
     guards: list[HostGuard] = []
     if host.https_redirect is not None:
@@ -766,7 +771,7 @@ def _host_guard(
             # Which mount a path goes to, and whether it is left out of the redirect
             # (a static mount and the partner it falls through to are one place).
             left_out: dict[tuple[str, str], Mount[bool]] = {}
-            for mount, placement in zip(host.mounts, _placements(host.mounts), strict=True):
+            for mount, placement in zip(host.mounts, placements, strict=True):
                 kept = left_out.get(mount.place)
                 flag = mount.options.get("https_redirect") is False
                 left_out[mount.place] = Mount(

@@ -393,10 +393,9 @@ def compile_location_pattern(pattern: str, *, caseless: bool) -> Any:
     regex = _regex_package("regular-expression mount paths (~, ~*)", "path")
     try:
         return regex.compile(pattern.encode("utf-8"), regex.IGNORECASE if caseless else 0)
-    except regex.error as error:
-        raise ValueError(f"not a regular expression ({error})") from None
-    except (ValueError, OverflowError, RecursionError) as error:
-        # (The package's own limits: a repeat count too large, nesting too deep.)
+    except (regex.error, ValueError, OverflowError, RecursionError) as error:
+        # (Besides regex.error, the package's own limits: a repeat count too large,
+        # nesting too deep.)
         raise ValueError(f"not a regular expression ({error})") from None
 
 
