@@ -33,9 +33,18 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from twistwsgi.balancing import NO_BACKUP_POLICIES, parse_balance
+from twistwsgi.captures import (
+    CaptureTemplate,
+    FileTemplate,
+    Groups,
+    capture_numbers,
+    first_reference,
+    has_captures,
+    split_upstream_url,
+)
 from twistwsgi.client_certificates import load_client_cas
 from twistwsgi.files import content_type
-from twistwsgi.fixed_response import ReturnSpec, parse_return
+from twistwsgi.fixed_response import ReturnSpec, check_captures, parse_return
 from twistwsgi.forwarding import DEFAULT_HIDDEN, parse_upstream
 from twistwsgi.http.compression import DEFAULT_TYPES as DEFAULT_GZIP_TYPES
 from twistwsgi.http.request import ErrorPage
@@ -417,6 +426,32 @@ def _directory(value: Any) -> str:
     return path
 
 
+def _mount_directory(value: Any) -> str:
+    """A mount's ``static``: an existing directory, or one with captures (``/srv/$1``).
+
+    With a ``$`` reference and no directory of that name, the part before the first
+    one, cut at its last ``/``, must be an existing directory; the rest is kept as
+    written (its captures are checked against the mount's pattern by ``_mount``).
+    """
+    text = _text(value).strip()
+    start = first_reference(text)
+    if start is None or os.path.isdir(os.path.expanduser(text)):
+        return _directory(value)
+    cut = text.rfind("/", 0, start)
+    head = text[:cut] if cut > 0 else ""
+    if not head.strip("/"):
+        raise ValueError(
+            f"{text!r}: the directory before the first capture is the file system's"
+            " root (or none), so a request could name any file; start it with a fixed"
+            " directory (e.g. '/srv/avatars/$1.png')"
+        )
+    fixed = os.path.abspath(os.path.expanduser(head))
+    if not os.path.isdir(fixed):
+        what = "is not a directory" if os.path.exists(fixed) else "does not exist"
+        raise ValueError(f"directory {head!r} (before the first capture) {what}")
+    return fixed + text[len(head) :]
+
+
 @dataclass(frozen=True)
 class Upstream:
     """One upstream server of a proxy mount.
@@ -470,7 +505,15 @@ def _upstream_url(text: str, value: Any) -> str:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise ValueError(f"bad port in upstream URL {value!r}") from None
-    if parts.query or parts.fragment:
+    if "$" in parts.netloc:
+        # Pools, health checks and balancing are per upstream: where a request goes
+        # may not depend on it.
+        raise ValueError(
+            f"{value!r}: the scheme, host and port of an upstream are fixed (a capture"
+            " or variable may go in its path, in a regular-expression mount)"
+        )
+    if parts.fragment or (parts.query and "$" not in parts.path + parts.query):
+        # (A query with captures or variables is a regular-expression mount's: _mount.)
         raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
     return text
 
@@ -584,12 +627,18 @@ def _server_header(value: Any) -> bytes:
         raise ValueError(f"expected Latin-1 text, got {value!r}") from None
 
 
-def _return(value: Any) -> ReturnSpec:
+def _return(value: Any, *, captures: bool = False) -> ReturnSpec:
     if isinstance(value, ReturnSpec):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # return = 410
-    return parse_return(_text(value))
+    # In a mount table the variables are checked by _mount, which knows whether
+    # the path is a pattern and which groups it has.
+    return parse_return(_text(value), check_variables=not captures)
+
+
+def _mount_return(value: Any) -> ReturnSpec:
+    return _return(value, captures=True)
 
 
 def _mount_spec(
@@ -1063,6 +1112,18 @@ LOCATION = Kind(
     " ~ REGEX, ~* REGEX",
 )
 DIRECTORY = Kind("DIR", _directory, "an existing directory")
+MOUNT_DIRECTORY = Kind(
+    "DIR",
+    _mount_directory,
+    "an existing directory; in a regular-expression mount, a path with its captures"
+    " ($1, $name) after a fixed directory",
+)
+MOUNT_RETURN = Kind(
+    "ANSWER",
+    _mount_return,
+    "a status and a URL or text, as nginx's return: '301 https://example.com$request_uri',"
+    " '200 ok', '410', '444'; in a regular-expression mount, with its captures ($1, $name)",
+)
 RETURN = Kind(
     "ANSWER",
     _return,
@@ -2093,28 +2154,37 @@ MOUNT_KEYS: tuple[Setting, ...] = (
     ),
     Setting(
         "static",
-        DIRECTORY,
+        MOUNT_DIRECTORY,
         None,
-        "Serve the files of this directory here.",
+        "Serve the files of this directory here. In a regular-expression mount it may"
+        " use the pattern's captures, as nginx's alias there: static ="
+        " '/srv/avatars/$1.png' for path = '~ ^/users/(\\d+)/avatar$'; the expanded"
+        " path is then the file itself, looked up below the directory before the first"
+        " capture; see Captures of regular-expression mounts.",
         cli=False,
     ),
     Setting(
         "proxy",
         UPSTREAM,
         None,
-        "Forward requests under this path to an upstream HTTP server.",
+        "Forward requests under this path to an upstream HTTP server. In a"
+        " regular-expression mount the URL's path and query may use the pattern's"
+        " captures and request variables, and are then the whole request-target sent:"
+        " 'http://backend/v$1/$2$is_args$args'; see Captures of regular-expression"
+        " mounts.",
         cli=False,
     ),
     Setting(
         "return",
-        RETURN,
+        MOUNT_RETURN,
         None,
         "Answer every request under this path with a fixed response (nginx's return):"
         " '301 https://example.com$request_uri' (301, 302, 303, 307 or 308 and a URL,"
         " sent in Location), '200 ok' (another status and the body's text, text/plain"
         " unless headers give a Content-Type; a 4xx or 5xx without text is the server's"
         " error answer and the host's error page), '444' (close the connection"
-        " without a response). Variables as in proxy_set_header.",
+        " without a response). Variables as in proxy_set_header; in a regular-expression"
+        " mount also its captures ($1, $name): '301 https://example.com/new/$1'.",
         cli=False,
     ),
     Setting(
@@ -3383,17 +3453,81 @@ def _mount(table: Any, where: str, base: str | None) -> MountConfig:
     if kind == "proxy":
         check_proxy_options(options, parsed[kind], where)
     match, path = parsed["path"]
-    if kind == "proxy" and match in ("~", "~*"):
-        for upstream in parsed[kind]:
-            if parse_upstream(upstream.url).prefix is not None:
-                # nginx refuses it too ("proxy_pass cannot have URI part in location
-                # given by regular expression"): nothing is matched to replace.
-                raise ConfigError(
-                    f"{where}.proxy",
-                    f"{upstream.url!r}: a regular-expression mount forwards the whole path,"
-                    " so its upstream URLs have no path",
-                )
+    groups = None
+    if match in ("~", "~*"):
+        groups = Groups.of(compile_location_pattern(path, caseless=match == "~*"))
+    _check_captures(kind, parsed[kind], groups, f"{where}.{kind}")
     return MountConfig(path, kind, parsed[kind], options, where, f"{where}.{kind}", match)
+
+
+def _check_captures(kind: str, target: Any, groups: Groups | None, where: str) -> None:
+    """Refuse a mount's captures it has not, and ``$`` text that would stay literal.
+
+    ``groups``: those of the mount's pattern, ``None`` for a prefix or exact mount
+    (which has no captures to give).
+
+    Raises:
+        ConfigError: naming ``where``, the mount's static, proxy or return key.
+    """
+    try:
+        if kind == "static":
+            if groups is not None and has_captures(target, groups):
+                FileTemplate(target, groups)
+            elif not os.path.isdir(target):
+                # (_mount_directory let a $ through for a pattern's groups.)
+                numbers = capture_numbers(target)
+                if numbers and groups is None:
+                    raise ValueError(
+                        f"{target!r} uses ${numbers[0]}: captures are for regular-expression"
+                        " mounts (path = '~ REGEX' or '~* REGEX')"
+                    )
+                if groups is not None:
+                    FileTemplate(target, groups)  # (says which number or name is none)
+                raise ValueError(f"directory {target!r} does not exist")
+        elif kind == "return":
+            check_captures(target, groups)
+        elif kind == "proxy":
+            _check_upstream_captures(target, groups)
+    except ValueError as error:
+        raise ConfigError(where, str(error)) from None
+
+
+def _check_upstream_captures(upstreams: Sequence[Upstream], groups: Groups | None) -> None:
+    """A proxy mount's upstream paths: captures only in a pattern's, one for all.
+
+    nginx refuses a path in ``proxy_pass`` inside a regular-expression location
+    ("proxy_pass cannot have URI part"), nothing being matched to replace, unless it
+    has variables: then it is the whole URI sent. Here too, and as nginx's single
+    ``proxy_pass`` names one URI for its upstream group, the upstreams of such a
+    mount give the same path and query.
+
+    Raises:
+        ValueError: saying what is wrong.
+    """
+    rests = {split_upstream_url(upstream.url)[1] for upstream in upstreams}
+    for upstream in upstreams:
+        rest = split_upstream_url(upstream.url)[1]
+        if groups is None:
+            if capture_numbers(rest):
+                CaptureTemplate(rest, None, url=True, target=True)  # (its message)
+            if "?" in rest:
+                raise ValueError(f"an upstream URL has no query or fragment, got {upstream.url!r}")
+            continue
+        if rest and first_reference(rest) is None:
+            # nginx refuses it too ("proxy_pass cannot have URI part in location
+            # given by regular expression"): nothing is matched to replace.
+            raise ValueError(
+                f"{upstream.url!r}: a regular-expression mount forwards the whole path,"
+                " so its upstream URLs have no path, unless it uses the pattern's"
+                " captures or variables (http://backend/v$1/$2$is_args$args)"
+            )
+        if rest:
+            CaptureTemplate(rest, groups, url=True, target=True)
+    if groups is not None and len(rests) > 1 and any(rests):
+        raise ValueError(
+            "the upstreams of a mount whose URL uses captures or variables give the same"
+            f" path and query (as nginx's one proxy_pass), got {sorted(rests)!r}"
+        )
 
 
 def check_proxy_options(

@@ -38,6 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from twistwsgi.captures import CaptureTemplate, Groups, has_captures
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import answer_error, error_body
@@ -51,6 +52,8 @@ __all__ = [
     "REDIRECT_STATUSES",
     "FixedResponse",
     "ReturnSpec",
+    "check_captures",
+    "parse_return",
 ]
 
 #: The statuses whose argument is the URL sent in ``Location`` (nginx's list).
@@ -98,8 +101,14 @@ class ReturnSpec:
         return f"{self.status} {_quoted(self.text)}"
 
 
-def parse_return(text: str) -> ReturnSpec:
+def parse_return(text: str, *, check_variables: bool = True) -> ReturnSpec:
     """Read a return mount's value as nginx reads ``return``'s arguments.
+
+    Args:
+        text: the value.
+        check_variables: check its ``$`` references as a mount without a pattern's
+            (request variables only); off, they are left to
+            :func:`check_captures`, which knows the mount's pattern.
 
     Raises:
         ValueError: saying what is wrong (an unknown variable included).
@@ -116,7 +125,7 @@ def parse_return(text: str) -> ReturnSpec:
             raise ValueError(f"{text!r} is not a status code or a URL: {_SYNTAX}")
         if rest is not None:
             raise ValueError(f"{text!r}: a URL holds no spaces (encode one as %20)")
-        return ReturnSpec(302, _checked(_unquoted(first), url=True))
+        return ReturnSpec(302, _checked(_unquoted(first), url=True, check=check_variables))
     status = int(first) if first.isascii() and len(first) == 3 else 0
     if status == CLOSE_WITHOUT_RESPONSE:
         if rest is not None:
@@ -142,10 +151,13 @@ def parse_return(text: str) -> ReturnSpec:
                 f"{status} needs the URL to redirect to, e.g."
                 f" '{status} https://example.com$request_uri'"
             )
-        return ReturnSpec(status, _checked(url, url=True))
+        return ReturnSpec(status, _checked(url, url=True, check=check_variables))
     if rest is not None and status in _NO_CONTENT:
         raise ValueError(f"a {status} response has no content: it takes no text")
-    return ReturnSpec(status, None if rest is None else _checked(_unquoted(rest), url=False))
+    return ReturnSpec(
+        status,
+        None if rest is None else _checked(_unquoted(rest), url=False, check=check_variables),
+    )
 
 
 #: nginx's escapes in a word of its configuration (ngx_conf_read_token), by the
@@ -186,9 +198,10 @@ def _quoted(text: str) -> str:
     return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
 
 
-def _checked(template: str, *, url: bool) -> str:
-    """``template`` once its variables are known to be request variables."""
-    RequestTemplate(template, escape="url" if url else "none")
+def _checked(template: str, *, url: bool, check: bool = True) -> str:
+    """``template`` once its variables are known to be request variables (``check``)."""
+    if check:
+        CaptureTemplate(template, None, url=url)
     if _CONTROL.search(template if url else template.translate(_LINE_BREAKS)):
         # (A text keeps its tabs and line breaks; nginx cannot write other controls.)
         raise ValueError(f"{template!r} holds a control character")
@@ -208,12 +221,21 @@ class FixedResponse:
     its head keeps it.
     """
 
-    def __init__(self, spec: ReturnSpec, trusted_proxies: TrustedProxies | None = None) -> None:
+    def __init__(
+        self,
+        spec: ReturnSpec,
+        trusted_proxies: TrustedProxies | None = None,
+        *,
+        captured: CaptureTemplate | None = None,
+    ) -> None:
         self.spec = spec
+        # The text with the captures of a regular-expression mount, if it uses them
+        # (check_captures): the route then holds the match (CapturedRoute).
+        self._captured = captured
         self._status = spec.status
         self._template = (
             None
-            if spec.text is None
+            if spec.text is None or captured is not None
             else RequestTemplate(spec.text, escape="url" if spec.redirects else "none")
         )
         self._trusted = trusted_proxies or TrustedProxies(())
@@ -226,8 +248,9 @@ class FixedResponse:
             exchange.abort()
             return
         template = self._template
+        captured = self._captured
         request = exchange.request
-        if template is None:
+        if template is None and captured is None:
             if status >= 400:
                 answer_error(exchange, status, self._reason_body)
             else:
@@ -236,7 +259,17 @@ class FixedResponse:
                 exchange.start_response(status, empty)
                 exchange.finish()
             return
-        value = template.render(request, exchange.remote_user, proxies=self._trusted)
+        if captured is not None:
+            route = exchange.route
+            value = captured.render(
+                None if route is None else route.captures,
+                request,
+                exchange.remote_user,
+                proxies=self._trusted,
+            )
+        else:
+            assert template is not None
+            value = template.render(request, exchange.remote_user, proxies=self._trusted)
         if self.spec.redirects:
             fields = [(b"Location", value), (b"Content-Type", _PLAIN_TEXT)]
             body = self._reason_body
@@ -247,6 +280,22 @@ class FixedResponse:
         exchange.start_response(status, fields)
         # (The exchange sends no body to HEAD, RFC 9110 9.3.2; the fields stay.)
         exchange.finish(body)
+
+
+def check_captures(spec: ReturnSpec, groups: Groups | None) -> CaptureTemplate | None:
+    """Check a return mount's text against its pattern's groups (``None``: no pattern).
+
+    Returns the text as a :class:`~twistwsgi.captures.CaptureTemplate` when it uses
+    captures, else ``None`` (its variables checked).
+
+    Raises:
+        ValueError: for a capture the mount has not, an unknown variable, a capture
+            before a redirect URL's path.
+    """
+    if spec.text is None:
+        return None
+    template = CaptureTemplate(spec.text, groups, url=spec.redirects)
+    return template if has_captures(spec.text, groups) else None
 
 
 def _sets_content_type(exchange: Exchange) -> bool:

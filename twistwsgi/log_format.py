@@ -507,10 +507,11 @@ def _compile(
         elif name in known:
             value = _VALUES.get(name) or _REQUEST_ONLY[name]
         elif name.isdigit():
-            # nginx users write $1 after a location ~ REGEX: say it is not offered.
+            # nginx users write $1 after a location ~ REGEX: say where it is offered.
             raise ValueError(
                 f"unknown variable ${name}{where}: the captures of a regular-expression"
-                " mount path are not offered to other settings (a host's rewrite has them)"
+                " mount path are offered to its static, proxy and return settings only"
+                " (a host's rewrite has its own)"
             )
         else:
             raise ValueError(

@@ -104,6 +104,7 @@ from zope.interface import implementer
 
 from twistwsgi.access import client_address
 from twistwsgi.balancing import Balancer, Peer, client_network, parse_balance
+from twistwsgi.captures import CaptureTemplate, Groups, split_upstream_url
 from twistwsgi.config import (
     ConfigError,
     MountConfig,
@@ -129,6 +130,7 @@ from twistwsgi.forwarding import (
 from twistwsgi.http.client import ClientConnection, ClientSettings, ErrorKind, UpstreamError
 from twistwsgi.http.exchange import Exchange, Tunnel
 from twistwsgi.http.pacing import asked_limit
+from twistwsgi.http.rules import compile_location_pattern
 from twistwsgi.log_format import RequestTemplate, uses_upstream_variables
 from twistwsgi.proxy_cookies import CookieRewrite
 from twistwsgi.proxy_redirect import RedirectRewrite, redirect_rewrite
@@ -296,6 +298,10 @@ class ProxyHandler:
         self.accel: AccelResolver | None = None
         self.cookies = cookies
         self.hidden = hidden
+        # Set by build_proxy for a regular-expression mount whose URL has a path with
+        # captures or variables: the whole request-target sent (nginx's proxy_pass
+        # with variables), the same for every upstream.
+        self.target_template: CaptureTemplate | None = None
         self._balance_key = (
             RequestTemplate(balance_key, escape="none") if balance_key is not None else None
         )
@@ -906,7 +912,17 @@ class _Forward:
             # (Empty: the upstream's own, as Host cannot be left out, RFC 9112 3.2.)
             user = self._exchange.remote_user
             host = proxy.set_host.render(request, user, proxies=proxy.trusted) or host
-        target = upstream_target(request, self._exchange.route, address.prefix)
+        template = proxy.target_template
+        if template is None:
+            target = upstream_target(request, self._exchange.route, address.prefix)
+        else:
+            route = self._exchange.route
+            target = template.render(
+                None if route is None else route.captures,
+                request,
+                self._exchange.remote_user,
+                proxies=proxy.trusted,
+            )
         head = b"".join(
             (
                 request.method,
@@ -1731,9 +1747,12 @@ def build_proxy(
         )
     pools: list[tuple[UpstreamPool, int, bool, bool]] = []
     addresses: list[UpstreamAddress] = []
+    template = _target_template(mount)
     for upstream in mount.target:
         try:
-            address = parse_upstream(upstream.url)
+            # (With a template, where it connects alone: the path is the template's.)
+            url = upstream.url if template is None else split_upstream_url(upstream.url)[0]
+            address = parse_upstream(url)
         except ValueError as error:
             raise ConfigError(mount.where, str(error)) from None
         addresses.append(address)
@@ -1773,7 +1792,7 @@ def build_proxy(
             "Every upstream of {mount} is marked down: its requests get 502",
             mount=mount.where,
         )
-    return ProxyHandler(
+    handler = ProxyHandler(
         group,
         clock=reactor,
         trusted=TrustedProxies(config.trusted_proxies),
@@ -1809,6 +1828,29 @@ def build_proxy(
         hidden=_hidden_fields(options["proxy_hide_header"], options["proxy_pass_header"]),
         cookies=_cookie_rewrite(options),
     )
+    handler.target_template = template
+    return handler
+
+
+def _target_template(mount: MountConfig) -> CaptureTemplate | None:
+    """The request-target a regular-expression mount's upstream URLs give, if they do.
+
+    Their path and query, when they use the pattern's captures or variables (the
+    configuration checked they are one for all upstreams).
+
+    Raises:
+        ConfigError: naming the mount, for a template the configuration did not check.
+    """
+    if not mount.is_pattern:
+        return None
+    rest = split_upstream_url(mount.target[0].url)[1]
+    if not rest:
+        return None
+    try:
+        groups = Groups.of(compile_location_pattern(mount.path, caseless=mount.match == "~*"))
+        return CaptureTemplate(rest, groups, url=True, target=True)
+    except ValueError as error:
+        raise ConfigError(f"{mount.where}.proxy", str(error)) from None
 
 
 def _without_accel(

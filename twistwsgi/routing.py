@@ -562,8 +562,9 @@ class MountTable(Generic[T]):
         # protocol (the body limit) and the router ask about one request in turn,
         # and a search that can be stopped costs microseconds per pattern.
         # A search that ran out of time is kept as _TIMED_OUT with the pattern's
-        # label, for the router's lookup after the body limit's (see _search).
-        self._searched: tuple[bytes, Mount[T] | None, str] | None = None
+        # label, for the router's lookup after the body limit's (see _search). The
+        # match is kept for the mount's captures (see last_match).
+        self._searched: tuple[bytes, Mount[T] | None, str, Any] | None = None
         written: set[tuple[str, object]] = set()
         for mount in given:
             if mount.match == "=":
@@ -638,6 +639,22 @@ class MountTable(Generic[T]):
         """Drop what the last search found (after the last lookup of a request)."""
         self._searched = None
 
+    def last_match(self, target: T) -> Any:
+        """The match by which the last lookup chose the pattern mount of ``target``.
+
+        For the captures of a regular-expression mount (:mod:`twistwsgi.captures`),
+        asked by its handler right after the router's lookup chose it: the pattern
+        is not searched again, and its time limit was kept by that search. ``None``
+        when the last search chose no mount of ``target``.
+        """
+        searched = self._searched
+        if searched is None:
+            return None
+        mount = searched[1]
+        if mount is None or mount is _TIMED_OUT or mount.target is not target:
+            return None
+        return searched[3]
+
     def _first_pattern(self, path: bytes) -> Mount[T] | None:
         r"""The first regular-expression mount found in ``path``, within the time limit.
 
@@ -660,17 +677,18 @@ class MountTable(Generic[T]):
                 if remaining <= 0:
                     # The one before took the time (and found nothing): named.
                     raise TimeoutError
-                if mount.pattern.search(path, timeout=remaining) is not None:
-                    self._searched = (path, mount, "")
+                match = mount.pattern.search(path, timeout=remaining)
+                if match is not None:
+                    self._searched = (path, mount, "", match)
                     return mount
             except TimeoutError:
                 culprit = _shown(previous if remaining <= 0 and previous is not None else mount)
                 if self._timed_out is not None:
                     self._timed_out(culprit, path)
-                self._searched = (path, _TIMED_OUT, culprit)
+                self._searched = (path, _TIMED_OUT, culprit, None)
                 raise LocationTimeoutError(culprit) from None
             previous = mount
-        self._searched = (path, None, "")
+        self._searched = (path, None, "", None)
         return None
 
 

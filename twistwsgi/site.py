@@ -36,6 +36,13 @@ from twistwsgi.access import (
 from twistwsgi.access_log import AccessLogFiles
 from twistwsgi.appload import AppLoadError, load_app
 from twistwsgi.basic_auth import BasicAuth, CheckRunner, UserFile, UserFileError
+from twistwsgi.captures import (
+    CapturingHandler,
+    FileTemplate,
+    Groups,
+    has_captures,
+    split_upstream_url,
+)
 from twistwsgi.client_certificates import verification_profile
 from twistwsgi.config import (
     ConfigError,
@@ -47,7 +54,7 @@ from twistwsgi.config import (
     host_verification,
     mount_or_server,
 )
-from twistwsgi.fixed_response import FixedResponse
+from twistwsgi.fixed_response import FixedResponse, check_captures
 from twistwsgi.forward_auth import ForwardAuth, auth_base_url
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.compression import GzipSettings
@@ -78,7 +85,7 @@ from twistwsgi.routing import (
     remove_dot_segments,
 )
 from twistwsgi.shared_limits import SharedLimits
-from twistwsgi.static import StaticHandler, StaticOptions
+from twistwsgi.static import CapturedStaticHandler, StaticHandler, StaticOptions
 from twistwsgi.threads import ThreadPoolLike
 from twistwsgi.wsgi import AccelResolver, WSGIApplication, WSGIHandler
 
@@ -239,6 +246,9 @@ class SiteBuilder:
                     timed_out=_location_pattern_timed_out,
                     rewrite=rewrite,
                 )
+                for mount in mounts:
+                    if isinstance(mount.target, CapturingHandler):
+                        mount.target.table = table  # (its match is the table's last)
                 if host.names:
                     entries.append((host.names, table))
                 if host.default:
@@ -405,13 +415,22 @@ class SiteBuilder:
         statics: list[tuple[MountConfig, StaticHandler]] = []
         static_placements: list[dict[str, Any]] = []
         handlers: dict[int, Handler] = {}
+        groups = [
+            Groups.of(placement["pattern"]) if placement.get("match") == "~" else None
+            for placement in placements
+        ]
         for index, mount in enumerate(host.mounts):
             if mount.kind == "static":
-                static = StaticHandler(
-                    StaticOptions.from_mount(
-                        mount.target, dict(mount.options), _gzip_settings(mount, config)
-                    ),
-                    now=self._reactor.seconds,
+                template = _file_template(mount, groups[index])
+                options = StaticOptions.from_mount(
+                    mount.target if template is None else template.root,
+                    dict(mount.options),
+                    _gzip_settings(mount, config),
+                )
+                static = (
+                    StaticHandler(options, now=self._reactor.seconds)
+                    if template is None
+                    else CapturedStaticHandler(options, template, now=self._reactor.seconds)
                 )
                 static.access_log = logs[index]
                 statics.append((mount, static))
@@ -436,7 +455,11 @@ class SiteBuilder:
                     clock=self._reactor,
                 )
             elif mount.kind == "return":
-                handlers[index] = FixedResponse(mount.target, trusted)
+                try:
+                    captured = check_captures(mount.target, groups[index])
+                except ValueError as error:  # (a configuration a program made)
+                    raise ConfigError(mount.target_source, str(error)) from None
+                handlers[index] = FixedResponse(mount.target, trusted, captured=captured)
             elif mount.kind != "static":
                 builder = self._builders.get(mount.kind)
                 if builder is None:
@@ -532,10 +555,19 @@ class SiteBuilder:
                 seen.add(end)
             limits.append(_body_limit(host.mounts[end]))
             refusal_logs.append(logs[end])  # (a refusal is of the limit's mount)
+        # A mount whose settings (or its fallthrough partner's) use its captures
+        # gets the match that chose it, in front of its guards (see _captured).
+        targets = dict(guarded)
+        for index, mount in enumerate(host.mounts):
+            partner = partners.get(index)
+            if _uses_captures(mount, groups[index]) or (
+                partner is not None and _uses_captures(host.mounts[partner], groups[partner])
+            ):
+                targets[index] = CapturingHandler(guarded[index])
         return [
             Mount(
                 mount.prefix,
-                guarded[index],
+                targets[index],
                 limits[index],
                 _added_fields(mount),
                 _route_gzip(mount, config),
@@ -803,6 +835,37 @@ def _host_guard(
     return (guards[0] if guards else None), rewrite
 
 
+def _file_template(mount: MountConfig, groups: Groups | None) -> FileTemplate | None:
+    """A regular-expression static mount's directory, when it uses the captures.
+
+    Raises:
+        ConfigError: for captures the pattern has not (a configuration a program
+            made; the file's is checked when it is loaded).
+    """
+    if groups is None or not has_captures(mount.target, groups):
+        return None
+    try:
+        return FileTemplate(mount.target, groups)
+    except ValueError as error:
+        raise ConfigError(mount.target_source, str(error)) from None
+
+
+def _uses_captures(mount: MountConfig, groups: Groups | None) -> bool:
+    """Whether a mount's static, proxy or return setting uses its pattern's captures."""
+    if groups is None:
+        return False
+    if mount.kind == "static":
+        return has_captures(mount.target, groups)
+    if mount.kind == "return":
+        text = mount.target.text
+        return text is not None and has_captures(text, groups)
+    if mount.kind == "proxy":
+        return any(
+            has_captures(split_upstream_url(upstream.url)[1], groups) for upstream in mount.target
+        )
+    return False
+
+
 def _body_limit(mount: MountConfig) -> int | None:
     """The request-body limit of a mount, or ``None`` for the server's.
 
@@ -983,7 +1046,16 @@ def _accel_resolver(
                 return None
             if found is None:
                 return None
-            return found.target, path_below(normal, found.prefix)
+            handler = found.target
+            if isinstance(handler, CapturedStaticHandler):
+                # The file its captures name, as for a request routed there.
+                expanded = handler.template.expand(by_path.last_match(handler))
+                if expanded is None:
+                    return None
+                if normal.endswith(b"/") and not expanded.endswith(b"/"):
+                    expanded += b"/"
+                return handler, expanded
+            return handler, path_below(normal, found.prefix)
         real = os.path.realpath(os.fsdecode(value))
         for _mount, handler in by_root:
             root = handler.options.root.rstrip("/") + "/"

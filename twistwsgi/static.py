@@ -56,7 +56,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -66,12 +66,15 @@ from twistwsgi import files
 from twistwsgi.fixed_response import CLOSE_WITHOUT_RESPONSE
 from twistwsgi.http.compression import GzipSettings, accepts_gzip
 from twistwsgi.http.exchange import Exchange, Handler
-from twistwsgi.http.request import PreparedHeaders, Route
+from twistwsgi.http.request import CapturedRoute, PreparedHeaders, Route
 from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
 from twistwsgi.http.wire import http_date
 from twistwsgi.routing import Mount, answer_error, answer_plain, error_body
 
-__all__ = ["StaticHandler", "StaticOptions"]
+if TYPE_CHECKING:
+    from twistwsgi.captures import FileTemplate
+
+__all__ = ["CapturedStaticHandler", "StaticHandler", "StaticOptions"]
 
 _log = Logger(namespace="twistwsgi.static")
 
@@ -370,10 +373,11 @@ class StaticHandler:
 
     # -- entry points ---------------------------------------------------------------
 
-    def handle(self, exchange: Exchange) -> None:
-        """Answer a request routed to this mount."""
-        route = exchange.route
-        path_info = route.path_info if route is not None else exchange.request.decoded_path
+    def handle(self, exchange: Exchange, path_info: bytes | None = None) -> None:
+        """Answer a request routed to this mount (``path_info``: the route's, else)."""
+        if path_info is None:
+            route = exchange.route
+            path_info = route.path_info if route is not None else exchange.request.decoded_path
         method = exchange.request.method
         if self.options.internal:
             answer_error(exchange, 404, b"Not Found\n")
@@ -870,7 +874,7 @@ class StaticHandler:
         route = exchange.route
         if route is not None:
             full = route.script_name + route.path_info
-            exchange.route = Route(
+            passed = Route(
                 prefix,
                 full[len(prefix) :],
                 route.host,
@@ -879,6 +883,9 @@ class StaticHandler:
                 route.error_pages,
                 mount.label,
             )
+            # A partner at the same pattern gets the same captures (its URL may use them).
+            captures = route.captures
+            exchange.route = passed if captures is None else CapturedRoute(passed, captures)
         # The mount that answers logs it, as nginx's access_log of the location
         # try_files passes a request to.
         exchange.access_log = mount.access_log
@@ -1101,6 +1108,51 @@ class StaticHandler:
         headers.append((b"Content-Length", b"%d" % len(page)))
         exchange.start_response(200, headers)
         exchange.finish(page if exchange.request.method != b"HEAD" else b"")
+
+
+class CapturedStaticHandler(StaticHandler):
+    """A regular-expression static mount whose directory uses the pattern's captures.
+
+    As nginx's ``alias`` in a regular-expression location: the directory expanded
+    with the captures of the match that chose the mount (the route's, see
+    :class:`~twistwsgi.captures.CapturingHandler`) names the file itself, and it
+    is looked up below the fixed directory (``options.root``, the part before the
+    first capture) by every rule of :class:`StaticHandler`: dot segments, hidden
+    names, links out, encoded slashes and backslashes in the request. A request
+    path ending in ``/`` asks for a directory: the expanded path gets the slash too,
+    so its index is served (``~ ^/docs/$`` with ``/srv/docs``); a directory asked
+    for without it is redirected to the request's path and a slash, as nginx does.
+
+    Args:
+        options: how the fixed directory is served.
+        template: the directory as written, with its captures.
+        fallback: as :class:`StaticHandler`'s (the partner at the same pattern).
+        now: as :class:`StaticHandler`'s.
+    """
+
+    def __init__(
+        self,
+        options: StaticOptions,
+        template: FileTemplate,
+        *,
+        fallback: Mount[Handler] | None = None,
+        now: Callable[[], float],
+    ) -> None:
+        super().__init__(options, fallback=fallback, now=now)
+        self.template = template
+
+    def handle(self, exchange: Exchange, path_info: bytes | None = None) -> None:
+        """Answer with the file the captures name (``path_info``: already expanded)."""
+        if path_info is None:
+            route = exchange.route
+            match = None if route is None else route.captures
+            path_info = None if match is None else self.template.expand(match)
+            if path_info is None or route is None:
+                self._missed(exchange)  # (a NUL in a capture names no file)
+                return
+            if route.path_info.endswith(b"/") and not path_info.endswith(b"/"):
+                path_info += b"/"
+        super().handle(exchange, path_info)
 
 
 def _try_files(

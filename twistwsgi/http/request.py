@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from twistwsgi.client_certificates import ClientCertificate
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "UNREAD_BODY",
     "Address",
+    "CapturedRoute",
     "ErrorPage",
     "ErrorPages",
     "PartialRequest",
@@ -352,6 +353,10 @@ class Route:
 
     __slots__ = ("error_pages", "gzip", "headers", "host", "label", "path_info", "script_name")
 
+    #: The match of a regular-expression mount whose settings use its captures
+    #: (:class:`CapturedRoute`); ``None`` for every other route.
+    captures: Any = None
+
     # Positional, unlike most signatures of six: a router makes one per request, and
     # a keyword argument costs it about 100 ns more (CPython 3.11), a positional 20.
     def __init__(  # noqa: PLR0917
@@ -374,6 +379,32 @@ class Route:
 
     def __repr__(self) -> str:
         return f"Route({self.script_name!r}, {self.path_info!r}, {self.host!r})"
+
+
+class CapturedRoute(Route):
+    """A route to a regular-expression mount whose settings use its captures.
+
+    Made only for such mounts (:class:`twistwsgi.captures.CapturingHandler`), so
+    the route of every other request costs what it did.
+
+    Attributes:
+        captures: the match of the mount's pattern that chose it (``group(n)``,
+            ``group(name)``: bytes of the normalised path, or ``None``).
+    """
+
+    __slots__ = ("captures",)
+
+    def __init__(self, route: Route, captures: Any) -> None:
+        super().__init__(
+            route.script_name,
+            route.path_info,
+            route.host,
+            route.headers,
+            route.gzip,
+            route.error_pages,
+            route.label,
+        )
+        self.captures = captures
 
 
 class PreparedHeaders(list[tuple[bytes, bytes]]):

@@ -1,0 +1,419 @@
+r"""Captures of a regular-expression mount in its settings: ``$1``, ``${1}``, ``$name``.
+
+nginx users write a location's captures into its directives::
+
+    location ~ ^/users/(\d+)/avatar$        { alias /srv/avatars/$1.png; }
+    location ~ ^/api/v(\d+)/(.*)$           { proxy_pass http://backend/v$1/$2$is_args$args; }
+    location ~ ^/old/(.*)$                  { return 301 https://example.com/new/$1; }
+
+A ``~`` or ``~*`` mount takes them in its ``static`` directory, in the path and query
+of its ``proxy`` URLs, and in its ``return`` URL or text. This module owns reading
+such a setting (:class:`CaptureTemplate`, :class:`FileTemplate`) and expanding it
+with the match that chose the mount; it is pure logic. The reading follows nginx's
+(`Regular expression captures <https://nginx.org/en/docs/regex_captures.html>`_):
+
+- ``$1`` to ``$9`` (one digit: ``$12`` is ``$1`` and a ``2``), ``${1}``, and a named
+  group's name (``(?<user>...)`` or ``(?P<user>...)``, written ``$user`` or
+  ``${user}``). A group that did not take part in the match is empty.
+- A number the pattern has no group for is refused when the configuration is loaded;
+  so is any capture in a prefix or exact mount (it has no pattern).
+- A ``$name`` that is no group of the pattern is a request variable where the
+  setting takes variables (``$host``, ``$args``: those of ``proxy_set_header``),
+  and refused where it does not (a static directory): never left as it is written.
+  A group's name wins over a variable of the same name.
+
+What a capture holds is bytes of the path the mount was matched in: percent-decoded,
+dot-segments removed, runs of slashes made one. Where it goes decides what is done
+with it:
+
+- **A directory** (:class:`FileTemplate`): as nginx's ``alias`` in a regular-expression
+  location, the expanded value names the file itself, the path is not added to it.
+  Everything before the first capture, cut at its last ``/``, is the fixed
+  directory; the expanded rest is looked up below it by the static mount's own rules
+  (no ``.`` or ``..`` segment, no hidden name, no link out, no encoded slash or
+  backslash in the request), so no capture can name a file outside it.
+- **A URL** (:class:`CaptureTemplate` with ``url=True``): percent-encoded for where
+  it lands (RFC 3986 3.3, 3.4): in the path what a segment may not hold (``?``,
+  ``#``, ``%``, a space, controls, non-ASCII), in the query that and ``&``, ``+``,
+  ``;``, so a capture cannot end the path, start or add an argument, or split a
+  header field (a decoded ``%0d%0a`` goes out as ``%0D%0A``). The text around it is
+  the configuration's, sent as written. A capture must come after the scheme and
+  host: it may not choose the site a redirect sends to, nor the upstream.
+- **A body text**: as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_from_bytes
+
+from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.http.request import CapturedRoute, RequestHead
+from twistwsgi.log_format import RequestTemplate
+from twistwsgi.routing import answer_error
+
+if TYPE_CHECKING:
+    from twistwsgi.http.exchange import Exchange, Handler
+
+__all__ = [
+    "CaptureTemplate",
+    "CapturingHandler",
+    "FileTemplate",
+    "Groups",
+    "capture_numbers",
+    "first_reference",
+    "has_captures",
+    "is_name",
+    "split_captures",
+    "split_upstream_url",
+]
+
+# ${1} or ${name}, $1 to $9 (one digit, as nginx reads $12), or $name.
+_REFERENCE = re.compile(r"\$(?:\{([1-9]|[A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
+# What stays unencoded of a capture in a URL's path (RFC 3986 3.3 pchar and "/"),
+# and in its query: there also not "&", "+" and ";", which would start or change an
+# argument (nginx's NGX_ESCAPE_ARGS), nor "?" (kept for the path's end).
+_PATH_SAFE = "/!$&'()*,=:@-._~"
+_QUERY_SAFE = "/!$'()*,=:@-._~"
+# A URL's beginning up to the "/" that starts its path: a scheme (or $scheme) and an
+# authority, whatever variables the authority holds.
+_ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:|\$scheme:|\$\{scheme\}:)?//[^/?#]*/")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The groups of a mount's pattern: how many, and the names of the named ones.
+
+    Attributes:
+        count: the number of groups (``$1`` to ``$count`` exist).
+        names: the names of the named groups.
+    """
+
+    count: int
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, compiled: Any) -> Groups:
+        """The groups of a compiled pattern (``regex`` or ``re``)."""
+        return cls(compiled.groups, frozenset(compiled.groupindex))
+
+
+#: A piece of an expanded setting: its own text, or a group's number or name.
+Piece = str | int
+
+
+def capture_numbers(text: str) -> list[int]:
+    """The numbered captures ``text`` refers to (``$1``, ``${2}``), in order."""
+    numbers = []
+    for found in _REFERENCE.finditer(text):
+        digit = found.group(2) or found.group(1)
+        if digit is not None and digit.isdigit():
+            numbers.append(int(digit))
+    return numbers
+
+
+def first_reference(text: str) -> int | None:
+    """Where the first ``$`` reference of ``text`` (a capture or a variable) starts."""
+    found = _REFERENCE.search(text)
+    return None if found is None else found.start()
+
+
+def has_captures(text: str, groups: Groups | None) -> bool:
+    """Whether ``text`` refers to a capture: a number, or one of ``groups``' names."""
+    return any(isinstance(piece, (int, _Name)) for piece in _pieces(text, groups))
+
+
+class _Name(str):
+    """A named group's name among the pieces (a plain ``str`` is text)."""
+
+    __slots__ = ()
+
+
+def _pieces(text: str, groups: Groups | None) -> list[Piece]:
+    """``text`` cut at its captures: text (``str``), numbers (``int``), names (``_Name``)."""
+    names = groups.names if groups is not None else frozenset()
+    pieces: list[Any] = []
+    start = 0
+    for found in _REFERENCE.finditer(text):
+        braced, number, word = found.groups()
+        key = number or braced or word
+        if key.isdigit():
+            group: Any = int(key)
+        elif key in names:
+            group = _Name(key)
+        else:
+            continue  # a variable, or text: part of the text around it
+        if found.start() > start:
+            pieces.append(text[start : found.start()])
+        pieces.append(group)
+        start = found.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def split_captures(text: str, groups: Groups | None) -> list[Piece]:
+    """``text`` in pieces: its own text (``str``, variables left in it) and captures.
+
+    A capture is a group's number (``int``) or a named group's name (``str`` too,
+    told apart by :func:`is_name`).
+
+    Args:
+        text: the setting as written.
+        groups: the mount pattern's groups, or ``None`` for a mount without a
+            pattern (a prefix or exact mount).
+
+    Raises:
+        ValueError: for a capture the mount has not: any, without a pattern; a
+            number past the pattern's groups.
+    """
+    pieces = _pieces(text, groups)
+    for piece in pieces:
+        if not isinstance(piece, int):
+            continue
+        if groups is None:
+            raise ValueError(
+                f"{text!r} uses ${piece}: captures are for regular-expression mounts"
+                " (path = '~ REGEX' or '~* REGEX')"
+            )
+        if piece > groups.count:
+            raise ValueError(
+                f"{text!r} uses ${piece}, but the mount's pattern has {groups.count} group(s)"
+            )
+    return pieces
+
+
+def is_name(piece: Piece) -> bool:
+    """Whether a piece of :func:`split_captures` is a named group's name."""
+    return isinstance(piece, _Name)
+
+
+def _group(match: Any, key: Piece) -> bytes:
+    """A group's bytes in ``match``; empty when it took no part (nginx's)."""
+    if match is None:
+        return b""
+    value: bytes | None = match.group(key)
+    return value or b""
+
+
+class CaptureTemplate:
+    """A return mount's URL or text, or a proxy mount's path and query, with captures.
+
+    Args:
+        text: the setting as written: a ``Location`` URL, a body text, or the part
+            of an upstream URL from its path on (``/v$1/$2$is_args$args``).
+        groups: the mount pattern's groups (``None``: none may be used).
+        url: whether ``text`` is a URL (each capture encoded for its place), else a
+            body text (captures as they are).
+        target: whether ``text`` is a request-target sent upstream: it starts with
+            its path, and ``#`` goes out as ``%23`` (a target has no fragment).
+
+    Raises:
+        ValueError: for a capture the pattern has not, an unknown variable, or a
+            capture before a URL's path (in its scheme or host).
+    """
+
+    __slots__ = ("_pieces", "_target", "_url", "text")
+
+    def __init__(
+        self, text: str, groups: Groups | None, *, url: bool, target: bool = False
+    ) -> None:
+        self.text = text
+        self._url = url
+        self._target = target
+        escape = "url" if url else "none"
+        pieces: list[RequestTemplate | tuple[Piece, str | None]] = []
+        written = ""
+        in_query = False
+        for piece in split_captures(text, groups):
+            if isinstance(piece, str) and not is_name(piece):
+                pieces.append(RequestTemplate(piece, escape=escape))
+                written += piece
+                in_query = in_query or "?" in piece
+                continue
+            if url and not target and not _in_path(written):
+                shown = f"${piece}" if isinstance(piece, int) else f"${{{piece}}}"
+                raise ValueError(
+                    f"{text!r}: {shown} comes before the URL's path; a capture goes in the"
+                    " path or query, after the host and a / (e.g."
+                    " 'https://example.com/new/$1'), so no request can choose the site"
+                    " it is sent to"
+                )
+            safe = None if not url else _QUERY_SAFE if in_query else _PATH_SAFE
+            pieces.append((piece, safe))
+            written += "\0"  # (a capture: something, neither "/" nor "?")
+        self._pieces = pieces
+
+    def render(
+        self,
+        match: Any,
+        request: RequestHead,
+        user: str | None = None,
+        *,
+        proxies: TrustedProxies | None = None,
+    ) -> bytes:
+        """The value for ``request``, whose path ``match`` (the mount's) matched."""
+        parts = []
+        for piece in self._pieces:
+            if isinstance(piece, tuple):
+                key, safe = piece
+                value = _group(match, key)
+                parts.append(value if safe is None else quote_from_bytes(value, safe).encode())
+            else:
+                parts.append(piece.render(request, user, proxies=proxies))
+        value = b"".join(parts)
+        if not self._url:
+            return value
+        if self._target:
+            # An origin-form target (RFC 9112 3.2.1): one leading "/" (a "//" is
+            # read as an authority by some servers), never a fragment.
+            if not value.startswith(b"/") or value.startswith(b"//"):
+                value = b"/" + value.lstrip(b"/")
+            return value.replace(b"#", b"%23")
+        if value.startswith(b"//"):
+            # A browser reads //name as another site's address (RFC 3986 4.2).
+            value = b"/%2F" + value[2:]
+        return value
+
+
+def _in_path(written: str) -> bool:
+    """Whether a URL written so far (``written``) has reached its path or query.
+
+    A relative URL's path starts at once (``/new/``); an absolute one's after its
+    scheme and host (``https://$host/``), variables in them or not.
+    """
+    if written.startswith("/") and not written.startswith("//"):
+        return True
+    return _ORIGIN_THEN_PATH.match(written) is not None
+
+
+class FileTemplate:
+    """A static mount's directory with captures: the file a request is answered with.
+
+    As nginx's ``alias`` in a regular-expression location, the expanded text names
+    the file (or directory) itself. Everything before the first capture, cut at
+    its last ``/``, is :attr:`root`, the directory the static mount serves; the
+    rest is expanded into a path below it, which the mount looks up under its own
+    rules (see the module docstring).
+
+    Args:
+        directory: the directory as written (absolute, with captures).
+        groups: the mount pattern's groups.
+
+    Raises:
+        ValueError: for a capture the pattern has not, a ``$name`` that is no group
+            (a directory takes no variables), a fixed part that is the file
+            system's root, a ``.`` or ``..`` segment after it.
+    """
+
+    __slots__ = ("_pieces", "root", "text")
+
+    def __init__(self, directory: str, groups: Groups) -> None:
+        pieces = split_captures(directory, groups)
+        self.text = directory
+        first = next((index for index, piece in enumerate(pieces) if _is_capture(piece)), -1)
+        if first < 0:
+            found = _REFERENCE.search(directory)
+            shown = "it" if found is None else found.group(0)
+            raise ValueError(
+                f"{directory!r}: {shown} is no group of the mount's pattern (a directory"
+                " takes the pattern's captures, no variables)"
+            )
+        before = "".join(str(piece) for piece in pieces[:first])
+        cut = before.rfind("/")
+        root = before[:cut] if cut > 0 else ""
+        if not root.strip("/"):
+            raise ValueError(
+                f"{directory!r}: the directory before the first capture is the file"
+                " system's root, so a request could name any file; start it with a"
+                " fixed directory (e.g. '/srv/avatars/$1.png')"
+            )
+        rest: list[Piece] = [before[len(root) :], *pieces[first:]]
+        for piece in pieces:
+            if _is_capture(piece):
+                continue
+            variable = _REFERENCE.search(str(piece))
+            if variable is not None:
+                raise ValueError(
+                    f"{directory!r}: {variable.group(0)} is no group of the mount's pattern"
+                    " (a directory takes the pattern's captures, no variables)"
+                )
+        written = "".join("x" if _is_capture(piece) else str(piece) for piece in rest)
+        if any(segment in (".", "..") for segment in written.split("/")):
+            raise ValueError(f"{directory!r}: a . or .. segment names no file to serve")
+        self.root = root
+        self._pieces = [
+            piece if _is_capture(piece) else os.fsencode(str(piece)) for piece in rest if piece
+        ]
+
+    def expand(self, match: Any) -> bytes | None:
+        """The path below :attr:`root` for the mount's ``match``, ``/`` first.
+
+        ``None`` when it could name no file: a NUL byte (which no file-system path
+        holds) in a capture.
+        """
+        parts = [
+            piece if isinstance(piece, bytes) else _group(match, piece) for piece in self._pieces
+        ]
+        path = b"".join(parts)
+        if b"\0" in path:
+            return None
+        return path
+
+
+def _is_capture(piece: Piece) -> bool:
+    return isinstance(piece, int) or is_name(piece)
+
+
+def split_upstream_url(url: str) -> tuple[str, str]:
+    """An upstream URL cut into where it connects and what it asks for there.
+
+    ``http://backend:8080/v$1/$2?x=$3`` is ``("http://backend:8080", "/v$1/$2?x=$3")``;
+    ``unix:/run/api.sock:/v$1`` is ``("unix:/run/api.sock", "/v$1")``. The second
+    part is empty when the URL has no path or query.
+    """
+    if url.startswith("unix:"):
+        socket, colon, uri = url[len("unix:") :].partition(":")
+        return "unix:" + socket, uri if colon else ""
+    scheme, sep, rest = url.partition("://")
+    cut = min((index for index in (rest.find("/"), rest.find("?")) if index >= 0), default=-1)
+    if cut < 0:
+        return url, ""
+    return scheme + sep + rest[:cut], rest[cut:]
+
+
+class CapturingHandler:
+    """The handler of a mount whose settings use its captures, in front of its own.
+
+    Puts the match that chose the mount in the request's route
+    (:class:`~twistwsgi.http.request.CapturedRoute`), where the static, proxy and
+    return handlers find it, then hands the exchange on: through the mount's access
+    rules and limits too, which may answer later (a delayed rate, an
+    ``auth_request``), when the host's table has searched other paths since.
+
+    Args:
+        inner: what answers the mount's requests.
+
+    Attributes:
+        table: the host's :class:`~twistwsgi.routing.MountTable`, set once it is built.
+    """
+
+    def __init__(self, inner: Handler) -> None:
+        self.inner = inner
+        self.table: Any = None
+
+    def handle(self, exchange: Exchange) -> None:
+        """Hand ``exchange`` on with the captures of the match that routed it here."""
+        table = self.table
+        route = exchange.route
+        match = None if table is None or route is None else table.last_match(self)
+        if match is None or route is None:
+            # Reached other than through the host's router (a program's own use):
+            # there are no captures to answer with.
+            answer_error(exchange, 500, b"Internal Server Error\n")
+            return
+        exchange.route = CapturedRoute(route, match)
+        self.inner.handle(exchange)
