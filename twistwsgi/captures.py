@@ -76,7 +76,7 @@ _REFERENCE = re.compile(r"\$(?:\{([1-9]|[A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))"
 # What stays unencoded of a capture in a URL's path (RFC 3986 3.3 pchar and "/"),
 # and in its query: there also not "&", "+" and ";", which would start or change an
 # argument (nginx's NGX_ESCAPE_ARGS), nor "?" (kept for the path's end).
-_PATH_SAFE = "/!$&'()*,=:@-._~"
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
 _QUERY_SAFE = "/!$'()*,=:@-._~"
 # A URL's beginning up to the "/" that starts its path: a scheme (or $scheme) and an
 # authority, whatever variables the authority holds.

@@ -1,0 +1,705 @@
+r"""Captures of regular-expression mounts (``$1``, ``${1}``, ``$name``) in their settings.
+
+First the pure reading and expansion (:mod:`twistwsgi.captures`, plain pytest and
+hypothesis), then the configuration's refusals, then whole sites built from a
+``site.toml`` and driven through the real protocol on a ``StringTransport``, for
+static, proxy and return mounts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from tests.test_locations import HOST, build, config_error, get
+from tests.test_proxy import FakeEndpoint
+from twistwsgi import site as site_module
+from twistwsgi.captures import (
+    CaptureTemplate,
+    FileTemplate,
+    Groups,
+    split_captures,
+    split_upstream_url,
+)
+from twistwsgi.config import MountConfig, ServerConfig, default_options
+from twistwsgi.forwarding import UpstreamAddress
+from twistwsgi.http.request import RequestHead
+from twistwsgi.http.rules import compile_location_pattern
+from twistwsgi.proxy import build_proxy
+from twistwsgi.site import _accel_resolver
+from twistwsgi.static import CapturedStaticHandler, StaticHandler, StaticOptions
+from twistwsgi.testing import connect, parse_responses
+
+# -- reading and expanding ------------------------------------------------------------------
+
+
+def groups(pattern: str) -> Groups:
+    return Groups.of(compile_location_pattern(pattern, caseless=False))
+
+
+def match(pattern: str, path: bytes) -> Any:
+    # (?s): "." takes CR and LF too, as they may be in a decoded path.
+    found = compile_location_pattern("(?s)" + pattern, caseless=False).search(path)
+    assert found is not None
+    return found
+
+
+def request(path: bytes = b"/", query: bytes = b"") -> RequestHead:
+    target = path + (b"?" + query if query else b"")
+    return RequestHead(
+        method=b"GET",
+        target=target,
+        path=path,
+        decoded_path=path,
+        query=query,
+        version=b"1.1",
+        headers=[(b"host", b"a.test")],
+        authority=b"a.test",
+        content_length=None,
+        chunked=False,
+        scheme="http",
+        peer=("192.0.2.1", 4000),
+        local=None,
+    )
+
+
+def test_references_are_read_as_nginx_reads_them() -> None:
+    named = groups(r"^/(?<user>[a-z]+)/(\d)(?P<rest>.*)$")
+    assert split_captures("/a/$1/b", named) == ["/a/", 1, "/b"]
+    assert split_captures("${1}x$12", named) == [1, "x", 1, "2"]  # one digit, as nginx
+    assert split_captures("/$user${rest}", named) == ["/", "user", "rest"]
+    # Not a group: a variable, left in the text for the setting to read.
+    assert split_captures("$host/$users", named) == ["$host/$users"]
+
+
+def test_a_capture_the_pattern_has_not_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"uses \$2, but the mount's pattern has 1 group"):
+        split_captures("/$2", groups(r"^/(a)"))
+    with pytest.raises(ValueError, match=r"uses \$1: captures are for regular-expression"):
+        split_captures("/x/${1}", None)
+
+
+def test_a_group_that_took_no_part_is_empty() -> None:
+    template = CaptureTemplate("/a$1/$2", groups(r"^/(x)?(y)$"), url=True)
+    assert template.render(match(r"^/(x)?(y)$", b"/y"), request()) == b"/a/y"
+
+
+@pytest.mark.parametrize(
+    ("captured", "in_path", "in_query"),
+    [
+        (b"plain", b"plain", b"plain"),
+        (b"a b", b"a%20b", b"a%20b"),
+        (b"a?b#c", b"a%3Fb%23c", b"a%3Fb%23c"),
+        (b"a&b=c+d;e", b"a&b=c+d;e", b"a%26b=c%2Bd%3Be"),  # an argument stays one
+        (b"100%25", b"100%2525", b"100%2525"),  # decoded text: its % is a %, once
+        (b"\r\nX: y", b"%0D%0AX:%20y", b"%0D%0AX:%20y"),
+        ("café".encode(), b"caf%C3%A9", b"caf%C3%A9"),
+        (b"a/b", b"a/b", b"a/b"),
+    ],
+)
+def test_a_capture_in_a_url_is_encoded_for_its_place(
+    captured: bytes, in_path: bytes, in_query: bytes
+) -> None:
+    found = match(r"^/(.*)$", b"/" + captured)
+    path = CaptureTemplate("/p/$1", groups(r"^/(.*)$"), url=True)
+    assert path.render(found, request()) == b"/p/" + in_path
+    query = CaptureTemplate("/p?q=$1&x=1", groups(r"^/(.*)$"), url=True)
+    assert query.render(found, request()) == b"/p?q=" + in_query + b"&x=1"
+
+
+def test_variables_beside_captures_keep_their_meaning() -> None:
+    template = CaptureTemplate("/v$1/$2$is_args$args", groups(r"^/api/v(\d+)/(.*)$"), url=True)
+    found = match(r"^/api/v(\d+)/(.*)$", b"/api/v2/users")
+    assert template.render(found, request(b"/api/v2/users", b"page=2")) == b"/v2/users?page=2"
+    assert template.render(found, request(b"/api/v2/users")) == b"/v2/users"
+
+
+def test_an_unknown_variable_is_still_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown variable \$nope"):
+        CaptureTemplate("/x/$1/$nope", groups(r"^/(a)"), url=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$1",
+        "${1}/x",
+        "https://example.com$1",
+        "https://$1.example.com/",
+        "https://example.com:$1/",
+        "$scheme://$1/x",
+        "//$1/x",
+        "$host$1",
+    ],
+)
+def test_a_capture_may_not_choose_the_site_a_redirect_sends_to(text: str) -> None:
+    with pytest.raises(ValueError, match="comes before the URL's path"):
+        CaptureTemplate(text, groups(r"^/(.*)$"), url=True)
+
+
+@pytest.mark.parametrize(
+    "text", ["/new/$1", "https://example.com/$1", "$scheme://$host/x/$1", "/a?to=$1"]
+)
+def test_a_capture_in_a_redirects_path_or_query_is_taken(text: str) -> None:
+    CaptureTemplate(text, groups(r"^/(.*)$"), url=True)
+
+
+def test_a_redirect_never_starts_with_two_slashes() -> None:
+    """``//evil.example`` would be another site to a browser (RFC 3986 4.2)."""
+    template = CaptureTemplate("/$1", groups(r"^/r(/.*)$"), url=True)
+    assert template.render(match(r"^/r(/.*)$", b"/r/evil.example"), request()) == (
+        b"/%2Fevil.example"
+    )
+
+
+def test_a_body_text_takes_captures_as_they_are() -> None:
+    template = CaptureTemplate("hello $name\n", groups(r"^/(?<name>.*)$"), url=False)
+    assert template.render(match(r"^/(?<name>.*)$", b"/a b%"), request()) == b"hello a b%\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        (b"/x/y", b"/y"),
+        (b"/x//y", b"/y"),  # one leading slash: never a //authority
+        (b"/x/", b"/"),
+        (b"/x#", b"/%23"),
+    ],
+)
+def test_an_upstream_target_starts_with_one_slash(path: bytes, target: bytes) -> None:
+    template = CaptureTemplate("/$1", groups(r"^/x/*(.*)$"), url=True, target=True)
+    assert template.render(match(r"^/x/*(.*)$", path), request()) == target
+    empty = CaptureTemplate("$1", groups(r"^/x/*(.*)$"), url=True, target=True)
+    assert empty.render(match(r"^/x/*(.*)$", b"/x/"), request()) == b"/"
+
+
+_TARGET_CHARS = re.compile(
+    rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*(\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*)?"
+)
+
+
+@given(st.binary(max_size=40).filter(lambda value: b"\0" not in value))
+def test_an_upstream_target_is_origin_form_and_gives_back_the_capture(captured: bytes) -> None:
+    """For any capture: RFC 9112 3.2.1 origin-form, decoding to the capture (no double
+    encoding), never a second leading slash (nor an absolute form).
+    """
+    template = CaptureTemplate("/v/$1?q=$1", groups(r"^/(.*)$"), url=True, target=True)
+    target = template.render(match(r"^/(.*)$", b"/" + captured), request())
+    assert _TARGET_CHARS.fullmatch(target), target
+    assert not target.startswith(b"//")
+    path, _, query = target.partition(b"?")
+    assert unquote_to_bytes(path) == b"/v/" + captured
+    assert unquote_to_bytes(query) == b"q=" + captured
+
+
+def test_an_upstream_url_is_cut_where_its_path_starts() -> None:
+    assert split_upstream_url("http://b:8080/v$1/$2?x=$3") == ("http://b:8080", "/v$1/$2?x=$3")
+    assert split_upstream_url("https://b?x=$1") == ("https://b", "?x=$1")
+    assert split_upstream_url("http://b") == ("http://b", "")
+    assert split_upstream_url("unix:/run/a.sock:/v$1") == ("unix:/run/a.sock", "/v$1")
+    assert split_upstream_url("unix:/run/a.sock") == ("unix:/run/a.sock", "")
+
+
+def test_a_directorys_fixed_part_is_cut_before_the_first_capture() -> None:
+    avatars = FileTemplate("/srv/avatars/$1.png", groups(r"^/users/(\d+)/avatar$"))
+    assert avatars.root == "/srv/avatars"
+    assert avatars.expand(match(r"^/users/(\d+)/avatar$", b"/users/12/avatar")) == b"/12.png"
+    home = FileTemplate("/home/$user/www$rest", groups(r"^/~(?<user>[a-z]+)(?<rest>/.*)?$"))
+    assert home.root == "/home"
+    pattern = r"^/~(?<user>[a-z]+)(?<rest>/.*)?$"
+    assert home.expand(match(pattern, b"/~bob")) == b"/bob/www"  # (no rest: empty)
+    assert home.expand(match(pattern, b"/~bob/a/b")) == b"/bob/www/a/b"
+    # Cut at the last "/" before the capture, even in the middle of a name.
+    assert FileTemplate("/srv/img$1", groups(r"(.*)")).root == "/srv"
+
+
+@pytest.mark.parametrize(
+    ("directory", "error"),
+    [
+        ("/$1", "is the file system's root"),
+        ("/x$1", "is the file system's root"),
+        ("/srv/$1/../etc", "a . or .. segment"),
+        ("/srv/$1/./x", "a . or .. segment"),
+        ("/srv/$1/$host", r"\$host is no group"),
+        ("/srv/$2", r"uses \$2, but the mount's pattern has 1"),
+    ],
+)
+def test_a_directory_that_could_escape_or_stay_literal_is_refused(
+    directory: str, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        FileTemplate(directory, groups(r"^/(.*)$"))
+
+
+def test_a_nul_in_a_capture_names_no_file() -> None:
+    template = FileTemplate("/srv/$1", groups(r"^/(.*)$"))
+    assert template.expand(match(r"^/(.*)$", b"/a\0b")) is None
+
+
+_PATH_PIECES = st.lists(
+    st.sampled_from([b"..", b".", b"/", b"a", b".a", b"\\", b"\0", b"~", b"%2e"])
+    | st.binary(max_size=3),
+    max_size=12,
+).map(b"".join)
+
+
+@given(_PATH_PIECES, st.sampled_from(["$1", "x/$1", "pre$1.png", "$1/sub/$1"]))
+def test_the_file_a_capture_names_is_never_outside_the_fixed_directory(
+    captured: bytes, written: str
+) -> None:
+    """Whatever a capture holds, the static mount's lookup stays below the fixed
+    directory: ``..``, ``.``, hidden names and NULs name nothing.
+    """
+    root = "/srv/fixed"
+    template = FileTemplate(f"{root}/{written}", groups(r"^/(.*)$"))
+    # (Hidden names allowed: the rule against them would hide ".." too.)
+    options = {**default_options("static"), "dotfiles": True}
+    handler = StaticHandler(StaticOptions.from_mount(root, options), now=lambda: 0.0)
+    expanded = template.expand(match(r"^/(.*)$", b"/" + captured))
+    if expanded is None:
+        assert b"\0" in captured
+        return
+    mapped = handler._map(expanded)
+    if mapped is None:
+        return
+    assert b"\0" not in mapped or b"\0" in captured
+    normal = os.path.normpath(mapped)
+    assert normal == os.fsencode(root) or normal.startswith(os.fsencode(root) + b"/")
+    assert b"/../" not in mapped + b"/" and not mapped.endswith(b"/..")
+
+
+# -- the configuration ------------------------------------------------------------------------
+
+
+def mount(text: str) -> str:
+    return HOST + "[[host.mount]]\n" + text + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "path = '~ ^/old/(.*)$'\nreturn = '301 /new/$2'",
+            "host[0].mount[1].return: '/new/$2' uses $2, but the mount's pattern has 1 group(s)",
+        ),
+        (
+            "path = '/old'\nreturn = '301 /new/$1'",
+            "host[0].mount[1].return: '/new/$1' uses $1: captures are for"
+            " regular-expression mounts (path = '~ REGEX' or '~* REGEX')",
+        ),
+        (
+            "path = '= /old'\nreturn = '200 ${1}'",
+            "host[0].mount[1].return: '${1}' uses $1: captures are for",
+        ),
+        (
+            "path = '~ ^/old/(?<slug>.*)$'\nreturn = '301 /new/$slugs'",
+            "host[0].mount[1].return: unknown variable $slugs here",
+        ),
+        (
+            "path = '~ ^/old/(.*)$'\nreturn = '301 https://example.com$1'",
+            "host[0].mount[1].return: 'https://example.com$1': $1 comes before the URL's path",
+        ),
+        (
+            "path = '/s'\nstatic = 'DIR/site/$1'",
+            "host[0].mount[1].static: 'TMP/site/$1' uses $1: captures are for",
+        ),
+        (
+            "path = '~ ^/s/(.*)$'\nstatic = 'DIR/site/$name'",
+            "host[0].mount[1].static: 'TMP/site/$name': $name is no group of the mount's pattern",
+        ),
+        (
+            "path = '~ ^/s/(.*)$'\nstatic = 'DIR/site/$3'",
+            "host[0].mount[1].static: 'TMP/site/$3' uses $3, but the mount's pattern has 1",
+        ),
+        (
+            "path = '~ ^/s/(.*)$'\nstatic = 'DIR/missing/$1'",
+            "host[0].mount[1].static: directory 'TMP/missing' (before the first capture)"
+            " does not exist",
+        ),
+        (
+            "path = '~ ^/s/(.*)$'\nstatic = '/$1'",
+            "host[0].mount[1].static: '/$1': the directory before the first capture is the"
+            " file system's root",
+        ),
+        (
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://b$1/x'",
+            "host[0].mount[1].proxy: 'http://b$1/x': the scheme, host and port of an"
+            " upstream are fixed",
+        ),
+        (
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://$host/x'",
+            "host[0].mount[1].proxy: 'http://$host/x': the scheme, host and port",
+        ),
+        (
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://b/x/$2'",
+            "host[0].mount[1].proxy: '/x/$2' uses $2, but the mount's pattern has 1",
+        ),
+        (
+            "path = '~ ^/p/(.*)$'\nproxy = ['http://a/x/$1', 'http://b/y/$1']",
+            "host[0].mount[1].proxy: the upstreams of a mount whose URL uses captures or"
+            " variables give the same path and query",
+        ),
+        (
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://b/fixed'",
+            "host[0].mount[1].proxy: 'http://b/fixed': a regular-expression mount forwards"
+            " the whole path",
+        ),
+        (
+            "path = '/p'\nproxy = 'http://b/x/$1'",
+            "host[0].mount[1].proxy: '/x/$1' uses $1: captures are for",
+        ),
+        (
+            "path = '/p'\nproxy = 'http://b/x?a=$arg_a'",
+            "host[0].mount[1].proxy: an upstream URL has no query or fragment",
+        ),
+        (
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://b'\nproxy_set_header = { X-A = '$1' }",
+            "unknown variable $1 here: the captures of a regular-expression mount path are"
+            " offered to its static, proxy and return settings only",
+        ),
+    ],
+)
+def test_captures_a_mount_cannot_give_are_one_line_at_start_up(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    message = config_error(tmp_path, mount(text))
+    assert error.replace("TMP", str(tmp_path)) in message, message
+
+
+def test_a_reload_refuses_them_too_and_the_old_table_serves(tmp_path: Path) -> None:
+    site = mount("path = '~ ^/old/(.*)$'\nreturn = '301 /new/$1'")
+    router, _builder = build(tmp_path, site)
+    assert get(router, b"/old/x").header(b"location") == b"/new/x"
+    # A reload reads the file as the start does (cli.reload_server calls load_config).
+    message = config_error(tmp_path, site.replace("$1", "$2"))
+    assert "uses $2, but the mount's pattern has 1 group(s)" in message
+    assert get(router, b"/old/x").header(b"location") == b"/new/x"
+
+
+def test_a_literal_dollar_directory_of_a_prefix_mount_is_still_served(tmp_path: Path) -> None:
+    """A directory really named so is no capture (its existing meaning is kept)."""
+    (tmp_path / "site" / "$1").mkdir(parents=True)
+    (tmp_path / "site" / "$1" / "a.txt").write_bytes(b"literal")
+    router, _ = build(tmp_path, mount("path = '/s'\nstatic = 'DIR/site/$1'"))
+    assert get(router, b"/s/a.txt").body == b"literal"
+
+
+# -- static mounts ----------------------------------------------------------------------------
+
+
+STATIC = mount(
+    "path = '~ ^/users/(\\d+)/avatar$'\nstatic = 'DIR/avatars/$1.png'\n"
+    "[[host.mount]]\npath = '~ ^/~(?<user>[a-z]+)(?<rest>/.*)?$'\n"
+    "static = 'DIR/home/${user}/www$rest'\n"
+    "[[host.mount]]\npath = '~ ^/f/(.*)$'\nstatic = 'DIR/files/$1'\n"
+    "[[host.mount]]\npath = '~ ^/h(.*)$'\nstatic = 'DIR/files/sub/$1'\n"
+    "[[host.mount]]\npath = '~ ^/d/(\\w+)/$'\nstatic = 'DIR/files/$1'\n"
+    "[[host.mount]]\npath = '~ ^/t(.*)/x(.*)$'\nstatic = 'DIR/files/sub/$1/$2'\n"
+    "dotfiles = true\n"
+)
+
+
+def static_site(tmp_path: Path) -> Any:
+    for name in ("avatars", "home/bob/www/d", "files/sub"):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "avatars" / "12.png").write_bytes(b"png of 12")
+    (tmp_path / "home" / "bob" / "www" / "index.html").write_bytes(b"bob's index")
+    (tmp_path / "home" / "bob" / "www" / "d" / "a.txt").write_bytes(b"bob's a")
+    (tmp_path / "files" / "ok.txt").write_bytes(b"ok")
+    (tmp_path / "files" / "okfile").write_bytes(b"ok")
+    (tmp_path / "files" / ".hidden").write_bytes(b"hidden")
+    (tmp_path / "files" / "sub" / "index.html").write_bytes(b"sub index")
+    (tmp_path / "secret.txt").write_bytes(b"SECRET")
+    (tmp_path / "files" / "out").symlink_to(tmp_path)
+    router, _ = build(tmp_path, STATIC)
+    return router
+
+
+def test_a_capture_names_the_file_as_nginxs_alias(tmp_path: Path) -> None:
+    router = static_site(tmp_path)
+    found = get(router, b"/users/12/avatar")
+    assert (found.status, found.body) == (200, b"png of 12")
+    assert get(router, b"/users/13/avatar").status == 404
+    assert get(router, b"/~bob/d/a.txt").body == b"bob's a"
+    assert get(router, b"/f/ok.txt").body == b"ok"
+
+
+def test_a_directory_is_redirected_to_its_slash_then_its_index_served(tmp_path: Path) -> None:
+    router = static_site(tmp_path)
+    moved = get(router, b"/~bob?x=1")
+    assert (moved.status, moved.header(b"location")) == (301, b"/~bob/?x=1")
+    assert get(router, b"/~bob/").body == b"bob's index"
+    assert get(router, b"/~bob/d").header(b"location") == b"/~bob/d/"
+    assert get(router, b"/~alice/").status == 404
+
+
+# (target, what answers): "root" when the normalised path leaves the pattern (it never
+# reaches the mount), else the 404 of a defence of static mounts.
+_ROOT = (200, b"root")
+_MISS = (404, b"Not Found\n")
+
+
+@pytest.mark.parametrize(
+    ("target", "answer"),
+    [
+        (b"/f/../secret.txt", _ROOT),  # dot-segments are resolved before the patterns
+        (b"/f/%2e%2e/secret.txt", _ROOT),
+        (b"/f/%2E%2E%2Fsecret.txt", _ROOT),
+        (b"/f/%2F..%2F..%2Fsecret.txt", _ROOT),
+        (b"/f/a/../../secret.txt", _ROOT),
+        (b"/f//../secret.txt", _MISS),  # files/secret.txt: none
+        (b"/f/..%5csecret.txt", _MISS),  # an encoded backslash
+        (b"/f/..%5c..%5csecret.txt", _MISS),
+        (b"/f/out/secret.txt", _MISS),  # a link out of the directory
+        (b"/f/.hidden", _MISS),  # a hidden name
+        (b"/f/%2ehidden", _MISS),
+        (b"/f/...", _MISS),
+        (b"/f/..%c0%af../secret.txt", _MISS),  # an overlong "/" is no slash
+        (b"/h..", _MISS),  # $1 is "..": sub/.. names nothing
+        (b"/h../ok.txt", _MISS),  # $1 is "../ok.txt": a .. segment, even inside
+        (b"/h.%2e/ok.txt", _MISS),
+        (b"/h..%2fok.txt", _MISS),  # an encoded slash
+        (b"/h/../../../secret.txt", (404, b"Not Found\n")),  # above the root
+        (b"/t../x../secret.txt", _MISS),  # sub/$1/$2 is sub/../../secret.txt
+        (b"/t%2e%2e/x%2e%2e/secret.txt", _MISS),
+        (b"/t../x..%2Fsecret.txt", _MISS),
+        (b"/t../x../out/secret.txt", _MISS),
+    ],
+)
+def test_no_capture_reaches_a_file_outside_the_fixed_directory(
+    tmp_path: Path, target: bytes, answer: tuple[int, bytes]
+) -> None:
+    router = static_site(tmp_path)
+    found = get(router, target)
+    assert (found.status, found.body) == answer
+
+
+def test_a_nul_or_backslash_through_a_capture_is_refused(tmp_path: Path) -> None:
+    router = static_site(tmp_path)
+    assert get(router, b"/f/ok.txt%00").status == 400  # no encoded NUL in a path
+    assert get(router, b"/f/..\\secret.txt").status in (400, 404)
+
+
+def test_a_request_for_a_directory_carries_its_slash_into_the_expanded_path(
+    tmp_path: Path,
+) -> None:
+    r"""``~ ^/d/(\w+)/$`` with ``files/$1``: ``/d/sub/`` is the directory ``files/sub``
+    with its slash (its index), not a redirect to ``/d/sub//`` (nginx builds
+    ``files/subindex.html`` there).
+    """
+    router = static_site(tmp_path)
+    assert get(router, b"/d/sub/").body == b"sub index"
+    assert get(router, b"/d/okfile/").status == 404  # a file asked for as a directory
+
+
+def test_a_static_mounts_partner_gets_its_captures(tmp_path: Path) -> None:
+    """``try_files $uri @app``: the mount that answers a miss sees the same match."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_bytes(b"file a")
+    text = mount(
+        "path = '~ ^/p/(?<name>.*)$'\nstatic = 'DIR/files/$name'\nfallthrough = true\n"
+        "[[host.mount]]\npath = '~ ^/p/(?<name>.*)$'\nreturn = '200 no file $name'"
+    )
+    router, _ = build(tmp_path, text)
+    assert get(router, b"/p/a.txt").body == b"file a"
+    assert get(router, b"/p/b.txt").body == b"no file b.txt"
+
+
+def test_x_accel_redirect_to_a_mount_with_captures_serves_the_file_they_name(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "avatars").mkdir()
+    (tmp_path / "avatars" / "7.png").write_bytes(b"png of 7")
+    options = {**default_options("static"), "internal": True}
+    written = f"{tmp_path}/avatars/$1.png"
+    pattern = compile_location_pattern(r"^/private/(\d+)$", caseless=False)
+    template = FileTemplate(written, Groups.of(pattern))
+    avatars = CapturedStaticHandler(
+        StaticOptions.from_mount(template.root, options), template, now=lambda: 0.0
+    )
+    resolve = _accel_resolver(
+        [(MountConfig(r"^/private/(\d+)$", "static", written, options, "t", match="~"), avatars)]
+    )
+    assert resolve(b"x-accel-redirect", b"/private/7") == (avatars, b"/7.png")
+    assert resolve(b"x-accel-redirect", b"/private/x") is None
+    # Through an application's answer, as a request routed there.
+    site = mount(
+        "path = '/dl'\napp = 'tests.apps:accel'\nx_accel_redirect = true\n"
+        "[[host.mount]]\npath = '~ ^/private/(\\d+)$'\nstatic = 'DIR/avatars/$1.png'\n"
+        "internal = true"
+    )
+    router, _ = build(tmp_path, site)
+    assert get(router, b"/dl/7").body == b"png of 7"
+    assert get(router, b"/private/7").status == 404  # internal
+
+
+# -- proxy mounts -----------------------------------------------------------------------------
+
+
+def proxy_site(tmp_path: Path, text: str) -> tuple[Any, dict[str, FakeEndpoint]]:
+    endpoints: dict[str, FakeEndpoint] = {}
+
+    def factory(address: UpstreamAddress) -> FakeEndpoint:
+        endpoints[address.url] = FakeEndpoint(address)
+        return endpoints[address.url]
+
+    def builder(mount: MountConfig, config: ServerConfig) -> Any:
+        return build_proxy(mount, config, reactor=Clock(), endpoint_factory=factory)
+
+    router, _ = build(tmp_path, mount(text), {"proxy": builder})
+    return router, endpoints
+
+
+def forwarded(router: Any, endpoint: FakeEndpoint, target: bytes) -> bytes:
+    """The request-target ``endpoint`` got for ``target`` (parsed by h11)."""
+    connect(router).send(b"GET " + target + b" HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    request, _ = endpoint.last.request()
+    assert request.headers  # (h11 read the whole head)
+    sent: bytes = request.target
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("target", "sent"),
+    [
+        (b"/api/v2/users?page=2", b"/v2/users?page=2"),
+        (b"/api/v2/users", b"/v2/users"),
+        (b"/api/v10/a%20b%3Fc%23d", b"/v10/a%20b%3Fc%23d"),  # decoded, encoded again
+        (b"/api/v2/caf%C3%A9", b"/v2/caf%C3%A9"),
+        (b"/api/v2/100%25", b"/v2/100%25"),  # not %2525: the capture's % is one
+        (b"/api/v2/a%2Fb", b"/v2/a/b"),  # what was matched: the decoded path
+        (b"/api/v2/a/../b", b"/v2/b"),  # ... its dot-segments resolved
+        (b"/api/v2//x", b"/v2/x"),  # ... its slashes merged
+        (b"/api/v2/%0d%0aX:%20y", b"/v2/%0D%0AX:%20y"),  # no field can be added
+        (b"/api/v2/", b"/v2/"),
+    ],
+)
+def test_a_proxy_mount_sends_the_target_its_captures_make(
+    tmp_path: Path, target: bytes, sent: bytes
+) -> None:
+    router, endpoints = proxy_site(
+        tmp_path,
+        "path = '~ (?s)^/api/v(\\d+)/(.*)$'\n"
+        "proxy = ['http://10.0.0.1:9000/v$1/$2$is_args$args', 'http://10.0.0.2:9000/v$1/$2$is_args$args']\n"
+        "balance = 'hash $uri'",
+    )
+    # (Either upstream: the same target, each its own pool at its own address.)
+    assert sorted(endpoints) == ["http://10.0.0.1:9000", "http://10.0.0.2:9000"]
+    connect(router).send(b"GET " + target + b" HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    used = [endpoint for endpoint in endpoints.values() if endpoint.connections]
+    assert len(used) == 1
+    request, _ = used[0].last.request()
+    assert request.target == sent
+
+
+def test_a_capture_in_the_upstream_query_is_one_argument(tmp_path: Path) -> None:
+    router, endpoints = proxy_site(
+        tmp_path, "path = '~ ^/s/(.*)$'\nproxy = 'http://10.0.0.1:9000/search?q=$1&page=$arg_p'"
+    )
+    endpoint = endpoints["http://10.0.0.1:9000"]
+    assert forwarded(router, endpoint, b"/s/a%26b%3Dc?p=3") == b"/search?q=a%26b=c&page=3"
+    assert forwarded(router, endpoint, b"/s/x%2By%3B") == b"/search?q=x%2By%3B&page="
+
+
+def test_a_capture_never_makes_a_second_leading_slash(tmp_path: Path) -> None:
+    router, endpoints = proxy_site(tmp_path, "path = '~ ^/x(/.*)$'\nproxy = 'unix:/run/a.sock:/$1'")
+    endpoint = endpoints["unix:/run/a.sock"]
+    assert forwarded(router, endpoint, b"/x/y") == b"/y"
+
+
+def test_a_proxy_mount_without_a_template_forwards_as_before(tmp_path: Path) -> None:
+    router, endpoints = proxy_site(
+        tmp_path, "path = '~ ^/api/(.*)$'\nproxy = 'http://10.0.0.1:9000'"
+    )
+    endpoint = endpoints["http://10.0.0.1:9000"]
+    assert forwarded(router, endpoint, b"/api/a%2Fb?x=1") == b"/api/a%2Fb?x=1"
+
+
+# -- return mounts ----------------------------------------------------------------------------
+
+
+RETURNS = mount(
+    "path = '~ (?s)^/old/(.*)$'\nreturn = '301 https://example.com/new/$1'\n"
+    "[[host.mount]]\npath = '~ ^/q/(.*)$'\nreturn = '302 /search?q=$1&from=$host'\n"
+    "[[host.mount]]\npath = '~ ^/r(/.*)$'\nreturn = '302 /$1'\n"
+    "[[host.mount]]\npath = '~ ^/say/(?P<word>[^/]*)(/x)?$'\nreturn = '200 said ${word}[$2]'\n"
+)
+
+
+def test_a_return_mount_redirects_with_its_captures(tmp_path: Path) -> None:
+    router, _ = build(tmp_path, RETURNS)
+    moved = get(router, b"/old/a/b%20c?x=1")
+    assert (moved.status, moved.header(b"location")) == (301, b"https://example.com/new/a/b%20c")
+    assert get(router, b"/q/a%26b").header(b"location") == b"/search?q=a%26b&from=a.test"
+    assert get(router, b"/r/evil.example").header(b"location") == b"/%2Fevil.example"
+
+
+def test_a_capture_with_cr_or_lf_cannot_split_the_location_field(tmp_path: Path) -> None:
+    """The decoded ``%0d%0a`` is encoded again: h11 reads one Location, no other field."""
+    router, _ = build(tmp_path, RETURNS)
+    moved = get(router, b"/old/x%0d%0aSet-Cookie:%20a=b")
+    assert moved.header(b"location") == b"https://example.com/new/x%0D%0ASet-Cookie:%20a=b"
+    assert moved.header(b"set-cookie") is None
+
+
+def test_a_return_text_takes_captures_and_an_unset_group_is_empty(tmp_path: Path) -> None:
+    router, _ = build(tmp_path, RETURNS)
+    assert get(router, b"/say/hi").body == b"said hi[]"
+    assert get(router, b"/say/hi/x").body == b"said hi[/x]"
+    assert get(router, b"/say/hi", b"HEAD").body == b""
+
+
+def test_the_patterns_are_searched_once_for_captures(tmp_path: Path, monkeypatch: Any) -> None:
+    """The captures come from the match that chose the mount: not a second search."""
+    searched: list[bytes] = []
+
+    class Counting:
+        def __init__(self, compiled: Any) -> None:
+            self.compiled = compiled
+            self.pattern, self.flags = compiled.pattern, compiled.flags
+            self.groups, self.groupindex = compiled.groups, compiled.groupindex
+
+        def search(self, path: bytes, timeout: float) -> Any:
+            searched.append(path)
+            return self.compiled.search(path, timeout=timeout)
+
+    monkeypatch.setattr(
+        site_module,
+        "compile_location_pattern",
+        lambda pattern, caseless: Counting(compile_location_pattern(pattern, caseless=caseless)),
+    )
+    site = RETURNS + "[[host.mount]]\npath = '/up'\napp = 'tests.apps:environ'\nmax_body = 9\n"
+    router, _ = build(tmp_path, site)
+    assert router.table.body_limits  # (the protocol asks for the mount first)
+    assert get(router, b"/say/hi", b"POST", b"x").body == b"said hi[]"
+    assert searched == [b"/say/hi"] * 4  # the fourth pattern found it, once
+
+
+def test_captures_survive_a_mount_that_answers_later(tmp_path: Path) -> None:
+    """A mount's rate_delay holds a request while others are routed: the held one
+    keeps the captures of its own match, not the table's last.
+    """
+    text = mount(
+        "path = '~ ^/say/(.*)$'\nreturn = '200 said $1'\n"
+        "rate_limit = '1r/s'\nrate_burst = 5\nrate_delay = 1"
+    )
+    router, builder = build(tmp_path, text)
+    clients = []
+    for word in (b"one", b"two", b"three"):
+        client = connect(router)
+        client.send(b"GET /say/" + word + b" HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        clients.append(client)
+    answered = [parse_responses(client.take(), [b"GET"]) for client in clients]
+    assert [len(responses) for responses in answered] == [1, 1, 0]  # the third is held
+    assert get(router, b"/other").body == b"root"  # (the table searched again)
+    builder._reactor.advance(5)
+    [late] = parse_responses(clients[2].take(), [b"GET"])
+    assert late.body == b"said three"
