@@ -29,7 +29,8 @@ from twistwsgi.captures import (
     split_captures,
     split_upstream_url,
 )
-from twistwsgi.config import MountConfig, ServerConfig, default_options
+from twistwsgi.cli import load_config
+from twistwsgi.config import ConfigError, MountConfig, ServerConfig, default_options
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import compile_location_pattern
@@ -703,3 +704,19 @@ def test_captures_survive_a_mount_that_answers_later(tmp_path: Path) -> None:
     builder._reactor.advance(5)
     [late] = parse_responses(clients[2].take(), [b"GET"])
     assert late.body == b"said three"
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ({"proxy": ["/x=http://b/y/$1"]}, "--proxy '/x=http://b/y/$1': '/y/$1' uses $1:"),
+        ({"proxy": ["/x=http://b/y?a=$arg_a"]}, "an upstream URL has no query or fragment"),
+        ({"static": ["/s=/tmp/$1"]}, "--static '/s=/tmp/$1': '/tmp/$1' uses $1:"),
+        ({"return": ["/o=301 /n/${1}"]}, "--return '/o=301 /n/${1}': '/n/${1}' uses $1:"),
+        ({"vhost": ["a.t=static:/tmp/${2}/x"]}, "'/tmp/${2}/x' uses $2: captures are for"),
+    ],
+)
+def test_the_command_lines_prefixes_refuse_captures(given: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(given)
+    assert error in str(raised.value)

@@ -421,9 +421,17 @@ def _directory(value: Any) -> str:
         raise ValueError("expected a directory")
     path = os.path.abspath(os.path.expanduser(text))
     if not os.path.isdir(path):
+        if capture_numbers(text):
+            _refuse_captures(text)
         what = "is not a directory" if os.path.exists(path) else "does not exist"
         raise ValueError(f"directory {text!r} {what}")
     return path
+
+
+def _refuse_captures(text: str) -> None:
+    """Say that ``text`` uses a capture where there is none (a plain prefix's setting)."""
+    CaptureTemplate(text, None, url=False)  # (raises, naming the capture)
+    raise AssertionError(text)
 
 
 def _mount_directory(value: Any) -> str:
@@ -490,7 +498,12 @@ def _nginx_unix_spelling(text: str, value: Any) -> None:
         )
 
 
-def _upstream_url(text: str, value: Any) -> str:
+def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
+    """An upstream URL, checked.
+
+    ``templates``: a query with ``$`` may follow (a mount table's, whose captures and
+    variables ``_mount`` checks); else no capture may be used (a plain prefix's).
+    """
     if text.startswith("unix:"):
         parse_upstream(text)  # (its ValueError names what is expected)
         return text
@@ -512,13 +525,15 @@ def _upstream_url(text: str, value: Any) -> str:
             f"{value!r}: the scheme, host and port of an upstream are fixed (a capture"
             " or variable may go in its path, in a regular-expression mount)"
         )
-    if parts.fragment or (parts.query and "$" not in parts.path + parts.query):
+    if not templates and capture_numbers(parts.path):
+        _refuse_captures(parts.path)
+    if parts.fragment or (parts.query and not (templates and "$" in parts.path + parts.query)):
         # (A query with captures or variables is a regular-expression mount's: _mount.)
         raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
     return text
 
 
-def _upstream(value: Any) -> tuple[Upstream, ...]:
+def _upstream(value: Any, *, templates: bool = False) -> tuple[Upstream, ...]:
     items = _one_or_list(value, "an upstream URL or a list of them", required=True)
     upstreams = []
     for item in items:
@@ -543,10 +558,16 @@ def _upstream(value: Any) -> tuple[Upstream, ...]:
                     f"expected 'URL', then weight=N (N >= 1), backup or down, each once,"
                     f" got {item!r}"
                 )
-        upstreams.append(Upstream(_upstream_url(url, item), weight or 1, backup, down))
+        upstreams.append(
+            Upstream(_upstream_url(url, item, templates=templates), weight or 1, backup, down)
+        )
     if all(upstream.backup for upstream in upstreams):
         raise ValueError("every upstream is a backup: a backup serves when the others cannot")
     return tuple(upstreams)
+
+
+def _mount_upstream(value: Any) -> tuple[Upstream, ...]:
+    return _upstream(value, templates=True)
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -1151,6 +1172,14 @@ def _retry_statuses(value: Any) -> tuple[int, ...]:
 
 RETRY_STATUSES = Kind(
     "STATUSES", _retry_statuses, "a list of 4xx and 5xx status codes, e.g. [502, 503, 504]"
+)
+MOUNT_UPSTREAM = Kind(
+    "UPSTREAMS",
+    _mount_upstream,
+    "an upstream URL (http://host:port[/prefix], https://..., unix:/path[:/prefix]), or a list of"
+    " them; append weight=N (1 or more, 1 by default) to give one a larger share, backup"
+    " for one that serves only when the others cannot, down for one taken out (until a"
+    " reload); in a regular-expression mount the path and query may use its captures",
 )
 UPSTREAM = Kind(
     "UPSTREAMS",
@@ -2165,7 +2194,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
     ),
     Setting(
         "proxy",
-        UPSTREAM,
+        MOUNT_UPSTREAM,
         None,
         "Forward requests under this path to an upstream HTTP server. In a"
         " regular-expression mount the URL's path and query may use the pattern's"
