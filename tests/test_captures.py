@@ -35,6 +35,7 @@ from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import compile_location_pattern
 from twistwsgi.proxy import build_proxy
+from twistwsgi.routing import Mount, MountTable
 from twistwsgi.site import _accel_resolver
 from twistwsgi.static import CapturedStaticHandler, StaticHandler, StaticOptions
 from twistwsgi.testing import connect, parse_responses
@@ -720,3 +721,22 @@ def test_the_command_lines_prefixes_refuse_captures(given: dict[str, Any], error
     with pytest.raises(ConfigError) as raised:
         load_config(given)
     assert error in str(raised.value)
+
+
+def test_a_variable_never_ends_the_upstream_target_with_a_fragment() -> None:
+    """A ``#`` a header brings goes out as ``%23`` (a request-target has no fragment)."""
+    template = CaptureTemplate("/v$1?tag=$http_x_tag", groups(r"^/(.*)$"), url=True, target=True)
+    head = request(b"/x")
+    head.headers.append((b"x-tag", b"a#b"))
+    assert template.render(match(r"^/(.*)$", b"/x"), head) == b"/vx?tag=a%23b"
+
+
+def test_the_last_match_is_given_only_to_the_mount_it_chose() -> None:
+    first = Mount(b"", "a", match="~", pattern=compile_location_pattern(r"^/(a)", caseless=False))
+    second = Mount(b"", "b", match="~", pattern=compile_location_pattern(r"^/(b)", caseless=False))
+    table = MountTable([first, second])
+    assert table.lookup(b"/a") is first
+    assert table.last_match("a").group(1) == b"a"
+    assert table.last_match("b") is None  # (its handler asked out of turn: no captures)
+    assert table.lookup(b"/c") is None
+    assert table.last_match("a") is None
