@@ -27,6 +27,11 @@ Variables are those of ``proxy_set_header`` (known before a response): ``$scheme
 ``Location`` a control character a variable brings (a decoded ``%0d%0a`` in
 ``$uri``) is percent-encoded (``%0D%0A``): it cannot end the field.
 
+A regular-expression mount's value may also use the pattern's captures (``301
+https://example.com/new/$1``), read and encoded by :mod:`twistwsgi.captures`: in a
+``Location`` a capture is percent-encoded for its place and may not come before the
+URL's path, so no request chooses the site it is sent to; in a body it goes as it is.
+
 :func:`parse_return` is pure logic (the configuration's check); :class:`FixedResponse`
 answers exchanges.
 """

@@ -262,10 +262,14 @@ What each kind of mount does when reached through these forms:
   application gets an empty `SCRIPT_NAME` and the whole path as `PATH_INFO`; a static
   mount serves the whole path under its directory (nginx's `root`, not `alias`:
   `~* \\.png$` with `static = "/srv/site"` serves `/img/a.png` from
-  `/srv/site/img/a.png`); a proxy mount forwards the whole path as the client sent
+  `/srv/site/img/a.png`), unless its directory uses the pattern's captures (then it
+  names the file, as nginx's `alias`: see [Captures](#captures-of-regular-expression-mounts));
+  a proxy mount forwards the whole path as the client sent
   it, so its upstream URLs may not have a path (nginx refuses a URI in `proxy_pass`
-  in a regex location too), and `proxy_redirect = "default"` has nothing to
-  rewrite; a return mount answers as anywhere else.
+  in a regex location too) unless the path uses captures or variables (then it is
+  the whole target sent), and `proxy_redirect = "default"` has nothing to
+  rewrite; a return mount answers as anywhere else, its URL or text may use the
+  captures.
 - Everything else a mount has works the same for all forms: `max_body` (the `413` is
   still decided from the head), `access_log`, `allow`/`deny`, `rate_limit`,
   `conn_limit`, `auth_basic`, `auth_request`, `headers`, `gzip`, `limit_rate`,
@@ -283,11 +287,77 @@ What each kind of mount does when reached through these forms:
   static mounts only (an `internal` regular-expression mount takes part): nginx
   would look at every location, but here only a static mount can serve the file,
   so one that a prefix or pattern of another kind would take stays reachable.
-- Captures (`$1`, named groups) are not offered to other settings: a `return`, a
-  `proxy_set_header` or a log line cannot use them (use a `rewrite` of the host for
-  what needs them).
+- Captures (`$1`, named groups) go in a regular-expression mount's `static`,
+  `proxy` and `return` (below); other settings (`proxy_set_header`, `headers`,
+  `proxy_redirect`, a log line) cannot use them (a `rewrite` of the host has its own).
 - Two mounts with the same modifier and path or pattern are an error, as two at one
   prefix are.
+
+#### Captures of regular-expression mounts
+
+A regular-expression mount's `static` directory, the path and query of its `proxy`
+URLs and its `return` URL or text may use the pattern's captures, as nginx's `alias`,
+`proxy_pass` and `return` in a regex `location` do: `$1` to `$9` (one digit: `$12`
+is `$1` then `2`), `${1}`, and the names of named groups, `(?<user>...)` or
+`(?P<user>...)`, written `$user` or `${user}`. A group that took no part in the
+match is empty, as in nginx. The captures are those of the match that chose the
+mount, on the path the mounts are matched in: decoded, dot-segments resolved, runs
+of slashes made one (the pattern is not searched again, and its time limit holds).
+
+```toml
+[[host.mount]]          # location ~ ^/users/(\\d+)/avatar$ { alias /srv/avatars/$1.png; }
+path = '~ ^/users/(\\d+)/avatar$'
+static = "/srv/avatars/$1.png"
+[[host.mount]]          # location ~ ^/~(?<user>[a-z]+)(?<rest>/.*)?$ { alias /home/$user/public_html$rest; }
+path = '~ ^/~(?<user>[a-z]+)(?<rest>/.*)?$'
+static = "/home/$user/public_html$rest"
+[[host.mount]]          # location ~ ^/api/v(\\d+)/(.*)$ { proxy_pass http://backend/v$1/$2$is_args$args; }
+path = '~ ^/api/v(\\d+)/(.*)$'
+proxy = "http://127.0.0.1:9000/v$1/$2$is_args$args"
+[[host.mount]]          # location ~ ^/old/(.*)$ { return 301 https://example.com/new/$1; }
+path = '~ ^/old/(.*)$'
+return = "301 https://example.com/new/$1"
+```
+
+- **`static`**: the expanded text names the file (or directory) itself; the path is
+  not added to it (nginx's `alias` in a regex location). The part before the first
+  capture, cut at its last `/`, is the directory served (`/srv/avatars`; `/home`
+  above), which must exist, and may not be the file system's root. What the
+  captures add is looked up below it by every rule of a static mount: a `.` or `..`
+  segment, a hidden name (without `dotfiles`), a link out of it (`symlinks`), an
+  encoded slash or backslash in the request, a NUL: none names a file, whatever a
+  capture holds. A directory is redirected to the request's path and a `/` (nginx's
+  too), and a request path ending in `/` carries that `/` to the expanded one, so
+  its `index` or listing is served (`~ ^/d/(\\w+)/$` with `/srv/docs/$1`; nginx
+  would look for `/srv/docs/xindex.html`). `try_files` takes `$uri` as the expanded
+  path, below that directory. A `$name` that is no group is refused (a directory
+  takes no variables). An `X-Accel-Redirect` to such a mount serves the file its
+  captures name.
+- **`proxy`**: the URL's path and query, captures and variables (`$args`,
+  `$is_args`, `$arg_NAME`, ...) expanded, are the whole request-target sent, as with
+  variables in nginx's `proxy_pass`. The scheme, host and port stay fixed (a `$`
+  there is refused: pools, health checks and balancing are per upstream), and
+  several upstreams of the mount give the same path and query (nginx's one
+  `proxy_pass`). A capture is percent-encoded again for its place (RFC 3986 3.3,
+  3.4): in the path what a segment cannot hold (`?`, `#`, `%`, a space, controls,
+  non-ASCII), in the query also `&`, `+` and `;`, so it stays one argument; its
+  `%` is a `%` (`%25`), never a second decoding. The upstream gets what the mount
+  matched: a client's `%2F` arrives as `/`, `/a/../b` as `/b`. The target starts
+  with one `/` (a leading `//` made by a capture is one `/`), and a `#` a variable
+  brings is `%23`.
+- **`return`**: in a redirect's URL a capture is percent-encoded as in a proxy's
+  (a decoded `%0d%0a` goes out as `%0D%0A`: it cannot end the `Location` field), and
+  must come after the scheme and host and a `/` (`https://example.com/new/$1`,
+  `$scheme://$host/x/$1`, `/new/$1`): `https://example.com$1`, `https://$1.example.com/`
+  or `$1` alone are refused, as a request could then choose the site it is sent to
+  (nginx takes them). A `Location` that would start with `//` starts `/%2F`. In a
+  body text captures go as they are.
+- A number past the pattern's groups (`$2` with one group) is refused when the
+  configuration is loaded (also on a reload, which keeps the old configuration),
+  with one line naming the mount; so is any capture in a prefix or exact mount, or
+  on the command line. A `$name` that is no group is a variable where the setting
+  takes variables (`return`, a `proxy` path), else refused: it never stays as
+  written. A group's name wins over a variable of the same name.
 
 #### Carrying over nginx locations
 
@@ -311,6 +381,15 @@ app = "myproject.wsgi:application"
 [[host.mount]]          # location ~ ^/api/v[0-9]+/ { proxy_pass http://127.0.0.1:9000; }
 path = '~ ^/api/v[0-9]+/'
 proxy = "http://127.0.0.1:9000"
+[[host.mount]]          # location ~ ^/users/(\\d+)/avatar$ { alias /srv/avatars/$1.png; }
+path = '~ ^/users/(\\d+)/avatar$'
+static = "/srv/avatars/$1.png"
+[[host.mount]]          # location ~ ^/legacy/(?<id>\\d+)$ { proxy_pass http://127.0.0.1:9001/items?id=$id; }
+path = '~ ^/legacy/(?<id>\\d+)$'
+proxy = "http://127.0.0.1:9001/items?id=$id"
+[[host.mount]]          # location ~ ^/old/(.*)$ { return 301 https://example.com/new/$1; }
+path = '~ ^/old/(.*)$'
+return = "301 https://example.com/new/$1"
 [[host.mount]]          # location / { ... }
 path = "/"
 app = "myproject.wsgi:application"
@@ -319,7 +398,9 @@ app = "myproject.wsgi:application"
 The exact and regular-expression static mounts serve the whole path under their
 directory, as nginx's `root` (`/favicon.ico` is `/srv/site/icons/favicon.ico`); a
 prefix, `^~` or not, is taken off as every prefix mount's is (nginx's `alias`), so
-`/media/a.jpg` is `/srv/media/a.jpg`.
+`/media/a.jpg` is `/srv/media/a.jpg`; a regular-expression mount whose directory
+uses captures serves the file they name (`/users/12/avatar` is
+`/srv/avatars/12.png`).
 
 A mount may take a larger (or smaller) request body than the server's `max_body`,
 as nginx's `client_max_body_size` in a `location` does:
