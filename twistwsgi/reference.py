@@ -308,10 +308,12 @@ of slashes made one (the pattern is not searched again, and its time limit holds
 [[host.mount]]          # location ~ ^/users/(\\d+)/avatar$ { alias /srv/avatars/$1.png; }
 path = '~ ^/users/(\\d+)/avatar$'
 static = "/srv/avatars/$1.png"
-[[host.mount]]          # location ~ ^/~(?<user>[a-z]+)(?<rest>/.*)?$ { alias /home/$user/public_html$rest; }
+# location ~ ^/~(?<user>[a-z]+)(?<rest>/.*)?$ { alias /home/$user/public_html$rest; }
+[[host.mount]]
 path = '~ ^/~(?<user>[a-z]+)(?<rest>/.*)?$'
 static = "/home/$user/public_html$rest"
-[[host.mount]]          # location ~ ^/api/v(\\d+)/(.*)$ { proxy_pass http://backend/v$1/$2$is_args$args; }
+# location ~ ^/api/v(\\d+)/(.*)$ { proxy_pass http://backend/v$1/$2$is_args$args; }
+[[host.mount]]
 path = '~ ^/api/v(\\d+)/(.*)$'
 proxy = "http://127.0.0.1:9000/v$1/$2$is_args$args"
 [[host.mount]]          # location ~ ^/old/(.*)$ { return 301 https://example.com/new/$1; }
@@ -384,8 +386,8 @@ proxy = "http://127.0.0.1:9000"
 [[host.mount]]          # location ~ ^/users/(\\d+)/avatar$ { alias /srv/avatars/$1.png; }
 path = '~ ^/users/(\\d+)/avatar$'
 static = "/srv/avatars/$1.png"
-[[host.mount]]          # location ~ ^/legacy/(?<id>\\d+)$ { proxy_pass http://127.0.0.1:9001/items?id=$id; }
-path = '~ ^/legacy/(?<id>\\d+)$'
+[[host.mount]]          # location ~ ^/legacy/(?<id>\\d+)$ {
+path = '~ ^/legacy/(?<id>\\d+)$'   #   proxy_pass http://127.0.0.1:9001/items?id=$id; }
 proxy = "http://127.0.0.1:9001/items?id=$id"
 [[host.mount]]          # location ~ ^/old/(.*)$ { return 301 https://example.com/new/$1; }
 path = '~ ^/old/(.*)$'
