@@ -380,8 +380,14 @@ def mount(text: str) -> str:
         ),
         (
             "path = '~ ^/p/(.*)$'\nproxy = 'http://b'\nproxy_set_header = { X-A = '$1' }",
-            "unknown variable $1 here: the captures of a regular-expression mount path are"
-            " offered to its static, proxy and return settings only",
+            "unknown variable $1 here: the captures of a regular-expression mount path ($1"
+            " to $9 and its named groups) are offered to its static, proxy and return"
+            " settings only",
+        ),
+        (
+            "path = '~ ^/old/(.*)$'\nreturn = '301 /new/$0'",
+            "host[0].mount[1].return: unknown variable $0 here: the captures of a"
+            " regular-expression mount path ($1 to $9",
         ),
     ],
 )

@@ -510,8 +510,8 @@ def _compile(
             # nginx users write $1 after a location ~ REGEX: say where it is offered.
             raise ValueError(
                 f"unknown variable ${name}{where}: the captures of a regular-expression"
-                " mount path are offered to its static, proxy and return settings only"
-                " (a host's rewrite has its own)"
+                " mount path ($1 to $9 and its named groups) are offered to its static,"
+                " proxy and return settings only (a host's rewrite has its own)"
             )
         else:
             raise ValueError(
