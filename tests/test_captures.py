@@ -248,6 +248,9 @@ def test_a_directorys_fixed_part_is_cut_before_the_first_capture() -> None:
         ("/srv/$1/./x", "a . or .. segment"),
         ("/srv/$1/$host", r"\$host is no group"),
         ("/srv/$2", r"uses \$2, but the mount's pattern has 1"),
+        ("/srv/$1/$0", r"\$0 is no group"),
+        ("/srv/$1/${10}", r"\$\{10\} is no group"),
+        ("/srv/$1/a$", r"\$ is no group"),
     ],
 )
 def test_a_directory_that_could_escape_or_stay_literal_is_refused(
@@ -788,3 +791,27 @@ def test_the_last_match_is_given_only_to_the_mount_it_chose() -> None:
     assert table.last_match("b") is None  # (its handler asked out of turn: no captures)
     assert table.lookup(b"/c") is None
     assert table.last_match("a") is None
+
+
+def test_try_files_takes_the_expanded_path_as_uri(tmp_path: Path) -> None:
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "about.html").write_bytes(b"about page")
+    text = mount(
+        "path = '~ ^/p/(\\w+)$'\nstatic = 'DIR/pages/$1'\ntry_files = ['$uri', '$uri.html', '=410']"
+    )
+    router, _ = build(tmp_path, text)
+    assert get(router, b"/p/about").body == b"about page"
+    assert get(router, b"/p/contact").status == 410
+
+
+def test_captures_come_from_the_path_a_host_rewrite_made(tmp_path: Path) -> None:
+    """The mounts see the rewritten path (nginx's server rewrites run first): the
+    captures are of the match in it.
+    """
+    text = (
+        "[[host]]\nnames = ['a.test']\nrewrite = ['^/legacy/(.*)$ /old/$1 last']\n"
+        "[[host.mount]]\npath = '/'\nreturn = '200 root'\n"
+        "[[host.mount]]\npath = '~ ^/old/(.*)$'\nreturn = '301 /new/$1'\n"
+    )
+    router, _ = build(tmp_path, text)
+    assert get(router, b"/legacy/a%20b").header(b"location") == b"/new/a%20b"

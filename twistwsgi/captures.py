@@ -73,6 +73,8 @@ __all__ = [
 
 # ${1} or ${name}, $1 to $9 (one digit, as nginx reads $12), or $name.
 _REFERENCE = re.compile(r"\$(?:\{([1-9]|[A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
+# Any $ reference, for saying which one is not a capture ($0, ${10}).
+_ANY_REFERENCE = re.compile(r"\$(?:\{[^}]*\}?|\w+)")
 # What stays unencoded of a capture in a URL's path (RFC 3986 3.3 pchar and "/"),
 # and in its query: there also not "&", "+" and ";", which would start or change an
 # argument (nginx's NGX_ESCAPE_ARGS), nor "?" (kept for the path's end).
@@ -333,14 +335,16 @@ class FileTemplate:
             )
         rest: list[Piece] = [before[len(root) :], *pieces[first:]]
         for piece in pieces:
-            if _is_capture(piece):
+            if _is_capture(piece) or "$" not in str(piece):
                 continue
-            variable = _REFERENCE.search(str(piece))
-            if variable is not None:
-                raise ValueError(
-                    f"{directory!r}: {variable.group(0)} is no group of the mount's pattern"
-                    " (a directory takes the pattern's captures, no variables)"
-                )
+            # A variable, or what nginx reads as none ($0, ${10}): never kept as written.
+            variable = _REFERENCE.search(str(piece)) or _ANY_REFERENCE.search(str(piece))
+            shown = "$" if variable is None else variable.group(0)
+            raise ValueError(
+                f"{directory!r}: {shown} is no group of the mount's pattern"
+                " (a directory takes the pattern's captures $1 to $9 and named groups, no"
+                " variables)"
+            )
         written = "".join("x" if _is_capture(piece) else str(piece) for piece in rest)
         if any(segment in (".", "..") for segment in written.split("/")):
             raise ValueError(f"{directory!r}: a . or .. segment names no file to serve")
