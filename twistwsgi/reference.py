@@ -332,9 +332,9 @@ return = "301 https://example.com/new/$1"
   too), and a request path ending in `/` carries that `/` to the expanded one, so
   its `index` or listing is served (`~ ^/d/(\\w+)/$` with `/srv/docs/$1`; nginx
   would look for `/srv/docs/xindex.html`). `try_files` takes `$uri` as the expanded
-  path, below that directory. A `$name` that is no group is refused (a directory
-  takes no variables). An `X-Accel-Redirect` to such a mount serves the file its
-  captures name.
+  path, below that directory. Any other `$` (a variable, `$0`, `${10}`) is refused:
+  a directory takes no variables here. An `X-Accel-Redirect` to such a mount serves
+  the file its captures name.
 - **`proxy`**: the URL's path and query, captures and variables (`$args`,
   `$is_args`, `$arg_NAME`, ...) expanded, are the whole request-target sent, as with
   variables in nginx's `proxy_pass`. The scheme, host and port stay fixed (a `$`
@@ -354,6 +354,12 @@ return = "301 https://example.com/new/$1"
   or `$1` alone are refused, as a request could then choose the site it is sent to
   (nginx takes them). A `Location` that would start with `//` starts `/%2F`. In a
   body text captures go as they are.
+- Where this departs from nginx, on the safe side: a capture in a `proxy` path is
+  percent-encoded (nginx copies it decoded, so a space or `?` in it would break or
+  change the request line); the upstream's host may not use variables (nginx
+  resolves them with its `resolver`); a redirect's capture may not come before its
+  path; a `static` directory's fixed part may not be `/` and it takes no variables;
+  a request's trailing `/` carries over to the expanded directory.
 - A number past the pattern's groups (`$2` with one group) is refused when the
   configuration is loaded (also on a reload, which keeps the old configuration),
   with one line naming the mount; so is any capture in a prefix or exact mount, or
