@@ -27,6 +27,7 @@ from twistwsgi import cli, routing
 from twistwsgi import site as site_module
 from twistwsgi.captures import (
     CaptureTemplate,
+    CapturingHandler,
     FileTemplate,
     Groups,
     split_captures,
@@ -34,6 +35,7 @@ from twistwsgi.captures import (
 )
 from twistwsgi.cli import load_config
 from twistwsgi.config import ConfigError, MountConfig, ServerConfig, default_options
+from twistwsgi.fixed_response import FixedResponse, parse_return
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.request import RequestHead
 from twistwsgi.http.rules import compile_location_pattern
@@ -815,3 +817,15 @@ def test_captures_come_from_the_path_a_host_rewrite_made(tmp_path: Path) -> None
     )
     router, _ = build(tmp_path, text)
     assert get(router, b"/legacy/a%20b").header(b"location") == b"/new/a%20b"
+
+
+def test_a_capturing_handler_used_without_its_router_answers_500_and_says_so() -> None:
+    spec = parse_return("200 said $1", check_variables=False)
+    said = CaptureTemplate("said $1", groups(r"^/(.*)$"), url=False)
+    handler = CapturingHandler(FixedResponse(spec, captured=said))
+    client = connect(handler)
+    with capture_log_events() as events:
+        client.send(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    [answer] = parse_responses(client.take(), [b"GET"])
+    assert answer.status == 500
+    assert any("did not route" in formatEvent(event) for event in events)

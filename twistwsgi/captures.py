@@ -9,8 +9,9 @@ nginx users write a location's captures into its directives::
 A ``~`` or ``~*`` mount takes them in its ``static`` directory, in the path and query
 of its ``proxy`` URLs, and in its ``return`` URL or text. This module owns reading
 such a setting (:class:`CaptureTemplate`, :class:`FileTemplate`) and expanding it
-with the match that chose the mount; it is pure logic. The reading follows nginx's
-(`Regular expression captures <https://nginx.org/en/docs/regex_captures.html>`_):
+with the match that chose the mount, which is pure logic (no reactor, no clock), and
+the handler that hands that match to the mount's own (:class:`CapturingHandler`).
+The reading follows nginx's (`Regular expression captures <https://nginx.org/en/docs/regex_captures.html>`_):
 
 - ``$1`` to ``$9`` (one digit: ``$12`` is ``$1`` and a ``2``), ``${1}``, and a named
   group's name (``(?<user>...)`` or ``(?P<user>...)``, written ``$user`` or
@@ -50,6 +51,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes
 
+from twisted.logger import Logger
+
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.request import CapturedRoute, RequestHead
 from twistwsgi.log_format import RequestTemplate
@@ -57,6 +60,8 @@ from twistwsgi.routing import answer_error
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
+
+_log = Logger(namespace="twistwsgi.routing")
 
 __all__ = [
     "CaptureTemplate",
@@ -417,6 +422,11 @@ class CapturingHandler:
         if match is None or route is None:
             # Reached other than through the host's router (a program's own use):
             # there are no captures to answer with.
+            _log.error(
+                "A mount using its pattern's captures was given a request its host's"
+                " router did not route ({path!r:.80}): answered 500",
+                path=exchange.request.path,
+            )
             answer_error(exchange, 500, b"Internal Server Error\n")
             return
         exchange.route = CapturedRoute(route, match)
