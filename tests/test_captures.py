@@ -765,6 +765,7 @@ def test_captures_survive_a_mount_that_answers_later(tmp_path: Path) -> None:
     [
         ({"proxy": ["/x=http://b/y/$1"]}, "--proxy '/x=http://b/y/$1': '/y/$1' uses $1:"),
         ({"proxy": ["/x=http://b/y?a=$arg_a"]}, "an upstream URL has no query or fragment"),
+        ({"proxy": ["/x=unix:/run/a.sock:/v/${1}"]}, "'/v/${1}' uses $1: captures are for"),
         ({"static": ["/s=/tmp/$1"]}, "--static '/s=/tmp/$1': '/tmp/$1' uses $1:"),
         ({"return": ["/o=301 /n/${1}"]}, "--return '/o=301 /n/${1}': '/n/${1}' uses $1:"),
         ({"vhost": ["a.t=static:/tmp/${2}/x"]}, "'/tmp/${2}/x' uses $2: captures are for"),

@@ -40,6 +40,7 @@ from twistwsgi.captures import (
     capture_numbers,
     first_reference,
     has_captures,
+    split_captures,
     split_upstream_url,
 )
 from twistwsgi.client_certificates import load_client_cas
@@ -421,17 +422,19 @@ def _directory(value: Any) -> str:
         raise ValueError("expected a directory")
     path = os.path.abspath(os.path.expanduser(text))
     if not os.path.isdir(path):
-        if capture_numbers(text):
-            _refuse_captures(text)
+        _refuse_captures(text)
         what = "is not a directory" if os.path.exists(path) else "does not exist"
         raise ValueError(f"directory {text!r} {what}")
     return path
 
 
 def _refuse_captures(text: str) -> None:
-    """Say that ``text`` uses a capture where there is none (a plain prefix's setting)."""
-    CaptureTemplate(text, None, url=False)  # (raises, naming the capture)
-    raise AssertionError(text)
+    """Say that ``text`` uses a capture where there is none (a plain prefix's setting).
+
+    Raises:
+        ValueError: naming the capture, when ``text`` uses one.
+    """
+    split_captures(text, None)
 
 
 def _mount_directory(value: Any) -> str:
@@ -504,6 +507,8 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
     ``templates``: a query with ``$`` may follow (a mount table's, whose captures and
     variables ``_mount`` checks); else no capture may be used (a plain prefix's).
     """
+    if not templates:
+        _refuse_captures(split_upstream_url(text)[1])
     if text.startswith("unix:"):
         parse_upstream(text)  # (its ValueError names what is expected)
         return text
@@ -525,8 +530,6 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
             f"{value!r}: the scheme, host and port of an upstream are fixed (a capture"
             " or variable may go in its path, in a regular-expression mount)"
         )
-    if not templates and capture_numbers(parts.path):
-        _refuse_captures(parts.path)
     if parts.fragment or (parts.query and not (templates and "$" in parts.path + parts.query)):
         # (A query with captures or variables is a regular-expression mount's: _mount.)
         raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
