@@ -12,10 +12,10 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -830,3 +830,23 @@ def test_a_capturing_handler_used_without_its_router_answers_500_and_says_so() -
     [answer] = parse_responses(client.take(), [b"GET"])
     assert answer.status == 500
     assert any("did not route" in formatEvent(event) for event in events)
+
+
+@given(_PATH_PIECES | st.binary(max_size=30))
+@example(b"/evil.example/x")
+@example(b"@evil.example")
+@example(b"?x#y")
+@example(b"\r\nSet-Cookie: a=b")
+def test_a_redirects_site_is_fixed_whatever_the_capture(captured: bytes) -> None:
+    """For any capture: no control byte or space in ``Location``, the same host, no
+    query or fragment it starts, and the capture back when decoded (RFC 3986 2.1:
+    encoded once).
+    """
+    found = match(r"^/(.*)$", b"/" + captured)
+    for text, host in (("https://example.com/new/$1", "example.com"), ("/$1", "")):
+        location = CaptureTemplate(text, groups(r"^/(.*)$"), url=True).render(found, request())
+        assert not re.search(rb"[\x00-\x20\x7f-\xff]", location)
+        parts = urlsplit(location.decode("ascii"))
+        assert (parts.netloc, parts.query, parts.fragment) == (host, "", "")
+        if host:
+            assert unquote_to_bytes(location[len("https://example.com/new/") :]) == captured
