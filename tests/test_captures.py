@@ -568,6 +568,30 @@ def test_a_static_mounts_partner_gets_its_captures(tmp_path: Path) -> None:
     assert get(router, b"/p/b.txt").body == b"no file b.txt"
 
 
+def test_an_exact_mounts_miss_passed_to_a_pattern_mount_gets_its_captures(
+    tmp_path: Path,
+) -> None:
+    """``= /p/a.txt`` with fallthrough passes its miss to the pattern its path reaches.
+
+    That mount's captures are those of its pattern in the exact path, as if the
+    request had been routed to it: not empty ones (a return answered "no file ",
+    a static mount 404).
+    """
+    (tmp_path / "files").mkdir()
+    (tmp_path / "avatars").mkdir()
+    (tmp_path / "avatars" / "12.png").write_bytes(b"png of 12")
+    text = mount(
+        "path = '= /p/a.txt'\nstatic = 'DIR/files'\nfallthrough = true\n"
+        "[[host.mount]]\npath = '~ ^/p/(?<name>.*)$'\nreturn = '200 no file $name'\n"
+        "[[host.mount]]\npath = '= /users/12/avatar'\nstatic = 'DIR/files'\n"
+        "fallthrough = true\n"
+        "[[host.mount]]\npath = '~ ^/users/(\\d+)/avatar$'\nstatic = 'DIR/avatars/$1.png'"
+    )
+    router, _ = build(tmp_path, text)
+    assert get(router, b"/p/a.txt").body == b"no file a.txt"
+    assert get(router, b"/users/12/avatar").body == b"png of 12"
+
+
 def test_x_accel_redirect_to_a_mount_with_captures_serves_the_file_they_name(
     tmp_path: Path,
 ) -> None:
@@ -653,6 +677,20 @@ def test_a_proxy_mount_sends_the_target_its_captures_make(
     assert len(used) == 1
     request, _ = used[0].last.request()
     assert request.target == sent
+
+
+def test_an_exact_mounts_miss_is_proxied_with_the_pattern_mounts_captures(
+    tmp_path: Path,
+) -> None:
+    """The upstream gets ``/v2/x`` for ``/api/v2/x``, not ``/v/`` (empty captures)."""
+    (tmp_path / "files").mkdir()
+    router, endpoints = proxy_site(
+        tmp_path,
+        "path = '= /api/v2/x'\nstatic = 'DIR/files'\nfallthrough = true\n"
+        "[[host.mount]]\npath = '~ ^/api/v(\\d+)/(.*)$'\nproxy = 'http://10.0.0.1:9000/v$1/$2'",
+    )
+    endpoint = endpoints["http://10.0.0.1:9000"]
+    assert forwarded(router, endpoint, b"/api/v2/x") == b"/v2/x"
 
 
 def test_a_capture_in_the_upstream_query_is_one_argument(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ __all__ = [
     "CaptureTemplate",
     "CapturingHandler",
     "FileTemplate",
+    "FixedCaptures",
     "Groups",
     "capture_numbers",
     "first_reference",
@@ -430,4 +431,30 @@ class CapturingHandler:
             answer_error(exchange, 500, b"Internal Server Error\n")
             return
         exchange.route = CapturedRoute(route, match)
+        self.inner.handle(exchange)
+
+
+class FixedCaptures:
+    """The handler of a pattern mount reached with a match known in advance.
+
+    An exact mount's fallthrough passes its misses to the mount its path reaches
+    without it, which may be a regular-expression mount using its captures: the
+    path is the exact mount's own, so the match is found once, when the site is
+    built, and put in the route as :class:`CapturingHandler` does for a request
+    routed there.
+
+    Args:
+        inner: what answers the mount's requests.
+        match: its pattern's match in the exact path.
+    """
+
+    def __init__(self, inner: Handler, match: Any) -> None:
+        self.inner = inner
+        self.match = match
+
+    def handle(self, exchange: Exchange) -> None:
+        """Hand ``exchange`` on with the captures of the exact path."""
+        route = exchange.route
+        if route is not None:
+            exchange.route = CapturedRoute(route, self.match)
         self.inner.handle(exchange)

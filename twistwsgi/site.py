@@ -39,6 +39,7 @@ from twistwsgi.basic_auth import BasicAuth, CheckRunner, UserFile, UserFileError
 from twistwsgi.captures import (
     CapturingHandler,
     FileTemplate,
+    FixedCaptures,
     Groups,
     has_captures,
     split_upstream_url,
@@ -526,6 +527,14 @@ class SiteBuilder:
                         # (Before any fallback below is wired to this mount's guard.)
                         self._share_password(index, other_index, handlers, guarded, auths)
                         _share_gate(index, other_index, handlers, guarded, gates)
+
+        def needs_match(index: int) -> bool:
+            """Whether a mount's settings (or its fallthrough partner's) use its captures."""
+            partner = partners.get(index)
+            return _uses_captures(host.mounts[index], groups[index]) or (
+                partner is not None and _uses_captures(host.mounts[partner], groups[partner])
+            )
+
         passes_to: dict[int, int] = {}
         for index, mount in enumerate(host.mounts):
             handler = handlers[index]
@@ -533,10 +542,15 @@ class SiteBuilder:
                 continue
             passed = _passes_to(index, host.mounts, handlers, partners, placements)
             if passed is not None:
-                other_index, other = passed, host.mounts[passed]
+                other_index, other = passed[0], host.mounts[passed[0]]
+                fallback = guarded[other_index]
+                if passed[1] is not None and needs_match(other_index):
+                    # An exact path's miss passed to a pattern mount: its captures are
+                    # those of the pattern in that path, as a request routed there had.
+                    fallback = FixedCaptures(fallback, passed[1])
                 handler.fallback = Mount(
                     other.prefix,
-                    guarded[other_index],
+                    fallback,
                     headers=_added_fields(other),
                     gzip=_route_gzip(other, config),
                     access_log=logs[other_index],
@@ -558,11 +572,8 @@ class SiteBuilder:
         # A mount whose settings (or its fallthrough partner's) use its captures
         # gets the match that chose it, in front of its guards (see _captured).
         targets = dict(guarded)
-        for index, mount in enumerate(host.mounts):
-            partner = partners.get(index)
-            if _uses_captures(mount, groups[index]) or (
-                partner is not None and _uses_captures(host.mounts[partner], groups[partner])
-            ):
+        for index in range(len(host.mounts)):
+            if needs_match(index):
                 targets[index] = CapturingHandler(guarded[index])
         return [
             Mount(
@@ -938,16 +949,21 @@ def _passes_to(
     handlers: dict[int, Handler],
     partners: dict[int, int],
     placements: list[dict[str, Any]],
-) -> int | None:
+) -> tuple[int, Any] | None:
     """The mount a static mount with fallthrough passes its misses to, if any.
 
     Its partner at the same path; else, for a prefix, the mount below it (the
     longest prefix, plain or ``^~``, that contains it); for an exact path, the
     mount that path reaches without it (the order of :class:`MountTable`, the
     regular expressions included). A regular expression has only its partner.
+
+    Returns:
+        The mount's index, and the match of its pattern in the exact path when the
+        mount is a regular-expression one reached from an exact path (its
+        captures), else ``None``.
     """
     if index in partners:
-        return partners[index]
+        return partners[index], None
     mount = mounts[index]
     if mount.is_pattern:
         return None
@@ -965,7 +981,7 @@ def _passes_to(
             found = others.lookup(mount.path.encode("utf-8"))
         except LocationTimeoutError:
             return None  # (logged; the configuration's own path, at build time)
-        return None if found is None else found.target
+        return None if found is None else (found.target, others.last_match(found.target))
     below = [
         (other_index, other)
         for other_index, other in enumerate(mounts)
@@ -986,7 +1002,7 @@ def _passes_to(
             and bool(item[1].options.get("fallthrough")),
         ),
     )
-    return other_index
+    return other_index, None
 
 
 def _accel_resolver(
