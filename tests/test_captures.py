@@ -142,6 +142,23 @@ def test_variables_beside_captures_keep_their_meaning() -> None:
     assert template.render(found, request(b"/api/v2/users")) == b"/v2/users"
 
 
+@pytest.mark.parametrize(
+    "text", ["/x$is_args$args&c=$1", "/x$request_uri&c=$1", "/x/$http_x_base/$1"]
+)
+@pytest.mark.parametrize("target", [False, True])
+def test_a_capture_after_a_variable_that_may_start_the_query_stays_one_argument(
+    text: str, *, target: bool
+) -> None:
+    """A variable may bring the ``?`` (``$is_args``, ``$request_uri``, a header's value):
+    a capture after it is encoded as in a query, so its ``&`` adds no argument.
+    """
+    template = CaptureTemplate(text, groups(r"^/p/(.*)$"), url=True, target=target)
+    head = request(b"/p/a&admin=1", b"z=1")
+    head.headers.append((b"x-base", b"b?k=v"))
+    rendered = template.render(match(r"^/p/(.*)$", b"/p/a&admin=1"), head)
+    assert rendered.endswith(b"a%26admin=1"), rendered  # (not "a&admin=1")
+
+
 def test_an_unknown_variable_is_still_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown variable \$nope"):
         CaptureTemplate("/x/$1/$nope", groups(r"^/(a)"), url=True)

@@ -37,9 +37,11 @@ with it:
   it lands (RFC 3986 3.3, 3.4): in the path what a segment may not hold (``?``,
   ``#``, ``%``, a space, controls, non-ASCII), in the query that and ``&``, ``+``,
   ``;``, so a capture cannot end the path, start or add an argument, or split a
-  header field (a decoded ``%0d%0a`` goes out as ``%0D%0A``). The text around it is
-  the configuration's, sent as written. A capture must come after the scheme and
-  host: it may not choose the site a redirect sends to, nor the upstream.
+  header field (a decoded ``%0d%0a`` goes out as ``%0D%0A``); after a variable in
+  the path (which may bring the ``?``: ``$is_args``, ``$request_uri``) as in the
+  query. The text around it is the configuration's, sent as written. A capture
+  must come after the scheme and host: it may not choose the site a redirect sends
+  to, nor the upstream.
 - **A body text**: as it is.
 """
 
@@ -239,8 +241,8 @@ class CaptureTemplate:
         for piece in split_captures(text, groups):
             if isinstance(piece, str) and not is_name(piece):
                 pieces.append(RequestTemplate(piece, escape=escape))
+                in_query = in_query or "?" in piece or _variable_in_path(written, piece, target)
                 written += piece
-                in_query = in_query or "?" in piece
                 continue
             if url and not target and not _in_path(written):
                 shown = f"${piece}" if isinstance(piece, int) else f"${{{piece}}}"
@@ -285,6 +287,19 @@ class CaptureTemplate:
             # A browser reads //name as another site's address (RFC 3986 4.2).
             value = b"/%2F" + value[2:]
         return value
+
+
+def _variable_in_path(written: str, text: str, target: bool) -> bool:
+    """Whether ``text``, after ``written``, has a variable in the URL's path or query.
+
+    Such a variable may bring a ``?`` (``$is_args``, ``$request_uri``, a header's
+    value): a capture after it is encoded as in a query, where an ``&`` it holds
+    cannot add an argument (in a path that encoding means the same bytes).
+    """
+    for found in _REFERENCE.finditer(text):
+        if target or _in_path(written + text[: found.start()]):
+            return True
+    return False
 
 
 def _in_path(written: str) -> bool:

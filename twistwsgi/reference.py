@@ -342,8 +342,10 @@ return = "301 https://example.com/new/$1"
   several upstreams of the mount give the same path and query (nginx's one
   `proxy_pass`). A capture is percent-encoded again for its place (RFC 3986 3.3,
   3.4): in the path what a segment cannot hold (`?`, `#`, `%`, a space, controls,
-  non-ASCII), in the query also `&`, `+` and `;`, so it stays one argument; its
-  `%` is a `%` (`%25`), never a second decoding. The upstream gets what the mount
+  non-ASCII), in the query also `&`, `+` and `;`, so it stays one argument (and so
+  after a variable in the path, which may bring the `?`: `$is_args`,
+  `$request_uri`, a header's value); its `%` is a `%` (`%25`), never a second
+  decoding. The upstream gets what the mount
   matched: a client's `%2F` arrives as `/`, `/a/../b` as `/b`. The target starts
   with one `/` (a leading `//` made by a capture is one `/`), and a `#` a variable
   brings is `%23`.
