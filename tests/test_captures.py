@@ -378,6 +378,17 @@ def mount(text: str) -> str:
             "path = '~ ^/p/(.*)$'\nproxy = 'http://$host/x'",
             "host[0].mount[1].proxy: 'http://$host/x': the scheme, host and port",
         ),
+        (  # (not "bad port": the $ is what is wrong)
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://b:9000$1'",
+            "host[0].mount[1].proxy: 'http://b:9000$1': the scheme, host and port",
+        ),
+        (  # nginx's idiom: the whole target is what a pattern mount forwards anyway
+            "path = '~ ^/p/(.*)$'\nproxy = 'http://b:9000$request_uri'",
+            "host[0].mount[1].proxy: 'http://b:9000$request_uri': the scheme, host and port"
+            " of an upstream are fixed (a capture or variable may go in its path, in a"
+            " regular-expression mount; for nginx's http://b$request_uri write http://b:"
+            " a regular-expression mount forwards the path and query as sent)",
+        ),
         (
             "path = '~ ^/p/(.*)$'\nproxy = 'http://b/x/$2'",
             "host[0].mount[1].proxy: '/x/$2' uses $2, but the mount's pattern has 1",

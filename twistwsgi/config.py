@@ -519,17 +519,23 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
             f"expected an upstream URL such as http://127.0.0.1:9000 or "
             f"unix:/run/app.sock, got {value!r}"
         )
+    if "$" in parts.netloc:
+        # Pools, health checks and balancing are per upstream: where a request goes
+        # may not depend on it. (Before the port, which a "$" would make "bad".)
+        idiom = (
+            "; for nginx's http://b$request_uri write http://b: a regular-expression"
+            " mount forwards the path and query as sent"
+            if parts.netloc.endswith("$request_uri")
+            else ""
+        )
+        raise ValueError(
+            f"{value!r}: the scheme, host and port of an upstream are fixed (a capture"
+            f" or variable may go in its path, in a regular-expression mount{idiom})"
+        )
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise ValueError(f"bad port in upstream URL {value!r}") from None
-    if "$" in parts.netloc:
-        # Pools, health checks and balancing are per upstream: where a request goes
-        # may not depend on it.
-        raise ValueError(
-            f"{value!r}: the scheme, host and port of an upstream are fixed (a capture"
-            " or variable may go in its path, in a regular-expression mount)"
-        )
     if parts.fragment or (parts.query and not (templates and "$" in parts.path + parts.query)):
         # (A query with captures or variables is a regular-expression mount's: _mount.)
         raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
