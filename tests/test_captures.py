@@ -721,6 +721,33 @@ def test_an_exact_mounts_miss_is_proxied_with_the_pattern_mounts_captures(
     assert forwarded(router, endpoint, b"/api/v2/x") == b"/v2/x"
 
 
+@pytest.mark.parametrize(
+    ("target", "sent"),
+    [
+        (b"/p/a%3Fb=c", b"/x/p/a%3Fb=c"),  # its ? is the path's: no query
+        (b"/p/%2541", b"/x/p/%2541"),  # its % is a %: never decoded twice
+        (b"/p/a%20b?z=1", b"/x/p/a%20b?z=1"),
+        (b"/p/a%26b?z=1", b"/x/p/a&b?z=1"),
+        (b"/q/a%26b=c?z=1", b"/y?u=/q/a%26b=c&z=1"),  # in the query: one argument
+    ],
+)
+def test_uri_in_an_upstream_target_is_encoded_as_a_capture(
+    tmp_path: Path, target: bytes, sent: bytes
+) -> None:
+    """``$uri`` is the decoded path, as a capture is: it goes out encoded the same way
+    (nginx sends it decoded, so a client's ``%3F`` would start the upstream's query).
+    """
+    router, endpoints = proxy_site(
+        tmp_path,
+        "path = '~ ^/p/'\nproxy = 'http://10.0.0.1:9000/x$uri$is_args$args'\n"
+        "[[host.mount]]\npath = '~ ^/q/'\nproxy = 'http://10.0.0.2:9000/y?u=$uri&$args'",
+    )
+    endpoint = endpoints[
+        "http://10.0.0.2:9000" if target.startswith(b"/q") else "http://10.0.0.1:9000"
+    ]
+    assert forwarded(router, endpoint, target) == sent
+
+
 def test_a_capture_in_the_upstream_query_is_one_argument(tmp_path: Path) -> None:
     router, endpoints = proxy_site(
         tmp_path, "path = '~ ^/s/(.*)$'\nproxy = 'http://10.0.0.1:9000/search?q=$1&page=$arg_p'"

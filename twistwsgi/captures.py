@@ -93,6 +93,22 @@ _QUERY_SAFE = "/!$'()*,=:@-._~"
 _ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:|\$scheme:|\$\{scheme\}:)?//[^/?#]*/")
 
 
+# $uri or ${uri} (not $uri_x): the decoded path, split out of an upstream target.
+_DECODED_URI_REFERENCE = re.compile(r"\$(?:uri(?!\w)|\{uri\})")
+_DECODED_URI = RequestTemplate("$uri", escape="none")
+
+
+def _split_uri(text: str) -> list[str | None]:
+    """``text`` cut at its ``$uri`` references, each a ``None`` between the parts."""
+    parts: list[str | None] = []
+    start = 0
+    for found in _DECODED_URI_REFERENCE.finditer(text):
+        parts += [text[start : found.start()], None]
+        start = found.end()
+    parts.append(text[start:])
+    return parts
+
+
 @dataclass(frozen=True)
 class Groups:
     """The groups of a mount's pattern: how many, and the names of the named ones.
@@ -219,7 +235,8 @@ class CaptureTemplate:
         url: whether ``text`` is a URL (each capture encoded for its place), else a
             body text (captures as they are).
         target: whether ``text`` is a request-target sent upstream: it starts with
-            its path, and ``#`` goes out as ``%23`` (a target has no fragment).
+            its path, ``#`` goes out as ``%23`` (a target has no fragment), and
+            ``$uri`` (decoded, as a capture is) is encoded as a capture is.
 
     Raises:
         ValueError: for a capture the pattern has not, an unknown variable, or a
@@ -235,14 +252,23 @@ class CaptureTemplate:
         self._url = url
         self._target = target
         escape = "url" if url else "none"
-        pieces: list[RequestTemplate | tuple[Piece, str | None]] = []
+        pieces: list[RequestTemplate | tuple[Piece | RequestTemplate, str | None]] = []
         written = ""
         in_query = False
         for piece in split_captures(text, groups):
             if isinstance(piece, str) and not is_name(piece):
-                pieces.append(RequestTemplate(piece, escape=escape))
-                in_query = in_query or "?" in piece or _variable_in_path(written, piece, target)
-                written += piece
+                # In a target $uri, the decoded path, is encoded as a capture is: its
+                # "?" and "%" stay the path's (nginx sends it decoded).
+                for part in _split_uri(piece) if target else [piece]:
+                    if part is None:
+                        pieces.append((_DECODED_URI, _QUERY_SAFE if in_query else _PATH_SAFE))
+                        written += "\0"
+                    elif part:
+                        pieces.append(RequestTemplate(part, escape=escape))
+                        in_query = (
+                            in_query or "?" in part or _variable_in_path(written, part, target)
+                        )
+                        written += part
                 continue
             if url and not target and not _in_path(written):
                 shown = f"${piece}" if isinstance(piece, int) else f"${{{piece}}}"
@@ -270,7 +296,10 @@ class CaptureTemplate:
         for piece in self._pieces:
             if isinstance(piece, tuple):
                 key, safe = piece
-                value = _group(match, key)
+                if isinstance(key, RequestTemplate):
+                    value = key.render(request, user, proxies=proxies)
+                else:
+                    value = _group(match, key)
                 parts.append(value if safe is None else quote_from_bytes(value, safe).encode())
             else:
                 parts.append(piece.render(request, user, proxies=proxies))

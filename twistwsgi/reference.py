@@ -345,10 +345,10 @@ return = "301 https://example.com/new/$1"
   non-ASCII), in the query also `&`, `+` and `;`, so it stays one argument (and so
   after a variable in the path, which may bring the `?`: `$is_args`,
   `$request_uri`, a header's value); its `%` is a `%` (`%25`), never a second
-  decoding. The upstream gets what the mount
-  matched: a client's `%2F` arrives as `/`, `/a/../b` as `/b`. The target starts
-  with one `/` (a leading `//` made by a capture is one `/`), and a `#` a variable
-  brings is `%23`.
+  decoding. `$uri`, the decoded path too, is encoded as a capture is. The upstream
+  gets what the mount matched: a client's `%2F` arrives as `/`, `/a/../b` as `/b`.
+  The target starts with one `/` (a leading `//` made by a capture is one `/`), and
+  a `#` a variable brings is `%23`.
 - **`return`**: in a redirect's URL a capture is percent-encoded as in a proxy's
   (a decoded `%0d%0a` goes out as `%0D%0A`: it cannot end the `Location` field), and
   must come after the scheme and host and a `/` (`https://example.com/new/$1`,
@@ -357,11 +357,12 @@ return = "301 https://example.com/new/$1"
   (nginx takes them). A `Location` that would start with `//` starts `/%2F`. In a
   body text captures go as they are.
 - Where this departs from nginx, on the safe side: a capture in a `proxy` path is
-  percent-encoded (nginx copies it decoded, so a space or `?` in it would break or
-  change the request line); the upstream's host may not use variables (nginx
-  resolves them with its `resolver`); a redirect's capture may not come before its
-  path; a `static` directory's fixed part may not be `/` and it takes no variables;
-  a request's trailing `/` carries over to the expanded directory.
+  percent-encoded, and `$uri` there too (nginx copies them decoded, so a space or
+  `?` in one would break or change the request line); the upstream's host may not
+  use variables (nginx resolves them with its `resolver`); a redirect's capture may
+  not come before its path; a `static` directory's fixed part may not be `/` and it
+  takes no variables; a request's trailing `/` carries over to the expanded
+  directory.
 - A number past the pattern's groups (`$2` with one group) is refused when the
   configuration is loaded (also on a reload, which keeps the old configuration),
   with one line naming the mount; so is any capture in a prefix or exact mount, or
