@@ -571,6 +571,19 @@ def test_a_nul_or_backslash_through_a_capture_is_refused(tmp_path: Path) -> None
     assert get(router, b"/f/..\\secret.txt").status in (400, 404)
 
 
+def test_an_encoded_slash_or_a_backslash_names_no_file_through_a_capture(
+    tmp_path: Path,
+) -> None:
+    """As for every static mount: the files exist, the request spells them so, 404."""
+    router = static_site(tmp_path)
+    (tmp_path / "files" / "a\\b.txt").write_bytes(b"backslash")
+    assert get(router, b"/f/sub/index.html").body == b"sub index"
+    assert get(router, b"/f/sub%2Findex.html").status == 404
+    assert get(router, b"/f/sub%2findex.html").status == 404
+    assert get(router, b"/f/a%5Cb.txt").status == 404
+    assert get(router, b"/f/a\\b.txt").status == 404
+
+
 def test_a_request_for_a_directory_carries_its_slash_into_the_expanded_path(
     tmp_path: Path,
 ) -> None:
