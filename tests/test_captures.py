@@ -37,7 +37,7 @@ from twistwsgi.cli import load_config
 from twistwsgi.config import ConfigError, MountConfig, ServerConfig, default_options
 from twistwsgi.fixed_response import FixedResponse, parse_return
 from twistwsgi.forwarding import UpstreamAddress
-from twistwsgi.http.request import RequestHead
+from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import compile_location_pattern
 from twistwsgi.proxy import build_proxy
 from twistwsgi.routing import Mount, MountTable
@@ -936,6 +936,38 @@ def test_a_capturing_handler_used_without_its_router_answers_500_and_says_so() -
     [answer] = parse_responses(client.take(), [b"GET"])
     assert answer.status == 500
     assert any("did not route" in formatEvent(event) for event in events)
+
+
+def test_a_static_mount_with_captures_given_no_match_serves_nothing(tmp_path: Path) -> None:
+    """Without the match that chose it (a plain route, or none), no file: not the
+    fixed directory's index, which empty captures would name.
+    """
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "index.html").write_bytes(b"the index")
+    template = FileTemplate(f"{tmp_path}/files/$1", groups(r"^/f(.*)$"))
+    handler = CapturedStaticHandler(
+        StaticOptions.from_mount(template.root, default_options("static")),
+        template,
+        now=lambda: 0.0,
+    )
+
+    class PlainRoute:
+        def handle(self, exchange: Any) -> None:
+            exchange.route = Route(b"", exchange.request.path, "a.test")
+            handler.handle(exchange)
+
+    for served in (handler, PlainRoute()):
+        client = connect(served)
+        client.send(b"GET /f/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        [answer] = parse_responses(client.take(), [b"GET"])
+        assert (answer.status, answer.body) == (404, b"Not Found\n")
+
+
+def test_a_capture_after_a_variable_in_a_redirects_host_is_encoded_for_the_path() -> None:
+    """``$host`` before the path cannot bring its ``?``: the capture is a path's."""
+    template = CaptureTemplate("$scheme://$host/x/$1", groups(r"^/(.*)$"), url=True)
+    found = match(r"^/(.*)$", b"/a&b;c+d")
+    assert template.render(found, request()) == b"http://a.test/x/a&b;c+d"
 
 
 @given(_PATH_PIECES | st.binary(max_size=30))
