@@ -770,6 +770,37 @@ def test_a_capture_in_the_upstream_query_is_one_argument(tmp_path: Path) -> None
     assert forwarded(router, endpoint, b"/s/x%2By%3B") == b"/search?q=x%2By%3B&page="
 
 
+def redirected(router: Any, endpoint: FakeEndpoint, target: bytes, location: bytes) -> bytes:
+    """The ``Location`` a client gets when the upstream answers ``target`` with ``location``."""
+    client = connect(router)
+    client.send(b"GET " + target + b" HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    endpoint.last.respond(
+        b"HTTP/1.1 301 Moved\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    [answer] = parse_responses(client.take(), [b"GET"])
+    value = answer.header(b"location")
+    assert value is not None
+    return bytes(value)
+
+
+def test_the_default_proxy_redirect_cannot_map_a_targets_path_back(tmp_path: Path) -> None:
+    """The upstream's ``/v2/users/`` is the client's ``/api/v2/users/``: no rule of
+    ``default`` knows it, so it rewrites nothing (nginx's too, with variables), rather
+    than send the client to ``/v2/users/``, another mount's path. A table does it.
+    """
+    router, endpoints = proxy_site(
+        tmp_path,
+        "path = '~ ^/api/v(\\d+)/(.*)$'\nproxy = 'http://10.0.0.1:9000/v$1/$2'\n"
+        "[[host.mount]]\npath = '~ ^/b/(.*)$'\nproxy = 'http://10.0.0.2:9000/$1'\n"
+        "proxy_redirect = { 'http://10.0.0.2:9000/' = '/b/' }",
+    )
+    endpoint = endpoints["http://10.0.0.1:9000"]
+    upstream = b"http://10.0.0.1:9000/v2/users/"
+    assert redirected(router, endpoint, b"/api/v2/users", upstream) == upstream
+    endpoint = endpoints["http://10.0.0.2:9000"]
+    assert redirected(router, endpoint, b"/b/x", b"http://10.0.0.2:9000/x/") == b"/b/x/"
+
+
 def test_a_capture_never_makes_a_second_leading_slash(tmp_path: Path) -> None:
     router, endpoints = proxy_site(tmp_path, "path = '~ ^/x(/.*)$'\nproxy = 'unix:/run/a.sock:/$1'")
     endpoint = endpoints["unix:/run/a.sock"]

@@ -1821,7 +1821,11 @@ def build_proxy(
         set_fields=options["proxy_set_header"],
         # (The path an exact mount puts in SCRIPT_NAME; a pattern's upstreams have
         # no path, so their URLs come back whole.)
-        redirects=redirect_rewrite(
+        # A target template's path is no path of the client's that default could map
+        # it back to: it rewrites nothing there (nginx's, with variables in proxy_pass).
+        redirects=None
+        if template is not None and options["proxy_redirect"] == "default"
+        else redirect_rewrite(
             options["proxy_redirect"], mount.prefix.decode("utf-8") or "/", addresses
         ),
         balance_key=balance_key,

@@ -268,7 +268,8 @@ What each kind of mount does when reached through these forms:
   it, so its upstream URLs may not have a path (nginx refuses a URI in `proxy_pass`
   in a regex location too) unless the path uses captures or variables (then it is
   the whole target sent), and `proxy_redirect = "default"` has nothing to
-  rewrite; a return mount answers as anywhere else, its URL or text may use the
+  rewrite (with such a path nothing at all: give it a table to map the upstream's
+  paths back); a return mount answers as anywhere else, its URL or text may use the
   captures.
 - Everything else a mount has works the same for all forms: `max_body` (the `413` is
   still decided from the head), `access_log`, `allow`/`deny`, `rate_limit`,
@@ -348,7 +349,9 @@ return = "301 https://example.com/new/$1"
   decoding. `$uri`, the decoded path too, is encoded as a capture is. The upstream
   gets what the mount matched: a client's `%2F` arrives as `/`, `/a/../b` as `/b`.
   The target starts with one `/` (a leading `//` made by a capture is one `/`), and
-  a `#` a variable brings is `%23`.
+  a `#` a variable brings is `%23`. `proxy_redirect = "default"` rewrites nothing
+  here (nginx's too): the upstream's `/v2/x` is the client's `/api/v2/x`, which no
+  rule of its knows; a table does it (`{ 'http://127.0.0.1:9000/v' = '/api/v' }`).
 - **`return`**: in a redirect's URL a capture is percent-encoded as in a proxy's
   (a decoded `%0d%0a` goes out as `%0D%0A`: it cannot end the `Location` field), and
   must come after the scheme and host and a `/` (`https://example.com/new/$1`,
