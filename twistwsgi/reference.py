@@ -350,15 +350,17 @@ return = "301 https://example.com/new/$1"
   gets what the mount matched: a client's `%2F` arrives as `/`, `/a/../b` as `/b`.
   The target starts with one `/` (a leading `//` made by a capture is one `/`), and
   a `#` a variable brings is `%23`. `proxy_redirect = "default"` rewrites nothing
-  here (nginx's too): the upstream's `/v2/x` is the client's `/api/v2/x`, which no
-  rule of its knows; a table does it (`{ 'http://127.0.0.1:9000/v' = '/api/v' }`).
+  here (nginx's too): the upstream's `/v2/x` is the client's `/api/v2/x`, which
+  it cannot know; a table does it (`{ 'http://127.0.0.1:9000/v' = '/api/v' }`).
 - **`return`**: in a redirect's URL a capture is percent-encoded as in a proxy's
   (a decoded `%0d%0a` goes out as `%0D%0A`: it cannot end the `Location` field), and
   must come after the scheme and host and a `/` (`https://example.com/new/$1`,
   `$scheme://$host/x/$1`, `/new/$1`): `https://example.com$1`, `https://$1.example.com/`
   or `$1` alone are refused, as a request could then choose the site it is sent to
   (nginx takes them). A `Location` that would start with `//` starts `/%2F`. In a
-  body text captures go as they are.
+  body text captures go as they are, the client's text: keep such a body
+  `text/plain` (the default), as a `Content-Type` of `text/html` from `headers`
+  would put what a request writes into your page.
 - Where this departs from nginx, on the safe side: a capture in a `proxy` path is
   percent-encoded, and `$uri` there too (nginx copies them decoded, so a space or
   `?` in one would break or change the request line); the upstream's host may not
