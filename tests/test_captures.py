@@ -411,6 +411,15 @@ def mount(text: str) -> str:
             "path = '/p'\nproxy = 'http://b/x?a=$arg_a'",
             "host[0].mount[1].proxy: an upstream URL has no query or fragment",
         ),
+        (  # nginx's proxy_pass http://b/x$uri in a prefix location: not sent as written
+            "path = '/p'\nproxy = 'http://b/x$uri'",
+            "host[0].mount[1].proxy: 'http://b/x$uri': $uri would be sent as written:"
+            " variables go in a regular-expression mount's upstream path",
+        ),
+        (
+            "path = '= /p'\nproxy = 'http://b/x/${host}/'",
+            "host[0].mount[1].proxy: 'http://b/x/${host}/': ${host} would be sent as written",
+        ),
         (
             "path = '~ ^/p/(.*)$'\nproxy = 'http://b'\nproxy_set_header = { X-A = '$1' }",
             "unknown variable $1 here: the captures of a regular-expression mount path ($1"
@@ -465,6 +474,15 @@ def test_a_reload_refuses_it_too_and_the_old_table_serves(tmp_path: Path) -> Non
     assert "host[0].mount[1].return: '/new/$2' uses $2, but the mount's pattern has 1" in refused
     assert location() == b"/new/x"
     service.stopService()
+
+
+def test_a_dollar_that_is_no_variable_stays_in_a_prefix_mounts_upstream_path(
+    tmp_path: Path,
+) -> None:
+    """OData's ``$metadata`` is a name, not a variable: sent as written, as before."""
+    text = mount("path = '/odata'\nproxy = 'http://b/odata/$metadata'")
+    upstream = load_config({"config": write_site(tmp_path, text)}).hosts[0].mounts[1].target
+    assert upstream[0].url == "http://b/odata/$metadata"
 
 
 def test_a_literal_dollar_directory_of_a_prefix_mount_is_still_served(tmp_path: Path) -> None:
@@ -902,6 +920,7 @@ def test_captures_survive_a_mount_that_answers_later(tmp_path: Path) -> None:
     [
         ({"proxy": ["/x=http://b/y/$1"]}, "--proxy '/x=http://b/y/$1': '/y/$1' uses $1:"),
         ({"proxy": ["/x=http://b/y?a=$arg_a"]}, "an upstream URL has no query or fragment"),
+        ({"proxy": ["/x=http://b/y$uri"]}, "'http://b/y$uri': $uri would be sent as written"),
         ({"proxy": ["/x=unix:/run/a.sock:/v/${1}"]}, "'/v/${1}' uses $1: captures are for"),
         ({"static": ["/s=/tmp/$1"]}, "--static '/s=/tmp/$1': '/tmp/$1' uses $1:"),
         ({"return": ["/o=301 /n/${1}"]}, "--return '/o=301 /n/${1}': '/n/${1}' uses $1:"),

@@ -75,6 +75,7 @@ __all__ = [
     "first_reference",
     "has_captures",
     "is_name",
+    "request_variable",
     "split_captures",
     "split_upstream_url",
 ]
@@ -145,6 +146,20 @@ def first_reference(text: str) -> int | None:
     """Where the first ``$`` reference of ``text`` (a capture or a variable) starts."""
     found = _REFERENCE.search(text)
     return None if found is None else found.start()
+
+
+def request_variable(text: str) -> str | None:
+    """The first request variable ``text`` refers to (``$uri``, ``${host}``), if any.
+
+    A ``$`` reference that names none (``$metadata``) is not one.
+    """
+    for found in _REFERENCE.finditer(text):
+        try:
+            RequestTemplate(found.group(0))
+        except ValueError:
+            continue
+        return found.group(0)
+    return None
 
 
 def has_captures(text: str, groups: Groups | None) -> bool:

@@ -40,6 +40,7 @@ from twistwsgi.captures import (
     capture_numbers,
     first_reference,
     has_captures,
+    request_variable,
     split_captures,
     split_upstream_url,
 )
@@ -437,6 +438,25 @@ def _refuse_captures(text: str) -> None:
     split_captures(text, None)
 
 
+def _refuse_variables(url: str) -> None:
+    """Say that a plain prefix's upstream URL has a request variable in its path.
+
+    nginx expands it (``proxy_pass`` with variables); a prefix's upstream path is a
+    prefix, sent as written: it would go out as ``$uri``. A ``$`` that names no
+    variable (OData's ``$metadata``) is a name and stays.
+
+    Raises:
+        ValueError: naming the variable.
+    """
+    variable = request_variable(split_upstream_url(url)[1])
+    if variable is not None:
+        raise ValueError(
+            f"{url!r}: {variable} would be sent as written: variables go in a"
+            " regular-expression mount's upstream path, which is then the whole target"
+            " (path = '~ ^/p/')"
+        )
+
+
 def _mount_directory(value: Any) -> str:
     """A mount's ``static``: an existing directory, or one with captures (``/srv/$1``).
 
@@ -511,6 +531,8 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
         _refuse_captures(split_upstream_url(text)[1])
     if text.startswith("unix:"):
         parse_upstream(text)  # (its ValueError names what is expected)
+        if not templates:
+            _refuse_variables(text)
         return text
     _nginx_unix_spelling(text, value)
     parts = urlsplit(text)
@@ -539,6 +561,8 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
     if parts.fragment or (parts.query and not (templates and "$" in parts.path + parts.query)):
         # (A query with captures or variables is a regular-expression mount's: _mount.)
         raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
+    if not templates:
+        _refuse_variables(text)
     return text
 
 
@@ -3550,6 +3574,7 @@ def _check_upstream_captures(upstreams: Sequence[Upstream], groups: Groups | Non
                 CaptureTemplate(rest, None, url=True, target=True)  # (its message)
             if "?" in rest:
                 raise ValueError(f"an upstream URL has no query or fragment, got {upstream.url!r}")
+            _refuse_variables(upstream.url)
             continue
         if rest and first_reference(rest) is None:
             # nginx refuses it too ("proxy_pass cannot have URI part in location

@@ -371,9 +371,12 @@ return = "301 https://example.com/new/$1"
 - A number past the pattern's groups (`$2` with one group) is refused when the
   configuration is loaded (also on a reload, which keeps the old configuration),
   with one line naming the mount; so is any capture in a prefix or exact mount, or
-  on the command line. A `$name` that is no group is a variable where the setting
-  takes variables (`return`, a `proxy` path), else refused: it never stays as
-  written. A group's name wins over a variable of the same name.
+  on the command line, and a request variable in such a mount's upstream path
+  (`http://b/x$uri`: nginx expands it, a prefix's path would send it as written;
+  a `$` that names no variable, OData's `$metadata`, stays). A `$name` that is no
+  group is a variable where the setting takes variables (`return`, a `proxy`
+  path), else refused: it never stays as written. A group's name wins over a
+  variable of the same name.
 
 #### Carrying over nginx locations
 
