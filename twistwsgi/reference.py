@@ -279,7 +279,8 @@ What each kind of mount does when reached through these forms:
 - A static mount with `fallthrough = true` passes its misses to a partner at the same
   `path` (written with the same modifier and pattern), which is then reached only
   through it, as for prefixes. Without a partner, an exact static mount passes them
-  to the mount its path reaches without it (in the order above); a
+  to the mount its path reaches without it (in the order above; a pattern mount
+  there gets its captures in the exact path); a
   regular-expression static mount must have a partner (nothing lies below a pattern;
   write the mount that `try_files $uri @app` names again at the same pattern), else
   the configuration is refused. `/x` and `^~ /x` are one path (a static mount and its
