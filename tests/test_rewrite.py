@@ -148,9 +148,9 @@ def test_options_star_is_not_rewritten() -> None:
 
 
 def test_a_line_that_backtracks_too_long_is_cut_off_and_answered_500() -> None:
-    """A path made to backtrack a line for minutes costs TIME_LIMIT, once per
-    request (the body limit's question and the answer share it), then a 500 and a
-    log line naming the line.
+    """A path made to backtrack a line for minutes costs TIME_LIMIT twice (once more
+    before it counts) per request (the body limit's question and the answer share
+    it), then a 500 and a log line naming the line.
     """
     # Each extra "a" multiplies the ways to try (by about 1.6): far past the limit.
     line = parse_rewrite(r"^/(a|aa)+$ /p/$1 permanent")
@@ -161,6 +161,29 @@ def test_a_line_that_backtracks_too_long_is_cut_off_and_answered_500() -> None:
         assert redirects.target(request) == "timed out"
     (logged,) = [formatEvent(e) for e in events if e.get("log_namespace") == "twistwsgi.rewrite"]
     assert logged.startswith("Rewrite line ^/(a|aa)+$ took over 0.05s on a path of 62 bytes")
+
+
+def test_lines_that_ran_out_of_time_once_are_run_again() -> None:
+    """A pause of the process (the reactor waiting for the GIL behind busy threads, a
+    collection) is not taken for a backtracking line: the redirect is answered.
+    """
+    redirects = Rewrites([parse_rewrite(r"^/old/(.*)$ /new/$1 permanent")], NOBODY)
+    [line] = redirects._compiled
+    real = line.regex
+    searched: list[bytes] = []
+
+    class StallsOnce:
+        def search(self, path: bytes, timeout: float) -> Any:
+            searched.append(path)
+            if len(searched) == 1:
+                raise TimeoutError
+            return real.search(path, timeout=timeout)
+
+    line.regex = StallsOnce()
+    with capture_log_events() as events:
+        assert redirects.target(head(b"/old/x")) == (301, b"/new/x")
+    assert searched == [b"/old/x"] * 2
+    assert [e for e in events if e.get("log_namespace") == "twistwsgi.rewrite"] == []
 
 
 def test_without_the_regex_package_lines_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,8 +137,11 @@ Regular-expression names need the `regex` package (`pip install
 `re`, it can stop a match: for one request the expressions of all hosts get 10 ms in
 all (and as much again for the certificate a TLS handshake picks), which a sane
 pattern never comes near, while one that backtracks (`~^(a|aa)+$`) on a name a client
-made up could otherwise hold the server for minutes. Past it, the name matches no
-expression (the default host answers it) and an error names the pattern. Names
+made up could otherwise hold the server for minutes. A search that runs out of time
+is made once more (the time is counted on the clock, so a pause of the whole process,
+such as the reactor waiting for busy application threads, counts too, and rarely
+comes twice); past it again, the name matches no expression (the default host
+answers it) and an error names the pattern. Names
 longer than 253 characters, which no DNS name is, are not tried. A name's groups are
 not variables here (nginx can use `$user` in a `root`): a mount's directory or
 upstream is fixed. On the command line a `--vhost` name cannot hold `,`, `/` or `=`;
@@ -239,7 +242,10 @@ anchored: write `^` and `$` where they are meant.
 Regular expressions run on a path the client chooses, so they need the
 [regex](https://pypi.org/project/regex/) package (`pip install 'twistwsgi[regex]'`),
 whose matches can be stopped. The regular-expression mounts of a host have 10 ms
-in all per lookup. Past it no mount is chosen: the request is answered `500 Internal
+in all per lookup, and a lookup that runs out of it is made once more (the time is
+counted on the clock, so a pause of the whole process, such as the reactor waiting
+for busy application threads, counts too, and rarely comes twice). Past it again no
+mount is chosen: the request is answered `500 Internal
 Server Error` (the host's `error_pages` apply; no mount's `max_body` is used for it,
 and no mount sees its body), and the server's log names the pattern and the path;
 nginx answers 500 too when a regular expression fails. Falling back to a prefix
@@ -866,8 +872,10 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
   `(?<slug>...)`, `[[:digit:]]`, possessive `++`), and, unlike Python's `re`, a
   match can be stopped: a pattern that backtracks (repetitions inside repetitions,
   `^/(a|aa)+$`) on a path a client made up would otherwise hold the server for
-  minutes. The lines of a host get 50 ms per request in all; past that the request
-  is answered `500` and an error names the line, as nginx answers `500` when PCRE's
+  minutes. The lines of a host get 50 ms per request in all, and are run once more
+  when they run out of it (a pause of the whole process counts on the clock too, and
+  rarely comes twice); past that again the request is answered `500` and an error
+  names the line, as nginx answers `500` when PCRE's
   match limit stops a match.
 - The pattern is searched in the request's path as routing sees it: percent-decoded,
   dot-segments resolved, runs of slashes made one (nginx's `$uri`), so `//blog/x`

@@ -19,7 +19,9 @@ Read as nginx reads them (`ngx_http_rewrite_module
   (``(?<name>...)``, ``[[:digit:]]``, possessive quantifiers) and, unlike ``re``,
   can be stopped: a line's backtracking on a long path a client made up would
   otherwise hold the reactor for minutes. Each request gets :data:`TIME_LIMIT` for
-  all the host's lines; past it, it is answered 500 and the line is logged, as
+  all the host's lines, and the lines are run once more when they run out of it
+  (see :class:`~twistwsgi.routing.PatternTimeoutError`); past it again, it is
+  answered 500 and the line is logged, as
   nginx answers when PCRE's match limit is hit. It is searched in the request's
   ``$uri``: its path percent-decoded, dot-segments removed and runs of slashes
   made one. The lines are tried in order, each once.
@@ -104,7 +106,14 @@ from twistwsgi.fixed_response import NGINX_ESCAPES
 from twistwsgi.forwarding import TrustedProxies, encode_path
 from twistwsgi.http.request import RequestHead, RewrittenRequest
 from twistwsgi.log_format import RequestTemplate
-from twistwsgi.routing import answer_error, error_body, merge_slashes, remove_dot_segments
+from twistwsgi.routing import (
+    PatternTimeoutError,
+    answer_error,
+    error_body,
+    merge_slashes,
+    remove_dot_segments,
+    search_twice,
+)
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -125,6 +134,14 @@ _MISSING = (
 _TIMED_OUT = "timed out"
 _NOT_A_PATH = "not a path"
 _FAILED = b"Internal Server Error: the address could not be rewritten\n"
+
+
+class _LineTimeoutError(PatternTimeoutError):
+    """A rewrite line ran out of time on ``path`` (the ``$uri`` it was searched in)."""
+
+    def __init__(self, culprit: str, path: bytes) -> None:
+        super().__init__(culprit)
+        self.path = path
 
 
 def _regex_module() -> ModuleType:
@@ -467,7 +484,19 @@ class Rewrites:
         last = self._last
         if last is not None and last[0] is request:
             return last[1]
-        outcome = self._target(request, user)
+        try:
+            outcome = search_twice(lambda head: self._target(head, user), request)
+        except _LineTimeoutError as out:
+            _log.error(
+                "Rewrite line {pattern} took over {limit:g}s on a path of {size}"
+                " bytes ({method} {target:.80}...): answered 500",
+                pattern=out.culprit,
+                limit=TIME_LIMIT,
+                size=len(out.path),
+                method=request.method.decode("latin-1"),
+                target=request.target.decode("latin-1"),
+            )
+            outcome = _TIMED_OUT
         self._last = (request, outcome)
         return outcome
 
@@ -485,16 +514,7 @@ class Rewrites:
             try:
                 match = rule.regex.search(path, timeout=max(deadline - clock(), 0.001))
             except TimeoutError:
-                _log.error(
-                    "Rewrite line {pattern} took over {limit:g}s on a path of {size}"
-                    " bytes ({method} {target:.80}...): answered 500",
-                    pattern=rule.pattern,
-                    limit=TIME_LIMIT,
-                    size=len(path),
-                    method=request.method.decode("latin-1"),
-                    target=request.target.decode("latin-1"),
-                )
-                return _TIMED_OUT
+                raise _LineTimeoutError(rule.pattern, path) from None
             if match is None:
                 continue
             if rule.status is not None:

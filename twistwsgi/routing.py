@@ -75,6 +75,7 @@ __all__ = [
     "LocationTimeoutError",
     "Mount",
     "MountTable",
+    "PatternTimeoutError",
     "Route",
     "Router",
     "RoutingTable",
@@ -87,9 +88,12 @@ __all__ = [
     "path_below",
     "refuse_path_above_root",
     "remove_dot_segments",
+    "search_twice",
 ]
 
 T = TypeVar("T")
+S = TypeVar("S")
+R = TypeVar("R")
 
 
 _HOST_CACHE: dict[bytes, str | None] = {}
@@ -144,6 +148,40 @@ def _normalize_host(authority: bytes) -> str | None:
 #: (``~^(a|aa)+$``) on a name a client made up would hold the server for minutes.
 HOST_PATTERN_TIME_LIMIT = 0.01
 
+
+class PatternTimeoutError(Exception):
+    """A search of regular expressions (host names, locations, rewrite lines) ran out of time.
+
+    Such a search is made once more, from the first pattern, with a fresh budget,
+    before the request is refused for it. The limits are counted on the wall clock,
+    the only clock the ``regex`` package stops on, so they also count what has
+    nothing to do with the patterns: the reactor thread waiting for the GIL behind
+    busy application threads (up to ``sys.getswitchinterval()``, 5 ms, for each
+    thread ahead of it), a garbage collection, the machine running another process.
+    A pattern that truly backtracks runs out again; such a pause rarely strikes the
+    same request twice. What a bad pattern can be made to cost per request doubles.
+
+    Attributes:
+        culprit: the pattern the time ran out in, as written.
+    """
+
+    def __init__(self, culprit: str) -> None:
+        super().__init__(culprit)
+        self.culprit = culprit
+
+
+def search_twice(search: Callable[[S], R], subject: S, /) -> R:
+    """``search(subject)``, made once more if it runs out of time (:class:`PatternTimeoutError`).
+
+    Raises:
+        PatternTimeoutError: the second search ran out of time too.
+    """
+    try:
+        return search(subject)
+    except PatternTimeoutError:
+        return search(subject)
+
+
 #: The longest name a regular expression is tried on: no DNS name is longer
 #: (RFC 1035 2.3.4, 255 octets with its length bytes); a longer one matches none.
 LONGEST_HOST_NAME = 253
@@ -176,8 +214,8 @@ class HostTable(Generic[T]):
             ``TimeoutError`` past the time (the ``regex`` package's ``compile``);
             needed only when a name is one.
         timed_out: called with the pattern and the name when the patterns took more
-            than :data:`HOST_PATTERN_TIME_LIMIT` on a name, which then matches none
-            of them.
+            than :data:`HOST_PATTERN_TIME_LIMIT` on a name twice in a row (see
+            :class:`PatternTimeoutError`), which then matches none of them.
         clock: seconds, for that time limit.
 
     Raises:
@@ -256,7 +294,23 @@ class HostTable(Generic[T]):
         found = self._found
         if name in found:
             return found[name]
-        value = None
+        try:
+            value = search_twice(self._first_match, name)
+        except PatternTimeoutError as out:
+            if self._timed_out is not None:
+                self._timed_out(out.culprit, name)
+            return None
+        if len(found) >= _PATTERN_MEMORY:
+            found.clear()
+        found[name] = value
+        return value
+
+    def _first_match(self, name: str) -> T | None:
+        """One search of the patterns in order, within :data:`HOST_PATTERN_TIME_LIMIT`.
+
+        Raises:
+            PatternTimeoutError: naming the pattern the time ran out in.
+        """
         clock = self._clock
         deadline = clock() + HOST_PATTERN_TIME_LIMIT
         for pattern, compiled, candidate in self._patterns:
@@ -266,16 +320,10 @@ class HostTable(Generic[T]):
                     raise TimeoutError(pattern)
                 match = compiled.search(name, timeout=remaining)
             except TimeoutError:
-                if self._timed_out is not None:
-                    self._timed_out(pattern, name)
-                return None
+                raise PatternTimeoutError(pattern) from None
             if match is not None:
-                value = candidate
-                break
-        if len(found) >= _PATTERN_MEMORY:
-            found.clear()
-        found[name] = value
-        return value
+                return candidate
+        return None
 
 
 def remove_dot_segments(path: bytes) -> bytes | None:
@@ -496,7 +544,8 @@ class MountTable(Generic[T]):
     4. Else the remembered prefix mount, if any.
 
     When the regular expressions run out of time (:data:`LOCATION_PATTERN_TIME_LIMIT`)
-    the lookup raises :class:`LocationTimeoutError` rather than fall back to a prefix.
+    twice in a row (see :class:`PatternTimeoutError`) the lookup raises
+    :class:`LocationTimeoutError` rather than fall back to a prefix.
 
     A table without exact or regular-expression mounts only does the longest
     prefix, at the same cost as before they existed.
@@ -668,6 +717,25 @@ class MountTable(Generic[T]):
         Raises:
             LocationTimeoutError: the time ran out.
         """
+        try:
+            found, match = search_twice(self._pattern_search, path)
+        except PatternTimeoutError as out:
+            if self._timed_out is not None:
+                self._timed_out(out.culprit, path)
+            self._searched = (path, _TIMED_OUT, out.culprit, None)
+            raise LocationTimeoutError(out.culprit) from None
+        self._searched = (path, found, "", match)
+        return found
+
+    def _pattern_search(self, path: bytes) -> tuple[Mount[T] | None, Any]:
+        """One search of the patterns in order, within :data:`LOCATION_PATTERN_TIME_LIMIT`.
+
+        Returns the first mount whose pattern is found in ``path`` and its match
+        (for the mount's captures), or ``(None, None)``.
+
+        Raises:
+            PatternTimeoutError: naming the mount the time ran out in.
+        """
         clock = self._clock
         deadline = clock() + LOCATION_PATTERN_TIME_LIMIT
         previous = None
@@ -679,17 +747,12 @@ class MountTable(Generic[T]):
                     raise TimeoutError
                 match = mount.pattern.search(path, timeout=remaining)
                 if match is not None:
-                    self._searched = (path, mount, "", match)
-                    return mount
+                    return mount, match
             except TimeoutError:
-                culprit = _shown(previous if remaining <= 0 and previous is not None else mount)
-                if self._timed_out is not None:
-                    self._timed_out(culprit, path)
-                self._searched = (path, _TIMED_OUT, culprit, None)
-                raise LocationTimeoutError(culprit) from None
+                culprit = previous if remaining <= 0 and previous is not None else mount
+                raise PatternTimeoutError(_shown(culprit)) from None
             previous = mount
-        self._searched = (path, None, "", None)
-        return None
+        return None, None
 
 
 class LocationTimeoutError(Exception):
