@@ -230,6 +230,20 @@ suite starts is stopped at the end, also when it is interrupted. The machines th
 numbers come from are shared and noisy: compare the ratios within a table, not the
 absolute numbers across runs.
 
+`benchmarks/inmemory.py` measures something else: the Python time twistwsgi spends on one
+request, with no sockets and no wrk. It builds the server as `twistd wsgi` does (with
+`--access-log off --keepalive-requests 0`), sends keep-alive requests through in-memory
+transports for three cases (`hello` with `--threads 0`, a 10 KB `static` file, a `proxy`
+mount whose upstream is an in-memory peer answering 13 bytes), checks every response, and
+prints microseconds per request (the best of several runs); `--profile CASE` prints a
+cProfile listing. To compare two commits, run it alternately in two worktrees. It is the
+tool for changes to the request path; the tables below are the verdict.
+
+```
+PYTHONPATH=$PWD .venv/bin/python benchmarks/inmemory.py             # hello, static, proxy
+PYTHONPATH=$PWD .venv/bin/python benchmarks/inmemory.py --profile proxy
+```
+
 The latest full run follows.
 
 """

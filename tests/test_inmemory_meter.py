@@ -1,0 +1,60 @@
+"""The in-memory meter of benchmarks/inmemory.py: each case runs and checks its responses.
+
+A handful of requests per case, so the meter cannot rot while nobody measures; and the checks
+that keep a broken change from looking fast do refuse a wrong response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import inmemory
+
+
+@pytest.fixture(scope="module")
+def docroot() -> Iterator[Path]:
+    with inmemory.docroot_with_file() as root:
+        yield root
+
+
+@pytest.mark.parametrize("case", inmemory.CASES)
+def test_each_case_serves_keep_alive_requests(case: str, docroot: Path) -> None:
+    cost = inmemory.measure(case, requests=5, repeat=2, docroot=docroot)
+    assert cost > 0
+
+
+@pytest.mark.parametrize("case", inmemory.CASES)
+def test_each_case_answers_a_200_with_its_body(case: str, docroot: Path) -> None:
+    built = inmemory.build(case, docroot)
+    try:
+        inmemory.check_first(case, built.run(1), built.body)
+        with pytest.raises(AssertionError, match="got status 200"):
+            inmemory.check_first(case, built.run(1), built.body + b"!")
+    finally:
+        built.close()
+
+
+def test_a_refusal_is_not_taken_for_an_answer() -> None:
+    refusal = b"HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\nHello, World!"
+    with pytest.raises(AssertionError, match="status 404"):
+        inmemory.check_first("hello", refusal, inmemory.HELLO_BODY)
+
+
+def test_a_response_that_changes_is_refused(docroot: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter(
+        [inmemory.UPSTREAM_RESPONSE, inmemory.UPSTREAM_RESPONSE.replace(b"Hello", b"Jello")]
+    )
+    real_pump = inmemory.Upstream.pump
+
+    def pump(self: inmemory.Upstream) -> bool:
+        monkeypatch.setattr(
+            inmemory, "UPSTREAM_RESPONSE", next(answers, inmemory.UPSTREAM_RESPONSE)
+        )
+        return real_pump(self)
+
+    monkeypatch.setattr(inmemory.Upstream, "pump", pump)
+    with pytest.raises(AssertionError, match="differs from the first"):
+        inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
