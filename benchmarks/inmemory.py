@@ -69,10 +69,11 @@ REQUEST_HEAD = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 
 HELLO_BODY = b"Hello, World!"
 
-#: The upstream's answer to every request head: nginx's ``return 200 "Hello, World!"``.
+#: The upstream's answer to every request head, as the benchmark's upstream (nginx's
+#: ``return 200 "Hello, World!"`` with ``default_type text/plain``) words it.
 UPSTREAM_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 13\r\nConnection: keep-alive\r\n\r\n" + HELLO_BODY
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\n" + HELLO_BODY
 )
 
 STATIC_SIZE = 10 * 1024
@@ -192,11 +193,13 @@ def build(case: str, docroot: Path) -> Case:
     def run(count: int) -> bytes:
         for _ in range(count):
             receive(request)
-            # The proxy's request reaches the upstream, whose answer comes back; calls
-            # the server scheduled for "now" run, as the reactor would run them next.
+            # The proxy's request reaches the upstream, whose answer comes back; then
+            # calls the server scheduled for "now" run, as the reactor would run them.
             while pump():
-                advance(0)
+                pass
             advance(0)
+        if len(upstream.connections) > 1:
+            raise AssertionError(f"{case}: the upstream connection was not kept alive")
         return transport.take()
 
     def close() -> None:

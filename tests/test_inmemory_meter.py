@@ -58,3 +58,12 @@ def test_a_response_that_changes_is_refused(docroot: Path, monkeypatch: pytest.M
     monkeypatch.setattr(inmemory.Upstream, "pump", pump)
     with pytest.raises(AssertionError, match="differs from the first"):
         inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
+
+
+def test_an_upstream_connection_per_request_is_refused(
+    docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closing = inmemory.UPSTREAM_RESPONSE.replace(b"keep-alive", b"close")
+    monkeypatch.setattr(inmemory, "UPSTREAM_RESPONSE", closing)
+    with pytest.raises(AssertionError, match="not kept alive"):
+        inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
