@@ -1567,21 +1567,21 @@ class HTTP11Protocol(Protocol):
             self._retiring = True
         if not self._certificate_read:
             self._read_client_certificate()
-        head = RequestHead(
-            method=method,
-            target=target,
-            path=path,
-            decoded_path=decoded_path,
-            query=query,
-            version=version,
-            headers=self._headers,
-            authority=authority,
-            content_length=content_length,
-            chunked=chunked,
-            scheme=self._scheme,
-            peer=self._peer,
-            local=self._local,
-            client_certificate=self._client_certificate,
+        head = RequestHead(  # (in order, positionally: see RequestHead.__init__)
+            method,
+            target,
+            path,
+            decoded_path,
+            query,
+            version,
+            self._headers,
+            authority,
+            content_length,
+            chunked,
+            self._scheme,
+            self._peer,
+            self._local,
+            self._client_certificate,
         )
         at_once = False
         if chunked or content_length:
