@@ -557,6 +557,22 @@ def test_connection_options(value: bytes, options: set[bytes]) -> None:
     assert connection_options(value) == options
 
 
+@given(
+    st.sampled_from([b"keep-alive", b"close", b"upgrade", b"te"]).flatmap(
+        lambda token: st.lists(st.booleans(), min_size=len(token), max_size=len(token)).map(
+            lambda upper: bytes(
+                byte - 32 if flip and 97 <= byte <= 122 else byte
+                for byte, flip in zip(token, upper, strict=True)
+            )
+        )
+    )
+)
+def test_connection_options_of_one_token_in_any_case(value: bytes) -> None:
+    """The values split once ahead (keep-alive, close...) read as any other spelling."""
+    assert connection_options(value) == {value.lower()}
+    assert connection_options(value + b",") == connection_options(value)
+
+
 @pytest.mark.parametrize(
     ("status", "phrase"),
     [

@@ -658,7 +658,7 @@ def response_fields(
     """
     kept: list[tuple[bytes, bytes]] = []
     append = kept.append
-    options: set[bytes] | None = None
+    options: frozenset[bytes] | None = None
     lengths = hidden.lengths
     for field in headers:
         name = field[0]

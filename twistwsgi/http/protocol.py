@@ -131,6 +131,8 @@ PIPELINE_SLICE = 1024
 MAX_QUEUED = 8 * MAX_PIPELINED
 
 _CRLF0 = b"0\r\n\r\n"
+#: The connection options of a request without a ``Connection`` field.
+_NO_OPTIONS: frozenset[bytes] = frozenset()
 #: A CR that no LF follows (RFC 9112 2.2: a bare CR).
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _BARE_CR_BEFORE_REQUEST = RequestError(400, "Bare CR before the request line")
@@ -1545,7 +1547,7 @@ class HTTP11Protocol(Protocol):
             path, query, split_authority = rules.split_target(form, target)
             authority = host if split_authority is None else split_authority
         decoded_path = rules.unquote_path(path) if b"%" in path else path
-        options = rules.connection_options(self._connection) if self._connection else set()
+        options = rules.connection_options(self._connection) if self._connection else _NO_OPTIONS
         # "close" wins over keep-alive whatever the version (RFC 9112 9.3, 9.6).
         keep_alive = b"close" not in options and (version == b"1.1" or b"keep-alive" in options)
         if keep_alive and not self._settings.keepalive_timeout:

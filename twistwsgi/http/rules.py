@@ -168,9 +168,21 @@ def reason_phrase(status: int) -> bytes:
         return b""
 
 
-def connection_options(value: bytes) -> set[bytes]:
+#: The ``Connection`` values nearly every message that has one carries, split once:
+#: an upstream's ``keep-alive`` on each response (nginx sends it), a client's
+#: ``close`` or HTTP/1.0 ``keep-alive``, a WebSocket ``Upgrade``.
+_COMMON_CONNECTION_VALUES = {
+    value: frozenset({value.lower()})
+    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
+}
+
+
+def connection_options(value: bytes) -> frozenset[bytes]:
     """Split a ``Connection`` field value into lower-case option tokens (RFC 9110 7.6.1)."""
-    return {token.strip().lower() for token in value.split(b",") if token.strip()}
+    common = _COMMON_CONNECTION_VALUES.get(value)
+    if common is not None:
+        return common
+    return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
 
 
 def transfer_coding_is_chunked(values: list[bytes]) -> bool:
