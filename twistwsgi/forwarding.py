@@ -312,12 +312,16 @@ class Networks:
             ipaddress.ip_network(text, strict=False) for text in texts if text != UNIX_SOCKETS
         )
         self._cache: dict[str, bool] = {}
+        # Most servers trust no proxy, and handlers ask once per request.
+        self._empty = not self.networks and not self.unix_sockets
 
     def __bool__(self) -> bool:
-        return bool(self.networks) or self.unix_sockets
+        return not self._empty
 
     def has_peer(self, peer: Address | None) -> bool:
         """Whether a request's ``peer`` (``None`` on a UNIX socket) is in the set."""
+        if self._empty:
+            return False
         return self.has(peer[0] if peer is not None else None)
 
     def has(self, address: str | None) -> bool:

@@ -1015,7 +1015,9 @@ class _Forward:
         """Start the client's response with the upstream's status and fields."""
         if status in self._proxy.retry_statuses and self._retry_answer(status):
             return
-        recovered = self._answered()
+        peer = self._peer
+        # (Only an upstream with failures has them forgotten: most answer without.)
+        recovered = peer is not None and peer.fails > 0 and self._answered()
         self._answered_status = status
         self._response_fields = headers
         proxy = self._proxy
@@ -1558,7 +1560,8 @@ class _Forward:
 
         The upstreams tried are left for the access log first.
         """
-        self._cancel_grace()
+        if self._grace is not None:
+            self._cancel_grace()
         if self._spool is not None:
             self._spool.close()
             self._spool_over = b""
@@ -1635,7 +1638,9 @@ class _Forward:
             proxy.cookies.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         fields.append((b"Upgrade", protocols))
         fields.append((b"Connection", b"upgrade"))
-        recovered = self._answered()
+        peer = self._peer
+        # (Only an upstream with failures has them forgotten: most answer without.)
+        recovered = peer is not None and peer.fails > 0 and self._answered()
         self._answered_status = status
         self._tunnelling = True
         tunnel = exchange.upgrade(fields, self)
