@@ -474,11 +474,13 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[byt
         append(b"Transfer-Encoding: chunked\r\n")
     elif request.content_length is not None:
         append(b"Content-Length: %d\r\n" % request.content_length)
-    client = forwarded_client(request.peer)
+    peer = request.peer
     if special is None:
         # The common case: nothing hop-by-hop, nothing forwarded before us.
-        append(_forwarding_block(client, request.authority, request.scheme))
+        address = peer[0] if peer is not None else None
+        append(_forwarding_block(address, request.authority, request.scheme))
         return b"".join(lines)
+    client = forwarded_client(peer)
     return _with_special_fields(lines, special, request, client, trusted=trusted, upgrade=upgrade)
 
 
@@ -577,7 +579,8 @@ def _with_special_fields(
     authority = request.authority
     scheme = request.scheme
     if not (forwarded_for or forwarded or proto is not None or host is not None):
-        append(_forwarding_block(client, authority, scheme))
+        peer = request.peer
+        append(_forwarding_block(peer[0] if peer is not None else None, authority, scheme))
         return b"".join(lines)
     if client is not None:
         forwarded_for.append(client.encode("ascii"))
@@ -601,12 +604,22 @@ _blocks: dict[tuple[str | None, bytes, str], bytes] = {}
 _BLOCK_CACHE_SIZE = 1024
 
 
-def _forwarding_block(client: str | None, authority: bytes, scheme: str) -> bytes:
-    """The four forwarding field lines this hop adds when none came in (cached)."""
-    key = (client, authority, scheme)
+def _forwarding_block(address: str | None, authority: bytes, scheme: str) -> bytes:
+    """The four forwarding field lines this hop adds when none came in (cached).
+
+    Args:
+        address: the client's IP address as the peer gives it (see
+            :func:`forwarded_client`), ``None`` on a UNIX socket.
+        authority: the request's authority.
+        scheme: the request's scheme.
+    """
+    key = (address, authority, scheme)
     block = _blocks.get(key)
     if block is not None:
         return block
+    # (Its zone, if any, is left out only when a block is made: the cache is keyed
+    # by the address as given, so a request finding its block makes no call.)
+    client = None if address is None else address.partition("%")[0]
     lines = []
     if client is not None:
         lines.append(b"X-Forwarded-For: " + client.encode("ascii") + b"\r\n")

@@ -1677,7 +1677,8 @@ class HTTP11Protocol(Protocol):
         """Mark the body complete; the connection is idle for reading again."""
         self._between_messages = True
         exchange = self._parsing
-        if exchange is not None and exchange.request.has_body and self._parser.should_upgrade():
+        # (The parser is asked first: a C call, where has_body is a Python property.)
+        if exchange is not None and self._parser.should_upgrade() and exchange.request.has_body:
             # httptools skips the body of an Upgrade request; _upgrade parses it.
             return
         self._parsing = None
