@@ -588,6 +588,27 @@ def test_hidden_response_fields_are_left_out_in_any_case() -> None:
     assert response_fields(fields[:2], 200) == fields[:2]  # nothing hidden by default here
 
 
+def test_watched_response_fields_are_noted_hidden_or_not() -> None:
+    """A proxy mount learns from the one scan which of the fields it acts on came
+    (in any case), whether they are passed on or hidden; nothing else is noted.
+    """
+    hidden = HiddenFields([b"date", b"x-accel-limit-rate"], [b"location", b"x-accel-limit-rate"])
+    fields = [
+        (b"LOCATION", b"http://upstream/x"),
+        (b"Date", b"Mon, 01 Jan 2001 00:00:00 GMT"),
+        (b"X-Accel-Limit-Rate", b"100"),
+        (b"Refresh", b"0; url=/"),
+        (b"Connection", b"keep-alive"),
+    ]
+    seen: set[bytes] = set()
+    kept = response_fields(fields, 200, hidden, seen)
+    assert kept == [(b"LOCATION", b"http://upstream/x"), (b"Refresh", b"0; url=/")]
+    assert seen == {b"location", b"x-accel-limit-rate"}
+    seen.clear()
+    response_fields(fields[3:], 200, hidden, seen)
+    assert seen == set()
+
+
 def test_trusted_proxies_given_one_string_say_so() -> None:
     """A lone string was iterated character by character: "'1' does not appear to be
     an IPv4 or IPv6 network" pointed away from the mistake.

@@ -295,6 +295,18 @@ def test_a_table_puts_the_prefix_back_on_relative_urls() -> None:
     assert redirected(b"/login", proxy_redirect=(("/", "/app/"),)) == b"/app/login"
 
 
+def test_a_proxied_refresh_to_the_upstream_goes_to_the_mount() -> None:
+    """Refresh is rewritten through the proxy too, in any case, with or without Location."""
+    setup = make_proxy(("http://10.0.0.1:9000/",), mount="/app", routed=True)
+    client = setup.client()
+    client.send(b"GET /app/wait HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+    setup.endpoint().last.respond(
+        b"HTTP/1.1 200 OK\r\nREFRESH: 5; url=http://10.0.0.1:9000/done\r\nContent-Length: 0\r\n\r\n"
+    )
+    response = one_response(client)
+    assert response.header(b"refresh") == b"5; url=/app/done"
+
+
 # -- configuration ----------------------------------------------------------------------
 
 

@@ -645,14 +645,19 @@ class HiddenFields:
 
     Args:
         names: the lower-case names.
+        watched: lower-case names the caller wants to learn are present (hidden or
+            not), from :func:`response_fields`' ``seen``: a proxy mount's redirect
+            and rate fields, so that it looks for them only in a response that has
+            them.
     """
 
-    __slots__ = ("lengths", "names")
+    __slots__ = ("lengths", "names", "watched")
 
-    def __init__(self, names: Iterable[bytes]) -> None:
+    def __init__(self, names: Iterable[bytes], watched: Iterable[bytes] = ()) -> None:
         self.names = frozenset(names)
+        self.watched = frozenset(watched)
         # The lengths worth lower-casing a name for: these and the hop-by-hop ones.
-        self.lengths = _HOP_LENGTHS | {len(name) for name in self.names}
+        self.lengths = _HOP_LENGTHS | {len(name) for name in self.names | self.watched}
 
 
 #: Nothing hidden but the hop-by-hop fields.
@@ -666,17 +671,22 @@ DEFAULT_HIDDEN = (b"date", b"server", b"x-pad")
 
 
 def response_fields(
-    headers: list[tuple[bytes, bytes]], status: int = 0, hidden: HiddenFields = NOTHING_HIDDEN
+    headers: list[tuple[bytes, bytes]],
+    status: int = 0,
+    hidden: HiddenFields = NOTHING_HIDDEN,
+    seen: set[bytes] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The upstream response's fields to pass to the client (see the module docstring).
 
     ``Upgrade`` stays in a ``426``, which must name the protocols to upgrade to
     (RFC 9110 15.5.22); elsewhere it is hop-by-hop. The ``hidden`` ones are left out.
+    The names of ``hidden.watched`` found (lower-case) are added to ``seen``.
     """
     kept: list[tuple[bytes, bytes]] = []
     append = kept.append
     options: frozenset[bytes] | None = None
     lengths = hidden.lengths
+    watched = hidden.watched
     for field in headers:
         name = field[0]
         # Only names of a length looked for are lower-cased and looked up.
@@ -688,8 +698,11 @@ def response_fields(
                     options = found if options is None else options | found
                 if lower != b"upgrade" or status != 426:
                     continue
-            elif lower in hidden.names:
-                continue
+            else:
+                if seen is not None and lower in watched:
+                    seen.add(lower)
+                if lower in hidden.names:
+                    continue
         append(field)
     if options is not None:
         named = options - HOP_BY_HOP

@@ -184,6 +184,11 @@ _FAILED: dict[ErrorKind | None, tuple[int, bytes]] = {
 #: connection; past it the connection is closed.
 ACCEL_DRAIN_LIMIT = 64 * 1024
 
+#: The response fields proxy_redirect rewrites, and the one that sets a rate.
+_REDIRECT_FIELDS = frozenset({b"location", b"refresh"})
+_RATE_NAME = b"x-accel-limit-rate"
+_RATE_FIELD = frozenset({_RATE_NAME})
+
 _OVERLOADED = b"Service Unavailable: the upstream servers are busy, try again later\n"
 
 #: The upstream's fields an error page sent in place of its answer keeps: they belong
@@ -297,7 +302,12 @@ class ProxyHandler:
         # an upstream's X-Accel-Redirect names.
         self.accel: AccelResolver | None = None
         self.cookies = cookies
-        self.hidden = hidden
+        # The fields hidden, and those a response is rewritten or paced for: the
+        # scan that drops the hidden ones notes them (most responses have none).
+        watched = (_REDIRECT_FIELDS if redirects is not None else frozenset()) | (
+            _RATE_FIELD if self.reads_rate else frozenset()
+        )
+        self.hidden = HiddenFields(hidden.names, watched) if watched else hidden
         # Set by build_proxy for a regular-expression mount whose URL has a path with
         # captures or variables: the whole request-target sent (nginx's proxy_pass
         # with variables), the same for every upstream.
@@ -1021,8 +1031,9 @@ class _Forward:
         self._answered_status = status
         self._response_fields = headers
         proxy = self._proxy
-        fields = response_fields(headers, status, proxy.hidden)
-        if proxy.redirects is not None:
+        seen: set[bytes] = set()
+        fields = response_fields(headers, status, proxy.hidden, seen)
+        if proxy.redirects is not None and not seen.isdisjoint(_REDIRECT_FIELDS):
             proxy.redirects.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
         if proxy.cookies is not None:
             proxy.cookies.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
@@ -1055,7 +1066,7 @@ class _Forward:
                     proxy.dispatch()
                 return
         exchange = self._exchange
-        if proxy.reads_rate:
+        if proxy.reads_rate and _RATE_NAME in seen:
             # Its X-Accel-Limit-Rate sets its rate, in place of the mount's (nginx's).
             exchange.limit_rate = asked_limit(
                 headers, exchange.limit_rate, exchange.limit_rate_after
