@@ -847,6 +847,31 @@ def test_an_upstream_s_x_accel_limit_rate_sets_its_rate(buffering: bool, after: 
     assert response.body == body
 
 
+def test_an_upstream_s_x_accel_limit_rate_hidden_from_the_client_still_sets_its_rate() -> None:
+    """proxy_hide_header keeps the field from the client, not from being read (the
+    scan that drops hidden fields is also the one that notes the rate field came).
+    """
+    setup = make_proxy(proxy_hide_header=("X-Accel-Limit-Rate",))
+    setup.handler.buffering = False
+    client = connect(routed(setup.handler, 0), clock=setup.clock)
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    body = bytes(range(256)) * 4 * 256  # 256 KB
+    upstream.respond(
+        b"HTTP/1.1 200 OK\r\nX-Accel-Limit-Rate: 32768\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    pieces = [body[start : start + 4 * KB] for start in range(0, len(body), 4 * KB)]
+    seen = []
+    for _ in range(1000):
+        upstream_pieces(upstream, pieces)
+        seen.append((setup.clock.seconds(), len(client.transport.value())))
+        setup.clock.advance(0.01)
+    assert_paced(seen, 32 * KB, 0, 4 * KB, len(body))
+    (response,) = parse_responses(client.take())
+    assert response.body == body
+    assert response.header(b"x-accel-limit-rate") is None
+
+
 def answered_in_pieces(upstream: Any, head: bytes, body: bytes) -> None:
     """The upstream answers with ``head``, then ``body`` in 4 KB pieces (each a read)."""
     upstream.respond(head % len(body))
