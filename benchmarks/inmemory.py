@@ -22,7 +22,8 @@ case prints microseconds per request: the best of ``--repeat`` runs of ``--reque
 requests each (the best, not the mean: on a shared machine the noise only ever adds time).
 The first response is parsed with h11 and must be a 200 with the expected body; every later
 response of the run must be byte-for-byte the same, so a change that breaks a response
-cannot look fast.
+cannot look fast. The proxy's upstream checks what it is sent the same way (the first
+request parsed with h11, the later ones the same bytes).
 
 Usage::
 
@@ -111,9 +112,16 @@ class MemoryTransport(StringTransport):
 
 @dataclass
 class Upstream:
-    """The in-memory upstream: its connections (client protocol, transport) as opened."""
+    """The in-memory upstream: its connections (client protocol, transport) as opened.
+
+    It answers whatever it is sent, so it checks what it is sent: the first request
+    is parsed with h11 and must be the client's ``GET /`` with this hop's forwarding
+    fields; every later one must be byte-for-byte the same (a change that breaks the
+    request the proxy sends must not look fast either).
+    """
 
     connections: list[tuple[Any, MemoryTransport]] = field(default_factory=list)
+    first_request: bytes | None = None
 
     def pump(self) -> bool:
         """Answer each request head the proxy wrote; whether any was answered."""
@@ -124,9 +132,36 @@ class Upstream:
             sent = transport.take()
             heads = sent.count(b"\r\n\r\n")
             if heads:
+                self._check(sent, heads)
                 answered = True
                 protocol.dataReceived(UPSTREAM_RESPONSE * heads)
         return answered
+
+    def _check(self, sent: bytes, heads: int) -> None:
+        if self.first_request is None:
+            check_upstream_request(sent)
+            self.first_request = sent
+        elif sent != self.first_request * heads:
+            raise AssertionError(
+                f"proxy: a request to the upstream differs from the first one: {sent[:300]!r}"
+            )
+
+
+def check_upstream_request(sent: bytes) -> None:
+    """Parse what the proxy sent with h11: one ``GET /`` the client's, or raise."""
+    parser = h11.Connection(h11.SERVER)
+    parser.receive_data(sent)
+    request = parser.next_event()
+    fields = dict(request.headers) if isinstance(request, h11.Request) else {}
+    if (
+        not isinstance(request, h11.Request)
+        or (request.method, request.target) != (b"GET", b"/")
+        or fields.get(b"host") != b"127.0.0.1:8080"
+        or fields.get(b"x-forwarded-for") != CLIENT_ADDRESS.host.encode("ascii")
+        or not isinstance(parser.next_event(), h11.EndOfMessage)
+        or parser.trailing_data[0]
+    ):
+        raise AssertionError(f"proxy: the upstream got {sent[:300]!r}")
 
 
 @implementer(IStreamClientEndpoint)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import inmemory
+from twistwsgi import forwarding
 
 
 @pytest.fixture(scope="module")
@@ -66,4 +67,26 @@ def test_an_upstream_connection_per_request_is_refused(
     closing = inmemory.UPSTREAM_RESPONSE.replace(b"keep-alive", b"close")
     monkeypatch.setattr(inmemory, "UPSTREAM_RESPONSE", closing)
     with pytest.raises(AssertionError, match="not kept alive"):
+        inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
+
+
+def test_a_broken_request_to_the_upstream_is_refused(
+    docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream answers whatever it gets: a change that breaks what the proxy
+    sends (here its forwarding fields left out) must not look fast.
+    """
+    monkeypatch.setattr(forwarding, "_forwarding_block", lambda *arguments: b"")
+    with pytest.raises(AssertionError, match="the upstream got"):
+        inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
+
+
+def test_a_request_to_the_upstream_that_changes_is_refused(
+    docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = iter([b"X-Forwarded-For: 127.0.0.1\r\n"])
+    monkeypatch.setattr(
+        forwarding, "_forwarding_block", lambda *arguments: next(blocks, b"X-Other: 1\r\n")
+    )
+    with pytest.raises(AssertionError, match="differs from the first"):
         inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
