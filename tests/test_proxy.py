@@ -1120,6 +1120,31 @@ def test_an_upstream_back_after_failures_is_logged_once() -> None:
     ]
 
 
+def test_an_upstream_back_after_failures_that_switches_protocols_is_back() -> None:
+    """A 101 is an answer too: the upstream left out that switches a WebSocket
+    request's protocol has its failures forgotten, as after any other answer.
+    """
+    setup = make_proxy(TWO)
+    first = setup.endpoint(0)
+    first.refuse = True
+    client = setup.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer_busy(setup)
+    assert one_response(client).status == 200
+    peer = setup.handler.group.peers[0]
+    assert peer.fails == 1
+    setup.clock.advance(11)  # past fail_timeout
+    first.refuse = False
+    setup.handler.group.peers[1].healthy = False  # (so the request goes to the first)
+    with capture_log_events() as events:
+        setup.client().send(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        first.last.respond(SWITCHED)
+    assert peer.fails == 0
+    assert "Upstream http://10.0.0.1:9000 answered; it is no longer left out" in proxy_log(events)
+
+
 def test_put_with_small_body_is_replayed_on_retry() -> None:
     """A PUT's body (held, being small) is sent again to the next upstream."""
     setup = make_proxy(TWO)
