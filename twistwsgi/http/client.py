@@ -313,9 +313,9 @@ class ClientConnection(TwistedProtocol):
         self._settling = False
         self._full_read = sys.maxsize
         # The exchange in progress.
-        self._reset_exchange(False, False, False, False)
+        self._reset_exchange(head_only=False, chunked=False, upgrade=False, body=False)
 
-    def _reset_exchange(self, head_only: bool, chunked: bool, upgrade: bool, body: bool) -> None:
+    def _reset_exchange(self, *, head_only: bool, chunked: bool, upgrade: bool, body: bool) -> None:
         self._head_only = head_only
         self._chunked = chunked
         self._upgrade = upgrade
@@ -567,7 +567,7 @@ class ClientConnection(TwistedProtocol):
         self._state = _State.BUSY
         self._handler = handler
         self.requests += 1
-        self._reset_exchange(head_only, chunked, upgrade, body)
+        self._reset_exchange(head_only=head_only, chunked=chunked, upgrade=upgrade, body=body)
         if self._read_paused:
             self.resume_reading()
         write_now(self.transport, head)
