@@ -609,6 +609,35 @@ def test_watched_response_fields_are_noted_hidden_or_not() -> None:
     assert seen == set()
 
 
+_SOME_NAMES = [b"location", b"refresh", b"x-accel-limit-rate", b"date", b"x-pad", b"via"]
+
+
+@given(
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from([*_SOME_NAMES, b"connection"]).flatmap(
+                lambda name: st.sampled_from([name, name.upper(), name.title()])
+            ),
+            st.sampled_from([b"x", b"location", b"close, refresh", b"keep-alive"]),
+        ),
+        max_size=8,
+    ),
+    hidden=st.sets(st.sampled_from(_SOME_NAMES)),
+    watched=st.sets(st.sampled_from(_SOME_NAMES)),
+)
+def test_every_watched_field_that_came_is_noted(
+    fields: list[tuple[bytes, bytes]], hidden: set[bytes], watched: set[bytes]
+) -> None:
+    """What the proxy skips rewriting or pacing for must really be absent: each
+    watched name present in any case is noted, hidden, passed on, or named by
+    Connection; and the fields kept are those kept without watching.
+    """
+    seen: set[bytes] = set()
+    kept = response_fields(fields, 200, HiddenFields(hidden, watched), seen)
+    assert seen == {name.lower() for name, _ in fields} & watched
+    assert kept == response_fields(fields, 200, HiddenFields(hidden))
+
+
 def test_trusted_proxies_given_one_string_say_so() -> None:
     """A lone string was iterated character by character: "'1' does not appear to be
     an IPv4 or IPv6 network" pointed away from the mistake.
