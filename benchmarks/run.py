@@ -234,10 +234,11 @@ absolute numbers across runs.
 request, with no sockets and no wrk. It builds the server as `twistd wsgi` does (with
 `--access-log off --keepalive-requests 0`), sends keep-alive requests through in-memory
 transports for three cases (`hello` with `--threads 0`, a 10 KB `static` file, a `proxy`
-mount whose upstream is an in-memory peer answering 13 bytes), checks every response, and
-prints microseconds per request (the best of several runs); `--profile CASE` prints a
-cProfile listing. To compare two commits, run it alternately in two worktrees. It is the
-tool for changes to the request path; the tables below are the verdict.
+mount whose upstream is an in-memory peer answering 13 bytes), checks every response (and
+every request the proxy sends its upstream), and prints microseconds per request (the best
+of several runs); `--profile CASE` prints a cProfile listing. To compare two commits, run
+it alternately in two worktrees. It is the tool for changes to the request path; the
+tables below are the verdict.
 
 ```
 PYTHONPATH=$PWD .venv/bin/python benchmarks/inmemory.py             # hello, static, proxy
