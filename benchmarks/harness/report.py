@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.servers import TWISTWSGI_VARIANTS
+from .servers import TWISTWSGI_VARIANTS
 
 Json = dict[str, Any]
 DASH = "—"

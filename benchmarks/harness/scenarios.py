@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness import procs, servers, wrk
-from harness.servers import (
+from . import procs, servers, wrk
+from .servers import (
     FLOOR,
     TWISTWSGI_VARIANTS,
     WSGI_PEERS,
