@@ -1,24 +1,34 @@
-"""The scenarios and how one is run: every selected server in turn, each measured with wrk.
+"""The scenarios and how one is run: every selected server measured with wrk, one at a time.
 
 A scenario has a target (what the servers serve), the servers that take part and one or more
-benches (one wrk measurement each: connections, path, optional Lua script). For each server the
-runner starts it, polls until it answers HTTP, warms it up with a short wrk run, then measures
-each bench while sampling the server's memory, and stops it (its whole process group) before the
-next server starts. A server that does not start is reported with its log's tail; the run goes on.
+benches (one wrk measurement each: connections, path, optional Lua script). A server is started,
+polled until it answers HTTP, warmed up with a short wrk run before its first measurement of each
+bench, and measured while its memory is sampled; every process started is stopped (its whole
+process group), also on errors. A server that does not start is reported with its log's tail; the
+run goes on.
+
+With one round, each server is started, measured in one window per bench and stopped before the
+next one starts. With several rounds (`Settings.rounds`), the scenario starts all its servers
+first, then measures each bench in short windows that take turns between the servers, the order
+rotating every round, so that a slow drift in the machine's load (another tenant) spreads over
+every server instead of landing on the one measured at the time. A row then holds the median
+round (`combine_rounds`). Scenarios that cannot be split this way (`single_window_reason`) keep
+one window per server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import procs, servers, wrk
 from .servers import (
@@ -34,6 +44,9 @@ from .servers import (
 WSGI_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS)
 IDLE_CONNECTIONS = 5000
 IDLE_OPEN_TIMEOUT_S = 20.0
+# A round shorter than this would be mostly wrk's ramp-up and the last requests' tail.
+MIN_ROUND_S = 2
+_T = TypeVar("_T")
 STATIC_FILES = {"10k.bin": 10 * 1024, "1m.bin": 1024 * 1024}
 
 
@@ -231,13 +244,14 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 @dataclass
 class Settings:
-    """How long to measure, which servers to run, where to put logs."""
+    """How long to measure (in how many rounds), which servers to run, where to put logs."""
 
     duration_s: int
     warmup_s: int
     quick: bool
     servers: tuple[str, ...]
     output: Path
+    rounds: int = 1
 
 
 @dataclass
@@ -252,6 +266,9 @@ class Row:
     peak_rss_kib: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    # Measured in rounds: each round's numbers, and the lowest and highest round's req/s.
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    spread_rps: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with every raw number."""
@@ -264,6 +281,8 @@ class Row:
             "peak_rss_kib": self.peak_rss_kib,
             "extra": self.extra,
             "files": self.files,
+            "rounds": self.rounds,
+            "spread_rps": list(self.spread_rps) if self.spread_rps else None,
         }
 
 
@@ -283,6 +302,79 @@ class RunningServer:
         return Row(self.name, self.command, status, detail, files=self.launch.files, **numbers)
 
 
+def single_window_reason(scenario: Scenario) -> str | None:
+    """Why a scenario keeps one measurement window per server with several rounds, or None."""
+    if scenario.idle_connections or scenario.target.hold_idle:
+        return (
+            "the idle connections are opened, counted and held around a single measurement "
+            "of each server"
+        )
+    if scenario.target.workers > 1:
+        return (
+            f"every server here runs {scenario.target.workers} processes, and all of them up "
+            "at once would crowd the machine"
+        )
+    return None
+
+
+def round_seconds(duration_s: int, rounds: int) -> int:
+    """The length of one round: ``duration_s`` split over the rounds, in whole seconds."""
+    if rounds <= 1:
+        return duration_s
+    return max(MIN_ROUND_S, math.ceil(duration_s / rounds))
+
+
+def round_order(items: Sequence[_T], round_index: int) -> list[_T]:
+    """The order of one round: round r starts at item r (mod the count), so none is always first."""
+    if not items:
+        return []
+    start = round_index % len(items)
+    return [*items[start:], *items[:start]]
+
+
+def _round_json(row: Row) -> dict[str, Any]:
+    return {
+        "status": row.status,
+        "detail": row.detail,
+        "requests_per_s": row.wrk.requests_per_s if row.wrk else None,
+        "requests": row.wrk.requests if row.wrk else None,
+        "errors": dict(row.wrk.errors) if row.wrk else None,
+        "percentiles_ms": dict(row.wrk.percentiles_ms) if row.wrk else None,
+        "peak_rss_kib": row.peak_rss_kib,
+    }
+
+
+def combine_rounds(rounds: Sequence[Row]) -> Row:
+    """One row from a server's rounds of one bench.
+
+    The median round (by req/s; for an even count the lower of the two middle ones, so it is a
+    round that happened) gives req/s and latency; errors are summed over every round and peak
+    RSS is the highest. A round that failed makes the row that failure, naming the round.
+    """
+    summary = [_round_json(row) for row in rounds]
+    for number, row in enumerate(rounds, 1):
+        if row.status != "ok" or row.wrk is None:
+            return replace(row, detail=f"round {number}: {row.detail}", rounds=summary)
+    measured = [row.wrk for row in rounds if row.wrk is not None]
+    median = sorted(rounds, key=lambda row: row.wrk.requests_per_s if row.wrk else 0.0)[
+        (len(rounds) - 1) // 2
+    ]
+    assert median.wrk is not None
+    errors: dict[str, int] = {}
+    for result in measured:
+        for name, count in result.errors.items():
+            errors[name] = errors.get(name, 0) + count
+    peaks = [row.peak_rss_kib for row in rounds if row.peak_rss_kib is not None]
+    rates = [result.requests_per_s for result in measured]
+    return replace(
+        median,
+        wrk=replace(median.wrk, errors=errors),
+        peak_rss_kib=max(peaks) if peaks else None,
+        rounds=summary,
+        spread_rps=(min(rates), max(rates)),
+    )
+
+
 class Runner:
     """Runs scenarios with one `Context` and `Settings`."""
 
@@ -296,17 +388,32 @@ class Runner:
     def run(self, scenario: Scenario) -> dict[str, Any]:
         """Run one scenario for every selected server; return its JSON-ready result."""
         benches = [b for b in scenario.benches if b.in_quick or not self.settings.quick]
-        rows: dict[str, list[Row]] = {bench.slug: [] for bench in benches}
+        names = [name for name in scenario.servers if name in self.settings.servers]
         notes = list(scenario.notes)
+        rounds = self.settings.rounds
+        why_single = single_window_reason(scenario)
+        if rounds > 1 and why_single is not None:
+            rounds = 1
+            notes.append(
+                f"Unlike the other scenarios, this one measures each server in one "
+                f"{self.settings.duration_s} s window, servers one at a time, not in rounds: "
+                f"{why_single}."
+            )
+        duration_s = round_seconds(self.settings.duration_s, rounds)
         with self._fixture(scenario, notes) as target:
-            for name in scenario.servers:
-                if name not in self.settings.servers:
-                    continue
-                print(f"[{scenario.number}. {scenario.slug}] {name}", flush=True)
-                server_rows = self._run_server(scenario, target, name, benches)
-                for bench, row in zip(benches, server_rows, strict=False):
-                    rows[bench.slug].append(row)
-                    _print_row(bench, row)
+            if rounds > 1:
+                by_server = self._run_rounds(scenario, target, names, benches, rounds)
+            else:
+                by_server = {}
+                for name in names:
+                    print(f"[{scenario.number}. {scenario.slug}] {name}", flush=True)
+                    by_server[name] = self._run_server(scenario, target, name, benches)
+                    for bench, row in zip(benches, by_server[name], strict=False):
+                        _print_row(bench, row)
+        rows: dict[str, list[Row]] = {bench.slug: [] for bench in benches}
+        for name in names:
+            for bench, row in zip(benches, by_server.get(name, []), strict=False):
+                rows[bench.slug].append(row)
         return {
             "number": scenario.number,
             "slug": scenario.slug,
@@ -314,16 +421,15 @@ class Runner:
             "description": scenario.description,
             "notes": notes,
             "idle_connections": scenario.idle_connections,
-            "benches": [self._bench_json(bench, rows[bench.slug]) for bench in benches],
+            "rounds": rounds,
+            "measurement_s": duration_s,
+            "benches": [self._bench_json(bench, rows[bench.slug], duration_s) for bench in benches],
         }
 
-    def _bench_json(self, bench: Bench, rows: list[Row]) -> dict[str, Any]:
+    def _bench_json(self, bench: Bench, rows: list[Row], duration_s: int) -> dict[str, Any]:
         script = self.bench_dir / "wrk" / bench.script if bench.script else None
         argv = wrk.command(
-            f"http://127.0.0.1:PORT{bench.path}",
-            bench.connections,
-            self.settings.duration_s,
-            script,
+            f"http://127.0.0.1:PORT{bench.path}", bench.connections, duration_s, script
         )
         return {
             "slug": bench.slug,
@@ -377,9 +483,10 @@ class Runner:
             else:
                 yield port
 
-    def _run_server(
+    def _launch(
         self, scenario: Scenario, target: Target, name: str, benches: list[Bench]
-    ) -> list[Row]:
+    ) -> tuple[Launch, str, Path, int] | list[Row]:
+        """What to start for ``name``, or the rows that say why nothing starts."""
         if target.kind == "proxy" and target.upstream_port is None:
             return [Row(name, "", "not available", "no upstream") for _ in benches]
         port = procs.free_port()
@@ -388,41 +495,97 @@ class Runner:
             return []
         if isinstance(launch, Unavailable):
             return [Row(name, "", "not available", launch.reason) for _ in benches]
-        command = launch.display(self.context)
         log = self.logs / f"{scenario.number}-{scenario.slug}-{name}.log"
         log.unlink(missing_ok=True)
+        return launch, launch.display(self.context), log, port
+
+    def _start(
+        self,
+        scenario: Scenario,
+        target: Target,
+        name: str,
+        benches: list[Bench],
+        stack: contextlib.ExitStack,
+    ) -> tuple[RunningServer, procs.Readiness] | list[Row]:
+        """Start ``name`` and wait until it answers, or return its failure rows.
+
+        The server is stopped when ``stack`` closes, or at once if it does not start.
+        """
+        launched = self._launch(scenario, target, name, benches)
+        if isinstance(launched, list):
+            return launched
+        launch, command, log, port = launched
+        server_stack = stack.enter_context(contextlib.ExitStack())
         try:
             proc = procs.spawn(launch.argv, cwd=launch.cwd, env=launch.env, log_path=log)
         except OSError as exc:
             return [Row(name, command, "failed to start", str(exc)) for _ in benches]
+        server_stack.callback(procs.stop, proc, launch.stop_signal)
         server = RunningServer(name, command, launch, proc, port, log)
-        try:
-            return self._measure_server(scenario, server, benches)
-        finally:
-            procs.stop(proc, launch.stop_signal)
-
-    def _measure_server(
-        self, scenario: Scenario, server: RunningServer, benches: list[Bench]
-    ) -> list[Row]:
-        readiness = procs.wait_until_ready(server.proc, server.port, benches[0].path)
+        readiness = procs.wait_until_ready(proc, server.port, benches[0].path)
         if not readiness.ready:
-            if readiness.exited_with is not None:
-                why = f"exited with status {readiness.exited_with}"
-            else:
-                why = "did not answer HTTP within 30 s"
-            detail = f"{why}; log tail:\n{procs.tail(server.log)}"
-            return [server.row("failed to start", detail) for _ in benches]
-        rows = []
-        for bench in benches:
-            if scenario.idle_connections:
-                row = self._measure_idle(scenario, server, bench)
-            else:
-                row = self._measure(server, bench)
-            if readiness.status_line and " 200 " not in readiness.status_line + " ":
-                probe = f"readiness probe answered {readiness.status_line!r}"
-                row.detail = f"{probe}; {row.detail}" if row.detail else probe
-            rows.append(row)
-        return rows
+            server_stack.close()  # stop it now, not after every other server's rounds
+            return _failed_rows(server, readiness, benches)
+        return server, readiness
+
+    def _run_server(
+        self, scenario: Scenario, target: Target, name: str, benches: list[Bench]
+    ) -> list[Row]:
+        """One server alone: start it, measure each bench in one window, stop it."""
+        with contextlib.ExitStack() as stack:
+            started = self._start(scenario, target, name, benches, stack)
+            if isinstance(started, list):
+                return started
+            server, readiness = started
+            rows = []
+            for bench in benches:
+                if scenario.idle_connections:
+                    row = self._measure_idle(scenario, server, bench)
+                else:
+                    row = self._measure(server, bench, self.settings.duration_s, warm_up=True)
+                rows.append(_with_probe(row, readiness))
+            return rows
+
+    def _run_rounds(
+        self,
+        scenario: Scenario,
+        target: Target,
+        names: list[str],
+        benches: list[Bench],
+        rounds: int,
+    ) -> dict[str, list[Row]]:
+        """Every server started at once, then measured in ``rounds`` interleaved rounds."""
+        label = f"[{scenario.number}. {scenario.slug}]"
+        duration_s = round_seconds(self.settings.duration_s, rounds)
+        results: dict[str, list[Row]] = {}
+        with contextlib.ExitStack() as stack:
+            running: list[tuple[RunningServer, procs.Readiness]] = []
+            for name in names:
+                print(f"{label} starting {name}", flush=True)
+                started = self._start(scenario, target, name, benches, stack)
+                if isinstance(started, list):
+                    results[name] = started
+                    for bench, row in zip(benches, started, strict=False):
+                        _print_row(bench, row)
+                else:
+                    running.append(started)
+            measured: dict[tuple[str, str], list[Row]] = {}
+            for index in range(rounds):
+                for bench in benches:
+                    for server, _ in round_order(running, index):
+                        done = measured.setdefault((server.name, bench.slug), [])
+                        if done and done[-1].status != "ok":
+                            continue  # it failed in an earlier round; that failure is its row
+                        print(f"{label} round {index + 1}/{rounds} {server.name}", flush=True)
+                        row = self._measure(server, bench, duration_s, warm_up=index == 0)
+                        done.append(row)
+                        _print_row(bench, row)
+            for server, readiness in running:
+                results[server.name] = [
+                    _with_probe(combine_rounds(measured[server.name, bench.slug]), readiness)
+                    for bench in benches
+                ]
+        return results
 
     def _wrk_argv(self, port: int, bench: Bench, duration_s: int) -> list[str]:
         script = self.bench_dir / "wrk" / bench.script if bench.script else None
@@ -433,12 +596,15 @@ class Runner:
         if self.settings.warmup_s:
             wrk.run(self._wrk_argv(server.port, bench, self.settings.warmup_s))
 
-    def _measure(self, server: RunningServer, bench: Bench) -> Row:
+    def _measure(
+        self, server: RunningServer, bench: Bench, duration_s: int, *, warm_up: bool
+    ) -> Row:
         try:
-            self._warm_up(server, bench)
+            if warm_up:
+                self._warm_up(server, bench)
             peak = procs.PeakRss(server.proc.pid)
             peak.start()
-            result = wrk.run(self._wrk_argv(server.port, bench, self.settings.duration_s), peak)
+            result = wrk.run(self._wrk_argv(server.port, bench, duration_s), peak)
         except RuntimeError as exc:
             return server.row("error", str(exc))
         if server.proc.poll() is not None:
@@ -527,6 +693,25 @@ def _ask_json_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, A
     except BrokenPipeError:
         return {}
     return _read_json_line(proc, timeout)
+
+
+def _failed_rows(
+    server: RunningServer, readiness: procs.Readiness, benches: list[Bench]
+) -> list[Row]:
+    if readiness.exited_with is not None:
+        why = f"exited with status {readiness.exited_with}"
+    else:
+        why = "did not answer HTTP within 30 s"
+    detail = f"{why}; log tail:\n{procs.tail(server.log)}"
+    return [server.row("failed to start", detail) for _ in benches]
+
+
+def _with_probe(row: Row, readiness: procs.Readiness) -> Row:
+    """``row``, saying so when the readiness probe got something other than 200."""
+    if readiness.status_line and " 200 " not in readiness.status_line + " ":
+        probe = f"readiness probe answered {readiness.status_line!r}"
+        row.detail = f"{probe}; {row.detail}" if row.detail else probe
+    return row
 
 
 def _print_row(bench: Bench, row: Row) -> None:
