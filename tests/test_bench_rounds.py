@@ -4,7 +4,7 @@ No server, no wrk and no clock: the runner's launcher, readiness poll, memory sa
 wrk are replaced by fakes that record what the runner asks for, in order, and answer from a
 script. What is checked is the plan (who starts when, who is measured in which order, for how
 long, with which warm-ups, who is stopped) and the arithmetic of a row (median, error sum, peak,
-spread).
+spread), then how the report shows it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from benchmarks.harness import procs, scenarios, servers, wrk
+from benchmarks.harness import procs, report, scenarios, servers, wrk
 from benchmarks.harness.scenarios import Bench, Row, Scenario
 from benchmarks.harness.servers import Launch, Target, Unavailable
 
@@ -361,3 +361,80 @@ def test_one_round_keeps_one_window_per_server_without_a_note(lab: Lab, tmp_path
     ]
     assert result["notes"] == []
     assert result["rounds"] == 1
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _report_row(server: str, rps: float, spread: tuple[float, float] | None) -> dict[str, Any]:
+    row = Row(server, f"run {server}", "ok", wrk=_result(rps), peak_rss_kib=2048)
+    row.spread_rps = spread
+    return row.to_json()
+
+
+def _report(rounds: int, single: int | None = None) -> dict[str, Any]:
+    spread = (18_100.0, 19_900.0) if rounds > 1 else None
+    rows = [_report_row("twistwsgi", 19_000, spread), _report_row("nginx", 38_000, spread)]
+    bench = {"slug": "many", "title": "Many", "wrk_command": "wrk", "rows": rows}
+    scenario_list = [
+        {
+            "number": 1,
+            "slug": "hello",
+            "title": "Hello",
+            "description": "",
+            "notes": [],
+            "rounds": rounds,
+            "benches": [bench],
+        }
+    ]
+    if single is not None:
+        scenario_list.append({**scenario_list[0], "number": single, "rounds": 1})
+    meta = {
+        "date": "today",
+        "mode": "full",
+        "duration_s": 10,
+        "warmup_s": 2,
+        "rounds": rounds,
+        "round_s": scenarios.round_seconds(10, rounds),
+        "elapsed_s": 60,
+        "command": "python benchmarks/run.py",
+        "machine": {"nproc": 2, "cpu_model": "cpu", "kernel": "linux", "memory": "4G"},
+        "versions": {},
+    }
+    return {"meta": meta, "scenarios": scenario_list}
+
+
+def _table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_the_report_shows_the_spread_of_the_rounds(tmp_path: Path) -> None:
+    text = report.render(_report(3), tmp_path)
+    header, twistwsgi, nginx = _table_lines(text)
+    assert header.startswith("| server | command | req/s | spread | p50 |")
+    assert "| 19,000 | 18.1k-19.9k |" in twistwsgi
+    # The ratio is of the median rounds.
+    assert nginx.endswith("| 0.50 |")
+    assert (
+        "3 interleaved rounds of 4 s per server after a 2 s warm-up; the row is the median "
+        "round, `spread` the range of the rounds; the run took 60 s" in text
+    )
+    assert "servers one at a time" not in text
+
+
+def test_the_report_has_no_spread_column_for_one_round(tmp_path: Path) -> None:
+    text = report.render(_report(1), tmp_path)
+    header, _, _ = _table_lines(text)
+    assert "spread" not in text
+    assert header.startswith("| server | command | req/s | p50 |")
+    assert "10 s per measurement after a 2 s warm-up, servers one at a time" in text
+
+
+def test_the_report_says_which_scenarios_kept_one_window(tmp_path: Path) -> None:
+    text = report.render(_report(3, single=8), tmp_path)
+    assert (
+        "the range of the rounds (scenario 8: 10 s per measurement after a 2 s warm-up, "
+        "servers one at a time)" in text
+    )
+    tables = "\n".join(_table_lines(text))
+    assert tables.count("| spread |") == 1

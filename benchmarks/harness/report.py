@@ -1,8 +1,9 @@
 """The Markdown report, written from the same data as report.json (nothing typed in by hand).
 
 One section per scenario, one table per bench: server, command, req/s, latency p50/p99, errors,
-peak RSS and, for each twistwsgi variant, twistwsgi's req/s divided by the row's. Servers that
-could not run show why, with their log's tail below the table.
+peak RSS and, for each twistwsgi variant, twistwsgi's req/s divided by the row's. A scenario
+measured in several rounds shows each row's median round and a `spread` column: the lowest and
+highest round's req/s. Servers that could not run show why, with their log's tail below the table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ def _rps(row: Json) -> float | None:
 
 def _format_rps(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _format_short_rps(value: float) -> str:
+    return f"{value / 1000:.1f}k" if value >= 1000 else _format_rps(value)
+
+
+def _spread(row: Json) -> str:
+    spread = row.get("spread_rps")
+    if _rps(row) is None or not spread:
+        return DASH
+    low, high = spread
+    return f"{_format_short_rps(low)}-{_format_short_rps(high)}"
 
 
 def _format_ms(value: float | None) -> str:
@@ -72,11 +85,13 @@ def _idle_cells(row: Json) -> list[str]:
     return [held, rss, per_text]
 
 
-def _table(bench: Json, idle: bool) -> list[str]:
+def _table(bench: Json, *, idle: bool, spread: bool) -> list[str]:
     rows = bench["rows"]
     variants = _variants(rows)
     variant_rps = {row["server"]: _rps(row) for row in rows if row["server"] in variants}
     header = ["server", "command", "req/s", "p50", "p99", "errors", "peak RSS"]
+    if spread:
+        header.insert(3, "spread")
     if idle:
         header += ["idle held (opened → end)", "RSS before → with idle", "per idle conn"]
     header += [f"{variant} ÷ peer" for variant in variants]
@@ -108,6 +123,8 @@ def _table(bench: Json, idle: bool) -> list[str]:
                 _format_errors(wrk),
                 _format_mib(row["peak_rss_kib"]),
             ]
+        if spread:
+            cells.insert(3, _spread(row))
         if idle:
             cells += _idle_cells(row)
         for variant in variants:
@@ -148,12 +165,13 @@ def _scenario(scenario: Json, output: Path) -> list[str]:
     number, slug = scenario["number"], scenario["slug"]
     lines = [f"## {number}. {scenario['title']}", "", scenario["description"], ""]
     idle = bool(scenario.get("idle_connections"))
+    spread = scenario.get("rounds", 1) > 1
     for bench in scenario["benches"]:
         lines += [f"### {bench['title']}", "", f"`{bench['wrk_command']}`", ""]
         if not bench["rows"]:
             lines += ["None of the selected servers takes part in this scenario.", ""]
             continue
-        lines += _table(bench, idle)
+        lines += _table(bench, idle=idle, spread=spread)
         lines.append("")
         problems = _problems(bench)
         if problems:
@@ -168,12 +186,36 @@ def _scenario(scenario: Json, output: Path) -> list[str]:
     return lines
 
 
-def _header(meta: Json) -> list[str]:
-    machine = meta["machine"]
-    mode = (
-        f"{meta['mode']} mode: {meta['duration_s']} s per measurement after a "
-        f"{meta['warmup_s']} s warm-up, servers one at a time; the run took {meta['elapsed_s']} s"
+def _mode(meta: Json, scenarios: list[Json]) -> str:
+    """How the run measured: one window per server, or interleaved rounds (and where not)."""
+    one_window = (
+        f"{meta['duration_s']} s per measurement after a {meta['warmup_s']} s warm-up, "
+        "servers one at a time"
     )
+    rounds = meta.get("rounds", 1)
+    if rounds <= 1:
+        return f"{meta['mode']} mode: {one_window}"
+    text = (
+        f"{meta['mode']} mode: {rounds} interleaved rounds of {meta['round_s']} s per server "
+        f"after a {meta['warmup_s']} s warm-up; the row is the median round, `spread` the "
+        "range of the rounds"
+    )
+    single = [str(scenario["number"]) for scenario in scenarios if scenario.get("rounds", 1) <= 1]
+    if single:
+        which = "scenario" if len(single) == 1 else "scenarios"
+        text += f" ({which} {', '.join(single)}: {one_window})"
+    return text
+
+
+def _header(meta: Json, scenarios: list[Json]) -> list[str]:
+    machine = meta["machine"]
+    mode = f"{_mode(meta, scenarios)}; the run took {meta['elapsed_s']} s"
+    rounds_note = ""
+    if meta.get("rounds", 1) > 1:
+        rounds_note = (
+            " A row measured in rounds shows its median round's req/s and latency, the errors "
+            "of all its rounds and the highest peak RSS of any round."
+        )
     versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
     lines = [
         "# twistwsgi benchmarks",
@@ -189,7 +231,7 @@ def _header(meta: Json) -> list[str]:
         "Latency percentiles are wrk's `--latency` distribution; errors are wrk's socket "
         "errors plus non-2xx/3xx responses; peak RSS is the server's whole process group "
         "(VmHWM after a reset, and VmRSS sampled every 100 ms). Every server runs with "
-        f"RLIMIT_NOFILE {meta.get('open_file_limit', 'unchanged')}.",
+        f"RLIMIT_NOFILE {meta.get('open_file_limit', 'unchanged')}.{rounds_note}",
         f"- Versions: {versions}",
         "- Commands: peers run from a scratch directory (`$TMP`) holding a `benchmarks` "
         "symlink to this folder; twistwsgi runs from the repository root.",
@@ -200,7 +242,7 @@ def _header(meta: Json) -> list[str]:
 
 def render(report: Json, output: Path) -> str:
     """The whole Markdown report; ``output`` is where the charts are."""
-    lines = _header(report["meta"])
+    lines = _header(report["meta"], report["scenarios"])
     for scenario in report["scenarios"]:
         lines += _scenario(scenario, output)
     return "\n".join(lines).rstrip() + "\n"
