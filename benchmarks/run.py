@@ -1,12 +1,14 @@
 """Run the benchmark suite: twistwsgi and its peers, same machine, same run, wrk on loopback.
 
     python benchmarks/run.py [--quick] [--scenarios 1,2,3] [--servers twistwsgi,gunicorn-sync]
-                             [--duration S] [--warmup S] [--output DIR]
+                             [--duration S] [--warmup S] [--rounds N] [--output DIR]
 
 Installs what is missing first (wrk and nginx from Debian's packages when run as root; the peers
-into ``benchmarks/.venv-peers``), runs each selected scenario against each selected server one
-at a time, and writes ``report.json`` (every raw number), ``report.md`` and one PNG chart per
-scenario into the output directory (default ``benchmarks/results``). twistwsgi runs from the
+into ``benchmarks/.venv-peers``), runs each selected scenario against each selected server and
+writes ``report.json`` (every raw number), ``report.md`` and one PNG chart per scenario into the
+output directory (default ``benchmarks/results``). A full run measures each server in
+``--rounds`` (3) short rounds interleaved with the other servers of its scenario and reports the
+median round; ``--quick`` (1 round) measures the servers one at a time. twistwsgi runs from the
 project's venv (``.venv``, made by ``make test``). Every process started is stopped, also on
 Ctrl-C or SIGTERM. ``--list`` shows the scenarios and servers; ``--render REPORT_JSON`` redraws
 the charts and report.md of an earlier run without running anything.
@@ -34,10 +36,26 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 QUICK_DURATION_S, QUICK_WARMUP_S = 2, 1
 FULL_DURATION_S, FULL_WARMUP_S = 10, 2
+QUICK_ROUNDS, FULL_ROUNDS = 1, 3
 
 
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def rounds_of(args: argparse.Namespace) -> int:
+    """How many rounds to measure in: ``--rounds``, else 3 for a full run and 1 for --quick."""
+    if args.rounds:
+        rounds: int = args.rounds
+        return rounds
+    return QUICK_ROUNDS if args.quick else FULL_ROUNDS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,8 +72,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--scenarios", type=_csv, help="scenario numbers, e.g. 1,2,3")
     parser.add_argument("--servers", type=_csv, help="server names, e.g. twistwsgi,granian")
-    parser.add_argument("--duration", type=int, help="seconds per measurement")
-    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each measurement")
+    parser.add_argument(
+        "--duration", type=int, help="seconds per server and bench (split over the rounds)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="seconds of warm-up before each server's first measurement of each bench",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        help=f"measure each server in N rounds of duration/N seconds (at least 2), interleaved "
+        f"with the other servers, and report the median round (default {FULL_ROUNDS}; "
+        f"{QUICK_ROUNDS} with --quick: one window per server, one server at a time)",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--project-venv", type=Path, default=REPO / ".venv")
     parser.add_argument("--peers-venv", type=Path, default=BENCH_DIR / ".venv-peers")
@@ -149,6 +180,7 @@ def _run(args: argparse.Namespace, argv: list[str], open_files: int) -> int:
         if args.warmup is not None
         else (QUICK_WARMUP_S if args.quick else FULL_WARMUP_S)
     )
+    rounds = rounds_of(args)
     project_bin = args.project_venv.resolve() / "bin"
     started = time.monotonic()
     with _scratch() as scratch:
@@ -167,6 +199,7 @@ def _run(args: argparse.Namespace, argv: list[str], open_files: int) -> int:
             quick=args.quick,
             servers=_selected_servers(args.servers),
             output=output,
+            rounds=rounds,
         )
         runner = scenarios.Runner(context, settings, BENCH_DIR)
         results = [runner.run(scenario) for scenario in selected]
@@ -175,6 +208,8 @@ def _run(args: argparse.Namespace, argv: list[str], open_files: int) -> int:
         "mode": "quick" if args.quick else "full",
         "duration_s": duration,
         "warmup_s": warmup,
+        "rounds": rounds,
+        "round_s": scenarios.round_seconds(duration, rounds),
         "elapsed_s": round(time.monotonic() - started),
         "command": shlex.join(["python", "benchmarks/run.py", *argv]),
         "machine": environment.machine_facts(),
@@ -217,18 +252,24 @@ nginx use sendfile.)
 ## Reproducing it
 
 ```
-make bench                          # the full suite (about 15 minutes)
+make bench                          # the full suite (about 17 minutes)
 make bench BENCH_ARGS=--quick       # a quick pass, under 2 minutes
 .venv/bin/python benchmarks/run.py --scenarios 1,3 --servers twistwsgi,granian
 .venv/bin/python benchmarks/run.py --publish benchmarks/results   # refresh this page
 ```
 
 `make bench` installs what it needs: `wrk` and nginx from Debian's packages (when run
-as root), the peers into `benchmarks/.venv-peers`. Each scenario runs every server in
-turn on the same machine, one at a time, with `wrk` on loopback; every process the
-suite starts is stopped at the end, also when it is interrupted. The machines these
-numbers come from are shared and noisy: compare the ratios within a table, not the
-absolute numbers across runs.
+as root), the peers into `benchmarks/.venv-peers`. Everything runs on the same machine,
+with `wrk` on loopback measuring one server at a time. A full run starts all the servers
+of a scenario, then measures each in 3 short rounds (`--rounds`) that take turns with the
+others, each round starting with a different server, so that a slow change in the
+machine's load spreads over every server instead of biasing the one measured then; a row
+is the server's median round and `spread` the range of its rounds. The idle-connections
+and several-processes scenarios, and `--quick` runs, measure each server in one window,
+one server at a time. Every process the suite starts is stopped at the end, also when it
+is interrupted. The machines these numbers come from are shared and noisy: compare the
+ratios within a table, not the absolute numbers across runs; the run's own header below
+says how it was measured.
 
 `benchmarks/inmemory.py` measures something else: the Python time twistwsgi spends on one
 request, with no sockets and no wrk. It builds the server as `twistd wsgi` does (with

@@ -9,6 +9,7 @@ spread), then how the report shows it.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,3 +439,39 @@ def test_the_report_says_which_scenarios_kept_one_window(tmp_path: Path) -> None
     )
     tables = "\n".join(_table_lines(text))
     assert tables.count("| spread |") == 1
+
+
+# -- the command line and the published page -------------------------------------------------
+
+
+def _run_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """benchmarks/run.py, imported as the script runs it (its folder first on sys.path)."""
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_run", root / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_full_runs_default_to_three_rounds_and_quick_runs_to_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = _run_module(monkeypatch)
+    assert run.rounds_of(run.parse_args([])) == 3
+    assert run.rounds_of(run.parse_args(["--quick"])) == 1
+    assert run.rounds_of(run.parse_args(["--quick", "--rounds", "2"])) == 2
+    with pytest.raises(SystemExit):
+        run.parse_args(["--rounds", "0"])
+
+
+def test_the_published_page_starts_with_the_generators_intro(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/benchmarks.md is written by ``run.py --publish``: its hand-kept copy of the intro
+    must say what the generator would write.
+    """
+    run = _run_module(monkeypatch)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").read_text()
+    assert page.startswith(run._DOCS_INTRO)
