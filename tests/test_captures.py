@@ -21,10 +21,16 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent
 
-from tests.test_locations import HOST, build, config_error, get, write_site
+from tests.test_locations import (
+    HOST,
+    build,
+    config_error,
+    counted_patterns,
+    get,
+    write_site,
+)
 from tests.test_proxy import FakeEndpoint
 from twistwsgi import cli, routing
-from twistwsgi import site as site_module
 from twistwsgi.captures import (
     CaptureTemplate,
     CapturingHandler,
@@ -869,23 +875,7 @@ def test_a_return_text_takes_captures_and_an_unset_group_is_empty(tmp_path: Path
 
 def test_the_patterns_are_searched_once_for_captures(tmp_path: Path, monkeypatch: Any) -> None:
     """The captures come from the match that chose the mount: not a second search."""
-    searched: list[bytes] = []
-
-    class Counting:
-        def __init__(self, compiled: Any) -> None:
-            self.compiled = compiled
-            self.pattern, self.flags = compiled.pattern, compiled.flags
-            self.groups, self.groupindex = compiled.groups, compiled.groupindex
-
-        def search(self, path: bytes, timeout: float) -> Any:
-            searched.append(path)
-            return self.compiled.search(path, timeout=timeout)
-
-    monkeypatch.setattr(
-        site_module,
-        "compile_location_pattern",
-        lambda pattern, caseless: Counting(compile_location_pattern(pattern, caseless=caseless)),
-    )
+    searched = counted_patterns(monkeypatch)
     site = RETURNS + "[[host.mount]]\npath = '/up'\napp = 'tests.apps:environ'\nmax_body = 9\n"
     router, _ = build(tmp_path, site)
     assert router.table.body_limits  # (the protocol asks for the mount first)

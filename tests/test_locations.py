@@ -756,23 +756,7 @@ def test_a_pattern_a_program_gives_is_checked_when_built(tmp_path: Path) -> None
 
 def test_a_request_searches_the_patterns_once(tmp_path: Path, monkeypatch: Any) -> None:
     """The body limit (asked from the head) and the routing share one search."""
-    searched: list[bytes] = []
-
-    class Counting:
-        def __init__(self, compiled: Any) -> None:
-            self.compiled = compiled
-            self.pattern, self.flags = compiled.pattern, compiled.flags
-            self.groups, self.groupindex = compiled.groups, compiled.groupindex
-
-        def search(self, path: bytes, timeout: float) -> Any:
-            searched.append(path)
-            return self.compiled.search(path, timeout=timeout)
-
-    monkeypatch.setattr(
-        site_module,
-        "compile_location_pattern",
-        lambda pattern, caseless: Counting(compile_location_pattern(pattern, caseless=caseless)),
-    )
+    searched = counted_patterns(monkeypatch)
     router, _ = build(tmp_path, SITE)
     assert router.table.body_limits
     assert get(router, b"/other", b"POST", b"x").body == b"root"
@@ -850,6 +834,28 @@ def test_options_asterisk_is_not_matched_by_patterns(tmp_path: Path) -> None:
 
 
 # -- a lookup that ran out of time fails closed -----------------------------------------------
+
+
+def counted_patterns(monkeypatch: Any) -> list[bytes]:
+    """Count the searches of every mount pattern the site builds; the paths searched."""
+    searched: list[bytes] = []
+
+    class Counting:
+        def __init__(self, compiled: Any) -> None:
+            self.compiled = compiled
+            self.pattern, self.flags = compiled.pattern, compiled.flags
+            self.groups, self.groupindex = compiled.groups, compiled.groupindex
+
+        def search(self, path: bytes, timeout: float) -> Any:
+            searched.append(path)
+            return self.compiled.search(path, timeout=timeout)
+
+    monkeypatch.setattr(
+        site_module,
+        "compile_location_pattern",
+        lambda pattern, caseless: Counting(compile_location_pattern(pattern, caseless=caseless)),
+    )
+    return searched
 
 
 def stuck_patterns(monkeypatch: Any) -> list[bytes]:
