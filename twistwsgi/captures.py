@@ -73,6 +73,7 @@ __all__ = [
     "Groups",
     "capture_numbers",
     "first_reference",
+    "fixed_directory",
     "has_captures",
     "is_name",
     "request_variable",
@@ -357,6 +358,27 @@ def _in_path(written: str) -> bool:
     return _ORIGIN_THEN_PATH.match(written) is not None
 
 
+def fixed_directory(before: str, directory: str) -> str:
+    """The fixed part of a static directory with captures, the one it serves.
+
+    That is ``before`` (the text in front of the first capture of ``directory``)
+    cut at its last ``/``.
+
+    Raises:
+        ValueError: it is the file system's root, or there is none: a request
+            could then name any file.
+    """
+    cut = before.rfind("/")
+    fixed = before[:cut] if cut > 0 else ""
+    if not fixed.strip("/"):
+        raise ValueError(
+            f"{directory!r}: the directory before the first capture is the file system's"
+            " root (or none), so a request could name any file; start it with a fixed"
+            " directory (e.g. '/srv/avatars/$1.png')"
+        )
+    return fixed
+
+
 class FileTemplate:
     """A static mount's directory with captures: the file a request is answered with.
 
@@ -390,14 +412,7 @@ class FileTemplate:
                 " takes the pattern's captures, no variables)"
             )
         before = "".join(str(piece) for piece in pieces[:first])
-        cut = before.rfind("/")
-        root = before[:cut] if cut > 0 else ""
-        if not root.strip("/"):
-            raise ValueError(
-                f"{directory!r}: the directory before the first capture is the file"
-                " system's root, so a request could name any file; start it with a"
-                " fixed directory (e.g. '/srv/avatars/$1.png')"
-            )
+        root = fixed_directory(before, directory)
         rest: list[Piece] = [before[len(root) :], *pieces[first:]]
         for piece in pieces:
             if _is_capture(piece) or "$" not in str(piece):

@@ -39,6 +39,7 @@ from twistwsgi.captures import (
     Groups,
     capture_numbers,
     first_reference,
+    fixed_directory,
     has_captures,
     request_variable,
     split_captures,
@@ -468,14 +469,7 @@ def _mount_directory(value: Any) -> str:
     start = first_reference(text)
     if start is None or os.path.isdir(os.path.expanduser(text)):
         return _directory(value)
-    cut = text.rfind("/", 0, start)
-    head = text[:cut] if cut > 0 else ""
-    if not head.strip("/"):
-        raise ValueError(
-            f"{text!r}: the directory before the first capture is the file system's"
-            " root (or none), so a request could name any file; start it with a fixed"
-            " directory (e.g. '/srv/avatars/$1.png')"
-        )
+    head = fixed_directory(text[:start], text)
     fixed = os.path.abspath(os.path.expanduser(head))
     if not os.path.isdir(fixed):
         what = "is not a directory" if os.path.exists(fixed) else "does not exist"
