@@ -1014,7 +1014,13 @@ class _ThreadedInput:
         self.waiting = False
         self.waited_until: float | None = None
         self._cond = threading.Condition(threading.Lock())
+        # The pieces as the protocol handed them over, and how much of the first
+        # one was read: a read takes its bytes from there, so each byte is copied
+        # once (or not at all: a read that takes a whole piece gets that piece),
+        # where cutting the rest of a piece off after each read copied it again
+        # (a 256 KiB piece read in 64 KiB reads was copied 2.5 times).
         self._chunks: deque[bytes] = deque()
+        self._offset = 0
         self._buffered = 0
         self._done = False
         self._error: Exception | None = None
@@ -1035,6 +1041,7 @@ class _ThreadedInput:
         with self._cond:
             self._released = True
             self._chunks.clear()
+            self._offset = 0
             self._buffered = 0
             self._cond.notify_all()
 
@@ -1116,15 +1123,23 @@ class _ThreadedInput:
         # bytes only at the end of the body, however the client split it up.
         parts: list[bytes] = []
         wanted = size
+        chunks = self._chunks
         with self._cond:
             while wanted > 0:
                 self._wait()
-                if not self._chunks:
+                if not chunks:
                     break
-                data = self._chunks.popleft()
-                if len(data) > wanted:
-                    self._chunks.appendleft(data[wanted:])
-                    data = data[:wanted]
+                data = chunks[0]
+                start = self._offset
+                end = start + wanted
+                if end >= len(data):
+                    chunks.popleft()
+                    self._offset = 0
+                    if start:
+                        data = data[start:]
+                else:
+                    self._offset = end
+                    data = data[start:end]
                 self._took(len(data))
                 parts.append(data)
                 wanted -= len(data)
@@ -1135,23 +1150,28 @@ class _ThreadedInput:
         limit = -1 if size is None else size
         parts: list[bytes] = []
         total = 0
+        chunks = self._chunks
         with self._cond:
             while limit < 0 or total < limit:
                 self._wait()
-                if not self._chunks:
+                if not chunks:
                     break
-                data = self._chunks.popleft()
-                room = len(data) if limit < 0 else limit - total
-                end = data.find(b"\n", 0, room)
-                cut = end + 1 if end >= 0 else min(room, len(data))
-                if cut < len(data):
-                    self._chunks.appendleft(data[cut:])
-                parts.append(data[:cut])
-                total += cut
-                self._took(cut)
+                data = chunks[0]
+                start = self._offset
+                stop = len(data) if limit < 0 else min(len(data), start + limit - total)
+                end = data.find(b"\n", start, stop)
+                cut = end + 1 if end >= 0 else stop
+                if cut == len(data):
+                    chunks.popleft()
+                    self._offset = 0
+                else:
+                    self._offset = cut
+                parts.append(data if start == 0 and cut == len(data) else data[start:cut])
+                total += cut - start
+                self._took(cut - start)
                 if end >= 0:
                     break
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         """Read lines until the end (or until ``hint`` bytes were read)."""
