@@ -813,6 +813,34 @@ def test_a_worker_stops_at_the_length_before_the_reactor_has_sent_anything() -> 
     assert response.body == b"01234567890123456789"
 
 
+def test_pieces_handed_over_while_the_reactor_is_busy_go_out_in_one_write() -> None:
+    """Body pieces a worker yields before the reactor gets to them are sent together:
+    one chunk and one write for all that came meanwhile (after the first, which
+    goes with the head), in order, rather than one of each per piece.
+    """
+    iterated = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        try:
+            yield from (b"ab", b"cd", b"ef", b"gh", b"ij")
+        finally:
+            iterated.set()
+
+    with one_worker() as (calls, pool):
+        transport = StringTransport()
+        connection = connect(
+            WSGIHandler(validator(app), reactor=calls, threadpool=pool), transport=transport
+        )
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+        assert iterated.wait(10)  # every piece handed over; the reactor ran nothing yet
+        calls.run_until(lambda: pool.idle)
+    raw = connection.take()
+    assert raw.partition(b"\r\n\r\n")[2] == b"2\r\nab\r\n8\r\ncdefghij\r\n0\r\n\r\n"
+    [response] = parse_responses(raw)
+    assert response.body == b"abcdefghij"
+
+
 @pytest.mark.parametrize("threaded", MODES)
 def test_a_205_carries_no_content(threaded: bool) -> None:
     """RFC 9110 15.3.6: a server MUST NOT generate content in a 205; it says

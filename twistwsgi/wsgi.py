@@ -7,8 +7,9 @@ Two ways to run an application:
   its result. Everything that reaches the wire is handed back to the reactor with
   ``callFromThread``. A response that is a list or tuple goes out in one hop (head and
   body in one ``write``, with an exact ``Content-Length``); a streamed one goes out
-  chunk by chunk. While the client is not reading (the exchange pauses the call,
-  which is its push producer), what the application goes on producing waits in a
+  as it is produced, the chunks that came while the reactor was busy in one write.
+  While the client is not reading (the exchange pauses the call, which is its push
+  producer), what the application goes on producing waits in a
   :class:`~twistwsgi.response_spool.ResponseSpool` (memory, then a temporary file,
   up to ``max_response_buffer``), sent by the reactor as the client reads, so a
   slow client holds no thread (``response_buffering``, nginx's ``proxy_buffering``);
@@ -1232,6 +1233,12 @@ class _ThreadedCall:
         self._cond = threading.Condition(self._lock)
         self._paused = False
         self._in_flight = 0
+        # Body pieces handed over after the first, waiting for the reactor, and
+        # whether a call to send them is queued: the reactor sends every piece that
+        # came meanwhile in one write (one chunk, one send), rather than one call,
+        # one chunk and one send for each. They are _in_flight's bytes: bounded.
+        self._pending: list[bytes] = []
+        self._delivery_queued = False
         # The response's limit_rate: the mount's, or what its X-Accel-Limit-Rate asks
         # (set by the worker with the head, applied by the reactor as it starts).
         self._mount_limit = self._limit = exchange.limit_rate
@@ -1342,6 +1349,13 @@ class _ThreadedCall:
         if self._start(status, reason, headers):
             self._exchange.registerProducer(self, True)
         self._deliver(data)
+
+    def _deliver_pending(self) -> None:
+        """Send the pieces handed over since the last delivery, as one write."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._delivery_queued = False
+        self._deliver(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _deliver(self, data: bytes) -> None:
         exchange = self._exchange
@@ -1682,6 +1696,7 @@ class _ThreadedCall:
             self._buffering = self._decide_buffering(self._headers)
         size = len(data)
         spooled = False
+        queue_delivery = False
         # Until when a paused client is waited for before spooling starts.
         grace_ends: float | None = None
         while True:
@@ -1728,6 +1743,10 @@ class _ThreadedCall:
                     self._in_flight += size
                     first = not self._head_sent
                     self._head_sent = True
+                    if not first:
+                        self._pending.append(data)
+                        queue_delivery = not self._delivery_queued
+                        self._delivery_queued = True
             if reserved is not None:
                 # The file is written unlocked: a slow disk holds this thread only,
                 # not the reactor (which takes the lock to pause, resume, deliver).
@@ -1763,8 +1782,8 @@ class _ThreadedCall:
             self._call_from_thread(
                 self._deliver_first, self._status, self._reason, self._headers, data
             )
-        else:
-            self._call_from_thread(self._deliver, data)
+        elif queue_delivery:
+            self._call_from_thread(self._deliver_pending)
         return True
 
     def _decide_buffering(self, headers: list[tuple[bytes, bytes]]) -> bool:
