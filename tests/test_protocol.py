@@ -333,6 +333,33 @@ def test_keepalive_requests_zero_is_no_limit(limit: int) -> None:
     assert not connection.is_closed()
 
 
+@pytest.mark.parametrize("sent", [40_000, 100_000])
+def test_the_body_in_a_large_read_reaches_the_handler_in_one_piece(sent: int) -> None:
+    """A read that holds a head and body bytes of a known length hands those bytes
+    over whole, not a PIPELINE_SLICE at a time (a 64 KiB read was 64 pieces, each a
+    trip through the parser and the handler); requests pipelined after the body in
+    the same read are still parsed a slice at a time, and answered in order.
+    """
+    collector = BodyCollector()
+    connection = open_connection(collector)
+    length = 100_000
+    body = bytes(range(14, 256)) * (length // 242) + b"z" * (length % 242)  # (no CR)
+    head = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % length
+    after = get(b"1") + get(b"2") if sent == length else b""
+    connection.send(head + body[:sent] + after)
+    if sent < length:
+        connection.send(body[sent:])
+    # The head's slice, its body bytes, then the rest of the read whole (and the
+    # second read's).
+    pieces = collector.bodies[0]
+    assert b"".join(pieces) == body
+    assert len(pieces[0]) < PIPELINE_SLICE
+    assert pieces[1:] == [body[len(pieces[0]) : sent], *([body[sent:]] if sent < length else [])]
+    responses = parse_responses(connection.take())
+    assert [r.body for r in responses] == [body, *([b"", b""] if after else [])]
+    assert len(collector.exchanges) == (3 if after else 1)
+
+
 def test_a_pipeline_is_parsed_only_so_far_ahead() -> None:
     """A read full of pipelined requests behind one that is not answered yet queues
     only about MAX_PIPELINED of them; the rest stays unparsed bytes, reading stays

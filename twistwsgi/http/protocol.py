@@ -1307,10 +1307,17 @@ class HTTP11Protocol(Protocol):
         """Take a large read that may hold many pipelined requests a slice at a time.
 
         The rest is held back once the queue is full (see :data:`MAX_PIPELINED`).
+        Body bytes of a known length hold no request: once a head is parsed, they
+        go to the parser in one piece, up to the body's end (a 10 MB upload's
+        first 64 KiB read was otherwise 64 pieces, each a trip through the parser
+        and the body's receiver).
         """
         size = len(data)
-        for start in range(0, size, PIPELINE_SLICE):
+        start = 0
+        while True:
             end = start + PIPELINE_SLICE
+            if self._read is _Read.BODY and not self._chunked:
+                end = max(end, start + self._body_until - self._body_bytes)
             self.dataReceived(data[start:end])
             if end >= size:
                 return
@@ -1322,6 +1329,7 @@ class HTTP11Protocol(Protocol):
             if len(self._queue) > MAX_PIPELINED:
                 self._held = data[end:]
                 return
+            start = end
 
     def _advance(self) -> None:
         """Answer what can be answered now, in order.
