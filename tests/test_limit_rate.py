@@ -33,6 +33,7 @@ from twistwsgi.config import MountConfig, default_options
 from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.pacing import MAX_STEP, ResponsePace, asked_limit
+from twistwsgi.http.transport import end_batch, start_batch
 from twistwsgi.response_spool import PIECE_SIZE
 from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
 from twistwsgi.site import SiteBuilder, _accel_resolver
@@ -665,6 +666,25 @@ def test_an_application_s_x_accel_limit_rate_sets_its_rate(mount: tuple[int, int
     (response,) = parse_responses(client.take())
     assert response.body == b"".join(bytes([n]) * 5 * KB for n in range(40))
     assert response.header(b"x-accel-limit-rate") == b"20480"
+
+
+def test_a_paced_application_is_paced_from_inside_a_batch_of_events_too() -> None:
+    """In the reactor thread, the pieces a batch of events pulls are otherwise written
+    as one (see _InlineCall._produce): a paced response's are not, each write may
+    hold the next.
+    """
+    clock = SynchronousReactorThreads()
+    handler = WSGIHandler(asking("20480"), reactor=clock, threadpool=None)
+    client = connect(routed(handler, 0), clock=clock)
+    assert start_batch()
+    try:
+        client.send(b"GET /video HTTP/1.1\r\nHost: x\r\n\r\n")
+    finally:
+        end_batch()
+    seen = received_over_time(client, clock, 12.0)
+    assert_paced(seen, 20 * KB, 0, 5 * KB, 200 * KB)
+    (response,) = parse_responses(client.take())
+    assert len(response.body) == 200 * KB
 
 
 def test_an_x_accel_limit_rate_of_0_lifts_the_mount_s_rate() -> None:

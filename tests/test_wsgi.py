@@ -1232,6 +1232,119 @@ def test_inline_streaming_pauses_with_the_client() -> None:
     assert len(parse_responses(connection.take())[0].body) == 10000
 
 
+@contextlib.contextmanager
+def one_batch() -> Iterator[None]:
+    """Handle what happens inside as the reactor handles one batch of poll events."""
+    assert start_batch()
+    try:
+        yield
+    finally:
+        end_batch()
+
+
+def chunk_sizes(raw: bytes) -> list[int]:
+    """The sizes of the chunks of one chunked response, as they are on the wire."""
+    body = raw.partition(b"\r\n\r\n")[2]
+    sizes: list[int] = []
+    while True:
+        line, _, body = body.partition(b"\r\n")
+        size = int(line, 16)
+        if not size:
+            return sizes
+        sizes.append(size)
+        body = body[size + 2 :]
+
+
+def test_inline_pieces_pulled_in_one_batch_go_out_as_one_chunk() -> None:
+    """In the reactor thread, while a batch of events is handled (its small writes
+    are held to its end anyway), the pieces pulled are written as one chunk, up to
+    the transport's hold limit each; outside a batch, one chunk per piece.
+    """
+    piece = b"p" * 8192
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        yield from [piece] * 20
+
+    request = b"GET / HTTP/1.1\r\n" + HOST + b"\r\n"
+    connection = serve(app, threaded=False)
+    with one_batch():
+        connection.send(request)
+    raw = connection.take()
+    assert chunk_sizes(raw) == [65536, 65536, 32768]
+    assert parse_responses(raw)[0].body == piece * 20
+    connection.send(request)
+    assert chunk_sizes(connection.take()) == [8192] * 20
+
+
+def test_inline_pieces_of_a_response_with_a_length_are_not_pulled_past_it() -> None:
+    """A response with a Content-Length is written piece by piece in a batch too: the
+    iteration stops the moment it is complete (PEP 3333), not a batch later.
+    """
+    stream = Stream(b"0123456789", [*TEXT, ("Content-Length", "20")])
+    connection = serve(stream, threaded=False)
+    with one_batch():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert stream.pulled == 2
+    assert parse_responses(connection.take())[0].body == b"01234567890123456789"
+
+
+def test_inline_pieces_pulled_in_a_batch_go_out_before_a_pause_takes_effect() -> None:
+    """A pause while pieces wait to be written stops the pulling; what was pulled is
+    written, and the rest follows on resume.
+    """
+    produced: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        for number in range(100):
+            produced.append(number)
+            if number == 10:
+                connection.protocol.pauseProducing()
+            yield b"%02d" % number
+
+    connection = serve(app, threaded=False, validate=False)
+    with one_batch():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert len(produced) == 11
+    first = connection.take()
+    assert chunk_sizes(first + b"0\r\n\r\n") == [22]  # (the pieces pulled, as one)
+    with one_batch():
+        connection.protocol.resumeProducing()
+    assert len(produced) == 100
+    body = parse_responses(first + connection.take())[0].body
+    assert body == b"".join(b"%02d" % n for n in range(100))
+
+
+@pytest.mark.parametrize("late", ["exc_info", "str"])
+def test_inline_pieces_pulled_in_a_batch_before_a_failure_are_sent_then_aborted(
+    late: str,
+) -> None:
+    """An application failing after pieces were pulled in a batch: they go out (the
+    head with them, so the status can no longer change), then the connection is
+    dropped, as when each piece is written at once.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[Any]:
+        start_response("200 OK", TEXT)
+        yield b"partial"
+        if late == "str":
+            yield "oops"
+        try:
+            raise ValueError("late")
+        except ValueError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        yield b"never"
+
+    connection = serve(app, threaded=False, validate=False)
+    with capture_log_events(), one_batch():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    raw = connection.take()
+    assert connection.is_closed()
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    assert raw.endswith(b"\r\n\r\n7\r\npartial\r\n")
+
+
 def test_body_is_spooled_whole_before_an_inline_app_runs() -> None:
     """In the reactor thread the application only runs on a complete body."""
     calls: list[int] = []

@@ -46,6 +46,7 @@ it made it (nginx's ``uwsgi_intercept_errors`` off).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import faulthandler
 import io
@@ -75,7 +76,7 @@ from twistwsgi.http.pacing import asked_limit, step_for
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
-from twistwsgi.http.transport import ReactorInbox, after_batch
+from twistwsgi.http.transport import HOLD_LIMIT, ReactorInbox, after_batch, batch_open
 from twistwsgi.response_spool import (
     MAX_RESPONSE_BUFFER,
     SPOOL_GRACE,
@@ -1957,6 +1958,9 @@ class _InlineCall:
         self._paused = False
         self._producing = False
         self._errors: _ErrorStream | None = None
+        # Whether pieces pulled in one batch of events may be written as one (see
+        # _produce): decided with the head.
+        self._coalesce = False
 
     def start(self) -> None:
         """Receive the body if there is one, then run the application."""
@@ -2023,6 +2027,16 @@ class _InlineCall:
             return
         self._producing = True
         exchange = self._exchange
+        # While a batch of events is handled, the transport holds small writes until
+        # its end anyway (see twistwsgi.http.transport): the pieces pulled meanwhile
+        # are written as one (one chunk), up to the transport's hold limit, rather
+        # than framed and held one by one. Only for a response of unknown length,
+        # not paced: one with a Content-Length must stop being pulled the moment
+        # it is complete (body_full), and a paced one is paused by its writes.
+        # (Decided at the first piece: a generator calls start_response in it.)
+        pending: list[bytes] | None = None
+        in_batch = batch_open()
+        pending_size = 0
         try:
             while not self._paused and not exchange.finished and self._iterator is not None:
                 try:
@@ -2034,6 +2048,8 @@ class _InlineCall:
                     data = next(self._iterator)
                 except StopIteration:
                     self._iterator = None
+                    if pending:
+                        self._write_pending(pending)
                     self._close()
                     if not self._started:
                         self._start_now()
@@ -2042,12 +2058,38 @@ class _InlineCall:
                     return
                 if type(data) is not bytes:
                     raise TypeError(_not_bytes(data))
-                if data:
-                    self._write(data)
+                if not data:
+                    continue
+                if pending is None:
+                    if not (in_batch and self._coalesce):
+                        self._write(data)
+                        continue
+                    pending = []
+                if not self._started:
+                    self._start_now()  # (as _write: the head can no longer change)
+                pending.append(data)
+                pending_size += len(data)
+                if pending_size >= HOLD_LIMIT:
+                    self._write_pending(pending)
+                    pending_size = 0
+            if pending:
+                self._write_pending(pending)  # paused, or the client left
         except Exception:
+            if pending:
+                # What was pulled before the failure goes out first, as it would
+                # have one piece at a time.
+                with contextlib.suppress(Exception):
+                    self._write_pending(pending)
             self._failed()
         finally:
             self._producing = False
+
+    def _write_pending(self, pending: list[bytes]) -> None:
+        """Write the pieces pulled and not written yet, as one; empty the list."""
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        if not self._exchange.finished:
+            self._write(data)
 
     def _start_now(self) -> None:
         if self._headers is None:
@@ -2077,6 +2119,11 @@ class _InlineCall:
         # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
         exchange = self._exchange
         exchange.limit_rate = asked_limit(encoded, self._mount_limit, exchange.limit_rate_after)
+        self._coalesce = (
+            exchange.limit_rate is None
+            and _body_room(exchange.request.method, code, encoded) < 0
+            and all(name.lower() != b"content-length" for name, _ in encoded)
+        )
         return self._write
 
     def _write(self, data: bytes) -> None:

@@ -68,6 +68,7 @@ DIRECT_WRITES = twisted_checked()
 __all__ = [
     "ReactorInbox",
     "after_batch",
+    "batch_open",
     "end_batch",
     "send_before_abort",
     "send_held_now",
@@ -112,6 +113,11 @@ def start_batch() -> bool:
         return False
     _batch.open = True
     return True
+
+
+def batch_open() -> bool:
+    """Whether a batch of events is being handled: small writes wait for its end."""
+    return _batch.open
 
 
 def after_batch(func: Callable[..., object], *args: Any) -> None:
