@@ -5,10 +5,13 @@ protocol is tested on its own; responses are parsed with h11.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -28,6 +31,7 @@ from twistwsgi.http.protocol import (
     PIPELINE_SLICE,
     HTTP11Exchange,
     Refusal,
+    _find_bare_cr,
 )
 from twistwsgi.http.request import describe_peer
 from twistwsgi.http.sendfile import CLIENT_GONE
@@ -331,6 +335,16 @@ def test_keepalive_requests_zero_is_no_limit(limit: int) -> None:
     connection.send(b"".join(get(b"%d" % number) for number in range(999)))
     assert len(parse_responses(connection.take())) == 999
     assert not connection.is_closed()
+
+
+@given(
+    data=st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"0"]), max_size=30).map(b"".join),
+    start=st.integers(min_value=0, max_value=40),
+)
+def test_a_bare_cr_is_found_where_the_rfc_s_definition_finds_it(data: bytes, start: int) -> None:
+    """RFC 9112 2.2: a CR that no LF follows, the last byte included; -1 for none."""
+    match = re.compile(rb"\r(?!\n)").search(data, start)
+    assert _find_bare_cr(data, start) == (match.start() if match else -1)
 
 
 @pytest.mark.parametrize("sent", [40_000, 100_000])

