@@ -1277,6 +1277,24 @@ def test_inline_pieces_pulled_in_one_batch_go_out_as_one_chunk() -> None:
     assert chunk_sizes(connection.take()) == [8192] * 20
 
 
+def test_inline_write_called_while_pieces_wait_in_a_batch_goes_after_them() -> None:
+    """An application may call write() while its iterable is pulled: what it wrote
+    goes after the pieces it yielded before, which a batch holds back to join them.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        write = start_response("200 OK", TEXT)
+        yield b"a"
+        write(b"b")
+        yield b"c"
+        write(b"d")
+
+    connection = serve(app, threaded=False)
+    with one_batch():
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert parse_responses(connection.take())[0].body == b"abcd"
+
+
 def test_inline_pieces_of_a_response_with_a_length_are_not_pulled_past_it() -> None:
     """A response with a Content-Length is written piece by piece in a batch too: the
     iteration stops the moment it is complete (PEP 3333), not a batch later.

@@ -1959,8 +1959,11 @@ class _InlineCall:
         self._producing = False
         self._errors: _ErrorStream | None = None
         # Whether pieces pulled in one batch of events may be written as one (see
-        # _produce): decided with the head.
+        # _produce): decided with the head. The pieces pulled and not written yet
+        # (None: not coalescing), which any other write sends first.
         self._coalesce = False
+        self._pending: list[bytes] | None = None
+        self._pending_size = 0
 
     def start(self) -> None:
         """Receive the body if there is one, then run the application."""
@@ -2034,9 +2037,7 @@ class _InlineCall:
         # not paced: one with a Content-Length must stop being pulled the moment
         # it is complete (body_full), and a paced one is paused by its writes.
         # (Decided at the first piece: a generator calls start_response in it.)
-        pending: list[bytes] | None = None
         in_batch = batch_open()
-        pending_size = 0
         try:
             while not self._paused and not exchange.finished and self._iterator is not None:
                 try:
@@ -2048,8 +2049,7 @@ class _InlineCall:
                     data = next(self._iterator)
                 except StopIteration:
                     self._iterator = None
-                    if pending:
-                        self._write_pending(pending)
+                    self._write_pending()
                     self._close()
                     if not self._started:
                         self._start_now()
@@ -2060,36 +2060,39 @@ class _InlineCall:
                     raise TypeError(_not_bytes(data))
                 if not data:
                     continue
+                pending = self._pending
                 if pending is None:
                     if not (in_batch and self._coalesce):
                         self._write(data)
                         continue
-                    pending = []
+                    pending = self._pending = []
                 if not self._started:
                     self._start_now()  # (as _write: the head can no longer change)
                 pending.append(data)
-                pending_size += len(data)
-                if pending_size >= HOLD_LIMIT:
-                    self._write_pending(pending)
-                    pending_size = 0
-            if pending:
-                self._write_pending(pending)  # paused, or the client left
+                self._pending_size += len(data)
+                if self._pending_size >= HOLD_LIMIT:
+                    self._write_pending()
+            self._write_pending()  # paused, or the client left
         except Exception:
-            if pending:
-                # What was pulled before the failure goes out first, as it would
-                # have one piece at a time.
-                with contextlib.suppress(Exception):
-                    self._write_pending(pending)
+            # What was pulled before the failure goes out first, as it would have
+            # one piece at a time.
+            with contextlib.suppress(Exception):
+                self._write_pending()
             self._failed()
         finally:
+            self._pending = None
             self._producing = False
 
-    def _write_pending(self, pending: list[bytes]) -> None:
+    def _write_pending(self) -> None:
         """Write the pieces pulled and not written yet, as one; empty the list."""
+        pending = self._pending
+        if not pending:
+            return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
+        self._pending_size = 0
         if not self._exchange.finished:
-            self._write(data)
+            self._exchange.write(data)
 
     def _start_now(self) -> None:
         if self._headers is None:
@@ -2135,6 +2138,10 @@ class _InlineCall:
             return
         if not self._started:
             self._start_now()
+        if self._pending:
+            # Called by the application while its iterable is being pulled: after
+            # the pieces it yielded before.
+            self._write_pending()
         self._exchange.write(data)
 
     def _close(self) -> None:
