@@ -17,6 +17,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any, cast
+from wsgiref.validate import validator
 
 import pytest
 from twisted.internet import reactor as global_reactor
@@ -42,8 +43,11 @@ from twistwsgi.dispatch import (
     skip_log_context,
 )
 from twistwsgi.http import transport
+from twistwsgi.http.protocol import HTTPFactory
+from twistwsgi.http.settings import HttpSettings
 from twistwsgi.http.transport import HOLD_LIMIT, after_batch, end_batch, start_batch, write_now
 from twistwsgi.testing import capture_log_events
+from twistwsgi.wsgi import WSGIHandler
 
 
 class Prefixed:
@@ -761,3 +765,45 @@ def test_an_iteration_inside_a_batch_sends_what_it_held(writing: InlineReads) ->
         assert not start_batch()  # still open for its owner
     finally:
         end_batch()
+
+
+# -- a response streamed in the reactor thread, over a real socket ----------------------
+
+
+def test_a_stream_pulled_in_the_reactor_thread_yields_to_other_events_every_turn() -> None:
+    """An application streaming in the reactor thread (--threads 0) to a client whose
+    socket takes everything is pulled about two hold limits a turn, then paused by
+    Twisted's buffer until the next poll, like any other writer: the pieces joined
+    in a batch are held with it, so the next write goes through that buffer. Joined
+    writes at the limit went straight to the socket: one turn pulled until the
+    kernel's send buffer was full, megabytes, while other connections waited.
+    """
+    piece = b"x" * 8192
+    pulled: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        while len(pulled) < 10_000:
+            pulled.append(1)
+            yield piece
+
+    reactor: Any = EPollReactor()
+    assert read_inline(reactor)
+    handler = WSGIHandler(validator(app), reactor=reactor, threadpool=None)
+    factory = HTTPFactory(handler, settings=HttpSettings(), clock=reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
+    try:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        turns: list[int] = []
+        while len(turns) < 40 and sum(turns) < 200:
+            before = len(pulled)
+            reactor.doIteration(0.05)
+            turns.append(len(pulled) - before)
+        assert sum(turns) >= 20  # (the kernel took a few turns' worth, unread)
+        assert max(turns) * len(piece) <= 3 * HOLD_LIMIT
+    finally:
+        client.close()
+        reactor.disconnectAll()
+        reactor.waker.connectionLost(None)
+        reactor._poller.close()

@@ -28,7 +28,7 @@ from zope.interface import alsoProvides
 from twistwsgi import wsgi
 from twistwsgi.http.protocol import DISPATCH_BUFFER
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.http.transport import end_batch, start_batch
+from twistwsgi.http.transport import HOLD_LIMIT, end_batch, start_batch
 from twistwsgi.testing import (
     CallQueue,
     Connection,
@@ -1257,8 +1257,9 @@ def chunk_sizes(raw: bytes) -> list[int]:
 
 def test_inline_pieces_pulled_in_one_batch_go_out_as_one_chunk() -> None:
     """In the reactor thread, while a batch of events is handled (its small writes
-    are held to its end anyway), the pieces pulled are written as one chunk, up to
-    the transport's hold limit each; outside a batch, one chunk per piece.
+    are held to its end anyway), the pieces pulled are written as one chunk, each
+    short of the transport's hold limit (so that the batch holds it); outside a
+    batch, one chunk per piece. A piece too large to join goes alone, at once.
     """
     piece = b"p" * 8192
 
@@ -1271,10 +1272,22 @@ def test_inline_pieces_pulled_in_one_batch_go_out_as_one_chunk() -> None:
     with one_batch():
         connection.send(request)
     raw = connection.take()
-    assert chunk_sizes(raw) == [65536, 65536, 32768]
+    assert chunk_sizes(raw) == [57344, 57344, 49152]  # (7 pieces, 7, 6)
     assert parse_responses(raw)[0].body == piece * 20
     connection.send(request)
     assert chunk_sizes(connection.take()) == [8192] * 20
+    pieces = [b"a" * 30000, b"b" * 40000, b"c" * HOLD_LIMIT, b"d" * 10, b"e" * 10]
+
+    def large(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", TEXT)
+        yield from pieces
+
+    connection = serve(large, threaded=False)
+    with one_batch():
+        connection.send(request)
+    raw = connection.take()
+    assert chunk_sizes(raw) == [30000, 40000, HOLD_LIMIT, 20]
+    assert parse_responses(raw)[0].body == b"".join(pieces)
 
 
 def test_inline_write_called_while_pieces_wait_in_a_batch_goes_after_them() -> None:

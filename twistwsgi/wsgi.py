@@ -115,6 +115,10 @@ WSGIApplication: TypeAlias = Callable[[dict[str, Any], StartResponse], Iterable[
 IN_FLIGHT_HIGH_WATER = 256 * 1024
 #: Request body bytes buffered for ``wsgi.input`` before the client is paused.
 INPUT_HIGH_WATER = 256 * 1024
+#: In the reactor thread, the most body bytes of pieces pulled in one batch of events
+#: joined into one write: below the transport's hold limit by room for the chunk's
+#: framing, so that the write is held with the batch's others (see _InlineCall._produce).
+_JOIN_LIMIT = HOLD_LIMIT - 64
 #: A request body received whole before its application runs (inline mode, or
 #: ``request_buffering``) is kept in memory up to this size, in a temporary file above:
 #: many uploads may wait at once, each holding this much at most (nginx keeps 8 or
@@ -2032,7 +2036,7 @@ class _InlineCall:
         exchange = self._exchange
         # While a batch of events is handled, the transport holds small writes until
         # its end anyway (see twistwsgi.http.transport): the pieces pulled meanwhile
-        # are written as one (one chunk), up to the transport's hold limit, rather
+        # are written as one (one chunk), short of the transport's hold limit, rather
         # than framed and held one by one. Only for a response of unknown length,
         # not paced: one with a Content-Length must stop being pulled the moment
         # it is complete (body_full), and a paced one is paused by its writes.
@@ -2068,10 +2072,20 @@ class _InlineCall:
                     pending = self._pending = []
                 if not self._started:
                     self._start_now()  # (as _write: the head can no longer change)
+                if self._pending_size + len(data) > _JOIN_LIMIT:
+                    # Written before they pass the hold limit, so that the batch
+                    # holds them: the next such write then goes through Twisted's
+                    # buffer, which pauses this producer past its size, and the
+                    # reactor goes on to other connections. Written at the limit or
+                    # past it, each went straight to the socket, and the pulling
+                    # stopped only once the kernel's send buffer was full (a client
+                    # that takes everything held the reactor for megabytes).
+                    self._write_pending()
+                    if len(data) >= _JOIN_LIMIT:
+                        self._write(data)  # alone (as before: at once, not held)
+                        continue
                 pending.append(data)
                 self._pending_size += len(data)
-                if self._pending_size >= HOLD_LIMIT:
-                    self._write_pending()
             self._write_pending()  # paused, or the client left
         except Exception:
             # What was pulled before the failure goes out first, as it would have
