@@ -402,6 +402,25 @@ def test_a_pipeline_is_parsed_only_so_far_ahead() -> None:
     assert connection.transport.producerState == "producing"
 
 
+def test_a_pipeline_behind_a_body_in_the_same_read_is_parsed_only_so_far_ahead() -> None:
+    """The body bytes of a known length in a large read go to the parser whole; the
+    requests pipelined after them, in the same read, are still parsed a slice at a
+    time and held back once about MAX_PIPELINED of them wait.
+    """
+    collector = BodyCollector(respond=False)
+    connection = open_connection(collector)
+    body = b"b" * 5000
+    post = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
+    count = 600
+    burst = b"".join(get(b"%d" % number) for number in range(count))
+    connection.send(post + body + burst)
+    protocol: Any = connection.protocol
+    assert b"".join(collector.bodies[0]) == body
+    assert len(protocol._queue) <= MAX_PIPELINED + 2 + PIPELINE_SLICE // len(get(b"0"))
+    assert protocol._held
+    assert connection.transport.producerState == "paused"
+
+
 # -- framing --------------------------------------------------------------------------
 
 

@@ -614,6 +614,7 @@ class Stream:
 
 
 @pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("batched", [False, True], ids=["", "in-a-batch"])
 @pytest.mark.parametrize(
     ("request_line", "status"),
     [
@@ -623,17 +624,19 @@ class Stream:
     ],
 )
 def test_a_response_without_content_stops_pulling_an_endless_body(
-    threaded: bool, request_line: bytes, status: str
+    threaded: bool, batched: bool, request_line: bytes, status: str
 ) -> None:
     """HEAD to a streaming view (Django routes HEAD to the GET view): the server
     pulled the endless body for ever, discarding it, with a thread at 100 % (the
     whole reactor with --threads 0), close() never called, and the next request on
     the connection never answered. It stops once the head is out (PEP 3333:
-    "stop iterating over the response when enough data has been sent").
+    "stop iterating over the response when enough data has been sent"), in a batch
+    of events too (where pieces of a body of unknown length are pulled to be joined).
     """
     stream = Stream(headers=TEXT if status == "200 OK" else [])  # (none on 204/304)
     connection = serve(stream, threaded=threaded)
-    connection.send(request_line + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n")
+    with one_batch() if batched else contextlib.nullcontext():
+        connection.send(request_line + HOST + b"\r\nGET /next HTTP/1.1\r\n" + HOST + b"\r\n")
     method = b"HEAD" if request_line.startswith(b"HEAD") else b"GET"
     first, second = parse_responses(connection.take(), [method, b"GET"])
     assert (first.status, first.body) == (int(status[:3]), b"")
