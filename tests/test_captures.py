@@ -17,7 +17,6 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent
 
@@ -27,6 +26,7 @@ from tests.test_locations import (
     config_error,
     counted_patterns,
     get,
+    proxy_router,
     write_site,
 )
 from tests.test_proxy import FakeEndpoint
@@ -40,12 +40,10 @@ from twistwsgi.captures import (
     split_upstream_url,
 )
 from twistwsgi.cli import load_config
-from twistwsgi.config import ConfigError, MountConfig, ServerConfig, default_options
+from twistwsgi.config import ConfigError, MountConfig, default_options
 from twistwsgi.fixed_response import FixedResponse, parse_return
-from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.http.request import RequestHead, Route
 from twistwsgi.http.rules import compile_location_pattern
-from twistwsgi.proxy import build_proxy
 from twistwsgi.routing import Mount, MountTable
 from twistwsgi.service import make_service
 from twistwsgi.site import _accel_resolver
@@ -689,17 +687,7 @@ def test_x_accel_redirect_to_a_mount_with_captures_serves_the_file_they_name(
 
 
 def proxy_site(tmp_path: Path, text: str) -> tuple[Any, dict[str, FakeEndpoint]]:
-    endpoints: dict[str, FakeEndpoint] = {}
-
-    def factory(address: UpstreamAddress) -> FakeEndpoint:
-        endpoints[address.url] = FakeEndpoint(address)
-        return endpoints[address.url]
-
-    def builder(mount: MountConfig, config: ServerConfig) -> Any:
-        return build_proxy(mount, config, reactor=Clock(), endpoint_factory=factory)
-
-    router, _ = build(tmp_path, mount(text), {"proxy": builder})
-    return router, endpoints
+    return proxy_router(tmp_path, mount(text))
 
 
 def forwarded(router: Any, endpoint: FakeEndpoint, target: bytes) -> bytes:

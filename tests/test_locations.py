@@ -585,7 +585,8 @@ def test_the_body_limit_of_a_pattern_mount_is_decided_from_the_head(tmp_path: Pa
     assert get(router, b"/exact", b"POST", b"x" * 11).status == 200  # the server's limit
 
 
-def test_a_regular_expression_proxy_mount_forwards_the_whole_path(tmp_path: Path) -> None:
+def proxy_router(tmp_path: Path, text: str) -> tuple[Any, dict[str, FakeEndpoint]]:
+    """The router of the site ``text``, its proxy mounts' upstreams in memory (by URL)."""
     endpoints: dict[str, FakeEndpoint] = {}
 
     def factory(address: UpstreamAddress) -> FakeEndpoint:
@@ -595,11 +596,16 @@ def test_a_regular_expression_proxy_mount_forwards_the_whole_path(tmp_path: Path
     def builder(mount: MountConfig, config: ServerConfig) -> Any:
         return build_proxy(mount, config, reactor=Clock(), endpoint_factory=factory)
 
+    router, _ = build(tmp_path, text, {"proxy": builder})
+    return router, endpoints
+
+
+def test_a_regular_expression_proxy_mount_forwards_the_whole_path(tmp_path: Path) -> None:
     text = (
         HOST + "[[host.mount]]\npath = '~ ^/api/v[0-9]+/'\nproxy = 'http://10.0.0.1:9000'\n"
         "[[host.mount]]\npath = '= /p'\nproxy = 'http://10.0.0.2:9000/q'\n"
     )
-    router, _ = build(tmp_path, text, {"proxy": builder})
+    router, endpoints = proxy_router(tmp_path, text)
     connect(router).send(b"GET /api/v2/a%2Fb?x=1 HTTP/1.1\r\nHost: a.test\r\n\r\n")
     request, _ = endpoints["http://10.0.0.1:9000"].last.request()
     assert request.target == b"/api/v2/a%2Fb?x=1"
