@@ -55,7 +55,7 @@ from urllib.parse import quote_from_bytes
 
 from twisted.logger import Logger
 
-from twistwsgi.forwarding import TrustedProxies
+from twistwsgi.forwarding import PATH_SAFE_DECODED, QUERY_SAFE_DECODED, TrustedProxies
 from twistwsgi.http.request import CapturedRoute, RequestHead
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import answer_error
@@ -85,11 +85,6 @@ __all__ = [
 _REFERENCE = re.compile(r"\$(?:\{([1-9]|[A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
 # Any $ reference, for saying which one is not a capture ($0, ${10}).
 _ANY_REFERENCE = re.compile(r"\$(?:\{[^}]*\}?|\w+)")
-# What stays unencoded of a capture in a URL's path (RFC 3986 3.3 pchar and "/"),
-# and in its query: there also not "&", "+" and ";", which would start or change an
-# argument (nginx's NGX_ESCAPE_ARGS), nor "?" (kept for the path's end).
-_PATH_SAFE = "/!$&'()*+,;=:@-._~"
-_QUERY_SAFE = "/!$'()*,=:@-._~"
 # A URL's beginning up to the "/" that starts its path: a scheme (or $scheme) and an
 # authority, whatever variables the authority holds.
 _ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:|\$scheme:|\$\{scheme\}:)?//[^/?#]*/")
@@ -277,7 +272,9 @@ class CaptureTemplate:
                 # "?" and "%" stay the path's (nginx sends it decoded).
                 for part in _split_uri(piece) if target else [piece]:
                     if part is None:
-                        pieces.append((_DECODED_URI, _QUERY_SAFE if in_query else _PATH_SAFE))
+                        pieces.append(
+                            (_DECODED_URI, QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED)
+                        )
                         written += "\0"
                     elif part:
                         pieces.append(RequestTemplate(part, escape=escape))
@@ -294,7 +291,7 @@ class CaptureTemplate:
                     " 'https://example.com/new/$1'), so no request can choose the site"
                     " it is sent to"
                 )
-            safe = None if not url else _QUERY_SAFE if in_query else _PATH_SAFE
+            safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
             pieces.append((piece, safe))
             written += "\0"  # (a capture: something, neither "/" nor "?")
         self._pieces = pieces

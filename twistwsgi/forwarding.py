@@ -82,6 +82,8 @@ __all__ = [
     "DEFAULT_HIDDEN",
     "IDEMPOTENT_METHODS",
     "NOTHING_HIDDEN",
+    "PATH_SAFE_DECODED",
+    "QUERY_SAFE_DECODED",
     "UNIX_SOCKETS",
     "HiddenFields",
     "Networks",
@@ -179,7 +181,13 @@ def parse_upstream(url: str) -> UpstreamAddress:
 
 # RFC 3986 3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; plus "/".
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
-_PATH_SAFE_DECODED = "/:@!$&'()*+,;=-._~"
+#: What stays as it is of decoded text put in a URL's path (the rest is
+#: percent-encoded; "?" and "#" would end the path): for :func:`encode_path`, a
+#: rewrite's or a capture's bytes.
+PATH_SAFE_DECODED = "/:@!$&'()*+,;=-._~"
+#: The same in a query: there "?" stays encoded too, and "&", "+" and ";", which
+#: would start or change an argument (nginx's NGX_ESCAPE_ARGS).
+QUERY_SAFE_DECODED = "/:@!$'()*,=-._~"
 
 
 def forwarded_scheme(request: RequestHead) -> str | None:
@@ -203,7 +211,7 @@ def encode_path(path: bytes) -> bytes:
 
 def _encode_path(path: bytes) -> bytes:
     """Percent-encode a decoded path for a request-target (RFC 3986 2.1, 3.3)."""
-    return quote(path, safe=_PATH_SAFE_DECODED).encode("ascii")
+    return quote(path, safe=PATH_SAFE_DECODED).encode("ascii")
 
 
 def upstream_target(request: RequestHead, route: Route | None, prefix: bytes | None) -> bytes:

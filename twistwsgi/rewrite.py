@@ -103,7 +103,12 @@ from urllib.parse import quote_from_bytes
 from twisted.logger import Logger
 
 from twistwsgi.fixed_response import NGINX_ESCAPES
-from twistwsgi.forwarding import TrustedProxies, encode_path
+from twistwsgi.forwarding import (
+    PATH_SAFE_DECODED,
+    QUERY_SAFE_DECODED,
+    TrustedProxies,
+    encode_path,
+)
 from twistwsgi.http.request import RequestHead, RewrittenRequest
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import (
@@ -160,12 +165,6 @@ _SYNTAX = (
     "expected 'REGEX REPLACEMENT [FLAG]', FLAG one of last, break, redirect or"
     " permanent (or none), e.g. '^/old/(.*)$ /new/$1 last'"
 )
-# A group's bytes in a URL: what a path may hold stays, the rest is percent-encoded
-# (RFC 3986 3.3; "?" and "#" would end the path). In the query "?" stays encoded,
-# and "&", "+" and ";" are too, which would start or change an argument (nginx's
-# NGX_ESCAPE_ARGS).
-_PATH_SAFE = "/!$&'()*+,;=:@-._~"
-_QUERY_SAFE = "/!$'()*,=:@-._~"
 # A $ reference: ${name}, $1 to $9, or $name (a group's name, else a variable).
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
@@ -355,7 +354,8 @@ class _Compiled:
                     f"{rule.replacement!r} uses ${group}, but {rule.pattern!r} has"
                     f" {self.regex.groups} group(s)"
                 )
-            safe = None if not url else _QUERY_SAFE if in_query else _PATH_SAFE
+            # A group's bytes in a URL are percent-encoded for where they stand.
+            safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
             pieces.append((group, safe))
         self._add_literal(pieces, literal + text[start:], rule, url=url)
         return pieces
