@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes
@@ -76,6 +77,7 @@ __all__ = [
     "fixed_directory",
     "has_captures",
     "is_name",
+    "render_pieces",
     "request_variable",
     "split_captures",
     "split_upstream_url",
@@ -236,6 +238,40 @@ def _group(match: Any, key: Piece) -> bytes:
     return value or b""
 
 
+#: A piece of a template ready to render: text with variables, or what gives bytes
+#: (a group's number or name, or a variable's template) and how they are encoded.
+RenderPiece = RequestTemplate | tuple[Piece | RequestTemplate, str | None]
+
+
+def render_pieces(
+    pieces: Sequence[RenderPiece],
+    match: Any,
+    request: RequestHead,
+    user: str | None,
+    *,
+    proxies: TrustedProxies | None,
+) -> bytes:
+    """The bytes of ``pieces`` for ``request``, whose path ``match`` matched.
+
+    A text piece renders its variables; a ``(key, safe)`` piece takes a group of
+    ``match`` (empty when it took no part) or a variable's value, percent-encoded
+    but for the characters in ``safe`` (as it is for ``None``). For a mount's
+    captures and a host's rewrite lines alike.
+    """
+    parts = []
+    for piece in pieces:
+        if isinstance(piece, tuple):
+            key, safe = piece
+            if isinstance(key, RequestTemplate):
+                value = key.render(request, user, proxies=proxies)
+            else:
+                value = _group(match, key)
+            parts.append(value if safe is None else quote_from_bytes(value, safe).encode())
+        else:
+            parts.append(piece.render(request, user, proxies=proxies))
+    return b"".join(parts)
+
+
 class CaptureTemplate:
     """A return mount's URL or text, or a proxy mount's path and query, with captures.
 
@@ -263,7 +299,7 @@ class CaptureTemplate:
         self._url = url
         self._target = target
         escape = "url" if url else "none"
-        pieces: list[RequestTemplate | tuple[Piece | RequestTemplate, str | None]] = []
+        pieces: list[RenderPiece] = []
         written = ""
         in_query = False
         for piece in split_captures(text, groups):
@@ -305,18 +341,7 @@ class CaptureTemplate:
         proxies: TrustedProxies | None = None,
     ) -> bytes:
         """The value for ``request``, whose path ``match`` (the mount's) matched."""
-        parts = []
-        for piece in self._pieces:
-            if isinstance(piece, tuple):
-                key, safe = piece
-                if isinstance(key, RequestTemplate):
-                    value = key.render(request, user, proxies=proxies)
-                else:
-                    value = _group(match, key)
-                parts.append(value if safe is None else quote_from_bytes(value, safe).encode())
-            else:
-                parts.append(piece.render(request, user, proxies=proxies))
-        value = b"".join(parts)
+        value = render_pieces(self._pieces, match, request, user, proxies=proxies)
         if not self._url:
             return value
         if self._target:

@@ -98,10 +98,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_from_bytes
 
 from twisted.logger import Logger
 
+from twistwsgi.captures import render_pieces
 from twistwsgi.fixed_response import NGINX_ESCAPES
 from twistwsgi.forwarding import (
     PATH_SAFE_DECODED,
@@ -371,24 +371,6 @@ class _Compiled:
             raise ValueError(f"{rule.replacement!r}: {error}") from None
         return "?" in text
 
-    @staticmethod
-    def _render(
-        pieces: list[_Piece],
-        match: Any,
-        request: RequestHead,
-        user: str | None,
-        proxies: TrustedProxies,
-    ) -> bytes:
-        parts = []
-        for piece in pieces:
-            if isinstance(piece, tuple):
-                group, safe = piece
-                value = match.group(group) or b""
-                parts.append(value if safe is None else quote_from_bytes(value, safe).encode())
-            else:
-                parts.append(piece.render(request, user, proxies=proxies))
-        return b"".join(parts)
-
     def location(
         self,
         match: Any,
@@ -397,7 +379,7 @@ class _Compiled:
         proxies: TrustedProxies,
     ) -> bytes:
         """The ``Location`` for ``request``, whose path ``match`` matched."""
-        url = self._render(self._pieces, match, request, user, proxies)
+        url = render_pieces(self._pieces, match, request, user, proxies=proxies)
         if url.startswith(b"//"):
             # A browser reads //name as another site's address (RFC 3986 4.2).
             url = b"/%2F" + url[2:]
@@ -417,9 +399,9 @@ class _Compiled:
         nginx's: the replacement's own arguments, then ``&`` and the request's; or
         the request's alone; none when the replacement ended with ``?``.
         """
-        path = self._render(self._pieces, match, request, user, proxies)
+        path = render_pieces(self._pieces, match, request, user, proxies=proxies)
         if self.has_args:
-            args = self._render(self._query_pieces, match, request, user, proxies)
+            args = render_pieces(self._query_pieces, match, request, user, proxies=proxies)
             if b"#" in args:
                 # A variable ($uri, a header) encoded for a Location keeps "#", a
                 # fragment there; in a query sent upstream (or QUERY_STRING) it
