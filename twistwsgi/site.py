@@ -1065,12 +1065,8 @@ def _accel_resolver(
             handler = found.target
             if isinstance(handler, CapturedStaticHandler):
                 # The file its captures name, as for a request routed there.
-                expanded = handler.template.expand(by_path.last_match(handler))
-                if expanded is None:
-                    return None
-                if normal.endswith(b"/") and not expanded.endswith(b"/"):
-                    expanded += b"/"
-                return handler, expanded
+                expanded = handler.file_path(by_path.last_match(handler), normal)
+                return None if expanded is None else (handler, expanded)
             return handler, path_below(normal, found.prefix)
         real = os.path.realpath(os.fsdecode(value))
         for _mount, handler in by_root:

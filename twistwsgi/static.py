@@ -1141,17 +1141,25 @@ class CapturedStaticHandler(StaticHandler):
         super().__init__(options, fallback=fallback, now=now)
         self.template = template
 
+    def file_path(self, match: Any, request_path: bytes) -> bytes | None:
+        """The path below the fixed directory that the captures of ``match`` name.
+
+        With the slash of a ``request_path`` that ends in one (a directory is
+        asked for). ``None`` when they name no file: no match, a NUL in a capture.
+        """
+        expanded = None if match is None else self.template.expand(match)
+        if expanded is not None and request_path.endswith(b"/") and not expanded.endswith(b"/"):
+            expanded += b"/"
+        return expanded
+
     def handle(self, exchange: Exchange, path_info: bytes | None = None) -> None:
         """Answer with the file the captures name (``path_info``: already expanded)."""
         if path_info is None:
             route = exchange.route
-            match = None if route is None else route.captures
-            path_info = None if match is None else self.template.expand(match)
-            if path_info is None or route is None:
-                self._missed(exchange)  # (a NUL in a capture names no file)
+            path_info = None if route is None else self.file_path(route.captures, route.path_info)
+            if path_info is None:
+                self._missed(exchange)
                 return
-            if route.path_info.endswith(b"/") and not path_info.endswith(b"/"):
-                path_info += b"/"
         super().handle(exchange, path_info)
 
 
