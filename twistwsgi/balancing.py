@@ -47,7 +47,8 @@ passive health is not applied (as nginx, which counts them): taking the only
 upstream out would turn a brief error into a ``fail_timeout``-long outage. For the
 same reason, when every upstream is left out after failures (all restarting at
 once, say), requests are not refused for ``fail_timeout``: each goes to the upstream
-whose time out ends first, as nginx keeps trying its upstreams when all are down.
+whose time out ends first (nginx answers 502 "no live upstreams" until one of its
+``fail_timeout`` ends, without trying).
 
 **Connection limit** (nginx's ``max_conns``). With ``max_conns`` set, a peer with that
 many requests in progress (:attr:`Peer.active`) is *full*: it is not picked until one
