@@ -944,6 +944,8 @@ Where twistwsgi departs from nginx, on the safe side:
 - An `auth_request` service is asked about the new path and query
   (`X-Original-URI`, `X-Original-URL`), what is served; nginx's configurations
   usually send it `$request_uri`.
+- In a redirect's path a group's `?` stays encoded: `^/old/(.*)$ /new/$1 permanent`
+  sends `/old/a%3Fb` to `/new/a%3Fb`, where nginx writes `/new/a?b`, a query.
 
 nginx repeats internal redirects at most 10 times before answering `500`; a host's
 lines run once per request and nothing here sends a rewritten request back to them,
