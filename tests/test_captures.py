@@ -222,6 +222,16 @@ def test_an_upstream_target_starts_with_one_slash(path: bytes, target: bytes) ->
     assert empty.render(match(r"^/x/*(.*)$", b"/x/"), request()) == b"/"
 
 
+@pytest.mark.parametrize("written", ["/x$uri", "/x${uri}", "/x$URI", "/x${Uri}"])
+def test_uri_in_an_upstream_target_is_encoded_as_a_capture_however_spelled(written: str) -> None:
+    """A variable's name is read without case (nginx's), so ``$URI`` is ``$uri``: its
+    decoded ``?`` and ``#`` must not start the query upstream, whatever the spelling.
+    """
+    template = CaptureTemplate(written, groups(r"^/p/(.*)$"), url=True, target=True)
+    path = b"/p/a?b#c"  # (decoded from /p/a%3Fb%23c)
+    assert template.render(match(r"^/p/(.*)$", path), request(path)) == b"/x/p/a%3Fb%23c"
+
+
 _TARGET_CHARS = re.compile(
     rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*(\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*)?"
 )
@@ -345,7 +355,7 @@ def mount(text: str) -> str:
         ),
         (
             "path = '~ ^/old/(?<slug>.*)$'\nreturn = '301 /new/$slugs'",
-            "host[0].mount[1].return: unknown variable $slugs here",
+            "host[0].mount[1].return: '/new/$slugs': unknown variable $slugs here",
         ),
         (
             "path = '~ ^/old/(.*)$'\nreturn = '301 https://example.com$1'",
@@ -432,8 +442,8 @@ def mount(text: str) -> str:
         ),
         (
             "path = '~ ^/old/(.*)$'\nreturn = '301 /new/$0'",
-            "host[0].mount[1].return: unknown variable $0 here: the captures of a"
-            " regular-expression mount path ($1 to $9",
+            "host[0].mount[1].return: '/new/$0': $0 is no group: nginx numbers captures $1"
+            " to $9, one digit each ($10 is $1 then a 0)",
         ),
     ],
 )

@@ -11,13 +11,15 @@ of its ``proxy`` URLs, and in its ``return`` URL or text. This module owns readi
 such a setting (:class:`CaptureTemplate`, :class:`FileTemplate`) and expanding it
 with the match that chose the mount, which is pure logic (no reactor, no clock), and
 the handler that hands that match to the mount's own (:class:`CapturingHandler`).
-The reading follows nginx's (`Regular expression captures <https://nginx.org/en/docs/regex_captures.html>`_):
+The references are read by :mod:`twistwsgi.templates`, as every setting's are
+(nginx's syntax, `Regular expression captures <https://nginx.org/en/docs/regex_captures.html>`_):
 
 - ``$1`` to ``$9`` (one digit: ``$12`` is ``$1`` and a ``2``), ``${1}``, and a named
   group's name (``(?<user>...)`` or ``(?P<user>...)``, written ``$user`` or
   ``${user}``). A group that did not take part in the match is empty.
 - A number the pattern has no group for is refused when the configuration is loaded;
-  so is any capture in a prefix or exact mount (it has no pattern).
+  so is any capture in a prefix or exact mount (it has no pattern), and ``$0`` or
+  ``${10}`` (no group has such a number).
 - A ``$name`` that is no group of the pattern is a request variable where the
   setting takes variables (``$host``, ``$args``: those of ``proxy_set_header``),
   and refused where it does not (a static directory): never left as it is written.
@@ -50,7 +52,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes
 
@@ -60,6 +61,7 @@ from twistwsgi.forwarding import PATH_SAFE_DECODED, QUERY_SAFE_DECODED, TrustedP
 from twistwsgi.http.request import CapturedRoute, RequestHead
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import answer_error
+from twistwsgi.templates import Groups, Piece, cut_at, is_name, references, split_captures
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
@@ -81,69 +83,35 @@ __all__ = [
     "request_variable",
     "split_captures",
     "split_upstream_url",
+    "variable_text",
 ]
 
-# ${1} or ${name}, $1 to $9 (one digit, as nginx reads $12), or $name.
-_REFERENCE = re.compile(r"\$(?:\{([1-9]|[A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
-# Any $ reference, for saying which one is not a capture ($0, ${10}).
-_ANY_REFERENCE = re.compile(r"\$(?:\{[^}]*\}?|\w+)")
 # A URL's beginning up to the "/" that starts its path: a scheme (or $scheme) and an
 # authority, whatever variables the authority holds.
 _ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:|\$scheme:|\$\{scheme\}:)?//[^/?#]*/")
 
 
-# $uri or ${uri} (not $uri_x): the decoded path, split out of an upstream target.
-_DECODED_URI_REFERENCE = re.compile(r"\$(?:uri(?!\w)|\{uri\})")
+# $uri, the decoded path, is split out of an upstream target.
 _DECODED_URI = RequestTemplate("$uri", escape="none")
 
 
 def _split_uri(text: str) -> list[str | None]:
     """``text`` cut at its ``$uri`` references, each a ``None`` between the parts."""
     parts: list[str | None] = []
-    start = 0
-    for found in _DECODED_URI_REFERENCE.finditer(text):
-        parts += [text[start : found.start()], None]
-        start = found.end()
-    parts.append(text[start:])
+    for part in cut_at(text, "uri"):
+        parts += [None, part] if parts else [part]
     return parts
-
-
-@dataclass(frozen=True)
-class Groups:
-    """The groups of a mount's pattern: how many, and the names of the named ones.
-
-    Attributes:
-        count: the number of groups (``$1`` to ``$count`` exist).
-        names: the names of the named groups.
-    """
-
-    count: int
-    names: frozenset[str]
-
-    @classmethod
-    def of(cls, compiled: Any) -> Groups:
-        """The groups of a compiled pattern (``regex`` or ``re``)."""
-        return cls(compiled.groups, frozenset(compiled.groupindex))
-
-
-#: A piece of an expanded setting: its own text, or a group's number or name.
-Piece = str | int
 
 
 def capture_numbers(text: str) -> list[int]:
     """The numbered captures ``text`` refers to (``$1``, ``${2}``), in order."""
-    numbers = []
-    for found in _REFERENCE.finditer(text):
-        digit = found.group(2) or found.group(1)
-        if digit is not None and digit.isdigit():
-            numbers.append(int(digit))
-    return numbers
+    return [found.key for found in references(text) if isinstance(found.key, int)]
 
 
 def first_reference(text: str) -> int | None:
     """Where the first ``$`` reference of ``text`` (a capture or a variable) starts."""
-    found = _REFERENCE.search(text)
-    return None if found is None else found.start()
+    found = references(text)
+    return found[0].start if found else None
 
 
 def request_variable(text: str) -> str | None:
@@ -151,83 +119,19 @@ def request_variable(text: str) -> str | None:
 
     A ``$`` reference that names none (``$metadata``) is not one.
     """
-    for found in _REFERENCE.finditer(text):
+    for found in references(text):
         try:
-            RequestTemplate(found.group(0))
+            RequestTemplate(found.spelled)
         except ValueError:
             continue
-        return found.group(0)
+        return found.spelled
     return None
 
 
 def has_captures(text: str, groups: Groups | None) -> bool:
     """Whether ``text`` refers to a capture: a number, or one of ``groups``' names."""
-    return any(isinstance(piece, (int, _Name)) for piece in _pieces(text, groups))
-
-
-class _Name(str):
-    """A named group's name among the pieces (a plain ``str`` is text)."""
-
-    __slots__ = ()
-
-
-def _pieces(text: str, groups: Groups | None) -> list[Piece]:
-    """``text`` cut at its captures: text (``str``), numbers (``int``), names (``_Name``)."""
     names = groups.names if groups is not None else frozenset()
-    pieces: list[Any] = []
-    start = 0
-    for found in _REFERENCE.finditer(text):
-        braced, number, word = found.groups()
-        key = number or braced or word
-        if key.isdigit():
-            group: Any = int(key)
-        elif key in names:
-            group = _Name(key)
-        else:
-            continue  # a variable, or text: part of the text around it
-        if found.start() > start:
-            pieces.append(text[start : found.start()])
-        pieces.append(group)
-        start = found.end()
-    if start < len(text):
-        pieces.append(text[start:])
-    return pieces
-
-
-def split_captures(text: str, groups: Groups | None) -> list[Piece]:
-    """``text`` in pieces: its own text (``str``, variables left in it) and captures.
-
-    A capture is a group's number (``int``) or a named group's name (``str`` too,
-    told apart by :func:`is_name`).
-
-    Args:
-        text: the setting as written.
-        groups: the mount pattern's groups, or ``None`` for a mount without a
-            pattern (a prefix or exact mount).
-
-    Raises:
-        ValueError: for a capture the mount has not: any, without a pattern; a
-            number past the pattern's groups.
-    """
-    pieces = _pieces(text, groups)
-    for piece in pieces:
-        if not isinstance(piece, int):
-            continue
-        if groups is None:
-            raise ValueError(
-                f"{text!r} uses ${piece}: captures are for regular-expression mounts"
-                " (path = '~ REGEX' or '~* REGEX')"
-            )
-        if piece > groups.count:
-            raise ValueError(
-                f"{text!r} uses ${piece}, but the mount's pattern has {groups.count} group(s)"
-            )
-    return pieces
-
-
-def is_name(piece: Piece) -> bool:
-    """Whether a piece of :func:`split_captures` is a named group's name."""
-    return isinstance(piece, _Name)
+    return any(isinstance(found.key, int) or found.key in names for found in references(text))
 
 
 def _group(match: Any, key: Piece) -> bytes:
@@ -272,6 +176,24 @@ def render_pieces(
     return b"".join(parts)
 
 
+def variable_text(text: str, *, escape: str, whole: str) -> RequestTemplate:
+    """``text``, a piece of a setting between its captures: its own text and variables.
+
+    Args:
+        text: the piece, as :func:`~twistwsgi.templates.split_captures` left it.
+        escape: how its variables are encoded (see
+            :class:`~twistwsgi.log_format.RequestTemplate`).
+        whole: the setting, named in a message as the capture messages name it.
+
+    Raises:
+        ValueError: an unknown variable, saying which, after ``whole``.
+    """
+    try:
+        return RequestTemplate(text, escape=escape)
+    except ValueError as error:
+        raise ValueError(f"{whole!r}: {error}") from None
+
+
 class CaptureTemplate:
     """A return mount's URL or text, or a proxy mount's path and query, with captures.
 
@@ -313,7 +235,7 @@ class CaptureTemplate:
                         )
                         written += "\0"
                     elif part:
-                        pieces.append(RequestTemplate(part, escape=escape))
+                        pieces.append(variable_text(part, escape=escape, whole=text))
                         in_query = (
                             in_query or "?" in part or _variable_in_path(written, part, target)
                         )
@@ -363,10 +285,7 @@ def _variable_in_path(written: str, text: str, target: bool) -> bool:
     value): a capture after it is encoded as in a query, where an ``&`` it holds
     cannot add an argument (in a path that encoding means the same bytes).
     """
-    for found in _REFERENCE.finditer(text):
-        if target or _in_path(written + text[: found.start()]):
-            return True
-    return False
+    return any(target or _in_path(written + text[: found.start]) for found in references(text))
 
 
 def _in_path(written: str) -> bool:
@@ -427,8 +346,8 @@ class FileTemplate:
         self.text = directory
         first = next((index for index, piece in enumerate(pieces) if _is_capture(piece)), -1)
         if first < 0:
-            found = _REFERENCE.search(directory)
-            shown = "it" if found is None else found.group(0)
+            found = references(directory)
+            shown = found[0].spelled if found else "it"
             raise ValueError(
                 f"{directory!r}: {shown} is no group of the mount's pattern (a directory"
                 " takes the pattern's captures, no variables)"
@@ -439,9 +358,9 @@ class FileTemplate:
         for piece in pieces:
             if _is_capture(piece) or "$" not in str(piece):
                 continue
-            # A variable, or what nginx reads as none ($0, ${10}): never kept as written.
-            variable = _REFERENCE.search(str(piece)) or _ANY_REFERENCE.search(str(piece))
-            shown = "$" if variable is None else variable.group(0)
+            # A variable, or a lone "$": never kept as written.
+            variable = references(str(piece))
+            shown = variable[0].spelled if variable else "$"
             raise ValueError(
                 f"{directory!r}: {shown} is no group of the mount's pattern"
                 " (a directory takes the pattern's captures $1 to $9 and named groups, no"

@@ -1,6 +1,7 @@
 r"""Access-log line templates in nginx's ``log_format`` language (pure logic).
 
-A template is text with ``$name`` (or ``${name}``) variables, as nginx writes them::
+A template is text with ``$name`` (or ``${name}``) variables, as nginx writes them
+(read by :mod:`twistwsgi.templates`, as every setting's ``$`` references are)::
 
     $remote_addr - - [$time_local] "$request" $status $body_bytes_sent $request_time
 
@@ -34,6 +35,7 @@ from twistwsgi.access import client_address
 from twistwsgi.forwarding import TrustedProxies, added_forwarded_for
 from twistwsgi.http.request import RequestHead
 from twistwsgi.routing import merge_slashes, remove_dot_segments
+from twistwsgi.templates import Reference, read_template
 
 __all__ = [
     "ESCAPES",
@@ -145,7 +147,6 @@ REQUEST_VARIABLES = (
 #: How values are escaped: nginx's default, its escape=json, and none.
 ESCAPES = ("default", "json", "none")
 
-_VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
 _JSON_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -467,8 +468,8 @@ def uses_upstream_variables(template: str | None) -> bool:
     if template is None:
         return False
     return any(
-        (match.group(1) or match.group(2)).lower().startswith("upstream_")
-        for match in _VARIABLE.finditer(template)
+        isinstance(token, Reference) and str(token.key).lower().startswith("upstream_")
+        for token in read_template(template, strict=False)
     )
 
 
@@ -493,9 +494,12 @@ def _compile(
         ValueError: naming an unknown variable, or a ``${`` not closed.
     """
     parts: list[tuple[str, Value | None]] = []
-    position = 0
-    for match in _VARIABLE.finditer(template):
-        name = (match.group(1) or match.group(2)).lower()
+    text = ""
+    for token in read_template(template):
+        if isinstance(token, str):
+            text += token
+            continue
+        name = str(token.key).lower()
         prefix = name.partition("_")[0] + "_"
         rest = name[len(prefix) :]
         if prefix == "http_" and rest:
@@ -518,12 +522,9 @@ def _compile(
                 f"unknown variable ${name}{where} (known: $http_NAME, $cookie_NAME,"
                 " $arg_NAME, " + ", ".join("$" + other for other in known) + ")"
             )
-        parts.append((template[position : match.start()], value))
-        position = match.end()
-    parts.append((template[position:], None))
-    for text, _ in parts:
-        if "${" in text:
-            raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
+        parts.append((text, value))
+        text = ""
+    parts.append((text, None))
     return parts
 
 
