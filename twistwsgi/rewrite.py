@@ -27,16 +27,20 @@ Read as nginx reads them (`ngx_http_rewrite_module
   made one. The lines are tried in order, each once.
 - The flag says what a matching line does. ``permanent`` answers a ``301``,
   ``redirect`` a ``302``, and so does a replacement that starts with ``http://``,
-  ``https://`` or ``$scheme`` whatever its flag (as nginx). Otherwise the request
-  is rewritten inside the server: its ``$uri`` becomes the replacement and its
-  ``$args`` those the replacement gives. With no flag the next lines go on with the
-  new URI; ``last`` and ``break`` stop the lines (in a ``server`` block both go on
-  to the ``location`` search, here the host's mounts, with the new URI). A
-  redirect after a rewrite starts from the rewritten URI. Words may be quoted as in
-  nginx's files (``"^/a\d{2}$"``).
+  ``https://`` or ``$scheme`` (``${scheme}``) whatever its flag (as nginx).
+  Otherwise the request is rewritten inside the server: its ``$uri`` becomes the
+  replacement and its ``$args`` those the replacement gives. With no flag the next
+  lines go on with the new URI; ``last`` and ``break`` stop the lines (in a
+  ``server`` block both go on to the ``location`` search, here the host's mounts,
+  with the new URI). A redirect after a rewrite starts from the rewritten URI. Words
+  may be quoted as in nginx's files (``"^/a\d{2}$"``).
 - The replacement takes ``$1`` to ``$9`` and the names of named groups (``$slug``;
   a group that did not match is empty), and the request variables of
-  ``proxy_set_header`` (``$host``, ``$scheme``, ``$args``, ``$arg_page``...).
+  ``proxy_set_header`` (``$host``, ``$scheme``, ``$args``, ``$arg_page``...). Each
+  may be written in braces, as everywhere (:mod:`twistwsgi.templates` reads every
+  setting's ``$`` references): ``${1}0`` is the first group then a ``0``,
+  ``${slug}x`` the group ``slug`` then an ``x``, ``${host}`` is ``$host``; ``$0`` and
+  ``${10}`` name no group, refused as in a mount's captures.
   A group holds bytes of the decoded ``$uri``. In a redirect's ``Location`` it is
   percent-encoded where its place may not hold its bytes: in the path ``?``,
   ``#``, a space, non-ASCII; after the replacement's ``?`` these and ``&``, ``+``
@@ -92,7 +96,6 @@ there is no cycle to count.
 from __future__ import annotations
 
 import importlib
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,7 +104,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from twistwsgi.captures import render_pieces
+from twistwsgi.captures import RenderPiece, render_pieces, variable_text
 from twistwsgi.fixed_response import NGINX_ESCAPES
 from twistwsgi.forwarding import (
     PATH_SAFE_DECODED,
@@ -110,7 +113,6 @@ from twistwsgi.forwarding import (
     encode_path,
 )
 from twistwsgi.http.request import RequestHead, RewrittenRequest
-from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import (
     PatternTimeoutError,
     answer_error,
@@ -119,6 +121,7 @@ from twistwsgi.routing import (
     remove_dot_segments,
     search_twice,
 )
+from twistwsgi.templates import Groups, is_name, split_captures, starts_with_scheme
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -160,13 +163,11 @@ def _regex_module() -> ModuleType:
 _FLAGS = {"permanent": 301, "redirect": 302}
 #: nginx's flags that change the request inside the server ("" is no flag at all).
 _INTERNAL = ("last", "break", "")
-_ABSOLUTE = ("http://", "https://", "$scheme")
+_ABSOLUTE = ("http://", "https://")
 _SYNTAX = (
     "expected 'REGEX REPLACEMENT [FLAG]', FLAG one of last, break, redirect or"
     " permanent (or none), e.g. '^/old/(.*)$ /new/$1 last'"
 )
-# A $ reference: ${name}, $1 to $9, or $name (a group's name, else a variable).
-_REFERENCE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([1-9])|([A-Za-z_]\w*))")
 _PLAIN_TEXT = b"text/plain; charset=utf-8"
 
 
@@ -242,6 +243,11 @@ def _words(text: str) -> list[str]:
     return words
 
 
+def _is_absolute(replacement: str) -> bool:
+    """Whether ``replacement`` is a URL: ``http://``, ``https://``, ``$scheme`` first."""
+    return replacement.startswith(_ABSOLUTE) or starts_with_scheme(replacement)
+
+
 def parse_rewrite(text: str) -> RewriteRule:
     """Read one ``rewrite`` line (see the module docstring).
 
@@ -257,7 +263,7 @@ def parse_rewrite(text: str) -> RewriteRule:
     if len(words) != 3 or words[2] not in (*_FLAGS, *_INTERNAL):
         raise ValueError(f"{_SYNTAX}, got {text!r}")
     pattern, replacement, flag = words
-    if replacement.startswith(_ABSOLUTE) and flag in _INTERNAL:
+    if _is_absolute(replacement) and flag in _INTERNAL:
         # nginx's: a URL redirects (302), whatever last or break say.
         flag = "redirect"
     if flag in _INTERNAL and not replacement.startswith(("/", "$")):
@@ -272,11 +278,6 @@ def parse_rewrite(text: str) -> RewriteRule:
     return rule
 
 
-#: A piece of a replacement: literal text with variables, or a group's number or name
-#: with what stays unencoded in it (``None``: all of it).
-_Piece = RequestTemplate | tuple[int | str, str | None]
-
-
 class _Compiled:
     """A rule ready to answer: the compiled pattern, the replacement in pieces."""
 
@@ -284,6 +285,7 @@ class _Compiled:
         "_pieces",
         "_query_pieces",
         "appends_with",
+        "groups",
         "has_args",
         "keeps_query",
         "pattern",
@@ -299,6 +301,7 @@ class _Compiled:
             self.regex: Any = regex.compile(rule.pattern.encode("utf-8"))
         except regex.error as error:
             raise ValueError(f"{rule.pattern!r} is not a regular expression: {error}") from None
+        self.groups = Groups.of(self.regex, shown=repr(rule.pattern))
         self.status = rule.status
         # Only no flag at all goes on to the next line (nginx's rewrite without one).
         self.stops = bool(rule.flag)
@@ -309,7 +312,7 @@ class _Compiled:
         if not self.keeps_query:
             replacement = replacement[:-1]
         self.appends_with = b"&" if "?" in replacement else b"?"
-        self._query_pieces: list[_Piece] = []
+        self._query_pieces: list[RenderPiece] = []
         if self.status is not None:
             # A URL for a Location field: every piece encoded for where it lands.
             self._pieces = self._compile(replacement, rule, in_query=False, url=True)
@@ -326,7 +329,9 @@ class _Compiled:
         self._pieces = self._compile(path, rule, in_query=False, url=False)
         self._query_pieces = self._compile(query, rule, in_query=True, url=True)
 
-    def _compile(self, text: str, rule: RewriteRule, *, in_query: bool, url: bool) -> list[_Piece]:
+    def _compile(
+        self, text: str, rule: RewriteRule, *, in_query: bool, url: bool
+    ) -> list[RenderPiece]:
         """``text`` in pieces: literal text (with variables) and groups.
 
         Args:
@@ -335,40 +340,21 @@ class _Compiled:
             in_query: whether ``text`` starts in the query (else a "?" in it starts it).
             url: whether ``text`` is percent-encoded (a URL), else decoded (a $uri).
         """
-        pieces: list[_Piece] = []
-        names = self.regex.groupindex
-        literal = ""
-        start = 0
-        for found in _REFERENCE.finditer(text):
-            braced, number, word = found.groups()
-            name = braced or word
-            if number is None and name not in names:
-                continue  # a variable: part of the literal text
-            literal += text[start : found.start()]
-            start = found.end()
-            in_query = self._add_literal(pieces, literal, rule, url=url) or in_query
-            literal = ""
-            group: int | str = int(number) if number is not None else name
-            if isinstance(group, int) and group > self.regex.groups:
-                raise ValueError(
-                    f"{rule.replacement!r} uses ${group}, but {rule.pattern!r} has"
-                    f" {self.regex.groups} group(s)"
-                )
-            # A group's bytes in a URL are percent-encoded for where they stand.
-            safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
-            pieces.append((group, safe))
-        self._add_literal(pieces, literal + text[start:], rule, url=url)
+        pieces: list[RenderPiece] = []
+        for piece in split_captures(text, self.groups, whole=rule.replacement):
+            if isinstance(piece, int) or is_name(piece):
+                # A group's bytes in a URL are percent-encoded for where they stand.
+                safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
+                pieces.append((piece, safe))
+            else:
+                in_query = self._add_literal(pieces, piece, rule, url=url) or in_query
         return pieces
 
     @staticmethod
-    def _add_literal(pieces: list[_Piece], text: str, rule: RewriteRule, *, url: bool) -> bool:
+    def _add_literal(pieces: list[RenderPiece], text: str, rule: RewriteRule, *, url: bool) -> bool:
         """Add literal text (with variables); whether it starts the query."""
-        if not text:
-            return False
-        try:
-            pieces.append(RequestTemplate(text, escape="url" if url else "none"))
-        except ValueError as error:
-            raise ValueError(f"{rule.replacement!r}: {error}") from None
+        escape = "url" if url else "none"
+        pieces.append(variable_text(text, escape=escape, whole=rule.replacement))
         return "?" in text
 
     def location(
