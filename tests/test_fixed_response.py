@@ -58,6 +58,8 @@ from twistwsgi.testing import (
         ("https://a.test$request_uri", ReturnSpec(302, "https://a.test$request_uri")),
         ("http://a.test/", ReturnSpec(302, "http://a.test/")),
         ("$scheme://a.test$request_uri", ReturnSpec(302, "$scheme://a.test$request_uri")),
+        # Braces as everywhere (twistwsgi.templates): ${scheme} starts a URL too.
+        ("${scheme}://a.test${request_uri}", ReturnSpec(302, "${scheme}://a.test${request_uri}")),
         ("410", ReturnSpec(410)),
         ("410\n", ReturnSpec(410)),
         ("204", ReturnSpec(204)),

@@ -14,7 +14,7 @@ The value is nginx's ``return`` arguments in one string, read as nginx reads the
 
 - ``301``, ``302``, ``303``, ``307`` or ``308`` and a URL: a redirect, the URL (with
   variables) in ``Location``. A URL alone (starting with ``http://``, ``https://`` or
-  ``$scheme``) is a ``302``.
+  ``$scheme``, also spelled ``${scheme}``) is a ``302``.
 - Any other status (200-599) and an optional text: the text (with variables) is the
   body, ``text/plain; charset=utf-8`` unless the mount's ``headers`` give a
   ``Content-Type``. A 4xx or 5xx without text is the server's own error answer (the
@@ -47,6 +47,7 @@ from twistwsgi.captures import CaptureTemplate, Groups, has_captures
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import answer_error, error_body
+from twistwsgi.templates import starts_with_scheme
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -126,11 +127,12 @@ def parse_return(text: str, *, check_variables: bool = True) -> ReturnSpec:
     first, rest = match.group(1), match.group(2) or None
     if not first.isdigit():
         # nginx: "return URL" when the URL starts with one of these; a 302.
-        if not _unquoted(first).startswith(("http://", "https://", "$scheme")):
+        alone = _unquoted(first)
+        if not alone.startswith(("http://", "https://")) and not starts_with_scheme(alone):
             raise ValueError(f"{text!r} is not a status code or a URL: {_SYNTAX}")
         if rest is not None:
             raise ValueError(f"{text!r}: a URL holds no spaces (encode one as %20)")
-        return ReturnSpec(302, _checked(_unquoted(first), url=True, check=check_variables))
+        return ReturnSpec(302, _checked(alone, url=True, check=check_variables))
     status = int(first) if first.isascii() and len(first) == 3 else 0
     if status == CLOSE_WITHOUT_RESPONSE:
         if rest is not None:
