@@ -184,6 +184,9 @@ def test_every_uri_of_a_name_is_the_path(site: Path, tmp_path: Path) -> None:
     assert request(braced, b"/static/a.txt").body == b"braced"
     prefixed = spa(site, tmp_path, ["/css$uri", "=404"])
     assert request(prefixed, b"/static/a.txt").body == b"below"
+    # A variable's name is read without case, as nginx reads it (and every template here).
+    upper = spa(site, tmp_path, ["/css$URI", "/css${Uri}html", "=404"])
+    assert request(upper, b"/static/a.txt").body == b"below"
 
 
 def test_a_name_without_a_slash_never_takes_a_directory(site: Path, tmp_path: Path) -> None:

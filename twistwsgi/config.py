@@ -65,6 +65,7 @@ from twistwsgi.log_format import ESCAPES, LogFormat, RequestTemplate
 from twistwsgi.proxy_cookies import parse_flags
 from twistwsgi.response_spool import MAX_RESPONSE_BUFFER
 from twistwsgi.rewrite import RewriteRule, parse_rewrite
+from twistwsgi.templates import cut_at
 
 __all__ = [
     "HOST_KEYS",
@@ -1090,10 +1091,6 @@ PROXY_HEADER_TABLE = Kind(
 FILE_NAMES = Kind("FILES", _file_names, "a list of file names")
 
 
-#: ``$uri`` (or ``${uri}``, which may be followed by more letters) in a try_files name.
-_URI_VARIABLE = re.compile(r"\$(?:\{uri\}|uri(?![A-Za-z0-9_]))")
-
-
 def _try_files(value: Any) -> tuple[str, ...]:
     # nginx's form too: one string of names separated by spaces.
     if isinstance(value, str) and not value.strip():
@@ -1126,14 +1123,16 @@ def _try_files(value: Any) -> tuple[str, ...]:
             raise ValueError(f"{name!r} holds a space, a control character or a backslash")
         if "?" in name or "#" in name:
             raise ValueError(f"{name!r}: a name is a file's path, without a query or fragment")
-        if "$" in _URI_VARIABLE.sub("", name):
+        # $uri (${uri}, $URI: the one reader's spellings) is the only variable.
+        parts = cut_at(name, "uri")
+        if "$" in "".join(parts):
             raise ValueError(f"{name!r}: the only variable here is $uri")
-        if not name.startswith(("/", "$uri", "${uri}")):
+        if not name.startswith("/") and parts[0]:
             raise ValueError(f"{name!r} is not a path: start it with / or $uri")
         # Whatever the path ("" for the mount's own directory, "/", "/x/"), the
         # name must not make a . or .. segment: "$uri.." is ".." for "".
         for path in ("", "/", "/x", "/x/"):
-            example = _URI_VARIABLE.sub(path, name)
+            example = path.join(parts)
             if any(segment in (".", "..") for segment in example.split("/")):
                 raise ValueError(f"{name!r} can make a . or .. segment")
         names.append(name)

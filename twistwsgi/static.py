@@ -70,6 +70,7 @@ from twistwsgi.http.request import CapturedRoute, PreparedHeaders, Route
 from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
 from twistwsgi.http.wire import http_date
 from twistwsgi.routing import Mount, answer_error, answer_plain, error_body
+from twistwsgi.templates import cut_at
 
 if TYPE_CHECKING:
     from twistwsgi.captures import FileTemplate
@@ -1178,9 +1179,7 @@ def _try_files(
         if name.startswith("="):
             status = int(name[1:])
             continue
-        parts = tuple(
-            part.encode("utf-8") for part in re.split(r"\$(?:\{uri\}|uri(?![A-Za-z0-9_]))", name)
-        )
+        parts = tuple(part.encode("utf-8") for part in cut_at(name, "uri"))
         candidates.append((parts, name.endswith("/")))
     return tuple(candidates), status
 
