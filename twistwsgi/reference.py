@@ -782,9 +782,9 @@ The value is `return`'s arguments in one string, read as nginx reads them:
 
 - **`301`, `302`, `303`, `307` or `308` and a URL**: a redirect to the URL (sent in
   `Location`, so a path alone is relative to the request's host) with a short
-  `text/plain` body. A URL alone starting with `http://`, `https://` or `$scheme` is a
-  `302`, as in nginx. For a form posted to a moved path, `307` and `308` keep the
-  method and body (after a `301` or `302` browsers send a GET).
+  `text/plain` body. A URL alone starting with `http://`, `https://` or `$scheme`
+  (`${scheme}` too) is a `302`, as in nginx. For a form posted to a moved path, `307`
+  and `308` keep the method and body (after a `301` or `302` browsers send a GET).
 - **Another status from 200 to 599, and a text**: the text is the body, from the first
   character after the status and its spaces to the end (its inner spaces and last
   newline kept, `\\n` in a TOML string being a newline), sent as `text/plain;
@@ -861,7 +861,7 @@ rewrite = [
 - no flag: the path and query become the replacement; the next lines go on with
   them.
 
-A replacement starting with `http://`, `https://` or `$scheme` always redirects
+A replacement starting with `http://`, `https://` or `$scheme` (or `${scheme}`) always redirects
 (`302` without a flag, or with `last` or `break`), as nginx's. In a `server` block
 `last` and `break` do the same thing (the `location` search with the new URI); they
 differ only inside a `location`, which twistwsgi mounts do not hold lines for.
@@ -884,10 +884,11 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
   Words may be quoted as in nginx's files, with nginx's escapes; a pattern with a
   space must be (`'"^/a b$" /ab permanent'`), one with `{` or `;`, which nginx's
   files must quote, may be either way.
-- The replacement takes `$1` to `$9` and named groups (`$slug`, `${slug}`; a group
-  that did not take part in the match is empty), and the variables of `return`
-  (`$scheme`, `$host`, `$args`, `$arg_page`, ...). A group comes from the decoded
-  path.
+- The replacement takes `$1` to `$9` and named groups (`$slug`; a group that did
+  not take part in the match is empty), and the variables of `return` (`$scheme`,
+  `$host`, `$args`, `$arg_page`, ...), each also in braces, as in every setting (see
+  [References in settings](#references-in-settings-name-name)): `/v${1}0/${slug}x?h=${host}`.
+  A group comes from the decoded path.
   - In a redirect, the bytes a group's place may not hold are percent-encoded
     again: in the path `?`, `#`, a space, non-ASCII (`%3F` stays `%3F`, `é` is
     `%C3%A9`); after the replacement's `?` also `?`, `&`, `+` and `;`, so a path
@@ -991,6 +992,34 @@ A line that does not read (the syntax, a pattern that does not compile, `$3` for
 pattern with two groups, an unknown variable, a rewrite inside to something other
 than a path) is a start-up error naming it, `host[N].rewrite[M]`; `--check-config`
 lists each host's lines with their flags.
+
+## References in settings (`$name`, `${name}`)
+
+Every setting that takes `$` references reads them one way, nginx's: a log format,
+`proxy_set_header`, the replacements of `proxy_redirect`, `proxy_cookie_path` and
+`proxy_cookie_domain`, a balancing `hash` key, `return`, a regular-expression mount's
+`static` directory and `proxy` URL, a host's `rewrite` replacements, and `try_files`.
+
+- `$1` to `$9` are captures, one digit each: `$12` is `$1` then `2`.
+- `$name` runs over letters, digits and `_`: `$uri.html` is `$uri` then `.html`,
+  `$uri_x` a variable named `uri_x`.
+- Braces end a reference where the text goes on, and any reference may be braced in
+  any of these settings: `${1}0` is `$1` then `0`, `${uri}x` is `$uri` then `x`,
+  `${slug}` is the group `slug`, `${host}` is `$host`. `${scheme}://...` starts a
+  URL as `$scheme://...` does, for `return` and `rewrite`.
+- A variable's name is read without case, as nginx reads it (`$URI` is `$uri`); a
+  group's name as written.
+- A `$` that starts no reference (`/a$`, `$-`) is itself.
+
+What a reference may name and how its value is written where it lands are each
+setting's own, said in its section: which variables it knows (those of a request
+before a response, or a log line's), captures only where a pattern chose the
+request, none at all in a directory, `$uri` alone in `try_files`. Refused when the
+configuration is loaded, with one line naming the setting and the text: a `${` not
+closed (`${host`), a number that is no capture (`$0`, `${10}`: nginx reads one
+digit, so give a later group a name, `(?<name>...)`, and write `$name`), a capture
+the setting does not have (`$2` with one group; any without a pattern), an unknown
+variable, and a variable where the setting takes none.
 
 ## Errors
 
