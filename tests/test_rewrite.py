@@ -136,6 +136,51 @@ def test_groups_are_percent_encoded_where_a_path_cannot_hold_them() -> None:
     assert found == (302, b"/to/a%3Fb%23c%20d%0D%0Ae/%C3%A9")
 
 
+#: Redirects whose group follows a variable that may bring the "?" (its value).
+AFTER_A_VARIABLE = [
+    r"^/p/(.*)$ /x$is_args$args&c=$1 redirect",
+    r"^/p/(.*)$ /x$request_uri&c=$1 redirect",
+    r"^/p/(.*)$ /x/$http_x_base/$1 redirect",
+    r"^/p/(.*)$ /x$is_args$1 redirect",
+    r"^/(p)/(.*)$ /$1/$is_args$2 redirect",  # (after a group, "/\0/" is in the path)
+    r"^/p/(?<rest>.*)$ https://$host/x$is_args${rest} permanent",
+]
+
+
+@pytest.mark.parametrize("line", AFTER_A_VARIABLE)
+def test_a_group_after_a_variable_that_may_start_the_query_stays_one_argument(
+    line: str,
+) -> None:
+    """A variable may bring the Location's ``?`` (``$is_args``, ``$request_uri``, a
+    header's value): a group after it is encoded as in a query, as a mount's capture
+    is, so its ``&`` adds no argument to the redirect.
+    """
+    request = head(b"/p/a%26admin=1?z=1")
+    request.headers.append((b"x-base", b"b?k=v"))
+    found = Rewrites([parse_rewrite(line)], NOBODY).target(request)
+    assert isinstance(found, tuple)
+    assert b"a&admin=1" not in found[1], found
+    assert found[1].endswith((b"a%26admin=1", b"a%26admin=1&z=1", b"a%26admin=1?z=1")), found
+
+
+@given(st.sampled_from(AFTER_A_VARIABLE), st.binary(max_size=30))
+def test_a_group_adds_no_argument_to_a_redirect(line: str, group: bytes) -> None:
+    """Whatever bytes a group holds, the Location has the arguments it has without it."""
+    from urllib.parse import quote_from_bytes
+
+    rules = Rewrites([parse_rewrite("(?s)" + line)], NOBODY)  # (a group may hold a LF)
+
+    def arguments(path: bytes) -> tuple[int, int]:
+        request = head(b"/p/" + quote_from_bytes(path).encode() + b"?z=1")
+        request.headers.append((b"x-base", b"b?k=v"))
+        found = rules.target(request)
+        assert isinstance(found, tuple)
+        query = found[1].partition(b"?")[2]
+        return query.count(b"&"), query.count(b"?")
+
+    assert arguments(b"/" + group) == arguments(b"/")
+
+
 @given(st.binary(min_size=0, max_size=40))
 def test_a_location_holds_only_uri_characters(path: bytes) -> None:
     """Whatever bytes the path decodes to, the Location is URI characters only."""
@@ -437,6 +482,14 @@ def rewritten(lines: list[str], request_target: bytes) -> tuple[bytes, bytes, by
             [r"^/s/(.*)$ /find?q=$1 last"],
             b"/s/a%26b%3Dc+d%20e",
             (b"/find", b"/find", b"q=a%26b=c%2Bd%20e"),
+        ),
+        # Arguments come after the replacement's own "?" only: one a variable brings
+        # into the path ($is_args) is a byte of the new $uri, so a group after it
+        # adds no argument (nginx's ngx_http_script_start_args_code).
+        (
+            [r"^/(.*)$ /x$is_args$1 last"],
+            b"/a%26admin=1?z=1",
+            (b"/x?a&admin=1", b"/x%3Fa&admin=1", b"z=1"),
         ),
         # Named groups; the lines see $uri (decoded, no dot-segments, one slash).
         ([r"^/i/(?<id>\d+)$ /items/${id} last"], b"//i/./42", (b"/items/42", b"/items/42", b"")),

@@ -79,6 +79,7 @@ __all__ = [
     "fixed_directory",
     "has_captures",
     "is_name",
+    "may_start_query",
     "render_pieces",
     "request_variable",
     "split_captures",
@@ -236,9 +237,7 @@ class CaptureTemplate:
                         written += "\0"
                     elif part:
                         pieces.append(variable_text(part, escape=escape, whole=text))
-                        in_query = (
-                            in_query or "?" in part or _variable_in_path(written, part, target)
-                        )
+                        in_query = in_query or may_start_query(written, part, target=target)
                         written += part
                 continue
             if url and not target and not _in_path(written):
@@ -278,13 +277,22 @@ class CaptureTemplate:
         return value
 
 
-def _variable_in_path(written: str, text: str, target: bool) -> bool:
-    """Whether ``text``, after ``written``, has a variable in the URL's path or query.
+def may_start_query(written: str, text: str, *, target: bool = False) -> bool:
+    """Whether ``text``, after ``written`` in a URL, may start the URL's query.
 
-    Such a variable may bring a ``?`` (``$is_args``, ``$request_uri``, a header's
-    value): a capture after it is encoded as in a query, where an ``&`` it holds
-    cannot add an argument (in a path that encoding means the same bytes).
+    It does with a ``?`` of its own, and may with a variable in the URL's path or
+    query: its value may bring the ``?`` (``$is_args``, ``$request_uri``, a header's).
+    A capture after it is then encoded as in a query, where an ``&`` it holds cannot
+    add an argument (in a path that encoding means the same bytes). A mount's
+    captures and a host's rewrite redirects both follow this rule.
+
+    Args:
+        written: the URL's text before ``text``, each capture in it a NUL character.
+        text: literal text with variables.
+        target: whether the URL is a request-target (its path starts at once).
     """
+    if "?" in text:
+        return True
     return any(target or _in_path(written + text[: found.start]) for found in references(text))
 
 

@@ -891,9 +891,11 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
   A group comes from the decoded path.
   - In a redirect, the bytes a group's place may not hold are percent-encoded
     again: in the path `?`, `#`, a space, non-ASCII (`%3F` stays `%3F`, `é` is
-    `%C3%A9`); after the replacement's `?` also `?`, `&`, `+` and `;`, so a path
-    cannot add arguments (`/find?q=$1` with `/search/a%26admin%3D1` gives
-    `q=a%26admin=1`, as nginx). Variables are encoded as in `return`'s `Location`.
+    `%C3%A9`); after the replacement's `?`, or after a variable in the path that
+    may bring the `?` (`$is_args`, `$request_uri`, a header's value), also `?`,
+    `&`, `+` and `;`, so a path cannot add arguments (`/find?q=$1` with
+    `/search/a%26admin%3D1` gives `q=a%26admin=1`, as nginx; `/x$is_args$1` gives
+    `/x?a%26admin=1`, as a mount's captures). Variables are encoded as in `return`'s `Location`.
     A `Location` that would start with `//`, which a browser reads as another site,
     starts with `/%2F`.
   - Inside the server, the part before the replacement's `?` *is* the new path, in

@@ -43,7 +43,9 @@ Read as nginx reads them (`ngx_http_rewrite_module
   ``${10}`` name no group, refused as in a mount's captures.
   A group holds bytes of the decoded ``$uri``. In a redirect's ``Location`` it is
   percent-encoded where its place may not hold its bytes: in the path ``?``,
-  ``#``, a space, non-ASCII; after the replacement's ``?`` these and ``&``, ``+``
+  ``#``, a space, non-ASCII; after the replacement's ``?``, or a variable in the
+  path that may bring one (``$is_args``, ``$request_uri``: the rule of a mount's
+  captures, :func:`~twistwsgi.captures.may_start_query`), these and ``&``, ``+``
   and ``;`` (nginx's escaping of arguments), so a path cannot add arguments; a
   variable is encoded as a ``return`` mount's ``Location`` encodes it, and a
   ``Location`` that would start with ``//`` (another site, to a browser) starts
@@ -104,7 +106,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from twistwsgi.captures import RenderPiece, render_pieces, variable_text
+from twistwsgi.captures import RenderPiece, may_start_query, render_pieces, variable_text
 from twistwsgi.fixed_response import NGINX_ESCAPES
 from twistwsgi.forwarding import (
     PATH_SAFE_DECODED,
@@ -341,21 +343,21 @@ class _Compiled:
             url: whether ``text`` is percent-encoded (a URL), else decoded (a $uri).
         """
         pieces: list[RenderPiece] = []
+        escape = "url" if url else "none"
+        written = ""
         for piece in split_captures(text, self.groups, whole=rule.replacement):
             if isinstance(piece, int) or is_name(piece):
                 # A group's bytes in a URL are percent-encoded for where they stand.
                 safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
                 pieces.append((piece, safe))
-            else:
-                in_query = self._add_literal(pieces, piece, rule, url=url) or in_query
+                written += "\0"
+                continue
+            pieces.append(variable_text(piece, escape=escape, whole=rule.replacement))
+            # As a mount's captures: after a "?", or a variable that may bring one
+            # ($is_args, $request_uri), a group is encoded as in a query.
+            in_query = in_query or may_start_query(written, piece)
+            written += piece
         return pieces
-
-    @staticmethod
-    def _add_literal(pieces: list[RenderPiece], text: str, rule: RewriteRule, *, url: bool) -> bool:
-        """Add literal text (with variables); whether it starts the query."""
-        escape = "url" if url else "none"
-        pieces.append(variable_text(text, escape=escape, whole=rule.replacement))
-        return "?" in text
 
     def location(
         self,
