@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.logger import formatEvent
 
 from twistwsgi.captures import CaptureTemplate
 from twistwsgi.forwarding import TrustedProxies
@@ -20,7 +21,7 @@ from twistwsgi.http.rules import compile_location_pattern
 from twistwsgi.log_format import LogFormat, RequestTemplate
 from twistwsgi.rewrite import Rewrites, parse_rewrite
 from twistwsgi.templates import Groups, Reference, read_template, split_captures, starts_with_scheme
-from twistwsgi.testing import request_head
+from twistwsgi.testing import capture_log_events, request_head
 
 
 def test_references_are_cut_as_nginx_cuts_them() -> None:
@@ -174,3 +175,131 @@ def test_braced_and_bare_variables_render_the_same_in_a_header_and_a_log_line(
 
     logged: Any = Logged()
     assert LogFormat(bare).format(logged, 0.0) == LogFormat(braced).format(logged, 0.0)
+
+
+#: A path whose decoded form holds what each place encodes its own way.
+_ODD_PATH = b"/ab%3F1%26%23%25x"
+
+
+def _odd_request() -> RequestHead:
+    request = _request()
+    return request_head(
+        _ODD_PATH + b"?page=3", host=b"shop.example", headers=request.headers, scheme="https"
+    )
+
+
+def _captured_odd(written: str, *, url: bool, target: bool) -> bytes:
+    pattern = compile_location_pattern(r"^/(?<name>[a-z]*)(.*)$", caseless=False)
+    template = CaptureTemplate(written, Groups.of(pattern), url=url, target=target)
+    request = _odd_request()
+    return template.render(pattern.search(request.decoded_path), request)
+
+
+def _rewritten_odd(line: str) -> Any:
+    outcome = Rewrites([parse_rewrite(line)], TrustedProxies(())).target(_odd_request())
+    if isinstance(outcome, RequestHead):
+        return outcome.decoded_path, outcome.query
+    return outcome
+
+
+@given(
+    _parts([*_CAPTURES, *_VARIABLES]),
+    st.sampled_from([(True, False), (True, True), (False, False)]),
+    st.randoms(use_true_random=False),
+)
+def test_a_variables_name_reads_the_same_in_any_case_in_every_setting(
+    parts: list[Any], kind: tuple[bool, bool], random: Any
+) -> None:
+    """A variable's name is read without case, as nginx reads it: ``$URI`` is ``$uri``
+    wherever it stands, encoded as ``$uri`` is (a proxy target's decoded path too).
+    """
+    lower = _spell(parts, braced=False)
+    cased = [
+        (part[0].swapcase(),)
+        if isinstance(part, tuple) and part[0] in _VARIABLES and random.random() < 0.5
+        else part
+        for part in parts
+    ]
+    mixed = _spell(cased, braced=False)
+    url, target = kind
+    assert _outcome(_captured_odd, "/v/" + lower, url=url, target=target) == _outcome(
+        _captured_odd, "/v/" + mixed, url=url, target=target
+    )
+    for flag in ("permanent", "last"):
+        line = f"^/(?<name>[a-z]*)(.*)$ /{{}} {flag}"
+        assert _outcome(_rewritten_odd, line.format(lower)) == _outcome(
+            _rewritten_odd, line.format(mixed)
+        )
+
+
+_SPELLINGS = st.text(alphabet="$${}19az_A-/.", max_size=12)
+
+
+@given(_SPELLINGS)
+def test_a_template_reads_back_as_written(text: str) -> None:
+    """The reader keeps every character: text and references, each where it stood."""
+    tokens = read_template(text, strict=False)
+    assert "".join(t if isinstance(t, str) else t.spelled for t in tokens) == text
+    for token in tokens:
+        if isinstance(token, Reference):
+            assert text[token.start : token.end] == token.spelled
+
+
+_EVERY_SETTING = """\
+[server]
+access_log_format = "${host} $URI ${status} $request_uri"
+[[host]]
+names = ["shop.example"]
+rewrite = [
+    '^/old/(?<slug>.*)$ /new/${slug}$is_args$args? permanent',
+    '^/in/(.*)$ /files/${1} last',
+]
+[[host.mount]]
+path = "/files"
+static = "FILES"
+try_files = ["$uri", "${URI}.txt", "=404"]
+[[host.mount]]
+path = '~ ^/r/(?<name>[a-z]+)([0-9]*)$'
+return = "302 /to/${name}$is_args${2}"
+[[host.mount]]
+path = '~ ^/s/(.+)$'
+static = "FILES/$1"
+"""
+
+
+def test_no_template_is_read_while_requests_are_answered(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every setting's ``$`` references are read when the configuration is loaded;
+    answering a request only renders the pieces (the reader's pattern, taken away
+    once the server is built, is never asked again).
+    """
+    from tests.test_rewrite import exchange, serve
+    from twistwsgi import templates
+
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_bytes(b"file a\n")
+    site = _EVERY_SETTING.replace("FILES", str(tmp_path / "files"))
+    service, _ = serve(tmp_path, site)
+
+    class Unread:
+        def finditer(self, text: str) -> Any:
+            raise AssertionError(f"{text!r} read while answering a request")
+
+    read_template.cache_clear()
+    monkeypatch.setattr(templates, "_REFERENCE", Unread())
+    targets = [b"/old/x?q=1", b"/in/a", b"/files/a", b"/r/ab12?p=1", b"/s/a.txt"]
+    with capture_log_events() as events:
+        responses = exchange(
+            service,
+            b"".join(b"GET " + t + b" HTTP/1.1\r\nHost: shop.example\r\n\r\n" for t in targets),
+            [b"GET"] * len(targets),
+        )
+    assert [(r.status, r.header(b"location")) for r in responses] == [
+        (301, b"/new/x?q=1"),
+        (200, None),
+        (200, None),
+        (302, b"/to/ab?12"),
+        (200, None),
+    ]
+    assert "shop.example /r/ab12 302 /r/ab12?p=1" in map(formatEvent, events)
