@@ -783,8 +783,9 @@ The value is `return`'s arguments in one string, read as nginx reads them:
 - **`301`, `302`, `303`, `307` or `308` and a URL**: a redirect to the URL (sent in
   `Location`, so a path alone is relative to the request's host) with a short
   `text/plain` body. A URL alone starting with `http://`, `https://` or `$scheme`
-  (`${scheme}` too) is a `302`, as in nginx. For a form posted to a moved path, `307`
-  and `308` keep the method and body (after a `301` or `302` browsers send a GET).
+  is a `302`, as in nginx (here `${scheme}` too, which nginx refuses). For a form
+  posted to a moved path, `307` and `308` keep the method and body (after a `301` or
+  `302` browsers send a GET).
 - **Another status from 200 to 599, and a text**: the text is the body, from the first
   character after the status and its spaces to the end (its inner spaces and last
   newline kept, `\\n` in a TOML string being a newline), sent as `text/plain;
@@ -861,8 +862,9 @@ rewrite = [
 - no flag: the path and query become the replacement; the next lines go on with
   them.
 
-A replacement starting with `http://`, `https://` or `$scheme` (or `${scheme}`) always redirects
-(`302` without a flag, or with `last` or `break`), as nginx's. In a `server` block
+A replacement starting with `http://`, `https://` or `$scheme` always redirects
+(`302` without a flag, or with `last` or `break`), as nginx's; here `${scheme}`
+does too (nginx would rewrite to it as a path). In a `server` block
 `last` and `break` do the same thing (the `location` search with the new URI); they
 differ only inside a `location`, which twistwsgi mounts do not hold lines for.
 
@@ -895,9 +897,9 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
     may bring the `?` (`$is_args`, `$request_uri`, a header's value), also `?`,
     `&`, `+` and `;`, so a path cannot add arguments (`/find?q=$1` with
     `/search/a%26admin%3D1` gives `q=a%26admin=1`, as nginx; `/x$is_args$1` gives
-    `/x?a%26admin=1`, as a mount's captures). Variables are encoded as in `return`'s `Location`.
-    A `Location` that would start with `//`, which a browser reads as another site,
-    starts with `/%2F`.
+    `/x?a%26admin=1`, as a mount's captures do). Variables are encoded as in
+    `return`'s `Location`. A `Location` that would start with `//`, which a browser
+    reads as another site, starts with `/%2F`.
   - Inside the server, the part before the replacement's `?` *is* the new path, in
     its decoded form, as nginx's new `$uri` is: groups and variables go in as they
     are, and nothing decodes it again. `/old/a%3Fb` rewritten by
@@ -1012,6 +1014,11 @@ Every setting that takes `$` references reads them one way, nginx's: a log forma
 - A variable's name is read without case, as nginx reads it (`$URI` is `$uri`); a
   group's name as written.
 - A `$` that starts no reference (`/a$`, `$-`) is itself.
+
+Three of these go beyond nginx, whose files never hold them: nginx refuses `${1}`
+(an unknown variable named `1`) and a lone `$` ("invalid variable name"), and
+reads `${scheme}://...` in `rewrite` as a path (only a literal `$scheme` starts its
+URL) and refuses it in `return`.
 
 What a reference may name and how its value is written where it lands are each
 setting's own, said in its section: which variables it knows (those of a request

@@ -27,7 +27,8 @@ Read as nginx reads them (`ngx_http_rewrite_module
   made one. The lines are tried in order, each once.
 - The flag says what a matching line does. ``permanent`` answers a ``301``,
   ``redirect`` a ``302``, and so does a replacement that starts with ``http://``,
-  ``https://`` or ``$scheme`` (``${scheme}``) whatever its flag (as nginx).
+  ``https://`` or ``$scheme`` whatever its flag (as nginx), or ``${scheme}`` (which
+  nginx would take for a path).
   Otherwise the request is rewritten inside the server: its ``$uri`` becomes the
   replacement and its ``$args`` those the replacement gives. With no flag the next
   lines go on with the new URI; ``last`` and ``break`` stop the lines (in a

@@ -15,6 +15,11 @@ host's ``rewrite`` replacement. The syntax is nginx's
   ``$host``.
 - A ``$`` followed by neither a name nor a ``{`` is itself (``/a$``, ``$-``).
 
+Two spellings go past nginx's, which refuses them, so no file written for nginx
+holds them: ``${1}`` (nginx: an unknown variable ``1``) and a lone ``$`` (nginx:
+"invalid variable name"). :func:`starts_with_scheme` takes ``${scheme}`` too, where
+nginx compares the literal ``$scheme``.
+
 What a reference may name is the setting's own rule, not the reader's: captures
 (:class:`Groups`: which numbers and names a pattern has) where a pattern chose the
 request, and which request variables (:mod:`twistwsgi.log_format`) where variables
