@@ -177,6 +177,8 @@ def test_an_unknown_variable_is_still_refused() -> None:
         "https://$1.example.com/",
         "https://example.com:$1/",
         "$scheme://$1/x",
+        "${scheme}://$1/x",
+        "${scheme}://${host}$1",
         "//$1/x",
         "$host$1",
     ],
@@ -187,7 +189,14 @@ def test_a_capture_may_not_choose_the_site_a_redirect_sends_to(text: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "text", ["/new/$1", "https://example.com/$1", "$scheme://$host/x/$1", "/a?to=$1"]
+    "text",
+    [
+        "/new/$1",
+        "https://example.com/$1",
+        "$scheme://$host/x/$1",
+        "${scheme}://${host}/x/$1",
+        "/a?to=$1",
+    ],
 )
 def test_a_capture_in_a_redirects_path_or_query_is_taken(text: str) -> None:
     CaptureTemplate(text, groups(r"^/(.*)$"), url=True)

@@ -61,7 +61,15 @@ from twistwsgi.forwarding import PATH_SAFE_DECODED, QUERY_SAFE_DECODED, TrustedP
 from twistwsgi.http.request import CapturedRoute, RequestHead
 from twistwsgi.log_format import RequestTemplate
 from twistwsgi.routing import answer_error
-from twistwsgi.templates import Groups, Piece, cut_at, is_name, references, split_captures
+from twistwsgi.templates import (
+    Groups,
+    Piece,
+    cut_at,
+    is_name,
+    references,
+    split_captures,
+    starts_with_scheme,
+)
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange, Handler
@@ -87,9 +95,9 @@ __all__ = [
     "variable_text",
 ]
 
-# A URL's beginning up to the "/" that starts its path: a scheme (or $scheme) and an
-# authority, whatever variables the authority holds.
-_ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:|\$scheme:|\$\{scheme\}:)?//[^/?#]*/")
+# A URL's beginning up to the "/" that starts its path: a scheme and an authority,
+# whatever variables the authority holds (a leading $scheme is read as a scheme).
+_ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*/")
 
 
 # $uri, the decoded path, is split out of an upstream target.
@@ -304,6 +312,9 @@ def _in_path(written: str) -> bool:
     """
     if written.startswith("/") and not written.startswith("//"):
         return True
+    if starts_with_scheme(written):
+        # $scheme or ${scheme}, as the one reader spells it: a scheme's place.
+        written = "scheme" + written[references(written)[0].end :]
     return _ORIGIN_THEN_PATH.match(written) is not None
 
 
