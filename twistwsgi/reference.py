@@ -1005,8 +1005,9 @@ Every setting that takes `$` references reads them one way, nginx's: a log forma
 `static` directory and `proxy` URL, a host's `rewrite` replacements, and `try_files`.
 
 - `$1` to `$9` are captures, one digit each: `$12` is `$1` then `2`.
-- `$name` runs over letters, digits and `_`: `$uri.html` is `$uri` then `.html`,
-  `$uri_x` a variable named `uri_x`.
+- `$name` runs over ASCII letters, digits and `_`, as in nginx: `$uri.html` is
+  `$uri` then `.html`, `$uri_x` a variable named `uri_x`. So a group named with
+  other letters (`(?<café>...)`, which nginx's PCRE refuses) cannot be referred to.
 - Braces end a reference where the text goes on, and any reference may be braced in
   any of these settings: `${1}0` is `$1` then `0`, `${uri}x` is `$uri` then `x`,
   `${slug}` is the group `slug`, `${host}` is `$host`. `${scheme}://...` starts a

@@ -8,7 +8,7 @@ host's ``rewrite`` replacement. The syntax is nginx's
 <https://nginx.org/en/docs/regex_captures.html>`_):
 
 - ``$1`` to ``$9`` are captures, one digit each: ``$12`` is ``$1`` then a ``2``.
-- ``$name`` is a name made of letters, digits and ``_``; it ends at the first other
+- ``$name`` is a name made of ASCII letters, digits and ``_``; it ends at the first other
   character, so ``$uri.html`` is ``$uri`` then ``.html``.
 - Braces set a reference apart from the text after it: ``${1}0`` is ``$1`` then a
   ``0``, ``${uri}x`` is ``$uri`` then an ``x``. ``${1}`` is ``$1``, ``${host}`` is
