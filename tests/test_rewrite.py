@@ -181,17 +181,26 @@ def test_a_group_adds_no_argument_to_a_redirect(line: str, group: bytes) -> None
     assert arguments(b"/" + group) == arguments(b"/")
 
 
-@given(st.binary(min_size=0, max_size=40))
-def test_a_location_holds_only_uri_characters(path: bytes) -> None:
-    """Whatever bytes the path decodes to, the Location is URI characters only."""
+@given(
+    st.binary(min_size=0, max_size=40),
+    st.sampled_from(
+        ["/to/$1", "/to/${1}", "$1", "/${1}", "/x$is_args${1}", "${scheme}://a.test/${1}?q=$1"]
+    ),
+)
+def test_a_location_holds_only_uri_characters(path: bytes, replacement: str) -> None:
+    """Whatever bytes the path decodes to, and however a group is spelled, the
+    Location is URI characters only and names no other site (no leading ``//``).
+    """
     from urllib.parse import quote_from_bytes
 
-    found = target([r"(?s)^/(.*)$ /to/$1 redirect"], b"/" + quote_from_bytes(path).encode())
+    line = f"(?s)^(.*)$ {replacement} redirect"  # (a group that starts with /)
+    found = target([line], b"/" + quote_from_bytes(path, safe="").encode())
     if found is None:
         return  # (a path with dot-segments above the root)
     assert isinstance(found, tuple)
     _, location = found
     assert all(0x21 <= byte <= 0x7E and byte not in b'"<>\\^`{|}' for byte in location)
+    assert not location.startswith(b"//")
 
 
 def test_options_star_is_not_rewritten() -> None:
