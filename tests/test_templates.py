@@ -45,9 +45,12 @@ def test_references_are_cut_as_nginx_cuts_them() -> None:
     ]
 
 
-@pytest.mark.parametrize("text", ["/a${1", "/a${host", "${}", "${ host}", "${host-x}"])
+@pytest.mark.parametrize("text", ["/a${1", "/a${host", "${}", "${ host}", "${host-x}", "${café}"])
 def test_a_brace_left_open_is_refused_or_left_as_text(text: str) -> None:
-    with pytest.raises(ValueError, match=r"a variable opened with \$\{ is not closed"):
+    """Refused saying what closes it: ``${}`` and ``${café}`` do have their brace."""
+    with pytest.raises(
+        ValueError, match=r"is not closed: .* \(a name of ASCII letters, digits and _, then \}\)$"
+    ):
         read_template(text)
     assert "".join(map(str, read_template(text, strict=False))) == text
 

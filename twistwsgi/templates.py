@@ -92,7 +92,11 @@ def read_template(text: str, *, strict: bool = True) -> tuple[str | Reference, .
         digit, braced, closed, word = found.groups()
         if braced is not None and (not closed or not braced):
             if strict:
-                raise ValueError(f"a variable opened with ${{ is not closed: {text!r}")
+                # nginx: "invalid variable name", "the closing bracket ... is missing".
+                raise ValueError(
+                    f"a variable opened with ${{ is not closed: {text!r} (a name of ASCII"
+                    " letters, digits and _, then })"
+                )
             continue
         name = digit or braced or word
         key: int | str = int(name) if len(name) == 1 and name in "123456789" else name
