@@ -42,6 +42,7 @@ from typing import Any
 
 __all__ = [
     "Groups",
+    "Piece",
     "Reference",
     "cut_at",
     "is_name",
