@@ -1796,13 +1796,14 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "The access-log line as an nginx log_format template, e.g. '$remote_addr"
         ' "$request" $status $body_bytes_sent $request_time\'. Variables: $remote_addr,'
-        " $client_addr (the client trusted_proxies resolves), $remote_port, $time_local,"
-        " $time_iso8601, $msec, $request, $request_method, $request_uri,"
+        " $client_addr (the client trusted_proxies resolves), $remote_port, $remote_user,"
+        " $time_local, $time_iso8601, $msec, $request, $request_method, $request_uri,"
         " $server_protocol, $scheme, $host, $status, $body_bytes_sent,"
-        " $request_time, $upstream_addr, $upstream_status, $upstream_response_time"
-        " (proxy mounts), $http_NAME for any request header field, $cookie_NAME for a"
-        " cookie and $arg_NAME for a query argument. Default: the"
-        " combined format. Applied again on SIGHUP.",
+        " $request_time, $request_id, $upstream_addr, $upstream_status,"
+        " $upstream_response_time (proxy mounts), $ssl_client_verify and the other"
+        " $ssl_client_ variables (client certificates), $http_NAME for any request"
+        " header field, $cookie_NAME for a cookie and $arg_NAME for a query argument."
+        " Default: the combined format. Applied again on SIGHUP.",
     ),
     Setting(
         "access_log_escape",
