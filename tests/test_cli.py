@@ -1667,22 +1667,42 @@ def test_an_ignored_sighup_stays_ignored_while_the_server_starts() -> None:
         signal.signal(signal.SIGHUP, previous)
 
 
+def test_sigttin_and_sigttou_are_ignored_while_the_server_starts() -> None:
+    """Their default action stops the process: one sent before the reactor runs
+    (systemctl kill -s SIGTTIN while the applications import) would freeze the
+    server, which answers them only once their handlers are in place.
+    """
+    numbers = (signal.SIGTTIN, signal.SIGTTOU)
+    previous = {number: signal.signal(number, signal.SIG_DFL) for number in numbers}
+    try:
+        cli.ignore_worker_count_signals_while_starting()
+        assert {number: signal.getsignal(number) for number in numbers} == {
+            number: signal.SIG_IGN for number in numbers
+        }
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def test_the_server_holds_a_sighup_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MakeService holds SIGHUP before it imports anything (an application's import
-    may take long); a configuration check does not.
+    """MakeService holds SIGHUP, and ignores SIGTTIN and SIGTTOU, before it imports
+    anything (an application's import may take long); a configuration check does not.
     """
     held: list[str] = []
     monkeypatch.setattr(cli, "hold_hangups_until_running", lambda: held.append("held"))
+    monkeypatch.setattr(
+        cli, "ignore_worker_count_signals_while_starting", lambda: held.append("ignored")
+    )
     monkeypatch.setattr(cli, "raise_open_files_limit", lambda: held.append("limit"))
     build_endpoints = cli.build_endpoints
     monkeypatch.setattr(cli, "build_endpoints", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         make("--app", "tests.apps:hello")
-    assert held == ["held", "limit"]
+    assert held == ["held", "ignored", "limit"]
     monkeypatch.setattr(cli, "build_endpoints", build_endpoints)
     with pytest.raises(SystemExit):
         make("--app", "tests.apps:hello", "--check-config")
-    assert held == ["held", "limit"]
+    assert held == ["held", "ignored", "limit"]
 
 
 def test_once_stopped_the_process_ignores_stop_signals(

@@ -828,6 +828,7 @@ def makeService(options: Options) -> Service:
     config = options.config
     if not config.check_config:
         hold_hangups_until_running()
+        ignore_worker_count_signals_while_starting()
         raise_open_files_limit()
     endpoints = build_endpoints(reactor, config)
     metrics = build_metrics_endpoint(reactor, config)
@@ -1341,6 +1342,18 @@ def _on_worker_count_signals(
 
     for number in actions:
         signal.signal(number, on_signal)
+
+
+def ignore_worker_count_signals_while_starting() -> None:
+    """Ignore SIGTTIN and SIGTTOU until :func:`_on_worker_count_signals` handles them.
+
+    Their default action stops the process (job control): one sent while the server
+    starts (``systemctl kill -s SIGTTIN`` just after a restart, while the
+    applications import) would leave it frozen, its port bound and never served.
+    A worker count asked for then is not acted on; once the reactor runs, each is.
+    """
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
 
 
 def _in_background_of_a_terminal() -> bool:
