@@ -1574,6 +1574,41 @@ def test_a_sighup_while_the_server_starts_is_a_reload_once_it_runs(
         signal.signal(signal.SIGUSR1, previous_user1)
 
 
+def test_a_sigusr1_while_the_server_starts_reopens_the_log_once_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its default action ends the process: logrotate's kill -USR1 (an nginx recipe)
+    during a restart, while the applications import, would kill the server. Held,
+    it reopens the log once the server runs, and is not handed on again after that.
+    """
+    monkeypatch.setattr(cli, "_early_hangups", [])
+    numbers = (signal.SIGHUP, signal.SIGUSR1)
+    previous = {number: signal.signal(number, signal.SIG_DFL) for number in numbers}
+    try:
+        cli.hold_hangups_until_running()
+        holder = signal.getsignal(signal.SIGUSR1)
+        assert callable(holder)
+        holder(signal.SIGUSR1, None)
+        assert cli._early_hangups == [signal.SIGUSR1]
+        reactor = CallsFromThreads()
+        done: list[str] = []
+        cli._on_reload_signals(
+            reactor, lambda: done.append("reload"), lambda: done.append("reopen")
+        )
+        for call in reactor.calls:
+            call()
+        assert done == ["reopen"]
+        installed = signal.getsignal(signal.SIGUSR1)
+        assert callable(installed)
+        installed(signal.SIGUSR1, None)
+        assert cli._early_hangups == []  # (the holder is not chained)
+        reactor.calls[-1]()
+        assert done == ["reopen", "reopen"]
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @dataclass
 class WorkerCountSignals:
     """The SIGTTIN/SIGTTOU handlers installed, what they hand the reactor, and asked."""

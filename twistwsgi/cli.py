@@ -1367,20 +1367,26 @@ def _in_background_of_a_terminal() -> bool:
     return False
 
 
-#: SIGHUPs received before the reactor ran, to be acted on once it runs.
+#: SIGHUPs and SIGUSR1s received before the reactor ran, to be acted on once it runs.
 _early_hangups: list[int] = []
 
 
-def hold_hangups_until_running() -> None:
-    """Keep a SIGHUP that arrives while the server starts for when it runs.
+def _hold_signal(number: int, frame: object) -> None:
+    _early_hangups.append(number)
 
-    Its default action ends the process: a ``systemctl reload`` just after a
-    (re)start, while the applications import, would kill the server (and leave
-    a master's checking process behind). :func:`_on_reload_signals` then reloads.
-    A SIGHUP that was ignored (``nohup``) stays ignored until then.
+
+def hold_hangups_until_running() -> None:
+    """Keep a SIGHUP or SIGUSR1 that arrives while the server starts for when it runs.
+
+    Their default action ends the process: a ``systemctl reload`` just after a
+    (re)start, or logrotate's ``kill -USR1`` (an nginx recipe), while the
+    applications import, would kill the server (and leave a master's checking
+    process behind). :func:`_on_reload_signals` then reloads, or reopens the access
+    log. One that was ignored (``nohup``) stays ignored until then.
     """
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
-        signal.signal(signal.SIGHUP, lambda number, frame: _early_hangups.append(number))
+    for number in (signal.SIGHUP, signal.SIGUSR1):
+        if signal.getsignal(number) == signal.SIG_DFL:
+            signal.signal(number, _hold_signal)
 
 
 def _on_reload_signals(
@@ -1390,9 +1396,12 @@ def _on_reload_signals(
 
     Called once the reactor runs: a daemonising twistd has installed its own
     SIGUSR1 handler (it rotates twistd.log) by then, and that goes on too. A
-    SIGHUP received while the server started is acted on now, once.
+    SIGHUP received while the server started is acted on now, once (a reload
+    reopens the access log too); else a SIGUSR1 then reopens it now, once.
     """
     previous_user1 = signal.getsignal(signal.SIGUSR1)
+    if previous_user1 is _hold_signal:  # (ours, while the server started)
+        previous_user1 = signal.SIG_DFL
 
     def on_hangup(number: int, frame: object) -> None:
         reactor.callFromThread(reload)
@@ -1404,9 +1413,12 @@ def _on_reload_signals(
 
     signal.signal(signal.SIGHUP, on_hangup)
     signal.signal(signal.SIGUSR1, on_user1)
-    if _early_hangups:  # (checked once the handler is in place: none is missed)
-        _early_hangups.clear()
+    # (Checked once the handlers are in place: none is missed.)
+    early, _early_hangups[:] = set(_early_hangups), []
+    if signal.SIGHUP in early:
         reactor.callFromThread(reload)
+    elif signal.SIGUSR1 in early:
+        reactor.callFromThread(reopen)
 
 
 #: What a reload says of a changed listen (the listeners are bound once, at start),
