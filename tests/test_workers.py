@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -645,6 +646,42 @@ def test_sigttin_and_sigttou_add_and_remove_a_worker(socket_path: Path) -> None:
         wait_until_ended(second)
         assert {signal.SIGTTIN, signal.SIGTTOU} <= ignored_signals(first)
         assert answered_by(socket_path)[0] == first
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_worker_signalled_while_it_imports_serves_once_it_has(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """SIGHUP and SIGUSR1 end a process by default: systemctl kill -s SIGUSR1 (a
+    logrotate recipe) reaches every process of the unit, and a worker still
+    importing the application failed its start, which stops the server at its
+    first. Held, they are acted on once the worker runs.
+    """
+    release = tmp_path / "release"
+    os.mkfifo(release)
+    (tmp_path / "held_app.py").write_text(
+        "import pathlib\n"
+        "here = pathlib.Path(__file__).parent\n"
+        "if (here / 'checked').exists():  # (the worker's import, after the check's)\n"
+        "    print('held_app: importing', flush=True)\n"
+        "    (here / 'release').read_bytes()  # until the test opens the FIFO\n"
+        "(here / 'checked').touch()\n"
+        "from tests.apps import process as app\n"
+    )
+    server = Server(
+        *("--app", "held_app:app", "--listen", f"unix:{socket_path}", "--workers", "1"),
+        env={"PYTHONPATH": f"{tmp_path}:{ROOT}"},
+    )
+    try:
+        [pid] = started_workers(server, 1).values()
+        server.wait_for("held_app: importing")
+        os.kill(pid, signal.SIGUSR1)
+        os.kill(pid, signal.SIGHUP)
+        # Opened beside: a worker that died leaves no reader, and the open would wait.
+        threading.Thread(target=lambda: release.open("wb").close(), daemon=True).start()
+        server.wait_for("Ready: serving on 1 endpoint(s) with 1 worker processes")
+        assert answered_by(socket_path)[0] == pid
     finally:
         assert server.stop() == 0
 

@@ -502,6 +502,11 @@ def main(arguments: list[str] | None = None) -> None:
     from twistwsgi.config import ConfigError  # noqa: PLC0415
     from twistwsgi.service import make_service  # noqa: PLC0415
 
+    # SIGHUP and SIGUSR1 end a process by default, and systemctl kill sends them to
+    # every process of the unit too: held while the applications import (the first
+    # start would fail), acted on once this worker runs.
+    cli.hold_hangups_until_running()
+
     reports = None
     if not check:
         reports = ReportPipe(os.fdopen(REPORT_FD, "wb", buffering=0), number=payload["number"])
