@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -163,6 +164,45 @@ def test_exception_is_logged_and_the_thread_keeps_working(
     assert len(names) == 2
     assert names[0] == names[1]
     assert len(pool_threads(pool.name)) == 1
+
+
+class _Held:
+    """A value a test follows with a weak reference."""
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        """Do nothing (stands for an application call)."""
+
+
+def test_an_idle_thread_holds_no_reference_to_its_last_call() -> None:
+    """A thread waiting for its next call no longer holds the one it ran, nor its
+    arguments.
+
+    A call is a WSGI request: its exchange, connection, environ and body. Held until
+    the thread's next call, an idle server would keep one finished request per thread
+    alive (seen in a soak: ten finished connections per process, with their
+    transports, long after every client had gone). Twisted's own ThreadPool drops
+    them too. The loop runs here in the test's thread, on a queue whose second
+    ``get`` looks at what is still alive while the loop waits in it.
+    """
+    pool = WorkerPool(1, name=f"test-pool-{next(_numbers)}")
+    function, argument, keyword = _Held(), _Held(), _Held()
+    references = [weakref.ref(function), weakref.ref(argument), weakref.ref(keyword)]
+    alive_while_waiting: list[bool] = []
+
+    class Jobs:
+        def __init__(self, items: list[Any]) -> None:
+            self.items = items
+
+        def get(self) -> Any:
+            if self.items:
+                return self.items.pop()
+            alive_while_waiting.extend(reference() is not None for reference in references)
+            return None
+
+    jobs = Jobs([(function, (argument,), {"keyword": keyword})])
+    del function, argument, keyword
+    pool._work(jobs)  # type: ignore[arg-type]
+    assert alive_while_waiting == [False, False, False]
 
 
 def test_stop_runs_queued_calls_then_ends_the_threads() -> None:

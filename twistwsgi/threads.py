@@ -110,3 +110,8 @@ class WorkerPool:
                 func(*args, **kwargs)
             except BaseException:
                 _log.failure("Uncaught exception in a worker thread")
+            # Drop the finished call before waiting for the next: held in these
+            # names, it (a WSGI request with its connection, environ and body) would
+            # live on until this thread's next call, which on an idle server is
+            # never. Twisted's ThreadPool deletes them for the same reason.
+            del item, func, args, kwargs
