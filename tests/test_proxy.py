@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 
 import h11
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
@@ -28,6 +31,8 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tests.request_corpus import VALID as CORPUS_VALID
+from tests.request_corpus import Valid
 from tests.test_client_certificates import head as request_head
 from twistwsgi import cli
 from twistwsgi.client_certificates import ClientCertificate
@@ -41,7 +46,14 @@ from twistwsgi.http.settings import HttpSettings
 from twistwsgi.log_format import LogFormat, RequestTemplate, escape
 from twistwsgi.proxy import ACCEL_DRAIN_LIMIT, REPLAY_LIMIT, ProxyHandler, build_proxy
 from twistwsgi.response_spool import SPOOL_GRACE
-from twistwsgi.routing import HostTable, Mount, MountTable, Router, RoutingTable
+from twistwsgi.routing import (
+    HostTable,
+    Mount,
+    MountTable,
+    Router,
+    RoutingTable,
+    remove_dot_segments,
+)
 from twistwsgi.service import standard_builders
 from twistwsgi.site import SiteBuilder, _accel_resolver, describe_routing
 from twistwsgi.static import StaticHandler, StaticOptions
@@ -4011,3 +4023,295 @@ def test_a_slot_others_wait_for_is_not_held_to_drain_an_error_body() -> None:
     assert upstream.closed()
     setup.endpoint().last.respond(OK)
     assert one_response(second).body == b"ok"
+
+
+# -- request smuggling: what the upstream parses is what the client sent --------------------
+
+# Hop-by-hop fields (RFC 9110 7.6.1) a client may send: none may reach the upstream.
+_CLIENT_HOP_FIELDS = (b"keep-alive", b"proxy-connection", b"te", b"trailer")
+
+
+@dataclass
+class SeenRequest:
+    """One request as an h11 server parsed it (the client's, or what reached an upstream)."""
+
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+
+    def path_and_query(self) -> tuple[bytes | None, bytes | None]:
+        """The percent-decoded path without dot-segments, and the raw query.
+
+        The query is ``None`` without a ``?``. A path with dot-segments may go
+        upstream normalised (docs/proxy.md, path mapping): both mean the same.
+        """
+        path, mark, query = self.target.partition(b"?")
+        return remove_dot_segments(urllib.parse.unquote_to_bytes(path)), query if mark else None
+
+
+def h11_requests(conversation: h11.Connection, data: bytes) -> list[SeenRequest]:
+    """The requests ``data`` completes on an h11 server connection, in order (each answered)."""
+    peer = H11Peer(conversation)
+    peer.receive(data, early=False)
+    return peer.requests
+
+
+class H11Peer:
+    """An h11 server reading one connection's bytes, answering each request ``200``.
+
+    Args:
+        conversation: the h11 server connection.
+
+    Attributes:
+        requests: the requests seen so far (the last one's body may be unfinished).
+        answers: the answers due, one per request, as raw bytes to deliver.
+        answered_early: whether a request was answered before its body ended.
+    """
+
+    def __init__(self, conversation: h11.Connection) -> None:
+        self.conversation = conversation
+        self.requests: list[SeenRequest] = []
+        self.answers: list[bytes] = []
+        self.answered_early = False
+        self._answered = False
+
+    def receive(self, data: bytes, *, early: bool) -> None:
+        """Parse ``data``; with ``early``, answer a request whose body has not all come
+        yet at once (as an upstream refusing an upload does, RFC 9110 15.5.14).
+        """
+        conversation = self.conversation
+        if data:  # (no bytes would tell h11 the connection closed)
+            conversation.receive_data(data)
+        while True:
+            event = conversation.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                if early and not self._answered and conversation.their_state is h11.SEND_BODY:
+                    self.answered_early = True
+                    self._answer()
+                return
+            if isinstance(event, h11.Request):
+                self.requests.append(SeenRequest(event.method, event.target, list(event.headers)))
+                self._answered = False
+            elif isinstance(event, h11.Data):
+                self.requests[-1].body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                if not self._answered:
+                    self._answer()
+                if conversation.our_state is h11.MUST_CLOSE:
+                    return  # (either side asked to close: nothing may follow)
+                conversation.start_next_cycle()
+            else:
+                raise AssertionError(event)
+
+    def _answer(self) -> None:
+        self._answered = True
+        conversation = self.conversation
+        answer = conversation.send(
+            h11.Response(status_code=200, headers=[(b"Content-Length", b"0")])
+        )
+        answer = (answer or b"") + (conversation.send(h11.EndOfMessage()) or b"")
+        self.answers.append(answer)
+
+
+def relay_through_proxy(
+    reads: list[bytes], methods: list[bytes], *, early: bool = False
+) -> list[SeenRequest]:
+    """Send ``reads`` from one client through a proxy; each upstream request gets 200.
+
+    Args:
+        reads: the client's bytes, read by read.
+        methods: the method of each request in them: each must be answered 200.
+        early: the upstream answers each request at its head, before its body (an
+            upstream refusing an upload does): the body's rest is unwanted.
+
+    Returns:
+        What h11 as a server makes of the bytes each upstream connection carried,
+        in the order the upstream saw them. Every upstream connection is checked
+        to hold nothing past its requests (a leftover byte would be the start of a
+        request the client never sent), and one that answered a request early to
+        be closed, not given to the next request (RFC 9112 9.3, 9.6).
+    """
+    setup = make_proxy()
+    client = setup.client()
+    peers: dict[int, tuple[H11Peer, int]] = {}
+    seen: list[SeenRequest] = []
+
+    def answer_requests() -> None:
+        answered = True
+        while answered:
+            answered = False
+            for upstream in setup.endpoint().connections if setup.endpoints else ():
+                peer, offset = peers.get(id(upstream), (H11Peer(h11.Connection(h11.SERVER)), 0))
+                written = upstream.transport.value()
+                peers[id(upstream)] = (peer, len(written))
+                known = len(peer.requests)
+                peer.receive(written[offset:], early=early)
+                seen.extend(peer.requests[known:])
+                answers, peer.answers = peer.answers, []
+                for answer in answers:
+                    if not upstream.closed():
+                        upstream.respond(answer)
+                    answered = True
+
+    for read in reads:
+        client.send(read)
+        answer_requests()
+    responses = parse_responses(client.take(), methods, complete=False)
+    assert [response.status for response in responses if response.status >= 200] == [
+        200 for _ in methods
+    ]
+    for upstream in setup.endpoint().connections if setup.endpoints else ():
+        peer, _offset = peers[id(upstream)]
+        if peer.answered_early:
+            assert upstream.closed()
+        else:
+            assert peer.conversation.their_state in (h11.IDLE, h11.MUST_CLOSE)
+        assert peer.conversation.trailing_data == (b"", False)
+    return seen
+
+
+def assert_forwarded_as_sent(
+    expected: list[SeenRequest], seen: list[SeenRequest], *, early: bool = False
+) -> None:
+    """Each request reached the upstream once, as sent, with no hop-by-hop field.
+
+    With ``early`` (answered at its head), a body may have been cut short.
+    """
+    assert len(seen) == len(expected)
+    for sent, forwarded in zip(expected, seen, strict=True):
+        assert forwarded.method == sent.method
+        assert forwarded.path_and_query() == sent.path_and_query()
+        if not early:
+            assert forwarded.body == sent.body
+        assert sent.body.startswith(forwarded.body)
+        names = {name for name, _value in forwarded.headers}
+        assert not names & set(_CLIENT_HOP_FIELDS), forwarded.headers
+        assert b"expect" not in names  # answered by the proxy (RFC 9110 10.1.1)
+        options = {
+            option.strip().lower()
+            for name, value in sent.headers
+            if name == b"connection"
+            for option in value.split(b",")
+        }
+        named = options - {b"", b"close", b"keep-alive", b"upgrade", b"host", b"content-length"}
+        assert not names & named, (named, forwarded.headers)
+        for name, value in forwarded.headers:
+            if name == b"connection":
+                assert value.lower() == b"upgrade", forwarded.headers
+            if name == b"transfer-encoding":
+                assert value == b"chunked"
+
+
+@pytest.mark.parametrize("case", CORPUS_VALID, ids=[case.name for case in CORPUS_VALID])
+def test_each_valid_corpus_request_reaches_the_upstream_as_sent(case: Valid) -> None:
+    """Every request of the server's valid corpus (pipelined ones too) reaches the
+    upstream once, with its method, path, query and body, and nothing hop-by-hop.
+    """
+    methods = [str(expect.get("REQUEST_METHOD", "GET")).encode() for expect in case.expect]
+    seen = relay_through_proxy([case.raw], methods)
+    assert len(seen) == len(case.expect)
+    for expect, forwarded in zip(case.expect, seen, strict=True):
+        if "REQUEST_METHOD" in expect:
+            assert forwarded.method == str(expect["REQUEST_METHOD"]).encode()
+        assert forwarded.body == expect["body"]
+        path, query = forwarded.path_and_query()
+        if isinstance(expect.get("PATH_INFO"), str):
+            assert path == str(expect["PATH_INFO"]).encode("latin-1")
+        if isinstance(expect.get("QUERY_STRING"), str):
+            assert (query or b"") == str(expect["QUERY_STRING"]).encode("latin-1")
+        names = {name for name, _value in forwarded.headers}
+        assert not names & {*_CLIENT_HOP_FIELDS, b"expect"}
+        # A protocol upgrade is passed on (RFC 9110 7.8), with nothing else in Connection.
+        assert all(
+            value == b"upgrade" for name, value in forwarded.headers if name == b"connection"
+        )
+
+
+_TOKEN_METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")
+# Bytes a path segment or query may hold as they are (RFC 3986 3.3, 3.4), percent
+# escapes included: what the proxy must pass on without changing what they decode to.
+_PATH_PIECES = (b"/a", b"%2F", b"%25", b"/%2e", b";p=1", b"/..", b"//", b"/!$&'()*+,:@~")
+_QUERY_PIECES = (b"a=1", b"&", b"?", b"/", b"%20", b"b=%26", b"=", b"%", b"'")
+_EXTRA_FIELDS = (
+    b"Keep-Alive: timeout=5",
+    b"Proxy-Connection: keep-alive",
+    b"TE: trailers",
+    b"Trailer: X-Sum",
+    b"Connection: keep-alive",
+    b"Connection: X-Secret",
+    b"Connection: x-secret, te",
+    b"X-Secret: 1",
+    b"Upgrade: websocket",
+    b"Connection: Upgrade",
+    b"Expect: 100-continue",
+    b"X_Forwarded_For: 1.2.3.4",
+    b"Transfer-Encoding: chunked",  # on a request without a body: framed as chunked
+)
+
+
+# Bodies: short ones, ones that spell a request or a last chunk (RFC 9112 11.2), and
+# one well past the proxy's replay limit, which streams upstream as it comes (so an
+# upstream may answer before its end).
+_BODIES = st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from((b"GET /smuggled HTTP/1.1\r\nHost: example.com\r\n\r\n", b"0\r\n\r\n")),
+    st.just(b"x" * (3 * REPLAY_LIMIT)),
+)
+
+
+@st.composite
+def pipelined_requests(draw: st.DrawFn) -> list[bytes]:
+    """One client connection's bytes: a few valid requests, split into reads."""
+    stream = b""
+    for _ in range(draw(st.integers(1, 3))):
+        method = draw(st.sampled_from(_TOKEN_METHODS))
+        # Deep enough that four dot-segments never climb above the root (a 404).
+        pieces = draw(st.lists(st.sampled_from(_PATH_PIECES), max_size=4))
+        path = b"/1/2/3/4" + b"".join(pieces)
+        if draw(st.booleans()):
+            path += b"?" + b"".join(draw(st.lists(st.sampled_from(_QUERY_PIECES), max_size=4)))
+        fields = draw(st.lists(st.sampled_from(_EXTRA_FIELDS), max_size=4, unique=True))
+        chunked = b"Transfer-Encoding: chunked" in fields
+        body = draw(_BODIES) if method != b"HEAD" or chunked else b""
+        if not chunked and (body or draw(st.booleans())):
+            fields.append(b"Content-Length: %d" % len(body))
+        framed = body
+        if chunked:
+            framed = b""
+            rest = body
+            while rest:
+                size = draw(st.integers(1, len(rest)))
+                extension = draw(st.sampled_from((b"", b";ext", b';a="b"')))
+                framed += b"%x%b\r\n%b\r\n" % (size, extension, rest[:size])
+                rest = rest[size:]
+            trailer = draw(st.sampled_from((b"", b"X-Sum: 1\r\n")))
+            framed += b"0\r\n" + trailer + b"\r\n"
+        head = method + b" " + path + b" HTTP/1.1\r\nHost: example.com\r\n"
+        stream += head + b"".join(field + b"\r\n" for field in fields) + b"\r\n" + framed
+        if b"Upgrade: websocket" in fields and b"Connection: Upgrade" in fields:
+            # What follows an upgrade request is the other protocol's (RFC 9110
+            # 7.8): the server closes after a refused one rather than parse it.
+            break
+    cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=3)))
+    return [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
+@settings(
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(pipelined_requests(), st.booleans())
+def test_pipelined_requests_reach_the_upstream_as_sent(reads: list[bytes], early: bool) -> None:
+    """However a client connection's valid requests are framed, pipelined and split,
+    the upstream parses as many requests as the client sent, each with the same
+    method, path, query and body, no hop-by-hop field, and nothing left over on a
+    reused connection (no request smuggled in a body, RFC 9112 11.2). An upstream
+    answering at the head, before the body, gets no more requests on that connection.
+    """
+    expected = h11_requests(h11.Connection(h11.SERVER), b"".join(reads))
+    seen = relay_through_proxy(reads, [request.method for request in expected], early=early)
+    assert_forwarded_as_sent(expected, seen, early=early)
