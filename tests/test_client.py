@@ -801,6 +801,29 @@ def test_transfer_codings_other_than_chunked_are_a_protocol_error(fields: bytes)
     assert transport.disconnecting
 
 
+@pytest.mark.parametrize(
+    "value",
+    [b"chunked\t", b"chunked \t", b"chunked,", b"chunked, ", b"chunked\r\nTransfer-Encoding: ,"],
+)
+def test_chunked_that_llhttp_would_not_frame_as_chunked_is_a_protocol_error(value: bytes) -> None:
+    """A Transfer-Encoding that names chunked alone as a list (RFC 9110 5.6.1) but
+    that llhttp does not take for chunked (a trailing comma or tab) would have the
+    chunks passed on as a body read to the close: what the proxy thinks the framing
+    is and what frames the body must agree (RFC 9112 11.2), so it is a 502.
+    """
+    connection, transport, _clock, _owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    error = handler.error()
+    assert error.kind is ErrorKind.PROTOCOL
+    assert "Transfer-Encoding" in error.detail
+    assert "head" not in handler.kinds()
+    assert transport.disconnecting
+
+
 def test_chunked_alone_in_any_spelling_is_accepted() -> None:
     """``chunked`` with other case, spaces or an empty list element is still chunked;
     a HEAD response may name any coding, since it has no body to frame.

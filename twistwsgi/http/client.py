@@ -926,12 +926,12 @@ class ClientConnection(TwistedProtocol):
         """
         if self._in_body:
             return
-        value = value.rstrip(_WHITESPACE)
         if len(name) == _TRANSFER_ENCODING_LENGTH and name.lower() == _TRANSFER_ENCODING:
+            # Kept as llhttp read it: its trailing whitespace decides the framing.
             if self._codings is None:
                 self._codings = []
             self._codings.append(value)
-        self._headers.append((name, value))
+        self._headers.append((name, value.rstrip(_WHITESPACE)))
 
     def on_headers_complete(self) -> None:
         """Decide what the head means: interim, switch, or the final response."""
@@ -1039,6 +1039,16 @@ def _declares_content(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def _only_chunked(values: list[bytes]) -> bool:
-    """Whether ``Transfer-Encoding`` field values name the chunked coding alone."""
+    """Whether ``Transfer-Encoding`` field values name the chunked coding alone.
+
+    The values are as llhttp hands them (leading whitespace dropped, trailing kept).
+    The list may hold empty elements (RFC 9110 5.6.1), but llhttp frames the body
+    as chunked only when the last value ends in ``chunked`` and spaces: after a
+    trailing comma or tab, it reads the body to the close, chunk framing and all.
+    The proxy's idea of the framing must be llhttp's (RFC 9112 11.2), so anything
+    else is refused (nginx refuses any value but ``chunked`` itself).
+    """
     codings = [coding.strip().lower() for value in values for coding in value.split(b",")]
-    return [coding for coding in codings if coding] == [b"chunked"]
+    if [coding for coding in codings if coding] != [b"chunked"]:
+        return False
+    return values[-1].rstrip(b" ").lower().endswith(b"chunked")
