@@ -4315,3 +4315,174 @@ def test_pipelined_requests_reach_the_upstream_as_sent(reads: list[bytes], early
     expected = h11_requests(h11.Connection(h11.SERVER), b"".join(reads))
     seen = relay_through_proxy(reads, [request.method for request in expected], early=early)
     assert_forwarded_as_sent(expected, seen, early=early)
+
+
+# -- response splitting: an upstream's bytes never become another response ------------------
+
+_CHUNKED_HELLO = b"5\r\nhello\r\n0\r\n\r\n"
+
+# Answers no proxy may relay as they are, and the status the client gets for each:
+# 502 when the head cannot be trusted; the upstream's status when the head can but
+# bytes followed the end its framing gives (they are dropped). The upstream
+# connection is closed either way (docs/proxy.md, "Malformed upstream answers").
+MALFORMED_ANSWERS = [
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + _CHUNKED_HELLO,
+        502,
+        id="content-length-and-transfer-encoding",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello",
+        502,
+        id="two-content-lengths",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        502,
+        id="repeated-content-length",
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", 502, id="length-list"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhello", 502, id="negative-length"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", 502, id="signed-length"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello", 502, id="hex-length"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nhello",
+        502,
+        id="length-past-64-bits",
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello", 502, id="bare-lf"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 5\r\n\r\nhello", 502, id="obs-fold"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 5\r\n\r\nhello", 502, id="nul-in-value"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 5\r\n\r\nhello", 502, id="cr-in-value"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello", 502, id="space-before-colon"
+    ),
+    pytest.param(
+        b"HTTP/1.1 103 Early Hints\r\nContent-Length: 3\r\n\r\nabc" + OK, 502, id="1xx-with-body"
+    ),
+    pytest.param(SWITCHED, 502, id="101-not-asked-for"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello", 502, id="coding-not-chunked"
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n" + _CHUNKED_HELLO,
+        502,
+        id="chunked-and-a-trailing-comma",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n" + _CHUNKED_HELLO,
+        502,
+        id="chunked-and-a-trailing-tab",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        502,
+        id="bad-chunk-size",
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", 200, id="body-too-long"),
+    pytest.param(OK + OK, 200, id="two-responses"),
+    pytest.param(b"HTTP/1.1 204 No Content\r\n\r\nhello", 204, id="204-with-body"),
+    pytest.param(
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", 204, id="204-with-length"
+    ),
+    pytest.param(
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello", 304, id="304-with-body"
+    ),
+    pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + OK[17:], 200, id="connection-close"),
+    pytest.param(OK.replace(b"HTTP/1.1", b"HTTP/1.0"), 200, id="http10"),
+]
+
+
+@pytest.mark.parametrize(("answer", "status"), MALFORMED_ANSWERS)
+def test_a_malformed_answer_never_becomes_the_next_response(answer: bytes, status: int) -> None:
+    """Whatever an upstream answers, the client gets one response for its request and
+    its pipelined next request gets its own, from a connection of its own: the one
+    that answered badly is closed, never pooled (RFC 9112 6.3, 9.3, 11.2).
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = setup.endpoint().last
+    first.respond(answer)
+    assert first.closed()
+    second = setup.endpoint().last
+    assert second is not first
+    assert targets_sent(second) == [b"/2"]
+    second.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    responses = parse_responses(client.take())
+    assert [response.status for response in responses] == [status, 200]
+    assert responses[1].body == b"second"
+    if status == 200:
+        assert responses[0].body == b"ok"
+
+
+def test_a_head_answer_with_a_body_is_relayed_without_it() -> None:
+    """A body after the head of a HEAD response (RFC 9110 9.3.2) is dropped with its
+    connection; the next request gets its own response.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"HEAD /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = setup.endpoint().last
+    first.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    assert first.closed()
+    second = setup.endpoint().last
+    assert second is not first
+    second.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    head, after = parse_responses(client.take(), [b"HEAD", b"GET"])
+    assert (head.status, head.header(b"content-length"), head.body) == (200, b"5", b"")
+    assert after.body == b"second"
+
+
+@pytest.mark.parametrize(
+    ("head", "rest"),
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            b"zz\r\n",
+            id="bad-chunk-size-half-way",
+        ),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", None, id="cut-length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            None,
+            id="cut-chunked",
+        ),
+    ],
+)
+def test_an_answer_broken_after_its_head_cuts_the_client_off(
+    head: bytes, rest: bytes | None
+) -> None:
+    """An answer whose head went on and whose body then breaks (bad framing, or the
+    upstream closing) ends the client's connection without a clean end: the client
+    must see an incomplete message (RFC 9112 8), not a shorter complete one.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    client.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream = setup.endpoint().last
+    upstream.respond(head)
+    if rest is None:
+        upstream.close()
+    else:
+        upstream.respond(rest)
+    assert client.is_closed()
+    receiver = h11.Connection(h11.CLIENT)
+    receiver.send(h11.Request(method="GET", target="/1", headers=[("Host", "x")]))
+    receiver.send(h11.EndOfMessage())
+    receiver.receive_data(client.take())
+    receiver.receive_data(b"")  # the close
+    events: list[Any] = []
+    with pytest.raises(h11.RemoteProtocolError, match="without sending complete message"):
+        while True:
+            events.append(receiver.next_event())
+    response, body = events
+    assert (response.status_code, body.data) == (200, b"hello")
+    assert len(setup.endpoint().connections) == 1  # /2 was never sent
