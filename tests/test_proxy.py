@@ -19,7 +19,7 @@ from typing import Any
 
 import h11
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -4486,3 +4486,202 @@ def test_an_answer_broken_after_its_head_cuts_the_client_off(
     response, body = events
     assert (response.status_code, body.data) == (200, b"hello")
     assert len(setup.endpoint().connections) == 1  # /2 was never sent
+
+
+_ANSWER_STATUS_LINES = (
+    b"HTTP/1.1 200 OK",
+    b"HTTP/1.1 404 Not Found",
+    b"HTTP/1.1 204 No Content",
+    b"HTTP/1.1 304 Not Modified",
+    b"HTTP/1.0 200 OK",
+    b"HTTP/1.1 103 Early Hints",
+)
+_ANSWER_FIELDS = (
+    b"Content-Length: 2",
+    b"Content-Length: 5",
+    b"Content-Length: 0",
+    b"Content-Length : 2",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: chunked,",
+    b"Transfer-Encoding: chunked\t",
+    b"Transfer-Encoding: , chunked",
+    b"Transfer-Encoding: gzip",
+    b"Connection: close",
+    b"Connection: keep-alive",
+    b"Connection: content-length, transfer-encoding",
+    b"X-Folded: a\r\n b",
+    b"X-Nul: a\x00b",
+    b"Trailer: X-Sum",
+)
+# "evil" marks the body of a response that must never reach a client as one.
+_ANSWER_BODIES = (
+    b"",
+    b"ok",
+    b"hello",
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n",
+    b"2\r\nok\r\nzz\r\n",
+    b"okHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+    b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+)
+
+
+@st.composite
+def upstream_answers(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    """A request method and an upstream's answer to it, split into reads."""
+    method = draw(st.sampled_from((b"GET", b"HEAD")))
+    answer = b""
+    for _ in range(draw(st.integers(1, 2))):
+        status = draw(st.sampled_from(_ANSWER_STATUS_LINES))
+        fields = draw(st.lists(st.sampled_from(_ANSWER_FIELDS), max_size=3))
+        end = draw(st.sampled_from((b"\r\n", b"\r\n", b"\n")))
+        answer += status + end + b"".join(field + end for field in fields) + end
+        answer += draw(st.sampled_from(_ANSWER_BODIES))
+    cuts = sorted(draw(st.lists(st.integers(0, len(answer)), max_size=2)))
+    reads = [answer[start:end] for start, end in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
+    return method, [read for read in reads if read]
+
+
+def first_body(events: list[Any]) -> bytes:
+    """The body of the first message among h11 ``events`` (up to its end)."""
+    body = b""
+    for event in events:
+        if isinstance(event, h11.EndOfMessage):
+            break
+        if isinstance(event, h11.Data):
+            body += event.data
+    return body
+
+
+def heads_only(answer: bytes) -> bool:
+    """Whether ``answer`` is interim heads and one HTTP/1.1 final head, nothing after."""
+    *heads, rest = answer.split(b"\r\n\r\n")
+    return (
+        rest == b""
+        and bool(heads)
+        and all(head.startswith(b"HTTP/1.1 1") for head in heads[:-1])
+        and heads[-1].startswith((b"HTTP/1.1 2", b"HTTP/1.1 3", b"HTTP/1.1 4"))
+    )
+
+
+def h11_reading(method: bytes, answer: bytes, *, closed: bool) -> tuple[list[Any], bool, bytes]:
+    """What h11 as the client makes of ``answer``.
+
+    Returns:
+        Its events, whether it refused the answer, and the bytes left after the
+        first response.
+    """
+    receiver = h11.Connection(h11.CLIENT)
+    receiver.send(h11.Request(method=method, target="/1", headers=[("Host", "x")]))
+    receiver.send(h11.EndOfMessage())
+    receiver.receive_data(answer)
+    if closed:
+        receiver.receive_data(b"")
+    events: list[Any] = []
+    try:
+        while True:
+            event = receiver.next_event()
+            if event in (h11.NEED_DATA, h11.PAUSED) or isinstance(event, h11.ConnectionClosed):
+                return events, False, bytes(receiver.trailing_data[0])
+            events.append(event)
+    except h11.RemoteProtocolError:
+        return events, True, b""
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(upstream_answers())
+# Framings that once fooled the proxy, and a second response glued to the first.
+@example(
+    (b"GET", [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n"])
+)
+@example((b"GET", [OK + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"]))
+def test_no_upstream_answer_becomes_another_response(case: tuple[bytes, list[bytes]]) -> None:
+    """Whatever an upstream answers, however split: bytes past the end of its answer
+    never reach a client as a response, a connection is pooled only after an answer
+    h11 also reads as one whole HTTP/1.1 response with nothing after it, a relayed
+    answer has the body h11 reads, and the client's pipelined next request gets its
+    own response, or the client connection is cut (RFC 9112 6.3, 9.3, 11.2).
+    """
+    method, reads = case
+    setup = make_proxy()
+    client = setup.client()
+    client.send(method + b" /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = setup.endpoint().last
+    for read in reads:
+        if not first.closed():
+            first.respond(read)
+    answer = b"".join(reads)
+    # Pooled: carrying /2 already, or idle for the next request to take.
+    pooled = targets_sent(first) == [b"/1", b"/2"] or first.protocol.idle
+    closed = not pooled and not first.closed()
+    if closed:
+        first.close()  # the upstream ends a body left open (or read to the close)
+    events, refused, leftover = h11_reading(method, answer, closed=closed)
+    if pooled and refused and heads_only(answer):
+        # Nothing after its heads: a 204, a 304 or a HEAD answer whose fields h11
+        # refuses to frame a body with, though it has none (RFC 9112 6.3, item 1).
+        pass
+    elif pooled:
+        # Pooled: h11 too reads one whole HTTP/1.1 response and nothing after it.
+        assert not refused
+        assert leftover == b""
+        finals = [event for event in events if isinstance(event, h11.Response)]
+        assert len(finals) == 1 and finals[0].http_version == b"1.1"
+        assert isinstance(events[-1], h11.EndOfMessage)
+        assert (b"connection", b"close") not in finals[0].headers
+    carrier = setup.endpoint().last
+    if targets_sent(carrier)[-1:] == [b"/2"]:
+        carrier.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    written = client.take()
+    receiver = h11.Connection(h11.CLIENT)
+    for target in (b"/1", b"/2"):
+        receiver.send(
+            h11.Request(
+                method=method if target == b"/1" else b"GET", target=target, headers=[("Host", "x")]
+            )
+        )
+        receiver.send(h11.EndOfMessage())
+        if target == b"/1":
+            receiver.receive_data(written)
+            if client.is_closed():
+                receiver.receive_data(b"")
+        got: list[Any] = []
+        try:
+            while True:
+                event = receiver.next_event()
+                if event in (h11.NEED_DATA, h11.PAUSED) or isinstance(event, h11.ConnectionClosed):
+                    break
+                got.append(event)
+        except h11.RemoteProtocolError:
+            assert client.is_closed()  # cut short: never a clean end
+            return
+        if not got or not isinstance(got[-1], h11.EndOfMessage):
+            assert client.is_closed()
+            return
+        final = next(event for event in got if isinstance(event, h11.Response))
+        body = b"".join(event.data for event in got if isinstance(event, h11.Data))
+        assert body != b"evil"
+        if target == b"/2":
+            assert (final.status_code, body) == (200, b"second")
+        elif (
+            final.status_code not in (204, 304, 502)
+            and method != b"HEAD"
+            and not any(isinstance(event, h11.Response) for event in events)
+        ):
+            # A head whose framing h11 refuses is not relayed (one without a body
+            # to frame may be: RFC 9110 6.4.1).
+            raise AssertionError(("relayed a head h11 refuses", final))
+        elif final.status_code != 502 and not refused:
+            upstream_final = [event for event in events if isinstance(event, h11.Response)]
+            assert upstream_final and upstream_final[0].status_code == final.status_code
+            upstream_body = first_body(events)
+            assert body == upstream_body
+        if receiver.our_state is h11.MUST_CLOSE or receiver.their_state is h11.MUST_CLOSE:
+            return
+        receiver.start_next_cycle()
