@@ -995,6 +995,50 @@ def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> 
         assert transport.disconnecting
 
 
+def test_a_shutdown_sends_its_fin_as_it_decides_an_idle_connection_closes() -> None:
+    """The FIN leaves when the socket is found empty, not a reactor turn later.
+
+    Twisted's loseConnection closes on the next write event: a request the client
+    sends meanwhile (before any FIN reached it, so it could not know) is left
+    unread, and the close resets the connection under it. Sent at once, the FIN
+    tells the client before it sends (RFC 9112 9.6); only a request already on the
+    wire as the FIN leaves still meets the close, as with any keep-alive timeout.
+    """
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Held(), settings=HttpSettings(), clock=clock)
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        protocol = factory.buildProtocol(None)
+        transport = PeekableTransport(server_end)
+        protocol.makeConnection(transport)
+        clock.advance(IDLE_GRACE)
+        protocol.close_when_idle()
+        assert transport.disconnecting
+        client_end.setblocking(False)
+        assert client_end.recv(1) == b""  # the server's FIN, already there
+
+
+def test_a_shutdown_keeps_its_fin_behind_a_response_still_being_sent() -> None:
+    """An idle connection whose last response is still in the transport's buffer
+    (a slow reader) closes after it, as loseConnection does: no early FIN.
+    """
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(Held(), settings=HttpSettings(), clock=clock)
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        protocol = factory.buildProtocol(None)
+        transport = PeekableTransport(server_end)
+        # What tcp.Connection keeps of a response the kernel did not take yet.
+        transport.dataBuffer = b"the tail of the last response"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        clock.advance(IDLE_GRACE)
+        protocol.close_when_idle()
+        assert transport.disconnecting
+        client_end.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client_end.recv(1)
+
+
 class RecordingPort(PausablePort):
     """A port that adds its name to a shared list each time it resumes."""
 

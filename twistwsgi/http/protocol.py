@@ -545,6 +545,20 @@ def _idle_since(connection: HTTP11Protocol) -> float:
     return connection.idle_since
 
 
+def _unsent(transport: Any) -> bool:
+    """Whether ``transport``, or one below it, still holds bytes to send.
+
+    ``dataBuffer`` and ``_tempDataBuffer`` are where Twisted's socket transports
+    keep what the kernel did not take yet; a wrapper (the PROXY header's reader)
+    keeps its own transport below.
+    """
+    while transport is not None:
+        if getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataBuffer", None):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
+
+
 def _is_ip_address(host: str, port: int) -> bool:
     """Whether ``host`` is an IPv4 or IPv6 address and ``port`` a TCP port (or 0)."""
     try:
@@ -733,7 +747,30 @@ class HTTP11Protocol(Protocol):
         if self._bytes_waiting():
             return False
         self._lose_connection()
+        self._send_fin_now()
         return True
+
+    def _send_fin_now(self) -> None:
+        """Send the FIN now, on a plain TCP connection with nothing left to send.
+
+        Twisted's loseConnection closes on the reactor's next write event. A request
+        the client sends in between (it has no FIN yet to tell it otherwise) stays
+        unread, and the close then resets the connection under it: on a reload, a
+        POST lost though it reached the server after the socket was found empty.
+        Sent at once, the FIN reaches the client before it sends, and it opens a
+        new connection (RFC 9112 9.3.1, 9.6); only a request already on the wire as
+        the FIN leaves meets the close, the race of any keep-alive timeout. Over
+        TLS the close_notify goes first, and bytes still buffered go before the FIN:
+        those keep Twisted's close.
+        """
+        if self._scheme == "https" or _unsent(self.transport):
+            return
+        try:
+            handle = self._socket()
+            if handle is not None:
+                handle.shutdown(socket.SHUT_WR)
+        except (OSError, AttributeError):  # (gone meanwhile: Twisted's close goes on)
+            pass
 
     def _bytes_waiting(self) -> bool:
         """Whether the client sent bytes the reactor has not read yet."""
