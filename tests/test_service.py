@@ -995,6 +995,17 @@ def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> 
         assert transport.disconnecting
 
 
+class SocketTransport(PeekableTransport):
+    """A PeekableTransport that tells what it has not sent, as tcp.Connection does."""
+
+    def __init__(self, handle: socket.socket) -> None:
+        super().__init__(handle)
+        # tcp.Connection's buffer of what the kernel did not take yet.
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+
 def test_a_shutdown_sends_its_fin_as_it_decides_an_idle_connection_closes() -> None:
     """The FIN leaves when the socket is found empty, not a reactor turn later.
 
@@ -1009,7 +1020,7 @@ def test_a_shutdown_sends_its_fin_as_it_decides_an_idle_connection_closes() -> N
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
         protocol = factory.buildProtocol(None)
-        transport = PeekableTransport(server_end)
+        transport = SocketTransport(server_end)
         protocol.makeConnection(transport)
         clock.advance(IDLE_GRACE)
         protocol.close_when_idle()
@@ -1027,9 +1038,8 @@ def test_a_shutdown_keeps_its_fin_behind_a_response_still_being_sent() -> None:
     server_end, client_end = socket.socketpair()
     with server_end, client_end:
         protocol = factory.buildProtocol(None)
-        transport = PeekableTransport(server_end)
-        # What tcp.Connection keeps of a response the kernel did not take yet.
-        transport.dataBuffer = b"the tail of the last response"  # type: ignore[attr-defined]
+        transport = SocketTransport(server_end)
+        transport.dataBuffer = b"the tail of the last response"
         protocol.makeConnection(transport)
         clock.advance(IDLE_GRACE)
         protocol.close_when_idle()

@@ -545,20 +545,6 @@ def _idle_since(connection: HTTP11Protocol) -> float:
     return connection.idle_since
 
 
-def _unsent(transport: Any) -> bool:
-    """Whether ``transport``, or one below it, still holds bytes to send.
-
-    ``dataBuffer`` and ``_tempDataBuffer`` are where Twisted's socket transports
-    keep what the kernel did not take yet; a wrapper (the PROXY header's reader)
-    keeps its own transport below.
-    """
-    while transport is not None:
-        if getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataBuffer", None):
-            return True
-        transport = getattr(transport, "transport", None)
-    return False
-
-
 def _is_ip_address(host: str, port: int) -> bool:
     """Whether ``host`` is an IPv4 or IPv6 address and ``port`` a TCP port (or 0)."""
     try:
@@ -761,10 +747,10 @@ class HTTP11Protocol(Protocol):
         new connection (RFC 9112 9.3.1, 9.6); only a request already on the wire as
         the FIN leaves meets the close, the race of any keep-alive timeout. Over
         TLS the close_notify goes first, and bytes still buffered go before the FIN:
-        those keep Twisted's close.
+        those keep Twisted's close (as does a transport that cannot tell).
         """
-        if self._scheme == "https" or _unsent(self.transport):
-            return
+        if self._scheme == "https" or unsent_bytes(self.transport) != 0:
+            return  # (None: a transport that cannot tell, left to close as it does)
         try:
             handle = self._socket()
             if handle is not None:
