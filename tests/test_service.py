@@ -995,6 +995,59 @@ def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> 
         assert transport.disconnecting
 
 
+def test_a_request_arriving_as_the_shutdown_grace_ends_is_answered() -> None:
+    """A connection spared for IDLE_GRACE (just answered) whose next request is in
+    the socket when the grace ends is not closed under it: the reactor runs its
+    timers before it reads, so the timer finds the request unread. It is read and
+    answered, with Connection: close.
+    """
+    held = Held()
+    clock = MemoryReactorClock()
+    factory = HTTPFactory(held, settings=HttpSettings(), clock=clock)
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        protocol = factory.buildProtocol(None)
+        transport = PeekableTransport(server_end)
+        protocol.makeConnection(transport)
+        protocol.close_when_idle()  # (just connected: spared for IDLE_GRACE)
+        assert not transport.disconnecting
+        client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        clock.advance(IDLE_GRACE)  # the timer fires before the reactor reads
+        assert not transport.disconnecting
+        protocol.dataReceived(server_end.recv(100))  # what the reactor reads next
+        [exchange] = held.exchanges
+        exchange.start_response(200, [(b"Content-Length", b"2")])
+        exchange.finish(b"ok")
+        [response] = parse_responses(transport.value())
+        assert (response.status, response.header(b"connection")) == (200, b"close")
+        assert transport.disconnecting
+
+
+def test_a_keep_alive_timeout_answers_a_request_arriving_as_it_ends() -> None:
+    """The keep-alive timeout likewise leaves a request already in the socket to be
+    read; a connection with nothing there closes at its timeout, its FIN sent then.
+    """
+    clock = MemoryReactorClock()
+    settings = HttpSettings()
+    factory = HTTPFactory(Held(), settings=settings, clock=clock)
+    pairs = [socket.socketpair(), socket.socketpair()]
+    try:
+        transports = []
+        for server_end, _ in pairs:
+            transport = SocketTransport(server_end)
+            factory.buildProtocol(None).makeConnection(transport)
+            transports.append(transport)
+        pairs[0][1].sendall(b"GET / HTTP/1.1\r\n")
+        clock.advance(settings.header_timeout)
+        assert [t.disconnecting for t in transports] == [False, True]
+        pairs[1][1].setblocking(False)
+        assert pairs[1][1].recv(1) == b""  # its FIN went as the timeout closed it
+    finally:
+        for pair in pairs:
+            for end in pair:
+                end.close()
+
+
 class SocketTransport(PeekableTransport):
     """A PeekableTransport that tells what it has not sent, as tcp.Connection does."""
 

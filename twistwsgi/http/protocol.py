@@ -1065,8 +1065,16 @@ class HTTP11Protocol(Protocol):
             return
         self._deadline = None
         kind = self._deadline_kind
-        if kind is _Timeout.IDLE or kind is _Timeout.LINGER:
+        if kind is _Timeout.IDLE and self._read is _Read.IDLE and self._bytes_waiting():
+            # The reactor runs its timers before it reads: a request that arrived as
+            # the wait ended (the keep-alive timeout, the grace of a shutdown) is
+            # unread, and a close now would reset the connection under it. It is read
+            # next and answered (with Connection: close after a shutdown); its head
+            # then has the header timeout, which also bounds bytes never read.
+            self._set_deadline(self._settings.header_timeout, _Timeout.HEAD)
+        elif kind is _Timeout.IDLE or kind is _Timeout.LINGER:
             self.close_transport()
+            self._send_fin_now()
         elif kind is _Timeout.HEAD:
             self._fail(RequestError(408, "The request head took too long to arrive"))
         else:
