@@ -1897,7 +1897,9 @@ SETTINGS: tuple[Setting, ...] = (
         DURATION,
         _DEFAULT_HTTP.keepalive_timeout,
         "How long an idle persistent connection stays open (0: no keep-alive, every"
-        " response says Connection: close).",
+        " response says Connection: close). A request already received as it ends is"
+        " answered; the close is sent at once, so a client that sends later sees it"
+        " first.",
     ),
     Setting(
         "keepalive_requests",
