@@ -241,6 +241,35 @@ class LoopbackTests(TestCase):
     async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         return await deferToThread(func, *args)
 
+    async def test_an_idle_connection_closed_on_shutdown_gets_its_fin_at_once(self) -> None:
+        """The kernel sends the FIN as the server finds the connection empty, before
+        the reactor turns again: a keep-alive client then sees the close before it
+        sends its next request, instead of a reset under that request.
+        """
+        port, factory = await self.serve(apps.hello)
+        client = socket.create_connection(self.address(port), timeout=30)
+        self.addCleanup(client.close)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        parser = h11.Connection(h11.CLIENT)
+        parser.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+        parser.send(h11.EndOfMessage())
+        client.setblocking(False)
+        for _ in range(3000):  # the bound only turns a hang into a failure
+            with contextlib.suppress(BlockingIOError):
+                parser.receive_data(client.recv(65536))
+            while parser.next_event() not in (h11.NEED_DATA, h11.PAUSED):
+                pass
+            if parser.their_state is h11.DONE:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(parser.their_state, h11.DONE)
+        [connection] = factory.connections
+        self.assertTrue(connection.close_if_idle())
+        # The reactor thread waits here: a close left to its next turn never comes.
+        readable, _, _ = select.select([client], [], [], 5)
+        self.assertEqual(readable, [client])
+        self.assertEqual(client.recv(1), b"")
+
     # -- http.client --------------------------------------------------------------------
 
     async def test_an_application_error_mid_response_leaves_what_was_sent(self) -> None:
