@@ -968,6 +968,21 @@ def test_a_connection_whose_next_request_has_arrived_is_not_closed() -> None:
         assert transport.disconnecting
 
 
+def _read_and_answer_closing(
+    protocol: Any, server_end: socket.socket, transport: Any, held: Held
+) -> None:
+    """Let the protocol read what waits in the socket (as the reactor would next), then
+    answer the request: the response says Connection: close and the connection ends.
+    """
+    protocol.dataReceived(server_end.recv(100))
+    [exchange] = held.exchanges
+    exchange.start_response(200, [(b"Content-Length", b"2")])
+    exchange.finish(b"ok")
+    [response] = parse_responses(transport.value())
+    assert (response.status, response.header(b"connection")) == (200, b"close")
+    assert transport.disconnecting
+
+
 def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> None:
     """A keep-alive client's next request already in the socket when the server
     stops (a reload replacing the worker) is read and answered with Connection:
@@ -985,14 +1000,7 @@ def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> 
         client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
         protocol.close_when_idle()
         assert not transport.disconnecting
-        protocol.dataReceived(server_end.recv(100))  # what the reactor reads next
-        [exchange] = held.exchanges
-        exchange.start_response(200, [(b"Content-Length", b"2")])
-        exchange.finish(b"ok")
-        [response] = parse_responses(transport.value())
-        assert response.status == 200
-        assert response.header(b"connection") == b"close"
-        assert transport.disconnecting
+        _read_and_answer_closing(protocol, server_end, transport, held)
 
 
 def test_a_request_arriving_as_the_shutdown_grace_ends_is_answered() -> None:
@@ -1014,13 +1022,7 @@ def test_a_request_arriving_as_the_shutdown_grace_ends_is_answered() -> None:
         client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
         clock.advance(IDLE_GRACE)  # the timer fires before the reactor reads
         assert not transport.disconnecting
-        protocol.dataReceived(server_end.recv(100))  # what the reactor reads next
-        [exchange] = held.exchanges
-        exchange.start_response(200, [(b"Content-Length", b"2")])
-        exchange.finish(b"ok")
-        [response] = parse_responses(transport.value())
-        assert (response.status, response.header(b"connection")) == (200, b"close")
-        assert transport.disconnecting
+        _read_and_answer_closing(protocol, server_end, transport, held)
 
 
 def test_a_keep_alive_timeout_answers_a_request_arriving_as_it_ends() -> None:
