@@ -6,6 +6,8 @@ imports exactly the same code as ``benchmarks.apps:NAME``.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -67,3 +69,47 @@ def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     body = str(total).encode("ascii")
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+RECORD_READ_LIMIT = 4 * 1024 * 1024
+
+
+def record(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Append what this call was given as a JSON line to the file ``$STRICTNESS_RECORD``.
+
+    ``benchmarks/strictness.py`` learns from these lines, not from the response (a peer
+    might mangle it), what reached the application: the method, the path, the body length,
+    and the case it was sending when the call began (the file ``$STRICTNESS_CASE`` holds
+    its id, read at the start of the call).
+    """
+    case_file = os.environ.get("STRICTNESS_CASE", "")
+    try:
+        with open(case_file, encoding="utf-8") as marker:
+            case = marker.read().strip()
+    except OSError:
+        case = "?"
+    stream = environ["wsgi.input"]
+    length_header = environ.get("CONTENT_LENGTH") or ""
+    remaining = int(length_header) if length_header.isdigit() else None
+    total = 0
+    while total < RECORD_READ_LIMIT and (remaining is None or remaining > 0):
+        size = UPLOAD_READ_SIZE if remaining is None else min(UPLOAD_READ_SIZE, remaining)
+        data = stream.read(size)
+        if not data:
+            break
+        total += len(data)
+        if remaining is not None:
+            remaining -= len(data)
+    line = json.dumps(
+        {
+            "case": case,
+            "method": environ.get("REQUEST_METHOD", ""),
+            "path": environ.get("PATH_INFO", ""),
+            "query": environ.get("QUERY_STRING", ""),
+            "body_len": total,
+        }
+    )
+    with open(os.environ["STRICTNESS_RECORD"], "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]

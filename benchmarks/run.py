@@ -17,16 +17,13 @@ the charts and report.md of an earlier run without running anything.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,20 +131,6 @@ def _clear_previous(output: Path) -> None:
             path.unlink()
 
 
-@contextlib.contextmanager
-def _scratch() -> Iterator[Path]:
-    """A temporary directory for configs, files and the peers' import root."""
-    path = Path(tempfile.mkdtemp(prefix="twistwsgi-bench-"))
-    try:
-        path.chmod(0o755)  # nginx's workers may run as nobody
-        app_root = path / "approot"
-        app_root.mkdir()
-        (app_root / "benchmarks").symlink_to(BENCH_DIR, target_is_directory=True)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _draw_charts(peers_python: Path, report_json: Path) -> None:
     if not peers_python.exists():
         print("no charts: the peers' venv (with matplotlib) is missing", file=sys.stderr)
@@ -183,7 +166,7 @@ def _run(args: argparse.Namespace, argv: list[str], open_files: int) -> int:
     rounds = rounds_of(args)
     project_bin = args.project_venv.resolve() / "bin"
     started = time.monotonic()
-    with _scratch() as scratch:
+    with servers.scratch(BENCH_DIR) as scratch:
         context = servers.Context(
             repo=REPO,
             project_bin=project_bin,

@@ -10,9 +10,12 @@ peers' twistd cannot pick up twistwsgi's plugin from the repository's ``twisted/
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import shutil
 import signal
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -94,6 +97,20 @@ class Unavailable:
 
 
 Builder = Callable[[Context, Target, int], Launch | Unavailable | None]
+
+
+@contextlib.contextmanager
+def scratch(bench_dir: Path) -> Iterator[Path]:
+    """A temporary directory for configs, files and the peers' import root (``approot``)."""
+    path = Path(tempfile.mkdtemp(prefix="twistwsgi-bench-"))
+    try:
+        path.chmod(0o755)  # nginx's workers may run as nobody
+        app_root = path / "approot"
+        app_root.mkdir()
+        (app_root / "benchmarks").symlink_to(bench_dir, target_is_directory=True)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def shorten(text: str, context: Context) -> str:

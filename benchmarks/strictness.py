@@ -1,0 +1,431 @@
+"""Measure how strict twistwsgi and its peers are on malformed HTTP/1.1, and publish the table.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/strictness.py [--servers twistwsgi,waitress]
+        [--cases SUBSTRING] [--timeout S] [--output DIR] [--publish]
+
+Starts each server on 127.0.0.1 with the harness's own launch (``benchmarks/harness/servers.py``)
+running the recording application ``benchmarks.apps:record``, and nginx as the reverse proxy the
+benchmarks run (``proxy_pass`` with keep-alive) in front of a recording upstream in this process,
+since what matters for nginx is what it lets through. Then every request stream of
+``tests/request_corpus.py`` (``INVALID`` and ``VALID``) and the smuggling vectors of
+``tests/test_differential.py`` goes, as it is written, over a fresh TCP connection to each
+server (the servers in parallel, the cases of one server one after the other, so that a call of
+the application belongs to the case whose id the marker file held when it began). What came back
+is read with a tolerant reader (a peer may answer something h11 refuses, or close), and the
+application's own record says what reached it. ``benchmarks/harness/strictness.py`` names each
+outcome and writes ``strictness.md`` and ``strictness.json`` into ``--output`` (default
+``benchmarks/results``); ``--publish`` writes docs/strictness.md as well. Not part of
+``make test``: only its reading and naming are tested (tests/test_strictness_tool.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import shlex
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import cast
+
+import h11
+
+from benchmarks.harness import environment, procs, servers
+from benchmarks.harness.strictness import (
+    TWISTWSGI,
+    Call,
+    Case,
+    Observation,
+    Outcome,
+    classify,
+    read_statuses,
+    render,
+)
+from tests import request_corpus, test_differential
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+SERVERS = (TWISTWSGI, "nginx", "gunicorn-gthread", "waitress", "uwsgi", "granian", "twistd-web")
+# After the answers a case should get, a little longer for an answer it should not get.
+EXTRA_ANSWER_S = 0.3
+# After closing, before the marker moves on: a server that calls the application once the
+# client has gone (at the close) still has its call counted for this case.
+AFTER_CLOSE_S = 0.1
+STATUS_TEXT = {"invalid": "refused", "vector": "refused", "valid": "served"}
+
+
+def all_cases() -> list[Case]:
+    """The corpus's streams as cases: INVALID, the smuggling vectors, VALID."""
+    cases = [
+        Case("invalid", case.name, case.raw, case.answered_before, case.status, why=case.why)
+        for case in request_corpus.INVALID
+    ]
+    cases += [
+        Case("vector", vector.name, vector.raw, vector.answered, vector.status)
+        for vector in test_differential.VECTORS
+    ]
+    cases += [
+        Case(
+            "valid",
+            case.name,
+            case.raw,
+            len(case.expect),
+            bodies=tuple(len(cast(bytes, expect.get("body", b""))) for expect in case.expect),
+            why=case.why,
+        )
+        for case in request_corpus.VALID
+    ]
+    return cases
+
+
+# -- one exchange -------------------------------------------------------------------------------
+
+
+def exchange(port: int, case: Case, timeout: float) -> Observation:
+    """Send ``case.raw`` on a fresh connection and read until a close, or the time limit.
+
+    Reading stops early, ``EXTRA_ANSWER_S`` after the answers the case should get (one per
+    request the application should see, plus the refusal), so that a server keeping the
+    connection open costs no more than that.
+    """
+    wanted = case.requests + (1 if case.refusal_expected else 0)
+    seen = Observation()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        # (An error here: the server stopped reading, a refusal under way; read what it said.)
+        with contextlib.suppress(OSError):
+            sock.sendall(case.raw)
+        started = time.monotonic()
+        while time.monotonic() - started < 4 * timeout:
+            statuses, _ = read_statuses(seen.received)
+            finals = [status for status in statuses if status >= 200]
+            enough = len(finals) >= wanted
+            sock.settimeout(EXTRA_ANSWER_S if enough else timeout)
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                seen.timed_out = not enough
+                break
+            except OSError:
+                seen.closed = True
+                break
+            if not data:
+                seen.closed = True
+                break
+            seen.received += data
+        else:
+            seen.timed_out = True
+    return seen
+
+
+# -- the recording upstream behind nginx --------------------------------------------------------
+
+
+class _RecordingHandler(socketserver.BaseRequestHandler):
+    """One upstream connection from nginx: each request it forwards is recorded, then 200."""
+
+    server: _RecordingUpstream
+
+    def handle(self) -> None:
+        connection = h11.Connection(h11.SERVER)
+        method, path, body_len = "", "", 0
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as error:
+                self.server.write(
+                    {"case": self.server.marker(), "method": "?", "error": str(error)}
+                )
+                return
+            if event is h11.NEED_DATA:
+                try:
+                    data = self.request.recv(65536)
+                except OSError:
+                    return
+                connection.receive_data(data)
+                if not data:
+                    return
+            elif isinstance(event, h11.Request):
+                method = event.method.decode("latin-1")
+                path = event.target.decode("latin-1")
+                body_len = 0
+            elif isinstance(event, h11.Data):
+                body_len += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.server.write(
+                    {
+                        "case": self.server.marker(),
+                        "method": method,
+                        "path": path,
+                        "body_len": body_len,
+                    }
+                )
+                headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
+                out = connection.send(h11.Response(status_code=200, headers=headers))
+                if method != "HEAD":
+                    out = (out or b"") + (connection.send(h11.Data(data=b"ok")) or b"")
+                out += connection.send(h11.EndOfMessage()) or b""
+                self.request.sendall(out)
+                if connection.our_state is not h11.DONE:
+                    return
+                try:
+                    connection.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+            else:  # ConnectionClosed
+                return
+
+
+class _RecordingUpstream(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, record: Path, marker_file: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.record = record
+        self.marker_file = marker_file
+        self.lock = threading.Lock()
+
+    def marker(self) -> str:
+        return self.marker_file.read_text().strip()
+
+    def write(self, entry: dict[str, object]) -> None:
+        with self.lock, self.record.open("a") as out:
+            out.write(json.dumps(entry) + "\n")
+
+
+# -- one server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerRun:
+    """What one server did with every case, or why it could not run."""
+
+    name: str
+    outcomes: dict[str, Outcome]
+    unavailable: str | None = None
+    command: str = ""
+
+
+def _calls(record: Path) -> dict[str, list[Call]]:
+    calls: dict[str, list[Call]] = {}
+    if not record.exists():
+        return calls
+    for line in record.read_text().splitlines():
+        entry = json.loads(line)
+        path = entry.get("path", "")
+        if entry.get("query"):
+            path += "?" + entry["query"]
+        calls.setdefault(entry["case"], []).append(
+            Call(entry.get("method", "?"), path, int(entry.get("body_len", 0)))
+        )
+    return calls
+
+
+@contextmanager
+def _launched(
+    name: str, context: servers.Context, directory: Path
+) -> Iterator[tuple[int, str] | str]:
+    """Start server ``name`` recording into ``directory``; yield (port, command) or why not."""
+    record, marker = directory / "record.jsonl", directory / "case"
+    marker.write_text("startup")
+    port = procs.free_port()
+    upstream: _RecordingUpstream | None = None
+    if name == "nginx":
+        upstream = _RecordingUpstream(record, marker)
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        target = servers.Target("proxy", upstream_port=upstream.server_address[1])
+    else:
+        target = servers.Target("wsgi", app="record")
+    launch = servers.build(name, context, target, port)
+    if not isinstance(launch, servers.Launch):
+        yield "does not take part" if launch is None else launch.reason
+        return
+    env = {**launch.env, "STRICTNESS_RECORD": str(record), "STRICTNESS_CASE": str(marker)}
+    log = directory / "server.log"
+    proc = procs.spawn(launch.argv, cwd=launch.cwd, env=env, log_path=log)
+    try:
+        ready = procs.wait_until_ready(proc, port)
+        if ready.ready:
+            yield port, launch.display(context)
+        else:
+            yield f"did not start: {procs.tail(log, 5)}"
+    finally:
+        procs.stop(proc, launch.stop_signal)
+        if upstream is not None:
+            upstream.shutdown()
+            upstream.server_close()
+
+
+def run_server(
+    name: str, context: servers.Context, cases: Sequence[Case], timeout: float
+) -> ServerRun:
+    """Send every case to server ``name``, one connection after the other."""
+    directory = context.scratch / f"strictness-{name}"
+    directory.mkdir()
+    seen: dict[str, Observation] = {}
+    with _launched(name, context, directory) as started:
+        if isinstance(started, str):
+            return ServerRun(name, {}, unavailable=started)
+        port, command = started
+        marker = directory / "case"
+        for case in cases:
+            marker.write_text(case.key)
+            try:
+                seen[case.key] = exchange(port, case, timeout)
+            except OSError as error:
+                seen[case.key] = Observation(closed=True, received=str(error).encode())
+            time.sleep(AFTER_CLOSE_S)  # (not a readiness guess: see AFTER_CLOSE_S)
+            marker.write_text("between")
+    calls = _calls(directory / "record.jsonl")
+    outcomes = {}
+    for case in cases:
+        observation = seen[case.key]
+        observation.calls = calls.get(case.key, [])
+        outcomes[case.key] = classify(case, observation)
+    print(f"{name}: {len(cases)} cases done", flush=True)
+    return ServerRun(name, outcomes, command=command)
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+_DOCS_INTRO = """\
+# How strict, compared
+
+twistwsgi means to be stricter on malformed HTTP/1.1 than the servers its users run
+today. This page measures it: every request of its request corpus
+(`tests/request_corpus.py`, the invalid requests with the refusal RFC 9110 and RFC 9112
+call for and the valid ones, each with its reason) and the classic smuggling vectors of
+`tests/test_differential.py` went, byte for byte as written, over a fresh connection to
+twistwsgi and to each peer, with an application that records every call it gets.
+nginx runs as the reverse proxy of the benchmarks, in front of a recording upstream:
+what counts for nginx is what it lets through to the application behind it.
+
+A cell says what happened: `refused 400` (an error status, and the application saw
+nothing), `app: GET / len 5` (the application got the request: method, decoded path,
+body length), `app x2 (desync)` (the application got another number of requests than
+the bytes hold, or another body length: the framing difference request smuggling
+exploits, RFC 9112 §11.2), `no answer` (closed without a status) or `timeout` (neither
+an answer nor a close within the time limit). In a pipelined case the valid requests
+before the bad one are expected to reach the application; only the bad one counts.
+
+Generated by `benchmarks/strictness.py --publish`; nothing below is typed in by hand.
+"""
+
+
+def _header(meta: dict[str, object]) -> str:
+    versions = meta["versions"]
+    assert isinstance(versions, dict)
+    lines = [
+        f"Run {meta['date']} with `{meta['command']}`, each server's own defaults"
+        f" (the launch of `benchmarks/harness/servers.py`), a {meta['timeout_s']} s time limit.",
+        "",
+        "| program | version |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {label} | {version} |" for label, version in versions.items()]
+    lines.append("")
+    lines += [f"- `{name}`: `{command}`" for name, command in dict(meta["commands"]).items()]  # type: ignore[call-overload]
+    for name, reason in dict(meta["unavailable"]).items():  # type: ignore[call-overload]
+        lines.append(f"- `{name}` did not take part: {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line; see the module docstring."""
+    parser = argparse.ArgumentParser(description="How strict twistwsgi and its peers are.")
+    parser.add_argument("--servers", help=f"comma-separated, from {', '.join(SERVERS)}")
+    parser.add_argument(
+        "--cases", help="only the cases whose name contains one of these (comma-separated)"
+    )
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds of silence allowed")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--project-venv", type=Path, default=REPO / ".venv")
+    parser.add_argument("--peers-venv", type=Path, default=BENCH_DIR / ".venv-peers")
+    parser.add_argument("--publish", action="store_true", help="write docs/strictness.md too")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every case against every server, write the report; stop every process started."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    names = [name.strip() for name in (args.servers or ",".join(SERVERS)).split(",")]
+    unknown = [name for name in names if name not in SERVERS]
+    if unknown:
+        raise SystemExit(f"unknown server(s): {unknown}; known: {list(SERVERS)}")
+    wanted = [part for part in (args.cases or "").split(",") if part]
+    cases = [case for case in all_cases() if not wanted or any(w in case.name for w in wanted)]
+    if args.publish and (args.cases or set(names) != set(SERVERS)):
+        raise SystemExit("--publish runs every case against every server")
+    procs.install_cleanup_handlers()
+    tools = {tool: path for tool in ("wrk", "nginx") if (path := environment.which(tool))}
+    project_bin = args.project_venv.absolute() / "bin"
+    try:
+        with servers.scratch(BENCH_DIR) as scratch:
+            context = servers.Context(
+                repo=REPO,
+                project_bin=project_bin,
+                peers_bin=args.peers_venv.absolute() / "bin",
+                app_root=scratch / "approot",
+                scratch=scratch,
+                nginx=tools.get("nginx"),
+                twistwsgi_help=environment.twistwsgi_help(project_bin / "twistd", REPO),
+            )
+            runs: dict[str, ServerRun] = {}
+
+            def one(name: str) -> None:
+                runs[name] = run_server(name, context, cases, args.timeout)
+
+            threads = [threading.Thread(target=one, args=(name,)) for name in names]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        procs.stop_all()
+    shown = [name for name in names if name in runs and runs[name].unavailable is None]
+    meta: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["benchmarks/strictness.py", *argv]),
+        "timeout_s": args.timeout,
+        "versions": environment.versions(args.project_venv, args.peers_venv, tools),
+        "commands": {name: runs[name].command for name in shown},
+        "unavailable": {
+            name: run.unavailable for name, run in runs.items() if run.unavailable is not None
+        },
+    }
+    meta["versions"] = {
+        label: version
+        for label, version in dict(meta["versions"]).items()  # type: ignore[call-overload]
+        if label not in ("wrk", "matplotlib")
+    }
+    results = {name: runs[name].outcomes for name in shown}
+    page = render(cases, results, servers=shown, header=_header(meta))
+    output = args.output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "strictness.md").write_text("# How strict, compared\n\n" + page)
+    raw = {
+        name: {
+            key: asdict(outcome) | {"verdict": outcome.verdict.value}
+            for key, outcome in outcomes.items()
+        }
+        for name, outcomes in results.items()
+    }
+    (output / "strictness.json").write_text(json.dumps({"meta": meta, "results": raw}, indent=1))
+    print(f"wrote {output / 'strictness.md'}")
+    if args.publish:
+        (REPO / "docs" / "strictness.md").write_text(_DOCS_INTRO + "\n" + page)
+        print(f"wrote {REPO / 'docs' / 'strictness.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
