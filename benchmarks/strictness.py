@@ -30,6 +30,7 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -128,6 +129,9 @@ def exchange(port: int, case: Case, timeout: float) -> Observation:
 # -- the recording upstream behind nginx --------------------------------------------------------
 
 
+_UNPARSABLE_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
 class _RecordingHandler(socketserver.BaseRequestHandler):
     """One upstream connection from nginx: each request it forwards is recorded, then 200."""
 
@@ -135,14 +139,16 @@ class _RecordingHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         connection = h11.Connection(h11.SERVER)
-        method, path, body_len = "", "", 0
+        method, path, query, body_len = "", "", "", 0
         while True:
             try:
                 event = connection.next_event()
-            except h11.RemoteProtocolError as error:
-                self.server.write(
-                    {"case": self.server.marker(), "method": "?", "error": str(error)}
-                )
+            except h11.RemoteProtocolError:
+                # nginx forwarded something h11 refuses: it got through. Answer, so
+                # that nginx does not try again (and the call counts once).
+                self.server.write({"case": self.server.marker(), "method": "(unparsable)"})
+                with contextlib.suppress(OSError):
+                    self.request.sendall(_UNPARSABLE_ANSWER)
                 return
             if event is h11.NEED_DATA:
                 try:
@@ -154,7 +160,9 @@ class _RecordingHandler(socketserver.BaseRequestHandler):
                     return
             elif isinstance(event, h11.Request):
                 method = event.method.decode("latin-1")
-                path = event.target.decode("latin-1")
+                path, _, query = event.target.decode("latin-1").partition("?")
+                # As PATH_INFO shows it to an application (PEP 3333: decoded).
+                path = urllib.parse.unquote(path, encoding="latin-1")
                 body_len = 0
             elif isinstance(event, h11.Data):
                 body_len += len(event.data)
@@ -164,6 +172,7 @@ class _RecordingHandler(socketserver.BaseRequestHandler):
                         "case": self.server.marker(),
                         "method": method,
                         "path": path,
+                        "query": query,
                         "body_len": body_len,
                     }
                 )

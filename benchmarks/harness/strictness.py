@@ -70,10 +70,12 @@ class Call:
 
     def describe(self) -> str:
         """``GET /path len 5``, the path escaped and cut to fit a table cell."""
+        if self.method == "(unparsable)":
+            return "(a request h11 refuses)"
         path = "".join(ch if 0x20 < ord(ch) < 0x7F else f"\\x{ord(ch):02x}" for ch in self.path)
         if len(path) > PATH_WIDTH:
             path = path[: PATH_WIDTH - 1] + "…"
-        return f"{self.method} {path} len {self.body_len}"
+        return f"{self.method} {path or '(empty)'} len {self.body_len}"
 
 
 @dataclass
