@@ -937,6 +937,206 @@ INVALID: tuple[Invalid, ...] = (
         "RFC 9112 5.2/9.3.2: the bytes after a CL body are a new request with obs-fold",
         answered_before=1,
     ),
+    # ------------------------------------------------------------------
+    # Beyond the classic vectors. Ideas from published request-smuggling
+    # research, each written here for twistwsgi: the HTTP Garden's
+    # differential fuzzing of HTTP parsers (Kaminsky et al., LangSec 2024),
+    # PortSwigger's desync research (Kettle, "HTTP Desync Attacks", 2019;
+    # "HTTP/1.1 must die", 2025) and the chunk-line work "Funky chunks"
+    # (Weikop, 2025).
+    # ------------------------------------------------------------------
+    Invalid(
+        "chunk-extension-quoted-crlf",
+        _CHUNKED_POST + b'\r\n3;a="x\r\ny"\r\nabc\r\n0\r\n\r\n',
+        400,
+        "RFC 9110 5.6.4: qdtext excludes CR and LF; a parser that ends the chunk line at"
+        " the first CRLF and one that skips quoted strings frame differently (Funky chunks)",
+    ),
+    Invalid(
+        "chunk-extension-quoted-bare-lf",
+        _CHUNKED_POST + b'\r\n3;a="x\ny"\r\nabc\r\n0\r\n\r\n',
+        400,
+        "RFC 9110 5.6.4 / RFC 9112 2.2: a bare LF is no qdtext; some parsers end the line there",
+    ),
+    Invalid(
+        "chunk-extension-bare-cr",
+        _CHUNKED_POST + b"\r\n3;a\rb\r\nabc\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 2.2/7.1.1: a bare CR in a chunk extension (HTTP Garden: a line end to some)",
+    ),
+    Invalid(
+        "chunk-extension-nul",
+        _CHUNKED_POST + b"\r\n3;a=\x00\r\nabc\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1.1: chunk-ext-val = token / quoted-string; NUL is neither",
+    ),
+    Invalid(
+        "chunk-extension-empty-name",
+        _CHUNKED_POST + b"\r\n3;\r\nabc\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1.1: chunk-ext-name = token, at least one tchar after ';'",
+    ),
+    Invalid(
+        "chunk-extension-empty-value",
+        _CHUNKED_POST + b"\r\n3;a=\r\nabc\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1.1: after '=', chunk-ext-val = token / quoted-string, never empty",
+    ),
+    Invalid(
+        "chunk-extension-empty-name-before-value",
+        _CHUNKED_POST + b"\r\n3;=b\r\nabc\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1.1: chunk-ext-name = token; '=b' names nothing (llhttp takes it)",
+    ),
+    Invalid(
+        "chunk-extension-quote-in-token",
+        _CHUNKED_POST + b'\r\n3;a=b"c"\r\nabc\r\n0\r\n\r\n',
+        400,
+        "RFC 9112 7.1.1 / RFC 9110 5.6.2: DQUOTE is no tchar, so 'b\"c\"' is neither a token"
+        " nor a quoted-string (llhttp takes it)",
+    ),
+    Invalid(
+        "pipelined-get-then-chunk-extension-empty-value",
+        _GET + _CHUNKED_POST + b"\r\n3;a=\r\nabc\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1.1/9.3.2: the GET is answered; the empty extension value after it is not",
+        answered_before=1,
+    ),
+    Invalid(
+        "chunk-extension-unterminated-quote",
+        _CHUNKED_POST + b'\r\n3;a="abc\r\nabc\r\n0\r\n\r\n',
+        400,
+        "RFC 9110 5.6.4: a quoted-string ends with DQUOTE; a parser looking for it reads on",
+    ),
+    Invalid(
+        "chunk-extension-junk-after-quote",
+        _CHUNKED_POST + b'\r\n3;a="b"c\r\nabc\r\n0\r\n\r\n',
+        400,
+        "RFC 9112 7.1.1: after a quoted chunk-ext-val comes ';' or CRLF, not more text",
+    ),
+    Invalid(
+        "te-form-feed-before-value",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding:\x0cchunked\r\n\r\n0\r\n\r\n",
+        400,
+        "RFC 9110 5.5: FF is a CTL, not OWS (isspace() trims it; HTTP Garden)",
+    ),
+    Invalid(
+        "te-trailing-vertical-tab",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding: chunked\x0b\r\n\r\n0\r\n\r\n",
+        400,
+        "RFC 9110 5.5: a trailing VT is part of the value, which is then not 'chunked'",
+    ),
+    Invalid(
+        "te-trailing-nul",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding: chunked\x00\r\n\r\n0\r\n\r\n",
+        400,
+        "RFC 9110 5.5: NUL in a field value; a C parser stops at it and sees 'chunked'",
+    ),
+    Invalid(
+        "te-chunked-with-parameter",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding: chunked;q=1\r\n\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7: chunked defines no parameter; servers split on whether 'chunked;q=1'"
+        " is chunked (HTTP Garden), so it is refused (RFC 9112 11.2)",
+    ),
+    Invalid(
+        "field-value-vertical-tab",
+        b"GET / HTTP/1.1\r\n" + _HOST + b"X-Foo: a\x0bb\r\n\r\n",
+        400,
+        "RFC 9110 5.5: VT (0x0B) is a CTL, not field-vchar",
+    ),
+    Invalid(
+        "field-value-form-feed",
+        b"GET / HTTP/1.1\r\n" + _HOST + b"X-Foo: a\x0cb\r\n\r\n",
+        400,
+        "RFC 9110 5.5: FF (0x0C) is a CTL, not field-vchar",
+    ),
+    Invalid(
+        "cl-vertical-tab-before-value",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length:\x0b3\r\n\r\nabc",
+        400,
+        "RFC 9110 8.6 / 5.5: VT is not OWS; '\\x0b3' is not 1*DIGIT",
+    ),
+    Invalid(
+        "cl-trailing-nul",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Content-Length: 3\x00\r\n\r\nabc",
+        400,
+        "RFC 9110 8.6: '3\\x00' is not 1*DIGIT (a C parser would stop at the NUL)",
+    ),
+    Invalid(
+        "get-with-cl-and-te",
+        b"GET / HTTP/1.1\r\n" + _HOST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 6.1: both framings on a GET, whose body some servers ignore (Kettle 2019)",
+    ),
+    Invalid(
+        "method-trailing-tab",
+        b"GET\t / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 3.1: method = token; HTAB is not a tchar, and the separator is SP",
+    ),
+    Invalid(
+        "version-trailing-tab",
+        b"GET / HTTP/1.1\t\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 3: CRLF follows HTTP-version directly",
+    ),
+    Invalid(
+        "version-leading-zero",
+        b"GET / HTTP/01.1\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: HTTP-version = HTTP-name '/' DIGIT '.' DIGIT, one digit each",
+    ),
+    Invalid(
+        "target-absolute-userinfo-password",
+        b"GET http://a:b@example.com/ HTTP/1.1\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9110 4.2.4: userinfo (with a password) in an http URI is an error",
+    ),
+    Invalid(
+        "target-absolute-fragment",
+        b"GET http://example.com/#f HTTP/1.1\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 3.2.2: absolute-form = absolute-URI, which has no fragment",
+    ),
+    Invalid(
+        "host-ipv6-without-brackets",
+        b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n",
+        400,
+        "RFC 3986 3.2.2: an IPv6 address in a host must be an IP-literal in brackets",
+    ),
+    Invalid(
+        "host-two-ports",
+        b"GET / HTTP/1.1\r\nHost: example.com:80:81\r\n\r\n",
+        400,
+        "RFC 9110 7.2: Host = uri-host [':' port]; a second ':' fits neither",
+    ),
+    Invalid(
+        "trailer-holds-request-line",
+        _CHUNKED_POST + b"\r\n0\r\nGET /smuggled HTTP/1.1\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 7.1.2: a trailer line must be a field line; a server that skips the last"
+        " chunk's CRLF would run a second request (HTTP Garden)",
+    ),
+    Invalid(
+        "trailer-nul-value",
+        _CHUNKED_POST + b"\r\n3\r\nabc\r\n0\r\nX-Checksum: a\x00b\r\n\r\n",
+        400,
+        "RFC 9112 7.1.2 / RFC 9110 5.5: trailer values follow field-value syntax; NUL is a CTL",
+    ),
+    Invalid(
+        "trailer-bare-lf",
+        _CHUNKED_POST + b"\r\n3\r\nabc\r\n0\r\nX-Checksum: 1\n\r\n",
+        400,
+        "RFC 9112 2.2/7.1.2: a trailer field line ending in a bare LF",
+    ),
+    Invalid(
+        "trailer-value-vertical-tab",
+        _CHUNKED_POST + b"\r\n3\r\nabc\r\n0\r\nX-Checksum: a\x0bb\r\n\r\n",
+        400,
+        "RFC 9112 7.1.2 / RFC 9110 5.5: VT is a CTL in a trailer value too",
+    ),
 )
 
 
@@ -1439,5 +1639,47 @@ VALID: tuple[Valid, ...] = (
             {"REQUEST_METHOD": "PUT", "PATH_INFO": "/b", "body": b"ok"},
         ),
         "RFC 9112 6.3: a body that looks like a request is still only body",
+    ),
+    # ------------------------------------------------------------------
+    # Beyond the classic vectors: what the research cases above must not
+    # catch (see the INVALID section of the same name for the sources)
+    # ------------------------------------------------------------------
+    Valid(
+        "chunked-trailing-space-ows",
+        b"POST / HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding: chunked \r\n\r\n3\r\nabc\r\n"
+        b"0\r\n\r\n",
+        ({"body": b"abc"},),
+        "RFC 9112 5: a trailing SP is OWS, not part of the value 'chunked'",
+    ),
+    Valid(
+        "chunked-size-zero-padded-long",
+        _CHUNKED_POST + b"\r\n" + b"0" * 200 + b"3\r\nabc\r\n0\r\n\r\n",
+        ({"body": b"abc"},),
+        "RFC 9112 7.1: chunk-size = 1*HEXDIG; 200 leading zeros are still the size 3",
+    ),
+    Valid(
+        "host-port-out-of-range",
+        b"GET / HTTP/1.1\r\nHost: example.com:99999\r\n\r\n",
+        ({"HTTP_HOST": "example.com:99999", "body": b""},),
+        "RFC 3986 3.2.3: port = *DIGIT, no range; the Host field is well-formed",
+    ),
+    Valid(
+        "host-empty-port",
+        b"GET / HTTP/1.1\r\nHost: example.com:\r\n\r\n",
+        ({"HTTP_HOST": "example.com:", "body": b""},),
+        "RFC 3986 3.2.3: port = *DIGIT may be empty (producers should omit the ':')",
+    ),
+    Valid(
+        "expect-100-continue-http10-ignored",
+        b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+        ({"SERVER_PROTOCOL": "HTTP/1.0", "body": b"abc"},),
+        "RFC 9110 10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request",
+    ),
+    Valid(
+        "pipelined-head-with-body-then-get",
+        b"HEAD /a HTTP/1.1\r\n" + _HOST + b"Content-Length: 3\r\n\r\nabc" + _GET,
+        ({"REQUEST_METHOD": "HEAD", "body": b"abc"}, {"REQUEST_METHOD": "GET", "body": b""}),
+        "RFC 9112 6.3: a HEAD request's Content-Length still frames its body, so the GET"
+        " after it is the second request (Kettle 2019: servers that ignore it desync)",
     ),
 )

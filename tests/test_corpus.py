@@ -164,3 +164,30 @@ def test_valid_request_reaches_the_application(
                 assert key not in seen, key
             else:
                 assert seen.get(key) == value, key
+
+
+#: The corpus entries with a chunked body: the chunk-size line check follows the body
+#: from line to line, so they are cut in two at every byte, in each place a read may end.
+_ALL: list[Invalid | Valid] = [*INVALID, *VALID]
+CHUNKED = [case for case in _ALL if b"chunked" in case.raw.lower() and len(case.raw) < 512]
+
+
+@pytest.mark.parametrize("case", CHUNKED, ids=[case.name for case in CHUNKED])
+def test_chunked_request_cut_anywhere(case: Invalid | Valid) -> None:
+    """A request with a chunked body gets the same answers wherever a read ends."""
+    for cut in range(1, len(case.raw)):
+        recorder = Recorder()
+        handler = WSGIHandler(
+            validator(recorder), reactor=SynchronousReactorThreads(), threadpool=None
+        )
+        connection = connect(handler)
+        connection.send(case.raw[:cut])
+        if not connection.is_closed():
+            connection.send(case.raw[cut:])
+        statuses = [
+            r.status for r in parse_responses(connection.transport.value()) if r.status >= 200
+        ]
+        if isinstance(case, Invalid):
+            assert statuses == [200] * case.answered_before + [case.status], cut
+        else:
+            assert statuses == [200] * len(case.expect), cut

@@ -303,6 +303,10 @@ STRICTER = [
     ("400 Request has invalid `Transfer-Encoding`", "chunked followed by a tab, as nginx"),
     ("400 Invalid character in chunk extensions", "whitespace or a CTL in a chunk extension"),
     ("400 Invalid character in chunk size", "whitespace after a chunk size"),
+    (
+        "400 Invalid chunk extension",
+        "an empty chunk extension name or value, or a DQUOTE in a token value (RFC 9112 7.1.1)",
+    ),
     ("400 Chunk size overflow", "a chunk size past 64 bits"),
     ("400 Malformed Host field", "a Host that is not an RFC 3986 host (RFC 9110 7.2)"),
     ("400 Duplicate Host field", "two Host fields (RFC 9110 7.2)"),

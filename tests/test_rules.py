@@ -18,6 +18,7 @@ from twistwsgi.http.rules import (
     TargetForm,
     classify_target,
     connection_options,
+    is_valid_chunk_line,
     is_valid_host,
     reason_phrase,
     split_target,
@@ -112,6 +113,52 @@ def test_other_coding_before_chunked_is_501(values: list[bytes]) -> None:
     with pytest.raises(RequestError) as excinfo:
         transfer_coding_is_chunked(values)
     assert excinfo.value.status == 501
+
+
+# -- chunk-size lines (RFC 9112 7.1.1) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"3\r\n",
+        b"0003\r\n",
+        b"aF\r\n",
+        b"3;name\r\n",
+        b"3;name=value\r\n",
+        b"3;a;b=c;d\r\n",
+        b'3;name="quoted value"\r\n',
+        b'3;name=""\r\n',
+        b'3;name="a\\"b"\r\n',
+        b"3 ;\tname = value\r\n",
+        b"0;last=1\r\n",
+    ],
+)
+def test_chunk_lines_the_grammar_allows(line: bytes) -> None:
+    """Sizes, names, token and quoted values, and BWS around ';' and '=' are valid."""
+    assert is_valid_chunk_line(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"3;a=\r\n",  # an empty value
+        b"3;a=;b\r\n",
+        b"3;=b\r\n",  # an empty name
+        b"3;\r\n",
+        b'3;a=b"c"\r\n',  # DQUOTE is no tchar
+        b'3;a="b\r\n',  # an unterminated quoted-string
+        b'3;a="b"c\r\n',
+        b'3;a="x\ry"\r\n',  # CR is no qdtext
+        b"3;a=\x00\r\n",
+        b";a\r\n",  # no size
+        b"3\n",  # a bare LF
+        b"3",
+    ],
+)
+def test_chunk_lines_the_grammar_refuses(line: bytes) -> None:
+    """What chunk-size [ chunk-ext ] CRLF cannot produce is invalid."""
+    assert not is_valid_chunk_line(line)
 
 
 def test_request_error_str_has_status_and_detail() -> None:

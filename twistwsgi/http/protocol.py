@@ -151,6 +151,7 @@ def _find_bare_cr(data: bytes, start: int) -> int:
 
 
 _BARE_CR_BEFORE_REQUEST = RequestError(400, "Bare CR before the request line")
+_HEAD_END = b"\r\n\r\n"  # the empty line that ends a head (bare LFs are refused)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -631,6 +632,16 @@ class HTTP11Protocol(Protocol):
         # and whether the last read ended with CRLF (a line may begin the next).
         self._chunk_start = 0
         self._read_ended_crlf = False
+        # The chunk-size line check (_feed): whether the bytes fed next start where
+        # the stream is known to be (a chunk-size line or chunk data), the line read
+        # so far, how many bytes of chunk data and its CRLF are left, whether a
+        # chunked head has just been parsed, and the last bytes fed (a head's end
+        # may begin in one read and end in the next).
+        self._chunk_lines = False
+        self._chunk_line = b""
+        self._chunk_skip = 0
+        self._chunked_head_done = False
+        self._fed_tail = b""
         # Whether llhttp is between two messages (it skips CR and LF there), and
         # whether the last read ended with a CR there (_parse_around_crs).
         self._between_messages = True
@@ -1232,9 +1243,11 @@ class HTTP11Protocol(Protocol):
             self._framing_bytes += len(data)
         tail: bytes | None = None
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             tail = data[upgrade.args[0] :]
+        except RequestError as error:
+            self._fail(error)  # a chunk-size line llhttp takes and RFC 9112 does not
         except httptools.HttpParserError as error:
             if _names_a_field(error):
                 self._line_read = True
@@ -1263,6 +1276,92 @@ class HTTP11Protocol(Protocol):
             # Outside the except clause: an exception raised while the rest is
             # parsed must keep its own context (_refusal reads the RequestError).
             self._upgrade(tail)
+
+    def _feed(self, data: bytes) -> None:
+        """Feed ``data`` to llhttp, checking each chunk-size line it takes whole.
+
+        llhttp takes a few chunk extensions RFC 9112 7.1.1 does not allow (see
+        :func:`rules.is_valid_chunk_line`) and says nothing of where a line lies in
+        a read, so the read goes to it in pieces: up to each place a head may end (a
+        chunked body begins right after one), over a Content-Length body in one
+        piece, and in a chunked body from line to line, chunk data stepped over by
+        its size. A read holding one head, or body data only, is one piece.
+        """
+        size = len(data)
+        start = 0
+        while start < size:
+            if self._chunk_lines:
+                end = self._chunk_piece_end(data, start)
+            elif self._read is _Read.BODY and not self._chunked:
+                rest = self._body_until - self._body_bytes
+                end = min(size, start + rest) if rest > 0 else self._head_end(data, start)
+            else:
+                end = self._head_end(data, start)
+            self._feed_piece(data, start, end)
+            if self._chunked_head_done:
+                # The piece ended where the head did: the body starts here.
+                self._chunked_head_done = False
+                self._chunk_lines = True
+                self._chunk_line = b""
+                self._chunk_skip = 0
+            elif self._chunk_lines:
+                self._check_chunk_line(data, start, end)
+            start = end
+
+    def _head_end(self, data: bytes, start: int) -> int:
+        """Where the next CRLF CRLF ending after ``data[start]`` ends (or ``len(data)``).
+
+        It may begin up to three bytes before ``start``, in an earlier read too.
+        """
+        if start == 0:
+            tail = self._fed_tail
+            for cut in (1, 2, 3):
+                if tail.endswith(_HEAD_END[: 4 - cut]) and data.startswith(_HEAD_END[4 - cut :]):
+                    return cut
+            at = data.find(_HEAD_END)
+        else:
+            at = data.find(_HEAD_END, max(start - 3, 0))
+        return len(data) if at < 0 else at + 4
+
+    def _chunk_piece_end(self, data: bytes, start: int) -> int:
+        """The end of the chunk data, or of the chunk-size line, that starts at ``start``."""
+        if self._chunk_skip:
+            return min(len(data), start + self._chunk_skip)
+        line_end = data.find(b"\n", start)
+        return len(data) if line_end < 0 else line_end + 1
+
+    def _feed_piece(self, data: bytes, start: int, end: int) -> None:
+        """Feed ``data[start:end]``; an Upgrade's offset is made one into ``data``."""
+        piece = data if start == 0 and end == len(data) else memoryview(data)[start:end]
+        try:
+            self._parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as upgrade:
+            raise httptools.HttpParserUpgrade(upgrade.args[0] + start) from None
+        finally:
+            if len(piece) >= 3:
+                self._fed_tail = bytes(piece[-3:])
+            else:
+                self._fed_tail = (self._fed_tail + bytes(piece))[-3:]
+
+    def _check_chunk_line(self, data: bytes, start: int, end: int) -> None:
+        """Account for the chunk data or chunk-size line llhttp has just taken."""
+        if self._chunk_skip:
+            self._chunk_skip -= end - start
+            return
+        line = self._chunk_line + data[start:end]
+        if not line.endswith(b"\n"):
+            self._chunk_line = line  # the line goes on in the next read
+            return
+        self._chunk_line = b""
+        if not rules.is_valid_chunk_line(line):
+            raise RequestError(400, "Invalid chunk extension")
+        size = int(line.partition(b";")[0].strip(), 16)
+        if size:
+            self._chunk_skip = size + 2  # the data, then its CRLF
+        else:
+            # The last chunk: a trailer section, then the next message, whose head
+            # _head_end finds.
+            self._chunk_lines = False
 
     def _parse_around_crs(self, data: bytes) -> None:
         """Parse a read that holds a CR without its LF; refuse one between requests.
@@ -1443,6 +1542,8 @@ class HTTP11Protocol(Protocol):
     def on_message_begin(self) -> None:
         """Reset the per-message state."""
         self._between_messages = False
+        self._chunk_lines = False
+        self._chunked_head_done = False
         self._url = b""
         self._line_read = False
         self._headers = []
@@ -1675,6 +1776,7 @@ class HTTP11Protocol(Protocol):
             self.pause_reading("pipeline")
         self._read = _Read.BODY
         self._chunked = chunked
+        self._chunked_head_done = chunked
         self._body_until = 0 if chunked else content_length or 0
         self._chunk_start = 0
         if chunked or content_length:
@@ -1821,6 +1923,9 @@ class HTTP11Protocol(Protocol):
         self._read = _Read.IDLE
         self._between_messages = True
         self._cr_pending = False
+        self._chunk_lines = False
+        self._chunked_head_done = False
+        self._fed_tail = b""
         self.idle_since = self._clock.seconds()
         self.resume_reading("upgrade")
         self.resume_reading("pipeline")

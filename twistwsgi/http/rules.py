@@ -216,6 +216,43 @@ def transfer_coding_is_chunked(values: list[bytes]) -> bool:
     return True
 
 
+# RFC 9112 7.1 / 7.1.1: chunk-size [ chunk-ext ] CRLF, where
+#   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+#   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+# with token and quoted-string from RFC 9110 5.6.2 and 5.6.4 (qdtext and quoted-pair
+# exclude CR, LF and the other controls but HTAB).
+_TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_BWS = rb"[ \t]*"
+_CHUNK_LINE_RE = re.compile(
+    rb"[0-9A-Fa-f]+(?:"
+    + _BWS
+    + rb";"
+    + _BWS
+    + _TCHARS
+    + rb"(?:"
+    + _BWS
+    + rb"="
+    + _BWS
+    + rb"(?:"
+    + _TCHARS
+    + rb"|"
+    + _QUOTED_STRING
+    + rb"))?)*\r\n"
+)
+
+
+def is_valid_chunk_line(line: bytes) -> bool:
+    """Return whether ``line`` is a chunk-size line, CRLF included (RFC 9112 7.1.1).
+
+    llhttp (httptools 0.9) refuses most malformed lines itself, but takes an empty
+    extension value (``3;a=``), an empty name (``3;=b``) and a DQUOTE inside a token
+    value (``3;a=b"c"``), none of which the grammar allows; gunicorn and waitress
+    refuse the first, and a server in front may frame the line otherwise.
+    """
+    return _CHUNK_LINE_RE.fullmatch(line) is not None
+
+
 # RFC 3986 3.2.2 host (reg-name, IPv4address, IP-literal) and 3.2.3 port, as they may
 # appear in a Host field (RFC 9110 7.2). reg-name allows sub-delims and pct-encoded;
 # anything else (spaces, "/", "@", "\", controls) is a malformed Host and a 400.
