@@ -4,10 +4,11 @@ Pure logic for ``benchmarks/strictness.py``, with no sockets and no processes, s
 ``tests/test_strictness_tool.py`` can check it. A :class:`Case` is one stream of bytes from
 ``tests/request_corpus.py`` or ``tests/test_differential.py``; an :class:`Observation` is what a
 server did with it (the bytes it answered, whether it closed, the calls the recording application
-saw). :func:`classify` turns the two into an :class:`Outcome`: refused, passed to the application,
-passed as another number of requests than the stream holds (a desync, RFC 9112 11.2), no answer,
-or a timeout. :func:`render` writes the Markdown page: a summary per server, what twistwsgi lets
-through that a peer refuses (and the reverse for valid requests), then one table per group.
+saw). :func:`classify` turns the two into an :class:`Outcome`: refused, passed to the
+application, passed as another number of requests than the stream holds (a desync, RFC 9112
+11.2), passed with other bodies than were sent, no answer, or a timeout. :func:`render` writes
+the Markdown page: a summary per server, what twistwsgi lets through that a peer refuses (and
+the reverse for valid requests), then one table per group.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class Verdict(enum.Enum):
 
     REFUSED = "refused"  # an error status, and nothing (more) reached the application
     PASSED = "passed"  # the application saw what the stream holds
-    DESYNC = "desync"  # the application saw another number of requests, or other bodies
+    DESYNC = "desync"  # the application saw another number of requests than were sent
+    OTHER_BODY = "other body"  # as many requests, but not the bodies sent
     NO_ANSWER = "no answer"  # closed without an error status, nothing reached the application
     TIMEOUT = "timeout"  # still open and silent at the time limit
 
@@ -196,7 +198,7 @@ def classify(case: Case, seen: Observation) -> Outcome:
     before the bad one (``case.requests``); one call more is the bad request passed on,
     more than that a desync: the server framed the bytes into requests that are not there.
     For a valid stream, the application must see each request with its body length;
-    another count, or another body length, is a desync.
+    another count is a desync, another body length is named as such.
     """
     calls = seen.calls
     expected = case.requests
@@ -212,9 +214,12 @@ def classify(case: Case, seen: Observation) -> Outcome:
         if len(calls) == expected and bodies == case.bodies:
             text = f"app: {calls[0].describe()}" if expected == 1 else f"app x{expected}"
             return Outcome(Verdict.PASSED, text)
-        if len(calls) > expected or (len(calls) == expected and bodies != case.bodies):
-            shown = calls[0].describe() if len(calls) == 1 else f"x{len(calls)}"
-            return Outcome(Verdict.DESYNC, f"app {shown} (desync)")
+        if len(calls) == expected:
+            sent = "/".join(str(length) for length in case.bodies)
+            shown = calls[0].describe() if expected == 1 else f"x{expected}"
+            return Outcome(Verdict.OTHER_BODY, f"app: {shown} (body sent: {sent})")
+        if len(calls) > expected:
+            return Outcome(Verdict.DESYNC, f"app x{len(calls)} (desync)")
         if calls and errors:
             return Outcome(
                 Verdict.REFUSED, f"app x{len(calls)}, refused {errors[0]}", status=errors[0]
