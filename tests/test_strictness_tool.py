@@ -19,6 +19,7 @@ from benchmarks.harness.strictness import (
     classify,
     findings,
     mismatches,
+    only_twistwsgi_refuses,
     read_statuses,
     render,
     tally,
@@ -168,6 +169,17 @@ def test_no_finding_when_twistwsgi_refuses() -> None:
     results = {TWISTWSGI: {_INVALID.key: refused}, "nginx": {_INVALID.key: refused}}
     assert findings([_INVALID], results) == []
     assert mismatches([_INVALID], results) == []
+    assert only_twistwsgi_refuses([_INVALID], results) == []
+
+
+def test_refused_by_twistwsgi_alone() -> None:
+    """A case every peer lets through and twistwsgi refuses is listed as such."""
+    refused = classify(_INVALID, Observation(received=_BAD))
+    passed = classify(_INVALID, Observation(received=_OK, calls=[_call()]))
+    results = {TWISTWSGI: {_INVALID.key: refused}, "nginx": {_INVALID.key: passed}}
+    assert only_twistwsgi_refuses([_INVALID], results) == [_INVALID]
+    page = render([_INVALID], results, servers=[TWISTWSGI, "nginx"])
+    assert "## Refused by twistwsgi alone\n\n- `cl-te` (invalid): \n" in page
 
 
 def test_tally_and_page() -> None:

@@ -283,6 +283,24 @@ def findings(cases: Sequence[Case], results: Results) -> list[Finding]:
     return found
 
 
+def only_twistwsgi_refuses(cases: Sequence[Case], results: Results) -> list[Case]:
+    """Cases twistwsgi refuses and every peer that ran them lets through to the application."""
+    ours = results.get(TWISTWSGI, {})
+    peers = [server for server in results if server != TWISTWSGI]
+    alone = []
+    for case in cases:
+        outcome = ours.get(case.key)
+        seen = [results[peer][case.key] for peer in peers if case.key in results[peer]]
+        if (
+            outcome is not None
+            and outcome.verdict is Verdict.REFUSED
+            and seen
+            and all(other.verdict in (Verdict.PASSED, Verdict.DESYNC) for other in seen)
+        ):
+            alone.append(case)
+    return alone
+
+
 def mismatches(cases: Sequence[Case], results: Results) -> list[tuple[Case, Outcome]]:
     """Cases where twistwsgi, run for real, did not do what its corpus says."""
     ours = results.get(TWISTWSGI, {})
@@ -392,6 +410,10 @@ def render(
             f" {', '.join(finding.peers)} {'refuse' if finding.case.refusal_expected else 'serve'}"
             f" it. {finding.case.why}"
         )
+    alone = only_twistwsgi_refuses(cases, results)
+    if alone:
+        lines += ["", "## Refused by twistwsgi alone", ""]
+        lines += [f"- `{case.name}` ({case.group}): {case.why}" for case in alone]
     wrong = mismatches(cases, results)
     if wrong:
         lines += ["", "## Where twistwsgi did not do what its corpus says", ""]
