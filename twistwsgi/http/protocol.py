@@ -152,6 +152,9 @@ def _find_bare_cr(data: bytes, start: int) -> int:
 
 _BARE_CR_BEFORE_REQUEST = RequestError(400, "Bare CR before the request line")
 _HEAD_END = b"\r\n\r\n"  # the empty line that ends a head (bare LFs are refused)
+# The ways it may begin in one read and end in the next: the bytes before and after.
+_HEAD_END_SPLITS = tuple((_HEAD_END[: 4 - cut], _HEAD_END[4 - cut :]) for cut in (1, 2, 3))
+_CR_LF = frozenset(b"\r\n")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -1288,6 +1291,21 @@ class HTTP11Protocol(Protocol):
         its size. A read holding one head, or body data only, is one piece.
         """
         size = len(data)
+        if (
+            not self._chunk_lines
+            and self._read is not _Read.BODY
+            and data.find(_HEAD_END) in (-1, size - 4)
+            and data[0] not in _CR_LF
+        ):
+            # The usual read: no head ends in it but, perhaps, at its very end (a
+            # CR or LF first might end a head begun in the last read).
+            self._feed_piece(data, 0, size)
+            if self._chunked_head_done:
+                self._chunked_head_done = False
+                self._chunk_lines = True
+                self._chunk_line = b""
+                self._chunk_skip = 0
+            return
         start = 0
         while start < size:
             if self._chunk_lines:
@@ -1315,8 +1333,8 @@ class HTTP11Protocol(Protocol):
         """
         if start == 0:
             tail = self._fed_tail
-            for cut in (1, 2, 3):
-                if tail.endswith(_HEAD_END[: 4 - cut]) and data.startswith(_HEAD_END[4 - cut :]):
+            for cut, (before, after) in enumerate(_HEAD_END_SPLITS, 1):
+                if tail.endswith(before) and data.startswith(after):
                     return cut
             at = data.find(_HEAD_END)
         else:
