@@ -1286,45 +1286,78 @@ class HTTP11Protocol(Protocol):
         llhttp takes a few chunk extensions RFC 9112 7.1.1 does not allow (see
         :func:`rules.is_valid_chunk_line`) and says nothing of where a line lies in
         a read, so the read goes to it in pieces: up to each place a head may end (a
-        chunked body begins right after one), over a Content-Length body in one
-        piece, and in a chunked body from line to line, chunk data stepped over by
-        its size. A read holding one head, or body data only, is one piece.
+        chunked body begins right after one), over a Content-Length body, and over
+        a chunked body's chunks up to its last chunk, each in one piece, the lines
+        checked (:meth:`_check_chunk_lines`) before llhttp is given them. A read
+        holding one head, or body data only, is one piece, fed as it came.
         """
         size = len(data)
-        if (
-            not self._chunk_lines
-            and self._read is not _Read.BODY
-            and data.find(_HEAD_END) in (-1, size - 4)
-            and data[0] not in _CR_LF
-        ):
-            # The usual read: no head ends in it but, perhaps, at its very end (a
-            # CR or LF first might end a head begun in the last read).
-            self._feed_piece(data, 0, size)
-            if self._chunked_head_done:
-                self._chunked_head_done = False
-                self._chunk_lines = True
-                self._chunk_line = b""
-                self._chunk_skip = 0
+        if not size:
             return
         start = 0
+        if self._chunk_lines:
+            skip = self._chunk_skip
+            if skip > size:
+                # Chunk data only (its CRLF comes later): the common read of a
+                # chunked upload, the 1 KiB slices of its first read included.
+                self._chunk_skip = skip - size
+                self._parser.feed_data(data)
+                return
+            start = self._feed_chunks(data, 0)
+            if start == size:
+                return
+        elif self._read is _Read.BODY:
+            if not self._chunked and self._body_until - self._body_bytes > size:
+                self._parser.feed_data(data)  # body data only, and the body goes on
+                return
+        elif data.find(_HEAD_END) in (-1, size - 4) and data[0] not in _CR_LF:
+            # The usual read: no head ends in it but, perhaps, at its very end (a
+            # CR or LF first might end a head begun in the last read). As
+            # _feed_piece, inline: a GET's read comes this way.
+            self._fed_tail = data[-3:] if size >= 3 else (self._fed_tail + data)[-3:]
+            self._parser.feed_data(data)
+            if self._chunked_head_done:
+                self._begin_chunk_lines()
+            return
         while start < size:
             if self._chunk_lines:
-                end = self._chunk_piece_end(data, start)
+                end = self._feed_chunks(data, start)
             elif self._read is _Read.BODY and not self._chunked:
                 rest = self._body_until - self._body_bytes
                 end = min(size, start + rest) if rest > 0 else self._head_end(data, start)
+                self._feed_piece(data, start, end)
             else:
                 end = self._head_end(data, start)
-            self._feed_piece(data, start, end)
-            if self._chunked_head_done:
-                # The piece ended where the head did: the body starts here.
-                self._chunked_head_done = False
-                self._chunk_lines = True
-                self._chunk_line = b""
-                self._chunk_skip = 0
-            elif self._chunk_lines:
-                self._check_chunk_line(data, start, end)
+                self._feed_piece(data, start, end)
+                if self._chunked_head_done:
+                    # The piece ended where the head did: the body starts here.
+                    self._begin_chunk_lines()
             start = end
+
+    def _feed_chunks(self, data: bytes, start: int) -> int:
+        """Check, then feed, the chunks from ``data[start]``; return where they end.
+
+        That is the end of ``data``, or of the last chunk's line.
+        """
+        end, valid = self._check_chunk_lines(data, start)
+        if valid and self._chunk_lines:
+            # The body goes on in the next read, which no head can end at the
+            # start of: no _fed_tail to keep.
+            self._parser.feed_data(memoryview(data)[start:] if start else data)
+            return end
+        self._feed_piece(data, start, end)
+        if not valid:
+            # llhttp took the line (its own refusal of it, or of anything before
+            # it, comes first) but none of the chunk's data.
+            raise RequestError(400, "Invalid chunk extension")
+        return end
+
+    def _begin_chunk_lines(self) -> None:
+        """A chunked body begins: its first chunk-size line is next."""
+        self._chunked_head_done = False
+        self._chunk_lines = True
+        self._chunk_line = b""
+        self._chunk_skip = 0
 
     def _head_end(self, data: bytes, start: int) -> int:
         """Where the next CRLF CRLF ending after ``data[start]`` ends (or ``len(data)``).
@@ -1341,12 +1374,53 @@ class HTTP11Protocol(Protocol):
             at = data.find(_HEAD_END, max(start - 3, 0))
         return len(data) if at < 0 else at + 4
 
-    def _chunk_piece_end(self, data: bytes, start: int) -> int:
-        """The end of the chunk data, or of the chunk-size line, that starts at ``start``."""
-        if self._chunk_skip:
-            return min(len(data), start + self._chunk_skip)
-        line_end = data.find(b"\n", start)
-        return len(data) if line_end < 0 else line_end + 1
+    def _check_chunk_lines(self, data: bytes, start: int) -> tuple[int, bool]:
+        """Check the chunk-size lines in ``data`` from ``start``, stepping over chunk data.
+
+        Returns where llhttp may be fed up to, and whether the lines up to there are
+        valid: the end of ``data``, or the end of the last chunk's line (a trailer
+        section and perhaps another request follow), or the end of the first
+        invalid line. One ``find`` per line: the chunk data between is not looked
+        at, and llhttp gets the chunks in one piece, as it did before the check.
+        """
+        size = len(data)
+        at = start
+        skip = self._chunk_skip
+        while True:
+            if skip:
+                if at + skip >= size:
+                    # The chunk (its data, then CRLF) goes on in the next read.
+                    self._chunk_skip = at + skip - size
+                    return size, True
+                at += skip
+            line_end = data.find(b"\n", at) + 1
+            if not line_end:
+                self._chunk_line += data[at:]  # the line goes on in the next read
+                self._chunk_skip = 0
+                return size, True
+            line = data[at:line_end]
+            if self._chunk_line:
+                line = self._chunk_line + line
+                self._chunk_line = b""
+            size_text, semicolon, _ = line.partition(b";")
+            try:
+                # Without an extension, llhttp's own checks are the grammar's (hex
+                # digits, then CRLF): only a line with one needs the expression.
+                if semicolon and not rules.is_valid_chunk_line(line):
+                    raise ValueError
+                skip = int(size_text, 16) + 2  # the data, then its CRLF
+            except ValueError:
+                # Not a chunk-size line. llhttp refuses it (and anything before
+                # it) first when it is not one to llhttp either.
+                self._chunk_skip = 0
+                return line_end, False
+            at = line_end
+            if skip == 2:
+                # The last chunk: a trailer section, then the next message, whose head
+                # _head_end finds.
+                self._chunk_lines = False
+                self._chunk_skip = 0
+                return at, True
 
     def _feed_piece(self, data: bytes, start: int, end: int) -> None:
         """Feed ``data[start:end]``; an Upgrade's offset is made one into ``data``."""
@@ -1360,26 +1434,6 @@ class HTTP11Protocol(Protocol):
                 self._fed_tail = bytes(piece[-3:])
             else:
                 self._fed_tail = (self._fed_tail + bytes(piece))[-3:]
-
-    def _check_chunk_line(self, data: bytes, start: int, end: int) -> None:
-        """Account for the chunk data or chunk-size line llhttp has just taken."""
-        if self._chunk_skip:
-            self._chunk_skip -= end - start
-            return
-        line = self._chunk_line + data[start:end]
-        if not line.endswith(b"\n"):
-            self._chunk_line = line  # the line goes on in the next read
-            return
-        self._chunk_line = b""
-        if not rules.is_valid_chunk_line(line):
-            raise RequestError(400, "Invalid chunk extension")
-        size = int(line.partition(b";")[0].strip(), 16)
-        if size:
-            self._chunk_skip = size + 2  # the data, then its CRLF
-        else:
-            # The last chunk: a trailer section, then the next message, whose head
-            # _head_end finds.
-            self._chunk_lines = False
 
     def _parse_around_crs(self, data: bytes) -> None:
         """Parse a read that holds a CR without its LF; refuse one between requests.
@@ -1560,8 +1614,6 @@ class HTTP11Protocol(Protocol):
     def on_message_begin(self) -> None:
         """Reset the per-message state."""
         self._between_messages = False
-        self._chunk_lines = False
-        self._chunked_head_done = False
         self._url = b""
         self._line_read = False
         self._headers = []
