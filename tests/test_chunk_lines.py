@@ -17,6 +17,7 @@ import itertools
 from typing import Any
 
 import h11
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
@@ -26,7 +27,7 @@ from twisted.internet.testing import StringTransport
 from tests.test_protocol import BodyCollector
 from twistwsgi.http.protocol import HTTP11Protocol, HTTPFactory
 from twistwsgi.http.settings import HttpSettings
-from twistwsgi.testing import Connection, parse_responses
+from twistwsgi.testing import Connection, connect, parse_responses
 
 _TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefABCDEF"
 _tokens = st.text(_TCHARS, min_size=1, max_size=6).map(str.encode)
@@ -206,3 +207,31 @@ def test_without_extensions_reads_frame_as_whole_reads_do(
     raw, cuts = pipeline
     reads = _reads(raw, cuts)
     assert _served(reads) == _served(reads, _WholeReads)
+
+
+_UPGRADE_CHUNKED = (
+    b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: other\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3;a=\r\nabc\r\n0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("cut", [0, 80, 105, 109, 112, len(_UPGRADE_CHUNKED) - 3])
+def test_an_upgrade_requests_chunked_body_has_its_lines_checked_too(cut: int) -> None:
+    """The body httptools skips after an Upgrade head is parsed apart (_SkippedBody):
+    its chunk-size lines are checked as any other's (RFC 9112 7.1.1), in any read.
+    """
+    collector = BodyCollector()
+    connection = connect(collector)
+    for data in (_UPGRADE_CHUNKED[:cut], _UPGRADE_CHUNKED[cut:]):
+        connection.send(data)
+    (answer,) = parse_responses(connection.transport.value())
+    assert (answer.status, answer.body) == (400, b"Invalid chunk extension\n")
+    assert collector.finished == []
+
+
+def test_an_empty_read_is_nothing() -> None:
+    """A read of no bytes (a wrapper may pass one on) neither fails nor counts."""
+    connection = connect(BodyCollector())
+    connection.send(b"")
+    connection.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [answer.status for answer in parse_responses(connection.transport.value())] == [200]

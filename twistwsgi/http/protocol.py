@@ -2233,6 +2233,8 @@ class HTTP11Protocol(Protocol):
         exchange = self._parsing
         if exchange is not None:
             self._skipped_body = _SkippedBody(self, exchange.request)
+            if exchange.request.chunked:
+                self._begin_chunk_lines()  # its lines are checked too
             self._feed_skipped_body(tail)
         else:
             self._upgrade_tail = tail
@@ -2274,7 +2276,18 @@ class HTTP11Protocol(Protocol):
         assert skipped is not None
         self._framing_bytes += len(data)
         try:
+            if self._chunk_lines:
+                # As _feed_chunks, but whole: after the last chunk, the trailer
+                # section and then the other protocol's bytes.
+                end, valid = self._check_chunk_lines(data, 0)
+                if not valid:
+                    skipped.parser.feed_data(data[:end])  # llhttp's refusal first
+                    raise RequestError(400, "Invalid chunk extension")
             skipped.parser.feed_data(data)
+        except RequestError as error:
+            self._skipped_body = None
+            self._fail(error)
+            return
         except httptools.HttpParserError as error:
             if not skipped.complete:  # (complete: the body ended, the rest is not HTTP)
                 self._skipped_body = None
@@ -2416,7 +2429,8 @@ class _SkippedBody:
     """Parses the body httptools skipped after the head of an Upgrade request.
 
     A second parser is primed with a head that declares the same framing, so the
-    body gets the same length, chunk and limit checks as any other.
+    body gets the same length, chunk and limit checks as any other (its chunk-size
+    lines are checked whole by the protocol, see :meth:`HTTP11Protocol._upgrade`).
 
     Attributes:
         parser: the body-only parser.
