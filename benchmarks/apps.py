@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -75,12 +76,14 @@ RECORD_READ_LIMIT = 4 * 1024 * 1024
 
 
 def record(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    """Append what this call was given as a JSON line to the file ``$STRICTNESS_RECORD``.
+    """Append what this call was given as JSON lines to the file ``$STRICTNESS_RECORD``.
 
     ``benchmarks/strictness.py`` learns from these lines, not from the response (a peer
-    might mangle it), what reached the application: the method, the path, the body length,
-    and the case it was sending when the call began (the file ``$STRICTNESS_CASE`` holds
-    its id, read at the start of the call).
+    might mangle it), what reached the application: a ``call`` line as the call begins
+    (the method, the path, and the case it was sending then: the file
+    ``$STRICTNESS_CASE`` holds its id), then a ``read`` line with the body's length once
+    it is read. A server may call the application for a body that never comes, and fail
+    or hold the read: the call is on record all the same.
     """
     case_file = os.environ.get("STRICTNESS_CASE", "")
     try:
@@ -88,6 +91,17 @@ def record(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
             case = marker.read().strip()
     except OSError:
         case = "?"
+    call = uuid.uuid4().hex
+    _record_line(
+        {
+            "case": case,
+            "event": "call",
+            "call": call,
+            "method": environ.get("REQUEST_METHOD", ""),
+            "path": environ.get("PATH_INFO", ""),
+            "query": environ.get("QUERY_STRING", ""),
+        }
+    )
     stream = environ["wsgi.input"]
     length_header = environ.get("CONTENT_LENGTH") or ""
     remaining = int(length_header) if length_header.isdigit() else None
@@ -100,16 +114,11 @@ def record(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         total += len(data)
         if remaining is not None:
             remaining -= len(data)
-    line = json.dumps(
-        {
-            "case": case,
-            "method": environ.get("REQUEST_METHOD", ""),
-            "path": environ.get("PATH_INFO", ""),
-            "query": environ.get("QUERY_STRING", ""),
-            "body_len": total,
-        }
-    )
-    with open(os.environ["STRICTNESS_RECORD"], "a", encoding="utf-8") as out:
-        out.write(line + "\n")
+    _record_line({"case": case, "event": "read", "call": call, "body_len": total})
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
+
+
+def _record_line(entry: dict[str, object]) -> None:
+    with open(os.environ["STRICTNESS_RECORD"], "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")

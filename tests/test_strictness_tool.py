@@ -16,6 +16,7 @@ from benchmarks.harness.strictness import (
     Observation,
     Outcome,
     Verdict,
+    calls_from_record,
     classify,
     findings,
     mismatches,
@@ -200,3 +201,30 @@ def test_tally_and_page() -> None:
     assert "| gunicorn | 1 / 1 | 0 | 0 | 0 | 1 / 1 |" in page
     assert "| `cl-te` | app: POST / len 0 | refused 400 | app: POST / len 0 |" in page
     assert "- `cl-te` (invalid): twistwsgi app: POST / len 0; gunicorn refuse it." in page
+
+
+# -- the application's record --------------------------------------------------------------
+
+
+def test_a_call_whose_body_read_never_ended_still_counts() -> None:
+    """The recording application notes a call when it begins, then what its body read
+    came to: a server that calls it for a body that never comes (or fails the read) has
+    still passed the request on, and the verdict says so.
+    """
+    lines = [
+        '{"case": "invalid:cl-te", "event": "call", "call": "a", "method": "POST",'
+        ' "path": "/", "query": ""}',
+        '{"case": "valid:post", "event": "call", "call": "b", "method": "POST",'
+        ' "path": "/p", "query": "q=1"}',
+        '{"case": "valid:post", "event": "read", "call": "b", "body_len": 5}',
+        # Behind nginx the recording upstream writes each request once, whole.
+        '{"case": "valid:two", "method": "GET", "path": "/", "query": "", "body_len": 0}',
+    ]
+    calls = calls_from_record(lines)
+    assert calls == {
+        "invalid:cl-te": [Call("POST", "/", None)],
+        "valid:post": [Call("POST", "/p?q=1", 5)],
+        "valid:two": [Call("GET", "/", 0)],
+    }
+    outcome = classify(_INVALID, Observation(timed_out=True, calls=calls["invalid:cl-te"]))
+    assert (outcome.verdict, outcome.text) == (Verdict.PASSED, "app: POST / body unread")

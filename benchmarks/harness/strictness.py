@@ -4,19 +4,21 @@ Pure logic for ``benchmarks/strictness.py``, with no sockets and no processes, s
 ``tests/test_strictness_tool.py`` can check it. A :class:`Case` is one stream of bytes from
 ``tests/request_corpus.py`` or ``tests/test_differential.py``; an :class:`Observation` is what a
 server did with it (the bytes it answered, whether it closed, the calls the recording application
-saw). :func:`classify` turns the two into an :class:`Outcome`: refused, passed to the
-application, passed as another number of requests than the stream holds (a desync, RFC 9112
-11.2), passed with other bodies than were sent, no answer, or a timeout. :func:`render` writes
-the Markdown page: a summary per server, what twistwsgi lets through that a peer refuses (and
-the reverse for valid requests), then one table per group.
+saw, read by :func:`calls_from_record`). :func:`classify` turns the two into an
+:class:`Outcome`: refused, passed to the application, passed as another number of requests
+than the stream holds (a desync, RFC 9112 11.2), passed with other bodies than were sent, no
+answer, or a timeout. :func:`render` writes the Markdown page: a summary per server, what
+twistwsgi lets through that a peer refuses (and the reverse for valid requests), then one table
+per group.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 TWISTWSGI = "twistwsgi"
 GROUPS = {
@@ -63,11 +65,15 @@ class Case:
 
 @dataclass(frozen=True)
 class Call:
-    """One call of the recording application (or, behind nginx, one upstream request)."""
+    """One call of the recording application (or, behind nginx, one upstream request).
+
+    ``body_len`` is ``None`` when the application's read of the body never ended (the
+    server failed it, or it was still waiting when the server stopped).
+    """
 
     method: str
     path: str
-    body_len: int
+    body_len: int | None
 
     def describe(self) -> str:
         """``GET /path len 5``, the path escaped and cut to fit a table cell."""
@@ -76,7 +82,36 @@ class Call:
         path = "".join(ch if 0x20 < ord(ch) < 0x7F else f"\\x{ord(ch):02x}" for ch in self.path)
         if len(path) > PATH_WIDTH:
             path = path[: PATH_WIDTH - 1] + "…"
-        return f"{self.method} {path or '(empty)'} len {self.body_len}"
+        body = "body unread" if self.body_len is None else f"len {self.body_len}"
+        return f"{self.method} {path or '(empty)'} {body}"
+
+
+def calls_from_record(lines: Iterable[str]) -> dict[str, list[Call]]:
+    """The calls each case caused, from the JSON lines the application wrote.
+
+    ``benchmarks.apps:record`` writes a ``call`` line as a call begins and a ``read``
+    line, with the same ``call`` id, once its body is read: a call whose read never
+    ended (the server failed it, or kept it waiting) still counts, with no body
+    length. The upstream behind nginx writes each request once, whole.
+    """
+    calls: dict[str, list[Call]] = {}
+    began: dict[str, tuple[str, int]] = {}  # call id -> (case, index in calls[case])
+    for line in lines:
+        entry = json.loads(line)
+        event = entry.get("event")
+        if event == "read":
+            case, index = began[entry["call"]]
+            calls[case][index] = replace(calls[case][index], body_len=int(entry["body_len"]))
+            continue
+        path = entry.get("path", "")
+        if entry.get("query"):
+            path += "?" + entry["query"]
+        body_len = None if event == "call" else int(entry.get("body_len", 0))
+        made = calls.setdefault(entry["case"], [])
+        if event == "call":
+            began[entry["call"]] = (entry["case"], len(made))
+        made.append(Call(entry.get("method", "?"), path, body_len))
+    return calls
 
 
 @dataclass
