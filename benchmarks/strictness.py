@@ -323,11 +323,15 @@ nothing), `app: GET / len 5` (the application got the request: method, decoded p
 body length), `app x2 (desync)` (the application got another number of requests than
 the bytes hold: the framing difference request smuggling exploits, RFC 9112 §11.2),
 `body unread` where the application was called but its read of the body never ended
-(the server failed the read, or kept it waiting for bytes that never came), `(body
-sent: 5)` after a valid request whose body the application did not get as sent,
-`no answer` (closed without a status) or `timeout` (neither an answer nor a close
-within the time limit). In a pipelined case the valid requests
-before the bad one are expected to reach the application; only the bad one counts.
+(the server failed the read, or kept it waiting for bytes that never came), `app called,
+body refused 413` (the application was called with the head, then its body read failed
+and the client got the error status: a server that streams bodies refuses this way, as
+twistwsgi does once 64 KiB of a body too large are in; the summary counts these among the
+refusals, and says how many), `(body sent: 5)` after a valid request whose body the
+application did not get as sent, `no answer` (closed without a status) or `timeout`
+(neither an answer nor a close within the time limit). In a pipelined case the valid
+requests before the bad one are expected to reach the application; only the bad one
+counts.
 
 Where a peer refuses an invalid request that twistwsgi lets through, or serves a valid
 one every peer serves and twistwsgi refuses, the page lists it under "Where a peer is

@@ -228,3 +228,23 @@ def test_a_call_whose_body_read_never_ended_still_counts() -> None:
     }
     outcome = classify(_INVALID, Observation(timed_out=True, calls=calls["invalid:cl-te"]))
     assert (outcome.verdict, outcome.text) == (Verdict.PASSED, "app: POST / body unread")
+
+
+def test_a_call_whose_body_the_server_then_refused_is_named_apart() -> None:
+    """A server that calls the application with the head, then fails its body read and
+    answers an error (gunicorn on bad chunks, twistwsgi past 64 KiB of a body over
+    --max-body) refused the request, but not before the application ran: the cell says
+    so, and the summary counts it apart.
+    """
+    seen = Observation(received=_BAD, closed=True, calls=[Call("POST", "/", None)])
+    outcome = classify(_INVALID, seen)
+    assert (outcome.verdict, outcome.text, outcome.status) == (
+        Verdict.REFUSED_IN_BODY,
+        "app called, body refused 400",
+        400,
+    )
+    results = {TWISTWSGI: {_INVALID.key: outcome}}
+    assert tally([_INVALID], results[TWISTWSGI]).refused == 1
+    assert mismatches([_INVALID], results) == []
+    page = render([_INVALID], results, servers=[TWISTWSGI])
+    assert "| twistwsgi | 1 / 1 (1 after calling the app) | 0 | 0 | 0 | 0 / 0 |" in page

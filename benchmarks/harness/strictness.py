@@ -135,11 +135,17 @@ class Verdict(enum.Enum):
     """How a server treated a case, from the request's side."""
 
     REFUSED = "refused"  # an error status, and nothing (more) reached the application
+    # The application was called with the head, its body read failed, and the client got an
+    # error status: a refusal, after the application ran (servers that stream bodies).
+    REFUSED_IN_BODY = "refused in the body"
     PASSED = "passed"  # the application saw what the stream holds
     DESYNC = "desync"  # the application saw another number of requests than were sent
     OTHER_BODY = "other body"  # as many requests, but not the bodies sent
     NO_ANSWER = "no answer"  # closed without an error status, nothing reached the application
     TIMEOUT = "timeout"  # still open and silent at the time limit
+
+
+_REFUSALS = (Verdict.REFUSED, Verdict.REFUSED_IN_BODY)
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,12 @@ def classify(case: Case, seen: Observation) -> Outcome:
         if len(calls) > expected + 1:
             return Outcome(Verdict.DESYNC, f"app x{len(calls)} (desync)")
         if len(calls) == expected + 1:
+            if calls[-1].body_len is None and errors:
+                return Outcome(
+                    Verdict.REFUSED_IN_BODY,
+                    f"app called, body refused {errors[0]}",
+                    status=errors[0],
+                )
             return Outcome(Verdict.PASSED, f"app: {calls[-1].describe()}")
     else:
         bodies = tuple(call.body_len for call in calls)
@@ -302,10 +314,10 @@ def findings(cases: Sequence[Case], results: Results) -> list[Finding]:
             peer: results[peer][case.key] for peer in peers if case.key in results[peer]
         }
         if case.refusal_expected:
-            if outcome.verdict is Verdict.REFUSED:
+            if outcome.verdict in _REFUSALS:
                 continue
             stricter = tuple(
-                peer for peer, seen in peer_outcomes.items() if seen.verdict is Verdict.REFUSED
+                peer for peer, seen in peer_outcomes.items() if seen.verdict in _REFUSALS
             )
             if stricter:
                 found.append(Finding(case, outcome, stricter))
@@ -328,7 +340,7 @@ def only_twistwsgi_refuses(cases: Sequence[Case], results: Results) -> list[Case
         seen = [results[peer][case.key] for peer in peers if case.key in results[peer]]
         if (
             outcome is not None
-            and outcome.verdict is Verdict.REFUSED
+            and outcome.verdict in _REFUSALS
             and seen
             and all(other.verdict in (Verdict.PASSED, Verdict.DESYNC) for other in seen)
         ):
@@ -345,7 +357,7 @@ def mismatches(cases: Sequence[Case], results: Results) -> list[tuple[Case, Outc
         if outcome is None:
             continue
         if case.refusal_expected:
-            good = outcome.verdict is Verdict.REFUSED and outcome.status == case.status
+            good = outcome.verdict in _REFUSALS and outcome.status == case.status
         else:
             good = outcome.verdict is Verdict.PASSED
         if not good:
@@ -359,6 +371,7 @@ class Tally:
 
     invalid: int = 0
     refused: int = 0
+    in_body: int = 0  # of the refused, after the application was called (REFUSED_IN_BODY)
     passed: int = 0  # passed to the application, desyncs included
     desync: int = 0
     silent: int = 0  # no answer or timeout
@@ -376,7 +389,8 @@ def tally(cases: Sequence[Case], outcomes: Mapping[str, Outcome]) -> Tally:
         verdict = outcome.verdict
         if case.refusal_expected:
             counts["invalid"] += 1
-            counts["refused"] += verdict is Verdict.REFUSED
+            counts["refused"] += verdict in _REFUSALS
+            counts["in_body"] += verdict is Verdict.REFUSED_IN_BODY
             counts["passed"] += verdict in (Verdict.PASSED, Verdict.DESYNC)
             counts["desync"] += verdict is Verdict.DESYNC
             counts["silent"] += verdict in (Verdict.NO_ANSWER, Verdict.TIMEOUT)
@@ -424,7 +438,8 @@ def render(
             _row(
                 [
                     server,
-                    f"{counts.refused} / {counts.invalid}",
+                    f"{counts.refused} / {counts.invalid}"
+                    + (f" ({counts.in_body} after calling the app)" if counts.in_body else ""),
                     str(counts.passed),
                     str(counts.desync),
                     str(counts.silent),
