@@ -53,13 +53,17 @@ def stream_100k(environ: Environ, start_response: StartResponse) -> Iterable[byt
     return _stream_chunks()
 
 
-def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    """Read the whole request body in 64 KB reads and answer with the byte count."""
+def _read_body(environ: Environ, *, limit: int | None = None) -> int:
+    """Read the request body in 64 KB reads (up to ``limit`` bytes) and count it.
+
+    Reads to the end of the body (``CONTENT_LENGTH``, or to an empty read without one,
+    as a chunked body ends), so each server under test delivers the whole body.
+    """
     stream = environ["wsgi.input"]
     length_header = environ.get("CONTENT_LENGTH") or ""
     remaining = int(length_header) if length_header.isdigit() else None
     total = 0
-    while remaining is None or remaining > 0:
+    while (limit is None or total < limit) and (remaining is None or remaining > 0):
         size = UPLOAD_READ_SIZE if remaining is None else min(UPLOAD_READ_SIZE, remaining)
         data = stream.read(size)
         if not data:
@@ -67,6 +71,12 @@ def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         total += len(data)
         if remaining is not None:
             remaining -= len(data)
+    return total
+
+
+def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Read the whole request body in 64 KB reads and answer with the byte count."""
+    total = _read_body(environ)
     body = str(total).encode("ascii")
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -102,18 +112,7 @@ def record(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
             "query": environ.get("QUERY_STRING", ""),
         }
     )
-    stream = environ["wsgi.input"]
-    length_header = environ.get("CONTENT_LENGTH") or ""
-    remaining = int(length_header) if length_header.isdigit() else None
-    total = 0
-    while total < RECORD_READ_LIMIT and (remaining is None or remaining > 0):
-        size = UPLOAD_READ_SIZE if remaining is None else min(UPLOAD_READ_SIZE, remaining)
-        data = stream.read(size)
-        if not data:
-            break
-        total += len(data)
-        if remaining is not None:
-            remaining -= len(data)
+    total = _read_body(environ, limit=RECORD_READ_LIMIT)
     _record_line({"case": case, "event": "read", "call": call, "body_len": total})
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]

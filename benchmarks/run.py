@@ -167,14 +167,12 @@ def _run(args: argparse.Namespace, argv: list[str], open_files: int) -> int:
     project_bin = args.project_venv.resolve() / "bin"
     started = time.monotonic()
     with servers.scratch(BENCH_DIR) as scratch:
-        context = servers.Context(
+        context = servers.Context.for_run(
             repo=REPO,
             project_bin=project_bin,
             peers_bin=args.peers_venv.resolve() / "bin",
-            app_root=scratch / "approot",
             scratch=scratch,
             nginx=tools.get("nginx"),
-            twistwsgi_help=environment.twistwsgi_help(project_bin / "twistd", REPO),
         )
         settings = scenarios.Settings(
             duration_s=duration,

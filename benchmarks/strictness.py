@@ -413,14 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     project_bin = args.project_venv.absolute() / "bin"
     try:
         with servers.scratch(BENCH_DIR) as scratch:
-            context = servers.Context(
+            context = servers.Context.for_run(
                 repo=REPO,
                 project_bin=project_bin,
                 peers_bin=args.peers_venv.absolute() / "bin",
-                app_root=scratch / "approot",
                 scratch=scratch,
                 nginx=tools.get("nginx"),
-                twistwsgi_help=environment.twistwsgi_help(project_bin / "twistd", REPO),
             )
             runs: dict[str, ServerRun] = {}
 

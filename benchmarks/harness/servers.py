@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .environment import twistwsgi_help
+
 TWISTWSGI_VARIANTS = ("twistwsgi", "twistwsgi-inline")
 WSGI_PEERS = (
     "twistd-web",
@@ -67,6 +69,21 @@ class Context:
     scratch: Path
     nginx: str | None
     twistwsgi_help: str | None
+
+    @classmethod
+    def for_run(
+        cls, *, repo: Path, project_bin: Path, peers_bin: Path, scratch: Path, nginx: str | None
+    ) -> Context:
+        """The context of a run in ``scratch`` (the applications' root is made there)."""
+        return cls(
+            repo=repo,
+            project_bin=project_bin,
+            peers_bin=peers_bin,
+            app_root=scratch / "approot",
+            scratch=scratch,
+            nginx=nginx,
+            twistwsgi_help=twistwsgi_help(project_bin / "twistd", repo),
+        )
 
 
 @dataclass(frozen=True)
