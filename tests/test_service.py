@@ -6,9 +6,12 @@ in-memory protocols, so shutdown is checked without sockets or real time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -949,38 +952,61 @@ class PeekableTransport(StringTransport):
         return self._handle
 
 
+@dataclass
+class SocketConnection:
+    """A protocol on one end of a socket pair; the test is the client at the other."""
+
+    protocol: Any
+    transport: PeekableTransport
+    server_end: socket.socket
+    client_end: socket.socket
+    clock: MemoryReactorClock
+    held: Held
+
+
+@contextlib.contextmanager
+def socket_connection(
+    *,
+    settings: HttpSettings | None = None,
+    clock: MemoryReactorClock | None = None,
+    transport_class: type[PeekableTransport] = PeekableTransport,
+) -> Iterator[SocketConnection]:
+    """Connect a protocol to one end of a socket pair (closed afterwards)."""
+    held = Held()
+    clock = clock or MemoryReactorClock()
+    factory = HTTPFactory(held, settings=settings or HttpSettings(), clock=clock)
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        protocol = factory.buildProtocol(None)
+        transport = transport_class(server_end)
+        protocol.makeConnection(transport)
+        yield SocketConnection(protocol, transport, server_end, client_end, clock, held)
+
+
 def test_a_connection_whose_next_request_has_arrived_is_not_closed() -> None:
     """Bytes in the socket the reactor has not read yet are a request: closing
     would reset the connection under it. It is read and answered instead.
     """
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(Held(), settings=HttpSettings(max_connections=1), clock=clock)
-    server_end, client_end = socket.socketpair()
-    with server_end, client_end:
-        protocol = factory.buildProtocol(None)
-        transport = PeekableTransport(server_end)
-        protocol.makeConnection(transport)
-        client_end.sendall(b"GET / HTTP/1.1\r\n")
-        clock.advance(IDLE_GRACE + DRAIN_INTERVAL)
-        assert not transport.disconnecting
-        server_end.recv(100)  # the reactor reads it: nothing waits any more
-        clock.advance(DRAIN_INTERVAL)
-        assert transport.disconnecting
+    with socket_connection(settings=HttpSettings(max_connections=1)) as connection:
+        connection.client_end.sendall(b"GET / HTTP/1.1\r\n")
+        connection.clock.advance(IDLE_GRACE + DRAIN_INTERVAL)
+        assert not connection.transport.disconnecting
+        connection.server_end.recv(100)  # the reactor reads it: nothing waits any more
+        connection.clock.advance(DRAIN_INTERVAL)
+        assert connection.transport.disconnecting
 
 
-def _read_and_answer_closing(
-    protocol: Any, server_end: socket.socket, transport: Any, held: Held
-) -> None:
+def _read_and_answer_closing(connection: SocketConnection) -> None:
     """Let the protocol read what waits in the socket (as the reactor would next), then
     answer the request: the response says Connection: close and the connection ends.
     """
-    protocol.dataReceived(server_end.recv(100))
-    [exchange] = held.exchanges
+    connection.protocol.dataReceived(connection.server_end.recv(100))
+    [exchange] = connection.held.exchanges
     exchange.start_response(200, [(b"Content-Length", b"2")])
     exchange.finish(b"ok")
-    [response] = parse_responses(transport.value())
+    [response] = parse_responses(connection.transport.value())
     assert (response.status, response.header(b"connection")) == (200, b"close")
-    assert transport.disconnecting
+    assert connection.transport.disconnecting
 
 
 def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> None:
@@ -988,19 +1014,12 @@ def test_a_shutdown_answers_a_next_request_that_has_arrived_before_closing() -> 
     stops (a reload replacing the worker) is read and answered with Connection:
     close, not reset under it.
     """
-    held = Held()
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(held, settings=HttpSettings(), clock=clock)
-    server_end, client_end = socket.socketpair()
-    with server_end, client_end:
-        protocol = factory.buildProtocol(None)
-        transport = PeekableTransport(server_end)
-        protocol.makeConnection(transport)
-        clock.advance(IDLE_GRACE)  # (idle long enough to be closed, but for the bytes)
-        client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
-        protocol.close_when_idle()
-        assert not transport.disconnecting
-        _read_and_answer_closing(protocol, server_end, transport, held)
+    with socket_connection() as connection:
+        connection.clock.advance(IDLE_GRACE)  # (idle long enough to close, but for the bytes)
+        connection.client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        connection.protocol.close_when_idle()
+        assert not connection.transport.disconnecting
+        _read_and_answer_closing(connection)
 
 
 def test_a_request_arriving_as_the_shutdown_grace_ends_is_answered() -> None:
@@ -1009,20 +1028,13 @@ def test_a_request_arriving_as_the_shutdown_grace_ends_is_answered() -> None:
     timers before it reads, so the timer finds the request unread. It is read and
     answered, with Connection: close.
     """
-    held = Held()
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(held, settings=HttpSettings(), clock=clock)
-    server_end, client_end = socket.socketpair()
-    with server_end, client_end:
-        protocol = factory.buildProtocol(None)
-        transport = PeekableTransport(server_end)
-        protocol.makeConnection(transport)
-        protocol.close_when_idle()  # (just connected: spared for IDLE_GRACE)
-        assert not transport.disconnecting
-        client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
-        clock.advance(IDLE_GRACE)  # the timer fires before the reactor reads
-        assert not transport.disconnecting
-        _read_and_answer_closing(protocol, server_end, transport, held)
+    with socket_connection() as connection:
+        connection.protocol.close_when_idle()  # (just connected: spared for IDLE_GRACE)
+        assert not connection.transport.disconnecting
+        connection.client_end.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        connection.clock.advance(IDLE_GRACE)  # the timer fires before the reactor reads
+        assert not connection.transport.disconnecting
+        _read_and_answer_closing(connection)
 
 
 def test_a_keep_alive_timeout_answers_a_request_arriving_as_it_ends() -> None:
@@ -1031,23 +1043,18 @@ def test_a_keep_alive_timeout_answers_a_request_arriving_as_it_ends() -> None:
     """
     clock = MemoryReactorClock()
     settings = HttpSettings()
-    factory = HTTPFactory(Held(), settings=settings, clock=clock)
-    pairs = [socket.socketpair(), socket.socketpair()]
-    try:
-        transports = []
-        for server_end, _ in pairs:
-            transport = SocketTransport(server_end)
-            factory.buildProtocol(None).makeConnection(transport)
-            transports.append(transport)
-        pairs[0][1].sendall(b"GET / HTTP/1.1\r\n")
+    with (
+        socket_connection(clock=clock, transport_class=SocketTransport) as arriving,
+        socket_connection(clock=clock, transport_class=SocketTransport) as empty,
+    ):
+        arriving.client_end.sendall(b"GET / HTTP/1.1\r\n")
         clock.advance(settings.header_timeout)
-        assert [t.disconnecting for t in transports] == [False, True]
-        pairs[1][1].setblocking(False)
-        assert pairs[1][1].recv(1) == b""  # its FIN went as the timeout closed it
-    finally:
-        for pair in pairs:
-            for end in pair:
-                end.close()
+        assert [arriving.transport.disconnecting, empty.transport.disconnecting] == [
+            False,
+            True,
+        ]
+        empty.client_end.setblocking(False)
+        assert empty.client_end.recv(1) == b""  # its FIN went as the timeout closed it
 
 
 class SocketTransport(PeekableTransport):
@@ -1070,38 +1077,27 @@ def test_a_shutdown_sends_its_fin_as_it_decides_an_idle_connection_closes() -> N
     tells the client before it sends (RFC 9112 9.6); only a request already on the
     wire as the FIN leaves still meets the close, as with any keep-alive timeout.
     """
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(Held(), settings=HttpSettings(), clock=clock)
-    server_end, client_end = socket.socketpair()
-    with server_end, client_end:
-        protocol = factory.buildProtocol(None)
-        transport = SocketTransport(server_end)
-        protocol.makeConnection(transport)
-        clock.advance(IDLE_GRACE)
-        protocol.close_when_idle()
-        assert transport.disconnecting
-        client_end.setblocking(False)
-        assert client_end.recv(1) == b""  # the server's FIN, already there
+    with socket_connection(transport_class=SocketTransport) as connection:
+        connection.clock.advance(IDLE_GRACE)
+        connection.protocol.close_when_idle()
+        assert connection.transport.disconnecting
+        connection.client_end.setblocking(False)
+        assert connection.client_end.recv(1) == b""  # the server's FIN, already there
 
 
 def test_a_shutdown_keeps_its_fin_behind_a_response_still_being_sent() -> None:
     """An idle connection whose last response is still in the transport's buffer
     (a slow reader) closes after it, as loseConnection does: no early FIN.
     """
-    clock = MemoryReactorClock()
-    factory = HTTPFactory(Held(), settings=HttpSettings(), clock=clock)
-    server_end, client_end = socket.socketpair()
-    with server_end, client_end:
-        protocol = factory.buildProtocol(None)
-        transport = SocketTransport(server_end)
-        transport.dataBuffer = b"the tail of the last response"
-        protocol.makeConnection(transport)
-        clock.advance(IDLE_GRACE)
-        protocol.close_when_idle()
-        assert transport.disconnecting
-        client_end.setblocking(False)
+    with socket_connection(transport_class=SocketTransport) as connection:
+        assert isinstance(connection.transport, SocketTransport)
+        connection.transport.dataBuffer = b"the tail of the last response"
+        connection.clock.advance(IDLE_GRACE)
+        connection.protocol.close_when_idle()
+        assert connection.transport.disconnecting
+        connection.client_end.setblocking(False)
         with pytest.raises(BlockingIOError):
-            client_end.recv(1)
+            connection.client_end.recv(1)
 
 
 class RecordingPort(PausablePort):
