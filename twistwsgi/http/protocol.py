@@ -625,16 +625,11 @@ class HTTP11Protocol(Protocol):
         self._connection: bytes | None = None
         self._expect: bytes | None = None
         self._body_bytes = 0
-        # How many body bytes the stream is known to hold before the message can
-        # end: the Content-Length, or for a chunked body the end of the chunk being
-        # read once its size is learnt (_learn_chunk_end), else 0. Bytes before it
-        # are body data, whatever they are (_parse_around_crs steps over them).
+        # The Content-Length of a body of known length (0 for a chunked one: see
+        # _body_data_ahead). Bytes before it are body data, whatever they are
+        # (_parse_around_crs steps over them).
         self._body_until = 0
         self._chunked = False
-        # _body_bytes when llhttp read the last chunk-size line (on_chunk_header),
-        # and whether the last read ended with CRLF (a line may begin the next).
-        self._chunk_start = 0
-        self._read_ended_crlf = False
         # The chunk-size line check (_feed): whether the bytes fed next start where
         # the stream is known to be (a chunk-size line or chunk data), the line read
         # so far, how many bytes of chunk data and its CRLF are left, whether a
@@ -1194,10 +1189,6 @@ class HTTP11Protocol(Protocol):
             self._parse_around_crs(data)
         else:
             self._parse(data)
-        if self._chunked:
-            # Only a chunked body's size lines ask (_learn_chunk_end); its head came
-            # in this read or before, so the flag is set before it is read.
-            self._read_ended_crlf = data.endswith(b"\r\n")
         queue = self._queue
         if len(queue) == 1 and not self._held:
             # The common case, one request at a time: dispatch it when it is ready.
@@ -1215,12 +1206,24 @@ class HTTP11Protocol(Protocol):
         llhttp's parse of it). A chunked body is left to :meth:`_parse_around_crs`,
         which steps from chunk to chunk.
         """
-        rest = self._body_until - self._body_bytes
+        rest = self._body_data_ahead()
         if rest >= len(data):
             return False  # all body data
         if self._chunked:
             return True
         return data.count(b"\r", rest) != data.count(b"\r\n", rest)
+
+    def _body_data_ahead(self) -> int:
+        """How many of the bytes not yet parsed are known to be body data.
+
+        Those of a Content-Length body; of a chunked body, the rest of the chunk
+        being read, as the chunk-size line check (_feed) knows it (the data, not the
+        CRLF after it, which is framing); 0 or less when none.
+        """
+        if self._chunked:
+            skip = self._chunk_skip
+            return skip - 2 if self._chunk_lines and skip > 2 else 0
+        return self._body_until - self._body_bytes
 
     def _begin_head(self) -> bool:
         """Note the first byte of a request (``False``: the connection was dropped)."""
@@ -1460,7 +1463,7 @@ class HTTP11Protocol(Protocol):
                 return
         done = 0  # parsed up to here
         # The next CR that matters is not before here: none in known body data.
-        look = max(self._body_until - self._body_bytes, 0) if self._read is _Read.BODY else 0
+        look = max(self._body_data_ahead(), 0) if self._read is _Read.BODY else 0
         last = len(data) - 1
         while (at := _find_bare_cr(data, look)) >= 0:
             if at > done:
@@ -1477,9 +1480,7 @@ class HTTP11Protocol(Protocol):
                 return
             look = at + 1
             if self._read is _Read.BODY:
-                if self._chunked:
-                    self._learn_chunk_end(data, at)
-                rest = self._body_until - self._body_bytes
+                rest = self._body_data_ahead()
                 if rest > 0:
                     look = at + rest  # the body (or this chunk) goes on to there
                 elif self._chunked:
@@ -1493,31 +1494,6 @@ class HTTP11Protocol(Protocol):
                 self.dataReceived(data[done:])
             else:
                 self._parse(data[done:])
-
-    def _learn_chunk_end(self, data: bytes, at: int) -> None:
-        """Learn where the chunk whose data ``data[at]`` is part of ends.
-
-        ``data`` has been parsed up to ``at``. When the chunk-size line is in
-        ``data``, its size says how many more body bytes are chunk data, which need
-        no looking at, in this read or the next (``_body_until``). The size is read
-        from the line llhttp accepted (on_chunk_header): ``chunk-size [chunk-ext]
-        CRLF``, hexadecimal (RFC 9112 7.1). Nothing is learnt when the line began
-        in an earlier read, or ``at`` is not in chunk data (llhttp then refuses the
-        CR as framing).
-        """
-        seen = self._body_bytes - self._chunk_start  # this chunk's bytes so far
-        line_end = at - seen  # just after the chunk-size line's LF
-        if line_end < 2 or data[line_end - 2 : line_end] != b"\r\n":
-            return
-        line_start = data.rfind(b"\n", 0, line_end - 2) + 1
-        if not line_start and not self._read_ended_crlf:
-            return  # the line began in the last read: its start is not here
-        size = data[line_start : line_end - 2].partition(b";")[0]
-        try:
-            until = self._chunk_start + int(size, 16)
-        except ValueError:
-            return
-        self._body_until = max(self._body_until, until)
 
     def _feed_sliced(self, data: bytes) -> None:
         """Take a large read that may hold many pipelined requests a slice at a time.
@@ -1848,7 +1824,6 @@ class HTTP11Protocol(Protocol):
         self._chunked = chunked
         self._chunked_head_done = chunked
         self._body_until = 0 if chunked else content_length or 0
-        self._chunk_start = 0
         if chunked or content_length:
             self._update_read_deadline()
             if chunked or (content_length or 0) >= LARGE_BODY:
@@ -1893,10 +1868,6 @@ class HTTP11Protocol(Protocol):
             exchange.body_arrived(data)
         if self._deadline_kind is _Timeout.BODY and self._deadline is not None:
             self._deadline = self._clock.seconds() + self._settings.body_timeout
-
-    def on_chunk_header(self) -> None:
-        """Note where a chunk's data begins (see :meth:`_learn_chunk_end`)."""
-        self._chunk_start = self._body_bytes
 
     def on_message_complete(self) -> None:
         """Mark the body complete; the connection is idle for reading again."""
