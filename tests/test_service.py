@@ -1244,6 +1244,33 @@ def test_reload_keeps_the_application_of_the_library_form() -> None:
     service.stopService()
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"graceful_timeout": "5"}, "--graceful-timeout: expected a number of seconds"),
+        ({"thread_queue_timeout": -1.0}, "--thread-queue-timeout: expected a duration >= 0"),
+    ],
+)
+def test_a_reload_checks_a_configuration_built_in_python(
+    given: dict[str, Any], message: str
+) -> None:
+    """reload() took the numbers make_service checks unchecked: graceful_timeout="5"
+    broke the drain of the next stop, a negative thread_queue_timeout raised a bare
+    ValueError out of the reload. It is refused, and the old configuration serves on.
+    """
+    reactor = MemoryReactorClock()
+    service = make_service(ServerConfig(threads=0, access_log="off"), hello, reactor=reactor)
+    service.startService()
+    with capture_log_events() as events:
+        assert not service.reload(ServerConfig(threads=0, access_log="off", **given))
+    assert any(message in formatEvent(event) for event in events)
+    [response] = parse_responses(request(service, b"a", b"/"))
+    assert response.body == b"Hello, World!"
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    assert done == [None]
+
+
 def app_handler(service: ServerService, host: str = "a") -> WSGIHandler:
     """The WSGI handler mounted at / for ``host``."""
     router = service.factory.handler
@@ -1579,6 +1606,13 @@ def test_make_service_says_when_listen_is_one_string() -> None:
     [
         ({"threads": -4}, "--threads: expected a whole number >= 0"),
         ({"graceful_timeout": -1.0}, "--graceful-timeout: expected a duration >= 0"),
+        # Text the command line would parse is not a number here: threads="4" failed
+        # with a bare TypeError, and graceful_timeout="30s" was let through, to fail
+        # the drain at the first stop.
+        ({"threads": "4"}, "--threads: expected a whole number, got '4'"),
+        ({"graceful_timeout": "30s"}, "--graceful-timeout: expected a number of seconds"),
+        ({"thread_queue_timeout": "5"}, "--thread-queue-timeout: expected a number of seconds"),
+        ({"app_timeout": "5"}, "--app-timeout: expected a number of seconds"),
     ],
 )
 def test_make_service_checks_a_configuration_built_in_python(

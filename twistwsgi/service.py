@@ -499,6 +499,7 @@ class ServerService(Service):
             _log.warn("Reload ignored: this server was not built from a configuration")
             return False
         try:
+            _check_numbers(config)
             log_format = access_log_format(config)
             table = self._site_builder.build(config)
         except ConfigError as error:
@@ -1000,15 +1001,26 @@ def access_log_format(config: ServerConfig) -> LogFormat | None:
 def _check_numbers(config: ServerConfig) -> None:
     """Check the server numbers as the command line does (for a config built in Python).
 
+    They must be numbers too: the command line's text forms (``"4"``, ``"30s"``) are
+    parsed before a configuration is built, never after.
+
     Raises:
         ConfigError: naming the setting, e.g. ``--threads: expected a whole number >= 0``.
     """
     for setting in SETTINGS:
         if setting.name in ("threads", "graceful_timeout", "thread_queue_timeout", "app_timeout"):
+            value = getattr(config, setting.name)
             try:
-                setting.parse(getattr(config, setting.name))
+                setting.parse(value)
             except ValueError as error:
                 raise ConfigError(config.source(setting.name), str(error)) from None
+            # The parse takes the command line's text too ("4", "30s"); kept as text,
+            # that failed later, graceful_timeout's only in the drain of the first stop.
+            whole = setting.name == "threads"
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                expected = "a whole number" if whole else "a number of seconds"
+                message = f"expected {expected}, got {value!r}"
+                raise ConfigError(config.source(setting.name), message)
 
 
 def standard_builders(reactor: Any) -> dict[str, MountBuilder]:
