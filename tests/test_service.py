@@ -1571,6 +1571,59 @@ def test_a_start_during_the_last_stops_drain_is_refused() -> None:
     service.stopService()
 
 
+class SlowlyClosingPort(PausablePort):
+    """A port whose close ends when the test says, as a TCP port's ends a turn later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: Deferred[None] = Deferred()
+
+    def stopListening(self) -> Deferred[None]:  # type: ignore[override]
+        return self.closed
+
+
+@implementer(IStreamServerEndpoint)
+class SlowlyClosingEndpoint:
+    def __init__(self) -> None:
+        self.port = SlowlyClosingPort()
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        return succeed(self.port)
+
+
+def test_a_second_stop_waits_for_the_stop_in_progress() -> None:
+    """A MultiService stops every child, even one already stopping: the second stop
+    began a teardown of its own, over at once (no port left to close), which let a
+    start in while the first was still closing its port; the first stop then drained
+    the restarted server, and closed each new connection. The second stop now fires
+    when the first does, and a start before that is refused.
+    """
+    clock = MemoryReactorClock()
+    endpoint = SlowlyClosingEndpoint()
+    service = ServerService(
+        make_factory(hello, reactor=clock, threadpool=None),
+        [("tcp:8080", endpoint)],
+        clock=clock,
+    )
+    service.startService()
+    first: list[object] = []
+    second: list[object] = []
+    service.stopService().addCallback(first.append)
+    service.stopService().addCallback(second.append)
+    assert (first, second) == ([], [])
+    with pytest.raises(StartError, match="still draining connections"):
+        service.startService()
+    endpoint.port.closed.callback(None)
+    assert (first, second) == ([None], [None])
+    endpoint.port.closed = Deferred()
+    service.startService()
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    [response] = parse_responses(transport.value())
+    assert response.status == 200 and response.header(b"connection") is None
+    assert not closing(transport)
+
+
 def test_a_failure_twistd_meets_in_the_privileged_start_is_reported_once() -> None:
     """Twistd (the program) calls privilegedStartService, then startService: with an
     on_start_error that does not exit, the second call listened again and reported

@@ -604,8 +604,24 @@ class ServerService(Service):
         return config
 
     def stopService(self) -> Deferred[None]:
-        """Stop accepting, drain in-flight requests, then stop the worker threads."""
+        """Stop accepting, drain in-flight requests, then stop the worker threads.
+
+        A stop asked for while one is in progress (a ``MultiService`` stops every
+        child, even one already stopping) waits for that one: the Deferred fires
+        when it is over.
+        """
         super().stopService()
+        if self._stopping is not None:
+            # A second teardown, over at once with nothing left to close, would end
+            # the refusal of a start while the first still drains (_prepare_restart).
+            over: Deferred[None] = Deferred()
+
+            def fire(result: object) -> object:
+                over.callback(None)
+                return result  # (for whoever waits on the first stop after this)
+
+            self._stopping.addBoth(fire)
+            return over
         self._stopped = True
         if self._ready_call is not None and self._ready_call.active():
             self._ready_call.cancel()
