@@ -65,7 +65,7 @@ def main() -> None:
     top = build(reactor)
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":
