@@ -1428,6 +1428,15 @@ def test_make_factory_script_name_is_a_mount() -> None:
         ({"settings": {"max_request_line": 0}}, "max_request_line must be more than 0"),
         ({"settings": {"body_timeout": float("nan")}}, "body_timeout must be finite"),
         ({"settings": {"header_timeout": float("inf")}}, "header_timeout must be finite"),
+        # A NaN queue timeout answered every request 503, the one already running too;
+        # "5" failed on a bare comparison; "off" turned request buffering on.
+        ({"thread_queue_timeout": float("nan")}, "queue_timeout must be finite"),
+        ({"app_timeout": float("inf")}, "app_timeout must be finite"),
+        ({"thread_queue_timeout": "5"}, "queue_timeout must be a number of seconds"),
+        ({"app_timeout": None}, "app_timeout must be a number of seconds"),
+        ({"max_response_buffer": "1m"}, "max_response_buffer must be an int"),
+        ({"request_buffering": "off"}, "request_buffering must be True or False"),
+        ({"response_buffering": 0}, "response_buffering must be True or False"),
     ],
 )
 def test_make_factory_refuses_arguments_that_could_not_serve(

@@ -141,7 +141,9 @@ def make_factory(
 
     Raises:
         TypeError, ValueError: for a ``script_name`` that is not bytes starting
-            with ``/``.
+            with ``/``, ``trusted_proxies`` that name no address, a timeout that is
+            negative or not a finite number, a flag that is not a bool (see
+            :class:`~twistwsgi.wsgi.WSGIHandler`).
     """
     if not isinstance(script_name, bytes):
         raise TypeError(f"script_name must be bytes, not {script_name!r}")

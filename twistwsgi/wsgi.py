@@ -51,6 +51,7 @@ import enum
 import faulthandler
 import io
 import linecache
+import math
 import os
 import re
 import stat
@@ -415,7 +416,9 @@ class WSGIHandler:
         clock: the time source and timers for ``queue_timeout`` and ``app_timeout``.
 
     Raises:
-        ValueError: a negative timeout, or one without a ``clock``; a
+        TypeError: a timeout that is not a number, a ``max_response_buffer`` that
+            is not an int, a buffering flag that is not a bool.
+        ValueError: a negative or non-finite timeout, or one without a ``clock``; a
             ``max_response_buffer`` below 1.
     """
 
@@ -439,13 +442,26 @@ class WSGIHandler:
     ) -> None:
         self.app = app
         self.accel = accel
+        # Checked here, not per request: "off" is true, a NaN timeout compares false.
+        for name, flag in (
+            ("request_buffering", request_buffering),
+            ("response_buffering", response_buffering),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, not {flag!r}")
         self.request_buffering = request_buffering
+        if isinstance(max_response_buffer, bool) or not isinstance(max_response_buffer, int):
+            raise TypeError(f"max_response_buffer must be an int, not {max_response_buffer!r}")
         if max_response_buffer < 1:
             raise ValueError(f"max_response_buffer must be at least 1, got {max_response_buffer!r}")
         self.response_buffering = response_buffering
         self.max_response_buffer = max_response_buffer
         self.spool_grace = spool_grace
         for name, value in (("queue_timeout", queue_timeout), ("app_timeout", app_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
             if value < 0:
                 raise ValueError(f"{name} must not be negative, got {value!r}")
             if value and clock is None:
