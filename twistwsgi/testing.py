@@ -363,8 +363,14 @@ def parse_responses(
                 responses.append(current)
                 break
             if event is h11.NEED_DATA:
-                if current is not None and client.their_state is h11.SEND_BODY:
-                    # Close-delimited body: everything left belongs to it.
+                if (
+                    current is not None
+                    and client.their_state is h11.SEND_BODY
+                    and not current.header(b"content-length")
+                    and not current.header(b"transfer-encoding")
+                ):
+                    # Close-delimited body (RFC 9112 6.3, the last rule): everything
+                    # left belongs to it. A framed one is cut short, not ended.
                     client.receive_data(b"")
                     continue
                 if complete:
