@@ -8,8 +8,9 @@ nginx users write a location's captures into its directives::
 
 A ``~`` or ``~*`` mount takes them in its ``static`` directory, in the path and query
 of its ``proxy`` URLs, and in its ``return`` URL or text. This module owns reading
-such a setting (:class:`CaptureTemplate`, :class:`FileTemplate`) and expanding it
-with the match that chose the mount, which is pure logic (no reactor, no clock), and
+such a setting (:func:`compile_template`, which a host's ``rewrite`` lines read
+their replacement with too; :class:`CaptureTemplate`, :class:`FileTemplate`) and
+expanding it with the match that chose the mount, which is pure logic (no reactor, no clock), and
 the handler that hands that match to the mount's own (:class:`CapturingHandler`).
 The references are read by :mod:`twistwsgi.templates`, as every setting's are
 (nginx's syntax, `Regular expression captures <https://nginx.org/en/docs/regex_captures.html>`_):
@@ -83,6 +84,7 @@ __all__ = [
     "FixedCaptures",
     "Groups",
     "capture_numbers",
+    "compile_template",
     "first_reference",
     "fixed_directory",
     "has_captures",
@@ -203,6 +205,73 @@ def variable_text(text: str, *, escape: str, whole: str) -> RequestTemplate:
         raise ValueError(f"{whole!r}: {error}") from None
 
 
+def compile_template(
+    text: str,
+    groups: Groups | None,
+    *,
+    url: bool,
+    target: bool = False,
+    in_query: bool = False,
+    refuse_before_path: bool = False,
+    whole: str | None = None,
+) -> list[RenderPiece]:
+    """``text`` in pieces ready to render: text with variables, and captures.
+
+    The one reading of a template with captures, for a mount's settings
+    (:class:`CaptureTemplate`) and a host's rewrite lines alike, so that a capture
+    is encoded the same way wherever it stands.
+
+    Args:
+        text: the template, or the part of one to read here.
+        groups: the pattern's groups (``None``: none may be used).
+        url: whether ``text`` is (part of) a URL: each capture is percent-encoded for
+            its place, variables as in a ``Location``; else all go in as they are.
+        target: whether ``text`` is a request-target sent upstream: its path starts
+            at once, and ``$uri`` (decoded, as a capture is) is encoded as a capture.
+        in_query: whether ``text`` starts in the URL's query (else a ``?`` in it,
+            or a variable that may bring one, starts it).
+        refuse_before_path: whether a capture before the URL's path (in its scheme
+            or host) is refused.
+        whole: the setting ``text`` is a part of, named in messages (else ``text``).
+
+    Raises:
+        ValueError: for a capture the pattern has not, an unknown variable, or a
+            capture before the path (``refuse_before_path``).
+    """
+    shown = text if whole is None else whole
+    escape = "url" if url else "none"
+    pieces: list[RenderPiece] = []
+    written = ""  # (the URL so far, each capture a NUL: see may_start_query)
+    for piece in split_captures(text, groups, whole=whole):
+        if isinstance(piece, str) and not is_name(piece):
+            # In a target $uri, the decoded path, is encoded as a capture is: its
+            # "?" and "%" stay the path's (nginx sends it decoded).
+            for part in _split_uri(piece) if target else [piece]:
+                if part is None:
+                    pieces.append(
+                        (_DECODED_URI, QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED)
+                    )
+                    written += "\0"
+                elif part:
+                    pieces.append(variable_text(part, escape=escape, whole=shown))
+                    in_query = in_query or may_start_query(written, part, target=target)
+                    written += part
+            continue
+        if refuse_before_path and not _in_path(written):
+            spelled = f"${piece}" if isinstance(piece, int) else f"${{{piece}}}"
+            raise ValueError(
+                f"{shown!r}: {spelled} comes before the URL's path; a capture goes in the"
+                " path or query, after the host and a / (e.g."
+                " 'https://example.com/new/$1'), so no request can choose the site"
+                " it is sent to"
+            )
+        # A group's bytes in a URL are percent-encoded for where they stand.
+        safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
+        pieces.append((piece, safe))
+        written += "\0"  # (a capture: something, neither "/" nor "?")
+    return pieces
+
+
 class CaptureTemplate:
     """A return mount's URL or text, or a proxy mount's path and query, with captures.
 
@@ -229,37 +298,9 @@ class CaptureTemplate:
         self.text = text
         self._url = url
         self._target = target
-        escape = "url" if url else "none"
-        pieces: list[RenderPiece] = []
-        written = ""
-        in_query = False
-        for piece in split_captures(text, groups):
-            if isinstance(piece, str) and not is_name(piece):
-                # In a target $uri, the decoded path, is encoded as a capture is: its
-                # "?" and "%" stay the path's (nginx sends it decoded).
-                for part in _split_uri(piece) if target else [piece]:
-                    if part is None:
-                        pieces.append(
-                            (_DECODED_URI, QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED)
-                        )
-                        written += "\0"
-                    elif part:
-                        pieces.append(variable_text(part, escape=escape, whole=text))
-                        in_query = in_query or may_start_query(written, part, target=target)
-                        written += part
-                continue
-            if url and not target and not _in_path(written):
-                shown = f"${piece}" if isinstance(piece, int) else f"${{{piece}}}"
-                raise ValueError(
-                    f"{text!r}: {shown} comes before the URL's path; a capture goes in the"
-                    " path or query, after the host and a / (e.g."
-                    " 'https://example.com/new/$1'), so no request can choose the site"
-                    " it is sent to"
-                )
-            safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
-            pieces.append((piece, safe))
-            written += "\0"  # (a capture: something, neither "/" nor "?")
-        self._pieces = pieces
+        self._pieces = compile_template(
+            text, groups, url=url, target=target, refuse_before_path=url and not target
+        )
 
     def render(
         self,

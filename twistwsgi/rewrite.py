@@ -107,14 +107,9 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
-from twistwsgi.captures import RenderPiece, may_start_query, render_pieces, variable_text
+from twistwsgi.captures import RenderPiece, compile_template, render_pieces
 from twistwsgi.fixed_response import NGINX_ESCAPES
-from twistwsgi.forwarding import (
-    PATH_SAFE_DECODED,
-    QUERY_SAFE_DECODED,
-    TrustedProxies,
-    encode_path,
-)
+from twistwsgi.forwarding import TrustedProxies, encode_path
 from twistwsgi.http.request import RequestHead, RewrittenRequest
 from twistwsgi.routing import (
     PatternTimeoutError,
@@ -124,7 +119,7 @@ from twistwsgi.routing import (
     remove_dot_segments,
     search_twice,
 )
-from twistwsgi.templates import Groups, is_name, split_captures, starts_with_scheme
+from twistwsgi.templates import Groups, starts_with_scheme
 
 if TYPE_CHECKING:
     from twistwsgi.http.exchange import Exchange
@@ -315,10 +310,16 @@ class _Compiled:
         if not self.keeps_query:
             replacement = replacement[:-1]
         self.appends_with = b"&" if "?" in replacement else b"?"
+        # Read as a mount's captures are (compile_template): after a "?", or a
+        # variable that may bring one ($is_args, $request_uri), a group is encoded
+        # as in a query. Unlike a return mount's URL, a group may stand before the
+        # path: nginx's own example puts one right after the host
+        # ("^/shop(/.*)?$ https://shop.example.com$1").
+        whole = rule.replacement
         self._query_pieces: list[RenderPiece] = []
         if self.status is not None:
             # A URL for a Location field: every piece encoded for where it lands.
-            self._pieces = self._compile(replacement, rule, in_query=False, url=True)
+            self._pieces = compile_template(replacement, self.groups, url=True, whole=whole)
             self.has_args = False
             return
         # Inside the server the path part is the new $uri, decoded as the router
@@ -329,36 +330,10 @@ class _Compiled:
         # $args, a query as sent: encoded as a redirect's is.
         path, mark, query = replacement.partition("?")
         self.has_args = bool(mark)
-        self._pieces = self._compile(path, rule, in_query=False, url=False)
-        self._query_pieces = self._compile(query, rule, in_query=True, url=True)
-
-    def _compile(
-        self, text: str, rule: RewriteRule, *, in_query: bool, url: bool
-    ) -> list[RenderPiece]:
-        """``text`` in pieces: literal text (with variables) and groups.
-
-        Args:
-            text: part of the replacement.
-            rule: the line (for messages).
-            in_query: whether ``text`` starts in the query (else a "?" in it starts it).
-            url: whether ``text`` is percent-encoded (a URL), else decoded (a $uri).
-        """
-        pieces: list[RenderPiece] = []
-        escape = "url" if url else "none"
-        written = ""
-        for piece in split_captures(text, self.groups, whole=rule.replacement):
-            if isinstance(piece, int) or is_name(piece):
-                # A group's bytes in a URL are percent-encoded for where they stand.
-                safe = None if not url else QUERY_SAFE_DECODED if in_query else PATH_SAFE_DECODED
-                pieces.append((piece, safe))
-                written += "\0"
-                continue
-            pieces.append(variable_text(piece, escape=escape, whole=rule.replacement))
-            # As a mount's captures: after a "?", or a variable that may bring one
-            # ($is_args, $request_uri), a group is encoded as in a query.
-            in_query = in_query or may_start_query(written, piece)
-            written += piece
-        return pieces
+        self._pieces = compile_template(path, self.groups, url=False, whole=whole)
+        self._query_pieces = compile_template(
+            query, self.groups, url=True, in_query=True, whole=whole
+        )
 
     def location(
         self,
