@@ -241,6 +241,32 @@ def test_uri_in_an_upstream_target_is_encoded_as_a_capture_however_spelled(writt
     assert template.render(match(r"^/p/(.*)$", path), request(path)) == b"/x/p/a%3Fb%23c"
 
 
+def test_a_capture_after_a_variable_at_a_targets_start_stays_one_argument() -> None:
+    """A target is its path from its first byte (a unix socket's URL may start it with
+    ``$uri``: ``unix:/run/a.sock:$uri$is_args$args``), so a variable right after
+    ``$uri`` may bring the ``?``: a capture after it is encoded as in a query.
+    """
+    template = CaptureTemplate(
+        "$uri$is_args$args&c=$1", groups(r"^/p/(.*)$"), url=True, target=True
+    )
+    path = b"/p/a&admin=1"
+    rendered = template.render(match(r"^/p/(.*)$", path), request(path, b"z=1"))
+    assert rendered == b"/p/a&admin=1?z=1&c=a%26admin=1"
+
+
+def test_uri_outside_a_target_is_a_variable_not_a_capture() -> None:
+    """Only a target encodes ``$uri`` as a capture: in a ``Location`` it is encoded as
+    every variable is there (what a URI may not hold, RFC 3986 2), in a body text
+    it is as it is.
+    """
+    path = b"/p/a b%"
+    found = match(r"^/p/(.*)$", path)
+    location = CaptureTemplate("/x/$1?from=$uri", groups(r"^/p/(.*)$"), url=True)
+    assert location.render(found, request(path)) == b"/x/a%20b%25?from=/p/a%20b%25"
+    text = CaptureTemplate("said $1 at $uri", groups(r"^/p/(.*)$"), url=False)
+    assert text.render(found, request(path)) == b"said a b% at /p/a b%"
+
+
 _TARGET_CHARS = re.compile(
     rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*(\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*)?"
 )

@@ -290,6 +290,12 @@ def test_the_first_line_that_matches_answers() -> None:
         (r"^/a /b/${nope} last", "'/b/${nope}': unknown variable $nope here (known: "),
         (r"^/a /b/${nope} permanent", "'/b/${nope}': unknown variable $nope here (known: "),
         (r"^/(a)$ /b/${2} last", "'/b/${2}' uses $2, but '^/(a)$' has 1 group(s)"),
+        # A message names the whole replacement, whichever part (path, query) it
+        # is about, and with the "?" that drops the request's query.
+        (r"^/a /b?q=$bogus last", "'/b?q=$bogus': unknown variable $bogus"),
+        (r"^/a /b/$bogus?q=1 last", "'/b/$bogus?q=1': unknown variable $bogus"),
+        (r"^/a /b/$bogus? permanent", "'/b/$bogus?': unknown variable $bogus"),
+        (r"^/(a)$ /b?q=$2 last", "'/b?q=$2' uses $2, but '^/(a)$' has 1 group(s)"),
         # As a mount's captures: nginx reads one digit, so these name no group.
         (r"^/(a)$ /b/${10} last", "'/b/${10}': ${10} is no group: nginx numbers captures"),
         (r"^/(a)$ /b/$0 permanent", "'/b/$0': $0 is no group: nginx numbers captures"),
