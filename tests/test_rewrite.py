@@ -144,6 +144,9 @@ AFTER_A_VARIABLE = [
     r"^/p/(.*)$ /x$is_args$1 redirect",
     r"^/(p)/(.*)$ /$1/$is_args$2 redirect",  # (after a group, "/\0/" is in the path)
     r"^/p/(?<rest>.*)$ https://$host/x$is_args${rest} permanent",
+    # A Location that starts with a group or a variable starts with its path.
+    r"^(/p)/(.*)$ $1/x$is_args$args&c=$2 redirect",
+    r"^/p/(.*)$ $request_uri&c=$1 redirect",
 ]
 
 

@@ -65,6 +65,7 @@ from twistwsgi.routing import answer_error
 from twistwsgi.templates import (
     Groups,
     Piece,
+    Reference,
     cut_at,
     is_name,
     references,
@@ -100,6 +101,8 @@ __all__ = [
 # A URL's beginning up to the "/" that starts its path: a scheme and an authority,
 # whatever variables the authority holds (a leading $scheme is read as a scheme).
 _ORIGIN_THEN_PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*/")
+# A URL's beginning that has not reached its path: a scheme and an authority so far.
+_AUTHORITY_SO_FAR = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*")
 
 
 # $uri, the decoded path, is split out of an upstream target.
@@ -329,11 +332,12 @@ class CaptureTemplate:
 def may_start_query(written: str, text: str, *, target: bool = False) -> bool:
     """Whether ``text``, after ``written`` in a URL, may start the URL's query.
 
-    It does with a ``?`` of its own, and may with a variable in the URL's path or
-    query: its value may bring the ``?`` (``$is_args``, ``$request_uri``, a header's).
-    A capture after it is then encoded as in a query, where an ``&`` it holds cannot
-    add an argument (in a path that encoding means the same bytes). A mount's
-    captures and a host's rewrite redirects both follow this rule.
+    It does with a ``?`` of its own, and may with a variable that may stand in the
+    URL's path or query (one not surely in its scheme or host): its value may bring
+    the ``?`` (``$is_args``, ``$request_uri``, a header's). A capture after it is
+    then encoded as in a query, where an ``&`` it holds cannot add an argument (in a
+    path that encoding means the same bytes). A mount's captures and a host's
+    rewrite redirects both follow this rule.
 
     Args:
         written: the URL's text before ``text``, each capture in it a NUL character.
@@ -342,7 +346,25 @@ def may_start_query(written: str, text: str, *, target: bool = False) -> bool:
     """
     if "?" in text:
         return True
-    return any(target or _in_path(written + text[: found.start]) for found in references(text))
+    return any(
+        target or not _before_path(written + text[: found.start], found)
+        for found in references(text)
+    )
+
+
+def _before_path(written: str, reference: Reference) -> bool:
+    """Whether ``reference``, after ``written``, surely stands before the URL's path.
+
+    That is in its scheme (a leading ``$scheme``) or its authority (``https://$host``).
+    Elsewhere it may be in the path: a URL that starts with a capture or a variable
+    (``$1/x``, ``$request_uri``) starts with its path, as nginx reads a replacement
+    that does not start with a scheme (a local URI).
+    """
+    if not written:
+        return reference.key == "scheme"
+    if starts_with_scheme(written):
+        written = "scheme" + written[references(written)[0].end :]
+    return _AUTHORITY_SO_FAR.fullmatch(written) is not None
 
 
 def _in_path(written: str) -> bool:

@@ -894,7 +894,8 @@ differ only inside a `location`, which twistwsgi mounts do not hold lines for.
   - In a redirect, the bytes a group's place may not hold are percent-encoded
     again: in the path `?`, `#`, a space, non-ASCII (`%3F` stays `%3F`, `é` is
     `%C3%A9`); after the replacement's `?`, or after a variable in the path that
-    may bring the `?` (`$is_args`, `$request_uri`, a header's value), also `?`,
+    may bring the `?` (`$is_args`, `$request_uri`, a header's value; a replacement
+    that starts with a group or a variable starts with its path), also `?`,
     `&`, `+` and `;`, so a path cannot add arguments (`/find?q=$1` with
     `/search/a%26admin%3D1` gives `q=a%26admin=1`, as nginx; `/x$is_args$1` gives
     `/x?a%26admin=1`, as a mount's captures do). Variables are encoded as in
