@@ -29,7 +29,7 @@ from twisted.trial.unittest import TestCase
 from tests import apps
 from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
-from twistwsgi.access_log import AccessLog
+from twistwsgi.access_log import format_combined, log_time
 from twistwsgi.config import ServerConfig, endpoint_parts, proxy_protocol_inner
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.proxy_protocol import ProxyProtocolEndpoint, proxy_protocol_factory
@@ -66,9 +66,10 @@ class Proxied:
         clock = clock or SynchronousReactorThreads()
         response_log = None
         if log is not None:
-            access = AccessLog("", clock=clock)
-            access._file = _Lines(log)  # type: ignore[assignment]
-            response_log = access
+
+            def response_log(ended: Any) -> None:
+                log.append(format_combined(ended, log_time(clock.seconds())))
+
         factory = make_factory(
             apps.environ,
             reactor=clock,
@@ -89,17 +90,6 @@ class Proxied:
 
     def environs(self) -> list[dict[str, str]]:
         return [json.loads(response.body) for response in parse_responses(self.transport.value())]
-
-
-class _Lines:
-    def __init__(self, lines: list[str]) -> None:
-        self._lines = lines
-
-    def write(self, text: str) -> None:
-        self._lines.append(text)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
