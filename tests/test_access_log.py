@@ -5,7 +5,10 @@ format), and the file, stdout and Twisted-log destinations.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +24,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 
 from twistwsgi.access_log import AccessLog, escape, format_combined, log_time
@@ -322,6 +325,172 @@ def test_empty_destination_logs_to_twisted() -> None:
     access = [event for event in events if event.get("log_namespace") == "twistwsgi.access"]
     assert len(access) == 1
     assert formatEvent(access[0]) == format_combined(exchange, log_time(0))
+
+
+# -- destinations that fail, and pipes -------------------------------------------------
+
+
+def _error_texts(events: list[dict[str, Any]]) -> list[str]:
+    """The text of the events at error level or above (errors and failures)."""
+    return [
+        formatEvent(event)
+        for event in events
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical)
+    ]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_destination_is_said_once_and_the_server_goes_on() -> None:
+    """Writes that fail (here: no space left on device) raise nothing to the caller
+    and are said once in the server log, naming the file and the reason, however many
+    lines are lost after: a traceback per request would flood the server log, on
+    the same full disk as often as not.
+    """
+    log = AccessLog("/dev/full", clock=Clock())
+    try:
+        with capture_log_events() as events:
+            for _ in range(3):
+                log(FakeExchange())
+    finally:
+        log.close()
+    errors = _error_texts(events)
+    assert len(errors) == 1
+    assert "/dev/full" in errors[0]
+    assert "No space left on device" in errors[0]
+    assert not [event for event in events if "log_failure" in event]
+
+
+def _failing_writes(monkeypatch: pytest.MonkeyPatch, path: Path) -> Callable[[int | None], None]:
+    """Make writes to ``path`` fail with ENOSPC (see the switch returned).
+
+    Returns the switch: ``fail(0)`` fails every write, ``fail(10)`` lets 10 bytes
+    through first (a short write, as a disk filling up mid-line gives), ``fail(None)``
+    lets all through again.
+    """
+    real_write = os.write
+    budget: list[int | None] = [None]
+
+    def write(fd: int, data: Any) -> int:
+        remaining = budget[0]
+        if remaining is None or os.path.realpath(f"/proc/self/fd/{fd}") != str(path):
+            return real_write(fd, data)
+        if remaining == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data)[:remaining])
+        budget[0] = remaining - written
+        return written
+
+    def fail(after: int | None) -> None:
+        budget[0] = after
+
+    monkeypatch.setattr(os, "write", write)
+    return fail
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_lines_lost_to_a_failing_destination_are_counted_and_not_written_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line that cannot be written is dropped, not held to be written later in
+    among newer lines (out of their order, an unknown number of them); once writing
+    works again the server log says how many were lost.
+    """
+    path = (tmp_path / "access.log").resolve()
+    fail = _failing_writes(monkeypatch, path)
+    log = AccessLog(str(path), clock=Clock())
+    try:
+        with capture_log_events() as events:
+            log(FakeExchange(FakeRequest(target=b"/before")))
+            fail(0)
+            log(FakeExchange(FakeRequest(target=b"/lost-1")))
+            log(FakeExchange(FakeRequest(target=b"/lost-2")))
+            fail(None)
+            log(FakeExchange(FakeRequest(target=b"/after")))
+    finally:
+        log.close()
+    requests = [m["request"] for m in map(COMBINED.fullmatch, path.read_text().splitlines()) if m]
+    assert requests == ["GET /before HTTP/1.1", "GET /after HTTP/1.1"]
+    texts = [formatEvent(event) for event in events]
+    assert len(_error_texts(events)) == 1
+    assert any("written again" in text and "2 lines" in text for text in texts)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_line_cut_by_a_failing_write_does_not_run_into_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that stops mid-line (the disk filled up) leaves a piece of a line in
+    the file; the next line written begins on a line of its own, whole.
+    """
+    path = (tmp_path / "access.log").resolve()
+    fail = _failing_writes(monkeypatch, path)
+    log = AccessLog(str(path), clock=Clock())
+    try:
+        with capture_log_events():
+            fail(10)
+            log(FakeExchange(FakeRequest(target=b"/cut")))
+            fail(None)
+            log(FakeExchange(FakeRequest(target=b"/whole")))
+    finally:
+        log.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    assert len(lines[0]) == 10
+    whole = COMBINED.fullmatch(lines[1])
+    assert whole is not None
+    assert whole["request"] == "GET /whole HTTP/1.1"
+
+
+def test_a_line_to_a_pipe_is_one_write_of_at_most_pipe_buf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a pipe (stdout read by docker or journald, a FIFO), POSIX makes a write
+    atomic only up to PIPE_BUF bytes: a longer line could be cut into pieces that
+    the other workers' lines, written to the same pipe, come between. Each line is
+    one write, one over PIPE_BUF cut to fit, ending with "...".
+    """
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    sizes: list[int] = []
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    log = AccessLog(str(fifo), clock=Clock())
+    monkeypatch.setattr(os, "write", write)
+    try:
+        log(FakeExchange(FakeRequest(headers=[(b"user-agent", b"\x80" * 3000)])))
+        log(FakeExchange(FakeRequest(target=b"/short")))
+    finally:
+        monkeypatch.undo()
+        log.close()
+    try:
+        data = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    long_line, short_line = data.decode("ascii").splitlines(keepends=True)
+    assert len(long_line) == select.PIPE_BUF
+    assert long_line.endswith("...\n")
+    assert COMBINED.fullmatch(short_line.rstrip("\n"))
+    assert sizes == [select.PIPE_BUF, len(short_line)]
+
+
+def test_unescaped_values_and_template_text_outside_ascii_are_written(tmp_path: Path) -> None:
+    """With escape=none a client's UTF-8 is written as it came, and a template may
+    hold text outside ASCII: neither may cost the line.
+    """
+    path = tmp_path / "access.log"
+    log = AccessLog(
+        str(path), clock=Clock(), log_format=LogFormat("→ $status $http_user_agent", "none")
+    )
+    try:
+        log(FakeExchange(FakeRequest(headers=[(b"user-agent", "café ☃".encode())])))
+    finally:
+        log.close()
+    assert path.read_text(encoding="utf-8") == "→ 200 café ☃\n"
 
 
 # -- served connections ---------------------------------------------------------------

@@ -13,7 +13,16 @@ or 444 (the server dropped it). Quotes, backslashes and bytes outside printable 
 in the request line, Referer and User-Agent are written as ``\\xHH`` (as nginx
 does), so a client cannot forge log lines. Lines go to the Twisted log (the
 default), to stdout, or to a file opened in append mode; :meth:`AccessLog.reopen`
-reopens the file after log rotation. Another line format can be given as an nginx
+reopens the file after log rotation.
+
+Each line is one ``write`` of its own, unbuffered, so that the workers appending to
+one file never mix their lines (an ``O_APPEND`` write lands whole), and on a pipe
+(stdout read by docker or journald, a FIFO) a line is cut to ``PIPE_BUF`` bytes,
+the most POSIX writes to a pipe in one piece. A destination that blocks (a pipe read
+slowly) holds the writing process until it takes the line, as nginx's log does: no
+line is dropped and nothing is queued in memory. One that fails (a full disk, an
+``EIO``) loses the line: the server log says so once, and once more, with how many
+were lost, when writing works again. Another line format can be given as an nginx
 ``log_format`` template (:class:`~twistwsgi.log_format.LogFormat`), with the
 request's time among its variables.
 
@@ -30,6 +39,8 @@ Runs in the reactor thread.
 from __future__ import annotations
 
 import os
+import select
+import stat
 from collections.abc import Callable
 from typing import IO, Protocol
 
@@ -56,6 +67,11 @@ __all__ = [
 ]
 
 _log = Logger(namespace="twistwsgi.access")
+# The destination's own troubles, apart from the lines.
+_trouble = Logger(namespace="twistwsgi.access_log")
+
+#: What a line cut to fit a pipe ends with, before its newline.
+CUT_MARK = b"..."
 
 #: nginx's predefined ``combined`` format: what :func:`format_combined` writes.
 COMBINED = (
@@ -113,15 +129,27 @@ class AccessLog:
         log_format: as given; may be replaced (a reload).
     """
 
+    @property
+    def destination(self) -> str:
+        """The destination, as given."""
+        return self._destination
+
     def __init__(
         self, destination: str, *, clock: _Clock, log_format: LogFormat | None = None
     ) -> None:
         self._destination = destination
         self._clock = clock
         self.log_format = log_format
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
+        self._fd = -1
+        # The most one write may carry: PIPE_BUF on a pipe, else no limit.
+        self._most = 0
         self._second = -1
         self._timestamp = ""
+        # Lines lost since the last write that worked (the first loss is reported).
+        self._lost = 0
+        # The last write stopped mid-line: the next line begins on a line of its own.
+        self._cut = False
         self.reopen()
 
     def reopen(self) -> None:
@@ -137,7 +165,12 @@ class AccessLog:
             target: int | str = os.dup(1)
         else:
             target = self._destination
-        self._file = open(target, "a", encoding="ascii", buffering=1)  # noqa: SIM115
+        # Unbuffered: each line is one write (see _write), none held back in memory.
+        new = open(target, "ab", buffering=0)  # noqa: SIM115
+        fd = new.fileno()
+        mode = os.fstat(fd).st_mode
+        self._most = select.PIPE_BUF if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else 0
+        self._file, self._fd, self._cut = new, fd, False
         if old is not None:
             old.close()
 
@@ -145,7 +178,7 @@ class AccessLog:
         """Close the destination file."""
         if self._file is not None:
             self._file.close()
-            self._file = None
+            self._file, self._fd = None, -1
 
     def __call__(self, exchange: LoggedExchange) -> None:
         """Log ``exchange``."""
@@ -160,7 +193,7 @@ class AccessLog:
                 self._timestamp = log_time(second)
             line = format_combined(exchange, self._timestamp)
         if self._file is not None:
-            self._file.write(line + "\n")
+            self._write(line)
         else:
             # The event Logger.info would build, given to the log's observers
             # directly: Logger.emit's own work (checking the level, gathering the
@@ -177,6 +210,50 @@ class AccessLog:
                     "line": line,
                 }
             )
+
+    def _write(self, line: str) -> None:
+        """Write ``line`` and its newline in one write; on failure, drop it and say so.
+
+        Never raises: a log that cannot be written must not fail the responses.
+        """
+        # UTF-8: the escaped values are ASCII; a template's own text, or a value
+        # under escape=none, may be anything.
+        data = (line + "\n").encode("utf-8")
+        if self._cut:
+            data = b"\n" + data
+        most = self._most
+        if most and len(data) > most:
+            # POSIX makes a pipe write atomic only up to PIPE_BUF: a longer one may
+            # be split, and another worker's lines land between its pieces.
+            data = data[: most - len(CUT_MARK) - 1] + CUT_MARK + b"\n"
+        written = 0
+        try:
+            while written < len(data):
+                # A write may be short (a disk filling up, a signal): go on from there.
+                written += os.write(self._fd, data[written:])
+        except OSError as error:
+            self._cut = written > 0
+            self._lost += 1
+            if self._lost == 1:
+                _trouble.error(
+                    "Cannot write the access log {path}: {error}; its lines are lost"
+                    " until it can be written again",
+                    path=self._name(),
+                    error=error.strerror or str(error),
+                )
+            return
+        self._cut = False
+        if self._lost:
+            _trouble.warn(
+                "The access log {path} is written again; {lost} lines were lost",
+                path=self._name(),
+                lost=self._lost,
+            )
+            self._lost = 0
+
+    def _name(self) -> str:
+        """The destination, as the server log names it."""
+        return "stdout" if self._destination == "-" else repr(self._destination)
 
 
 def _not_logged(exchange: LoggedExchange) -> None:

@@ -179,7 +179,11 @@ def _json_escape(value: bytes) -> str:
 
 
 def _no_escape(value: bytes) -> str:
-    return value.decode("latin-1")
+    """``value`` as it came: UTF-8 read as the text it is, other bytes as Latin-1."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 _ESCAPERS: dict[str, Callable[[bytes], str]] = {
