@@ -217,6 +217,26 @@ def test_reload_moves_a_hosts_log_and_reopens_the_others(tmp_path: Path) -> None
     assert requests(tmp_path / "logs" / "static.log") == ["GET /static/app.css?again HTTP/1.1 200"]
 
 
+def test_a_log_that_cannot_be_reopened_is_named_and_the_server_goes_on(tmp_path: Path) -> None:
+    """Its directory removed: a reopen (SIGUSR1, SIGHUP) says, for each file, which
+    cannot be reopened and why, and the server answers as before.
+    """
+    given = site(tmp_path, SITE.replace('"server.log"', '"logs/server.log"'))
+    service = serve(given)
+    for path in (tmp_path / "logs").iterdir():
+        path.unlink()
+    (tmp_path / "logs").rmdir()
+    with capture_log_events() as events:
+        service.reopen_access_log()
+    errors = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+    assert len(errors) == 2
+    assert any(str(tmp_path / "logs" / "server.log") in error for error in errors)
+    assert any(str(tmp_path / "logs" / "static.log") in error for error in errors)
+    assert all("No such file or directory" in error for error in errors)
+    assert get(service, b"b.example", b"/still") == 200
+    service.stopService()
+
+
 def test_a_reload_whose_host_log_cannot_open_is_refused(tmp_path: Path) -> None:
     given = site(tmp_path)
     service = serve(given)

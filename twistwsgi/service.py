@@ -554,7 +554,8 @@ class ServerService(Service):
             # A reload must not stop the server: the old file object still works
             # (if it was moved away, lines go to its new name).
             _log.error(
-                "Cannot reopen the access log, still writing to the open file: {error}",
+                "Cannot reopen the access log {path!r}, still writing to the open file: {error}",
+                path=self._access_log.destination,
                 error=error.strerror or str(error),
             )
 
