@@ -57,6 +57,7 @@ from twistwsgi.log_format import (
 
 __all__ = [
     "COMBINED",
+    "CUT_MARK",
     "NOT_LOGGED",
     "AccessLog",
     "AccessLogFiles",
@@ -129,11 +130,6 @@ class AccessLog:
         log_format: as given; may be replaced (a reload).
     """
 
-    @property
-    def destination(self) -> str:
-        """The destination, as given."""
-        return self._destination
-
     def __init__(
         self, destination: str, *, clock: _Clock, log_format: LogFormat | None = None
     ) -> None:
@@ -151,6 +147,11 @@ class AccessLog:
         # The last write stopped mid-line: the next line begins on a line of its own.
         self._cut = False
         self.reopen()
+
+    @property
+    def destination(self) -> str:
+        """The destination, as given."""
+        return self._destination
 
     def reopen(self) -> None:
         """(Re)open the destination file, e.g. after logrotate moved it."""
@@ -223,8 +224,9 @@ class AccessLog:
             data = b"\n" + data
         most = self._most
         if most and len(data) > most:
-            # POSIX makes a pipe write atomic only up to PIPE_BUF: a longer one may
-            # be split, and another worker's lines land between its pieces.
+            # POSIX (write(2), "Pipes and FIFOs") makes a pipe write atomic only up
+            # to PIPE_BUF: a longer one may be split, and another worker's lines
+            # land between its pieces.
             data = data[: most - len(CUT_MARK) - 1] + CUT_MARK + b"\n"
         written = 0
         try:
