@@ -66,6 +66,7 @@ from twistwsgi.host_certificates import (
     is_encrypted_pem,
     serve_host_certificates,
 )
+from twistwsgi.http.protocol import ALPN_PROTOCOLS
 from twistwsgi.proxy_protocol import ProxyProtocolEndpoint
 from twistwsgi.service import ServerService, StartError, make_service
 from twistwsgi.site import describe_routing
@@ -326,12 +327,39 @@ def _endpoint_for(
 _TLS_SETTINGS_IN_USE: weakref.WeakKeyDictionary[Any, ServerConfig] = weakref.WeakKeyDictionary()
 
 
-def _apply_tls_settings(context: SSL.Context, config: ServerConfig) -> None:
-    """Set a listener's oldest TLS version and TLS 1.2 ciphers, before it is used.
+class _NoApplicationProtocol(SSL.Error):
+    """A TLS client offered over ALPN none of the protocols this server speaks."""
 
-    They are nginx's ``ssl_protocols`` and ``ssl_ciphers``.
+
+def _choose_application_protocol(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    """The ALPN protocol of a TLS connection: the first of ours the client offered.
+
+    Raises:
+        _NoApplicationProtocol: none in common (a client offering ``h2`` alone).
+            OpenSSL then ends the handshake with the fatal ``no_application_protocol``
+            alert, as RFC 7301 3.2 requires and nginx sends; Twisted's own callback
+            answers an empty name instead, which OpenSSL turns into an
+            ``internal_error`` alert, read by the client as a fault of the server's.
+    """
+    for protocol in ALPN_PROTOCOLS:
+        if protocol in offered:
+            return protocol
+    # (In the shape of OpenSSL's error queue, which Twisted's TLS layer reads.)
+    raise _NoApplicationProtocol([("SSL routines", "", "no application protocol")])
+
+
+def _apply_tls_settings(context: SSL.Context, config: ServerConfig) -> None:
+    """Set a listener's oldest TLS version, TLS 1.2 ciphers and ALPN, before it is used.
+
+    They are nginx's ``ssl_protocols`` and ``ssl_ciphers``. A host's context (SNI)
+    gets them too: OpenSSL chooses the ALPN protocol with the context the server
+    name switched to.
     """
     context.set_min_proto_version(_TLS_VERSIONS[config.tls_min_version])
+    # (In place of the callback Twisted installed; pyOpenSSL's wrapper turns the
+    # exception into SSL_TLSEXT_ERR_ALERT_FATAL and raises it from the handshake,
+    # which Twisted's TLS layer ends as any failed handshake, the alert flushed.)
+    context.set_alpn_select_callback(_choose_application_protocol)
     ciphers = config.tls_ciphers
     if ciphers:
         try:

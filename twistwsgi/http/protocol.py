@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from twistwsgi.metrics import RequestMetrics
 
 __all__ = [
+    "ALPN_PROTOCOLS",
     "BODY_HIGH_WATER",
     "HTTP11Exchange",
     "HTTP11Protocol",
@@ -94,6 +95,10 @@ __all__ = [
 
 _log = Logger(namespace="twistwsgi.http")
 
+#: The protocols a TLS client may choose over ALPN (RFC 7301), preferred first. Both
+#: are in the IANA ALPN registry: ``curl --http1.0`` offers only the second, and nginx
+#: accepts it. Never ``h2``: this server speaks HTTP/1 only.
+ALPN_PROTOCOLS = (b"http/1.1", b"http/1.0")
 #: Unread request body the protocol buffers for a handler before it stops reading.
 BODY_HIGH_WATER = 256 * 1024
 #: Bytes asked of the socket per read while a large request body streams in. Twisted
@@ -302,15 +307,16 @@ class HTTPFactory(Factory):
         self._capacity_logged = False
 
     def acceptableProtocols(self) -> list[bytes]:
-        """The protocols offered over TLS ALPN (RFC 7301): HTTP/1.1 and HTTP/1.0.
+        """The protocols offered over TLS ALPN (RFC 7301): :data:`ALPN_PROTOCOLS`.
 
         Twisted 26.10 always installs an ALPN callback on TLS servers, and with no
         protocol to choose it fails the handshake of every client that offers ALPN
-        (curl, browsers) with an "internal error" alert. ``http/1.0`` is offered too
-        (both are in the IANA ALPN registry): ``curl --http1.0`` offers only that one,
-        and nginx accepts it.
+        (curl, browsers) with an "internal error" alert. The ``ssl:`` listeners the
+        command line builds choose from the same list with a callback of their own
+        (``twistwsgi.cli``), which refuses a client offering none of them as RFC
+        7301 says.
         """
-        return [b"http/1.1", b"http/1.0"]
+        return list(ALPN_PROTOCOLS)
 
     def buildProtocol(self, addr: IAddress | None) -> HTTP11Protocol:
         """Create the protocol for one accepted connection."""
