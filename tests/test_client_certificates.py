@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import reactor as global_reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
@@ -1123,6 +1123,166 @@ def test_a_relative_file_is_read_from_the_configuration_files_directory(
     assert (
         f"client certificates: optional, verified with {tmp_path / 'clients-ca.pem'}"
         in describe_routing(config)
+    )
+
+
+# -- revocation (tls_crl) -----------------------------------------------------------------
+
+
+def revocation_list(directory: Path, stem: str, issuer: Issued, *revoked: Issued) -> Path:
+    """A PEM file with ``issuer``'s CRL revoking ``revoked``, current for a day."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(NOW - datetime.timedelta(hours=1))
+        .next_update(NOW + datetime.timedelta(days=1))
+    )
+    for certificate in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(certificate.certificate.serial_number)
+            .revocation_date(NOW - datetime.timedelta(minutes=30))
+            .build()
+        )
+    path = directory / f"{stem}.pem"
+    path.write_bytes(
+        builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def revoked(material: Material) -> tuple[Issued, Path]:
+    """A client of the CA whose certificate its CRL revokes, and that CRL's file."""
+    carol = issue(material.directory, "carol", _name("carol", "Example"), by=material.ca)
+    return carol, revocation_list(material.directory, "ca-crl", material.ca, carol)
+
+
+@pytest.mark.parametrize("mode", ["on", "optional", "optional_no_ca"])
+def test_a_revoked_certificate_does_not_verify_in_any_mode(
+    material: Material, revoked: tuple[Issued, Path], mode: str
+) -> None:
+    """As with nginx's ssl_crl, "certificate revoked" is OpenSSL's verdict, refused
+    as an expired certificate is (optional_no_ca takes only unknown issuers); the
+    CA's other clients verify as before.
+    """
+    carol, crl = revoked
+    context = listener_context(load(material, mode, tls_crl=str(crl)))
+    verdict = from_connection(handshake(context, carol)[0])
+    assert verdict.verify == "FAILED:certificate revoked"
+    assert refusal(mode, verdict) == (
+        b"Bad Request: the client certificate did not verify (certificate revoked)\n"
+    )
+    assert from_connection(handshake(context, material.alice)[0]).verify == "SUCCESS"
+    # Without the list, nothing is known of the revocation.
+    unchecked = listener_context(load(material, mode))
+    assert from_connection(handshake(unchecked, carol)[0]).verify == "SUCCESS"
+
+
+def test_a_revoked_client_gets_400_through_the_site(
+    material: Material, revoked: tuple[Issued, Path]
+) -> None:
+    carol, crl = revoked
+    response, closed = ask_through_site(load(material, "on", tls_crl=str(crl)), carol, GET)
+    assert response.status == 400 and closed
+    assert b"did not verify (certificate revoked)" in response.body
+
+
+def test_a_host_that_asks_checks_the_servers_revocation_list(
+    material: Material, revoked: tuple[Issued, Path], tmp_path: Path
+) -> None:
+    """A host's context (chosen by SNI) has the server's CRLs too."""
+    carol, crl = revoked
+    config = per_host_site(material, tmp_path, server=f'tls_crl = "{crl}"')
+    context = listener_context(config)
+    for name in (b"admin.test", b"shop.test"):  # the listener's certificate, and its own
+        server, _ = handshake(context, carol, server_name=name)
+        assert from_connection(server).verify == "FAILED:certificate revoked", name
+
+
+def test_every_ca_of_the_chain_is_checked(
+    material: Material, revoked: tuple[Issued, Path], tmp_path: Path
+) -> None:
+    """As nginx (CRL_CHECK_ALL): a client whose issuer has no CRL in the file is
+    refused rather than passed unchecked, and one whose intermediate CA is revoked
+    is refused; the trusted CA itself needs no CRL.
+    """
+    _, crl = revoked
+    middle = issue(tmp_path, "middle", _name("Middle CA"), by=material.ca, authority=True)
+    dave = issue(tmp_path, "dave", _name("dave"), by=middle)
+    middle_crl = revocation_list(tmp_path, "middle-crl", middle).read_bytes()
+
+    def verdict(*lists: bytes) -> str:
+        path = tmp_path / "crls.pem"
+        path.write_bytes(b"".join(lists))
+        context = listener_context(load(material, "on", tls_crl=str(path)))
+        chain = client_context(dave)
+        chain.add_extra_chain_cert(crypto.X509.from_cryptography(middle.certificate))
+        return from_connection(handshake(context, chain)[0]).verify
+
+    assert verdict(crl.read_bytes()) == "FAILED:unable to get certificate CRL"
+    assert verdict(crl.read_bytes(), middle_crl) == "SUCCESS"
+    middle_revoked = revocation_list(tmp_path, "ca-crl-2", material.ca, middle).read_bytes()
+    assert verdict(middle_revoked, middle_crl) == "FAILED:certificate revoked"
+
+
+def test_revocation_list_mistakes_are_named(
+    material: Material, revoked: tuple[Issued, Path]
+) -> None:
+    _, crl = revoked
+    ssl_listen = [material.listen()]
+    ca = str(material.ca.certificate_file)
+    asking = {"listen": ssl_listen, "tls_verify_client": "on", "tls_client_certificate": ca}
+    assert config_error({**asking, "tls_crl": ca}) == (
+        f"--tls-crl: {ca!r}: no certificate revocation list: expected a PEM file of them"
+    )
+    broken = material.directory / "broken-crl.pem"
+    text = crl.read_text()
+    broken.write_text(text + text.replace("\n", "\nAAAA", 2))
+    assert config_error({**asking, "tls_crl": str(broken)}) == (
+        f"--tls-crl: {str(broken)!r}: revocation list 2 of the file does not load"
+    )
+    assert config_error({"listen": ssl_listen, "tls_crl": str(crl)}) == (
+        "--tls-crl: clients are not asked for certificates: set tls_verify_client"
+        " (on, optional or optional_no_ca), in [server] or in a [[host]]"
+    )
+
+
+def test_a_revocation_list_gone_bad_before_the_listeners_are_built_stops_the_start(
+    material: Material, revoked: tuple[Issued, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, crl = revoked
+    changing = material.directory / "changing-crl.pem"
+    shutil.copy(crl, changing)
+    config = load(material, "on", tls_crl=str(changing))
+    changing.write_text("hello\n")
+    with pytest.raises(SystemExit) as raised:
+        cli.build_endpoints(reactor, config)
+    assert raised.value.code == 2
+    [line] = capfd.readouterr().err.strip().splitlines()
+    assert line == (
+        f"twistwsgi: error: --tls-crl {str(changing)!r}: no certificate revocation list:"
+        " expected a PEM file of them"
+    )
+
+
+def test_a_relative_revocation_list_is_read_from_the_configuration_files_directory(
+    material: Material, revoked: tuple[Issued, Path], tmp_path: Path
+) -> None:
+    _, crl = revoked
+    shutil.copy(material.ca.certificate_file, tmp_path / "clients-ca.pem")
+    shutil.copy(crl, tmp_path / "clients.crl")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[server]\n"
+        f'listen = ["{material.listen()}"]\napp = "tests.apps:hello"\n'
+        'tls_verify_client = "on"\ntls_client_certificate = "clients-ca.pem"\n'
+        'tls_crl = "clients.crl"\n'
+    )
+    config = cli.load_config({"config": str(site)})
+    assert config.tls_crl == str(tmp_path / "clients.crl")
+    assert f"client certificate revocation lists: {tmp_path / 'clients.crl'}" in describe_routing(
+        config
     )
 
 

@@ -29,7 +29,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.application.service import Service
 from twisted.internet import endpoints as twisted_endpoints
 from twisted.internet.endpoints import serverFromString
@@ -42,6 +42,7 @@ from twistwsgi.client_certificates import (
     ask_for_certificates,
     binding_available,
     load_client_cas,
+    load_revocation_lists,
     mark_profile,
     verification_profile,
 )
@@ -400,6 +401,30 @@ def _ask_for_client_certificates(context: SSL.Context, config: ServerConfig) -> 
             context.load_client_ca(os.fsencode(path))
         except (OSError, ValueError, SSL.Error) as error:
             raise _TLSSettingError("tls_client_certificate", path, str(error)) from error
+    if config.tls_crl is not None:
+        _check_revocation(context, config.tls_crl)
+
+
+def _check_revocation(context: SSL.Context, path: str) -> None:
+    """Make ``context`` refuse client certificates the CRLs in ``path`` revoke.
+
+    As nginx's ``ssl_crl``: every certificate of the client's chain is checked
+    (OpenSSL's CRL_CHECK_ALL), so each CA below the trusted ones needs its CRL in
+    the file (RFC 5280 6.3). A revoked certificate then gets OpenSSL's verdict
+    "certificate revoked" (X509_V_ERR_CERT_REVOKED), refused in every mode.
+
+    Raises:
+        _TLSSettingError: the file does not load.
+    """
+    try:
+        revocation_lists = load_revocation_lists(path)
+    except (OSError, ValueError) as error:
+        raise _TLSSettingError("tls_crl", path, str(error)) from error
+    store = context.get_cert_store()
+    assert store is not None  # (a server context always has one)
+    for revocation_list in revocation_lists:
+        store.add_crl(revocation_list)
+    store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
 
 
 def _keep_sessions_to_one_verification(context: SSL.Context, config: ServerConfig) -> None:

@@ -5,7 +5,8 @@ client for a certificate and verifies it against a file of CA certificates. As w
 nginx, the handshake completes whatever the client sent; the verdict is given in
 HTTP, where it can be read: a request on a connection whose certificate failed, or
 that sent none where one is required, is answered ``400`` before any mount sees it
-(before its body is read). The modes are nginx's:
+(before its body is read); with ``tls_crl`` (nginx's ``ssl_crl``) a revoked
+certificate does not verify. The modes are nginx's:
 
 - ``on``: a certificate that verifies is required.
 - ``optional``: a client may send none; one it sends must verify.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -55,6 +57,7 @@ __all__ = [
     "describe",
     "from_connection",
     "load_client_cas",
+    "load_revocation_lists",
     "mark_profile",
     "refusal",
     "verification_profile",
@@ -262,6 +265,34 @@ def load_client_cas(path: str) -> list[x509.Certificate]:
         # (cryptography's message is a paragraph, with a link.)
         raise ValueError("cannot load the CA certificates: expected a PEM file of them") from None
     return certificates
+
+
+#: One CRL of a PEM file (RFC 7468 5.3's label), its armour included.
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+
+def load_revocation_lists(path: str) -> list[x509.CertificateRevocationList]:
+    """The certificate revocation lists in the PEM file ``path`` (tls_crl).
+
+    Each must load: OpenSSL would take the ones before a bad one and drop the rest,
+    and a certificate they revoke would then pass.
+
+    Raises:
+        ValueError: the file holds no PEM CRL, or one that does not load.
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as file:
+        text = file.read()
+    blocks = _CRL_BLOCK.findall(text)
+    if not blocks:
+        raise ValueError("no certificate revocation list: expected a PEM file of them")
+    lists = []
+    for number, block in enumerate(blocks, 1):
+        try:
+            lists.append(x509.load_pem_x509_crl(block))
+        except ValueError:
+            raise ValueError(f"revocation list {number} of the file does not load") from None
+    return lists
 
 
 def binding_available() -> bool:

@@ -45,7 +45,7 @@ from twistwsgi.captures import (
     split_captures,
     split_upstream_url,
 )
-from twistwsgi.client_certificates import load_client_cas
+from twistwsgi.client_certificates import load_client_cas, load_revocation_lists
 from twistwsgi.files import content_type
 from twistwsgi.fixed_response import ReturnSpec, check_captures, parse_return
 from twistwsgi.forwarding import DEFAULT_HIDDEN, parse_upstream
@@ -1874,6 +1874,17 @@ SETTINGS: tuple[Setting, ...] = (
         " Read again on SIGHUP.",
     ),
     Setting(
+        "tls_crl",
+        FILE,
+        None,
+        "Certificate revocation lists (PEM) client certificates are checked against"
+        " (nginx's ssl_crl): a revoked certificate is refused as one that does not"
+        " verify, in every mode. The file needs a current CRL from each CA that issues"
+        " client certificates or intermediates, else their clients are refused (unable"
+        " to get certificate CRL). Applies to every host that asks. Read again on"
+        " SIGHUP (a new CRL takes effect then).",
+    ),
+    Setting(
         "https_redirect",
         HTTPS_REDIRECT,
         "off",
@@ -3092,6 +3103,7 @@ class ServerConfig:
         tls_verify_client: whether and how TLS clients' certificates are asked
             for and checked (off, on, optional, optional_no_ca).
         tls_client_certificate: the CA certificates they are verified against.
+        tls_crl: the revocation lists they are checked against, if any.
         gzip: whether mounts compress responses by default.
         gzip_types: the media types compressed.
         gzip_min_length: the shortest Content-Length compressed.
@@ -3128,6 +3140,7 @@ class ServerConfig:
     tls_session_tickets: bool = True
     tls_verify_client: str = "off"
     tls_client_certificate: str | None = None
+    tls_crl: str | None = None
     gzip: bool = False
     gzip_types: tuple[str, ...] = DEFAULT_GZIP_TYPES
     gzip_min_length: int = 256
@@ -3229,9 +3242,10 @@ def _server_paths_from(server: dict[str, Any], base: str) -> dict[str, Any]:
     access_log = resolved.get("access_log")
     if isinstance(access_log, str) and access_log.strip() not in ("-", "off", ""):
         resolved["access_log"] = joined(access_log.strip())
-    client_cas = resolved.get("tls_client_certificate")
-    if isinstance(client_cas, str) and client_cas.strip():
-        resolved["tls_client_certificate"] = joined(client_cas.strip())
+    for name in ("tls_client_certificate", "tls_crl"):
+        client_file = resolved.get(name)
+        if isinstance(client_file, str) and client_file.strip():
+            resolved[name] = joined(client_file.strip())
     static = resolved.get("static")
     if isinstance(static, str):
         static = [static]
@@ -3938,6 +3952,8 @@ def _check_host_verification(hosts: Sequence[HostConfig], config: ServerConfig) 
             "clients are not asked for certificates: set tls_verify_client"
             " (on, optional or optional_no_ca), in [server] or in a [[host]]",
         )
+    if config.tls_crl is not None:
+        _check_revocation_lists(hosts, config)
     for host in hosts:
         mode, path = host_verification(host, config)
         if host.tls_client_certificate is not None and mode == "off":
@@ -3954,6 +3970,28 @@ def _check_host_verification(hosts: Sequence[HostConfig], config: ServerConfig) 
             mode_where=f"{host.where}.tls_verify_client",
             path_where=f"{host.where}.tls_client_certificate",
             elsewhere=" (here or in [server])",
+        )
+
+
+def _check_revocation_lists(hosts: Sequence[HostConfig], config: ServerConfig) -> None:
+    """tls_crl loads, and some client is asked for a certificate it could revoke.
+
+    Read here as the CA file is, so that a reload with a file that does not load is
+    refused whole.
+    """
+    assert config.tls_crl is not None
+    where = config.source("tls_crl")
+    try:
+        load_revocation_lists(config.tls_crl)
+    except (OSError, ValueError) as error:
+        raise ConfigError(where, f"{config.tls_crl!r}: {error}") from None
+    if config.tls_verify_client == "off" and all(
+        host_verification(host, config)[0] == "off" for host in hosts
+    ):
+        raise ConfigError(
+            where,
+            "clients are not asked for certificates: set tls_verify_client"
+            " (on, optional or optional_no_ca), in [server] or in a [[host]]",
         )
 
 
@@ -4110,6 +4148,7 @@ def build_config(
         tls_session_tickets=resolved["tls_session_tickets"],
         tls_verify_client=resolved["tls_verify_client"],
         tls_client_certificate=resolved["tls_client_certificate"],
+        tls_crl=resolved["tls_crl"],
         gzip=resolved["gzip"],
         gzip_types=resolved["gzip_types"],
         gzip_min_length=resolved["gzip_min_length"],

@@ -1109,6 +1109,8 @@ def describe_routing(config: ServerConfig) -> str:
                 else ""
             )
         )
+    if config.tls_crl is not None:
+        lines.append(f"client certificate revocation lists: {config.tls_crl}")
     if config.gzip:
         lines.append(
             "gzip: applications, proxied upstreams, static files and return mounts,"
