@@ -12,6 +12,7 @@ import email.policy
 import errno
 import gzip
 import os
+import shutil
 import threading
 import time
 import zlib
@@ -1107,6 +1108,123 @@ def test_a_link_swapped_to_point_outside_is_refused_after_caching(
     (site / "swap").unlink()
     (site / "swap").symlink_to(outside)
     assert request(files, b"/static/swap").status == 404
+
+
+def swap_around_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+    during: Callable[[], None],
+    after: Callable[[], None],
+) -> list[Path]:
+    """While the handler resolves ``path`` (its link check), ``during`` changes what
+    it leads to and ``after`` changes it back: the stat before the check and the open
+    after it see one file, the check another. (An attacker who swaps a link in a loop
+    gets this order by chance; here it comes every time.) Returns the paths checked.
+    """
+    real_realpath = os.path.realpath
+    checked: list[Path] = []
+
+    def realpath(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(os.fsdecode(name)) != path:
+            return real_realpath(name, *args, **kwargs)
+        checked.append(path)
+        during()
+        try:
+            return real_realpath(name, *args, **kwargs)
+        finally:
+            after()
+
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    return checked
+
+
+def repoint(link: Path, target: Path) -> None:
+    link.unlink()
+    link.symlink_to(target)
+
+
+@pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
+@pytest.mark.parametrize("symlinks", ["inside", "never"])
+@pytest.mark.parametrize("swapped", ["file", "directory"])
+def test_a_link_swapped_around_its_check_never_serves_a_file_outside(
+    monkeypatch: pytest.MonkeyPatch,
+    site: Path,
+    tmp_path: Path,
+    *,
+    size: int,
+    symlinks: str,
+    swapped: str,
+) -> None:
+    """The link check resolves the path, and the file is opened by path afterwards: a
+    link pointed elsewhere in between must not lead the opening out of the directory.
+    The check looks at a harmless target (inside, or with ``symlinks = "never"`` no
+    link at all); the stat before it and the opening after it see the link out. The
+    opened file is what counts: 404, never the secret, on every request.
+    """
+    secret = (SECRET * (size // len(SECRET) + 1))[:size]
+    outside = tmp_path / "outside"
+    (outside / "file.bin").write_bytes(secret)
+    harmless = site / "harmless"
+    harmless.mkdir()
+    (harmless / "file.bin").write_bytes(b"h" * size)
+    if swapped == "file":
+        link, target, checked_path = site / "swapped", outside / "file.bin", site / "swapped"
+        stand_in = harmless / "file.bin"
+        requested = b"/static/swapped"
+    else:
+        # A directory of the path, not the file, becomes the link.
+        link, target, checked_path = site / "dir", outside, site / "dir" / "file.bin"
+        stand_in = harmless
+        requested = b"/static/dir/file.bin"
+    link.symlink_to(target)
+
+    def during() -> None:
+        if symlinks == "inside":
+            repoint(link, stand_in)
+        else:
+            link.unlink()
+            if stand_in.is_dir():
+                shutil.copytree(stand_in, link)
+            else:
+                shutil.copyfile(stand_in, link)
+
+    def after() -> None:
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        else:
+            link.unlink()
+        link.symlink_to(target)
+
+    checked = swap_around_the_check(monkeypatch, checked_path, during, after)
+    router = router_for(tmp_path, config_text(site, f'symlinks = "{symlinks}"'))
+    for _ in range(2):
+        response = request(router, requested)
+        assert secret not in response.body
+        assert response.status == 404
+    assert checked
+
+
+def test_a_listed_directory_swapped_around_its_check_never_lists_one_outside(
+    monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path
+) -> None:
+    """A listing reads the directory it opened, which must be the one checked: a link
+    pointed out of the directory in between lists nothing of what is there.
+    """
+    outside = tmp_path / "outside"
+    (outside / "secret-name.txt").write_bytes(SECRET)
+    harmless = site / "harmless"
+    harmless.mkdir()
+    (harmless / "public-name.txt").write_bytes(b"public")
+    link = site / "dir"
+    link.symlink_to(outside)
+    checked = swap_around_the_check(
+        monkeypatch, link, lambda: repoint(link, harmless), lambda: repoint(link, outside)
+    )
+    router = router_for(tmp_path, config_text(site, "listing = true"))
+    response = request(router, b"/static/dir/")
+    assert b"secret-name" not in response.body
+    assert response.status == 404
+    assert checked
 
 
 @pytest.mark.parametrize("target", [b"/static/a%00.txt", b"/static/%00"])

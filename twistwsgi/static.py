@@ -108,6 +108,9 @@ _ZLIB_TAG = re.sub(r"[^0-9A-Za-z.]", ".", zlib.ZLIB_RUNTIME_VERSION)
 # The memory cache's key of a file's gzip form: NUL ends no file-system path.
 _GZIP_KEY = b"\0gzip"
 _Value = TypeVar("_Value")
+# Linux names the file behind each descriptor here (what the link policy checks once
+# a file is open).
+_PROC_FDS = os.path.isdir("/proc/self/fd")
 
 _WANTED = frozenset(
     {
@@ -243,9 +246,13 @@ class _File:
         full_headers: those and the length: the whole head of a plain 200.
         data: its content, when it is kept in memory (the compressed bytes of a
             gzip form made on the fly, which is never anywhere else).
+        checked: whether the file was found inside the rules once it was open (see
+            :meth:`StaticHandler._opened_allowed`): only then does its signature
+            stand for its link check.
     """
 
     __slots__ = (
+        "checked",
         "content_type",
         "data",
         "encoding",
@@ -286,6 +293,7 @@ class _File:
         self.content_type = content_type
         self.encoding = encoding
         self.data: bytes | None = gzipped
+        self.checked = False
         headers = [
             (b"Content-Type", content_type.encode("latin-1")),
             (b"Last-Modified", http_date(self.last_modified)),
@@ -622,9 +630,10 @@ class StaticHandler:
         except OSError:  # ELOOP, ENAMETOOLONG...
             raise _Miss from None
         cached = self._cache.get(path) or self._known.get(path)
-        if cached is not None and cached.signature == files.signature(info):
-            # Checked when it was cached and the same file since: resolving the
-            # path again would cost an lstat per component (os.path.realpath).
+        if cached is not None and cached.checked and cached.signature == files.signature(info):
+            # Found inside the rules once it was open, and the same file since (a new
+            # name for it, a hard link, moves its ctime): resolving the path again
+            # would cost an lstat per component (os.path.realpath).
             return info
         if not self._links_allowed(path):
             raise _Miss
@@ -642,6 +651,23 @@ class StaticHandler:
         if self.options.symlinks == "never":
             return False
         return real == self._root or real.startswith(self._root_prefix)
+
+    def _opened_allowed(self, descriptor: int, path: bytes) -> bool:
+        """Whether the file open at ``descriptor`` (by ``path``) passes the link policy.
+
+        :meth:`_links_allowed` resolves the path before it is opened, so a link
+        pointed elsewhere in between (by whoever may write inside the directory)
+        would lead the opening anywhere. Where the open file is, by the kernel's
+        account, settles it: inside the directory (``"inside"``), or at the very
+        path asked for, with no link on the way (``"never"``). Without Linux's
+        ``/proc`` the path's own check stands.
+        """
+        where = _opened_path(descriptor)
+        if where is None:
+            return True
+        if self.options.symlinks == "never":
+            return where == os.path.normpath(path)
+        return where == self._root or where.startswith(self._root_prefix)
 
     def _has_index(self, directory: bytes) -> bool:
         for index in self.options.index:
@@ -771,7 +797,11 @@ class StaticHandler:
             )
             if _preconditions(validators, fields, method, now) is not files.Precondition.PROCEED:
                 return validators
-        data = identity.data if identity.data is not None else _read_small(path, signature)
+        data = (
+            identity.data
+            if identity.data is not None
+            else _read_small(path, signature, self._opened_allowed)
+        )
         if data is None:
             return None
         gzip = self.options.gzip
@@ -787,6 +817,7 @@ class StaticHandler:
         entry = _File(
             path, info, identity.content_type, "gzip", self.options, now=now, gzipped=compressed
         )
+        entry.checked = True
         self._remember(key, entry)
         return entry
 
@@ -827,9 +858,10 @@ class StaticHandler:
             now=self._now(),
         )
         if info.st_size <= self.options.memory_cache:
-            data = _read_small(path, signature)
+            data = _read_small(path, signature, self._opened_allowed)
             if data is not None:
                 entry.data = data
+                entry.checked = True
                 self._known.pop(path, None)
                 self._remember(path, entry)
         else:
@@ -920,7 +952,7 @@ class StaticHandler:
             return
         # Opened before anything is answered: the head describes the file sent, and
         # HEAD or a conditional request gets what GET would (a 403 included).
-        handle = _open(exchange, entry)
+        handle = _open(exchange, entry, self._opened_allowed)
         if not fields and not app_headers:
             exchange.start_response(200, entry.full_headers)
             self._body(exchange, entry, handle, [(b"", 0, entry.size)], b"")
@@ -1041,34 +1073,52 @@ class StaticHandler:
         assert handle is not None
         _send_pieces(exchange, handle, iter(pieces), closing)
 
+    def _read_directory(self, path: bytes) -> list[tuple[bytes, os.stat_result, bool, bool]]:
+        """The entries of the directory at ``path`` to list, directories first.
+
+        Each with its stat, whether it is a symbolic link, and whether it is (or leads
+        to) a directory. The directory is read through the descriptor that was
+        checked against the link policy, not by its path again: a link changed since
+        the path's check would lead elsewhere. An entry that cannot be looked at (gone
+        since it was read, a link loop, a target the server may not read) is left out.
+
+        Raises:
+            FileNotFoundError: it leads out of bounds (or is gone).
+            OSError: it cannot be read.
+        """
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not self._opened_allowed(descriptor, path):
+                raise FileNotFoundError(path)  # out of bounds: not found (404)
+            with os.scandir(descriptor) as entries:
+                shown = (
+                    entry
+                    for entry in entries
+                    if self.options.dotfiles or not entry.name.startswith(".")
+                )
+                listed = list(_entry_facts(shown))
+        finally:
+            os.close(descriptor)
+        return sorted(listed, key=lambda facts: (not facts[3], facts[0]))
+
     def _list(self, exchange: Exchange, path: bytes, path_info: bytes) -> None:
         """An HTML page listing the directory (names escaped)."""
         shown = exchange.request.path.decode("latin-1")
         rows = []
         try:
-            with os.scandir(path) as entries:
-                # An entry that cannot be looked at (a symbolic link loop, a target
-                # it may not read) is left out; it does not spoil the listing.
-                shown_entries = (
-                    entry
-                    for entry in entries
-                    if self.options.dotfiles or not entry.name.startswith(b".")
+            for name, info, is_link, is_dir in self._read_directory(path):
+                if is_link and not self._links_allowed(path + b"/" + name):
+                    continue  # it answers 404: neither its name nor its facts show
+                href = urllib.parse.quote(name) + ("/" if is_dir else "")
+                # A name need not be UTF-8 (the page is): show what can be shown.
+                shown_name = name.decode("utf-8", "replace")
+                label = html.escape(shown_name + ("/" if is_dir else ""))
+                size = "-" if is_dir else f"{info.st_size:,}"
+                modified = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
+                rows.append(
+                    f'<tr><td><a href="{href}">{label}</a></td>'
+                    f"<td>{size}</td><td>{modified}</td></tr>"
                 )
-                listed = sorted(_entry_facts(shown_entries), key=lambda f: (not f[3], f[0].name))
-                for item, info, is_link, is_dir in listed:
-                    name = item.name  # bytes: the directory was opened by a bytes path
-                    if is_link and not self._links_allowed(item.path):
-                        continue  # it answers 404: neither its name nor its facts show
-                    href = urllib.parse.quote(name) + ("/" if is_dir else "")
-                    # A name need not be UTF-8 (the page is): show what can be shown.
-                    shown_name = name.decode("utf-8", "replace")
-                    label = html.escape(shown_name + ("/" if is_dir else ""))
-                    size = "-" if is_dir else f"{info.st_size:,}"
-                    modified = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
-                    rows.append(
-                        f'<tr><td><a href="{href}">{label}</a></td>'
-                        f"<td>{size}</td><td>{modified}</td></tr>"
-                    )
         except (FileNotFoundError, NotADirectoryError):
             answer_error(exchange, 404, b"Not Found\n")  # gone since it was looked at
             return
@@ -1196,15 +1246,37 @@ def _open_file(path: bytes) -> IO[bytes]:
     return os.fdopen(descriptor, "rb", buffering=0)
 
 
-def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
+def _opened_path(descriptor: int) -> bytes | None:
+    """Where the file open at ``descriptor`` is, as the kernel knows it.
+
+    ``None`` where that cannot be asked (no ``/proc``: not Linux); ``b""`` when it
+    cannot be told for this descriptor (a path longer than a page), which no rule
+    allows.
+    """
+    if not _PROC_FDS:
+        return None
+    try:
+        return os.readlink(b"/proc/self/fd/%d" % descriptor)
+    except OSError:
+        return b""
+
+
+def _open(
+    exchange: Exchange, entry: _File, allowed: Callable[[int, bytes], bool]
+) -> IO[bytes] | None:
     """Open the file whose body is about to be sent, if it is read from disk.
 
     A HEAD request opens it too, and closes it at once: its answer is the one GET
     would get (RFC 9110 9.3.2), a 403 for a file that cannot be read included.
 
+    The first time, the open file is checked against the link policy
+    (``allowed``, see :meth:`StaticHandler._opened_allowed`); later, the same
+    signature says it is the same file.
+
     Raises:
         _Changed: it is no longer the file ``entry`` describes (replaced or removed
             since its stat), so the head built from ``entry`` would be wrong.
+        _Miss: a link changed since the check led the opening out of bounds.
         _Forbidden: it may not be read.
         OSError: any other failure to open it.
     """
@@ -1219,6 +1291,11 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
     if files.signature(os.fstat(handle.fileno())) != entry.signature:
         handle.close()
         raise _Changed
+    if not entry.checked:
+        if not allowed(handle.fileno(), entry.path):
+            handle.close()
+            raise _Miss
+        entry.checked = True
     if exchange.request.method == b"HEAD":
         handle.close()
         return None
@@ -1226,12 +1303,13 @@ def _open(exchange: Exchange, entry: _File) -> IO[bytes] | None:
 
 
 def _entry_facts(
-    entries: Iterable[os.DirEntry[bytes]],
-) -> Iterator[tuple[os.DirEntry[bytes], os.stat_result, bool, bool]]:
-    """Each entry whose facts can be had, with its stat and two of its kinds.
+    entries: Iterable[os.DirEntry[str]],
+) -> Iterator[tuple[bytes, os.stat_result, bool, bool]]:
+    """Each entry whose facts can be had: its name, stat, and two of its kinds.
 
     Whether it is a symbolic link, and whether it is (or leads to) a directory. One
-    that vanished, or whose link cannot be followed, is left out.
+    that vanished, or whose link cannot be followed, is left out. (A directory read
+    by its descriptor names its entries in ``str``: the name's bytes are given back.)
     """
     for entry in entries:
         try:
@@ -1239,7 +1317,7 @@ def _entry_facts(
             info = entry.stat()  # follows a symbolic link, as serving it would
         except OSError:
             continue
-        yield entry, info, is_link, stat.S_ISDIR(info.st_mode)
+        yield os.fsencode(entry.name), info, is_link, stat.S_ISDIR(info.st_mode)
 
 
 def _send_pieces(
@@ -1282,12 +1360,23 @@ def _remember_bounded(table: dict[bytes, _Value], path: bytes, value: _Value) ->
     table[path] = value
 
 
-def _read_small(path: bytes, signature: tuple[int, int, int, int, int]) -> bytes | None:
-    """Read a small file whole, if it is still the file that was stat-ed."""
+def _read_small(
+    path: bytes,
+    signature: tuple[int, int, int, int, int],
+    allowed: Callable[[int, bytes], bool],
+) -> bytes | None:
+    """Read a small file whole, if it is still the file that was stat-ed.
+
+    Raises:
+        _Miss: the open file fails the link policy (``allowed``, see
+            :meth:`StaticHandler._opened_allowed`).
+    """
     try:
         with _open_file(path) as handle:
             if files.signature(os.fstat(handle.fileno())) != signature:
                 return None
+            if not allowed(handle.fileno(), path):
+                raise _Miss
             return handle.read()
     except OSError:
         return None
