@@ -237,15 +237,15 @@ suffixes = st.sampled_from(["", "br", "gz", "zst"])
 @given(file_identities, suffixes)
 def test_etag_is_a_strong_entity_tag(identity: tuple[int, int, int], suffix: str) -> None:
     """The tag matches the ``entity-tag`` ABNF of RFC 9110 8.8.3 with no ``W/``."""
-    inode, size, mtime_ns = identity
-    assert STRONG_ENTITY_TAG.fullmatch(etag_for(inode, size, mtime_ns, suffix))
+    inode, size, changed_ns = identity
+    assert STRONG_ENTITY_TAG.fullmatch(etag_for(inode, size, changed_ns, suffix))
 
 
 @given(file_identities, file_identities, suffixes)
 def test_etag_changes_exactly_when_the_file_changes(
     first: tuple[int, int, int], second: tuple[int, int, int], suffix: str
 ) -> None:
-    """Two files (inode, size, mtime_ns) get the same tag only if all three agree."""
+    """Two files (inode, size, ctime_ns) get the same tag only if all three agree."""
     assert (etag_for(*first, suffix) == etag_for(*second, suffix)) == (first == second)
 
 
@@ -253,8 +253,8 @@ def test_etag_changes_exactly_when_the_file_changes(
 def test_etag_changes_when_any_one_field_changes(
     identity: tuple[int, int, int], field: int, delta: int
 ) -> None:
-    """Changing only the inode, only the size or only the modification time gives a
-    new tag (a rename-into-place, a truncation or a touch).
+    """Changing only the inode, only the size or only the change time gives a new tag
+    (a rename-into-place, a truncation, a touch or a rewrite with the mtime put back).
     """
     changed = list(identity)
     changed[field] += delta

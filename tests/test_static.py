@@ -181,6 +181,41 @@ def test_a_rewrite_keeping_size_and_mtime_is_not_served_stale(files: Router, sit
     assert second.body == bytes(reversed(first.body)) != first.body
 
 
+@pytest.mark.parametrize("size", [13, 300_000])  # from memory, and from disk
+def test_a_rewrite_keeping_size_and_mtime_gets_a_new_etag(
+    files: Router, site: Path, size: int
+) -> None:
+    """Rewritten in place with the same size and its old mtime put back (cp -p, rsync
+    -t --inplace, a build that dates every file alike), a file is another
+    representation: its strong ETag changes (RFC 9110 8.8.3), so a client holding the
+    old one gets the new bytes, not a 304, and no range of them to splice into the old
+    ones (If-Range, RFC 9110 13.1.5).
+    """
+    path = site / "rewritten.bin"
+    path.write_bytes(b"a" * size)
+    before = path.stat()
+    first = request(files, b"/static/rewritten.bin")
+    old_tag = first.header(b"etag")
+    assert old_tag is not None
+    path.write_bytes(b"b" * size)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    second = request(files, b"/static/rewritten.bin")
+    assert second.body == b"b" * size
+    assert second.header(b"etag") != old_tag
+    revalidated = request(files, b"/static/rewritten.bin", [(b"if-none-match", old_tag)])
+    assert (revalidated.status, revalidated.body) == (200, b"b" * size)
+    resumed = request(
+        files, b"/static/rewritten.bin", [(b"range", b"bytes=5-"), (b"if-range", old_tag)]
+    )
+    assert (resumed.status, resumed.body) == (200, b"b" * size)
+
+
 def test_a_file_dated_in_the_future_is_last_modified_now(site: Path) -> None:
     """RFC 9110 8.8.2.1: Last-Modified is never later than the response; and a
     client holding it still sees the file's next change.

@@ -9,7 +9,7 @@
   link takes outside the directory (or any link at all, with ``symlinks = "never"``).
   Misses are 404, or go to the mount below with ``fallthrough``.
 - **Validators and conditions** (RFC 9110 8.8, 13): a strong ``ETag`` from the inode,
-  size and modification time, ``Last-Modified``; 304 and 412 by the precedence of
+  size and change time, ``Last-Modified``; 304 and 412 by the precedence of
   13.2.2 (:mod:`twistwsgi.files`).
 - **Ranges** (RFC 9110 14): single ranges as 206 with ``Content-Range``, several as
   ``multipart/byteranges``, ``If-Range``, 416 with ``Content-Range: bytes */N``.
@@ -233,7 +233,7 @@ class _File:
 
     Attributes:
         path: where it is (the sibling's own path for a precompressed sibling).
-        signature: device, inode, size and modification time; a different value
+        signature: device, inode, size, modification and change times; a different value
             means a different file.
         size: its length.
         etag: its strong entity tag.
@@ -289,7 +289,7 @@ class _File:
             suffix = f"z{options.gzip.level if options.gzip else 0}-{_ZLIB_TAG}"
         else:
             suffix = "br" if encoding == "br" else "gz" if encoding == "gzip" else ""
-        self.etag = files.etag_for(info.st_ino, info.st_size, info.st_mtime_ns, suffix)
+        self.etag = files.etag_for(info.st_ino, info.st_size, info.st_ctime_ns, suffix)
         self.content_type = content_type
         self.encoding = encoding
         self.data: bytes | None = gzipped
