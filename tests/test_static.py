@@ -24,7 +24,7 @@ import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent
+from twisted.logger import LogLevel, formatEvent
 
 from twistwsgi import static
 from twistwsgi.cli import load_config
@@ -907,6 +907,75 @@ def test_a_file_that_keeps_changing_is_503(
     # And the next request, once it stopped changing, gets it.
     monkeypatch.undo()
     assert request(files, b"/static/busy.bin").body == target.read_bytes()
+
+
+class _ChangedWhenRead:
+    """An open file that ``change`` alters the first time it is read, after its fstat."""
+
+    def __init__(self, handle: Any, change: Callable[[], None]) -> None:
+        self._handle = handle
+        self._change: Callable[[], None] | None = change
+
+    def fileno(self) -> int:
+        return int(self._handle.fileno())
+
+    def read(self, size: int = -1) -> bytes:
+        change, self._change = self._change, None
+        if change is not None:
+            change()
+        return bytes(self._handle.read(size))
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> _ChangedWhenRead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda path: path.write_bytes(path.read_bytes() + b"appended"),
+        lambda path: os.truncate(path, 400),
+        # In place, same size: only a signature taken after the read tells.
+        lambda path: path.write_bytes(path.read_bytes().upper()),
+    ],
+    ids=["grown", "truncated", "rewritten"],
+)
+def test_a_small_file_changed_while_it_is_read_is_served_whole_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path, change: Callable[[Path], object]
+) -> None:
+    """A small file is read whole into memory after its fstat; written to meanwhile
+    (appended to, truncated, rewritten in place), the bytes read are not those of the
+    file that was looked at. They are not served under its head (a body longer or
+    shorter than the Content-Length sent, a connection cut): the file is looked up
+    again and its new content served whole, with its own head.
+    """
+    target = site / "written.txt"
+    target.write_bytes(b"x" * 1_000)
+    open_file = static._open_file
+
+    def opening(path: bytes) -> Any:
+        handle = open_file(path)
+        if Path(os.fsdecode(path)) == target:
+            monkeypatch.setattr(static, "_open_file", open_file)  # once
+            return _ChangedWhenRead(handle, lambda: change(target))
+        return handle
+
+    monkeypatch.setattr(static, "_open_file", opening)
+    with capture_log_events() as events:
+        response = request(files, b"/static/written.txt")
+    assert response.status == 200
+    assert response.body == target.read_bytes()
+    assert response.header(b"content-length") == b"%d" % target.stat().st_size
+    assert not [event for event in events if event.get("log_level") is LogLevel.error]
+    # And what is kept is the new file, under its own signature.
+    again = request(files, b"/static/written.txt")
+    assert again.body == target.read_bytes()
+    assert again.header(b"etag") == response.header(b"etag")
 
 
 # -- directories -------------------------------------------------------------------------

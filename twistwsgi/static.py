@@ -1367,17 +1367,36 @@ def _read_small(
 ) -> bytes | None:
     """Read a small file whole, if it is still the file that was stat-ed.
 
+    ``None`` when it is not, before or after the read: bytes written meanwhile
+    (appended, cut off, rewritten in place) would not be those its head describes,
+    and the caller looks at the file again. The size read is the signature's: a file
+    growing meanwhile does not make the body longer than its Content-Length.
+
     Raises:
         _Miss: the open file fails the link policy (``allowed``, see
             :meth:`StaticHandler._opened_allowed`).
     """
+    size = signature[2]  # (device, inode, size, mtime, ctime)
     try:
         with _open_file(path) as handle:
-            if files.signature(os.fstat(handle.fileno())) != signature:
+            descriptor = handle.fileno()
+            if files.signature(os.fstat(descriptor)) != signature:
                 return None
-            if not allowed(handle.fileno(), path):
+            if not allowed(descriptor, path):
                 raise _Miss
-            return handle.read()
+            pieces = []
+            left = size
+            while left > 0:
+                piece = handle.read(left)
+                if not piece:
+                    return None  # cut off since its fstat
+                pieces.append(piece)
+                left -= len(piece)
+            # Any write meanwhile moved the change time (Linux 6.13 on makes it
+            # distinct from the one read above, as the fstat asked for it).
+            if files.signature(os.fstat(descriptor)) != signature:
+                return None
+            return b"".join(pieces)
     except OSError:
         return None
 
