@@ -18,12 +18,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent
 
 from twistwsgi import static
@@ -912,9 +914,9 @@ def test_a_file_that_keeps_changing_is_503(
 class _ChangedWhenRead:
     """An open file that ``change`` alters the first time it is read, after its fstat."""
 
-    def __init__(self, handle: Any, change: Callable[[], None]) -> None:
+    def __init__(self, handle: Any, change: Callable[[], object]) -> None:
         self._handle = handle
-        self._change: Callable[[], None] | None = change
+        self._change: Callable[[], object] | None = change
 
     def fileno(self) -> int:
         return int(self._handle.fileno())
@@ -1621,6 +1623,73 @@ def test_the_memory_cache_lets_the_least_recently_used_file_go(
         assert request(files, b"/static/" + target + b".bin").status == 200
     # Only the cold file had to be read from disk again.
     assert [path.name for path in opened] == ["cold.bin"]
+
+
+class _CountingPulls(PullingTransport):
+    """A PullingTransport that stops a pull producer which keeps being called without
+    an end: a sender spinning on a file that ended would otherwise hold the test (and
+    a real reactor) for ever.
+    """
+
+    pulls = 0
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if streaming:
+            super().registerProducer(producer, streaming)
+            return
+        StringTransport.registerProducer(self, producer, streaming)
+        while self.producer is producer and not self.disconnecting:
+            self.pulls += 1
+            assert self.pulls < 1_000, "the file sender spins"
+            cast(IPullProducer, producer).resumeProducing()
+
+
+@pytest.mark.parametrize("cut", [0, 100_000, 299_999])
+def test_a_file_cut_short_while_it_is_sent_ends_the_connection(
+    monkeypatch: pytest.MonkeyPatch, files: Router, site: Path, cut: int
+) -> None:
+    """A file truncated after its head went out (a log rotated, a deploy writing in
+    place) cannot keep the Content-Length promise: the connection ends after the
+    bytes there were (the client sees a short body, RFC 9112 6.3), the request
+    pipelined behind it is not answered on it, the sender does not spin, and one
+    error line names the file and where it ended, as nginx's "was truncated" alert.
+    The next request gets the file as it is now.
+    """
+    target = site / "cut.bin"
+    content = os.urandom(300_000)
+    target.write_bytes(content)
+    real_pread = os.pread
+    reads: list[int] = []
+
+    def pread(descriptor: int, size: int, offset: int) -> bytes:
+        if not reads:
+            os.truncate(target, cut)
+        reads.append(offset)
+        return real_pread(descriptor, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    transport = _CountingPulls()
+    connection = connect(files, transport=transport)
+    with capture_log_events() as events:
+        connection.send(
+            b"GET /static/cut.bin HTTP/1.1\r\nHost: files.example\r\n\r\n"
+            b"GET /static/a.txt HTTP/1.1\r\nHost: files.example\r\n\r\n"
+        )
+    written = connection.take()
+    assert connection.is_closed()
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert b"Content-Length: 300000" in head
+    assert body == content[:cut]  # and nothing of the next response
+    errors = [event for event in events if event.get("log_level") is LogLevel.error]
+    assert [formatEvent(event) for event in errors] == [
+        f"{target} was truncated at {cut} bytes while it was sent (300000 announced);"
+        " closing the connection"
+    ]
+    assert not [event for event in events if "log_failure" in event]
+    monkeypatch.undo()
+    again = request(files, b"/static/cut.bin")
+    assert again.body == content[:cut]
+    assert again.header(b"content-length") == b"%d" % cut
 
 
 class _FailingSend:

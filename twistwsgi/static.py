@@ -67,7 +67,7 @@ from twistwsgi.fixed_response import CLOSE_WITHOUT_RESPONSE
 from twistwsgi.http.compression import GzipSettings, accepts_gzip
 from twistwsgi.http.exchange import Exchange, Handler
 from twistwsgi.http.request import CapturedRoute, PreparedHeaders, Route
-from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
+from twistwsgi.http.sendfile import CLIENT_GONE, FileTruncatedError, finish_paced
 from twistwsgi.http.wire import http_date
 from twistwsgi.routing import Mount, answer_error, answer_plain, error_body
 from twistwsgi.templates import cut_at
@@ -1071,7 +1071,7 @@ class StaticHandler:
             )
             return
         assert handle is not None
-        _send_pieces(exchange, handle, iter(pieces), closing)
+        _send_pieces(exchange, handle, iter(pieces), closing, entry)
 
     def _read_directory(self, path: bytes) -> list[tuple[bytes, os.stat_result, bool, bool]]:
         """The entries of the directory at ``path`` to list, directories first.
@@ -1325,8 +1325,12 @@ def _send_pieces(
     handle: IO[bytes],
     pieces: Iterator[tuple[bytes, int, int]],
     closing: bytes,
+    entry: _File | None = None,
 ) -> None:
-    """Send the file pieces one after the other, then finish and close the file."""
+    """Send the file pieces one after the other, then finish and close the file.
+
+    ``entry`` is the file's (named in the line logged when it is cut short).
+    """
 
     def next_piece(_: object = None) -> Deferred[None] | None:
         for prefix, offset, count in pieces:
@@ -1341,8 +1345,24 @@ def _send_pieces(
 
     def failed(failure: Failure) -> None:
         handle.close()
-        # Only a failure on this side (the file, the disk) is worth a traceback.
-        if not exchange.finished and not failure.check(*CLIENT_GONE):
+        truncated = failure.check(FileTruncatedError)
+        if exchange.finished or failure.check(*CLIENT_GONE):
+            pass  # the client left: ordinary (the access log has its bytes)
+        elif truncated and entry is not None:
+            # Written to since its head went out (a log rotated, a copy in place):
+            # the Content-Length cannot be kept, the client must see the cut (RFC
+            # 9112 6.3). Said as nginx's "was truncated" alert, without a traceback.
+            error = failure.value
+            assert isinstance(error, FileTruncatedError)
+            _log.error(
+                "{path} was truncated at {offset} bytes while it was sent ({size}"
+                " announced); closing the connection",
+                path=os.fsdecode(entry.path),
+                offset=error.offset,
+                size=entry.size,
+            )
+        else:
+            # A failure on this side (the disk) is worth a traceback.
             _log.failure("Sending a file failed", failure=failure)
         exchange.abort()
 

@@ -46,6 +46,7 @@ __all__ = [
     "CLIENT_GONE",
     "READ_CHUNK",
     "SENDFILE_CHUNK",
+    "FileTruncatedError",
     "Pacing",
     "finish_paced",
     "send_file",
@@ -69,6 +70,18 @@ CLIENT_GONE = (ConnectionLost, BrokenPipeError, ConnectionResetError)
 
 #: Bytes read per step when the file cannot be sent with ``sendfile``.
 READ_CHUNK = 64 * 1024
+
+
+class FileTruncatedError(OSError):
+    """The file ended before the bytes the response promised (cut short meanwhile).
+
+    Attributes:
+        offset: where it ended.
+    """
+
+    def __init__(self, offset: int, remaining: int) -> None:
+        super().__init__(f"File ended {remaining} bytes early, at {offset}")
+        self.offset = offset
 
 
 #: Socket families where ``MSG_MORE`` holds data back for the next send (TCP).
@@ -271,7 +284,7 @@ class _ZeroCopySender(_FileSender):
             self.fail(error)
             return
         if sent == 0:
-            self.fail(OSError(f"File ended {self.remaining} bytes early"))
+            self.fail(FileTruncatedError(self.offset, self.remaining))
             return
         if sent > 0:
             self.offset += sent
@@ -315,7 +328,7 @@ class _CopyingSender(_FileSender):
             self.fail(error)
             return
         if not data:
-            self.fail(OSError(f"File ended {self.remaining} bytes early"))
+            self.fail(FileTruncatedError(self.offset, self.remaining))
             return
         self.offset += len(data)
         self.remaining -= len(data)
