@@ -1094,6 +1094,43 @@ def test_an_entry_that_cannot_be_looked_at_is_left_out_of_a_listing(
     assert not [e for e in events if e["log_level"].name == "error"]
 
 
+def test_an_entry_removed_while_its_directory_is_listed_is_left_out(
+    monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path
+) -> None:
+    """A name read from the directory and removed before its stat is left out; the
+    listing goes on with the others (not a 404 or 500 for the whole directory).
+    """
+    directory = site / "empty"
+    for name in ("going.txt", "kept.txt", "sub"):
+        (directory / name).write_text(name)
+    scandir = os.scandir
+
+    class Removing:
+        """os.scandir's iterator, removing going.txt as its entry is handed out."""
+
+        def __init__(self, *args: Any) -> None:
+            self._entries = scandir(*args)
+
+        def __enter__(self) -> Removing:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            self._entries.close()
+
+        def __iter__(self) -> Any:
+            for entry in self._entries:
+                if entry.name == "going.txt":
+                    (directory / "going.txt").unlink()
+                yield entry
+
+    monkeypatch.setattr(os, "scandir", Removing)
+    router = router_for(tmp_path, config_text(site, "listing = true"))
+    listing = request(router, b"/static/empty/")
+    assert listing.status == 200
+    assert b"kept.txt" in listing.body and b"sub" in listing.body
+    assert b"going.txt" not in listing.body
+
+
 def test_a_site_serves_files_on_its_reactors_clock(site: Path, tmp_path: Path) -> None:
     """Last-Modified is never later than the response's Date (RFC 9110 8.8.2.1): the
     site built its static handlers on the wall clock, not on the reactor's, so on
