@@ -218,6 +218,27 @@ def test_a_rewrite_keeping_size_and_mtime_gets_a_new_etag(
     assert (resumed.status, resumed.body) == (200, b"b" * size)
 
 
+@pytest.mark.parametrize("size", [13, 300_000])  # from memory, and from disk
+def test_a_file_removed_and_made_again_alike_is_not_served_stale(
+    files: Router, site: Path, size: int
+) -> None:
+    """Removed, then written again with the same size and the old mtime: the file
+    system may hand the new file the old inode number (ext4 and tmpfs often do), so
+    device, inode, size and mtime can all agree; its change time does not. New bytes,
+    new ETag, whether or not the number came back.
+    """
+    path = site / "recreated.bin"
+    path.write_bytes(b"a" * size)
+    before = path.stat()
+    first = request(files, b"/static/recreated.bin")
+    path.unlink()
+    path.write_bytes(b"b" * size)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = request(files, b"/static/recreated.bin")
+    assert second.body == b"b" * size
+    assert second.header(b"etag") != first.header(b"etag")
+
+
 def test_a_file_dated_in_the_future_is_last_modified_now(site: Path) -> None:
     """RFC 9110 8.8.2.1: Last-Modified is never later than the response; and a
     client holding it still sees the file's next change.
