@@ -1368,6 +1368,29 @@ def test_a_link_swapped_around_its_check_never_serves_a_file_outside(
     assert checked
 
 
+def test_a_revalidation_of_a_gzip_form_answers_nothing_about_a_file_outside(
+    monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path
+) -> None:
+    """A revalidation of a compressed form is answered without reading the file (a
+    304 compresses nothing), but not without opening it: with the link swapped around
+    its check, the 304 (and the ETag in it) would tell of a file outside.
+    """
+    outside = tmp_path / "outside" / "styles.css"
+    outside.write_bytes(STYLES * 10)  # above memory_cache: its bytes are not read
+    harmless = site / "harmless.css"
+    harmless.write_bytes(STYLES * 10)
+    link = site / "swapped.css"
+    link.symlink_to(outside)
+    checked = swap_around_the_check(
+        monkeypatch, link, lambda: repoint(link, harmless), lambda: repoint(link, outside)
+    )
+    router = gzip_router(site, tmp_path, "memory_cache = 100")
+    response = request(router, b"/static/swapped.css", [GZIP, (b"if-none-match", b"*")])
+    assert response.status == 404
+    assert response.header(b"etag") is None
+    assert checked
+
+
 def test_a_listed_directory_swapped_around_its_check_never_lists_one_outside(
     monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path
 ) -> None:

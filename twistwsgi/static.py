@@ -791,7 +791,10 @@ class StaticHandler:
         now = self._now()
         if fields:
             # The form's validators come from the file, not from its bytes: a 304
-            # (or 412) is answered without compressing anything.
+            # (or 412) is answered without compressing anything; not without opening
+            # the file once, though, as its link check is made on the open file.
+            if identity.data is None and not identity.checked:
+                _open_entry(identity, self._opened_allowed).close()
             validators = _File(
                 path, info, identity.content_type, "gzip", self.options, now=now, gzipped=b""
             )
@@ -1267,7 +1270,20 @@ def _open(
     """Open the file whose body is about to be sent, if it is read from disk.
 
     A HEAD request opens it too, and closes it at once: its answer is the one GET
-    would get (RFC 9110 9.3.2), a 403 for a file that cannot be read included.
+    would get (RFC 9110 9.3.2), a 403 for a file that cannot be read included. See
+    :func:`_open_entry` for what it raises.
+    """
+    if entry.data is not None:
+        return None
+    handle = _open_entry(entry, allowed)
+    if exchange.request.method == b"HEAD":
+        handle.close()
+        return None
+    return handle
+
+
+def _open_entry(entry: _File, allowed: Callable[[int, bytes], bool]) -> IO[bytes]:
+    """Open the file ``entry`` describes, if it still is that file.
 
     The first time, the open file is checked against the link policy
     (``allowed``, see :meth:`StaticHandler._opened_allowed`); later, the same
@@ -1280,8 +1296,6 @@ def _open(
         _Forbidden: it may not be read.
         OSError: any other failure to open it.
     """
-    if entry.data is not None:
-        return None
     try:
         handle = _open_file(entry.path)
     except FileNotFoundError:
@@ -1296,9 +1310,6 @@ def _open(
             handle.close()
             raise _Miss
         entry.checked = True
-    if exchange.request.method == b"HEAD":
-        handle.close()
-        return None
     return handle
 
 
