@@ -6,8 +6,10 @@
   path holds an encoded slash or backslash (``%2f``, ``%5c``) or a backslash is a miss,
   so is any name starting with a dot (unless ``dotfiles``; ``/.well-known/`` is always
   served), anything that is not a regular file or directory, and anything a symbolic
-  link takes outside the directory (or any link at all, with ``symlinks = "never"``).
-  Misses are 404, or go to the mount below with ``fallthrough``.
+  link takes outside the directory (or any link at all, with ``symlinks = "never"``):
+  checked on the path, and again on the file (or directory) once open, where the
+  kernel says it is, so a link changed in between cannot lead out. Misses are 404,
+  or go to the mount below with ``fallthrough``.
 - **Validators and conditions** (RFC 9110 8.8, 13): a strong ``ETag`` from the inode,
   size and change time, ``Last-Modified``; 304 and 412 by the precedence of
   13.2.2 (:mod:`twistwsgi.files`).
