@@ -230,39 +230,41 @@ file_identities = st.tuples(
     st.integers(min_value=0, max_value=2**64 - 1),
     st.integers(min_value=0, max_value=2**63 - 1),
     st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=0, max_value=2**63 - 1),
 )
+FileIdentity = tuple[int, int, int, int]
 suffixes = st.sampled_from(["", "br", "gz", "zst"])
 
 
 @given(file_identities, suffixes)
-def test_etag_is_a_strong_entity_tag(identity: tuple[int, int, int], suffix: str) -> None:
+def test_etag_is_a_strong_entity_tag(identity: FileIdentity, suffix: str) -> None:
     """The tag matches the ``entity-tag`` ABNF of RFC 9110 8.8.3 with no ``W/``."""
-    inode, size, changed_ns = identity
-    assert STRONG_ENTITY_TAG.fullmatch(etag_for(inode, size, changed_ns, suffix))
+    assert STRONG_ENTITY_TAG.fullmatch(etag_for(*identity, suffix))
 
 
 @given(file_identities, file_identities, suffixes)
 def test_etag_changes_exactly_when_the_file_changes(
-    first: tuple[int, int, int], second: tuple[int, int, int], suffix: str
+    first: FileIdentity, second: FileIdentity, suffix: str
 ) -> None:
-    """Two files (inode, size, ctime_ns) get the same tag only if all three agree."""
+    """Two files (inode, size, mtime_ns, ctime_ns) get the same tag only if all agree."""
     assert (etag_for(*first, suffix) == etag_for(*second, suffix)) == (first == second)
 
 
-@given(file_identities, st.integers(min_value=0, max_value=2), st.integers(min_value=1))
+@given(file_identities, st.integers(min_value=0, max_value=3), st.integers(min_value=1))
 def test_etag_changes_when_any_one_field_changes(
-    identity: tuple[int, int, int], field: int, delta: int
+    identity: FileIdentity, field: int, delta: int
 ) -> None:
-    """Changing only the inode, only the size or only the change time gives a new tag
-    (a rename-into-place, a truncation, a touch or a rewrite with the mtime put back).
+    """Changing only the inode, only the size, only the modification time or only the
+    change time gives a new tag (a rename-into-place, a truncation, a touch, or a
+    rewrite with the mtime put back).
     """
     changed = list(identity)
     changed[field] += delta
-    assert etag_for(*identity) != etag_for(changed[0], changed[1], changed[2])
+    assert etag_for(*identity) != etag_for(changed[0], changed[1], changed[2], changed[3])
 
 
 @given(file_identities)
-def test_etag_suffix_tells_variants_apart(identity: tuple[int, int, int]) -> None:
+def test_etag_suffix_tells_variants_apart(identity: FileIdentity) -> None:
     """The plain file and each precompressed sibling of it get distinct tags."""
     tags = {etag_for(*identity, suffix) for suffix in ("", "br", "gz", "zst")}
     assert len(tags) == 4
@@ -710,13 +712,13 @@ def test_very_large_positions_are_handled(
 
 @given(file_identities, timestamps)
 def test_if_range_entity_tag_needs_strong_equality(
-    identity: tuple[int, int, int], last_modified: int
+    identity: FileIdentity, last_modified: int
 ) -> None:
     """The current tag allows the range; the same tag marked weak, or another tag,
     does not (RFC 9110 13.1.5: "strong comparison").
     """
     etag = etag_for(*identity)
-    other = etag_for(identity[0], identity[1], identity[2] + 1)
+    other = etag_for(identity[0], identity[1], identity[2], identity[3] + 1)
     assert if_range_allows(etag, etag, last_modified, NOW)
     assert if_range_allows(f"  {etag} ", etag, last_modified, NOW)
     assert not if_range_allows(f"W/{etag}", etag, last_modified, NOW)

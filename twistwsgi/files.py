@@ -1,7 +1,7 @@
 """The rules of serving a file over HTTP, as pure functions (no Twisted, no I/O).
 
-Validators (RFC 9110 8.8): a strong ``ETag`` made from the file's inode, size and
-change time, and ``Last-Modified``. Conditional requests (RFC 9110 13): the
+Validators (RFC 9110 8.8): a strong ``ETag`` made from the file's inode, size,
+modification and change times, and ``Last-Modified``. Conditional requests (RFC 9110 13): the
 four preconditions evaluated in the order of 13.2.2, giving 304 or 412. Ranges
 (RFC 9110 14): parsing ``Range`` into satisfiable byte ranges (suffix, open and
 multiple ranges, coalesced), ``If-Range``, and the ``multipart/byteranges`` framing.
@@ -54,20 +54,20 @@ def signature(info: os.stat_result) -> tuple[int, int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def etag_for(inode: int, size: int, changed_ns: int, suffix: str = "") -> str:
+def etag_for(inode: int, size: int, mtime_ns: int, ctime_ns: int, suffix: str = "") -> str:
     """A strong entity tag for a file's current content (RFC 9110 8.8.3).
 
-    ``changed_ns`` is the file's change time (``st_ctime_ns``), not its modification
-    time: every write moves both, but a file rewritten in place with its old mtime
-    put back (``cp -p``, ``rsync -t --inplace``, a build dating every file alike)
-    keeps inode, size and mtime, and only the change time, which no user can set,
-    tells the two contents apart. So any change of the file (a new inode after a
-    rename-into-place, a new size, a write, an mtime set) gives a new tag; so does a
-    change of its metadata alone (mode, owner, a new hard link), which costs a
-    client one full response. ``suffix`` tells representations of the same file
-    apart (``"br"``, ``"gz"`` for precompressed siblings).
+    Made from the inode, size, modification time and change time. Every write moves
+    both times, but a file rewritten in place with its old mtime put back (``cp -p``,
+    ``rsync -t --inplace``, a build dating every file alike) keeps inode, size and
+    mtime: only the change time, which no user can set, tells the two contents
+    apart. So any change of the file (a new inode after a rename-into-place, a new
+    size, a write, an mtime set) gives a new tag; so does a change of its metadata
+    alone (mode, owner, a new hard link), which costs a client one full response.
+    ``suffix`` tells representations of the same file apart (``"br"``, ``"gz"`` for
+    precompressed siblings).
     """
-    tag = f"{inode:x}-{size:x}-{changed_ns:x}"
+    tag = f"{inode:x}-{size:x}-{mtime_ns:x}-{ctime_ns:x}"
     if suffix:
         tag += "-" + suffix
     return f'"{tag}"'

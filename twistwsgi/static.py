@@ -291,7 +291,9 @@ class _File:
             suffix = f"z{options.gzip.level if options.gzip else 0}-{_ZLIB_TAG}"
         else:
             suffix = "br" if encoding == "br" else "gz" if encoding == "gzip" else ""
-        self.etag = files.etag_for(info.st_ino, info.st_size, info.st_ctime_ns, suffix)
+        self.etag = files.etag_for(
+            info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, suffix
+        )
         self.content_type = content_type
         self.encoding = encoding
         self.data: bytes | None = gzipped
