@@ -464,6 +464,44 @@ def test_exc_info_after_headers_are_sent_reraises_and_aborts(threaded: bool) -> 
 
 
 @pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("late", [b" and an error page", b""])
+def test_an_application_going_on_after_exc_info_was_re_raised_is_aborted(
+    threaded: bool, late: bytes
+) -> None:
+    """PEP 3333: with the head sent, start_response re-raises exc_info, and "it is not
+    safe for the application to attempt error output to the browser". One that catches
+    the re-raise too and yields on (its error page, or nothing more) would have its
+    response finished as if whole: the half body, then the error text, a last chunk.
+    It is aborted instead, and nothing it yields after the re-raise is sent. No
+    validator here: it refuses the exc_info call itself.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial,"
+        try:
+            raise ValueError("late")
+        except ValueError:
+            with contextlib.suppress(ValueError):
+                start_response("500 Internal Server Error", [], sys.exc_info())
+        if late:
+            yield late
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events() as events:
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert connection.is_closed()
+    wire = connection.take()
+    assert b"error page" not in wire
+    [response] = parse_responses(wire, complete=False)
+    assert response.body == b"partial,"
+    assert not wire.endswith(b"0\r\n\r\n")  # no last chunk: the client sees the cut
+    [failure] = [event["log_failure"] for event in events if "log_failure" in event]
+    assert "re-raised its exc_info" in str(failure.value)
+    assert isinstance(failure.value.__cause__, ValueError)  # the application's own error
+
+
+@pytest.mark.parametrize("threaded", MODES)
 def test_start_response_twice_without_exc_info_is_an_error(threaded: bool) -> None:
     """A second start_response without exc_info is an application error: 500."""
 

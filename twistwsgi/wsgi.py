@@ -1274,6 +1274,8 @@ class _ThreadedCall:
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] | None = None
         self._head_sent = False
+        # The error start_response re-raised once the head was sent (see _went_on).
+        self._reraised: BaseException | None = None
         self._input: _ThreadedInput | None = None
         # Response buffering: whether this response may use a spool (decided with
         # its head; given up if the spool fails), the spool once needed, whether
@@ -1672,6 +1674,8 @@ class _ThreadedCall:
         # head, once start_response has been called (a generator calls it late).
         room: int | None = None
         for data in result:
+            if self._reraised is not None:
+                raise _went_on(self._reraised)
             if type(data) is not bytes:
                 raise TypeError(_not_bytes(data))
             if data:
@@ -1694,6 +1698,8 @@ class _ThreadedCall:
                 return False
             elif self._full:
                 break
+        if self._reraised is not None:
+            raise _went_on(self._reraised)
         if not self._head_sent:
             if self._headers is None:
                 raise RuntimeError("The application returned without calling start_response")
@@ -1826,6 +1832,7 @@ class _ThreadedCall:
         if exc_info is not None:
             try:
                 if self._head_sent:
+                    self._reraised = exc_info[1]  # nothing more of it may be sent
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
@@ -1843,6 +1850,8 @@ class _ThreadedCall:
         """The ``write()`` callable: send ``data`` now (PEP 3333 "The write() Callable")."""
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if self._reraised is not None:
+            raise _went_on(self._reraised)
         if data and not self._send(data) and not self._full:
             raise _disconnected("The client closed the connection", self._exchange.request)
 
@@ -1873,6 +1882,26 @@ def _send_whole(
             return
     exchange.start_response(status, headers, reason)
     exchange.finish(data)
+
+
+def _went_on(error: BaseException) -> RuntimeError:
+    """The error of an application that went on after start_response re-raised its exc_info.
+
+    PEP 3333: with the head sent, start_response re-raises, which "in principle
+    should abort the application", since "it is not safe for the application to
+    attempt error output to the browser". One that catches the re-raise and goes on
+    (yielding or writing its error page, or ending normally) would have its response
+    finished as if whole: the part sent before the error, then whatever it adds, then
+    the framing's end. The response is aborted instead, as for any failure once
+    bytes are out, with the application's error as the cause in the log.
+    """
+    failure = RuntimeError(
+        "The application went on after start_response re-raised its exc_info (the"
+        " response head was sent): the response is aborted"
+    )
+    failure.__cause__ = error  # (as "raise ... from error" sets it)
+    failure.__suppress_context__ = True
+    return failure
 
 
 def _answer_500(exchange: Exchange) -> None:
@@ -1978,6 +2007,8 @@ class _InlineCall:
         self._paused = False
         self._producing = False
         self._errors: _ErrorStream | None = None
+        # The error start_response re-raised once the head was sent (see _went_on).
+        self._reraised: BaseException | None = None
         # Whether pieces pulled in one batch of events may be written as one (see
         # _produce): decided with the head. The pieces pulled and not written yet
         # (None: not coalescing), which any other write sends first.
@@ -2068,6 +2099,8 @@ class _InlineCall:
                         raise StopIteration
                     data = next(self._iterator)
                 except StopIteration:
+                    if self._reraised is not None:
+                        raise _went_on(self._reraised) from self._reraised
                     self._iterator = None
                     self._write_pending()
                     self._close()
@@ -2076,6 +2109,8 @@ class _InlineCall:
                     exchange.unregisterProducer()
                     exchange.finish()
                     return
+                if self._reraised is not None:
+                    raise _went_on(self._reraised)
                 if type(data) is not bytes:
                     raise TypeError(_not_bytes(data))
                 if not data:
@@ -2139,6 +2174,7 @@ class _InlineCall:
         if exc_info is not None:
             try:
                 if self._started:
+                    self._reraised = exc_info[1]  # nothing more of it may be sent
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
@@ -2162,6 +2198,8 @@ class _InlineCall:
     def _write(self, data: bytes) -> None:
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if self._reraised is not None:
+            raise _went_on(self._reraised)
         if self._exchange.finished:
             raise _disconnected("The client closed the connection", self._exchange.request)
         if not data:
