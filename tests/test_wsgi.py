@@ -502,6 +502,35 @@ def test_an_application_going_on_after_exc_info_was_re_raised_is_aborted(
 
 
 @pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_whole_body_shorter_than_its_content_length_is_a_500(
+    threaded: bool, method: bytes
+) -> None:
+    """A list body is known whole before anything is sent: one shorter than its
+    Content-Length is the application's error, answered 500 before any byte of it
+    (the brief's rule: a 500 while nothing is out, an abort once bytes are). The head,
+    the short body and a cut connection left the client a 200 it could only see was
+    broken by its length; a proxy passed that 200 on. A HEAD answer carries no body:
+    its length is the GET's, and stays. No validator here: it refuses the short body.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return [b"hello"]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events() as events:
+        connection.send(method + b" / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take(), [method])
+    if method == b"HEAD":
+        assert (response.status, response.header_values(b"content-length")) == (200, [b"10"])
+        return
+    assert (response.status, response.body) == (500, b"Internal Server Error\n")
+    assert not connection.is_closed()  # a well-framed answer: the connection serves on
+    assert any("Content-Length" in formatEvent(event) for event in events)
+
+
+@pytest.mark.parametrize("threaded", MODES)
 def test_start_response_twice_without_exc_info_is_an_error(threaded: bool) -> None:
     """A second start_response without exc_info is an application error: 500."""
 

@@ -1870,16 +1870,31 @@ def _send_whole(
     One write would go past the rate. Sent in steps, it is given the
     ``Content-Length`` a single write would have had (a download's size, for the
     client's progress), unless it has one or carries no body (HEAD, 204, 304).
+
+    A body shorter than its ``Content-Length`` is answered 500: nothing of it is out
+    yet, and sent, its head would promise bytes that never come (RFC 9112 6.3), a
+    200 the client could only tell was broken by the connection ending under it.
     """
+    room = _body_room(exchange.request.method, status, headers)
+    if room > len(data):
+        request = exchange.request
+        _log.error(
+            "The application's response to {method} {target} has {size} body bytes for"
+            " its Content-Length of {declared}: answered 500",
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+            size=len(data),
+            declared=room,
+        )
+        _answer_500(exchange)
+        return
     limit = exchange.limit_rate
-    if limit is not None and len(data) > step_for(limit[0]):
-        room = _body_room(exchange.request.method, status, headers)
-        if room:
-            if room < 0:
-                headers = [*headers, (b"Content-Length", b"%d" % len(data))]
-            exchange.start_response(status, headers, reason)
-            finish_paced(exchange, data)
-            return
+    if limit is not None and len(data) > step_for(limit[0]) and room:
+        if room < 0:
+            headers = [*headers, (b"Content-Length", b"%d" % len(data))]
+        exchange.start_response(status, headers, reason)
+        finish_paced(exchange, data)
+        return
     exchange.start_response(status, headers, reason)
     exchange.finish(data)
 
