@@ -1212,6 +1212,31 @@ def test_file_wrapper_honours_the_application_content_length(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("threaded", MODES)
+def test_a_file_shorter_than_its_content_length_is_a_500(threaded: bool, tmp_path: Path) -> None:
+    """The file's size is known before its head goes out: one too short for the
+    Content-Length the application set is its error, answered 500 before any byte,
+    as a list body too short is; the next request is served. Sent, the head and the
+    whole file went out and the connection was cut where the rest was due. No
+    validator here: the file response is the server's to see, unwrapped.
+    """
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"hello")
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "100")])
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    connection = serve(app, threaded=threaded, transport=PullingTransport(), validate=False)
+    with capture_log_events() as events:
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.body) == (500, b"Internal Server Error\n")
+    assert not connection.is_closed()
+    [failure] = [event["log_failure"] for event in events if "log_failure" in event]
+    assert "5 bytes for its Content-Length of 100" in str(failure.value)
+
+
+@pytest.mark.parametrize("threaded", MODES)
 def test_file_wrapper_without_a_descriptor_is_iterated(threaded: bool) -> None:
     """A file-like object with no descriptor (BytesIO) is read block by block."""
 

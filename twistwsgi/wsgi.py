@@ -352,8 +352,17 @@ class _FileResponse:
     headers: list[tuple[bytes, bytes]]
 
 
-def _file_response(result: object, headers: list[tuple[bytes, bytes]]) -> _FileResponse | None:
-    """Return how to send ``result`` from the reactor, if it is a regular file."""
+def _file_response(
+    result: object, headers: list[tuple[bytes, bytes]], *, method: bytes, status: int
+) -> _FileResponse | None:
+    """Return how to send ``result`` from the reactor, if it is a regular file.
+
+    Raises:
+        ValueError: the file is shorter than the ``Content-Length`` the application
+            set, for a response that carries a body. Nothing is sent yet: the
+            application's error is a 500, as a list body too short is (see
+            :func:`_send_whole`), rather than a head promising bytes that never come.
+    """
     if type(result) is not FileWrapper:
         return None
     filelike = result.filelike
@@ -377,6 +386,10 @@ def _file_response(result: object, headers: list[tuple[bytes, bytes]]) -> _FileR
     if declared is None:
         headers = [*headers, (b"Content-Length", b"%d" % available)]
         declared = available
+    elif declared > available and _body_room(method, status, headers) != 0:
+        raise ValueError(
+            f"The wsgi.file_wrapper file has {available} bytes for its Content-Length of {declared}"
+        )
     return _FileResponse(result, offset, declared, headers)
 
 
@@ -1656,7 +1669,9 @@ class _ThreadedCall:
                 self._call_from_thread(self._serve_accel, accel, target)
                 return False
         if not self._head_sent and self._headers is not None:
-            file_response = _file_response(result, self._headers)
+            file_response = _file_response(
+                result, self._headers, method=self._exchange.request.method, status=self._status
+            )
             if file_response is not None:
                 self._head_sent = True
                 self._call_from_thread(
@@ -2067,7 +2082,9 @@ class _InlineCall:
                 return
         try:
             if not self._started and self._headers is not None:
-                file_response = _file_response(result, self._headers)
+                file_response = _file_response(
+                    result, self._headers, method=exchange.request.method, status=self._status
+                )
                 if file_response is not None:
                     self._result = None  # closed by _send_file_result
                     self._close()  # (what the application logged is flushed)
