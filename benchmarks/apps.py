@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from benchmarks import misbehaving as _misbehaving
+
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
@@ -116,6 +118,11 @@ def record(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     _record_line({"case": case, "event": "read", "call": call, "body_len": total})
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
+
+
+def misbehaving(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Run the application mistake the path names (``benchmarks/misbehaving.py``)."""
+    return _misbehaving.app(environ, start_response)
 
 
 def _record_line(entry: dict[str, object]) -> None:
