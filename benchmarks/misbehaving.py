@@ -680,7 +680,7 @@ CASES: tuple[Misbehaviour, ...] = (
         "file-wrapper-short",
         "wsgi.file_wrapper of a 5-byte file, Content-Length: 100",
         _file_short,
-        rule="RFC 9112 6.3: abort once the file ends",
+        rule="RFC 9112 6.3: its size is known before the head",
         failed=True,
     ),
     Misbehaviour(
