@@ -1878,7 +1878,13 @@ class _ThreadedCall:
 
 
 def _send_whole(
-    exchange: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], data: bytes
+    exchange: Exchange,
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    data: bytes,
+    *,
+    room: int | None = None,
 ) -> None:
     """Answer with a body known whole: in one write, or in steps of its limit_rate.
 
@@ -1889,8 +1895,10 @@ def _send_whole(
     A body shorter than its ``Content-Length`` is answered 500: nothing of it is out
     yet, and sent, its head would promise bytes that never come (RFC 9112 6.3), a
     200 the client could only tell was broken by the connection ending under it.
+    ``room`` is :func:`_body_room` of the response, if the caller has it.
     """
-    room = _body_room(exchange.request.method, status, headers)
+    if room is None:
+        room = _body_room(exchange.request.method, status, headers)
     if room > len(data):
         request = exchange.request
         _log.error(
@@ -2043,6 +2051,7 @@ class _InlineCall:
         # _produce): decided with the head. The pieces pulled and not written yet
         # (None: not coalescing), which any other write sends first.
         self._coalesce = False
+        self._room = -1  # (_body_room of the response, once start_response is called)
         self._pending: list[bytes] | None = None
         self._pending_size = 0
 
@@ -2095,7 +2104,9 @@ class _InlineCall:
                     data = _joined(result)
                     self._started = True
                     self._close()
-                    _send_whole(exchange, self._status, self._reason, self._headers, data)
+                    _send_whole(
+                        exchange, self._status, self._reason, self._headers, data, room=self._room
+                    )
                     return
             self._iterator = iter(result)
         except Exception:
@@ -2220,9 +2231,11 @@ class _InlineCall:
         # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
         exchange = self._exchange
         exchange.limit_rate = asked_limit(encoded, self._mount_limit, exchange.limit_rate_after)
+        # (Computed here once: _send_whole checks a list body against it too.)
+        self._room = room = _body_room(exchange.request.method, code, encoded)
         self._coalesce = (
             exchange.limit_rate is None
-            and _body_room(exchange.request.method, code, encoded) < 0
+            and room < 0
             and all(name.lower() != b"content-length" for name, _ in encoded)
         )
         return self._write
