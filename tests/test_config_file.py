@@ -879,7 +879,7 @@ def test_files_named_by_listen_endpoints_are_read_from_the_files_directory(
     from twisted.internet.endpoints import _parse
 
     site = tmp_path / "si:t=e\\x"
-    site.mkdir()
+    (site / "run").mkdir(parents=True)  # (a socket's directory is to exist)
     config = site / "site.toml"
     config.write_text(f"[server]\nlisten = ['{listen}']\n" + ONE_HOST)  # a TOML literal
     monkeypatch.chdir(tmp_path)

@@ -199,17 +199,122 @@ def _endpoint(value: Any) -> str:
             f"expected a Twisted endpoint string such as tcp:8080 or unix:/run/app.sock,"
             f" got {value!r}"
         )
+    try:
+        _check_listener(text)
+    except ValueError as error:
+        raise _ItemError(text, str(error)) from None
     return text
+
+
+#: The longest path a UNIX socket is bound at: Linux's sun_path holds 108 bytes, the
+#: last of them the NUL that ends the path.
+MAX_UNIX_PATH = 107
+
+#: The endpoint kinds that listen on a TCP port (Twisted's names).
+_PORT_KINDS = ("tcp", "tcp6", "ssl")
+
+#: Where the positional interface parameter comes, by kind (Twisted's parsers).
+_INTERFACE_POSITION = {"tcp": 1, "ssl": 4}
+
+
+def _check_listener(text: str) -> None:
+    r"""Refuse an endpoint string that could not listen, for a reason known now.
+
+    It would otherwise fail only when the server listens, which --check-config never
+    does, and in Twisted's terms: a backlog that is not a number said as the port's
+    fault, an IPv6 interface's unescaped colons as a keyword given twice.
+
+    Raises:
+        ValueError: saying what is wrong.
+    """
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        # (A NUL in a file name fails in open(); Twisted quotes a newline unescaped.)
+        raise ValueError("holds a control character")
+    inner = proxy_protocol_inner(text)
+    if inner is not None and proxy_protocol_inner(inner) is not None:
+        raise ValueError(
+            "haproxy: wraps an endpoint of another kind (a connection opens with one PROXY header)"
+        )
+    kind, positional, named = endpoint_parts(text)
+    if kind in _PORT_KINDS:
+        interface = named.get("interface")
+        if (
+            interface is not None
+            and len(positional) > 1
+            and re.fullmatch("[0-9a-fA-F]{0,4}", interface)
+        ):
+            # (tcp:8080:interface=::1 is split at each colon.)
+            raise ValueError(
+                r"the colons of an IPv6 interface= are escaped with \ (interface=\:\:1)"
+            )
+        port = named.get("port", positional[0] if positional else None)
+        number = _integer(port)
+        if number is not None and not 0 <= number <= 65535:
+            raise ValueError(f"a port is 0 to 65535, got {port!r}")
+        backlog = named.get(
+            "backlog", positional[2] if kind == "tcp" and len(positional) > 2 else None
+        )
+        count = 0 if backlog is None else _integer(backlog)
+        if count is None or count < 0:
+            raise ValueError(f"backlog= is a whole number, got {backlog!r}")
+    elif kind == "unix":
+        path = named.get("address", positional[0] if positional else "")
+        size = len(os.fsencode(path))
+        if size > MAX_UNIX_PATH:
+            raise ValueError(f"a UNIX socket path is at most {MAX_UNIX_PATH} bytes, got {size}")
+        directory = os.path.dirname(path)
+        if os.path.isabs(path) and not os.path.isdir(directory):
+            raise ValueError(f"no directory {directory!r} to put the socket in")
+
+
+def _integer(text: str | None) -> int | None:
+    """``text`` read as Twisted reads a number parameter (``int()``), else None."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _listener_address(description: str) -> tuple[str, ...] | None:
+    """Where an endpoint string listens, alike for two spellings of one address.
+
+    ``tcp:8080``, ``tcp:port=8080`` and ``ssl:8080:interface=0.0.0.0:...`` give one;
+    ``unix:/run/app.sock`` and ``haproxy:unix:/run//app.sock`` another. ``None`` where
+    the string does not tell (``systemd:``, port 0, a port that is not a number).
+    """
+    kind, positional, named = endpoint_parts(description)
+    if kind == "unix":
+        path = named.get("address", positional[0] if positional else "")
+        return ("unix", os.path.normpath(path)) if path else None
+    if kind not in _PORT_KINDS:
+        return None
+    port = _integer(named.get("port", positional[0] if positional else None))
+    if not port:
+        return None
+    position = _INTERFACE_POSITION.get(kind)
+    interface = named.get("interface")
+    if interface is None and position is not None and len(positional) > position:
+        interface = positional[position]
+    interface = (interface or "").strip() or ("::" if kind == "tcp6" else "0.0.0.0")
+    try:
+        interface = str(ipaddress.ip_address(interface))
+    except ValueError:
+        interface = interface.lower()
+    return ("inet", interface, str(port))
 
 
 def _endpoints(value: Any) -> tuple[str, ...]:
     items = _one_or_list(value, "one endpoint string or a list of them", required=True)
     endpoints = tuple(_endpoint(item) for item in items)
     for index, endpoint in enumerate(endpoints):
+        # The second listen would fail as "address already in use", which reads like
+        # another process holding the port.
         if endpoint in endpoints[:index]:
-            # The second listen would fail as "address already in use", which reads
-            # like another process holding the port.
             raise ValueError(f"{endpoint!r} is given twice")
+        address = _listener_address(endpoint)
+        for earlier in endpoints[:index]:
+            if address is not None and _listener_address(earlier) == address:
+                raise _ItemError(endpoint, f"listens where {earlier!r} does: give the address once")
     return endpoints
 
 
@@ -1690,7 +1795,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Where to listen, as a Twisted endpoint string (tcp:8080,"
         " ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/run/app.sock,"
         " systemd:domain=INET:index=0; haproxy: in front of one reads the PROXY"
-        " protocol header of a load balancer). Repeat for several.",
+        " protocol header of a load balancer). Repeat for several. What could not"
+        " listen is refused with the configuration, --check-config included: a port"
+        " outside 0-65535, a backlog= that is not a whole number, a UNIX socket path"
+        f" longer than {MAX_UNIX_PATH} bytes or in a directory that does not exist, an"
+        " address given twice however it is spelt (tcp:8080 and tcp:port=8080), and"
+        " control characters.",
         repeatable=True,
     ),
     Setting(
@@ -4110,12 +4220,18 @@ def build_config(
         mode_where=source("tls_verify_client"),
         path_where=source("tls_client_certificate"),
     )
-    if resolved["metrics_listen"] is not None and resolved["metrics_listen"] in listen:
+    metrics = resolved["metrics_listen"]
+    address = None if metrics is None else _listener_address(metrics)
+    for description in listen if metrics is not None else ():
         # (It would fail as "address already in use", as a listen given twice.)
-        raise ConfigError(
-            source("metrics_listen"),
-            f"{resolved['metrics_listen']!r} is a listen too: give the metrics their own",
-        )
+        if description == metrics or (
+            address is not None and _listener_address(description) == address
+        ):
+            spelt = "" if description == metrics else f" ({description!r})"
+            raise ConfigError(
+                source("metrics_listen"),
+                f"{metrics!r} is a listen too{spelt}: give the metrics their own",
+            )
     for name in ("max_requests", "max_worker_memory", "max_worker_lifetime"):
         if resolved[name] and not resolved["workers"]:
             raise ConfigError(
