@@ -110,3 +110,22 @@ def test_metrics_on_a_listen_address_spelt_another_way_is_refused() -> None:
     assert str(raised.value) == (
         "--metrics-listen: 'tcp:port=9090' is a listen too ('tcp:9090'): give the metrics their own"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://backend\x00:9000", "holds a control character"),
+        ("http://127.0.0.1:9000/a\x01b", "holds a control character"),
+        ("http://127.0.0.1:0", "port 0 cannot be connected to"),
+        ("http://backend..internal:9000", "'backend..internal' is not a host name"),
+        ("http://back%00end:9000", "'back%00end' is not a host name"),
+    ],
+)
+def test_upstream_urls_no_connection_could_follow_are_refused(
+    url: str, problem: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Accepted before, each upstream failed every request at connect time (502)."""
+    message = refusal(["--proxy", f"/={url}"], capfd)
+    assert message.startswith(f"--proxy {'/=' + url!r}: ")
+    assert problem in message

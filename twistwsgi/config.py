@@ -635,6 +635,8 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
             _refuse_variables(text)
         return text
     _nginx_unix_spelling(text, value)
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ValueError(f"{value!r} holds a control character")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
@@ -655,15 +657,33 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
             f" or variable may go in its path, in a regular-expression mount{idiom})"
         )
     try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
+        port = parts.port
     except ValueError:
         raise ValueError(f"bad port in upstream URL {value!r}") from None
+    if port == 0:
+        raise ValueError(f"{value!r}: port 0 cannot be connected to")
+    if not _is_host(parts.hostname):
+        # (It would fail every request at connect time, as a name no resolver has.)
+        raise ValueError(f"{parts.hostname!r} is not a host name, in {value!r}")
     if parts.fragment or (parts.query and not (templates and "$" in parts.path + parts.query)):
         # (A query with captures or variables is a regular-expression mount's: _mount.)
         raise ValueError(f"an upstream URL has no query or fragment, got {value!r}")
     if not templates:
         _refuse_variables(text)
     return text
+
+
+def _is_host(name: str) -> bool:
+    """Whether ``name`` is an IP address or a name of dot-separated labels.
+
+    Labels of letters, digits, ``-`` and ``_`` (a container's service name); none
+    empty, and one dot at the end at most.
+    """
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return re.fullmatch(r"[\w-]+(?:\.[\w-]+)*\.?", name) is not None
+    return True
 
 
 def _upstream(value: Any, *, templates: bool = False) -> tuple[Upstream, ...]:
@@ -1762,7 +1782,9 @@ SETTINGS: tuple[Setting, ...] = (
         PROXY_SPEC,
         (),
         "Forward requests under a URL prefix to an upstream server:"
-        " --proxy /api=http://127.0.0.1:9000. Repeat for several.",
+        " --proxy /api=http://127.0.0.1:9000. Repeat for several. The upstream's host"
+        " is an IP address or a name of letters, digits, - and _ between dots, its"
+        " port not 0.",
         repeatable=True,
     ),
     Setting(
@@ -2350,7 +2372,8 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " regular-expression mount the URL's path and query may use the pattern's"
         " captures and request variables, and are then the whole request-target sent:"
         " 'http://backend/v$1/$2$is_args$args'; see Captures of regular-expression"
-        " mounts.",
+        " mounts. The upstream's host is an IP address or a name of letters, digits,"
+        " - and _ between dots, its port not 0.",
         cli=False,
     ),
     Setting(
