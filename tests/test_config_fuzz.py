@@ -5,8 +5,15 @@ The holes fuzzing the configuration found, each as the value a user would write.
 
 from __future__ import annotations
 
-import pytest
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+
+from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import ConfigError, build_config
 
@@ -129,3 +136,126 @@ def test_upstream_urls_no_connection_could_follow_are_refused(
     message = refusal(["--proxy", f"/={url}"], capfd)
     assert message.startswith(f"--proxy {'/=' + url!r}: ")
     assert problem in message
+
+
+def test_a_config_path_with_a_nul_is_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """open() raised ValueError ("embedded null byte"): a traceback."""
+    message = refusal(["--config", "site\x00.toml"], capfd)
+    assert message == "site\\x00.toml: cannot read the configuration file: a path holds no NUL"
+
+
+def test_a_config_path_with_a_newline_is_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """The path was the first words of the message, newline and all."""
+    message = refusal(["--config", "site\n.toml"], capfd)
+    assert message == (
+        "site\\n.toml: cannot read the configuration file: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize("where", ["server", "host", "mount"])
+def test_an_access_log_path_with_a_nul_is_refused(tmp_path: Path, where: str) -> None:
+    """The open at start-up raised ValueError ("embedded null byte"): a traceback."""
+    key = 'access_log = "/tmp/a\\u0000.log"'
+    server = key if where == "server" else ""
+    host = key if where == "host" else ""
+    mount = key if where == "mount" else ""
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'[server]\n{server}\n[[host]]\nnames = ["a.test"]\n{host}\n'
+        f'[[host.mount]]\npath = "/"\nreturn = "200 ok"\n{mount}\n'
+    )
+    expected = {"server": "server", "host": "host[0]", "mount": "host[0].mount[0]"}[where]
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"config": str(path)})
+    assert str(raised.value) == (
+        f"site.toml: {expected}.access_log: '/tmp/a\\x00.log': a path holds no NUL"
+    )
+
+
+def test_a_header_value_that_is_not_text_names_the_header(tmp_path: Path) -> None:
+    """The error named the headers table, not which of its fields was wrong."""
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[[host]]\nnames = ["a.test"]\n[[host.mount]]\npath = "/"\nreturn = "200 ok"\n'
+        'headers = { X-Frame-Options = "DENY", X-Count = 3 }\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"config": str(path)})
+    assert str(raised.value) == (
+        "site.toml: host[0].mount[0].headers: the value of 'X-Count' is not text: 3"
+    )
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A FIFO that a blocked open of it can always get past.
+
+    A writer in a thread opens it again and again, each time a reader comes: each
+    open of the FIFO for reading then returns, and reads an end of file, rather than
+    waiting for ever (a test of the hang would otherwise hang). At the end the
+    writer is let go.
+    """
+    path = tmp_path / "fifo.pem"
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def write_ends() -> None:
+        while not done.is_set():
+            path.open("wb").close()
+
+    writer = threading.Thread(target=write_ends, daemon=True)
+    writer.start()
+    yield path
+    done.set()
+    # (With a reader there, the writer's open waiting now returns.)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    writer.join()
+    os.close(reader)
+
+
+@pytest.mark.parametrize("parameter", ["privateKey", "certKey"])
+def test_a_listener_file_that_is_a_fifo_is_refused(
+    tmp_path: Path, fifo: Path, parameter: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The start-up waited, silent, for something to write to the FIFO."""
+    key, certificate = write_self_signed_certificate(tmp_path)
+    files = {"privateKey": str(key), "certKey": str(certificate), parameter: str(fifo)}
+    listen = f"ssl:0:privateKey={files['privateKey']}:certKey={files['certKey']}"
+    options = cli.Options()
+    options.parseOptions(["--return", "/=200 ok", "--listen", listen])
+    with pytest.raises(SystemExit) as raised:
+        cli.build_endpoints(MemoryReactorClock(), options.config)
+    assert raised.value.code == 2
+    assert capfd.readouterr().err == (
+        f"twistwsgi: error: --listen {listen!r}: {parameter}= {str(fifo)!r} is not a regular file\n"
+    )
+
+
+@pytest.mark.parametrize("key", ["tls_ca", "auth_basic_user_file"])
+def test_a_file_that_is_a_fifo_is_not_said_to_be_missing(
+    tmp_path: Path, fifo: Path, key: str
+) -> None:
+    """It was "file ... does not exist", of a file the user can see."""
+    others = 'auth_basic = "staff"\n' if key == "auth_basic_user_file" else ""
+    target = 'proxy = "https://127.0.0.1:9443"' if key == "tls_ca" else 'return = "200 ok"'
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'[[host]]\nnames = ["a.test"]\n[[host.mount]]\npath = "/"\n{target}\n'
+        f'{key} = "{fifo}"\n{others}'
+    )
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"config": str(path)})
+    assert str(raised.value) == (
+        f"site.toml: host[0].mount[0].{key}: file {str(fifo)!r} is not a regular file"
+    )
+
+
+def test_an_error_line_is_one_line_whatever_it_quotes(capfd: pytest.CaptureFixture[str]) -> None:
+    """The last guard of the promise: a message quoting text it did not escape (an
+    exception's own message, a path) still prints as one line.
+    """
+    with pytest.raises(SystemExit):
+        cli.exit_with_error("--listen 'x': Unknown endpoint type: 'a\nb\r\x1b[2J'")
+    assert capfd.readouterr().err == (
+        "twistwsgi: error: --listen 'x': Unknown endpoint type: 'a\\nb\\r\\x1b[2J'\n"
+    )

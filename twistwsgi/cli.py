@@ -96,8 +96,14 @@ def exit_with_error(message: str) -> NoReturn:
 def print_error(message: str) -> None:
     """Write ``message`` as the one ``twistwsgi: error:`` line on the process's stderr."""
     stream = sys.__stderr__ or sys.stderr  # (sys.stderr may feed twistd's log)
-    stream.write(f"twistwsgi: error: {message}\n")
+    # A message may quote what it did not escape (an exception's own text, a path):
+    # it stays one line, which a supervisor reads as the cause (last_error_line).
+    one_line = _CONTROL_CHARACTERS.sub(lambda match: repr(match[0])[1:-1], message)
+    stream.write(f"twistwsgi: error: {one_line}\n")
     stream.flush()
+
+
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _help(setting: Setting) -> str:
@@ -299,6 +305,10 @@ def _endpoint_for(
             f"{repeated}= is given more than once; an endpoint takes one of each"
             " (one certificate per listener)"
         )
+    irregular = _irregular_file(description)
+    if irregular is not None:
+        # A FIFO would hold the start-up, without a word, until something wrote to it.
+        raise _EndpointError(irregular)
     encrypted = _encrypted_key(description)
     if encrypted is not None:
         # OpenSSL would ask for the passphrase on the terminal (or fail without one).
@@ -656,6 +666,28 @@ def _repeated_parameter(description: str) -> str | None:
             if name in seen:
                 return name
             seen.add(name)
+    return None
+
+
+def _irregular_file(description: str) -> str | None:
+    """What is wrong with a file an ``ssl:`` endpoint names that is not a regular file.
+
+    ``None`` when each is one, or is missing (``serverFromString`` reports that).
+    """
+    kind, _, named = endpoint_parts(description)
+    if kind != "ssl":
+        return None
+    files = {"privateKey": named.get("privateKey") or "server.pem"}  # (Twisted's default)
+    for name in ("certKey", "extraCertChain", "dhParameters"):
+        if named.get(name):
+            files[name] = named[name]
+    for name, path in files.items():
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            return f"{name}= {path!r} is not a regular file"
     return None
 
 

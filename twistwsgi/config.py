@@ -322,6 +322,9 @@ def _access_log(value: Any) -> str:
     text = _text(value).strip()
     if not text:
         raise ValueError("expected a path, '-' for stdout, or 'off'")
+    if "\x00" in text:
+        # (The open at start-up would raise ValueError, as no file can be named so.)
+        raise ValueError(f"{text!r}: a path holds no NUL")
     return text
 
 
@@ -771,7 +774,9 @@ def _optional_file(value: Any) -> str:
     if os.path.isdir(path):
         raise ValueError(f"{text!r} is a directory, not a file")
     if not os.path.isfile(path):
-        raise ValueError(f"file {text!r} does not exist")
+        # (A FIFO would hold the start-up until something writes to it.)
+        what = "is not a regular file" if os.path.exists(path) else "does not exist"
+        raise ValueError(f"file {text!r} {what}")
     return path
 
 
@@ -876,6 +881,8 @@ def _header_table(value: Any) -> tuple[tuple[str, str], ...]:
             # (X-Frame-Options DENY and SAMEORIGIN) would cancel each other out.
             raise ValueError(f"{name!r} is given twice (as {seen[name.lower()]!r})")
         seen[name.lower()] = name
+        if not isinstance(text, str):
+            raise ValueError(f"the value of {name!r} is not text: {text!r}")
         value = _header_value(text)
         try:
             value.encode("latin-1")  # RFC 9110 5.5: field values are octets
@@ -3330,6 +3337,11 @@ def read_config_file(path: str, content: bytes | None = None) -> tuple[dict[str,
             f"not valid TOML: not UTF-8 (byte {error.object[error.start]:#04x}"
             f" at offset {error.start})",
         ) from None
+    except ValueError:
+        # open()'s "embedded null byte" (caught after TOML's errors, ValueErrors too).
+        if "\x00" not in path:
+            raise
+        raise ConfigError(path, "cannot read the configuration file: a path holds no NUL") from None
     for key in document:
         if key not in ("server", "host"):
             raise ConfigError(f"{name}: {key}", "unknown key (expected [server] or [[host]])")
