@@ -127,6 +127,8 @@ def test_metrics_on_a_listen_address_spelt_another_way_is_refused() -> None:
         ("http://127.0.0.1:0", "port 0 cannot be connected to"),
         ("http://backend..internal:9000", "'backend..internal' is not a host name"),
         ("http://back%00end:9000", "'back%00end' is not a host name"),
+        ("http://" + "a" * 64 + ":9000", "is not a host name"),
+        ("http://user:secret@backend:9000", "no user or password in an upstream URL"),
     ],
 )
 def test_upstream_urls_no_connection_could_follow_are_refused(
@@ -136,6 +138,21 @@ def test_upstream_urls_no_connection_could_follow_are_refused(
     message = refusal(["--proxy", f"/={url}"], capfd)
     assert message.startswith(f"--proxy {'/=' + url!r}: ")
     assert problem in message
+
+
+def test_an_auth_request_host_that_is_no_host_name_is_refused(tmp_path: Path) -> None:
+    """As an upstream's (its port 0, user and controls were refused already)."""
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[[host]]\nnames = ["a.test"]\n[[host.mount]]\npath = "/"\nreturn = "200 ok"\n'
+        'auth_request = "http://auth..internal:4180/check"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        cli.load_config({"config": str(path)})
+    assert str(raised.value) == (
+        "site.toml: host[0].mount[0].auth_request: 'auth..internal' is not a host name,"
+        " in 'http://auth..internal:4180/check'"
+    )
 
 
 def test_a_config_path_with_a_nul_is_one_line(capfd: pytest.CaptureFixture[str]) -> None:

@@ -665,6 +665,11 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
         raise ValueError(f"bad port in upstream URL {value!r}") from None
     if port == 0:
         raise ValueError(f"{value!r}: port 0 cannot be connected to")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{value!r}: no user or password in an upstream URL (they would not be sent;"
+            " proxy_set_header Authorization sends credentials)"
+        )
     if not _is_host(parts.hostname):
         # (It would fail every request at connect time, as a name no resolver has.)
         raise ValueError(f"{parts.hostname!r} is not a host name, in {value!r}")
@@ -679,13 +684,13 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
 def _is_host(name: str) -> bool:
     """Whether ``name`` is an IP address or a name of dot-separated labels.
 
-    Labels of letters, digits, ``-`` and ``_`` (a container's service name); none
-    empty, and one dot at the end at most.
+    Labels of letters, digits, ``-`` and ``_`` (a container's service name), of 1 to
+    63 characters as DNS has them; one dot at the end at most.
     """
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        return re.fullmatch(r"[\w-]+(?:\.[\w-]+)*\.?", name) is not None
+        return re.fullmatch(r"[\w-]{1,63}(?:\.[\w-]{1,63})*\.?", name) is not None
     return True
 
 
@@ -1095,6 +1100,8 @@ def _auth_url(value: Any) -> str:
         )
     if parts.fragment or any(map(_invisible, text)):
         raise ValueError(f"{text!r} holds a fragment, a space or a control character")
+    if not _is_host(parts.hostname):
+        raise ValueError(f"{parts.hostname!r} is not a host name, in {text!r}")
     # A path as a request line writes it: what a URL may not hold, percent-encoded.
     return urlunsplit(
         parts._replace(
@@ -1791,7 +1798,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Forward requests under a URL prefix to an upstream server:"
         " --proxy /api=http://127.0.0.1:9000. Repeat for several. The upstream's host"
         " is an IP address or a name of letters, digits, - and _ between dots, its"
-        " port not 0.",
+        " port not 0, and the URL holds no user or password.",
         repeatable=True,
     ),
     Setting(
@@ -2380,7 +2387,7 @@ MOUNT_KEYS: tuple[Setting, ...] = (
         " captures and request variables, and are then the whole request-target sent:"
         " 'http://backend/v$1/$2$is_args$args'; see Captures of regular-expression"
         " mounts. The upstream's host is an IP address or a name of letters, digits,"
-        " - and _ between dots, its port not 0.",
+        " - and _ between dots, its port not 0, and the URL holds no user or password.",
         cli=False,
     ),
     Setting(
