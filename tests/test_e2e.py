@@ -186,6 +186,41 @@ def test_unimportable_app_is_one_line_and_exit_2(socket_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("case", ["nul in a log path", "a fifo as the key"])
+def test_what_the_configuration_fuzzing_found_is_one_line_and_exit_2(
+    case: str, socket_path: Path, tmp_path: Path
+) -> None:
+    """Two of the holes tests/test_config_fuzz.py found, as a user met them: a NUL
+    in a file's access_log path was a traceback (exit status 1) from the open at
+    start; an ssl: key that is a FIFO held the start, silent, for ever (here until
+    the timeout).
+    """
+    fifo = tmp_path / "key.pem"
+    os.mkfifo(fifo)
+    if case == "nul in a log path":
+        setting = f'access_log = "{tmp_path}/access\\u0000.log"'
+        expected = ": a path holds no NUL"
+    else:
+        setting = f'listen = ["ssl:0:interface=127.0.0.1:privateKey={fifo}"]'
+        expected = f": privateKey= {str(fifo)!r} is not a regular file"
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f"[server]\n{setting}\n"
+        '[[host]]\nnames = ["a.test"]\n[[host.mount]]\npath = "/"\nreturn = "200 ok"\n'
+    )
+    result = subprocess.run(  # noqa: PLW1510 - the exit status is what is checked
+        [str(TWISTD), "--nodaemon", "--pidfile=", "wsgi", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if "twistwsgi: error:" in line]
+    assert error.startswith("twistwsgi: error: site.toml: server.") and error.endswith(expected)
+
+
 def test_starts_over_a_socket_left_by_a_crash(socket_path: Path) -> None:
     """A socket file (and lock) left by a killed server do not stop the next start."""
     left = socket.socket(socket.AF_UNIX)
