@@ -10,6 +10,7 @@ memory reactor; and random command lines through the option parser, built so too
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import io
@@ -44,6 +45,7 @@ from twistwsgi.config import (
     ServerConfig,
     Setting,
     build_config,
+    escape,
 )
 from twistwsgi.service import ServerService, make_service
 
@@ -369,6 +371,7 @@ class Workspace:
 
     Attributes:
         root: the directory (the configuration file is written here).
+        cwd: the working directory of command lines, where they make relative files.
         key: a private key, PEM.
         certificate: its self-signed certificate, PEM (and the CA of client certificates).
         bad_files: paths that are not what a file key needs: missing, a directory, empty,
@@ -381,6 +384,8 @@ class Workspace:
         self.key, self.certificate = write_self_signed_certificate(
             root, names=("example.com", "*.example.org", "localhost")
         )
+        self.cwd = root / "cwd"
+        self.cwd.mkdir()
         bad = root / "bad"
         bad.mkdir()
         (bad / "empty").write_bytes(b"")
@@ -633,7 +638,7 @@ def mutate_file(
         files = {"privateKey": str(workspace.key), "certKey": str(workspace.certificate), key: bad}
         server["listen"] = [
             "tcp:0",
-            "ssl:0:" + ":".join(f"{name}={cli.escape(path)}" for name, path in files.items()),
+            "ssl:0:" + ":".join(f"{name}={escape(path)}" for name, path in files.items()),
         ]
         return f"listen {key}={bad!r}", "listen"
     if where == "server" or not (hosts and mounts):
@@ -824,9 +829,9 @@ def command_line_option(draw: st.DrawFn) -> tuple[Setting, str]:
     """An option and a value: its own or any, edited (a character put in) or not."""
     setting = draw(st.sampled_from(CLI_SETTINGS))
     own = own_values(setting)
-    value = draw(
-        st.sampled_from(own) if own and draw(st.booleans()) else st.sampled_from(OPTION_VALUES)
-    )
+    its_own: bool = draw(st.booleans())
+    values = own if own and its_own else OPTION_VALUES
+    value = draw(st.sampled_from(values))
     if draw(st.booleans()):
         where = draw(st.integers(0, len(value)))
         value = value[:where] + draw(st.sampled_from(INSERTED)) + value[where:]
@@ -836,7 +841,7 @@ def command_line_option(draw: st.DrawFn) -> tuple[Setting, str]:
 @FUZZ
 @given(options=st.lists(command_line_option(), min_size=1, max_size=3), mount=st.booleans())
 def test_a_random_command_line_parses_or_is_refused_in_one_line(
-    options: list[tuple[Setting, str]], mount: bool
+    options: list[tuple[Setting, str]], mount: bool, workspace: Workspace
 ) -> None:
     """Options with values from every kind (and flags given a value) parse, or are
     refused as twistd's parser runs them: one line, exit status 2; what parses
@@ -845,16 +850,27 @@ def test_a_random_command_line_parses_or_is_refused_in_one_line(
     argv = ["--return", "/=200 ok"] if mount else []
     for setting, value in options:
         argv += [setting.flag] if setting.kind is BOOL else [setting.flag, value]
+    event(parse_and_start(argv, workspace))
+
+
+def parse_and_start(argv: list[str], workspace: Workspace) -> str:
+    """Parse ``argv`` as ``twistd wsgi`` does and build what it gives (see start_up).
+
+    From the workspace's own directory: a relative file it names (an access log
+    called ``on``) is made there.
+
+    Returns:
+        What came of it: ``"refused when parsed"``, or what start_up says.
+    """
     stderr = io.StringIO()
     parsed = cli.Options()
-    with mock.patch.object(sys, "__stderr__", stderr):
+    with contextlib.chdir(workspace.cwd), mock.patch.object(sys, "__stderr__", stderr):
         try:
             parsed.parseOptions(argv)
         except SystemExit as exit:
-            assert exit.code == 2 and printed_error(stderr), stderr.getvalue()
-            event("refused when parsed")
-            return
-    event(start_up(parsed.config))
+            assert exit.code == 2 and printed_error(stderr), (argv, stderr.getvalue())
+            return "refused when parsed"
+        return start_up(parsed.config)
 
 
 #: Characters no value should take through to a traceback or a second line.
@@ -862,25 +878,16 @@ CONTROLS = ["\x00", "\n", "\x1b"]
 
 
 @pytest.mark.parametrize("control", CONTROLS)
-def test_every_option_with_a_control_character_is_one_line_at_most(control: str) -> None:
+def test_every_option_with_a_control_character_is_one_line_at_most(
+    control: str, workspace: Workspace
+) -> None:
     """Each option's own values with a control character put in the middle: what
     random drawing would rarely reach (one option, one character) is tried for each.
     """
     for setting in CLI_SETTINGS:
         for value in own_values(setting) or ["x"]:
             edited = value[: len(value) // 2] + control + value[len(value) // 2 :]
-            stderr = io.StringIO()
-            parsed = cli.Options()
-            with mock.patch.object(sys, "__stderr__", stderr):
-                try:
-                    parsed.parseOptions(["--return", "/=200 ok", setting.flag, edited])
-                except SystemExit as exit:
-                    assert exit.code == 2 and printed_error(stderr), (
-                        setting.flag,
-                        stderr.getvalue(),
-                    )
-                    continue
-            start_up(parsed.config)
+            parse_and_start(["--return", "/=200 ok", setting.flag, edited], workspace)
 
 
 @pytest.mark.parametrize("control", CONTROLS)
