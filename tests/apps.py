@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 from wsgiref.validate import validator
@@ -104,6 +105,17 @@ def _process(environ: dict[str, Any], start_response: StartResponse) -> Iterable
 
 
 process = validator(_process)
+
+
+def _blocking(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Never returns (with --threads 0, its worker's event loop is blocked for good)."""
+    environ["wsgi.errors"].write("blocking the event loop\n")
+    environ["wsgi.errors"].flush()
+    threading.Event().wait()
+    raise AssertionError("unreachable")
+
+
+blocking = _blocking
 
 
 def _whoami(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

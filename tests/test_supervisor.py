@@ -232,6 +232,10 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
         assert payload["config_content"] == "[server]\n"
         assert payload["start_directory"] == "/srv"
         assert isinstance(payload["sys_path"], list)
+        # A worker that outlives this process by more than the time a stop gives
+        # it before the kill ends itself (see twistwsgi.worker.MasterWatch).
+        assert payload["master_pid"] == os.getpid()
+        assert payload["orphan_allowance"] == 30.0 + KILL_GRACE
         # The master's socket activation says nothing true about the worker.
         assert {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}.isdisjoint(process.env)
         assert process.env["PATH"] == "/bin"
@@ -431,6 +435,8 @@ def test_a_reload_starts_new_workers_and_stops_the_old_once_all_serve() -> None:
     assert [process.payload()["config_content"] for process in new] == [
         "[server]\nthreads = 4\n"
     ] * 2
+    # (Their own graceful timeout, not the old workers'.)
+    assert [process.payload()["orphan_allowance"] for process in new] == [5.0 + KILL_GRACE] * 2
     assert new[0].args == ["/usr/bin/python3", "-m", "twistwsgi.worker"]
     assert new[0].child_fds == old[0].child_fds
     assert [process.commands() for process in old] == [[b"keep\n"]] * 2

@@ -29,6 +29,7 @@ from twistwsgi.testing import capture_log_events
 from twistwsgi.worker import (
     REQUEST_COUNT_INTERVAL,
     InheritedEndpoint,
+    MasterWatch,
     ReplacementWatch,
     ReportPipe,
     _Control,
@@ -232,6 +233,60 @@ def test_the_end_of_the_control_pipe_stops_the_worker_once() -> None:
     control.childConnectionLost("control", Failure(EOFError()))
     control.childConnectionLost("control", Failure(EOFError()))
     assert reactor.stops == 1
+
+
+class Parent:
+    """The parent process id a MasterWatch sees, and the time on its clock."""
+
+    def __init__(self) -> None:
+        self.pid = 4000
+        self.now = 100.0
+        self.ended: list[str] = []
+
+    def watch(self, allowance: float) -> MasterWatch:
+        return MasterWatch(
+            4000,
+            allowance,
+            number=2,
+            parent=lambda: self.pid,
+            monotonic=lambda: self.now,
+            end=self.ended.append,
+        )
+
+
+def test_a_worker_that_outlives_its_master_by_the_allowance_ends_itself() -> None:
+    """One whose event loop never reads the control pipe's end (blocked) would hold
+    the listening sockets for ever: the watch ends it, counting from when it saw the
+    parent change (to init, or a subreaper), not from the worker's start.
+    """
+    parent = Parent()
+    watch = parent.watch(35.0)
+    for _ in range(100):
+        watch.look()
+        parent.now += 1.0
+    assert parent.ended == []
+    parent.pid = 1
+    watch.look()
+    parent.now += 34.9
+    watch.look()
+    assert parent.ended == []
+    parent.now += 0.1
+    watch.look()
+    assert parent.ended == [
+        f"twistwsgi worker 2 (pid {os.getpid()}): the master process (pid 4000) is gone"
+        " and this worker did not stop within 35s (its event loop is blocked?); exiting"
+    ]
+
+
+def test_a_worker_whose_master_is_gone_at_the_first_look_is_given_only_the_allowance() -> None:
+    """The master died while the worker started (the checking process has no
+    allowance: it has nothing to finish).
+    """
+    parent = Parent()
+    parent.pid = 77
+    watch = parent.watch(0.0)
+    watch.look()
+    assert len(parent.ended) == 1
 
 
 class Answered:

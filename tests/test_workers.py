@@ -148,6 +148,44 @@ def test_the_workers_stop_when_the_master_is_killed(socket_path: Path) -> None:
         server.process.stdout.close()
 
 
+def test_a_worker_whose_event_loop_is_blocked_ends_once_the_master_is_killed(
+    socket_path: Path,
+) -> None:
+    """It never reads the control pipe's end, and would hold the socket for ever: it
+    ends itself its graceful timeout and 5 s after its master went, its client's
+    connection closed, and the socket is free for the next server.
+    """
+    server = Server(
+        *("--app", "tests.apps:blocking", "--listen", f"unix:{socket_path}", "--workers", "1"),
+        *("--threads", "0", "--graceful-timeout", "0"),
+    )
+    worker = started_workers(server, 1)[1]
+    server.wait_for("with 1 worker processes")
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(socket_path))
+    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.wait_for("blocking the event loop")
+    server.process.kill()
+    server.process.wait(timeout=60)
+    assert server.wait_for("the master process", timeout=60).strip() == (
+        f"twistwsgi worker 1 (pid {worker}): the master process (pid {server.process.pid})"
+        " is gone and this worker did not stop within 5s (its event loop is blocked?);"
+        " exiting"
+    )
+    # The worker held the output pipe too: its end means it has exited.
+    server._reader.join(timeout=60)
+    assert not server._reader.is_alive()
+    if server.process.stdout is not None:
+        server.process.stdout.close()
+    assert client.recv(1) == b""
+    client.close()
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late,
+        pytest.raises(ConnectionRefusedError),
+    ):
+        late.connect(str(socket_path))
+
+
 def test_an_unimportable_app_is_one_line_and_exit_2_before_any_worker(
     socket_path: Path,
 ) -> None:

@@ -1062,7 +1062,15 @@ def _supervisor(
         "ignore_interrupts": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
     }
     configuration.update(pinned_directories(configuration))
-    payload = {**configuration, "number": 0, "listen": [], "sys_path": sys.path}
+    payload = {
+        **configuration,
+        "number": 0,
+        "listen": [],
+        "sys_path": sys.path,
+        # (It has nothing to finish: a master gone, it ends at once.)
+        "master_pid": os.getpid(),
+        "orphan_allowance": 0.0,
+    }
     # Its stderr goes to a file, not a pipe: a process the application starts at
     # import would inherit a pipe, and the start would wait for that process too.
     with tempfile.TemporaryFile() as errors:

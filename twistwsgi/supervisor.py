@@ -23,8 +23,10 @@ Master and worker speak over two pipes besides the sockets:
 
 * the control pipe (the worker's descriptor :data:`CONTROL_FD`, written by the
   master): one command per line (``stop``, ``stop-now``, ``keep``, ``reopen``).
-  Its end of file means the master is gone: the worker stops gracefully, so no
-  worker outlives a killed master by more than its graceful timeout.
+  Its end of file means the master is gone: the worker stops gracefully. One
+  whose event loop cannot read it (blocked, or still importing) is ended by a
+  thread of its own (:class:`twistwsgi.worker.MasterWatch`), so no worker outlives
+  a killed master by more than its graceful timeout and :data:`KILL_GRACE`.
 * the report pipe (:data:`REPORT_FD`, read by the master): one JSON object per
   line: ``{"ready": true}`` once the worker serves, ``{"log": {...}}`` for each log
   event, ``{"error": "..."}`` for the start-up error it exits with, ``{"recycle":
@@ -457,13 +459,18 @@ class Supervisor(Service):
     def _spawn(self, worker: _Worker) -> None:
         """Start the process of ``worker``'s slot; if that fails, try again later."""
         try:
-            self._start_process(worker, self._configuration)
+            self._start_process(worker, self._configuration, self._graceful_timeout)
         except OSError as error:  # fork failed: out of memory, or a process limit
             _log.error("Cannot start worker {number}: {error}", number=worker.number, error=error)
             self._restart_later(worker)
 
-    def _start_process(self, worker: _Worker, configuration: Mapping[str, Any]) -> None:
+    def _start_process(
+        self, worker: _Worker, configuration: Mapping[str, Any], graceful_timeout: float
+    ) -> None:
         """Start ``worker``'s process, with the listening sockets and the two pipes.
+
+        ``graceful_timeout`` is the one it will be stopped with: a worker that
+        outlives this process by more than that and :data:`KILL_GRACE` ends itself.
 
         Raises:
             OSError: the process could not be started.
@@ -501,7 +508,10 @@ class Supervisor(Service):
             self._seatless.append(protocol)
         worker.process = process
         worker.pid = process.pid
-        process.writeToChild(0, self._payload(worker.number, configuration, limits))
+        payload = self._payload(
+            worker.number, configuration, limits, orphan_allowance=graceful_timeout + KILL_GRACE
+        )
+        process.writeToChild(0, payload)
         process.closeChildFD(0)
         _log.info("Started worker {number} (pid {pid})", number=worker.number, pid=worker.pid)
 
@@ -551,10 +561,14 @@ class Supervisor(Service):
         number: int,
         configuration: Mapping[str, Any],
         limits: tuple[int, int | None] | None = None,
+        *,
+        orphan_allowance: float,
     ) -> bytes:
         """What worker ``number`` reads on its standard input.
 
         ``limits``: the descriptor of the shared limits and the process's seat.
+        ``orphan_allowance``: how long the worker may outlive this process (see
+        :class:`twistwsgi.worker.MasterWatch`).
         """
         payload = {
             **configuration,
@@ -563,6 +577,8 @@ class Supervisor(Service):
             "number": number,
             "listen": [description for description, _ in self._endpoints],
             "sys_path": sys.path,
+            "master_pid": os.getpid(),
+            "orphan_allowance": orphan_allowance,
         }
         return json.dumps(payload).encode("utf-8")
 
@@ -695,7 +711,7 @@ class Supervisor(Service):
         successor = self._successors[number] = _Worker(number, 0.0)
         successor.replaces_stuck = stuck is not None
         try:
-            self._start_process(successor, self._configuration)
+            self._start_process(successor, self._configuration, self._graceful_timeout)
         except OSError as error:
             del self._successors[number]
             self._recycle_failed(worker, f"cannot start a process: {error}")
@@ -953,7 +969,7 @@ class Supervisor(Service):
         for number in range(1, count + 1):
             worker = incoming[number] = _Worker(number, 0.0)
             try:
-                self._start_process(worker, self._incoming_with[0])
+                self._start_process(worker, *self._incoming_with)
             except OSError as error:
                 self._give_up_reload(f"cannot start a new worker process: {error}")
                 break

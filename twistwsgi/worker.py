@@ -19,6 +19,7 @@ Like :mod:`twistwsgi.cli`, this module installs and runs the global reactor (in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -57,7 +58,7 @@ from twistwsgi.supervisor import (
 )
 from twistwsgi.wsgi import stuck_threads
 
-__all__ = ["InheritedEndpoint", "ReportPipe", "main"]
+__all__ = ["InheritedEndpoint", "MasterWatch", "ReportPipe", "main"]
 
 _log = Logger(namespace="twistwsgi.worker")
 
@@ -373,6 +374,86 @@ class ReplacementWatch:
             self._reports.send({"recycle": answered, "lifetime": lifetime})
 
 
+#: Seconds between two looks of a worker's :class:`MasterWatch` at its parent process.
+MASTER_LOOK_INTERVAL = 1.0
+
+
+class MasterWatch:
+    """Ends this worker once it has outlived its master by more than ``allowance`` seconds.
+
+    The end of the control pipe stops a worker gracefully, but only when its event
+    loop reads it: a worker whose loop is blocked (an application that never
+    returns under ``--threads 0``, a call stuck in the kernel) or that is still
+    importing its applications never does, and would go on holding the listening
+    sockets, so that no new server could bind the port, for as long as it lives.
+    A thread of its own looks at the parent process once a second: once it is no
+    longer ``master`` (the orphan was given to init or to a subreaper) and
+    ``allowance`` seconds have passed since (the graceful timeout and the time the
+    master would have given before killing it), the process exits with status 1 at
+    once, as the master would have killed it.
+
+    Args:
+        master: the master's process id.
+        allowance: seconds a worker may outlive its master (it stops gracefully
+            meanwhile if its event loop runs).
+        number: this worker's slot, for the line it leaves on stderr.
+        parent: the parent's process id now (``os.getppid``).
+        monotonic: a clock that the system's time does not move.
+        end: ends the process with a message (writes it to stderr, ``os._exit(1)``).
+    """
+
+    def __init__(
+        self,
+        master: int,
+        allowance: float,
+        *,
+        number: int = 0,
+        parent: Callable[[], int] = os.getppid,
+        monotonic: Callable[[], float] = time.monotonic,
+        end: Callable[[str], object] | None = None,
+    ) -> None:
+        self._master = master
+        self._allowance = allowance
+        self._number = number
+        self._parent = parent
+        self._monotonic = monotonic
+        self._end = end if end is not None else _end_orphan
+        self._gone_since: float | None = None
+
+    def look(self) -> None:
+        """Note when the master went; past the allowance since, end this process."""
+        if self._gone_since is None:
+            if self._parent() == self._master:
+                return
+            self._gone_since = self._monotonic()
+        if self._monotonic() - self._gone_since >= self._allowance:
+            self._end(
+                f"twistwsgi worker {self._number} (pid {os.getpid()}): the master process"
+                f" (pid {self._master}) is gone and this worker did not stop within"
+                f" {self._allowance:g}s (its event loop is blocked?); exiting"
+            )
+
+    def start(self) -> None:
+        """Look once a second from now on, in a thread that never holds the process up."""
+        threading.Thread(target=self._run, name="twistwsgi master watch", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(MASTER_LOOK_INTERVAL)
+            self.look()
+
+
+def _end_orphan(message: str) -> None:
+    """Write ``message`` to stderr and end the process at once.
+
+    Straight to the descriptor: the event loop, or a thread holding the lock of
+    the log, may be the very thing that is stuck.
+    """
+    with contextlib.suppress(OSError):
+        os.write(2, message.encode("utf-8", "replace") + b"\n")
+    os._exit(1)
+
+
 class _Control:
     """Reads the master's commands from the control pipe, one a line, and carries them out."""
 
@@ -492,6 +573,14 @@ def main(arguments: list[str] | None = None) -> None:
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     payload = _read_payload()
+    # Before the applications import (which may hang too): see MasterWatch. (A
+    # master of an older release, twistwsgi upgraded under it, does not say: its
+    # parent then, and the default graceful timeout and kill grace.)
+    MasterWatch(
+        payload.get("master_pid", os.getppid()),
+        payload.get("orphan_allowance", 35.0),
+        number=payload["number"],
+    ).start()
     if payload.get("ignore_interrupts"):
         # Started by a master that ignores SIGINT (a shell's background job): a
         # Ctrl-C for the shell must not end this worker, even while it imports.
