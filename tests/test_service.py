@@ -456,6 +456,37 @@ def test_reload_applies_the_new_graceful_timeout() -> None:
     assert_stop_drops_after(service, clock, protocol, transport, 5.0)
 
 
+def test_a_reload_while_the_server_drains_is_ignored() -> None:
+    """A SIGHUP during the graceful stop (a reload racing systemd's stop) would build
+    new mounts in a process about to exit, and close the ones the draining requests
+    were given: it is ignored, with a line saying so, as the master of --workers
+    ignores it then.
+    """
+    held = Held()
+    built: list[object] = []
+
+    def proxy(mount: object, config: object) -> Held:
+        built.append(mount)
+        return held
+
+    given = {"proxy": ["/=http://127.0.0.1:1"], "access_log": "off"}
+    service, _ = serve(given, proxy=proxy)
+    protocol, transport = open_connection(service.factory)
+    protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    done: list[object] = []
+    service.stopService().addCallback(done.append)
+    serving, mounts = service.config, len(built)
+    with capture_log_events() as events:
+        assert not service.reload(cli.load_config({**given, "threads": "0"}))
+    assert [formatEvent(event) for event in events] == ["Reload ignored: the server is stopping"]
+    assert service.config is serving
+    assert len(built) == mounts
+    held.exchanges[0].start_response(200, [])
+    held.exchanges[0].finish(b"done")
+    close_if_asked(protocol, transport)
+    assert done == [None]
+
+
 def test_reload_switches_the_access_log_to_the_new_path(tmp_path: Path) -> None:
     """A new access_log path takes effect on reload: later lines go to the new file,
     the old one is closed and gets no more.

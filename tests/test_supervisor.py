@@ -413,6 +413,26 @@ def test_a_second_stop_asked_before_the_stop_began_goes_with_it() -> None:
     assert clock.processes[0].commands() == [b"stop\n", b"stop-now\n"]
 
 
+def test_a_reload_during_the_stop_starts_nothing_and_says_so() -> None:
+    """A SIGHUP racing systemd's stop: no new worker starts in a server that is
+    draining, each worker is told to stop once, and the stop still ends.
+    """
+    started, clock = running(2)
+    stopped: list[object] = []
+    started.stopService().addCallback(stopped.append)
+    with capture_log_events() as events:
+        reloaded = started.reload(5.0, "[server]\n")
+    fired: list[object] = []
+    reloaded.addCallback(fired.append)
+    assert fired == [None]
+    assert messages(events) == ["Reload ignored: the server is stopping"]
+    assert len(clock.processes) == 2
+    assert [process.commands() for process in clock.processes] == [[b"stop\n"]] * 2
+    for process in clock.processes:
+        process.end()
+    assert stopped
+
+
 def new_workers(clock: ProcessClock, old: int) -> list[FakeProcess]:
     """The processes a reload started, after the ``old`` ones."""
     return clock.processes[old:]
@@ -653,7 +673,9 @@ def test_a_stop_during_a_reload_stops_old_and_new_workers_and_no_reload_follows(
         importing.report({"ready": True})
         started.reload(3.0, "while stopping")
     assert len(clock.processes) == 3
-    assert not [text for text in messages(events) if "Reload" in text]
+    assert [text for text in messages(events) if "Reload" in text] == [
+        "Reload ignored: the server is stopping"
+    ]
     assert started.pids == [1000]
     for process in clock.processes:
         assert not fired

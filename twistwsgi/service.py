@@ -492,10 +492,17 @@ class ServerService(Service):
         a change to them is logged as a warning. The access log file is reopened
         (for log rotation) even when the new routing table cannot be built.
 
+        During a graceful stop it is ignored (with a line): the mounts it would
+        build serve nothing in a process about to exit, and the old ones, which the
+        draining requests use, would be closed under them.
+
         Returns:
             Whether the new configuration was applied; a failure is logged as one
             line and the old configuration keeps serving.
         """
+        if self._stopping is not None:
+            _log.info("Reload ignored: the server is stopping")
+            return False
         if self._router is None or self._site_builder is None:
             self.reopen_access_log()
             _log.warn("Reload ignored: this server was not built from a configuration")

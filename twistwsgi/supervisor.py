@@ -935,7 +935,9 @@ class Supervisor(Service):
         decided.
         """
         if not self.running:
-            return succeed(None)  # (stopping: the workers are told to stop)
+            if self._stopping is not None:  # (the workers are told to stop)
+                _log.info("Reload ignored: the server is stopping")
+            return succeed(None)
         self.keep_configuration()
         reloading = self._reloading
         if reloading is None:
