@@ -7,7 +7,9 @@ listening sockets it inherited (wrapping TLS ones with the endpoint's certificat
 and serves exactly as a single-process server does: the same signals (SIGTERM and
 SIGINT stop it gracefully, a second one at once; SIGHUP reloads; SIGUSR1 reopens the
 access log), plus the same commands from the master over the control pipe. Its log
-events go to the master over the report pipe.
+events go to the master over the report pipe. It stops when the master is gone: on
+the end of the control pipe, or by :class:`MasterWatch`'s thread when its event
+loop cannot read that.
 
 With ``--check`` it only builds the configuration and the mounts (importing the
 applications) and exits: 0, or 2 with one line on stderr, which the master shows as
