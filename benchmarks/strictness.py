@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import re
-import shlex
 import socket
 import socketserver
 import sys
@@ -40,7 +38,7 @@ from typing import cast
 
 import h11
 
-from benchmarks.harness import environment, procs, servers
+from benchmarks.harness import procs, servers, side_by_side
 from benchmarks.harness.strictness import (
     TWISTWSGI,
     Call,
@@ -216,15 +214,10 @@ class _RecordingUpstream(socketserver.ThreadingTCPServer):
 
 
 @dataclass
-class ServerRun:
+class ServerRun(side_by_side.ServerRun[Outcome]):
     """What one server did with every case, or why it could not run."""
 
-    name: str
-    outcomes: dict[str, Outcome]
-    unavailable: str | None = None
-    command: str = ""
     config: str = ""  # nginx.conf, as the harness wrote it
-    unattributed: int = 0  # calls that began between two cases (should be none)
 
 
 def _calls(record: Path) -> dict[str, list[Call]]:
@@ -236,36 +229,28 @@ def _calls(record: Path) -> dict[str, list[Call]]:
 @contextmanager
 def _launched(
     name: str, context: servers.Context, directory: Path
-) -> Iterator[tuple[int, servers.Launch] | str]:
-    """Start server ``name`` recording into ``directory``; yield (port, launch) or why not."""
+) -> Iterator[side_by_side.Server | str]:
+    """Start server ``name`` recording into ``directory``; yield it, or why not."""
     record, marker = directory / "record.jsonl", directory / "case"
     marker.write_text("startup")
-    port = procs.free_port()
-    upstream: _RecordingUpstream | None = None
-    if name == "nginx":
-        upstream = _RecordingUpstream(record, marker)
-        threading.Thread(target=upstream.serve_forever, daemon=True).start()
-        target = servers.Target("proxy", upstream_port=upstream.server_address[1])
-    else:
-        target = servers.Target("wsgi", app="record")
-    launch = servers.build(name, context, target, port)
-    if not isinstance(launch, servers.Launch):
-        yield "does not take part" if launch is None else launch.reason
-        return
-    env = {**launch.env, "STRICTNESS_RECORD": str(record), "STRICTNESS_CASE": str(marker)}
-    log = directory / "server.log"
-    proc = procs.spawn(launch.argv, cwd=launch.cwd, env=env, log_path=log)
-    try:
-        ready = procs.wait_until_ready(proc, port)
-        if ready.ready:
-            yield port, launch
+    with contextlib.ExitStack() as stack:
+        if name == "nginx":
+            upstream = _RecordingUpstream(record, marker)
+            threading.Thread(target=upstream.serve_forever, daemon=True).start()
+            stack.callback(upstream.server_close)
+            stack.callback(upstream.shutdown)
+            target = servers.Target("proxy", upstream_port=upstream.server_address[1])
         else:
-            yield f"did not start: {procs.tail(log, 5)}"
-    finally:
-        procs.stop(proc, launch.stop_signal)
-        if upstream is not None:
-            upstream.shutdown()
-            upstream.server_close()
+            target = servers.Target("wsgi", app="record")
+        env = {"STRICTNESS_RECORD": str(record), "STRICTNESS_CASE": str(marker)}
+        launched = side_by_side.launched(
+            name, context, target, procs.free_port(), log=directory / "server.log", env=env
+        )
+        server = stack.enter_context(launched)
+        if isinstance(server, str):
+            yield server
+        else:
+            yield server.start() or server
 
 
 def run_server(
@@ -275,15 +260,14 @@ def run_server(
     directory = context.scratch / f"strictness-{name}"
     directory.mkdir()
     seen: dict[str, Observation] = {}
-    with _launched(name, context, directory) as started:
-        if isinstance(started, str):
-            return ServerRun(name, {}, unavailable=started)
-        port, launch = started
+    with _launched(name, context, directory) as server:
+        if isinstance(server, str):
+            return ServerRun(name, {}, unavailable=server)
         marker = directory / "case"
         for case in cases:
             marker.write_text(case.key)
             try:
-                seen[case.key] = exchange(port, case, timeout)
+                seen[case.key] = exchange(server.port, case, timeout)
             except OSError as error:
                 seen[case.key] = Observation(closed=True, received=str(error).encode())
             time.sleep(AFTER_CLOSE_S)  # (not a readiness guess: see AFTER_CLOSE_S)
@@ -295,12 +279,14 @@ def run_server(
         observation.calls = calls.get(case.key, [])
         outcomes[case.key] = classify(case, observation)
     print(f"{name}: {len(cases)} cases done", flush=True)
+    unattributed = len(calls.get("between", []))
+    notes = [f"  ({unattributed} application calls began between two cases and are not counted.)"]
     return ServerRun(
         name,
         outcomes,
-        command=launch.display(context),
-        config=launch.files.get("nginx.conf", ""),
-        unattributed=len(calls.get("between", [])),
+        command=server.launch.display(context),
+        notes=notes if unattributed else [],
+        config=server.launch.files.get("nginx.conf", ""),
     )
 
 
@@ -351,29 +337,14 @@ without `--publish`, the page and its JSON go to `benchmarks/results/`).
 """
 
 
-def _header(
-    *, date: str, command: str, timeout: float, versions: dict[str, str], runs: Sequence[ServerRun]
-) -> str:
+def _header(facts: side_by_side.Facts, runs: Sequence[ServerRun]) -> str:
     """The run's facts: when, how, the programs' versions, each server's command line."""
-    lines = [
-        f"Run {date} with `{command}`, each server with its own defaults (the launch of"
-        f" `benchmarks/harness/servers.py`), a {timeout:g} s time limit per read.",
-        "",
-        "| program | version |",
-        "| --- | --- |",
-    ]
-    lines += [f"| {label} | {version} |" for label, version in versions.items()]
-    lines.append("")
-    for run in runs:
-        if run.unavailable is not None:
-            lines.append(f"- `{run.name}` did not take part: {run.unavailable}")
-            continue
-        lines.append(f"- `{run.name}`: `{run.command}`")
-        if run.unattributed:
-            lines.append(
-                f"  ({run.unattributed} application calls began between two cases and are"
-                " not counted.)"
-            )
+    lines = side_by_side.header_lines(
+        f"Run {facts.date} with `{facts.command}`, each server with its own defaults (the launch"
+        f" of `benchmarks/harness/servers.py`), a {facts.timeout:g} s time limit per read.",
+        facts.versions,
+        runs,
+    )
     for run in runs:
         if run.config:
             config = re.sub(r"(?m)^\s*\n", "", run.config).rstrip()
@@ -383,90 +354,48 @@ def _header(
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(description="How strict twistwsgi and its peers are.")
-    parser.add_argument("--servers", help=f"comma-separated, from {', '.join(SERVERS)}")
-    parser.add_argument(
-        "--cases", help="only the cases whose name contains one of these (comma-separated)"
-    )
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds of silence allowed")
-    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results")
-    parser.add_argument("--project-venv", type=Path, default=REPO / ".venv")
-    parser.add_argument("--peers-venv", type=Path, default=BENCH_DIR / ".venv-peers")
-    parser.add_argument("--publish", action="store_true", help="write docs/strictness.md too")
-    return parser.parse_args(argv)
+    return side_by_side.parser(
+        description="How strict twistwsgi and its peers are.",
+        servers=SERVERS,
+        timeout=2.0,
+        publish_help="write docs/strictness.md too",
+    ).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every case against every server, write the report; stop every process started."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    names = [name.strip() for name in (args.servers or ",".join(SERVERS)).split(",")]
-    unknown = [name for name in names if name not in SERVERS]
-    if unknown:
-        raise SystemExit(f"unknown server(s): {unknown}; known: {list(SERVERS)}")
-    wanted = [part for part in (args.cases or "").split(",") if part]
-    cases = [case for case in all_cases() if not wanted or any(w in case.name for w in wanted)]
-    if args.publish and (args.cases or set(names) != set(SERVERS)):
-        raise SystemExit("--publish runs every case against every server")
-    procs.install_cleanup_handlers()
-    tools = {tool: path for tool in ("wrk", "nginx") if (path := environment.which(tool))}
-    project_bin = args.project_venv.absolute() / "bin"
-    try:
-        with servers.scratch(BENCH_DIR) as scratch:
-            context = servers.Context.for_run(
-                repo=REPO,
-                project_bin=project_bin,
-                peers_bin=args.peers_venv.absolute() / "bin",
-                scratch=scratch,
-                nginx=tools.get("nginx"),
-            )
-            runs: dict[str, ServerRun] = {}
-
-            def one(name: str) -> None:
-                runs[name] = run_server(name, context, cases, args.timeout)
-
-            threads = [threading.Thread(target=one, args=(name,)) for name in names]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    finally:
-        procs.stop_all()
-    shown = [name for name in names if name in runs and runs[name].unavailable is None]
-    versions = {
-        label: version
-        for label, version in environment.versions(
-            args.project_venv, args.peers_venv, tools
-        ).items()
-        if label not in ("wrk", "matplotlib")
-    }
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = shlex.join(["benchmarks/strictness.py", *argv])
-    header = _header(
-        date=date,
-        command=command,
-        timeout=args.timeout,
-        versions=versions,
-        runs=[runs[name] for name in names if name in runs],
+    names, cases = side_by_side.chosen(args, SERVERS, all_cases())
+    tools = side_by_side.tools()
+    runs = side_by_side.run_servers(
+        names,
+        lambda _, name, context: run_server(name, context, cases, args.timeout),
+        args=args,
+        nginx=tools.get("nginx"),
     )
+    shown = [name for name in names if name in runs and runs[name].unavailable is None]
+    facts = side_by_side.Facts.of_run(
+        script="benchmarks/strictness.py",
+        argv=argv,
+        args=args,
+        tools=tools,
+        leave_out=("wrk", "matplotlib"),
+    )
+    header = _header(facts, [runs[name] for name in names if name in runs])
     results = {name: runs[name].outcomes for name in shown}
     page = render(cases, results, servers=shown, header=header)
-    output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "strictness.md").write_text("# How strict, compared\n\n" + page)
-    raw = {
-        name: {
-            key: asdict(outcome) | {"verdict": outcome.verdict.value}
-            for key, outcome in outcomes.items()
-        }
-        for name, outcomes in results.items()
-    }
-    meta = {"date": date, "command": command, "timeout_s": args.timeout, "versions": versions}
-    (output / "strictness.json").write_text(json.dumps({"meta": meta, "results": raw}, indent=1))
-    print(f"wrote {output / 'strictness.md'}")
+    side_by_side.write_results(
+        args.output,
+        stem="strictness",
+        title="How strict, compared",
+        page=page,
+        facts=facts,
+        results=results,
+        as_json=lambda outcome: asdict(outcome) | {"verdict": outcome.verdict.value},
+    )
     if args.publish:
-        (REPO / "docs" / "strictness.md").write_text(_DOCS_INTRO + "\n" + page)
-        print(f"wrote {REPO / 'docs' / 'strictness.md'}")
+        side_by_side.publish(REPO / "docs" / "strictness.md", _DOCS_INTRO + "\n" + page)
     return 0
 
 
