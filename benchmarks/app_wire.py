@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
-import shlex
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.harness import environment, procs, servers
+from benchmarks.harness import servers, side_by_side
 from benchmarks.harness.app_wire import (
     End,
     Outcome,
@@ -113,14 +108,7 @@ def exchange(port: int, case: Misbehaviour, timeout: float) -> Transcript:
         return transcript
 
 
-@dataclass
-class ServerRun:
-    """What one server did with every case, or why it could not run."""
-
-    name: str
-    outcomes: dict[str, Outcome]
-    unavailable: str | None = None
-    command: str = ""
+ServerRun = side_by_side.ServerRun[Outcome]
 
 
 def run_server(
@@ -133,42 +121,29 @@ def run_server(
     """
     directory = context.scratch / f"app-wire-{name}"
     directory.mkdir()
-    launch = servers.build(name, context, servers.Target("wsgi", app="misbehaving"), port)
-    if not isinstance(launch, servers.Launch):
-        why = "does not take part" if launch is None else launch.reason
-        return ServerRun(name, {}, unavailable=why)
+    target = servers.Target("wsgi", app="misbehaving")
     log = directory / "server.log"
     outcomes: dict[str, Outcome] = {}
-    proc = None
-    try:
+    with side_by_side.launched(
+        name, context, target, port, log=log, ready_path=SECOND_PATH
+    ) as server:
+        if isinstance(server, str):
+            return ServerRun(name, {}, unavailable=server)
         for case in cases:
-            if proc is None or proc.poll() is not None:
-                proc = procs.spawn(launch.argv, cwd=launch.cwd, env=launch.env, log_path=log)
-                if not procs.wait_until_ready(proc, port, path=SECOND_PATH).ready:
-                    return ServerRun(name, {}, unavailable=f"did not start: {procs.tail(log, 5)}")
+            why_not = server.start()
+            if why_not is not None:
+                return ServerRun(name, {}, unavailable=why_not)
             try:
                 transcript = exchange(port, case, timeout)
             except OSError as error:
                 transcript = Transcript(case.method, b"", End.CLOSED)
                 print(f"{name} {case.name}: {error}", flush=True)
             outcome = judge(transcript, injected=case.injected, failed=case.failed)
-            if _exited(proc):
+            if server.exited(EXIT_WAIT_S):
                 outcome = crashed(outcome)
             outcomes[case.name] = outcome
-    finally:
-        if proc is not None:
-            procs.stop(proc, launch.stop_signal)
     print(f"{name}: {len(cases)} cases done", flush=True)
-    return ServerRun(name, outcomes, command=launch.display(context))
-
-
-def _exited(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether the server exited (given a moment: a dying process takes a little while)."""
-    try:
-        proc.wait(EXIT_WAIT_S)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
+    return ServerRun(name, outcomes, command=server.launch.display(context))
 
 
 _DOCS_INTRO = """\
@@ -194,123 +169,71 @@ for the [benchmarks](benchmarks.md)): nothing between the markers is typed in by
 """
 
 
-def _header(
-    *, date: str, command: str, timeout: float, versions: dict[str, str], runs: Sequence[ServerRun]
-) -> str:
-    lines = [
-        f"Run {date} with `{command}`, each server with its own defaults, a {timeout:g} s time"
-        " limit per read.",
-        "",
-        "| program | version |",
-        "| --- | --- |",
-    ]
-    lines += [f"| {label} | {version} |" for label, version in versions.items()]
-    lines.append("")
-    for run in runs:
-        if run.unavailable is not None:
-            lines.append(f"- `{run.name}` did not take part: {run.unavailable}")
-        else:
-            lines.append(f"- `{run.name}`: `{run.command}`")
+def _header(facts: side_by_side.Facts, runs: Sequence[ServerRun]) -> str:
+    lines = side_by_side.header_lines(
+        f"Run {facts.date} with `{facts.command}`, each server with its own defaults, a"
+        f" {facts.timeout:g} s time limit per read.",
+        facts.versions,
+        runs,
+    )
     return "\n".join(lines) + "\n"
 
 
 def publish(page: str, docs: Path = DOCS_PAGE) -> None:
     """Replace what lies between the markers of ``docs`` with ``page``."""
-    text = docs.read_text()
-    start, end = text.index(BEGIN_MARK) + len(BEGIN_MARK), text.index(END_MARK)
-    docs.write_text(text[:start] + "\n\n" + page.rstrip() + "\n\n" + text[end:])
+    side_by_side.publish(docs, page, between=(BEGIN_MARK, END_MARK))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line; see the module docstring."""
-    parser = argparse.ArgumentParser(description="What misbehaving applications put on the wire.")
-    parser.add_argument("--servers", help=f"comma-separated, from {', '.join(SERVERS)}")
-    parser.add_argument("--cases", help="only the cases whose name contains one of these")
-    parser.add_argument("--timeout", type=float, default=1.5, help="seconds of silence allowed")
-    parser.add_argument("--port-base", type=int, default=21000, help="the first server's port")
-    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results")
-    parser.add_argument("--project-venv", type=Path, default=REPO / ".venv")
-    parser.add_argument("--peers-venv", type=Path, default=BENCH_DIR / ".venv-peers")
-    parser.add_argument("--publish", action="store_true", help="update docs/wsgi.md too")
-    return parser.parse_args(argv)
+    return side_by_side.parser(
+        description="What misbehaving applications put on the wire.",
+        servers=SERVERS,
+        timeout=1.5,
+        publish_help="update docs/wsgi.md too",
+        port_base=21000,
+    ).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every case against every server, write the table; stop every process started."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    names = [name.strip() for name in (args.servers or ",".join(SERVERS)).split(",")]
-    unknown = [name for name in names if name not in SERVERS]
-    if unknown:
-        raise SystemExit(f"unknown server(s): {unknown}; known: {list(SERVERS)}")
-    wanted = [part for part in (args.cases or "").split(",") if part]
-    cases = [case for case in CASES if not wanted or any(w in case.name for w in wanted)]
-    if args.publish and (args.cases or set(names) != set(SERVERS)):
-        raise SystemExit("--publish runs every case against every server")
-    procs.install_cleanup_handlers()
-    tools = {tool: path for tool in ("wrk", "nginx") if (path := environment.which(tool))}
-    runs: dict[str, ServerRun] = {}
-    try:
-        with servers.scratch(BENCH_DIR) as scratch:
-            context = servers.Context.for_run(
-                repo=REPO,
-                project_bin=args.project_venv.absolute() / "bin",
-                peers_bin=args.peers_venv.absolute() / "bin",
-                scratch=scratch,
-                nginx=tools.get("nginx"),
-            )
-
-            def one(index: int, name: str) -> None:
-                port = args.port_base + index
-                runs[name] = run_server(name, context, cases, port, args.timeout)
-
-            threads = [
-                threading.Thread(target=one, args=(index, name)) for index, name in enumerate(names)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    finally:
-        procs.stop_all()
-    shown = [name for name in names if name in runs and runs[name].unavailable is None]
-    versions = {
-        label: version
-        for label, version in environment.versions(
-            args.project_venv, args.peers_venv, tools
-        ).items()
-        if label not in ("wrk", "matplotlib", "nginx")
-    }
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = shlex.join(["benchmarks/app_wire.py", *argv])
-    header = _header(
-        date=date,
-        command=command,
-        timeout=args.timeout,
-        versions=versions,
-        runs=[runs[name] for name in names if name in runs],
+    names, cases = side_by_side.chosen(args, SERVERS, CASES)
+    tools = side_by_side.tools()
+    runs = side_by_side.run_servers(
+        names,
+        lambda index, name, context: run_server(
+            name, context, cases, args.port_base + index, args.timeout
+        ),
+        args=args,
+        nginx=tools.get("nginx"),
     )
+    shown = [name for name in names if name in runs and runs[name].unavailable is None]
+    facts = side_by_side.Facts.of_run(
+        script="benchmarks/app_wire.py",
+        argv=argv,
+        args=args,
+        tools=tools,
+        leave_out=("wrk", "matplotlib", "nginx"),
+    )
+    header = _header(facts, [runs[name] for name in names if name in runs])
     rows = [Row(case.name, case.what, case.rule) for case in cases]
     results = {name: runs[name].outcomes for name in shown}
     page = render(rows, results, servers=shown, header=header)
-    output = args.output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "app-wire.md").write_text(
-        "# What a misbehaving application puts on the wire\n\n" + page
+    side_by_side.write_results(
+        args.output,
+        stem="app-wire",
+        title="What a misbehaving application puts on the wire",
+        page=page,
+        facts=facts,
+        results=results,
+        as_json=lambda outcome: (
+            asdict(outcome) | {"verdict": outcome.verdict.value, "kept": outcome.kept}
+        ),
     )
-    raw = {
-        name: {
-            key: asdict(outcome) | {"verdict": outcome.verdict.value, "kept": outcome.kept}
-            for key, outcome in outcomes.items()
-        }
-        for name, outcomes in results.items()
-    }
-    meta = {"date": date, "command": command, "timeout_s": args.timeout, "versions": versions}
-    (output / "app-wire.json").write_text(json.dumps({"meta": meta, "results": raw}, indent=1))
-    print(f"wrote {output / 'app-wire.md'}")
     if args.publish:
         publish(_DOCS_INTRO + "\n" + page)
-        print(f"wrote {DOCS_PAGE}")
     return 0
 
 
