@@ -12,7 +12,9 @@ well-formed request on it and its answer. ``benchmarks/harness/app_wire.py`` rea
 and names it. Writes ``app-wire.md`` and ``app-wire.json`` into ``--output`` (default
 ``benchmarks/results``); ``--publish`` replaces the generated part of docs/wsgi.md's section
 "What a misbehaving application can put on the wire" as well. The servers run in parallel, the
-cases of one server one after the other; a run takes about a minute. Not part of ``make test``
+cases of one server one after the other; a run takes about a minute. What it does as
+``benchmarks/strictness.py`` does (the options, the servers side by side, the writing and
+publishing) is ``benchmarks/harness/side_by_side.py``. Not part of ``make test``
 (the peers' venv is not there in CI): only the reading and naming are tested
 (tests/test_app_wire.py).
 """
@@ -209,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
         args=args,
         nginx=tools.get("nginx"),
     )
-    shown = [name for name in names if name in runs and runs[name].unavailable is None]
     facts = side_by_side.Facts.of_run(
         script="benchmarks/app_wire.py",
         argv=argv,
@@ -217,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         tools=tools,
         leave_out=("wrk", "matplotlib", "nginx"),
     )
-    header = _header(facts, [runs[name] for name in names if name in runs])
+    header = _header(facts, runs)
     rows = [Row(case.name, case.what, case.rule) for case in cases]
-    results = {name: runs[name].outcomes for name in shown}
-    page = render(rows, results, servers=shown, header=header)
+    results = side_by_side.results(runs)
+    page = render(rows, results, servers=list(results), header=header)
     side_by_side.write_results(
         args.output,
         stem="app-wire",

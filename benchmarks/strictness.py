@@ -14,8 +14,10 @@ the application belongs to the case whose id the marker file held when it began)
 is read with a tolerant reader (a peer may answer something h11 refuses, or close), and the
 application's own record says what reached it. ``benchmarks/harness/strictness.py`` names each
 outcome and writes ``strictness.md`` and ``strictness.json`` into ``--output`` (default
-``benchmarks/results``); ``--publish`` writes docs/strictness.md as well. Not part of
-``make test``: only its reading and naming are tested (tests/test_strictness_tool.py).
+``benchmarks/results``); ``--publish`` writes docs/strictness.md as well. What it does as
+``benchmarks/app_wire.py`` does (the options, the servers side by side, the writing and
+publishing) is ``benchmarks/harness/side_by_side.py``. Not part of ``make test``: only its
+reading and naming are tested (tests/test_strictness_tool.py).
 """
 
 from __future__ import annotations
@@ -374,7 +376,6 @@ def main(argv: list[str] | None = None) -> int:
         args=args,
         nginx=tools.get("nginx"),
     )
-    shown = [name for name in names if name in runs and runs[name].unavailable is None]
     facts = side_by_side.Facts.of_run(
         script="benchmarks/strictness.py",
         argv=argv,
@@ -382,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         tools=tools,
         leave_out=("wrk", "matplotlib"),
     )
-    header = _header(facts, [runs[name] for name in names if name in runs])
-    results = {name: runs[name].outcomes for name in shown}
-    page = render(cases, results, servers=shown, header=header)
+    header = _header(facts, runs)
+    results = side_by_side.results(runs)
+    page = render(cases, results, servers=list(results), header=header)
     side_by_side.write_results(
         args.output,
         stem="strictness",

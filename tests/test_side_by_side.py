@@ -134,3 +134,13 @@ def test_publish_between_missing_markers_leaves_the_page_alone(tmp_path: Path) -
     with pytest.raises(ValueError, match="substring not found"):
         side_by_side.publish(docs, "new", between=("<!-- a -->", "<!-- b -->"))
     assert docs.read_text() == "before\n<!-- a -->\nold\n"
+
+
+def test_the_table_shows_the_servers_that_took_part_in_their_order() -> None:
+    runs = [
+        side_by_side.ServerRun("uwsgi", {"a": 1}),
+        side_by_side.ServerRun("granian", {}, unavailable="did not start"),
+        side_by_side.ServerRun("twistwsgi", {"a": 2}),
+    ]
+    assert side_by_side.results(runs) == {"uwsgi": {"a": 1}, "twistwsgi": {"a": 2}}
+    assert list(side_by_side.results(runs)) == ["uwsgi", "twistwsgi"]

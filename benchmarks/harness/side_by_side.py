@@ -177,10 +177,11 @@ def run_servers(
     *,
     args: argparse.Namespace,
     nginx: str | None,
-) -> dict[str, RunT]:
+) -> list[RunT]:
     """``run(index, name, context)`` for every server at once, each in its own thread.
 
-    Every process started is stopped before this returns, whatever happened.
+    Returns the runs in the order of ``names`` (none for a server whose thread failed: its
+    traceback is on stderr). Every process started is stopped before this returns.
     """
     procs.install_cleanup_handlers()
     runs: dict[str, RunT] = {}
@@ -206,7 +207,7 @@ def run_servers(
                 thread.join()
     finally:
         procs.stop_all()
-    return runs
+    return [runs[name] for name in names if name in runs]
 
 
 @dataclass
@@ -219,6 +220,11 @@ class ServerRun(Generic[OutcomeT]):
     command: str = ""
     #: Lines the header shows under the server's command line.
     notes: list[str] = field(default_factory=list)
+
+
+def results(runs: Sequence[ServerRun[OutcomeT]]) -> dict[str, dict[str, OutcomeT]]:
+    """The outcomes of each server that took part, in the order of ``runs``: the table's columns."""
+    return {run.name: run.outcomes for run in runs if run.unavailable is None}
 
 
 # -- what is written ----------------------------------------------------------------------------
