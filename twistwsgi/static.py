@@ -113,6 +113,11 @@ _Value = TypeVar("_Value")
 # Linux names the file behind each descriptor here (what the link policy checks once
 # a file is open).
 _PROC_FDS = os.path.isdir("/proc/self/fd")
+# Opening a path with O_PATH (Linux) reads nothing, waits for nothing (a FIFO) and
+# needs no read permission: a stat of the descriptor and its /proc name are then
+# one look at one file, where a stat and a check of the path are two.
+_O_PATH: int = getattr(os, "O_PATH", 0)
+_LOOK_BY_DESCRIPTOR = _PROC_FDS and _O_PATH != 0
 
 _WANTED = frozenset(
     {
@@ -624,23 +629,38 @@ class StaticHandler:
         return self._root_prefix + b"/".join(names) if names else self._root
 
     def _stat(self, path: bytes) -> os.stat_result:
-        """``stat`` a path, enforcing the symbolic-link policy."""
-        try:
-            info = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise _Miss from None
-        except PermissionError:
-            raise _Forbidden from None
-        except OSError:  # ELOOP, ENAMETOOLONG...
-            raise _Miss from None
+        """``stat`` a path, enforcing the symbolic-link policy.
+
+        What is answered from the stat alone (a directory's redirect or 403, the
+        name ``try_files`` picks, a sibling's existence) must describe a file that
+        passes the policy: a stat of the path and a check of the path are two looks,
+        and a link swapped between them would tell whether something outside
+        exists. On Linux the path is opened (``O_PATH``) and the descriptor both
+        stat-ed and checked; elsewhere the path is resolved after its stat.
+        """
         cached = self._cache.get(path) or self._known.get(path)
-        if cached is not None and cached.checked and cached.signature == files.signature(info):
-            # Found inside the rules once it was open, and the same file since (a new
-            # name for it, a hard link, moves its ctime): resolving the path again
-            # would cost an lstat per component (os.path.realpath).
+        if cached is not None and cached.checked:
+            info = _stat_path(path)
+            if cached.signature == files.signature(info):
+                # Found inside the rules once it was open, and the same file since (a
+                # new name for it, a hard link, moves its ctime): nothing to check
+                # again, and one stat is all the hot path costs.
+                return info
+        if not _LOOK_BY_DESCRIPTOR:
+            info = _stat_path(path)
+            if not self._links_allowed(path):
+                raise _Miss
             return info
-        if not self._links_allowed(path):
-            raise _Miss
+        try:
+            descriptor = os.open(path, _O_PATH | os.O_CLOEXEC)
+        except OSError as error:
+            raise _looked_up(error) from None
+        try:
+            info = os.fstat(descriptor)
+            if not self._opened_allowed(descriptor, path):
+                raise _Miss
+        finally:
+            os.close(descriptor)
         return info
 
     def _links_allowed(self, path: bytes) -> bool:
@@ -1080,14 +1100,14 @@ class StaticHandler:
         assert handle is not None
         _send_pieces(exchange, handle, iter(pieces), closing, entry)
 
-    def _read_directory(self, path: bytes) -> list[tuple[bytes, os.stat_result, bool, bool]]:
+    def _read_directory(self, path: bytes) -> list[tuple[bytes, os.stat_result, bool]]:
         """The entries of the directory at ``path`` to list, directories first.
 
-        Each with its stat, whether it is a symbolic link, and whether it is (or leads
-        to) a directory. The directory is read through the descriptor that was
-        checked against the link policy, not by its path again: a link changed since
-        the path's check would lead elsewhere. An entry that cannot be looked at (gone
-        since it was read, a link loop, a target the server may not read) is left out.
+        Each with its stat, and whether it is (or leads to) a directory. The directory
+        is read through the descriptor that was checked against the link policy, not
+        by its path again: a link changed since the path's check would lead elsewhere.
+        An entry that cannot be looked at (gone since it was read, a link loop, a
+        target the server may not read) is left out.
 
         Raises:
             FileNotFoundError: it leads out of bounds (or is gone).
@@ -1103,19 +1123,68 @@ class StaticHandler:
                     for entry in entries
                     if self.options.dotfiles or not entry.name.startswith(".")
                 )
-                listed = list(_entry_facts(shown))
+                listed = list(self._entry_facts(shown, descriptor, path))
         finally:
             os.close(descriptor)
-        return sorted(listed, key=lambda facts: (not facts[3], facts[0]))
+        return sorted(listed, key=lambda facts: (not facts[2], facts[0]))
+
+    def _entry_facts(
+        self, entries: Iterable[os.DirEntry[str]], directory: int, path: bytes
+    ) -> Iterator[tuple[bytes, os.stat_result, bool]]:
+        """Each entry to list: its name, stat, and whether it is (or leads to) a directory.
+
+        An entry is looked at without following it first, so a name read as a file and
+        made a link since is seen as the link it is. A link is listed only when the
+        policy lets it be served, and with the facts of what it leads to; on Linux
+        it is opened (``O_PATH``, in the directory ``directory``) and that one file
+        both stat-ed and checked, as :meth:`_stat` does. One that vanished, or whose
+        link cannot be followed, is left out. (A directory read by its descriptor
+        names its entries in ``str``: the name's bytes are given back.)
+        """
+        for entry in entries:
+            name = os.fsencode(entry.name)
+            try:
+                own = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISLNK(own.st_mode):
+                yield name, own, stat.S_ISDIR(own.st_mode)
+                continue
+            if self.options.symlinks == "never":
+                continue  # it answers 404: neither its name nor its facts show
+            full = path.rstrip(b"/") + b"/" + name
+            try:
+                if _LOOK_BY_DESCRIPTOR:
+                    info = self._stat_at(directory, entry.name, full)
+                else:
+                    info = os.stat(full)
+                    if not self._links_allowed(full):
+                        continue
+            except (OSError, _Miss):
+                continue
+            yield name, info, stat.S_ISDIR(info.st_mode)
+
+    def _stat_at(self, directory: int, name: str, path: bytes) -> os.stat_result:
+        """The stat of what ``name`` in ``directory`` leads to, if the policy allows it.
+
+        Raises:
+            _Miss: it leads out of bounds.
+            OSError: it cannot be looked at.
+        """
+        descriptor = os.open(name, _O_PATH | os.O_CLOEXEC, dir_fd=directory)
+        try:
+            if not self._opened_allowed(descriptor, path):
+                raise _Miss
+            return os.fstat(descriptor)
+        finally:
+            os.close(descriptor)
 
     def _list(self, exchange: Exchange, path: bytes, path_info: bytes) -> None:
         """An HTML page listing the directory (names escaped)."""
         shown = exchange.request.path.decode("latin-1")
         rows = []
         try:
-            for name, info, is_link, is_dir in self._read_directory(path):
-                if is_link and not self._links_allowed(path + b"/" + name):
-                    continue  # it answers 404: neither its name nor its facts show
+            for name, info, is_dir in self._read_directory(path):
                 href = urllib.parse.quote(name) + ("/" if is_dir else "")
                 # A name need not be UTF-8 (the page is): show what can be shown.
                 shown_name = name.decode("utf-8", "replace")
@@ -1253,6 +1322,21 @@ def _open_file(path: bytes) -> IO[bytes]:
     return os.fdopen(descriptor, "rb", buffering=0)
 
 
+def _looked_up(error: OSError) -> _Miss | _Forbidden:
+    """What a failure to look at a path means for the request: 404, or 403."""
+    if isinstance(error, PermissionError):
+        return _Forbidden()
+    return _Miss()  # gone, not a directory, ELOOP, ENAMETOOLONG...
+
+
+def _stat_path(path: bytes) -> os.stat_result:
+    """``os.stat(path)``, its failures as :func:`_looked_up` says."""
+    try:
+        return os.stat(path)
+    except OSError as error:
+        raise _looked_up(error) from None
+
+
 def _opened_path(descriptor: int) -> bytes | None:
     """Where the file open at ``descriptor`` is, as the kernel knows it.
 
@@ -1315,24 +1399,6 @@ def _open_entry(entry: _File, allowed: Callable[[int, bytes], bool]) -> IO[bytes
             raise _Miss
         entry.checked = True
     return handle
-
-
-def _entry_facts(
-    entries: Iterable[os.DirEntry[str]],
-) -> Iterator[tuple[bytes, os.stat_result, bool, bool]]:
-    """Each entry whose facts can be had: its name, stat, and two of its kinds.
-
-    Whether it is a symbolic link, and whether it is (or leads to) a directory. One
-    that vanished, or whose link cannot be followed, is left out. (A directory read
-    by its descriptor names its entries in ``str``: the name's bytes are given back.)
-    """
-    for entry in entries:
-        try:
-            is_link = entry.is_symlink()
-            info = entry.stat()  # follows a symbolic link, as serving it would
-        except OSError:
-            continue
-        yield os.fsencode(entry.name), info, is_link, stat.S_ISDIR(info.st_mode)
 
 
 def _send_pieces(
