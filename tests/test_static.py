@@ -1495,6 +1495,44 @@ def test_answers_from_a_stat_do_not_tell_whether_a_path_outside_exists(
 
 
 @pytest.mark.parametrize("symlinks", ["inside", "never"])
+def test_a_link_through_a_directory_outside_the_server_may_not_search_is_404(
+    monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path, *, symlinks: str
+) -> None:
+    """A directory the server may not search fails the look-up with EACCES, found
+    while the path is resolved: through a link out of the directory, a 403 would
+    tell that the directory is there (a 404 that it is not). Out of bounds, both are
+    404; a directory inside that may not be searched is still 403.
+    """
+    locked = tmp_path / "outside" / "locked"
+    locked.mkdir()
+    inside_locked = site / "locked"
+    inside_locked.mkdir()
+    (site / "peek").symlink_to(locked / "x")
+    (site / "miss").symlink_to(tmp_path / "outside" / "nothing" / "x")
+    # The tests may run as root, whom no mode stops: the kernel's answer for a path
+    # through a directory of mode 000, made by hand.
+    refused = {site / "peek", inside_locked / "x"}
+    real_stat, real_open = os.stat, os.open
+
+    def refusing_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(path, (str, bytes)) and Path(os.fsdecode(path)) in refused:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_stat(path, *args, **kwargs)
+
+    def refusing_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if isinstance(path, (str, bytes)) and Path(os.fsdecode(path)) in refused:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refusing_stat)
+    monkeypatch.setattr(os, "open", refusing_open)
+    router = router_for(tmp_path, config_text(site, f'symlinks = "{symlinks}"'))
+    assert request(router, b"/static/miss").status == 404
+    assert request(router, b"/static/peek").status == 404
+    assert request(router, b"/static/locked/x").status == 403
+
+
+@pytest.mark.parametrize("symlinks", ["inside", "never"])
 def test_a_listed_link_swapped_around_its_check_shows_nothing_outside(
     monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path, *, symlinks: str
 ) -> None:

@@ -640,21 +640,21 @@ class StaticHandler:
         """
         cached = self._cache.get(path) or self._known.get(path)
         if cached is not None and cached.checked:
-            info = _stat_path(path)
+            info = self._stat_path(path)
             if cached.signature == files.signature(info):
                 # Found inside the rules once it was open, and the same file since (a
                 # new name for it, a hard link, moves its ctime): nothing to check
                 # again, and one stat is all the hot path costs.
                 return info
         if not _LOOK_BY_DESCRIPTOR:
-            info = _stat_path(path)
+            info = self._stat_path(path)
             if not self._links_allowed(path):
                 raise _Miss
             return info
         try:
             descriptor = os.open(path, _O_PATH | os.O_CLOEXEC)
         except OSError as error:
-            raise _looked_up(error) from None
+            raise self._looked_up(error, path) from None
         try:
             info = os.fstat(descriptor)
             if not self._opened_allowed(descriptor, path):
@@ -662,6 +662,24 @@ class StaticHandler:
         finally:
             os.close(descriptor)
         return info
+
+    def _stat_path(self, path: bytes) -> os.stat_result:
+        """``os.stat(path)``, its failures as :meth:`_looked_up` says."""
+        try:
+            return os.stat(path)
+        except OSError as error:
+            raise self._looked_up(error, path) from None
+
+    def _looked_up(self, error: OSError, path: bytes) -> _Miss | _Forbidden:
+        """What a failure to look ``path`` up means for the request: 404, or 403.
+
+        A 403 only for a path the link policy allows: a directory the server may not
+        search is found while the path is resolved, and a link to a path through one
+        outside would otherwise tell (403 against 404) that it exists there.
+        """
+        if isinstance(error, PermissionError) and self._links_allowed(path):
+            return _Forbidden()
+        return _Miss()  # gone, not a directory, ELOOP, ENAMETOOLONG, out of bounds
 
     def _links_allowed(self, path: bytes) -> bool:
         """Whether ``path`` passes the symbolic-link policy.
@@ -1320,21 +1338,6 @@ def _open_file(path: bytes) -> IO[bytes]:
     """
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     return os.fdopen(descriptor, "rb", buffering=0)
-
-
-def _looked_up(error: OSError) -> _Miss | _Forbidden:
-    """What a failure to look at a path means for the request: 404, or 403."""
-    if isinstance(error, PermissionError):
-        return _Forbidden()
-    return _Miss()  # gone, not a directory, ELOOP, ENAMETOOLONG...
-
-
-def _stat_path(path: bytes) -> os.stat_result:
-    """``os.stat(path)``, its failures as :func:`_looked_up` says."""
-    try:
-        return os.stat(path)
-    except OSError as error:
-        raise _looked_up(error) from None
 
 
 def _opened_path(descriptor: int) -> bytes | None:
