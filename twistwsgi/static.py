@@ -517,7 +517,7 @@ class StaticHandler:
             try:
                 path, info = self._resolve(path_info, redirect=not internal)
                 if stat.S_ISDIR(info.st_mode):
-                    self._list(exchange, path, path_info)
+                    self._list(exchange, path, info, path_info)
                     return
                 fields = _request_fields(exchange)
                 accept_encoding = fields.pop(b"accept-encoding", None)
@@ -1118,8 +1118,10 @@ class StaticHandler:
         assert handle is not None
         _send_pieces(exchange, handle, iter(pieces), closing, entry)
 
-    def _read_directory(self, path: bytes) -> list[tuple[bytes, os.stat_result, bool]]:
-        """The entries of the directory at ``path`` to list, directories first.
+    def _read_directory(
+        self, path: bytes, info: os.stat_result
+    ) -> list[tuple[bytes, os.stat_result, bool]]:
+        """The entries of the directory at ``path`` (``info``) to list, directories first.
 
         Each with its stat, and whether it is (or leads to) a directory. The directory
         is read through the descriptor that was checked against the link policy, not
@@ -1128,13 +1130,22 @@ class StaticHandler:
         target the server may not read) is left out.
 
         Raises:
+            _Changed: it is not the directory looked up.
             FileNotFoundError: it leads out of bounds (or is gone).
             OSError: it cannot be read.
         """
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
+
+        def vet(descriptor: int) -> None:
+            # The directory looked up, else _Changed whatever it is (as for a file,
+            # but by device and inode: its times move with every name added).
+            now = os.fstat(descriptor)
+            if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+                raise _Changed
             if not self._opened_allowed(descriptor, path):
                 raise FileNotFoundError(path)  # out of bounds: not found (404)
+
+        descriptor = _open_vetted(path, os.O_RDONLY | os.O_DIRECTORY, vet)
+        try:
             with os.scandir(descriptor) as entries:
                 shown = (
                     entry
@@ -1197,18 +1208,20 @@ class StaticHandler:
         finally:
             os.close(descriptor)
 
-    def _list(self, exchange: Exchange, path: bytes, path_info: bytes) -> None:
+    def _list(
+        self, exchange: Exchange, path: bytes, info: os.stat_result, path_info: bytes
+    ) -> None:
         """An HTML page listing the directory (names escaped)."""
         shown = exchange.request.path.decode("latin-1")
         rows = []
         try:
-            for name, info, is_dir in self._read_directory(path):
+            for name, facts, is_dir in self._read_directory(path, info):
                 href = urllib.parse.quote(name) + ("/" if is_dir else "")
                 # A name need not be UTF-8 (the page is): show what can be shown.
                 shown_name = name.decode("utf-8", "replace")
                 label = html.escape(shown_name + ("/" if is_dir else ""))
-                size = "-" if is_dir else f"{info.st_size:,}"
-                modified = time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.st_mtime))
+                size = "-" if is_dir else f"{facts.st_size:,}"
+                modified = time.strftime("%Y-%m-%d %H:%M", time.gmtime(facts.st_mtime))
                 rows.append(
                     f'<tr><td><a href="{href}">{label}</a></td>'
                     f"<td>{size}</td><td>{modified}</td></tr>"
@@ -1328,16 +1341,56 @@ def _try_files(
     return tuple(candidates), status
 
 
-def _open_file(path: bytes) -> IO[bytes]:
+def _open_file(path: bytes, vet: Callable[[int], None] | None = None) -> IO[bytes]:
     """Open ``path`` for reading without ever waiting in the reactor thread.
 
     ``O_NONBLOCK``: a FIFO renamed over the file since its stat would otherwise hold
     ``open`` (and every other request) until something writes to it; with the flag
     the open returns, and the ``fstat`` that follows finds another file. On a regular
     file the flag changes nothing (nginx opens files the same way).
+
+    ``vet`` is given a descriptor of the file to refuse it (see
+    :func:`_open_vetted`).
     """
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    descriptor = _open_vetted(path, os.O_RDONLY | os.O_NONBLOCK, vet)
     return os.fdopen(descriptor, "rb", buffering=0)
+
+
+def _open_vetted(path: bytes, flags: int, vet: Callable[[int], None] | None) -> int:
+    """Open ``path`` with ``flags``, once ``vet`` (if any) has let a descriptor of it by.
+
+    ``vet`` raises to refuse the file (another file than the one looked up, one out
+    of bounds). On Linux it is shown the path opened without reading it (``O_PATH``:
+    no permission asked), and that very file is then opened for reading through
+    ``/proc/self/fd``: a permission error (403) then only ever tells of the file
+    looked up, never of what a link swapped since leads to. A failure of that first
+    opening, right after a look-up that found the path, is :class:`_Changed`.
+    Elsewhere the path is opened for reading and ``vet`` shown that.
+
+    Raises:
+        _Changed: the path no longer leads where it did (Linux).
+        OSError: it cannot be opened (``PermissionError``: it may not be read).
+    """
+    flags |= os.O_CLOEXEC
+    if not _LOOK_BY_DESCRIPTOR:
+        descriptor = os.open(path, flags)
+        try:
+            if vet is not None:
+                vet(descriptor)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return descriptor
+    try:
+        located = os.open(path, _O_PATH | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        raise _Changed from None
+    try:
+        if vet is not None:
+            vet(located)
+        return os.open(b"/proc/self/fd/%d" % located, flags)
+    finally:
+        os.close(located)
 
 
 def _opened_path(descriptor: int) -> bytes | None:
@@ -1387,20 +1440,22 @@ def _open_entry(entry: _File, allowed: Callable[[int, bytes], bool]) -> IO[bytes
         _Forbidden: it may not be read.
         OSError: any other failure to open it.
     """
+
+    def vet(descriptor: int) -> None:
+        # The signature first: a file that is not the one looked up is _Changed
+        # whatever it is, so the answer never tells what a swapped link leads to.
+        if files.signature(os.fstat(descriptor)) != entry.signature:
+            raise _Changed
+        if not entry.checked and not allowed(descriptor, entry.path):
+            raise _Miss
+
     try:
-        handle = _open_file(entry.path)
+        handle = _open_file(entry.path, vet)
     except FileNotFoundError:
         raise _Changed from None
     except PermissionError:
         raise _Forbidden from None
-    if files.signature(os.fstat(handle.fileno())) != entry.signature:
-        handle.close()
-        raise _Changed
-    if not entry.checked:
-        if not allowed(handle.fileno(), entry.path):
-            handle.close()
-            raise _Miss
-        entry.checked = True
+    entry.checked = True
     return handle
 
 
@@ -1481,13 +1536,16 @@ def _read_small(
             :meth:`StaticHandler._opened_allowed`).
     """
     size = signature[2]  # (device, inode, size, mtime, ctime)
+
+    def vet(descriptor: int) -> None:
+        if files.signature(os.fstat(descriptor)) != signature:
+            raise _Changed
+        if not allowed(descriptor, path):
+            raise _Miss
+
     try:
-        with _open_file(path) as handle:
+        with _open_file(path, vet) as handle:
             descriptor = handle.fileno()
-            if files.signature(os.fstat(descriptor)) != signature:
-                return None
-            if not allowed(descriptor, path):
-                raise _Miss
             pieces = []
             left = size
             while left > 0:
@@ -1501,7 +1559,7 @@ def _read_small(
             if files.signature(os.fstat(descriptor)) != signature:
                 return None
             return b"".join(pieces)
-    except OSError:
+    except (OSError, _Changed):
         return None
 
 
