@@ -1547,25 +1547,29 @@ def test_a_link_through_a_directory_outside_the_server_may_not_search_is_404(
     assert request(router, b"/static/locked/x").status == 403
 
 
-@pytest.mark.parametrize("kind", ["file", "directory"])
+@pytest.mark.parametrize("kind", ["file", "directory", "below a file"])
 def test_a_link_swapped_around_its_check_does_not_tell_what_the_server_may_not_read(
     monkeypatch: pytest.MonkeyPatch, site: Path, tmp_path: Path, *, kind: str
 ) -> None:
     """The file (or listed directory) is opened for reading after its look-up: a link
-    pointed out of the directory for that opening must not make a permission error
-    tell (403) that a file the server may not read is there, where a missing one is
-    another answer: both are refused the same way.
+    pointed out of the directory for that opening must not make the opening's
+    failure tell of what is there: a permission error (403) that a file the server
+    may not read is there, a "not a directory" (500) that a name is a file, where a
+    missing one is another answer: all are refused the same way.
     """
     outside = tmp_path / "outside"
     unreadable = outside / "unreadable"
-    if kind == "file":
-        unreadable.write_bytes(SECRET)
-        stand_in = site / "a.txt"
-        link, requested = site / "f", b"/static/f"
-    else:
+    target = unreadable
+    if kind == "directory":
         unreadable.mkdir()
         stand_in = site / "empty"
         link, requested = site / "d", b"/static/d/"
+    else:
+        unreadable.write_bytes(SECRET)
+        stand_in = site / "a.txt"
+        link, requested = site / "f", b"/static/f"
+        if kind == "below a file":
+            target = unreadable / "x"
     real_realpath, real_open = os.path.realpath, os.open
 
     def leads_to(path: Any) -> Path:
@@ -1582,14 +1586,14 @@ def test_a_link_swapped_around_its_check_does_not_tell_what_the_server_may_not_r
 
     monkeypatch.setattr(os, "open", refusing_open)
     answers = []
-    for target in (unreadable, outside / "missing"):
-        link.symlink_to(target)
+    for leads_to_now in (target, outside / "missing"):
+        link.symlink_to(leads_to_now)
         with monkeypatch.context() as patched:
             swap_around_the_check(
                 patched,
                 link,
                 lambda: repoint(link, stand_in),
-                functools.partial(repoint, link, target),
+                functools.partial(repoint, link, leads_to_now),
             )
             router = router_for(tmp_path, config_text(site, "listing = true"))
             response = request(router, requested)

@@ -47,6 +47,7 @@ blocks the reactor briefly, as it does in nginx without ``aio``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import html
 import os
@@ -118,6 +119,11 @@ _PROC_FDS = os.path.isdir("/proc/self/fd")
 # one look at one file, where a stat and a check of the path are two.
 _O_PATH: int = getattr(os, "O_PATH", 0)
 _LOOK_BY_DESCRIPTOR = _PROC_FDS and _O_PATH != 0
+# The failures of following a path that a look-up has just followed, when a link on
+# it was swapped since: they tell of where it leads now, not of the file looked up.
+_LED_ELSEWHERE = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENAMETOOLONG}
+)
 
 _WANTED = frozenset(
     {
@@ -1357,38 +1363,57 @@ def _open_file(path: bytes, vet: Callable[[int], None] | None = None) -> IO[byte
 
 
 def _open_vetted(path: bytes, flags: int, vet: Callable[[int], None] | None) -> int:
-    """Open ``path`` with ``flags``, once ``vet`` (if any) has let a descriptor of it by.
+    """Open ``path`` with ``flags``, once ``vet`` (if any) has let its descriptor by.
 
     ``vet`` raises to refuse the file (another file than the one looked up, one out
-    of bounds). On Linux it is shown the path opened without reading it (``O_PATH``:
-    no permission asked), and that very file is then opened for reading through
-    ``/proc/self/fd``: a permission error (403) then only ever tells of the file
-    looked up, never of what a link swapped since leads to. A failure of that first
-    opening, right after a look-up that found the path, is :class:`_Changed`.
-    Elsewhere the path is opened for reading and ``vet`` shown that.
+    of bounds). An opening by path that fails right after a look-up that found the
+    path may have followed a link swapped since, and its failure (missing, not a
+    directory, not allowed) would tell of what that leads to. So on Linux the path
+    is then opened without reading it (``O_PATH``), that file vetted, and opened for
+    reading through ``/proc/self/fd``: a failure there is the file's own (a ``403``
+    for one the server may not read); a success, or no file, means the path led
+    elsewhere: :class:`_Changed`. Elsewhere the failure is raised as it is.
 
     Raises:
         _Changed: the path no longer leads where it did (Linux).
         OSError: it cannot be opened (``PermissionError``: it may not be read).
     """
     flags |= os.O_CLOEXEC
-    if not _LOOK_BY_DESCRIPTOR:
-        descriptor = os.open(path, flags)
-        try:
-            if vet is not None:
-                vet(descriptor)
-        except BaseException:
-            os.close(descriptor)
-            raise
-        return descriptor
     try:
-        located = os.open(path, _O_PATH | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if not _LOOK_BY_DESCRIPTOR or error.errno not in _LED_ELSEWHERE:
+            raise
+        _open_located(path, flags, vet)
         raise _Changed from None
     try:
         if vet is not None:
+            vet(descriptor)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _open_located(path: bytes, flags: int, vet: Callable[[int], None] | None) -> None:
+    """Open (and close) the file at ``path`` through a descriptor of it (Linux).
+
+    See :func:`_open_vetted`: what this raises is the file's own failure.
+
+    Raises:
+        _Changed: ``path`` leads nowhere now.
+        OSError: the file cannot be opened with ``flags``.
+    """
+    try:
+        located = os.open(path, _O_PATH | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in _LED_ELSEWHERE:
+            raise _Changed from None
+        raise
+    try:
+        if vet is not None:
             vet(located)
-        return os.open(b"/proc/self/fd/%d" % located, flags)
+        os.close(os.open(b"/proc/self/fd/%d" % located, flags))
     finally:
         os.close(located)
 
