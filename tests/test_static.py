@@ -1284,6 +1284,40 @@ def test_a_link_swapped_to_point_outside_is_refused_after_caching(
     assert request(files, b"/static/swap").status == 404
 
 
+@pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
+def test_a_link_flipped_to_another_name_of_the_same_file_serves_only_its_bytes(
+    site: Path, tmp_path: Path, *, size: int
+) -> None:
+    """The link check is made once per signature (device, inode, size, times): a
+    link flipped from a file inside to a hard link of it outside keeps the signature,
+    and is served, but only ever the bytes that were found inside. Written to
+    through the outside name, or its name inside removed, the file changes its
+    signature (a write and a link count both move its change time): it is checked
+    again, and refused.
+    """
+    inside = site / "shared.bin"
+    inside.write_bytes(b"p" * size)
+    outside = tmp_path / "outside" / "shared.bin"
+    os.link(inside, outside)
+    link = site / "flip"
+    link.symlink_to(inside)
+    router = router_for(tmp_path, config_text(site))
+    assert request(router, b"/static/flip").body == b"p" * size
+    repoint(link, outside)
+    assert request(router, b"/static/flip").body == b"p" * size
+    with outside.open("r+b") as handle:
+        handle.write(SECRET)
+    response = request(router, b"/static/flip")
+    assert response.status == 404
+    assert SECRET not in response.body
+    # Its name inside removed (the bytes as they were, the link count moved): refused.
+    repoint(link, inside)
+    assert request(router, b"/static/flip").status == 200
+    repoint(link, outside)
+    inside.unlink()
+    assert request(router, b"/static/flip").status == 404
+
+
 def swap_around_the_check(
     monkeypatch: pytest.MonkeyPatch,
     path: Path,
