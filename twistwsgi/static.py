@@ -646,7 +646,10 @@ class StaticHandler:
         """
         cached = self._cache.get(path) or self._known.get(path)
         if cached is not None and cached.checked:
-            info = self._stat_path(path)
+            try:
+                info = os.stat(path)
+            except OSError as error:
+                raise self._looked_up(error, path) from None
             if cached.signature == files.signature(info):
                 # Found inside the rules once it was open, and the same file since (a
                 # new name for it, a hard link, moves its ctime): nothing to check
