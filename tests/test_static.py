@@ -1284,6 +1284,28 @@ def test_a_link_swapped_to_point_outside_is_refused_after_caching(
     assert request(files, b"/static/swap").status == 404
 
 
+@pytest.mark.parametrize("symlinks", ["inside", "never"])
+@pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
+def test_the_open_file_check_takes_names_that_are_not_utf8(
+    site: Path, tmp_path: Path, *, symlinks: str, size: int
+) -> None:
+    """The kernel names the open file in bytes, as the path was built: a name that
+    is not UTF-8, in a directory and a file, passes the check under either policy,
+    as do its directory's index and listing.
+    """
+    directory = os.fsencode(site) + b"/d\xe9p\xf4t"
+    os.mkdir(directory)
+    with open(directory + b"/caf\xe9.bin", "wb") as handle:
+        handle.write(b"c" * size)
+    with open(directory + b"/index.html", "wb") as handle:
+        handle.write(b"<p>index</p>")
+    router = router_for(tmp_path, config_text(site, f'symlinks = "{symlinks}"'))
+    response = request(router, b"/static/d%E9p%F4t/caf%E9.bin")
+    assert response.status == 200
+    assert response.body == b"c" * size
+    assert request(router, b"/static/d%E9p%F4t/").body == b"<p>index</p>"
+
+
 @pytest.mark.parametrize("size", [1_000, 300_000])  # from memory, and from disk
 def test_a_link_flipped_to_another_name_of_the_same_file_serves_only_its_bytes(
     site: Path, tmp_path: Path, *, size: int
