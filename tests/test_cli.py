@@ -1729,15 +1729,16 @@ def test_the_server_holds_a_sighup_from_its_start(monkeypatch: pytest.MonkeyPatc
         cli, "ignore_worker_count_signals_while_starting", lambda: held.append("ignored")
     )
     monkeypatch.setattr(cli, "raise_open_files_limit", lambda: held.append("limit"))
+    monkeypatch.setattr(cli, "settle_temporary_directory", lambda: held.append("tmp"))
     build_endpoints = cli.build_endpoints
     monkeypatch.setattr(cli, "build_endpoints", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         make("--app", "tests.apps:hello")
-    assert held == ["held", "ignored", "limit"]
+    assert held == ["held", "ignored", "limit", "tmp"]
     monkeypatch.setattr(cli, "build_endpoints", build_endpoints)
     with pytest.raises(SystemExit):
         make("--app", "tests.apps:hello", "--check-config")
-    assert held == ["held", "ignored", "limit"]
+    assert held == ["held", "ignored", "limit", "tmp"]
 
 
 def test_once_stopped_the_process_ignores_stop_signals(

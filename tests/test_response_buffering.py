@@ -26,6 +26,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from tests.test_wsgi import _waiting, one_worker
+from twistwsgi import response_spool
 from twistwsgi.response_spool import MEMORY_SIZE, ResponseSpool
 from twistwsgi.testing import (
     CallQueue,
@@ -139,6 +140,29 @@ def test_a_file_that_cannot_be_made_holds_nothing_of_the_piece() -> None:
         spool.append(b"defg")
     assert spool.held == 3
     assert spool.take() == b"abc"
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENOSPC])
+def test_a_temporary_file_that_cannot_be_made_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, code: int
+) -> None:
+    """The directory is chosen at the start, so a spool opened when descriptors or
+    space have run out fails with that errno, not with tempfile's "No usable
+    temporary directory found" (ENOENT), which its choice at first use would raise.
+    """
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert response_spool.settle_temporary_directory() is None
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(OSError, match=os.strerror(code)) as raised:
+        response_spool._temporary_file()
+    assert raised.value.errno == code
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert response_spool.settle_temporary_directory() is not None
 
 
 def test_the_file_is_a_ring_never_larger_than_the_limit() -> None:

@@ -38,6 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twistwsgi import response_spool
 from twistwsgi.client_certificates import (
     ask_for_certificates,
     binding_available,
@@ -598,6 +599,20 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, hard
 
 
+def settle_temporary_directory() -> None:
+    """Choose the directory of the spools' temporary files now (see response_spool).
+
+    A directory that is not usable at the start is said in one line: bodies and
+    responses past their memory part would fail with 500s, or wait for their clients.
+    """
+    problem = response_spool.settle_temporary_directory()
+    if problem is not None:
+        _log.warn(
+            "No usable directory for temporary files (TMPDIR): {problem}",
+            problem=str(problem),
+        )
+
+
 def _unix_path(description: str) -> str | None:
     """The socket path of a ``unix:`` endpoint string, or None for another kind."""
     kind, positional, named = endpoint_parts(description)
@@ -915,6 +930,7 @@ def makeService(options: Options) -> Service:
         hold_hangups_until_running()
         ignore_worker_count_signals_while_starting()
         raise_open_files_limit()
+        settle_temporary_directory()
     endpoints = build_endpoints(reactor, config)
     metrics = build_metrics_endpoint(reactor, config)
     if config.check_config:

@@ -36,6 +36,7 @@ __all__ = [
     "SPOOL_GRACE",
     "ResponseSpool",
     "accel_buffering",
+    "settle_temporary_directory",
 ]
 
 #: The most bytes one response holds by default (nginx's proxy_max_temp_file_size).
@@ -69,8 +70,26 @@ def accel_buffering(fields: Sequence[tuple[bytes, bytes]]) -> bool | None:
 
 
 def _temporary_file() -> IO[bytes]:
-    """An unlinked temporary file in ``TMPDIR`` (looked up at each call)."""
+    """An unlinked temporary file in ``TMPDIR`` (the directory :mod:`tempfile` chose)."""
     return tempfile.TemporaryFile()
+
+
+def settle_temporary_directory() -> OSError | None:
+    """Have :mod:`tempfile` choose its directory now, as the server starts.
+
+    It chooses once, at its first use, by creating a test file in each candidate
+    (``TMPDIR``, then ``/tmp``...) and taking the first that works. Left to the first
+    spool, that choice would be made when files may not be opened or written (EMFILE
+    or ENOSPC, see open(2), write(2)): every candidate fails and the error is "No
+    usable temporary directory found", which hides the cause and sends the operator
+    to the directory's permissions. Chosen here, a later failure says its own errno.
+    Returns the error if no directory is usable now (the first spool tries again).
+    """
+    try:
+        tempfile.gettempdir()
+    except OSError as error:
+        return error
+    return None
 
 
 class ResponseSpool:

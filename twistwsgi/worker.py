@@ -627,6 +627,7 @@ def main(arguments: list[str] | None = None) -> None:
             cli.check_mounts(reactor, config, [])
             raise SystemExit(0)
         cli.raise_open_files_limit()
+        cli.settle_temporary_directory()
         endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         for index, description in enumerate(payload["listen"]):
             tls = cli.endpoint_tls_options(reactor, description, config)
