@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from twistwsgi.client_certificates import ClientCertificate, from_connection
 from twistwsgi.http import rules
+from twistwsgi.http.accepting import AcceptFailures
 from twistwsgi.http.compression import GzipStream, declared_length, gzip_plan
 from twistwsgi.http.exchange import Handler, LogNotes
 from twistwsgi.http.pacing import ResponsePace
@@ -305,6 +306,8 @@ class HTTPFactory(Factory):
         # the current stay at the limit was (its "again" line is logged then only).
         self._capacity_logged_at: float | None = None
         self._capacity_logged = False
+        #: The accept failures of the listening ports (descriptors run out).
+        self.accept_failures = AcceptFailures(clock, may_resume=self._may_accept)
 
     def acceptableProtocols(self) -> list[bytes]:
         """The protocols offered over TLS ALPN (RFC 7301): :data:`ALPN_PROTOCOLS`.
@@ -385,6 +388,7 @@ class HTTPFactory(Factory):
         self._listeners.append(port)
         if self.at_capacity:
             port.stopReading()
+        self.accept_failures.watch(port)
         read = getattr(port, "doRead", None)
         if read is not None and type(getattr(port, "numberAccepts", None)) is int:
             # Twisted's tcp.Port accepts up to numberAccepts connections per read
@@ -402,6 +406,16 @@ class HTTPFactory(Factory):
     def remove_listeners(self) -> None:
         """Forget the listening ports (they are closing): nothing resumes them."""
         self._listeners = []
+        self.accept_failures.stop()
+
+    def _may_accept(self, port: Any) -> bool:
+        """Whether ``port``, rested after an accept failure, may read again."""
+        return (
+            port in self._listeners
+            and not self.at_capacity
+            and not self.shutting_down
+            and _still_listening(port)
+        )
 
     def update_settings(self, settings: HttpSettings) -> None:
         """Use ``settings`` from now on (a reload); a new connection limit applies at once."""
