@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
 
+from tests.test_config import flag_source
 from tests.test_sockets import write_self_signed_certificate
 from twistwsgi import cli
 from twistwsgi.config import (
@@ -48,10 +49,6 @@ from twistwsgi.config import (
     escape,
 )
 from twistwsgi.service import ServerService, make_service
-
-
-def flag_source(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def refusal(argv: list[str], capfd: pytest.CaptureFixture[str]) -> str:
@@ -172,19 +169,35 @@ def test_upstream_urls_no_connection_could_follow_are_refused(
     assert problem in message
 
 
-def test_an_auth_request_host_that_is_no_host_name_is_refused(tmp_path: Path) -> None:
-    """As an upstream's (its port 0, user and controls were refused already)."""
+@pytest.mark.parametrize(
+    ("mount_line", "message"),
+    [
+        # As an upstream's host (its port 0, user and controls were refused already).
+        (
+            'auth_request = "http://auth..internal:4180/check"',
+            "site.toml: host[0].mount[0].auth_request: 'auth..internal' is not a host name,"
+            " in 'http://auth..internal:4180/check'",
+        ),
+        # The error named the headers table, not which of its fields was wrong.
+        (
+            'headers = { X-Frame-Options = "DENY", X-Count = 3 }',
+            "site.toml: host[0].mount[0].headers: the value of 'X-Count' is not text: 3",
+        ),
+    ],
+)
+def test_a_mount_setting_refused_says_what_is_wrong(
+    tmp_path: Path, mount_line: str, message: str
+) -> None:
+    """A mount's auth_request host that is no host name, a header value that is not text."""
     path = tmp_path / "site.toml"
     path.write_text(
         '[[host]]\nnames = ["a.test"]\n[[host.mount]]\npath = "/"\nreturn = "200 ok"\n'
-        'auth_request = "http://auth..internal:4180/check"\n'
+        + mount_line
+        + "\n"
     )
     with pytest.raises(ConfigError) as raised:
         cli.load_config({"config": str(path)})
-    assert str(raised.value) == (
-        "site.toml: host[0].mount[0].auth_request: 'auth..internal' is not a host name,"
-        " in 'http://auth..internal:4180/check'"
-    )
+    assert str(raised.value) == message
 
 
 def test_a_config_path_with_a_nul_is_one_line(capfd: pytest.CaptureFixture[str]) -> None:
@@ -218,20 +231,6 @@ def test_an_access_log_path_with_a_nul_is_refused(tmp_path: Path, where: str) ->
         cli.load_config({"config": str(path)})
     assert str(raised.value) == (
         f"site.toml: {expected}.access_log: '/tmp/a\\x00.log': a path holds no NUL"
-    )
-
-
-def test_a_header_value_that_is_not_text_names_the_header(tmp_path: Path) -> None:
-    """The error named the headers table, not which of its fields was wrong."""
-    path = tmp_path / "site.toml"
-    path.write_text(
-        '[[host]]\nnames = ["a.test"]\n[[host.mount]]\npath = "/"\nreturn = "200 ok"\n'
-        'headers = { X-Frame-Options = "DENY", X-Count = 3 }\n'
-    )
-    with pytest.raises(ConfigError) as raised:
-        cli.load_config({"config": str(path)})
-    assert str(raised.value) == (
-        "site.toml: host[0].mount[0].headers: the value of 'X-Count' is not text: 3"
     )
 
 
