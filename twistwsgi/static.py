@@ -661,16 +661,9 @@ class StaticHandler:
                 raise _Miss
             return info
         try:
-            descriptor = os.open(path, _O_PATH | os.O_CLOEXEC)
+            return self._stat_at(None, path, path)
         except OSError as error:
             raise self._looked_up(error, path) from None
-        try:
-            info = os.fstat(descriptor)
-            if not self._opened_allowed(descriptor, path):
-                raise _Miss
-        finally:
-            os.close(descriptor)
-        return info
 
     def _stat_path(self, path: bytes) -> os.stat_result:
         """``os.stat(path)``, its failures as :meth:`_looked_up` says."""
@@ -1202,8 +1195,11 @@ class StaticHandler:
                 continue
             yield name, info, stat.S_ISDIR(info.st_mode)
 
-    def _stat_at(self, directory: int, name: str, path: bytes) -> os.stat_result:
+    def _stat_at(self, directory: int | None, name: str | bytes, path: bytes) -> os.stat_result:
         """The stat of what ``name`` in ``directory`` leads to, if the policy allows it.
+
+        The name is opened (``O_PATH``) and that one file both checked and stat-ed;
+        ``directory`` ``None`` takes ``name`` as a path (``path`` itself).
 
         Raises:
             _Miss: it leads out of bounds.
