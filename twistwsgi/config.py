@@ -227,7 +227,7 @@ def _check_listener(text: str) -> None:
     Raises:
         ValueError: saying what is wrong.
     """
-    if any(unicodedata.category(char) == "Cc" for char in text):
+    if _has_control(text):
         # (A NUL in a file name fails in open(); Twisted quotes a newline unescaped.)
         raise ValueError("holds a control character")
     inner = proxy_protocol_inner(text)
@@ -247,7 +247,7 @@ def _check_listener(text: str) -> None:
             raise ValueError(
                 r"the colons of an IPv6 interface= are escaped with \ (interface=\:\:1)"
             )
-        port = named.get("port", positional[0] if positional else None)
+        port = _first_parameter(positional, named, "port")
         number = _integer(port)
         if number is not None and not 0 <= number <= 65535:
             raise ValueError(f"a port is 0 to 65535, got {port!r}")
@@ -258,7 +258,7 @@ def _check_listener(text: str) -> None:
         if count is None or count < 0:
             raise ValueError(f"backlog= is a whole number, got {backlog!r}")
     elif kind == "unix":
-        path = named.get("address", positional[0] if positional else "")
+        path = _first_parameter(positional, named, "address")
         size = len(os.fsencode(path))
         if size > MAX_UNIX_PATH:
             raise ValueError(f"a UNIX socket path is at most {MAX_UNIX_PATH} bytes, got {size}")
@@ -284,11 +284,11 @@ def _listener_address(description: str) -> tuple[str, ...] | None:
     """
     kind, positional, named = endpoint_parts(description)
     if kind == "unix":
-        path = named.get("address", positional[0] if positional else "")
+        path = _first_parameter(positional, named, "address")
         return ("unix", os.path.normpath(path)) if path else None
     if kind not in _PORT_KINDS:
         return None
-    port = _integer(named.get("port", positional[0] if positional else None))
+    port = _integer(_first_parameter(positional, named, "port"))
     if not port:
         return None
     position = _INTERFACE_POSITION.get(kind)
@@ -638,7 +638,7 @@ def _upstream_url(text: str, value: Any, *, templates: bool = False) -> str:
             _refuse_variables(text)
         return text
     _nginx_unix_spelling(text, value)
-    if any(unicodedata.category(char) == "Cc" for char in text):
+    if _has_control(text):
         raise ValueError(f"{value!r} holds a control character")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -3479,6 +3479,19 @@ def proxy_protocol_inner(description: str) -> str | None:
 PROXY_PROTOCOL_KIND = "haproxy"
 
 
+def _first_parameter(positional: list[str], named: dict[str, str], name: str) -> str:
+    """A parameter Twisted takes as the first positional one or as ``name=``.
+
+    A port, a socket's address; from :func:`endpoint_parts`. Empty when neither is given.
+    """
+    return named.get(name, positional[0] if positional else "")
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (Unicode category Cc: NUL, LF, ESC...)."""
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
 def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
     r"""Split an endpoint string into its kind, positional and ``name=value`` parameters.
 
@@ -3952,7 +3965,7 @@ def _https_port(choice: str | int, where: str, listen: Sequence[str]) -> int | N
         if kind != "ssl":
             continue
         # The port is the first positional parameter, or port= (as Twisted reads it).
-        port = named.get("port", positional[0] if positional else "").strip()
+        port = _first_parameter(positional, named, "port").strip()
         if re.fullmatch("[0-9]+", port) and int(port) > 0:
             return int(port)
         raise ConfigError(
