@@ -31,9 +31,9 @@ def test_each_case_serves_keep_alive_requests(case: str, docroot: Path) -> None:
 def test_each_case_answers_a_200_with_its_body(case: str, docroot: Path) -> None:
     built = inmemory.build(case, docroot)
     try:
-        inmemory.check_first(case, built.run(1), built.body)
+        inmemory.check_first(case, built.run(1, None), built.body)
         with pytest.raises(AssertionError, match="got status 200"):
-            inmemory.check_first(case, built.run(1), built.body + b"!")
+            inmemory.check_first(case, built.run(1, None), built.body + b"!")
     finally:
         built.close()
 
