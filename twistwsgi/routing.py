@@ -333,7 +333,7 @@ def remove_dot_segments(path: bytes) -> bytes | None:
     server should refuse rather than silently clamp. Empty segments (``//``) are
     kept: they can be meaningful to an application.
     """
-    if b"/." not in path:
+    if path.find(b"/.") < 0:  # (find: cheaper than "in", see protocol.on_headers_complete)
         return path  # no segment starts with a dot (most paths; "app.css" is fine)
     segments = path.split(b"/")
     output: list[bytes] = []
@@ -366,7 +366,7 @@ def path_below(path: bytes, prefix: bytes) -> bytes:
     ``merge_slashes(path)``. ``path_below(b"//api//x", b"/api")`` is ``b"//x"``: the
     slashes below the prefix are the application's to read.
     """
-    if b"//" not in path:
+    if path.find(b"//") < 0:  # (find: cheaper than "in", see protocol.on_headers_complete)
         return path[len(prefix) :]
     position = 0
     for segment in prefix.split(b"/")[1:]:
@@ -639,7 +639,7 @@ class MountTable(Generic[T]):
         (a refusing mount in front of a proxied ``/``). :func:`path_below` gives the
         rest of the path with its slashes as sent.
         """
-        if b"//" in path:
+        if path.find(b"//") >= 0:  # (find: cheaper than "in", see protocol)
             path = merge_slashes(path)
         for mount in self.mounts:
             if match_prefix(path, mount.prefix):

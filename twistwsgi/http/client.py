@@ -51,7 +51,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httptools
 from twisted.internet.defer import Deferred, fail, succeed
@@ -209,11 +209,29 @@ class _State(Enum):
     CLOSED = "closed"
 
 
+# The request path names these states as module constants, not as _Enum.MEMBER:
+# on Python 3.11 every attribute of an Enum class goes through EnumType's
+# __getattr__ hook (removed in 3.12), about 70 ns a lookup against 10 for a
+# global, and a request named them some 30 times.
+_STATE_NEW: Final = _State.NEW
+_STATE_HANDSHAKE: Final = _State.HANDSHAKE
+_STATE_IDLE: Final = _State.IDLE
+_STATE_BUSY: Final = _State.BUSY
+_STATE_TUNNEL: Final = _State.TUNNEL
+_STATE_CLOSED: Final = _State.CLOSED
+
+
 class _Deadline(Enum):
     HEAD = "head"  # the response head must arrive
     SEND = "send"  # the upstream must read the request body again
     BODY = "body"  # the next response body bytes must arrive
     IDLE = "idle"  # an idle connection is closed
+
+
+_DEADLINE_HEAD: Final = _Deadline.HEAD
+_DEADLINE_SEND: Final = _Deadline.SEND
+_DEADLINE_BODY: Final = _Deadline.BODY
+_DEADLINE_IDLE: Final = _Deadline.IDLE
 
 
 class _Unread(Enum):
@@ -222,6 +240,11 @@ class _Unread(Enum):
     NOTHING = "nothing"
     BYTES = "bytes"  # the upstream sent something nobody asked for
     CLOSE = "close"  # its close or a reset: the ordinary end of a connection
+
+
+_UNREAD_NOTHING: Final = _Unread.NOTHING
+_UNREAD_BYTES: Final = _Unread.BYTES
+_UNREAD_CLOSE: Final = _Unread.CLOSE
 
 
 class _StopAtHeadError(Exception):
@@ -293,14 +316,14 @@ class ClientConnection(TwistedProtocol):
         self._settings = settings
         self._clock = clock
         self._parser = httptools.HttpResponseParser(self)
-        self._state = _State.NEW
+        self._state = _STATE_NEW
         self._handler: ResponseHandler | None = None
         self.requests = 0
         self._read_paused = False
         self._send_paused = False
         # The one deadline of this connection.
         self._deadline: float | None = None
-        self._deadline_kind = _Deadline.IDLE
+        self._deadline_kind = _DEADLINE_IDLE
         self._timer: IDelayedCall | None = None
         # Drops a closing connection whose upstream does not take what is buffered.
         self._closing_timer: IDelayedCall | None = None
@@ -348,12 +371,12 @@ class ClientConnection(TwistedProtocol):
     @property
     def idle(self) -> bool:
         """Whether the connection is open and carries no request."""
-        return self._state is _State.IDLE
+        return self._state is _STATE_IDLE
 
     @property
     def handshaking(self) -> bool:
         """Whether the connection waits for its TLS handshake to complete."""
-        return self._state is _State.HANDSHAKE
+        return self._state is _STATE_HANDSHAKE
 
     @property
     def reused(self) -> bool:
@@ -379,20 +402,20 @@ class ClientConnection(TwistedProtocol):
         request's response. Only a plain socket can be asked (TLS records would need
         decrypting); anything else says no.
         """
-        return self._peek() is not _Unread.NOTHING
+        return self._peek() is not _UNREAD_NOTHING
 
     def _peek(self) -> _Unread:
         get_handle = getattr(self.transport, "getHandle", None)
         handle = get_handle() if get_handle is not None else None
         if not isinstance(handle, socket.socket):
-            return _Unread.NOTHING
+            return _UNREAD_NOTHING
         try:
             peeked = handle.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return _Unread.NOTHING
+            return _UNREAD_NOTHING
         except OSError:
-            return _Unread.CLOSE  # reset: not usable either
-        return _Unread.BYTES if peeked else _Unread.CLOSE
+            return _UNREAD_CLOSE  # reset: not usable either
+        return _UNREAD_BYTES if peeked else _UNREAD_CLOSE
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -400,7 +423,7 @@ class ClientConnection(TwistedProtocol):
         """Register as the transport's producer; idle at once, or after a TLS handshake."""
         # TLSMemoryBIOProtocol calls handshakeCompleted on an IHandshakeListener.
         tls = isinstance(self.transport, TLSMemoryBIOProtocol)
-        self._state = _State.HANDSHAKE if tls else _State.IDLE
+        self._state = _STATE_HANDSHAKE if tls else _STATE_IDLE
         # The most a read of the transport returns (Twisted's TCP and UNIX: 64 KiB).
         self._full_read = getattr(self.transport, "bufferSize", None) or sys.maxsize
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -412,9 +435,9 @@ class ClientConnection(TwistedProtocol):
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake completed: the connection is usable (called by the TLS layer)."""
-        if self._state is not _State.HANDSHAKE:
+        if self._state is not _STATE_HANDSHAKE:
             return
-        self._state = _State.IDLE
+        self._state = _STATE_IDLE
         waiter, self._handshake_waiter = self._handshake_waiter, None
         if waiter is not None:
             waiter.callback(self)
@@ -431,11 +454,11 @@ class ClientConnection(TwistedProtocol):
         """
         if self._handshake_error is not None:
             return fail(self._handshake_error)
-        if self._state is _State.CLOSED:
+        if self._state is _STATE_CLOSED:
             return fail(
                 UpstreamError(ErrorKind.CONNECT, "the connection closed before it could be used")
             )
-        if self._state is not _State.HANDSHAKE:
+        if self._state is not _STATE_HANDSHAKE:
             return succeed(self)
 
         def cancel(waiting: Deferred[ClientConnection]) -> None:
@@ -449,7 +472,7 @@ class ClientConnection(TwistedProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """End the exchange in progress (a close-delimited body ends here)."""
         state = self._state
-        self._state = _State.CLOSED
+        self._state = _STATE_CLOSED
         self._deadline = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -458,7 +481,7 @@ class ClientConnection(TwistedProtocol):
         if closing is not None and closing.active():
             closing.cancel()
         handler, self._handler = self._handler, None
-        if state is _State.HANDSHAKE:
+        if state is _STATE_HANDSHAKE:
             # A certificate that failed to verify, or the upstream closing mid-handshake.
             self._handshake_error = UpstreamError(
                 ErrorKind.CONNECT, f"the TLS handshake failed: {reason_text(reason)}"
@@ -466,7 +489,7 @@ class ClientConnection(TwistedProtocol):
         try:
             if handler is None:
                 return
-            if state is _State.TUNNEL:
+            if state is _STATE_TUNNEL:
                 handler.tunnel_closed(reason)
                 return
             if (
@@ -512,8 +535,8 @@ class ClientConnection(TwistedProtocol):
     def close(self) -> None:
         """Close once what was written has been sent; no more calls to the handler."""
         self._handler = None
-        if self._state is not _State.CLOSED:
-            self._state = _State.CLOSED
+        if self._state is not _STATE_CLOSED:
+            self._state = _STATE_CLOSED
             transport: Any = self.transport
             # A TLS transport only sends its close alert once no producer is
             # registered; TCP does not care.
@@ -533,8 +556,8 @@ class ClientConnection(TwistedProtocol):
     def abort(self) -> None:
         """Drop the connection now; no more calls to the handler."""
         self._handler = None
-        if self._state is not _State.CLOSED:
-            self._state = _State.CLOSED
+        if self._state is not _STATE_CLOSED:
+            self._state = _STATE_CLOSED
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # -- sending ----------------------------------------------------------------------
@@ -562,9 +585,9 @@ class ClientConnection(TwistedProtocol):
         Raises:
             RuntimeError: when the connection is not idle.
         """
-        if self._state is not _State.IDLE:
+        if self._state is not _STATE_IDLE:
             raise RuntimeError(f"cannot send on a connection that is {self._state.value}")
-        self._state = _State.BUSY
+        self._state = _STATE_BUSY
         self._handler = handler
         self.requests += 1
         self._reset_exchange(head_only=head_only, chunked=chunked, upgrade=upgrade, body=body)
@@ -572,18 +595,18 @@ class ClientConnection(TwistedProtocol):
             self.resume_reading()
         write_now(self.transport, head)
         if not body:
-            self._set_deadline(self._settings.response_timeout, _Deadline.HEAD)
+            self._set_deadline(self._settings.response_timeout, _DEADLINE_HEAD)
         else:
             # While the body streams, the client's own body timeout governs it.
             self._deadline = None
             if self._send_paused:
-                self._set_deadline(self._settings.idle_timeout, _Deadline.SEND)
+                self._set_deadline(self._settings.idle_timeout, _DEADLINE_SEND)
         if self._send_paused:
             handler.sending_paused()  # paused while idle: this handler was not told
 
     def write_body(self, data: bytes) -> None:
         """Send a piece of the request body."""
-        if self._state is not _State.BUSY or self._request_done or not data:
+        if self._state is not _STATE_BUSY or self._request_done or not data:
             return
         if self._chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
@@ -591,42 +614,42 @@ class ClientConnection(TwistedProtocol):
 
     def end_body(self) -> None:
         """The request body is complete."""
-        if self._state is not _State.BUSY or self._request_done:
+        if self._state is not _STATE_BUSY or self._request_done:
             return
         self._request_done = True
         if self._chunked:
             write_now(self.transport, _LAST_CHUNK)
         if not self._head_ready:
-            self._set_deadline(self._settings.response_timeout, _Deadline.HEAD)
+            self._set_deadline(self._settings.response_timeout, _DEADLINE_HEAD)
 
     def tunnel_write(self, data: bytes) -> None:
         """Send bytes through the tunnel after a protocol switch."""
-        if self._state is _State.TUNNEL and data:
+        if self._state is _STATE_TUNNEL and data:
             write_now(self.transport, data)
 
     # -- flow control ---------------------------------------------------------------------
 
     def pause_reading(self) -> None:
         """Stop reading from the upstream (the client is not keeping up)."""
-        if not self._read_paused and self._state is not _State.CLOSED:
+        if not self._read_paused and self._state is not _STATE_CLOSED:
             self._read_paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
-            if self._deadline_kind is _Deadline.BODY:
+            if self._deadline_kind is _DEADLINE_BODY:
                 self._deadline = None  # not the upstream's fault
 
     def resume_reading(self) -> None:
         """Read from the upstream again."""
-        if self._read_paused and self._state is not _State.CLOSED:
+        if self._read_paused and self._state is not _STATE_CLOSED:
             self._read_paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
-            if self._state is _State.BUSY and self._head_sent and not self._complete:
-                self._set_deadline(self._settings.idle_timeout, _Deadline.BODY)
+            if self._state is _STATE_BUSY and self._head_sent and not self._complete:
+                self._set_deadline(self._settings.idle_timeout, _DEADLINE_BODY)
 
     def pauseProducing(self) -> None:
         """The upstream is not reading what we write: tell the handler."""
         self._send_paused = True
-        if (self._state is _State.BUSY and not self._request_done) or self._state is _State.TUNNEL:
-            self._set_deadline(self._settings.idle_timeout, _Deadline.SEND)
+        if (self._state is _STATE_BUSY and not self._request_done) or self._state is _STATE_TUNNEL:
+            self._set_deadline(self._settings.idle_timeout, _DEADLINE_SEND)
         handler = self._handler
         if handler is not None:
             handler.sending_paused()
@@ -634,7 +657,7 @@ class ClientConnection(TwistedProtocol):
     def resumeProducing(self) -> None:
         """The upstream reads again: tell the handler."""
         self._send_paused = False
-        if self._deadline_kind is _Deadline.SEND and self._deadline is not None:
+        if self._deadline_kind is _DEADLINE_SEND and self._deadline is not None:
             self._deadline = None
         handler = self._handler
         if handler is not None:
@@ -652,7 +675,7 @@ class ClientConnection(TwistedProtocol):
         deadline = self._clock.seconds() + seconds
         self._deadline = deadline
         self._deadline_kind = kind
-        if kind is _Deadline.SEND:
+        if kind is _DEADLINE_SEND:
             self._unsent_at_send_deadline = unsent_bytes(self.transport)
         timer = self._timer
         if timer is None:
@@ -668,7 +691,7 @@ class ClientConnection(TwistedProtocol):
     def _timer_fired(self) -> None:
         self._timer = None
         deadline = self._deadline
-        if deadline is None or self._state is _State.CLOSED:
+        if deadline is None or self._state is _STATE_CLOSED:
             return
         now = self._clock.seconds()
         if now < deadline:
@@ -677,23 +700,23 @@ class ClientConnection(TwistedProtocol):
             return
         kind = self._deadline_kind
         settings = self._settings
-        if kind is _Deadline.SEND and took_some(self.transport, self._unsent_at_send_deadline):
+        if kind is _DEADLINE_SEND and took_some(self.transport, self._unsent_at_send_deadline):
             # Reading slowly is not stopping (as the server's send_timeout).
-            self._set_deadline(settings.idle_timeout, _Deadline.SEND)
+            self._set_deadline(settings.idle_timeout, _DEADLINE_SEND)
             return
         self._deadline = None
-        if kind is _Deadline.IDLE:
+        if kind is _DEADLINE_IDLE:
             self.close()
-        elif kind is _Deadline.HEAD:
+        elif kind is _DEADLINE_HEAD:
             self._fail(ErrorKind.TIMEOUT, f"no response head within {settings.response_timeout:g}s")
-        elif kind is _Deadline.SEND and self._state is _State.TUNNEL:
+        elif kind is _DEADLINE_SEND and self._state is _STATE_TUNNEL:
             handler = self._handler
             self.abort()
             if handler is not None:
                 handler.tunnel_closed(
                     Failure(TimeoutError(f"stopped reading for {settings.idle_timeout:g}s"))
                 )
-        elif kind is _Deadline.SEND:
+        elif kind is _DEADLINE_SEND:
             self._fail(
                 ErrorKind.TIMEOUT,
                 f"stopped reading the request body for {settings.idle_timeout:g}s",
@@ -707,11 +730,11 @@ class ClientConnection(TwistedProtocol):
         """Parse response bytes and hand what they complete to the handler."""
         state = self._state
         handler = self._handler
-        if state is _State.TUNNEL:
+        if state is _STATE_TUNNEL:
             if handler is not None:
                 handler.tunnel_data(data)
             return
-        if state is not _State.BUSY or handler is None:
+        if state is not _STATE_BUSY or handler is None:
             # An idle connection has nothing to say: bytes now mean it is unusable.
             self.abort()
             return
@@ -764,7 +787,7 @@ class ClientConnection(TwistedProtocol):
             if self._handler is not handler:
                 return  # the handler gave up on the response
             if not self._complete:
-                self._set_deadline(self._settings.idle_timeout, _Deadline.BODY)
+                self._set_deadline(self._settings.idle_timeout, _DEADLINE_BODY)
                 if not self._body:
                     # The head came alone and the body may take long (Server-Sent
                     # Events, a long poll): say so, so the head can be passed on now.
@@ -777,9 +800,9 @@ class ClientConnection(TwistedProtocol):
                 # A read as large as the transport takes may have left more in the
                 # socket: what follows a complete response there is not for the next.
                 unread = self._peek()
-                if unread is _Unread.BYTES:
+                if unread is _UNREAD_BYTES:
                     self._discard_excess()
-                elif unread is _Unread.CLOSE:
+                elif unread is _UNREAD_CLOSE:
                     self._keep_alive = False
             self._response_complete(handler, body[0] if len(body) == 1 else b"".join(body))
             return
@@ -793,7 +816,7 @@ class ClientConnection(TwistedProtocol):
         if body:
             self._framing_bytes = 0
             self._body = []
-            if self._deadline_kind is _Deadline.BODY and not self._read_paused:
+            if self._deadline_kind is _DEADLINE_BODY and not self._read_paused:
                 self._deadline = self._clock.seconds() + self._settings.idle_timeout
             handler.response_data(body[0] if len(body) == 1 else b"".join(body), False)
 
@@ -842,9 +865,9 @@ class ClientConnection(TwistedProtocol):
         connection.
         """
         unread = self._peek()
-        if unread is _Unread.NOTHING:
+        if unread is _UNREAD_NOTHING:
             return False
-        if unread is _Unread.BYTES:
+        if unread is _UNREAD_BYTES:
             _warn_bytes_after_response()
         self.abort()
         return True
@@ -859,10 +882,10 @@ class ClientConnection(TwistedProtocol):
             else None
         )
         if keep is not None:
-            self._state = _State.IDLE
+            self._state = _STATE_IDLE
             if self._read_paused:
                 self.resume_reading()  # an idle connection must see the upstream close
-            self._set_deadline(keep, _Deadline.IDLE)
+            self._set_deadline(keep, _DEADLINE_IDLE)
             # Until this read is handled: the handler may start another request now
             # (the client's next one, pipelined), which must not take this connection.
             self._settling = True
@@ -887,7 +910,7 @@ class ClientConnection(TwistedProtocol):
         if handler is None or not self._upgrade or self._status != 101:
             self._fail(ErrorKind.PROTOCOL, "an unexpected protocol switch")
             return
-        self._state = _State.TUNNEL
+        self._state = _STATE_TUNNEL
         self._deadline = None
         handler.response_upgraded(self._status, self._reason, self._headers, tail)
 
