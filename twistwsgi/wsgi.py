@@ -1048,7 +1048,7 @@ class _ThreadedInput:
         self._clock = clock
         self.waiting = False
         self.waited_until: float | None = None
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(threading.RLock())  # (RLock: see _ThreadedCall)
         # The pieces as the protocol handed them over, and how much of the first
         # one was read: a read takes its bytes from there, so each byte is copied
         # once (or not at all: a read that takes a whole piece gets that piece),
@@ -1263,7 +1263,10 @@ class _ThreadedCall:
         self._script_name = script_name
         self._path_info = path_info
         # The condition's own lock, taken directly where nothing waits (cheaper).
-        self._lock = threading.Lock()
+        # An RLock, though nothing takes it twice: a Condition over a plain Lock
+        # looks for three methods only RLock has, and building the three
+        # AttributeErrors made each call's setup cost 1.9 us instead of 0.6.
+        self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._paused = False
         self._in_flight = 0
