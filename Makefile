@@ -34,11 +34,13 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
-# Real-client tests drive curl; install it from Debian when it is missing.
+# Real-client tests drive curl, and tests/test_hidden_costs.py runs the request path
+# under gdb; install them from Debian when they are missing.
 debian-test-tools:
-	@command -v curl >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q curl; \
-		else echo "curl missing and not root: curl tests will be skipped"; fi; }
+	@missing=""; for tool in curl gdb; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$missing; \
+		else echo "missing and not root:$$missing (their tests will be skipped)"; fi; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

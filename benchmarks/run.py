@@ -267,6 +267,19 @@ PYTHONPATH=$PWD .venv/bin/python benchmarks/inmemory.py             # hello, sta
 PYTHONPATH=$PWD .venv/bin/python benchmarks/inmemory.py --profile proxy
 ```
 
+A profiler charges some of CPython's slow paths to an innocent line: an exception raised
+and dropped inside one C call (`b"x" in data` first tries the needle as an integer and
+formats a TypeError; a `threading.Condition` over a plain `Lock` raises three
+AttributeErrors), or, on Python 3.11, an `Enum.MEMBER` looked up through `EnumType`'s
+`__getattr__` hook (about 77 ns against 9 for a module constant). Together they once cost
+a proxied request about 4 us of its 25. `benchmarks/hidden_costs.py` runs the three cases
+under gdb and prints every such hit of a steady-state request with its line;
+`tests/test_hidden_costs.py` fails on any (gdb comes from Debian: `make test` installs it).
+
+```
+PYTHONPATH=$PWD .venv/bin/python benchmarks/hidden_costs.py         # hello, static, proxy
+```
+
 `benchmarks/body_throughput.py` does the same for request and response bodies: it starts
 the real server in a child process on 127.0.0.1, sends it 10 MB uploads (`upload`, with
 `--chunked` for chunked ones) or asks it for streamed 100 KB responses (`stream`) from
