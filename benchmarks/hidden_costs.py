@@ -11,11 +11,13 @@ Some of CPython's slow paths happen inside one C call, so cProfile and the in-me
   ``SomeEnum.MEMBER`` goes through ``EnumType.__getattr__``'s hook (about 77 ns, against
   9 ns for a module constant).
 
-This script runs each case of the in-memory meter under gdb, in steady state (after a
-warm-up, between two marker system calls), with breakpoints on CPython's
-``_PyErr_SetObject`` (every exception set) and ``slot_tp_getattr_hook`` (every attribute
-looked up on an object whose type defines ``__getattr__``), and prints where each hit came
-from (the innermost Python frame, through CPython's ``python3.11-gdb.py``), per request.
+This script runs each case of the in-memory meter under gdb, with each of its request
+shapes (:data:`SHAPES`: wrk's bare request, a browser's dozen fields, and for the static
+file a browser's revalidation and a range), in steady state (after a warm-up, between two
+marker system calls), with breakpoints on CPython's ``_PyErr_SetObject`` (every exception set) and
+``slot_tp_getattr_hook`` (every attribute looked up on an object whose type defines
+``__getattr__``), and prints where each hit came from (the innermost Python frame, through
+CPython's ``python3.11-gdb.py``), per request.
 A clean request path prints nothing under its case. Exit status 1 if anything was found.
 
 Usage::
@@ -55,6 +57,17 @@ from benchmarks import inmemory  # noqa: E402 - after the path above
 WATCHED = (("_PyErr_SetObject", "EXCEPTION"), ("slot_tp_getattr_hook", "GETATTR-HOOK"))
 
 WARM_UP_REQUESTS = 50
+
+#: The request shapes of each case: name -> (the fields a request adds after Host, the
+#: status its response must have). ``{etag}`` stands for the file's current entity tag.
+SHAPES: dict[str, dict[str, tuple[bytes, int]]] = {
+    case: {"wrk": (b"", 200), "browser": (inmemory.BROWSER_FIELDS, 200)} for case in inmemory.CASES
+}
+SHAPES["static"]["revalidation"] = (
+    inmemory.BROWSER_FIELDS + b"If-None-Match: {etag}\r\n",
+    304,
+)
+SHAPES["static"]["range"] = (inmemory.BROWSER_FIELDS + b"Range: bytes=0-99\r\n", 206)
 
 _HIT = re.compile(r"^HIT (\S+)$")
 _FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+|\?), in (?P<function>\S+)')
@@ -138,8 +151,8 @@ def gdb_extension() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def find_hidden_costs(case: str, *, requests: int) -> list[Finding]:
-    """Run ``case`` under gdb and return what its steady-state requests hit.
+def find_hidden_costs(case: str, *, requests: int, shape: str = "wrk") -> list[Finding]:
+    """Run ``case``'s requests of ``shape`` under gdb; return what the steady state hit.
 
     Raises:
         GdbUnavailableError: gdb is missing or may not trace.
@@ -157,6 +170,7 @@ def find_hidden_costs(case: str, *, requests: int) -> list[Finding]:
             command += ["-iex", f"add-auto-load-safe-path {extension}"]
         command += ["-x", str(script), "--args", sys.executable, __file__]
         command += ["--drive", case, "--requests", str(requests)]
+        command += ["--shape", shape]
         environment = {**os.environ, "PYTHONPATH": str(ROOT)}
         ran = subprocess.run(
             command, capture_output=True, text=True, timeout=300, env=environment, check=False
@@ -170,13 +184,36 @@ def find_hidden_costs(case: str, *, requests: int) -> list[Finding]:
     return parse_hits(output, requests)
 
 
-def drive(case: str, requests: int) -> None:
-    """Run ``case``'s requests between the two markers gdb watches for."""
+def _status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def _etag(case: str, docroot: Path) -> bytes:
+    built = inmemory.build(case, docroot)
+    try:
+        response = built.run(1, None)
+    finally:
+        built.close()
+    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"etag":
+            return value.strip()
+    raise AssertionError(f"{case}: no ETag in {response[:300]!r}")
+
+
+def drive(case: str, requests: int, *, shape: str) -> None:
+    """Run ``case``'s requests of ``shape`` between the two markers gdb watches for."""
+    fields, status = SHAPES[case][shape]
     with inmemory.docroot_with_file() as docroot:
-        built = inmemory.build(case, docroot)
+        if b"{etag}" in fields:
+            fields = fields.replace(b"{etag}", _etag(case, docroot))
+        built = inmemory.build(case, docroot, fields=fields)
         try:
             first = built.run(1, None)
-            inmemory.check_first(case, first, built.body)
+            if status == 200:
+                inmemory.check_first(case, first, built.body)
+            elif _status(first) != status:
+                raise AssertionError(f"{case}, {shape}: expected {status}, got {first[:300]!r}")
             built.run(WARM_UP_REQUESTS, first)
             os.getppid()  # marker: watch from here
             built.run(requests, first)
@@ -193,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cases", nargs="*", metavar="CASE", help="hello, static, proxy (all)")
     parser.add_argument("--requests", type=int, default=3, help="requests watched per case")
     parser.add_argument("--drive", choices=inmemory.CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default="wrk", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.drive:
-        drive(args.drive, args.requests)
+        drive(args.drive, args.requests, shape=args.shape)
         return 0
     unknown = sorted(set(args.cases) - set(inmemory.CASES))
     if unknown:
@@ -204,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print("(CPython's gdb extension is missing: hits are counted, not placed)")
     found = False
     for case in args.cases or inmemory.CASES:
-        findings = find_hidden_costs(case, requests=args.requests)
-        print(f"{case}: {'clean' if not findings else 'hidden costs per request:'}", flush=True)
-        for finding in findings:
-            found = True
-            print(f"  {finding.per_request:5.2f} {finding.kind:13} {finding.where}")
+        for shape in SHAPES[case]:
+            findings = find_hidden_costs(case, requests=args.requests, shape=shape)
+            name = f"{case}, {shape}"
+            print(f"{name}: {'clean' if not findings else 'hidden costs per request:'}", flush=True)
+            for finding in findings:
+                found = True
+                print(f"  {finding.per_request:5.2f} {finding.kind:13} {finding.where}")
     return 1 if found else 0
 
 

@@ -65,8 +65,25 @@ from twistwsgi.service import make_service
 
 CASES = ("hello", "static", "proxy")
 
-#: What wrk sends on each keep-alive request (``wrk -t1 -c50 http://127.0.0.1:8080/``).
-REQUEST_HEAD = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+#: What wrk sends on each keep-alive request (``wrk -t1 -c50 http://127.0.0.1:8080/``),
+#: before the empty line (a browser's request adds :data:`BROWSER_FIELDS`).
+REQUEST_HEAD = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+
+#: The other field lines a browser sends with a page or file request (Firefox's, and a
+#: field with an underscore, which a proxy treats apart): for paths only such a request takes.
+BROWSER_FIELDS = (
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    b"Accept-Language: en-US,en;q=0.5\r\n"
+    b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
+    b"Referer: http://127.0.0.1:8080/\r\n"
+    b"Cookie: session=0123456789abcdef; theme=dark\r\n"
+    b"Upgrade-Insecure-Requests: 1\r\n"
+    b"Sec-Fetch-Dest: document\r\n"
+    b"Sec-Fetch-Mode: navigate\r\n"
+    b"Priority: u=0, i\r\n"
+    b"X_Request_Tag: 7\r\n"
+)
 
 HELLO_BODY = b"Hello, World!"
 
@@ -201,8 +218,11 @@ def _argv(case: str, docroot: Path) -> list[str]:
     return argv
 
 
-def build(case: str, docroot: Path) -> Case:
-    """Build the server of ``case`` and one keep-alive connection to it."""
+def build(case: str, docroot: Path, *, fields: bytes = b"") -> Case:
+    """Build the server of ``case`` and one keep-alive connection to it.
+
+    ``fields`` are field lines (each ending in CRLF) each request carries after Host.
+    """
     options = Options()
     options.parseOptions(_argv(case, docroot))
     config: ServerConfig = options.config
@@ -220,7 +240,7 @@ def build(case: str, docroot: Path) -> Case:
     transport = MemoryTransport(SERVER_ADDRESS, CLIENT_ADDRESS)
     protocol.makeConnection(transport)
     target = b"/static/10k.bin" if case == "static" else b"/"
-    request = REQUEST_HEAD % target
+    request = REQUEST_HEAD % target + fields + b"\r\n"
     receive = protocol.dataReceived
     pump = upstream.pump
     advance = clock.advance

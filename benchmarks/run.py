@@ -273,7 +273,8 @@ formats a TypeError; a `threading.Condition` over a plain `Lock` raises three
 AttributeErrors), or, on Python 3.11, an `Enum.MEMBER` looked up through `EnumType`'s
 `__getattr__` hook (about 77 ns against 9 for a module constant). Together they once cost
 a proxied request about 4 us of its 25. `benchmarks/hidden_costs.py` runs the three cases
-under gdb and prints every such hit of a steady-state request with its line;
+under gdb (with wrk's request and a browser's, and for the file a revalidation and a range)
+and prints every such hit of a steady-state request with its line;
 `tests/test_hidden_costs.py` fails on any (gdb comes from Debian: `make test` installs it).
 
 ```

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import hidden_costs, inmemory
+from benchmarks import hidden_costs
 
 GDB_OUTPUT = """\
 Breakpoint 1, 0x00007ffff7c8 in getppid ()
@@ -46,10 +46,13 @@ def test_no_hit_is_no_finding() -> None:
     assert hidden_costs.parse_hits("Breakpoint 4, getsid ()\n", requests=3) == []
 
 
-@pytest.mark.parametrize("case", inmemory.CASES)
-def test_steady_state_requests_hide_no_cost(case: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "shape"),
+    [(case, shape) for case, shapes in hidden_costs.SHAPES.items() for shape in shapes],
+)
+def test_steady_state_requests_hide_no_cost(case: str, shape: str) -> None:
     try:
-        findings = hidden_costs.find_hidden_costs(case, requests=3)
+        findings = hidden_costs.find_hidden_costs(case, requests=3, shape=shape)
     except hidden_costs.GdbUnavailableError as error:
         pytest.skip(str(error))
     assert findings == []

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from twistwsgi.http.rules import TOKEN
 
@@ -191,16 +192,14 @@ def _entity_tags(value: str) -> list[tuple[bool, str]] | None:
 
 def _strong_match(value: str, etag: str) -> bool:
     tags = _entity_tags(value)
-    if tags is None:
-        return True
-    return any(not weak and tag == etag for weak, tag in tags)
+    # (Membership, not any() over a generator: one left early is closed by throwing
+    # GeneratorExit into it, an exception on every matching conditional request.)
+    return tags is None or (False, etag) in tags
 
 
 def _weak_match(value: str, etag: str) -> bool:
     tags = _entity_tags(value)
-    if tags is None:
-        return True
-    return any(tag == etag for _weak, tag in tags)
+    return tags is None or (False, etag) in tags or (True, etag) in tags
 
 
 class Precondition(Enum):
@@ -209,6 +208,14 @@ class Precondition(Enum):
     PROCEED = 200
     NOT_MODIFIED = 304
     FAILED = 412
+
+
+# The outcomes by module-level names, for code run on every conditional request: on
+# Python 3.11 each Precondition.MEMBER goes through EnumType's __getattr__ hook (~77 ns,
+# see twistwsgi.http.protocol), as do RangeResult's below.
+PROCEED: Final = Precondition.PROCEED
+NOT_MODIFIED: Final = Precondition.NOT_MODIFIED
+FAILED: Final = Precondition.FAILED
 
 
 def evaluate_preconditions(
@@ -242,20 +249,20 @@ def evaluate_preconditions(
     """
     if if_match is not None:
         if not _strong_match(if_match, etag):
-            return Precondition.FAILED
+            return FAILED
     elif if_unmodified_since is not None:
         date = parse_http_date(if_unmodified_since, now)
         if date is not None and last_modified > date:
-            return Precondition.FAILED
+            return FAILED
     safe = method in ("GET", "HEAD")
     if if_none_match is not None:
         if _weak_match(if_none_match, etag):
-            return Precondition.NOT_MODIFIED if safe else Precondition.FAILED
+            return NOT_MODIFIED if safe else FAILED
     elif safe and if_modified_since is not None:
         date = parse_http_date(if_modified_since, now)
         if date is not None and last_modified <= date:
-            return Precondition.NOT_MODIFIED
-    return Precondition.PROCEED
+            return NOT_MODIFIED
+    return PROCEED
 
 
 @dataclass(frozen=True)
@@ -285,6 +292,10 @@ class RangeResult(Enum):
 
     IGNORE = "ignore"  # send the whole representation (200)
     UNSATISFIABLE = "unsatisfiable"  # 416 with Content-Range: bytes */size
+
+
+IGNORE_RANGE: Final = RangeResult.IGNORE
+UNSATISFIABLE_RANGE: Final = RangeResult.UNSATISFIABLE
 
 
 _RANGE_SPEC = re.compile(r"[ \t]*(?:([0-9]+)-([0-9]*)|-([0-9]+))[ \t]*", re.ASCII)
@@ -321,16 +332,16 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | Ran
     """
     unit, _, specs = value.partition("=")
     if unit.strip().lower() != "bytes":
-        return RangeResult.IGNORE
+        return IGNORE_RANGE
     members = [spec for spec in specs.split(",") if spec.strip(" \t")]
     if not members:
-        return RangeResult.IGNORE  # range-set = 1#range-spec: at least one
+        return IGNORE_RANGE  # range-set = 1#range-spec: at least one
     ranges: list[ByteRange] = []
     suffix_of_empty = False
     for spec in members:
         match = _RANGE_SPEC.fullmatch(spec)
         if match is None:
-            return RangeResult.IGNORE
+            return IGNORE_RANGE
         first_text, last_text, suffix_text = match.groups()
         if suffix_text is not None:
             suffix = _number(suffix_text)
@@ -343,13 +354,13 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | Ran
             continue
         first = _number(first_text)
         if last_text and _number(last_text) < first:
-            return RangeResult.IGNORE  # an invalid range-spec: the field is ignored
+            return IGNORE_RANGE  # an invalid range-spec: the field is ignored
         if first >= size:
             continue  # unsatisfiable on its own
         last = min(_number(last_text), size - 1) if last_text else size - 1
         ranges.append(ByteRange(first, last))
     if not ranges:
-        return RangeResult.IGNORE if suffix_of_empty else RangeResult.UNSATISFIABLE
+        return IGNORE_RANGE if suffix_of_empty else UNSATISFIABLE_RANGE
     by_offset = sorted(ranges, key=lambda byte_range: byte_range.first)
     merged = [by_offset[0]]
     for byte_range in by_offset[1:]:
@@ -359,7 +370,7 @@ def parse_range(value: str, size: int, max_ranges: int) -> list[ByteRange] | Ran
         else:
             merged.append(byte_range)
     if len(merged) > max_ranges:
-        return RangeResult.IGNORE
+        return IGNORE_RANGE
     return ranges if len(merged) == len(ranges) else merged
 
 

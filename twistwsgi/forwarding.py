@@ -470,7 +470,10 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[byt
     special: list[tuple[bytes, bytes, bytes]] | None = None
     for name, value in request.headers:
         lower = name.lower()
-        if lower in _SPECIAL or (b"_" in lower and lower.replace(b"_", b"-") in FORWARDING_FIELDS):
+        # (find, not b"_" in lower: on Python 3.11 that builds and drops a TypeError.)
+        if lower in _SPECIAL or (
+            lower.find(b"_") >= 0 and lower.replace(b"_", b"-") in FORWARDING_FIELDS
+        ):
             if lower != b"host":
                 if special is None:
                     special = [(lower, name, value)]

@@ -845,7 +845,7 @@ class StaticHandler:
             validators = _File(
                 path, info, identity.content_type, "gzip", self.options, now=now, gzipped=b""
             )
-            if _preconditions(validators, fields, method, now) is not files.Precondition.PROCEED:
+            if _preconditions(validators, fields, method, now) is not files.PROCEED:
                 return validators
         data = (
             identity.data
@@ -1024,9 +1024,9 @@ class StaticHandler:
         if app_headers:
             headers = _merge(headers, app_headers)
         outcome = _preconditions(entry, fields, request.method, self._now())
-        if outcome is not files.Precondition.PROCEED and handle is not None:
+        if outcome is not files.PROCEED and handle is not None:
             handle.close()
-        if outcome is files.Precondition.NOT_MODIFIED:
+        if outcome is files.NOT_MODIFIED:
             # RFC 9110 15.4.5: the validators and caching fields, no body.
             kept = [
                 (name, value)
@@ -1036,7 +1036,7 @@ class StaticHandler:
             exchange.start_response(304, kept)
             exchange.finish()
             return
-        if outcome is files.Precondition.FAILED:
+        if outcome is files.FAILED:
             answer_error(exchange, 412, b"Precondition Failed\n")
             return
         size = entry.size
@@ -1050,7 +1050,7 @@ class StaticHandler:
             )
         ):
             parsed = files.parse_range(range_field.decode("latin-1"), size, self.options.max_ranges)
-            if parsed is files.RangeResult.UNSATISFIABLE:
+            if parsed is files.UNSATISFIABLE_RANGE:
                 if handle is not None:
                     handle.close()
                 answer_error(
