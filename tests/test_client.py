@@ -579,17 +579,41 @@ def test_control_bytes_in_the_reason_phrase_are_not_passed_on() -> None:
         # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
         b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"2\r\nok\r\n0\r\n\r\n",
+        # The version is the final head's, whatever an interim head before it said.
+        b"HTTP/1.1 103 Early Hints\r\n\r\n"
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
     ],
 )
-def test_an_http10_response_is_never_kept(head: bytes) -> None:
-    """Only HTTP/1.1 connections go back to the pool."""
+@pytest.mark.parametrize("earlier", [False, True])
+def test_an_http10_response_is_never_kept(head: bytes, earlier: bool) -> None:
+    """Only HTTP/1.1 connections go back to the pool (also after an HTTP/1.1 response
+    on the same connection).
+    """
     connection, transport, _clock, owner = connected()
+    if earlier:
+        connection.send(GET, Recorder())
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert owner.reused == [connection]
     handler = Recorder()
     connection.send(GET, handler)
     connection.dataReceived(head)
     assert (handler.body, handler.complete) == (b"ok", True)
-    assert owner.reused == []
+    assert owner.reused == ([connection] if earlier else [])
     assert transport.disconnecting
+
+
+@pytest.mark.parametrize("split", [1, 4, 8, 9])
+def test_an_http11_response_split_anywhere_is_kept(split: int) -> None:
+    """An HTTP/1.1 response whose status line arrives in pieces goes back to the pool."""
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    connection.dataReceived(response[:split])
+    connection.dataReceived(response[split:])
+    assert (handler.body, handler.complete) == (b"ok", True)
+    assert owner.reused == [connection]
+    assert not transport.disconnecting
 
 
 def test_closed_before_any_response_byte() -> None:
