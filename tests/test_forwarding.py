@@ -555,6 +555,23 @@ def test_upgrade_accepted_only_for_offered_protocols(
     assert upgrade_accepted(requested, answered) is accepted
 
 
+@pytest.mark.parametrize("common", [b"keep-alive", b"Keep-Alive", b"close", b"Close"])
+def test_a_common_connection_value_goes_with_what_another_line_names(common: bytes) -> None:
+    """``Connection: keep-alive`` (or ``close``) is dropped with the Keep-Alive field;
+    what a second Connection line names is dropped too, before it or after.
+    """
+    fields = [
+        (b"Connection", common),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"X-Internal", b"secret"),
+        (b"Content-Length", b"2"),
+    ]
+    named = (b"Connection", b"X-Internal")
+    assert response_fields([*fields, named]) == [(b"Content-Length", b"2")]
+    assert response_fields([named, *fields]) == [(b"Content-Length", b"2")]
+    assert response_fields(fields) == [(b"X-Internal", b"secret"), (b"Content-Length", b"2")]
+
+
 def test_response_fields_keep_upgrade_only_in_a_426() -> None:
     """RFC 9110 15.5.22: a 426 names the protocols in Upgrade, in its place;
     elsewhere Upgrade is hop-by-hop.

@@ -648,6 +648,12 @@ def _forwarding_block(address: str | None, authority: bytes, scheme: str) -> byt
 #: The lengths of the hop-by-hop names.
 _HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)
 
+#: The ``Connection`` values most responses carry, which name no field that is not
+#: hop-by-hop already: nothing more to drop, no need to split them.
+_HOP_BY_HOP_CONNECTION = frozenset(
+    spelling for name in (b"keep-alive", b"close") for spelling in (name, name.title())
+)
+
 
 class HiddenFields:
     """The upstream response fields a proxy mount does not pass on, hop-by-hop aside.
@@ -704,7 +710,7 @@ def response_fields(
         if len(name) in lengths:
             lower = name.lower()
             if lower in HOP_BY_HOP:
-                if lower == b"connection":
+                if lower == b"connection" and field[1] not in _HOP_BY_HOP_CONNECTION:
                     found = connection_options(field[1])
                     options = found if options is None else options | found
                 if lower != b"upgrade" or status != 426:
