@@ -1,7 +1,7 @@
 """What a reverse proxy passes on when its upstream misbehaves: twistwsgi beside nginx.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/upstream_wire.py [--proxies twistwsgi,nginx]
-        [--cases SUBSTRING] [--port-base N] [--timeout S]
+        [--cases SUBSTRING] [--port-base N] [--timeout S] [--pipelined] [--raw] [--logs DIR]
 
 Owns a scripted, misbehaving HTTP/1.1 upstream (:class:`Upstream`, plain sockets in threads,
 one behaviour per request path ``/case/NAME``, a well-formed ``B-OK`` for ``/b``), the
@@ -11,11 +11,14 @@ timeouts, nginx with a temporary prefix, ``proxy_http_version 1.1`` and an upstr
 on one keep-alive connection, request A (``/case/NAME``, which gets the misbehaviour), a
 short pause (so bytes an upstream sends unasked reach the proxy first), then request B
 (``/b``), whose answer must be exactly its own. What the client read is judged with h11
-(:func:`judge`): a response that h11 refuses, bytes past a response's end, a B answered
-with anything but ``B-OK`` (the pooled connection was poisoned), or a byte of ``EVIL`` (the
-marker of every broken upstream response) reaching the client as a body are failures.
-Prints a table (behaviour | nginx | twistwsgi). Not part of ``make test`` (nginx may be
-missing): tests/test_upstream_wire.py runs some behaviours against twistwsgi alone.
+(:func:`exchange`): a response that h11 refuses, bytes past a response's end, a B answered
+with anything but ``B-OK`` (the pooled connection was poisoned), or ``EVIL`` (the marker
+of every broken upstream response) in a body that reached the client complete are
+failures; a body cut short by a close is how a proxy tells the client the rest is
+missing. With ``--pipelined``, a second column per proxy writes B together with A, as a
+pipelining client does. Prints a table (behaviour | nginx | twistwsgi). Not part of
+``make test`` (nginx may be missing): tests/test_upstream_wire.py runs some behaviours
+against twistwsgi alone.
 """
 
 from __future__ import annotations
@@ -566,27 +569,40 @@ def _describe(method: str, read: Read) -> tuple[str, bool, bool]:
     return text, broken, complete
 
 
-def exchange(port: int, case: Case, timeout: float) -> Outcome:
-    """Request A (the case), then request B on the same connection; judge what came back."""
+def exchange(port: int, case: Case, timeout: float, *, pipelined: bool = False) -> Outcome:
+    """Request A (the case), then request B on the same connection; judge what came back.
+
+    With ``pipelined``, B is written with A, in one write, as a pipelining client does:
+    the proxy then has B in hand the moment A's response ends, before any byte the
+    upstream sends after it.
+    """
+    b_request = _request("GET", "/b")
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(_request(case.method, f"/case/{case.name}", case.body))
+        sock.sendall(
+            _request(case.method, f"/case/{case.name}", case.body) + (b_request * pipelined)
+        )
         first = _read(sock, case.method, timeout)
         text, broken, complete = _describe(case.method, first)
-        if complete:
-            extra = len(first.data) - _response_length(case.method, first.data)
-            if extra:
-                text += f"; {extra} bytes past its end"
-                broken = True
+        length = _response_length(case.method, first.data)
+        # Pipelined, what follows A's response is B's (read on below).
+        after, first.data = first.data[length:], first.data[:length]
+        if complete and after and not pipelined:
+            text += f"; {len(after)} bytes past its end"
+            broken = True
         if first.seconds > 2 * PROXY_TIMEOUT + 0.5:
             text += f" after {first.seconds:.1f}s"
         if not complete or first.end != "complete":
             return Outcome(text, broken, first.data)
-        time.sleep(PAUSE_S)
-        try:
-            sock.sendall(_request("GET", "/b"))
-        except OSError:
-            return Outcome(text + "; closed", broken, first.data)
-        second = _read(sock, "GET", timeout)
+        if not pipelined:
+            time.sleep(PAUSE_S)
+            try:
+                sock.sendall(b_request)
+            except OSError:
+                return Outcome(text + "; closed", broken, first.data)
+        second = Read(after, "complete", 0.0)
+        if not _parse("GET", after)[2]:
+            more = _read(sock, "GET", timeout)
+            second = Read(after + more.data, more.end, more.seconds)
         second_head, second_body, second_complete, _ = _parse("GET", second.data)
         if not second.data and second.end == "closed":
             return Outcome(text + "; closed", broken, first.data)
@@ -604,13 +620,15 @@ def _response_length(method: str, data: bytes) -> int:
     with contextlib.suppress(h11.RemoteProtocolError):
         while True:
             event = conn.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
+            if isinstance(event, h11.EndOfMessage):
+                return len(data) - len(conn.trailing_data[0])
+            if event is h11.NEED_DATA or event is h11.PAUSED:
                 break
-    return len(data) - len(conn.trailing_data[0])
+    return len(data)
 
 
 def run(
-    proxy: str, cases: Sequence[Case], *, port_base: int, timeout: float
+    proxy: str, cases: Sequence[Case], *, port_base: int, timeout: float, pipelined: bool = False
 ) -> tuple[dict[str, Outcome], str]:
     """Every case through one proxy; the outcomes and the proxy's log."""
     launch = {"twistwsgi": twistwsgi, "nginx": nginx}[proxy]
@@ -622,7 +640,9 @@ def run(
             with launch(proxy_port, upstream_port, Path(scratch)) as log:
                 for case in cases:
                     try:
-                        outcomes[case.name] = exchange(proxy_port, case, timeout)
+                        outcomes[case.name] = exchange(
+                            proxy_port, case, timeout, pipelined=pipelined
+                        )
                     except OSError as error:
                         outcomes[case.name] = Outcome(f"client error: {error}", True)
                 logged = log.read_text(errors="replace")
@@ -638,33 +658,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="")
     parser.add_argument("--port-base", type=int, default=53000)
     parser.add_argument("--timeout", type=float, default=3 * PROXY_TIMEOUT)
+    parser.add_argument(
+        "--pipelined", action="store_true", help="a column per proxy with B written with A too"
+    )
     parser.add_argument("--logs", type=Path, help="write each proxy's log into this directory")
     parser.add_argument("--raw", action="store_true", help="print what the client read of A")
     args = parser.parse_args(argv)
     wanted = [part for part in args.cases.split(",") if part]
     cases = [case for case in CASES if not wanted or any(w in case.name for w in wanted)]
     proxies = args.proxies.split(",")
+    columns = proxies + [f"{proxy} pipelined" for proxy in proxies if args.pipelined]
     results: dict[str, dict[str, Outcome]] = {}
-    for index, proxy in enumerate(proxies):
-        results[proxy], log = run(
-            proxy, cases, port_base=args.port_base + 10 * index, timeout=args.timeout
+    for index, column in enumerate(columns):
+        proxy, _, mode = column.partition(" ")
+        results[column], log = run(
+            proxy,
+            cases,
+            port_base=args.port_base + 10 * index,
+            timeout=args.timeout,
+            pipelined=bool(mode),
         )
         if "Traceback" in log or "Unhandled" in log:
-            print(f"{proxy}: a traceback in the log:\n{log}", file=sys.stderr)
+            print(f"{column}: a traceback in the log:\n{log}", file=sys.stderr)
         if args.logs:
-            (args.logs / f"{proxy}.log").write_text(log)
-    print("| behaviour | " + " | ".join(proxies) + " |")
-    print("| --- |" + " --- |" * len(proxies))
+            (args.logs / f"{column.replace(' ', '-')}.log").write_text(log)
+    print("| behaviour | " + " | ".join(columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
     for case in cases:
         cells = []
-        for proxy in proxies:
-            outcome = results[proxy][case.name]
+        for column in columns:
+            outcome = results[column][case.name]
             cells.append(("**BROKEN** " if outcome.broken else "") + outcome.text)
         print(f"| {case.name} | " + " | ".join(cells) + " |")
     if args.raw:
         for case in cases:
-            for proxy in proxies:
-                print(f"{case.name} {proxy}: {results[proxy][case.name].raw[:400]!r}")
+            for column in columns:
+                print(f"{case.name} {column}: {results[column][case.name].raw[:400]!r}")
     return 0
 
 
