@@ -1,7 +1,7 @@
 """What a reverse proxy passes on when its upstream misbehaves: twistwsgi beside nginx.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/upstream_wire.py [--proxies twistwsgi,nginx]
-        [--cases SUBSTRING] [--port-base N] [--timeout S] [--pipelined] [--raw] [--logs DIR]
+        [--cases SUBSTRING] [--port-base N] [--timeout S] [--raw] [--logs DIR]
 
 Owns a scripted, misbehaving HTTP/1.1 upstream (:class:`Upstream`, plain sockets in threads,
 one behaviour per request path ``/case/NAME``, a well-formed ``B-OK`` for ``/b``), the
@@ -15,8 +15,7 @@ short pause (so bytes an upstream sends unasked reach the proxy first), then req
 with anything but ``B-OK`` (the pooled connection was poisoned), or ``EVIL`` (the marker
 of every broken upstream response) in a body that reached the client complete are
 failures; a body cut short by a close is how a proxy tells the client the rest is
-missing. With ``--pipelined``, a second column per proxy writes B together with A, as a
-pipelining client does. Prints a table (behaviour | nginx | twistwsgi). Not part of
+missing. Prints a table (behaviour | nginx | twistwsgi). Not part of
 ``make test`` (nginx may be missing): tests/test_upstream_wire.py runs some behaviours
 against twistwsgi alone.
 """
@@ -384,14 +383,19 @@ class Upstream:
                     head, buffered = request
                     target = head.split(b" ")[1].decode("latin-1")
                     if target.startswith("/case/") and target[6:] in self.cases:
-                        if not self.cases[target[6:]].behave(sock, head):
+                        case = self.cases[target[6:]]
+                        if not case.behave(sock, head):
                             return
-                        buffered = b""  # the early answer's body, if any, is not followed
-                        sock.setblocking(False)
-                        with contextlib.suppress(BlockingIOError):
-                            while sock.recv(1 << 20):
-                                pass
-                        sock.setblocking(True)
+                        if case.body:
+                            # The early answer's body is not followed: what is left of
+                            # it is dropped. Only then: a request the proxy sent next on
+                            # the connection (pipelining) must be read and answered.
+                            buffered = b""
+                            sock.setblocking(False)
+                            with contextlib.suppress(BlockingIOError):
+                                while sock.recv(1 << 20):
+                                    pass
+                            sock.setblocking(True)
                     else:
                         sock.sendall(_ok(B_BODY))
             except OSError:
@@ -509,8 +513,16 @@ def _parse(method: str, data: bytes) -> tuple[h11.Response | None, bytes, bool, 
         return head, body, False, str(error)
 
 
-def _read(sock: socket.socket, method: str, timeout: float) -> Read:
-    data = b""
+def _ended(method: str, data: bytes) -> bool:
+    """Whether ``data`` holds a whole response (or bytes h11 refuses)."""
+    if not data:
+        return False  # (h11 would take no bytes for the end of the connection)
+    _, _, complete, error = _parse(method, data)
+    return complete or bool(error)
+
+
+def _read(sock: socket.socket, method: str, timeout: float, *, data: bytes = b"") -> Read:
+    """Read a response, ``data`` being its start already read."""
     started = time.monotonic()
     deadline = started + timeout
     while True:
@@ -527,8 +539,7 @@ def _read(sock: socket.socket, method: str, timeout: float) -> Read:
         if not piece:
             return Read(data, "closed", time.monotonic() - started)
         data += piece
-        _, _, complete, error = _parse(method, data)
-        if complete or error:
+        if _ended(method, data):
             # A moment more for bytes past its end.
             sock.settimeout(0.2)
             with contextlib.suppress(OSError):
@@ -569,40 +580,26 @@ def _describe(method: str, read: Read) -> tuple[str, bool, bool]:
     return text, broken, complete
 
 
-def exchange(port: int, case: Case, timeout: float, *, pipelined: bool = False) -> Outcome:
-    """Request A (the case), then request B on the same connection; judge what came back.
-
-    With ``pipelined``, B is written with A, in one write, as a pipelining client does:
-    the proxy then has B in hand the moment A's response ends, before any byte the
-    upstream sends after it.
-    """
-    b_request = _request("GET", "/b")
+def exchange(port: int, case: Case, timeout: float) -> Outcome:
+    """Request A (the case), then request B on the same connection; judge what came back."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(
-            _request(case.method, f"/case/{case.name}", case.body) + (b_request * pipelined)
-        )
+        sock.sendall(_request(case.method, f"/case/{case.name}", case.body))
         first = _read(sock, case.method, timeout)
         text, broken, complete = _describe(case.method, first)
         length = _response_length(case.method, first.data)
-        # Pipelined, what follows A's response is B's (read on below).
-        after, first.data = first.data[length:], first.data[:length]
-        if complete and after and not pipelined:
-            text += f"; {len(after)} bytes past its end"
+        if complete and len(first.data) > length:
+            text += f"; {len(first.data) - length} bytes past its end"
             broken = True
         if first.seconds > 2 * PROXY_TIMEOUT + 0.5:
             text += f" after {first.seconds:.1f}s"
         if not complete or first.end != "complete":
             return Outcome(text, broken, first.data)
-        if not pipelined:
-            time.sleep(PAUSE_S)
-            try:
-                sock.sendall(b_request)
-            except OSError:
-                return Outcome(text + "; closed", broken, first.data)
-        second = Read(after, "complete", 0.0)
-        if not _parse("GET", after)[2]:
-            more = _read(sock, "GET", timeout)
-            second = Read(after + more.data, more.end, more.seconds)
+        time.sleep(PAUSE_S)
+        try:
+            sock.sendall(_request("GET", "/b"))
+        except OSError:
+            return Outcome(text + "; closed", broken, first.data)
+        second = _read(sock, "GET", timeout)
         second_head, second_body, second_complete, _ = _parse("GET", second.data)
         if not second.data and second.end == "closed":
             return Outcome(text + "; closed", broken, first.data)
@@ -628,7 +625,7 @@ def _response_length(method: str, data: bytes) -> int:
 
 
 def run(
-    proxy: str, cases: Sequence[Case], *, port_base: int, timeout: float, pipelined: bool = False
+    proxy: str, cases: Sequence[Case], *, port_base: int, timeout: float
 ) -> tuple[dict[str, Outcome], str]:
     """Every case through one proxy; the outcomes and the proxy's log."""
     launch = {"twistwsgi": twistwsgi, "nginx": nginx}[proxy]
@@ -640,9 +637,7 @@ def run(
             with launch(proxy_port, upstream_port, Path(scratch)) as log:
                 for case in cases:
                     try:
-                        outcomes[case.name] = exchange(
-                            proxy_port, case, timeout, pipelined=pipelined
-                        )
+                        outcomes[case.name] = exchange(proxy_port, case, timeout)
                     except OSError as error:
                         outcomes[case.name] = Outcome(f"client error: {error}", True)
                 logged = log.read_text(errors="replace")
@@ -658,30 +653,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="")
     parser.add_argument("--port-base", type=int, default=53000)
     parser.add_argument("--timeout", type=float, default=3 * PROXY_TIMEOUT)
-    parser.add_argument(
-        "--pipelined", action="store_true", help="a column per proxy with B written with A too"
-    )
     parser.add_argument("--logs", type=Path, help="write each proxy's log into this directory")
     parser.add_argument("--raw", action="store_true", help="print what the client read of A")
     args = parser.parse_args(argv)
     wanted = [part for part in args.cases.split(",") if part]
     cases = [case for case in CASES if not wanted or any(w in case.name for w in wanted)]
     proxies = args.proxies.split(",")
-    columns = proxies + [f"{proxy} pipelined" for proxy in proxies if args.pipelined]
+    columns = proxies
     results: dict[str, dict[str, Outcome]] = {}
     for index, column in enumerate(columns):
-        proxy, _, mode = column.partition(" ")
         results[column], log = run(
-            proxy,
-            cases,
-            port_base=args.port_base + 10 * index,
-            timeout=args.timeout,
-            pipelined=bool(mode),
+            column, cases, port_base=args.port_base + 10 * index, timeout=args.timeout
         )
         if "Traceback" in log or "Unhandled" in log:
             print(f"{column}: a traceback in the log:\n{log}", file=sys.stderr)
         if args.logs:
-            (args.logs / f"{column.replace(' ', '-')}.log").write_text(log)
+            (args.logs / f"{column}.log").write_text(log)
     print("| behaviour | " + " | ".join(columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for case in cases:
