@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import inmemory  # noqa: E402 - after the path above
+from twistwsgi.testing import parse_responses  # noqa: E402
 
 #: The two CPython functions watched, and the word a hit prints for each.
 WATCHED = (("_PyErr_SetObject", "EXCEPTION"), ("slot_tp_getattr_hook", "GETATTR-HOOK"))
@@ -184,21 +185,16 @@ def find_hidden_costs(case: str, *, requests: int, shape: str = "wrk") -> list[F
     return parse_hits(output, requests)
 
 
-def _status(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
-
-
 def _etag(case: str, docroot: Path) -> bytes:
     built = inmemory.build(case, docroot)
     try:
         response = built.run(1, None)
     finally:
         built.close()
-    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.lower() == b"etag":
-            return value.strip()
-    raise AssertionError(f"{case}: no ETag in {response[:300]!r}")
+    etag = parse_responses(response)[0].header(b"etag")
+    if etag is None:
+        raise AssertionError(f"{case}: no ETag in {response[:300]!r}")
+    return etag
 
 
 def drive(case: str, requests: int, *, shape: str) -> None:
@@ -212,7 +208,7 @@ def drive(case: str, requests: int, *, shape: str) -> None:
             first = built.run(1, None)
             if status == 200:
                 inmemory.check_first(case, first, built.body)
-            elif _status(first) != status:
+            elif parse_responses(first)[0].status != status:
                 raise AssertionError(f"{case}, {shape}: expected {status}, got {first[:300]!r}")
             built.run(WARM_UP_REQUESTS, first)
             os.getppid()  # marker: watch from here
