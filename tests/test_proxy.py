@@ -907,6 +907,46 @@ def test_malformed_response_is_502() -> None:
     assert one_response(client).status == 502
 
 
+_RESET_CONTENT_HEAD = b"HTTP/1.1 205 Reset Content\r\nContent-Length: 8\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [_RESET_CONTENT_HEAD + b"EVILEVIL"],
+        [_RESET_CONTENT_HEAD + b"EVIL", b"EVIL"],
+        [_RESET_CONTENT_HEAD, b"EVILEVIL"],
+    ],
+    ids=["one-read", "body-split", "head-alone"],
+)
+def test_a_205_with_content_is_relayed_without_it_and_the_upstream_is_named(
+    reads: list[bytes],
+) -> None:
+    """RFC 9110 15.3.6: a 205 carries no content. An upstream that sends some is at
+    fault, not the application: the client gets the 205 with ``Content-Length: 0``,
+    the content is read and dropped (its framing is sound, so the connection is
+    reused), and one warning names the upstream.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    with capture_log_events() as events:
+        client.send(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+        upstream = setup.endpoint().last
+        for read in reads:
+            upstream.respond(read)
+    response = one_response(client)
+    assert (response.status, response.body) == (205, b"")
+    assert response.header_values(b"content-length") == [b"0"]
+    problems = [e for e in events if e["log_level"] >= LogLevel.warn]
+    assert [e["log_level"] for e in problems] == [LogLevel.warn]
+    assert "http://10.0.0.1:9000" in formatEvent(problems[0])
+    assert "205" in formatEvent(problems[0])
+    client.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    upstream.respond(OK)
+    assert one_response(client).body == b"ok"
+    assert setup.endpoint().connections == [upstream]
+
+
 def bad_gateway_body(
     setup: Setup, request: bytes, upstream_does: Callable[[UpstreamConnection], None] | None
 ) -> bytes:

@@ -1072,6 +1072,13 @@ class _Forward:
                 headers, exchange.limit_rate, exchange.limit_rate_after
             )
         exchange.start_response(status, fields, reason or None)
+        if status == 205:
+            # RFC 9110 15.3.6: a 205 has no content (the exchange says Content-Length:
+            # 0), so the client's answer is whole now. Content the upstream sends
+            # anyway is its mistake, framed soundly: read and dropped with a warning
+            # naming it (below), the connection kept.
+            self._discard_body()
+            exchange.finish(b"")
         if recovered and self._proxy.waiting:
             self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
 
@@ -1168,6 +1175,8 @@ class _Forward:
             # The body itself is dropped; past ACCEL_DRAIN_LIMIT the connection goes
             # rather than hold its slot while a large body streams (nginx keeps it
             # only for a body already read).
+            if data and not self._drained and self._answered_status == 205:
+                self._warn_reset_content()
             self._drained += len(data)
             if complete:
                 self._conn = None
@@ -1208,6 +1217,17 @@ class _Forward:
             exchange.write(data)
         else:
             exchange.send_head()  # a head alone (SSE, long poll): the client sees it now
+
+    def _warn_reset_content(self) -> None:
+        """Say, once, that the upstream sent content with a 205 (dropped)."""
+        peer = self._peer
+        _log.warn(
+            "Upstream {upstream} sent content with a 205 to {method} {target}, which"
+            " carries none (RFC 9110 15.3.6); it was dropped",
+            upstream=peer.name if peer is not None else "?",
+            method=_text(self._request.method),
+            target=_text(self._request.target),
+        )
 
     def _hold(self, spool: ResponseSpool, data: bytes) -> None:
         """Spool ``data`` for the client; stop reading the upstream when it is full.
