@@ -1011,6 +1011,24 @@ def test_an_endless_trailer_section_is_cut_off() -> None:
     assert owner.reused == [] and transport.disconnecting
 
 
+def test_an_endless_chunk_extension_is_cut_off_and_named() -> None:
+    """A chunk-size line whose extension never ends holds no body byte either: cut off
+    at the same limit, and the log's words cover the chunk framing, not only trailers.
+    """
+    connection, transport, _clock, owner = connected()
+    handler = Recorder()
+    connection.send(GET, handler)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=")
+    for _ in range(MAX_RESPONSE_HEAD // 8192 + 2):
+        connection.dataReceived(b"e" * 8192)
+        if "failed" in handler.kinds():
+            break
+    error = handler.error()
+    assert error.kind is ErrorKind.PROTOCOL
+    assert "chunk framing" in error.detail
+    assert owner.reused == [] and transport.disconnecting
+
+
 def test_a_long_chunked_body_in_small_pieces_is_not_cut_off() -> None:
     """The framing of a chunked body (size lines, CRLFs) is not a trailer: a body of
     many small chunks, far more than the head limit in total, goes through.

@@ -824,7 +824,10 @@ class ClientConnection(TwistedProtocol):
             # whose unfinished field line llhttp holds whole. Bounded like a head.
             self._framing_bytes += len(data)
             if self._framing_bytes > MAX_RESPONSE_HEAD:
-                self._fail(ErrorKind.PROTOCOL, "the response's trailer section is too large")
+                self._fail(
+                    ErrorKind.PROTOCOL,
+                    "the response's chunk framing or trailer section is too large",
+                )
             return
         if body:
             self._framing_bytes = 0
