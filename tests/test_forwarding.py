@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import h11
@@ -339,6 +340,40 @@ def test_upgrade_is_passed_on_when_asked() -> None:
     sent = fields(request_fields(request, trusted=False, upgrade=upgrade_protocols(request)))
     assert values(sent, b"upgrade") == [b"websocket"]
     assert values(sent, b"connection") == [b"upgrade"]
+
+
+def test_special_context_is_asked_only_for_special_fields() -> None:
+    """when_special is called only for hop-by-hop or forwarding fields, and then decides.
+
+    Without such a field the lines are those of trusted=False, upgrade=() (neither can
+    matter); with one, the context's trust and upgrade are used as the arguments would be.
+    """
+    asked: list[bool] = []
+
+    def context(trusted: bool, upgrade: list[bytes]) -> Callable[[], tuple[bool, list[bytes]]]:
+        def special() -> tuple[bool, list[bytes]]:
+            asked.append(True)
+            return trusted, upgrade
+
+        return special
+
+    plain = head(headers=[(b"Host", b"x"), (b"Accept", b"*/*")])
+    assert request_fields(plain, when_special=context(True, [b"websocket"])) == request_fields(
+        plain, trusted=False
+    )
+    assert asked == []
+    upgrading = head(
+        headers=[(b"Host", b"x"), (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+    )
+    sent = fields(request_fields(upgrading, when_special=context(False, [b"websocket"])))
+    assert asked == [True]
+    assert values(sent, b"upgrade") == [b"websocket"]
+    assert values(sent, b"connection") == [b"upgrade"]
+    forwarded = head(headers=[(b"Host", b"x"), (b"X-Forwarded-For", b"203.0.113.9")])
+    for trusted in (False, True):
+        assert request_fields(forwarded, when_special=context(trusted, [])) == request_fields(
+            forwarded, trusted=trusted
+        )
 
 
 def test_forwarding_fields_from_an_untrusted_client_are_replaced() -> None:

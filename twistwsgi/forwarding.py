@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
@@ -451,7 +451,13 @@ def upgrade_accepted(requested: list[bytes], answered: list[tuple[bytes, bytes]]
     return bool(chosen) and all(member in offered for member in chosen)
 
 
-def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[bytes] = ()) -> bytes:
+def request_fields(
+    request: RequestHead,
+    *,
+    trusted: bool = False,
+    upgrade: Sequence[bytes] = (),
+    when_special: Callable[[], tuple[bool, Sequence[bytes]]] | None = None,
+) -> bytes:
     """The request's header field lines for the upstream, except ``Host``.
 
     Args:
@@ -461,6 +467,11 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[byt
         upgrade: the protocols to pass a protocol upgrade on with (``Upgrade`` and
             ``Connection: upgrade``, RFC 9110 7.8), from :func:`upgrade_protocols`;
             empty for none.
+        when_special: called for ``(trusted, upgrade)`` in place of those two, and
+            only when the request has a hop-by-hop or forwarding field: without one
+            neither matters (no ``Upgrade`` field, nothing forwarded to extend), so
+            the caller pays for knowing them (a trust lookup, whether the connection
+            may switch protocols) only then.
 
     Returns:
         The field lines, each ending in CRLF (no empty line after them).
@@ -491,6 +502,8 @@ def request_fields(request: RequestHead, *, trusted: bool, upgrade: Sequence[byt
         address = peer[0] if peer is not None else None
         append(_forwarding_block(address, request.authority, request.scheme))
         return b"".join(lines)
+    if when_special is not None:
+        trusted, upgrade = when_special()
     client = forwarded_client(peer)
     return _with_special_fields(lines, special, request, client, trusted=trusted, upgrade=upgrade)
 

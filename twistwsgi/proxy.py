@@ -688,12 +688,7 @@ class _Forward:
         exchange = self._exchange
         request = self._request
         proxy = self._proxy
-        # An Upgrade only to protocols never passed on (h2c) goes as a plain request.
-        self._upgrade_protocols = upgrade = (
-            upgrade_protocols(request) if exchange.upgradable else []
-        )
-        trusted = proxy.trusted.trusts_peer(request.peer)
-        self._fields = request_fields(request, trusted=trusted, upgrade=upgrade)
+        self._fields = request_fields(request, when_special=self._special_context)
         if proxy.set_fields:
             user = exchange.remote_user
             self._fields = replace_fields(
@@ -711,6 +706,20 @@ class _Forward:
         if self._has_body:
             exchange.pause_body()  # until an upstream can take it
         self._attempt()
+
+    def _special_context(self) -> tuple[bool, list[bytes]]:
+        """Whether the client is trusted, and the protocols it may be upgraded to.
+
+        Asked by :func:`request_fields` only for a request with hop-by-hop or
+        forwarding fields (an ``Upgrade`` field is one): any other is neither
+        upgraded nor has forwarding fields to extend.
+        """
+        request = self._request
+        # An Upgrade only to protocols never passed on (h2c) goes as a plain request.
+        self._upgrade_protocols = upgrade = (
+            upgrade_protocols(request) if self._exchange.upgradable else []
+        )
+        return self._proxy.trusted.trusts_peer(request.peer), upgrade
 
     def _attempt(self, *, retry: bool = False) -> None:
         """Pick an upstream not tried yet and use it, or wait for one to be free.
