@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from twistwsgi.forwarding import (
     DEFAULT_HIDDEN,
     HiddenFields,
+    RepeatedFields,
     TrustedProxies,
     forwarded_element,
     parse_upstream,
@@ -22,7 +23,7 @@ from twistwsgi.forwarding import (
     upgrade_protocols,
     upstream_target,
 )
-from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.request import PreparedHeaders, RequestHead, Route
 from twistwsgi.http.rules import unquote_path
 from twistwsgi.routing import path_below, remove_dot_segments
 
@@ -696,3 +697,20 @@ def test_trusted_proxies_given_one_string_say_so() -> None:
     """
     with pytest.raises(TypeError, match="a sequence of addresses or networks, not one string"):
         TrustedProxies("10.0.0.1")
+
+
+def test_repeated_fields_are_prepared_once_they_repeat() -> None:
+    """The same fields again come back as one PreparedHeaders, reused while they repeat."""
+    memo = RepeatedFields()
+    first = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"13")]
+    assert memo.reuse(first) is first
+    second = memo.reuse(list(first))
+    assert type(second) is PreparedHeaders
+    assert second == first
+    assert memo.reuse(list(first)) is second
+    # Other fields pass as they are, and are the ones remembered from then on.
+    other = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"14")]
+    assert memo.reuse(other) is other
+    assert memo.reuse([*first]) == first
+    assert type(memo.reuse([*first])) is PreparedHeaders
+    assert memo.reuse([]) == []

@@ -339,6 +339,30 @@ def test_keep_alive_connection_is_reused() -> None:
     assert len(setup.endpoint().connections) == 1
 
 
+def test_repeated_response_fields_are_relayed_each_time() -> None:
+    """Responses with the fields of the one before (sent from one prepared list) and
+    with other fields or another status each reach the client as the upstream sent them.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    answers = [
+        (OK, 200, b"ok", b"2"),
+        (OK, 200, b"ok", b"2"),
+        (OK, 200, b"ok", b"2"),
+        (OK.replace(b"200 OK", b"404 Not Found"), 404, b"ok", b"2"),
+        (OK.replace(b"2\r\n", b"3\r\n") + b"!", 200, b"ok!", b"3"),
+        (OK, 200, b"ok", b"2"),
+    ]
+    for answer, status, body, length in answers:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.endpoint().last.respond(answer)
+        response = one_response(client)
+        assert (response.status, response.body) == (status, body)
+        assert response.header_values(b"content-length") == [length]
+        assert response.header_values(b"content-type") == [b"text/plain"]
+    assert len(setup.endpoint().connections) == 1
+
+
 def test_concurrent_requests_use_separate_connections_then_pool() -> None:
     """Two requests in flight take two connections; both return to the pool."""
     setup = make_proxy()

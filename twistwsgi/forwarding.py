@@ -57,7 +57,8 @@ and neither nginx nor Caddy sends it.
 the upstream's ``Connection`` names are removed, and those a mount hides
 (:class:`HiddenFields`: by default the upstream's ``Date``, ``Server`` and
 ``X-Pad``, as nginx's); everything else, ``Set-Cookie`` included, passes in order
-and unmerged.
+and unmerged. :class:`RepeatedFields` hands the server the same object for the same
+fields response after response, so it serialises them once.
 """
 
 from __future__ import annotations
@@ -68,7 +69,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
-from twistwsgi.http.request import Address, RequestHead, RewrittenRequest, Route
+from twistwsgi.http.request import (
+    Address,
+    PreparedHeaders,
+    RequestHead,
+    RewrittenRequest,
+    Route,
+)
 from twistwsgi.http.rules import (
     FORWARDING_FIELDS,
     HOP_BY_HOP,
@@ -87,6 +94,7 @@ __all__ = [
     "UNIX_SOCKETS",
     "HiddenFields",
     "Networks",
+    "RepeatedFields",
     "TrustedProxies",
     "UpstreamAddress",
     "added_forwarded_for",
@@ -739,3 +747,36 @@ def response_fields(
         if named:
             kept = [(name, value) for name, value in kept if name.lower() not in named]
     return kept
+
+
+class RepeatedFields:
+    """The response fields a proxy mount passed on last, for the next response to reuse.
+
+    Once the fields a mount hides are gone (the upstream's ``Date`` and ``Server``),
+    an upstream answers request after request with the same fields: the same type
+    and length of a page, the same cache fields. Handed the same
+    :class:`~twistwsgi.http.request.PreparedHeaders` each time, the server's protocol
+    serialises and checks them once (its ``wire`` cache) rather than per response.
+    Fields become a ``PreparedHeaders`` only when the next response repeats them, so
+    responses whose fields keep changing (a length, a cookie) cost one comparison of
+    two lists each, usually decided at their first field. Reactor thread only.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: list[tuple[bytes, bytes]] | None = None
+
+    def reuse(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``fields``, or an equal ``PreparedHeaders`` to send in their place.
+
+        Neither is to be changed once passed on (``PreparedHeaders``' rule): they
+        are the response's fields, and may be the next one's.
+        """
+        last = self._last
+        if fields != last:
+            self._last = fields
+            return fields
+        if type(last) is not PreparedHeaders:
+            last = self._last = PreparedHeaders(fields)
+        return last

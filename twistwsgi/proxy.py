@@ -117,6 +117,7 @@ from twistwsgi.forwarding import (
     IDEMPOTENT_METHODS,
     NOTHING_HIDDEN,
     HiddenFields,
+    RepeatedFields,
     TrustedProxies,
     UpstreamAddress,
     parse_upstream,
@@ -308,6 +309,9 @@ class ProxyHandler:
             _RATE_FIELD if self.reads_rate else frozenset()
         )
         self.hidden = HiddenFields(hidden.names, watched) if watched else hidden
+        # The fields of the last response relayed, for the next one (the same, most
+        # often) to be sent without serialising them again.
+        self.repeated_fields = RepeatedFields()
         # Set by build_proxy for a regular-expression mount whose URL has a path with
         # captures or variables: the whole request-target sent (nginx's proxy_pass
         # with variables), the same for every upstream.
@@ -1080,7 +1084,7 @@ class _Forward:
             exchange.limit_rate = asked_limit(
                 headers, exchange.limit_rate, exchange.limit_rate_after
             )
-        exchange.start_response(status, fields, reason or None)
+        exchange.start_response(status, proxy.repeated_fields.reuse(fields), reason or None)
         if status == 205:
             # RFC 9110 15.3.6: a 205 has no content (the exchange says Content-Length:
             # 0), so the client's answer is whole now. Content the upstream sends
