@@ -714,3 +714,24 @@ def test_repeated_fields_are_prepared_once_they_repeat() -> None:
     assert memo.reuse([*first]) == first
     assert type(memo.reuse([*first])) is PreparedHeaders
     assert memo.reuse([]) == []
+
+
+def test_repeated_answers_give_the_fields_relayed_for_them() -> None:
+    """The same answer and status give the fields relayed for it, when reuse
+    was told response_fields alone made them; nothing otherwise.
+    """
+    memo = RepeatedFields()
+    answer = [(b"Server", b"u"), (b"Content-Length", b"2")]
+    kept = [(b"Content-Length", b"2")]
+    assert memo.relayed(list(answer), 200) is None
+    memo.reuse(kept, answer, 200)
+    relayed = memo.relayed(list(answer), 200)
+    assert type(relayed) is PreparedHeaders
+    assert relayed == kept
+    assert memo.relayed(list(answer), 200) is relayed
+    assert memo.reuse(list(kept), list(answer), 200) is relayed  # (the same fields again)
+    assert memo.relayed(list(answer), 404) is None
+    assert memo.relayed([*answer, (b"X-Other", b"1")], 200) is None
+    # Fields something else changed or chose stand for no answer.
+    memo.reuse(kept, None, 200)
+    assert memo.relayed(list(answer), 200) is None

@@ -363,6 +363,41 @@ def test_repeated_response_fields_are_relayed_each_time() -> None:
     assert len(setup.endpoint().connections) == 1
 
 
+@pytest.mark.parametrize(
+    ("options", "field", "answer"),
+    [
+        (
+            {"proxy_redirect": (("http://backend.internal/", "http://$host/"),)},
+            b"location",
+            b"http://backend.internal/next",
+        ),
+        (
+            {"proxy_cookie_domain": (("backend.internal", "$host"),)},
+            b"set-cookie",
+            b"sid=1; Domain=backend.internal",
+        ),
+    ],
+)
+def test_repeated_answers_are_rewritten_for_each_request(
+    options: dict[str, Any], field: bytes, answer: bytes
+) -> None:
+    """The same upstream answer twice, with a field rewritten from the request (its
+    Host), is rewritten for each request, not relayed as the last one was.
+    """
+    setup = make_proxy(**options)
+    client = setup.client()
+    hosts = (b"a.example", b"b.example", b"b.example", b"a.example")
+    sent = []
+    for host in hosts:
+        client.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        setup.endpoint().last.respond(
+            b"HTTP/1.1 302 Found\r\n" + field + b": " + answer + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+        (value,) = one_response(client).header_values(field)
+        sent.append(value)
+    assert sent == [answer.replace(b"backend.internal", host) for host in hosts]
+
+
 def test_concurrent_requests_use_separate_connections_then_pool() -> None:
     """Two requests in flight take two connections; both return to the pool."""
     setup = make_proxy()

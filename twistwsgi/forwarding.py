@@ -759,20 +759,56 @@ class RepeatedFields:
     serialises and checks them once (its ``wire`` cache) rather than per response.
     Fields become a ``PreparedHeaders`` only when the next response repeats them, so
     responses whose fields keep changing (a length, a cookie) cost one comparison of
-    two lists each, usually decided at their first field. Reactor thread only.
+    two lists each, usually decided at their first field. And when the upstream's
+    own fields and status are those of the last response too (its ``Date`` changes
+    once a second), :meth:`relayed` gives the fields without
+    :func:`response_fields` going through them again. Reactor thread only.
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("_answer", "_last", "_status")
 
     def __init__(self) -> None:
-        self._last: list[tuple[bytes, bytes]] | None = None
+        self._last: list[tuple[bytes, bytes]] = []
+        # The upstream's fields and status _last was made from by response_fields
+        # alone, if it was.
+        self._answer: list[tuple[bytes, bytes]] | None = None
+        self._status = 0
 
-    def reuse(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    def relayed(
+        self, answer: list[tuple[bytes, bytes]], status: int
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The fields passed on last, if made from the same ``answer`` and ``status``.
+
+        Only those :meth:`reuse` was told were made from their answer by
+        :func:`response_fields` alone; ``None`` otherwise. Not to be changed.
+        """
+        if status != self._status or answer != self._answer:
+            return None
+        last = self._last
+        if type(last) is not PreparedHeaders:
+            last = self._last = PreparedHeaders(last)
+        return last
+
+    def reuse(
+        self,
+        fields: list[tuple[bytes, bytes]],
+        answer: list[tuple[bytes, bytes]] | None = None,
+        status: int = 0,
+    ) -> list[tuple[bytes, bytes]]:
         """``fields``, or an equal ``PreparedHeaders`` to send in their place.
 
         Neither is to be changed once passed on (``PreparedHeaders``' rule): they
         are the response's fields, and may be the next one's.
+
+        Args:
+            fields: the fields to pass on.
+            answer: the upstream's fields that :func:`response_fields` alone made
+                ``fields`` from, with ``status`` (for :meth:`relayed`); ``None``
+                when something else changed or chose them.
+            status: the answer's status.
         """
+        self._answer = answer
+        self._status = status
         last = self._last
         if fields != last:
             self._last = fields

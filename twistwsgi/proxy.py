@@ -1044,14 +1044,46 @@ class _Forward:
         self._answered_status = status
         self._response_fields = headers
         proxy = self._proxy
+        exchange = self._exchange
+        # A mount that passes fields on as response_fields leaves them (no cookie
+        # rewriting, no error page or X-Accel-Redirect in place of the answer) relays
+        # the same upstream fields and status as the same fields again.
+        plain = proxy.cookies is None and proxy.accel is None and not proxy.intercept_errors
+        fields = proxy.repeated_fields.relayed(headers, status) if plain else None
+        if fields is None:
+            fields = self._relayed_fields(status, headers, recovered=recovered, plain=plain)
+            if fields is None:
+                return  # an error page or a file answers in its place
+        exchange.start_response(status, fields, reason or None)
+        if status == 205:
+            # RFC 9110 15.3.6: a 205 has no content (the exchange says Content-Length:
+            # 0), so the client's answer is whole now. Content the upstream sends
+            # anyway is its mistake, framed soundly: read and dropped with a warning
+            # naming it (below), the connection kept.
+            self._discard_body()
+            exchange.finish(b"")
+        if recovered and proxy.waiting:
+            proxy.dispatch()  # the probe succeeded: the peer takes requests again
+
+    def _relayed_fields(
+        self, status: int, headers: list[tuple[bytes, bytes]], *, recovered: bool, plain: bool
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The fields of the client's response, made from the upstream's answer.
+
+        Returns:
+            The fields, or ``None`` when the client is answered otherwise (the
+            host's error page, the file of an X-Accel-Redirect).
+        """
+        proxy = self._proxy
+        exchange = self._exchange
         seen: set[bytes] = set()
         fields = response_fields(headers, status, proxy.hidden, seen)
         if proxy.redirects is not None and not seen.isdisjoint(_REDIRECT_FIELDS):
-            proxy.redirects.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
+            proxy.redirects.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         if proxy.cookies is not None:
-            proxy.cookies.fields(fields, self._request, self._exchange.remote_user, proxy.trusted)
+            proxy.cookies.fields(fields, self._request, exchange.remote_user, proxy.trusted)
         if proxy.intercept_errors and status >= 400:
-            route = self._exchange.route
+            route = exchange.route
             pages = route.error_pages if route is not None else None
             if pages is not None and status in pages:
                 # nginx's proxy_intercept_errors: the host's page in place of the
@@ -1060,10 +1092,10 @@ class _Forward:
                 # WWW-Authenticate only).
                 self._discard_body()
                 kept = [(name, value) for name, value in fields if name.lower() in _STATUS_FIELDS]
-                answer_error(self._exchange, status, b"", kept, pages)
+                answer_error(exchange, status, b"", kept, pages)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
-                return
+                return None
         if proxy.accel is not None:
             target = _accel_redirect(headers)  # (as sent, whatever is hidden)
             if target is not None:
@@ -1074,26 +1106,18 @@ class _Forward:
                 # X-Accel-Limit-Rate sets the file's rate (nginx's), as serve_accel reads.
                 self._discard_body()
                 asked = headers if proxy.reads_rate else []
-                serve_accel(self._exchange, proxy.accel, target, fields, asked)
+                serve_accel(exchange, proxy.accel, target, fields, asked)
                 if recovered and proxy.waiting:
                     proxy.dispatch()
-                return
-        exchange = self._exchange
+                return None
         if proxy.reads_rate and _RATE_NAME in seen:
             # Its X-Accel-Limit-Rate sets its rate, in place of the mount's (nginx's).
             exchange.limit_rate = asked_limit(
                 headers, exchange.limit_rate, exchange.limit_rate_after
             )
-        exchange.start_response(status, proxy.repeated_fields.reuse(fields), reason or None)
-        if status == 205:
-            # RFC 9110 15.3.6: a 205 has no content (the exchange says Content-Length:
-            # 0), so the client's answer is whole now. Content the upstream sends
-            # anyway is its mistake, framed soundly: read and dropped with a warning
-            # naming it (below), the connection kept.
-            self._discard_body()
-            exchange.finish(b"")
-        if recovered and self._proxy.waiting:
-            self._proxy.dispatch()  # the probe succeeded: the peer takes requests again
+        # Only fields nothing but response_fields made (no redirect rewritten, no
+        # rate read) stand for the same answer next time.
+        return proxy.repeated_fields.reuse(fields, headers if plain and not seen else None, status)
 
     def _another_usable(self, now: float) -> bool:
         """Whether an upstream not tried yet may take requests (not out, not failing)."""
