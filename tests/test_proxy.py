@@ -12,6 +12,7 @@ import contextlib
 import socket
 import tempfile
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from twistwsgi.client_certificates import ClientCertificate
 from twistwsgi.config import MOUNT_KEYS, MountConfig, ServerConfig, Upstream, default_options
 from twistwsgi.forwarding import TrustedProxies, UpstreamAddress, request_fields
 from twistwsgi.http.client import ClientConnection
+from twistwsgi.http.compression import GzipSettings
 from twistwsgi.http.exchange import Handler
 from twistwsgi.http.protocol import UPGRADE_TAIL_LIMIT, HTTP11Exchange, Refusal, ResponseLog
 from twistwsgi.http.request import ErrorPage
@@ -396,6 +398,220 @@ def test_repeated_answers_are_rewritten_for_each_request(
         (value,) = one_response(client).header_values(field)
         sent.append(value)
     assert sent == [answer.replace(b"backend.internal", host) for host in hosts]
+
+
+def relayed_fields(response: Any) -> list[tuple[bytes, bytes]]:
+    """A response's fields without the server's own Date and Server."""
+    return [(name, value) for name, value in response.headers if name not in (b"date", b"server")]
+
+
+def routed_mount(setup: Setup, handler: Any = None, **mount: Any) -> None:
+    """Route the setup's clients through one mount at / with ``mount``'s settings."""
+    target = handler if handler is not None else setup.handler
+    table = RoutingTable(HostTable([], MountTable([Mount(b"", target, **mount)])), paced=True)
+    setup.router = Router(table)
+
+
+def test_the_same_answer_with_another_status_is_relayed_for_that_status() -> None:
+    """An upstream's fields repeated with another status are relayed as that status
+    has them, not as the fields made (and serialised) for the last status were.
+
+    Apache advertises ``Upgrade: h2,h2c`` on its 200s: hop-by-hop there, it is what a
+    426 must name (RFC 9110 15.5.22). A 204 never has a Content-Length (RFC 9110 8.6)
+    that the same fields had with a 200.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    advertised = b"Upgrade: h2,h2c\r\nConnection: Upgrade\r\nContent-Length: 0\r\nX-Id: 1\r\n\r\n"
+    answers = [
+        (200, b"OK"),
+        (200, b"OK"),
+        (426, b"Upgrade Required"),
+        (426, b"Upgrade Required"),
+        (200, b"OK"),
+        (204, b"No Content"),
+        (204, b"No Content"),
+        (200, b"OK"),
+    ]
+    for status, reason in answers:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.endpoint().last.respond(b"HTTP/1.1 %d %s\r\n" % (status, reason) + advertised)
+        response = one_response(client)
+        assert response.status == status
+        expected = {
+            200: [(b"content-length", b"0"), (b"x-id", b"1")],
+            204: [(b"x-id", b"1")],
+            426: [
+                (b"upgrade", b"h2,h2c"),
+                (b"content-length", b"0"),
+                (b"x-id", b"1"),
+                (b"connection", b"upgrade"),
+            ],
+        }[status]
+        assert relayed_fields(response) == expected, status
+    assert len(setup.endpoint().connections) == 1
+
+
+def test_upstreams_answering_in_turn_each_have_their_own_fields_relayed() -> None:
+    """Two upstreams of a mount answer with their own fields, each once and several
+    times in a row: every response has the fields of the upstream that sent it.
+    """
+    setup = make_proxy(TWO)
+    client = setup.client()
+    answers = {
+        0: b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n"
+        b"X-From: a\r\n\r\na",
+        1: b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1\r\n"
+        b"Cache-Control: no-store\r\nX-From: b\r\n\r\nb",
+    }
+    expected = {
+        0: [(b"content-type", b"text/plain"), (b"content-length", b"1"), (b"x-from", b"a")],
+        1: [
+            (b"content-type", b"text/html"),
+            (b"content-length", b"1"),
+            (b"cache-control", b"no-store"),
+            (b"x-from", b"b"),
+        ],
+    }
+    for turn in (0, 0, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Whichever upstream took the request answers as the turn says.
+        (upstream,) = [
+            connection
+            for endpoint in setup.endpoints.values()
+            for connection in endpoint.connections
+            if connection.protocol._state.value == "busy"
+        ]
+        upstream.respond(answers[turn])
+        response = one_response(client)
+        assert (relayed_fields(response), response.body) == (
+            expected[turn],
+            b"ab"[turn : turn + 1],
+        )
+
+
+def test_gzip_on_the_fly_leaves_the_relayed_fields_as_they_were() -> None:
+    """The same answer compressed for one client and not for the next, in turn: the
+    fields gzip changes (Content-Length, Content-Encoding, Vary) are each response's
+    own, whatever the responses before had; the HTTP/1.0 one, never compressed, has
+    none of them.
+    """
+    setup = make_proxy()
+    routed_mount(setup, gzip=GzipSettings(min_length=0))
+    client = setup.client()
+    body = b"hello, proxied world\n" * 20
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
+    plain = [
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"%d" % len(body)),
+        (b"vary", b"Accept-Encoding"),
+    ]
+    compressed = [
+        (b"content-type", b"text/plain"),
+        (b"vary", b"Accept-Encoding"),
+        (b"content-encoding", b"gzip"),
+        (b"transfer-encoding", b"chunked"),
+    ]
+    for method, gzip in [
+        (b"GET", True),
+        (b"GET", False),
+        (b"GET", False),
+        (b"GET", True),
+        (b"GET", True),
+        (b"HEAD", False),
+        (b"GET", False),
+        (b"GET", True),
+    ]:
+        asked = b"Accept-Encoding: gzip\r\n" if gzip else b""
+        client.send(method + b" / HTTP/1.1\r\nHost: x\r\n" + asked + b"\r\n")
+        setup.endpoint().last.respond(answer + (b"" if method == b"HEAD" else body))
+        response = one_response(client, method)
+        if method == b"HEAD":
+            assert (relayed_fields(response), response.body) == (plain, b"")
+        elif gzip:
+            assert relayed_fields(response) == compressed
+            assert zlib.decompress(response.body, 16 + zlib.MAX_WBITS) == body
+        else:
+            assert (relayed_fields(response), response.body) == (plain, body)
+    # HTTP/1.0 is never answered compressed (as nginx's gzip_http_version 1.1), nor
+    # with Vary: the fields as the upstream sent them.
+    client.send(b"GET / HTTP/1.0\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    setup.endpoint().last.respond(answer + body)
+    response = one_response(client)
+    assert (relayed_fields(response), response.body) == (
+        [*plain[:2], (b"connection", b"close")],
+        body,
+    )
+
+
+class _CookieGate:
+    """In front of a proxy: each request gets a Set-Cookie of its own, as a gate's."""
+
+    def __init__(self, proxy: ProxyHandler) -> None:
+        self.proxy = proxy
+        self.count = 0
+
+    def handle(self, exchange: Any) -> None:
+        self.count += 1
+        exchange.set_response_fields(self, [(b"Set-Cookie", b"session=%d" % self.count)])
+        self.proxy.handle(exchange)
+
+
+def test_mount_and_gate_fields_go_with_their_own_responses_only() -> None:
+    """One proxy under two mounts: one adds its headers, the other has a gate adding
+    a Set-Cookie of the request's own. The same upstream answer through either, in
+    turn, has the fields of the mount it went through, once, and nothing of the other's.
+    """
+    setup = make_proxy()
+    mounts: list[Mount[Handler]] = [
+        Mount(b"/a", setup.handler, headers=((b"X-Frame-Options", b"DENY"),)),
+        Mount(b"/b", _CookieGate(setup.handler)),
+    ]
+    setup.router = Router(RoutingTable(HostTable([], MountTable(mounts))))
+    client = setup.client()
+    answer = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok"
+    upstream = [(b"cache-control", b"max-age=60"), (b"content-length", b"2")]
+    cookies = 0
+    for path in (b"/a", b"/b", b"/b", b"/a", b"/a", b"/b", b"/a"):
+        client.send(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        setup.endpoint().last.respond(answer)
+        if path == b"/a":
+            added = [(b"x-frame-options", b"DENY")]
+        else:
+            cookies += 1
+            added = [(b"set-cookie", b"session=%d" % cookies)]
+        assert relayed_fields(one_response(client)) == upstream + added, path
+
+
+def test_a_repeated_answer_asking_for_a_rate_is_paced_each_time() -> None:
+    """X-Accel-Limit-Rate in the same answer again sets the rate of that response
+    too: an answer the mount acts on is not relayed as the last one was.
+    """
+    setup = make_proxy()
+    routed_mount(setup)
+    client = setup.client()
+    body = bytes(8 * 1024)
+    answer = b"HTTP/1.1 200 OK\r\nX-Accel-Limit-Rate: 1024\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
+    for _ in range(3):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream = setup.endpoint().last
+        upstream.respond(answer)
+        pieces = [body[start : start + 1024] for start in range(0, len(body), 1024)]
+        # The upstream sends a piece whenever the proxy reads from it.
+        while pieces and upstream.transport.producerState == "producing":
+            upstream.respond(pieces.pop(0))
+        assert len(client.transport.value()) < len(body)  # at 1 KB a second
+        for _ in range(20):
+            setup.clock.advance(1)
+            while pieces and upstream.transport.producerState == "producing":
+                upstream.respond(pieces.pop(0))
+        response = one_response(client)
+        assert response.body == body
+        assert response.header_values(b"x-accel-limit-rate") == [b"1024"]
 
 
 def test_concurrent_requests_use_separate_connections_then_pool() -> None:
