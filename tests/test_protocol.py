@@ -158,6 +158,99 @@ def test_close_wins_over_keep_alive_on_http10(fields: bytes) -> None:
     assert connection.is_closed()
 
 
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+@pytest.mark.parametrize(
+    ("lines", "reads"),
+    [
+        # The request line whole and single-spaced in the read it begins: its version
+        # is read from the bytes (see on_headers_complete).
+        (b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
+        (b"GET http://a/x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
+        # Otherwise llhttp is asked: an empty line first, more spaces, a line that
+        # a read cuts (after the version, inside it, inside the target).
+        (b"\r\nGET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
+        (b"GET  /x  HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
+        (b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", 16),
+        (b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", 13),
+        (b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", 5),
+    ],
+)
+def test_request_version_read_every_way(lines: bytes, reads: int | None, version: bytes) -> None:
+    """The version is the request line's, whichever way it is found (RFC 9112 2.3)."""
+    echo = Echo()
+    connection = open_connection(echo)
+    request = lines % version
+    if reads is None:
+        connection.send(request)
+    else:
+        connection.send(request[:reads])
+        connection.send(request[reads:])
+    [response] = parse_responses(connection.take())
+    assert response.body == b"/x"
+    assert [exchange.request.version for exchange in echo.seen] == [version]
+
+
+class VersionCounter:
+    """Passes everything to llhttp's parser, counting how often the version is asked."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+        self.asked = 0
+
+    def get_http_version(self) -> str:
+        self.asked += 1
+        return str(self.parser.get_http_version())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parser, name)
+
+
+@pytest.mark.parametrize(
+    ("reads", "asked"),
+    [
+        ([b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"], 0),
+        ([b"GET /x HTTP/1.1\r\nHo", b"st: a\r\n\r\n"], 0),
+        ([b"GET /x HTTP/1.", b"1\r\nHost: a\r\n\r\n"], 1),
+        ([b"GET  /x HTTP/1.1\r\nHost: a\r\n\r\n"], 1),
+    ],
+)
+def test_request_version_is_read_from_a_whole_line(reads: list[bytes], asked: int) -> None:
+    """The version is asked of llhttp only when the line is not plainly in one read."""
+    echo = Echo()
+    connection = open_connection(echo)
+    counter = VersionCounter(connection.protocol._parser)
+    connection.protocol._parser = counter  # type: ignore[assignment]
+    for data in reads:
+        connection.send(data)
+    assert [exchange.request.version for exchange in echo.seen] == [b"1.1"]
+    assert counter.asked == asked
+
+
+@pytest.mark.parametrize(("first", "second"), [(b"1.1", b"1.0"), (b"1.0", b"1.1")])
+def test_request_version_of_a_request_pipelined_in_the_same_read(
+    first: bytes, second: bytes
+) -> None:
+    """A request behind another in one read has its own version, not the first's."""
+    echo = Echo()
+    connection = open_connection(echo)
+    request = b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+    connection.send(request % first + request % second)
+    assert [exchange.request.version for exchange in echo.seen] == [first, second]
+
+
+def test_http2_version_is_refused_however_the_line_is_read() -> None:
+    """A version other than 1.0 and 1.1 gets 505, its line whole in a read or not."""
+    for reads in (None, 9):
+        connection = open_connection(Echo())
+        request = b"GET /x HTTP/2.0\r\nHost: a\r\n\r\n"
+        if reads is None:
+            connection.send(request)
+        else:
+            connection.send(request[:reads])
+            connection.send(request[reads:])
+        assert connection.take().startswith(b"HTTP/1.1 505 ")
+
+
 def test_http10_keep_alive_persists_with_a_length() -> None:
     """HTTP/1.0 with Connection: keep-alive persists and says so."""
     connection = open_connection(Echo())

@@ -161,6 +161,9 @@ _HEAD_END = b"\r\n\r\n"  # the empty line that ends a head (bare LFs are refused
 # The ways it may begin in one read and end in the next: the bytes before and after.
 _HEAD_END_SPLITS = tuple((_HEAD_END[: 4 - cut], _HEAD_END[4 - cut :]) for cut in (1, 2, 3))
 _CR_LF = frozenset(b"\r\n")
+# How a request line ends after its target, for each version served (RFC 9112 3).
+_VERSION_11_LINE_END = b" HTTP/1.1\r\n"
+_VERSION_10_LINE_END = b" HTTP/1.0\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -642,6 +645,9 @@ class HTTP11Protocol(Protocol):
         self._addresses_pending = False
         # Current message being parsed.
         self._url = b""
+        # The read the current message's first byte came in, until its head is
+        # complete: where its version is read cheaply (see on_headers_complete).
+        self._message_read: bytes | None = None
         # Whether llhttp has read the whole request line of the current message
         # (only then is its version the message's own).
         self._line_read = False
@@ -1273,6 +1279,7 @@ class HTTP11Protocol(Protocol):
         if self._addresses_pending and not self._learn_addresses():
             return False
         self._read = _READ_HEAD
+        self._message_read = None  # (its version is asked of llhttp)
         # The request's first byte: where its time starts ($request_time).
         self._head_began = self._set_deadline(self._settings.header_timeout, _TIMEOUT_HEAD)
         return True
@@ -1286,6 +1293,9 @@ class HTTP11Protocol(Protocol):
                 return
             self._read = read = _READ_HEAD
             self._head_began = self._set_deadline(self._settings.header_timeout, _TIMEOUT_HEAD)
+            # llhttp is between messages: the message begins at data[0] (unless
+            # empty lines come first, which on_headers_complete sees).
+            self._message_read = data
         if read is _READ_HEAD:
             self._head_bytes += len(data)
         elif read is _READ_BODY:
@@ -1733,15 +1743,36 @@ class HTTP11Protocol(Protocol):
         """Apply the head rules and queue the exchange."""
         self._line_read = True
         parser = self._parser
-        version_text = parser.get_http_version()
-        if version_text == "1.1":
-            version = b"1.1"
-        elif version_text == "1.0":
-            version = b"1.0"
-        else:
-            raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
         method: bytes = parser.get_method()
         target = self._url
+        version = None
+        line = self._message_read
+        if line is not None:
+            # The read this message began in (at its first byte, or at empty lines
+            # before it). llhttp accepted its request line (RFC 9112 3): the method,
+            # spaces, the target handed over, and spaces and the version, or CRLF
+            # (0.9). Read single-spaced, the line ends with the 11 bytes after the
+            # method, a space and the target; when those are a space, a version and
+            # CRLF, they are the line's end whatever the spacing (a line feed ends
+            # the line, and no target holds a space), so that version is the one
+            # llhttp read. Asking llhttp costs more (get_http_version formats a new
+            # string each time); anything else (a line cut across reads, another
+            # spacing or version) asks it.
+            self._message_read = None  # (a request pipelined in the same read asks)
+            at = len(method) + len(target) + 1  # (the space between them)
+            line_end = line[at : at + 11]
+            if line_end == _VERSION_11_LINE_END:
+                version = b"1.1"
+            elif line_end == _VERSION_10_LINE_END:
+                version = b"1.0"
+        if version is None:
+            version_text = parser.get_http_version()
+            if version_text == "1.1":
+                version = b"1.1"
+            elif version_text == "1.0":
+                version = b"1.0"
+            else:
+                raise RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
         host = self._host
         if host is not None:
             if host != self._valid_host:
