@@ -1022,6 +1022,91 @@ def test_header_items_of_str_and_tuple_subclasses_are_taken_as_plain_ones(
     assert listed.status == 500
 
 
+@pytest.mark.parametrize("threaded", MODES)
+def test_a_header_list_sent_again_is_checked_and_encoded_once(
+    threaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application's same headers, response after response: read from the first.
+
+    The responses are the same whichever way (a HEAD's too, which has no content).
+    """
+    monkeypatch.setattr(wsgi, "_facts_cache", {})
+    encoded: list[object] = []
+    encode = wsgi._encode_headers
+
+    def counting(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], bool]:
+        encoded.append(headers)
+        return encode(headers)
+
+    monkeypatch.setattr(wsgi, "_encode_headers", counting)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"hello"]
+
+    connection = serve(app, threaded=threaded)
+    methods = [b"GET", b"GET", b"HEAD", b"GET"]
+    for method in methods:
+        connection.send(method + b" / HTTP/1.1\r\n" + HOST + b"\r\n")
+    first, second, head, last = parse_responses(connection.take(), methods)
+    assert len(encoded) == 1  # (the first response's list)
+    assert first.headers == second.headers == head.headers == last.headers
+    assert first.body == second.body == last.body == b"hello"
+    assert head.body == b""
+
+
+class LooksLikeAPair:
+    """Not a tuple, though equal to one (and hashed alike)."""
+
+    def __init__(self, pair: tuple[str, str]) -> None:
+        self.pair = pair
+
+    def __eq__(self, other: object) -> bool:
+        return other == self.pair
+
+    def __hash__(self) -> int:
+        return hash(self.pair)
+
+
+@pytest.mark.parametrize("threaded", MODES)
+def test_a_header_list_merely_equal_to_one_seen_is_checked(threaded: bool) -> None:
+    """An item equal to a pair of a list sent before, but no tuple, is refused each time."""
+    pair = ("X-Frame-Options", "DENY")
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        fake = environ["PATH_INFO"] == "/fake"
+        start_response("200 OK", [LooksLikeAPair(pair) if fake else pair])
+        return [b"ok"]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events():
+        for path in (b"/plain", b"/fake", b"/plain", b"/fake"):
+            connection.send(b"GET " + path + b" HTTP/1.1\r\n" + HOST + b"\r\n")
+    statuses = [response.status for response in parse_responses(connection.take())]
+    assert statuses == [200, 500, 200, 500]
+
+
+def test_a_header_list_with_a_long_value_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for the pair cache, a value too long to keep keeps its list out of the cache."""
+    monkeypatch.setattr(wsgi, "_facts_cache", {})
+    long = [("Content-Type", "text/plain"), ("X-Note", "n" * 129)]
+    short = [("Content-Type", "text/plain"), ("X-Note", "n" * 128)]
+    assert wsgi._header_facts(long) is not wsgi._header_facts(long)
+    assert wsgi._header_facts(short) is wsgi._header_facts(short)
+    assert list(wsgi._facts_cache) == [tuple(short)]
+
+
+def test_the_header_list_cache_is_emptied_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lists sent lately are kept, however many were sent before."""
+    monkeypatch.setattr(wsgi, "_facts_cache", {})
+    monkeypatch.setattr(wsgi, "_FACTS_CACHE_LIMIT", 3)
+    lists = [[("Content-Length", str(length))] for length in range(5)]
+    for headers in lists:
+        wsgi._header_facts(headers)
+    assert list(wsgi._facts_cache) == [tuple(lists[3]), tuple(lists[4])]
+    assert wsgi._header_facts(lists[4]) is wsgi._header_facts(lists[4])
+
+
 # -- close() --------------------------------------------------------------------------
 
 

@@ -74,7 +74,7 @@ from twistwsgi.environ import SERVER_SOFTWARE, build_environ
 from twistwsgi.forwarding import TrustedProxies
 from twistwsgi.http.exchange import Exchange
 from twistwsgi.http.pacing import asked_limit, step_for
-from twistwsgi.http.request import RequestHead, Route
+from twistwsgi.http.request import PreparedHeaders, RequestHead, Route
 from twistwsgi.http.rules import CONTROL_CHARACTERS, TOKEN
 from twistwsgi.http.sendfile import CLIENT_GONE, finish_paced
 from twistwsgi.http.transport import HOLD_LIMIT, ReactorInbox, after_batch, batch_open
@@ -294,12 +294,20 @@ def _encode_header(item: object) -> tuple[bytes, bytes]:
     return pair
 
 
-def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """Check PEP 3333 response headers and encode them (cached per distinct pair)."""
+def _encode_headers(
+    headers: list[tuple[str, str]],
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Check PEP 3333 response headers and encode them (cached per distinct pair).
+
+    Returns:
+        The encoded pairs, and whether every item was a plain tuple the pair cache
+        holds.
+    """
     if type(headers) is not list:
         raise TypeError(f"response_headers must be a list, not {type(headers).__name__}")
     encoded = []
     cache = _header_cache
+    all_cached = True
     for item in headers:
         # Only a plain tuple is looked up: an item merely equal to one cached (a
         # list, or a pair of other types) must be checked, or whether it is
@@ -312,8 +320,89 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
                 pair = None
         if pair is None:
             pair = _encode_header(item)
+            all_cached = all_cached and item in cache
         encoded.append(pair)
-    return encoded
+    return encoded, all_cached
+
+
+class _HeaderFacts:
+    """A response's PEP 3333 headers, encoded, and what the workers read of them.
+
+    An application sends the same few header lists again and again (a hello world's
+    every time): each is checked, encoded and read once (:func:`_header_facts`), and
+    its fields are a :class:`PreparedHeaders`, so the protocol serialises them once
+    too. Not changed once made (any thread reads it).
+
+    Attributes:
+        fields: the encoded fields.
+        declared_length: what :func:`_body_room` says of them for a response that
+            has content (the one Content-Length, or -1).
+        has_content_length: whether a Content-Length field is among them.
+        names_limit_rate: whether an X-Accel-Limit-Rate field is (see
+            :func:`~twistwsgi.http.pacing.asked_limit`; without one, the mount's
+            limit stands).
+    """
+
+    __slots__ = ("declared_length", "fields", "has_content_length", "names_limit_rate")
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.fields = fields
+        self.declared_length = _declared_length(fields)
+        has_content_length = names_limit_rate = False
+        for name, _ in fields:
+            lower = name.lower()
+            if lower == b"content-length":
+                has_content_length = True
+            elif lower == b"x-accel-limit-rate":
+                names_limit_rate = True
+        self.has_content_length = has_content_length
+        self.names_limit_rate = names_limit_rate
+
+    def room(self, method: bytes, status: int) -> int:
+        """:func:`_body_room` of a response to ``method`` with ``status`` and these fields."""
+        if method == b"HEAD" or status in _NO_CONTENT:
+            return 0
+        return self.declared_length
+
+    def limit(self, mount: tuple[int, int] | None, after: int) -> tuple[int, int] | None:
+        """:func:`~twistwsgi.http.pacing.asked_limit` of these fields."""
+        return asked_limit(self.fields, mount, after) if self.names_limit_rate else mount
+
+
+# Header lists seen whole (each a tuple of its plain-tuple items): their facts.
+# A list of more items, or with an item too long for the pair cache, is not kept.
+# Emptied when full, so that an application whose lists change (a length, a
+# cookie) keeps the ones it sends now, in bounded memory.
+_facts_cache: dict[tuple[tuple[str, str], ...], _HeaderFacts] = {}
+_FACTS_CACHE_LIMIT = 256
+_FACTS_CACHE_ITEMS = 16
+_PLAIN_TUPLE = frozenset((tuple,))
+
+
+def _header_facts(headers: list[tuple[str, str]]) -> _HeaderFacts:
+    """Check and encode PEP 3333 response headers (:func:`_encode_headers`), read once.
+
+    Any thread. A list equal to one seen before, every item a plain tuple (an item
+    merely equal to one, as for the pair cache, must be checked), has the facts
+    found then.
+    """
+    key = None
+    if type(headers) is list:
+        try:
+            key = tuple(headers)
+            facts = _facts_cache.get(key)
+        except TypeError:  # an unhashable item: refused below, with its reason
+            key = facts = None
+        if facts is not None and _PLAIN_TUPLE.issuperset(map(type, headers)):
+            return facts
+    encoded, all_cached = _encode_headers(headers)
+    if key is not None and all_cached and len(key) <= _FACTS_CACHE_ITEMS:
+        if len(_facts_cache) >= _FACTS_CACHE_LIMIT:
+            _facts_cache.clear()
+        facts = _HeaderFacts(PreparedHeaders(encoded))
+        _facts_cache[key] = facts
+        return facts
+    return _HeaderFacts(encoded)
 
 
 def _body_room(method: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> int:
@@ -324,8 +413,17 @@ def _body_room(method: bytes, status: int, headers: list[tuple[bytes, bytes]]) -
     otherwise -1 (not known here: chunked, or fields the protocol drops). The
     worker stops iterating there; the exchange's ``body_full`` stays the authority.
     """
-    if method == b"HEAD" or status in (204, 205, 304):
+    if method == b"HEAD" or status in _NO_CONTENT:
         return 0
+    return _declared_length(headers)
+
+
+# The statuses of a response that carries no content (RFC 9110 6.4.1, 15.3.6).
+_NO_CONTENT = (204, 205, 304)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The one Content-Length ``headers`` declare, or -1 (none, repeated or invalid)."""
     declared = -1
     for name, value in headers:
         if name.lower() == b"content-length":
@@ -1857,10 +1955,11 @@ class _ThreadedCall:
         elif self._headers is not None:
             raise RuntimeError("start_response called a second time without exc_info")
         code, reason = _parse_status(status)
-        self._headers = encoded = _encode_headers(headers)
+        facts = _header_facts(headers)
+        self._headers = facts.fields
         self._status = code
         self._reason = reason
-        limit = self._limit = asked_limit(encoded, self._mount_limit, self._mount_after)
+        limit = self._limit = facts.limit(self._mount_limit, self._mount_after)
         self._high_water = IN_FLIGHT_HIGH_WATER if limit is None else 0
         return self._write
 
@@ -2227,20 +2326,17 @@ class _InlineCall:
         elif self._headers is not None:
             raise RuntimeError("start_response called a second time without exc_info")
         code, reason = _parse_status(status)
-        self._headers = encoded = _encode_headers(headers)
+        facts = _header_facts(headers)
+        self._headers = facts.fields
         self._status = code
         self._reason = reason
         # Nothing is sent yet (else exc_info raised above): the response goes at
         # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
         exchange = self._exchange
-        exchange.limit_rate = asked_limit(encoded, self._mount_limit, exchange.limit_rate_after)
+        exchange.limit_rate = limit = facts.limit(self._mount_limit, exchange.limit_rate_after)
         # (Computed here once: _send_whole checks a list body against it too.)
-        self._room = room = _body_room(exchange.request.method, code, encoded)
-        self._coalesce = (
-            exchange.limit_rate is None
-            and room < 0
-            and all(name.lower() != b"content-length" for name, _ in encoded)
-        )
+        self._room = room = facts.room(exchange.request.method, code)
+        self._coalesce = limit is None and room < 0 and not facts.has_content_length
         return self._write
 
     def _write(self, data: bytes) -> None:
