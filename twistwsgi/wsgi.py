@@ -358,12 +358,6 @@ class _HeaderFacts:
         self.has_content_length = has_content_length
         self.names_limit_rate = names_limit_rate
 
-    def room(self, method: bytes, status: int) -> int:
-        """:func:`_body_room` of a response to ``method`` with ``status`` and these fields."""
-        if method == b"HEAD" or status in _NO_CONTENT:
-            return 0
-        return self.declared_length
-
     def limit(self, mount: tuple[int, int] | None, after: int) -> tuple[int, int] | None:
         """:func:`~twistwsgi.http.pacing.asked_limit` of these fields."""
         return asked_limit(self.fields, mount, after) if self.names_limit_rate else mount
@@ -2193,8 +2187,13 @@ class _InlineCall:
                 return
         try:
             if not self._started and self._headers is not None:
-                file_response = _file_response(
-                    result, self._headers, method=exchange.request.method, status=self._status
+                # (Only a FileWrapper may be one: the call is skipped for the others.)
+                file_response = (
+                    _file_response(
+                        result, self._headers, method=exchange.request.method, status=self._status
+                    )
+                    if type(result) is FileWrapper
+                    else None
                 )
                 if file_response is not None:
                     self._result = None  # closed by _send_file_result
@@ -2332,10 +2331,18 @@ class _InlineCall:
         self._reason = reason
         # Nothing is sent yet (else exc_info raised above): the response goes at
         # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
+        # (facts.limit and _body_room, inline: once per request on the hot path.)
         exchange = self._exchange
-        exchange.limit_rate = limit = facts.limit(self._mount_limit, exchange.limit_rate_after)
+        limit = self._mount_limit
+        if facts.names_limit_rate:
+            limit = asked_limit(facts.fields, limit, exchange.limit_rate_after)
+        exchange.limit_rate = limit
         # (Computed here once: _send_whole checks a list body against it too.)
-        self._room = room = facts.room(exchange.request.method, code)
+        if exchange.request.method == b"HEAD" or code in _NO_CONTENT:
+            room = 0
+        else:
+            room = facts.declared_length
+        self._room = room
         self._coalesce = limit is None and room < 0 and not facts.has_content_length
         return self._write
 

@@ -1292,7 +1292,13 @@ class HTTP11Protocol(Protocol):
             if self._addresses_pending and not self._learn_addresses():
                 return
             self._read = read = _READ_HEAD
-            self._head_began = self._set_deadline(self._settings.header_timeout, _TIMEOUT_HEAD)
+            # (_set_deadline, inline too.)
+            self._head_began = now = self._clock.seconds()
+            seconds = self._settings.header_timeout
+            self._deadline = deadline = now + seconds
+            self._deadline_kind = _TIMEOUT_HEAD
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(seconds, deadline)
             # llhttp is between messages: the message begins at data[0] (unless
             # empty lines come first, which on_headers_complete sees).
             self._message_read = data
@@ -1681,11 +1687,19 @@ class HTTP11Protocol(Protocol):
         if value[-1:] in (b" ", b"\t"):
             # llhttp strips leading whitespace only; RFC 9110 5.5 excludes both.
             value = value.rstrip(b" \t")
-        self._count_field_bytes(name, value)
+        # (_count_field_bytes, inline: once per field line of every request.)
+        settings = self._settings
+        size = len(name) + len(value) + 2
+        if size > settings.max_header_field:
+            self._line_read = True
+            raise RequestError(431, "A request header field is too large")
+        self._header_bytes += size
+        if self._header_bytes > settings.max_header_total:
+            self._line_read = True
+            raise RequestError(431, "Request header fields too large")
         if self._read is _READ_BODY:
             self._check_trailer(name)
             return
-        settings = self._settings
         headers = self._headers
         if len(headers) >= settings.max_header_count:
             raise RequestError(431, "Too many request header fields")
@@ -2027,7 +2041,13 @@ class HTTP11Protocol(Protocol):
             # (At max_connections with clients waiting, this response's head promised
             # keep-alive before they came: the connection is closed for them once
             # idle a little while, see HTTPFactory._drain_idle.)
-            self.idle_since = self._set_deadline(self._settings.keepalive_timeout, _TIMEOUT_IDLE)
+            # (_set_deadline, inline: once per request on the hot path.)
+            self.idle_since = now = self._clock.seconds()
+            seconds = self._settings.keepalive_timeout
+            self._deadline = deadline = now + seconds
+            self._deadline_kind = _TIMEOUT_IDLE
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(seconds, deadline)
 
     def _parse_http_again(self) -> None:
         """Read HTTP after an Upgrade request that was answered without switching.
