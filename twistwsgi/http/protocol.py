@@ -1242,7 +1242,12 @@ class HTTP11Protocol(Protocol):
         if len(queue) == 1 and not self._held:
             # The common case, one request at a time: dispatch it when it is ready.
             first = queue[0]
-            if type(first) is HTTP11Exchange and not first.dispatched and first.ready:
+            # (A request without a body is ready: its property is not asked.)
+            if (
+                type(first) is HTTP11Exchange
+                and not first.dispatched
+                and (first._body is _BODY_COMPLETE or first.ready)
+            ):
                 self._dispatch(first)
         elif queue or self._held:
             self._advance()
@@ -1978,8 +1983,8 @@ class HTTP11Protocol(Protocol):
         self._url = b""
         if self._default_read_size is not None:
             self._set_read_size(None)
-        if exchange is not None:
-            exchange.body_complete()
+        if exchange is not None and exchange._body is not _BODY_COMPLETE:
+            exchange.body_complete()  # (a request without a body has nothing to finish)
         if self._queue:
             self._deadline = None  # a handler is working; nothing to wait for
         else:
@@ -3088,7 +3093,10 @@ class HTTP11Exchange:
         self._framing = framing
         self._content_length = content_length or 0
         self._keep_alive = keep_alive
-        if not (has_date and has_server):
+        if not (has_date or has_server):
+            # (date_fields, inline for the usual case: the handler set neither.)
+            append(protocol._factory.date_cache.get_fields(protocol._clock.seconds()))
+        elif not (has_date and has_server):
             append(protocol.date_fields(not has_date, not has_server))
         if not keep_alive:
             append(b"Connection: close\r\n\r\n")
@@ -3419,7 +3427,7 @@ class HTTP11Exchange:
         """Mark the exchange over, tell its listeners, and log it."""
         self.finished = True
         protocol = self._protocol
-        protocol.set_response_producer(None)
+        protocol._response_producer = None  # (set_response_producer(None), inline)
         callbacks = self._close_callbacks
         if callbacks is not None:
             self._close_callbacks = None
