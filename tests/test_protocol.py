@@ -33,7 +33,7 @@ from twistwsgi.http.protocol import (
     Refusal,
     _find_bare_cr,
 )
-from twistwsgi.http.request import describe_peer
+from twistwsgi.http.request import PreparedHeaders, describe_peer
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
@@ -249,6 +249,33 @@ def test_http2_version_is_refused_however_the_line_is_read() -> None:
             connection.send(request[:reads])
             connection.send(request[reads:])
         assert connection.take().startswith(b"HTTP/1.1 505 ")
+
+
+def test_prepared_headers_go_with_each_response_s_own_status_line() -> None:
+    """Fields a handler sends with many responses are serialised once; each response
+    still has its own status line (the reason kept, another status with it).
+    """
+    fields = PreparedHeaders([(b"Content-Type", b"text/plain"), (b"Content-Length", b"2")])
+    answers = {b"/a": (200, None), b"/b": (200, b"Fine"), b"/c": (404, b"Fine"), b"/d": (200, None)}
+
+    class Prepared:
+        def handle(self, exchange: Exchange) -> None:
+            status, reason = answers[exchange.request.path]
+            exchange.start_response(status, fields, reason)
+            exchange.finish(b"ok")
+
+    connection = open_connection(Prepared())
+    for path in answers:
+        connection.send(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    responses = parse_responses(connection.take())
+    assert [(r.status, r.reason) for r in responses] == [
+        (200, b"OK"),
+        (200, b"Fine"),
+        (404, b"Fine"),
+        (200, b"OK"),
+    ]
+    assert [r.body for r in responses] == [b"ok"] * 4
+    assert all(r.header(b"content-type") == b"text/plain" for r in responses)
 
 
 def test_http10_keep_alive_persists_with_a_length() -> None:

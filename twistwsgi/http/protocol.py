@@ -2610,6 +2610,10 @@ class _Fields:
         close: whether the handler asked for ``Connection: close``.
         problems: what was wrong with the fields and was dropped, one sentence each,
             for the log (which names the request).
+        opening: for fields kept with their headers (PreparedHeaders), the status
+            line for ``reason`` and ``block`` after it, serialised at their first
+            response (``None`` until then).
+        reason: the reason phrase ``opening`` was made with.
     """
 
     __slots__ = (
@@ -2618,7 +2622,9 @@ class _Fields:
         "content_length",
         "has_date",
         "has_server",
+        "opening",
         "problems",
+        "reason",
         "status",
     )
 
@@ -2641,6 +2647,8 @@ class _Fields:
         self.has_server = has_server
         self.close = close
         self.problems = problems
+        self.opening: bytes | None = None
+        self.reason: bytes | None = None
 
 
 #: What send_file gives _head for ``final_length``: a head for a file, never gzipped.
@@ -3038,12 +3046,22 @@ class HTTP11Exchange:
                         self._gzip = GzipStream(route.gzip, declared_length(original))
         elif final_length == _NO_GZIP:
             final_length = None
+        reason = self._reason
         if type(headers) is PreparedHeaders:
             fields = headers.wire
-            if not (isinstance(fields, _Fields) and fields.status == status):
+            if not (
+                isinstance(fields, _Fields)
+                and fields.status == status
+                and fields.opening is not None
+                and fields.reason == reason
+            ):
                 fields = headers.wire = _scan_fields(headers, status)
+                fields.reason = reason
+                fields.opening = status_line(status, reason) + fields.block
+            opening = fields.opening
         else:
             fields = _scan_fields(headers, status)
+            opening = status_line(status, reason) + fields.block
         for problem in fields.problems:
             _log.error(
                 "{problem}, in the response to {method} {target}",
@@ -3052,7 +3070,7 @@ class HTTP11Exchange:
                 target=request.target.decode("latin-1"),
             )
         keep_alive = self._keep_alive and not protocol.closing and not fields.close
-        lines = [status_line(status, self._reason), fields.block]
+        lines = [opening]
         append = lines.append
         content_length = fields.content_length
         has_date = fields.has_date
