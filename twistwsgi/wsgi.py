@@ -407,9 +407,14 @@ def _body_room(method: bytes, status: int, headers: list[tuple[bytes, bytes]]) -
     otherwise -1 (not known here: chunked, or fields the protocol drops). The
     worker stops iterating there; the exchange's ``body_full`` stays the authority.
     """
+    return _content_room(method, status, _declared_length(headers))
+
+
+def _content_room(method: bytes, status: int, declared_length: int) -> int:
+    """:func:`_body_room`, given what the fields declare (:func:`_declared_length`)."""
     if method == b"HEAD" or status in _NO_CONTENT:
         return 0
-    return _declared_length(headers)
+    return declared_length
 
 
 # The statuses of a response that carries no content (RFC 9110 6.4.1, 15.3.6).
@@ -1381,6 +1386,8 @@ class _ThreadedCall:
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] | None = None
+        # What the headers' Content-Length declares (_declared_length), read with them.
+        self._declared_length = -1
         self._head_sent = False
         # The error start_response re-raised once the head was sent (see _went_on).
         self._reraised: BaseException | None = None
@@ -1790,7 +1797,9 @@ class _ThreadedCall:
                 raise TypeError(_not_bytes(data))
             if data:
                 if room is None and self._headers is not None:
-                    room = _body_room(self._exchange.request.method, self._status, self._headers)
+                    room = _content_room(
+                        self._exchange.request.method, self._status, self._declared_length
+                    )
                 if not self._send(data):
                     if self._full:
                         break  # nothing more can be sent: end the response
@@ -1951,6 +1960,7 @@ class _ThreadedCall:
         code, reason = _parse_status(status)
         facts = _header_facts(headers)
         self._headers = facts.fields
+        self._declared_length = facts.declared_length
         self._status = code
         self._reason = reason
         limit = self._limit = facts.limit(self._mount_limit, self._mount_after)
@@ -2331,7 +2341,7 @@ class _InlineCall:
         self._reason = reason
         # Nothing is sent yet (else exc_info raised above): the response goes at
         # the mount's limit_rate, or at the one its X-Accel-Limit-Rate asks.
-        # (facts.limit and _body_room, inline: once per request on the hot path.)
+        # (facts.limit and _content_room, inline: once per request on the hot path.)
         exchange = self._exchange
         limit = self._mount_limit
         if facts.names_limit_rate:
