@@ -231,13 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.drive:
         drive(args.drive, args.requests, shape=args.shape)
         return 0
-    unknown = sorted(set(args.cases) - set(inmemory.CASES))
-    if unknown:
-        parser.error(f"unknown case {unknown[0]!r} (choose from {', '.join(inmemory.CASES)})")
+    cases = inmemory.chosen_cases(parser, args.cases)
     if gdb_extension() is None:
         print("(CPython's gdb extension is missing: hits are counted, not placed)")
     found = False
-    for case in args.cases or inmemory.CASES:
+    for case in cases:
         for shape in SHAPES[case]:
             findings = find_hidden_costs(case, requests=args.requests, shape=shape)
             name = f"{case}, {shape}"

@@ -339,6 +339,14 @@ def profile(case: str, *, requests: int, docroot: Path, limit: int = 45) -> None
         built.close()
 
 
+def chosen_cases(parser: argparse.ArgumentParser, names: list[str]) -> tuple[str, ...]:
+    """The cases named on a command line (all when none); a usage error for another name."""
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r} (choose from {', '.join(CASES)})")
+    return tuple(names) or CASES
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure (or profile) the cases named on the command line."""
     parser = argparse.ArgumentParser(
@@ -349,14 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per case (the best counts)")
     parser.add_argument("--profile", choices=CASES, help="print a cProfile listing of one case")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown case {unknown[0]!r} (choose from {', '.join(CASES)})")
+    cases = chosen_cases(parser, args.cases)
     with docroot_with_file() as docroot:
         if args.profile:
             profile(args.profile, requests=args.requests, docroot=docroot)
             return 0
-        for case in args.cases or CASES:
+        for case in cases:
             cost = measure(case, requests=args.requests, repeat=args.repeat, docroot=docroot)
             print(f"{case:8} {cost:7.2f} us/request", flush=True)
     return 0
