@@ -10,7 +10,9 @@ spread), then how the report shows it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -103,6 +105,48 @@ def test_only_the_idle_and_several_processes_scenarios_keep_one_window() -> None
     assert single == {7, 8}
 
 
+# -- CPU time from /proc ---------------------------------------------------------------------
+
+
+def _times_total(times: os.times_result) -> float:
+    return times.user + times.system + times.children_user + times.children_system
+
+
+#: A child that works until its own CPU clock (not the wall clock) says 0.2 s, half of it in
+#: the kernel (copying from /dev/zero), then says so and waits for its stdin to close.
+BURN_CPU = (
+    "import os, sys, time\n"
+    "zero = os.open('/dev/zero', os.O_RDONLY)\n"
+    "while time.process_time() < 0.2: os.read(zero, 1 << 20)\n"
+    "print('done', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_a_process_cpu_time_is_what_the_kernel_reports_with_its_reaped_childrens() -> None:
+    subprocess.run([sys.executable, "-c", BURN_CPU], input=b"", capture_output=True, check=True)
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    before = os.times()
+    own = procs._cpu_ticks(os.getpid()) * tick
+    after = os.times()
+    # The reaped child's user and system time are the parent's now (proc(5) cutime, cstime).
+    assert before.children_user > 0 and before.children_system > 0
+    assert _times_total(before) - tick <= own <= _times_total(after) + tick
+
+
+def test_a_group_cpu_time_counts_its_live_descendants() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", BURN_CPU], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+        own = procs._cpu_ticks(os.getpid()) / os.sysconf("SC_CLK_TCK")
+        group = procs.group_cpu_seconds(os.getpid())
+    finally:
+        child.communicate(b"")
+    assert group - own >= 0.2 - 2 / os.sysconf("SC_CLK_TCK")
+
+
 # -- the runner, with fake servers and a fake wrk --------------------------------------------
 
 
@@ -134,6 +178,7 @@ class Lab:
     ports: dict[int, str] = field(default_factory=dict)
     measured: dict[str, int] = field(default_factory=dict)
     next_port: int = 20000
+    cpu_clock: float = 0.0
 
     def free_port(self) -> int:
         self.next_port += 1
@@ -167,6 +212,10 @@ class Lab:
         fake.returncode = 0
         return 0
 
+    def cpu_seconds(self, _leader: int) -> float:
+        """Every server's CPU clock: the fake wrk moves it on by each measurement's number."""
+        return self.cpu_clock
+
     def run_wrk(self, argv: list[str], peak: procs.PeakRss | None = None) -> wrk.WrkResult:
         name = self.ports[int(argv[-1].split(":")[2].split("/")[0])]
         seconds = next(arg for arg in argv if arg.startswith("-d"))
@@ -180,6 +229,7 @@ class Lab:
         if failure is not None:
             raise failure
         cast(FakePeak, peak).kib = 1000 * count
+        self.cpu_clock += count
         return _result(self.rates[name][count - 1], errors=count % 2)
 
 
@@ -205,6 +255,7 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Lab:
     monkeypatch.setattr(procs, "wait_until_ready", lab.wait_until_ready)
     monkeypatch.setattr(procs, "stop", lab.stop)
     monkeypatch.setattr(procs, "PeakRss", FakePeak)
+    monkeypatch.setattr(procs, "group_cpu_seconds", lab.cpu_seconds)
     monkeypatch.setattr(wrk, "run", lab.run_wrk)
     return lab
 
@@ -292,6 +343,8 @@ def test_rounds_start_every_server_then_take_turns_in_a_rotating_order(
     assert rows["a"]["spread_rps"] == [100.0, 330.0]
     assert rows["a"]["wrk"]["error_total"] == 3  # one error in each odd-numbered measurement
     assert rows["a"]["peak_rss_kib"] == 5000
+    # The median round's own CPU time: measurement 3's (the clock moved on by 3 during it).
+    assert rows["a"]["cpu_s"] == 3.0
     assert _rows(result, 1)["a"]["wrk"]["requests_per_s"] == 220.0
 
 
@@ -368,7 +421,9 @@ def test_one_round_keeps_one_window_per_server_without_a_note(lab: Lab, tmp_path
 
 
 def _report_row(server: str, rps: float, spread: tuple[float, float] | None) -> dict[str, Any]:
-    row = Row(server, f"run {server}", "ok", wrk=_result(rps), peak_rss_kib=2048)
+    # Over wrk's 4 s: 60 µs of CPU per request (4 x rps requests); 1.14 cores for 19,000 req/s.
+    cpu_s = rps * 4 * 60e-6
+    row = Row(server, f"run {server}", "ok", wrk=_result(rps), peak_rss_kib=2048, cpu_s=cpu_s)
     row.spread_rps = spread
     return row.to_json()
 
@@ -414,6 +469,7 @@ def test_the_report_shows_the_spread_of_the_rounds(tmp_path: Path) -> None:
     header, twistwsgi, nginx = _table_lines(text)
     assert header.startswith("| server | command | req/s | spread | p50 |")
     assert "| 19,000 | 18.1k-19.9k |" in twistwsgi
+    assert "| 2.0 MiB | 60.0 µs | 1.14 |" in twistwsgi
     # The ratio is of the median rounds.
     assert nginx.endswith("| 0.50 |")
     assert (

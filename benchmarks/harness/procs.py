@@ -1,4 +1,4 @@
-"""Every process the suite starts: spawning, readiness, memory sampling and guaranteed cleanup.
+"""Every process the suite starts: spawning, readiness, memory and CPU time, guaranteed cleanup.
 
 Each child runs in its own session (so its own process group): a terminal's Ctrl-C reaches only the
 harness, and stopping a server kills its whole group (gunicorn's, uWSGI's and twistwsgi's workers,
@@ -224,6 +224,25 @@ def _status_kib(pid: int, key: str) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _cpu_ticks(pid: int) -> int:
+    """A process's CPU time in clock ticks: its own (every thread's) and its reaped children's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # After the parenthesised command name: state is field 3, utime 14, stime 15, cutime 16,
+    # cstime 17 (proc(5)). A child reaped during a window moves from its own fields to its
+    # parent's cutime/cstime, so the group's sum carries on across the exit.
+    fields = stat.rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15])
+
+
+def group_cpu_seconds(leader: int) -> float:
+    """CPU seconds (user and system) used so far by the leader's whole process group."""
+    ticks = sum(_cpu_ticks(pid) for pid in group_pids(leader))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(leader: int) -> int:

@@ -1,7 +1,8 @@
 """The Markdown report, written from the same data as report.json (nothing typed in by hand).
 
 One section per scenario, one table per bench: server, command, req/s, latency p50/p99, errors,
-peak RSS and, for each twistwsgi variant, twistwsgi's req/s divided by the row's. A scenario
+peak RSS, the server's CPU time per request and the cores it kept busy, and, for each twistwsgi
+variant, twistwsgi's req/s divided by the row's. A scenario
 measured in several rounds shows each row's median round and a `spread` column: the lowest and
 highest round's req/s. Servers that could not run show why, with their log's tail below the table.
 """
@@ -62,6 +63,15 @@ def _format_errors(wrk: Json) -> str:
     return f"{total:,} ({', '.join(parts)})"
 
 
+def _cpu_cells(row: Json) -> list[str]:
+    """CPU time per request and cores busy: the whole process group over the window."""
+    cpu_s = row.get("cpu_s")
+    wrk = row["wrk"]
+    if cpu_s is None or not wrk or not wrk["requests"] or not wrk["duration_s"]:
+        return [DASH, DASH]
+    return [f"{cpu_s / wrk['requests'] * 1e6:.1f} µs", f"{cpu_s / wrk['duration_s']:.2f}"]
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> str:
     if numerator is None or not denominator:
         return "n/a"
@@ -89,7 +99,7 @@ def _table(bench: Json, *, idle: bool, spread: bool) -> list[str]:
     rows = bench["rows"]
     variants = _variants(rows)
     variant_rps = {row["server"]: _rps(row) for row in rows if row["server"] in variants}
-    header = ["server", "command", "req/s", "p50", "p99", "errors", "peak RSS"]
+    header = ["server", "command", "req/s", "p50", "p99", "errors", "peak RSS", "CPU/req", "cores"]
     if spread:
         header.insert(3, "spread")
     if idle:
@@ -106,12 +116,12 @@ def _table(bench: Json, *, idle: bool, spread: bool) -> list[str]:
             status = row["status"]
             if row["status"] == "not available" and row["detail"]:
                 status = row["detail"]
-            cells = [row["server"], command, status, DASH, DASH, DASH, DASH]
+            cells = [row["server"], command, status, DASH, DASH, DASH, DASH, DASH, DASH]
         elif not row["wrk"]["requests"]:
             # wrk counts a timeout only after --timeout (10 s): say plainly that nothing came.
             no_answer = "0 (no response during the run)"
-            cells = [row["server"], command, no_answer, DASH, DASH, DASH, DASH]
-            cells[-1] = _format_mib(row["peak_rss_kib"])
+            cells = [row["server"], command, no_answer, DASH, DASH, DASH]
+            cells += [_format_mib(row["peak_rss_kib"]), DASH, DASH]
         else:
             wrk = row["wrk"]
             cells = [
@@ -122,6 +132,7 @@ def _table(bench: Json, *, idle: bool, spread: bool) -> list[str]:
                 _format_ms(wrk["percentiles_ms"].get("99")),
                 _format_errors(wrk),
                 _format_mib(row["peak_rss_kib"]),
+                *_cpu_cells(row),
             ]
         if spread:
             cells.insert(3, _spread(row))
@@ -213,8 +224,8 @@ def _header(meta: Json, scenarios: list[Json]) -> list[str]:
     rounds_note = ""
     if meta.get("rounds", 1) > 1:
         rounds_note = (
-            " A row measured in rounds shows its median round's req/s and latency, the errors "
-            "of all its rounds and the highest peak RSS of any round."
+            " A row measured in rounds shows its median round's req/s, latency and CPU time, "
+            "the errors of all its rounds and the highest peak RSS of any round."
         )
     versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
     lines = [
@@ -230,7 +241,11 @@ def _header(meta: Json, scenarios: list[Json]) -> list[str]:
         "- Load: `wrk` with one thread on 127.0.0.1; each table gives its exact wrk command. "
         "Latency percentiles are wrk's `--latency` distribution; errors are wrk's socket "
         "errors plus non-2xx/3xx responses; peak RSS is the server's whole process group "
-        "(VmHWM after a reset, and VmRSS sampled every 100 ms). Every server runs with "
+        "(VmHWM after a reset, and VmRSS sampled every 100 ms). CPU/req is the group's user "
+        "and system CPU time over wrk's run (every thread and process of the server, from "
+        "/proc) divided by the requests answered, and cores that time divided by the run's "
+        "length: a server whose work runs on several threads (granian's Rust runtime) can "
+        "keep more than one core busy. Every server runs with "
         f"RLIMIT_NOFILE {meta.get('open_file_limit', 'unchanged')}.{rounds_note}",
         f"- Versions: {versions}",
         "- Commands: peers run from a scratch directory (`$TMP`) holding a `benchmarks` "

@@ -264,6 +264,8 @@ class Row:
     detail: str = ""
     wrk: wrk.WrkResult | None = None
     peak_rss_kib: int | None = None
+    # The server's whole process group, over the measurement window (wrk's run).
+    cpu_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     # Measured in rounds: each round's numbers, and the lowest and highest round's req/s.
@@ -279,6 +281,7 @@ class Row:
             "detail": self.detail,
             "wrk": self.wrk.to_json() if self.wrk else None,
             "peak_rss_kib": self.peak_rss_kib,
+            "cpu_s": self.cpu_s,
             "extra": self.extra,
             "files": self.files,
             "rounds": self.rounds,
@@ -341,6 +344,7 @@ def _round_json(row: Row) -> dict[str, Any]:
         "errors": dict(row.wrk.errors) if row.wrk else None,
         "percentiles_ms": dict(row.wrk.percentiles_ms) if row.wrk else None,
         "peak_rss_kib": row.peak_rss_kib,
+        "cpu_s": row.cpu_s,
     }
 
 
@@ -348,8 +352,8 @@ def combine_rounds(rounds: Sequence[Row]) -> Row:
     """One row from a server's rounds of one bench.
 
     The median round (by req/s; for an even count the lower of the two middle ones, so it is a
-    round that happened) gives req/s and latency; errors are summed over every round and peak
-    RSS is the highest. A round that failed makes the row that failure, naming the round.
+    round that happened) gives req/s, latency and CPU time; errors are summed over every round
+    and peak RSS is the highest. A round that failed makes the row that failure, naming the round.
     """
     summary = [_round_json(row) for row in rounds]
     for number, row in enumerate(rounds, 1):
@@ -604,12 +608,14 @@ class Runner:
                 self._warm_up(server, bench)
             peak = procs.PeakRss(server.proc.pid)
             peak.start()
+            cpu_before = procs.group_cpu_seconds(server.proc.pid)
             result = wrk.run(self._wrk_argv(server.port, bench, duration_s), peak)
+            cpu_s = procs.group_cpu_seconds(server.proc.pid) - cpu_before
         except RuntimeError as exc:
             return server.row("error", str(exc))
         if server.proc.poll() is not None:
             return server.row("error", f"exited ({server.proc.returncode}) during the run")
-        return server.row("ok", wrk=result, peak_rss_kib=peak.peak_kib())
+        return server.row("ok", wrk=result, peak_rss_kib=peak.peak_kib(), cpu_s=cpu_s)
 
     def _measure_idle(self, scenario: Scenario, server: RunningServer, bench: Bench) -> Row:
         try:
@@ -637,18 +643,20 @@ class Runner:
             peak = procs.PeakRss(server.proc.pid)
             peak.start()
             argv = self._wrk_argv(server.port, bench, self.settings.duration_s)
+            cpu_before = procs.group_cpu_seconds(server.proc.pid)
             try:
                 result: wrk.WrkResult | None = wrk.run(argv, peak)
                 error = ""
             except RuntimeError as exc:
                 result, error = None, str(exc)
+            cpu_s = procs.group_cpu_seconds(server.proc.pid) - cpu_before
             final = _ask_json_line(helper, 30.0)
         finally:
             procs.stop(helper)
         extra = _idle_extra(scenario.idle_connections, opened, final, rss_before, rss_with_idle)
         if result is None:
             return server.row("error", error, extra=extra)
-        return server.row("ok", wrk=result, peak_rss_kib=peak.peak_kib(), extra=extra)
+        return server.row("ok", wrk=result, peak_rss_kib=peak.peak_kib(), cpu_s=cpu_s, extra=extra)
 
 
 def _idle_extra(
