@@ -224,11 +224,23 @@ benchmark suite in one run; nothing is typed in by hand.
 Hello world, static files and the proxy also run `twisted-floor`
 (`benchmarks/twisted_floor.py`): not a server, but a bare Twisted protocol that answers each
 request head with bytes built at start-up (or, for the proxy, copies bytes to the upstream
-unread). For small responses it is the most any HTTP server written in Python on Twisted's
-reactor can reach on the same machine, so the `twistwsgi ÷ peer` column on its row says how
-much of that ceiling twistwsgi uses, and a peer's req/s above it is out of reach for one such
-process. (For the 1 MB file it is not a ceiling: it writes from memory, where twistwsgi and
-nginx use sendfile.)
+unread). For small responses it is about the most a Python protocol on Twisted's stock
+reactor reaches on the same machine, so the `twistwsgi ÷ peer` column on its row says how
+much of that yardstick twistwsgi reaches. It is not a hard ceiling: twistwsgi replaces part
+of the reactor's per-read dispatch (`twistwsgi/dispatch.py`) and sends responses straight
+to the socket, those of one poll's batch together (`twistwsgi/http/transport.py`), which
+saves system calls the floor makes, but not Python the floor skips. (For
+the 1 MB file it is no ceiling at all: it writes from memory, where twistwsgi and nginx use
+sendfile.)
+
+Each row also gives the server's CPU time per request (`CPU/req`: user and system time of
+its whole process group over the run, every thread and worker included, divided by the
+requests answered) and the cores it kept busy (that time divided by the run's length).
+CPU/req is steadier than req/s on a shared machine, and it separates a cheaper server
+from one that uses more of the machine: twistwsgi with `--threads 0`, the floor and nginx's
+worker each run on one thread and keep at most one core busy, while granian's single
+worker runs its Rust I/O runtime on threads beside the Python one and can keep more than
+one core busy on this two-core machine (which wrk shares).
 
 ## Reproducing it
 
