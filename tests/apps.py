@@ -118,6 +118,25 @@ def _blocking(environ: dict[str, Any], start_response: StartResponse) -> Iterabl
 blocking = _blocking
 
 
+def _stuck_in_the_application() -> None:
+    """Never returns; the name a stack dump of its thread shows."""
+    threading.Event().wait()
+
+
+def _blocks_on_path(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """On /block never returns (blocking the event loop under --threads 0); elsewhere
+    answers with the id of the process that serves it.
+    """
+    if environ["PATH_INFO"] == "/block":
+        environ["wsgi.errors"].write("blocking the event loop\n")
+        environ["wsgi.errors"].flush()
+        _stuck_in_the_application()
+    return _process(environ, start_response)
+
+
+blocks_on_path = _blocks_on_path
+
+
 def _whoami(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """``REMOTE_USER`` and ``AUTH_TYPE``, as a mount's Basic authentication sets them."""
     start_response("200 OK", [("Content-Type", "text/plain")])

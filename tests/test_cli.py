@@ -111,6 +111,14 @@ def test_defaults_apply_when_flags_are_absent() -> None:
         (["--app", "tests.apps:hello", "--max-body", "1q"], "--max-body: expected a size"),
         (["--app", "tests.apps:hello", "--listen", "8080"], "--listen: expected a Twisted"),
         (
+            ["--app", "tests.apps:hello", "--workers", "2", "--worker-timeout", "-1"],
+            "--worker-timeout: expected a duration such as 30, 30s, 500ms or 5m, got '-1'",
+        ),
+        (
+            ["--app", "tests.apps:hello", "--workers", "2", "--worker-timeout", "soon"],
+            "--worker-timeout: expected a duration such as 30, 30s, 500ms or 5m, got 'soon'",
+        ),
+        (
             ["--app", "tests.apps:hello", "--header-timeout", "0"],
             "--header-timeout: expected more than 0, got '0'",
         ),

@@ -930,6 +930,23 @@ def test_memory_and_lifetime_limits_of_workers_are_sizes_and_durations_and_need_
         )
 
 
+def test_worker_timeout_is_a_duration_30s_by_default_and_harmless_without_workers() -> None:
+    """The default is gunicorn's --timeout; 0 turns it off. A process serving alone
+    has nothing watching it, and the default must not refuse it.
+    """
+    assert build_config({"app": "x:y"}, source=flag_source).worker_timeout == 30.0
+    config = build_config(
+        {"workers": "2", "worker_timeout": "1m", "app": "x:y"}, source=flag_source
+    )
+    assert config.worker_timeout == 60.0
+    assert (
+        build_config({"worker_timeout": "0", "app": "x:y"}, source=flag_source).worker_timeout == 0
+    )
+    for raw in ["-5", "soon", float("nan")]:
+        with pytest.raises(ConfigError, match=r"^--worker-timeout: expected a"):
+            build_config({"workers": "2", "worker_timeout": raw, "app": "x:y"}, source=flag_source)
+
+
 @pytest.mark.parametrize("raw", ["1025", "99999999999999999999", 10**6])
 def test_threads_refuse_more_than_the_maximum(raw: object) -> None:
     """A few zeros too many is refused here, not by a failed thread start (exit 1)."""

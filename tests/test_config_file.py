@@ -154,6 +154,16 @@ def test_random_balancing_is_read_as_nginx_writes_it(
     assert config.hosts[0].mounts[1].options["balance"] == kept
 
 
+def test_worker_timeout_is_read_from_the_server_table(tmp_path: Path) -> None:
+    mounts = '[[host]]\nnames = ["a"]\n[[host.mount]]\npath = "/"\nstatic = "STATIC"\n'
+    text = '[server]\nworkers = 2\nworker_timeout = "2m"\n' + mounts
+    assert load(tmp_path, text).worker_timeout == 120.0
+    bad = "[server]\nworkers = 2\nworker_timeout = -1\n" + mounts
+    assert error_of(tmp_path, bad).endswith(
+        "site.toml: server.worker_timeout: expected a duration >= 0, got -1"
+    )
+
+
 def test_command_line_overrides_the_file(tmp_path: Path) -> None:
     """Options on the command line win over the file's [server] values."""
     config = load(tmp_path, EXAMPLE, threads="4", listen=["tcp:8080"])

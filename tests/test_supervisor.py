@@ -17,7 +17,12 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
-from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
+from twisted.internet.error import (
+    CannotListenError,
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import formatEvent
@@ -30,6 +35,8 @@ from twistwsgi.service import ListenError
 from twistwsgi.shared_limits import ENTERED, SEATS, SharedLimits
 from twistwsgi.supervisor import (
     CONTROL_FD,
+    DUMP_GRACE,
+    DUMP_LIMIT,
     FIRST_LISTENER_FD,
     FIRST_RESTART_DELAY,
     KILL_GRACE,
@@ -89,6 +96,8 @@ class FakeProcess:
     child_fds: dict[int, Any]
     written: list[tuple[int, bytes]] = field(default_factory=list)
     signals: list[str] = field(default_factory=list)
+    #: Whether Twisted has reaped it (a signal then raises ProcessExitedAlready).
+    reaped: bool = False
 
     def writeToChild(self, descriptor: int, data: bytes) -> None:
         self.written.append((descriptor, data))
@@ -108,8 +117,19 @@ class FakeProcess:
         assert given[-1] == b"<closed>"
         return json.loads(b"".join(given[:-1]))
 
-    def signalProcess(self, name: str) -> None:
+    def signalProcess(self, name: str | int) -> None:
+        """Recorded by name; as Twisted's, only five are taken by name, others by number."""
+        if self.reaped:
+            raise ProcessExitedAlready()
+        if isinstance(name, int):
+            name = signal.Signals(name).name.removeprefix("SIG")
+        elif name not in ("HUP", "STOP", "INT", "KILL", "TERM"):
+            raise TypeError(f"{name!r} is no signal Twisted knows by name")
         self.signals.append(name)
+
+    def dump(self, data: bytes) -> None:
+        """The worker's faulthandler writes ``data`` on the dump pipe."""
+        self.protocol.childDataReceived(self.payload()["dump_fd"], data)
 
     def commands(self) -> list[bytes]:
         return [data for descriptor, data in self.written if descriptor == CONTROL_FD]
@@ -159,6 +179,8 @@ def supervisor(
     errors: list[str] | None = None,
     environ: dict[str, str] | None = None,
     failed: list[str] | None = None,
+    *,
+    worker_timeout: float = 0.0,
 ) -> tuple[Supervisor, ProcessClock]:
     clock = ProcessClock()
     if endpoints is None:
@@ -176,6 +198,7 @@ def supervisor(
             "start_directory": "/srv",
         },
         graceful_timeout=30.0,
+        worker_timeout=worker_timeout,
         on_start_error=errors.append if errors is not None else None,
         on_failed_start=failed.append if failed is not None else None,
         command=["/usr/bin/python3", "-m", "twistwsgi.worker"],
@@ -184,9 +207,9 @@ def supervisor(
     return started, clock
 
 
-def running(count: int = 2) -> tuple[Supervisor, ProcessClock]:
+def running(count: int = 2, worker_timeout: float = 0.0) -> tuple[Supervisor, ProcessClock]:
     """A started supervisor whose workers all said they are ready."""
-    started, clock = supervisor(count)
+    started, clock = supervisor(count, worker_timeout=worker_timeout)
     started.privilegedStartService()
     started.startService()
     for process in clock.processes:
@@ -198,11 +221,11 @@ def messages(events: list[dict[str, Any]]) -> list[str]:
     return [formatEvent(event) for event in events]
 
 
-def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
+def test_workers_start_with_the_listening_sockets_and_three_pipes() -> None:
     """Each worker gets what to build on its standard input (then closed), the
     sockets from descriptor 5 on, in listener order, the control pipe on 3, the
-    report pipe on 4 and the shared limits after the sockets, with a seat of its
-    own; the master never accepts itself.
+    report pipe on 4, the shared limits after the sockets, with a seat of its
+    own, and the dump pipe last; the master never accepts itself.
     """
     started, clock = supervisor(
         environ={"PATH": "/bin", "LISTEN_FDS": "1", "LISTEN_PID": "9", "LISTEN_FDNAMES": "x"}
@@ -223,9 +246,12 @@ def test_workers_start_with_the_listening_sockets_and_two_pipes() -> None:
             FIRST_LISTENER_FD: 7,
             FIRST_LISTENER_FD + 1: 9,
             FIRST_LISTENER_FD + 2: started.shared_limits.fd,  # type: ignore[union-attr]
+            FIRST_LISTENER_FD + 3: "r",
         }
         payload = process.payload()
         assert payload["limits"] == [FIRST_LISTENER_FD + 2, number - 1]
+        assert payload["dump_fd"] == FIRST_LISTENER_FD + 3
+        assert payload["worker_timeout"] == 0.0  # (not watched unless asked)
         assert payload["number"] == number
         assert payload["listen"] == ["tcp:8080", "unix:/s"]
         assert payload["options"]["app"] == "tests.apps:hello"
@@ -1297,7 +1323,9 @@ def test_without_shared_counts_the_workers_count_their_own(monkeypatch: Any) -> 
     ) in messages(events)
     [process] = clock.processes
     assert process.payload()["limits"] is None
-    assert max(process.child_fds) == FIRST_LISTENER_FD + 1  # the sockets only
+    # The sockets, then the dump pipe.
+    assert max(process.child_fds) == FIRST_LISTENER_FD + 2
+    assert process.payload()["dump_fd"] == FIRST_LISTENER_FD + 2
 
 
 # -- metrics -----------------------------------------------------------------------------
@@ -1460,3 +1488,312 @@ def test_a_reload_starts_the_stuck_count_afresh() -> None:
     for process in clock.processes:
         if not process.protocol.ended:
             process.end()
+
+
+# -- worker_timeout ----------------------------------------------------------------------
+
+
+def beating(clock: ProcessClock, seconds: float, *alive: FakeProcess) -> None:
+    """Let ``seconds`` pass, each of ``alive`` sending its heartbeat every second."""
+    for _ in range(int(seconds)):
+        clock.advance(1.0)
+        for process in alive:
+            process.report({"alive": True})
+
+
+def test_a_silent_worker_is_dumped_then_killed_and_replaced() -> None:
+    """As gunicorn's --timeout: worker_timeout seconds after its last report line, SIGUSR2
+    (its faulthandler writes its threads' stacks), SIGKILL DUMP_GRACE later; then
+    replaced as any worker that died after serving, its stacks logged at its end.
+    """
+    started, clock = running(2, worker_timeout=30.0)
+    first, second = clock.processes
+    beating(clock, 29, first)
+    clock.advance(0.9)
+    assert second.signals == []
+    with capture_log_events() as events:
+        clock.advance(0.1)
+    assert second.signals == ["USR2"]
+    assert messages(events) == [
+        "Worker 2 (pid 1001) sent no heartbeat for 30s: its event loop is blocked;"
+        " killing it and starting another"
+    ]
+    assert events[0]["log_level"].name == "error"
+    second.dump(b"Thread 0x01 (most recent call first):\n")
+    second.dump(b'  File "app.py", line 9 in handler\n')
+    clock.advance(DUMP_GRACE - 0.1)
+    assert second.signals == ["USR2"]
+    clock.advance(0.1)
+    assert second.signals == ["USR2", "KILL"]
+    with capture_log_events() as events:
+        second.end(ProcessTerminated(signal=signal.SIGKILL))
+        clock.advance(0)
+    assert messages(events) == [
+        "Worker 2 (pid 1001) was stopped here (its threads' stacks):\n"
+        "Thread 0x01 (most recent call first):\n"
+        '  File "app.py", line 9 in handler',
+        "Worker 2 (pid 1001) was killed after 30s without a heartbeat; starting another in 0.0s",
+        "Started worker 2 (pid 1002)",
+    ]
+    assert events[0]["log_level"].name == "error"
+    assert started.pids == [1000, 1002]
+    assert first.signals == []
+    # Its replacement is watched in turn, from its readiness.
+    replacement = clock.processes[2]
+    assert replacement.payload()["worker_timeout"] == 30.0
+    beating(clock, 60, first)
+    assert replacement.signals == []
+    replacement.report({"ready": True})
+    beating(clock, 30, first)
+    assert replacement.signals == ["USR2"]
+    assert first.signals == []
+
+
+def test_any_report_line_is_a_sign_of_life() -> None:
+    """A log line, metrics, even an unreadable line: the event loop wrote it."""
+    _, clock = running(1, worker_timeout=3.0)
+    [worker] = clock.processes
+    line = json.dumps({"log": {"level": "info", "namespace": "n", "text": "x"}}).encode()
+    for data in [line + b"\n", b"not json\n", line[:5], line[5:] + b"\n"] * 4:
+        clock.advance(1.4)  # (half a line is no line: two steps)
+        worker.protocol.childDataReceived(REPORT_FD, data)
+    assert worker.signals == []
+    clock.advance(3.0)
+    assert worker.signals == ["USR2"]
+
+
+def test_without_a_worker_timeout_nothing_is_watched() -> None:
+    started, clock = running(2, worker_timeout=0.0)
+    assert clock.getDelayedCalls() == []
+    clock.advance(3600.0)
+    assert [process.signals for process in clock.processes] == [[], []]
+    started.stopService()
+    for process in clock.processes:
+        process.end()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_worker_still_starting_is_not_watched() -> None:
+    """Importing the applications may take long; RELOAD_TIMEOUT bounds a reload's."""
+    started, clock = supervisor(1, worker_timeout=5.0)
+    started.startService()
+    clock.advance(50.0)
+    assert clock.processes[0].signals == []
+    assert clock.getDelayedCalls() == []
+
+
+def test_the_watch_ends_with_the_process() -> None:
+    """A worker that ends (however) leaves no timer to signal it, or its slot's next."""
+    started, clock = running(2, worker_timeout=20.0)
+    first, second = clock.processes
+    clock.advance(YOUNG_WORKER)
+    first.end(ProcessTerminated(exitCode=1))
+    clock.advance(0)
+    beating(clock, 30, second)
+    assert first.signals == []
+    started.stopService()
+    for process in clock.processes[1:]:
+        process.end()
+    assert clock.getDelayedCalls() == []
+    assert first.signals == second.signals == []
+
+
+def test_a_worker_silent_soon_after_its_start_is_started_again_later() -> None:
+    """As one that keeps dying young: the delay grows (the application may block at
+    once, on every request).
+    """
+    _, clock = running(1, worker_timeout=3.0)
+    clock.advance(3.0)
+    clock.advance(DUMP_GRACE)
+    [worker] = clock.processes
+    assert worker.signals == ["USR2", "KILL"]
+    with capture_log_events() as events:
+        worker.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert messages(events) == [
+        "Worker 1 (pid 1000) was killed after 3s without a heartbeat; starting another in 0.5s"
+    ]
+    clock.advance(FIRST_RESTART_DELAY)
+    assert len(clock.processes) == 2
+
+
+def test_a_silent_worker_that_exited_meanwhile_ends_as_it_exited() -> None:
+    """Exited, its pipes still held (see PIPE_GRACE): nothing to signal or kill."""
+    _, clock = running(1, worker_timeout=5.0)
+    [worker] = clock.processes
+    clock.advance(YOUNG_WORKER)
+    worker.report({"alive": True})
+    clock.advance(4.5)
+    worker.protocol.processExited(Failure(ProcessTerminated(exitCode=1)))
+    worker.reaped = True
+    with capture_log_events() as events:
+        clock.advance(0.5)
+        assert worker.signals == []
+        clock.advance(PIPE_GRACE)
+    assert messages(events) == [
+        "Worker 1 (pid 1000) exited with status 1; starting another in 0.0s",
+        "Started worker 1 (pid 1001)",
+    ]
+
+
+def test_a_late_timer_means_this_process_did_not_run_and_gives_another_period() -> None:
+    """The machine was suspended, or the master stopped: the workers' heartbeats wait
+    unread in their pipes, and a silence it did not see is no reason to kill them.
+    """
+    _, clock = running(1, worker_timeout=30.0)
+    [worker] = clock.processes
+    clock.advance(100.0)  # (one step: the timer fires 70 s late)
+    assert worker.signals == []
+    clock.advance(29.9)
+    assert worker.signals == []
+    clock.advance(0.1)
+    assert worker.signals == ["USR2"]
+
+
+def test_a_silent_successor_is_replaced_once_it_serves() -> None:
+    """A --max-requests replacement is watched once ready, when it takes the slot over."""
+    started, clock = running(1, worker_timeout=10.0)
+    old = clock.processes[0]
+    old.report({"recycle": 1000})
+    [successor] = new_workers(clock, 1)
+    beating(clock, 30, old)
+    assert successor.signals == []
+    successor.report({"ready": True})
+    assert old.commands() == [b"stop\n"]
+    old.end()
+    clock.advance(10.0)
+    clock.advance(DUMP_GRACE)
+    assert successor.signals == ["USR2", "KILL"]
+    successor.end(ProcessTerminated(signal=signal.SIGKILL))
+    clock.advance(FIRST_RESTART_DELAY)
+    assert started.pids == [1002]
+    assert clock.processes[2].payload()["number"] == 1
+
+
+def test_a_silent_new_worker_of_a_reload_gives_the_reload_up() -> None:
+    """Ready, waiting for the others: its silence is its end, as any other, with the
+    reload's worker_timeout; the old workers keep serving (and stay watched with theirs).
+    """
+    started, clock = running(2, worker_timeout=30.0)
+    old = clock.processes[:2]
+    fired: list[object] = []
+    started.reload(30.0, "new", worker_timeout=5.0).addCallback(fired.append)
+    first, second = new_workers(clock, 2)
+    assert [process.payload()["worker_timeout"] for process in (first, second)] == [5.0] * 2
+    first.report({"ready": True})
+    beating(clock, 5, *old)
+    assert first.signals == ["USR2"]
+    clock.advance(DUMP_GRACE)
+    assert first.signals == ["USR2", "KILL"]
+    with capture_log_events() as events:
+        first.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert fired
+    assert messages(events) == [
+        "Reload refused, the old workers keep serving: new worker 1 (pid 1002) ended"
+        " before the others served: was killed after 5s without a heartbeat"
+    ]
+    assert second.signals == ["KILL"]  # (still starting)
+    second.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert started.pids == [1000, 1001]
+    assert len(clock.processes) == 4
+    # (The old ones beat until 5 s; now 6 s.)
+    beating(clock, 28, *old[1:])
+    clock.advance(0.9)
+    assert old[0].signals == []
+    clock.advance(0.1)
+    assert old[0].signals == ["USR2"]
+    assert old[1].signals == []
+
+
+def test_a_silent_old_worker_is_killed_and_not_replaced() -> None:
+    """One a reload retired may be killed before its graceful timeout is out."""
+    started, clock = running(1, worker_timeout=10.0)
+    [old] = clock.processes
+    started.reload(30.0, "new", worker_timeout=0.0)
+    [new] = new_workers(clock, 1)
+    new.report({"ready": True})
+    assert old.commands() == [b"keep\n", b"stop\n"]
+    with capture_log_events() as events:
+        clock.advance(10.0)
+    assert messages(events) == [
+        "Worker 1 (pid 1000) sent no heartbeat for 10s: its event loop is blocked; killing it"
+    ]
+    clock.advance(DUMP_GRACE)
+    assert old.signals == ["USR2", "KILL"]
+    with capture_log_events() as events:
+        old.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert messages(events) == []
+    clock.advance(3600.0)
+    assert len(clock.processes) == 2
+    assert new.signals == []  # (its set has no worker_timeout)
+    assert clock.getDelayedCalls() == []  # (the graceful deadline went with it)
+
+
+def test_a_silent_worker_during_a_stop_is_killed_and_not_replaced() -> None:
+    started, clock = running(2, worker_timeout=20.0)
+    first, second = clock.processes
+    stopped: list[object] = []
+    started.stopService().addCallback(stopped.append)
+    first.end()
+    with capture_log_events() as events:
+        clock.advance(20.0)
+    assert messages(events) == [
+        "Worker 2 (pid 1001) sent no heartbeat for 20s: its event loop is blocked; killing it"
+    ]
+    clock.advance(DUMP_GRACE)
+    assert second.signals == ["USR2", "KILL"]
+    second.dump(b"Thread 0x02 (most recent call first):\n")
+    with capture_log_events() as events:
+        second.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert [text.splitlines()[0] for text in messages(events)] == [
+        "Worker 2 (pid 1001) was stopped here (its threads' stacks):"
+    ]
+    assert stopped
+    assert len(clock.processes) == 2
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_silent_worker_before_the_first_start_served_is_started_again() -> None:
+    """It served (it was ready): its end is no failed start, which would stop the server."""
+    failed: list[str] = []
+    started, clock = supervisor(2, failed=failed, worker_timeout=5.0)
+    started.startService()
+    first, second = clock.processes
+    first.report({"ready": True})
+    clock.advance(5.0)
+    clock.advance(DUMP_GRACE)
+    assert first.signals == ["USR2", "KILL"]
+    first.end(ProcessTerminated(signal=signal.SIGKILL))
+    assert failed == []
+    clock.advance(FIRST_RESTART_DELAY)
+    assert clock.processes[-1].payload()["number"] == 1
+    assert second.signals == []
+
+
+def test_a_dump_is_logged_once_at_the_end_and_bounded() -> None:
+    _, clock = running(1, worker_timeout=5.0)
+    [worker] = clock.processes
+    with capture_log_events() as events:
+        for _ in range(DUMP_LIMIT // 1000 + 1):
+            worker.dump(b"x" * 999 + b"\n")
+        assert messages(events) == []  # (not before its end)
+        worker.end(ProcessTerminated(signal=signal.SIGKILL))
+        worker.dump(b"more")
+    dumps = [text for text in messages(events) if "was stopped here" in text]
+    kept = (b"x" * 999 + b"\n") * (DUMP_LIMIT // 1000 + 1)
+    assert dumps == [
+        "Worker 1 (pid 1000) was stopped here (its threads' stacks):\n"
+        + kept[:DUMP_LIMIT].decode().rstrip("\n")
+        + f"\n... ({len(kept) - DUMP_LIMIT} bytes more, not kept)"
+    ]
+    # What comes after the end is logged when the pipe closes.
+    with capture_log_events() as events:
+        worker.protocol.childConnectionLost(worker.payload()["dump_fd"])
+    assert messages(events) == ["Worker 1 (pid 1000) was stopped here (its threads' stacks):\nmore"]
+
+
+def test_a_worker_that_ends_without_a_dump_logs_none() -> None:
+    _, clock = running(1, worker_timeout=5.0)
+    with capture_log_events() as events:
+        clock.processes[0].end(ProcessTerminated(exitCode=1))
+        clock.processes[0].protocol.childConnectionLost(clock.processes[0].payload()["dump_fd"])
+    assert not any("was stopped here" in text for text in messages(events))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import io
 import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -15,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from twisted.internet import reactor as global_reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
@@ -27,7 +31,9 @@ from twisted.trial.unittest import TestCase
 from twistwsgi.shared_limits import SharedLimits
 from twistwsgi.testing import capture_log_events
 from twistwsgi.worker import (
+    HEARTBEAT_INTERVAL,
     REQUEST_COUNT_INTERVAL,
+    Heartbeat,
     InheritedEndpoint,
     MasterWatch,
     ReplacementWatch,
@@ -36,6 +42,7 @@ from twistwsgi.worker import (
     _shared_limits,
     request_limit,
     resident_memory,
+    take_dump_signal,
 )
 
 reactor: Any = global_reactor
@@ -523,3 +530,78 @@ def test_a_worker_without_a_seat_shares_the_rate_only() -> None:
         limits.close()
     finally:
         tables.close()
+
+
+def test_the_heartbeat_goes_from_the_event_loop_every_second() -> None:
+    """Any line would do for the master; this one guarantees one per interval."""
+    reports, clock = RecordedReports(), Clock()
+    Heartbeat(reports, clock, 30.0).start()
+    assert reports.sent == []  # (the readiness report was the first sign)
+    clock.advance(HEARTBEAT_INTERVAL - 0.01)
+    assert reports.sent == []
+    clock.advance(0.01)
+    assert reports.sent == [{"alive": True}]
+    for _ in range(5):
+        clock.advance(HEARTBEAT_INTERVAL)
+    assert reports.sent == [{"alive": True}] * 6
+
+
+def test_a_short_worker_timeout_gets_three_heartbeats_within_it() -> None:
+    reports, clock = RecordedReports(), Clock()
+    Heartbeat(reports, clock, 1.5).start()
+    for _ in range(3):
+        clock.advance(0.5)
+    assert reports.sent == [{"alive": True}] * 3
+
+
+def test_without_a_worker_timeout_no_heartbeat_is_sent() -> None:
+    reports, clock = RecordedReports(), Clock()
+    Heartbeat(reports, clock, 0.0).start()
+    assert clock.getDelayedCalls() == []
+    clock.advance(3600.0)
+    assert reports.sent == []
+
+
+def blocked_in_the_application() -> None:
+    """Where the dump below finds this thread (raise: handled before it returns)."""
+    signal.raise_signal(signal.SIGUSR2)
+
+
+def test_sigusr2_writes_every_threads_stack_to_the_dump_pipe() -> None:
+    """By faulthandler's own handler, which writes even while a thread holds the GIL,
+    in place of the application's (a Python handler, here).
+    """
+    dumped = ""
+    readable, writable = os.pipe()
+    os.set_inheritable(writable, True)  # (as dup2 leaves it in a worker)
+    # (Were it not taken, SIGUSR2 would end this process, not fail the test.)
+    previous = signal.signal(signal.SIGUSR2, lambda number, frame: None)
+    try:
+        take_dump_signal(writable, 30.0)
+        assert not os.get_inheritable(writable)
+        blocked_in_the_application()
+        os.set_blocking(readable, False)
+        with contextlib.suppress(BlockingIOError):
+            dumped = os.read(readable, 1 << 20).decode()
+    finally:
+        faulthandler.unregister(signal.SIGUSR2)
+        signal.signal(signal.SIGUSR2, previous)
+        os.close(readable)
+        os.close(writable)
+    assert "most recent call first" in dumped
+    assert "in blocked_in_the_application" in dumped
+
+
+def test_without_a_worker_timeout_sigusr2_is_the_applications() -> None:
+    # (typeshed says None: it returns whether a handler was registered)
+    unregister: Any = faulthandler.unregister
+    readable, writable = os.pipe()
+    try:
+        take_dump_signal(writable, 0.0)
+        with pytest.raises(OSError):
+            os.fstat(writable)  # (closed: not needed)
+        assert not unregister(signal.SIGUSR2)  # (never registered)
+    finally:
+        os.close(readable)
+    take_dump_signal(None, 30.0)  # (a master of an older release gives no pipe)
+    assert not unregister(signal.SIGUSR2)

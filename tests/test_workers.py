@@ -186,6 +186,57 @@ def test_a_worker_whose_event_loop_is_blocked_ends_once_the_master_is_killed(
         late.connect(str(socket_path))
 
 
+def test_a_worker_whose_event_loop_is_blocked_is_dumped_killed_and_replaced(
+    socket_path: Path,
+) -> None:
+    """--worker-timeout (gunicorn's --timeout): no heartbeat for that long, the master
+    logs its threads' stacks (the application's function among them), kills it and
+    starts another, which serves; the blocked request's client loses its connection.
+    """
+    server = Server(
+        *("--app", "tests.apps:blocks_on_path", "--listen", f"unix:{socket_path}"),
+        *("--workers", "1", "--threads", "0", "--worker-timeout", "2"),
+    )
+    try:
+        worker = started_workers(server, 1)[1]
+        server.wait_for("with 1 worker processes")
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(socket_path))
+        client.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for("blocking the event loop")
+        server.wait_for(
+            f"Worker 1 (pid {worker}) sent no heartbeat for 2s: its event loop is blocked;"
+            " killing it and starting another"
+        )
+        server.wait_for(f"Worker 1 (pid {worker}) was stopped here (its threads' stacks):")
+        server.wait_for("in _stuck_in_the_application")
+        server.wait_for(f"Worker 1 (pid {worker}) was killed after 2s without a heartbeat")
+        replacement = started_workers(server, 1)[1]
+        assert replacement != worker
+        server.wait_for("[twistwsgi.service#info worker 1] Ready: serving")
+        assert client.recv(1) == b""
+        client.close()
+        assert answered_by(socket_path)[0] == replacement
+    finally:
+        server.stop()
+
+
+def test_a_worker_whose_event_loop_runs_outlives_its_worker_timeout(socket_path: Path) -> None:
+    """Its heartbeat keeps it: it is still the one serving once it has served twice
+    its worker_timeout (max_worker_lifetime's report says when, on its own clock).
+    """
+    server = Server(
+        *("--app", "tests.apps:process", "--listen", f"unix:{socket_path}"),
+        *("--workers", "1", "--worker-timeout", "1", "--max-worker-lifetime", "2"),
+    )
+    try:
+        [first] = started_workers(server, 1).values()
+        server.wait_for(f"Worker 1 (pid {first}) has served for max_worker_lifetime (2s)")
+        assert not [line for line in server.seen if "heartbeat" in line]
+    finally:
+        assert server.stop() == 0
+
+
 def test_an_unimportable_app_is_one_line_and_exit_2_before_any_worker(
     socket_path: Path,
 ) -> None:

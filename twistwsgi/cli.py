@@ -1118,6 +1118,7 @@ def _supervisor(
         reactor=reactor,
         configuration=configuration,
         graceful_timeout=config.graceful_timeout,
+        worker_timeout=config.worker_timeout,
         on_start_error=_start_error_handler(options),
         on_failed_start=on_failed_start,
         metrics=metrics,
@@ -1152,6 +1153,7 @@ def _supervisor(
             accepted.graceful_timeout,
             text.decode("utf-8") if text is not None else None,
             accepted.workers or (1 if config.reload else None),
+            accepted.worker_timeout,
         )
 
     reactor.callWhenRunning(_on_reload_signals, reactor, reload, supervisor.reopen_access_log)

@@ -1899,6 +1899,22 @@ SETTINGS: tuple[Setting, ...] = (
         " for max_worker_memory. 0: for ever. Needs workers.",
     ),
     Setting(
+        "worker_timeout",
+        DURATION,
+        30.0,
+        "How long a worker process may go without a heartbeat before the master kills"
+        " and replaces it (gunicorn's --timeout). A worker's event loop sends one every"
+        " second (a third of this if shorter), so this catches a loop that is blocked:"
+        " an application call that never returns under threads = 0, a C extension"
+        " holding the GIL, a deadlock. The master first sends it SIGUSR2, which writes"
+        " the stacks of all its threads to the master's log, and kills it 1 s later;"
+        " its clients lose their connections. Threads stuck in the application are"
+        " app_timeout's. SIGUSR2 is taken for that dump in the workers (an"
+        " application's own handler is replaced). 0: never. Applied to the workers a"
+        " SIGHUP starts. No effect without workers (nothing watches a process serving"
+        " alone).",
+    ),
+    Setting(
         "thread_queue_timeout",
         DURATION,
         60.0,
@@ -3228,6 +3244,8 @@ class ServerConfig:
             replaced (0: no limit).
         max_worker_lifetime: seconds a worker serves before it is replaced (0: for
             ever).
+        worker_timeout: seconds a worker may go without a heartbeat before the
+            master kills it (0: never).
         thread_queue_timeout: seconds a request may wait for a worker thread (0: no
             limit).
         app_timeout: seconds an application may take to start its response (0: no
@@ -3271,6 +3289,7 @@ class ServerConfig:
     max_requests_jitter: int = 0
     max_worker_memory: int = 0
     max_worker_lifetime: float = 0.0
+    worker_timeout: float = 30.0
     thread_queue_timeout: float = 60.0
     app_timeout: float = 60.0
     metrics_listen: str | None = None
@@ -4303,6 +4322,7 @@ def build_config(
         max_requests_jitter=resolved["max_requests_jitter"],
         max_worker_memory=resolved["max_worker_memory"],
         max_worker_lifetime=resolved["max_worker_lifetime"],
+        worker_timeout=resolved["worker_timeout"],
         thread_queue_timeout=resolved["thread_queue_timeout"],
         app_timeout=resolved["app_timeout"],
         metrics_listen=resolved["metrics_listen"],

@@ -19,7 +19,7 @@ open in this process). Once every new worker serves, the old ones are told to st
 gracefully; if one of the new workers cannot start, the others are stopped and the
 old ones keep serving.
 
-Master and worker speak over two pipes besides the sockets:
+Master and worker speak over three pipes besides the sockets:
 
 * the control pipe (the worker's descriptor :data:`CONTROL_FD`, written by the
   master): one command per line (``stop``, ``stop-now``, ``keep``, ``reopen``).
@@ -32,7 +32,17 @@ Master and worker speak over two pipes besides the sockets:
   event, ``{"error": "..."}`` for the start-up error it exits with, ``{"recycle":
   N}`` once it has answered its ``--max-requests`` (N of them), with ``stuck``,
   ``memory`` and ``memory_limit``, or ``lifetime`` when stuck threads,
-  ``max_worker_memory`` or ``max_worker_lifetime`` are the reason instead.
+  ``max_worker_memory`` or ``max_worker_lifetime`` are the reason instead, and
+  ``{"alive": true}``, a heartbeat from the worker's event loop once it serves,
+  every second (a third of its ``worker_timeout`` if shorter; none without one). A
+  worker that has served and sends no line for its ``worker_timeout`` (its event
+  loop is blocked) is sent SIGUSR2, killed :data:`DUMP_GRACE` seconds later and
+  replaced as a worker that died (gunicorn's ``--timeout``).
+* the dump pipe (its descriptor follows the listeners and the shared limits; the
+  payload says which), read by the master: what the worker's ``faulthandler``
+  writes on SIGUSR2, the Python stack of each of its threads, written by C code
+  even while a thread holds the GIL. The master logs it once the process has
+  ended, as one event (its first :data:`DUMP_LIMIT` bytes).
 
 What a worker builds its configuration from (the options, the configuration file's
 text, ...) comes as one JSON document on its standard input, which then ends: the
@@ -140,6 +150,16 @@ PIPE_GRACE = 1.0
 #: Seconds a reload's new workers may take to serve (import the applications) before
 #: they are killed and the reload refused.
 RELOAD_TIMEOUT = 60.0
+#: Seconds between the SIGUSR2 that has a silent worker write its threads' stacks and
+#: the SIGKILL that ends it: faulthandler writes from its signal handler, at once.
+DUMP_GRACE = 1.0
+#: The most of a worker's stack dump that is kept for the log (the rest is counted).
+DUMP_LIMIT = 64 * 1024
+#: A worker_timeout timer that fires more than this many seconds after its time says
+#: that this process did not run meanwhile (the machine was suspended, the process
+#: stopped, the clock stepped): the workers' reports are still unread in their pipes,
+#: so the worker is given another period rather than killed for the master's silence.
+MASTER_LATE = 1.0
 
 
 #: The endpoints whose listening socket is the whole of what they do, so that a worker
@@ -227,6 +247,13 @@ class _Worker:
     stuck_not_before: float = 0.0
     #: Whether this process was started to replace one with stuck threads.
     replaces_stuck: bool = False
+    #: The worker_timeout this process was started with (0: not watched), and, from
+    #: its readiness to its end, the call that fires that long after its last
+    #: report line.
+    timeout: float = 0.0
+    silence: IDelayedCall | None = None
+    #: Whether it was killed for its silence.
+    timed_out: bool = False
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -238,28 +265,68 @@ class _WorkerProtocol(ProcessProtocol):
     exited, and the worker must still be replaced (and a stop not wait for it).
     Reports read after that (the old process's last log lines) are still logged,
     but say nothing about the worker's slot.
+
+    What arrives on the dump pipe (``dump_fd``) is kept, up to :data:`DUMP_LIMIT`
+    bytes, and logged as one event at the end (what comes after it, once that
+    pipe closes).
     """
 
     def __init__(
-        self, supervisor: Supervisor, worker: _Worker, clock: IReactorTime, seat: int | None
+        self,
+        supervisor: Supervisor,
+        worker: _Worker,
+        clock: IReactorTime,
+        seat: int | None,
+        dump_fd: int | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._worker = worker
         self._clock = clock
         #: The process's column in the shared conn_limit counts (see shared_limits).
         self.seat = seat
+        #: The process's id, kept for its dump (the slot's changes with a restart).
+        self.pid: int | None = None
         self._reports = b""
+        self._dump_fd = dump_fd
+        self._dump = bytearray()
+        self._dump_cut = 0
         self._exit: BaseException | None = None
         self._grace: IDelayedCall | None = None
         self.ended = False
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == self._dump_fd:
+            room = DUMP_LIMIT - len(self._dump)
+            self._dump += data[:room]
+            self._dump_cut += max(len(data) - room, 0)
+            return
         if childFD != REPORT_FD:
             return
         lines = (self._reports + data).split(b"\n")
         self._reports = lines.pop()
+        if lines and not self.ended:
+            self._supervisor._heard_from(self._worker)
         for line in lines:
             self._supervisor._report(self._worker, line, current=not self.ended)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == self._dump_fd and self.ended:
+            self._log_dump()  # (what came once the process's end was taken)
+
+    def _log_dump(self) -> None:
+        """Log the stacks the process wrote on the dump pipe, if any, once."""
+        if not self._dump and not self._dump_cut:
+            return
+        text = self._dump.decode("utf-8", "replace").rstrip("\n")
+        if self._dump_cut:
+            text += f"\n... ({self._dump_cut} bytes more, not kept)"
+        self._dump, self._dump_cut = bytearray(), 0
+        _log.error(
+            "Worker {number} (pid {pid}) was stopped here (its threads' stacks):\n{stacks}",
+            number=self._worker.number,
+            pid=self.pid,
+            stacks=text,
+        )
 
     def processExited(self, reason: Failure) -> None:
         self._exit = reason.value or ProcessDone(0)
@@ -277,6 +344,7 @@ class _WorkerProtocol(ProcessProtocol):
         if not self.ended:
             self.ended = True
             assert self._exit is not None
+            self._log_dump()
             # The process has exited: nothing of it counts requests in progress any
             # more (its seat is cleared before the seat is given to another).
             self._supervisor._free_seat(self.seat, self)
@@ -306,6 +374,9 @@ class Supervisor(Service):
             replaces the text.
         graceful_timeout: the workers' graceful timeout; a stopping worker still
             running :data:`KILL_GRACE` seconds past it is killed.
+        worker_timeout: seconds a worker that has served may go without a report
+            line (it sends a heartbeat every second) before it is sent SIGUSR2 (its
+            threads' stacks) and killed; 0: never.
         on_start_error: called with a one-line message when a listener cannot be
             bound; by default the :class:`ListenError` is raised.
         on_failed_start: called with a one-line message when a worker ends before
@@ -325,6 +396,7 @@ class Supervisor(Service):
         reactor: _ProcessReactor,
         configuration: Mapping[str, Any],
         graceful_timeout: float = 30.0,
+        worker_timeout: float = 0.0,
         on_start_error: Callable[[str], None] | None = None,
         on_failed_start: Callable[[str], None] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "twistwsgi.worker"),
@@ -336,13 +408,18 @@ class Supervisor(Service):
         self._reactor = reactor
         self._configuration = dict(configuration)
         self._graceful_timeout = graceful_timeout
+        self._worker_timeout = worker_timeout
         self._on_start_error = on_start_error
         self._on_failed_start = on_failed_start
         # A reload in progress: its new workers (by slot), what they were started
-        # with (configuration, graceful timeout), when it is given up, and what
-        # waits for it.
+        # with (configuration, graceful timeout, worker timeout), when it is given
+        # up, and what waits for it.
         self._incoming: dict[int, _Worker] | None = None
-        self._incoming_with: tuple[dict[str, Any], float] = (self._configuration, graceful_timeout)
+        self._incoming_with: tuple[dict[str, Any], float, float] = (
+            self._configuration,
+            graceful_timeout,
+            worker_timeout,
+        )
         self._reload_deadline: IDelayedCall | None = None
         self._reloading: Deferred[None] | None = None
         # Old workers told to stop, until they end.
@@ -459,18 +536,25 @@ class Supervisor(Service):
     def _spawn(self, worker: _Worker) -> None:
         """Start the process of ``worker``'s slot; if that fails, try again later."""
         try:
-            self._start_process(worker, self._configuration, self._graceful_timeout)
+            self._start_process(
+                worker, self._configuration, self._graceful_timeout, self._worker_timeout
+            )
         except OSError as error:  # fork failed: out of memory, or a process limit
             _log.error("Cannot start worker {number}: {error}", number=worker.number, error=error)
             self._restart_later(worker)
 
     def _start_process(
-        self, worker: _Worker, configuration: Mapping[str, Any], graceful_timeout: float
+        self,
+        worker: _Worker,
+        configuration: Mapping[str, Any],
+        graceful_timeout: float,
+        worker_timeout: float,
     ) -> None:
-        """Start ``worker``'s process, with the listening sockets and the two pipes.
+        """Start ``worker``'s process, with the listening sockets and the three pipes.
 
         ``graceful_timeout`` is the one it will be stopped with: a worker that
         outlives this process by more than that and :data:`KILL_GRACE` ends itself.
+        ``worker_timeout`` is how long it may go without a report once it serves.
 
         Raises:
             OSError: the process could not be started.
@@ -479,6 +563,8 @@ class Supervisor(Service):
         worker.ready = False
         worker.error = None
         worker.started = self._reactor.seconds()
+        worker.timeout = worker_timeout
+        worker.timed_out = False
         # A new process: what held back its predecessor's replacement is not its.
         worker.recycle_failures = 0
         worker.recycle_not_before = worker.stuck_not_before = 0.0
@@ -492,7 +578,11 @@ class Supervisor(Service):
             limits = (FIRST_LISTENER_FD + len(self.ports), self._take_seat())
             child_fds[limits[0]] = self.shared_limits.fd
         seat = limits[1] if limits is not None else None
-        protocol = _WorkerProtocol(self, worker, self._reactor, seat)
+        # After the listeners and the limits: those keep their places, where a
+        # worker of another release (twistwsgi upgraded under this master) looks.
+        dump_fd = max(child_fds) + 1
+        child_fds[dump_fd] = "r"
+        protocol = _WorkerProtocol(self, worker, self._reactor, seat, dump_fd)
         try:
             process = self._reactor.spawnProcess(
                 protocol,
@@ -507,9 +597,14 @@ class Supervisor(Service):
         if limits is not None and seat is None:
             self._seatless.append(protocol)
         worker.process = process
-        worker.pid = process.pid
+        worker.pid = protocol.pid = process.pid
         payload = self._payload(
-            worker.number, configuration, limits, orphan_allowance=graceful_timeout + KILL_GRACE
+            worker.number,
+            configuration,
+            limits,
+            orphan_allowance=graceful_timeout + KILL_GRACE,
+            worker_timeout=worker_timeout,
+            dump_fd=dump_fd,
         )
         process.writeToChild(0, payload)
         process.closeChildFD(0)
@@ -563,12 +658,16 @@ class Supervisor(Service):
         limits: tuple[int, int | None] | None = None,
         *,
         orphan_allowance: float,
+        worker_timeout: float,
+        dump_fd: int,
     ) -> bytes:
         """What worker ``number`` reads on its standard input.
 
         ``limits``: the descriptor of the shared limits and the process's seat.
         ``orphan_allowance``: how long the worker may outlive this process (see
-        :class:`twistwsgi.worker.MasterWatch`).
+        :class:`twistwsgi.worker.MasterWatch`). ``worker_timeout``: how often it
+        must send a report (see :class:`twistwsgi.worker.Heartbeat`), and
+        ``dump_fd`` where its stack dump goes.
         """
         payload = {
             **configuration,
@@ -579,6 +678,8 @@ class Supervisor(Service):
             "sys_path": sys.path,
             "master_pid": os.getpid(),
             "orphan_allowance": orphan_allowance,
+            "worker_timeout": worker_timeout,
+            "dump_fd": dump_fd,
         }
         return json.dumps(payload).encode("utf-8")
 
@@ -604,6 +705,7 @@ class Supervisor(Service):
             worker.error = report["error"]
         if report.get("ready") is True and not worker.ready:
             worker.ready = True
+            self._watch(worker)
             if self._is_incoming(worker):
                 self._take_over_if_all_ready()
             elif self._successors.get(worker.number) is worker:
@@ -634,6 +736,49 @@ class Supervisor(Service):
                 self._recycle(worker, answered, lifetime=lifetime)
             else:
                 self._recycle(worker, answered)
+
+    def _watch(self, worker: _Worker) -> None:
+        """From now on, ``worker`` that goes ``worker.timeout`` without a report is killed."""
+        if worker.timeout > 0 and worker.process is not None:
+            worker.silence = self._reactor.callLater(worker.timeout, self._silent, worker)
+
+    def _heard_from(self, worker: _Worker) -> None:
+        """``worker`` sent a report line: its event loop runs (see :meth:`_watch`)."""
+        if worker.silence is not None and worker.silence.active():
+            worker.silence.reset(worker.timeout)
+
+    def _silent(self, worker: _Worker) -> None:
+        """``worker`` sent nothing for its worker_timeout: dump its stacks, kill it.
+
+        Its end is then taken as that of any worker that died after serving. One
+        that has exited meanwhile (its pipes held open, see :data:`PIPE_GRACE`) is
+        left to that end.
+        """
+        call, worker.silence = worker.silence, None
+        if worker.process is None:
+            return
+        if call is not None and self._reactor.seconds() - call.getTime() > MASTER_LATE:
+            self._watch(worker)  # (this process did not run: see MASTER_LATE)
+            return
+        try:
+            # faulthandler's handler in the worker writes every thread's stack to the
+            # dump pipe (logged at its end); it returns, and the process runs on.
+            # (Twisted takes the names of five signals only; the number for others.)
+            worker.process.signalProcess(signal.SIGUSR2)
+        except ProcessExitedAlready:
+            return
+        worker.timed_out = True
+        replaced = self._stopping is None and self._workers.get(worker.number) is worker
+        _log.error(
+            "Worker {number} (pid {pid}) sent no heartbeat for {timeout:g}s: its event"
+            " loop is blocked; killing it{and_then}",
+            number=worker.number,
+            pid=worker.pid,
+            timeout=worker.timeout,
+            and_then=" and starting another" if replaced else "",
+        )
+        _cancel(worker.deadline)
+        worker.deadline = self._reactor.callLater(DUMP_GRACE, self._kill, worker)
 
     def _recycle(
         self,
@@ -711,7 +856,9 @@ class Supervisor(Service):
         successor = self._successors[number] = _Worker(number, 0.0)
         successor.replaces_stuck = stuck is not None
         try:
-            self._start_process(successor, self._configuration, self._graceful_timeout)
+            self._start_process(
+                successor, self._configuration, self._graceful_timeout, self._worker_timeout
+            )
         except OSError as error:
             del self._successors[number]
             self._recycle_failed(worker, f"cannot start a process: {error}")
@@ -854,11 +1001,12 @@ class Supervisor(Service):
         """
         pid = worker.pid
         worker.process = None
+        _cancel(worker.silence)
+        _cancel(worker.deadline)  # (a retiring worker's, or the kill after a dump)
+        worker.silence = worker.deadline = None
         retired = worker in self._retiring
         if retired:
             self._retiring.remove(worker)
-            _cancel(worker.deadline)
-            worker.deadline = None
         if self._stopping is not None:
             if not self._everyone():
                 ended, self._ended_all = self._ended_all, None
@@ -867,7 +1015,10 @@ class Supervisor(Service):
             return
         if retired:
             return
-        how = worker.error or _how_it_ended(reason)
+        if worker.timed_out:
+            how = f"was killed after {worker.timeout:g}s without a heartbeat"
+        else:
+            how = worker.error or _how_it_ended(reason)
         if self._successors.get(worker.number) is worker:
             del self._successors[worker.number]
             serving = self._workers.get(worker.number)
@@ -880,9 +1031,10 @@ class Supervisor(Service):
             return
         if self._workers.get(worker.number) is not worker:
             return  # (an old worker a reload replaced)
-        if not self._announced:
+        if not self._announced and not worker.timed_out:
             # The first start has not served yet: a worker that ends now would be
             # started again for ever while clients wait on a socket nobody serves.
+            # (One killed for its silence served: it is started again.)
             message = f"worker {worker.number} (pid {pid}) could not start: {how}"
             if self._on_failed_start is None:
                 _log.error("Stopping: {message}", message=message)
@@ -915,12 +1067,17 @@ class Supervisor(Service):
                     worker.process.writeToChild(CONTROL_FD, command + b"\n")
 
     def reload(
-        self, graceful_timeout: float, content: str | None, workers: int | None = None
+        self,
+        graceful_timeout: float,
+        content: str | None,
+        workers: int | None = None,
+        worker_timeout: float | None = None,
     ) -> Deferred[None]:
         """Replace every worker by a new one built from the configuration ``content``.
 
         SIGHUP's work, given the configuration file's new text (already validated
-        here) and the number of workers it asks for (default: as many as now). The
+        here), the number of workers it asks for (default: as many as now) and its
+        worker_timeout (default: the one in force), which the new workers get. The
         workers reopen their access logs and read their certificates again at once
         (logrotate's and certbot's SIGHUP must not wait for a slow start). Then a
         new set of workers starts beside them, importing the applications afresh
@@ -945,11 +1102,17 @@ class Supervisor(Service):
         else:
             _log.info("Reload: a newer one replaces the reload in progress")
             self._drop_incoming()
-        self._start_new_workers(graceful_timeout, content, workers)
+        if worker_timeout is None:
+            worker_timeout = self._worker_timeout
+        self._start_new_workers(graceful_timeout, content, workers, worker_timeout)
         return reloading
 
     def _start_new_workers(
-        self, graceful_timeout: float, content: str | None, workers: int | None
+        self,
+        graceful_timeout: float,
+        content: str | None,
+        workers: int | None,
+        worker_timeout: float,
     ) -> None:
         """Start a reload's new workers with the configuration file's text ``content``.
 
@@ -961,7 +1124,7 @@ class Supervisor(Service):
         self._incoming = incoming = {}
         configuration = {**self._configuration, "config_content": content}
         configuration.update(pinned_directories(configuration))
-        self._incoming_with = (configuration, graceful_timeout)
+        self._incoming_with = (configuration, graceful_timeout, worker_timeout)
         self._reload_deadline = self._reactor.callLater(RELOAD_TIMEOUT, self._reload_timed_out)
         count = workers or self._count
         _log.info(
@@ -984,7 +1147,7 @@ class Supervisor(Service):
         old, old_timeout = self._workers, self._graceful_timeout
         self._workers, self._incoming = incoming, None
         self._stuck_replacements = {}  # (a new set, new code: no strikes of the old)
-        self._configuration, self._graceful_timeout = self._incoming_with
+        self._configuration, self._graceful_timeout, self._worker_timeout = self._incoming_with
         self._count = len(incoming)
         # Replacements for --max-requests were of the old set.
         successors, self._successors = list(self._successors.values()), {}

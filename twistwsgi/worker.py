@@ -7,9 +7,12 @@ listening sockets it inherited (wrapping TLS ones with the endpoint's certificat
 and serves exactly as a single-process server does: the same signals (SIGTERM and
 SIGINT stop it gracefully, a second one at once; SIGHUP reloads; SIGUSR1 reopens the
 access log), plus the same commands from the master over the control pipe. Its log
-events go to the master over the report pipe. It stops when the master is gone: on
-the end of the control pipe, or by :class:`MasterWatch`'s thread when its event
-loop cannot read that.
+events go to the master over the report pipe, and with a ``worker_timeout`` a
+heartbeat from its event loop (:class:`Heartbeat`); SIGUSR2 then writes the stacks
+of its threads to the dump pipe (the master sends it to a worker whose heartbeat
+stopped, before it kills it). It stops when the master is gone: on the end of the
+control pipe, or by :class:`MasterWatch`'s thread when its event loop cannot read
+that.
 
 With ``--check`` it only builds the configuration and the mounts (importing the
 applications) and exits: 0, or 2 with one line on stderr, which the master shows as
@@ -22,6 +25,7 @@ Like :mod:`twistwsgi.cli`, this module installs and runs the global reactor (in
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import random
@@ -60,7 +64,7 @@ from twistwsgi.supervisor import (
 )
 from twistwsgi.wsgi import stuck_threads
 
-__all__ = ["InheritedEndpoint", "MasterWatch", "ReportPipe", "main"]
+__all__ = ["Heartbeat", "InheritedEndpoint", "MasterWatch", "ReportPipe", "main"]
 
 _log = Logger(namespace="twistwsgi.worker")
 
@@ -374,6 +378,60 @@ class ReplacementWatch:
         lifetime = self._lifetime
         if lifetime is not None and self._monotonic() - self._started >= lifetime:
             self._reports.send({"recycle": answered, "lifetime": lifetime})
+
+
+#: Seconds between two heartbeats of a worker to its master, at most (a third of the
+#: worker_timeout if that is shorter).
+HEARTBEAT_INTERVAL = 1.0
+
+
+def heartbeat_interval(worker_timeout: float) -> float:
+    """Seconds between two heartbeats: three or more are sent within ``worker_timeout``."""
+    return min(HEARTBEAT_INTERVAL, worker_timeout / 3)
+
+
+class Heartbeat:
+    """Sends ``{"alive": true}`` to the master from the event loop, at each interval.
+
+    Only the event loop sends it, so its absence tells the master that the loop is
+    blocked (an application call that never returns under ``--threads 0``, a C call
+    holding the GIL, a deadlock): past ``worker_timeout`` seconds without any report
+    line, the master dumps this worker's stacks (SIGUSR2) and kills it. With a
+    ``worker_timeout`` of 0 nothing is sent.
+    """
+
+    def __init__(self, reports: ReportPipe, clock: IReactorTime, worker_timeout: float) -> None:
+        self._worker_timeout = worker_timeout
+        self._loop = LoopingCall(reports.send, {"alive": True})
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        """Beat from now on (the report that this worker serves was the first sign)."""
+        if self._worker_timeout <= 0:
+            return
+        self._loop.start(heartbeat_interval(self._worker_timeout), now=False).addErrback(
+            lambda failure: _log.failure("Cannot send the heartbeat", failure)
+        )
+
+
+def take_dump_signal(dump_fd: int | None, worker_timeout: float) -> None:
+    """Have SIGUSR2 write every thread's Python stack to ``dump_fd``, for the master.
+
+    faulthandler's handler is C code: it writes even while the thread that blocks
+    the event loop holds the GIL, where a Python handler would never run. Called
+    once the applications are imported, so it replaces a handler of theirs. Without
+    a ``worker_timeout`` (or a master that gave no dump pipe) SIGUSR2 is left alone,
+    and the pipe closed.
+    """
+    if dump_fd is None:
+        return
+    if worker_timeout <= 0:
+        os.close(dump_fd)
+        return
+    # Not inherited by the programs the application runs: the master reads the
+    # pipe to its end, which one of those would hold back.
+    os.set_inheritable(dump_fd, False)
+    faulthandler.register(signal.SIGUSR2, file=dump_fd, all_threads=True, chain=False)
 
 
 #: Seconds between two looks of a worker's :class:`MasterWatch` at its parent process.
@@ -705,7 +763,11 @@ def main(arguments: list[str] | None = None) -> None:
     )
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     cli.serve_in_this_process(reactor, service, options, endpoints)
+    # (A master of an older release gives neither.)
+    worker_timeout = float(payload.get("worker_timeout") or 0.0)
     reactor.callWhenRunning(reports.send, {"ready": True})
+    reactor.callWhenRunning(Heartbeat(reports, reactor, worker_timeout).start)
+    take_dump_signal(payload.get("dump_fd"), worker_timeout)
     reactor.run()
 
 
