@@ -221,6 +221,39 @@ def test_a_worker_whose_event_loop_is_blocked_is_dumped_killed_and_replaced(
         server.stop()
 
 
+def test_a_reload_starts_its_workers_with_its_worker_timeout(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    config = tmp_path / "site.toml"
+
+    def write(worker_timeout: str) -> None:
+        config.write_text(
+            f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 1\nthreads = 0\n'
+            f"worker_timeout = {worker_timeout}\n"
+            f'[[host]]\nnames = ["x"]\ndefault = true\n'
+            f'[[host.mount]]\npath = "/"\napp = "tests.apps:blocks_on_path"\n'
+        )
+
+    write("0")
+    server = Server("--config", "site.toml", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    try:
+        old = started_workers(server, 1)[1]
+        server.wait_for("with 1 worker processes")
+        write('"1s"')
+        server.process.send_signal(signal.SIGHUP)
+        new = started_workers(server, 1)[1]
+        server.wait_for("Reloaded: 1 new worker process(es) serve")
+        wait_until_ended(old)  # (the new worker takes every connection from then on)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(socket_path))
+        client.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for(f"Worker 1 (pid {new}) sent no heartbeat for 1s")
+        assert client.recv(1) == b""
+        client.close()
+    finally:
+        server.stop()
+
+
 def test_a_worker_whose_event_loop_runs_outlives_its_worker_timeout(socket_path: Path) -> None:
     """Its heartbeat keeps it: it is still the one serving once it has served twice
     its worker_timeout (max_worker_lifetime's report says when, on its own clock).
