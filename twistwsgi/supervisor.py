@@ -35,8 +35,9 @@ Master and worker speak over three pipes besides the sockets:
   ``max_worker_memory`` or ``max_worker_lifetime`` are the reason instead, and
   ``{"alive": true}``, a heartbeat from the worker's event loop once it serves,
   every second (a third of its ``worker_timeout`` if shorter; none without one). A
-  worker that has served and sends no line for its ``worker_timeout`` (its event
-  loop is blocked) is sent SIGUSR2, killed :data:`DUMP_GRACE` seconds later and
+  worker that has served and whose event loop sends no report (log events, which
+  any thread writes, do not count) for its ``worker_timeout`` (the loop is
+  blocked) is sent SIGUSR2, killed :data:`DUMP_GRACE` seconds later and
   replaced as a worker that died (gunicorn's ``--timeout``).
 * the dump pipe (its descriptor follows the listeners and the shared limits; the
   payload says which), read by the master: what the worker's ``faulthandler``
@@ -248,8 +249,8 @@ class _Worker:
     #: Whether this process was started to replace one with stuck threads.
     replaces_stuck: bool = False
     #: The worker_timeout this process was started with (0: not watched), and, from
-    #: its readiness to its end, the call that fires that long after its last
-    #: report line.
+    #: its readiness to its end, the call that fires that long after the last
+    #: report its event loop sent.
     timeout: float = 0.0
     silence: IDelayedCall | None = None
     #: Whether it was killed for its silence.
@@ -304,8 +305,6 @@ class _WorkerProtocol(ProcessProtocol):
             return
         lines = (self._reports + data).split(b"\n")
         self._reports = lines.pop()
-        if lines and not self.ended:
-            self._supervisor._heard_from(self._worker)
         for line in lines:
             self._supervisor._report(self._worker, line, current=not self.ended)
 
@@ -375,7 +374,7 @@ class Supervisor(Service):
         graceful_timeout: the workers' graceful timeout; a stopping worker still
             running :data:`KILL_GRACE` seconds past it is killed.
         worker_timeout: seconds a worker that has served may go without a report
-            line (it sends a heartbeat every second) before it is sent SIGUSR2 (its
+            from its event loop (a heartbeat every second) before it is sent SIGUSR2 (its
             threads' stacks) and killed; 0: never.
         on_start_error: called with a one-line message when a listener cannot be
             bound; by default the :class:`ListenError` is raised.
@@ -701,6 +700,11 @@ class Supervisor(Service):
             self._relay(worker, event)
         if not current:
             return
+        if event is None:
+            # Every report but a log event comes from the worker's event loop (the
+            # heartbeat, metrics, readiness, a replacement's reason); a log event may
+            # come from any of its threads, which log on while the loop is blocked.
+            self._heard_from(worker)
         if isinstance(report.get("error"), str):
             worker.error = report["error"]
         if report.get("ready") is True and not worker.ready:
@@ -743,7 +747,7 @@ class Supervisor(Service):
             worker.silence = self._reactor.callLater(worker.timeout, self._silent, worker)
 
     def _heard_from(self, worker: _Worker) -> None:
-        """``worker`` sent a report line: its event loop runs (see :meth:`_watch`)."""
+        """``worker``'s event loop sent a report: it runs (see :meth:`_watch`)."""
         if worker.silence is not None and worker.silence.active():
             worker.silence.reset(worker.timeout)
 

@@ -395,9 +395,10 @@ class Heartbeat:
 
     Only the event loop sends it, so its absence tells the master that the loop is
     blocked (an application call that never returns under ``--threads 0``, a C call
-    holding the GIL, a deadlock): past ``worker_timeout`` seconds without any report
-    line, the master dumps this worker's stacks (SIGUSR2) and kills it. With a
-    ``worker_timeout`` of 0 nothing is sent.
+    holding the GIL, a deadlock): past ``worker_timeout`` seconds without a report
+    from the loop (log events, which any thread sends, do not count), the master
+    dumps this worker's stacks (SIGUSR2) and kills it. With a ``worker_timeout`` of 0
+    nothing is sent.
     """
 
     def __init__(self, reports: ReportPipe, clock: IReactorTime, worker_timeout: float) -> None:
