@@ -5002,3 +5002,55 @@ def test_no_upstream_answer_becomes_another_response(case: tuple[bytes, list[byt
         if receiver.our_state is h11.MUST_CLOSE or receiver.their_state is h11.MUST_CLOSE:
             return
         receiver.start_next_cycle()
+
+
+_REPEATED_HEAD = (
+    b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+    b"Connection: keep-alive\r\n\r\n"
+)
+
+
+def test_a_repeated_upstream_answer_is_relayed_whole_each_time() -> None:
+    """An upstream answering the same head each time (the client connection remembers
+    it rather than parse it again): each client response has its own body and the
+    upstream's fields; a HEAD request answered with the same bytes ends at its head,
+    the bytes after it dropped with the upstream connection (RFC 9110 9.3.2).
+    """
+    setup = make_proxy()
+    client = setup.client()
+    upstream = None
+    for target, body in ((b"/a", b"first"), (b"/b", b"other"), (b"/c", b"third")):
+        get(client, target)
+        upstream = setup.endpoint().last
+        upstream.respond(_REPEATED_HEAD + body)
+        response = one_response(client)
+        assert (response.status, response.body) == (200, body)
+        assert response.header_values(b"content-type") == [b"text/plain"]
+        assert response.header_values(b"content-length") == [b"5"]
+    assert setup.endpoint().connections == [upstream]
+    assert upstream is not None
+    client.send(b"HEAD /d HTTP/1.1\r\nHost: x\r\n\r\n")
+    with capture_log_events() as events:
+        upstream.respond(_REPEATED_HEAD + b"extra")
+    response = one_response(client, b"HEAD")
+    assert (response.status, response.body) == (200, b"")
+    assert upstream.closed()
+    assert any("after the end of its response" in formatEvent(e) for e in events)
+
+
+def test_a_repeated_205_with_content_is_named_each_time() -> None:
+    """The same 205 with content, again and again on one upstream connection: each is
+    relayed without it, and each is warned about.
+    """
+    setup = make_proxy()
+    client = setup.client()
+    with capture_log_events() as events:
+        for _ in range(3):
+            get(client, b"/form")
+            setup.endpoint().last.respond(_RESET_CONTENT_HEAD + b"EVILEVIL")
+            response = one_response(client)
+            assert (response.status, response.body) == (205, b"")
+    problems = [e for e in events if e["log_level"] >= LogLevel.warn]
+    assert len(problems) == 3
+    assert all("205" in formatEvent(e) for e in problems)
+    assert len(setup.endpoint().connections) == 1

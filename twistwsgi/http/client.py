@@ -19,6 +19,10 @@ What the connection owns:
   :class:`ResponseHandler` after the parser returns, never from inside a parser
   callback: a handler may then abort or reuse the connection safely, and a small
   response is handed over with its whole body in one call (one write to the client).
+* **A repeated head.** A plain response (HTTP/1.1, Content-Length framed, whole in
+  one read) is remembered with what its parse decided; the next response of the
+  connection whose first read is the same head and its Content-Length in bytes is
+  taken without the parser, with the same effects (:meth:`ClientConnection._remember_head`).
 * **Timeouts** (0 turns one off), with one lazily re-armed timer per connection
   (moving a deadline later costs nothing): the response head must come within
   ``response_timeout`` of the request being sent whole; while the upstream stops
@@ -51,7 +55,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import httptools
 from twisted.internet.defer import Deferred, fail, succeed
@@ -247,6 +251,28 @@ _UNREAD_BYTES: Final = _Unread.BYTES
 _UNREAD_CLOSE: Final = _Unread.CLOSE
 
 
+class _RepeatedHead(NamedTuple):
+    """The head of a plain response, and what parsing it decided (see ``_remember_head``).
+
+    (A named tuple: one is made per parsed plain response, at a third of the cost of
+    a frozen dataclass.)
+
+    Attributes:
+        head: its bytes, status line to the empty line that ends the field section.
+        size: the bytes of the whole response: the head and its Content-Length.
+        status: its status code.
+        reason: its reason phrase, as ``on_headers_complete`` left it.
+        headers: its fields, as ``on_header`` collected them (each response gets a
+            list of its own: a handler may keep or change it).
+    """
+
+    head: bytes
+    size: int
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
 class _StopAtHeadError(Exception):
     """Raised from ``on_headers_complete`` to stop parsing after a HEAD response's head."""
 
@@ -342,6 +368,10 @@ class ClientConnection(TwistedProtocol):
         self._chunked = False
         self._upgrade = False
         self._request_done = True
+        # The last plain response whose head a byte-identical one may reuse, and its
+        # size (-1: none), which a read must have first (see _remember_head).
+        self._repeated: _RepeatedHead | None = None
+        self._repeated_size = -1
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -748,9 +778,21 @@ class ClientConnection(TwistedProtocol):
             # An idle connection has nothing to say: bytes now mean it is unusable.
             self.abort()
             return
+        first_read = not self._received
+        if (
+            first_read
+            and len(data) == self._repeated_size
+            and self._request_done
+            and not self._head_only
+            and not self._upgrade
+        ):
+            repeated = self._repeated
+            if repeated is not None and data.startswith(repeated.head):
+                self._reuse_head(handler, repeated, data)
+                return
         head_ready = self._head_ready
         if not head_ready:
-            if not self._received:
+            if first_read:
                 # The response's first bytes (the parser is at the start of a message).
                 self._starts_http11 = data.startswith(_HTTP11_STATUS_LINE)
             self._head_bytes += len(data)
@@ -787,6 +829,10 @@ class ClientConnection(TwistedProtocol):
                 self._fail(ErrorKind.PROTOCOL, detail)
                 return
             self._discard_excess()
+        else:
+            if first_read and self._complete and self._keep_alive:
+                # (Before the handler sees the fields, which it may change.)
+                self._remember_head(data)
         if self._interim_pending is not None and not self._deliver_interim(handler):
             return  # the handler gave up on the response
         if not self._head_sent:
@@ -809,15 +855,7 @@ class ClientConnection(TwistedProtocol):
         body = self._body
         if self._complete:
             self._body = []
-            if self._keep_alive and len(data) >= self._full_read:
-                # A read as large as the transport takes may have left more in the
-                # socket: what follows a complete response there is not for the next.
-                unread = self._peek()
-                if unread is _UNREAD_BYTES:
-                    self._discard_excess()
-                elif unread is _UNREAD_CLOSE:
-                    self._keep_alive = False
-            self._response_complete(handler, body[0] if len(body) == 1 else b"".join(body))
+            self._response_read(handler, len(data), body[0] if len(body) == 1 else b"".join(body))
             return
         if head_ready and not body:
             # Reads with no body byte in them: chunk framing, or the trailer section,
@@ -835,6 +873,94 @@ class ClientConnection(TwistedProtocol):
             if self._deadline_kind is _DEADLINE_BODY and not self._read_paused:
                 self._deadline = self._clock.seconds() + self._settings.idle_timeout
             handler.response_data(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def _response_read(self, handler: ResponseHandler, read_size: int, body: bytes) -> None:
+        """The read of ``read_size`` bytes ended the response: see what follows, then end it."""
+        if self._keep_alive and read_size >= self._full_read:
+            # A read as large as the transport takes may have left more in the
+            # socket: what follows a complete response there is not for the next.
+            unread = self._peek()
+            if unread is _UNREAD_BYTES:
+                self._discard_excess()
+            elif unread is _UNREAD_CLOSE:
+                self._keep_alive = False
+        self._response_complete(handler, body)
+
+    def _remember_head(self, data: bytes) -> None:
+        """Keep the head of a plain response that ``data``, the first read, held whole.
+
+        An upstream that answers fast mostly answers the same head each time; llhttp
+        would parse it again (a callback per field, ~1.4 us of a proxied request).
+        The next response of this connection whose first read is this head and as
+        many bytes more as this one's Content-Length reuses what the parse decided
+        (:meth:`_reuse_head`). A head decides its framing alone for a response to a
+        request that is not HEAD and asks no upgrade (RFC 9112 6.3): llhttp, at
+        the start of a message on both occasions (after a complete one, or new),
+        would decide the same again, and reach the end of the message at the end of
+        that read again. Only the plainest responses are kept:
+
+        * HTTP/1.1 from the first byte, kept alive, with no interim head before it;
+        * framed by Content-Length alone (RFC 9112 6.3, item 6): no Transfer-Encoding,
+          not a 204 or 304 (which end at their head whatever their fields say, item
+          1), and complete in this read, which a response to be read until the close
+          (item 8) is not;
+        * a response to a request sent whole (not an early response);
+        * nothing but the response in the read (llhttp skips empty lines after a
+          message; they would not be part of the size).
+
+        Per connection, not per pool: the memo needs no sharing rule, and goes with
+        the connection; a new one parses its first response, once.
+
+        (Some conditions follow from others: chunk framing or an interim head would
+        fail the size check, an HTTP/1.0 response is never kept alive, a HEAD
+        response stops the parse before this is asked. Each is said outright, so
+        the rule reads whole here.)
+        """
+        if (
+            self._codings is not None
+            or self._interim_heads
+            or not self._starts_http11
+            or self._head_only
+            or self._upgrade
+            or not self._request_done
+            or self._status in (204, 304)
+        ):
+            return
+        body = self._body
+        body_size = len(body[0]) if len(body) == 1 else sum(map(len, body))
+        # The head ends at its first empty line (field lines hold no bare CR or LF:
+        # llhttp refuses them, and obs-fold).
+        head_size = data.find(_CRLFCRLF) + len(_CRLFCRLF)
+        size = len(data)
+        if head_size + body_size != size:
+            return
+        self._repeated = _RepeatedHead(
+            data[:head_size], size, self._status, self._reason, tuple(self._headers)
+        )
+        self._repeated_size = size
+
+    def _reuse_head(self, handler: ResponseHandler, repeated: _RepeatedHead, data: bytes) -> None:
+        """Take ``data``, the remembered head and its body whole, as the parse would.
+
+        The parser is not fed: it stays at the start of a message, where it would
+        be after this response too. Every effect of the parsed path for this read
+        happens here, in the same order.
+        """
+        self._starts_http11 = True
+        self._head_bytes += len(data)
+        self._received = True
+        self._status = status = repeated.status
+        self._reason = reason = repeated.reason
+        self._headers = headers = list(repeated.headers)
+        self._keep_alive = True
+        self._in_body = True
+        self._head_ready = True
+        self._complete = True
+        self._head_sent = True
+        handler.response_head(status, reason, headers)
+        if self._handler is not handler:
+            return  # the handler gave up on the response
+        self._response_read(handler, len(data), data[len(repeated.head) :])
 
     def _deliver_interim(self, handler: ResponseHandler) -> bool:
         """Hand over the interim heads parsed in this read; False if the handler gave up."""
