@@ -1154,63 +1154,71 @@ def exchanges(response: bytes, count: int) -> list[Step]:
     return [step for _ in range(count) for step in (GET_, response)]
 
 
+#: A response, and another as long (whose head is then remembered).
+PRIMED = exchanges(REPEATED, 2)
+
+
 REMEMBERED_HEAD_SCRIPTS: dict[str, tuple[list[Step], int]] = {
     # (script, responses taken from the remembered head)
-    "repeated": ([GET_, REPEATED, GET_, REPEATED, GET_, REPEATED], 2),
+    "repeated": ([*PRIMED, GET_, REPEATED, GET_, REPEATED], 2),
     "one byte short, then the rest": (
-        [GET_, REPEATED, GET_, REPEATED[:-1], REPEATED[-1:], GET_, REPEATED],
+        [*PRIMED, GET_, REPEATED[:-1], REPEATED[-1:], GET_, REPEATED],
         1,
     ),
-    "one byte more": ([GET_, REPEATED, GET_, REPEATED + b"!"], 0),
-    "a second response pipelined after the body": ([GET_, REPEATED, GET_, REPEATED * 2], 0),
+    "one byte more": ([*PRIMED, GET_, REPEATED + b"!"], 0),
+    "a second response pipelined after the body": ([*PRIMED, GET_, REPEATED * 2], 0),
     "a byte of a field value differs": (
-        [GET_, REPEATED, GET_, ONE_BYTE_OFF, GET_, ONE_BYTE_OFF, GET_, REPEATED],
-        1,
+        [*PRIMED, GET_, ONE_BYTE_OFF, GET_, ONE_BYTE_OFF, GET_, REPEATED],
+        0,
     ),
-    "Connection: close, as long in all": ([GET_, REPEATED, GET_, CLOSING, GET_], 0),
-    "a HEAD request answered with the same bytes": ([GET_, REPEATED, HEAD_, REPEATED], 0),
+    "another head as long, then the same again and again": (
+        [*PRIMED, *exchanges(ONE_BYTE_OFF, 20)],
+        3,
+    ),
+    "Connection: close, as long in all": ([*PRIMED, GET_, CLOSING, GET_], 0),
+    "a HEAD request answered with the same bytes": ([*PRIMED, HEAD_, REPEATED], 0),
     "a HEAD request's head, then a GET's": (
-        [HEAD_, REPEATED_HEAD, GET_, REPEATED, GET_, REPEATED],
+        [HEAD_, REPEATED_HEAD, *exchanges(REPEATED, 3)],
         1,
     ),
     "split across two reads after it": (
-        [GET_, REPEATED, GET_, REPEATED[:20], REPEATED[20:], GET_, REPEATED_HEAD, REPEATED_BODY],
+        [*PRIMED, GET_, REPEATED[:20], REPEATED[20:], GET_, REPEATED_HEAD, REPEATED_BODY],
         0,
     ),
     "a body that holds the remembered response": (
-        [GET_, REPEATED, GET_, HOLDING_REPEATED, REPEATED, GET_, REPEATED],
+        [*PRIMED, GET_, HOLDING_REPEATED, REPEATED, GET_, REPEATED],
         1,
     ),
     "an empty line after it": (
-        [GET_, REPEATED + b"\r\n", GET_, REPEATED + b"\r\n", GET_, REPEATED, GET_, REPEATED],
+        [*exchanges(REPEATED + b"\r\n", 3), *exchanges(REPEATED, 3)],
         1,
     ),
     "a 204 with a Content-Length": (
-        [*exchanges(NO_CONTENT, 2), GET_, NO_CONTENT + b"Hello, World!"],
+        [*exchanges(NO_CONTENT, 3), GET_, NO_CONTENT + b"Hello, World!"],
         0,
     ),
     "a 304 with a Content-Length": (
-        [*exchanges(NOT_MODIFIED, 2), GET_, NOT_MODIFIED + b"Hello, World!"],
+        [*exchanges(NOT_MODIFIED, 3), GET_, NOT_MODIFIED + b"Hello, World!"],
         0,
     ),
     "a 205 with content": (
-        exchanges(b"HTTP/1.1 205 Reset Content\r\nContent-Length: 2\r\n\r\nno", 3),
+        exchanges(b"HTTP/1.1 205 Reset Content\r\nContent-Length: 2\r\n\r\nno", 4),
         2,
     ),
-    "Content-Length: 0": (exchanges(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3), 2),
+    "Content-Length: 0": (exchanges(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4), 2),
     "chunked": ([GET_, CHUNKED, GET_, CHUNKED, GET_, CHUNKED], 0),
-    "an interim head before it": ([GET_, REPEATED, GET_, HINTED, GET_, HINTED], 0),
+    "an interim head before it": ([*PRIMED, GET_, HINTED, GET_, HINTED], 0),
     "HTTP/1.0 kept alive": ([GET_, HTTP10, GET_, HTTP10, GET_], 0),
     "an upgrade request answered without a switch": (
-        [GET_, REPEATED, {"upgrade": True}, REPEATED, GET_, REPEATED],
+        [*PRIMED, {"upgrade": True}, REPEATED, GET_, REPEATED],
         1,
     ),
     "an early response while the body is sent": (
-        [GET_, REPEATED, {"body": True}, REPEATED, "end", GET_, REPEATED],
+        [*PRIMED, {"body": True}, REPEATED, "end", GET_, REPEATED],
         0,
     ),
     "a response to a request with a body": (
-        [GET_, REPEATED, {"body": True}, "end", REPEATED, GET_, REPEATED],
+        [*PRIMED, {"body": True}, "end", REPEATED, GET_, REPEATED],
         2,
     ),
 }
@@ -1239,14 +1247,14 @@ def test_a_remembered_head_delivers_each_response_as_received() -> None:
     """
     connection, _transport, _clock, owner = connected()
     heads = []
-    for body in (b"Hello, World!", b"Other, body!!"):
+    for body in (b"Hello, World!", b"Other, body!!", b"Third, body!!"):
         handler = Recorder()
         connection.send(GET, handler)
         connection.dataReceived(REPEATED_HEAD + body)
         assert handler.kinds() == ["head", "data"]
         heads.append(handler.events[0][1])
         assert (handler.body, handler.complete) == (body, True)
-    assert heads[0] == heads[1]
+    assert heads[0] == heads[1] == heads[2]
     assert heads[0][0:2] == (200, b"OK")
     assert heads[0][2] == [
         (b"Server", b"u"),
@@ -1254,8 +1262,8 @@ def test_a_remembered_head_delivers_each_response_as_received() -> None:
         (b"Content-Length", b"13"),
         (b"Connection", b"keep-alive"),
     ]
-    assert heads[0][2] is not heads[1][2]
-    assert owner.reused == [connection, connection]
+    assert heads[1][2] is not heads[2][2]
+    assert owner.reused == [connection, connection, connection]
 
 
 @dataclass
@@ -1291,8 +1299,9 @@ def test_a_handler_giving_up_at_a_remembered_head_hears_nothing_more() -> None:
     of its own) is told nothing more, and the connection is not given back.
     """
     connection, transport, _clock, owner = connected()
-    connection.send(GET, Recorder())
-    connection.dataReceived(REPEATED)
+    for _ in range(2):
+        connection.send(GET, Recorder())
+        connection.dataReceived(REPEATED)
     handler = Recorder()
     connection.send(GET, handler)
     original = handler.response_head
@@ -1304,7 +1313,7 @@ def test_a_handler_giving_up_at_a_remembered_head_hears_nothing_more() -> None:
     handler.response_head = giving_up  # type: ignore[method-assign]
     connection.dataReceived(REPEATED)
     assert handler.kinds() == ["head"]
-    assert owner.reused == [connection]
+    assert owner.reused == [connection, connection]
     assert transport.disconnected
 
 
@@ -1333,12 +1342,12 @@ def test_a_head_is_remembered_per_connection() -> None:
         connection, _transport, _clock, _owner = connected(owner)
         counting = CountingParser(connection._parser)
         connection._parser = counting  # type: ignore[assignment]
-        for _ in range(2):
+        for _ in range(3):
             handler = Recorder()
             connection.send(GET, handler)
             connection.dataReceived(REPEATED)
             traces.append((handler.events, handler.body))
-        assert counting.fed == 1
+        assert counting.fed == 2
     assert all(trace == traces[0] for trace in traces)
 
 
@@ -1360,7 +1369,7 @@ def test_a_remembered_head_read_as_large_as_a_read_looks_for_more() -> None:
         def stray_bytes() -> None:
             upstream_end.sendall(b"!")
 
-        script: list[Step] = [GET_, REPEATED, GET_, stray_bytes, REPEATED, GET_, REPEATED]
+        script: list[Step] = [*PRIMED, GET_, stray_bytes, REPEATED, GET_, REPEATED]
         try:
             return script_trace(script, remember=remember, transport=SocketBacked())
         finally:
