@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import tempfile
+import unittest.mock
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator
@@ -5054,3 +5055,146 @@ def test_a_repeated_205_with_content_is_named_each_time() -> None:
     assert len(problems) == 3
     assert all("205" in formatEvent(e) for e in problems)
     assert len(setup.endpoint().connections) == 1
+
+
+def _upstream_head(status_line: bytes, *fields: bytes) -> bytes:
+    return status_line + b"\r\n" + b"".join(line + b"\r\n" for line in fields) + b"\r\n"
+
+
+#: Upstream answers for the property below: fields a mount passes on, rewrites,
+#: hides, reads or drops; statuses it retries, relays without content or refuses.
+_ANSWER_HEADS = [
+    _upstream_head(
+        b"HTTP/1.1 200 OK",
+        b"Content-Length: 5",
+        b"Content-Type: text/plain",
+        b"Server: up",
+        b"Date: then",
+    ),
+    _upstream_head(
+        b"HTTP/1.1 302 Found",
+        b"Content-Length: 5",
+        b"Set-Cookie: a=1; Domain=backend.internal",
+        b"Location: http://backend.internal/next",
+    ),
+    _upstream_head(
+        b"HTTP/1.1 200 OK", b"Content-Length: 5", b"X-Accel-Buffering: no", b"X-Accel-Limit-Rate: 9"
+    ),
+    _upstream_head(
+        b"HTTP/1.1 200 OK",
+        b"Content-Length: 5",
+        b"Connection: X-Hop",
+        b"X-Hop: 1",
+        b"Keep-Alive: 1",
+    ),
+    _upstream_head(b"HTTP/1.1 503 Busy", b"Content-Length: 5"),
+    _upstream_head(b"HTTP/1.1 205 Reset Content", b"Content-Length: 5"),
+    _upstream_head(b"HTTP/1.1 200 O\x01K", b"Content-Length: 5"),
+    _upstream_head(b"HTTP/1.1 426 Upgrade Required", b"Content-Length: 5", b"Upgrade: h2c"),
+    _upstream_head(b"HTTP/1.1 200 OK", b"Content-Length: 5", b"Connection: close"),
+    _upstream_head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked"),
+    _upstream_head(
+        b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade"
+    ),
+]
+_CLIENT_REQUESTS = {
+    "GET": b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET elsewhere": b"GET /b HTTP/1.1\r\nHost: y.example\r\n\r\n",
+    "HEAD": b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST": b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    "upgrade": WEBSOCKET_UPGRADE,
+    "gzip": b"GET /a HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+}
+_MOUNT_OPTIONS: list[dict[str, Any]] = [
+    {},
+    {"proxy_redirect": (("http://backend.internal/", "http://$host/"),)},
+    {"proxy_cookie_domain": (("backend.internal", "$host"),)},
+    {"retry_statuses": (503,), "retry_non_idempotent": True},
+    {"proxy_hide_header": ("content-type",)},
+    {"response_buffering": False},
+]
+
+
+@st.composite
+def _proxied_scripts(draw: st.DrawFn) -> tuple[int, bool, list[tuple[str, Any]]]:
+    """Client requests, each answered (most often with an earlier answer again)."""
+    steps: list[tuple[str, Any]] = []
+    answers: list[bytes] = []
+    for _ in range(draw(st.integers(1, 7))):
+        steps.append(("request", draw(st.sampled_from(list(_CLIENT_REQUESTS)))))
+        if answers and draw(st.integers(0, 2)) > 0:
+            answer = draw(st.sampled_from(answers))
+        else:
+            head = draw(st.sampled_from(_ANSWER_HEADS))
+            if b"Content-Length: 5" in head:
+                body = b"hello"
+            elif b"chunked" in head:
+                body = b"5\r\nhello\r\n0\r\n\r\n"
+            else:
+                body = b""
+            tail = draw(st.sampled_from([b"", b"", b"", b"\r\n", b"x"]))
+            answer = head + body + tail
+        answers.append(answer)
+        steps.append(("answer", answer))
+        if draw(st.integers(0, 5)) == 0:
+            steps.append(("answer", answer))  # a retry's, or unasked for
+        if draw(st.integers(0, 6)) == 0:
+            steps.append(("time", draw(st.sampled_from([0.5, 5.0, 61.0]))))
+    options = draw(st.sampled_from(range(len(_MOUNT_OPTIONS))))
+    return options, draw(st.booleans()), steps
+
+
+def _proxied(case: tuple[int, bool, list[tuple[str, Any]]], *, remember: bool) -> list[Any]:
+    """Play a script through a proxy; what the client and the upstreams see after each step."""
+    options, two, steps = case
+    mount = _MOUNT_OPTIONS[options]
+    urls = TWO if two or "retry_statuses" in mount else TWO[:1]
+    with contextlib.ExitStack() as stack:
+        if not remember:
+            stack.enter_context(
+                unittest.mock.patch.object(
+                    ClientConnection, "_remember_head", lambda self, data: None
+                )
+            )
+        setup = make_proxy(urls, **mount)
+        client = setup.client()
+        seen: list[Any] = []
+        events = stack.enter_context(capture_log_events())
+        for kind, value in steps:
+            if kind == "request":
+                if client.is_closed():
+                    seen.append("a new client connection")
+                    client = setup.client()
+                client.send(_CLIENT_REQUESTS[value])
+            elif kind == "time":
+                setup.clock.advance(value)
+            else:
+                busy = [
+                    upstream
+                    for endpoint in setup.endpoints.values()
+                    for upstream in endpoint.connections
+                    if upstream.protocol._state.value == "busy"
+                ]
+                if busy:
+                    busy[0].respond(value)
+            upstreams = [
+                (upstream.transport.value(), upstream.closed(), upstream.protocol._state.value)
+                for endpoint in setup.endpoints.values()
+                for upstream in endpoint.connections
+            ]
+            seen.append((client.take(), upstreams, [formatEvent(e) for e in events]))
+        return seen
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_proxied_scripts())
+def test_what_a_client_gets_is_the_same_with_and_without_remembered_heads(
+    case: tuple[int, bool, list[tuple[str, Any]]],
+) -> None:
+    """The upstream connections remember a repeated plain head (rather than parse it
+    again): whatever the mount does with the fields (rewrites, hides, reads them,
+    retries the status), whatever the requests (HEAD, a body, an upgrade, gzip), the
+    client is sent the same bytes, the upstreams the same requests, and the same is
+    logged, as when every answer is parsed.
+    """
+    assert _proxied(case, remember=True) == _proxied(case, remember=False)
