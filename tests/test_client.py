@@ -1081,6 +1081,20 @@ CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\
 Step = dict[str, bool] | bytes | str | Callable[[], None]
 
 
+def _switch_memo(connection: ClientConnection, remember: bool, hits: list[int]) -> None:
+    """Turn ``connection``'s remembered head off, or count in ``hits[0]`` its uses."""
+    if not remember:
+        connection._remember_head = lambda data: None  # type: ignore[method-assign]
+        return
+    reuse_head = connection._reuse_head
+
+    def counted(*args: Any) -> None:
+        hits[0] += 1
+        reuse_head(*args)
+
+    connection._reuse_head = counted  # type: ignore[method-assign,assignment]
+
+
 def script_trace(
     script: list[Step], *, remember: bool, transport: StringTransport | None = None
 ) -> tuple[list[Any], int]:
@@ -1101,18 +1115,8 @@ def script_trace(
     connection = ClientConnection(Owner(), SETTINGS, Clock())
     owner = connection._owner
     assert isinstance(owner, Owner)
-    hits = 0
-    if not remember:
-        connection._remember_head = lambda data: None  # type: ignore[method-assign]
-    else:
-        reuse_head = connection._reuse_head
-
-        def counted(*args: Any) -> None:
-            nonlocal hits
-            hits += 1
-            reuse_head(*args)
-
-        connection._reuse_head = counted  # type: ignore[method-assign,assignment]
+    hits = [0]
+    _switch_memo(connection, remember, hits)
     transport = transport or StringTransport()
     connection.makeConnection(transport)
     handler = Recorder()
@@ -1144,7 +1148,7 @@ def script_trace(
                     warnings,
                 )
             )
-    return seen, hits
+    return seen, hits[0]
 
 
 GET_: dict[str, bool] = {}  # a GET request, for scripts
@@ -1535,21 +1539,11 @@ def _script_played(
         SocketBacked.bufferSize = buffer_size  # type: ignore[attr-defined]
     clock = Clock()
     owner = Owner()
-    hits = 0
+    hits = [0]
 
     def connect() -> tuple[ClientConnection, StringTransport]:
         connection = ClientConnection(owner, SETTINGS, clock)
-        if not remember:
-            connection._remember_head = lambda data: None  # type: ignore[method-assign]
-        else:
-            reuse_head = connection._reuse_head
-
-            def counted(*args: Any) -> None:
-                nonlocal hits
-                hits += 1
-                reuse_head(*args)
-
-            connection._reuse_head = counted  # type: ignore[method-assign,assignment]
+        _switch_memo(connection, remember, hits)
         transport = SocketBacked()
         connection.makeConnection(transport)
         return connection, transport
@@ -1626,7 +1620,7 @@ def _script_played(
                 _response_head(b"HTTP/1.1 404 Last", b"Content-Length: 1") + b"!"
             )
             seen.append(("last", _seen_events(last.events), connection.idle))
-    return seen, hits
+    return seen, hits[0]
 
 
 @st.composite
