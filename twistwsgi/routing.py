@@ -262,6 +262,16 @@ class HostTable(Generic[T]):
         self._wildcards = wildcards
         self._head_wildcards = head_wildcards
         self.default = default
+        if not (wildcards or head_wildcards or self._patterns):
+            # Bound to the instance (as MountTable binds its search): a table of
+            # exact names alone, the usual one, pays one dict look-up per request
+            # rather than the walk of its empty wildcard lists.
+            self.lookup = self._lookup_exact  # type: ignore[method-assign]
+
+    def _lookup_exact(self, name: str | None) -> T | None:
+        """:meth:`lookup` in a table without wildcards or patterns."""
+        value = self._exact.get(name)  # type: ignore[arg-type]  # (None: no name, not found)
+        return self.default if value is None else value
 
     def lookup(self, name: str | None) -> T | None:
         """Return the value for a normalised name (see :func:`normalize_host`)."""
@@ -642,7 +652,11 @@ class MountTable(Generic[T]):
         if path.partition(b"//")[1]:  # (cheaper than "in" or find: see protocol)
             path = merge_slashes(path)
         for mount in self.mounts:
-            if match_prefix(path, mount.prefix):
+            # (match_prefix, inline: once per mount tried, on every request.)
+            prefix = mount.prefix
+            if not prefix or (
+                path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == 0x2F)
+            ):
                 return mount
         return None
 
@@ -1012,7 +1026,11 @@ class Router:
         """Route ``exchange`` to the handler of its host and path."""
         table = self.table
         request = exchange.request
-        name = normalize_host(request.authority)
+        authority = request.authority
+        try:
+            name = _HOST_CACHE[authority]  # (normalize_host's cache, inline)
+        except KeyError:
+            name = normalize_host(authority)
         mounts = table.hosts.lookup(name)
         if mounts is None:
             # No host, so no host's pages: always the plain answer.
@@ -1034,10 +1052,14 @@ class Router:
                 # redirects (the guard): what the mount and everything after it
                 # read is the rewritten request (nginx's $uri, $args).
                 request = exchange.request = rewrite(request)
-        path = remove_dot_segments(request.decoded_path)
-        if path is None:
-            refuse_path_above_root(exchange, mounts.error_pages)
-            return
+        path = request.decoded_path
+        # (remove_dot_segments's first test, inline: most paths have no dot segment.)
+        if path.partition(b"/.")[1]:
+            without_dots = remove_dot_segments(path)
+            if without_dots is None:
+                refuse_path_above_root(exchange, mounts.error_pages)
+                return
+            path = without_dots
         try:
             mount = mounts.lookup(path)
         except LocationTimeoutError:
@@ -1049,14 +1071,16 @@ class Router:
         if mount is None:
             answer_error(exchange, 404, _NOT_FOUND, pages=mounts.error_pages)
             return
-        rest = path_below(path, mount.prefix)
+        prefix = mount.prefix
+        # (path_below's usual case, inline: no run of slashes in the path.)
+        rest = path_below(path, prefix) if path.partition(b"//")[1] else path[len(prefix) :]
         if logs:
             exchange.access_log = mount.access_log
         if table.paced:
             exchange.limit_rate = mount.limit_rate
             exchange.limit_rate_after = mount.limit_rate_after
         exchange.route = Route(
-            mount.prefix,
+            prefix,
             rest,
             mounts.name,
             mount.headers,
