@@ -2023,7 +2023,7 @@ class HTTP11Protocol(Protocol):
         if not keep_alive or self._close_when_idle or self._factory.shutting_down:
             self._close_after_response(exchange)
             return
-        if not exchange.body_done:
+        if exchange._body is not _BODY_COMPLETE:  # (body_done, inline)
             if exchange.body_discardable:
                 # Read and drop the rest, whatever its size, as nginx does: the
                 # head promised persistence (RFC 9112 9.3), and the client may
@@ -3069,7 +3069,17 @@ class HTTP11Exchange:
                 method=request.method.decode("latin-1"),
                 target=request.target.decode("latin-1"),
             )
-        keep_alive = self._keep_alive and not protocol.closing and not fields.close
+        keep_alive = self._keep_alive and not fields.close
+        factory = protocol._factory
+        if keep_alive and (
+            factory.at_capacity
+            or protocol._close_when_idle
+            or protocol._upgraded
+            or factory.shutting_down
+        ):
+            # (What closing requires one of, asked first: the property, and the
+            # clients_waiting it calls, are two calls a response otherwise.)
+            keep_alive = not protocol.closing
         lines = [opening]
         append = lines.append
         content_length = fields.content_length
@@ -3113,7 +3123,7 @@ class HTTP11Exchange:
         self._keep_alive = keep_alive
         if not (has_date or has_server):
             # (date_fields, inline for the usual case: the handler set neither.)
-            append(protocol._factory.date_cache.get_fields(protocol._clock.seconds()))
+            append(factory.date_cache.get_fields(protocol._clock.seconds()))
         elif not (has_date and has_server):
             append(protocol.date_fields(not has_date, not has_server))
         if not keep_alive:
@@ -3296,12 +3306,21 @@ class HTTP11Exchange:
                 self._log_cut()
             missing = stream.missing
         elif data:
-            out += self._frame(data)
-        if self._framing is _FRAMING_CHUNKED and not missing:
+            if (
+                self._framing is _FRAMING_LENGTH
+                and len(data) <= self._content_length - self.body_sent - self._file_pending
+            ):
+                # (_frame's usual case, inline: the rest of a body that fits its length.)
+                self.body_sent += len(data)
+                out += data
+            else:
+                out += self._frame(data)
+        framing = self._framing
+        if framing is _FRAMING_CHUNKED and not missing:
             out += _CRLF0
         if out:
             write_now(self._protocol.transport, out)
-        if self._framing is _FRAMING_LENGTH:
+        if framing is _FRAMING_LENGTH:
             missing = self._content_length - self.body_sent - self._file_pending
         if missing > 0:
             # The client must not take it for the whole body: no last chunk (nor,
@@ -3316,7 +3335,7 @@ class HTTP11Exchange:
             self.abort()
             return
         self._ended(None)
-        self._protocol.exchange_done(self, self._keep_alive and self._framing is not _FRAMING_CLOSE)
+        self._protocol.exchange_done(self, self._keep_alive and framing is not _FRAMING_CLOSE)
 
     @property
     def upgradable(self) -> bool:
@@ -3455,7 +3474,15 @@ class HTTP11Exchange:
                 except Exception:
                     _log.failure("Exchange close callback failed")
         if self.dispatched:
-            protocol.log_response(self)
+            # (log_response, inline: once per response.)
+            factory = protocol._factory
+            factory.responses += 1
+            response_log = factory.response_log
+            if response_log is not None:
+                try:
+                    response_log(self)
+                except Exception:
+                    _log.failure("The access log failed")
 
     def connection_lost(self, reason: Failure) -> None:
         """The client is gone: end the exchange and fail an unfinished body."""
