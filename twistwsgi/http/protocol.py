@@ -1377,10 +1377,12 @@ class HTTP11Protocol(Protocol):
             if not self._chunked and self._body_until - self._body_bytes > size:
                 self._parser.feed_data(data)  # body data only, and the body goes on
                 return
-        elif data.find(_HEAD_END) in (-1, size - 4) and data[0] not in _CR_LF:
+        elif not data.partition(_HEAD_END)[2] and data[0] not in _CR_LF:
             # The usual read: no head ends in it but, perhaps, at its very end (a
             # CR or LF first might end a head begun in the last read). As
-            # _feed_piece, inline: a GET's read comes this way.
+            # _feed_piece, inline: a GET's read comes this way. (Nothing after the
+            # first empty line: it is absent or last. partition rather than find,
+            # as in on_headers_complete.)
             self._fed_tail = data[-3:] if size >= 3 else (self._fed_tail + data)[-3:]
             self._parser.feed_data(data)
             if self._chunked_head_done:
