@@ -1230,8 +1230,11 @@ class HTTP11Protocol(Protocol):
         elif self._cr_pending or (
             # A read that may hold the end of a message and bytes after it, and a
             # CR that no LF follows: where it falls is looked at (_parse_around_crs).
-            # A head read (at most PIPELINE_SLICE bytes) costs two C-speed counts.
-            data.count(b"\r") != data.count(b"\r\n")
+            # A head read (at most PIPELINE_SLICE bytes) is copied without its CRLFs
+            # and searched for a CR that is left: two C-speed passes, whose methods
+            # take their arguments cheaper than two counts (~600 instructions fewer
+            # by callgrind, see on_headers_complete).
+            data.replace(b"\r\n", b"").partition(b"\r")[1]
             if read is not _READ_BODY
             else self._body_may_end_in(data)
         ):
@@ -1973,8 +1976,14 @@ class HTTP11Protocol(Protocol):
         """Mark the body complete; the connection is idle for reading again."""
         self._between_messages = True
         exchange = self._parsing
-        # (The parser is asked first: a C call, where has_body is a Python property.)
-        if exchange is not None and self._parser.should_upgrade() and exchange.request.has_body:
+        # (Whether it has a body is asked first, of the exchange's body state, a slot
+        # that is not COMPLETE exactly when request.has_body: the parser's answer is
+        # a C call.)
+        if (
+            exchange is not None
+            and exchange._body is not _BODY_COMPLETE
+            and self._parser.should_upgrade()
+        ):
             # httptools skips the body of an Upgrade request; _upgrade parses it.
             return
         self._parsing = None
@@ -3082,8 +3091,10 @@ class HTTP11Exchange:
             # (What closing requires one of, asked first: the property, and the
             # clients_waiting it calls, are two calls a response otherwise.)
             keep_alive = not protocol.closing
-        lines = [opening]
-        append = lines.append
+        # The head is joined with + rather than a list and b"".join: it is two or three
+        # pieces, and the list, its appends and the join cost ~1,000 instructions
+        # more (callgrind).
+        head = opening
         content_length = fields.content_length
         has_date = fields.has_date
         has_server = fields.has_server
@@ -3098,16 +3109,16 @@ class HTTP11Exchange:
                 and status not in (204, 304)
             ):
                 # A HEAD answer carries the length a GET would have (RFC 9110 9.3.2).
-                append(b"Content-Length: %d\r\n" % final_length)
+                head += b"Content-Length: %d\r\n" % final_length
         elif content_length is not None:
             framing = _FRAMING_LENGTH
         elif final_length is not None:
             framing = _FRAMING_LENGTH
             content_length = final_length
-            append(b"Content-Length: %d\r\n" % final_length)
+            head += b"Content-Length: %d\r\n" % final_length
         elif request.version == b"1.1":
             framing = _FRAMING_CHUNKED
-            append(b"Transfer-Encoding: chunked\r\n")
+            head += b"Transfer-Encoding: chunked\r\n"
         else:
             framing = _FRAMING_CLOSE
             keep_alive = False
@@ -3125,16 +3136,14 @@ class HTTP11Exchange:
         self._keep_alive = keep_alive
         if not (has_date or has_server):
             # (date_fields, inline for the usual case: the handler set neither.)
-            append(factory.date_cache.get_fields(protocol._clock.seconds()))
+            head += factory.date_cache.get_fields(protocol._clock.seconds())
         elif not (has_date and has_server):
-            append(protocol.date_fields(not has_date, not has_server))
+            head += protocol.date_fields(not has_date, not has_server)
         if not keep_alive:
-            append(b"Connection: close\r\n\r\n")
-        elif request.version == b"1.0":
-            append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            append(b"\r\n")
-        return b"".join(lines)
+            return head + b"Connection: close\r\n\r\n"
+        if request.version == b"1.0":
+            return head + b"Connection: keep-alive\r\n\r\n"
+        return head + b"\r\n"
 
     def _frame(self, data: bytes) -> bytes:
         stream = self._gzip
