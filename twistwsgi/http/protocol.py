@@ -1316,7 +1316,20 @@ class HTTP11Protocol(Protocol):
             self._framing_bytes += len(data)
         tail: bytes | None = None
         try:
-            self._feed(data)
+            if (
+                read is _READ_HEAD
+                and data
+                and not self._chunk_lines
+                and not data.partition(_HEAD_END)[2]
+                and data[0] not in _CR_LF
+            ):
+                # (_feed's usual read, inline: once per request, a GET's whole head.)
+                self._fed_tail = data[-3:] if len(data) >= 3 else (self._fed_tail + data)[-3:]
+                self._parser.feed_data(data)
+                if self._chunked_head_done:
+                    self._begin_chunk_lines()
+            else:
+                self._feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             tail = data[upgrade.args[0] :]
         except RequestError as error:
@@ -3135,8 +3148,13 @@ class HTTP11Exchange:
         self._content_length = content_length or 0
         self._keep_alive = keep_alive
         if not (has_date or has_server):
-            # (date_fields, inline for the usual case: the handler set neither.)
-            head += factory.date_cache.get_fields(protocol._clock.seconds())
+            # (date_fields, inline for the usual case: the handler set neither; and
+            # DateCache.get_fields, inline within the second it was formatted in.)
+            date_cache = factory.date_cache
+            second = int(protocol._clock.seconds())
+            head += (
+                date_cache.fields if second == date_cache.second else date_cache.get_fields(second)
+            )
         elif not (has_date and has_server):
             head += protocol.date_fields(not has_date, not has_server)
         if not keep_alive:
