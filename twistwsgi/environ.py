@@ -165,8 +165,13 @@ def build_environ(
     environ["REQUEST_URI"] = environ["RAW_URI"] = request.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == b"1.1" else "HTTP/1.0"
     key_of = environ_key if trusted else _untrusted_key
+    # (The key function's cache, asked here first: a name seen before, the usual
+    # case, costs no call. "" is no key, so it stands for a name not seen yet.)
+    known_keys = _KEY_CACHE if trusted else _UNTRUSTED_CACHE
     for name, value in request.headers:
-        key = key_of(name)
+        key = known_keys.get(name, "")
+        if key == "":
+            key = key_of(name)
         if key is None:
             continue
         text = value.decode("latin-1")
@@ -180,7 +185,10 @@ def build_environ(
         # For an absolute-form target this is its authority, which RFC 9112 3.2.2
         # says replaces the Host field.
         environ["HTTP_HOST"] = request.authority.decode("latin-1")
-    server = split_authority(request.authority, scheme)
+    # (split_authority's cache, inline: an authority seen before.)
+    server = _SERVER_CACHE.get((request.authority, scheme)) or split_authority(
+        request.authority, scheme
+    )
     if server is None:
         server = _local_server(request, scheme)
     environ["SERVER_NAME"], environ["SERVER_PORT"] = server

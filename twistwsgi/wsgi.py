@@ -1957,7 +1957,9 @@ class _ThreadedCall:
                 exc_info = None
         elif self._headers is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        code, reason = _parse_status(status)
+        # (_parse_status's cache, inline: a status seen before.)
+        parsed = _status_cache.get(status) if type(status) is str else None
+        code, reason = parsed if parsed is not None else _parse_status(status)
         facts = _header_facts(headers)
         self._headers = facts.fields
         self._declared_length = facts.declared_length
@@ -2164,7 +2166,8 @@ class _InlineCall:
     def start(self) -> None:
         """Receive the body if there is one, then run the application."""
         exchange = self._exchange
-        if exchange.request.has_body:
+        request = exchange.request
+        if request.chunked or request.content_length:  # (has_body, inline)
             _BodySpool(exchange, self._run)  # (which drops a body that fails)
         else:
             self._run(io.BytesIO(), None)
@@ -2212,7 +2215,12 @@ class _InlineCall:
                     _send_file_result(exchange, self._status, self._reason, file_response)
                     return
                 if type(result) is list or type(result) is tuple:
-                    data = _joined(result)
+                    # (_joined's usual case, inline: one bytes item.)
+                    data = (
+                        result[0]
+                        if len(result) == 1 and type(result[0]) is bytes
+                        else _joined(result)
+                    )
                     self._started = True
                     self._close()
                     _send_whole(
@@ -2334,7 +2342,9 @@ class _InlineCall:
                 exc_info = None
         elif self._headers is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        code, reason = _parse_status(status)
+        # (_parse_status's cache, inline: a status seen before.)
+        parsed = _status_cache.get(status) if type(status) is str else None
+        code, reason = parsed if parsed is not None else _parse_status(status)
         facts = _header_facts(headers)
         self._headers = facts.fields
         self._status = code
@@ -2375,7 +2385,8 @@ class _InlineCall:
 
     def _close(self) -> None:
         result, self._result = self._result, None
-        if result is not None:
+        # (A list has no close: the usual result skips the look-up and the call.)
+        if result is not None and type(result) is not list:
             _close_result(result, self._exchange.request)
         errors = self._errors
         if errors is not None and errors._partial:
