@@ -1527,6 +1527,21 @@ def test_shutdown_closes_idle_connections_and_finishes_busy_ones() -> None:
     assert busy.is_closed()
 
 
+def test_a_head_says_close_while_its_factory_shuts_down() -> None:
+    """The head asks the factory itself, not only what the shutdown told the connection
+    (a head begun as the shutdown starts, or a factory a library stops its own way).
+    """
+    held = Held()
+    connection = connect(held)
+    connection.send(get())
+    connection.factory.shutting_down = True
+    exchange = held.exchanges[0]
+    exchange.start_response(200, [])
+    exchange.finish(b"done")
+    [response] = parse_responses(connection.take())
+    assert response.header(b"connection") == b"close"
+
+
 def test_shutdown_spares_a_connection_just_answered_for_its_next_request() -> None:
     """Its client may be sending the next request already (a keep-alive client of a
     worker a reload or --max-requests replaces): for IDLE_GRACE it is answered, with

@@ -1706,6 +1706,26 @@ def test_a_status_that_is_not_final_is_a_500(threaded: bool, status: str) -> Non
 
 
 @pytest.mark.parametrize("threaded", MODES)
+@pytest.mark.parametrize("status", [b"200 OK", ["200", "OK"]], ids=["bytes", "list"])
+def test_a_status_that_is_not_a_str_is_a_500_that_says_so(threaded: bool, status: Any) -> None:
+    """PEP 3333's status is a str: anything else (hashable or not, the cache of the
+    statuses seen is not asked) is the application's error, logged as such.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response(status, [])
+        return [b""]
+
+    connection = serve(app, threaded=threaded, validate=False)
+    with capture_log_events() as events:
+        connection.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    [response] = parse_responses(connection.take())
+    assert response.status == 500
+    failures = [e for e in events if "log_failure" in e]
+    assert any("status must be a str" in str(e["log_failure"].value) for e in failures)
+
+
+@pytest.mark.parametrize("threaded", MODES)
 def test_conflicting_content_lengths_are_not_sent(threaded: bool) -> None:
     """Two different Content-Length fields would let a client or proxy take the
     wrong one (RFC 9112 6.3): neither is sent (the body's real length is, when the
