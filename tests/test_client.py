@@ -1598,7 +1598,7 @@ def _script_played(
             seen.append(
                 (
                     [_seen_events(handler.events) for handler in handlers],
-                    connection._state,
+                    connection.state,
                     connection.settling,
                     transport.disconnecting,
                     transport.disconnected,

@@ -282,7 +282,7 @@ def answer_busy(setup: Setup) -> None:
     """Answer OK on every upstream connection that carries a request."""
     for endpoint in setup.endpoints.values():
         for upstream in endpoint.connections:
-            if upstream.protocol._state.value == "busy":
+            if upstream.protocol.state.value == "busy":
                 upstream.respond(OK)
 
 
@@ -481,7 +481,7 @@ def test_upstreams_answering_in_turn_each_have_their_own_fields_relayed() -> Non
             connection
             for endpoint in setup.endpoints.values()
             for connection in endpoint.connections
-            if connection.protocol._state.value == "busy"
+            if connection.protocol.state.value == "busy"
         ]
         upstream.respond(answers[turn])
         response = one_response(client)
@@ -919,7 +919,7 @@ def test_with_buffering_a_slow_client_does_not_hold_the_upstream() -> None:
     stop_reading(setup, client)
     assert upstream.transport.producerState == "producing"
     upstream.respond(body[10_000:])
-    assert upstream.protocol._state.value == "idle"  # back in its pool
+    assert upstream.protocol.state.value == "idle"  # back in its pool
     other = setup.client()
     other.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
     assert len(setup.endpoint().connections) == 1  # the same connection
@@ -1086,7 +1086,7 @@ def test_a_response_ending_past_max_response_buffer_frees_its_connection_unpause
     client, upstream = start_big_response(setup, body)
     stop_reading(setup, client)
     upstream.respond(body[10_000:])
-    assert upstream.protocol._state.value == "idle"
+    assert upstream.protocol.state.value == "idle"
     assert upstream.transport.producerState == "producing"
     client.protocol.resumeProducing()
     assert one_response(client).body == body
@@ -5173,12 +5173,12 @@ def _proxied(case: tuple[int, bool, list[tuple[str, Any]]], *, remember: bool) -
                     upstream
                     for endpoint in setup.endpoints.values()
                     for upstream in endpoint.connections
-                    if upstream.protocol._state.value == "busy"
+                    if upstream.protocol.state.value == "busy"
                 ]
                 if busy:
                     busy[0].respond(value)
             upstreams = [
-                (upstream.transport.value(), upstream.closed(), upstream.protocol._state.value)
+                (upstream.transport.value(), upstream.closed(), upstream.protocol.state.value)
                 for endpoint in setup.endpoints.values()
                 for upstream in endpoint.connections
             ]

@@ -74,6 +74,7 @@ from twistwsgi.balancing import Balancer, Peer
 from twistwsgi.forwarding import UpstreamAddress
 from twistwsgi.host_certificates import is_encrypted_pem
 from twistwsgi.http.client import (
+    STATE_IDLE,
     ClientConnection,
     ClientSettings,
     ErrorKind,
@@ -361,7 +362,7 @@ class UpstreamPool:
             if connection.settling:
                 continue  # taken once the read that gave it back is handled
             del idle[index]
-            if not connection.idle:
+            if connection.state is not STATE_IDLE:  # (connection.idle, without a call)
                 continue
             if unread_checked and connection.drop_if_input_pending():
                 continue
