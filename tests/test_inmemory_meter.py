@@ -76,6 +76,9 @@ def test_a_broken_request_to_the_upstream_is_refused(
     """The upstream answers whatever it gets: a change that breaks what the proxy
     sends (here its forwarding fields left out) must not look fast.
     """
+    # (request_fields looks the block up in the cache first: an empty one, so that
+    # each request asks _forwarding_block.)
+    monkeypatch.setattr(forwarding, "_blocks", {})
     monkeypatch.setattr(forwarding, "_forwarding_block", lambda *arguments: b"")
     with pytest.raises(AssertionError, match="the upstream got"):
         inmemory.measure("proxy", requests=3, repeat=1, docroot=docroot)
@@ -85,6 +88,7 @@ def test_a_request_to_the_upstream_that_changes_is_refused(
     docroot: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocks = iter([b"X-Forwarded-For: 127.0.0.1\r\n"])
+    monkeypatch.setattr(forwarding, "_blocks", {})  # (each request asks, as above)
     monkeypatch.setattr(
         forwarding, "_forwarding_block", lambda *arguments: next(blocks, b"X-Other: 1\r\n")
     )

@@ -461,25 +461,26 @@ def upgrade_accepted(requested: list[bytes], answered: list[tuple[bytes, bytes]]
 
 def request_fields(
     request: RequestHead,
+    when_special: Callable[[], tuple[bool, Sequence[bytes]]] | None = None,
     *,
     trusted: bool = False,
     upgrade: Sequence[bytes] = (),
-    when_special: Callable[[], tuple[bool, Sequence[bytes]]] | None = None,
 ) -> bytes:
     """The request's header field lines for the upstream, except ``Host``.
 
     Args:
         request: the client's request.
+        when_special: called for ``(trusted, upgrade)`` in place of those two, and
+            only when the request has a hop-by-hop or forwarding field: without one
+            neither matters (no ``Upgrade`` field, nothing forwarded to extend), so
+            the caller pays for knowing them (a trust lookup, whether the connection
+            may switch protocols) only then. Positional too: the proxy passes it
+            once per request, and a call with keywords costs more.
         trusted: whether the client is a trusted proxy (its forwarding fields are
             extended rather than replaced).
         upgrade: the protocols to pass a protocol upgrade on with (``Upgrade`` and
             ``Connection: upgrade``, RFC 9110 7.8), from :func:`upgrade_protocols`;
             empty for none.
-        when_special: called for ``(trusted, upgrade)`` in place of those two, and
-            only when the request has a hop-by-hop or forwarding field: without one
-            neither matters (no ``Upgrade`` field, nothing forwarded to extend), so
-            the caller pays for knowing them (a trust lookup, whether the connection
-            may switch protocols) only then.
 
     Returns:
         The field lines, each ending in CRLF (no empty line after them).
@@ -508,7 +509,11 @@ def request_fields(
     if special is None:
         # The common case: nothing hop-by-hop, nothing forwarded before us.
         address = peer[0] if peer is not None else None
-        append(_forwarding_block(address, request.authority, request.scheme))
+        # (The cache looked up here, and _forwarding_block called only to fill it:
+        # one call less per request.)
+        key = (address, request.authority, request.scheme)
+        block = _blocks.get(key)
+        append(block if block is not None else _forwarding_block(*key))
         return b"".join(lines)
     if when_special is not None:
         trusted, upgrade = when_special()
