@@ -1232,6 +1232,38 @@ REMEMBERED_HEAD_SCRIPTS: dict[str, tuple[list[Step], int]] = {
 }
 
 
+#: Responses (as read) of each kind the parse keeps state for: interim heads,
+#: codings, a status that ends at the head, a field unlike the remembered head's.
+KINDS_OF_RESPONSE: dict[str, list[Step]] = {
+    "repeated": [REPEATED],
+    "another field value": [ONE_BYTE_OFF],
+    "chunked": [CHUNKED],
+    "an interim head": [HINTED],
+    "a 204": [NO_CONTENT],
+    "split in two reads": [REPEATED[:20], REPEATED[20:]],
+}
+
+
+@pytest.mark.parametrize("before", list(KINDS_OF_RESPONSE))
+@pytest.mark.parametrize("after", list(KINDS_OF_RESPONSE))
+def test_a_response_is_seen_as_on_a_new_connection_whatever_came_before(
+    before: str, after: str
+) -> None:
+    """What a parsed response left (its fields, reason, codings, interim heads) is
+    forgotten when the next response's first read is parsed, and a remembered head
+    leaves nothing the next one sees: send forgets only the few fields read before
+    a response's first bytes, the parse the rest.
+    """
+    second = KINDS_OF_RESPONSE[after]
+    fresh, _ = script_trace([GET_, *second], remember=True)
+    for script in (
+        [*PRIMED, GET_, REPEATED, GET_, *KINDS_OF_RESPONSE[before], GET_, *second],
+        [GET_, *KINDS_OF_RESPONSE[before], *PRIMED, GET_, REPEATED, GET_, *second],
+    ):
+        played, _ = script_trace(script, remember=True)
+        assert played[-1][:2] == fresh[-1][:2]
+
+
 @pytest.mark.parametrize("name", list(REMEMBERED_HEAD_SCRIPTS))
 def test_a_remembered_head_changes_nothing_seen(name: str) -> None:
     """A response whose first read is the last plain response's head and exactly as
