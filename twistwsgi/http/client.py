@@ -389,7 +389,7 @@ class ClientConnection(TwistedProtocol):
         self._reset_parse(False)
 
     def _reset_exchange(self) -> None:
-        """Forget the last response's state read before its first bytes (send calls it).
+        """Forget the last response's state read before its first bytes (send does too).
 
         The rest, which only a parsed response uses, is forgotten when a response's
         first read is parsed (:meth:`_reset_parse`): a remembered head
@@ -648,12 +648,26 @@ class ClientConnection(TwistedProtocol):
         self._chunked = chunked
         self._upgrade = upgrade
         self._request_done = not body
-        self._reset_exchange()
+        # (_reset_exchange's four fields, and below _set_deadline's work for the
+        # head's deadline, inline: once per request, the two calls cost 1% of a
+        # proxied request.)
+        self._received = False
+        self._head_ready = False
+        self._head_sent = False
+        self._complete = False
         if self._read_paused:
             self.resume_reading()
         write_now(self.transport, head)
         if not body:
-            self._set_deadline(self._settings.response_timeout, _DEADLINE_HEAD)
+            seconds = self._settings.response_timeout
+            if seconds > 0:
+                deadline = self._clock.seconds() + seconds
+                self._deadline = deadline
+                self._deadline_kind = _DEADLINE_HEAD
+                if self._timer is None or self._timer_at > deadline:
+                    self._restart_timer(seconds, deadline)
+            else:
+                self._deadline = None  # a timeout of 0 is no timeout
         else:
             # While the body streams, the client's own body timeout governs it.
             self._deadline = None
@@ -735,16 +749,22 @@ class ClientConnection(TwistedProtocol):
         self._deadline_kind = kind
         if kind is _DEADLINE_SEND:
             self._unsent_at_send_deadline = unsent_bytes(self.transport)
+        if self._timer is None or self._timer_at > deadline:
+            self._restart_timer(seconds, deadline)
+
+    def _restart_timer(self, seconds: float, deadline: float) -> None:
+        """Have the timer fire at ``deadline``, ``seconds`` from now.
+
+        For a deadline sooner than the timer's (or no timer): one later than the
+        timer's waits for it, which then calls again (_timer_fired).
+        """
         timer = self._timer
-        if timer is None:
-            self._timer = self._clock.callLater(seconds, self._timer_fired)
-            self._timer_at = deadline
-        elif self._timer_at > deadline:
+        if timer is not None:
             # A new call rather than DelayedCall.reset: moving a call sooner makes
             # the reactor search its timer heap linearly, one scan per request.
             timer.cancel()
-            self._timer = self._clock.callLater(seconds, self._timer_fired)
-            self._timer_at = deadline
+        self._timer = self._clock.callLater(seconds, self._timer_fired)
+        self._timer_at = deadline
 
     def _timer_fired(self) -> None:
         self._timer = None
@@ -1063,7 +1083,14 @@ class ClientConnection(TwistedProtocol):
             self.state = _STATE_IDLE
             if self._read_paused:
                 self.resume_reading()  # an idle connection must see the upstream close
-            self._set_deadline(keep, _DEADLINE_IDLE)
+            # (_set_deadline(keep, _DEADLINE_IDLE), inline as in send: the call
+            # cost 0.6% of a proxied request.)
+            if keep > 0:  # (else no timeout: the deadline stays None)
+                deadline = self._clock.seconds() + keep
+                self._deadline = deadline
+                self._deadline_kind = _DEADLINE_IDLE
+                if self._timer is None or self._timer_at > deadline:
+                    self._restart_timer(keep, deadline)
             # Until this read is handled: the handler may start another request now
             # (the client's next one, pipelined), which must not take this connection.
             self.settling = True
