@@ -542,11 +542,14 @@ class Balancer(Generic[T]):
         return best
 
     def acquire(self, peer: Peer[T]) -> None:
-        """Count a request starting on ``peer``."""
+        """Count a request starting on ``peer``.
+
+        (The proxy counts in place, without the call: keep the two alike.)
+        """
         peer.active += 1
 
     def release(self, peer: Peer[T]) -> None:
-        """Count a request ending on ``peer``."""
+        """Count a request ending on ``peer`` (in place in the proxy too, see acquire)."""
         if peer.active > 0:
             peer.active -= 1
 

@@ -885,7 +885,9 @@ class _Forward:
     def _use(self, peer: Peer[UpstreamPool], *, unread_checked: bool = False) -> None:
         """Send on an idle connection of ``peer``, or connect to it."""
         proxy = self._proxy
-        proxy.balancer.acquire(peer)
+        # (Balancer.acquire and, in _release, Balancer.release, in place: a call
+        # to the balancer for each cost 0.6% of a proxied request.)
+        peer.active += 1
         self._peer = peer
         self._stale_retried = False  # (once per upstream)
         if proxy.log_upstreams:
@@ -1678,8 +1680,9 @@ class _Forward:
     def _release(self) -> None:
         peer, self._peer = self._peer, None
         if peer is not None:
+            if peer.active > 0:  # (Balancer.release, in place: see _use)
+                peer.active -= 1
             proxy = self._proxy
-            proxy.balancer.release(peer)
             if proxy.waiting:
                 # The slot goes to the oldest waiter that can use it, once the read
                 # that ended this response is handled: what followed the response in
