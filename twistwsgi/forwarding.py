@@ -441,7 +441,7 @@ def upgrade_protocols(request: RequestHead) -> list[bytes]:
     return protocols
 
 
-def upgrade_accepted(requested: list[bytes], answered: list[tuple[bytes, bytes]]) -> bool:
+def upgrade_accepted(requested: Sequence[bytes], answered: list[tuple[bytes, bytes]]) -> bool:
     """Whether a 101's ``Upgrade`` field names protocols the request offered.
 
     RFC 9110 7.8: a server must not switch to a protocol the client did not ask

@@ -632,6 +632,12 @@ class _Forward:
         "_upstream_paused",
     )
 
+    # Set only once they matter (see __init__).
+    _spool_over: bytes
+    _spool_broken: bool
+    _ending: bool
+    _abort_after_spool: bool
+
     def __init__(self, proxy: ProxyHandler, exchange: Exchange) -> None:
         self._proxy = proxy
         self._exchange = exchange
@@ -641,51 +647,50 @@ class _Forward:
         self._peer: Peer[UpstreamPool] | None = None
         self._tried: list[Peer[UpstreamPool]] = []
         self._balance_key: bytes | None = None  # (start() makes it)
+        # Only what every request reads is set here. The rest is set where it
+        # starts to matter: _drained by _discard_body, _replay_size with a body,
+        # the spool's fields with the spool, _failed_at and _completed_at with
+        # _started_at, _arrived_at with retry_timeout, _stale_retried and _fields
+        # before any read (with the empty tuple below for no upgrade, measured:
+        # 0.55% of a proxied request).
         # The upstream's body is read and dropped, its connection kept: it answered
         # with an X-Accel-Redirect a static mount serves, or an error page replaces it.
         self._discarding = False
-        self._drained = 0  # bytes of its body dropped
         self._connecting: Deferred[ClientConnection] | None = None
         # (RequestHead.has_body, spelled out: a property read is a call through C
         # on Python 3.11, measured 0.5% of a proxied request.)
         self._has_body = has_body = request.chunked or bool(request.content_length)
         self._attached = False  # receive_body was called
         self._body_done = not has_body
-        self._replay: list[bytes] | None = [] if has_body else None
-        self._replay_size = 0
+        if has_body:
+            self._replay: list[bytes] | None = []
+            self._replay_size = 0
+        else:
+            self._replay = None
         self._done = False
         self._producing = False
-        self._stale_retried = False
-        self._arrived_at = 0.0  # (for retry_timeout only)
         # The upstream and error of the last failed attempt.
         self._last_failure: tuple[str, UpstreamError] | None = None
         self._tunnel: Tunnel | None = None
         self._tunnelling = False
         # What the request may be upgraded to (empty: an ordinary request).
-        self._upgrade_protocols: list[bytes] = []
+        self._upgrade_protocols: Sequence[bytes] = ()
         self._upstream_paused = False  # the upstream connection stopped reading
-        self._fields = b""
         # For the access log (see _AttemptNotes): when each attempt began, when and
         # how each failed one ended, what the last one answered.
         self._started_at: list[float] | None = None  # (None: not noted)
-        self._failed_at: list[tuple[float, int, ErrorKind | None, int]] | None = None
         self._answered_status = 0
         # Response buffering (see ProxyHandler's buffering): whether the client has
         # stopped reading, the upstream's response fields (for X-Accel-Buffering,
         # looked at when the client first stops reading), the spool once used, a
         # read that did not fit in it (the upstream is paused meanwhile), whether
         # the spool failed, whether the client's response ends once the spool is
-        # empty (aborted: the upstream failed), and when the upstream completed
-        # (for $upstream_response_time, when the response outlives it).
+        # empty (aborted: the upstream failed): the last four set in
+        # _start_spooling.
         self._client_paused = False
         self._grace: IDelayedCall | None = None  # the wait before spooling starts
         self._response_fields: list[tuple[bytes, bytes]] | None = None
         self._spool: ResponseSpool | None = None
-        self._spool_over = b""
-        self._spool_broken = False
-        self._ending = False
-        self._abort_after_spool = False
-        self._completed_at: float | None = None
 
     # -- starting an attempt ------------------------------------------------------------
 
@@ -714,7 +719,7 @@ class _Forward:
             exchange.pause_body()  # until an upstream can take it
         self._attempt()
 
-    def _special_context(self) -> tuple[bool, list[bytes]]:
+    def _special_context(self) -> tuple[bool, Sequence[bytes]]:
         """Whether the client is trusted, and the protocols it may be upgraded to.
 
         Asked by :func:`request_fields` only for a request with hop-by-hop or
@@ -894,6 +899,10 @@ class _Forward:
             started = self._started_at
             if started is None:
                 started = self._started_at = []
+                # How each failed attempt ended, and when the upstream completed
+                # (for $upstream_response_time, when the response outlives it).
+                self._failed_at: list[tuple[float, int, ErrorKind | None, int]] | None = None
+                self._completed_at: float | None = None
             started.append(proxy.clock.seconds())
         # (Without the keyword when it is the default: a call with keywords costs
         # more, and most requests take a connection given back in an earlier turn.)
@@ -1144,6 +1153,7 @@ class _Forward:
     def _discard_body(self) -> None:
         """Answer the client otherwise: the upstream's body is read and dropped."""
         self._discarding = True
+        self._drained = 0  # bytes of its body dropped
         self._done = True
         if not self._body_done:
             # Answered before the request body ended: the rest is not sent, so the
@@ -1596,6 +1606,10 @@ class _Forward:
         """The client has not read for SPOOL_GRACE: read the upstream into the spool."""
         self._grace = None
         if self._client_paused and self._spool is None and not self._done:
+            self._spool_over = b""
+            self._spool_broken = False
+            self._ending = False
+            self._abort_after_spool = False
             self._spool = ResponseSpool(self._proxy.max_buffer)
             self._read_upstream()
 
