@@ -245,8 +245,8 @@ one core busy on this two-core machine (which wrk shares).
 Ratios against nginx depend on the machine more than the others do. nginx spends most
 of its time per request in the kernel, a Python server most of its own in the
 interpreter, so a machine whose system calls are cheap speeds nginx up more. Two full runs
-of this suite on the same day and the same server code, on two machines of the same size,
-show it: for the 10 KB
+of this suite on the same day at the same commit (2ebb72a, before the run below), on two
+machines of the same size, show it: for the 10 KB
 file nginx's CPU/req went from 17.6 to 7.8 µs, twistwsgi's from 33.8 to 24.8 µs, and
 twistwsgi's ratio to nginx from 0.53 to 0.32. The ratios between Python servers moved
 far less (against `twistd web --path`, 6.69 and 4.86).
