@@ -1537,11 +1537,17 @@ _ScriptStep = _ScriptRequest | tuple[bytes, ...] | str | float
 
 
 def _seen_events(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """A handler's events, failures by what they say (each run makes its own)."""
-    seen = []
+    """A handler's events, failures by what they say (each run makes its own).
+
+    An :class:`UpstreamError` and a tunnel's closing :class:`Failure` are new objects
+    in each run, equal to nothing else: they are compared by their type and words.
+    """
+    seen: list[tuple[str, Any]] = []
     for kind, value in events:
         if isinstance(value, UpstreamError):
             seen.append((kind, (value.kind, value.detail, value.response_started, value.reused)))
+        elif isinstance(value, Failure):
+            seen.append((kind, (value.type, str(value.value))))
         else:
             seen.append((kind, value))
     return seen
@@ -1744,14 +1750,18 @@ def _scripts(draw: st.DrawFn) -> tuple[list[_ScriptStep], int | None]:
 
 
 _GET_STEP = _ScriptRequest(())
+_UPGRADE_STEP = _ScriptRequest((("upgrade", True),), keep=None)
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h\r\n\r\n"
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_scripts())
-# Two the scripts reach seldom: the remembered response as the body of another, and
-# a read as large as the transport's with bytes behind it in the socket.
+# Three the scripts reach seldom: the remembered response as the body of another, a
+# read as large as the transport's with bytes behind it in the socket, and a tunnel
+# the upstream closes (its Failure is compared by what it says, see _seen_events).
 @example(([_GET_STEP, (_PLAIN,), _GET_STEP, (_HOLDING_PLAIN, _PLAIN), _GET_STEP, (_PLAIN,)], None))
 @example(([_GET_STEP, (_PLAIN,), "stray bytes", _GET_STEP, (_PLAIN,)], len(_PLAIN)))
+@example(([_UPGRADE_STEP, (_SWITCHING,), "lost"], None))
 def test_any_script_is_seen_the_same_with_and_without_a_remembered_head(
     case: tuple[list[_ScriptStep], int | None],
 ) -> None:
