@@ -49,6 +49,18 @@ def answered_by(socket_path: Path, body: bytes = b"") -> tuple[int, str]:
     return int(pid), scheme
 
 
+def one_app_site(socket_path: Path, app: str, server: str = "workers = 2\n") -> str:
+    """A configuration file listening on ``socket_path``: one default host, ``app`` at "/".
+
+    ``server``: the ``[server]`` lines after ``listen``.
+    """
+    return (
+        f'[server]\nlisten = ["unix:{socket_path}"]\n{server}'
+        '[[host]]\nnames = ["x"]\ndefault = true\n'
+        f'[[host.mount]]\npath = "/"\napp = "{app}"\n'
+    )
+
+
 @pytest.fixture
 def socket_path(short_directory: Path) -> Path:
     return short_directory / "w.sock"
@@ -228,10 +240,11 @@ def test_a_reload_starts_its_workers_with_its_worker_timeout(
 
     def write(worker_timeout: str) -> None:
         config.write_text(
-            f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 1\nthreads = 0\n'
-            f"worker_timeout = {worker_timeout}\n"
-            f'[[host]]\nnames = ["x"]\ndefault = true\n'
-            f'[[host.mount]]\npath = "/"\napp = "tests.apps:blocks_on_path"\n'
+            one_app_site(
+                socket_path,
+                "tests.apps:blocks_on_path",
+                f"workers = 1\nthreads = 0\nworker_timeout = {worker_timeout}\n",
+            )
         )
 
     write("0")
@@ -345,11 +358,7 @@ def test_sighup_replaces_the_workers_with_new_code_and_a_new_configuration(
     config = tmp_path / "site.toml"
 
     def write(workers: int) -> None:
-        config.write_text(
-            f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = {workers}\n'
-            f'[[host]]\nnames = ["x"]\ndefault = true\n'
-            f'[[host.mount]]\npath = "/"\napp = "release_app:app"\n'
-        )
+        config.write_text(one_app_site(socket_path, "release_app:app", f"workers = {workers}\n"))
 
     write(2)
     server = Server("--config", "site.toml", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
@@ -559,11 +568,7 @@ def test_a_relative_config_file_is_found_after_rundir(tmp_path: Path, socket_pat
     """
     write_release(tmp_path, "A")
     (tmp_path / "run").mkdir()
-    (tmp_path / "site.toml").write_text(
-        f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
-        f'[[host]]\nnames = ["x"]\ndefault = true\n'
-        f'[[host.mount]]\npath = "/"\napp = "release_app:app"\n'
-    )
+    (tmp_path / "site.toml").write_text(one_app_site(socket_path, "release_app:app"))
     server = Server(
         "--config",
         "site.toml",
@@ -620,12 +625,7 @@ def test_a_configuration_file_larger_than_an_environment_variable(
     on its standard input, at the start and after a reload.
     """
     config = tmp_path / "site.toml"
-    config.write_text(
-        "# padding\n" * 20_000
-        + f'[server]\nlisten = ["unix:{socket_path}"]\nworkers = 2\n'
-        + '[[host]]\nnames = ["x"]\ndefault = true\n'
-        + '[[host.mount]]\npath = "/"\napp = "tests.apps:process"\n'
-    )
+    config.write_text("# padding\n" * 20_000 + one_app_site(socket_path, "tests.apps:process"))
     assert config.stat().st_size > 128 * 1024
     server = Server("--config", str(config))
     try:
