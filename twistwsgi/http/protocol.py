@@ -1317,16 +1317,22 @@ class HTTP11Protocol(Protocol):
         tail: bytes | None = None
         try:
             if (
-                read is _READ_HEAD
+                read is not _READ_BODY
                 and data
                 and not self._chunk_lines
                 and not data.partition(_HEAD_END)[2]
                 and data[0] not in _CR_LF
             ):
-                # (_feed's usual read, inline: once per request, a GET's whole head.)
+                # The usual read, once per request (a GET's whole head): no head ends
+                # in it but, perhaps, at its very end (a CR or LF first might end a
+                # head begun in the last read), so it is one piece, fed here rather
+                # than through _feed (a call less). (Nothing after the first empty
+                # line: it is absent or last. partition rather than find, as in
+                # on_headers_complete.)
                 self._fed_tail = data[-3:] if len(data) >= 3 else (self._fed_tail + data)[-3:]
                 self._parser.feed_data(data)
                 if self._chunked_head_done:
+                    # The piece ended where the head did: the body starts here.
                     self._begin_chunk_lines()
             else:
                 self._feed(data)
@@ -1372,7 +1378,8 @@ class HTTP11Protocol(Protocol):
         chunked body begins right after one), over a Content-Length body, and over
         a chunked body's chunks up to its last chunk, each in one piece, the lines
         checked (:meth:`_check_chunk_lines`) before llhttp is given them. A read
-        holding one head, or body data only, is one piece, fed as it came.
+        of body data only is one piece, fed as it came; one holding a head that
+        ends nowhere but at its end never comes here (:meth:`_parse` feeds it).
         """
         size = len(data)
         if not size:
@@ -1389,20 +1396,12 @@ class HTTP11Protocol(Protocol):
             start = self._feed_chunks(data, 0)
             if start == size:
                 return
-        elif self._read is _READ_BODY:
-            if not self._chunked and self._body_until - self._body_bytes > size:
-                self._parser.feed_data(data)  # body data only, and the body goes on
-                return
-        elif not data.partition(_HEAD_END)[2] and data[0] not in _CR_LF:
-            # The usual read: no head ends in it but, perhaps, at its very end (a
-            # CR or LF first might end a head begun in the last read). As
-            # _feed_piece, inline: a GET's read comes this way. (Nothing after the
-            # first empty line: it is absent or last. partition rather than find,
-            # as in on_headers_complete.)
-            self._fed_tail = data[-3:] if size >= 3 else (self._fed_tail + data)[-3:]
-            self._parser.feed_data(data)
-            if self._chunked_head_done:
-                self._begin_chunk_lines()
+        elif (
+            self._read is _READ_BODY
+            and not self._chunked
+            and self._body_until - self._body_bytes > size
+        ):
+            self._parser.feed_data(data)  # body data only, and the body goes on
             return
         while start < size:
             if self._chunk_lines:
