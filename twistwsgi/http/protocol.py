@@ -2448,6 +2448,11 @@ class HTTP11Protocol(Protocol):
         holding it idle for the keep-alive timeout (nginx drains keep-alive
         connections when it needs one; announcing the close spares the client a
         request sent on a connection closing under it).
+
+        :meth:`HTTP11Exchange._head` asks this only when one of the four attributes
+        it rests on (``at_capacity``, which ``clients_waiting`` needs,
+        ``_close_when_idle``, ``_upgraded``, ``shutting_down``) is set: a new
+        condition here goes into that test too.
         """
         return (
             self._factory.clients_waiting()
