@@ -61,6 +61,17 @@ def one_app_site(socket_path: Path, app: str, server: str = "workers = 2\n") -> 
     )
 
 
+def blocked_request(server: Server, socket_path: Path, target: bytes) -> socket.socket:
+    """Send GET ``target`` to the one worker; return its client once the application
+    says that it blocks the worker's event loop.
+    """
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(socket_path))
+    client.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.wait_for("blocking the event loop")
+    return client
+
+
 @pytest.fixture
 def socket_path(short_directory: Path) -> Path:
     return short_directory / "w.sock"
@@ -173,10 +184,7 @@ def test_a_worker_whose_event_loop_is_blocked_ends_once_the_master_is_killed(
     )
     worker = started_workers(server, 1)[1]
     server.wait_for("with 1 worker processes")
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.connect(str(socket_path))
-    client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    server.wait_for("blocking the event loop")
+    client = blocked_request(server, socket_path, b"/")
     server.process.kill()
     server.process.wait(timeout=60)
     assert server.wait_for("the master process", timeout=60).strip() == (
@@ -212,10 +220,7 @@ def test_a_worker_whose_event_loop_is_blocked_is_dumped_killed_and_replaced(
     try:
         worker = started_workers(server, 1)[1]
         server.wait_for("with 1 worker processes")
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        client.connect(str(socket_path))
-        client.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
-        server.wait_for("blocking the event loop")
+        client = blocked_request(server, socket_path, b"/block")
         server.wait_for(
             f"Worker 1 (pid {worker}) sent no heartbeat for 2s: its event loop is blocked;"
             " killing it and starting another"
