@@ -14,6 +14,13 @@ nothing else. Three modes, one per kind of scenario:
   bytes are copied both ways unread: the floor of a reverse proxy that keeps one upstream
   connection per client connection.
 
+With ``--direct`` it takes the reactor paths twistwsgi's command line installs: socket events
+dispatched without Twisted's log context, reads handed to the protocol from the poll loop, and
+writes sent straight to the socket, held to the end of each batch of events
+(:mod:`twistwsgi.dispatch`, :mod:`twistwsgi.http.transport`). Without it, Twisted's own paths,
+which twistwsgi no longer takes: so the plain floor is not an upper bound for twistwsgi, the
+direct one is.
+
 Usage: python twisted_floor.py --listen tcp:8080:interface=127.0.0.1 hello
        python twisted_floor.py --listen ... files /path/to/static
        python twisted_floor.py --listen ... relay 127.0.0.1:8081
@@ -26,10 +33,20 @@ import hashlib
 from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import endpoints, protocol, reactor, task
 
 HEAD_END = b"\r\n\r\n"
+
+#: How a protocol sends: ``transport.write`` or twistwsgi's ``write_now``.
+Writer = Callable[[Any, bytes], None]
+
+
+def _twisted_write(transport: Any, data: bytes) -> None:
+    transport.write(data)
+
+
 HELLO_BODY = b"Hello, World!"
 
 
@@ -54,9 +71,10 @@ class Responses:
 class AnswerEachHead(protocol.Protocol):
     """Answers every complete request head with the pre-built response for its path."""
 
-    def __init__(self, responses: Responses, one_path: bool) -> None:
+    def __init__(self, responses: Responses, one_path: bool, write: Writer) -> None:
         self._responses = responses
         self._one_path = one_path
+        self._write = write
         self._pending = b""
 
     def dataReceived(self, data: bytes) -> None:
@@ -74,20 +92,21 @@ class AnswerEachHead(protocol.Protocol):
             start = end + len(HEAD_END)
         self._pending = buffer[start:]
         if replies:
-            self.transport.write(b"".join(replies))
+            self._write(self.transport, b"".join(replies))
 
 
 class RelayToClient(protocol.Protocol):
     """The upstream side of a relay: copies what the upstream sends to the client."""
 
-    def __init__(self, client: RelayFromClient) -> None:
+    def __init__(self, client: RelayFromClient, write: Writer) -> None:
         self._client = client
+        self._write = write
 
     def connectionMade(self) -> None:
         self._client.upstream_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self._client.transport.write(data)
+        self._write(self._client.transport, data)
 
     def connectionLost(self, reason: object = None) -> None:
         self._client.transport.loseConnection()
@@ -96,28 +115,29 @@ class RelayToClient(protocol.Protocol):
 class RelayFromClient(protocol.Protocol):
     """The client side of a relay: one upstream connection, opened when the client connects."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], write: Writer) -> None:
         self._upstream_address = upstream
+        self._write = write
         self._upstream: RelayToClient | None = None
         self._early: list[bytes] = []
 
     def connectionMade(self) -> None:
         host, port = self._upstream_address
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port)
-        connecting = endpoints.connectProtocol(endpoint, RelayToClient(self))
+        connecting = endpoints.connectProtocol(endpoint, RelayToClient(self, self._write))
         connecting.addErrback(lambda _: self.transport.loseConnection())
 
     def upstream_ready(self, upstream: RelayToClient) -> None:
         self._upstream = upstream
         for data in self._early:
-            upstream.transport.write(data)
+            self._write(upstream.transport, data)
         self._early = []
 
     def dataReceived(self, data: bytes) -> None:
         if self._upstream is None:
             self._early.append(data)
         else:
-            self._upstream.transport.write(data)
+            self._write(self._upstream.transport, data)
 
     def connectionLost(self, reason: object = None) -> None:
         if self._upstream is not None:
@@ -166,19 +186,30 @@ def main() -> None:
     """Serve the chosen mode until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", required=True, help="Twisted server endpoint string")
+    parser.add_argument(
+        "--direct", action="store_true", help="take twistwsgi's dispatch and write paths"
+    )
     parser.add_argument("mode", choices=("hello", "files", "relay"))
     parser.add_argument("where", nargs="?", help="files: the folder; relay: HOST:PORT")
     args = parser.parse_args()
+    write: Writer = _twisted_write
+    if args.direct:
+        from twistwsgi import dispatch
+        from twistwsgi.http.transport import write_now
+
+        dispatch.skip_log_context()
+        dispatch.read_inline(reactor)
+        write = write_now
     if args.mode == "relay":
         host, _, port = args.where.rpartition(":")
-        factory = EachConnection(lambda: RelayFromClient((host, int(port))))
+        factory = EachConnection(lambda: RelayFromClient((host, int(port)), write))
     else:
         responses = _hello() if args.mode == "hello" else _files(Path(args.where))
         task.LoopingCall(responses.refresh_date).start(1.0)
         one_path = args.mode == "hello"
-        factory = EachConnection(lambda: AnswerEachHead(responses, one_path))
-    endpoints.serverFromString(reactor, args.listen).listen(factory)
-    print(f"{args.mode} on {args.listen}", flush=True)
+        factory = EachConnection(lambda: AnswerEachHead(responses, one_path, write))
+    listening = endpoints.serverFromString(reactor, args.listen).listen(factory)
+    listening.addCallback(lambda port: print(f"{args.mode} on {port.getHost()}", flush=True))
     reactor.run()  # type: ignore[attr-defined]
 
 

@@ -32,7 +32,9 @@ WSGI_PEERS = (
     "granian",
 )
 FLOOR = "twisted-floor"
-ALL_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS, "nginx", FLOOR)
+FLOOR_DIRECT = "twisted-floor-direct"
+FLOORS = (FLOOR, FLOOR_DIRECT)
+ALL_SERVERS = (*TWISTWSGI_VARIANTS, *WSGI_PEERS, "nginx", *FLOORS)
 THREADS = 10
 IDLE_KEEP_ALIVE_SECONDS = 75
 
@@ -417,25 +419,32 @@ def upstream_launch(context: Context, port: int) -> Launch:
 # -- the floor --------------------------------------------------------------------------------
 
 
-def _twisted_floor(context: Context, target: Target, port: int) -> Launch | Unavailable | None:
+def _twisted_floor(direct: bool) -> Builder:
     """``benchmarks/twisted_floor.py`` on twistwsgi's own Python and Twisted.
 
     It takes part where a fixed answer stands in for the real work: hello world, the static
     files, and the proxy (as a byte relay); not where the application's own time is measured.
+    ``direct``: with ``--direct``, on the reactor paths twistwsgi's command line installs.
     """
-    if target.workers > 1 or target.hold_idle:
-        return None
-    script = context.repo / "benchmarks" / "twisted_floor.py"
-    argv = [str(context.project_bin / "python"), str(script), "--listen", _listen(port)]
-    if target.kind == "static":
-        argv += ["files", str(target.docroot / "static" if target.docroot else "")]
-    elif target.kind == "proxy":
-        argv += ["relay", f"127.0.0.1:{target.upstream_port}"]
-    elif target.app == "hello":
-        argv += ["hello"]
-    else:
-        return None
-    return Launch(argv=argv, cwd=context.repo)
+
+    def build(context: Context, target: Target, port: int) -> Launch | Unavailable | None:
+        if target.workers > 1 or target.hold_idle:
+            return None
+        script = context.repo / "benchmarks" / "twisted_floor.py"
+        argv = [str(context.project_bin / "python"), str(script), "--listen", _listen(port)]
+        if direct:
+            argv.append("--direct")
+        if target.kind == "static":
+            argv += ["files", str(target.docroot / "static" if target.docroot else "")]
+        elif target.kind == "proxy":
+            argv += ["relay", f"127.0.0.1:{target.upstream_port}"]
+        elif target.app == "hello":
+            argv += ["hello"]
+        else:
+            return None
+        return Launch(argv=argv, cwd=context.repo)
+
+    return build
 
 
 BUILDERS: dict[str, Builder] = {
@@ -448,7 +457,8 @@ BUILDERS: dict[str, Builder] = {
     "uwsgi": _uwsgi,
     "granian": _granian,
     "nginx": _nginx,
-    FLOOR: _twisted_floor,
+    FLOOR: _twisted_floor(direct=False),
+    FLOOR_DIRECT: _twisted_floor(direct=True),
 }
 
 
