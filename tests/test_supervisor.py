@@ -37,6 +37,7 @@ from twistwsgi.supervisor import (
     CONTROL_FD,
     DUMP_GRACE,
     DUMP_LIMIT,
+    DUMP_QUIET,
     FIRST_LISTENER_FD,
     FIRST_RESTART_DELAY,
     KILL_GRACE,
@@ -1776,11 +1777,16 @@ def test_a_silent_worker_before_the_first_start_served_is_started_again() -> Non
 def test_a_dump_is_logged_once_at_the_end_and_bounded() -> None:
     _, clock = running(1, worker_timeout=5.0)
     [worker] = clock.processes
+    clock.advance(5.0)
+    assert worker.signals == ["USR2"]
     with capture_log_events() as events:
         for _ in range(DUMP_LIMIT // 1000 + 1):
             worker.dump(b"x" * 999 + b"\n")
+        clock.advance(DUMP_QUIET)
         assert messages(events) == []  # (not before its end)
         worker.end(ProcessTerminated(signal=signal.SIGKILL))
+        clock.advance(FIRST_RESTART_DELAY)  # (its replacement starts: the slot is reset)
+        assert len(clock.processes) == 2
         worker.dump(b"more")
     dumps = [text for text in messages(events) if "was stopped here" in text]
     kept = (b"x" * 999 + b"\n") * (DUMP_LIMIT // 1000 + 1)
@@ -1793,6 +1799,51 @@ def test_a_dump_is_logged_once_at_the_end_and_bounded() -> None:
     with capture_log_events() as events:
         worker.protocol.childConnectionLost(worker.payload()["dump_fd"])
     assert messages(events) == ["Worker 1 (pid 1000) was stopped here (its threads' stacks):\nmore"]
+
+
+def test_a_dump_the_master_did_not_ask_for_is_logged_while_the_worker_runs_on() -> None:
+    """An operator's kill -USR2 shows where a running worker's threads are: logged once
+    the pipe is quiet, at info, and the worker is neither killed nor replaced.
+    """
+    _, clock = running(1, worker_timeout=30.0)
+    [worker] = clock.processes
+    with capture_log_events() as events:
+        worker.dump(b"Thread 0x01 (most recent call first):\n")
+        clock.advance(DUMP_QUIET - 0.1)
+        worker.dump(b'  File "app.py", line 9 in handler\n')
+        clock.advance(DUMP_QUIET - 0.1)
+        assert messages(events) == []  # (still being written)
+        clock.advance(0.1)
+    assert messages(events) == [
+        "Worker 1 (pid 1000) was sent SIGUSR2; its threads' stacks:\n"
+        "Thread 0x01 (most recent call first):\n"
+        '  File "app.py", line 9 in handler'
+    ]
+    assert events[0]["log_level"].name == "info"
+    with capture_log_events() as events:
+        worker.dump(b"Thread 0x02 (most recent call first):\n")
+        clock.advance(DUMP_QUIET)
+    assert messages(events) == [
+        "Worker 1 (pid 1000) was sent SIGUSR2; its threads' stacks:\n"
+        "Thread 0x02 (most recent call first):"
+    ]
+    beating(clock, 60, worker)
+    assert worker.signals == []
+    assert len(clock.processes) == 1
+
+
+def test_a_dump_the_master_did_not_ask_for_is_logged_at_an_earlier_end() -> None:
+    _, clock = running(1, worker_timeout=30.0)
+    [worker] = clock.processes
+    worker.dump(b"Thread 0x01 (most recent call first):\n")
+    with capture_log_events() as events:
+        worker.end(ProcessTerminated(exitCode=1))
+        clock.advance(DUMP_QUIET)
+    dumps = [text for text in messages(events) if "stacks" in text]
+    assert dumps == [
+        "Worker 1 (pid 1000) was sent SIGUSR2; its threads' stacks:\n"
+        "Thread 0x01 (most recent call first):"
+    ]
 
 
 def test_a_worker_that_ends_without_a_dump_logs_none() -> None:

@@ -272,6 +272,25 @@ def test_a_reload_starts_its_workers_with_its_worker_timeout(
         server.stop()
 
 
+def test_sigusr2_sent_by_hand_logs_a_running_workers_stacks(socket_path: Path) -> None:
+    """An operator's kill -USR2 shows where a worker's threads are, and it serves on."""
+    server = Server(
+        *("--app", "tests.apps:process", "--listen", f"unix:{socket_path}"),
+        *("--workers", "1", "--worker-timeout", "30"),
+    )
+    try:
+        [worker] = started_workers(server, 1).values()
+        server.wait_for("with 1 worker processes")
+        os.kill(worker, signal.SIGUSR2)
+        server.wait_for(f"Worker 1 (pid {worker}) was sent SIGUSR2; its threads' stacks:")
+        server.wait_for("most recent call first")
+        assert answered_by(socket_path)[0] == worker
+        assert not [line for line in server.seen if "killed" in line]
+        assert len([line for line in server.seen if "Started worker" in line]) == 1
+    finally:
+        assert server.stop() == 0
+
+
 def test_a_worker_whose_event_loop_runs_outlives_its_worker_timeout(socket_path: Path) -> None:
     """Its heartbeat keeps it: it is still the one serving once it has served twice
     its worker_timeout (max_worker_lifetime's report says when, on its own clock).

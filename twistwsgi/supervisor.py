@@ -42,8 +42,11 @@ Master and worker speak over three pipes besides the sockets:
 * the dump pipe (its descriptor follows the listeners and the shared limits; the
   payload says which), read by the master: what the worker's ``faulthandler``
   writes on SIGUSR2, the Python stack of each of its threads, written by C code
-  even while a thread holds the GIL. The master logs it once the process has
-  ended, as one event (its first :data:`DUMP_LIMIT` bytes).
+  even while a thread holds the GIL. The master logs it as one event (its first
+  :data:`DUMP_LIMIT` bytes): for the SIGUSR2 of a worker_timeout, once the process
+  has ended, beside its kill; for one the master did not send (an operator's ``kill
+  -USR2``, to see where a running worker's threads are), once the pipe has been quiet
+  for :data:`DUMP_QUIET` seconds, while the worker runs on.
 
 What a worker builds its configuration from (the options, the configuration file's
 text, ...) comes as one JSON document on its standard input, which then ends: the
@@ -156,6 +159,10 @@ RELOAD_TIMEOUT = 60.0
 DUMP_GRACE = 1.0
 #: The most of a worker's stack dump that is kept for the log (the rest is counted).
 DUMP_LIMIT = 64 * 1024
+#: Seconds the dump pipe stays quiet before a dump the master did not ask for is logged
+#: while the worker runs on. faulthandler writes every thread's stack from one signal
+#: handler call, at once, so a pause this long means the dump is whole.
+DUMP_QUIET = 0.5
 #: A worker_timeout timer that fires more than this many seconds after its time says
 #: that this process did not run meanwhile (the machine was suspended, the process
 #: stopped, the clock stepped): the workers' reports are still unread in their pipes,
@@ -268,8 +275,9 @@ class _WorkerProtocol(ProcessProtocol):
     but say nothing about the worker's slot.
 
     What arrives on the dump pipe (``dump_fd``) is kept, up to :data:`DUMP_LIMIT`
-    bytes, and logged as one event at the end (what comes after it, once that
-    pipe closes).
+    bytes, and logged as one event: at the end when the master sent the SIGUSR2 for
+    a worker_timeout (what comes after it, once that pipe closes), else once the pipe
+    has been quiet for :data:`DUMP_QUIET` seconds, or at the end if that comes first.
     """
 
     def __init__(
@@ -291,6 +299,10 @@ class _WorkerProtocol(ProcessProtocol):
         self._dump_fd = dump_fd
         self._dump = bytearray()
         self._dump_cut = 0
+        self._dump_quiet: IDelayedCall | None = None
+        #: Whether the master sent this process its SIGUSR2 (worker_timeout), kept at
+        #: the end: the slot's flag is cleared when its next process starts.
+        self._silenced = False
         self._exit: BaseException | None = None
         self._grace: IDelayedCall | None = None
         self.ended = False
@@ -300,6 +312,9 @@ class _WorkerProtocol(ProcessProtocol):
             room = DUMP_LIMIT - len(self._dump)
             self._dump += data[:room]
             self._dump_cut += max(len(data) - room, 0)
+            if not self.ended:
+                _cancel(self._dump_quiet)
+                self._dump_quiet = self._clock.callLater(DUMP_QUIET, self._dump_quiet_reached)
             return
         if childFD != REPORT_FD:
             return
@@ -312,6 +327,12 @@ class _WorkerProtocol(ProcessProtocol):
         if childFD == self._dump_fd and self.ended:
             self._log_dump()  # (what came once the process's end was taken)
 
+    def _dump_quiet_reached(self) -> None:
+        """Log a dump nobody here asked for; a worker_timeout's waits for the end."""
+        self._dump_quiet = None
+        if not self.ended and not self._worker.timed_out:
+            self._log_dump()
+
     def _log_dump(self) -> None:
         """Log the stacks the process wrote on the dump pipe, if any, once."""
         if not self._dump and not self._dump_cut:
@@ -320,12 +341,20 @@ class _WorkerProtocol(ProcessProtocol):
         if self._dump_cut:
             text += f"\n... ({self._dump_cut} bytes more, not kept)"
         self._dump, self._dump_cut = bytearray(), 0
-        _log.error(
-            "Worker {number} (pid {pid}) was stopped here (its threads' stacks):\n{stacks}",
-            number=self._worker.number,
-            pid=self.pid,
-            stacks=text,
-        )
+        if self._silenced if self.ended else self._worker.timed_out:
+            _log.error(
+                "Worker {number} (pid {pid}) was stopped here (its threads' stacks):\n{stacks}",
+                number=self._worker.number,
+                pid=self.pid,
+                stacks=text,
+            )
+        else:
+            _log.info(
+                "Worker {number} (pid {pid}) was sent SIGUSR2; its threads' stacks:\n{stacks}",
+                number=self._worker.number,
+                pid=self.pid,
+                stacks=text,
+            )
 
     def processExited(self, reason: Failure) -> None:
         self._exit = reason.value or ProcessDone(0)
@@ -341,6 +370,9 @@ class _WorkerProtocol(ProcessProtocol):
             self._grace.cancel()
         self._grace = None
         if not self.ended:
+            _cancel(self._dump_quiet)
+            self._dump_quiet = None
+            self._silenced = self._worker.timed_out
             self.ended = True
             assert self._exit is not None
             self._log_dump()
