@@ -23,6 +23,7 @@ from twistwsgi.http.rules import (
     reason_phrase,
     split_target,
     transfer_coding_is_chunked,
+    unknown_method_status,
     unquote_path,
 )
 
@@ -639,3 +640,38 @@ def test_reason_phrase_standard(status: int, phrase: bytes) -> None:
 def test_reason_phrase_unknown_is_empty(status: int) -> None:
     """Unregistered codes get an empty phrase (RFC 9112 4: the reason is optional)."""
     assert reason_phrase(status) == b""
+
+
+# -- methods llhttp does not know ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"FOO / HTTP/1.1\r\n", 501),
+        (b"get /", 501),  # methods are case-sensitive (RFC 9110 9.1)
+        (b"M-SRCH2 ", 501),
+        (b"FOO! ", 501),  # '!' is a tchar
+        (b"FOO", None),  # the token may go on
+        (b"", None),
+        (b" GET / HTTP/1.1", 400),  # SP with no token before it
+        (b"GE@T / HTTP/1.1", 400),
+        (b"GET\t/ HTTP/1.1", 400),
+        (b"FOO\r\n", 400),
+        (b"\x16\x03\x01\x00", 400),  # a TLS ClientHello
+        (b"A" * 8, None),
+        (b"A" * 8 + b" ", 501),
+        (b"A" * 9, 414),  # past the limit (8 here)
+        (b"A" * 9 + b"\x00", 414),  # decided by the length wherever the line ends
+    ],
+)
+def test_an_unknown_method_is_answered_from_its_line(line: bytes, status: int | None) -> None:
+    assert unknown_method_status(line, 8) == status
+
+
+@given(line=st.binary(max_size=20), cut=st.integers(min_value=0, max_value=20))
+def test_an_unknown_method_s_answer_does_not_change_with_more_bytes(line: bytes, cut: int) -> None:
+    """Once a prefix of the line decides the answer, the whole line gives the same."""
+    decided = unknown_method_status(line[:cut], 8)
+    if decided is not None:
+        assert unknown_method_status(line, 8) == decided

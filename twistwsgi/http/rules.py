@@ -25,6 +25,7 @@ __all__ = [
     "FORBIDDEN_TRAILERS",
     "FORWARDING_FIELDS",
     "HOP_BY_HOP",
+    "TCHAR_BYTES",
     "RequestError",
     "TargetForm",
     "classify_target",
@@ -34,6 +35,7 @@ __all__ = [
     "reason_phrase",
     "split_target",
     "transfer_coding_is_chunked",
+    "unknown_method_status",
     "unquote_path",
 ]
 
@@ -221,6 +223,34 @@ def transfer_coding_is_chunked(values: list[bytes]) -> bool:
 #   chunk-ext-name = token; chunk-ext-val = token / quoted-string
 # with token and quoted-string from RFC 9110 5.6.2 and 5.6.4 (qdtext and quoted-pair
 # exclude CR, LF and the other controls but HTAB).
+#: Every tchar (RFC 9110 5.6.2), as the argument of ``bytes.lstrip``.
+TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def unknown_method_status(line: bytes, limit: int) -> int | None:
+    """The status that answers a request line whose method llhttp does not know.
+
+    ``line`` is what arrived of the line, from its first byte (after any empty
+    lines); ``limit`` is the request-line limit. The answer rests on ``line`` alone,
+    never on where llhttp stopped in it (at the first byte that cannot continue a
+    method it knows, so at a place that depends on how the reads were split):
+
+    * 501 for a method token (RFC 9112 3: ``method = token``) then SP: a well-formed
+      method the server does not implement (RFC 9110 9.1, 15.6.2). Methods are
+      case-sensitive, so ``get`` is one too;
+    * 400 when a byte that is neither a tchar nor SP comes first (a control byte, a
+      CR or LF, a TLS handshake on a plain port), or SP does with no token before it;
+    * 414 once the token is longer than ``limit``, as a long request-target is;
+    * ``None`` while every byte is a tchar and within the limit: more must come.
+    """
+    token = len(line) - len(line.lstrip(TCHAR_BYTES))
+    if token > limit:
+        return 414
+    if token == len(line):
+        return None
+    return 501 if token and line[token] == 0x20 else 400
+
+
 _TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _BWS = rb"[ \t]*"
