@@ -18,15 +18,17 @@ How the statuses are decided:
   exactly one ``chunked``, Transfer-Encoding on HTTP/1.0, bad chunk sizes, missing or
   repeated or malformed Host, a request-target that is none of the RFC 9112 3.2
   forms (or one the method does not allow), bad percent-escapes, and trailer fields
-  RFC 9110 6.5.1 forbids. Unknown or lower-case methods are 400 as well: llhttp
-  cannot tell an unknown token from garbage.
+  RFC 9110 6.5.1 forbids; a request line that does not start with a token and SP
+  (a control byte, a TLS handshake sent to a plain port).
 * 413/414/431 for the server's limits (RFC 9110 15.5.14, 15.5.15; RFC 6585 5):
-  request-target over 8192 bytes, a field line (name + ": " + value) over 8192 bytes,
-  more than 100 fields or a header section over 32768 bytes, a Content-Length over
-  1048576 (decided from the header alone) or a chunked body that grows past it.
+  request-target or a method token over 8192 bytes, a field line (name + ": " +
+  value) over 8192 bytes, more than 100 fields or a header section over 32768 bytes,
+  a Content-Length over 1048576 (decided from the header alone) or a chunked body
+  that grows past it.
 * 417 for an ``Expect`` other than ``100-continue`` (RFC 9110 10.1.1, 15.5.18).
 * 501 for what is well-formed but not implemented: a transfer coding before
-  ``chunked`` (RFC 9112 6.1) and CONNECT tunnels (RFC 9110 9.3.6, 15.6.2).
+  ``chunked`` (RFC 9112 6.1), CONNECT tunnels (RFC 9110 9.3.6, 15.6.2), and a
+  method token the server does not know, lower-case ones included (RFC 9110 9.1).
 * 505 for a well-formed version other than HTTP/1.0 and HTTP/1.1, and for an
   HTTP/0.9 simple request with no version at all (RFC 9110 15.6.6; RFC 9112 2.3).
 
@@ -69,7 +71,7 @@ _HOST = b"Host: example.com\r\n"
 _GET = b"GET / HTTP/1.1\r\n" + _HOST + b"\r\n"  # a plain valid request, for pipelining
 _CHUNKED_POST = b"POST / HTTP/1.1\r\n" + _HOST + b"Transfer-Encoding: chunked\r\n"
 
-LIMIT_TARGET = 8192  # request-target bytes
+LIMIT_TARGET = 8192  # request-target bytes (and method bytes: the request-line limit)
 LIMIT_FIELD_LINE = 8192  # name + ": " + value
 LIMIT_FIELDS = 100  # field lines in the header section
 LIMIT_HEADER_SECTION = 32768  # bytes of the header section
@@ -666,14 +668,111 @@ INVALID: tuple[Invalid, ...] = (
     Invalid(
         "method-lowercase",
         b"get / HTTP/1.1\r\n" + _HOST + b"\r\n",
-        400,
-        "RFC 9112 3.1: methods are case-sensitive; 'get' is unknown, refused as malformed",
+        501,
+        "RFC 9110 9.1: methods are case-sensitive; 'get' is a token the server does not know",
     ),
     Invalid(
         "method-unknown",
         b"FOO / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1, 15.6.2: a method token the server does not know is 501 Not Implemented",
+    ),
+    Invalid(
+        "method-unknown-with-tchar",
+        b"FOO! / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 5.6.2: '!' is a tchar, so FOO! is a token, and an unknown method",
+    ),
+    Invalid(
+        "method-known-then-more",
+        b"M-SEARCH2 / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1: M-SEARCH2 is unknown though M-SEARCH is known (llhttp stops at '2')",
+    ),
+    Invalid(
+        "method-prefix-of-known",
+        b"GE / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1: GE is unknown (llhttp stops at the SP, after two bytes it took)",
+    ),
+    Invalid(
+        "method-unknown-after-empty-lines",
+        b"\r\n\nMKX / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9112 2.2: empty lines before the line are skipped; MKX is an unknown method",
+    ),
+    Invalid(
+        "method-rtsp-with-http-version",
+        b"DESCRIBE / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1: llhttp knows DESCRIBE for RTSP only; it is not an HTTP method here",
+    ),
+    Invalid(
+        "method-too-long",
+        b"A" * (LIMIT_TARGET + 1) + b" / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        414,
+        "RFC 9110 15.5.15: a method token of 8193 bytes exceeds the 8192 request-line limit",
+    ),
+    Invalid(
+        "method-longest-token",
+        b"A" * LIMIT_TARGET + b" / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1: a method token of 8192 bytes is within the limit, and unknown",
+    ),
+    Invalid(
+        "method-starts-with-control-byte",
+        b"\x01GET / HTTP/1.1\r\n" + _HOST + b"\r\n",
         400,
-        "RFC 9110 9.1: an unknown method (501 in the RFC) is 400 here: llhttp rejects it",
+        "RFC 9112 3: the request line starts with a token; a CTL is not a tchar",
+    ),
+    Invalid(
+        "method-then-crlf",
+        b"FOO\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 3: SP follows the method; a line that ends after a token is no request line",
+    ),
+    Invalid(
+        "tls-client-hello-on-plain-port",
+        # A TLS 1.2 record header (handshake, version 3.1) and a ClientHello's start.
+        bytes.fromhex("16030100f8010000f40303") + bytes(range(32)),
+        400,
+        "RFC 9112 3: a TLS handshake sent to a plain-HTTP port starts with no token",
+    ),
+    Invalid(
+        "pipelined-method-unknown",
+        _GET + b"FOO / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1: the valid request before it is answered first, in order",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-method-unknown-after-body",
+        b"POST / HTTP/1.1\r\n"
+        + _HOST
+        + b"Content-Length: 3\r\n\r\nABCPU / HTTP/1.1\r\n"
+        + _HOST
+        + b"\r\n",
+        501,
+        "RFC 9110 9.1: the line starts after the body's 3 bytes: PU, an unknown method",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-leading-space-after-body",
+        b"POST / HTTP/1.1\r\n"
+        + _HOST
+        + b"Content-Length: 3\r\n\r\nABC GET / HTTP/1.1\r\n"
+        + _HOST
+        + b"\r\n",
+        400,
+        "RFC 9112 3: the line after the body's 3 bytes starts with SP, not a method",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-method-unknown-after-chunked-body",
+        _CHUNKED_POST + b"\r\n3\r\nabc\r\n0\r\n\r\nPU / HTTP/1.1\r\n" + _HOST + b"\r\n",
+        501,
+        "RFC 9110 9.1: after the chunked body's end, PU is an unknown method",
+        answered_before=1,
     ),
     Invalid(
         "method-invalid-char",

@@ -290,7 +290,11 @@ STRICTER = [
         " of an empty value",
     ),
     ("400 Expected LF after chunk size", "a bare CR in a chunk extension, which h11 takes"),
-    ("400 Invalid request method", "a method llhttp does not know (RFC 9110 9.1)"),
+    ("400 Invalid request method", "a request line that does not start with a token and SP"),
+    (
+        "501 Request method not implemented",
+        "a method llhttp does not know (RFC 9110 9.1), decided from the line's first byte",
+    ),
     ("505 Only HTTP/1.0 and HTTP/1.1", "HTTP versions other than 1.0 and 1.1"),
     ("505 HTTP/2 is not served", "PRI, HTTP/2's preface (RFC 9113 3.4)"),
     ("400 Content-Length can't be present with", "Content-Length with Transfer-Encoding"),

@@ -5,6 +5,7 @@ protocol is tested on its own; responses are parsed with h11.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
 from typing import Any
@@ -28,12 +29,14 @@ from twistwsgi.http.protocol import (
     LINGER_TIMEOUT,
     MAX_PIPELINED,
     MAX_QUEUED,
+    METHOD_NOT_IMPLEMENTED,
     PIPELINE_SLICE,
     HTTP11Exchange,
     Refusal,
     _find_bare_cr,
 )
 from twistwsgi.http.request import PreparedHeaders, describe_peer
+from twistwsgi.http.rules import unknown_method_status
 from twistwsgi.http.sendfile import CLIENT_GONE
 from twistwsgi.http.settings import HttpSettings
 from twistwsgi.testing import Connection, capture_log_events, connect, parse_responses
@@ -2179,3 +2182,200 @@ def test_a_head_answer_to_an_empty_body_states_no_length() -> None:
     head, get = parse_responses(connection.take(), [b"HEAD", b"GET"])
     assert head.header_values(b"content-length") == []
     assert get.header_values(b"content-length") == [b"0"]
+
+
+# -- methods llhttp does not know (RFC 9110 9.1) --------------------------------------
+
+_REST_OF_HEAD = b" / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def _answers(pieces: list[bytes]) -> tuple[list[tuple[int, bytes]], list[Any], bool]:
+    """Send ``pieces``; return the (status, body) answered, the log, whether closed."""
+    logged: list[Any] = []
+    connection = connect(Echo(), response_log=logged.append)
+    for piece in pieces:
+        connection.send(piece)
+    responses = [(r.status, r.body) for r in parse_responses(connection.take())]
+    requests = [
+        (entry.request.method, entry.request.target) if isinstance(entry, Refusal) else None
+        for entry in logged
+    ]
+    return responses, requests, connection.is_closed()
+
+
+@given(
+    before=st.sampled_from(
+        [
+            b"",
+            b"\r\n",
+            get(b"1"),
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
+        ]
+    ),
+    line=st.lists(
+        st.sampled_from(
+            [b"GET", b"M-SEARCH", b"MK", b"P", b"U", b"get", b"!", b"2", b" ", b"\t", b"\x01", b"("]
+        ),
+        min_size=1,
+        max_size=6,
+    ).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=4),
+)
+def test_a_method_gets_the_same_answer_however_its_line_is_split(
+    before: bytes, line: bytes, cuts: list[int]
+) -> None:
+    """An unknown method is refused by llhttp at a byte that depends on the split; the
+    answer (501, or 400 when the line does not start with a token and SP) and what
+    the access log gets do not. A refused line gets the answer its bytes call for.
+    """
+    raw = before + line + _REST_OF_HEAD
+    points = sorted({cut for cut in cuts if cut < len(raw)} | {0, len(raw)})
+    whole = _answers([raw])
+    split = _answers([raw[start:end] for start, end in itertools.pairwise(points)])
+    assert split == whole
+    responses, requests, _ = whole
+    status, body = responses[-1]
+    if body in (METHOD_NOT_IMPLEMENTED.encode() + b"\n", b"Invalid request method\n"):
+        assert status == unknown_method_status(line + _REST_OF_HEAD, 8192)
+        assert requests[-1] == ((line.partition(b" ")[0], b"") if status == 501 else (b"", b""))
+
+
+def test_a_refused_method_is_answered_once_a_byte_decides() -> None:
+    """Parsing stops at the refusal; the bytes after it are read, without an answer,
+    until one that is not a tchar comes: SP (501) or another (400).
+    """
+    for decider, status in ((b" ", 501), (b"\x00", 400)):
+        connection = open_connection(Echo())
+        connection.send(b"MKX")
+        connection.send(b"YZ")
+        assert connection.take() == b""
+        assert not connection.is_closed()
+        connection.send(decider + b"/ HTTP/1.1\r\n")
+        [response] = parse_responses(connection.take())
+        assert (response.status, response.header(b"connection")) == (status, b"close")
+
+
+@pytest.mark.parametrize("line", [b"FOO", b"ACL"])  # refused, and a method llhttp took
+def test_a_method_line_that_stops_times_out_as_any_head(line: bytes) -> None:
+    """An undecided method line gets the header timeout's 408, as any head cut short;
+    a client that leaves then gets nothing, and nothing is logged.
+    """
+    logged: list[Any] = []
+    connection = connect(
+        Echo(), settings=HttpSettings(header_timeout=5.0), response_log=logged.append
+    )
+    connection.send(line[:2])
+    connection.clock.advance(3)
+    connection.send(line[2:])
+    connection.clock.advance(2.1)
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.header(b"connection")) == (408, b"close")
+    [refusal] = logged
+    assert (refusal.request.method, refusal.request.target) == (b"", b"")
+
+    left = connect(Echo(), response_log=logged.append)
+    left.send(line)
+    left.protocol.connectionLost(Failure(ConnectionDone()))
+    assert left.take() == b""
+    assert len(logged) == 1
+
+
+def test_refused_methods_are_logged_with_what_was_read_of_them() -> None:
+    """The access log gets the method token of a 501 (and of a 414, cut at the
+    limit), nothing for a line that did not start with a token; the server log says
+    why, as for any refusal.
+    """
+    with capture_log_events() as events:
+        responses, requests, _ = _answers([b"NOTIFY2 / HTTP/1.1\r\n"])
+    assert responses == [(501, METHOD_NOT_IMPLEMENTED.encode() + b"\n")]
+    assert requests == [(b"NOTIFY2", b"")]
+    [line] = [formatEvent(e) for e in events if "Refused" in formatEvent(e)]
+    assert line.endswith(": 501 " + METHOD_NOT_IMPLEMENTED)
+    assert _answers([b"GE@T" + _REST_OF_HEAD])[:2] == (
+        [(400, b"Invalid request method\n")],
+        [(b"", b"")],
+    )
+    [(status, _)], [(method, _)], _ = _answers([b"Z" * 8193 + _REST_OF_HEAD])
+    assert (status, method) == (414, b"Z" * 8192)
+
+
+def test_a_method_cut_by_a_read_after_a_body_starts_after_the_body() -> None:
+    """The request line that starts after a body, in the same read, is kept from
+    its first byte when the read ends inside its method (PU, not the body's ABC).
+    """
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"
+    responses, requests, _ = _answers([head + b"ABCP", b"U" + _REST_OF_HEAD])
+    assert [status for status, _ in responses] == [200, 501]
+    assert requests == [None, (b"PU", b"")]
+
+
+def test_a_method_cut_by_a_read_is_not_taken_for_the_next_request_s() -> None:
+    """The start of a method kept at the end of a read belongs to its request only:
+    the next request's line, which starts with SP, is 400, not GE's 501.
+    """
+    responses, _, _ = _answers(
+        [b"GE", b"T /1 HTTP/1.1\r\nHost: a\r\n\r\n", b" GET" + _REST_OF_HEAD]
+    )
+    assert responses == [(200, b"/1"), (400, b"Invalid request method\n")]
+
+
+def test_a_refused_method_behind_held_requests_still_times_out() -> None:
+    """Reading paused for a pipeline resumes for an undecided method line once the
+    requests before it are answered, with the header timeout again.
+    """
+    held = Held()
+    connection = open_connection(held, header_timeout=5.0)
+    connection.send(get(b"1") + get(b"2") + b"FOO")
+    assert connection.transport.producerState == "paused"
+    answered = 0
+    while answered < len(held.exchanges):
+        exchange = held.exchanges[answered]
+        exchange.start_response(200, [])
+        exchange.finish(b"")
+        answered += 1
+    assert answered == 2
+    assert connection.transport.producerState == "producing"
+    connection.clock.advance(5.1)
+    assert [r.status for r in parse_responses(connection.take())] == [200, 200, 408]
+
+
+def test_a_refused_method_is_answered_after_the_requests_before_it() -> None:
+    """A 501 decided while earlier pipelined requests wait is sent in its turn."""
+    held = Held()
+    connection = open_connection(held)
+    connection.send(get(b"1") + b"FOO")
+    connection.send(b"BAR / HTTP/1.1\r\n")
+    assert connection.take() == b""
+    [exchange] = held.exchanges
+    exchange.start_response(200, [])
+    exchange.finish(b"first")
+    first, refusal = parse_responses(connection.take())
+    assert (first.status, first.body, first.header(b"connection")) == (200, b"first", None)
+    assert (refusal.status, refusal.header(b"connection")) == (501, b"close")
+
+
+@pytest.mark.parametrize("line", [b"FOO", b"ACL"])
+def test_a_method_line_being_read_keeps_a_shutdown_waiting(line: bytes) -> None:
+    """An undecided method line is a request still being read, as a method llhttp
+    took is: a shutdown waits for its answer.
+    """
+    connection = open_connection(Echo())
+    connection.send(line)
+    assert connection.protocol.draining
+
+
+def test_a_refused_method_behind_the_last_response_is_never_answered() -> None:
+    """The bytes of a refused method behind a request that closes the connection are
+    dropped with it: nothing is answered after the last response.
+    """
+    held = Held()
+    connection = open_connection(held, keepalive_requests=1)
+    connection.send(get(b"last") + b"FOO")
+    assert connection.protocol._method_line == b"FOO"
+    [exchange] = held.exchanges
+    exchange.start_response(200, [])
+    exchange.finish(b"last")
+    connection.send(b" / HTTP/1.1\r\n")
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.header(b"connection")) == (200, b"close")

@@ -77,6 +77,14 @@ def test_an_error_with_no_call_is_refused() -> None:
     assert (outcome.verdict, outcome.text, outcome.status) == (Verdict.REFUSED, "refused 400", 400)
 
 
+def test_a_501_for_an_unknown_method_is_refused() -> None:
+    """method-unknown is answered 501 (RFC 9110 9.1): a refusal like any error status."""
+    case = Case("invalid", "method-unknown", b"FOO / HTTP/1.1\r\n", requests=0, status=501)
+    answer = b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    outcome = classify(case, Observation(received=answer, closed=True))
+    assert (outcome.verdict, outcome.text, outcome.status) == (Verdict.REFUSED, "refused 501", 501)
+
+
 def test_the_bad_request_reaching_the_app_is_passed() -> None:
     seen = Observation(received=_OK, calls=[_call(5)])
     outcome = classify(_INVALID, seen)

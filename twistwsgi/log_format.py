@@ -208,7 +208,8 @@ def request_line(request: _Request) -> bytes:
     nginx logs the raw bytes read of the line, or ``-`` when no byte of one was read
     (``ngx_http_variable_request_line``: the variable is "not found"). The protocol
     keeps what llhttp parsed, not raw bytes, so a line that was not a request line
-    at all (a bad method, a TLS handshake on a plain port) has nothing here.
+    at all (one that does not start with a method token, a TLS handshake on a plain
+    port) has nothing here; a method the server does not know (501) has its token.
     """
     if request.version:
         return b"%s %s HTTP/%s" % (request.method, request.target, request.version)

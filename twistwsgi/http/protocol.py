@@ -617,6 +617,16 @@ class HTTP11Protocol(Protocol):
 
     transport: ITransport
 
+    # A request line whose method llhttp refused: its bytes from its first one, while
+    # they do not yet decide between 501 and 400 (see _method_refused); parsing has
+    # stopped. And the start of a request line cut inside its method by the end of a
+    # read: (the heads accepted before it, its bytes so far), and where it began in
+    # the last read _feed cut into pieces. Class attributes until a connection needs
+    # them: they cost an idle connection nothing.
+    _method_line: bytes | None = None
+    _line_start: tuple[int, bytes] | None = None
+    _line_from = 0
+
     def __init__(self, factory: HTTPFactory) -> None:
         self._factory = factory
         self._settings = factory.settings
@@ -882,7 +892,7 @@ class HTTP11Protocol(Protocol):
             return True
         if self._read is _READ_IDLE:
             return not self._close_when_idle
-        return self._read is not _READ_STOPPED
+        return self._read is not _READ_STOPPED or self._method_line is not None
 
     def abort_connection(self) -> None:
         """Drop the connection without sending anything more."""
@@ -1053,7 +1063,11 @@ class HTTP11Protocol(Protocol):
         if not self._read_pauses or reason not in self._read_pauses:
             return
         self._read_pauses.discard(reason)
-        reading = self._read is not _READ_STOPPED or self._upgrade_tail is not None
+        reading = (
+            self._read is not _READ_STOPPED
+            or self._upgrade_tail is not None
+            or self._method_line is not None
+        )
         if not self._read_pauses and not self._closed and reading:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
             self._update_read_deadline()
@@ -1157,11 +1171,12 @@ class HTTP11Protocol(Protocol):
                 self._deadline = None  # a handler is working; nothing to wait for
             else:
                 self._set_deadline(self._settings.keepalive_timeout, _TIMEOUT_IDLE)
-        elif read is _READ_STOPPED:
+        elif read is _READ_STOPPED and self._method_line is None:
             self._deadline = None
         elif self._deadline is None and not self._read_pauses:
-            # HEAD keeps the deadline set when the head began (a total, not an idle
-            # timeout), unless a pause suspended it: the client gets a new one.
+            # HEAD (and a refused method still read, see _method_refused) keeps the
+            # deadline set when the head began (a total, not an idle timeout),
+            # unless a pause suspended it: the client gets a new one.
             self._set_deadline(self._settings.header_timeout, _TIMEOUT_HEAD)
 
     # -- bytes in -------------------------------------------------------------------
@@ -1206,6 +1221,9 @@ class HTTP11Protocol(Protocol):
         """Feed the parser; refuse malformed requests; dispatch ready exchanges."""
         read = self._read
         if read is _READ_STOPPED:
+            if self._method_line is not None:
+                self._method_line_received(data)  # (parsing stopped at the method)
+                return
             kept = self._upgrade_tail
             if kept is not None:
                 # An Upgrade request waits for its answer: keep what the client sends
@@ -1340,7 +1358,12 @@ class HTTP11Protocol(Protocol):
             tail = data[upgrade.args[0] :]
         except RequestError as error:
             self._fail(error)  # a chunk-size line llhttp takes and RFC 9112 does not
+        except _MethodRefused as refused:
+            self._method_refused(data, refused.line_from)  # (in a piece _feed cut)
         except httptools.HttpParserError as error:
+            if isinstance(error, httptools.HttpParserInvalidMethodError):
+                self._method_refused(data, 0)  # (the read was one piece)
+                return
             if _names_a_field(error):
                 self._line_read = True
             elif isinstance(error, httptools.HttpParserInvalidURLError):
@@ -1352,13 +1375,18 @@ class HTTP11Protocol(Protocol):
             read = self._read
             if read is _READ_HEAD:
                 self._check_head_size()
-                if self._url and not self._line_read:
-                    if self._parser.get_method() == b"PRI":
-                        # llhttp waits for the rest of HTTP/2's preface after
-                        # the head, until the header timeout: refuse it now.
-                        self._fail(_http2_preface())
-                    else:
-                        self._note_line_end(data)
+                if self._url:
+                    if not self._line_read:
+                        if self._parser.get_method() == b"PRI":
+                            # llhttp waits for the rest of HTTP/2's preface after
+                            # the head, until the header timeout: refuse it now.
+                            self._fail(_http2_preface())
+                        else:
+                            self._note_line_end(data)
+                elif not self._between_messages:
+                    # A request began and its target did not: the read ended inside
+                    # its method (a read of a whole head never comes here).
+                    self._keep_line_start(data)
             elif read is _READ_BODY and self._framing_bytes > self._settings.max_header_total:
                 # Reads that carried no body byte: chunk-size lines, extensions and
                 # the trailer section. llhttp holds a trailer field line until it
@@ -1416,6 +1444,16 @@ class HTTP11Protocol(Protocol):
                 if self._chunked_head_done:
                     # The piece ended where the head did: the body starts here.
                     self._begin_chunk_lines()
+                elif (
+                    end == size
+                    and start
+                    and self._read is _READ_HEAD
+                    and not self._url
+                    and not self._between_messages
+                ):
+                    # The read ends inside the method of a request line that began
+                    # in this piece, after another message (_keep_line_start).
+                    self._line_from = start
             start = end
 
     def _feed_chunks(self, data: bytes, start: int) -> int:
@@ -1513,6 +1551,10 @@ class HTTP11Protocol(Protocol):
             self._parser.feed_data(piece)
         except httptools.HttpParserUpgrade as upgrade:
             raise httptools.HttpParserUpgrade(upgrade.args[0] + start) from None
+        except httptools.HttpParserInvalidMethodError:
+            # A piece starts where a message does (or continues one): the refused
+            # request line starts here, after any empty lines.
+            raise _MethodRefused(start) from None
         finally:
             if len(piece) >= 3:
                 self._fed_tail = bytes(piece[-3:])
@@ -1598,6 +1640,8 @@ class HTTP11Protocol(Protocol):
                 self._upgrade_tail += data[end:]  # the other protocol's bytes
                 return
             if self._read is _READ_STOPPED or self._closed:
+                if self._method_line is not None:
+                    self._method_line_received(data[end:])  # (it decides there)
                 return
             if len(self._queue) > MAX_PIPELINED:
                 self._held = data[end:]
@@ -2121,6 +2165,7 @@ class HTTP11Protocol(Protocol):
         """
         behind = self._retiring and (bool(self._queue) or bool(self._held) or self._bytes_waiting())
         self._read = _READ_STOPPED
+        self._method_line = None  # (a refused method queued behind is not answered)
         self._read_pauses.clear()
         self._queue.clear()
         body_pending = exchange is not None and not exchange.body_done
@@ -2151,10 +2196,83 @@ class HTTP11Protocol(Protocol):
 
     # -- refusals -----------------------------------------------------------------------
 
-    def _fail(self, error: RequestError) -> None:
-        """Refuse the request being parsed (or time it out): no more parsing."""
-        if self._closed or self._read is _READ_STOPPED:
-            return
+    def _keep_line_start(self, data: bytes) -> None:
+        """Keep what ``data`` (a read parsed whole) holds of a method cut by its end.
+
+        llhttp refuses an unknown method at its first byte that no method it knows
+        has there: in a later read, perhaps, when the line is split, and the answer
+        to the method (:meth:`_method_refused`) needs the line from its first byte.
+        """
+        line_from, self._line_from = self._line_from, 0
+        if self._read is not _READ_HEAD:
+            return  # (refused for its size)
+        kept = self._line_start
+        if kept is not None and kept[0] == self._requests:
+            line = kept[1] + data  # the same request line: no head was accepted since
+        else:
+            line = data[line_from:].lstrip(b"\r\n")
+        # Once a byte that is no tchar has come (SP), llhttp has taken the method
+        # and will not refuse it: nothing to keep.
+        self._line_start = None if line.lstrip(rules.TCHAR_BYTES) else (self._requests, line)
+
+    def _method_refused(self, data: bytes, line_from: int) -> None:
+        """Answer a method llhttp does not know: 501, or 400 if it is not a token.
+
+        llhttp refused it at the first byte that cannot continue a method it knows,
+        a place that depends on how the client's bytes were split into reads. The
+        answer depends on the line only (see :func:`rules.unknown_method_status`): it
+        is taken from the line's first byte, in ``data`` from ``line_from`` on (after
+        any empty lines, which llhttp skips) or in an earlier read
+        (:meth:`_keep_line_start`), and when the bytes so far do not decide it,
+        parsing stops and more are read, up to the request-line limit, until the
+        header timeout. The rest of a 501's request is never read: its framing is
+        unknown.
+        """
+        kept, self._line_start = self._line_start, None
+        if kept is not None and kept[0] == self._requests:
+            line = kept[1] + data[line_from:]
+        else:
+            line = data[line_from:].lstrip(b"\r\n")
+        self._method_line = line
+        self._read = _READ_STOPPED  # (llhttp stopped: dataReceived passes reads on)
+        self._decide_method()
+
+    def _method_line_received(self, data: bytes) -> None:
+        """Bytes after a refused method that did not decide its answer yet."""
+        assert self._method_line is not None
+        self._method_line += data
+        self._decide_method()
+
+    def _decide_method(self) -> None:
+        """Refuse the refused method's request if its line so far decides how."""
+        line = self._method_line
+        assert line is not None
+        limit = self._settings.max_request_line
+        status = rules.unknown_method_status(line, limit)
+        if status is None:
+            return  # all tchar so far: wait for the rest of the token
+        # Logged as a refused request line is: what was read of it (nginx logs the
+        # raw line), which for a method that is not a token is nothing.
+        if status == 501:
+            request = PartialRequest(method=line.partition(b" ")[0], peer=self._peer)
+            error = RequestError(501, METHOD_NOT_IMPLEMENTED)
+        elif status == 414:
+            # Kept cut at the limit, as a long request-target is (on_url).
+            request = PartialRequest(method=line[:limit], peer=self._peer)
+            error = RequestError(414, "Request method too long")
+        else:
+            request = PartialRequest(peer=self._peer)
+            error = RequestError(400, "Invalid request method")
+        self._fail(error, request)
+
+    def _fail(self, error: RequestError, partial: PartialRequest | None = None) -> None:
+        """Refuse the request being parsed (or time it out): no more parsing.
+
+        ``partial``: what was read of its head, when llhttp's state does not say.
+        """
+        if self._closed or (self._read is _READ_STOPPED and self._method_line is None):
+            return  # (a refused method waiting for its answer has one to get)
+        self._method_line = None
         self._read = _READ_STOPPED
         exchange = self._parsing
         self._parsing = None
@@ -2188,7 +2306,10 @@ class HTTP11Protocol(Protocol):
             refusal = Refusal(exchange.request, error, exchange.started)
         else:
             head, self._refused_head = self._refused_head, None
-            request = head if head is not None else self._partial_request()
+            if head is not None:
+                request: RequestHead | PartialRequest = head
+            else:
+                request = partial if partial is not None else self._partial_request()
             refusal = Refusal(request, error, self._head_began)
         if self._queue:
             self._queue.append(refusal)
@@ -2490,6 +2611,8 @@ def _names_a_field(error: Exception) -> bool:
 
 
 _HTTP2_PREFACE = "HTTP/2 is not served on this port; use HTTP/1.1"
+#: The reason of the 501 that answers a method the server does not know.
+METHOD_NOT_IMPLEMENTED = "Request method not implemented"
 #: Refusals whose plain words tell the client what to do: no error page replaces them.
 _OWN_WORDS = frozenset({_HTTP2_PREFACE, PLAIN_HTTP_REASON})
 
@@ -2502,6 +2625,9 @@ def _http2_preface() -> RequestError:
     """
     return RequestError(505, _HTTP2_PREFACE)
 
+
+#: llhttp's reason for an RTSP method in an HTTP request line.
+_LLHTTP_RTSP_METHOD = "Invalid method for HTTP/x.x request"
 
 #: llhttp's reasons for a PRI request it read to the end of its head.
 _LLHTTP_PREFACE_ERRORS = frozenset({"Pause on PRI/Upgrade", "Expected HTTP/2 Connection Preface"})
@@ -2523,9 +2649,27 @@ def _refusal(error: Exception) -> RequestError:
     reason = str(error)
     if reason in _LLHTTP_PREFACE_ERRORS:
         return _http2_preface()
+    if reason == _LLHTTP_RTSP_METHOD:
+        # A method llhttp knows for RTSP only (DESCRIBE, SETUP, ...), refused at the
+        # version that follows the target, wherever the reads were split: a token
+        # this server does not implement either (RFC 9110 9.1).
+        return RequestError(501, METHOD_NOT_IMPLEMENTED)
     if reason == "Invalid HTTP version":
         return RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
     return RequestError(400, reason)
+
+
+class _MethodRefused(Exception):  # noqa: N818 - control flow, not an error
+    """llhttp refused a method in a piece :meth:`HTTP11Protocol._feed` cut.
+
+    Attributes:
+        line_from: where that piece starts in the read (the request line starts
+            there, after any empty lines, unless it began in an earlier read).
+    """
+
+    def __init__(self, line_from: int) -> None:
+        super().__init__(line_from)
+        self.line_from = line_from
 
 
 class _BodyEnded(Exception):  # noqa: N818 - control flow, not an error
