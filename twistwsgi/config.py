@@ -2124,7 +2124,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_request_line",
         SIZE,
         _DEFAULT_HTTP.max_request_line,
-        "Longest request-target accepted (414 above).",
+        "Longest request-target, or unknown method token, accepted (414 above).",
         positive=True,
     ),
     Setting(

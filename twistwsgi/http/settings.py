@@ -19,7 +19,8 @@ class HttpSettings:
     """What the HTTP/1.1 protocol accepts and how long it waits.
 
     Attributes:
-        max_request_line: longest request-target in bytes; longer is 414.
+        max_request_line: longest request-target (or token of a method llhttp does not
+            know) in bytes; longer is 414.
         max_header_field: longest single field line (name, colon, value); longer is 431.
         max_header_count: most field lines in the header (or trailer) section; more is
             431.
