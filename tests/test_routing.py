@@ -8,7 +8,7 @@ import ipaddress
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from twistwsgi.http.exchange import Exchange
@@ -181,6 +181,26 @@ def test_default_host_catches_unknown_names() -> None:
     assert hosts.lookup("b.example") == "fallback"
     assert hosts.lookup(None) == "fallback"
     assert hosts.lookup("a.example") == "a"
+
+
+_host_names = st.sampled_from(["a.example", "b.example", "[::1]", "x", "a.example.", ""])
+
+
+@given(
+    st.lists(_host_names.filter(bool), unique=True, max_size=4),
+    st.one_of(st.none(), _host_names, domains),
+    st.sampled_from([None, "fallback"]),
+)
+def test_a_table_of_exact_names_answers_as_the_general_lookup(
+    names: list[str], name: str | None, default: str | None
+) -> None:
+    """A table without wildcards or patterns binds its one-look-up method (ea77ba6):
+    every name, none included, finds what the general lookup finds.
+    """
+    listed = [n for n in names if not n.endswith(".") or n[:-1] not in names]
+    hosts = HostTable([([n], n.upper()) for n in listed], default)
+    assert hosts.lookup.__func__ is HostTable._lookup_exact  # type: ignore[attr-defined]
+    assert hosts.lookup(name) == HostTable.lookup(hosts, name)
 
 
 def test_exact_name_beats_wildcard() -> None:
@@ -587,6 +607,28 @@ def test_a_path_is_split_at_its_mount_as_its_merged_form_is(
         rest = path_below(path, prefix)
         assert path.endswith(rest)
         assert merge_slashes(rest or b"/") == (merged[len(prefix) :] or b"/")
+
+
+@given(
+    st.lists(st.lists(st.sampled_from([b"a", b"b", b"ab"]), max_size=3), max_size=4),
+    segments_with_empty,
+)
+# The path its prefix itself, one a prefix of its first segment, and under the root.
+@example([[b"a"]], [b"a"])
+@example([[b"a"]], [b"ab"])
+@example([[], [b"a", b"b"]], [b"a", b"", b"b"])
+def test_a_mount_table_finds_the_longest_prefix_that_match_prefix_accepts(
+    prefixes: list[list[bytes]], parts: list[bytes]
+) -> None:
+    """MountTable.lookup tests each prefix in place (ea77ba6): it finds the longest
+    prefix match_prefix accepts for the path with its slashes merged, as before.
+    """
+    mounts = {b"".join(b"/" + part for part in prefix) for prefix in prefixes}
+    table = MountTable([Mount(prefix, prefix) for prefix in mounts])
+    path = b"/" + b"/".join(parts)
+    accepted = [prefix for prefix in mounts if match_prefix(merge_slashes(path), prefix)]
+    found = table.lookup(path)
+    assert (found.target if found else None) == max(accepted, key=len, default=None)
 
 
 def test_unknown_host_without_default_is_404() -> None:
