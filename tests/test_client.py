@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-from collections.abc import Callable
+import unittest.mock
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1554,31 +1555,34 @@ def _seen_events(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return seen
 
 
-def _reset_eagerly(connection: ClientConnection) -> None:
-    """Have ``connection`` forget its last response whole at each send, as it did before
+@contextlib.contextmanager
+def resetting_eagerly() -> Iterator[None]:
+    """Have every connection forget its last response whole at each send, as before
     send's reset was made lazy (948d3c8, 2e2bb56): the parse's fields too, and a
     remembered head setting them all as the parse would.
     """
-    send = connection.send
-    reuse_head = connection._reuse_head
+    send = ClientConnection.send
+    reuse_head = ClientConnection._reuse_head
 
-    def send_forgetting_all(*args: Any, **keywords: Any) -> None:
-        if connection.state is STATE_IDLE:
-            connection._reset_parse(False)
-        send(*args, **keywords)
+    def send_forgetting_all(self: ClientConnection, *args: Any, **keywords: Any) -> None:
+        if self.state is STATE_IDLE:
+            self._reset_parse(False)
+        send(self, *args, **keywords)
 
-    def reuse_setting_all(handler: Any, repeated: Any, data: bytes) -> None:
+    def reuse_setting_all(self: ClientConnection, handler: Any, repeated: Any, data: bytes) -> None:
         _, status, reason, fields = repeated
-        connection._starts_http11 = True
-        connection._head_bytes += len(data)
-        connection._status = status
-        connection._reason = reason
-        connection._headers = list(fields)
-        connection._in_body = True
-        reuse_head(handler, repeated, data)
+        self._starts_http11 = True
+        self._head_bytes += len(data)
+        self._status = status
+        self._reason = reason
+        self._headers = list(fields)
+        self._in_body = True
+        reuse_head(self, handler, repeated, data)
 
-    connection.send = send_forgetting_all  # type: ignore[method-assign]
-    connection._reuse_head = reuse_setting_all  # type: ignore[method-assign]
+    with unittest.mock.patch.multiple(
+        ClientConnection, send=send_forgetting_all, _reuse_head=reuse_setting_all
+    ):
+        yield
 
 
 def _script_played(
@@ -1587,7 +1591,8 @@ def _script_played(
     """Play ``script`` on a new connection over a socket-backed transport.
 
     A request finding the connection busy or closed goes on a new one, the busy one
-    dropped.
+    dropped. ``eager``: every connection forgets its last response whole at each
+    send (:func:`resetting_eagerly`).
 
     Returns:
         After each step, everything an observer of the connection can see (what each
@@ -1595,6 +1600,14 @@ def _script_played(
         its owner heard, the warnings); then what a last response on it gives, if it
         is still idle; and how many responses were taken from a remembered head.
     """
+    with resetting_eagerly() if eager else contextlib.nullcontext():
+        return _played(script, remember=remember, buffer_size=buffer_size)
+
+
+def _played(
+    script: list[_ScriptStep], *, remember: bool, buffer_size: int | None
+) -> tuple[list[Any], int]:
+    """:func:`_script_played`, in the context it chose."""
     upstream_end, proxy_end = socket.socketpair()
 
     class SocketBacked(StringTransport):
@@ -1610,8 +1623,6 @@ def _script_played(
     def connect() -> tuple[ClientConnection, StringTransport]:
         connection = ClientConnection(owner, SETTINGS, clock)
         _switch_memo(connection, remember, hits)
-        if eager:
-            _reset_eagerly(connection)
         transport = SocketBacked()
         connection.makeConnection(transport)
         return connection, transport
