@@ -14,6 +14,7 @@ import functools
 import gzip
 import os
 import shutil
+import tempfile
 import threading
 import time
 import zlib
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPullProducer
@@ -2236,3 +2239,133 @@ def test_a_file_that_cannot_be_read_is_403_for_head_and_conditions_too(
     fields = [(name, etag if value == b"ETAG" else value) for name, value in fields]
     assert request(files, b"/static/private.bin").status == 403
     assert request(files, b"/static/private.bin", fields, method=method).status == 403
+
+
+# -- a remembered file's short way (StaticHandler._send_remembered) -------------------------
+
+
+class _AlwaysServe(StaticHandler):
+    """A mount that never takes the short way: every request goes through serve."""
+
+    def _send_remembered(self, exchange: Any, request: Any, path_info: bytes) -> bool:
+        return False
+
+
+_SHORT_WAY_NAMES = ("a.txt", "page.html", "page.html.gz", "big.bin", "link_in", "new.txt")
+_SHORT_WAY_FIELDS = (
+    (),
+    ((b"Accept-Encoding", b"gzip, br"),),
+    ((b"Accept-Encoding", b""),),
+    ((b"If-None-Match", b"*"),),
+    ((b"IF-MODIFIED-SINCE", b"Sat, 01 Jan 2000 00:00:00 GMT"),),
+    ((b"Range", b"bytes=0-3"),),
+    ((b"X-Other", b"1"), (b"If-Range", b'"x"')),
+    ((b"User-Agent", b"curl/8"), (b"Accept", b"*/*")),
+)
+
+
+def _change_file(root: Path, name: str, change: str, outside: Path) -> None:
+    """Change the file ``name`` under ``root`` as ``change`` says (between two requests)."""
+    path = root / name
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    if change == "rewrite":
+        path.write_bytes(b"rewritten " + name.encode())
+    elif change == "longer":
+        path.write_bytes(b"a longer body than before for " + name.encode())
+    elif change == "link_out":
+        path.symlink_to(outside)
+    elif change == "directory":
+        path.mkdir()
+        (path / "index.html").write_bytes(b"<p>an index</p>")
+    # "delete": gone
+
+
+_short_way_steps = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("request"),
+            st.sampled_from(_SHORT_WAY_NAMES),
+            st.sampled_from(("", "/")),
+            st.sampled_from((b"GET", b"HEAD")),
+            st.sampled_from(_SHORT_WAY_FIELDS),
+        ),
+        st.tuples(
+            st.just("change"),
+            st.sampled_from(_SHORT_WAY_NAMES),
+            st.sampled_from(("rewrite", "longer", "delete", "link_out", "directory")),
+        ),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=_short_way_steps)
+@example(  # a file remembered, then asked for as a directory (twice: its path known)
+    steps=[
+        ("request", "a.txt", "", b"GET", ()),
+        ("request", "a.txt", "/", b"GET", ()),
+        ("request", "a.txt", "/", b"GET", ()),
+    ]
+)
+@example(  # a sibling asked for by name, remembered as page.html's encoding, asked again
+    steps=[
+        ("request", "page.html.gz", "", b"GET", ()),
+        ("request", "page.html", "", b"GET", ((b"Accept-Encoding", b"gzip"),)),
+        ("request", "page.html.gz", "", b"GET", ()),
+    ]
+)
+@example(  # a field the file rules read, on a remembered file
+    steps=[
+        ("request", "a.txt", "", b"GET", ()),
+        ("request", "a.txt", "", b"GET", ((b"If-None-Match", b"*"),)),
+        ("request", "a.txt", "", b"GET", ((b"Range", b"bytes=0-3"),)),
+    ]
+)
+@example(  # a remembered file rewritten, removed, swapped for a link out
+    steps=[
+        ("request", "a.txt", "", b"GET", ()),
+        ("change", "a.txt", "longer"),
+        ("request", "a.txt", "", b"GET", ()),
+        ("change", "a.txt", "link_out"),
+        ("request", "a.txt", "", b"GET", ()),
+        ("change", "a.txt", "delete"),
+        ("request", "a.txt", "", b"GET", ()),
+    ]
+)
+def test_the_short_way_answers_as_serve_does(steps: list[tuple[Any, ...]]) -> None:
+    """A GET of a file kept in memory, with none of the fields the file rules read,
+    skips serve's steps: every answer and log line is serve's own, whatever the
+    request and whatever happened to the file since it was remembered.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        root = make_site(Path(directory))
+        outside = Path(directory) / "secret.txt"
+
+        def mount(kind: type[StaticHandler]) -> StaticHandler:
+            return kind(StaticOptions(root=str(root)), now=lambda: 4_000_000_000.0)
+
+        short, always = mount(StaticHandler), mount(_AlwaysServe)
+        for step in steps:
+            if step[0] == "change":
+                _change_file(root, step[1], step[2], outside)
+                continue
+            _, name, slash, method, fields = step
+            head = b"%s /%s%s HTTP/1.1\r\nHost: files.example\r\n" % (
+                method,
+                name.encode(),
+                slash.encode(),
+            )
+            head += b"".join(field + b": " + value + b"\r\n" for field, value in fields)
+            answers = []
+            for handler in (short, always):
+                with capture_log_events() as events:
+                    connection = connect(handler, transport=PullingTransport())
+                    connection.send(head + b"\r\n")
+                    written = connection.take()
+                answers.append((written, [formatEvent(event) for event in events]))
+            assert answers[0] == answers[1]
