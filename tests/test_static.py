@@ -2251,30 +2251,43 @@ class _AlwaysServe(StaticHandler):
         return False
 
 
-_SHORT_WAY_NAMES = ("a.txt", "page.html", "page.html.gz", "big.bin", "link_in", "new.txt")
+_SHORT_WAY_NAMES = ("a.txt", "text.txt", "page.html", "page.html.gz", "big.bin", "link_in")
 _SHORT_WAY_FIELDS = (
     (),
-    ((b"Accept-Encoding", b"gzip, br"),),
+    ((b"Accept-Encoding", b"gzip, deflate, br, zstd"),),
+    ((b"accept-encoding", b"gzip"), (b"User-Agent", b"curl/8")),
+    ((b"Accept-Encoding", b"identity"),),
     ((b"Accept-Encoding", b""),),
+    ((b"Accept-Encoding", b"gzip"), (b"Accept-Encoding", b"br")),
+    ((b"Accept-Encoding", b"gzip"), (b"If-None-Match", b"*")),
     ((b"If-None-Match", b"*"),),
     ((b"IF-MODIFIED-SINCE", b"Sat, 01 Jan 2000 00:00:00 GMT"),),
     ((b"Range", b"bytes=0-3"),),
     ((b"X-Other", b"1"), (b"If-Range", b'"x"')),
     ((b"User-Agent", b"curl/8"), (b"Accept", b"*/*")),
 )
+_SHORT_WAY_OPTIONS: tuple[dict[str, Any], ...] = (
+    {},
+    {"gzip": GzipSettings(min_length=1)},
+    {"precompressed": False},
+    {"precompressed": False, "gzip": GzipSettings(min_length=1)},
+)
 
 
 def _change_file(root: Path, name: str, change: str, outside: Path) -> None:
     """Change the file ``name`` under ``root`` as ``change`` says (between two requests)."""
-    path = root / name
+    sibling = change.startswith("sibling")
+    path = root / (name + change[7:] if sibling else name)
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
-    if change == "rewrite":
+    if sibling:
+        path.write_bytes(b"a sibling of " + name.encode())
+    elif change == "rewrite":
         path.write_bytes(b"rewritten " + name.encode())
     elif change == "longer":
-        path.write_bytes(b"a longer body than before for " + name.encode())
+        path.write_bytes(b"a longer body than before, to be compressed: " * 20)
     elif change == "link_out":
         path.symlink_to(outside)
     elif change == "directory":
@@ -2295,64 +2308,119 @@ _short_way_steps = st.lists(
         st.tuples(
             st.just("change"),
             st.sampled_from(_SHORT_WAY_NAMES),
-            st.sampled_from(("rewrite", "longer", "delete", "link_out", "directory")),
+            st.sampled_from(
+                ("rewrite", "longer", "delete", "link_out", "directory", "sibling.gz", "sibling.br")
+            ),
         ),
+        st.tuples(st.just("wait"), st.sampled_from((0.5, static.SIBLING_RECHECK))),
     ),
     min_size=1,
-    max_size=12,
+    max_size=14,
 )
+_GET = b"GET"
+_BROWSER = ((b"Accept-Encoding", b"gzip, br"),)
 
 
-@settings(max_examples=60, deadline=None)
-@given(steps=_short_way_steps)
+@settings(max_examples=150, deadline=None)
+@given(options=st.sampled_from(_SHORT_WAY_OPTIONS), steps=_short_way_steps)
 @example(  # a file remembered, then asked for as a directory (twice: its path known)
+    options={},
     steps=[
-        ("request", "a.txt", "", b"GET", ()),
-        ("request", "a.txt", "/", b"GET", ()),
-        ("request", "a.txt", "/", b"GET", ()),
-    ]
+        ("request", "a.txt", "", _GET, ()),
+        ("request", "a.txt", "/", _GET, ()),
+        ("request", "a.txt", "/", _GET, ()),
+    ],
 )
 @example(  # a sibling asked for by name, remembered as page.html's encoding, asked again
+    options={},
     steps=[
-        ("request", "page.html.gz", "", b"GET", ()),
-        ("request", "page.html", "", b"GET", ((b"Accept-Encoding", b"gzip"),)),
-        ("request", "page.html.gz", "", b"GET", ()),
-    ]
+        ("request", "page.html.gz", "", _GET, ()),
+        ("request", "page.html", "", _GET, ((b"Accept-Encoding", b"gzip"),)),
+        ("request", "page.html.gz", "", _GET, ()),
+    ],
 )
 @example(  # a field the file rules read, on a remembered file
+    options={},
     steps=[
-        ("request", "a.txt", "", b"GET", ()),
-        ("request", "a.txt", "", b"GET", ((b"If-None-Match", b"*"),)),
-        ("request", "a.txt", "", b"GET", ((b"Range", b"bytes=0-3"),)),
-    ]
+        ("request", "a.txt", "", _GET, ()),
+        ("request", "a.txt", "", _GET, ((b"If-None-Match", b"*"),)),
+        ("request", "a.txt", "", _GET, ((b"Range", b"bytes=0-3"),)),
+        ("request", "a.txt", "", _GET, ((b"Accept-Encoding", b"gzip"), (b"Range", b"bytes=0-3"))),
+    ],
 )
 @example(  # a remembered file rewritten, removed, swapped for a link out
+    options={},
     steps=[
-        ("request", "a.txt", "", b"GET", ()),
+        ("request", "a.txt", "", _GET, ()),
         ("change", "a.txt", "longer"),
-        ("request", "a.txt", "", b"GET", ()),
+        ("request", "a.txt", "", _GET, ()),
         ("change", "a.txt", "link_out"),
-        ("request", "a.txt", "", b"GET", ()),
+        ("request", "a.txt", "", _GET, ()),
         ("change", "a.txt", "delete"),
-        ("request", "a.txt", "", b"GET", ()),
-    ]
+        ("request", "a.txt", "", _GET, ()),
+    ],
 )
-def test_the_short_way_answers_as_serve_does(steps: list[tuple[Any, ...]]) -> None:
-    """A GET of a file kept in memory, with none of the fields the file rules read,
-    skips serve's steps: every answer and log line is serve's own, whatever the
-    request and whatever happened to the file since it was remembered.
+@example(  # a sibling added: not seen until the file's absence of one is looked at again
+    options={},
+    steps=[
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("change", "a.txt", "sibling.br"),
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("wait", static.SIBLING_RECHECK),
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("request", "a.txt", "", _GET, _BROWSER),
+    ],
+)
+@example(  # the gzip form of one file, and another that does not get smaller
+    options={"gzip": GzipSettings(min_length=1)},
+    steps=[
+        ("request", "text.txt", "", _GET, _BROWSER),
+        ("request", "text.txt", "", _GET, _BROWSER),
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("change", "a.txt", "longer"),
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("request", "a.txt", "", _GET, _BROWSER),
+    ],
+)
+@example(  # two Accept-Encoding lines: one list (RFC 9110 5.3)
+    options={"precompressed": False, "gzip": GzipSettings(min_length=1)},
+    steps=[
+        ("request", "text.txt", "", _GET, ((b"Accept-Encoding", b"identity"),)),
+        ("request", "text.txt", "", _GET, ((b"Accept-Encoding", b"br"),)),
+        (
+            "request",
+            "text.txt",
+            "",
+            _GET,
+            ((b"Accept-Encoding", b"br"), (b"accept-encoding", b"gzip")),
+        ),
+    ],
+)
+def test_the_short_way_answers_as_serve_does(
+    options: dict[str, Any], steps: list[tuple[Any, ...]]
+) -> None:
+    """A GET of a file kept in memory, with none of the fields the file rules read but
+    Accept-Encoding, skips serve's steps: every answer and log line is serve's own,
+    whatever the request, the mount's options, the time, and whatever happened to
+    the file (or its siblings) since it was remembered.
     """
     with tempfile.TemporaryDirectory() as directory:
         root = make_site(Path(directory))
+        (root / "text.txt").write_bytes(b"text that gzip makes smaller, " * 40)
         outside = Path(directory) / "secret.txt"
+        now = [4_000_000_000.0]
 
         def mount(kind: type[StaticHandler]) -> StaticHandler:
-            return kind(StaticOptions(root=str(root)), now=lambda: 4_000_000_000.0)
+            return kind(StaticOptions(root=str(root), **options), now=lambda: now[0])
 
         short, always = mount(StaticHandler), mount(_AlwaysServe)
         for step in steps:
             if step[0] == "change":
                 _change_file(root, step[1], step[2], outside)
+                continue
+            if step[0] == "wait":
+                now[0] += step[1]
                 continue
             _, name, slash, method, fields = step
             head = b"%s /%s%s HTTP/1.1\r\nHost: files.example\r\n" % (
