@@ -257,6 +257,8 @@ class _File:
             made on the fly, else ``None``.
         headers: the header fields every answer with this file carries.
         full_headers: those and the length: the whole head of a plain 200.
+        not_modified: those a 304 repeats (RFC 9110 15.4.5): the whole head of a 304
+            to a request without an application's fields.
         data: its content, when it is kept in memory (the compressed bytes of a
             gzip form made on the fly, which is never anywhere else).
         checked: whether the file was found inside the rules once it was open (see
@@ -273,6 +275,7 @@ class _File:
         "full_headers",
         "headers",
         "last_modified",
+        "not_modified",
         "path",
         "signature",
         "size",
@@ -324,8 +327,9 @@ class _File:
             headers.append((b"Cache-Control", options.cache_control.encode("latin-1")))
         headers.extend(options.header_fields)
         self.headers = headers
-        # The head of a plain 200, serialised once by the protocol.
+        # The heads of a plain 200 and of a 304, serialised once by the protocol.
         self.full_headers = PreparedHeaders([*headers, (b"Content-Length", b"%d" % self.size)])
+        self.not_modified = PreparedHeaders(_not_modified_fields(headers, options))
 
 
 class _Miss(Exception):  # noqa: N818 - control flow, not an error
@@ -392,7 +396,6 @@ class StaticHandler:
         # The mount's headers: with its files, their 304s and its redirects, as
         # nginx's add_header (without always) goes with 200, 206, 301 and 304.
         self._configured = options.header_fields
-        self._configured_names = frozenset(name.lower() for name, _ in self._configured)
         self._candidates, self._tried_status = _try_files(options.try_files)
 
     # -- entry points ---------------------------------------------------------------
@@ -1090,12 +1093,10 @@ class StaticHandler:
             handle.close()
         if outcome is files.NOT_MODIFIED:
             # RFC 9110 15.4.5: the validators and caching fields, no body.
-            kept = [
-                (name, value)
-                for name, value in headers
-                if name.lower() in _KEPT_ON_304 or name.lower() in self._configured_names
-            ]
-            exchange.start_response(304, kept)
+            if app_headers:
+                exchange.start_response(304, _not_modified_fields(headers, self.options))
+            else:
+                exchange.start_response(304, entry.not_modified)
             exchange.finish()
             return
         if outcome is files.FAILED:
@@ -1686,6 +1687,22 @@ def _request_fields(exchange: Exchange) -> dict[bytes, bytes]:
             previous = found.get(lower)
             found[lower] = value if previous is None else previous + b", " + value
     return found
+
+
+def _not_modified_fields(
+    headers: Iterable[tuple[bytes, bytes]], options: StaticOptions
+) -> list[tuple[bytes, bytes]]:
+    """Those of a 200's ``headers`` its 304 repeats (RFC 9110 15.4.5).
+
+    The validators and caching fields, and the mount's own (nginx's add_header goes
+    with 304 too).
+    """
+    configured = {name.lower() for name, _ in options.header_fields}
+    return [
+        (name, value)
+        for name, value in headers
+        if name.lower() in _KEPT_ON_304 or name.lower() in configured
+    ]
 
 
 def _text(value: bytes | None) -> str | None:
