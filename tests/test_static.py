@@ -2259,9 +2259,17 @@ _SHORT_WAY_FIELDS = (
     ((b"Accept-Encoding", b"identity"),),
     ((b"Accept-Encoding", b""),),
     ((b"Accept-Encoding", b"gzip"), (b"Accept-Encoding", b"br")),
+    ((b"Accept-Encoding", b"gzip"), (b"Accept-Encoding", b"")),
+    ((b"If-None-Match", b'"other"'), (b"If-None-Match", b"*")),
     ((b"Accept-Encoding", b"gzip"), (b"If-None-Match", b"*")),
     ((b"If-None-Match", b"*"),),
+    ((b"If-None-Match", b'"other"'), (b"Accept-Encoding", b"gzip")),
     ((b"IF-MODIFIED-SINCE", b"Sat, 01 Jan 2000 00:00:00 GMT"),),
+    ((b"If-Modified-Since", b"Sat, 01 Jan 2100 00:00:00 GMT"), (b"Accept-Encoding", b"br")),
+    ((b"If-Match", b'"nope"'),),
+    ((b"If-Match", b"*"), (b"If-Match", b'"nope"')),
+    ((b"If-Unmodified-Since", b"Sat, 01 Jan 2000 00:00:00 GMT"),),
+    ((b"If-None-Match", b"*"), (b"Range", b"bytes=0-3")),
     ((b"Range", b"bytes=0-3"),),
     ((b"X-Other", b"1"), (b"If-Range", b'"x"')),
     ((b"User-Agent", b"curl/8"), (b"Accept", b"*/*")),
@@ -2346,6 +2354,36 @@ _BROWSER = ((b"Accept-Encoding", b"gzip, br"),)
         ("request", "a.txt", "", _GET, ((b"If-None-Match", b"*"),)),
         ("request", "a.txt", "", _GET, ((b"Range", b"bytes=0-3"),)),
         ("request", "a.txt", "", _GET, ((b"Accept-Encoding", b"gzip"), (b"Range", b"bytes=0-3"))),
+    ],
+)
+@example(  # preconditions: 304, 412 and 200 (none of them holds), with Accept-Encoding
+    options={},
+    steps=[
+        ("request", "a.txt", "", _GET, ()),
+        ("request", "a.txt", "", _GET, ((b"If-None-Match", b"*"), *_BROWSER)),
+        ("request", "a.txt", "", _GET, ((b"If-Match", b'"nope"'),)),
+        ("request", "a.txt", "", _GET, ((b"If-None-Match", b'"other"'),)),
+        ("request", "a.txt", "", _GET, ((b"If-Range", b'"other"'),)),
+    ],
+)
+@example(  # several lines of a field: one list (RFC 9110 5.3)
+    options={},
+    steps=[
+        ("request", "page.html", "", _GET, ()),
+        (
+            "request",
+            "page.html",
+            "",
+            _GET,
+            ((b"If-None-Match", b'"other"'), (b"If-None-Match", b"*")),
+        ),
+        (
+            "request",
+            "page.html",
+            "",
+            _GET,
+            ((b"Accept-Encoding", b"gzip"), (b"Accept-Encoding", b"")),
+        ),
     ],
 )
 @example(  # a remembered file rewritten, removed, swapped for a link out
