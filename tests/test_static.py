@@ -2409,6 +2409,16 @@ _BROWSER = ((b"Accept-Encoding", b"gzip, br"),)
         ("request", "a.txt", "", _GET, _BROWSER),
     ],
 )
+@example(  # a file's absence of siblings was found before it changed: looked at again
+    options={},
+    steps=[
+        ("request", "a.txt", "", _GET, _BROWSER),
+        ("change", "a.txt", "rewrite"),
+        ("request", "a.txt", "", _GET, ()),
+        ("change", "a.txt", "sibling.br"),
+        ("request", "a.txt", "", _GET, _BROWSER),
+    ],
+)
 @example(  # the gzip form of one file, and another that does not get smaller
     options={"gzip": GzipSettings(min_length=1)},
     steps=[
