@@ -20,6 +20,7 @@ from twistwsgi.http.rules import (
     connection_options,
     is_valid_chunk_line,
     is_valid_host,
+    names_another_protocol,
     reason_phrase,
     split_target,
     transfer_coding_is_chunked,
@@ -675,3 +676,26 @@ def test_an_unknown_method_s_answer_does_not_change_with_more_bytes(line: bytes,
     decided = unknown_method_status(line[:cut], 8)
     if decided is not None:
         assert unknown_method_status(line, 8) == decided
+
+
+# -- the protocol a request line names ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "other"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", False),
+        (b"GET / HTTP/2.0\r\n", False),  # HTTP, in a version not served (505)
+        (b"GET / RTSP/1.0\r\nHost: a\r\n\r\n", True),
+        (b"DESCRIBE rtsp://a/ RTSP/2.0\r\n", True),
+        (b"SOURCE /mount ICE/1.0\r\n", True),
+        (b"GET / http/1.1\r\n", True),  # HTTP-name is case-sensitive (RFC 9112 2.3)
+        (b"\r\n\r\nGET  /  RTSP/1.0\r\n", True),  # empty lines first, extra spaces
+        (b"GET / RTSP/9", True),  # as far as llhttp read (its refusal of the digits)
+        (b"GET /\r\n\r\n", False),  # HTTP/0.9's simple request names no protocol
+        (b"GET /\r\nX: a b c\r\n", False),  # the fields after the line are not read
+        (b"GET / HTTP/1.1\r\nX: RTSP/1.0\r\n", False),
+    ],
+)
+def test_the_protocol_a_request_line_names(message: bytes, other: bool) -> None:
+    assert names_another_protocol(message) is other

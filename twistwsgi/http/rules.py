@@ -32,6 +32,7 @@ __all__ = [
     "connection_options",
     "forwarded_proto",
     "is_valid_host",
+    "names_another_protocol",
     "reason_phrase",
     "split_target",
     "transfer_coding_is_chunked",
@@ -249,6 +250,24 @@ def unknown_method_status(line: bytes, limit: int) -> int | None:
     if token == len(line):
         return None
     return 501 if token and line[token] == 0x20 else 400
+
+
+def names_another_protocol(message: bytes) -> bool:
+    """Whether a request line llhttp took names a protocol that is not HTTP.
+
+    RFC 9112 2.3: ``HTTP-version = HTTP-name "/" DIGIT "." DIGIT`` with ``HTTP-name =
+    %s"HTTP"`` (case-sensitive). llhttp also takes ``RTSP/`` (after a method of its
+    RTSP list, GET and OPTIONS among them) and ``ICE/`` (after SOURCE) there, and
+    reports only the digits, so ``GET / RTSP/1.0`` would pass for HTTP/1.0.
+
+    ``message`` holds the request from its first byte (perhaps after empty lines, which
+    llhttp skips) at least to the first digit of its version; bytes after the line
+    are not looked at. llhttp took the line, so its parts are separated by spaces
+    and no part holds whitespace: the third is the protocol. A line of two parts (an
+    HTTP/0.9 simple request, which names no protocol) names none.
+    """
+    parts = message.lstrip(b"\r\n").partition(b"\n")[0].split()
+    return len(parts) > 2 and not parts[2].startswith(b"HTTP/")
 
 
 _TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
