@@ -19,7 +19,8 @@ How the statuses are decided:
   repeated or malformed Host, a request-target that is none of the RFC 9112 3.2
   forms (or one the method does not allow), bad percent-escapes, and trailer fields
   RFC 9110 6.5.1 forbids; a request line that does not start with a token and SP
-  (a control byte, a TLS handshake sent to a plain port).
+  (a control byte, a TLS handshake sent to a plain port), and one whose protocol is
+  not ``HTTP`` (``RTSP/1.0``, ``ICE/1.0``, which llhttp takes; RFC 9112 2.3).
 * 413/414/431 for the server's limits (RFC 9110 15.5.14, 15.5.15; RFC 6585 5):
   request-target or a method token over 8192 bytes, a field line (name + ": " +
   value) over 8192 bytes, more than 100 fields or a header section over 32768 bytes,
@@ -836,6 +837,112 @@ INVALID: tuple[Invalid, ...] = (
         b"GET / HTTP/11\r\n" + _HOST + b"\r\n",
         400,
         "RFC 9112 2.3: HTTP-version has a single DIGIT on each side of '.'",
+    ),
+    # llhttp takes RTSP/ and ICE/ where HTTP/ goes, and reports only the digits.
+    Invalid(
+        "protocol-rtsp-get",
+        b"GET / RTSP/1.0\r\n" + _HOST + b"\r\n",
+        400,
+        'RFC 9112 2.3: HTTP-name is "HTTP"; RTSP/1.0 is not HTTP/1.0 (nginx: 400)',
+    ),
+    Invalid(
+        "protocol-rtsp-describe",
+        b"DESCRIBE / RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+        400,
+        "RFC 9112 2.3: an RTSP request (DESCRIBE, an RTSP method) is not HTTP at all",
+    ),
+    Invalid(
+        "protocol-rtsp-options-asterisk",
+        b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+        400,
+        "RFC 9112 2.3: OPTIONS * with RTSP/1.0 is an RTSP request, not HTTP",
+    ),
+    Invalid(
+        "protocol-rtsp-2-0",
+        b"GET / RTSP/2.0\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: RTSP/2.0 is not HTTP: 400, not the 505 of an HTTP version",
+    ),
+    Invalid(
+        "protocol-rtsp-9-9",
+        b"GET / RTSP/9.9\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: not HTTP (llhttp refuses the digits as it does HTTP/9.9's, a 505)",
+    ),
+    Invalid(
+        "protocol-rtsp-with-a-body",
+        b"POST / RTSP/1.0\r\n" + _HOST + b"Content-Length: 3\r\n\r\nabc",
+        400,
+        "RFC 9112 2.3: not HTTP; the body is never read as an HTTP request's",
+    ),
+    Invalid(
+        "protocol-ice-source",
+        b"SOURCE / ICE/1.0\r\nContent-Type: audio/mpeg\r\n\r\n",
+        400,
+        "RFC 9112 2.3: ICE/1.0 (Icecast's SOURCE) is not HTTP",
+    ),
+    Invalid(
+        "protocol-ice-get",
+        b"GET / ICE/1.0\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: not HTTP (llhttp refuses ICE/ after any method but SOURCE)",
+    ),
+    Invalid(
+        "protocol-rtsp-after-empty-lines",
+        b"\r\n\r\nGET / RTSP/1.0\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.2, 2.3: empty lines before the line are skipped; RTSP/1.0 is not HTTP",
+    ),
+    Invalid(
+        "protocol-rtsp-extra-spaces",
+        b"GET  /  RTSP/1.0\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: not HTTP, however many spaces llhttp takes between the parts",
+    ),
+    Invalid(
+        "protocol-lowercase-name-extra-spaces",
+        b"GET  /  http/1.1\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: HTTP-name is case-sensitive (llhttp refuses http/ itself)",
+    ),
+    Invalid(
+        "pipelined-protocol-rtsp",
+        _GET + b"GET / RTSP/1.0\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: the valid request before it is answered first; then not HTTP",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-protocol-rtsp-after-body",
+        b"POST / HTTP/1.1\r\n"
+        + _HOST
+        + b"Content-Length: 3\r\n\r\nABCGET / RTSP/1.0\r\n"
+        + _HOST
+        + b"\r\n",
+        400,
+        "RFC 9112 2.3: the line after the body's 3 bytes names RTSP/1.0, not HTTP",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-protocol-rtsp-after-chunked-body",
+        _CHUNKED_POST + b"\r\n3\r\nabc\r\n0\r\n\r\nGET / RTSP/1.0\r\n" + _HOST + b"\r\n",
+        400,
+        "RFC 9112 2.3: after the chunked body's end, a line that names RTSP/1.0",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-protocol-rtsp-after-empty-lines",
+        _GET + b"\r\n\r\nDESCRIBE / RTSP/1.0\r\n\r\n",
+        400,
+        "RFC 9112 2.2, 2.3: empty lines after a request, then an RTSP request",
+        answered_before=1,
+    ),
+    Invalid(
+        "pipelined-protocol-rtsp-extra-spaces",
+        _GET + b"OPTIONS   *   RTSP/1.0\r\n\r\n",
+        400,
+        "RFC 9112 2.3: an RTSP line pipelined after a request, spaced out",
+        answered_before=1,
     ),
     # ------------------------------------------------------------------
     # Host

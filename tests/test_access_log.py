@@ -585,6 +585,17 @@ def test_refusal_with_a_complete_head_logs_its_request_line() -> None:
         pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01", 400, "-", id="tls-hello"),
         pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, "GET / HTTP/1.1", id="no-host"),
         pytest.param(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "GET / HTTP/2.0", id="505"),
+        # A line that names RTSP/ or ICE/ (which llhttp takes) is logged without its
+        # digits, as one whose protocol llhttp refuses.
+        pytest.param(b"GET / RTSP/1.0\r\nHost: a\r\n\r\n", 400, "GET /", id="rtsp"),
+        pytest.param(b"GET / RTSP/9.9\r\nHost: a\r\n\r\n", 400, "GET /", id="rtsp-9-9"),
+        pytest.param(b"GET / http/1.1\r\nHost: a\r\n\r\n", 400, "GET /", id="http-lower"),
+        pytest.param(
+            b"GET / RTSP/1.0\r\nHost: a\r\nBad Name: x\r\n\r\n",
+            400,
+            "GET /",
+            id="rtsp-bad-field",
+        ),
         pytest.param(
             b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
             400,

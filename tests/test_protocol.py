@@ -30,6 +30,7 @@ from twistwsgi.http.protocol import (
     MAX_PIPELINED,
     MAX_QUEUED,
     METHOD_NOT_IMPLEMENTED,
+    NOT_HTTP,
     PIPELINE_SLICE,
     HTTP11Exchange,
     Refusal,
@@ -169,8 +170,9 @@ def test_close_wins_over_keep_alive_on_http10(fields: bytes) -> None:
         # is read from the bytes (see on_headers_complete).
         (b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
         (b"GET http://a/x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
-        # Otherwise llhttp is asked: an empty line first, more spaces, a line that
-        # a read cuts (after the version, inside it, inside the target).
+        # Otherwise llhttp is asked: an empty line first, more spaces. A line that a
+        # read cuts (after the version, inside it, inside the target) is kept whole
+        # across the reads (its protocol is checked in it) and read from its bytes.
         (b"\r\nGET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
         (b"GET  /x  HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", None),
         (b"GET /x HTTP/%s\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", 16),
@@ -213,19 +215,25 @@ class VersionCounter:
     [
         ([b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"], 0),
         ([b"GET /x HTTP/1.1\r\nHo", b"st: a\r\n\r\n"], 0),
-        ([b"GET /x HTTP/1.", b"1\r\nHost: a\r\n\r\n"], 1),
+        # The line's reads are kept together (its protocol is checked in them).
+        ([b"GET /x HTTP/1.", b"1\r\nHost: a\r\n\r\n"], 0),
+        # A request pipelined behind another starts a piece of the read.
+        ([b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * 2], 0),
         ([b"GET  /x HTTP/1.1\r\nHost: a\r\n\r\n"], 1),
+        ([b"\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n"], 1),
     ],
 )
 def test_request_version_is_read_from_a_whole_line(reads: list[bytes], asked: int) -> None:
-    """The version is asked of llhttp only when the line is not plainly in one read."""
+    """The version is asked of llhttp only when the line is not plainly single-spaced
+    from the first byte of what was kept of it.
+    """
     echo = Echo()
     connection = open_connection(echo)
     counter = VersionCounter(connection.protocol._parser)
     connection.protocol._parser = counter  # type: ignore[assignment]
     for data in reads:
         connection.send(data)
-    assert [exchange.request.version for exchange in echo.seen] == [b"1.1"]
+    assert {exchange.request.version for exchange in echo.seen} == {b"1.1"}
     assert counter.asked == asked
 
 
@@ -2308,6 +2316,108 @@ def test_a_method_cut_by_a_read_after_a_body_starts_after_the_body() -> None:
     responses, requests, _ = _answers([head + b"ABCP", b"U" + _REST_OF_HEAD])
     assert [status for status, _ in responses] == [200, 501]
     assert requests == [None, (b"PU", b"")]
+
+
+# -- protocols llhttp takes besides HTTP (RTSP/, ICE/; RFC 9112 2.3) -----------------------
+
+
+@given(
+    before=st.sampled_from(
+        [
+            b"",
+            b"\r\n",
+            get(b"1"),
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
+        ]
+    ),
+    method=st.sampled_from([b"GET", b"OPTIONS", b"DESCRIBE", b"SOURCE"]),
+    spacing=st.sampled_from([b" ", b"  "]),
+    protocol=st.sampled_from(
+        [
+            b"HTTP/1.1",
+            b"HTTP/1.0",
+            b"HTTP/2.0",
+            b"HTTP/1.2",
+            b"RTSP/1.0",
+            b"RTSP/2.0",
+            b"RTSP/1.2",
+            b"ICE/1.0",
+            b"http/1.1",
+        ]
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=4),
+)
+def test_a_protocol_gets_the_same_answer_however_its_line_is_split(
+    before: bytes, method: bytes, spacing: bytes, protocol: bytes, cuts: list[int]
+) -> None:
+    """A line naming RTSP/ or ICE/ (llhttp takes both, and reports only the digits) is
+    refused (400), whole in a read or not, pipelined or not, and never reaches the
+    handler; an HTTP version keeps its own answer (505 for one not served), and what
+    the access log gets does not depend on the split either.
+    """
+    raw = before + method + spacing + b"/" + spacing + protocol + b"\r\nHost: a\r\n\r\n"
+    points = sorted({cut for cut in cuts if cut < len(raw)} | {0, len(raw)})
+    whole = _answers([raw])
+    split = _answers([raw[start:end] for start, end in itertools.pairwise(points)])
+    assert split == whole
+    responses, _, _ = whole
+    status, body = responses[-1]
+    if not protocol.startswith(b"HTTP/"):
+        assert status == 400
+        # (llhttp itself refuses http/, ICE/ after any method but SOURCE, and RTSP/
+        # after SOURCE, which is not on its RTSP list.)
+        if (protocol == b"ICE/1.0") == (method == b"SOURCE") and protocol != b"http/1.1":
+            assert body == NOT_HTTP.encode() + b"\n"
+    elif method == b"DESCRIBE":
+        assert status == 501  # an RTSP method in an HTTP line, whatever its version
+    elif protocol in (b"HTTP/2.0", b"HTTP/1.2"):
+        assert status == 505
+    else:
+        assert status == 200
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        b"",
+        b"\r\n",
+        get(b"1"),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
+    ],
+    ids=["first", "empty-line", "pipelined", "after-body", "after-chunked-body"],
+)
+def test_a_line_that_names_another_protocol_is_refused_wherever_a_read_ends(
+    before: bytes,
+) -> None:
+    """Cut in two at every byte: the line is refused (a read that begins a request
+    and holds a CR without its LF, as the line's CR is when the cut falls before its
+    LF, is parsed in parts), and nothing before it is answered otherwise.
+    """
+    raw = before + b"GET  /x  RTSP/1.0\r\nHost: a\r\n\r\n"
+    expected = [200] * (before.count(b"HTTP/1.1")) + [400]
+    for cut in range(1, len(raw)):
+        responses, _, _ = _answers([raw[:cut], raw[cut:]])
+        assert [status for status, _ in responses] == expected, cut
+        assert responses[-1][1] == NOT_HTTP.encode() + b"\n", cut
+
+
+def test_a_line_that_names_another_protocol_is_logged_without_a_version() -> None:
+    """Its method and target are logged, as for a line llhttp refuses in its version;
+    the server log says why, as for any refusal.
+    """
+    logged: list[Any] = []
+    with capture_log_events() as events:
+        connection = connect(Echo(), response_log=logged.append)
+        connection.send(b"GET /x RTSP/1.0\r\nHost: a\r\nUser-Agent: ua\r\n\r\n")
+    [response] = parse_responses(connection.take())
+    assert (response.status, response.header(b"connection")) == (400, b"close")
+    [refusal] = logged
+    request = refusal.request
+    assert (request.method, request.target, request.version) == (b"GET", b"/x", b"")
+    [line] = [formatEvent(e) for e in events if "Refused" in formatEvent(e)]
+    assert line.endswith(": 400 " + NOT_HTTP)
 
 
 def test_a_method_cut_by_a_read_is_not_taken_for_the_next_request_s() -> None:

@@ -626,6 +626,9 @@ class HTTP11Protocol(Protocol):
     _method_line: bytes | None = None
     _line_start: tuple[int, bytes] | None = None
     _line_from = 0
+    # Whether the request line kept in _message_read went on past the end of the last
+    # read parsed: the next read is added to it (see _parse). A class attribute too.
+    _line_open = False
 
     def __init__(self, factory: HTTPFactory) -> None:
         self._factory = factory
@@ -655,8 +658,10 @@ class HTTP11Protocol(Protocol):
         self._addresses_pending = False
         # Current message being parsed.
         self._url = b""
-        # The read the current message's first byte came in, until its head is
-        # complete: where its version is read cheaply (see on_headers_complete).
+        # The bytes of the current message from its first one (or from empty lines
+        # before it) until its head is complete: the read it began in, or the piece of
+        # it _feed cut, with the reads after it while its request line goes on. Where
+        # its version is read cheaply, and its protocol checked (on_headers_complete).
         self._message_read: bytes | None = None
         # Whether llhttp has read the whole request line of the current message
         # (only then is its version the message's own).
@@ -1305,7 +1310,9 @@ class HTTP11Protocol(Protocol):
         if self._addresses_pending and not self._learn_addresses():
             return False
         self._read = _READ_HEAD
-        self._message_read = None  # (its version is asked of llhttp)
+        # The read is parsed in parts (_parse_around_crs): each adds to the line.
+        self._message_read = b""
+        self._line_open = True
         # The request's first byte: where its time starts ($request_time).
         self._head_began = self._set_deadline(self._settings.header_timeout, _TIMEOUT_HEAD)
         return True
@@ -1328,6 +1335,12 @@ class HTTP11Protocol(Protocol):
             # llhttp is between messages: the message begins at data[0] (unless
             # empty lines come first, which on_headers_complete sees).
             self._message_read = data
+        elif self._line_open:
+            # The request line began in an earlier read and had not ended: its
+            # protocol may be in this one. (Only a line cut by a read pays; bounded,
+            # as the line is, by the head's limits.)
+            self._line_open = False
+            self._message_read = (self._message_read or b"") + data
         if read is _READ_HEAD:
             self._head_bytes += len(data)
         elif read is _READ_BODY:
@@ -1370,11 +1383,23 @@ class HTTP11Protocol(Protocol):
                 self._target_refused = True
             elif str(error) in _LLHTTP_PREFACE_ERRORS:
                 self._line_read = True  # llhttp read PRI's line to its end
-            self._fail(_refusal(error))
+            refusal = _refusal(error)
+            if (
+                str(error) == _LLHTTP_BAD_VERSION
+                and self._message_read is not None
+                and rules.names_another_protocol(self._message_read)
+            ):
+                # RTSP/9.9 is no HTTP version that is not supported (505): it is not
+                # HTTP at all, as RTSP/1.0 is not (on_headers_complete).
+                refusal = RequestError(400, NOT_HTTP)
+            self._fail(refusal)
         else:
             read = self._read
             if read is _READ_HEAD:
                 self._check_head_size()
+                kept = self._message_read
+                if kept is not None and not kept.lstrip(b"\r\n").partition(b"\n")[1]:
+                    self._line_open = True  # the next read adds to the line
                 if self._url:
                     if not self._line_read:
                         if self._parser.get_method() == b"PRI":
@@ -1440,6 +1465,11 @@ class HTTP11Protocol(Protocol):
                 self._feed_piece(data, start, end)
             else:
                 end = self._head_end(data, start)
+                if self._between_messages:
+                    # A message may begin in this piece (after a body or another
+                    # head, or after empty lines): its request line is in it, from
+                    # its first byte, or begins there and goes on in the next read.
+                    self._message_read = data[start:end]
                 self._feed_piece(data, start, end)
                 if self._chunked_head_done:
                     # The piece ended where the head did: the body starts here.
@@ -1464,8 +1494,11 @@ class HTTP11Protocol(Protocol):
         end, valid = self._check_chunk_lines(data, start)
         if valid and self._chunk_lines:
             # The body goes on in the next read, which no head can end at the
-            # start of: no _fed_tail to keep.
+            # start of, unless this one ended inside the last chunk's line ("0\r"):
+            # the CRLF CRLF that ends the message then begins here (_head_end).
             self._parser.feed_data(memoryview(data)[start:] if start else data)
+            if self._chunk_line:
+                self._fed_tail = self._chunk_line[-3:]
             return end
         self._feed_piece(data, start, end)
         if not valid:
@@ -1484,16 +1517,18 @@ class HTTP11Protocol(Protocol):
     def _head_end(self, data: bytes, start: int) -> int:
         """Where the next CRLF CRLF ending after ``data[start]`` ends (or ``len(data)``).
 
-        It may begin up to three bytes before ``start``, in an earlier read too.
+        It may begin up to three bytes before ``start``, in an earlier read too
+        (``_fed_tail``), also after a piece of one or two bytes: the LF that ends a
+        last chunk's line whose CR ended the last read. Cut anywhere else, the piece
+        would hold the end of that message and the start of the next, which begins a
+        piece (see _feed) when the read is not split there.
         """
-        if start == 0:
-            tail = self._fed_tail
+        if start < 3:
+            tail = self._fed_tail  # (what was fed last: data[:start] included)
             for cut, (before, after) in enumerate(_HEAD_END_SPLITS, 1):
-                if tail.endswith(before) and data.startswith(after):
-                    return cut
-            at = data.find(_HEAD_END)
-        else:
-            at = data.find(_HEAD_END, max(start - 3, 0))
+                if tail.endswith(before) and data.startswith(after, start):
+                    return start + cut
+        at = data.find(_HEAD_END, max(start - 3, 0))
         return len(data) if at < 0 else at + 4
 
     def _check_chunk_lines(self, data: bytes, start: int) -> tuple[int, bool]:
@@ -1828,7 +1863,7 @@ class HTTP11Protocol(Protocol):
         version = None
         line = self._message_read
         if line is not None:
-            # The read this message began in (at its first byte, or at empty lines
+            # The bytes this message began in (at its first byte, or at empty lines
             # before it). llhttp accepted its request line (RFC 9112 3): the method,
             # spaces, the target handed over, and spaces and the version, or CRLF
             # (0.9). Read single-spaced, the line ends with the 11 bytes after the
@@ -1836,9 +1871,9 @@ class HTTP11Protocol(Protocol):
             # CRLF, they are the line's end whatever the spacing (a line feed ends
             # the line, and no target holds a space), so that version is the one
             # llhttp read. Asking llhttp costs more (get_http_version formats a new
-            # string each time); anything else (a line cut across reads, another
-            # spacing or version) asks it.
-            self._message_read = None  # (a request pipelined in the same read asks)
+            # string each time); anything else (empty lines first, another spacing or
+            # version) asks it.
+            self._message_read = None
             at = len(method) + len(target) + 1  # (the space between them)
             line_end = line[at : at + 11]
             if line_end == _VERSION_11_LINE_END:
@@ -1846,6 +1881,11 @@ class HTTP11Protocol(Protocol):
             elif line_end == _VERSION_10_LINE_END:
                 version = b"1.0"
         if version is None:
+            if line is not None and rules.names_another_protocol(line):
+                # llhttp takes RTSP/ and ICE/ too, and reports their digits only. Before
+                # the version's own check: RTSP/2.0 is not HTTP, not an HTTP/2.0.
+                self._message_read = line  # (_partial_request logs it with no version)
+                raise RequestError(400, NOT_HTTP)
             version_text = parser.get_http_version()
             if version_text == "1.1":
                 version = b"1.1"
@@ -2341,6 +2381,9 @@ class HTTP11Protocol(Protocol):
         # read this request line's version.
         read = self._line_read or bool(self._headers)
         version = parser.get_http_version().encode("ascii") if read else b""
+        kept = self._message_read
+        if version and kept is not None and rules.names_another_protocol(kept):
+            version = b""  # RTSP/1.0's digits are no HTTP version (not logged as one)
         return PartialRequest(
             method=method, target=target, version=version, headers=self._headers, peer=self._peer
         )
@@ -2628,6 +2671,12 @@ def _http2_preface() -> RequestError:
 
 #: llhttp's reason for an RTSP method in an HTTP request line.
 _LLHTTP_RTSP_METHOD = "Invalid method for HTTP/x.x request"
+#: llhttp's reason for version digits it does not take (HTTP/1.2, RTSP/9.9).
+_LLHTTP_BAD_VERSION = "Invalid HTTP version"
+#: The reason of the 400 that answers a request line whose protocol is RTSP/ or ICE/,
+#: which llhttp takes (RFC 9112 2.3: HTTP-name is "HTTP", case-sensitive; nginx
+#: answers 400 too).
+NOT_HTTP = "Request line's protocol is not HTTP"
 
 #: llhttp's reasons for a PRI request it read to the end of its head.
 _LLHTTP_PREFACE_ERRORS = frozenset({"Pause on PRI/Upgrade", "Expected HTTP/2 Connection Preface"})
@@ -2654,7 +2703,7 @@ def _refusal(error: Exception) -> RequestError:
         # version that follows the target, wherever the reads were split: a token
         # this server does not implement either (RFC 9110 9.1).
         return RequestError(501, METHOD_NOT_IMPLEMENTED)
-    if reason == "Invalid HTTP version":
+    if reason == _LLHTTP_BAD_VERSION:
         return RequestError(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
     return RequestError(400, reason)
 
