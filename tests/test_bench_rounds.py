@@ -269,8 +269,9 @@ def _scenario(names: tuple[str, ...], *, workers: int = 1) -> Scenario:
     )
 
 
-def _runner(tmp_path: Path, names: tuple[str, ...], rounds: int) -> scenarios.Runner:
-    context = servers.Context(
+def bare_context(tmp_path: Path) -> servers.Context:
+    """A run's context with every path at ``tmp_path``, and no nginx."""
+    return servers.Context(
         repo=tmp_path,
         project_bin=tmp_path,
         peers_bin=tmp_path,
@@ -279,6 +280,10 @@ def _runner(tmp_path: Path, names: tuple[str, ...], rounds: int) -> scenarios.Ru
         nginx=None,
         twistwsgi_help=None,
     )
+
+
+def _runner(tmp_path: Path, names: tuple[str, ...], rounds: int) -> scenarios.Runner:
+    context = bare_context(tmp_path)
     settings = scenarios.Settings(
         duration_s=10,
         warmup_s=1,

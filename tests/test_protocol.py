@@ -2211,16 +2211,21 @@ def _answers(pieces: list[bytes]) -> tuple[list[tuple[int, bytes]], list[Any], b
     return responses, requests, connection.is_closed()
 
 
+#: What may come before a request line on its connection: nothing, an empty line, a
+#: request, one with a Content-Length body, one with a chunked body.
+_BEFORE_A_LINE = st.sampled_from(
+    [
+        b"",
+        b"\r\n",
+        get(b"1"),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
+    ]
+)
+
+
 @given(
-    before=st.sampled_from(
-        [
-            b"",
-            b"\r\n",
-            get(b"1"),
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
-        ]
-    ),
+    before=_BEFORE_A_LINE,
     line=st.lists(
         st.sampled_from(
             [b"GET", b"M-SEARCH", b"MK", b"P", b"U", b"get", b"!", b"2", b" ", b"\t", b"\x01", b"("]
@@ -2322,15 +2327,7 @@ def test_a_method_cut_by_a_read_after_a_body_starts_after_the_body() -> None:
 
 
 @given(
-    before=st.sampled_from(
-        [
-            b"",
-            b"\r\n",
-            get(b"1"),
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
-        ]
-    ),
+    before=_BEFORE_A_LINE,
     method=st.sampled_from([b"GET", b"OPTIONS", b"DESCRIBE", b"SOURCE"]),
     spacing=st.sampled_from([b" ", b"  "]),
     protocol=st.sampled_from(

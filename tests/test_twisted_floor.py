@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from benchmarks import twisted_floor
 from benchmarks.harness import servers
 from benchmarks.harness.servers import Target
+from tests.test_bench_rounds import bare_context
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -79,15 +80,7 @@ def test_a_file_is_answered_by_its_path_and_anything_else_is_404(tmp_path: Path)
 
 
 def test_only_the_direct_floor_is_launched_with_twistwsgi_paths(tmp_path: Path) -> None:
-    context = servers.Context(
-        repo=tmp_path,
-        project_bin=tmp_path,
-        peers_bin=tmp_path,
-        app_root=tmp_path,
-        scratch=tmp_path,
-        nginx=None,
-        twistwsgi_help=None,
-    )
+    context = bare_context(tmp_path)
     target = Target("wsgi", "hello")
     plain = servers.build(servers.FLOOR, context, target, 8080)
     direct = servers.build(servers.FLOOR_DIRECT, context, target, 8080)
