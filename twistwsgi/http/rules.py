@@ -219,11 +219,6 @@ def transfer_coding_is_chunked(values: list[bytes]) -> bool:
     return True
 
 
-# RFC 9112 7.1 / 7.1.1: chunk-size [ chunk-ext ] CRLF, where
-#   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
-#   chunk-ext-name = token; chunk-ext-val = token / quoted-string
-# with token and quoted-string from RFC 9110 5.6.2 and 5.6.4 (qdtext and quoted-pair
-# exclude CR, LF and the other controls but HTAB).
 #: Every tchar (RFC 9110 5.6.2), as the argument of ``bytes.lstrip``.
 TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -270,6 +265,11 @@ def names_another_protocol(message: bytes) -> bool:
     return len(parts) > 2 and not parts[2].startswith(b"HTTP/")
 
 
+# RFC 9112 7.1 / 7.1.1: chunk-size [ chunk-ext ] CRLF, where
+#   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+#   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+# with token and quoted-string from RFC 9110 5.6.2 and 5.6.4 (qdtext and quoted-pair
+# exclude CR, LF and the other controls but HTAB).
 _TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _BWS = rb"[ \t]*"
