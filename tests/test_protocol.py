@@ -70,6 +70,16 @@ class Held:
     def handle(self, exchange: Exchange) -> None:
         self.exchanges.append(exchange)
 
+    def answer_all(self, body: bytes) -> int:
+        """Answer 200 with ``body`` to each exchange, those it lets in too; say how many."""
+        answered = 0
+        while answered < len(self.exchanges):
+            exchange = self.exchanges[answered]
+            exchange.start_response(200, [])
+            exchange.finish(body)
+            answered += 1
+        return answered
+
 
 class BodyCollector:
     """Attaches a receiver and records what arrives."""
@@ -2109,12 +2119,7 @@ def test_a_pipeline_behind_a_body_is_cut_at_max_queued() -> None:
     connection.send(burst)
     protocol: Any = connection.protocol
     assert len(protocol._queue) <= MAX_QUEUED + 1  # the refusal waits in the queue too
-    answered = 0
-    while answered < len(held.exchanges):
-        exchange = held.exchanges[answered]
-        exchange.start_response(200, [])
-        exchange.finish(b"ok")
-        answered += 1
+    held.answer_all(b"ok")
     statuses = [r.status for r in parse_responses(connection.take())]
     assert statuses == [200] * MAX_QUEUED + [429]
     connection.clock.advance(LINGER_TIMEOUT)  # the refusal's lingering close
@@ -2213,15 +2218,26 @@ def _answers(pieces: list[bytes]) -> tuple[list[tuple[int, bytes]], list[Any], b
 
 #: What may come before a request line on its connection: nothing, an empty line, a
 #: request, one with a Content-Length body, one with a chunked body.
-_BEFORE_A_LINE = st.sampled_from(
-    [
-        b"",
-        b"\r\n",
-        get(b"1"),
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
-    ]
-)
+_OPENINGS = {
+    "first": b"",
+    "empty-line": b"\r\n",
+    "pipelined": get(b"1"),
+    "after-body": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
+    "after-chunked-body": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n"
+    ),
+}
+_BEFORE_A_LINE = st.sampled_from(list(_OPENINGS.values()))
+
+
+def _answers_however_split(
+    raw: bytes, cuts: list[int]
+) -> tuple[list[tuple[int, bytes]], list[Any], bool]:
+    """The answers to ``raw`` sent whole, after checking they are the same cut at ``cuts``."""
+    points = sorted({cut for cut in cuts if cut < len(raw)} | {0, len(raw)})
+    whole = _answers([raw])
+    assert _answers([raw[start:end] for start, end in itertools.pairwise(points)]) == whole
+    return whole
 
 
 @given(
@@ -2242,12 +2258,7 @@ def test_a_method_gets_the_same_answer_however_its_line_is_split(
     answer (501, or 400 when the line does not start with a token and SP) and what
     the access log gets do not. A refused line gets the answer its bytes call for.
     """
-    raw = before + line + _REST_OF_HEAD
-    points = sorted({cut for cut in cuts if cut < len(raw)} | {0, len(raw)})
-    whole = _answers([raw])
-    split = _answers([raw[start:end] for start, end in itertools.pairwise(points)])
-    assert split == whole
-    responses, requests, _ = whole
+    responses, requests, _ = _answers_however_split(before + line + _REST_OF_HEAD, cuts)
     status, body = responses[-1]
     if body in (METHOD_NOT_IMPLEMENTED.encode() + b"\n", b"Invalid request method\n"):
         assert status == unknown_method_status(line + _REST_OF_HEAD, 8192)
@@ -2354,11 +2365,7 @@ def test_a_protocol_gets_the_same_answer_however_its_line_is_split(
     the access log gets does not depend on the split either.
     """
     raw = before + method + spacing + b"/" + spacing + protocol + b"\r\nHost: a\r\n\r\n"
-    points = sorted({cut for cut in cuts if cut < len(raw)} | {0, len(raw)})
-    whole = _answers([raw])
-    split = _answers([raw[start:end] for start, end in itertools.pairwise(points)])
-    assert split == whole
-    responses, _, _ = whole
+    responses, _, _ = _answers_however_split(raw, cuts)
     status, body = responses[-1]
     if not protocol.startswith(b"HTTP/"):
         assert status == 400
@@ -2374,17 +2381,7 @@ def test_a_protocol_gets_the_same_answer_however_its_line_is_split(
         assert status == 200
 
 
-@pytest.mark.parametrize(
-    "before",
-    [
-        b"",
-        b"\r\n",
-        get(b"1"),
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nABC",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
-    ],
-    ids=["first", "empty-line", "pipelined", "after-body", "after-chunked-body"],
-)
+@pytest.mark.parametrize("before", list(_OPENINGS.values()), ids=list(_OPENINGS))
 def test_a_line_that_names_another_protocol_is_refused_wherever_a_read_ends(
     before: bytes,
 ) -> None:
@@ -2435,13 +2432,7 @@ def test_a_refused_method_behind_held_requests_still_times_out() -> None:
     connection = open_connection(held, header_timeout=5.0)
     connection.send(get(b"1") + get(b"2") + b"FOO")
     assert connection.transport.producerState == "paused"
-    answered = 0
-    while answered < len(held.exchanges):
-        exchange = held.exchanges[answered]
-        exchange.start_response(200, [])
-        exchange.finish(b"")
-        answered += 1
-    assert answered == 2
+    assert held.answer_all(b"") == 2
     assert connection.transport.producerState == "producing"
     connection.clock.advance(5.1)
     assert [r.status for r in parse_responses(connection.take())] == [200, 200, 408]
