@@ -2246,14 +2246,22 @@ class HTTP11Protocol(Protocol):
         line_from, self._line_from = self._line_from, 0
         if self._read is not _READ_HEAD:
             return  # (refused for its size)
-        kept = self._line_start
-        if kept is not None and kept[0] == self._requests:
-            line = kept[1] + data  # the same request line: no head was accepted since
-        else:
-            line = data[line_from:].lstrip(b"\r\n")
+        line = self._line_so_far(data, line_from)
         # Once a byte that is no tchar has come (SP), llhttp has taken the method
         # and will not refuse it: nothing to keep.
         self._line_start = None if line.lstrip(rules.TCHAR_BYTES) else (self._requests, line)
+
+    def _line_so_far(self, data: bytes, line_from: int) -> bytes:
+        """The request line being read, from its first byte, to the end of ``data``.
+
+        Its start kept from earlier reads (:meth:`_keep_line_start`) when no head was
+        accepted since (then ``data`` goes on with it), else ``data`` from
+        ``line_from`` on, after any empty lines, which llhttp skips.
+        """
+        kept = self._line_start
+        if kept is not None and kept[0] == self._requests:
+            return kept[1] + data[line_from:]
+        return data[line_from:].lstrip(b"\r\n")
 
     def _method_refused(self, data: bytes, line_from: int) -> None:
         """Answer a method llhttp does not know: 501, or 400 if it is not a token.
@@ -2268,11 +2276,8 @@ class HTTP11Protocol(Protocol):
         header timeout. The rest of a 501's request is never read: its framing is
         unknown.
         """
-        kept, self._line_start = self._line_start, None
-        if kept is not None and kept[0] == self._requests:
-            line = kept[1] + data[line_from:]
-        else:
-            line = data[line_from:].lstrip(b"\r\n")
+        line = self._line_so_far(data, line_from)
+        self._line_start = None
         self._method_line = line
         self._read = _READ_STOPPED  # (llhttp stopped: dataReceived passes reads on)
         self._decide_method()
