@@ -159,6 +159,32 @@ def test_http10_closes_unless_keep_alive_is_asked_for() -> None:
     assert connection.is_closed()
 
 
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_proxy_connection_close_does_not_end_the_connection(
+    version: bytes, pipelined: bool
+) -> None:
+    """A connection the response keeps open serves the next request, Proxy-Connection or not.
+
+    Proxy-Connection is no HTTP field (nginx ignores it too). llhttp counted its
+    close and refused the next request with a 400 the response had not announced.
+    """
+    connection = open_connection(Echo())
+    first = b"GET /a HTTP/%s\r\nHost: a\r\nProxy-Connection: close\r\n" % version
+    if version == b"1.0":
+        first += b"Connection: keep-alive\r\n"
+    second = b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+    if pipelined:
+        connection.send(first + b"\r\n" + second)
+    else:
+        connection.send(first + b"\r\n")
+        connection.send(second)
+    responses = parse_responses(connection.take())
+    assert [(r.status, r.body) for r in responses] == [(200, b"/a"), (200, b"/b")]
+    assert responses[0].header(b"connection") in (None, b"keep-alive")
+    assert not connection.is_closed()
+
+
 @pytest.mark.parametrize(
     "fields",
     [b"Connection: close, keep-alive\r\n", b"Connection: keep-alive\r\nConnection: close\r\n"],

@@ -156,6 +156,20 @@ def _find_bare_cr(data: bytes, start: int) -> int:
         start = at + 2
 
 
+def _request_parser(protocol: HTTP11Protocol) -> httptools.HttpRequestParser:
+    """Make llhttp's request parser, calling back ``protocol``, leaving persistence to it.
+
+    The protocol decides whether a connection persists (RFC 9112 9.3) and reads
+    nothing more once it does not. llhttp decides too, and after a message it
+    takes to close the connection it refuses whatever follows; it counts
+    ``Proxy-Connection: close``, which is no HTTP field, so a client that sent it
+    had the next request refused on a connection the response had kept open.
+    """
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_keep_alive=True)
+    return parser
+
+
 _BARE_CR_BEFORE_REQUEST = RequestError(400, "Bare CR before the request line")
 _HEAD_END = b"\r\n\r\n"  # the empty line that ends a head (bare LFs are refused)
 # The ways it may begin in one read and end in the next: the bytes before and after.
@@ -634,7 +648,7 @@ class HTTP11Protocol(Protocol):
         self._factory = factory
         self._settings = factory.settings
         self._clock = factory.clock
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _request_parser(self)
         self._read = _READ_IDLE
         # Queue of requests in arrival order: the first is being answered; a
         # Refusal entry is an error response to send in its turn.
@@ -2171,7 +2185,7 @@ class HTTP11Protocol(Protocol):
         tail = self._upgrade_tail or b""
         self._upgrade_tail = None
         self._upgraded = False
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _request_parser(self)
         self._read = _READ_IDLE
         self._between_messages = True
         self._cr_pending = False
