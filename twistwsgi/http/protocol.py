@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 import select
 import socket
 from collections import deque
@@ -179,6 +180,10 @@ _CR_LF = frozenset(b"\r\n")
 _VERSION_11_LINE_END = b" HTTP/1.1\r\n"
 _VERSION_10_LINE_END = b" HTTP/1.0\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The short way for a read that is one simple head (_take_simple_head).
+_simple_head = rules.SIMPLE_HEAD.fullmatch
+_simple_fields = rules.SIMPLE_FIELD.findall
+_SIMPLE_HEAD_SPECIAL = rules.SIMPLE_HEAD_FIELDS | rules.NOT_SIMPLE_FIELDS
 
 
 #: Bytes kept after an Upgrade request head while its answer is pending.
@@ -1259,6 +1264,16 @@ class HTTP11Protocol(Protocol):
             # Requests parsed earlier wait for their turn: keep the bytes in order.
             self._held += data
             return
+        if (
+            read is _READ_IDLE
+            and not self._queue
+            and not self._cr_pending
+            and self._skipped_body is None
+            and not self._addresses_pending
+        ):
+            simple = _simple_head(data)
+            if simple is not None and self._take_simple_head(data, simple):
+                return
         if self._skipped_body is not None:
             self._feed_skipped_body(data)
         elif len(data) > PIPELINE_SLICE and read is not _READ_BODY:
@@ -1291,6 +1306,102 @@ class HTTP11Protocol(Protocol):
                 self._dispatch(first)
         elif queue or self._held:
             self._advance()
+
+    def _take_simple_head(self, data: bytes, simple: re.Match[bytes]) -> bool:
+        """Queue and dispatch the request of a read that is one simple head.
+
+        The short way for the most common read, a GET or HEAD without a body whose
+        whole head came in one read (:data:`rules.SIMPLE_HEAD`): the head is read
+        with two regular expressions instead of llhttp's six calls back into Python,
+        and the state those calls set and reset is left as it is after a whole
+        message. ``False``, with nothing changed, for a head the general way must
+        read: one it would refuse, or that asks for more than a plain exchange
+        (a body, an expectation, an upgrade, the connection's end).
+        """
+        settings = self._settings
+        method, target, minor, field_lines = simple.groups()
+        if (
+            len(target) > settings.max_request_line
+            or len(field_lines) > settings.max_header_field
+            or len(field_lines) > settings.max_header_total
+        ):
+            # A field line's counted size (name, value, 2) is at most its length,
+            # so within these bounds no field or section limit is reached.
+            return False
+        fields = _simple_fields(field_lines)
+        if len(fields) > settings.max_header_count:
+            return False
+        host = connection = None
+        for name, value in fields:
+            lower = name.lower()
+            if lower in _SIMPLE_HEAD_SPECIAL:
+                if lower == b"host":
+                    if host is not None:
+                        return False  # (a duplicate Host: refused)
+                    host = value
+                elif lower == b"connection":
+                    connection = value if connection is None else connection + b"," + value
+                else:
+                    return False
+        version = b"1.1" if minor == b"1" else b"1.0"
+        if host is None:
+            if minor == b"1":
+                return False  # (refused: no Host)
+            host = b""
+        elif host != self._valid_host:
+            if not rules.is_valid_host(host):
+                return False
+            self._valid_host = host
+        if connection:
+            options = rules.connection_options(connection)
+            if b"close" in options or b"upgrade" in options:
+                return False
+            if minor == b"0" and b"keep-alive" not in options:
+                return False
+        elif minor == b"0":
+            return False  # (HTTP/1.0 without keep-alive: the connection ends)
+        now = self._clock.seconds()
+        requests = self._requests + 1
+        most = settings.keepalive_requests
+        lifetime = settings.keepalive_time
+        if (
+            not settings.keepalive_timeout
+            or (most and requests >= most)
+            or (lifetime and now - self._opened_at >= lifetime)
+        ):
+            return False  # (this response ends the connection)
+        # What the parser's calls leave after a whole message without a body.
+        self._requests = requests
+        self._head_began = now
+        self._line_read = True
+        self._fed_tail = data[-3:]
+        self._chunked = self._chunked_head_done = False
+        self._body_until = 0
+        self._deadline = None  # a handler is working; nothing to wait for
+        self._deadline_kind = _TIMEOUT_HEAD
+        if not self._certificate_read:
+            self._read_client_certificate()
+        path, _, query = target.partition(b"?")
+        head = RequestHead(  # (in order, positionally: see RequestHead.__init__)
+            method,
+            target,
+            path,
+            path,
+            query,
+            version,
+            fields,
+            host,
+            None,
+            False,
+            self._scheme,
+            self._peer,
+            self._local,
+            self._client_certificate,
+        )
+        exchange = HTTP11Exchange(self, head, True, False, now)
+        self._queue.append(exchange)
+        self._dispatch(exchange)
+        return True
 
     def _body_may_end_in(self, data: bytes) -> bool:
         """Whether a body read may hold the message's end and a bare CR after it.

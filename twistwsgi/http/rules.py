@@ -302,6 +302,47 @@ def is_valid_chunk_line(line: bytes) -> bool:
     return _CHUNK_LINE_RE.fullmatch(line) is not None
 
 
+# The simple head: the requests the protocol reads without llhttp. A GET or HEAD in
+# origin-form (RFC 9112 3.2.1) whose path needs no percent-decoding, HTTP/1.1 or 1.0,
+# single spaces, and field lines (RFC 9112 5) of a tchar name, a colon and a value of
+# visible ASCII with spaces and tabs inside it, then the empty line. The path holds
+# pchar and "/" (RFC 3986 3.3) but pct-encoded; the query, pchar, "/", "?" and "%".
+# Everything else (other methods and forms, obs-text, a percent in the path, any
+# irregular spacing) goes through llhttp, which reads all of this the same way: a
+# property test feeds both and compares what they make of it.
+_SIMPLE_PATH = rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*"
+_SIMPLE_QUERY = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"
+# The value: runs of visible bytes with runs of SP or HTAB between them, or nothing,
+# so that the OWS around it (RFC 9110 5.6.3) is outside the group. Each field line
+# matches one way only, and the field lines are taken possessively: a head cut short
+# fails at once rather than after retrying every field line (a value that could begin
+# with its OWS once made a 1 KiB slice of 100 field lines take 2**100 steps).
+_SIMPLE_VALUE = rb"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*+)?+"
+_SIMPLE_FIELD_LINE = TOKEN.encode() + rb":[ \t]*" + _SIMPLE_VALUE + rb"[ \t]*\r\n"
+
+#: A whole simple head, from the method to the empty line: its groups are the method,
+#: the target, the minor version digit and the field lines.
+SIMPLE_HEAD = re.compile(
+    rb"(GET|HEAD) ("
+    + _SIMPLE_PATH
+    + rb"(?:\?"
+    + _SIMPLE_QUERY
+    + rb")?) HTTP/1\.([01])\r\n((?:"
+    + _SIMPLE_FIELD_LINE
+    + rb")*+)\r\n"
+)
+
+#: One field line of a simple head's field lines: the name and the value without OWS.
+SIMPLE_FIELD = re.compile(rb"(" + TOKEN.encode() + rb"):[ \t]*(" + _SIMPLE_VALUE + rb")[ \t]*\r\n")
+
+#: The fields of a simple head that the protocol reads itself (lower-case); any other
+#: field of this set (framing, expectations, upgrades) sends the head through llhttp.
+SIMPLE_HEAD_FIELDS = frozenset((b"host", b"connection"))
+#: Fields whose presence sends a head through llhttp: they mean a body, an
+#: expectation or another protocol, which the short way does not read.
+NOT_SIMPLE_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+
+
 # RFC 3986 3.2.2 host (reg-name, IPv4address, IP-literal) and 3.2.3 port, as they may
 # appear in a Host field (RFC 9110 7.2). reg-name allows sub-delims and pct-encoded;
 # anything else (spaces, "/", "@", "\", controls) is a malformed Host and a 400.
