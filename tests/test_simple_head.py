@@ -3,7 +3,7 @@
 A read that is one whole GET or HEAD head of the simplest kind (``rules.SIMPLE_HEAD``)
 is read by ``HTTP11Protocol._take_simple_head`` with two regular expressions instead of
 llhttp and its six calls back. What it reads must be what llhttp and the head rules read,
-and it must take nothing the general way refuses or treats apart. Three checks:
+and it must take nothing the general way refuses or treats apart. Four checks:
 
 * the grammar alone: every head drawn from it matches, and llhttp reads the same
   method, target, version and field lines from it; heads just outside it do not match,
@@ -14,7 +14,12 @@ and it must take nothing the general way refuses or treats apart. Three checks:
   timeouts, under default and small limits. The bytes written, what the application
   was given, the access log, the log events and the connection's end are the same;
 * the short way is taken where it should be (wrk's and a browser's head), and where
-  a head asks for what only the general way does, it is not.
+  a head asks for what only the general way does, it is not;
+* what the drawn sessions do not reach: a short-way head after what only llhttp reads
+  (a body, a chunked body and its trailer, pipelined heads, an Upgrade answered
+  without switching, sliced large heads, empty lines, a split method), the limits at
+  their bounds, a shutdown or the connection limit reached while idle, and the PROXY
+  protocol's header before it.
 """
 
 from __future__ import annotations
@@ -518,3 +523,147 @@ def test_the_timeouts_after_a_short_way_request_are_the_general_ways() -> None:
         _compare(
             Session(reads, list(waits), {"header_timeout": 3.0, "keepalive_timeout": 30.0}, held)
         )
+
+
+# -- contexts the drawn sessions do not reach ----------------------------------------------
+
+_PLAIN = _WRK + b"\r\n"
+_BIG = _WRK + b"Cookie: " + b"c" * 3000 + b"\r\n\r\n"  # (over PIPELINE_SLICE: sliced)
+_MANY = _WRK + b"".join(b"X-%d: v\r\n" % i for i in range(99)) + b"\r\n"  # (100 fields)
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [_WRK + b"Content-Length: 3\r\n\r\nabc", _PLAIN, b"GET /p HTTP/1.1\r\n"],
+        [_WRK + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", _PLAIN, b"GET"],
+        [_WRK + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r", b"\n", _PLAIN],
+        [_WRK + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX: y\r\n\r\n", _PLAIN, b"GET /p"],
+        [_PLAIN + _PLAIN, _PLAIN, b"GET /p HTTP/1.1\r\n"],
+        [
+            _WRK + b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            _PLAIN,
+            b"GET /p HTTP/1.1\r\n",
+        ],
+        [_BIG, _BIG, _PLAIN],
+        [_MANY, _MANY, _PLAIN],
+        [b"\r\n", _PLAIN, b"\n", _PLAIN],
+        [_PLAIN + b"\r\n", _PLAIN, b"\r"],
+        [b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"] * 2 + [b"GET / HTTP/1.0\r\n"],
+        [_WRK + b"Proxy-Connection: close\r\n\r\n", _PLAIN, _PLAIN],
+        [_WRK + b"Proxy-Connection: upgrade\r\n\r\n", _PLAIN, _PLAIN],
+        [b"GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n", _PLAIN],
+        [b"POST / HTTP/1.1\r\nHost: a\r\n\r\n", _PLAIN, b"GET /x HTTP/1.1\r\n"],
+        [b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", _PLAIN],
+        [b"GE", _PLAIN[2:], _PLAIN],
+        [_WRK + b"Content-Length: 0\r\n\r\n", _PLAIN],
+    ],
+    ids=[
+        "after-a-body",
+        "after-a-chunked-body",
+        "after-a-chunked-body-split-in-its-end",
+        "after-a-trailer",
+        "after-pipelined-heads",
+        "after-an-upgrade-not-switched",
+        "sliced-heads",
+        "max-header-count-fields",
+        "after-empty-lines",
+        "after-an-empty-line-and-before-a-bare-cr",
+        "http-1.0-keep-alive",
+        "proxy-connection-close",
+        "proxy-connection-upgrade",
+        "http-1.0-proxy-connection-keep-alive",
+        "after-a-post-without-body",
+        "after-an-asterisk-form",
+        "after-a-split-method",
+        "after-content-length-0",
+    ],
+)
+@pytest.mark.parametrize("limits", [{}, {"header_timeout": 2.0, "keepalive_timeout": 10.0}])
+@pytest.mark.parametrize("wait", [0.0, 3.0])
+def test_the_short_way_after_what_only_the_general_way_reads(
+    reads: list[bytes], limits: dict[str, Any], wait: float
+) -> None:
+    """Whatever came before on the connection, a short-way head is read as llhttp reads it."""
+    _compare(Session(reads, [wait] * len(reads), limits))
+    if b"Content-Length: 3\r\n\r\n" not in reads[0]:
+        # (The pool runs the application at once, in this thread: one that reads a
+        # body still to come would wait for ever.)
+        _compare(Session(reads, [wait] * len(reads), limits, held=True))
+
+
+@pytest.mark.parametrize(
+    ("fields", "limits"),
+    [
+        (b"X: " + b"v" * 19 + b"\r\n", {"max_header_field": 24}),  # (name, value, 2: 24)
+        (b"X: " + b"v" * 20 + b"\r\n", {"max_header_field": 24}),
+        (b"", {"max_header_total": len(b"Host127.0.0.1:8080") + 2}),
+        (b"", {"max_header_total": len(b"Host127.0.0.1:8080") + 1}),
+        (b"X: y\r\n", {"max_header_count": 2}),
+        (b"X: y\r\nZ: w\r\n", {"max_header_count": 2}),
+    ],
+)
+def test_the_limits_at_their_bounds_are_the_general_ways(
+    fields: bytes, limits: dict[str, Any]
+) -> None:
+    _compare(Session([_WRK + fields + b"\r\n", _PLAIN], [0.0, 0.0], limits))
+    target = b"/" + b"a" * 7
+    head = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
+    for most in (len(target) - 1, len(target)):
+        _compare(Session([head, head], [0.0, 0.0], {"max_request_line": most}))
+
+
+def _serve_around(between: str, taken: bool) -> tuple[bytes, bool, list[str]]:
+    """A request, then ``between`` happens to the server, then a plain request."""
+    clock = Clock()
+    handler = WSGIHandler(validator(_echo), reactor=SynchronousReactorThreads(), threadpool=None)
+    access = AccessLog("", clock=clock)
+    with short_way(taken), capture_log_events() as events:
+        connection = connect(handler, clock=clock, response_log=access)
+        connection.send(_PLAIN)
+        if between == "shutdown":
+            connection.factory.shut_down()
+        elif between == "capacity":
+            # (At max_connections, a factory given no port counts as waited on.)
+            connection.factory.at_capacity = True
+        elif between == "close-when-idle":
+            connection.protocol.close_when_idle()
+        connection.send(_PLAIN)
+        clock.advance(1.0)
+        connection.send(_PLAIN)
+        written = connection.take()
+    return written, connection.is_closed(), [formatEvent(event) for event in events]
+
+
+@pytest.mark.parametrize("between", ["shutdown", "capacity", "close-when-idle"])
+def test_a_request_while_the_server_closes_is_answered_as_the_general_way_answers_it(
+    between: str,
+) -> None:
+    assert _serve_around(between, taken=True) == _serve_around(between, taken=False)
+
+
+def _proxied(reads: list[bytes], taken: bool) -> tuple[bytes, list[str]]:
+    from tests.test_proxy_protocol import Proxied
+
+    log: list[str] = []
+    with short_way(taken):
+        connection = Proxied(log)
+        connection.send(*reads)
+    return connection.transport.value(), log
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"PROXY TCP4 203.0.113.7 192.0.2.10 51000 443\r\n", _PLAIN, _PLAIN],
+        [b"PROXY TCP4 203.0.113.7 192.0.2.10 51000 443\r\n" + _PLAIN, _PLAIN],
+        [b"PROXY TCP4 203.0.113.7 192.0.2.10 51000 443\r\n", b"\r\n" + _PLAIN, _PLAIN],
+        [b"PROXY TCP4 nowhere 192.0.2.10 51000 443\r\n", _PLAIN],
+    ],
+    ids=["header-alone", "header-and-head", "empty-line-first", "no-ip-address"],
+)
+def test_a_proxy_protocol_connection_is_read_as_the_general_way_reads_it(
+    reads: list[bytes],
+) -> None:
+    """The addresses the PROXY header names are the ones the short way's requests get."""
+    assert _proxied(reads, taken=True) == _proxied(reads, taken=False)
