@@ -56,6 +56,12 @@ from twistwsgi.wsgi import WSGIHandler
 _TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _PATH_CHARS = "abcXYZ019-._~!$&'()*+,;=:@/"
 _QUERY_CHARS = _PATH_CHARS + "?%"
+# Percent-escapes a path may hold: well formed (two hex digits, either case) ...
+_ESCAPES = st.tuples(
+    st.sampled_from("0123456789abcdefABCDEF"), st.sampled_from("0123456789abcdefABCDEF")
+).map(lambda digits: "%" + "".join(digits))
+# ... and ones the general way refuses or treats apart (NUL, encoded separators).
+_ODD_ESCAPES = st.sampled_from(["%00", "%2f", "%2F", "%5c", "%2e%2e", "%", "%2", "%zz", "%%"])
 _VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 _names = st.text(_TCHARS, min_size=1, max_size=12).map(str.encode)
@@ -67,7 +73,8 @@ _ows = st.sampled_from([b"", b" ", b"\t", b"  ", b" \t "])
 def simple_heads(draw: st.DrawFn) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """A head of the simple grammar, and its field lines as the protocol keeps them."""
     method = draw(st.sampled_from([b"GET", b"HEAD"]))
-    target = b"/" + draw(st.text(_PATH_CHARS, max_size=20)).encode()
+    path = draw(st.lists(st.sampled_from(list(_PATH_CHARS)) | _ESCAPES, max_size=20))
+    target = ("/" + "".join(path)).encode()
     if draw(st.booleans()):
         target += b"?" + draw(st.text(_QUERY_CHARS, max_size=20)).encode()
     version = draw(st.sampled_from([b"1.1", b"1.0"]))
@@ -104,7 +111,10 @@ def test_a_simple_head_reads_as_llhttp_reads_it(
     head, kept = drawn
     simple = rules.SIMPLE_HEAD.fullmatch(head)
     assert simple is not None
-    method, target, minor, field_lines = simple.groups()
+    method, target, path, escaped, query, minor, field_lines = simple.groups()
+    # The path and query groups split the target as the general way splits it.
+    assert (path + escaped, query or b"") == target.partition(b"?")[::2]
+    assert escaped[:1] in (b"", b"%")
     fields = rules.SIMPLE_FIELD.findall(field_lines)
     assert fields == kept
     reading = _LlhttpReading()
@@ -124,7 +134,9 @@ _WRK = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
     [
         b"POST / HTTP/1.1\r\nHost: a\r\n\r\n",
         b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n",  # (a path to decode)
+        b"GET /a%2 HTTP/1.1\r\nHost: a\r\n\r\n",  # (malformed escapes in the path)
+        b"GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a% HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -326,7 +338,8 @@ _MUTATIONS = b' \t\r\n\x00\x7f\x80\xff%#?/\\:;"<>{}@,=Aa0'
 def near_simple_heads(draw: st.DrawFn) -> bytes:
     """A head of the simple grammar or near it: special fields, odd hosts, mutations."""
     method = draw(st.sampled_from([b"GET", b"GET", b"HEAD", b"POST", b"OPTIONS", b"PRI"]))
-    target = b"/" + draw(st.text(_QUERY_CHARS, max_size=12)).encode()
+    pieces = st.sampled_from(list(_QUERY_CHARS)) | _ESCAPES | _ODD_ESCAPES
+    target = ("/" + "".join(draw(st.lists(pieces, max_size=12)))).encode()
     version = draw(st.sampled_from([b"1.1", b"1.1", b"1.0", b"1.2", b"2.0"]))
     head = method + b" " + target + b" HTTP/" + version + b"\r\n"
     if draw(st.integers(0, 4)):
@@ -443,8 +456,9 @@ def counting_short_ways() -> Iterator[list[bool]]:
         [_BROWSER, _BROWSER.replace(b"GET", b"HEAD", 1)],
         [b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],  # (ab -k)
         [b"GET /a?b=%zz&c=/d HTTP/1.1\r\nHost: a\r\nEmpty:\r\n\r\n"],
+        [b"GET /caf%C3%A9/a%20b%2e HTTP/1.1\r\nHost: a\r\n\r\n"],
     ],
-    ids=["wrk", "browser", "http-1.0-keep-alive", "query-and-empty-field"],
+    ids=["wrk", "browser", "http-1.0-keep-alive", "query-and-empty-field", "escaped-path"],
 )
 def test_the_short_way_takes_a_plain_request(reads: list[bytes]) -> None:
     with counting_short_ways() as answers:
@@ -462,6 +476,7 @@ _SECOND = _WRK + b"\r\n"
         ([b"GET / HTTP/1.1\r\n\r\n"], {}),  # no Host: 400
         ([_WRK + b"Host: b\r\n\r\n"], {}),  # a second Host: 400
         ([b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"], {}),  # a malformed Host: 400
+        ([b"GET /a%00b HTTP/1.1\r\nHost: a\r\n\r\n"], {}),  # an encoded NUL: 400
         ([_WRK + b"Connection: close\r\n\r\n", _SECOND], {}),
         ([_WRK + b"Connection: keep-alive, Upgrade\r\n\r\n"], {}),
         ([_WRK + b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"], {}),
@@ -481,6 +496,7 @@ _SECOND = _WRK + b"\r\n"
         "no-host",
         "two-hosts",
         "bad-host",
+        "encoded-nul",
         "connection-close",
         "connection-upgrade",
         "upgrade",

@@ -1325,7 +1325,7 @@ class HTTP11Protocol(Protocol):
         expectation, an upgrade, the connection's end).
         """
         settings = self._settings
-        method, target, minor, field_lines = simple.groups()
+        method, target, path, escaped, query, minor, field_lines = simple.groups()
         if (
             len(target) > settings.max_request_line
             or len(field_lines) > settings.max_header_field
@@ -1376,6 +1376,15 @@ class HTTP11Protocol(Protocol):
             or (lifetime and now - self._opened_at >= lifetime)
         ):
             return False  # (this response ends the connection)
+        decoded_path = path
+        if escaped:
+            path += escaped
+            try:
+                decoded_path = rules.unquote_path(path)
+            except RequestError:
+                return False  # (an encoded NUL: refused)
+        if query is None:
+            query = b""  # (no "?": as target.partition(b"?") leaves it)
         # What the parser's calls leave after a whole message without a body.
         self._requests = requests
         self._head_began = now
@@ -1387,12 +1396,11 @@ class HTTP11Protocol(Protocol):
         self._deadline_kind = _TIMEOUT_HEAD
         if not self._certificate_read:
             self._read_client_certificate()
-        path, _, query = target.partition(b"?")
         head = RequestHead(  # (in order, positionally: see RequestHead.__init__)
             method,
             target,
             path,
-            path,
+            decoded_path,
             query,
             version,
             fields,

@@ -307,15 +307,18 @@ def is_valid_chunk_line(line: bytes) -> bool:
 
 
 # The simple head: the requests the protocol reads without llhttp. A GET or HEAD in
-# origin-form (RFC 9112 3.2.1) whose path needs no percent-decoding, HTTP/1.1 or 1.0,
+# origin-form (RFC 9112 3.2.1) with well-formed percent-escapes, HTTP/1.1 or 1.0,
 # single spaces, and field lines (RFC 9112 5) of a tchar name, a colon and a value of
 # visible ASCII with spaces and tabs inside it, then the empty line. The path holds
-# "/" and every pchar but pct-encoded (RFC 3986 3.3); the query those, "?" and "%"
-# (it is passed on as received, not decoded).
-# Everything else (other methods and forms, obs-text, a percent in the path, any
-# irregular spacing) goes through llhttp, which reads all of this the same way: a
+# "/" and pchar (RFC 3986 3.3), a "%" only as pct-encoded (the path is decoded); the
+# query those, "?" and any "%" (it is passed on as received, not decoded).
+# Everything else (other methods and forms, obs-text, a malformed escape in the path,
+# any irregular spacing) goes through llhttp, which reads all of this the same way: a
 # property test feeds both and compares what they make of it.
-_SIMPLE_PATH = rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*"
+#
+# The path: a run of pchar, then the escapes, each followed by a run: the path's groups say
+# whether it has an escape to decode, and the target's split comes from the match.
+_PATH_RUN = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*+"
 _SIMPLE_QUERY = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"
 # The value: runs of visible bytes with runs of SP or HTAB between them, or nothing,
 # so that the OWS around it (RFC 9110 5.6.3) is outside the group. Each field line
@@ -325,14 +328,17 @@ _SIMPLE_QUERY = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"
 _SIMPLE_VALUE = rb"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*+)?+"
 _SIMPLE_FIELD_LINE = _TCHARS + rb":[ \t]*" + _SIMPLE_VALUE + rb"[ \t]*\r\n"
 
-#: A whole simple head, from the method to the empty line: its groups are the method,
-#: the target, the minor version digit and the field lines.
+#: A whole simple head, from the method to the empty line. Its groups: the method, the
+#: target, the path up to its first escape, the rest of the path (``b""`` if none),
+#: the query (``None`` without a ``?``), the minor version digit and the field lines.
 SIMPLE_HEAD = re.compile(
-    rb"(GET|HEAD) ("
-    + _SIMPLE_PATH
-    + rb"(?:\?"
+    rb"(GET|HEAD) ((/"
+    + _PATH_RUN
+    + rb")((?:%[0-9A-Fa-f]{2}"
+    + _PATH_RUN
+    + rb")*+)(?:\?("
     + _SIMPLE_QUERY
-    + rb")?) HTTP/1\.([01])\r\n((?:"
+    + rb"))?) HTTP/1\.([01])\r\n((?:"
     + _SIMPLE_FIELD_LINE
     + rb")*+)\r\n"
 )
