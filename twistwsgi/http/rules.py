@@ -28,7 +28,6 @@ __all__ = [
     "NOT_SIMPLE_FIELDS",
     "SIMPLE_FIELD",
     "SIMPLE_HEAD",
-    "SIMPLE_HEAD_FIELDS",
     "TCHAR_BYTES",
     "RequestError",
     "TargetForm",
@@ -318,8 +317,9 @@ def is_valid_chunk_line(line: bytes) -> bool:
 #
 # The path: a run of pchar, then the escapes, each followed by a run: the path's groups say
 # whether it has an escape to decode, and the target's split comes from the match.
-_PATH_RUN = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*+"
-_SIMPLE_QUERY = rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"
+_PCHAR_OR_SLASH = rb"A-Za-z0-9\-._~!$&'()*+,;=:@/"  # (pchar but pct-encoded, and "/")
+_PATH_RUN = rb"[" + _PCHAR_OR_SLASH + rb"]*+"
+_SIMPLE_QUERY = rb"[" + _PCHAR_OR_SLASH + rb"?%]*"
 # The value: runs of visible bytes with runs of SP or HTAB between them, or nothing,
 # so that the OWS around it (RFC 9110 5.6.3) is outside the group. Each field line
 # matches one way only, and the field lines are taken possessively: a head cut short
@@ -346,8 +346,6 @@ SIMPLE_HEAD = re.compile(
 #: One field line of a simple head's field lines: the name and the value without OWS.
 SIMPLE_FIELD = re.compile(rb"(" + _TCHARS + rb"):[ \t]*(" + _SIMPLE_VALUE + rb")[ \t]*\r\n")
 
-#: The fields of a simple head that the short way reads itself (names lower-cased).
-SIMPLE_HEAD_FIELDS = frozenset((b"host", b"connection"))
 #: Fields whose presence sends a head through llhttp: they mean a body, an
 #: expectation or another protocol, which the short way does not read.
 NOT_SIMPLE_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
